@@ -1,0 +1,562 @@
+//! Script -> [`Policy`]: run the script once in a sandboxed VM, then check
+//! every part of the table it returns. All errors are collected, each with
+//! the file and (where it can be found) the line.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Arc;
+
+use mlua::{Table, Value};
+
+use super::{
+    parse_duration, seconds_to_duration, ConfigError, ConfigErrors, HookSet, ListenerSpec, Policy,
+};
+use crate::lb::{Pool, Server, StateRegistry, Timeouts};
+use crate::script::{describe_lua_error, Limits, Vm};
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listeners",
+    "pools",
+    "on_connect",
+    "on_request",
+    "on_response",
+    "tests",
+];
+const POOL_KEYS: &[&str] = &["servers", "balance", "retries", "timeouts"];
+const LISTENER_KEYS: &[&str] = &["name", "bind", "pool", "mode"];
+const SERVER_KEYS: &[&str] = &["addr", "weight", "backup"];
+const TIMEOUT_KEYS: &[&str] = &["connect", "response", "keepalive"];
+const MAX_WEIGHT: i64 = 256;
+const MAX_RETRIES: i64 = 10;
+
+/// Reads and loads the policy at `path`.
+pub fn load_policy(path: &Path, registry: &StateRegistry) -> Result<Policy, ConfigErrors> {
+    let source = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            path: path.to_path_buf(),
+            line: None,
+            message: format!("cannot read the policy: {e}"),
+        }])
+    })?;
+    load_policy_source(path, Arc::from(source), registry)
+}
+
+/// Loads a policy from its text; `path` names it in errors and tells
+/// `require` where the script's own modules are.
+pub fn load_policy_source(
+    path: &Path,
+    source: Arc<str>,
+    registry: &StateRegistry,
+) -> Result<Policy, ConfigErrors> {
+    let mut cx = Checker {
+        path,
+        source: &source,
+        errors: Vec::new(),
+    };
+    let vm = Vm::new(path, Limits::default()).map_err(|e| cx.fatal(&e))?;
+    let value = vm.run_main_chunk(path, &source).map_err(|e| cx.fatal(&e))?;
+    let Value::Table(root) = value else {
+        cx.error(
+            &["return"],
+            format!(
+                "the script must return a policy table, it returned {}",
+                value.type_name()
+            ),
+        );
+        return Err(ConfigErrors(cx.errors));
+    };
+    let policy = cx.policy(&root, registry);
+    match policy {
+        Some(policy) if cx.errors.is_empty() => Ok(policy),
+        _ => Err(ConfigErrors(cx.errors)),
+    }
+}
+
+struct Checker<'a> {
+    path: &'a Path,
+    source: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, needles: &[&str], message: String) {
+        let line = super::line_of(self.source, needles);
+        self.errors.push(ConfigError {
+            path: self.path.to_path_buf(),
+            line,
+            message,
+        });
+    }
+
+    fn fatal(&mut self, err: &mlua::Error) -> ConfigErrors {
+        self.errors.push(ConfigError {
+            path: self.path.to_path_buf(),
+            line: None,
+            message: describe_lua_error(err),
+        });
+        ConfigErrors(std::mem::take(&mut self.errors))
+    }
+
+    /// Flags keys of `table` that are not in `known`: a typo like
+    /// `on_reqest` must not be silently ignored.
+    fn unknown_keys(&mut self, table: &Table, known: &[&str], what: &str) {
+        for (key, _) in table.pairs::<Value, Value>().flatten() {
+            if let Value::String(s) = &key {
+                let k = s.to_string_lossy();
+                if !known.contains(&k.as_str()) {
+                    self.error(
+                        &[&format!("{k} ="), &k],
+                        format!("{what}: unknown key \"{k}\" (known: {})", known.join(", ")),
+                    );
+                }
+            }
+        }
+    }
+
+    fn policy(&mut self, root: &Table, registry: &StateRegistry) -> Option<Policy> {
+        self.unknown_keys(root, TOP_LEVEL_KEYS, "policy");
+
+        let mut hooks = HookSet::default();
+        for (name, flag) in [
+            ("on_connect", &mut hooks.on_connect),
+            ("on_request", &mut hooks.on_request),
+            ("on_response", &mut hooks.on_response),
+        ] {
+            match root.get::<Value>(name) {
+                Ok(Value::Nil) => {}
+                Ok(Value::Function(_)) => *flag = true,
+                Ok(other) => self.error(
+                    &[&format!("{name} =")],
+                    format!("{name} must be a function, not a {}", other.type_name()),
+                ),
+                Err(e) => self.error(&[name], describe_lua_error(&e)),
+            }
+        }
+
+        let (pools, pool_index) = self.pools(root, registry);
+        let listeners = self.listeners(root, &pool_index);
+        Some(Policy {
+            path: self.path.to_path_buf(),
+            source: Arc::from(self.source),
+            listeners,
+            pools,
+            pool_index,
+            hooks,
+        })
+    }
+
+    fn listeners(&mut self, root: &Table, pools: &HashMap<String, usize>) -> Vec<ListenerSpec> {
+        let list = match root.get::<Value>("listeners") {
+            Ok(Value::Table(t)) => t,
+            Ok(Value::Nil) => {
+                self.error(
+                    &["return"],
+                    "no listeners: add listeners = { { bind = \"127.0.0.1:8080\", pool = \"...\" } }".into(),
+                );
+                return Vec::new();
+            }
+            Ok(other) => {
+                self.error(
+                    &["listeners"],
+                    format!(
+                        "listeners must be a list of tables, not a {}",
+                        other.type_name()
+                    ),
+                );
+                return Vec::new();
+            }
+            Err(e) => {
+                self.error(&["listeners"], describe_lua_error(&e));
+                return Vec::new();
+            }
+        };
+        let mut out: Vec<ListenerSpec> = Vec::new();
+        for (i, entry) in list.sequence_values::<Value>().enumerate() {
+            let n = i + 1;
+            let Ok(Value::Table(t)) = entry else {
+                self.error(
+                    &["listeners"],
+                    format!("listeners[{n}] must be a table like {{ bind = \"127.0.0.1:8080\" }}"),
+                );
+                continue;
+            };
+            self.unknown_keys(&t, LISTENER_KEYS, &format!("listeners[{n}]"));
+            let name = match t.get::<Value>("name") {
+                Ok(Value::String(s)) => s.to_string_lossy(),
+                Ok(Value::Nil) => format!("listener{n}"),
+                _ => {
+                    self.error(&["name ="], format!("listeners[{n}].name must be a string"));
+                    continue;
+                }
+            };
+            if out.iter().any(|l| &*l.name == name.as_str()) {
+                self.error(
+                    &[&format!("\"{name}\"")],
+                    format!("two listeners are named \"{name}\""),
+                );
+            }
+            let bind = match t.get::<Value>("bind") {
+                Ok(Value::String(s)) => {
+                    let text = s.to_string_lossy();
+                    match parse_addr(&text) {
+                        Ok(a) => Some(a),
+                        Err(msg) => {
+                            self.error(
+                                &[&format!("\"{text}\"")],
+                                format!("listener \"{name}\": {msg}"),
+                            );
+                            None
+                        }
+                    }
+                }
+                Ok(Value::Nil) => {
+                    self.error(
+                        &[&format!("\"{name}\""), "listeners"],
+                        format!("listener \"{name}\" has no bind address"),
+                    );
+                    None
+                }
+                _ => {
+                    self.error(
+                        &["bind"],
+                        format!(
+                            "listener \"{name}\": bind must be a string like \"127.0.0.1:8080\""
+                        ),
+                    );
+                    None
+                }
+            };
+            match t.get::<Value>("mode") {
+                Ok(Value::Nil) => {}
+                Ok(Value::String(s)) if s.to_string_lossy() == "http" => {}
+                Ok(Value::String(s)) => {
+                    let mode = s.to_string_lossy();
+                    self.error(
+                        &[&format!("\"{mode}\"")],
+                        format!("listener \"{name}\": mode \"{mode}\" is not supported (this version serves \"http\")"),
+                    );
+                }
+                _ => self.error(
+                    &["mode"],
+                    format!("listener \"{name}\": mode must be a string"),
+                ),
+            }
+            let default_pool = match t.get::<Value>("pool") {
+                Ok(Value::Nil) => None,
+                Ok(Value::String(s)) => {
+                    let pool = s.to_string_lossy();
+                    match pools.get(&pool) {
+                        Some(&idx) => Some(idx),
+                        None => {
+                            self.error(
+                                &[&format!("pool = \"{pool}\""), &format!("\"{pool}\"")],
+                                format!("listener \"{name}\": default pool \"{pool}\" is not defined in pools"),
+                            );
+                            None
+                        }
+                    }
+                }
+                _ => {
+                    self.error(
+                        &["pool ="],
+                        format!("listener \"{name}\": pool must be a pool name"),
+                    );
+                    None
+                }
+            };
+            if let Some(bind) = bind {
+                if let Some(other) = out.iter().find(|l| l.bind == bind) {
+                    self.error(
+                        &[&format!("\"{bind}\"")],
+                        format!(
+                            "listeners \"{}\" and \"{name}\" both bind {bind}",
+                            other.name
+                        ),
+                    );
+                }
+                out.push(ListenerSpec {
+                    name: Arc::from(name.as_str()),
+                    bind,
+                    default_pool,
+                });
+            }
+        }
+        if out.is_empty() && self.errors.is_empty() {
+            self.error(&["listeners"], "no listeners: the list is empty".into());
+        }
+        out
+    }
+
+    fn pools(
+        &mut self,
+        root: &Table,
+        registry: &StateRegistry,
+    ) -> (Vec<Arc<Pool>>, HashMap<String, usize>) {
+        let mut pools = Vec::new();
+        let mut index = HashMap::new();
+        let table = match root.get::<Value>("pools") {
+            Ok(Value::Table(t)) => t,
+            Ok(Value::Nil) => return (pools, index),
+            Ok(other) => {
+                self.error(
+                    &["pools"],
+                    format!(
+                        "pools must be a table of name = {{ ... }}, not a {}",
+                        other.type_name()
+                    ),
+                );
+                return (pools, index);
+            }
+            Err(e) => {
+                self.error(&["pools"], describe_lua_error(&e));
+                return (pools, index);
+            }
+        };
+        // Sorted, so pool indices (and messages) do not depend on hash order.
+        let mut entries: Vec<(String, Value)> = Vec::new();
+        for pair in table.pairs::<Value, Value>() {
+            match pair {
+                Ok((Value::String(k), v)) => entries.push((k.to_string_lossy(), v)),
+                Ok((k, _)) => self.error(
+                    &["pools"],
+                    format!("pool names must be strings, found a {}", k.type_name()),
+                ),
+                Err(e) => self.error(&["pools"], describe_lua_error(&e)),
+            }
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, value) in entries {
+            if let Some(pool) = self.pool(&name, value, registry) {
+                index.insert(name, pools.len());
+                pools.push(Arc::new(pool));
+            }
+        }
+        (pools, index)
+    }
+
+    fn pool(&mut self, name: &str, value: Value, registry: &StateRegistry) -> Option<Pool> {
+        let here = [
+            format!("{name} ="),
+            format!("[\"{name}\"]"),
+            name.to_string(),
+        ];
+        let here: Vec<&str> = here.iter().map(String::as_str).collect();
+        let Value::Table(t) = value else {
+            self.error(
+                &here,
+                format!("pool \"{name}\" must be a table with servers"),
+            );
+            return None;
+        };
+        self.unknown_keys(&t, POOL_KEYS, &format!("pool \"{name}\""));
+        let errors_before = self.errors.len();
+
+        match t.get::<Value>("balance") {
+            Ok(Value::Nil) => {}
+            Ok(Value::String(s)) if s.to_string_lossy() == "round_robin" => {}
+            Ok(Value::String(s)) => {
+                let b = s.to_string_lossy();
+                self.error(
+                    &[&format!("\"{b}\"")],
+                    format!(
+                        "pool \"{name}\": unknown balance algorithm \"{b}\" (known: round_robin)"
+                    ),
+                );
+            }
+            _ => self.error(&here, format!("pool \"{name}\": balance must be a string")),
+        }
+
+        let retries = match t.get::<Value>("retries") {
+            Ok(Value::Nil) => 3,
+            Ok(Value::Integer(n)) if (0..=MAX_RETRIES).contains(&n) => n as u32,
+            _ => {
+                self.error(
+                    &["retries"],
+                    format!(
+                        "pool \"{name}\": retries must be a whole number from 0 to {MAX_RETRIES}"
+                    ),
+                );
+                0
+            }
+        };
+
+        let mut timeouts = Timeouts::default();
+        match t.get::<Value>("timeouts") {
+            Ok(Value::Nil) => {}
+            Ok(Value::Table(tt)) => {
+                self.unknown_keys(&tt, TIMEOUT_KEYS, &format!("pool \"{name}\" timeouts"));
+                for (key, slot) in [
+                    ("connect", &mut timeouts.connect),
+                    ("response", &mut timeouts.response),
+                    ("keepalive", &mut timeouts.keepalive),
+                ] {
+                    let parsed = match tt.get::<Value>(key) {
+                        Ok(Value::Nil) => continue,
+                        Ok(Value::String(s)) => parse_duration(&s.to_string_lossy()),
+                        Ok(Value::Integer(n)) => seconds_to_duration(n as f64)
+                            .ok_or_else(|| format!("{n} is out of range")),
+                        Ok(Value::Number(n)) => {
+                            seconds_to_duration(n).ok_or_else(|| format!("{n} is out of range"))
+                        }
+                        _ => Err("must be a duration like \"2s\"".to_string()),
+                    };
+                    match parsed {
+                        Ok(d) if d.is_zero() => self.error(
+                            &[&format!("{key} =")],
+                            format!("pool \"{name}\": timeouts.{key} must be more than 0"),
+                        ),
+                        Ok(d) => *slot = d,
+                        Err(msg) => self.error(
+                            &[&format!("{key} =")],
+                            format!("pool \"{name}\": timeouts.{key}: {msg}"),
+                        ),
+                    }
+                }
+            }
+            _ => self.error(
+                &["timeouts"],
+                format!("pool \"{name}\": timeouts must be a table like {{ connect = \"1s\" }}"),
+            ),
+        }
+
+        let mut servers: Vec<Server> = Vec::new();
+        match t.get::<Value>("servers") {
+            Ok(Value::Table(list)) => {
+                for (i, entry) in list.sequence_values::<Value>().enumerate() {
+                    let Ok(entry) = entry else { continue };
+                    if let Some(server) = self.server(name, i + 1, entry, registry) {
+                        if servers.iter().any(|s| s.addr == server.addr) {
+                            self.error(
+                                &[&format!("\"{}\"", server.addr)],
+                                format!("pool \"{name}\": server {} is listed twice", server.addr),
+                            );
+                        }
+                        servers.push(server);
+                    }
+                }
+                if servers.is_empty() && self.errors.len() == errors_before {
+                    self.error(&here, format!("pool \"{name}\" has no servers"));
+                }
+            }
+            Ok(Value::Nil) => self.error(
+                &here,
+                format!("pool \"{name}\" has no servers (servers = {{ \"127.0.0.1:9001\" }})"),
+            ),
+            _ => self.error(&here, format!("pool \"{name}\": servers must be a list")),
+        }
+        if servers.iter().all(|s| s.backup) && !servers.is_empty() {
+            self.error(
+                &here,
+                format!(
+                    "pool \"{name}\": every server is a backup; at least one must be a primary"
+                ),
+            );
+        }
+
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(Pool::new(name, servers, retries, timeouts))
+    }
+
+    fn server(
+        &mut self,
+        pool: &str,
+        n: usize,
+        entry: Value,
+        registry: &StateRegistry,
+    ) -> Option<Server> {
+        let (addr_text, weight, backup) = match entry {
+            Value::String(s) => (s.to_string_lossy(), 1, false),
+            Value::Table(t) => {
+                self.unknown_keys(&t, SERVER_KEYS, &format!("pool \"{pool}\" server {n}"));
+                let addr = match t.get::<Value>("addr") {
+                    Ok(Value::String(s)) => s.to_string_lossy(),
+                    _ => {
+                        self.error(&["addr"], format!("pool \"{pool}\" server {n}: addr must be a string like \"127.0.0.1:9001\""));
+                        return None;
+                    }
+                };
+                let weight = match t.get::<Value>("weight") {
+                    Ok(Value::Nil) => 1,
+                    Ok(Value::Integer(w)) if (1..=MAX_WEIGHT).contains(&w) => w as u32,
+                    Ok(other) => {
+                        let shown = match other {
+                            Value::Integer(w) => w.to_string(),
+                            Value::Number(w) => w.to_string(),
+                            other => other.type_name().to_string(),
+                        };
+                        self.error(
+                            &[&format!("\"{addr}\""), "weight"],
+                            format!("pool \"{pool}\" server {addr}: weight must be a whole number from 1 to {MAX_WEIGHT}, not {shown}"),
+                        );
+                        1
+                    }
+                    Err(e) => {
+                        self.error(&["weight"], describe_lua_error(&e));
+                        1
+                    }
+                };
+                let backup = match t.get::<Value>("backup") {
+                    Ok(Value::Nil) => false,
+                    Ok(Value::Boolean(b)) => b,
+                    _ => {
+                        self.error(
+                            &["backup"],
+                            format!("pool \"{pool}\" server {addr}: backup must be true or false"),
+                        );
+                        false
+                    }
+                };
+                (addr, weight, backup)
+            }
+            other => {
+                self.error(
+                    &[&format!("{pool} =")],
+                    format!(
+                        "pool \"{pool}\" server {n} must be \"ip:port\" or a table, not a {}",
+                        other.type_name()
+                    ),
+                );
+                return None;
+            }
+        };
+        match parse_addr(&addr_text) {
+            Ok(addr) => Some(Server {
+                addr,
+                addr_text: Arc::from(addr.to_string()),
+                weight,
+                backup,
+                state: registry.get_or_create(pool, addr),
+            }),
+            Err(msg) => {
+                self.error(
+                    &[&format!("\"{addr_text}\"")],
+                    format!("pool \"{pool}\": {msg}"),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// `ip:port`, `[v6]:port`, `localhost:port` or `*:port` / `:port` (all
+/// IPv4 addresses).
+pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    let hint = || format!("bad address \"{text}\" (expected ip:port, like \"127.0.0.1:9001\")");
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = text.rsplit_once(':').ok_or_else(hint)?;
+    let port: u16 = port.parse().map_err(|_| hint())?;
+    match host {
+        "" | "*" => Ok(SocketAddr::from(([0, 0, 0, 0], port))),
+        "localhost" => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        _ => {
+            // Names are resolved once, at load; never on the request path.
+            let mut addrs = (host, port).to_socket_addrs().map_err(|_| hint())?;
+            addrs.next().ok_or_else(hint)
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The policy as a value: a script is loaded once, centrally, into a
+//! [`Policy`] that has been checked from top to bottom. Workers and the
+//! request path only ever see a policy that passed.
+
+mod duration;
+mod load;
+mod locate;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use duration::{parse_duration, seconds_to_duration};
+pub use load::{load_policy, load_policy_source};
+pub use locate::line_of;
+
+use crate::lb::Pool;
+
+/// A loaded, validated policy. Cheap to share across threads; the Lua
+/// functions themselves live in each worker's own VM (see
+/// [`crate::script::WorkerScript`]).
+#[derive(Debug)]
+pub struct Policy {
+    pub path: PathBuf,
+    pub source: Arc<str>,
+    pub listeners: Vec<ListenerSpec>,
+    pub pools: Vec<Arc<Pool>>,
+    pub pool_index: HashMap<String, usize>,
+    pub hooks: HookSet,
+}
+
+impl Policy {
+    /// The pool a hook named, if it exists.
+    #[inline]
+    pub fn pool_by_name(&self, name: &str) -> Option<usize> {
+        self.pool_index.get(name).copied()
+    }
+
+    /// A short human summary, as `pocket check` prints it.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        out.push_str(&format!("policy {}\n", self.path.display()));
+        out.push_str(&format!("listeners: {}\n", self.listeners.len()));
+        for l in &self.listeners {
+            let pool = l
+                .default_pool
+                .map(|p| &*self.pools[p].name)
+                .unwrap_or("(none)");
+            out.push_str(&format!(
+                "  {} on {} (default pool: {})\n",
+                l.name, l.bind, pool
+            ));
+        }
+        out.push_str(&format!("pools: {}\n", self.pools.len()));
+        for p in &self.pools {
+            out.push_str(&format!(
+                "  {} ({}, {} servers, retries {})\n",
+                p.name,
+                p.balance_name(),
+                p.servers.len(),
+                p.retries
+            ));
+            for s in p.servers.iter() {
+                out.push_str(&format!(
+                    "    {} weight {}{}\n",
+                    s.addr,
+                    s.weight,
+                    if s.backup { " backup" } else { "" }
+                ));
+            }
+        }
+        out.push_str(&format!("hooks: {}\n", self.hooks));
+        out
+    }
+}
+
+/// One listening address and what it does with a request no hook decides.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    pub name: Arc<str>,
+    pub bind: SocketAddr,
+    pub default_pool: Option<usize>,
+}
+
+/// Which hooks the script defines (the functions are per worker VM).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HookSet {
+    pub on_connect: bool,
+    pub on_request: bool,
+    pub on_response: bool,
+}
+
+impl fmt::Display for HookSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = [
+            (self.on_connect, "on_connect"),
+            (self.on_request, "on_request"),
+            (self.on_response, "on_response"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
+        if names.is_empty() {
+            f.write_str("(none)")
+        } else {
+            f.write_str(&names.join(", "))
+        }
+    }
+}
+
+/// One thing wrong with a policy, located in its file when we can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Lua's own messages already start with `path:line:`.
+        if self
+            .message
+            .starts_with(&format!("{}:", self.path.display()))
+        {
+            return f.write_str(&self.message);
+        }
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, self.message),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+/// Every error found in one load: a user fixes them all in one go.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}

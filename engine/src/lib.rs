@@ -1,0 +1,18 @@
+//! Pocket: a compact load balancer and reverse proxy whose decisions are
+//! written in Lua.
+//!
+//! The engine is a map of rooms, each with one job:
+//! - [`config`]: load a policy script into a validated [`config::Policy`].
+//! - [`script`]: the Lua side: sandboxed VMs, limits, the `pocket` API.
+//! - [`server`]: worker threads, listeners, the accept loop.
+//! - [`proxy`]: the request path, phase by phase.
+//! - [`lb`]: pools, servers and how one is picked.
+//! - [`origin`]: the small built-in origin server used by the demo and labs.
+
+pub mod config;
+pub mod demo;
+pub mod lb;
+pub mod origin;
+pub mod proxy;
+pub mod script;
+pub mod server;

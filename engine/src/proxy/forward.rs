@@ -1,0 +1,160 @@
+//! What changes when a request or response crosses the proxy: hop-by-hop
+//! headers go, Host stays (or is made from an HTTP/2 `:authority`),
+//! X-Forwarded-For and X-Forwarded-Proto are added, and the request is
+//! spoken to the server in HTTP/1.1 whatever the client spoke.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Uri, Version};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Headers that describe one connection, not the message (RFC 9110 7.6.1),
+/// plus `Expect`, which the proxy has already answered.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Removes hop-by-hop headers, including those the Connection header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        // Rare (keep-alive/close are the usual values): allocate only here.
+        let named: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        if headers.contains_key(&name) {
+            headers.remove(&name);
+        }
+    }
+    debug_assert!(!headers.keys().any(is_hop_by_hop));
+}
+
+/// Turns a client's request head into the one sent to a server.
+pub fn prepare_request(head: &mut http::request::Parts, peer: IpAddr) {
+    strip_hop_by_hop(&mut head.headers);
+    head.headers.remove(header::EXPECT);
+
+    // HTTP/2 carries the host in :authority; HTTP/1 servers need Host.
+    if !head.headers.contains_key(header::HOST) {
+        if let Some(authority) = head.uri.authority() {
+            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                head.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    // Origin form: servers get "/path?query", never an absolute URI.
+    if head.uri.scheme().is_some() || head.uri.authority().is_some() {
+        let pq = head.uri.path_and_query().cloned();
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query =
+            Some(pq.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+        if let Ok(uri) = Uri::from_parts(parts) {
+            head.uri = uri;
+        }
+    }
+    head.version = Version::HTTP_11;
+
+    add_forwarded_for(&mut head.headers, peer);
+    head.headers
+        .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+}
+
+/// Appends the client to X-Forwarded-For, as HAProxy's `option forwardfor`
+/// and nginx's `$proxy_add_x_forwarded_for` do.
+fn add_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
+    let ip = canonical_ip(peer);
+    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+/// An IPv4 client seen through a dual-stack socket is reported as IPv4.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// Turns a server's response head into the one sent to the client.
+pub fn prepare_response(head: &mut http::response::Parts) {
+    strip_hop_by_hop(&mut head.headers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn h2_request_gets_host_and_origin_form() {
+        let req = http::Request::builder()
+            .version(Version::HTTP_2)
+            .uri("http://example.com:8080/a?b=1")
+            .body(())
+            .unwrap();
+        let (mut head, _) = req.into_parts();
+        prepare_request(&mut head, "127.0.0.1".parse().unwrap());
+        assert_eq!(head.uri.to_string(), "/a?b=1");
+        assert_eq!(head.headers[header::HOST], "example.com:8080");
+        assert_eq!(head.version, Version::HTTP_11);
+        assert_eq!(head.headers["x-forwarded-for"], "127.0.0.1");
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        add_forwarded_for(&mut h, "127.0.0.2".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
+    }
+}

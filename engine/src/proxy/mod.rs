@@ -1,0 +1,298 @@
+//! The request path, phase by phase. Open this file to see what happens to
+//! a request, in the order it happens:
+//!
+//! 1. [`handle`]: pin the worker's current policy (one generation for the
+//!    whole request) and give the request an id.
+//! 2. `on_request` (Lua): a pool, a local response, or nothing (the
+//!    listener's default pool).
+//! 3. [`forward`]: pick a server (Rust, lock-free), get a pooled or new
+//!    connection; a server that cannot be reached is skipped and the next
+//!    one tried, since the request provably never left.
+//! 4. Send, wait for the response head within the response timeout.
+//! 5. `on_response` (Lua): header edits.
+//! 6. Stream the body to the client; the connection returns to the pool
+//!    when the body ends.
+
+pub mod body;
+pub mod forward;
+pub mod local;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::fmt;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+use body::{InFlight, RequestBody, ResponseBody};
+use upstream::Lease;
+
+use crate::script::api::request::RequestView;
+use crate::script::api::response::ResponseView;
+use crate::script::hooks::Decision;
+use crate::script::WorkerScript;
+use crate::server::Worker;
+
+/// Names a request in the log and in error bodies: worker and sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId {
+    pub worker: u32,
+    pub seq: u64,
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{:x}", self.worker, self.seq)
+    }
+}
+
+/// What every request on one client connection shares.
+pub struct ConnCtx {
+    pub worker: Rc<Worker>,
+    pub peer: SocketAddr,
+    pub listener: Arc<str>,
+}
+
+/// A connection idle longer than this may have been closed by the server
+/// just as we reuse it; a request that can be replayed keeps a copy of its
+/// head so it can be sent again on a fresh connection.
+const REUSE_RISK: Duration = Duration::from_secs(1);
+
+/// Phase 1 and 2: pin the policy, ask the script.
+pub async fn handle(
+    cx: Rc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let script = cx.worker.script();
+    let id = cx.worker.next_request_id();
+    let (head, body) = req.into_parts();
+    let mut view = RequestView {
+        head,
+        peer: cx.peer,
+        listener: cx.listener.clone(),
+        id,
+    };
+    let pool = match script.on_request(&mut view) {
+        Ok(Decision::Pool(i)) => i,
+        Ok(Decision::Respond(r)) => return Ok(local::from_script(r)),
+        Ok(Decision::Default) => match default_pool(&script, &cx.listener) {
+            Some(i) => i,
+            None => {
+                let why = format!(
+                    "no pool for this request: on_request chose none and listener \"{}\" has no default pool",
+                    cx.listener
+                );
+                tracing::warn!(request = %id, "{why}");
+                return Ok(local::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &why,
+                    &id.to_string(),
+                ));
+            }
+        },
+        Err(e) => {
+            tracing::error!(request = %id, hook = e.hook, "{}", e.message);
+            return Ok(local::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the policy script failed on this request (see the log for this request id)",
+                &id.to_string(),
+            ));
+        }
+    };
+    Ok(forward(&cx, &script, pool, view, body).await)
+}
+
+fn default_pool(script: &WorkerScript, listener: &str) -> Option<usize> {
+    script
+        .policy
+        .listeners
+        .iter()
+        .find(|l| &*l.name == listener)
+        .and_then(|l| l.default_pool)
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// A copy of a request head (http's `Parts` is not `Clone`).
+fn clone_head(head: &http::request::Parts) -> http::request::Parts {
+    let mut req = Request::new(());
+    *req.method_mut() = head.method.clone();
+    *req.uri_mut() = head.uri.clone();
+    *req.version_mut() = head.version;
+    *req.headers_mut() = head.headers.clone();
+    req.into_parts().0
+}
+
+/// Phases 3 to 6.
+async fn forward(
+    cx: &ConnCtx,
+    script: &Rc<WorkerScript>,
+    pool_index: usize,
+    view: RequestView,
+    body: Incoming,
+) -> Response<ResponseBody> {
+    let pool = &script.policy.pools[pool_index];
+    let RequestView {
+        head,
+        peer,
+        listener,
+        id,
+    } = view;
+    // on_response sees the request as the client sent it (after on_request).
+    let client_head = script.has_on_response().then(|| clone_head(&head));
+    let mut head = head;
+    forward::prepare_request(&mut head, peer.ip());
+    let replayable = is_idempotent(&head.method) && body.is_end_stream();
+    let mut body = Some(if body.is_end_stream() {
+        RequestBody::Empty
+    } else {
+        RequestBody::Client(body)
+    });
+    let mut head = Some(head);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_error = String::new();
+    // Each unreachable server costs one retry; a connection found dead
+    // before the request left costs an attempt but no retry.
+    let mut attempts = 0;
+    let max_attempts = pool.retries as usize + 4;
+
+    while tried.len() <= pool.retries as usize && attempts < max_attempts {
+        attempts += 1;
+        let Some(si) = pool.pick(&tried) else { break };
+        let server = &pool.servers[si];
+        let mut conn = match cx
+            .worker
+            .upstreams
+            .checkout(server.addr, &pool.timeouts)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                server
+                    .state
+                    .failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{e}; trying another server");
+                last_error = format!("{}: {e}", server.addr);
+                tried.push(si);
+                continue;
+            }
+        };
+        let Some(h) = head.take() else { break };
+        let spare =
+            (replayable && conn.idle_for.is_some_and(|d| d > REUSE_RISK)).then(|| clone_head(&h));
+        let req = Request::from_parts(h, body.take().unwrap_or(RequestBody::Empty));
+        let in_flight = InFlight::new(&server.state);
+        let sent =
+            tokio::time::timeout(pool.timeouts.response, conn.sender.try_send_request(req)).await;
+        let resp = match sent {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(mut e)) => {
+                if let Some(req) = e.take_message() {
+                    // The connection was not ready: nothing left; resend.
+                    let (h, b) = req.into_parts();
+                    head = Some(h);
+                    body = Some(b);
+                    continue;
+                }
+                if let Some(h) = spare {
+                    // A reused connection the server had just closed.
+                    tracing::debug!(request = %id, server = %server.addr, "stale connection ({}); resending", e.error());
+                    head = Some(h);
+                    body = Some(RequestBody::Empty);
+                    continue;
+                }
+                server
+                    .state
+                    .failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let why = format!(
+                    "server {} of pool \"{}\" failed: {}",
+                    server.addr,
+                    pool.name,
+                    e.error()
+                );
+                tracing::warn!(request = %id, "{why}");
+                return local::error(StatusCode::BAD_GATEWAY, &why, &id.to_string());
+            }
+            Err(_) => {
+                server
+                    .state
+                    .failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let why = format!(
+                    "server {} of pool \"{}\" did not answer within {:?}",
+                    server.addr, pool.name, pool.timeouts.response
+                );
+                tracing::warn!(request = %id, "{why}");
+                return local::error(StatusCode::GATEWAY_TIMEOUT, &why, &id.to_string());
+            }
+        };
+
+        server
+            .state
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (mut rhead, rbody) = resp.into_parts();
+        forward::prepare_response(&mut rhead);
+        if let Some(client_head) = client_head {
+            let mut req_view = RequestView {
+                head: client_head,
+                peer,
+                listener,
+                id,
+            };
+            let mut res_view = ResponseView {
+                head: rhead,
+                pool: pool.name.clone(),
+                server: server.addr_text.clone(),
+            };
+            if let Err(e) = script.on_response(&mut req_view, &mut res_view) {
+                tracing::error!(request = %id, hook = e.hook, "{}", e.message);
+                return local::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the policy script failed on this response (see the log for this request id)",
+                    &id.to_string(),
+                );
+            }
+            rhead = res_view.head;
+        }
+        let lease = Lease::new(cx.worker.upstreams.clone(), server.addr, conn.sender);
+        return Response::from_parts(
+            rhead,
+            ResponseBody::Upstream {
+                body: rbody,
+                lease: Some(lease),
+                in_flight: Some(in_flight),
+            },
+        );
+    }
+
+    let why = if tried.is_empty() && last_error.is_empty() {
+        format!("no server of pool \"{}\" is available", pool.name)
+    } else {
+        format!(
+            "no server of pool \"{}\" could be reached (tried {}; last: {})",
+            pool.name,
+            tried.len(),
+            last_error
+        )
+    };
+    tracing::warn!(request = %id, "{why}");
+    let status = if tried.is_empty() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    local::error(status, &why, &id.to_string())
+}

@@ -1,0 +1,154 @@
+//! Each worker's connections to servers: opened with a connect timeout,
+//! kept alive and reused (most recently used first), dropped when stale.
+//! Per worker, so no locks: a worker never shares a connection.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::body::RequestBody;
+use crate::lb::Timeouts;
+
+/// Most idle connections kept per server per worker.
+const MAX_IDLE_PER_SERVER: usize = 128;
+
+struct Idle {
+    sender: SendRequest<RequestBody>,
+    since: Instant,
+}
+
+#[derive(Default)]
+pub struct Upstreams {
+    idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
+}
+
+/// A connection ready for one request.
+pub struct Conn {
+    pub sender: SendRequest<RequestBody>,
+    /// How long it sat idle before this request (None: opened for it). A
+    /// long-idle connection may have been closed by the server meanwhile.
+    pub idle_for: Option<Duration>,
+}
+
+/// Why no connection could be had.
+#[derive(Debug)]
+pub enum ConnectError {
+    Refused(io::Error),
+    Timeout(Duration),
+    Handshake(hyper::Error),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Refused(e) => write!(f, "connect failed: {e}"),
+            ConnectError::Timeout(d) => write!(f, "connect timed out after {d:?}"),
+            ConnectError::Handshake(e) => write!(f, "connection setup failed: {e}"),
+        }
+    }
+}
+
+/// A connection lent to one request; given back when its response body
+/// has been read to the end.
+pub struct Lease {
+    upstreams: Rc<Upstreams>,
+    addr: SocketAddr,
+    sender: SendRequest<RequestBody>,
+}
+
+impl Lease {
+    pub fn new(
+        upstreams: Rc<Upstreams>,
+        addr: SocketAddr,
+        sender: SendRequest<RequestBody>,
+    ) -> Lease {
+        Lease {
+            upstreams,
+            addr,
+            sender,
+        }
+    }
+
+    pub fn release(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        let mut idle = self.upstreams.idle.borrow_mut();
+        let list = idle.entry(self.addr).or_default();
+        if list.len() < MAX_IDLE_PER_SERVER {
+            list.push(Idle {
+                sender: self.sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+impl Upstreams {
+    /// A reusable connection to `addr` if one is idle, else a new one.
+    pub async fn checkout(
+        &self,
+        addr: SocketAddr,
+        timeouts: &Timeouts,
+    ) -> Result<Conn, ConnectError> {
+        loop {
+            let candidate = {
+                let mut idle = self.idle.borrow_mut();
+                idle.get_mut(&addr).and_then(|list| list.pop())
+            };
+            let Some(mut idle) = candidate else { break };
+            let idle_for = idle.since.elapsed();
+            if idle_for > timeouts.keepalive || idle.sender.is_closed() {
+                continue;
+            }
+            if !idle.sender.is_ready() {
+                // Just released: the connection task may not have caught
+                // up yet. It becomes ready or fails at once.
+                match tokio::time::timeout(timeouts.connect, idle.sender.ready()).await {
+                    Ok(Ok(())) => {}
+                    _ => continue,
+                }
+            }
+            return Ok(Conn {
+                sender: idle.sender,
+                idle_for: Some(idle_for),
+            });
+        }
+        self.connect(addr, timeouts.connect).await
+    }
+
+    async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<Conn, ConnectError> {
+        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(ConnectError::Refused(e)),
+            Err(_) => return Err(ConnectError::Timeout(timeout)),
+        };
+        let _ = stream.set_nodelay(true);
+        let sock = socket2::SockRef::from(&stream);
+        let _ = sock.set_tcp_keepalive(
+            &socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(30))
+                .with_interval(Duration::from_secs(10)),
+        );
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        tokio::task::spawn_local(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(server = %addr, "upstream connection ended: {e}");
+            }
+        });
+        Ok(Conn {
+            sender,
+            idle_for: None,
+        })
+    }
+}

@@ -1,0 +1,22 @@
+//! The connection object `on_connect` gets, before a byte is read.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mlua::{UserData, UserDataFields};
+
+pub struct ConnView {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub listener: Arc<str>,
+}
+
+impl UserData for ConnView {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("peer_ip", |_, c| Ok(c.peer.ip().to_string()));
+        fields.add_field_method_get("peer_port", |_, c| Ok(c.peer.port()));
+        fields.add_field_method_get("local_ip", |_, c| Ok(c.local.ip().to_string()));
+        fields.add_field_method_get("local_port", |_, c| Ok(c.local.port()));
+        fields.add_field_method_get("listener", |_, c| Ok(c.listener.to_string()));
+    }
+}

@@ -1,0 +1,118 @@
+//! Answers a script gives instead of a pool: `pocket.respond`,
+//! `pocket.redirect`, and `pocket.reject` for connections.
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use mlua::{Lua, Table, UserData, Value};
+
+/// A response made by the script, sent without asking any server. Scripts
+/// may build one at load time and return it on every request: it is never
+/// consumed.
+#[derive(Debug, Clone)]
+pub struct LocalResponse {
+    pub status: StatusCode,
+    pub body: Bytes,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl UserData for LocalResponse {}
+
+/// `pocket.reject(reason)` from `on_connect`: close the connection.
+#[derive(Debug, Clone)]
+pub struct Reject(pub String);
+
+impl UserData for Reject {}
+
+fn status(code: i64) -> mlua::Result<StatusCode> {
+    u16::try_from(code)
+        .ok()
+        .filter(|c| (200..=599).contains(c))
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| {
+            mlua::Error::RuntimeError(format!("status {code} is not a status from 200 to 599"))
+        })
+}
+
+fn header_pairs(headers: Option<Table>) -> mlua::Result<Vec<(HeaderName, HeaderValue)>> {
+    let mut out = Vec::new();
+    let Some(headers) = headers else {
+        return Ok(out);
+    };
+    for pair in headers.pairs::<mlua::LuaString, Value>() {
+        let (name, value) = pair?;
+        let name = HeaderName::from_bytes(&name.as_bytes()).map_err(|_| {
+            mlua::Error::RuntimeError(format!(
+                "invalid header name \"{}\"",
+                name.to_string_lossy()
+            ))
+        })?;
+        let text = match value {
+            Value::String(s) => s.as_bytes().to_vec(),
+            Value::Integer(n) => n.to_string().into_bytes(),
+            Value::Number(n) => n.to_string().into_bytes(),
+            other => {
+                return Err(mlua::Error::RuntimeError(format!(
+                    "header \"{name}\" must be a string, not a {}",
+                    other.type_name()
+                )))
+            }
+        };
+        let value = HeaderValue::from_bytes(&text).map_err(|_| {
+            mlua::Error::RuntimeError(format!("invalid value for header \"{name}\""))
+        })?;
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
+    pocket.set(
+        "respond",
+        lua.create_function(
+            |_, (code, body, headers): (i64, Option<mlua::LuaString>, Option<Table>)| {
+                Ok(LocalResponse {
+                    status: status(code)?,
+                    body: body
+                        .map(|b| Bytes::copy_from_slice(&b.as_bytes()))
+                        .unwrap_or_default(),
+                    headers: header_pairs(headers)?,
+                })
+            },
+        )?,
+    )?;
+    pocket.set(
+        "redirect",
+        lua.create_function(|_, (a, b): (Value, Option<mlua::LuaString>)| {
+            // pocket.redirect(location) or pocket.redirect(status, location)
+            let (code, location) = match (a, b) {
+                (Value::Integer(code), Some(loc)) => (code, loc.to_string_lossy()),
+                (Value::String(loc), None) => (302, loc.to_string_lossy()),
+                _ => {
+                    return Err(mlua::Error::RuntimeError(
+                        "use pocket.redirect(status, location) or pocket.redirect(location)".into(),
+                    ))
+                }
+            };
+            if !matches!(code, 301 | 302 | 303 | 307 | 308) {
+                return Err(mlua::Error::RuntimeError(format!(
+                    "redirect status must be 301, 302, 303, 307 or 308, not {code}"
+                )));
+            }
+            let value = HeaderValue::from_str(&location).map_err(|_| {
+                mlua::Error::RuntimeError(format!("invalid redirect location \"{location}\""))
+            })?;
+            Ok(LocalResponse {
+                status: status(code)?,
+                body: Bytes::new(),
+                headers: vec![(http::header::LOCATION, value)],
+            })
+        })?,
+    )?;
+    pocket.set(
+        "reject",
+        lua.create_function(|_, reason: Option<String>| {
+            Ok(Reject(reason.unwrap_or_else(|| "rejected".into())))
+        })?,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! `pocket.regex(pattern)`: a Rust regex compiled once, where the script
+//! calls it (normally at load), and matched natively per request.
+
+use mlua::{Lua, MultiValue, Table, UserData, UserDataMethods, Value};
+
+pub struct LuaRegex(regex::Regex);
+
+impl UserData for LuaRegex {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method("is_match", |_, re, text: mlua::LuaString| {
+            Ok(re.0.is_match(&text.to_str()?))
+        });
+
+        // Like string.match: the captures as values (the whole match when
+        // the pattern has no groups), or nil.
+        methods.add_method("match", |lua, re, text: mlua::LuaString| {
+            let text = text.to_str()?;
+            let Some(caps) = re.0.captures(&text) else {
+                return Ok(MultiValue::from_vec(vec![Value::Nil]));
+            };
+            let mut out = Vec::with_capacity(caps.len());
+            let groups: Box<dyn Iterator<Item = _>> = if caps.len() == 1 {
+                Box::new(caps.iter())
+            } else {
+                Box::new(caps.iter().skip(1))
+            };
+            for m in groups {
+                out.push(match m {
+                    Some(m) => Value::String(lua.create_string(m.as_str())?),
+                    None => Value::Nil,
+                });
+            }
+            Ok(MultiValue::from_vec(out))
+        });
+
+        // A table with [0] the whole match, [1].. the groups and named
+        // groups by name; nil when it does not match.
+        methods.add_method("captures", |lua, re, text: mlua::LuaString| {
+            let text = text.to_str()?;
+            let Some(caps) = re.0.captures(&text) else {
+                return Ok(Value::Nil);
+            };
+            let t = lua.create_table()?;
+            for (i, m) in caps.iter().enumerate() {
+                if let Some(m) = m {
+                    t.raw_set(i, m.as_str())?;
+                }
+            }
+            for name in re.0.capture_names().flatten() {
+                if let Some(m) = caps.name(name) {
+                    t.raw_set(name, m.as_str())?;
+                }
+            }
+            Ok(Value::Table(t))
+        });
+
+        // Replaces every match; `$1` / `${name}` refer to groups.
+        methods.add_method(
+            "replace",
+            |_, re, (text, with): (mlua::LuaString, mlua::LuaString)| {
+                Ok(re
+                    .0
+                    .replace_all(&text.to_str()?, with.to_str()?.as_ref())
+                    .into_owned())
+            },
+        );
+    }
+}
+
+pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
+    pocket.set(
+        "regex",
+        lua.create_function(|_, pattern: String| {
+            regex::Regex::new(&pattern)
+                .map(LuaRegex)
+                .map_err(|e| mlua::Error::RuntimeError(format!("bad regex {pattern:?}: {e}")))
+        })?,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,162 @@
+//! The request object `on_request` and `on_response` get. It borrows the
+//! request's head for the duration of the hook call: fields are read from
+//! it when the script asks, edits go straight into it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{Uri, Version};
+use mlua::{UserData, UserDataFields, UserDataMethods, Value};
+
+use super::headers::{add_header_methods, HasHeaders};
+use crate::proxy::RequestId;
+
+pub struct RequestView {
+    pub head: Parts,
+    pub peer: SocketAddr,
+    pub listener: Arc<str>,
+    pub id: RequestId,
+}
+
+impl HasHeaders for RequestView {
+    fn headers(&self) -> &http::HeaderMap {
+        &self.head.headers
+    }
+    fn headers_mut(&mut self) -> &mut http::HeaderMap {
+        &mut self.head.headers
+    }
+}
+
+impl RequestView {
+    /// The host the client asked for, without the port: from `Host` (HTTP/1)
+    /// or the `:authority` (HTTP/2).
+    pub fn host(&self) -> Option<&str> {
+        let raw = match self.head.headers.get(http::header::HOST) {
+            Some(h) => h.to_str().ok()?,
+            None => self.head.uri.authority()?.as_str(),
+        };
+        Some(strip_port(raw))
+    }
+
+    /// Replaces the path, keeping the query unless `path` brings its own.
+    pub fn set_path(&mut self, path: &str) -> Result<(), String> {
+        if !path.starts_with('/') {
+            return Err(format!("path must start with '/': {path:?}"));
+        }
+        let pq = match (path.contains('?'), self.head.uri.query()) {
+            (false, Some(q)) => format!("{path}?{q}"),
+            _ => path.to_string(),
+        };
+        self.set_path_and_query(&pq)
+    }
+
+    pub fn set_query(&mut self, query: Option<&str>) -> Result<(), String> {
+        let path = self.head.uri.path().to_string();
+        let pq = match query {
+            Some(q) if !q.is_empty() => format!("{path}?{q}"),
+            _ => path,
+        };
+        self.set_path_and_query(&pq)
+    }
+
+    fn set_path_and_query(&mut self, pq: &str) -> Result<(), String> {
+        let pq: PathAndQuery = pq
+            .parse()
+            .map_err(|e| format!("invalid path {pq:?}: {e}"))?;
+        let mut parts = std::mem::take(&mut self.head.uri).into_parts();
+        parts.path_and_query = Some(pq);
+        self.head.uri = Uri::from_parts(parts).map_err(|e| format!("invalid uri: {e}"))?;
+        Ok(())
+    }
+}
+
+/// `example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`.
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+pub fn version_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/?",
+    }
+}
+
+fn runtime(msg: String) -> mlua::Error {
+    mlua::Error::RuntimeError(msg)
+}
+
+impl UserData for RequestView {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("method", |_, r| Ok(r.head.method.as_str().to_string()));
+        fields.add_field_method_get("path", |lua, r| lua.create_string(r.head.uri.path()));
+        fields.add_field_method_get("query", |lua, r| match r.head.uri.query() {
+            Some(q) => Ok(Value::String(lua.create_string(q)?)),
+            None => Ok(Value::Nil),
+        });
+        fields.add_field_method_get("uri", |lua, r| {
+            let pq = r
+                .head
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            lua.create_string(pq)
+        });
+        fields.add_field_method_get("host", |lua, r| match r.host() {
+            Some(h) if h.bytes().any(|b| b.is_ascii_uppercase()) => {
+                Ok(Value::String(lua.create_string(h.to_ascii_lowercase())?))
+            }
+            Some(h) => Ok(Value::String(lua.create_string(h)?)),
+            None => Ok(Value::Nil),
+        });
+        fields.add_field_method_get("version", |_, r| Ok(version_name(r.head.version)));
+        fields.add_field_method_get("scheme", |_, _| Ok("http"));
+        fields.add_field_method_get("peer_ip", |_, r| Ok(r.peer.ip().to_string()));
+        fields.add_field_method_get("peer_port", |_, r| Ok(r.peer.port()));
+        fields.add_field_method_get("listener", |_, r| Ok(r.listener.to_string()));
+        fields.add_field_method_get("id", |_, r| Ok(r.id.to_string()));
+    }
+
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        add_header_methods(methods);
+        methods.add_method_mut("set_path", |_, r, path: String| {
+            r.set_path(&path).map_err(runtime)
+        });
+        methods.add_method_mut("set_query", |_, r, q: Option<String>| {
+            r.set_query(q.as_deref()).map_err(runtime)
+        });
+        methods.add_method_mut("set_method", |_, r, m: String| {
+            r.head.method = http::Method::from_bytes(m.as_bytes())
+                .map_err(|_| runtime(format!("invalid method {m:?}")))?;
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+}

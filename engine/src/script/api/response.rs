@@ -1,0 +1,45 @@
+//! The response object `on_response` gets: status and headers to edit, and
+//! which pool and server answered.
+
+use std::sync::Arc;
+
+use http::response::Parts;
+use mlua::{UserData, UserDataFields, UserDataMethods};
+
+use super::headers::{add_header_methods, HasHeaders};
+
+pub struct ResponseView {
+    pub head: Parts,
+    pub pool: Arc<str>,
+    pub server: Arc<str>,
+}
+
+impl HasHeaders for ResponseView {
+    fn headers(&self) -> &http::HeaderMap {
+        &self.head.headers
+    }
+    fn headers_mut(&mut self) -> &mut http::HeaderMap {
+        &mut self.head.headers
+    }
+}
+
+impl UserData for ResponseView {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("status", |_, r| Ok(r.head.status.as_u16()));
+        fields.add_field_method_get("pool", |_, r| Ok(r.pool.to_string()));
+        fields.add_field_method_get("server", |_, r| Ok(r.server.to_string()));
+    }
+
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        add_header_methods(methods);
+        methods.add_method_mut("set_status", |_, r, code: u16| {
+            r.head.status = http::StatusCode::from_u16(code)
+                .ok()
+                .filter(|s| s.as_u16() >= 200)
+                .ok_or_else(|| {
+                    mlua::Error::RuntimeError(format!("status {code} is not a final status"))
+                })?;
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,71 @@
+//! Turning Lua errors into one line a user can act on: `path:line: message`.
+
+/// The first useful line of a Lua error: for a runtime error
+/// `policy.lua:12: attempt to index a nil value`, without the traceback.
+pub fn describe_lua_error(err: &mlua::Error) -> String {
+    match err {
+        mlua::Error::SyntaxError { message, .. } => first_line(message),
+        mlua::Error::RuntimeError(message) => first_line(message),
+        mlua::Error::MemoryError(_) => "script stopped: it used more memory than its limit".into(),
+        mlua::Error::CallbackError { traceback, cause } => {
+            // The cause holds the message; the traceback's first frame in a
+            // Lua file tells where the script called us from.
+            let inner = describe_lua_error(cause);
+            if has_location(&inner) {
+                inner
+            } else if let Some(place) = first_lua_frame(traceback) {
+                format!("{place}: {inner}")
+            } else {
+                inner
+            }
+        }
+        mlua::Error::WithContext { context, cause } => {
+            format!("{}: {}", context, describe_lua_error(cause))
+        }
+        other => first_line(&other.to_string()),
+    }
+}
+
+fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// True when a message already starts with `something.lua:NN:`.
+fn has_location(message: &str) -> bool {
+    let mut parts = message.splitn(3, ':');
+    let (Some(file), Some(line)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    file.ends_with(".lua") && !line.is_empty() && line.chars().all(|c| c.is_ascii_digit())
+}
+
+/// The first `path.lua:NN` frame of a Lua traceback.
+fn first_lua_frame(traceback: &str) -> Option<String> {
+    traceback.lines().skip(1).find_map(|line| {
+        let frame = line.trim();
+        let end = frame.find(": ")?;
+        let place = &frame[..end];
+        if has_location(&format!("{place}:")) {
+            Some(place.to_string())
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_only_the_first_line() {
+        let e = mlua::Error::RuntimeError("a.lua:3: boom\nstack traceback:\n\t...".into());
+        assert_eq!(describe_lua_error(&e), "a.lua:3: boom");
+    }
+
+    #[test]
+    fn recognises_locations() {
+        assert!(has_location("x/p.lua:12: oops"));
+        assert!(!has_location("oops: p.lua"));
+    }
+}

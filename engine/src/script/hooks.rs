@@ -1,0 +1,166 @@
+//! A worker's copy of the policy: its own VM, with the hook functions looked
+//! up once at load and called directly per request.
+
+use std::sync::Arc;
+
+use mlua::{Function, Table, Value};
+
+use super::api::conn::ConnView;
+use super::api::local::{LocalResponse, Reject};
+use super::api::request::RequestView;
+use super::api::response::ResponseView;
+use super::{describe_lua_error, Limits, Vm};
+use crate::config::{line_of, Policy};
+
+/// What `on_request` decided.
+pub enum Decision {
+    /// Forward to this pool (an index into the policy's pools).
+    Pool(usize),
+    /// No decision: use the listener's default pool.
+    Default,
+    /// Answer locally.
+    Respond(LocalResponse),
+}
+
+/// A hook failed: the request gets a 500, the log gets this.
+#[derive(Debug)]
+pub struct HookError {
+    pub hook: &'static str,
+    pub message: String,
+}
+
+pub struct WorkerScript {
+    pub vm: Vm,
+    pub policy: Arc<Policy>,
+    on_connect: Option<Function>,
+    on_request: Option<Function>,
+    on_response: Option<Function>,
+}
+
+impl WorkerScript {
+    /// Runs the (already validated) policy again in a fresh VM of this
+    /// worker's and caches its hooks.
+    pub fn new(policy: Arc<Policy>, limits: Limits) -> Result<WorkerScript, String> {
+        let path = policy.path.clone();
+        let vm = Vm::new(&path, limits).map_err(|e| describe_lua_error(&e))?;
+        let root = match vm.run_main_chunk(&path, &policy.source) {
+            Ok(Value::Table(t)) => t,
+            Ok(other) => return Err(format!("the script returned a {}", other.type_name())),
+            Err(e) => return Err(describe_lua_error(&e)),
+        };
+        let hook = |t: &Table, name: &str| t.get::<Option<Function>>(name).ok().flatten();
+        Ok(WorkerScript {
+            on_connect: hook(&root, "on_connect"),
+            on_request: hook(&root, "on_request"),
+            on_response: hook(&root, "on_response"),
+            vm,
+            policy,
+        })
+    }
+
+    pub fn has_on_connect(&self) -> bool {
+        self.on_connect.is_some()
+    }
+
+    pub fn has_on_response(&self) -> bool {
+        self.on_response.is_some()
+    }
+
+    fn failed(&self, hook: &'static str, err: &mlua::Error) -> HookError {
+        HookError {
+            hook,
+            message: describe_lua_error(err),
+        }
+    }
+
+    /// `Ok(Some(reason))` when the script rejects the connection.
+    pub fn on_connect(&self, conn: &mut ConnView) -> Result<Option<String>, HookError> {
+        let Some(f) = &self.on_connect else {
+            return Ok(None);
+        };
+        let lua = &self.vm.lua;
+        lua.scope(|scope| {
+            let ud = scope.create_userdata_ref_mut(conn)?;
+            let out: Value = self.vm.call(f, ud)?;
+            Ok(match out {
+                Value::UserData(ud) => ud.borrow::<Reject>().ok().map(|r| r.0.clone()),
+                _ => None,
+            })
+        })
+        .map_err(|e| self.failed("on_connect", &e))
+    }
+
+    pub fn on_request(&self, req: &mut RequestView) -> Result<Decision, HookError> {
+        let Some(f) = &self.on_request else {
+            return Ok(Decision::Default);
+        };
+        let lua = &self.vm.lua;
+        let out = lua.scope(|scope| {
+            let ud = scope.create_userdata_ref_mut(req)?;
+            let out: Value = self.vm.call(f, ud)?;
+            Ok(match out {
+                Value::Nil => Ok(Decision::Default),
+                Value::String(s) => {
+                    let name = s.to_string_lossy();
+                    match self.policy.pool_by_name(&name) {
+                        Some(idx) => Ok(Decision::Pool(idx)),
+                        None => Err(self.unknown_pool(&name)),
+                    }
+                }
+                Value::UserData(ud) => match ud.borrow::<LocalResponse>() {
+                    Ok(r) => Ok(Decision::Respond(r.clone())),
+                    Err(_) => Err(HookError {
+                        hook: "on_request",
+                        message: "on_request returned an object that is not a response".into(),
+                    }),
+                },
+                other => Err(HookError {
+                    hook: "on_request",
+                    message: format!(
+                        "on_request must return a pool name, pocket.respond(...) or nil, not a {}",
+                        other.type_name()
+                    ),
+                }),
+            })
+        });
+        match out {
+            Ok(decision) => decision,
+            Err(e) => Err(self.failed("on_request", &e)),
+        }
+    }
+
+    fn unknown_pool(&self, name: &str) -> HookError {
+        let place = match line_of(
+            &self.policy.source,
+            &[&format!("\"{name}\""), &format!("'{name}'")],
+        ) {
+            Some(line) => format!("{}:{}: ", self.policy.path.display(), line),
+            None => format!("{}: ", self.policy.path.display()),
+        };
+        let known: Vec<&str> = self.policy.pools.iter().map(|p| &*p.name).collect();
+        HookError {
+            hook: "on_request",
+            message: format!(
+                "{place}on_request returned pool \"{name}\", which is not defined (pools: {})",
+                known.join(", ")
+            ),
+        }
+    }
+
+    pub fn on_response(
+        &self,
+        req: &mut RequestView,
+        res: &mut ResponseView,
+    ) -> Result<(), HookError> {
+        let Some(f) = &self.on_response else {
+            return Ok(());
+        };
+        let lua = &self.vm.lua;
+        lua.scope(|scope| {
+            let r = scope.create_userdata_ref_mut(req)?;
+            let s = scope.create_userdata_ref_mut(res)?;
+            self.vm.call::<_, ()>(f, (r, s))
+        })
+        .map_err(|e| self.failed("on_response", &e))
+    }
+}

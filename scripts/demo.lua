@@ -1,0 +1,32 @@
+-- The demo policy: one listener, two origins, round robin.
+-- `pocket demo` starts origins A (127.0.0.1:9001) and B (127.0.0.1:9002)
+-- and serves this on http://127.0.0.1:8080/. Reload the page: A, B, A, B.
+
+return {
+  listeners = {
+    { name = "web", bind = "127.0.0.1:8080", pool = "demo" },
+  },
+
+  pools = {
+    demo = {
+      servers = { "127.0.0.1:9001", "127.0.0.1:9002" },
+      balance = "round_robin",
+    },
+  },
+
+  -- Every request comes through here first. Return a pool name, a local
+  -- response, or nothing (the listener's default pool).
+  on_request = function(req)
+    if req.path == "/ping" then
+      return pocket.respond(200, "pong\n", { ["content-type"] = "text/plain" })
+    end
+    if req.path == "/old" then
+      return pocket.redirect(301, "/")
+    end
+  end,
+
+  -- Every response from a server passes here: say who answered.
+  on_response = function(req, res)
+    res:set_header("x-served-by", res.server)
+  end,
+}
