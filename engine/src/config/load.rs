@@ -266,7 +266,7 @@ impl Checker<'_> {
                 }
             };
             if let Some(bind) = bind {
-                if let Some(other) = out.iter().find(|l| l.bind == bind) {
+                if let Some(other) = out.iter().find(|l| l.bind == bind && bind.port() != 0) {
                     self.error(
                         &[&format!("\"{bind}\"")],
                         format!(
