@@ -14,5 +14,6 @@ pub mod demo;
 pub mod lb;
 pub mod origin;
 pub mod proxy;
+pub mod reload;
 pub mod script;
 pub mod server;

@@ -1,12 +1,14 @@
 //! The `pocket` command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use pocket::config::load_policy;
 use pocket::lb::StateRegistry;
+use pocket::reload::{RunFiles, Status, Supervisor};
 use pocket::server::{self, RunOptions};
 
 #[derive(Parser)]
@@ -29,7 +31,19 @@ enum Command {
         /// Worker threads, each with its own Lua VM (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// On SIGTERM, how long open connections get to finish.
+        #[arg(long, default_value = "30s", value_parser = parse_grace)]
+        grace: Duration,
+        /// Do not watch the policy's folder (reload on SIGHUP only).
+        #[arg(long)]
+        no_watch: bool,
     },
+    /// Ask the Pocket serving POLICY to reload it now (like SIGHUP); wait
+    /// for the result and exit 1 if the new policy was refused.
+    Reload { policy: PathBuf },
+    /// Show the generation, reload counts and last error of the Pocket
+    /// serving POLICY.
+    Status { policy: PathBuf },
     /// Load and validate a policy, print what would run; exit 1 on errors.
     Check { policy: PathBuf },
     /// Two built-in origins (A on 9001, B on 9002) behind Pocket on 8080.
@@ -64,7 +78,14 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Check { policy } => return check(&policy),
-        Command::Run { policy, workers } => run(&policy, workers),
+        Command::Run {
+            policy,
+            workers,
+            grace,
+            no_watch,
+        } => run(&policy, workers, grace, !no_watch),
+        Command::Reload { policy } => return reload(&policy),
+        Command::Status { policy } => return status(&policy),
         Command::Demo { workers } => demo(workers),
         Command::Origin { name, port, bind } => {
             origin(&name, std::net::SocketAddr::new(bind, port))
@@ -79,7 +100,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &Path) -> ExitCode {
     match load_policy(path, &StateRegistry::default()) {
         Ok(policy) => {
             print!("{}", policy.summary());
@@ -101,37 +122,99 @@ fn options(workers: Option<usize>) -> RunOptions {
     opts
 }
 
-fn serve(policy: pocket::config::Policy, opts: &RunOptions) -> anyhow::Result<()> {
-    let policy = Arc::new(policy);
-    let running = server::start(policy.clone(), opts)?;
-    for l in &policy.listeners {
-        tracing::info!(
-            "listener {} listening on {}",
-            l.name,
-            running.addr_of(&l.name).unwrap_or(l.bind)
-        );
-    }
-    tracing::info!(
-        "pocket ready: {} workers, policy {}",
-        running.threads.len(),
-        policy.path.display()
-    );
-    wait_for_signal()
+fn parse_grace(text: &str) -> Result<Duration, String> {
+    pocket::config::parse_duration(text)
 }
 
-fn run(path: &std::path::Path, workers: Option<usize>) -> anyhow::Result<()> {
-    let registry = StateRegistry::default();
+fn serve(
+    policy: pocket::config::Policy,
+    registry: Arc<StateRegistry>,
+    opts: &RunOptions,
+    grace: Duration,
+    watch: bool,
+) -> anyhow::Result<()> {
+    let path = policy.path.clone();
+    let running = server::start(Arc::new(policy), opts)?;
+    Supervisor::new(path, registry, running, watch).run(grace)
+}
+
+fn run(path: &Path, workers: Option<usize>, grace: Duration, watch: bool) -> anyhow::Result<()> {
+    let registry = Arc::new(StateRegistry::default());
     let policy =
         load_policy(path, &registry).map_err(|e| anyhow::anyhow!("refusing to start:\n{e}"))?;
-    serve(policy, &options(workers))
+    serve(policy, registry, &options(workers), grace, watch)
 }
 
 fn demo(workers: Option<usize>) -> anyhow::Result<()> {
     let _origins = pocket::demo::start_origins()?;
-    let registry = StateRegistry::default();
+    let registry = Arc::new(StateRegistry::default());
     let policy = pocket::demo::demo_policy(&registry)?;
+    let watch = policy.path.exists();
     println!("{}", pocket::demo::WELCOME);
-    serve(policy, &options(workers))
+    serve(
+        policy,
+        registry,
+        &options(workers),
+        Duration::from_secs(5),
+        watch,
+    )
+}
+
+fn status(policy: &Path) -> ExitCode {
+    match RunFiles::for_policy(policy).read_status() {
+        Some(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!("pocket: no Pocket is serving {}", policy.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn reload(policy: &Path) -> ExitCode {
+    let files = RunFiles::for_policy(policy);
+    let (Some(pid), Some(before)) = (files.read_pid(), files.read_status()) else {
+        eprintln!("pocket: no Pocket is serving {}", policy.display());
+        return ExitCode::FAILURE;
+    };
+    let count = |text: &str, key: &str| {
+        Status::field(text, key)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: kill(2) has no memory effects; the pid comes from our pid file.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        eprintln!(
+            "pocket: cannot signal pid {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+        return ExitCode::FAILURE;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        let Some(now) = files.read_status() else {
+            continue;
+        };
+        if count(&now, "reloads_ok") > count(&before, "reloads_ok") {
+            println!(
+                "reloaded: generation {}",
+                Status::field(&now, "generation").unwrap_or("?")
+            );
+            return ExitCode::SUCCESS;
+        }
+        if count(&now, "reloads_failed") > count(&before, "reloads_failed") {
+            eprintln!(
+                "pocket: reload refused: {}",
+                Status::field(&now, "last_error").unwrap_or("")
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    eprintln!("pocket: no answer from pid {pid} within 30 s");
+    ExitCode::FAILURE
 }
 
 fn origin(name: &str, addr: std::net::SocketAddr) -> anyhow::Result<()> {

@@ -182,7 +182,12 @@ async fn forward(
                     .state
                     .failures
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{e}; trying another server");
+                let next = if tried.len() < pool.retries as usize {
+                    "; trying another server"
+                } else {
+                    ""
+                };
+                tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{e}{next}");
                 last_error = format!("{}: {e}", server.addr);
                 tried.push(si);
                 continue;

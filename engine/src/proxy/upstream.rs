@@ -92,6 +92,11 @@ impl Lease {
 }
 
 impl Upstreams {
+    /// Drops idle connections to servers that are in no pool any more.
+    pub fn forget_except(&self, live: &[SocketAddr]) {
+        self.idle.borrow_mut().retain(|addr, _| live.contains(addr));
+    }
+
     /// A reusable connection to `addr` if one is idle, else a new one.
     pub async fn checkout(
         &self,

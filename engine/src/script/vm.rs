@@ -146,7 +146,7 @@ fn sandbox(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<()> {
     let spent_budget = budget.clone();
     let spent = lua.create_function(move |_, ()| Ok(spent_budget.spent.get()))?;
     lua.load(
-        r#"
+        r##"
         local spent, rawpcall, rawxpcall, rawload, error = ...
         local function pass(ok, ...)
           if not ok and spent() then error((...), 0) end
@@ -155,13 +155,16 @@ fn sandbox(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<()> {
         pcall = function(f, ...) return pass(rawpcall(f, ...)) end
         xpcall = function(f, h, ...) return pass(rawxpcall(f, h, ...)) end
         -- text chunks only: binary chunks can crash the VM
-        load = function(chunk, name, mode, env) return rawload(chunk, name, "t", env) end
+        load = function(chunk, name, mode, ...)
+          if select("#", ...) > 0 then return rawload(chunk, name, "t", ...) end
+          return rawload(chunk, name, "t")
+        end
         print = function(...)
           local parts = table.pack(...)
           for i = 1, parts.n do parts[i] = tostring(parts[i]) end
           pocket.log.info(table.concat(parts, "\t"))
         end
-        "#,
+        "##,
     )
     .set_name("=pocket-sandbox")
     .call::<()>((

@@ -2,15 +2,34 @@
 //! with SO_REUSEPORT so the kernel spreads connections over workers.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 
 use anyhow::Context;
 use socket2::{Domain, Socket, Type};
 
-use crate::config::Policy;
+use crate::config::ListenerSpec;
+
+/// A listener's identity across reloads: same name and same configured
+/// address means the same sockets keep serving.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListenerKey {
+    pub name: Arc<str>,
+    pub bind: SocketAddr,
+}
+
+impl ListenerKey {
+    pub fn of(spec: &ListenerSpec) -> ListenerKey {
+        ListenerKey {
+            name: spec.name.clone(),
+            bind: spec.bind,
+        }
+    }
+}
 
 /// A listening socket and the listener it serves.
 pub struct Bound {
-    pub listener: std::sync::Arc<str>,
+    pub key: ListenerKey,
+    /// The address it really got (port 0 resolved).
     pub addr: SocketAddr,
     pub socket: TcpListener,
 }
@@ -28,11 +47,15 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// For each worker, its sockets for every listener. A listener on port 0
-/// gets a port from the kernel for the first worker; the others share it.
-pub fn bind_all(policy: &Policy, workers: usize) -> anyhow::Result<Vec<Vec<Bound>>> {
+/// For each worker, its sockets for every listener in `specs`. A listener
+/// on port 0 gets a port from the kernel for the first worker; the others
+/// share it.
+pub fn bind_all<'a>(
+    specs: impl IntoIterator<Item = &'a ListenerSpec>,
+    workers: usize,
+) -> anyhow::Result<Vec<Vec<Bound>>> {
     let mut per_worker: Vec<Vec<Bound>> = (0..workers).map(|_| Vec::new()).collect();
-    for spec in &policy.listeners {
+    for spec in specs {
         let mut addr = spec.bind;
         for (w, mine) in per_worker.iter_mut().enumerate() {
             let socket = bind_one(addr).with_context(|| {
@@ -45,7 +68,7 @@ pub fn bind_all(policy: &Policy, workers: usize) -> anyhow::Result<Vec<Vec<Bound
                 addr = socket.local_addr()?;
             }
             mine.push(Bound {
-                listener: spec.name.clone(),
+                key: ListenerKey::of(spec),
                 addr,
                 socket,
             });

@@ -1,7 +1,10 @@
-//! One worker: a current-thread runtime, its Lua VM, its accept loops.
+//! One worker: a current-thread runtime, its Lua VM, its accept loops, and
+//! the control messages that swap its policy or drain it.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -10,20 +13,41 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
 
-use super::listener::Bound;
+use super::listener::{Bound, ListenerKey};
 use crate::config::Policy;
 use crate::proxy::upstream::Upstreams;
 use crate::proxy::{self, ConnCtx, RequestId};
 use crate::script::api::conn::ConnView;
 use crate::script::{Limits, WorkerScript};
 
+/// What the control thread tells a worker.
+pub enum Control {
+    /// Build a VM for this policy and hold it, ready; answer on `reply`.
+    Prepare {
+        generation: u64,
+        policy: Arc<Policy>,
+        sockets: Vec<Bound>,
+        reply: mpsc::Sender<Result<(), String>>,
+    },
+    /// Every worker is prepared: switch to the held policy.
+    Commit { generation: u64 },
+    /// Some worker failed: drop the held policy.
+    Abort { generation: u64 },
+    /// Stop accepting, let connections finish within `grace`, then stop.
+    Shutdown { grace: Duration },
+}
+
 pub struct Worker {
     pub index: usize,
     script: RefCell<Rc<WorkerScript>>,
     pub upstreams: Rc<Upstreams>,
     seq: Cell<u64>,
+    graceful: RefCell<Option<GracefulShutdown>>,
 }
 
 impl Worker {
@@ -60,6 +84,9 @@ where
     }
 }
 
+/// The accept loops running on this worker, by listener.
+type AcceptLoops = HashMap<ListenerKey, JoinHandle<()>>;
+
 /// The thread body of one worker.
 pub fn run(
     index: usize,
@@ -67,6 +94,7 @@ pub fn run(
     limits: Limits,
     sockets: Vec<Bound>,
     ready: mpsc::Sender<Result<(), String>>,
+    mut control: UnboundedReceiver<Control>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -90,37 +118,131 @@ pub fn run(
         script: RefCell::new(Rc::new(script)),
         upstreams: Rc::new(Upstreams::default()),
         seq: Cell::new(0),
+        graceful: RefCell::new(Some(GracefulShutdown::new())),
     });
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
         let http = Rc::new(http_builder());
-        let mut listeners = Vec::new();
-        for bound in sockets {
-            match TcpListener::from_std(bound.socket) {
-                Ok(l) => listeners.push((l, bound.listener)),
-                Err(e) => {
-                    let _ = ready.send(Err(format!(
-                        "worker {index}: listener {}: {e}",
-                        bound.listener
-                    )));
-                    return;
+        let mut loops = AcceptLoops::new();
+        if let Err(e) = start_listeners(&worker, &http, &mut loops, sockets) {
+            let _ = ready.send(Err(format!("worker {index}: {e}")));
+            return;
+        }
+        let _ = ready.send(Ok(()));
+
+        let mut pending: Option<(u64, Rc<WorkerScript>, Vec<Bound>)> = None;
+        while let Some(msg) = control.recv().await {
+            match msg {
+                Control::Prepare {
+                    generation,
+                    policy,
+                    sockets,
+                    reply,
+                } => {
+                    let result = WorkerScript::new(policy, limits).map(|s| {
+                        pending = Some((generation, Rc::new(s), sockets));
+                    });
+                    let _ = reply.send(result.map_err(|e| format!("worker {index}: {e}")));
+                }
+                Control::Commit { generation } => {
+                    let Some((g, script, sockets)) = pending.take() else {
+                        continue;
+                    };
+                    if g != generation {
+                        continue;
+                    }
+                    commit(&worker, &http, &mut loops, script, sockets);
+                }
+                Control::Abort { .. } => pending = None,
+                Control::Shutdown { grace } => {
+                    drain(&worker, &mut loops, grace).await;
+                    break;
                 }
             }
         }
-        let _ = ready.send(Ok(()));
-        let mut loops = Vec::new();
-        for (listener, name) in listeners {
-            loops.push(tokio::task::spawn_local(accept_loop(
-                worker.clone(),
-                listener,
-                name,
-                http.clone(),
-            )));
-        }
-        for l in loops {
-            let _ = l.await;
-        }
     });
+}
+
+/// Switches to a prepared policy: new requests run on it from now on;
+/// listeners it adds start accepting, listeners it drops stop.
+fn commit(
+    worker: &Rc<Worker>,
+    http: &Rc<auto::Builder<LocalExec>>,
+    loops: &mut AcceptLoops,
+    script: Rc<WorkerScript>,
+    sockets: Vec<Bound>,
+) {
+    let wanted: Vec<ListenerKey> = script
+        .policy
+        .listeners
+        .iter()
+        .map(ListenerKey::of)
+        .collect();
+    let live: Vec<SocketAddr> = script
+        .policy
+        .pools
+        .iter()
+        .flat_map(|p| p.servers.iter().map(|s| s.addr))
+        .collect();
+    *worker.script.borrow_mut() = script;
+    loops.retain(|key, handle| {
+        let keep = wanted.contains(key);
+        if !keep {
+            // Dropping the listener closes the socket; connections it
+            // accepted carry on until they finish.
+            handle.abort();
+        }
+        keep
+    });
+    if let Err(e) = start_listeners(worker, http, loops, sockets) {
+        tracing::error!(worker = worker.index, "{e}");
+    }
+    worker.upstreams.forget_except(&live);
+}
+
+fn start_listeners(
+    worker: &Rc<Worker>,
+    http: &Rc<auto::Builder<LocalExec>>,
+    loops: &mut AcceptLoops,
+    sockets: Vec<Bound>,
+) -> Result<(), String> {
+    for bound in sockets {
+        let listener = TcpListener::from_std(bound.socket)
+            .map_err(|e| format!("listener {}: {e}", bound.key.name))?;
+        let task = tokio::task::spawn_local(accept_loop(
+            worker.clone(),
+            listener,
+            bound.key.name.clone(),
+            http.clone(),
+        ));
+        if let Some(old) = loops.insert(bound.key, task) {
+            old.abort();
+        }
+    }
+    Ok(())
+}
+
+/// Stops accepting, asks every connection to finish (keep-alive
+/// connections close after their current request), waits up to `grace`.
+async fn drain(worker: &Rc<Worker>, loops: &mut AcceptLoops, grace: Duration) {
+    for (_, handle) in loops.drain() {
+        handle.abort();
+    }
+    let graceful = worker.graceful.borrow_mut().take();
+    if let Some(graceful) = graceful {
+        let open = graceful.count();
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                worker = worker.index,
+                "grace period of {grace:?} over; closing connections still open"
+            );
+        } else if open > 0 {
+            tracing::debug!(worker = worker.index, "{open} connections finished");
+        }
+    }
 }
 
 fn http_builder() -> auto::Builder<LocalExec> {
@@ -153,6 +275,10 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let watcher = match worker.graceful.borrow().as_ref() {
+            Some(g) => g.watcher(),
+            None => return, // draining
+        };
         let worker = worker.clone();
         let http = http.clone();
         let name = name.clone();
@@ -184,7 +310,8 @@ async fn accept_loop(
                 listener: name,
             });
             let service = service_fn(move |req| proxy::handle(cx.clone(), req));
-            if let Err(e) = http.serve_connection(TokioIo::new(stream), service).await {
+            let conn = http.serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(peer = %peer, "client connection ended: {e}");
             }
         });

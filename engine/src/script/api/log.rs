@@ -1,6 +1,6 @@
 //! `pocket.log.info/warn/error(...)`: script messages in Pocket's log.
 
-use mlua::{Lua, MultiValue, Table};
+use mlua::{Function, Lua, MultiValue, Table, Value};
 
 fn join(lua: &Lua, args: MultiValue) -> String {
     let mut out = String::new();
@@ -8,10 +8,16 @@ fn join(lua: &Lua, args: MultiValue) -> String {
         if i > 0 {
             out.push(' ');
         }
-        match lua.coerce_string(v.clone()) {
-            Ok(Some(s)) => out.push_str(&s.to_string_lossy()),
-            _ => out.push_str(&format!("{v:?}")),
-        }
+        // Like print: Lua's own tostring for tables, booleans and nil.
+        let text = match &v {
+            Value::String(s) => s.to_string_lossy(),
+            _ => lua
+                .globals()
+                .get::<Function>("tostring")
+                .and_then(|f| f.call::<String>(v))
+                .unwrap_or_else(|_| "?".into()),
+        };
+        out.push_str(&text);
     }
     out
 }

@@ -8,6 +8,7 @@ mod log;
 mod regex;
 pub mod request;
 pub mod response;
+pub mod store;
 
 use mlua::Lua;
 
@@ -17,6 +18,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     local::register(lua, &pocket)?;
     log::register(lua, &pocket)?;
     regex::register(lua, &pocket)?;
+    store::register(lua, &pocket)?;
     pocket.set("version", env!("CARGO_PKG_VERSION"))?;
     lua.globals().set("pocket", pocket)?;
     Ok(())

@@ -71,9 +71,17 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
     pocket.set(
         "regex",
         lua.create_function(|_, pattern: String| {
-            regex::Regex::new(&pattern)
-                .map(LuaRegex)
-                .map_err(|e| mlua::Error::RuntimeError(format!("bad regex {pattern:?}: {e}")))
+            regex::Regex::new(&pattern).map(LuaRegex).map_err(|e| {
+                // regex's messages span lines (pattern, caret, reason):
+                // keep the reason, errors are one line here.
+                let text = e.to_string();
+                let reason = text
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("invalid");
+                mlua::Error::RuntimeError(format!("bad regex {pattern:?}: {}", reason.trim()))
+            })
         })?,
     )?;
     Ok(())
