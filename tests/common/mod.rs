@@ -42,6 +42,17 @@ pub struct Log {
 }
 
 impl Log {
+    /// Collects every line `stream` yields, then `<process ended>`.
+    pub fn follow(&self, stream: impl std::io::Read + Send + 'static) {
+        let sink = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                sink.push(line);
+            }
+            sink.push("<process ended>".into());
+        });
+    }
+
     fn push(&self, line: String) {
         let (lines, cv) = &*self.inner;
         lines.lock().unwrap_or_else(|e| e.into_inner()).push(line);
@@ -113,14 +124,7 @@ impl Pocket {
             .spawn()
             .expect("spawn pocket");
         let log = Log::default();
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.push(line);
-            }
-            sink.push("<process ended>".into());
-        });
+        log.follow(child.stderr.take().unwrap());
         let p = Pocket {
             child,
             log,

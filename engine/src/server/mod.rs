@@ -115,8 +115,19 @@ impl Running {
             }
             return Err(e);
         }
+        let (done_tx, done_rx) = mpsc::channel();
         for control in &self.controls {
-            let _ = control.send(Control::Commit { generation });
+            let _ = control.send(Control::Commit {
+                generation,
+                done: done_tx.clone(),
+            });
+        }
+        drop(done_tx);
+        for _ in 0..self.controls.len() {
+            if done_rx.recv_timeout(PREPARE_TIMEOUT).is_err() {
+                tracing::warn!("a worker was slow to switch to generation {generation}");
+                break;
+            }
         }
         let wanted: Vec<ListenerKey> = policy.listeners.iter().map(ListenerKey::of).collect();
         self.addrs.retain(|(k, _)| wanted.contains(k));

@@ -34,8 +34,12 @@ pub enum Control {
         sockets: Vec<Bound>,
         reply: mpsc::Sender<Result<(), String>>,
     },
-    /// Every worker is prepared: switch to the held policy.
-    Commit { generation: u64 },
+    /// Every worker is prepared: switch to the held policy, then answer
+    /// (so "live" in the log means live on every worker).
+    Commit {
+        generation: u64,
+        done: mpsc::Sender<()>,
+    },
     /// Some worker failed: drop the held policy.
     Abort { generation: u64 },
     /// Stop accepting, let connections finish within `grace`, then stop.
@@ -144,14 +148,13 @@ pub fn run(
                     });
                     let _ = reply.send(result.map_err(|e| format!("worker {index}: {e}")));
                 }
-                Control::Commit { generation } => {
-                    let Some((g, script, sockets)) = pending.take() else {
-                        continue;
-                    };
-                    if g != generation {
-                        continue;
+                Control::Commit { generation, done } => {
+                    if let Some((g, script, sockets)) = pending.take() {
+                        if g == generation {
+                            commit(&worker, &http, &mut loops, script, sockets).await;
+                        }
                     }
-                    commit(&worker, &http, &mut loops, script, sockets);
+                    let _ = done.send(());
                 }
                 Control::Abort { .. } => pending = None,
                 Control::Shutdown { grace } => {
@@ -165,7 +168,7 @@ pub fn run(
 
 /// Switches to a prepared policy: new requests run on it from now on;
 /// listeners it adds start accepting, listeners it drops stop.
-fn commit(
+async fn commit(
     worker: &Rc<Worker>,
     http: &Rc<auto::Builder<LocalExec>>,
     loops: &mut AcceptLoops,
@@ -185,15 +188,19 @@ fn commit(
         .flat_map(|p| p.servers.iter().map(|s| s.addr))
         .collect();
     *worker.script.borrow_mut() = script;
-    loops.retain(|key, handle| {
-        let keep = wanted.contains(key);
-        if !keep {
-            // Dropping the listener closes the socket; connections it
-            // accepted carry on until they finish.
+    let removed: Vec<ListenerKey> = loops
+        .keys()
+        .filter(|k| !wanted.contains(k))
+        .cloned()
+        .collect();
+    for key in removed {
+        if let Some(handle) = loops.remove(&key) {
+            // Ending the loop drops its listener, closing the socket;
+            // connections it accepted carry on until they finish.
             handle.abort();
+            let _ = handle.await;
         }
-        keep
-    });
+    }
     if let Err(e) = start_listeners(worker, http, loops, sockets) {
         tracing::error!(worker = worker.index, "{e}");
     }
