@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod lb;
 pub mod origin;
 pub mod proxy;

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use pocket::config::load_policy;
-use pocket::lb::StateRegistry;
+use pocket::lb::{HealthEvent, StateRegistry};
 use pocket::reload::{RunFiles, Status, Supervisor};
 use pocket::server::{self, RunOptions};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 #[derive(Parser)]
 #[command(
@@ -128,27 +129,37 @@ fn parse_grace(text: &str) -> Result<Duration, String> {
 
 fn serve(
     policy: pocket::config::Policy,
-    registry: Arc<StateRegistry>,
+    (registry, events): Registry,
     opts: &RunOptions,
     grace: Duration,
     watch: bool,
 ) -> anyhow::Result<()> {
     let path = policy.path.clone();
     let running = server::start(Arc::new(policy), opts)?;
-    Supervisor::new(path, registry, running, watch).run(grace)
+    Supervisor::new(path, registry, events, running, watch).run(grace)
+}
+
+type Registry = (Arc<StateRegistry>, UnboundedReceiver<HealthEvent>);
+
+/// Server state, with its health changes going to the control thread.
+fn registry() -> Registry {
+    let registry = Arc::new(StateRegistry::default());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    registry.set_events(tx);
+    (registry, rx)
 }
 
 fn run(path: &Path, workers: Option<usize>, grace: Duration, watch: bool) -> anyhow::Result<()> {
-    let registry = Arc::new(StateRegistry::default());
+    let registry = registry();
     let policy =
-        load_policy(path, &registry).map_err(|e| anyhow::anyhow!("refusing to start:\n{e}"))?;
+        load_policy(path, &registry.0).map_err(|e| anyhow::anyhow!("refusing to start:\n{e}"))?;
     serve(policy, registry, &options(workers), grace, watch)
 }
 
 fn demo(workers: Option<usize>) -> anyhow::Result<()> {
     let _origins = pocket::demo::start_origins()?;
-    let registry = Arc::new(StateRegistry::default());
-    let policy = pocket::demo::demo_policy(&registry)?;
+    let registry = registry();
+    let policy = pocket::demo::demo_policy(&registry.0)?;
     let watch = policy.path.exists();
     println!("{}", pocket::demo::WELCOME);
     serve(

@@ -9,13 +9,12 @@ use std::sync::Arc;
 
 use mlua::{Table, Value};
 
-use super::{
-    parse_duration, seconds_to_duration, ConfigError, ConfigErrors, HookSet, ListenerSpec, Policy,
-};
-use crate::lb::{Pool, Server, StateRegistry, Timeouts};
+use super::{ConfigError, ConfigErrors, HookSet, ListenerSpec, Policy};
+use crate::lb::{Pool, Server, StateRegistry};
 use crate::script::{describe_lua_error, Limits, Vm};
 
 const TOP_LEVEL_KEYS: &[&str] = &[
+    "on_health",
     "listeners",
     "pools",
     "on_connect",
@@ -23,12 +22,19 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "on_response",
     "tests",
 ];
-const POOL_KEYS: &[&str] = &["servers", "balance", "retries", "timeouts"];
+const POOL_KEYS: &[&str] = &[
+    "servers",
+    "balance",
+    "retries",
+    "timeouts",
+    "check",
+    "passive",
+    "hash_key",
+    "hash_balance_factor",
+];
 const LISTENER_KEYS: &[&str] = &["name", "bind", "pool", "mode"];
 const SERVER_KEYS: &[&str] = &["addr", "weight", "backup"];
-const TIMEOUT_KEYS: &[&str] = &["connect", "response", "keepalive"];
 const MAX_WEIGHT: i64 = 256;
-const MAX_RETRIES: i64 = 10;
 
 /// Reads and loads the policy at `path`.
 pub fn load_policy(path: &Path, registry: &StateRegistry) -> Result<Policy, ConfigErrors> {
@@ -73,14 +79,14 @@ pub fn load_policy_source(
     }
 }
 
-struct Checker<'a> {
-    path: &'a Path,
+pub(super) struct Checker<'a> {
+    pub(super) path: &'a Path,
     source: &'a str,
-    errors: Vec<ConfigError>,
+    pub(super) errors: Vec<ConfigError>,
 }
 
 impl Checker<'_> {
-    fn error(&mut self, needles: &[&str], message: String) {
+    pub(super) fn error(&mut self, needles: &[&str], message: String) {
         let line = super::line_of(self.source, needles);
         self.errors.push(ConfigError {
             path: self.path.to_path_buf(),
@@ -100,7 +106,7 @@ impl Checker<'_> {
 
     /// Flags keys of `table` that are not in `known`: a typo like
     /// `on_reqest` must not be silently ignored.
-    fn unknown_keys(&mut self, table: &Table, known: &[&str], what: &str) {
+    pub(super) fn unknown_keys(&mut self, table: &Table, known: &[&str], what: &str) {
         for (key, _) in table.pairs::<Value, Value>().flatten() {
             if let Value::String(s) = &key {
                 let k = s.to_string_lossy();
@@ -122,6 +128,7 @@ impl Checker<'_> {
             ("on_connect", &mut hooks.on_connect),
             ("on_request", &mut hooks.on_request),
             ("on_response", &mut hooks.on_response),
+            ("on_health", &mut hooks.on_health),
         ] {
             match root.get::<Value>(name) {
                 Ok(Value::Nil) => {}
@@ -352,80 +359,15 @@ impl Checker<'_> {
         self.unknown_keys(&t, POOL_KEYS, &format!("pool \"{name}\""));
         let errors_before = self.errors.len();
 
-        match t.get::<Value>("balance") {
-            Ok(Value::Nil) => {}
-            Ok(Value::String(s)) if s.to_string_lossy() == "round_robin" => {}
-            Ok(Value::String(s)) => {
-                let b = s.to_string_lossy();
-                self.error(
-                    &[&format!("\"{b}\"")],
-                    format!(
-                        "pool \"{name}\": unknown balance algorithm \"{b}\" (known: round_robin)"
-                    ),
-                );
-            }
-            _ => self.error(&here, format!("pool \"{name}\": balance must be a string")),
-        }
-
-        let retries = match t.get::<Value>("retries") {
-            Ok(Value::Nil) => 3,
-            Ok(Value::Integer(n)) if (0..=MAX_RETRIES).contains(&n) => n as u32,
-            _ => {
-                self.error(
-                    &["retries"],
-                    format!(
-                        "pool \"{name}\": retries must be a whole number from 0 to {MAX_RETRIES}"
-                    ),
-                );
-                0
-            }
-        };
-
-        let mut timeouts = Timeouts::default();
-        match t.get::<Value>("timeouts") {
-            Ok(Value::Nil) => {}
-            Ok(Value::Table(tt)) => {
-                self.unknown_keys(&tt, TIMEOUT_KEYS, &format!("pool \"{name}\" timeouts"));
-                for (key, slot) in [
-                    ("connect", &mut timeouts.connect),
-                    ("response", &mut timeouts.response),
-                    ("keepalive", &mut timeouts.keepalive),
-                ] {
-                    let parsed = match tt.get::<Value>(key) {
-                        Ok(Value::Nil) => continue,
-                        Ok(Value::String(s)) => parse_duration(&s.to_string_lossy()),
-                        Ok(Value::Integer(n)) => seconds_to_duration(n as f64)
-                            .ok_or_else(|| format!("{n} is out of range")),
-                        Ok(Value::Number(n)) => {
-                            seconds_to_duration(n).ok_or_else(|| format!("{n} is out of range"))
-                        }
-                        _ => Err("must be a duration like \"2s\"".to_string()),
-                    };
-                    match parsed {
-                        Ok(d) if d.is_zero() => self.error(
-                            &[&format!("{key} =")],
-                            format!("pool \"{name}\": timeouts.{key} must be more than 0"),
-                        ),
-                        Ok(d) => *slot = d,
-                        Err(msg) => self.error(
-                            &[&format!("{key} =")],
-                            format!("pool \"{name}\": timeouts.{key}: {msg}"),
-                        ),
-                    }
-                }
-            }
-            _ => self.error(
-                &["timeouts"],
-                format!("pool \"{name}\": timeouts must be a table like {{ connect = \"1s\" }}"),
-            ),
-        }
+        let settings = self.pool_settings(name, &t, &here);
+        let start_up = settings.check.as_ref().is_none_or(|c| c.start_up);
 
         let mut servers: Vec<Server> = Vec::new();
         match t.get::<Value>("servers") {
             Ok(Value::Table(list)) => {
                 for (i, entry) in list.sequence_values::<Value>().enumerate() {
                     let Ok(entry) = entry else { continue };
-                    if let Some(server) = self.server(name, i + 1, entry, registry) {
+                    if let Some(server) = self.server(name, i + 1, entry, registry, start_up) {
                         if servers.iter().any(|s| s.addr == server.addr) {
                             self.error(
                                 &[&format!("\"{}\"", server.addr)],
@@ -457,7 +399,7 @@ impl Checker<'_> {
         if self.errors.len() > errors_before {
             return None;
         }
-        Some(Pool::new(name, servers, retries, timeouts))
+        Some(Pool::new(name, servers, settings))
     }
 
     fn server(
@@ -466,6 +408,7 @@ impl Checker<'_> {
         n: usize,
         entry: Value,
         registry: &StateRegistry,
+        start_up: bool,
     ) -> Option<Server> {
         let (addr_text, weight, backup) = match entry {
             Value::String(s) => (s.to_string_lossy(), 1, false),
@@ -528,7 +471,7 @@ impl Checker<'_> {
                 addr_text: Arc::from(addr.to_string()),
                 weight,
                 backup,
-                state: registry.get_or_create(pool, addr),
+                state: registry.get_or_create(pool, addr, start_up),
             }),
             Err(msg) => {
                 self.error(

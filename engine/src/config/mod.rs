@@ -5,6 +5,7 @@
 mod duration;
 mod load;
 mod locate;
+mod pool_settings;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -90,6 +91,7 @@ pub struct HookSet {
     pub on_connect: bool,
     pub on_request: bool,
     pub on_response: bool,
+    pub on_health: bool,
 }
 
 impl fmt::Display for HookSet {
@@ -98,6 +100,7 @@ impl fmt::Display for HookSet {
             (self.on_connect, "on_connect"),
             (self.on_request, "on_request"),
             (self.on_response, "on_response"),
+            (self.on_health, "on_health"),
         ]
         .iter()
         .filter(|(on, _)| *on)

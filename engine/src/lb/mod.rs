@@ -1,9 +1,12 @@
-//! Pools, servers and how one server is picked for a request.
+//! Pools, servers, how one server is picked for a request, and the shared
+//! state (health, load) every worker reads without locks.
 
+mod balance;
 mod pool;
 mod round_robin;
 mod state;
 
-pub use pool::{Pool, Server, Timeouts};
+pub use balance::{hash_bytes, Algorithm};
+pub use pool::{CheckKind, CheckSpec, HashKey, Passive, Pool, PoolSettings, Server, Timeouts};
 pub use round_robin::RoundRobin;
-pub use state::{ServerState, StateRegistry};
+pub use state::{HealthEvent, ServerState, StateRegistry};

@@ -1,19 +1,25 @@
-//! A pool: its servers, how to pick among them, and how long to wait on
-//! them.
+//! A pool: its servers, how to pick among them, how to check them and how
+//! long to wait on them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{RoundRobin, ServerState};
+use http::HeaderName;
+
+use super::balance::{Algorithm, Tier};
+use super::ServerState;
 
 /// How long each phase of talking to a server may take.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timeouts {
     /// TCP connect.
     pub connect: Duration,
     /// From the request sent to the response headers received.
     pub response: Duration,
+    /// Longest silence from a server while its response body streams
+    /// (also its sockets' TCP_USER_TIMEOUT, so a pulled cable is noticed).
+    pub idle: Duration,
     /// How long an unused upstream connection is kept for reuse.
     pub keepalive: Duration,
 }
@@ -23,9 +29,83 @@ impl Default for Timeouts {
         Timeouts {
             connect: Duration::from_secs(3),
             response: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
             keepalive: Duration::from_secs(30),
         }
     }
+}
+
+/// An active health check, run by the control thread, never on the
+/// request path.
+#[derive(Debug, Clone)]
+pub struct CheckSpec {
+    pub kind: CheckKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// The state a server starts in before its first verdict.
+    pub start_up: bool,
+}
+
+impl CheckSpec {
+    /// Two specs that print alike check alike: a reload keeps their tasks.
+    pub fn fingerprint(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum CheckKind {
+    Tcp,
+    Http {
+        method: String,
+        path: String,
+        host: Option<String>,
+        /// Inclusive range of good statuses.
+        expect: (u16, u16),
+        /// A substring the body must contain.
+        body: Option<String>,
+        /// A pattern the body must match.
+        pattern: Option<regex::Regex>,
+    },
+}
+
+/// Passive checking on live traffic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Passive {
+    /// Failures in a row that take a server down (0: never).
+    pub after: u32,
+    /// Whether a 5xx answer counts as a failure.
+    pub on_5xx: bool,
+    /// Without an active check, how long an ejected server rests before
+    /// it gets traffic again.
+    pub cooldown: Duration,
+}
+
+impl Default for Passive {
+    fn default() -> Self {
+        Passive {
+            after: 3,
+            on_5xx: false,
+            cooldown: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What a `hash` pool hashes.
+#[derive(Debug, Clone)]
+pub enum HashKey {
+    /// The client's address.
+    Source,
+    /// Path and query.
+    Uri,
+    Path,
+    Host,
+    Header(HeaderName),
+    Cookie(String),
+    /// `hash_key = function(req) ... end`, called in the worker's VM.
+    Script,
 }
 
 #[derive(Debug)]
@@ -44,43 +124,101 @@ pub struct Pool {
     pub servers: Vec<Server>,
     pub retries: u32,
     pub timeouts: Timeouts,
-    primaries: RoundRobin,
-    backups: RoundRobin,
+    pub algorithm: Algorithm,
+    pub hash_key: Option<HashKey>,
+    pub balance_factor: Option<u32>,
+    pub check: Option<Arc<CheckSpec>>,
+    pub passive: Passive,
+    primaries: Tier,
+    backups: Tier,
+}
+
+/// Everything about a pool but its servers, as the policy says it.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub retries: u32,
+    pub timeouts: Timeouts,
+    pub algorithm: Algorithm,
+    pub hash_key: Option<HashKey>,
+    pub balance_factor: Option<u32>,
+    pub check: Option<CheckSpec>,
+    pub passive: Passive,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            retries: 3,
+            timeouts: Timeouts::default(),
+            algorithm: Algorithm::RoundRobin,
+            hash_key: None,
+            balance_factor: None,
+            check: None,
+            passive: Passive::default(),
+        }
+    }
 }
 
 impl Pool {
-    pub fn new(name: &str, servers: Vec<Server>, retries: u32, timeouts: Timeouts) -> Pool {
-        let weighted = |backup: bool| -> Vec<(usize, u32)> {
+    pub fn new(name: &str, servers: Vec<Server>, settings: PoolSettings) -> Pool {
+        let tier = |backup: bool| -> Vec<usize> {
             servers
                 .iter()
                 .enumerate()
                 .filter(|(_, s)| s.backup == backup)
-                .map(|(i, s)| (i, s.weight))
+                .map(|(i, _)| i)
                 .collect()
         };
-        let primaries = RoundRobin::new(&weighted(false));
-        let backups = RoundRobin::new(&weighted(true));
+        let primaries = Tier::new(&servers, tier(false), &settings.algorithm);
+        let backups = Tier::new(&servers, tier(true), &settings.algorithm);
         Pool {
             name: Arc::from(name),
             servers,
-            retries,
-            timeouts,
+            retries: settings.retries,
+            timeouts: settings.timeouts,
+            algorithm: settings.algorithm,
+            hash_key: settings.hash_key,
+            balance_factor: settings.balance_factor,
+            check: settings.check.map(Arc::new),
+            passive: settings.passive,
             primaries,
             backups,
         }
     }
 
     pub fn balance_name(&self) -> &'static str {
-        "round_robin"
+        self.algorithm.name()
     }
 
     /// Picks a server that is up and not in `tried`; backups only when no
     /// primary qualifies.
     #[inline]
-    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+    pub fn pick(&self, tried: &[usize], key: Option<u64>) -> Option<usize> {
         let usable = |i: usize| self.servers[i].state.is_up() && !tried.contains(&i);
         self.primaries
-            .pick(usable)
-            .or_else(|| self.backups.pick(usable))
+            .pick(
+                &self.algorithm,
+                &self.servers,
+                &usable,
+                key,
+                self.balance_factor,
+            )
+            .or_else(|| {
+                if self.backups.is_empty() {
+                    return None;
+                }
+                self.backups.pick(
+                    &self.algorithm,
+                    &self.servers,
+                    &usable,
+                    key,
+                    self.balance_factor,
+                )
+            })
+    }
+
+    /// How many servers can take traffic now.
+    pub fn servers_up(&self) -> usize {
+        self.servers.iter().filter(|s| s.state.is_up()).count()
     }
 }

@@ -2,9 +2,11 @@
 //! server, the server's response body streamed to the client, and small
 //! local bodies. Nothing is buffered.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -70,20 +72,60 @@ impl Drop for InFlight {
     }
 }
 
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A server went silent in the middle of a response body.
+#[derive(Debug)]
+struct Stalled(Arc<str>, Duration);
+
+impl std::fmt::Display for Stalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "server {} sent nothing for {:?} mid-response",
+            self.0, self.1
+        )
+    }
+}
+
+impl std::error::Error for Stalled {}
+
 /// The body sent to the client.
 pub enum ResponseBody {
     /// Streamed from a server; the connection goes back to the pool when
-    /// the body has been read to its end.
+    /// the body has been read to its end. A server silent for longer than
+    /// `idle` ends the body with an error, which closes the client's
+    /// connection at once rather than leaving it hanging.
     Upstream {
         body: Incoming,
         lease: Option<Lease>,
         in_flight: Option<InFlight>,
+        idle: Duration,
+        timer: Pin<Box<tokio::time::Sleep>>,
+        server: Arc<str>,
     },
     /// Made here: local responses and errors.
     Full(Option<Bytes>),
 }
 
 impl ResponseBody {
+    pub fn upstream(
+        body: Incoming,
+        lease: Lease,
+        in_flight: InFlight,
+        idle: Duration,
+        server: Arc<str>,
+    ) -> ResponseBody {
+        ResponseBody::Upstream {
+            body,
+            lease: Some(lease),
+            in_flight: Some(in_flight),
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+            server,
+        }
+    }
+
     pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
         let b = bytes.into();
         ResponseBody::Full(if b.is_empty() { None } else { Some(b) })
@@ -92,25 +134,41 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ResponseBody::Upstream {
                 body,
                 lease,
                 in_flight,
+                idle,
+                timer,
+                server,
             } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
+                if polled.is_pending() {
+                    if timer.as_mut().poll(cx).is_ready() {
+                        lease.take();
+                        in_flight.take();
+                        let err = Stalled(server.clone(), *idle);
+                        tracing::warn!("{err}; closing the client connection");
+                        return Poll::Ready(Some(Err(Box::new(err))));
+                    }
+                    return Poll::Pending;
+                }
+                timer.as_mut().reset(tokio::time::Instant::now() + *idle);
                 let finished = match &polled {
                     Poll::Ready(None) => true,
                     Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
-                    Poll::Ready(Some(Err(_))) => {
-                        // A broken upstream body: never reuse that connection.
+                    Poll::Ready(Some(Err(e))) => {
+                        // A broken upstream body: never reuse that
+                        // connection; the client's is closed by hyper.
+                        tracing::warn!("server {server} broke off its response: {e}");
                         lease.take();
                         in_flight.take();
                         false
@@ -123,7 +181,7 @@ impl Body for ResponseBody {
                     }
                     in_flight.take();
                 }
-                polled
+                polled.map_err(|e| Box::new(e) as BoxError)
             }
             ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }

@@ -104,7 +104,55 @@ pub async fn handle(
             ));
         }
     };
-    Ok(forward(&cx, &script, pool, view, body).await)
+    let key = match hash_key(&script, pool, &mut view) {
+        Ok(k) => k,
+        Err(e) => {
+            // A failing key function costs the request its stickiness, not
+            // its answer: it is balanced by round robin instead.
+            tracing::warn!(request = %id, hook = e.hook, "{}; balancing without a key", e.message);
+            None
+        }
+    };
+    Ok(forward(&cx, &script, pool, view, body, key).await)
+}
+
+/// The hash of what a `hash` pool keys on, or None (round robin).
+fn hash_key(
+    script: &WorkerScript,
+    pool: usize,
+    view: &mut RequestView,
+) -> Result<Option<u64>, crate::script::hooks::HookError> {
+    use crate::lb::{hash_bytes, HashKey};
+    let Some(kind) = &script.policy.pools[pool].hash_key else {
+        return Ok(None);
+    };
+    let headers = &view.head.headers;
+    let hashed = |b: &[u8]| Some(hash_bytes(b));
+    Ok(match kind {
+        HashKey::Source => hashed(forward::canonical_ip(view.peer.ip()).to_string().as_bytes()),
+        HashKey::Uri => hashed(
+            view.head
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .as_bytes(),
+        ),
+        HashKey::Path => hashed(view.head.uri.path().as_bytes()),
+        HashKey::Host => view
+            .host()
+            .and_then(|h| hashed(h.to_ascii_lowercase().as_bytes())),
+        HashKey::Header(name) => headers.get(name).and_then(|v| hashed(v.as_bytes())),
+        HashKey::Cookie(name) => headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                (k == name).then(|| hash_bytes(v.as_bytes()))
+            }),
+        HashKey::Script => script.hash_key(pool, view)?.map(|k| hash_bytes(&k)),
+    })
 }
 
 fn default_pool(script: &WorkerScript, listener: &str) -> Option<usize> {
@@ -140,6 +188,7 @@ async fn forward(
     pool_index: usize,
     view: RequestView,
     body: Incoming,
+    key: Option<u64>,
 ) -> Response<ResponseBody> {
     let pool = &script.policy.pools[pool_index];
     let RequestView {
@@ -168,7 +217,9 @@ async fn forward(
 
     while tried.len() <= pool.retries as usize && attempts < max_attempts {
         attempts += 1;
-        let Some(si) = pool.pick(&tried) else { break };
+        let Some(si) = pool.pick(&tried, key) else {
+            break;
+        };
         let server = &pool.servers[si];
         let mut conn = match cx
             .worker
@@ -275,16 +326,22 @@ async fn forward(
         let lease = Lease::new(cx.worker.upstreams.clone(), server.addr, conn.sender);
         return Response::from_parts(
             rhead,
-            ResponseBody::Upstream {
-                body: rbody,
-                lease: Some(lease),
-                in_flight: Some(in_flight),
-            },
+            ResponseBody::upstream(
+                rbody,
+                lease,
+                in_flight,
+                pool.timeouts.idle,
+                server.addr_text.clone(),
+            ),
         );
     }
 
     let why = if tried.is_empty() && last_error.is_empty() {
-        format!("no server of pool \"{}\" is available", pool.name)
+        format!(
+            "no server of pool \"{}\" is up ({} servers, all down)",
+            pool.name,
+            pool.servers.len()
+        )
     } else {
         format!(
             "no server of pool \"{}\" could be reached (tried {}; last: {})",

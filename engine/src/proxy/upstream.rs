@@ -126,10 +126,15 @@ impl Upstreams {
                 idle_for: Some(idle_for),
             });
         }
-        self.connect(addr, timeouts.connect).await
+        self.connect(addr, timeouts.connect, timeouts.idle).await
     }
 
-    async fn connect(&self, addr: SocketAddr, timeout: Duration) -> Result<Conn, ConnectError> {
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        timeout: Duration,
+        user_timeout: Duration,
+    ) -> Result<Conn, ConnectError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(ConnectError::Refused(e)),
@@ -137,6 +142,9 @@ impl Upstreams {
         };
         let _ = stream.set_nodelay(true);
         let sock = socket2::SockRef::from(&stream);
+        // A pulled cable sends no RST: unacknowledged data for longer than
+        // this, and the kernel gives up on the connection.
+        let _ = sock.set_tcp_user_timeout(Some(user_timeout));
         let _ = sock.set_tcp_keepalive(
             &socket2::TcpKeepalive::new()
                 .with_time(Duration::from_secs(30))

@@ -15,8 +15,12 @@ use std::time::Duration;
 pub use diff::describe_changes;
 pub use files::{RunFiles, Status};
 
+use tokio::sync::mpsc::UnboundedReceiver;
+
 use crate::config::load_policy;
-use crate::lb::StateRegistry;
+use crate::health::Checker;
+use crate::lb::{HealthEvent, StateRegistry};
+use crate::script::{Limits, WorkerScript};
 use crate::server::Running;
 
 /// Saves closer together than this are one reload (editors write a file in
@@ -24,9 +28,15 @@ use crate::server::Running;
 const DEBOUNCE: Duration = Duration::from_millis(200);
 /// A storm never delays a reload longer than this.
 const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
+/// How often passive cool-downs are looked at.
+const COOLDOWN_TICK: Duration = Duration::from_millis(250);
 
 pub struct Supervisor {
     path: PathBuf,
+    events: Option<UnboundedReceiver<HealthEvent>>,
+    checker: Checker,
+    /// The policy's VM on this thread, for `on_health`.
+    control: Option<WorkerScript>,
     registry: Arc<StateRegistry>,
     running: Running,
     generation: u64,
@@ -36,9 +46,12 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
+    /// `events` receives the health changes of the servers `registry`
+    /// makes (see [`StateRegistry::set_events`]).
     pub fn new(
         path: PathBuf,
         registry: Arc<StateRegistry>,
+        events: UnboundedReceiver<HealthEvent>,
         running: Running,
         watch: bool,
     ) -> Supervisor {
@@ -52,6 +65,9 @@ impl Supervisor {
         };
         Supervisor {
             path,
+            events: Some(events),
+            checker: Checker::default(),
+            control: None,
             registry,
             running,
             generation: 1,
@@ -87,6 +103,12 @@ impl Supervisor {
         } else {
             (None, None)
         };
+        let mut events = self
+            .events
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("supervisor started twice"))?;
+        self.policy_changed();
+        let mut cooldowns = tokio::time::interval(COOLDOWN_TICK);
         self.files.write(&self.status);
         for l in &self.running.policy().listeners {
             if let Some(addr) = self.running.addr_of(&l.name) {
@@ -115,8 +137,84 @@ impl Supervisor {
                     self.reload("file changed");
                 }
                 _ = hup.recv() => self.reload("SIGHUP"),
+                Some(event) = events.recv() => self.health_changed(event),
+                _ = cooldowns.tick() => self.end_cooldowns(),
                 _ = term.recv() => return Ok(()),
                 _ = int.recv() => return Ok(()),
+            }
+        }
+    }
+
+    /// Checks and the control VM follow the live policy.
+    fn policy_changed(&mut self) {
+        let policy = self.running.policy().clone();
+        self.checker.sync(&policy);
+        self.control = if policy.hooks.on_health {
+            match WorkerScript::new(policy, Limits::default()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::error!("on_health will not run: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+    }
+
+    fn health_changed(&mut self, e: HealthEvent) {
+        let state = if e.up { "UP" } else { "DOWN" };
+        let left = self
+            .running
+            .policy()
+            .pools
+            .iter()
+            .find(|p| p.name == e.pool)
+            .map(|p| format!("; {}/{} servers up", p.servers_up(), p.servers.len()))
+            .unwrap_or_default();
+        if e.up {
+            tracing::info!(
+                "server {} of pool {} is {state}: {}{left}",
+                e.addr,
+                e.pool,
+                e.reason
+            );
+        } else {
+            tracing::warn!(
+                "server {} of pool {} is {state}: {}{left}",
+                e.addr,
+                e.pool,
+                e.reason
+            );
+        }
+        if let Some(control) = &self.control {
+            if let Err(err) = control.on_health(&e.pool, &e.addr.to_string(), e.up, &e.reason) {
+                tracing::error!(hook = err.hook, "{}", err.message);
+            }
+        }
+    }
+
+    /// A server ejected by live traffic in a pool without active checks
+    /// gets traffic again once its cool-down is over.
+    fn end_cooldowns(&mut self) {
+        for pool in &self.running.policy().pools {
+            if pool.check.is_some() {
+                continue;
+            }
+            for s in &pool.servers {
+                let state = &s.state;
+                if state.is_up() || !state.down_by_traffic() {
+                    continue;
+                }
+                if state
+                    .down_since()
+                    .is_some_and(|t| t.elapsed() >= pool.passive.cooldown)
+                {
+                    state.set_up(
+                        true,
+                        format!("cool-down of {:?} over", pool.passive.cooldown),
+                    );
+                }
             }
         }
     }

@@ -35,6 +35,9 @@ pub struct WorkerScript {
     on_connect: Option<Function>,
     on_request: Option<Function>,
     on_response: Option<Function>,
+    on_health: Option<Function>,
+    /// `hash_key = function(req)` of each pool, by pool index.
+    hash_keys: Vec<Option<Function>>,
 }
 
 impl WorkerScript {
@@ -49,10 +52,21 @@ impl WorkerScript {
             Err(e) => return Err(describe_lua_error(&e)),
         };
         let hook = |t: &Table, name: &str| t.get::<Option<Function>>(name).ok().flatten();
+        let pools: Option<Table> = root.get("pools").ok();
+        let hash_keys = policy
+            .pools
+            .iter()
+            .map(|p| {
+                let t: Option<Table> = pools.as_ref().and_then(|ps| ps.get(&*p.name).ok());
+                t.and_then(|t| hook(&t, "hash_key"))
+            })
+            .collect();
         Ok(WorkerScript {
             on_connect: hook(&root, "on_connect"),
             on_request: hook(&root, "on_request"),
             on_response: hook(&root, "on_response"),
+            on_health: hook(&root, "on_health"),
+            hash_keys,
             vm,
             policy,
         })
@@ -145,6 +159,52 @@ impl WorkerScript {
                 known.join(", ")
             ),
         }
+    }
+
+    /// The key a `hash` pool with a script key hashes for this request;
+    /// None when the function returns nil.
+    pub fn hash_key(
+        &self,
+        pool: usize,
+        req: &mut RequestView,
+    ) -> Result<Option<Vec<u8>>, HookError> {
+        let Some(Some(f)) = self.hash_keys.get(pool) else {
+            return Ok(None);
+        };
+        self.vm
+            .lua
+            .scope(|scope| {
+                let ud = scope.create_userdata_ref_mut(req)?;
+                let out: Value = self.vm.call(f, ud)?;
+                Ok(match out {
+                    Value::Nil => None,
+                    Value::String(s) => Some(s.as_bytes().to_vec()),
+                    Value::Integer(n) => Some(n.to_string().into_bytes()),
+                    Value::Number(n) => Some(n.to_string().into_bytes()),
+                    other => Some(format!("{other:?}").into_bytes()),
+                })
+            })
+            .map_err(|e| self.failed("hash_key", &e))
+    }
+
+    /// Tells the script a server changed state (control thread only).
+    pub fn on_health(
+        &self,
+        pool: &str,
+        addr: &str,
+        up: bool,
+        reason: &str,
+    ) -> Result<(), HookError> {
+        let Some(f) = &self.on_health else {
+            return Ok(());
+        };
+        let run = || -> mlua::Result<()> {
+            let server = self.vm.lua.create_table()?;
+            server.set("pool", pool)?;
+            server.set("addr", addr)?;
+            self.vm.call::<_, ()>(f, (server, up, reason))
+        };
+        run().map_err(|e| self.failed("on_health", &e))
     }
 
     pub fn on_response(

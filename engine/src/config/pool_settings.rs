@@ -1,0 +1,378 @@
+//! A pool's settings as the policy writes them: balance, retries,
+//! timeouts, active and passive checks. Every value is checked here, at
+//! load, with a line to point at.
+
+use std::time::Duration;
+
+use mlua::{Table, Value};
+
+use super::load::Checker;
+use super::{parse_duration, seconds_to_duration};
+use crate::lb::{Algorithm, CheckKind, CheckSpec, HashKey, Passive, PoolSettings, Timeouts};
+
+const MAX_RETRIES: i64 = 10;
+const TIMEOUT_KEYS: &[&str] = &["connect", "response", "idle", "keepalive"];
+const CHECK_KEYS: &[&str] = &[
+    "tcp", "http", "host", "expect", "body", "pattern", "interval", "timeout", "rise", "fall",
+    "start",
+];
+const PASSIVE_KEYS: &[&str] = &["after", "on_5xx", "cooldown"];
+
+/// A duration value: `"2s"`, `"250ms"` or a number of seconds.
+fn duration(v: &Value) -> Result<Duration, String> {
+    match v {
+        Value::String(s) => parse_duration(&s.to_string_lossy()),
+        Value::Integer(n) => {
+            seconds_to_duration(*n as f64).ok_or_else(|| format!("{n} is out of range"))
+        }
+        Value::Number(n) => seconds_to_duration(*n).ok_or_else(|| format!("{n} is out of range")),
+        _ => Err("must be a duration like \"2s\"".to_string()),
+    }
+}
+
+impl Checker<'_> {
+    pub(super) fn pool_settings(&mut self, name: &str, t: &Table, here: &[&str]) -> PoolSettings {
+        let mut s = PoolSettings::default();
+
+        match t.get::<Value>("balance") {
+            Ok(Value::Nil) => {}
+            Ok(Value::String(b)) => {
+                let b = b.to_string_lossy();
+                match Algorithm::parse(&b) {
+                    Some(a) => s.algorithm = a,
+                    None => self.error(
+                        &[&format!("\"{b}\"")],
+                        format!(
+                            "pool \"{name}\": unknown balance algorithm \"{b}\" (known: {})",
+                            Algorithm::NAMES
+                        ),
+                    ),
+                }
+            }
+            _ => self.error(here, format!("pool \"{name}\": balance must be a string")),
+        }
+
+        match (t.get::<Value>("hash_key"), &s.algorithm) {
+            (Ok(Value::Nil), Algorithm::Hash) => s.hash_key = Some(HashKey::Source),
+            (Ok(Value::Nil), _) => {}
+            (Ok(v), Algorithm::Hash) => s.hash_key = self.hash_key(name, &v),
+            (Ok(_), _) => self.error(
+                &["hash_key"],
+                format!("pool \"{name}\": hash_key needs balance = \"hash\""),
+            ),
+            (Err(e), _) => self.error(&["hash_key"], e.to_string()),
+        }
+        match t.get::<Value>("hash_balance_factor") {
+            Ok(Value::Nil) => {}
+            Ok(Value::Integer(f)) if (101..=1000).contains(&f) && s.algorithm == Algorithm::Hash => {
+                s.balance_factor = Some(f as u32)
+            }
+            _ => self.error(
+                &["hash_balance_factor"],
+                format!("pool \"{name}\": hash_balance_factor is a percentage from 101 to 1000, with balance = \"hash\""),
+            ),
+        }
+
+        s.retries = match t.get::<Value>("retries") {
+            Ok(Value::Nil) => 3,
+            Ok(Value::Integer(n)) if (0..=MAX_RETRIES).contains(&n) => n as u32,
+            _ => {
+                self.error(
+                    &["retries"],
+                    format!(
+                        "pool \"{name}\": retries must be a whole number from 0 to {MAX_RETRIES}"
+                    ),
+                );
+                0
+            }
+        };
+
+        match t.get::<Value>("timeouts") {
+            Ok(Value::Nil) => {}
+            Ok(Value::Table(tt)) => s.timeouts = self.timeouts(name, &tt),
+            _ => self.error(
+                &["timeouts"],
+                format!("pool \"{name}\": timeouts must be a table like {{ connect = \"1s\" }}"),
+            ),
+        }
+
+        match t.get::<Value>("check") {
+            Ok(Value::Nil) => {}
+            Ok(Value::Table(ct)) => s.check = self.check(name, &ct),
+            _ => self.error(
+                &["check"],
+                format!("pool \"{name}\": check must be a table like {{ http = \"GET /health\" }} or {{ tcp = true }}"),
+            ),
+        }
+
+        match t.get::<Value>("passive") {
+            Ok(Value::Nil) => {}
+            Ok(Value::Boolean(false)) => s.passive.after = 0,
+            Ok(Value::Table(pt)) => s.passive = self.passive(name, &pt),
+            _ => self.error(
+                &["passive"],
+                format!("pool \"{name}\": passive must be false or a table like {{ after = 3 }}"),
+            ),
+        }
+        s
+    }
+
+    fn hash_key(&mut self, pool: &str, v: &Value) -> Option<HashKey> {
+        let text = match v {
+            Value::Function(_) => return Some(HashKey::Script),
+            Value::String(s) => s.to_string_lossy(),
+            _ => {
+                self.error(
+                    &["hash_key"],
+                    format!("pool \"{pool}\": hash_key must be a name or a function(req)"),
+                );
+                return None;
+            }
+        };
+        let key = match text.as_str() {
+            "source" => HashKey::Source,
+            "uri" => HashKey::Uri,
+            "path" => HashKey::Path,
+            "host" => HashKey::Host,
+            other => {
+                if let Some(h) = other.strip_prefix("header:") {
+                    match http::HeaderName::from_bytes(h.trim().as_bytes()) {
+                        Ok(n) => HashKey::Header(n),
+                        Err(_) => {
+                            self.error(
+                                &[other],
+                                format!("pool \"{pool}\": bad header name in hash_key \"{other}\""),
+                            );
+                            return None;
+                        }
+                    }
+                } else if let Some(c) = other.strip_prefix("cookie:") {
+                    HashKey::Cookie(c.trim().to_string())
+                } else {
+                    self.error(
+                        &[&format!("\"{other}\"")],
+                        format!("pool \"{pool}\": unknown hash_key \"{other}\" (source, uri, path, host, header:NAME, cookie:NAME or a function)"),
+                    );
+                    return None;
+                }
+            }
+        };
+        Some(key)
+    }
+
+    fn timeouts(&mut self, pool: &str, tt: &Table) -> Timeouts {
+        let mut timeouts = Timeouts::default();
+        self.unknown_keys(tt, TIMEOUT_KEYS, &format!("pool \"{pool}\" timeouts"));
+        for (key, slot) in [
+            ("connect", &mut timeouts.connect),
+            ("response", &mut timeouts.response),
+            ("idle", &mut timeouts.idle),
+            ("keepalive", &mut timeouts.keepalive),
+        ] {
+            let parsed = match tt.get::<Value>(key) {
+                Ok(Value::Nil) => continue,
+                Ok(v) => duration(&v),
+                Err(e) => Err(e.to_string()),
+            };
+            match parsed {
+                Ok(d) if d.is_zero() => self.error(
+                    &[&format!("{key} =")],
+                    format!("pool \"{pool}\": timeouts.{key} must be more than 0"),
+                ),
+                Ok(d) => *slot = d,
+                Err(msg) => self.error(
+                    &[&format!("{key} =")],
+                    format!("pool \"{pool}\": timeouts.{key}: {msg}"),
+                ),
+            }
+        }
+        timeouts
+    }
+
+    fn count(&mut self, pool: &str, t: &Table, key: &str, default: u32, max: i64) -> u32 {
+        match t.get::<Value>(key) {
+            Ok(Value::Nil) => default,
+            Ok(Value::Integer(n)) if (1..=max).contains(&n) => n as u32,
+            _ => {
+                self.error(
+                    &[&format!("{key} =")],
+                    format!("pool \"{pool}\": {key} must be a whole number from 1 to {max}"),
+                );
+                default
+            }
+        }
+    }
+
+    fn check(&mut self, pool: &str, ct: &Table) -> Option<CheckSpec> {
+        self.unknown_keys(ct, CHECK_KEYS, &format!("pool \"{pool}\" check"));
+        let before = self.errors.len();
+        let what = format!("pool \"{pool}\" check");
+        let kind = match (ct.get::<Value>("tcp"), ct.get::<Value>("http")) {
+            (Ok(Value::Boolean(true)), Ok(Value::Nil)) => CheckKind::Tcp,
+            (Ok(Value::Nil), Ok(Value::String(line))) => {
+                let line = line.to_string_lossy();
+                let mut words = line.split_whitespace();
+                let (method, path) = match (words.next(), words.next()) {
+                    (Some(p), None) if p.starts_with('/') => ("GET".to_string(), p.to_string()),
+                    (Some(m), Some(p)) if p.starts_with('/') => {
+                        (m.to_ascii_uppercase(), p.to_string())
+                    }
+                    _ => {
+                        self.error(
+                            &["http ="],
+                            format!("{what}: http must be like \"GET /health\", not \"{line}\""),
+                        );
+                        return None;
+                    }
+                };
+                let host = match ct.get::<Value>("host") {
+                    Ok(Value::String(h)) => Some(h.to_string_lossy()),
+                    _ => None,
+                };
+                let expect = match ct.get::<Value>("expect") {
+                    Ok(Value::Nil) => (200, 399),
+                    Ok(Value::Integer(n)) if (100..=599).contains(&n) => (n as u16, n as u16),
+                    Ok(Value::String(s))
+                        if s.to_string_lossy().len() == 3
+                            && s.to_string_lossy().ends_with("xx") =>
+                    {
+                        let first = s.to_string_lossy().as_bytes()[0];
+                        match first {
+                            b'1'..=b'5' => {
+                                let base = (first - b'0') as u16 * 100;
+                                (base, base + 99)
+                            }
+                            _ => (0, 0),
+                        }
+                    }
+                    Ok(Value::Table(r)) => match (r.get::<i64>(1), r.get::<i64>(2)) {
+                        (Ok(lo), Ok(hi)) if 100 <= lo && lo <= hi && hi <= 599 => {
+                            (lo as u16, hi as u16)
+                        }
+                        _ => (0, 0),
+                    },
+                    _ => (0, 0),
+                };
+                if expect == (0, 0) {
+                    self.error(&["expect"], format!("{what}: expect must be a status (200), a class (\"2xx\") or a range {{200, 399}}"));
+                }
+                let body = match ct.get::<Value>("body") {
+                    Ok(Value::String(b)) => Some(b.to_string_lossy()),
+                    _ => None,
+                };
+                let pattern = match ct.get::<Value>("pattern") {
+                    Ok(Value::String(p)) => {
+                        let p = p.to_string_lossy();
+                        match regex::Regex::new(&p) {
+                            Ok(re) => Some(re),
+                            Err(e) => {
+                                let reason = e
+                                    .to_string()
+                                    .lines()
+                                    .last()
+                                    .unwrap_or("")
+                                    .trim()
+                                    .to_string();
+                                self.error(
+                                    &["pattern"],
+                                    format!("{what}: bad pattern {p:?}: {reason}"),
+                                );
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                };
+                CheckKind::Http {
+                    method,
+                    path,
+                    host,
+                    expect,
+                    body,
+                    pattern,
+                }
+            }
+            _ => {
+                self.error(
+                    &["check"],
+                    format!("{what}: say either tcp = true or http = \"GET /path\""),
+                );
+                return None;
+            }
+        };
+        let mut interval = Duration::from_secs(2);
+        let mut timeout = Duration::from_secs(1);
+        for (key, slot) in [("interval", &mut interval), ("timeout", &mut timeout)] {
+            match ct.get::<Value>(key) {
+                Ok(Value::Nil) => {}
+                Ok(v) => match duration(&v) {
+                    Ok(d) if d >= Duration::from_millis(10) => *slot = d,
+                    Ok(_) => self.error(
+                        &[&format!("{key} =")],
+                        format!("{what}: {key} must be at least 10ms"),
+                    ),
+                    Err(msg) => self.error(&[&format!("{key} =")], format!("{what}: {key}: {msg}")),
+                },
+                Err(e) => self.error(&[key], e.to_string()),
+            }
+        }
+        let rise = self.count(pool, ct, "rise", 2, 100);
+        let fall = self.count(pool, ct, "fall", 3, 100);
+        let start_up = match ct.get::<Value>("start") {
+            Ok(Value::Nil) => true,
+            Ok(Value::String(s)) if s.to_string_lossy() == "up" => true,
+            Ok(Value::String(s)) if s.to_string_lossy() == "down" => false,
+            _ => {
+                self.error(
+                    &["start"],
+                    format!("{what}: start must be \"up\" or \"down\""),
+                );
+                true
+            }
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(CheckSpec {
+            kind,
+            interval,
+            timeout,
+            rise,
+            fall,
+            start_up,
+        })
+    }
+
+    fn passive(&mut self, pool: &str, pt: &Table) -> Passive {
+        self.unknown_keys(pt, PASSIVE_KEYS, &format!("pool \"{pool}\" passive"));
+        let mut p = Passive::default();
+        match pt.get::<Value>("after") {
+            Ok(Value::Nil) => {}
+            Ok(Value::Integer(n)) if (0..=1000).contains(&n) => p.after = n as u32,
+            _ => self.error(
+                &["after"],
+                format!("pool \"{pool}\" passive: after must be a whole number from 0 to 1000"),
+            ),
+        }
+        match pt.get::<Value>("on_5xx") {
+            Ok(Value::Nil) => {}
+            Ok(Value::Boolean(b)) => p.on_5xx = b,
+            _ => self.error(
+                &["on_5xx"],
+                format!("pool \"{pool}\" passive: on_5xx must be true or false"),
+            ),
+        }
+        match pt.get::<Value>("cooldown") {
+            Ok(Value::Nil) => {}
+            Ok(v) => match duration(&v) {
+                Ok(d) => p.cooldown = d,
+                Err(msg) => self.error(
+                    &["cooldown"],
+                    format!("pool \"{pool}\" passive: cooldown: {msg}"),
+                ),
+            },
+            Err(e) => self.error(&["cooldown"], e.to_string()),
+        }
+        p
+    }
+}

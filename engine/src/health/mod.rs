@@ -1,0 +1,83 @@
+//! Active health checks: one task per checked server on the control
+//! thread, never on the request path. A verdict flips a server only after
+//! `rise` passes or `fall` failures in a row; the state is an atomic every
+//! worker reads. A reload keeps the tasks of checks that did not change.
+
+mod probe;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::task::JoinHandle;
+
+use crate::config::Policy;
+use crate::lb::{CheckSpec, ServerState};
+
+pub use probe::probe;
+
+/// The running check tasks, by pool, server and check.
+#[derive(Default)]
+pub struct Checker {
+    tasks: HashMap<(Arc<str>, SocketAddr, String), JoinHandle<()>>,
+}
+
+impl Checker {
+    /// Starts checks the policy has and the checker does not, stops the
+    /// ones it no longer has. Call from within the control runtime.
+    pub fn sync(&mut self, policy: &Policy) {
+        let mut wanted = HashMap::new();
+        for pool in &policy.pools {
+            let Some(spec) = &pool.check else { continue };
+            for server in &pool.servers {
+                wanted.insert(
+                    (pool.name.clone(), server.addr, spec.fingerprint()),
+                    (server.state.clone(), spec.clone()),
+                );
+            }
+        }
+        self.tasks.retain(|key, task| {
+            let keep = wanted.contains_key(key);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (key, (state, spec)) in wanted {
+            self.tasks
+                .entry(key)
+                .or_insert_with(|| tokio::spawn(check_loop(state, spec)));
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.tasks.len()
+    }
+}
+
+async fn check_loop(state: Arc<ServerState>, spec: Arc<CheckSpec>) {
+    let mut tick = tokio::time::interval(spec.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let started = Instant::now();
+        let verdict = match tokio::time::timeout(spec.timeout, probe(state.addr, &spec.kind)).await
+        {
+            Ok(v) => v,
+            Err(_) => Err(format!("no answer within {:?}", spec.timeout)),
+        };
+        let (ok, reason) = match verdict {
+            Ok(what) => (true, what),
+            Err(why) => (false, why),
+        };
+        tracing::debug!(
+            server = %state.addr,
+            pool = %state.pool,
+            "check {} in {:?}: {reason}",
+            if ok { "passed" } else { "failed" },
+            started.elapsed()
+        );
+        state.observe_check(ok, spec.rise, spec.fall, &reason);
+    }
+}
