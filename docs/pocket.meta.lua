@@ -139,6 +139,41 @@ function ServerResponse:set_status(code) end
 ---A connection rejection (pocket.reject); return it from on_connect.
 ---@class pocket.Rejection
 
+---A named key-value store (pocket.store), shared by every worker and kept
+---across reloads (not across restarts).
+---@class pocket.Store
+local Store = {}
+
+---The value, or nil when the key is absent or expired.
+---@param key string|number
+---@return string|number|boolean|nil
+function Store:get(key) end
+
+---Stores a value (a string of at most 64 KiB, a number or a boolean),
+---replacing any earlier value and expiry. A nil value deletes the key.
+---@param key string|number
+---@param value string|number|boolean|nil
+---@param ttl_seconds? number More than 0, at most 86400; omitted: no expiry.
+function Store:set(key, value, ttl_seconds) end
+
+---Adds `by` (default 1) to an integer and returns the new value. A missing
+---or expired key counts as 0 and gets `ttl_seconds` when it is created;
+---later calls do not move its expiry. Error if the key holds a non-integer.
+---@param key string|number
+---@param by? integer
+---@param ttl_seconds? number More than 0, at most 86400.
+---@return integer
+function Store:incr(key, by, ttl_seconds) end
+
+---Removes a key; true if it was there.
+---@param key string|number
+---@return boolean
+function Store:delete(key) end
+
+---The store's name.
+---@return string
+function Store:name() end
+
 ---A compiled Rust regex (pocket.regex).
 ---@class pocket.Regex
 local Regex = {}
@@ -201,18 +236,24 @@ function pocket.reject(reason) end
 ---@return pocket.Regex
 function pocket.regex(pattern) end
 
+---The store of that name, created on first use. Every worker and every
+---policy version reaching the same name share its data. Call it once, at load.
+---@param name string Not empty.
+---@return pocket.Store
+function pocket.store(name) end
+
 ---Script messages in Pocket's log (target "script"). Arguments are joined
----with spaces; pass strings or numbers (use tostring for other values).
+---with spaces; non-strings are written as tostring writes them.
 ---@class pocket.log
 pocket.log = {}
 
----@param ... string|number
+---@param ... any
 function pocket.log.info(...) end
 
----@param ... string|number
+---@param ... any
 function pocket.log.warn(...) end
 
----@param ... string|number
+---@param ... any
 function pocket.log.error(...) end
 
 ------------------------------------------------------------------------
