@@ -60,6 +60,9 @@ enum Command {
         port: u16,
         #[arg(long, default_value = "127.0.0.1")]
         bind: std::net::IpAddr,
+        /// Answer everything but /health with this status (a lying server).
+        #[arg(long)]
+        fail_status: Option<u16>,
     },
 }
 
@@ -88,9 +91,12 @@ fn main() -> ExitCode {
         Command::Reload { policy } => return reload(&policy),
         Command::Status { policy } => return status(&policy),
         Command::Demo { workers } => demo(workers),
-        Command::Origin { name, port, bind } => {
-            origin(&name, std::net::SocketAddr::new(bind, port))
-        }
+        Command::Origin {
+            name,
+            port,
+            bind,
+            fail_status,
+        } => origin(&name, std::net::SocketAddr::new(bind, port), fail_status),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -228,8 +234,8 @@ fn reload(policy: &Path) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn origin(name: &str, addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    let handle = pocket::origin::spawn(name, addr)?;
+fn origin(name: &str, addr: std::net::SocketAddr, fail_status: Option<u16>) -> anyhow::Result<()> {
+    let handle = pocket::origin::spawn_with(name, addr, pocket::origin::Behaviour { fail_status })?;
     tracing::info!("origin {} listening on {}", name, handle.addr);
     wait_for_signal()
 }

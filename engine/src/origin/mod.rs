@@ -7,6 +7,9 @@
 //! - `GET /bytes/N`: N bytes, streamed in 64 KiB chunks
 //! - `GET /status/N`: a response with status N
 //! - `GET /delay/MS`: answers after MS milliseconds
+//! - `GET /stall/N`: sends N bytes of a longer body, then goes silent
+//! - with `fail_status` set (a "lying" server), everything but `/health`
+//!   answers that status
 //! - `POST`/`PUT` anything: reads the body and says how many bytes came
 //!
 //! Every response carries `x-origin: NAME` and `x-origin-request: N`.
@@ -36,7 +39,13 @@ static FILLER: [u8; CHUNK] = [b'x'; CHUNK];
 /// An origin's response body: small and whole, or streamed filler.
 pub enum OriginBody {
     Full(Option<Bytes>),
-    Repeat { remaining: u64 },
+    Repeat {
+        remaining: u64,
+    },
+    /// Sends `remaining` bytes, then nothing, forever.
+    Stall {
+        remaining: u64,
+    },
 }
 
 impl Body for OriginBody {
@@ -57,6 +66,14 @@ impl Body for OriginBody {
                 *remaining -= n as u64;
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&FILLER[..n])))))
             }
+            OriginBody::Stall { remaining } => {
+                if *remaining == 0 {
+                    return Poll::Pending;
+                }
+                let n = (*remaining).min(CHUNK as u64) as usize;
+                *remaining -= n as u64;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&FILLER[..n])))))
+            }
         }
     }
 
@@ -64,6 +81,7 @@ impl Body for OriginBody {
         match self {
             OriginBody::Full(b) => b.is_none(),
             OriginBody::Repeat { remaining } => *remaining == 0,
+            OriginBody::Stall { .. } => false,
         }
     }
 
@@ -71,6 +89,7 @@ impl Body for OriginBody {
         match self {
             OriginBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             OriginBody::Repeat { remaining } => SizeHint::with_exact(*remaining),
+            OriginBody::Stall { remaining } => SizeHint::with_exact(*remaining * 2 + 1),
         }
     }
 }
@@ -101,8 +120,20 @@ impl Drop for OriginHandle {
     }
 }
 
+/// How an origin misbehaves, for tests and labs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Behaviour {
+    /// Answer every path but `/health` with this status.
+    pub fail_status: Option<u16>,
+}
+
 /// Binds `addr` (port 0 picks one) and serves on a thread of its own.
 pub fn spawn(name: &str, addr: SocketAddr) -> io::Result<OriginHandle> {
+    spawn_with(name, addr, Behaviour::default())
+}
+
+/// Like [`spawn`], misbehaving as told.
+pub fn spawn_with(name: &str, addr: SocketAddr, behaviour: Behaviour) -> io::Result<OriginHandle> {
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;
@@ -125,7 +156,7 @@ pub fn spawn(name: &str, addr: SocketAddr) -> io::Result<OriginHandle> {
                     }
                 };
                 tokio::select! {
-                    _ = serve(listener, origin_name, counter) => {}
+                    _ = serve_with(listener, origin_name, counter, behaviour) => {}
                     _ = stop_rx => {}
                 }
             });
@@ -141,6 +172,15 @@ pub fn spawn(name: &str, addr: SocketAddr) -> io::Result<OriginHandle> {
 
 /// Serves forever on `listener`.
 pub async fn serve(listener: TcpListener, name: Arc<str>, requests: Arc<AtomicU64>) {
+    serve_with(listener, name, requests, Behaviour::default()).await
+}
+
+async fn serve_with(
+    listener: TcpListener,
+    name: Arc<str>,
+    requests: Arc<AtomicU64>,
+    behaviour: Behaviour,
+) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(pair) => pair,
@@ -153,7 +193,8 @@ pub async fn serve(listener: TcpListener, name: Arc<str>, requests: Arc<AtomicU6
         let name = name.clone();
         let requests = requests.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| answer(name.clone(), requests.clone(), req));
+            let service =
+                service_fn(move |req| answer(name.clone(), requests.clone(), behaviour, req));
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -174,11 +215,21 @@ fn text(status: StatusCode, body: String) -> Response<OriginBody> {
 async fn answer(
     name: Arc<str>,
     requests: Arc<AtomicU64>,
+    behaviour: Behaviour,
     req: Request<Incoming>,
 ) -> Result<Response<OriginBody>, Infallible> {
     let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
     let path = req.uri().path().to_string();
-    let mut resp = if req.method() == Method::POST || req.method() == Method::PUT {
+    let failing = behaviour.fail_status.filter(|_| path != "/health");
+    let mut resp = if let Some(code) = failing {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        text(status, format!("{name} fails on purpose ({code})\n"))
+    } else if let Some(n) = path
+        .strip_prefix("/stall/")
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        Response::new(OriginBody::Stall { remaining: n })
+    } else if req.method() == Method::POST || req.method() == Method::PUT {
         let mut body = req.into_body();
         let mut total: u64 = 0;
         let mut failed = None;

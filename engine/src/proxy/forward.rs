@@ -56,6 +56,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     debug_assert!(!headers.keys().any(is_hop_by_hop));
 }
 
+/// Request heads that parse but must not be forwarded, and why: framing a
+/// server could read differently (request smuggling), or a CONNECT tunnel
+/// a reverse proxy does not offer.
+pub fn refuse(head: &http::request::Parts) -> Option<(http::StatusCode, &'static str)> {
+    if head.method == http::Method::CONNECT {
+        return Some((
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is not supported by a reverse proxy",
+        ));
+    }
+    let chunked = head
+        .headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .count();
+    if chunked > 1 {
+        return Some((
+            http::StatusCode::BAD_REQUEST,
+            "Transfer-Encoding applies chunked more than once",
+        ));
+    }
+    None
+}
+
 /// Turns a client's request head into the one sent to a server.
 pub fn prepare_request(head: &mut http::request::Parts, peer: IpAddr) {
     strip_hop_by_hop(&mut head.headers);

@@ -71,6 +71,10 @@ pub async fn handle(
     let script = cx.worker.script();
     let id = cx.worker.next_request_id();
     let (head, body) = req.into_parts();
+    if let Some((status, why)) = forward::refuse(&head) {
+        tracing::info!(request = %id, peer = %cx.peer, "refused: {why}");
+        return Ok(local::error(status, why, &id.to_string()));
+    }
     let mut view = RequestView {
         head,
         peer: cx.peer,
@@ -231,8 +235,7 @@ async fn forward(
             Err(e) => {
                 server
                     .state
-                    .failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .traffic_failed(pool.passive.after, "connect failed");
                 let next = if tried.len() < pool.retries as usize {
                     "; trying another server"
                 } else {
@@ -268,10 +271,16 @@ async fn forward(
                     body = Some(RequestBody::Empty);
                     continue;
                 }
+                if e.error().is_user() {
+                    // The client's own body broke (malformed chunks, or the
+                    // client went away): not the server's fault.
+                    let why = format!("the request body could not be read: {}", e.error());
+                    tracing::info!(request = %id, "{why}");
+                    return local::error(StatusCode::BAD_REQUEST, &why, &id.to_string());
+                }
                 server
                     .state
-                    .failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .traffic_failed(pool.passive.after, "no response");
                 let why = format!(
                     "server {} of pool \"{}\" failed: {}",
                     server.addr,
@@ -284,8 +293,7 @@ async fn forward(
             Err(_) => {
                 server
                     .state
-                    .failures
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    .traffic_failed(pool.passive.after, "response timeout");
                 let why = format!(
                     "server {} of pool \"{}\" did not answer within {:?}",
                     server.addr, pool.name, pool.timeouts.response
@@ -299,6 +307,13 @@ async fn forward(
             .state
             .requests
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if pool.passive.on_5xx && resp.status().is_server_error() {
+            server
+                .state
+                .traffic_failed(pool.passive.after, "5xx answer");
+        } else {
+            server.state.traffic_ok();
+        }
         let (mut rhead, rbody) = resp.into_parts();
         forward::prepare_response(&mut rhead);
         if let Some(client_head) = client_head {
