@@ -152,6 +152,7 @@ fn registry() -> Registry {
     let registry = Arc::new(StateRegistry::default());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     registry.set_events(tx);
+    StateRegistry::install_global(registry.clone());
     (registry, rx)
 }
 

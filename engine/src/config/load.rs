@@ -15,6 +15,7 @@ use crate::script::{describe_lua_error, Limits, Vm};
 
 const TOP_LEVEL_KEYS: &[&str] = &[
     "on_health",
+    "on_check",
     "listeners",
     "pools",
     "on_connect",
@@ -31,6 +32,7 @@ const POOL_KEYS: &[&str] = &[
     "passive",
     "hash_key",
     "hash_balance_factor",
+    "slow_start",
 ];
 const LISTENER_KEYS: &[&str] = &["name", "bind", "pool", "mode"];
 const SERVER_KEYS: &[&str] = &["addr", "weight", "backup"];
@@ -59,6 +61,7 @@ pub fn load_policy_source(
         path,
         source: &source,
         errors: Vec::new(),
+        has_on_check: false,
     };
     let vm = Vm::new(path, Limits::default()).map_err(|e| cx.fatal(&e))?;
     let value = vm.run_main_chunk(path, &source).map_err(|e| cx.fatal(&e))?;
@@ -83,6 +86,8 @@ pub(super) struct Checker<'a> {
     pub(super) path: &'a Path,
     source: &'a str,
     pub(super) errors: Vec<ConfigError>,
+    /// The policy defines `on_check` (for `check = { script = true }`).
+    pub(super) has_on_check: bool,
 }
 
 impl Checker<'_> {
@@ -122,6 +127,14 @@ impl Checker<'_> {
 
     fn policy(&mut self, root: &Table, registry: &StateRegistry) -> Option<Policy> {
         self.unknown_keys(root, TOP_LEVEL_KEYS, "policy");
+        match root.get::<Value>("on_check") {
+            Ok(Value::Nil) => {}
+            Ok(Value::Function(_)) => self.has_on_check = true,
+            _ => self.error(
+                &["on_check ="],
+                "on_check must be a function(server, http)".into(),
+            ),
+        }
 
         let mut hooks = HookSet::default();
         for (name, flag) in [

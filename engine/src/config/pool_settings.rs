@@ -13,8 +13,8 @@ use crate::lb::{Algorithm, CheckKind, CheckSpec, HashKey, Passive, PoolSettings,
 const MAX_RETRIES: i64 = 10;
 const TIMEOUT_KEYS: &[&str] = &["connect", "response", "idle", "keepalive"];
 const CHECK_KEYS: &[&str] = &[
-    "tcp", "http", "host", "expect", "body", "pattern", "interval", "timeout", "rise", "fall",
-    "start",
+    "tcp", "http", "run", "script", "host", "expect", "body", "pattern", "interval", "timeout",
+    "rise", "fall", "start",
 ];
 const PASSIVE_KEYS: &[&str] = &["after", "on_5xx", "cooldown"];
 
@@ -49,7 +49,24 @@ impl Checker<'_> {
                     ),
                 }
             }
-            _ => self.error(here, format!("pool \"{name}\": balance must be a string")),
+            Ok(Value::Function(_)) => s.algorithm = Algorithm::Script,
+            _ => self.error(
+                here,
+                format!("pool \"{name}\": balance must be a name or a function(servers, req)"),
+            ),
+        }
+
+        match t.get::<Value>("slow_start") {
+            Ok(Value::Nil) => {}
+            Ok(v) => match duration(&v) {
+                Ok(d) if !d.is_zero() => s.slow_start = Some(d),
+                Ok(_) => {}
+                Err(msg) => self.error(
+                    &["slow_start"],
+                    format!("pool \"{name}\": slow_start: {msg}"),
+                ),
+            },
+            Err(e) => self.error(&["slow_start"], e.to_string()),
         }
 
         match (t.get::<Value>("hash_key"), &s.algorithm) {
@@ -99,6 +116,16 @@ impl Checker<'_> {
         match t.get::<Value>("check") {
             Ok(Value::Nil) => {}
             Ok(Value::Table(ct)) => s.check = self.check(name, &ct),
+            Ok(Value::Function(_)) => {
+                s.check = Some(CheckSpec {
+                    kind: CheckKind::Script,
+                    interval: Duration::from_secs(2),
+                    timeout: Duration::from_secs(1),
+                    rise: 2,
+                    fall: 3,
+                    start_up: true,
+                })
+            }
             _ => self.error(
                 &["check"],
                 format!("pool \"{name}\": check must be a table like {{ http = \"GET /health\" }} or {{ tcp = true }}"),
@@ -207,7 +234,19 @@ impl Checker<'_> {
         self.unknown_keys(ct, CHECK_KEYS, &format!("pool \"{pool}\" check"));
         let before = self.errors.len();
         let what = format!("pool \"{pool}\" check");
+        let scripted = matches!(ct.get::<Value>("run"), Ok(Value::Function(_)))
+            || matches!(ct.get::<Value>("script"), Ok(Value::Boolean(true)));
+        if scripted
+            && !matches!(ct.get::<Value>("run"), Ok(Value::Function(_)))
+            && !self.has_on_check
+        {
+            self.error(
+                &["script"],
+                format!("{what}: script = true needs an on_check function in the policy"),
+            );
+        }
         let kind = match (ct.get::<Value>("tcp"), ct.get::<Value>("http")) {
+            _ if scripted => CheckKind::Script,
             (Ok(Value::Boolean(true)), Ok(Value::Nil)) => CheckKind::Tcp,
             (Ok(Value::Nil), Ok(Value::String(line))) => {
                 let line = line.to_string_lossy();

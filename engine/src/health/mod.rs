@@ -7,15 +7,17 @@ mod probe;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::task::JoinHandle;
 
 use crate::config::Policy;
-use crate::lb::{CheckSpec, ServerState};
+use crate::lb::{CheckKind, CheckSpec, ServerState};
+use crate::script::WorkerScript;
 
-pub use probe::probe;
+pub use probe::{exchange, http, probe, HttpAnswer};
 
 /// The running check tasks, by pool, server and check.
 #[derive(Default)]
@@ -26,14 +28,26 @@ pub struct Checker {
 impl Checker {
     /// Starts checks the policy has and the checker does not, stops the
     /// ones it no longer has. Call from within the control runtime.
-    pub fn sync(&mut self, policy: &Policy) {
+    ///
+    /// Scripted checks run in `control`, the policy's VM on the control
+    /// thread; they restart with each new generation's VM.
+    pub fn sync(&mut self, policy: &Policy, control: Option<&Rc<WorkerScript>>) {
         let mut wanted = HashMap::new();
-        for pool in &policy.pools {
+        for (index, pool) in policy.pools.iter().enumerate() {
             let Some(spec) = &pool.check else { continue };
+            let script = match (&spec.kind, control) {
+                (CheckKind::Script, Some(c)) => Some(c.clone()),
+                (CheckKind::Script, None) => continue,
+                _ => None,
+            };
+            let fingerprint = match &script {
+                Some(c) => format!("{}#{:p}", spec.fingerprint(), Rc::as_ptr(c)),
+                None => spec.fingerprint(),
+            };
             for server in &pool.servers {
                 wanted.insert(
-                    (pool.name.clone(), server.addr, spec.fingerprint()),
-                    (server.state.clone(), spec.clone()),
+                    (pool.name.clone(), server.addr, fingerprint.clone()),
+                    (server.state.clone(), spec.clone(), script.clone(), index),
                 );
             }
         }
@@ -44,10 +58,10 @@ impl Checker {
             }
             keep
         });
-        for (key, (state, spec)) in wanted {
-            self.tasks
-                .entry(key)
-                .or_insert_with(|| tokio::spawn(check_loop(state, spec)));
+        for (key, (state, spec, script, index)) in wanted {
+            self.tasks.entry(key).or_insert_with(|| {
+                tokio::task::spawn_local(check_loop(state, spec, script, index))
+            });
         }
     }
 
@@ -56,14 +70,24 @@ impl Checker {
     }
 }
 
-async fn check_loop(state: Arc<ServerState>, spec: Arc<CheckSpec>) {
+async fn check_loop(
+    state: Arc<ServerState>,
+    spec: Arc<CheckSpec>,
+    script: Option<Rc<WorkerScript>>,
+    pool: usize,
+) {
     let mut tick = tokio::time::interval(spec.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let started = Instant::now();
-        let verdict = match tokio::time::timeout(spec.timeout, probe(state.addr, &spec.kind)).await
-        {
+        let run = async {
+            match &script {
+                Some(s) => s.run_check(pool, state.addr, spec.timeout).await,
+                None => probe(state.addr, &spec.kind).await,
+            }
+        };
+        let verdict = match tokio::time::timeout(spec.timeout, run).await {
             Ok(v) => v,
             Err(_) => Err(format!("no answer within {:?}", spec.timeout)),
         };

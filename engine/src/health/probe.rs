@@ -1,5 +1,5 @@
 //! One check of one server: a TCP connect, or an HTTP request whose status
-//! and body are judged.
+//! and body are judged. Also the exchanges scripted checks make.
 
 use std::net::SocketAddr;
 
@@ -11,30 +11,25 @@ use crate::lb::CheckKind;
 /// Most of a check response that is read.
 const MAX_READ: usize = 64 * 1024;
 
-/// `Ok(what passed)` or `Err(what failed)`. The caller bounds the time.
-pub async fn probe(addr: SocketAddr, kind: &CheckKind) -> Result<String, String> {
+/// An HTTP answer as a check sees it.
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// Sends `request` (bytes) and reads until the server closes or
+/// `MAX_READ` bytes came. The caller bounds the time.
+pub async fn exchange(addr: SocketAddr, request: &[u8]) -> Result<Vec<u8>, String> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let CheckKind::Http {
-        method,
-        path,
-        host,
-        expect,
-        body,
-        pattern,
-    } = kind
-    else {
-        return Ok("connected".into());
-    };
-    let host = host.clone().unwrap_or_else(|| addr.to_string());
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: pocket-check\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| format!("send: {e}"))?;
+    if !request.is_empty() {
+        stream
+            .write_all(request)
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+    }
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
     loop {
@@ -47,23 +42,70 @@ pub async fn probe(addr: SocketAddr, kind: &CheckKind) -> Result<String, String>
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    let text = String::from_utf8_lossy(&buf);
+    Ok(buf)
+}
+
+/// One HTTP/1.1 request with `Connection: close`.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    host: Option<&str>,
+) -> Result<HttpAnswer, String> {
+    let host = host.map(str::to_string).unwrap_or_else(|| addr.to_string());
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: pocket-check\r\nConnection: close\r\n\r\n"
+    );
+    let raw = exchange(addr, request.as_bytes()).await?;
+    let text = String::from_utf8_lossy(&raw);
     let status: u16 = text
         .strip_prefix("HTTP/1.")
         .and_then(|rest| rest.get(2..5))
         .and_then(|code| code.parse().ok())
         .ok_or_else(|| "not an HTTP response".to_string())?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(HttpAnswer {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+/// `Ok(what passed)` or `Err(what failed)`. The caller bounds the time.
+/// Scripted checks are run by the control VM, not here.
+pub async fn probe(addr: SocketAddr, kind: &CheckKind) -> Result<String, String> {
+    let CheckKind::Http {
+        method,
+        path,
+        host,
+        expect,
+        body,
+        pattern,
+    } = kind
+    else {
+        TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        return Ok("connected".into());
+    };
+    let answer = http(addr, method, path, host.as_deref()).await?;
+    let status = answer.status;
     if status < expect.0 || status > expect.1 {
         return Err(format!("{method} {path} answered {status}"));
     }
-    let payload = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     if let Some(needle) = body {
-        if !payload.contains(needle.as_str()) {
+        if !answer.body.contains(needle.as_str()) {
             return Err(format!("{method} {path}: body lacks {needle:?}"));
         }
     }
     if let Some(re) = pattern {
-        if !re.is_match(payload) {
+        if !re.is_match(&answer.body) {
             return Err(format!(
                 "{method} {path}: body does not match {:?}",
                 re.as_str()

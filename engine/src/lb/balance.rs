@@ -17,6 +17,9 @@ pub enum Algorithm {
     Random,
     First,
     Hash,
+    /// `balance = function(servers, req)`: the script picks; round robin
+    /// for retries and when it returns nil.
+    Script,
 }
 
 impl Algorithm {
@@ -42,6 +45,7 @@ impl Algorithm {
             Algorithm::Random => "random",
             Algorithm::First => "first",
             Algorithm::Hash => "hash",
+            Algorithm::Script => "function",
         }
     }
 }
@@ -95,7 +99,7 @@ impl Tier {
         balance_factor: Option<u32>,
     ) -> Option<usize> {
         match algorithm {
-            Algorithm::RoundRobin => self.rr.pick(usable),
+            Algorithm::RoundRobin | Algorithm::Script => self.rr.pick(usable),
             Algorithm::First => self.members.iter().copied().find(|&i| usable(i)),
             Algorithm::LeastConn => self.least_loaded(servers, usable),
             Algorithm::P2c => self.p2c(servers, usable),
@@ -251,7 +255,7 @@ thread_local! {
 }
 
 /// A fast per-thread xorshift: balancing needs spread, not secrecy.
-fn random_below(n: usize) -> usize {
+pub(crate) fn random_below(n: usize) -> usize {
     if n <= 1 {
         return 0;
     }

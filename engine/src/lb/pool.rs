@@ -58,6 +58,10 @@ impl CheckSpec {
 #[derive(Debug, Clone)]
 pub enum CheckKind {
     Tcp,
+    /// A Lua function run on the control thread as a coroutine:
+    /// `check = function(server, http)`, `check = { run = function ... }`
+    /// or the policy's `on_check` with `check = { script = true }`.
+    Script,
     Http {
         method: String,
         path: String,
@@ -129,6 +133,9 @@ pub struct Pool {
     pub balance_factor: Option<u32>,
     pub check: Option<Arc<CheckSpec>>,
     pub passive: Passive,
+    /// A server that comes back up ramps from a tenth of its share to all
+    /// of it over this time.
+    pub slow_start: Option<Duration>,
     primaries: Tier,
     backups: Tier,
 }
@@ -143,6 +150,7 @@ pub struct PoolSettings {
     pub balance_factor: Option<u32>,
     pub check: Option<CheckSpec>,
     pub passive: Passive,
+    pub slow_start: Option<Duration>,
 }
 
 impl Default for PoolSettings {
@@ -155,6 +163,7 @@ impl Default for PoolSettings {
             balance_factor: None,
             check: None,
             passive: Passive::default(),
+            slow_start: None,
         }
     }
 }
@@ -181,6 +190,7 @@ impl Pool {
             balance_factor: settings.balance_factor,
             check: settings.check.map(Arc::new),
             passive: settings.passive,
+            slow_start: settings.slow_start,
             primaries,
             backups,
         }
@@ -190,11 +200,23 @@ impl Pool {
         self.algorithm.name()
     }
 
-    /// Picks a server that is up and not in `tried`; backups only when no
-    /// primary qualifies.
+    /// Picks a server that is up, ready and not in `tried`; backups only
+    /// when no primary qualifies. `preferred` (a script's choice) wins when
+    /// it qualifies.
     #[inline]
-    pub fn pick(&self, tried: &[usize], key: Option<u64>) -> Option<usize> {
-        let usable = |i: usize| self.servers[i].state.is_up() && !tried.contains(&i);
+    pub fn pick(
+        &self,
+        tried: &[usize],
+        key: Option<u64>,
+        preferred: Option<usize>,
+    ) -> Option<usize> {
+        let usable = |i: usize| {
+            let s = &self.servers[i].state;
+            s.takes_traffic() && !tried.contains(&i) && self.ramped_up(s)
+        };
+        if let Some(p) = preferred.filter(|&p| p < self.servers.len() && usable(p)) {
+            return Some(p);
+        }
         self.primaries
             .pick(
                 &self.algorithm,
@@ -217,8 +239,44 @@ impl Pool {
             })
     }
 
+    /// Slow start: a server back for `t` of a `slow_start` of `d` is
+    /// skipped with probability 1 - max(t/d, 0.1).
+    #[inline]
+    fn ramped_up(&self, s: &ServerState) -> bool {
+        let Some(ramp) = self.slow_start else {
+            return true;
+        };
+        let since = s.up_at_ms();
+        if since == 0 {
+            return true;
+        }
+        let ramp_ms = ramp.as_millis() as u64;
+        let elapsed = super::now_ms().saturating_sub(since);
+        if elapsed >= ramp_ms {
+            return true;
+        }
+        let share = elapsed.max(ramp_ms / 10);
+        super::balance::random_below(ramp_ms as usize) < share as usize
+    }
+
+    /// Indices of the servers a script may choose from now.
+    pub fn candidates(&self) -> Vec<usize> {
+        let primaries: Vec<usize> = (0..self.servers.len())
+            .filter(|&i| !self.servers[i].backup && self.servers[i].state.takes_traffic())
+            .collect();
+        if !primaries.is_empty() {
+            return primaries;
+        }
+        (0..self.servers.len())
+            .filter(|&i| self.servers[i].backup && self.servers[i].state.takes_traffic())
+            .collect()
+    }
+
     /// How many servers can take traffic now.
     pub fn servers_up(&self) -> usize {
-        self.servers.iter().filter(|s| s.state.is_up()).count()
+        self.servers
+            .iter()
+            .filter(|s| s.state.takes_traffic())
+            .count()
     }
 }

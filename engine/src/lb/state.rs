@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -18,6 +18,42 @@ pub struct HealthEvent {
     pub addr: SocketAddr,
     pub up: bool,
     pub reason: String,
+}
+
+/// What an operator (or a script) says about a server, apart from health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminState {
+    /// Takes traffic when healthy.
+    Ready,
+    /// Takes no new requests; the ones it has finish.
+    Drain,
+    /// Out of service: no traffic at all.
+    Maint,
+}
+
+impl AdminState {
+    pub fn parse(text: &str) -> Option<AdminState> {
+        match text {
+            "ready" => Some(AdminState::Ready),
+            "drain" => Some(AdminState::Drain),
+            "maint" | "maintenance" => Some(AdminState::Maint),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminState::Ready => "ready",
+            AdminState::Drain => "drain",
+            AdminState::Maint => "maint",
+        }
+    }
+}
+
+/// Milliseconds since the process started: a clock atomics can hold.
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 #[derive(Debug)]
@@ -40,6 +76,10 @@ pub struct ServerState {
     down_since: Mutex<Option<Instant>>,
     /// Whether the last change came from live traffic, not a check.
     down_by_traffic: AtomicBool,
+    /// [`AdminState`] as a number.
+    admin: AtomicU8,
+    /// When it last came up ([`now_ms`]), for slow start; 0: at start.
+    up_at_ms: AtomicU64,
     events: Option<UnboundedSender<HealthEvent>>,
 }
 
@@ -61,8 +101,48 @@ impl ServerState {
             check_fail: AtomicU32::new(0),
             down_since: Mutex::new(None),
             down_by_traffic: AtomicBool::new(false),
+            admin: AtomicU8::new(0),
+            up_at_ms: AtomicU64::new(0),
             events,
         }
+    }
+
+    pub fn admin(&self) -> AdminState {
+        match self.admin.load(Ordering::Relaxed) {
+            1 => AdminState::Drain,
+            2 => AdminState::Maint,
+            _ => AdminState::Ready,
+        }
+    }
+
+    /// Sets drain or maintenance; kept across reloads like health.
+    pub fn set_admin(&self, state: AdminState) -> bool {
+        let n = match state {
+            AdminState::Ready => 0,
+            AdminState::Drain => 1,
+            AdminState::Maint => 2,
+        };
+        if self.admin.swap(n, Ordering::Relaxed) == n {
+            return false;
+        }
+        tracing::warn!(
+            "server {} of pool {} set to {}",
+            self.addr,
+            self.pool,
+            state.name()
+        );
+        true
+    }
+
+    /// Healthy and ready: may get a new request.
+    #[inline]
+    pub fn takes_traffic(&self) -> bool {
+        self.is_up() && self.admin.load(Ordering::Relaxed) == 0
+    }
+
+    /// When it last came back up (0: up since start).
+    pub fn up_at_ms(&self) -> u64 {
+        self.up_at_ms.load(Ordering::Relaxed)
     }
 
     #[inline]
@@ -88,6 +168,7 @@ impl ServerState {
         if up {
             self.passive_streak.store(0, Ordering::Relaxed);
             self.down_by_traffic.store(false, Ordering::Relaxed);
+            self.up_at_ms.store(now_ms(), Ordering::Relaxed);
         }
         let reason = reason.into();
         match &self.events {
@@ -116,6 +197,8 @@ impl ServerState {
         let streak = self.passive_streak.fetch_add(1, Ordering::Relaxed) + 1;
         if limit > 0 && streak >= limit && self.is_up() {
             self.down_by_traffic.store(true, Ordering::Relaxed);
+            // Its active check must pass `rise` times anew.
+            self.check_ok.store(0, Ordering::Relaxed);
             self.set_up(
                 false,
                 format!("{streak} failures in a row on live traffic (last: {what})"),
@@ -161,7 +244,22 @@ pub struct StateRegistry {
     events: Mutex<Option<UnboundedSender<HealthEvent>>>,
 }
 
+/// The registry of the running process, for `pocket.server(...)`.
+static GLOBAL: OnceLock<Arc<StateRegistry>> = OnceLock::new();
+
 impl StateRegistry {
+    /// Makes `registry` the one scripts reach with `pocket.server`.
+    pub fn install_global(registry: Arc<StateRegistry>) {
+        let _ = GLOBAL.set(registry);
+    }
+
+    /// A server's state in the running process, if it is in some policy.
+    pub fn lookup_global(pool: &str, addr: SocketAddr) -> Option<Arc<ServerState>> {
+        let registry = GLOBAL.get()?;
+        let states = registry.states.lock().unwrap_or_else(|e| e.into_inner());
+        states.get(&(pool.to_string(), addr)).cloned()
+    }
+
     /// Health changes of servers created from now on go to `tx`.
     pub fn set_events(&self, tx: UnboundedSender<HealthEvent>) {
         *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);

@@ -117,7 +117,14 @@ pub async fn handle(
             None
         }
     };
-    Ok(forward(&cx, &script, pool, view, body, key).await)
+    let preferred = match script.choose_server(pool, &mut view) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(request = %id, hook = e.hook, "{}; round robin decides", e.message);
+            None
+        }
+    };
+    Ok(forward(&cx, &script, pool, view, body, key, preferred).await)
 }
 
 /// The hash of what a `hash` pool keys on, or None (round robin).
@@ -193,6 +200,7 @@ async fn forward(
     view: RequestView,
     body: Incoming,
     key: Option<u64>,
+    preferred: Option<usize>,
 ) -> Response<ResponseBody> {
     let pool = &script.policy.pools[pool_index];
     let RequestView {
@@ -221,7 +229,7 @@ async fn forward(
 
     while tried.len() <= pool.retries as usize && attempts < max_attempts {
         attempts += 1;
-        let Some(si) = pool.pick(&tried, key) else {
+        let Some(si) = pool.pick(&tried, key, preferred) else {
             break;
         };
         let server = &pool.servers[si];

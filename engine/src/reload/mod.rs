@@ -9,6 +9,7 @@ mod files;
 mod watch;
 
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::config::load_policy;
 use crate::health::Checker;
-use crate::lb::{HealthEvent, StateRegistry};
+use crate::lb::{CheckKind, HealthEvent, StateRegistry};
 use crate::script::{Limits, WorkerScript};
 use crate::server::Running;
 
@@ -35,8 +36,8 @@ pub struct Supervisor {
     path: PathBuf,
     events: Option<UnboundedReceiver<HealthEvent>>,
     checker: Checker,
-    /// The policy's VM on this thread, for `on_health`.
-    control: Option<WorkerScript>,
+    /// The policy's VM on this thread, for `on_health` and scripted checks.
+    control: Option<Rc<WorkerScript>>,
     registry: Arc<StateRegistry>,
     running: Running,
     generation: u64,
@@ -83,7 +84,9 @@ impl Supervisor {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let result = rt.block_on(self.serve());
+        // A LocalSet: scripted checks run in this thread's own Lua VM.
+        let local = tokio::task::LocalSet::new();
+        let result = local.block_on(&rt, self.serve());
         self.files.remove();
         result?;
         tracing::info!("draining: no new connections; open ones get up to {grace:?} to finish");
@@ -148,18 +151,23 @@ impl Supervisor {
     /// Checks and the control VM follow the live policy.
     fn policy_changed(&mut self) {
         let policy = self.running.policy().clone();
-        self.checker.sync(&policy);
-        self.control = if policy.hooks.on_health {
-            match WorkerScript::new(policy, Limits::default()) {
-                Ok(s) => Some(s),
+        let scripted = policy.pools.iter().any(|p| {
+            p.check
+                .as_ref()
+                .is_some_and(|c| matches!(c.kind, CheckKind::Script))
+        });
+        self.control = if policy.hooks.on_health || scripted {
+            match WorkerScript::new(policy.clone(), Limits::default()) {
+                Ok(s) => Some(Rc::new(s)),
                 Err(e) => {
-                    tracing::error!("on_health will not run: {e}");
+                    tracing::error!("on_health and scripted checks will not run: {e}");
                     None
                 }
             }
         } else {
             None
         };
+        self.checker.sync(&policy, self.control.as_ref());
     }
 
     fn health_changed(&mut self, e: HealthEvent) {

@@ -1,7 +1,9 @@
 //! A worker's copy of the policy: its own VM, with the hook functions looked
 //! up once at load and called directly per request.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mlua::{Function, Table, Value};
 
@@ -38,6 +40,10 @@ pub struct WorkerScript {
     on_health: Option<Function>,
     /// `hash_key = function(req)` of each pool, by pool index.
     hash_keys: Vec<Option<Function>>,
+    /// `balance = function(servers, req)` of each pool, by pool index.
+    balancers: Vec<Option<Function>>,
+    /// The scripted check of each pool, by pool index.
+    checks: Vec<Option<Function>>,
 }
 
 impl WorkerScript {
@@ -53,12 +59,34 @@ impl WorkerScript {
         };
         let hook = |t: &Table, name: &str| t.get::<Option<Function>>(name).ok().flatten();
         let pools: Option<Table> = root.get("pools").ok();
-        let hash_keys = policy
+        let pool_fn = |key: &str| -> Vec<Option<Function>> {
+            policy
+                .pools
+                .iter()
+                .map(|p| {
+                    let t: Option<Table> = pools.as_ref().and_then(|ps| ps.get(&*p.name).ok());
+                    t.and_then(|t| hook(&t, key))
+                })
+                .collect()
+        };
+        let hash_keys = pool_fn("hash_key");
+        let balancers = pool_fn("balance");
+        let on_check = hook(&root, "on_check");
+        let checks = policy
             .pools
             .iter()
             .map(|p| {
                 let t: Option<Table> = pools.as_ref().and_then(|ps| ps.get(&*p.name).ok());
-                t.and_then(|t| hook(&t, "hash_key"))
+                let check: Option<Value> = t.and_then(|t| t.get("check").ok());
+                match check {
+                    Some(Value::Function(f)) => Some(f),
+                    Some(Value::Table(c)) => hook(&c, "run").or_else(|| {
+                        matches!(c.get::<Value>("script"), Ok(Value::Boolean(true)))
+                            .then(|| on_check.clone())
+                            .flatten()
+                    }),
+                    _ => None,
+                }
             })
             .collect();
         Ok(WorkerScript {
@@ -67,6 +95,8 @@ impl WorkerScript {
             on_response: hook(&root, "on_response"),
             on_health: hook(&root, "on_health"),
             hash_keys,
+            balancers,
+            checks,
             vm,
             policy,
         })
@@ -185,6 +215,136 @@ impl WorkerScript {
                 })
             })
             .map_err(|e| self.failed("hash_key", &e))
+    }
+
+    /// The server a `balance = function(servers, req)` pool's script
+    /// chooses: an index into the pool, or None (round robin decides).
+    pub fn choose_server(
+        &self,
+        pool_index: usize,
+        req: &mut RequestView,
+    ) -> Result<Option<usize>, HookError> {
+        let Some(Some(f)) = self.balancers.get(pool_index) else {
+            return Ok(None);
+        };
+        let pool = &self.policy.pools[pool_index];
+        let candidates = pool.candidates();
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let lua = &self.vm.lua;
+        lua.scope(|scope| {
+            let list = lua.create_table_with_capacity(candidates.len(), 0)?;
+            for &i in &candidates {
+                let s = &pool.servers[i];
+                let t = lua.create_table_with_capacity(0, 5)?;
+                t.set("addr", &*s.addr_text)?;
+                t.set("weight", s.weight)?;
+                t.set("backup", s.backup)?;
+                t.set(
+                    "active",
+                    s.state.active.load(std::sync::atomic::Ordering::Relaxed),
+                )?;
+                t.set(
+                    "requests",
+                    s.state.requests.load(std::sync::atomic::Ordering::Relaxed),
+                )?;
+                list.raw_push(t)?;
+            }
+            let ud = scope.create_userdata_ref_mut(req)?;
+            let out: Value = self.vm.call(f, (list, ud))?;
+            Ok(match out {
+                Value::Nil => None,
+                Value::Integer(n) if n >= 1 && (n as usize) <= candidates.len() => {
+                    Some(candidates[n as usize - 1])
+                }
+                Value::String(a) => {
+                    let a = a.to_string_lossy();
+                    candidates
+                        .iter()
+                        .copied()
+                        .find(|&i| *pool.servers[i].addr_text == *a)
+                }
+                _ => None,
+            })
+        })
+        .map_err(|e| self.failed("balance", &e))
+    }
+
+    /// Runs a pool's scripted check against `addr` as a coroutine: the
+    /// script may wait on `http.get(path)`, `http.request(method, path,
+    /// host)` or `http.tcp(send)`. Ok(why it passed) or Err(why not).
+    pub async fn run_check(
+        &self,
+        pool_index: usize,
+        addr: SocketAddr,
+        budget: Duration,
+    ) -> Result<String, String> {
+        let Some(Some(f)) = self.checks.get(pool_index) else {
+            return Err("no check function".into());
+        };
+        let pool = &self.policy.pools[pool_index];
+        let lua = &self.vm.lua;
+        let build = || -> mlua::Result<(Table, Table)> {
+            let server = lua.create_table()?;
+            server.set("addr", addr.to_string())?;
+            server.set("pool", &*pool.name)?;
+            let http = lua.create_table()?;
+            let answer = |lua: &mlua::Lua, a: crate::health::HttpAnswer| -> mlua::Result<Table> {
+                let t = lua.create_table()?;
+                t.set("status", a.status)?;
+                t.set("body", a.body)?;
+                let h = lua.create_table()?;
+                for (k, v) in a.headers {
+                    h.set(k, v)?;
+                }
+                t.set("headers", h)?;
+                Ok(t)
+            };
+            http.set(
+                "get",
+                lua.create_async_function(
+                    move |lua, (path, host): (String, Option<String>)| async move {
+                        let a = crate::health::http(addr, "GET", &path, host.as_deref())
+                            .await
+                            .map_err(mlua::Error::RuntimeError)?;
+                        answer(&lua, a)
+                    },
+                )?,
+            )?;
+            http.set(
+                "request",
+                lua.create_async_function(
+                    move |lua, (method, path, host): (String, String, Option<String>)| async move {
+                        let a = crate::health::http(addr, &method, &path, host.as_deref())
+                            .await
+                            .map_err(mlua::Error::RuntimeError)?;
+                        answer(&lua, a)
+                    },
+                )?,
+            )?;
+            http.set(
+                "tcp",
+                lua.create_async_function(move |lua, send: Option<mlua::LuaString>| async move {
+                    let bytes = send.map(|s| s.as_bytes().to_vec()).unwrap_or_default();
+                    let got = crate::health::exchange(addr, &bytes)
+                        .await
+                        .map_err(mlua::Error::RuntimeError)?;
+                    lua.create_string(got)
+                })?,
+            )?;
+            Ok((server, http))
+        };
+        let (server, http) = build().map_err(|e| describe_lua_error(&e))?;
+        self.vm.arm(budget);
+        let out: mlua::Result<(Value, Option<String>)> = f.call_async((server, http)).await;
+        match out {
+            Ok((Value::Nil | Value::Boolean(false), why)) => {
+                Err(why.unwrap_or_else(|| "the check returned false".into()))
+            }
+            Ok((_, why)) => Ok(why.unwrap_or_else(|| "the check passed".into())),
+            Err(e) => Err(describe_lua_error(&e)),
+        }
     }
 
     /// Tells the script a server changed state (control thread only).

@@ -116,6 +116,13 @@ impl Vm {
         self.with_budget(self.limits.hook_budget, || f.call(args))
     }
 
+    /// Arms the budget for an async call (a scripted check): it must not
+    /// run for longer than `budget` of Lua time at a stretch.
+    pub fn arm(&self, budget: Duration) {
+        self.budget.deadline.set(Instant::now() + budget);
+        self.budget.spent.set(false);
+    }
+
     /// Runs `body` with the budget armed for `budget` from now.
     #[inline]
     pub fn with_budget<R>(

@@ -8,6 +8,7 @@ mod log;
 mod regex;
 pub mod request;
 pub mod response;
+pub mod server;
 pub mod store;
 
 use mlua::Lua;
@@ -19,6 +20,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     log::register(lua, &pocket)?;
     regex::register(lua, &pocket)?;
     store::register(lua, &pocket)?;
+    server::register(lua, &pocket)?;
     pocket.set("version", env!("CARGO_PKG_VERSION"))?;
     lua.globals().set("pocket", pocket)?;
     Ok(())
