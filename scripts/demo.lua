@@ -29,4 +29,13 @@ return {
   on_response = function(req, res)
     res:set_header("x-served-by", res.server)
   end,
+
+  -- `pocket test scripts/demo.lua` runs these without any network.
+  tests = {
+    { req = { path = "/ping" }, status = 200, body = "pong" },
+    { req = { path = "/old" }, status = 301, header = { location = "/" } },
+    { req = { path = "/" }, pool = "demo" },
+    { name = "A is down: B serves", req = { path = "/" },
+      health = { ["127.0.0.1:9001"] = "down" }, server = "127.0.0.1:9002" },
+  },
 }

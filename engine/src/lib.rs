@@ -14,6 +14,7 @@ pub mod demo;
 pub mod health;
 pub mod lb;
 pub mod origin;
+pub mod policy_tests;
 pub mod proxy;
 pub mod reload;
 pub mod script;

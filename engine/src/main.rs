@@ -42,6 +42,12 @@ enum Command {
     /// Ask the Pocket serving POLICY to reload it now (like SIGHUP); wait
     /// for the result and exit 1 if the new policy was refused.
     Reload { policy: PathBuf },
+    /// Run the policy's `tests` cases with no network; exit 1 if any fails.
+    Test {
+        /// Policy scripts (several may be given).
+        #[arg(required = true)]
+        policies: Vec<PathBuf>,
+    },
     /// Show the generation, reload counts and last error of the Pocket
     /// serving POLICY.
     Status { policy: PathBuf },
@@ -89,6 +95,7 @@ fn main() -> ExitCode {
             no_watch,
         } => run(&policy, workers, grace, !no_watch),
         Command::Reload { policy } => return reload(&policy),
+        Command::Test { policies } => return test(&policies),
         Command::Status { policy } => return status(&policy),
         Command::Demo { workers } => demo(workers),
         Command::Origin {
@@ -176,6 +183,35 @@ fn demo(workers: Option<usize>) -> anyhow::Result<()> {
         Duration::from_secs(5),
         watch,
     )
+}
+
+fn test(policies: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for path in policies {
+        match pocket::policy_tests::run(path) {
+            Ok(outcome) => {
+                for f in &outcome.failures {
+                    println!("FAIL {f}");
+                }
+                println!(
+                    "{}: {} passed, {} failed",
+                    path.display(),
+                    outcome.passed,
+                    outcome.failures.len()
+                );
+                failed |= !outcome.failures.is_empty();
+            }
+            Err(e) => {
+                println!("{e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn status(policy: &Path) -> ExitCode {

@@ -33,6 +33,9 @@ const POOL_KEYS: &[&str] = &[
     "hash_key",
     "hash_balance_factor",
     "slow_start",
+    "fallback",
+    "rehash",
+    "bypass",
 ];
 const LISTENER_KEYS: &[&str] = &["name", "bind", "pool", "mode"];
 const SERVER_KEYS: &[&str] = &["addr", "weight", "backup"];
@@ -155,6 +158,7 @@ impl Checker<'_> {
         }
 
         let (pools, pool_index) = self.pools(root, registry);
+        self.check_fallbacks(&pools, &pool_index);
         let listeners = self.listeners(root, &pool_index);
         Some(Policy {
             path: self.path.to_path_buf(),
@@ -164,6 +168,35 @@ impl Checker<'_> {
             pool_index,
             hooks,
         })
+    }
+
+    /// Every fallback names a pool, and no chain of fallbacks loops.
+    fn check_fallbacks(&mut self, pools: &[Arc<Pool>], index: &HashMap<String, usize>) {
+        for pool in pools {
+            let mut seen = vec![pool.name.clone()];
+            let mut next = pool.fallback.clone();
+            while let Some(name) = next {
+                let Some(&i) = index.get(&*name) else {
+                    self.error(
+                        &[&format!("fallback = \"{name}\"")],
+                        format!(
+                            "pool \"{}\": fallback pool \"{name}\" is not defined",
+                            pool.name
+                        ),
+                    );
+                    break;
+                };
+                if seen.contains(&name) {
+                    self.error(
+                        &[&format!("fallback = \"{name}\"")],
+                        format!("pool \"{}\": fallbacks loop back to \"{name}\"", pool.name),
+                    );
+                    break;
+                }
+                seen.push(name);
+                next = pools[i].fallback.clone();
+            }
+        }
     }
 
     fn listeners(&mut self, root: &Table, pools: &HashMap<String, usize>) -> Vec<ListenerSpec> {

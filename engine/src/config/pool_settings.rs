@@ -56,6 +56,37 @@ impl Checker<'_> {
             ),
         }
 
+        match t.get::<Value>("fallback") {
+            Ok(Value::Nil) => {}
+            Ok(Value::String(f)) => {
+                s.fallback = Some(std::sync::Arc::from(f.to_string_lossy().as_str()))
+            }
+            _ => self.error(
+                &["fallback"],
+                format!("pool \"{name}\": fallback must be a pool name"),
+            ),
+        }
+        match t.get::<Value>("rehash") {
+            Ok(Value::Nil) => {}
+            Ok(Value::Boolean(b)) => s.rehash = b,
+            _ => self.error(
+                &["rehash"],
+                format!("pool \"{name}\": rehash must be true or false"),
+            ),
+        }
+        match t.get::<Value>("bypass") {
+            Ok(Value::Nil) => {}
+            Ok(Value::Function(_)) if s.fallback.is_some() => {}
+            Ok(Value::Function(_)) => self.error(
+                &["bypass"],
+                format!("pool \"{name}\": bypass needs a fallback pool"),
+            ),
+            _ => self.error(
+                &["bypass"],
+                format!("pool \"{name}\": bypass must be a function(req)"),
+            ),
+        }
+
         match t.get::<Value>("slow_start") {
             Ok(Value::Nil) => {}
             Ok(v) => match duration(&v) {

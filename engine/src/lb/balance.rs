@@ -97,6 +97,7 @@ impl Tier {
         usable: &dyn Fn(usize) -> bool,
         key: Option<u64>,
         balance_factor: Option<u32>,
+        rehash: bool,
     ) -> Option<usize> {
         match algorithm {
             Algorithm::RoundRobin | Algorithm::Script => self.rr.pick(usable),
@@ -105,6 +106,15 @@ impl Tier {
             Algorithm::P2c => self.p2c(servers, usable),
             Algorithm::Random => self.random(servers, usable),
             Algorithm::Hash => match key {
+                // A cache tier: the key's own server or nobody (the pool's
+                // fallback), though bounded load may still spill it over.
+                Some(k) if !rehash => {
+                    let owner = self.owner(k)?;
+                    if !usable(owner) {
+                        return None;
+                    }
+                    self.hashed(servers, usable, k, balance_factor)
+                }
                 Some(k) => self.hashed(servers, usable, k, balance_factor),
                 None => self.rr.pick(usable),
             },
@@ -177,6 +187,15 @@ impl Tier {
             r -= w;
         }
         None
+    }
+
+    /// The server that owns `key` on the ring, up or not.
+    fn owner(&self, key: u64) -> Option<usize> {
+        if self.ring.is_empty() {
+            return None;
+        }
+        let start = self.ring.partition_point(|(p, _)| *p < key);
+        Some(self.ring[start % self.ring.len()].1)
     }
 
     fn hashed(

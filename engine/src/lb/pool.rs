@@ -136,6 +136,13 @@ pub struct Pool {
     /// A server that comes back up ramps from a tenth of its share to all
     /// of it over this time.
     pub slow_start: Option<Duration>,
+    /// Where requests go when no server of this pool can take them (and
+    /// what a `bypass` function sends elsewhere).
+    pub fallback: Option<Arc<str>>,
+    /// Hash pools: when the key's server is down, try the next one on the
+    /// ring (true) or go to the fallback pool (false: a cache tier keeps
+    /// each URL on one cache).
+    pub rehash: bool,
     primaries: Tier,
     backups: Tier,
 }
@@ -151,6 +158,8 @@ pub struct PoolSettings {
     pub check: Option<CheckSpec>,
     pub passive: Passive,
     pub slow_start: Option<Duration>,
+    pub fallback: Option<Arc<str>>,
+    pub rehash: bool,
 }
 
 impl Default for PoolSettings {
@@ -164,6 +173,8 @@ impl Default for PoolSettings {
             check: None,
             passive: Passive::default(),
             slow_start: None,
+            fallback: None,
+            rehash: true,
         }
     }
 }
@@ -191,6 +202,8 @@ impl Pool {
             check: settings.check.map(Arc::new),
             passive: settings.passive,
             slow_start: settings.slow_start,
+            fallback: settings.fallback,
+            rehash: settings.rehash,
             primaries,
             backups,
         }
@@ -224,6 +237,7 @@ impl Pool {
                 &usable,
                 key,
                 self.balance_factor,
+                self.rehash,
             )
             .or_else(|| {
                 if self.backups.is_empty() {
@@ -235,6 +249,7 @@ impl Pool {
                     &usable,
                     key,
                     self.balance_factor,
+                    self.rehash,
                 )
             })
     }

@@ -14,6 +14,7 @@
 //!    when the body ends.
 
 pub mod body;
+pub mod decide;
 pub mod forward;
 pub mod local;
 pub mod upstream;
@@ -34,9 +35,9 @@ use upstream::Lease;
 
 use crate::script::api::request::RequestView;
 use crate::script::api::response::ResponseView;
-use crate::script::hooks::Decision;
 use crate::script::WorkerScript;
 use crate::server::Worker;
+use decide::Route;
 
 /// Names a request in the log and in error bodies: worker and sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,108 +72,21 @@ pub async fn handle(
     let script = cx.worker.script();
     let id = cx.worker.next_request_id();
     let (head, body) = req.into_parts();
-    if let Some((status, why)) = forward::refuse(&head) {
-        tracing::info!(request = %id, peer = %cx.peer, "refused: {why}");
-        return Ok(local::error(status, why, &id.to_string()));
-    }
     let mut view = RequestView {
         head,
         peer: cx.peer,
         listener: cx.listener.clone(),
         id,
     };
-    let pool = match script.on_request(&mut view) {
-        Ok(Decision::Pool(i)) => i,
-        Ok(Decision::Respond(r)) => return Ok(local::from_script(r)),
-        Ok(Decision::Default) => match default_pool(&script, &cx.listener) {
-            Some(i) => i,
-            None => {
-                let why = format!(
-                    "no pool for this request: on_request chose none and listener \"{}\" has no default pool",
-                    cx.listener
-                );
-                tracing::warn!(request = %id, "{why}");
-                return Ok(local::error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &why,
-                    &id.to_string(),
-                ));
-            }
-        },
-        Err(e) => {
-            tracing::error!(request = %id, hook = e.hook, "{}", e.message);
-            return Ok(local::error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the policy script failed on this request (see the log for this request id)",
-                &id.to_string(),
-            ));
-        }
-    };
-    let key = match hash_key(&script, pool, &mut view) {
-        Ok(k) => k,
-        Err(e) => {
-            // A failing key function costs the request its stickiness, not
-            // its answer: it is balanced by round robin instead.
-            tracing::warn!(request = %id, hook = e.hook, "{}; balancing without a key", e.message);
-            None
-        }
-    };
-    let preferred = match script.choose_server(pool, &mut view) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(request = %id, hook = e.hook, "{}; round robin decides", e.message);
-            None
-        }
-    };
-    Ok(forward(&cx, &script, pool, view, body, key, preferred).await)
-}
-
-/// The hash of what a `hash` pool keys on, or None (round robin).
-fn hash_key(
-    script: &WorkerScript,
-    pool: usize,
-    view: &mut RequestView,
-) -> Result<Option<u64>, crate::script::hooks::HookError> {
-    use crate::lb::{hash_bytes, HashKey};
-    let Some(kind) = &script.policy.pools[pool].hash_key else {
-        return Ok(None);
-    };
-    let headers = &view.head.headers;
-    let hashed = |b: &[u8]| Some(hash_bytes(b));
-    Ok(match kind {
-        HashKey::Source => hashed(forward::canonical_ip(view.peer.ip()).to_string().as_bytes()),
-        HashKey::Uri => hashed(
-            view.head
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .as_bytes(),
-        ),
-        HashKey::Path => hashed(view.head.uri.path().as_bytes()),
-        HashKey::Host => view
-            .host()
-            .and_then(|h| hashed(h.to_ascii_lowercase().as_bytes())),
-        HashKey::Header(name) => headers.get(name).and_then(|v| hashed(v.as_bytes())),
-        HashKey::Cookie(name) => headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|pair| {
-                let (k, v) = pair.trim().split_once('=')?;
-                (k == name).then(|| hash_bytes(v.as_bytes()))
-            }),
-        HashKey::Script => script.hash_key(pool, view)?.map(|k| hash_bytes(&k)),
-    })
-}
-
-fn default_pool(script: &WorkerScript, listener: &str) -> Option<usize> {
-    script
-        .policy
-        .listeners
-        .iter()
-        .find(|l| &*l.name == listener)
-        .and_then(|l| l.default_pool)
+    match decide::decide(&script, &mut view) {
+        Route::Local(r) => Ok(local::from_script(r)),
+        Route::Refuse(status, why) => Ok(local::error(status, &why, &id.to_string())),
+        Route::Pool {
+            pool,
+            key,
+            preferred,
+        } => Ok(forward(&cx, &script, pool, view, body, key, preferred).await),
+    }
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -202,7 +116,8 @@ async fn forward(
     key: Option<u64>,
     preferred: Option<usize>,
 ) -> Response<ResponseBody> {
-    let pool = &script.policy.pools[pool_index];
+    let mut pool = &script.policy.pools[pool_index];
+    let (mut key, mut preferred) = (key, preferred);
     let RequestView {
         head,
         peer,
@@ -230,7 +145,21 @@ async fn forward(
     while tried.len() <= pool.retries as usize && attempts < max_attempts {
         attempts += 1;
         let Some(si) = pool.pick(&tried, key, preferred) else {
-            break;
+            // Nobody here can take it: the pool's fallback can.
+            match pool
+                .fallback
+                .as_deref()
+                .and_then(|f| script.policy.pool_by_name(f))
+            {
+                Some(next) => {
+                    tracing::debug!(request = %id, "pool {} cannot serve; falling back to {}", pool.name, script.policy.pools[next].name);
+                    pool = &script.policy.pools[next];
+                    tried.clear();
+                    (key, preferred) = (None, None);
+                    continue;
+                }
+                None => break,
+            }
         };
         let server = &pool.servers[si];
         let mut conn = match cx

@@ -44,6 +44,10 @@ pub struct WorkerScript {
     balancers: Vec<Option<Function>>,
     /// The scripted check of each pool, by pool index.
     checks: Vec<Option<Function>>,
+    /// `bypass = function(req)` of each pool, by pool index.
+    bypasses: Vec<Option<Function>>,
+    /// The table the script returned (for `pocket test`'s cases).
+    root: Table,
 }
 
 impl WorkerScript {
@@ -71,6 +75,7 @@ impl WorkerScript {
         };
         let hash_keys = pool_fn("hash_key");
         let balancers = pool_fn("balance");
+        let bypasses = pool_fn("bypass");
         let on_check = hook(&root, "on_check");
         let checks = policy
             .pools
@@ -97,9 +102,16 @@ impl WorkerScript {
             hash_keys,
             balancers,
             checks,
+            bypasses,
+            root,
             vm,
             policy,
         })
+    }
+
+    /// The policy table as this VM built it.
+    pub fn root(&self) -> &Table {
+        &self.root
     }
 
     pub fn has_on_connect(&self) -> bool {
@@ -215,6 +227,27 @@ impl WorkerScript {
                 })
             })
             .map_err(|e| self.failed("hash_key", &e))
+    }
+
+    /// Where a pool with `bypass = function(req)` sends this request: its
+    /// fallback pool when the function says so (Some), else None.
+    pub fn bypass(&self, pool: usize, req: &mut RequestView) -> Result<Option<usize>, HookError> {
+        let Some(Some(f)) = self.bypasses.get(pool) else {
+            return Ok(None);
+        };
+        let go_around = self
+            .vm
+            .lua
+            .scope(|scope| {
+                let ud = scope.create_userdata_ref_mut(req)?;
+                let out: Value = self.vm.call(f, ud)?;
+                Ok(!matches!(out, Value::Nil | Value::Boolean(false)))
+            })
+            .map_err(|e| self.failed("bypass", &e))?;
+        Ok(go_around
+            .then(|| self.policy.pools[pool].fallback.as_deref())
+            .flatten()
+            .and_then(|f| self.policy.pool_by_name(f)))
     }
 
     /// The server a `balance = function(servers, req)` pool's script

@@ -7,10 +7,29 @@ use std::path::Path;
 use mlua::{Lua, Table, Value};
 
 /// Modules embedded in the binary, by the name scripts `require`.
-pub static EMBEDDED: &[(&str, &str)] = &[(
-    "pocket.util",
-    include_str!("../../../stdlib/pocket/util.lua"),
-)];
+pub static EMBEDDED: &[(&str, &str)] = &[
+    (
+        "pocket.util",
+        include_str!("../../../stdlib/pocket/util.lua"),
+    ),
+    (
+        "pocket.match",
+        include_str!("../../../stdlib/pocket/match.lua"),
+    ),
+    ("pocket.cdn", include_str!("../../../stdlib/pocket/cdn.lua")),
+    (
+        "pocket.canary",
+        include_str!("../../../stdlib/pocket/canary.lua"),
+    ),
+    (
+        "pocket.sticky",
+        include_str!("../../../stdlib/pocket/sticky.lua"),
+    ),
+    (
+        "pocket.ratelimit",
+        include_str!("../../../stdlib/pocket/ratelimit.lua"),
+    ),
+];
 
 /// Looks an embedded module up by name.
 pub fn embedded(name: &str) -> Option<&'static str> {

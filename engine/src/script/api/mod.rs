@@ -22,6 +22,29 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     store::register(lua, &pocket)?;
     server::register(lua, &pocket)?;
     pocket.set("version", env!("CARGO_PKG_VERSION"))?;
+    // Seconds on a clock that never goes back (for rates and windows).
+    pocket.set(
+        "now",
+        lua.create_function(|_, ()| Ok(crate::lb::now_ms() as f64 / 1000.0))?,
+    )?;
+    // A stable hash of a string (the same in every worker and run), for
+    // bucketing clients: pocket.hash(id) % 100.
+    pocket.set(
+        "hash",
+        lua.create_function(|_, text: mlua::LuaString| {
+            Ok((crate::lb::hash_bytes(&text.as_bytes()) >> 1) as i64)
+        })?,
+    )?;
+    // Wall-clock seconds since 1970.
+    pocket.set(
+        "time",
+        lua.create_function(|_, ()| {
+            Ok(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0))
+        })?,
+    )?;
     lua.globals().set("pocket", pocket)?;
     Ok(())
 }

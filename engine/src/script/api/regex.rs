@@ -67,7 +67,58 @@ impl UserData for LuaRegex {
     }
 }
 
+/// `pocket.regex_set { p1, p2, ... }`: many patterns matched in one pass,
+/// for route tables.
+pub struct LuaRegexSet(regex::RegexSet);
+
+impl UserData for LuaRegexSet {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method("is_match", |_, set, text: mlua::LuaString| {
+            Ok(set.0.is_match(&text.to_str()?))
+        });
+        // The 1-based indices of every pattern that matches, in order.
+        methods.add_method("matches", |lua, set, text: mlua::LuaString| {
+            let t = lua.create_table()?;
+            for i in set.0.matches(&text.to_str()?).iter() {
+                t.raw_push(i + 1)?;
+            }
+            Ok(t)
+        });
+        // The index of the first pattern that matches, or nil.
+        methods.add_method("first", |_, set, text: mlua::LuaString| {
+            Ok(set.0.matches(&text.to_str()?).iter().next().map(|i| i + 1))
+        });
+        methods.add_method("len", |_, set, ()| Ok(set.0.len()));
+    }
+}
+
+fn one_line(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid")
+        .trim()
+        .to_string()
+}
+
 pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
+    pocket.set(
+        "regex_set",
+        lua.create_function(|_, patterns: Vec<String>| {
+            for p in &patterns {
+                if let Err(e) = regex::Regex::new(p) {
+                    return Err(mlua::Error::RuntimeError(format!(
+                        "bad regex {p:?}: {}",
+                        one_line(&e)
+                    )));
+                }
+            }
+            regex::RegexSet::new(&patterns)
+                .map(LuaRegexSet)
+                .map_err(|e| mlua::Error::RuntimeError(format!("bad regex set: {}", one_line(&e))))
+        })?,
+    )?;
     pocket.set(
         "regex",
         lua.create_function(|_, pattern: String| {

@@ -1,0 +1,53 @@
+-- pocket.ratelimit: a token bucket per key, shared by all workers through
+-- pocket.store; over the limit, a 429 with Retry-After.
+--
+--   local ratelimit = require "pocket.ratelimit"
+--   local limit = ratelimit.new { rate = 10, burst = 20 }   -- per client IP
+--   on_request = function(req)
+--     local refused = limit:check(req)
+--     if refused then return refused end
+--   end
+--
+-- `key = function(req)` chooses what is limited (nil: not limited).
+-- Workers update a bucket without a lock, so under a burst split over
+-- workers a few extra requests may pass; the rate holds over time.
+local ratelimit = {}
+local Limiter = {}
+Limiter.__index = Limiter
+
+function ratelimit.new(opts)
+  if type(opts) ~= "table" then error("ratelimit.new takes a table", 2) end
+  local rate, burst = opts.rate, opts.burst or opts.rate
+  if type(rate) ~= "number" or rate <= 0 then error("ratelimit rate must be a positive number per second", 2) end
+  if type(burst) ~= "number" or burst < 1 then error("ratelimit burst must be at least 1", 2) end
+  return setmetatable({
+    rate = rate,
+    burst = burst,
+    key = opts.key or function(req) return req.peer_ip end,
+    store = pocket.store(opts.store or "ratelimit"),
+    ttl = math.max(1, math.ceil(burst / rate) + 1),
+  }, Limiter)
+end
+
+-- nil when the request may pass, else the 429 response to return.
+function Limiter:check(req)
+  local key = self.key(req)
+  if key == nil then return nil end
+  local now = pocket.now()
+  local tokens, last = self.burst, now
+  local saved = self.store:get(key)
+  if saved then
+    local t, l = saved:match("^([%d%.%-e]+):([%d%.%-e]+)$")
+    tokens, last = tonumber(t) or self.burst, tonumber(l) or now
+  end
+  tokens = math.min(self.burst, tokens + (now - last) * self.rate)
+  if tokens < 1 then
+    local wait = math.ceil((1 - tokens) / self.rate)
+    self.store:set(key, tokens .. ":" .. now, self.ttl)
+    return pocket.respond(429, "Too Many Requests\n", { ["retry-after"] = tostring(wait) })
+  end
+  self.store:set(key, (tokens - 1) .. ":" .. now, self.ttl)
+  return nil
+end
+
+return ratelimit

@@ -1,0 +1,126 @@
+//! `pocket test`: every policy shipped (scripts/, examples/, tests/policies/)
+//! passes its own tests, with no network; failures and malformed tests
+//! say which case and why; stdlib misuse is refused at load with path:line.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+
+fn policies_under(dir: &str, out: &mut Vec<PathBuf>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            policies_under(
+                p.strip_prefix(env!("CARGO_MANIFEST_DIR"))
+                    .unwrap()
+                    .to_str()
+                    .unwrap(),
+                out,
+            );
+        } else if p.extension().is_some_and(|x| x == "lua")
+            && std::fs::read_to_string(&p)
+                .unwrap_or_default()
+                .contains("tests = {")
+        {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_shipped_policy_passes_its_tests() {
+    let mut all = Vec::new();
+    for dir in ["scripts", "examples", "tests/policies"] {
+        policies_under(dir, &mut all);
+    }
+    assert!(all.len() >= 5, "policies with tests: {all:?}");
+    let args: Vec<&str> = std::iter::once("test")
+        .chain(all.iter().map(|p| p.to_str().unwrap()))
+        .collect();
+    let (code, out, err) = pocket_cmd(&args);
+    eprintln!("{out}");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("FAIL"), "{out}");
+}
+
+fn write(src: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(dir.path(), "policy.lua", src);
+    (dir, path)
+}
+
+#[test]
+fn a_failing_case_names_the_case_the_line_expected_and_got() {
+    let (_d, path) = write(
+        r#"return {
+  listeners = { { name = "web", bind = "127.0.0.1:8080", pool = "app" } },
+  pools = { app = { servers = { "127.0.0.1:9001" } }, other = { servers = { "127.0.0.1:9002" } } },
+  tests = {
+    { name = "right", req = { path = "/" }, pool = "app" },
+    { name = "wrong", req = { path = "/x" }, pool = "other" },
+  },
+}"#,
+    );
+    let (code, out, _) = pocket_cmd(&["test", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("policy.lua:6: test 2 (wrong): expected pool \"other\", got pool \"app\""),
+        "{out}"
+    );
+    assert!(out.contains("1 passed, 1 failed"), "{out}");
+}
+
+#[test]
+fn malformed_tests_say_which_case_and_what_is_wrong() {
+    let (_d, path) = write(
+        r#"return {
+  listeners = { { name = "web", bind = "127.0.0.1:8080", pool = "app" } },
+  pools = { app = { servers = { "127.0.0.1:9001" } } },
+  tests = {
+    { name = "typo", req = { pth = "/" }, pool = "app" },
+    "not a table",
+    { name = "bad health", health = { ["10.9.9.9:1"] = "down" }, pool = "app" },
+    { name = "expect typo", req = {}, pol = "app" },
+  },
+}"#,
+    );
+    let (code, out, _) = pocket_cmd(&["test", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    for expected in [
+        "test 1 (typo): unknown key \"pth\" in req",
+        "test 2: must be a table",
+        "test 3 (bad health): health names 10.9.9.9:1, which is in no pool",
+        "test 4 (expect typo): unknown key \"pol\" in the case",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn stdlib_misuse_is_refused_at_load_with_path_and_line() {
+    for (src, expected) in [
+        (
+            "local canary = require 'pocket.canary'\n\nlocal s = canary.split { stable = 'a', canary = 'b', weight = 150 }\nreturn {}\n",
+            "policy.lua:3: canary weight must be a whole number from 0 to 100, not 150",
+        ),
+        (
+            "local match = require 'pocket.match'\nlocal r = match.routes {\n  { regex = '(unclosed', pool = 'x' },\n}\nreturn {}\n",
+            "policy.lua:2: route 1: bad regex \"(unclosed\"",
+        ),
+        ("local m = require 'pocket.nothing'\nreturn {}\n", "policy.lua:1: module 'pocket.nothing' not found"),
+        (
+            "local cdn = require 'pocket.cdn'\nlocal t = cdn.tier { servers = { '127.0.0.1:1' } }\nreturn {}\n",
+            "policy.lua:2: cdn.tier: fallback must name the origin pool",
+        ),
+    ] {
+        let (_d, path) = write(src);
+        let (code, _, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
+        assert_eq!(code, 1, "{src}");
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+}
