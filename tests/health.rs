@@ -438,3 +438,46 @@ async fn a_client_sending_a_broken_body_does_not_take_a_healthy_server_down() {
         pocket.log.text()
     );
 }
+
+/// A server that takes the request and closes without a byte of answer:
+/// a GET is repeated on another server; the client sees a 200.
+#[tokio::test]
+async fn a_request_dropped_unanswered_is_retried_elsewhere_when_safe() {
+    let dropper = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dropper_addr = dropper.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        for stream in dropper.incoming().flatten() {
+            let mut s = stream;
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf); // take the request, answer nothing
+        }
+    });
+    let a = origin("A");
+    let pocket = Pocket::start(
+        &pool_policy(&format!(
+            r#"{{ servers = {{ "{dropper_addr}", "{}" }}, passive = false }}"#,
+            a.addr
+        )),
+        1,
+    );
+    let addr = pocket.addr("web");
+    for _ in 0..6 {
+        let r = get(addr, "/").await;
+        assert_eq!(
+            (r.status, origin_of(&r)),
+            (200, "A".to_string()),
+            "{}",
+            r.text()
+        );
+    }
+    // A POST is not repeated: it may have had an effect.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(send(addr, request("POST", "/", &[], "x")).await.status);
+    }
+    assert!(
+        statuses.contains(&502),
+        "a POST dropped unanswered is not retried: {statuses:?}"
+    );
+}

@@ -295,3 +295,53 @@ impl Pool {
             .count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lb::StateRegistry;
+
+    fn pool(settings: PoolSettings) -> Pool {
+        let registry = StateRegistry::default();
+        let servers = ["127.0.0.1:1", "127.0.0.1:2"]
+            .iter()
+            .map(|a| {
+                let addr: SocketAddr = a.parse().unwrap();
+                Server {
+                    addr,
+                    addr_text: Arc::from(*a),
+                    weight: 1,
+                    backup: false,
+                    state: registry.get_or_create("p", addr, true),
+                }
+            })
+            .collect();
+        Pool::new("p", servers, settings)
+    }
+
+    #[test]
+    fn slow_start_gives_a_recovered_server_a_small_share_first() {
+        let p = pool(PoolSettings {
+            slow_start: Some(Duration::from_secs(60)),
+            ..PoolSettings::default()
+        });
+        p.servers[1].state.set_up(false, "test");
+        p.servers[1].state.set_up(true, "test");
+        let picks = (0..1000)
+            .filter(|_| p.pick(&[], None, None) == Some(1))
+            .count();
+        assert!(
+            picks > 0 && picks < 250,
+            "recovered server got {picks} of 1000"
+        );
+    }
+
+    #[test]
+    fn drain_and_down_servers_get_no_new_requests() {
+        let p = pool(PoolSettings::default());
+        p.servers[0].state.set_admin(crate::lb::AdminState::Drain);
+        assert!((0..10).all(|_| p.pick(&[], None, None) == Some(1)));
+        p.servers[1].state.set_up(false, "test");
+        assert_eq!(p.pick(&[], None, None), None);
+    }
+}

@@ -185,8 +185,12 @@ async fn forward(
             }
         };
         let Some(h) = head.take() else { break };
-        let spare =
-            (replayable && conn.idle_for.is_some_and(|d| d > REUSE_RISK)).then(|| clone_head(&h));
+        // A copy to send again if the server drops the request unanswered:
+        // on a stale kept-alive connection, or when another server may
+        // still take it (only requests that are safe to repeat).
+        let stale = conn.idle_for.is_some_and(|d| d > REUSE_RISK);
+        let another = tried.len() < pool.retries as usize && pool.servers.len() > 1;
+        let spare = (replayable && (stale || another)).then(|| clone_head(&h));
         let req = Request::from_parts(h, body.take().unwrap_or(RequestBody::Empty));
         let in_flight = InFlight::new(&server.state);
         let sent =
@@ -201,9 +205,22 @@ async fn forward(
                     body = Some(b);
                     continue;
                 }
-                if let Some(h) = spare {
+                if let (Some(h), true) = (spare.as_ref(), stale) {
                     // A reused connection the server had just closed.
                     tracing::debug!(request = %id, server = %server.addr, "stale connection ({}); resending", e.error());
+                    head = Some(clone_head(h));
+                    body = Some(RequestBody::Empty);
+                    continue;
+                }
+                if let (Some(h), false) = (spare, e.error().is_user()) {
+                    // Dropped before any response byte: safe to repeat
+                    // elsewhere.
+                    server
+                        .state
+                        .traffic_failed(pool.passive.after, "no response");
+                    tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{}; trying another server", e.error());
+                    last_error = format!("{}: {}", server.addr, e.error());
+                    tried.push(si);
                     head = Some(h);
                     body = Some(RequestBody::Empty);
                     continue;
