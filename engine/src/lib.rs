@@ -12,6 +12,7 @@
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod lab;
 pub mod lb;
 pub mod origin;
 pub mod policy_tests;

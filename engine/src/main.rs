@@ -42,6 +42,23 @@ enum Command {
     /// Ask the Pocket serving POLICY to reload it now (like SIGHUP); wait
     /// for the result and exit 1 if the new policy was refused.
     Reload { policy: PathBuf },
+    /// Run a failure-lab scenario: origins, faults, load, a live timeline,
+    /// expectations and a report.
+    Lab {
+        scenario: PathBuf,
+        /// Where the report goes (default: lab-report/NAME).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Kernel faults in network namespaces (root).
+        #[arg(long, conflicts_with = "userspace")]
+        real: bool,
+        /// Userspace faults (the default).
+        #[arg(long)]
+        userspace: bool,
+        /// No live timeline, only the result.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Run the policy's `tests` cases with no network; exit 1 if any fails.
     Test {
         /// Policy scripts (several may be given).
@@ -96,6 +113,13 @@ fn main() -> ExitCode {
         } => run(&policy, workers, grace, !no_watch),
         Command::Reload { policy } => return reload(&policy),
         Command::Test { policies } => return test(&policies),
+        Command::Lab {
+            scenario,
+            out,
+            real,
+            userspace: _,
+            quiet,
+        } => return lab(&scenario, pocket::lab::LabOptions { out, real, quiet }),
         Command::Status { policy } => return status(&policy),
         Command::Demo { workers } => demo(workers),
         Command::Origin {
@@ -183,6 +207,17 @@ fn demo(workers: Option<usize>) -> anyhow::Result<()> {
         Duration::from_secs(5),
         watch,
     )
+}
+
+fn lab(scenario: &Path, opts: pocket::lab::LabOptions) -> ExitCode {
+    match pocket::lab::run(scenario, &opts) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("pocket lab: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn test(policies: &[PathBuf]) -> ExitCode {

@@ -18,7 +18,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -99,6 +99,8 @@ pub struct OriginHandle {
     pub name: String,
     pub addr: SocketAddr,
     pub requests: Arc<AtomicU64>,
+    /// The status every path but /health answers with (0: none).
+    fail_status: Arc<AtomicU16>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -106,6 +108,13 @@ pub struct OriginHandle {
 impl OriginHandle {
     pub fn request_count(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Starts (Some) or stops (None) lying: failing traffic while
+    /// `/health` still says ok.
+    pub fn set_fail_status(&self, status: Option<u16>) {
+        self.fail_status
+            .store(status.unwrap_or(0), Ordering::Relaxed);
     }
 }
 
@@ -144,6 +153,8 @@ pub fn spawn_with(name: &str, addr: SocketAddr, behaviour: Behaviour) -> io::Res
         .build()?;
     let counter = requests.clone();
     let origin_name: Arc<str> = Arc::from(name);
+    let fail_status = Arc::new(AtomicU16::new(behaviour.fail_status.unwrap_or(0)));
+    let failing = fail_status.clone();
     let thread = std::thread::Builder::new()
         .name(format!("origin-{name}"))
         .spawn(move || {
@@ -156,7 +167,7 @@ pub fn spawn_with(name: &str, addr: SocketAddr, behaviour: Behaviour) -> io::Res
                     }
                 };
                 tokio::select! {
-                    _ = serve_with(listener, origin_name, counter, behaviour) => {}
+                    _ = serve_with(listener, origin_name, counter, failing) => {}
                     _ = stop_rx => {}
                 }
             });
@@ -165,6 +176,7 @@ pub fn spawn_with(name: &str, addr: SocketAddr, behaviour: Behaviour) -> io::Res
         name: name.to_string(),
         addr,
         requests,
+        fail_status,
         stop: Some(stop_tx),
         thread: Some(thread),
     })
@@ -172,14 +184,14 @@ pub fn spawn_with(name: &str, addr: SocketAddr, behaviour: Behaviour) -> io::Res
 
 /// Serves forever on `listener`.
 pub async fn serve(listener: TcpListener, name: Arc<str>, requests: Arc<AtomicU64>) {
-    serve_with(listener, name, requests, Behaviour::default()).await
+    serve_with(listener, name, requests, Arc::new(AtomicU16::new(0))).await
 }
 
 async fn serve_with(
     listener: TcpListener,
     name: Arc<str>,
     requests: Arc<AtomicU64>,
-    behaviour: Behaviour,
+    fail_status: Arc<AtomicU16>,
 ) {
     loop {
         let (stream, _) = match listener.accept().await {
@@ -192,9 +204,11 @@ async fn serve_with(
         let _ = stream.set_nodelay(true);
         let name = name.clone();
         let requests = requests.clone();
+        let fail_status = fail_status.clone();
         tokio::spawn(async move {
-            let service =
-                service_fn(move |req| answer(name.clone(), requests.clone(), behaviour, req));
+            let service = service_fn(move |req| {
+                answer(name.clone(), requests.clone(), fail_status.clone(), req)
+            });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -215,12 +229,13 @@ fn text(status: StatusCode, body: String) -> Response<OriginBody> {
 async fn answer(
     name: Arc<str>,
     requests: Arc<AtomicU64>,
-    behaviour: Behaviour,
+    fail_status: Arc<AtomicU16>,
     req: Request<Incoming>,
 ) -> Result<Response<OriginBody>, Infallible> {
     let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
     let path = req.uri().path().to_string();
-    let failing = behaviour.fail_status.filter(|_| path != "/health");
+    let failing =
+        Some(fail_status.load(Ordering::Relaxed)).filter(|&s| s != 0 && path != "/health");
     let mut resp = if let Some(code) = failing {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         text(status, format!("{name} fails on purpose ({code})\n"))

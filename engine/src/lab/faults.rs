@@ -1,0 +1,216 @@
+//! The userspace fault layer: a small TCP proxy in front of each origin
+//! (like toxiproxy, built in). Pocket talks to the proxy; the lab turns
+//! its faults on and off while traffic flows, for new and open
+//! connections alike.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// What the wire does now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mode {
+    Pass,
+    /// The port is closed: connects are refused (RST), open connections
+    /// are reset.
+    Refuse,
+    /// Accept, then silence in both directions, no RST: the pulled cable.
+    Blackhole,
+    /// Close a connection after this many response bytes.
+    Cut(u64),
+    /// Send the response head, then reset.
+    ResetAfterHeaders,
+    /// Added latency per response, and an optional bandwidth cap (bytes/s).
+    Slow {
+        latency: Duration,
+        bandwidth: Option<u64>,
+    },
+}
+
+/// A running fault proxy; stops when dropped.
+pub struct FaultProxy {
+    pub addr: SocketAddr,
+    mode: watch::Sender<Mode>,
+    _runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl FaultProxy {
+    /// Listens on a free loopback port, forwarding to `target`.
+    pub fn start(target: SocketAddr) -> std::io::Result<FaultProxy> {
+        let runtime = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?,
+        );
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let addr = std_listener.local_addr()?;
+        std_listener.set_nonblocking(true)?;
+        let (tx, rx) = watch::channel(Mode::Pass);
+        runtime.spawn(supervise(std_listener, addr, target, rx));
+        Ok(FaultProxy {
+            addr,
+            mode: tx,
+            _runtime: runtime,
+        })
+    }
+
+    pub fn set(&self, mode: Mode) {
+        self.mode.send_replace(mode);
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode.borrow().clone()
+    }
+
+    /// A handle to change the mode from another thread (flapping).
+    pub fn handle(&self) -> watch::Sender<Mode> {
+        self.mode.clone()
+    }
+}
+
+/// Keeps the listening socket open while the mode is not Refuse.
+async fn supervise(
+    first: std::net::TcpListener,
+    addr: SocketAddr,
+    target: SocketAddr,
+    mut rx: watch::Receiver<Mode>,
+) {
+    let mut listener = TcpListener::from_std(first).ok();
+    loop {
+        let refusing = *rx.borrow() == Mode::Refuse;
+        if refusing {
+            listener = None; // closed: the kernel refuses connects
+        } else if listener.is_none() {
+            // Back on the same port (std sets SO_REUSEADDR).
+            listener = std::net::TcpListener::bind(addr)
+                .and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    TcpListener::from_std(l)
+                })
+                .ok();
+        }
+        match &listener {
+            Some(l) => {
+                tokio::select! {
+                    accepted = l.accept() => {
+                        if let Ok((stream, _)) = accepted {
+                            tokio::spawn(relay(stream, target, rx.clone()));
+                        }
+                    }
+                    changed = rx.changed() => if changed.is_err() { return },
+                }
+            }
+            None => {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn reset(stream: &TcpStream) {
+    // SO_LINGER 0: close sends RST instead of FIN.
+    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+async fn relay(client: TcpStream, target: SocketAddr, mut rx: watch::Receiver<Mode>) {
+    let _ = client.set_nodelay(true);
+    let server = match TcpStream::connect(target).await {
+        Ok(s) => s,
+        Err(_) => {
+            reset(&client);
+            return;
+        }
+    };
+    let _ = server.set_nodelay(true);
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let mut up = [0u8; 16 * 1024];
+    let mut down = [0u8; 16 * 1024];
+    let mut sent_down: u64 = 0;
+    let mut fresh_turn = true;
+    loop {
+        let mode = rx.borrow().clone();
+        match &mode {
+            Mode::Refuse => {
+                if let (Ok(c), Ok(s)) = (cr.reunite(cw), sr.reunite(sw)) {
+                    reset(&c);
+                    reset(&s);
+                }
+                return;
+            }
+            Mode::Blackhole => {
+                // Hold both sockets, move nothing, until the cable is back.
+                if rx.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return },
+            n = cr.read(&mut up) => {
+                let Ok(n) = n else { return };
+                if n == 0 {
+                    let _ = sw.shutdown().await;
+                    return;
+                }
+                fresh_turn = true;
+                if sw.write_all(&up[..n]).await.is_err() {
+                    return;
+                }
+            }
+            n = sr.read(&mut down) => {
+                let Ok(n) = n else { return };
+                if n == 0 {
+                    let _ = cw.shutdown().await;
+                    return;
+                }
+                let mut chunk = &down[..n];
+                match &mode {
+                    Mode::Cut(limit) => {
+                        let left = limit.saturating_sub(sent_down) as usize;
+                        if left < chunk.len() {
+                            let _ = cw.write_all(&chunk[..left]).await;
+                            let _ = cw.shutdown().await;
+                            return;
+                        }
+                    }
+                    Mode::ResetAfterHeaders => {
+                        if let Some(end) = chunk.windows(4).position(|w| w == b"\r\n\r\n") {
+                            chunk = &chunk[..end + 4];
+                            let _ = cw.write_all(chunk).await;
+                            if let (Ok(c), Ok(s)) = (cr.reunite(cw), sr.reunite(sw)) {
+                                reset(&c);
+                                reset(&s);
+                            }
+                            return;
+                        }
+                    }
+                    Mode::Slow { latency, bandwidth } => {
+                        if fresh_turn {
+                            tokio::time::sleep(*latency).await;
+                        }
+                        if let Some(bps) = bandwidth {
+                            let secs = chunk.len() as f64 / (*bps).max(1) as f64;
+                            tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                        }
+                    }
+                    _ => {}
+                }
+                fresh_turn = false;
+                sent_down += chunk.len() as u64;
+                if cw.write_all(chunk).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,534 @@
+//! `pocket lab SCENARIO.lua`: every "what if" as a scenario anyone can run,
+//! watch and repeat. It starts the origins the scenario declares, each
+//! behind a userspace fault proxy, Pocket with the scenario's policy, and a
+//! bounded load; injects the faults at their times; prints a live timeline;
+//! checks the expectations; writes a report.
+
+mod faults;
+mod load;
+mod report;
+mod scenario;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use faults::{FaultProxy, Mode};
+pub use report::Event;
+pub use scenario::{load as load_scenario, FaultKind, Scenario};
+
+use crate::origin::{self, OriginHandle};
+
+/// How `pocket lab` was asked to run.
+#[derive(Debug, Clone, Default)]
+pub struct LabOptions {
+    pub out: Option<PathBuf>,
+    pub real: bool,
+    pub quiet: bool,
+}
+
+/// A Pocket process the lab owns; killed when dropped (also on failure).
+struct Balancer {
+    child: Child,
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Events = Arc<Mutex<Vec<Event>>>;
+
+fn push(events: &Events, start: Instant, kind: &'static str, text: String) {
+    let t = start.elapsed().as_secs_f64();
+    events
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Event { t, kind, text });
+}
+
+/// Starts Pocket on `policy`, waits until it is ready, and turns its log's
+/// health and reload lines into events.
+fn start_balancer(
+    dir: &Path,
+    policy: &str,
+    workers: usize,
+    names: Arc<Vec<(String, String)>>,
+    events: Events,
+    start: Instant,
+) -> Result<Balancer, String> {
+    let path = dir.join("policy.lua");
+    std::fs::write(&path, policy).map_err(|e| format!("cannot write the policy: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = Command::new(exe)
+        .args([
+            "run",
+            &path.display().to_string(),
+            "--workers",
+            &workers.to_string(),
+            "--grace",
+            "2s",
+        ])
+        .env("POCKET_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start pocket: {e}"))?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut ready = Some(ready_tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut text = line.clone();
+            for (addr, name) in names.iter() {
+                text = text.replace(addr.as_str(), name);
+            }
+            let body = text
+                .split_once(" INFO ")
+                .or_else(|| text.split_once(" WARN "))
+                .or_else(|| text.split_once(" ERROR "))
+                .map(|(_, b)| b.trim().to_string())
+                .unwrap_or(text.clone());
+            if line.contains(" is DOWN") || line.contains(" is UP") {
+                push(&events, start, "health", body);
+            } else if line.contains("is live") || line.contains("refused, generation") {
+                push(&events, start, "reload", body);
+            } else if line.contains("pocket ready") {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Ok(()));
+                }
+            } else if line.contains("refusing to start") || line.contains("pocket: ") {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Err(line.clone()));
+                }
+            }
+        }
+        if let Some(r) = ready.take() {
+            let _ = r.send(Err("pocket exited".into()));
+        }
+    });
+    let balancer = Balancer { child };
+    match ready_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(())) => Ok(balancer),
+        Ok(Err(e)) => Err(format!("pocket did not start: {e}")),
+        Err(_) => Err("pocket did not start within 30s".into()),
+    }
+}
+
+struct Origin {
+    name: String,
+    addr: SocketAddr,
+    handle: Option<OriginHandle>,
+    proxy: FaultProxy,
+    flapping: Arc<AtomicBool>,
+}
+
+/// Runs a scenario; Ok(true) when every expectation held.
+pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
+    let scenario = load_scenario(path).map_err(|errs| errs.join("\n"))?;
+    if opts.real {
+        return Err("--real: the network-namespace fault layer is not in this version; run without --real (userspace faults)".into());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let _guard = runtime.enter();
+    let mut origins: Vec<Origin> = Vec::new();
+    for name in &scenario.origins {
+        let handle = origin::spawn(name, "127.0.0.1:0".parse().map_err(|_| "addr")?)
+            .map_err(|e| format!("origin {name}: {e}"))?;
+        let proxy =
+            FaultProxy::start(handle.addr).map_err(|e| format!("fault proxy for {name}: {e}"))?;
+        origins.push(Origin {
+            name: name.clone(),
+            addr: handle.addr,
+            handle: Some(handle),
+            proxy,
+            flapping: Arc::new(AtomicBool::new(false)),
+        });
+    }
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?;
+    let placeholders: Vec<(String, String)> = origins
+        .iter()
+        .map(|o| (format!("{{{{{}}}}}", o.name), o.proxy.addr.to_string()))
+        .collect();
+    let fill = move |text: &str| {
+        let mut t = text.replace("{{listen}}", &listen.to_string());
+        for (p, addr) in &placeholders {
+            t = t.replace(p, addr);
+        }
+        t
+    };
+    let names: Arc<Vec<(String, String)>> = Arc::new(
+        origins
+            .iter()
+            .map(|o| (o.proxy.addr.to_string(), o.name.clone()))
+            .collect(),
+    );
+    let dir = std::env::temp_dir().join(format!("pocket-lab-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let events: Events = Arc::default();
+    let start = Instant::now();
+    let mut balancer = Some(start_balancer(
+        &dir,
+        &fill(&scenario.policy),
+        scenario.workers,
+        names.clone(),
+        events.clone(),
+        start,
+    )?);
+
+    if !opts.quiet {
+        println!(
+            "lab: {} ({:?}, userspace faults, {} clients)",
+            scenario.name, scenario.duration, scenario.load.concurrency
+        );
+    }
+    let start = Instant::now();
+    events.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    let until = start + scenario.duration;
+    let stop = Arc::new(AtomicBool::new(false));
+    let timeline: load::Timeline = Arc::default();
+    let load_task = runtime.spawn(load::run(
+        listen,
+        scenario.load.clone(),
+        start,
+        until,
+        stop.clone(),
+        timeline.clone(),
+    ));
+
+    // Ctrl-C: stop early; everything below still cleans up.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+
+    let mut pending = scenario.faults.clone().into_iter().peekable();
+    let mut printed = 0usize;
+    while Instant::now() < until && !interrupted.load(Ordering::Relaxed) {
+        while let Some(f) = pending.next_if(|f| start.elapsed() >= f.at) {
+            push(&events, start, "fault", f.text.clone());
+            if let Err(e) = apply(
+                &f,
+                &mut origins,
+                &mut balancer,
+                &scenario,
+                &fill,
+                &dir,
+                &names,
+                &events,
+                start,
+            ) {
+                push(&events, start, "fault", format!("{} failed: {e}", f.text));
+            }
+        }
+        let elapsed = start.elapsed().as_secs() as usize;
+        if !opts.quiet {
+            while printed < elapsed {
+                print_second(printed, &timeline, &events);
+                printed += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = runtime.block_on(load_task);
+    for o in &origins {
+        o.flapping.store(false, Ordering::Relaxed);
+    }
+    drop(balancer.take());
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let seconds = timeline.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if !opts.quiet {
+        while printed < seconds.len() {
+            print_second(printed, &timeline, &events);
+            printed += 1;
+        }
+    }
+    let events = events.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let verdicts = judge(&scenario, &seconds, &events);
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("lab-report").join(slug(&scenario.name)));
+    report::write_all(
+        &out,
+        &scenario.name,
+        "userspace",
+        &seconds,
+        &events,
+        &verdicts,
+    )
+    .map_err(|e| format!("cannot write the report to {}: {e}", out.display()))?;
+    let ok: u64 = seconds.iter().map(|s| s.ok).sum();
+    let failed: u64 = seconds.iter().map(|s| s.failed_total()).sum();
+    println!(
+        "lab: {} ok, {} failed; report in {}",
+        ok,
+        failed,
+        out.display()
+    );
+    for (v, met) in &verdicts {
+        println!("  {} {v}", if *met { "met:    " } else { "NOT MET:" });
+    }
+    if interrupted.load(Ordering::Relaxed) {
+        return Err("interrupted".into());
+    }
+    Ok(verdicts.iter().all(|(_, met)| *met))
+}
+
+fn slug(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+fn print_second(i: usize, timeline: &load::Timeline, events: &Events) {
+    let s = timeline
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(i)
+        .cloned()
+        .unwrap_or_default();
+    let causes: Vec<String> = s.failed.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let servers: Vec<String> = s.servers.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    let happened: Vec<String> = events
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|e| e.t as usize == i)
+        .map(|e| format!("[{}] {}", e.kind, e.text))
+        .collect();
+    println!(
+        "{:>4}s  ok {:>6}  failed {:>4}{}  p50 {:>6.2}ms  p99 {:>7.2}ms  {}  {}",
+        i,
+        s.ok,
+        s.failed_total(),
+        if causes.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", causes.join(", "))
+        },
+        s.quantile_ms(0.5),
+        s.quantile_ms(0.99),
+        servers.join(" "),
+        happened.join("; ")
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    f: &scenario::Fault,
+    origins: &mut [Origin],
+    balancer: &mut Option<Balancer>,
+    scenario: &Scenario,
+    fill: &dyn Fn(&str) -> String,
+    dir: &Path,
+    names: &Arc<Vec<(String, String)>>,
+    events: &Events,
+    start: Instant,
+) -> Result<(), String> {
+    let Some(server) = &f.server else {
+        return match &f.kind {
+            FaultKind::Reload(name) => {
+                let text = scenario.policies.get(name).ok_or("no such policy")?;
+                let tmp = dir.join("policy.lua.new");
+                std::fs::write(&tmp, fill(text)).map_err(|e| e.to_string())?;
+                std::fs::rename(&tmp, dir.join("policy.lua")).map_err(|e| e.to_string())
+            }
+            FaultKind::RestartBalancer => {
+                let policy =
+                    std::fs::read_to_string(dir.join("policy.lua")).map_err(|e| e.to_string())?;
+                if let Some(mut old) = balancer.take() {
+                    // SIGTERM: drain, as an operator would restart it.
+                    // SAFETY: kill(2) on our own child's pid.
+                    unsafe { libc::kill(old.child.id() as i32, libc::SIGTERM) };
+                    let _ = old.child.wait();
+                }
+                *balancer = Some(start_balancer(
+                    dir,
+                    &policy,
+                    scenario.workers,
+                    names.clone(),
+                    events.clone(),
+                    start,
+                )?);
+                Ok(())
+            }
+            _ => Err("not a balancer fault".into()),
+        };
+    };
+    let o = origins
+        .iter_mut()
+        .find(|o| &o.name == server)
+        .ok_or("no such server")?;
+    o.flapping.store(false, Ordering::Relaxed);
+    match &f.kind {
+        FaultKind::Kill => {
+            o.proxy.set(Mode::Refuse);
+            o.handle = None;
+        }
+        FaultKind::Restart => {
+            if o.handle.is_none() {
+                o.handle = Some(origin::spawn(&o.name, o.addr).map_err(|e| e.to_string())?);
+            }
+            o.proxy.set(Mode::Pass);
+        }
+        FaultKind::Refuse => o.proxy.set(Mode::Refuse),
+        FaultKind::Blackhole => o.proxy.set(Mode::Blackhole),
+        FaultKind::Cut(n) => o.proxy.set(Mode::Cut(*n)),
+        FaultKind::ResetAfterHeaders => o.proxy.set(Mode::ResetAfterHeaders),
+        FaultKind::Slow { latency, bandwidth } => o.proxy.set(Mode::Slow {
+            latency: *latency,
+            bandwidth: *bandwidth,
+        }),
+        FaultKind::Lie(status) => {
+            if let Some(h) = &o.handle {
+                h.set_fail_status(Some(*status));
+            }
+        }
+        FaultKind::Flap { period } => {
+            let flag = Arc::new(AtomicBool::new(true));
+            o.flapping = flag.clone();
+            let proxy_mode = o.proxy.handle();
+            let period = *period;
+            std::thread::spawn(move || {
+                let mut down = true;
+                while flag.load(Ordering::Relaxed) {
+                    proxy_mode.send_replace(if down { Mode::Refuse } else { Mode::Pass });
+                    down = !down;
+                    std::thread::sleep(period);
+                }
+            });
+        }
+        FaultKind::Heal => {
+            o.proxy.set(Mode::Pass);
+            if let Some(h) = &o.handle {
+                h.set_fail_status(None);
+            }
+        }
+        FaultKind::Reload(_) | FaultKind::RestartBalancer => return Err("a balancer fault".into()),
+    }
+    Ok(())
+}
+
+/// Checks the scenario's expectations against what happened.
+fn judge(scenario: &Scenario, seconds: &[load::Second], events: &[Event]) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let ok: u64 = seconds.iter().map(|s| s.ok).sum();
+    let failed: u64 = seconds.iter().map(|s| s.failed_total()).sum();
+    if let Some(max) = scenario.expect.failed {
+        out.push((
+            format!("failed requests: {failed} (at most {max})"),
+            failed <= max,
+        ));
+    }
+    if let Some(min) = scenario.expect.ok_min {
+        out.push((
+            format!("answered requests: {ok} (at least {min})"),
+            ok >= min,
+        ));
+    }
+    let first_fault = scenario
+        .faults
+        .iter()
+        .find(|f| f.server.is_some() && !matches!(f.kind, FaultKind::Heal | FaultKind::Restart));
+    if let (Some(within), Some(f)) = (scenario.expect.detected_within, first_fault) {
+        let name = f.server.clone().unwrap_or_default();
+        let fault_t = events
+            .iter()
+            .find(|e| e.kind == "fault" && e.text == f.text)
+            .map(|e| e.t);
+        let down_t = events
+            .iter()
+            .find(|e| {
+                e.kind == "health"
+                    && e.text.contains(&format!("server {name} "))
+                    && e.text.contains("DOWN")
+                    && fault_t.is_some_and(|t| e.t >= t)
+            })
+            .map(|e| e.t);
+        let verdict = match (fault_t, down_t) {
+            (Some(a), Some(b)) => (
+                format!(
+                    "{name} marked down {:.2}s after \"{}\" (within {within:?})",
+                    b - a,
+                    f.text
+                ),
+                b - a <= within.as_secs_f64(),
+            ),
+            _ => (
+                format!(
+                    "{name} marked down after \"{}\" (within {within:?}): never",
+                    f.text
+                ),
+                false,
+            ),
+        };
+        out.push(verdict);
+    }
+    let heal = scenario
+        .faults
+        .iter()
+        .find(|f| matches!(f.kind, FaultKind::Heal | FaultKind::Restart) && f.server.is_some());
+    if let (Some(within), Some(f)) = (scenario.expect.recovered_within, heal) {
+        let name = f.server.clone().unwrap_or_default();
+        let heal_t = events
+            .iter()
+            .find(|e| e.kind == "fault" && e.text == f.text)
+            .map(|e| e.t);
+        let up_t = events
+            .iter()
+            .find(|e| {
+                e.kind == "health"
+                    && e.text.contains(&format!("server {name} "))
+                    && e.text.contains(" UP")
+                    && heal_t.is_some_and(|t| e.t >= t)
+            })
+            .map(|e| e.t);
+        let verdict = match (heal_t, up_t) {
+            (Some(a), Some(b)) => (
+                format!(
+                    "{name} back up {:.2}s after \"{}\" (within {within:?})",
+                    b - a,
+                    f.text
+                ),
+                b - a <= within.as_secs_f64(),
+            ),
+            _ => (
+                format!(
+                    "{name} back up after \"{}\" (within {within:?}): never",
+                    f.text
+                ),
+                false,
+            ),
+        };
+        out.push(verdict);
+    }
+    let _ = HashMap::<(), ()>::new();
+    out
+}
