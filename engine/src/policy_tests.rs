@@ -41,10 +41,14 @@ pub struct Outcome {
 
 /// Loads the policy and runs its cases. Err: the policy itself is broken.
 pub fn run(path: &Path) -> Result<Outcome, String> {
-    let registry = StateRegistry::default();
+    let registry = Arc::new(StateRegistry::default());
     // Health changes made by cases go nowhere (no log lines).
     let (tx, _) = tokio::sync::mpsc::unbounded_channel();
     registry.set_events(tx);
+    // pocket.server(...) works in cases (the first policy's registry).
+    StateRegistry::install_global(registry.clone());
+    // Each policy file starts with empty stores.
+    crate::script::api::store::clear_all();
     let policy = Arc::new(load_policy(path, &registry).map_err(|e| e.to_string())?);
     let script = WorkerScript::new(policy.clone(), Limits::default())?;
     let source = policy.source.clone();
@@ -183,10 +187,24 @@ fn run_case(script: &WorkerScript, case: &Table, n: usize) -> Result<(), String>
         _ => return Err("req must be a table".into()),
     };
     let mut view = build_request(&req, n)?;
-    let policy = &script.policy;
 
     // Server states for this case; every server is put back after it.
     let mut touched = Vec::new();
+    let applied = set_health(script, case, &mut touched);
+    let result = applied.and_then(|()| judge(script, case, &mut view));
+    for s in touched {
+        s.set_up(true, "pocket test");
+        s.set_admin(AdminState::Ready);
+    }
+    result
+}
+
+fn set_health(
+    script: &WorkerScript,
+    case: &Table,
+    touched: &mut Vec<Arc<crate::lb::ServerState>>,
+) -> Result<(), String> {
+    let policy = &script.policy;
     if let Ok(Value::Table(h)) = case.get::<Value>("health") {
         for pair in h.pairs::<String, String>() {
             let (addr, state) = pair.map_err(|_| {
@@ -217,12 +235,7 @@ fn run_case(script: &WorkerScript, case: &Table, n: usize) -> Result<(), String>
             }
         }
     }
-    let result = judge(script, case, &mut view);
-    for s in touched {
-        s.set_up(true, "pocket test");
-        s.set_admin(AdminState::Ready);
-    }
-    result
+    Ok(())
 }
 
 fn judge(script: &WorkerScript, case: &Table, view: &mut RequestView) -> Result<(), String> {

@@ -59,7 +59,7 @@ function cdn.tier(opts)
     fallback = opts.fallback,
     bypass = opts.bypass or function(req) return not cacheable(req) end,
     check = opts.check or { tcp = true, interval = "1s", rise = 2, fall = 2 },
-    retries = opts.retries or 0,
+    retries = opts.retries or 1,
     timeouts = opts.timeouts,
   }
 end

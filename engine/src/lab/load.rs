@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
@@ -73,7 +73,7 @@ fn cause(e: &hyper::Error) -> &'static str {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, &'static str> {
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, &'static str> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| match e.kind() {
@@ -105,7 +105,8 @@ pub async fn run(
     for c in 0..load.concurrency {
         let (load, stop, timeline) = (load.clone(), stop.clone(), timeline.clone());
         tasks.push(tokio::spawn(async move {
-            let mut sender: Option<SendRequest<Empty<Bytes>>> = None;
+            let mut sender: Option<SendRequest<Full<Bytes>>> = None;
+            let body = Bytes::from(vec![b'u'; load.body_bytes]);
             let mut n = c;
             let mut next = Instant::now();
             while !stop.load(Ordering::Relaxed) && Instant::now() < until {
@@ -125,9 +126,11 @@ pub async fn run(
                         sender = None;
                         return Err("closed");
                     }
-                    let req = http::Request::get(path.as_str())
+                    let req = http::Request::builder()
+                        .method(load.method.as_str())
+                        .uri(path.as_str())
                         .header("host", "lab")
-                        .body(Empty::<Bytes>::new())
+                        .body(Full::new(body.clone()))
                         .map_err(|_| "reset")?;
                     let resp = match s.send_request(req).await {
                         Ok(r) => r,

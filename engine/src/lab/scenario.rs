@@ -69,6 +69,9 @@ pub struct Load {
     pub paths: Vec<String>,
     pub keepalive: bool,
     pub timeout: Duration,
+    pub method: String,
+    /// Size of the request body each request uploads.
+    pub body_bytes: usize,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -109,7 +112,15 @@ const FAULT_KEYS: &[&str] = &[
     "status",
     "policy",
 ];
-const LOAD_KEYS: &[&str] = &["concurrency", "rate", "paths", "keepalive", "timeout"];
+const LOAD_KEYS: &[&str] = &[
+    "concurrency",
+    "rate",
+    "paths",
+    "keepalive",
+    "timeout",
+    "method",
+    "body_bytes",
+];
 const EXPECT_KEYS: &[&str] = &["failed", "ok_min", "detected_within", "recovered_within"];
 /// The longest scenario the lab runs: every load is bounded.
 const MAX_DURATION: Duration = Duration::from_secs(600);
@@ -250,6 +261,8 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         paths: vec!["/".into()],
         keepalive: true,
         timeout: Duration::from_secs(5),
+        method: "GET".into(),
+        body_bytes: 0,
     };
     if let Ok(Value::Table(t)) = root.get::<Value>("load") {
         errs.unknown(&t, LOAD_KEYS, "load");
@@ -271,6 +284,17 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         }
         if let Ok(Value::Table(p)) = t.get::<Value>("paths") {
             load.paths = p.sequence_values::<String>().flatten().collect();
+        }
+        if let Ok(Value::String(m)) = t.get::<Value>("method") {
+            load.method = m.to_string_lossy().to_ascii_uppercase();
+        }
+        match t.get::<Value>("body_bytes") {
+            Ok(Value::Nil) => {}
+            Ok(Value::Integer(n)) if (0..=1 << 30).contains(&n) => load.body_bytes = n as usize,
+            _ => errs.add(
+                &["body_bytes"],
+                "load.body_bytes must be from 0 to 1 GiB".into(),
+            ),
         }
         if let Ok(Value::Boolean(b)) = t.get::<Value>("keepalive") {
             load.keepalive = b;

@@ -53,14 +53,26 @@ impl Body for RequestBody {
 
 /// Counts a request as in flight on a server until its response body is
 /// done (or dropped).
-pub struct InFlight(Arc<ServerState>);
+pub struct InFlight(pub Arc<ServerState>, bool);
 
 impl InFlight {
     pub fn new(state: &Arc<ServerState>) -> InFlight {
         state
             .active
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        InFlight(state.clone())
+        InFlight(state.clone(), true)
+    }
+
+    /// This answer already counted as a failure (a 5xx): finishing its
+    /// body must not end the server's failure streak.
+    pub fn counted_as_failure(&mut self) {
+        self.1 = false;
+    }
+
+    fn finished_well(self) {
+        if self.1 {
+            self.0.traffic_ok();
+        }
     }
 }
 
@@ -103,6 +115,8 @@ pub enum ResponseBody {
         idle: Duration,
         timer: Pin<Box<tokio::time::Sleep>>,
         server: Arc<str>,
+        /// The pool's passive limit: a broken body counts as a failure.
+        passive_after: u32,
     },
     /// Made here: local responses and errors.
     Full(Option<Bytes>),
@@ -115,6 +129,7 @@ impl ResponseBody {
         in_flight: InFlight,
         idle: Duration,
         server: Arc<str>,
+        passive_after: u32,
     ) -> ResponseBody {
         ResponseBody::Upstream {
             body,
@@ -123,6 +138,7 @@ impl ResponseBody {
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),
             server,
+            passive_after,
         }
     }
 
@@ -149,12 +165,15 @@ impl Body for ResponseBody {
                 idle,
                 timer,
                 server,
+                passive_after,
             } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 if polled.is_pending() {
                     if timer.as_mut().poll(cx).is_ready() {
                         lease.take();
-                        in_flight.take();
+                        if let Some(f) = in_flight.take() {
+                            f.0.traffic_failed(*passive_after, "stalled mid-response");
+                        }
                         let err = Stalled(server.clone(), *idle);
                         tracing::warn!("{err}; closing the client connection");
                         return Poll::Ready(Some(Err(Box::new(err))));
@@ -170,7 +189,9 @@ impl Body for ResponseBody {
                         // connection; the client's is closed by hyper.
                         tracing::warn!("server {server} broke off its response: {e}");
                         lease.take();
-                        in_flight.take();
+                        if let Some(f) = in_flight.take() {
+                            f.0.traffic_failed(*passive_after, "response broke off");
+                        }
                         false
                     }
                     Poll::Pending => false,
@@ -179,7 +200,10 @@ impl Body for ResponseBody {
                     if let Some(lease) = lease.take() {
                         lease.release();
                     }
-                    in_flight.take();
+                    // A whole answer: the server's failure streak ends.
+                    if let Some(f) = in_flight.take() {
+                        f.finished_well();
+                    }
                 }
                 polled.map_err(|e| Box::new(e) as BoxError)
             }

@@ -192,7 +192,7 @@ async fn forward(
         let another = tried.len() < pool.retries as usize && pool.servers.len() > 1;
         let spare = (replayable && (stale || another)).then(|| clone_head(&h));
         let req = Request::from_parts(h, body.take().unwrap_or(RequestBody::Empty));
-        let in_flight = InFlight::new(&server.state);
+        let mut in_flight = InFlight::new(&server.state);
         let sent =
             tokio::time::timeout(pool.timeouts.response, conn.sender.try_send_request(req)).await;
         let resp = match sent {
@@ -265,8 +265,7 @@ async fn forward(
             server
                 .state
                 .traffic_failed(pool.passive.after, "5xx answer");
-        } else {
-            server.state.traffic_ok();
+            in_flight.counted_as_failure();
         }
         let (mut rhead, rbody) = resp.into_parts();
         forward::prepare_response(&mut rhead);
@@ -301,6 +300,7 @@ async fn forward(
                 in_flight,
                 pool.timeouts.idle,
                 server.addr_text.clone(),
+                pool.passive.after,
             ),
         );
     }

@@ -132,6 +132,16 @@ impl Store {
 /// Every store of the process, by name: outlives every policy generation.
 static STORES: LazyLock<Mutex<HashMap<String, Arc<Store>>>> = LazyLock::new(Default::default);
 
+/// Empties every store (between `pocket test` files).
+pub fn clear_all() {
+    let stores = STORES.lock().unwrap_or_else(|e| e.into_inner());
+    for s in stores.values() {
+        for shard in &s.shards {
+            shard.lock().unwrap_or_else(|e| e.into_inner()).map.clear();
+        }
+    }
+}
+
 pub fn store(name: &str) -> Arc<Store> {
     let mut stores = STORES.lock().unwrap_or_else(|e| e.into_inner());
     stores
