@@ -82,7 +82,10 @@ fn is_hit(r: &Resp) -> bool {
 async fn pocket_chains_two_varnish_caches_with_fallback_to_the_origin() {
     if !has_varnish() {
         // CI installs varnish (.ci/run): there, a missing varnishd is a failure.
-        assert!(std::env::var_os("CI").is_none(), "varnishd is missing in CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "varnishd is missing in CI"
+        );
         eprintln!("SKIP cdn_varnish: varnishd is not installed");
         return;
     }
