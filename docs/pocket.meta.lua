@@ -18,7 +18,7 @@
 -- The policy table
 ------------------------------------------------------------------------
 
----@alias pocket.Duration string|number A duration: "250ms", "2s", "1.5s", "1m", "1h", or a number of seconds (> 0, at most a day).
+---@alias pocket.Duration string|number A duration: "250ms", "2s", "1.5s", "1m", "1h", or a number of seconds (not negative, at most a day; timeouts must be > 0).
 
 ---@class pocket.Policy
 ---@field listeners pocket.Listener[] At least one listener.
@@ -26,7 +26,9 @@
 ---@field on_connect? fun(conn: pocket.Conn): pocket.Rejection|nil Each accepted connection, before a byte is read. Return pocket.reject(...) to close it.
 ---@field on_request? fun(req: pocket.Request): string|pocket.Response|nil Each request: a pool name, a local response, or nil for the listener's pool.
 ---@field on_response? fun(req: pocket.Request, res: pocket.ServerResponse) Each response from a server, before its body is sent. The return value is ignored.
----@field tests? table Accepted and ignored: `pocket test` is not in this version.
+---@field on_health? fun(server: pocket.HealthServer, up: boolean, why: string) A server went down or came back up (check, passive check or cool-down). Runs on the control thread; the return value is ignored.
+---@field on_check? pocket.CheckFunction The scripted check of pools with check = { script = true }.
+---@field tests? table Cases that `pocket test POLICY` runs without a network; serving ignores them.
 
 ---@class pocket.Listener
 ---@field bind string "ip:port", "[v6]:port", "localhost:port", "*:port" or ":port".
@@ -36,9 +38,101 @@
 
 ---@class pocket.Pool
 ---@field servers (string|pocket.Server)[] "ip:port" strings or server tables; at least one non-backup.
----@field balance? "round_robin" The only algorithm in this version (the default): smooth weighted round robin.
+---@field balance? pocket.Balance|pocket.BalanceFunction Default "round_robin".
+---@field hash_key? pocket.HashKey|fun(req: pocket.Request): string|number|nil Only with balance = "hash" (default "source"). nil from the function: no key, round robin.
+---@field hash_balance_factor? integer 101..1000, only with balance = "hash": no server takes a key while it carries factor% of the average load or more.
 ---@field retries? integer 0..10, default 3: extra servers to try when one cannot be reached.
 ---@field timeouts? pocket.Timeouts
+---@field check? pocket.Check|pocket.CheckFunction An active health check; a function is a scripted check with every setting at its default.
+---@field passive? pocket.Passive|false Passive checking of live traffic (default { after = 3, on_5xx = false, cooldown = "10s" }); false: off.
+---@field slow_start? pocket.Duration A server that comes back up is skipped with probability 1 - max(t/slow_start, 0.1); 0 or absent: off.
+---@field fallback? string A pool that gets the request when this pool can pick no server (the hash key and balance choice are dropped).
+---@field rehash? boolean Hash pools, default true: a key whose server cannot take it moves along the ring; false: to the backups, then to fallback.
+---@field bypass? fun(req: pocket.Request): any A true result sends the request to fallback (required) instead of this pool.
+
+---@alias pocket.Balance
+---| "round_robin" # Smooth weighted round robin (default; also "roundrobin").
+---| "roundrobin"
+---| "least_conn" # Fewest requests in flight per unit of weight (also "leastconn").
+---| "leastconn"
+---| "p2c" # Two random servers, the less loaded per weight wins.
+---| "random" # Weighted random.
+---| "first" # The first server in list order that can take the request; weights ignored.
+---| "hash" # Consistent hashing on hash_key.
+
+---A balance function: return a 1-based index into `servers` or an "ip:port"; nil lets round robin decide.
+---@alias pocket.BalanceFunction fun(servers: pocket.BalanceServer[], req: pocket.Request): integer|string|nil
+
+---@alias pocket.HashKey
+---| "source" # The client's IP address (default).
+---| "uri" # Path and query.
+---| "path" # Path without the query.
+---| "host" # Host, lowercased, without the port.
+---| string # "header:NAME" or "cookie:NAME".
+
+---A server as a balance function sees it (only servers that take traffic now).
+---@class pocket.BalanceServer
+---@field addr string "ip:port".
+---@field weight integer
+---@field backup boolean
+---@field active integer Requests in flight on it, all workers.
+---@field requests integer Responses it has given.
+
+---An active health check: exactly one of tcp, http, run or script.
+---@class pocket.Check
+---@field tcp? true Passes when a TCP connection opens.
+---@field http? string "GET /health", "HEAD /ping" or "/health" (GET).
+---@field host? string Host header of an http check (default: the server's "ip:port").
+---@field expect? integer|string|integer[] Good statuses of an http check: 200, "2xx", or { 200, 399 } (default).
+---@field body? string The response body must contain this text.
+---@field pattern? string The response body must match this Rust regex.
+---@field run? pocket.CheckFunction A scripted check.
+---@field script? true Use the policy's on_check.
+---@field interval? pocket.Duration Between the starts of two checks; at least 10ms; default "2s".
+---@field timeout? pocket.Duration A check not finished by then fails; at least 10ms; default "1s". Also a scripted check's Lua budget.
+---@field rise? integer 1..100, default 2: passes in a row that bring a down server up.
+---@field fall? integer 1..100, default 3: failures in a row that take an up server down.
+---@field start? "up"|"down" A new server's state before its first verdict (default "up").
+
+---A scripted check: return a true value to pass, false or nil to fail; the optional second value is the reason for the log. Runs on the control thread as a coroutine.
+---@alias pocket.CheckFunction fun(server: pocket.HealthServer, http: pocket.CheckHttp): any, string?
+
+---@class pocket.Passive
+---@field after? integer 0..1000, default 3: failures in a row on live traffic that take a server down (0: never).
+---@field on_5xx? boolean Default false: count a 5xx response as a failure.
+---@field cooldown? pocket.Duration Default "10s": in a pool without check, how long a server taken down by traffic rests (0 allowed).
+
+---The server a check or on_health is about.
+---@class pocket.HealthServer
+---@field addr string "ip:port".
+---@field pool string The pool's name.
+
+---What a scripted check can do with its server. Every call opens a new connection.
+---@class pocket.CheckHttp
+local CheckHttp = {}
+
+---One HTTP/1.1 GET with Connection: close. Raises an error when the server cannot be reached or does not answer HTTP.
+---@param path string
+---@param host? string Host header (default: the server's "ip:port").
+---@return pocket.CheckAnswer
+function CheckHttp.get(path, host) end
+
+---One HTTP/1.1 request with Connection: close.
+---@param method string
+---@param path string
+---@param host? string
+---@return pocket.CheckAnswer
+function CheckHttp.request(method, path, host) end
+
+---Connects, writes `send` (if any), and returns what the server sent once it closes the connection (at most 64 KiB). Waits for the close: a server that keeps the connection open makes the check time out.
+---@param send? string
+---@return string
+function CheckHttp.tcp(send) end
+
+---@class pocket.CheckAnswer
+---@field status integer
+---@field headers table<string, string> Lowercase names; the last value of a repeated header.
+---@field body string As received (at most 64 KiB; chunked framing not removed).
 
 ---@class pocket.Server
 ---@field addr string "ip:port".
@@ -47,7 +141,8 @@
 
 ---@class pocket.Timeouts
 ---@field connect? pocket.Duration TCP connect to a server (default "3s").
----@field response? pocket.Duration From sending the request to the response headers (default "60s").
+---@field response? pocket.Duration From sending the request to the response headers (default "60s"); then 504.
+---@field idle? pocket.Duration Longest server silence mid response body before the client connection is closed; also TCP_USER_TIMEOUT (default "60s").
 ---@field keepalive? pocket.Duration How long an idle server connection is kept for reuse (default "30s").
 
 ------------------------------------------------------------------------
@@ -174,6 +269,26 @@ function Store:delete(key) end
 ---@return string
 function Store:name() end
 
+---A handle on one server of one pool in the running Pocket (pocket.server).
+---@class pocket.ServerHandle
+local ServerHandle = {}
+
+---Sets the admin state: "ready", "drain" or "maint" ("maintenance"). Drain and maint both stop new requests; in-flight ones finish. Shared by every worker, kept across reloads. True if it changed.
+---@param state "ready"|"drain"|"maint"|"maintenance"
+---@return boolean
+function ServerHandle:set_state(state) end
+
+---The server's live state. Raises an error when the pool has no such server.
+---@return pocket.ServerState
+function ServerHandle:state() end
+
+---@class pocket.ServerState
+---@field up boolean Its health.
+---@field admin "ready"|"drain"|"maint"
+---@field active integer Requests in flight on it, all workers.
+---@field requests integer Responses it has given.
+---@field failures integer Requests that failed on it on live traffic.
+
 ---A compiled Rust regex (pocket.regex).
 ---@class pocket.Regex
 local Regex = {}
@@ -241,6 +356,13 @@ function pocket.regex(pattern) end
 ---@param name string Not empty.
 ---@return pocket.Store
 function pocket.store(name) end
+
+---A handle on a server of a pool, looked up when a method is called (so it
+---can be made at the top level). Call its methods from hooks.
+---@param pool string
+---@param addr string "ip:port"; a bad address raises an error.
+---@return pocket.ServerHandle
+function pocket.server(pool, addr) end
 
 ---Script messages in Pocket's log (target "script"). Arguments are joined
 ---with spaces; non-strings are written as tostring writes them.
