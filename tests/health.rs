@@ -481,3 +481,24 @@ async fn a_request_dropped_unanswered_is_retried_elsewhere_when_safe() {
         "a POST dropped unanswered is not retried: {statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn a_check_added_by_a_reload_starts_checking() {
+    let a = origin("A");
+    let dead = dead_addr();
+    let without = pool_policy(&format!(
+        r#"{{ servers = {{ "{}", "{dead}" }}, passive = false }}"#,
+        a.addr
+    ));
+    let pocket = Pocket::start(&without, 1);
+    let with = pool_policy(&format!(
+        r#"{{ servers = {{ "{}", "{dead}" }}, passive = false, check = {{ tcp = true, interval = "100ms", fall = 1 }} }}"#,
+        a.addr
+    ));
+    std::fs::write(&pocket.policy, with).unwrap();
+    pocket.log.wait_for(&["generation 2 is live"]);
+    pocket.log.wait_for(&[
+        &format!("server {dead} of pool app is DOWN"),
+        "checks failed",
+    ]);
+}

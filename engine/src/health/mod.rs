@@ -17,7 +17,7 @@ use crate::config::Policy;
 use crate::lb::{CheckKind, CheckSpec, ServerState};
 use crate::script::WorkerScript;
 
-pub use probe::{exchange, http, probe, HttpAnswer};
+pub use probe::{exchange, exchange_until, http, probe, HttpAnswer};
 
 /// The running check tasks, by pool, server and check.
 #[derive(Default)]

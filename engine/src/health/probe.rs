@@ -19,8 +19,17 @@ pub struct HttpAnswer {
 }
 
 /// Sends `request` (bytes) and reads until the server closes or
-/// `MAX_READ` bytes came. The caller bounds the time.
+/// `MAX_READ` bytes came (or, with `first_only`, until the first bytes
+/// arrive: a banner or a PONG). The caller bounds the time.
 pub async fn exchange(addr: SocketAddr, request: &[u8]) -> Result<Vec<u8>, String> {
+    exchange_until(addr, request, false).await
+}
+
+pub async fn exchange_until(
+    addr: SocketAddr,
+    request: &[u8],
+    first_only: bool,
+) -> Result<Vec<u8>, String> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
@@ -41,6 +50,9 @@ pub async fn exchange(addr: SocketAddr, request: &[u8]) -> Result<Vec<u8>, Strin
             break;
         }
         buf.extend_from_slice(&chunk[..n]);
+        if first_only {
+            break;
+        }
     }
     Ok(buf)
 }

@@ -230,11 +230,21 @@ impl Pool {
         if let Some(p) = preferred.filter(|&p| p < self.servers.len() && usable(p)) {
             return Some(p);
         }
+        self.pick_with(&usable, key).or_else(|| {
+            // Slow start only shifts shares: a ramping server still serves
+            // when nobody else can.
+            self.slow_start?;
+            let ready = |i: usize| self.servers[i].state.takes_traffic() && !tried.contains(&i);
+            self.pick_with(&ready, key)
+        })
+    }
+
+    fn pick_with(&self, usable: &dyn Fn(usize) -> bool, key: Option<u64>) -> Option<usize> {
         self.primaries
             .pick(
                 &self.algorithm,
                 &self.servers,
-                &usable,
+                usable,
                 key,
                 self.balance_factor,
                 self.rehash,
@@ -246,7 +256,7 @@ impl Pool {
                 self.backups.pick(
                     &self.algorithm,
                     &self.servers,
-                    &usable,
+                    usable,
                     key,
                     self.balance_factor,
                     self.rehash,
@@ -334,6 +344,18 @@ mod tests {
             picks > 0 && picks < 250,
             "recovered server got {picks} of 1000"
         );
+    }
+
+    #[test]
+    fn a_ramping_server_still_serves_when_it_is_the_only_one() {
+        let p = pool(PoolSettings {
+            slow_start: Some(Duration::from_secs(60)),
+            ..PoolSettings::default()
+        });
+        p.servers[0].state.set_up(false, "test");
+        p.servers[1].state.set_up(false, "test");
+        p.servers[1].state.set_up(true, "test");
+        assert!((0..50).all(|_| p.pick(&[], None, None) == Some(1)));
     }
 
     #[test]

@@ -269,6 +269,8 @@ impl Supervisor {
             Ok(()) => {
                 self.status.generation = self.generation;
                 self.status.reloads_ok += 1;
+                // Checks, on_health and on_check follow the new policy.
+                self.policy_changed();
             }
             Err(e) => {
                 for line in e.lines() {

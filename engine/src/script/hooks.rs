@@ -360,7 +360,7 @@ impl WorkerScript {
                 "tcp",
                 lua.create_async_function(move |lua, send: Option<mlua::LuaString>| async move {
                     let bytes = send.map(|s| s.as_bytes().to_vec()).unwrap_or_default();
-                    let got = crate::health::exchange(addr, &bytes)
+                    let got = crate::health::exchange_until(addr, &bytes, true)
                         .await
                         .map_err(mlua::Error::RuntimeError)?;
                     lua.create_string(got)
