@@ -6,6 +6,7 @@
 
 mod faults;
 mod load;
+mod real;
 mod report;
 mod scenario;
 
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use faults::{FaultProxy, Mode};
+pub use real::NS_PREFIX as REAL_NS_PREFIX;
 pub use report::Event;
 pub use scenario::{load as load_scenario, FaultKind, Scenario};
 
@@ -133,8 +135,16 @@ struct Origin {
 /// Runs a scenario; Ok(true) when every expectation held.
 pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     let scenario = load_scenario(path).map_err(|errs| errs.join("\n"))?;
-    if opts.real {
-        return Err("--real: the network-namespace fault layer is not in this version; run without --real (userspace faults)".into());
+    // `--userspace` wins over the scenario's `mode = "real"`; the CLI
+    // parses it but LabOptions does not carry it yet, so look for it here.
+    let userspace = std::env::args().skip(2).any(|a| a == "--userspace");
+    let want_real = opts.real || (scenario.real && !userspace);
+    if want_real {
+        // Refused before anything is made: no half-made namespace.
+        if let Some(e) = real::unsupported(&scenario) {
+            return Err(e);
+        }
+        real::check_host(&scenario)?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -142,8 +152,28 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let _guard = runtime.enter();
+
+    // Ctrl-C: stop early; everything below still cleans up (the real
+    // layer's namespace goes when `net` drops, also on an early return).
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+
+    let mut net: Option<real::RealNet> = None;
     let mut origins: Vec<Origin> = Vec::new();
-    for name in &scenario.origins {
+    let mut addrs: Vec<(String, SocketAddr)> = Vec::new();
+    if want_real {
+        let built = real::RealNet::build(&scenario.origins)?;
+        addrs = built.addrs();
+        net = Some(built);
+    }
+    for name in scenario.origins.iter().filter(|_| !want_real) {
         let handle = origin::spawn(name, "127.0.0.1:0".parse().map_err(|_| "addr")?)
             .map_err(|e| format!("origin {name}: {e}"))?;
         let proxy =
@@ -155,13 +185,22 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
             proxy,
             flapping: Arc::new(AtomicBool::new(false)),
         });
+        addrs.push((
+            name.clone(),
+            origins.last().map(|o| o.proxy.addr).ok_or("origin")?,
+        ));
     }
+    let layer = if want_real {
+        "real (network namespaces)"
+    } else {
+        "userspace"
+    };
     let listen = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?;
-    let placeholders: Vec<(String, String)> = origins
+    let placeholders: Vec<(String, String)> = addrs
         .iter()
-        .map(|o| (format!("{{{{{}}}}}", o.name), o.proxy.addr.to_string()))
+        .map(|(name, addr)| (format!("{{{{{name}}}}}"), addr.to_string()))
         .collect();
     let fill = move |text: &str| {
         let mut t = text.replace("{{listen}}", &listen.to_string());
@@ -171,9 +210,9 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         t
     };
     let names: Arc<Vec<(String, String)>> = Arc::new(
-        origins
+        addrs
             .iter()
-            .map(|o| (o.proxy.addr.to_string(), o.name.clone()))
+            .map(|(name, addr)| (addr.to_string(), name.clone()))
             .collect(),
     );
     let dir = std::env::temp_dir().join(format!("pocket-lab-{}", std::process::id()));
@@ -191,7 +230,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
 
     if !opts.quiet {
         println!(
-            "lab: {} ({:?}, userspace faults, {} clients)",
+            "lab: {} ({:?}, {layer} faults, {} clients)",
             scenario.name, scenario.duration, scenario.load.concurrency
         );
     }
@@ -209,17 +248,6 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         timeline.clone(),
     ));
 
-    // Ctrl-C: stop early; everything below still cleans up.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    {
-        let interrupted = interrupted.clone();
-        runtime.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupted.store(true, Ordering::Relaxed);
-            }
-        });
-    }
-
     let mut pending = scenario.faults.clone().into_iter().peekable();
     let mut printed = 0usize;
     while Instant::now() < until && !interrupted.load(Ordering::Relaxed) {
@@ -228,6 +256,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
             if let Err(e) = apply(
                 &f,
                 &mut origins,
+                net.as_mut(),
                 &mut balancer,
                 &scenario,
                 &fill,
@@ -254,6 +283,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         o.flapping.store(false, Ordering::Relaxed);
     }
     drop(balancer.take());
+    drop(net.take());
     let _ = std::fs::remove_dir_all(&dir);
 
     let seconds = timeline.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -269,15 +299,8 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("lab-report").join(slug(&scenario.name)));
-    report::write_all(
-        &out,
-        &scenario.name,
-        "userspace",
-        &seconds,
-        &events,
-        &verdicts,
-    )
-    .map_err(|e| format!("cannot write the report to {}: {e}", out.display()))?;
+    report::write_all(&out, &scenario.name, layer, &seconds, &events, &verdicts)
+        .map_err(|e| format!("cannot write the report to {}: {e}", out.display()))?;
     let ok: u64 = seconds.iter().map(|s| s.ok).sum();
     let failed: u64 = seconds.iter().map(|s| s.failed_total()).sum();
     println!(
@@ -344,6 +367,7 @@ fn print_second(i: usize, timeline: &load::Timeline, events: &Events) {
 fn apply(
     f: &scenario::Fault,
     origins: &mut [Origin],
+    net: Option<&mut real::RealNet>,
     balancer: &mut Option<Balancer>,
     scenario: &Scenario,
     fill: &dyn Fn(&str) -> String,
@@ -382,6 +406,9 @@ fn apply(
             _ => Err("not a balancer fault".into()),
         };
     };
+    if let Some(net) = net {
+        return net.apply(server, &f.kind);
+    }
     let o = origins
         .iter_mut()
         .find(|o| &o.name == server)

@@ -94,6 +94,8 @@ pub struct Scenario {
     pub faults: Vec<Fault>,
     pub expect: Expect,
     pub workers: usize,
+    /// `mode = "real"` asks for the kernel fault layer (see `real.rs`).
+    pub real: bool,
 }
 
 const KEYS: &[&str] = &[
@@ -206,8 +208,10 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
             Duration::from_secs(1)
         }
     };
+    let mut real = false;
     if let Ok(Value::String(mode)) = root.get::<Value>("mode") {
         let mode = mode.to_string_lossy();
+        real = mode == "real";
         if mode != "userspace" && mode != "real" {
             errs.add(
                 &["mode"],
@@ -453,5 +457,6 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         faults,
         expect,
         workers,
+        real,
     })
 }
