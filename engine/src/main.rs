@@ -117,9 +117,17 @@ fn main() -> ExitCode {
             scenario,
             out,
             real,
-            userspace: _,
+            userspace,
             quiet,
-        } => return lab(&scenario, pocket::lab::LabOptions { out, real, quiet }),
+        } => {
+            let opts = pocket::lab::LabOptions {
+                out,
+                real,
+                userspace,
+                quiet,
+            };
+            return lab(&scenario, opts);
+        }
         Command::Status { policy } => return status(&policy),
         Command::Demo { workers } => demo(workers),
         Command::Origin {

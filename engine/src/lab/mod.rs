@@ -30,7 +30,10 @@ use crate::origin::{self, OriginHandle};
 #[derive(Debug, Clone, Default)]
 pub struct LabOptions {
     pub out: Option<PathBuf>,
+    /// `--real`: kernel faults in network namespaces.
     pub real: bool,
+    /// `--userspace`: the fault proxy, whatever the scenario's `mode`.
+    pub userspace: bool,
     pub quiet: bool,
 }
 
@@ -135,10 +138,8 @@ struct Origin {
 /// Runs a scenario; Ok(true) when every expectation held.
 pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     let scenario = load_scenario(path).map_err(|errs| errs.join("\n"))?;
-    // `--userspace` wins over the scenario's `mode = "real"`; the CLI
-    // parses it but LabOptions does not carry it yet, so look for it here.
-    let userspace = std::env::args().skip(2).any(|a| a == "--userspace");
-    let want_real = opts.real || (scenario.real && !userspace);
+    // `--userspace` wins over the scenario's `mode = "real"`.
+    let want_real = opts.real || (scenario.real && !opts.userspace);
     if want_real {
         // Refused before anything is made: no half-made namespace.
         if let Some(e) = real::unsupported(&scenario) {
