@@ -16,6 +16,7 @@ return {
     }
   ]],
   load = { concurrency = 4, paths = { "/bytes/20000000" }, timeout = "10s" },
-  faults = { { at = "2s", server = "B", fault = "blackhole" }, { at = "4.5s", server = "B", fault = "heal" } },
+  -- Pulled once 60 MB have come through: mid-transfer, whatever the speed.
+  faults = { { after_bytes = 60000000, server = "B", fault = "blackhole" }, { at = "4.5s", server = "B", fault = "heal" } },
   expect = { detected_within = "1.5s", ok_min = 10 },
 }

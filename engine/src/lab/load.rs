@@ -24,6 +24,10 @@ pub struct Second {
     pub latencies: Vec<u32>,
     /// Answers by the origin that sent them (x-origin).
     pub servers: BTreeMap<String, u64>,
+    /// Response body bytes received.
+    pub bytes: u64,
+    /// Requests Pocket sent to a second server (from its log).
+    pub retried: u64,
 }
 
 impl Second {
@@ -45,7 +49,7 @@ impl Second {
 
 pub type Timeline = Arc<Mutex<Vec<Second>>>;
 
-fn record(timeline: &Timeline, start: Instant, f: impl FnOnce(&mut Second)) {
+pub fn record(timeline: &Timeline, start: Instant, f: impl FnOnce(&mut Second)) {
     let i = start.elapsed().as_secs() as usize;
     let mut t = timeline.lock().unwrap_or_else(|e| e.into_inner());
     if t.len() <= i {
@@ -146,11 +150,14 @@ pub async fn run(
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("pocket")
                         .to_string();
-                    if let Err(e) = resp.into_body().collect().await {
-                        sender = None;
-                        return Err(cause(&e));
-                    }
-                    Ok((status, origin))
+                    let size = match resp.into_body().collect().await {
+                        Ok(b) => b.to_bytes().len() as u64,
+                        Err(e) => {
+                            sender = None;
+                            return Err(cause(&e));
+                        }
+                    };
+                    Ok((status, origin, size))
                 };
                 let result = tokio::time::timeout(load.timeout, attempt).await;
                 if !load.keepalive {
@@ -159,12 +166,13 @@ pub async fn run(
                 let micros = sent.elapsed().as_micros().min(u32::MAX as u128) as u32;
                 let timed_out = result.is_err();
                 record(&timeline, start, |s| match result {
-                    Ok(Ok((status, origin))) if status < 400 => {
+                    Ok(Ok((status, origin, size))) if status < 400 => {
                         s.ok += 1;
+                        s.bytes += size;
                         s.latencies.push(micros);
                         *s.servers.entry(origin).or_default() += 1;
                     }
-                    Ok(Ok((status, _))) => {
+                    Ok(Ok((status, _, _))) => {
                         *s.failed
                             .entry(if status >= 500 { "5xx" } else { "4xx" }.into())
                             .or_default() += 1;

@@ -68,6 +68,7 @@ fn start_balancer(
     names: Arc<Vec<(String, String)>>,
     events: Events,
     start: Instant,
+    timeline: load::Timeline,
 ) -> Result<Balancer, String> {
     let path = dir.join("policy.lua");
     std::fs::write(&path, policy).map_err(|e| format!("cannot write the policy: {e}"))?;
@@ -101,7 +102,9 @@ fn start_balancer(
                 .or_else(|| text.split_once(" ERROR "))
                 .map(|(_, b)| b.trim().to_string())
                 .unwrap_or(text.clone());
-            if line.contains(" is DOWN") || line.contains(" is UP") {
+            if line.contains("trying another server") {
+                load::record(&timeline, start, |s| s.retried += 1);
+            } else if line.contains(" is DOWN") || line.contains(" is UP") {
                 push(&events, start, "health", body);
             } else if line.contains("is live") || line.contains("refused, generation") {
                 push(&events, start, "reload", body);
@@ -219,6 +222,8 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     let dir = std::env::temp_dir().join(format!("pocket-lab-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let events: Events = Arc::default();
+    let timeline: load::Timeline = Arc::default();
+    // One clock for the load, the faults and Pocket's log lines.
     let start = Instant::now();
     let mut balancer = Some(start_balancer(
         &dir,
@@ -227,6 +232,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         names.clone(),
         events.clone(),
         start,
+        timeline.clone(),
     )?);
 
     if !opts.quiet {
@@ -235,11 +241,8 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
             scenario.name, scenario.duration, scenario.load.concurrency
         );
     }
-    let start = Instant::now();
-    events.lock().unwrap_or_else(|e| e.into_inner()).clear();
     let until = start + scenario.duration;
     let stop = Arc::new(AtomicBool::new(false));
-    let timeline: load::Timeline = Arc::default();
     let load_task = runtime.spawn(load::run(
         listen,
         scenario.load.clone(),
@@ -249,10 +252,26 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         timeline.clone(),
     ));
 
-    let mut pending = scenario.faults.clone().into_iter().peekable();
+    let mut pending: Vec<Option<scenario::Fault>> =
+        scenario.faults.iter().cloned().map(Some).collect();
     let mut printed = 0usize;
     while Instant::now() < until && !interrupted.load(Ordering::Relaxed) {
-        while let Some(f) = pending.next_if(|f| start.elapsed() >= f.at) {
+        let received: u64 = timeline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|s| s.bytes)
+            .sum();
+        let now = start.elapsed();
+        let due: Vec<scenario::Fault> = pending
+            .iter_mut()
+            .filter(|f| {
+                f.as_ref()
+                    .is_some_and(|f| now >= f.at || f.after_bytes.is_some_and(|b| received >= b))
+            })
+            .filter_map(Option::take)
+            .collect();
+        for f in due {
             push(&events, start, "fault", f.text.clone());
             if let Err(e) = apply(
                 &f,
@@ -265,6 +284,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
                 &names,
                 &events,
                 start,
+                &timeline,
             ) {
                 push(&events, start, "fault", format!("{} failed: {e}", f.text));
             }
@@ -348,9 +368,10 @@ fn print_second(i: usize, timeline: &load::Timeline, events: &Events) {
         .map(|e| format!("[{}] {}", e.kind, e.text))
         .collect();
     println!(
-        "{:>4}s  ok {:>6}  failed {:>4}{}  p50 {:>6.2}ms  p99 {:>7.2}ms  {}  {}",
+        "{:>4}s  ok {:>6}  retried {:>3}  failed {:>4}{}  p50 {:>6.2}ms  p99 {:>7.2}ms  {}  {}",
         i,
         s.ok,
+        s.retried,
         s.failed_total(),
         if causes.is_empty() {
             String::new()
@@ -376,6 +397,7 @@ fn apply(
     names: &Arc<Vec<(String, String)>>,
     events: &Events,
     start: Instant,
+    timeline: &load::Timeline,
 ) -> Result<(), String> {
     let Some(server) = &f.server else {
         return match &f.kind {
@@ -401,6 +423,7 @@ fn apply(
                     names.clone(),
                     events.clone(),
                     start,
+                    timeline.clone(),
                 )?);
                 Ok(())
             }

@@ -58,8 +58,9 @@ pub fn events_jsonl(events: &[Event], seconds: &[Second]) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "{{\"t\":{i},\"kind\":\"second\",\"ok\":{},\"failed\":{{{}}},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"servers\":{{{}}}}}",
+            "{{\"t\":{i},\"kind\":\"second\",\"ok\":{},\"retried\":{},\"failed\":{{{}}},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"servers\":{{{}}}}}",
             s.ok,
+            s.retried,
             failed.join(","),
             s.quantile_ms(0.5),
             s.quantile_ms(0.99),
@@ -162,14 +163,15 @@ pub fn summary_md(
     events: &[Event],
     verdicts: &[(String, bool)],
 ) -> String {
-    let mut out = format!("# {title}\n\nfault layer: {mode}\n\n| second | ok | failed | causes | p50 ms | p99 ms | servers |\n|---|---|---|---|---|---|---|\n");
+    let mut out = format!("# {title}\n\nfault layer: {mode}\n\n| second | ok | retried | failed | causes | p50 ms | p99 ms | servers |\n|---|---|---|---|---|---|---|---|\n");
     for (i, s) in seconds.iter().enumerate() {
         let causes: Vec<String> = s.failed.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let servers: Vec<String> = s.servers.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(
             out,
-            "| {i} | {} | {} | {} | {:.2} | {:.2} | {} |",
+            "| {i} | {} | {} | {} | {} | {:.2} | {:.2} | {} |",
             s.ok,
+            s.retried,
             s.failed_total(),
             causes.join(", "),
             s.quantile_ms(0.5),

@@ -54,7 +54,10 @@ pub enum FaultKind {
 
 #[derive(Debug, Clone)]
 pub struct Fault {
+    /// When: a time, or (with `after_bytes`) Duration::MAX.
     pub at: Duration,
+    /// Or when the clients have received this many body bytes.
+    pub after_bytes: Option<u64>,
     /// None: the balancer.
     pub server: Option<String>,
     pub kind: FaultKind,
@@ -103,6 +106,7 @@ const KEYS: &[&str] = &[
     "mode",
 ];
 const FAULT_KEYS: &[&str] = &[
+    "after_bytes",
     "at",
     "server",
     "target",
@@ -323,14 +327,19 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
             errs.unknown(&f, FAULT_KEYS, &format!("faults[{}]", i + 1));
             let kind_name: String = f.get("fault").unwrap_or_default();
             let here = format!("\"{kind_name}\"");
+            let after_bytes = f.get::<Option<u64>>("after_bytes").ok().flatten();
             let at = match f.get::<Value>("at").map(|v| duration_of(&v)) {
                 Ok(Ok(d)) if d < duration => d,
                 Ok(Ok(d)) => {
                     errs.add(&[&here], format!("fault \"{kind_name}\" at {d:?} is past the scenario's duration ({duration:?})"));
                     continue;
                 }
+                _ if after_bytes.is_some() => Duration::MAX,
                 _ => {
-                    errs.add(&[&here], format!("fault \"{kind_name}\" needs at = \"2s\""));
+                    errs.add(
+                        &[&here],
+                        format!("fault \"{kind_name}\" needs at = \"2s\" or after_bytes = N"),
+                    );
                     continue;
                 }
             };
@@ -410,6 +419,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
             };
             faults.push(Fault {
                 at,
+                after_bytes,
                 server,
                 kind,
                 text,
