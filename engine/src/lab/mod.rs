@@ -10,7 +10,6 @@ mod real;
 mod report;
 mod scenario;
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -509,77 +508,62 @@ fn judge(scenario: &Scenario, seconds: &[load::Second], events: &[Event]) -> Vec
         .iter()
         .find(|f| f.server.is_some() && !matches!(f.kind, FaultKind::Heal | FaultKind::Restart));
     if let (Some(within), Some(f)) = (scenario.expect.detected_within, first_fault) {
-        let name = f.server.clone().unwrap_or_default();
-        let fault_t = events
-            .iter()
-            .find(|e| e.kind == "fault" && e.text == f.text)
-            .map(|e| e.t);
-        let down_t = events
-            .iter()
-            .find(|e| {
-                e.kind == "health"
-                    && e.text.contains(&format!("server {name} "))
-                    && e.text.contains("DOWN")
-                    && fault_t.is_some_and(|t| e.t >= t)
-            })
-            .map(|e| e.t);
-        let verdict = match (fault_t, down_t) {
-            (Some(a), Some(b)) => (
-                format!(
-                    "{name} marked down {:.2}s after \"{}\" (within {within:?})",
-                    b - a,
-                    f.text
-                ),
-                b - a <= within.as_secs_f64(),
-            ),
-            _ => (
-                format!(
-                    "{name} marked down after \"{}\" (within {within:?}): never",
-                    f.text
-                ),
-                false,
-            ),
-        };
-        out.push(verdict);
+        out.push(state_change_within(
+            events,
+            f,
+            "DOWN",
+            "marked down",
+            within,
+        ));
     }
     let heal = scenario
         .faults
         .iter()
         .find(|f| matches!(f.kind, FaultKind::Heal | FaultKind::Restart) && f.server.is_some());
     if let (Some(within), Some(f)) = (scenario.expect.recovered_within, heal) {
-        let name = f.server.clone().unwrap_or_default();
-        let heal_t = events
-            .iter()
-            .find(|e| e.kind == "fault" && e.text == f.text)
-            .map(|e| e.t);
-        let up_t = events
-            .iter()
-            .find(|e| {
-                e.kind == "health"
-                    && e.text.contains(&format!("server {name} "))
-                    && e.text.contains(" UP")
-                    && heal_t.is_some_and(|t| e.t >= t)
-            })
-            .map(|e| e.t);
-        let verdict = match (heal_t, up_t) {
-            (Some(a), Some(b)) => (
-                format!(
-                    "{name} back up {:.2}s after \"{}\" (within {within:?})",
-                    b - a,
-                    f.text
-                ),
-                b - a <= within.as_secs_f64(),
-            ),
-            _ => (
-                format!(
-                    "{name} back up after \"{}\" (within {within:?}): never",
-                    f.text
-                ),
-                false,
-            ),
-        };
-        out.push(verdict);
+        out.push(state_change_within(events, f, " UP", "back up", within));
     }
-    let _ = HashMap::<(), ()>::new();
     out
+}
+
+/// How long after fault `f` its server's health line containing `marker`
+/// came, as a verdict against `within`.
+fn state_change_within(
+    events: &[Event],
+    f: &scenario::Fault,
+    marker: &str,
+    what: &str,
+    within: Duration,
+) -> (String, bool) {
+    let name = f.server.clone().unwrap_or_default();
+    let fault_t = events
+        .iter()
+        .find(|e| e.kind == "fault" && e.text == f.text)
+        .map(|e| e.t);
+    let change_t = events
+        .iter()
+        .find(|e| {
+            e.kind == "health"
+                && e.text.contains(&format!("server {name} "))
+                && e.text.contains(marker)
+                && fault_t.is_some_and(|t| e.t >= t)
+        })
+        .map(|e| e.t);
+    match (fault_t, change_t) {
+        (Some(a), Some(b)) => (
+            format!(
+                "{name} {what} {:.2}s after \"{}\" (within {within:?})",
+                b - a,
+                f.text
+            ),
+            b - a <= within.as_secs_f64(),
+        ),
+        _ => (
+            format!(
+                "{name} {what} after \"{}\" (within {within:?}): never",
+                f.text
+            ),
+            false,
+        ),
+    }
 }
