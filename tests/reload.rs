@@ -69,6 +69,40 @@ struct LoadResult {
     bodies: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
+/// Lets `more` requests succeed, stops the load, asserts none failed and
+/// returns what answered how often.
+async fn finish_load(
+    result: &LoadResult,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    more: u64,
+    what: &str,
+) -> std::collections::BTreeMap<String, u64> {
+    let served = result.ok.load(Ordering::Relaxed);
+    while result.ok.load(Ordering::Relaxed) < served + more {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let failed = result.failed.lock().unwrap().clone();
+    let bodies = result.bodies.lock().unwrap().clone();
+    eprintln!(
+        "{what}: ok {} resent {} failed {} {:?}",
+        result.ok.load(Ordering::Relaxed),
+        result.resent.load(Ordering::Relaxed),
+        failed.len(),
+        bodies
+    );
+    assert!(
+        failed.is_empty(),
+        "failed requests: {:?}",
+        &failed[..failed.len().min(10)]
+    );
+    bodies
+}
+
 /// `clients` keep-alive clients sending GETs until `stop`. A request that
 /// fails on a reused connection before any response is retried once on a
 /// fresh one, as browsers do; everything else that is not a 200 counts as
@@ -167,27 +201,7 @@ async fn reloads_under_load_lose_nothing_and_refuse_broken_versions() {
     .await
     .unwrap();
     // Let the final generation serve a little, then stop the load.
-    let served = result.ok.load(Ordering::Relaxed);
-    while result.ok.load(Ordering::Relaxed) < served + 200 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let failed = result.failed.lock().unwrap().clone();
-    let bodies = result.bodies.lock().unwrap().clone();
-    eprintln!(
-        "ok {} failed {} bodies {:?}",
-        result.ok.load(Ordering::Relaxed),
-        failed.len(),
-        bodies
-    );
-    assert!(
-        failed.is_empty(),
-        "failed requests: {:?}",
-        &failed[..failed.len().min(10)]
-    );
+    let bodies = finish_load(&result, stop, tasks, 200, "reloads").await;
     assert_eq!(
         result.resent.load(Ordering::Relaxed),
         0,
@@ -384,28 +398,7 @@ async fn a_new_pocket_takes_over_the_port_while_the_old_one_drains() {
     let new = Pocket::start(&policy.replace("v1", "v2"), 2);
     unsafe { libc::kill(old.pid() as i32, libc::SIGTERM) };
     old.log.wait_for(&["stopped"]);
-    let served = result.ok.load(Ordering::Relaxed);
-    while result.ok.load(Ordering::Relaxed) < served + 500 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let failed = result.failed.lock().unwrap().clone();
-    let bodies = result.bodies.lock().unwrap().clone();
-    eprintln!(
-        "upgrade: ok {} resent {} failed {} {:?}",
-        result.ok.load(Ordering::Relaxed),
-        result.resent.load(Ordering::Relaxed),
-        failed.len(),
-        bodies
-    );
-    assert!(
-        failed.is_empty(),
-        "failed requests: {:?}",
-        &failed[..failed.len().min(10)]
-    );
+    let bodies = finish_load(&result, stop, tasks, 500, "upgrade").await;
     assert!(
         bodies.contains_key("v2 hello from A"),
         "the new Pocket served: {bodies:?}"
