@@ -271,7 +271,7 @@ fn judge(script: &WorkerScript, case: &Table, view: &mut RequestView) -> Result<
             let mut p = &policy.pools[pool];
             let mut pick = p.pick(&[], key, preferred);
             while pick.is_none() {
-                match p.fallback.as_deref().and_then(|f| policy.pool_by_name(f)) {
+                match p.fallback_pool() {
                     Some(next) => {
                         p = &policy.pools[next];
                         pick = p.pick(&[], None, None);

@@ -173,6 +173,9 @@ impl Checker<'_> {
     /// Every fallback names a pool, and no chain of fallbacks loops.
     fn check_fallbacks(&mut self, pools: &[Arc<Pool>], index: &HashMap<String, usize>) {
         for pool in pools {
+            if let Some(&i) = pool.fallback.as_deref().and_then(|f| index.get(f)) {
+                pool.resolve_fallback(i);
+            }
             let mut seen = vec![pool.name.clone()];
             let mut next = pool.fallback.clone();
             while let Some(name) = next {

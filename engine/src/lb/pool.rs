@@ -139,6 +139,9 @@ pub struct Pool {
     /// Where requests go when no server of this pool can take them (and
     /// what a `bypass` function sends elsewhere).
     pub fallback: Option<Arc<str>>,
+    /// `fallback` as an index into the policy's pools, resolved once at
+    /// load (never a name lookup per request).
+    fallback_index: std::sync::OnceLock<usize>,
     /// Hash pools: when the key's server is down, try the next one on the
     /// ring (true) or go to the fallback pool (false: a cache tier keeps
     /// each URL on one cache).
@@ -203,6 +206,7 @@ impl Pool {
             passive: settings.passive,
             slow_start: settings.slow_start,
             fallback: settings.fallback,
+            fallback_index: std::sync::OnceLock::new(),
             rehash: settings.rehash,
             primaries,
             backups,
@@ -295,6 +299,17 @@ impl Pool {
         (0..self.servers.len())
             .filter(|&i| self.servers[i].backup && self.servers[i].state.takes_traffic())
             .collect()
+    }
+
+    /// The pool requests go to when this one cannot take them.
+    #[inline]
+    pub fn fallback_pool(&self) -> Option<usize> {
+        self.fallback_index.get().copied()
+    }
+
+    /// Called once by the loader, after every pool exists.
+    pub fn resolve_fallback(&self, index: usize) {
+        let _ = self.fallback_index.set(index);
     }
 
     /// How many servers can take traffic now.

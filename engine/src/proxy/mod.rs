@@ -146,11 +146,7 @@ async fn forward(
         attempts += 1;
         let Some(si) = pool.pick(&tried, key, preferred) else {
             // Nobody here can take it: the pool's fallback can.
-            match pool
-                .fallback
-                .as_deref()
-                .and_then(|f| script.policy.pool_by_name(f))
-            {
+            match pool.fallback_pool() {
                 Some(next) => {
                     tracing::debug!(request = %id, "pool {} cannot serve; falling back to {}", pool.name, script.policy.pools[next].name);
                     pool = &script.policy.pools[next];

@@ -245,9 +245,8 @@ impl WorkerScript {
             })
             .map_err(|e| self.failed("bypass", &e))?;
         Ok(go_around
-            .then(|| self.policy.pools[pool].fallback.as_deref())
-            .flatten()
-            .and_then(|f| self.policy.pool_by_name(f)))
+            .then(|| self.policy.pools[pool].fallback_pool())
+            .flatten())
     }
 
     /// The server a `balance = function(servers, req)` pool's script
