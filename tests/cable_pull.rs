@@ -14,22 +14,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 
-/// Runs `ip ARGS`; Err(stderr) when it fails or cannot start.
-fn ip(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run ip: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
+use pocket::lab::ip;
 
 fn ip_ok(args: &[&str]) {
     if let Err(e) = ip(args) {

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use faults::{FaultProxy, Mode};
+pub use real::ip;
 pub use real::NS_PREFIX as REAL_NS_PREFIX;
 pub use report::Event;
 pub use scenario::{load as load_scenario, FaultKind, Scenario};

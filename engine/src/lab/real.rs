@@ -60,7 +60,8 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, String> {
     }
 }
 
-fn ip(args: &[&str]) -> Result<String, String> {
+/// Runs `ip ARGS`; Err(what it said) when it fails or cannot start.
+pub fn ip(args: &[&str]) -> Result<String, String> {
     run("ip", args)
 }
 
