@@ -7,6 +7,8 @@
 //! VM and holds it (prepare); only when all succeeded do they switch
 //! (commit). So the fleet is never split across generations.
 
+mod conn;
+mod drain;
 mod listener;
 mod worker;
 

@@ -3,25 +3,22 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
+use super::conn::{self, Http};
+use super::drain::Drain;
 use super::listener::{Bound, ListenerKey};
 use crate::config::Policy;
 use crate::proxy::upstream::Upstreams;
-use crate::proxy::{self, ConnCtx, RequestId};
+use crate::proxy::{ConnCtx, RequestId};
 use crate::script::api::conn::ConnView;
 use crate::script::{Limits, WorkerScript};
 
@@ -51,7 +48,7 @@ pub struct Worker {
     script: RefCell<Rc<WorkerScript>>,
     pub upstreams: Rc<Upstreams>,
     seq: Cell<u64>,
-    graceful: RefCell<Option<GracefulShutdown>>,
+    drain: Rc<Drain>,
 }
 
 impl Worker {
@@ -73,20 +70,8 @@ impl Worker {
     }
 }
 
-/// Runs HTTP/2 stream tasks on this worker's thread: the service holds the
-/// worker's Lua VM, which must never leave the thread.
-#[derive(Clone, Copy)]
-struct LocalExec;
-
-impl<F> hyper::rt::Executor<F> for LocalExec
-where
-    F: Future + 'static,
-    F::Output: 'static,
-{
-    fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
-    }
-}
+/// How long an idle keep-alive client connection stays open (nginx: 75 s).
+const KEEPALIVE: Duration = Duration::from_secs(75);
 
 /// The accept loops running on this worker, by listener.
 type AcceptLoops = HashMap<ListenerKey, JoinHandle<()>>;
@@ -122,11 +107,11 @@ pub fn run(
         script: RefCell::new(Rc::new(script)),
         upstreams: Rc::new(Upstreams::default()),
         seq: Cell::new(0),
-        graceful: RefCell::new(Some(GracefulShutdown::new())),
+        drain: Rc::new(Drain::default()),
     });
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
-        let http = Rc::new(http_builder());
+        let http = Rc::new(Http::new());
         let mut loops = AcceptLoops::new();
         if let Err(e) = start_listeners(&worker, &http, &mut loops, sockets) {
             let _ = ready.send(Err(format!("worker {index}: {e}")));
@@ -170,7 +155,7 @@ pub fn run(
 /// listeners it adds start accepting, listeners it drops stop.
 async fn commit(
     worker: &Rc<Worker>,
-    http: &Rc<auto::Builder<LocalExec>>,
+    http: &Rc<Http>,
     loops: &mut AcceptLoops,
     script: Rc<WorkerScript>,
     sockets: Vec<Bound>,
@@ -209,7 +194,7 @@ async fn commit(
 
 fn start_listeners(
     worker: &Rc<Worker>,
-    http: &Rc<auto::Builder<LocalExec>>,
+    http: &Rc<Http>,
     loops: &mut AcceptLoops,
     sockets: Vec<Bound>,
 ) -> Result<(), String> {
@@ -235,42 +220,20 @@ async fn drain(worker: &Rc<Worker>, loops: &mut AcceptLoops, grace: Duration) {
     for (_, handle) in loops.drain() {
         handle.abort();
     }
-    let graceful = worker.graceful.borrow_mut().take();
-    if let Some(graceful) = graceful {
-        let open = graceful.count();
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                worker = worker.index,
-                "grace period of {grace:?} over; closing connections still open"
-            );
-        } else if open > 0 {
-            tracing::debug!(worker = worker.index, "{open} connections finished");
+    let open = worker.drain.drain();
+    match tokio::time::timeout(grace, open).await {
+        Err(_) => tracing::warn!(
+            worker = worker.index,
+            "grace period of {grace:?} over; closing connections still open"
+        ),
+        Ok(open) if open > 0 => {
+            tracing::debug!(worker = worker.index, "{open} connections finished")
         }
+        Ok(_) => {}
     }
 }
 
-fn http_builder() -> auto::Builder<LocalExec> {
-    let mut b = auto::Builder::new(LocalExec);
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .keep_alive_interval(None);
-    b
-}
-
-async fn accept_loop(
-    worker: Rc<Worker>,
-    listener: TcpListener,
-    name: Arc<str>,
-    http: Rc<auto::Builder<LocalExec>>,
-) {
+async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, name: Arc<str>, http: Rc<Http>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(pair) => pair,
@@ -282,45 +245,43 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let watcher = match worker.graceful.borrow().as_ref() {
-            Some(g) => g.watcher(),
-            None => return, // draining
-        };
-        let worker = worker.clone();
-        let http = http.clone();
-        let name = name.clone();
-        tokio::task::spawn_local(async move {
-            let script = worker.script();
-            if script.has_on_connect() {
-                let local = stream.local_addr().unwrap_or(peer);
-                let mut view = ConnView {
-                    peer,
-                    local,
-                    listener: name.clone(),
-                };
-                match script.on_connect(&mut view) {
-                    Ok(None) => {}
-                    Ok(Some(reason)) => {
-                        tracing::info!(listener = %name, peer = %peer, "connection rejected: {reason}");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::error!(listener = %name, peer = %peer, hook = e.hook, "{}; connection closed", e.message);
-                        return;
-                    }
+        if worker.drain.is_draining() {
+            return;
+        }
+        // on_connect runs here, before the connection has a task: a
+        // refused connection costs nothing more.
+        let script = worker.script();
+        if script.has_on_connect() {
+            let local = stream.local_addr().unwrap_or(peer);
+            let mut view = ConnView {
+                peer,
+                local,
+                listener: name.clone(),
+            };
+            match script.on_connect(&mut view) {
+                Ok(None) => {}
+                Ok(Some(reason)) => {
+                    tracing::info!(listener = %name, peer = %peer, "connection rejected: {reason}");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(listener = %name, peer = %peer, hook = e.hook, "{}; connection closed", e.message);
+                    continue;
                 }
             }
-            drop(script);
-            let cx = Rc::new(ConnCtx {
-                worker,
-                peer,
-                listener: name,
-            });
-            let service = service_fn(move |req| proxy::handle(cx.clone(), req));
-            let conn = http.serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(peer = %peer, "client connection ended: {e}");
-            }
+        }
+        drop(script);
+        let cx = Rc::new(ConnCtx {
+            worker: worker.clone(),
+            peer,
+            listener: name.clone(),
         });
+        tokio::task::spawn_local(conn::serve(
+            stream,
+            cx,
+            http.clone(),
+            worker.drain.clone(),
+            KEEPALIVE,
+        ));
     }
 }

@@ -1,0 +1,435 @@
+//! One client connection, from the first byte to the close.
+//!
+//! HTTP/1 is served by hyper while requests flow. A keep-alive connection
+//! that has been quiet for [`PARK_AFTER`] hands hyper's per-connection
+//! state back (its 8 KiB read and 8 KiB write buffers, the dispatcher, about
+//! 18 KiB in all) and waits holding only its socket, like HAProxy and nginx
+//! do, until the client sends again (hyper takes over anew) or the
+//! keep-alive timeout closes it. That is what lets 10,000 idle connections
+//! fit in a few MiB. HTTP/2 with prior knowledge goes to hyper's h2.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use http::Response;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::drain::Drain;
+use crate::proxy::body::ResponseBody;
+use crate::proxy::{self, ConnCtx};
+
+/// How long a connection with nothing in flight keeps hyper's buffers
+/// before it parks. Long enough that a busy keep-alive client never pays
+/// for the round trip through parking; short enough that idle ones give
+/// their memory back quickly.
+pub const PARK_AFTER: Duration = Duration::from_millis(500);
+
+/// A new connection must send its first request head within this; so must
+/// a kept-alive one once its head has started (hyper's header timeout).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The HTTP settings every connection of a worker shares.
+pub struct Http {
+    h1: http1::Builder,
+    h2: http2::Builder<LocalExec>,
+}
+
+impl Http {
+    pub fn new() -> Http {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .keep_alive(true);
+        let mut h2 = http2::Builder::new(LocalExec);
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .keep_alive_interval(None);
+        Http { h1, h2 }
+    }
+}
+
+/// Runs HTTP/2 stream tasks on this worker's thread: the service holds the
+/// worker's Lua VM, which must never leave the thread.
+#[derive(Clone, Copy)]
+pub struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// Serves one accepted client connection until it closes. `keepalive`:
+/// how long an idle keep-alive connection stays open.
+pub async fn serve(
+    stream: TcpStream,
+    cx: Rc<ConnCtx>,
+    http: Rc<Http>,
+    drain: Rc<Drain>,
+    keepalive: Duration,
+) {
+    let Some(_open) = drain.enter() else { return };
+    let io = ClientIo {
+        stream,
+        prefix: Bytes::new(),
+        activity: Rc::new(Activity::new()),
+    };
+    let first = tokio::select! {
+        biased;
+        _ = drain.started() => return,
+        r = tokio::time::timeout(HEADER_TIMEOUT, sniff(io)) => r,
+    };
+    let mut io = match first {
+        Ok(Ok(Some((io, false)))) => io,
+        // Boxed: an h2 connection is large and rare; h1 tasks stay small.
+        Ok(Ok(Some((io, true)))) => return Box::pin(serve_h2(io, &cx, &http, &drain)).await,
+        Ok(Ok(None)) | Ok(Err(_)) => return,
+        Err(_) => {
+            tracing::debug!(peer = %cx.peer, "no request within {HEADER_TIMEOUT:?}; closed");
+            return;
+        }
+    };
+    loop {
+        io = match serve_h1(io, &cx, &http, &drain).await {
+            Some(parked) => parked,
+            None => return,
+        };
+        if !io.prefix.is_empty() {
+            continue; // the next request has already begun
+        }
+        let wait = keepalive.saturating_sub(PARK_AFTER);
+        let woke = tokio::select! {
+            biased;
+            _ = drain.started() => return,
+            r = tokio::time::timeout(wait, io.stream.readable()) => r,
+        };
+        if !matches!(woke, Ok(Ok(()))) {
+            return; // keep-alive timeout (or a socket error): close
+        }
+    }
+}
+
+/// Reads far enough to tell HTTP/2's preface from HTTP/1. Peeks, so
+/// nothing is consumed in the usual case; a preface arriving in pieces is
+/// read and kept as the connection's prefix. `None`: closed before a byte.
+async fn sniff(mut io: ClientIo) -> io::Result<Option<(ClientIo, bool)>> {
+    let mut buf = [0u8; 24];
+    let n = io.stream.peek(&mut buf).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf[..n] != H2_PREFACE[..n] {
+        return Ok(Some((io, false)));
+    }
+    if n == H2_PREFACE.len() {
+        return Ok(Some((io, true)));
+    }
+    // A prefix of the preface so far: read it out and wait for the rest.
+    let mut got = Vec::with_capacity(H2_PREFACE.len());
+    while got.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&got) {
+        let want = H2_PREFACE.len() - got.len();
+        let n = tokio::io::AsyncReadExt::read(&mut io.stream, &mut buf[..want]).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let h2 = got == H2_PREFACE;
+    io.prefix = Bytes::from(got);
+    Ok(Some((io, h2)))
+}
+
+/// Why hyper was asked to let go of the connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Park,
+    Drain,
+}
+
+/// Serves HTTP/1 requests until the connection closes (`None`) or has been
+/// quiet long enough to park (the socket back, with any bytes hyper had
+/// read ahead as its prefix).
+async fn serve_h1(io: ClientIo, cx: &Rc<ConnCtx>, http: &Http, drain: &Drain) -> Option<ClientIo> {
+    let activity = io.activity.clone();
+    activity.quiet_since.set(Instant::now());
+    // Boxed: while parked, the connection's task holds none of hyper's state.
+    let mut conn = Box::new(
+        http.h1
+            .serve_connection(TokioIo::new(io), service(cx.clone(), activity.clone())),
+    );
+    let draining = drain.started();
+    tokio::pin!(draining);
+    let tick = tokio::time::sleep(PARK_AFTER);
+    tokio::pin!(tick);
+    let mut ending = None;
+    let done = std::future::poll_fn(|task| {
+        if ending.is_none() && draining.as_mut().poll(task).is_ready() {
+            // Idle: closes now; busy: closes after the current response.
+            Pin::new(&mut *conn).graceful_shutdown();
+            ending = Some(Ending::Drain);
+        }
+        loop {
+            if let Poll::Ready(r) = conn.poll_without_shutdown(task) {
+                return Poll::Ready(r);
+            }
+            if ending.is_some() {
+                return Poll::Pending;
+            }
+            // The tick wakes us now and then to see if the connection has
+            // gone quiet; nothing happens per request.
+            loop {
+                if tick.as_mut().poll(task).is_pending() {
+                    return Poll::Pending;
+                }
+                match activity.quiet_until() {
+                    Some(at) if at <= Instant::now() => break,
+                    Some(at) => tick.as_mut().reset(at),
+                    None => tick.as_mut().reset(Instant::now() + PARK_AFTER),
+                }
+            }
+            // Idle hyper closes at once and gives the socket back.
+            Pin::new(&mut *conn).graceful_shutdown();
+            ending = Some(Ending::Park);
+        }
+    })
+    .await;
+    if let Err(e) = done {
+        tracing::debug!(peer = %cx.peer, "client connection ended: {e}");
+        return None;
+    }
+    let parts = conn.into_parts();
+    let mut io = parts.io.into_inner();
+    if ending == Some(Ending::Park) {
+        // A copy: hyper's read-ahead is a view into its 8 KiB buffer,
+        // which would stay alive with it.
+        io.prefix = Bytes::copy_from_slice(&parts.read_buf);
+        return Some(io);
+    }
+    // hyper is done with it (the client closed, `Connection: close`, or
+    // draining): end our side as hyper would have.
+    let _ = io.stream.shutdown().await;
+    None
+}
+
+async fn serve_h2(io: ClientIo, cx: &Rc<ConnCtx>, http: &Http, drain: &Drain) {
+    let activity = io.activity.clone();
+    let conn = http
+        .h2
+        .serve_connection(TokioIo::new(io), service(cx.clone(), activity));
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        biased;
+        r = conn.as_mut() => r,
+        _ = drain.started() => {
+            // GOAWAY: streams in flight finish, no new ones.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %cx.peer, "client connection ended: {e}");
+    }
+}
+
+type ServiceFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Tracked<ResponseBody>>, Infallible>>>>;
+
+/// The request path (proxy::handle), with each request counted busy until
+/// its response body is done. Boxed: hyper wants an `Unpin` future to give
+/// the socket back, and a parked connection should not keep its space.
+fn service(
+    cx: Rc<ConnCtx>,
+    activity: Rc<Activity>,
+) -> impl hyper::service::Service<
+    http::Request<Incoming>,
+    Response = Response<Tracked<ResponseBody>>,
+    Error = Infallible,
+    Future = ServiceFuture,
+> {
+    service_fn(move |req| {
+        let busy = Busy::new(activity.clone());
+        let cx = cx.clone();
+        Box::pin(async move {
+            let resp = proxy::handle(cx, req).await?;
+            Ok(resp.map(|body| Tracked { body, _busy: busy }))
+        }) as ServiceFuture
+    })
+}
+
+/// What a connection has been doing, for the decision to park it.
+struct Activity {
+    /// Requests whose responses are not finished.
+    busy: std::cell::Cell<u32>,
+    /// When the last response finished (or serving began).
+    quiet_since: std::cell::Cell<Instant>,
+    /// The last write to the client could not complete: hyper still has
+    /// bytes to flush.
+    write_blocked: std::cell::Cell<bool>,
+    /// Bytes arrived while nothing was in flight: a request head is on its
+    /// way (hyper's header timeout watches it; parking would restart it).
+    head_started: std::cell::Cell<bool>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            busy: Default::default(),
+            quiet_since: std::cell::Cell::new(Instant::now()),
+            write_blocked: Default::default(),
+            head_started: Default::default(),
+        }
+    }
+
+    /// When the connection may park, if nothing happens before then.
+    fn quiet_until(&self) -> Option<Instant> {
+        if self.busy.get() > 0 || self.write_blocked.get() || self.head_started.get() {
+            return None;
+        }
+        Some(self.quiet_since.get() + PARK_AFTER)
+    }
+}
+
+/// One request in flight on the connection.
+struct Busy(Rc<Activity>);
+
+impl Busy {
+    fn new(activity: Rc<Activity>) -> Busy {
+        activity.busy.set(activity.busy.get() + 1);
+        activity.head_started.set(false);
+        Busy(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let a = &self.0;
+        a.busy.set(a.busy.get() - 1);
+        a.quiet_since.set(Instant::now());
+    }
+}
+
+/// A response body that keeps its request counted busy until hyper has
+/// taken all of it.
+pub struct Tracked<B> {
+    body: B,
+    _busy: Busy,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The client socket as hyper sees it: bytes read ahead by an earlier
+/// hyper come first, and writes are watched (a connection with unflushed
+/// bytes is not idle).
+struct ClientIo {
+    stream: TcpStream,
+    prefix: Bytes,
+    activity: Rc<Activity>,
+}
+
+impl ClientIo {
+    #[inline]
+    fn wrote<T>(&self, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        self.activity.write_blocked.set(r.is_pending());
+        r
+    }
+}
+
+impl AsyncRead for ClientIo {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before && this.activity.busy.get() == 0 {
+            this.activity.head_started.set(true);
+        }
+        r
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.wrote(r)
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.wrote(r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_flush(cx);
+        this.wrote(r)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
