@@ -35,6 +35,7 @@
 ---@field name? string Unique name (default "listener<N>"), seen as conn.listener / req.listener.
 ---@field pool? string Pool for requests on_request leaves undecided; without it they get a 503.
 ---@field mode? "http" Only "http" in this version.
+---@field keepalive? string|number How long an idle keep-alive client connection stays open (default "75s").
 
 ---@class pocket.Pool
 ---@field servers (string|pocket.Server)[] "ip:port" strings or server tables; at least one non-backup.

@@ -110,7 +110,20 @@ impl Pocket {
         Self::start_file(dir, path, workers)
     }
 
+    /// Like [`Pocket::start`], with `POCKET_LOG` set to `filter` (for
+    /// tests that wait for debug lines).
+    pub fn start_logging(policy: &str, workers: usize, filter: &str) -> Pocket {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.lua");
+        std::fs::write(&path, policy).unwrap();
+        Self::spawn(dir, path, workers, filter)
+    }
+
     pub fn start_file(dir: tempfile::TempDir, policy: PathBuf, workers: usize) -> Pocket {
+        Self::spawn(dir, policy, workers, "info")
+    }
+
+    fn spawn(dir: tempfile::TempDir, policy: PathBuf, workers: usize, filter: &str) -> Pocket {
         let mut child = Command::new(pocket_bin())
             .args([
                 "run",
@@ -118,7 +131,7 @@ impl Pocket {
                 "--workers",
                 &workers.to_string(),
             ])
-            .env("POCKET_LOG", "info")
+            .env("POCKET_LOG", filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use mlua::{Table, Value};
 
-use super::{ConfigError, ConfigErrors, HookSet, ListenerSpec, Policy};
+use super::pool_settings::duration;
+use super::{ConfigError, ConfigErrors, HookSet, ListenerSpec, Policy, DEFAULT_CLIENT_KEEPALIVE};
 use crate::lb::{Pool, Server, StateRegistry};
 use crate::script::{describe_lua_error, Limits, Vm};
 
@@ -37,7 +38,7 @@ const POOL_KEYS: &[&str] = &[
     "rehash",
     "bypass",
 ];
-const LISTENER_KEYS: &[&str] = &["name", "bind", "pool", "mode"];
+const LISTENER_KEYS: &[&str] = &["name", "bind", "pool", "mode", "keepalive"];
 const SERVER_KEYS: &[&str] = &["addr", "weight", "backup"];
 const MAX_WEIGHT: i64 = 256;
 
@@ -321,6 +322,30 @@ impl Checker<'_> {
                     None
                 }
             };
+            let keepalive = match t.get::<Value>("keepalive") {
+                Ok(Value::Nil) => DEFAULT_CLIENT_KEEPALIVE,
+                Ok(v) => match duration(&v) {
+                    Ok(d) if !d.is_zero() => d,
+                    Ok(_) => {
+                        self.error(
+                            &["keepalive ="],
+                            format!("listener \"{name}\": keepalive must be more than 0"),
+                        );
+                        DEFAULT_CLIENT_KEEPALIVE
+                    }
+                    Err(msg) => {
+                        self.error(
+                            &["keepalive ="],
+                            format!("listener \"{name}\": keepalive: {msg}"),
+                        );
+                        DEFAULT_CLIENT_KEEPALIVE
+                    }
+                },
+                Err(e) => {
+                    self.error(&["keepalive ="], e.to_string());
+                    DEFAULT_CLIENT_KEEPALIVE
+                }
+            };
             if let Some(bind) = bind {
                 if let Some(other) = out.iter().find(|l| l.bind == bind && bind.port() != 0) {
                     self.error(
@@ -335,6 +360,7 @@ impl Checker<'_> {
                     name: Arc::from(name.as_str()),
                     bind,
                     default_pool,
+                    keepalive,
                 });
             }
         }

@@ -36,6 +36,10 @@ impl Policy {
     /// The pool a hook named, if it exists.
     #[inline]
     pub fn pool_by_name(&self, name: &str) -> Option<usize> {
+        // A few pools: comparing names beats hashing one.
+        if self.pools.len() <= 8 {
+            return self.pools.iter().position(|p| &*p.name == name);
+        }
         self.pool_index.get(name).copied()
     }
 
@@ -83,7 +87,13 @@ pub struct ListenerSpec {
     pub name: Arc<str>,
     pub bind: SocketAddr,
     pub default_pool: Option<usize>,
+    /// How long an idle keep-alive client connection stays open.
+    pub keepalive: std::time::Duration,
 }
+
+/// A listener's keep-alive timeout when the policy gives none (nginx's
+/// `keepalive_timeout` default).
+pub const DEFAULT_CLIENT_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(75);
 
 /// Which hooks the script defines (the functions are per worker VM).
 #[derive(Debug, Clone, Copy, Default)]

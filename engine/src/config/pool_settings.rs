@@ -19,7 +19,7 @@ const CHECK_KEYS: &[&str] = &[
 const PASSIVE_KEYS: &[&str] = &["after", "on_5xx", "cooldown"];
 
 /// A duration value: `"2s"`, `"250ms"` or a number of seconds.
-fn duration(v: &Value) -> Result<Duration, String> {
+pub(super) fn duration(v: &Value) -> Result<Duration, String> {
     match v {
         Value::String(s) => parse_duration(&s.to_string_lossy()),
         Value::Integer(n) => {

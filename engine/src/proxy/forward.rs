@@ -28,6 +28,11 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers, including those the Connection header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Usually there are none: one pass over the few names a request has
+    // costs less than seven hashed lookups.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(conn) = headers.get(header::CONNECTION) {
         // Rare (keep-alive/close are the usual values): allocate only here.
         let named: Vec<HeaderName> = conn
@@ -83,9 +88,13 @@ pub fn refuse(head: &http::request::Parts) -> Option<(http::StatusCode, &'static
 }
 
 /// Turns a client's request head into the one sent to a server.
-pub fn prepare_request(head: &mut http::request::Parts, peer: IpAddr) {
+/// `peer_ip`: the client's address as text ([`peer_value`], made once per
+/// connection).
+pub fn prepare_request(head: &mut http::request::Parts, peer_ip: &HeaderValue) {
     strip_hop_by_hop(&mut head.headers);
-    head.headers.remove(header::EXPECT);
+    if head.headers.contains_key(header::EXPECT) {
+        head.headers.remove(header::EXPECT);
+    }
 
     // HTTP/2 carries the host in :authority; HTTP/1 servers need Host.
     if !head.headers.contains_key(header::HOST) {
@@ -107,22 +116,34 @@ pub fn prepare_request(head: &mut http::request::Parts, peer: IpAddr) {
     }
     head.version = Version::HTTP_11;
 
-    add_forwarded_for(&mut head.headers, peer);
+    add_forwarded_for(&mut head.headers, peer_ip);
     head.headers
         .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
 }
 
 /// Appends the client to X-Forwarded-For, as HAProxy's `option forwardfor`
 /// and nginx's `$proxy_add_x_forwarded_for` do.
-fn add_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
-    let ip = canonical_ip(peer);
-    let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.to_string(),
+fn add_forwarded_for(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
+    let value = match headers.get(&X_FORWARDED_FOR) {
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + peer_ip.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(peer_ip.as_bytes());
+            match HeaderValue::from_maybe_shared(bytes::Bytes::from(v)) {
+                Ok(v) => v,
+                Err(_) => return,
+            }
+        }
+        None => peer_ip.clone(),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), value);
+}
+
+/// The client's address as an X-Forwarded-For entry.
+pub fn peer_value(peer: IpAddr) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(canonical_ip(peer).to_string()))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// An IPv4 client seen through a dual-stack socket is reported as IPv4.
@@ -169,7 +190,7 @@ mod tests {
             .body(())
             .unwrap();
         let (mut head, _) = req.into_parts();
-        prepare_request(&mut head, "127.0.0.1".parse().unwrap());
+        prepare_request(&mut head, &peer_value("127.0.0.1".parse().unwrap()));
         assert_eq!(head.uri.to_string(), "/a?b=1");
         assert_eq!(head.headers[header::HOST], "example.com:8080");
         assert_eq!(head.version, Version::HTTP_11);
@@ -180,7 +201,7 @@ mod tests {
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        add_forwarded_for(&mut h, "127.0.0.2".parse().unwrap());
+        add_forwarded_for(&mut h, &peer_value("127.0.0.2".parse().unwrap()));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
     }
 }

@@ -57,6 +57,19 @@ pub struct ConnCtx {
     pub worker: Rc<Worker>,
     pub peer: SocketAddr,
     pub listener: Arc<str>,
+    /// The peer as an X-Forwarded-For entry, made once.
+    pub peer_value: http::HeaderValue,
+}
+
+impl ConnCtx {
+    pub fn new(worker: Rc<Worker>, peer: SocketAddr, listener: Arc<str>) -> ConnCtx {
+        ConnCtx {
+            worker,
+            peer,
+            listener,
+            peer_value: forward::peer_value(peer.ip()),
+        }
+    }
 }
 
 /// A connection idle longer than this may have been closed by the server
@@ -127,7 +140,7 @@ async fn forward(
     // on_response sees the request as the client sent it (after on_request).
     let client_head = script.has_on_response().then(|| clone_head(&head));
     let mut head = head;
-    forward::prepare_request(&mut head, peer.ip());
+    forward::prepare_request(&mut head, &cx.peer_value);
     let replayable = is_idempotent(&head.method) && body.is_end_stream();
     let mut body = Some(if body.is_end_stream() {
         RequestBody::Empty

@@ -157,10 +157,14 @@ impl WorkerScript {
             Ok(match out {
                 Value::Nil => Ok(Decision::Default),
                 Value::String(s) => {
-                    let name = s.to_string_lossy();
-                    match self.policy.pool_by_name(&name) {
+                    // Looked up in place: no copy of the name per request.
+                    let name = s.as_bytes();
+                    match std::str::from_utf8(&name)
+                        .ok()
+                        .and_then(|n| self.policy.pool_by_name(n))
+                    {
                         Some(idx) => Ok(Decision::Pool(idx)),
-                        None => Err(self.unknown_pool(&name)),
+                        None => Err(self.unknown_pool(&s.to_string_lossy())),
                     }
                 }
                 Value::UserData(ud) => match ud.borrow::<LocalResponse>() {

@@ -123,7 +123,8 @@ pub async fn serve(
             r = tokio::time::timeout(wait, io.stream.readable()) => r,
         };
         if !matches!(woke, Ok(Ok(()))) {
-            return; // keep-alive timeout (or a socket error): close
+            tracing::debug!(peer = %cx.peer, "keep-alive timeout ({keepalive:?}); closing");
+            return;
         }
     }
 }
@@ -222,6 +223,7 @@ async fn serve_h1(io: ClientIo, cx: &Rc<ConnCtx>, http: &Http, drain: &Drain) ->
         // A copy: hyper's read-ahead is a view into its 8 KiB buffer,
         // which would stay alive with it.
         io.prefix = Bytes::copy_from_slice(&parts.read_buf);
+        tracing::debug!(peer = %cx.peer, "client connection parked (idle)");
         return Some(io);
     }
     // hyper is done with it (the client closed, `Connection: close`, or

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use super::conn::{self, Http};
 use super::drain::Drain;
 use super::listener::{Bound, ListenerKey};
-use crate::config::Policy;
+use crate::config::{Policy, DEFAULT_CLIENT_KEEPALIVE};
 use crate::proxy::upstream::Upstreams;
 use crate::proxy::{ConnCtx, RequestId};
 use crate::script::api::conn::ConnView;
@@ -69,9 +69,6 @@ impl Worker {
         }
     }
 }
-
-/// How long an idle keep-alive client connection stays open (nginx: 75 s).
-const KEEPALIVE: Duration = Duration::from_secs(75);
 
 /// The accept loops running on this worker, by listener.
 type AcceptLoops = HashMap<ListenerKey, JoinHandle<()>>;
@@ -270,18 +267,20 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, name: Arc<str>, 
                 }
             }
         }
+        let keepalive = script
+            .policy
+            .listeners
+            .iter()
+            .find(|l| l.name == name)
+            .map_or(DEFAULT_CLIENT_KEEPALIVE, |l| l.keepalive);
         drop(script);
-        let cx = Rc::new(ConnCtx {
-            worker: worker.clone(),
-            peer,
-            listener: name.clone(),
-        });
+        let cx = Rc::new(ConnCtx::new(worker.clone(), peer, name.clone()));
         tokio::task::spawn_local(conn::serve(
             stream,
             cx,
             http.clone(),
             worker.drain.clone(),
-            KEEPALIVE,
+            keepalive,
         ));
     }
 }
