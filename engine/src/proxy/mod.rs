@@ -33,6 +33,7 @@ use hyper::body::Incoming;
 use body::{InFlight, RequestBody, ResponseBody};
 use upstream::Lease;
 
+use crate::lb::{Pool, Server};
 use crate::script::api::request::RequestView;
 use crate::script::api::response::ResponseView;
 use crate::script::WorkerScript;
@@ -201,7 +202,7 @@ async fn forward(
         let another = tried.len() < pool.retries as usize && pool.servers.len() > 1;
         let spare = (replayable && (stale || another)).then(|| clone_head(&h));
         let req = Request::from_parts(h, body.take().unwrap_or(RequestBody::Empty));
-        let mut in_flight = InFlight::new(&server.state);
+        let in_flight = InFlight::new(&server.state);
         let sent =
             tokio::time::timeout(pool.timeouts.response, conn.sender.try_send_request(req)).await;
         let resp = match sent {
@@ -266,51 +267,20 @@ async fn forward(
             }
         };
 
-        server
-            .state
-            .requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if pool.passive.on_5xx && resp.status().is_server_error() {
-            server
-                .state
-                .traffic_failed(pool.passive.after, "5xx answer");
-            in_flight.counted_as_failure();
-        }
-        let (mut rhead, rbody) = resp.into_parts();
-        forward::prepare_response(&mut rhead);
-        if let Some(client_head) = client_head {
-            let mut req_view = RequestView {
-                head: client_head,
+        return deliver(
+            cx,
+            script,
+            pool,
+            server,
+            resp,
+            in_flight,
+            client_head.map(|head| RequestView {
+                head,
                 peer,
                 listener,
                 id,
-            };
-            let mut res_view = ResponseView {
-                head: rhead,
-                pool: pool.name.clone(),
-                server: server.addr_text.clone(),
-            };
-            if let Err(e) = script.on_response(&mut req_view, &mut res_view) {
-                tracing::error!(request = %id, hook = e.hook, "{}", e.message);
-                return local::error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the policy script failed on this response (see the log for this request id)",
-                    &id.to_string(),
-                );
-            }
-            rhead = res_view.head;
-        }
-        let lease = Lease::new(cx.worker.upstreams.clone(), server.addr, conn.sender);
-        return Response::from_parts(
-            rhead,
-            ResponseBody::upstream(
-                rbody,
-                lease,
-                in_flight,
-                pool.timeouts.idle,
-                server.addr_text.clone(),
-                pool.passive.after,
-            ),
+            }),
+            conn.sender,
         );
     }
 
@@ -335,4 +305,61 @@ async fn forward(
         StatusCode::BAD_GATEWAY
     };
     local::error(status, &why, &id.to_string())
+}
+
+/// Phases 5 and 6, once the server has answered: count it, let
+/// `on_response` edit the head, and hand the body over for streaming. Not
+/// async, so none of this sits in every request's future.
+#[allow(clippy::too_many_arguments)]
+fn deliver(
+    cx: &ConnCtx,
+    script: &WorkerScript,
+    pool: &Pool,
+    server: &Server,
+    resp: Response<Incoming>,
+    mut in_flight: InFlight,
+    client_view: Option<RequestView>,
+    sender: hyper::client::conn::http1::SendRequest<RequestBody>,
+) -> Response<ResponseBody> {
+    server
+        .state
+        .requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if pool.passive.on_5xx && resp.status().is_server_error() {
+        server
+            .state
+            .traffic_failed(pool.passive.after, "5xx answer");
+        in_flight.counted_as_failure();
+    }
+    let (mut rhead, rbody) = resp.into_parts();
+    forward::prepare_response(&mut rhead);
+    if let Some(mut req_view) = client_view {
+        let id = req_view.id;
+        let mut res_view = ResponseView {
+            head: rhead,
+            pool: pool.name.clone(),
+            server: server.addr_text.clone(),
+        };
+        if let Err(e) = script.on_response(&mut req_view, &mut res_view) {
+            tracing::error!(request = %id, hook = e.hook, "{}", e.message);
+            return local::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the policy script failed on this response (see the log for this request id)",
+                &id.to_string(),
+            );
+        }
+        rhead = res_view.head;
+    }
+    let lease = Lease::new(cx.worker.upstreams.clone(), server.addr, sender);
+    Response::from_parts(
+        rhead,
+        ResponseBody::upstream(
+            rbody,
+            lease,
+            in_flight,
+            pool.timeouts.idle,
+            server.addr_text.clone(),
+            pool.passive.after,
+        ),
+    )
 }

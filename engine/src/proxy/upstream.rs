@@ -126,7 +126,9 @@ impl Upstreams {
                 idle_for: Some(idle_for),
             });
         }
-        self.connect(addr, timeouts.connect, timeouts.idle).await
+        // Boxed: connecting is rare on a warm pool, and its future is
+        // large; inline, every request's future would carry its size.
+        Box::pin(self.connect(addr, timeouts.connect, timeouts.idle)).await
     }
 
     async fn connect(

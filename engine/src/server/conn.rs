@@ -269,9 +269,9 @@ fn service(
 > {
     service_fn(move |req| {
         let busy = Busy::new(activity.clone());
-        let cx = cx.clone();
+        let handle = proxy::handle(cx.clone(), req);
         Box::pin(async move {
-            let resp = proxy::handle(cx, req).await?;
+            let resp = handle.await?;
             Ok(resp.map(|body| Tracked { body, _busy: busy }))
         }) as ServiceFuture
     })
@@ -382,14 +382,15 @@ impl AsyncRead for ClientIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.prefix.is_empty() {
+        let before = buf.filled().len();
+        let r = if this.prefix.is_empty() {
+            Pin::new(&mut this.stream).poll_read(cx, buf)
+        } else {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        let before = buf.filled().len();
-        let r = Pin::new(&mut this.stream).poll_read(cx, buf);
+            Poll::Ready(Ok(()))
+        };
         if buf.filled().len() > before && this.activity.busy.get() == 0 {
             this.activity.head_started.set(true);
         }
