@@ -145,12 +145,14 @@ return {{
     assert_eq!(origin.request_count(), before + 1);
 
     // v2 stops: its keys go to the origin, v1's keys keep hitting v1.
+    let mark = pocket.log.lines().len();
     v2.stop();
-    pocket
-        .log
-        .wait_for(&[&format!("server {} of pool cache is DOWN", v2.addr)]);
+    pocket.log.wait_for_after(
+        mark,
+        &[&format!("server {} of pool cache is DOWN", v2.addr)],
+    );
     for u in &urls {
-        let r = get(addr, u).await;
+        let r = try_get(&pocket, addr, u).await;
         assert_eq!(r.status, 200);
         if home[u] == v1.addr.to_string() {
             assert!(
@@ -167,15 +169,32 @@ return {{
     }
 
     // Both stop: the origin serves everything.
+    let mark = pocket.log.lines().len();
     v1.stop();
-    pocket
-        .log
-        .wait_for(&[&format!("server {} of pool cache is DOWN", v1.addr)]);
+    pocket.log.wait_for_after(
+        mark,
+        &[&format!("server {} of pool cache is DOWN", v1.addr)],
+    );
     for u in &urls {
-        let r = get(addr, u).await;
+        let r = try_get(&pocket, addr, u).await;
         assert_eq!(
             (r.status, r.header("x-pocket-server")),
             (200, Some(origin.addr.to_string()))
         );
+    }
+}
+
+/// GET on a fresh connection; a failure shows Pocket's log.
+async fn try_get(pocket: &Pocket, addr: std::net::SocketAddr, path: &str) -> Resp {
+    match H1::connect(addr)
+        .await
+        .send(request("GET", path, &[], ""))
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => panic!(
+            "GET {path} failed: {e:?}; pocket's log:\n{}",
+            pocket.log.text()
+        ),
     }
 }

@@ -74,11 +74,22 @@ impl Log {
     /// Waits for a line containing every one of `parts`; panics with the
     /// log after the deadline.
     pub fn wait_for(&self, parts: &[&str]) -> String {
+        self.wait_for_after(0, parts)
+    }
+
+    /// Like [`Log::wait_for`], looking only at lines from number `from` on
+    /// (take `lines().len()` before the event, so an older line with the
+    /// same words does not count).
+    pub fn wait_for_after(&self, from: usize, parts: &[&str]) -> String {
         let (lines, cv) = &*self.inner;
         let start = Instant::now();
         let mut guard = lines.lock().unwrap();
         loop {
-            if let Some(l) = guard.iter().find(|l| parts.iter().all(|p| l.contains(p))) {
+            if let Some(l) = guard
+                .iter()
+                .skip(from)
+                .find(|l| parts.iter().all(|p| l.contains(p)))
+            {
                 return l.clone();
             }
             let left = DEADLINE.checked_sub(start.elapsed()).unwrap_or_else(|| {
