@@ -268,13 +268,38 @@ fn service(
     Future = ServiceFuture,
 > {
     service_fn(move |req| {
-        let busy = Busy::new(activity.clone());
-        let handle = proxy::handle(cx.clone(), req);
-        Box::pin(async move {
-            let resp = handle.await?;
-            Ok(resp.map(|body| Tracked { body, _busy: busy }))
+        Box::pin(Serving {
+            handle: proxy::handle(cx.clone(), req),
+            busy: Some(Busy::new(activity.clone())),
         }) as ServiceFuture
     })
+}
+
+pin_project_lite::pin_project! {
+    /// A request being handled; its busy mark moves into the response body.
+    /// (A struct rather than an async block: the request's future, a few
+    /// KiB, is then copied once into its box rather than twice.)
+    struct Serving<F> {
+        #[pin]
+        handle: F,
+        busy: Option<Busy>,
+    }
+}
+
+impl<F> Future for Serving<F>
+where
+    F: Future<Output = Result<Response<ResponseBody>, Infallible>>,
+{
+    type Output = Result<Response<Tracked<ResponseBody>>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Poll::Ready(Ok(resp)) = this.handle.poll(cx) else {
+            return Poll::Pending;
+        };
+        let busy = this.busy.take();
+        Poll::Ready(Ok(resp.map(|body| Tracked { body, _busy: busy })))
+    }
 }
 
 /// What a connection has been doing, for the decision to park it.
@@ -333,7 +358,7 @@ impl Drop for Busy {
 /// taken all of it.
 pub struct Tracked<B> {
     body: B,
-    _busy: Busy,
+    _busy: Option<Busy>,
 }
 
 impl<B: Body + Unpin> Body for Tracked<B> {
