@@ -233,3 +233,34 @@ async fn malformed_http_gets_400_and_the_connection_closed() {
     assert_eq!(api.request_count(), 0);
     assert_eq!(get(addr, "/").await.status, 200);
 }
+
+/// A head line ending in a bare LF is a smuggling vector (a CRLF-only
+/// front end sees one header where Pocket's parser would see two): 400,
+/// as nginx and HAProxy answer, and nothing reaches a server. Bodies are
+/// not heads: LF in a body, even between pipelined requests, is fine.
+#[tokio::test]
+async fn a_bare_lf_in_a_request_head_gets_400_but_not_in_a_body() {
+    let api = origin("api");
+    let pocket = Pocket::start(&failing_hooks_policy(&api), 1);
+    let addr = pocket.addr("web");
+    let answer = raw(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nDummy: x\nContent-Length: 23\r\n\r\nGET /admin HTTP/1.1\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    assert!(answer.contains("LF, not CRLF"), "{answer:?}");
+    assert_eq!(api.request_count(), 0);
+
+    let answer = raw(
+        addr,
+        b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\na\nb\n\nGET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        answer.matches("HTTP/1.1 200").count(),
+        2,
+        "both answered: {answer:?}"
+    );
+    assert_eq!(api.request_count(), 2);
+}

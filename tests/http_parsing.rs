@@ -54,41 +54,60 @@ enum Gap {
 }
 
 const KNOWN_GAPS: &[(&str, Gap)] = &[
-    // Bare LF accepted as a header line end (httparse always allows it; no
-    // hyper option). With "Dummy: x\nContent-Length: 23" Pocket honours a
-    // Content-Length that a CRLF-only parser sees as part of a header value,
-    // and runs the `GET /admin` hidden behind it: a real desync if Pocket
-    // sits behind such a front end. Fix: refuse bare LF in request heads
-    // (an upstream httparse/hyper strictness option, or an I/O wrapper in
-    // the engine's accept path that checks each head before hyper parses).
-    ("llhttp/invalid.md: Missing CR between headers", Gap::Smuggles),
-    ("llhttp/invalid.md: Headers separated by LF", Gap::NotRefused),
-    ("llhttp/invalid.md: Empty headers separated by LF", Gap::NotRefused),
-    ("llhttp/lenient-header-value-relaxed.md: LF in header value should be rejected even with relaxed flag", Gap::NotRefused),
     // A malformed chunked body on a request the origin answers without
     // reading the body (GET): the origin's 200 is already on its way when
     // the body is found bad. (PUT/POST now get a 400 and are not counted
     // against the server.)
-    ("llhttp/transfer-encoding.md: Chunk header not terminated by CRLF", Gap::NotRefused),
-    ("llhttp/transfer-encoding.md: Chunk header not terminated by CRLF (lenient)", Gap::NotRefused),
-    ("llhttp/transfer-encoding.md: Chunk data not terminated by CRLF", Gap::NotRefused),
-    ("llhttp/transfer-encoding.md: Chunk data not terminated by CRLF (lenient)", Gap::NotRefused),
+    (
+        "llhttp/transfer-encoding.md: Chunk header not terminated by CRLF",
+        Gap::NotRefused,
+    ),
+    (
+        "llhttp/transfer-encoding.md: Chunk header not terminated by CRLF (lenient)",
+        Gap::NotRefused,
+    ),
+    (
+        "llhttp/transfer-encoding.md: Chunk data not terminated by CRLF",
+        Gap::NotRefused,
+    ),
+    (
+        "llhttp/transfer-encoding.md: Chunk data not terminated by CRLF (lenient)",
+        Gap::NotRefused,
+    ),
     // Chunk-size lines hyper's decoder tolerates: "a " (space after the
     // size), "2;" (empty extension), an unbalanced quote in an extension.
     // Pocket re-chunks bodies for the server, so this cannot desync Pocket
     // and its servers. Fix only upstream (hyper has no strict-chunk option).
-    ("llhttp/transfer-encoding.md: Space after chunk header", Gap::NotRefused),
-    ("llhttp/transfer-encoding.md: Space after chunk header (lenient)", Gap::NotRefused),
-    ("llhttp/transfer-encoding.md: No extension after semicolon", Gap::NotRefused),
-    ("llhttp/transfer-encoding.md: Unbalanced chunk extensions quoting", Gap::NotRefused),
+    (
+        "llhttp/transfer-encoding.md: Space after chunk header",
+        Gap::NotRefused,
+    ),
+    (
+        "llhttp/transfer-encoding.md: Space after chunk header (lenient)",
+        Gap::NotRefused,
+    ),
+    (
+        "llhttp/transfer-encoding.md: No extension after semicolon",
+        Gap::NotRefused,
+    ),
+    (
+        "llhttp/transfer-encoding.md: Unbalanced chunk extensions quoting",
+        Gap::NotRefused,
+    ),
     // llhttp knows a fixed list of methods; hyper accepts any token, which
     // RFC 9110 allows. Fix if wanted: a method allowlist in proxy::handle
     // (501 for unknown methods).
-    ("llhttp/invalid.md: HTTP protocol and ANNOUNCE method", Gap::NotRefused),
+    (
+        "llhttp/invalid.md: HTTP protocol and ANNOUNCE method",
+        Gap::NotRefused,
+    ),
     ("llhttp/invalid.md: Invalid method", Gap::NotRefused),
     // Raw UTF-8 bytes in the request-target are accepted and forwarded.
     // Fix: pre-check in proxy::handle, 400 for non-ASCII in the target.
-    ("llhttp/uri.md: Disallow UTF-8 in URI path in strict mode", Gap::NotRefused),
+    (
+        "llhttp/uri.md: Disallow UTF-8 in URI path in strict mode",
+        Gap::NotRefused,
+    ),
 ];
 
 /// desync-guardian "Compliant" cases Pocket refuses, rightly by RFC 9112:

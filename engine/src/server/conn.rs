@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::drain::Drain;
+use super::head_check::{self, HeadCheck};
 use crate::proxy::body::ResponseBody;
 use crate::proxy::{self, ConnCtx};
 
@@ -172,6 +173,7 @@ enum Ending {
 async fn serve_h1(io: ClientIo, cx: &Rc<ConnCtx>, http: &Http, drain: &Drain) -> Option<ClientIo> {
     let activity = io.activity.clone();
     activity.quiet_since.set(Instant::now());
+    activity.heads.set(HeadCheck::new());
     // Boxed: while parked, the connection's task holds none of hyper's state.
     let mut conn = Box::new(
         http.h1
@@ -234,6 +236,7 @@ async fn serve_h1(io: ClientIo, cx: &Rc<ConnCtx>, http: &Http, drain: &Drain) ->
 
 async fn serve_h2(io: ClientIo, cx: &Rc<ConnCtx>, http: &Http, drain: &Drain) {
     let activity = io.activity.clone();
+    activity.heads.set(HeadCheck::off());
     let conn = http
         .h2
         .serve_connection(TokioIo::new(io), service(cx.clone(), activity));
@@ -267,7 +270,15 @@ fn service(
     Error = Infallible,
     Future = ServiceFuture,
 > {
-    service_fn(move |req| {
+    service_fn(move |req: http::Request<Incoming>| {
+        if !req.body().is_end_stream() {
+            // Its body follows in the stream, and hyper may read the rest
+            // of it after the response: stop looking at heads on this
+            // connection (until it parks, when the stream is clean again).
+            let mut heads = activity.heads.get();
+            heads.active = false;
+            activity.heads.set(heads);
+        }
         Box::pin(Serving {
             handle: proxy::handle(cx.clone(), req),
             busy: Some(Busy::new(activity.clone())),
@@ -314,6 +325,8 @@ struct Activity {
     /// Bytes arrived while nothing was in flight: a request head is on its
     /// way (hyper's header timeout watches it; parking would restart it).
     head_started: std::cell::Cell<bool>,
+    /// The strict look at the head being read (bare LF).
+    heads: std::cell::Cell<HeadCheck>,
 }
 
 impl Activity {
@@ -323,6 +336,7 @@ impl Activity {
             quiet_since: std::cell::Cell::new(Instant::now()),
             write_blocked: Default::default(),
             head_started: Default::default(),
+            heads: std::cell::Cell::new(HeadCheck::new()),
         }
     }
 
@@ -342,6 +356,9 @@ impl Busy {
     fn new(activity: Rc<Activity>) -> Busy {
         activity.busy.set(activity.busy.get() + 1);
         activity.head_started.set(false);
+        let mut heads = activity.heads.get();
+        heads.next_head();
+        activity.heads.set(heads);
         Busy(activity)
     }
 }
@@ -418,6 +435,18 @@ impl AsyncRead for ClientIo {
         };
         if buf.filled().len() > before && this.activity.busy.get() == 0 {
             this.activity.head_started.set(true);
+            let mut heads = this.activity.heads.get();
+            let checked = heads.feed(&buf.filled()[before..]);
+            this.activity.heads.set(heads);
+            if checked.is_err() {
+                // Answer as nginx and HAProxy do, then end the connection
+                // (best effort: the answer is small and the socket idle).
+                let _ = this.stream.try_write(head_check::BAD_REQUEST);
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a line of the request head ends in LF, not CRLF",
+                )));
+            }
         }
         r
     }

@@ -9,6 +9,7 @@
 
 mod conn;
 mod drain;
+mod head_check;
 mod listener;
 mod worker;
 

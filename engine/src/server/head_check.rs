@@ -1,0 +1,127 @@
+//! A strict look at request heads before hyper parses them. httparse (and
+//! so hyper) accepts a bare LF as a line end; a front end that only knows
+//! CRLF reads the same bytes differently, which is a request-smuggling
+//! desync (`Dummy: x\nContent-Length: 23` is one header to it, two to us).
+//! nginx and HAProxy answer 400; so does Pocket.
+//!
+//! The check sees the bytes of a head as they are read, up to the empty
+//! line that ends it. Bodies are never looked at: the check stops at the
+//! end of each head and starts again only when the next request begins.
+
+/// A head being read.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadCheck {
+    /// Checking at all: HTTP/1, and no request body may be in the stream.
+    pub active: bool,
+    /// The current head has ended; what follows may be a body.
+    done: bool,
+    prev: u8,
+    line_empty: bool,
+}
+
+/// The head has a line ending in LF without CR.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BareLf;
+
+impl HeadCheck {
+    pub const fn new() -> HeadCheck {
+        HeadCheck {
+            active: true,
+            done: false,
+            prev: 0,
+            line_empty: false,
+        }
+    }
+
+    /// No checking (HTTP/2 frames are not heads).
+    pub const fn off() -> HeadCheck {
+        HeadCheck {
+            active: false,
+            ..HeadCheck::new()
+        }
+    }
+
+    /// A new head begins (the previous request has been handed on).
+    pub fn next_head(&mut self) {
+        let active = self.active;
+        *self = HeadCheck::new();
+        self.active = active;
+    }
+
+    /// Looks at bytes just read from the client.
+    #[inline]
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<(), BareLf> {
+        if !self.active || self.done {
+            return Ok(());
+        }
+        for &b in bytes {
+            if b == b'\n' {
+                if self.prev != b'\r' {
+                    return Err(BareLf);
+                }
+                if self.line_empty {
+                    self.done = true;
+                    return Ok(());
+                }
+                self.line_empty = true;
+            } else if b != b'\r' {
+                self.line_empty = false;
+            }
+            self.prev = b;
+        }
+        Ok(())
+    }
+}
+
+/// What a client that sent a bare LF gets before the connection closes.
+pub const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 60\r\nconnection: close\r\n\r\nbad request: a line of the request head ends in LF, not CRLF";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(parts: &[&[u8]]) -> Result<(), BareLf> {
+        let mut c = HeadCheck::new();
+        for p in parts {
+            c.feed(p)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn crlf_heads_pass_in_any_pieces() {
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\n";
+        assert_eq!(check(&[head]), Ok(()));
+        for cut in 1..head.len() {
+            assert_eq!(check(&[&head[..cut], &head[cut..]]), Ok(()), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_bare_lf_anywhere_in_the_head_is_refused() {
+        assert_eq!(check(&[b"GET / HTTP/1.1\nHost: a\r\n\r\n"]), Err(BareLf));
+        assert_eq!(
+            check(&[b"GET / HTTP/1.1\r\nDummy: x\nContent-Length: 23\r\n\r\n"]),
+            Err(BareLf)
+        );
+        assert_eq!(check(&[b"GET / HTTP/1.1\r\nHost: a\r\n\n"]), Err(BareLf));
+        assert_eq!(check(&[b"GET / HTTP/1.1\r", b"\r\nX: \n"]), Err(BareLf));
+    }
+
+    #[test]
+    fn the_body_is_not_looked_at() {
+        assert_eq!(
+            check(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\na\nb"]),
+            Ok(())
+        );
+        let mut c = HeadCheck::new();
+        c.feed(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n")
+            .unwrap();
+        assert_eq!(c.feed(b"a\nb"), Ok(()));
+        c.next_head();
+        assert_eq!(c.feed(b"GET /\nX"), Err(BareLf));
+        c.active = false;
+        c.next_head();
+        assert_eq!(c.feed(b"GET /\nX"), Ok(()), "inactive stays inactive");
+    }
+}
