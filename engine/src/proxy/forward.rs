@@ -28,35 +28,35 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes hop-by-hop headers, including those the Connection header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Usually there are none: one pass over the few names a request has
-    // costs less than seven hashed lookups.
-    if !headers.keys().any(is_hop_by_hop) {
+    // One pass over the names, no hashing: most requests have none, and
+    // most responses only `Connection: keep-alive`.
+    let mut found: [Option<HeaderName>; 7] = Default::default();
+    let mut n = 0;
+    for name in headers.keys() {
+        if is_hop_by_hop(name) && n < found.len() {
+            found[n] = Some(name.clone());
+            n += 1;
+        }
+    }
+    if n == 0 {
         return;
     }
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        // Rare (keep-alive/close are the usual values): allocate only here.
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            headers.remove(n);
+    // Names the Connection header lists go too (RFC 9110 7.6.1); the usual
+    // values, keep-alive and close, name nothing else.
+    let mut listed: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            if token.eq_ignore_ascii_case(b"keep-alive") || token.eq_ignore_ascii_case(b"close") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                listed.push(name);
+            }
         }
     }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        if headers.contains_key(&name) {
-            headers.remove(&name);
-        }
+    for name in listed.into_iter().chain(found.into_iter().flatten()) {
+        headers.remove(name);
     }
     debug_assert!(!headers.keys().any(is_hop_by_hop));
 }
