@@ -184,8 +184,13 @@ async fn serve_h1(io: ClientIo, cx: &Rc<ConnCtx>, http: &Http, drain: &Drain) ->
     let tick = tokio::time::sleep(PARK_AFTER);
     tokio::pin!(tick);
     let mut ending = None;
+    let mut listening = false;
     let done = std::future::poll_fn(|task| {
-        if ending.is_none() && draining.as_mut().poll(task).is_ready() {
+        // Polled once to leave the task's waker with the drain; after that
+        // only when draining has begun (a flag, cheaper than a poll).
+        let check = !listening || drain.is_draining();
+        listening = true;
+        if ending.is_none() && check && draining.as_mut().poll(task).is_ready() {
             // Idle: closes now; busy: closes after the current response.
             Pin::new(&mut *conn).graceful_shutdown();
             ending = Some(Ending::Drain);
