@@ -180,7 +180,6 @@ impl Body for ResponseBody {
                     }
                     return Poll::Pending;
                 }
-                timer.as_mut().reset(tokio::time::Instant::now() + *idle);
                 let finished = match &polled {
                     Poll::Ready(None) => true,
                     Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
@@ -196,7 +195,11 @@ impl Body for ResponseBody {
                     }
                     Poll::Pending => false,
                 };
-                if finished {
+                if !finished {
+                    // Progress: the server's silence is counted from now.
+                    // (Not after the last frame: nothing waits any more.)
+                    timer.as_mut().reset(tokio::time::Instant::now() + *idle);
+                } else {
                     if let Some(lease) = lease.take() {
                         lease.release();
                     }
