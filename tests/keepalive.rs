@@ -148,3 +148,45 @@ async fn draining_closes_parked_connections_at_once() {
         .unwrap_or(0);
     assert_eq!(n, 0);
 }
+
+/// Clients that pause around the parking delay park and wake again and
+/// again, including as a request arrives just when Pocket decides to park:
+/// every request is answered, on the connection it was sent on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_park_and_wake_under_load_lose_nothing() {
+    let a = origin("A");
+    let pocket = Pocket::start_logging(&policy(&a, ""), 2, "info,pocket=debug");
+    let addr = pocket.addr("web");
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..24u64 {
+        clients.spawn(async move {
+            let mut c = H1::connect(addr).await;
+            let mut answered = 0;
+            for j in 0..6u64 {
+                // Pauses from 0.35 to 0.65 s: on both sides of PARK_AFTER.
+                let pause = 350 + (i * 37 + j * 71) % 300;
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                let r = c
+                    .send(request("GET", &format!("/c{i}/r{j}"), &[], ""))
+                    .await
+                    .unwrap_or_else(|e| panic!("client {i} request {j}: {e}"));
+                assert_eq!(r.status, 200, "client {i} request {j}");
+                answered += 1;
+            }
+            answered
+        });
+    }
+    let mut total = 0;
+    while let Some(done) = clients.join_next().await {
+        total += done.expect("client task");
+    }
+    assert_eq!(total, 24 * 6);
+    assert_eq!(a.request_count(), 24 * 6);
+    let parked = pocket
+        .log
+        .lines()
+        .iter()
+        .filter(|l| l.contains("client connection parked"))
+        .count();
+    assert!(parked > 0, "some connections parked");
+}
