@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
 
-use pocket::lab::ip;
+use pocket::lab::{free_subnets, ip, veth_pair};
 
 fn ip_ok(args: &[&str]) {
     if let Err(e) = ip(args) {
@@ -59,13 +59,7 @@ impl Cable {
         }
         let host_if = format!("pkh{pid}");
         let ns_if = format!("pkn{pid}");
-        // A /30 no interface or route on this machine uses yet.
-        let taken = ip(&["-o", "-4", "addr", "show"]).unwrap_or_default()
-            + &ip(&["-4", "route", "show", "table", "all"]).unwrap_or_default();
-        let x = (0..254u32)
-            .map(|i| (pid + i) % 254 + 1)
-            .find(|x| !taken.contains(&format!("10.213.{x}.")))
-            .expect("a free 10.213.x.0/30");
+        let x = *free_subnets(pid).first().expect("a free 10.213.x.0/30");
         let mut cable = Cable {
             ns: ns.clone(),
             host_if: host_if.clone(),
@@ -79,24 +73,10 @@ impl Cable {
         let net = format!("10.213.{x}.0/30");
         ip_ok(&["route", "add", "unreachable", &net, "metric", "4000"]);
         cable.net = Some(net);
-        if let Err(e) = ip(&[
-            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &ns,
-        ]) {
+        if let Err(e) = veth_pair(&ns, &host_if, &ns_if, x) {
             eprintln!("SKIP cable_pull: cannot make a veth pair ({e})");
             return None; // `cable` drops: the namespace goes
         }
-        ip_ok(&["addr", "add", &format!("10.213.{x}.1/30"), "dev", &host_if]);
-        ip_ok(&["link", "set", &host_if, "up"]);
-        ip_ok(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            &format!("10.213.{x}.2/30"),
-            "dev",
-            &ns_if,
-        ]);
-        ip_ok(&["-n", &ns, "link", "set", &ns_if, "up"]);
         ip_ok(&["-n", &ns, "link", "set", "lo", "up"]);
 
         let child = Command::new("ip")

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use faults::{FaultProxy, Mode};
-pub use real::ip;
 pub use real::NS_PREFIX as REAL_NS_PREFIX;
+pub use real::{free_subnets, ip, veth_pair};
 pub use report::Event;
 pub use scenario::{load as load_scenario, FaultKind, Scenario};
 

@@ -65,6 +65,40 @@ pub fn ip(args: &[&str]) -> Result<String, String> {
     run("ip", args)
 }
 
+/// The x of every 10.213.x.0/30 that no address or route on this machine
+/// uses yet, starting from one derived from `seed` (a pid), so that two
+/// processes setting up at once rarely pick the same.
+pub fn free_subnets(seed: u32) -> Vec<u32> {
+    let taken = ip(&["-o", "-4", "addr", "show"]).unwrap_or_default()
+        + &ip(&["-4", "route", "show", "table", "all"]).unwrap_or_default();
+    (0..254u32)
+        .map(|i| (seed + i) % 254 + 1)
+        .filter(|x| !taken.contains(&format!("10.213.{x}.")))
+        .collect()
+}
+
+/// A veth pair from the host (`host_if`, 10.213.x.1/30) into namespace `ns`
+/// (`ns_if`, 10.213.x.2/30), both ends up. Removing the namespace removes
+/// the pair.
+pub fn veth_pair(ns: &str, host_if: &str, ns_if: &str, x: u32) -> Result<(), String> {
+    ip(&[
+        "link", "add", host_if, "type", "veth", "peer", "name", ns_if, "netns", ns,
+    ])?;
+    ip(&["addr", "add", &format!("10.213.{x}.1/30"), "dev", host_if])?;
+    ip(&["link", "set", host_if, "up"])?;
+    ip(&[
+        "-n",
+        ns,
+        "addr",
+        "add",
+        &format!("10.213.{x}.2/30"),
+        "dev",
+        ns_if,
+    ])?;
+    ip(&["-n", ns, "link", "set", ns_if, "up"])?;
+    Ok(())
+}
+
 /// The faults of `scenario` the kernel layer cannot make, as one message;
 /// None when every fault can be made for real.
 pub fn unsupported(scenario: &Scenario) -> Option<String> {
@@ -180,12 +214,7 @@ impl RealNet {
             links: Vec::new(),
         };
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        // /30s no interface or route on this machine uses yet.
-        let taken = ip(&["-o", "-4", "addr", "show"]).unwrap_or_default()
-            + &ip(&["-4", "route", "show", "table", "all"]).unwrap_or_default();
-        let mut free = (0..254u32)
-            .map(|i| (pid + i) % 254 + 1)
-            .filter(|x| !taken.contains(&format!("10.213.{x}.")));
+        let mut free = free_subnets(pid).into_iter();
         for (i, name) in names.iter().enumerate() {
             let x = free
                 .next()
@@ -213,21 +242,7 @@ impl RealNet {
                 shaped: false,
                 flap: None,
             });
-            ip(&[
-                "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &ns,
-            ])?;
-            ip(&["addr", "add", &format!("10.213.{x}.1/30"), "dev", &host_if])?;
-            ip(&["link", "set", &host_if, "up"])?;
-            ip(&[
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("10.213.{x}.2/30"),
-                "dev",
-                &ns_if,
-            ])?;
-            ip(&["-n", &ns, "link", "set", &ns_if, "up"])?;
+            veth_pair(&ns, &host_if, &ns_if, x)?;
         }
         for i in 0..net.links.len() {
             net.start(i)?;
