@@ -20,66 +20,86 @@ fn policy(a: &OriginHandle, listener_extra: &str) -> String {
     )
 }
 
-/// Reads one response with a Content-Length body; returns its head.
-async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> String {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let len: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                buf.drain(..end + 4 + len);
-                return head;
-            }
+/// A client connection spoken to in raw bytes.
+struct Raw {
+    s: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    async fn connect(addr: std::net::SocketAddr) -> Raw {
+        Raw {
+            s: tokio::net::TcpStream::connect(addr).await.unwrap(),
+            buf: Vec::new(),
         }
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout(DEADLINE, s.read(&mut chunk))
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).await.unwrap();
+    }
+
+    /// Reads one response (Content-Length framed) and asserts it is a 200.
+    async fn expect_200(&mut self) {
+        let head = loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + len {
+                    self.buf.drain(..end + 4 + len);
+                    break head;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(DEADLINE, self.s.read(&mut chunk))
+                .await
+                .expect("response within the deadline")
+                .unwrap();
+            assert!(n > 0, "connection closed before a whole response");
+            self.buf.extend_from_slice(&chunk[..n]);
+        };
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    }
+
+    /// Waits for Pocket to close the connection; asserts nothing else came.
+    async fn expect_close(&mut self) {
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(DEADLINE, self.s.read_to_end(&mut rest))
             .await
-            .expect("response within the deadline")
-            .unwrap();
-        assert!(n > 0, "connection closed before a whole response");
-        buf.extend_from_slice(&chunk[..n]);
+            .expect("pocket closes the connection")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "nothing but the close");
     }
 }
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
 
 #[tokio::test]
 async fn an_idle_connection_parks_and_serves_its_next_requests() {
     let a = origin("A");
     let pocket = Pocket::start_logging(&policy(&a, ""), 1, "info,pocket=debug");
-    let addr = pocket.addr("web");
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut buf = Vec::new();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(read_response(&mut s, &mut buf)
-        .await
-        .starts_with("HTTP/1.1 200"));
+    let mut c = Raw::connect(pocket.addr("web")).await;
+    c.send(GET).await;
+    c.expect_200().await;
     pocket.log.wait_for(&["client connection parked"]);
 
     // The same socket, after parking: two pipelined requests in one write,
     // then a head sent in two pieces.
-    s.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    for _ in 0..2 {
-        assert!(read_response(&mut s, &mut buf)
-            .await
-            .starts_with("HTTP/1.1 200"));
-    }
-    s.write_all(b"GET /c HTTP/1.1\r\nHo").await.unwrap();
+    c.send(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\nGET /b HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    c.expect_200().await;
+    c.expect_200().await;
+    c.send(b"GET /c HTTP/1.1\r\nHo").await;
     // Two writes, two segments (the test holds either way).
     tokio::time::sleep(Duration::from_millis(50)).await;
-    s.write_all(b"st: t\r\n\r\n").await.unwrap();
-    assert!(read_response(&mut s, &mut buf)
-        .await
-        .starts_with("HTTP/1.1 200"));
+    c.send(b"st: t\r\n\r\n").await;
+    c.expect_200().await;
     assert_eq!(a.request_count(), 4);
 }
 
@@ -87,22 +107,11 @@ async fn an_idle_connection_parks_and_serves_its_next_requests() {
 async fn the_keepalive_timeout_closes_an_idle_connection() {
     let a = origin("A");
     let pocket = Pocket::start(&policy(&a, r#", keepalive = "1s""#), 1);
-    let addr = pocket.addr("web");
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut buf = Vec::new();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(read_response(&mut s, &mut buf)
-        .await
-        .starts_with("HTTP/1.1 200"));
+    let mut c = Raw::connect(pocket.addr("web")).await;
+    c.send(GET).await;
+    c.expect_200().await;
     let idle_from = Instant::now();
-    let mut rest = Vec::new();
-    let n = tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest))
-        .await
-        .expect("pocket closes the idle connection")
-        .unwrap_or(0);
-    assert_eq!(n, 0, "nothing but the close");
+    c.expect_close().await;
     assert!(
         idle_from.elapsed() >= Duration::from_millis(900),
         "closed after the keep-alive timeout, not before ({:?})",
@@ -127,13 +136,9 @@ async fn a_bad_keepalive_is_refused_with_its_line() {
 async fn draining_closes_parked_connections_at_once() {
     let a = origin("A");
     let mut pocket = Pocket::start_logging(&policy(&a, ""), 1, "info,pocket=debug");
-    let addr = pocket.addr("web");
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut buf = Vec::new();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    read_response(&mut s, &mut buf).await;
+    let mut c = Raw::connect(pocket.addr("web")).await;
+    c.send(GET).await;
+    c.expect_200().await;
     pocket.log.wait_for(&["client connection parked"]);
     let t0 = Instant::now();
     unsafe { libc::kill(pocket.pid() as i32, libc::SIGTERM) };
@@ -141,12 +146,7 @@ async fn draining_closes_parked_connections_at_once() {
     // The default grace is 30 s: a parked connection must not hold it up.
     assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
     assert_eq!(pocket.child.wait().unwrap().code(), Some(0));
-    let mut rest = Vec::new();
-    let n = tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest))
-        .await
-        .expect("closed")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    c.expect_close().await;
 }
 
 /// Clients that pause around the parking delay park and wake again and
