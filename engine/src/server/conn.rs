@@ -327,10 +327,9 @@ struct Activity {
     /// The last write to the client could not complete: hyper still has
     /// bytes to flush.
     write_blocked: std::cell::Cell<bool>,
-    /// Bytes arrived while nothing was in flight: a request head is on its
-    /// way (hyper's header timeout watches it; parking would restart it).
-    head_started: std::cell::Cell<bool>,
-    /// The strict look at the head being read (bare LF).
+    /// The head being read while nothing is in flight: checked for bare
+    /// LF, and once begun the connection is not idle (hyper's header
+    /// timeout watches it; parking would restart that).
     heads: std::cell::Cell<HeadCheck>,
 }
 
@@ -340,14 +339,13 @@ impl Activity {
             busy: Default::default(),
             quiet_since: std::cell::Cell::new(Instant::now()),
             write_blocked: Default::default(),
-            head_started: Default::default(),
             heads: std::cell::Cell::new(HeadCheck::new()),
         }
     }
 
     /// When the connection may park, if nothing happens before then.
     fn quiet_until(&self) -> Option<Instant> {
-        if self.busy.get() > 0 || self.write_blocked.get() || self.head_started.get() {
+        if self.busy.get() > 0 || self.write_blocked.get() || self.heads.get().started() {
             return None;
         }
         Some(self.quiet_since.get() + PARK_AFTER)
@@ -360,7 +358,6 @@ struct Busy(Rc<Activity>);
 impl Busy {
     fn new(activity: Rc<Activity>) -> Busy {
         activity.busy.set(activity.busy.get() + 1);
-        activity.head_started.set(false);
         let mut heads = activity.heads.get();
         heads.next_head();
         activity.heads.set(heads);
@@ -439,14 +436,13 @@ impl AsyncRead for ClientIo {
             Poll::Ready(Ok(()))
         };
         if buf.filled().len() > before && this.activity.busy.get() == 0 {
-            this.activity.head_started.set(true);
             let mut heads = this.activity.heads.get();
             let checked = heads.feed(&buf.filled()[before..]);
             this.activity.heads.set(heads);
             if checked.is_err() {
                 // Answer as nginx and HAProxy do, then end the connection
                 // (best effort: the answer is small and the socket idle).
-                let _ = this.stream.try_write(head_check::BAD_REQUEST);
+                let _ = this.stream.try_write(&head_check::bad_request());
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "a line of the request head ends in LF, not CRLF",

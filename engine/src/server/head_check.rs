@@ -13,6 +13,9 @@
 pub struct HeadCheck {
     /// Checking at all: HTTP/1, and no request body may be in the stream.
     pub active: bool,
+    /// Bytes of a new head have arrived (counted even when not checking):
+    /// a connection with a head on its way is not idle.
+    started: bool,
     /// The current head has ended; what follows may be a body.
     done: bool,
     prev: u8,
@@ -27,6 +30,7 @@ impl HeadCheck {
     pub const fn new() -> HeadCheck {
         HeadCheck {
             active: true,
+            started: false,
             done: false,
             prev: 0,
             line_empty: false,
@@ -41,6 +45,10 @@ impl HeadCheck {
         }
     }
 
+    pub fn started(&self) -> bool {
+        self.started
+    }
+
     /// A new head begins (the previous request has been handed on).
     pub fn next_head(&mut self) {
         let active = self.active;
@@ -52,7 +60,11 @@ impl HeadCheck {
     /// (memchr): a browser's 500-byte head is a dozen steps, not 500.
     #[inline]
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), BareLf> {
-        if !self.active || self.done || bytes.is_empty() {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.started = true;
+        if !self.active || self.done {
             return Ok(());
         }
         let only_cr = |seg: &[u8]| seg.iter().all(|&b| b == b'\r');
@@ -88,7 +100,14 @@ impl HeadCheck {
 }
 
 /// What a client that sent a bare LF gets before the connection closes.
-pub const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: 60\r\nconnection: close\r\n\r\nbad request: a line of the request head ends in LF, not CRLF";
+pub fn bad_request() -> Vec<u8> {
+    const BODY: &str = "bad request: a line of the request head ends in LF, not CRLF";
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    )
+    .into_bytes()
+}
 
 #[cfg(test)]
 mod tests {
