@@ -33,6 +33,12 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// A listener by name (what a connection knows of where it came in).
+    #[inline]
+    pub fn listener(&self, name: &str) -> Option<&ListenerSpec> {
+        self.listeners.iter().find(|l| &*l.name == name)
+    }
+
     /// The pool a hook named, if it exists.
     #[inline]
     pub fn pool_by_name(&self, name: &str) -> Option<usize> {

@@ -83,11 +83,10 @@ pub fn decide(script: &WorkerScript, view: &mut RequestView) -> Route {
 }
 
 fn default_pool(script: &WorkerScript, listener: &str) -> Option<usize> {
-    let listeners = &script.policy.listeners;
-    listeners
-        .iter()
-        .find(|l| &*l.name == listener)
-        .or_else(|| listeners.first().filter(|_| listener.is_empty()))
+    let policy = &script.policy;
+    policy
+        .listener(listener)
+        .or_else(|| policy.listeners.first().filter(|_| listener.is_empty()))
         .and_then(|l| l.default_pool)
 }
 
@@ -103,7 +102,18 @@ fn hash_key(
     let headers = &view.head.headers;
     let hashed = |b: &[u8]| Some(hash_bytes(b));
     Ok(match kind {
-        HashKey::Source => hashed(forward::canonical_ip(view.peer.ip()).to_string().as_bytes()),
+        HashKey::Source => {
+            // The address as text (what keys have always been), written on
+            // the stack: no allocation per request.
+            let mut text = [0u8; 64];
+            let mut rest = &mut text[..];
+            let _ = std::io::Write::write_fmt(
+                &mut rest,
+                format_args!("{}", forward::canonical_ip(view.peer.ip())),
+            );
+            let n = 64 - rest.len();
+            hashed(&text[..n])
+        }
         HashKey::Uri => hashed(
             view.head
                 .uri

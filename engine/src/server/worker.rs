@@ -269,9 +269,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, name: Arc<str>, 
         }
         let keepalive = script
             .policy
-            .listeners
-            .iter()
-            .find(|l| l.name == name)
+            .listener(&name)
             .map_or(DEFAULT_CLIENT_KEEPALIVE, |l| l.keepalive);
         drop(script);
         let cx = Rc::new(ConnCtx::new(worker.clone(), peer, name.clone()));
