@@ -10,7 +10,7 @@ use std::sync::Arc;
 use mlua::{Table, Value};
 
 use super::pool_settings::duration;
-use super::{ConfigError, ConfigErrors, HookSet, ListenerSpec, Policy, DEFAULT_CLIENT_KEEPALIVE};
+use super::{ClientTimeouts, ConfigError, ConfigErrors, HookSet, ListenerSpec, Policy};
 use crate::lb::{Pool, Server, StateRegistry};
 use crate::script::{describe_lua_error, Limits, Vm};
 
@@ -38,7 +38,8 @@ const POOL_KEYS: &[&str] = &[
     "rehash",
     "bypass",
 ];
-const LISTENER_KEYS: &[&str] = &["name", "bind", "pool", "mode", "keepalive"];
+const LISTENER_KEYS: &[&str] = &["name", "bind", "pool", "mode", "keepalive", "timeouts"];
+const LISTENER_TIMEOUT_KEYS: &[&str] = &["head", "body", "send"];
 const SERVER_KEYS: &[&str] = &["addr", "weight", "backup"];
 const MAX_WEIGHT: i64 = 256;
 
@@ -115,6 +116,30 @@ impl Checker<'_> {
 
     /// Flags keys of `table` that are not in `known`: a typo like
     /// `on_reqest` must not be silently ignored.
+    /// Reads `key` of `t` as a duration above zero into `slot` (left as it
+    /// is when absent); `what` names the table in the error.
+    pub(super) fn positive_duration(
+        &mut self,
+        t: &Table,
+        key: &str,
+        what: &str,
+        slot: &mut std::time::Duration,
+    ) {
+        let parsed = match t.get::<Value>(key) {
+            Ok(Value::Nil) => return,
+            Ok(v) => duration(&v),
+            Err(e) => Err(e.to_string()),
+        };
+        match parsed {
+            Ok(d) if d.is_zero() => self.error(
+                &[&format!("{key} =")],
+                format!("{what}.{key} must be more than 0"),
+            ),
+            Ok(d) => *slot = d,
+            Err(msg) => self.error(&[&format!("{key} =")], format!("{what}.{key}: {msg}")),
+        }
+    }
+
     pub(super) fn unknown_keys(&mut self, table: &Table, known: &[&str], what: &str) {
         for (key, _) in table.pairs::<Value, Value>().flatten() {
             if let Value::String(s) = &key {
@@ -322,30 +347,23 @@ impl Checker<'_> {
                     None
                 }
             };
-            let keepalive = match t.get::<Value>("keepalive") {
-                Ok(Value::Nil) => DEFAULT_CLIENT_KEEPALIVE,
-                Ok(v) => match duration(&v) {
-                    Ok(d) if !d.is_zero() => d,
-                    Ok(_) => {
-                        self.error(
-                            &["keepalive ="],
-                            format!("listener \"{name}\": keepalive must be more than 0"),
-                        );
-                        DEFAULT_CLIENT_KEEPALIVE
-                    }
-                    Err(msg) => {
-                        self.error(
-                            &["keepalive ="],
-                            format!("listener \"{name}\": keepalive: {msg}"),
-                        );
-                        DEFAULT_CLIENT_KEEPALIVE
-                    }
-                },
-                Err(e) => {
-                    self.error(&["keepalive ="], e.to_string());
-                    DEFAULT_CLIENT_KEEPALIVE
+            let mut timeouts = ClientTimeouts::default();
+            let here = format!("listener \"{name}\"");
+            self.positive_duration(&t, "keepalive", &here, &mut timeouts.keepalive);
+            match t.get::<Value>("timeouts") {
+                Ok(Value::Nil) => {}
+                Ok(Value::Table(tt)) => {
+                    self.unknown_keys(&tt, LISTENER_TIMEOUT_KEYS, &format!("{here} timeouts"));
+                    let here = format!("{here}: timeouts");
+                    self.positive_duration(&tt, "head", &here, &mut timeouts.head);
+                    self.positive_duration(&tt, "body", &here, &mut timeouts.body);
+                    self.positive_duration(&tt, "send", &here, &mut timeouts.send);
                 }
-            };
+                _ => self.error(
+                    &["timeouts ="],
+                    format!("{here}: timeouts must be a table like {{ head = \"10s\" }}"),
+                ),
+            }
             if let Some(bind) = bind {
                 if let Some(other) = out.iter().find(|l| l.bind == bind && bind.port() != 0) {
                     self.error(
@@ -360,7 +378,7 @@ impl Checker<'_> {
                     name: Arc::from(name.as_str()),
                     bind,
                     default_pool,
-                    keepalive,
+                    timeouts,
                 });
             }
         }

@@ -93,8 +93,40 @@ pub struct ListenerSpec {
     pub name: Arc<str>,
     pub bind: SocketAddr,
     pub default_pool: Option<usize>,
-    /// How long an idle keep-alive client connection stays open.
+    /// The client side's timeouts, one per phase of a connection.
+    pub timeouts: ClientTimeouts,
+}
+
+/// The client side's timeouts. Each one watches one phase of a connection
+/// and, but for `head`, measures inactivity, not the whole exchange: a slow
+/// upload or download that keeps moving is never cut (nginx's
+/// `client_header_timeout`, `client_body_timeout`, `send_timeout` and
+/// `keepalive_timeout`; HAProxy's `timeout http-request` and `timeout
+/// client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientTimeouts {
+    /// A request head must arrive whole within this once its first byte
+    /// has (a new connection: from the accept). Then the connection closes.
+    pub head: std::time::Duration,
+    /// Longest silence between two pieces of a request body: the client
+    /// gets a 408 and the connection closes.
+    pub body: std::time::Duration,
+    /// Longest a write to the client may stay blocked (it stopped reading):
+    /// the connection closes.
+    pub send: std::time::Duration,
+    /// How long an idle keep-alive connection (HTTP/1 or h2) stays open.
     pub keepalive: std::time::Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            head: std::time::Duration::from_secs(30),
+            body: std::time::Duration::from_secs(60),
+            send: std::time::Duration::from_secs(60),
+            keepalive: DEFAULT_CLIENT_KEEPALIVE,
+        }
+    }
 }
 
 /// A listener's keep-alive timeout when the policy gives none (nginx's

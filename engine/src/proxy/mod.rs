@@ -33,6 +33,7 @@ use hyper::body::Incoming;
 use body::{InFlight, RequestBody, ResponseBody};
 use upstream::Lease;
 
+use crate::config::ClientTimeouts;
 use crate::lb::{Pool, Server};
 use crate::script::api::request::RequestView;
 use crate::script::api::response::ResponseView;
@@ -60,15 +61,24 @@ pub struct ConnCtx {
     pub listener: Arc<str>,
     /// The peer as an X-Forwarded-For entry, made once.
     pub peer_value: http::HeaderValue,
+    /// The listener's client timeouts, as they were when the connection
+    /// was accepted.
+    pub timeouts: ClientTimeouts,
 }
 
 impl ConnCtx {
-    pub fn new(worker: Rc<Worker>, peer: SocketAddr, listener: Arc<str>) -> ConnCtx {
+    pub fn new(
+        worker: Rc<Worker>,
+        peer: SocketAddr,
+        listener: Arc<str>,
+        timeouts: ClientTimeouts,
+    ) -> ConnCtx {
         ConnCtx {
             worker,
             peer,
             listener,
             peer_value: forward::peer_value(peer.ip()),
+            timeouts,
         }
     }
 }

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use super::drain::Drain;
 use super::head_check::{self, HeadCheck};
+use crate::config::ClientTimeouts;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::{self, ConnCtx};
 
@@ -79,15 +80,16 @@ where
     }
 }
 
-/// Serves one accepted client connection until it closes. `keepalive`:
-/// how long an idle keep-alive connection stays open.
+/// Serves one accepted client connection until it closes, within the
+/// listener's client `timeouts`.
 pub async fn serve(
     stream: TcpStream,
     cx: Rc<ConnCtx>,
     http: Rc<Http>,
     drain: Rc<Drain>,
-    keepalive: Duration,
+    timeouts: ClientTimeouts,
 ) {
+    let keepalive = timeouts.keepalive;
     let Some(_open) = drain.enter() else { return };
     let io = ClientIo {
         stream,

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use super::conn::{self, Http};
 use super::drain::Drain;
 use super::listener::{Bound, ListenerKey};
-use crate::config::{Policy, DEFAULT_CLIENT_KEEPALIVE};
+use crate::config::{ClientTimeouts, Policy};
 use crate::proxy::upstream::Upstreams;
 use crate::proxy::{ConnCtx, RequestId};
 use crate::script::api::conn::ConnView;
@@ -230,6 +230,10 @@ async fn drain(worker: &Rc<Worker>, loops: &mut AcceptLoops, grace: Duration) {
     }
 }
 
+fn canonical_addr(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(crate::proxy::forward::canonical_ip(addr.ip()), addr.port())
+}
+
 async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, name: Arc<str>, http: Rc<Http>) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -241,6 +245,10 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, name: Arc<str>, 
                 continue;
             }
         };
+        // An IPv4 client on a dual-stack `[::]` listener is `::ffff:a.b.c.d`
+        // to the kernel; everything from here on (on_connect, req.peer_ip,
+        // X-Forwarded-For, source hashing) sees it as the `a.b.c.d` it is.
+        let peer = canonical_addr(peer);
         let _ = stream.set_nodelay(true);
         if worker.drain.is_draining() {
             return;
@@ -249,7 +257,7 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, name: Arc<str>, 
         // refused connection costs nothing more.
         let script = worker.script();
         if script.has_on_connect() {
-            let local = stream.local_addr().unwrap_or(peer);
+            let local = canonical_addr(stream.local_addr().unwrap_or(peer));
             let mut view = ConnView {
                 peer,
                 local,
@@ -267,18 +275,18 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, name: Arc<str>, 
                 }
             }
         }
-        let keepalive = script
+        let timeouts = script
             .policy
             .listener(&name)
-            .map_or(DEFAULT_CLIENT_KEEPALIVE, |l| l.keepalive);
+            .map_or_else(ClientTimeouts::default, |l| l.timeouts);
         drop(script);
-        let cx = Rc::new(ConnCtx::new(worker.clone(), peer, name.clone()));
+        let cx = Rc::new(ConnCtx::new(worker.clone(), peer, name.clone(), timeouts));
         tokio::task::spawn_local(conn::serve(
             stream,
             cx,
             http.clone(),
             worker.drain.clone(),
-            keepalive,
+            timeouts,
         ));
     }
 }
