@@ -30,6 +30,7 @@ fn the_heap_stays_flat_over_many_hook_calls() {
     for i in 0..100_000u64 {
         let head = http::Request::get("/x").body(()).unwrap().into_parts().0;
         let mut view = RequestView {
+            raw_target: None,
             head,
             peer: "127.0.0.1:1".parse().unwrap(),
             listener: Arc::from("web"),

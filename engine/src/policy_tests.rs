@@ -170,6 +170,7 @@ fn build_request(req: &Table, n: usize) -> Result<RequestView, String> {
         .map_err(|_| format!("bad req.peer_ip {ip:?}"))?;
     Ok(RequestView {
         head,
+        raw_target: None,
         peer,
         listener: Arc::from(get("listener")?.unwrap_or_default().as_str()),
         id: RequestId {

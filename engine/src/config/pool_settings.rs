@@ -11,7 +11,7 @@ use super::{parse_duration, seconds_to_duration};
 use crate::lb::{Algorithm, CheckKind, CheckSpec, HashKey, Passive, PoolSettings, Timeouts};
 
 const MAX_RETRIES: i64 = 10;
-const TIMEOUT_KEYS: &[&str] = &["connect", "response", "idle", "keepalive"];
+const TIMEOUT_KEYS: &[&str] = &["connect", "response", "idle", "keepalive", "total"];
 const CHECK_KEYS: &[&str] = &[
     "tcp", "http", "run", "script", "host", "expect", "body", "pattern", "interval", "timeout",
     "rise", "fall", "start",
@@ -221,29 +221,14 @@ impl Checker<'_> {
     fn timeouts(&mut self, pool: &str, tt: &Table) -> Timeouts {
         let mut timeouts = Timeouts::default();
         self.unknown_keys(tt, TIMEOUT_KEYS, &format!("pool \"{pool}\" timeouts"));
-        for (key, slot) in [
-            ("connect", &mut timeouts.connect),
-            ("response", &mut timeouts.response),
-            ("idle", &mut timeouts.idle),
-            ("keepalive", &mut timeouts.keepalive),
-        ] {
-            let parsed = match tt.get::<Value>(key) {
-                Ok(Value::Nil) => continue,
-                Ok(v) => duration(&v),
-                Err(e) => Err(e.to_string()),
-            };
-            match parsed {
-                Ok(d) if d.is_zero() => self.error(
-                    &[&format!("{key} =")],
-                    format!("pool \"{pool}\": timeouts.{key} must be more than 0"),
-                ),
-                Ok(d) => *slot = d,
-                Err(msg) => self.error(
-                    &[&format!("{key} =")],
-                    format!("pool \"{pool}\": timeouts.{key}: {msg}"),
-                ),
-            }
-        }
+        let here = format!("pool \"{pool}\": timeouts");
+        self.positive_duration(tt, "connect", &here, &mut timeouts.connect);
+        self.positive_duration(tt, "response", &here, &mut timeouts.response);
+        self.positive_duration(tt, "idle", &here, &mut timeouts.idle);
+        self.positive_duration(tt, "keepalive", &here, &mut timeouts.keepalive);
+        let mut total = Duration::ZERO;
+        self.positive_duration(tt, "total", &here, &mut total);
+        timeouts.total = Some(total).filter(|t| !t.is_zero());
         timeouts
     }
 

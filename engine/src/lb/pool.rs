@@ -10,18 +10,28 @@ use http::HeaderName;
 use super::balance::{Algorithm, Tier};
 use super::ServerState;
 
-/// How long each phase of talking to a server may take.
+/// How long each phase of talking to a server may take. Each watches one
+/// phase and, but for `connect` and `total`, measures the server's
+/// silence, not the length of the exchange: a slow upload or download that
+/// keeps moving is never cut (as nginx's `proxy_read_timeout` and
+/// HAProxy's `timeout server`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timeouts {
     /// TCP connect.
     pub connect: Duration,
-    /// From the request sent to the response headers received.
+    /// From the request sent whole (its last body byte handed over) to the
+    /// response head received: the server's thinking time. A 504.
     pub response: Duration,
-    /// Longest silence from a server while its response body streams
-    /// (also its sockets' TCP_USER_TIMEOUT, so a pulled cable is noticed).
+    /// Longest silence from a server while its response body streams, or
+    /// while it does not take the request body it is being sent (also its
+    /// sockets' TCP_USER_TIMEOUT, so a pulled cable is noticed).
     pub idle: Duration,
     /// How long an unused upstream connection is kept for reuse.
     pub keepalive: Duration,
+    /// Optional limit on the whole exchange, from the request being routed
+    /// to the response's last byte (Envoy's route `timeout`): a 504 before
+    /// the response head, the connection cut after it. None: no limit.
+    pub total: Option<Duration>,
 }
 
 impl Default for Timeouts {
@@ -31,6 +41,7 @@ impl Default for Timeouts {
             response: Duration::from_secs(60),
             idle: Duration::from_secs(60),
             keepalive: Duration::from_secs(30),
+            total: None,
         }
     }
 }

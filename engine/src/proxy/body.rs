@@ -2,11 +2,15 @@
 //! server, the server's response body streamed to the client, and small
 //! local bodies. Nothing is buffered.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -17,35 +21,135 @@ use crate::lb::ServerState;
 
 /// The body sent to a server.
 pub enum RequestBody {
-    Client(Incoming),
+    /// The client's body, streamed as it arrives; `progress` tells the
+    /// request path whose turn it is, for the timeouts.
+    Client {
+        body: Incoming,
+        progress: Rc<Progress>,
+    },
     Empty,
 }
 
+/// How far a request body has gone, for the timeouts: while the client is
+/// still sending it, its silence counts against the client (listener
+/// `timeouts.body`, a 408); while the server is not taking it, against the
+/// server (pool `timeouts.idle`); once it is all handed over, the server's
+/// answer is awaited (pool `timeouts.response`).
+pub struct Progress {
+    /// When the client last gave a piece of the body (or the request began).
+    last_piece: Cell<Instant>,
+    /// Waiting on the client: the last read of its body was pending.
+    waiting_on_client: Cell<bool>,
+    /// When the body's last piece was handed to the server connection.
+    done_at: Cell<Option<Instant>>,
+    /// The request was given up: the body fails, so the server connection
+    /// it was being sent on closes rather than carrying half a request.
+    aborted: Cell<bool>,
+    /// Wakes the server connection's task, parked on the client's body,
+    /// when the request is given up (it would wait for the client).
+    waker: Cell<Option<std::task::Waker>>,
+}
+
+/// Whose turn it is in an exchange whose request body is streaming.
+pub enum Turn {
+    /// The client owes the next piece, since this instant.
+    Client(Instant),
+    /// The server has not taken the last piece, since this instant.
+    ServerReading(Instant),
+    /// The body is sent; the server owes the answer, since this instant.
+    ServerAnswering(Instant),
+}
+
+impl Progress {
+    pub fn new() -> Rc<Progress> {
+        Rc::new(Progress {
+            last_piece: Cell::new(Instant::now()),
+            waiting_on_client: Cell::new(false),
+            done_at: Cell::new(None),
+            aborted: Cell::new(false),
+            waker: Cell::new(None),
+        })
+    }
+
+    pub fn turn(&self) -> Turn {
+        match self.done_at.get() {
+            Some(at) => Turn::ServerAnswering(at),
+            None if self.waiting_on_client.get() => Turn::Client(self.last_piece.get()),
+            None => Turn::ServerReading(self.last_piece.get()),
+        }
+    }
+
+    pub fn abort(&self) {
+        self.aborted.set(true);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// The request was given up (a timeout): what the server connection's
+/// body reader gets.
+#[derive(Debug)]
+struct Abandoned;
+
+impl std::fmt::Display for Abandoned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request abandoned")
+    }
+}
+
+impl std::error::Error for Abandoned {}
+
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            RequestBody::Client(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Client { body, progress } => {
+                if progress.aborted.get() {
+                    return Poll::Ready(Some(Err(Box::new(Abandoned))));
+                }
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Pending => {
+                        progress.waiting_on_client.set(true);
+                        progress.waker.set(Some(cx.waker().clone()));
+                    }
+                    Poll::Ready(Some(Ok(_))) => {
+                        let now = Instant::now();
+                        progress.waiting_on_client.set(false);
+                        progress.last_piece.set(now);
+                        if body.is_end_stream() {
+                            progress.done_at.set(Some(now));
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        progress.waiting_on_client.set(false);
+                        progress.done_at.set(Some(Instant::now()));
+                    }
+                    Poll::Ready(Some(Err(_))) => progress.waiting_on_client.set(false),
+                }
+                polled.map_err(|e| Box::new(e) as BoxError)
+            }
             RequestBody::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Client(b) => b.is_end_stream(),
+            RequestBody::Client { body, .. } => body.is_end_stream(),
             RequestBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Client(b) => b.size_hint(),
+            RequestBody::Client { body, .. } => body.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }
@@ -86,17 +190,37 @@ impl Drop for InFlight {
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A server went silent in the middle of a response body.
+/// When a streaming response must have moved again: `idle` from now, or
+/// the exchange's deadline if that comes first.
+#[inline]
+fn next_wake(idle: Duration, deadline: Option<Instant>) -> Instant {
+    let at = Instant::now() + idle;
+    match deadline {
+        Some(d) if d < at => d,
+        _ => at,
+    }
+}
+
+/// A server went silent in the middle of a response body (or the whole
+/// exchange ran past the pool's `total`: the bool).
 #[derive(Debug)]
-struct Stalled(Arc<str>, Duration);
+struct Stalled(Arc<str>, Duration, bool);
 
 impl std::fmt::Display for Stalled {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "server {} sent nothing for {:?} mid-response",
-            self.0, self.1
-        )
+        if self.2 {
+            write!(
+                f,
+                "the response of server {} ran past the pool's total timeout",
+                self.0
+            )
+        } else {
+            write!(
+                f,
+                "server {} sent nothing for {:?} mid-response",
+                self.0, self.1
+            )
+        }
     }
 }
 
@@ -113,6 +237,8 @@ pub enum ResponseBody {
         lease: Option<Lease>,
         in_flight: Option<InFlight>,
         idle: Duration,
+        /// The pool's total timeout, as an instant (None: no limit).
+        deadline: Option<Instant>,
         timer: Pin<Box<tokio::time::Sleep>>,
         server: Arc<str>,
         /// The pool's passive limit: a broken body counts as a failure.
@@ -128,6 +254,7 @@ impl ResponseBody {
         lease: Lease,
         in_flight: InFlight,
         idle: Duration,
+        deadline: Option<Instant>,
         server: Arc<str>,
         passive_after: u32,
     ) -> ResponseBody {
@@ -136,7 +263,8 @@ impl ResponseBody {
             lease: Some(lease),
             in_flight: Some(in_flight),
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            deadline,
+            timer: Box::pin(tokio::time::sleep_until(next_wake(idle, deadline))),
             server,
             passive_after,
         }
@@ -163,6 +291,7 @@ impl Body for ResponseBody {
                 lease,
                 in_flight,
                 idle,
+                deadline,
                 timer,
                 server,
                 passive_after,
@@ -171,10 +300,13 @@ impl Body for ResponseBody {
                 if polled.is_pending() {
                     if timer.as_mut().poll(cx).is_ready() {
                         lease.take();
+                        let past_total = deadline.is_some_and(|d| d <= Instant::now());
                         if let Some(f) = in_flight.take() {
-                            f.0.traffic_failed(*passive_after, "stalled mid-response");
+                            if !past_total {
+                                f.0.traffic_failed(*passive_after, "stalled mid-response");
+                            }
                         }
-                        let err = Stalled(server.clone(), *idle);
+                        let err = Stalled(server.clone(), *idle, past_total);
                         tracing::warn!("{err}; closing the client connection");
                         return Poll::Ready(Some(Err(Box::new(err))));
                     }
@@ -196,9 +328,17 @@ impl Body for ResponseBody {
                     Poll::Pending => false,
                 };
                 if !finished {
+                    if deadline.is_some_and(|d| d <= Instant::now()) {
+                        // A body that never pauses still ends at `total`.
+                        lease.take();
+                        in_flight.take();
+                        let err = Stalled(server.clone(), *idle, true);
+                        tracing::warn!("{err}; closing the client connection");
+                        return Poll::Ready(Some(Err(Box::new(err))));
+                    }
                     // Progress: the server's silence is counted from now.
                     // (Not after the last frame: nothing waits any more.)
-                    timer.as_mut().reset(tokio::time::Instant::now() + *idle);
+                    timer.as_mut().reset(next_wake(*idle, *deadline));
                 } else {
                     if let Some(lease) = lease.take() {
                         lease.release();

@@ -5,7 +5,7 @@
 
 use http::StatusCode;
 
-use super::forward;
+use super::{fields, forward, target};
 use crate::lb::{hash_bytes, HashKey};
 use crate::script::api::local::LocalResponse;
 use crate::script::api::request::RequestView;
@@ -37,6 +37,13 @@ pub fn decide(script: &WorkerScript, view: &mut RequestView) -> Route {
     if let Some((status, why)) = forward::refuse(&view.head) {
         tracing::info!(request = %view.id, peer = %view.peer, "refused: {why}");
         return Route::Refuse(status, why.into());
+    }
+    match target::settle(&mut view.head) {
+        Ok(raw) => view.raw_target = raw,
+        Err(why) => {
+            tracing::info!(request = %view.id, peer = %view.peer, "refused: {why}");
+            return Route::Refuse(StatusCode::BAD_REQUEST, why.into());
+        }
     }
     let pool = match script.on_request(view) {
         Ok(Decision::Pool(i)) => i,
@@ -125,7 +132,7 @@ fn hash_key(
         HashKey::Host => view
             .host()
             .and_then(|h| hashed(h.to_ascii_lowercase().as_bytes())),
-        HashKey::Header(name) => headers.get(name).and_then(|v| hashed(v.as_bytes())),
+        HashKey::Header(name) => fields::combined(headers, name).and_then(|v| hashed(&v)),
         HashKey::Cookie(name) => headers
             .get_all(http::header::COOKIE)
             .iter()

@@ -26,6 +26,15 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
 }
 
+/// Headers that say how a message is framed or how a connection is used.
+/// They are Pocket's alone to write: a script that could set them could
+/// make the client or the server read a different message than the one
+/// sent (a desync), so `set_header`, `add_header`, `remove_header` and
+/// `pocket.respond` refuse them.
+pub fn is_framing(name: &HeaderName) -> bool {
+    *name == header::CONTENT_LENGTH || is_hop_by_hop(name)
+}
+
 /// Removes hop-by-hop headers, including those the Connection header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names, no hashing: most requests have none, and
@@ -124,10 +133,11 @@ pub fn prepare_request(head: &mut http::request::Parts, peer_ip: &HeaderValue) {
 /// Appends the client to X-Forwarded-For, as HAProxy's `option forwardfor`
 /// and nginx's `$proxy_add_x_forwarded_for` do.
 fn add_forwarded_for(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
-    let value = match headers.get(&X_FORWARDED_FOR) {
+    // Every line of it: a list sent on two lines is one list (fields.rs).
+    let value = match super::fields::combined(headers, &X_FORWARDED_FOR) {
         Some(prev) => {
             let mut v = Vec::with_capacity(prev.len() + 2 + peer_ip.len());
-            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(&prev);
             v.extend_from_slice(b", ");
             v.extend_from_slice(peer_ip.as_bytes());
             match HeaderValue::from_maybe_shared(bytes::Bytes::from(v)) {
@@ -154,9 +164,46 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Turns a server's response head into the one sent to the client.
-pub fn prepare_response(head: &mut http::response::Parts) {
+/// Turns a server's response head into the one sent to the client, or
+/// says why it cannot be relayed (the client then gets a 502, as nginx and
+/// HAProxy answer). Framing is Pocket's: the body is re-framed for the
+/// client, so the server's framing headers never pass through as they came.
+pub fn prepare_response(head: &mut http::response::Parts) -> Result<(), &'static str> {
+    if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        // Pocket never forwards an Upgrade (it is hop-by-hop), so no
+        // client asked for this switch (RFC 9110 §15.2.2).
+        return Err("101 Switching Protocols for a request that asked for no upgrade");
+    }
+    if head.headers.contains_key(header::TRANSFER_ENCODING) {
+        // Only "chunked" is decoded (nginx refuses the rest too): another
+        // coding would reach the client undeclared once the header goes.
+        let mut codings = head
+            .headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|t| !t.is_empty());
+        let only_chunked = codings
+            .next()
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
+            && codings.next().is_none();
+        if !only_chunked {
+            return Err("a Transfer-Encoding other than chunked");
+        }
+        // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and a
+        // proxy must remove the Content-Length before forwarding.
+        head.headers.remove(header::CONTENT_LENGTH);
+    }
+    if head.status == http::StatusCode::NO_CONTENT {
+        // RFC 9110 §8.6: never sent with a 204.
+        head.headers.remove(header::CONTENT_LENGTH);
+    }
+    // Pocket speaks its own version whatever the server spoke (RFC 9112
+    // §2.3); hyper writes HTTP/1.0 itself to an HTTP/1.0 client.
+    head.version = Version::HTTP_11;
     strip_hop_by_hop(&mut head.headers);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -195,6 +242,16 @@ mod tests {
         assert_eq!(head.headers[header::HOST], "example.com:8080");
         assert_eq!(head.version, Version::HTTP_11);
         assert_eq!(head.headers["x-forwarded-for"], "127.0.0.1");
+    }
+
+    #[test]
+    fn forwarded_for_on_two_lines_is_one_list() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.2"));
+        add_forwarded_for(&mut h, &peer_value("127.0.0.1".parse().unwrap()));
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1, 198.51.100.2, 127.0.0.1");
     }
 
     #[test]

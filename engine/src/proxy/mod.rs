@@ -15,8 +15,11 @@
 
 pub mod body;
 pub mod decide;
+pub mod fields;
 pub mod forward;
 pub mod local;
+pub mod target;
+pub mod timeouts;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -24,13 +27,13 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
-use body::{InFlight, RequestBody, ResponseBody};
+use body::{InFlight, Progress, RequestBody, ResponseBody};
+use tokio::time::Instant;
 use upstream::Lease;
 
 use crate::config::ClientTimeouts;
@@ -83,11 +86,6 @@ impl ConnCtx {
     }
 }
 
-/// A connection idle longer than this may have been closed by the server
-/// just as we reuse it; a request that can be replayed keeps a copy of its
-/// head so it can be sent again on a fresh connection.
-const REUSE_RISK: Duration = Duration::from_secs(1);
-
 /// Phase 1 and 2: pin the policy, ask the script.
 pub async fn handle(
     cx: Rc<ConnCtx>,
@@ -98,6 +96,7 @@ pub async fn handle(
     let (head, body) = req.into_parts();
     let mut view = RequestView {
         head,
+        raw_target: None,
         peer: cx.peer,
         listener: cx.listener.clone(),
         id,
@@ -147,16 +146,22 @@ async fn forward(
         peer,
         listener,
         id,
+        raw_target,
     } = view;
     // on_response sees the request as the client sent it (after on_request).
     let client_head = script.has_on_response().then(|| clone_head(&head));
     let mut head = head;
     forward::prepare_request(&mut head, &cx.peer_value);
     let replayable = is_idempotent(&head.method) && body.is_end_stream();
-    let mut body = Some(if body.is_end_stream() {
-        RequestBody::Empty
-    } else {
-        RequestBody::Client(body)
+    // The whole exchange's limit, if the pool sets one.
+    let deadline = pool.timeouts.total.map(|t| Instant::now() + t);
+    let progress = (!body.is_end_stream()).then(Progress::new);
+    let mut body = Some(match &progress {
+        None => RequestBody::Empty,
+        Some(progress) => RequestBody::Client {
+            body,
+            progress: progress.clone(),
+        },
     });
     let mut head = Some(head);
     let mut tried: Vec<usize> = Vec::new();
@@ -164,6 +169,9 @@ async fn forward(
     // Each unreachable server costs one retry; a connection found dead
     // before the request left costs an attempt but no retry.
     let mut attempts = 0;
+    // After a reused connection failed, the next try opens a new one (the
+    // other idle connections to that server may be as dead).
+    let mut fresh_only = false;
     let max_attempts = pool.retries as usize + 4;
 
     while tried.len() <= pool.retries as usize && attempts < max_attempts {
@@ -185,7 +193,7 @@ async fn forward(
         let mut conn = match cx
             .worker
             .upstreams
-            .checkout(server.addr, &pool.timeouts)
+            .checkout(server.addr, &pool.timeouts, !fresh_only)
             .await
         {
             Ok(c) => c,
@@ -206,15 +214,22 @@ async fn forward(
         };
         let Some(h) = head.take() else { break };
         // A copy to send again if the server drops the request unanswered:
-        // on a stale kept-alive connection, or when another server may
-        // still take it (only requests that are safe to repeat).
-        let stale = conn.idle_for.is_some_and(|d| d > REUSE_RISK);
+        // on a kept-alive connection (the server may have closed it just as
+        // it was reused: that must never cost the client an error), or when
+        // another server may still take it. Only requests safe to repeat.
+        let stale = conn.idle_for.is_some();
         let another = tried.len() < pool.retries as usize && pool.servers.len() > 1;
         let spare = (replayable && (stale || another)).then(|| clone_head(&h));
         let req = Request::from_parts(h, body.take().unwrap_or(RequestBody::Empty));
         let in_flight = InFlight::new(&server.state);
-        let sent =
-            tokio::time::timeout(pool.timeouts.response, conn.sender.try_send_request(req)).await;
+        let sent = timeouts::wait_answer(
+            conn.sender.try_send_request(req),
+            progress.as_deref(),
+            &pool.timeouts,
+            cx.timeouts.body,
+            deadline,
+        )
+        .await;
         let resp = match sent {
             Ok(Ok(resp)) => resp,
             Ok(Err(mut e)) => {
@@ -225,14 +240,18 @@ async fn forward(
                     body = Some(b);
                     continue;
                 }
-                if let (Some(h), true) = (spare.as_ref(), stale) {
+                // A malformed answer is an answer: never replayed (as
+                // nginx's default proxy_next_upstream), a 502 below.
+                let unanswered = !e.error().is_parse() && !e.error().is_user();
+                if let (Some(h), true) = (spare.as_ref(), stale && unanswered) {
                     // A reused connection the server had just closed.
-                    tracing::debug!(request = %id, server = %server.addr, "stale connection ({}); resending", e.error());
+                    tracing::debug!(request = %id, server = %server.addr, "reused connection closed ({}); resending on a new one", e.error());
                     head = Some(clone_head(h));
                     body = Some(RequestBody::Empty);
+                    fresh_only = true;
                     continue;
                 }
-                if let (Some(h), false) = (spare, e.error().is_user()) {
+                if let (Some(h), true) = (spare, unanswered) {
                     // Dropped before any response byte: safe to repeat
                     // elsewhere.
                     server
@@ -264,16 +283,12 @@ async fn forward(
                 tracing::warn!(request = %id, "{why}");
                 return local::error(StatusCode::BAD_GATEWAY, &why, &id.to_string());
             }
-            Err(_) => {
-                server
-                    .state
-                    .traffic_failed(pool.passive.after, "response timeout");
-                let why = format!(
-                    "server {} of pool \"{}\" did not answer within {:?}",
-                    server.addr, pool.name, pool.timeouts.response
-                );
-                tracing::warn!(request = %id, "{why}");
-                return local::error(StatusCode::GATEWAY_TIMEOUT, &why, &id.to_string());
+            Err(late) => {
+                if let Some(p) = &progress {
+                    // Half a request must not stay on the server connection.
+                    p.abort();
+                }
+                return timeouts::answer_late(late, pool, server, id);
             }
         };
 
@@ -284,8 +299,11 @@ async fn forward(
             server,
             resp,
             in_flight,
+            id,
+            deadline,
             client_head.map(|head| RequestView {
                 head,
+                raw_target,
                 peer,
                 listener,
                 id,
@@ -328,6 +346,8 @@ fn deliver(
     server: &Server,
     resp: Response<Incoming>,
     mut in_flight: InFlight,
+    id: RequestId,
+    deadline: Option<Instant>,
     client_view: Option<RequestView>,
     sender: hyper::client::conn::http1::SendRequest<RequestBody>,
 ) -> Response<ResponseBody> {
@@ -342,9 +362,19 @@ fn deliver(
         in_flight.counted_as_failure();
     }
     let (mut rhead, rbody) = resp.into_parts();
-    forward::prepare_response(&mut rhead);
+    if let Err(why) = forward::prepare_response(&mut rhead) {
+        // The connection is dropped with the body: never reused.
+        server
+            .state
+            .traffic_failed(pool.passive.after, "bad response");
+        let why = format!(
+            "server {} of pool \"{}\" sent a response Pocket cannot relay: {why}",
+            server.addr, pool.name
+        );
+        tracing::warn!(request = %id, "{why}");
+        return local::error(StatusCode::BAD_GATEWAY, &why, &id.to_string());
+    }
     if let Some(mut req_view) = client_view {
-        let id = req_view.id;
         let mut res_view = ResponseView {
             head: rhead,
             pool: pool.name.clone(),
@@ -368,6 +398,7 @@ fn deliver(
             lease,
             in_flight,
             pool.timeouts.idle,
+            deadline,
             server.addr_text.clone(),
             pool.passive.after,
         ),

@@ -121,13 +121,15 @@ impl Upstreams {
         self.idle.borrow_mut().retain(|addr, _| live.contains(addr));
     }
 
-    /// A reusable connection to `addr` if one is idle, else a new one.
+    /// A reusable connection to `addr` if one is idle (and `reuse`), else
+    /// a new one.
     pub async fn checkout(
         &self,
         addr: SocketAddr,
         timeouts: &Timeouts,
+        reuse: bool,
     ) -> Result<Conn, ConnectError> {
-        loop {
+        while reuse {
             let candidate = {
                 let mut idle = self.idle.borrow_mut();
                 idle.get_mut(&addr).and_then(|list| list.pop())

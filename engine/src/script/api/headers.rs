@@ -18,6 +18,17 @@ fn name(text: &mlua::LuaString) -> mlua::Result<HeaderName> {
     })
 }
 
+/// A header name a script may write: not a framing or hop-by-hop one.
+pub fn writable_name(text: &mlua::LuaString) -> mlua::Result<HeaderName> {
+    let n = name(text)?;
+    if crate::proxy::forward::is_framing(&n) {
+        return Err(mlua::Error::RuntimeError(format!(
+            "header \"{n}\" cannot be set by a script: framing and connection headers (content-length, transfer-encoding, connection, keep-alive, proxy-connection, te, trailer, upgrade) are Pocket's to write"
+        )));
+    }
+    Ok(n)
+}
+
 fn value(name: &HeaderName, v: Value) -> mlua::Result<HeaderValue> {
     let bytes = match v {
         Value::String(s) => HeaderValue::from_bytes(&s.as_bytes()),
@@ -42,13 +53,15 @@ fn to_lua(lua: &Lua, v: &HeaderValue) -> mlua::Result<Value> {
 }
 
 pub fn add_header_methods<T: HasHeaders + 'static, M: UserDataMethods<T>>(methods: &mut M) {
-    // First value of a header, or nil. Names are case-insensitive.
+    // A header's value, or nil. Names are case-insensitive. Sent on
+    // several lines, it is one list: the lines joined with ", " ("; " for
+    // Cookie); Set-Cookie gives its first line (use header_all).
     methods.add_method("header", |lua, this, n: mlua::LuaString| {
-        let Ok(s) = n.to_str() else {
+        let Ok(name) = HeaderName::from_bytes(&n.as_bytes()) else {
             return Ok(Value::Nil);
         };
-        match this.headers().get(s.as_ref() as &str) {
-            Some(v) => to_lua(lua, v),
+        match crate::proxy::fields::combined(this.headers(), &name) {
+            Some(v) => Ok(Value::String(lua.create_string(&*v)?)),
             None => Ok(Value::Nil),
         }
     });
@@ -82,7 +95,7 @@ pub fn add_header_methods<T: HasHeaders + 'static, M: UserDataMethods<T>>(method
         })
     });
     methods.add_method_mut("set_header", |_, this, (n, v): (mlua::LuaString, Value)| {
-        let n = name(&n)?;
+        let n = writable_name(&n)?;
         if v.is_nil() {
             this.headers_mut().remove(&n);
             return Ok(());
@@ -92,13 +105,13 @@ pub fn add_header_methods<T: HasHeaders + 'static, M: UserDataMethods<T>>(method
         Ok(())
     });
     methods.add_method_mut("add_header", |_, this, (n, v): (mlua::LuaString, Value)| {
-        let n = name(&n)?;
+        let n = writable_name(&n)?;
         let v = value(&n, v)?;
         this.headers_mut().append(n, v);
         Ok(())
     });
     methods.add_method_mut("remove_header", |_, this, n: mlua::LuaString| {
-        let n = name(&n)?;
+        let n = writable_name(&n)?;
         Ok(this.headers_mut().remove(&n).is_some())
     });
 }

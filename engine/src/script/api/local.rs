@@ -40,12 +40,8 @@ fn header_pairs(headers: Option<Table>) -> mlua::Result<Vec<(HeaderName, HeaderV
     };
     for pair in headers.pairs::<mlua::LuaString, Value>() {
         let (name, value) = pair?;
-        let name = HeaderName::from_bytes(&name.as_bytes()).map_err(|_| {
-            mlua::Error::RuntimeError(format!(
-                "invalid header name \"{}\"",
-                name.to_string_lossy()
-            ))
-        })?;
+        // Pocket frames the body it sends: no Content-Length of the script's.
+        let name = super::headers::writable_name(&name)?;
         let text = match value {
             Value::String(s) => s.as_bytes().to_vec(),
             Value::Integer(n) => n.to_string().into_bytes(),

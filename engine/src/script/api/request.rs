@@ -18,6 +18,9 @@ pub struct RequestView {
     pub peer: SocketAddr,
     pub listener: Arc<str>,
     pub id: RequestId,
+    /// The path and query as the client sent them, when normalising
+    /// changed them (`req.target`; see proxy::target).
+    pub raw_target: Option<PathAndQuery>,
 }
 
 impl HasHeaders for RequestView {
@@ -31,13 +34,22 @@ impl HasHeaders for RequestView {
 
 impl RequestView {
     /// The host the client asked for, without the port: from `Host` (HTTP/1)
-    /// or the `:authority` (HTTP/2).
+    /// or the `:authority` (HTTP/2), which proxy::target made agree. None
+    /// when the request names none (HTTP/1.0, or an empty Host).
     pub fn host(&self) -> Option<&str> {
         let raw = match self.head.headers.get(http::header::HOST) {
             Some(h) => h.to_str().ok()?,
             None => self.head.uri.authority()?.as_str(),
         };
-        Some(strip_port(raw))
+        Some(strip_port(raw)).filter(|h| !h.is_empty())
+    }
+
+    /// The path and query as the client sent them.
+    pub fn target(&self) -> &str {
+        match &self.raw_target {
+            Some(raw) => raw.as_str(),
+            None => self.head.uri.path_and_query().map_or("/", |p| p.as_str()),
+        }
     }
 
     /// Replaces the path, keeping the query unless `path` brings its own.
@@ -125,6 +137,7 @@ impl UserData for RequestView {
             Some(h) => Ok(Value::String(lua.create_string(h)?)),
             None => Ok(Value::Nil),
         });
+        fields.add_field_method_get("target", |lua, r| lua.create_string(r.target()));
         fields.add_field_method_get("version", |_, r| Ok(version_name(r.head.version)));
         fields.add_field_method_get("scheme", |_, _| Ok("http"));
         fields.add_field_method_get("peer_ip", |_, r| Ok(r.peer.ip().to_string()));

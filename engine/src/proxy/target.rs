@@ -1,0 +1,273 @@
+//! What a request is for: one host and one path, settled before the script
+//! or the balancer reads them, so that what Pocket routes on is what the
+//! server receives.
+//!
+//! - Host (RFC 9112 §3.2): exactly one Host line; an HTTP/1.1 request
+//!   without one, or with a value that is not `host[:port]`, gets a 400, as
+//!   in nginx. An absolute-form target (`GET http://a/ HTTP/1.1`) names the
+//!   host and replaces the Host line (RFC 9112 §3.2.2); an HTTP/2
+//!   `:authority` and a Host line that disagree are a 400 (RFC 9113
+//!   §8.3.1).
+//! - Path (RFC 3986 §6.2.2): percent-encoded unreserved characters are
+//!   decoded (`/%61dmin` is `/admin`), other escapes are kept with
+//!   upper-case hex (`%2F` stays a `%2F`, never a `/`), runs of slashes
+//!   become one (nginx's `merge_slashes`), and dot segments are removed
+//!   (§5.2.4: `/static/../admin` is `/admin`). A `%` not followed by two hex
+//!   digits is a 400. The query is left as it came. The target as the client
+//!   sent it stays readable as `req.target`.
+
+use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Uri, Version};
+
+/// Why a request's host or path cannot be served: the client gets a 400.
+pub type Refusal = &'static str;
+
+/// Settles the host and the path of `head` in place. Returns the path and
+/// query as the client sent them when normalising changed them.
+pub fn settle(head: &mut http::request::Parts) -> Result<Option<PathAndQuery>, Refusal> {
+    settle_host(head)?;
+    let Some(pq) = head.uri.path_and_query() else {
+        return Ok(None);
+    };
+    let Some(path) = normalize_path(pq.path())? else {
+        return Ok(None);
+    };
+    let raw = pq.clone();
+    let text = match raw.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let normal = PathAndQuery::from_maybe_shared(bytes::Bytes::from(text))
+        .map_err(|_| "the path is not valid once normalised")?;
+    let mut parts = std::mem::take(&mut head.uri).into_parts();
+    parts.path_and_query = Some(normal);
+    head.uri = Uri::from_parts(parts).map_err(|_| "the path is not valid once normalised")?;
+    Ok(Some(raw))
+}
+
+fn settle_host(head: &mut http::request::Parts) -> Result<(), Refusal> {
+    let mut lines = head.headers.get_all(header::HOST).iter();
+    let host = lines.next();
+    if lines.next().is_some() {
+        return Err("more than one Host header (RFC 9112 §3.2)");
+    }
+    if let Some(h) = host {
+        if !valid_host(h.as_bytes()) {
+            return Err("the Host header is not a valid host[:port] (RFC 9112 §3.2)");
+        }
+    }
+    let Some(authority) = head.uri.authority() else {
+        // Origin form: the Host line names the host. HTTP/1.0 may omit it.
+        if host.is_none() && head.version != Version::HTTP_10 {
+            return Err("no Host header (RFC 9112 §3.2)");
+        }
+        return Ok(());
+    };
+    if authority.as_str().contains('@') {
+        return Err("user information in the request target (RFC 9110 §4.2.4)");
+    }
+    if !valid_host(authority.as_str().as_bytes()) {
+        return Err("the request target's host is not a valid host[:port]");
+    }
+    match head.version {
+        Version::HTTP_2 | Version::HTTP_3 => {
+            if let Some(h) = host {
+                if !h
+                    .as_bytes()
+                    .eq_ignore_ascii_case(authority.as_str().as_bytes())
+                {
+                    return Err("the Host header differs from :authority (RFC 9113 §8.3.1)");
+                }
+            }
+        }
+        _ => {
+            if host.is_none() && head.version == Version::HTTP_11 {
+                return Err("no Host header (RFC 9112 §3.2)");
+            }
+            // Absolute form: the target's host wins, and is what the
+            // server receives (RFC 9112 §3.2.2).
+            let value = HeaderValue::from_str(authority.as_str())
+                .map_err(|_| "the request target's host is not a valid host[:port]")?;
+            head.headers.insert(header::HOST, value);
+        }
+    }
+    Ok(())
+}
+
+/// `uri-host [ ":" port ]` (RFC 3986 §3.2.2): a bracketed IP literal or a
+/// reg-name (unreserved, sub-delims, percent escapes), then digits. Empty
+/// is allowed (a target with no authority sends an empty Host).
+fn valid_host(h: &[u8]) -> bool {
+    let (host, port) = if h.first() == Some(&b'[') {
+        let Some(end) = h.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inside = &h[1..end];
+        if inside.is_empty()
+            || !inside
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return false;
+        }
+        (&h[..0], &h[end + 1..])
+    } else {
+        match h.iter().position(|&b| b == b':') {
+            Some(colon) => (&h[..colon], &h[colon..]),
+            None => (h, &h[h.len()..]),
+        }
+    };
+    let reg_name = host
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b));
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    reg_name && port_ok
+}
+
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// True when the path may change: it has an escape, a dot segment or a
+/// doubled slash. Most paths have none and cost one scan.
+fn may_change(p: &[u8]) -> bool {
+    p.contains(&b'%')
+        || p.windows(2)
+            .any(|w| w[0] == b'/' && matches!(w[1], b'.' | b'/'))
+}
+
+/// The normal form of an origin-form path (see the module doc), or None
+/// when it is already normal. Paths that do not start with `/` (`*`) are
+/// left alone.
+pub fn normalize_path(path: &str) -> Result<Option<String>, Refusal> {
+    let p = path.as_bytes();
+    if p.first() != Some(&b'/') || !may_change(p) {
+        return Ok(None);
+    }
+    // 1. Escapes: unreserved ones decoded, the rest kept in upper case.
+    let mut decoded = Vec::with_capacity(p.len());
+    let mut i = 0;
+    while i < p.len() {
+        if p[i] != b'%' {
+            decoded.push(p[i]);
+            i += 1;
+            continue;
+        }
+        let (Some(hi), Some(lo)) = (
+            p.get(i + 1).copied().and_then(hex),
+            p.get(i + 2).copied().and_then(hex),
+        ) else {
+            return Err("a % in the path is not followed by two hex digits");
+        };
+        let byte = hi * 16 + lo;
+        if unreserved(byte) {
+            decoded.push(byte);
+        } else {
+            decoded.push(b'%');
+            decoded.extend_from_slice(format!("{byte:02X}").as_bytes());
+        }
+        i += 3;
+    }
+    // 2. Segments: empty ones merged, "." dropped, ".." removes the one
+    //    before it (never above the root).
+    let mut kept: Vec<&[u8]> = Vec::new();
+    let mut ends_in_slash = false;
+    for segment in decoded[1..].split(|&b| b == b'/') {
+        ends_in_slash = matches!(segment, b"" | b"." | b"..");
+        match segment {
+            b"" | b"." => {}
+            b".." => {
+                kept.pop();
+            }
+            s => kept.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(decoded.len());
+    for s in &kept {
+        out.push(b'/');
+        out.extend_from_slice(s);
+    }
+    if out.is_empty() || ends_in_slash {
+        out.push(b'/');
+    }
+    if out == p {
+        return Ok(None);
+    }
+    // Only bytes of the input (valid UTF-8 already) and ASCII were added.
+    String::from_utf8(out)
+        .map(Some)
+        .map_err(|_| "the path is not valid once normalised")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(p: &str) -> String {
+        normalize_path(p).unwrap().unwrap_or_else(|| p.to_string())
+    }
+
+    #[test]
+    fn walks_around_a_prefix_are_undone() {
+        assert_eq!(norm("/static/../admin/users"), "/admin/users");
+        assert_eq!(norm("/%61dmin/users"), "/admin/users");
+        assert_eq!(norm("/./admin/users"), "/admin/users");
+        assert_eq!(norm("//admin/users"), "/admin/users");
+        assert_eq!(norm("/%2e%2e/admin"), "/admin");
+        assert_eq!(norm("/a/%2E/b"), "/a/b");
+        assert_eq!(norm("/../../admin"), "/admin");
+        assert_eq!(norm("/a/b/.."), "/a/");
+        assert_eq!(norm("/a/."), "/a/");
+        assert_eq!(norm("/.."), "/");
+        assert_eq!(norm("/a//b///"), "/a/b/");
+    }
+
+    #[test]
+    fn other_escapes_stay_escaped() {
+        assert_eq!(norm("/a%2fb"), "/a%2Fb");
+        assert_eq!(norm("/a%2Fb/..%2F"), "/a%2Fb/..%2F");
+        assert_eq!(norm("/%7e/x%20y"), "/~/x%20y");
+        assert_eq!(norm("/x%00"), "/x%00");
+    }
+
+    #[test]
+    fn normal_paths_are_untouched() {
+        for p in [
+            "/",
+            "/a/b",
+            "/a/b/",
+            "/file.html",
+            "/.well-known/x",
+            "*",
+            "/a.b/c",
+        ] {
+            assert_eq!(normalize_path(p).unwrap(), None, "{p}");
+        }
+    }
+
+    #[test]
+    fn broken_escapes_are_refused() {
+        assert!(normalize_path("/a%").is_err());
+        assert!(normalize_path("/a%2").is_err());
+        assert!(normalize_path("/a%zz").is_err());
+    }
+
+    #[test]
+    fn hosts() {
+        for ok in ["a", "a.b:80", "[::1]:8080", "[::1]", "x-y_z~1", "", "a:"] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in ["a b", "a/b", "a:b", "a:1:2", "[::1", "[zz]", "a@b", "a\\b"] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
+}
