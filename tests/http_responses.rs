@@ -68,7 +68,7 @@ const LANES: usize = 8;
 // Known gaps: cases Pocket does not handle as a user needs today, each with
 // exactly how it fails. The test asserts they still fail exactly that way,
 // so a fix (or a change for the worse) shows up as a failure asking to
-// update this list. Nothing under engine/ was changed by this test.
+// update this list.
 // ---------------------------------------------------------------------------
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -99,74 +99,6 @@ enum Problem {
 use Problem::*;
 
 const KNOWN_GAPS: &[(&str, &[Problem])] = &[
-    // Content-Length and Transfer-Encoding: chunked together (RFC 9112
-    // §6.3 item 3: chunked wins, the Content-Length must not be passed on).
-    // Pocket passes the server's Content-Length on with the dechunked body:
-    // the client gets the first 5 bytes ("hello"), or waits for 40 and is
-    // cut off.
-    (
-        "extra: Content-Length 5 and chunked (chunked wins)",
-        &[Body],
-    ),
-    (
-        "extra: Content-Length 40 and chunked (chunked wins)",
-        &[Refused],
-    ),
-    ("extra: chunked then Content-Length 5", &[Body]),
-    // A list of one repeated length is passed on as it came ("5, 5"), not
-    // as the single value RFC 9110 §8.6 allows in its place.
-    ("extra: Content-Length 5, 5 in one line", &[Framing]),
-    // Transfer codings other than one final chunked: the body is relayed
-    // with the coding dropped (nginx: 502 "unknown Transfer-Encoding";
-    // chunked twice is refused on the request side already).
-    ("extra: Transfer-Encoding gzip without chunked", &[Relayed]),
-    ("extra: Transfer-Encoding gzip, chunked", &[Relayed]),
-    ("extra: Transfer-Encoding chunked, chunked", &[Relayed]),
-    // A 101 the client did not ask for (no Upgrade in its request) is
-    // relayed; the client connection is then closed.
-    (
-        "llhttp/connection.md: HTTP 101 response with Upgrade and Content-Length header",
-        &[Relayed],
-    ),
-    (
-        "llhttp/connection.md: HTTP 101 response with Upgrade and Transfer-Encoding header",
-        &[Relayed],
-    ),
-    (
-        "extra: 101 Switching Protocols the client did not ask for",
-        &[Relayed],
-    ),
-    // An HTTP/1.0 server's status line reaches the HTTP/1.1 client as
-    // `HTTP/1.0 ...`: Pocket passes the server's version on instead of
-    // speaking its own (RFC 9112 §2.3).
-    (
-        "llhttp/connection.md: HTTP/1.0 with keep-alive and EOF-terminated 200 status",
-        &[Version],
-    ),
-    (
-        "llhttp/connection.md: HTTP/1.0 with keep-alive and 204 status",
-        &[Version],
-    ),
-    ("llhttp/sample.md: bonjourmadame.fr", &[Version]),
-    ("extra: HTTP/1.0 response with Content-Length", &[Version]),
-    ("extra: HTTP/1.0 response, body until close", &[Version]),
-    ("extra: HTTP/1.0 404", &[Version]),
-    // Bare LF as the line end of the status line and header fields: hyper
-    // (httparse) accepts it, which RFC 9112 §2.2 allows ("MAY recognize a
-    // single LF"); llhttp refuses it. Fix only upstream or with a strict
-    // pre-parse of response heads.
-    (
-        "llhttp/invalid.md: Only LFs present and no body",
-        &[Relayed],
-    ),
-    (
-        "llhttp/invalid.md: Only LFs present and no body (lenient)",
-        &[Relayed],
-    ),
-    ("llhttp/invalid.md: Only LFs present", &[Relayed]),
-    ("llhttp/invalid.md: Only LFs present (lenient)", &[Relayed]),
-    ("llhttp/sample.md: No carriage ret", &[Relayed]),
-    ("llhttp/sample.md: No carriage ret (lenient)", &[Relayed]),
     // Chunk-size lines hyper's decoder tolerates, as on the request side:
     // spaces after the size, "2;" (empty extension), an unbalanced quote
     // in an extension. Pocket re-chunks the body for the client, so the

@@ -164,6 +164,18 @@ pub fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The length a Content-Length sent as a list (`5, 5`, or on two lines)
+/// stands for; None when it is absent or already one plain number.
+fn plain_length(headers: &HeaderMap) -> Option<u64> {
+    let mut lines = headers.get_all(header::CONTENT_LENGTH).iter();
+    let first = lines.next()?;
+    if lines.next().is_none() && first.as_bytes().iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let token = first.as_bytes().split(|b| *b == b',').next()?;
+    std::str::from_utf8(token.trim_ascii()).ok()?.parse().ok()
+}
+
 /// Turns a server's response head into the one sent to the client, or
 /// says why it cannot be relayed (the client then gets a 502, as nginx and
 /// HAProxy answer). Framing is Pocket's: the body is re-framed for the
@@ -194,6 +206,11 @@ pub fn prepare_response(head: &mut http::response::Parts) -> Result<(), &'static
         // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, and a
         // proxy must remove the Content-Length before forwarding.
         head.headers.remove(header::CONTENT_LENGTH);
+    } else if let Some(n) = plain_length(&head.headers) {
+        // `5, 5` or two equal lines (hyper checked they agree): the client
+        // gets one plain number (RFC 9110 §8.6).
+        head.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     if head.status == http::StatusCode::NO_CONTENT {
         // RFC 9110 §8.6: never sent with a 204.

@@ -21,6 +21,7 @@ pub mod local;
 pub mod target;
 pub mod timeouts;
 pub mod upstream;
+pub mod upstream_io;
 
 use std::convert::Infallible;
 use std::fmt;
@@ -222,6 +223,7 @@ async fn forward(
         let spare = (replayable && (stale || another)).then(|| clone_head(&h));
         let req = Request::from_parts(h, body.take().unwrap_or(RequestBody::Empty));
         let in_flight = InFlight::new(&server.state);
+        conn.watch.set(upstream_io::HeadScan::expect_head());
         let sent = timeouts::wait_answer(
             conn.sender.try_send_request(req),
             progress.as_deref(),
@@ -309,6 +311,7 @@ async fn forward(
                 id,
             }),
             conn.sender,
+            conn.watch,
         );
     }
 
@@ -350,6 +353,7 @@ fn deliver(
     deadline: Option<Instant>,
     client_view: Option<RequestView>,
     sender: hyper::client::conn::http1::SendRequest<RequestBody>,
+    watch: upstream_io::HeadWatch,
 ) -> Response<ResponseBody> {
     server
         .state
@@ -390,7 +394,7 @@ fn deliver(
         }
         rhead = res_view.head;
     }
-    let lease = Lease::new(cx.worker.upstreams.clone(), server.addr, sender);
+    let lease = Lease::new(cx.worker.upstreams.clone(), server.addr, sender, watch);
     Response::from_parts(
         rhead,
         ResponseBody::upstream(

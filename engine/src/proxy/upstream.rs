@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::body::RequestBody;
+use super::upstream_io::{HeadWatch, UpstreamIo};
 use crate::lb::Timeouts;
 
 /// Most idle connections kept per server per worker.
@@ -22,6 +23,7 @@ const MAX_IDLE_PER_SERVER: usize = 128;
 
 struct Idle {
     sender: SendRequest<RequestBody>,
+    watch: HeadWatch,
     since: Instant,
 }
 
@@ -56,6 +58,8 @@ impl Hasher for AddrHasher {
 /// A connection ready for one request.
 pub struct Conn {
     pub sender: SendRequest<RequestBody>,
+    /// Arms the response head check as each request is sent.
+    pub watch: HeadWatch,
     /// How long it sat idle before this request (None: opened for it). A
     /// long-idle connection may have been closed by the server meanwhile.
     pub idle_for: Option<Duration>,
@@ -85,6 +89,7 @@ pub struct Lease {
     upstreams: Rc<Upstreams>,
     addr: SocketAddr,
     sender: SendRequest<RequestBody>,
+    watch: HeadWatch,
 }
 
 impl Lease {
@@ -92,11 +97,13 @@ impl Lease {
         upstreams: Rc<Upstreams>,
         addr: SocketAddr,
         sender: SendRequest<RequestBody>,
+        watch: HeadWatch,
     ) -> Lease {
         Lease {
             upstreams,
             addr,
             sender,
+            watch,
         }
     }
 
@@ -109,6 +116,7 @@ impl Lease {
         if list.len() < MAX_IDLE_PER_SERVER {
             list.push(Idle {
                 sender: self.sender,
+                watch: self.watch,
                 since: Instant::now(),
             });
         }
@@ -149,6 +157,7 @@ impl Upstreams {
             }
             return Ok(Conn {
                 sender: idle.sender,
+                watch: idle.watch,
                 idle_for: Some(idle_for),
             });
         }
@@ -178,8 +187,9 @@ impl Upstreams {
                 .with_time(Duration::from_secs(30))
                 .with_interval(Duration::from_secs(10)),
         );
+        let (io, watch) = UpstreamIo::new(stream);
         let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(ConnectError::Handshake)?;
         tokio::task::spawn_local(async move {
@@ -189,6 +199,7 @@ impl Upstreams {
         });
         Ok(Conn {
             sender,
+            watch,
             idle_for: None,
         })
     }

@@ -1,0 +1,193 @@
+//! The server socket as hyper's client sees it. Each response head is
+//! looked at before hyper parses it, as request heads are
+//! (server/head_check.rs): httparse accepts a bare LF as a line end, and a
+//! response whose lines end so is malformed by RFC 9112 §2.2 for a proxy
+//! that holds requests to CRLF. Such a response is a 502, never relayed.
+//!
+//! The request path arms the check as it sends each request (a response
+//! head can only follow a request); the check follows the head to its
+//! empty line, again after a 1xx interim head, and never looks at a body.
+
+use std::cell::Cell;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Where the connection is in reading a response head.
+#[derive(Clone, Copy, Default)]
+pub struct HeadScan {
+    /// A head is expected or being read.
+    armed: bool,
+    /// Bytes of this head so far.
+    pos: usize,
+    /// Bytes of the current line so far, its CR included.
+    line: usize,
+    prev: u8,
+    /// The status code's three digits, as they arrive.
+    status: [u8; 3],
+}
+
+/// Shared by the socket wrapper and the request path that arms it.
+pub type HeadWatch = Rc<Cell<HeadScan>>;
+
+/// A line of a response head ends in LF without CR.
+#[derive(Debug)]
+pub struct BareLf;
+
+impl HeadScan {
+    /// A request has been sent: its response head comes next.
+    pub fn expect_head() -> HeadScan {
+        HeadScan {
+            armed: true,
+            ..HeadScan::default()
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) -> Result<(), BareLf> {
+        for &b in bytes {
+            if !self.armed {
+                return Ok(());
+            }
+            // "HTTP/1.1 200": the status digits are bytes 9 to 11.
+            if (9..12).contains(&self.pos) {
+                self.status[self.pos - 9] = b;
+            }
+            self.pos += 1;
+            self.line += 1;
+            if b == b'\n' {
+                if self.prev != b'\r' {
+                    return Err(BareLf);
+                }
+                if self.line == 2 {
+                    // The empty line: the head ends. A 1xx other than 101
+                    // is followed by another head.
+                    let interim = self.status[0] == b'1' && self.status != *b"101";
+                    *self = if interim {
+                        HeadScan::expect_head()
+                    } else {
+                        HeadScan::default()
+                    };
+                    continue;
+                }
+                self.line = 0;
+            }
+            self.prev = b;
+        }
+        Ok(())
+    }
+}
+
+pub struct UpstreamIo {
+    stream: TcpStream,
+    watch: HeadWatch,
+}
+
+impl UpstreamIo {
+    pub fn new(stream: TcpStream) -> (UpstreamIo, HeadWatch) {
+        let watch: HeadWatch = Rc::new(Cell::new(HeadScan::default()));
+        (
+            UpstreamIo {
+                stream,
+                watch: watch.clone(),
+            },
+            watch,
+        )
+    }
+}
+
+impl AsyncRead for UpstreamIo {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let mut scan = this.watch.get();
+        if scan.armed && buf.filled().len() > before {
+            let checked = scan.feed(&buf.filled()[before..]);
+            this.watch.set(scan);
+            if checked.is_err() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a line of the response head ends in LF, not CRLF",
+                )));
+            }
+        }
+        r
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(parts: &[&[u8]]) -> Result<HeadScan, BareLf> {
+        let mut s = HeadScan::expect_head();
+        for p in parts {
+            s.feed(p)?;
+        }
+        Ok(s)
+    }
+
+    #[test]
+    fn crlf_heads_pass_and_the_body_is_not_looked_at() {
+        let s = scan(&[b"HTTP/1.1 200 OK\r\nA: b\r\n\r\nbody\nwith\nLF"]).unwrap();
+        assert!(!s.armed);
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
+        for cut in 0..head.len() {
+            assert!(!scan(&[&head[..cut], &head[cut..]]).unwrap().armed);
+        }
+    }
+
+    #[test]
+    fn a_bare_lf_is_caught_after_an_interim_head_too() {
+        assert!(scan(&[b"HTTP/1.1 200 OK\nA: b\r\n\r\n"]).is_err());
+        assert!(scan(&[b"HTTP/1.1 200 OK\r\nA: b\r\n\n"]).is_err());
+        assert!(scan(&[b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\nX: y\r\n\r\n"]).is_err());
+        assert!(
+            scan(&[b"HTTP/1.1 103 Early\r\n\r\n", b"HTTP/1.1 200 OK\r\n\r\n"])
+                .is_ok_and(|s| !s.armed)
+        );
+        // 101 ends the HTTP part: what follows is another protocol.
+        assert!(scan(&[b"HTTP/1.1 101 Switching\r\n\r\n\n\n"]).is_ok());
+    }
+}
