@@ -142,9 +142,10 @@ function CheckHttp.tcp(send) end
 
 ---@class pocket.Timeouts
 ---@field connect? pocket.Duration TCP connect to a server (default "3s").
----@field response? pocket.Duration From sending the request to the response headers (default "60s"); then 504.
----@field idle? pocket.Duration Longest server silence mid response body before the client connection is closed; also TCP_USER_TIMEOUT (default "60s").
+---@field response? pocket.Duration From the request sent whole to the response headers (default "60s"); then 504. A slow upload does not count.
+---@field idle? pocket.Duration Longest server silence mid response body (the client connection is then closed), or while it takes no request body (504); also TCP_USER_TIMEOUT (default "60s").
 ---@field keepalive? pocket.Duration How long an idle server connection is kept for reuse (default "30s").
+---@field total? pocket.Duration Optional limit on the whole exchange, routing to the response's last byte (default: none).
 
 ------------------------------------------------------------------------
 -- Objects the hooks receive
@@ -153,7 +154,8 @@ function CheckHttp.tcp(send) end
 ---@class pocket.Headers
 local Headers = {}
 
----The first value of a header (case-insensitive name), or nil.
+---A header's value (case-insensitive name), or nil. Several lines are one list, joined
+---with ", " ("; " for Cookie); Set-Cookie gives its first line (use header_all).
 ---@param name string
 ---@return string|nil
 function Headers:header(name) end
@@ -168,7 +170,9 @@ function Headers:header_all(name) end
 ---@return fun(): string|nil, string|nil
 function Headers:headers() end
 
----Replaces every value of a header; a nil value removes it.
+---Replaces every value of a header; a nil value removes it. Framing and connection headers
+---(content-length, transfer-encoding, connection, keep-alive, te, trailer, upgrade,
+---proxy-connection) are Pocket's: setting, adding or removing them is an error.
 ---@param name string
 ---@param value string|number|nil
 function Headers:set_header(name, value) end
@@ -186,10 +190,11 @@ function Headers:remove_header(name) end
 ---A client request (on_request, on_response). Fields are read-only.
 ---@class pocket.Request: pocket.Headers
 ---@field method string "GET", "POST", ...
----@field path string The path, without the query.
+---@field path string The normalised path, without the query: "/static/../%61dmin" is "/admin".
 ---@field query string|nil The query without "?", or nil.
----@field uri string Path and query: "/a/b?x=1".
----@field host string|nil Host (or HTTP/2 :authority), lowercase, without the port.
+---@field uri string Normalised path and query: "/a/b?x=1".
+---@field target string Path and query exactly as the client sent them, before normalising.
+---@field host string|nil Host (or HTTP/2 :authority), lowercase, without the port; nil for HTTP/1.0 without Host.
 ---@field version "HTTP/1.0"|"HTTP/1.1"|"HTTP/2"|string
 ---@field scheme "http" Always "http" in this version.
 ---@field peer_ip string The client's IP address.

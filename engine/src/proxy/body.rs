@@ -48,6 +48,9 @@ pub struct Progress {
     /// Wakes the server connection's task, parked on the client's body,
     /// when the request is given up (it would wait for the client).
     waker: Cell<Option<std::task::Waker>>,
+    /// Wakes the request's task when the turn changes hands, so that it
+    /// sets its timer to the new phase's deadline.
+    watcher: Cell<Option<std::task::Waker>>,
 }
 
 /// Whose turn it is in an exchange whose request body is streaming.
@@ -68,6 +71,7 @@ impl Progress {
             done_at: Cell::new(None),
             aborted: Cell::new(false),
             waker: Cell::new(None),
+            watcher: Cell::new(None),
         })
     }
 
@@ -76,6 +80,17 @@ impl Progress {
             Some(at) => Turn::ServerAnswering(at),
             None if self.waiting_on_client.get() => Turn::Client(self.last_piece.get()),
             None => Turn::ServerReading(self.last_piece.get()),
+        }
+    }
+
+    /// The request's task wants to hear when the turn changes.
+    pub fn watch(&self, waker: &std::task::Waker) {
+        self.watcher.set(Some(waker.clone()));
+    }
+
+    fn turn_changed(&self) {
+        if let Some(w) = self.watcher.take() {
+            w.wake();
         }
     }
 
@@ -115,6 +130,7 @@ impl Body for RequestBody {
                     return Poll::Ready(Some(Err(Box::new(Abandoned))));
                 }
                 let polled = Pin::new(&mut *body).poll_frame(cx);
+                let was_waiting = progress.waiting_on_client.get();
                 match &polled {
                     Poll::Pending => {
                         progress.waiting_on_client.set(true);
@@ -126,13 +142,18 @@ impl Body for RequestBody {
                         progress.last_piece.set(now);
                         if body.is_end_stream() {
                             progress.done_at.set(Some(now));
+                            progress.turn_changed();
                         }
                     }
                     Poll::Ready(None) => {
                         progress.waiting_on_client.set(false);
                         progress.done_at.set(Some(Instant::now()));
+                        progress.turn_changed();
                     }
                     Poll::Ready(Some(Err(_))) => progress.waiting_on_client.set(false),
+                }
+                if was_waiting != progress.waiting_on_client.get() {
+                    progress.turn_changed();
                 }
                 polled.map_err(|e| Box::new(e) as BoxError)
             }

@@ -14,6 +14,7 @@
 //! as in nginx and HAProxy.
 
 use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use http::{Response, StatusCode};
@@ -66,27 +67,36 @@ pub async fn wait_answer<F: Future>(
         }
     };
     let (at, late) = due();
-    if progress.is_none() {
-        // One phase only: a plain timeout, as cheap as it gets.
+    // Without a body there is one phase only: a plain timeout.
+    let Some(progress) = progress else {
         return tokio::time::timeout_at(at, answer).await.map_err(|_| late);
-    }
+    };
+    // The body streams: whose turn it is changes, and with it the deadline.
+    // The body wakes this task when the turn changes hands.
     tokio::pin!(answer);
     let sleep = tokio::time::sleep_until(at);
     tokio::pin!(sleep);
-    loop {
-        tokio::select! {
-            biased;
-            r = &mut answer => return Ok(r),
-            _ = &mut sleep => {
-                // The phase may have moved on since the timer was set.
-                let (at, late) = due();
-                if at <= Instant::now() {
-                    return Err(late);
-                }
+    let mut armed = at;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = answer.as_mut().poll(cx) {
+            return Poll::Ready(Ok(r));
+        }
+        progress.watch(cx.waker());
+        loop {
+            let (at, late) = due();
+            if at <= Instant::now() {
+                return Poll::Ready(Err(late));
+            }
+            if at != armed {
                 sleep.as_mut().reset(at);
+                armed = at;
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
             }
         }
-    }
+    })
+    .await
 }
 
 /// The answer to a request whose timeout ran out, logged; a server's
