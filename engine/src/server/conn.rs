@@ -7,10 +7,14 @@
 //! do, until the client sends again (hyper takes over anew) or the
 //! keep-alive timeout closes it. That is what lets 10,000 idle connections
 //! fit in a few MiB. HTTP/2 with prior knowledge goes to hyper's h2.
+//!
+//! Writes to the client that stay blocked longer than the listener's
+//! `send` timeout end the connection, whatever the protocol.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -25,7 +29,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::drain::Drain;
 use super::head_check::{self, HeadCheck};
@@ -39,13 +43,10 @@ use crate::proxy::{self, ConnCtx};
 /// their memory back quickly.
 pub const PARK_AFTER: Duration = Duration::from_millis(500);
 
-/// A new connection must send its first request head within this; so must
-/// a kept-alive one once its head has started (hyper's header timeout).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// The HTTP settings every connection of a worker shares.
+/// The HTTP settings every connection of a worker shares (the header
+/// timeout, which is per listener, is set on a copy per connection).
 pub struct Http {
     h1: http1::Builder,
     h2: http2::Builder<LocalExec>,
@@ -54,9 +55,7 @@ pub struct Http {
 impl Http {
     pub fn new() -> Http {
         let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .keep_alive(true);
+        h1.timer(TokioTimer::new()).keep_alive(true);
         let mut h2 = http2::Builder::new(LocalExec);
         h2.timer(TokioTimer::new())
             .max_concurrent_streams(256)
@@ -90,16 +89,21 @@ pub async fn serve(
     timeouts: ClientTimeouts,
 ) {
     let keepalive = timeouts.keepalive;
+    let head = timeouts.head;
     let Some(_open) = drain.enter() else { return };
     let io = ClientIo {
         stream,
         prefix: Bytes::new(),
         activity: Rc::new(Activity::new()),
+        peer: cx.peer,
+        send: timeouts.send,
+        send_timer: None,
+        blocked: false,
     };
     let first = tokio::select! {
         biased;
         _ = drain.started() => return,
-        r = tokio::time::timeout(HEADER_TIMEOUT, sniff(io)) => r,
+        r = tokio::time::timeout(head, sniff(io)) => r,
     };
     let mut io = match first {
         Ok(Ok(Some((io, false)))) => io,
@@ -107,12 +111,12 @@ pub async fn serve(
         Ok(Ok(Some((io, true)))) => return Box::pin(serve_h2(io, &cx, &http, &drain)).await,
         Ok(Ok(None)) | Ok(Err(_)) => return,
         Err(_) => {
-            tracing::debug!(peer = %cx.peer, "no request within {HEADER_TIMEOUT:?}; closed");
+            tracing::debug!(peer = %cx.peer, "no request within {head:?}; closed");
             return;
         }
     };
     loop {
-        io = match serve_h1(io, &cx, &http, &drain).await {
+        io = match serve_h1(io, &cx, &http, &drain, head).await {
             Some(parked) => parked,
             None => return,
         };
@@ -172,15 +176,23 @@ enum Ending {
 /// Serves HTTP/1 requests until the connection closes (`None`) or has been
 /// quiet long enough to park (the socket back, with any bytes hyper had
 /// read ahead as its prefix).
-async fn serve_h1(io: ClientIo, cx: &Rc<ConnCtx>, http: &Http, drain: &Drain) -> Option<ClientIo> {
+async fn serve_h1(
+    io: ClientIo,
+    cx: &Rc<ConnCtx>,
+    http: &Http,
+    drain: &Drain,
+    head: Duration,
+) -> Option<ClientIo> {
     let activity = io.activity.clone();
     activity.quiet_since.set(Instant::now());
     activity.heads.set(HeadCheck::new());
+    // The listener's header timeout on a copy of the worker's settings: a
+    // few words and a reference count, once per wake, not per request.
+    let mut h1 = http.h1.clone();
+    h1.header_read_timeout(head);
     // Boxed: while parked, the connection's task holds none of hyper's state.
-    let mut conn = Box::new(
-        http.h1
-            .serve_connection(TokioIo::new(io), service(cx.clone(), activity.clone())),
-    );
+    let mut conn =
+        Box::new(h1.serve_connection(TokioIo::new(io), service(cx.clone(), activity.clone())));
     let draining = drain.started();
     tokio::pin!(draining);
     let tick = tokio::time::sleep(PARK_AFTER);
@@ -404,19 +416,54 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 }
 
 /// The client socket as hyper sees it: bytes read ahead by an earlier
-/// hyper come first, and writes are watched (a connection with unflushed
-/// bytes is not idle).
+/// hyper come first, request heads are checked, and writes are watched (a connection with unflushed bytes is not idle; one
+/// blocked longer than the `send` timeout ends).
 struct ClientIo {
     stream: TcpStream,
     prefix: Bytes,
     activity: Rc<Activity>,
+    peer: SocketAddr,
+    /// The listener's send timeout.
+    send: Duration,
+    /// Made the first time a write blocks, then reused: a connection
+    /// whose writes never block has no timer.
+    send_timer: Option<Pin<Box<Sleep>>>,
+    /// The send timer is armed for the write blocked now.
+    blocked: bool,
 }
 
 impl ClientIo {
+    /// Notes how a write went: progress clears the send timer; a blocked
+    /// write arms it (once per blockage), and one blocked for longer than
+    /// `send` fails, which makes hyper drop the connection.
     #[inline]
-    fn wrote<T>(&self, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        self.activity.write_blocked.set(r.is_pending());
-        r
+    fn wrote<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if !r.is_pending() {
+            self.activity.write_blocked.set(false);
+            self.blocked = false;
+            return r;
+        }
+        self.activity.write_blocked.set(true);
+        let timer = match &mut self.send_timer {
+            Some(t) => {
+                if !self.blocked {
+                    t.as_mut().reset(Instant::now() + self.send);
+                }
+                t
+            }
+            None => self
+                .send_timer
+                .insert(Box::pin(tokio::time::sleep(self.send))),
+        };
+        self.blocked = true;
+        if timer.as_mut().poll(cx).is_ready() {
+            tracing::info!(peer = %self.peer, "send timeout ({:?}): the client stopped reading; closing", self.send);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "send timeout: the client stopped reading",
+            )));
+        }
+        Poll::Pending
     }
 }
 
@@ -437,19 +484,23 @@ impl AsyncRead for ClientIo {
             this.prefix.advance(n);
             Poll::Ready(Ok(()))
         };
-        if buf.filled().len() > before && this.activity.busy.get() == 0 {
-            let mut heads = this.activity.heads.get();
-            let checked = heads.feed(&buf.filled()[before..]);
-            this.activity.heads.set(heads);
-            if checked.is_err() {
-                // Answer as nginx and HAProxy do, then end the connection
-                // (best effort: the answer is small and the socket idle).
-                let _ = this.stream.try_write(&head_check::bad_request());
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "a line of the request head ends in LF, not CRLF",
-                )));
-            }
+        if buf.filled().len() == before {
+            return r;
+        }
+        if this.activity.busy.get() > 0 {
+            return r;
+        }
+        let mut heads = this.activity.heads.get();
+        let checked = heads.feed(&buf.filled()[before..]);
+        this.activity.heads.set(heads);
+        if checked.is_err() {
+            // Answer as nginx and HAProxy do, then end the connection (best
+            // effort: the answer is small and the socket idle).
+            let _ = this.stream.try_write(&head_check::bad_request());
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a line of the request head ends in LF, not CRLF",
+            )));
         }
         r
     }
@@ -464,7 +515,7 @@ impl AsyncWrite for ClientIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.stream).poll_write(cx, buf);
-        this.wrote(r)
+        this.wrote(cx, r)
     }
 
     #[inline]
@@ -475,7 +526,7 @@ impl AsyncWrite for ClientIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        this.wrote(r)
+        this.wrote(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -486,7 +537,7 @@ impl AsyncWrite for ClientIo {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.stream).poll_flush(cx);
-        this.wrote(r)
+        this.wrote(cx, r)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
