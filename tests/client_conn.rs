@@ -1,11 +1,15 @@
 //! A client connection's limits, for HTTP/1 and h2 alike: the listener's
-//! send timeout closes a connection whose client stopped reading.
+//! send timeout closes a connection whose client stopped reading; h2
+//! connections get the head and keep-alive timeouts (GOAWAY).
 
 mod common;
 use common::*;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -32,6 +36,21 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// The (type, payload) of each whole frame in `bytes`.
+fn frames(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while bytes.len() >= at + 9 {
+        let len = u32::from_be_bytes([0, bytes[at], bytes[at + 1], bytes[at + 2]]) as usize;
+        if bytes.len() < at + 9 + len {
+            break;
+        }
+        out.push((bytes[at + 3], bytes[at + 9..at + 9 + len].to_vec()));
+        at += 9 + len;
+    }
+    out
+}
+
 /// Reads until the peer closes (EOF or reset) or the deadline: what came.
 async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
     let mut got = Vec::new();
@@ -47,6 +66,42 @@ async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
             Err(_) => panic!("pocket closes the connection within the deadline"),
         }
     }
+}
+
+/// An h2c connection by hyper's client: its sender and its connection
+/// task, which ends when Pocket closes the connection.
+async fn h2_connect(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+    (sender, tokio::spawn(conn))
+}
+
+async fn h2_send(
+    sender: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    path: &str,
+) -> (u16, Bytes) {
+    let req = http::Request::builder()
+        .uri(format!("http://t{path}"))
+        .version(http::Version::HTTP_2)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.expect("h2 request");
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("h2 body")
+        .to_bytes();
+    (status, body)
 }
 
 #[tokio::test]
@@ -107,4 +162,61 @@ async fn the_send_timeout_applies_to_h2_too() {
     let got = read_until_closed(&mut s).await;
     assert!(got.len() < 1 << 30, "closed before the whole body");
     assert_eq!(h2_get(addr, "t", "/").await.status, 200);
+}
+
+#[tokio::test]
+async fn an_idle_h2_connection_is_closed_after_the_keepalive() {
+    let a = origin("A");
+    let pocket =
+        Pocket::start_logging(&policy(&a, r#", keepalive = "2s""#), 1, "info,pocket=debug");
+    let (mut sender, conn) = h2_connect(pocket.addr("web")).await;
+    assert_eq!(h2_send(&mut sender, "/").await.0, 200);
+    let idle_from = Instant::now();
+    let ended = tokio::time::timeout(DEADLINE, conn).await;
+    assert!(ended.is_ok(), "pocket closes the idle h2 connection");
+    assert!(
+        idle_from.elapsed() >= Duration::from_millis(1800),
+        "closed after the keep-alive timeout, not before ({:?})",
+        idle_from.elapsed()
+    );
+    pocket.log.wait_for(&["h2 keep-alive timeout", "GOAWAY"]);
+}
+
+#[tokio::test]
+async fn a_slow_h2_response_outlives_the_keepalive() {
+    let a = origin("A");
+    let pocket =
+        Pocket::start_logging(&policy(&a, r#", keepalive = "1s""#), 1, "info,pocket=debug");
+    let (mut sender, _conn) = h2_connect(pocket.addr("web")).await;
+    // In flight for 3 s, three keep-alive timeouts: not idle, not closed.
+    let (status, body) = h2_send(&mut sender, "/delay/3000").await;
+    assert_eq!(status, 200);
+    assert!(
+        String::from_utf8_lossy(&body).contains("after 3000 ms"),
+        "{body:?}"
+    );
+    let log = pocket.log.text();
+    assert!(!log.contains("GOAWAY"), "no GOAWAY while busy: {log}");
+}
+
+#[tokio::test]
+async fn an_h2_connection_without_a_request_is_closed_after_the_head_timeout() {
+    let a = origin("A");
+    let pocket = Pocket::start_logging(
+        &policy(&a, r#", timeouts = { head = "2s" }"#),
+        1,
+        "info,pocket=debug",
+    );
+    let mut s = TcpStream::connect(pocket.addr("web")).await.unwrap();
+    s.write_all(&[PREFACE, &frame(0x4, 0, 0, &[])].concat())
+        .await
+        .unwrap();
+    // The client answers nothing, not even the GOAWAY's PING: Pocket
+    // closes all the same.
+    let got = read_until_closed(&mut s).await;
+    assert!(
+        frames(&got).iter().any(|(kind, _)| *kind == 0x7),
+        "a GOAWAY before the close"
+    );
+    pocket.log.wait_for(&["no h2 request within 2s", "GOAWAY"]);
 }

@@ -6,7 +6,9 @@
 //! 18 KiB in all) and waits holding only its socket, like HAProxy and nginx
 //! do, until the client sends again (hyper takes over anew) or the
 //! keep-alive timeout closes it. That is what lets 10,000 idle connections
-//! fit in a few MiB. HTTP/2 with prior knowledge goes to hyper's h2.
+//! fit in a few MiB. HTTP/2 with prior knowledge goes to hyper's h2,
+//! which gets the same head and keep-alive timeouts (a GOAWAY ends an idle
+//! connection).
 //!
 //! Writes to the client that stay blocked longer than the listener's
 //! `send` timeout end the connection, whatever the protocol.
@@ -42,6 +44,11 @@ use crate::proxy::{self, ConnCtx};
 /// for the round trip through parking; short enough that idle ones give
 /// their memory back quickly.
 pub const PARK_AFTER: Duration = Duration::from_millis(500);
+
+/// How long an h2 client that was sent a GOAWAY for idleness has to
+/// answer its PING before the connection is dropped (a client that never
+/// answers would otherwise hold it open).
+const GOAWAY_GRACE: Duration = Duration::from_secs(5);
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -108,7 +115,9 @@ pub async fn serve(
     let mut io = match first {
         Ok(Ok(Some((io, false)))) => io,
         // Boxed: an h2 connection is large and rare; h1 tasks stay small.
-        Ok(Ok(Some((io, true)))) => return Box::pin(serve_h2(io, &cx, &http, &drain)).await,
+        Ok(Ok(Some((io, true)))) => {
+            return Box::pin(serve_h2(io, &cx, &http, &drain, timeouts)).await
+        }
         Ok(Ok(None)) | Ok(Err(_)) => return,
         Err(_) => {
             tracing::debug!(peer = %cx.peer, "no request within {head:?}; closed");
@@ -253,22 +262,77 @@ async fn serve_h1(
     None
 }
 
-async fn serve_h2(io: ClientIo, cx: &Rc<ConnCtx>, http: &Http, drain: &Drain) {
+/// Serves HTTP/2 until the connection closes. Like HTTP/1, a connection
+/// that opens no stream within the `head` timeout, or has had none open
+/// for `keepalive`, is closed, here with a GOAWAY (hyper's graceful
+/// shutdown); one timer per connection, checked against [`Activity`].
+async fn serve_h2(
+    io: ClientIo,
+    cx: &Rc<ConnCtx>,
+    http: &Http,
+    drain: &Drain,
+    timeouts: ClientTimeouts,
+) {
     let activity = io.activity.clone();
     activity.heads.set(HeadCheck::off());
     let conn = http
         .h2
-        .serve_connection(TokioIo::new(io), service(cx.clone(), activity));
+        .serve_connection(TokioIo::new(io), service(cx.clone(), activity.clone()));
     tokio::pin!(conn);
-    let result = tokio::select! {
-        biased;
-        r = conn.as_mut() => r,
-        _ = drain.started() => {
+    let draining = drain.started();
+    tokio::pin!(draining);
+    let mut drained = false;
+    // The timer never sleeps past a deadline: a request may come at any
+    // time and move it to `keepalive` after its end, so it wakes at least
+    // once per `keepalive` until the first request (from the accept: the
+    // connection's quiet_since).
+    let first = timeouts.head.min(timeouts.keepalive);
+    let tick = tokio::time::sleep_until(activity.quiet_since.get() + first);
+    tokio::pin!(tick);
+    let mut goaway_at: Option<Instant> = None;
+    let result = std::future::poll_fn(|task| {
+        if !drained && draining.as_mut().poll(task).is_ready() {
             // GOAWAY: streams in flight finish, no new ones.
             conn.as_mut().graceful_shutdown();
-            conn.await
+            drained = true;
         }
-    };
+        loop {
+            if let Poll::Ready(r) = conn.as_mut().poll(task) {
+                return Poll::Ready(r);
+            }
+            if tick.as_mut().poll(task).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            let Some(at) = activity.h2_idle_until(timeouts) else {
+                // Streams open: look again in a while (the deadline, once
+                // they are done, is at least this far off).
+                tick.as_mut().reset(now + first);
+                continue;
+            };
+            if let Some(sent) = goaway_at {
+                if now >= sent + GOAWAY_GRACE && now >= at {
+                    tracing::debug!(peer = %cx.peer, "h2 client did not close after GOAWAY; dropped");
+                    return Poll::Ready(Ok(()));
+                }
+                tick.as_mut().reset(at.max(sent + GOAWAY_GRACE));
+                continue;
+            }
+            if at > now {
+                tick.as_mut().reset(at.min(now + timeouts.keepalive));
+                continue;
+            }
+            if activity.served.get() {
+                tracing::debug!(peer = %cx.peer, "h2 keep-alive timeout ({:?}); GOAWAY", timeouts.keepalive);
+            } else {
+                tracing::debug!(peer = %cx.peer, "no h2 request within {:?}; GOAWAY", timeouts.head);
+            }
+            conn.as_mut().graceful_shutdown();
+            goaway_at = Some(now);
+            tick.as_mut().reset(now + GOAWAY_GRACE);
+        }
+    })
+    .await;
     if let Err(e) = result {
         tracing::debug!(peer = %cx.peer, "client connection ended: {e}");
     }
@@ -345,6 +409,8 @@ struct Activity {
     /// LF, and once begun the connection is not idle (hyper's header
     /// timeout watches it; parking would restart that).
     heads: std::cell::Cell<HeadCheck>,
+    /// A request has been seen (h2: the head timeout is over).
+    served: std::cell::Cell<bool>,
 }
 
 impl Activity {
@@ -354,7 +420,23 @@ impl Activity {
             quiet_since: std::cell::Cell::new(Instant::now()),
             write_blocked: Default::default(),
             heads: std::cell::Cell::new(HeadCheck::new()),
+            served: Default::default(),
         }
+    }
+
+    /// When an h2 connection is to be closed if nothing happens before:
+    /// `head` after the accept until a first request, then `keepalive`
+    /// after the last stream is done. `None`: streams are open.
+    fn h2_idle_until(&self, t: ClientTimeouts) -> Option<Instant> {
+        if self.busy.get() > 0 || self.write_blocked.get() {
+            return None;
+        }
+        let after = if self.served.get() {
+            t.keepalive
+        } else {
+            t.head
+        };
+        Some(self.quiet_since.get() + after)
     }
 
     /// When the connection may park, if nothing happens before then.
@@ -372,6 +454,7 @@ struct Busy(Rc<Activity>);
 impl Busy {
     fn new(activity: Rc<Activity>) -> Busy {
         activity.busy.set(activity.busy.get() + 1);
+        activity.served.set(true);
         let mut heads = activity.heads.get();
         heads.next_head();
         activity.heads.set(heads);
