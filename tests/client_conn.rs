@@ -1,6 +1,7 @@
 //! A client connection's limits, for HTTP/1 and h2 alike: the listener's
 //! send timeout closes a connection whose client stopped reading; h2
-//! connections get the head and keep-alive timeouts (GOAWAY).
+//! connections get the head and keep-alive timeouts (GOAWAY), and a
+//! WINDOW_UPDATE flood closes them.
 
 mod common;
 use common::*;
@@ -219,4 +220,68 @@ async fn an_h2_connection_without_a_request_is_closed_after_the_head_timeout() {
         "a GOAWAY before the close"
     );
     pocket.log.wait_for(&["no h2 request within 2s", "GOAWAY"]);
+}
+
+#[tokio::test]
+async fn a_window_update_flood_closes_the_h2_connection() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let addr = pocket.addr("web");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = s.split();
+    let reader = async {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, rd.read_to_end(&mut got)).await;
+        got
+    };
+    // Bounded in count and time. The count is far beyond what the socket
+    // buffers on both sides hold (tens of MiB), so the loop cannot end
+    // before Pocket has even read the first frames.
+    const FRAMES: usize = 10_000_000;
+    let writer = async {
+        wr.write_all(&[PREFACE, &frame(0x4, 0, 0, &[])].concat())
+            .await
+            .unwrap();
+        let batch: Vec<u8> = (0..1000)
+            .flat_map(|_| frame(0x8, 0, 0, &1u32.to_be_bytes()))
+            .collect();
+        let t0 = Instant::now();
+        let mut sent = 0;
+        while sent < FRAMES && t0.elapsed() < Duration::from_secs(20) {
+            if wr.write_all(&batch).await.is_err() {
+                return (sent, true);
+            }
+            sent += 1000;
+        }
+        (sent, false)
+    };
+    let (got, (sent, cut)) = tokio::join!(reader, writer);
+    assert!(
+        cut,
+        "disconnected before the loop ended ({sent} frames sent)"
+    );
+    let goaway = frames(&got).into_iter().find(|(kind, _)| *kind == 0x7);
+    if let Some((_, payload)) = goaway {
+        assert_eq!(payload[4..8], [0, 0, 0, 0xb], "ENHANCE_YOUR_CALM");
+    }
+    let line = pocket.log.wait_for(&["WINDOW_UPDATE flood"]);
+    assert!(line.contains("127.0.0.1"), "logged with the peer: {line}");
+    drop(s);
+    assert_eq!(h2_get(addr, "t", "/").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_large_h2_download_is_not_taken_for_a_flood() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let addr = pocket.addr("web");
+    const SIZE: usize = 8 << 20;
+    let resp = h2_get(addr, "t", &format!("/bytes/{SIZE}")).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body.len(), SIZE);
+    assert!(
+        !pocket.log.text().contains("flood"),
+        "{}",
+        pocket.log.text()
+    );
 }

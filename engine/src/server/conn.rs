@@ -8,7 +8,7 @@
 //! keep-alive timeout closes it. That is what lets 10,000 idle connections
 //! fit in a few MiB. HTTP/2 with prior knowledge goes to hyper's h2,
 //! which gets the same head and keep-alive timeouts (a GOAWAY ends an idle
-//! connection).
+//! connection) and a watch for frame floods the h2 crate lets through.
 //!
 //! Writes to the client that stay blocked longer than the listener's
 //! `send` timeout end the connection, whatever the protocol.
@@ -34,6 +34,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::drain::Drain;
+use super::h2_flood::FloodWatch;
 use super::head_check::{self, HeadCheck};
 use crate::config::ClientTimeouts;
 use crate::proxy::body::ResponseBody;
@@ -106,6 +107,8 @@ pub async fn serve(
         send: timeouts.send,
         send_timer: None,
         blocked: false,
+        flood: None,
+        ended: false,
     };
     let first = tokio::select! {
         biased;
@@ -267,7 +270,7 @@ async fn serve_h1(
 /// for `keepalive`, is closed, here with a GOAWAY (hyper's graceful
 /// shutdown); one timer per connection, checked against [`Activity`].
 async fn serve_h2(
-    io: ClientIo,
+    mut io: ClientIo,
     cx: &Rc<ConnCtx>,
     http: &Http,
     drain: &Drain,
@@ -275,6 +278,7 @@ async fn serve_h2(
 ) {
     let activity = io.activity.clone();
     activity.heads.set(HeadCheck::off());
+    io.flood = Some(Box::new(FloodWatch::new()));
     let conn = http
         .h2
         .serve_connection(TokioIo::new(io), service(cx.clone(), activity.clone()));
@@ -500,7 +504,8 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 
 /// The client socket as hyper sees it: bytes read ahead by an earlier
 /// hyper come first, request heads are checked, and writes are watched (a connection with unflushed bytes is not idle; one
-/// blocked longer than the `send` timeout ends).
+/// blocked longer than the `send` timeout ends). On h2, frames are
+/// counted for the flood rule.
 struct ClientIo {
     stream: TcpStream,
     prefix: Bytes,
@@ -513,6 +518,10 @@ struct ClientIo {
     send_timer: Option<Pin<Box<Sleep>>>,
     /// The send timer is armed for the write blocked now.
     blocked: bool,
+    /// h2 only: the frame counts of the flood rule.
+    flood: Option<Box<FloodWatch>>,
+    /// Ended for a flood: nothing more is written.
+    ended: bool,
 }
 
 impl ClientIo {
@@ -548,6 +557,33 @@ impl ClientIo {
         }
         Poll::Pending
     }
+
+    /// Counts the DATA frames of an h2 write that went out.
+    #[inline]
+    fn count_written(&mut self, bufs: &[io::IoSlice<'_>], mut n: usize) {
+        let Some(flood) = &mut self.flood else { return };
+        for b in bufs {
+            if n == 0 {
+                break;
+            }
+            let take = n.min(b.len());
+            flood.wrote(&b[..take]);
+            n -= take;
+        }
+    }
+
+    /// An h2 client went over the flood rule: a GOAWAY
+    /// (ENHANCE_YOUR_CALM) if hyper is between frames, then the end.
+    fn flooded(&mut self, what: super::h2_flood::Flood) -> io::Error {
+        tracing::info!(peer = %self.peer, "h2 {what}; connection closed");
+        if let Some(goaway) = self.flood.as_ref().and_then(|f| f.goaway()) {
+            // Best effort: a short frame on a socket about to close.
+            let _ = self.stream.try_write(&goaway);
+        }
+        // Nothing of hyper's may follow the GOAWAY (or a cut frame).
+        self.ended = true;
+        io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+    }
 }
 
 impl AsyncRead for ClientIo {
@@ -568,6 +604,12 @@ impl AsyncRead for ClientIo {
             Poll::Ready(Ok(()))
         };
         if buf.filled().len() == before {
+            return r;
+        }
+        if let Some(flood) = &mut this.flood {
+            if let Err(what) = flood.read(&buf.filled()[before..]) {
+                return Poll::Ready(Err(this.flooded(what)));
+            }
             return r;
         }
         if this.activity.busy.get() > 0 {
@@ -597,7 +639,13 @@ impl AsyncWrite for ClientIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
         let r = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            this.count_written(&[io::IoSlice::new(buf)], n);
+        }
         this.wrote(cx, r)
     }
 
@@ -608,7 +656,13 @@ impl AsyncWrite for ClientIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
         let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            this.count_written(bufs, n);
+        }
         this.wrote(cx, r)
     }
 
