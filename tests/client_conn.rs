@@ -1,7 +1,8 @@
 //! A client connection's limits, for HTTP/1 and h2 alike: the listener's
 //! send timeout closes a connection whose client stopped reading; h2
 //! connections get the head and keep-alive timeouts (GOAWAY), and a
-//! WINDOW_UPDATE flood closes them.
+//! WINDOW_UPDATE flood closes them; pipelined heads with a bare LF get a
+//! 400 in their turn without reaching a server.
 
 mod common;
 use common::*;
@@ -284,4 +285,50 @@ async fn a_large_h2_download_is_not_taken_for_a_flood() {
         "{}",
         pocket.log.text()
     );
+}
+
+#[tokio::test]
+async fn a_pipelined_head_with_a_bare_lf_gets_400_in_its_turn() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let answer = raw(
+        pocket.addr("web"),
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nDummy: y\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    let first = answer.find("HTTP/1.1 200").expect(&answer);
+    let second = answer.find("HTTP/1.1 400").expect(&answer);
+    assert!(first < second, "{answer:?}");
+    assert!(answer.contains("LF, not CRLF"), "{answer:?}");
+    assert!(answer.contains("path /a"), "{answer:?}");
+    assert_eq!(a.request_count(), 1, "/b never reached the server");
+}
+
+#[tokio::test]
+async fn a_bad_head_sent_while_a_request_is_in_flight_gets_400() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let mut s = TcpStream::connect(pocket.addr("web")).await.unwrap();
+    s.write_all(b"GET /delay/3000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    while a.request_count() == 0 {
+        assert!(
+            t0.elapsed() < DEADLINE,
+            "the first request reaches the server"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The first is being answered (the server waits 3 s): the next head,
+    // smuggling a Content-Length behind a bare LF, comes now.
+    s.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\nDummy: y\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&read_until_closed(&mut s).await).into_owned();
+    let first = answer.find("HTTP/1.1 200").expect(&answer);
+    let second = answer.find("HTTP/1.1 400").expect(&answer);
+    assert!(first < second, "{answer:?}");
+    assert!(answer.contains("after 3000 ms"), "{answer:?}");
+    assert_eq!(a.request_count(), 1, "/b never reached the server");
 }

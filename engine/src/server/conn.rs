@@ -342,6 +342,23 @@ async fn serve_h2(
     }
 }
 
+/// The 400 for a pipelined head with a bare LF, as hyper sends it; the
+/// connection closes after it.
+fn bad_head_response() -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(head_check::BAD_LF));
+    *resp.status_mut() = http::StatusCode::BAD_REQUEST;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    resp
+}
+
 type ServiceFuture =
     Pin<Box<dyn Future<Output = Result<Response<Tracked<ResponseBody>>, Infallible>>>>;
 
@@ -358,13 +375,24 @@ fn service(
     Future = ServiceFuture,
 > {
     service_fn(move |req: http::Request<Incoming>| {
+        let mut heads = activity.heads.get();
+        let verdict = heads.claim();
         if !req.body().is_end_stream() {
             // Its body follows in the stream, and hyper may read the rest
             // of it after the response: stop looking at heads on this
             // connection (until it parks, when the stream is clean again).
-            let mut heads = activity.heads.get();
-            heads.active = false;
-            activity.heads.set(heads);
+            heads.body_follows();
+        }
+        activity.heads.set(heads);
+        if verdict.is_err() {
+            // A head read ahead (pipelined) had a bare LF: refused here,
+            // before the proxy, and the connection closes after the answer.
+            tracing::debug!(peer = %cx.peer, "request head with a bare LF; 400");
+            let resp = bad_head_response().map(|body| Tracked {
+                body,
+                _busy: Some(Busy::new(activity.clone())),
+            });
+            return Box::pin(std::future::ready(Ok(resp))) as ServiceFuture;
         }
         Box::pin(Serving {
             handle: proxy::handle(cx.clone(), req),
@@ -409,9 +437,9 @@ struct Activity {
     /// The last write to the client could not complete: hyper still has
     /// bytes to flush.
     write_blocked: std::cell::Cell<bool>,
-    /// The head being read while nothing is in flight: checked for bare
-    /// LF, and once begun the connection is not idle (hyper's header
-    /// timeout watches it; parking would restart that).
+    /// The heads being read: checked for bare LF, each verdict kept until
+    /// hyper hands its request on; a head begun makes the connection not
+    /// idle (hyper's header timeout watches it; parking would restart that).
     heads: std::cell::Cell<HeadCheck>,
     /// A request has been seen (h2: the head timeout is over).
     served: std::cell::Cell<bool>,
@@ -459,9 +487,6 @@ impl Busy {
     fn new(activity: Rc<Activity>) -> Busy {
         activity.busy.set(activity.busy.get() + 1);
         activity.served.set(true);
-        let mut heads = activity.heads.get();
-        heads.next_head();
-        activity.heads.set(heads);
         Busy(activity)
     }
 }
@@ -503,7 +528,8 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 }
 
 /// The client socket as hyper sees it: bytes read ahead by an earlier
-/// hyper come first, request heads are checked, and writes are watched (a connection with unflushed bytes is not idle; one
+/// hyper come first, request heads are checked as they are read, and
+/// writes are watched (a connection with unflushed bytes is not idle; one
 /// blocked longer than the `send` timeout ends). On h2, frames are
 /// counted for the flood rule.
 struct ClientIo {
@@ -612,15 +638,21 @@ impl AsyncRead for ClientIo {
             }
             return r;
         }
-        if this.activity.busy.get() > 0 {
+        let mut heads = this.activity.heads.get();
+        let idle = this.activity.busy.get() == 0;
+        // While a request is in flight, bytes are looked at only when no
+        // body may be in the stream (then they are the next heads): body
+        // bytes must not count as a head begun once the request is done.
+        if !heads.active && !idle {
             return r;
         }
-        let mut heads = this.activity.heads.get();
         let checked = heads.feed(&buf.filled()[before..]);
         this.activity.heads.set(heads);
-        if checked.is_err() {
-            // Answer as nginx and HAProxy do, then end the connection (best
-            // effort: the answer is small and the socket idle).
+        if checked.is_err() && idle && !this.activity.write_blocked.get() {
+            // The next head, read while nothing is in flight, is bad:
+            // answer as nginx and HAProxy do, then end the connection (best
+            // effort: the answer is small and the socket idle). A bad head
+            // further on waits for its turn (see `service`).
             let _ = this.stream.try_write(&head_check::bad_request());
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
