@@ -706,7 +706,13 @@ impl AsyncWrite for ClientIo {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.stream).poll_flush(cx);
-        this.wrote(cx, r)
+        // A flush that is done wrote nothing: only bytes going out end a
+        // blockage (else a flush between two blocked writes would restart
+        // the send timer).
+        if r.is_pending() {
+            return this.wrote(cx, r);
+        }
+        r
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
