@@ -35,7 +35,13 @@
 ---@field name? string Unique name (default "listener<N>"), seen as conn.listener / req.listener.
 ---@field pool? string Pool for requests on_request leaves undecided; without it they get a 503.
 ---@field mode? "http" Only "http" in this version.
----@field keepalive? string|number How long an idle keep-alive client connection stays open (default "75s").
+---@field keepalive? string|number How long an idle keep-alive client connection stays open, HTTP/1 or HTTP/2 (default "75s").
+---@field timeouts? pocket.ClientTimeouts The client side's timeouts.
+
+---@class pocket.ClientTimeouts
+---@field head? pocket.Duration A request head must arrive whole within this (a new connection: from the accept; HTTP/2: its first stream) (default "30s").
+---@field body? pocket.Duration Longest client silence mid request body; then 408 (default "60s").
+---@field send? pocket.Duration Longest a write to a client that does not read may stay blocked; then the connection closes (default "60s").
 
 ---@class pocket.Pool
 ---@field servers (string|pocket.Server)[] "ip:port" strings or server tables; at least one non-backup.

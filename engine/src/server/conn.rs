@@ -6,11 +6,17 @@
 //! 18 KiB in all) and waits holding only its socket, like HAProxy and nginx
 //! do, until the client sends again (hyper takes over anew) or the
 //! keep-alive timeout closes it. That is what lets 10,000 idle connections
-//! fit in a few MiB. HTTP/2 with prior knowledge goes to hyper's h2.
+//! fit in a few MiB. HTTP/2 with prior knowledge goes to hyper's h2,
+//! which gets the same head and keep-alive timeouts (a GOAWAY ends an idle
+//! connection) and a watch for frame floods the h2 crate lets through.
+//!
+//! Writes to the client that stay blocked longer than the listener's
+//! `send` timeout end the connection, whatever the protocol.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -25,9 +31,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::drain::Drain;
+use super::h2_flood::FloodWatch;
 use super::head_check::{self, HeadCheck};
 use crate::config::ClientTimeouts;
 use crate::proxy::body::ResponseBody;
@@ -39,13 +46,15 @@ use crate::proxy::{self, ConnCtx};
 /// their memory back quickly.
 pub const PARK_AFTER: Duration = Duration::from_millis(500);
 
-/// A new connection must send its first request head within this; so must
-/// a kept-alive one once its head has started (hyper's header timeout).
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an h2 client that was sent a GOAWAY for idleness has to
+/// answer its PING before the connection is dropped (a client that never
+/// answers would otherwise hold it open).
+const GOAWAY_GRACE: Duration = Duration::from_secs(5);
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// The HTTP settings every connection of a worker shares.
+/// The HTTP settings every connection of a worker shares (the header
+/// timeout, which is per listener, is set on a copy per connection).
 pub struct Http {
     h1: http1::Builder,
     h2: http2::Builder<LocalExec>,
@@ -54,9 +63,7 @@ pub struct Http {
 impl Http {
     pub fn new() -> Http {
         let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .keep_alive(true);
+        h1.timer(TokioTimer::new()).keep_alive(true);
         let mut h2 = http2::Builder::new(LocalExec);
         h2.timer(TokioTimer::new())
             .max_concurrent_streams(256)
@@ -90,29 +97,38 @@ pub async fn serve(
     timeouts: ClientTimeouts,
 ) {
     let keepalive = timeouts.keepalive;
+    let head = timeouts.head;
     let Some(_open) = drain.enter() else { return };
     let io = ClientIo {
         stream,
         prefix: Bytes::new(),
         activity: Rc::new(Activity::new()),
+        peer: cx.peer,
+        send: timeouts.send,
+        send_timer: None,
+        blocked: false,
+        flood: None,
+        ended: false,
     };
     let first = tokio::select! {
         biased;
         _ = drain.started() => return,
-        r = tokio::time::timeout(HEADER_TIMEOUT, sniff(io)) => r,
+        r = tokio::time::timeout(head, sniff(io)) => r,
     };
     let mut io = match first {
         Ok(Ok(Some((io, false)))) => io,
         // Boxed: an h2 connection is large and rare; h1 tasks stay small.
-        Ok(Ok(Some((io, true)))) => return Box::pin(serve_h2(io, &cx, &http, &drain)).await,
+        Ok(Ok(Some((io, true)))) => {
+            return Box::pin(serve_h2(io, &cx, &http, &drain, timeouts)).await
+        }
         Ok(Ok(None)) | Ok(Err(_)) => return,
         Err(_) => {
-            tracing::debug!(peer = %cx.peer, "no request within {HEADER_TIMEOUT:?}; closed");
+            tracing::debug!(peer = %cx.peer, "no request within {head:?}; closed");
             return;
         }
     };
     loop {
-        io = match serve_h1(io, &cx, &http, &drain).await {
+        io = match serve_h1(io, &cx, &http, &drain, head).await {
             Some(parked) => parked,
             None => return,
         };
@@ -172,15 +188,23 @@ enum Ending {
 /// Serves HTTP/1 requests until the connection closes (`None`) or has been
 /// quiet long enough to park (the socket back, with any bytes hyper had
 /// read ahead as its prefix).
-async fn serve_h1(io: ClientIo, cx: &Rc<ConnCtx>, http: &Http, drain: &Drain) -> Option<ClientIo> {
+async fn serve_h1(
+    io: ClientIo,
+    cx: &Rc<ConnCtx>,
+    http: &Http,
+    drain: &Drain,
+    head: Duration,
+) -> Option<ClientIo> {
     let activity = io.activity.clone();
     activity.quiet_since.set(Instant::now());
     activity.heads.set(HeadCheck::new());
+    // The listener's header timeout on a copy of the worker's settings: a
+    // few words and a reference count, once per wake, not per request.
+    let mut h1 = http.h1.clone();
+    h1.header_read_timeout(head);
     // Boxed: while parked, the connection's task holds none of hyper's state.
-    let mut conn = Box::new(
-        http.h1
-            .serve_connection(TokioIo::new(io), service(cx.clone(), activity.clone())),
-    );
+    let mut conn =
+        Box::new(h1.serve_connection(TokioIo::new(io), service(cx.clone(), activity.clone())));
     let draining = drain.started();
     tokio::pin!(draining);
     let tick = tokio::time::sleep(PARK_AFTER);
@@ -241,25 +265,98 @@ async fn serve_h1(io: ClientIo, cx: &Rc<ConnCtx>, http: &Http, drain: &Drain) ->
     None
 }
 
-async fn serve_h2(io: ClientIo, cx: &Rc<ConnCtx>, http: &Http, drain: &Drain) {
+/// Serves HTTP/2 until the connection closes. Like HTTP/1, a connection
+/// that opens no stream within the `head` timeout, or has had none open
+/// for `keepalive`, is closed, here with a GOAWAY (hyper's graceful
+/// shutdown); one timer per connection, checked against [`Activity`].
+async fn serve_h2(
+    mut io: ClientIo,
+    cx: &Rc<ConnCtx>,
+    http: &Http,
+    drain: &Drain,
+    timeouts: ClientTimeouts,
+) {
     let activity = io.activity.clone();
     activity.heads.set(HeadCheck::off());
+    io.flood = Some(Box::new(FloodWatch::new()));
     let conn = http
         .h2
-        .serve_connection(TokioIo::new(io), service(cx.clone(), activity));
+        .serve_connection(TokioIo::new(io), service(cx.clone(), activity.clone()));
     tokio::pin!(conn);
-    let result = tokio::select! {
-        biased;
-        r = conn.as_mut() => r,
-        _ = drain.started() => {
+    let draining = drain.started();
+    tokio::pin!(draining);
+    let mut drained = false;
+    // The timer never sleeps past a deadline: a request may come at any
+    // time and move it to `keepalive` after its end, so it wakes at least
+    // once per `keepalive` until the first request (from the accept: the
+    // connection's quiet_since).
+    let first = timeouts.head.min(timeouts.keepalive);
+    let tick = tokio::time::sleep_until(activity.quiet_since.get() + first);
+    tokio::pin!(tick);
+    let mut goaway_at: Option<Instant> = None;
+    let result = std::future::poll_fn(|task| {
+        if !drained && draining.as_mut().poll(task).is_ready() {
             // GOAWAY: streams in flight finish, no new ones.
             conn.as_mut().graceful_shutdown();
-            conn.await
+            drained = true;
         }
-    };
+        loop {
+            if let Poll::Ready(r) = conn.as_mut().poll(task) {
+                return Poll::Ready(r);
+            }
+            if tick.as_mut().poll(task).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            let Some(at) = activity.h2_idle_until(timeouts) else {
+                // Streams open: look again in a while (the deadline, once
+                // they are done, is at least this far off).
+                tick.as_mut().reset(now + first);
+                continue;
+            };
+            if let Some(sent) = goaway_at {
+                if now >= sent + GOAWAY_GRACE && now >= at {
+                    tracing::debug!(peer = %cx.peer, "h2 client did not close after GOAWAY; dropped");
+                    return Poll::Ready(Ok(()));
+                }
+                tick.as_mut().reset(at.max(sent + GOAWAY_GRACE));
+                continue;
+            }
+            if at > now {
+                tick.as_mut().reset(at.min(now + timeouts.keepalive));
+                continue;
+            }
+            if activity.served.get() {
+                tracing::debug!(peer = %cx.peer, "h2 keep-alive timeout ({:?}); GOAWAY", timeouts.keepalive);
+            } else {
+                tracing::debug!(peer = %cx.peer, "no h2 request within {:?}; GOAWAY", timeouts.head);
+            }
+            conn.as_mut().graceful_shutdown();
+            goaway_at = Some(now);
+            tick.as_mut().reset(now + GOAWAY_GRACE);
+        }
+    })
+    .await;
     if let Err(e) = result {
         tracing::debug!(peer = %cx.peer, "client connection ended: {e}");
     }
+}
+
+/// The 400 for a pipelined head with a bare LF, as hyper sends it; the
+/// connection closes after it.
+fn bad_head_response() -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::full(head_check::BAD_LF));
+    *resp.status_mut() = http::StatusCode::BAD_REQUEST;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    resp
 }
 
 type ServiceFuture =
@@ -278,13 +375,24 @@ fn service(
     Future = ServiceFuture,
 > {
     service_fn(move |req: http::Request<Incoming>| {
+        let mut heads = activity.heads.get();
+        let verdict = heads.claim();
         if !req.body().is_end_stream() {
             // Its body follows in the stream, and hyper may read the rest
             // of it after the response: stop looking at heads on this
             // connection (until it parks, when the stream is clean again).
-            let mut heads = activity.heads.get();
-            heads.active = false;
-            activity.heads.set(heads);
+            heads.body_follows();
+        }
+        activity.heads.set(heads);
+        if verdict.is_err() {
+            // A head read ahead (pipelined) had a bare LF: refused here,
+            // before the proxy, and the connection closes after the answer.
+            tracing::debug!(peer = %cx.peer, "request head with a bare LF; 400");
+            let resp = bad_head_response().map(|body| Tracked {
+                body,
+                _busy: Some(Busy::new(activity.clone())),
+            });
+            return Box::pin(std::future::ready(Ok(resp))) as ServiceFuture;
         }
         Box::pin(Serving {
             handle: proxy::handle(cx.clone(), req),
@@ -329,10 +437,12 @@ struct Activity {
     /// The last write to the client could not complete: hyper still has
     /// bytes to flush.
     write_blocked: std::cell::Cell<bool>,
-    /// The head being read while nothing is in flight: checked for bare
-    /// LF, and once begun the connection is not idle (hyper's header
-    /// timeout watches it; parking would restart that).
+    /// The heads being read: checked for bare LF, each verdict kept until
+    /// hyper hands its request on; a head begun makes the connection not
+    /// idle (hyper's header timeout watches it; parking would restart that).
     heads: std::cell::Cell<HeadCheck>,
+    /// A request has been seen (h2: the head timeout is over).
+    served: std::cell::Cell<bool>,
 }
 
 impl Activity {
@@ -342,7 +452,23 @@ impl Activity {
             quiet_since: std::cell::Cell::new(Instant::now()),
             write_blocked: Default::default(),
             heads: std::cell::Cell::new(HeadCheck::new()),
+            served: Default::default(),
         }
+    }
+
+    /// When an h2 connection is to be closed if nothing happens before:
+    /// `head` after the accept until a first request, then `keepalive`
+    /// after the last stream is done. `None`: streams are open.
+    fn h2_idle_until(&self, t: ClientTimeouts) -> Option<Instant> {
+        if self.busy.get() > 0 || self.write_blocked.get() {
+            return None;
+        }
+        let after = if self.served.get() {
+            t.keepalive
+        } else {
+            t.head
+        };
+        Some(self.quiet_since.get() + after)
     }
 
     /// When the connection may park, if nothing happens before then.
@@ -360,9 +486,7 @@ struct Busy(Rc<Activity>);
 impl Busy {
     fn new(activity: Rc<Activity>) -> Busy {
         activity.busy.set(activity.busy.get() + 1);
-        let mut heads = activity.heads.get();
-        heads.next_head();
-        activity.heads.set(heads);
+        activity.served.set(true);
         Busy(activity)
     }
 }
@@ -404,19 +528,87 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 }
 
 /// The client socket as hyper sees it: bytes read ahead by an earlier
-/// hyper come first, and writes are watched (a connection with unflushed
-/// bytes is not idle).
+/// hyper come first, request heads are checked as they are read, and
+/// writes are watched (a connection with unflushed bytes is not idle; one
+/// blocked longer than the `send` timeout ends). On h2, frames are
+/// counted for the flood rule.
 struct ClientIo {
     stream: TcpStream,
     prefix: Bytes,
     activity: Rc<Activity>,
+    peer: SocketAddr,
+    /// The listener's send timeout.
+    send: Duration,
+    /// Made the first time a write blocks, then reused: a connection
+    /// whose writes never block has no timer.
+    send_timer: Option<Pin<Box<Sleep>>>,
+    /// The send timer is armed for the write blocked now.
+    blocked: bool,
+    /// h2 only: the frame counts of the flood rule.
+    flood: Option<Box<FloodWatch>>,
+    /// Ended for a flood: nothing more is written.
+    ended: bool,
 }
 
 impl ClientIo {
+    /// Notes how a write went: progress clears the send timer; a blocked
+    /// write arms it (once per blockage), and one blocked for longer than
+    /// `send` fails, which makes hyper drop the connection.
     #[inline]
-    fn wrote<T>(&self, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        self.activity.write_blocked.set(r.is_pending());
-        r
+    fn wrote<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if !r.is_pending() {
+            self.activity.write_blocked.set(false);
+            self.blocked = false;
+            return r;
+        }
+        self.activity.write_blocked.set(true);
+        let timer = match &mut self.send_timer {
+            Some(t) => {
+                if !self.blocked {
+                    t.as_mut().reset(Instant::now() + self.send);
+                }
+                t
+            }
+            None => self
+                .send_timer
+                .insert(Box::pin(tokio::time::sleep(self.send))),
+        };
+        self.blocked = true;
+        if timer.as_mut().poll(cx).is_ready() {
+            tracing::info!(peer = %self.peer, "send timeout ({:?}): the client stopped reading; closing", self.send);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "send timeout: the client stopped reading",
+            )));
+        }
+        Poll::Pending
+    }
+
+    /// Counts the DATA frames of an h2 write that went out.
+    #[inline]
+    fn count_written(&mut self, bufs: &[io::IoSlice<'_>], mut n: usize) {
+        let Some(flood) = &mut self.flood else { return };
+        for b in bufs {
+            if n == 0 {
+                break;
+            }
+            let take = n.min(b.len());
+            flood.wrote(&b[..take]);
+            n -= take;
+        }
+    }
+
+    /// An h2 client went over the flood rule: a GOAWAY
+    /// (ENHANCE_YOUR_CALM) if hyper is between frames, then the end.
+    fn flooded(&mut self, what: super::h2_flood::Flood) -> io::Error {
+        tracing::info!(peer = %self.peer, "h2 {what}; connection closed");
+        if let Some(goaway) = self.flood.as_ref().and_then(|f| f.goaway()) {
+            // Best effort: a short frame on a socket about to close.
+            let _ = self.stream.try_write(&goaway);
+        }
+        // Nothing of hyper's may follow the GOAWAY (or a cut frame).
+        self.ended = true;
+        io::Error::new(io::ErrorKind::InvalidData, what.to_string())
     }
 }
 
@@ -437,19 +629,35 @@ impl AsyncRead for ClientIo {
             this.prefix.advance(n);
             Poll::Ready(Ok(()))
         };
-        if buf.filled().len() > before && this.activity.busy.get() == 0 {
-            let mut heads = this.activity.heads.get();
-            let checked = heads.feed(&buf.filled()[before..]);
-            this.activity.heads.set(heads);
-            if checked.is_err() {
-                // Answer as nginx and HAProxy do, then end the connection
-                // (best effort: the answer is small and the socket idle).
-                let _ = this.stream.try_write(&head_check::bad_request());
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "a line of the request head ends in LF, not CRLF",
-                )));
+        if buf.filled().len() == before {
+            return r;
+        }
+        if let Some(flood) = &mut this.flood {
+            if let Err(what) = flood.read(&buf.filled()[before..]) {
+                return Poll::Ready(Err(this.flooded(what)));
             }
+            return r;
+        }
+        let mut heads = this.activity.heads.get();
+        let idle = this.activity.busy.get() == 0;
+        // While a request is in flight, bytes are looked at only when no
+        // body may be in the stream (then they are the next heads): body
+        // bytes must not count as a head begun once the request is done.
+        if !heads.active && !idle {
+            return r;
+        }
+        let checked = heads.feed(&buf.filled()[before..]);
+        this.activity.heads.set(heads);
+        if checked.is_err() && idle && !this.activity.write_blocked.get() {
+            // The next head, read while nothing is in flight, is bad:
+            // answer as nginx and HAProxy do, then end the connection (best
+            // effort: the answer is small and the socket idle). A bad head
+            // further on waits for its turn (see `service`).
+            let _ = this.stream.try_write(&head_check::bad_request());
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a line of the request head ends in LF, not CRLF",
+            )));
         }
         r
     }
@@ -463,8 +671,14 @@ impl AsyncWrite for ClientIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
         let r = Pin::new(&mut this.stream).poll_write(cx, buf);
-        this.wrote(r)
+        if let Poll::Ready(Ok(n)) = r {
+            this.count_written(&[io::IoSlice::new(buf)], n);
+        }
+        this.wrote(cx, r)
     }
 
     #[inline]
@@ -474,8 +688,14 @@ impl AsyncWrite for ClientIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
         let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
-        this.wrote(r)
+        if let Poll::Ready(Ok(n)) = r {
+            this.count_written(bufs, n);
+        }
+        this.wrote(cx, r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -486,7 +706,13 @@ impl AsyncWrite for ClientIo {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.stream).poll_flush(cx);
-        this.wrote(r)
+        // A flush that is done wrote nothing: only bytes going out end a
+        // blockage (else a flush between two blocked writes would restart
+        // the send timer).
+        if r.is_pending() {
+            return this.wrote(cx, r);
+        }
+        r
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

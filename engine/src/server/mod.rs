@@ -9,6 +9,7 @@
 
 mod conn;
 mod drain;
+mod h2_flood;
 mod head_check;
 mod listener;
 mod worker;

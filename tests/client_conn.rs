@@ -1,0 +1,334 @@
+//! A client connection's limits, for HTTP/1 and h2 alike: the listener's
+//! send timeout closes a connection whose client stopped reading; h2
+//! connections get the head and keep-alive timeouts (GOAWAY), and a
+//! WINDOW_UPDATE flood closes them; pipelined heads with a bare LF get a
+//! 400 in their turn without reaching a server.
+
+mod common;
+use common::*;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn policy(a: &OriginHandle, listener_extra: &str) -> String {
+    format!(
+        r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app"{listener_extra} }} }},
+  pools = {{ app = {{ servers = {{ "{}" }} }} }},
+}}"#,
+        a.addr
+    )
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// One h2 frame header and its payload.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(9 + payload.len());
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    f.push(kind);
+    f.push(flags);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The (type, payload) of each whole frame in `bytes`.
+fn frames(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while bytes.len() >= at + 9 {
+        let len = u32::from_be_bytes([0, bytes[at], bytes[at + 1], bytes[at + 2]]) as usize;
+        if bytes.len() < at + 9 + len {
+            break;
+        }
+        out.push((bytes[at + 3], bytes[at + 9..at + 9 + len].to_vec()));
+        at += 9 + len;
+    }
+    out
+}
+
+/// Reads until the peer closes (EOF or reset) or the deadline: what came.
+async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let t0 = Instant::now();
+    loop {
+        let left = DEADLINE
+            .checked_sub(t0.elapsed())
+            .expect("pocket closes the connection within the deadline");
+        match tokio::time::timeout(left, s.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return got,
+            Ok(Ok(n)) => got.extend_from_slice(&chunk[..n]),
+            Err(_) => panic!("pocket closes the connection within the deadline"),
+        }
+    }
+}
+
+/// An h2c connection by hyper's client: its sender and its connection
+/// task, which ends when Pocket closes the connection.
+async fn h2_connect(
+    addr: std::net::SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("h2c handshake");
+    (sender, tokio::spawn(conn))
+}
+
+async fn h2_send(
+    sender: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    path: &str,
+) -> (u16, Bytes) {
+    let req = http::Request::builder()
+        .uri(format!("http://t{path}"))
+        .version(http::Version::HTTP_2)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = sender.send_request(req).await.expect("h2 request");
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("h2 body")
+        .to_bytes();
+    (status, body)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_after_the_send_timeout() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, r#", timeouts = { send = "1s" }"#), 1);
+    let addr = pocket.addr("web");
+    const BIG: u64 = 1 << 30;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET /bytes/{BIG} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // Not a byte read until Pocket gives up on the client.
+    let line = pocket
+        .log
+        .wait_for(&["send timeout", "client stopped reading"]);
+    assert!(line.contains("127.0.0.1"), "logged with the peer: {line}");
+    let got = read_until_closed(&mut s).await;
+    assert!(
+        (got.len() as u64) < BIG,
+        "closed before the whole body ({} bytes)",
+        got.len()
+    );
+    // Other clients are served as ever.
+    assert_eq!(get(addr, "/").await.status, 200);
+}
+
+/// On h2 the same, once the client's flow-control windows let Pocket
+/// write more than the socket takes. (A client that keeps its windows shut
+/// blocks no write: h2 just waits; that is flow control, not this.)
+#[tokio::test]
+async fn the_send_timeout_applies_to_h2_too() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, r#", timeouts = { send = "1s" }"#), 1);
+    let addr = pocket.addr("web");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    const MAX_WINDOW: u32 = (1 << 31) - 1;
+    // SETTINGS_INITIAL_WINDOW_SIZE: the largest; the connection's window
+    // opened as far; then GET /bytes/1 GiB (HPACK: :method GET, :scheme
+    // http, :path literal, :authority literal).
+    let settings = [&[0u8, 4][..], &MAX_WINDOW.to_be_bytes()].concat();
+    let path = b"/bytes/1073741824";
+    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path);
+    block.extend_from_slice(&[0x01, 1, b't']);
+    let hello = [
+        PREFACE,
+        &frame(0x4, 0, 0, &settings),
+        &frame(0x8, 0, 0, &(MAX_WINDOW - 65_535).to_be_bytes()),
+        &frame(0x1, 0x5, 1, &block),
+    ]
+    .concat();
+    s.write_all(&hello).await.unwrap();
+    // Not a byte read until Pocket gives up on the client.
+    pocket
+        .log
+        .wait_for(&["send timeout", "client stopped reading"]);
+    let got = read_until_closed(&mut s).await;
+    assert!(got.len() < 1 << 30, "closed before the whole body");
+    assert_eq!(h2_get(addr, "t", "/").await.status, 200);
+}
+
+#[tokio::test]
+async fn an_idle_h2_connection_is_closed_after_the_keepalive() {
+    let a = origin("A");
+    let pocket =
+        Pocket::start_logging(&policy(&a, r#", keepalive = "2s""#), 1, "info,pocket=debug");
+    let (mut sender, conn) = h2_connect(pocket.addr("web")).await;
+    assert_eq!(h2_send(&mut sender, "/").await.0, 200);
+    let idle_from = Instant::now();
+    let ended = tokio::time::timeout(DEADLINE, conn).await;
+    assert!(ended.is_ok(), "pocket closes the idle h2 connection");
+    assert!(
+        idle_from.elapsed() >= Duration::from_millis(1800),
+        "closed after the keep-alive timeout, not before ({:?})",
+        idle_from.elapsed()
+    );
+    pocket.log.wait_for(&["h2 keep-alive timeout", "GOAWAY"]);
+}
+
+#[tokio::test]
+async fn a_slow_h2_response_outlives_the_keepalive() {
+    let a = origin("A");
+    let pocket =
+        Pocket::start_logging(&policy(&a, r#", keepalive = "1s""#), 1, "info,pocket=debug");
+    let (mut sender, _conn) = h2_connect(pocket.addr("web")).await;
+    // In flight for 3 s, three keep-alive timeouts: not idle, not closed.
+    let (status, body) = h2_send(&mut sender, "/delay/3000").await;
+    assert_eq!(status, 200);
+    assert!(
+        String::from_utf8_lossy(&body).contains("after 3000 ms"),
+        "{body:?}"
+    );
+    let log = pocket.log.text();
+    assert!(!log.contains("GOAWAY"), "no GOAWAY while busy: {log}");
+}
+
+#[tokio::test]
+async fn an_h2_connection_without_a_request_is_closed_after_the_head_timeout() {
+    let a = origin("A");
+    let pocket = Pocket::start_logging(
+        &policy(&a, r#", timeouts = { head = "2s" }"#),
+        1,
+        "info,pocket=debug",
+    );
+    let mut s = TcpStream::connect(pocket.addr("web")).await.unwrap();
+    s.write_all(&[PREFACE, &frame(0x4, 0, 0, &[])].concat())
+        .await
+        .unwrap();
+    // The client answers nothing, not even the GOAWAY's PING: Pocket
+    // closes all the same.
+    let got = read_until_closed(&mut s).await;
+    assert!(
+        frames(&got).iter().any(|(kind, _)| *kind == 0x7),
+        "a GOAWAY before the close"
+    );
+    pocket.log.wait_for(&["no h2 request within 2s", "GOAWAY"]);
+}
+
+#[tokio::test]
+async fn a_window_update_flood_closes_the_h2_connection() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let addr = pocket.addr("web");
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = s.split();
+    let reader = async {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, rd.read_to_end(&mut got)).await;
+        got
+    };
+    // Bounded in count and time. The count is far beyond what the socket
+    // buffers on both sides hold (tens of MiB), so the loop cannot end
+    // before Pocket has even read the first frames.
+    const FRAMES: usize = 10_000_000;
+    let writer = async {
+        wr.write_all(&[PREFACE, &frame(0x4, 0, 0, &[])].concat())
+            .await
+            .unwrap();
+        let batch: Vec<u8> = (0..1000)
+            .flat_map(|_| frame(0x8, 0, 0, &1u32.to_be_bytes()))
+            .collect();
+        let t0 = Instant::now();
+        let mut sent = 0;
+        while sent < FRAMES && t0.elapsed() < Duration::from_secs(20) {
+            if wr.write_all(&batch).await.is_err() {
+                return (sent, true);
+            }
+            sent += 1000;
+        }
+        (sent, false)
+    };
+    let (got, (sent, cut)) = tokio::join!(reader, writer);
+    assert!(
+        cut,
+        "disconnected before the loop ended ({sent} frames sent)"
+    );
+    let goaway = frames(&got).into_iter().find(|(kind, _)| *kind == 0x7);
+    if let Some((_, payload)) = goaway {
+        assert_eq!(payload[4..8], [0, 0, 0, 0xb], "ENHANCE_YOUR_CALM");
+    }
+    let line = pocket.log.wait_for(&["WINDOW_UPDATE flood"]);
+    assert!(line.contains("127.0.0.1"), "logged with the peer: {line}");
+    drop(s);
+    assert_eq!(h2_get(addr, "t", "/").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_large_h2_download_is_not_taken_for_a_flood() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let addr = pocket.addr("web");
+    const SIZE: usize = 8 << 20;
+    let resp = h2_get(addr, "t", &format!("/bytes/{SIZE}")).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body.len(), SIZE);
+    assert!(
+        !pocket.log.text().contains("flood"),
+        "{}",
+        pocket.log.text()
+    );
+}
+
+#[tokio::test]
+async fn a_pipelined_head_with_a_bare_lf_gets_400_in_its_turn() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let answer = raw(
+        pocket.addr("web"),
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nDummy: y\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    let first = answer.find("HTTP/1.1 200").expect(&answer);
+    let second = answer.find("HTTP/1.1 400").expect(&answer);
+    assert!(first < second, "{answer:?}");
+    assert!(answer.contains("LF, not CRLF"), "{answer:?}");
+    assert!(answer.contains("path /a"), "{answer:?}");
+    assert_eq!(a.request_count(), 1, "/b never reached the server");
+}
+
+#[tokio::test]
+async fn a_bad_head_sent_while_a_request_is_in_flight_gets_400() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let mut s = TcpStream::connect(pocket.addr("web")).await.unwrap();
+    s.write_all(b"GET /delay/3000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    while a.request_count() == 0 {
+        assert!(
+            t0.elapsed() < DEADLINE,
+            "the first request reaches the server"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The first is being answered (the server waits 3 s): the next head,
+    // smuggling a Content-Length behind a bare LF, comes now.
+    s.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\nDummy: y\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&read_until_closed(&mut s).await).into_owned();
+    let first = answer.find("HTTP/1.1 200").expect(&answer);
+    let second = answer.find("HTTP/1.1 400").expect(&answer);
+    assert!(first < second, "{answer:?}");
+    assert!(answer.contains("after 3000 ms"), "{answer:?}");
+    assert_eq!(a.request_count(), 1, "/b never reached the server");
+}
