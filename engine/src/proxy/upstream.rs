@@ -137,29 +137,31 @@ impl Upstreams {
         timeouts: &Timeouts,
         reuse: bool,
     ) -> Result<Conn, ConnectError> {
-        while reuse {
-            let candidate = {
-                let mut idle = self.idle.borrow_mut();
-                idle.get_mut(&addr).and_then(|list| list.pop())
-            };
-            let Some(mut idle) = candidate else { break };
-            let idle_for = idle.since.elapsed();
-            if idle_for > timeouts.keepalive || idle.sender.is_closed() {
-                continue;
-            }
-            if !idle.sender.is_ready() {
-                // Just released: the connection task may not have caught
-                // up yet. It becomes ready or fails at once.
-                match tokio::time::timeout(timeouts.connect, idle.sender.ready()).await {
-                    Ok(Ok(())) => {}
-                    _ => continue,
+        if reuse {
+            loop {
+                let candidate = {
+                    let mut idle = self.idle.borrow_mut();
+                    idle.get_mut(&addr).and_then(|list| list.pop())
+                };
+                let Some(mut idle) = candidate else { break };
+                let idle_for = idle.since.elapsed();
+                if idle_for > timeouts.keepalive || idle.sender.is_closed() {
+                    continue;
                 }
+                if !idle.sender.is_ready() {
+                    // Just released: the connection task may not have caught
+                    // up yet. It becomes ready or fails at once.
+                    match tokio::time::timeout(timeouts.connect, idle.sender.ready()).await {
+                        Ok(Ok(())) => {}
+                        _ => continue,
+                    }
+                }
+                return Ok(Conn {
+                    sender: idle.sender,
+                    watch: idle.watch,
+                    idle_for: Some(idle_for),
+                });
             }
-            return Ok(Conn {
-                sender: idle.sender,
-                watch: idle.watch,
-                idle_for: Some(idle_for),
-            });
         }
         // Boxed: connecting is rare on a warm pool, and its future is
         // large; inline, every request's future would carry its size.
