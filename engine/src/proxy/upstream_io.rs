@@ -53,12 +53,10 @@ impl HeadScan {
         let mut rest = bytes;
         while self.armed && !rest.is_empty() {
             // "HTTP/1.1 200": the status digits are bytes 9 to 11 of a head.
-            for (k, &b) in rest
-                .iter()
-                .enumerate()
-                .take(12usize.saturating_sub(self.pos))
-            {
-                if self.pos + k >= 9 {
+            if self.pos < 12 {
+                let from = 9usize.saturating_sub(self.pos);
+                let to = (12 - self.pos).min(rest.len());
+                for (k, &b) in rest.iter().enumerate().take(to).skip(from) {
                     self.status[self.pos + k - 9] = b;
                 }
             }
