@@ -217,7 +217,7 @@ function Request:set_path(path) end
 ---@param query string|nil
 function Request:set_query(query) end
 
----Replaces the method, e.g. "POST".
+---Replaces the method, e.g. "POST". CONNECT, and HEAD for a request that was not one, are errors.
 ---@param method string
 function Request:set_method(method) end
 
@@ -228,7 +228,7 @@ function Request:set_method(method) end
 ---@field server string The server that answered, "ip:port".
 local ServerResponse = {}
 
----Changes the status sent to the client (200 or more).
+---Changes the status sent to the client (200 to 599); a 204 or 205 goes without a body.
 ---@param code integer
 function ServerResponse:set_status(code) end
 

@@ -186,7 +186,8 @@ fn get(addr: SocketAddr, path: &str) -> Raw {
 }
 
 /// An origin that writes exactly what `answer(connection, request, head)`
-/// returns for each request head it reads (None: close without a word).
+/// returns for each request head it reads (None: close without a word; a
+/// reply without a whole head: those bytes, then the close).
 struct RawOrigin {
     addr: SocketAddr,
 }
@@ -219,6 +220,12 @@ fn raw_origin(
                     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                     buf.drain(..end + 4);
                     match answer(conn, request, &head) {
+                        // A reply cut before the end of its head is
+                        // followed by the close that cut it.
+                        Some(bytes) if find(&bytes, b"\r\n\r\n").is_none() => {
+                            let _ = stream.write_all(&bytes);
+                            return;
+                        }
                         Some(bytes) => {
                             if stream.write_all(&bytes).is_err() {
                                 return;
@@ -737,4 +744,226 @@ fn an_ipv4_client_on_an_ipv6_listener_is_seen_as_ipv4() {
     );
     p.log
         .wait_for(&["connection rejected: blocked 127.0.0.1", "peer=127.0.0.1:"]);
+}
+
+// ---------------------------------------------------------------------------
+// More of the same kinds (found by trying variants of the inputs above)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_refused_request_ends_its_connection() {
+    // What follows a request Pocket will not frame must not be read as the
+    // next request: that is the smuggling the refusal is about.
+    let origin = origin("A");
+    let (_p, addr) = pocket_for(origin.addr);
+    for first in [
+        &b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n"[..],
+        b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /a HTTP/1.1\r\nHost: x\r\nHost: y\r\nContent-Length: 0\r\n\r\n",
+    ] {
+        let mut c = Client::connect(addr);
+        c.send(first);
+        c.send(b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n");
+        let r = c.response(false).expect("an answer");
+        assert_eq!(r.status(), 400, "{r:?}");
+        assert_eq!(r.header("connection"), Some("close"));
+        assert!(c.closed(), "the connection stayed open");
+    }
+    assert_eq!(origin.request_count(), 0, "nothing reached the origin");
+}
+
+#[test]
+fn a_request_transfer_coding_other_than_chunked_is_a_501() {
+    let origin = origin("A");
+    let (_p, addr) = pocket_for(origin.addr);
+    for te in [
+        "Transfer-Encoding: gzip, chunked\r\n",
+        "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: identity, chunked\r\n",
+    ] {
+        let r = exchange(
+            addr,
+            format!("POST /a HTTP/1.1\r\nHost: x\r\n{te}\r\n5\r\nhello\r\n0\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(r.status(), 501, "{te}: {r:?}");
+    }
+    assert_eq!(origin.request_count(), 0);
+}
+
+#[test]
+fn a_host_with_a_trailing_dot_is_the_same_host() {
+    let origin = origin("A");
+    let p = Pocket::start(
+        &policy_for(
+            origin.addr,
+            "",
+            r#"on_request = (function()
+    local routes = require("pocket.match").routes {
+      { host = "admin.example.com", respond = { 403, "no\n" } },
+      default = "app",
+    }
+    return function(req) return routes:route(req) end
+  end)(),"#,
+        ),
+        1,
+    );
+    let addr = p.addr("web");
+    for bytes in [
+        &b"GET /headers HTTP/1.1\r\nHost: admin.example.com.\r\n\r\n"[..],
+        b"GET /headers HTTP/1.1\r\nHost: ADMIN.example.com.:80\r\n\r\n",
+        b"GET http://admin.example.com./headers HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let r = exchange(addr, bytes);
+        assert_eq!(r.status(), 403, "{}: {r:?}", String::from_utf8_lossy(bytes));
+    }
+    let r = exchange(
+        addr,
+        b"GET /headers HTTP/1.1\r\nHost: www.example.com.:8080\r\n\r\n",
+    );
+    assert!(
+        r.text().contains("host: www.example.com:8080\n"),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn odd_targets_and_hosts_are_a_400() {
+    let origin = origin("A");
+    let (_p, addr) = pocket_for(origin.addr);
+    for bytes in [
+        &b"GET / HTTP/1.1\r\nHost:\r\n\r\n"[..],
+        b"GET * HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET ftp://x/a HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /admin%00/users HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let r = exchange(addr, bytes);
+        assert_eq!(r.status(), 400, "{}: {r:?}", String::from_utf8_lossy(bytes));
+    }
+    assert_eq!(origin.request_count(), 0);
+    // OPTIONS * is fine, and an absolute target with no path asks for "/".
+    assert_eq!(
+        exchange(addr, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n").status(),
+        200
+    );
+    let r = exchange(addr, b"GET http://x?a=1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(r.text().contains("path /\n"), "{}", r.text());
+}
+
+#[test]
+fn a_server_that_stops_reading_an_upload_gets_a_504() {
+    // Reads the head, then nothing: the upload fills the buffers and stops.
+    let origin = raw_origin(|_, _, _| {
+        std::thread::sleep(Duration::from_secs(120));
+        None
+    });
+    let p = Pocket::start(
+        &policy_for(origin.addr, r#", timeouts = { idle = "2s" }"#, ""),
+        1,
+    );
+    let mut c = Client::connect(p.addr("web"));
+    c.send(b"POST /noread HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n");
+    c.stream
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let chunk = vec![b'x'; 65536];
+    // Until the buffers are full (bounded: 50 MB at most).
+    for _ in 0..760 {
+        if c.stream.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let r = c.response(false).expect("an answer");
+    assert_eq!(r.status(), 504, "{r:?}");
+    assert!(
+        r.text().contains("took none of the request body"),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
+fn an_answer_cut_short_is_not_replayed() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    // The second request on each connection gets half a head, then a close.
+    let origin = raw_origin(move |_, request, _| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Some(if request == 0 {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec()
+        } else {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n".to_vec()
+        })
+    });
+    let (_p, addr) = pocket_for(origin.addr);
+    assert_eq!(get(addr, "/").status(), 200);
+    // On the reused connection: half a head, then the close.
+    let r = get(addr, "/");
+    assert_eq!(r.status(), 502, "{r:?}");
+    assert_eq!(seen.load(Ordering::SeqCst), 2, "the GET was sent twice");
+}
+
+#[test]
+fn a_response_head_larger_than_64_kib_is_a_502() {
+    let origin = raw_origin(|_, _, _| {
+        let big = "a".repeat(100 * 1024);
+        Some(format!("HTTP/1.1 200 OK\r\nX-Big: {big}\r\nContent-Length: 2\r\n\r\nok").into_bytes())
+    });
+    let (_p, addr) = pocket_for(origin.addr);
+    let r = get(addr, "/");
+    assert_eq!(r.status(), 502, "{}", r.status_line);
+}
+
+#[test]
+fn scripts_cannot_make_a_body_or_a_host_wrong() {
+    let origin = origin("A");
+    let p = Pocket::start(
+        &policy_for(
+            origin.addr,
+            "",
+            r#"on_request = function(req)
+    if req.path == "/two-hosts" then req:add_header("Host", "evil.example") end
+    if req.path == "/bad-host" then req:set_header("Host", "a b/c") end
+    if req.path == "/head" then req:set_method("HEAD") end
+    if req.path == "/connect" then req:set_method("CONNECT") end
+  end,
+  on_response = function(req, res)
+    if req.path == "/no-content" then res:set_status(204) end
+    if req.path == "/reset" then res:set_status(205) end
+    if req.path == "/999" then res:set_status(999) end
+  end,"#,
+        ),
+        1,
+    );
+    let addr = p.addr("web");
+    for path in ["/two-hosts", "/bad-host", "/head", "/connect", "/999"] {
+        let mut c = Client::connect(addr);
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+        assert_eq!(c.response(false).unwrap().status(), 500, "{path}");
+        c.send(b"GET /next HTTP/1.1\r\nHost: test\r\n\r\n");
+        assert!(
+            c.response(false).unwrap().text().contains("path /next"),
+            "{path}"
+        );
+    }
+    for (path, status) in [("/no-content", 204), ("/reset", 205)] {
+        let mut c = Client::connect(addr);
+        c.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes());
+        let r = c.response(false).unwrap();
+        assert_eq!(r.status(), status);
+        assert_eq!(r.header("content-length").unwrap_or("0"), "0", "{r:?}");
+        c.send(b"GET /next HTTP/1.1\r\nHost: test\r\n\r\n");
+        let r = c.response(false).unwrap();
+        assert!(r.text().contains("path /next"), "{path}: {r:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(
+        dir.path(),
+        "p.lua",
+        "local gone = pocket.respond(205, \"a body\")\nreturn { listeners = {}, pools = {} }\n",
+    );
+    let (code, _, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("p.lua:1:") && err.contains("205"), "{err}");
 }

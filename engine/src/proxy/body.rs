@@ -194,7 +194,9 @@ impl InFlight {
         self.1 = false;
     }
 
-    fn finished_well(self) {
+    /// A whole answer: the server's failure streak ends (unless this
+    /// answer already counted as a failure).
+    pub fn finished_well(self) {
         if self.1 {
             self.0.traffic_ok();
         }

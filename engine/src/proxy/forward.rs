@@ -80,17 +80,36 @@ pub fn refuse(head: &http::request::Parts) -> Option<(http::StatusCode, &'static
             "CONNECT is not supported by a reverse proxy",
         ));
     }
-    let chunked = head
+    if !head.headers.contains_key(header::TRANSFER_ENCODING) {
+        return None;
+    }
+    let (mut chunked, mut other) = (0, 0);
+    for coding in head
         .headers
         .get_all(header::TRANSFER_ENCODING)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .filter(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        .count();
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+    {
+        if coding.eq_ignore_ascii_case(b"chunked") {
+            chunked += 1;
+        } else {
+            other += 1;
+        }
+    }
     if chunked > 1 {
         return Some((
             http::StatusCode::BAD_REQUEST,
             "Transfer-Encoding applies chunked more than once",
+        ));
+    }
+    if other > 0 {
+        // The body is re-chunked for the server: another coding would
+        // reach it undeclared (RFC 9112 §6.1: 501; nginx answers 501).
+        return Some((
+            http::StatusCode::NOT_IMPLEMENTED,
+            "a Transfer-Encoding other than chunked",
         ));
     }
     None
@@ -211,10 +230,6 @@ pub fn prepare_response(head: &mut http::response::Parts) -> Result<(), &'static
         // gets one plain number (RFC 9110 §8.6).
         head.headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-    }
-    if head.status == http::StatusCode::NO_CONTENT {
-        // RFC 9110 §8.6: never sent with a 204.
-        head.headers.remove(header::CONTENT_LENGTH);
     }
     // Pocket speaks its own version whatever the server spoke (RFC 9112
     // §2.3); hyper writes HTTP/1.0 itself to an HTTP/1.0 client.

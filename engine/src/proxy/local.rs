@@ -18,6 +18,19 @@ pub fn from_script(r: LocalResponse) -> Response<ResponseBody> {
     resp
 }
 
+/// The answer to a request refused before any server saw it. A client
+/// error (400, 405, 501: a request Pocket will not frame or route) also
+/// ends the connection, as nginx does: what follows on it may be read
+/// differently by the client than by Pocket (a body Pocket never framed).
+pub fn refusal(status: StatusCode, reason: &str, request_id: &str) -> Response<ResponseBody> {
+    let mut resp = error(status, reason, request_id);
+    if status.is_client_error() || status == StatusCode::NOT_IMPLEMENTED {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
 /// An error answer: `status`, a one-line reason and the request id.
 pub fn error(status: StatusCode, reason: &str, request_id: &str) -> Response<ResponseBody> {
     let body = format!(

@@ -104,7 +104,7 @@ pub async fn handle(
     };
     match decide::decide(&script, &mut view) {
         Route::Local(r) => Ok(local::from_script(r)),
-        Route::Refuse(status, why) => Ok(local::error(status, &why, &id.to_string())),
+        Route::Refuse(status, why) => Ok(local::refusal(status, &why, &id.to_string())),
         Route::Pool {
             pool,
             key,
@@ -242,9 +242,12 @@ async fn forward(
                     body = Some(b);
                     continue;
                 }
-                // A malformed answer is an answer: never replayed (as
-                // nginx's default proxy_next_upstream), a 502 below.
-                let unanswered = !e.error().is_parse() && !e.error().is_user();
+                // Any byte of an answer, even a malformed or cut one, is an
+                // answer: never replayed (as nginx's default
+                // proxy_next_upstream), a 502 below.
+                let answer = conn.watch.get();
+                let unanswered =
+                    !e.error().is_parse() && !e.error().is_user() && !answer.answered();
                 if let (Some(h), true) = (spare.as_ref(), stale && unanswered) {
                     // A reused connection the server had just closed.
                     tracing::debug!(request = %id, server = %server.addr, "reused connection closed ({}); resending on a new one", e.error());
@@ -272,6 +275,27 @@ async fn forward(
                     let why = format!("the request body could not be read: {}", e.error());
                     tracing::info!(request = %id, "{why}");
                     return local::error(StatusCode::BAD_REQUEST, &why, &id.to_string());
+                }
+                if timeouts::kernel_timed_out(e.error()) {
+                    // TCP_USER_TIMEOUT (= timeouts.idle): the server took
+                    // none of what was sent for that long. A timeout, so a
+                    // 504, as the request body's own clock would say.
+                    if let Some(p) = &progress {
+                        p.abort();
+                    }
+                    let late = timeouts::Late::ServerReading(pool.timeouts.idle);
+                    return timeouts::answer_late(late, pool, server, id);
+                }
+                if answer.bare_lf() {
+                    server
+                        .state
+                        .traffic_failed(pool.passive.after, "bad response");
+                    let why = format!(
+                        "server {} of pool \"{}\" sent a response Pocket cannot relay: a line of its head ends in LF, not CRLF",
+                        server.addr, pool.name
+                    );
+                    tracing::warn!(request = %id, "{why}");
+                    return local::error(StatusCode::BAD_GATEWAY, &why, &id.to_string());
                 }
                 server
                     .state
@@ -393,6 +417,16 @@ fn deliver(
             );
         }
         rhead = res_view.head;
+    }
+    if matches!(rhead.status.as_u16(), 204 | 205) {
+        // No content (RFC 9110 §15.3.5, §15.3.6), whether the server sent
+        // some anyway or a script set the status: no length, no body.
+        rhead.headers.remove(http::header::CONTENT_LENGTH);
+        if !rbody.is_end_stream() {
+            // The body is dropped unread, and with it the connection.
+            in_flight.finished_well();
+            return Response::from_parts(rhead, ResponseBody::full(bytes::Bytes::new()));
+        }
     }
     let lease = Lease::new(cx.worker.upstreams.clone(), server.addr, sender, watch);
     Response::from_parts(

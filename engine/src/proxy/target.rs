@@ -27,10 +27,30 @@ pub type Refusal = &'static str;
 /// query as the client sent them when normalising changed them.
 pub fn settle(head: &mut http::request::Parts) -> Result<Option<PathAndQuery>, Refusal> {
     settle_host(head)?;
+    if let Some(scheme) = head.uri.scheme_str() {
+        if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+            return Err("a request target whose scheme is not http or https");
+        }
+    }
     let Some(pq) = head.uri.path_and_query() else {
         return Ok(None);
     };
-    let Some(path) = normalize_path(pq.path())? else {
+    let path = pq.path();
+    if path == "*" {
+        // Asterisk form is for OPTIONS alone (RFC 9112 §3.2.4).
+        if head.method != http::Method::OPTIONS {
+            return Err("the * request target is only for OPTIONS (RFC 9112 §3.2.4)");
+        }
+        return Ok(None);
+    }
+    let normal = if !pq.as_str().starts_with('/') {
+        // `http://a?x=1`: an absolute target with an empty path is `/`
+        // (RFC 9112 §3.2.2: origin form needs one).
+        Some("/".to_string())
+    } else {
+        normalize_path(path)?
+    };
+    let Some(path) = normal else {
         return Ok(None);
     };
     let raw = pq.clone();
@@ -53,46 +73,87 @@ fn settle_host(head: &mut http::request::Parts) -> Result<(), Refusal> {
         return Err("more than one Host header (RFC 9112 §3.2)");
     }
     if let Some(h) = host {
-        if !valid_host(h.as_bytes()) {
+        if h.is_empty() || !valid_host(h.as_bytes()) {
             return Err("the Host header is not a valid host[:port] (RFC 9112 §3.2)");
         }
     }
-    let Some(authority) = head.uri.authority() else {
-        // Origin form: the Host line names the host. HTTP/1.0 may omit it.
-        if host.is_none() && head.version != Version::HTTP_10 {
-            return Err("no Host header (RFC 9112 §3.2)");
-        }
-        return Ok(());
-    };
-    if authority.as_str().contains('@') {
-        return Err("user information in the request target (RFC 9110 §4.2.4)");
-    }
-    if !valid_host(authority.as_str().as_bytes()) {
-        return Err("the request target's host is not a valid host[:port]");
-    }
-    match head.version {
-        Version::HTTP_2 | Version::HTTP_3 => {
-            if let Some(h) = host {
-                if !h
-                    .as_bytes()
-                    .eq_ignore_ascii_case(authority.as_str().as_bytes())
-                {
-                    return Err("the Host header differs from :authority (RFC 9113 §8.3.1)");
-                }
-            }
-        }
-        _ => {
-            if host.is_none() && head.version == Version::HTTP_11 {
+    let named = match head.uri.authority() {
+        None => {
+            // Origin form: the Host line names the host. HTTP/1.0 may omit it.
+            if host.is_none() && head.version != Version::HTTP_10 {
                 return Err("no Host header (RFC 9112 §3.2)");
             }
-            // Absolute form: the target's host wins, and is what the
-            // server receives (RFC 9112 §3.2.2).
-            let value = HeaderValue::from_str(authority.as_str())
-                .map_err(|_| "the request target's host is not a valid host[:port]")?;
-            head.headers.insert(header::HOST, value);
+            // Kept as it is unless it ends in a dot (below).
+            host.filter(|h| without_trailing_dot(h.as_bytes()).is_some())
+                .cloned()
         }
+        Some(authority) => {
+            if authority.as_str().contains('@') {
+                return Err("user information in the request target (RFC 9110 §4.2.4)");
+            }
+            if authority.as_str().is_empty() || !valid_host(authority.as_str().as_bytes()) {
+                return Err("the request target's host is not a valid host[:port]");
+            }
+            match head.version {
+                Version::HTTP_2 | Version::HTTP_3 => {
+                    if let Some(h) = host {
+                        if !h
+                            .as_bytes()
+                            .eq_ignore_ascii_case(authority.as_str().as_bytes())
+                        {
+                            return Err(
+                                "the Host header differs from :authority (RFC 9113 §8.3.1)",
+                            );
+                        }
+                    }
+                }
+                _ => {
+                    if host.is_none() && head.version == Version::HTTP_11 {
+                        return Err("no Host header (RFC 9112 §3.2)");
+                    }
+                }
+            }
+            // Absolute form (or :authority): the target's host wins, and
+            // is what the server receives (RFC 9112 §3.2.2).
+            Some(
+                HeaderValue::from_str(authority.as_str())
+                    .map_err(|_| "the request target's host is not a valid host[:port]")?,
+            )
+        }
+    };
+    if let Some(value) = named {
+        // `example.com.` and `example.com` are one host (the root's empty
+        // label); nginx matches server names without the dot. Routing and
+        // the server see it without.
+        let value = match without_trailing_dot(value.as_bytes()) {
+            Some(fixed) => HeaderValue::from_maybe_shared(bytes::Bytes::from(fixed))
+                .map_err(|_| "the Host header is not a valid host[:port] (RFC 9112 §3.2)")?,
+            None => value,
+        };
+        head.headers.insert(header::HOST, value);
     }
     Ok(())
+}
+
+/// `a.example.:80` -> `a.example:80`; None when there is no trailing dot.
+fn without_trailing_dot(host: &[u8]) -> Option<Vec<u8>> {
+    if host.first() == Some(&b'[') {
+        return None;
+    }
+    let colon = host.iter().position(|&b| b == b':').unwrap_or(host.len());
+    let (name, port) = host.split_at(colon);
+    let trimmed = name.strip_suffix(b".")?;
+    if trimmed.is_empty() {
+        return None;
+    }
+    let mut out = trimmed.to_vec();
+    out.extend_from_slice(port);
+    Some(out)
+}
+
+/// A Host value a script may set: non-empty `host[:port]`.
+pub fn valid_host_value(h: &[u8]) -> bool {
+    !h.is_empty() && valid_host(h)
 }
 
 /// The bytes of a reg-name (RFC 3986 §3.2.2): unreserved, sub-delims and
@@ -185,6 +246,10 @@ pub fn normalize_path(path: &str) -> Result<Option<String>, Refusal> {
             return Err("a % in the path is not followed by two hex digits");
         };
         let byte = hi * 16 + lo;
+        if byte == 0 {
+            // nginx refuses a decoded NUL too: C servers end the path there.
+            return Err("a %00 (NUL) in the path");
+        }
         if unreserved(byte) {
             decoded.push(byte);
         } else {
@@ -252,7 +317,6 @@ mod tests {
         assert_eq!(norm("/a%2fb"), "/a%2Fb");
         assert_eq!(norm("/a%2Fb/..%2F"), "/a%2Fb/..%2F");
         assert_eq!(norm("/%7e/x%20y"), "/~/x%20y");
-        assert_eq!(norm("/x%00"), "/x%00");
     }
 
     #[test]
@@ -275,6 +339,21 @@ mod tests {
         assert!(normalize_path("/a%").is_err());
         assert!(normalize_path("/a%2").is_err());
         assert!(normalize_path("/a%zz").is_err());
+        assert!(normalize_path("/admin%00/users").is_err());
+    }
+
+    #[test]
+    fn a_trailing_dot_is_the_same_host() {
+        assert_eq!(
+            without_trailing_dot(b"a.example."),
+            Some(b"a.example".to_vec())
+        );
+        assert_eq!(
+            without_trailing_dot(b"a.example.:80"),
+            Some(b"a.example:80".to_vec())
+        );
+        assert_eq!(without_trailing_dot(b"a.example"), None);
+        assert_eq!(without_trailing_dot(b"[::1]:80"), None);
     }
 
     #[test]

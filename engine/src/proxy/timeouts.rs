@@ -99,6 +99,20 @@ pub async fn wait_answer<F: Future>(
     .await
 }
 
+/// The kernel gave up on the server connection: unacknowledged data for
+/// longer than its TCP_USER_TIMEOUT (the pool's `idle`), a server that
+/// stopped reading or a host gone. Found in the error's sources.
+pub fn kernel_timed_out(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// The answer to a request whose timeout ran out, logged; a server's
 /// silence counts against it (passive checks), a client's does not.
 pub fn answer_late(

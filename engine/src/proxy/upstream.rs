@@ -18,6 +18,12 @@ use super::body::RequestBody;
 use super::upstream_io::{HeadWatch, UpstreamIo};
 use crate::lb::Timeouts;
 
+/// The most a server's response head (or its trailers) may take, in
+/// bytes: a larger one is a 502, as nginx's `proxy_buffer_size` and
+/// HAProxy's `tune.bufsize` make it (hyper's default is its ~400 KiB
+/// read buffer).
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
 /// Most idle connections kept per server per worker.
 const MAX_IDLE_PER_SERVER: usize = 128;
 
@@ -191,6 +197,7 @@ impl Upstreams {
         );
         let (io, watch) = UpstreamIo::new(stream);
         let (sender, conn) = http1::Builder::new()
+            .max_header_size(MAX_RESPONSE_HEAD)
             .handshake(TokioIo::new(io))
             .await
             .map_err(ConnectError::Handshake)?;

@@ -29,6 +29,12 @@ pub struct HeadScan {
     prev: u8,
     /// The status code's three digits, as they arrive.
     status: [u8; 3],
+    /// A byte of the answer has come since the request was sent: a
+    /// request that fails after this was answered, however badly, and is
+    /// never replayed.
+    answered: bool,
+    /// The answer's head had a bare LF (the error the read returned).
+    bare_lf: bool,
 }
 
 /// Shared by the socket wrapper and the request path that arms it.
@@ -47,10 +53,21 @@ impl HeadScan {
         }
     }
 
+    /// A byte of the answer has come since the request was sent.
+    pub fn answered(&self) -> bool {
+        self.answered
+    }
+
+    /// The answer was refused for a bare LF in its head.
+    pub fn bare_lf(&self) -> bool {
+        self.bare_lf
+    }
+
     /// Follows the head through `bytes`, jumping from LF to LF (memchr):
     /// a 300-byte head is a dozen steps.
     fn feed(&mut self, bytes: &[u8]) -> Result<(), BareLf> {
         let mut rest = bytes;
+        self.answered |= !bytes.is_empty();
         while self.armed && !rest.is_empty() {
             // "HTTP/1.1 200": the status digits are bytes 9 to 11 of a head.
             if self.pos < 12 {
@@ -68,6 +85,7 @@ impl HeadScan {
             };
             let prev = if lf == 0 { self.prev } else { rest[lf - 1] };
             if prev != b'\r' {
+                self.bare_lf = true;
                 return Err(BareLf);
             }
             let line = self.line + lf + 1;
@@ -77,10 +95,10 @@ impl HeadScan {
                 // The empty line: the head ends. A 1xx other than 101 is
                 // followed by another head.
                 let interim = self.status[0] == b'1' && self.status != *b"101";
-                *self = if interim {
-                    HeadScan::expect_head()
-                } else {
-                    HeadScan::default()
+                *self = HeadScan {
+                    armed: interim,
+                    answered: true,
+                    ..HeadScan::default()
                 };
                 continue;
             }
@@ -120,7 +138,7 @@ impl AsyncRead for UpstreamIo {
         let before = buf.filled().len();
         let r = Pin::new(&mut this.stream).poll_read(cx, buf);
         let mut scan = this.watch.get();
-        if scan.armed && buf.filled().len() > before {
+        if (scan.armed || !scan.answered) && buf.filled().len() > before {
             let checked = scan.feed(&buf.filled()[before..]);
             this.watch.set(scan);
             if checked.is_err() {

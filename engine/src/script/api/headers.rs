@@ -18,6 +18,18 @@ fn name(text: &mlua::LuaString) -> mlua::Result<HeaderName> {
     })
 }
 
+/// A Host a script sets must be one valid `host[:port]`: the server would
+/// otherwise get two hosts, or one it cannot parse.
+fn check_host(name: &HeaderName, value: &HeaderValue) -> mlua::Result<()> {
+    if *name == http::header::HOST && !crate::proxy::target::valid_host_value(value.as_bytes()) {
+        return Err(mlua::Error::RuntimeError(format!(
+            "invalid Host {:?}: must be host[:port]",
+            String::from_utf8_lossy(value.as_bytes())
+        )));
+    }
+    Ok(())
+}
+
 /// A header name a script may write: not a framing or hop-by-hop one.
 pub fn writable_name(text: &mlua::LuaString) -> mlua::Result<HeaderName> {
     let n = name(text)?;
@@ -101,11 +113,17 @@ pub fn add_header_methods<T: HasHeaders + 'static, M: UserDataMethods<T>>(method
             return Ok(());
         }
         let v = value(&n, v)?;
+        check_host(&n, &v)?;
         this.headers_mut().insert(n, v);
         Ok(())
     });
     methods.add_method_mut("add_header", |_, this, (n, v): (mlua::LuaString, Value)| {
         let n = writable_name(&n)?;
+        if n == http::header::HOST {
+            return Err(mlua::Error::RuntimeError(
+                "Host has one value: use set_header(\"host\", ...)".into(),
+            ));
+        }
         let v = value(&n, v)?;
         this.headers_mut().append(n, v);
         Ok(())

@@ -66,8 +66,18 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
         "respond",
         lua.create_function(
             |_, (code, body, headers): (i64, Option<mlua::LuaString>, Option<Table>)| {
+                let status = status(code)?;
+                if body.as_ref().is_some_and(|b| !b.as_bytes().is_empty())
+                    && matches!(status.as_u16(), 204 | 205 | 304)
+                {
+                    // RFC 9110 §15.3.5, §15.3.6, §15.4.5: no content.
+                    return Err(mlua::Error::RuntimeError(format!(
+                        "a {} response has no body",
+                        status.as_u16()
+                    )));
+                }
                 Ok(LocalResponse {
-                    status: status(code)?,
+                    status,
                     body: body
                         .map(|b| Bytes::copy_from_slice(&b.as_bytes()))
                         .unwrap_or_default(),

@@ -155,8 +155,20 @@ impl UserData for RequestView {
             r.set_query(q.as_deref()).map_err(runtime)
         });
         methods.add_method_mut("set_method", |_, r, m: String| {
-            r.head.method = http::Method::from_bytes(m.as_bytes())
+            let method = http::Method::from_bytes(m.as_bytes())
                 .map_err(|_| runtime(format!("invalid method {m:?}")))?;
+            if method == http::Method::CONNECT {
+                return Err(runtime("set_method: CONNECT is not forwarded".into()));
+            }
+            if method == http::Method::HEAD && r.head.method != http::Method::HEAD {
+                // The answer to a HEAD has no body; the client, which asked
+                // for one, would wait for it.
+                return Err(runtime(format!(
+                    "set_method: a {} cannot become a HEAD (its answer would have no body)",
+                    r.head.method
+                )));
+            }
+            r.head.method = method;
             Ok(())
         });
     }

@@ -32,12 +32,17 @@ impl UserData for ResponseView {
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         add_header_methods(methods);
-        methods.add_method_mut("set_status", |_, r, code: u16| {
-            r.head.status = http::StatusCode::from_u16(code)
+        // A final status a client can read: 200 to 599, as pocket.respond.
+        // (A 204 or 205 loses the body; see proxy::deliver.)
+        methods.add_method_mut("set_status", |_, r, code: i64| {
+            r.head.status = u16::try_from(code)
                 .ok()
-                .filter(|s| s.as_u16() >= 200)
+                .filter(|c| (200..=599).contains(c))
+                .and_then(|c| http::StatusCode::from_u16(c).ok())
                 .ok_or_else(|| {
-                    mlua::Error::RuntimeError(format!("status {code} is not a final status"))
+                    mlua::Error::RuntimeError(format!(
+                        "status {code} is not a final status from 200 to 599"
+                    ))
                 })?;
             Ok(())
         });
