@@ -332,3 +332,58 @@ async fn a_bad_head_sent_while_a_request_is_in_flight_gets_400() {
     assert!(answer.contains("after 3000 ms"), "{answer:?}");
     assert_eq!(a.request_count(), 1, "/b never reached the server");
 }
+
+/// The tester's inputs: a bad head pipelined after requests with bodies
+/// (a Content-Length, chunked, a GET with a body, two bodies, a body
+/// split across reads) gets its 400; what came before is answered; the
+/// server never sees the bad head nor what follows it.
+#[tokio::test]
+async fn a_bad_head_after_a_body_gets_400_in_its_turn() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let addr = pocket.addr("web");
+    const BAD: &str = "GET /2bad HTTP/1.1\r\nHost: x\nX-A: 1\r\n\r\n";
+    const NEXT: &str = "GET /3 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let cl = "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n";
+    let chunked =
+        "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let get_body = "GET /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab";
+    // (the pieces written, how many requests come before the bad head)
+    let cases: [(Vec<String>, u64); 6] = [
+        (vec![format!("{cl}hello{BAD}{NEXT}")], 1),
+        (vec![format!("{cl}hel"), format!("lo{BAD}{NEXT}")], 1),
+        (vec![format!("{chunked}{BAD}{NEXT}")], 1),
+        (vec![format!("{get_body}{BAD}{NEXT}")], 1),
+        (vec![format!("{cl}hello{chunked}{BAD}{NEXT}")], 2),
+        (
+            vec![format!(
+                "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n{BAD}{NEXT}"
+            )],
+            1,
+        ),
+    ];
+    for (pieces, before) in cases {
+        let seen = a.request_count();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        for (i, piece) in pieces.iter().enumerate() {
+            if i > 0 {
+                // Most likely a read of its own (the test holds either way).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            s.write_all(piece.as_bytes()).await.unwrap();
+        }
+        let answer = String::from_utf8_lossy(&read_until_closed(&mut s).await).into_owned();
+        let oks = answer.matches("HTTP/1.1 200").count() as u64;
+        assert_eq!(oks, before, "{pieces:?}: {answer:?}");
+        let bad = answer.find("HTTP/1.1 400").expect(&answer);
+        assert!(answer.rfind("HTTP/1.1 200") < Some(bad), "{answer:?}");
+        assert!(answer.contains("LF, not CRLF"), "{answer:?}");
+        assert!(!answer.contains("path /2bad"), "{answer:?}");
+        assert!(!answer.contains("path /3"), "{answer:?}");
+        assert_eq!(
+            a.request_count() - seen,
+            before,
+            "{pieces:?}: the bad head never reached the server"
+        );
+    }
+}

@@ -376,13 +376,9 @@ fn service(
 > {
     service_fn(move |req: http::Request<Incoming>| {
         let mut heads = activity.heads.get();
-        let verdict = heads.claim();
-        if !req.body().is_end_stream() {
-            // Its body follows in the stream, and hyper may read the rest
-            // of it after the response: stop looking at heads on this
-            // connection (until it parks, when the stream is clean again).
-            heads.body_follows();
-        }
+        // The check skipped this request's body as it read: it goes on
+        // with the heads after it (and stops if hyper saw other framing).
+        let verdict = heads.claim(!req.body().is_end_stream());
         activity.heads.set(heads);
         if verdict.is_err() {
             // A head read ahead (pipelined) had a bare LF: refused here,
@@ -640,9 +636,9 @@ impl AsyncRead for ClientIo {
         }
         let mut heads = this.activity.heads.get();
         let idle = this.activity.busy.get() == 0;
-        // While a request is in flight, bytes are looked at only when no
-        // body may be in the stream (then they are the next heads): body
-        // bytes must not count as a head begun once the request is done.
+        // While a request is in flight, bytes are looked at only while the
+        // check follows the stream's framing: otherwise they may be body,
+        // which must not count as a head begun once the request is done.
         if !heads.active && !idle {
             return r;
         }
