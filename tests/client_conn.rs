@@ -1,7 +1,8 @@
 //! A client connection's limits, for HTTP/1 and h2 alike: the listener's
 //! send timeout closes a connection whose client stopped reading; h2
 //! connections get the head and keep-alive timeouts (GOAWAY), and a
-//! WINDOW_UPDATE flood closes them; pipelined heads with a bare LF get a
+//! WINDOW_UPDATE, PRIORITY, SETTINGS, PING or unknown-frame flood closes
+//! them; pipelined heads with a bare LF get a
 //! 400 in their turn without reaching a server.
 
 mod common;
@@ -223,11 +224,12 @@ async fn an_h2_connection_without_a_request_is_closed_after_the_head_timeout() {
     pocket.log.wait_for(&["no h2 request within 2s", "GOAWAY"]);
 }
 
-#[tokio::test]
-async fn a_window_update_flood_closes_the_h2_connection() {
-    let a = origin("A");
-    let pocket = Pocket::start(&policy(&a, ""), 1);
-    let addr = pocket.addr("web");
+/// Sends `unit` (a frame) in a loop after the preface while reading what
+/// comes back, until Pocket disconnects (`true`) or the loop's bound. The
+/// bound is far beyond what the socket buffers on both sides hold (tens of
+/// MiB), so the loop cannot end before Pocket has even read the first
+/// frames. Returns what was read.
+async fn flood(addr: std::net::SocketAddr, unit: &[u8]) -> (Vec<u8>, bool) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let (mut rd, mut wr) = s.split();
     let reader = async {
@@ -235,17 +237,12 @@ async fn a_window_update_flood_closes_the_h2_connection() {
         let _ = tokio::time::timeout(DEADLINE, rd.read_to_end(&mut got)).await;
         got
     };
-    // Bounded in count and time. The count is far beyond what the socket
-    // buffers on both sides hold (tens of MiB), so the loop cannot end
-    // before Pocket has even read the first frames.
     const FRAMES: usize = 10_000_000;
     let writer = async {
         wr.write_all(&[PREFACE, &frame(0x4, 0, 0, &[])].concat())
             .await
             .unwrap();
-        let batch: Vec<u8> = (0..1000)
-            .flat_map(|_| frame(0x8, 0, 0, &1u32.to_be_bytes()))
-            .collect();
+        let batch: Vec<u8> = (0..1000).flat_map(|_| unit.to_vec()).collect();
         let t0 = Instant::now();
         let mut sent = 0;
         while sent < FRAMES && t0.elapsed() < Duration::from_secs(20) {
@@ -265,10 +262,81 @@ async fn a_window_update_flood_closes_the_h2_connection() {
     if let Some((_, payload)) = goaway {
         assert_eq!(payload[4..8], [0, 0, 0, 0xb], "ENHANCE_YOUR_CALM");
     }
+    (got, cut)
+}
+
+#[tokio::test]
+async fn a_window_update_flood_closes_the_h2_connection() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let addr = pocket.addr("web");
+    flood(addr, &frame(0x8, 0, 0, &1u32.to_be_bytes())).await;
     let line = pocket.log.wait_for(&["WINDOW_UPDATE flood"]);
     assert!(line.contains("127.0.0.1"), "logged with the peer: {line}");
-    drop(s);
     assert_eq!(h2_get(addr, "t", "/").await.status, 200);
+}
+
+/// SETTINGS and PING floods from a client that reads the ACKs, and frames
+/// of an unknown type: each closes the connection.
+#[tokio::test]
+async fn settings_ping_and_unknown_frame_floods_close_the_h2_connection() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let addr = pocket.addr("web");
+    for unit in [
+        frame(0x4, 0, 0, &[]),
+        frame(0x6, 0, 0, b"12345678"),
+        frame(0x42, 0, 0, b"abc"),
+    ] {
+        let from = pocket.log.lines().len();
+        // The client reads all along, so the ACKs never pile up (h2 alone
+        // would close only a client that lets them pile up).
+        flood(addr, &unit).await;
+        let line = pocket
+            .log
+            .wait_for_after(from, &["SETTINGS/PING/unknown frame flood"]);
+        assert!(line.contains("127.0.0.1"), "logged with the peer: {line}");
+    }
+    assert_eq!(h2_get(addr, "t", "/").await.status, 200);
+}
+
+/// A client that pings now and then between its requests (150 PINGs over
+/// 50 requests, more than the floor alone allows) is no flood.
+#[tokio::test]
+async fn an_h2_client_that_pings_is_not_taken_for_a_flood() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let tcp = TcpStream::connect(pocket.addr("web")).await.unwrap();
+    let (mut client, mut conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let mut pings = conn.ping_pong().expect("ping_pong");
+    let conn = tokio::spawn(conn);
+    for i in 0..50 {
+        let req = http::Request::builder()
+            .uri(format!("http://t/r{i}"))
+            .body(())
+            .unwrap();
+        client = client.ready().await.expect("ready");
+        let (resp, _) = client.send_request(req, true).expect("send");
+        let resp = resp.await.expect("response");
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.expect("body");
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        for _ in 0..3 {
+            pings
+                .ping(h2::Ping::opaque())
+                .await
+                .expect("PING answered, connection open");
+        }
+    }
+    assert!(!conn.is_finished(), "the connection is open");
+    assert!(
+        !pocket.log.text().contains("flood"),
+        "{}",
+        pocket.log.text()
+    );
 }
 
 #[tokio::test]
