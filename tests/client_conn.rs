@@ -1,9 +1,10 @@
 //! A client connection's limits, for HTTP/1 and h2 alike: the listener's
-//! send timeout closes a connection whose client stopped reading; h2
-//! connections get the head and keep-alive timeouts (GOAWAY), and a
-//! WINDOW_UPDATE, PRIORITY, SETTINGS, PING or unknown-frame flood closes
-//! them; pipelined heads with a bare LF get a
-//! 400 in their turn without reaching a server.
+//! send timeout closes a connection whose client stopped reading, and on
+//! h2 resets a stream the client gives no window; h2 connections get the
+//! head and keep-alive timeouts (GOAWAY), and a WINDOW_UPDATE, PRIORITY,
+//! SETTINGS, PING or unknown-frame flood closes them; pipelined heads with
+//! a bare LF, after bodies or not, get a 400 in their turn without
+//! reaching a server.
 
 mod common;
 use common::*;
@@ -454,4 +455,142 @@ async fn a_bad_head_after_a_body_gets_400_in_its_turn() {
             "{pieces:?}: the bad head never reached the server"
         );
     }
+}
+
+/// A raw HTTP/1 origin: each connection gets a response of `size` bytes
+/// to its first request, then is read to its end. The count is of
+/// connections Pocket has closed.
+async fn counting_origin(
+    size: usize,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closed = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = closed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let mut resp =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n").into_bytes();
+                resp.resize(resp.len() + size, b'x');
+                let _ = s.write_all(&resp).await;
+                while !matches!(s.read(&mut buf).await, Ok(0) | Err(_)) {}
+                count.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, closed)
+}
+
+/// The tester's input scaled down: an h2 client that gives no window
+/// (SETTINGS_INITIAL_WINDOW_SIZE 0) to 20 streams of large responses has
+/// them reset after the send timeout, and Pocket lets go of the 20 origin
+/// connections they held.
+#[tokio::test]
+async fn h2_streams_stalled_on_the_clients_window_are_reset_after_the_send_timeout() {
+    use std::sync::atomic::Ordering;
+    const STREAMS: usize = 20;
+    let (origin_addr, closed) = counting_origin(4 << 20).await;
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app", timeouts = {{ send = "1s" }} }} }},
+  pools = {{ app = {{ servers = {{ "{origin_addr}" }} }} }},
+}}"#
+        ),
+        1,
+    );
+    let tcp = TcpStream::connect(pocket.addr("web")).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut responses = Vec::new();
+    for i in 0..STREAMS {
+        let req = http::Request::builder()
+            .uri(format!("http://t/big{i}"))
+            .body(())
+            .unwrap();
+        let mut c = client.clone().ready().await.expect("ready");
+        let (resp, _) = c.send_request(req, true).expect("send");
+        responses.push(resp);
+    }
+    for resp in responses {
+        let resp = tokio::time::timeout(DEADLINE, resp)
+            .await
+            .expect("the head comes within the deadline")
+            .expect("a response head");
+        assert_eq!(resp.status(), 200);
+        // No window is ever given: the stream can only end by a reset.
+        let mut body = resp.into_body();
+        let end = tokio::time::timeout(DEADLINE, body.data())
+            .await
+            .expect("the stream ends within the deadline");
+        assert!(matches!(end, Some(Err(_))), "reset, not finished: {end:?}");
+    }
+    let line = pocket.log.wait_for(&["send timeout", "gave no window"]);
+    assert!(line.contains("127.0.0.1"), "logged with the peer: {line}");
+    let t0 = Instant::now();
+    while closed.load(Ordering::SeqCst) < STREAMS {
+        assert!(
+            t0.elapsed() < DEADLINE,
+            "the origin connections are let go ({} of {STREAMS})",
+            closed.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A client with a small window that keeps reading, a little at a time,
+/// is slow, not stalled: never cut.
+#[tokio::test]
+async fn a_slow_h2_reader_is_not_taken_for_a_stalled_one() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, r#", timeouts = { send = "2s" }"#), 1);
+    let tcp = TcpStream::connect(pocket.addr("web")).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(16 * 1024)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    const SIZE: usize = 200_000;
+    let req = http::Request::builder()
+        .uri(format!("http://t/bytes/{SIZE}"))
+        .body(())
+        .unwrap();
+    let mut c = client.ready().await.expect("ready");
+    let (resp, _) = c.send_request(req, true).expect("send");
+    let resp = resp.await.expect("response");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("not reset");
+        got += chunk.len();
+        // Well within the send timeout between two reads.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    assert_eq!(got, SIZE);
+    assert!(
+        !pocket.log.text().contains("gave no window"),
+        "{}",
+        pocket.log.text()
+    );
 }
