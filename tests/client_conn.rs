@@ -1,8 +1,10 @@
 //! A client connection's limits, for HTTP/1 and h2 alike: the listener's
-//! send timeout closes a connection whose client stopped reading; h2
-//! connections get the head and keep-alive timeouts (GOAWAY), and a
-//! WINDOW_UPDATE flood closes them; pipelined heads with a bare LF get a
-//! 400 in their turn without reaching a server.
+//! send timeout closes a connection whose client stopped reading, and on
+//! h2 resets a stream the client gives no window; h2 connections get the
+//! head and keep-alive timeouts (GOAWAY), and a WINDOW_UPDATE, PRIORITY,
+//! SETTINGS, PING or unknown-frame flood closes them; pipelined heads with
+//! a bare LF, after bodies or not, get a 400 in their turn without
+//! reaching a server.
 
 mod common;
 use common::*;
@@ -223,11 +225,12 @@ async fn an_h2_connection_without_a_request_is_closed_after_the_head_timeout() {
     pocket.log.wait_for(&["no h2 request within 2s", "GOAWAY"]);
 }
 
-#[tokio::test]
-async fn a_window_update_flood_closes_the_h2_connection() {
-    let a = origin("A");
-    let pocket = Pocket::start(&policy(&a, ""), 1);
-    let addr = pocket.addr("web");
+/// Sends `unit` (a frame) in a loop after the preface while reading what
+/// comes back, until Pocket disconnects (`true`) or the loop's bound. The
+/// bound is far beyond what the socket buffers on both sides hold (tens of
+/// MiB), so the loop cannot end before Pocket has even read the first
+/// frames. Returns what was read.
+async fn flood(addr: std::net::SocketAddr, unit: &[u8]) -> (Vec<u8>, bool) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let (mut rd, mut wr) = s.split();
     let reader = async {
@@ -235,17 +238,12 @@ async fn a_window_update_flood_closes_the_h2_connection() {
         let _ = tokio::time::timeout(DEADLINE, rd.read_to_end(&mut got)).await;
         got
     };
-    // Bounded in count and time. The count is far beyond what the socket
-    // buffers on both sides hold (tens of MiB), so the loop cannot end
-    // before Pocket has even read the first frames.
     const FRAMES: usize = 10_000_000;
     let writer = async {
         wr.write_all(&[PREFACE, &frame(0x4, 0, 0, &[])].concat())
             .await
             .unwrap();
-        let batch: Vec<u8> = (0..1000)
-            .flat_map(|_| frame(0x8, 0, 0, &1u32.to_be_bytes()))
-            .collect();
+        let batch: Vec<u8> = (0..1000).flat_map(|_| unit.to_vec()).collect();
         let t0 = Instant::now();
         let mut sent = 0;
         while sent < FRAMES && t0.elapsed() < Duration::from_secs(20) {
@@ -265,10 +263,81 @@ async fn a_window_update_flood_closes_the_h2_connection() {
     if let Some((_, payload)) = goaway {
         assert_eq!(payload[4..8], [0, 0, 0, 0xb], "ENHANCE_YOUR_CALM");
     }
+    (got, cut)
+}
+
+#[tokio::test]
+async fn a_window_update_flood_closes_the_h2_connection() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let addr = pocket.addr("web");
+    flood(addr, &frame(0x8, 0, 0, &1u32.to_be_bytes())).await;
     let line = pocket.log.wait_for(&["WINDOW_UPDATE flood"]);
     assert!(line.contains("127.0.0.1"), "logged with the peer: {line}");
-    drop(s);
     assert_eq!(h2_get(addr, "t", "/").await.status, 200);
+}
+
+/// SETTINGS and PING floods from a client that reads the ACKs, and frames
+/// of an unknown type: each closes the connection.
+#[tokio::test]
+async fn settings_ping_and_unknown_frame_floods_close_the_h2_connection() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let addr = pocket.addr("web");
+    for unit in [
+        frame(0x4, 0, 0, &[]),
+        frame(0x6, 0, 0, b"12345678"),
+        frame(0x42, 0, 0, b"abc"),
+    ] {
+        let from = pocket.log.lines().len();
+        // The client reads all along, so the ACKs never pile up (h2 alone
+        // would close only a client that lets them pile up).
+        flood(addr, &unit).await;
+        let line = pocket
+            .log
+            .wait_for_after(from, &["SETTINGS/PING/unknown frame flood"]);
+        assert!(line.contains("127.0.0.1"), "logged with the peer: {line}");
+    }
+    assert_eq!(h2_get(addr, "t", "/").await.status, 200);
+}
+
+/// A client that pings now and then between its requests (150 PINGs over
+/// 50 requests, more than the floor alone allows) is no flood.
+#[tokio::test]
+async fn an_h2_client_that_pings_is_not_taken_for_a_flood() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let tcp = TcpStream::connect(pocket.addr("web")).await.unwrap();
+    let (mut client, mut conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let mut pings = conn.ping_pong().expect("ping_pong");
+    let conn = tokio::spawn(conn);
+    for i in 0..50 {
+        let req = http::Request::builder()
+            .uri(format!("http://t/r{i}"))
+            .body(())
+            .unwrap();
+        client = client.ready().await.expect("ready");
+        let (resp, _) = client.send_request(req, true).expect("send");
+        let resp = resp.await.expect("response");
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.expect("body");
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        for _ in 0..3 {
+            pings
+                .ping(h2::Ping::opaque())
+                .await
+                .expect("PING answered, connection open");
+        }
+    }
+    assert!(!conn.is_finished(), "the connection is open");
+    assert!(
+        !pocket.log.text().contains("flood"),
+        "{}",
+        pocket.log.text()
+    );
 }
 
 #[tokio::test]
@@ -331,4 +400,197 @@ async fn a_bad_head_sent_while_a_request_is_in_flight_gets_400() {
     assert!(first < second, "{answer:?}");
     assert!(answer.contains("after 3000 ms"), "{answer:?}");
     assert_eq!(a.request_count(), 1, "/b never reached the server");
+}
+
+/// The tester's inputs: a bad head pipelined after requests with bodies
+/// (a Content-Length, chunked, a GET with a body, two bodies, a body
+/// split across reads) gets its 400; what came before is answered; the
+/// server never sees the bad head nor what follows it.
+#[tokio::test]
+async fn a_bad_head_after_a_body_gets_400_in_its_turn() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let addr = pocket.addr("web");
+    const BAD: &str = "GET /2bad HTTP/1.1\r\nHost: x\nX-A: 1\r\n\r\n";
+    const NEXT: &str = "GET /3 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let cl = "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n";
+    let chunked =
+        "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let get_body = "GET /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab";
+    // (the pieces written, how many requests come before the bad head)
+    let cases: [(Vec<String>, u64); 6] = [
+        (vec![format!("{cl}hello{BAD}{NEXT}")], 1),
+        (vec![format!("{cl}hel"), format!("lo{BAD}{NEXT}")], 1),
+        (vec![format!("{chunked}{BAD}{NEXT}")], 1),
+        (vec![format!("{get_body}{BAD}{NEXT}")], 1),
+        (vec![format!("{cl}hello{chunked}{BAD}{NEXT}")], 2),
+        (
+            vec![format!(
+                "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n{BAD}{NEXT}"
+            )],
+            1,
+        ),
+    ];
+    for (pieces, before) in cases {
+        let seen = a.request_count();
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        for (i, piece) in pieces.iter().enumerate() {
+            if i > 0 {
+                // Most likely a read of its own (the test holds either way).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            s.write_all(piece.as_bytes()).await.unwrap();
+        }
+        let answer = String::from_utf8_lossy(&read_until_closed(&mut s).await).into_owned();
+        let oks = answer.matches("HTTP/1.1 200").count() as u64;
+        assert_eq!(oks, before, "{pieces:?}: {answer:?}");
+        let bad = answer.find("HTTP/1.1 400").expect(&answer);
+        assert!(answer.rfind("HTTP/1.1 200") < Some(bad), "{answer:?}");
+        assert!(answer.contains("LF, not CRLF"), "{answer:?}");
+        assert!(!answer.contains("path /2bad"), "{answer:?}");
+        assert!(!answer.contains("path /3"), "{answer:?}");
+        assert_eq!(
+            a.request_count() - seen,
+            before,
+            "{pieces:?}: the bad head never reached the server"
+        );
+    }
+}
+
+/// A raw HTTP/1 origin: each connection gets a response of `size` bytes
+/// to its first request, then is read to its end. The count is of
+/// connections Pocket has closed.
+async fn counting_origin(
+    size: usize,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closed = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = closed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let mut resp =
+                    format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n").into_bytes();
+                resp.resize(resp.len() + size, b'x');
+                let _ = s.write_all(&resp).await;
+                while !matches!(s.read(&mut buf).await, Ok(0) | Err(_)) {}
+                count.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, closed)
+}
+
+/// The tester's input scaled down: an h2 client that gives no window
+/// (SETTINGS_INITIAL_WINDOW_SIZE 0) to 20 streams of large responses has
+/// them reset after the send timeout, and Pocket lets go of the 20 origin
+/// connections they held.
+#[tokio::test]
+async fn h2_streams_stalled_on_the_clients_window_are_reset_after_the_send_timeout() {
+    use std::sync::atomic::Ordering;
+    const STREAMS: usize = 20;
+    let (origin_addr, closed) = counting_origin(4 << 20).await;
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app", timeouts = {{ send = "1s" }} }} }},
+  pools = {{ app = {{ servers = {{ "{origin_addr}" }} }} }},
+}}"#
+        ),
+        1,
+    );
+    let tcp = TcpStream::connect(pocket.addr("web")).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut responses = Vec::new();
+    for i in 0..STREAMS {
+        let req = http::Request::builder()
+            .uri(format!("http://t/big{i}"))
+            .body(())
+            .unwrap();
+        let mut c = client.clone().ready().await.expect("ready");
+        let (resp, _) = c.send_request(req, true).expect("send");
+        responses.push(resp);
+    }
+    for resp in responses {
+        let resp = tokio::time::timeout(DEADLINE, resp)
+            .await
+            .expect("the head comes within the deadline")
+            .expect("a response head");
+        assert_eq!(resp.status(), 200);
+        // No window is ever given: the stream can only end by a reset.
+        let mut body = resp.into_body();
+        let end = tokio::time::timeout(DEADLINE, body.data())
+            .await
+            .expect("the stream ends within the deadline");
+        assert!(matches!(end, Some(Err(_))), "reset, not finished: {end:?}");
+    }
+    let line = pocket.log.wait_for(&["send timeout", "gave no window"]);
+    assert!(line.contains("127.0.0.1"), "logged with the peer: {line}");
+    let t0 = Instant::now();
+    while closed.load(Ordering::SeqCst) < STREAMS {
+        assert!(
+            t0.elapsed() < DEADLINE,
+            "the origin connections are let go ({} of {STREAMS})",
+            closed.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A client with a small window that keeps reading, a little at a time,
+/// is slow, not stalled: never cut.
+#[tokio::test]
+async fn a_slow_h2_reader_is_not_taken_for_a_stalled_one() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, r#", timeouts = { send = "2s" }"#), 1);
+    let tcp = TcpStream::connect(pocket.addr("web")).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(16 * 1024)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    const SIZE: usize = 200_000;
+    let req = http::Request::builder()
+        .uri(format!("http://t/bytes/{SIZE}"))
+        .body(())
+        .unwrap();
+    let mut c = client.ready().await.expect("ready");
+    let (resp, _) = c.send_request(req, true).expect("send");
+    let resp = resp.await.expect("response");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.expect("not reset");
+        got += chunk.len();
+        // Well within the send timeout between two reads.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    assert_eq!(got, SIZE);
+    assert!(
+        !pocket.log.text().contains("gave no window"),
+        "{}",
+        pocket.log.text()
+    );
 }

@@ -11,15 +11,19 @@
 //! connection) and a watch for frame floods the h2 crate lets through.
 //!
 //! Writes to the client that stay blocked longer than the listener's
-//! `send` timeout end the connection, whatever the protocol.
+//! `send` timeout end the connection, whatever the protocol. On h2, a
+//! stream whose response has data ready that the client gives no window
+//! for as long is reset (nginx applies `send_timeout` to such streams):
+//! else a client could hold an origin connection per stream forever.
 
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -73,7 +77,9 @@ impl Http {
 }
 
 /// Runs HTTP/2 stream tasks on this worker's thread: the service holds the
-/// worker's Lua VM, which must never leave the thread.
+/// worker's Lua VM, which must never leave the thread. Each task is
+/// [`Watched`], so that a stream stalled on the client's window can be
+/// ended from outside.
 #[derive(Clone, Copy)]
 pub struct LocalExec;
 
@@ -83,7 +89,73 @@ where
     F::Output: 'static,
 {
     fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
+        tokio::task::spawn_local(Watched {
+            fut,
+            watch: Rc::new(StreamWatch::default()),
+        });
+    }
+}
+
+thread_local! {
+    /// The h2 stream task being polled: its response body ([`Tracked`])
+    /// finds its watch here. None outside stream tasks (all of HTTP/1).
+    static STREAM: RefCell<Option<Rc<StreamWatch>>> = const { RefCell::new(None) };
+}
+
+/// One h2 stream's response body, as the connection's tick sees it.
+#[derive(Default)]
+struct StreamWatch {
+    /// Polls of the body so far (wrapping): a count, not a clock read per
+    /// chunk.
+    polls: Cell<u32>,
+    /// The last poll gave hyper data, which it sends when the client's
+    /// window allows; until then it does not poll again.
+    waiting: Cell<bool>,
+    /// The poll count the tick last saw, and since when (the first tick
+    /// that saw it waiting).
+    seen: Cell<(u32, Option<Instant>)>,
+    /// Found stalled: the stream's task ends.
+    expired: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+pin_project_lite::pin_project! {
+    /// An h2 stream's task, which ends early (dropping the stream: h2 sends
+    /// RST_STREAM, and the response body with its origin connection goes)
+    /// when its watch expires.
+    struct Watched<F> {
+        #[pin]
+        fut: F,
+        watch: Rc<StreamWatch>,
+    }
+}
+
+/// Puts back the stream being polled before.
+struct Restore(Option<Rc<StreamWatch>>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let prev = self.0.take();
+        STREAM.with(|s| *s.borrow_mut() = prev);
+    }
+}
+
+impl<F: Future> Future for Watched<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        if this.watch.expired.get() {
+            return Poll::Ready(());
+        }
+        {
+            let mut waker = this.watch.waker.borrow_mut();
+            if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *waker = Some(cx.waker().clone());
+            }
+        }
+        let _restore = Restore(STREAM.with(|s| s.replace(Some(this.watch.clone()))));
+        this.fut.poll(cx).map(|_| ())
     }
 }
 
@@ -289,9 +361,11 @@ async fn serve_h2(
     // The timer never sleeps past a deadline: a request may come at any
     // time and move it to `keepalive` after its end, so it wakes at least
     // once per `keepalive` until the first request (from the accept: the
-    // connection's quiet_since).
-    let first = timeouts.head.min(timeouts.keepalive);
-    let tick = tokio::time::sleep_until(activity.quiet_since.get() + first);
+    // connection's quiet_since); and at least every `send / 2`, so that a
+    // stream stalled on the client's window is seen within two looks past
+    // `send` however it began.
+    let look = timeouts.head.min(timeouts.keepalive).min(timeouts.send / 2);
+    let tick = tokio::time::sleep_until(activity.quiet_since.get() + look);
     tokio::pin!(tick);
     let mut goaway_at: Option<Instant> = None;
     let result = std::future::poll_fn(|task| {
@@ -309,9 +383,13 @@ async fn serve_h2(
             }
             let now = Instant::now();
             let Some(at) = activity.h2_idle_until(timeouts) else {
+                let reset = activity.reset_stalled(now, timeouts.send);
+                if reset > 0 {
+                    tracing::info!(peer = %cx.peer, "send timeout ({:?}): h2 client gave no window for {reset} stream(s); reset", timeouts.send);
+                }
                 // Streams open: look again in a while (the deadline, once
                 // they are done, is at least this far off).
-                tick.as_mut().reset(now + first);
+                tick.as_mut().reset(now + look);
                 continue;
             };
             if let Some(sent) = goaway_at {
@@ -323,7 +401,7 @@ async fn serve_h2(
                 continue;
             }
             if at > now {
-                tick.as_mut().reset(at.min(now + timeouts.keepalive));
+                tick.as_mut().reset(at.min(now + look));
                 continue;
             }
             if activity.served.get() {
@@ -376,22 +454,16 @@ fn service(
 > {
     service_fn(move |req: http::Request<Incoming>| {
         let mut heads = activity.heads.get();
-        let verdict = heads.claim();
-        if !req.body().is_end_stream() {
-            // Its body follows in the stream, and hyper may read the rest
-            // of it after the response: stop looking at heads on this
-            // connection (until it parks, when the stream is clean again).
-            heads.body_follows();
-        }
+        // The check skipped this request's body as it read: it goes on
+        // with the heads after it (and stops if hyper saw other framing).
+        let verdict = heads.claim(!req.body().is_end_stream());
         activity.heads.set(heads);
         if verdict.is_err() {
             // A head read ahead (pipelined) had a bare LF: refused here,
             // before the proxy, and the connection closes after the answer.
             tracing::debug!(peer = %cx.peer, "request head with a bare LF; 400");
-            let resp = bad_head_response().map(|body| Tracked {
-                body,
-                _busy: Some(Busy::new(activity.clone())),
-            });
+            let resp =
+                bad_head_response().map(|body| Tracked::new(body, Busy::new(activity.clone())));
             return Box::pin(std::future::ready(Ok(resp))) as ServiceFuture;
         }
         Box::pin(Serving {
@@ -423,8 +495,11 @@ where
         let Poll::Ready(Ok(resp)) = this.handle.poll(cx) else {
             return Poll::Pending;
         };
-        let busy = this.busy.take();
-        Poll::Ready(Ok(resp.map(|body| Tracked { body, _busy: busy })))
+        let Some(busy) = this.busy.take() else {
+            // Polled after it was ready: hyper does not.
+            return Poll::Pending;
+        };
+        Poll::Ready(Ok(resp.map(|body| Tracked::new(body, busy))))
     }
 }
 
@@ -443,6 +518,8 @@ struct Activity {
     heads: std::cell::Cell<HeadCheck>,
     /// A request has been seen (h2: the head timeout is over).
     served: std::cell::Cell<bool>,
+    /// h2: the response bodies being sent, for the stall check.
+    streams: RefCell<Vec<Rc<StreamWatch>>>,
 }
 
 impl Activity {
@@ -453,7 +530,37 @@ impl Activity {
             write_blocked: Default::default(),
             heads: std::cell::Cell::new(HeadCheck::new()),
             served: Default::default(),
+            streams: Default::default(),
         }
+    }
+
+    /// Ends the h2 streams whose response has waited with data ready for
+    /// the client's window for `send` or longer (seen by two ticks at
+    /// least `send` apart with no poll between): how many.
+    fn reset_stalled(&self, now: Instant, send: Duration) -> usize {
+        let mut reset = 0;
+        self.streams.borrow_mut().retain(|w| {
+            if Rc::strong_count(w) == 1 {
+                return false; // the stream is done
+            }
+            let polls = w.polls.get();
+            match w.seen.get() {
+                _ if !w.waiting.get() => w.seen.set((polls, None)),
+                (seen, Some(since)) if seen == polls => {
+                    if now.saturating_duration_since(since) >= send {
+                        w.expired.set(true);
+                        if let Some(waker) = w.waker.borrow_mut().take() {
+                            waker.wake();
+                        }
+                        reset += 1;
+                        return false;
+                    }
+                }
+                _ => w.seen.set((polls, Some(now))),
+            }
+            true
+        });
+        reset
     }
 
     /// When an h2 connection is to be closed if nothing happens before:
@@ -500,10 +607,33 @@ impl Drop for Busy {
 }
 
 /// A response body that keeps its request counted busy until hyper has
-/// taken all of it.
+/// taken all of it. On h2 it also notes, for the stall check, whether
+/// hyper holds data of it that waits for the client's window.
 pub struct Tracked<B> {
     body: B,
-    _busy: Option<Busy>,
+    _busy: Busy,
+    watch: Option<Rc<StreamWatch>>,
+}
+
+impl<B> Tracked<B> {
+    fn new(body: B, busy: Busy) -> Tracked<B> {
+        let watch = STREAM.with(|s| s.borrow().clone());
+        if let Some(w) = &watch {
+            let mut streams = busy.0.streams.borrow_mut();
+            // Done streams go before the list grows (the tick may be far
+            // off on a busy connection): it stays about as long as the
+            // streams open at once.
+            if streams.len() == streams.capacity() {
+                streams.retain(|w| Rc::strong_count(w) > 1);
+            }
+            streams.push(w.clone());
+        }
+        Tracked {
+            body,
+            _busy: busy,
+            watch,
+        }
+    }
 }
 
 impl<B: Body + Unpin> Body for Tracked<B> {
@@ -515,7 +645,13 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.body).poll_frame(cx);
+        if let Some(w) = &this.watch {
+            w.polls.set(w.polls.get().wrapping_add(1));
+            w.waiting.set(matches!(r, Poll::Ready(Some(Ok(_)))));
+        }
+        r
     }
 
     fn is_end_stream(&self) -> bool {
@@ -640,9 +776,9 @@ impl AsyncRead for ClientIo {
         }
         let mut heads = this.activity.heads.get();
         let idle = this.activity.busy.get() == 0;
-        // While a request is in flight, bytes are looked at only when no
-        // body may be in the stream (then they are the next heads): body
-        // bytes must not count as a head begun once the request is done.
+        // While a request is in flight, bytes are looked at only while the
+        // check follows the stream's framing: otherwise they may be body,
+        // which must not count as a head begun once the request is done.
         if !heads.active && !idle {
             return r;
         }

@@ -1,17 +1,25 @@
 //! Frame floods on HTTP/2 that the h2 crate lets through. It closes
-//! rapid-reset, SETTINGS, PING and RST floods itself, but a client that
-//! sends WINDOW_UPDATE or PRIORITY frames in a loop costs a worker most of
-//! a core and is never closed. The rule is Envoy's: WINDOW_UPDATEs are
-//! allowed in proportion to the DATA frames sent
-//! (`max_inbound_window_update_frames_per_data_frame_sent`, 10) and the
-//! streams opened, PRIORITY frames in proportion to the streams
-//! (`max_inbound_priority_frames_per_stream`, 100).
+//! rapid-reset and RST floods itself, but a client that sends
+//! WINDOW_UPDATE or PRIORITY frames in a loop costs a worker most of a
+//! core and is never closed; nor is one that sends SETTINGS or PINGs in a
+//! loop while it reads the ACKs (h2 only stops one that lets the ACKs pile
+//! up), nor frames of unknown types (ignored, as the RFC asks). The rule
+//! is Envoy's: WINDOW_UPDATEs are allowed in proportion to the DATA frames
+//! sent (`max_inbound_window_update_frames_per_data_frame_sent`, 10) and
+//! the streams opened, PRIORITY frames in proportion to the streams
+//! (`max_inbound_priority_frames_per_stream`, 100). Frames that carry no
+//! work (SETTINGS and PING that are not ACKs, unknown types) get a floor,
+//! 2 per stream opened, 1 per DATA frame sent (gRPC's BDP pings answer
+//! DATA) and 1 per second of the connection's age, so a client that
+//! pings every few seconds for hours is never cut.
 //!
 //! Both directions are read as frame headers only (9 bytes each: 24-bit
 //! length, type, flags, stream id); payloads are skipped, so the cost is a
 //! few steps per frame. Outbound DATA frames are counted exactly, and the
 //! outbound scan also tells whether a GOAWAY may be written without
 //! cutting into a frame hyper has half sent.
+
+use std::time::Instant;
 
 /// Frames allowed whatever else happened.
 const FLOOR: u64 = 100;
@@ -22,11 +30,22 @@ const WINDOW_UPDATES_PER_DATA: u64 = 10;
 const WINDOW_UPDATES_PER_STREAM: u64 = 2;
 /// PRIORITY frames allowed per stream opened.
 const PRIORITIES_PER_STREAM: u64 = 100;
+/// Workless frames (SETTINGS, PING, unknown types) allowed per stream
+/// opened, per DATA frame sent, and per second of the connection's age.
+const IDLE_FRAMES_PER_STREAM: u64 = 2;
+const IDLE_FRAMES_PER_DATA: u64 = 1;
+const IDLE_FRAMES_PER_SECOND: u64 = 1;
 
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const PRIORITY: u8 = 0x2;
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
 const WINDOW_UPDATE: u8 = 0x8;
+/// The last type RFC 9113 defines (CONTINUATION); past it, unknown.
+const LAST_KNOWN: u8 = 0x9;
+/// The ACK flag of SETTINGS and PING.
+const ACK: u8 = 0x1;
 
 /// Finds frame headers in a byte stream read in pieces of any size.
 #[derive(Debug, Default)]
@@ -38,9 +57,10 @@ struct FrameScan {
 }
 
 impl FrameScan {
-    /// Calls `frame(type, stream id)` for each frame header in `bytes`.
+    /// Calls `frame(type, flags, stream id)` for each frame header in
+    /// `bytes`.
     #[inline]
-    fn feed(&mut self, mut bytes: &[u8], mut frame: impl FnMut(u8, u32)) {
+    fn feed(&mut self, mut bytes: &[u8], mut frame: impl FnMut(u8, u8, u32)) {
         while !bytes.is_empty() {
             if self.skip > 0 {
                 let n = self.skip.min(bytes.len() as u64);
@@ -59,6 +79,7 @@ impl FrameScan {
                 self.skip = u64::from(u32::from_be_bytes([0, h[0], h[1], h[2]]));
                 frame(
                     h[3],
+                    h[4],
                     u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
                 );
             }
@@ -78,6 +99,10 @@ pub struct FloodWatch {
     outbound: FrameScan,
     window_updates: u64,
     priorities: u64,
+    /// SETTINGS and PINGs that are not ACKs, and frames of unknown types.
+    idle_frames: u64,
+    /// For the allowance per second of age.
+    opened: Instant,
     streams: u64,
     last_stream: u32,
     data_sent: u64,
@@ -88,6 +113,8 @@ pub struct FloodWatch {
 pub enum Flood {
     WindowUpdate,
     Priority,
+    /// SETTINGS, PING or unknown frames.
+    Idle,
 }
 
 impl std::fmt::Display for Flood {
@@ -95,6 +122,7 @@ impl std::fmt::Display for Flood {
         f.write_str(match self {
             Flood::WindowUpdate => "WINDOW_UPDATE flood",
             Flood::Priority => "PRIORITY flood",
+            Flood::Idle => "SETTINGS/PING/unknown frame flood",
         })
     }
 }
@@ -110,6 +138,8 @@ impl FloodWatch {
             outbound: FrameScan::default(),
             window_updates: 0,
             priorities: 0,
+            idle_frames: 0,
+            opened: Instant::now(),
             streams: 0,
             last_stream: 0,
             data_sent: 0,
@@ -123,17 +153,20 @@ impl FloodWatch {
             inbound,
             window_updates,
             priorities,
+            idle_frames,
             streams,
             last_stream,
             ..
         } = self;
-        inbound.feed(bytes, |kind, id| match kind {
+        inbound.feed(bytes, |kind, flags, id| match kind {
             WINDOW_UPDATE => *window_updates += 1,
             PRIORITY => *priorities += 1,
             HEADERS if id > *last_stream => {
                 *last_stream = id;
                 *streams += 1;
             }
+            SETTINGS | PING if flags & ACK == 0 => *idle_frames += 1,
+            k if k > LAST_KNOWN => *idle_frames += 1,
             _ => {}
         });
         let window_budget = FLOOR
@@ -145,6 +178,15 @@ impl FloodWatch {
         if self.priorities > FLOOR + PRIORITIES_PER_STREAM * self.streams {
             return Err(Flood::Priority);
         }
+        let idle_budget =
+            FLOOR + IDLE_FRAMES_PER_STREAM * self.streams + IDLE_FRAMES_PER_DATA * self.data_sent;
+        // The clock only once past the rest of the allowance.
+        if self.idle_frames > idle_budget
+            && self.idle_frames
+                > idle_budget + IDLE_FRAMES_PER_SECOND * self.opened.elapsed().as_secs()
+        {
+            return Err(Flood::Idle);
+        }
         Ok(())
     }
 
@@ -152,7 +194,7 @@ impl FloodWatch {
     #[inline]
     pub fn wrote(&mut self, bytes: &[u8]) {
         let data_sent = &mut self.data_sent;
-        self.outbound.feed(bytes, |kind, _| {
+        self.outbound.feed(bytes, |kind, _, _| {
             if kind == DATA {
                 *data_sent += 1;
             }
@@ -234,6 +276,52 @@ mod tests {
             w.read(&frame(WINDOW_UPDATE, 1, 4)),
             Err(Flood::WindowUpdate)
         );
+    }
+
+    #[test]
+    fn settings_pings_and_unknown_frames_beyond_the_budget_are_a_flood() {
+        for (kind, payload) in [(SETTINGS, 0), (PING, 8), (0x42, 3)] {
+            let mut w = FloodWatch::new();
+            let mut bytes = preface();
+            for _ in 0..FLOOR - 1 {
+                bytes.extend(frame(kind, 0, payload));
+            }
+            for piece in bytes.chunks(7) {
+                w.read(piece).unwrap();
+            }
+            // ACKs are answers, not work asked for: never counted (the
+            // flag means nothing on an unknown type).
+            for _ in 0..if kind > LAST_KNOWN { 0 } else { 1000 } {
+                let mut ack = frame(kind, 0, payload);
+                ack[4] = ACK;
+                w.read(&ack).unwrap();
+            }
+            // The preface's SETTINGS counts too: FLOOR so far.
+            assert_eq!(w.idle_frames, FLOOR, "{kind:#x}");
+            assert_eq!(w.read(&frame(kind, 0, payload)), Err(Flood::Idle));
+        }
+    }
+
+    #[test]
+    fn streams_data_and_age_raise_the_idle_budget() {
+        let mut w = FloodWatch::new();
+        w.read(&preface()).unwrap();
+        for id in 0..10 {
+            w.read(&frame(HEADERS, 1 + 2 * id, 30)).unwrap();
+        }
+        w.wrote(&frame(DATA, 1, 100));
+        // 100 + 2 * 10 + 1, of which the preface's SETTINGS took one.
+        for _ in 0..FLOOR + 20 {
+            w.read(&frame(PING, 0, 8)).unwrap();
+        }
+        assert_eq!(w.read(&frame(PING, 0, 8)), Err(Flood::Idle));
+        // A connection an hour old that pings every few seconds: fine.
+        let mut w = FloodWatch::new();
+        w.read(&preface()).unwrap();
+        w.opened -= std::time::Duration::from_secs(3600);
+        for _ in 0..1200 {
+            w.read(&frame(PING, 0, 8)).unwrap();
+        }
     }
 
     #[test]
