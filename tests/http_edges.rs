@@ -250,6 +250,15 @@ fn policy_for(addr: SocketAddr, extra_pool: &str, extra: &str) -> String {
     )
 }
 
+/// `pocket check` on `src` as p.lua: it must fail; what it printed.
+fn refused_by_check(src: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(dir.path(), "p.lua", src);
+    let (code, _, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    err
+}
+
 fn pocket_for(addr: SocketAddr) -> (Pocket, SocketAddr) {
     let p = Pocket::start(&policy_for(addr, "", ""), 1);
     let a = p.addr("web");
@@ -317,14 +326,7 @@ fn the_total_timeout_bounds_the_whole_exchange() {
 
 #[test]
 fn a_bad_timeout_is_refused_with_its_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_policy(
-        dir.path(),
-        "p.lua",
-        "return {\n  listeners = { { name = \"web\", bind = \"127.0.0.1:0\", pool = \"app\",\n    timeouts = { body = \"soon\" } } },\n  pools = { app = { servers = { \"127.0.0.1:1\" }, timeouts = { total = 0 } } },\n}\n",
-    );
-    let (code, _, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
-    assert_eq!(code, 1);
+    let err = refused_by_check("return {\n  listeners = { { name = \"web\", bind = \"127.0.0.1:0\", pool = \"app\",\n    timeouts = { body = \"soon\" } } },\n  pools = { app = { servers = { \"127.0.0.1:1\" }, timeouts = { total = 0 } } },\n}\n");
     assert!(
         err.contains("p.lua:3:") && err.contains("timeouts.body"),
         "{err}"
@@ -535,14 +537,7 @@ fn a_local_response_computes_its_own_length() {
 
 #[test]
 fn a_framing_header_in_a_response_built_at_load_is_refused_with_its_line() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_policy(
-        dir.path(),
-        "p.lua",
-        "local busy = pocket.respond(503, \"busy\",\n  { [\"Transfer-Encoding\"] = \"chunked\" })\nreturn {\n  listeners = { { name = \"web\", bind = \"127.0.0.1:0\" } },\n  pools = {},\n  on_request = function() return busy end,\n}\n",
-    );
-    let (code, _, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
-    assert_eq!(code, 1);
+    let err = refused_by_check("local busy = pocket.respond(503, \"busy\",\n  { [\"Transfer-Encoding\"] = \"chunked\" })\nreturn {\n  listeners = { { name = \"web\", bind = \"127.0.0.1:0\" } },\n  pools = {},\n  on_request = function() return busy end,\n}\n");
     assert!(
         err.contains("p.lua:1:") && err.contains("transfer-encoding"),
         "{err}"
@@ -957,13 +952,8 @@ fn scripts_cannot_make_a_body_or_a_host_wrong() {
         let r = c.response(false).unwrap();
         assert!(r.text().contains("path /next"), "{path}: {r:?}");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_policy(
-        dir.path(),
-        "p.lua",
+    let err = refused_by_check(
         "local gone = pocket.respond(205, \"a body\")\nreturn { listeners = {}, pools = {} }\n",
     );
-    let (code, _, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
-    assert_eq!(code, 1);
     assert!(err.contains("p.lua:1:") && err.contains("205"), "{err}");
 }

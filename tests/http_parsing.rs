@@ -22,16 +22,15 @@
 //! -- --nocapture`.
 
 mod common;
+use common::corpus::*;
 use common::*;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use regex::{Captures, Regex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Pocket answers every case in milliseconds; this only bounds a case that
@@ -148,20 +147,6 @@ struct Case {
     method: String,
 }
 
-fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
-}
-
-fn sorted_files(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == ext))
-        .collect();
-    files.sort();
-    files
-}
-
 fn first_method(bytes: &[u8]) -> String {
     let start = bytes
         .iter()
@@ -170,17 +155,6 @@ fn first_method(bytes: &[u8]) -> String {
     let rest = &bytes[start..];
     let end = rest.iter().position(|b| *b == b' ').unwrap_or(0);
     String::from_utf8_lossy(&rest[..end]).into_owned()
-}
-
-/// Makes ids unique within a file ("name", "name (2)", ...).
-fn unique_id(seen: &mut HashMap<String, usize>, base: String) -> String {
-    let n = seen.entry(base.clone()).or_insert(0);
-    *n += 1;
-    if *n == 1 {
-        base
-    } else {
-        format!("{base} ({n})")
-    }
 }
 
 // --- http-desync-guardian -------------------------------------------------
@@ -382,37 +356,6 @@ const LLHTTP_LENIENT_VALID_PREFIX: &[(&str, usize)] = &[
     ("CRLF between requests, explicit `close` (lenient)", 1),
     ("Second request header value (lenient)", 1),
 ];
-
-/// The bytes llhttp's test runner (test/md-test.ts) feeds the parser for
-/// an ```http block: same substitutions, in the same order, then UTF-8.
-fn llhttp_input(block: &str) -> Vec<u8> {
-    let s = Regex::new(r"\\(\r\n|\r|\n)")
-        .unwrap()
-        .replace_all(block, "");
-    let s = Regex::new(r"\r\n|\r|\n").unwrap().replace_all(&s, "\r\n");
-    let s = s
-        .replace("\\r", "\r")
-        .replace("\\n", "\n")
-        .replace("\\t", "\t")
-        .replace("\\f", "\x0c");
-    let code = |radix: u32| {
-        move |c: &Captures| {
-            let n = u32::from_str_radix(&c[1], radix).unwrap_or(0xfffd);
-            char::from_u32(n).unwrap_or('\u{fffd}').to_string()
-        }
-    };
-    let s = Regex::new(r"\\x([0-9a-fA-F]+)")
-        .unwrap()
-        .replace_all(&s, code(16));
-    let s = Regex::new(r"\\([0-7]{1,3})")
-        .unwrap()
-        .replace_all(&s, code(8));
-    assert!(
-        !s.contains("${"),
-        "inline JavaScript is not supported: {block}"
-    );
-    s.into_owned().into_bytes()
-}
 
 fn llhttp_cases() -> Vec<Case> {
     let dir = corpus_dir().join("llhttp/request");
@@ -638,10 +581,6 @@ struct Outcome {
     hung: bool,
     /// Requests the origin saw during the case.
     origin: u64,
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// A chunked body at the start of `b`: (data, bytes used), if complete.

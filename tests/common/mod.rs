@@ -3,6 +3,8 @@
 //! Every wait is for an event (a log line, a port) with a generous deadline.
 #![allow(dead_code)]
 
+pub mod corpus;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -287,15 +287,12 @@ async fn forward(
                     return timeouts::answer_late(late, pool, server, id);
                 }
                 if answer.bare_lf() {
-                    server
-                        .state
-                        .traffic_failed(pool.passive.after, "bad response");
-                    let why = format!(
-                        "server {} of pool \"{}\" sent a response Pocket cannot relay: a line of its head ends in LF, not CRLF",
-                        server.addr, pool.name
+                    return cannot_relay(
+                        pool,
+                        server,
+                        id,
+                        "a line of its head ends in LF, not CRLF",
                     );
-                    tracing::warn!(request = %id, "{why}");
-                    return local::error(StatusCode::BAD_GATEWAY, &why, &id.to_string());
                 }
                 server
                     .state
@@ -362,6 +359,20 @@ async fn forward(
     local::error(status, &why, &id.to_string())
 }
 
+/// A 502 for a response that cannot be relayed faithfully (`why`); a
+/// passive failure of the server that sent it.
+fn cannot_relay(pool: &Pool, server: &Server, id: RequestId, why: &str) -> Response<ResponseBody> {
+    server
+        .state
+        .traffic_failed(pool.passive.after, "bad response");
+    let why = format!(
+        "server {} of pool \"{}\" sent a response Pocket cannot relay: {why}",
+        server.addr, pool.name
+    );
+    tracing::warn!(request = %id, "{why}");
+    local::error(StatusCode::BAD_GATEWAY, &why, &id.to_string())
+}
+
 /// Phases 5 and 6, once the server has answered: count it, let
 /// `on_response` edit the head, and hand the body over for streaming. Not
 /// async, so none of this sits in every request's future.
@@ -392,15 +403,7 @@ fn deliver(
     let (mut rhead, rbody) = resp.into_parts();
     if let Err(why) = forward::prepare_response(&mut rhead) {
         // The connection is dropped with the body: never reused.
-        server
-            .state
-            .traffic_failed(pool.passive.after, "bad response");
-        let why = format!(
-            "server {} of pool \"{}\" sent a response Pocket cannot relay: {why}",
-            server.addr, pool.name
-        );
-        tracing::warn!(request = %id, "{why}");
-        return local::error(StatusCode::BAD_GATEWAY, &why, &id.to_string());
+        return cannot_relay(pool, server, id, why);
     }
     if let Some(mut req_view) = client_view {
         let mut res_view = ResponseView {
