@@ -594,3 +594,49 @@ async fn a_slow_h2_reader_is_not_taken_for_a_stalled_one() {
         pocket.log.text()
     );
 }
+
+/// A reader that opens its window a little at a time (about 8 KiB a
+/// second: the h2 crate sends a WINDOW_UPDATE once half its 16 KiB window
+/// is released, against a send timeout of 2 s) is slow, not stalled: its
+/// download ends whole, though each 64 KiB chunk of the origin's takes it
+/// eight seconds, and a keep-alive shorter than the download does not cut
+/// it (the stream is open on the wire until its last frame went out).
+#[tokio::test]
+async fn a_steady_h2_reader_with_a_small_window_is_served_whole() {
+    let a = origin("A");
+    let pocket = Pocket::start(
+        &policy(&a, r#", keepalive = "2s", timeouts = { send = "2s" }"#),
+        1,
+    );
+    let tcp = TcpStream::connect(pocket.addr("web")).await.unwrap();
+    let (client, conn) = h2::client::Builder::new()
+        .initial_window_size(16 * 1024)
+        .initial_connection_window_size(16 * 1024)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .expect("h2 handshake");
+    tokio::spawn(conn);
+    const SIZE: usize = 100_000;
+    let req = http::Request::builder()
+        .uri(format!("http://t/bytes/{SIZE}"))
+        .body(())
+        .unwrap();
+    let mut c = client.ready().await.expect("ready");
+    let (resp, _) = c.send_request(req, true).expect("send");
+    let resp = resp.await.expect("response");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut got = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => panic!("reset after {got} bytes: {e}; log:\n{}", pocket.log.text()),
+        };
+        got += chunk.len();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    assert_eq!(got, SIZE);
+    let log = pocket.log.text();
+    assert!(!log.contains("gave no window"), "{log}");
+}

@@ -671,6 +671,18 @@ async fn an_h2_host_that_differs_from_the_authority_is_a_400() {
     assert_eq!(resp.status(), 400);
     let _ = resp.into_body().collect().await;
     assert_eq!(h2_get(addr, "a.example", "/").await.status, 200);
+    // The same host written another way is not a mismatch.
+    for (authority, host) in [("a.example:80", "a.example"), ("a.example.", "A.example")] {
+        let req = http::Request::builder()
+            .uri(format!("http://{authority}/"))
+            .header("host", host)
+            .version(http::Version::HTTP_2)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{authority} / {host}");
+        let _ = resp.into_body().collect().await;
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -97,10 +97,7 @@ fn settle_host(head: &mut http::request::Parts) -> Result<(), Refusal> {
             match head.version {
                 Version::HTTP_2 | Version::HTTP_3 => {
                     if let Some(h) = host {
-                        if !h
-                            .as_bytes()
-                            .eq_ignore_ascii_case(authority.as_str().as_bytes())
-                        {
+                        if !same_host(h.as_bytes(), authority.as_str().as_bytes()) {
                             return Err(
                                 "the Host header differs from :authority (RFC 9113 §8.3.1)",
                             );
@@ -133,6 +130,23 @@ fn settle_host(head: &mut http::request::Parts) -> Result<(), Refusal> {
         head.headers.insert(header::HOST, value);
     }
     Ok(())
+}
+
+/// Two `host[:port]` that name the same server (RFC 3986 §6.2.3): case,
+/// a trailing dot and a default port (80 or 443) aside.
+fn same_host(a: &[u8], b: &[u8]) -> bool {
+    fn canonical(h: &[u8]) -> Vec<u8> {
+        let mut h = without_trailing_dot(h).unwrap_or_else(|| h.to_vec());
+        for default in [&b":80"[..], b":443", b":"] {
+            if h.ends_with(default) && h.first() != Some(&b':') {
+                h.truncate(h.len() - default.len());
+                break;
+            }
+        }
+        h.make_ascii_lowercase();
+        h
+    }
+    a.eq_ignore_ascii_case(b) || canonical(a) == canonical(b)
 }
 
 /// `a.example.:80` -> `a.example:80`; None when there is no trailing dot.
@@ -340,6 +354,16 @@ mod tests {
         assert!(normalize_path("/a%2").is_err());
         assert!(normalize_path("/a%zz").is_err());
         assert!(normalize_path("/admin%00/users").is_err());
+    }
+
+    #[test]
+    fn an_authority_and_a_host_may_differ_in_form_only() {
+        assert!(same_host(b"example.com:80", b"example.com"));
+        assert!(same_host(b"Example.com.", b"example.com"));
+        assert!(same_host(b"example.com:443", b"EXAMPLE.com."));
+        assert!(!same_host(b"example.com:8080", b"example.com"));
+        assert!(!same_host(b"a.example", b"b.example"));
+        assert!(same_host(b"[::1]:80", b"[::1]"));
     }
 
     #[test]

@@ -518,6 +518,9 @@ struct Activity {
     heads: std::cell::Cell<HeadCheck>,
     /// A request has been seen (h2: the head timeout is over).
     served: std::cell::Cell<bool>,
+    /// h2: streams open by the frames on the wire (a stream whose body
+    /// hyper has handed over may still be sending what h2 buffered).
+    h2_open: std::cell::Cell<usize>,
     /// h2: the response bodies being sent, for the stall check.
     streams: RefCell<Vec<Rc<StreamWatch>>>,
 }
@@ -530,6 +533,7 @@ impl Activity {
             write_blocked: Default::default(),
             heads: std::cell::Cell::new(HeadCheck::new()),
             served: Default::default(),
+            h2_open: Default::default(),
             streams: Default::default(),
         }
     }
@@ -567,7 +571,7 @@ impl Activity {
     /// `head` after the accept until a first request, then `keepalive`
     /// after the last stream is done. `None`: streams are open.
     fn h2_idle_until(&self, t: ClientTimeouts) -> Option<Instant> {
-        if self.busy.get() > 0 || self.write_blocked.get() {
+        if self.busy.get() > 0 || self.h2_open.get() > 0 || self.write_blocked.get() {
             return None;
         }
         let after = if self.served.get() {
@@ -613,7 +617,20 @@ pub struct Tracked<B> {
     body: B,
     _busy: Busy,
     watch: Option<Rc<StreamWatch>>,
+    /// h2: the rest of a data frame handed over in pieces (see
+    /// [`H2_PIECE`]).
+    rest: Bytes,
 }
+
+/// On h2, response data is handed to hyper at most this much at a time.
+/// hyper polls the body again as soon as the client's window has room past
+/// what h2 holds, so a poll means the client opened about this much window
+/// more, and the stall check (no poll for `send`) holds only a stream whose
+/// client opened less than 4 KiB of window for it in that time (68 bytes/s
+/// at the 60 s default): a slow but steady reader is never taken for a
+/// stalled one. Whole 64 KiB chunks would need a client to open 64 KiB per
+/// `send`. The cost: DATA frames of 4 KiB (9 bytes of frame head each).
+const H2_PIECE: usize = 4 * 1024;
 
 impl<B> Tracked<B> {
     fn new(body: B, busy: Busy) -> Tracked<B> {
@@ -632,34 +649,60 @@ impl<B> Tracked<B> {
             body,
             _busy: busy,
             watch,
+            rest: Bytes::new(),
         }
     }
 }
 
-impl<B: Body + Unpin> Body for Tracked<B> {
-    type Data = B::Data;
+impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
+    type Data = Bytes;
     type Error = B::Error;
 
     #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
-        let r = Pin::new(&mut this.body).poll_frame(cx);
-        if let Some(w) = &this.watch {
-            w.polls.set(w.polls.get().wrapping_add(1));
-            w.waiting.set(matches!(r, Poll::Ready(Some(Ok(_)))));
-        }
+        let Some(w) = &this.watch else {
+            // HTTP/1: straight through.
+            return Pin::new(&mut this.body).poll_frame(cx);
+        };
+        let r = if !this.rest.is_empty() {
+            let n = this.rest.len().min(H2_PIECE);
+            Poll::Ready(Some(Ok(Frame::data(this.rest.split_to(n)))))
+        } else {
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(mut data) if data.len() > H2_PIECE => {
+                        this.rest = data.split_off(H2_PIECE);
+                        Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
+                    Ok(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Err(trailers) => Poll::Ready(Some(Ok(trailers))),
+                },
+                other => other,
+            }
+        };
+        w.polls.set(w.polls.get().wrapping_add(1));
+        w.waiting.set(matches!(r, Poll::Ready(Some(Ok(_)))));
         r
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        let mut hint = self.body.size_hint();
+        if !self.rest.is_empty() {
+            let n = self.rest.len() as u64;
+            if let Some(upper) = hint.upper() {
+                hint.set_upper(upper + n);
+            }
+            hint.set_lower(hint.lower() + n);
+        }
+        hint
     }
 }
 
@@ -732,6 +775,12 @@ impl ClientIo {
             flood.wrote(&b[..take]);
             n -= take;
         }
+        let open = flood.open_streams();
+        if open == 0 && self.activity.h2_open.get() > 0 {
+            // The last stream's end went out: the keep-alive counts from now.
+            self.activity.quiet_since.set(Instant::now());
+        }
+        self.activity.h2_open.set(open);
     }
 
     /// An h2 client went over the flood rule: a GOAWAY
@@ -772,6 +821,7 @@ impl AsyncRead for ClientIo {
             if let Err(what) = flood.read(&buf.filled()[before..]) {
                 return Poll::Ready(Err(this.flooded(what)));
             }
+            this.activity.h2_open.set(flood.open_streams());
             return r;
         }
         let mut heads = this.activity.heads.get();

@@ -39,6 +39,9 @@ const IDLE_FRAMES_PER_SECOND: u64 = 1;
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
 const PRIORITY: u8 = 0x2;
+const RST_STREAM: u8 = 0x3;
+/// DATA or HEADERS that end their stream.
+const END_STREAM: u8 = 0x1;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
 const WINDOW_UPDATE: u8 = 0x8;
@@ -106,6 +109,11 @@ pub struct FloodWatch {
     streams: u64,
     last_stream: u32,
     data_sent: u64,
+    /// Streams the client opened that are not over yet: not ended by
+    /// Pocket (END_STREAM) nor reset by either side. Counted from the
+    /// frames because hyper lets go of a response body before h2 has sent
+    /// what it buffered of it (for a slow client's window, possibly long).
+    open: Vec<u32>,
 }
 
 /// What the client overdid.
@@ -143,7 +151,13 @@ impl FloodWatch {
             streams: 0,
             last_stream: 0,
             data_sent: 0,
+            open: Vec::new(),
         }
+    }
+
+    /// Streams open on the connection (see `open`).
+    pub fn open_streams(&self) -> usize {
+        self.open.len()
     }
 
     /// Counts the frames in bytes read from the client.
@@ -156,6 +170,7 @@ impl FloodWatch {
             idle_frames,
             streams,
             last_stream,
+            open,
             ..
         } = self;
         inbound.feed(bytes, |kind, flags, id| match kind {
@@ -164,7 +179,9 @@ impl FloodWatch {
             HEADERS if id > *last_stream => {
                 *last_stream = id;
                 *streams += 1;
+                open.push(id);
             }
+            RST_STREAM => open.retain(|&s| s != id),
             SETTINGS | PING if flags & ACK == 0 => *idle_frames += 1,
             k if k > LAST_KNOWN => *idle_frames += 1,
             _ => {}
@@ -193,10 +210,19 @@ impl FloodWatch {
     /// Counts the DATA frames in bytes written to the client.
     #[inline]
     pub fn wrote(&mut self, bytes: &[u8]) {
-        let data_sent = &mut self.data_sent;
-        self.outbound.feed(bytes, |kind, _, _| {
+        let FloodWatch {
+            outbound,
+            data_sent,
+            open,
+            ..
+        } = self;
+        outbound.feed(bytes, |kind, flags, id| {
             if kind == DATA {
                 *data_sent += 1;
+            }
+            let ends = matches!(kind, DATA | HEADERS) && flags & END_STREAM != 0;
+            if (ends || kind == RST_STREAM) && id != 0 {
+                open.retain(|&s| s != id);
             }
         });
     }
