@@ -556,22 +556,28 @@ async fn h2_streams_stalled_on_the_clients_window_are_reset_after_the_send_timeo
     }
 }
 
-/// A client with a small window that keeps reading, a little at a time,
-/// is slow, not stalled: never cut.
-#[tokio::test]
-async fn a_slow_h2_reader_is_not_taken_for_a_stalled_one() {
-    let a = origin("A");
-    let pocket = Pocket::start(&policy(&a, r#", timeouts = { send = "2s" }"#), 1);
+/// Downloads `size` bytes over h2 with a 16 KiB window (the connection's
+/// too when `small_connection_window`), releasing what each chunk brought
+/// only after `pause`; panics with Pocket's log if the stream is reset.
+async fn slow_h2_download(
+    pocket: &Pocket,
+    size: usize,
+    pause: Duration,
+    small_connection_window: bool,
+) -> usize {
     let tcp = TcpStream::connect(pocket.addr("web")).await.unwrap();
-    let (client, conn) = h2::client::Builder::new()
-        .initial_window_size(16 * 1024)
+    let mut builder = h2::client::Builder::new();
+    builder.initial_window_size(16 * 1024);
+    if small_connection_window {
+        builder.initial_connection_window_size(16 * 1024);
+    }
+    let (client, conn) = builder
         .handshake::<_, Bytes>(tcp)
         .await
         .expect("h2 handshake");
     tokio::spawn(conn);
-    const SIZE: usize = 200_000;
     let req = http::Request::builder()
-        .uri(format!("http://t/bytes/{SIZE}"))
+        .uri(format!("http://t/bytes/{size}"))
         .body(())
         .unwrap();
     let mut c = client.ready().await.expect("ready");
@@ -581,18 +587,28 @@ async fn a_slow_h2_reader_is_not_taken_for_a_stalled_one() {
     let mut body = resp.into_body();
     let mut got = 0;
     while let Some(chunk) = body.data().await {
-        let chunk = chunk.expect("not reset");
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => panic!("reset after {got} bytes: {e}; log:\n{}", pocket.log.text()),
+        };
         got += chunk.len();
-        // Well within the send timeout between two reads.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(pause).await;
         let _ = body.flow_control().release_capacity(chunk.len());
     }
-    assert_eq!(got, SIZE);
-    assert!(
-        !pocket.log.text().contains("gave no window"),
-        "{}",
-        pocket.log.text()
-    );
+    got
+}
+
+/// A client with a small window that keeps reading, a little at a time,
+/// is slow, not stalled: never cut.
+#[tokio::test]
+async fn a_slow_h2_reader_is_not_taken_for_a_stalled_one() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, r#", timeouts = { send = "2s" }"#), 1);
+    // Well within the send timeout between two reads.
+    let got = slow_h2_download(&pocket, 200_000, Duration::from_millis(200), false).await;
+    assert_eq!(got, 200_000);
+    let log = pocket.log.text();
+    assert!(!log.contains("gave no window"), "{log}");
 }
 
 /// A reader that opens its window a little at a time (about 8 KiB a
@@ -608,35 +624,8 @@ async fn a_steady_h2_reader_with_a_small_window_is_served_whole() {
         &policy(&a, r#", keepalive = "2s", timeouts = { send = "2s" }"#),
         1,
     );
-    let tcp = TcpStream::connect(pocket.addr("web")).await.unwrap();
-    let (client, conn) = h2::client::Builder::new()
-        .initial_window_size(16 * 1024)
-        .initial_connection_window_size(16 * 1024)
-        .handshake::<_, Bytes>(tcp)
-        .await
-        .expect("h2 handshake");
-    tokio::spawn(conn);
-    const SIZE: usize = 100_000;
-    let req = http::Request::builder()
-        .uri(format!("http://t/bytes/{SIZE}"))
-        .body(())
-        .unwrap();
-    let mut c = client.ready().await.expect("ready");
-    let (resp, _) = c.send_request(req, true).expect("send");
-    let resp = resp.await.expect("response");
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    let mut got = 0;
-    while let Some(chunk) = body.data().await {
-        let chunk = match chunk {
-            Ok(c) => c,
-            Err(e) => panic!("reset after {got} bytes: {e}; log:\n{}", pocket.log.text()),
-        };
-        got += chunk.len();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let _ = body.flow_control().release_capacity(chunk.len());
-    }
-    assert_eq!(got, SIZE);
+    let got = slow_h2_download(&pocket, 100_000, Duration::from_millis(500), true).await;
+    assert_eq!(got, 100_000);
     let log = pocket.log.text();
     assert!(!log.contains("gave no window"), "{log}");
 }
