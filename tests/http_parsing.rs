@@ -851,16 +851,7 @@ async fn corpus_requests_are_refused_or_passed_without_smuggling() {
     for (l, o) in listeners.iter().zip(&origins) {
         lanes.spawn(run_lane(cases.clone(), next.clone(), *l, o.addr));
     }
-    let mut outcomes: Vec<Option<Outcome>> = (0..cases.len()).map(|_| None).collect();
-    while let Some(done) = lanes.join_next().await {
-        for (i, out) in done.expect("lane task") {
-            outcomes[i] = Some(out);
-        }
-    }
-    let outcomes: Vec<Outcome> = outcomes
-        .into_iter()
-        .map(|o| o.expect("every case ran"))
-        .collect();
+    let outcomes: Vec<Outcome> = gather(lanes, cases.len()).await;
 
     // Pocket is still up and still proxies.
     assert!(

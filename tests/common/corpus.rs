@@ -66,3 +66,22 @@ pub fn llhttp_input(block: &str) -> Vec<u8> {
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+/// The outcomes of cases run on lanes, each lane giving back `(case index,
+/// outcome)` pairs, in case order; panics if a lane failed or a case did
+/// not run.
+pub async fn gather<T: 'static>(
+    mut lanes: tokio::task::JoinSet<Vec<(usize, T)>>,
+    cases: usize,
+) -> Vec<T> {
+    let mut outcomes: Vec<Option<T>> = (0..cases).map(|_| None).collect();
+    while let Some(done) = lanes.join_next().await {
+        for (i, out) in done.expect("lane task") {
+            outcomes[i] = Some(out);
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.expect("every case ran"))
+        .collect()
+}

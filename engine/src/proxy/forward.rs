@@ -70,6 +70,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     debug_assert!(!headers.keys().any(is_hop_by_hop));
 }
 
+/// The codings a message's Transfer-Encoding lines list, in order (the
+/// lines are one list, RFC 9110 §5.3).
+fn transfer_codings(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
 /// Request heads that parse but must not be forwarded, and why: framing a
 /// server could read differently (request smuggling), or a CONNECT tunnel
 /// a reverse proxy does not offer.
@@ -84,14 +95,7 @@ pub fn refuse(head: &http::request::Parts) -> Option<(http::StatusCode, &'static
         return None;
     }
     let (mut chunked, mut other) = (0, 0);
-    for coding in head
-        .headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
-    {
+    for coding in transfer_codings(&head.headers) {
         if coding.eq_ignore_ascii_case(b"chunked") {
             chunked += 1;
         } else {
@@ -208,17 +212,13 @@ pub fn prepare_response(head: &mut http::response::Parts) -> Result<(), &'static
     if head.headers.contains_key(header::TRANSFER_ENCODING) {
         // Only "chunked" is decoded (nginx refuses the rest too): another
         // coding would reach the client undeclared once the header goes.
-        let mut codings = head
-            .headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(<[u8]>::trim_ascii)
-            .filter(|t| !t.is_empty());
-        let only_chunked = codings
-            .next()
-            .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
-            && codings.next().is_none();
+        let only_chunked = {
+            let mut codings = transfer_codings(&head.headers);
+            codings
+                .next()
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
+                && codings.next().is_none()
+        };
         if !only_chunked {
             return Err("a Transfer-Encoding other than chunked");
         }

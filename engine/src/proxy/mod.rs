@@ -3,13 +3,19 @@
 //!
 //! 1. [`handle`]: pin the worker's current policy (one generation for the
 //!    whole request) and give the request an id.
-//! 2. `on_request` (Lua): a pool, a local response, or nothing (the
-//!    listener's default pool).
+//! 2. [`decide`]: refuse what must not be forwarded (a 4xx/501 that ends
+//!    the connection), settle the host and normalise the path
+//!    ([`target`]), then `on_request` (Lua): a pool, a local response, or
+//!    nothing (the listener's default pool).
 //! 3. [`forward`]: pick a server (Rust, lock-free), get a pooled or new
 //!    connection; a server that cannot be reached is skipped and the next
 //!    one tried, since the request provably never left.
-//! 4. Send, wait for the response head within the response timeout.
-//! 5. `on_response` (Lua): header edits.
+//! 4. Send, and wait for the response head on the clock of whichever
+//!    phase has the turn ([`timeouts`]); the server socket checks the head
+//!    for bare LF ([`upstream_io`]). A safe request the server dropped
+//!    unanswered is sent again.
+//! 5. Check the response's framing ([`forward::prepare_response`]), then
+//!    `on_response` (Lua): header edits.
 //! 6. Stream the body to the client; the connection returns to the pool
 //!    when the body ends.
 
@@ -218,9 +224,9 @@ async fn forward(
         // on a kept-alive connection (the server may have closed it just as
         // it was reused: that must never cost the client an error), or when
         // another server may still take it. Only requests safe to repeat.
-        let stale = conn.idle_for.is_some();
+        let reused = conn.idle_for.is_some();
         let another = tried.len() < pool.retries as usize && pool.servers.len() > 1;
-        let spare = (replayable && (stale || another)).then(|| clone_head(&h));
+        let spare = (replayable && (reused || another)).then(|| clone_head(&h));
         let req = Request::from_parts(h, body.take().unwrap_or(RequestBody::Empty));
         let in_flight = InFlight::new(&server.state);
         conn.watch.set(upstream_io::HeadScan::expect_head());
@@ -248,7 +254,7 @@ async fn forward(
                 let answer = conn.watch.get();
                 let unanswered =
                     !e.error().is_parse() && !e.error().is_user() && !answer.answered();
-                if let (Some(h), true) = (spare.as_ref(), stale && unanswered) {
+                if let (Some(h), true) = (spare.as_ref(), reused && unanswered) {
                     // A reused connection the server had just closed.
                     tracing::debug!(request = %id, server = %server.addr, "reused connection closed ({}); resending on a new one", e.error());
                     head = Some(clone_head(h));

@@ -1,7 +1,7 @@
 //! Phase 4's clock: waiting for the server's answer while the request
 //! body may still be streaming. Each phase has its own inactivity timeout
 //! and the one that runs is the one whose turn it is (see
-//! [`Progress`](super::body::Progress)):
+//! [`Progress`]):
 //!
 //! | phase | timeout | answer |
 //! |---|---|---|
