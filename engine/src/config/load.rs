@@ -117,12 +117,13 @@ impl Checker<'_> {
     /// Flags keys of `table` that are not in `known`: a typo like
     /// `on_reqest` must not be silently ignored.
     /// Reads `key` of `t` as a duration above zero into `slot` (left as it
-    /// is when absent); `what` names the table in the error.
+    /// is when absent); errors say `{prefix}{key}`, e.g. `pool "app":
+    /// timeouts.` + `connect`.
     pub(super) fn positive_duration(
         &mut self,
         t: &Table,
         key: &str,
-        what: &str,
+        prefix: &str,
         slot: &mut std::time::Duration,
     ) {
         let parsed = match t.get::<Value>(key) {
@@ -133,10 +134,10 @@ impl Checker<'_> {
         match parsed {
             Ok(d) if d.is_zero() => self.error(
                 &[&format!("{key} =")],
-                format!("{what}.{key} must be more than 0"),
+                format!("{prefix}{key} must be more than 0"),
             ),
             Ok(d) => *slot = d,
-            Err(msg) => self.error(&[&format!("{key} =")], format!("{what}.{key}: {msg}")),
+            Err(msg) => self.error(&[&format!("{key} =")], format!("{prefix}{key}: {msg}")),
         }
     }
 
@@ -349,12 +350,13 @@ impl Checker<'_> {
             };
             let mut timeouts = ClientTimeouts::default();
             let here = format!("listener \"{name}\"");
-            self.positive_duration(&t, "keepalive", &here, &mut timeouts.keepalive);
+            let top = format!("{here}: ");
+            self.positive_duration(&t, "keepalive", &top, &mut timeouts.keepalive);
             match t.get::<Value>("timeouts") {
                 Ok(Value::Nil) => {}
                 Ok(Value::Table(tt)) => {
                     self.unknown_keys(&tt, LISTENER_TIMEOUT_KEYS, &format!("{here} timeouts"));
-                    let here = format!("{here}: timeouts");
+                    let here = format!("{here}: timeouts.");
                     self.positive_duration(&tt, "head", &here, &mut timeouts.head);
                     self.positive_duration(&tt, "body", &here, &mut timeouts.body);
                     self.positive_duration(&tt, "send", &here, &mut timeouts.send);

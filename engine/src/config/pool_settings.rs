@@ -221,7 +221,7 @@ impl Checker<'_> {
     fn timeouts(&mut self, pool: &str, tt: &Table) -> Timeouts {
         let mut timeouts = Timeouts::default();
         self.unknown_keys(tt, TIMEOUT_KEYS, &format!("pool \"{pool}\" timeouts"));
-        let here = format!("pool \"{pool}\": timeouts");
+        let here = format!("pool \"{pool}\": timeouts.");
         self.positive_duration(tt, "connect", &here, &mut timeouts.connect);
         self.positive_duration(tt, "response", &here, &mut timeouts.response);
         self.positive_duration(tt, "idle", &here, &mut timeouts.idle);
