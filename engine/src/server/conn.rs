@@ -178,7 +178,6 @@ pub async fn serve(
         peer: cx.peer,
         send: timeouts.send,
         send_timer: None,
-        blocked: false,
         flood: None,
         ended: false,
     };
@@ -721,8 +720,6 @@ struct ClientIo {
     /// Made the first time a write blocks, then reused: a connection
     /// whose writes never block has no timer.
     send_timer: Option<Pin<Box<Sleep>>>,
-    /// The send timer is armed for the write blocked now.
-    blocked: bool,
     /// h2 only: the frame counts of the flood rule.
     flood: Option<Box<FloodWatch>>,
     /// Ended for a flood: nothing more is written.
@@ -735,15 +732,15 @@ impl ClientIo {
     /// `send` fails, which makes hyper drop the connection.
     #[inline]
     fn wrote<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        // Blocked already: the timer runs for this blockage (the
+        // connection's write_blocked is that state, kept once).
+        let was_blocked = self.activity.write_blocked.replace(r.is_pending());
         if !r.is_pending() {
-            self.activity.write_blocked.set(false);
-            self.blocked = false;
             return r;
         }
-        self.activity.write_blocked.set(true);
         let timer = match &mut self.send_timer {
             Some(t) => {
-                if !self.blocked {
+                if !was_blocked {
                     t.as_mut().reset(Instant::now() + self.send);
                 }
                 t
@@ -752,7 +749,6 @@ impl ClientIo {
                 .send_timer
                 .insert(Box::pin(tokio::time::sleep(self.send))),
         };
-        self.blocked = true;
         if timer.as_mut().poll(cx).is_ready() {
             tracing::info!(peer = %self.peer, "send timeout ({:?}): the client stopped reading; closing", self.send);
             return Poll::Ready(Err(io::Error::new(
