@@ -425,9 +425,14 @@ fn bad_head_response() -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::full(head_check::BAD_LF));
     *resp.status_mut() = http::StatusCode::BAD_REQUEST;
     let h = resp.headers_mut();
+    // As Pocket's other answers (proxy/local.rs), less the request id.
     h.insert(
         http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain"),
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
     );
     h.insert(
         http::header::CONNECTION,

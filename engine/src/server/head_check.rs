@@ -523,7 +523,7 @@ pub const BAD_LF: &str = "bad request: a line of the request head ends in LF, no
 /// What a client that sent a bare LF gets before the connection closes.
 pub fn bad_request() -> Vec<u8> {
     format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BAD_LF}",
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BAD_LF}",
         BAD_LF.len()
     )
     .into_bytes()
