@@ -365,9 +365,12 @@ function pocket.regex(pattern) end
 
 ---The store of that name, created on first use. Every worker and every
 ---policy version reaching the same name share its data. Call it once, at load.
+---A store has a size (default 8 MiB); writes past it evict the least recently
+---used keys. At most 64 stores per process.
 ---@param name string Not empty.
+---@param options? { size?: integer|string } Bytes, or a text such as "64 MiB" (64 KiB to 1 GiB).
 ---@return pocket.Store
-function pocket.store(name) end
+function pocket.store(name, options) end
 
 ---A handle on a server of a pool, looked up when a method is called (so it
 ---can be made at the top level). Call its methods from hooks.

@@ -6,6 +6,11 @@ pub fn describe_lua_error(err: &mlua::Error) -> String {
     match err {
         mlua::Error::SyntaxError { message, .. } => first_line(message),
         mlua::Error::RuntimeError(message) => first_line(message),
+        // Lua's own says "not enough memory"; Pocket's charges say what
+        // did not fit (script::memory).
+        mlua::Error::MemoryError(what) if what.contains(" bytes ") => {
+            format!("script stopped: it used more memory than its limit ({what})")
+        }
         mlua::Error::MemoryError(_) => "script stopped: it used more memory than its limit".into(),
         mlua::Error::CallbackError { traceback, cause } => {
             // The cause holds the message; the traceback's first frame in a

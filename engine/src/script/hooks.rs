@@ -8,7 +8,7 @@ use std::time::Duration;
 use mlua::{Function, Table, Value};
 
 use super::api::conn::ConnView;
-use super::api::local::{LocalResponse, Reject};
+use super::api::local::{LocalResponse, Reject, ScriptResponse};
 use super::api::request::RequestView;
 use super::api::response::ResponseView;
 use super::{describe_lua_error, Limits, Vm};
@@ -167,8 +167,8 @@ impl WorkerScript {
                         None => Err(self.unknown_pool(&s.to_string_lossy())),
                     }
                 }
-                Value::UserData(ud) => match ud.borrow::<LocalResponse>() {
-                    Ok(r) => Ok(Decision::Respond(r.clone())),
+                Value::UserData(ud) => match ud.borrow::<ScriptResponse>() {
+                    Ok(r) => Ok(Decision::Respond(r.response.clone())),
                     Err(_) => Err(HookError {
                         hook: "on_request",
                         message: "on_request returned an object that is not a response".into(),

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod errors;
 pub mod hooks;
+pub mod memory;
 pub mod stdlib;
 pub mod vm;
 

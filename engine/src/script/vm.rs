@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Value, VmState};
 
+use super::memory::{self, ScriptMemory};
 use super::{api, stdlib};
 
 /// How much a script may take. A hook that runs past `hook_budget` or a VM
@@ -49,6 +50,8 @@ pub struct Vm {
     pub limits: Limits,
     /// Hook calls since the last full collection.
     calls: Cell<u32>,
+    /// Memory the script holds outside the heap (see script::memory).
+    memory: Rc<ScriptMemory>,
 }
 
 /// Every this many hook calls, a full garbage collection. Each call leaves
@@ -98,11 +101,13 @@ impl Vm {
         sandbox(&lua, &budget)?;
         stdlib::install_require(&lua, script_path)?;
         lua.set_memory_limit(limits.memory)?;
+        let memory = memory::install(&lua, limits.memory);
         Ok(Vm {
             lua,
             budget,
             limits,
             calls: Cell::new(0),
+            memory,
         })
     }
 
@@ -157,6 +162,7 @@ impl Vm {
             self.budget.spent.set(false);
             let _ = self.lua.gc_collect();
         }
+        memory::resync(&self.lua, &self.memory);
         result
     }
 }

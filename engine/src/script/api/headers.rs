@@ -7,6 +7,55 @@ use mlua::{Lua, UserDataMethods, Value};
 pub trait HasHeaders {
     fn headers(&self) -> &HeaderMap;
     fn headers_mut(&mut self) -> &mut HeaderMap;
+    /// The head's extensions, where the script's growth of it is kept.
+    fn extensions_mut(&mut self) -> &mut http::Extensions;
+}
+
+/// How much a script may grow one request or response head, net, in bytes
+/// (a line counts its name, value and 4 bytes of `: ` and CRLF). The same
+/// 64 KiB Pocket accepts as a server's response head; the copies live in
+/// Rust, outside the VM's memory limit, so a loop of `add_header` must stop
+/// somewhere (HAProxy fails a rewrite that overflows its buffer the same
+/// way).
+pub const MAX_HEAD_GROWTH: usize = 64 * 1024;
+
+/// The net bytes a script's edits added to a head (removals subtract).
+#[derive(Clone, Copy, Default)]
+struct HeadGrowth(isize);
+
+fn line_bytes(name: &HeaderName, value: &HeaderValue) -> isize {
+    (name.as_str().len() + value.len() + 4) as isize
+}
+
+/// Records that an edit grows the head by `by` bytes (negative: shrinks),
+/// refusing the edit that would pass [`MAX_HEAD_GROWTH`].
+fn grow<T: HasHeaders>(this: &mut T, by: isize) -> mlua::Result<()> {
+    let ext = this.extensions_mut();
+    let now = ext.get::<HeadGrowth>().map_or(0, |g| g.0);
+    let next = now.saturating_add(by);
+    if by > 0 && next > MAX_HEAD_GROWTH as isize {
+        return Err(mlua::Error::RuntimeError(format!(
+            "the script's header edits would add more than {} KiB to this head",
+            MAX_HEAD_GROWTH / 1024
+        )));
+    }
+    ext.insert(HeadGrowth(next));
+    Ok(())
+}
+
+/// What the values of `name` now take in the head.
+fn present_bytes<T: HasHeaders>(this: &T, name: &HeaderName) -> isize {
+    this.headers()
+        .get_all(name)
+        .iter()
+        .map(|v| line_bytes(name, v))
+        .sum()
+}
+
+fn too_many(name: &HeaderName) -> mlua::Error {
+    mlua::Error::RuntimeError(format!(
+        "cannot add header \"{name}\": the head has too many header lines"
+    ))
 }
 
 fn name(text: &mlua::LuaString) -> mlua::Result<HeaderName> {
@@ -88,33 +137,36 @@ pub fn add_header_methods<T: HasHeaders + 'static, M: UserDataMethods<T>>(method
         Ok(t)
     });
     // for name, value in req:headers() do ... end
+    // The lines are copied into Lua strings up front: Lua's heap (and its
+    // limit) holds them, not a Rust vector behind a small closure.
     methods.add_method("headers", |lua, this, ()| {
-        let items: Vec<(String, Vec<u8>)> = this
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
-            .collect();
+        let lines = lua.create_table_with_capacity(this.headers().len() * 2, 0)?;
+        for (k, v) in this.headers() {
+            lines.raw_push(lua.create_string(k.as_str())?)?;
+            lines.raw_push(lua.create_string(v.as_bytes())?)?;
+        }
         let mut next = 0usize;
-        lua.create_function_mut(move |lua, ()| {
-            let Some((k, v)) = items.get(next) else {
+        lua.create_function_mut(move |_, ()| {
+            if next >= lines.raw_len() {
                 return Ok((Value::Nil, Value::Nil));
-            };
-            next += 1;
-            Ok((
-                Value::String(lua.create_string(k)?),
-                Value::String(lua.create_string(v)?),
-            ))
+            }
+            next += 2;
+            Ok((lines.raw_get(next - 1)?, lines.raw_get(next)?))
         })
     });
     methods.add_method_mut("set_header", |_, this, (n, v): (mlua::LuaString, Value)| {
         let n = writable_name(&n)?;
+        let before = present_bytes(this, &n);
         if v.is_nil() {
             this.headers_mut().remove(&n);
-            return Ok(());
+            return grow(this, -before);
         }
         let v = value(&n, v)?;
         check_host(&n, &v)?;
-        this.headers_mut().insert(n, v);
+        grow(this, line_bytes(&n, &v) - before)?;
+        this.headers_mut()
+            .try_insert(n.clone(), v)
+            .map_err(|_| too_many(&n))?;
         Ok(())
     });
     methods.add_method_mut("add_header", |_, this, (n, v): (mlua::LuaString, Value)| {
@@ -125,11 +177,17 @@ pub fn add_header_methods<T: HasHeaders + 'static, M: UserDataMethods<T>>(method
             ));
         }
         let v = value(&n, v)?;
-        this.headers_mut().append(n, v);
+        grow(this, line_bytes(&n, &v))?;
+        this.headers_mut()
+            .try_append(n.clone(), v)
+            .map_err(|_| too_many(&n))?;
         Ok(())
     });
     methods.add_method_mut("remove_header", |_, this, n: mlua::LuaString| {
         let n = writable_name(&n)?;
-        Ok(this.headers_mut().remove(&n).is_some())
+        let before = present_bytes(this, &n);
+        let removed = this.headers_mut().remove(&n).is_some();
+        grow(this, -before)?;
+        Ok(removed)
     });
 }

@@ -5,6 +5,8 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use mlua::{Lua, Table, UserData, Value};
 
+use crate::script::memory::{self, Charge};
+
 /// A response made by the script, sent without asking any server. Scripts
 /// may build one at load time and return it on every request: it is never
 /// consumed.
@@ -15,7 +17,31 @@ pub struct LocalResponse {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-impl UserData for LocalResponse {}
+/// The object `pocket.respond` and `pocket.redirect` give the script: the
+/// answer, and the charge that counts its bytes against the VM's memory
+/// limit for as long as the script keeps it (script::memory).
+pub struct ScriptResponse {
+    pub response: LocalResponse,
+    _charge: Charge,
+}
+
+impl UserData for ScriptResponse {}
+
+impl ScriptResponse {
+    fn new(lua: &Lua, response: LocalResponse) -> mlua::Result<ScriptResponse> {
+        let bytes = response.body.len()
+            + response
+                .headers
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len())
+                .sum::<usize>();
+        let charge = memory::charge(lua, bytes, "a response")?;
+        Ok(ScriptResponse {
+            response,
+            _charge: charge,
+        })
+    }
+}
 
 /// `pocket.reject(reason)` from `on_connect`: close the connection.
 #[derive(Debug, Clone)]
@@ -65,7 +91,7 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
     pocket.set(
         "respond",
         lua.create_function(
-            |_, (code, body, headers): (i64, Option<mlua::LuaString>, Option<Table>)| {
+            |lua, (code, body, headers): (i64, Option<mlua::LuaString>, Option<Table>)| {
                 let status = status(code)?;
                 if body.as_ref().is_some_and(|b| !b.as_bytes().is_empty())
                     && matches!(status.as_u16(), 204 | 205 | 304)
@@ -76,19 +102,20 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
                         status.as_u16()
                     )));
                 }
-                Ok(LocalResponse {
+                let response = LocalResponse {
                     status,
                     body: body
                         .map(|b| Bytes::copy_from_slice(&b.as_bytes()))
                         .unwrap_or_default(),
                     headers: header_pairs(headers)?,
-                })
+                };
+                ScriptResponse::new(lua, response)
             },
         )?,
     )?;
     pocket.set(
         "redirect",
-        lua.create_function(|_, (a, b): (Value, Option<mlua::LuaString>)| {
+        lua.create_function(|lua, (a, b): (Value, Option<mlua::LuaString>)| {
             // pocket.redirect(location) or pocket.redirect(status, location)
             let (code, location) = match (a, b) {
                 (Value::Integer(code), Some(loc)) => (code, loc.to_string_lossy()),
@@ -107,11 +134,12 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
             let value = HeaderValue::from_str(&location).map_err(|_| {
                 mlua::Error::RuntimeError(format!("invalid redirect location \"{location}\""))
             })?;
-            Ok(LocalResponse {
+            let response = LocalResponse {
                 status: status(code)?,
                 body: Bytes::new(),
                 headers: vec![(http::header::LOCATION, value)],
-            })
+            };
+            ScriptResponse::new(lua, response)
         })?,
     )?;
     pocket.set(

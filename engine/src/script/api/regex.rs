@@ -3,19 +3,54 @@
 
 use mlua::{Lua, MultiValue, Table, UserData, UserDataMethods, Value};
 
-pub struct LuaRegex(regex::Regex);
+use crate::script::memory::{self, Charge};
+
+/// The largest compiled regex or set, in bytes (the regex crate's default
+/// is 10 MiB): a script's regexes live outside the Lua heap.
+const COMPILED_LIMIT: usize = 1 << 20;
+/// The lazy DFA's cache of one regex, in bytes (the crate's default is
+/// 2 MiB). A regex that needs more is matched without it, still in linear
+/// time.
+const DFA_CACHE: usize = 64 * 1024;
+
+/// What a compiled regex costs the VM's memory limit: its compiled size,
+/// measured, plus its match caches (the DFA's, counted at its bound).
+fn cost(patterns: &[&str]) -> usize {
+    let config = regex_automata::meta::Config::new()
+        .nfa_size_limit(Some(COMPILED_LIMIT))
+        .hybrid_cache_capacity(DFA_CACHE);
+    let compiled = regex_automata::meta::Builder::new()
+        .configure(config)
+        .build_many(patterns)
+        .map_or(COMPILED_LIMIT, |re| re.memory_usage());
+    compiled + DFA_CACHE
+}
+
+/// Compiles one pattern with Pocket's size limits.
+fn compile(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(COMPILED_LIMIT)
+        .dfa_size_limit(DFA_CACHE)
+        .build()
+}
+
+/// A compiled regex and the charge for its memory (dropped with it).
+pub struct LuaRegex {
+    re: regex::Regex,
+    _charge: Charge,
+}
 
 impl UserData for LuaRegex {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("is_match", |_, re, text: mlua::LuaString| {
-            Ok(re.0.is_match(&text.to_str()?))
+            Ok(re.re.is_match(&text.to_str()?))
         });
 
         // Like string.match: the captures as values (the whole match when
         // the pattern has no groups), or nil.
         methods.add_method("match", |lua, re, text: mlua::LuaString| {
             let text = text.to_str()?;
-            let Some(caps) = re.0.captures(&text) else {
+            let Some(caps) = re.re.captures(&text) else {
                 return Ok(MultiValue::from_vec(vec![Value::Nil]));
             };
             let mut out = Vec::with_capacity(caps.len());
@@ -37,7 +72,7 @@ impl UserData for LuaRegex {
         // groups by name; nil when it does not match.
         methods.add_method("captures", |lua, re, text: mlua::LuaString| {
             let text = text.to_str()?;
-            let Some(caps) = re.0.captures(&text) else {
+            let Some(caps) = re.re.captures(&text) else {
                 return Ok(Value::Nil);
             };
             let t = lua.create_table()?;
@@ -46,7 +81,7 @@ impl UserData for LuaRegex {
                     t.raw_set(i, m.as_str())?;
                 }
             }
-            for name in re.0.capture_names().flatten() {
+            for name in re.re.capture_names().flatten() {
                 if let Some(m) = caps.name(name) {
                     t.raw_set(name, m.as_str())?;
                 }
@@ -59,7 +94,7 @@ impl UserData for LuaRegex {
             "replace",
             |_, re, (text, with): (mlua::LuaString, mlua::LuaString)| {
                 Ok(re
-                    .0
+                    .re
                     .replace_all(&text.to_str()?, with.to_str()?.as_ref())
                     .into_owned())
             },
@@ -69,26 +104,35 @@ impl UserData for LuaRegex {
 
 /// `pocket.regex_set { p1, p2, ... }`: many patterns matched in one pass,
 /// for route tables.
-pub struct LuaRegexSet(regex::RegexSet);
+/// A compiled set and the charge for its memory (dropped with it).
+pub struct LuaRegexSet {
+    set: regex::RegexSet,
+    _charge: Charge,
+}
 
 impl UserData for LuaRegexSet {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("is_match", |_, set, text: mlua::LuaString| {
-            Ok(set.0.is_match(&text.to_str()?))
+            Ok(set.set.is_match(&text.to_str()?))
         });
         // The 1-based indices of every pattern that matches, in order.
         methods.add_method("matches", |lua, set, text: mlua::LuaString| {
             let t = lua.create_table()?;
-            for i in set.0.matches(&text.to_str()?).iter() {
+            for i in set.set.matches(&text.to_str()?).iter() {
                 t.raw_push(i + 1)?;
             }
             Ok(t)
         });
         // The index of the first pattern that matches, or nil.
         methods.add_method("first", |_, set, text: mlua::LuaString| {
-            Ok(set.0.matches(&text.to_str()?).iter().next().map(|i| i + 1))
+            Ok(set
+                .set
+                .matches(&text.to_str()?)
+                .iter()
+                .next()
+                .map(|i| i + 1))
         });
-        methods.add_method("len", |_, set, ()| Ok(set.0.len()));
+        methods.add_method("len", |_, set, ()| Ok(set.set.len()));
     }
 }
 
@@ -105,33 +149,42 @@ fn one_line(e: &regex::Error) -> String {
 pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
     pocket.set(
         "regex_set",
-        lua.create_function(|_, patterns: Vec<String>| {
+        lua.create_function(|lua, patterns: Vec<String>| {
             for p in &patterns {
-                if let Err(e) = regex::Regex::new(p) {
+                if let Err(e) = compile(p) {
                     return Err(mlua::Error::RuntimeError(format!(
                         "bad regex {p:?}: {}",
                         one_line(&e)
                     )));
                 }
             }
-            regex::RegexSet::new(&patterns)
-                .map(LuaRegexSet)
-                .map_err(|e| mlua::Error::RuntimeError(format!("bad regex set: {}", one_line(&e))))
+            let set = regex::RegexSetBuilder::new(&patterns)
+                .size_limit(COMPILED_LIMIT)
+                .dfa_size_limit(DFA_CACHE)
+                .build()
+                .map_err(|e| {
+                    mlua::Error::RuntimeError(format!("bad regex set: {}", one_line(&e)))
+                })?;
+            let texts: Vec<&str> = patterns.iter().map(|p| p.as_str()).collect();
+            let charge = memory::charge(lua, cost(&texts), "a regex set")?;
+            Ok(LuaRegexSet {
+                set,
+                _charge: charge,
+            })
         })?,
     )?;
     pocket.set(
         "regex",
-        lua.create_function(|_, pattern: String| {
-            regex::Regex::new(&pattern).map(LuaRegex).map_err(|e| {
-                // regex's messages span lines (pattern, caret, reason):
-                // keep the reason, errors are one line here.
-                let text = e.to_string();
-                let reason = text
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("invalid");
-                mlua::Error::RuntimeError(format!("bad regex {pattern:?}: {}", reason.trim()))
+        lua.create_function(|lua, pattern: String| {
+            // regex's messages span lines (pattern, caret, reason): keep
+            // the reason, errors are one line here.
+            let re = compile(&pattern).map_err(|e| {
+                mlua::Error::RuntimeError(format!("bad regex {pattern:?}: {}", one_line(&e)))
+            })?;
+            let charge = memory::charge(lua, cost(&[&pattern]), "a regex")?;
+            Ok(LuaRegex {
+                re,
+                _charge: charge,
             })
         })?,
     )?;

@@ -30,6 +30,9 @@ impl HasHeaders for RequestView {
     fn headers_mut(&mut self) -> &mut http::HeaderMap {
         &mut self.head.headers
     }
+    fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.head.extensions
+    }
 }
 
 impl RequestView {

@@ -21,6 +21,9 @@ impl HasHeaders for ResponseView {
     fn headers_mut(&mut self) -> &mut http::HeaderMap {
         &mut self.head.headers
     }
+    fn extensions_mut(&mut self) -> &mut http::Extensions {
+        &mut self.head.extensions
+    }
 }
 
 impl UserData for ResponseView {

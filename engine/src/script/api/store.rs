@@ -8,17 +8,34 @@
 //! sessions:incr("hits:/", 1, 60)               -- new count
 //! sessions:delete("user42")
 //! ```
+//!
+//! Each store has a size (default 8 MiB, `pocket.store(name, { size =
+//! "64 MiB" })`), like nginx's `lua_shared_dict`: when a write would pass
+//! it, expired keys go first, then the least recently used ones (approx.:
+//! the oldest eighth of a shard at a time), so a script that writes keys
+//! without end cannot grow the process.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use mlua::{Lua, Table, UserData, UserDataMethods, Value};
 
 const SHARDS: usize = 16;
-/// Largest value a store keeps (bigger is a mistake, not a cache).
+/// Largest key or string value a store keeps (bigger is a mistake, not a
+/// cache).
 const MAX_VALUE: usize = 64 * 1024;
+/// A store's size when the script names none, bytes.
+pub const DEFAULT_SIZE: usize = 8 << 20;
+/// The sizes a script may give, bytes.
+const SIZES: std::ops::RangeInclusive<usize> = (64 << 10)..=(1 << 30);
+/// How many stores a process keeps; stores are never dropped.
+pub const MAX_STORES: usize = 64;
+/// What an entry costs beyond its key and value: the map's slot, the
+/// key's and value's headers (an estimate, for the size accounting).
+const ENTRY_OVERHEAD: usize = 96;
 /// Every this many writes a shard drops its expired keys.
 const SWEEP_EVERY: u32 = 1024;
 
@@ -33,6 +50,21 @@ enum Stored {
 struct Entry {
     value: Stored,
     expires: Option<Instant>,
+    /// The shard's clock when the key was last read or written (LRU).
+    touched: u64,
+}
+
+impl Stored {
+    fn bytes(&self) -> usize {
+        match self {
+            Stored::Text(b) => b.len(),
+            _ => 8,
+        }
+    }
+}
+
+fn cost(key: &str, value: &Stored) -> usize {
+    key.len() + value.bytes() + ENTRY_OVERHEAD
 }
 
 impl Entry {
@@ -45,6 +77,68 @@ impl Entry {
 struct Shard {
     map: HashMap<String, Entry>,
     writes: u32,
+    /// What the entries cost, bytes (see `cost`).
+    bytes: usize,
+    /// Ticks on every read and write: the LRU order.
+    clock: u64,
+}
+
+impl Shard {
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let e = self.map.remove(key)?;
+        self.bytes = self.bytes.saturating_sub(cost(key, &e.value));
+        Some(e)
+    }
+
+    fn drop_expired(&mut self, now: Instant) {
+        let before = self.map.len();
+        self.map.retain(|_, e| e.live(now));
+        if self.map.len() != before {
+            self.bytes = self.map.iter().map(|(k, e)| cost(k, &e.value)).sum();
+        }
+    }
+
+    /// Makes room for `need` more bytes within `cap`: expired keys first,
+    /// then the least recently used eighth of the shard (at least enough
+    /// to fit), so the scan is paid once per many writes. Returns how many
+    /// live keys were evicted.
+    fn make_room(&mut self, need: usize, cap: usize, now: Instant) -> u64 {
+        if self.bytes + need <= cap {
+            return 0;
+        }
+        self.drop_expired(now);
+        let mut evicted = 0;
+        if self.bytes + need > cap && !self.map.is_empty() {
+            let mut ages: Vec<u64> = self.map.values().map(|e| e.touched).collect();
+            let k = (ages.len() / 8).max(1).min(ages.len() - 1);
+            let (_, cut, _) = ages.select_nth_unstable(k);
+            let cut = *cut;
+            let before = self.map.len();
+            self.map.retain(|_, e| e.touched >= cut);
+            evicted += (before - self.map.len()) as u64;
+            self.bytes = self.map.iter().map(|(k, e)| cost(k, &e.value)).sum();
+            // Still no room (one huge value, or all ages alike): oldest
+            // first, one by one.
+            while self.bytes + need > cap {
+                let Some(oldest) = self
+                    .map
+                    .iter()
+                    .min_by_key(|(_, e)| e.touched)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                self.remove(&oldest);
+                evicted += 1;
+            }
+        }
+        evicted
+    }
 }
 
 /// One named store.
@@ -52,15 +146,38 @@ pub struct Store {
     name: String,
     shards: Vec<Mutex<Shard>>,
     hasher: std::collections::hash_map::RandomState,
+    /// The store's size, bytes; each shard holds a sixteenth.
+    size: AtomicUsize,
+    /// Live keys dropped to make room, since the process started.
+    evicted: AtomicU64,
 }
 
 impl Store {
-    fn new(name: &str) -> Store {
+    fn new(name: &str, size: usize) -> Store {
         Store {
             name: name.to_string(),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: Default::default(),
+            size: AtomicUsize::new(size),
+            evicted: AtomicU64::new(0),
         }
+    }
+
+    fn shard_cap(&self) -> usize {
+        self.size.load(Ordering::Relaxed) / SHARDS
+    }
+
+    /// Live keys evicted to make room so far (for metrics).
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// What the keys and values take now, bytes (estimated per entry).
+    pub fn used(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).bytes)
+            .sum()
     }
 
     fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
@@ -71,30 +188,60 @@ impl Store {
     fn get(&self, key: &str) -> Option<Stored> {
         let now = Instant::now();
         let mut shard = self.shard(key);
-        match shard.map.get(key) {
-            Some(e) if e.live(now) => Some(e.value.clone()),
+        let tick = shard.tick();
+        match shard.map.get_mut(key) {
+            Some(e) if e.live(now) => {
+                e.touched = tick;
+                Some(e.value.clone())
+            }
             Some(_) => {
-                shard.map.remove(key);
+                shard.remove(key);
                 None
             }
             None => None,
         }
     }
 
-    fn set(&self, key: String, value: Stored, ttl: Option<Duration>) {
+    /// Stores `entry` under `key`, making room first (a replaced value's
+    /// bytes count as free).
+    fn put(&self, shard: &mut Shard, key: String, value: Stored, expires: Option<Instant>) {
         let now = Instant::now();
-        let mut shard = self.shard(&key);
-        shard.writes = shard.writes.wrapping_add(1);
-        if shard.writes.is_multiple_of(SWEEP_EVERY) {
-            shard.map.retain(|_, e| e.live(now));
+        let need = cost(&key, &value);
+        shard.remove(&key);
+        let evicted = shard.make_room(need, self.shard_cap(), now);
+        if evicted > 0 {
+            self.evicted.fetch_add(evicted, Ordering::Relaxed);
         }
+        let touched = shard.tick();
+        shard.bytes += need;
         shard.map.insert(
             key,
             Entry {
                 value,
-                expires: ttl.map(|t| now + t),
+                expires,
+                touched,
             },
         );
+    }
+
+    /// Errors: a key and value bigger than a shard's share of the size.
+    fn set(&self, key: String, value: Stored, ttl: Option<Duration>) -> Result<(), String> {
+        let now = Instant::now();
+        if cost(&key, &value) > self.shard_cap() {
+            return Err(format!(
+                "store {}: a key and value of {} bytes do not fit in a store of {} bytes (each of its 16 shards holds a sixteenth)",
+                self.name,
+                cost(&key, &value),
+                self.size.load(Ordering::Relaxed)
+            ));
+        }
+        let mut shard = self.shard(&key);
+        shard.writes = shard.writes.wrapping_add(1);
+        if shard.writes.is_multiple_of(SWEEP_EVERY) {
+            shard.drop_expired(now);
+        }
+        self.put(&mut shard, key, value, ttl.map(|t| now + t));
+        Ok(())
     }
 
     /// Adds `by` to an integer (missing or expired counts as 0). The TTL is
@@ -103,7 +250,9 @@ impl Store {
         let now = Instant::now();
         let mut shard = self.shard(&key);
         shard.writes = shard.writes.wrapping_add(1);
+        let tick = shard.tick();
         if let Some(e) = shard.map.get_mut(&key).filter(|e| e.live(now)) {
+            e.touched = tick;
             let Stored::Int(n) = e.value else {
                 return Err(format!(
                     "store {}: key {key:?} does not hold an integer",
@@ -114,18 +263,12 @@ impl Store {
             e.value = Stored::Int(next);
             return Ok(next);
         }
-        shard.map.insert(
-            key,
-            Entry {
-                value: Stored::Int(by),
-                expires: ttl.map(|t| now + t),
-            },
-        );
+        self.put(&mut shard, key, Stored::Int(by), ttl.map(|t| now + t));
         Ok(by)
     }
 
     fn delete(&self, key: &str) -> bool {
-        self.shard(key).map.remove(key).is_some()
+        self.shard(key).remove(key).is_some()
     }
 }
 
@@ -137,17 +280,75 @@ pub fn clear_all() {
     let stores = STORES.lock().unwrap_or_else(|e| e.into_inner());
     for s in stores.values() {
         for shard in &s.shards {
-            shard.lock().unwrap_or_else(|e| e.into_inner()).map.clear();
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            shard.map.clear();
+            shard.bytes = 0;
         }
     }
 }
 
-pub fn store(name: &str) -> Arc<Store> {
+/// The store called `name`, made on first use. `size` (bytes), when
+/// given, sets its size, also of a store that exists (the next write
+/// evicts down to it). Errors: a new store past [`MAX_STORES`].
+pub fn store(name: &str, size: Option<usize>) -> Result<Arc<Store>, String> {
     let mut stores = STORES.lock().unwrap_or_else(|e| e.into_inner());
-    stores
-        .entry(name.to_string())
-        .or_insert_with(|| Arc::new(Store::new(name)))
-        .clone()
+    if let Some(s) = stores.get(name) {
+        if let Some(size) = size {
+            s.size.store(size, Ordering::Relaxed);
+        }
+        return Ok(s.clone());
+    }
+    if stores.len() >= MAX_STORES {
+        return Err(format!(
+            "cannot make store {name:?}: a process keeps at most {MAX_STORES} stores"
+        ));
+    }
+    let s = Arc::new(Store::new(name, size.unwrap_or(DEFAULT_SIZE)));
+    stores.insert(name.to_string(), s.clone());
+    Ok(s)
+}
+
+/// `{ size = "64 MiB" }`: a size in bytes from a number or a text with a
+/// unit (B, KiB, MiB, GiB; nginx's k, m, g alike).
+fn size_option(options: Option<Table>) -> mlua::Result<Option<usize>> {
+    let Some(options) = options else {
+        return Ok(None);
+    };
+    let bad = |what: String| {
+        mlua::Error::RuntimeError(format!(
+            "store size {what}: give bytes or a text such as \"64 MiB\", from 64 KiB to 1 GiB"
+        ))
+    };
+    let bytes = match options.get::<Value>("size")? {
+        Value::Nil => return Ok(None),
+        Value::Integer(n) => usize::try_from(n).map_err(|_| bad(n.to_string()))?,
+        Value::String(text) => {
+            let text = text.to_string_lossy();
+            parse_size(&text).ok_or_else(|| bad(format!("{text:?}")))?
+        }
+        other => return Err(bad(format!("a {}", other.type_name()))),
+    };
+    if !SIZES.contains(&bytes) {
+        return Err(bad(format!("of {bytes} bytes")));
+    }
+    Ok(Some(bytes))
+}
+
+fn parse_size(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: usize = digits.parse().ok()?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "k" | "K" | "KiB" => 10,
+        "m" | "M" | "MiB" => 20,
+        "g" | "G" | "GiB" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
 }
 
 pub struct StoreHandle(Arc<Store>);
@@ -162,6 +363,16 @@ fn ttl(v: Option<f64>) -> mlua::Result<Option<Duration>> {
                 mlua::Error::RuntimeError(format!("ttl must be seconds from 0 to 86400, not {s}"))
             }),
     }
+}
+
+fn key(store: &str, key: String) -> mlua::Result<String> {
+    if key.len() > MAX_VALUE {
+        return Err(mlua::Error::RuntimeError(format!(
+            "store {store}: key of {} bytes is over the {MAX_VALUE}-byte limit",
+            key.len()
+        )));
+    }
+    Ok(key)
 }
 
 fn to_stored(store: &str, v: Value) -> mlua::Result<Stored> {
@@ -206,14 +417,15 @@ impl UserData for StoreHandle {
                     s.0.delete(&key);
                     return Ok(());
                 }
+                let key = self::key(&s.0.name, key)?;
                 let v = to_stored(&s.0.name, value)?;
-                s.0.set(key, v, ttl(t)?);
-                Ok(())
+                s.0.set(key, v, ttl(t)?).map_err(mlua::Error::RuntimeError)
             },
         );
         methods.add_method(
             "incr",
             |_, s, (key, by, t): (String, Option<i64>, Option<f64>)| {
+                let key = self::key(&s.0.name, key)?;
                 s.0.incr(key, by.unwrap_or(1), ttl(t)?)
                     .map_err(mlua::Error::RuntimeError)
             },
@@ -226,11 +438,14 @@ impl UserData for StoreHandle {
 pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
     pocket.set(
         "store",
-        lua.create_function(|_, name: String| {
+        lua.create_function(|_, (name, options): (String, Option<Table>)| {
             if name.is_empty() {
                 return Err(mlua::Error::RuntimeError("a store needs a name".into()));
             }
-            Ok(StoreHandle(store(&name)))
+            let size = size_option(options)?;
+            store(&name, size)
+                .map(StoreHandle)
+                .map_err(mlua::Error::RuntimeError)
         })?,
     )?;
     Ok(())
@@ -242,8 +457,9 @@ mod tests {
 
     #[test]
     fn set_get_incr_delete_and_expiry() {
-        let s = Store::new("t");
-        s.set("a".into(), Stored::Text(b"x".to_vec()), None);
+        let s = Store::new("t", DEFAULT_SIZE);
+        s.set("a".into(), Stored::Text(b"x".to_vec()), None)
+            .unwrap();
         assert_eq!(s.get("a"), Some(Stored::Text(b"x".to_vec())));
         assert_eq!(s.incr("n".into(), 2, None), Ok(2));
         assert_eq!(s.incr("n".into(), 3, None), Ok(5));
@@ -254,8 +470,37 @@ mod tests {
             "gone".into(),
             Stored::Bool(true),
             Some(Duration::from_nanos(1)),
-        );
+        )
+        .unwrap();
         std::thread::sleep(Duration::from_millis(2));
         assert_eq!(s.get("gone"), None);
+    }
+
+    #[test]
+    fn a_full_store_evicts_the_least_recently_used() {
+        let s = Store::new("t", 64 << 10);
+        s.set("keep".into(), Stored::Int(1), None).unwrap();
+        for i in 0..100_000 {
+            s.set(format!("k{i}"), Stored::Text(vec![b'x'; 100]), None)
+                .unwrap();
+            // Read often, "keep" stays among the recently used.
+            if i % 16 == 0 {
+                assert!(s.get("keep").is_some(), "evicted at {i}");
+            }
+        }
+        assert!(s.used() <= 64 << 10, "used {}", s.used());
+        assert!(s.evicted() > 90_000);
+        assert!(s.get("k99999").is_some());
+        assert!(s.get("k0").is_none());
+        let big = Stored::Text(vec![b'x'; 8 << 10]);
+        assert!(s.set("big".into(), big, None).is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64 MiB"), Some(64 << 20));
+        assert_eq!(parse_size("10m"), Some(10 << 20));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("1 GB"), None);
     }
 }

@@ -1,0 +1,94 @@
+//! Memory a script makes Pocket hold outside the Lua heap (the body and
+//! headers of a `pocket.respond` answer, a compiled `pocket.regex`),
+//! counted against the VM's memory limit as if it were Lua's own.
+//!
+//! Lua's allocator only sees its own heap: 40 answers with 8 MiB bodies
+//! kept by a policy were 320 MiB of Rust memory behind 40 small userdata.
+//! Each such object holds a [`Charge`] for its bytes; while charges are
+//! held the Lua heap's limit is lowered by as much, so Lua and Rust share
+//! one budget. A charge that does not fit first runs a full collection
+//! (dead objects give their bytes back), then fails with a memory error.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use mlua::Lua;
+
+/// One VM's account of memory held outside its heap, in bytes.
+pub struct ScriptMemory {
+    /// The VM's whole limit (Lua heap plus outside), bytes.
+    limit: usize,
+    outside: Cell<usize>,
+    /// A charge was dropped: the heap may grow again (see [`resync`]).
+    released: Cell<bool>,
+}
+
+/// Bytes held outside the Lua heap for as long as the charge lives.
+pub struct Charge {
+    memory: Rc<ScriptMemory>,
+    bytes: usize,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        let left = self.memory.outside.get().saturating_sub(self.bytes);
+        self.memory.outside.set(left);
+        self.memory.released.set(true);
+    }
+}
+
+/// Sets up the account of a new VM whose limit is `limit` bytes.
+pub fn install(lua: &Lua, limit: usize) -> Rc<ScriptMemory> {
+    let memory = Rc::new(ScriptMemory {
+        limit,
+        outside: Cell::new(0),
+        released: Cell::new(false),
+    });
+    lua.set_app_data(memory.clone());
+    memory
+}
+
+/// Charges `bytes` held outside the heap for `what` (named in the error).
+/// Errors: a memory error when the heap and the charges would pass the
+/// limit even after a full collection.
+pub fn charge(lua: &Lua, bytes: usize, what: &str) -> mlua::Result<Charge> {
+    let Some(memory) = lua.app_data_ref::<Rc<ScriptMemory>>().map(|m| m.clone()) else {
+        return Err(mlua::Error::RuntimeError(
+            "no memory account in this VM".into(),
+        ));
+    };
+    let fits = |m: &ScriptMemory| {
+        lua.used_memory()
+            .saturating_add(m.outside.get())
+            .saturating_add(bytes)
+            <= m.limit
+    };
+    if !fits(&memory) {
+        // Unreachable answers and regexes give their charges back here.
+        lua.gc_collect()?;
+        if !fits(&memory) {
+            return Err(mlua::Error::MemoryError(format!(
+                "{what} of {bytes} bytes does not fit in the script's memory limit of {} bytes",
+                memory.limit
+            )));
+        }
+    }
+    memory.outside.set(memory.outside.get() + bytes);
+    lua.set_memory_limit(memory.limit - memory.outside.get())?;
+    Ok(Charge { memory, bytes })
+}
+
+/// Gives the heap back the room of charges dropped since the last call
+/// (cheap: one flag when nothing changed). Called after each hook call.
+#[inline]
+pub fn resync(lua: &Lua, memory: &ScriptMemory) {
+    if memory.released.replace(false) {
+        let _ = lua.set_memory_limit(memory.limit.saturating_sub(memory.outside.get()));
+    }
+}
+
+/// Bytes currently charged (for tests and diagnostics).
+pub fn outside(lua: &Lua) -> usize {
+    lua.app_data_ref::<Rc<ScriptMemory>>()
+        .map_or(0, |m| m.outside.get())
+}
