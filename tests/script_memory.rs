@@ -102,6 +102,11 @@ for i = 1, 100000 do kept[i] = pocket.regex("\\w+" .. i) end"#;
         "kept = {}",
         r#"    if req.path == "/grow" then
       for i = 1, 100000 do kept[#kept + 1] = pocket.regex("[a-z]+" .. i) end
+    end
+    if req.path == "/replace" then
+      -- a terabyte of result, built in Rust
+      local big = string.rep("a", 1024 * 1024)
+      pocket.regex("a"):replace(big, big)
     end"#,
     );
     let pocket = Pocket::start(&src, 1);

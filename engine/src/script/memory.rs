@@ -87,8 +87,14 @@ pub fn resync(lua: &Lua, memory: &ScriptMemory) {
     }
 }
 
-/// Bytes currently charged (for tests and diagnostics).
-pub fn outside(lua: &Lua) -> usize {
-    lua.app_data_ref::<Rc<ScriptMemory>>()
-        .map_or(0, |m| m.outside.get())
+/// Bytes the VM can still take (heap and charges), for native code that
+/// builds a result outside the heap before handing it over.
+pub fn room(lua: &Lua) -> usize {
+    let Some(memory) = lua.app_data_ref::<Rc<ScriptMemory>>().map(|m| m.clone()) else {
+        return 0;
+    };
+    memory
+        .limit
+        .saturating_sub(lua.used_memory())
+        .saturating_sub(memory.outside.get())
 }

@@ -89,14 +89,37 @@ impl UserData for LuaRegex {
             Ok(Value::Table(t))
         });
 
-        // Replaces every match; `$1` / `${name}` refer to groups.
+        // Replaces every match; `$1` / `${name}` refer to groups. The
+        // result is built in Rust, so it stops at the room left in the
+        // VM's memory limit (a 1 MiB text with a 1 MiB replacement per
+        // character would be a terabyte).
         methods.add_method(
             "replace",
-            |_, re, (text, with): (mlua::LuaString, mlua::LuaString)| {
-                Ok(re
-                    .re
-                    .replace_all(&text.to_str()?, with.to_str()?.as_ref())
-                    .into_owned())
+            |lua, re, (text, with): (mlua::LuaString, mlua::LuaString)| {
+                let text = text.to_str()?;
+                let with = with.to_str()?;
+                let room = memory::room(lua);
+                let too_big = || {
+                    mlua::Error::MemoryError(format!(
+                        "re:replace: a result of more than {room} bytes (the room left in the limit)"
+                    ))
+                };
+                let mut out = String::new();
+                let mut last = 0;
+                for caps in re.re.captures_iter(&text) {
+                    let Some(m) = caps.get(0) else { continue };
+                    out.push_str(&text[last..m.start()]);
+                    caps.expand(&with, &mut out);
+                    last = m.end();
+                    if out.len() > room {
+                        return Err(too_big());
+                    }
+                }
+                out.push_str(&text[last..]);
+                if out.len() > room {
+                    return Err(too_big());
+                }
+                lua.create_string(out)
             },
         );
     }
