@@ -25,6 +25,9 @@ pub const BEAT: Duration = Duration::from_millis(100);
 const TICK: Duration = Duration::from_millis(100);
 /// A worker whose heartbeat has not moved for this long is stuck.
 pub const STUCK_AFTER: Duration = Duration::from_secs(1);
+/// A watchdog tick this late means the watchdog was not running either
+/// (suspend, CPU starvation): what it saw before proves nothing.
+const MISSED: Duration = Duration::from_millis(500);
 
 /// What a worker is doing, packed into one `u64` so the hot path writes
 /// it with a single store: 4 bits of [`Doing`], 20 bits of place (an index
@@ -297,12 +300,21 @@ impl Watchdog {
     fn run(&self) {
         // Per worker: the last heartbeat seen and since when.
         let mut seen: HashMap<usize, (u64, Instant)> = HashMap::new();
+        let mut last_tick = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             std::thread::sleep(TICK);
             if self.stop.load(Ordering::Acquire) {
                 return;
             }
             let now = Instant::now();
+            if now - last_tick > MISSED {
+                // The watchdog itself did not run (the machine was
+                // suspended or starved of CPU): it cannot tell a stuck
+                // worker from one that was not scheduled either. Start
+                // the count again.
+                seen.clear();
+            }
+            last_tick = now;
             let pulses = self
                 .pulses
                 .lock()
