@@ -124,7 +124,7 @@ impl Gate {
             return; // another worker is saying it
         }
         tracing::warn!(
-            "{}: max_connections {} reached; new connections wait in the kernel's accept queue (reached {reached} times so far)",
+            "{}: max_connections {} reached; new connections wait in the kernel's accept queue (times reached so far: {reached})",
             self.what,
             self.max.load(Ordering::Relaxed),
         );

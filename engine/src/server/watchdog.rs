@@ -355,7 +355,7 @@ impl Watchdog {
         let closed = p.close_sockets();
         tracing::error!(
             worker = p.index,
-            "worker {} is stuck: {} has not returned for {:.1}s; its listening sockets are closed ({closed}), a new worker takes its place",
+            "worker {} is stuck: {} has not returned for {:.1}s; its listening sockets leave the rotation ({closed} shut) and a new worker takes its place",
             p.index,
             p.describe(what),
             silent.as_secs_f64(),

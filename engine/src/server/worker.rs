@@ -197,7 +197,7 @@ pub fn run(
 /// listeners it adds start accepting, listeners it drops stop.
 async fn commit(
     worker: &Rc<Worker>,
-    pulse: &Pulse,
+    pulse: &Arc<Pulse>,
     http: &Rc<Http>,
     loops: &mut AcceptLoops,
     script: Rc<WorkerScript>,
@@ -238,7 +238,7 @@ async fn commit(
 
 fn start_listeners(
     worker: &Rc<Worker>,
-    pulse: &Pulse,
+    pulse: &Arc<Pulse>,
     http: &Rc<Http>,
     loops: &mut AcceptLoops,
     sockets: Vec<Bound>,
@@ -258,6 +258,10 @@ fn start_listeners(
             bound.key.name.clone(),
             http.clone(),
             gate,
+            Registered {
+                pulse: pulse.clone(),
+                fd,
+            },
         ));
         if let Some((old, old_fd)) = loops.insert(bound.key, (task, fd)) {
             pulse.remove_socket(old_fd);
@@ -291,13 +295,29 @@ fn canonical_addr(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(crate::proxy::forward::canonical_ip(addr.ip()), addr.port())
 }
 
+/// A listening socket known to the watchdog; unregistered when its accept
+/// loop ends, before the socket closes (the loop's locals drop before its
+/// arguments), so the watchdog never shuts a reused descriptor.
+struct Registered {
+    pulse: Arc<Pulse>,
+    fd: RawFd,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.pulse.remove_socket(self.fd);
+    }
+}
+
 async fn accept_loop(
     worker: Rc<Worker>,
     listener: AsyncFd<std::net::TcpListener>,
     name: Arc<str>,
     http: Rc<Http>,
     gate: Arc<Gate>,
+    registered: Registered,
 ) {
+    let _registered = registered;
     let process = caps().process.clone();
     loop {
         // A connection is waiting; take its slot before accepting it: at
