@@ -228,3 +228,34 @@ fn a_bad_max_connections_is_refused_with_its_line() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--max-connections"), "{err}");
 }
+
+#[test]
+fn a_process_cap_beyond_the_descriptor_limit_is_refused() {
+    let a = origin("A");
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(
+        dir.path(),
+        "policy.lua",
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{}" }} }} }},
+}}"#,
+            a.addr
+        ),
+    );
+    // Linux caps RLIMIT_NOFILE at fs.nr_open (2^20 by default, at most
+    // 2^30): 10^15 connections never fit.
+    let (code, _, err) = pocket_cmd(&[
+        "run",
+        path.to_str().unwrap(),
+        "--max-connections",
+        "1000000000000000",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("refusing to start: --max-connections 1000000000000000 needs about")
+            && err.contains("but the limit is"),
+        "{err}"
+    );
+}

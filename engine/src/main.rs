@@ -230,7 +230,7 @@ fn options(
         Some(n) if n as usize <= fits => n as usize,
         Some(n) => anyhow::bail!(
             "--max-connections {n} needs about {} file descriptors (two a connection and {reserved} kept back), but the limit is {fds}; raise the hard limit (ulimit -Hn, LimitNOFILE= in systemd) or lower --max-connections to {fits} or less",
-            2 * n + reserved
+            n.saturating_mul(2).saturating_add(reserved)
         ),
     };
     tracing::debug!(

@@ -122,6 +122,15 @@ pub struct Pulse {
     places: Arc<Places>,
 }
 
+/// Workers found stuck since the process started (for `pocket status`
+/// and, later, metrics).
+static STUCK_TOTAL: AtomicU64 = AtomicU64::new(0);
+
+/// How many workers the watchdog has found stuck since start.
+pub fn stuck_total() -> u64 {
+    STUCK_TOTAL.load(Ordering::Relaxed)
+}
+
 /// Failure lab fault `hang_worker`: the next hook call on any worker
 /// hangs until the process ends. Set only by SIGUSR2 under `pocket run
 /// --lab-faults`.
@@ -352,6 +361,7 @@ impl Watchdog {
 
     fn abandon(&self, p: &Pulse, silent: Duration, what: u64) {
         p.abandoned.store(true, Ordering::Release);
+        STUCK_TOTAL.fetch_add(1, Ordering::Relaxed);
         let closed = p.close_sockets();
         tracing::error!(
             worker = p.index,
