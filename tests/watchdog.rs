@@ -21,14 +21,15 @@ use common::*;
 
 const GRACE: Duration = Duration::from_secs(2);
 
-/// The hook is defined on line 4: the log must say so.
+/// The hook is defined on line 4: the log must say so. It answers with
+/// the request id (`WORKER-SEQ`), so a client knows which worker served it.
 fn policy(origin: SocketAddr) -> String {
     format!(
         r#"return {{
   listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
   pools = {{ app = {{ servers = {{ "{origin}" }} }} }},
   on_request = function(req)
-    req:set_header("x-seen", "yes")
+    return pocket.respond(200, req.id)
   end,
 }}"#
     )
@@ -80,17 +81,73 @@ fn get(addr: SocketAddr, wait: Duration) -> Option<u16> {
     text.split(' ').nth(1)?.parse().ok()
 }
 
-/// Makes one worker hang: arms the lab fault and sends the request whose
-/// hook call hangs (from a thread: it is never answered).
-fn hang_a_worker(p: &Pocket, addr: SocketAddr) {
+/// One request on a kept-alive connection: (status, body), or None.
+fn get_on(s: &mut TcpStream) -> Option<(u16, String)> {
+    s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n").ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let end = loop {
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    while got.len() < end + len {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    Some((
+        status,
+        String::from_utf8_lossy(&got[end..end + len]).into_owned(),
+    ))
+}
+
+/// The worker a `WORKER-SEQ` request id names.
+fn worker_of(id: &str) -> usize {
+    id.split('-').next().and_then(|w| w.parse().ok()).unwrap()
+}
+
+/// SIGUSR2 to Pocket (run with --lab-faults): arms the hang, or releases
+/// the worker hanging in it.
+fn usr2(p: &Pocket) {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(p.pid() as i32, libc::SIGUSR2) };
-    p.log.wait_for(&["lab fault hang_worker armed"]);
-    std::thread::spawn(move || get(addr, Duration::from_secs(120)));
+}
+
+/// Makes one worker hang: arms the lab fault and sends the request whose
+/// hook call hangs (from a thread: it is answered only if the worker is
+/// released). Returns that worker's index and the request's outcome.
+fn hang_a_worker(p: &Pocket, addr: SocketAddr) -> (usize, std::thread::JoinHandle<Option<u16>>) {
+    let from = p.log.lines().len();
+    usr2(p);
+    p.log.wait_for_after(from, &["lab fault hang_worker armed"]);
+    let hung = std::thread::spawn(move || get(addr, Duration::from_secs(120)));
     let line = p
         .log
         .wait_for(&["lab fault hang_worker: worker", "hangs in on_request"]);
     eprintln!("{line}");
+    let worker = line
+        .split("worker ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|w| w.parse().ok())
+        .unwrap();
+    (worker, hung)
 }
 
 /// Sends SIGTERM and returns how long the process took to end.
@@ -127,11 +184,38 @@ fn a_stuck_worker_is_named_replaced_and_the_rest_goes_on() {
     let a = origin("A");
     let mut p = start(&policy(a.addr));
     let addr = p.addr("web");
-    for _ in 0..4 {
-        assert_eq!(get(addr, DEADLINE), Some(200));
+    // Kept-alive clients, each served once: now we know their worker.
+    let mut clients: Vec<(TcpStream, usize)> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(DEADLINE)).unwrap();
+            let (status, id) = get_on(&mut s).expect("an answer");
+            assert_eq!(status, 200);
+            (s, worker_of(&id))
+        })
+        .collect();
+
+    let (stuck_worker, hung) = hang_a_worker(&p, addr);
+    // Meanwhile (the watchdog has not even noticed yet), the clients of
+    // the other worker lose nothing.
+    let others: Vec<_> = clients
+        .drain(..)
+        .filter(|(_, w)| *w != stuck_worker)
+        .map(|(mut s, w)| {
+            std::thread::spawn(move || {
+                (0..50)
+                    .filter(|_| match get_on(&mut s) {
+                        Some((200, id)) => worker_of(&id) != w,
+                        _ => true,
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    for t in others {
+        assert_eq!(t.join().unwrap(), 0, "a live worker's client lost requests");
     }
 
-    hang_a_worker(&p, addr);
     let stuck = p.log.wait_for(&[
         "is stuck: on_request (",
         "policy.lua:4) for request ",
@@ -155,6 +239,16 @@ fn a_stuck_worker_is_named_replaced_and_the_rest_goes_on() {
     assert!(status.contains("workers: 2\n"), "{status}");
     assert!(status.contains("workers_replaced: 1\n"), "{status}");
     assert_eq!(get(addr, DEADLINE), Some(200));
+
+    // The stuck worker comes back: its request is answered, then it ends.
+    usr2(&p);
+    p.log
+        .wait_for(&["lab fault hang_worker released: the hanging worker comes back"]);
+    assert_eq!(hung.join().unwrap(), Some(200));
+    p.log.wait_for(&[
+        &format!("worker {stuck_worker}, replaced while stuck, came back"),
+        "has ended",
+    ]);
 
     assert_ended_in_time(stop(&mut p));
 }

@@ -46,7 +46,7 @@ enum Command {
         max_connections: Option<u64>,
         /// For the failure lab and tests only: SIGUSR2 makes the next hook
         /// call hang its worker (the lab's `hang_worker` fault), to
-        /// exercise the watchdog.
+        /// exercise the watchdog; another SIGUSR2 lets it come back.
         #[arg(long)]
         lab_faults: bool,
     },

@@ -398,8 +398,8 @@ fn stop_signals(
                         _ = term.recv() => break,
                         _ = int.recv() => break,
                         Some(()) = async { match usr2.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
-                            crate::server::watchdog::lab_hang_next_hook();
-                            tracing::warn!("lab fault hang_worker armed: the next hook call hangs its worker");
+                            let did = crate::server::watchdog::lab_hang_signal();
+                            tracing::warn!("lab fault hang_worker {did}");
                         }
                     }
                 }

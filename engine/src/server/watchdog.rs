@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -132,13 +132,30 @@ pub fn stuck_total() -> u64 {
 }
 
 /// Failure lab fault `hang_worker`: the next hook call on any worker
-/// hangs until the process ends. Set only by SIGUSR2 under `pocket run
-/// --lab-faults`.
-static LAB_HANG: AtomicBool = AtomicBool::new(false);
+/// hangs until released or the process ends. Driven only by SIGUSR2
+/// under `pocket run --lab-faults`.
+static LAB_HANG: AtomicU8 = AtomicU8::new(LAB_IDLE);
+const LAB_IDLE: u8 = 0;
+const LAB_ARMED: u8 = 1;
+const LAB_HANGING: u8 = 2;
+/// The thread hanging in the fault, to wake when it is released.
+static LAB_HUNG: Mutex<Option<std::thread::Thread>> = Mutex::new(None);
 
-/// Arms the `hang_worker` lab fault (see `pocket run --lab-faults`).
-pub fn lab_hang_next_hook() {
-    LAB_HANG.store(true, Ordering::Release);
+/// SIGUSR2 under `pocket run --lab-faults`: releases the worker hanging in
+/// the `hang_worker` fault if there is one (it comes back), else arms
+/// the fault for the next hook call. Returns what it did.
+pub fn lab_hang_signal() -> &'static str {
+    if LAB_HANG
+        .compare_exchange(LAB_HANGING, LAB_IDLE, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        if let Some(t) = LAB_HUNG.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            t.unpark();
+        }
+        return "released: the hanging worker comes back";
+    }
+    LAB_HANG.store(LAB_ARMED, Ordering::Release);
+    "armed: the next hook call hangs its worker"
 }
 
 impl Pulse {
@@ -171,7 +188,7 @@ impl Pulse {
             | ((place as u64 & ((1 << PLACE_BITS) - 1)) << SEQ_BITS)
             | (seq & ((1 << SEQ_BITS) - 1));
         self.what.store(packed, Ordering::Relaxed);
-        if LAB_HANG.load(Ordering::Relaxed) {
+        if LAB_HANG.load(Ordering::Relaxed) == LAB_ARMED {
             self.lab_hang();
         }
     }
@@ -184,16 +201,27 @@ impl Pulse {
 
     #[cold]
     fn lab_hang(&self) {
-        if LAB_HANG.swap(false, Ordering::AcqRel) {
-            tracing::warn!(
-                "lab fault hang_worker: worker {} hangs in {}",
-                self.index,
-                self.describe(self.what.load(Ordering::Relaxed))
-            );
-            loop {
-                std::thread::park();
-            }
+        if LAB_HANG
+            .compare_exchange(LAB_ARMED, LAB_HANGING, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return; // another worker took it
         }
+        let what = self.describe(self.what.load(Ordering::Relaxed));
+        tracing::warn!(
+            "lab fault hang_worker: worker {} hangs in {what}",
+            self.index
+        );
+        // Known before the state is looked at, so a release in between
+        // is not missed.
+        *LAB_HUNG.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
+        while LAB_HANG.load(Ordering::Acquire) == LAB_HANGING {
+            std::thread::park();
+        }
+        tracing::warn!(
+            "lab fault hang_worker: worker {} released from {what}",
+            self.index
+        );
     }
 
     pub fn is_abandoned(&self) -> bool {

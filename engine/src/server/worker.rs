@@ -144,6 +144,7 @@ pub fn run(
         drain: Rc::new(Drain::default()),
     });
     let local = tokio::task::LocalSet::new();
+    let watched = pulse.clone();
     local.block_on(&runtime, async move {
         let beating = pulse.clone();
         tokio::task::spawn_local(async move {
@@ -191,6 +192,11 @@ pub fn run(
             }
         }
     });
+    if watched.is_abandoned() {
+        tracing::warn!(
+            "worker {index}, replaced while stuck, came back: its connections have finished and it has ended"
+        );
+    }
 }
 
 /// Switches to a prepared policy: new requests run on it from now on;
