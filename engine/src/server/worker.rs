@@ -250,10 +250,11 @@ fn start_listeners(
     sockets: Vec<Bound>,
 ) -> Result<(), String> {
     for bound in sockets {
-        // SAFETY: a std TcpListener owns its descriptor, which stays open
-        // and the same until the AsyncFd (which owns the listener) drops.
+        // SAFETY: the socket owns its descriptor, which stays open and
+        // the same until the AsyncFd (which owns the socket) drops.
+        let socket = socket2::Socket::from(bound.socket);
         let listener =
-            unsafe { AsyncFd::register_with_interest(bound.socket, tokio::io::Interest::READABLE) }
+            unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE) }
                 .map_err(|e| format!("listener {}: {e}", bound.key.name))?;
         let fd = listener.as_raw_fd();
         pulse.add_socket(fd);
@@ -317,7 +318,7 @@ impl Drop for Registered {
 
 async fn accept_loop(
     worker: Rc<Worker>,
-    listener: AsyncFd<std::net::TcpListener>,
+    listener: AsyncFd<socket2::Socket>,
     name: Arc<str>,
     http: Rc<Http>,
     gate: Arc<Gate>,
@@ -338,10 +339,15 @@ async fn accept_loop(
             }
         };
         let slot = take_slot(&gate, &process).await;
-        let accepted = match ready.try_io(|l| l.get_ref().accept()) {
+        // accept4 with SOCK_NONBLOCK, as tokio's own accept: no extra
+        // syscall to make the socket non-blocking.
+        let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        let accepted = match ready.try_io(|l| l.get_ref().accept4(flags)) {
             Ok(result) => result.and_then(|(s, peer)| {
-                s.set_nonblocking(true)?;
-                Ok((TcpStream::from_std(s)?, peer))
+                let peer = peer.as_socket().ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "not an IP peer")
+                })?;
+                Ok((TcpStream::from_std(std::net::TcpStream::from(s))?, peer))
             }),
             Err(_would_block) => continue,
         };
