@@ -255,12 +255,19 @@ impl Running {
             &self.watchdog,
         )
         .map_err(|e| format!("cannot start a worker: {e}"))?;
-        let ready = ready_rx.recv_timeout(PREPARE_TIMEOUT + self.limits.load_budget);
-        self.workers.push(slot);
-        match ready {
-            Ok(Ok(())) => Ok(new_index),
+        match ready_rx.recv_timeout(PREPARE_TIMEOUT + self.limits.load_budget) {
+            Ok(Ok(())) => {
+                self.workers.push(slot);
+                Ok(new_index)
+            }
+            // Its thread has ended: not one of the fleet.
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!("worker {new_index} did not start in time")),
+            Err(_) => {
+                // Still loading: it joins the fleet, and the watchdog
+                // watches it like any other.
+                self.workers.push(slot);
+                Err(format!("worker {new_index} did not start in time"))
+            }
         }
     }
 
