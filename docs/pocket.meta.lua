@@ -37,6 +37,7 @@
 ---@field mode? "http" Only "http" in this version.
 ---@field keepalive? string|number How long an idle keep-alive client connection stays open, HTTP/1 or HTTP/2 (default "75s").
 ---@field timeouts? pocket.ClientTimeouts The client side's timeouts.
+---@field max_connections? integer At most this many client connections open at once on this listener, over all workers (at least 1); at the cap new connections wait in the kernel's accept queue.
 
 ---@class pocket.ClientTimeouts
 ---@field head? pocket.Duration A request head must arrive whole within this (a new connection: from the accept; HTTP/2: its first stream) (default "30s").

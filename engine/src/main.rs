@@ -38,6 +38,17 @@ enum Command {
         /// Do not watch the policy's folder (reload on SIGHUP only).
         #[arg(long)]
         no_watch: bool,
+        /// At most this many client connections open at once over the
+        /// whole process (HAProxy's global maxconn); at the cap Pocket stops
+        /// accepting and new ones wait in the kernel's accept queue.
+        /// Default: half the file descriptor limit, less a reserve.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        max_connections: Option<u64>,
+        /// For the failure lab and tests only: SIGUSR2 makes the next hook
+        /// call hang its worker (the lab's `hang_worker` fault), to
+        /// exercise the watchdog; another SIGUSR2 lets it come back.
+        #[arg(long)]
+        lab_faults: bool,
     },
     /// Ask the Pocket serving POLICY to reload it now (like SIGHUP); wait
     /// for the result and exit 1 if the new policy was refused.
@@ -127,7 +138,18 @@ fn main() -> ExitCode {
             workers,
             grace,
             no_watch,
-        } => run(&policy, workers, grace, !no_watch),
+            max_connections,
+            lab_faults,
+        } => run(
+            &policy,
+            RunFlags {
+                workers,
+                grace,
+                watch: !no_watch,
+                max_connections,
+                lab_faults,
+            },
+        ),
         Command::Reload { policy } => return reload(&policy),
         Command::Test { policies } => return test(&policies),
         Command::Lab {
@@ -177,12 +199,45 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn options(workers: Option<usize>) -> RunOptions {
+/// What `pocket run` was told on its command line.
+struct RunFlags {
+    workers: Option<usize>,
+    grace: Duration,
+    watch: bool,
+    max_connections: Option<u64>,
+    lab_faults: bool,
+}
+
+/// The run options for `policy`: the worker count, and the process's
+/// connection cap checked against the file descriptor limit (raised to
+/// the hard limit first, as HAProxy does). Each proxied connection needs
+/// two descriptors, the client's and the server's.
+fn options(
+    workers: Option<usize>,
+    max_connections: Option<u64>,
+    policy: &pocket::config::Policy,
+) -> anyhow::Result<RunOptions> {
+    use pocket::server::maxconn;
     let mut opts = RunOptions::default();
     if let Some(n) = workers {
         opts.workers = n.max(1);
     }
-    opts
+    let fds = maxconn::raise_fd_limit();
+    let reserved = maxconn::reserved_fds(opts.workers, policy.listeners.len());
+    let fits = maxconn::default_max_connections(fds, reserved);
+    opts.max_connections = match max_connections {
+        None => fits,
+        Some(n) if n as usize <= fits => n as usize,
+        Some(n) => anyhow::bail!(
+            "--max-connections {n} needs about {} file descriptors (two a connection and {reserved} kept back), but the limit is {fds}; raise the hard limit (ulimit -Hn, LimitNOFILE= in systemd) or lower --max-connections to {fits} or less",
+            n.saturating_mul(2).saturating_add(reserved)
+        ),
+    };
+    tracing::debug!(
+        "file descriptor limit {fds}; max_connections {} for the process",
+        opts.max_connections
+    );
+    Ok(opts)
 }
 
 fn parse_grace(text: &str) -> Result<Duration, String> {
@@ -193,12 +248,13 @@ fn serve(
     policy: pocket::config::Policy,
     (registry, events): Registry,
     opts: &RunOptions,
-    grace: Duration,
-    watch: bool,
+    flags: &RunFlags,
 ) -> anyhow::Result<()> {
     let path = policy.path.clone();
     let running = server::start(Arc::new(policy), opts)?;
-    Supervisor::new(path, registry, events, running, watch).run(grace)
+    Supervisor::new(path, registry, events, running, flags.watch)
+        .with_lab_faults(flags.lab_faults)
+        .run(flags.grace)
 }
 
 type Registry = (Arc<StateRegistry>, UnboundedReceiver<HealthEvent>);
@@ -212,11 +268,13 @@ fn registry() -> Registry {
     (registry, rx)
 }
 
-fn run(path: &Path, workers: Option<usize>, grace: Duration, watch: bool) -> anyhow::Result<()> {
+fn run(path: &Path, flags: RunFlags) -> anyhow::Result<()> {
     let registry = registry();
     let policy =
         load_policy(path, &registry.0).map_err(|e| anyhow::anyhow!("refusing to start:\n{e}"))?;
-    serve(policy, registry, &options(workers), grace, watch)
+    let opts = options(flags.workers, flags.max_connections, &policy)
+        .map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?;
+    serve(policy, registry, &opts, &flags)
 }
 
 fn demo(workers: Option<usize>) -> anyhow::Result<()> {
@@ -225,13 +283,15 @@ fn demo(workers: Option<usize>) -> anyhow::Result<()> {
     let policy = pocket::demo::demo_policy(&registry.0)?;
     let watch = policy.path.exists();
     println!("{}", pocket::demo::WELCOME);
-    serve(
-        policy,
-        registry,
-        &options(workers),
-        Duration::from_secs(5),
+    let opts = options(workers, None, &policy)?;
+    let flags = RunFlags {
+        workers,
+        grace: Duration::from_secs(5),
         watch,
-    )
+        max_connections: None,
+        lab_faults: false,
+    };
+    serve(policy, registry, &opts, &flags)
 }
 
 fn lab(scenario: &Path, opts: pocket::lab::LabOptions) -> ExitCode {

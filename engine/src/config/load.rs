@@ -38,7 +38,15 @@ const POOL_KEYS: &[&str] = &[
     "rehash",
     "bypass",
 ];
-const LISTENER_KEYS: &[&str] = &["name", "bind", "pool", "mode", "keepalive", "timeouts"];
+const LISTENER_KEYS: &[&str] = &[
+    "name",
+    "bind",
+    "pool",
+    "mode",
+    "keepalive",
+    "timeouts",
+    "max_connections",
+];
 const LISTENER_TIMEOUT_KEYS: &[&str] = &["head", "body", "send"];
 const SERVER_KEYS: &[&str] = &["addr", "weight", "backup"];
 const MAX_WEIGHT: i64 = 256;
@@ -138,6 +146,36 @@ impl Checker<'_> {
             ),
             Ok(d) => *slot = d,
             Err(msg) => self.error(&[&format!("{key} =")], format!("{prefix}{key}: {msg}")),
+        }
+    }
+
+    /// A listener's `max_connections`: a whole number of at least 1, or
+    /// absent. Errors say `{prefix}max_connections ...`.
+    fn max_connections(&mut self, t: &Table, prefix: &str) -> Option<usize> {
+        let value = t.get::<Value>("max_connections").unwrap_or(Value::Nil);
+        let n = match value {
+            Value::Nil => return None,
+            Value::Integer(n) => Some(n),
+            Value::Number(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Some(f as i64),
+            _ => None,
+        };
+        match n {
+            Some(n) if n >= 1 => Some(n as usize),
+            _ => {
+                self.error(
+                    &["max_connections ="],
+                    format!(
+                        "{prefix}max_connections must be a whole number of at least 1, not {}",
+                        match &value {
+                            Value::Integer(n) => n.to_string(),
+                            Value::Number(f) => f.to_string(),
+                            Value::String(s) => format!("\"{}\"", s.to_string_lossy()),
+                            other => format!("a {}", other.type_name()),
+                        }
+                    ),
+                );
+                None
+            }
         }
     }
 
@@ -366,6 +404,7 @@ impl Checker<'_> {
                     format!("{here}: timeouts must be a table like {{ head = \"10s\" }}"),
                 ),
             }
+            let max_connections = self.max_connections(&t, &top);
             if let Some(bind) = bind {
                 if let Some(other) = out.iter().find(|l| l.bind == bind && bind.port() != 0) {
                     self.error(
@@ -381,6 +420,7 @@ impl Checker<'_> {
                     bind,
                     default_pool,
                     timeouts,
+                    max_connections,
                 });
             }
         }

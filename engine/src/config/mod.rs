@@ -95,6 +95,12 @@ pub struct ListenerSpec {
     pub default_pool: Option<usize>,
     /// The client side's timeouts, one per phase of a connection.
     pub timeouts: ClientTimeouts,
+    /// At most this many client connections open at once on this listener,
+    /// over all workers (HAProxy's frontend `maxconn`); None: only the
+    /// process's cap (`pocket run --max-connections`) applies. At the cap
+    /// Pocket stops accepting and new connections wait in the kernel's
+    /// accept queue.
+    pub max_connections: Option<usize>,
 }
 
 /// The client side's timeouts. Each one watches one phase of a connection

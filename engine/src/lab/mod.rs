@@ -81,6 +81,7 @@ fn start_balancer(
             &workers.to_string(),
             "--grace",
             "2s",
+            "--lab-faults",
         ])
         .env("POCKET_LOG", "info")
         .stdout(Stdio::null())
@@ -108,6 +109,8 @@ fn start_balancer(
                 push(&events, start, "health", body);
             } else if line.contains("is live") || line.contains("refused, generation") {
                 push(&events, start, "reload", body);
+            } else if line.contains(" is stuck: ") || line.contains("in place of stuck worker") {
+                push(&events, start, "watchdog", body);
             } else if line.contains("pocket ready") {
                 if let Some(r) = ready.take() {
                     let _ = r.send(Ok(()));
@@ -427,6 +430,15 @@ fn apply(
                 )?);
                 Ok(())
             }
+            FaultKind::HangWorker => {
+                let Some(b) = balancer.as_ref() else {
+                    return Err("the balancer is not running".into());
+                };
+                // SAFETY: kill(2) on our own child's pid; it runs with
+                // --lab-faults, so SIGUSR2 arms the fault.
+                unsafe { libc::kill(b.child.id() as i32, libc::SIGUSR2) };
+                Ok(())
+            }
             _ => Err("not a balancer fault".into()),
         };
     };
@@ -482,7 +494,9 @@ fn apply(
                 h.set_fail_status(None);
             }
         }
-        FaultKind::Reload(_) | FaultKind::RestartBalancer => return Err("a balancer fault".into()),
+        FaultKind::Reload(_) | FaultKind::RestartBalancer | FaultKind::HangWorker => {
+            return Err("a balancer fault".into())
+        }
     }
     Ok(())
 }

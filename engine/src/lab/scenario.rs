@@ -50,6 +50,11 @@ pub enum FaultKind {
     Reload(String),
     /// Balancer: stop Pocket and start it again on the same port.
     RestartBalancer,
+    /// Balancer: the next hook call hangs its worker for good (Pocket runs
+    /// with `--lab-faults`; the lab sends SIGUSR2). What a script or
+    /// native call that escaped its time budget would do; the watchdog
+    /// must notice and replace the worker.
+    HangWorker,
 }
 
 #[derive(Debug, Clone)]
@@ -394,6 +399,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                 },
                 ("lie", false) => FaultKind::Lie(f.get::<u16>("status").unwrap_or(500)),
                 ("heal", false) => FaultKind::Heal,
+                ("hang_worker", true) => FaultKind::HangWorker,
                 ("reload", true) => {
                     let name: String = f.get("policy").unwrap_or_default();
                     if !policies.contains_key(&name) {
@@ -406,7 +412,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                     errs.add(
                         &[&here],
                         format!(
-                            "unknown fault \"{other}\" for {} (servers: kill, restart, refuse, blackhole, cut, reset_after_headers, slow, flap, lie, heal; balancer: reload, restart)",
+                            "unknown fault \"{other}\" for {} (servers: kill, restart, refuse, blackhole, cut, reset_after_headers, slow, flap, lie, heal; balancer: reload, restart, hang_worker)",
                             if balancer { "the balancer" } else { "a server" }
                         ),
                     );

@@ -13,14 +13,31 @@ pub struct Status {
     pub reloads_ok: u64,
     pub reloads_failed: u64,
     pub last_error: String,
+    /// Workers the watchdog found stuck and replaced.
+    pub workers_replaced: usize,
+    /// Client connections open now over the whole process, the process
+    /// cap, and how many times an accept loop paused at it.
+    pub connections: usize,
+    pub max_connections: usize,
+    pub max_connections_reached: u64,
+    /// Per listener: `NAME: open N, max_connections M|none, reached K`.
+    pub listeners: Vec<String>,
 }
 
 impl Status {
     pub fn render(&self) -> String {
-        format!(
+        let mut text = format!(
             "pid: {}\npolicy: {}\ngeneration: {}\nworkers: {}\nreloads_ok: {}\nreloads_failed: {}\nlast_error: {}\n",
             self.pid, self.policy, self.generation, self.workers, self.reloads_ok, self.reloads_failed, self.last_error
-        )
+        );
+        text.push_str(&format!(
+            "workers_replaced: {}\nconnections: {}\nmax_connections: {}\nmax_connections_reached: {}\n",
+            self.workers_replaced, self.connections, self.max_connections, self.max_connections_reached
+        ));
+        for l in &self.listeners {
+            text.push_str(&format!("listener {l}\n"));
+        }
+        text
     }
 
     /// Reads one `key: value` field of a rendered status.

@@ -31,6 +31,11 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
 /// How often passive cool-downs are looked at.
 const COOLDOWN_TICK: Duration = Duration::from_millis(250);
+/// How often the status file's connection counts are brought up to date.
+const STATUS_TICK: Duration = Duration::from_secs(1);
+/// SIGTERM ends the process within the grace period and this, whatever a
+/// stuck worker does.
+const EXIT_MARGIN: Duration = Duration::from_millis(900);
 
 pub struct Supervisor {
     path: PathBuf,
@@ -44,6 +49,9 @@ pub struct Supervisor {
     status: Status,
     files: RunFiles,
     watch: bool,
+    /// `pocket run --lab-faults`: SIGUSR2 arms the lab's `hang_worker`.
+    lab_faults: bool,
+    grace: Duration,
 }
 
 impl Supervisor {
@@ -75,7 +83,16 @@ impl Supervisor {
             status,
             files,
             watch,
+            lab_faults: false,
+            grace: Duration::from_secs(30),
         }
+    }
+
+    /// Honour the failure lab's balancer faults (SIGUSR2: the next hook
+    /// call hangs its worker). For `pocket lab` and tests only.
+    pub fn with_lab_faults(mut self, on: bool) -> Supervisor {
+        self.lab_faults = on;
+        self
     }
 
     /// Serves until SIGTERM or SIGINT, reloading on file changes and
@@ -86,7 +103,9 @@ impl Supervisor {
             .build()?;
         // A LocalSet: scripted checks run in this thread's own Lua VM.
         let local = tokio::task::LocalSet::new();
-        let result = local.block_on(&rt, self.serve());
+        self.grace = grace;
+        let stop = stop_signals(grace, self.lab_faults)?;
+        let result = local.block_on(&rt, self.serve(stop));
         self.files.remove();
         result?;
         tracing::info!("draining: no new connections; open ones get up to {grace:?} to finish");
@@ -95,11 +114,17 @@ impl Supervisor {
         Ok(())
     }
 
-    async fn serve(&mut self) -> anyhow::Result<()> {
+    async fn serve(
+        &mut self,
+        mut stop: tokio::sync::mpsc::UnboundedReceiver<()>,
+    ) -> anyhow::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+        let mut stuck = self
+            .running
+            .stuck_workers()
+            .ok_or_else(|| anyhow::anyhow!("supervisor started twice"))?;
+        let mut status_tick = tokio::time::interval(STATUS_TICK);
         let (_watcher, mut changes) = if self.watch {
             let (w, rx) = watch::watch_folder_of(&self.path)?;
             (Some(w), Some(rx))
@@ -112,6 +137,7 @@ impl Supervisor {
             .ok_or_else(|| anyhow::anyhow!("supervisor started twice"))?;
         self.policy_changed();
         let mut cooldowns = tokio::time::interval(COOLDOWN_TICK);
+        self.refresh_counts();
         self.files.write(&self.status);
         for l in &self.running.policy().listeners {
             if let Some(addr) = self.running.addr_of(&l.name) {
@@ -142,10 +168,59 @@ impl Supervisor {
                 _ = hup.recv() => self.reload("SIGHUP"),
                 Some(event) = events.recv() => self.health_changed(event),
                 _ = cooldowns.tick() => self.end_cooldowns(),
-                _ = term.recv() => return Ok(()),
-                _ = int.recv() => return Ok(()),
+                Some(index) = stuck.recv() => self.replace_stuck(index),
+                _ = status_tick.tick() => {
+                    if self.refresh_counts() {
+                        self.files.write(&self.status);
+                    }
+                }
+                _ = stop.recv() => return Ok(()),
             }
         }
+    }
+
+    /// A worker the watchdog found stuck (it has logged what it was
+    /// doing): a new worker takes its place.
+    fn replace_stuck(&mut self, index: usize) {
+        match self.running.replace(index, self.grace) {
+            Ok(new) => tracing::warn!("worker {new} started in place of stuck worker {index}"),
+            Err(e) => tracing::error!("worker {index} is stuck and was not replaced: {e}"),
+        }
+        self.status.workers = self.running.workers();
+        self.status.workers_replaced = self.running.replaced();
+        self.files.write(&self.status);
+    }
+
+    /// Brings the status's connection counts up to date; true if they
+    /// changed.
+    fn refresh_counts(&mut self) -> bool {
+        let caps = crate::server::maxconn::caps();
+        let listeners: Vec<String> = caps
+            .listener_counts(self.running.policy())
+            .into_iter()
+            .map(|(name, open, max, reached)| {
+                let max = max.map_or_else(|| "none".to_string(), |m| m.to_string());
+                format!("{name}: open {open}, max_connections {max}, reached {reached}")
+            })
+            .collect();
+        let before = (
+            self.status.connections,
+            self.status.max_connections,
+            self.status.max_connections_reached,
+        );
+        let now = (
+            caps.process.open(),
+            caps.process.max().unwrap_or(usize::MAX),
+            caps.process.reached(),
+        );
+        let changed = before != now || listeners != self.status.listeners;
+        (
+            self.status.connections,
+            self.status.max_connections,
+            self.status.max_connections_reached,
+        ) = now;
+        self.status.listeners = listeners;
+        changed
     }
 
     /// Checks and the control VM follow the live policy.
@@ -267,6 +342,7 @@ impl Supervisor {
         };
         match outcome {
             Ok(()) => {
+                self.refresh_counts();
                 self.status.generation = self.generation;
                 self.status.reloads_ok += 1;
                 // Checks, on_health and on_check follow the new policy.
@@ -285,4 +361,56 @@ impl Supervisor {
         }
         self.files.write(&self.status);
     }
+}
+
+/// SIGTERM and SIGINT, watched on a thread of their own so that nothing
+/// the control thread is busy with (a reload, replacing a worker) can
+/// delay the exit: from the first one, the process ends within `grace`
+/// plus [`EXIT_MARGIN`] even if a worker never stops. With `lab_faults`,
+/// SIGUSR2 arms the failure lab's `hang_worker` fault.
+fn stop_signals(
+    grace: Duration,
+    lab_faults: bool,
+) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Registered here, before this returns, so no signal is missed.
+    let (mut term, mut int, mut usr2) = rt.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+            if lab_faults {
+                Some(signal(SignalKind::user_defined2())?)
+            } else {
+                None
+            },
+        ))
+    })?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("pocket-signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => break,
+                        _ = int.recv() => break,
+                        Some(()) = async { match usr2.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
+                            let did = crate::server::watchdog::lab_hang_signal();
+                            tracing::warn!("lab fault hang_worker {did}");
+                        }
+                    }
+                }
+                let _ = tx.send(());
+                tokio::time::sleep(grace + EXIT_MARGIN).await;
+            });
+            tracing::error!(
+                "still not stopped {:?} after the signal (grace {grace:?}): exiting now",
+                grace + EXIT_MARGIN
+            );
+            std::process::exit(0);
+        })?;
+    Ok(rx)
 }

@@ -13,6 +13,7 @@ use super::api::request::RequestView;
 use super::api::response::ResponseView;
 use super::{describe_lua_error, Limits, Vm};
 use crate::config::{line_of, Policy};
+use crate::server::watchdog::{Doing, Pulse};
 
 /// What `on_request` decided.
 pub enum Decision {
@@ -48,6 +49,33 @@ pub struct WorkerScript {
     bypasses: Vec<Option<Function>>,
     /// The table the script returned (for `pocket test`'s cases).
     root: Table,
+    /// On a worker: its pulse, stamped around each hook call so the
+    /// watchdog can say which call a stuck worker is in.
+    watch: Option<Watched>,
+}
+
+/// A worker's pulse and where each hook function is defined (indices into
+/// the watchdog's places, found once at load).
+struct Watched {
+    pulse: Arc<Pulse>,
+    on_connect: u32,
+    on_request: u32,
+    on_response: u32,
+    hash_keys: Vec<u32>,
+    balancers: Vec<u32>,
+    bypasses: Vec<u32>,
+}
+
+/// Clears the stamp when the call returns (or unwinds).
+struct Busy<'a>(Option<&'a Pulse>);
+
+impl Drop for Busy<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            p.leave();
+        }
+    }
 }
 
 impl WorkerScript {
@@ -106,7 +134,47 @@ impl WorkerScript {
             root,
             vm,
             policy,
+            watch: None,
         })
+    }
+
+    /// Stamps this worker's `pulse` around every hook call from now on.
+    /// Looks up where each hook function is defined (`path:line`, from
+    /// Lua's debug info): load-time work, so the call itself stores only
+    /// a number.
+    pub fn watch_with(&mut self, pulse: Arc<Pulse>) {
+        let places = pulse.places();
+        let place = |f: &Option<Function>| -> u32 {
+            let Some(f) = f else { return 0 };
+            let info = f.info();
+            places.index(format!(
+                "{}:{}",
+                info.short_src.unwrap_or_else(|| "?".into()),
+                info.line_defined.unwrap_or(0)
+            ))
+        };
+        let many = |fs: &[Option<Function>]| fs.iter().map(place).collect();
+        self.watch = Some(Watched {
+            on_connect: place(&self.on_connect),
+            on_request: place(&self.on_request),
+            on_response: place(&self.on_response),
+            hash_keys: many(&self.hash_keys),
+            balancers: many(&self.balancers),
+            bypasses: many(&self.bypasses),
+            pulse,
+        });
+    }
+
+    /// Stamps the pulse for a hook call (two relaxed stores in all).
+    #[inline]
+    fn busy(&self, doing: Doing, place: impl Fn(&Watched) -> u32, seq: u64) -> Busy<'_> {
+        match &self.watch {
+            Some(w) => {
+                w.pulse.enter(doing, place(w), seq);
+                Busy(Some(&w.pulse))
+            }
+            None => Busy(None),
+        }
     }
 
     /// The policy table as this VM built it.
@@ -134,6 +202,7 @@ impl WorkerScript {
         let Some(f) = &self.on_connect else {
             return Ok(None);
         };
+        let _busy = self.busy(Doing::OnConnect, |w| w.on_connect, 0);
         let lua = &self.vm.lua;
         lua.scope(|scope| {
             let ud = scope.create_userdata_ref_mut(conn)?;
@@ -150,6 +219,7 @@ impl WorkerScript {
         let Some(f) = &self.on_request else {
             return Ok(Decision::Default);
         };
+        let _busy = self.busy(Doing::OnRequest, |w| w.on_request, req.id.seq);
         let lua = &self.vm.lua;
         let out = lua.scope(|scope| {
             let ud = scope.create_userdata_ref_mut(req)?;
@@ -217,6 +287,8 @@ impl WorkerScript {
         let Some(Some(f)) = self.hash_keys.get(pool) else {
             return Ok(None);
         };
+        let at = |w: &Watched| w.hash_keys.get(pool).copied().unwrap_or(0);
+        let _busy = self.busy(Doing::HashKey, at, req.id.seq);
         self.vm
             .lua
             .scope(|scope| {
@@ -239,6 +311,8 @@ impl WorkerScript {
         let Some(Some(f)) = self.bypasses.get(pool) else {
             return Ok(None);
         };
+        let at = |w: &Watched| w.bypasses.get(pool).copied().unwrap_or(0);
+        let busy = self.busy(Doing::Bypass, at, req.id.seq);
         let go_around = self
             .vm
             .lua
@@ -248,6 +322,7 @@ impl WorkerScript {
                 Ok(!matches!(out, Value::Nil | Value::Boolean(false)))
             })
             .map_err(|e| self.failed("bypass", &e))?;
+        drop(busy);
         Ok(go_around
             .then(|| self.policy.pools[pool].fallback_pool())
             .flatten())
@@ -268,6 +343,8 @@ impl WorkerScript {
         if candidates.is_empty() {
             return Ok(None);
         }
+        let at = |w: &Watched| w.balancers.get(pool_index).copied().unwrap_or(0);
+        let _busy = self.busy(Doing::Balance, at, req.id.seq);
         let lua = &self.vm.lua;
         lua.scope(|scope| {
             let list = lua.create_table_with_capacity(candidates.len(), 0)?;
@@ -411,6 +488,7 @@ impl WorkerScript {
         let Some(f) = &self.on_response else {
             return Ok(());
         };
+        let _busy = self.busy(Doing::OnResponse, |w| w.on_response, req.id.seq);
         let lua = &self.vm.lua;
         lua.scope(|scope| {
             let r = scope.create_userdata_ref_mut(req)?;

@@ -76,3 +76,24 @@ pub fn bind_all<'a>(
     }
     Ok(per_worker)
 }
+
+/// Sockets for one more worker (one that takes a stuck worker's place):
+/// every listener in `specs`, bound to the address it really got (`addrs`,
+/// port 0 resolved) so the new socket joins the same reuseport group.
+pub fn bind_for_one<'a>(
+    specs: impl IntoIterator<Item = &'a ListenerSpec>,
+    addrs: &[(ListenerKey, SocketAddr)],
+) -> anyhow::Result<Vec<Bound>> {
+    let mut mine = Vec::new();
+    for spec in specs {
+        let key = ListenerKey::of(spec);
+        let addr = addrs
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(spec.bind, |(_, a)| *a);
+        let socket = bind_one(addr)
+            .with_context(|| format!("cannot listen on {addr} (listener \"{}\")", spec.name))?;
+        mine.push(Bound { key, addr, socket });
+    }
+    Ok(mine)
+}

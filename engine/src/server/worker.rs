@@ -4,18 +4,22 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::io::unix::AsyncFd;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
 use super::conn::{self, Http};
 use super::drain::Drain;
 use super::listener::{Bound, ListenerKey};
+use super::maxconn::{caps, take_slot, Gate};
+use super::watchdog::{Doing, Pulse, BEAT};
 use crate::config::{ClientTimeouts, Policy};
 use crate::proxy::upstream::Upstreams;
 use crate::proxy::{ConnCtx, RequestId};
@@ -24,18 +28,20 @@ use crate::script::{Limits, WorkerScript};
 
 /// What the control thread tells a worker.
 pub enum Control {
-    /// Build a VM for this policy and hold it, ready; answer on `reply`.
+    /// Build a VM for this policy and hold it, ready; answer on `reply`
+    /// with the worker's index.
     Prepare {
         generation: u64,
         policy: Arc<Policy>,
         sockets: Vec<Bound>,
-        reply: mpsc::Sender<Result<(), String>>,
+        reply: mpsc::Sender<(usize, Result<(), String>)>,
     },
     /// Every worker is prepared: switch to the held policy, then answer
-    /// (so "live" in the log means live on every worker).
+    /// with the worker's index (so "live" in the log means live on every
+    /// worker).
     Commit {
         generation: u64,
-        done: mpsc::Sender<()>,
+        done: mpsc::Sender<usize>,
     },
     /// Some worker failed: drop the held policy.
     Abort { generation: u64 },
@@ -70,18 +76,49 @@ impl Worker {
     }
 }
 
-/// The accept loops running on this worker, by listener.
-type AcceptLoops = HashMap<ListenerKey, JoinHandle<()>>;
+/// The accept loops running on this worker, by listener, with their
+/// listening socket's descriptor (known to the watchdog).
+type AcceptLoops = HashMap<ListenerKey, (JoinHandle<()>, RawFd)>;
+
+/// Marks the pulse ended when the worker thread ends, however it ends.
+struct Ended(Arc<Pulse>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.set_ended();
+    }
+}
+
+/// Builds this worker's VM for `policy`, stamped as loading `generation`
+/// (the watchdog allows the load budget for it).
+fn load(
+    pulse: &Arc<Pulse>,
+    policy: Arc<Policy>,
+    limits: Limits,
+    generation: u64,
+) -> Result<WorkerScript, String> {
+    let place = pulse.places().index(policy.path.display().to_string());
+    pulse.enter(Doing::Loading, place, generation);
+    let script = WorkerScript::new(policy, limits);
+    pulse.leave();
+    let mut script = script?;
+    script.watch_with(pulse.clone());
+    Ok(script)
+}
 
 /// The thread body of one worker.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     index: usize,
+    generation: u64,
     policy: Arc<Policy>,
     limits: Limits,
     sockets: Vec<Bound>,
     ready: mpsc::Sender<Result<(), String>>,
     mut control: UnboundedReceiver<Control>,
+    pulse: Arc<Pulse>,
 ) {
+    let _ended = Ended(pulse.clone());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -92,7 +129,7 @@ pub fn run(
             return;
         }
     };
-    let script = match WorkerScript::new(policy, limits) {
+    let script = match load(&pulse, policy, limits, generation) {
         Ok(s) => s,
         Err(e) => {
             let _ = ready.send(Err(format!("worker {index}: {e}")));
@@ -107,10 +144,19 @@ pub fn run(
         drain: Rc::new(Drain::default()),
     });
     let local = tokio::task::LocalSet::new();
+    let watched = pulse.clone();
     local.block_on(&runtime, async move {
+        let beating = pulse.clone();
+        tokio::task::spawn_local(async move {
+            let mut every = tokio::time::interval(BEAT);
+            loop {
+                every.tick().await;
+                beating.beat();
+            }
+        });
         let http = Rc::new(Http::new());
         let mut loops = AcceptLoops::new();
-        if let Err(e) = start_listeners(&worker, &http, &mut loops, sockets) {
+        if let Err(e) = start_listeners(&worker, &pulse, &http, &mut loops, sockets) {
             let _ = ready.send(Err(format!("worker {index}: {e}")));
             return;
         }
@@ -125,33 +171,39 @@ pub fn run(
                     sockets,
                     reply,
                 } => {
-                    let result = WorkerScript::new(policy, limits).map(|s| {
+                    let result = load(&pulse, policy, limits, generation).map(|s| {
                         pending = Some((generation, Rc::new(s), sockets));
                     });
-                    let _ = reply.send(result.map_err(|e| format!("worker {index}: {e}")));
+                    let _ = reply.send((index, result.map_err(|e| format!("worker {index}: {e}"))));
                 }
                 Control::Commit { generation, done } => {
                     if let Some((g, script, sockets)) = pending.take() {
                         if g == generation {
-                            commit(&worker, &http, &mut loops, script, sockets).await;
+                            commit(&worker, &pulse, &http, &mut loops, script, sockets).await;
                         }
                     }
-                    let _ = done.send(());
+                    let _ = done.send(index);
                 }
                 Control::Abort { .. } => pending = None,
                 Control::Shutdown { grace } => {
-                    drain(&worker, &mut loops, grace).await;
+                    drain(&worker, &pulse, &mut loops, grace).await;
                     break;
                 }
             }
         }
     });
+    if watched.is_abandoned() {
+        tracing::warn!(
+            "worker {index}, replaced while stuck, came back: its connections have finished and it has ended"
+        );
+    }
 }
 
 /// Switches to a prepared policy: new requests run on it from now on;
 /// listeners it adds start accepting, listeners it drops stop.
 async fn commit(
     worker: &Rc<Worker>,
+    pulse: &Arc<Pulse>,
     http: &Rc<Http>,
     loops: &mut AcceptLoops,
     script: Rc<WorkerScript>,
@@ -176,14 +228,15 @@ async fn commit(
         .cloned()
         .collect();
     for key in removed {
-        if let Some(handle) = loops.remove(&key) {
+        if let Some((handle, fd)) = loops.remove(&key) {
             // Ending the loop drops its listener, closing the socket;
             // connections it accepted carry on until they finish.
+            pulse.remove_socket(fd);
             handle.abort();
             let _ = handle.await;
         }
     }
-    if let Err(e) = start_listeners(worker, http, loops, sockets) {
+    if let Err(e) = start_listeners(worker, pulse, http, loops, sockets) {
         tracing::error!(worker = worker.index, "{e}");
     }
     worker.upstreams.forget_except(&live);
@@ -191,20 +244,34 @@ async fn commit(
 
 fn start_listeners(
     worker: &Rc<Worker>,
+    pulse: &Arc<Pulse>,
     http: &Rc<Http>,
     loops: &mut AcceptLoops,
     sockets: Vec<Bound>,
 ) -> Result<(), String> {
     for bound in sockets {
-        let listener = TcpListener::from_std(bound.socket)
-            .map_err(|e| format!("listener {}: {e}", bound.key.name))?;
+        // SAFETY: the socket owns its descriptor, which stays open and
+        // the same until the AsyncFd (which owns the socket) drops.
+        let socket = socket2::Socket::from(bound.socket);
+        let listener =
+            unsafe { AsyncFd::register_with_interest(socket, tokio::io::Interest::READABLE) }
+                .map_err(|e| format!("listener {}: {e}", bound.key.name))?;
+        let fd = listener.as_raw_fd();
+        pulse.add_socket(fd);
+        let gate = caps().listener(&bound.key);
         let task = tokio::task::spawn_local(accept_loop(
             worker.clone(),
             listener,
             bound.key.name.clone(),
             http.clone(),
+            gate,
+            Registered {
+                pulse: pulse.clone(),
+                fd,
+            },
         ));
-        if let Some(old) = loops.insert(bound.key, task) {
+        if let Some((old, old_fd)) = loops.insert(bound.key, (task, fd)) {
+            pulse.remove_socket(old_fd);
             old.abort();
         }
     }
@@ -213,8 +280,9 @@ fn start_listeners(
 
 /// Stops accepting, asks every connection to finish (keep-alive
 /// connections close after their current request), waits up to `grace`.
-async fn drain(worker: &Rc<Worker>, loops: &mut AcceptLoops, grace: Duration) {
-    for (_, handle) in loops.drain() {
+async fn drain(worker: &Rc<Worker>, pulse: &Pulse, loops: &mut AcceptLoops, grace: Duration) {
+    for (_, (handle, fd)) in loops.drain() {
+        pulse.remove_socket(fd);
         handle.abort();
     }
     let open = worker.drain.drain();
@@ -234,10 +302,63 @@ fn canonical_addr(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(crate::proxy::forward::canonical_ip(addr.ip()), addr.port())
 }
 
-async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, name: Arc<str>, http: Rc<Http>) {
+/// A listening socket known to the watchdog; unregistered when its accept
+/// loop ends, before the socket closes (the loop's locals drop before its
+/// arguments), so the watchdog never shuts a reused descriptor.
+struct Registered {
+    pulse: Arc<Pulse>,
+    fd: RawFd,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.pulse.remove_socket(self.fd);
+    }
+}
+
+async fn accept_loop(
+    worker: Rc<Worker>,
+    listener: AsyncFd<socket2::Socket>,
+    name: Arc<str>,
+    http: Rc<Http>,
+    gate: Arc<Gate>,
+    registered: Registered,
+) {
+    let _registered = registered;
+    let process = caps().process.clone();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        // A connection is waiting; take its slot before accepting it: at
+        // a cap, stop calling accept so new connections wait in the
+        // kernel's accept queue, not in a starved task. (No slot is held
+        // while the loop waits for a connection.)
+        let mut ready = match listener.readable().await {
+            Ok(ready) => ready,
+            Err(e) => {
+                tracing::error!(listener = %name, "cannot wait on the listening socket: {e}");
+                return;
+            }
+        };
+        let slot = take_slot(&gate, &process).await;
+        // accept4 with SOCK_NONBLOCK, as tokio's own accept: no extra
+        // syscall to make the socket non-blocking.
+        let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        let accepted = match ready.try_io(|l| l.get_ref().accept4(flags)) {
+            Ok(result) => result.and_then(|(s, peer)| {
+                let peer = peer.as_socket().ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "not an IP peer")
+                })?;
+                Ok((TcpStream::from_std(std::net::TcpStream::from(s))?, peer))
+            }),
+            Err(_would_block) => continue,
+        };
+        let (stream, peer) = match accepted {
             Ok(pair) => pair,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // The watchdog shut this socket (the worker was stuck): it
+                // no longer listens. The worker is ending.
+                tracing::debug!(listener = %name, worker = worker.index, "listening socket closed by the watchdog");
+                return;
+            }
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep going.
                 tracing::warn!(listener = %name, "accept failed: {e}");
@@ -281,12 +402,10 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, name: Arc<str>, 
             .map_or_else(ClientTimeouts::default, |l| l.timeouts);
         drop(script);
         let cx = Rc::new(ConnCtx::new(worker.clone(), peer, name.clone(), timeouts));
-        tokio::task::spawn_local(conn::serve(
-            stream,
-            cx,
-            http.clone(),
-            worker.drain.clone(),
-            timeouts,
-        ));
+        let serve = conn::serve(stream, cx, http.clone(), worker.drain.clone(), timeouts);
+        tokio::task::spawn_local(async move {
+            serve.await;
+            drop(slot);
+        });
     }
 }
