@@ -27,7 +27,21 @@ pub fn describe_lua_error(err: &mlua::Error) -> String {
 }
 
 fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or("").trim().to_string()
+    let line = message.lines().next().unwrap_or("").trim();
+    without_sandbox_place(line).to_string()
+}
+
+/// An error raised inside one of the sandbox's wrappers (a `table.sort`
+/// comparison, say) carries `pocket-sandbox:NN: `; that place means nothing
+/// to a user, so it is dropped.
+fn without_sandbox_place(line: &str) -> &str {
+    let Some(rest) = line.strip_prefix("pocket-sandbox:") else {
+        return line;
+    };
+    match rest.split_once(": ") {
+        Some((n, message)) if n.bytes().all(|b| b.is_ascii_digit()) => message,
+        _ => line,
+    }
 }
 
 /// True when a message already starts with `something.lua:NN:`.
@@ -61,6 +75,14 @@ mod tests {
     fn keeps_only_the_first_line() {
         let e = mlua::Error::RuntimeError("a.lua:3: boom\nstack traceback:\n\t...".into());
         assert_eq!(describe_lua_error(&e), "a.lua:3: boom");
+    }
+
+    #[test]
+    fn drops_the_sandbox_place() {
+        let e = mlua::Error::RuntimeError(
+            "pocket-sandbox:120: attempt to compare two table values".into(),
+        );
+        assert_eq!(describe_lua_error(&e), "attempt to compare two table values");
     }
 
     #[test]

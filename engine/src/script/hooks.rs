@@ -11,7 +11,7 @@ use super::api::conn::ConnView;
 use super::api::local::{LocalResponse, Reject};
 use super::api::request::RequestView;
 use super::api::response::ResponseView;
-use super::{describe_lua_error, Limits, Vm};
+use super::{describe_lua_error, sandbox, Limits, Vm};
 use crate::config::{line_of, Policy};
 
 /// What `on_request` decided.
@@ -83,7 +83,7 @@ impl WorkerScript {
             .map(|p| {
                 let t: Option<Table> = pools.as_ref().and_then(|ps| ps.get(&*p.name).ok());
                 let check: Option<Value> = t.and_then(|t| t.get("check").ok());
-                match check {
+                let f = match check {
                     Some(Value::Function(f)) => Some(f),
                     Some(Value::Table(c)) => hook(&c, "run").or_else(|| {
                         matches!(c.get::<Value>("script"), Ok(Value::Boolean(true)))
@@ -91,9 +91,12 @@ impl WorkerScript {
                             .flatten()
                     }),
                     _ => None,
-                }
+                };
+                // Run as coroutines: guarded, see `sandbox::guard`.
+                f.map(|f| sandbox::guard(&vm.lua, &f)).transpose()
             })
-            .collect();
+            .collect::<mlua::Result<_>>()
+            .map_err(|e| describe_lua_error(&e))?;
         Ok(WorkerScript {
             on_connect: hook(&root, "on_connect"),
             on_request: hook(&root, "on_request"),

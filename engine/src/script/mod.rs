@@ -2,8 +2,10 @@
 //! scripts call, and the hooks each worker caches.
 
 pub mod api;
+mod budget_hook;
 pub mod errors;
 pub mod hooks;
+pub(crate) mod sandbox;
 pub mod stdlib;
 pub mod vm;
 

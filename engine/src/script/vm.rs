@@ -1,15 +1,17 @@
-//! Building a Lua VM for a policy: the sandbox (no io, os or debug), the
-//! memory limit, the time budget enforced by an instruction hook, and
-//! `require` limited to the embedded stdlib and the script's own folder.
+//! Building a Lua VM for a policy: the sandbox (no io, os or debug; see
+//! `sandbox.rs`), the memory limit, the time budget enforced by an
+//! instruction hook, and `require` limited to the embedded stdlib and the
+//! script's own folder.
 
 use std::cell::Cell;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Value, VmState};
+use mlua::chunk::ChunkMode;
+use mlua::{Lua, LuaOptions, StdLib, Value};
 
-use super::{api, stdlib};
+use super::{api, budget_hook, sandbox, stdlib};
 
 /// How much a script may take. A hook that runs past `hook_budget` or a VM
 /// that grows past `memory` gets an error instead of the worker.
@@ -40,6 +42,26 @@ const HOOK_EVERY: u32 = 4096;
 pub(crate) struct Budget {
     deadline: Cell<Instant>,
     spent: Cell<bool>,
+}
+
+/// The error every budget check raises (after `path:line: `).
+pub(crate) const BUDGET_MESSAGE: &str = "script stopped: it ran past its time budget";
+
+impl Budget {
+    /// True once the running call is past its deadline; from then on it
+    /// stays true until the next call is armed. Reads the clock.
+    pub(crate) fn over(&self) -> bool {
+        if !self.spent.get() && Instant::now() > self.deadline.get() {
+            self.spent.set(true);
+        }
+        self.spent.get()
+    }
+
+    /// True once the running call has been found past its deadline (no
+    /// clock read: for the paths that catch errors).
+    pub(crate) fn spent(&self) -> bool {
+        self.spent.get()
+    }
 }
 
 /// A Lua VM built for one policy, with its budget.
@@ -75,27 +97,10 @@ impl Vm {
             spent: Cell::new(false),
         });
 
-        let hook_budget = budget.clone();
-        lua.set_global_hook(
-            HookTriggers::new().every_nth_instruction(HOOK_EVERY),
-            move |_lua, debug| {
-                if hook_budget.spent.get() || Instant::now() > hook_budget.deadline.get() {
-                    hook_budget.spent.set(true);
-                    let source = debug.source();
-                    let place = match source.short_src.as_deref() {
-                        Some(src) => format!("{}:{}: ", src, debug.current_line().unwrap_or(0)),
-                        None => String::new(),
-                    };
-                    return Err(mlua::Error::RuntimeError(format!(
-                        "{place}script stopped: it ran past its time budget"
-                    )));
-                }
-                Ok(VmState::Continue)
-            },
-        )?;
+        budget_hook::install(&lua, &budget, HOOK_EVERY)?;
 
         api::register(&lua)?;
-        sandbox(&lua, &budget)?;
+        sandbox::install(&lua, &budget)?;
         stdlib::install_require(&lua, script_path)?;
         lua.set_memory_limit(limits.memory)?;
         Ok(Vm {
@@ -112,7 +117,8 @@ impl Vm {
         let chunk = self
             .lua
             .load(source)
-            .set_name(format!("@{}", script_path.display()));
+            .set_name(format!("@{}", script_path.display()))
+            .set_mode(ChunkMode::Text);
         self.with_budget(self.limits.load_budget, || chunk.eval())
     }
 
@@ -161,42 +167,3 @@ impl Vm {
     }
 }
 
-/// Removes what a policy must not touch (files, bytecode) and keeps `pcall`
-/// from swallowing the budget's error: once a call is out of time, every
-/// `pcall` inside it re-raises.
-fn sandbox(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<()> {
-    let globals = lua.globals();
-    globals.set("dofile", Value::Nil)?;
-    globals.set("loadfile", Value::Nil)?;
-    let spent_budget = budget.clone();
-    let spent = lua.create_function(move |_, ()| Ok(spent_budget.spent.get()))?;
-    lua.load(
-        r##"
-        local spent, rawpcall, rawxpcall, rawload, error = ...
-        local function pass(ok, ...)
-          if not ok and spent() then error((...), 0) end
-          return ok, ...
-        end
-        pcall = function(f, ...) return pass(rawpcall(f, ...)) end
-        xpcall = function(f, h, ...) return pass(rawxpcall(f, h, ...)) end
-        -- text chunks only: binary chunks can crash the VM
-        load = function(chunk, name, mode, ...)
-          if select("#", ...) > 0 then return rawload(chunk, name, "t", ...) end
-          return rawload(chunk, name, "t")
-        end
-        print = function(...)
-          local parts = table.pack(...)
-          for i = 1, parts.n do parts[i] = tostring(parts[i]) end
-          pocket.log.info(table.concat(parts, "\t"))
-        end
-        "##,
-    )
-    .set_name("=pocket-sandbox")
-    .call::<()>((
-        spent,
-        globals.get::<Value>("pcall")?,
-        globals.get::<Value>("xpcall")?,
-        globals.get::<Value>("load")?,
-        globals.get::<Value>("error")?,
-    ))
-}
