@@ -399,9 +399,7 @@ async fn runaway_hooks_cost_one_request_and_the_process_still_stops() {
     pocket
         .log
         .wait_for(&["policy.lua:2:", "ran past its time budget"]);
-    pocket
-        .log
-        .wait_for(&["policy.lua:", "__gc is not allowed"]);
+    pocket.log.wait_for(&["policy.lua:", "__gc is not allowed"]);
 
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(pocket.pid() as i32, libc::SIGTERM) };
@@ -418,4 +416,42 @@ async fn runaway_hooks_cost_one_request_and_the_process_still_stops() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A scripted check runs as a coroutine on the control thread, in a thread
+/// mlua reuses: a runaway check (here with a pending `__close` that loops
+/// too) must fail, again and again, and leave the other checks running.
+#[tokio::test]
+async fn a_runaway_scripted_check_leaves_the_control_thread_checking() {
+    let a = origin("A");
+    let policy = format!(
+        r#"
+local ticks = 0
+local spin = function() while true do end end
+return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{
+    app = {{ servers = {{ "{a}" }},
+      check = {{ interval = "100ms", run = function()
+        ticks = ticks + 1
+        print("tick " .. ticks)
+        return true
+      end }} }},
+    spin = {{ servers = {{ "{a}" }},
+      check = {{ interval = "100ms", timeout = "200ms", fall = 1, run = function()
+        local x <close> = setmetatable({{}}, {{ __close = spin }})
+        spin()
+      end }} }},
+  }},
+}}"#,
+        a = a.addr
+    );
+    let pocket = Pocket::start(&policy, 1);
+    pocket
+        .log
+        .wait_for(&[&format!("server {} of pool spin is DOWN", a.addr)]);
+    // More rounds of the good check, with runaways between them.
+    let from = pocket.log.lines().len();
+    pocket.log.wait_for_after(from, &["tick 12"]);
+    assert_eq!(get(pocket.addr("web"), "/").await.status, 200);
 }

@@ -88,6 +88,9 @@ const BUDGET_C: &std::ffi::CStr = c"script stopped: it ran past its time budget"
 mod tests {
     #[test]
     fn c_message_matches() {
-        assert_eq!(super::BUDGET_C.to_str(), Ok(crate::script::vm::BUDGET_MESSAGE));
+        assert_eq!(
+            super::BUDGET_C.to_str(),
+            Ok(crate::script::vm::BUDGET_MESSAGE)
+        );
     }
 }

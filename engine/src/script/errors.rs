@@ -104,7 +104,10 @@ mod tests {
         let e = mlua::Error::RuntimeError(
             "pocket-sandbox:120: attempt to compare two table values".into(),
         );
-        assert_eq!(describe_lua_error(&e), "attempt to compare two table values");
+        assert_eq!(
+            describe_lua_error(&e),
+            "attempt to compare two table values"
+        );
     }
 
     #[test]

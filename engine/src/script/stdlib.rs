@@ -123,10 +123,7 @@ impl PolicyFolder {
         let Some(real) = &self.real else {
             return why("no policy folder to look in".into());
         };
-        let candidates = [
-            relative.with_extension("lua"),
-            relative.join("init.lua"),
-        ];
+        let candidates = [relative.with_extension("lua"), relative.join("init.lua")];
         for candidate in &candidates {
             let Ok(file) = std::fs::canonicalize(real.join(candidate)) else {
                 continue;
@@ -189,8 +186,21 @@ mod tests {
 
     #[test]
     fn module_names_map_inside_the_folder() {
-        assert_eq!(module_file("lib.routes").unwrap().to_str(), Some("lib/routes"));
-        for bad in ["", "..", "a..b", ".a", "a.", "/etc/passwd", "a/b", "a\0b", "~x"] {
+        assert_eq!(
+            module_file("lib.routes").unwrap().to_str(),
+            Some("lib/routes")
+        );
+        for bad in [
+            "",
+            "..",
+            "a..b",
+            ".a",
+            "a.",
+            "/etc/passwd",
+            "a/b",
+            "a\0b",
+            "~x",
+        ] {
             assert!(module_file(bad).is_none(), "{bad:?}");
         }
     }

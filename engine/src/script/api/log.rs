@@ -13,7 +13,10 @@ fn join(lua: &Lua, args: MultiValue) -> mlua::Result<String> {
         // Like print: Lua's own tostring for tables, booleans and nil.
         let text = match &v {
             Value::String(s) => s.to_string_lossy(),
-            _ => lua.globals().get::<Function>("tostring")?.call::<String>(v)?,
+            _ => lua
+                .globals()
+                .get::<Function>("tostring")?
+                .call::<String>(v)?,
         };
         out.push_str(&text);
     }
