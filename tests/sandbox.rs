@@ -235,6 +235,14 @@ const RUNAWAYS: &[(&str, &str)] = &[
         "local s = string.rep('\\u{e9}', 4e6)\nwhile true do utf8.len(s) end",
     ),
     (
+        "string.rep in a loop",
+        "while true do local _ = string.rep('x', 1e7) end",
+    ),
+    (
+        "pocket.regex over a long text in a loop",
+        "local re = pocket.regex('a+b')\nlocal s = string.rep('a', 4e6)\nwhile true do re:is_match(s) end",
+    ),
+    (
         "load with a reader",
         "while true do load(function() while true do end end) end",
     ),

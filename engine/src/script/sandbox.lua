@@ -247,6 +247,17 @@ utf8.char = function(...)
   return u_char(...)
 end
 
+-- One call can build a string as large as the memory limit from a short
+-- one: a budget check first when the result would be large.
+local rawrep = string.rep
+string.rep = function(s, n, sep)
+  if type(s) == "string" and type(n) == "number"
+      and n * (#s + (type(sep) == "string" and #sep or 0)) > STEP * 16 and over() then
+    stop()
+  end
+  return rawrep(s, n, sep)
+end
+
 print = function(...)
   local parts = table.pack(...)
   for i = 1, parts.n do parts[i] = tostring(parts[i]) end

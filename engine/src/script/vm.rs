@@ -47,6 +47,23 @@ pub(crate) struct Budget {
 /// The error every budget check raises (after `path:line: `).
 pub(crate) const BUDGET_MESSAGE: &str = "script stopped: it ran past its time budget";
 
+/// Inputs longer than this, in bytes, make a native call whose time grows
+/// with its input (a regex match) check the budget before it starts.
+pub const NATIVE_LARGE: usize = 64 * 1024;
+
+/// For Rust functions that work natively in time proportional to
+/// `input_len`: once the running call is past its deadline, refuse to start
+/// on a large input, so a loop of such calls ends within about one call.
+pub fn before_native(lua: &Lua, input_len: usize) -> mlua::Result<()> {
+    if input_len <= NATIVE_LARGE {
+        return Ok(());
+    }
+    match lua.app_data_ref::<Rc<Budget>>() {
+        Some(budget) if budget.over() => Err(mlua::Error::RuntimeError(BUDGET_MESSAGE.into())),
+        _ => Ok(()),
+    }
+}
+
 impl Budget {
     /// True once the running call is past its deadline; from then on it
     /// stays true until the next call is armed. Reads the clock.

@@ -5,15 +5,23 @@ use mlua::{Lua, MultiValue, Table, UserData, UserDataMethods, Value};
 
 pub struct LuaRegex(regex::Regex);
 
+/// A match takes time in proportion to the text, natively: on a long text,
+/// the time budget is checked first (see `vm::before_native`).
+fn before_native(lua: &Lua, text: &mlua::LuaString) -> mlua::Result<()> {
+    crate::script::vm::before_native(lua, text.as_bytes().len())
+}
+
 impl UserData for LuaRegex {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("is_match", |_, re, text: mlua::LuaString| {
+        methods.add_method("is_match", |lua, re, text: mlua::LuaString| {
+            before_native(lua, &text)?;
             Ok(re.0.is_match(&text.to_str()?))
         });
 
         // Like string.match: the captures as values (the whole match when
         // the pattern has no groups), or nil.
         methods.add_method("match", |lua, re, text: mlua::LuaString| {
+            before_native(lua, &text)?;
             let text = text.to_str()?;
             let Some(caps) = re.0.captures(&text) else {
                 return Ok(MultiValue::from_vec(vec![Value::Nil]));
@@ -36,6 +44,7 @@ impl UserData for LuaRegex {
         // A table with [0] the whole match, [1].. the groups and named
         // groups by name; nil when it does not match.
         methods.add_method("captures", |lua, re, text: mlua::LuaString| {
+            before_native(lua, &text)?;
             let text = text.to_str()?;
             let Some(caps) = re.0.captures(&text) else {
                 return Ok(Value::Nil);
@@ -57,7 +66,8 @@ impl UserData for LuaRegex {
         // Replaces every match; `$1` / `${name}` refer to groups.
         methods.add_method(
             "replace",
-            |_, re, (text, with): (mlua::LuaString, mlua::LuaString)| {
+            |lua, re, (text, with): (mlua::LuaString, mlua::LuaString)| {
+                before_native(lua, &text)?;
                 Ok(re
                     .0
                     .replace_all(&text.to_str()?, with.to_str()?.as_ref())
@@ -73,11 +83,13 @@ pub struct LuaRegexSet(regex::RegexSet);
 
 impl UserData for LuaRegexSet {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("is_match", |_, set, text: mlua::LuaString| {
+        methods.add_method("is_match", |lua, set, text: mlua::LuaString| {
+            before_native(lua, &text)?;
             Ok(set.0.is_match(&text.to_str()?))
         });
         // The 1-based indices of every pattern that matches, in order.
         methods.add_method("matches", |lua, set, text: mlua::LuaString| {
+            before_native(lua, &text)?;
             let t = lua.create_table()?;
             for i in set.0.matches(&text.to_str()?).iter() {
                 t.raw_push(i + 1)?;
@@ -85,7 +97,8 @@ impl UserData for LuaRegexSet {
             Ok(t)
         });
         // The index of the first pattern that matches, or nil.
-        methods.add_method("first", |_, set, text: mlua::LuaString| {
+        methods.add_method("first", |lua, set, text: mlua::LuaString| {
+            before_native(lua, &text)?;
             Ok(set.0.matches(&text.to_str()?).iter().next().map(|i| i + 1))
         });
         methods.add_method("len", |_, set, ()| Ok(set.0.len()));
