@@ -2,13 +2,15 @@
 -- before the policy, and keeps two promises:
 --   * no Lua code runs past its time budget, wherever it runs: every place
 --     that catches errors (pcall, xpcall, coroutine.resume/close, load's
---     reader) re-raises the budget error once the budget is spent;
---     finalizers (__gc), which Lua runs with hooks off, cannot be set;
+--     reader) re-raises the budget error once the budget is spent, and the
+--     places where Lua turns its hooks off (finalizers, message handlers,
+--     threads the budget error unwound) run no script code;
 --   * no native loop a script can size runs unchecked: table.sort always
 --     compares through a Lua function (so the instruction hook counts it),
---     table.insert/remove/move loop in Lua, table.concat/unpack, utf8 and
---     load check the budget before native work that could be long.
--- Plain function calls, no per-call allocation on the common paths.
+--     table.insert/remove/move loop in Lua, and table.concat/unpack,
+--     utf8.*, string.rep and load check the budget before long native work.
+-- The common paths are one extra Lua call; only table.sort with a
+-- comparator, xpcall and coroutine.create/wrap allocate a closure.
 
 local spent, over, limits = ...
 
