@@ -376,6 +376,9 @@ impl WorkerScript {
         };
         let (server, http) = build().map_err(|e| describe_lua_error(&e))?;
         self.vm.arm(budget);
+        // Disarmed however the check ends, also when its future is dropped
+        // at the check's timeout.
+        let _armed = self.vm.armed();
         let out: mlua::Result<(Value, Option<String>)> = f.call_async((server, http)).await;
         match out {
             Ok((Value::Nil | Value::Boolean(false), why)) => {

@@ -2,6 +2,7 @@
 //! scripts call, and the hooks each worker caches.
 
 pub mod api;
+mod budget_alloc;
 mod budget_hook;
 pub mod errors;
 pub mod hooks;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use mlua::chunk::ChunkMode;
 use mlua::{Lua, LuaOptions, StdLib, Value};
 
+use super::budget_alloc::{self, BudgetAlloc};
 use super::{api, budget_hook, sandbox, stdlib};
 
 /// How much a script may take. A hook that runs past `hook_budget` or a VM
@@ -42,6 +43,11 @@ const HOOK_EVERY: u32 = 4096;
 pub(crate) struct Budget {
     deadline: Cell<Instant>,
     spent: Cell<bool>,
+    /// A call is running under the deadline (large allocations check it).
+    armed: Cell<bool>,
+    /// The allocator refused a large allocation for the budget in this
+    /// call (so a memory error is the budget's, not the memory limit's).
+    refused: Cell<bool>,
 }
 
 /// The error every budget check raises (after `path:line: `).
@@ -64,6 +70,24 @@ pub fn before_native(lua: &Lua, input_len: usize) -> mlua::Result<()> {
     }
 }
 
+/// A large allocation refused by the budget (see `budget_alloc`) surfaces
+/// as a memory error; once the budget is spent, it is the budget's error.
+/// The memory error unwound the stack before anything could name the line,
+/// so the message names the script and the kind of operation.
+fn over_budget<R>(budget: &Budget, script: &str, result: mlua::Result<R>) -> mlua::Result<R> {
+    let refused = match &result {
+        Err(mlua::Error::MemoryError(_)) => true,
+        Err(mlua::Error::RuntimeError(m)) => m == "not enough memory",
+        _ => false,
+    };
+    if refused && budget.refused.get() {
+        return Err(mlua::Error::RuntimeError(format!(
+            "{script}: {BUDGET_MESSAGE} (in an operation on a large string)"
+        )));
+    }
+    result
+}
+
 impl Budget {
     /// True once the running call is past its deadline; from then on it
     /// stays true until the next call is armed. Reads the clock.
@@ -72,6 +96,15 @@ impl Budget {
             self.spent.set(true);
         }
         self.spent.get()
+    }
+
+    /// For the allocator: a call is running and is past its deadline.
+    pub(crate) fn refuses_large(&self) -> bool {
+        let refuse = self.armed.get() && self.over();
+        if refuse {
+            self.refused.set(true);
+        }
+        refuse
     }
 
     /// True once the running call has been found past its deadline (no
@@ -88,6 +121,27 @@ pub struct Vm {
     pub limits: Limits,
     /// Hook calls since the last full collection.
     calls: Cell<u32>,
+    /// The policy's path as chunks name it, for errors that lost their line.
+    script: String,
+    /// Taken out (and mlua's allocator put back) when the VM is dropped.
+    alloc: Option<BudgetAlloc>,
+}
+
+/// See [`Vm::armed`].
+pub struct Armed<'a>(&'a Budget);
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        self.0.armed.set(false);
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Some(alloc) = self.alloc.take() {
+            alloc.uninstall(&self.lua);
+        }
+    }
 }
 
 /// Every this many hook calls, a full garbage collection. Each call leaves
@@ -112,6 +166,8 @@ impl Vm {
         let budget = Rc::new(Budget {
             deadline: Cell::new(Instant::now() + limits.load_budget),
             spent: Cell::new(false),
+            armed: Cell::new(false),
+            refused: Cell::new(false),
         });
 
         budget_hook::install(&lua, &budget, HOOK_EVERY)?;
@@ -120,11 +176,14 @@ impl Vm {
         sandbox::install(&lua, &budget)?;
         stdlib::install_require(&lua, script_path)?;
         lua.set_memory_limit(limits.memory)?;
+        let alloc = budget_alloc::install(&lua, &budget)?;
         Ok(Vm {
             lua,
             budget,
             limits,
             calls: Cell::new(0),
+            script: script_path.display().to_string(),
+            alloc: Some(alloc),
         })
     }
 
@@ -155,6 +214,14 @@ impl Vm {
     pub fn arm(&self, budget: Duration) {
         self.budget.deadline.set(Instant::now() + budget);
         self.budget.spent.set(false);
+        self.budget.refused.set(false);
+        self.budget.armed.set(true);
+    }
+
+    /// Ends what `arm` started when the returned guard is dropped (the
+    /// async call has returned or was given up).
+    pub fn armed(&self) -> Armed<'_> {
+        Armed(&self.budget)
     }
 
     /// Runs `body` with the budget armed for `budget` from now.
@@ -166,7 +233,10 @@ impl Vm {
     ) -> mlua::Result<R> {
         self.budget.deadline.set(Instant::now() + budget);
         self.budget.spent.set(false);
-        let result = body();
+        self.budget.refused.set(false);
+        self.budget.armed.set(true);
+        let result = over_budget(&self.budget, &self.script, body());
+        self.budget.armed.set(false);
         let calls = self.calls.get() + 1;
         if calls >= COLLECT_EVERY {
             self.calls.set(0);
