@@ -4,7 +4,8 @@
 //! 4096 of them on an 8 MB string took 22 s. Each of those allocates its
 //! result: once the running call is past its deadline, Lua's allocator
 //! refuses allocations of 64 KiB and more, the operation fails with a
-//! memory error and `Vm::with_budget` reports it as the budget error.
+//! memory error and `Vm::with_budget` reports it as the budget error, at
+//! the line the allocator found on the stack when it refused.
 //!
 //! The allocator wraps mlua's (which keeps the memory limit) and is put
 //! back when the `Vm` is dropped.
@@ -27,6 +28,8 @@ struct Wrapped {
     inner: ffi::lua_Alloc,
     inner_ud: *mut c_void,
     budget: Rc<Budget>,
+    /// The VM's main thread, to find the script's line at a refusal.
+    main: *mut ffi::lua_State,
 }
 
 /// The installed allocator; `uninstall` puts mlua's back.
@@ -48,6 +51,7 @@ pub fn install(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<BudgetAlloc> {
                 inner,
                 inner_ud,
                 budget,
+                main: state,
             }));
             ffi::lua_setallocf(state, budget_alloc, wrapped as *mut c_void);
             *slot = wrapped;
@@ -87,7 +91,29 @@ unsafe extern "C" fn budget_alloc(
 ) -> *mut c_void {
     let wrapped = &*(ud as *const Wrapped);
     if nsize >= LARGE_ALLOC && (ptr.is_null() || nsize > osize) && wrapped.budget.refuses_large() {
+        if !wrapped.budget.has_place() {
+            wrapped.budget.set_place(script_line(wrapped.main));
+        }
         return std::ptr::null_mut();
     }
     (wrapped.inner)(wrapped.inner_ud, ptr, osize, nsize)
+}
+
+/// `path:line` of the innermost frame from a file on the main thread's
+/// stack (in a coroutine: where the policy resumed it). Only reads the
+/// stack (`lua_getstack`/`lua_getinfo` with "Sl" push nothing), so it is
+/// safe inside an allocation.
+unsafe fn script_line(state: *mut ffi::lua_State) -> Option<String> {
+    let mut ar: ffi::lua_Debug = std::mem::zeroed();
+    let mut level = 0;
+    while level < 64 && ffi::lua_getstack(state, level, &mut ar) != 0 {
+        if ffi::lua_getinfo(state, c"Sl".as_ptr(), &mut ar) != 0 && !ar.source.is_null() {
+            let source = std::ffi::CStr::from_ptr(ar.source).to_string_lossy();
+            if let Some(path) = source.strip_prefix('@') {
+                return Some(format!("{path}:{}", ar.currentline));
+            }
+        }
+        level += 1;
+    }
+    None
 }

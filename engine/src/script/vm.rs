@@ -48,6 +48,8 @@ pub(crate) struct Budget {
     /// The allocator refused a large allocation for the budget in this
     /// call (so a memory error is the budget's, not the memory limit's).
     refused: Cell<bool>,
+    /// `path:line` where the allocator refused (see `budget_alloc`).
+    place: Cell<Option<String>>,
 }
 
 /// The error every budget check raises (after `path:line: `).
@@ -71,18 +73,19 @@ pub fn before_native(lua: &Lua, input_len: usize) -> mlua::Result<()> {
 }
 
 /// A large allocation refused by the budget (see `budget_alloc`) surfaces
-/// as a memory error; once the budget is spent, it is the budget's error.
-/// The memory error unwound the stack before anything could name the line,
-/// so the message names the script and the kind of operation.
+/// as a memory error; it is reported as the budget's error, at the line
+/// the allocator saw (or naming the script when it saw none).
 fn over_budget<R>(budget: &Budget, script: &str, result: mlua::Result<R>) -> mlua::Result<R> {
     let refused = match &result {
         Err(mlua::Error::MemoryError(_)) => true,
         Err(mlua::Error::RuntimeError(m)) => m == "not enough memory",
         _ => false,
     };
+    let place = budget.place.take();
     if refused && budget.refused.get() {
+        let place = place.unwrap_or_else(|| script.to_string());
         return Err(mlua::Error::RuntimeError(format!(
-            "{script}: {BUDGET_MESSAGE} (in an operation on a large string)"
+            "{place}: {BUDGET_MESSAGE} (at a large allocation)"
         )));
     }
     result
@@ -105,6 +108,17 @@ impl Budget {
             self.refused.set(true);
         }
         refuse
+    }
+
+    pub(crate) fn has_place(&self) -> bool {
+        let place = self.place.take();
+        let has = place.is_some();
+        self.place.set(place);
+        has
+    }
+
+    pub(crate) fn set_place(&self, place: Option<String>) {
+        self.place.set(place);
     }
 
     /// True once the running call has been found past its deadline (no
@@ -168,6 +182,7 @@ impl Vm {
             spent: Cell::new(false),
             armed: Cell::new(false),
             refused: Cell::new(false),
+            place: Cell::new(None),
         });
 
         budget_hook::install(&lua, &budget, HOOK_EVERY)?;
