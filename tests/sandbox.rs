@@ -340,7 +340,11 @@ fn runaway_policy(api: &OriginHandle) -> String {
     format!(
         r#"
 local spin = function() while true do end end
+local big = string.rep("a", 8e6)
 local routes = {{
+  ["/upper"] = function()
+    while true do local _ = big:upper() end
+  end,
   ["/close"] = function()
     local x <close> = setmetatable({{}}, {{ __close = spin }})
     spin()
@@ -392,6 +396,7 @@ async fn runaway_hooks_cost_one_request_and_the_process_still_stops() {
     let mut pocket = Pocket::start(&runaway_policy(&api), 2);
     let addr = pocket.addr("web");
     for path in [
+        "/upper",
         "/close",
         "/xpcall",
         "/coroutines",
@@ -416,6 +421,10 @@ async fn runaway_hooks_cost_one_request_and_the_process_still_stops() {
         .log
         .wait_for(&["policy.lua:2:", "ran past its time budget"]);
     pocket.log.wait_for(&["policy.lua:", "__gc is not allowed"]);
+    pocket.log.wait_for(&[
+        "policy.lua:6:",
+        "ran past its time budget (at a large allocation)",
+    ]);
 
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(pocket.pid() as i32, libc::SIGTERM) };
