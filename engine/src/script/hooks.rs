@@ -379,7 +379,8 @@ impl WorkerScript {
         // Disarmed however the check ends, also when its future is dropped
         // at the check's timeout.
         let _armed = self.vm.armed();
-        let out: mlua::Result<(Value, Option<String>)> = f.call_async((server, http)).await;
+        let out: mlua::Result<(Value, Option<String>)> =
+            self.vm.settle(f.call_async((server, http)).await);
         match out {
             Ok((Value::Nil | Value::Boolean(false), why)) => {
                 Err(why.unwrap_or_else(|| "the check returned false".into()))

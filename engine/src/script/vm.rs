@@ -110,6 +110,7 @@ impl Budget {
         refuse
     }
 
+    /// The allocator has already noted where it refused in this call.
     pub(crate) fn has_place(&self) -> bool {
         let place = self.place.take();
         let has = place.is_some();
@@ -117,6 +118,7 @@ impl Budget {
         has
     }
 
+    /// Notes `path:line` of a refused allocation.
     pub(crate) fn set_place(&self, place: Option<String>) {
         self.place.set(place);
     }
@@ -231,6 +233,12 @@ impl Vm {
         self.budget.spent.set(false);
         self.budget.refused.set(false);
         self.budget.armed.set(true);
+    }
+
+    /// The result of an async call started with `arm`, with a large
+    /// allocation refused by the budget reported as the budget's error.
+    pub fn settle<R>(&self, result: mlua::Result<R>) -> mlua::Result<R> {
+        over_budget(&self.budget, &self.script, result)
     }
 
     /// Ends what `arm` started when the returned guard is dropped (the
