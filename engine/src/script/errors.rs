@@ -32,7 +32,32 @@ pub fn describe_lua_error(err: &mlua::Error) -> String {
 }
 
 fn first_line(message: &str) -> String {
-    message.lines().next().unwrap_or("").trim().to_string()
+    let mut lines = message.lines();
+    let line = without_sandbox_place(lines.next().unwrap_or("").trim());
+    if !line.ends_with("not found:") {
+        return line.to_string();
+    }
+    // `require`'s "module 'x' not found:" lists each place it looked on
+    // the lines after: keep them, on the one line.
+    let places: Vec<&str> = lines
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("stack traceback"))
+        .filter(|l| !l.is_empty())
+        .collect();
+    format!("{line} {}", places.join("; "))
+}
+
+/// An error raised inside one of the sandbox's wrappers (a `table.sort`
+/// comparison, say) carries `pocket-sandbox:NN: `; that place means nothing
+/// to a user, so it is dropped.
+fn without_sandbox_place(line: &str) -> &str {
+    let Some(rest) = line.strip_prefix("pocket-sandbox:") else {
+        return line;
+    };
+    match rest.split_once(": ") {
+        Some((n, message)) if n.bytes().all(|b| b.is_ascii_digit()) => message,
+        _ => line,
+    }
 }
 
 /// True when a message already starts with `something.lua:NN:`.
@@ -66,6 +91,28 @@ mod tests {
     fn keeps_only_the_first_line() {
         let e = mlua::Error::RuntimeError("a.lua:3: boom\nstack traceback:\n\t...".into());
         assert_eq!(describe_lua_error(&e), "a.lua:3: boom");
+    }
+
+    #[test]
+    fn keeps_where_require_looked() {
+        let e = mlua::Error::RuntimeError(
+            "p.lua:1: module 'x' not found:\n\tno field package.preload['x']\n\tno file x.lua\nstack traceback:\n\t[C]: in ?".into(),
+        );
+        assert_eq!(
+            describe_lua_error(&e),
+            "p.lua:1: module 'x' not found: no field package.preload['x']; no file x.lua"
+        );
+    }
+
+    #[test]
+    fn drops_the_sandbox_place() {
+        let e = mlua::Error::RuntimeError(
+            "pocket-sandbox:120: attempt to compare two table values".into(),
+        );
+        assert_eq!(
+            describe_lua_error(&e),
+            "attempt to compare two table values"
+        );
     }
 
     #[test]

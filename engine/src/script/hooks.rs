@@ -11,7 +11,7 @@ use super::api::conn::ConnView;
 use super::api::local::{LocalResponse, Reject, ScriptResponse};
 use super::api::request::RequestView;
 use super::api::response::ResponseView;
-use super::{describe_lua_error, Limits, Vm};
+use super::{describe_lua_error, sandbox, Limits, Vm};
 use crate::config::{line_of, Policy};
 use crate::server::watchdog::{Doing, Pulse};
 
@@ -111,7 +111,7 @@ impl WorkerScript {
             .map(|p| {
                 let t: Option<Table> = pools.as_ref().and_then(|ps| ps.get(&*p.name).ok());
                 let check: Option<Value> = t.and_then(|t| t.get("check").ok());
-                match check {
+                let f = match check {
                     Some(Value::Function(f)) => Some(f),
                     Some(Value::Table(c)) => hook(&c, "run").or_else(|| {
                         matches!(c.get::<Value>("script"), Ok(Value::Boolean(true)))
@@ -119,9 +119,12 @@ impl WorkerScript {
                             .flatten()
                     }),
                     _ => None,
-                }
+                };
+                // Run as coroutines: guarded, see `sandbox::guard`.
+                f.map(|f| sandbox::guard(&vm.lua, &f)).transpose()
             })
-            .collect();
+            .collect::<mlua::Result<_>>()
+            .map_err(|e| describe_lua_error(&e))?;
         Ok(WorkerScript {
             on_connect: hook(&root, "on_connect"),
             on_request: hook(&root, "on_request"),
@@ -450,7 +453,11 @@ impl WorkerScript {
         };
         let (server, http) = build().map_err(|e| describe_lua_error(&e))?;
         self.vm.arm(budget);
-        let out: mlua::Result<(Value, Option<String>)> = f.call_async((server, http)).await;
+        // Disarmed however the check ends, also when its future is dropped
+        // at the check's timeout.
+        let _armed = self.vm.armed();
+        let out: mlua::Result<(Value, Option<String>)> =
+            self.vm.settle(f.call_async((server, http)).await);
         match out {
             Ok((Value::Nil | Value::Boolean(false), why)) => {
                 Err(why.unwrap_or_else(|| "the check returned false".into()))

@@ -2,9 +2,12 @@
 //! scripts call, and the hooks each worker caches.
 
 pub mod api;
+mod budget_alloc;
+mod budget_hook;
 pub mod errors;
 pub mod hooks;
 pub mod memory;
+pub(crate) mod sandbox;
 pub mod stdlib;
 pub mod vm;
 

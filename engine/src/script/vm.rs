@@ -1,16 +1,19 @@
-//! Building a Lua VM for a policy: the sandbox (no io, os or debug), the
-//! memory limit, the time budget enforced by an instruction hook, and
-//! `require` limited to the embedded stdlib and the script's own folder.
+//! Building a Lua VM for a policy: the sandbox (no io, os or debug; see
+//! `sandbox.rs`), the memory limit, the time budget enforced by an
+//! instruction hook, and `require` limited to the embedded stdlib and the
+//! script's own folder.
 
 use std::cell::Cell;
 use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Value, VmState};
+use mlua::chunk::ChunkMode;
+use mlua::{Lua, LuaOptions, StdLib, Value};
 
+use super::budget_alloc::{self, BudgetAlloc};
 use super::memory::{self, ScriptMemory};
-use super::{api, stdlib};
+use super::{api, budget_hook, sandbox, stdlib};
 
 /// How much a script may take. A hook that runs past `hook_budget` or a VM
 /// that grows past `memory` gets an error instead of the worker.
@@ -41,6 +44,91 @@ const HOOK_EVERY: u32 = 4096;
 pub(crate) struct Budget {
     deadline: Cell<Instant>,
     spent: Cell<bool>,
+    /// A call is running under the deadline (large allocations check it).
+    armed: Cell<bool>,
+    /// The allocator refused a large allocation for the budget in this
+    /// call (so a memory error is the budget's, not the memory limit's).
+    refused: Cell<bool>,
+    /// `path:line` where the allocator refused (see `budget_alloc`).
+    place: Cell<Option<String>>,
+}
+
+/// The error every budget check raises (after `path:line: `).
+pub(crate) const BUDGET_MESSAGE: &str = "script stopped: it ran past its time budget";
+
+/// Inputs longer than this, in bytes, make a native call whose time grows
+/// with its input (a regex match) check the budget before it starts.
+pub const NATIVE_LARGE: usize = 64 * 1024;
+
+/// For Rust functions that work natively in time proportional to
+/// `input_len`: once the running call is past its deadline, refuse to start
+/// on a large input, so a loop of such calls ends within about one call.
+pub fn before_native(lua: &Lua, input_len: usize) -> mlua::Result<()> {
+    if input_len <= NATIVE_LARGE {
+        return Ok(());
+    }
+    match lua.app_data_ref::<Rc<Budget>>() {
+        Some(budget) if budget.over() => Err(mlua::Error::RuntimeError(BUDGET_MESSAGE.into())),
+        _ => Ok(()),
+    }
+}
+
+/// A large allocation refused by the budget (see `budget_alloc`) surfaces
+/// as a memory error; it is reported as the budget's error, at the line
+/// the allocator saw (or naming the script when it saw none).
+fn over_budget<R>(budget: &Budget, script: &str, result: mlua::Result<R>) -> mlua::Result<R> {
+    let refused = match &result {
+        Err(mlua::Error::MemoryError(_)) => true,
+        Err(mlua::Error::RuntimeError(m)) => m == "not enough memory",
+        _ => false,
+    };
+    let place = budget.place.take();
+    if refused && budget.refused.get() {
+        let place = place.unwrap_or_else(|| script.to_string());
+        return Err(mlua::Error::RuntimeError(format!(
+            "{place}: {BUDGET_MESSAGE} (at a large allocation)"
+        )));
+    }
+    result
+}
+
+impl Budget {
+    /// True once the running call is past its deadline; from then on it
+    /// stays true until the next call is armed. Reads the clock.
+    pub(crate) fn over(&self) -> bool {
+        if !self.spent.get() && Instant::now() > self.deadline.get() {
+            self.spent.set(true);
+        }
+        self.spent.get()
+    }
+
+    /// For the allocator: a call is running and is past its deadline.
+    pub(crate) fn refuses_large(&self) -> bool {
+        let refuse = self.armed.get() && self.over();
+        if refuse {
+            self.refused.set(true);
+        }
+        refuse
+    }
+
+    /// The allocator has already noted where it refused in this call.
+    pub(crate) fn has_place(&self) -> bool {
+        let place = self.place.take();
+        let has = place.is_some();
+        self.place.set(place);
+        has
+    }
+
+    /// Notes `path:line` of a refused allocation.
+    pub(crate) fn set_place(&self, place: Option<String>) {
+        self.place.set(place);
+    }
+
+    /// True once the running call has been found past its deadline (no
+    /// clock read: for the paths that catch errors).
+    pub(crate) fn spent(&self) -> bool {
+        self.spent.get()
+    }
 }
 
 /// A Lua VM built for one policy, with its budget.
@@ -52,6 +140,27 @@ pub struct Vm {
     calls: Cell<u32>,
     /// Memory the script holds outside the heap (see script::memory).
     memory: Rc<ScriptMemory>,
+    /// The policy's path as chunks name it, for errors that lost their line.
+    script: String,
+    /// Taken out (and mlua's allocator put back) when the VM is dropped.
+    alloc: Option<BudgetAlloc>,
+}
+
+/// See [`Vm::armed`].
+pub struct Armed<'a>(&'a Budget);
+
+impl Drop for Armed<'_> {
+    fn drop(&mut self) {
+        self.0.armed.set(false);
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Some(alloc) = self.alloc.take() {
+            alloc.uninstall(&self.lua);
+        }
+    }
 }
 
 /// Every this many hook calls, a full garbage collection. Each call leaves
@@ -76,38 +185,27 @@ impl Vm {
         let budget = Rc::new(Budget {
             deadline: Cell::new(Instant::now() + limits.load_budget),
             spent: Cell::new(false),
+            armed: Cell::new(false),
+            refused: Cell::new(false),
+            place: Cell::new(None),
         });
 
-        let hook_budget = budget.clone();
-        lua.set_global_hook(
-            HookTriggers::new().every_nth_instruction(HOOK_EVERY),
-            move |_lua, debug| {
-                if hook_budget.spent.get() || Instant::now() > hook_budget.deadline.get() {
-                    hook_budget.spent.set(true);
-                    let source = debug.source();
-                    let place = match source.short_src.as_deref() {
-                        Some(src) => format!("{}:{}: ", src, debug.current_line().unwrap_or(0)),
-                        None => String::new(),
-                    };
-                    return Err(mlua::Error::RuntimeError(format!(
-                        "{place}script stopped: it ran past its time budget"
-                    )));
-                }
-                Ok(VmState::Continue)
-            },
-        )?;
+        budget_hook::install(&lua, &budget, HOOK_EVERY)?;
 
         api::register(&lua)?;
-        sandbox(&lua, &budget)?;
+        sandbox::install(&lua, &budget)?;
         stdlib::install_require(&lua, script_path)?;
         lua.set_memory_limit(limits.memory)?;
         let memory = memory::install(&lua, limits.memory);
+        let alloc = budget_alloc::install(&lua, &budget)?;
         Ok(Vm {
             lua,
             budget,
             limits,
             calls: Cell::new(0),
             memory,
+            script: script_path.display().to_string(),
+            alloc: Some(alloc),
         })
     }
 
@@ -117,7 +215,8 @@ impl Vm {
         let chunk = self
             .lua
             .load(source)
-            .set_name(format!("@{}", script_path.display()));
+            .set_name(format!("@{}", script_path.display()))
+            .set_mode(ChunkMode::Text);
         self.with_budget(self.limits.load_budget, || chunk.eval())
     }
 
@@ -137,6 +236,20 @@ impl Vm {
     pub fn arm(&self, budget: Duration) {
         self.budget.deadline.set(Instant::now() + budget);
         self.budget.spent.set(false);
+        self.budget.refused.set(false);
+        self.budget.armed.set(true);
+    }
+
+    /// The result of an async call started with `arm`, with a large
+    /// allocation refused by the budget reported as the budget's error.
+    pub fn settle<R>(&self, result: mlua::Result<R>) -> mlua::Result<R> {
+        over_budget(&self.budget, &self.script, result)
+    }
+
+    /// Ends what `arm` started when the returned guard is dropped (the
+    /// async call has returned or was given up).
+    pub fn armed(&self) -> Armed<'_> {
+        Armed(&self.budget)
     }
 
     /// Runs `body` with the budget armed for `budget` from now.
@@ -148,7 +261,10 @@ impl Vm {
     ) -> mlua::Result<R> {
         self.budget.deadline.set(Instant::now() + budget);
         self.budget.spent.set(false);
-        let result = body();
+        self.budget.refused.set(false);
+        self.budget.armed.set(true);
+        let result = over_budget(&self.budget, &self.script, body());
+        self.budget.armed.set(false);
         let calls = self.calls.get() + 1;
         if calls >= COLLECT_EVERY {
             self.calls.set(0);
@@ -165,44 +281,4 @@ impl Vm {
         memory::resync(&self.lua, &self.memory);
         result
     }
-}
-
-/// Removes what a policy must not touch (files, bytecode) and keeps `pcall`
-/// from swallowing the budget's error: once a call is out of time, every
-/// `pcall` inside it re-raises.
-fn sandbox(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<()> {
-    let globals = lua.globals();
-    globals.set("dofile", Value::Nil)?;
-    globals.set("loadfile", Value::Nil)?;
-    let spent_budget = budget.clone();
-    let spent = lua.create_function(move |_, ()| Ok(spent_budget.spent.get()))?;
-    lua.load(
-        r##"
-        local spent, rawpcall, rawxpcall, rawload, error = ...
-        local function pass(ok, ...)
-          if not ok and spent() then error((...), 0) end
-          return ok, ...
-        end
-        pcall = function(f, ...) return pass(rawpcall(f, ...)) end
-        xpcall = function(f, h, ...) return pass(rawxpcall(f, h, ...)) end
-        -- text chunks only: binary chunks can crash the VM
-        load = function(chunk, name, mode, ...)
-          if select("#", ...) > 0 then return rawload(chunk, name, "t", ...) end
-          return rawload(chunk, name, "t")
-        end
-        print = function(...)
-          local parts = table.pack(...)
-          for i = 1, parts.n do parts[i] = tostring(parts[i]) end
-          pocket.log.info(table.concat(parts, "\t"))
-        end
-        "##,
-    )
-    .set_name("=pocket-sandbox")
-    .call::<()>((
-        spent,
-        globals.get::<Value>("pcall")?,
-        globals.get::<Value>("xpcall")?,
-        globals.get::<Value>("load")?,
-        globals.get::<Value>("error")?,
-    ))
 }

@@ -2,7 +2,9 @@
 
 use mlua::{Function, Lua, MultiValue, Table, Value};
 
-fn join(lua: &Lua, args: MultiValue) -> String {
+/// Fails when a `__tostring` fails: swallowing that error would let a
+/// `__tostring` that ran out of time go on with the script.
+fn join(lua: &Lua, args: MultiValue) -> mlua::Result<String> {
     let mut out = String::new();
     for (i, v) in args.into_iter().enumerate() {
         if i > 0 {
@@ -13,13 +15,12 @@ fn join(lua: &Lua, args: MultiValue) -> String {
             Value::String(s) => s.to_string_lossy(),
             _ => lua
                 .globals()
-                .get::<Function>("tostring")
-                .and_then(|f| f.call::<String>(v))
-                .unwrap_or_else(|_| "?".into()),
+                .get::<Function>("tostring")?
+                .call::<String>(v)?,
         };
         out.push_str(&text);
     }
-    out
+    Ok(out)
 }
 
 pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
@@ -27,21 +28,21 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
     log.set(
         "info",
         lua.create_function(|lua, args: MultiValue| {
-            tracing::info!(target: "script", "{}", join(lua, args));
+            tracing::info!(target: "script", "{}", join(lua, args)?);
             Ok(())
         })?,
     )?;
     log.set(
         "warn",
         lua.create_function(|lua, args: MultiValue| {
-            tracing::warn!(target: "script", "{}", join(lua, args));
+            tracing::warn!(target: "script", "{}", join(lua, args)?);
             Ok(())
         })?,
     )?;
     log.set(
         "error",
         lua.create_function(|lua, args: MultiValue| {
-            tracing::error!(target: "script", "{}", join(lua, args));
+            tracing::error!(target: "script", "{}", join(lua, args)?);
             Ok(())
         })?,
     )?;

@@ -40,15 +40,23 @@ pub struct LuaRegex {
     _charge: Charge,
 }
 
+/// A match takes time in proportion to the text, natively: on a long text,
+/// the time budget is checked first (see `vm::before_native`).
+fn before_native(lua: &Lua, text: &mlua::LuaString) -> mlua::Result<()> {
+    crate::script::vm::before_native(lua, text.as_bytes().len())
+}
+
 impl UserData for LuaRegex {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("is_match", |_, re, text: mlua::LuaString| {
+        methods.add_method("is_match", |lua, re, text: mlua::LuaString| {
+            before_native(lua, &text)?;
             Ok(re.re.is_match(&text.to_str()?))
         });
 
         // Like string.match: the captures as values (the whole match when
         // the pattern has no groups), or nil.
         methods.add_method("match", |lua, re, text: mlua::LuaString| {
+            before_native(lua, &text)?;
             let text = text.to_str()?;
             let Some(caps) = re.re.captures(&text) else {
                 return Ok(MultiValue::from_vec(vec![Value::Nil]));
@@ -71,6 +79,7 @@ impl UserData for LuaRegex {
         // A table with [0] the whole match, [1].. the groups and named
         // groups by name; nil when it does not match.
         methods.add_method("captures", |lua, re, text: mlua::LuaString| {
+            before_native(lua, &text)?;
             let text = text.to_str()?;
             let Some(caps) = re.re.captures(&text) else {
                 return Ok(Value::Nil);
@@ -96,6 +105,7 @@ impl UserData for LuaRegex {
         methods.add_method(
             "replace",
             |lua, re, (text, with): (mlua::LuaString, mlua::LuaString)| {
+                before_native(lua, &text)?;
                 let text = text.to_str()?;
                 let with = with.to_str()?;
                 let room = memory::room(lua);
@@ -135,11 +145,13 @@ pub struct LuaRegexSet {
 
 impl UserData for LuaRegexSet {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("is_match", |_, set, text: mlua::LuaString| {
+        methods.add_method("is_match", |lua, set, text: mlua::LuaString| {
+            before_native(lua, &text)?;
             Ok(set.set.is_match(&text.to_str()?))
         });
         // The 1-based indices of every pattern that matches, in order.
         methods.add_method("matches", |lua, set, text: mlua::LuaString| {
+            before_native(lua, &text)?;
             let t = lua.create_table()?;
             for i in set.set.matches(&text.to_str()?).iter() {
                 t.raw_push(i + 1)?;
@@ -147,7 +159,8 @@ impl UserData for LuaRegexSet {
             Ok(t)
         });
         // The index of the first pattern that matches, or nil.
-        methods.add_method("first", |_, set, text: mlua::LuaString| {
+        methods.add_method("first", |lua, set, text: mlua::LuaString| {
+            before_native(lua, &text)?;
             Ok(set
                 .set
                 .matches(&text.to_str()?)

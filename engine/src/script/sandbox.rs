@@ -1,0 +1,57 @@
+//! The sandbox around a policy's Lua code: what is removed (files, bytecode,
+//! finalizers) and the wrappers that keep every way of running Lua, and
+//! every native loop a script can size, inside the time budget. The Lua
+//! side is `sandbox.lua`; docs/lua-api.md "The sandbox" lists the result.
+
+use std::rc::Rc;
+
+use mlua::{Function, Lua, Table, Value};
+
+use super::vm::{Budget, BUDGET_MESSAGE};
+
+/// The longest text `load` compiles, in bytes. Lua's parser runs natively
+/// (no instruction hook), so the size of a chunk bounds how long one
+/// `load` can take: 256 KiB compiles in a few milliseconds.
+pub const LOAD_MAX_BYTES: usize = 256 * 1024;
+
+/// How many elements a native table loop (`table.concat`, `table.unpack`)
+/// or bytes a native string walk (`utf8.len`) handles before the budget is
+/// looked at again. Small enough to take microseconds.
+pub const NATIVE_STEP: usize = 4096;
+
+/// Removes what a policy must not touch and installs the budget-keeping
+/// wrappers (see `sandbox.lua`).
+pub fn install(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<()> {
+    let globals = lua.globals();
+    globals.raw_set("dofile", Value::Nil)?;
+    globals.raw_set("loadfile", Value::Nil)?;
+    let string: Table = globals.get("string")?;
+    // Its output could only be loaded as a binary chunk, which is refused.
+    string.raw_set("dump", Value::Nil)?;
+
+    let spent_budget = budget.clone();
+    let spent = lua.create_function(move |_, ()| Ok(spent_budget.spent()))?;
+    let over_budget = budget.clone();
+    let over = lua.create_function(move |_, ()| Ok(over_budget.over()))?;
+    let limits = lua.create_table()?;
+    limits.raw_set("budget_message", BUDGET_MESSAGE)?;
+    limits.raw_set("load_max", LOAD_MAX_BYTES)?;
+    limits.raw_set("step", NATIVE_STEP)?;
+    let guard: Function = lua
+        .load(include_str!("sandbox.lua"))
+        .set_name("=pocket-sandbox")
+        .set_mode(mlua::chunk::ChunkMode::Text)
+        .call((spent, over, limits))?;
+    lua.set_named_registry_value(GUARD_KEY, guard)
+}
+
+/// Where `install` keeps the sandbox's `guard`.
+const GUARD_KEY: &str = "pocket.sandbox.guard";
+
+/// `f` under a pcall that re-raises, for a function Pocket runs as a
+/// coroutine (`call_async`): a budget error then leaves Lua's hooks on in
+/// that thread, which mlua reuses (see `guard` in `sandbox.lua`).
+pub fn guard(lua: &Lua, f: &Function) -> mlua::Result<Function> {
+    let guard: Function = lua.named_registry_value(GUARD_KEY)?;
+    guard.call(f)
+}
