@@ -7,6 +7,10 @@
 //! memory error and `Vm::with_budget` reports it as the budget error, at
 //! the line the allocator found on the stack when it refused.
 //!
+//! It also keeps the heap within the VM's limit less what the script holds
+//! outside it (script::memory's charges), counting the heap's bytes itself
+//! (mlua's own limit can no longer be changed once it is wrapped).
+//!
 //! The allocator wraps mlua's (which keeps the memory limit) and is put
 //! back when the `Vm` is dropped.
 
@@ -16,6 +20,7 @@ use std::rc::Rc;
 use mlua::ffi;
 use mlua::Lua;
 
+use super::memory::ScriptMemory;
 use super::vm::Budget;
 
 /// Allocations of at least this many bytes check the budget (a branch on
@@ -30,6 +35,10 @@ struct Wrapped {
     budget: Rc<Budget>,
     /// The VM's main thread, to find the script's line at a refusal.
     main: *mut ffi::lua_State,
+    /// The charges of memory held outside the heap, and the limit.
+    memory: Rc<ScriptMemory>,
+    /// The heap's bytes, as this allocator has seen them go.
+    heap: std::cell::Cell<usize>,
 }
 
 /// The installed allocator; `uninstall` puts mlua's back.
@@ -37,8 +46,15 @@ pub struct BudgetAlloc(*mut Wrapped);
 
 /// Puts the budget-checking allocator in front of the VM's (call after
 /// `set_memory_limit`).
-pub fn install(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<BudgetAlloc> {
+pub fn install(
+    lua: &Lua,
+    budget: &Rc<Budget>,
+    memory: &Rc<ScriptMemory>,
+) -> mlua::Result<BudgetAlloc> {
     let budget = budget.clone();
+    let memory = memory.clone();
+    // mlua's allocator is still in place: its count is exact.
+    let heap = std::cell::Cell::new(lua.used_memory());
     let mut installed: *mut Wrapped = std::ptr::null_mut();
     let slot = &mut installed;
     // SAFETY: reads and replaces the allocator of the state mlua hands us;
@@ -52,6 +68,8 @@ pub fn install(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<BudgetAlloc> {
                 inner_ud,
                 budget,
                 main: state,
+                memory,
+                heap,
             }));
             ffi::lua_setallocf(state, budget_alloc, wrapped as *mut c_void);
             *slot = wrapped;
@@ -96,7 +114,18 @@ unsafe extern "C" fn budget_alloc(
         }
         return std::ptr::null_mut();
     }
-    (wrapped.inner)(wrapped.inner_ud, ptr, osize, nsize)
+    // `osize` is a size only for a block that exists.
+    let old = if ptr.is_null() { 0 } else { osize };
+    let heap = wrapped.heap.get();
+    let outside = wrapped.memory.outside.get();
+    if outside > 0 && nsize > old && heap + (nsize - old) + outside > wrapped.memory.limit {
+        return std::ptr::null_mut();
+    }
+    let out = (wrapped.inner)(wrapped.inner_ud, ptr, osize, nsize);
+    if !out.is_null() || nsize == 0 {
+        wrapped.heap.set((heap + nsize).saturating_sub(old));
+    }
+    out
 }
 
 /// `path:line` of the innermost frame from a file on the main thread's

@@ -5,9 +5,10 @@
 //! Lua's allocator only sees its own heap: 40 answers with 8 MiB bodies
 //! kept by a policy were 320 MiB of Rust memory behind 40 small userdata.
 //! Each such object holds a [`Charge`] for its bytes; while charges are
-//! held the Lua heap's limit is lowered by as much, so Lua and Rust share
-//! one budget. A charge that does not fit first runs a full collection
-//! (dead objects give their bytes back), then fails with a memory error.
+//! held the VM's allocator (script::budget_alloc) refuses Lua as much
+//! sooner, so Lua and Rust share one budget. A charge that does not fit
+//! first runs a full collection (dead objects give their bytes back), then
+//! fails with a memory error.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -17,10 +18,9 @@ use mlua::Lua;
 /// One VM's account of memory held outside its heap, in bytes.
 pub struct ScriptMemory {
     /// The VM's whole limit (Lua heap plus outside), bytes.
-    limit: usize,
-    outside: Cell<usize>,
-    /// A charge was dropped: the heap may grow again (see [`resync`]).
-    released: Cell<bool>,
+    pub(crate) limit: usize,
+    /// Bytes charged now.
+    pub(crate) outside: Cell<usize>,
 }
 
 /// Bytes held outside the Lua heap for as long as the charge lives.
@@ -33,7 +33,6 @@ impl Drop for Charge {
     fn drop(&mut self) {
         let left = self.memory.outside.get().saturating_sub(self.bytes);
         self.memory.outside.set(left);
-        self.memory.released.set(true);
     }
 }
 
@@ -42,7 +41,6 @@ pub fn install(lua: &Lua, limit: usize) -> Rc<ScriptMemory> {
     let memory = Rc::new(ScriptMemory {
         limit,
         outside: Cell::new(0),
-        released: Cell::new(false),
     });
     lua.set_app_data(memory.clone());
     memory
@@ -74,17 +72,7 @@ pub fn charge(lua: &Lua, bytes: usize, what: &str) -> mlua::Result<Charge> {
         }
     }
     memory.outside.set(memory.outside.get() + bytes);
-    lua.set_memory_limit(memory.limit - memory.outside.get())?;
     Ok(Charge { memory, bytes })
-}
-
-/// Gives the heap back the room of charges dropped since the last call
-/// (cheap: one flag when nothing changed). Called after each hook call.
-#[inline]
-pub fn resync(lua: &Lua, memory: &ScriptMemory) {
-    if memory.released.replace(false) {
-        let _ = lua.set_memory_limit(memory.limit.saturating_sub(memory.outside.get()));
-    }
 }
 
 /// Bytes the VM can still take (heap and charges), for native code that

@@ -12,7 +12,7 @@ use mlua::chunk::ChunkMode;
 use mlua::{Lua, LuaOptions, StdLib, Value};
 
 use super::budget_alloc::{self, BudgetAlloc};
-use super::memory::{self, ScriptMemory};
+use super::memory;
 use super::{api, budget_hook, sandbox, stdlib};
 
 /// How much a script may take. A hook that runs past `hook_budget` or a VM
@@ -138,8 +138,6 @@ pub struct Vm {
     pub limits: Limits,
     /// Hook calls since the last full collection.
     calls: Cell<u32>,
-    /// Memory the script holds outside the heap (see script::memory).
-    memory: Rc<ScriptMemory>,
     /// The policy's path as chunks name it, for errors that lost their line.
     script: String,
     /// Taken out (and mlua's allocator put back) when the VM is dropped.
@@ -197,13 +195,12 @@ impl Vm {
         stdlib::install_require(&lua, script_path)?;
         lua.set_memory_limit(limits.memory)?;
         let memory = memory::install(&lua, limits.memory);
-        let alloc = budget_alloc::install(&lua, &budget)?;
+        let alloc = budget_alloc::install(&lua, &budget, &memory)?;
         Ok(Vm {
             lua,
             budget,
             limits,
             calls: Cell::new(0),
-            memory,
             script: script_path.display().to_string(),
             alloc: Some(alloc),
         })
@@ -278,7 +275,6 @@ impl Vm {
             self.budget.spent.set(false);
             let _ = self.lua.gc_collect();
         }
-        memory::resync(&self.lua, &self.memory);
         result
     }
 }
