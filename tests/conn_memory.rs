@@ -336,3 +336,120 @@ async fn head_size_is_a_listener_setting() {
         "{err}"
     );
 }
+
+/// A server that accepts connections and never reads from them.
+async fn silent_server() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    (addr, task)
+}
+
+/// An endless h2 upload on `streams` streams of one connection.
+async fn h2_uploads(addr: SocketAddr, streams: usize) -> Vec<tokio::task::JoinHandle<()>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let mut tasks = vec![tokio::spawn(async move {
+        let _ = conn.await;
+    })];
+    for i in 0..streams {
+        let req = http::Request::post(format!("http://t/up{i}"))
+            .body(())
+            .unwrap();
+        let Ok(Ok(mut c)) =
+            tokio::time::timeout(Duration::from_secs(2), client.clone().ready()).await
+        else {
+            break;
+        };
+        let Ok((_resp, mut body)) = c.send_request(req, false) else {
+            break;
+        };
+        tasks.push(tokio::spawn(async move {
+            let piece = Bytes::from(vec![b'u'; 16 * 1024]);
+            loop {
+                body.reserve_capacity(piece.len());
+                match std::future::poll_fn(|cx| body.poll_capacity(cx)).await {
+                    Some(Ok(n)) if n > 0 => {
+                        if body.send_data(piece.slice(..n), false).is_err() {
+                            return;
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    _ => return,
+                }
+            }
+        }));
+    }
+    tasks
+}
+
+/// Pocket in front of a server that takes nothing, and its idle peak.
+async fn start_silent() -> (Pocket, u64, tokio::task::JoinHandle<()>) {
+    let (silent, server) = silent_server().await;
+    let policy = format!(
+        r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "o" }} }},
+  pools = {{ o = {{ servers = {{ "{silent}" }}, retries = 0 }} }},
+}}"#
+    );
+    let pocket = Pocket::start(&policy, 1);
+    // The listener's first use (no server answers, so no warm-up request).
+    let _ = TcpStream::connect(pocket.addr("web")).await;
+    let idle = pocket.rss_kib().1;
+    (pocket, idle, server)
+}
+
+/// HTTP/1.1 uploads to a server that takes nothing: the clients are held
+/// back, not buffered for.
+#[tokio::test]
+async fn h1_uploads_to_a_server_that_never_reads() {
+    let (pocket, idle, _server) = start_silent().await;
+    let addr = pocket.addr("web");
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        tasks.push(tokio::spawn(async move {
+            let head =
+                format!("POST /up{i} HTTP/1.1\r\nHost: t\r\nContent-Length: {LARGE}\r\n\r\n");
+            if s.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let piece = vec![b'u'; 64 * 1024];
+            while s.write_all(&piece).await.is_ok() {}
+        }));
+    }
+    tokio::time::sleep(HOLD).await;
+    assert_within_budget(
+        &pocket,
+        idle,
+        "100 HTTP/1.1 uploads to a server that never reads",
+    );
+    for t in tasks {
+        t.abort();
+    }
+}
+
+/// The same over h2: 4 connections with 100 uploading streams each.
+#[tokio::test]
+async fn h2_uploads_to_a_server_that_never_reads() {
+    let (pocket, idle, _server) = start_silent().await;
+    let addr = pocket.addr("web");
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        tasks.extend(h2_uploads(addr, 100).await);
+    }
+    tokio::time::sleep(HOLD).await;
+    assert_within_budget(
+        &pocket,
+        idle,
+        "4 x 100 h2 uploads to a server that never reads",
+    );
+    for t in tasks {
+        t.abort();
+    }
+}

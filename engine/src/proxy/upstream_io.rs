@@ -12,7 +12,7 @@ use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -40,7 +40,48 @@ pub struct HeadScan {
 }
 
 /// Shared by the socket wrapper and the request path that arms it.
-pub type HeadWatch = Rc<Cell<HeadScan>>;
+pub type HeadWatch = Rc<Watch>;
+
+/// What the socket wrapper tells the request path: where the response
+/// head is, and whether the server takes what is written to it.
+#[derive(Default)]
+pub struct Watch {
+    head: Cell<HeadScan>,
+    /// The last write to the server could not complete: it does not read.
+    write_blocked: Cell<bool>,
+    /// The request body that waits for the server to take what is queued
+    /// (one request at a time on a connection).
+    waiter: Cell<Option<Waker>>,
+}
+
+impl Watch {
+    pub fn get(&self) -> HeadScan {
+        self.head.get()
+    }
+
+    pub fn set(&self, scan: HeadScan) {
+        self.head.set(scan)
+    }
+
+    /// The server does not take what is queued for it: a request body
+    /// reads no more from the client (then `task` is woken when it does).
+    pub fn write_blocked(&self, task: &Waker) -> bool {
+        if !self.write_blocked.get() {
+            return false;
+        }
+        self.waiter.set(Some(task.clone()));
+        true
+    }
+
+    /// Notes how a write went; progress after a blockage wakes the body.
+    fn wrote(&self, pending: bool) {
+        if self.write_blocked.replace(pending) && !pending {
+            if let Some(w) = self.waiter.take() {
+                w.wake();
+            }
+        }
+    }
+}
 
 /// A line of a response head ends in LF without CR.
 #[derive(Debug)]
@@ -118,7 +159,7 @@ pub struct UpstreamIo {
 
 impl UpstreamIo {
     pub fn new(stream: TcpStream) -> (UpstreamIo, HeadWatch) {
-        let watch: HeadWatch = Rc::new(Cell::new(HeadScan::default()));
+        let watch: HeadWatch = Rc::new(Watch::default());
         (
             UpstreamIo {
                 stream,
@@ -175,7 +216,10 @@ impl AsyncWrite for UpstreamIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.watch.wrote(r.is_pending());
+        r
     }
 
     #[inline]
@@ -184,7 +228,10 @@ impl AsyncWrite for UpstreamIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.watch.wrote(r.is_pending());
+        r
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -42,6 +42,7 @@ use super::h2_flood::FloodWatch;
 use super::head_check::{self, HeadCheck};
 use crate::config::{ClientTimeouts, DEFAULT_HEAD_SIZE};
 use crate::proxy::body::ResponseBody;
+use crate::proxy::upstream::READ_PIECE;
 use crate::proxy::{self, ConnCtx};
 
 /// How long a connection with nothing in flight keeps hyper's buffers
@@ -881,7 +882,21 @@ impl AsyncRead for ClientIo {
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = if this.prefix.is_empty() {
-            Pin::new(&mut this.stream).poll_read(cx, buf)
+            if this.flood.is_none() && this.activity.busy.get() > 0 && buf.remaining() > READ_PIECE
+            {
+                // HTTP/1 with a request in flight: its body, read a piece
+                // at a time as a server's is (proxy/upstream.rs), so that
+                // an upload to a server that does not take it holds a few
+                // small pieces, not hyper's 64 KiB buffers. (Initialized
+                // first, the safe way: a 12 KiB memset per read.)
+                let mut piece = ReadBuf::new(buf.initialize_unfilled_to(READ_PIECE));
+                let r = Pin::new(&mut this.stream).poll_read(cx, &mut piece);
+                let n = piece.filled().len();
+                buf.advance(n);
+                r
+            } else {
+                Pin::new(&mut this.stream).poll_read(cx, buf)
+            }
         } else {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
