@@ -170,6 +170,30 @@ impl UpstreamIo {
     }
 }
 
+/// Reads at most [`READ_PIECE`] bytes from `stream` into `buf`: how many.
+/// Shared with the client side (server/conn.rs), which reads HTTP/1
+/// request bodies the same way.
+#[inline]
+pub fn read_piece(
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<usize>> {
+    let mut piece = buf.take(READ_PIECE);
+    let filled = piece.filled().as_ptr();
+    std::task::ready!(Pin::new(stream).poll_read(cx, &mut piece))?;
+    // The stream must fill the buffer it was given, not swap it.
+    debug_assert_eq!(piece.filled().as_ptr(), filled);
+    let n = piece.filled().len();
+    // SAFETY: `piece` is the start of `buf`'s unfilled part (ReadBuf::take),
+    // and the stream initialized and filled its first `n` bytes. (The safe
+    // way, initialize_unfilled_to, would memset every piece first: as much
+    // memory traffic again as the read's own copy.)
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    Poll::Ready(Ok(n))
+}
+
 impl AsyncRead for UpstreamIo {
     #[inline]
     fn poll_read(
@@ -182,16 +206,12 @@ impl AsyncRead for UpstreamIo {
         let mut scan = this.watch.get();
         if !scan.armed && buf.remaining() > READ_PIECE {
             // A body (or nothing expected): one piece at a time.
-            // (Initialized first: hyper's buffer is not, and the safe way
-            // costs a 12 KiB memset per read, little next to the syscall.)
-            let mut piece = ReadBuf::new(buf.initialize_unfilled_to(READ_PIECE));
-            let r = Pin::new(&mut this.stream).poll_read(cx, &mut piece);
-            let n = piece.filled().len();
-            buf.advance(n);
-            if n > 0 && !scan.answered {
+            let r = read_piece(&mut this.stream, cx, buf);
+            if matches!(r, Poll::Ready(Ok(n)) if n > 0) && !scan.answered {
                 scan.answered = true;
                 this.watch.set(scan);
             }
+            let r = r.map_ok(|_| ());
             return r;
         }
         let r = Pin::new(&mut this.stream).poll_read(cx, buf);

@@ -43,6 +43,7 @@ use super::head_check::{self, HeadCheck};
 use crate::config::{ClientTimeouts, DEFAULT_HEAD_SIZE};
 use crate::proxy::body::ResponseBody;
 use crate::proxy::upstream::READ_PIECE;
+use crate::proxy::upstream_io::read_piece;
 use crate::proxy::{self, ConnCtx};
 
 /// How long a connection with nothing in flight keeps hyper's buffers
@@ -887,13 +888,8 @@ impl AsyncRead for ClientIo {
                 // HTTP/1 with a request in flight: its body, read a piece
                 // at a time as a server's is (proxy/upstream.rs), so that
                 // an upload to a server that does not take it holds a few
-                // small pieces, not hyper's 64 KiB buffers. (Initialized
-                // first, the safe way: a 12 KiB memset per read.)
-                let mut piece = ReadBuf::new(buf.initialize_unfilled_to(READ_PIECE));
-                let r = Pin::new(&mut this.stream).poll_read(cx, &mut piece);
-                let n = piece.filled().len();
-                buf.advance(n);
-                r
+                // small pieces, not hyper's 64 KiB buffers.
+                read_piece(&mut this.stream, cx, buf).map_ok(|_| ())
             } else {
                 Pin::new(&mut this.stream).poll_read(cx, buf)
             }
