@@ -10,7 +10,10 @@ use std::sync::Arc;
 use mlua::{Table, Value};
 
 use super::pool_settings::duration;
-use super::{ClientTimeouts, ConfigError, ConfigErrors, HookSet, ListenerSpec, Policy};
+use super::{
+    ClientTimeouts, ConfigError, ConfigErrors, HookSet, ListenerSpec, Policy, DEFAULT_HEAD_SIZE,
+    HEAD_SIZE_RANGE,
+};
 use crate::lb::{Pool, Server, StateRegistry};
 use crate::script::{describe_lua_error, Limits, Vm};
 
@@ -46,6 +49,7 @@ const LISTENER_KEYS: &[&str] = &[
     "keepalive",
     "timeouts",
     "max_connections",
+    "head_size",
 ];
 const LISTENER_TIMEOUT_KEYS: &[&str] = &["head", "body", "send"];
 const SERVER_KEYS: &[&str] = &["addr", "weight", "backup"];
@@ -177,6 +181,30 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+
+    /// A listener's `head_size`: a whole number of bytes within
+    /// [`HEAD_SIZE_RANGE`], else [`DEFAULT_HEAD_SIZE`] (an error if given
+    /// and wrong; errors say `{prefix}head_size`).
+    fn head_size(&mut self, t: &Table, prefix: &str) -> u32 {
+        let (lo, hi) = (*HEAD_SIZE_RANGE.start(), *HEAD_SIZE_RANGE.end());
+        match t.get::<Value>("head_size") {
+            Ok(Value::Nil) => return DEFAULT_HEAD_SIZE,
+            Ok(Value::Integer(n)) if (i64::from(lo)..=i64::from(hi)).contains(&n) => {
+                return n as u32
+            }
+            Ok(Value::Number(f))
+                if f.fract() == 0.0 && (f64::from(lo)..=f64::from(hi)).contains(&f) =>
+            {
+                return f as u32
+            }
+            _ => {}
+        }
+        self.error(
+            &["head_size ="],
+            format!("{prefix}head_size must be a whole number of bytes from {lo} to {hi} (the default is {DEFAULT_HEAD_SIZE})"),
+        );
+        DEFAULT_HEAD_SIZE
     }
 
     pub(super) fn unknown_keys(&mut self, table: &Table, known: &[&str], what: &str) {
@@ -405,6 +433,7 @@ impl Checker<'_> {
                 ),
             }
             let max_connections = self.max_connections(&t, &top);
+            let head_size = self.head_size(&t, &top);
             if let Some(bind) = bind {
                 if let Some(other) = out.iter().find(|l| l.bind == bind && bind.port() != 0) {
                     self.error(
@@ -421,6 +450,7 @@ impl Checker<'_> {
                     default_pool,
                     timeouts,
                     max_connections,
+                    head_size,
                 });
             }
         }

@@ -101,7 +101,21 @@ pub struct ListenerSpec {
     /// Pocket stops accepting and new connections wait in the kernel's
     /// accept queue.
     pub max_connections: Option<usize>,
+    /// The most bytes an HTTP/1 request head may take, request line
+    /// through the empty line (HTTP/2: the header list as RFC 9113 §6.5.2
+    /// counts it). Over it: 414 if the request line alone is, else 431,
+    /// and the connection closes. Also what Pocket's buffer for reading a
+    /// client may grow to (HAProxy's `tune.bufsize`, nginx's
+    /// `large_client_header_buffers`).
+    pub head_size: u32,
 }
+
+/// A listener's `head_size` when the policy gives none: nginx's
+/// `large_client_header_buffers 4 8k`, 32 KiB in all.
+pub const DEFAULT_HEAD_SIZE: u32 = 32 * 1024;
+
+/// What a listener's `head_size` may be, in bytes.
+pub const HEAD_SIZE_RANGE: std::ops::RangeInclusive<u32> = 1024..=1024 * 1024;
 
 /// The client side's timeouts. Each one watches one phase of a connection
 /// and, but for `head`, measures inactivity, not the whole exchange: a slow

@@ -1,6 +1,7 @@
 //! Bodies as they pass through: the client's request body streamed to the
 //! server, the server's response body streamed to the client, and small
-//! local bodies. Nothing is buffered.
+//! local bodies. Nothing is buffered: a side that does not take what is
+//! queued for it holds the other back.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -17,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::upstream::Lease;
+use super::upstream_io::HeadWatch;
 use crate::lb::ServerState;
 
 /// The body sent to a server.
@@ -26,6 +28,10 @@ pub enum RequestBody {
     Client {
         body: Incoming,
         progress: Rc<Progress>,
+        /// The server connection it is being sent on: while the server
+        /// does not take what is queued, no more is read from the client,
+        /// whose TCP (HTTP/1) or flow-control window (h2) then holds it.
+        upstream: Option<HeadWatch>,
     },
     Empty,
 }
@@ -115,6 +121,15 @@ impl std::fmt::Display for Abandoned {
 
 impl std::error::Error for Abandoned {}
 
+impl RequestBody {
+    /// The body is about to be sent on the server connection `upstream`.
+    pub fn send_on(&mut self, watch: &HeadWatch) {
+        if let RequestBody::Client { upstream, .. } = self {
+            *upstream = Some(watch.clone());
+        }
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -125,9 +140,23 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            RequestBody::Client { body, progress } => {
+            RequestBody::Client {
+                body,
+                progress,
+                upstream,
+            } => {
                 if progress.aborted.get() {
                     return Poll::Ready(Some(Err(Box::new(Abandoned))));
+                }
+                if upstream
+                    .as_ref()
+                    .is_some_and(|u| u.write_blocked(cx.waker()))
+                {
+                    // The server's turn (its `timeouts.idle` runs).
+                    if progress.waiting_on_client.replace(false) {
+                        progress.turn_changed();
+                    }
+                    return Poll::Pending;
                 }
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 let was_waiting = progress.waiting_on_client.get();

@@ -168,6 +168,7 @@ async fn forward(
         Some(progress) => RequestBody::Client {
             body,
             progress: progress.clone(),
+            upstream: None,
         },
     });
     let mut head = Some(head);
@@ -227,7 +228,9 @@ async fn forward(
         let reused = conn.idle_for.is_some();
         let another = tried.len() < pool.retries as usize && pool.servers.len() > 1;
         let spare = (replayable && (reused || another)).then(|| clone_head(&h));
-        let req = Request::from_parts(h, body.take().unwrap_or(RequestBody::Empty));
+        let mut b = body.take().unwrap_or(RequestBody::Empty);
+        b.send_on(&conn.watch);
+        let req = Request::from_parts(h, b);
         let in_flight = InFlight::new(&server.state);
         conn.watch.set(upstream_io::HeadScan::expect_head());
         let sent = timeouts::wait_answer(

@@ -24,6 +24,18 @@ use crate::lb::Timeouts;
 /// read buffer).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
+/// The most one read of a response body from a server takes, in bytes.
+/// Each read becomes a piece of the body that is handed on to the client
+/// as it is (no copy), so this is the size of what a slow client holds
+/// queued, times a few (HAProxy's `tune.bufsize` is 16 KiB). Less than
+/// 16 KiB: hyper sizes its next read buffer up to the next power of two
+/// once a read fills the one before, so 16 KiB reads would make its
+/// buffers 32 KiB; 12 KiB ones keep them at 16 KiB. A multiple of the h2
+/// piece (4 KiB, server/conn.rs `H2_PIECE`): a client that opens its
+/// window a piece at a time gets whole pieces, not a 4 KiB frame and a
+/// 1-byte one.
+pub const READ_PIECE: usize = 12 * 1024;
+
 /// Most idle connections kept per server per worker.
 const MAX_IDLE_PER_SERVER: usize = 128;
 
@@ -198,6 +210,9 @@ impl Upstreams {
         let (io, watch) = UpstreamIo::new(stream);
         let (sender, conn) = http1::Builder::new()
             .max_header_size(MAX_RESPONSE_HEAD)
+            // A head must fit hyper's read buffer, which a body never
+            // fills past READ_PIECE (upstream_io.rs).
+            .max_buf_size(MAX_RESPONSE_HEAD)
             .handshake(TokioIo::new(io))
             .await
             .map_err(ConnectError::Handshake)?;

@@ -12,10 +12,12 @@ use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use super::upstream::READ_PIECE;
 
 /// Where the connection is in reading a response head.
 #[derive(Clone, Copy, Default)]
@@ -38,7 +40,48 @@ pub struct HeadScan {
 }
 
 /// Shared by the socket wrapper and the request path that arms it.
-pub type HeadWatch = Rc<Cell<HeadScan>>;
+pub type HeadWatch = Rc<Watch>;
+
+/// What the socket wrapper tells the request path: where the response
+/// head is, and whether the server takes what is written to it.
+#[derive(Default)]
+pub struct Watch {
+    head: Cell<HeadScan>,
+    /// The last write to the server could not complete: it does not read.
+    write_blocked: Cell<bool>,
+    /// The request body that waits for the server to take what is queued
+    /// (one request at a time on a connection).
+    waiter: Cell<Option<Waker>>,
+}
+
+impl Watch {
+    pub fn get(&self) -> HeadScan {
+        self.head.get()
+    }
+
+    pub fn set(&self, scan: HeadScan) {
+        self.head.set(scan)
+    }
+
+    /// The server does not take what is queued for it: a request body
+    /// reads no more from the client (then `task` is woken when it does).
+    pub fn write_blocked(&self, task: &Waker) -> bool {
+        if !self.write_blocked.get() {
+            return false;
+        }
+        self.waiter.set(Some(task.clone()));
+        true
+    }
+
+    /// Notes how a write went; progress after a blockage wakes the body.
+    fn wrote(&self, pending: bool) {
+        if self.write_blocked.replace(pending) && !pending {
+            if let Some(w) = self.waiter.take() {
+                w.wake();
+            }
+        }
+    }
+}
 
 /// A line of a response head ends in LF without CR.
 #[derive(Debug)]
@@ -116,7 +159,7 @@ pub struct UpstreamIo {
 
 impl UpstreamIo {
     pub fn new(stream: TcpStream) -> (UpstreamIo, HeadWatch) {
-        let watch: HeadWatch = Rc::new(Cell::new(HeadScan::default()));
+        let watch: HeadWatch = Rc::new(Watch::default());
         (
             UpstreamIo {
                 stream,
@@ -125,6 +168,30 @@ impl UpstreamIo {
             watch,
         )
     }
+}
+
+/// Reads at most [`READ_PIECE`] bytes from `stream` into `buf`: how many.
+/// Shared with the client side (server/conn.rs), which reads HTTP/1
+/// request bodies the same way.
+#[inline]
+pub fn read_piece(
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<usize>> {
+    let mut piece = buf.take(READ_PIECE);
+    let filled = piece.filled().as_ptr();
+    std::task::ready!(Pin::new(stream).poll_read(cx, &mut piece))?;
+    // The stream must fill the buffer it was given, not swap it.
+    debug_assert_eq!(piece.filled().as_ptr(), filled);
+    let n = piece.filled().len();
+    // SAFETY: `piece` is the start of `buf`'s unfilled part (ReadBuf::take),
+    // and the stream initialized and filled its first `n` bytes. (The safe
+    // way, initialize_unfilled_to, would memset every piece first: as much
+    // memory traffic again as the read's own copy.)
+    unsafe { buf.assume_init(n) };
+    buf.advance(n);
+    Poll::Ready(Ok(n))
 }
 
 impl AsyncRead for UpstreamIo {
@@ -136,8 +203,18 @@ impl AsyncRead for UpstreamIo {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        let r = Pin::new(&mut this.stream).poll_read(cx, buf);
         let mut scan = this.watch.get();
+        if !scan.armed && buf.remaining() > READ_PIECE {
+            // A body (or nothing expected): one piece at a time.
+            let r = read_piece(&mut this.stream, cx, buf);
+            if matches!(r, Poll::Ready(Ok(n)) if n > 0) && !scan.answered {
+                scan.answered = true;
+                this.watch.set(scan);
+            }
+            let r = r.map_ok(|_| ());
+            return r;
+        }
+        let r = Pin::new(&mut this.stream).poll_read(cx, buf);
         if (scan.armed || !scan.answered) && buf.filled().len() > before {
             let checked = scan.feed(&buf.filled()[before..]);
             this.watch.set(scan);
@@ -159,7 +236,10 @@ impl AsyncWrite for UpstreamIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.watch.wrote(r.is_pending());
+        r
     }
 
     #[inline]
@@ -168,7 +248,10 @@ impl AsyncWrite for UpstreamIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.watch.wrote(r.is_pending());
+        r
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -40,8 +40,10 @@ use tokio::time::{Instant, Sleep};
 use super::drain::Drain;
 use super::h2_flood::FloodWatch;
 use super::head_check::{self, HeadCheck};
-use crate::config::ClientTimeouts;
+use crate::config::{ClientTimeouts, DEFAULT_HEAD_SIZE};
 use crate::proxy::body::ResponseBody;
+use crate::proxy::upstream::READ_PIECE;
+use crate::proxy::upstream_io::read_piece;
 use crate::proxy::{self, ConnCtx};
 
 /// How long a connection with nothing in flight keeps hyper's buffers
@@ -64,13 +66,40 @@ pub struct Http {
     h2: http2::Builder<LocalExec>,
 }
 
+/// The most hyper's HTTP/1 buffers for a client may hold, in bytes: its
+/// read buffer (a request head, or a piece of a body) and the response
+/// bytes it queues for a client that is slow to read (hyper's default is
+/// ~400 KiB each). A listener whose `head_size` is larger gets that.
+pub const H1_BUF: usize = 64 * 1024;
+
+/// HTTP/2 streams a client may have open at once (HAProxy's
+/// `tune.h2.max-concurrent-streams` default; nginx allows 128).
+pub const H2_STREAMS: u32 = 100;
+
+/// Response bytes h2 holds per stream beyond what the client's window lets
+/// out (hyper's default is 400 KiB): a client that advertises a huge
+/// window and then stops reading gets no more than this queued per stream,
+/// and its streams' servers are paused (see [`Tracked`]).
+pub const H2_SEND_BUF: usize = 16 * 1024;
+
+/// The windows Pocket gives an HTTP/2 client for request bodies: what it
+/// may send ahead of what the server has taken, per stream and in all
+/// (hyper's default is 1 MiB each).
+pub const H2_STREAM_WINDOW: u32 = 256 * 1024;
+pub const H2_CONN_WINDOW: u32 = 512 * 1024;
+
 impl Http {
     pub fn new() -> Http {
         let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new()).keep_alive(true);
+        h1.timer(TokioTimer::new())
+            .keep_alive(true)
+            .max_buf_size(H1_BUF);
         let mut h2 = http2::Builder::new(LocalExec);
         h2.timer(TokioTimer::new())
-            .max_concurrent_streams(256)
+            .max_concurrent_streams(H2_STREAMS)
+            .max_send_buf_size(H2_SEND_BUF)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONN_WINDOW)
             .keep_alive_interval(None);
         Http { h1, h2 }
     }
@@ -171,7 +200,15 @@ pub async fn serve(
     let keepalive = timeouts.keepalive;
     let head = timeouts.head;
     let Some(_open) = drain.enter() else { return };
+    // Per connection, as the timeouts are (once per accept, not per request).
+    let head_size = cx
+        .worker
+        .script()
+        .policy
+        .listener(&cx.listener)
+        .map_or(DEFAULT_HEAD_SIZE, |l| l.head_size);
     let io = ClientIo {
+        head_size,
         stream,
         prefix: Bytes::new(),
         activity: Rc::new(Activity::new()),
@@ -268,11 +305,16 @@ async fn serve_h1(
 ) -> Option<ClientIo> {
     let activity = io.activity.clone();
     activity.quiet_since.set(Instant::now());
-    activity.heads.set(HeadCheck::new());
-    // The listener's header timeout on a copy of the worker's settings: a
-    // few words and a reference count, once per wake, not per request.
+    activity.heads.set(HeadCheck::with_limit(io.head_size));
+    // The listener's header timeout and head size on a copy of the
+    // worker's settings: a few words and a reference count, once per wake,
+    // not per request. hyper refuses a head over the size too (431) where
+    // the check cannot: one queued behind another, or after a body the
+    // check did not follow.
     let mut h1 = http.h1.clone();
-    h1.header_read_timeout(head);
+    h1.header_read_timeout(head)
+        .max_header_size(io.head_size as usize)
+        .max_buf_size(H1_BUF.max(io.head_size as usize));
     // Boxed: while parked, the connection's task holds none of hyper's state.
     let mut conn =
         Box::new(h1.serve_connection(TokioIo::new(io), service(cx.clone(), activity.clone())));
@@ -350,9 +392,9 @@ async fn serve_h2(
     let activity = io.activity.clone();
     activity.heads.set(HeadCheck::off());
     io.flood = Some(Box::new(FloodWatch::new()));
-    let conn = http
-        .h2
-        .serve_connection(TokioIo::new(io), service(cx.clone(), activity.clone()));
+    let mut h2 = http.h2.clone();
+    h2.max_header_list_size(io.head_size);
+    let conn = h2.serve_connection(TokioIo::new(io), service(cx.clone(), activity.clone()));
     tokio::pin!(conn);
     let draining = drain.started();
     tokio::pin!(draining);
@@ -516,6 +558,9 @@ struct Activity {
     /// The last write to the client could not complete: hyper still has
     /// bytes to flush.
     write_blocked: std::cell::Cell<bool>,
+    /// Response bodies that wait for the client to read what is queued
+    /// (see [`Tracked`]): woken when a write goes out again.
+    write_waiters: RefCell<Vec<Waker>>,
     /// The heads being read: checked for bare LF, each verdict kept until
     /// hyper hands its request on; a head begun makes the connection not
     /// idle (hyper's header timeout watches it; parking would restart that).
@@ -535,6 +580,7 @@ impl Activity {
             busy: Default::default(),
             quiet_since: std::cell::Cell::new(Instant::now()),
             write_blocked: Default::default(),
+            write_waiters: Default::default(),
             heads: std::cell::Cell::new(HeadCheck::new()),
             served: Default::default(),
             h2_open: Default::default(),
@@ -617,6 +663,14 @@ impl Drop for Busy {
 /// A response body that keeps its request counted busy until hyper has
 /// taken all of it. On h2 it also notes, for the stall check, whether
 /// hyper holds data of it that waits for the client's window.
+///
+/// While a write to the client is blocked (it does not read what is
+/// queued), the body is not polled for more: its server's connection
+/// stops being read (hyper's client reads a response only as its body is
+/// taken) and TCP holds the server back. So a client that stops reading
+/// costs what was queued when it stopped, at most a few of the server's
+/// read pieces ([`crate::proxy::upstream::READ_PIECE`]) on HTTP/1 and per
+/// h2 connection, not the whole response.
 pub struct Tracked<B> {
     body: B,
     _busy: Busy,
@@ -668,6 +722,19 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = self.get_mut();
+        if this.rest.is_empty() && this._busy.0.write_blocked.get() {
+            // Held until the client reads (see above).
+            let mut waiters = this._busy.0.write_waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            if let Some(w) = &this.watch {
+                // Not waiting for the client's window: for its socket,
+                // which the send timeout watches.
+                w.waiting.set(false);
+            }
+            return Poll::Pending;
+        }
         let Some(w) = &this.watch else {
             // HTTP/1: straight through.
             return Pin::new(&mut this.body).poll_frame(cx);
@@ -717,6 +784,8 @@ impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
 /// counted for the flood rule.
 struct ClientIo {
     stream: TcpStream,
+    /// The listener's `head_size`, in bytes.
+    head_size: u32,
     prefix: Bytes,
     activity: Rc<Activity>,
     peer: SocketAddr,
@@ -741,6 +810,12 @@ impl ClientIo {
         // connection's write_blocked is that state, kept once).
         let was_blocked = self.activity.write_blocked.replace(r.is_pending());
         if !r.is_pending() {
+            if was_blocked {
+                // The client reads again: the paused bodies go on.
+                for w in self.activity.write_waiters.borrow_mut().drain(..) {
+                    w.wake();
+                }
+            }
             return r;
         }
         let timer = match &mut self.send_timer {
@@ -808,7 +883,16 @@ impl AsyncRead for ClientIo {
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = if this.prefix.is_empty() {
-            Pin::new(&mut this.stream).poll_read(cx, buf)
+            if this.flood.is_none() && this.activity.busy.get() > 0 && buf.remaining() > READ_PIECE
+            {
+                // HTTP/1 with a request in flight: its body, read a piece
+                // at a time as a server's is (proxy/upstream.rs), so that
+                // an upload to a server that does not take it holds a few
+                // small pieces, not hyper's 64 KiB buffers.
+                read_piece(&mut this.stream, cx, buf).map_ok(|_| ())
+            } else {
+                Pin::new(&mut this.stream).poll_read(cx, buf)
+            }
         } else {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
@@ -835,15 +919,28 @@ impl AsyncRead for ClientIo {
         }
         let checked = heads.feed(&buf.filled()[before..]);
         this.activity.heads.set(heads);
-        if checked.is_err() && idle && !this.activity.write_blocked.get() {
-            // The next head, read while nothing is in flight, is bad:
-            // answer as nginx and HAProxy do, then end the connection (best
-            // effort: the answer is small and the socket idle). A bad head
-            // further on waits for its turn (see `service`).
+        if !idle || this.activity.write_blocked.get() {
+            return r;
+        }
+        // The next head, read while nothing is in flight, is bad or too
+        // large: answer as nginx and HAProxy do, then end the connection
+        // (best effort: the answer is small and the socket idle). A bad
+        // head further on waits for its turn (see `service`).
+        if checked.is_err() {
             let _ = this.stream.try_write(&head_check::bad_request());
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "a line of the request head ends in LF, not CRLF",
+            )));
+        }
+        if let Some(what) = heads.oversized() {
+            tracing::info!(peer = %this.peer, "request head over {} bytes ({what:?}); refused", this.head_size);
+            let _ = this
+                .stream
+                .try_write(&head_check::too_large(what, this.head_size));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the request head is over the listener's head_size",
             )));
         }
         r

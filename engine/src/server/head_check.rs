@@ -102,6 +102,22 @@ pub struct HeadCheck {
     /// Whole heads read past the `ahead` ones, and whether any was bad.
     beyond: u32,
     beyond_bad: bool,
+    /// The most bytes a head may take (the listener's `head_size`).
+    limit: u32,
+    /// Bytes of the head being read so far.
+    head_len: u32,
+    /// The head being read went over `limit`: the scan stops there.
+    over: Option<Oversized>,
+}
+
+/// A request head over the size limit, and which part made it so: the
+/// request line alone (414, as nginx answers a request line longer than
+/// its `large_client_header_buffers`) or the whole head (431, RFC 6585
+/// §5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Oversized {
+    RequestLine,
+    Head,
 }
 
 /// The head has a line ending in LF without CR.
@@ -129,7 +145,28 @@ impl HeadCheck {
             body_ahead: 0,
             beyond: 0,
             beyond_bad: false,
+            limit: u32::MAX,
+            head_len: 0,
+            over: None,
         }
+    }
+
+    /// A check that also refuses heads of more than `limit` bytes.
+    pub const fn with_limit(limit: u32) -> HeadCheck {
+        HeadCheck {
+            limit,
+            ..HeadCheck::new()
+        }
+    }
+
+    /// The next head to be handed on is over the size limit (so far).
+    /// Only that one: a head queued behind others waits for its turn, and
+    /// hyper (given the same limit) refuses it then.
+    pub fn oversized(&self) -> Option<Oversized> {
+        if self.ahead > 0 || self.beyond > 0 {
+            return None;
+        }
+        self.over
     }
 
     /// No checking (HTTP/2 frames are not heads).
@@ -203,6 +240,7 @@ impl HeadCheck {
     }
 
     fn end_head(&mut self) {
+        self.head_len = 0;
         self.in_head = false;
         self.bad = false;
         self.line_empty = true;
@@ -253,7 +291,7 @@ impl HeadCheck {
         if bytes.is_empty() {
             return Ok(());
         }
-        if !self.active {
+        if !self.active || self.over.is_some() {
             self.started = true;
             return Ok(());
         }
@@ -299,6 +337,8 @@ impl HeadCheck {
         let only_cr = |seg: &[u8]| seg.iter().all(|&b| b == b'\r');
         let mut line_start = from;
         let mut tail = false;
+        // The head's length up to a position in `bytes`.
+        let len_at = |head_len: u32, at: usize| u64::from(head_len) + (at - from) as u64;
         for lf in memchr::memchr_iter(b'\n', &bytes[from..]).map(|i| i + from) {
             let prev = if lf == from { self.prev } else { bytes[lf - 1] };
             if prev != b'\r' {
@@ -323,13 +363,25 @@ impl HeadCheck {
                 } else {
                     self.framing(seg, false);
                 }
+                // The request line alone over the limit: a 414.
+                if !self.in_head && self.over_limit(len_at(self.head_len, line_start), true) {
+                    return (bytes.len(), true);
+                }
                 self.in_head = true;
             } else if self.in_head {
+                if self.over_limit(len_at(self.head_len, line_start), true) {
+                    return (bytes.len(), true);
+                }
                 self.push();
                 return (line_start, false);
             }
             tail = true;
         }
+        let len = len_at(self.head_len, bytes.len());
+        if self.over_limit(len, false) {
+            return (bytes.len(), true);
+        }
+        self.head_len = len as u32;
         let rest = &bytes[line_start..];
         if !rest.is_empty() {
             tail = true;
@@ -345,6 +397,23 @@ impl HeadCheck {
             self.line_over |= n < rest.len();
         }
         (bytes.len(), tail)
+    }
+
+    /// Whether the head being read, `len` bytes long so far, is over the
+    /// limit: a whole head (`done`) may be `limit` bytes; an unfinished one
+    /// that already is cannot end within it (hyper's `max_header_size`
+    /// rule). Over: noted (which part made it so), and the scan stops.
+    fn over_limit(&mut self, len: u64, done: bool) -> bool {
+        let limit = u64::from(self.limit);
+        if len < limit || (done && len == limit) {
+            return false;
+        }
+        self.over = Some(if self.in_head {
+            Oversized::Head
+        } else {
+            Oversized::RequestLine
+        });
+        true
     }
 
     /// Learns the body framing from one line of a head (without its LF;
@@ -522,9 +591,32 @@ pub const BAD_LF: &str = "bad request: a line of the request head ends in LF, no
 
 /// What a client that sent a bare LF gets before the connection closes.
 pub fn bad_request() -> Vec<u8> {
+    refusal("400 Bad Request", BAD_LF)
+}
+
+/// What a client whose request head is over the listener's `head_size`
+/// (`limit` bytes) gets before the connection closes: 414 for a request
+/// line that alone is over it, else 431 (nginx answers 414, and 400 for
+/// headers; RFC 6585 §5 gives headers 431).
+pub fn too_large(what: Oversized, limit: u32) -> Vec<u8> {
+    match what {
+        Oversized::RequestLine => refusal(
+            "414 URI Too Long",
+            &format!("the request line is over the limit of {limit} bytes for a request head"),
+        ),
+        Oversized::Head => refusal(
+            "431 Request Header Fields Too Large",
+            &format!("the request head is over the limit of {limit} bytes"),
+        ),
+    }
+}
+
+/// A refusal as Pocket's other answers look (proxy/local.rs), less the
+/// request id (no request was made): the connection closes after it.
+fn refusal(status: &str, reason: &str) -> Vec<u8> {
     format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BAD_LF}",
-        BAD_LF.len()
+        "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reason}",
+        reason.len()
     )
     .into_bytes()
 }
@@ -816,5 +908,54 @@ mod tests {
         c.feed(good).unwrap();
         assert_eq!(c.claim(false), Ok(()));
         assert!(!c.started());
+    }
+
+    fn over(limit: u32, parts: &[&[u8]]) -> Option<Oversized> {
+        let mut c = HeadCheck::with_limit(limit);
+        for p in parts {
+            let _ = c.feed(p);
+        }
+        c.oversized()
+    }
+
+    #[test]
+    fn a_head_over_the_limit_is_caught_in_any_pieces() {
+        let head = b"GET /abc HTTP/1.1\r\nHost: t\r\nCookie: 0123456789\r\n\r\n";
+        let n = head.len() as u32;
+        for cut in 0..head.len() {
+            let (a, b) = head.split_at(cut);
+            // A whole head of exactly the limit passes; one byte less does not.
+            assert_eq!(over(n, &[a, b]), None, "cut at {cut}");
+            assert_eq!(over(n - 1, &[a, b]), Some(Oversized::Head), "cut at {cut}");
+        }
+        // An unfinished head that has reached the limit cannot end within it.
+        assert_eq!(over(n, &[&head[..head.len() - 1]]), None);
+        assert_eq!(
+            over(n - 1, &[&head[..head.len() - 1]]),
+            Some(Oversized::Head)
+        );
+        // The request line alone: 414, whole or unfinished.
+        assert_eq!(over(10, &[head]), Some(Oversized::RequestLine));
+        assert_eq!(over(10, &[&head[..12]]), Some(Oversized::RequestLine));
+        assert_eq!(over(30, &[head]), Some(Oversized::Head));
+    }
+
+    #[test]
+    fn each_head_has_its_own_size() {
+        let head: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+        let mut c = HeadCheck::with_limit(head.len() as u32);
+        for _ in 0..100 {
+            assert!(c.feed(head).is_ok());
+            assert_eq!(c.oversized(), None);
+            c.next_head();
+        }
+        // A head queued behind another is left to hyper.
+        let mut c = HeadCheck::with_limit(head.len() as u32);
+        let mut two = head.to_vec();
+        two.extend_from_slice(b"GET /long HTTP/1.1\r\nX: 0123456789\r\n");
+        assert!(c.feed(&two).is_ok());
+        assert_eq!(c.oversized(), None);
+        c.next_head();
+        assert_eq!(c.oversized(), Some(Oversized::Head));
     }
 }
