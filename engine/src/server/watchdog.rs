@@ -358,7 +358,16 @@ impl Watchdog {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             for p in &pulses {
-                if p.ended.load(Ordering::Acquire) || p.is_abandoned() {
+                if p.is_abandoned() {
+                    continue;
+                }
+                if p.ended.load(Ordering::Acquire) {
+                    // Ended without being told to (a panic): replace it,
+                    // if it ever served (one that failed to start is the
+                    // starter's to report).
+                    if p.beat.load(Ordering::Relaxed) > 0 && !self.stop.load(Ordering::Acquire) {
+                        self.died(p);
+                    }
                     continue;
                 }
                 let beat = p.beat.load(Ordering::Relaxed);
@@ -387,6 +396,20 @@ impl Watchdog {
         }
     }
 
+    /// A worker thread ended on its own. Its sockets closed with it (so
+    /// they are not touched here: the descriptors may be reused already).
+    fn died(&self, p: &Pulse) {
+        p.abandoned.store(true, Ordering::Release);
+        STUCK_TOTAL.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            worker = p.index,
+            "worker {} ended unexpectedly (last: {}); a new worker takes its place",
+            p.index,
+            p.describe(p.what.load(Ordering::Relaxed)),
+        );
+        let _ = self.stuck.send(p.index);
+    }
+
     fn abandon(&self, p: &Pulse, silent: Duration, what: u64) {
         p.abandoned.store(true, Ordering::Release);
         STUCK_TOTAL.fetch_add(1, Ordering::Relaxed);
@@ -399,5 +422,36 @@ impl Watchdog {
             silent.as_secs_f64(),
         );
         let _ = self.stuck.send(p.index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A worker thread that ends on its own (a panic) is replaced; one
+    /// that never served (it failed to start) is not.
+    #[test]
+    fn a_worker_that_ended_on_its_own_is_replaced() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let dog = Watchdog::spawn(tx, Duration::from_secs(2)).unwrap();
+        let never_served = dog.pulse(7);
+        never_served.set_ended();
+        let served = dog.pulse(3);
+        served.beat();
+        served.set_ended();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut got = None;
+        while got.is_none() && Instant::now() < deadline {
+            got = rx.try_recv().ok();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(got, Some(3));
+        std::thread::sleep(TICK * 3);
+        assert!(
+            rx.try_recv().is_err(),
+            "told more than once, or about worker 7"
+        );
+        dog.stop();
     }
 }
