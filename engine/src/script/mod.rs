@@ -4,6 +4,8 @@
 pub mod api;
 pub mod errors;
 pub mod hooks;
+mod patterns;
+mod rep;
 pub mod stdlib;
 pub mod vm;
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Value, VmState};
 
-use super::{api, stdlib};
+use super::{api, patterns, stdlib};
 
 /// How much a script may take. A hook that runs past `hook_budget` or a VM
 /// that grows past `memory` gets an error instead of the worker.
@@ -40,6 +40,26 @@ const HOOK_EVERY: u32 = 4096;
 pub(crate) struct Budget {
     deadline: Cell<Instant>,
     spent: Cell<bool>,
+}
+
+impl Budget {
+    /// True once the running call is past its deadline; marks the budget
+    /// spent so that `pcall` re-raises. For natives that count their own
+    /// steps (patterns.rs).
+    pub(crate) fn exceeded(&self) -> bool {
+        if self.spent.get() || Instant::now() > self.deadline.get() {
+            self.spent.set(true);
+        }
+        self.spent.get()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn new(deadline: Instant) -> Budget {
+        Budget {
+            deadline: Cell::new(deadline),
+            spent: Cell::new(false),
+        }
+    }
 }
 
 /// A Lua VM built for one policy, with its budget.
@@ -96,6 +116,7 @@ impl Vm {
 
         api::register(&lua)?;
         sandbox(&lua, &budget)?;
+        patterns::install(&lua, budget.clone())?;
         stdlib::install_require(&lua, script_path)?;
         lua.set_memory_limit(limits.memory)?;
         Ok(Vm {

@@ -1,0 +1,51 @@
+//! `string.rep` without its empty-string loop.
+//!
+//! Lua 5.4's `str_rep` copies the string `n` times even when the string
+//! and the separator are both empty, so `string.rep("", math.maxinteger)`
+//! spins for ever inside one C call, where the instruction hook never
+//! fires. This is the same function (same results and errors) answering
+//! "" at once in that case; otherwise the result has at least `n - 1`
+//! bytes, so the memory limit bounds the loop.
+
+use std::ffi::c_int;
+
+use mlua::ffi::{self, lua_State};
+
+/// Lua's `MAXSIZE` for strings built by the string library (`INT_MAX` on
+/// 64-bit targets, lstrlib.c).
+const MAX_SIZE: usize = i32::MAX as usize;
+
+/// `string.rep(s, n [, sep])`.
+pub(crate) unsafe extern "C-unwind" fn str_rep(state: *mut lua_State) -> c_int {
+    let mut l = 0;
+    let s = ffi::luaL_checklstring(state, 1, &mut l);
+    let n = ffi::luaL_checkinteger(state, 2);
+    let mut lsep = 0;
+    let sep = ffi::luaL_optlstring(state, 3, c"".as_ptr(), &mut lsep);
+    if n <= 0 || l + lsep == 0 {
+        ffi::lua_pushstring(state, c"".as_ptr());
+        return 1;
+    }
+    let n = n as u64;
+    if l.checked_add(lsep)
+        .is_none_or(|both| both as u64 > MAX_SIZE as u64 / n)
+    {
+        return ffi::luaL_error(state, c"resulting string too large".as_ptr());
+    }
+    // fits: n * (l + lsep) <= MAX_SIZE
+    let n = n as usize;
+    let total = n * l + (n - 1) * lsep;
+    let mut buffer = std::mem::MaybeUninit::<ffi::luaL_Buffer>::uninit();
+    let mut p = ffi::luaL_buffinitsize(state, buffer.as_mut_ptr(), total);
+    for _ in 1..n {
+        std::ptr::copy_nonoverlapping(s, p, l);
+        p = p.add(l);
+        if lsep > 0 {
+            std::ptr::copy_nonoverlapping(sep, p, lsep);
+            p = p.add(lsep);
+        }
+    }
+    std::ptr::copy_nonoverlapping(s, p, l);
+    ffi::luaL_pushresultsize(buffer.as_mut_ptr(), total);
+    1
+}
