@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod errors;
+mod guarded;
 pub mod hooks;
 mod patterns;
 mod rep;

@@ -27,6 +27,7 @@ use std::rc::Rc;
 use mlua::ffi::{self, lua_State};
 use mlua::Lua;
 
+use super::guarded::{self, LARGE};
 use super::vm::Budget;
 
 /// Most captures a pattern may have (`LUA_MAXCAPTURES`).
@@ -45,7 +46,7 @@ const CAP_POSITION: isize = -2;
 /// Why a match or a substitution stopped with an error. Everything here is
 /// `Copy`: it must cross no destructor on its way to `lua_error`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Failure {
+pub(super) enum Failure {
     EndsWithEscape,
     MissingBracket,
     MissingBalanceArguments,
@@ -561,7 +562,7 @@ fn start_position(pos: ffi::lua_Integer, len: usize) -> usize {
 
 /// The budget a function's upvalue `index` holds (a userdata holding an
 /// `Rc<Budget>` pointer, made by [`install`]).
-unsafe fn budget_at<'a>(state: *mut lua_State, index: c_int) -> &'a Budget {
+pub(super) unsafe fn budget_at<'a>(state: *mut lua_State, index: c_int) -> &'a Budget {
     let cell = ffi::lua_touserdata(state, ffi::lua_upvalueindex(index)) as *const *const Budget;
     &**cell
 }
@@ -623,7 +624,7 @@ unsafe fn push_captures(
 /// Raises `failure` as Lua would: a string error with `chunk:line:` in
 /// front. The budget error names the innermost Lua line even when a C
 /// function (`pcall`) called us, as the instruction hook does.
-unsafe fn raise(state: *mut lua_State, failure: Failure) -> ! {
+pub(super) unsafe fn raise(state: *mut lua_State, failure: Failure) -> ! {
     if failure == Failure::OutOfTime {
         push_lua_place(state);
     } else {
@@ -689,6 +690,10 @@ unsafe fn find_aux(state: *mut lua_State, find: bool) -> Result<c_int, Failure> 
         return Ok(1);
     }
     if find && (ffi::lua_toboolean(state, 4) != 0 || no_specials(p)) {
+        // linear, but a loop of such searches must see the clock
+        if s.len() >= LARGE && budget_at(state, 1).exceeded() {
+            return Err(Failure::OutOfTime);
+        }
         if let Some(at) = find_plain(&s[init..], p) {
             let start = init + at;
             ffi::lua_pushinteger(state, (start + 1) as ffi::lua_Integer);
@@ -923,7 +928,8 @@ unsafe extern "C-unwind" fn drop_budget(state: *mut lua_State) -> c_int {
 /// Replaces `find`, `match`, `gmatch` and `gsub` in the `string` table
 /// (which is also strings' `__index`, so `s:find()` gets them too) with the
 /// budgeted ones, which look at `budget` every [`STEPS_PER_CHECK`] steps,
-/// and `rep` with the one from rep.rs.
+/// `rep` with the one from rep.rs, and guards the string and utf8
+/// functions of guarded.rs.
 pub(crate) fn install(lua: &Lua, budget: Rc<Budget>) -> mlua::Result<()> {
     let string: mlua::Table = lua.globals().get("string")?;
     let budget = Rc::into_raw(budget);
@@ -950,6 +956,7 @@ pub(crate) fn install(lua: &Lua, budget: Rc<Budget>) -> mlua::Result<()> {
                 ffi::lua_pushcclosure(state, f, 1);
                 ffi::lua_setfield(state, 1, name.as_ptr());
             }
+            guarded::install(state, ffi::lua_gettop(state));
             ffi::lua_pop(state, 1);
         })
     }

@@ -297,6 +297,25 @@ const CASES: &[&str] = &[
     r#"string.rep("x")"#,
     r#"string.rep("x", 2, {})"#,
     r#"(function() return ("x"):rep(2^40) end)()"#,
+    // guarded string and utf8 functions: Lua's own behind a clock check
+    r#"string.upper("abc"), string.lower("ABC"), ("abc"):reverse()"#,
+    r#"("hello"):byte(1, -1)"#,
+    r#"("hello"):sub(2, -2), ("hello"):sub(-100, 100)"#,
+    r#"string.format("%5.2f|%q|%s|%d", 1.5, "a\n\0", {1} and "t", 3)"#,
+    r#"string.unpack("i4", string.pack("i4", 7)), string.packsize("i4i8")"#,
+    r#"utf8.char(72, 228, 8364), utf8.len("h\u{E4}h"), utf8.codepoint("h\u{E4}h", 1, -1)"#,
+    r#"utf8.offset("h\u{E4}h", 3), utf8.len("\xff")"#,
+    r#"string.upper()"#,
+    r#"("x"):sub({})"#,
+    r#"string.byte("abc", {})"#,
+    r#"string.format("%d", 1.5)"#,
+    r#"string.format("%y", 1)"#,
+    r#"string.pack("i17", 1)"#,
+    r#"utf8.codepoint("\xff")"#,
+    r#"utf8.char(-1)"#,
+    r#"(function() return ("x"):rep(3):upper():byte(1, 2, {}) end)()"#,
+    r#"(function() local s = string.rep("x", 70000); return #s:upper(), #s:sub(2), s:byte(-1) end)()"#,
+    r#"(function() return utf8.len(string.rep("\u{E4}", 40000)) end)()"#,
     // errors with a location (called from a Lua function)
     r#"(function() return string.find("a", "%") end)()"#,
     r#"(function() return ("a"):gsub("a", "%9") end)()"#,
@@ -427,6 +446,11 @@ fn every_function_is_budgeted() {
         r#"string.rep("(", 1e5):find("%b()")"#,
         r#"string.rep("a", 1e5):find("(" .. string.rep("a", 1e4) .. ")%1b")"#,
         r#"string.rep("a", 1e5):find("[" .. string.rep("x", 1e4) .. "a]*b")"#,
+        // linear natives in a loop: each call looks at the clock
+        r#"(function() local s = string.rep("x", 1e6); for i = 1, 1e6 do s:upper() end end)()"#,
+        r#"(function() local s = string.rep("x", 1e6); for i = 1, 1e6 do s:find("y", 1, true) end end)()"#,
+        r#"(function() for i = 1, 1e6 do local s = string.rep("x", 1e6) end end)()"#,
+        r#"(function() local s = string.rep("x", 1e6); for i = 1, 1e6 do utf8.len(s) end end)()"#,
     ] {
         let (ours, _) = vm(true, Duration::from_millis(30));
         let out = run(&ours, code);

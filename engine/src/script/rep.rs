@@ -11,11 +11,14 @@ use std::ffi::c_int;
 
 use mlua::ffi::{self, lua_State};
 
+use super::guarded::LARGE;
+use super::patterns::{budget_at, raise, Failure};
+
 /// Lua's `MAXSIZE` for strings built by the string library (`INT_MAX` on
 /// 64-bit targets, lstrlib.c).
 const MAX_SIZE: usize = i32::MAX as usize;
 
-/// `string.rep(s, n [, sep])`.
+/// `string.rep(s, n [, sep])`; upvalue 1 is the budget (patterns.rs).
 pub(crate) unsafe extern "C-unwind" fn str_rep(state: *mut lua_State) -> c_int {
     let mut l = 0;
     let s = ffi::luaL_checklstring(state, 1, &mut l);
@@ -35,6 +38,10 @@ pub(crate) unsafe extern "C-unwind" fn str_rep(state: *mut lua_State) -> c_int {
     // fits: n * (l + lsep) <= MAX_SIZE
     let n = n as usize;
     let total = n * l + (n - 1) * lsep;
+    // linear in the result, but a loop of big ones must see the clock
+    if total >= LARGE && budget_at(state, 1).exceeded() {
+        raise(state, Failure::OutOfTime);
+    }
     let mut buffer = std::mem::MaybeUninit::<ffi::luaL_Buffer>::uninit();
     let mut p = ffi::luaL_buffinitsize(state, buffer.as_mut_ptr(), total);
     for _ in 1..n {
