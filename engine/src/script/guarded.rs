@@ -4,8 +4,9 @@
 //! `s:upper()` on an 8 MiB string takes milliseconds, and the instruction
 //! hook looks at the clock only every 4096 instructions: a loop of such
 //! calls ran 33 s against a 2 s budget. Each function here is Lua's own C
-//! function behind a thin C closure that, when the call's string arguments
-//! add up to [`LARGE`] bytes or more, checks the budget before calling it.
+//! function behind a thin C closure that checks the budget before calling
+//! it when the call's string arguments add up to [`LARGE`] bytes or more,
+//! and after it when it returns a string that long.
 //! One call still runs to its end (linear in a string the memory limit
 //! bounds); a run of them stops at the first one past the deadline.
 
@@ -40,9 +41,12 @@ const GUARDED: &[(&CStr, &[&CStr])] = &[
         ],
     ),
     (c"utf8", &[c"char", c"codepoint", c"len", c"offset"]),
+    (c"table", &[c"concat"]),
 ];
 
 /// The guard: upvalue 1 is the budget, upvalue 2 the original function.
+/// Past the deadline it raises the budget error instead of calling (or
+/// of returning a big result).
 unsafe extern "C-unwind" fn guarded(state: *mut lua_State) -> c_int {
     let mut size = 0usize;
     for i in 1..=ffi::lua_gettop(state) {
@@ -57,7 +61,16 @@ unsafe extern "C-unwind" fn guarded(state: *mut lua_State) -> c_int {
     let original: ffi::lua_CFunction =
         std::mem::transmute(ffi::lua_touserdata(state, ffi::lua_upvalueindex(2)));
     // The same call frame: errors read exactly as the original's.
-    original(state)
+    let results = original(state);
+    // A big result took its time too (`table.concat` of many strings).
+    if results > 0
+        && ffi::lua_type(state, -1) == ffi::LUA_TSTRING
+        && ffi::lua_rawlen(state, -1) >= LARGE
+        && budget_at(state, 1).exceeded()
+    {
+        raise(state, Failure::OutOfTime);
+    }
+    results
 }
 
 /// Wraps the functions of [`GUARDED`]; the budget userdata is at stack

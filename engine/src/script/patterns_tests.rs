@@ -316,6 +316,10 @@ const CASES: &[&str] = &[
     r#"(function() return ("x"):rep(3):upper():byte(1, 2, {}) end)()"#,
     r#"(function() local s = string.rep("x", 70000); return #s:upper(), #s:sub(2), s:byte(-1) end)()"#,
     r#"(function() return utf8.len(string.rep("\u{E4}", 40000)) end)()"#,
+    r#"table.concat({1, "a", 2.5}, ", "), table.concat({}, "x"), table.concat({"a", "b", "c"}, "", 2, 3)"#,
+    r#"table.concat({1, {}, 3})"#,
+    r#"table.concat({"a"}, {})"#,
+    r#"#table.concat(setmetatable({}, {__index = function(_, i) return ("y"):rep(9000) end}), "-", 1, 9)"#,
     // errors with a location (called from a Lua function)
     r#"(function() return string.find("a", "%") end)()"#,
     r#"(function() return ("a"):gsub("a", "%9") end)()"#,
@@ -451,6 +455,7 @@ fn every_function_is_budgeted() {
         r#"(function() local s = string.rep("x", 1e6); for i = 1, 1e6 do s:find("y", 1, true) end end)()"#,
         r#"(function() for i = 1, 1e6 do local s = string.rep("x", 1e6) end end)()"#,
         r#"(function() local s = string.rep("x", 1e6); for i = 1, 1e6 do utf8.len(s) end end)()"#,
+        r#"(function() local t = {} for i = 1, 1e4 do t[i] = ("x"):rep(100) end for i = 1, 1e6 do table.concat(t) end end)()"#,
     ] {
         let (ours, _) = vm(true, Duration::from_millis(30));
         let out = run(&ours, code);
