@@ -44,6 +44,11 @@ const GUARDED: &[(&CStr, &[&CStr])] = &[
     (c"table", &[c"concat"]),
 ];
 
+/// Functions that look at the clock on every call: a full collection
+/// takes time linear in the heap (tens of ms at the memory limit) whatever
+/// the arguments, and a loop of them ran 8 s against a 2 s budget.
+const ALWAYS: &[&CStr] = &[c"collectgarbage"];
+
 /// The guard: upvalue 1 is the budget, upvalue 2 the original function.
 /// Past the deadline it raises the budget error instead of calling (or
 /// of returning a big result).
@@ -73,9 +78,19 @@ unsafe extern "C-unwind" fn guarded(state: *mut lua_State) -> c_int {
     results
 }
 
-/// Wraps the functions of [`GUARDED`]; the budget userdata is at stack
-/// index `budget`. A function that is not a plain C function (no
-/// upvalues) is left as it is.
+/// The guard of [`ALWAYS`]: checks the budget, then calls the original.
+unsafe extern "C-unwind" fn guarded_always(state: *mut lua_State) -> c_int {
+    if budget_at(state, 1).exceeded() {
+        raise(state, Failure::OutOfTime);
+    }
+    // SAFETY: install stored a lua_CFunction there as a light userdata.
+    let original: ffi::lua_CFunction =
+        std::mem::transmute(ffi::lua_touserdata(state, ffi::lua_upvalueindex(2)));
+    original(state)
+}
+
+/// Wraps the functions of [`GUARDED`] and [`ALWAYS`]; the budget userdata
+/// is at stack index `budget`.
 pub(crate) unsafe fn install(state: *mut lua_State, budget: c_int) {
     for (library, names) in GUARDED {
         if ffi::lua_getglobal(state, library.as_ptr()) != ffi::LUA_TTABLE {
@@ -83,21 +98,33 @@ pub(crate) unsafe fn install(state: *mut lua_State, budget: c_int) {
             continue;
         }
         for name in *names {
-            ffi::lua_getfield(state, -1, name.as_ptr());
-            let original = ffi::lua_tocfunction(state, -1);
-            let plain = ffi::lua_getupvalue(state, -1, 1).is_null();
-            if !plain {
-                ffi::lua_pop(state, 1); // the upvalue
-            }
-            ffi::lua_pop(state, 1); // the function
-            let Some(original) = original.filter(|_| plain) else {
-                continue;
-            };
-            ffi::lua_pushvalue(state, budget);
-            ffi::lua_pushlightuserdata(state, original as *mut std::ffi::c_void);
-            ffi::lua_pushcclosure(state, guarded, 2);
-            ffi::lua_setfield(state, -2, name.as_ptr());
+            wrap(state, budget, name, guarded);
         }
         ffi::lua_pop(state, 1);
     }
+    ffi::lua_pushglobaltable(state);
+    for name in ALWAYS {
+        wrap(state, budget, name, guarded_always);
+    }
+    ffi::lua_pop(state, 1);
+}
+
+/// Puts `guard` in front of field `name` of the table on top of the
+/// stack. A field that is not a plain C function (no upvalues) is left as
+/// it is: calling its C function from another closure would be wrong.
+unsafe fn wrap(state: *mut lua_State, budget: c_int, name: &CStr, guard: ffi::lua_CFunction) {
+    ffi::lua_getfield(state, -1, name.as_ptr());
+    let original = ffi::lua_tocfunction(state, -1);
+    let plain = ffi::lua_getupvalue(state, -1, 1).is_null();
+    if !plain {
+        ffi::lua_pop(state, 1); // the upvalue
+    }
+    ffi::lua_pop(state, 1); // the function
+    let Some(original) = original.filter(|_| plain) else {
+        return;
+    };
+    ffi::lua_pushvalue(state, budget);
+    ffi::lua_pushlightuserdata(state, original as *mut std::ffi::c_void);
+    ffi::lua_pushcclosure(state, guard, 2);
+    ffi::lua_setfield(state, -2, name.as_ptr());
 }

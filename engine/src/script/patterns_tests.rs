@@ -319,6 +319,8 @@ const CASES: &[&str] = &[
     r#"table.concat({1, "a", 2.5}, ", "), table.concat({}, "x"), table.concat({"a", "b", "c"}, "", 2, 3)"#,
     r#"table.concat({1, {}, 3})"#,
     r#"table.concat({"a"}, {})"#,
+    r#"collectgarbage("count") > 0, collectgarbage("isrunning"), collectgarbage("step")"#,
+    r#"collectgarbage("bogus")"#,
     r#"#table.concat(setmetatable({}, {__index = function(_, i) return ("y"):rep(9000) end}), "-", 1, 9)"#,
     // errors with a location (called from a Lua function)
     r#"(function() return string.find("a", "%") end)()"#,
@@ -456,6 +458,7 @@ fn every_function_is_budgeted() {
         r#"(function() for i = 1, 1e6 do local s = string.rep("x", 1e6) end end)()"#,
         r#"(function() local s = string.rep("x", 1e6); for i = 1, 1e6 do utf8.len(s) end end)()"#,
         r#"(function() local t = {} for i = 1, 1e4 do t[i] = ("x"):rep(100) end for i = 1, 1e6 do table.concat(t) end end)()"#,
+        r#"(function() local t = {} for i = 1, 1e5 do t[i] = {} end for i = 1, 1e6 do collectgarbage() end end)()"#,
     ] {
         let (ours, _) = vm(true, Duration::from_millis(30));
         let out = run(&ours, code);
