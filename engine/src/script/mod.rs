@@ -3,12 +3,14 @@
 
 pub mod api;
 pub mod errors;
-mod guarded;
 pub mod hooks;
-mod patterns;
-mod rep;
 pub mod stdlib;
 pub mod vm;
+
+// Natives that keep to the time budget (installed by vm.rs).
+mod guarded;
+mod patterns;
+mod rep;
 
 pub use errors::describe_lua_error;
 pub use hooks::WorkerScript;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mlua::{HookTriggers, Lua, LuaOptions, StdLib, Value, VmState};
 
-use super::{api, patterns, stdlib};
+use super::{api, stdlib};
 
 /// How much a script may take. A hook that runs past `hook_budget` or a VM
 /// that grows past `memory` gets an error instead of the worker.
@@ -116,7 +116,7 @@ impl Vm {
 
         api::register(&lua)?;
         sandbox(&lua, &budget)?;
-        patterns::install(&lua, budget.clone())?;
+        super::patterns::install(&lua, budget.clone())?;
         stdlib::install_require(&lua, script_path)?;
         lua.set_memory_limit(limits.memory)?;
         Ok(Vm {
