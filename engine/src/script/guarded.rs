@@ -5,8 +5,8 @@
 //! hook looks at the clock only every 4096 instructions: a loop of such
 //! calls ran 33 s against a 2 s budget. Each function here is Lua's own C
 //! function behind a thin C closure that checks the budget before calling
-//! it when the call's string arguments add up to [`LARGE`] bytes or more,
-//! and after it when it returns a string that long.
+//! it when the call's string arguments add up to [`LARGE`] bytes or more
+//! (`table.concat`: after it, when it returns a string that long).
 //! One call still runs to its end (linear in a string the memory limit
 //! bounds); a run of them stops at the first one past the deadline.
 
@@ -41,17 +41,21 @@ const GUARDED: &[(&CStr, &[&CStr])] = &[
         ],
     ),
     (c"utf8", &[c"char", c"codepoint", c"len", c"offset"]),
-    (c"table", &[c"concat"]),
 ];
+
+/// Functions that look at the clock after the call when they return a
+/// string of [`LARGE`] bytes or more: what they are given (a table) does
+/// not tell how much they will do.
+const BY_RESULT: &[(&CStr, &[&CStr])] = &[(c"table", &[c"concat"])];
 
 /// Functions that look at the clock on every call: a full collection
 /// takes time linear in the heap (tens of ms at the memory limit) whatever
 /// the arguments, and a loop of them ran 8 s against a 2 s budget.
 const ALWAYS: &[&CStr] = &[c"collectgarbage"];
 
-/// The guard: upvalue 1 is the budget, upvalue 2 the original function.
-/// Past the deadline it raises the budget error instead of calling (or
-/// of returning a big result).
+/// The guard of [`GUARDED`]: upvalue 1 is the budget, upvalue 2 the
+/// original function. Past the deadline it raises the budget error
+/// instead of calling.
 unsafe extern "C-unwind" fn guarded(state: *mut lua_State) -> c_int {
     let mut size = 0usize;
     for i in 1..=ffi::lua_gettop(state) {
@@ -66,8 +70,16 @@ unsafe extern "C-unwind" fn guarded(state: *mut lua_State) -> c_int {
     let original: ffi::lua_CFunction =
         std::mem::transmute(ffi::lua_touserdata(state, ffi::lua_upvalueindex(2)));
     // The same call frame: errors read exactly as the original's.
+    original(state)
+}
+
+/// The guard of [`BY_RESULT`]: calls the original, then checks the
+/// budget if the result is a big string.
+unsafe extern "C-unwind" fn guarded_by_result(state: *mut lua_State) -> c_int {
+    // SAFETY: install stored a lua_CFunction there as a light userdata.
+    let original: ffi::lua_CFunction =
+        std::mem::transmute(ffi::lua_touserdata(state, ffi::lua_upvalueindex(2)));
     let results = original(state);
-    // A big result took its time too (`table.concat` of many strings).
     if results > 0
         && ffi::lua_type(state, -1) == ffi::LUA_TSTRING
         && ffi::lua_rawlen(state, -1) >= LARGE
@@ -89,18 +101,22 @@ unsafe extern "C-unwind" fn guarded_always(state: *mut lua_State) -> c_int {
     original(state)
 }
 
-/// Wraps the functions of [`GUARDED`] and [`ALWAYS`]; the budget userdata
-/// is at stack index `budget`.
+/// Wraps the functions of [`GUARDED`], [`BY_RESULT`] and [`ALWAYS`]; the
+/// budget userdata is at stack index `budget`.
 pub(crate) unsafe fn install(state: *mut lua_State, budget: c_int) {
-    for (library, names) in GUARDED {
-        if ffi::lua_getglobal(state, library.as_ptr()) != ffi::LUA_TTABLE {
+    let kinds: [(&[(&CStr, &[&CStr])], ffi::lua_CFunction); 2] =
+        [(GUARDED, guarded), (BY_RESULT, guarded_by_result)];
+    for (libraries, guard) in kinds {
+        for (library, names) in libraries {
+            if ffi::lua_getglobal(state, library.as_ptr()) != ffi::LUA_TTABLE {
+                ffi::lua_pop(state, 1);
+                continue;
+            }
+            for name in *names {
+                wrap(state, budget, name, guard);
+            }
             ffi::lua_pop(state, 1);
-            continue;
         }
-        for name in *names {
-            wrap(state, budget, name, guarded);
-        }
-        ffi::lua_pop(state, 1);
     }
     ffi::lua_pushglobaltable(state);
     for name in ALWAYS {

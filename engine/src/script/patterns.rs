@@ -177,11 +177,34 @@ impl<'a> Matcher<'a> {
         }
     }
 
-    /// Runs `match` from subject position `s`, pattern start, catching a
-    /// panic of the matcher (which must not unwind through Lua's C code).
-    fn run(&mut self, s: usize) -> Result<Option<usize>, Failure> {
-        self.reset();
-        catch_unwind(AssertUnwindSafe(|| self.do_match(s, 0))).unwrap_or(Err(Failure::Internal))
+    /// The first match starting at `from` or after (only at `from` when
+    /// `anchor`), skipping one that ends at `last_match` (an empty match
+    /// right after the previous one, for gmatch and gsub): `(start, end)`.
+    /// A panic of the matcher is caught here, as it must not unwind through
+    /// Lua's C code.
+    fn search(
+        &mut self,
+        from: usize,
+        anchor: bool,
+        last_match: usize,
+    ) -> Result<Option<(usize, usize)>, Failure> {
+        catch_unwind(AssertUnwindSafe(|| {
+            let mut s = from;
+            while s <= self.src.len() {
+                self.reset();
+                if let Some(e) = self.do_match(s, 0)? {
+                    if e != last_match {
+                        return Ok(Some((s, e)));
+                    }
+                }
+                if anchor {
+                    break;
+                }
+                s += 1;
+            }
+            Ok(None)
+        }))
+        .unwrap_or(Err(Failure::Internal))
     }
 
     /// The end of the class starting at `p` (`classend`).
@@ -500,28 +523,75 @@ impl<'a> Matcher<'a> {
 
 /// Does byte `c` belong to the class `%cl` (`match_class`)? The C locale's
 /// classes, as Lua sees them.
+#[inline]
 fn class_matches(c: u8, cl: u8) -> bool {
-    let res = match cl.to_ascii_lowercase() {
-        b'a' => c.is_ascii_alphabetic(),
-        b'c' => c.is_ascii_control(),
-        b'd' => c.is_ascii_digit(),
-        b'g' => c.is_ascii_graphic(),
-        b'l' => c.is_ascii_lowercase(),
-        b'p' => c.is_ascii_punctuation(),
-        // C's isspace includes '\v', Rust's is_ascii_whitespace does not
-        b's' => c == b' ' || (b'\t'..=b'\r').contains(&c),
-        b'u' => c.is_ascii_uppercase(),
-        b'w' => c.is_ascii_alphanumeric(),
-        b'x' => c.is_ascii_hexdigit(),
-        b'z' => c == 0,
+    let bit = match cl.to_ascii_lowercase() {
+        b'a' => ALPHA,
+        b'c' => CNTRL,
+        b'd' => DIGIT,
+        b'g' => GRAPH,
+        b'l' => LOWER,
+        b'p' => PUNCT,
+        b's' => SPACE,
+        b'u' => UPPER,
+        b'w' => ALPHA | DIGIT,
+        b'x' => XDIGIT,
+        b'z' => return (c == 0) == cl.is_ascii_lowercase(),
         _ => return cl == c,
     };
-    if cl.is_ascii_lowercase() {
-        res
-    } else {
-        !res
-    }
+    ((CLASSES[usize::from(c)] & bit) != 0) == cl.is_ascii_lowercase()
 }
+
+const ALPHA: u16 = 1;
+const CNTRL: u16 = 2;
+const DIGIT: u16 = 4;
+const GRAPH: u16 = 8;
+const LOWER: u16 = 16;
+const PUNCT: u16 = 32;
+const SPACE: u16 = 64;
+const UPPER: u16 = 128;
+const XDIGIT: u16 = 256;
+
+/// The class bits of each byte in the C locale (ctype.h). C's `isspace`
+/// includes '\v', which Rust's `is_ascii_whitespace` does not.
+static CLASSES: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let mut bits = 0;
+        if c.is_ascii_alphabetic() {
+            bits |= ALPHA;
+        }
+        if c.is_ascii_control() {
+            bits |= CNTRL;
+        }
+        if c.is_ascii_digit() {
+            bits |= DIGIT;
+        }
+        if c.is_ascii_graphic() {
+            bits |= GRAPH;
+        }
+        if c.is_ascii_lowercase() {
+            bits |= LOWER;
+        }
+        if c.is_ascii_punctuation() {
+            bits |= PUNCT;
+        }
+        if c == b' ' || (c >= b'\t' && c <= b'\r') {
+            bits |= SPACE;
+        }
+        if c.is_ascii_uppercase() {
+            bits |= UPPER;
+        }
+        if c.is_ascii_hexdigit() {
+            bits |= XDIGIT;
+        }
+        table[i] = bits;
+        i += 1;
+    }
+    table
+};
 
 /// True when `p` has none of `^$*+?.([%-`: `find` then searches plainly.
 fn no_specials(p: &[u8]) -> bool {
@@ -540,6 +610,9 @@ fn find_plain(hay: &[u8], needle: &[u8]) -> Option<usize> {
         0 => Some(0),
         1 => memchr::memchr(needle[0], hay),
         n if n > hay.len() => None,
+        // short subjects (headers, paths): building a searcher costs more
+        // than comparing; at most 256 * 16 byte comparisons
+        n if n <= 16 && hay.len() <= 256 => hay.windows(n).position(|w| w == needle),
         _ => memchr::memmem::find(hay, needle),
     }
 }
@@ -704,20 +777,13 @@ unsafe fn find_aux(state: *mut lua_State, find: bool) -> Result<c_int, Failure> 
         let anchor = p.first() == Some(&b'^');
         let pat = if anchor { &p[1..] } else { p };
         let mut m = Matcher::new(s, pat, budget_at(state, 1));
-        let mut s1 = init;
-        loop {
-            if let Some(e) = m.run(s1)? {
-                if find {
-                    ffi::lua_pushinteger(state, (s1 + 1) as ffi::lua_Integer);
-                    ffi::lua_pushinteger(state, e as ffi::lua_Integer);
-                    return Ok(push_captures(state, &m, None)? + 2);
-                }
-                return push_captures(state, &m, Some((s1, e)));
+        if let Some((start, end)) = m.search(init, anchor, usize::MAX)? {
+            if find {
+                ffi::lua_pushinteger(state, (start + 1) as ffi::lua_Integer);
+                ffi::lua_pushinteger(state, end as ffi::lua_Integer);
+                return Ok(push_captures(state, &m, None)? + 2);
             }
-            if anchor || s1 >= s.len() {
-                break;
-            }
-            s1 += 1;
+            return push_captures(state, &m, Some((start, end)));
         }
     }
     ffi::lua_pushnil(state); // not found
@@ -764,18 +830,15 @@ unsafe fn gmatch_aux(state: *mut lua_State) -> Result<c_int, Failure> {
     let p = bytes_at(state, ffi::lua_upvalueindex(2));
     let gm = ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)) as *mut GmatchState;
     let mut m = Matcher::new(s, p, budget_at(state, 4));
-    let mut src = (*gm).src;
-    while src <= s.len() {
-        if let Some(e) = m.run(src)? {
-            if e != (*gm).last_match {
-                (*gm).src = e;
-                (*gm).last_match = e;
-                return push_captures(state, &m, Some((src, e)));
-            }
+    // a gmatch pattern has no anchor: '^' matches itself
+    match m.search((*gm).src, false, (*gm).last_match)? {
+        Some((start, end)) => {
+            (*gm).src = end;
+            (*gm).last_match = end;
+            push_captures(state, &m, Some((start, end)))
         }
-        src += 1;
+        None => Ok(0), // not found
     }
-    Ok(0) // not found
 }
 
 unsafe extern "C-unwind" fn str_gsub(state: *mut lua_State) -> c_int {
@@ -809,20 +872,18 @@ unsafe fn gsub_aux(state: *mut lua_State) -> Result<c_int, Failure> {
     let mut last_match = usize::MAX;
     let mut n: ffi::lua_Integer = 0;
     let mut changed = false;
+    // Lua's loop adds the subject a byte at a time between matches; this
+    // one adds the stretch up to the next match at once (same result).
     while n < max_s {
-        match m.run(at)? {
-            Some(e) if e != last_match => {
-                n += 1;
-                changed |= add_value(state, &m, b, (at, e), tr)?;
-                at = e;
-                last_match = e;
-            }
-            _ if at < src.len() => {
-                ffi::luaL_addchar(b, src[at] as c_char);
-                at += 1;
-            }
-            _ => break, // end of subject
-        }
+        let Some((start, e)) = m.search(at, anchor, last_match)? else {
+            break; // no more matches: the rest is added below
+        };
+        let kept = &src[at..start];
+        ffi::luaL_addlstring(b, kept.as_ptr() as *const c_char, kept.len());
+        n += 1;
+        changed |= add_value(state, &m, b, (start, e), tr)?;
+        at = e;
+        last_match = e;
         if anchor {
             break;
         }
@@ -886,7 +947,7 @@ unsafe fn add_string(
     whole: (usize, usize),
 ) -> Result<(), Failure> {
     let mut news = bytes_at(state, 3);
-    while let Some(i) = memchr::memchr(ESC, news) {
+    while let Some(i) = news.iter().position(|&c| c == ESC) {
         ffi::luaL_addlstring(b, news.as_ptr() as *const c_char, i);
         let Some(&c) = news.get(i + 1) else {
             return Err(Failure::InvalidEscapeInReplacement);

@@ -392,9 +392,14 @@ fn random_patterns_match_lua() {
         show(pcall(string.gsub, s, p, {a = "T", [1] = 1})),
       }, "\n")
     "#;
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    // PATTERN_FUZZ=cases[,seed] for a longer or another run
+    let setting = std::env::var("PATTERN_FUZZ").unwrap_or_default();
+    let mut setting = setting.split(',').map(|v| v.trim().parse::<u64>().ok());
+    let cases = setting.next().flatten().unwrap_or(20_000);
+    let seed = setting.next().flatten().unwrap_or(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = Rng(seed);
     let mut wrong = Vec::new();
-    for _ in 0..20_000 {
+    for _ in 0..cases {
         let pattern: String = (0..rng.below(7))
             .map(|_| rng.pick(PATTERN_PIECES))
             .collect();
