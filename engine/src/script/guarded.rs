@@ -22,10 +22,13 @@ use super::patterns::{budget_at, raise, Failure};
 /// the small strings of the request path.
 pub(crate) const LARGE: usize = 64 * 1024;
 
+/// Function names by library table.
+type Names = &'static [(&'static CStr, &'static [&'static CStr])];
+
 /// The functions guarded, by library. Left out: those whose work does not
 /// grow with a string (`len`, `char`, `utf8.codes` a step at a time), the
 /// pattern functions and `rep` (patterns.rs, rep.rs) and `dump`.
-const GUARDED: &[(&CStr, &[&CStr])] = &[
+const GUARDED: Names = &[
     (
         c"string",
         &[
@@ -46,7 +49,7 @@ const GUARDED: &[(&CStr, &[&CStr])] = &[
 /// Functions that look at the clock after the call when they return a
 /// string of [`LARGE`] bytes or more: what they are given (a table) does
 /// not tell how much they will do.
-const BY_RESULT: &[(&CStr, &[&CStr])] = &[(c"table", &[c"concat"])];
+const BY_RESULT: Names = &[(c"table", &[c"concat"])];
 
 /// Functions that look at the clock on every call: a full collection
 /// takes time linear in the heap (tens of ms at the memory limit) whatever
@@ -104,7 +107,7 @@ unsafe extern "C-unwind" fn guarded_always(state: *mut lua_State) -> c_int {
 /// Wraps the functions of [`GUARDED`], [`BY_RESULT`] and [`ALWAYS`]; the
 /// budget userdata is at stack index `budget`.
 pub(crate) unsafe fn install(state: *mut lua_State, budget: c_int) {
-    let kinds: [(&[(&CStr, &[&CStr])], ffi::lua_CFunction); 2] =
+    let kinds: [(Names, ffi::lua_CFunction); 2] =
         [(GUARDED, guarded), (BY_RESULT, guarded_by_result)];
     for (libraries, guard) in kinds {
         for (library, names) in libraries {
