@@ -121,7 +121,8 @@ struct Matcher<'a> {
     pat: &'a [u8],
     depth: u32,
     level: usize,
-    capture: [Capture; MAX_CAPTURES],
+    /// Entries below `level` are set; the others are not read.
+    capture: [MaybeUninit<Capture>; MAX_CAPTURES],
     fuel: u32,
     budget: &'a Budget,
 }
@@ -133,10 +134,26 @@ impl<'a> Matcher<'a> {
             pat,
             depth: MAX_DEPTH,
             level: 0,
-            capture: [Capture { init: 0, len: 0 }; MAX_CAPTURES],
+            // not zeroed: 512 bytes a call for captures most patterns lack
+            capture: [MaybeUninit::uninit(); MAX_CAPTURES],
             fuel: STEPS_PER_CHECK,
             budget,
         }
+    }
+
+    /// Capture `i`, which must be below `level`.
+    #[inline(always)]
+    fn cap(&self, i: usize) -> Capture {
+        assert!(i < self.level);
+        // SAFETY: start_capture sets entry `level` before raising `level`,
+        // so every entry below `level` is initialised.
+        unsafe { self.capture[i].assume_init() }
+    }
+
+    #[inline(always)]
+    fn set_len(&mut self, i: usize, len: isize) {
+        let init = self.cap(i).init;
+        self.capture[i].write(Capture { init, len });
     }
 
     /// Ready for a match at a new position (`reprepstate`).
@@ -272,7 +289,7 @@ impl<'a> Matcher<'a> {
     }
 
     /// Does the subject byte at `s` match the single class `p..ep`?
-    #[inline]
+    #[inline(always)]
     fn single_match(&self, s: usize, p: usize, ep: usize) -> bool {
         let Some(&c) = self.src.get(s) else {
             return false;
@@ -428,7 +445,7 @@ impl<'a> Matcher<'a> {
         if self.level >= MAX_CAPTURES {
             return Err(Failure::TooManyCaptures);
         }
-        self.capture[self.level] = Capture { init: s, len: what };
+        self.capture[self.level].write(Capture { init: s, len: what });
         self.level += 1;
         let result = self.do_match(s, p)?;
         if result.is_none() {
@@ -439,10 +456,11 @@ impl<'a> Matcher<'a> {
 
     fn end_capture(&mut self, s: usize, p: usize) -> Result<Option<usize>, Failure> {
         let l = self.capture_to_close()?;
-        self.capture[l].len = (s - self.capture[l].init) as isize;
+        let init = self.cap(l).init;
+        self.set_len(l, (s - init) as isize);
         let result = self.do_match(s, p)?;
         if result.is_none() {
-            self.capture[l].len = CAP_UNFINISHED; // undo capture
+            self.set_len(l, CAP_UNFINISHED); // undo capture
         }
         Ok(result)
     }
@@ -450,17 +468,17 @@ impl<'a> Matcher<'a> {
     fn capture_to_close(&self) -> Result<usize, Failure> {
         (0..self.level)
             .rev()
-            .find(|&l| self.capture[l].len == CAP_UNFINISHED)
+            .find(|&l| self.cap(l).len == CAP_UNFINISHED)
             .ok_or(Failure::InvalidPatternCapture)
     }
 
     /// Back reference `%1`..`%9` (`match_capture` with `check_capture`).
     fn match_capture(&mut self, s: usize, digit: u8) -> Result<Option<usize>, Failure> {
         let l = i64::from(digit) - i64::from(b'1');
-        if l < 0 || l as usize >= self.level || self.capture[l as usize].len == CAP_UNFINISHED {
+        if l < 0 || l as usize >= self.level || self.cap(l as usize).len == CAP_UNFINISHED {
             return Err(Failure::InvalidCaptureIndex(l + 1));
         }
-        let cap = self.capture[l as usize];
+        let cap = self.cap(l as usize);
         // a position capture has a negative length: never matches
         let Ok(len) = usize::try_from(cap.len) else {
             return Ok(None);
@@ -512,7 +530,7 @@ impl<'a> Matcher<'a> {
             }
             return Ok(CaptureValue::Text(whole.0, whole.1));
         }
-        let cap = self.capture[i];
+        let cap = self.cap(i);
         match cap.len {
             CAP_UNFINISHED => Err(Failure::UnfinishedCapture),
             CAP_POSITION => Ok(CaptureValue::Position(cap.init + 1)),
@@ -612,7 +630,13 @@ fn find_plain(hay: &[u8], needle: &[u8]) -> Option<usize> {
         n if n > hay.len() => None,
         // short subjects (headers, paths): building a searcher costs more
         // than comparing; at most 256 * 16 byte comparisons
-        n if n <= 16 && hay.len() <= 256 => hay.windows(n).position(|w| w == needle),
+        n if n <= 16 && hay.len() <= 256 => (0..=hay.len() - n).find(|&i| {
+            hay[i] == needle[0]
+                && hay[i + 1..i + n]
+                    .iter()
+                    .zip(&needle[1..])
+                    .all(|(a, b)| a == b)
+        }),
         _ => memchr::memmem::find(hay, needle),
     }
 }
