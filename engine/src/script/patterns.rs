@@ -815,7 +815,9 @@ unsafe fn find_aux(state: *mut lua_State, find: bool) -> Result<c_int, Failure> 
 }
 
 /// What a `gmatch` iterator keeps between calls (`GMatchState`), in a
-/// userdata upvalue.
+/// userdata upvalue. The pointers stay valid as long as the iterator:
+/// its other upvalues hold the strings (Lua does not move them) and the
+/// budget.
 #[derive(Clone, Copy)]
 struct GmatchState {
     /// Where the next search starts.
@@ -823,13 +825,16 @@ struct GmatchState {
     /// End of the last match (`usize::MAX`: none yet): an empty match
     /// there is skipped.
     last_match: usize,
+    subject: (*const u8, usize),
+    pattern: (*const u8, usize),
+    budget: *const Budget,
 }
 
 /// `string.gmatch(s, pattern [, init])`: upvalues of the iterator are the
 /// subject, the pattern, the state and the budget.
 unsafe extern "C-unwind" fn str_gmatch(state: *mut lua_State) -> c_int {
     let s = check_bytes(state, 1);
-    check_bytes(state, 2);
+    let p = check_bytes(state, 2);
     let mut init = start_position(ffi::luaL_optinteger(state, 3, 1), s.len()) - 1;
     if init > s.len() {
         init = s.len() + 1; // start after the end: finds nothing
@@ -839,6 +844,9 @@ unsafe extern "C-unwind" fn str_gmatch(state: *mut lua_State) -> c_int {
     (ud as *mut GmatchState).write(GmatchState {
         src: init,
         last_match: usize::MAX,
+        subject: (s.as_ptr(), s.len()),
+        pattern: (p.as_ptr(), p.len()),
+        budget: budget_at(state, 1),
     });
     ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1)); // the budget
     ffi::lua_pushcclosure(state, gmatch_next, 4);
@@ -850,10 +858,11 @@ unsafe extern "C-unwind" fn gmatch_next(state: *mut lua_State) -> c_int {
 }
 
 unsafe fn gmatch_aux(state: *mut lua_State) -> Result<c_int, Failure> {
-    let s = bytes_at(state, ffi::lua_upvalueindex(1));
-    let p = bytes_at(state, ffi::lua_upvalueindex(2));
     let gm = ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)) as *mut GmatchState;
-    let mut m = Matcher::new(s, p, budget_at(state, 4));
+    let (s, p) = ((*gm).subject, (*gm).pattern);
+    let s = std::slice::from_raw_parts(s.0, s.1);
+    let p = std::slice::from_raw_parts(p.0, p.1);
+    let mut m = Matcher::new(s, p, &*(*gm).budget);
     // a gmatch pattern has no anchor: '^' matches itself
     match m.search((*gm).src, false, (*gm).last_match)? {
         Some((start, end)) => {

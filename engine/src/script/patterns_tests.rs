@@ -208,6 +208,8 @@ const CASES: &[&str] = &[
     r#"collect(string.gmatch("a", "(")) "#,
     r#"collect(string.gmatch("a", "%"))"#,
     r#"collect(("x y z"):gmatch("%a"))"#,
+    r#"(function() local it = string.rep("ab", 3):gmatch("(b)()") collectgarbage() collectgarbage() return collect(it) end)()"#,
+    r#"collect(string.gmatch(12321, 2))"#,
     // gsub
     r#"string.gsub("hello world", "o", "0")"#,
     r#"string.gsub("hello world", "o", "0", 1)"#,
