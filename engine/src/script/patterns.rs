@@ -113,6 +113,27 @@ enum CaptureValue {
     Position(usize),
 }
 
+/// Where a matcher finds its budget: most calls end long before their
+/// first look at the clock, so the upvalue is read only then.
+#[derive(Clone, Copy)]
+enum BudgetRef<'a> {
+    Ready(&'a Budget),
+    /// Upvalue `index` of the running C function of `state` (see
+    /// [`budget_at`]).
+    Upvalue(*mut lua_State, c_int),
+}
+
+impl BudgetRef<'_> {
+    fn get(&self) -> &Budget {
+        match *self {
+            BudgetRef::Ready(budget) => budget,
+            // SAFETY: made by the C function running on `state`, whose
+            // upvalue `index` is the budget userdata (install).
+            BudgetRef::Upvalue(state, index) => unsafe { budget_at(state, index) },
+        }
+    }
+}
+
 /// The state of one match (`MatchState` in lstrlib.c). Positions are
 /// indexes into `src` and `pat`; reading past the end of either gives 0,
 /// as C reads the terminating NUL.
@@ -124,11 +145,11 @@ struct Matcher<'a> {
     /// Entries below `level` are set; the others are not read.
     capture: [MaybeUninit<Capture>; MAX_CAPTURES],
     fuel: u32,
-    budget: &'a Budget,
+    budget: BudgetRef<'a>,
 }
 
 impl<'a> Matcher<'a> {
-    fn new(src: &'a [u8], pat: &'a [u8], budget: &'a Budget) -> Self {
+    fn new(src: &'a [u8], pat: &'a [u8], budget: BudgetRef<'a>) -> Self {
         Matcher {
             src,
             pat,
@@ -187,7 +208,7 @@ impl<'a> Matcher<'a> {
     #[cold]
     fn refuel(&mut self) -> Result<(), Failure> {
         self.fuel = STEPS_PER_CHECK;
-        if self.budget.exceeded() {
+        if self.budget.get().exceeded() {
             Err(Failure::OutOfTime)
         } else {
             Ok(())
@@ -800,7 +821,7 @@ unsafe fn find_aux(state: *mut lua_State, find: bool) -> Result<c_int, Failure> 
     } else {
         let anchor = p.first() == Some(&b'^');
         let pat = if anchor { &p[1..] } else { p };
-        let mut m = Matcher::new(s, pat, budget_at(state, 1));
+        let mut m = Matcher::new(s, pat, BudgetRef::Upvalue(state, 1));
         if let Some((start, end)) = m.search(init, anchor, usize::MAX)? {
             if find {
                 ffi::lua_pushinteger(state, (start + 1) as ffi::lua_Integer);
@@ -862,7 +883,7 @@ unsafe fn gmatch_aux(state: *mut lua_State) -> Result<c_int, Failure> {
     let (s, p) = ((*gm).subject, (*gm).pattern);
     let s = std::slice::from_raw_parts(s.0, s.1);
     let p = std::slice::from_raw_parts(p.0, p.1);
-    let mut m = Matcher::new(s, p, &*(*gm).budget);
+    let mut m = Matcher::new(s, p, BudgetRef::Ready(&*(*gm).budget));
     // a gmatch pattern has no anchor: '^' matches itself
     match m.search((*gm).src, false, (*gm).last_match)? {
         Some((start, end)) => {
@@ -900,7 +921,7 @@ unsafe fn gsub_aux(state: *mut lua_State) -> Result<c_int, Failure> {
     ffi::luaL_buffinit(state, b);
     let anchor = p.first() == Some(&b'^');
     let pat = if anchor { &p[1..] } else { p };
-    let mut m = Matcher::new(src, pat, budget_at(state, 1));
+    let mut m = Matcher::new(src, pat, BudgetRef::Upvalue(state, 1));
     let mut at = 0;
     let mut last_match = usize::MAX;
     let mut n: ffi::lua_Integer = 0;
