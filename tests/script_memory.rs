@@ -64,8 +64,8 @@ async fn answers_made_per_request_are_given_back() {
     let a = origin("A");
     let src = policy(
         &a,
-        "",
-        r#"    return pocket.respond(200, string.rep("y", 1024 * 1024))"#,
+        r#"local body = string.rep("y", 1024 * 1024)"#,
+        r#"    return pocket.respond(200, body)"#,
     );
     let pocket = Pocket::start(&src, 1);
     let addr = pocket.addr("web");
@@ -75,7 +75,13 @@ async fn answers_made_per_request_are_given_back() {
     let (after_five, _) = pocket.rss_kib();
     for i in 0..100 {
         let r = get(addr, "/").await;
-        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(
+            r.status,
+            200,
+            "request {i}: {}\n{}",
+            r.text(),
+            pocket.log.text()
+        );
     }
     let (after_more, _) = pocket.rss_kib();
     assert!(

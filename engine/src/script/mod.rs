@@ -11,6 +11,11 @@ pub(crate) mod sandbox;
 pub mod stdlib;
 pub mod vm;
 
+// Natives that keep to the time budget (installed by vm.rs).
+mod guarded;
+mod patterns;
+mod rep;
+
 pub use errors::describe_lua_error;
 pub use hooks::WorkerScript;
 pub use vm::{Limits, Vm};

@@ -8,7 +8,8 @@
 --   * no native loop a script can size runs unchecked: table.sort always
 --     compares through a Lua function (so the instruction hook counts it),
 --     table.insert/remove/move loop in Lua, and table.concat/unpack,
---     utf8.*, string.rep and load check the budget before long native work.
+--     utf8.* and load check the budget before long native work (string.rep
+--     and the string functions: patterns.rs, rep.rs, guarded.rs).
 -- The common paths are one extra Lua call; only table.sort with a
 -- comparator, xpcall and coroutine.create/wrap allocate a closure.
 
@@ -247,17 +248,6 @@ utf8.len, utf8.offset, utf8.codepoint = walk(u_len), walk(u_offset), walk(u_code
 utf8.char = function(...)
   if select("#", ...) > STEP and over() then stop() end
   return u_char(...)
-end
-
--- One call can build a string as large as the memory limit from a short
--- one: a budget check first when the result would be large.
-local rawrep = string.rep
-string.rep = function(s, n, sep)
-  if type(s) == "string" and type(n) == "number"
-      and n * (#s + (type(sep) == "string" and #sep or 0)) > STEP * 16 and over() then
-    stop()
-  end
-  return rawrep(s, n, sep)
 end
 
 print = function(...)

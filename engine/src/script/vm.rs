@@ -131,6 +131,19 @@ impl Budget {
     }
 }
 
+#[cfg(test)]
+impl Budget {
+    pub(crate) fn new(deadline: Instant) -> Budget {
+        Budget {
+            deadline: Cell::new(deadline),
+            spent: Cell::new(false),
+            armed: Cell::new(false),
+            refused: Cell::new(false),
+            place: Cell::new(None),
+        }
+    }
+}
+
 /// A Lua VM built for one policy, with its budget.
 pub struct Vm {
     pub lua: Lua,
@@ -192,6 +205,7 @@ impl Vm {
 
         api::register(&lua)?;
         sandbox::install(&lua, &budget)?;
+        super::patterns::install(&lua, budget.clone())?;
         stdlib::install_require(&lua, script_path)?;
         lua.set_memory_limit(limits.memory)?;
         let memory = memory::install(&lua, limits.memory);
