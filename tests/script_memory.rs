@@ -230,3 +230,43 @@ fn store_sizes_are_checked() {
     ));
     assert_eq!(code, 0, "{out}");
 }
+
+/// What else a script hands to Rust has a bound, each with an error a user
+/// can act on and the worker serving on (inputs a breaker found: each grew
+/// the process by megabytes a request, or panicked past 24,576 headers).
+#[tokio::test]
+async fn what_a_script_hands_to_rust_has_a_bound() {
+    let a = origin("A");
+    let src = policy(
+        &a,
+        r#"local big = string.rep("z", 1024 * 1024)
+local many = {}
+for i = 1, 25000 do many["x-" .. i] = "" end"#,
+        r#"    local p = req.path
+    if p == "/headers" then return pocket.respond(200, "x", many) end
+    if p == "/reject" then local r = pocket.reject(big) end
+    if p == "/server" then local s = pocket.server(big, "127.0.0.1:1") end
+    if p == "/store" then local s = pocket.store(big) end
+    if p == "/method" then req:set_method(big) end
+    if p == "/path" then req:set_path("/" .. big) end
+    if p == "/log" then pocket.log.info(big) return pocket.respond(200, "logged") end"#,
+    );
+    let pocket = Pocket::start(&src, 1);
+    let addr = pocket.addr("web");
+    for (path, says) in [
+        ("/headers", "the answer's headers take"),
+        ("/reject", "pocket.reject: a reason of 1048576 bytes"),
+        ("/server", "pocket.server: a pool name of 1048576 bytes"),
+        ("/store", "a store needs a name of 1 to 256 bytes"),
+        ("/method", "set_method: a method of 1048576 bytes"),
+        ("/path", "a path and query of 1048577 bytes"),
+    ] {
+        let r = get(addr, path).await;
+        assert_eq!(r.status, 500, "{path}: {}", r.text());
+        pocket.log.wait_for(&["policy.lua:", says]);
+    }
+    assert_eq!(get(addr, "/log").await.text(), "logged");
+    let line = pocket.log.wait_for(&["(cut: 1048576 bytes or more)"]);
+    assert!(line.len() < 16 * 1024, "a log line of {} bytes", line.len());
+    assert_eq!(get(addr, "/").await.status, 200);
+}

@@ -62,6 +62,9 @@ pub fn charge(lua: &Lua, bytes: usize, what: &str) -> mlua::Result<Charge> {
             <= m.limit
     };
     if !fits(&memory) {
+        // A full collection takes time linear in the heap: not in a loop
+        // that is already past its budget (pcall around a charge).
+        super::vm::check_budget(lua)?;
         // Unreachable answers and regexes give their charges back here.
         lua.gc_collect()?;
         if !fits(&memory) {

@@ -11,8 +11,10 @@ use super::vm::{Budget, BUDGET_MESSAGE};
 
 /// The longest text `load` compiles, in bytes. Lua's parser runs natively
 /// (no instruction hook), so the size of a chunk bounds how long one
-/// `load` can take: 256 KiB compiles in a few milliseconds.
-pub const LOAD_MAX_BYTES: usize = 256 * 1024;
+/// `load` can take. Most text compiles at tens of MB/s, but some shapes
+/// are quadratic for Lua's parser (a chain of 52,000 `or`s, 254 KiB, took
+/// 4 s): 64 KiB keeps such a chunk to about a quarter of a second.
+pub const LOAD_MAX_BYTES: usize = 64 * 1024;
 
 /// How many elements a native table loop (`table.concat`, `table.unpack`)
 /// or bytes a native string walk (`utf8.len`) handles before the budget is

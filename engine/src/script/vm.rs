@@ -67,6 +67,13 @@ pub fn before_native(lua: &Lua, input_len: usize) -> mlua::Result<()> {
     if input_len <= NATIVE_LARGE {
         return Ok(());
     }
+    check_budget(lua)
+}
+
+/// For Rust functions whose every call may be costly whatever their input
+/// (compiling a regex, writing a log line, a full collection): past the
+/// running call's deadline, refuse (one clock read).
+pub fn check_budget(lua: &Lua) -> mlua::Result<()> {
     match lua.app_data_ref::<Rc<Budget>>() {
         Some(budget) if budget.over() => Err(mlua::Error::RuntimeError(BUDGET_MESSAGE.into())),
         _ => Ok(()),

@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode};
 use mlua::{Lua, Table, UserData, Value};
 
+use super::headers::MAX_HEAD_GROWTH;
 use crate::script::memory::{self, Charge};
 
 /// A response made by the script, sent without asking any server. Scripts
@@ -27,14 +28,24 @@ pub struct ScriptResponse {
 
 impl UserData for ScriptResponse {}
 
+/// What one header of an answer costs in Rust beyond its name and value:
+/// the pair's slot, the name's and value's headers (an estimate).
+const HEADER_OVERHEAD: usize = 64;
+
 impl ScriptResponse {
     fn new(lua: &Lua, response: LocalResponse) -> mlua::Result<ScriptResponse> {
-        let bytes = response.body.len()
-            + response
-                .headers
-                .iter()
-                .map(|(n, v)| n.as_str().len() + v.len())
-                .sum::<usize>();
+        let head: usize = response
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        if head > MAX_HEAD_GROWTH {
+            return Err(mlua::Error::RuntimeError(format!(
+                "the answer's headers take {head} bytes, more than {} KiB",
+                MAX_HEAD_GROWTH / 1024
+            )));
+        }
+        let bytes = response.body.len() + head + response.headers.len() * HEADER_OVERHEAD;
         let charge = memory::charge(lua, bytes, "a response")?;
         Ok(ScriptResponse {
             response,
@@ -42,6 +53,9 @@ impl ScriptResponse {
         })
     }
 }
+
+/// The longest reason `pocket.reject` takes, bytes.
+const MAX_REASON: usize = 1024;
 
 /// `pocket.reject(reason)` from `on_connect`: close the connection.
 #[derive(Debug, Clone)]
@@ -145,7 +159,14 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
     pocket.set(
         "reject",
         lua.create_function(|_, reason: Option<String>| {
-            Ok(Reject(reason.unwrap_or_else(|| "rejected".into())))
+            let reason = reason.unwrap_or_else(|| "rejected".into());
+            if reason.len() > MAX_REASON {
+                return Err(mlua::Error::RuntimeError(format!(
+                    "pocket.reject: a reason of {} bytes (at most {MAX_REASON}: it is a log line)",
+                    reason.len()
+                )));
+            }
+            Ok(Reject(reason))
         })?,
     )?;
     Ok(())

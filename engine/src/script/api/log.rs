@@ -2,9 +2,15 @@
 
 use mlua::{Function, Lua, MultiValue, Table, Value};
 
+/// The longest message a script logs, bytes; the rest is cut (nginx cuts
+/// its error log lines at 2 KiB, HAProxy its log lines at 1 KiB). A line
+/// of megabytes takes tens of ms to write, and a loop of them fills disks.
+const MAX_LINE: usize = 8 * 1024;
+
 /// Fails when a `__tostring` fails: swallowing that error would let a
 /// `__tostring` that ran out of time go on with the script.
 fn join(lua: &Lua, args: MultiValue) -> mlua::Result<String> {
+    crate::script::vm::check_budget(lua)?;
     let mut out = String::new();
     for (i, v) in args.into_iter().enumerate() {
         if i > 0 {
@@ -19,6 +25,18 @@ fn join(lua: &Lua, args: MultiValue) -> mlua::Result<String> {
                 .call::<String>(v)?,
         };
         out.push_str(&text);
+        if out.len() > MAX_LINE {
+            break;
+        }
+    }
+    if out.len() > MAX_LINE {
+        let total = out.len();
+        let mut cut = MAX_LINE;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push_str(&format!("... (cut: {total} bytes or more)"));
     }
     Ok(out)
 }

@@ -187,6 +187,8 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
         "regex_set",
         lua.create_function(|lua, patterns: Vec<String>| {
             for p in &patterns {
+                // Each compile is native work of up to tens of ms.
+                crate::script::vm::check_budget(lua)?;
                 if let Err(e) = compile(p) {
                     return Err(mlua::Error::RuntimeError(format!(
                         "bad regex {p:?}: {}",
@@ -212,6 +214,9 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
     pocket.set(
         "regex",
         lua.create_function(|lua, pattern: String| {
+            // A compile is native work of up to tens of ms: a loop of them
+            // stops at the budget.
+            crate::script::vm::check_budget(lua)?;
             // regex's messages span lines (pattern, caret, reason): keep
             // the reason, errors are one line here.
             let re = compile(&pattern).map_err(|e| {

@@ -10,7 +10,11 @@ use http::uri::PathAndQuery;
 use http::{Uri, Version};
 use mlua::{UserData, UserDataFields, UserDataMethods, Value};
 
-use super::headers::{add_header_methods, HasHeaders};
+use super::headers::{add_header_methods, HasHeaders, MAX_HEAD_GROWTH};
+
+/// The longest method a script may set, bytes (methods are short tokens;
+/// a long one would be copied into every request it is set on).
+const MAX_METHOD: usize = 64;
 use crate::proxy::RequestId;
 
 pub struct RequestView {
@@ -77,6 +81,13 @@ impl RequestView {
     }
 
     fn set_path_and_query(&mut self, pq: &str) -> Result<(), String> {
+        if pq.len() > MAX_HEAD_GROWTH {
+            return Err(format!(
+                "a path and query of {} bytes (at most {} KiB)",
+                pq.len(),
+                MAX_HEAD_GROWTH / 1024
+            ));
+        }
         let pq: PathAndQuery = pq
             .parse()
             .map_err(|e| format!("invalid path {pq:?}: {e}"))?;
@@ -158,6 +169,12 @@ impl UserData for RequestView {
             r.set_query(q.as_deref()).map_err(runtime)
         });
         methods.add_method_mut("set_method", |_, r, m: String| {
+            if m.len() > MAX_METHOD {
+                return Err(runtime(format!(
+                    "set_method: a method of {} bytes (at most {MAX_METHOD})",
+                    m.len()
+                )));
+            }
             let method = http::Method::from_bytes(m.as_bytes())
                 .map_err(|_| runtime(format!("invalid method {m:?}")))?;
             if method == http::Method::CONNECT {

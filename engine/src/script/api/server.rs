@@ -16,6 +16,10 @@ use mlua::{Lua, Table, UserData, UserDataMethods};
 
 use crate::lb::{AdminState, ServerState, StateRegistry};
 
+/// The longest pool name a handle keeps, bytes (a policy's pool names are
+/// short; the handle lives in Rust, outside the VM's memory limit).
+const MAX_NAME: usize = 256;
+
 pub struct ServerHandle {
     pool: String,
     addr: SocketAddr,
@@ -58,6 +62,12 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
     pocket.set(
         "server",
         lua.create_function(|_, (pool, addr): (String, String)| {
+            if pool.len() > MAX_NAME {
+                return Err(mlua::Error::RuntimeError(format!(
+                    "pocket.server: a pool name of {} bytes (pool names are at most {MAX_NAME})",
+                    pool.len()
+                )));
+            }
             let addr = crate::config::parse_addr(&addr).map_err(mlua::Error::RuntimeError)?;
             Ok(ServerHandle { pool, addr })
         })?,

@@ -31,6 +31,8 @@ const MAX_VALUE: usize = 64 * 1024;
 pub const DEFAULT_SIZE: usize = 8 << 20;
 /// The sizes a script may give, bytes.
 const SIZES: std::ops::RangeInclusive<usize> = (64 << 10)..=(1 << 30);
+/// The longest store name, bytes.
+const MAX_NAME: usize = 256;
 /// How many stores a process keeps; stores are never dropped.
 pub const MAX_STORES: usize = 64;
 /// What an entry costs beyond its key and value: the map's slot, the
@@ -122,19 +124,22 @@ impl Shard {
             self.map.retain(|_, e| e.touched >= cut);
             evicted += (before - self.map.len()) as u64;
             self.bytes = self.map.iter().map(|(k, e)| cost(k, &e.value)).sum();
-            // Still no room (one huge value, or all ages alike): oldest
-            // first, one by one.
-            while self.bytes + need > cap {
-                let Some(oldest) = self
+            // Still no room (one large value, or a store made smaller):
+            // oldest first, in one sorted pass.
+            if self.bytes + need > cap {
+                let mut order: Vec<(u64, String)> = self
                     .map
                     .iter()
-                    .min_by_key(|(_, e)| e.touched)
-                    .map(|(k, _)| k.clone())
-                else {
-                    break;
-                };
-                self.remove(&oldest);
-                evicted += 1;
+                    .map(|(k, e)| (e.touched, k.clone()))
+                    .collect();
+                order.sort_unstable_by_key(|(t, _)| *t);
+                for (_, key) in order {
+                    if self.bytes + need <= cap {
+                        break;
+                    }
+                    self.remove(&key);
+                    evicted += 1;
+                }
             }
         }
         evicted
@@ -439,8 +444,11 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
     pocket.set(
         "store",
         lua.create_function(|_, (name, options): (String, Option<Table>)| {
-            if name.is_empty() {
-                return Err(mlua::Error::RuntimeError("a store needs a name".into()));
+            if name.is_empty() || name.len() > MAX_NAME {
+                return Err(mlua::Error::RuntimeError(format!(
+                    "a store needs a name of 1 to {MAX_NAME} bytes, not {}",
+                    name.len()
+                )));
             }
             let size = size_option(options)?;
             store(&name, size)
