@@ -29,6 +29,11 @@ fn policy(api: &OriginHandle) -> String {
       local s = string.rep("x", 4e6); for i = 1, 1e6 do s:upper() end
     elseif req.path == "/rep" then
       local s = string.rep("", math.maxinteger)
+    elseif req.path == "/stack" then
+      -- grows the Lua stack by more than 64 KiB again and again: once past
+      -- the deadline, that allocation is refused while Lua moves the stack
+      local s = ("x"):rep(5000)
+      while true do local t = {{s:byte(1, 5000)}} end
     end
   end,
 }}"#,
@@ -49,6 +54,7 @@ async fn a_runaway_pattern_costs_one_request_and_the_workers_keep_serving() {
         ("/gsub", "policy.lua:8:"),
         ("/pcall", ""),
         ("/upper", "policy.lua:13:"),
+        ("/stack", ""),
     ] {
         let from = pocket.log.lines().len();
         let started = std::time::Instant::now();
@@ -67,7 +73,7 @@ async fn a_runaway_pattern_costs_one_request_and_the_workers_keep_serving() {
     // Lua's own string.rep loops n times even for an empty result
     let r = get(addr, "/rep").await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(api.request_count(), 17, "only the fine requests went out");
+    assert_eq!(api.request_count(), 21, "only the fine requests went out");
 }
 
 #[test]

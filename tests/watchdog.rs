@@ -263,3 +263,30 @@ fn sigterm_ends_the_process_in_time_even_before_the_watchdog_noticed() {
     // At once: the stuck worker is still one of the fleet the drain waits for.
     assert_ended_in_time(stop(&mut p));
 }
+
+/// The connections a stuck worker holds stop counting against the caps
+/// once it is abandoned: with `max_connections = 1` and that one
+/// connection hung, the listener would otherwise be closed to everyone.
+#[test]
+fn a_stuck_workers_connections_give_their_slots_back() {
+    let a = origin("A");
+    let capped = policy(a.addr).replace(
+        r#"pool = "app" }"#,
+        r#"pool = "app", max_connections = 1 }"#,
+    );
+    assert!(capped.contains("max_connections = 1"));
+    let mut p = start(&capped);
+    let addr = p.addr("web");
+    let (_, hung) = hang_a_worker(&p, addr);
+    p.log.wait_for(&[
+        "is stuck",
+        "the 1 connections it holds no longer count against max_connections",
+    ]);
+    p.log.wait_for(&["started in place of stuck worker"]);
+    // The hung connection is still open; a new one is served all the same.
+    assert_eq!(get(addr, DEADLINE), Some(200));
+    assert_eq!(get(addr, DEADLINE), Some(200));
+    let took = stop(&mut p);
+    assert_ended_in_time(took);
+    drop(hung);
+}

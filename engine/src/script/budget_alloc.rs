@@ -35,10 +35,9 @@ struct Wrapped {
     budget: Rc<Budget>,
     /// The VM's main thread, to find the script's line at a refusal.
     main: *mut ffi::lua_State,
-    /// The charges of memory held outside the heap, and the limit.
+    /// The charges of memory held outside the heap, the limit, and the
+    /// heap's bytes as this allocator counts them.
     memory: Rc<ScriptMemory>,
-    /// The heap's bytes, as this allocator has seen them go.
-    heap: std::cell::Cell<usize>,
 }
 
 /// The installed allocator; `uninstall` puts mlua's back.
@@ -54,7 +53,7 @@ pub fn install(
     let budget = budget.clone();
     let memory = memory.clone();
     // mlua's allocator is still in place: its count is exact.
-    let heap = std::cell::Cell::new(lua.used_memory());
+    memory.heap.set(lua.used_memory());
     let mut installed: *mut Wrapped = std::ptr::null_mut();
     let slot = &mut installed;
     // SAFETY: reads and replaces the allocator of the state mlua hands us;
@@ -69,7 +68,6 @@ pub fn install(
                 budget,
                 main: state,
                 memory,
-                heap,
             }));
             ffi::lua_setallocf(state, budget_alloc, wrapped as *mut c_void);
             *slot = wrapped;
@@ -109,21 +107,24 @@ unsafe extern "C" fn budget_alloc(
 ) -> *mut c_void {
     let wrapped = &*(ud as *const Wrapped);
     if nsize >= LARGE_ALLOC && (ptr.is_null() || nsize > osize) && wrapped.budget.refuses_large() {
-        if !wrapped.budget.has_place() {
+        // Only for a new block: a block that grows may be a Lua stack,
+        // and while Lua moves a stack (luaD_reallocstack) its frames hold
+        // offsets, not pointers, so reading them would crash.
+        if ptr.is_null() && !wrapped.budget.has_place() {
             wrapped.budget.set_place(script_line(wrapped.main));
         }
         return std::ptr::null_mut();
     }
     // `osize` is a size only for a block that exists.
     let old = if ptr.is_null() { 0 } else { osize };
-    let heap = wrapped.heap.get();
+    let heap = wrapped.memory.heap.get();
     let outside = wrapped.memory.outside.get();
     if outside > 0 && nsize > old && heap + (nsize - old) + outside > wrapped.memory.limit {
         return std::ptr::null_mut();
     }
     let out = (wrapped.inner)(wrapped.inner_ud, ptr, osize, nsize);
     if !out.is_null() || nsize == 0 {
-        wrapped.heap.set((heap + nsize).saturating_sub(old));
+        wrapped.memory.heap.set((heap + nsize).saturating_sub(old));
     }
     out
 }

@@ -21,6 +21,9 @@ pub struct ScriptMemory {
     pub(crate) limit: usize,
     /// Bytes charged now.
     pub(crate) outside: Cell<usize>,
+    /// The Lua heap's bytes, as the VM's allocator counts them
+    /// (script::budget_alloc), so charges and the allocator agree.
+    pub(crate) heap: Cell<usize>,
 }
 
 /// Bytes held outside the Lua heap for as long as the charge lives.
@@ -41,6 +44,7 @@ pub fn install(lua: &Lua, limit: usize) -> Rc<ScriptMemory> {
     let memory = Rc::new(ScriptMemory {
         limit,
         outside: Cell::new(0),
+        heap: Cell::new(lua.used_memory()),
     });
     lua.set_app_data(memory.clone());
     memory
@@ -56,7 +60,8 @@ pub fn charge(lua: &Lua, bytes: usize, what: &str) -> mlua::Result<Charge> {
         ));
     };
     let fits = |m: &ScriptMemory| {
-        lua.used_memory()
+        m.heap
+            .get()
             .saturating_add(m.outside.get())
             .saturating_add(bytes)
             <= m.limit
@@ -86,6 +91,6 @@ pub fn room(lua: &Lua) -> usize {
     };
     memory
         .limit
-        .saturating_sub(lua.used_memory())
+        .saturating_sub(memory.heap.get())
         .saturating_sub(memory.outside.get())
 }

@@ -281,8 +281,11 @@ impl Vm {
         self.budget.spent.set(false);
         self.budget.refused.set(false);
         self.budget.armed.set(true);
+        // Disarmed however the body ends (mlua re-raises a callback's
+        // panic): a later unbudgeted allocation must not be refused.
+        let armed = Armed(&self.budget);
         let result = over_budget(&self.budget, &self.script, body());
-        self.budget.armed.set(false);
+        drop(armed);
         let calls = self.calls.get() + 1;
         if calls >= COLLECT_EVERY {
             self.calls.set(0);

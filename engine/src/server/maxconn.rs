@@ -132,31 +132,123 @@ impl Gate {
 }
 
 /// A connection's place under its listener's cap and the process's;
-/// dropping it (the connection closed) gives both back.
+/// dropping it (the connection closed) gives both back, unless its
+/// worker's ledger was forgiven meanwhile.
 pub struct Slot {
     listener: Arc<Gate>,
     process: Arc<Gate>,
+    ledger: Arc<Ledger>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.process.give_back();
-        self.listener.give_back();
+        if self.ledger.release(&self.listener) {
+            self.process.give_back();
+            self.listener.give_back();
+        }
     }
 }
 
-/// Waits for a slot under both caps. Called before accept: while it
-/// waits, the accept loop does not accept.
-pub async fn take_slot(listener: &Arc<Gate>, process: &Arc<Gate>) -> Slot {
+/// The slots one worker's connections hold. When the watchdog gives up on
+/// a stuck worker, the connections it holds stay open but are no longer
+/// served: their slots go back to the caps at once ([`Ledger::forgive`]),
+/// so a listener whose cap they filled serves again through the new
+/// worker, and their later closes give nothing back twice.
+#[derive(Default)]
+pub struct Ledger {
+    state: Mutex<LedgerState>,
+}
+
+#[derive(Default)]
+struct LedgerState {
+    forgiven: bool,
+    /// Slots held, by listener gate (the process gate: one per slot).
+    held: Vec<(Arc<Gate>, usize)>,
+    process: Option<Arc<Gate>>,
+}
+
+impl Ledger {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LedgerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records a slot taken; false when the ledger is forgiven already
+    /// (the slot is then given back at once and counts for nothing).
+    fn hold(&self, listener: &Arc<Gate>, process: &Arc<Gate>) -> bool {
+        let mut state = self.lock();
+        if state.forgiven {
+            return false;
+        }
+        state.process.get_or_insert_with(|| process.clone());
+        match state
+            .held
+            .iter_mut()
+            .find(|(g, _)| Arc::ptr_eq(g, listener))
+        {
+            Some((_, n)) => *n += 1,
+            None => state.held.push((listener.clone(), 1)),
+        }
+        true
+    }
+
+    /// A slot's connection closed: true when its gates are to be given
+    /// back (false once forgiven: they were given back then).
+    fn release(&self, listener: &Arc<Gate>) -> bool {
+        let mut state = self.lock();
+        if state.forgiven {
+            return false;
+        }
+        if let Some((_, n)) = state
+            .held
+            .iter_mut()
+            .find(|(g, _)| Arc::ptr_eq(g, listener))
+        {
+            *n = n.saturating_sub(1);
+        }
+        true
+    }
+
+    /// Gives back every slot held now; later closes give nothing back.
+    /// Called by the watchdog when it abandons the worker.
+    pub fn forgive(&self) -> usize {
+        let mut state = self.lock();
+        if state.forgiven {
+            return 0;
+        }
+        state.forgiven = true;
+        let process = state.process.take();
+        let mut total = 0;
+        for (gate, n) in state.held.drain(..) {
+            for _ in 0..n {
+                gate.give_back();
+                if let Some(process) = &process {
+                    process.give_back();
+                }
+            }
+            total += n;
+        }
+        total
+    }
+}
+
+/// Waits for a slot under both caps, for a connection of the worker whose
+/// ledger is `ledger`. Called before accept: while it waits, the accept
+/// loop does not accept.
+pub async fn take_slot(listener: &Arc<Gate>, process: &Arc<Gate>, ledger: &Arc<Ledger>) -> Slot {
     loop {
         if !listener.try_take() {
             listener.wait_for_room().await;
             continue;
         }
         if process.try_take() {
+            if !ledger.hold(listener, process) {
+                process.give_back();
+                listener.give_back();
+            }
             return Slot {
                 listener: listener.clone(),
                 process: process.clone(),
+                ledger: ledger.clone(),
             };
         }
         listener.give_back();

@@ -120,6 +120,8 @@ pub struct Pulse {
     /// reused descriptor.
     sockets: Mutex<Vec<RawFd>>,
     places: Arc<Places>,
+    /// The connection slots this worker's connections hold (maxconn).
+    pub ledger: Arc<super::maxconn::Ledger>,
 }
 
 /// Workers found stuck since the process started (for `pocket status`
@@ -168,6 +170,7 @@ impl Pulse {
             ended: AtomicBool::new(false),
             sockets: Mutex::new(Vec::new()),
             places,
+            ledger: Default::default(),
         }
     }
 
@@ -414,9 +417,12 @@ impl Watchdog {
         p.abandoned.store(true, Ordering::Release);
         STUCK_TOTAL.fetch_add(1, Ordering::Relaxed);
         let closed = p.close_sockets();
+        // Its connections stay open, unserved: their slots go back to the
+        // caps so the new worker can take their place.
+        let forgiven = p.ledger.forgive();
         tracing::error!(
             worker = p.index,
-            "worker {} is stuck: {} has not returned for {:.1}s; its listening sockets leave the rotation ({closed} shut) and a new worker takes its place",
+            "worker {} is stuck: {} has not returned for {:.1}s; its listening sockets leave the rotation ({closed} shut), the {forgiven} connections it holds no longer count against max_connections, and a new worker takes its place",
             p.index,
             p.describe(what),
             silent.as_secs_f64(),

@@ -324,6 +324,7 @@ async fn accept_loop(
     gate: Arc<Gate>,
     registered: Registered,
 ) {
+    let ledger = registered.pulse.ledger.clone();
     let _registered = registered;
     let process = caps().process.clone();
     loop {
@@ -338,7 +339,7 @@ async fn accept_loop(
                 return;
             }
         };
-        let slot = take_slot(&gate, &process).await;
+        let slot = take_slot(&gate, &process, &ledger).await;
         // accept4 with SOCK_NONBLOCK, as tokio's own accept: no extra
         // syscall to make the socket non-blocking.
         let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;

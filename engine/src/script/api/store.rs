@@ -209,9 +209,22 @@ impl Store {
 
     /// Stores `entry` under `key`, making room first (a replaced value's
     /// bytes count as free).
-    fn put(&self, shard: &mut Shard, key: String, value: Stored, expires: Option<Instant>) {
+    fn put(
+        &self,
+        shard: &mut Shard,
+        key: String,
+        value: Stored,
+        expires: Option<Instant>,
+    ) -> Result<(), String> {
         let now = Instant::now();
         let need = cost(&key, &value);
+        if need > self.shard_cap() {
+            return Err(format!(
+                "store {}: a key and value of {need} bytes do not fit in a store of {} bytes (each of its 16 shards holds a sixteenth)",
+                self.name,
+                self.size.load(Ordering::Relaxed)
+            ));
+        }
         shard.remove(&key);
         let evicted = shard.make_room(need, self.shard_cap(), now);
         if evicted > 0 {
@@ -227,26 +240,18 @@ impl Store {
                 touched,
             },
         );
+        Ok(())
     }
 
     /// Errors: a key and value bigger than a shard's share of the size.
     fn set(&self, key: String, value: Stored, ttl: Option<Duration>) -> Result<(), String> {
         let now = Instant::now();
-        if cost(&key, &value) > self.shard_cap() {
-            return Err(format!(
-                "store {}: a key and value of {} bytes do not fit in a store of {} bytes (each of its 16 shards holds a sixteenth)",
-                self.name,
-                cost(&key, &value),
-                self.size.load(Ordering::Relaxed)
-            ));
-        }
         let mut shard = self.shard(&key);
         shard.writes = shard.writes.wrapping_add(1);
         if shard.writes.is_multiple_of(SWEEP_EVERY) {
             shard.drop_expired(now);
         }
-        self.put(&mut shard, key, value, ttl.map(|t| now + t));
-        Ok(())
+        self.put(&mut shard, key, value, ttl.map(|t| now + t))
     }
 
     /// Adds `by` to an integer (missing or expired counts as 0). The TTL is
@@ -268,7 +273,7 @@ impl Store {
             e.value = Stored::Int(next);
             return Ok(next);
         }
-        self.put(&mut shard, key, Stored::Int(by), ttl.map(|t| now + t));
+        self.put(&mut shard, key, Stored::Int(by), ttl.map(|t| now + t))?;
         Ok(by)
     }
 
