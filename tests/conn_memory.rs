@@ -50,6 +50,21 @@ async fn idle_peak(pocket: &Pocket) -> u64 {
     pocket.rss_kib().1
 }
 
+/// Holds the clients `tasks` for [`HOLD`], asserts that the peak RSS rose
+/// at most [`BUDGET_KIB`] over `idle`, then ends the clients.
+async fn hold_within_budget(
+    pocket: &Pocket,
+    idle: u64,
+    what: &str,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) {
+    tokio::time::sleep(HOLD).await;
+    assert_within_budget(pocket, idle, what);
+    for t in tasks {
+        t.abort();
+    }
+}
+
 /// Asserts that the peak RSS rose at most [`BUDGET_KIB`] over `idle`.
 fn assert_within_budget(pocket: &Pocket, idle: u64, what: &str) {
     let (now, peak) = pocket.rss_kib();
@@ -158,11 +173,13 @@ async fn h2_client_with_huge_windows_that_never_reads() {
         assert!(streams > 0, "pocket took no stream");
         held.push(task);
     }
-    tokio::time::sleep(HOLD).await;
-    assert_within_budget(&pocket, idle, "4 h2c connections x 256 streams, never read");
-    for t in held {
-        t.abort();
-    }
+    hold_within_budget(
+        &pocket,
+        idle,
+        "4 h2c connections x 256 streams, never read",
+        held,
+    )
+    .await;
     still_serves(addr).await;
 }
 
@@ -197,11 +214,7 @@ async fn h1_clients_that_never_read_a_large_response() {
     let addr = pocket.addr("web");
     let idle = idle_peak(&pocket).await;
     let tasks = h1_readers(addr, 100, 0).await;
-    tokio::time::sleep(HOLD).await;
-    assert_within_budget(&pocket, idle, "100 HTTP/1.1 clients that never read");
-    for t in tasks {
-        t.abort();
-    }
+    hold_within_budget(&pocket, idle, "100 HTTP/1.1 clients that never read", tasks).await;
     still_serves(addr).await;
 }
 
@@ -212,11 +225,7 @@ async fn h1_slow_readers() {
     let idle = idle_peak(&pocket).await;
     // slowhttptest -X reads 32 bytes at a time; 1 KiB every 100 ms here.
     let tasks = h1_readers(addr, 500, 1024).await;
-    tokio::time::sleep(HOLD).await;
-    assert_within_budget(&pocket, idle, "500 slow HTTP/1.1 readers");
-    for t in tasks {
-        t.abort();
-    }
+    hold_within_budget(&pocket, idle, "500 slow HTTP/1.1 readers", tasks).await;
     still_serves(addr).await;
 }
 
@@ -433,15 +442,13 @@ async fn h1_uploads_to_a_server_that_never_reads() {
             while s.write_all(&piece).await.is_ok() {}
         }));
     }
-    tokio::time::sleep(HOLD).await;
-    assert_within_budget(
+    hold_within_budget(
         &pocket,
         idle,
         "100 HTTP/1.1 uploads to a server that never reads",
-    );
-    for t in tasks {
-        t.abort();
-    }
+        tasks,
+    )
+    .await;
 }
 
 /// The same over h2: 4 connections with 100 uploading streams each.
@@ -453,13 +460,11 @@ async fn h2_uploads_to_a_server_that_never_reads() {
     for _ in 0..4 {
         tasks.extend(h2_uploads(addr, 100).await);
     }
-    tokio::time::sleep(HOLD).await;
-    assert_within_budget(
+    hold_within_budget(
         &pocket,
         idle,
         "4 x 100 h2 uploads to a server that never reads",
-    );
-    for t in tasks {
-        t.abort();
-    }
+        tasks,
+    )
+    .await;
 }

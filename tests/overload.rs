@@ -8,47 +8,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-/// Starts Pocket on `policy` with extra `pocket run` arguments.
-fn start_with(policy: &str, workers: usize, extra: &[&str]) -> Pocket {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_policy(dir.path(), "policy.lua", policy);
-    let mut args = vec![
-        "run".to_string(),
-        path.display().to_string(),
-        "--workers".into(),
-        workers.to_string(),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    let mut child = Command::new(pocket_bin())
-        .args(&args)
-        .env("POCKET_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pocket");
-    let log = Log::default();
-    log.follow(child.stderr.take().unwrap());
-    let p = Pocket {
-        child,
-        log,
-        dir,
-        policy: path,
-    };
-    let line = p
-        .log
-        .wait_for_any(&[&["pocket ready"], &["<process ended>"]]);
-    assert!(
-        !line.contains("<process ended>"),
-        "pocket did not start; log:\n{}",
-        p.log.text()
-    );
-    p
-}
 
 /// A client connection that has been served once and stays open
 /// (keep-alive), so it holds its place under the caps.
@@ -119,7 +81,7 @@ fn status_of(p: &Pocket) -> String {
 fn a_listener_at_max_connections_stops_accepting_until_one_closes() {
     let a = origin("A");
     // Two workers: the cap is one count over both.
-    let p = start_with(
+    let p = Pocket::start_with(
         &format!(
             r#"return {{
   listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app", max_connections = 2 }} }},
@@ -165,7 +127,7 @@ fn a_listener_at_max_connections_stops_accepting_until_one_closes() {
 #[test]
 fn the_process_cap_counts_every_listener() {
     let a = origin("A");
-    let p = start_with(
+    let p = Pocket::start_with(
         &format!(
             r#"return {{
   listeners = {{

@@ -14,7 +14,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -36,36 +35,7 @@ fn policy(origin: SocketAddr) -> String {
 }
 
 fn start(policy: &str) -> Pocket {
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_policy(dir.path(), "policy.lua", policy);
-    let mut child = Command::new(pocket_bin())
-        .args([
-            "run",
-            path.to_str().unwrap(),
-            "--workers",
-            "2",
-            "--grace",
-            "2s",
-            "--lab-faults",
-        ])
-        .env("POCKET_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn pocket");
-    let log = Log::default();
-    log.follow(child.stderr.take().unwrap());
-    let p = Pocket {
-        child,
-        log,
-        dir,
-        policy: path,
-    };
-    let line = p
-        .log
-        .wait_for_any(&[&["pocket ready"], &["<process ended>"]]);
-    assert!(!line.contains("<process ended>"), "{}", p.log.text());
-    p
+    Pocket::start_with(policy, 2, &["--grace", "2s", "--lab-faults"])
 }
 
 /// One request on a fresh connection: the status, or None if the

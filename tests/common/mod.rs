@@ -129,14 +129,28 @@ impl Pocket {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("policy.lua");
         std::fs::write(&path, policy).unwrap();
-        Self::spawn(dir, path, workers, filter)
+        Self::spawn(dir, path, workers, filter, &[])
     }
 
     pub fn start_file(dir: tempfile::TempDir, policy: PathBuf, workers: usize) -> Pocket {
-        Self::spawn(dir, policy, workers, "info")
+        Self::spawn(dir, policy, workers, "info", &[])
     }
 
-    fn spawn(dir: tempfile::TempDir, policy: PathBuf, workers: usize, filter: &str) -> Pocket {
+    /// Like [`Pocket::start`], with more `pocket run` arguments.
+    pub fn start_with(policy: &str, workers: usize, extra: &[&str]) -> Pocket {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.lua");
+        std::fs::write(&path, policy).unwrap();
+        Self::spawn(dir, path, workers, "info", extra)
+    }
+
+    fn spawn(
+        dir: tempfile::TempDir,
+        policy: PathBuf,
+        workers: usize,
+        filter: &str,
+        extra: &[&str],
+    ) -> Pocket {
         let mut child = Command::new(pocket_bin())
             .args([
                 "run",
@@ -144,6 +158,7 @@ impl Pocket {
                 "--workers",
                 &workers.to_string(),
             ])
+            .args(extra)
             .env("POCKET_LOG", filter)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -81,14 +81,14 @@ pub fn check_budget(lua: &Lua) -> mlua::Result<()> {
 }
 
 /// A large allocation refused by the budget (see `budget_alloc`) surfaces
-/// as a memory error; it is reported as the budget's error, at the line
-/// the allocator saw (or naming the script when it saw none).
+/// as a memory error or a stack overflow; it is reported as the budget's
+/// error, at the line the allocator saw (or naming the script when it saw
+/// none).
 fn over_budget<R>(budget: &Budget, script: &str, result: mlua::Result<R>) -> mlua::Result<R> {
-    let refused = match &result {
-        Err(mlua::Error::MemoryError(_)) => true,
-        Err(mlua::Error::RuntimeError(m)) => m == "not enough memory",
-        _ => false,
-    };
+    // Any error once the allocator has refused for the budget: a refused
+    // stack growth surfaces as "stack overflow (...)", a refused string
+    // as a memory error, and the call is past its deadline either way.
+    let refused = result.is_err();
     let place = budget.place.take();
     if refused && budget.refused.get() {
         let place = place.unwrap_or_else(|| script.to_string());
