@@ -40,23 +40,25 @@ pub struct LuaRegex {
     _charge: Charge,
 }
 
-/// A match takes time in proportion to the text, natively: on a long text,
-/// the time budget is checked first (see `vm::before_native`).
-fn before_native(lua: &Lua, text: &mlua::LuaString) -> mlua::Result<()> {
-    crate::script::vm::before_native(lua, text.as_bytes().len())
+/// A match takes native time that grows with the text and, for a pattern
+/// the lazy DFA cannot hold, with the pattern too (a 60 KiB text can take
+/// tens of ms): every call checks the time budget first (one clock read),
+/// so a loop of them ends with the budget.
+fn before_match(lua: &Lua) -> mlua::Result<()> {
+    crate::script::vm::check_budget(lua)
 }
 
 impl UserData for LuaRegex {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("is_match", |lua, re, text: mlua::LuaString| {
-            before_native(lua, &text)?;
+            before_match(lua)?;
             Ok(re.re.is_match(&text.to_str()?))
         });
 
         // Like string.match: the captures as values (the whole match when
         // the pattern has no groups), or nil.
         methods.add_method("match", |lua, re, text: mlua::LuaString| {
-            before_native(lua, &text)?;
+            before_match(lua)?;
             let text = text.to_str()?;
             let Some(caps) = re.re.captures(&text) else {
                 return Ok(MultiValue::from_vec(vec![Value::Nil]));
@@ -79,7 +81,7 @@ impl UserData for LuaRegex {
         // A table with [0] the whole match, [1].. the groups and named
         // groups by name; nil when it does not match.
         methods.add_method("captures", |lua, re, text: mlua::LuaString| {
-            before_native(lua, &text)?;
+            before_match(lua)?;
             let text = text.to_str()?;
             let Some(caps) = re.re.captures(&text) else {
                 return Ok(Value::Nil);
@@ -105,7 +107,7 @@ impl UserData for LuaRegex {
         methods.add_method(
             "replace",
             |lua, re, (text, with): (mlua::LuaString, mlua::LuaString)| {
-                before_native(lua, &text)?;
+                before_match(lua)?;
                 let text = text.to_str()?;
                 let with = with.to_str()?;
                 let room = memory::room(lua);
@@ -146,12 +148,12 @@ pub struct LuaRegexSet {
 impl UserData for LuaRegexSet {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("is_match", |lua, set, text: mlua::LuaString| {
-            before_native(lua, &text)?;
+            before_match(lua)?;
             Ok(set.set.is_match(&text.to_str()?))
         });
         // The 1-based indices of every pattern that matches, in order.
         methods.add_method("matches", |lua, set, text: mlua::LuaString| {
-            before_native(lua, &text)?;
+            before_match(lua)?;
             let t = lua.create_table()?;
             for i in set.set.matches(&text.to_str()?).iter() {
                 t.raw_push(i + 1)?;
@@ -160,7 +162,7 @@ impl UserData for LuaRegexSet {
         });
         // The index of the first pattern that matches, or nil.
         methods.add_method("first", |lua, set, text: mlua::LuaString| {
-            before_native(lua, &text)?;
+            before_match(lua)?;
             Ok(set
                 .set
                 .matches(&text.to_str()?)
