@@ -216,7 +216,7 @@ fn a_process_cap_beyond_the_descriptor_limit_is_refused() {
     ]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("refusing to start: --max-connections 1000000000000000 needs about")
+        err.contains("refusing to start: --max-connections 1000000000000000 needs at least")
             && err.contains("but the limit is"),
         "{err}"
     );

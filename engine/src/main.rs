@@ -225,12 +225,23 @@ fn options(
     let fds = maxconn::raise_fd_limit();
     let reserved = maxconn::reserved_fds(opts.workers, policy.listeners.len());
     let fits = maxconn::default_max_connections(fds, reserved);
+    // Like HAProxy: a cap the limit cannot hold at two descriptors a
+    // connection is a warning (idle clients and local answers need one);
+    // one it cannot hold at one descriptor a connection is refused.
+    let at_one = fds.saturating_sub(reserved) as usize;
     opts.max_connections = match max_connections {
         None => fits,
         Some(n) if n as usize <= fits => n as usize,
+        Some(n) if n as usize <= at_one => {
+            tracing::warn!(
+                "--max-connections {n} may need up to {} file descriptors (two a proxied connection and {reserved} kept back), more than the limit of {fds}; raise the hard limit (ulimit -Hn, LimitNOFILE= in systemd) or lower --max-connections to {fits}",
+                n.saturating_mul(2).saturating_add(reserved)
+            );
+            n as usize
+        }
         Some(n) => anyhow::bail!(
-            "--max-connections {n} needs about {} file descriptors (two a connection and {reserved} kept back), but the limit is {fds}; raise the hard limit (ulimit -Hn, LimitNOFILE= in systemd) or lower --max-connections to {fits} or less",
-            n.saturating_mul(2).saturating_add(reserved)
+            "--max-connections {n} needs at least {} file descriptors (one a connection and {reserved} kept back), but the limit is {fds}; raise the hard limit (ulimit -Hn, LimitNOFILE= in systemd) or lower --max-connections to {fits} or less",
+            n.saturating_add(reserved)
         ),
     };
     tracing::debug!(
