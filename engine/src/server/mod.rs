@@ -245,16 +245,16 @@ impl Running {
         let new_index = self.next_index;
         self.next_index += 1;
         let (ready_tx, ready_rx) = mpsc::channel();
-        let slot = spawn_worker(
-            new_index,
-            self.generation,
-            self.policy.clone(),
-            self.limits,
+        let start = worker::Start {
+            index: new_index,
+            generation: self.generation,
+            policy: self.policy.clone(),
+            limits: self.limits,
             sockets,
-            ready_tx,
-            &self.watchdog,
-        )
-        .map_err(|e| format!("cannot start a worker: {e}"))?;
+            ready: ready_tx,
+        };
+        let slot = spawn_worker(start, &self.watchdog)
+            .map_err(|e| format!("cannot start a worker: {e}"))?;
         match ready_rx.recv_timeout(PREPARE_TIMEOUT + self.limits.load_budget) {
             Ok(Ok(())) => {
                 self.workers.push(slot);
@@ -297,26 +297,14 @@ impl Running {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn spawn_worker(
-    index: usize,
-    generation: u64,
-    policy: Arc<Policy>,
-    limits: Limits,
-    sockets: Vec<Bound>,
-    ready: mpsc::Sender<Result<(), String>>,
-    watchdog: &Watchdog,
-) -> std::io::Result<Slot> {
+fn spawn_worker(start: worker::Start, watchdog: &Watchdog) -> std::io::Result<Slot> {
+    let index = start.index;
     let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
     let pulse = watchdog.pulse(index);
     let for_worker = pulse.clone();
     let thread = std::thread::Builder::new()
         .name(format!("pocket-worker-{index}"))
-        .spawn(move || {
-            worker::run(
-                index, generation, policy, limits, sockets, ready, control_rx, for_worker,
-            )
-        })?;
+        .spawn(move || worker::run(start, control_rx, for_worker))?;
     Ok(Slot {
         index,
         thread,
@@ -345,15 +333,15 @@ pub fn start(policy: Arc<Policy>, opts: &RunOptions) -> anyhow::Result<Running> 
     let mut slots = Vec::with_capacity(workers);
     for index in (0..workers).rev() {
         let mine = sockets.pop().unwrap_or_default();
-        slots.push(spawn_worker(
+        let start = worker::Start {
             index,
-            1,
-            policy.clone(),
-            opts.limits,
-            mine,
-            ready_tx.clone(),
-            &watchdog,
-        )?);
+            generation: 1,
+            policy: policy.clone(),
+            limits: opts.limits,
+            sockets: mine,
+            ready: ready_tx.clone(),
+        };
+        slots.push(spawn_worker(start, &watchdog)?);
     }
     slots.reverse();
     drop(ready_tx);

@@ -106,18 +106,28 @@ fn load(
     Ok(script)
 }
 
+/// What a new worker starts with: its index, the live policy and its
+/// generation, the script limits, its listening sockets, and where to say
+/// it is ready (or why it could not start).
+pub struct Start {
+    pub index: usize,
+    pub generation: u64,
+    pub policy: Arc<Policy>,
+    pub limits: Limits,
+    pub sockets: Vec<Bound>,
+    pub ready: mpsc::Sender<Result<(), String>>,
+}
+
 /// The thread body of one worker.
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    index: usize,
-    generation: u64,
-    policy: Arc<Policy>,
-    limits: Limits,
-    sockets: Vec<Bound>,
-    ready: mpsc::Sender<Result<(), String>>,
-    mut control: UnboundedReceiver<Control>,
-    pulse: Arc<Pulse>,
-) {
+pub fn run(start: Start, mut control: UnboundedReceiver<Control>, pulse: Arc<Pulse>) {
+    let Start {
+        index,
+        generation,
+        policy,
+        limits,
+        sockets,
+        ready,
+    } = start;
     let _ended = Ended(pulse.clone());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
