@@ -35,6 +35,7 @@ fn the_heap_stays_flat_over_many_hook_calls() {
             peer: "127.0.0.1:1".parse().unwrap(),
             listener: Arc::from("web"),
             id: RequestId { worker: 0, seq: i },
+            growth: 0,
         };
         assert!(script.on_request(&mut view).is_ok());
         peak = peak.max(script.vm.lua.used_memory());

@@ -99,8 +99,15 @@ async fn regexes_count_against_the_limit() {
 for i = 1, 100000 do kept[i] = pocket.regex("\\w+" .. i) end"#;
     let (code, out) = check(&policy(&a, top, ""));
     assert_eq!(code, 1, "{out}");
+    // Compiling takes time in proportion to the compiled size: filling
+    // 32 MiB with regexes takes about the 2 s load budget in a debug build,
+    // so on a busy machine the budget may stop the loop first. The hook
+    // below, which keeps its regexes over many requests, always reaches
+    // the memory limit.
     assert!(
-        out.contains("policy.lua:2:") && out.contains("used more memory than its limit"),
+        out.contains("policy.lua:2:")
+            && (out.contains("used more memory than its limit")
+                || out.contains("ran past its time budget")),
         "{out}"
     );
 

@@ -177,6 +177,7 @@ fn build_request(req: &Table, n: usize) -> Result<RequestView, String> {
             worker: 0,
             seq: n as u64,
         },
+        growth: 0,
     })
 }
 

@@ -107,6 +107,7 @@ pub async fn handle(
         peer: cx.peer,
         listener: cx.listener.clone(),
         id,
+        growth: 0,
     };
     match decide::decide(&script, &mut view) {
         Route::Local(r) => Ok(local::from_script(r)),
@@ -154,6 +155,7 @@ async fn forward(
         listener,
         id,
         raw_target,
+        ..
     } = view;
     // on_response sees the request as the client sent it (after on_request).
     let client_head = script.has_on_response().then(|| clone_head(&head));
@@ -339,6 +341,7 @@ async fn forward(
                 peer,
                 listener,
                 id,
+                growth: 0,
             }),
             conn.sender,
             conn.watch,
@@ -419,6 +422,7 @@ fn deliver(
             head: rhead,
             pool: pool.name.clone(),
             server: server.addr_text.clone(),
+            growth: 0,
         };
         if let Err(e) = script.on_response(&mut req_view, &mut res_view) {
             tracing::error!(request = %id, hook = e.hook, "{}", e.message);

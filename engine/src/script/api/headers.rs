@@ -7,8 +7,8 @@ use mlua::{Lua, UserDataMethods, Value};
 pub trait HasHeaders {
     fn headers(&self) -> &HeaderMap;
     fn headers_mut(&mut self) -> &mut HeaderMap;
-    /// The head's extensions, where the script's growth of it is kept.
-    fn extensions_mut(&mut self) -> &mut http::Extensions;
+    /// The net bytes the script's header edits have added to this head.
+    fn growth_mut(&mut self) -> &mut isize;
 }
 
 /// How much a script may grow one request or response head, net, in bytes
@@ -19,10 +19,6 @@ pub trait HasHeaders {
 /// way).
 pub const MAX_HEAD_GROWTH: usize = 64 * 1024;
 
-/// The net bytes a script's edits added to a head (removals subtract).
-#[derive(Clone, Copy, Default)]
-struct HeadGrowth(isize);
-
 fn line_bytes(name: &HeaderName, value: &HeaderValue) -> isize {
     (name.as_str().len() + value.len() + 4) as isize
 }
@@ -30,16 +26,15 @@ fn line_bytes(name: &HeaderName, value: &HeaderValue) -> isize {
 /// Records that an edit grows the head by `by` bytes (negative: shrinks),
 /// refusing the edit that would pass [`MAX_HEAD_GROWTH`].
 fn grow<T: HasHeaders>(this: &mut T, by: isize) -> mlua::Result<()> {
-    let ext = this.extensions_mut();
-    let now = ext.get::<HeadGrowth>().map_or(0, |g| g.0);
-    let next = now.saturating_add(by);
+    let growth = this.growth_mut();
+    let next = growth.saturating_add(by);
     if by > 0 && next > MAX_HEAD_GROWTH as isize {
         return Err(mlua::Error::RuntimeError(format!(
             "the script's header edits would add more than {} KiB to this head",
             MAX_HEAD_GROWTH / 1024
         )));
     }
-    ext.insert(HeadGrowth(next));
+    *growth = next;
     Ok(())
 }
 

@@ -25,6 +25,9 @@ pub struct RequestView {
     /// The path and query as the client sent them, when normalising
     /// changed them (`req.target`; see proxy::target).
     pub raw_target: Option<PathAndQuery>,
+    /// Net bytes the script's header edits added to `head` (headers.rs
+    /// bounds it); 0 for a new view.
+    pub growth: isize,
 }
 
 impl HasHeaders for RequestView {
@@ -34,8 +37,8 @@ impl HasHeaders for RequestView {
     fn headers_mut(&mut self) -> &mut http::HeaderMap {
         &mut self.head.headers
     }
-    fn extensions_mut(&mut self) -> &mut http::Extensions {
-        &mut self.head.extensions
+    fn growth_mut(&mut self) -> &mut isize {
+        &mut self.growth
     }
 }
 

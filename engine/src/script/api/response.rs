@@ -12,6 +12,9 @@ pub struct ResponseView {
     pub head: Parts,
     pub pool: Arc<str>,
     pub server: Arc<str>,
+    /// Net bytes the script's header edits added to `head` (headers.rs
+    /// bounds it); 0 for a new view.
+    pub growth: isize,
 }
 
 impl HasHeaders for ResponseView {
@@ -21,8 +24,8 @@ impl HasHeaders for ResponseView {
     fn headers_mut(&mut self) -> &mut http::HeaderMap {
         &mut self.head.headers
     }
-    fn extensions_mut(&mut self) -> &mut http::Extensions {
-        &mut self.head.extensions
+    fn growth_mut(&mut self) -> &mut isize {
+        &mut self.growth
     }
 }
 
