@@ -75,9 +75,15 @@ pub fn before_native(lua: &Lua, input_len: usize) -> mlua::Result<()> {
 /// running call's deadline, refuse (one clock read).
 pub fn check_budget(lua: &Lua) -> mlua::Result<()> {
     match lua.app_data_ref::<Rc<Budget>>() {
-        Some(budget) if budget.over() => Err(mlua::Error::RuntimeError(BUDGET_MESSAGE.into())),
-        _ => Ok(()),
+        Some(budget) => budget.check(),
+        None => Ok(()),
     }
+}
+
+/// The VM's budget, for native objects that check it on every call and
+/// keep it rather than look it up each time (a compiled regex).
+pub(crate) fn budget_of(lua: &Lua) -> Option<Rc<Budget>> {
+    lua.app_data_ref::<Rc<Budget>>().map(|b| b.clone())
 }
 
 /// A large allocation refused by the budget (see `budget_alloc`) surfaces
@@ -100,6 +106,14 @@ fn over_budget<R>(budget: &Budget, script: &str, result: mlua::Result<R>) -> mlu
 }
 
 impl Budget {
+    /// The budget error once the running call is past its deadline.
+    pub(crate) fn check(&self) -> mlua::Result<()> {
+        if self.over() {
+            return Err(mlua::Error::RuntimeError(BUDGET_MESSAGE.into()));
+        }
+        Ok(())
+    }
+
     /// True once the running call is past its deadline; from then on it
     /// stays true until the next call is armed. Reads the clock.
     pub(crate) fn over(&self) -> bool {

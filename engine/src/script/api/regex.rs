@@ -3,7 +3,10 @@
 
 use mlua::{Lua, MultiValue, Table, UserData, UserDataMethods, Value};
 
+use std::rc::Rc;
+
 use crate::script::memory::{self, Charge};
+use crate::script::vm::{self, Budget};
 
 /// The largest compiled regex or set, in bytes (the regex crate's default
 /// is 10 MiB): a script's regexes live outside the Lua heap.
@@ -34,31 +37,33 @@ fn compile(pattern: &str) -> Result<regex::Regex, regex::Error> {
         .build()
 }
 
-/// A compiled regex and the charge for its memory (dropped with it).
+/// A compiled regex, the charge for its memory (dropped with it) and the
+/// VM's budget, checked before each match.
 pub struct LuaRegex {
     re: regex::Regex,
     _charge: Charge,
+    budget: Option<Rc<Budget>>,
 }
 
 /// A match takes native time that grows with the text and, for a pattern
 /// the lazy DFA cannot hold, with the pattern too (a 60 KiB text can take
 /// tens of ms): every call checks the time budget first (one clock read),
 /// so a loop of them ends with the budget.
-fn before_match(lua: &Lua) -> mlua::Result<()> {
-    crate::script::vm::check_budget(lua)
+fn before_match(budget: &Option<Rc<Budget>>) -> mlua::Result<()> {
+    budget.as_ref().map_or(Ok(()), |b| b.check())
 }
 
 impl UserData for LuaRegex {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("is_match", |lua, re, text: mlua::LuaString| {
-            before_match(lua)?;
+        methods.add_method("is_match", |_, re, text: mlua::LuaString| {
+            before_match(&re.budget)?;
             Ok(re.re.is_match(&text.to_str()?))
         });
 
         // Like string.match: the captures as values (the whole match when
         // the pattern has no groups), or nil.
         methods.add_method("match", |lua, re, text: mlua::LuaString| {
-            before_match(lua)?;
+            before_match(&re.budget)?;
             let text = text.to_str()?;
             let Some(caps) = re.re.captures(&text) else {
                 return Ok(MultiValue::from_vec(vec![Value::Nil]));
@@ -81,7 +86,7 @@ impl UserData for LuaRegex {
         // A table with [0] the whole match, [1].. the groups and named
         // groups by name; nil when it does not match.
         methods.add_method("captures", |lua, re, text: mlua::LuaString| {
-            before_match(lua)?;
+            before_match(&re.budget)?;
             let text = text.to_str()?;
             let Some(caps) = re.re.captures(&text) else {
                 return Ok(Value::Nil);
@@ -107,7 +112,7 @@ impl UserData for LuaRegex {
         methods.add_method(
             "replace",
             |lua, re, (text, with): (mlua::LuaString, mlua::LuaString)| {
-                before_match(lua)?;
+                before_match(&re.budget)?;
                 let text = text.to_str()?;
                 let with = with.to_str()?;
                 let room = memory::room(lua);
@@ -139,21 +144,23 @@ impl UserData for LuaRegex {
 
 /// `pocket.regex_set { p1, p2, ... }`: many patterns matched in one pass,
 /// for route tables.
-/// A compiled set and the charge for its memory (dropped with it).
+/// A compiled set, the charge for its memory (dropped with it) and the
+/// VM's budget, checked before each match.
 pub struct LuaRegexSet {
     set: regex::RegexSet,
     _charge: Charge,
+    budget: Option<Rc<Budget>>,
 }
 
 impl UserData for LuaRegexSet {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("is_match", |lua, set, text: mlua::LuaString| {
-            before_match(lua)?;
+        methods.add_method("is_match", |_, set, text: mlua::LuaString| {
+            before_match(&set.budget)?;
             Ok(set.set.is_match(&text.to_str()?))
         });
         // The 1-based indices of every pattern that matches, in order.
         methods.add_method("matches", |lua, set, text: mlua::LuaString| {
-            before_match(lua)?;
+            before_match(&set.budget)?;
             let t = lua.create_table()?;
             for i in set.set.matches(&text.to_str()?).iter() {
                 t.raw_push(i + 1)?;
@@ -161,8 +168,8 @@ impl UserData for LuaRegexSet {
             Ok(t)
         });
         // The index of the first pattern that matches, or nil.
-        methods.add_method("first", |lua, set, text: mlua::LuaString| {
-            before_match(lua)?;
+        methods.add_method("first", |_, set, text: mlua::LuaString| {
+            before_match(&set.budget)?;
             Ok(set
                 .set
                 .matches(&text.to_str()?)
@@ -190,7 +197,7 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
         lua.create_function(|lua, patterns: Vec<String>| {
             for p in &patterns {
                 // Each compile is native work of up to tens of ms.
-                crate::script::vm::check_budget(lua)?;
+                vm::check_budget(lua)?;
                 if let Err(e) = compile(p) {
                     return Err(mlua::Error::RuntimeError(format!(
                         "bad regex {p:?}: {}",
@@ -210,6 +217,7 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
             Ok(LuaRegexSet {
                 set,
                 _charge: charge,
+                budget: vm::budget_of(lua),
             })
         })?,
     )?;
@@ -218,7 +226,7 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
         lua.create_function(|lua, pattern: String| {
             // A compile is native work of up to tens of ms: a loop of them
             // stops at the budget.
-            crate::script::vm::check_budget(lua)?;
+            vm::check_budget(lua)?;
             // regex's messages span lines (pattern, caret, reason): keep
             // the reason, errors are one line here.
             let re = compile(&pattern).map_err(|e| {
@@ -228,6 +236,7 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
             Ok(LuaRegex {
                 re,
                 _charge: charge,
+                budget: vm::budget_of(lua),
             })
         })?,
     )?;
