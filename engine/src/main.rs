@@ -240,7 +240,7 @@ fn options(
             n as usize
         }
         Some(n) => anyhow::bail!(
-            "--max-connections {n} needs at least {} file descriptors (one a connection and {reserved} kept back), but the limit is {fds}; raise the hard limit (ulimit -Hn, LimitNOFILE= in systemd) or lower --max-connections to {fits} or less",
+            "--max-connections {n} needs at least {} file descriptors (one a connection and {reserved} kept back), but the limit is {fds}; raise the hard limit (ulimit -Hn, LimitNOFILE= in systemd) or lower --max-connections to {at_one} or less ({fits} or less for two a connection)",
             n.saturating_add(reserved)
         ),
     };

@@ -73,6 +73,20 @@ impl RunFiles {
 
     pub fn write(&self, status: &Status) {
         let _ = std::fs::write(&self.pid, format!("{}\n", status.pid));
+        self.write_status(status);
+    }
+
+    /// The periodic refresh of the counts: the status file only, and only
+    /// while the pid file still names this process. After a binary
+    /// upgrade the new Pocket owns both files; an old one still draining
+    /// must not take them back.
+    pub fn refresh(&self, status: &Status) {
+        if self.read_pid() == i32::try_from(status.pid).ok() {
+            self.write_status(status);
+        }
+    }
+
+    fn write_status(&self, status: &Status) {
         // Write then rename, so a reader never sees half a status.
         let tmp = self.status.with_extension("status.tmp");
         if std::fs::write(&tmp, status.render()).is_ok() {

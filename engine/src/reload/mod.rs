@@ -171,7 +171,7 @@ impl Supervisor {
                 Some(index) = stuck.recv() => self.replace_stuck(index),
                 _ = status_tick.tick() => {
                     if self.refresh_counts() {
-                        self.files.write(&self.status);
+                        self.files.refresh(&self.status);
                     }
                 }
                 _ = stop.recv() => return Ok(()),

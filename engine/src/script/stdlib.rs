@@ -145,7 +145,16 @@ impl PolicyFolder {
                 .load(source)
                 .set_name(format!("@{}", shown.display()))
                 .set_mode(ChunkMode::Text)
-                .into_function()?;
+                .into_function()
+                .map_err(|e| match e {
+                    // Lua names no file for a refused binary chunk.
+                    mlua::Error::SyntaxError { message, .. }
+                        if message.contains("binary chunk") =>
+                    {
+                        mlua::Error::RuntimeError(format!("{}: {message}", shown.display()))
+                    }
+                    other => other,
+                })?;
             let shown = lua.create_string(shown.display().to_string())?;
             return Ok(MultiValue::from_vec(vec![
                 Value::Function(loader),

@@ -370,7 +370,9 @@ fn ttl(v: Option<f64>) -> mlua::Result<Option<Duration>> {
             .filter(|d| !d.is_zero())
             .map(Some)
             .ok_or_else(|| {
-                mlua::Error::RuntimeError(format!("ttl must be seconds from 0 to 86400, not {s}"))
+                mlua::Error::RuntimeError(format!(
+                    "ttl must be seconds, more than 0 and at most 86400, not {s}"
+                ))
             }),
     }
 }
