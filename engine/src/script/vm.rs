@@ -51,6 +51,35 @@ pub(crate) struct Budget {
     refused: Cell<bool>,
     /// `path:line` where the allocator refused (see `budget_alloc`).
     place: Cell<Option<String>>,
+    /// The running call's budget (the length of a grace window).
+    window: Cell<Duration>,
+    /// Past the deadline on a busy machine: when, and this thread's CPU
+    /// time then (see [`Budget::starved`]).
+    grace: Cell<Option<Grace>>,
+}
+
+/// A call found past its wall-clock deadline before it had the CPU for it.
+#[derive(Clone, Copy)]
+struct Grace {
+    first: Instant,
+    at: Instant,
+    cpu: Duration,
+}
+
+/// A call starved of CPU gets grace windows only up to this many budgets
+/// past its deadline; the watchdog bounds the rest.
+const GRACE_BUDGETS: u32 = 20;
+
+/// CPU time this thread has used (`CLOCK_THREAD_CPUTIME_ID`, a system call:
+/// read only once a call is past its wall-clock deadline).
+fn thread_cpu() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the call's duration.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 /// The error every budget check raises (after `path:line: `).
@@ -117,10 +146,62 @@ impl Budget {
     /// True once the running call is past its deadline; from then on it
     /// stays true until the next call is armed. Reads the clock.
     pub(crate) fn over(&self) -> bool {
-        if !self.spent.get() && Instant::now() > self.deadline.get() {
-            self.spent.set(true);
+        if self.spent.get() {
+            return true;
         }
-        self.spent.get()
+        let now = Instant::now();
+        if now <= self.deadline.get() || self.starved(now) {
+            return false;
+        }
+        self.spent.set(true);
+        true
+    }
+
+    /// Arms the budget for a call of `budget` from now.
+    pub(crate) fn start(&self, budget: Duration) {
+        self.deadline.set(Instant::now() + budget);
+        self.window.set(budget);
+        self.grace.set(None);
+        self.spent.set(false);
+        self.refused.set(false);
+        self.armed.set(true);
+    }
+
+    /// Past the wall-clock deadline: was the call merely waiting for the
+    /// CPU? On a busy machine the kernel can preempt a worker in the middle
+    /// of a hook of microseconds for longer than the budget; stopping it
+    /// then would turn a machine's load into a script's error. So the call
+    /// gets a grace window of half a budget, and another after that, as
+    /// long as this thread ran for less than half of the last one. A
+    /// runaway (which runs whenever it is scheduled) ends one half-budget
+    /// late; any call ends within [`GRACE_BUDGETS`] budgets.
+    #[cold]
+    fn starved(&self, now: Instant) -> bool {
+        let Some(cpu) = thread_cpu() else {
+            return false;
+        };
+        let window = self.window.get();
+        let half = window / 2;
+        let grace = match self.grace.get() {
+            None => Grace {
+                first: now,
+                at: now,
+                cpu,
+            },
+            Some(g) => {
+                let ran = cpu.saturating_sub(g.cpu);
+                let waited = now.saturating_duration_since(g.at);
+                if ran * 2 >= waited
+                    || now.saturating_duration_since(g.first) > window * GRACE_BUDGETS
+                {
+                    return false;
+                }
+                Grace { at: now, cpu, ..g }
+            }
+        };
+        self.grace.set(Some(grace));
+        self.deadline.set(now + half.max(Duration::from_millis(1)));
+        true
     }
 
     /// For the allocator: a call is running and is past its deadline.
@@ -161,6 +242,8 @@ impl Budget {
             armed: Cell::new(false),
             refused: Cell::new(false),
             place: Cell::new(None),
+            window: Cell::new(deadline.saturating_duration_since(Instant::now())),
+            grace: Cell::new(None),
         }
     }
 }
@@ -220,6 +303,8 @@ impl Vm {
             armed: Cell::new(false),
             refused: Cell::new(false),
             place: Cell::new(None),
+            window: Cell::new(limits.load_budget),
+            grace: Cell::new(None),
         });
 
         budget_hook::install(&lua, &budget, HOOK_EVERY)?;
@@ -266,10 +351,7 @@ impl Vm {
     /// Arms the budget for an async call (a scripted check): it must not
     /// run for longer than `budget` of Lua time at a stretch.
     pub fn arm(&self, budget: Duration) {
-        self.budget.deadline.set(Instant::now() + budget);
-        self.budget.spent.set(false);
-        self.budget.refused.set(false);
-        self.budget.armed.set(true);
+        self.budget.start(budget);
     }
 
     /// The result of an async call started with `arm`, with a large
@@ -291,10 +373,7 @@ impl Vm {
         budget: Duration,
         body: impl FnOnce() -> mlua::Result<R>,
     ) -> mlua::Result<R> {
-        self.budget.deadline.set(Instant::now() + budget);
-        self.budget.spent.set(false);
-        self.budget.refused.set(false);
-        self.budget.armed.set(true);
+        self.budget.start(budget);
         // Disarmed however the body ends (mlua re-raises a callback's
         // panic): a later unbudgeted allocation must not be refused.
         let armed = Armed(&self.budget);
