@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use diff::describe_changes;
-pub use files::{RunFiles, Status};
+pub use files::{serving, stem, RunFiles, Serving, Status};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -64,7 +64,7 @@ impl Supervisor {
         running: Running,
         watch: bool,
     ) -> Supervisor {
-        let files = RunFiles::for_policy(&path);
+        let files = RunFiles::for_process(&path, std::process::id());
         let status = Status {
             pid: std::process::id(),
             policy: path.display().to_string(),
@@ -104,12 +104,19 @@ impl Supervisor {
         // A LocalSet: scripted checks run in this thread's own Lua VM.
         let local = tokio::task::LocalSet::new();
         self.grace = grace;
-        let stop = stop_signals(grace, self.lab_faults)?;
+        let stop = stop_signals(grace, self.lab_faults, self.files.clone())?;
         let result = local.block_on(&rt, self.serve(stop));
-        self.files.remove();
+        if result.is_err() {
+            self.files.remove();
+        }
         result?;
+        // Still listed while it drains, as draining: `pocket reload`
+        // leaves it alone, and `pocket status` does not hide it.
+        self.status.draining = true;
+        self.files.write(&self.status);
         tracing::info!("draining: no new connections; open ones get up to {grace:?} to finish");
         self.running.shutdown(grace);
+        self.files.remove();
         tracing::info!("stopped");
         Ok(())
     }
@@ -138,6 +145,8 @@ impl Supervisor {
         self.policy_changed();
         let mut cooldowns = tokio::time::interval(COOLDOWN_TICK);
         self.refresh_counts();
+        // Also clears files that Pockets killed outright left behind.
+        let _ = files::serving(&self.path);
         self.files.write(&self.status);
         for l in &self.running.policy().listeners {
             if let Some(addr) = self.running.addr_of(&l.name) {
@@ -366,11 +375,13 @@ impl Supervisor {
 /// SIGTERM and SIGINT, watched on a thread of their own so that nothing
 /// the control thread is busy with (a reload, replacing a worker) can
 /// delay the exit: from the first one, the process ends within `grace`
-/// plus [`EXIT_MARGIN`] even if a worker never stops. With `lab_faults`,
+/// plus [`EXIT_MARGIN`] even if a worker never stops (removing `files`
+/// on the way out). With `lab_faults`,
 /// SIGUSR2 arms the failure lab's `hang_worker` fault.
 fn stop_signals(
     grace: Duration,
     lab_faults: bool,
+    files: RunFiles,
 ) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -410,6 +421,7 @@ fn stop_signals(
                 "still not stopped {:?} after the signal (grace {grace:?}): exiting now",
                 grace + EXIT_MARGIN
             );
+            files.remove();
             std::process::exit(0);
         })?;
     Ok(rx)
