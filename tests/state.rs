@@ -176,3 +176,167 @@ fn a_trace_log_in_the_policy_folder_does_not_feed_itself() {
         text.lines().rev().take(20).collect::<Vec<_>>().join("\n")
     );
 }
+
+fn origin_of(r: &Resp) -> String {
+    r.header("x-origin").unwrap_or_default()
+}
+
+/// One origin, S, in two pools (and in a third that keeps its own health).
+/// Killed, it is DOWN once, in both sharing pools at once: clients of the
+/// pool without a check (which alone, with no passive checking and no
+/// retries, would answer 502 on each try of S) are served by the others.
+/// Back, both pools send to it again. The pool with `own_health` is not
+/// touched by the shared verdict.
+#[tokio::test]
+async fn one_address_has_one_health_in_every_pool() {
+    let (a, b) = (origin("A"), origin("B"));
+    let s = origin("S");
+    let s_addr = s.addr;
+    let policy = format!(
+        r#"return {{
+  listeners = {{
+    {{ name = "a", bind = "127.0.0.1:0", pool = "checked" }},
+    {{ name = "b", bind = "127.0.0.1:0", pool = "unchecked" }},
+    {{ name = "c", bind = "127.0.0.1:0", pool = "apart" }},
+  }},
+  pools = {{
+    checked = {{ servers = {{ "{a}", "{s}" }},
+      check = {{ http = "GET /health", interval = "200ms", timeout = "150ms", rise = 2, fall = 2 }} }},
+    unchecked = {{ servers = {{ "{b}", "{s}" }}, passive = false, retries = 0 }},
+    apart = {{ servers = {{ "{s}" }}, own_health = true, passive = false, retries = 0 }},
+  }},
+  on_health = function(server, up, why)
+    pocket.log.warn("on_health", server.pool, server.addr, up and "up" or "down")
+  end,
+}}"#,
+        a = a.addr,
+        b = b.addr,
+        s = s_addr
+    );
+    let pocket = Pocket::start(&policy, 2);
+    let (via_a, via_b, via_c) = (pocket.addr("a"), pocket.addr("b"), pocket.addr("c"));
+    let served = |addr, n| async move {
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let r = get(addr, "/").await;
+            seen.push(format!("{} {}", r.status, origin_of(&r)));
+        }
+        seen
+    };
+    assert!(served(via_b, 4).await.contains(&"200 S".to_string()));
+
+    drop(s);
+    let down = pocket.log.wait_for(&[
+        &format!("server {s_addr} of pools checked, unchecked is DOWN"),
+        "2 checks failed",
+    ]);
+    eprintln!("{down}");
+    for pool in ["checked", "unchecked"] {
+        pocket
+            .log
+            .wait_for(&["on_health", pool, &s_addr.to_string(), "down"]);
+    }
+    let seen = served(via_b, 10).await;
+    assert!(
+        seen.iter().all(|r| r == "200 B"),
+        "the unchecked pool still tried S: {seen:?}"
+    );
+    let seen = served(via_a, 10).await;
+    assert!(seen.iter().all(|r| r == "200 A"), "{seen:?}");
+    // The pool with its own health has no check and no passive checking:
+    // it still believes S up and tries it (a 502 with retries = 0).
+    let r = get(via_c, "/").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+
+    let s = spawn_origin_at("S", s_addr).expect("restart S on its port");
+    pocket.log.wait_for(&[
+        &format!("server {s_addr} of pools checked, unchecked is UP"),
+        "2 checks passed",
+    ]);
+    for via in [via_a, via_b] {
+        let seen = served(via, 6).await;
+        assert!(seen.contains(&"200 S".to_string()), "S is back: {seen:?}");
+    }
+    let downs = pocket
+        .log
+        .lines()
+        .iter()
+        .filter(|l| l.contains(&format!("server {s_addr} ")) && l.contains(" is DOWN"))
+        .count();
+    assert_eq!(
+        downs,
+        1,
+        "one health, one DOWN line:\n{}",
+        pocket.log.text()
+    );
+    drop(s);
+}
+
+/// Passive failures in one pool take the address down in every pool
+/// sharing it (the other pool counts none, with `passive = false`).
+#[tokio::test]
+async fn passive_failures_in_one_pool_take_the_address_down_in_all() {
+    let (a, b) = (origin("A"), origin("B"));
+    let s = dead_addr();
+    let policy = format!(
+        r#"return {{
+  listeners = {{
+    {{ name = "a", bind = "127.0.0.1:0", pool = "watching" }},
+    {{ name = "b", bind = "127.0.0.1:0", pool = "trusting" }},
+  }},
+  pools = {{
+    watching = {{ servers = {{ "{a}", "{s}" }}, passive = {{ after = 2, cooldown = "1h" }} }},
+    trusting = {{ servers = {{ "{b}", "{s}" }}, passive = false, retries = 0 }},
+  }},
+}}"#,
+        a = a.addr,
+        b = b.addr,
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let (via_a, via_b) = (pocket.addr("a"), pocket.addr("b"));
+    for _ in 0..6 {
+        assert_eq!(get(via_a, "/").await.status, 200);
+    }
+    pocket.log.wait_for(&[
+        &format!("server {s} of pools trusting, watching is DOWN"),
+        "2 failures in a row on live traffic",
+    ]);
+    for _ in 0..10 {
+        let r = get(via_b, "/").await;
+        assert_eq!(
+            (r.status, origin_of(&r)),
+            (200, "B".to_string()),
+            "{}",
+            r.text()
+        );
+    }
+}
+
+/// Two pools that check one address differently: which would decide? The
+/// policy is refused, at the second pool, with what to do.
+#[test]
+fn two_different_checks_of_one_address_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(
+        dir.path(),
+        "policy.lua",
+        r#"return {
+  listeners = { { name = "web", bind = "127.0.0.1:0", pool = "one" } },
+  pools = {
+    one = { servers = { "127.0.0.1:9001" }, check = { tcp = true } },
+    two = { servers = { "127.0.0.1:9001" }, check = { http = "GET /health" } },
+    three = { servers = { "127.0.0.1:9001" }, check = { tcp = true } },
+    four = { servers = { "127.0.0.1:9001" }, check = { http = "GET /health" }, own_health = true },
+  },
+}
+"#,
+    );
+    let (code, out, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("policy.lua:5: pool \"two\": server 127.0.0.1:9001 is also in pool \"one\", which checks it differently")
+            && err.contains("own_health = true"),
+        "{err}"
+    );
+    assert_eq!(err.matches("checks it differently").count(), 1, "{err}");
+}
