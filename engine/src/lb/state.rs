@@ -191,12 +191,12 @@ impl Health {
         true
     }
 
-    /// A request failed on live traffic; `limit` in a row (counted over
-    /// every pool sharing this health, each pool applying its own `after`)
-    /// take it down.
+    /// A request failed on live traffic; `limit` (above 0) in a row,
+    /// counted over every pool sharing this health, each pool applying its
+    /// own `after`, take it down.
     fn traffic_failed(&self, limit: u32, what: &str) {
         let streak = self.passive_streak.fetch_add(1, Ordering::Relaxed) + 1;
-        if limit > 0 && streak >= limit && self.is_up() {
+        if streak >= limit && self.is_up() {
             self.down_by_traffic.store(true, Ordering::Relaxed);
             // Its active check must pass `rise` times anew.
             self.check_ok.store(0, Ordering::Relaxed);
@@ -329,7 +329,11 @@ impl ServerState {
     /// every pool that shares its health.
     pub fn traffic_failed(&self, limit: u32, what: &str) {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        self.health.traffic_failed(limit, what);
+        // `passive = false`: this pool's failures count for nothing, not
+        // even toward a streak another pool's `after` would end.
+        if limit > 0 {
+            self.health.traffic_failed(limit, what);
+        }
     }
 
     /// A request succeeded on live traffic.
@@ -480,5 +484,19 @@ mod tests {
         assert!(!b.is_up(), "down in every pool that shares it");
         assert!(c.is_up(), "a pool with its own health is not touched");
         assert_eq!(b.failures.load(Ordering::Relaxed), 0, "counters per pool");
+
+        let other: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let (watching, _) = r.get_or_create("watching", other, false, true);
+        let (trusting, _) = r.get_or_create("trusting", other, false, true);
+        for _ in 0..5 {
+            trusting.traffic_failed(0, "refused");
+        }
+        watching.traffic_failed(2, "refused");
+        assert!(
+            watching.is_up(),
+            "passive = false adds nothing to the streak"
+        );
+        watching.traffic_failed(2, "refused");
+        assert!(!trusting.is_up());
     }
 }

@@ -125,9 +125,12 @@ impl RunFiles {
         }
     }
 
+    /// Removes both files (and a status half written when the process
+    /// was killed).
     pub fn remove(&self) {
         let _ = std::fs::remove_file(&self.pid);
         let _ = std::fs::remove_file(&self.status);
+        let _ = std::fs::remove_file(self.status.with_extension("status.tmp"));
     }
 
     pub fn read_status(&self) -> Option<String> {
@@ -194,12 +197,13 @@ pub fn serving(policy: &Path) -> Vec<Serving> {
     found
 }
 
-/// `pocket-<16 hex>-<pid>.pid` or `.status`: the stem and the pid; the
-/// older `pocket-<16 hex>.pid` or `.status`: the stem alone.
+/// `pocket-<16 hex>-<pid>.pid`, `.status` or `.status.tmp`: the stem and
+/// the pid; the older `pocket-<16 hex>.pid` or `.status`: the stem alone.
 fn parse_name(name: &str) -> Option<(&str, Option<i32>)> {
     let base = name
         .strip_suffix(".pid")
-        .or_else(|| name.strip_suffix(".status"))?;
+        .or_else(|| name.strip_suffix(".status"))
+        .or_else(|| name.strip_suffix(".status.tmp"))?;
     let is_stem = |s: &str| {
         s.strip_prefix("pocket-")
             .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -251,7 +255,11 @@ mod tests {
         );
         assert_eq!(parse_name("pocket-lab-42.pid"), None);
         assert_eq!(parse_name("pocket-xyz-42.pid"), None);
-        assert_eq!(parse_name("pocket-0123456789abcdef-42.status.tmp"), None);
+        assert_eq!(
+            parse_name("pocket-0123456789abcdef-42.status.tmp"),
+            Some(("pocket-0123456789abcdef", Some(42)))
+        );
+        assert_eq!(parse_name("pocket-0123456789abcdef-42.pid.tmp"), None);
     }
 
     #[test]
