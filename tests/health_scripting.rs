@@ -31,7 +31,9 @@ async fn a_scripted_check_judges_servers_and_a_runaway_check_only_fails() {
           local page = http.get("/")
           return health.status == 200 and page.status < 500, "home page answered " .. page.status
         end }} }},
-    spin = {{ servers = {{ "{a}" }}, check = {{ script = true, interval = "100ms", timeout = "200ms", fall = 1 }} }},
+    -- A shares its health with app unless spin keeps its own verdict.
+    spin = {{ servers = {{ "{a}" }}, own_health = true,
+      check = {{ script = true, interval = "100ms", timeout = "200ms", fall = 1 }} }},
   }},
   on_check = function(server, http) while true do end end,
 }}"#,

@@ -370,3 +370,47 @@ fn a_failed_expectation_exits_1_and_leaves_nothing_running() {
         .join(format!("pocket-lab-{lab_pid}"))
         .exists());
 }
+
+/// `pocket lab` stops its Pocket as an operator would (SIGTERM, drain), so
+/// no pid or status file of it stays in the temp folder: not of the one it
+/// restarts in the middle, nor of the one it stops at the end.
+#[test]
+fn a_lab_run_leaves_no_pid_or_status_files() {
+    let (_d, path) = write_scenario(&format!(
+        r#"return {{
+  duration = "3s",
+  origins = {{ "A" }},
+  {POLICY}
+  load = {{ concurrency = 2, rate = 50 }},
+  faults = {{ {{ at = "1s", target = "balancer", fault = "restart" }} }},
+}}"#
+    ));
+    let out = tempfile::tempdir().unwrap();
+    let lab = std::process::Command::new(pocket_bin())
+        .args([
+            "lab",
+            path.to_str().unwrap(),
+            "--quiet",
+            "--out",
+            out.path().to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lab_pid = lab.id();
+    let done = lab.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(stdout.contains(" ok, "), "{stdout}");
+    // The lab's Pocket served this policy path.
+    let policy = std::env::temp_dir()
+        .join(format!("pocket-lab-{lab_pid}"))
+        .join("policy.lua");
+    let stem = pocket::reload::stem(&policy);
+    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&stem))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -466,7 +466,7 @@ return {{
         print("tick " .. ticks)
         return true
       end }} }},
-    spin = {{ servers = {{ "{a}" }},
+    spin = {{ servers = {{ "{a}" }}, own_health = true,
       check = {{ interval = "100ms", timeout = "200ms", fall = 1, run = function()
         local x <close> = setmetatable({{}}, {{ __close = spin }})
         spin()

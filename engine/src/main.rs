@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use pocket::config::load_policy;
 use pocket::lb::{HealthEvent, StateRegistry};
-use pocket::reload::{RunFiles, Status, Supervisor};
+use pocket::reload::{Status, Supervisor};
 use pocket::server::{self, RunOptions};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -100,9 +100,24 @@ enum Command {
     },
 }
 
+/// Crates that log once per file-system event below `info`: notify, which
+/// watches the policy's folder, logs every inotify event at `trace`. With
+/// the log file in that folder each line written is an event that logs a
+/// line, a loop (70 MB in 5 s seen). They stay at `info` unless
+/// `POCKET_LOG` names them itself.
+const PER_EVENT_TARGETS: &[&str] = &["notify", "inotify"];
+
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POCKET_LOG")
+    let wanted = std::env::var("POCKET_LOG").unwrap_or_default();
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("POCKET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    for target in PER_EVENT_TARGETS {
+        if !wanted.contains(target) {
+            if let Ok(directive) = format!("{target}=info").parse() {
+                filter = filter.add_directive(directive);
+            }
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -345,61 +360,96 @@ fn test(policies: &[PathBuf]) -> ExitCode {
     }
 }
 
+/// Every Pocket serving `policy`, one status each, separated by a blank
+/// line; exit 1 when there is none.
 fn status(policy: &Path) -> ExitCode {
-    match RunFiles::for_policy(policy).read_status() {
-        Some(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        None => {
-            eprintln!("pocket: no Pocket is serving {}", policy.display());
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn reload(policy: &Path) -> ExitCode {
-    let files = RunFiles::for_policy(policy);
-    let (Some(pid), Some(before)) = (files.read_pid(), files.read_status()) else {
+    let found = pocket::reload::serving(policy);
+    if found.is_empty() {
         eprintln!("pocket: no Pocket is serving {}", policy.display());
         return ExitCode::FAILURE;
-    };
+    }
+    let texts: Vec<&str> = found.iter().map(|s| s.status.as_str()).collect();
+    print!("{}", texts.join("\n"));
+    ExitCode::SUCCESS
+}
+
+/// SIGHUP to every Pocket serving `policy` (one draining after SIGTERM
+/// takes no reload), then waits for each one's outcome in its status file:
+/// one line per Pocket; exit 1 if any refused the policy or did not answer.
+fn reload(policy: &Path) -> ExitCode {
+    let found = pocket::reload::serving(policy);
+    if found.is_empty() {
+        eprintln!("pocket: no Pocket is serving {}", policy.display());
+        return ExitCode::FAILURE;
+    }
     let count = |text: &str, key: &str| {
         Status::field(text, key)
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    // SAFETY: kill(2) has no memory effects; the pid comes from our pid file.
-    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+    let mut waiting = Vec::new();
+    let mut failed = false;
+    for s in &found {
+        if s.draining() {
+            println!("pid {}: draining (it got SIGTERM), not reloaded", s.pid);
+            continue;
+        }
+        // SAFETY: kill(2) has no memory effects; `serving` checked that
+        // the pid is a Pocket serving this policy.
+        if unsafe { libc::kill(s.pid, libc::SIGHUP) } != 0 {
+            eprintln!(
+                "pocket: cannot signal pid {}: {}",
+                s.pid,
+                std::io::Error::last_os_error()
+            );
+            failed = true;
+            continue;
+        }
+        waiting.push(s);
+    }
+    if waiting.is_empty() && !failed {
         eprintln!(
-            "pocket: cannot signal pid {pid}: {}",
-            std::io::Error::last_os_error()
+            "pocket: every Pocket serving {} is stopping; nothing reloaded",
+            policy.display()
         );
         return ExitCode::FAILURE;
     }
     let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
+    while !waiting.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
-        let Some(now) = files.read_status() else {
-            continue;
-        };
-        if count(&now, "reloads_ok") > count(&before, "reloads_ok") {
-            println!(
-                "reloaded: generation {}",
-                Status::field(&now, "generation").unwrap_or("?")
-            );
-            return ExitCode::SUCCESS;
-        }
-        if count(&now, "reloads_failed") > count(&before, "reloads_failed") {
-            eprintln!(
-                "pocket: reload refused: {}",
-                Status::field(&now, "last_error").unwrap_or("")
-            );
-            return ExitCode::FAILURE;
-        }
+        waiting.retain(|s| {
+            let Some(now) = s.files.read_status() else {
+                return true;
+            };
+            if count(&now, "reloads_ok") > count(&s.status, "reloads_ok") {
+                println!(
+                    "reloaded: generation {} (pid {})",
+                    Status::field(&now, "generation").unwrap_or("?"),
+                    s.pid
+                );
+                return false;
+            }
+            if count(&now, "reloads_failed") > count(&s.status, "reloads_failed") {
+                eprintln!(
+                    "pocket: reload refused (pid {}): {}",
+                    s.pid,
+                    Status::field(&now, "last_error").unwrap_or("")
+                );
+                failed = true;
+                return false;
+            }
+            true
+        });
     }
-    eprintln!("pocket: no answer from pid {pid} within 30 s");
-    ExitCode::FAILURE
+    for s in &waiting {
+        eprintln!("pocket: no answer from pid {} within 30 s", s.pid);
+        failed = true;
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn origin(name: &str, addr: std::net::SocketAddr, fail_status: Option<u16>) -> anyhow::Result<()> {

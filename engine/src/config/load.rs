@@ -2,7 +2,7 @@
 //! every part of the table it returns. All errors are collected, each with
 //! the file and (where it can be found) the line.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use super::{
     ClientTimeouts, ConfigError, ConfigErrors, HookSet, ListenerSpec, Policy, DEFAULT_HEAD_SIZE,
     HEAD_SIZE_RANGE,
 };
-use crate::lb::{Pool, Server, StateRegistry};
+use crate::lb::{CheckSpec, Pool, Server, StateRegistry};
 use crate::script::{describe_lua_error, Limits, Vm};
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -40,6 +40,7 @@ const POOL_KEYS: &[&str] = &[
     "fallback",
     "rehash",
     "bypass",
+    "own_health",
 ];
 const LISTENER_KEYS: &[&str] = &[
     "name",
@@ -79,6 +80,7 @@ pub fn load_policy_source(
         source: &source,
         errors: Vec::new(),
         has_on_check: false,
+        fresh_health: HashSet::new(),
     };
     let vm = Vm::new(path, Limits::default()).map_err(|e| cx.fatal(&e))?;
     let value = vm.run_main_chunk(path, &source).map_err(|e| cx.fatal(&e))?;
@@ -105,6 +107,9 @@ pub(super) struct Checker<'a> {
     pub(super) errors: Vec<ConfigError>,
     /// The policy defines `on_check` (for `check = { script = true }`).
     pub(super) has_on_check: bool,
+    /// Addresses whose shared health this load created (no running
+    /// policy has seen them yet): a checking pool's `start` applies.
+    fresh_health: HashSet<SocketAddr>,
 }
 
 impl Checker<'_> {
@@ -504,7 +509,42 @@ impl Checker<'_> {
                 pools.push(Arc::new(pool));
             }
         }
+        self.one_health_per_address(&pools);
         (pools, index)
+    }
+
+    /// An address in several pools has one health (unless a pool keeps
+    /// its own), so one check: the first pool by name that checks it owns
+    /// the check, and another pool that checks it differently is an error
+    /// (which check would decide?). A new shared health starts down if its
+    /// check says `start = "down"`. See docs/health.md.
+    fn one_health_per_address(&mut self, pools: &[Arc<Pool>]) {
+        let mut owner: HashMap<SocketAddr, (&str, &CheckSpec)> = HashMap::new();
+        for pool in pools.iter().filter(|p| !p.own_health) {
+            let Some(check) = &pool.check else { continue };
+            for server in &pool.servers {
+                if !check.start_up && self.fresh_health.contains(&server.addr) {
+                    server.state.health.start_down();
+                }
+                let Some((first, theirs)) = owner.get(&server.addr) else {
+                    owner.insert(server.addr, (&pool.name, check));
+                    continue;
+                };
+                let same = !check.pool_function
+                    && !theirs.pool_function
+                    && check.fingerprint() == theirs.fingerprint();
+                if !same {
+                    let name = &pool.name;
+                    self.error(
+                        &[&format!("{name} ="), &format!("[\"{name}\"]")],
+                        format!(
+                            "pool \"{name}\": server {} is also in pool \"{first}\", which checks it differently; an address has one health, so one check: give both pools the same check (script = true to share a scripted one), drop this one, or say own_health = true in the pool that wants its own verdict",
+                            server.addr
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     fn pool(&mut self, name: &str, value: Value, registry: &StateRegistry) -> Option<Pool> {
@@ -532,7 +572,8 @@ impl Checker<'_> {
             Ok(Value::Table(list)) => {
                 for (i, entry) in list.sequence_values::<Value>().enumerate() {
                     let Ok(entry) = entry else { continue };
-                    if let Some(server) = self.server(name, i + 1, entry, registry, start_up) {
+                    let health = (settings.own_health, start_up);
+                    if let Some(server) = self.server(name, i + 1, entry, registry, health) {
                         if servers.iter().any(|s| s.addr == server.addr) {
                             self.error(
                                 &[&format!("\"{}\"", server.addr)],
@@ -573,7 +614,7 @@ impl Checker<'_> {
         n: usize,
         entry: Value,
         registry: &StateRegistry,
-        start_up: bool,
+        (own_health, start_up): (bool, bool),
     ) -> Option<Server> {
         let (addr_text, weight, backup) = match entry {
             Value::String(s) => (s.to_string_lossy(), 1, false),
@@ -631,13 +672,19 @@ impl Checker<'_> {
             }
         };
         match parse_addr(&addr_text) {
-            Ok(addr) => Some(Server {
-                addr,
-                addr_text: Arc::from(addr.to_string()),
-                weight,
-                backup,
-                state: registry.get_or_create(pool, addr, start_up),
-            }),
+            Ok(addr) => {
+                let (state, new) = registry.get_or_create(pool, addr, own_health, start_up);
+                if new && !own_health {
+                    self.fresh_health.insert(addr);
+                }
+                Some(Server {
+                    addr,
+                    addr_text: Arc::from(addr.to_string()),
+                    weight,
+                    backup,
+                    state,
+                })
+            }
             Err(msg) => {
                 self.error(
                     &[&format!("\"{addr_text}\"")],

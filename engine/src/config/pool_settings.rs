@@ -66,6 +66,14 @@ impl Checker<'_> {
                 format!("pool \"{name}\": fallback must be a pool name"),
             ),
         }
+        match t.get::<Value>("own_health") {
+            Ok(Value::Nil) => {}
+            Ok(Value::Boolean(b)) => s.own_health = b,
+            _ => self.error(
+                &["own_health"],
+                format!("pool \"{name}\": own_health must be true or false"),
+            ),
+        }
         match t.get::<Value>("rehash") {
             Ok(Value::Nil) => {}
             Ok(Value::Boolean(b)) => s.rehash = b,
@@ -155,6 +163,7 @@ impl Checker<'_> {
                     rise: 2,
                     fall: 3,
                     start_up: true,
+                    pool_function: true,
                 })
             }
             _ => self.error(
@@ -395,6 +404,7 @@ impl Checker<'_> {
             rise,
             fall,
             start_up,
+            pool_function: matches!(ct.get::<Value>("run"), Ok(Value::Function(_))),
         })
     }
 

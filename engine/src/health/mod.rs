@@ -1,12 +1,14 @@
-//! Active health checks: one task per checked server on the control
-//! thread, never on the request path. A verdict flips a server only after
-//! `rise` passes or `fall` failures in a row; the state is an atomic every
-//! worker reads. A reload keeps the tasks of checks that did not change.
+//! Active health checks: one task per checked health on the control
+//! thread, never on the request path. An address in several pools has one
+//! health and one check, the first checking pool's by name (the loader
+//! refuses differing checks; see `config::load`), unless a pool keeps its
+//! own (`own_health`). A verdict flips a server only after `rise` passes or
+//! `fall` failures in a row; the state is an atomic every worker reads. A
+//! reload keeps the tasks of checks that did not change.
 
 mod probe;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,15 +16,15 @@ use std::time::Instant;
 use tokio::task::JoinHandle;
 
 use crate::config::Policy;
-use crate::lb::{CheckKind, CheckSpec, ServerState};
+use crate::lb::{CheckKind, CheckSpec, HealthKey, ServerState};
 use crate::script::WorkerScript;
 
 pub use probe::{exchange, exchange_until, http, probe, HttpAnswer};
 
-/// The running check tasks, by pool, server and check.
+/// The running check tasks, by health, owning pool and check.
 #[derive(Default)]
 pub struct Checker {
-    tasks: HashMap<(Arc<str>, SocketAddr, String), JoinHandle<()>>,
+    tasks: HashMap<(HealthKey, Arc<str>, String), JoinHandle<()>>,
 }
 
 impl Checker {
@@ -33,6 +35,7 @@ impl Checker {
     /// thread; they restart with each new generation's VM.
     pub fn sync(&mut self, policy: &Policy, control: Option<&Rc<WorkerScript>>) {
         let mut wanted = HashMap::new();
+        let mut owned: HashSet<HealthKey> = HashSet::new();
         for (index, pool) in policy.pools.iter().enumerate() {
             let Some(spec) = &pool.check else { continue };
             let script = match (&spec.kind, control) {
@@ -45,8 +48,13 @@ impl Checker {
                 None => spec.fingerprint(),
             };
             for server in &pool.servers {
+                // Pools come in name order: the first one checks.
+                let health = server.state.health.key();
+                if !owned.insert(health.clone()) {
+                    continue;
+                }
                 wanted.insert(
-                    (pool.name.clone(), server.addr, fingerprint.clone()),
+                    (health, pool.name.clone(), fingerprint.clone()),
                     (server.state.clone(), spec.clone(), script.clone(), index),
                 );
             }

@@ -37,15 +37,34 @@ pub struct LabOptions {
     pub quiet: bool,
 }
 
-/// A Pocket process the lab owns; killed when dropped (also on failure).
+/// A Pocket process the lab owns; stopped when dropped (also on failure).
 struct Balancer {
     child: Child,
+    /// Its policy file, to find its pid and status files.
+    policy: PathBuf,
 }
 
+/// How long a stopping lab Pocket gets: its `--grace` of 2 s, plus the
+/// second Pocket gives itself to exit.
+const BALANCER_STOP: Duration = Duration::from_secs(4);
+
 impl Drop for Balancer {
+    /// SIGTERM, as an operator stops it, so it removes its pid and status
+    /// files itself; SIGKILL only if it has not ended in [`BALANCER_STOP`],
+    /// and then the lab removes them.
     fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid, not yet waited for.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + BALANCER_STOP;
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        crate::reload::RunFiles::for_process(&self.policy, self.child.id()).remove();
     }
 }
 
@@ -125,7 +144,10 @@ fn start_balancer(
             let _ = r.send(Err("pocket exited".into()));
         }
     });
-    let balancer = Balancer { child };
+    let balancer = Balancer {
+        child,
+        policy: path,
+    };
     match ready_rx.recv_timeout(Duration::from_secs(30)) {
         Ok(Ok(())) => Ok(balancer),
         Ok(Err(e)) => Err(format!("pocket did not start: {e}")),
@@ -413,12 +435,9 @@ fn apply(
             FaultKind::RestartBalancer => {
                 let policy =
                     std::fs::read_to_string(dir.join("policy.lua")).map_err(|e| e.to_string())?;
-                if let Some(mut old) = balancer.take() {
-                    // SIGTERM: drain, as an operator would restart it.
-                    // SAFETY: kill(2) on our own child's pid.
-                    unsafe { libc::kill(old.child.id() as i32, libc::SIGTERM) };
-                    let _ = old.child.wait();
-                }
+                // Dropping it drains it (SIGTERM), as an operator would
+                // restart it.
+                drop(balancer.take());
                 *balancer = Some(start_balancer(
                     dir,
                     &policy,

@@ -9,4 +9,4 @@ mod state;
 pub use balance::{hash_bytes, Algorithm};
 pub use pool::{CheckKind, CheckSpec, HashKey, Passive, Pool, PoolSettings, Server, Timeouts};
 pub use round_robin::RoundRobin;
-pub use state::{now_ms, AdminState, HealthEvent, ServerState, StateRegistry};
+pub use state::{now_ms, AdminState, Health, HealthEvent, HealthKey, ServerState, StateRegistry};

@@ -57,6 +57,10 @@ pub struct CheckSpec {
     pub fall: u32,
     /// The state a server starts in before its first verdict.
     pub start_up: bool,
+    /// A function written in this pool (`check = function` or `run =`):
+    /// another pool's check is never the same as this one, even with the
+    /// same code (`script = true`, the policy's `on_check`, can be).
+    pub pool_function: bool,
 }
 
 impl CheckSpec {
@@ -157,6 +161,9 @@ pub struct Pool {
     /// ring (true) or go to the fallback pool (false: a cache tier keeps
     /// each URL on one cache).
     pub rehash: bool,
+    /// `own_health = true`: this pool's servers have a health of their
+    /// own, not the one their address shares with other pools.
+    pub own_health: bool,
     primaries: Tier,
     backups: Tier,
 }
@@ -174,6 +181,7 @@ pub struct PoolSettings {
     pub slow_start: Option<Duration>,
     pub fallback: Option<Arc<str>>,
     pub rehash: bool,
+    pub own_health: bool,
 }
 
 impl Default for PoolSettings {
@@ -189,6 +197,7 @@ impl Default for PoolSettings {
             slow_start: None,
             fallback: None,
             rehash: true,
+            own_health: false,
         }
     }
 }
@@ -219,6 +228,7 @@ impl Pool {
             fallback: settings.fallback,
             fallback_index: std::sync::OnceLock::new(),
             rehash: settings.rehash,
+            own_health: settings.own_health,
             primaries,
             backups,
         }
@@ -348,7 +358,7 @@ mod tests {
                     addr_text: Arc::from(*a),
                     weight: 1,
                     backup: false,
-                    state: registry.get_or_create("p", addr, true),
+                    state: registry.get_or_create("p", addr, false, true).0,
                 }
             })
             .collect();

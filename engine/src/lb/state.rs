@@ -1,7 +1,13 @@
-//! Runtime state of a server: kept outside the policy, keyed by pool and
-//! address, so a server that is in the old and the new policy keeps its
-//! health and counters across a reload. Read on the request path without
-//! locks; every worker sees a change at once.
+//! Runtime state of a server: kept outside the policy, so a server that is
+//! in the old and the new policy keeps its health and counters across a
+//! reload. Read on the request path without locks; every worker sees a
+//! change at once.
+//!
+//! One address, one health: up or down, the check and passive streaks
+//! belong to the address, shared by every pool that lists it (a server
+//! killed is down in all of them at once), unless a pool says
+//! `own_health = true`. Counters and the admin state (drain, maint) stay
+//! per pool. See docs/health.md, "One address, one health".
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,13 +17,36 @@ use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
 
-/// A health change, for the log and the `on_health` hook.
+/// A health change, for the log and the `on_health` hook. The control
+/// thread finds the pools it concerns in the live policy (see
+/// [`HealthEvent::concerns`]).
 #[derive(Debug, Clone)]
 pub struct HealthEvent {
-    pub pool: Arc<str>,
     pub addr: SocketAddr,
+    /// The pool that keeps this health for itself (`own_health`); None:
+    /// the address's shared health, seen by every pool that shares it.
+    pub own: Option<Arc<str>>,
     pub up: bool,
     pub reason: String,
+}
+
+impl HealthEvent {
+    /// Whether the change shows in `pool`, a pool with `own_health` or
+    /// not, that lists `addr`.
+    pub fn concerns(&self, pool: &str, own_health: bool) -> bool {
+        match &self.own {
+            Some(own) => own_health && &**own == pool,
+            None => !own_health,
+        }
+    }
+}
+
+/// Which health a pool's server uses: the address's shared one, or the
+/// pool's own (`own_health = true`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HealthKey {
+    Shared(SocketAddr),
+    Own(Arc<str>, SocketAddr),
 }
 
 /// What an operator (or a script) says about a server, apart from health.
@@ -56,18 +85,16 @@ pub fn now_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
+/// The health of an address (or of an address in one pool that keeps its
+/// own): what active checks, passive checks and cool-downs decide.
 #[derive(Debug)]
-pub struct ServerState {
-    pub pool: Arc<str>,
+pub struct Health {
     pub addr: SocketAddr,
+    /// The pool that keeps it for itself; None: shared by address.
+    pub own: Option<Arc<str>>,
     up: AtomicBool,
-    /// Requests in flight on this server, across workers.
-    pub active: AtomicUsize,
-    /// Requests this server answered.
-    pub requests: AtomicU64,
-    /// Connections or requests that failed on this server.
-    pub failures: AtomicU64,
-    /// Consecutive failures on live traffic (passive check).
+    /// Consecutive failures on live traffic (passive check), over every
+    /// pool that shares it.
     passive_streak: AtomicU32,
     /// Consecutive active check results of the same kind (checker only).
     check_ok: AtomicU32,
@@ -76,78 +103,53 @@ pub struct ServerState {
     down_since: Mutex<Option<Instant>>,
     /// Whether the last change came from live traffic, not a check.
     down_by_traffic: AtomicBool,
-    /// [`AdminState`] as a number.
-    admin: AtomicU8,
     /// When it last came up ([`now_ms`]), for slow start; 0: at start.
     up_at_ms: AtomicU64,
     events: Option<UnboundedSender<HealthEvent>>,
 }
 
-impl ServerState {
+impl Health {
     fn new(
-        pool: &str,
         addr: SocketAddr,
+        own: Option<Arc<str>>,
         events: Option<UnboundedSender<HealthEvent>>,
-    ) -> ServerState {
-        ServerState {
-            pool: Arc::from(pool),
+    ) -> Health {
+        Health {
             addr,
+            own,
             up: AtomicBool::new(true),
-            active: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
             passive_streak: AtomicU32::new(0),
             check_ok: AtomicU32::new(0),
             check_fail: AtomicU32::new(0),
             down_since: Mutex::new(None),
             down_by_traffic: AtomicBool::new(false),
-            admin: AtomicU8::new(0),
             up_at_ms: AtomicU64::new(0),
             events,
         }
     }
 
-    pub fn admin(&self) -> AdminState {
-        match self.admin.load(Ordering::Relaxed) {
-            1 => AdminState::Drain,
-            2 => AdminState::Maint,
-            _ => AdminState::Ready,
+    pub fn key(&self) -> HealthKey {
+        match &self.own {
+            Some(pool) => HealthKey::Own(pool.clone(), self.addr),
+            None => HealthKey::Shared(self.addr),
         }
     }
 
-    /// Sets drain or maintenance; kept across reloads like health.
-    pub fn set_admin(&self, state: AdminState) -> bool {
-        let n = match state {
-            AdminState::Ready => 0,
-            AdminState::Drain => 1,
-            AdminState::Maint => 2,
-        };
-        if self.admin.swap(n, Ordering::Relaxed) == n {
-            return false;
-        }
-        tracing::warn!(
-            "server {} of pool {} set to {}",
-            self.addr,
-            self.pool,
-            state.name()
-        );
-        true
-    }
-
-    /// Healthy and ready: may get a new request.
-    #[inline]
-    pub fn takes_traffic(&self) -> bool {
-        self.is_up() && self.admin.load(Ordering::Relaxed) == 0
-    }
-
-    /// When it last came back up (0: up since start).
-    pub fn up_at_ms(&self) -> u64 {
-        self.up_at_ms.load(Ordering::Relaxed)
+    /// Down before its first verdict, as a check's `start = "down"` asks;
+    /// not a change (no event). For a health made by the load in progress.
+    pub fn start_down(&self) {
+        self.up.store(false, Ordering::Relaxed);
+        *self.down_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     }
 
     #[inline]
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// When it last came back up (0: up since start).
+    pub fn up_at_ms(&self) -> u64 {
+        self.up_at_ms.load(Ordering::Relaxed)
     }
 
     pub fn down_by_traffic(&self) -> bool {
@@ -174,28 +176,27 @@ impl ServerState {
         match &self.events {
             Some(tx) => {
                 let _ = tx.send(HealthEvent {
-                    pool: self.pool.clone(),
                     addr: self.addr,
+                    own: self.own.clone(),
                     up,
                     reason,
                 });
             }
             None => tracing::warn!(
-                "server {} of pool {} is {}: {reason}",
+                "server {} is {}: {reason}",
                 self.addr,
-                self.pool,
                 if up { "UP" } else { "DOWN" }
             ),
         }
         true
     }
 
-    /// A request failed on live traffic (refused, timed out, reset, or a
-    /// 5xx when the pool counts those). `limit` in a row take it down.
-    pub fn traffic_failed(&self, limit: u32, what: &str) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
+    /// A request failed on live traffic; `limit` (above 0) in a row,
+    /// counted over every pool sharing this health, each pool applying its
+    /// own `after`, take it down.
+    fn traffic_failed(&self, limit: u32, what: &str) {
         let streak = self.passive_streak.fetch_add(1, Ordering::Relaxed) + 1;
-        if limit > 0 && streak >= limit && self.is_up() {
+        if streak >= limit && self.is_up() {
             self.down_by_traffic.store(true, Ordering::Relaxed);
             // Its active check must pass `rise` times anew.
             self.check_ok.store(0, Ordering::Relaxed);
@@ -206,9 +207,8 @@ impl ServerState {
         }
     }
 
-    /// A request succeeded on live traffic.
     #[inline]
-    pub fn traffic_ok(&self) {
+    fn traffic_ok(&self) {
         if self.passive_streak.load(Ordering::Relaxed) != 0 {
             self.passive_streak.store(0, Ordering::Relaxed);
         }
@@ -237,10 +237,122 @@ impl ServerState {
     }
 }
 
-/// Where server states live between policy generations.
+/// A server as one pool sees it: the health it shares (or owns), and the
+/// pool's own counters and admin state.
+#[derive(Debug)]
+pub struct ServerState {
+    pub pool: Arc<str>,
+    pub addr: SocketAddr,
+    pub health: Arc<Health>,
+    /// Requests in flight on this server from this pool, across workers.
+    pub active: AtomicUsize,
+    /// Requests this server answered for this pool.
+    pub requests: AtomicU64,
+    /// Connections or requests of this pool that failed on this server.
+    pub failures: AtomicU64,
+    /// [`AdminState`] as a number.
+    admin: AtomicU8,
+}
+
+impl ServerState {
+    fn new(pool: &str, health: Arc<Health>) -> ServerState {
+        ServerState {
+            pool: Arc::from(pool),
+            addr: health.addr,
+            health,
+            active: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            admin: AtomicU8::new(0),
+        }
+    }
+
+    pub fn admin(&self) -> AdminState {
+        match self.admin.load(Ordering::Relaxed) {
+            1 => AdminState::Drain,
+            2 => AdminState::Maint,
+            _ => AdminState::Ready,
+        }
+    }
+
+    /// Sets drain or maintenance in this pool; kept across reloads like
+    /// health.
+    pub fn set_admin(&self, state: AdminState) -> bool {
+        let n = match state {
+            AdminState::Ready => 0,
+            AdminState::Drain => 1,
+            AdminState::Maint => 2,
+        };
+        if self.admin.swap(n, Ordering::Relaxed) == n {
+            return false;
+        }
+        tracing::warn!(
+            "server {} of pool {} set to {}",
+            self.addr,
+            self.pool,
+            state.name()
+        );
+        true
+    }
+
+    /// Healthy and ready: may get a new request.
+    #[inline]
+    pub fn takes_traffic(&self) -> bool {
+        self.is_up() && self.admin.load(Ordering::Relaxed) == 0
+    }
+
+    /// When it last came back up (0: up since start).
+    pub fn up_at_ms(&self) -> u64 {
+        self.health.up_at_ms()
+    }
+
+    #[inline]
+    pub fn is_up(&self) -> bool {
+        self.health.is_up()
+    }
+
+    pub fn down_by_traffic(&self) -> bool {
+        self.health.down_by_traffic()
+    }
+
+    pub fn down_since(&self) -> Option<Instant> {
+        self.health.down_since()
+    }
+
+    /// Sets the (shared) health; on a change, tells the control thread why.
+    pub fn set_up(&self, up: bool, reason: impl Into<String>) -> bool {
+        self.health.set_up(up, reason)
+    }
+
+    /// A request failed on live traffic (refused, timed out, reset, or a
+    /// 5xx when the pool counts those). `limit` in a row take it down, in
+    /// every pool that shares its health.
+    pub fn traffic_failed(&self, limit: u32, what: &str) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        // `passive = false`: this pool's failures count for nothing, not
+        // even toward a streak another pool's `after` would end.
+        if limit > 0 {
+            self.health.traffic_failed(limit, what);
+        }
+    }
+
+    /// A request succeeded on live traffic.
+    #[inline]
+    pub fn traffic_ok(&self) {
+        self.health.traffic_ok();
+    }
+
+    /// One active check result; see [`Health::observe_check`].
+    pub fn observe_check(&self, ok: bool, rise: u32, fall: u32, reason: &str) -> Option<u32> {
+        self.health.observe_check(ok, rise, fall, reason)
+    }
+}
+
+/// Where server states and healths live between policy generations.
 #[derive(Debug, Default)]
 pub struct StateRegistry {
     states: Mutex<HashMap<(String, SocketAddr), Arc<ServerState>>>,
+    healths: Mutex<HashMap<HealthKey, Arc<Health>>>,
     events: Mutex<Option<UnboundedSender<HealthEvent>>>,
 }
 
@@ -265,26 +377,56 @@ impl StateRegistry {
         *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
     }
 
-    /// The state of `addr` in `pool`, created on first sight (in the state
-    /// `start_up`). Called at load time only.
-    pub fn get_or_create(&self, pool: &str, addr: SocketAddr, start_up: bool) -> Arc<ServerState> {
+    /// The state of `addr` in `pool`, created on first sight, with the
+    /// address's shared health or, with `own_health`, the pool's own (a
+    /// new health starts as `start_up` says). Also says whether the health
+    /// is new. Called at load time only.
+    pub fn get_or_create(
+        &self,
+        pool: &str,
+        addr: SocketAddr,
+        own_health: bool,
+        start_up: bool,
+    ) -> (Arc<ServerState>, bool) {
         let events = self
             .events
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let key = if own_health {
+            HealthKey::Own(Arc::from(pool), addr)
+        } else {
+            HealthKey::Shared(addr)
+        };
+        let mut created = false;
+        let health = {
+            let mut healths = self.healths.lock().unwrap_or_else(|e| e.into_inner());
+            healths
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    created = true;
+                    let own = match &key {
+                        HealthKey::Own(pool, _) => Some(pool.clone()),
+                        HealthKey::Shared(_) => None,
+                    };
+                    let h = Health::new(addr, own, events);
+                    if !start_up {
+                        h.start_down();
+                    }
+                    Arc::new(h)
+                })
+                .clone()
+        };
         let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
-        states
+        let slot = states
             .entry((pool.to_string(), addr))
-            .or_insert_with(|| {
-                let s = ServerState::new(pool, addr, events);
-                s.up.store(start_up, Ordering::Relaxed);
-                if !start_up {
-                    *s.down_since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-                }
-                Arc::new(s)
-            })
-            .clone()
+            .or_insert_with(|| Arc::new(ServerState::new(pool, health.clone())));
+        // A reload that turned `own_health` on or off: the pool's state
+        // for this server starts again on the other health.
+        if !Arc::ptr_eq(&slot.health, &health) {
+            *slot = Arc::new(ServerState::new(pool, health));
+        }
+        (slot.clone(), created)
     }
 }
 
@@ -294,7 +436,10 @@ mod tests {
 
     #[test]
     fn rise_and_fall_need_streaks() {
-        let s = ServerState::new("p", "127.0.0.1:1".parse().unwrap(), None);
+        let s = ServerState::new(
+            "p",
+            Arc::new(Health::new("127.0.0.1:1".parse().unwrap(), None, None)),
+        );
         assert_eq!(s.observe_check(false, 2, 3, "x"), None);
         assert_eq!(s.observe_check(false, 2, 3, "x"), None);
         assert_eq!(
@@ -314,7 +459,10 @@ mod tests {
 
     #[test]
     fn passive_failures_eject_after_the_limit() {
-        let s = ServerState::new("p", "127.0.0.1:1".parse().unwrap(), None);
+        let s = ServerState::new(
+            "p",
+            Arc::new(Health::new("127.0.0.1:1".parse().unwrap(), None, None)),
+        );
         s.traffic_failed(3, "refused");
         s.traffic_ok();
         s.traffic_failed(3, "refused");
@@ -322,5 +470,33 @@ mod tests {
         assert!(s.is_up());
         s.traffic_failed(3, "refused");
         assert!(!s.is_up() && s.down_by_traffic());
+    }
+
+    #[test]
+    fn one_address_has_one_health_unless_a_pool_keeps_its_own() {
+        let r = StateRegistry::default();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (a, new_a) = r.get_or_create("a", addr, false, true);
+        let (b, new_b) = r.get_or_create("b", addr, false, true);
+        let (c, _) = r.get_or_create("c", addr, true, true);
+        assert!(new_a && !new_b);
+        a.traffic_failed(1, "refused");
+        assert!(!b.is_up(), "down in every pool that shares it");
+        assert!(c.is_up(), "a pool with its own health is not touched");
+        assert_eq!(b.failures.load(Ordering::Relaxed), 0, "counters per pool");
+
+        let other: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        let (watching, _) = r.get_or_create("watching", other, false, true);
+        let (trusting, _) = r.get_or_create("trusting", other, false, true);
+        for _ in 0..5 {
+            trusting.traffic_failed(0, "refused");
+        }
+        watching.traffic_failed(2, "refused");
+        assert!(
+            watching.is_up(),
+            "passive = false adds nothing to the streak"
+        );
+        watching.traffic_failed(2, "refused");
+        assert!(!trusting.is_up());
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use diff::describe_changes;
-pub use files::{RunFiles, Status};
+pub use files::{serving, stem, RunFiles, Serving, Status};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -64,7 +64,7 @@ impl Supervisor {
         running: Running,
         watch: bool,
     ) -> Supervisor {
-        let files = RunFiles::for_policy(&path);
+        let files = RunFiles::for_process(&path, std::process::id());
         let status = Status {
             pid: std::process::id(),
             policy: path.display().to_string(),
@@ -104,12 +104,19 @@ impl Supervisor {
         // A LocalSet: scripted checks run in this thread's own Lua VM.
         let local = tokio::task::LocalSet::new();
         self.grace = grace;
-        let stop = stop_signals(grace, self.lab_faults)?;
+        let stop = stop_signals(grace, self.lab_faults, self.files.clone())?;
         let result = local.block_on(&rt, self.serve(stop));
-        self.files.remove();
+        if result.is_err() {
+            self.files.remove();
+        }
         result?;
+        // Still listed while it drains, as draining: `pocket reload`
+        // leaves it alone, and `pocket status` does not hide it.
+        self.status.draining = true;
+        self.files.write(&self.status);
         tracing::info!("draining: no new connections; open ones get up to {grace:?} to finish");
         self.running.shutdown(grace);
+        self.files.remove();
         tracing::info!("stopped");
         Ok(())
     }
@@ -138,6 +145,8 @@ impl Supervisor {
         self.policy_changed();
         let mut cooldowns = tokio::time::interval(COOLDOWN_TICK);
         self.refresh_counts();
+        // Also clears files that Pockets killed outright left behind.
+        let _ = files::serving(&self.path);
         self.files.write(&self.status);
         for l in &self.running.policy().listeners {
             if let Some(addr) = self.running.addr_of(&l.name) {
@@ -245,59 +254,77 @@ impl Supervisor {
         self.checker.sync(&policy, self.control.as_ref());
     }
 
+    /// One line for a health change, naming every pool that sees it
+    /// (the address's shared health is every pool's that lists it, but
+    /// for pools with `own_health`), and `on_health` once per pool.
     fn health_changed(&mut self, e: HealthEvent) {
         let state = if e.up { "UP" } else { "DOWN" };
-        let left = self
-            .running
-            .policy()
+        let policy = self.running.policy().clone();
+        let pools: Vec<&Arc<crate::lb::Pool>> = policy
             .pools
             .iter()
-            .find(|p| p.name == e.pool)
-            .map(|p| format!("; {}/{} servers up", p.servers_up(), p.servers.len()))
-            .unwrap_or_default();
+            .filter(|p| e.concerns(&p.name, p.own_health))
+            .filter(|p| p.servers.iter().any(|s| s.addr == e.addr))
+            .collect();
+        let names: Vec<&str> = pools.iter().map(|p| &*p.name).collect();
+        let of = match names.as_slice() {
+            [] => String::new(),
+            [one] => format!(" of pool {one}"),
+            many => format!(" of pools {}", many.join(", ")),
+        };
+        let left = match pools.as_slice() {
+            [] => String::new(),
+            [one] => format!("; {}/{} servers up", one.servers_up(), one.servers.len()),
+            many => {
+                let each: Vec<String> = many
+                    .iter()
+                    .map(|p| format!("{} {}/{}", p.name, p.servers_up(), p.servers.len()))
+                    .collect();
+                format!("; servers up: {}", each.join(", "))
+            }
+        };
         if e.up {
-            tracing::info!(
-                "server {} of pool {} is {state}: {}{left}",
-                e.addr,
-                e.pool,
-                e.reason
-            );
+            tracing::info!("server {}{of} is {state}: {}{left}", e.addr, e.reason);
         } else {
-            tracing::warn!(
-                "server {} of pool {} is {state}: {}{left}",
-                e.addr,
-                e.pool,
-                e.reason
-            );
+            tracing::warn!("server {}{of} is {state}: {}{left}", e.addr, e.reason);
         }
         if let Some(control) = &self.control {
-            if let Err(err) = control.on_health(&e.pool, &e.addr.to_string(), e.up, &e.reason) {
-                tracing::error!(hook = err.hook, "{}", err.message);
+            for name in names {
+                if let Err(err) = control.on_health(name, &e.addr.to_string(), e.up, &e.reason) {
+                    tracing::error!(hook = err.hook, "{}", err.message);
+                }
             }
         }
     }
 
-    /// A server ejected by live traffic in a pool without active checks
-    /// gets traffic again once its cool-down is over.
+    /// A server ejected by live traffic, whose health no pool checks
+    /// actively, gets traffic again once its cool-down is over (the
+    /// longest `cooldown` of the pools that share it).
     fn end_cooldowns(&mut self) {
-        for pool in &self.running.policy().pools {
-            if pool.check.is_some() {
-                continue;
-            }
+        let policy = self.running.policy();
+        let checked: std::collections::HashSet<crate::lb::HealthKey> = policy
+            .pools
+            .iter()
+            .filter(|p| p.check.is_some())
+            .flat_map(|p| p.servers.iter().map(|s| s.state.health.key()))
+            .collect();
+        let mut rest: std::collections::HashMap<
+            crate::lb::HealthKey,
+            (&Arc<crate::lb::Health>, Duration),
+        > = std::collections::HashMap::new();
+        for pool in &policy.pools {
             for s in &pool.servers {
-                let state = &s.state;
-                if state.is_up() || !state.down_by_traffic() {
+                let health = &s.state.health;
+                if health.is_up() || !health.down_by_traffic() || checked.contains(&health.key()) {
                     continue;
                 }
-                if state
-                    .down_since()
-                    .is_some_and(|t| t.elapsed() >= pool.passive.cooldown)
-                {
-                    state.set_up(
-                        true,
-                        format!("cool-down of {:?} over", pool.passive.cooldown),
-                    );
-                }
+                let entry = rest.entry(health.key()).or_insert((health, Duration::ZERO));
+                entry.1 = entry.1.max(pool.passive.cooldown);
+            }
+        }
+        for (health, cooldown) in rest.into_values() {
+            if health.down_since().is_some_and(|t| t.elapsed() >= cooldown) {
+                health.set_up(true, format!("cool-down of {cooldown:?} over"));
             }
         }
     }
@@ -366,11 +393,13 @@ impl Supervisor {
 /// SIGTERM and SIGINT, watched on a thread of their own so that nothing
 /// the control thread is busy with (a reload, replacing a worker) can
 /// delay the exit: from the first one, the process ends within `grace`
-/// plus [`EXIT_MARGIN`] even if a worker never stops. With `lab_faults`,
+/// plus [`EXIT_MARGIN`] even if a worker never stops (removing `files`
+/// on the way out). With `lab_faults`,
 /// SIGUSR2 arms the failure lab's `hang_worker` fault.
 fn stop_signals(
     grace: Duration,
     lab_faults: bool,
+    files: RunFiles,
 ) -> anyhow::Result<tokio::sync::mpsc::UnboundedReceiver<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -410,6 +439,7 @@ fn stop_signals(
                 "still not stopped {:?} after the signal (grace {grace:?}): exiting now",
                 grace + EXIT_MARGIN
             );
+            files.remove();
             std::process::exit(0);
         })?;
     Ok(rx)

@@ -1,0 +1,342 @@
+//! State a user can trust: `pocket status` and `pocket reload` see every
+//! Pocket serving a policy, and a trace log kept in the policy's folder
+//! does not feed itself through the folder watcher. Real Pocket processes.
+
+mod common;
+use common::*;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn policy_on(port: u16, origin: std::net::SocketAddr) -> String {
+    format!(
+        r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:{port}", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{origin}" }} }} }},
+}}"#
+    )
+}
+
+/// `pocket run POLICY` (one worker, not watching), ready.
+fn run(policy: &Path) -> (Child, Log) {
+    let mut child = Command::new(pocket_bin())
+        .args([
+            "run",
+            policy.to_str().unwrap(),
+            "--workers",
+            "1",
+            "--no-watch",
+        ])
+        .env("POCKET_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Log::default();
+    log.follow(child.stderr.take().unwrap());
+    log.wait_for(&["pocket ready"]);
+    (child, log)
+}
+
+fn pids_in(status: &str) -> Vec<u32> {
+    status
+        .lines()
+        .filter_map(|l| l.strip_prefix("pid: "))
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Two `pocket run` of one policy on one port both serve (SO_REUSEPORT):
+/// status lists both, reload reloads both, and when one stops (SIGTERM or
+/// SIGKILL) the other is still listed; a draining one is shown as such.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_reload_see_every_pocket_serving_a_policy() {
+    let a = origin("A");
+    let port = dead_addr().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(dir.path(), "policy.lua", &policy_on(port, a.addr));
+    let p = path.to_str().unwrap();
+    let (mut first, _first_log) = run(&path);
+    let (mut second, _second_log) = run(&path);
+    let (one, two) = (first.id(), second.id());
+
+    let (code, status, err) = pocket_cmd(&["status", p]);
+    assert_eq!(code, 0, "{err}");
+    let mut want = vec![one, two];
+    want.sort();
+    assert_eq!(pids_in(&status), want, "{status}");
+    assert_eq!(status.matches("state: serving").count(), 2, "{status}");
+
+    let (code, out, err) = pocket_cmd(&["reload", p]);
+    assert_eq!(code, 0, "{out}{err}");
+    for pid in [one, two] {
+        assert!(
+            out.contains(&format!("reloaded: generation 2 (pid {pid})")),
+            "{out}"
+        );
+    }
+
+    // The newest stops gracefully: the first one is still there.
+    unsafe { libc::kill(two as i32, libc::SIGTERM) };
+    assert!(second.wait().unwrap().success());
+    let (code, status, err) = pocket_cmd(&["status", p]);
+    assert_eq!(code, 0, "the first Pocket still serves: {err}");
+    assert_eq!(pids_in(&status), vec![one], "{status}");
+    assert_eq!(get(([127, 0, 0, 1], port).into(), "/").await.status, 200);
+
+    // A third starts, and the first is killed outright (no chance to
+    // remove its files): only the third is listed, the first's files go.
+    let (mut third, third_log) = run(&path);
+    let three = third.id();
+    let _ = first.kill();
+    let _ = first.wait();
+    let (code, status, err) = pocket_cmd(&["status", p]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(pids_in(&status), vec![three], "{status}");
+    let stem = pocket::reload::stem(&path);
+    let stale = std::env::temp_dir().join(format!("{stem}-{one}.status"));
+    assert!(!stale.exists(), "{} left behind", stale.display());
+
+    // While it drains a slow request it is listed as draining, and takes
+    // no reload.
+    let slow = tokio::spawn(async move { get(([127, 0, 0, 1], port).into(), "/delay/3000").await });
+    let deadline = Instant::now() + DEADLINE;
+    while a.request_count() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    unsafe { libc::kill(three as i32, libc::SIGTERM) };
+    third_log.wait_for(&["draining"]);
+    let (code, status, _) = pocket_cmd(&["status", p]);
+    assert_eq!(code, 0);
+    assert!(status.contains("state: draining"), "{status}");
+    let (code, out, err) = pocket_cmd(&["reload", p]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains(&format!("pid {three}: draining")), "{out}");
+    assert_eq!(slow.await.unwrap().status, 200);
+    assert!(third.wait().unwrap().success());
+
+    let (code, _, err) = pocket_cmd(&["status", p]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no Pocket is serving"), "{err}");
+    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&stem))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// `POCKET_LOG=trace` with stderr going to a file in the watched policy
+/// folder: each line written is a file-system event, and if any event
+/// logged a line the log would feed itself (70 MB in 5 s was seen). The
+/// log stays a few hundred lines, and the watcher still reloads on an edit.
+#[test]
+fn a_trace_log_in_the_policy_folder_does_not_feed_itself() {
+    let a = origin("A");
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(dir.path(), "policy.lua", &policy_on(0, a.addr));
+    let log_path = dir.path().join("pocket.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(pocket_bin())
+        .args(["run", path.to_str().unwrap(), "--workers", "1"])
+        .env("POCKET_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let wait_in_file = |part: &str| {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if text.contains(part) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {part:?} in the log ({} bytes)",
+                text.len()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_in_file("pocket ready");
+    std::fs::write(&path, policy_on(0, a.addr) + "\n-- edited\n").unwrap();
+    wait_in_file("generation 2 is live");
+    // Two more seconds of a log that, looping, grew by ~50,000 lines a second.
+    std::thread::sleep(Duration::from_secs(2));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines = text.lines().count();
+    assert!(
+        lines < 1000,
+        "{lines} log lines; the last ones:\n{}",
+        text.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+}
+
+fn origin_of(r: &Resp) -> String {
+    r.header("x-origin").unwrap_or_default()
+}
+
+/// One origin, S, in two pools (and in a third that keeps its own health).
+/// Killed, it is DOWN once, in both sharing pools at once: clients of the
+/// pool without a check (which alone, with no passive checking and no
+/// retries, would answer 502 on each try of S) are served by the others.
+/// Back, both pools send to it again. The pool with `own_health` is not
+/// touched by the shared verdict.
+#[tokio::test]
+async fn one_address_has_one_health_in_every_pool() {
+    let (a, b) = (origin("A"), origin("B"));
+    let s = origin("S");
+    let s_addr = s.addr;
+    let policy = format!(
+        r#"return {{
+  listeners = {{
+    {{ name = "a", bind = "127.0.0.1:0", pool = "checked" }},
+    {{ name = "b", bind = "127.0.0.1:0", pool = "unchecked" }},
+    {{ name = "c", bind = "127.0.0.1:0", pool = "apart" }},
+  }},
+  pools = {{
+    checked = {{ servers = {{ "{a}", "{s}" }},
+      check = {{ http = "GET /health", interval = "200ms", timeout = "150ms", rise = 2, fall = 2 }} }},
+    unchecked = {{ servers = {{ "{b}", "{s}" }}, passive = false, retries = 0 }},
+    apart = {{ servers = {{ "{s}" }}, own_health = true, passive = false, retries = 0 }},
+  }},
+  on_health = function(server, up, why)
+    pocket.log.warn("on_health", server.pool, server.addr, up and "up" or "down")
+  end,
+}}"#,
+        a = a.addr,
+        b = b.addr,
+        s = s_addr
+    );
+    let pocket = Pocket::start(&policy, 2);
+    let (via_a, via_b, via_c) = (pocket.addr("a"), pocket.addr("b"), pocket.addr("c"));
+    let served = |addr, n| async move {
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            let r = get(addr, "/").await;
+            seen.push(format!("{} {}", r.status, origin_of(&r)));
+        }
+        seen
+    };
+    assert!(served(via_b, 4).await.contains(&"200 S".to_string()));
+
+    drop(s);
+    let down = pocket.log.wait_for(&[
+        &format!("server {s_addr} of pools checked, unchecked is DOWN"),
+        "2 checks failed",
+    ]);
+    eprintln!("{down}");
+    for pool in ["checked", "unchecked"] {
+        pocket
+            .log
+            .wait_for(&["on_health", pool, &s_addr.to_string(), "down"]);
+    }
+    let seen = served(via_b, 10).await;
+    assert!(
+        seen.iter().all(|r| r == "200 B"),
+        "the unchecked pool still tried S: {seen:?}"
+    );
+    let seen = served(via_a, 10).await;
+    assert!(seen.iter().all(|r| r == "200 A"), "{seen:?}");
+    // The pool with its own health has no check and no passive checking:
+    // it still believes S up and tries it (a 502 with retries = 0).
+    let r = get(via_c, "/").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+
+    let s = spawn_origin_at("S", s_addr).expect("restart S on its port");
+    pocket.log.wait_for(&[
+        &format!("server {s_addr} of pools checked, unchecked is UP"),
+        "2 checks passed",
+    ]);
+    for via in [via_a, via_b] {
+        let seen = served(via, 6).await;
+        assert!(seen.contains(&"200 S".to_string()), "S is back: {seen:?}");
+    }
+    let downs = pocket
+        .log
+        .lines()
+        .iter()
+        .filter(|l| l.contains(&format!("server {s_addr} ")) && l.contains(" is DOWN"))
+        .count();
+    assert_eq!(
+        downs,
+        1,
+        "one health, one DOWN line:\n{}",
+        pocket.log.text()
+    );
+    drop(s);
+}
+
+/// Passive failures in one pool take the address down in every pool
+/// sharing it (the other pool counts none, with `passive = false`).
+#[tokio::test]
+async fn passive_failures_in_one_pool_take_the_address_down_in_all() {
+    let (a, b) = (origin("A"), origin("B"));
+    let s = dead_addr();
+    let policy = format!(
+        r#"return {{
+  listeners = {{
+    {{ name = "a", bind = "127.0.0.1:0", pool = "watching" }},
+    {{ name = "b", bind = "127.0.0.1:0", pool = "trusting" }},
+  }},
+  pools = {{
+    watching = {{ servers = {{ "{a}", "{s}" }}, passive = {{ after = 2, cooldown = "1h" }} }},
+    trusting = {{ servers = {{ "{b}", "{s}" }}, passive = false, retries = 0 }},
+  }},
+}}"#,
+        a = a.addr,
+        b = b.addr,
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let (via_a, via_b) = (pocket.addr("a"), pocket.addr("b"));
+    for _ in 0..6 {
+        assert_eq!(get(via_a, "/").await.status, 200);
+    }
+    pocket.log.wait_for(&[
+        &format!("server {s} of pools trusting, watching is DOWN"),
+        "2 failures in a row on live traffic",
+    ]);
+    for _ in 0..10 {
+        let r = get(via_b, "/").await;
+        assert_eq!(
+            (r.status, origin_of(&r)),
+            (200, "B".to_string()),
+            "{}",
+            r.text()
+        );
+    }
+}
+
+/// Two pools that check one address differently: which would decide? The
+/// policy is refused, at the second pool, with what to do.
+#[test]
+fn two_different_checks_of_one_address_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(
+        dir.path(),
+        "policy.lua",
+        r#"return {
+  listeners = { { name = "web", bind = "127.0.0.1:0", pool = "one" } },
+  pools = {
+    one = { servers = { "127.0.0.1:9001" }, check = { tcp = true } },
+    two = { servers = { "127.0.0.1:9001" }, check = { http = "GET /health" } },
+    three = { servers = { "127.0.0.1:9001" }, check = { tcp = true } },
+    four = { servers = { "127.0.0.1:9001" }, check = { http = "GET /health" }, own_health = true },
+  },
+}
+"#,
+    );
+    let (code, out, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("policy.lua:5: pool \"two\": server 127.0.0.1:9001 is also in pool \"one\", which checks it differently")
+            && err.contains("own_health = true"),
+        "{err}"
+    );
+    assert_eq!(err.matches("checks it differently").count(), 1, "{err}");
+}
