@@ -123,6 +123,7 @@ return {
   tests = {
     { name = "normally the app serves", req = { path = "/" }, pool = "app" },
     { name = "static files come from static", req = { path = "/static/site.css" }, pool = "static" },
+    { name = "so does the favicon", req = { path = "/favicon.ico" }, pool = "static" },
     { name = "the switch wants a POST", req = { path = "/admin/maintenance/on" }, status = 405 },
     { name = "and a local client",
       req = { method = "POST", path = "/admin/maintenance/on", peer_ip = "203.0.113.9" }, status = 403 },
@@ -133,6 +134,7 @@ return {
       header = { ["retry-after"] = "300", ["content-type"] = "text/html; charset=utf-8" } },
     { name = "static files are still served", req = { path = "/static/site.css" }, pool = "static" },
     { name = "the state page", req = { path = "/admin/maintenance" }, status = 200, body = "switch: on" },
+    { name = "an unknown admin path", req = { method = "POST", path = "/admin/maintenance/maybe" }, status = 404 },
     { name = "maintenance off", req = { method = "POST", path = "/admin/maintenance/off" },
       status = 200, body = "maintenance off" },
     { name = "the app serves again", req = { path = "/checkout" }, pool = "app" },
