@@ -19,9 +19,10 @@ local RETRY_AFTER = 300
 local app = {}
 for i, addr in ipairs(APP) do app[i] = { addr = addr, handle = pocket.server("app", addr) } end
 
--- The switch, also kept in pocket.store: `pocket test` has no live server
--- states (pocket.server(...) raises "no server ... in pool" there), so the
--- tests see the switch instead of the servers.
+-- The switch, kept in pocket.store (shared by every worker, kept across
+-- reloads) for the state page, and for when no app server can be found:
+-- pocket.server(...) raises "no server ... in pool" for an address the
+-- pool does not list (APP edited, the pool not), hence the pcalls.
 local switch = pocket.store("maintenance")
 
 local function state_of(s)
@@ -44,7 +45,7 @@ local function app_ready()
       if st.up and st.admin == "ready" then return true end
     end
   end
-  if not live then return not switch:get("on") end   -- under `pocket test`
+  if not live then return not switch:get("on") end   -- none found: the switch decides
   return false
 end
 
