@@ -686,4 +686,39 @@ fn pocket_meta_lua_covers_the_whole_api() {
         missing.is_empty() && stale.is_empty(),
         "docs/pocket.meta.lua is out of step with the API.\nmissing (exposed, not typed): {missing:?}\nstale (typed, not exposed): {stale:?}"
     );
+
+    // The reference pages name every function of `pocket` and of the
+    // stdlib modules too (`pocket.hash(`, `util.split(`).
+    let pages = ["docs/lua-api.md", "docs/stdlib.md"]
+        .map(|p| std::fs::read_to_string(root().join(p)).unwrap())
+        .join("\n");
+    let undocumented: Vec<String> = api
+        .iter()
+        .filter_map(|(c, n)| {
+            let prefix = match c.as_str() {
+                "pocket" | "pocket.log" => format!("{c}."),
+                module
+                    if module.matches('.').count() == 1
+                        && module.chars().all(|c| !c.is_ascii_uppercase()) =>
+                {
+                    format!("{}.", module.trim_start_matches("pocket."))
+                }
+                _ => return None,
+            };
+            let name = format!("{prefix}{n}");
+            let value = n == "version" || n == "log"; // not functions
+            (!value && !pages.contains(&format!("{name}("))).then_some(name)
+        })
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "not described in docs/lua-api.md or docs/stdlib.md: {undocumented:?}"
+    );
+
+    // meta.lua is never run, but it must be Lua: compiled (not run) by Pocket.
+    let dir = tempfile::tempdir().unwrap();
+    let wrapped = format!("local _ = function()\n{meta}\nend\nreturn {{ {LISTENER} }}\n");
+    let path = write_policy(dir.path(), "policy.lua", &wrapped);
+    let (code, out, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "docs/pocket.meta.lua does not compile: {out}{err}");
 }
