@@ -29,7 +29,8 @@
 //! `pocket check` and `pocket test`, has tests, and every rule that names a
 //! pool is covered: the pool swapped for another pool of the policy makes
 //! `pocket test` fail. A README's `PATH: N passed, 0 failed` line must be
-//! what `pocket test PATH` prints.
+//! what `pocket test PATH` prints. Every relative link of those pages
+//! leads to a file, and to a heading of it when it names one.
 
 mod common;
 use common::*;
@@ -721,4 +722,73 @@ fn pocket_meta_lua_covers_the_whole_api() {
     let path = write_policy(dir.path(), "policy.lua", &wrapped);
     let (code, out, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
     assert_eq!(code, 0, "docs/pocket.meta.lua does not compile: {out}{err}");
+}
+
+/// GitHub's anchors for a page's headings: lowercase, letters, digits,
+/// `-` and `_` kept, spaces as `-`, a repeated heading numbered.
+fn anchors(page: &Path) -> std::collections::HashSet<String> {
+    let text = std::fs::read_to_string(page).unwrap_or_default();
+    let mut out = std::collections::HashSet::new();
+    let mut seen: std::collections::HashMap<String, usize> = Default::default();
+    let mut fenced = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            continue;
+        }
+        let Some(title) = line.strip_prefix('#') else {
+            continue;
+        };
+        if fenced || !title.trim_start_matches('#').starts_with(' ') {
+            continue;
+        }
+        let anchor: String = title
+            .trim_start_matches('#')
+            .trim()
+            .to_lowercase()
+            .chars()
+            .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+            .map(|c| if c == ' ' { '-' } else { c })
+            .collect();
+        let n = seen.entry(anchor.clone()).or_insert(0);
+        out.insert(match *n {
+            0 => anchor.clone(),
+            k => format!("{anchor}-{k}"),
+        });
+        *n += 1;
+    }
+    out
+}
+
+/// Every relative link of the docs names a file that exists, and a heading
+/// of that page when it has `#anchor`.
+#[test]
+fn every_link_in_the_docs_leads_somewhere() {
+    let mut broken = Vec::new();
+    for page in doc_pages() {
+        let text = std::fs::read_to_string(&page).unwrap();
+        for (at, _) in text.match_indices("](") {
+            let rest = &text[at + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let link = &rest[..end];
+            if link.contains("://") || link.starts_with("mailto:") || link.contains(' ') {
+                continue;
+            }
+            let line = text[..at].matches('\n').count() + 1;
+            let (file, anchor) = link.split_once('#').unwrap_or((link, ""));
+            let target = match file {
+                "" => page.clone(),
+                f => page.parent().unwrap().join(f),
+            };
+            if !target.exists() {
+                broken.push(format!("{}:{line}: {link}: no such file", shown(&page)));
+            } else if !anchor.is_empty()
+                && target.extension().is_some_and(|x| x == "md")
+                && !anchors(&target).contains(anchor)
+            {
+                broken.push(format!("{}:{line}: {link}: no such heading", shown(&page)));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
