@@ -23,7 +23,9 @@
 //!   never called. Only its syntax is checked.
 //!
 //! To have a block compiled only, whatever it looks like, start it with a
-//! comment line containing `fragment` (`-- fragment: inside a pool`).
+//! comment line containing `fragment` (`-- fragment: inside a pool`). A
+//! block with a lab placeholder (`{{listen}}`, `{{A}}`) is a lab scenario,
+//! and is compiled only too (tests/lab.rs runs the real scenarios).
 //!
 //! Every example's policy (examples/*/policy.lua) goes through
 //! `pocket check` and `pocket test`, has tests, and every rule that names a
@@ -146,7 +148,8 @@ fn is_key_line(l: &str) -> bool {
 
 fn kind(text: &str) -> Kind {
     let first = text.lines().next().unwrap_or("");
-    if first.trim_start().starts_with("--") && first.contains("fragment") {
+    // A lab scenario's policy has placeholders (`{{listen}}`): not a policy.
+    if (first.trim_start().starts_with("--") && first.contains("fragment")) || text.contains("{{") {
         return Kind::Fragment;
     }
     if text.lines().any(|l| l.starts_with("return {")) && text.contains("listeners") {
