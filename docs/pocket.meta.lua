@@ -28,7 +28,27 @@
 ---@field on_response? fun(req: pocket.Request, res: pocket.ServerResponse) Each response from a server, before its body is sent. The return value is ignored.
 ---@field on_health? fun(server: pocket.HealthServer, up: boolean, why: string) A server went down or came back up (check, passive check or cool-down). Runs on the control thread; the return value is ignored.
 ---@field on_check? pocket.CheckFunction The scripted check of pools with check = { script = true }.
----@field tests? table Cases that `pocket test POLICY` runs without a network; serving ignores them.
+---@field tests? pocket.TestCase[] Cases that `pocket test POLICY` runs without a network; serving ignores them (docs/testing-policies.md).
+
+---A `pocket test` case: a request, server states for it, and what it should get.
+---@class pocket.TestCase
+---@field name? string Shown in failures; also finds the case's line.
+---@field req? pocket.TestRequest Default: GET / on example.com from 127.0.0.1.
+---@field health? table<string, "up"|"down"|"drain"|"maint"|"ready"> Server states ("ip:port" as in the pool) for this case.
+---@field pool? string The pool that would serve it (after bypass and fallback).
+---@field server? string The "ip:port" that would get it.
+---@field status? integer The answer's status (200 when a server is picked, 503 when none is up).
+---@field header? table<string, string|boolean> A value, true (present) or false (absent): the answer's headers, or the request's as on_request left them.
+---@field body? string The answer's body contains this text.
+
+---@class pocket.TestRequest
+---@field method? string Default "GET".
+---@field path? string Default "/"; must start with "/".
+---@field query? string Without "?".
+---@field host? string Default "example.com".
+---@field headers? table<string, string>
+---@field peer_ip? string Default "127.0.0.1".
+---@field listener? string Default "": the first listener's pool.
 
 ---@class pocket.Listener
 ---@field bind string "ip:port", "[v6]:port", "localhost:port", "*:port" or ":port".
@@ -38,6 +58,7 @@
 ---@field keepalive? string|number How long an idle keep-alive client connection stays open, HTTP/1 or HTTP/2 (default "75s").
 ---@field timeouts? pocket.ClientTimeouts The client side's timeouts.
 ---@field max_connections? integer At most this many client connections open at once on this listener, over all workers (at least 1); at the cap new connections wait in the kernel's accept queue.
+---@field head_size? integer The most bytes a request head may take (request line through the empty line), 1024..1048576, default 32768; over it a 414 (request line) or 431. On HTTP/2, the header list.
 
 ---@class pocket.ClientTimeouts
 ---@field head? pocket.Duration A request head must arrive whole within this (a new connection: from the accept; HTTP/2: its first stream) (default "30s").

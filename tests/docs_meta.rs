@@ -3,7 +3,9 @@
 //! `pocket.log`, every stdlib module and the objects it makes, and the
 //! tables hooks receive are walked in a real Pocket's VMs; the methods and
 //! fields of userdata (requests, responses, stores, regexes, ...) are read
-//! from their registration in engine/src/script/api/. The reference pages
+//! from their registration in engine/src/script/api/; the keys of the
+//! policy table at every level, and of a `pocket test` case, are the lists
+//! a real `pocket check` / `pocket test` gives for an unknown key. The reference pages
 //! (lua-api.md, stdlib.md) must name every function of `pocket` and of the
 //! stdlib modules too.
 
@@ -224,6 +226,69 @@ return {{
     names
 }
 
+/// The keys of the policy table at every level, as a real `pocket check`
+/// lists them (`unknown key "zzz" (known: ...)`), by the class meta.lua
+/// gives that level.
+fn policy_keys() -> Names {
+    let policy = r#"return {
+  zzz = 1,
+  listeners = { { bind = "127.0.0.1:1", pool = "app", zzz = 1, timeouts = { zzz = "1s" } } },
+  pools = { app = { servers = { "127.0.0.1:2", { addr = "127.0.0.1:3", zzz = 1 } }, zzz = 1,
+    timeouts = { zzz = "1s" }, check = { tcp = true, zzz = 1 }, passive = { zzz = 1 } } },
+}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(dir.path(), "policy.lua", policy);
+    let (_, out, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
+    let mut names = Names::new();
+    let mut levels = 0;
+    for line in out.lines().chain(err.lines()) {
+        let Some((head, known)) = line.split_once(": unknown key \"zzz\" (known: ") else {
+            continue;
+        };
+        let level = head.rsplit(": ").next().unwrap_or("");
+        let class = match level {
+            "policy" => "pocket.Policy",
+            l if l.starts_with("listener") && l.ends_with("timeouts") => "pocket.ClientTimeouts",
+            l if l.starts_with("listener") => "pocket.Listener",
+            l if l.contains(" server ") => "pocket.Server",
+            l if l.ends_with("timeouts") => "pocket.Timeouts",
+            l if l.ends_with("check") => "pocket.Check",
+            l if l.ends_with("passive") => "pocket.Passive",
+            l if l.starts_with("pool") => "pocket.Pool",
+            other => panic!("a level of the policy this test does not know: {other:?} in {line}"),
+        };
+        levels += 1;
+        for key in known.trim_end_matches(')').split(", ") {
+            names.insert((class.to_string(), key.to_string()));
+        }
+    }
+    assert_eq!(levels, 8, "every level's keys, from:\n{out}{err}");
+    // A `pocket test` case and its request, as `pocket test` lists them.
+    let cases = r#"return {
+  listeners = { { bind = "127.0.0.1:1", pool = "app" } },
+  pools = { app = { servers = { "127.0.0.1:2" } } },
+  tests = { { zzz = 1 }, { req = { zzz = 1 } } },
+}
+"#;
+    let path = write_policy(dir.path(), "cases.lua", cases);
+    let (_, out, err) = pocket_cmd(&["test", path.to_str().unwrap()]);
+    for (what, class) in [
+        ("the case", "pocket.TestCase"),
+        ("req", "pocket.TestRequest"),
+    ] {
+        let marker = format!("unknown key \"zzz\" in {what} (known: ");
+        let known = out
+            .lines()
+            .find_map(|l| l.split_once(marker.as_str()).map(|(_, k)| k))
+            .unwrap_or_else(|| panic!("no {marker:?} in:\n{out}{err}"));
+        for key in known.trim_end_matches(')').split(", ") {
+            names.insert((class.to_string(), key.to_string()));
+        }
+    }
+    names
+}
+
 /// docs/pocket.meta.lua types every name the API exposes, and no name it
 /// does not have (for the classes walked here).
 #[test]
@@ -233,6 +298,7 @@ fn pocket_meta_lua_covers_the_whole_api() {
     eprintln!("meta.lua types {} names", typed.len());
     let mut api = walked_names();
     api.extend(userdata_names().unwrap_or_else(|e| panic!("{e}")));
+    api.extend(policy_keys());
     eprintln!("the API exposes {} names", api.len());
     for module in ["util", "match", "canary", "sticky", "ratelimit", "cdn"] {
         assert!(
