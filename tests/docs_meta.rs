@@ -368,3 +368,44 @@ fn pocket_meta_lua_covers_the_whole_api() {
     let (code, out, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
     assert_eq!(code, 0, "docs/pocket.meta.lua does not compile: {out}{err}");
 }
+
+/// The values meta.lua offers for `balance` and `hash_key` are the ones
+/// `pocket check` knows.
+#[test]
+fn pocket_meta_lua_offers_every_balance_and_hash_key() {
+    let meta = std::fs::read_to_string(root().join("docs/pocket.meta.lua")).unwrap();
+    let policy = r#"return {
+  listeners = { { bind = "127.0.0.1:1" } },
+  pools = {
+    a = { servers = { "127.0.0.1:2" }, balance = "zzz" },
+    b = { servers = { "127.0.0.1:3" }, balance = "hash", hash_key = "zzz" },
+  },
+}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(dir.path(), "policy.lua", policy);
+    let (_, _, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
+    let list = |after: &str| -> Vec<String> {
+        let line = err
+            .lines()
+            .find_map(|l| l.split_once(after).map(|(_, rest)| rest.to_string()))
+            .unwrap_or_else(|| panic!("no {after:?} in:\n{err}"));
+        line.trim_end_matches(')')
+            .split(", ")
+            .map(|w| w.trim_end_matches(" or a function").to_string())
+            .collect()
+    };
+    let mut missing = Vec::new();
+    for name in list("unknown balance algorithm \"zzz\" (known: ") {
+        if !meta.contains(&format!("---| \"{name}\"")) {
+            missing.push(format!("balance {name}"));
+        }
+    }
+    for name in list("unknown hash_key \"zzz\" (") {
+        // "header:NAME" is typed as `string # "header:NAME" or ...`.
+        if !meta.contains(&format!("---| \"{name}\"")) && !meta.contains(&format!("\"{name}\"")) {
+            missing.push(format!("hash_key {name}"));
+        }
+    }
+    assert!(missing.is_empty(), "docs/pocket.meta.lua lacks {missing:?}");
+}
