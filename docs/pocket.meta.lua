@@ -28,7 +28,27 @@
 ---@field on_response? fun(req: pocket.Request, res: pocket.ServerResponse) Each response from a server, before its body is sent. The return value is ignored.
 ---@field on_health? fun(server: pocket.HealthServer, up: boolean, why: string) A server went down or came back up (check, passive check or cool-down). Runs on the control thread; the return value is ignored.
 ---@field on_check? pocket.CheckFunction The scripted check of pools with check = { script = true }.
----@field tests? table Cases that `pocket test POLICY` runs without a network; serving ignores them.
+---@field tests? pocket.TestCase[] Cases that `pocket test POLICY` runs without a network; serving ignores them (docs/testing-policies.md).
+
+---A `pocket test` case: a request, server states for it, and what it should get.
+---@class pocket.TestCase
+---@field name? string Shown in failures; also finds the case's line.
+---@field req? pocket.TestRequest Default: GET / on example.com from 127.0.0.1.
+---@field health? table<string, "up"|"down"|"drain"|"maint"|"ready"> Server states ("ip:port" as in the pool) for this case.
+---@field pool? string The pool that would serve it (after bypass and fallback).
+---@field server? string The "ip:port" that would get it.
+---@field status? integer The answer's status (200 when a server is picked, 503 when none is up).
+---@field header? table<string, string|boolean> A value, true (present) or false (absent): the answer's headers, or the request's as on_request left them.
+---@field body? string The answer's body contains this text.
+
+---@class pocket.TestRequest
+---@field method? string Default "GET".
+---@field path? string Default "/"; must start with "/".
+---@field query? string Without "?".
+---@field host? string Default "example.com".
+---@field headers? table<string, string>
+---@field peer_ip? string Default "127.0.0.1".
+---@field listener? string Default "": the first listener's pool.
 
 ---@class pocket.Listener
 ---@field bind string "ip:port", "[v6]:port", "localhost:port", "*:port" or ":port".
@@ -38,6 +58,7 @@
 ---@field keepalive? string|number How long an idle keep-alive client connection stays open, HTTP/1 or HTTP/2 (default "75s").
 ---@field timeouts? pocket.ClientTimeouts The client side's timeouts.
 ---@field max_connections? integer At most this many client connections open at once on this listener, over all workers (at least 1); at the cap new connections wait in the kernel's accept queue.
+---@field head_size? integer The most bytes a request head may take (request line through the empty line), 1024..1048576, default 32768; over it a 414 (request line) or 431. On HTTP/2, the header list.
 
 ---@class pocket.ClientTimeouts
 ---@field head? pocket.Duration A request head must arrive whole within this (a new connection: from the accept; HTTP/2: its first stream) (default "30s").
@@ -327,6 +348,31 @@ function Regex:captures(text) end
 ---@return string
 function Regex:replace(text, with) end
 
+---A set of compiled Rust regexes matched in one pass (pocket.regex_set).
+---Says which patterns match, not where; no captures.
+---@class pocket.RegexSet
+local RegexSet = {}
+
+---True when any pattern matches somewhere in `text`.
+---@param text string
+---@return boolean
+function RegexSet:is_match(text) end
+
+---The 1-based indices of every pattern that matches, ascending ({} when none).
+---@param text string
+---@return integer[]
+function RegexSet:matches(text) end
+
+---The lowest index of a matching pattern (the first in the list, not the
+---leftmost match), or nil.
+---@param text string
+---@return integer|nil
+function RegexSet:first(text) end
+
+---The number of patterns.
+---@return integer
+function RegexSet:len() end
+
 ------------------------------------------------------------------------
 -- The pocket global
 ------------------------------------------------------------------------
@@ -364,6 +410,30 @@ function pocket.reject(reason) end
 ---@return pocket.Regex
 function pocket.regex(pattern) end
 
+---Compiles a list of Rust regexes into one set matched in a single pass.
+---Do it at load. A pattern that does not compile raises `bad regex "...": ...`;
+---an empty list matches nothing.
+---@param patterns string[]
+---@return pocket.RegexSet
+function pocket.regex_set(patterns) end
+
+---A stable hash of a string (the same in every worker, run and machine):
+---the hash `balance = "hash"` uses, shifted right one bit. `pocket.hash(id) % 100`
+---buckets clients.
+---@param text string
+---@return integer Not negative.
+function pocket.hash(text) end
+
+---Seconds on a monotonic clock (a float, millisecond steps) from early in
+---the process's life; only differences mean anything.
+---@return number
+function pocket.now() end
+
+---Wall-clock seconds since 1970-01-01 UTC (a float); it jumps when the
+---system clock is set. The sandbox has no `os`.
+---@return number
+function pocket.time() end
+
 ---The store of that name, created on first use. Every worker and every
 ---policy version reaching the same name share its data. Call it once, at load.
 ---A store has a size (default 8 MiB); writes past it evict the least recently
@@ -395,10 +465,63 @@ function pocket.log.warn(...) end
 function pocket.log.error(...) end
 
 ------------------------------------------------------------------------
--- Embedded stdlib: require "pocket.util"
+-- Embedded stdlib (docs/stdlib.md): require "pocket.util", "pocket.match",
+-- "pocket.canary", "pocket.sticky", "pocket.ratelimit", "pocket.cdn".
+-- Misuse is an error at load, at the caller's path:line.
 ------------------------------------------------------------------------
 
 ---@class pocket.util
 ---@field split fun(text: string, sep?: string): string[] Split on separator characters (default ","), trimmed, empties dropped.
 ---@field set fun(list: any[]): table<any, true> A set from a list.
 ---@field cookie fun(header: string|nil, name: string): string|nil One cookie's value from a Cookie header.
+
+---A route table (docs/stdlib.md, "pocket.match").
+---@class pocket.match
+---@field routes fun(rules: pocket.match.Rule[]|{ default?: string|pocket.Response }): pocket.match.Routes Checks and compiles the rules once, at load; first rule whose conditions all hold wins.
+
+---One rule: conditions (all must hold; none: always holds) and one outcome.
+---@class pocket.match.Rule
+---@field host? string Exact host, or "*.example.com" for its subdomains.
+---@field path? string Exact path.
+---@field prefix? string Path prefix.
+---@field regex? string A Rust regex on the path.
+---@field method? string|string[] Methods the rule applies to.
+---@field header? { [1]: string, [2]?: string } A header present, or with that value.
+---@field cookie? { [1]: string, [2]?: string } A cookie present, or with that value.
+---@field pool? string The pool to use.
+---@field respond? { [1]: integer, [2]?: string, [3]?: table<string, string|number> } A local response, built once.
+---@field redirect? { [1]: integer|string, [2]?: string } A redirect, built once: { status, location } or { location } (302).
+
+---@class pocket.match.Routes
+local Routes = {}
+
+---The winning rule's pool name or response, or the table's default.
+---@param req pocket.Request
+---@return string|pocket.Response|nil
+function Routes:route(req) end
+
+---A fixed share of clients on a new version, each client always on the same side.
+---@class pocket.canary
+---@field split fun(opts: { stable: string, canary: string, weight: integer, cookie?: string, header?: string, force_header?: string }): fun(req: pocket.Request): string Returns a function that gives each request its pool.
+
+---Sessions kept on one server, remembered in pocket.store.
+---@class pocket.sticky
+---@field balance fun(opts?: { cookie?: string, ttl?: integer, store?: string }): pocket.BalanceFunction A pool's balance function (cookie default "sid", ttl 3600 s, store "sticky").
+
+---A token bucket per key in pocket.store; over the limit, a 429 with Retry-After.
+---@class pocket.ratelimit
+---@field new fun(opts: { rate: number, burst?: number, key?: fun(req: pocket.Request): string|number|nil, store?: string }): pocket.ratelimit.Limiter
+
+---@class pocket.ratelimit.Limiter
+local Limiter = {}
+
+---nil when the request may pass (it takes a token), else the 429 response to return.
+---@param req pocket.Request
+---@return pocket.Response|nil
+function Limiter:check(req) end
+
+---A tier of caches in front of an origin pool: each URL on one cache.
+---@class pocket.cdn
+---@field tier fun(opts: { servers: (string|pocket.Server)[], fallback: string, key?: fun(req: pocket.Request): string, cacheable?: fun(req: pocket.Request): boolean, bypass?: fun(req: pocket.Request): any, balance_factor?: integer, check?: pocket.Check, retries?: integer, timeouts?: pocket.Timeouts }): pocket.Pool A plain pool table.
+---@field cacheable fun(req: pocket.Request): boolean False for methods other than GET/HEAD, Authorization, or a session cookie.
+---@field key fun(req: pocket.Request): string (req.host or "") .. req.uri.

@@ -191,7 +191,10 @@ async fn a_server_that_stalls_mid_response_gets_the_client_connection_closed() {
 async fn a_server_that_dies_mid_response_gets_the_client_connection_closed() {
     let a = origin("A");
     let pocket = Pocket::start(
-        &pool_policy(&format!(r#"{{ servers = {{ "{}" }} }}"#, a.addr)),
+        &pool_policy(&format!(
+            r#"{{ servers = {{ "{}" }}, passive = {{ after = 1 }} }}"#,
+            a.addr
+        )),
         1,
     );
     let stream = tokio::net::TcpStream::connect(pocket.addr("web"))
@@ -230,6 +233,11 @@ async fn a_server_that_dies_mid_response_gets_the_client_connection_closed() {
         "the client sees the transfer break, promptly"
     );
     pocket.log.wait_for(&["broke off its response"]);
+    // A body that breaks off is a passive failure.
+    pocket.log.wait_for(&[
+        "of pool app is DOWN",
+        "failures in a row on live traffic (last: response broke off)",
+    ]);
 }
 
 async fn spread(addr: SocketAddr, n: usize, headers: &[(&str, &str)]) -> HashMap<String, usize> {
@@ -500,5 +508,32 @@ async fn a_check_added_by_a_reload_starts_checking() {
     pocket.log.wait_for(&[
         &format!("server {dead} of pool app is DOWN"),
         "checks failed",
+    ]);
+}
+
+/// A body that stalls for `timeouts.idle` is a passive failure: with
+/// `passive = { after = 2 }` two stalled answers (status 200, body cut)
+/// take the only server down and the third request gets a 503.
+#[tokio::test]
+async fn a_body_that_stalls_mid_response_is_a_passive_failure() {
+    let a = origin("A");
+    let pocket = Pocket::start(
+        &pool_policy(&format!(
+            r#"{{ servers = {{ "{}" }}, passive = {{ after = 2 }}, timeouts = {{ idle = "300ms" }} }}"#,
+            a.addr
+        )),
+        1,
+    );
+    let addr = pocket.addr("web");
+    let stall = b"GET /stall/1000 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let answer = raw(addr, stall).await;
+        statuses.push(answer.get(9..12).unwrap_or("").to_string());
+    }
+    assert_eq!(statuses, ["200", "200", "503"], "{}", pocket.log.text());
+    pocket.log.wait_for(&[
+        "of pool app is DOWN",
+        "2 failures in a row on live traffic (last: stalled mid-response)",
     ]);
 }

@@ -124,3 +124,34 @@ fn stdlib_misuse_is_refused_at_load_with_path_and_line() {
         assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
     }
 }
+
+/// Failures say what the case said (`true`: present, `false`: absent), not
+/// Rust's names for it; a path that does not start with "/" is malformed
+/// (docs/testing-policies.md, "When a case fails" and "Malformed cases").
+#[test]
+fn header_and_path_failures_use_the_cases_words() {
+    let (_d, path) = write(
+        r#"return {
+  listeners = { { name = "web", bind = "127.0.0.1:8080", pool = "app" } },
+  pools = { app = { servers = { "127.0.0.1:9001" } } },
+  on_request = function(req)
+    return pocket.respond(200, "pong\n", { ["content-type"] = "text/plain" })
+  end,
+  tests = {
+    { name = "present", header = { ["x-a"] = true } },
+    { name = "absent", header = { ["content-type"] = false } },
+    { name = "no slash", req = { path = "nope" } },
+  },
+}"#,
+    );
+    let (code, out, _) = pocket_cmd(&["test", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    for expected in [
+        "test 1 (present): expected header x-a (any value), got none",
+        "test 2 (absent): expected no header content-type, got \"text/plain\"",
+        "test 3 (no slash): bad request: req.path must start with \"/\", not \"nope\"",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("Boolean"), "{out}");
+}

@@ -409,3 +409,60 @@ async fn a_new_pocket_takes_over_the_port_while_the_old_one_drains() {
     );
     drop(new);
 }
+
+/// A reload restarts health checking with the new policy: a pool it adds
+/// is checked at once, and the new version's `on_health` and `on_check`
+/// are the ones called (docs/health.md, "Health across reloads").
+#[tokio::test]
+async fn health_checks_on_health_and_on_check_follow_a_reload() {
+    let a = origin("A");
+    let (dead, dead2) = (dead_addr(), dead_addr());
+    let policy = |version: &str, extra: &str| {
+        format!(
+            r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{
+    app = {{ servers = {{ "{a}" }}, check = {{ tcp = true, interval = "100ms" }} }},
+{extra}  }},
+  on_health = function(server, up, why)
+    pocket.log.warn("on_health {version}", server.pool, server.addr, up and "up" or "down")
+  end,
+  on_check = function(server, http)
+    pocket.log.warn("on_check {version}", server.pool, server.addr)
+    return false, "said no"
+  end,
+}}
+"#,
+            a = a.addr
+        )
+    };
+    let pocket = Pocket::start(&policy("v1", ""), 1);
+    let added = format!(
+        r#"    extra = {{ servers = {{ "{dead}" }}, check = {{ tcp = true, interval = "100ms", fall = 1 }} }},
+    scripted = {{ servers = {{ "{dead2}" }}, check = {{ script = true, interval = "100ms", fall = 1 }} }},
+"#
+    );
+    std::fs::write(&pocket.policy, policy("v2", &added)).unwrap();
+    pocket.log.wait_for(&["generation 2 is live"]);
+    // The added pool is checked, and v2's on_health hears of it.
+    pocket
+        .log
+        .wait_for(&[&format!("server {dead} of pool extra is DOWN")]);
+    pocket
+        .log
+        .wait_for(&["on_health v2", "extra", &dead.to_string(), "down"]);
+    // The added scripted check runs v2's on_check.
+    pocket
+        .log
+        .wait_for(&["on_check v2", "scripted", &dead2.to_string()]);
+    pocket.log.wait_for(&[
+        &format!("server {dead2} of pool scripted is DOWN"),
+        "said no",
+    ]);
+    let log = pocket.log.text();
+    assert!(!log.contains("on_health v1"), "{log}");
+    assert!(
+        !log.contains("on_check v1"),
+        "no v1 scripted check ran:\n{log}"
+    );
+}

@@ -131,6 +131,12 @@ fn build_request(req: &Table, n: usize) -> Result<RequestView, String> {
     };
     let method = get("method")?.unwrap_or_else(|| "GET".into());
     let mut path = get("path")?.unwrap_or_else(|| "/".into());
+    // An origin-form target (RFC 9112 §3.2.1), as a client sends it.
+    if !path.starts_with('/') {
+        return Err(format!(
+            "bad request: req.path must start with \"/\", not {path:?}"
+        ));
+    }
     if let Some(q) = get("query")? {
         path = format!("{path}?{q}");
     }
@@ -330,15 +336,21 @@ fn judge(script: &WorkerScript, case: &Table, view: &mut RequestView) -> Result<
                 _ => return Err(format!("header {name}: expect a string, true or false")),
             };
             if !ok {
-                return Err(format!(
-                    "expected header {name} = {}, got {}",
-                    match &value {
-                        Value::String(s) => format!("{:?}", s.to_string_lossy()),
-                        v => format!("{v:?}"),
-                    },
-                    have.map(|h| format!("{h:?}"))
-                        .unwrap_or_else(|| "none".into())
-                ));
+                // In the words of the case: a value, `true` (present) or
+                // `false` (absent).
+                let got = have
+                    .map(|h| format!("{h:?}"))
+                    .unwrap_or_else(|| "none".into());
+                return Err(match &value {
+                    Value::String(s) => {
+                        format!(
+                            "expected header {name} = {:?}, got {got}",
+                            s.to_string_lossy()
+                        )
+                    }
+                    Value::Boolean(true) => format!("expected header {name} (any value), got none"),
+                    _ => format!("expected no header {name}, got {got}"),
+                });
             }
         }
     }

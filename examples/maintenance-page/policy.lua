@@ -19,9 +19,10 @@ local RETRY_AFTER = 300
 local app = {}
 for i, addr in ipairs(APP) do app[i] = { addr = addr, handle = pocket.server("app", addr) } end
 
--- The switch, also kept in pocket.store: `pocket test` has no live server
--- states (pocket.server(...) raises "no server ... in pool" there), so the
--- tests see the switch instead of the servers.
+-- The switch, kept in pocket.store (shared by every worker, kept across
+-- reloads) for the state page, and for when no app server can be found:
+-- pocket.server(...) raises "no server ... in pool" for an address the
+-- pool does not list (APP edited, the pool not), hence the pcalls.
 local switch = pocket.store("maintenance")
 
 local function state_of(s)
@@ -44,7 +45,7 @@ local function app_ready()
       if st.up and st.admin == "ready" then return true end
     end
   end
-  if not live then return not switch:get("on") end   -- under `pocket test`
+  if not live then return not switch:get("on") end   -- none found: the switch decides
   return false
 end
 
@@ -123,6 +124,7 @@ return {
   tests = {
     { name = "normally the app serves", req = { path = "/" }, pool = "app" },
     { name = "static files come from static", req = { path = "/static/site.css" }, pool = "static" },
+    { name = "so does the favicon", req = { path = "/favicon.ico" }, pool = "static" },
     { name = "the switch wants a POST", req = { path = "/admin/maintenance/on" }, status = 405 },
     { name = "and a local client",
       req = { method = "POST", path = "/admin/maintenance/on", peer_ip = "203.0.113.9" }, status = 403 },
@@ -133,6 +135,7 @@ return {
       header = { ["retry-after"] = "300", ["content-type"] = "text/html; charset=utf-8" } },
     { name = "static files are still served", req = { path = "/static/site.css" }, pool = "static" },
     { name = "the state page", req = { path = "/admin/maintenance" }, status = 200, body = "switch: on" },
+    { name = "an unknown admin path", req = { method = "POST", path = "/admin/maintenance/maybe" }, status = 404 },
     { name = "maintenance off", req = { method = "POST", path = "/admin/maintenance/off" },
       status = 200, body = "maintenance off" },
     { name = "the app serves again", req = { path = "/checkout" }, pool = "app" },

@@ -70,5 +70,6 @@ return {
     { name = "no session: round robin", req = { path = "/" }, pool = "app" },
     { name = "logout forgets the session", req = { path = "/logout", headers = { cookie = "sid=alice" } },
       status = 200, body = "logged out", header = { ["set-cookie"] = "sid=; Path=/; Max-Age=0" } },
+    { name = "logout without a session", req = { path = "/logout" }, status = 200, body = "logged out" },
   },
 }
