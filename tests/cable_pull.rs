@@ -97,7 +97,7 @@ impl Cable {
                 panic!("origin B in namespace {} exited: {status}", self.ns);
             }
             assert!(
-                start.elapsed() < Duration::from_secs(15),
+                start.elapsed() < DEADLINE,
                 "origin B never listened on {}",
                 self.server
             );
@@ -189,7 +189,7 @@ async fn a_pulled_cable_mid_transfer_closes_the_client_takes_the_server_down_and
   pools = {{ app = {{
     servers = {{ "{b}", "{}" }},
     balance = "first",
-    check = {{ tcp = true, interval = "200ms", timeout = "200ms", fall = 2, rise = 2 }},
+    check = {{ tcp = true, interval = "200ms", timeout = "2s", fall = 2, rise = 2 }},
     timeouts = {{ idle = "1s", connect = "1s" }},
   }} }},
 }}"#,
@@ -219,7 +219,8 @@ async fn a_pulled_cable_mid_transfer_closes_the_client_takes_the_server_down_and
     let mut pulled: Option<Instant> = None;
     let mut pulled_day = 0.0;
     let lines_before = pocket.log.lines().len();
-    let deadline = Duration::from_secs(15);
+    // Only tells "ended" from "hung": the idle timeout is 1 s.
+    let deadline = Duration::from_secs(30);
     let ended = tokio::time::timeout(deadline + Duration::from_secs(5), async {
         while let Some(frame) = body.frame().await {
             match frame {
@@ -253,7 +254,7 @@ async fn a_pulled_cable_mid_transfer_closes_the_client_takes_the_server_down_and
         &pocket.log,
         lines_before,
         &[&format!("server {b} sent nothing for 1s mid-response")],
-        Duration::from_secs(5),
+        DEADLINE,
     );
     eprintln!(
         "stall logged {} after the pull: {stall}",
@@ -263,7 +264,7 @@ async fn a_pulled_cable_mid_transfer_closes_the_client_takes_the_server_down_and
         &pocket.log,
         lines_before,
         &[&format!("server {b} of pool app is DOWN"), "checks failed"],
-        Duration::from_secs(10),
+        DEADLINE,
     );
     eprintln!(
         "B marked DOWN by the check {} after the pull: {down}",
@@ -281,7 +282,7 @@ async fn a_pulled_cable_mid_transfer_closes_the_client_takes_the_server_down_and
         &pocket.log,
         down_at + 1,
         &[&format!("server {b} of pool app is UP"), "checks passed"],
-        Duration::from_secs(10),
+        DEADLINE,
     );
     eprintln!(
         "B marked UP {} after the cable went back: {up}",
