@@ -199,10 +199,11 @@ async fn runaway_scripts_are_stopped_and_the_worker_keeps_serving() {
         let took = started.elapsed();
         assert_eq!(r.status, 500, "{path}: {}", r.text());
         eprintln!("{path}: stopped after {took:?}");
-        // The budget is 25 ms; the bound here is loose on purpose (shared
-        // machines), the log line says what stopped it.
+        // The budget is 25 ms; the bound here only tells "stopped" from
+        // "ran on" (a busy machine may be slow), the log line says what
+        // stopped it.
         assert!(
-            took < std::time::Duration::from_secs(10),
+            took < std::time::Duration::from_secs(30),
             "{path} took {took:?}"
         );
         let ok = get(addr, "/after").await;

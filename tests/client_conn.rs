@@ -174,8 +174,10 @@ async fn an_idle_h2_connection_is_closed_after_the_keepalive() {
     let pocket =
         Pocket::start_logging(&policy(&a, r#", keepalive = "2s""#), 1, "info,pocket=debug");
     let (mut sender, conn) = h2_connect(pocket.addr("web")).await;
-    assert_eq!(h2_send(&mut sender, "/").await.0, 200);
+    // Taken before the request: Pocket's idle clock starts after it sent
+    // the answer, which a busy client may read late.
     let idle_from = Instant::now();
+    assert_eq!(h2_send(&mut sender, "/").await.0, 200);
     let ended = tokio::time::timeout(DEADLINE, conn).await;
     assert!(ended.is_ok(), "pocket closes the idle h2 connection");
     assert!(
@@ -246,7 +248,7 @@ async fn flood(addr: std::net::SocketAddr, unit: &[u8]) -> (Vec<u8>, bool) {
         let batch: Vec<u8> = (0..1000).flat_map(|_| unit.to_vec()).collect();
         let t0 = Instant::now();
         let mut sent = 0;
-        while sent < FRAMES && t0.elapsed() < Duration::from_secs(20) {
+        while sent < FRAMES && t0.elapsed() < DEADLINE {
             if wr.write_all(&batch).await.is_err() {
                 return (sent, true);
             }
@@ -603,8 +605,9 @@ async fn slow_h2_download(
 #[tokio::test]
 async fn a_slow_h2_reader_is_not_taken_for_a_stalled_one() {
     let a = origin("A");
-    let pocket = Pocket::start(&policy(&a, r#", timeouts = { send = "2s" }"#), 1);
-    // Well within the send timeout between two reads.
+    let pocket = Pocket::start(&policy(&a, r#", timeouts = { send = "5s" }"#), 1);
+    // Well within the send timeout between two reads, also on a busy
+    // machine.
     let got = slow_h2_download(&pocket, 200_000, Duration::from_millis(200), false).await;
     assert_eq!(got, 200_000);
     let log = pocket.log.text();
@@ -613,7 +616,8 @@ async fn a_slow_h2_reader_is_not_taken_for_a_stalled_one() {
 
 /// A reader that opens its window a little at a time (about 8 KiB a
 /// second: the h2 crate sends a WINDOW_UPDATE once half its 16 KiB window
-/// is released, against a send timeout of 2 s) is slow, not stalled: its
+/// is released, against a send timeout of 5 s, ten times the pause, so a
+/// busy machine does not turn slow into stalled) is slow, not stalled: its
 /// download ends whole, though each 64 KiB chunk of the origin's takes it
 /// eight seconds, and a keep-alive shorter than the download does not cut
 /// it (the stream is open on the wire until its last frame went out).
@@ -621,7 +625,7 @@ async fn a_slow_h2_reader_is_not_taken_for_a_stalled_one() {
 async fn a_steady_h2_reader_with_a_small_window_is_served_whole() {
     let a = origin("A");
     let pocket = Pocket::start(
-        &policy(&a, r#", keepalive = "2s", timeouts = { send = "2s" }"#),
+        &policy(&a, r#", keepalive = "2s", timeouts = { send = "5s" }"#),
         1,
     );
     let got = slow_h2_download(&pocket, 100_000, Duration::from_millis(500), true).await;

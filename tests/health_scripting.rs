@@ -24,7 +24,9 @@ async fn a_scripted_check_judges_servers_and_a_runaway_check_only_fails() {
   listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
   pools = {{
     app = {{ servers = {{ "{a}", "{liar}" }},
-      check = {{ interval = "100ms", fall = 2, rise = 2,
+      -- timeout 5s: the spinning check below holds the same thread for
+      -- 200 ms at a time, and a busy machine must not fail this one.
+      check = {{ interval = "100ms", timeout = "5s", fall = 2, rise = 2,
         -- the health page says ok, but does the real page work?
         run = function(server, http)
           local health = http.get("/health")

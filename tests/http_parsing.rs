@@ -35,7 +35,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Pocket answers every case in milliseconds; this only bounds a case that
 /// Pocket leaves hanging (which the summary then reports as "hung").
-const CASE_DEADLINE: Duration = Duration::from_secs(10);
+const CASE_DEADLINE: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------
 // Known gaps: must-refuse cases Pocket does NOT refuse today, each with how

@@ -69,6 +69,20 @@ struct LoadResult {
     bodies: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
+/// Waits until `n` requests of the load have succeeded.
+async fn wait_served(result: &LoadResult, n: u64, what: &str) {
+    let start = std::time::Instant::now();
+    while result.ok.load(Ordering::Relaxed) < n {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{what}: {} of {n} requests served; failures: {:?}",
+            result.ok.load(Ordering::Relaxed),
+            &result.failed.lock().unwrap()[..]
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Lets `more` requests succeed, stops the load, asserts none failed and
 /// returns what answered how often.
 async fn finish_load(
@@ -79,9 +93,7 @@ async fn finish_load(
     what: &str,
 ) -> std::collections::BTreeMap<String, u64> {
     let served = result.ok.load(Ordering::Relaxed);
-    while result.ok.load(Ordering::Relaxed) < served + more {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_served(result, served + more, what).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
@@ -218,10 +230,20 @@ async fn reloads_under_load_lose_nothing_and_refuse_broken_versions() {
     let r = get(addr, "/").await;
     assert_eq!(r.header("x-policy").as_deref(), Some("v1"));
     assert_eq!(r.header("x-origin").as_deref(), Some("A"));
+    // Each save was one reload or more: a busy machine can spread a
+    // save's events past the debounce, so that Pocket reads it half
+    // written (refused) and then whole.
     let status = pocket_cmd(&["status", path.to_str().unwrap()]).1;
-    assert!(status.contains("reloads_ok: 24"), "{status}");
-    assert!(status.contains("reloads_failed: 24"), "{status}");
-    assert!(status.contains("generation: 25"), "{status}");
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{status}"))
+    };
+    let (ok, failed) = (field("reloads_ok:"), field("reloads_failed:"));
+    assert!(ok >= 24 && failed >= 24, "{status}");
+    assert_eq!(field("generation:"), ok + 1, "{status}");
 }
 
 #[tokio::test]
@@ -392,9 +414,7 @@ async fn a_new_pocket_takes_over_the_port_while_the_old_one_drains() {
     let addr = old.addr("web");
     let stop = Arc::new(AtomicBool::new(false));
     let (result, tasks) = spawn_load(addr, 8, stop.clone());
-    while result.ok.load(Ordering::Relaxed) < 500 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_served(&result, 500, "before the upgrade").await;
     let new = Pocket::start(&policy.replace("v1", "v2"), 2);
     unsafe { libc::kill(old.pid() as i32, libc::SIGTERM) };
     old.log.wait_for(&["stopped"]);

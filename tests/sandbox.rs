@@ -461,7 +461,7 @@ return {{
   listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
   pools = {{
     app = {{ servers = {{ "{a}" }},
-      check = {{ interval = "100ms", run = function()
+      check = {{ interval = "100ms", timeout = "5s", run = function()
         ticks = ticks + 1
         print("tick " .. ticks)
         return true

@@ -304,11 +304,13 @@ fn run(path: &Path, flags: RunFlags) -> anyhow::Result<()> {
 }
 
 fn demo(workers: Option<usize>) -> anyhow::Result<()> {
-    let _origins = pocket::demo::start_origins()?;
+    let file = pocket::demo::demo_file();
     let registry = registry();
-    let policy = pocket::demo::demo_policy(&registry.0)?;
-    let watch = policy.path.exists();
-    println!("{}", pocket::demo::WELCOME);
+    let policy = pocket::demo::demo_policy(&file, &registry.0)?;
+    let _origins = pocket::demo::start_origins()?;
+    // The file reloads on save, as with `pocket run`.
+    let watch = file.path().is_some();
+    println!("{}", pocket::demo::welcome(&file));
     let opts = options(workers, None, &policy)?;
     let flags = RunFlags {
         workers,

@@ -379,3 +379,32 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
     let _ = tokio::time::timeout(DEADLINE, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// The suite skips nothing: a test whose real part is missing fails here,
+/// saying what is missing and how to get it. `tests/run` installs every
+/// Debian package in tests/setup/apt.txt, so this fires only on a plain
+/// `cargo test` on a machine that lacks one.
+pub fn require_command(command: &str, debian_package: &str) {
+    if let Err(e) = Command::new(command).arg("-V").output() {
+        panic!(
+            "`{command}` cannot run here ({e}); this test needs Debian's {debian_package}: \
+             run the suite with tests/run, which installs it (or: sudo apt-get install -y {debian_package})"
+        );
+    }
+}
+
+/// Fails a test that makes Linux network namespaces unless it runs as
+/// root: skipping would hide that it never ran.
+pub fn require_root(test: &str) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2));
+    if euid != Some("0") {
+        panic!(
+            "{test} needs root (it makes network namespaces): run the suite as root, \
+             sudo tests/run"
+        );
+    }
+}

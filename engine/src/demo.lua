@@ -1,6 +1,9 @@
 -- The demo policy: one listener, two origins, round robin.
 -- `pocket demo` starts origins A (127.0.0.1:9001) and B (127.0.0.1:9002)
 -- and serves this on http://127.0.0.1:8080/. Reload the page: A, B, A, B.
+-- `pocket demo` wrote this file as pocket-demo/demo.lua in the folder it
+-- was started in, and keeps your edits: save a change and the next
+-- request follows it. Delete the file to get the original back.
 
 return {
   listeners = {
@@ -30,7 +33,7 @@ return {
     res:set_header("x-served-by", res.server)
   end,
 
-  -- `pocket test scripts/demo.lua` runs these without any network.
+  -- `pocket test pocket-demo/demo.lua` runs these without any network.
   tests = {
     { req = { path = "/ping" }, status = 200, body = "pong" },
     { req = { path = "/old" }, status = 301, header = { location = "/" } },
