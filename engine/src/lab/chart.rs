@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 
+use plotters::coord::combinators::BindKeyPoints;
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
@@ -23,7 +24,7 @@ const MARGIN: u32 = 12;
 const Y_AREA: u32 = 70;
 const X_AREA: u32 = 44;
 const ROW_H: i32 = 18;
-const MAX_ROWS: usize = 7;
+const MAX_ROWS: usize = 10;
 const FONT: &str = "sans-serif";
 
 /// Servers: cool colours. Failures: warm ones. Both colour-blind aware
@@ -100,25 +101,29 @@ pub fn short_label(e: &Event) -> String {
 }
 
 /// A label's width in pixels at `size` px (sans-serif averages about
-/// 0.6 em per character; wider is safer).
+/// 0.5 em per character; a little wider is safer).
 fn text_w(text: &str, size: i32) -> i32 {
-    (text.chars().count() as f64 * size as f64 * 0.62).ceil() as i32 + 4
+    (text.chars().count() as f64 * size as f64 * 0.55).ceil() as i32 + 2
 }
 
 /// Where a marker's label goes: its row and whether it reads leftwards
 /// (near the right edge).
 struct Placed {
-    x: i32,
     row: usize,
     left: bool,
+    span: (i32, i32),
 }
 
-/// Rows for labels at pixel `xs`, first fit, none overlapping, none past
-/// `[lo, hi]`; labels past `MAX_ROWS` rows share the last one.
+/// Rows for labels of markers at pixel x, first fit: no label overlaps
+/// another, none passes `[lo, hi]` (near the right edge a label reads
+/// leftwards). Labels sit on white, so another marker's line passing
+/// behind one does not hide it. Past `MAX_ROWS` rows a label goes where
+/// it overlaps least. Returns each label's row, side and pixel span.
 fn place(labels: &[(i32, String)], lo: i32, hi: i32, size: i32) -> Vec<Placed> {
-    let mut rows: Vec<Vec<(i32, i32)>> = Vec::new();
+    let mut spans: Vec<Vec<(i32, i32)>> = vec![Vec::new(); MAX_ROWS];
     let mut out = Vec::new();
     for (x, text) in labels {
+        let x = *x;
         let w = text_w(text, size);
         let left = x + 4 + w > hi;
         let span = if left {
@@ -126,18 +131,19 @@ fn place(labels: &[(i32, String)], lo: i32, hi: i32, size: i32) -> Vec<Placed> {
         } else {
             (x + 2, x + 4 + w)
         };
-        let free =
-            |row: &Vec<(i32, i32)>| row.iter().all(|(a, b)| span.1 + 6 < *a || *b + 6 < span.0);
-        let row = match rows.iter().position(free) {
-            Some(r) => r,
-            None if rows.len() < MAX_ROWS => {
-                rows.push(Vec::new());
-                rows.len() - 1
-            }
-            None => MAX_ROWS - 1,
+        let clear = |r: usize| {
+            spans[r]
+                .iter()
+                .all(|(a, b)| span.1 + 4 < *a || *b + 4 < span.0)
         };
-        rows[row].push(span);
-        out.push(Placed { x: *x, row, left });
+        // No row clear: the one whose labels end furthest left.
+        let row = (0..MAX_ROWS).find(|r| clear(*r)).unwrap_or_else(|| {
+            (0..MAX_ROWS)
+                .min_by_key(|r| spans[*r].iter().map(|s| s.1).max().unwrap_or(i32::MIN))
+                .unwrap_or(0)
+        });
+        spans[row].push(span);
+        out.push(Placed { row, left, span });
     }
     out
 }
@@ -222,7 +228,12 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
             .right_y_label_area_size(Y_AREA)
             .build_cartesian_2d(0f64..end, 0f64..y_max)
             .map_err(err)?
-            .set_secondary_coord(0f64..end, (lat_lo..lat_hi).log_scale());
+            .set_secondary_coord(
+                0f64..end,
+                (lat_lo..lat_hi)
+                    .log_scale()
+                    .with_key_points(log_ticks(lat_lo, lat_hi)),
+            );
         chart
             .configure_mesh()
             .light_line_style(WHITE)
@@ -243,12 +254,11 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
             .label_style((FONT, 13).into_font().color(&INK))
             .axis_desc_style((FONT, 14).into_font().color(&INK))
             .y_label_formatter(&|v| {
-                if *v >= 10.0 {
+                if *v >= 1.0 {
                     format!("{v:.0}")
-                } else if *v >= 1.0 {
-                    format!("{v:.1}")
                 } else {
-                    format!("{v:.2}")
+                    let t = format!("{v:.2}");
+                    t.trim_end_matches('0').to_string()
                 }
             })
             .draw()
@@ -333,20 +343,27 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
 
         // Markers: a dashed line through the plot, the label in its row
         // above, in the marker's colour on white.
-        let (_, plot_top) = chart.backend_coord(&(0.0, y_max));
         let (_, plot_bottom) = chart.backend_coord(&(0.0, 0.0));
+        let label_y = |p: &Placed| title_h + p.row as i32 * ROW_H + ROW_H / 2;
         for (e, p) in events.iter().zip(&placed) {
-            let colour = event_colour(e.kind);
             let (x, _) = chart.backend_coord(&(e.t, 0.0));
-            let label_y = title_h + p.row as i32 * ROW_H + ROW_H / 2;
             root.draw(&DashedPathElement::new(
-                vec![(x, label_y), (x, plot_bottom)],
+                vec![(x, label_y(p)), (x, plot_bottom)],
                 5,
                 3,
-                colour.stroke_width(2),
+                event_colour(e.kind).stroke_width(2),
             ))
             .map_err(err)?;
-            let _ = (plot_top, p.x);
+        }
+        for ((e, p), (_, label)) in events.iter().zip(&placed).zip(&labels) {
+            let colour = event_colour(e.kind);
+            let (x, _) = chart.backend_coord(&(e.t, 0.0));
+            let y = label_y(p);
+            root.draw(&Rectangle::new(
+                [(p.span.0, y - ROW_H / 2 + 1), (p.span.1, y + ROW_H / 2 - 1)],
+                WHITE.filled(),
+            ))
+            .map_err(err)?;
             let (tx, anchor) = if p.left {
                 (x - 4, HPos::Right)
             } else {
@@ -355,7 +372,7 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
             let style = TextStyle::from((FONT, 13).into_font())
                 .color(&colour)
                 .pos(Pos::new(anchor, VPos::Center));
-            root.draw(&Text::new(labels_text(e), (tx, label_y), style))
+            root.draw(&Text::new(label.clone(), (tx, y), style))
                 .map_err(err)?;
         }
 
@@ -372,8 +389,20 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
     Ok(svg)
 }
 
-fn labels_text(e: &Event) -> String {
-    format!("{} {:.2}s", short_label(e), e.t)
+/// 1-2-5 ticks from `lo` to `hi` (plotters' own log ticks can repeat one).
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut decade = 10f64.powi(lo.log10().floor() as i32);
+    while decade <= hi {
+        for m in [1.0, 2.0, 5.0] {
+            let v = decade * m;
+            if v >= lo && v <= hi {
+                out.push(v);
+            }
+        }
+        decade *= 10.0;
+    }
+    out
 }
 
 fn retry_mark(x: i32, y: i32) -> Polygon<(i32, i32)> {

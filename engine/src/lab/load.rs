@@ -224,7 +224,9 @@ pub async fn run(
             while !stop.load(Ordering::Relaxed) && Instant::now() < until {
                 if let Some(gap) = per_client {
                     tokio::time::sleep_until(next.into()).await;
-                    next += gap;
+                    // A client that was held up (a hung request) goes on
+                    // at its rate, not in a burst that makes up for it.
+                    next = (next + gap).max(Instant::now());
                     if stop.load(Ordering::Relaxed) || Instant::now() >= until {
                         break;
                     }
