@@ -536,3 +536,70 @@ fn draw_legend(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Markers close together (a kill and its detection 30 ms later, a
+    /// flapping server) and one at the right edge: no two labels overlap
+    /// and none leaves the picture.
+    #[test]
+    fn marker_labels_neither_collide_nor_clip() {
+        let (lo, hi) = (4, 976);
+        let labels: Vec<(i32, String)> = [
+            (300, "kill B 2.01s"),
+            (304, "B down 2.04s"),
+            (330, "B up 2.22s"),
+            (360, "B down 2.36s"),
+            (390, "B up 2.52s"),
+            (970, "restart balancer 5.98s"),
+            (972, "B up 5.99s"),
+        ]
+        .iter()
+        .map(|(x, t)| (*x, t.to_string()))
+        .collect();
+        let placed = place(&labels, lo, hi, 13);
+        for (i, a) in placed.iter().enumerate() {
+            assert!(
+                a.span.0 >= lo && a.span.1 <= hi,
+                "{i} clipped: {:?}",
+                a.span
+            );
+            for b in &placed[i + 1..] {
+                let apart = a.span.1 < b.span.0 || b.span.1 < a.span.0;
+                assert!(
+                    a.row != b.row || apart,
+                    "overlap: {:?} {:?}",
+                    a.span,
+                    b.span
+                );
+            }
+        }
+        assert!(
+            placed[5].left && placed[6].left,
+            "at the right edge labels read leftwards"
+        );
+    }
+
+    #[test]
+    fn health_lines_become_short_labels() {
+        let e = |kind, text: &str| Event {
+            t: 1.0,
+            kind,
+            text: text.into(),
+        };
+        assert_eq!(
+            short_label(&e(
+                "health",
+                "server B of pool app is DOWN: 3 failures in a row"
+            )),
+            "B down"
+        );
+        assert_eq!(
+            short_label(&e("health", "server B of pool app is UP: 2 checks passed")),
+            "B up"
+        );
+        assert_eq!(short_label(&e("fault", "kill B")), "kill B");
+    }
+}

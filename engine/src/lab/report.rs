@@ -181,13 +181,19 @@ pub fn summary_md(run: &Run) -> String {
     }
     let failed = run.samples.len() - answered.len();
     let servers: Vec<String> = by_server.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let at: Vec<String> = run
+        .names
+        .iter()
+        .map(|(addr, name)| format!("{name} at {addr}"))
+        .collect();
     let mut out = format!(
-        "# {}\n\nscenario: `{}` · fault layer: {} · {:.1} s of load from {}\n\n## Outcome\n\n",
+        "# {}\n\nscenario: `{}` · fault layer: {} · {:.1} s of load from {}\n\nservers (as Pocket reaches them): {}\n\n## Outcome\n\n",
         run.title,
         run.file.display(),
         run.mode,
         run.end,
         count(run.clients, "client", "clients"),
+        at.join(", "),
     );
     let _ = writeln!(
         out,
@@ -262,4 +268,66 @@ pub fn write_all(dir: &Path, run: &Run) -> std::io::Result<()> {
 /// The buckets the chart draws.
 pub fn chart_buckets(run: &Run) -> Vec<Bucket> {
     stats::buckets(run.samples, run.retries, CHART_BUCKET, run.end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load::Failure;
+    use super::*;
+
+    fn failed(status: Option<u16>, kind: &str, detail: &str) -> Sample {
+        Sample {
+            sent: 1.0,
+            done: 1.001,
+            server: None,
+            status,
+            failure: Some(Failure {
+                kind: kind.into(),
+                detail: detail.into(),
+            }),
+            bytes: 0,
+        }
+    }
+
+    /// "5xx 3" said nothing: each failure gets its status, count and cause,
+    /// the server by its scenario name and address.
+    #[test]
+    fn the_summary_names_each_failures_status_and_cause() {
+        let why = "no server of pool \"app\" could be reached (tried 1; last: 127.0.0.1:9002: connect failed: Connection refused (os error 111))";
+        let samples = vec![
+            failed(Some(502), "502 from Pocket", why),
+            failed(Some(502), "502 from Pocket", why),
+            failed(Some(502), "502 from Pocket", why),
+            failed(
+                None,
+                "client timeout",
+                "no whole answer within the load's timeout (2s)",
+            ),
+        ];
+        let names = vec![("127.0.0.1:9002".to_string(), "B".to_string())];
+        let run = Run {
+            title: "t",
+            file: Path::new("t.lua"),
+            mode: "userspace",
+            end: 2.0,
+            clients: 1,
+            samples: &samples,
+            retries: &[],
+            events: &[],
+            verdicts: &[],
+            names: &names,
+        };
+        let lines = failure_lines(&run);
+        assert_eq!(lines[0], "502 ×3: no server of pool \"app\" could be reached (tried 1; last: B (127.0.0.1:9002): connect failed: Connection refused (os error 111))");
+        assert_eq!(
+            lines[1],
+            "client timeout ×1: no whole answer within the load's timeout (2s)"
+        );
+        let summary = summary_md(&run);
+        assert!(
+            summary.contains("4 requests: 0 answered (none), 4 failed"),
+            "{summary}"
+        );
+        assert!(summary.contains(&format!("- {}", lines[0])), "{summary}");
+    }
 }
