@@ -57,7 +57,7 @@ enum Command {
     /// expectations and a report.
     Lab {
         scenario: PathBuf,
-        /// Where the report goes (default: lab-report/NAME).
+        /// Where the report goes (default: lab-report/ and the scenario file's name without .lua).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Kernel faults in network namespaces (root).

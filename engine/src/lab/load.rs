@@ -1,9 +1,12 @@
 //! The lab's load generator: a bounded number of clients sending requests
-//! through Pocket for a bounded time, and per-second results.
+//! through Pocket for a bounded time. Every request is kept as a
+//! [`Sample`]: when it was sent and ended, which origin answered (the
+//! built-in origins tag every answer with `x-origin`), its status, and why
+//! it failed in the words of whoever failed it (Pocket's error bodies give
+//! the reason; a broken connection gives its kind).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,86 +17,191 @@ use hyper_util::rt::TokioIo;
 
 use super::scenario::Load;
 
-/// What one second of load saw.
-#[derive(Debug, Default, Clone)]
-pub struct Second {
-    pub ok: u64,
-    /// Failures by cause: refused, reset, closed, timeout, 5xx, 4xx.
-    pub failed: BTreeMap<String, u64>,
-    /// Latencies of answered requests, microseconds.
-    pub latencies: Vec<u32>,
-    /// Answers by the origin that sent them (x-origin).
-    pub servers: BTreeMap<String, u64>,
+/// Why a request failed, as the client saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// A few words that group failures in the chart's legend, e.g.
+    /// "502 from Pocket", "500 from B", "connection reset".
+    pub kind: String,
+    /// The whole story for the summary: Pocket's own reason line for the
+    /// answers it made, else what happened on the wire.
+    pub detail: String,
+}
+
+/// One request of the load.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Seconds on the lab's clock when the request was sent.
+    pub sent: f64,
+    /// Seconds on the lab's clock when it ended (answered or failed).
+    pub done: f64,
+    /// The origin that answered (`x-origin`), if an origin's head came.
+    pub server: Option<String>,
+    /// The status, if a response head came.
+    pub status: Option<u16>,
+    /// None: answered with a status below 400 and a whole body.
+    pub failure: Option<Failure>,
     /// Response body bytes received.
     pub bytes: u64,
-    /// Requests Pocket sent to a second server (from its log).
-    pub retried: u64,
 }
 
-impl Second {
-    pub fn failed_total(&self) -> u64 {
-        self.failed.values().sum()
-    }
-
-    /// The q-quantile of latencies in milliseconds.
-    pub fn quantile_ms(&self, q: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return 0.0;
-        }
-        let mut v = self.latencies.clone();
-        v.sort_unstable();
-        let i = ((v.len() - 1) as f64 * q).round() as usize;
-        v[i] as f64 / 1000.0
+impl Sample {
+    /// Milliseconds from sending to the end.
+    pub fn latency_ms(&self) -> f64 {
+        (self.done - self.sent) * 1000.0
     }
 }
 
-pub type Timeline = Arc<Mutex<Vec<Second>>>;
-
-pub fn record(timeline: &Timeline, start: Instant, f: impl FnOnce(&mut Second)) {
-    let i = start.elapsed().as_secs() as usize;
-    let mut t = timeline.lock().unwrap_or_else(|e| e.into_inner());
-    if t.len() <= i {
-        t.resize(i + 1, Second::default());
-    }
-    f(&mut t[i]);
+/// Pocket tried another server for a request (from its log).
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// Seconds on the lab's clock when the lab read the log line.
+    pub t: f64,
+    /// The server that could not take it, as the scenario names it.
+    pub server: String,
+    /// Its address, as Pocket's log gives it.
+    pub addr: String,
+    /// Pocket's reason, e.g. "connect failed: Connection refused (os error 111)".
+    pub why: String,
 }
 
-fn cause(e: &hyper::Error) -> &'static str {
+/// Everything the load and Pocket's log saw, shared while the lab runs.
+#[derive(Debug, Default)]
+pub struct Record {
+    pub samples: Mutex<Vec<Sample>>,
+    pub retries: Mutex<Vec<Retry>>,
+    /// Body bytes received so far (for faults `after_bytes`).
+    pub bytes: AtomicU64,
+}
+
+pub type Timeline = Arc<Record>;
+
+impl Record {
+    pub fn samples(&self) -> Vec<Sample> {
+        self.samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn retries(&self) -> Vec<Retry> {
+        self.retries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn add_retry(&self, r: Retry) {
+        self.retries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(r);
+    }
+
+    fn add(&self, s: Sample) {
+        self.bytes.fetch_add(s.bytes, Ordering::Relaxed);
+        self.samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(s);
+    }
+}
+
+fn wire(kind: &str, detail: impl Into<String>) -> Failure {
+    Failure {
+        kind: kind.into(),
+        detail: detail.into(),
+    }
+}
+
+/// What a broken exchange looked like from the client.
+fn broken(e: &hyper::Error, during: &str) -> Failure {
     let mut source: Option<&dyn std::error::Error> = Some(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             return match io.kind() {
-                std::io::ErrorKind::ConnectionReset => "reset",
-                std::io::ErrorKind::ConnectionRefused => "refused",
-                _ => "closed",
+                std::io::ErrorKind::ConnectionReset => wire(
+                    "connection reset",
+                    format!("the connection to Pocket was reset {during}"),
+                ),
+                _ => wire(
+                    "connection closed",
+                    format!("the connection to Pocket closed {during}: {io}"),
+                ),
             };
         }
         source = s.source();
     }
     if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
-        "closed"
+        wire(
+            "connection closed",
+            format!("the connection to Pocket closed {during}"),
+        )
     } else {
-        "reset"
+        wire(
+            "connection reset",
+            format!("the connection to Pocket broke {during}: {e}"),
+        )
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, &'static str> {
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, Failure> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => "refused",
-            _ => "reset",
+            std::io::ErrorKind::ConnectionRefused => wire(
+                "refused by Pocket",
+                format!("connection to Pocket ({addr}) refused: nothing listening"),
+            ),
+            _ => wire(
+                "connection reset",
+                format!("connect to Pocket ({addr}) failed: {e}"),
+            ),
         })?;
     let _ = stream.set_nodelay(true);
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|_| "reset")?;
+        .map_err(|e| broken(&e, "at the HTTP handshake"))?;
     tokio::spawn(conn);
     Ok(sender)
 }
 
-/// Runs `load` against `addr` until `stop` or `until`; results per second
-/// from `start` land in `timeline`.
+/// What came back for one request.
+struct Answer {
+    status: u16,
+    server: Option<String>,
+    bytes: u64,
+    failure: Option<Failure>,
+}
+
+/// The failure an answer head with `status` means, if any. Pocket's own
+/// answers (no `x-origin`) carry the reason on their second body line.
+fn failure_of(status: u16, server: &Option<String>, body: &[u8]) -> Option<Failure> {
+    if status < 400 {
+        return None;
+    }
+    Some(match server {
+        Some(name) => wire(
+            &format!("{status} from {name}"),
+            format!("{name} answered {status}"),
+        ),
+        None => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
+            let reason = text.lines().nth(1).unwrap_or("").trim();
+            wire(
+                &format!("{status} from Pocket"),
+                if reason.is_empty() {
+                    format!("Pocket answered {status}")
+                } else {
+                    reason.to_string()
+                },
+            )
+        }
+    })
+}
+
+/// Runs `load` against `addr` until `stop` or `until`; every request lands
+/// in `timeline`, timed from `start`.
 pub async fn run(
     addr: SocketAddr,
     load: Load,
@@ -116,11 +224,19 @@ pub async fn run(
             while !stop.load(Ordering::Relaxed) && Instant::now() < until {
                 if let Some(gap) = per_client {
                     tokio::time::sleep_until(next.into()).await;
-                    next += gap;
+                    // A client that was held up (a hung request) goes on
+                    // at its rate, not in a burst that makes up for it.
+                    next = (next + gap).max(Instant::now());
+                    if stop.load(Ordering::Relaxed) || Instant::now() >= until {
+                        break;
+                    }
                 }
                 let path = &load.paths[n % load.paths.len()];
                 n += 1;
-                let sent = Instant::now();
+                let sent = start.elapsed().as_secs_f64();
+                // The head's origin, kept if the body then breaks.
+                let mut head_from: Option<String> = None;
+                let mut head_status: Option<u16> = None;
                 let attempt = async {
                     let s = match sender.as_mut() {
                         Some(s) if !s.is_closed() => s,
@@ -128,61 +244,89 @@ pub async fn run(
                     };
                     if s.ready().await.is_err() {
                         sender = None;
-                        return Err("closed");
+                        return Err(wire(
+                            "connection closed",
+                            "Pocket closed the kept-alive connection before the request",
+                        ));
                     }
                     let req = http::Request::builder()
                         .method(load.method.as_str())
                         .uri(path.as_str())
                         .header("host", "lab")
                         .body(Full::new(body.clone()))
-                        .map_err(|_| "reset")?;
+                        .map_err(|e| wire("bad request", e.to_string()))?;
                     let resp = match s.send_request(req).await {
                         Ok(r) => r,
                         Err(e) => {
                             sender = None;
-                            return Err(cause(&e));
+                            return Err(broken(&e, "before an answer head"));
                         }
                     };
                     let status = resp.status().as_u16();
-                    let origin = resp
+                    let server = resp
                         .headers()
                         .get("x-origin")
                         .and_then(|v| v.to_str().ok())
-                        .unwrap_or("pocket")
-                        .to_string();
-                    let size = match resp.into_body().collect().await {
-                        Ok(b) => b.to_bytes().len() as u64,
+                        .map(str::to_string);
+                    head_from = server.clone();
+                    head_status = Some(status);
+                    let body = match resp.into_body().collect().await {
+                        Ok(b) => b.to_bytes(),
                         Err(e) => {
                             sender = None;
-                            return Err(cause(&e));
+                            let who = server.as_deref().unwrap_or("Pocket");
+                            return Err(broken(&e, &format!("mid-answer, after {who}'s head")));
                         }
                     };
-                    Ok((status, origin, size))
+                    let failure = failure_of(status, &server, &body);
+                    Ok(Answer {
+                        status,
+                        server,
+                        bytes: body.len() as u64,
+                        failure,
+                    })
                 };
                 let result = tokio::time::timeout(load.timeout, attempt).await;
                 if !load.keepalive {
                     sender = None;
                 }
-                let micros = sent.elapsed().as_micros().min(u32::MAX as u128) as u32;
-                let timed_out = result.is_err();
-                record(&timeline, start, |s| match result {
-                    Ok(Ok((status, origin, size))) if status < 400 => {
-                        s.ok += 1;
-                        s.bytes += size;
-                        s.latencies.push(micros);
-                        *s.servers.entry(origin).or_default() += 1;
+                let done = start.elapsed().as_secs_f64();
+                let sample = match result {
+                    Ok(Ok(a)) => Sample {
+                        sent,
+                        done,
+                        server: a.server,
+                        status: Some(a.status),
+                        failure: a.failure,
+                        bytes: a.bytes,
+                    },
+                    Ok(Err(failure)) => Sample {
+                        sent,
+                        done,
+                        server: head_from,
+                        status: head_status,
+                        failure: Some(failure),
+                        bytes: 0,
+                    },
+                    Err(_) => {
+                        sender = None;
+                        Sample {
+                            sent,
+                            done,
+                            server: head_from,
+                            status: head_status,
+                            failure: Some(wire(
+                                "client timeout",
+                                format!(
+                                    "no whole answer within the load's timeout ({:?})",
+                                    load.timeout
+                                ),
+                            )),
+                            bytes: 0,
+                        }
                     }
-                    Ok(Ok((status, _, _))) => {
-                        *s.failed
-                            .entry(if status >= 500 { "5xx" } else { "4xx" }.into())
-                            .or_default() += 1;
-                    }
-                    Ok(Err(why)) => *s.failed.entry(why.into()).or_default() += 1,
-                    Err(_) => *s.failed.entry("timeout".into()).or_default() += 1,
-                });
-                if timed_out {
-                    sender = None;
-                }
+                };
+                timeline.add(sample);
             }
         }));
     }

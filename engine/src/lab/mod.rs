@@ -4,11 +4,13 @@
 //! bounded load; injects the faults at their times; prints a live timeline;
 //! checks the expectations; writes a report.
 
+mod chart;
 mod faults;
 mod load;
 mod real;
 mod report;
 mod scenario;
+mod stats;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -21,7 +23,7 @@ use std::time::{Duration, Instant};
 pub use faults::{FaultProxy, Mode};
 pub use real::NS_PREFIX as REAL_NS_PREFIX;
 pub use real::{free_subnets, ip, veth_pair};
-pub use report::Event;
+pub use report::{failure_lines, Event};
 pub use scenario::{load as load_scenario, FaultKind, Scenario};
 
 use crate::origin::{self, OriginHandle};
@@ -78,6 +80,37 @@ fn push(events: &Events, start: Instant, kind: &'static str, text: String) {
         .push(Event { t, kind, text });
 }
 
+/// A retry from Pocket's log line `WARN request=.. pool=.. server=ADDR
+/// REASON; trying another server` (fields before or after the message).
+fn retry_of(line: &str, names: &[(String, String)], start: Instant) -> load::Retry {
+    let body = line.split_once(" WARN ").map_or(line, |(_, b)| b);
+    let (mut server, mut addr) = (String::from("?"), String::new());
+    let mut words = Vec::new();
+    for w in body.split_whitespace() {
+        let field = |k: &str| {
+            w.strip_prefix(k)
+                .map(|v| v.trim_end_matches(':').to_string())
+        };
+        if let Some(v) = field("server=") {
+            server = names
+                .iter()
+                .find(|(a, _)| *a == v)
+                .map_or(v.clone(), |(_, name)| name.clone());
+            addr = v;
+        } else if field("request=").is_none() && field("pool=").is_none() {
+            words.push(w);
+        }
+    }
+    let why = words.join(" ");
+    let why = why.trim_end_matches("; trying another server").to_string();
+    load::Retry {
+        t: start.elapsed().as_secs_f64(),
+        server,
+        addr,
+        why,
+    }
+}
+
 /// Starts Pocket on `policy`, waits until it is ready, and turns its log's
 /// health and reload lines into events.
 fn start_balancer(
@@ -123,7 +156,7 @@ fn start_balancer(
                 .map(|(_, b)| b.trim().to_string())
                 .unwrap_or(text.clone());
             if line.contains("trying another server") {
-                load::record(&timeline, start, |s| s.retried += 1);
+                timeline.add_retry(retry_of(&line, &names, start));
             } else if line.contains(" is DOWN") || line.contains(" is UP") {
                 push(&events, start, "health", body);
             } else if line.contains("is live") || line.contains("refused, generation") {
@@ -281,12 +314,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         scenario.faults.iter().cloned().map(Some).collect();
     let mut printed = 0usize;
     while Instant::now() < until && !interrupted.load(Ordering::Relaxed) {
-        let received: u64 = timeline
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .map(|s| s.bytes)
-            .sum();
+        let received = timeline.bytes.load(Ordering::Relaxed);
         let now = start.elapsed();
         let due: Vec<scenario::Fault> = pending
             .iter_mut()
@@ -317,7 +345,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         let elapsed = start.elapsed().as_secs() as usize;
         if !opts.quiet {
             while printed < elapsed {
-                print_second(printed, &timeline, &events);
+                print_second(printed, &timeline, &events, scenario.duration.as_secs_f64());
                 printed += 1;
             }
         }
@@ -332,29 +360,46 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     drop(net.take());
     let _ = std::fs::remove_dir_all(&dir);
 
-    let seconds = timeline.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let end = scenario.duration.as_secs_f64();
     if !opts.quiet {
-        while printed < seconds.len() {
-            print_second(printed, &timeline, &events);
+        while (printed as f64) < end {
+            print_second(printed, &timeline, &events, end);
             printed += 1;
         }
     }
     let events = events.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let verdicts = judge(&scenario, &seconds, &events);
-    let out = opts
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("lab-report").join(slug(&scenario.name)));
-    report::write_all(&out, &scenario.name, layer, &seconds, &events, &verdicts)
+    let samples = timeline.samples();
+    let retries = timeline.retries();
+    let verdicts = judge(&scenario, &samples, &events);
+    let out = opts.out.clone().unwrap_or_else(|| report_dir(path));
+    let run = report::Run {
+        title: &scenario.name,
+        file: path,
+        mode: layer,
+        end,
+        clients: scenario.load.concurrency,
+        samples: &samples,
+        retries: &retries,
+        events: &events,
+        verdicts: &verdicts,
+        names: &addrs
+            .iter()
+            .map(|(name, addr)| (addr.to_string(), name.clone()))
+            .collect::<Vec<_>>(),
+    };
+    report::write_all(&out, &run)
         .map_err(|e| format!("cannot write the report to {}: {e}", out.display()))?;
-    let ok: u64 = seconds.iter().map(|s| s.ok).sum();
-    let failed: u64 = seconds.iter().map(|s| s.failed_total()).sum();
+    let failed = samples.iter().filter(|s| s.failure.is_some()).count();
     println!(
-        "lab: {} ok, {} failed; report in {}",
-        ok,
+        "lab: {} answered, {} failed, {} retried by Pocket; report in {}",
+        samples.len() - failed,
         failed,
+        retries.len(),
         out.display()
     );
+    for line in failure_lines(&run) {
+        println!("  failed: {line}");
+    }
     for (v, met) in &verdicts {
         println!("  {} {v}", if *met { "met:    " } else { "NOT MET:" });
     }
@@ -364,24 +409,25 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     Ok(verdicts.iter().all(|(_, met)| *met))
 }
 
-fn slug(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '-'
-            }
-        })
-        .collect()
+/// Where a report goes by default: `lab-report/` and the scenario file's
+/// name without `.lua` (server-dies.lua: lab-report/server-dies/), so each
+/// file has its own folder whatever its `name` says.
+pub fn report_dir(scenario: &Path) -> PathBuf {
+    let stem = scenario
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "scenario".into());
+    PathBuf::from("lab-report").join(stem)
 }
 
-fn print_second(i: usize, timeline: &load::Timeline, events: &Events) {
-    let s = timeline
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(i)
-        .cloned()
+/// One line of the live timeline: second `i` of a run `end` seconds long.
+fn print_second(i: usize, timeline: &load::Timeline, events: &Events, end: f64) {
+    let samples = timeline.samples();
+    let retries = timeline.retries();
+    let from = i as f64;
+    let s = stats::buckets(&samples, &retries, 1.0, end)
+        .into_iter()
+        .find(|b| b.from == from)
         .unwrap_or_default();
     let causes: Vec<String> = s.failed.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let servers: Vec<String> = s.servers.iter().map(|(k, v)| format!("{k}:{v}")).collect();
@@ -395,7 +441,7 @@ fn print_second(i: usize, timeline: &load::Timeline, events: &Events) {
     println!(
         "{:>4}s  ok {:>6}  retried {:>3}  failed {:>4}{}  p50 {:>6.2}ms  p99 {:>7.2}ms  {}  {}",
         i,
-        s.ok,
+        s.ok(),
         s.retried,
         s.failed_total(),
         if causes.is_empty() {
@@ -403,8 +449,8 @@ fn print_second(i: usize, timeline: &load::Timeline, events: &Events) {
         } else {
             format!(" ({})", causes.join(", "))
         },
-        s.quantile_ms(0.5),
-        s.quantile_ms(0.99),
+        s.quantile_ms(0.5).unwrap_or(0.0),
+        s.quantile_ms(0.99).unwrap_or(0.0),
         servers.join(" "),
         happened.join("; ")
     );
@@ -521,10 +567,10 @@ fn apply(
 }
 
 /// Checks the scenario's expectations against what happened.
-fn judge(scenario: &Scenario, seconds: &[load::Second], events: &[Event]) -> Vec<(String, bool)> {
+fn judge(scenario: &Scenario, samples: &[load::Sample], events: &[Event]) -> Vec<(String, bool)> {
     let mut out = Vec::new();
-    let ok: u64 = seconds.iter().map(|s| s.ok).sum();
-    let failed: u64 = seconds.iter().map(|s| s.failed_total()).sum();
+    let failed = samples.iter().filter(|s| s.failure.is_some()).count() as u64;
+    let ok = samples.len() as u64 - failed;
     if let Some(max) = scenario.expect.failed {
         out.push((
             format!("failed requests: {failed} (at most {max})"),

@@ -1,21 +1,51 @@
-//! What a lab run leaves behind: a summary table, the event log as JSON
-//! lines, and a timeline picture (SVG) with the faults and health changes
-//! marked, because people would rather look than read.
+//! What a lab run leaves behind: a summary (what failed, with which status
+//! and why, in the scenario's server names), the event log and every
+//! request as JSON lines, and a timeline chart (SVG, drawn with plotters)
+//! that shows at a glance what happened: requests per server stacked, so a
+//! dying server's share visibly moves; failures by cause in their own
+//! colours; p50/p99 latency on a second axis; retries marked; faults and
+//! health changes as labelled markers.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::load::Second;
+use super::load::{Retry, Sample};
+use super::stats::{self, Bucket};
 
 /// Something that happened: a fault, a health change, a reload.
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// Seconds since the load started.
+    /// Seconds since the lab's clock started.
     pub t: f64,
-    /// "fault", "health", "reload", "balancer".
+    /// "fault", "health", "reload", "watchdog".
     pub kind: &'static str,
     pub text: String,
 }
+
+/// Everything a report is made from.
+pub struct Run<'a> {
+    /// The scenario's `name`.
+    pub title: &'a str,
+    /// The scenario file, as given.
+    pub file: &'a Path,
+    /// Which fault layer ran.
+    pub mode: &'a str,
+    /// The load's length in seconds.
+    pub end: f64,
+    pub clients: usize,
+    pub samples: &'a [Sample],
+    pub retries: &'a [Retry],
+    pub events: &'a [Event],
+    pub verdicts: &'a [(String, bool)],
+    /// (address, scenario name) of every origin, to name servers in
+    /// Pocket's reasons.
+    pub names: &'a [(String, String)],
+}
+
+/// The chart's time buckets: fine enough to see a detection of tens of
+/// milliseconds.
+pub const CHART_BUCKET: f64 = 0.1;
 
 fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
@@ -34,9 +64,24 @@ fn json_str(s: &str) -> String {
     out
 }
 
-pub fn events_jsonl(events: &[Event], seconds: &[Second]) -> String {
+fn json_opt(s: Option<&str>) -> String {
+    s.map(json_str).unwrap_or_else(|| "null".into())
+}
+
+/// Pocket's text with each origin address preceded by its
+/// scenario name: "127.0.0.1:9002" becomes "B (127.0.0.1:9002)".
+pub fn name_addrs(text: &str, names: &[(String, String)]) -> String {
+    let mut out = text.to_string();
+    for (addr, name) in names {
+        out = out.replace(addr.as_str(), &format!("{name} ({addr})"));
+    }
+    out
+}
+
+/// Events, then one line per request, then one per retry.
+pub fn events_jsonl(run: &Run) -> String {
     let mut out = String::new();
-    for e in events {
+    for e in run.events {
         let _ = writeln!(
             out,
             "{{\"t\":{:.3},\"kind\":{},\"text\":{}}}",
@@ -45,168 +90,244 @@ pub fn events_jsonl(events: &[Event], seconds: &[Second]) -> String {
             json_str(&e.text)
         );
     }
-    for (i, s) in seconds.iter().enumerate() {
-        let failed: Vec<String> = s
-            .failed
-            .iter()
-            .map(|(k, v)| format!("{}:{v}", json_str(k)))
-            .collect();
-        let servers: Vec<String> = s
-            .servers
-            .iter()
-            .map(|(k, v)| format!("{}:{v}", json_str(k)))
-            .collect();
+    for s in run.samples {
         let _ = writeln!(
             out,
-            "{{\"t\":{i},\"kind\":\"second\",\"ok\":{},\"retried\":{},\"failed\":{{{}}},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"servers\":{{{}}}}}",
-            s.ok,
-            s.retried,
-            failed.join(","),
-            s.quantile_ms(0.5),
-            s.quantile_ms(0.99),
-            servers.join(",")
+            "{{\"t\":{:.4},\"kind\":\"request\",\"sent\":{:.4},\"latency_ms\":{:.3},\"server\":{},\"status\":{},\"failure\":{},\"cause\":{},\"bytes\":{}}}",
+            s.done,
+            s.sent,
+            s.latency_ms(),
+            json_opt(s.server.as_deref()),
+            s.status.map_or("null".into(), |v| v.to_string()),
+            json_opt(s.failure.as_ref().map(|f| f.kind.as_str())),
+            json_opt(
+                s.failure
+                    .as_ref()
+                    .map(|f| name_addrs(&f.detail, run.names))
+                    .as_deref()
+            ),
+            s.bytes
+        );
+    }
+    for r in run.retries {
+        let _ = writeln!(
+            out,
+            "{{\"t\":{:.3},\"kind\":\"retry\",\"server\":{},\"addr\":{},\"why\":{}}}",
+            r.t,
+            json_str(&r.server),
+            json_str(&r.addr),
+            json_str(&name_addrs(&r.why, run.names))
         );
     }
     out
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// "N thing" / "N things".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// Requests per second (answered in green, failed in red) over time, with
-/// faults (orange) and health changes (blue) marked.
-pub fn timeline_svg(title: &str, seconds: &[Second], events: &[Event]) -> String {
-    let (w, h, left, top, bottom) = (900.0, 360.0, 60.0, 40.0, 40.0);
-    let plot_h = h - top - bottom;
-    let n = seconds.len().max(1) as f64;
-    let step = (w - left - 20.0) / n;
-    let max = seconds
-        .iter()
-        .map(|s| s.ok + s.failed_total())
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
-    let y = |v: f64| top + plot_h - v / max * plot_h;
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{left}" y="20" font-size="14">{}</text>
-<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>
-<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>
-<text x="5" y="{}">{max:.0}/s</text>
-"#,
-        esc(title),
-        top + plot_h,
-        w - 20.0,
-        top + plot_h,
-        top + plot_h,
-        top + 10.0
-    );
-    for (i, s) in seconds.iter().enumerate() {
-        let x = left + i as f64 * step + 1.0;
-        let ok_top = y(s.ok as f64);
-        let _ = writeln!(
-            svg,
-            r##"<rect x="{x:.1}" y="{ok_top:.1}" width="{:.1}" height="{:.1}" fill="#4caf50"><title>{i}s: {} ok</title></rect>"##,
-            (step - 2.0).max(1.0),
-            top + plot_h - ok_top,
-            s.ok
-        );
-        let failed = s.failed_total();
-        if failed > 0 {
-            let fh = (failed as f64 / max * plot_h).max(3.0);
-            let _ = writeln!(
-                svg,
-                r##"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{fh:.1}" fill="#e53935"><title>{i}s: {failed} failed</title></rect>"##,
-                ok_top - fh,
-                (step - 2.0).max(1.0)
-            );
-        }
-        if i % ((n as usize / 15).max(1)) == 0 {
-            let _ = writeln!(
-                svg,
-                r#"<text x="{x:.1}" y="{:.1}">{i}s</text>"#,
-                top + plot_h + 15.0
-            );
-        }
-    }
-    for (k, e) in events.iter().enumerate() {
-        let x = left + e.t * step;
-        let color = match e.kind {
-            "fault" => "#ff9800",
-            "health" => "#1e88e5",
-            _ => "#8e24aa",
+/// Each kind of failure once, most frequent first: status (or what broke),
+/// how many, and the cause with servers named.
+pub fn failure_lines(run: &Run) -> Vec<String> {
+    let mut groups: BTreeMap<String, usize> = BTreeMap::new();
+    for s in run.samples {
+        let Some(f) = &s.failure else { continue };
+        let detail = name_addrs(&f.detail, run.names);
+        let head = match s.status {
+            Some(st) if f.kind.starts_with(|c: char| c.is_ascii_digit()) => st.to_string(),
+            Some(st) => format!("{} (after a {st} head)", f.kind),
+            None => f.kind.clone(),
         };
-        let _ = writeln!(
-            svg,
-            r#"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{:.1}" stroke="{color}" stroke-dasharray="4 3"/><text x="{:.1}" y="{:.1}" fill="{color}">{}</text>"#,
-            top + plot_h,
-            x + 3.0,
-            top + 12.0 + (k % 6) as f64 * 12.0,
-            esc(&e.text)
-        );
+        *groups.entry(format!("{head}\u{0}{detail}")).or_default() += 1;
     }
-    svg.push_str("</svg>\n");
-    svg
+    let mut list: Vec<(String, usize)> = groups.into_iter().collect();
+    list.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    list.into_iter()
+        .map(|(k, n)| {
+            let (head, detail) = k.split_once('\u{0}').unwrap_or((&k, ""));
+            format!("{head} ×{n}: {detail}")
+        })
+        .collect()
 }
 
-/// The summary as a Markdown table.
-pub fn summary_md(
-    title: &str,
-    mode: &str,
-    seconds: &[Second],
-    events: &[Event],
-    verdicts: &[(String, bool)],
-) -> String {
-    let mut out = format!("# {title}\n\nfault layer: {mode}\n\n| second | ok | retried | failed | causes | p50 ms | p99 ms | servers |\n|---|---|---|---|---|---|---|---|\n");
-    for (i, s) in seconds.iter().enumerate() {
-        let causes: Vec<String> = s.failed.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        let servers: Vec<String> = s.servers.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        let _ = writeln!(
-            out,
-            "| {i} | {} | {} | {} | {} | {:.2} | {:.2} | {} |",
-            s.ok,
-            s.retried,
-            s.failed_total(),
-            causes.join(", "),
-            s.quantile_ms(0.5),
-            s.quantile_ms(0.99),
+/// Retries grouped by server and reason.
+fn retry_lines(run: &Run) -> Vec<String> {
+    let mut groups: BTreeMap<String, usize> = BTreeMap::new();
+    for r in run.retries {
+        let who = if r.addr.is_empty() || r.addr == r.server {
+            r.server.clone()
+        } else {
+            format!("{} ({})", r.server, r.addr)
+        };
+        let why = name_addrs(&r.why, run.names);
+        *groups.entry(format!("{who}: {why}")).or_default() += 1;
+    }
+    groups
+        .into_iter()
+        .map(|(what, n)| format!("×{n} from {what}"))
+        .collect()
+}
+
+/// The summary in Markdown: outcome first (what failed and why), then the
+/// expectations, the events and a table per second.
+pub fn summary_md(run: &Run) -> String {
+    let answered: Vec<&Sample> = run.samples.iter().filter(|s| s.failure.is_none()).collect();
+    let mut by_server: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &answered {
+        *by_server
+            .entry(s.server.as_deref().unwrap_or("Pocket"))
+            .or_default() += 1;
+    }
+    let failed = run.samples.len() - answered.len();
+    let servers: Vec<String> = by_server.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let at: Vec<String> = run
+        .names
+        .iter()
+        .map(|(addr, name)| format!("{name} at {addr}"))
+        .collect();
+    let mut out = format!(
+        "# {}\n\nscenario: `{}` · fault layer: {} · {:.1} s of load from {}\n\nservers (as Pocket reaches them): {}\n\n## Outcome\n\n",
+        run.title,
+        run.file.display(),
+        run.mode,
+        run.end,
+        count(run.clients, "client", "clients"),
+        at.join(", "),
+    );
+    let _ = writeln!(
+        out,
+        "{}: {} answered ({}), {} failed; {} by Pocket on another server.\n",
+        count(run.samples.len(), "request", "requests"),
+        answered.len(),
+        if servers.is_empty() {
+            "none".into()
+        } else {
             servers.join(", ")
-        );
+        },
+        failed,
+        count(run.retries.len(), "retried", "retried"),
+    );
+    let failures = failure_lines(run);
+    if !failures.is_empty() {
+        out.push_str("Failures (status ×count: cause):\n\n");
+        for l in &failures {
+            let _ = writeln!(out, "- {l}");
+        }
+        out.push('\n');
     }
-    out.push_str("\n## Events\n\n");
-    for e in events {
-        let _ = writeln!(out, "- {:.2}s {}: {}", e.t, e.kind, e.text);
+    let retries = retry_lines(run);
+    if !retries.is_empty() {
+        out.push_str("Retries (Pocket's log: a server failed before answering and Pocket tried another):\n\n");
+        for l in &retries {
+            let _ = writeln!(out, "- {l}");
+        }
+        out.push('\n');
     }
-    out.push_str("\n## Expectations\n\n");
-    for (v, ok) in verdicts {
+    out.push_str("## Expectations\n\n");
+    if run.verdicts.is_empty() {
+        out.push_str("(none)\n");
+    }
+    for (v, ok) in run.verdicts {
         let _ = writeln!(out, "- {} {v}", if *ok { "met:" } else { "NOT MET:" });
     }
+    out.push_str("\n## Events\n\n");
+    for e in run.events {
+        let _ = writeln!(out, "- {:.3}s {}: {}", e.t, e.kind, e.text);
+    }
+    out.push_str("\n## Per second\n\n| second | answered | by server | failed | by cause | retried | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|---|\n");
+    let fmt_ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    for b in stats::buckets(run.samples, run.retries, 1.0, run.end) {
+        let servers: Vec<String> = b.servers.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let causes: Vec<String> = b.failed.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            out,
+            "| {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+            b.from,
+            b.ok(),
+            servers.join(", "),
+            b.failed_total(),
+            causes.join(", "),
+            b.retried,
+            fmt_ms(b.quantile_ms(0.5)),
+            fmt_ms(b.quantile_ms(0.99)),
+        );
+    }
     out
 }
 
-pub fn write_all(
-    dir: &Path,
-    title: &str,
-    mode: &str,
-    seconds: &[Second],
-    events: &[Event],
-    verdicts: &[(String, bool)],
-) -> std::io::Result<()> {
+pub fn write_all(dir: &Path, run: &Run) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(
-        dir.join("summary.md"),
-        summary_md(title, mode, seconds, events, verdicts),
-    )?;
-    std::fs::write(dir.join("events.jsonl"), events_jsonl(events, seconds))?;
-    std::fs::write(
-        dir.join("timeline.svg"),
-        timeline_svg(title, seconds, events),
-    )?;
+    std::fs::write(dir.join("summary.md"), summary_md(run))?;
+    std::fs::write(dir.join("events.jsonl"), events_jsonl(run))?;
+    let svg = super::chart::timeline_svg(run).map_err(std::io::Error::other)?;
+    std::fs::write(dir.join("timeline.svg"), svg)?;
     Ok(())
+}
+
+/// The buckets the chart draws.
+pub fn chart_buckets(run: &Run) -> Vec<Bucket> {
+    stats::buckets(run.samples, run.retries, CHART_BUCKET, run.end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load::Failure;
+    use super::*;
+
+    fn failed(status: Option<u16>, kind: &str, detail: &str) -> Sample {
+        Sample {
+            sent: 1.0,
+            done: 1.001,
+            server: None,
+            status,
+            failure: Some(Failure {
+                kind: kind.into(),
+                detail: detail.into(),
+            }),
+            bytes: 0,
+        }
+    }
+
+    /// "5xx 3" said nothing: each failure gets its status, count and cause,
+    /// the server by its scenario name and address.
+    #[test]
+    fn the_summary_names_each_failures_status_and_cause() {
+        let why = "no server of pool \"app\" could be reached (tried 1; last: 127.0.0.1:9002: connect failed: Connection refused (os error 111))";
+        let samples = vec![
+            failed(Some(502), "502 from Pocket", why),
+            failed(Some(502), "502 from Pocket", why),
+            failed(Some(502), "502 from Pocket", why),
+            failed(
+                None,
+                "client timeout",
+                "no whole answer within the load's timeout (2s)",
+            ),
+        ];
+        let names = vec![("127.0.0.1:9002".to_string(), "B".to_string())];
+        let run = Run {
+            title: "t",
+            file: Path::new("t.lua"),
+            mode: "userspace",
+            end: 2.0,
+            clients: 1,
+            samples: &samples,
+            retries: &[],
+            events: &[],
+            verdicts: &[],
+            names: &names,
+        };
+        let lines = failure_lines(&run);
+        assert_eq!(lines[0], "502 ×3: no server of pool \"app\" could be reached (tried 1; last: B (127.0.0.1:9002): connect failed: Connection refused (os error 111))");
+        assert_eq!(
+            lines[1],
+            "client timeout ×1: no whole answer within the load's timeout (2s)"
+        );
+        let summary = summary_md(&run);
+        assert!(
+            summary.contains("4 requests: 0 answered (none), 4 failed"),
+            "{summary}"
+        );
+        assert!(summary.contains(&format!("- {}", lines[0])), "{summary}");
+    }
 }
