@@ -78,6 +78,7 @@
 ---@field fallback? string A pool that gets the request when this pool can pick no server (the hash key and balance choice are dropped).
 ---@field rehash? boolean Hash pools, default true: a key whose server cannot take it moves along the ring; false: to the backups, then to fallback.
 ---@field bypass? fun(req: pocket.Request): any A true result sends the request to fallback (required) instead of this pool.
+---@field own_health? boolean Default false: a server address listed in several pools has one health, checked once; true gives this pool its own checks and verdicts for its servers.
 
 ---@alias pocket.Balance
 ---| "round_robin" # Smooth weighted round robin (default; also "roundrobin").
