@@ -560,7 +560,10 @@ fn a_lab_run_leaves_no_pid_or_status_files() {
     let lab_pid = lab.id();
     let done = lab.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&done.stdout);
-    assert!(stdout.contains(" ok, "), "{stdout}");
+    // A restart refuses a few connections while nothing listens; the lab
+    // still ends well (no expectation failed).
+    assert!(done.status.success(), "{stdout}");
+    assert!(stdout.contains(" answered"), "{stdout}");
     // The lab's Pocket served this policy path.
     let policy = std::env::temp_dir()
         .join(format!("pocket-lab-{lab_pid}"))
