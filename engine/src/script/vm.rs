@@ -249,7 +249,9 @@ impl Vm {
             .load(source)
             .set_name(format!("@{}", script_path.display()))
             .set_mode(ChunkMode::Text);
-        self.with_budget(self.limits.load_budget, || chunk.eval())
+        let out = self.with_budget(self.limits.load_budget, || chunk.eval());
+        api::pool_refs::stop(&self.lua);
+        out
     }
 
     /// Calls `f` with the per-hook budget armed. Every hook call on the

@@ -5,6 +5,7 @@ pub mod conn;
 mod headers;
 pub mod local;
 mod log;
+pub mod pool_refs;
 mod regex;
 pub mod request;
 pub mod response;
@@ -21,6 +22,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     regex::register(lua, &pocket)?;
     store::register(lua, &pocket)?;
     server::register(lua, &pocket)?;
+    pool_refs::register(lua, &pocket)?;
     pocket.set("version", env!("CARGO_PKG_VERSION"))?;
     // Seconds on a clock that never goes back (for rates and windows).
     pocket.set(
