@@ -67,10 +67,10 @@ impl Policy {
         out.push_str(&format!("pools: {}\n", self.pools.len()));
         for p in &self.pools {
             out.push_str(&format!(
-                "  {} ({}, {} servers, retries {})\n",
+                "  {} ({}, {}, retries {})\n",
                 p.name,
                 p.balance_name(),
-                p.servers.len(),
+                crate::words::count(p.servers.len() as u64, "server"),
                 p.retries
             ));
             for s in p.servers.iter() {

@@ -61,7 +61,7 @@ fn without_sandbox_place(line: &str) -> &str {
 }
 
 /// True when a message already starts with `something.lua:NN:`.
-fn has_location(message: &str) -> bool {
+pub(crate) fn has_location(message: &str) -> bool {
     let mut parts = message.splitn(3, ':');
     let (Some(file), Some(line)) = (parts.next(), parts.next()) else {
         return false;

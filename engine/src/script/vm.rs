@@ -49,7 +49,8 @@ pub(crate) struct Budget {
     /// The allocator refused a large allocation for the budget in this
     /// call (so a memory error is the budget's, not the memory limit's).
     refused: Cell<bool>,
-    /// `path:line` where the allocator refused (see `budget_alloc`).
+    /// `path:line` where the allocator refused, for the budget or the
+    /// memory limit (see `budget_alloc`).
     place: Cell<Option<String>>,
 }
 
@@ -100,6 +101,14 @@ fn over_budget<R>(budget: &Budget, script: &str, result: mlua::Result<R>) -> mlu
         let place = place.unwrap_or_else(|| script.to_string());
         return Err(mlua::Error::RuntimeError(format!(
             "{place}: {BUDGET_MESSAGE} (at a large allocation)"
+        )));
+    }
+    // The memory limit, met by Lua's own allocation: the allocator noted
+    // the line (see `budget_alloc`).
+    if let (Err(e @ mlua::Error::MemoryError(_)), Some(place)) = (&result, place) {
+        return Err(mlua::Error::RuntimeError(format!(
+            "{place}: {}",
+            super::describe_lua_error(e)
         )));
     }
     result

@@ -5,6 +5,7 @@ pub mod conn;
 mod headers;
 pub mod local;
 mod log;
+pub mod names;
 pub mod pool_refs;
 mod regex;
 pub mod request;
@@ -13,6 +14,8 @@ pub mod server;
 pub mod store;
 
 use mlua::Lua;
+
+pub use names::userdata_name;
 
 /// Installs the global `pocket` table.
 pub fn register(lua: &Lua) -> mlua::Result<()> {
