@@ -237,8 +237,9 @@ return {{
     if req.path == "/assign" then req.path = "/x" end
     if req.path == "/call" then req() end
     if req.path == "/pcall" then
-      local ok, err = pcall(pocket.respond, 999)
-      return pocket.respond(200, err)
+      local _, direct = pcall(pocket.respond, 999)
+      local _, wrapped = pcall(function() return pocket.respond(999) end)
+      return pocket.respond(200, direct .. "\n" .. wrapped)
     end
     if req.path == "/grow" then
       return half .. half .. "y"
@@ -267,8 +268,8 @@ async fn hook_errors_name_the_place_the_hook_and_the_request() {
         ("/five", 500, "on_request", format!("{p}:5: on_request returned a number (5); expected a pool name (a string), pocket.respond(...) or nil")),
         ("/assign", 500, "on_request", format!("{p}:7: req.path is read-only; use req:set_path(...)")),
         ("/call", 500, "on_request", format!("{p}:8: attempt to call a request value (local 'req')")),
-        ("/grow", 500, "on_request", format!("{p}:14: script stopped: it used more memory than its limit")),
-        ("/status", 500, "on_response", format!("{p}:18: res.status is read-only; use res:set_status(...)")),
+        ("/grow", 500, "on_request", format!("{p}:15: script stopped: it used more memory than its limit")),
+        ("/status", 500, "on_response", format!("{p}:19: res.status is read-only; use res:set_status(...)")),
     ];
     for (path, status, hook, message) in cases {
         let r = get(addr, path).await;
@@ -280,12 +281,16 @@ async fn hook_errors_name_the_place_the_hook_and_the_request() {
             "{path}: {line}"
         );
     }
-    // A Pocket function's error caught by pcall reads like Lua's own.
+    // A Pocket function's error caught by pcall reads like Lua's own:
+    // no line when pcall called it directly (as `pcall(string.rep)`),
+    // else the line that called it; never mlua's traceback.
     let r = get(addr, "/pcall").await;
     assert_eq!(r.status, 200);
     assert_eq!(
         r.text(),
-        format!("{p}:10: status 999 is not a status from 200 to 599")
+        format!(
+            "status 999 is not a status from 200 to 599\n{p}:11: status 999 is not a status from 200 to 599"
+        )
     );
 }
 

@@ -39,7 +39,9 @@ pub fn install(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<()> {
     // `path:line: message`; any other value as it is.
     let describe = lua.create_function(|lua, e: Value| {
         Ok(match e {
-            Value::Error(e) => Value::String(lua.create_string(super::describe_lua_error(&e))?),
+            Value::Error(e) => {
+                Value::String(lua.create_string(super::errors::describe_caught(&e))?)
+            }
             other => other,
         })
     })?;
