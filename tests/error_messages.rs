@@ -206,9 +206,18 @@ fn the_summary_counts_in_the_right_plural() {
 }
 
 /// A main chunk that meets the memory limit is refused at the line that
-/// met it.
+/// met it: a new string there, or a table that grew past the limit (Lua's
+/// own error has no line; the loop's is the one running).
 #[test]
 fn the_memory_limit_at_load_names_the_line() {
+    let (code, path, lines) = check("local t = {}\nfor i = 1, 1e9 do t[i] = i end\nreturn {}\n");
+    assert_eq!(code, 1);
+    assert_eq!(
+        lines,
+        [format!(
+            "{path}:2: script stopped: it used more memory than its limit"
+        )]
+    );
     let (code, path, lines) = check(
         r#"local kept = {}
 for i = 1, 1000 do

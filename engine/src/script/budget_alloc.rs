@@ -125,7 +125,12 @@ unsafe extern "C" fn budget_alloc(
     }
     let out = (wrapped.inner)(wrapped.inner_ud, ptr, osize, nsize);
     if !out.is_null() || nsize == 0 {
-        wrapped.memory.heap.set((heap + nsize).saturating_sub(old));
+        let now = (heap + nsize).saturating_sub(old);
+        wrapped.memory.heap.set(now);
+        wrapped
+            .budget
+            .near_limit
+            .set(now + outside > wrapped.memory.limit / 4);
     } else {
         note_memory_place(wrapped, ptr);
     }

@@ -52,6 +52,13 @@ pub(crate) struct Budget {
     /// `path:line` where the allocator refused, for the budget or the
     /// memory limit (see `budget_alloc`).
     place: Cell<Option<String>>,
+    /// The heap is past a quarter of the VM's limit (set by the
+    /// allocator): the instruction hook then notes the running line in
+    /// `seen`, for a memory error the allocator could not place (a table
+    /// or buffer that grew past the limit).
+    pub(crate) near_limit: Cell<bool>,
+    /// `path:line` the instruction hook last saw while `near_limit`.
+    pub(crate) seen: std::cell::RefCell<String>,
 }
 
 /// The error every budget check raises (after `path:line: `).
@@ -104,7 +111,12 @@ fn over_budget<R>(budget: &Budget, script: &str, result: mlua::Result<R>) -> mlu
         )));
     }
     // The memory limit, met by Lua's own allocation: the allocator noted
-    // the line (see `budget_alloc`).
+    // the line (see `budget_alloc`), or, for a block that grew, the
+    // instruction hook saw the line running shortly before.
+    let place = place.or_else(|| {
+        let seen = budget.seen.borrow();
+        (!seen.is_empty()).then(|| seen.clone())
+    });
     if let (Err(e @ mlua::Error::MemoryError(_)), Some(place)) = (&result, place) {
         return Err(mlua::Error::RuntimeError(format!(
             "{place}: {}",
@@ -170,6 +182,8 @@ impl Budget {
             armed: Cell::new(false),
             refused: Cell::new(false),
             place: Cell::new(None),
+            near_limit: Cell::new(false),
+            seen: std::cell::RefCell::new(String::new()),
         }
     }
 }
@@ -229,6 +243,8 @@ impl Vm {
             armed: Cell::new(false),
             refused: Cell::new(false),
             place: Cell::new(None),
+            near_limit: Cell::new(false),
+            seen: std::cell::RefCell::new(String::new()),
         });
 
         budget_hook::install(&lua, &budget, HOOK_EVERY)?;
@@ -280,6 +296,7 @@ impl Vm {
         self.budget.deadline.set(Instant::now() + budget);
         self.budget.spent.set(false);
         self.budget.refused.set(false);
+        self.budget.seen.borrow_mut().clear();
         self.budget.armed.set(true);
     }
 
@@ -305,6 +322,7 @@ impl Vm {
         self.budget.deadline.set(Instant::now() + budget);
         self.budget.spent.set(false);
         self.budget.refused.set(false);
+        self.budget.seen.borrow_mut().clear();
         self.budget.armed.set(true);
         // Disarmed however the body ends (mlua re-raises a callback's
         // panic): a later unbudgeted allocation must not be refused.
