@@ -76,7 +76,22 @@ impl Places {
             .find_map(|n| self.exact(&steps[..n]))
     }
 
+    /// The line of the value at `path`, only if the text has that field
+    /// inside tables with all of the path's keys.
+    pub fn exact_line(&self, path: &[&str]) -> Option<usize> {
+        let steps: Vec<Step> = path.iter().map(|s| Step::parse(s)).collect();
+        self.best(&steps)
+            .filter(|&(score, _)| score + 1 == steps.len())
+            .map(|(_, line)| line)
+    }
+
     fn exact(&self, steps: &[Step]) -> Option<usize> {
+        self.best(steps).map(|(_, line)| line)
+    }
+
+    /// The field at the end of `steps` whose enclosing keys match most of
+    /// the rest: (how many matched, its line).
+    fn best(&self, steps: &[Step]) -> Option<(usize, usize)> {
         let (last, outer) = steps.split_last()?;
         let mut best: Option<(usize, usize)> = None;
         for f in self.fields.iter().filter(|f| &f.step == last) {
@@ -90,7 +105,7 @@ impl Places {
                 best = Some((score, f.line));
             }
         }
-        best.map(|(_, line)| line)
+        best
     }
 }
 

@@ -173,6 +173,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::arc_with_non_send_sync)] // mlua's own type
     fn names_methods_as_the_docs_do() {
         let e = mlua::Error::BadArgument {
             to: Some("StoreHandle.get".into()),
