@@ -330,3 +330,45 @@ async fn a_one_server_pool_says_there_is_no_other_server() {
     );
     assert!(!pocket.log.text().contains("trying another server"));
 }
+
+/// The other hooks' bad return values: a `hash_key` function that returns
+/// a table costs the request its key, not its answer; a scripted check
+/// whose reason is a table fails, saying so. Both at the function's line.
+#[tokio::test]
+async fn pool_functions_say_what_they_returned() {
+    let app = origin("app");
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{
+    app = {{ servers = {{ "{a}" }}, balance = "hash",
+      hash_key = function(req) return {{}} end,
+      check = {{ interval = "100ms", fall = 1,
+        run = function(server, http)
+          return true, {{}}
+        end }},
+    }},
+  }},
+}}
+"#,
+            a = app.addr
+        ),
+        1,
+    );
+    let p = pocket.policy.display().to_string();
+    pocket.log.wait_for(&[&format!(
+        "is DOWN: 1 check failed: {p}:7: the check returned a table as its reason; expected a string or nil"
+    )]);
+    let addr = pocket.addr("web");
+    // The server is down now: the request gets its 503, after the key.
+    let r = get(addr, "/").await;
+    let id = r.header("x-request-id").expect("request id");
+    let line = pocket.log.wait_for(&[&format!("request={id}"), "hash_key"]);
+    assert!(
+        line.contains(&format!(
+            " WARN {p}:5: hash_key returned a table; expected a string, a number or nil; balancing without a key request={id} hook=\"hash_key\""
+        )),
+        "{line}"
+    );
+}

@@ -44,8 +44,10 @@ pub struct WorkerScript {
     hash_keys: Vec<Option<Function>>,
     /// `balance = function(servers, req)` of each pool, by pool index.
     balancers: Vec<Option<Function>>,
-    /// The scripted check of each pool, by pool index.
-    checks: Vec<Option<Function>>,
+    /// The scripted check of each pool, by pool index, guarded (see
+    /// `sandbox::guard`), with the `path:line` of the script's own
+    /// function for its messages.
+    checks: Vec<Option<(Function, String)>>,
     /// `bypass = function(req)` of each pool, by pool index.
     bypasses: Vec<Option<Function>>,
     /// The table the script returned (for `pocket test`'s cases).
@@ -122,7 +124,8 @@ impl WorkerScript {
                     _ => None,
                 };
                 // Run as coroutines: guarded, see `sandbox::guard`.
-                f.map(|f| sandbox::guard(&vm.lua, &f)).transpose()
+                f.map(|f| Ok((sandbox::guard(&vm.lua, &f)?, place_of(&f))))
+                    .transpose()
             })
             .collect::<mlua::Result<_>>()
             .map_err(|e| describe_lua_error(&e))?;
@@ -308,20 +311,23 @@ impl WorkerScript {
         };
         let at = |w: &Watched| w.hash_keys.get(pool).copied().unwrap_or(0);
         let _busy = self.busy(Doing::HashKey, at, req.id.seq);
-        self.vm
-            .lua
-            .scope(|scope| {
-                let ud = scope.create_userdata_ref_mut(req)?;
-                let out: Value = self.vm.call(f, ud)?;
-                Ok(match out {
-                    Value::Nil => None,
-                    Value::String(s) => Some(s.as_bytes().to_vec()),
-                    Value::Integer(n) => Some(n.to_string().into_bytes()),
-                    Value::Number(n) => Some(n.to_string().into_bytes()),
-                    other => Some(format!("{other:?}").into_bytes()),
-                })
+        let out = self.vm.lua.scope(|scope| {
+            let ud = scope.create_userdata_ref_mut(req)?;
+            let out: Value = self.vm.call(f, ud)?;
+            Ok(match out {
+                Value::Nil => Ok(None),
+                Value::String(s) => Ok(Some(s.as_bytes().to_vec())),
+                Value::Integer(n) => Ok(Some(n.to_string().into_bytes())),
+                Value::Number(n) => Ok(Some(n.to_string().into_bytes())),
+                ref other => {
+                    Err(self.bad_return("hash_key", f, other, "a string, a number or nil"))
+                }
             })
-            .map_err(|e| self.failed("hash_key", f, &e))
+        });
+        match out {
+            Ok(key) => key,
+            Err(e) => Err(self.failed("hash_key", f, &e)),
+        }
     }
 
     /// Where a pool with `bypass = function(req)` sends this request: its
@@ -412,7 +418,7 @@ impl WorkerScript {
         addr: SocketAddr,
         budget: Duration,
     ) -> Result<String, String> {
-        let Some(Some(f)) = self.checks.get(pool_index) else {
+        let Some(Some((f, place))) = self.checks.get(pool_index) else {
             return Err("no check function".into());
         };
         let pool = &self.policy.pools[pool_index];
@@ -472,14 +478,29 @@ impl WorkerScript {
         // Disarmed however the check ends, also when its future is dropped
         // at the check's timeout.
         let _armed = self.vm.armed();
-        let out: mlua::Result<(Value, Option<String>)> =
-            self.vm.settle(f.call_async((server, http)).await);
-        match out {
-            Ok((Value::Nil | Value::Boolean(false), why)) => {
+        let out: mlua::Result<(Value, Value)> = self.vm.settle(f.call_async((server, http)).await);
+        let (ok, why) = match out {
+            Ok(pair) => pair,
+            Err(e) => return Err(describe_lua_error(&e)),
+        };
+        let why = match why {
+            Value::Nil => None,
+            Value::String(s) => Some(s.to_string_lossy()),
+            Value::Integer(n) => Some(n.to_string()),
+            Value::Number(n) => Some(n.to_string()),
+            // A reason Pocket cannot show fails the check, saying so.
+            other => {
+                return Err(format!(
+                    "{place}: the check returned {} as its reason; expected a string or nil",
+                    returned(&other)
+                ))
+            }
+        };
+        match ok {
+            Value::Nil | Value::Boolean(false) => {
                 Err(why.unwrap_or_else(|| "the check returned false".into()))
             }
-            Ok((_, why)) => Ok(why.unwrap_or_else(|| "the check passed".into())),
-            Err(e) => Err(describe_lua_error(&e)),
+            _ => Ok(why.unwrap_or_else(|| "the check passed".into())),
         }
     }
 
