@@ -348,14 +348,9 @@ async fn forward(
 
     let why = if tried.is_empty() && last_error.is_empty() {
         format!(
-            "no server of pool \"{}\" is up ({}, {})",
+            "no server of pool \"{}\" is up ({}, all down)",
             pool.name,
             crate::words::count(pool.servers.len() as u64, "server"),
-            if pool.servers.len() == 1 {
-                "down"
-            } else {
-                "all down"
-            }
         )
     } else {
         format!(
