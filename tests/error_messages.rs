@@ -372,3 +372,33 @@ async fn pool_functions_say_what_they_returned() {
         "{line}"
     );
 }
+
+/// A value reported wrong brings no second error about what depends on
+/// it: a mistyped `balance` and its `hash_key`, a fallback that is not a
+/// name and its `bypass`, an `on_check` that is not a function and a
+/// check with `script = true`.
+#[test]
+fn a_wrong_value_brings_no_false_error_about_what_depends_on_it() {
+    let (code, path, lines) = check(
+        r#"return {
+  listeners = { { bind = "127.0.0.1:8080", pool = "app" } },
+  pools = {
+    app = { servers = { "127.0.0.1:9001" }, balance = "hsh", hash_key = "uri",
+            hash_balance_factor = 150 },
+    web = { servers = { "127.0.0.1:9002" }, fallback = 7,
+            bypass = function(req) return true end,
+            check = { script = true } },
+  },
+  on_check = "yes",
+}
+"#,
+    );
+    assert_eq!(code, 1);
+    let want = [
+        "4: pool \"app\": unknown balance algorithm \"hsh\" (known: round_robin, least_conn, p2c, random, first, hash)",
+        "6: pool \"web\": fallback must be a pool name",
+        "10: on_check must be a function(server, http)",
+    ]
+    .map(|l| format!("{path}:{l}"));
+    assert_eq!(lines, want);
+}

@@ -256,10 +256,14 @@ impl Checker<'_> {
         match root.get::<Value>("on_check") {
             Ok(Value::Nil) => {}
             Ok(Value::Function(_)) => self.has_on_check = true,
-            _ => self.error(
-                &["on_check"],
-                "on_check must be a function(server, http)".into(),
-            ),
+            // Reported here; `script = true` gets no second error.
+            _ => {
+                self.has_on_check = true;
+                self.error(
+                    &["on_check"],
+                    "on_check must be a function(server, http)".into(),
+                );
+            }
         }
 
         let mut hooks = HookSet::default();

@@ -46,6 +46,10 @@ impl Checker<'_> {
     pub(super) fn pool_settings(&mut self, name: &str, t: &Table) -> PoolSettings {
         let mut s = PoolSettings::default();
 
+        // A value already reported wrong must not bring a second, false
+        // error about what depends on it (hash_key when the algorithm was
+        // mistyped, bypass when the fallback was).
+        let errors_before = self.errors.len();
         match t.get::<Value>("balance") {
             Ok(Value::Nil) => {}
             Ok(Value::String(b)) => {
@@ -73,6 +77,8 @@ impl Checker<'_> {
             Err(e) => self.error(&["pools", name, "balance"], e.to_string()),
         }
 
+        let balance_wrong = self.errors.len() > errors_before;
+        let fallback_given = !matches!(t.get::<Value>("fallback"), Ok(Value::Nil));
         match t.get::<Value>("fallback") {
             Ok(Value::Nil) => {}
             Ok(Value::String(f)) => {
@@ -93,7 +99,7 @@ impl Checker<'_> {
         }
         match t.get::<Value>("bypass") {
             Ok(Value::Nil) => {}
-            Ok(Value::Function(_)) if s.fallback.is_some() => {}
+            Ok(Value::Function(_)) if s.fallback.is_some() || fallback_given => {}
             Ok(Value::Function(_)) => self.error(
                 &["pools", name, "bypass"],
                 format!("pool \"{name}\": bypass needs a fallback pool"),
@@ -121,6 +127,7 @@ impl Checker<'_> {
             (Ok(Value::Nil), Algorithm::Hash) => s.hash_key = Some(HashKey::Source),
             (Ok(Value::Nil), _) => {}
             (Ok(v), Algorithm::Hash) => s.hash_key = self.hash_key(name, &v),
+            (Ok(_), _) if balance_wrong => {}
             (Ok(_), _) => self.error(
                 &["pools", name, "hash_key"],
                 format!("pool \"{name}\": hash_key needs balance = \"hash\""),
@@ -132,6 +139,7 @@ impl Checker<'_> {
             Ok(Value::Integer(f)) if (101..=1000).contains(&f) && s.algorithm == Algorithm::Hash => {
                 s.balance_factor = Some(f as u32)
             }
+            Ok(Value::Integer(f)) if (101..=1000).contains(&f) && balance_wrong => {}
             _ => self.error(
                 &["pools", name, "hash_balance_factor"],
                 format!("pool \"{name}\": hash_balance_factor is a percentage from 101 to 1000, with balance = \"hash\""),
