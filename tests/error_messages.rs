@@ -253,6 +253,7 @@ return {{
     if req.path == "/grow" then
       return half .. half .. "y"
     end
+    if req.path == "/dot" then return req.header("x-user") end
   end,
   on_response = function(req, res)
     if req.path == "/status" then res.status = 201 end
@@ -278,7 +279,8 @@ async fn hook_errors_name_the_place_the_hook_and_the_request() {
         ("/assign", 500, "on_request", format!("{p}:7: req.path is read-only; use req:set_path(...)")),
         ("/call", 500, "on_request", format!("{p}:8: attempt to call a request value (local 'req')")),
         ("/grow", 500, "on_request", format!("{p}:15: script stopped: it used more memory than its limit")),
-        ("/status", 500, "on_response", format!("{p}:19: res.status is read-only; use res:set_status(...)")),
+        ("/dot", 500, "on_request", format!("{p}:17: req.header was called without its object: write req:header(...)")),
+        ("/status", 500, "on_response", format!("{p}:20: res.status is read-only; use res:set_status(...)")),
     ];
     for (path, status, hook, message) in cases {
         let r = get(addr, path).await;

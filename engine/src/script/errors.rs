@@ -31,6 +31,12 @@ pub fn describe_lua_error(err: &mlua::Error) -> String {
             // mlua names a method by its Rust type (`StoreHandle.get`) and
             // counts the object as argument 1; the docs write `store:get`.
             let (to, pos) = match to.as_deref().and_then(as_method) {
+                // The object itself is wrong: `req.header(...)` for
+                // `req:header(...)`.
+                Some(method) if *pos <= 1 => {
+                    let dotted = method.replacen(':', ".", 1);
+                    return format!("{dotted} was called without its object: write {method}(...)");
+                }
                 Some(method) => (method, pos.saturating_sub(1)),
                 None => (to.clone().unwrap_or_else(|| "?".into()), *pos),
             };
@@ -42,6 +48,14 @@ pub fn describe_lua_error(err: &mlua::Error) -> String {
         mlua::Error::FromLuaConversionError { from, to, message } => {
             let expected = message.clone().unwrap_or_else(|| to.to_lowercase());
             let expected = expected.strip_prefix("expected ").unwrap_or(&expected);
+            let expected = match expected
+                .strip_prefix("userdata of type '")
+                .and_then(|t| t.strip_suffix('\''))
+                .and_then(|t| OBJECTS.iter().find(|(ty, _)| *ty == t))
+            {
+                Some((_, obj)) => format!("{obj} (a Pocket object)"),
+                None => expected.to_string(),
+            };
             format!("expected {expected}, got a {from}")
         }
         other => first_line(&other.to_string()),
@@ -188,6 +202,25 @@ mod tests {
         assert_eq!(
             describe_lua_error(&e),
             "bad argument #1 to 'store:get': expected string or number, got a table"
+        );
+    }
+
+    #[test]
+    #[allow(clippy::arc_with_non_send_sync)] // mlua's own type
+    fn a_method_called_with_a_dot_says_so() {
+        let e = mlua::Error::BadArgument {
+            to: Some("RequestView.header".into()),
+            pos: 1,
+            name: None,
+            cause: std::sync::Arc::new(mlua::Error::FromLuaConversionError {
+                from: "string",
+                to: "userdata".into(),
+                message: Some("expected userdata of type 'RequestView'".into()),
+            }),
+        };
+        assert_eq!(
+            describe_lua_error(&e),
+            "req.header was called without its object: write req:header(...)"
         );
     }
 
