@@ -248,7 +248,8 @@ return {{
     if req.path == "/pcall" then
       local _, direct = pcall(pocket.respond, 999)
       local _, wrapped = pcall(function() return pocket.respond(999) end)
-      return pocket.respond(200, direct .. "\n" .. wrapped)
+      local _, handled = xpcall(function() return pocket.respond(999) end, function(e) return "handled: " .. e end)
+      return pocket.respond(200, direct .. "\n" .. wrapped .. "\n" .. handled)
     end
     if req.path == "/grow" then
       return half .. half .. "y"
@@ -278,9 +279,9 @@ async fn hook_errors_name_the_place_the_hook_and_the_request() {
         ("/five", 500, "on_request", format!("{p}:5: on_request returned a number (5); expected a pool name (a string), pocket.respond(...) or nil")),
         ("/assign", 500, "on_request", format!("{p}:7: req.path is read-only; use req:set_path(...)")),
         ("/call", 500, "on_request", format!("{p}:8: attempt to call a request value (local 'req')")),
-        ("/grow", 500, "on_request", format!("{p}:15: script stopped: it used more memory than its limit")),
-        ("/dot", 500, "on_request", format!("{p}:17: req.header was called without its object: write req:header(...)")),
-        ("/status", 500, "on_response", format!("{p}:20: res.status is read-only; use res:set_status(...)")),
+        ("/grow", 500, "on_request", format!("{p}:16: script stopped: it used more memory than its limit")),
+        ("/dot", 500, "on_request", format!("{p}:18: req.header was called without its object: write req:header(...)")),
+        ("/status", 500, "on_response", format!("{p}:21: res.status is read-only; use res:set_status(...)")),
     ];
     for (path, status, hook, message) in cases {
         let r = get(addr, path).await;
@@ -300,7 +301,7 @@ async fn hook_errors_name_the_place_the_hook_and_the_request() {
     assert_eq!(
         r.text(),
         format!(
-            "status 999 is not a status from 200 to 599\n{p}:11: status 999 is not a status from 200 to 599"
+            "status 999 is not a status from 200 to 599\n{p}:11: status 999 is not a status from 200 to 599\nhandled: {p}:12: status 999 is not a status from 200 to 599"
         )
     );
 }

@@ -53,6 +53,7 @@ xpcall = function(f, h, ...)
   if type(h) ~= "function" then return pass(rawxpcall(f, h, ...)) end
   return pass(rawxpcall(f, function(e)
     if spent() then return e end
+    if type(e) == "userdata" then e = describe(e) end
     return h(e)
   end, ...))
 end
