@@ -176,7 +176,10 @@ async fn a_failing_hook_costs_one_request_a_500_with_its_id() {
 
     let r = get(addr, "/number").await;
     assert_eq!(r.status, 500);
-    pocket.log.wait_for(&["must return a pool name"]);
+    pocket.log.wait_for(&[
+        "policy.lua:4: on_request returned a number (42); expected a pool name (a string), pocket.respond(...) or nil",
+        "hook=\"on_request\"",
+    ]);
 
     let r = get(addr, "/bad-header").await;
     assert_eq!(r.status, 500);

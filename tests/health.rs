@@ -525,7 +525,7 @@ async fn a_check_added_by_a_reload_starts_checking() {
     pocket.log.wait_for(&["generation 2 is live"]);
     pocket.log.wait_for(&[
         &format!("server {dead} of pool app is DOWN"),
-        "checks failed",
+        "1 check failed",
     ]);
 }
 

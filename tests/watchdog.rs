@@ -252,7 +252,7 @@ fn a_stuck_workers_connections_give_their_slots_back() {
     let (_, hung) = hang_a_worker(&p, addr);
     p.log.wait_for(&[
         "is stuck",
-        "the 1 connections it holds no longer count against max_connections",
+        "the 1 connection it holds no longer counts against max_connections",
     ]);
     p.log.wait_for(&["started in place of stuck worker"]);
     // The hung connection is still open; a new one is served all the same.

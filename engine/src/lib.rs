@@ -20,3 +20,4 @@ pub mod proxy;
 pub mod reload;
 pub mod script;
 pub mod server;
+pub mod words;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Request};
 use mlua::{Table, Value};
 
-use crate::config::{line_of, load_policy};
+use crate::config::{line_of, load_policy, Places};
 use crate::lb::{AdminState, StateRegistry};
 use crate::proxy::decide::{decide, Route};
 use crate::proxy::RequestId;
@@ -52,6 +52,7 @@ pub fn run(path: &Path) -> Result<Outcome, String> {
     let policy = Arc::new(load_policy(path, &registry).map_err(|e| e.to_string())?);
     let script = WorkerScript::new(policy.clone(), Limits::default())?;
     let source = policy.source.clone();
+    let places = Places::of(&source);
     let place = |needles: &[&str]| match line_of(&source, needles) {
         Some(l) => format!("{}:{}", path.display(), l),
         None => path.display().to_string(),
@@ -96,7 +97,12 @@ pub fn run(path: &Path) -> Result<Outcome, String> {
             .map(String::as_str)
             .chain(["tests"])
             .collect();
-        let at = place(&needles);
+        // The case's own line (its place in the list), else the first
+        // line that mentions its name or path.
+        let at = match places.exact_line(&["tests", &format!("[{n}]")]) {
+            Some(l) => format!("{}:{l}", path.display()),
+            _ => place(&needles),
+        };
         match run_case(&script, &case, n) {
             Ok(()) => out.passed += 1,
             Err(why) => out.failures.push(format!("{at}: {label}: {why}")),

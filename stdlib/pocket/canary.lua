@@ -22,6 +22,9 @@ function canary.split(opts)
   if type(opts.stable) ~= "string" or type(opts.canary) ~= "string" then
     error("canary.split needs stable and canary pool names", 2)
   end
+  -- The load refuses a pool the policy does not define, at this line.
+  pocket.uses_pool(opts.stable, 2)
+  pocket.uses_pool(opts.canary, 2)
   local cookie = opts.cookie or "canary_id"
   local header = opts.header or "x-client-id"
   local force = opts.force_header or "x-canary"

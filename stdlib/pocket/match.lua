@@ -39,6 +39,9 @@ local function compile_rule(i, rule, patterns)
   for k in pairs(rule) do
     if not KNOWN[k] then fail(i, "unknown key '" .. tostring(k) .. "'") end
   end
+  if rule.pool ~= nil and type(rule.pool) ~= "string" then
+    fail(i, "pool must be a pool name (a string), not " .. type(rule.pool))
+  end
   local r = { pool = rule.pool }
   local targets = (rule.pool and 1 or 0) + (rule.respond and 1 or 0) + (rule.redirect and 1 or 0)
   if targets ~= 1 then fail(i, "needs exactly one of pool, respond, redirect") end
@@ -93,7 +96,10 @@ function match.routes(rules)
   local compiled, patterns = {}, {}
   for i, rule in ipairs(rules) do
     compiled[i] = compile_rule(i, rule, patterns)
+    -- The load refuses a pool the policy does not define, at this line.
+    if compiled[i].pool then pocket.uses_pool(compiled[i].pool, 2) end
   end
+  if type(rules.default) == "string" then pocket.uses_pool(rules.default, 2) end
   local set
   if #patterns > 0 then
     local ok, s = pcall(pocket.regex_set, patterns)

@@ -17,6 +17,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     } else {
         (t, 1.0)
     };
+    if num.len() != num.trim_end().len() && !num.trim().is_empty() {
+        return Err(format!(
+            "\"{text}\" is not a duration: write the number and its unit together, like \"{}{}\"",
+            num.trim(),
+            &t[num.len()..]
+        ));
+    }
     let value: f64 = num
         .trim()
         .parse()
@@ -45,6 +52,10 @@ mod tests {
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
         assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
         assert!(parse_duration("fast").is_err());
+        assert_eq!(
+            parse_duration("2 s").unwrap_err(),
+            "\"2 s\" is not a duration: write the number and its unit together, like \"2s\""
+        );
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("100000h").is_err());
     }

@@ -15,6 +15,7 @@ use super::{
     HEAD_SIZE_RANGE,
 };
 use crate::lb::{CheckSpec, Pool, Server, StateRegistry};
+use crate::script::api::pool_refs::PoolRef;
 use crate::script::{describe_lua_error, Limits, Vm};
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -78,6 +79,8 @@ pub fn load_policy_source(
     let mut cx = Checker {
         path,
         source: &source,
+        places: super::locate::Places::of(&source),
+        defined_pools: Vec::new(),
         errors: Vec::new(),
         has_on_check: false,
         fresh_health: HashSet::new(),
@@ -85,7 +88,7 @@ pub fn load_policy_source(
     let vm = Vm::new(path, Limits::default()).map_err(|e| cx.fatal(&e))?;
     let value = vm.run_main_chunk(path, &source).map_err(|e| cx.fatal(&e))?;
     let Value::Table(root) = value else {
-        cx.error(
+        cx.error_near(
             &["return"],
             format!(
                 "the script must return a policy table, it returned {}",
@@ -95,6 +98,11 @@ pub fn load_policy_source(
         return Err(ConfigErrors(cx.errors));
     };
     let policy = cx.policy(&root, registry);
+    if let Some(policy) = &policy {
+        cx.pool_refs(crate::script::api::pool_refs::take(&vm.lua), policy);
+    }
+    // Top to bottom, as a user fixes them (errors with no line last).
+    cx.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
     match policy {
         Some(policy) if cx.errors.is_empty() => Ok(policy),
         _ => Err(ConfigErrors(cx.errors)),
@@ -104,6 +112,11 @@ pub fn load_policy_source(
 pub(super) struct Checker<'a> {
     pub(super) path: &'a Path,
     source: &'a str,
+    /// Where each field of the policy's tables is written.
+    places: super::locate::Places,
+    /// Every pool the policy defines, valid or not: a name that refers to
+    /// an invalid pool gets no second error (the pool has its own).
+    pub(super) defined_pools: Vec<String>,
     pub(super) errors: Vec<ConfigError>,
     /// The policy defines `on_check` (for `check = { script = true }`).
     pub(super) has_on_check: bool,
@@ -113,7 +126,20 @@ pub(super) struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    pub(super) fn error(&mut self, needles: &[&str], message: String) {
+    /// An error about the value at `at` (a path from the policy table:
+    /// `["pools", "app", "balance"]`, `[2]` for a list's second item),
+    /// placed on that value's line, or its table's when it is missing.
+    pub(super) fn error(&mut self, at: &[&str], message: String) {
+        let line = self.places.line(at);
+        self.errors.push(ConfigError {
+            path: self.path.to_path_buf(),
+            line,
+            message,
+        });
+    }
+
+    /// An error placed on the first line that mentions one of `needles`.
+    pub(super) fn error_near(&mut self, needles: &[&str], message: String) {
         let line = super::line_of(self.source, needles);
         self.errors.push(ConfigError {
             path: self.path.to_path_buf(),
@@ -141,26 +167,28 @@ impl Checker<'_> {
         t: &Table,
         key: &str,
         prefix: &str,
+        at: &[&str],
         slot: &mut std::time::Duration,
     ) {
+        let at_key = [at, &[key]].concat();
         let parsed = match t.get::<Value>(key) {
             Ok(Value::Nil) => return,
             Ok(v) => duration(&v),
             Err(e) => Err(e.to_string()),
         };
         match parsed {
-            Ok(d) if d.is_zero() => self.error(
-                &[&format!("{key} =")],
-                format!("{prefix}{key} must be more than 0"),
-            ),
+            Ok(d) if d.is_zero() => {
+                self.error(&at_key, format!("{prefix}{key} must be more than 0"))
+            }
             Ok(d) => *slot = d,
-            Err(msg) => self.error(&[&format!("{key} =")], format!("{prefix}{key}: {msg}")),
+            Err(msg) => self.error(&at_key, format!("{prefix}{key}: {msg}")),
         }
     }
 
     /// A listener's `max_connections`: a whole number of at least 1, or
     /// absent. Errors say `{prefix}max_connections ...`.
-    fn max_connections(&mut self, t: &Table, prefix: &str) -> Option<usize> {
+    fn max_connections(&mut self, t: &Table, prefix: &str, at: &[&str]) -> Option<usize> {
+        let at_key = [at, &["max_connections"]].concat();
         let value = t.get::<Value>("max_connections").unwrap_or(Value::Nil);
         let n = match value {
             Value::Nil => return None,
@@ -172,7 +200,7 @@ impl Checker<'_> {
             Some(n) if n >= 1 => Some(n as usize),
             _ => {
                 self.error(
-                    &["max_connections ="],
+                    &at_key,
                     format!(
                         "{prefix}max_connections must be a whole number of at least 1, not {}",
                         match &value {
@@ -191,7 +219,8 @@ impl Checker<'_> {
     /// A listener's `head_size`: a whole number of bytes within
     /// [`HEAD_SIZE_RANGE`], else [`DEFAULT_HEAD_SIZE`] (an error if given
     /// and wrong; errors say `{prefix}head_size`).
-    fn head_size(&mut self, t: &Table, prefix: &str) -> u32 {
+    fn head_size(&mut self, t: &Table, prefix: &str, at: &[&str]) -> u32 {
+        let at_key = [at, &["head_size"]].concat();
         let (lo, hi) = (*HEAD_SIZE_RANGE.start(), *HEAD_SIZE_RANGE.end());
         match t.get::<Value>("head_size") {
             Ok(Value::Nil) => return DEFAULT_HEAD_SIZE,
@@ -206,19 +235,20 @@ impl Checker<'_> {
             _ => {}
         }
         self.error(
-            &["head_size ="],
+            &at_key,
             format!("{prefix}head_size must be a whole number of bytes from {lo} to {hi} (the default is {DEFAULT_HEAD_SIZE})"),
         );
         DEFAULT_HEAD_SIZE
     }
 
-    pub(super) fn unknown_keys(&mut self, table: &Table, known: &[&str], what: &str) {
+    pub(super) fn unknown_keys(&mut self, table: &Table, known: &[&str], what: &str, at: &[&str]) {
         for (key, _) in table.pairs::<Value, Value>().flatten() {
             if let Value::String(s) = &key {
                 let k = s.to_string_lossy();
                 if !known.contains(&k.as_str()) {
+                    let at_key = [at, &[k.as_str()]].concat();
                     self.error(
-                        &[&format!("{k} ="), &k],
+                        &at_key,
                         format!("{what}: unknown key \"{k}\" (known: {})", known.join(", ")),
                     );
                 }
@@ -227,14 +257,18 @@ impl Checker<'_> {
     }
 
     fn policy(&mut self, root: &Table, registry: &StateRegistry) -> Option<Policy> {
-        self.unknown_keys(root, TOP_LEVEL_KEYS, "policy");
+        self.unknown_keys(root, TOP_LEVEL_KEYS, "policy", &[]);
         match root.get::<Value>("on_check") {
             Ok(Value::Nil) => {}
             Ok(Value::Function(_)) => self.has_on_check = true,
-            _ => self.error(
-                &["on_check ="],
-                "on_check must be a function(server, http)".into(),
-            ),
+            // Reported here; `script = true` gets no second error.
+            _ => {
+                self.has_on_check = true;
+                self.error(
+                    &["on_check"],
+                    "on_check must be a function(server, http)".into(),
+                );
+            }
         }
 
         let mut hooks = HookSet::default();
@@ -248,7 +282,7 @@ impl Checker<'_> {
                 Ok(Value::Nil) => {}
                 Ok(Value::Function(_)) => *flag = true,
                 Ok(other) => self.error(
-                    &[&format!("{name} =")],
+                    &[name],
                     format!("{name} must be a function, not a {}", other.type_name()),
                 ),
                 Err(e) => self.error(&[name], describe_lua_error(&e)),
@@ -268,6 +302,49 @@ impl Checker<'_> {
         })
     }
 
+    /// Every pool named by a table compiled at load (`pocket.uses_pool`:
+    /// `pocket.match` routes, `pocket.canary` splits) is defined; one
+    /// error per unknown name, at the line that writes it.
+    fn pool_refs(&mut self, refs: Vec<PoolRef>, policy: &Policy) {
+        let mut reported: Vec<&str> = Vec::new();
+        for r in &refs {
+            if policy.pool_index.contains_key(&r.name)
+                || self.defined_pools.contains(&r.name)
+                || reported.contains(&r.name.as_str())
+            {
+                continue;
+            }
+            reported.push(&r.name);
+            let path = Path::new(&r.path);
+            let text = if path == self.path {
+                Some(self.source.to_string())
+            } else {
+                std::fs::read_to_string(path).ok()
+            };
+            // The call's line is where the table starts; the name itself
+            // is usually a few lines below, on its own entry.
+            let line = text
+                .as_deref()
+                .and_then(|t| written_at(t, r.line, &r.name))
+                .unwrap_or(r.line);
+            let mut known: Vec<&str> = policy.pools.iter().map(|p| &*p.name).collect();
+            known.sort_unstable();
+            self.errors.push(ConfigError {
+                path: path.to_path_buf(),
+                line: Some(line),
+                message: format!(
+                    "pool \"{}\" is not defined in pools (pools: {})",
+                    r.name,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            });
+        }
+    }
+
     /// Every fallback names a pool, and no chain of fallbacks loops.
     fn check_fallbacks(&mut self, pools: &[Arc<Pool>], index: &HashMap<String, usize>) {
         for pool in pools {
@@ -278,8 +355,11 @@ impl Checker<'_> {
             let mut next = pool.fallback.clone();
             while let Some(name) = next {
                 let Some(&i) = index.get(&*name) else {
+                    if self.defined_pools.iter().any(|p| **p == *name) {
+                        break;
+                    }
                     self.error(
-                        &[&format!("fallback = \"{name}\"")],
+                        &["pools", &pool.name, "fallback"],
                         format!(
                             "pool \"{}\": fallback pool \"{name}\" is not defined",
                             pool.name
@@ -289,7 +369,7 @@ impl Checker<'_> {
                 };
                 if seen.contains(&name) {
                     self.error(
-                        &[&format!("fallback = \"{name}\"")],
+                        &["pools", &pool.name, "fallback"],
                         format!("pool \"{}\": fallbacks loop back to \"{name}\"", pool.name),
                     );
                     break;
@@ -304,7 +384,7 @@ impl Checker<'_> {
         let list = match root.get::<Value>("listeners") {
             Ok(Value::Table(t)) => t,
             Ok(Value::Nil) => {
-                self.error(
+                self.error_near(
                     &["return"],
                     "no listeners: add listeners = { { bind = \"127.0.0.1:8080\", pool = \"...\" } }".into(),
                 );
@@ -328,25 +408,34 @@ impl Checker<'_> {
         let mut out: Vec<ListenerSpec> = Vec::new();
         for (i, entry) in list.sequence_values::<Value>().enumerate() {
             let n = i + 1;
+            let ns = format!("[{n}]");
             let Ok(Value::Table(t)) = entry else {
                 self.error(
-                    &["listeners"],
+                    &["listeners", &ns],
                     format!("listeners[{n}] must be a table like {{ bind = \"127.0.0.1:8080\" }}"),
                 );
                 continue;
             };
-            self.unknown_keys(&t, LISTENER_KEYS, &format!("listeners[{n}]"));
+            self.unknown_keys(
+                &t,
+                LISTENER_KEYS,
+                &format!("listeners[{n}]"),
+                &["listeners", &ns],
+            );
             let name = match t.get::<Value>("name") {
                 Ok(Value::String(s)) => s.to_string_lossy(),
                 Ok(Value::Nil) => format!("listener{n}"),
                 _ => {
-                    self.error(&["name ="], format!("listeners[{n}].name must be a string"));
+                    self.error(
+                        &["listeners", &ns, "name"],
+                        format!("listeners[{n}].name must be a string"),
+                    );
                     continue;
                 }
             };
             if out.iter().any(|l| &*l.name == name.as_str()) {
                 self.error(
-                    &[&format!("\"{name}\"")],
+                    &["listeners", &ns, "name"],
                     format!("two listeners are named \"{name}\""),
                 );
             }
@@ -357,7 +446,7 @@ impl Checker<'_> {
                         Ok(a) => Some(a),
                         Err(msg) => {
                             self.error(
-                                &[&format!("\"{text}\"")],
+                                &["listeners", &ns, "bind"],
                                 format!("listener \"{name}\": {msg}"),
                             );
                             None
@@ -366,14 +455,14 @@ impl Checker<'_> {
                 }
                 Ok(Value::Nil) => {
                     self.error(
-                        &[&format!("\"{name}\""), "listeners"],
+                        &["listeners", &ns],
                         format!("listener \"{name}\" has no bind address"),
                     );
                     None
                 }
                 _ => {
                     self.error(
-                        &["bind"],
+                        &["listeners", &ns, "bind"],
                         format!(
                             "listener \"{name}\": bind must be a string like \"127.0.0.1:8080\""
                         ),
@@ -387,12 +476,12 @@ impl Checker<'_> {
                 Ok(Value::String(s)) => {
                     let mode = s.to_string_lossy();
                     self.error(
-                        &[&format!("\"{mode}\"")],
+                        &["listeners", &ns, "mode"],
                         format!("listener \"{name}\": mode \"{mode}\" is not supported (this version serves \"http\")"),
                     );
                 }
                 _ => self.error(
-                    &["mode"],
+                    &["listeners", &ns, "mode"],
                     format!("listener \"{name}\": mode must be a string"),
                 ),
             }
@@ -402,9 +491,10 @@ impl Checker<'_> {
                     let pool = s.to_string_lossy();
                     match pools.get(&pool) {
                         Some(&idx) => Some(idx),
+                        None if self.defined_pools.contains(&pool) => None,
                         None => {
                             self.error(
-                                &[&format!("pool = \"{pool}\""), &format!("\"{pool}\"")],
+                                &["listeners", &ns, "pool"],
                                 format!("listener \"{name}\": default pool \"{pool}\" is not defined in pools"),
                             );
                             None
@@ -413,7 +503,7 @@ impl Checker<'_> {
                 }
                 _ => {
                     self.error(
-                        &["pool ="],
+                        &["listeners", &ns, "pool"],
                         format!("listener \"{name}\": pool must be a pool name"),
                     );
                     None
@@ -422,27 +512,34 @@ impl Checker<'_> {
             let mut timeouts = ClientTimeouts::default();
             let here = format!("listener \"{name}\"");
             let top = format!("{here}: ");
-            self.positive_duration(&t, "keepalive", &top, &mut timeouts.keepalive);
+            self.positive_duration(
+                &t,
+                "keepalive",
+                &top,
+                &["listeners", &ns],
+                &mut timeouts.keepalive,
+            );
             match t.get::<Value>("timeouts") {
                 Ok(Value::Nil) => {}
                 Ok(Value::Table(tt)) => {
-                    self.unknown_keys(&tt, LISTENER_TIMEOUT_KEYS, &format!("{here} timeouts"));
+                    let at = &["listeners", &ns, "timeouts"];
+                    self.unknown_keys(&tt, LISTENER_TIMEOUT_KEYS, &format!("{here} timeouts"), at);
                     let here = format!("{here}: timeouts.");
-                    self.positive_duration(&tt, "head", &here, &mut timeouts.head);
-                    self.positive_duration(&tt, "body", &here, &mut timeouts.body);
-                    self.positive_duration(&tt, "send", &here, &mut timeouts.send);
+                    self.positive_duration(&tt, "head", &here, at, &mut timeouts.head);
+                    self.positive_duration(&tt, "body", &here, at, &mut timeouts.body);
+                    self.positive_duration(&tt, "send", &here, at, &mut timeouts.send);
                 }
                 _ => self.error(
-                    &["timeouts ="],
+                    &["listeners", &ns, "timeouts"],
                     format!("{here}: timeouts must be a table like {{ head = \"10s\" }}"),
                 ),
             }
-            let max_connections = self.max_connections(&t, &top);
-            let head_size = self.head_size(&t, &top);
+            let max_connections = self.max_connections(&t, &top, &["listeners", &ns]);
+            let head_size = self.head_size(&t, &top, &["listeners", &ns]);
             if let Some(bind) = bind {
                 if let Some(other) = out.iter().find(|l| l.bind == bind && bind.port() != 0) {
                     self.error(
-                        &[&format!("\"{bind}\"")],
+                        &["listeners", &ns, "bind"],
                         format!(
                             "listeners \"{}\" and \"{name}\" both bind {bind}",
                             other.name
@@ -503,6 +600,7 @@ impl Checker<'_> {
             }
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
+        self.defined_pools = entries.iter().map(|(name, _)| name.clone()).collect();
         for (name, value) in entries {
             if let Some(pool) = self.pool(&name, value, registry) {
                 index.insert(name, pools.len());
@@ -548,12 +646,7 @@ impl Checker<'_> {
     }
 
     fn pool(&mut self, name: &str, value: Value, registry: &StateRegistry) -> Option<Pool> {
-        let here = [
-            format!("{name} ="),
-            format!("[\"{name}\"]"),
-            name.to_string(),
-        ];
-        let here: Vec<&str> = here.iter().map(String::as_str).collect();
+        let here = ["pools", name];
         let Value::Table(t) = value else {
             self.error(
                 &here,
@@ -561,10 +654,10 @@ impl Checker<'_> {
             );
             return None;
         };
-        self.unknown_keys(&t, POOL_KEYS, &format!("pool \"{name}\""));
+        self.unknown_keys(&t, POOL_KEYS, &format!("pool \"{name}\""), &here);
         let errors_before = self.errors.len();
 
-        let settings = self.pool_settings(name, &t, &here);
+        let settings = self.pool_settings(name, &t);
         let start_up = settings.check.as_ref().is_none_or(|c| c.start_up);
 
         let mut servers: Vec<Server> = Vec::new();
@@ -576,7 +669,7 @@ impl Checker<'_> {
                     if let Some(server) = self.server(name, i + 1, entry, registry, health) {
                         if servers.iter().any(|s| s.addr == server.addr) {
                             self.error(
-                                &[&format!("\"{}\"", server.addr)],
+                                &["pools", name, "servers", &format!("[{}]", i + 1)],
                                 format!("pool \"{name}\": server {} is listed twice", server.addr),
                             );
                         }
@@ -584,14 +677,20 @@ impl Checker<'_> {
                     }
                 }
                 if servers.is_empty() && self.errors.len() == errors_before {
-                    self.error(&here, format!("pool \"{name}\" has no servers"));
+                    self.error(
+                        &["pools", name, "servers"],
+                        format!("pool \"{name}\" has no servers"),
+                    );
                 }
             }
             Ok(Value::Nil) => self.error(
                 &here,
                 format!("pool \"{name}\" has no servers (servers = {{ \"127.0.0.1:9001\" }})"),
             ),
-            _ => self.error(&here, format!("pool \"{name}\": servers must be a list")),
+            _ => self.error(
+                &["pools", name, "servers"],
+                format!("pool \"{name}\": servers must be a list"),
+            ),
         }
         if servers.iter().all(|s| s.backup) && !servers.is_empty() {
             self.error(
@@ -616,14 +715,20 @@ impl Checker<'_> {
         registry: &StateRegistry,
         (own_health, start_up): (bool, bool),
     ) -> Option<Server> {
+        let ns = format!("[{n}]");
         let (addr_text, weight, backup) = match entry {
             Value::String(s) => (s.to_string_lossy(), 1, false),
             Value::Table(t) => {
-                self.unknown_keys(&t, SERVER_KEYS, &format!("pool \"{pool}\" server {n}"));
+                self.unknown_keys(
+                    &t,
+                    SERVER_KEYS,
+                    &format!("pool \"{pool}\" server {n}"),
+                    &["pools", pool, "servers", &ns],
+                );
                 let addr = match t.get::<Value>("addr") {
                     Ok(Value::String(s)) => s.to_string_lossy(),
                     _ => {
-                        self.error(&["addr"], format!("pool \"{pool}\" server {n}: addr must be a string like \"127.0.0.1:9001\""));
+                        self.error(&["pools", pool, "servers", &ns, "addr"], format!("pool \"{pool}\" server {n}: addr must be a string like \"127.0.0.1:9001\""));
                         return None;
                     }
                 };
@@ -637,13 +742,16 @@ impl Checker<'_> {
                             other => other.type_name().to_string(),
                         };
                         self.error(
-                            &[&format!("\"{addr}\""), "weight"],
+                            &["pools", pool, "servers", &ns, "weight"],
                             format!("pool \"{pool}\" server {addr}: weight must be a whole number from 1 to {MAX_WEIGHT}, not {shown}"),
                         );
                         1
                     }
                     Err(e) => {
-                        self.error(&["weight"], describe_lua_error(&e));
+                        self.error(
+                            &["pools", pool, "servers", &ns, "weight"],
+                            describe_lua_error(&e),
+                        );
                         1
                     }
                 };
@@ -652,7 +760,7 @@ impl Checker<'_> {
                     Ok(Value::Boolean(b)) => b,
                     _ => {
                         self.error(
-                            &["backup"],
+                            &["pools", pool, "servers", &ns, "backup"],
                             format!("pool \"{pool}\" server {addr}: backup must be true or false"),
                         );
                         false
@@ -662,7 +770,7 @@ impl Checker<'_> {
             }
             other => {
                 self.error(
-                    &[&format!("{pool} =")],
+                    &["pools", pool, "servers", &ns],
                     format!(
                         "pool \"{pool}\" server {n} must be \"ip:port\" or a table, not a {}",
                         other.type_name()
@@ -687,13 +795,27 @@ impl Checker<'_> {
             }
             Err(msg) => {
                 self.error(
-                    &[&format!("\"{addr_text}\"")],
+                    &["pools", pool, "servers", &ns, "addr"],
                     format!("pool \"{pool}\": {msg}"),
                 );
                 None
             }
         }
     }
+}
+
+/// The first line at or after `from` (1-based) that writes `name` as a
+/// quoted string, outside a comment.
+fn written_at(text: &str, from: usize, name: &str) -> Option<usize> {
+    let quoted = [format!("\"{name}\""), format!("'{name}'")];
+    text.lines()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .find(|(_, line)| {
+            let code = line.split("--").next().unwrap_or("");
+            quoted.iter().any(|q| code.contains(q.as_str()))
+        })
+        .map(|(i, _)| i + 1)
 }
 
 /// `ip:port`, `[v6]:port`, `localhost:port` or `*:port` / `:port` (all

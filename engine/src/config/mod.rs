@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 pub use duration::{parse_duration, seconds_to_duration};
 pub use load::{load_policy, load_policy_source, parse_addr};
-pub use locate::line_of;
+pub use locate::{line_of, Places};
 
 use crate::lb::Pool;
 
@@ -67,10 +67,10 @@ impl Policy {
         out.push_str(&format!("pools: {}\n", self.pools.len()));
         for p in &self.pools {
             out.push_str(&format!(
-                "  {} ({}, {} servers, retries {})\n",
+                "  {} ({}, {}, retries {})\n",
                 p.name,
                 p.balance_name(),
-                p.servers.len(),
+                crate::words::count(p.servers.len() as u64, "server"),
                 p.retries
             ));
             for s in p.servers.iter() {

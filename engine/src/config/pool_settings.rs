@@ -30,10 +30,26 @@ pub(super) fn duration(v: &Value) -> Result<Duration, String> {
     }
 }
 
+/// A value as a message shows it: `5`, `"fast"`, `a table`.
+pub(super) fn shown(v: &Value) -> String {
+    match v {
+        Value::Integer(n) => n.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Boolean(b) => b.to_string(),
+        Value::String(s) => format!("\"{}\"", s.to_string_lossy()),
+        Value::Nil => "nil".into(),
+        other => format!("a {}", other.type_name()),
+    }
+}
+
 impl Checker<'_> {
-    pub(super) fn pool_settings(&mut self, name: &str, t: &Table, here: &[&str]) -> PoolSettings {
+    pub(super) fn pool_settings(&mut self, name: &str, t: &Table) -> PoolSettings {
         let mut s = PoolSettings::default();
 
+        // A value already reported wrong must not bring a second, false
+        // error about what depends on it (hash_key when the algorithm was
+        // mistyped, bypass when the fallback was).
+        let errors_before = self.errors.len();
         match t.get::<Value>("balance") {
             Ok(Value::Nil) => {}
             Ok(Value::String(b)) => {
@@ -41,7 +57,7 @@ impl Checker<'_> {
                 match Algorithm::parse(&b) {
                     Some(a) => s.algorithm = a,
                     None => self.error(
-                        &[&format!("\"{b}\"")],
+                        &["pools", name, "balance"],
                         format!(
                             "pool \"{name}\": unknown balance algorithm \"{b}\" (known: {})",
                             Algorithm::NAMES
@@ -50,19 +66,26 @@ impl Checker<'_> {
                 }
             }
             Ok(Value::Function(_)) => s.algorithm = Algorithm::Script,
-            _ => self.error(
-                here,
-                format!("pool \"{name}\": balance must be a name or a function(servers, req)"),
+            Ok(other) => self.error(
+                &["pools", name, "balance"],
+                format!(
+                    "pool \"{name}\": balance must be an algorithm name ({}) or a function(servers, req), not {}",
+                    Algorithm::NAMES,
+                    shown(&other)
+                ),
             ),
+            Err(e) => self.error(&["pools", name, "balance"], e.to_string()),
         }
 
+        let balance_wrong = self.errors.len() > errors_before;
+        let fallback_given = !matches!(t.get::<Value>("fallback"), Ok(Value::Nil));
         match t.get::<Value>("fallback") {
             Ok(Value::Nil) => {}
             Ok(Value::String(f)) => {
                 s.fallback = Some(std::sync::Arc::from(f.to_string_lossy().as_str()))
             }
             _ => self.error(
-                &["fallback"],
+                &["pools", name, "fallback"],
                 format!("pool \"{name}\": fallback must be a pool name"),
             ),
         }
@@ -78,19 +101,19 @@ impl Checker<'_> {
             Ok(Value::Nil) => {}
             Ok(Value::Boolean(b)) => s.rehash = b,
             _ => self.error(
-                &["rehash"],
+                &["pools", name, "rehash"],
                 format!("pool \"{name}\": rehash must be true or false"),
             ),
         }
         match t.get::<Value>("bypass") {
             Ok(Value::Nil) => {}
-            Ok(Value::Function(_)) if s.fallback.is_some() => {}
+            Ok(Value::Function(_)) if s.fallback.is_some() || fallback_given => {}
             Ok(Value::Function(_)) => self.error(
-                &["bypass"],
+                &["pools", name, "bypass"],
                 format!("pool \"{name}\": bypass needs a fallback pool"),
             ),
             _ => self.error(
-                &["bypass"],
+                &["pools", name, "bypass"],
                 format!("pool \"{name}\": bypass must be a function(req)"),
             ),
         }
@@ -101,30 +124,32 @@ impl Checker<'_> {
                 Ok(d) if !d.is_zero() => s.slow_start = Some(d),
                 Ok(_) => {}
                 Err(msg) => self.error(
-                    &["slow_start"],
+                    &["pools", name, "slow_start"],
                     format!("pool \"{name}\": slow_start: {msg}"),
                 ),
             },
-            Err(e) => self.error(&["slow_start"], e.to_string()),
+            Err(e) => self.error(&["pools", name, "slow_start"], e.to_string()),
         }
 
         match (t.get::<Value>("hash_key"), &s.algorithm) {
             (Ok(Value::Nil), Algorithm::Hash) => s.hash_key = Some(HashKey::Source),
             (Ok(Value::Nil), _) => {}
             (Ok(v), Algorithm::Hash) => s.hash_key = self.hash_key(name, &v),
+            (Ok(_), _) if balance_wrong => {}
             (Ok(_), _) => self.error(
-                &["hash_key"],
+                &["pools", name, "hash_key"],
                 format!("pool \"{name}\": hash_key needs balance = \"hash\""),
             ),
-            (Err(e), _) => self.error(&["hash_key"], e.to_string()),
+            (Err(e), _) => self.error(&["pools", name, "hash_key"], e.to_string()),
         }
         match t.get::<Value>("hash_balance_factor") {
             Ok(Value::Nil) => {}
             Ok(Value::Integer(f)) if (101..=1000).contains(&f) && s.algorithm == Algorithm::Hash => {
                 s.balance_factor = Some(f as u32)
             }
+            Ok(Value::Integer(f)) if (101..=1000).contains(&f) && balance_wrong => {}
             _ => self.error(
-                &["hash_balance_factor"],
+                &["pools", name, "hash_balance_factor"],
                 format!("pool \"{name}\": hash_balance_factor is a percentage from 101 to 1000, with balance = \"hash\""),
             ),
         }
@@ -134,7 +159,7 @@ impl Checker<'_> {
             Ok(Value::Integer(n)) if (0..=MAX_RETRIES).contains(&n) => n as u32,
             _ => {
                 self.error(
-                    &["retries"],
+                    &["pools", name, "retries"],
                     format!(
                         "pool \"{name}\": retries must be a whole number from 0 to {MAX_RETRIES}"
                     ),
@@ -147,7 +172,7 @@ impl Checker<'_> {
             Ok(Value::Nil) => {}
             Ok(Value::Table(tt)) => s.timeouts = self.timeouts(name, &tt),
             _ => self.error(
-                &["timeouts"],
+                &["pools", name, "timeouts"],
                 format!("pool \"{name}\": timeouts must be a table like {{ connect = \"1s\" }}"),
             ),
         }
@@ -167,7 +192,7 @@ impl Checker<'_> {
                 })
             }
             _ => self.error(
-                &["check"],
+                &["pools", name, "check"],
                 format!("pool \"{name}\": check must be a table like {{ http = \"GET /health\" }} or {{ tcp = true }}"),
             ),
         }
@@ -177,7 +202,7 @@ impl Checker<'_> {
             Ok(Value::Boolean(false)) => s.passive.after = 0,
             Ok(Value::Table(pt)) => s.passive = self.passive(name, &pt),
             _ => self.error(
-                &["passive"],
+                &["pools", name, "passive"],
                 format!("pool \"{name}\": passive must be false or a table like {{ after = 3 }}"),
             ),
         }
@@ -190,7 +215,7 @@ impl Checker<'_> {
             Value::String(s) => s.to_string_lossy(),
             _ => {
                 self.error(
-                    &["hash_key"],
+                    &["pools", pool, "hash_key"],
                     format!("pool \"{pool}\": hash_key must be a name or a function(req)"),
                 );
                 return None;
@@ -207,7 +232,7 @@ impl Checker<'_> {
                         Ok(n) => HashKey::Header(n),
                         Err(_) => {
                             self.error(
-                                &[other],
+                                &["pools", pool, "hash_key"],
                                 format!("pool \"{pool}\": bad header name in hash_key \"{other}\""),
                             );
                             return None;
@@ -217,7 +242,7 @@ impl Checker<'_> {
                     HashKey::Cookie(c.trim().to_string())
                 } else {
                     self.error(
-                        &[&format!("\"{other}\"")],
+                        &["pools", pool, "hash_key"],
                         format!("pool \"{pool}\": unknown hash_key \"{other}\" (source, uri, path, host, header:NAME, cookie:NAME or a function)"),
                     );
                     return None;
@@ -229,14 +254,15 @@ impl Checker<'_> {
 
     fn timeouts(&mut self, pool: &str, tt: &Table) -> Timeouts {
         let mut timeouts = Timeouts::default();
-        self.unknown_keys(tt, TIMEOUT_KEYS, &format!("pool \"{pool}\" timeouts"));
+        let at = ["pools", pool, "timeouts"];
+        self.unknown_keys(tt, TIMEOUT_KEYS, &format!("pool \"{pool}\" timeouts"), &at);
         let here = format!("pool \"{pool}\": timeouts.");
-        self.positive_duration(tt, "connect", &here, &mut timeouts.connect);
-        self.positive_duration(tt, "response", &here, &mut timeouts.response);
-        self.positive_duration(tt, "idle", &here, &mut timeouts.idle);
-        self.positive_duration(tt, "keepalive", &here, &mut timeouts.keepalive);
+        self.positive_duration(tt, "connect", &here, &at, &mut timeouts.connect);
+        self.positive_duration(tt, "response", &here, &at, &mut timeouts.response);
+        self.positive_duration(tt, "idle", &here, &at, &mut timeouts.idle);
+        self.positive_duration(tt, "keepalive", &here, &at, &mut timeouts.keepalive);
         let mut total = Duration::ZERO;
-        self.positive_duration(tt, "total", &here, &mut total);
+        self.positive_duration(tt, "total", &here, &at, &mut total);
         timeouts.total = Some(total).filter(|t| !t.is_zero());
         timeouts
     }
@@ -247,7 +273,7 @@ impl Checker<'_> {
             Ok(Value::Integer(n)) if (1..=max).contains(&n) => n as u32,
             _ => {
                 self.error(
-                    &[&format!("{key} =")],
+                    &["pools", pool, "check", key],
                     format!("pool \"{pool}\": {key} must be a whole number from 1 to {max}"),
                 );
                 default
@@ -256,7 +282,12 @@ impl Checker<'_> {
     }
 
     fn check(&mut self, pool: &str, ct: &Table) -> Option<CheckSpec> {
-        self.unknown_keys(ct, CHECK_KEYS, &format!("pool \"{pool}\" check"));
+        self.unknown_keys(
+            ct,
+            CHECK_KEYS,
+            &format!("pool \"{pool}\" check"),
+            &["pools", pool, "check"],
+        );
         let before = self.errors.len();
         let what = format!("pool \"{pool}\" check");
         let scripted = matches!(ct.get::<Value>("run"), Ok(Value::Function(_)))
@@ -266,7 +297,7 @@ impl Checker<'_> {
             && !self.has_on_check
         {
             self.error(
-                &["script"],
+                &["pools", pool, "check", "script"],
                 format!("{what}: script = true needs an on_check function in the policy"),
             );
         }
@@ -283,7 +314,7 @@ impl Checker<'_> {
                     }
                     _ => {
                         self.error(
-                            &["http ="],
+                            &["pools", pool, "check", "http"],
                             format!("{what}: http must be like \"GET /health\", not \"{line}\""),
                         );
                         return None;
@@ -318,7 +349,7 @@ impl Checker<'_> {
                     _ => (0, 0),
                 };
                 if expect == (0, 0) {
-                    self.error(&["expect"], format!("{what}: expect must be a status (200), a class (\"2xx\") or a range {{200, 399}}"));
+                    self.error(&["pools", pool, "check", "expect"], format!("{what}: expect must be a status (200), a class (\"2xx\") or a range {{200, 399}}"));
                 }
                 let body = match ct.get::<Value>("body") {
                     Ok(Value::String(b)) => Some(b.to_string_lossy()),
@@ -338,7 +369,7 @@ impl Checker<'_> {
                                     .trim()
                                     .to_string();
                                 self.error(
-                                    &["pattern"],
+                                    &["pools", pool, "check", "pattern"],
                                     format!("{what}: bad pattern {p:?}: {reason}"),
                                 );
                                 None
@@ -358,7 +389,7 @@ impl Checker<'_> {
             }
             _ => {
                 self.error(
-                    &["check"],
+                    &["pools", pool, "check"],
                     format!("{what}: say either tcp = true or http = \"GET /path\""),
                 );
                 return None;
@@ -372,12 +403,15 @@ impl Checker<'_> {
                 Ok(v) => match duration(&v) {
                     Ok(d) if d >= Duration::from_millis(10) => *slot = d,
                     Ok(_) => self.error(
-                        &[&format!("{key} =")],
+                        &["pools", pool, "check", key],
                         format!("{what}: {key} must be at least 10ms"),
                     ),
-                    Err(msg) => self.error(&[&format!("{key} =")], format!("{what}: {key}: {msg}")),
+                    Err(msg) => self.error(
+                        &["pools", pool, "check", key],
+                        format!("{what}: {key}: {msg}"),
+                    ),
                 },
-                Err(e) => self.error(&[key], e.to_string()),
+                Err(e) => self.error(&["pools", pool, "check", key], e.to_string()),
             }
         }
         let rise = self.count(pool, ct, "rise", 2, 100);
@@ -388,7 +422,7 @@ impl Checker<'_> {
             Ok(Value::String(s)) if s.to_string_lossy() == "down" => false,
             _ => {
                 self.error(
-                    &["start"],
+                    &["pools", pool, "check", "start"],
                     format!("{what}: start must be \"up\" or \"down\""),
                 );
                 true
@@ -409,13 +443,18 @@ impl Checker<'_> {
     }
 
     fn passive(&mut self, pool: &str, pt: &Table) -> Passive {
-        self.unknown_keys(pt, PASSIVE_KEYS, &format!("pool \"{pool}\" passive"));
+        self.unknown_keys(
+            pt,
+            PASSIVE_KEYS,
+            &format!("pool \"{pool}\" passive"),
+            &["pools", pool, "passive"],
+        );
         let mut p = Passive::default();
         match pt.get::<Value>("after") {
             Ok(Value::Nil) => {}
             Ok(Value::Integer(n)) if (0..=1000).contains(&n) => p.after = n as u32,
             _ => self.error(
-                &["after"],
+                &["pools", pool, "passive", "after"],
                 format!("pool \"{pool}\" passive: after must be a whole number from 0 to 1000"),
             ),
         }
@@ -423,7 +462,7 @@ impl Checker<'_> {
             Ok(Value::Nil) => {}
             Ok(Value::Boolean(b)) => p.on_5xx = b,
             _ => self.error(
-                &["on_5xx"],
+                &["pools", pool, "passive", "on_5xx"],
                 format!("pool \"{pool}\" passive: on_5xx must be true or false"),
             ),
         }
@@ -432,11 +471,11 @@ impl Checker<'_> {
             Ok(v) => match duration(&v) {
                 Ok(d) => p.cooldown = d,
                 Err(msg) => self.error(
-                    &["cooldown"],
+                    &["pools", pool, "passive", "cooldown"],
                     format!("pool \"{pool}\" passive: cooldown: {msg}"),
                 ),
             },
-            Err(e) => self.error(&["cooldown"], e.to_string()),
+            Err(e) => self.error(&["pools", pool, "passive", "cooldown"], e.to_string()),
         }
         p
     }

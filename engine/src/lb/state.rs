@@ -202,7 +202,10 @@ impl Health {
             self.check_ok.store(0, Ordering::Relaxed);
             self.set_up(
                 false,
-                format!("{streak} failures in a row on live traffic (last: {what})"),
+                format!(
+                    "{} in a row on live traffic (last: {what})",
+                    crate::words::count(streak, "failure")
+                ),
             );
         }
     }
@@ -226,11 +229,17 @@ impl Health {
         let streak = same.fetch_add(1, Ordering::Relaxed) + 1;
         let up = self.is_up();
         if ok && !up && streak >= rise {
-            self.set_up(true, format!("{streak} checks passed: {reason}"));
+            self.set_up(
+                true,
+                format!("{} passed: {reason}", crate::words::count(streak, "check")),
+            );
             return Some(streak);
         }
         if !ok && up && streak >= fall {
-            self.set_up(false, format!("{streak} checks failed: {reason}"));
+            self.set_up(
+                false,
+                format!("{} failed: {reason}", crate::words::count(streak, "check")),
+            );
             return Some(streak);
         }
         None

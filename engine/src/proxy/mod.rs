@@ -24,6 +24,7 @@ pub mod decide;
 pub mod fields;
 pub mod forward;
 pub mod local;
+mod next_try;
 pub mod target;
 pub mod timeouts;
 pub mod upstream;
@@ -211,11 +212,7 @@ async fn forward(
                 server
                     .state
                     .traffic_failed(pool.passive.after, "connect failed");
-                let next = if tried.len() < pool.retries as usize {
-                    "; trying another server"
-                } else {
-                    ""
-                };
+                let next = next_try::after_failure(&script.policy, pool, &tried, si);
                 tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{e}{next}");
                 last_error = format!("{}: {e}", server.addr);
                 tried.push(si);
@@ -273,7 +270,8 @@ async fn forward(
                     server
                         .state
                         .traffic_failed(pool.passive.after, "no response");
-                    tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{}; trying another server", e.error());
+                    let next = next_try::after_failure(&script.policy, pool, &tried, si);
+                    tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{}{next}", e.error());
                     last_error = format!("{}: {}", server.addr, e.error());
                     tried.push(si);
                     head = Some(h);
@@ -350,9 +348,9 @@ async fn forward(
 
     let why = if tried.is_empty() && last_error.is_empty() {
         format!(
-            "no server of pool \"{}\" is up ({} servers, all down)",
+            "no server of pool \"{}\" is up ({}, all down)",
             pool.name,
-            pool.servers.len()
+            crate::words::count(pool.servers.len() as u64, "server"),
         )
     } else {
         format!(

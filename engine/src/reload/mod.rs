@@ -154,8 +154,8 @@ impl Supervisor {
             }
         }
         tracing::info!(
-            "pocket ready: {} workers, policy {}, generation {}",
-            self.running.workers(),
+            "pocket ready: {}, policy {}, generation {}",
+            crate::words::count(self.running.workers() as u64, "worker"),
             self.path.display(),
             self.generation
         );

@@ -120,13 +120,31 @@ unsafe extern "C" fn budget_alloc(
     let heap = wrapped.memory.heap.get();
     let outside = wrapped.memory.outside.get();
     if outside > 0 && nsize > old && heap + (nsize - old) + outside > wrapped.memory.limit {
+        note_memory_place(wrapped, ptr);
         return std::ptr::null_mut();
     }
     let out = (wrapped.inner)(wrapped.inner_ud, ptr, osize, nsize);
     if !out.is_null() || nsize == 0 {
-        wrapped.memory.heap.set((heap + nsize).saturating_sub(old));
+        let now = (heap + nsize).saturating_sub(old);
+        wrapped.memory.heap.set(now);
+        wrapped
+            .budget
+            .near_limit
+            .set(now + outside > wrapped.memory.limit / 4);
+    } else {
+        note_memory_place(wrapped, ptr);
     }
     out
+}
+
+/// A refusal for the memory limit: notes the script's line, so the error
+/// says where the limit was met (Lua's own memory errors carry no line).
+/// Only for a new block, as for the budget: a block that grows may be a
+/// stack being moved. Growth refusals are placed by the hook's caller.
+unsafe fn note_memory_place(wrapped: &Wrapped, ptr: *mut c_void) {
+    if ptr.is_null() && !wrapped.budget.has_place() {
+        wrapped.budget.set_place(script_line(wrapped.main));
+    }
 }
 
 /// `path:line` of the innermost frame from a file on the main thread's

@@ -52,7 +52,13 @@ unsafe extern "C-unwind" fn budget_hook(state: *mut ffi::lua_State, _ar: *mut ff
     let budget = ffi::lua_touserdata(state, -1) as *const Budget;
     ffi::lua_pop(state, 1);
     // SAFETY: set by `install`, alive as long as the state.
-    if budget.is_null() || !(*budget).over() {
+    if budget.is_null() {
+        return;
+    }
+    if (*budget).near_limit.get() {
+        note_line(state, &(*budget).seen);
+    }
+    if !(*budget).over() {
         return;
     }
     let mut ar: ffi::lua_Debug = std::mem::zeroed();
@@ -82,6 +88,29 @@ unsafe extern "C-unwind" fn budget_hook(state: *mut ffi::lua_State, _ar: *mut ff
 }
 
 /// [`BUDGET_MESSAGE`] as a C string.
+/// Notes `path:line` of the innermost frame from a file in `seen` (a
+/// memory error that the allocator cannot place uses it). Reuses the
+/// string: no allocation once it has grown to a path's length.
+unsafe fn note_line(state: *mut ffi::lua_State, seen: &std::cell::RefCell<String>) {
+    let mut ar: ffi::lua_Debug = std::mem::zeroed();
+    let mut level = 0;
+    while level < 64 && ffi::lua_getstack(state, level, &mut ar) != 0 {
+        if ffi::lua_getinfo(state, c"Sl".as_ptr(), &mut ar) != 0
+            && !ar.source.is_null()
+            && *ar.source == b'@' as std::ffi::c_char
+        {
+            let path = std::ffi::CStr::from_ptr(ar.source.add(1)).to_string_lossy();
+            if let Ok(mut seen) = seen.try_borrow_mut() {
+                use std::fmt::Write;
+                seen.clear();
+                let _ = write!(seen, "{path}:{}", ar.currentline);
+            }
+            return;
+        }
+        level += 1;
+    }
+}
+
 const BUDGET_C: &std::ffi::CStr = c"script stopped: it ran past its time budget";
 
 #[cfg(test)]

@@ -27,8 +27,79 @@ pub fn describe_lua_error(err: &mlua::Error) -> String {
         mlua::Error::WithContext { context, cause } => {
             format!("{}: {}", context, describe_lua_error(cause))
         }
+        mlua::Error::BadArgument { to, pos, cause, .. } => {
+            // mlua names a method by its Rust type (`StoreHandle.get`) and
+            // counts the object as argument 1; the docs write `store:get`.
+            let (to, pos) = match to.as_deref().and_then(as_method) {
+                // The object itself is wrong: `req.header(...)` for
+                // `req:header(...)`.
+                Some(method) if *pos <= 1 => {
+                    let dotted = method.replacen(':', ".", 1);
+                    return format!("{dotted} was called without its object: write {method}(...)");
+                }
+                Some(method) => (method, pos.saturating_sub(1)),
+                None => (to.clone().unwrap_or_else(|| "?".into()), *pos),
+            };
+            format!(
+                "bad argument #{pos} to '{to}': {}",
+                describe_lua_error(cause)
+            )
+        }
+        mlua::Error::FromLuaConversionError { from, to, message } => {
+            let expected = message.clone().unwrap_or_else(|| to.to_lowercase());
+            let expected = expected.strip_prefix("expected ").unwrap_or(&expected);
+            let expected = match expected
+                .strip_prefix("userdata of type '")
+                .and_then(|t| t.strip_suffix('\''))
+                .and_then(|t| OBJECTS.iter().find(|(ty, _)| *ty == t))
+            {
+                Some((_, obj)) => format!("{obj} (a Pocket object)"),
+                None => expected.to_string(),
+            };
+            format!("expected {expected}, got a {from}")
+        }
         other => first_line(&other.to_string()),
     }
+}
+
+/// An error a script caught with `pcall`, as the string it gets: like
+/// [`describe_lua_error`], but a Pocket function that `pcall` called
+/// directly has no line of its own (as with Lua's own functions:
+/// `pcall(string.rep)`), so none is added.
+pub fn describe_caught(err: &mlua::Error) -> String {
+    if let mlua::Error::CallbackError { traceback, cause } = err {
+        let mut frames = traceback
+            .lines()
+            .skip_while(|l| !l.starts_with("stack traceback"))
+            .skip(1)
+            .map(str::trim);
+        frames.next();
+        if frames
+            .next()
+            .is_some_and(|f| f.starts_with("[C]") && f.contains("pcall'"))
+        {
+            return describe_lua_error(cause);
+        }
+    }
+    describe_lua_error(err)
+}
+
+/// The API's Rust type names as the docs name their objects.
+const OBJECTS: &[(&str, &str)] = &[
+    ("RequestView", "req"),
+    ("ResponseView", "res"),
+    ("ConnView", "conn"),
+    ("LuaRegex", "re"),
+    ("LuaRegexSet", "set"),
+    ("StoreHandle", "store"),
+    ("ServerHandle", "server"),
+];
+
+/// `StoreHandle.get` -> `store:get`.
+fn as_method(to: &str) -> Option<String> {
+    let (ty, method) = to.split_once('.')?;
+    let (_, obj) = OBJECTS.iter().find(|(t, _)| *t == ty)?;
+    Some(format!("{obj}:{method}"))
 }
 
 fn first_line(message: &str) -> String {
@@ -61,7 +132,7 @@ fn without_sandbox_place(line: &str) -> &str {
 }
 
 /// True when a message already starts with `something.lua:NN:`.
-fn has_location(message: &str) -> bool {
+pub(crate) fn has_location(message: &str) -> bool {
     let mut parts = message.splitn(3, ':');
     let (Some(file), Some(line)) = (parts.next(), parts.next()) else {
         return false;
@@ -112,6 +183,44 @@ mod tests {
         assert_eq!(
             describe_lua_error(&e),
             "attempt to compare two table values"
+        );
+    }
+
+    #[test]
+    #[allow(clippy::arc_with_non_send_sync)] // mlua's own type
+    fn names_methods_as_the_docs_do() {
+        let e = mlua::Error::BadArgument {
+            to: Some("StoreHandle.get".into()),
+            pos: 2,
+            name: None,
+            cause: std::sync::Arc::new(mlua::Error::FromLuaConversionError {
+                from: "table",
+                to: "String".into(),
+                message: Some("expected string or number".into()),
+            }),
+        };
+        assert_eq!(
+            describe_lua_error(&e),
+            "bad argument #1 to 'store:get': expected string or number, got a table"
+        );
+    }
+
+    #[test]
+    #[allow(clippy::arc_with_non_send_sync)] // mlua's own type
+    fn a_method_called_with_a_dot_says_so() {
+        let e = mlua::Error::BadArgument {
+            to: Some("RequestView.header".into()),
+            pos: 1,
+            name: None,
+            cause: std::sync::Arc::new(mlua::Error::FromLuaConversionError {
+                from: "string",
+                to: "userdata".into(),
+                message: Some("expected userdata of type 'RequestView'".into()),
+            }),
+        };
+        assert_eq!(
+            describe_lua_error(&e),
+            "req.header was called without its object: write req:header(...)"
         );
     }
 

@@ -11,6 +11,7 @@ use super::api::conn::ConnView;
 use super::api::local::{LocalResponse, Reject, ScriptResponse};
 use super::api::request::RequestView;
 use super::api::response::ResponseView;
+use super::errors::has_location;
 use super::{describe_lua_error, sandbox, Limits, Vm};
 use crate::config::{line_of, Policy};
 use crate::server::watchdog::{Doing, Pulse};
@@ -43,8 +44,10 @@ pub struct WorkerScript {
     hash_keys: Vec<Option<Function>>,
     /// `balance = function(servers, req)` of each pool, by pool index.
     balancers: Vec<Option<Function>>,
-    /// The scripted check of each pool, by pool index.
-    checks: Vec<Option<Function>>,
+    /// The scripted check of each pool, by pool index, guarded (see
+    /// `sandbox::guard`), with the `path:line` of the script's own
+    /// function for its messages.
+    checks: Vec<Option<(Function, String)>>,
     /// `bypass = function(req)` of each pool, by pool index.
     bypasses: Vec<Option<Function>>,
     /// The table the script returned (for `pocket test`'s cases).
@@ -121,7 +124,8 @@ impl WorkerScript {
                     _ => None,
                 };
                 // Run as coroutines: guarded, see `sandbox::guard`.
-                f.map(|f| sandbox::guard(&vm.lua, &f)).transpose()
+                f.map(|f| Ok((sandbox::guard(&vm.lua, &f)?, place_of(&f))))
+                    .transpose()
             })
             .collect::<mlua::Result<_>>()
             .map_err(|e| describe_lua_error(&e))?;
@@ -193,10 +197,34 @@ impl WorkerScript {
         self.on_response.is_some()
     }
 
-    fn failed(&self, hook: &'static str, err: &mlua::Error) -> HookError {
+    /// A hook's Lua error as the log shows it: `path:line: message`. An
+    /// error that lost its line (the memory limit met while a table grew)
+    /// is placed at the hook's function.
+    fn failed(&self, hook: &'static str, f: &Function, err: &mlua::Error) -> HookError {
+        let message = describe_lua_error(err);
+        let message = if has_location(&message) {
+            message
+        } else {
+            format!("{}: {hook}: {message}", place_of(f))
+        };
+        HookError { hook, message }
+    }
+
+    /// `hook` returned `got`, which is not one of `expected`.
+    fn bad_return(
+        &self,
+        hook: &'static str,
+        f: &Function,
+        got: &Value,
+        expected: &str,
+    ) -> HookError {
         HookError {
             hook,
-            message: describe_lua_error(err),
+            message: format!(
+                "{}: {hook} returned {}; expected {expected}",
+                place_of(f),
+                returned(got)
+            ),
         }
     }
 
@@ -215,7 +243,7 @@ impl WorkerScript {
                 _ => None,
             })
         })
-        .map_err(|e| self.failed("on_connect", &e))
+        .map_err(|e| self.failed("on_connect", f, &e))
     }
 
     pub fn on_request(&self, req: &mut RequestView) -> Result<Decision, HookError> {
@@ -240,25 +268,16 @@ impl WorkerScript {
                         None => Err(self.unknown_pool(&s.to_string_lossy())),
                     }
                 }
-                Value::UserData(ud) => match ud.borrow::<ScriptResponse>() {
+                Value::UserData(ref ud) => match ud.borrow::<ScriptResponse>() {
                     Ok(r) => Ok(Decision::Respond(r.response.clone())),
-                    Err(_) => Err(HookError {
-                        hook: "on_request",
-                        message: "on_request returned an object that is not a response".into(),
-                    }),
+                    Err(_) => Err(self.bad_return("on_request", f, &out, ON_REQUEST_RETURNS)),
                 },
-                other => Err(HookError {
-                    hook: "on_request",
-                    message: format!(
-                        "on_request must return a pool name, pocket.respond(...) or nil, not a {}",
-                        other.type_name()
-                    ),
-                }),
+                ref other => Err(self.bad_return("on_request", f, other, ON_REQUEST_RETURNS)),
             })
         });
         match out {
             Ok(decision) => decision,
-            Err(e) => Err(self.failed("on_request", &e)),
+            Err(e) => Err(self.failed("on_request", f, &e)),
         }
     }
 
@@ -292,20 +311,23 @@ impl WorkerScript {
         };
         let at = |w: &Watched| w.hash_keys.get(pool).copied().unwrap_or(0);
         let _busy = self.busy(Doing::HashKey, at, req.id.seq);
-        self.vm
-            .lua
-            .scope(|scope| {
-                let ud = scope.create_userdata_ref_mut(req)?;
-                let out: Value = self.vm.call(f, ud)?;
-                Ok(match out {
-                    Value::Nil => None,
-                    Value::String(s) => Some(s.as_bytes().to_vec()),
-                    Value::Integer(n) => Some(n.to_string().into_bytes()),
-                    Value::Number(n) => Some(n.to_string().into_bytes()),
-                    other => Some(format!("{other:?}").into_bytes()),
-                })
+        let out = self.vm.lua.scope(|scope| {
+            let ud = scope.create_userdata_ref_mut(req)?;
+            let out: Value = self.vm.call(f, ud)?;
+            Ok(match out {
+                Value::Nil => Ok(None),
+                Value::String(s) => Ok(Some(s.as_bytes().to_vec())),
+                Value::Integer(n) => Ok(Some(n.to_string().into_bytes())),
+                Value::Number(n) => Ok(Some(n.to_string().into_bytes())),
+                ref other => {
+                    Err(self.bad_return("hash_key", f, other, "a string, a number or nil"))
+                }
             })
-            .map_err(|e| self.failed("hash_key", &e))
+        });
+        match out {
+            Ok(key) => key,
+            Err(e) => Err(self.failed("hash_key", f, &e)),
+        }
     }
 
     /// Where a pool with `bypass = function(req)` sends this request: its
@@ -324,7 +346,7 @@ impl WorkerScript {
                 let out: Value = self.vm.call(f, ud)?;
                 Ok(!matches!(out, Value::Nil | Value::Boolean(false)))
             })
-            .map_err(|e| self.failed("bypass", &e))?;
+            .map_err(|e| self.failed("bypass", f, &e))?;
         drop(busy);
         Ok(go_around
             .then(|| self.policy.pools[pool].fallback_pool())
@@ -384,7 +406,7 @@ impl WorkerScript {
                 _ => None,
             })
         })
-        .map_err(|e| self.failed("balance", &e))
+        .map_err(|e| self.failed("balance", f, &e))
     }
 
     /// Runs a pool's scripted check against `addr` as a coroutine: the
@@ -396,7 +418,7 @@ impl WorkerScript {
         addr: SocketAddr,
         budget: Duration,
     ) -> Result<String, String> {
-        let Some(Some(f)) = self.checks.get(pool_index) else {
+        let Some(Some((f, place))) = self.checks.get(pool_index) else {
             return Err("no check function".into());
         };
         let pool = &self.policy.pools[pool_index];
@@ -456,14 +478,29 @@ impl WorkerScript {
         // Disarmed however the check ends, also when its future is dropped
         // at the check's timeout.
         let _armed = self.vm.armed();
-        let out: mlua::Result<(Value, Option<String>)> =
-            self.vm.settle(f.call_async((server, http)).await);
-        match out {
-            Ok((Value::Nil | Value::Boolean(false), why)) => {
+        let out: mlua::Result<(Value, Value)> = self.vm.settle(f.call_async((server, http)).await);
+        let (ok, why) = match out {
+            Ok(pair) => pair,
+            Err(e) => return Err(describe_lua_error(&e)),
+        };
+        let why = match why {
+            Value::Nil => None,
+            Value::String(s) => Some(s.to_string_lossy()),
+            Value::Integer(n) => Some(n.to_string()),
+            Value::Number(n) => Some(n.to_string()),
+            // A reason Pocket cannot show fails the check, saying so.
+            other => {
+                return Err(format!(
+                    "{place}: the check returned {} as its reason; expected a string or nil",
+                    returned(&other)
+                ))
+            }
+        };
+        match ok {
+            Value::Nil | Value::Boolean(false) => {
                 Err(why.unwrap_or_else(|| "the check returned false".into()))
             }
-            Ok((_, why)) => Ok(why.unwrap_or_else(|| "the check passed".into())),
-            Err(e) => Err(describe_lua_error(&e)),
+            _ => Ok(why.unwrap_or_else(|| "the check passed".into())),
         }
     }
 
@@ -484,7 +521,7 @@ impl WorkerScript {
             server.set("addr", addr)?;
             self.vm.call::<_, ()>(f, (server, up, reason))
         };
-        run().map_err(|e| self.failed("on_health", &e))
+        run().map_err(|e| self.failed("on_health", f, &e))
     }
 
     pub fn on_response(
@@ -502,6 +539,43 @@ impl WorkerScript {
             let s = scope.create_userdata_ref_mut(res)?;
             self.vm.call::<_, ()>(f, (r, s))
         })
-        .map_err(|e| self.failed("on_response", &e))
+        .map_err(|e| self.failed("on_response", f, &e))
+    }
+}
+
+/// What `on_request` may return, as docs/lua-api.md says it.
+const ON_REQUEST_RETURNS: &str = "a pool name (a string), pocket.respond(...) or nil";
+
+/// `path:line` of a function's definition, as Lua names its chunk.
+fn place_of(f: &Function) -> String {
+    let info = f.info();
+    let path = info
+        .source
+        .as_deref()
+        .and_then(|s| s.strip_prefix('@'))
+        .or(info.short_src.as_deref())
+        .unwrap_or("?")
+        .to_string();
+    match info.line_defined {
+        Some(line) if line > 0 => format!("{path}:{line}"),
+        _ => path,
+    }
+}
+
+/// A returned value in a user's words: `a number (5)`, `a table`, `a
+/// request (req)`.
+pub(crate) fn returned(v: &Value) -> String {
+    match v {
+        Value::Integer(n) => format!("a number ({n})"),
+        Value::Number(n) => format!("a number ({n})"),
+        Value::Boolean(b) => format!("a boolean ({b})"),
+        Value::String(s) => format!("a string (\"{}\")", s.to_string_lossy()),
+        Value::Table(_) => "a table".into(),
+        Value::Function(_) => "a function".into(),
+        Value::UserData(ud) => match crate::script::api::userdata_name(ud) {
+            Some(name) => name.to_string(),
+            None => "a Pocket object".into(),
+        },
+        other => format!("a {}", other.type_name()),
     }
 }

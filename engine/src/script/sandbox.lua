@@ -13,7 +13,7 @@
 -- The common paths are one extra Lua call; only table.sort with a
 -- comparator, xpcall and coroutine.create/wrap allocate a closure.
 
-local spent, over, limits = ...
+local spent, over, limits, describe = ...
 
 local error, select, type, rawget, tostring = error, select, type, rawget, tostring
 local tointeger, maxinteger = math.tointeger, math.maxinteger
@@ -30,8 +30,14 @@ local BUDGET, LOAD_MAX, STEP = limits.budget_message, limits.load_max, limits.st
 local function stop() error(BUDGET, 3) end
 
 -- After a protected call: once the budget is spent, its error goes on up.
+-- An error raised by one of Pocket's functions reaches the script as
+-- `path:line: message`, like Lua's own, not as mlua's error object with
+-- its traceback.
 local function pass(ok, ...)
-  if not ok and spent() then error((...), 0) end
+  if not ok then
+    if spent() then error((...), 0) end
+    if type((...)) == "userdata" then return ok, describe((...)), select(2, ...) end
+  end
   return ok, ...
 end
 
@@ -47,6 +53,7 @@ xpcall = function(f, h, ...)
   if type(h) ~= "function" then return pass(rawxpcall(f, h, ...)) end
   return pass(rawxpcall(f, function(e)
     if spent() then return e end
+    if type(e) == "userdata" then e = describe(e) end
     return h(e)
   end, ...))
 end

@@ -35,6 +35,16 @@ pub fn install(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<()> {
     let spent = lua.create_function(move |_, ()| Ok(spent_budget.spent()))?;
     let over_budget = budget.clone();
     let over = lua.create_function(move |_, ()| Ok(over_budget.over()))?;
+    // An mlua error object (a Pocket function's error caught by pcall) as
+    // `path:line: message`; any other value as it is.
+    let describe = lua.create_function(|lua, e: Value| {
+        Ok(match e {
+            Value::Error(e) => {
+                Value::String(lua.create_string(super::errors::describe_caught(&e))?)
+            }
+            other => other,
+        })
+    })?;
     let limits = lua.create_table()?;
     limits.raw_set("budget_message", BUDGET_MESSAGE)?;
     limits.raw_set("load_max", LOAD_MAX_BYTES)?;
@@ -43,7 +53,7 @@ pub fn install(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<()> {
         .load(include_str!("sandbox.lua"))
         .set_name("=pocket-sandbox")
         .set_mode(mlua::chunk::ChunkMode::Text)
-        .call((spent, over, limits))?;
+        .call((spent, over, limits, describe))?;
     lua.set_named_registry_value(GUARD_KEY, guard)
 }
 

@@ -49,13 +49,21 @@ pub(crate) struct Budget {
     /// The allocator refused a large allocation for the budget in this
     /// call (so a memory error is the budget's, not the memory limit's).
     refused: Cell<bool>,
-    /// `path:line` where the allocator refused (see `budget_alloc`).
+    /// `path:line` where the allocator refused, for the budget or the
+    /// memory limit (see `budget_alloc`).
     place: Cell<Option<String>>,
     /// The running call's budget (the length of a grace window).
     window: Cell<Duration>,
     /// Past the deadline on a busy machine: when, and this thread's CPU
     /// time then (see [`Budget::starved`]).
     grace: Cell<Option<Grace>>,
+    /// The heap is past a quarter of the VM's limit (set by the
+    /// allocator): the instruction hook then notes the running line in
+    /// `seen`, for a memory error the allocator could not place (a table
+    /// or buffer that grew past the limit).
+    pub(crate) near_limit: Cell<bool>,
+    /// `path:line` the instruction hook last saw while `near_limit`.
+    pub(crate) seen: std::cell::RefCell<String>,
 }
 
 /// A call found past its wall-clock deadline before it had the CPU for it.
@@ -131,6 +139,19 @@ fn over_budget<R>(budget: &Budget, script: &str, result: mlua::Result<R>) -> mlu
             "{place}: {BUDGET_MESSAGE} (at a large allocation)"
         )));
     }
+    // The memory limit, met by Lua's own allocation: the allocator noted
+    // the line (see `budget_alloc`), or, for a block that grew, the
+    // instruction hook saw the line running shortly before.
+    let place = place.or_else(|| {
+        let seen = budget.seen.borrow();
+        (!seen.is_empty()).then(|| seen.clone())
+    });
+    if let (Err(e @ mlua::Error::MemoryError(_)), Some(place)) = (&result, place) {
+        return Err(mlua::Error::RuntimeError(format!(
+            "{place}: {}",
+            super::describe_lua_error(e)
+        )));
+    }
     result
 }
 
@@ -164,6 +185,7 @@ impl Budget {
         self.grace.set(None);
         self.spent.set(false);
         self.refused.set(false);
+        self.seen.borrow_mut().clear();
         self.armed.set(true);
     }
 
@@ -244,6 +266,8 @@ impl Budget {
             place: Cell::new(None),
             window: Cell::new(deadline.saturating_duration_since(Instant::now())),
             grace: Cell::new(None),
+            near_limit: Cell::new(false),
+            seen: std::cell::RefCell::new(String::new()),
         }
     }
 }
@@ -305,6 +329,8 @@ impl Vm {
             place: Cell::new(None),
             window: Cell::new(limits.load_budget),
             grace: Cell::new(None),
+            near_limit: Cell::new(false),
+            seen: std::cell::RefCell::new(String::new()),
         });
 
         budget_hook::install(&lua, &budget, HOOK_EVERY)?;
@@ -334,7 +360,9 @@ impl Vm {
             .load(source)
             .set_name(format!("@{}", script_path.display()))
             .set_mode(ChunkMode::Text);
-        self.with_budget(self.limits.load_budget, || chunk.eval())
+        let out = self.with_budget(self.limits.load_budget, || chunk.eval());
+        api::pool_refs::stop(&self.lua);
+        out
     }
 
     /// Calls `f` with the per-hook budget armed. Every hook call on the

@@ -237,7 +237,11 @@ impl Running {
         let fleet = self.workers.len() + 1;
         if still_stuck > fleet {
             return Err(format!(
-                "{still_stuck} workers are stuck; not starting another (at most {fleet} are replaced at once)"
+                "{} stuck; not starting another (at most {fleet} are replaced at once)",
+                match still_stuck {
+                    1 => "1 worker is".to_string(),
+                    n => format!("{n} workers are"),
+                }
             ));
         }
         let sockets = listener::bind_for_one(&self.policy.listeners, &self.addrs)

@@ -422,10 +422,14 @@ impl Watchdog {
         let forgiven = p.ledger.forgive();
         tracing::error!(
             worker = p.index,
-            "worker {} is stuck: {} has not returned for {:.1}s; its listening sockets leave the rotation ({closed} shut), the {forgiven} connections it holds no longer count against max_connections, and a new worker takes its place",
+            "worker {} is stuck: {} has not returned for {:.1}s; its listening sockets leave the rotation ({closed} shut), {} against max_connections, and a new worker takes its place",
             p.index,
             p.describe(what),
             silent.as_secs_f64(),
+            match forgiven {
+                1 => "the 1 connection it holds no longer counts".to_string(),
+                n => format!("the {n} connections it holds no longer count"),
+            },
         );
         let _ = self.stuck.send(p.index);
     }

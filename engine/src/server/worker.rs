@@ -302,7 +302,11 @@ async fn drain(worker: &Rc<Worker>, pulse: &Pulse, loops: &mut AcceptLoops, grac
             "grace period of {grace:?} over; closing connections still open"
         ),
         Ok(open) if open > 0 => {
-            tracing::debug!(worker = worker.index, "{open} connections finished")
+            tracing::debug!(
+                worker = worker.index,
+                "{} finished",
+                crate::words::count(open as u64, "connection")
+            )
         }
         Ok(_) => {}
     }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mlua::{UserData, UserDataFields};
+use mlua::{UserData, UserDataFields, UserDataMethods};
 
 pub struct ConnView {
     pub peer: SocketAddr,
@@ -12,7 +12,12 @@ pub struct ConnView {
 }
 
 impl UserData for ConnView {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        super::names::read_only(methods, "conn", &[]);
+    }
+
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        super::names::named(fields, "connection");
         fields.add_field_method_get("peer_ip", |_, c| Ok(c.peer.ip().to_string()));
         fields.add_field_method_get("peer_port", |_, c| Ok(c.peer.port()));
         fields.add_field_method_get("local_ip", |_, c| Ok(c.local.ip().to_string()));

@@ -26,7 +26,11 @@ pub struct ScriptResponse {
     _charge: Charge,
 }
 
-impl UserData for ScriptResponse {}
+impl UserData for ScriptResponse {
+    fn add_fields<F: mlua::UserDataFields<Self>>(fields: &mut F) {
+        super::names::named(fields, "pocket.respond response");
+    }
+}
 
 /// What one header of an answer costs in Rust beyond its name and value:
 /// the pair's slot, the name's and value's headers (an estimate).
@@ -61,7 +65,11 @@ const MAX_REASON: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Reject(pub String);
 
-impl UserData for Reject {}
+impl UserData for Reject {
+    fn add_fields<F: mlua::UserDataFields<Self>>(fields: &mut F) {
+        super::names::named(fields, "rejection");
+    }
+}
 
 fn status(code: i64) -> mlua::Result<StatusCode> {
     u16::try_from(code)

@@ -5,6 +5,8 @@ pub mod conn;
 mod headers;
 pub mod local;
 mod log;
+pub mod names;
+pub mod pool_refs;
 mod regex;
 pub mod request;
 pub mod response;
@@ -12,6 +14,8 @@ pub mod server;
 pub mod store;
 
 use mlua::Lua;
+
+pub use names::userdata_name;
 
 /// Installs the global `pocket` table.
 pub fn register(lua: &Lua) -> mlua::Result<()> {
@@ -21,6 +25,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     regex::register(lua, &pocket)?;
     store::register(lua, &pocket)?;
     server::register(lua, &pocket)?;
+    pool_refs::register(lua, &pocket)?;
     pocket.set("version", env!("CARGO_PKG_VERSION"))?;
     // Seconds on a clock that never goes back (for rates and windows).
     pocket.set(

@@ -54,6 +54,10 @@ fn before_match(budget: &Option<Rc<Budget>>) -> mlua::Result<()> {
 }
 
 impl UserData for LuaRegex {
+    fn add_fields<F: mlua::UserDataFields<Self>>(fields: &mut F) {
+        super::names::named(fields, "regex");
+    }
+
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("is_match", |_, re, text: mlua::LuaString| {
             before_match(&re.budget)?;
@@ -153,6 +157,10 @@ pub struct LuaRegexSet {
 }
 
 impl UserData for LuaRegexSet {
+    fn add_fields<F: mlua::UserDataFields<Self>>(fields: &mut F) {
+        super::names::named(fields, "regex set");
+    }
+
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("is_match", |_, set, text: mlua::LuaString| {
             before_match(&set.budget)?;

@@ -132,6 +132,7 @@ fn runtime(msg: String) -> mlua::Error {
 
 impl UserData for RequestView {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        super::names::named(fields, "request");
         fields.add_field_method_get("method", |_, r| Ok(r.head.method.as_str().to_string()));
         fields.add_field_method_get("path", |lua, r| lua.create_string(r.head.uri.path()));
         fields.add_field_method_get("query", |lua, r| match r.head.uri.query() {
@@ -165,6 +166,16 @@ impl UserData for RequestView {
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         add_header_methods(methods);
+        super::names::read_only(
+            methods,
+            "req",
+            &[
+                ("path", "req:set_path(...)"),
+                ("query", "req:set_query(...)"),
+                ("method", "req:set_method(...)"),
+                ("host", "req:set_header(\"host\", ...)"),
+            ],
+        );
         methods.add_method_mut("set_path", |_, r, path: String| {
             r.set_path(&path).map_err(runtime)
         });

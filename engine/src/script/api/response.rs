@@ -31,6 +31,7 @@ impl HasHeaders for ResponseView {
 
 impl UserData for ResponseView {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        super::names::named(fields, "response");
         fields.add_field_method_get("status", |_, r| Ok(r.head.status.as_u16()));
         fields.add_field_method_get("pool", |_, r| Ok(r.pool.to_string()));
         fields.add_field_method_get("server", |_, r| Ok(r.server.to_string()));
@@ -38,6 +39,7 @@ impl UserData for ResponseView {
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         add_header_methods(methods);
+        super::names::read_only(methods, "res", &[("status", "res:set_status(...)")]);
         // A final status a client can read: 200 to 599, as pocket.respond.
         // (A 204 or 205 loses the body; see proxy::deliver.)
         methods.add_method_mut("set_status", |_, r, code: i64| {

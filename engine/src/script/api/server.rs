@@ -36,6 +36,10 @@ impl ServerHandle {
 }
 
 impl UserData for ServerHandle {
+    fn add_fields<F: mlua::UserDataFields<Self>>(fields: &mut F) {
+        super::names::named(fields, "server");
+    }
+
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("set_state", |_, h, name: String| {
             let state = AdminState::parse(&name).ok_or_else(|| {

@@ -420,6 +420,10 @@ fn to_lua(lua: &Lua, v: Option<Stored>) -> mlua::Result<Value> {
 }
 
 impl UserData for StoreHandle {
+    fn add_fields<F: mlua::UserDataFields<Self>>(fields: &mut F) {
+        super::names::named(fields, "store");
+    }
+
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         methods.add_method("get", |lua, s, key: String| to_lua(lua, s.0.get(&key)));
         methods.add_method(

@@ -1,0 +1,40 @@
+//! What the log says after a failed try of a server: only what the proxy
+//! does next. A one-server pool used to log "trying another server" before
+//! its 502.
+
+use crate::config::Policy;
+use crate::lb::Pool;
+
+/// The end of the warning for a failed try of server `failed` (`tried`
+/// does not hold it yet): `; trying another server` only when the retry
+/// loop will find one (the lab counts those lines as retries).
+pub(super) fn after_failure(
+    policy: &Policy,
+    pool: &Pool,
+    tried: &[usize],
+    failed: usize,
+) -> String {
+    let retries = pool.retries as usize;
+    if tried.len() >= retries {
+        return match retries {
+            0 => "; not retried (the pool has retries = 0)".into(),
+            1 => "; not retried (its 1 retry is used)".into(),
+            n => format!("; not retried (all {n} retries are used)"),
+        };
+    }
+    let other = (0..pool.servers.len())
+        .any(|i| i != failed && !tried.contains(&i) && pool.servers[i].state.takes_traffic());
+    if other {
+        return "; trying another server".into();
+    }
+    match pool.fallback_pool() {
+        Some(next) => format!(
+            "; no other server in pool \"{}\": trying its fallback pool \"{}\"",
+            pool.name, policy.pools[next].name
+        ),
+        None if pool.servers.len() == 1 => {
+            format!("; pool \"{}\" has no other server to try", pool.name)
+        }
+        None => format!("; no other server of pool \"{}\" is left to try", pool.name),
+    }
+}

@@ -1,0 +1,58 @@
+//! What the API's objects are called in errors: the docs' words (`a
+//! request`, `a regex`), never the Rust type behind them. Lua builds its
+//! own messages ("attempt to index a X value") from the metatable's
+//! `__name`, which mlua sets to the Rust type (`RequestView`) unless told.
+//! Assigning to a field of `req`, `res` or `conn` says what to use instead.
+
+use mlua::{MetaMethod, UserDataFields, UserDataMethods, Value};
+
+/// Sets the name Lua's own errors use for `T` (`"request"`: "attempt to
+/// call a request value").
+pub fn named<T, F: UserDataFields<T>>(fields: &mut F, name: &'static str) {
+    fields.add_meta_field(MetaMethod::Type, name);
+}
+
+/// Refuses `var.key = value` on an object whose fields are read-only:
+/// `req.path is read-only; use req:set_path(...)`. `setters` pairs a field
+/// with the call that changes it.
+pub fn read_only<T, M: UserDataMethods<T>>(
+    methods: &mut M,
+    var: &'static str,
+    setters: &'static [(&'static str, &'static str)],
+) {
+    methods.add_meta_method(
+        MetaMethod::NewIndex,
+        move |_, _, (key, _value): (Value, Value)| -> mlua::Result<()> {
+            let key = match &key {
+                Value::String(s) => s.to_string_lossy(),
+                other => format!("[{}]", other.to_string().unwrap_or_default()),
+            };
+            let message = match setters.iter().find(|(field, _)| *field == key) {
+                Some((_, setter)) => format!("{var}.{key} is read-only; use {setter}"),
+                None => format!(
+                    "{var}.{key} cannot be set: the fields of {var} are read-only (keep your own values in a local table)"
+                ),
+            };
+            Err(mlua::Error::RuntimeError(message))
+        },
+    );
+}
+
+/// A userdata as a message names it (`a request (req)`), from its
+/// `__name`; None for one without a name of ours.
+pub fn userdata_name(ud: &mlua::AnyUserData) -> Option<String> {
+    let name = ud.type_name().ok()?.to_string_lossy();
+    let shown = match name.as_str() {
+        "request" => "a request (req)",
+        "response" => "a response (res)",
+        "connection" => "a connection (conn)",
+        "regex" => "a regex (pocket.regex)",
+        "regex set" => "a regex set (pocket.regex_set)",
+        "store" => "a store (pocket.store)",
+        "server" => "a server (pocket.server)",
+        "pocket.respond response" => "a response made by pocket.respond",
+        "rejection" => "a rejection (pocket.reject)",
+        _ => return None,
+    };
+    Some(shown.to_string())
+}
