@@ -425,6 +425,14 @@ function pocket.regex_set(patterns) end
 ---@return integer Not negative.
 function pocket.hash(text) end
 
+---Says that code compiled at load routes requests to the pool `name`: once the
+---policy's pools are known, the load refuses a name they do not define, at the
+---line of the caller `level` frames up (1, the default: the line calling it).
+---Does nothing when called from a hook.
+---@param name string
+---@param level? integer
+function pocket.uses_pool(name, level) end
+
 ---Seconds on a monotonic clock (a float, millisecond steps) from early in
 ---the process's life; only differences mean anything.
 ---@return number

@@ -89,12 +89,20 @@ async fn weights_and_backups() {
 async fn refused_server_is_skipped_and_all_dead_gives_502_naming_the_pool() {
     let a = origin("A");
     let dead = dead_addr();
+    // Another dead address: one address has one health in every pool, so
+    // `app`'s passive failures would take `nowhere`'s server down (503).
+    let gone = loop {
+        let other = dead_addr();
+        if other != dead {
+            break other;
+        }
+    };
     let policy = format!(
         r#"return {{
   listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }},
                 {{ name = "gone", bind = "127.0.0.1:0", pool = "nowhere" }} }},
   pools = {{ app = {{ servers = {{ "{dead}", "{a}" }} }},
-            nowhere = {{ servers = {{ "{dead}" }}, retries = 2 }} }},
+            nowhere = {{ servers = {{ "{gone}" }}, retries = 2 }} }},
 }}"#,
         a = a.addr
     );
