@@ -249,7 +249,7 @@ async fn a_server_that_dies_mid_response_gets_the_client_connection_closed() {
     // A body that breaks off is a passive failure.
     pocket.log.wait_for(&[
         "of pool app is DOWN",
-        "failures in a row on live traffic (last: response broke off)",
+        "in a row on live traffic (last: response broke off)",
     ]);
 }
 

@@ -634,7 +634,7 @@ impl Checker<'_> {
                 if !same {
                     let name = &pool.name;
                     self.error(
-                        &[&format!("{name} ="), &format!("[\"{name}\"]")],
+                        &["pools", name, "check"],
                         format!(
                             "pool \"{name}\": server {} is also in pool \"{first}\", which checks it differently; an address has one health, so one check: give both pools the same check (script = true to share a scripted one), drop this one, or say own_health = true in the pool that wants its own verdict",
                             server.addr
