@@ -57,9 +57,19 @@ async fn status_and_reload_see_every_pocket_serving_a_policy() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_policy(dir.path(), "policy.lua", &policy_on(port, a.addr));
     let p = path.to_str().unwrap();
-    let (mut first, _first_log) = run(&path);
-    let (mut second, _second_log) = run(&path);
+    let (mut first, first_log) = run(&path);
+    let (mut second, second_log) = run(&path);
     let (one, two) = (first.id(), second.id());
+    // The second says at start that it is not alone, naming the first.
+    second_log.wait_for(&[
+        "WARN",
+        &format!("another Pocket (pid {one}) serves this policy; both take connections on the same ports (SO_REUSEPORT)"),
+    ]);
+    assert!(
+        !first_log.text().contains("another Pocket"),
+        "{}",
+        first_log.text()
+    );
 
     let (code, status, err) = pocket_cmd(&["status", p]);
     assert_eq!(code, 0, "{err}");
@@ -113,8 +123,18 @@ async fn status_and_reload_see_every_pocket_serving_a_policy() {
     let (code, out, err) = pocket_cmd(&["reload", p]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains(&format!("pid {three}: draining")), "{out}");
+    // One started while the old one drains (a binary upgrade) is told
+    // so, without a warning.
+    let (mut fourth, fourth_log) = run(&path);
+    let told = fourth_log.wait_for(&[&format!(
+        "another Pocket (pid {three}) serves this policy and is draining"
+    )]);
+    assert!(told.contains("INFO"), "{told}");
+    assert!(!fourth_log.text().contains("WARN"), "{}", fourth_log.text());
     assert_eq!(slow.await.unwrap().status, 200);
     assert!(third.wait().unwrap().success());
+    unsafe { libc::kill(fourth.id() as i32, libc::SIGTERM) };
+    assert!(fourth.wait().unwrap().success());
 
     let (code, _, err) = pocket_cmd(&["status", p]);
     assert_eq!(code, 1);
@@ -339,4 +359,148 @@ fn two_different_checks_of_one_address_are_refused() {
         "{err}"
     );
     assert_eq!(err.matches("checks it differently").count(), 1, "{err}");
+}
+
+/// Pools b (no check) and c (a check) share S. The check takes S down;
+/// a reload removes the check: nothing will ever check S again, so it is
+/// UP at once (HAProxy: a server without a check is assumed up), in both
+/// pools, with a line saying why; S back, both pools send to it.
+#[tokio::test]
+async fn a_server_down_by_a_check_is_up_once_no_check_is_left() {
+    let (b, c) = (origin("B"), origin("C"));
+    let s = origin("S");
+    let s_addr = s.addr;
+    let policy = |check: &str| {
+        format!(
+            r#"return {{
+  listeners = {{
+    {{ name = "b", bind = "127.0.0.1:0", pool = "b" }},
+    {{ name = "c", bind = "127.0.0.1:0", pool = "c" }},
+  }},
+  pools = {{
+    b = {{ servers = {{ "{b}", "{s}" }} }},
+    c = {{ servers = {{ "{c}", "{s}" }}{check} }},
+  }},
+}}"#,
+            b = b.addr,
+            c = c.addr,
+            s = s_addr
+        )
+    };
+    let pocket = Pocket::start(
+        &policy(r#", check = { tcp = true, interval = "300ms", fall = 1, rise = 1 }"#),
+        1,
+    );
+    let (via_b, via_c) = (pocket.addr("b"), pocket.addr("c"));
+    drop(s);
+    pocket.log.wait_for(&[
+        &format!("server {s_addr} of pools b, c is DOWN"),
+        "1 check failed",
+    ]);
+    std::fs::write(&pocket.policy, policy("")).unwrap();
+    pocket.log.wait_for(&["generation 2 is live"]);
+    pocket.log.wait_for(&[
+        &format!("server {s_addr} of pools b, c is UP"),
+        "no check any more",
+    ]);
+    let s = spawn_origin_at("S", s_addr).expect("restart S on its port");
+    for via in [via_b, via_c] {
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            seen.push(origin_of(&get(via, "/").await));
+        }
+        assert!(seen.contains(&"S".to_string()), "S is back: {seen:?}");
+    }
+    drop(s);
+}
+
+/// The reverse: S down by live traffic (a cool-down of an hour); a
+/// reload adds a check. The check decides from then on: while S is dead
+/// it stays down, nothing says it is up; S back, the check brings it up.
+#[tokio::test]
+async fn a_check_added_to_a_server_down_by_traffic_decides_from_then_on() {
+    let a = origin("A");
+    let s = dead_addr();
+    let policy = |check: &str| {
+        format!(
+            r#"return {{
+  listeners = {{ {{ name = "a", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{
+    app = {{ servers = {{ "{a}", "{s}" }}, passive = {{ after = 1, cooldown = "1h" }}{check} }},
+  }},
+}}"#,
+            a = a.addr,
+        )
+    };
+    let pocket = Pocket::start(&policy(""), 1);
+    let via = pocket.addr("a");
+    for _ in 0..4 {
+        assert_eq!(get(via, "/").await.status, 200);
+    }
+    pocket.log.wait_for(&[
+        &format!("server {s} of pool app is DOWN"),
+        "on live traffic",
+    ]);
+    std::fs::write(
+        &pocket.policy,
+        policy(r#", check = { tcp = true, interval = "200ms", fall = 1, rise = 2 }"#),
+    )
+    .unwrap();
+    let live = pocket.log.wait_for(&["generation 2 is live"]);
+    let from = pocket.log.lines().iter().position(|l| *l == live).unwrap();
+    // A few check rounds on the dead S: it stays down.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let ups: Vec<String> = pocket.log.lines()[from..]
+        .iter()
+        .filter(|l| l.contains(" is UP"))
+        .cloned()
+        .collect();
+    assert!(ups.is_empty(), "up while dead: {ups:?}");
+    let back = spawn_origin_at("S", s).expect("start S on its port");
+    pocket.log.wait_for_after(
+        from,
+        &[&format!("server {s} of pool app is UP"), "2 checks passed"],
+    );
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(origin_of(&get(via, "/").await));
+    }
+    assert!(seen.contains(&"S".to_string()), "S is back: {seen:?}");
+    drop(back);
+}
+
+/// Without a check, S rests the longest `cooldown` of the pools that
+/// count its failures: a pool with `passive = false` adds nothing to the
+/// streak, so its cooldown (10 s by default) does not count either.
+#[tokio::test]
+async fn a_pool_that_does_not_count_failures_does_not_lengthen_the_cooldown() {
+    let (a, b) = (origin("A"), origin("B"));
+    let s = dead_addr();
+    let policy = format!(
+        r#"return {{
+  listeners = {{
+    {{ name = "a", bind = "127.0.0.1:0", pool = "a" }},
+    {{ name = "b", bind = "127.0.0.1:0", pool = "b" }},
+  }},
+  pools = {{
+    a = {{ servers = {{ "{a}", "{s}" }}, passive = {{ after = 1, cooldown = "1s" }} }},
+    b = {{ servers = {{ "{b}", "{s}" }}, passive = false }},
+  }},
+}}"#,
+        a = a.addr,
+        b = b.addr,
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let via = pocket.addr("a");
+    for _ in 0..4 {
+        assert_eq!(get(via, "/").await.status, 200);
+    }
+    pocket.log.wait_for(&[
+        &format!("server {s} of pools a, b is DOWN"),
+        "on live traffic",
+    ]);
+    let up = pocket
+        .log
+        .wait_for(&[&format!("server {s} of pools a, b is UP"), "cool-down of"]);
+    assert!(up.contains("cool-down of 1s over"), "{up}");
 }

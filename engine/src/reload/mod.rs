@@ -146,7 +146,11 @@ impl Supervisor {
         let mut cooldowns = tokio::time::interval(COOLDOWN_TICK);
         self.refresh_counts();
         // Also clears files that Pockets killed outright left behind.
-        let _ = files::serving(&self.path);
+        let others: Vec<Serving> = files::serving(&self.path)
+            .into_iter()
+            .filter(|s| s.pid != self.status.pid as i32)
+            .collect();
+        tell_about_others(&others);
         self.files.write(&self.status);
         for l in &self.running.policy().listeners {
             if let Some(addr) = self.running.addr_of(&l.name) {
@@ -252,6 +256,8 @@ impl Supervisor {
             None
         };
         self.checker.sync(&policy, self.control.as_ref());
+        // A health whose last check went with this change.
+        self.end_cooldowns();
     }
 
     /// One line for a health change, naming every pool that sees it
@@ -297,9 +303,19 @@ impl Supervisor {
         }
     }
 
-    /// A server ejected by live traffic, whose health no pool checks
-    /// actively, gets traffic again once its cool-down is over (the
-    /// longest `cooldown` of the pools that share it).
+    /// A health no pool of the live policy checks any more (a reload
+    /// removed its check, the pool that checked it went away, or
+    /// `own_health` changed) is not left down by a check that no longer
+    /// runs: down by a check (or by `start = "down"`), it is up at once, as
+    /// HAProxy assumes a server without a check is up; down by live
+    /// traffic, it rests its passive cool-down. Called on every policy
+    /// change and every [`COOLDOWN_TICK`].
+    ///
+    /// The cool-down is the longest `cooldown` of the pools that list the
+    /// address and count its failures (`passive.after` above 0): a pool
+    /// with `passive = false` adds nothing to the streak, so its cooldown
+    /// (10 s by default) does not count either. If none counts (the pool
+    /// that did went away), the longest of all of them.
     fn end_cooldowns(&mut self) {
         let policy = self.running.policy();
         let checked: std::collections::HashSet<crate::lb::HealthKey> = policy
@@ -308,21 +324,32 @@ impl Supervisor {
             .filter(|p| p.check.is_some())
             .flat_map(|p| p.servers.iter().map(|s| s.state.health.key()))
             .collect();
-        let mut rest: std::collections::HashMap<
-            crate::lb::HealthKey,
-            (&Arc<crate::lb::Health>, Duration),
-        > = std::collections::HashMap::new();
+        // Per health: the longest cooldown of the pools counting its
+        // failures, and of all pools.
+        type Rest<'a> = (&'a Arc<crate::lb::Health>, Option<Duration>, Duration);
+        let mut rest: std::collections::HashMap<crate::lb::HealthKey, Rest> =
+            std::collections::HashMap::new();
         for pool in &policy.pools {
             for s in &pool.servers {
                 let health = &s.state.health;
-                if health.is_up() || !health.down_by_traffic() || checked.contains(&health.key()) {
+                if health.is_up() || checked.contains(&health.key()) {
                     continue;
                 }
-                let entry = rest.entry(health.key()).or_insert((health, Duration::ZERO));
-                entry.1 = entry.1.max(pool.passive.cooldown);
+                let entry = rest
+                    .entry(health.key())
+                    .or_insert((health, None, Duration::ZERO));
+                if pool.passive.after > 0 {
+                    entry.1 = Some(entry.1.unwrap_or_default().max(pool.passive.cooldown));
+                }
+                entry.2 = entry.2.max(pool.passive.cooldown);
             }
         }
-        for (health, cooldown) in rest.into_values() {
+        for (health, counting, any) in rest.into_values() {
+            if !health.down_by_traffic() {
+                health.set_up(true, "no check any more");
+                continue;
+            }
+            let cooldown = counting.unwrap_or(any);
             if health.down_since().is_some_and(|t| t.elapsed() >= cooldown) {
                 health.set_up(true, format!("cool-down of {cooldown:?} over"));
             }
@@ -387,6 +414,40 @@ impl Supervisor {
             }
         }
         self.files.write(&self.status);
+    }
+}
+
+/// Other Pockets already serving this policy, said at start: one still
+/// serving takes connections on the same ports too (SO_REUSEPORT, see
+/// docs/operations.md), most likely by mistake, so a warning; one
+/// draining is the old process of a binary upgrade, as it should be.
+fn tell_about_others(others: &[Serving]) {
+    let pids = |draining: bool| -> Vec<String> {
+        others
+            .iter()
+            .filter(|s| s.draining() == draining)
+            .map(|s| s.pid.to_string())
+            .collect()
+    };
+    match pids(false).as_slice() {
+        [] => {}
+        [one] => tracing::warn!(
+            "another Pocket (pid {one}) serves this policy; both take connections on the same ports (SO_REUSEPORT)"
+        ),
+        many => tracing::warn!(
+            "other Pockets (pids {}) serve this policy; all take connections on the same ports (SO_REUSEPORT)",
+            many.join(", ")
+        ),
+    }
+    match pids(true).as_slice() {
+        [] => {}
+        [one] => tracing::info!(
+            "another Pocket (pid {one}) serves this policy and is draining (a binary upgrade): it takes no new connections"
+        ),
+        many => tracing::info!(
+            "other Pockets (pids {}) serve this policy and are draining (a binary upgrade): they take no new connections",
+            many.join(", ")
+        ),
     }
 }
 
