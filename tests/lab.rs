@@ -577,3 +577,72 @@ fn a_lab_run_leaves_no_pid_or_status_files() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+/// `kill` (SIGTERM) or a closed terminal (SIGHUP) stops a lab as Ctrl-C
+/// does: it says so and leaves nothing behind, not its Pocket (which would
+/// be re-parented to init and serve on), nor that Pocket's pid and status
+/// files, nor its temp folder.
+#[test]
+fn sigterm_or_sighup_stops_a_lab_and_leaves_nothing_behind() {
+    for signal in [libc::SIGTERM, libc::SIGHUP] {
+        let (_d, path) = write_scenario(&format!(
+            r#"return {{
+  duration = "20s",
+  origins = {{ "A" }},
+  {POLICY}
+  load = {{ concurrency = 1, rate = 20 }},
+}}"#
+        ));
+        let out = tempfile::tempdir().unwrap();
+        let lab = std::process::Command::new(pocket_bin())
+            .args([
+                "lab",
+                path.to_str().unwrap(),
+                "--quiet",
+                "--out",
+                out.path().to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lab_pid = lab.id();
+        let dir = std::env::temp_dir().join(format!("pocket-lab-{lab_pid}"));
+        let running = |pid: u32| -> Vec<String> {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .filter(|c| c.contains(&format!("pocket-lab-{pid}/")))
+                .collect()
+        };
+        // Its Pocket runs: the lab is mid-run.
+        let started = std::time::Instant::now();
+        while running(lab_pid).is_empty() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "the lab's Pocket never started"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(lab_pid as i32, signal) };
+        let done = lab.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&done.stderr);
+        assert_eq!(done.status.code(), Some(2), "signal {signal}: {err}");
+        assert!(err.contains("interrupted"), "signal {signal}: {err}");
+        let left = running(lab_pid);
+        assert!(left.is_empty(), "signal {signal}: left running: {left:?}");
+        assert!(!dir.exists(), "signal {signal}: {} left", dir.display());
+        let stem = pocket::reload::stem(&dir.join("policy.lua"));
+        let files: Vec<String> = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&stem))
+            .collect();
+        assert!(files.is_empty(), "signal {signal}: left behind: {files:?}");
+    }
+}

@@ -211,7 +211,7 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
         let (band, plot_area) = main.split_vertically(band_h as u32);
         band.draw(&Text::new(
             format!(
-                "{}: requests per {} ms, by server and outcome",
+                "{}: requests per second in {} ms buckets, by server and outcome",
                 run.title,
                 (CHART_BUCKET * 1000.0) as u32
             ),

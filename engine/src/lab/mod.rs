@@ -215,15 +215,25 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         .map_err(|e| e.to_string())?;
     let _guard = runtime.enter();
 
-    // Ctrl-C: stop early; everything below still cleans up (the real
-    // layer's namespace goes when `net` drops, also on an early return).
+    // Ctrl-C, SIGTERM (`kill`, a service manager) and SIGHUP (the
+    // terminal closed): stop early; everything below still cleans up (its
+    // Pocket, its files and folder; the real layer's namespace goes when
+    // `net` drops, also on an early return). Registered before anything
+    // is made, so no signal finds a half-made lab with its default action.
     let interrupted = Arc::new(AtomicBool::new(false));
     {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
         let interrupted = interrupted.clone();
         runtime.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                interrupted.store(true, Ordering::Relaxed);
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = hup.recv() => {}
+                _ = int.recv() => {}
             }
+            interrupted.store(true, Ordering::Relaxed);
         });
     }
 
@@ -295,8 +305,10 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
 
     if !opts.quiet {
         println!(
-            "lab: {} ({:?}, {layer} faults, {} clients)",
-            scenario.name, scenario.duration, scenario.load.concurrency
+            "lab: {} ({:?}, {layer} faults, {})",
+            scenario.name,
+            scenario.duration,
+            crate::words::count(scenario.load.concurrency as u64, "client")
         );
     }
     let until = start + scenario.duration;
