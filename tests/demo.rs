@@ -1,8 +1,9 @@
 //! `pocket demo` serves a file the user can edit, where the welcome text
 //! says it is: written to `pocket-demo/demo.lua` in the folder the demo
 //! starts in, reloaded on save without a rebuild, and kept (edits and all)
-//! by the next run. The demo listens on its fixed ports (8080, 9001, 9002),
-//! so every run is in this one test.
+//! by the next run. The demo runs on free ports (`--port`,
+//! `--origin-ports`), so a demo the user runs on 8080, 9001 and 9002 at
+//! the same time does not make these tests fail.
 
 mod common;
 use common::*;
@@ -18,10 +19,55 @@ struct Demo {
     out: Log,
 }
 
+/// Free ports for the demo's listener and origins A and B.
+#[derive(Clone, Copy)]
+struct Ports {
+    web: u16,
+    a: u16,
+    b: u16,
+}
+
+impl Ports {
+    fn free() -> Ports {
+        // Held together while picked, so the three differ.
+        let held: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let port = |i: usize| held[i].local_addr().unwrap().port();
+        Ports {
+            web: port(0),
+            a: port(1),
+            b: port(2),
+        }
+    }
+
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--port".into(),
+            self.web.to_string(),
+            "--origin-ports".into(),
+            format!("{},{}", self.a, self.b),
+        ]
+    }
+
+    fn web(&self) -> SocketAddr {
+        ([127, 0, 0, 1], self.web).into()
+    }
+
+    /// The shipped demo.lua as the demo writes it with these ports.
+    fn source(&self, original: &str) -> String {
+        original
+            .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", self.web))
+            .replace("127.0.0.1:9001", &format!("127.0.0.1:{}", self.a))
+            .replace("127.0.0.1:9002", &format!("127.0.0.1:{}", self.b))
+    }
+}
+
 impl Demo {
-    fn start(dir: &Path) -> Demo {
+    fn start(dir: &Path, ports: Ports) -> Demo {
         let mut child = Command::new(pocket_bin())
             .args(["demo", "--workers", "1"])
+            .args(ports.args())
             .current_dir(dir)
             .env("POCKET_LOG", "info")
             .stdout(Stdio::piped())
@@ -38,7 +84,7 @@ impl Demo {
             .wait_for_any(&[&["pocket ready"], &["<process ended>"]]);
         assert!(
             !line.contains("<process ended>"),
-            "pocket demo did not start (are 8080, 9001 and 9002 free?); log:\n{}",
+            "pocket demo did not start; log:\n{}",
             demo.log.text()
         );
         demo
@@ -57,20 +103,27 @@ impl Drop for Demo {
     }
 }
 
-const WEB: &str = "127.0.0.1:8080";
-
 #[tokio::test]
 async fn the_demo_serves_an_editable_file_in_the_current_folder() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("pocket-demo/demo.lua");
-    let web: SocketAddr = WEB.parse().unwrap();
+    let ports = Ports::free();
+    let web = ports.web();
 
-    // First run: the file appears, the original, named by its full path.
-    let demo = Demo::start(dir.path());
-    let original =
+    // First run: the file appears, the original with the ports asked
+    // for, named by its full path.
+    let demo = Demo::start(dir.path(), ports);
+    let shipped =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("engine/src/demo.lua"))
             .unwrap();
+    let original = ports.source(&shipped);
+    assert_ne!(original, shipped, "the ports are written into the file");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    // The welcome text shows where the demo really listens.
+    demo.out.wait_for(&[&format!(
+        "Open http://127.0.0.1:{}/ in a browser",
+        ports.web
+    )]);
     let line = demo.policy_line();
     assert!(
         line.contains(&format!(
@@ -87,9 +140,14 @@ async fn the_demo_serves_an_editable_file_in_the_current_folder() {
     .into_iter()
     .map(|h| h.expect("x-served-by from on_response"))
     .collect();
-    served
-        .iter()
-        .for_each(|s| assert!(s.starts_with("127.0.0.1:900"), "{s}"));
+    served.iter().for_each(|s| {
+        assert!(
+            [ports.a, ports.b]
+                .iter()
+                .any(|p| s == &format!("127.0.0.1:{p}")),
+            "{s}"
+        )
+    });
     assert_ne!(served[0], served[1], "round robin over A and B");
 
     // An edit, saved: the next request follows it, no restart.
@@ -103,7 +161,7 @@ async fn the_demo_serves_an_editable_file_in_the_current_folder() {
     drop(demo);
 
     // Second run: the user's file is kept, not overwritten.
-    let demo = Demo::start(dir.path());
+    let demo = Demo::start(dir.path(), ports);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), edited);
     let line = demo.policy_line();
     assert!(
@@ -124,6 +182,7 @@ async fn the_demo_serves_an_editable_file_in_the_current_folder() {
     .unwrap();
     let out = Command::new(pocket_bin())
         .args(["demo", "--workers", "1"])
+        .args(ports.args())
         .current_dir(dir.path())
         .output()
         .expect("run pocket demo");
@@ -134,4 +193,18 @@ async fn the_demo_serves_an_editable_file_in_the_current_folder() {
         err.contains("delete it and `pocket demo` writes the original again"),
         "{err}"
     );
+}
+
+/// `pocket demo` takes only options: a wrong one is answered with a usage
+/// line that shows them as optional, not as if `--workers` were required.
+#[test]
+fn a_wrong_demo_option_shows_the_options_as_optional() {
+    let out = Command::new(pocket_bin())
+        .args(["demo", "--foo"])
+        .output()
+        .expect("run pocket demo");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("Usage: pocket demo [OPTIONS]"), "{err}");
+    assert!(!err.contains("Usage: pocket demo --workers"), "{err}");
 }

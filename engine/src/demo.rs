@@ -23,15 +23,50 @@ pub const DEMO_SCRIPT: &str = include_str!("demo.lua");
 /// folder and everything under it.
 pub const DEMO_FILE: &str = "pocket-demo/demo.lua";
 
-/// Starts origins A and B on 9001 and 9002.
-pub fn start_origins() -> anyhow::Result<Vec<OriginHandle>> {
+/// The demo's ports: Pocket's listener and origins A and B, all on
+/// 127.0.0.1 (`pocket demo --port`, `--origin-ports`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoPorts {
+    pub web: u16,
+    pub a: u16,
+    pub b: u16,
+}
+
+impl Default for DemoPorts {
+    /// The ports written in [`DEMO_SCRIPT`].
+    fn default() -> Self {
+        DemoPorts {
+            web: 8080,
+            a: 9001,
+            b: 9002,
+        }
+    }
+}
+
+/// [`DEMO_SCRIPT`] with `ports` in place of the default ones (in the
+/// listener, the servers, the tests and the comments).
+pub fn demo_source(ports: DemoPorts) -> String {
+    let default = DemoPorts::default();
+    // Through placeholders, so a port given as another's default (say
+    // `--port 9001`) is not replaced twice.
+    let mut text = DEMO_SCRIPT.to_string();
+    for (i, port) in [default.web, default.a, default.b].into_iter().enumerate() {
+        text = text.replace(&format!("127.0.0.1:{port}"), &format!("\u{0}{i}\u{0}"));
+    }
+    for (i, port) in [ports.web, ports.a, ports.b].into_iter().enumerate() {
+        text = text.replace(&format!("\u{0}{i}\u{0}"), &format!("127.0.0.1:{port}"));
+    }
+    text
+}
+
+/// Starts origins A and B on 127.0.0.1, on `ports.a` and `ports.b`.
+pub fn start_origins(ports: DemoPorts) -> anyhow::Result<Vec<OriginHandle>> {
     let mut out = Vec::new();
-    for (name, port) in [("A", 9001), ("B", 9002)] {
+    for (name, port) in [("A", ports.a), ("B", ports.b)] {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        out.push(
-            origin::spawn(name, addr)
-                .with_context(|| format!("cannot start demo origin {name} on {addr}"))?,
-        );
+        out.push(origin::spawn(name, addr).with_context(|| {
+            format!("cannot start demo origin {name} on {addr} (choose others with --origin-ports)")
+        })?);
     }
     Ok(out)
 }
@@ -58,9 +93,10 @@ impl DemoFile {
 }
 
 /// Makes sure [`DEMO_FILE`] exists under the current folder: an existing
-/// file is kept as it is; a missing one is written from [`DEMO_SCRIPT`]
-/// (`create_new`, so a file that appears meanwhile is not overwritten).
-pub fn demo_file() -> DemoFile {
+/// file is kept as it is (with whatever ports it has); a missing one is
+/// written from [`DEMO_SCRIPT`] with `ports` (`create_new`, so a file that
+/// appears meanwhile is not overwritten).
+pub fn demo_file(ports: DemoPorts) -> DemoFile {
     let path = PathBuf::from(DEMO_FILE);
     if path.exists() {
         return DemoFile::Kept(path);
@@ -73,7 +109,7 @@ pub fn demo_file() -> DemoFile {
             .write(true)
             .create_new(true)
             .open(&path)?;
-        std::io::Write::write_all(&mut f, DEMO_SCRIPT.as_bytes())
+        std::io::Write::write_all(&mut f, demo_source(ports).as_bytes())
     };
     match write() {
         Ok(()) => DemoFile::Written(path),
@@ -85,7 +121,11 @@ pub fn demo_file() -> DemoFile {
 /// Loads the demo's policy from its file, or the embedded copy when there
 /// is no file. A file that does not load is refused with its `path:line`
 /// errors and the way back to the original.
-pub fn demo_policy(file: &DemoFile, registry: &StateRegistry) -> anyhow::Result<Policy> {
+pub fn demo_policy(
+    file: &DemoFile,
+    ports: DemoPorts,
+    registry: &StateRegistry,
+) -> anyhow::Result<Policy> {
     match file.path() {
         Some(path) => load_policy(path, registry).map_err(|e| {
             anyhow::anyhow!(
@@ -94,8 +134,12 @@ pub fn demo_policy(file: &DemoFile, registry: &StateRegistry) -> anyhow::Result<
                 shown(path)
             )
         }),
-        None => load_policy_source(Path::new("demo.lua"), Arc::from(DEMO_SCRIPT), registry)
-            .map_err(|e| anyhow::anyhow!("{e}")),
+        None => load_policy_source(
+            Path::new("demo.lua"),
+            Arc::from(demo_source(ports).as_str()),
+            registry,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}")),
     }
 }
 
@@ -109,9 +153,34 @@ fn shown(path: &Path) -> String {
         .to_string()
 }
 
-/// What `pocket demo` prints once it serves: where to look and which file
-/// to edit.
-pub fn welcome(file: &DemoFile) -> String {
+/// What `pocket demo` prints once it serves: where to look (`web`, the
+/// address the policy's listener listens on) and which file to edit.
+/// `ports` are the origins the demo started: a kept file that sends
+/// elsewhere is told so.
+pub fn welcome(file: &DemoFile, policy: &Policy, ports: DemoPorts) -> String {
+    let web = policy
+        .listeners
+        .first()
+        .map(|l| l.bind.to_string())
+        .unwrap_or_else(|| format!("127.0.0.1:{}", ports.web));
+    let mut note = String::new();
+    if let DemoFile::Kept(p) = file {
+        let origins = [ports.a, ports.b].map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
+        let sends_to: Vec<SocketAddr> = policy
+            .pools
+            .iter()
+            .flat_map(|pool| pool.servers.iter().map(|s| s.addr))
+            .collect();
+        if origins.iter().any(|o| !sends_to.contains(o)) {
+            note = format!(
+                "  Note: origins A and B are on {} and {}, but {} (kept as it is) \
+                 sends elsewhere;\n  delete it to get a file with these ports.\n\n",
+                origins[0],
+                origins[1],
+                p.display()
+            );
+        }
+    }
     let policy = match file {
         DemoFile::Written(p) => format!(
             "  The policy is {} (written just now).\n  \
@@ -136,11 +205,11 @@ pub fn welcome(file: &DemoFile) -> String {
         "\
 Pocket demo is running.
 
-  Open http://127.0.0.1:8080/ in a browser and reload: A and B alternate.
-  Or: for i in 1 2 3 4; do curl -s http://127.0.0.1:8080/; done
-      curl -i http://127.0.0.1:8080/ping        (answered by the script itself)
+  Open http://{web}/ in a browser and reload: A and B alternate.
+  Or: for i in 1 2 3 4; do curl -s http://{web}/; done
+      curl -i http://{web}/ping        (answered by the script itself)
 
-{policy}
+{note}{policy}
   Press Ctrl-C to stop.
 "
     )

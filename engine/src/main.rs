@@ -42,7 +42,7 @@ enum Command {
         /// whole process (HAProxy's global maxconn); at the cap Pocket stops
         /// accepting and new ones wait in the kernel's accept queue.
         /// Default: half the file descriptor limit, less a reserve.
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_parser = parse_max_connections)]
         max_connections: Option<u64>,
         /// For the failure lab and tests only: SIGUSR2 makes the next hook
         /// call hang its worker (the lab's `hang_worker` fault), to
@@ -81,10 +81,21 @@ enum Command {
     Status { policy: PathBuf },
     /// Load and validate a policy, print what would run; exit 1 on errors.
     Check { policy: PathBuf },
-    /// Two built-in origins (A on 9001, B on 9002) behind Pocket on 8080.
+    /// Two built-in origins (A on 9001, B on 9002) behind Pocket on 8080,
+    /// serving pocket-demo/demo.lua (written on first run).
+    #[command(override_usage = "pocket demo [OPTIONS]")]
     Demo {
+        /// Worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Pocket's listener port, on 127.0.0.1, written into a new
+        /// pocket-demo/demo.lua (a kept file is served as it is).
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Origins A and B's ports, on 127.0.0.1, written into a new
+        /// pocket-demo/demo.lua.
+        #[arg(long, value_name = "A,B", default_value = "9001,9002", value_parser = parse_origin_ports)]
+        origin_ports: (u16, u16),
     },
     /// Run one built-in origin server (for labs and tests).
     Origin {
@@ -98,6 +109,28 @@ enum Command {
         #[arg(long)]
         fail_status: Option<u16>,
     },
+}
+
+/// `pocket demo --origin-ports A,B`: two distinct ports.
+fn parse_origin_ports(text: &str) -> Result<(u16, u16), String> {
+    let ports: Vec<Option<u16>> = text.split(',').map(|p| p.trim().parse().ok()).collect();
+    match ports.as_slice() {
+        [Some(a), Some(b)] if a != b && *a != 0 && *b != 0 => Ok((*a, *b)),
+        _ => Err(format!(
+            "--origin-ports takes two different ports from 1 to 65535, as A,B (for example 9001,9002), not {text:?}"
+        )),
+    }
+}
+
+/// `--max-connections`: a count of at least 1 (0 would accept nothing).
+fn parse_max_connections(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<u64>() {
+        Ok(0) => Err("--max-connections must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "--max-connections takes a whole number of connections, at least 1 (not {text:?})"
+        )),
+    }
 }
 
 /// Crates that log once per file-system event below `info`: notify, which
@@ -183,7 +216,11 @@ fn main() -> ExitCode {
             return lab(&scenario, opts);
         }
         Command::Status { policy } => return status(&policy),
-        Command::Demo { workers } => demo(workers),
+        Command::Demo {
+            workers,
+            port,
+            origin_ports: (a, b),
+        } => demo(workers, pocket::demo::DemoPorts { web: port, a, b }),
         Command::Origin {
             name,
             port,
@@ -303,14 +340,14 @@ fn run(path: &Path, flags: RunFlags) -> anyhow::Result<()> {
     serve(policy, registry, &opts, &flags)
 }
 
-fn demo(workers: Option<usize>) -> anyhow::Result<()> {
-    let file = pocket::demo::demo_file();
+fn demo(workers: Option<usize>, ports: pocket::demo::DemoPorts) -> anyhow::Result<()> {
+    let file = pocket::demo::demo_file(ports);
     let registry = registry();
-    let policy = pocket::demo::demo_policy(&file, &registry.0)?;
-    let _origins = pocket::demo::start_origins()?;
+    let policy = pocket::demo::demo_policy(&file, ports, &registry.0)?;
+    let _origins = pocket::demo::start_origins(ports)?;
     // The file reloads on save, as with `pocket run`.
     let watch = file.path().is_some();
-    println!("{}", pocket::demo::welcome(&file));
+    println!("{}", pocket::demo::welcome(&file, &policy, ports));
     let opts = options(workers, None, &policy)?;
     let flags = RunFlags {
         workers,
@@ -362,12 +399,25 @@ fn test(policies: &[PathBuf]) -> ExitCode {
     }
 }
 
+/// Why `pocket status` or `pocket reload` found no Pocket: a mistyped
+/// path is said to be one, not only "none serves it".
+fn nobody_serves(policy: &Path) -> String {
+    if policy.exists() {
+        format!("no Pocket is serving {}", policy.display())
+    } else {
+        format!(
+            "{} does not exist; no Pocket is serving it",
+            policy.display()
+        )
+    }
+}
+
 /// Every Pocket serving `policy`, one status each, separated by a blank
 /// line; exit 1 when there is none.
 fn status(policy: &Path) -> ExitCode {
     let found = pocket::reload::serving(policy);
     if found.is_empty() {
-        eprintln!("pocket: no Pocket is serving {}", policy.display());
+        eprintln!("pocket: {}", nobody_serves(policy));
         return ExitCode::FAILURE;
     }
     let texts: Vec<&str> = found.iter().map(|s| s.status.as_str()).collect();
@@ -381,7 +431,7 @@ fn status(policy: &Path) -> ExitCode {
 fn reload(policy: &Path) -> ExitCode {
     let found = pocket::reload::serving(policy);
     if found.is_empty() {
-        eprintln!("pocket: no Pocket is serving {}", policy.display());
+        eprintln!("pocket: {}", nobody_serves(policy));
         return ExitCode::FAILURE;
     }
     let count = |text: &str, key: &str| {
