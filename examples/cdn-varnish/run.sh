@@ -12,8 +12,7 @@ fi
 varnishd="$(command -v varnishd || echo /usr/sbin/varnishd)"
 
 prepare 8081 9101 9111 9112
-start origin "$pocket" origin --name origin --port 9101
-wait_port 9101
+origin origin 9101
 # -F: stay in the foreground (so stop can end it); -j none: no jail;
 # -T none: no management port; -n: a private work dir.
 for cache in a:9111 b:9112; do
@@ -21,6 +20,6 @@ for cache in a:9111 b:9112; do
   start "varnish-$name" "$varnishd" -F -j none -T none -s malloc,32m \
     -a "127.0.0.1:$port" -b 127.0.0.1:9101 -n "$run/$name"
 done
-wait_port 9111
-wait_port 9112
+wait_port 9111 varnish-a
+wait_port 9112 varnish-b
 serve 8081

@@ -6,8 +6,8 @@ set -euo pipefail
 . "$(dirname "$0")/../common.sh"
 
 prepare 8084 9401 9402 9403 9404
-start web "$pocket" origin --name web --port 9401
-start static "$pocket" origin --name static --port 9402
-start api "$pocket" origin --name api --port 9403
-start admin "$pocket" origin --name admin --port 9404
+origin web 9401
+origin static 9402
+origin api 9403
+origin admin 9404
 serve 8084

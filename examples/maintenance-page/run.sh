@@ -6,7 +6,7 @@ set -euo pipefail
 . "$(dirname "$0")/../common.sh"
 
 prepare 8085 9501 9502 9503
-start app-1 "$pocket" origin --name app-1 --port 9501
-start app-2 "$pocket" origin --name app-2 --port 9502
-start static "$pocket" origin --name static --port 9503
+origin app-1 9501
+origin app-2 9502
+origin static 9503
 serve 8085
