@@ -208,3 +208,60 @@ fn a_wrong_demo_option_shows_the_options_as_optional() {
     assert!(err.contains("Usage: pocket demo [OPTIONS]"), "{err}");
     assert!(!err.contains("Usage: pocket demo --workers"), "{err}");
 }
+
+/// `examples/NAME/run.sh` with `CARGO_TARGET_DIR` set uses the binary
+/// there (it used `target/release/pocket`, which was not there: three
+/// "No such file or directory", then "Pocket on http://..." though nothing
+/// started). Here that binary fails at once: the script stops with the
+/// reason, exits non-zero, announces nothing and leaves nothing running.
+#[test]
+fn an_example_that_cannot_start_says_why_and_announces_nothing() {
+    let target = tempfile::tempdir().unwrap();
+    let release = target.path().join("release");
+    std::fs::create_dir_all(&release).unwrap();
+    let fake = release.join("pocket");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho \"fake pocket: cannot start ($*)\" >&2\nexit 3\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for example in [
+        "canary",
+        "content-switching",
+        "maintenance-page",
+        "sticky-sessions",
+    ] {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(example)
+            .join("run.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .env("CARGO_TARGET_DIR", target.path())
+            .env("TMPDIR", tmp.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run the example's run.sh");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{example}: {err}");
+        assert!(!err.contains("Pocket on http"), "{example}: {err}");
+        assert!(!err.contains("No such file"), "{example}: {err}");
+        if err.contains("is already in use") {
+            // Someone runs this example now: refused before anything ran.
+            continue;
+        }
+        assert!(
+            err.contains("fake pocket: cannot start (origin --name"),
+            "{example}: {err}"
+        );
+        assert!(
+            err.contains("exited (status 3) before listening on port"),
+            "{example}: {err}"
+        );
+        let left = std::fs::read_dir(tmp.path()).unwrap().count();
+        assert_eq!(left, 0, "{example}: its run folder is removed");
+    }
+}

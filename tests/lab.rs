@@ -143,6 +143,13 @@ fn the_report_is_named_after_the_file_and_its_chart_shows_who_answered_and_what_
             "no {wanted:?} among the chart's texts: {texts:?}"
         );
     }
+    // The title and the y axis say the same unit.
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("requests per second in 100 ms buckets, by server and outcome")),
+        "{texts:?}"
+    );
     let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(
         summary.contains("fault layer: userspace")
@@ -645,4 +652,30 @@ fn sigterm_or_sighup_stops_a_lab_and_leaves_nothing_behind() {
             .collect();
         assert!(files.is_empty(), "signal {signal}: left behind: {files:?}");
     }
+}
+
+/// One client is "1 client" in the lab's first line.
+#[test]
+fn the_first_line_counts_clients_in_words() {
+    let (_d, path) = write_scenario(&format!(
+        r#"return {{
+  duration = "1s",
+  origins = {{ "A" }},
+  {POLICY}
+  load = {{ concurrency = 1, rate = 20 }},
+}}"#
+    ));
+    let out = tempfile::tempdir().unwrap();
+    let done = std::process::Command::new(pocket_bin())
+        .args([
+            "lab",
+            path.to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&done.stdout);
+    assert!(done.status.success(), "{stdout}");
+    assert!(stdout.contains("userspace faults, 1 client)"), "{stdout}");
 }

@@ -504,3 +504,37 @@ async fn a_pool_that_does_not_count_failures_does_not_lengthen_the_cooldown() {
         .wait_for(&[&format!("server {s} of pools a, b is UP"), "cool-down of"]);
     assert!(up.contains("cool-down of 1s over"), "{up}");
 }
+
+/// A mistyped policy path is said to be one, not only "nobody serves it";
+/// `--max-connections 0` is refused in words, not as a range of u64.
+#[test]
+fn a_missing_policy_and_a_zero_connection_cap_are_said_plainly() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nosuch.lua");
+    let m = missing.to_str().unwrap();
+    for command in ["status", "reload"] {
+        let (code, _, err) = pocket_cmd(&[command, m]);
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&format!("{m} does not exist; no Pocket is serving it")),
+            "{command}: {err}"
+        );
+    }
+    let there = write_policy(
+        dir.path(),
+        "policy.lua",
+        &policy_on(dead_addr().port(), dead_addr()),
+    );
+    let (code, _, err) = pocket_cmd(&["status", there.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no Pocket is serving"), "{err}");
+    assert!(!err.contains("does not exist"), "{err}");
+
+    let (code, _, err) = pocket_cmd(&["run", there.to_str().unwrap(), "--max-connections", "0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--max-connections must be at least 1"),
+        "{err}"
+    );
+    assert!(!err.contains("18446744073709551615"), "{err}");
+}
