@@ -214,3 +214,25 @@ Pocket demo is running.
 "
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ports_asked_for_are_written_each_once() {
+        assert_eq!(demo_source(DemoPorts::default()), DEMO_SCRIPT);
+        // Ports given as each other's defaults are not replaced twice.
+        let swapped = demo_source(DemoPorts {
+            web: 9001,
+            a: 8080,
+            b: 9002,
+        });
+        assert!(swapped.contains(r#"bind = "127.0.0.1:9001""#), "{swapped}");
+        assert!(
+            swapped.contains(r#"servers = { "127.0.0.1:8080", "127.0.0.1:9002" }"#),
+            "{swapped}"
+        );
+        assert!(!swapped.contains('\0'));
+    }
+}
