@@ -362,33 +362,52 @@ fn two_different_checks_of_one_address_are_refused() {
 }
 
 /// Pools b (no check) and c (a check) share S. The check takes S down;
-/// a reload removes the check: nothing will ever check S again, so it is
-/// UP at once (HAProxy: a server without a check is assumed up), in both
-/// pools, with a line saying why; S back, both pools send to it.
+/// a reload removes the check (or the whole pool c): nothing will ever
+/// check S again, so it is UP at once (HAProxy: a server without a check
+/// is assumed up), in every pool listing it, with a line saying why; S
+/// back, they send to it.
 #[tokio::test]
 async fn a_server_down_by_a_check_is_up_once_no_check_is_left() {
+    for pool_goes in [false, true] {
+        no_check_left(pool_goes).await;
+    }
+}
+
+async fn no_check_left(pool_goes: bool) {
     let (b, c) = (origin("B"), origin("C"));
     let s = origin("S");
     let s_addr = s.addr;
-    let policy = |check: &str| {
+    let policy = |check: &str, with_c: bool| {
+        let (listener, pool) = if with_c {
+            (
+                r#"{ name = "c", bind = "127.0.0.1:0", pool = "c" },"#.to_string(),
+                format!(
+                    r#"c = {{ servers = {{ "{}", "{s_addr}" }}{check} }},"#,
+                    c.addr
+                ),
+            )
+        } else {
+            (String::new(), String::new())
+        };
         format!(
             r#"return {{
   listeners = {{
     {{ name = "b", bind = "127.0.0.1:0", pool = "b" }},
-    {{ name = "c", bind = "127.0.0.1:0", pool = "c" }},
+    {listener}
   }},
   pools = {{
-    b = {{ servers = {{ "{b}", "{s}" }} }},
-    c = {{ servers = {{ "{c}", "{s}" }}{check} }},
+    b = {{ servers = {{ "{b}", "{s_addr}" }} }},
+    {pool}
   }},
 }}"#,
             b = b.addr,
-            c = c.addr,
-            s = s_addr
         )
     };
     let pocket = Pocket::start(
-        &policy(r#", check = { tcp = true, interval = "300ms", fall = 1, rise = 1 }"#),
+        &policy(
+            r#", check = { tcp = true, interval = "300ms", fall = 1, rise = 1 }"#,
+            true,
+        ),
         1,
     );
     let (via_b, via_c) = (pocket.addr("b"), pocket.addr("c"));
@@ -397,19 +416,28 @@ async fn a_server_down_by_a_check_is_up_once_no_check_is_left() {
         &format!("server {s_addr} of pools b, c is DOWN"),
         "1 check failed",
     ]);
-    std::fs::write(&pocket.policy, policy("")).unwrap();
+    std::fs::write(&pocket.policy, policy("", !pool_goes)).unwrap();
     pocket.log.wait_for(&["generation 2 is live"]);
+    let of = if pool_goes { "pool b" } else { "pools b, c" };
     pocket.log.wait_for(&[
-        &format!("server {s_addr} of pools b, c is UP"),
+        &format!("server {s_addr} of {of} is UP"),
         "no check any more",
     ]);
     let s = spawn_origin_at("S", s_addr).expect("restart S on its port");
-    for via in [via_b, via_c] {
+    let vias = if pool_goes {
+        vec![via_b]
+    } else {
+        vec![via_b, via_c]
+    };
+    for via in vias {
         let mut seen = Vec::new();
         for _ in 0..6 {
             seen.push(origin_of(&get(via, "/").await));
         }
-        assert!(seen.contains(&"S".to_string()), "S is back: {seen:?}");
+        assert!(
+            seen.contains(&"S".to_string()),
+            "S is back (pool c gone: {pool_goes}): {seen:?}"
+        );
     }
     drop(s);
 }
