@@ -381,15 +381,7 @@ fn real_mode_makes_the_faults_in_the_kernel_and_leaves_nothing_behind() {
     for (scenario, flags) in &runs {
         let out = tempfile::tempdir().unwrap();
         let started = std::time::Instant::now();
-        let lab = std::process::Command::new(pocket_bin())
-            .arg("lab")
-            .arg(scenario)
-            .args(*flags)
-            .args(["--quiet", "--out", out.path().to_str().unwrap()])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let lab = spawn_lab(scenario, flags, out.path());
         let lab_pid = lab.id();
         let done = lab.wait_with_output().unwrap();
         let text = format!(
@@ -441,14 +433,7 @@ fn real_mode_makes_the_faults_in_the_kernel_and_leaves_nothing_behind() {
 
     // Ctrl-C mid-run: the lab stops and still removes everything.
     let out = tempfile::tempdir().unwrap();
-    let lab = std::process::Command::new(pocket_bin())
-        .arg("lab")
-        .arg(dir.join("server-dies.lua"))
-        .args(["--real", "--quiet", "--out", out.path().to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let lab = spawn_lab(&dir.join("server-dies.lua"), &["--real"], out.path());
     let lab_pid = lab.id();
     let started = std::time::Instant::now();
     while netns_list()
@@ -472,6 +457,47 @@ fn real_mode_makes_the_faults_in_the_kernel_and_leaves_nothing_behind() {
     assert!(traces.is_empty(), "left behind after Ctrl-C: {traces:?}");
 }
 
+/// Starts `pocket lab SCENARIO FLAGS --quiet --out OUT` with its output piped.
+fn spawn_lab(scenario: &Path, flags: &[&str], out: &Path) -> std::process::Child {
+    std::process::Command::new(pocket_bin())
+        .arg("lab")
+        .arg(scenario)
+        .args(flags)
+        .args(["--quiet", "--out", out.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Command lines of the processes still running from the lab `lab_pid`'s
+/// temp folder (its Pocket).
+fn lab_processes(lab_pid: u32) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&format!("pocket-lab-{lab_pid}/")))
+        .collect()
+}
+
+/// The lab's temp folder, where its Pocket's policy lives.
+fn lab_dir(lab_pid: u32) -> PathBuf {
+    std::env::temp_dir().join(format!("pocket-lab-{lab_pid}"))
+}
+
+/// Pid and status files left in the temp folder by the lab's Pocket.
+fn lab_run_files(lab_pid: u32) -> Vec<String> {
+    let stem = pocket::reload::stem(&lab_dir(lab_pid).join("policy.lua"));
+    std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&stem))
+        .collect()
+}
+
 #[test]
 fn a_failed_expectation_exits_1_and_leaves_nothing_running() {
     let (_d, path) = write_scenario(&format!(
@@ -485,17 +511,7 @@ fn a_failed_expectation_exits_1_and_leaves_nothing_running() {
 }}"#
     ));
     let out = tempfile::tempdir().unwrap();
-    let lab = std::process::Command::new(pocket_bin())
-        .args([
-            "lab",
-            path.to_str().unwrap(),
-            "--quiet",
-            "--out",
-            out.path().to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let lab = spawn_lab(&path, &[], out.path());
     let lab_pid = lab.id();
     let child = lab.wait_with_output().unwrap();
     assert_eq!(
@@ -525,17 +541,9 @@ fn a_failed_expectation_exits_1_and_leaves_nothing_running() {
     );
     // The lab's Pocket ran from a temp dir named after the lab's pid: gone,
     // and no process still uses it.
-    let leftovers: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-        .filter(|c| c.contains(&format!("pocket-lab-{lab_pid}/")))
-        .collect();
+    let leftovers = lab_processes(lab_pid);
     assert!(leftovers.is_empty(), "left running: {leftovers:?}");
-    assert!(!std::env::temp_dir()
-        .join(format!("pocket-lab-{lab_pid}"))
-        .exists());
+    assert!(!lab_dir(lab_pid).exists());
 }
 
 /// `pocket lab` stops its Pocket as an operator would (SIGTERM, drain), so
@@ -553,17 +561,7 @@ fn a_lab_run_leaves_no_pid_or_status_files() {
 }}"#
     ));
     let out = tempfile::tempdir().unwrap();
-    let lab = std::process::Command::new(pocket_bin())
-        .args([
-            "lab",
-            path.to_str().unwrap(),
-            "--quiet",
-            "--out",
-            out.path().to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let lab = spawn_lab(&path, &[], out.path());
     let lab_pid = lab.id();
     let done = lab.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&done.stdout);
@@ -571,17 +569,7 @@ fn a_lab_run_leaves_no_pid_or_status_files() {
     // still ends well (no expectation failed).
     assert!(done.status.success(), "{stdout}");
     assert!(stdout.contains(" answered"), "{stdout}");
-    // The lab's Pocket served this policy path.
-    let policy = std::env::temp_dir()
-        .join(format!("pocket-lab-{lab_pid}"))
-        .join("policy.lua");
-    let stem = pocket::reload::stem(&policy);
-    let left: Vec<String> = std::fs::read_dir(std::env::temp_dir())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&stem))
-        .collect();
+    let left = lab_run_files(lab_pid);
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
@@ -601,29 +589,10 @@ fn sigterm_or_sighup_stops_a_lab_and_leaves_nothing_behind() {
 }}"#
         ));
         let out = tempfile::tempdir().unwrap();
-        let lab = std::process::Command::new(pocket_bin())
-            .args([
-                "lab",
-                path.to_str().unwrap(),
-                "--quiet",
-                "--out",
-                out.path().to_str().unwrap(),
-            ])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let lab = spawn_lab(&path, &[], out.path());
         let lab_pid = lab.id();
-        let dir = std::env::temp_dir().join(format!("pocket-lab-{lab_pid}"));
-        let running = |pid: u32| -> Vec<String> {
-            std::fs::read_dir("/proc")
-                .unwrap()
-                .flatten()
-                .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
-                .filter(|c| c.contains(&format!("pocket-lab-{pid}/")))
-                .collect()
-        };
+        let dir = lab_dir(lab_pid);
+        let running = lab_processes;
         // Its Pocket runs: the lab is mid-run.
         let started = std::time::Instant::now();
         while running(lab_pid).is_empty() {
@@ -643,13 +612,7 @@ fn sigterm_or_sighup_stops_a_lab_and_leaves_nothing_behind() {
         let left = running(lab_pid);
         assert!(left.is_empty(), "signal {signal}: left running: {left:?}");
         assert!(!dir.exists(), "signal {signal}: {} left", dir.display());
-        let stem = pocket::reload::stem(&dir.join("policy.lua"));
-        let files: Vec<String> = std::fs::read_dir(std::env::temp_dir())
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(&stem))
-            .collect();
+        let files = lab_run_files(lab_pid);
         assert!(files.is_empty(), "signal {signal}: left behind: {files:?}");
     }
 }
