@@ -96,8 +96,8 @@ fn header_pairs(headers: Option<Table>) -> mlua::Result<Vec<(HeaderName, HeaderV
             Value::Number(n) => n.to_string().into_bytes(),
             other => {
                 return Err(mlua::Error::RuntimeError(format!(
-                    "header \"{name}\" must be a string, not a {}",
-                    other.type_name()
+                    "header \"{name}\" must be a string, not {}",
+                    crate::script::hooks::returned(&other)
                 )))
             }
         };

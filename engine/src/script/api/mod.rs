@@ -13,7 +13,7 @@ pub mod response;
 pub mod server;
 pub mod store;
 
-use mlua::Lua;
+use mlua::{Lua, Table};
 
 pub use names::userdata_name;
 
@@ -50,6 +50,13 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
                 .unwrap_or(0.0))
         })?,
     )?;
+    // Known to `package.loaded`, Lua's tracebacks name its functions as
+    // the docs do (`pocket.respond`), which errors.rs uses for a bad
+    // argument's function.
+    let package: Option<Table> = lua.globals().get("package").ok();
+    if let Some(loaded) = package.and_then(|p| p.get::<Table>("loaded").ok()) {
+        loaded.set("pocket", &pocket)?;
+    }
     lua.globals().set("pocket", pocket)?;
     Ok(())
 }
