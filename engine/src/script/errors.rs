@@ -389,6 +389,29 @@ mod tests {
     }
 
     #[test]
+    fn says_a_message_once_on_one_line_and_cut() {
+        let e = |m: &str| describe_lua_error(&mlua::Error::RuntimeError(m.into()));
+        assert_eq!(e("m.lua:8: m.lua:7: stop"), "m.lua:7: stop");
+        assert_eq!(
+            e("p.lua:2: a\nb\nstack traceback:\n\t..."),
+            "p.lua:2: a\\nb"
+        );
+        assert_eq!(
+            e("table: 0x55d1c0a0\nstack traceback:\n\t[C]: in function 'error'\n\tp.lua:9: in function <p.lua:3>"),
+            "p.lua:9: error raised with a table value (no message)"
+        );
+        assert_eq!(
+            e("stdlib/pocket/match.lua:136: boom\nstack traceback:\n\tstdlib/pocket/match.lua:136: in method 'route'\n\tp.lua:4: in function <p.lua:3>"),
+            "p.lua:4: boom (in stdlib/pocket/match.lua:136)"
+        );
+        let long = e(&"x".repeat(MAX_MESSAGE + 10));
+        assert_eq!(
+            long,
+            format!("{}... (10 more bytes cut)", "x".repeat(MAX_MESSAGE))
+        );
+    }
+
+    #[test]
     fn recognises_locations() {
         assert!(has_location("x/p.lua:12: oops"));
         assert!(!has_location("oops: p.lua"));
