@@ -135,9 +135,9 @@ async fn hook_errors_use_the_docs_words_at_the_users_line() {
     let cases = [
         // A computed unknown pool: at the hook's own place, as every bad result.
         ("/computed", format!("{p}:8: on_request returned pool \"app_x\", which is not defined (pools: app)")),
-        ("/respond-abc", format!("{p}:11: bad argument #1 to 'pocket.respond': expected a whole number, got a string")),
-        ("/respond-3", format!("{p}:12: bad argument #3 to 'pocket.respond': expected a table, got a string")),
-        ("/hash", format!("{p}:13: bad argument #1 to 'pocket.hash': expected a string, got a Pocket object")),
+        ("/respond-abc", format!("{p}:11: bad argument #1 to 'pocket.respond': expected a whole number, got a string (\"abc\")")),
+        ("/respond-3", format!("{p}:12: bad argument #3 to 'pocket.respond': expected a table, got a string (\"text\")")),
+        ("/hash", format!("{p}:13: bad argument #1 to 'pocket.hash': expected a string, got a request (req)")),
         ("/respond-table", format!("{p}:14: bad argument #2 to 'pocket.respond': expected a string, got a table")),
         ("/store-set", format!("{p}:15: store counters: values are strings, numbers or booleans, not a request (req)")),
         ("/set-header", format!("{p}:16: header \"x\" must be set to a string, not a request (req)")),

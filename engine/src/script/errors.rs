@@ -78,6 +78,32 @@ fn describe_called(err: &mlua::Error, called: Option<&str>) -> String {
     }
 }
 
+/// Argument `n` of the Pocket function `func` (`pocket.respond`)
+/// converted to `T`; when it does not convert, the error names the
+/// function and the value as the docs do: `bad argument #1 to
+/// 'pocket.respond': expected a whole number, got a string ("abc")`.
+pub fn arg<T: mlua::FromLua>(
+    lua: &mlua::Lua,
+    func: &str,
+    n: u8,
+    v: mlua::Value,
+) -> mlua::Result<T> {
+    let shown = |v: &mlua::Value| crate::script::hooks::returned(v);
+    match T::from_lua(v.clone(), lua) {
+        Ok(t) => Ok(t),
+        Err(mlua::Error::FromLuaConversionError { to, message, .. }) => {
+            let expected = message.unwrap_or_else(|| to.to_lowercase());
+            let expected = expected.strip_prefix("expected ").unwrap_or(&expected);
+            Err(mlua::Error::RuntimeError(format!(
+                "bad argument #{n} to '{func}': expected {}, got {}",
+                expected_words(expected, &to),
+                shown(&v)
+            )))
+        }
+        Err(other) => Err(other),
+    }
+}
+
 /// What mlua says a conversion expected, in the docs' words: `a number`,
 /// `a whole number`, `a string`.
 fn expected_words(expected: &str, to: &str) -> String {

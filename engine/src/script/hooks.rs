@@ -599,6 +599,9 @@ fn place_of(f: &Function) -> String {
     }
 }
 
+/// The most characters of a string value a message shows.
+const SHOWN_CHARS: usize = 80;
+
 /// A returned value in a user's words: `a number (5)`, `a table`, `a
 /// request (req)`.
 pub(crate) fn returned(v: &Value) -> String {
@@ -606,7 +609,18 @@ pub(crate) fn returned(v: &Value) -> String {
         Value::Integer(n) => format!("a number ({n})"),
         Value::Number(n) => format!("a number ({n})"),
         Value::Boolean(b) => format!("a boolean ({b})"),
-        Value::String(s) => format!("a string (\"{}\")", s.to_string_lossy()),
+        Value::String(s) => {
+            // On one line and short: a returned body must not flood the log.
+            let text = s.to_string_lossy();
+            let shown: String = text.chars().take(SHOWN_CHARS).collect();
+            let cut = shown.len() < text.len();
+            let shown = shown.replace('\n', "\\n");
+            if cut {
+                format!("a string (\"{shown}...\", {} bytes)", s.as_bytes().len())
+            } else {
+                format!("a string (\"{shown}\")")
+            }
+        }
         Value::Table(_) => "a table".into(),
         Value::Function(_) => "a function".into(),
         Value::UserData(ud) => match crate::script::api::userdata_name(ud) {

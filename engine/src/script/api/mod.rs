@@ -36,7 +36,8 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     // bucketing clients: pocket.hash(id) % 100.
     pocket.set(
         "hash",
-        lua.create_function(|_, text: mlua::LuaString| {
+        lua.create_function(|lua, text: mlua::Value| {
+            let text: mlua::LuaString = super::errors::arg(lua, "pocket.hash", 1, text)?;
             Ok((crate::lb::hash_bytes(&text.as_bytes()) >> 1) as i64)
         })?,
     )?;
