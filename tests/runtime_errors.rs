@@ -113,6 +113,7 @@ return {{
     if p == "/lines" then error("line1\nline2") end
     if p == "/big" then error(big) end
     if p == "/route-dot" then return routes.route(req) end
+    if p == "/route-dot2" then local pool = routes.route(req) return pool end
     if p == "/wrap" then
       local f = coroutine.wrap(function() while true do end end)
       f()
@@ -147,9 +148,10 @@ async fn hook_errors_use_the_docs_words_at_the_users_line() {
         ("/table-error", format!("{p}:20: error raised with a table value (no message)")),
         ("/lines", format!("{p}:21: line1\\nline2")),
         // A tail call hides the user's line: the hook's, and the stdlib's.
-        ("/route-dot", format!("{p}:8: on_request: attempt to index a nil value (in stdlib/pocket/match.lua:138)")),
+        ("/route-dot", format!("{p}:8: on_request: route is a method of a route table: call it with a colon (routes:route(req)) (in stdlib/pocket/match.lua:136)")),
+        ("/route-dot2", format!("{p}:24: route is a method of a route table: call it with a colon (routes:route(req))")),
         // `coroutine.wrap` re-raises with its own place: said once.
-        ("/wrap", format!("{p}:25: script stopped: it ran past its time budget")),
+        ("/wrap", format!("{p}:26: script stopped: it ran past its time budget")),
     ];
     for (path, message) in cases {
         let r = get(addr, path).await;
