@@ -280,7 +280,7 @@ async fn hook_errors_name_the_place_the_hook_and_the_request() {
         ("/assign", 500, "on_request", format!("{p}:7: req.path is read-only; use req:set_path(...)")),
         ("/call", 500, "on_request", format!("{p}:8: attempt to call a request value (local 'req')")),
         ("/grow", 500, "on_request", format!("{p}:16: script stopped: it used more memory than its limit")),
-        ("/dot", 500, "on_request", format!("{p}:18: req.header was called without its object: write req:header(...)")),
+        ("/dot", 500, "on_request", format!("{p}:18: request method header called with a dot: call it with a colon (req:header(...))")),
         ("/status", 500, "on_response", format!("{p}:21: res.status is read-only; use res:set_status(...)")),
     ];
     for (path, status, hook, message) in cases {

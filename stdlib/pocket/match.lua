@@ -131,6 +131,10 @@ end
 
 -- The pool name or response for `req`, or the default.
 function Routes:route(req)
+  -- routes.route(req) with a dot: say so, not "attempt to index" inside.
+  if getmetatable(self) ~= Routes then
+    error("route is a method of a route table: call it with a colon (routes:route(req))", 2)
+  end
   local hits = {}
   if self.set then
     for _, i in ipairs(self.set:matches(req.path)) do hits[i] = true end

@@ -31,6 +31,10 @@ end
 
 -- nil when the request may pass, else the 429 response to return.
 function Limiter:check(req)
+  -- limiter.check(req) with a dot: say so, not "attempt to call" inside.
+  if getmetatable(self) ~= Limiter then
+    error("check is a method of a rate limiter: call it with a colon (limiter:check(req))", 2)
+  end
   local key = self.key(req)
   if key == nil then return nil end
   local now = pocket.now()

@@ -323,15 +323,17 @@ impl Checker<'_> {
             };
             // The call's line is where the table starts; the name itself
             // is usually a few lines below, on its own entry.
+            // Without a line (a tail call hid the caller), the first line
+            // of the file that writes the name.
             let line = text
                 .as_deref()
-                .and_then(|t| written_at(t, r.line, &r.name))
-                .unwrap_or(r.line);
+                .and_then(|t| written_at(t, r.line.unwrap_or(1), &r.name))
+                .or(r.line);
             let mut known: Vec<&str> = policy.pools.iter().map(|p| &*p.name).collect();
             known.sort_unstable();
             self.errors.push(ConfigError {
                 path: path.to_path_buf(),
-                line: Some(line),
+                line,
                 message: format!(
                     "pool \"{}\" is not defined in pools (pools: {})",
                     r.name,
@@ -807,7 +809,11 @@ impl Checker<'_> {
 /// The first line at or after `from` (1-based) that writes `name` as a
 /// quoted string, outside a comment.
 fn written_at(text: &str, from: usize, name: &str) -> Option<usize> {
-    let quoted = [format!("\"{name}\""), format!("'{name}'")];
+    let quoted = [
+        format!("\"{name}\""),
+        format!("'{name}'"),
+        format!("[[{name}]]"),
+    ];
     text.lines()
         .enumerate()
         .skip(from.saturating_sub(1))

@@ -13,7 +13,7 @@ use super::api::request::RequestView;
 use super::api::response::ResponseView;
 use super::errors::has_location;
 use super::{describe_lua_error, sandbox, Limits, Vm};
-use crate::config::{line_of, Policy};
+use crate::config::Policy;
 use crate::server::watchdog::{Doing, Pulse};
 
 /// What `on_request` decided.
@@ -265,7 +265,7 @@ impl WorkerScript {
                         .and_then(|n| self.policy.pool_by_name(n))
                     {
                         Some(idx) => Ok(Decision::Pool(idx)),
-                        None => Err(self.unknown_pool(&s.to_string_lossy())),
+                        None => Err(self.unknown_pool(f, &s.to_string_lossy())),
                     }
                 }
                 Value::UserData(ref ud) => match ud.borrow::<ScriptResponse>() {
@@ -281,19 +281,16 @@ impl WorkerScript {
         }
     }
 
-    fn unknown_pool(&self, name: &str) -> HookError {
-        let place = match line_of(
-            &self.policy.source,
-            &[&format!("\"{name}\""), &format!("'{name}'")],
-        ) {
-            Some(line) => format!("{}:{}: ", self.policy.path.display(), line),
-            None => format!("{}: ", self.policy.path.display()),
-        };
+    /// `on_request` returned a name no pool has: placed, as every bad
+    /// hook result is, at the hook's own function (never a search of the
+    /// text for the name, which finds the wrong line or none).
+    fn unknown_pool(&self, f: &Function, name: &str) -> HookError {
         let known: Vec<&str> = self.policy.pools.iter().map(|p| &*p.name).collect();
         HookError {
             hook: "on_request",
             message: format!(
-                "{place}on_request returned pool \"{name}\", which is not defined (pools: {})",
+                "{}: on_request returned pool \"{name}\", which is not defined (pools: {})",
+                place_of(f),
                 known.join(", ")
             ),
         }
@@ -441,19 +438,22 @@ impl WorkerScript {
             };
             http.set(
                 "get",
-                lua.create_async_function(
-                    move |lua, (path, host): (String, Option<String>)| async move {
-                        let a = crate::health::http(addr, "GET", &path, host.as_deref())
-                            .await
-                            .map_err(mlua::Error::RuntimeError)?;
-                        answer(&lua, a)
-                    },
-                )?,
+                lua.create_async_function(move |lua, (path, host): (Value, Value)| async move {
+                    let path = check_arg("http.get", 1, "a path", path)?;
+                    let host = check_opt("http.get", 2, "a host", host)?;
+                    let a = crate::health::http(addr, "GET", &path, host.as_deref())
+                        .await
+                        .map_err(mlua::Error::RuntimeError)?;
+                    answer(&lua, a)
+                })?,
             )?;
             http.set(
                 "request",
                 lua.create_async_function(
-                    move |lua, (method, path, host): (String, String, Option<String>)| async move {
+                    move |lua, (method, path, host): (Value, Value, Value)| async move {
+                        let method = check_arg("http.request", 1, "a method", method)?;
+                        let path = check_arg("http.request", 2, "a path", path)?;
+                        let host = check_opt("http.request", 3, "a host", host)?;
                         let a = crate::health::http(addr, &method, &path, host.as_deref())
                             .await
                             .map_err(mlua::Error::RuntimeError)?;
@@ -463,8 +463,14 @@ impl WorkerScript {
             )?;
             http.set(
                 "tcp",
-                lua.create_async_function(move |lua, send: Option<mlua::LuaString>| async move {
-                    let bytes = send.map(|s| s.as_bytes().to_vec()).unwrap_or_default();
+                lua.create_async_function(move |lua, send: Value| async move {
+                    // Bytes as they are (not text): no lossy conversion.
+                    let bytes = match send {
+                        Value::String(s) => s.as_bytes().to_vec(),
+                        other => check_opt("http.tcp", 1, "the bytes to send", other)?
+                            .map(String::into_bytes)
+                            .unwrap_or_default(),
+                    };
                     let got = crate::health::exchange_until(addr, &bytes, true)
                         .await
                         .map_err(mlua::Error::RuntimeError)?;
@@ -481,7 +487,14 @@ impl WorkerScript {
         let out: mlua::Result<(Value, Value)> = self.vm.settle(f.call_async((server, http)).await);
         let (ok, why) = match out {
             Ok(pair) => pair,
-            Err(e) => return Err(describe_lua_error(&e)),
+            Err(e) => {
+                let message = describe_lua_error(&e);
+                return Err(if has_location(&message) {
+                    message
+                } else {
+                    format!("{place}: {message}")
+                });
+            }
         };
         let why = match why {
             Value::Nil => None,
@@ -546,6 +559,30 @@ impl WorkerScript {
 /// What `on_request` may return, as docs/lua-api.md says it.
 const ON_REQUEST_RETURNS: &str = "a pool name (a string), pocket.respond(...) or nil";
 
+/// Argument `n` of a check's `func` (`http.get`), which must be a string
+/// (`what` it is); else the error names the function as the docs do.
+fn check_arg(func: &str, n: u8, what: &str, v: Value) -> mlua::Result<String> {
+    match check_opt(func, n, what, v)? {
+        Some(text) => Ok(text),
+        None => Err(mlua::Error::RuntimeError(format!(
+            "bad argument #{n} to '{func}': expected a string ({what}), got nil"
+        ))),
+    }
+}
+
+/// Like [`check_arg`], nil allowed.
+fn check_opt(func: &str, n: u8, what: &str, v: Value) -> mlua::Result<Option<String>> {
+    match v {
+        Value::Nil => Ok(None),
+        Value::String(s) => Ok(Some(s.to_string_lossy())),
+        Value::Integer(_) | Value::Number(_) => Ok(Some(v.to_string()?)),
+        other => Err(mlua::Error::RuntimeError(format!(
+            "bad argument #{n} to '{func}': expected a string ({what}), got {}",
+            returned(&other)
+        ))),
+    }
+}
+
 /// `path:line` of a function's definition, as Lua names its chunk.
 fn place_of(f: &Function) -> String {
     let info = f.info();
@@ -562,6 +599,9 @@ fn place_of(f: &Function) -> String {
     }
 }
 
+/// The most characters of a string value a message shows.
+const SHOWN_CHARS: usize = 80;
+
 /// A returned value in a user's words: `a number (5)`, `a table`, `a
 /// request (req)`.
 pub(crate) fn returned(v: &Value) -> String {
@@ -569,7 +609,18 @@ pub(crate) fn returned(v: &Value) -> String {
         Value::Integer(n) => format!("a number ({n})"),
         Value::Number(n) => format!("a number ({n})"),
         Value::Boolean(b) => format!("a boolean ({b})"),
-        Value::String(s) => format!("a string (\"{}\")", s.to_string_lossy()),
+        Value::String(s) => {
+            // On one line and short: a returned body must not flood the log.
+            let text = s.to_string_lossy();
+            let shown: String = text.chars().take(SHOWN_CHARS).collect();
+            let cut = shown.len() < text.len();
+            let shown = shown.replace('\n', "\\n");
+            if cut {
+                format!("a string (\"{shown}...\", {} bytes)", s.as_bytes().len())
+            } else {
+                format!("a string (\"{shown}\")")
+            }
+        }
         Value::Table(_) => "a table".into(),
         Value::Function(_) => "a function".into(),
         Value::UserData(ud) => match crate::script::api::userdata_name(ud) {

@@ -13,7 +13,7 @@
 -- The common paths are one extra Lua call; only table.sort with a
 -- comparator, xpcall and coroutine.create/wrap allocate a closure.
 
-local spent, over, limits, describe = ...
+local spent, over, limits, describe, name_of = ...
 
 local error, select, type, rawget, tostring = error, select, type, rawget, tostring
 local tointeger, maxinteger = math.tointeger, math.maxinteger
@@ -119,6 +119,14 @@ end
 setmetatable = function(t, mt)
   if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
     error("setmetatable: __gc is not allowed in a policy (finalizers run outside the time budget)", 2)
+  end
+  -- Lua's own message would name this wrapper and its line: say it at
+  -- the caller's line, in the docs' words.
+  if type(t) ~= "table" then
+    error("bad argument #1 to 'setmetatable': expected a table, got " .. name_of(t), 2)
+  end
+  if mt ~= nil and type(mt) ~= "table" then
+    error("bad argument #2 to 'setmetatable': expected a table or nil, got " .. name_of(mt), 2)
   end
   return rawsetmetatable(t, mt)
 end

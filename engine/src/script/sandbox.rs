@@ -45,6 +45,8 @@ pub fn install(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<()> {
             other => other,
         })
     })?;
+    // A value in the docs' words (`a request (req)`, `a number (5)`).
+    let name_of = lua.create_function(|_, v: Value| Ok(super::hooks::returned(&v)))?;
     let limits = lua.create_table()?;
     limits.raw_set("budget_message", BUDGET_MESSAGE)?;
     limits.raw_set("load_max", LOAD_MAX_BYTES)?;
@@ -53,7 +55,7 @@ pub fn install(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<()> {
         .load(include_str!("sandbox.lua"))
         .set_name("=pocket-sandbox")
         .set_mode(mlua::chunk::ChunkMode::Text)
-        .call((spent, over, limits, describe))?;
+        .call((spent, over, limits, describe, name_of))?;
     lua.set_named_registry_value(GUARD_KEY, guard)
 }
 

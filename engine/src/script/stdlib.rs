@@ -155,6 +155,8 @@ impl PolicyFolder {
                     }
                     other => other,
                 })?;
+            // `pocket.uses_pool` places a name a tail call hid in this file.
+            super::api::pool_refs::module_found(lua, &shown.display().to_string());
             let shown = lua.create_string(shown.display().to_string())?;
             return Ok(MultiValue::from_vec(vec![
                 Value::Function(loader),

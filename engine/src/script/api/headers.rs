@@ -92,8 +92,8 @@ fn value(name: &HeaderName, v: Value) -> mlua::Result<HeaderValue> {
         Value::Number(n) => HeaderValue::from_str(&n.to_string()),
         other => {
             return Err(mlua::Error::RuntimeError(format!(
-                "header \"{name}\" must be set to a string, not a {}",
-                other.type_name()
+                "header \"{name}\" must be set to a string, not {}",
+                crate::script::hooks::returned(&other)
             )))
         }
     };

@@ -96,8 +96,8 @@ fn header_pairs(headers: Option<Table>) -> mlua::Result<Vec<(HeaderName, HeaderV
             Value::Number(n) => n.to_string().into_bytes(),
             other => {
                 return Err(mlua::Error::RuntimeError(format!(
-                    "header \"{name}\" must be a string, not a {}",
-                    other.type_name()
+                    "header \"{name}\" must be a string, not {}",
+                    crate::script::hooks::returned(&other)
                 )))
             }
         };
@@ -112,28 +112,30 @@ fn header_pairs(headers: Option<Table>) -> mlua::Result<Vec<(HeaderName, HeaderV
 pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
     pocket.set(
         "respond",
-        lua.create_function(
-            |lua, (code, body, headers): (i64, Option<mlua::LuaString>, Option<Table>)| {
-                let status = status(code)?;
-                if body.as_ref().is_some_and(|b| !b.as_bytes().is_empty())
-                    && matches!(status.as_u16(), 204 | 205 | 304)
-                {
-                    // RFC 9110 §15.3.5, §15.3.6, §15.4.5: no content.
-                    return Err(mlua::Error::RuntimeError(format!(
-                        "a {} response has no body",
-                        status.as_u16()
-                    )));
-                }
-                let response = LocalResponse {
-                    status,
-                    body: body
-                        .map(|b| Bytes::copy_from_slice(&b.as_bytes()))
-                        .unwrap_or_default(),
-                    headers: header_pairs(headers)?,
-                };
-                ScriptResponse::new(lua, response)
-            },
-        )?,
+        lua.create_function(|lua, (code, body, headers): (Value, Value, Value)| {
+            use crate::script::errors::arg;
+            let code: i64 = arg(lua, "pocket.respond", 1, code)?;
+            let body: Option<mlua::LuaString> = arg(lua, "pocket.respond", 2, body)?;
+            let headers: Option<Table> = arg(lua, "pocket.respond", 3, headers)?;
+            let status = status(code)?;
+            if body.as_ref().is_some_and(|b| !b.as_bytes().is_empty())
+                && matches!(status.as_u16(), 204 | 205 | 304)
+            {
+                // RFC 9110 §15.3.5, §15.3.6, §15.4.5: no content.
+                return Err(mlua::Error::RuntimeError(format!(
+                    "a {} response has no body",
+                    status.as_u16()
+                )));
+            }
+            let response = LocalResponse {
+                status,
+                body: body
+                    .map(|b| Bytes::copy_from_slice(&b.as_bytes()))
+                    .unwrap_or_default(),
+                headers: header_pairs(headers)?,
+            };
+            ScriptResponse::new(lua, response)
+        })?,
     )?;
     pocket.set(
         "redirect",

@@ -13,7 +13,7 @@ pub mod response;
 pub mod server;
 pub mod store;
 
-use mlua::Lua;
+use mlua::{Lua, Table};
 
 pub use names::userdata_name;
 
@@ -36,7 +36,8 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     // bucketing clients: pocket.hash(id) % 100.
     pocket.set(
         "hash",
-        lua.create_function(|_, text: mlua::LuaString| {
+        lua.create_function(|lua, text: mlua::Value| {
+            let text: mlua::LuaString = super::errors::arg(lua, "pocket.hash", 1, text)?;
             Ok((crate::lb::hash_bytes(&text.as_bytes()) >> 1) as i64)
         })?,
     )?;
@@ -50,6 +51,13 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
                 .unwrap_or(0.0))
         })?,
     )?;
+    // Known to `package.loaded`, Lua's tracebacks name its functions as
+    // the docs do (`pocket.respond`), which errors.rs uses for a bad
+    // argument's function.
+    let package: Option<Table> = lua.globals().get("package").ok();
+    if let Some(loaded) = package.and_then(|p| p.get::<Table>("loaded").ok()) {
+        loaded.set("pocket", &pocket)?;
+    }
     lua.globals().set("pocket", pocket)?;
     Ok(())
 }

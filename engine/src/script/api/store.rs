@@ -336,7 +336,7 @@ fn size_option(options: Option<Table>) -> mlua::Result<Option<usize>> {
             let text = text.to_string_lossy();
             parse_size(&text).ok_or_else(|| bad(format!("{text:?}")))?
         }
-        other => return Err(bad(format!("a {}", other.type_name()))),
+        other => return Err(bad(crate::script::hooks::returned(&other))),
     };
     if !SIZES.contains(&bytes) {
         return Err(bad(format!("of {bytes} bytes")));
@@ -403,8 +403,8 @@ fn to_stored(store: &str, v: Value) -> mlua::Result<Stored> {
         Value::Number(n) => Ok(Stored::Num(n)),
         Value::Boolean(b) => Ok(Stored::Bool(b)),
         other => Err(mlua::Error::RuntimeError(format!(
-            "store {store}: values are strings, numbers or booleans, not a {}",
-            other.type_name()
+            "store {store}: values are strings, numbers or booleans, not {}",
+            crate::script::hooks::returned(&other)
         ))),
     }
 }
