@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use mlua::{Table, Value};
 
-use super::pool_settings::duration;
+use super::pool_settings::{duration, shown};
 use super::{
     ClientTimeouts, ConfigError, ConfigErrors, HookSet, ListenerSpec, Policy, DEFAULT_HEAD_SIZE,
     HEAD_SIZE_RANGE,
@@ -55,6 +55,8 @@ const LISTENER_KEYS: &[&str] = &[
 ];
 const LISTENER_TIMEOUT_KEYS: &[&str] = &["head", "body", "send"];
 const SERVER_KEYS: &[&str] = &["addr", "weight", "backup"];
+/// How pools are written, for errors about their shape.
+const POOLS_SHAPE: &str = "pools is a table of name = pool, like pools = { app = { servers = { \"127.0.0.1:9001\" } } }";
 const MAX_WEIGHT: i64 = 256;
 
 /// Reads and loads the policy at `path`.
@@ -148,11 +150,34 @@ impl Checker<'_> {
         });
     }
 
+    /// The script could not run: its error as the user can act on it.
+    /// An error in a module `require`d by the policy is said at the
+    /// module's own `path:line` (written as the user can open it, no
+    /// `./`), not prefixed by the policy's path; an error raised with a
+    /// table says so instead of showing the table's address.
     fn fatal(&mut self, err: &mlua::Error) -> ConfigErrors {
+        let mut message = describe_lua_error(err);
+        let mut path = self.path.to_path_buf();
+        let mut line = None;
+        if let Some((file, n, rest)) = located(&message) {
+            let file = clean_path(Path::new(file));
+            if file != clean_path(self.path) {
+                path = file;
+                line = Some(n);
+                message = rest.to_string();
+            }
+        } else if matches!(err, mlua::Error::RuntimeError(_)) {
+            if is_table_address(&message) {
+                message = "error raised with a table value (no message)".into();
+            }
+            // An error raised with a table carries no place: find the
+            // line of the `error` call.
+            line = self.raise_line();
+        }
         self.errors.push(ConfigError {
-            path: self.path.to_path_buf(),
-            line: None,
-            message: describe_lua_error(err),
+            path,
+            line,
+            message,
         });
         ConfigErrors(std::mem::take(&mut self.errors))
     }
@@ -203,12 +228,7 @@ impl Checker<'_> {
                     &at_key,
                     format!(
                         "{prefix}max_connections must be a whole number of at least 1, not {}",
-                        match &value {
-                            Value::Integer(n) => n.to_string(),
-                            Value::Number(f) => f.to_string(),
-                            Value::String(s) => format!("\"{}\"", s.to_string_lossy()),
-                            other => format!("a {}", other.type_name()),
-                        }
+                        shown(&value)
                     ),
                 );
                 None
@@ -234,40 +254,100 @@ impl Checker<'_> {
             }
             _ => {}
         }
+        let found = t.get::<Value>("head_size").map(|v| shown(&v)).unwrap_or_default();
         self.error(
             &at_key,
-            format!("{prefix}head_size must be a whole number of bytes from {lo} to {hi} (the default is {DEFAULT_HEAD_SIZE})"),
+            format!("{prefix}head_size must be a whole number of bytes from {lo} to {hi} (the default is {DEFAULT_HEAD_SIZE}), not {found}"),
         );
         DEFAULT_HEAD_SIZE
     }
 
-    pub(super) fn unknown_keys(&mut self, table: &Table, known: &[&str], what: &str, at: &[&str]) {
-        for (key, _) in table.pairs::<Value, Value>().flatten() {
-            if let Value::String(s) = &key {
-                let k = s.to_string_lossy();
-                if !known.contains(&k.as_str()) {
+    /// Flags keys of `table` that are not in `known` (a typo like
+    /// `on_reqest` must not be silently ignored), and values written
+    /// with no key at all. Returns the known keys that were misspelt
+    /// (`bnd` for a missing `bind`): the caller says nothing more about
+    /// them being missing.
+    pub(super) fn unknown_keys(
+        &mut self,
+        table: &Table,
+        known: &[&str],
+        what: &str,
+        at: &[&str],
+    ) -> Vec<String> {
+        let mut misspelt = Vec::new();
+        let mut keyless = false;
+        let mut pairs: Vec<(Value, Value)> = table.pairs::<Value, Value>().flatten().collect();
+        // Hash order is not the user's: list items first, by position.
+        pairs.sort_by_key(|(k, _)| match k {
+            Value::Integer(n) => (0, *n, String::new()),
+            Value::String(s) => (1, 0, s.to_string_lossy()),
+            _ => (2, 0, String::new()),
+        });
+        for (key, value) in pairs {
+            match &key {
+                Value::String(s) => {
+                    let k = s.to_string_lossy();
+                    if known.contains(&k.as_str()) {
+                        continue;
+                    }
                     let at_key = [at, &[k.as_str()]].concat();
+                    let near = known.iter().find(|w| {
+                        near_miss(&k, w) && matches!(table.get::<Value>(**w), Ok(Value::Nil))
+                    });
+                    match near {
+                        Some(w) => {
+                            misspelt.push(w.to_string());
+                            self.error(
+                                &at_key,
+                                format!("{what}: unknown key \"{k}\" (did you mean \"{w}\"?)"),
+                            );
+                        }
+                        None => self.error(
+                            &at_key,
+                            format!("{what}: unknown key \"{k}\" (known: {})", known.join(", ")),
+                        ),
+                    }
+                }
+                Value::Integer(n) if !keyless => {
+                    keyless = true;
                     self.error(
-                        &at_key,
-                        format!("{what}: unknown key \"{k}\" (known: {})", known.join(", ")),
+                        &[at, &[format!("[{n}]").as_str()]].concat(),
+                        format!(
+                            "{what}: {} has no key: every entry is key = value (known: {})",
+                            shown(&value),
+                            known.join(", ")
+                        ),
                     );
                 }
+                Value::Integer(_) => {}
+                other => self.error(
+                    at,
+                    format!("{what}: unknown key {} (known: {})", shown(other), known.join(", ")),
+                ),
             }
         }
+        misspelt
     }
 
     fn policy(&mut self, root: &Table, registry: &StateRegistry) -> Option<Policy> {
-        self.unknown_keys(root, TOP_LEVEL_KEYS, "policy", &[]);
+        let _ = self.unknown_keys(root, TOP_LEVEL_KEYS, "policy", &[]);
         match root.get::<Value>("on_check") {
             Ok(Value::Nil) => {}
             Ok(Value::Function(_)) => self.has_on_check = true,
             // Reported here; `script = true` gets no second error.
-            _ => {
+            Ok(other) => {
                 self.has_on_check = true;
                 self.error(
                     &["on_check"],
-                    "on_check must be a function(server, http)".into(),
+                    format!(
+                        "on_check must be a function(server, http), not {}",
+                        shown(&other)
+                    ),
                 );
+            }
+            Err(e) => {
+                self.has_on_check = true;
+                self.error(&["on_check"], describe_lua_error(&e));
             }
         }
 
@@ -283,7 +363,7 @@ impl Checker<'_> {
                 Ok(Value::Function(_)) => *flag = true,
                 Ok(other) => self.error(
                     &[name],
-                    format!("{name} must be a function, not a {}", other.type_name()),
+                    format!("{name} must be a function, not {}", shown(&other)),
                 ),
                 Err(e) => self.error(&[name], describe_lua_error(&e)),
             }
@@ -368,10 +448,23 @@ impl Checker<'_> {
                     break;
                 };
                 if seen.contains(&name) {
-                    self.error(
-                        &["pools", &pool.name, "fallback"],
-                        format!("pool \"{}\": fallbacks loop back to \"{name}\"", pool.name),
-                    );
+                    // One loop, one error: said at the pool of the loop
+                    // that comes first by name, naming the whole loop.
+                    if *name == *pool.name {
+                        let mut members: Vec<&str> = seen.iter().map(|s| &**s).collect();
+                        let first = members.iter().min().copied().unwrap_or_default();
+                        if first == &*pool.name {
+                            members.push(&pool.name);
+                            self.error(
+                                &["pools", &pool.name, "fallback"],
+                                format!(
+                                    "pool \"{}\": fallbacks loop: {}",
+                                    pool.name,
+                                    members.join(" → ")
+                                ),
+                            );
+                        }
+                    }
                     break;
                 }
                 seen.push(name);
@@ -394,8 +487,8 @@ impl Checker<'_> {
                 self.error(
                     &["listeners"],
                     format!(
-                        "listeners must be a list of tables, not a {}",
-                        other.type_name()
+                        "listeners must be a list of listener tables, like listeners = {{ {{ bind = \"127.0.0.1:8080\", pool = \"app\" }} }}, not {}",
+                        shown(&other)
                     ),
                 );
                 return Vec::new();
@@ -405,34 +498,59 @@ impl Checker<'_> {
                 return Vec::new();
             }
         };
+        // One listener written without the outer list: `listeners = {
+        // bind = ..., pool = ... }`.
+        let keyed = list
+            .pairs::<Value, Value>()
+            .flatten()
+            .any(|(k, _)| matches!(k, Value::String(_)));
+        if keyed {
+            self.error(
+                &["listeners"],
+                "listeners is a list of listener tables: write listeners = { { bind = ..., pool = ... } }".into(),
+            );
+            return Vec::new();
+        }
         let mut out: Vec<ListenerSpec> = Vec::new();
         for (i, entry) in list.sequence_values::<Value>().enumerate() {
             let n = i + 1;
             let ns = format!("[{n}]");
-            let Ok(Value::Table(t)) = entry else {
-                self.error(
-                    &["listeners", &ns],
-                    format!("listeners[{n}] must be a table like {{ bind = \"127.0.0.1:8080\" }}"),
-                );
-                continue;
-            };
-            self.unknown_keys(
-                &t,
-                LISTENER_KEYS,
-                &format!("listeners[{n}]"),
-                &["listeners", &ns],
-            );
-            let name = match t.get::<Value>("name") {
-                Ok(Value::String(s)) => s.to_string_lossy(),
-                Ok(Value::Nil) => format!("listener{n}"),
-                _ => {
+            let t = match entry {
+                Ok(Value::Table(t)) => t,
+                Ok(other) => {
                     self.error(
-                        &["listeners", &ns, "name"],
-                        format!("listeners[{n}].name must be a string"),
+                        &["listeners", &ns],
+                        format!("listeners[{n}] must be a table like {{ bind = \"127.0.0.1:8080\" }}, not {}", shown(&other)),
                     );
                     continue;
                 }
+                Err(e) => {
+                    self.error(&["listeners", &ns], describe_lua_error(&e));
+                    continue;
+                }
             };
+            // A listener is named one way in every message: by its name
+            // when it has one, else by its place in the list.
+            let (name, label) = match t.get::<Value>("name") {
+                Ok(Value::String(s)) => {
+                    let name = s.to_string_lossy();
+                    let label = format!("listener \"{name}\"");
+                    (name, label)
+                }
+                Ok(Value::Nil) => (format!("listener{n}"), format!("listeners[{n}]")),
+                Ok(other) => {
+                    self.error(
+                        &["listeners", &ns, "name"],
+                        format!("listeners[{n}]: name must be a string, not {}", shown(&other)),
+                    );
+                    (format!("listener{n}"), format!("listeners[{n}]"))
+                }
+                Err(e) => {
+                    self.error(&["listeners", &ns, "name"], describe_lua_error(&e));
+                    (format!("listener{n}"), format!("listeners[{n}]"))
+                }
+            };
+            let misspelt = self.unknown_keys(&t, LISTENER_KEYS, &label, &["listeners", &ns]);
             if out.iter().any(|l| &*l.name == name.as_str()) {
                 self.error(
                     &["listeners", &ns, "name"],
@@ -445,28 +563,31 @@ impl Checker<'_> {
                     match parse_addr(&text) {
                         Ok(a) => Some(a),
                         Err(msg) => {
-                            self.error(
-                                &["listeners", &ns, "bind"],
-                                format!("listener \"{name}\": {msg}"),
-                            );
+                            self.error(&["listeners", &ns, "bind"], format!("{label}: {msg}"));
                             None
                         }
                     }
                 }
+                Ok(Value::Nil) if misspelt.iter().any(|k| k == "bind") => None,
                 Ok(Value::Nil) => {
                     self.error(
                         &["listeners", &ns],
-                        format!("listener \"{name}\" has no bind address"),
+                        format!("{label} has no bind address (bind = \"127.0.0.1:8080\")"),
                     );
                     None
                 }
-                _ => {
+                Ok(other) => {
                     self.error(
                         &["listeners", &ns, "bind"],
                         format!(
-                            "listener \"{name}\": bind must be a string like \"127.0.0.1:8080\""
+                            "{label}: bind must be a string like \"127.0.0.1:8080\", not {}",
+                            shown(&other)
                         ),
                     );
+                    None
+                }
+                Err(e) => {
+                    self.error(&["listeners", &ns, "bind"], describe_lua_error(&e));
                     None
                 }
             };
@@ -477,13 +598,14 @@ impl Checker<'_> {
                     let mode = s.to_string_lossy();
                     self.error(
                         &["listeners", &ns, "mode"],
-                        format!("listener \"{name}\": mode \"{mode}\" is not supported (this version serves \"http\")"),
+                        format!("{label}: mode \"{mode}\" is not supported (this version serves \"http\")"),
                     );
                 }
-                _ => self.error(
+                Ok(other) => self.error(
                     &["listeners", &ns, "mode"],
-                    format!("listener \"{name}\": mode must be a string"),
+                    format!("{label}: mode must be \"http\", not {}", shown(&other)),
                 ),
+                Err(e) => self.error(&["listeners", &ns, "mode"], describe_lua_error(&e)),
             }
             let default_pool = match t.get::<Value>("pool") {
                 Ok(Value::Nil) => None,
@@ -495,22 +617,26 @@ impl Checker<'_> {
                         None => {
                             self.error(
                                 &["listeners", &ns, "pool"],
-                                format!("listener \"{name}\": default pool \"{pool}\" is not defined in pools"),
+                                format!("{label}: default pool \"{pool}\" is not defined in pools"),
                             );
                             None
                         }
                     }
                 }
-                _ => {
+                Ok(other) => {
                     self.error(
                         &["listeners", &ns, "pool"],
-                        format!("listener \"{name}\": pool must be a pool name"),
+                        format!("{label}: pool must be a pool name, not {}", shown(&other)),
                     );
+                    None
+                }
+                Err(e) => {
+                    self.error(&["listeners", &ns, "pool"], describe_lua_error(&e));
                     None
                 }
             };
             let mut timeouts = ClientTimeouts::default();
-            let here = format!("listener \"{name}\"");
+            let here = label.clone();
             let top = format!("{here}: ");
             self.positive_duration(
                 &t,
@@ -523,16 +649,25 @@ impl Checker<'_> {
                 Ok(Value::Nil) => {}
                 Ok(Value::Table(tt)) => {
                     let at = &["listeners", &ns, "timeouts"];
-                    self.unknown_keys(&tt, LISTENER_TIMEOUT_KEYS, &format!("{here} timeouts"), at);
+                    let _ = self.unknown_keys(
+                        &tt,
+                        LISTENER_TIMEOUT_KEYS,
+                        &format!("{here} timeouts"),
+                        at,
+                    );
                     let here = format!("{here}: timeouts.");
                     self.positive_duration(&tt, "head", &here, at, &mut timeouts.head);
                     self.positive_duration(&tt, "body", &here, at, &mut timeouts.body);
                     self.positive_duration(&tt, "send", &here, at, &mut timeouts.send);
                 }
-                _ => self.error(
+                Ok(other) => self.error(
                     &["listeners", &ns, "timeouts"],
-                    format!("{here}: timeouts must be a table like {{ head = \"10s\" }}"),
+                    format!(
+                        "{here}: timeouts must be a table like {{ head = \"10s\" }}, not {}",
+                        shown(&other)
+                    ),
                 ),
+                Err(e) => self.error(&["listeners", &ns, "timeouts"], describe_lua_error(&e)),
             }
             let max_connections = self.max_connections(&t, &top, &["listeners", &ns]);
             let head_size = self.head_size(&t, &top, &["listeners", &ns]);
@@ -575,10 +710,7 @@ impl Checker<'_> {
             Ok(other) => {
                 self.error(
                     &["pools"],
-                    format!(
-                        "pools must be a table of name = {{ ... }}, not a {}",
-                        other.type_name()
-                    ),
+                    format!("{POOLS_SHAPE}, not {}", shown(&other)),
                 );
                 return (pools, index);
             }
@@ -589,15 +721,36 @@ impl Checker<'_> {
         };
         // Sorted, so pool indices (and messages) do not depend on hash order.
         let mut entries: Vec<(String, Value)> = Vec::new();
+        let mut unnamed: Vec<(Value, Value)> = Vec::new();
         for pair in table.pairs::<Value, Value>() {
             match pair {
                 Ok((Value::String(k), v)) => entries.push((k.to_string_lossy(), v)),
-                Ok((k, _)) => self.error(
-                    &["pools"],
-                    format!("pool names must be strings, found a {}", k.type_name()),
-                ),
+                Ok(pair) => unnamed.push(pair),
                 Err(e) => self.error(&["pools"], describe_lua_error(&e)),
             }
+        }
+        // A pool with no name (`pools = { "127.0.0.1:9001" }`, `[1] =
+        // { ... }`): one error, at the first such entry.
+        unnamed.sort_by_key(|(k, _)| match k {
+            Value::Integer(n) => *n,
+            _ => i64::MAX,
+        });
+        if let Some((k, v)) = unnamed.first() {
+            let at = match k {
+                Value::Integer(n) => format!("[{n}]"),
+                _ => String::new(),
+            };
+            self.error(
+                &["pools", &at],
+                format!(
+                    "pools[{}] is {} with no name: {POOLS_SHAPE}",
+                    match k {
+                        Value::Integer(n) => n.to_string(),
+                        other => shown(other),
+                    },
+                    shown(v)
+                ),
+            );
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         self.defined_pools = entries.iter().map(|(name, _)| name.clone()).collect();
@@ -647,21 +800,46 @@ impl Checker<'_> {
 
     fn pool(&mut self, name: &str, value: Value, registry: &StateRegistry) -> Option<Pool> {
         let here = ["pools", name];
-        let Value::Table(t) = value else {
-            self.error(
-                &here,
-                format!("pool \"{name}\" must be a table with servers"),
-            );
-            return None;
+        let t = match value {
+            Value::Table(t) => t,
+            Value::String(s) => {
+                self.error(
+                    &here,
+                    format!(
+                        "pool \"{name}\" must be a table with servers, like {name} = {{ servers = {{ \"{}\" }} }}, not {}",
+                        s.to_string_lossy(),
+                        shown(&Value::String(s.clone()))
+                    ),
+                );
+                return None;
+            }
+            other => {
+                self.error(
+                    &here,
+                    format!(
+                        "pool \"{name}\" must be a table with servers, not {}",
+                        shown(&other)
+                    ),
+                );
+                return None;
+            }
         };
-        self.unknown_keys(&t, POOL_KEYS, &format!("pool \"{name}\""), &here);
         let errors_before = self.errors.len();
+        let misspelt = self.unknown_keys(&t, POOL_KEYS, &format!("pool \"{name}\""), &here);
 
         let settings = self.pool_settings(name, &t);
         let start_up = settings.check.as_ref().is_none_or(|c| c.start_up);
 
         let mut servers: Vec<Server> = Vec::new();
         match t.get::<Value>("servers") {
+            // One server written without the list: `servers = { addr =
+            // ... }`.
+            Ok(Value::Table(list)) if matches!(list.get::<Value>("addr"), Ok(Value::String(_))) => {
+                self.error(
+                    &["pools", name, "servers"],
+                    format!("pool \"{name}\": servers is a list of servers: write servers = {{ {{ addr = ... }} }}"),
+                );
+            }
             Ok(Value::Table(list)) => {
                 for (i, entry) in list.sequence_values::<Value>().enumerate() {
                     let Ok(entry) = entry else { continue };
@@ -683,14 +861,26 @@ impl Checker<'_> {
                     );
                 }
             }
+            Ok(Value::Nil) if misspelt.iter().any(|k| k == "servers") => {}
             Ok(Value::Nil) => self.error(
                 &here,
                 format!("pool \"{name}\" has no servers (servers = {{ \"127.0.0.1:9001\" }})"),
             ),
-            _ => self.error(
+            Ok(Value::String(s)) => self.error(
                 &["pools", name, "servers"],
-                format!("pool \"{name}\": servers must be a list"),
+                format!(
+                    "pool \"{name}\": servers is a list: write servers = {{ \"{}\" }}",
+                    s.to_string_lossy()
+                ),
             ),
+            Ok(other) => self.error(
+                &["pools", name, "servers"],
+                format!(
+                    "pool \"{name}\": servers must be a list like {{ \"127.0.0.1:9001\" }}, not {}",
+                    shown(&other)
+                ),
+            ),
+            Err(e) => self.error(&["pools", name, "servers"], describe_lua_error(&e)),
         }
         if servers.iter().all(|s| s.backup) && !servers.is_empty() {
             self.error(
@@ -719,7 +909,7 @@ impl Checker<'_> {
         let (addr_text, weight, backup) = match entry {
             Value::String(s) => (s.to_string_lossy(), 1, false),
             Value::Table(t) => {
-                self.unknown_keys(
+                let misspelt = self.unknown_keys(
                     &t,
                     SERVER_KEYS,
                     &format!("pool \"{pool}\" server {n}"),
@@ -727,8 +917,17 @@ impl Checker<'_> {
                 );
                 let addr = match t.get::<Value>("addr") {
                     Ok(Value::String(s)) => s.to_string_lossy(),
-                    _ => {
-                        self.error(&["pools", pool, "servers", &ns, "addr"], format!("pool \"{pool}\" server {n}: addr must be a string like \"127.0.0.1:9001\""));
+                    Ok(Value::Nil) if misspelt.iter().any(|k| k == "addr") => return None,
+                    Ok(Value::Nil) => {
+                        self.error(&["pools", pool, "servers", &ns, "addr"], format!("pool \"{pool}\" server {n}: addr is missing (addr = \"127.0.0.1:9001\")"));
+                        return None;
+                    }
+                    Ok(other) => {
+                        self.error(&["pools", pool, "servers", &ns, "addr"], format!("pool \"{pool}\" server {n}: addr must be a string like \"127.0.0.1:9001\", not {}", shown(&other)));
+                        return None;
+                    }
+                    Err(e) => {
+                        self.error(&["pools", pool, "servers", &ns, "addr"], describe_lua_error(&e));
                         return None;
                     }
                 };
@@ -736,11 +935,7 @@ impl Checker<'_> {
                     Ok(Value::Nil) => 1,
                     Ok(Value::Integer(w)) if (1..=MAX_WEIGHT).contains(&w) => w as u32,
                     Ok(other) => {
-                        let shown = match other {
-                            Value::Integer(w) => w.to_string(),
-                            Value::Number(w) => w.to_string(),
-                            other => other.type_name().to_string(),
-                        };
+                        let shown = shown(&other);
                         self.error(
                             &["pools", pool, "servers", &ns, "weight"],
                             format!("pool \"{pool}\" server {addr}: weight must be a whole number from 1 to {MAX_WEIGHT}, not {shown}"),
@@ -758,10 +953,20 @@ impl Checker<'_> {
                 let backup = match t.get::<Value>("backup") {
                     Ok(Value::Nil) => false,
                     Ok(Value::Boolean(b)) => b,
-                    _ => {
+                    Ok(other) => {
                         self.error(
                             &["pools", pool, "servers", &ns, "backup"],
-                            format!("pool \"{pool}\" server {addr}: backup must be true or false"),
+                            format!(
+                                "pool \"{pool}\" server {addr}: backup must be true or false, not {}",
+                                shown(&other)
+                            ),
+                        );
+                        false
+                    }
+                    Err(e) => {
+                        self.error(
+                            &["pools", pool, "servers", &ns, "backup"],
+                            describe_lua_error(&e),
                         );
                         false
                     }
@@ -772,8 +977,8 @@ impl Checker<'_> {
                 self.error(
                     &["pools", pool, "servers", &ns],
                     format!(
-                        "pool \"{pool}\" server {n} must be \"ip:port\" or a table, not a {}",
-                        other.type_name()
+                        "pool \"{pool}\" server {n} must be \"ip:port\" or a table, not {}",
+                        shown(&other)
                     ),
                 );
                 return None;
@@ -836,4 +1041,94 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
             addrs.next().ok_or_else(hint)
         }
     }
+}
+
+/// `typed` is a slip for `known`: a letter or two left out, added,
+/// changed or swapped (`bnd`, `adr`, `balnce`), or another case.
+fn near_miss(typed: &str, known: &str) -> bool {
+    let a: Vec<char> = typed.to_lowercase().chars().collect();
+    let b: Vec<char> = known.chars().collect();
+    // Optimal string alignment distance.
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    let limit = if b.len() <= 4 { 1 } else { 2 };
+    d[a.len()][b.len()] <= limit
+}
+
+impl Checker<'_> {
+    /// The line of the policy where its main chunk raised an error that
+    /// carries no place (`error({})`): found by running the chunk once
+    /// more, in a fresh VM, with a message handler that reads the stack.
+    /// Only after the first run failed, so never on a good policy.
+    fn raise_line(&self) -> Option<usize> {
+        let vm = Vm::new(self.path, Limits::default()).ok()?;
+        let lua = &vm.lua;
+        let chunk = lua
+            .load(self.source)
+            .set_name(format!("@{}", self.path.display()))
+            .into_function()
+            .ok()?;
+        let source = format!("@{}", self.path.display());
+        let found = std::rc::Rc::new(std::cell::Cell::new(None));
+        let slot = found.clone();
+        let handler = lua
+            .create_function(move |lua, e: Value| {
+                for level in 1..64 {
+                    let here = lua.inspect_stack(level, |d| {
+                        let src = d.source().source.map(|s| s.to_string());
+                        (src, d.current_line())
+                    });
+                    let Some((src, line)) = here else { break };
+                    if src.as_deref() == Some(source.as_str()) && line.is_some() {
+                        slot.set(line);
+                        break;
+                    }
+                }
+                Ok(e)
+            })
+            .ok()?;
+        let xpcall: mlua::Function = lua.globals().get("xpcall").ok()?;
+        let _ = vm.with_budget(Limits::default().load_budget, || {
+            xpcall.call::<mlua::MultiValue>((chunk, handler))
+        });
+        found.get()
+    }
+}
+
+/// `file.lua:12: rest` -> (file.lua, 12, rest).
+fn located(message: &str) -> Option<(&str, usize, &str)> {
+    let at = message.find(".lua:")? + 4;
+    let (file, after) = (&message[..at], &message[at + 1..]);
+    let (n, rest) = after.split_once(':')?;
+    let n = n.parse().ok()?;
+    (!file.contains(' ')).then_some((file, n, rest.trim_start()))
+}
+
+/// A path without its `.` steps: `./badmod.lua` -> `badmod.lua`.
+fn clean_path(p: &Path) -> std::path::PathBuf {
+    p.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
+/// What Lua shows for a table raised as an error: `table: 0x55d0...`.
+fn is_table_address(message: &str) -> bool {
+    message
+        .strip_prefix("table: 0x")
+        .is_some_and(|hex| !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()))
 }
