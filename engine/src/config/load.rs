@@ -83,6 +83,7 @@ pub fn load_policy_source(
         source: &source,
         places: super::locate::Places::of(&source),
         defined_pools: Vec::new(),
+        pools_unreadable: false,
         errors: Vec::new(),
         has_on_check: false,
         fresh_health: HashSet::new(),
@@ -119,6 +120,9 @@ pub(super) struct Checker<'a> {
     /// Every pool the policy defines, valid or not: a name that refers to
     /// an invalid pool gets no second error (the pool has its own).
     pub(super) defined_pools: Vec<String>,
+    /// `pools` is not written as name = pool: which names it meant to
+    /// define is unknown, so no name is said to be undefined.
+    pools_unreadable: bool,
     pub(super) errors: Vec<ConfigError>,
     /// The policy defines `on_check` (for `check = { script = true }`).
     pub(super) has_on_check: bool,
@@ -390,6 +394,7 @@ impl Checker<'_> {
         for r in &refs {
             if policy.pool_index.contains_key(&r.name)
                 || self.defined_pools.contains(&r.name)
+                || self.pools_unreadable
                 || reported.contains(&r.name.as_str())
             {
                 continue;
@@ -435,7 +440,7 @@ impl Checker<'_> {
             let mut next = pool.fallback.clone();
             while let Some(name) = next {
                 let Some(&i) = index.get(&*name) else {
-                    if self.defined_pools.iter().any(|p| **p == *name) {
+                    if self.pools_unreadable || self.defined_pools.iter().any(|p| **p == *name) {
                         break;
                     }
                     self.error(
@@ -613,7 +618,9 @@ impl Checker<'_> {
                     let pool = s.to_string_lossy();
                     match pools.get(&pool) {
                         Some(&idx) => Some(idx),
-                        None if self.defined_pools.contains(&pool) => None,
+                        None if self.defined_pools.contains(&pool) || self.pools_unreadable => {
+                            None
+                        }
                         None => {
                             self.error(
                                 &["listeners", &ns, "pool"],
@@ -708,6 +715,7 @@ impl Checker<'_> {
             Ok(Value::Table(t)) => t,
             Ok(Value::Nil) => return (pools, index),
             Ok(other) => {
+                self.pools_unreadable = true;
                 self.error(
                     &["pools"],
                     format!("{POOLS_SHAPE}, not {}", shown(&other)),
@@ -736,6 +744,7 @@ impl Checker<'_> {
             _ => i64::MAX,
         });
         if let Some((k, v)) = unnamed.first() {
+            self.pools_unreadable = true;
             let at = match k {
                 Value::Integer(n) => format!("[{n}]"),
                 _ => String::new(),
