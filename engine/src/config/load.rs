@@ -1054,7 +1054,7 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
 
 /// `typed` is a slip for `known`: a letter or two left out, added,
 /// changed or swapped (`bnd`, `adr`, `balnce`), or another case.
-fn near_miss(typed: &str, known: &str) -> bool {
+pub fn near_miss(typed: &str, known: &str) -> bool {
     let a: Vec<char> = typed.to_lowercase().chars().collect();
     let b: Vec<char> = known.chars().collect();
     // Optimal string alignment distance.
