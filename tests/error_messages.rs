@@ -688,3 +688,63 @@ fn errors_raised_with_tables_and_in_modules_are_placed() {
         )
     );
 }
+
+/// A misspelt key in a `pocket.match` rule is placed at its own line,
+/// lists the rule keys, and does not hide a rule above that names a pool
+/// the policy does not define.
+#[test]
+fn a_misspelt_route_key_is_at_its_line_and_hides_no_pool_error() {
+    assert_eq!(
+        errors(
+            r#"local match = require "pocket.match"
+local routes = match.routes {
+  { prefix = "/static/", pool = "statc" },
+  { prfix = "/api/", pool = "app" },
+}
+return {
+  listeners = { { bind = "127.0.0.1:8080", pool = "app" } },
+  pools = { app = { servers = { "127.0.0.1:9001" } }, static = { servers = { "127.0.0.1:9002" } } },
+  on_request = function(req) return routes:route(req) end,
+}
+"#
+        ),
+        [
+            "3: pool \"statc\" is not defined in pools (pools: app, static)",
+            "4: route 2: unknown key \"prfix\" (known: prefix, path, regex, host, method, header, cookie, pool, respond, redirect)",
+        ]
+    );
+}
+
+/// A lab scenario's errors: each real mistake at its own line, a
+/// misspelt `duration` with no false "past the duration" follow-ons, and
+/// the fault names listed as fault names.
+#[test]
+fn a_lab_scenario_reports_each_real_mistake_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(
+        dir.path(),
+        "badlab.lua",
+        r#"return {
+  name = "bad",
+  duraton = "6s",
+  origins = { "A", "B" },
+  policy = [[ return { listeners = { { bind = "{{listen}}", pool = "app" } }, pools = { app = { servers = { "{{A}}", "{{B}}" } } } } ]],
+  faults = {
+    { at = "2s", server = "B", fault = "kil" },
+    { at = "4s", server = "C", fault = "restart" },
+  },
+}
+"#,
+    );
+    let (code, _, err) = pocket_cmd(&["lab", path.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    let p = path.display();
+    assert_eq!(
+        err.trim().strip_prefix("pocket lab: ").unwrap_or(err.trim()),
+        format!(
+            "{p}:3: scenario: unknown key \"duraton\" (did you mean \"duration\"?)\n\
+             {p}:7: unknown fault \"kil\" for a server (faults for a server: kill, restart, refuse, blackhole, cut, reset_after_headers, slow, flap, lie, heal; for the balancer: reload, restart, hang_worker)\n\
+             {p}:8: fault \"restart\" names server \"C\", which the scenario does not declare (origins: A, B)"
+        )
+    );
+}

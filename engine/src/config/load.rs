@@ -89,7 +89,23 @@ pub fn load_policy_source(
         fresh_health: HashSet::new(),
     };
     let vm = Vm::new(path, Limits::default()).map_err(|e| cx.fatal(&e))?;
-    let value = vm.run_main_chunk(path, &source).map_err(|e| cx.fatal(&e))?;
+    let value = match vm.run_main_chunk(path, &source) {
+        Ok(value) => value,
+        Err(e) => {
+            let refs = crate::script::api::pool_refs::take(&vm.lua);
+            let mut errors = cx.fatal(&e);
+            // The chunk failed, so there is no policy table: a pool named
+            // before the failure (a `pocket.match` rule above a wrong
+            // one) is checked against the pools the text writes.
+            let written = cx.places.keys(&["pools"]);
+            if !written.is_empty() {
+                cx.pool_refs(refs, written);
+                errors.0.append(&mut cx.errors);
+            }
+            errors.0.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            return Err(errors);
+        }
+    };
     let Value::Table(root) = value else {
         cx.error_near(
             &["return"],
@@ -102,7 +118,8 @@ pub fn load_policy_source(
     };
     let policy = cx.policy(&root, registry);
     if let Some(policy) = &policy {
-        cx.pool_refs(crate::script::api::pool_refs::take(&vm.lua), policy);
+        let known = policy.pools.iter().map(|p| p.name.to_string()).collect();
+        cx.pool_refs(crate::script::api::pool_refs::take(&vm.lua), known);
     }
     // Top to bottom, as a user fixes them (errors with no line last).
     cx.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
@@ -165,11 +182,28 @@ impl Checker<'_> {
         let mut line = None;
         if let Some((file, n, rest)) = located(&message) {
             let file = clean_path(Path::new(file));
+            let mut n = n;
+            // A table checked by a library (`pocket.match` rules) is
+            // refused at the call's line; an unknown key moves to its own.
+            if let Some(key) = rest
+                .split_once("unknown key \"")
+                .and_then(|(_, k)| k.split_once('"'))
+                .map(|(k, _)| k)
+            {
+                let text = if file == clean_path(self.path) {
+                    Some(self.source.to_string())
+                } else {
+                    std::fs::read_to_string(&file).ok()
+                };
+                if let Some(at) = text.as_deref().and_then(|t| key_written_at(t, n, key)) {
+                    n = at;
+                }
+            }
             if file != clean_path(self.path) {
                 path = file;
-                line = Some(n);
-                message = rest.to_string();
             }
+            line = Some(n);
+            message = rest.to_string();
         } else if matches!(err, mlua::Error::RuntimeError(_)) {
             if is_table_address(&message) {
                 message = "error raised with a table value (no message)".into();
@@ -389,10 +423,11 @@ impl Checker<'_> {
     /// Every pool named by a table compiled at load (`pocket.uses_pool`:
     /// `pocket.match` routes, `pocket.canary` splits) is defined; one
     /// error per unknown name, at the line that writes it.
-    fn pool_refs(&mut self, refs: Vec<PoolRef>, policy: &Policy) {
+    fn pool_refs(&mut self, refs: Vec<PoolRef>, mut known: Vec<String>) {
+        known.sort_unstable();
         let mut reported: Vec<&str> = Vec::new();
         for r in &refs {
-            if policy.pool_index.contains_key(&r.name)
+            if known.contains(&r.name)
                 || self.defined_pools.contains(&r.name)
                 || self.pools_unreadable
                 || reported.contains(&r.name.as_str())
@@ -412,8 +447,6 @@ impl Checker<'_> {
                 .as_deref()
                 .and_then(|t| written_at(t, r.line, &r.name))
                 .unwrap_or(r.line);
-            let mut known: Vec<&str> = policy.pools.iter().map(|p| &*p.name).collect();
-            known.sort_unstable();
             self.errors.push(ConfigError {
                 path: path.to_path_buf(),
                 line: Some(line),
@@ -1140,4 +1173,23 @@ fn is_table_address(message: &str) -> bool {
     message
         .strip_prefix("table: 0x")
         .is_some_and(|hex| !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The first line at or after `from` that writes `key =`, outside a
+/// comment.
+fn key_written_at(text: &str, from: usize, key: &str) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .find(|(_, line)| {
+            let code = line.split("--").next().unwrap_or("");
+            code.match_indices(key).any(|(i, _)| {
+                let before = code[..i].chars().next_back();
+                let after = code[i + key.len()..].trim_start();
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    && after.starts_with('=')
+                    && !after.starts_with("==")
+            })
+        })
+        .map(|(i, _)| i + 1)
 }

@@ -130,6 +130,25 @@ impl Places {
             .find_map(|n| self.exact(&steps[..n]))
     }
 
+    /// The keys the text writes in the table at `path` (`["pools"]`: the
+    /// pools' names), in the policy's own table.
+    pub fn keys(&self, path: &[&str]) -> Vec<String> {
+        let steps: Vec<Step> = path.iter().map(|s| Step::parse(s)).collect();
+        let mut out: Vec<String> = Vec::new();
+        for f in &self.fields {
+            let Step::Key(k) = &f.step else { continue };
+            let inside = self.paths_of(f).iter().any(|p| {
+                p.len() == steps.len() + 1
+                    && p[0].is_none()
+                    && p[1..].iter().zip(&steps).all(|(have, want)| have.as_ref() == Some(want))
+            });
+            if inside && !out.contains(k) {
+                out.push(k.clone());
+            }
+        }
+        out
+    }
+
     /// The line of the value at `path`, only if the text has that field
     /// inside tables with all of the path's keys.
     pub fn exact_line(&self, path: &[&str]) -> Option<usize> {
