@@ -526,7 +526,9 @@ fn a_list_written_as_a_map_or_a_map_as_a_list_is_named() {
 }
 "#
         ),
-        [format!("3: pools[1] is a string (\"127.0.0.1:9001\") with no name: {shape}")]
+        [format!(
+            "3: pools[1] is a string (\"127.0.0.1:9001\") with no name: {shape}"
+        )]
     );
     assert_eq!(
         errors(
@@ -671,11 +673,18 @@ fn errors_raised_with_tables_and_in_modules_are_placed() {
         "badmod.lua",
         "local M = {}\nfunction M.f()\n  if true then\n    return 1\n\nreturn M\n",
     );
-    let t4 = write_policy(dir.path(), "t4.lua", "local m = require(\"badmod\")\nreturn {}\n");
+    let t4 = write_policy(
+        dir.path(),
+        "t4.lua",
+        "local m = require(\"badmod\")\nreturn {}\n",
+    );
     let (_, _, err) = pocket_cmd(&["check", t8.to_str().unwrap()]);
     assert_eq!(
         err.trim(),
-        format!("{}:2: error raised with a table value (no message)", t8.display())
+        format!(
+            "{}:2: error raised with a table value (no message)",
+            t8.display()
+        )
     );
     let (_, _, err) = pocket_cmd(&["check", t9.to_str().unwrap()]);
     assert_eq!(err.trim(), format!("{}:3: boom", t9.display()));

@@ -56,7 +56,8 @@ const LISTENER_KEYS: &[&str] = &[
 const LISTENER_TIMEOUT_KEYS: &[&str] = &["head", "body", "send"];
 const SERVER_KEYS: &[&str] = &["addr", "weight", "backup"];
 /// How pools are written, for errors about their shape.
-const POOLS_SHAPE: &str = "pools is a table of name = pool, like pools = { app = { servers = { \"127.0.0.1:9001\" } } }";
+const POOLS_SHAPE: &str =
+    "pools is a table of name = pool, like pools = { app = { servers = { \"127.0.0.1:9001\" } } }";
 const MAX_WEIGHT: i64 = 256;
 
 /// Reads and loads the policy at `path`.
@@ -292,7 +293,10 @@ impl Checker<'_> {
             }
             _ => {}
         }
-        let found = t.get::<Value>("head_size").map(|v| shown(&v)).unwrap_or_default();
+        let found = t
+            .get::<Value>("head_size")
+            .map(|v| shown(&v))
+            .unwrap_or_default();
         self.error(
             &at_key,
             format!("{prefix}head_size must be a whole number of bytes from {lo} to {hi} (the default is {DEFAULT_HEAD_SIZE}), not {found}"),
@@ -360,7 +364,11 @@ impl Checker<'_> {
                 Value::Integer(_) => {}
                 other => self.error(
                     at,
-                    format!("{what}: unknown key {} (known: {})", shown(other), known.join(", ")),
+                    format!(
+                        "{what}: unknown key {} (known: {})",
+                        shown(other),
+                        known.join(", ")
+                    ),
                 ),
             }
         }
@@ -579,7 +587,10 @@ impl Checker<'_> {
                 Ok(other) => {
                     self.error(
                         &["listeners", &ns, "name"],
-                        format!("listeners[{n}]: name must be a string, not {}", shown(&other)),
+                        format!(
+                            "listeners[{n}]: name must be a string, not {}",
+                            shown(&other)
+                        ),
                     );
                     (format!("listener{n}"), format!("listeners[{n}]"))
                 }
@@ -651,9 +662,7 @@ impl Checker<'_> {
                     let pool = s.to_string_lossy();
                     match pools.get(&pool) {
                         Some(&idx) => Some(idx),
-                        None if self.defined_pools.contains(&pool) || self.pools_unreadable => {
-                            None
-                        }
+                        None if self.defined_pools.contains(&pool) || self.pools_unreadable => None,
                         None => {
                             self.error(
                                 &["listeners", &ns, "pool"],
@@ -749,10 +758,7 @@ impl Checker<'_> {
             Ok(Value::Nil) => return (pools, index),
             Ok(other) => {
                 self.pools_unreadable = true;
-                self.error(
-                    &["pools"],
-                    format!("{POOLS_SHAPE}, not {}", shown(&other)),
-                );
+                self.error(&["pools"], format!("{POOLS_SHAPE}, not {}", shown(&other)));
                 return (pools, index);
             }
             Err(e) => {
@@ -969,7 +975,10 @@ impl Checker<'_> {
                         return None;
                     }
                     Err(e) => {
-                        self.error(&["pools", pool, "servers", &ns, "addr"], describe_lua_error(&e));
+                        self.error(
+                            &["pools", pool, "servers", &ns, "addr"],
+                            describe_lua_error(&e),
+                        );
                         return None;
                     }
                 };
@@ -1095,13 +1104,15 @@ pub fn near_miss(typed: &str, known: &str) -> bool {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut v = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 v = v.min(d[i - 2][j - 2] + 1);
             }

@@ -140,7 +140,10 @@ impl Places {
             let inside = self.paths_of(f).iter().any(|p| {
                 p.len() == steps.len() + 1
                     && p[0].is_none()
-                    && p[1..].iter().zip(&steps).all(|(have, want)| have.as_ref() == Some(want))
+                    && p[1..]
+                        .iter()
+                        .zip(&steps)
+                        .all(|(have, want)| have.as_ref() == Some(want))
             });
             if inside && !out.contains(k) {
                 out.push(k.clone());
@@ -174,7 +177,10 @@ impl Places {
             let exact = self.paths_of(f).iter().any(|p| {
                 p.len() == outer.len() + 1
                     && p[0].is_none()
-                    && p[1..].iter().zip(outer).all(|(have, want)| have.as_ref() == Some(want))
+                    && p[1..]
+                        .iter()
+                        .zip(outer)
+                        .all(|(have, want)| have.as_ref() == Some(want))
             });
             if exact {
                 best = Some((outer.len(), f.line));
@@ -428,7 +434,9 @@ fn fields(toks: &[(Tok, usize)]) -> (Vec<Field>, Vec<Ref>, Option<String>) {
                     depth = depth.saturating_sub(1);
                 }
                 "return" if funcs.is_empty() && !in_table(&stack) => {
-                    if let (Some((Tok::Name(m), _)), true) = (toks.get(i + 1), ref_target(toks, i + 1).is_some()) {
+                    if let (Some((Tok::Name(m), _)), true) =
+                        (toks.get(i + 1), ref_target(toks, i + 1).is_some())
+                    {
                         if !is(toks.get(i + 2), "(") {
                             main = Some(m.clone());
                         }

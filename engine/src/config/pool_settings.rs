@@ -39,10 +39,7 @@ pub(super) fn duration(v: &Value) -> Result<Duration, String> {
         Value::Number(n) => {
             seconds_to_duration(*n).ok_or_else(|| format!("must be {range}, not {}", shown(v)))
         }
-        _ => Err(format!(
-            "must be a duration like \"2s\", not {}",
-            shown(v)
-        )),
+        _ => Err(format!("must be a duration like \"2s\", not {}", shown(v))),
     }
 }
 
@@ -58,8 +55,9 @@ pub(super) fn shown(v: &Value) -> String {
         Value::Nil => "nothing (nil)".into(),
         Value::Table(_) => "a table".into(),
         Value::Function(_) => "a function".into(),
-        Value::UserData(ud) => crate::script::api::userdata_name(ud)
-            .unwrap_or_else(|| "a value made by Pocket".into()),
+        Value::UserData(ud) => {
+            crate::script::api::userdata_name(ud).unwrap_or_else(|| "a value made by Pocket".into())
+        }
         other => format!("a {}", other.type_name()),
     }
 }
@@ -221,7 +219,10 @@ impl Checker<'_> {
             Ok(Value::Table(tt)) => s.timeouts = self.timeouts(name, &tt),
             Ok(other) => self.error(
                 &["pools", name, "timeouts"],
-                format!("pool \"{name}\": timeouts must be a table like {{ connect = \"1s\" }}, not {}", shown(&other)),
+                format!(
+                    "pool \"{name}\": timeouts must be a table like {{ connect = \"1s\" }}, not {}",
+                    shown(&other)
+                ),
             ),
             Err(e) => self.error(&["pools", name, "timeouts"], e.to_string()),
         }
@@ -370,7 +371,10 @@ impl Checker<'_> {
                 meant_script = true;
                 self.error(
                     &["pools", pool, "check", "run"],
-                    format!("{what}: run must be a function(server), not {}", shown(&other)),
+                    format!(
+                        "{what}: run must be a function(server), not {}",
+                        shown(&other)
+                    ),
                 );
             }
             Err(e) => self.error(&["pools", pool, "check", "run"], e.to_string()),
@@ -381,7 +385,10 @@ impl Checker<'_> {
                 meant_script = true;
                 self.error(
                     &["pools", pool, "check", "script"],
-                    format!("{what}: script must be true or false, not {}", shown(&other)),
+                    format!(
+                        "{what}: script must be true or false, not {}",
+                        shown(&other)
+                    ),
                 );
             }
             Err(e) => self.error(&["pools", pool, "check", "script"], e.to_string()),
@@ -464,7 +471,10 @@ impl Checker<'_> {
                     _ => (0, 0),
                 };
                 if expect == (0, 0) {
-                    let found = ct.get::<Value>("expect").map(|v| shown(&v)).unwrap_or_default();
+                    let found = ct
+                        .get::<Value>("expect")
+                        .map(|v| shown(&v))
+                        .unwrap_or_default();
                     self.error(&["pools", pool, "check", "expect"], format!("{what}: expect must be a status (200), a class (\"2xx\") or a range {{200, 399}}, not {found}"));
                 }
                 let body = match ct.get::<Value>("body") {
@@ -521,10 +531,15 @@ impl Checker<'_> {
                 } else if let (true, Ok(v)) = (said(&http), &http) {
                     self.error(
                         &["pools", pool, "check", "http"],
-                        format!("{what}: http must be like \"GET /health\", not {}", shown(v)),
+                        format!(
+                            "{what}: http must be like \"GET /health\", not {}",
+                            shown(v)
+                        ),
                     );
                 } else if !meant_script
-                    && !misspelt.iter().any(|k| ["tcp", "http", "run", "script"].contains(&k.as_str()))
+                    && !misspelt
+                        .iter()
+                        .any(|k| ["tcp", "http", "run", "script"].contains(&k.as_str()))
                 {
                     self.error(
                         &["pools", pool, "check"],
@@ -562,7 +577,10 @@ impl Checker<'_> {
             Ok(other) => {
                 self.error(
                     &["pools", pool, "check", "start"],
-                    format!("{what}: start must be \"up\" or \"down\", not {}", shown(&other)),
+                    format!(
+                        "{what}: start must be \"up\" or \"down\", not {}",
+                        shown(&other)
+                    ),
                 );
                 true
             }

@@ -182,7 +182,10 @@ impl Errors<'_> {
             match near {
                 Some(w) => {
                     misspelt.push(w.to_string());
-                    self.at(&path, format!("{what}: unknown key \"{k}\" (did you mean \"{w}\"?)"));
+                    self.at(
+                        &path,
+                        format!("{what}: unknown key \"{k}\" (did you mean \"{w}\"?)"),
+                    );
                 }
                 None => self.at(
                     &path,
@@ -268,7 +271,8 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         let mode = mode.to_string_lossy();
         real = mode == "real";
         if mode != "userspace" && mode != "real" {
-            errs.at(&["mode"],
+            errs.at(
+                &["mode"],
                 format!("mode must be \"userspace\" or \"real\", not \"{mode}\""),
             );
         }
@@ -276,7 +280,8 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
     let origins: Vec<String> = match root.get::<Value>("origins") {
         Ok(Value::Table(t)) => t.sequence_values::<String>().flatten().collect(),
         _ => {
-            errs.at(&["origins"],
+            errs.at(
+                &["origins"],
                 "origins must list origin names, like { \"A\", \"B\" }".into(),
             );
             Vec::new()
@@ -285,7 +290,8 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
     let mut policy = String::new();
     match root.get::<Value>("policy") {
         Ok(Value::String(s)) => policy = s.to_string_lossy(),
-        _ => errs.at(&["policy"],
+        _ => errs.at(
+            &["policy"],
             "policy must be the policy's text (placeholders {{listen}} and {{NAME}})".into(),
         ),
     }
@@ -325,14 +331,16 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         match t.get::<Value>("concurrency") {
             Ok(Value::Nil) => {}
             Ok(Value::Integer(n)) if (1..=256).contains(&n) => load.concurrency = n as usize,
-            _ => errs.at(&["load", "concurrency"],
+            _ => errs.at(
+                &["load", "concurrency"],
                 "load.concurrency must be from 1 to 256".into(),
             ),
         }
         match t.get::<Value>("rate") {
             Ok(Value::Nil) => {}
             Ok(Value::Integer(n)) if (1..=100_000).contains(&n) => load.rate = Some(n as u32),
-            _ => errs.at(&["load", "rate"],
+            _ => errs.at(
+                &["load", "rate"],
                 "load.rate must be requests per second from 1 to 100000".into(),
             ),
         }
@@ -345,7 +353,8 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         match t.get::<Value>("body_bytes") {
             Ok(Value::Nil) => {}
             Ok(Value::Integer(n)) if (0..=1 << 30).contains(&n) => load.body_bytes = n as usize,
-            _ => errs.at(&["load", "body_bytes"],
+            _ => errs.at(
+                &["load", "body_bytes"],
                 "load.body_bytes must be from 0 to 1 GiB".into(),
             ),
         }
@@ -367,10 +376,18 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         for (i, f) in list.sequence_values::<Table>().enumerate() {
             let ns = format!("[{}]", i + 1);
             let Ok(f) = f else {
-                errs.at(&["faults", &ns], format!("faults[{}] must be a table", i + 1));
+                errs.at(
+                    &["faults", &ns],
+                    format!("faults[{}] must be a table", i + 1),
+                );
                 continue;
             };
-            let _ = errs.unknown(&f, FAULT_KEYS, &format!("faults[{}]", i + 1), &["faults", &ns]);
+            let _ = errs.unknown(
+                &f,
+                FAULT_KEYS,
+                &format!("faults[{}]", i + 1),
+                &["faults", &ns],
+            );
             let kind_name: String = f.get("fault").unwrap_or_default();
             let after_bytes = f.get::<Option<u64>>("after_bytes").ok().flatten();
             // Every independent mistake of one fault is said, each at its
