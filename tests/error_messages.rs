@@ -757,3 +757,35 @@ fn a_lab_scenario_reports_each_real_mistake_at_its_line() {
         )
     );
 }
+
+/// A pool the policy takes from its own module is reported at the
+/// module's line, whether the policy takes one pool or the whole table.
+#[test]
+fn a_value_from_a_module_is_reported_at_the_modules_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("lib")).unwrap();
+    write_policy(
+        dir.path(),
+        "lib/pools.lua",
+        "return {\n  web = {\n    servers = { \"127.0.0.1:9001\" },\n    balance = \"maglev\",\n  },\n}\n",
+    );
+    let one = write_policy(
+        dir.path(),
+        "one.lua",
+        "local p = require(\"lib.pools\")\nreturn {\n  listeners = { { bind = \"127.0.0.1:8080\", pool = \"web\" } },\n  pools = { web = p.web },\n}\n",
+    );
+    let all = write_policy(
+        dir.path(),
+        "all.lua",
+        "local pools = require \"lib.pools\"\nreturn {\n  listeners = { { bind = \"127.0.0.1:8080\", pool = \"web\" } },\n  pools = pools,\n}\n",
+    );
+    let want = format!(
+        "{}:4: pool \"web\": unknown balance algorithm \"maglev\" (known: {BAL})",
+        dir.path().join("lib/pools.lua").display()
+    );
+    for policy in [one, all] {
+        let (code, _, err) = pocket_cmd(&["check", policy.to_str().unwrap()]);
+        assert_eq!(code, 1);
+        assert_eq!(err.trim(), want);
+    }
+}

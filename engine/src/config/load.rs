@@ -153,13 +153,42 @@ impl Checker<'_> {
     /// An error about the value at `at` (a path from the policy table:
     /// `["pools", "app", "balance"]`, `[2]` for a list's second item),
     /// placed on that value's line, or its table's when it is missing.
+    /// A value the policy takes from one of its modules is placed in
+    /// that module's file, when its text has it; else at the policy's
+    /// line that uses it.
     pub(super) fn error(&mut self, at: &[&str], message: String) {
+        if self.places.exact_line(at).is_none() {
+            if let Some((path, line)) = self.module_place(at) {
+                self.errors.push(ConfigError {
+                    path,
+                    line: Some(line),
+                    message,
+                });
+                return;
+            }
+        }
         let line = self.places.line(at);
         self.errors.push(ConfigError {
             path: self.path.to_path_buf(),
             line,
             message,
         });
+    }
+
+    /// The module file and line of the value at `at`, when the policy
+    /// takes it from a module `require`d from its own folder.
+    fn module_place(&self, at: &[&str]) -> Option<(std::path::PathBuf, usize)> {
+        let (module, inner) = self.places.from_module(at)?;
+        let dir = self.path.parent().unwrap_or(Path::new(""));
+        let rel = module.replace('.', "/");
+        let file = [format!("{rel}.lua"), format!("{rel}/init.lua")]
+            .into_iter()
+            .map(|f| clean_path(&dir.join(f)))
+            .find(|f| f.is_file())?;
+        let text = std::fs::read_to_string(&file).ok()?;
+        let inner: Vec<&str> = inner.iter().map(String::as_str).collect();
+        let line = super::locate::Places::of(&text).line(&inner)?;
+        Some((file, line))
     }
 
     /// An error placed on the first line that mentions one of `needles`.

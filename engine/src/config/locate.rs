@@ -73,19 +73,66 @@ pub struct Places {
     /// `return policy` at the chunk's end: the table kept in `policy` is
     /// the policy's own.
     main: Option<String>,
+    /// `local pools = require "lib.pools"`: (local, module name).
+    requires: Vec<(String, String)>,
 }
 
 impl Places {
     /// Reads `source` (never fails: text it cannot read ends the scan).
     pub fn of(source: &str) -> Places {
-        let (fields, refs, main) = fields(&tokens(source));
-        Places { fields, refs, main }
+        let (fields, refs, main, requires) = fields(&tokens(source));
+        Places {
+            fields,
+            refs,
+            main,
+            requires,
+        }
     }
 
     /// The paths from the policy's table to a field's table: its own
     /// when it is written inside the returned table, else one through
     /// each field that names the local (or calls the function) it is
     /// kept in. Followed a few names deep.
+    /// Where the value at `path` comes from when the policy takes it from
+    /// a module (`web = pools.web`, `pools = require "lib.pools"`): the
+    /// module's name as `require` got it, and the path inside the table
+    /// the module returns.
+    pub fn from_module(&self, path: &[&str]) -> Option<(String, Vec<String>)> {
+        let steps: Vec<Step> = path.iter().map(|s| Step::parse(s)).collect();
+        for r in &self.refs {
+            let (local, key) = match r.target.split_once('.') {
+                Some((l, k)) => (l, Some(k)),
+                None => (r.target.as_str(), None),
+            };
+            let Some((_, module)) = self.requires.iter().find(|(l, _)| l == local) else {
+                continue;
+            };
+            let mut paths = Vec::new();
+            self.expand(r.root.as_deref(), &r.path, 0, &mut paths);
+            for p in paths {
+                let n = p.len() - 1;
+                let prefix = n <= steps.len()
+                    && p[0].is_none()
+                    && p[1..]
+                        .iter()
+                        .zip(&steps)
+                        .all(|(have, want)| have.as_ref() == Some(want));
+                if prefix {
+                    let inner: Vec<String> = key
+                        .map(str::to_string)
+                        .into_iter()
+                        .chain(steps[n..].iter().map(|s| match s {
+                            Step::Key(k) => k.clone(),
+                            Step::Index(i) => format!("[{i}]"),
+                        }))
+                        .collect();
+                    return Some((module.clone(), inner));
+                }
+            }
+        }
+        None
+    }
+
     fn paths_of(&self, f: &Field) -> Vec<Vec<Option<Step>>> {
         let mut out = Vec::new();
         self.expand(f.root.as_deref(), &f.around, 0, &mut out);
@@ -366,8 +413,12 @@ fn ref_target(toks: &[(Tok, usize)], i: usize) -> Option<String> {
         return None;
     }
     let next = toks.get(i + 1);
-    if next.is_none() || is(next, ",") || is(next, ";") || is(next, "}") {
+    let ends = |t: Option<&(Tok, usize)>| t.is_none() || is(t, ",") || is(t, ";") || is(t, "}");
+    if ends(next) {
         Some(n.clone())
+    } else if let (true, Some((Tok::Name(k), _))) = (is(next, "."), toks.get(i + 2)) {
+        // `pools.web`: a field of a module's table.
+        ends(toks.get(i + 3)).then(|| format!("{n}.{k}"))
     } else if is(next, "(") {
         Some(format!("{n}()"))
     } else {
@@ -377,8 +428,11 @@ fn ref_target(toks: &[(Tok, usize)], i: usize) -> Option<String> {
 
 /// The fields of every table constructor, the fields whose values name
 /// a kept table, and the name of the table `return`ed by the chunk.
-fn fields(toks: &[(Tok, usize)]) -> (Vec<Field>, Vec<Ref>, Option<String>) {
+type Scan = (Vec<Field>, Vec<Ref>, Option<String>, Vec<(String, String)>);
+
+fn fields(toks: &[(Tok, usize)]) -> Scan {
     let mut out = Vec::new();
+    let mut requires = Vec::new();
     let mut refs = Vec::new();
     let mut main = None;
     let mut stack: Vec<Frame> = Vec::new();
@@ -401,6 +455,19 @@ fn fields(toks: &[(Tok, usize)]) -> (Vec<Field>, Vec<Ref>, Option<String>) {
     for i in 0..toks.len() {
         let (tok, line) = &toks[i];
         if let Tok::Name(n) = tok {
+            // `local x = require "m"` / `require("m")` / `require 'm'`.
+            if n == "require" && i >= 2 && is(toks.get(i - 1), "=") {
+                let module = match (toks.get(i + 1), toks.get(i + 2)) {
+                    (Some((Tok::Str(m), _)), _) => Some(m.clone()),
+                    (Some((Tok::Other(o), _)), Some((Tok::Str(m), _))) if o == "(" => {
+                        Some(m.clone())
+                    }
+                    _ => None,
+                };
+                if let (Some(m), Tok::Name(local)) = (module, &toks[i - 2].0) {
+                    requires.push((local.clone(), m));
+                }
+            }
             match n.as_str() {
                 "function" => {
                     depth += 1;
@@ -549,7 +616,7 @@ fn fields(toks: &[(Tok, usize)]) -> (Vec<Field>, Vec<Ref>, Option<String>) {
             _ => {}
         }
     }
-    (out, refs, main)
+    (out, refs, main, requires)
 }
 
 #[cfg(test)]
