@@ -38,14 +38,14 @@ local function fail(i, msg)
 end
 
 local function compile_rule(i, rule, patterns)
-  if type(rule) ~= "table" then fail(i, "must be a table") end
+  if type(rule) ~= "table" then fail(i, "must be a table, not " .. util.shown(rule)) end
   for k in pairs(rule) do
     if not KNOWN[k] then
       fail(i, string.format('unknown key "%s" (known: %s)', tostring(k), KNOWN_LIST))
     end
   end
   if rule.pool ~= nil and type(rule.pool) ~= "string" then
-    fail(i, "pool must be a pool name (a string), not a " .. type(rule.pool))
+    fail(i, "pool must be a pool name (a string), not " .. util.shown(rule.pool))
   end
   local r = { pool = rule.pool }
   local targets = (rule.pool and 1 or 0) + (rule.respond and 1 or 0) + (rule.redirect and 1 or 0)
@@ -97,7 +97,9 @@ end
 
 -- Builds a route table. Errors point at the line of the call.
 function match.routes(rules)
-  if type(rules) ~= "table" then error("match.routes takes a list of rules", 2) end
+  if type(rules) ~= "table" then
+    error("match.routes takes a list of rules, not " .. util.shown(rules), 2)
+  end
   local compiled, patterns = {}, {}
   local first_error
   for i, rule in ipairs(rules) do

@@ -112,7 +112,7 @@ pub fn load_policy_source(
             &["return"],
             format!(
                 "the script must return a policy table, it returned {}",
-                value.type_name()
+                shown(&value)
             ),
         );
         return Err(ConfigErrors(cx.errors));
