@@ -789,3 +789,21 @@ fn a_value_from_a_module_is_reported_at_the_modules_line() {
         assert_eq!(err.trim(), want);
     }
 }
+
+/// A server table with its address written without `addr =`: one error
+/// saying so, no second one about `addr` missing.
+#[test]
+fn a_server_address_without_its_key_is_one_error() {
+    assert_eq!(
+        errors(
+            r#"return {
+  listeners = { { bind = "127.0.0.1:8080", pool = "app" } },
+  pools = { app = { servers = {
+    { "127.0.0.1:9001", weight = 2 },
+  } } },
+}
+"#
+        ),
+        ["4: pool \"app\" server 1: a string (\"127.0.0.1:9001\") has no key: every entry is key = value (known: addr, weight, backup)"]
+    );
+}

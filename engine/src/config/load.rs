@@ -994,7 +994,14 @@ impl Checker<'_> {
                 );
                 let addr = match t.get::<Value>("addr") {
                     Ok(Value::String(s)) => s.to_string_lossy(),
-                    Ok(Value::Nil) if misspelt.iter().any(|k| k == "addr") => return None,
+                    // Misspelt, or written with no key (`{ "127.0.0.1:9001",
+                    // weight = 2 }`): already said.
+                    Ok(Value::Nil)
+                        if misspelt.iter().any(|k| k == "addr")
+                            || !matches!(t.get::<Value>(1), Ok(Value::Nil)) =>
+                    {
+                        return None
+                    }
                     Ok(Value::Nil) => {
                         self.error(&["pools", pool, "servers", &ns, "addr"], format!("pool \"{pool}\" server {n}: addr is missing (addr = \"127.0.0.1:9001\")"));
                         return None;
