@@ -483,6 +483,7 @@ function pocket.log.error(...) end
 ---@field split fun(text: string, sep?: string): string[] Split on separator characters (default ","), trimmed, empties dropped.
 ---@field set fun(list: any[]): table<any, true> A set from a list.
 ---@field cookie fun(header: string|nil, name: string): string|nil One cookie's value from a Cookie header.
+---@field shown fun(value: any): string A value as a load error shows it: 'a number (5)', 'a string ("x")', 'a table'.
 
 ---A route table (docs/stdlib.md, "pocket.match").
 ---@class pocket.match

@@ -87,7 +87,7 @@ fn every_table_error_is_reported_with_its_line() {
     for expected in [
         "policy.lua:3: listener \"web\": default pool \"nope\" is not defined",
         "policy.lua:4: listener \"api\": bad address \"not an address\"",
-        "policy.lua:7: pool \"app\" server 127.0.0.1:9001: weight must be a whole number from 1 to 256, not 0",
+        "policy.lua:7: pool \"app\" server 127.0.0.1:9001: weight must be a whole number from 1 to 256, not a number (0)",
         "policy.lua:8: pool \"other\": unknown balance algorithm \"fastest\"",
         "policy.lua:10: policy: unknown key \"on_reqest\"",
     ] {

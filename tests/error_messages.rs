@@ -40,7 +40,7 @@ return {
     assert_eq!(
         lines,
         [format!(
-            "{path}:7: pool \"static\": balance must be an algorithm name (round_robin, least_conn, p2c, random, first, hash) or a function(servers, req), not 5"
+            "{path}:7: pool \"static\": balance must be an algorithm name (round_robin, least_conn, p2c, random, first, hash) or a function(servers, req), not a number (5)"
         )]
     );
 }
@@ -79,8 +79,8 @@ fn each_invalid_pool_value_is_reported_once_at_its_line() {
         "8: pool \"algo\": unknown balance algorithm \"fastest\" (known: round_robin, least_conn, p2c, random, first, hash)",
         "10: pool \"unix\": bad address \"unix:/run/app.sock\" (expected ip:port, like \"127.0.0.1:9001\")",
         "15: pool \"slow\": timeouts.connect: \"2 s\" is not a duration: write the number and its unit together, like \"2s\"",
-        "16: pool \"slow\" passive: after must be a whole number from 0 to 1000",
-        "17: pool \"slow\" check: interval must be at least 10ms",
+        "16: pool \"slow\" passive: after must be a whole number from 0 to 1000, not a number (-1)",
+        "17: pool \"slow\" check: interval must be at least 10ms, not a string (\"1ms\")",
         "19: pool \"empty\" has no servers (servers = { \"127.0.0.1:9001\" })",
     ]
     .map(|l| format!("{path}:{l}"));
@@ -108,7 +108,7 @@ return {
     assert_eq!(code, 1);
     let want = [
         "7: listener \"b\": timeouts.head: \"soon\" is not a duration (try \"250ms\", \"2s\", \"1m\")",
-        "7: listener \"b\": max_connections must be a whole number of at least 1, not 0",
+        "7: listener \"b\": max_connections must be a whole number of at least 1, not a number (0)",
         "8: listener \"c\": bad address \"nope\" (expected ip:port, like \"127.0.0.1:9001\")",
         "8: listener \"c\": default pool \"ap\" is not defined in pools",
     ]
@@ -399,9 +399,411 @@ fn a_wrong_value_brings_no_false_error_about_what_depends_on_it() {
     assert_eq!(code, 1);
     let want = [
         "4: pool \"app\": unknown balance algorithm \"hsh\" (known: round_robin, least_conn, p2c, random, first, hash)",
-        "6: pool \"web\": fallback must be a pool name",
-        "10: on_check must be a function(server, http)",
+        "6: pool \"web\": fallback must be a pool name, not a number (7)",
+        "10: on_check must be a function(server, http), not a string (\"yes\")",
     ]
     .map(|l| format!("{path}:{l}"));
     assert_eq!(lines, want);
+}
+
+/// `pocket check` on `src`, the errors with the policy's path taken off
+/// (`3: message`), for the tests below.
+fn errors(src: &str) -> Vec<String> {
+    let (code, path, lines) = check(src);
+    assert_eq!(code, 1, "{lines:?}");
+    lines
+        .iter()
+        .map(|l| l.strip_prefix(&format!("{path}:")).unwrap_or(l).to_string())
+        .collect()
+}
+
+const BAL: &str = "round_robin, least_conn, p2c, random, first, hash";
+
+/// A value in a table kept in a local, or returned by a function, is
+/// found in that table, not at the first field with the same key.
+#[test]
+fn values_kept_in_locals_and_functions_are_found_in_their_own_table() {
+    assert_eq!(
+        errors(
+            r#"local first = { servers={"127.0.0.1:9001"}, retries = 1 }
+local second = { servers={"127.0.0.1:9002"},
+  retries = 99 }
+return { listeners = { { bind = "127.0.0.1:8080", pool = "x" } }, pools = { x = first, y = second } }
+"#
+        ),
+        ["3: pool \"y\": retries must be a whole number from 0 to 10, not a number (99)"]
+    );
+    assert_eq!(
+        errors(
+            r#"local function fast(addr)
+  return { servers={addr}, balance = "least_conn", retries = 1 }
+end
+local slow = { servers={"127.0.0.1:9002"},
+  balance = 5,
+  retries = 20 }
+return { listeners = { { bind = "127.0.0.1:8080", pool = "app" } },
+  pools = { app = fast("127.0.0.1:9001"), static = slow } }
+"#
+        ),
+        [
+            format!("5: pool \"static\": balance must be an algorithm name ({BAL}) or a function(servers, req), not a number (5)"),
+            "6: pool \"static\": retries must be a whole number from 0 to 10, not a number (20)".into(),
+        ]
+    );
+    assert_eq!(
+        errors(
+            r#"local common = { tcp = true, interval = "1s" }
+local bad = { tcp = true, interval = "1ms" }
+local l = { bind = "localhost:notaport", pool = "a" }
+return { listeners = { l },
+  pools = { a = { servers = { "127.0.0.1:9001" }, check = common },
+            b = { servers = { "127.0.0.1:9002" }, check = bad } } }
+"#
+        ),
+        [
+            "2: pool \"b\" check: interval must be at least 10ms, not a string (\"1ms\")",
+            "3: listeners[1]: bad address \"localhost:notaport\" (expected ip:port, like \"127.0.0.1:9001\")",
+        ]
+    );
+}
+
+/// A key written twice in one table: Lua keeps the last, so the error is
+/// there. A missing value is said at its table, and named as missing.
+#[test]
+fn a_key_written_twice_is_reported_at_the_last_and_a_missing_addr_at_its_table() {
+    assert_eq!(
+        errors(
+            r#"return {
+  listeners = { { bind = "127.0.0.1:8080", pool = "a" } },
+  pools = {
+    a = { servers = { "127.0.0.1:9001" }, retries = 1 },
+    a = { servers = { "unix:/tmp/x" }, retries = 20 },
+  },
+}
+"#
+        ),
+        [
+            "5: pool \"a\": retries must be a whole number from 0 to 10, not a number (20)",
+            "5: pool \"a\": bad address \"unix:/tmp/x\" (expected ip:port, like \"127.0.0.1:9001\")",
+        ]
+    );
+    assert_eq!(
+        errors(
+            r#"return {
+  listeners = { { bind = "127.0.0.1:8080", pool = "a" } },
+  pools = { a = { servers = { { addr = "127.0.0.1:9001" } } },
+    b = { servers = { "127.0.0.1:9002" } },
+    c = { servers = { "127.0.0.1:9003" } },
+    d = { servers = { { weight = 2 } } },
+  },
+}
+"#
+        ),
+        ["6: pool \"d\" server 1: addr is missing (addr = \"127.0.0.1:9001\")"]
+    );
+}
+
+/// Tables written in the wrong shape are named as such, at their line.
+#[test]
+fn a_list_written_as_a_map_or_a_map_as_a_list_is_named() {
+    let shape = "pools is a table of name = pool, like pools = { app = { servers = { \"127.0.0.1:9001\" } } }";
+    assert_eq!(
+        errors(
+            r#"return {
+  listeners = { { bind = "127.0.0.1:8080", pool = "app" } },
+  pools = { app = { servers = { "127.0.0.1:9001" } },
+    [1] = { servers = { "127.0.0.1:9002" } } },
+}
+"#
+        ),
+        [format!("4: pools[1] is a table with no name: {shape}")]
+    );
+    assert_eq!(
+        errors(
+            r#"return {
+  listeners = { { bind = "127.0.0.1:8080", pool = "app" } },
+  pools = { "127.0.0.1:9001" },
+}
+"#
+        ),
+        [format!(
+            "3: pools[1] is a string (\"127.0.0.1:9001\") with no name: {shape}"
+        )]
+    );
+    assert_eq!(
+        errors(
+            r#"return {
+  listeners = { bind = "127.0.0.1:8090", pool = "app" },
+  pools = { app = { servers = "127.0.0.1:9001" } },
+}
+"#
+        ),
+        [
+            "2: listeners is a list of listener tables: write listeners = { { bind = ..., pool = ... } }",
+            "3: pool \"app\": servers is a list: write servers = { \"127.0.0.1:9001\" }",
+        ]
+    );
+}
+
+/// A misspelt key says what was meant, and its "missing" error is not
+/// added; a listener is named one way in every message.
+#[test]
+fn a_misspelt_key_brings_no_false_missing_error() {
+    assert_eq!(
+        errors(
+            r#"return {
+  listeners = { { bind = "127.0.0.1:8080", pool = "app" },
+    { name = "adm", bnd = "127.0.0.1:8091", pool = "app" } },
+  pools = { app = { servers = { "127.0.0.1:9001", { adr = "127.0.0.1:9004" } } } },
+}
+"#
+        ),
+        [
+            "3: listener \"adm\": unknown key \"bnd\" (did you mean \"bind\"?)",
+            "4: pool \"app\" server 2: unknown key \"adr\" (did you mean \"addr\"?)",
+        ]
+    );
+}
+
+/// Every value error echoes the value and its type with the right
+/// article, and the range allowed; every independent error of one table
+/// is reported in one pass.
+#[test]
+fn value_errors_echo_the_value_its_type_and_the_range() {
+    assert_eq!(
+        errors(
+            r#"return {
+  listeners = { { bind = 8090, pool = "a" },
+    { name = 5, bind = "127.0.0.1:8081", keepalive = "2 s" } },
+  pools = {
+    a = { servers = { { addr = "127.0.0.1:9001", weight = "3" } }, retries = "two" },
+    b = { servers = { "127.0.0.1:9002" }, retries = -1, timeouts = { response = -1 } },
+    c = { servers = { "127.0.0.1:9003" },
+          check = { http = "health", interval = "5ms", timeout = "1ms", rise = 0 } },
+  },
+  on_response = 5,
+  on_request = pocket.regex("x"),
+}
+"#
+        ),
+        [
+            "2: listeners[1]: bind must be a string like \"127.0.0.1:8080\", not a number (8090)",
+            "3: listeners[2]: name must be a string, not a number (5)",
+            "3: listeners[2]: keepalive: \"2 s\" is not a duration: write the number and its unit together, like \"2s\"",
+            "5: pool \"a\": retries must be a whole number from 0 to 10, not a string (\"two\")",
+            "5: pool \"a\" server 127.0.0.1:9001: weight must be a whole number from 1 to 256, not a string (\"3\")",
+            "6: pool \"b\": retries must be a whole number from 0 to 10, not a number (-1)",
+            "6: pool \"b\": timeouts.response: must be a duration from 0s to 24h, not a number (-1)",
+            "8: pool \"c\" check: http must be like \"GET /health\", not \"health\"",
+            "8: pool \"c\" check: interval must be at least 10ms, not a string (\"5ms\")",
+            "8: pool \"c\" check: timeout must be at least 10ms, not a string (\"1ms\")",
+            "8: pool \"c\" check: rise must be a whole number from 1 to 100, not a number (0)",
+            "10: on_response must be a function, not a number (5)",
+            "11: on_request must be a function, not a regex (pocket.regex)",
+        ]
+    );
+}
+
+/// Values that were silently accepted are refused, at their line.
+#[test]
+fn wrong_values_once_accepted_are_refused() {
+    assert_eq!(
+        errors(
+            r#"return {
+  listeners = { { bind = "127.0.0.1:8080", pool = "a" } },
+  "stray",
+  pools = {
+    a = { servers = { "127.0.0.1:9001" }, check = { tcp = true, run = 5 } },
+    b = { servers = { "127.0.0.1:9002" }, check = { script = "yes", tcp = true } },
+    c = { servers = { "127.0.0.1:9003" }, check = { run = "x" } },
+    d = { servers = { "127.0.0.1:9004" }, check = { tcp = true, timeout = "1" } },
+    e = { servers = { "127.0.0.1:9005" }, balance = "hash", hash_key = "cookie:" },
+    f = { servers = { "127.0.0.1:9006" }, balance = "hash", hash_key = "cookie:a b" },
+    g = { servers = { "127.0.0.1:9007" }, balance = "hash", hash_key = "cookie:a;b" },
+  },
+}
+"#
+        ),
+        [
+            "3: policy: a string (\"stray\") has no key: every entry is key = value (known: on_health, on_check, listeners, pools, on_connect, on_request, on_response, tests)",
+            "5: pool \"a\" check: run must be a function(server), not a number (5)",
+            "5: pool \"a\" check: say one of tcp = true, http = \"GET /path\", run = function or script = true, not several",
+            "6: pool \"b\" check: script must be true or false, not a string (\"yes\")",
+            "6: pool \"b\" check: say one of tcp = true, http = \"GET /path\", run = function or script = true, not several",
+            "7: pool \"c\" check: run must be a function(server), not a string (\"x\")",
+            "8: pool \"d\" check: timeout: \"1\" has no unit: write \"1s\" (or ms, m, h)",
+            "9: pool \"e\": bad cookie name in hash_key \"cookie:\" (a cookie name is one word, like \"cookie:session\")",
+            "10: pool \"f\": bad cookie name in hash_key \"cookie:a b\" (a cookie name is one word, like \"cookie:session\")",
+            "11: pool \"g\": bad cookie name in hash_key \"cookie:a;b\" (a cookie name is one word, like \"cookie:session\")",
+        ]
+    );
+}
+
+/// A loop of fallbacks is one mistake: one error naming the loop.
+#[test]
+fn a_fallback_loop_is_one_error_naming_the_loop() {
+    assert_eq!(
+        errors(
+            r#"return {
+  listeners = { { bind = "127.0.0.1:8080", pool = "a" } },
+  pools = {
+    b = { servers = { "127.0.0.1:9002" }, fallback = "a" },
+    a = { servers = { "127.0.0.1:9001" }, fallback = "b" },
+  },
+}
+"#
+        ),
+        ["5: pool \"a\": fallbacks loop: a → b → a"]
+    );
+}
+
+/// A main chunk that raises a table is placed at the `error` call; a
+/// syntax error in a module is said at the module's own line.
+#[test]
+fn errors_raised_with_tables_and_in_modules_are_placed() {
+    let dir = tempfile::tempdir().unwrap();
+    let t8 = write_policy(dir.path(), "t8.lua", "local x = 1\nerror({})\n");
+    let t9 = write_policy(
+        dir.path(),
+        "t9.lua",
+        "local x = 1\n\nerror(setmetatable({}, {__tostring=function() return \"boom\" end}))\n",
+    );
+    write_policy(
+        dir.path(),
+        "badmod.lua",
+        "local M = {}\nfunction M.f()\n  if true then\n    return 1\n\nreturn M\n",
+    );
+    let t4 = write_policy(
+        dir.path(),
+        "t4.lua",
+        "local m = require(\"badmod\")\nreturn {}\n",
+    );
+    let (_, _, err) = pocket_cmd(&["check", t8.to_str().unwrap()]);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "{}:2: error raised with a table value (no message)",
+            t8.display()
+        )
+    );
+    let (_, _, err) = pocket_cmd(&["check", t9.to_str().unwrap()]);
+    assert_eq!(err.trim(), format!("{}:3: boom", t9.display()));
+    let (_, _, err) = pocket_cmd(&["check", t4.to_str().unwrap()]);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "{}:6: 'end' expected (to close 'if' at line 3) near 'return'",
+            dir.path().join("badmod.lua").display()
+        )
+    );
+}
+
+/// A misspelt key in a `pocket.match` rule is placed at its own line,
+/// lists the rule keys, and does not hide a rule above that names a pool
+/// the policy does not define.
+#[test]
+fn a_misspelt_route_key_is_at_its_line_and_hides_no_pool_error() {
+    assert_eq!(
+        errors(
+            r#"local match = require "pocket.match"
+local routes = match.routes {
+  { prefix = "/static/", pool = "statc" },
+  { prfix = "/api/", pool = "app" },
+}
+return {
+  listeners = { { bind = "127.0.0.1:8080", pool = "app" } },
+  pools = { app = { servers = { "127.0.0.1:9001" } }, static = { servers = { "127.0.0.1:9002" } } },
+  on_request = function(req) return routes:route(req) end,
+}
+"#
+        ),
+        [
+            "3: pool \"statc\" is not defined in pools (pools: app, static)",
+            "4: route 2: unknown key \"prfix\" (known: prefix, path, regex, host, method, header, cookie, pool, respond, redirect)",
+        ]
+    );
+}
+
+/// A lab scenario's errors: each real mistake at its own line, a
+/// misspelt `duration` with no false "past the duration" follow-ons, and
+/// the fault names listed as fault names.
+#[test]
+fn a_lab_scenario_reports_each_real_mistake_at_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(
+        dir.path(),
+        "badlab.lua",
+        r#"return {
+  name = "bad",
+  duraton = "6s",
+  origins = { "A", "B" },
+  policy = [[ return { listeners = { { bind = "{{listen}}", pool = "app" } }, pools = { app = { servers = { "{{A}}", "{{B}}" } } } } ]],
+  faults = {
+    { at = "2s", server = "B", fault = "kil" },
+    { at = "4s", server = "C", fault = "restart" },
+  },
+}
+"#,
+    );
+    let (code, _, err) = pocket_cmd(&["lab", path.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    let p = path.display();
+    assert_eq!(
+        err.trim().strip_prefix("pocket lab: ").unwrap_or(err.trim()),
+        format!(
+            "{p}:3: scenario: unknown key \"duraton\" (did you mean \"duration\"?)\n\
+             {p}:7: unknown fault \"kil\" for a server (faults for a server: kill, restart, refuse, blackhole, cut, reset_after_headers, slow, flap, lie, heal; for the balancer: reload, restart, hang_worker)\n\
+             {p}:8: fault \"restart\" names server \"C\", which the scenario does not declare (origins: A, B)"
+        )
+    );
+}
+
+/// A pool the policy takes from its own module is reported at the
+/// module's line, whether the policy takes one pool or the whole table.
+#[test]
+fn a_value_from_a_module_is_reported_at_the_modules_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("lib")).unwrap();
+    write_policy(
+        dir.path(),
+        "lib/pools.lua",
+        "return {\n  web = {\n    servers = { \"127.0.0.1:9001\" },\n    balance = \"maglev\",\n  },\n}\n",
+    );
+    let one = write_policy(
+        dir.path(),
+        "one.lua",
+        "local p = require(\"lib.pools\")\nreturn {\n  listeners = { { bind = \"127.0.0.1:8080\", pool = \"web\" } },\n  pools = { web = p.web },\n}\n",
+    );
+    let all = write_policy(
+        dir.path(),
+        "all.lua",
+        "local pools = require \"lib.pools\"\nreturn {\n  listeners = { { bind = \"127.0.0.1:8080\", pool = \"web\" } },\n  pools = pools,\n}\n",
+    );
+    let want = format!(
+        "{}:4: pool \"web\": unknown balance algorithm \"maglev\" (known: {BAL})",
+        dir.path().join("lib/pools.lua").display()
+    );
+    for policy in [one, all] {
+        let (code, _, err) = pocket_cmd(&["check", policy.to_str().unwrap()]);
+        assert_eq!(code, 1);
+        assert_eq!(err.trim(), want);
+    }
+}
+
+/// A server table with its address written without `addr =`: one error
+/// saying so, no second one about `addr` missing.
+#[test]
+fn a_server_address_without_its_key_is_one_error() {
+    assert_eq!(
+        errors(
+            r#"return {
+  listeners = { { bind = "127.0.0.1:8080", pool = "app" } },
+  pools = { app = { servers = {
+    { "127.0.0.1:9001", weight = 2 },
+  } } },
+}
+"#
+        ),
+        ["4: pool \"app\" server 1: a string (\"127.0.0.1:9001\") has no key: every entry is key = value (known: addr, weight, backup)"]
+    );
 }

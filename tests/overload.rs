@@ -182,7 +182,7 @@ fn a_bad_max_connections_is_refused_with_its_line() {
     assert_eq!(code, 1);
     assert!(
         err.contains(
-            "policy.lua:4: listener \"web\": max_connections must be a whole number of at least 1, not 0"
+            "policy.lua:4: listener \"web\": max_connections must be a whole number of at least 1, not a number (0)"
         ),
         "{err}"
     );

@@ -108,7 +108,7 @@ fn stdlib_misuse_is_refused_at_load_with_path_and_line() {
     for (src, expected) in [
         (
             "local canary = require 'pocket.canary'\n\nlocal s = canary.split { stable = 'a', canary = 'b', weight = 150 }\nreturn {}\n",
-            "policy.lua:3: canary weight must be a whole number from 0 to 100, not 150",
+            "policy.lua:3: canary weight must be a whole number from 0 to 100, not a number (150)",
         ),
         (
             "local match = require 'pocket.match'\nlocal r = match.routes {\n  { regex = '(unclosed', pool = 'x' },\n}\nreturn {}\n",
@@ -117,7 +117,7 @@ fn stdlib_misuse_is_refused_at_load_with_path_and_line() {
         ("local m = require 'pocket.nothing'\nreturn {}\n", "policy.lua:1: module 'pocket.nothing' not found"),
         (
             "local cdn = require 'pocket.cdn'\nlocal t = cdn.tier { servers = { '127.0.0.1:1' } }\nreturn {}\n",
-            "policy.lua:2: cdn.tier: fallback must name the origin pool",
+            "policy.lua:2: cdn.tier: fallback must name the origin pool (it is missing)",
         ),
     ] {
         let (_d, path) = write(src);

@@ -17,7 +17,7 @@ function canary.split(opts)
   if type(opts) ~= "table" then error("canary.split takes a table", 2) end
   local w = opts.weight
   if type(w) ~= "number" or w < 0 or w > 100 or w ~= math.floor(w) then
-    error("canary weight must be a whole number from 0 to 100, not " .. tostring(w), 2)
+    error("canary weight must be a whole number from 0 to 100, not " .. util.shown(w), 2)
   end
   if type(opts.stable) ~= "string" or type(opts.canary) ~= "string" then
     error("canary.split needs stable and canary pool names", 2)

@@ -43,12 +43,15 @@ function cdn.tier(opts)
     error("cdn.tier: servers must list the caches", 2)
   end
   if type(opts.fallback) ~= "string" then
-    error("cdn.tier: fallback must name the origin pool", 2)
+    if opts.fallback == nil then
+      error("cdn.tier: fallback must name the origin pool (it is missing)", 2)
+    end
+    error("cdn.tier: fallback must name the origin pool, not " .. util.shown(opts.fallback), 2)
   end
   local cacheable = opts.cacheable or cdn.cacheable
   local factor = opts.balance_factor or 150
   if type(factor) ~= "number" or factor <= 100 or factor > 1000 then
-    error("cdn.tier: balance_factor is a percentage from 101 to 1000", 2)
+    error("cdn.tier: balance_factor must be a percentage from 101 to 1000, not " .. util.shown(factor), 2)
   end
   return {
     servers = opts.servers,

@@ -24,23 +24,28 @@ Routes.__index = Routes
 
 local KNOWN = { host = true, prefix = true, path = true, regex = true, method = true,
                 header = true, cookie = true, pool = true, respond = true, redirect = true }
+local KNOWN_LIST = "prefix, path, regex, host, method, header, cookie, pool, respond, redirect"
 
 local function escape(text)
   return (text:gsub("[%.%+%*%?%^%$%(%)%[%]%{%}%|\\]", "\\%0"))
 end
 
+-- Raised with no place: match.routes catches it and raises it again at
+-- the line of its call (Pocket then moves an unknown key to its own line).
 local function fail(i, msg)
   msg = tostring(msg):gsub("^runtime error: ", "")
-  error(string.format("route %d: %s", i, msg), 4)
+  error(string.format("route %d: %s", i, msg), 0)
 end
 
 local function compile_rule(i, rule, patterns)
-  if type(rule) ~= "table" then fail(i, "must be a table") end
+  if type(rule) ~= "table" then fail(i, "must be a table, not " .. util.shown(rule)) end
   for k in pairs(rule) do
-    if not KNOWN[k] then fail(i, "unknown key '" .. tostring(k) .. "'") end
+    if not KNOWN[k] then
+      fail(i, string.format('unknown key "%s" (known: %s)', tostring(k), KNOWN_LIST))
+    end
   end
   if rule.pool ~= nil and type(rule.pool) ~= "string" then
-    fail(i, "pool must be a pool name (a string), not " .. type(rule.pool))
+    fail(i, "pool must be a pool name (a string), not " .. util.shown(rule.pool))
   end
   local r = { pool = rule.pool }
   local targets = (rule.pool and 1 or 0) + (rule.respond and 1 or 0) + (rule.redirect and 1 or 0)
@@ -92,14 +97,26 @@ end
 
 -- Builds a route table. Errors point at the line of the call.
 function match.routes(rules)
-  if type(rules) ~= "table" then error("match.routes takes a list of rules", 2) end
+  if type(rules) ~= "table" then
+    error("match.routes takes a list of rules, not " .. util.shown(rules), 2)
+  end
   local compiled, patterns = {}, {}
+  local first_error
   for i, rule in ipairs(rules) do
-    compiled[i] = compile_rule(i, rule, patterns)
-    -- The load refuses a pool the policy does not define, at this line.
-    if compiled[i].pool then pocket.uses_pool(compiled[i].pool, 2) end
+    local ok, r = pcall(compile_rule, i, rule, patterns)
+    if ok then
+      compiled[i] = r
+    else
+      first_error = first_error or r
+    end
+    -- The load refuses a pool the policy does not define, at this line;
+    -- said even when another rule is wrong, so both mistakes show.
+    if type(rule) == "table" and type(rule.pool) == "string" then
+      pocket.uses_pool(rule.pool, 2)
+    end
   end
   if type(rules.default) == "string" then pocket.uses_pool(rules.default, 2) end
+  if first_error then error(first_error, 2) end
   local set
   if #patterns > 0 then
     local ok, s = pcall(pocket.regex_set, patterns)

@@ -11,6 +11,8 @@
 -- `key = function(req)` chooses what is limited (nil: not limited).
 -- Workers update a bucket without a lock, so under a burst split over
 -- workers a few extra requests may pass; the rate holds over time.
+local util = require "pocket.util"
+
 local ratelimit = {}
 local Limiter = {}
 Limiter.__index = Limiter
@@ -18,8 +20,8 @@ Limiter.__index = Limiter
 function ratelimit.new(opts)
   if type(opts) ~= "table" then error("ratelimit.new takes a table", 2) end
   local rate, burst = opts.rate, opts.burst or opts.rate
-  if type(rate) ~= "number" or rate <= 0 then error("ratelimit rate must be a positive number per second", 2) end
-  if type(burst) ~= "number" or burst < 1 then error("ratelimit burst must be at least 1", 2) end
+  if type(rate) ~= "number" or rate <= 0 then error("ratelimit rate must be a positive number per second, not " .. util.shown(rate), 2) end
+  if type(burst) ~= "number" or burst < 1 then error("ratelimit burst must be a number of at least 1, not " .. util.shown(burst), 2) end
   return setmetatable({
     rate = rate,
     burst = burst,

@@ -17,7 +17,7 @@ function sticky.balance(opts)
   local cookie = opts.cookie or "sid"
   local ttl = opts.ttl or 3600
   if type(ttl) ~= "number" or ttl <= 0 or ttl > 86400 then
-    error("sticky ttl must be seconds from 1 to 86400", 2)
+    error("sticky ttl must be seconds from 1 to 86400, not " .. util.shown(ttl), 2)
   end
   local store = pocket.store(opts.store or "sticky")
   return function(servers, req)

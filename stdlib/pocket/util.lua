@@ -29,4 +29,15 @@ function util.cookie(header, name)
   return nil
 end
 
+-- A value as a load error shows it, its type and (for a plain value) the
+-- value itself: `a number (5)`, `a string ("fast")`, `a table`, `nothing
+-- (nil)`. The same words as Pocket's own policy checks.
+function util.shown(v)
+  local t = type(v)
+  if t == "number" or t == "boolean" then return string.format("a %s (%s)", t, tostring(v)) end
+  if t == "string" then return string.format('a string ("%s")', v) end
+  if t == "nil" then return "nothing (nil)" end
+  return "a " .. t
+end
+
 return util

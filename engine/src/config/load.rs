@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use mlua::{Table, Value};
 
-use super::pool_settings::duration;
+use super::pool_settings::{duration, shown};
 use super::{
     ClientTimeouts, ConfigError, ConfigErrors, HookSet, ListenerSpec, Policy, DEFAULT_HEAD_SIZE,
     HEAD_SIZE_RANGE,
@@ -55,6 +55,9 @@ const LISTENER_KEYS: &[&str] = &[
 ];
 const LISTENER_TIMEOUT_KEYS: &[&str] = &["head", "body", "send"];
 const SERVER_KEYS: &[&str] = &["addr", "weight", "backup"];
+/// How pools are written, for errors about their shape.
+const POOLS_SHAPE: &str =
+    "pools is a table of name = pool, like pools = { app = { servers = { \"127.0.0.1:9001\" } } }";
 const MAX_WEIGHT: i64 = 256;
 
 /// Reads and loads the policy at `path`.
@@ -81,25 +84,43 @@ pub fn load_policy_source(
         source: &source,
         places: super::locate::Places::of(&source),
         defined_pools: Vec::new(),
+        pools_unreadable: false,
         errors: Vec::new(),
         has_on_check: false,
         fresh_health: HashSet::new(),
     };
     let vm = Vm::new(path, Limits::default()).map_err(|e| cx.fatal(&e))?;
-    let value = vm.run_main_chunk(path, &source).map_err(|e| cx.fatal(&e))?;
+    let value = match vm.run_main_chunk(path, &source) {
+        Ok(value) => value,
+        Err(e) => {
+            let refs = crate::script::api::pool_refs::take(&vm.lua);
+            let mut errors = cx.fatal(&e);
+            // The chunk failed, so there is no policy table: a pool named
+            // before the failure (a `pocket.match` rule above a wrong
+            // one) is checked against the pools the text writes.
+            let written = cx.places.keys(&["pools"]);
+            if !written.is_empty() {
+                cx.pool_refs(refs, written);
+                errors.0.append(&mut cx.errors);
+            }
+            errors.0.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            return Err(errors);
+        }
+    };
     let Value::Table(root) = value else {
         cx.error_near(
             &["return"],
             format!(
                 "the script must return a policy table, it returned {}",
-                value.type_name()
+                shown(&value)
             ),
         );
         return Err(ConfigErrors(cx.errors));
     };
     let policy = cx.policy(&root, registry);
     if let Some(policy) = &policy {
-        cx.pool_refs(crate::script::api::pool_refs::take(&vm.lua), policy);
+        let known = policy.pools.iter().map(|p| p.name.to_string()).collect();
+        cx.pool_refs(crate::script::api::pool_refs::take(&vm.lua), known);
     }
     // Top to bottom, as a user fixes them (errors with no line last).
     cx.errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
@@ -117,6 +138,9 @@ pub(super) struct Checker<'a> {
     /// Every pool the policy defines, valid or not: a name that refers to
     /// an invalid pool gets no second error (the pool has its own).
     pub(super) defined_pools: Vec<String>,
+    /// `pools` is not written as name = pool: which names it meant to
+    /// define is unknown, so no name is said to be undefined.
+    pools_unreadable: bool,
     pub(super) errors: Vec<ConfigError>,
     /// The policy defines `on_check` (for `check = { script = true }`).
     pub(super) has_on_check: bool,
@@ -129,13 +153,42 @@ impl Checker<'_> {
     /// An error about the value at `at` (a path from the policy table:
     /// `["pools", "app", "balance"]`, `[2]` for a list's second item),
     /// placed on that value's line, or its table's when it is missing.
+    /// A value the policy takes from one of its modules is placed in
+    /// that module's file, when its text has it; else at the policy's
+    /// line that uses it.
     pub(super) fn error(&mut self, at: &[&str], message: String) {
+        if self.places.exact_line(at).is_none() {
+            if let Some((path, line)) = self.module_place(at) {
+                self.errors.push(ConfigError {
+                    path,
+                    line: Some(line),
+                    message,
+                });
+                return;
+            }
+        }
         let line = self.places.line(at);
         self.errors.push(ConfigError {
             path: self.path.to_path_buf(),
             line,
             message,
         });
+    }
+
+    /// The module file and line of the value at `at`, when the policy
+    /// takes it from a module `require`d from its own folder.
+    fn module_place(&self, at: &[&str]) -> Option<(std::path::PathBuf, usize)> {
+        let (module, inner) = self.places.from_module(at)?;
+        let dir = self.path.parent().unwrap_or(Path::new(""));
+        let rel = module.replace('.', "/");
+        let file = [format!("{rel}.lua"), format!("{rel}/init.lua")]
+            .into_iter()
+            .map(|f| clean_path(&dir.join(f)))
+            .find(|f| f.is_file())?;
+        let text = std::fs::read_to_string(&file).ok()?;
+        let inner: Vec<&str> = inner.iter().map(String::as_str).collect();
+        let line = super::locate::Places::of(&text).line(&inner)?;
+        Some((file, line))
     }
 
     /// An error placed on the first line that mentions one of `needles`.
@@ -148,11 +201,51 @@ impl Checker<'_> {
         });
     }
 
+    /// The script could not run: its error as the user can act on it.
+    /// An error in a module `require`d by the policy is said at the
+    /// module's own `path:line` (written as the user can open it, no
+    /// `./`), not prefixed by the policy's path; an error raised with a
+    /// table says so instead of showing the table's address.
     fn fatal(&mut self, err: &mlua::Error) -> ConfigErrors {
+        let mut message = describe_lua_error(err);
+        let mut path = self.path.to_path_buf();
+        let mut line = None;
+        if let Some((file, n, rest)) = located(&message) {
+            let file = clean_path(Path::new(file));
+            let mut n = n;
+            // A table checked by a library (`pocket.match` rules) is
+            // refused at the call's line; an unknown key moves to its own.
+            if let Some(key) = rest
+                .split_once("unknown key \"")
+                .and_then(|(_, k)| k.split_once('"'))
+                .map(|(k, _)| k)
+            {
+                let text = if file == clean_path(self.path) {
+                    Some(self.source.to_string())
+                } else {
+                    std::fs::read_to_string(&file).ok()
+                };
+                if let Some(at) = text.as_deref().and_then(|t| key_written_at(t, n, key)) {
+                    n = at;
+                }
+            }
+            if file != clean_path(self.path) {
+                path = file;
+            }
+            line = Some(n);
+            message = rest.to_string();
+        } else if matches!(err, mlua::Error::RuntimeError(_)) {
+            if is_table_address(&message) {
+                message = "error raised with a table value (no message)".into();
+            }
+            // An error raised with a table carries no place: find the
+            // line of the `error` call.
+            line = self.raise_line();
+        }
         self.errors.push(ConfigError {
-            path: self.path.to_path_buf(),
-            line: None,
-            message: describe_lua_error(err),
+            path,
+            line,
+            message,
         });
         ConfigErrors(std::mem::take(&mut self.errors))
     }
@@ -203,12 +296,7 @@ impl Checker<'_> {
                     &at_key,
                     format!(
                         "{prefix}max_connections must be a whole number of at least 1, not {}",
-                        match &value {
-                            Value::Integer(n) => n.to_string(),
-                            Value::Number(f) => f.to_string(),
-                            Value::String(s) => format!("\"{}\"", s.to_string_lossy()),
-                            other => format!("a {}", other.type_name()),
-                        }
+                        shown(&value)
                     ),
                 );
                 None
@@ -234,40 +322,107 @@ impl Checker<'_> {
             }
             _ => {}
         }
+        let found = t
+            .get::<Value>("head_size")
+            .map(|v| shown(&v))
+            .unwrap_or_default();
         self.error(
             &at_key,
-            format!("{prefix}head_size must be a whole number of bytes from {lo} to {hi} (the default is {DEFAULT_HEAD_SIZE})"),
+            format!("{prefix}head_size must be a whole number of bytes from {lo} to {hi} (the default is {DEFAULT_HEAD_SIZE}), not {found}"),
         );
         DEFAULT_HEAD_SIZE
     }
 
-    pub(super) fn unknown_keys(&mut self, table: &Table, known: &[&str], what: &str, at: &[&str]) {
-        for (key, _) in table.pairs::<Value, Value>().flatten() {
-            if let Value::String(s) = &key {
-                let k = s.to_string_lossy();
-                if !known.contains(&k.as_str()) {
+    /// Flags keys of `table` that are not in `known` (a typo like
+    /// `on_reqest` must not be silently ignored), and values written
+    /// with no key at all. Returns the known keys that were misspelt
+    /// (`bnd` for a missing `bind`): the caller says nothing more about
+    /// them being missing.
+    pub(super) fn unknown_keys(
+        &mut self,
+        table: &Table,
+        known: &[&str],
+        what: &str,
+        at: &[&str],
+    ) -> Vec<String> {
+        let mut misspelt = Vec::new();
+        let mut keyless = false;
+        let mut pairs: Vec<(Value, Value)> = table.pairs::<Value, Value>().flatten().collect();
+        // Hash order is not the user's: list items first, by position.
+        pairs.sort_by_key(|(k, _)| match k {
+            Value::Integer(n) => (0, *n, String::new()),
+            Value::String(s) => (1, 0, s.to_string_lossy()),
+            _ => (2, 0, String::new()),
+        });
+        for (key, value) in pairs {
+            match &key {
+                Value::String(s) => {
+                    let k = s.to_string_lossy();
+                    if known.contains(&k.as_str()) {
+                        continue;
+                    }
                     let at_key = [at, &[k.as_str()]].concat();
+                    let near = known.iter().find(|w| {
+                        near_miss(&k, w) && matches!(table.get::<Value>(**w), Ok(Value::Nil))
+                    });
+                    match near {
+                        Some(w) => {
+                            misspelt.push(w.to_string());
+                            self.error(
+                                &at_key,
+                                format!("{what}: unknown key \"{k}\" (did you mean \"{w}\"?)"),
+                            );
+                        }
+                        None => self.error(
+                            &at_key,
+                            format!("{what}: unknown key \"{k}\" (known: {})", known.join(", ")),
+                        ),
+                    }
+                }
+                Value::Integer(n) if !keyless => {
+                    keyless = true;
                     self.error(
-                        &at_key,
-                        format!("{what}: unknown key \"{k}\" (known: {})", known.join(", ")),
+                        &[at, &[format!("[{n}]").as_str()]].concat(),
+                        format!(
+                            "{what}: {} has no key: every entry is key = value (known: {})",
+                            shown(&value),
+                            known.join(", ")
+                        ),
                     );
                 }
+                Value::Integer(_) => {}
+                other => self.error(
+                    at,
+                    format!(
+                        "{what}: unknown key {} (known: {})",
+                        shown(other),
+                        known.join(", ")
+                    ),
+                ),
             }
         }
+        misspelt
     }
 
     fn policy(&mut self, root: &Table, registry: &StateRegistry) -> Option<Policy> {
-        self.unknown_keys(root, TOP_LEVEL_KEYS, "policy", &[]);
+        let _ = self.unknown_keys(root, TOP_LEVEL_KEYS, "policy", &[]);
         match root.get::<Value>("on_check") {
             Ok(Value::Nil) => {}
             Ok(Value::Function(_)) => self.has_on_check = true,
             // Reported here; `script = true` gets no second error.
-            _ => {
+            Ok(other) => {
                 self.has_on_check = true;
                 self.error(
                     &["on_check"],
-                    "on_check must be a function(server, http)".into(),
+                    format!(
+                        "on_check must be a function(server, http), not {}",
+                        shown(&other)
+                    ),
                 );
+            }
+            Err(e) => {
+                self.has_on_check = true;
+                self.error(&["on_check"], describe_lua_error(&e));
             }
         }
 
@@ -283,7 +438,7 @@ impl Checker<'_> {
                 Ok(Value::Function(_)) => *flag = true,
                 Ok(other) => self.error(
                     &[name],
-                    format!("{name} must be a function, not a {}", other.type_name()),
+                    format!("{name} must be a function, not {}", shown(&other)),
                 ),
                 Err(e) => self.error(&[name], describe_lua_error(&e)),
             }
@@ -305,11 +460,13 @@ impl Checker<'_> {
     /// Every pool named by a table compiled at load (`pocket.uses_pool`:
     /// `pocket.match` routes, `pocket.canary` splits) is defined; one
     /// error per unknown name, at the line that writes it.
-    fn pool_refs(&mut self, refs: Vec<PoolRef>, policy: &Policy) {
+    fn pool_refs(&mut self, refs: Vec<PoolRef>, mut known: Vec<String>) {
+        known.sort_unstable();
         let mut reported: Vec<&str> = Vec::new();
         for r in &refs {
-            if policy.pool_index.contains_key(&r.name)
+            if known.contains(&r.name)
                 || self.defined_pools.contains(&r.name)
+                || self.pools_unreadable
                 || reported.contains(&r.name.as_str())
             {
                 continue;
@@ -329,8 +486,6 @@ impl Checker<'_> {
                 .as_deref()
                 .and_then(|t| written_at(t, r.line.unwrap_or(1), &r.name))
                 .or(r.line);
-            let mut known: Vec<&str> = policy.pools.iter().map(|p| &*p.name).collect();
-            known.sort_unstable();
             self.errors.push(ConfigError {
                 path: path.to_path_buf(),
                 line,
@@ -357,7 +512,7 @@ impl Checker<'_> {
             let mut next = pool.fallback.clone();
             while let Some(name) = next {
                 let Some(&i) = index.get(&*name) else {
-                    if self.defined_pools.iter().any(|p| **p == *name) {
+                    if self.pools_unreadable || self.defined_pools.iter().any(|p| **p == *name) {
                         break;
                     }
                     self.error(
@@ -370,10 +525,23 @@ impl Checker<'_> {
                     break;
                 };
                 if seen.contains(&name) {
-                    self.error(
-                        &["pools", &pool.name, "fallback"],
-                        format!("pool \"{}\": fallbacks loop back to \"{name}\"", pool.name),
-                    );
+                    // One loop, one error: said at the pool of the loop
+                    // that comes first by name, naming the whole loop.
+                    if *name == *pool.name {
+                        let mut members: Vec<&str> = seen.iter().map(|s| &**s).collect();
+                        let first = members.iter().min().copied().unwrap_or_default();
+                        if first == &*pool.name {
+                            members.push(&pool.name);
+                            self.error(
+                                &["pools", &pool.name, "fallback"],
+                                format!(
+                                    "pool \"{}\": fallbacks loop: {}",
+                                    pool.name,
+                                    members.join(" → ")
+                                ),
+                            );
+                        }
+                    }
                     break;
                 }
                 seen.push(name);
@@ -396,8 +564,8 @@ impl Checker<'_> {
                 self.error(
                     &["listeners"],
                     format!(
-                        "listeners must be a list of tables, not a {}",
-                        other.type_name()
+                        "listeners must be a list of listener tables, like listeners = {{ {{ bind = \"127.0.0.1:8080\", pool = \"app\" }} }}, not {}",
+                        shown(&other)
                     ),
                 );
                 return Vec::new();
@@ -407,34 +575,62 @@ impl Checker<'_> {
                 return Vec::new();
             }
         };
+        // One listener written without the outer list: `listeners = {
+        // bind = ..., pool = ... }`.
+        let keyed = list
+            .pairs::<Value, Value>()
+            .flatten()
+            .any(|(k, _)| matches!(k, Value::String(_)));
+        if keyed {
+            self.error(
+                &["listeners"],
+                "listeners is a list of listener tables: write listeners = { { bind = ..., pool = ... } }".into(),
+            );
+            return Vec::new();
+        }
         let mut out: Vec<ListenerSpec> = Vec::new();
         for (i, entry) in list.sequence_values::<Value>().enumerate() {
             let n = i + 1;
             let ns = format!("[{n}]");
-            let Ok(Value::Table(t)) = entry else {
-                self.error(
-                    &["listeners", &ns],
-                    format!("listeners[{n}] must be a table like {{ bind = \"127.0.0.1:8080\" }}"),
-                );
-                continue;
-            };
-            self.unknown_keys(
-                &t,
-                LISTENER_KEYS,
-                &format!("listeners[{n}]"),
-                &["listeners", &ns],
-            );
-            let name = match t.get::<Value>("name") {
-                Ok(Value::String(s)) => s.to_string_lossy(),
-                Ok(Value::Nil) => format!("listener{n}"),
-                _ => {
+            let t = match entry {
+                Ok(Value::Table(t)) => t,
+                Ok(other) => {
                     self.error(
-                        &["listeners", &ns, "name"],
-                        format!("listeners[{n}].name must be a string"),
+                        &["listeners", &ns],
+                        format!("listeners[{n}] must be a table like {{ bind = \"127.0.0.1:8080\" }}, not {}", shown(&other)),
                     );
                     continue;
                 }
+                Err(e) => {
+                    self.error(&["listeners", &ns], describe_lua_error(&e));
+                    continue;
+                }
             };
+            // A listener is named one way in every message: by its name
+            // when it has one, else by its place in the list.
+            let (name, label) = match t.get::<Value>("name") {
+                Ok(Value::String(s)) => {
+                    let name = s.to_string_lossy();
+                    let label = format!("listener \"{name}\"");
+                    (name, label)
+                }
+                Ok(Value::Nil) => (format!("listener{n}"), format!("listeners[{n}]")),
+                Ok(other) => {
+                    self.error(
+                        &["listeners", &ns, "name"],
+                        format!(
+                            "listeners[{n}]: name must be a string, not {}",
+                            shown(&other)
+                        ),
+                    );
+                    (format!("listener{n}"), format!("listeners[{n}]"))
+                }
+                Err(e) => {
+                    self.error(&["listeners", &ns, "name"], describe_lua_error(&e));
+                    (format!("listener{n}"), format!("listeners[{n}]"))
+                }
+            };
+            let misspelt = self.unknown_keys(&t, LISTENER_KEYS, &label, &["listeners", &ns]);
             if out.iter().any(|l| &*l.name == name.as_str()) {
                 self.error(
                     &["listeners", &ns, "name"],
@@ -447,28 +643,31 @@ impl Checker<'_> {
                     match parse_addr(&text) {
                         Ok(a) => Some(a),
                         Err(msg) => {
-                            self.error(
-                                &["listeners", &ns, "bind"],
-                                format!("listener \"{name}\": {msg}"),
-                            );
+                            self.error(&["listeners", &ns, "bind"], format!("{label}: {msg}"));
                             None
                         }
                     }
                 }
+                Ok(Value::Nil) if misspelt.iter().any(|k| k == "bind") => None,
                 Ok(Value::Nil) => {
                     self.error(
                         &["listeners", &ns],
-                        format!("listener \"{name}\" has no bind address"),
+                        format!("{label} has no bind address (bind = \"127.0.0.1:8080\")"),
                     );
                     None
                 }
-                _ => {
+                Ok(other) => {
                     self.error(
                         &["listeners", &ns, "bind"],
                         format!(
-                            "listener \"{name}\": bind must be a string like \"127.0.0.1:8080\""
+                            "{label}: bind must be a string like \"127.0.0.1:8080\", not {}",
+                            shown(&other)
                         ),
                     );
+                    None
+                }
+                Err(e) => {
+                    self.error(&["listeners", &ns, "bind"], describe_lua_error(&e));
                     None
                 }
             };
@@ -479,13 +678,14 @@ impl Checker<'_> {
                     let mode = s.to_string_lossy();
                     self.error(
                         &["listeners", &ns, "mode"],
-                        format!("listener \"{name}\": mode \"{mode}\" is not supported (this version serves \"http\")"),
+                        format!("{label}: mode \"{mode}\" is not supported (this version serves \"http\")"),
                     );
                 }
-                _ => self.error(
+                Ok(other) => self.error(
                     &["listeners", &ns, "mode"],
-                    format!("listener \"{name}\": mode must be a string"),
+                    format!("{label}: mode must be \"http\", not {}", shown(&other)),
                 ),
+                Err(e) => self.error(&["listeners", &ns, "mode"], describe_lua_error(&e)),
             }
             let default_pool = match t.get::<Value>("pool") {
                 Ok(Value::Nil) => None,
@@ -493,26 +693,30 @@ impl Checker<'_> {
                     let pool = s.to_string_lossy();
                     match pools.get(&pool) {
                         Some(&idx) => Some(idx),
-                        None if self.defined_pools.contains(&pool) => None,
+                        None if self.defined_pools.contains(&pool) || self.pools_unreadable => None,
                         None => {
                             self.error(
                                 &["listeners", &ns, "pool"],
-                                format!("listener \"{name}\": default pool \"{pool}\" is not defined in pools"),
+                                format!("{label}: default pool \"{pool}\" is not defined in pools"),
                             );
                             None
                         }
                     }
                 }
-                _ => {
+                Ok(other) => {
                     self.error(
                         &["listeners", &ns, "pool"],
-                        format!("listener \"{name}\": pool must be a pool name"),
+                        format!("{label}: pool must be a pool name, not {}", shown(&other)),
                     );
+                    None
+                }
+                Err(e) => {
+                    self.error(&["listeners", &ns, "pool"], describe_lua_error(&e));
                     None
                 }
             };
             let mut timeouts = ClientTimeouts::default();
-            let here = format!("listener \"{name}\"");
+            let here = label.clone();
             let top = format!("{here}: ");
             self.positive_duration(
                 &t,
@@ -525,16 +729,25 @@ impl Checker<'_> {
                 Ok(Value::Nil) => {}
                 Ok(Value::Table(tt)) => {
                     let at = &["listeners", &ns, "timeouts"];
-                    self.unknown_keys(&tt, LISTENER_TIMEOUT_KEYS, &format!("{here} timeouts"), at);
+                    let _ = self.unknown_keys(
+                        &tt,
+                        LISTENER_TIMEOUT_KEYS,
+                        &format!("{here} timeouts"),
+                        at,
+                    );
                     let here = format!("{here}: timeouts.");
                     self.positive_duration(&tt, "head", &here, at, &mut timeouts.head);
                     self.positive_duration(&tt, "body", &here, at, &mut timeouts.body);
                     self.positive_duration(&tt, "send", &here, at, &mut timeouts.send);
                 }
-                _ => self.error(
+                Ok(other) => self.error(
                     &["listeners", &ns, "timeouts"],
-                    format!("{here}: timeouts must be a table like {{ head = \"10s\" }}"),
+                    format!(
+                        "{here}: timeouts must be a table like {{ head = \"10s\" }}, not {}",
+                        shown(&other)
+                    ),
                 ),
+                Err(e) => self.error(&["listeners", &ns, "timeouts"], describe_lua_error(&e)),
             }
             let max_connections = self.max_connections(&t, &top, &["listeners", &ns]);
             let head_size = self.head_size(&t, &top, &["listeners", &ns]);
@@ -575,13 +788,8 @@ impl Checker<'_> {
             Ok(Value::Table(t)) => t,
             Ok(Value::Nil) => return (pools, index),
             Ok(other) => {
-                self.error(
-                    &["pools"],
-                    format!(
-                        "pools must be a table of name = {{ ... }}, not a {}",
-                        other.type_name()
-                    ),
-                );
+                self.pools_unreadable = true;
+                self.error(&["pools"], format!("{POOLS_SHAPE}, not {}", shown(&other)));
                 return (pools, index);
             }
             Err(e) => {
@@ -591,15 +799,37 @@ impl Checker<'_> {
         };
         // Sorted, so pool indices (and messages) do not depend on hash order.
         let mut entries: Vec<(String, Value)> = Vec::new();
+        let mut unnamed: Vec<(Value, Value)> = Vec::new();
         for pair in table.pairs::<Value, Value>() {
             match pair {
                 Ok((Value::String(k), v)) => entries.push((k.to_string_lossy(), v)),
-                Ok((k, _)) => self.error(
-                    &["pools"],
-                    format!("pool names must be strings, found a {}", k.type_name()),
-                ),
+                Ok(pair) => unnamed.push(pair),
                 Err(e) => self.error(&["pools"], describe_lua_error(&e)),
             }
+        }
+        // A pool with no name (`pools = { "127.0.0.1:9001" }`, `[1] =
+        // { ... }`): one error, at the first such entry.
+        unnamed.sort_by_key(|(k, _)| match k {
+            Value::Integer(n) => *n,
+            _ => i64::MAX,
+        });
+        if let Some((k, v)) = unnamed.first() {
+            self.pools_unreadable = true;
+            let at = match k {
+                Value::Integer(n) => format!("[{n}]"),
+                _ => String::new(),
+            };
+            self.error(
+                &["pools", &at],
+                format!(
+                    "pools[{}] is {} with no name: {POOLS_SHAPE}",
+                    match k {
+                        Value::Integer(n) => n.to_string(),
+                        other => shown(other),
+                    },
+                    shown(v)
+                ),
+            );
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         self.defined_pools = entries.iter().map(|(name, _)| name.clone()).collect();
@@ -649,21 +879,46 @@ impl Checker<'_> {
 
     fn pool(&mut self, name: &str, value: Value, registry: &StateRegistry) -> Option<Pool> {
         let here = ["pools", name];
-        let Value::Table(t) = value else {
-            self.error(
-                &here,
-                format!("pool \"{name}\" must be a table with servers"),
-            );
-            return None;
+        let t = match value {
+            Value::Table(t) => t,
+            Value::String(s) => {
+                self.error(
+                    &here,
+                    format!(
+                        "pool \"{name}\" must be a table with servers, like {name} = {{ servers = {{ \"{}\" }} }}, not {}",
+                        s.to_string_lossy(),
+                        shown(&Value::String(s.clone()))
+                    ),
+                );
+                return None;
+            }
+            other => {
+                self.error(
+                    &here,
+                    format!(
+                        "pool \"{name}\" must be a table with servers, not {}",
+                        shown(&other)
+                    ),
+                );
+                return None;
+            }
         };
-        self.unknown_keys(&t, POOL_KEYS, &format!("pool \"{name}\""), &here);
         let errors_before = self.errors.len();
+        let misspelt = self.unknown_keys(&t, POOL_KEYS, &format!("pool \"{name}\""), &here);
 
         let settings = self.pool_settings(name, &t);
         let start_up = settings.check.as_ref().is_none_or(|c| c.start_up);
 
         let mut servers: Vec<Server> = Vec::new();
         match t.get::<Value>("servers") {
+            // One server written without the list: `servers = { addr =
+            // ... }`.
+            Ok(Value::Table(list)) if matches!(list.get::<Value>("addr"), Ok(Value::String(_))) => {
+                self.error(
+                    &["pools", name, "servers"],
+                    format!("pool \"{name}\": servers is a list of servers: write servers = {{ {{ addr = ... }} }}"),
+                );
+            }
             Ok(Value::Table(list)) => {
                 for (i, entry) in list.sequence_values::<Value>().enumerate() {
                     let Ok(entry) = entry else { continue };
@@ -685,14 +940,26 @@ impl Checker<'_> {
                     );
                 }
             }
+            Ok(Value::Nil) if misspelt.iter().any(|k| k == "servers") => {}
             Ok(Value::Nil) => self.error(
                 &here,
                 format!("pool \"{name}\" has no servers (servers = {{ \"127.0.0.1:9001\" }})"),
             ),
-            _ => self.error(
+            Ok(Value::String(s)) => self.error(
                 &["pools", name, "servers"],
-                format!("pool \"{name}\": servers must be a list"),
+                format!(
+                    "pool \"{name}\": servers is a list: write servers = {{ \"{}\" }}",
+                    s.to_string_lossy()
+                ),
             ),
+            Ok(other) => self.error(
+                &["pools", name, "servers"],
+                format!(
+                    "pool \"{name}\": servers must be a list like {{ \"127.0.0.1:9001\" }}, not {}",
+                    shown(&other)
+                ),
+            ),
+            Err(e) => self.error(&["pools", name, "servers"], describe_lua_error(&e)),
         }
         if servers.iter().all(|s| s.backup) && !servers.is_empty() {
             self.error(
@@ -721,7 +988,7 @@ impl Checker<'_> {
         let (addr_text, weight, backup) = match entry {
             Value::String(s) => (s.to_string_lossy(), 1, false),
             Value::Table(t) => {
-                self.unknown_keys(
+                let misspelt = self.unknown_keys(
                     &t,
                     SERVER_KEYS,
                     &format!("pool \"{pool}\" server {n}"),
@@ -729,8 +996,27 @@ impl Checker<'_> {
                 );
                 let addr = match t.get::<Value>("addr") {
                     Ok(Value::String(s)) => s.to_string_lossy(),
-                    _ => {
-                        self.error(&["pools", pool, "servers", &ns, "addr"], format!("pool \"{pool}\" server {n}: addr must be a string like \"127.0.0.1:9001\""));
+                    // Misspelt, or written with no key (`{ "127.0.0.1:9001",
+                    // weight = 2 }`): already said.
+                    Ok(Value::Nil)
+                        if misspelt.iter().any(|k| k == "addr")
+                            || !matches!(t.get::<Value>(1), Ok(Value::Nil)) =>
+                    {
+                        return None
+                    }
+                    Ok(Value::Nil) => {
+                        self.error(&["pools", pool, "servers", &ns, "addr"], format!("pool \"{pool}\" server {n}: addr is missing (addr = \"127.0.0.1:9001\")"));
+                        return None;
+                    }
+                    Ok(other) => {
+                        self.error(&["pools", pool, "servers", &ns, "addr"], format!("pool \"{pool}\" server {n}: addr must be a string like \"127.0.0.1:9001\", not {}", shown(&other)));
+                        return None;
+                    }
+                    Err(e) => {
+                        self.error(
+                            &["pools", pool, "servers", &ns, "addr"],
+                            describe_lua_error(&e),
+                        );
                         return None;
                     }
                 };
@@ -738,11 +1024,7 @@ impl Checker<'_> {
                     Ok(Value::Nil) => 1,
                     Ok(Value::Integer(w)) if (1..=MAX_WEIGHT).contains(&w) => w as u32,
                     Ok(other) => {
-                        let shown = match other {
-                            Value::Integer(w) => w.to_string(),
-                            Value::Number(w) => w.to_string(),
-                            other => other.type_name().to_string(),
-                        };
+                        let shown = shown(&other);
                         self.error(
                             &["pools", pool, "servers", &ns, "weight"],
                             format!("pool \"{pool}\" server {addr}: weight must be a whole number from 1 to {MAX_WEIGHT}, not {shown}"),
@@ -760,10 +1042,20 @@ impl Checker<'_> {
                 let backup = match t.get::<Value>("backup") {
                     Ok(Value::Nil) => false,
                     Ok(Value::Boolean(b)) => b,
-                    _ => {
+                    Ok(other) => {
                         self.error(
                             &["pools", pool, "servers", &ns, "backup"],
-                            format!("pool \"{pool}\" server {addr}: backup must be true or false"),
+                            format!(
+                                "pool \"{pool}\" server {addr}: backup must be true or false, not {}",
+                                shown(&other)
+                            ),
+                        );
+                        false
+                    }
+                    Err(e) => {
+                        self.error(
+                            &["pools", pool, "servers", &ns, "backup"],
+                            describe_lua_error(&e),
                         );
                         false
                     }
@@ -774,8 +1066,8 @@ impl Checker<'_> {
                 self.error(
                     &["pools", pool, "servers", &ns],
                     format!(
-                        "pool \"{pool}\" server {n} must be \"ip:port\" or a table, not a {}",
-                        other.type_name()
+                        "pool \"{pool}\" server {n} must be \"ip:port\" or a table, not {}",
+                        shown(&other)
                     ),
                 );
                 return None;
@@ -842,4 +1134,115 @@ pub fn parse_addr(text: &str) -> Result<SocketAddr, String> {
             addrs.next().ok_or_else(hint)
         }
     }
+}
+
+/// `typed` is a slip for `known`: a letter or two left out, added,
+/// changed or swapped (`bnd`, `adr`, `balnce`), or another case.
+pub fn near_miss(typed: &str, known: &str) -> bool {
+    let a: Vec<char> = typed.to_lowercase().chars().collect();
+    let b: Vec<char> = known.chars().collect();
+    // Optimal string alignment distance.
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    let limit = if b.len() <= 4 { 1 } else { 2 };
+    d[a.len()][b.len()] <= limit
+}
+
+impl Checker<'_> {
+    /// The line of the policy where its main chunk raised an error that
+    /// carries no place (`error({})`): found by running the chunk once
+    /// more, in a fresh VM, with a message handler that reads the stack.
+    /// Only after the first run failed, so never on a good policy.
+    fn raise_line(&self) -> Option<usize> {
+        let vm = Vm::new(self.path, Limits::default()).ok()?;
+        let lua = &vm.lua;
+        let chunk = lua
+            .load(self.source)
+            .set_name(format!("@{}", self.path.display()))
+            .into_function()
+            .ok()?;
+        let source = format!("@{}", self.path.display());
+        let found = std::rc::Rc::new(std::cell::Cell::new(None));
+        let slot = found.clone();
+        let handler = lua
+            .create_function(move |lua, e: Value| {
+                for level in 1..64 {
+                    let here = lua.inspect_stack(level, |d| {
+                        let src = d.source().source.map(|s| s.to_string());
+                        (src, d.current_line())
+                    });
+                    let Some((src, line)) = here else { break };
+                    if src.as_deref() == Some(source.as_str()) && line.is_some() {
+                        slot.set(line);
+                        break;
+                    }
+                }
+                Ok(e)
+            })
+            .ok()?;
+        let xpcall: mlua::Function = lua.globals().get("xpcall").ok()?;
+        let _ = vm.with_budget(Limits::default().load_budget, || {
+            xpcall.call::<mlua::MultiValue>((chunk, handler))
+        });
+        found.get()
+    }
+}
+
+/// `file.lua:12: rest` -> (file.lua, 12, rest).
+fn located(message: &str) -> Option<(&str, usize, &str)> {
+    let at = message.find(".lua:")? + 4;
+    let (file, after) = (&message[..at], &message[at + 1..]);
+    let (n, rest) = after.split_once(':')?;
+    let n = n.parse().ok()?;
+    (!file.contains(' ')).then_some((file, n, rest.trim_start()))
+}
+
+/// A path without its `.` steps: `./badmod.lua` -> `badmod.lua`.
+fn clean_path(p: &Path) -> std::path::PathBuf {
+    p.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
+}
+
+/// What Lua shows for a table raised as an error: `table: 0x55d0...`.
+fn is_table_address(message: &str) -> bool {
+    message
+        .strip_prefix("table: 0x")
+        .is_some_and(|hex| !hex.is_empty() && hex.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The first line at or after `from` that writes `key =`, outside a
+/// comment.
+fn key_written_at(text: &str, from: usize, key: &str) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .find(|(_, line)| {
+            let code = line.split("--").next().unwrap_or("");
+            code.match_indices(key).any(|(i, _)| {
+                let before = code[..i].chars().next_back();
+                let after = code[i + key.len()..].trim_start();
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+                    && after.starts_with('=')
+                    && !after.starts_with("==")
+            })
+        })
+        .map(|(i, _)| i + 1)
 }

@@ -50,19 +50,120 @@ struct Field {
     step: Step,
     line: usize,
     around: Vec<Option<Step>>,
+    /// The name the outermost constructor is kept under, when it is not
+    /// the policy's own table: `first` for `local first = { ... }`,
+    /// `fast()` for the table `local function fast()` returns.
+    root: Option<String>,
+}
+
+/// A field whose value is a name (`x = first`) or a call (`app =
+/// fast("...")`): the table kept under that name is its value.
+#[derive(Debug)]
+struct Ref {
+    path: Vec<Option<Step>>,
+    target: String,
+    root: Option<String>,
 }
 
 /// The fields of every table constructor in a policy's text.
 #[derive(Debug, Default)]
 pub struct Places {
     fields: Vec<Field>,
+    refs: Vec<Ref>,
+    /// `return policy` at the chunk's end: the table kept in `policy` is
+    /// the policy's own.
+    main: Option<String>,
+    /// `local pools = require "lib.pools"`: (local, module name).
+    requires: Vec<(String, String)>,
 }
 
 impl Places {
     /// Reads `source` (never fails: text it cannot read ends the scan).
     pub fn of(source: &str) -> Places {
+        let (fields, refs, main, requires) = fields(&tokens(source));
         Places {
-            fields: fields(&tokens(source)),
+            fields,
+            refs,
+            main,
+            requires,
+        }
+    }
+
+    /// The paths from the policy's table to a field's table: its own
+    /// when it is written inside the returned table, else one through
+    /// each field that names the local (or calls the function) it is
+    /// kept in. Followed a few names deep.
+    /// Where the value at `path` comes from when the policy takes it from
+    /// a module (`web = pools.web`, `pools = require "lib.pools"`): the
+    /// module's name as `require` got it, and the path inside the table
+    /// the module returns.
+    pub fn from_module(&self, path: &[&str]) -> Option<(String, Vec<String>)> {
+        let steps: Vec<Step> = path.iter().map(|s| Step::parse(s)).collect();
+        for r in &self.refs {
+            let (local, key) = match r.target.split_once('.') {
+                Some((l, k)) => (l, Some(k)),
+                None => (r.target.as_str(), None),
+            };
+            let Some((_, module)) = self.requires.iter().find(|(l, _)| l == local) else {
+                continue;
+            };
+            let mut paths = Vec::new();
+            self.expand(r.root.as_deref(), &r.path, 0, &mut paths);
+            for p in paths {
+                let n = p.len() - 1;
+                let prefix = n <= steps.len()
+                    && p[0].is_none()
+                    && p[1..]
+                        .iter()
+                        .zip(&steps)
+                        .all(|(have, want)| have.as_ref() == Some(want));
+                if prefix {
+                    let inner: Vec<String> = key
+                        .map(str::to_string)
+                        .into_iter()
+                        .chain(steps[n..].iter().map(|s| match s {
+                            Step::Key(k) => k.clone(),
+                            Step::Index(i) => format!("[{i}]"),
+                        }))
+                        .collect();
+                    return Some((module.clone(), inner));
+                }
+            }
+        }
+        None
+    }
+
+    fn paths_of(&self, f: &Field) -> Vec<Vec<Option<Step>>> {
+        let mut out = Vec::new();
+        self.expand(f.root.as_deref(), &f.around, 0, &mut out);
+        out
+    }
+
+    fn expand(
+        &self,
+        root: Option<&str>,
+        around: &[Option<Step>],
+        depth: usize,
+        out: &mut Vec<Vec<Option<Step>>>,
+    ) {
+        let Some(root) = root else {
+            out.push(around.to_vec());
+            return;
+        };
+        let rest = around.get(1..).unwrap_or(&[]);
+        if self.main.as_deref() == Some(root) {
+            let mut p = vec![None];
+            p.extend_from_slice(rest);
+            out.push(p);
+        }
+        if depth > 4 {
+            return;
+        }
+        for r in self.refs.iter().filter(|r| r.target == root) {
+            // The ref's own field may itself sit in a kept table.
+            let mut p = r.path.clone();
+            p.extend_from_slice(rest);
+            self.expand(r.root.as_deref(), &p, depth + 1, out);
         }
     }
 
@@ -74,6 +175,28 @@ impl Places {
         (1..=steps.len())
             .rev()
             .find_map(|n| self.exact(&steps[..n]))
+    }
+
+    /// The keys the text writes in the table at `path` (`["pools"]`: the
+    /// pools' names), in the policy's own table.
+    pub fn keys(&self, path: &[&str]) -> Vec<String> {
+        let steps: Vec<Step> = path.iter().map(|s| Step::parse(s)).collect();
+        let mut out: Vec<String> = Vec::new();
+        for f in &self.fields {
+            let Step::Key(k) = &f.step else { continue };
+            let inside = self.paths_of(f).iter().any(|p| {
+                p.len() == steps.len() + 1
+                    && p[0].is_none()
+                    && p[1..]
+                        .iter()
+                        .zip(&steps)
+                        .all(|(have, want)| have.as_ref() == Some(want))
+            });
+            if inside && !out.contains(k) {
+                out.push(k.clone());
+            }
+        }
+        out
     }
 
     /// The line of the value at `path`, only if the text has that field
@@ -89,20 +212,25 @@ impl Places {
         self.best(steps).map(|(_, line)| line)
     }
 
-    /// The field at the end of `steps` whose enclosing keys match most of
-    /// the rest: (how many matched, its line).
+    /// The field at the end of `steps` whose enclosing keys are all of
+    /// the rest, from the policy's table down: (how many matched, its
+    /// line). A key written twice in one table is Lua's last one, so the
+    /// last such field wins. A field with the same key elsewhere is never
+    /// taken: no line is better than a wrong one.
     fn best(&self, steps: &[Step]) -> Option<(usize, usize)> {
         let (last, outer) = steps.split_last()?;
         let mut best: Option<(usize, usize)> = None;
         for f in self.fields.iter().filter(|f| &f.step == last) {
-            let score = outer
-                .iter()
-                .rev()
-                .zip(f.around.iter().rev())
-                .take_while(|(want, have)| have.as_ref() == Some(*want))
-                .count();
-            if best.is_none_or(|(s, _)| score > s) {
-                best = Some((score, f.line));
+            let exact = self.paths_of(f).iter().any(|p| {
+                p.len() == outer.len() + 1
+                    && p[0].is_none()
+                    && p[1..]
+                        .iter()
+                        .zip(outer)
+                        .all(|(have, want)| have.as_ref() == Some(want))
+            });
+            if exact {
+                best = Some((outer.len(), f.line));
             }
         }
         best
@@ -113,6 +241,7 @@ impl Places {
 enum Tok {
     Name(String),
     Str(String),
+    Num(String),
     Other(String),
 }
 
@@ -214,7 +343,10 @@ fn tokens(src: &str) -> Vec<(Tok, usize)> {
                 while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.') {
                     j += 1;
                 }
-                out.push((Tok::Other("0".into()), line));
+                out.push((
+                    Tok::Num(String::from_utf8_lossy(&b[i..j]).into_owned()),
+                    line,
+                ));
                 i = j;
             }
             b'=' | b'~' | b'<' | b'>' if b.get(i + 1) == Some(&b'=') => {
@@ -267,9 +399,49 @@ fn call_key(toks: &[(Tok, usize)], i: usize) -> Option<Step> {
     None
 }
 
-fn fields(toks: &[(Tok, usize)]) -> Vec<Field> {
+fn is_name(t: Option<&(Tok, usize)>, s: &str) -> bool {
+    matches!(t, Some((Tok::Name(n), _)) if n == s)
+}
+
+/// What a value that starts at `i` refers to: `first` for a plain name,
+/// `fast()` for a call of a name, none for anything else.
+fn ref_target(toks: &[(Tok, usize)], i: usize) -> Option<String> {
+    let Some((Tok::Name(n), _)) = toks.get(i) else {
+        return None;
+    };
+    if ["function", "nil", "true", "false", "not"].contains(&n.as_str()) {
+        return None;
+    }
+    let next = toks.get(i + 1);
+    let ends = |t: Option<&(Tok, usize)>| t.is_none() || is(t, ",") || is(t, ";") || is(t, "}");
+    if ends(next) {
+        Some(n.clone())
+    } else if let (true, Some((Tok::Name(k), _))) = (is(next, "."), toks.get(i + 2)) {
+        // `pools.web`: a field of a module's table.
+        ends(toks.get(i + 3)).then(|| format!("{n}.{k}"))
+    } else if is(next, "(") {
+        Some(format!("{n}()"))
+    } else {
+        None
+    }
+}
+
+/// The fields of every table constructor, the fields whose values name
+/// a kept table, and the name of the table `return`ed by the chunk.
+type Scan = (Vec<Field>, Vec<Ref>, Option<String>, Vec<(String, String)>);
+
+fn fields(toks: &[(Tok, usize)]) -> Scan {
     let mut out = Vec::new();
+    let mut requires = Vec::new();
+    let mut refs = Vec::new();
+    let mut main = None;
     let mut stack: Vec<Frame> = Vec::new();
+    // The name the outermost open constructor is kept under.
+    let mut root: Option<String> = None;
+    // Blocks (`function`, `if`, `do`, `repeat` ... `end`/`until`) and the
+    // functions among them, with the block depth each opened at.
+    let mut depth = 0usize;
+    let mut funcs: Vec<(String, usize)> = Vec::new();
     let around = |stack: &[Frame]| -> Vec<Option<Step>> {
         stack
             .iter()
@@ -279,8 +451,67 @@ fn fields(toks: &[(Tok, usize)]) -> Vec<Field> {
             })
             .collect()
     };
+    let in_table = |stack: &[Frame]| stack.iter().any(|f| matches!(f, Frame::Table { .. }));
     for i in 0..toks.len() {
         let (tok, line) = &toks[i];
+        if let Tok::Name(n) = tok {
+            // `local x = require "m"` / `require("m")` / `require 'm'`.
+            if n == "require" && i >= 2 && is(toks.get(i - 1), "=") {
+                let module = match (toks.get(i + 1), toks.get(i + 2)) {
+                    (Some((Tok::Str(m), _)), _) => Some(m.clone()),
+                    (Some((Tok::Other(o), _)), Some((Tok::Str(m), _))) if o == "(" => {
+                        Some(m.clone())
+                    }
+                    _ => None,
+                };
+                if let (Some(m), Tok::Name(local)) = (module, &toks[i - 2].0) {
+                    requires.push((local.clone(), m));
+                }
+            }
+            match n.as_str() {
+                "function" => {
+                    depth += 1;
+                    let name = if let Some((Tok::Name(f), _)) = toks.get(i + 1) {
+                        // `function M.f(` / `function f(`: the last name.
+                        let mut j = i + 1;
+                        let mut f = f.clone();
+                        while is(toks.get(j + 1), ".") || is(toks.get(j + 1), ":") {
+                            match toks.get(j + 2) {
+                                Some((Tok::Name(g), _)) => f = g.clone(),
+                                _ => break,
+                            }
+                            j += 2;
+                        }
+                        f
+                    } else if i >= 2 && is(toks.get(i - 1), "=") {
+                        match &toks[i - 2].0 {
+                            Tok::Name(f) => f.clone(),
+                            _ => String::new(),
+                        }
+                    } else {
+                        String::new()
+                    };
+                    funcs.push((name, depth));
+                }
+                "if" | "do" | "repeat" => depth += 1,
+                "end" | "until" => {
+                    if funcs.last().is_some_and(|(_, d)| *d == depth) {
+                        funcs.pop();
+                    }
+                    depth = depth.saturating_sub(1);
+                }
+                "return" if funcs.is_empty() && !in_table(&stack) => {
+                    if let (Some((Tok::Name(m), _)), true) =
+                        (toks.get(i + 1), ref_target(toks, i + 1).is_some())
+                    {
+                        if !is(toks.get(i + 2), "(") {
+                            main = Some(m.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
         // A field starts here: note it (and, for a list item, its place).
         let mut item_key = None;
         if let Some(Frame::Table {
@@ -290,29 +521,42 @@ fn fields(toks: &[(Tok, usize)]) -> Vec<Field> {
             if *at_field && !is(Some(&toks[i]), "}") {
                 *at_field = false;
                 let keyed = match tok {
-                    Tok::Name(n) if is(toks.get(i + 1), "=") => Some(Step::Key(n.clone())),
+                    Tok::Name(n) if is(toks.get(i + 1), "=") => Some((Step::Key(n.clone()), 2)),
                     Tok::Other(o) if o == "[" => match (toks.get(i + 1), toks.get(i + 2)) {
                         (Some((Tok::Str(s), _)), Some((Tok::Other(c), _))) if c == "]" => {
-                            Some(Step::Key(s.clone()))
+                            Some((Step::Key(s.clone()), 4))
+                        }
+                        (Some((Tok::Num(n), _)), Some((Tok::Other(c), _))) if c == "]" => {
+                            n.parse().ok().map(|n| (Step::Index(n), 4))
                         }
                         _ => None,
                     },
                     _ => None,
                 };
-                let step = match keyed {
+                let (step, value_at) = match keyed {
                     Some(k) => k,
                     None => {
                         *items += 1;
                         let step = Step::Index(*items);
                         item_key = Some(step.clone());
-                        step
+                        (step, 0)
                     }
                 };
                 let around = around(&stack);
+                if let Some(target) = ref_target(toks, i + value_at) {
+                    let mut path = around.clone();
+                    path.push(Some(step.clone()));
+                    refs.push(Ref {
+                        path,
+                        target,
+                        root: root.clone(),
+                    });
+                }
                 out.push(Field {
                     step,
                     line: *line,
                     around,
+                    root: root.clone(),
                 });
             }
         }
@@ -325,6 +569,7 @@ fn fields(toks: &[(Tok, usize)]) -> Vec<Field> {
                         Tok::Name(n) => Some(Step::Key(n.clone())),
                         Tok::Other(c) if c == "]" && i >= 3 => match &toks[i - 3].0 {
                             Tok::Str(s) => Some(Step::Key(s.clone())),
+                            Tok::Num(n) => n.parse().ok().map(Step::Index),
                             _ => None,
                         },
                         _ => None,
@@ -332,6 +577,19 @@ fn fields(toks: &[(Tok, usize)]) -> Vec<Field> {
                 } else {
                     call_key(toks, i)
                 };
+                if !in_table(&stack) {
+                    let returned = i >= 1 && is_name(toks.get(i - 1), "return");
+                    root = if returned && funcs.is_empty() {
+                        None
+                    } else if returned {
+                        funcs.last().map(|(f, _)| format!("{f}()"))
+                    } else {
+                        match (&key, i >= 3 && is(toks.get(i - 3), ".")) {
+                            (Some(Step::Key(k)), false) => Some(k.clone()),
+                            _ => Some(String::new()),
+                        }
+                    };
+                }
                 stack.push(Frame::Table {
                     key,
                     items: 0,
@@ -358,7 +616,7 @@ fn fields(toks: &[(Tok, usize)]) -> Vec<Field> {
             _ => {}
         }
     }
-    out
+    (out, refs, main, requires)
 }
 
 #[cfg(test)]
@@ -420,5 +678,36 @@ return {
 "#;
         let p = Places::of(src);
         assert_eq!(p.line(&["pools", "cache", "fallback"]), Some(4));
+    }
+
+    #[test]
+    fn locals_and_functions_are_followed_to_their_own_table() {
+        let src = r#"local first = { servers={"127.0.0.1:9001"}, retries = 1 }
+local second = { servers={"127.0.0.1:9002"},
+  retries = 99 }
+local function fast(addr)
+  return { servers={addr}, balance = "least_conn", retries = 1 }
+end
+local slow = { servers={"127.0.0.1:9003"},
+  balance = 5,
+  retries = 20 }
+return { listeners = {}, pools = { x = first, y = second,
+  app = fast("127.0.0.1:9001"), static = slow } }
+"#;
+        let p = Places::of(src);
+        assert_eq!(p.line(&["pools", "y", "retries"]), Some(3));
+        assert_eq!(p.line(&["pools", "x", "retries"]), Some(1));
+        assert_eq!(p.line(&["pools", "app", "balance"]), Some(5));
+        assert_eq!(p.line(&["pools", "static", "balance"]), Some(8));
+        assert_eq!(p.line(&["pools", "static", "retries"]), Some(9));
+    }
+
+    #[test]
+    fn the_last_of_a_key_written_twice_wins_and_a_stranger_is_never_taken() {
+        let src = "return { pools = {\n  b = { retries = 3 },\n  a = { retries = 1 },\n  a = { retries = 20 },\n  [1] = { },\n} }\n";
+        let p = Places::of(src);
+        assert_eq!(p.line(&["pools", "a", "retries"]), Some(4));
+        assert_eq!(p.line(&["pools", "c", "retries"]), Some(1));
+        assert_eq!(p.line(&["pools", "[1]"]), Some(5));
     }
 }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use duration::{parse_duration, seconds_to_duration};
-pub use load::{load_policy, load_policy_source, parse_addr};
+pub use load::{load_policy, load_policy_source, near_miss, parse_addr};
 pub use locate::{line_of, Places};
 
 use crate::lb::Pool;

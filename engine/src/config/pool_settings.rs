@@ -18,26 +18,46 @@ const CHECK_KEYS: &[&str] = &[
 ];
 const PASSIVE_KEYS: &[&str] = &["after", "on_5xx", "cooldown"];
 
-/// A duration value: `"2s"`, `"250ms"` or a number of seconds.
+/// A duration value: `"2s"`, `"250ms"` or a number of seconds. A string
+/// that is a bare number (`"1"`) is refused: its unit is a guess, and a
+/// number written as a string is more likely a slip than a choice.
 pub(super) fn duration(v: &Value) -> Result<Duration, String> {
+    let range = "a duration from 0s to 24h";
     match v {
-        Value::String(s) => parse_duration(&s.to_string_lossy()),
-        Value::Integer(n) => {
-            seconds_to_duration(*n as f64).ok_or_else(|| format!("{n} is out of range"))
+        Value::String(s) => {
+            let text = s.to_string_lossy();
+            if text.trim().parse::<f64>().is_ok() {
+                return Err(format!(
+                    "\"{text}\" has no unit: write \"{}s\" (or ms, m, h)",
+                    text.trim()
+                ));
+            }
+            parse_duration(&text)
         }
-        Value::Number(n) => seconds_to_duration(*n).ok_or_else(|| format!("{n} is out of range")),
-        _ => Err("must be a duration like \"2s\"".to_string()),
+        Value::Integer(n) => seconds_to_duration(*n as f64)
+            .ok_or_else(|| format!("must be {range}, not {}", shown(v))),
+        Value::Number(n) => {
+            seconds_to_duration(*n).ok_or_else(|| format!("must be {range}, not {}", shown(v)))
+        }
+        _ => Err(format!("must be a duration like \"2s\", not {}", shown(v))),
     }
 }
 
-/// A value as a message shows it: `5`, `"fast"`, `a table`.
+/// A value as a message shows it, its type and (for a plain value) the
+/// value itself: `a number (5)`, `a string ("fast")`, `a table`, `a regex
+/// (pocket.regex)`.
 pub(super) fn shown(v: &Value) -> String {
     match v {
-        Value::Integer(n) => n.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::Boolean(b) => b.to_string(),
-        Value::String(s) => format!("\"{}\"", s.to_string_lossy()),
-        Value::Nil => "nil".into(),
+        Value::Integer(n) => format!("a number ({n})"),
+        Value::Number(n) => format!("a number ({n})"),
+        Value::Boolean(b) => format!("a boolean ({b})"),
+        Value::String(s) => format!("a string (\"{}\")", s.to_string_lossy()),
+        Value::Nil => "nothing (nil)".into(),
+        Value::Table(_) => "a table".into(),
+        Value::Function(_) => "a function".into(),
+        Value::UserData(ud) => {
+            crate::script::api::userdata_name(ud).unwrap_or_else(|| "a value made by Pocket".into())
+        }
         other => format!("a {}", other.type_name()),
     }
 }
@@ -84,26 +104,38 @@ impl Checker<'_> {
             Ok(Value::String(f)) => {
                 s.fallback = Some(std::sync::Arc::from(f.to_string_lossy().as_str()))
             }
-            _ => self.error(
+            Ok(other) => self.error(
                 &["pools", name, "fallback"],
-                format!("pool \"{name}\": fallback must be a pool name"),
+                format!(
+                    "pool \"{name}\": fallback must be a pool name, not {}",
+                    shown(&other)
+                ),
             ),
+            Err(e) => self.error(&["pools", name, "fallback"], e.to_string()),
         }
         match t.get::<Value>("own_health") {
             Ok(Value::Nil) => {}
             Ok(Value::Boolean(b)) => s.own_health = b,
-            _ => self.error(
-                &["own_health"],
-                format!("pool \"{name}\": own_health must be true or false"),
+            Ok(other) => self.error(
+                &["pools", name, "own_health"],
+                format!(
+                    "pool \"{name}\": own_health must be true or false, not {}",
+                    shown(&other)
+                ),
             ),
+            Err(e) => self.error(&["pools", name, "own_health"], e.to_string()),
         }
         match t.get::<Value>("rehash") {
             Ok(Value::Nil) => {}
             Ok(Value::Boolean(b)) => s.rehash = b,
-            _ => self.error(
+            Ok(other) => self.error(
                 &["pools", name, "rehash"],
-                format!("pool \"{name}\": rehash must be true or false"),
+                format!(
+                    "pool \"{name}\": rehash must be true or false, not {}",
+                    shown(&other)
+                ),
             ),
+            Err(e) => self.error(&["pools", name, "rehash"], e.to_string()),
         }
         match t.get::<Value>("bypass") {
             Ok(Value::Nil) => {}
@@ -112,10 +144,14 @@ impl Checker<'_> {
                 &["pools", name, "bypass"],
                 format!("pool \"{name}\": bypass needs a fallback pool"),
             ),
-            _ => self.error(
+            Ok(other) => self.error(
                 &["pools", name, "bypass"],
-                format!("pool \"{name}\": bypass must be a function(req)"),
+                format!(
+                    "pool \"{name}\": bypass must be a function(req), not {}",
+                    shown(&other)
+                ),
             ),
+            Err(e) => self.error(&["pools", name, "bypass"], e.to_string()),
         }
 
         match t.get::<Value>("slow_start") {
@@ -148,22 +184,32 @@ impl Checker<'_> {
                 s.balance_factor = Some(f as u32)
             }
             Ok(Value::Integer(f)) if (101..=1000).contains(&f) && balance_wrong => {}
-            _ => self.error(
+            Ok(Value::Integer(f)) if (101..=1000).contains(&f) => self.error(
                 &["pools", name, "hash_balance_factor"],
-                format!("pool \"{name}\": hash_balance_factor is a percentage from 101 to 1000, with balance = \"hash\""),
+                format!("pool \"{name}\": hash_balance_factor needs balance = \"hash\""),
             ),
+            Ok(other) => self.error(
+                &["pools", name, "hash_balance_factor"],
+                format!("pool \"{name}\": hash_balance_factor must be a whole number (a percentage) from 101 to 1000, not {}", shown(&other)),
+            ),
+            Err(e) => self.error(&["pools", name, "hash_balance_factor"], e.to_string()),
         }
 
         s.retries = match t.get::<Value>("retries") {
             Ok(Value::Nil) => 3,
             Ok(Value::Integer(n)) if (0..=MAX_RETRIES).contains(&n) => n as u32,
-            _ => {
+            Ok(other) => {
                 self.error(
                     &["pools", name, "retries"],
                     format!(
-                        "pool \"{name}\": retries must be a whole number from 0 to {MAX_RETRIES}"
+                        "pool \"{name}\": retries must be a whole number from 0 to {MAX_RETRIES}, not {}",
+                        shown(&other)
                     ),
                 );
+                0
+            }
+            Err(e) => {
+                self.error(&["pools", name, "retries"], e.to_string());
                 0
             }
         };
@@ -171,10 +217,14 @@ impl Checker<'_> {
         match t.get::<Value>("timeouts") {
             Ok(Value::Nil) => {}
             Ok(Value::Table(tt)) => s.timeouts = self.timeouts(name, &tt),
-            _ => self.error(
+            Ok(other) => self.error(
                 &["pools", name, "timeouts"],
-                format!("pool \"{name}\": timeouts must be a table like {{ connect = \"1s\" }}"),
+                format!(
+                    "pool \"{name}\": timeouts must be a table like {{ connect = \"1s\" }}, not {}",
+                    shown(&other)
+                ),
             ),
+            Err(e) => self.error(&["pools", name, "timeouts"], e.to_string()),
         }
 
         match t.get::<Value>("check") {
@@ -191,20 +241,22 @@ impl Checker<'_> {
                     pool_function: true,
                 })
             }
-            _ => self.error(
+            Ok(other) => self.error(
                 &["pools", name, "check"],
-                format!("pool \"{name}\": check must be a table like {{ http = \"GET /health\" }} or {{ tcp = true }}"),
+                format!("pool \"{name}\": check must be a table like {{ http = \"GET /health\" }} or {{ tcp = true }}, not {}", shown(&other)),
             ),
+            Err(e) => self.error(&["pools", name, "check"], e.to_string()),
         }
 
         match t.get::<Value>("passive") {
             Ok(Value::Nil) => {}
             Ok(Value::Boolean(false)) => s.passive.after = 0,
             Ok(Value::Table(pt)) => s.passive = self.passive(name, &pt),
-            _ => self.error(
+            Ok(other) => self.error(
                 &["pools", name, "passive"],
-                format!("pool \"{name}\": passive must be false or a table like {{ after = 3 }}"),
+                format!("pool \"{name}\": passive must be false or a table like {{ after = 3 }}, not {}", shown(&other)),
             ),
+            Err(e) => self.error(&["pools", name, "passive"], e.to_string()),
         }
         s
     }
@@ -213,10 +265,13 @@ impl Checker<'_> {
         let text = match v {
             Value::Function(_) => return Some(HashKey::Script),
             Value::String(s) => s.to_string_lossy(),
-            _ => {
+            other => {
                 self.error(
                     &["pools", pool, "hash_key"],
-                    format!("pool \"{pool}\": hash_key must be a name or a function(req)"),
+                    format!(
+                        "pool \"{pool}\": hash_key must be a name or a function(req), not {}",
+                        shown(other)
+                    ),
                 );
                 return None;
             }
@@ -233,13 +288,23 @@ impl Checker<'_> {
                         Err(_) => {
                             self.error(
                                 &["pools", pool, "hash_key"],
-                                format!("pool \"{pool}\": bad header name in hash_key \"{other}\""),
+                                format!("pool \"{pool}\": bad header name in hash_key \"{other}\" (a header name is one word, like \"header:x-user\")"),
                             );
                             return None;
                         }
                     }
                 } else if let Some(c) = other.strip_prefix("cookie:") {
-                    HashKey::Cookie(c.trim().to_string())
+                    // RFC 6265 section 4.1.1: a cookie-name is a token.
+                    match http::HeaderName::from_bytes(c.trim().as_bytes()) {
+                        Ok(_) if !c.trim().is_empty() => HashKey::Cookie(c.trim().to_string()),
+                        _ => {
+                            self.error(
+                                &["pools", pool, "hash_key"],
+                                format!("pool \"{pool}\": bad cookie name in hash_key \"{other}\" (a cookie name is one word, like \"cookie:session\")"),
+                            );
+                            return None;
+                        }
+                    }
                 } else {
                     self.error(
                         &["pools", pool, "hash_key"],
@@ -271,18 +336,25 @@ impl Checker<'_> {
         match t.get::<Value>(key) {
             Ok(Value::Nil) => default,
             Ok(Value::Integer(n)) if (1..=max).contains(&n) => n as u32,
-            _ => {
+            Ok(other) => {
                 self.error(
                     &["pools", pool, "check", key],
-                    format!("pool \"{pool}\": {key} must be a whole number from 1 to {max}"),
+                    format!(
+                        "pool \"{pool}\" check: {key} must be a whole number from 1 to {max}, not {}",
+                        shown(&other)
+                    ),
                 );
+                default
+            }
+            Err(e) => {
+                self.error(&["pools", pool, "check", key], e.to_string());
                 default
             }
         }
     }
 
     fn check(&mut self, pool: &str, ct: &Table) -> Option<CheckSpec> {
-        self.unknown_keys(
+        let misspelt = self.unknown_keys(
             ct,
             CHECK_KEYS,
             &format!("pool \"{pool}\" check"),
@@ -290,6 +362,48 @@ impl Checker<'_> {
         );
         let before = self.errors.len();
         let what = format!("pool \"{pool}\" check");
+        // `run` and `script` of the wrong type: said once, and no "say
+        // either tcp or http" after (the user meant a scripted check).
+        let mut meant_script = false;
+        match ct.get::<Value>("run") {
+            Ok(Value::Nil) | Ok(Value::Function(_)) => {}
+            Ok(other) => {
+                meant_script = true;
+                self.error(
+                    &["pools", pool, "check", "run"],
+                    format!(
+                        "{what}: run must be a function(server), not {}",
+                        shown(&other)
+                    ),
+                );
+            }
+            Err(e) => self.error(&["pools", pool, "check", "run"], e.to_string()),
+        }
+        match ct.get::<Value>("script") {
+            Ok(Value::Nil) | Ok(Value::Boolean(_)) => {}
+            Ok(other) => {
+                meant_script = true;
+                self.error(
+                    &["pools", pool, "check", "script"],
+                    format!(
+                        "{what}: script must be true or false, not {}",
+                        shown(&other)
+                    ),
+                );
+            }
+            Err(e) => self.error(&["pools", pool, "check", "script"], e.to_string()),
+        }
+        let kinds = ["tcp", "http", "run", "script"]
+            .iter()
+            .filter(|k| !matches!(ct.get::<Value>(**k), Ok(Value::Nil)))
+            .count();
+        if kinds > 1 {
+            self.error(
+                &["pools", pool, "check"],
+                format!("{what}: say one of tcp = true, http = \"GET /path\", run = function or script = true, not several"),
+            );
+            meant_script = true;
+        }
         let scripted = matches!(ct.get::<Value>("run"), Ok(Value::Function(_)))
             || matches!(ct.get::<Value>("script"), Ok(Value::Boolean(true)));
         if scripted
@@ -317,12 +431,20 @@ impl Checker<'_> {
                             &["pools", pool, "check", "http"],
                             format!("{what}: http must be like \"GET /health\", not \"{line}\""),
                         );
-                        return None;
+                        (String::new(), String::new())
                     }
                 };
                 let host = match ct.get::<Value>("host") {
                     Ok(Value::String(h)) => Some(h.to_string_lossy()),
-                    _ => None,
+                    Ok(Value::Nil) => None,
+                    Ok(other) => {
+                        self.error(
+                            &["pools", pool, "check", "host"],
+                            format!("{what}: host must be a string, not {}", shown(&other)),
+                        );
+                        None
+                    }
+                    Err(_) => None,
                 };
                 let expect = match ct.get::<Value>("expect") {
                     Ok(Value::Nil) => (200, 399),
@@ -349,11 +471,23 @@ impl Checker<'_> {
                     _ => (0, 0),
                 };
                 if expect == (0, 0) {
-                    self.error(&["pools", pool, "check", "expect"], format!("{what}: expect must be a status (200), a class (\"2xx\") or a range {{200, 399}}"));
+                    let found = ct
+                        .get::<Value>("expect")
+                        .map(|v| shown(&v))
+                        .unwrap_or_default();
+                    self.error(&["pools", pool, "check", "expect"], format!("{what}: expect must be a status (200), a class (\"2xx\") or a range {{200, 399}}, not {found}"));
                 }
                 let body = match ct.get::<Value>("body") {
                     Ok(Value::String(b)) => Some(b.to_string_lossy()),
-                    _ => None,
+                    Ok(Value::Nil) => None,
+                    Ok(other) => {
+                        self.error(
+                            &["pools", pool, "check", "body"],
+                            format!("{what}: body must be a string, not {}", shown(&other)),
+                        );
+                        None
+                    }
+                    Err(_) => None,
                 };
                 let pattern = match ct.get::<Value>("pattern") {
                     Ok(Value::String(p)) => {
@@ -387,12 +521,32 @@ impl Checker<'_> {
                     pattern,
                 }
             }
-            _ => {
-                self.error(
-                    &["pools", pool, "check"],
-                    format!("{what}: say either tcp = true or http = \"GET /path\""),
-                );
-                return None;
+            (tcp, http) => {
+                let said = |v: &Result<Value, mlua::Error>| !matches!(v, Ok(Value::Nil));
+                if let (true, Ok(v)) = (said(&tcp), &tcp) {
+                    self.error(
+                        &["pools", pool, "check", "tcp"],
+                        format!("{what}: tcp must be true, not {}", shown(v)),
+                    );
+                } else if let (true, Ok(v)) = (said(&http), &http) {
+                    self.error(
+                        &["pools", pool, "check", "http"],
+                        format!(
+                            "{what}: http must be like \"GET /health\", not {}",
+                            shown(v)
+                        ),
+                    );
+                } else if !meant_script
+                    && !misspelt
+                        .iter()
+                        .any(|k| ["tcp", "http", "run", "script"].contains(&k.as_str()))
+                {
+                    self.error(
+                        &["pools", pool, "check"],
+                        format!("{what}: say either tcp = true or http = \"GET /path\""),
+                    );
+                }
+                CheckKind::Tcp
             }
         };
         let mut interval = Duration::from_secs(2);
@@ -404,7 +558,7 @@ impl Checker<'_> {
                     Ok(d) if d >= Duration::from_millis(10) => *slot = d,
                     Ok(_) => self.error(
                         &["pools", pool, "check", key],
-                        format!("{what}: {key} must be at least 10ms"),
+                        format!("{what}: {key} must be at least 10ms, not {}", shown(&v)),
                     ),
                     Err(msg) => self.error(
                         &["pools", pool, "check", key],
@@ -420,11 +574,18 @@ impl Checker<'_> {
             Ok(Value::Nil) => true,
             Ok(Value::String(s)) if s.to_string_lossy() == "up" => true,
             Ok(Value::String(s)) if s.to_string_lossy() == "down" => false,
-            _ => {
+            Ok(other) => {
                 self.error(
                     &["pools", pool, "check", "start"],
-                    format!("{what}: start must be \"up\" or \"down\""),
+                    format!(
+                        "{what}: start must be \"up\" or \"down\", not {}",
+                        shown(&other)
+                    ),
                 );
+                true
+            }
+            Err(e) => {
+                self.error(&["pools", pool, "check", "start"], e.to_string());
                 true
             }
         };
@@ -453,18 +614,26 @@ impl Checker<'_> {
         match pt.get::<Value>("after") {
             Ok(Value::Nil) => {}
             Ok(Value::Integer(n)) if (0..=1000).contains(&n) => p.after = n as u32,
-            _ => self.error(
+            Ok(other) => self.error(
                 &["pools", pool, "passive", "after"],
-                format!("pool \"{pool}\" passive: after must be a whole number from 0 to 1000"),
+                format!(
+                    "pool \"{pool}\" passive: after must be a whole number from 0 to 1000, not {}",
+                    shown(&other)
+                ),
             ),
+            Err(e) => self.error(&["pools", pool, "passive", "after"], e.to_string()),
         }
         match pt.get::<Value>("on_5xx") {
             Ok(Value::Nil) => {}
             Ok(Value::Boolean(b)) => p.on_5xx = b,
-            _ => self.error(
+            Ok(other) => self.error(
                 &["pools", pool, "passive", "on_5xx"],
-                format!("pool \"{pool}\" passive: on_5xx must be true or false"),
+                format!(
+                    "pool \"{pool}\" passive: on_5xx must be true or false, not {}",
+                    shown(&other)
+                ),
             ),
+            Err(e) => self.error(&["pools", pool, "passive", "on_5xx"], e.to_string()),
         }
         match pt.get::<Value>("cooldown") {
             Ok(Value::Nil) => {}

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use mlua::{Table, Value};
 
-use crate::config::{line_of, parse_duration};
+use crate::config::{line_of, near_miss, parse_duration, Places};
 use crate::script::{describe_lua_error, Limits, Vm};
 
 #[derive(Debug, Clone)]
@@ -139,30 +139,73 @@ const MAX_DURATION: Duration = Duration::from_secs(600);
 struct Errors<'a> {
     path: &'a Path,
     source: &'a str,
-    list: Vec<String>,
+    places: Places,
+    /// (line, message), sorted by line at the end.
+    list: Vec<(Option<usize>, String)>,
 }
 
 impl Errors<'_> {
+    /// An error placed at the first line that mentions one of `needles`.
     fn add(&mut self, needles: &[&str], msg: String) {
-        let at = match line_of(self.source, needles) {
-            Some(l) => format!("{}:{}", self.path.display(), l),
-            None => self.path.display().to_string(),
-        };
-        self.list.push(format!("{at}: {msg}"));
+        let line = line_of(self.source, needles);
+        self.list.push((line, msg));
     }
 
-    fn unknown(&mut self, t: &Table, known: &[&str], what: &str) {
-        for (k, _) in t.pairs::<Value, Value>().flatten() {
-            if let Value::String(s) = k {
-                let k = s.to_string_lossy();
-                if !known.contains(&k.as_str()) {
-                    self.add(
-                        &[&format!("{k} =")],
-                        format!("{what}: unknown key \"{k}\" (known: {})", known.join(", ")),
+    /// An error at the value at `at` (`["faults", "[2]", "server"]`), or
+    /// its table's line when it is missing.
+    fn at(&mut self, at: &[&str], msg: String) {
+        let line = self.places.line(at);
+        self.list.push((line, msg));
+    }
+
+    /// Flags unknown keys, each at its own line; returns the known keys
+    /// that were misspelt (`duraton`), whose absence is then not said.
+    fn unknown(&mut self, t: &Table, known: &[&str], what: &str, at: &[&str]) -> Vec<String> {
+        let mut misspelt = Vec::new();
+        let mut keys: Vec<String> = t
+            .pairs::<Value, Value>()
+            .flatten()
+            .filter_map(|(k, _)| match k {
+                Value::String(s) => Some(s.to_string_lossy()),
+                _ => None,
+            })
+            .collect();
+        keys.sort();
+        for k in keys {
+            if known.contains(&k.as_str()) {
+                continue;
+            }
+            let path = [at, &[k.as_str()]].concat();
+            let near = known
+                .iter()
+                .find(|w| near_miss(&k, w) && matches!(t.get::<Value>(**w), Ok(Value::Nil)));
+            match near {
+                Some(w) => {
+                    misspelt.push(w.to_string());
+                    self.at(
+                        &path,
+                        format!("{what}: unknown key \"{k}\" (did you mean \"{w}\"?)"),
                     );
                 }
+                None => self.at(
+                    &path,
+                    format!("{what}: unknown key \"{k}\" (known: {})", known.join(", ")),
+                ),
             }
         }
+        misspelt
+    }
+
+    /// Every error as `path:line: message`, in line order.
+    fn lines(mut self) -> Vec<String> {
+        self.list.sort_by_key(|(l, _)| l.unwrap_or(usize::MAX));
+        self.list
+            .into_iter()
+            .map(|(line, msg)| match line {
+                Some(l) => format!("{}:{l}: {msg}", self.path.display()),
+                None => format!("{}: {msg}", self.path.display()),
+            })
+            .collect()
     }
 }
 
@@ -195,9 +238,10 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
     let mut errs = Errors {
         path,
         source: &source,
+        places: Places::of(&source),
         list: Vec::new(),
     };
-    errs.unknown(&root, KEYS, "scenario");
+    let misspelt = errs.unknown(&root, KEYS, "scenario", &[]);
     let name = root
         .get::<Option<String>>("name")
         .ok()
@@ -207,22 +251,27 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default()
         });
-    let duration = match root.get::<Value>("duration").map(|v| duration_of(&v)) {
-        Ok(Ok(d)) if !d.is_zero() && d <= MAX_DURATION => d,
-        _ => {
-            errs.add(
-                &["duration"],
-                "duration must be a time from 1s to 600s, like \"10s\"".into(),
-            );
-            Duration::from_secs(1)
-        }
+    // None: not known (wrong or misspelt, and said so): no fault is
+    // then said to be past it.
+    let duration = match root.get::<Value>("duration") {
+        Ok(Value::Nil) if misspelt.iter().any(|k| k == "duration") => None,
+        v => match v.map(|v| duration_of(&v)) {
+            Ok(Ok(d)) if !d.is_zero() && d <= MAX_DURATION => Some(d),
+            _ => {
+                errs.at(
+                    &["duration"],
+                    "duration must be a time from 1s to 600s, like \"10s\"".into(),
+                );
+                None
+            }
+        },
     };
     let mut real = false;
     if let Ok(Value::String(mode)) = root.get::<Value>("mode") {
         let mode = mode.to_string_lossy();
         real = mode == "real";
         if mode != "userspace" && mode != "real" {
-            errs.add(
+            errs.at(
                 &["mode"],
                 format!("mode must be \"userspace\" or \"real\", not \"{mode}\""),
             );
@@ -231,7 +280,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
     let origins: Vec<String> = match root.get::<Value>("origins") {
         Ok(Value::Table(t)) => t.sequence_values::<String>().flatten().collect(),
         _ => {
-            errs.add(
+            errs.at(
                 &["origins"],
                 "origins must list origin names, like { \"A\", \"B\" }".into(),
             );
@@ -241,7 +290,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
     let mut policy = String::new();
     match root.get::<Value>("policy") {
         Ok(Value::String(s)) => policy = s.to_string_lossy(),
-        _ => errs.add(
+        _ => errs.at(
             &["policy"],
             "policy must be the policy's text (placeholders {{listen}} and {{NAME}})".into(),
         ),
@@ -278,20 +327,20 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         body_bytes: 0,
     };
     if let Ok(Value::Table(t)) = root.get::<Value>("load") {
-        errs.unknown(&t, LOAD_KEYS, "load");
+        let _ = errs.unknown(&t, LOAD_KEYS, "load", &["load"]);
         match t.get::<Value>("concurrency") {
             Ok(Value::Nil) => {}
             Ok(Value::Integer(n)) if (1..=256).contains(&n) => load.concurrency = n as usize,
-            _ => errs.add(
-                &["concurrency"],
+            _ => errs.at(
+                &["load", "concurrency"],
                 "load.concurrency must be from 1 to 256".into(),
             ),
         }
         match t.get::<Value>("rate") {
             Ok(Value::Nil) => {}
             Ok(Value::Integer(n)) if (1..=100_000).contains(&n) => load.rate = Some(n as u32),
-            _ => errs.add(
-                &["rate"],
+            _ => errs.at(
+                &["load", "rate"],
                 "load.rate must be requests per second from 1 to 100000".into(),
             ),
         }
@@ -304,8 +353,8 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         match t.get::<Value>("body_bytes") {
             Ok(Value::Nil) => {}
             Ok(Value::Integer(n)) if (0..=1 << 30).contains(&n) => load.body_bytes = n as usize,
-            _ => errs.add(
-                &["body_bytes"],
+            _ => errs.at(
+                &["load", "body_bytes"],
                 "load.body_bytes must be from 0 to 1 GiB".into(),
             ),
         }
@@ -316,7 +365,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
             if !v.is_nil() {
                 match duration_of(&v) {
                     Ok(d) => load.timeout = d,
-                    Err(e) => errs.add(&["timeout"], format!("load.timeout: {e}")),
+                    Err(e) => errs.at(&["load", "timeout"], format!("load.timeout: {e}")),
                 }
             }
         }
@@ -325,27 +374,39 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
     let mut faults = Vec::new();
     if let Ok(Value::Table(list)) = root.get::<Value>("faults") {
         for (i, f) in list.sequence_values::<Table>().enumerate() {
+            let ns = format!("[{}]", i + 1);
             let Ok(f) = f else {
-                errs.add(&["faults"], format!("faults[{}] must be a table", i + 1));
+                errs.at(
+                    &["faults", &ns],
+                    format!("faults[{}] must be a table", i + 1),
+                );
                 continue;
             };
-            errs.unknown(&f, FAULT_KEYS, &format!("faults[{}]", i + 1));
+            let _ = errs.unknown(
+                &f,
+                FAULT_KEYS,
+                &format!("faults[{}]", i + 1),
+                &["faults", &ns],
+            );
             let kind_name: String = f.get("fault").unwrap_or_default();
-            let here = format!("\"{kind_name}\"");
             let after_bytes = f.get::<Option<u64>>("after_bytes").ok().flatten();
+            // Every independent mistake of one fault is said, each at its
+            // own line; the fault is then dropped.
+            let before = errs.list.len();
             let at = match f.get::<Value>("at").map(|v| duration_of(&v)) {
-                Ok(Ok(d)) if d < duration => d,
+                Ok(Ok(d)) if duration.is_none_or(|whole| d < whole) => d,
                 Ok(Ok(d)) => {
-                    errs.add(&[&here], format!("fault \"{kind_name}\" at {d:?} is past the scenario's duration ({duration:?})"));
-                    continue;
+                    let whole = duration.unwrap_or_default();
+                    errs.at(&["faults", &ns, "at"], format!("fault \"{kind_name}\" at {d:?} is past the scenario's duration ({whole:?})"));
+                    d
                 }
                 _ if after_bytes.is_some() => Duration::MAX,
                 _ => {
-                    errs.add(
-                        &[&here],
+                    errs.at(
+                        &["faults", &ns],
                         format!("fault \"{kind_name}\" needs at = \"2s\" or after_bytes = N"),
                     );
-                    continue;
+                    Duration::ZERO
                 }
             };
             let server: Option<String> = f.get("server").ok();
@@ -353,15 +414,14 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                 matches!(f.get::<Option<String>>("target"), Ok(Some(t)) if t == "balancer");
             match &server {
                 Some(s) if !origins.contains(s) => {
-                    errs.add(&[&format!("\"{s}\"")], format!("fault \"{kind_name}\" names server \"{s}\", which the scenario does not declare"));
-                    continue;
+                    errs.at(&["faults", &ns, "server"], format!("fault \"{kind_name}\" names server \"{s}\", which the scenario does not declare (origins: {})", origins.join(", ")));
                 }
                 None if !balancer => {
-                    errs.add(&[&here], format!("fault \"{kind_name}\" needs server = \"NAME\" or target = \"balancer\""));
-                    continue;
+                    errs.at(&["faults", &ns], format!("fault \"{kind_name}\" needs server = \"NAME\" or target = \"balancer\""));
                 }
                 _ => {}
             }
+            let here_at = ["faults", ns.as_str(), "fault"];
             let dur = |k: &str, default: Duration| -> Result<Duration, String> {
                 match f.get::<Value>(k) {
                     Ok(Value::Nil) => Ok(default),
@@ -383,15 +443,15 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                         bandwidth: f.get::<Option<u64>>("bandwidth").ok().flatten(),
                     },
                     Err(e) => {
-                        errs.add(&[&here], format!("fault \"slow\": latency: {e}"));
+                        errs.at(&here_at, format!("fault \"slow\": latency: {e}"));
                         continue;
                     }
                 },
                 ("flap", false) => match dur("period", Duration::from_secs(1)) {
                     Ok(period) if period >= Duration::from_millis(50) => FaultKind::Flap { period },
                     _ => {
-                        errs.add(
-                            &[&here],
+                        errs.at(
+                            &here_at,
                             "fault \"flap\": period must be at least 50ms".into(),
                         );
                         continue;
@@ -403,22 +463,25 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                 ("reload", true) => {
                     let name: String = f.get("policy").unwrap_or_default();
                     if !policies.contains_key(&name) {
-                        errs.add(&[&here], format!("fault \"reload\" needs policy = a name from the scenario's policies, not \"{name}\""));
+                        errs.at(&here_at, format!("fault \"reload\" needs policy = a name from the scenario's policies, not \"{name}\""));
                         continue;
                     }
                     FaultKind::Reload(name)
                 }
                 (other, _) => {
-                    errs.add(
-                        &[&here],
+                    errs.at(
+                        &here_at,
                         format!(
-                            "unknown fault \"{other}\" for {} (servers: kill, restart, refuse, blackhole, cut, reset_after_headers, slow, flap, lie, heal; balancer: reload, restart, hang_worker)",
+                            "unknown fault \"{other}\" for {} (faults for a server: kill, restart, refuse, blackhole, cut, reset_after_headers, slow, flap, lie, heal; for the balancer: reload, restart, hang_worker)",
                             if balancer { "the balancer" } else { "a server" }
                         ),
                     );
                     continue;
                 }
             };
+            if errs.list.len() > before {
+                continue;
+            }
             let text = match &server {
                 Some(s) => format!("{kind_name} {s}"),
                 None => format!("{kind_name} balancer"),
@@ -436,7 +499,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
 
     let mut expect = Expect::default();
     if let Ok(Value::Table(t)) = root.get::<Value>("expect") {
-        errs.unknown(&t, EXPECT_KEYS, "expect");
+        let _ = errs.unknown(&t, EXPECT_KEYS, "expect", &["expect"]);
         expect.failed = t.get::<Option<u64>>("failed").ok().flatten();
         expect.ok_min = t.get::<Option<u64>>("ok_min").ok().flatten();
         for (k, slot) in [
@@ -447,7 +510,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                 if !v.is_nil() {
                     match duration_of(&v) {
                         Ok(d) => *slot = Some(d),
-                        Err(e) => errs.add(&[k], format!("expect.{k}: {e}")),
+                        Err(e) => errs.at(&["expect", k], format!("expect.{k}: {e}")),
                     }
                 }
             }
@@ -460,8 +523,9 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         .unwrap_or(1)
         .clamp(1, 16);
     if !errs.list.is_empty() {
-        return Err(errs.list);
+        return Err(errs.lines());
     }
+    let duration = duration.unwrap_or(Duration::from_secs(1));
     Ok(Scenario {
         path: path.to_path_buf(),
         name,
