@@ -807,3 +807,65 @@ fn a_server_address_without_its_key_is_one_error() {
         ["4: pool \"app\" server 1: a string (\"127.0.0.1:9001\") has no key: every entry is key = value (known: addr, weight, backup)"]
     );
 }
+
+/// Runs `pocket check policy` with `deadline` as a hang guard only:
+/// (exit code, stderr); a run past it is killed and fails the test.
+fn check_within(policy: &std::path::Path, deadline: std::time::Duration) -> (i32, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(pocket_bin())
+        .args(["check", policy.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pocket");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for pocket") {
+            break status;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pocket check did not finish within {deadline:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    (status.code().unwrap_or(-1), err)
+}
+
+/// Tables that name each other many times (`app.k0 = b` ... `b.k39 =
+/// app`): finding the line of an error follows each name once, so
+/// `pocket check` ends and the error is at its own line.
+#[test]
+fn tables_that_name_each_other_do_not_hang_the_error_line() {
+    let keys = |v: &str| -> String {
+        (0..40)
+            .map(|i| format!("  k{i} = {v},\n"))
+            .collect::<String>()
+    };
+    let src = format!(
+        "local b = {{}}\nlocal app = {{\n  servers = {{ \"127.0.0.1:9001\" }},\n  balance = 5,\n{}}}\nb = {{\n{}}}\nreturn {{\n  listeners = {{ {{ bind = \"127.0.0.1:8080\", pool = \"app\" }} }},\n  pools = {{ app = app }},\n}}\n",
+        keys("b"),
+        keys("app")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(dir.path(), "policy.lua", &src);
+    let (code, err) = check_within(&path, std::time::Duration::from_secs(60));
+    assert_eq!(code, 1, "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!(
+            "{}:4: pool \"app\": balance must be an algorithm name ({BAL}) or a function(servers, req), not a number (5)",
+            path.display()
+        )
+    );
+    // Then the 40 keys a pool does not know, each at its own line.
+    assert_eq!(lines.len(), 41, "{err}");
+    assert!(lines[1].starts_with(&format!(
+        "{}:5: pool \"app\": unknown key \"k0\"",
+        path.display()
+    )));
+}

@@ -75,7 +75,17 @@ pub struct Places {
     main: Option<String>,
     /// `local pools = require "lib.pools"`: (local, module name).
     requires: Vec<(String, String)>,
+    /// [`Places::prefixes`] already worked out, by name.
+    prefixes: std::cell::RefCell<std::collections::HashMap<String, PathsTo>>,
 }
+
+/// Paths from the policy's table to one kept table.
+type PathsTo = std::rc::Rc<Vec<Vec<Option<Step>>>>;
+
+/// How many fields naming a kept table are followed, in all, to find
+/// the paths to one table: tables that name each other many times
+/// would otherwise give (fields)^depth paths.
+const MAX_STEPS: usize = 10_000;
 
 impl Places {
     /// Reads `source` (never fails: text it cannot read ends the scan).
@@ -86,6 +96,7 @@ impl Places {
             refs,
             main,
             requires,
+            prefixes: Default::default(),
         }
     }
 
@@ -107,9 +118,7 @@ impl Places {
             let Some((_, module)) = self.requires.iter().find(|(l, _)| l == local) else {
                 continue;
             };
-            let mut paths = Vec::new();
-            self.expand(r.root.as_deref(), &r.path, 0, &mut paths);
-            for p in paths {
+            for p in self.expand(r.root.as_deref(), &r.path) {
                 let n = p.len() - 1;
                 let prefix = n <= steps.len()
                     && p[0].is_none()
@@ -134,37 +143,77 @@ impl Places {
     }
 
     fn paths_of(&self, f: &Field) -> Vec<Vec<Option<Step>>> {
-        let mut out = Vec::new();
-        self.expand(f.root.as_deref(), &f.around, 0, &mut out);
-        out
+        self.expand(f.root.as_deref(), &f.around)
     }
 
-    fn expand(
-        &self,
-        root: Option<&str>,
-        around: &[Option<Step>],
-        depth: usize,
-        out: &mut Vec<Vec<Option<Step>>>,
-    ) {
+    /// The paths to a table kept under `root` with `around` inside it:
+    /// every way from the policy's table to `root` (computed once per
+    /// name), each followed by the rest of `around`.
+    fn expand(&self, root: Option<&str>, around: &[Option<Step>]) -> Vec<Vec<Option<Step>>> {
         let Some(root) = root else {
-            out.push(around.to_vec());
-            return;
+            return vec![around.to_vec()];
         };
         let rest = around.get(1..).unwrap_or(&[]);
-        if self.main.as_deref() == Some(root) {
-            let mut p = vec![None];
-            p.extend_from_slice(rest);
-            out.push(p);
+        let prefixes = self.prefixes(root);
+        prefixes
+            .iter()
+            .map(|p| p.iter().chain(rest).cloned().collect())
+            .collect()
+    }
+
+    /// The paths from the policy's table to the table kept under `name`,
+    /// breadth first, shortest first: through each field that names it,
+    /// a few names deep, never through a name twice on one path (tables
+    /// that name each other), and at most [`MAX_STEPS`] in all. A policy
+    /// past the cap gets the paths found so far: its errors fall back to
+    /// the line of a table further out, never to a hang.
+    fn prefixes(&self, name: &str) -> PathsTo {
+        if let Some(found) = self.prefixes.borrow().get(name) {
+            return found.clone();
         }
-        if depth > 4 {
-            return;
+        let mut out: Vec<Vec<Option<Step>>> = Vec::new();
+        // (the name a table is kept under, the path inside it after the
+        // table itself, the names already passed).
+        let mut queue: std::collections::VecDeque<(Option<&str>, Vec<Option<Step>>, Vec<&str>)> =
+            std::collections::VecDeque::from([(Some(name), Vec::new(), Vec::new())]);
+        let mut steps = 0usize;
+        while let Some((root, rest, chain)) = queue.pop_front() {
+            let Some(root) = root else {
+                out.push(rest);
+                continue;
+            };
+            if self.main.as_deref() == Some(root) {
+                out.push(std::iter::once(None).chain(rest.iter().cloned()).collect());
+            }
+            if chain.len() > 4 {
+                continue;
+            }
+            for r in self.refs.iter().filter(|r| r.target == root) {
+                let from = r.root.as_deref();
+                if from.is_some_and(|f| f == root || chain.contains(&f)) {
+                    continue;
+                }
+                steps += 1;
+                if steps > MAX_STEPS {
+                    queue.clear();
+                    break;
+                }
+                // The ref's own field may itself sit in a kept table.
+                let mut p = match from {
+                    Some(_) => r.path.get(1..).unwrap_or(&[]).to_vec(),
+                    None => r.path.clone(),
+                };
+                p.extend_from_slice(&rest);
+                let mut next = chain.clone();
+                next.push(root);
+                queue.push_back((from, p, next));
+            }
         }
-        for r in self.refs.iter().filter(|r| r.target == root) {
-            // The ref's own field may itself sit in a kept table.
-            let mut p = r.path.clone();
-            p.extend_from_slice(rest);
-            self.expand(r.root.as_deref(), &p, depth + 1, out);
-        }
+        let out = std::rc::Rc::new(out);
+        self.prefixes
+            .borrow_mut()
+            .insert(name.to_string(), out.clone());
+        out
     }
 
     /// The line of the value at `path` (`["pools", "app", "servers",
