@@ -297,3 +297,78 @@ fn stdlib_line(file: &str, text: &str) -> usize {
         .map(|i| i + 1)
         .unwrap_or_else(|| panic!("{text:?} not in {}", path.display()))
 }
+
+/// `pocket check` on `policy.lua` in `dir` with `deadline` as a hang guard
+/// only: (exit code, the policy's path, stderr lines).
+fn check_within(
+    dir: &std::path::Path,
+    src: &str,
+    deadline: std::time::Duration,
+) -> (i32, String, Vec<String>) {
+    use std::io::Read;
+    let path = write_policy(dir, "policy.lua", src);
+    let mut child = std::process::Command::new(pocket_bin())
+        .args(["check", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run pocket");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for pocket") {
+            break status;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pocket check did not finish within {deadline:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    (
+        status.code().unwrap_or(-1),
+        path.display().to_string(),
+        err.lines().map(str::to_string).collect(),
+    )
+}
+
+/// A chunk name is the script's to choose: an unknown pool named in a
+/// chunk called `@/dev/zero` or after a FIFO, or an error message naming
+/// such a file, never makes `pocket check` open it (reading /dev/zero
+/// ran out of memory, a FIFO hung). The error names the chunk as the
+/// script wrote it, with no line.
+#[test]
+fn chunk_names_never_make_check_read_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.lua");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let pools = "return {\n  listeners = { { bind = \"127.0.0.1:8080\", pool = \"app\" } },\n  pools = { app = { servers = { \"127.0.0.1:9001\" } } },\n}\n";
+    let src = format!(
+        "load(\"pocket.uses_pool('nope')\", \"@/dev/zero\")()\nload(\"pocket.uses_pool('nope2')\", \"@{}\")()\n{pools}",
+        fifo.display()
+    );
+    let deadline = std::time::Duration::from_secs(60);
+    let (code, _, lines) = check_within(dir.path(), &src, deadline);
+    assert_eq!(code, 1, "{lines:?}");
+    assert_eq!(
+        lines,
+        [
+            "/dev/zero: pool \"nope\" is not defined in pools (pools: app)".to_string(),
+            format!(
+                "{}: pool \"nope2\" is not defined in pools (pools: app)",
+                fifo.display()
+            ),
+        ]
+    );
+    // An error message that names a file: its line is the message's own.
+    let src = "error(\"/dev/zero.lua:3: unknown key \\\"x\\\"\", 0)\nreturn {}\n";
+    let (code, _, lines) = check_within(dir.path(), src, deadline);
+    assert_eq!(code, 1, "{lines:?}");
+    assert_eq!(lines, ["/dev/zero.lua:3: unknown key \"x\""]);
+}

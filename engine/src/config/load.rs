@@ -88,9 +88,12 @@ pub fn load_policy_source(
         errors: Vec::new(),
         has_on_check: false,
         fresh_health: HashSet::new(),
+        modules: Vec::new(),
     };
     let vm = Vm::new(path, Limits::default()).map_err(|e| cx.fatal(&e))?;
-    let value = match vm.run_main_chunk(path, &source) {
+    let ran = vm.run_main_chunk(path, &source);
+    cx.modules = crate::script::stdlib::module_files(&vm.lua);
+    let value = match ran {
         Ok(value) => value,
         Err(e) => {
             let refs = crate::script::api::pool_refs::take(&vm.lua);
@@ -147,7 +150,14 @@ pub(super) struct Checker<'a> {
     /// Addresses whose shared health this load created (no running
     /// policy has seen them yet): a checking pool's `start` applies.
     fresh_health: HashSet<SocketAddr>,
+    /// The module files `require` loaded while the policy ran: (the path
+    /// chunks name, the real file). The only files besides the policy
+    /// that errors are placed by reading.
+    modules: Vec<(std::path::PathBuf, std::path::PathBuf)>,
 }
+
+/// The most of a module file read again to place an error, in bytes.
+const MAX_MODULE_TEXT: u64 = 1024 * 1024;
 
 impl Checker<'_> {
     /// An error about the value at `at` (a path from the policy table:
@@ -185,10 +195,47 @@ impl Checker<'_> {
             .into_iter()
             .map(|f| clean_path(&dir.join(f)))
             .find(|f| f.is_file())?;
-        let text = std::fs::read_to_string(&file).ok()?;
+        let text = self.text_of(&file)?;
         let inner: Vec<&str> = inner.iter().map(String::as_str).collect();
         let line = super::locate::Places::of(&text).line(&inner)?;
         Some((file, line))
+    }
+
+    /// The text of `file` when it is the policy or a module `require`
+    /// loaded from the policy's folder (read again from the file it was
+    /// loaded from, if it is still a regular file of at most
+    /// [`MAX_MODULE_TEXT`] bytes); else none. `file` comes from a chunk
+    /// name or an error message, which the script chooses: any other
+    /// path (a device, a FIFO, a file outside the folder) is never opened.
+    fn text_of(&self, file: &Path) -> Option<String> {
+        use std::io::Read;
+        let file = clean_path(file);
+        if file == clean_path(self.path) {
+            return Some(self.source.to_string());
+        }
+        // Pocket's own modules are named `stdlib/pocket/cdn.lua`.
+        if let Some(text) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix("stdlib/"))
+            .and_then(|f| f.strip_suffix(".lua"))
+            .and_then(|m| crate::script::stdlib::embedded(&m.replace('/', ".")))
+        {
+            return Some(text.to_string());
+        }
+        let (_, real) = self
+            .modules
+            .iter()
+            .find(|(shown, _)| clean_path(shown) == file)?;
+        if !real.is_file() {
+            return None;
+        }
+        let mut text = String::new();
+        std::fs::File::open(real)
+            .ok()?
+            .take(MAX_MODULE_TEXT + 1)
+            .read_to_string(&mut text)
+            .ok()?;
+        (text.len() as u64 <= MAX_MODULE_TEXT).then_some(text)
     }
 
     /// An error placed on the first line that mentions one of `needles`.
@@ -220,12 +267,11 @@ impl Checker<'_> {
                 .and_then(|(_, k)| k.split_once('"'))
                 .map(|(k, _)| k)
             {
-                let text = if file == clean_path(self.path) {
-                    Some(self.source.to_string())
-                } else {
-                    std::fs::read_to_string(&file).ok()
-                };
-                if let Some(at) = text.as_deref().and_then(|t| key_written_at(t, n, key)) {
+                if let Some(at) = self
+                    .text_of(&file)
+                    .as_deref()
+                    .and_then(|t| key_written_at(t, n, key))
+                {
                     n = at;
                 }
             }
@@ -473,19 +519,15 @@ impl Checker<'_> {
             }
             reported.push(&r.name);
             let path = Path::new(&r.path);
-            let text = if path == self.path {
-                Some(self.source.to_string())
-            } else {
-                std::fs::read_to_string(path).ok()
-            };
             // The call's line is where the table starts; the name itself
             // is usually a few lines below, on its own entry.
             // Without a line (a tail call hid the caller), the first line
-            // of the file that writes the name.
-            let line = text
-                .as_deref()
-                .and_then(|t| written_at(t, r.line.unwrap_or(1), &r.name))
-                .or(r.line);
+            // of the file that writes the name. A chunk that is neither
+            // the policy nor one of its modules (`load(code, name)`) is
+            // named as the script named it, with no line.
+            let line = self
+                .text_of(path)
+                .and_then(|t| written_at(&t, r.line.unwrap_or(1), &r.name).or(r.line));
             self.errors.push(ConfigError {
                 path: path.to_path_buf(),
                 line,

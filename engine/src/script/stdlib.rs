@@ -71,6 +71,7 @@ pub fn install_require(lua: &Lua, script_path: &Path) -> mlua::Result<()> {
         }
     })?;
     let folder = PolicyFolder::of(script_path);
+    lua.set_app_data(ModuleFiles::default());
     let folder_searcher = lua.create_function(move |lua, name: mlua::LuaString| {
         folder.search(lua, &name.to_string_lossy())
     })?;
@@ -81,6 +82,21 @@ pub fn install_require(lua: &Lua, script_path: &Path) -> mlua::Result<()> {
     searchers.raw_push(folder_searcher)?;
     package.set("searchers", searchers)?;
     Ok(())
+}
+
+/// The module files `require` loaded from the policy's folder: (the
+/// path as chunks name it, the file it was read from). Errors are
+/// placed by reading these again, and only these: a chunk name is the
+/// script's to choose (`load(code, "@/dev/zero")`), a file is not.
+#[derive(Default)]
+struct ModuleFiles(std::cell::RefCell<Vec<(PathBuf, PathBuf)>>);
+
+/// The module files `require` has loaded from the policy's folder so far
+/// in `lua`: (the path chunks name, the real file).
+pub fn module_files(lua: &Lua) -> Vec<(PathBuf, PathBuf)> {
+    lua.app_data_ref::<ModuleFiles>()
+        .map(|m| m.0.borrow().clone())
+        .unwrap_or_default()
 }
 
 /// The policy's folder as `require` sees it.
@@ -138,6 +154,9 @@ impl PolicyFolder {
                 continue;
             }
             let shown = self.shown.join(candidate);
+            if let Some(files) = lua.app_data_ref::<ModuleFiles>() {
+                files.0.borrow_mut().push((shown.clone(), file.clone()));
+            }
             let source = std::fs::read(&file).map_err(|e| {
                 mlua::Error::RuntimeError(format!("cannot read {}: {e}", shown.display()))
             })?;
