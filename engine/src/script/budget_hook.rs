@@ -87,11 +87,10 @@ unsafe extern "C-unwind" fn budget_hook(state: *mut ffi::lua_State, _ar: *mut ff
     ffi::lua_error(state)
 }
 
-/// [`BUDGET_MESSAGE`] as a C string.
-/// Notes `path:line` of the innermost frame from a file in `seen` (a
-/// memory error that the allocator cannot place uses it). Reuses the
-/// string: no allocation once it has grown to a path's length.
-unsafe fn note_line(state: *mut ffi::lua_State, seen: &std::cell::RefCell<String>) {
+/// Notes the chunk name and line of the innermost frame from a file in
+/// `seen` (a memory error that the allocator cannot place uses it). No
+/// formatting and no allocation once `seen` holds the frame's file.
+unsafe fn note_line(state: *mut ffi::lua_State, seen: &super::vm::Seen) {
     let mut ar: ffi::lua_Debug = std::mem::zeroed();
     let mut level = 0;
     while level < 64 && ffi::lua_getstack(state, level, &mut ar) != 0 {
@@ -99,18 +98,15 @@ unsafe fn note_line(state: *mut ffi::lua_State, seen: &std::cell::RefCell<String
             && !ar.source.is_null()
             && *ar.source == b'@' as std::ffi::c_char
         {
-            let path = std::ffi::CStr::from_ptr(ar.source.add(1)).to_string_lossy();
-            if let Ok(mut seen) = seen.try_borrow_mut() {
-                use std::fmt::Write;
-                seen.clear();
-                let _ = write!(seen, "{path}:{}", ar.currentline);
-            }
+            let path = std::ffi::CStr::from_ptr(ar.source.add(1)).to_bytes();
+            seen.note(path, ar.currentline as i32);
             return;
         }
         level += 1;
     }
 }
 
+/// [`BUDGET_MESSAGE`] as a C string.
 const BUDGET_C: &std::ffi::CStr = c"script stopped: it ran past its time budget";
 
 #[cfg(test)]

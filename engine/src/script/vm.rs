@@ -62,8 +62,46 @@ pub(crate) struct Budget {
     /// `seen`, for a memory error the allocator could not place (a table
     /// or buffer that grew past the limit).
     pub(crate) near_limit: Cell<bool>,
-    /// `path:line` the instruction hook last saw while `near_limit`.
-    pub(crate) seen: std::cell::RefCell<String>,
+    /// The line the instruction hook last saw while `near_limit`.
+    pub(crate) seen: Seen,
+}
+
+/// The innermost line from a file the instruction hook last saw: the
+/// chunk's name (without `@`) and the line, kept raw. The hook runs every
+/// few thousand instructions, so it only compares the name with the one
+/// it has (copying it when the frame's file changed, into a reused
+/// buffer) and sets the line; `path:line` is written only when a memory
+/// error is reported.
+#[derive(Default)]
+pub(crate) struct Seen {
+    path: std::cell::RefCell<Vec<u8>>,
+    line: Cell<i32>,
+}
+
+impl Seen {
+    /// Notes `path` (a chunk name without `@`) at `line`.
+    pub(crate) fn note(&self, path: &[u8], line: i32) {
+        if let Ok(mut kept) = self.path.try_borrow_mut() {
+            if kept.as_slice() != path {
+                kept.clear();
+                kept.extend_from_slice(path);
+            }
+            self.line.set(line);
+        }
+    }
+
+    fn clear(&self) {
+        if let Ok(mut kept) = self.path.try_borrow_mut() {
+            kept.clear();
+        }
+    }
+
+    /// `path:line`, when a line was noted.
+    fn place(&self) -> Option<String> {
+        let kept = self.path.try_borrow().ok()?;
+        (!kept.is_empty())
+            .then(|| format!("{}:{}", String::from_utf8_lossy(&kept), self.line.get()))
+    }
 }
 
 /// A call found past its wall-clock deadline before it had the CPU for it.
@@ -142,15 +180,14 @@ fn over_budget<R>(budget: &Budget, script: &str, result: mlua::Result<R>) -> mlu
     // The memory limit, met by Lua's own allocation: the allocator noted
     // the line (see `budget_alloc`), or, for a block that grew, the
     // instruction hook saw the line running shortly before.
-    let place = place.or_else(|| {
-        let seen = budget.seen.borrow();
-        (!seen.is_empty()).then(|| seen.clone())
-    });
-    if let (Err(e @ mlua::Error::MemoryError(_)), Some(place)) = (&result, place) {
-        return Err(mlua::Error::RuntimeError(format!(
-            "{place}: {}",
-            super::describe_lua_error(e)
-        )));
+    // Only a memory error looks at `seen` (formatting it costs a string).
+    if let Err(e @ mlua::Error::MemoryError(_)) = &result {
+        if let Some(place) = place.or_else(|| budget.seen.place()) {
+            return Err(mlua::Error::RuntimeError(format!(
+                "{place}: {}",
+                super::describe_lua_error(e)
+            )));
+        }
     }
     result
 }
@@ -185,7 +222,7 @@ impl Budget {
         self.grace.set(None);
         self.spent.set(false);
         self.refused.set(false);
-        self.seen.borrow_mut().clear();
+        self.seen.clear();
         self.armed.set(true);
     }
 
@@ -267,7 +304,7 @@ impl Budget {
             window: Cell::new(deadline.saturating_duration_since(Instant::now())),
             grace: Cell::new(None),
             near_limit: Cell::new(false),
-            seen: std::cell::RefCell::new(String::new()),
+            seen: Seen::default(),
         }
     }
 }
@@ -330,7 +367,7 @@ impl Vm {
             window: Cell::new(limits.load_budget),
             grace: Cell::new(None),
             near_limit: Cell::new(false),
-            seen: std::cell::RefCell::new(String::new()),
+            seen: Seen::default(),
         });
 
         budget_hook::install(&lua, &budget, HOOK_EVERY)?;
@@ -421,5 +458,23 @@ impl Vm {
             let _ = self.lua.gc_collect();
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod seen_tests {
+    use super::Seen;
+
+    #[test]
+    fn the_hook_notes_raw_and_the_place_is_written_on_demand() {
+        let seen = Seen::default();
+        assert_eq!(seen.place(), None);
+        seen.note(b"policy.lua", 3);
+        seen.note(b"policy.lua", 7);
+        assert_eq!(seen.place().as_deref(), Some("policy.lua:7"));
+        seen.note(b"lib/x.lua", 2);
+        assert_eq!(seen.place().as_deref(), Some("lib/x.lua:2"));
+        seen.clear();
+        assert_eq!(seen.place(), None);
     }
 }
