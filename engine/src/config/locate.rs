@@ -82,6 +82,10 @@ pub struct Places {
 /// Paths from the policy's table to one kept table.
 type PathsTo = std::rc::Rc<Vec<Vec<Option<Step>>>>;
 
+/// A step of the search for paths: the name a table is kept under, the
+/// path inside it after the table itself, the names already passed.
+type Visit<'a> = (Option<&'a str>, Vec<Option<Step>>, Vec<&'a str>);
+
 /// How many fields naming a kept table are followed, in all, to find
 /// the paths to one table: tables that name each other many times
 /// would otherwise give (fields)^depth paths.
@@ -172,9 +176,7 @@ impl Places {
             return found.clone();
         }
         let mut out: Vec<Vec<Option<Step>>> = Vec::new();
-        // (the name a table is kept under, the path inside it after the
-        // table itself, the names already passed).
-        let mut queue: std::collections::VecDeque<(Option<&str>, Vec<Option<Step>>, Vec<&str>)> =
+        let mut queue: std::collections::VecDeque<Visit> =
             std::collections::VecDeque::from([(Some(name), Vec::new(), Vec::new())]);
         let mut steps = 0usize;
         while let Some((root, rest, chain)) = queue.pop_front() {
@@ -758,5 +760,23 @@ return { listeners = {}, pools = { x = first, y = second,
         assert_eq!(p.line(&["pools", "a", "retries"]), Some(4));
         assert_eq!(p.line(&["pools", "c", "retries"]), Some(1));
         assert_eq!(p.line(&["pools", "[1]"]), Some(5));
+    }
+
+    #[test]
+    fn many_names_for_one_table_are_followed_within_a_cap() {
+        // Five tables, each naming the next 40 times: 40^5 paths if every
+        // one were followed.
+        let mut src = String::from("local t5 = { retries = 99 }\n");
+        for n in (1..5).rev() {
+            src.push_str(&format!("local t{n} = {{"));
+            for k in 0..40 {
+                src.push_str(&format!(" k{k} = t{},", n + 1));
+            }
+            src.push_str(" }\n");
+        }
+        src.push_str("return { pools = { app = t1, web = t5 } }\n");
+        let p = Places::of(&src);
+        assert_eq!(p.line(&["pools", "web", "retries"]), Some(1));
+        assert_eq!(p.line(&["pools", "app", "k3", "k0"]), Some(4));
     }
 }
