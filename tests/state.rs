@@ -332,6 +332,39 @@ async fn passive_failures_in_one_pool_take_the_address_down_in_all() {
     }
 }
 
+/// Only a pool that counts failures ends a streak: a pool with
+/// `passive = false` answering in between (here with a 5xx, which it does
+/// not count) does not keep the counting pool from taking S out.
+#[tokio::test]
+async fn a_pool_that_counts_nothing_does_not_end_another_pools_streak() {
+    let s = origin("S");
+    s.set_fail_status(Some(500));
+    let policy = format!(
+        r#"return {{
+  listeners = {{
+    {{ name = "a", bind = "127.0.0.1:0", pool = "a" }},
+    {{ name = "b", bind = "127.0.0.1:0", pool = "b" }},
+  }},
+  pools = {{
+    a = {{ servers = {{ "{s}" }}, passive = {{ after = 2, on_5xx = true, cooldown = "1h" }}, retries = 0 }},
+    b = {{ servers = {{ "{s}" }}, passive = false, retries = 0 }},
+  }},
+}}"#,
+        s = s.addr,
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let (via_a, via_b) = (pocket.addr("a"), pocket.addr("b"));
+    assert_eq!(get(via_a, "/").await.status, 500);
+    assert_eq!(get(via_b, "/").await.status, 500);
+    assert_eq!(get(via_a, "/").await.status, 500);
+    pocket.log.wait_for(&[
+        &format!("server {} of pools a, b is DOWN", s.addr),
+        "2 failures in a row on live traffic",
+    ]);
+    // Out in b too: no server left to answer.
+    assert_eq!(get(via_b, "/").await.status, 503);
+}
+
 /// Two pools that check one address differently: which would decide? The
 /// policy is refused, at the second pool, with what to do.
 #[test]
