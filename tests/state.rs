@@ -21,13 +21,9 @@ fn policy_on(port: u16, origin: std::net::SocketAddr) -> String {
 /// `pocket run POLICY` (one worker, not watching), ready.
 fn run(policy: &Path) -> (Child, Log) {
     let mut child = Command::new(pocket_bin())
-        .args([
-            "run",
-            policy.to_str().unwrap(),
-            "--workers",
-            "1",
-            "--no-watch",
-        ])
+        .arg("run")
+        .arg(policy)
+        .args(["--workers", "1", "--no-watch"])
         .env("POCKET_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -146,6 +142,70 @@ async fn status_and_reload_see_every_pocket_serving_a_policy() {
         .filter(|n| n.starts_with(&stem))
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// `pocket status POLICY` with any path, not only UTF-8 text.
+fn status_of(policy: &Path) -> String {
+    let out = Command::new(pocket_bin())
+        .arg("status")
+        .arg(policy)
+        .env("POCKET_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A policy in a folder whose name holds a newline, or bytes that are not
+/// UTF-8: two Pockets serve it, `pocket status` lists both (and any other
+/// Pocket's look around removes neither's files), and the path is shown
+/// on one line with the odd bytes escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_path_with_a_newline_or_bytes_not_utf8_keeps_its_pockets_listed() {
+    use std::os::unix::ffi::OsStrExt;
+    let a = origin("A");
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = write_policy(
+        dir.path(),
+        "other.lua",
+        &policy_on(dead_addr().port(), a.addr),
+    );
+    for (folder, shown) in [
+        (&b"new\nline"[..], "new\\x0aline"),
+        (&b"not\xffutf8"[..], "not\\xffutf8"),
+    ] {
+        let folder = dir.path().join(std::ffi::OsStr::from_bytes(folder));
+        std::fs::create_dir(&folder).unwrap();
+        let port = dead_addr().port();
+        let path = write_policy(&folder, "policy.lua", &policy_on(port, a.addr));
+        let (mut first, _) = run(&path);
+        let (mut second, _) = run(&path);
+        let mut want = vec![first.id(), second.id()];
+        want.sort();
+        for _ in 0..2 {
+            let status = status_of(&path);
+            assert_eq!(pids_in(&status), want, "{status}");
+            assert!(status.contains(shown), "{status}");
+            // Another policy's status looks through every Pocket's files.
+            let (code, _, err) = pocket_cmd(&["status", elsewhere.to_str().unwrap()]);
+            assert_eq!(code, 1, "nobody serves it: {err}");
+        }
+        let files = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                want.iter()
+                    .any(|pid| name.ends_with(&format!("-{pid}.status")))
+            })
+            .count();
+        assert_eq!(files, 2, "both status files are still there");
+        assert_eq!(get(([127, 0, 0, 1], port).into(), "/").await.status, 200);
+        for child in [&mut first, &mut second] {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            assert!(child.wait().unwrap().success());
+        }
+    }
 }
 
 /// `POCKET_LOG=trace` with stderr going to a file in the watched policy
@@ -330,6 +390,39 @@ async fn passive_failures_in_one_pool_take_the_address_down_in_all() {
             r.text()
         );
     }
+}
+
+/// Only a pool that counts failures ends a streak: a pool with
+/// `passive = false` answering in between (here with a 5xx, which it does
+/// not count) does not keep the counting pool from taking S out.
+#[tokio::test]
+async fn a_pool_that_counts_nothing_does_not_end_another_pools_streak() {
+    let s = origin("S");
+    s.set_fail_status(Some(500));
+    let policy = format!(
+        r#"return {{
+  listeners = {{
+    {{ name = "a", bind = "127.0.0.1:0", pool = "a" }},
+    {{ name = "b", bind = "127.0.0.1:0", pool = "b" }},
+  }},
+  pools = {{
+    a = {{ servers = {{ "{s}" }}, passive = {{ after = 2, on_5xx = true, cooldown = "1h" }}, retries = 0 }},
+    b = {{ servers = {{ "{s}" }}, passive = false, retries = 0 }},
+  }},
+}}"#,
+        s = s.addr,
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let (via_a, via_b) = (pocket.addr("a"), pocket.addr("b"));
+    assert_eq!(get(via_a, "/").await.status, 500);
+    assert_eq!(get(via_b, "/").await.status, 500);
+    assert_eq!(get(via_a, "/").await.status, 500);
+    pocket.log.wait_for(&[
+        &format!("server {} of pools a, b is DOWN", s.addr),
+        "2 failures in a row on live traffic",
+    ]);
+    // Out in b too: no server left to answer.
+    assert_eq!(get(via_b, "/").await.status, 503);
 }
 
 /// Two pools that check one address differently: which would decide? The

@@ -12,6 +12,17 @@ pub fn count(n: impl Into<u64>, noun: &str) -> String {
     }
 }
 
+/// The verb that agrees with `n` subjects: `verb(1, "is", "are")` is
+/// `is`, `verb(2, "is", "are")` is `are`. Goes with [`count`]:
+/// "1 worker is stuck", "2 workers are stuck".
+pub fn verb<'a>(n: impl Into<u64>, one: &'a str, many: &'a str) -> &'a str {
+    if n.into() == 1 {
+        one
+    } else {
+        many
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -19,5 +30,7 @@ mod tests {
         assert_eq!(super::count(1u32, "check"), "1 check");
         assert_eq!(super::count(0u32, "check"), "0 checks");
         assert_eq!(super::count(2u32, "server"), "2 servers");
+        assert_eq!(super::verb(1u32, "is", "are"), "is");
+        assert_eq!(super::verb(0u32, "is", "are"), "are");
     }
 }

@@ -91,6 +91,19 @@ impl Record {
             .clone()
     }
 
+    /// The samples from index `from` on: the live timeline copies only
+    /// what came since it last looked, keeping the lock short.
+    pub fn samples_from(&self, from: usize) -> Vec<Sample> {
+        let all = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(from..).map(<[Sample]>::to_vec).unwrap_or_default()
+    }
+
+    /// The retries from index `from` on (see [`Record::samples_from`]).
+    pub fn retries_from(&self, from: usize) -> Vec<Retry> {
+        let all = self.retries.lock().unwrap_or_else(|e| e.into_inner());
+        all.get(from..).map(<[Retry]>::to_vec).unwrap_or_default()
+    }
+
     pub fn add_retry(&self, r: Retry) {
         self.retries
             .lock()

@@ -325,6 +325,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     let mut pending: Vec<Option<scenario::Fault>> =
         scenario.faults.iter().cloned().map(Some).collect();
     let mut printed = 0usize;
+    let mut live = Live::new(scenario.duration.as_secs_f64());
     while Instant::now() < until && !interrupted.load(Ordering::Relaxed) {
         let received = timeline.bytes.load(Ordering::Relaxed);
         let now = start.elapsed();
@@ -357,7 +358,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         let elapsed = start.elapsed().as_secs() as usize;
         if !opts.quiet {
             while printed < elapsed {
-                print_second(printed, &timeline, &events, scenario.duration.as_secs_f64());
+                live.print_second(printed, &timeline, &events);
                 printed += 1;
             }
         }
@@ -375,7 +376,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     let end = scenario.duration.as_secs_f64();
     if !opts.quiet {
         while (printed as f64) < end {
-            print_second(printed, &timeline, &events, end);
+            live.print_second(printed, &timeline, &events);
             printed += 1;
         }
     }
@@ -432,15 +433,42 @@ pub fn report_dir(scenario: &Path) -> PathBuf {
     PathBuf::from("lab-report").join(stem)
 }
 
-/// One line of the live timeline: second `i` of a run `end` seconds long.
-fn print_second(i: usize, timeline: &load::Timeline, events: &Events, end: f64) {
-    let samples = timeline.samples();
-    let retries = timeline.retries();
-    let from = i as f64;
-    let s = stats::buckets(&samples, &retries, 1.0, end)
-        .into_iter()
-        .find(|b| b.from == from)
-        .unwrap_or_default();
+/// The live timeline's one-second buckets, filled as samples arrive: each
+/// second copies only the samples and retries that came since the last,
+/// not the whole run (which grew quadratically and held the lock every
+/// client takes to record a sample).
+struct Live {
+    buckets: Vec<stats::Bucket>,
+    samples: usize,
+    retries: usize,
+    end: f64,
+}
+
+impl Live {
+    /// For a run `end` seconds long.
+    fn new(end: f64) -> Live {
+        Live {
+            buckets: stats::empty(1.0, end),
+            samples: 0,
+            retries: 0,
+            end,
+        }
+    }
+
+    /// One line of the live timeline: second `i`.
+    fn print_second(&mut self, i: usize, timeline: &load::Timeline, events: &Events) {
+        let samples = timeline.samples_from(self.samples);
+        let retries = timeline.retries_from(self.retries);
+        self.samples += samples.len();
+        self.retries += retries.len();
+        stats::add(&mut self.buckets, &samples, &retries, 1.0, self.end);
+        let mut s = self.buckets.get(i).cloned().unwrap_or_default();
+        s.sort();
+        print_line(i, &s, events);
+    }
+}
+
+fn print_line(i: usize, s: &stats::Bucket, events: &Events) {
     let causes: Vec<String> = s.failed.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let servers: Vec<String> = s.servers.iter().map(|(k, v)| format!("{k}:{v}")).collect();
     let happened: Vec<String> = events

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::words;
+
 use super::load::{Retry, Sample};
 use super::stats::{self, Bucket};
 
@@ -122,11 +124,6 @@ pub fn events_jsonl(run: &Run) -> String {
     out
 }
 
-/// "N thing" / "N things".
-fn count(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
-}
-
 /// Each kind of failure once, most frequent first: status (or what broke),
 /// how many, and the cause with servers named.
 pub fn failure_lines(run: &Run) -> Vec<String> {
@@ -192,13 +189,13 @@ pub fn summary_md(run: &Run) -> String {
         run.file.display(),
         run.mode,
         run.end,
-        count(run.clients, "client", "clients"),
+        words::count(run.clients as u64, "client"),
         at.join(", "),
     );
     let _ = writeln!(
         out,
-        "{}: {} answered ({}), {} failed; {} by Pocket on another server.\n",
-        count(run.samples.len(), "request", "requests"),
+        "{}: {} answered ({}), {} failed; {} retried by Pocket on another server.\n",
+        words::count(run.samples.len() as u64, "request"),
         answered.len(),
         if servers.is_empty() {
             "none".into()
@@ -206,7 +203,7 @@ pub fn summary_md(run: &Run) -> String {
             servers.join(", ")
         },
         failed,
-        count(run.retries.len(), "retried", "retried"),
+        run.retries.len(),
     );
     let failures = failure_lines(run);
     if !failures.is_empty() {

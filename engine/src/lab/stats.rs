@@ -45,6 +45,11 @@ impl Bucket {
         count as f64 / self.span()
     }
 
+    /// Sorts the latencies, which [`Bucket::quantile_ms`] needs.
+    pub fn sort(&mut self) {
+        self.latencies.sort_by(f64::total_cmp);
+    }
+
     /// The q-quantile (0..=1) of answered requests' latency in ms; None
     /// when nothing was answered.
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
@@ -58,14 +63,34 @@ impl Bucket {
 
 /// Buckets of `width` seconds from 0 to `end`.
 pub fn buckets(samples: &[Sample], retries: &[Retry], width: f64, end: f64) -> Vec<Bucket> {
+    let mut out = empty(width, end);
+    add(&mut out, samples, retries, width, end);
+    for b in &mut out {
+        b.sort();
+    }
+    out
+}
+
+/// Empty buckets of `width` seconds from 0 to `end`, for [`add`].
+pub fn empty(width: f64, end: f64) -> Vec<Bucket> {
     let n = ((end / width).ceil() as usize).max(1);
-    let mut out: Vec<Bucket> = (0..n)
+    (0..n)
         .map(|i| Bucket {
             from: i as f64 * width,
             to: ((i + 1) as f64 * width).min(end),
             ..Bucket::default()
         })
-        .collect();
+        .collect()
+}
+
+/// Counts `samples` and `retries` into `out` (made by [`empty`] with the
+/// same `width` and `end`), so the live timeline adds only what is new.
+/// Latencies stay unsorted: [`Bucket::sort`] before asking quantiles.
+pub fn add(out: &mut [Bucket], samples: &[Sample], retries: &[Retry], width: f64, end: f64) {
+    let n = out.len();
+    if n == 0 {
+        return;
+    }
     let index = |t: f64| -> Option<usize> {
         (t >= 0.0 && t < end).then(|| ((t / width) as usize).min(n - 1))
     };
@@ -86,8 +111,39 @@ pub fn buckets(samples: &[Sample], retries: &[Retry], width: f64, end: f64) -> V
             out[i].retried += 1;
         }
     }
-    for b in &mut out {
-        b.latencies.sort_by(f64::total_cmp);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(sent: f64, server: &str) -> Sample {
+        Sample {
+            sent,
+            done: sent + 0.01,
+            server: Some(server.into()),
+            status: Some(200),
+            failure: None,
+            bytes: 0,
+        }
     }
-    out
+
+    /// The live timeline adds samples a few at a time; its buckets are the
+    /// ones the report makes from all of them at once.
+    #[test]
+    fn adding_in_parts_counts_as_all_at_once() {
+        let all: Vec<Sample> = (0..30)
+            .map(|i| sample(i as f64 * 0.1, if i % 2 == 0 { "A" } else { "B" }))
+            .collect();
+        let whole = buckets(&all, &[], 1.0, 3.0);
+        let mut parts = empty(1.0, 3.0);
+        for chunk in all.chunks(7) {
+            add(&mut parts, chunk, &[], 1.0, 3.0);
+        }
+        for (w, p) in whole.iter().zip(&mut parts) {
+            p.sort();
+            assert_eq!((&w.servers, w.ok()), (&p.servers, p.ok()));
+            assert_eq!(w.quantile_ms(0.5), p.quantile_ms(0.5));
+        }
+    }
 }

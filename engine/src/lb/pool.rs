@@ -102,6 +102,16 @@ pub struct Passive {
     pub cooldown: Duration,
 }
 
+impl Passive {
+    /// Whether this pool counts failures at all (`after > 0`). Only such a
+    /// pool's good answers end a streak shared with other pools: with
+    /// `passive = false` a pool adds nothing (docs/health.md).
+    #[inline]
+    pub fn counts(&self) -> bool {
+        self.after > 0
+    }
+}
+
 impl Default for Passive {
     fn default() -> Self {
         Passive {

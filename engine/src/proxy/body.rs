@@ -206,25 +206,28 @@ impl Body for RequestBody {
 }
 
 /// Counts a request as in flight on a server until its response body is
-/// done (or dropped).
+/// done (or dropped). The flag: whether a whole answer ends the server's
+/// (shared) failure streak.
 pub struct InFlight(pub Arc<ServerState>, bool);
 
 impl InFlight {
-    pub fn new(state: &Arc<ServerState>) -> InFlight {
+    /// `counts`: the pool counts failures (`Passive::counts`); a pool that
+    /// counts none must not end a streak other pools count either.
+    pub fn new(state: &Arc<ServerState>, counts: bool) -> InFlight {
         state
             .active
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        InFlight(state.clone(), true)
+        InFlight(state.clone(), counts)
     }
 
-    /// This answer already counted as a failure (a 5xx): finishing its
-    /// body must not end the server's failure streak.
-    pub fn counted_as_failure(&mut self) {
+    /// This answer is no success (a 5xx, counted as a failure or not):
+    /// finishing its body must not end the server's failure streak.
+    pub fn not_a_success(&mut self) {
         self.1 = false;
     }
 
     /// A whole answer: the server's failure streak ends (unless this
-    /// answer already counted as a failure).
+    /// answer is no success, or the pool counts nothing).
     pub fn finished_well(self) {
         if self.1 {
             self.0.traffic_ok();

@@ -230,7 +230,7 @@ async fn forward(
         let mut b = body.take().unwrap_or(RequestBody::Empty);
         b.send_on(&conn.watch);
         let req = Request::from_parts(h, b);
-        let in_flight = InFlight::new(&server.state);
+        let in_flight = InFlight::new(&server.state, pool.passive.counts());
         conn.watch.set(upstream_io::HeadScan::expect_head());
         let sent = timeouts::wait_answer(
             conn.sender.try_send_request(req),
@@ -404,11 +404,14 @@ fn deliver(
         .state
         .requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if pool.passive.on_5xx && resp.status().is_server_error() {
-        server
-            .state
-            .traffic_failed(pool.passive.after, "5xx answer");
-        in_flight.counted_as_failure();
+    if resp.status().is_server_error() {
+        if pool.passive.on_5xx {
+            server
+                .state
+                .traffic_failed(pool.passive.after, "5xx answer");
+        }
+        // Counted or not, a 5xx is no success: it ends no streak.
+        in_flight.not_a_success();
     }
     let (mut rhead, rbody) = resp.into_parts();
     if let Err(why) = forward::prepare_response(&mut rhead) {

@@ -7,6 +7,7 @@
 //! `pocket run` on the same port, which SO_REUSEPORT allows) never share a
 //! file, so neither can hide or remove the other's.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// What `pocket status` shows.
@@ -15,6 +16,8 @@ pub struct Status {
     pub pid: u32,
     /// SIGTERM or SIGINT came: it accepts nothing more and is draining.
     pub draining: bool,
+    /// The policy's path as given on the command line, in the form of
+    /// [`escape_path`]: one line, readable, read back byte for byte.
     pub policy: String,
     pub generation: u64,
     pub workers: usize,
@@ -56,6 +59,56 @@ impl Status {
     }
 }
 
+/// A path as one line of text that reads back to the same bytes
+/// ([`unescape_path`]): printable text as is (UTF-8 too), `\` doubled,
+/// and each byte of a control character or of invalid UTF-8 as `\xNN`.
+/// A path may hold any byte but NUL, a newline and invalid UTF-8
+/// included; the status file is lines of text.
+pub fn escape_path(path: &Path) -> String {
+    let mut out = String::new();
+    for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c == '\\' {
+                out.push_str("\\\\");
+            } else if c.is_control() {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("\\x{b:02x}"));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The bytes of a path [`escape_path`] wrote; None for text it cannot
+/// have written.
+pub fn unescape_path(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next()? {
+            b'\\' => out.push(b'\\'),
+            b'x' => {
+                let hex = [bytes.next()?, bytes.next()?];
+                let hex = std::str::from_utf8(&hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
 /// Where one Pocket serving a given policy keeps its pid and status: in
 /// the temp folder, `pocket-<hash>-<pid>.pid` and `.status`, `<hash>` an
 /// FNV-1a hash of the policy's absolute path.
@@ -63,6 +116,10 @@ impl Status {
 pub struct RunFiles {
     pub pid: PathBuf,
     pub status: PathBuf,
+    /// Set once removed, under its lock: a write after [`RunFiles::remove`]
+    /// (the main thread writing "draining" as the forced-exit thread
+    /// cleans up) does nothing, so no clone leaves stale files behind.
+    removed: std::sync::Arc<std::sync::Mutex<bool>>,
 }
 
 /// A Pocket found serving a policy: its pid and its status file's text.
@@ -102,6 +159,7 @@ impl RunFiles {
         RunFiles {
             pid: dir.join(format!("{stem}-{pid}.pid")),
             status: dir.join(format!("{stem}-{pid}.status")),
+            removed: Default::default(),
         }
     }
 
@@ -109,13 +167,20 @@ impl RunFiles {
     /// replacement); the status file is written whole, then renamed, so
     /// a reader never sees half of it.
     pub fn write(&self, status: &Status) {
+        let removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+        if *removed {
+            return;
+        }
         let _ = std::fs::write(&self.pid, format!("{}\n", status.pid));
         self.write_status(status);
     }
 
     /// The periodic refresh of the counts: the status file only.
     pub fn refresh(&self, status: &Status) {
-        self.write_status(status);
+        let removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+        if !*removed {
+            self.write_status(status);
+        }
     }
 
     fn write_status(&self, status: &Status) {
@@ -126,8 +191,10 @@ impl RunFiles {
     }
 
     /// Removes both files (and a status half written when the process
-    /// was killed).
+    /// was killed); writes through any clone do nothing from then on.
     pub fn remove(&self) {
+        let mut removed = self.removed.lock().unwrap_or_else(|e| e.into_inner());
+        *removed = true;
         let _ = std::fs::remove_file(&self.pid);
         let _ = std::fs::remove_file(&self.status);
         let _ = std::fs::remove_file(self.status.with_extension("status.tmp"));
@@ -156,6 +223,7 @@ pub fn serving(policy: &Path) -> Vec<Serving> {
                 let files = RunFiles {
                     pid: dir.join(format!("{file_stem}-{pid}.pid")),
                     status: dir.join(format!("{file_stem}-{pid}.status")),
+                    removed: Default::default(),
                 };
                 (file_stem, files, pid)
             }
@@ -165,6 +233,7 @@ pub fn serving(policy: &Path) -> Vec<Serving> {
                 let files = RunFiles {
                     pid: dir.join(format!("{file_stem}.pid")),
                     status: dir.join(format!("{file_stem}.status")),
+                    removed: Default::default(),
                 };
                 let written = std::fs::read_to_string(&files.pid)
                     .ok()
@@ -231,9 +300,13 @@ fn alive(pid: i32, status: Option<&str>) -> bool {
         return true;
     };
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    let policy = status.and_then(|s| Status::field(s, "policy"));
+    // Bytes against bytes: a lossy rendering of a path that is not UTF-8
+    // would match no argument, and the live Pocket's files would go.
+    let policy = status
+        .and_then(|s| Status::field(s, "policy"))
+        .and_then(unescape_path);
     match policy {
-        Some(policy) => args.contains(&policy.as_bytes()) || args.get(1) == Some(&&b"demo"[..]),
+        Some(policy) => args.contains(&policy.as_slice()) || args.get(1) == Some(&&b"demo"[..]),
         // Only a pid file: the Pocket is starting (or its status is lost).
         None => args.iter().any(|a| *a == b"run" || *a == b"demo"),
     }
@@ -242,6 +315,7 @@ fn alive(pid: i32, status: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
 
     #[test]
     fn names_of_other_programs_are_not_ours() {
@@ -278,5 +352,25 @@ mod tests {
         assert!(!alive(i32::MAX, Some(&status("x"))), "no such process");
         let arg = std::env::args().next().unwrap_or_default();
         assert!(alive(me as i32, Some(&status(&arg))));
+    }
+
+    #[test]
+    fn any_path_reads_back_byte_for_byte() {
+        for raw in [
+            &b"/tmp/plain/policy.lua"[..],
+            b"/tmp/new\nline/policy.lua",
+            b"/tmp/back\\slash\\x41/p.lua",
+            b"/tmp/\xff\xfe latin\xe9/p.lua",
+            "/tmp/caf\u{e9}/p.lua".as_bytes(),
+        ] {
+            let text = escape_path(Path::new(OsStr::from_bytes(raw)));
+            assert!(!text.contains('\n'), "{text}");
+            assert_eq!(unescape_path(&text).as_deref(), Some(raw), "{text}");
+        }
+        assert_eq!(
+            escape_path(Path::new(OsStr::from_bytes(b"/a\nb/\xff"))),
+            "/a\\x0ab/\\xff"
+        );
+        assert_eq!(escape_path(Path::new("/caf\u{e9}")), "/caf\u{e9}");
     }
 }

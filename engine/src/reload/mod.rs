@@ -67,7 +67,7 @@ impl Supervisor {
         let files = RunFiles::for_process(&path, std::process::id());
         let status = Status {
             pid: std::process::id(),
-            policy: path.display().to_string(),
+            policy: files::escape_path(&path),
             generation: 1,
             workers: running.workers(),
             ..Status::default()

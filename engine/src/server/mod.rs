@@ -237,11 +237,9 @@ impl Running {
         let fleet = self.workers.len() + 1;
         if still_stuck > fleet {
             return Err(format!(
-                "{} stuck; not starting another (at most {fleet} are replaced at once)",
-                match still_stuck {
-                    1 => "1 worker is".to_string(),
-                    n => format!("{n} workers are"),
-                }
+                "{} {} stuck; not starting another (at most {fleet} are replaced at once)",
+                crate::words::count(still_stuck as u64, "worker"),
+                crate::words::verb(still_stuck as u64, "is", "are"),
             ));
         }
         let sockets = listener::bind_for_one(&self.policy.listeners, &self.addrs)

@@ -426,10 +426,11 @@ impl Watchdog {
             p.index,
             p.describe(what),
             silent.as_secs_f64(),
-            match forgiven {
-                1 => "the 1 connection it holds no longer counts".to_string(),
-                n => format!("the {n} connections it holds no longer count"),
-            },
+            format!(
+                "the {} it holds no longer {}",
+                crate::words::count(forgiven as u64, "connection"),
+                crate::words::verb(forgiven as u64, "counts", "count"),
+            ),
         );
         let _ = self.stuck.send(p.index);
     }
