@@ -659,3 +659,54 @@ fn a_missing_policy_and_a_zero_connection_cap_are_said_plainly() {
     );
     assert!(!err.contains("18446744073709551615"), "{err}");
 }
+
+/// A refused reload changes no server's state: a server it added is still
+/// new to the next load, so that load's check `start = "down"` holds (X
+/// takes no traffic before its checks pass), as for a server never seen.
+#[tokio::test]
+async fn a_refused_reload_leaves_a_new_server_new() {
+    let (a, x) = (origin("A"), origin("X"));
+    let policy = |pool_n: String| {
+        format!(
+            r#"return {{
+  listeners = {{ {{ name = "a", bind = "127.0.0.1:0", pool = "a" }},
+                {{ name = "n", bind = "127.0.0.1:0", pool = "n" }} }},
+  pools = {{
+    a = {{ servers = {{ "{a}" }} }},
+    {pool_n}
+  }},
+}}"#,
+            a = a.addr
+        )
+    };
+    let pocket = Pocket::start(
+        &policy(format!(r#"n = {{ servers = {{ "{}" }} }},"#, a.addr)),
+        1,
+    );
+    // Refused (retries out of range), but its load met X, with no check.
+    std::fs::write(
+        &pocket.policy,
+        policy(format!(
+            r#"n = {{ servers = {{ "{}" }}, retries = 99 }},"#,
+            x.addr
+        )),
+    )
+    .unwrap();
+    pocket
+        .log
+        .wait_for(&["refused, generation 1 keeps serving"]);
+    // X under a check that starts down and needs 100 passes a second.
+    std::fs::write(
+        &pocket.policy,
+        policy(format!(
+            r#"n = {{ servers = {{ "{}" }}, check = {{ tcp = true, interval = "1s", rise = 100, start = "down" }} }},"#,
+            x.addr
+        )),
+    )
+    .unwrap();
+    pocket.log.wait_for(&["generation 2 is live"]);
+    for _ in 0..5 {
+        let r = get(pocket.addr("n"), "/").await;
+        assert_eq!(r.status, 503, "X must wait for its checks: {}", r.text());
+    }
+}

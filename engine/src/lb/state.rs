@@ -105,6 +105,10 @@ pub struct Health {
     down_by_traffic: AtomicBool,
     /// When it last came up ([`now_ms`]), for slow start; 0: at start.
     up_at_ms: AtomicU64,
+    /// Some policy with this health has gone live. Until then the health
+    /// belongs to loads only (a refused one may have made it), so the next
+    /// load still applies its check's `start = "down"`.
+    live: AtomicBool,
     events: Option<UnboundedSender<HealthEvent>>,
 }
 
@@ -124,8 +128,14 @@ impl Health {
             down_since: Mutex::new(None),
             down_by_traffic: AtomicBool::new(false),
             up_at_ms: AtomicU64::new(0),
+            live: AtomicBool::new(false),
             events,
         }
+    }
+
+    /// No live policy has had this health yet.
+    pub fn fresh(&self) -> bool {
+        !self.live.load(Ordering::Relaxed)
     }
 
     pub fn key(&self) -> HealthKey {
@@ -360,7 +370,14 @@ impl ServerState {
 /// Where server states and healths live between policy generations.
 #[derive(Debug, Default)]
 pub struct StateRegistry {
-    states: Mutex<HashMap<(String, SocketAddr), Arc<ServerState>>>,
+    /// Every pool's state of every server a load has made, by pool,
+    /// address and whether the pool keeps its own health: a refused
+    /// reload that toggles `own_health` makes a new entry and leaves the
+    /// live one (its drain, its requests in flight) as it was.
+    states: Mutex<HashMap<(String, SocketAddr, bool), Arc<ServerState>>>,
+    /// The states of the live policy, by pool and address, for
+    /// `pocket.server` (see [`StateRegistry::went_live`]).
+    live: Mutex<HashMap<(String, SocketAddr), Arc<ServerState>>>,
     healths: Mutex<HashMap<HealthKey, Arc<Health>>>,
     events: Mutex<Option<UnboundedSender<HealthEvent>>>,
 }
@@ -377,8 +394,33 @@ impl StateRegistry {
     /// A server's state in the running process, if it is in some policy.
     pub fn lookup_global(pool: &str, addr: SocketAddr) -> Option<Arc<ServerState>> {
         let registry = GLOBAL.get()?;
+        let key = (pool.to_string(), addr);
+        let live = registry.live.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(state) = live.get(&key) {
+            return Some(state.clone());
+        }
+        drop(live);
+        // Nothing live yet (`pocket test`, a load at start): what the load
+        // made.
         let states = registry.states.lock().unwrap_or_else(|e| e.into_inner());
-        states.get(&(pool.to_string(), addr)).cloned()
+        let (pool, addr) = key;
+        states
+            .get(&(pool.clone(), addr, false))
+            .or_else(|| states.get(&(pool, addr, true)))
+            .cloned()
+    }
+
+    /// `policy` is live on the workers: its healths are no longer fresh,
+    /// and `pocket.server` sees its states.
+    pub fn went_live(&self, policy: &crate::config::Policy) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.clear();
+        for pool in &policy.pools {
+            for server in &pool.servers {
+                server.state.health.live.store(true, Ordering::Relaxed);
+                live.insert((pool.name.to_string(), server.addr), server.state.clone());
+            }
+        }
     }
 
     /// Health changes of servers created from now on go to `tx`.
@@ -388,8 +430,8 @@ impl StateRegistry {
 
     /// The state of `addr` in `pool`, created on first sight, with the
     /// address's shared health or, with `own_health`, the pool's own (a
-    /// new health starts as `start_up` says). Also says whether the health
-    /// is new. Called at load time only.
+    /// health no live policy has had starts as `start_up` says). Also says
+    /// whether the health is fresh. Called at load time only.
     pub fn get_or_create(
         &self,
         pool: &str,
@@ -407,35 +449,33 @@ impl StateRegistry {
         } else {
             HealthKey::Shared(addr)
         };
-        let mut created = false;
         let health = {
             let mut healths = self.healths.lock().unwrap_or_else(|e| e.into_inner());
             healths
                 .entry(key.clone())
                 .or_insert_with(|| {
-                    created = true;
                     let own = match &key {
                         HealthKey::Own(pool, _) => Some(pool.clone()),
                         HealthKey::Shared(_) => None,
                     };
-                    let h = Health::new(addr, own, events);
-                    if !start_up {
-                        h.start_down();
-                    }
-                    Arc::new(h)
+                    Arc::new(Health::new(addr, own, events))
                 })
                 .clone()
         };
-        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = states
-            .entry((pool.to_string(), addr))
-            .or_insert_with(|| Arc::new(ServerState::new(pool, health.clone())));
-        // A reload that turned `own_health` on or off: the pool's state
-        // for this server starts again on the other health.
-        if !Arc::ptr_eq(&slot.health, &health) {
-            *slot = Arc::new(ServerState::new(pool, health));
+        // Fresh until a policy with it goes live: a health a refused load
+        // made still starts as the next load's check says.
+        let fresh = health.fresh();
+        if fresh && !start_up {
+            health.start_down();
         }
-        (slot.clone(), created)
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        // Keyed by `own_health` too: a reload that turns it on or off gets
+        // the pool's state on the other health, and turning it back finds
+        // the first one again.
+        let slot = states
+            .entry((pool.to_string(), addr, own_health))
+            .or_insert_with(|| Arc::new(ServerState::new(pool, health)));
+        (slot.clone(), fresh)
     }
 }
 
@@ -488,7 +528,9 @@ mod tests {
         let (a, new_a) = r.get_or_create("a", addr, false, true);
         let (b, new_b) = r.get_or_create("b", addr, false, true);
         let (c, _) = r.get_or_create("c", addr, true, true);
-        assert!(new_a && !new_b);
+        // Fresh (no policy with it has gone live yet), and one health.
+        assert!(new_a && new_b);
+        assert!(Arc::ptr_eq(&a.health, &b.health) && !Arc::ptr_eq(&a.health, &c.health));
         a.traffic_failed(1, "refused");
         assert!(!b.is_up(), "down in every pool that shares it");
         assert!(c.is_up(), "a pool with its own health is not touched");

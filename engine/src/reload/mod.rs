@@ -64,6 +64,7 @@ impl Supervisor {
         running: Running,
         watch: bool,
     ) -> Supervisor {
+        registry.went_live(running.policy());
         let files = RunFiles::for_process(&path, std::process::id());
         let status = Status {
             pid: std::process::id(),
@@ -375,6 +376,7 @@ impl Supervisor {
                     .collect();
                 match self.running.switch_to(generation, policy.clone()) {
                     Ok(()) => {
+                        self.registry.went_live(&policy);
                         self.generation = generation;
                         for l in policy
                             .listeners
