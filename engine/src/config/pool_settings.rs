@@ -112,35 +112,6 @@ pub fn lua_float(n: f64) -> String {
     }
 }
 
-#[cfg(test)]
-mod shown_tests {
-    use super::*;
-
-    #[test]
-    fn floats_are_written_as_lua_writes_them() {
-        for (n, want) in [
-            (1e300, "1e+300"),
-            (1.5, "1.5"),
-            (2.0, "2.0"),
-            (0.1, "0.1"),
-            (1e-5, "1e-05"),
-            (123456789012345.0, "1.2345678901234e+14"),
-            (-0.25, "-0.25"),
-        ] {
-            assert_eq!(lua_float(n), want, "{n}");
-        }
-    }
-
-    #[test]
-    fn long_strings_are_cut() {
-        let long = "9".repeat(300);
-        let c = cut(&long);
-        assert_eq!(c.len(), SHOWN_MAX + 3);
-        assert!(c.ends_with("..."));
-        assert_eq!(cut("2s"), "2s");
-    }
-}
-
 impl Checker<'_> {
     pub(super) fn pool_settings(&mut self, name: &str, t: &Table) -> PoolSettings {
         let mut s = PoolSettings::default();
@@ -734,5 +705,34 @@ impl Checker<'_> {
             Err(e) => self.error(&["pools", pool, "passive", "cooldown"], e.to_string()),
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::*;
+
+    #[test]
+    fn floats_are_written_as_lua_writes_them() {
+        for (n, want) in [
+            (1e300, "1e+300"),
+            (1.5, "1.5"),
+            (2.0, "2.0"),
+            (0.1, "0.1"),
+            (1e-5, "1e-05"),
+            (123456789012345.0, "1.2345678901234e+14"),
+            (-0.25, "-0.25"),
+        ] {
+            assert_eq!(lua_float(n), want, "{n}");
+        }
+    }
+
+    #[test]
+    fn long_strings_are_cut() {
+        let long = "9".repeat(300);
+        let c = cut(&long);
+        assert_eq!(c.len(), SHOWN_MAX + 3);
+        assert!(c.ends_with("..."));
+        assert_eq!(cut("2s"), "2s");
     }
 }
