@@ -265,3 +265,69 @@ fn an_example_that_cannot_start_says_why_and_announces_nothing() {
         assert_eq!(left, 0, "{example}: its run folder is removed");
     }
 }
+
+/// `pocket demo` with ports it cannot serve on (0, a port given twice, a
+/// busy listener port) says why and exits 1 before it writes its file or
+/// says it is running; a kept file on other ports than asked is told.
+#[test]
+fn the_demo_refuses_bad_or_busy_ports_before_it_says_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pocket-demo/demo.lua");
+    let ports = Ports::free();
+    let run = |args: Vec<String>| {
+        let out = Command::new(pocket_bin())
+            .args(["demo", "--workers", "1"])
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pocket demo");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let origins = format!("{},{}", ports.a, ports.b);
+    // The listener port busy (the tester's `--port 18490` with it taken).
+    let busy = std::net::TcpListener::bind(ports.web()).unwrap();
+    let (code, out, err) = run(ports.args());
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(!out.contains("is running"), "{out}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{}", ports.web)),
+        "{err}"
+    );
+    assert!(!file.exists(), "nothing written for a busy port");
+    drop(busy);
+    // The listener port equal to an origin's (`--port 18480
+    // --origin-ports 18480,18482`), and 0.
+    for (port, says) in [
+        (ports.a.to_string(), format!("are both {}", ports.a)),
+        ("0".to_string(), "--port is 0".to_string()),
+    ] {
+        let (code, out, err) = run(vec![
+            "--port".into(),
+            port,
+            "--origin-ports".into(),
+            origins.clone(),
+        ]);
+        assert_eq!(code, Some(1), "{out}{err}");
+        assert!(!out.contains("is running"), "{out}");
+        assert!(err.contains(&says), "{err}");
+        assert!(!file.exists(), "nothing written for bad ports");
+    }
+
+    // A file kept from a run on other ports: the welcome says it listens
+    // elsewhere than asked.
+    let first = Demo::start(dir.path(), ports);
+    first.policy_line();
+    drop(first);
+    let other = Ports::free();
+    let demo = Demo::start(dir.path(), other);
+    demo.out.wait_for(&[&format!(
+        "Note: you asked for port {}, but pocket-demo/demo.lua (kept as it is) listens on 127.0.0.1:{}",
+        other.web, ports.web
+    )]);
+    demo.out.wait_for(&["Note: origins A and B are on"]);
+}

@@ -869,3 +869,40 @@ fn tables_that_name_each_other_do_not_hang_the_error_line() {
         path.display()
     )));
 }
+
+/// Echoed values are short: a float as Lua writes it (`1e+300`, not 301
+/// digits), a long string cut with `...`; a reversed status range in a
+/// check is called one, not "not a table".
+#[test]
+fn echoed_values_are_short_and_a_reversed_range_is_named() {
+    let long = "9".repeat(300);
+    let (code, path, lines) = check(&format!(
+        r#"return {{
+  listeners = {{ {{ bind = "127.0.0.1:8080", pool = "app" }} }},
+  pools = {{
+    app = {{
+      servers = {{ "127.0.0.1:9001" }},
+      slow_start = 1e300,
+      check = {{ http = "/health", interval = "{long}", expect = {{ 299, 200 }} }},
+    }},
+  }},
+}}
+"#
+    ));
+    assert_eq!(code, 1);
+    let text = lines.join("\n");
+    assert!(text.contains("a number (1e+300)"), "{text}");
+    assert!(!text.contains(&"0".repeat(30)), "{text}");
+    assert!(
+        text.contains(&format!("\"{}...\"", "9".repeat(80))),
+        "{text}"
+    );
+    assert!(!text.contains(&"9".repeat(81)), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{path}:7: pool \"app\": check: expect = {{299, 200}} is a reversed range: write the lower status first, {{200, 299}}"
+        )) || text.contains("is a reversed range: write the lower status first, {200, 299}"),
+        "{text}"
+    );
+    assert!(!text.contains("not a table"), "{text}");
+}

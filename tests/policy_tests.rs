@@ -157,3 +157,49 @@ fn header_and_path_failures_use_the_cases_words() {
     }
     assert!(!out.contains("Boolean"), "{out}");
 }
+
+/// A case that is not a table is reported at its own line; a case with
+/// several errors reports every one; an unknown health state lists the
+/// known ones.
+#[test]
+fn a_wrong_case_is_reported_whole_at_its_own_line() {
+    let (_d, path) = write(
+        r#"return {
+  listeners = { { name = "web", bind = "127.0.0.1:8080", pool = "app" } },
+  pools = { app = { servers = { "127.0.0.1:9001" } } },
+  tests = {
+    { name = "ok", req = { path = "/" }, pool = "app" },
+    "five",
+    { name = "many", req = { path = 5, method = {} }, pool = "nope" },
+    { name = "sick", health = { ["127.0.0.1:9001"] = "sick" }, pool = "app" },
+  },
+}"#,
+    );
+    let (code, out, _) = pocket_cmd(&["test", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "policy.lua:6: test 2: must be a table { req = ..., ... }, not a string (\"five\")"
+        ),
+        "{out}"
+    );
+    let many = out
+        .lines()
+        .find(|l| l.contains("test 3 (many)"))
+        .unwrap_or_else(|| panic!("{out}"));
+    for part in [
+        "policy.lua:7:",
+        "req.path must be a string, not a number (5)",
+        "req.method must be a string, not a table",
+        "pool \"nope\" is not a pool of the policy (pools: app)",
+    ] {
+        assert!(many.contains(part), "missing {part:?} in {many}");
+    }
+    assert!(
+        out.contains(
+            "unknown health state \"sick\" for 127.0.0.1:9001 (known: up, down, drain, maint)"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("1 passed, 3 failed"), "{out}");
+}

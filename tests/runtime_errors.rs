@@ -372,3 +372,72 @@ fn chunk_names_never_make_check_read_a_file() {
     assert_eq!(code, 1, "{lines:?}");
     assert_eq!(lines, ["/dev/zero.lua:3: unknown key \"x\""]);
 }
+
+/// Issue 13, run-time wording: an API object raised as an error or passed
+/// to `tostring` is named, not shown as `0x...`; a wrong argument names
+/// the object or echoes the number and says the range; a field an object
+/// does not have is said in the docs' words; `incr` past
+/// `math.maxinteger` is refused, not saturated.
+#[tokio::test]
+async fn api_objects_and_numbers_are_named_in_run_time_errors() {
+    let app = origin("app");
+    let policy = format!(
+        r#"local st = pocket.store("t")
+local re = pocket.regex "a+b"
+return {{
+  listeners = {{
+    {{ name = "web", bind = "127.0.0.1:0", pool = "app" }},
+    {{ name = "conn", bind = "127.0.0.1:0", pool = "app" }},
+  }},
+  pools = {{ app = {{ servers = {{ "{}" }} }} }},
+  on_connect = function(conn)
+    if conn.listener == "conn" then conn:foo() end
+  end,
+  on_request = function(req)
+    local p = req.path
+    if p == "/tostring" then return pocket.respond(200, tostring(req) .. "|" .. tostring(re) .. "|" .. tostring(st)) end
+    if p == "/pcall" then local ok, e = pcall(error, req); error(e) end
+    if p == "/set-req" then st:set(req, 1) end
+    if p == "/incr-frac" then st:incr("k", 1.5) end
+    if p == "/incr-huge" then st:incr("f", 1e300) end
+    if p == "/redirect" then return pocket.redirect(req) end
+    if p == "/field" then req:foo() end
+    if p == "/big" then st:set("big", math.maxinteger); st:incr("big", 1) end
+  end,
+}}
+"#,
+        app.addr
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let addr = pocket.addr("web");
+    let p = pocket.policy.display().to_string();
+    let r = get(addr, "/tostring").await;
+    assert_eq!(r.text(), "request GET /tostring|regex \"a+b\"|store \"t\"");
+    let cases = [
+        ("/pcall", format!("{p}:15: request GET /pcall")),
+        ("/set-req", format!("{p}:16: bad argument #1 to 'set': expected a string, got a request (req)")),
+        ("/incr-frac", format!("{p}:17: bad argument #2 to 'incr': expected a whole number from math.mininteger to math.maxinteger (-2^63 to 2^63-1), got a number (1.5)")),
+        ("/incr-huge", format!("{p}:18: bad argument #2 to 'incr': expected a whole number from math.mininteger to math.maxinteger (-2^63 to 2^63-1), got a number (1e+300)")),
+        ("/redirect", format!("{p}:19: use pocket.redirect(status, location) or pocket.redirect(location), with a location string; got a request (req)")),
+        ("/field", format!("{p}:20: request has no field \"foo\"")),
+        ("/big", format!("{p}:21: store t: key \"big\" holds 9223372036854775807; adding 1 would pass the whole-number range")),
+    ];
+    for (path, message) in cases {
+        let r = get(addr, path).await;
+        assert_eq!(r.status, 500, "{path}: {}", r.text());
+        let id = r.header("x-request-id").expect("request id");
+        let line = pocket.log.wait_for(&[&format!("request={id}")]);
+        assert!(
+            line.contains(&format!(" ERROR {message}")),
+            "{path}: {line}"
+        );
+        for word in ["0x", "Pocket object", "unknown field"] {
+            assert!(!line.contains(word), "{path}: {line}");
+        }
+    }
+    // `conn:foo()` in on_connect: the connection's words, not mlua's.
+    let _ = tokio::net::TcpStream::connect(pocket.addr("conn")).await;
+    let line = pocket.log.wait_for(&["connection has no field \"foo\""]);
+    assert!(line.contains(&format!("{p}:10:")), "{line}");
+    assert!(!line.contains("unknown field"), "{line}");
+}

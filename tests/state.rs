@@ -710,3 +710,61 @@ async fn a_refused_reload_leaves_a_new_server_new() {
         assert_eq!(r.status, 503, "X must wait for its checks: {}", r.text());
     }
 }
+
+/// A Pocket stopped with SIGSTOP still has its status file saying
+/// `serving`; `pocket status` reads the process state and says it is
+/// stopped, `pocket reload` reports it at once (not after 30 s) and still
+/// reloads the other one; after SIGCONT it is serving again.
+#[test]
+fn a_stopped_pocket_is_shown_stopped_and_not_waited_for() {
+    let a = origin("A");
+    let port = dead_addr().port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(dir.path(), "policy.lua", &policy_on(port, a.addr));
+    let p = path.to_str().unwrap();
+    let (mut first, _first_log) = run(&path);
+    let (mut second, _second_log) = run(&path);
+    let stopped = second.id() as i32;
+    unsafe { libc::kill(stopped, libc::SIGSTOP) };
+    // The kernel stops it asynchronously: wait for /proc to say so.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pocket::reload::is_stopped(stopped) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, status, err) = pocket_cmd(&["status", p]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        status
+            .matches("state: stopped (SIGSTOP: it takes no connections until SIGCONT)")
+            .count(),
+        1,
+        "{status}"
+    );
+    assert_eq!(status.matches("state: serving").count(), 1, "{status}");
+
+    let (code, out, err) = pocket_cmd(&["reload", p]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!("pid {stopped} is stopped (SIGSTOP")),
+        "{err}"
+    );
+    assert!(
+        out.contains(&format!("reloaded: generation 2 (pid {})", first.id())),
+        "{out}"
+    );
+    // Said at once: not the 30 s wait's "no answer".
+    assert!(!err.contains("no answer"), "{err}");
+
+    unsafe { libc::kill(stopped, libc::SIGCONT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pocket::reload::is_stopped(stopped) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, status, err) = pocket_cmd(&["status", p]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(status.matches("state: serving").count(), 2, "{status}");
+    for child in [&mut first, &mut second] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

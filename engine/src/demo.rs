@@ -43,6 +43,43 @@ impl Default for DemoPorts {
     }
 }
 
+impl DemoPorts {
+    /// Refuses ports the demo cannot serve on, before anything is written
+    /// or started: 0 (the OS would pick one nobody knows) and a port given
+    /// twice (two listeners cannot share it).
+    pub fn check(self) -> anyhow::Result<()> {
+        let named = [
+            ("--port", self.web),
+            ("origin A (--origin-ports)", self.a),
+            ("origin B (--origin-ports)", self.b),
+        ];
+        for (what, port) in named {
+            if port == 0 {
+                anyhow::bail!("{what} is 0: give a port from 1 to 65535");
+            }
+        }
+        for (i, (what, port)) in named.iter().enumerate() {
+            for (other, port2) in &named[i + 1..] {
+                if port == port2 {
+                    anyhow::bail!(
+                        "{what} and {other} are both {port}: the demo needs three different ports"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails when `127.0.0.1:web` is taken, so a busy port is told before
+    /// the demo writes its file or says it is running.
+    pub fn check_web_free(self) -> anyhow::Result<()> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.web));
+        std::net::TcpListener::bind(addr)
+            .map(drop)
+            .with_context(|| format!("cannot listen on {addr} (choose another with --port)"))
+    }
+}
+
 /// [`DEMO_SCRIPT`] with `ports` in place of the default ones (in the
 /// listener, the servers, the tests and the comments).
 pub fn demo_source(ports: DemoPorts) -> String {
@@ -153,7 +190,7 @@ fn shown(path: &Path) -> String {
         .to_string()
 }
 
-/// What `pocket demo` prints once it serves: where to look (`web`, the
+/// What `pocket demo` prints once its listeners are bound: where to look (`web`, the
 /// address the policy's listener listens on) and which file to edit.
 /// `ports` are the origins the demo started: a kept file that sends
 /// elsewhere is told so.
@@ -165,6 +202,16 @@ pub fn welcome(file: &DemoFile, policy: &Policy, ports: DemoPorts) -> String {
         .unwrap_or_else(|| format!("127.0.0.1:{}", ports.web));
     let mut note = String::new();
     if let DemoFile::Kept(p) = file {
+        let asked_web = SocketAddr::from(([127, 0, 0, 1], ports.web));
+        let listens: Vec<SocketAddr> = policy.listeners.iter().map(|l| l.bind).collect();
+        if !listens.contains(&asked_web) {
+            note.push_str(&format!(
+                "  Note: you asked for port {}, but {} (kept as it is) listens on {web};\n  \
+                 delete it to get a file with the ports asked for.\n\n",
+                ports.web,
+                p.display()
+            ));
+        }
         let origins = [ports.a, ports.b].map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
         let sends_to: Vec<SocketAddr> = policy
             .pools
@@ -172,13 +219,13 @@ pub fn welcome(file: &DemoFile, policy: &Policy, ports: DemoPorts) -> String {
             .flat_map(|pool| pool.servers.iter().map(|s| s.addr))
             .collect();
         if origins.iter().any(|o| !sends_to.contains(o)) {
-            note = format!(
+            note.push_str(&format!(
                 "  Note: origins A and B are on {} and {}, but {} (kept as it is) \
                  sends elsewhere;\n  delete it to get a file with these ports.\n\n",
                 origins[0],
                 origins[1],
                 p.display()
-            );
+            ));
         }
     }
     let policy = match file {

@@ -88,8 +88,9 @@ enum Command {
         /// Worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
-        /// Pocket's listener port, on 127.0.0.1, written into a new
-        /// pocket-demo/demo.lua (a kept file is served as it is).
+        /// Pocket's listener port, on 127.0.0.1 (1-65535, not an origin's),
+        /// written into a new pocket-demo/demo.lua (a kept file is served
+        /// as it is, and the welcome says so when its port differs).
         #[arg(long, default_value_t = 8080)]
         port: u16,
         /// Origins A and B's ports, on 127.0.0.1, written into a new
@@ -340,23 +341,28 @@ fn run(path: &Path, flags: RunFlags) -> anyhow::Result<()> {
     serve(policy, registry, &opts, &flags)
 }
 
+/// Everything that can be refused (ports, a busy port, the origins, the
+/// policy, the listeners) is refused before the welcome is printed: the
+/// welcome says Pocket is running only once it listens.
 fn demo(workers: Option<usize>, ports: pocket::demo::DemoPorts) -> anyhow::Result<()> {
+    ports.check()?;
+    if !Path::new(pocket::demo::DEMO_FILE).exists() {
+        // A new file gets these ports: a busy one writes nothing.
+        ports.check_web_free()?;
+    }
+    let _origins = pocket::demo::start_origins(ports)?;
     let file = pocket::demo::demo_file(ports);
     let registry = registry();
     let policy = pocket::demo::demo_policy(&file, ports, &registry.0)?;
-    let _origins = pocket::demo::start_origins(ports)?;
     // The file reloads on save, as with `pocket run`.
     let watch = file.path().is_some();
-    println!("{}", pocket::demo::welcome(&file, &policy, ports));
     let opts = options(workers, None, &policy)?;
-    let flags = RunFlags {
-        workers,
-        grace: Duration::from_secs(5),
-        watch,
-        max_connections: None,
-        lab_faults: false,
-    };
-    serve(policy, registry, &opts, &flags)
+    let welcome = pocket::demo::welcome(&file, &policy, ports);
+    let path = policy.path.clone();
+    let running = server::start(Arc::new(policy), &opts)?;
+    println!("{welcome}");
+    let (registry, events) = registry;
+    Supervisor::new(path, registry, events, running, watch).run(Duration::from_secs(5))
 }
 
 fn lab(scenario: &Path, opts: pocket::lab::LabOptions) -> ExitCode {
@@ -420,7 +426,10 @@ fn status(policy: &Path) -> ExitCode {
         eprintln!("pocket: {}", nobody_serves(policy));
         return ExitCode::FAILURE;
     }
-    let texts: Vec<&str> = found.iter().map(|s| s.status.as_str()).collect();
+    let texts: Vec<String> = found
+        .iter()
+        .map(|s| pocket::reload::with_process_state(&s.status, s.pid))
+        .collect();
     print!("{}", texts.join("\n"));
     ExitCode::SUCCESS
 }
@@ -444,6 +453,16 @@ fn reload(policy: &Path) -> ExitCode {
     for s in &found {
         if s.draining() {
             println!("pid {}: draining (it got SIGTERM), not reloaded", s.pid);
+            continue;
+        }
+        if pocket::reload::is_stopped(s.pid) {
+            // It would answer only after SIGCONT: say so now, not in 30 s.
+            eprintln!(
+                "pocket: pid {} is {}; not reloaded (send SIGCONT, then reload)",
+                s.pid,
+                pocket::reload::STOPPED
+            );
+            failed = true;
             continue;
         }
         // SAFETY: kill(2) has no memory effects; `serving` checked that

@@ -74,8 +74,18 @@ pub fn run(path: &Path) -> Result<Outcome, String> {
     for (i, case) in cases.sequence_values::<Value>().enumerate() {
         let n = i + 1;
         let Ok(Value::Table(case)) = case else {
-            out.failures
-                .push(format!("{}: test {n}: must be a table", place(&["tests"])));
+            // At the case's own line (`"five"`), not at `tests = {`.
+            let at = match places.exact_line(&["tests", &format!("[{n}]")]) {
+                Some(l) => format!("{}:{l}", path.display()),
+                None => place(&["tests"]),
+            };
+            let what = match &case {
+                Ok(v) => crate::config::shown_value(v),
+                Err(_) => "not readable".into(),
+            };
+            out.failures.push(format!(
+                "{at}: test {n}: must be a table {{ req = ..., ... }}, not {what}"
+            ));
             continue;
         };
         let name: Option<String> = case.get("name").ok();
@@ -126,8 +136,36 @@ fn unknown_keys(t: &Table, known: &[&str], what: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn build_request(req: &Table, n: usize) -> Result<RequestView, String> {
-    unknown_keys(req, REQ_KEYS, "req")?;
+/// The case's request. Err: every wrong field of it, each said once
+/// (`req.path must be a string, not a number (5); req.method ...`).
+fn build_request(req: &Table, n: usize) -> Result<RequestView, Vec<String>> {
+    let mut wrong = Vec::new();
+    if let Err(e) = unknown_keys(req, REQ_KEYS, "req") {
+        wrong.push(e);
+    }
+    for k in ["method", "path", "query", "host", "peer_ip", "listener"] {
+        match req.get::<Value>(k) {
+            Ok(Value::Nil) | Ok(Value::String(_)) => {}
+            Ok(v) => wrong.push(format!(
+                "req.{k} must be a string, not {}",
+                crate::config::shown_value(&v)
+            )),
+            Err(_) => wrong.push(format!("req.{k} must be a string")),
+        }
+    }
+    if !matches!(
+        req.get::<Value>("headers"),
+        Ok(Value::Nil) | Ok(Value::Table(_))
+    ) {
+        wrong.push("req.headers must be a table".into());
+    }
+    if !wrong.is_empty() {
+        return Err(wrong);
+    }
+    build_checked(req, n).map_err(|e| vec![e])
+}
+
+fn build_checked(req: &Table, n: usize) -> Result<RequestView, String> {
     let get = |k: &str| -> Result<Option<String>, String> {
         match req.get::<Value>(k) {
             Ok(Value::Nil) => Ok(None),
@@ -193,14 +231,48 @@ fn build_request(req: &Table, n: usize) -> Result<RequestView, String> {
     })
 }
 
+/// Runs one case. Err: what is wrong with the case (every error of it,
+/// `; `-separated) or how the policy's answer differs from it.
 fn run_case(script: &WorkerScript, case: &Table, n: usize) -> Result<(), String> {
-    unknown_keys(case, CASE_KEYS, "the case")?;
+    let mut wrong = Vec::new();
+    if let Err(e) = unknown_keys(case, CASE_KEYS, "the case") {
+        wrong.push(e);
+    }
     let req: Table = match case.get::<Value>("req") {
         Ok(Value::Table(t)) => t,
         Ok(Value::Nil) => script.vm.lua.create_table().map_err(|e| e.to_string())?,
-        _ => return Err("req must be a table".into()),
+        Ok(v) => {
+            wrong.push(format!(
+                "req must be a table, not {}",
+                crate::config::shown_value(&v)
+            ));
+            script.vm.lua.create_table().map_err(|e| e.to_string())?
+        }
+        Err(_) => {
+            wrong.push("req must be a table".into());
+            script.vm.lua.create_table().map_err(|e| e.to_string())?
+        }
     };
-    let mut view = build_request(&req, n)?;
+    // A pool the policy does not have can never be the answer.
+    if let Ok(Value::String(want)) = case.get::<Value>("pool") {
+        let want = want.to_string_lossy();
+        if !script.policy.pools.iter().any(|p| *p.name == *want) {
+            let names: Vec<&str> = script.policy.pools.iter().map(|p| &*p.name).collect();
+            wrong.push(format!(
+                "pool \"{want}\" is not a pool of the policy (pools: {})",
+                names.join(", ")
+            ));
+        }
+    }
+    let view = build_request(&req, n);
+    let mut view = match view {
+        Ok(v) if wrong.is_empty() => v,
+        Ok(_) => return Err(wrong.join("; ")),
+        Err(more) => {
+            wrong.extend(more);
+            return Err(wrong.join("; "));
+        }
+    };
 
     // Server states for this case; every server is put back after it.
     let mut touched = Vec::new();
@@ -242,7 +314,11 @@ fn set_health(
                         Some(a) => {
                             s.state.set_admin(a);
                         }
-                        None => return Err(format!("unknown health state {other:?}")),
+                        None => {
+                            return Err(format!(
+                                "unknown health state {other:?} for {addr} (known: up, down, drain, maint)"
+                            ))
+                        }
                     },
                 }
                 touched.push(s.state.clone());

@@ -6,6 +6,11 @@ use std::time::Duration;
 /// Parses `"250ms"`, `"2s"`, `"1.5s"`, `"1m"`, `"1h"` or `"3"` (seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
+    // A message echoes at most 80 characters of what was written.
+    let text = match text.char_indices().nth(80) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    };
     let (num, scale) = if let Some(n) = t.strip_suffix("ms") {
         (n, 0.001)
     } else if let Some(n) = t.strip_suffix('s') {

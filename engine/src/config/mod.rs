@@ -16,6 +16,13 @@ use std::sync::Arc;
 pub use duration::{parse_duration, seconds_to_duration};
 pub use load::{load_policy, load_policy_source, near_miss, parse_addr};
 pub use locate::{line_of, Places};
+pub use pool_settings::lua_float;
+
+/// A value as messages echo it: its type and, for a plain value, the value
+/// (`a number (5)`, `a string ("five")`), cut when long.
+pub fn shown_value(v: &mlua::Value) -> String {
+    pool_settings::shown(v)
+}
 
 use crate::lb::Pool;
 

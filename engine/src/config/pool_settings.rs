@@ -26,6 +26,10 @@ pub(super) fn duration(v: &Value) -> Result<Duration, String> {
     match v {
         Value::String(s) => {
             let text = s.to_string_lossy();
+            if text.chars().count() > SHOWN_MAX {
+                // No duration is this long: echo it cut, once.
+                return Err(format!("must be {range}, not {}", shown(v)));
+            }
             if text.trim().parse::<f64>().is_ok() {
                 return Err(format!(
                     "\"{text}\" has no unit: write \"{}s\" (or ms, m, h)",
@@ -45,13 +49,15 @@ pub(super) fn duration(v: &Value) -> Result<Duration, String> {
 
 /// A value as a message shows it, its type and (for a plain value) the
 /// value itself: `a number (5)`, `a string ("fast")`, `a table`, `a regex
-/// (pocket.regex)`.
+/// (pocket.regex)`. A float is written as Lua's `tostring` writes it
+/// (`%.14g`: `1e+300`, not 301 digits); a string longer than
+/// [`SHOWN_MAX`] characters is cut, with `...`.
 pub(super) fn shown(v: &Value) -> String {
     match v {
         Value::Integer(n) => format!("a number ({n})"),
-        Value::Number(n) => format!("a number ({n})"),
+        Value::Number(n) => format!("a number ({})", lua_float(*n)),
         Value::Boolean(b) => format!("a boolean ({b})"),
-        Value::String(s) => format!("a string (\"{}\")", s.to_string_lossy()),
+        Value::String(s) => format!("a string (\"{}\")", cut(&s.to_string_lossy())),
         Value::Nil => "nothing (nil)".into(),
         Value::Table(_) => "a table".into(),
         Value::Function(_) => "a function".into(),
@@ -59,6 +65,50 @@ pub(super) fn shown(v: &Value) -> String {
             crate::script::api::userdata_name(ud).unwrap_or_else(|| "a value made by Pocket".into())
         }
         other => format!("a {}", other.type_name()),
+    }
+}
+
+/// The most characters of a string a message echoes.
+const SHOWN_MAX: usize = 80;
+
+fn cut(text: &str) -> String {
+    match text.char_indices().nth(SHOWN_MAX) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// `n` as Lua 5.4's `tostring` writes a float: C's `%.14g`, with `.0`
+/// added when that looks like an integer (lobject.c, `tostringbuff`).
+pub fn lua_float(n: f64) -> String {
+    if n.is_nan() {
+        return if n.is_sign_negative() { "-nan" } else { "nan" }.into();
+    }
+    if n.is_infinite() {
+        return if n < 0.0 { "-inf" } else { "inf" }.into();
+    }
+    const P: i32 = 14;
+    // The exponent after rounding to P significant digits.
+    let sci = format!("{:.*e}", (P - 1) as usize, n);
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let trim = |t: &str| -> String {
+        if t.contains('.') {
+            t.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            t.to_string()
+        }
+    };
+    let text = if (-4..P).contains(&exp) {
+        trim(&format!("{:.*}", (P - 1 - exp) as usize, n))
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mantissa), exp.abs())
+    };
+    if text.bytes().all(|b| b == b'-' || b.is_ascii_digit()) {
+        format!("{text}.0")
+    } else {
+        text
     }
 }
 
@@ -466,6 +516,14 @@ impl Checker<'_> {
                         (Ok(lo), Ok(hi)) if 100 <= lo && lo <= hi && hi <= 599 => {
                             (lo as u16, hi as u16)
                         }
+                        (Ok(lo), Ok(hi)) if lo > hi => {
+                            // Said as what it is: not "not a table".
+                            self.error(
+                                &["pools", pool, "check", "expect"],
+                                format!("{what}: expect = {{{lo}, {hi}}} is a reversed range: write the lower status first, {{{hi}, {lo}}}"),
+                            );
+                            (1, 1)
+                        }
                         _ => (0, 0),
                     },
                     _ => (0, 0),
@@ -647,5 +705,34 @@ impl Checker<'_> {
             Err(e) => self.error(&["pools", pool, "passive", "cooldown"], e.to_string()),
         }
         p
+    }
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::*;
+
+    #[test]
+    fn floats_are_written_as_lua_writes_them() {
+        for (n, want) in [
+            (1e300, "1e+300"),
+            (1.5, "1.5"),
+            (2.0, "2.0"),
+            (0.1, "0.1"),
+            (1e-5, "1e-05"),
+            (123456789012345.0, "1.2345678901234e+14"),
+            (-0.25, "-0.25"),
+        ] {
+            assert_eq!(lua_float(n), want, "{n}");
+        }
+    }
+
+    #[test]
+    fn long_strings_are_cut() {
+        let long = "9".repeat(300);
+        let c = cut(&long);
+        assert_eq!(c.len(), SHOWN_MAX + 3);
+        assert!(c.ends_with("..."));
+        assert_eq!(cut("2s"), "2s");
     }
 }

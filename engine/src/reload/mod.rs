@@ -6,6 +6,7 @@
 
 mod diff;
 mod files;
+mod procstate;
 mod watch;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use diff::describe_changes;
 pub use files::{serving, stem, RunFiles, Serving, Status};
+pub use procstate::{is_stopped, with_process_state, STOPPED};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 

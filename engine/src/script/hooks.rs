@@ -607,7 +607,7 @@ const SHOWN_CHARS: usize = 80;
 pub(crate) fn returned(v: &Value) -> String {
     match v {
         Value::Integer(n) => format!("a number ({n})"),
-        Value::Number(n) => format!("a number ({n})"),
+        Value::Number(n) => format!("a number ({})", crate::config::lua_float(*n)),
         Value::Boolean(b) => format!("a boolean ({b})"),
         Value::String(s) => {
             // On one line and short: a returned body must not flood the log.

@@ -14,6 +14,9 @@ pub struct ConnView {
 impl UserData for ConnView {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         super::names::read_only(methods, "conn", &[]);
+        super::names::described(methods, "connection", |c| {
+            format!("connection from {}", c.peer)
+        });
     }
 
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {

@@ -30,6 +30,12 @@ impl UserData for ScriptResponse {
     fn add_fields<F: mlua::UserDataFields<Self>>(fields: &mut F) {
         super::names::named(fields, "pocket.respond response");
     }
+
+    fn add_methods<M: mlua::UserDataMethods<Self>>(methods: &mut M) {
+        super::names::described(methods, "response made by pocket.respond", |r| {
+            format!("response {} (pocket.respond)", r.response.status.as_u16())
+        });
+    }
 }
 
 /// What one header of an answer costs in Rust beyond its name and value:
@@ -68,6 +74,10 @@ pub struct Reject(pub String);
 impl UserData for Reject {
     fn add_fields<F: mlua::UserDataFields<Self>>(fields: &mut F) {
         super::names::named(fields, "rejection");
+    }
+
+    fn add_methods<M: mlua::UserDataMethods<Self>>(methods: &mut M) {
+        super::names::described(methods, "rejection", |r| format!("rejection {:?}", r.0));
     }
 }
 
@@ -139,15 +149,23 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
     )?;
     pocket.set(
         "redirect",
-        lua.create_function(|lua, (a, b): (Value, Option<mlua::LuaString>)| {
+        lua.create_function(|lua, (a, b): (Value, Value)| {
             // pocket.redirect(location) or pocket.redirect(status, location)
-            let (code, location) = match (a, b) {
-                (Value::Integer(code), Some(loc)) => (code, loc.to_string_lossy()),
-                (Value::String(loc), None) => (302, loc.to_string_lossy()),
+            let (code, location) = match (&a, &b) {
+                (Value::Integer(code), Value::String(loc)) => (*code, loc.to_string_lossy()),
+                (Value::String(loc), Value::Nil) => (302, loc.to_string_lossy()),
                 _ => {
-                    return Err(mlua::Error::RuntimeError(
-                        "use pocket.redirect(status, location) or pocket.redirect(location)".into(),
-                    ))
+                    // What it got, as well as how to call it.
+                    let got = crate::script::hooks::returned;
+                    let what = if b.is_nil() {
+                        got(&a)
+                    } else {
+                        format!("{} and {}", got(&a), got(&b))
+                    };
+                    return Err(mlua::Error::RuntimeError(format!(
+                        "use pocket.redirect(status, location) or pocket.redirect(location), \
+                         with a location string; got {what}"
+                    )));
                 }
             };
             if !matches!(code, 301 | 302 | 303 | 307 | 308) {

@@ -56,3 +56,28 @@ pub fn userdata_name(ud: &mlua::AnyUserData) -> Option<String> {
     };
     Some(shown.to_string())
 }
+
+/// What `tostring(obj)` and `print(obj)` show for an API object: the
+/// docs' name and what tells it apart (`request GET /path`, `regex
+/// "a+b"`), never a memory address; and a field the object does not have
+/// is said in the docs' words (`connection has no field "foo"`), not as
+/// mlua's "attempt to get an unknown field". `noun` is the docs' name.
+pub fn described<T: 'static, M: UserDataMethods<T>>(
+    methods: &mut M,
+    noun: &'static str,
+    text: fn(&T) -> String,
+) {
+    methods.add_meta_method(MetaMethod::ToString, move |_, this, ()| Ok(text(this)));
+    methods.add_meta_method(
+        MetaMethod::Index,
+        move |_, _, key: Value| -> mlua::Result<Value> {
+            let key = match &key {
+                Value::String(s) => format!("{:?}", s.to_string_lossy()),
+                other => crate::script::hooks::returned(other),
+            };
+            Err(mlua::Error::RuntimeError(format!(
+                "{noun} has no field {key} (see docs/lua-api.md for its fields and methods)"
+            )))
+        },
+    );
+}

@@ -59,6 +59,7 @@ impl UserData for LuaRegex {
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        super::names::described(methods, "regex", |r| format!("regex {:?}", r.re.as_str()));
         methods.add_method("is_match", |_, re, text: mlua::LuaString| {
             before_match(&re.budget)?;
             Ok(re.re.is_match(&text.to_str()?))
@@ -162,6 +163,9 @@ impl UserData for LuaRegexSet {
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        super::names::described(methods, "regex set", |r| {
+            format!("regex set of {} patterns", r.set.len())
+        });
         methods.add_method("is_match", |_, set, text: mlua::LuaString| {
             before_match(&set.budget)?;
             Ok(set.set.is_match(&text.to_str()?))

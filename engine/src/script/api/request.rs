@@ -165,6 +165,9 @@ impl UserData for RequestView {
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        super::names::described(methods, "request", |r| {
+            format!("request {} {}", r.head.method, r.head.uri.path())
+        });
         add_header_methods(methods);
         super::names::read_only(
             methods,

@@ -38,6 +38,9 @@ impl UserData for ResponseView {
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        super::names::described(methods, "response", |r| {
+            format!("response {}", r.head.status.as_u16())
+        });
         add_header_methods(methods);
         super::names::read_only(methods, "res", &[("status", "res:set_status(...)")]);
         // A final status a client can read: 200 to 599, as pocket.respond.

@@ -41,6 +41,7 @@ impl UserData for ServerHandle {
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        super::names::described(methods, "server", |h| format!("server {}", h.addr));
         methods.add_method("set_state", |_, h, name: String| {
             let state = AdminState::parse(&name).ok_or_else(|| {
                 mlua::Error::RuntimeError(format!(

@@ -269,7 +269,15 @@ impl Store {
                     self.name
                 ));
             };
-            let next = n.saturating_add(by);
+            // Refused, not saturated: a count stuck at the limit would
+            // be silently wrong from then on.
+            let Some(next) = n.checked_add(by) else {
+                return Err(format!(
+                    "store {}: key {key:?} holds {n}; adding {by} would pass the whole-number range \
+                     (math.mininteger to math.maxinteger), so incr refuses and the value stays {n}",
+                    self.name
+                ));
+            };
             e.value = Stored::Int(next);
             return Ok(next);
         }
@@ -419,16 +427,23 @@ fn to_lua(lua: &Lua, v: Option<Stored>) -> mlua::Result<Value> {
     })
 }
 
+use crate::script::errors::arg;
+
 impl UserData for StoreHandle {
     fn add_fields<F: mlua::UserDataFields<Self>>(fields: &mut F) {
         super::names::named(fields, "store");
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("get", |lua, s, key: String| to_lua(lua, s.0.get(&key)));
+        super::names::described(methods, "store", |s| format!("store {:?}", s.0.name));
+        methods.add_method("get", |lua, s, key: Value| {
+            let key: String = arg(lua, "get", 1, key)?;
+            to_lua(lua, s.0.get(&key))
+        });
         methods.add_method(
             "set",
-            |_, s, (key, value, t): (String, Value, Option<f64>)| {
+            |lua, s, (key, value, t): (Value, Value, Option<f64>)| {
+                let key: String = arg(lua, "set", 1, key)?;
                 if value.is_nil() {
                     s.0.delete(&key);
                     return Ok(());
@@ -440,13 +455,30 @@ impl UserData for StoreHandle {
         );
         methods.add_method(
             "incr",
-            |_, s, (key, by, t): (String, Option<i64>, Option<f64>)| {
+            |lua, s, (key, by, t): (Value, Value, Option<f64>)| {
+                let key: String = arg(lua, "incr", 1, key)?;
                 let key = self::key(&s.0.name, key)?;
-                s.0.incr(key, by.unwrap_or(1), ttl(t)?)
+                let by = match by {
+                    Value::Nil => 1,
+                    Value::Integer(n) => n,
+                    // 2.0 is 2; 1.5 or 1e300 is not a count.
+                    Value::Number(f) if f.fract() == 0.0 && f >= -(2f64.powi(63)) && f < 2f64.powi(63) => f as i64,
+                    other => {
+                        return Err(mlua::Error::RuntimeError(format!(
+                            "bad argument #2 to 'incr': expected a whole number from math.mininteger to \
+                             math.maxinteger (-2^63 to 2^63-1), got {}",
+                            crate::script::hooks::returned(&other)
+                        )))
+                    }
+                };
+                s.0.incr(key, by, ttl(t)?)
                     .map_err(mlua::Error::RuntimeError)
             },
         );
-        methods.add_method("delete", |_, s, key: String| Ok(s.0.delete(&key)));
+        methods.add_method("delete", |lua, s, key: Value| {
+            let key: String = arg(lua, "delete", 1, key)?;
+            Ok(s.0.delete(&key))
+        });
         methods.add_method("name", |_, s, ()| Ok(s.0.name.clone()));
     }
 }
