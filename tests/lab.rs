@@ -642,3 +642,61 @@ fn the_first_line_counts_clients_in_words() {
     assert!(done.status.success(), "{stdout}");
     assert!(stdout.contains("userspace faults, 1 client)"), "{stdout}");
 }
+
+/// Every key of a scenario is checked before anything starts: wrong types
+/// and ranges are refused with `path:line`, the value echoed with its type,
+/// all in one pass in line order. A gate on `expect` must never pass
+/// because its values were silently dropped.
+#[test]
+fn every_key_of_a_scenario_is_checked_and_a_wrong_expect_is_refused() {
+    let (_d, path) = write_scenario(
+        r#"return {
+  name = 5,
+  duration = "10 min",
+  origins = { "A", "A", 7 },
+  policy = [[
+    return { listeners = { { name = "web", bind = "{{listen}}", pool = "app" } },
+             pools = { app = { servers = { "{{A}}" } } } }
+  ]],
+  policies = { other = {} },
+  load = { paths = "/", keepalive = "yes", method = 5, concurrency = 0, rate = -1 },
+  faults = { { after_bytes = -5, server = "A", fault = "cut" } },
+  expect = { failed = -1, ok_min = "many", detected_within = "1" },
+}"#,
+    );
+    let (code, stdout, err) = pocket_cmd(&["lab", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stdout}{err}");
+    assert!(!stdout.contains("lab:"), "nothing started: {stdout}");
+    let expected = [
+        "scenario.lua:2: name must be a string, not a number (5)",
+        "scenario.lua:3: duration must be a time from 1s to 600s, like \"10s\", not a string (\"10 min\")",
+        "scenario.lua:4: origins[2]: \"A\" is declared twice",
+        "scenario.lua:4: origins[3] must be a name (a string), not a number (7)",
+        "scenario.lua:9: policies.other must be a policy's text (a string), not a table",
+        "scenario.lua:10: load.concurrency must be a whole number from 1 to 256, not a number (0)",
+        "scenario.lua:10: load.rate (requests per second) must be a whole number from 1 to 100000, not a number (-1)",
+        "scenario.lua:10: load.paths must be a list of paths, like { \"/\" }, not a string (\"/\")",
+        "scenario.lua:10: load.keepalive must be true or false, not a string (\"yes\")",
+        "scenario.lua:10: load.method must be an HTTP method like \"GET\", not a number (5)",
+        "scenario.lua:11: fault \"cut\": after_bytes must be a whole number, 0 or more, not a number (-5)",
+        "scenario.lua:12: expect.failed must be a whole number, 0 or more, not a number (-1)",
+        "scenario.lua:12: expect.ok_min must be a whole number, 0 or more, not a string (\"many\")",
+        "scenario.lua:12: expect.detected_within must be a time up to 600s, like \"2s\", not a string (\"1\")",
+    ];
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.len(),
+        expected.len(),
+        "one error each, no follow-ons:\n{err}"
+    );
+    for (line, want) in lines.iter().zip(expected) {
+        assert!(
+            line.ends_with(want),
+            "expected {want:?}, got {line:?}\n{err}"
+        );
+    }
+    assert!(
+        !err.contains("A, A"),
+        "the origins list echoed is the valid one: {err}"
+    );
+}

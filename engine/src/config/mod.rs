@@ -16,6 +16,7 @@ use std::sync::Arc;
 pub use duration::{parse_duration, seconds_to_duration};
 pub use load::{load_policy, load_policy_source, near_miss, parse_addr};
 pub use locate::{line_of, Places};
+pub(crate) use pool_settings::shown;
 
 use crate::lb::Pool;
 

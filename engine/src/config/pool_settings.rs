@@ -46,7 +46,7 @@ pub(super) fn duration(v: &Value) -> Result<Duration, String> {
 /// A value as a message shows it, its type and (for a plain value) the
 /// value itself: `a number (5)`, `a string ("fast")`, `a table`, `a regex
 /// (pocket.regex)`.
-pub(super) fn shown(v: &Value) -> String {
+pub(crate) fn shown(v: &Value) -> String {
     match v {
         Value::Integer(n) => format!("a number ({n})"),
         Value::Number(n) => format!("a number ({n})"),
