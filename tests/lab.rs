@@ -700,3 +700,87 @@ fn every_key_of_a_scenario_is_checked_and_a_wrong_expect_is_refused() {
         "the origins list echoed is the valid one: {err}"
     );
 }
+
+/// An interrupted lab's report says so and shows only what ran: the
+/// summary says how long of how long at the top, an expectation about a
+/// fault that never fired is "not reached (interrupted)" (not "never"),
+/// the chart's time axis ends where the load ended, and its legend names
+/// only markers that occurred (no "reload, watchdog" without either).
+#[test]
+fn an_interrupted_lab_reports_only_what_ran() {
+    let (_d, path) = write_scenario(
+        r#"return {
+  duration = "30s",
+  origins = { "A", "B" },
+  policy = [[
+    return { listeners = { { name = "web", bind = "{{listen}}", pool = "app" } },
+             pools = { app = { servers = { "{{A}}", "{{B}}" } } } }
+  ]],
+  load = { concurrency = 1, rate = 20 },
+  faults = { { at = "1s", server = "B", fault = "kill" }, { at = "20s", server = "B", fault = "restart" } },
+  expect = { recovered_within = "1.5s" },
+}"#,
+    );
+    let out = tempfile::tempdir().unwrap();
+    let lab = spawn_lab(&path, &[], out.path());
+    let lab_pid = lab.id();
+    let started = std::time::Instant::now();
+    while lab_processes(lab_pid).is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the lab's Pocket never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(lab_pid as i32, libc::SIGINT) };
+    let done = lab.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(2), "{err}");
+
+    let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    let top = summary.lines().take(4).collect::<Vec<_>>().join("\n");
+    assert!(
+        top.contains("interrupted after ") && top.contains(" s (of 30 s)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("- not reached (interrupted): B back up after \"restart B\""),
+        "{summary}"
+    );
+    assert!(!summary.contains("never"), "{summary}");
+
+    let svg = std::fs::read_to_string(out.path().join("timeline.svg")).unwrap();
+    let texts = svg_texts(&svg);
+    let from = texts
+        .iter()
+        .position(|t| t.starts_with("seconds since the lab started"))
+        .expect("x axis label");
+    // Between the x axis' label and the latency axis' label: the y ticks
+    // ("50", no decimals) and the time ticks ("2.4", one decimal).
+    let to = texts
+        .iter()
+        .position(|t| t.starts_with("latency of answered requests"))
+        .expect("latency axis label");
+    let x_ticks: Vec<f64> = texts[from + 1..to]
+        .iter()
+        .filter(|t| t.contains('.'))
+        .filter_map(|t| t.trim().parse::<f64>().ok())
+        .collect();
+    assert!(!x_ticks.is_empty(), "{texts:?}");
+    assert!(
+        x_ticks.iter().all(|v| *v < 20.0),
+        "the time axis runs past the load's end: {texts:?}"
+    );
+    assert!(
+        !texts
+            .iter()
+            .any(|t| t.contains("reload") || t.contains("watchdog")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.starts_with("fault injected")),
+        "{texts:?}"
+    );
+}

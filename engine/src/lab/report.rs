@@ -31,13 +31,20 @@ pub struct Run<'a> {
     pub file: &'a Path,
     /// Which fault layer ran.
     pub mode: &'a str,
-    /// The load's length in seconds.
+    /// How long the load ran, in seconds: the scenario's duration, or
+    /// less when the run was interrupted.
     pub end: f64,
+    /// The scenario's duration in seconds.
+    pub planned: f64,
+    /// Stopped by SIGINT/SIGTERM/SIGHUP before its end.
+    pub interrupted: bool,
     pub clients: usize,
     pub samples: &'a [Sample],
     pub retries: &'a [Retry],
     pub events: &'a [Event],
-    pub verdicts: &'a [(String, bool)],
+    /// Each expectation: Some(met), or None when the run was interrupted
+    /// before it could be judged.
+    pub verdicts: &'a [(String, Option<bool>)],
     /// (address, scenario name) of every origin, to name servers in
     /// Pocket's reasons.
     pub names: &'a [(String, String)],
@@ -186,12 +193,20 @@ pub fn summary_md(run: &Run) -> String {
         .iter()
         .map(|(addr, name)| format!("{name} at {addr}"))
         .collect();
+    let how_long = if run.interrupted {
+        format!(
+            "**interrupted after {:.1} s (of {} s)** of load",
+            run.end, run.planned
+        )
+    } else {
+        format!("{:.1} s of load", run.end)
+    };
     let mut out = format!(
-        "# {}\n\nscenario: `{}` · fault layer: {} · {:.1} s of load from {}\n\nservers (as Pocket reaches them): {}\n\n## Outcome\n\n",
+        "# {}\n\nscenario: `{}` · fault layer: {} · {} from {}\n\nservers (as Pocket reaches them): {}\n\n## Outcome\n\n",
         run.title,
         run.file.display(),
         run.mode,
-        run.end,
+        how_long,
         count(run.clients, "client", "clients"),
         at.join(", "),
     );
@@ -229,7 +244,12 @@ pub fn summary_md(run: &Run) -> String {
         out.push_str("(none)\n");
     }
     for (v, ok) in run.verdicts {
-        let _ = writeln!(out, "- {} {v}", if *ok { "met:" } else { "NOT MET:" });
+        let head = match ok {
+            Some(true) => "met:",
+            Some(false) => "NOT MET:",
+            None => "not reached (interrupted):",
+        };
+        let _ = writeln!(out, "- {head} {v}");
     }
     out.push_str("\n## Events\n\n");
     for e in run.events {
@@ -237,13 +257,17 @@ pub fn summary_md(run: &Run) -> String {
     }
     out.push_str("\n## Per second\n\n| second | answered | by server | failed | by cause | retried | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|---|\n");
     let fmt_ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
-    for b in stats::buckets(run.samples, run.retries, 1.0, run.end) {
+    for b in whole_buckets(run, 1.0) {
         let servers: Vec<String> = b.servers.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let causes: Vec<String> = b.failed.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(
             out,
-            "| {:.0} | {} | {} | {} | {} | {} | {} | {} |",
-            b.from,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            if b.span() < 1.0 - 1e-6 {
+                format!("{:.0} (first {:.1} s)", b.from, b.span())
+            } else {
+                format!("{:.0}", b.from)
+            },
             b.ok(),
             servers.join(", "),
             b.failed_total(),
@@ -267,7 +291,20 @@ pub fn write_all(dir: &Path, run: &Run) -> std::io::Result<()> {
 
 /// The buckets the chart draws.
 pub fn chart_buckets(run: &Run) -> Vec<Bucket> {
-    stats::buckets(run.samples, run.retries, CHART_BUCKET, run.end)
+    whole_buckets(run, CHART_BUCKET)
+}
+
+/// Buckets of `width` seconds up to the run's end. A last bucket cut
+/// short by the end (an interrupted run stops anywhere) is scaled by the
+/// part it covers; one covering less than a quarter of its width holds too
+/// few requests to say anything, so it is dropped rather than drawn as a
+/// sudden drop or spike.
+fn whole_buckets(run: &Run, width: f64) -> Vec<Bucket> {
+    let mut b = stats::buckets(run.samples, run.retries, width, run.end);
+    if b.len() > 1 && b.last().is_some_and(|l| l.span() < width / 4.0) {
+        b.pop();
+    }
+    b
 }
 
 #[cfg(test)]
@@ -310,6 +347,8 @@ mod tests {
             file: Path::new("t.lua"),
             mode: "userspace",
             end: 2.0,
+            planned: 2.0,
+            interrupted: false,
             clients: 1,
             samples: &samples,
             retries: &[],
