@@ -784,3 +784,42 @@ fn an_interrupted_lab_reports_only_what_ran() {
         "{texts:?}"
     );
 }
+
+/// A client whose connection Pocket closed with no status (B reset after
+/// its head) is told why, in Pocket's words: the server and the cause, not
+/// only "the connection to Pocket closed".
+#[test]
+fn a_connection_closed_with_no_status_names_the_server_and_cause() {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab/reset-after-headers.lua");
+    let out = tempfile::tempdir().unwrap();
+    let lab = std::process::Command::new(pocket_bin())
+        .args(["lab", source.to_str().unwrap(), "--quiet", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&lab.stdout).into_owned();
+    assert!(matches!(lab.status.code(), Some(0 | 1)), "{stdout}");
+    let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    let closed: Vec<&str> = summary
+        .lines()
+        .filter(|l| l.starts_with("- connection closed") || l.starts_with("- connection reset"))
+        .collect();
+    assert!(
+        !closed.is_empty(),
+        "B's broken answers failed no client: {summary}"
+    );
+    for line in closed {
+        assert!(line.contains("with no status: "), "{line}");
+        assert!(
+            line.contains("(Pocket's log: server B broke off its response")
+                || line.contains("the server broke off after sending its head"),
+            "{line}"
+        );
+    }
+    assert!(
+        summary.contains("Pocket's log: server B broke off its response"),
+        "Pocket logged why at least once: {summary}"
+    );
+    // One log line per broken answer: not listed among the events.
+    assert!(!summary.contains("broken answer:"), "{summary}");
+}

@@ -192,7 +192,11 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
     let plot_lo = MARGIN as i32 + Y_AREA as i32;
     let plot_hi = (W - LEGEND_W - MARGIN - Y_AREA) as i32;
     let px = |t: f64| plot_lo + ((t / end) * (plot_hi - plot_lo) as f64).round() as i32;
-    let mut events: Vec<&Event> = run.events.iter().filter(|e| e.t <= end).collect();
+    let mut events: Vec<&Event> = run
+        .events
+        .iter()
+        .filter(|e| e.t <= end && e.kind != super::report::BROKEN)
+        .collect();
     events.sort_by(|a, b| a.t.total_cmp(&b.t));
     let labels: Vec<(i32, String)> = events
         .iter()

@@ -161,6 +161,11 @@ fn start_balancer(
                 push(&events, start, "health", body);
             } else if line.contains("is live") || line.contains("refused, generation") {
                 push(&events, start, "reload", body);
+            } else if line.contains("broke off its response")
+                || line.contains("closing the client connection")
+            {
+                // Why a client's connection closed with no status.
+                push(&events, start, report::BROKEN, body);
             } else if line.contains(" is stuck: ") || line.contains("in place of stuck worker") {
                 push(&events, start, "watchdog", body);
             } else if line.contains("pocket ready") {
@@ -465,7 +470,7 @@ fn print_second(i: usize, timeline: &load::Timeline, events: &Events, end: f64) 
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .filter(|e| e.t as usize == i)
+        .filter(|e| e.t as usize == i && e.kind != report::BROKEN)
         .map(|e| format!("[{}] {}", e.kind, e.text))
         .collect();
     println!(

@@ -18,7 +18,7 @@ use super::stats::{self, Bucket};
 pub struct Event {
     /// Seconds since the lab's clock started.
     pub t: f64,
-    /// "fault", "health", "reload", "watchdog".
+    /// "fault", "health", "reload", "watchdog", or [`BROKEN`].
     pub kind: &'static str,
     pub text: String,
 }
@@ -49,6 +49,13 @@ pub struct Run<'a> {
     /// Pocket's reasons.
     pub names: &'a [(String, String)],
 }
+
+/// The kind of event for Pocket's log line about an answer it could not
+/// complete (`server B broke off its response: ...`, `... closing the
+/// client connection`): why a client's connection closed with no status.
+/// Not a marker on the chart nor listed among the events (one per broken
+/// answer); it names the cause of those failures.
+pub const BROKEN: &str = "broken answer";
 
 /// The chart's time buckets: fine enough to see a detection of tens of
 /// milliseconds.
@@ -138,9 +145,13 @@ fn count(n: usize, one: &str, many: &str) -> String {
 /// how many, and the cause with servers named.
 pub fn failure_lines(run: &Run) -> Vec<String> {
     let mut groups: BTreeMap<String, usize> = BTreeMap::new();
-    for s in run.samples {
+    let why_closed = closed_causes(run);
+    for (i, s) in run.samples.iter().enumerate() {
         let Some(f) = &s.failure else { continue };
-        let detail = name_addrs(&f.detail, run.names);
+        let mut detail = name_addrs(&f.detail, run.names);
+        if let Some(why) = why_closed.get(&i) {
+            detail = format!("{detail}, with no status: {why}");
+        }
         let head = match s.status {
             Some(st) if f.kind.starts_with(|c: char| c.is_ascii_digit()) => st.to_string(),
             Some(st) => format!("{} (after a {st} head)", f.kind),
@@ -156,6 +167,56 @@ pub fn failure_lines(run: &Run) -> Vec<String> {
             format!("{head} ×{n}: {detail}")
         })
         .collect()
+}
+
+/// Why Pocket closed a client's connection without a status, by sample
+/// index: for each such failure, Pocket's own log line about it when one
+/// came within half a second (the client cannot know Pocket's request id:
+/// no head reached it), else what Pocket does and why.
+fn closed_causes(run: &Run) -> BTreeMap<usize, String> {
+    let mut logs: Vec<(f64, &str)> = run
+        .events
+        .iter()
+        .filter(|e| e.kind == BROKEN)
+        .map(|e| (e.t, e.text.as_str()))
+        .collect();
+    let mut used = vec![false; logs.len()];
+    logs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out = BTreeMap::new();
+    let mut closed: Vec<(usize, &Sample)> = run
+        .samples
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| {
+            s.status.is_none()
+                && s.failure
+                    .as_ref()
+                    .is_some_and(|f| f.kind == "connection closed" || f.kind == "connection reset")
+        })
+        .collect();
+    closed.sort_by(|a, b| a.1.done.total_cmp(&b.1.done));
+    for (i, s) in closed {
+        let near = logs
+            .iter()
+            .enumerate()
+            .filter(|(j, (t, _))| !used[*j] && (t - s.done).abs() <= 0.5)
+            .min_by(|a, b| (a.1 .0 - s.done).abs().total_cmp(&(b.1 .0 - s.done).abs()));
+        let why = match near {
+            Some((j, (_, text))) => {
+                used[j] = true;
+                format!(
+                    "Pocket closed it because the answer could not be completed (Pocket's log: {})",
+                    text.trim_end_matches("; closing the client connection")
+                )
+            }
+            None => "Pocket's log names no cause. Pocket closes a client's connection \
+                     instead of answering when the server broke off after sending its \
+                     head: the answer had begun and could not be completed"
+                .to_string(),
+        };
+        out.insert(i, why);
+    }
+    out
 }
 
 /// Retries grouped by server and reason.
@@ -252,7 +313,7 @@ pub fn summary_md(run: &Run) -> String {
         let _ = writeln!(out, "- {head} {v}");
     }
     out.push_str("\n## Events\n\n");
-    for e in run.events {
+    for e in run.events.iter().filter(|e| e.kind != BROKEN) {
         let _ = writeln!(out, "- {:.3}s {}: {}", e.t, e.kind, e.text);
     }
     out.push_str("\n## Per second\n\n| second | answered | by server | failed | by cause | retried | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|---|\n");
@@ -368,5 +429,54 @@ mod tests {
             "{summary}"
         );
         assert!(summary.contains(&format!("- {}", lines[0])), "{summary}");
+    }
+
+    /// A connection Pocket closed with no status is explained: by Pocket's
+    /// log line about it when one came near that moment, else by what
+    /// Pocket does when a server breaks off after its head.
+    #[test]
+    fn a_connection_closed_with_no_status_is_explained() {
+        let mut samples = vec![
+            failed(
+                None,
+                "connection closed",
+                "the connection to Pocket closed before an answer head",
+            ),
+            failed(
+                None,
+                "connection closed",
+                "the connection to Pocket closed before an answer head",
+            ),
+        ];
+        samples[1].done = 4.0;
+        let events = vec![Event {
+            t: 1.01,
+            kind: BROKEN,
+            text: "server B broke off its response: error reading a body from connection".into(),
+        }];
+        let run = Run {
+            title: "t",
+            file: Path::new("t.lua"),
+            mode: "userspace",
+            end: 5.0,
+            planned: 5.0,
+            interrupted: false,
+            clients: 1,
+            samples: &samples,
+            retries: &[],
+            events: &events,
+            verdicts: &[],
+            names: &[],
+        };
+        let lines = failure_lines(&run);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains(
+            "with no status: Pocket closed it because the answer could not be completed (Pocket's log: server B broke off its response: error reading a body from connection)"
+        )), "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains(
+            "with no status: Pocket's log names no cause. Pocket closes a client's connection instead of answering when the server broke off after sending its head"
+        )), "{lines:?}");
+        let summary = summary_md(&run);
+        assert!(!summary.contains("broken answer"), "{summary}");
     }
 }
