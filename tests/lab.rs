@@ -660,7 +660,7 @@ fn every_key_of_a_scenario_is_checked_and_a_wrong_expect_is_refused() {
   ]],
   policies = { other = {} },
   load = { paths = "/", keepalive = "yes", method = 5, concurrency = 0, rate = -1 },
-  faults = { { after_bytes = -5, server = "A", fault = "cut" } },
+  faults = { { after_bytes = -5, server = "A", fault = "cut" }, { at = "1s", server = "7", fault = "kill" } },
   expect = { failed = -1, ok_min = "many", detected_within = "1" },
 }"#,
     );
@@ -695,6 +695,9 @@ fn every_key_of_a_scenario_is_checked_and_a_wrong_expect_is_refused() {
             "expected {want:?}, got {line:?}\n{err}"
         );
     }
+    // The origin `7`, already refused, brings no second error where a
+    // fault names it.
+    assert!(!err.contains("\"7\""), "no follow-on: {err}");
     assert!(
         !err.contains("A, A"),
         "the origins list echoed is the valid one: {err}"

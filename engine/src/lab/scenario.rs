@@ -353,6 +353,10 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
     }
     // Only the valid, distinct names: what other messages list.
     let mut origins: Vec<String> = Vec::new();
+    // Names already said to be wrong (`7`, or every name when `origins`
+    // itself is): a fault or placeholder naming one brings no second error.
+    let mut refused: Vec<String> = Vec::new();
+    let mut origins_read = true;
     match field(&root, "origins") {
         Value::Table(t) => {
             let n = t.raw_len();
@@ -377,6 +381,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                             && s.chars()
                                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
                         if !ok {
+                            refused.push(s.clone());
                             errs.at(&["origins", &at], format!("origins[{i}] must be a name of letters, digits, _ or -, not \"{s}\""));
                         } else if origins.contains(&s) {
                             errs.at(
@@ -387,10 +392,17 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                             origins.push(s);
                         }
                     }
-                    Ok(v) => errs.at(
-                        &["origins", &at],
-                        format!("origins[{i}] must be a name (a string), not {}", shown(&v)),
-                    ),
+                    Ok(v) => {
+                        if let Value::Integer(n) = v {
+                            refused.push(n.to_string());
+                        } else if let Value::Number(n) = v {
+                            refused.push(n.to_string());
+                        }
+                        errs.at(
+                            &["origins", &at],
+                            format!("origins[{i}] must be a name (a string), not {}", shown(&v)),
+                        )
+                    }
                     Err(_) => {}
                 }
             }
@@ -402,6 +414,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
             }
         }
         v => {
+            origins_read = false;
             let was = if v.is_nil() {
                 "it is missing".to_string()
             } else {
@@ -461,12 +474,13 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
             ),
         ),
     }
+    let said = |name: &str| !origins_read || refused.iter().any(|r| r == name);
     for text in std::iter::once(&policy).chain(policies.values()) {
         for part in text.split("{{").skip(1) {
             let Some((name, _)) = part.split_once("}}") else {
                 continue;
             };
-            if name != "listen" && !origins.iter().any(|o| o == name) {
+            if name != "listen" && !origins.iter().any(|o| o == name) && !said(name) {
                 errs.add(
                     &[&format!("{{{{{name}}}}}")],
                     format!(
@@ -617,6 +631,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                     &ns,
                     duration,
                     &origins,
+                    &said,
                     &policies,
                     &mut faults,
                 );
@@ -703,6 +718,7 @@ fn fault(
     ns: &str,
     duration: Option<Duration>,
     origins: &[String],
+    said: &dyn Fn(&str) -> bool,
     policies: &HashMap<String, String>,
     out: &mut Vec<Fault>,
 ) {
@@ -807,7 +823,7 @@ fn fault(
             &["faults", ns],
             format!("{label}: give server = \"NAME\" or target = \"balancer\", not both"),
         ),
-        Some(s) if !origins.contains(s) => {
+        Some(s) if !origins.contains(s) && !said(s) => {
             at_of(errs, "server", format!("{label} names server \"{s}\", which the scenario does not declare (origins: {})", origins.join(", ")));
         }
         None if !balancer => {
