@@ -812,10 +812,14 @@ fn a_connection_closed_with_no_status_names_the_server_and_cause() {
         "B's broken answers failed no client: {summary}"
     );
     for line in closed {
-        assert!(line.contains("with no status: "), "{line}");
+        // Some clients may already have had the head (a slow machine).
+        assert!(
+            line.contains("with no status: ") || line.contains(" head) ×"),
+            "{line}"
+        );
         assert!(
             line.contains("(Pocket's log: server B broke off its response")
-                || line.contains("the server broke off after sending its head"),
+                || line.contains("the server broke off"),
             "{line}"
         );
     }

@@ -150,7 +150,10 @@ pub fn failure_lines(run: &Run) -> Vec<String> {
         let Some(f) = &s.failure else { continue };
         let mut detail = name_addrs(&f.detail, run.names);
         if let Some(why) = why_closed.get(&i) {
-            detail = format!("{detail}, with no status: {why}");
+            detail = match s.status {
+                None => format!("{detail}, with no status: {why}"),
+                Some(_) => format!("{detail}: {why}"),
+            };
         }
         let head = match s.status {
             Some(st) if f.kind.starts_with(|c: char| c.is_ascii_digit()) => st.to_string(),
@@ -169,8 +172,8 @@ pub fn failure_lines(run: &Run) -> Vec<String> {
         .collect()
 }
 
-/// Why Pocket closed a client's connection without a status, by sample
-/// index: for each such failure, Pocket's own log line about it when one
+/// Why Pocket closed a client's connection (before or after the status),
+/// by sample index: for each such failure, Pocket's own log line about it when one
 /// came within half a second (the client cannot know Pocket's request id:
 /// no head reached it), else what Pocket does and why.
 fn closed_causes(run: &Run) -> BTreeMap<usize, String> {
@@ -188,10 +191,9 @@ fn closed_causes(run: &Run) -> BTreeMap<usize, String> {
         .iter()
         .enumerate()
         .filter(|(_, s)| {
-            s.status.is_none()
-                && s.failure
-                    .as_ref()
-                    .is_some_and(|f| f.kind == "connection closed" || f.kind == "connection reset")
+            s.failure
+                .as_ref()
+                .is_some_and(|f| f.kind == "connection closed" || f.kind == "connection reset")
         })
         .collect();
     closed.sort_by(|a, b| a.1.done.total_cmp(&b.1.done));
@@ -209,9 +211,12 @@ fn closed_causes(run: &Run) -> BTreeMap<usize, String> {
                     text.trim_end_matches("; closing the client connection")
                 )
             }
+            None if s.status.is_none() => "Pocket's log names no cause. Pocket closes a \
+                     client's connection instead of answering when the server broke off \
+                     after sending its head: the answer had begun and could not be completed"
+                .to_string(),
             None => "Pocket's log names no cause. Pocket closes a client's connection \
-                     instead of answering when the server broke off after sending its \
-                     head: the answer had begun and could not be completed"
+                     mid-answer when the server broke off: the answer could not be completed"
                 .to_string(),
         };
         out.insert(i, why);
@@ -449,6 +454,13 @@ mod tests {
             ),
         ];
         samples[1].done = 4.0;
+        let mut mid = failed(
+            Some(200),
+            "connection closed",
+            "the connection to Pocket closed mid-body",
+        );
+        mid.done = 3.0;
+        samples.push(mid);
         let events = vec![Event {
             t: 1.01,
             kind: BROKEN,
@@ -469,7 +481,8 @@ mod tests {
             names: &[],
         };
         let lines = failure_lines(&run);
-        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines.contains(&"connection closed (after a 200 head) ×1: the connection to Pocket closed mid-body: Pocket's log names no cause. Pocket closes a client's connection mid-answer when the server broke off: the answer could not be completed".to_string()), "{lines:?}");
         assert!(lines.iter().any(|l| l.contains(
             "with no status: Pocket closed it because the answer could not be completed (Pocket's log: server B broke off its response: error reading a body from connection)"
         )), "{lines:?}");
