@@ -642,3 +642,191 @@ fn the_first_line_counts_clients_in_words() {
     assert!(done.status.success(), "{stdout}");
     assert!(stdout.contains("userspace faults, 1 client)"), "{stdout}");
 }
+
+/// Every key of a scenario is checked before anything starts: wrong types
+/// and ranges are refused with `path:line`, the value echoed with its type,
+/// all in one pass in line order. A gate on `expect` must never pass
+/// because its values were silently dropped.
+#[test]
+fn every_key_of_a_scenario_is_checked_and_a_wrong_expect_is_refused() {
+    let (_d, path) = write_scenario(
+        r#"return {
+  name = 5,
+  duration = "10 min",
+  origins = { "A", "A", 7 },
+  policy = [[
+    return { listeners = { { name = "web", bind = "{{listen}}", pool = "app" } },
+             pools = { app = { servers = { "{{A}}" } } } }
+  ]],
+  policies = { other = {} },
+  load = { paths = "/", keepalive = "yes", method = 5, concurrency = 0, rate = -1 },
+  faults = { { after_bytes = -5, server = "A", fault = "cut" }, { at = "1s", server = "7", fault = "kill" } },
+  expect = { failed = -1, ok_min = "many", detected_within = "1" },
+}"#,
+    );
+    let (code, stdout, err) = pocket_cmd(&["lab", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stdout}{err}");
+    assert!(!stdout.contains("lab:"), "nothing started: {stdout}");
+    let expected = [
+        "scenario.lua:2: name must be a string, not a number (5)",
+        "scenario.lua:3: duration must be a time from 1s to 600s, like \"10s\", not a string (\"10 min\")",
+        "scenario.lua:4: origins[2]: \"A\" is declared twice",
+        "scenario.lua:4: origins[3] must be a name (a string), not a number (7)",
+        "scenario.lua:9: policies.other must be a policy's text (a string), not a table",
+        "scenario.lua:10: load.concurrency must be a whole number from 1 to 256, not a number (0)",
+        "scenario.lua:10: load.rate (requests per second) must be a whole number from 1 to 100000, not a number (-1)",
+        "scenario.lua:10: load.paths must be a list of paths, like { \"/\" }, not a string (\"/\")",
+        "scenario.lua:10: load.keepalive must be true or false, not a string (\"yes\")",
+        "scenario.lua:10: load.method must be an HTTP method like \"GET\", not a number (5)",
+        "scenario.lua:11: fault \"cut\": after_bytes must be a whole number, 0 or more, not a number (-5)",
+        "scenario.lua:12: expect.failed must be a whole number, 0 or more, not a number (-1)",
+        "scenario.lua:12: expect.ok_min must be a whole number, 0 or more, not a string (\"many\")",
+        "scenario.lua:12: expect.detected_within must be a time up to 600s, like \"2s\", not a string (\"1\")",
+    ];
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(
+        lines.len(),
+        expected.len(),
+        "one error each, no follow-ons:\n{err}"
+    );
+    for (line, want) in lines.iter().zip(expected) {
+        assert!(
+            line.ends_with(want),
+            "expected {want:?}, got {line:?}\n{err}"
+        );
+    }
+    // The origin `7`, already refused, brings no second error where a
+    // fault names it.
+    assert!(!err.contains("\"7\""), "no follow-on: {err}");
+    assert!(
+        !err.contains("A, A"),
+        "the origins list echoed is the valid one: {err}"
+    );
+}
+
+/// An interrupted lab's report says so and shows only what ran: the
+/// summary says how long of how long at the top, an expectation about a
+/// fault that never fired is "not reached (interrupted)" (not "never"),
+/// the chart's time axis ends where the load ended, and its legend names
+/// only markers that occurred (no "reload, watchdog" without either).
+#[test]
+fn an_interrupted_lab_reports_only_what_ran() {
+    let (_d, path) = write_scenario(
+        r#"return {
+  duration = "30s",
+  origins = { "A", "B" },
+  policy = [[
+    return { listeners = { { name = "web", bind = "{{listen}}", pool = "app" } },
+             pools = { app = { servers = { "{{A}}", "{{B}}" } } } }
+  ]],
+  load = { concurrency = 1, rate = 20 },
+  faults = { { at = "1s", server = "B", fault = "kill" }, { at = "20s", server = "B", fault = "restart" } },
+  expect = { recovered_within = "1.5s" },
+}"#,
+    );
+    let out = tempfile::tempdir().unwrap();
+    let lab = spawn_lab(&path, &[], out.path());
+    let lab_pid = lab.id();
+    let started = std::time::Instant::now();
+    while lab_processes(lab_pid).is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the lab's Pocket never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(lab_pid as i32, libc::SIGINT) };
+    let done = lab.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(2), "{err}");
+
+    let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    let top = summary.lines().take(4).collect::<Vec<_>>().join("\n");
+    assert!(
+        top.contains("interrupted after ") && top.contains(" s (of 30 s)"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("- not reached (interrupted): B back up after \"restart B\""),
+        "{summary}"
+    );
+    assert!(!summary.contains("never"), "{summary}");
+
+    let svg = std::fs::read_to_string(out.path().join("timeline.svg")).unwrap();
+    let texts = svg_texts(&svg);
+    let from = texts
+        .iter()
+        .position(|t| t.starts_with("seconds since the lab started"))
+        .expect("x axis label");
+    // Between the x axis' label and the latency axis' label: the y ticks
+    // ("50", no decimals) and the time ticks ("2.4", one decimal).
+    let to = texts
+        .iter()
+        .position(|t| t.starts_with("latency of answered requests"))
+        .expect("latency axis label");
+    let x_ticks: Vec<f64> = texts[from + 1..to]
+        .iter()
+        .filter(|t| t.contains('.'))
+        .filter_map(|t| t.trim().parse::<f64>().ok())
+        .collect();
+    assert!(!x_ticks.is_empty(), "{texts:?}");
+    assert!(
+        x_ticks.iter().all(|v| *v < 20.0),
+        "the time axis runs past the load's end: {texts:?}"
+    );
+    assert!(
+        !texts
+            .iter()
+            .any(|t| t.contains("reload") || t.contains("watchdog")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.starts_with("fault injected")),
+        "{texts:?}"
+    );
+}
+
+/// A client whose connection Pocket closed with no status (B reset after
+/// its head) is told why, in Pocket's words: the server and the cause, not
+/// only "the connection to Pocket closed".
+#[test]
+fn a_connection_closed_with_no_status_names_the_server_and_cause() {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab/reset-after-headers.lua");
+    let out = tempfile::tempdir().unwrap();
+    let lab = std::process::Command::new(pocket_bin())
+        .args(["lab", source.to_str().unwrap(), "--quiet", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&lab.stdout).into_owned();
+    assert!(matches!(lab.status.code(), Some(0 | 1)), "{stdout}");
+    let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    let closed: Vec<&str> = summary
+        .lines()
+        .filter(|l| l.starts_with("- connection closed") || l.starts_with("- connection reset"))
+        .collect();
+    assert!(
+        !closed.is_empty(),
+        "B's broken answers failed no client: {summary}"
+    );
+    for line in closed {
+        // Some clients may already have had the head (a slow machine).
+        assert!(
+            line.contains("with no status: ") || line.contains(" head) ×"),
+            "{line}"
+        );
+        assert!(
+            line.contains("(Pocket's log: server B broke off its response")
+                || line.contains("the server broke off"),
+            "{line}"
+        );
+    }
+    assert!(
+        summary.contains("Pocket's log: server B broke off its response"),
+        "Pocket logged why at least once: {summary}"
+    );
+    // One log line per broken answer: not listed among the events.
+    assert!(!summary.contains("broken answer:"), "{summary}");
+}

@@ -23,6 +23,7 @@ pub use pool_settings::lua_float;
 pub fn shown_value(v: &mlua::Value) -> String {
     pool_settings::shown(v)
 }
+pub(crate) use pool_settings::shown;
 
 use crate::lb::Pool;
 

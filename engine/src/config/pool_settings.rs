@@ -52,7 +52,7 @@ pub(super) fn duration(v: &Value) -> Result<Duration, String> {
 /// (pocket.regex)`. A float is written as Lua's `tostring` writes it
 /// (`%.14g`: `1e+300`, not 301 digits); a string longer than
 /// [`SHOWN_MAX`] characters is cut, with `...`.
-pub(super) fn shown(v: &Value) -> String {
+pub(crate) fn shown(v: &Value) -> String {
     match v {
         Value::Integer(n) => format!("a number ({n})"),
         Value::Number(n) => format!("a number ({})", lua_float(*n)),

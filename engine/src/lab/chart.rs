@@ -192,7 +192,11 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
     let plot_lo = MARGIN as i32 + Y_AREA as i32;
     let plot_hi = (W - LEGEND_W - MARGIN - Y_AREA) as i32;
     let px = |t: f64| plot_lo + ((t / end) * (plot_hi - plot_lo) as f64).round() as i32;
-    let mut events: Vec<&Event> = run.events.iter().filter(|e| e.t <= end).collect();
+    let mut events: Vec<&Event> = run
+        .events
+        .iter()
+        .filter(|e| e.t <= end && e.kind != super::report::BROKEN)
+        .collect();
     events.sort_by(|a, b| a.t.total_cmp(&b.t));
     let labels: Vec<(i32, String)> = events
         .iter()
@@ -507,12 +511,26 @@ fn draw_legend(
     .map_err(err)?;
     area.draw(&text("p99", x + 22, y, 13, false)).map_err(err)?;
     y += 20;
-    heading(area, "markers", &mut y)?;
-    for (colour, what) in [
-        (FAULT, "fault injected"),
-        (HEALTH, "health change (Pocket's log)"),
-        (OTHER, "reload, watchdog"),
-    ] {
+    // Only the markers that occurred: a legend entry promises a line.
+    let had = |kind: &str| run.events.iter().any(|e| e.kind == kind);
+    let others: Vec<&str> = ["reload", "watchdog"]
+        .into_iter()
+        .filter(|k| had(k))
+        .collect();
+    let other_label = others.join(", ");
+    let markers: Vec<(RGBColor, &str)> = [
+        (FAULT, "fault injected", had("fault")),
+        (HEALTH, "health change (Pocket's log)", had("health")),
+        (OTHER, other_label.as_str(), !others.is_empty()),
+    ]
+    .into_iter()
+    .filter(|(_, _, had)| *had)
+    .map(|(c, w, _)| (c, w))
+    .collect();
+    if !markers.is_empty() {
+        heading(area, "markers", &mut y)?;
+    }
+    for (colour, what) in markers {
         area.draw(&DashedPathElement::new(
             vec![(x + 7, y - 8), (x + 7, y + 8)],
             5,

@@ -161,6 +161,11 @@ fn start_balancer(
                 push(&events, start, "health", body);
             } else if line.contains("is live") || line.contains("refused, generation") {
                 push(&events, start, "reload", body);
+            } else if line.contains("broke off its response")
+                || line.contains("closing the client connection")
+            {
+                // Why a client's connection closed with no status.
+                push(&events, start, report::BROKEN, body);
             } else if line.contains(" is stuck: ") || line.contains("in place of stuck worker") {
                 push(&events, start, "watchdog", body);
             } else if line.contains("pocket ready") {
@@ -364,6 +369,9 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    // When the load stopped sending: the run's end when interrupted.
+    let stopped_at = start.elapsed().as_secs_f64();
+    let was_interrupted = interrupted.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let _ = runtime.block_on(load_task);
     for o in &origins {
@@ -373,9 +381,17 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     drop(net.take());
     let _ = std::fs::remove_dir_all(&dir);
 
-    let end = scenario.duration.as_secs_f64();
+    let planned = scenario.duration.as_secs_f64();
+    let end = if was_interrupted {
+        stopped_at.min(planned)
+    } else {
+        planned
+    };
+    // An interrupted run's last, partial second is not printed as a
+    // second with nothing in it.
+    let last = if was_interrupted { end.floor() } else { end };
     if !opts.quiet {
-        while (printed as f64) < end {
+        while (printed as f64) < last {
             live.print_second(printed, &timeline, &events);
             printed += 1;
         }
@@ -383,13 +399,15 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     let events = events.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let samples = timeline.samples();
     let retries = timeline.retries();
-    let verdicts = judge(&scenario, &samples, &events);
+    let verdicts = judge(&scenario, &samples, &events, was_interrupted);
     let out = opts.out.clone().unwrap_or_else(|| report_dir(path));
     let run = report::Run {
         title: &scenario.name,
         file: path,
         mode: layer,
         end,
+        planned,
+        interrupted: was_interrupted,
         clients: scenario.load.concurrency,
         samples: &samples,
         retries: &retries,
@@ -414,12 +432,17 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         println!("  failed: {line}");
     }
     for (v, met) in &verdicts {
-        println!("  {} {v}", if *met { "met:    " } else { "NOT MET:" });
+        let head = match met {
+            Some(true) => "met:    ",
+            Some(false) => "NOT MET:",
+            None => "not reached (interrupted):",
+        };
+        println!("  {head} {v}");
     }
-    if interrupted.load(Ordering::Relaxed) {
+    if was_interrupted {
         return Err("interrupted".into());
     }
-    Ok(verdicts.iter().all(|(_, met)| *met))
+    Ok(verdicts.iter().all(|(_, met)| *met == Some(true)))
 }
 
 /// Where a report goes by default: `lab-report/` and the scenario file's
@@ -475,7 +498,7 @@ fn print_line(i: usize, s: &stats::Bucket, events: &Events) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .filter(|e| e.t as usize == i)
+        .filter(|e| e.t as usize == i && e.kind != report::BROKEN)
         .map(|e| format!("[{}] {}", e.kind, e.text))
         .collect();
     println!(
@@ -607,20 +630,28 @@ fn apply(
 }
 
 /// Checks the scenario's expectations against what happened.
-fn judge(scenario: &Scenario, samples: &[load::Sample], events: &[Event]) -> Vec<(String, bool)> {
+/// Each expectation as (what, Some(met)); None: the run was interrupted
+/// before it could be judged (its fault never fired, or too few requests
+/// were sent yet).
+fn judge(
+    scenario: &Scenario,
+    samples: &[load::Sample],
+    events: &[Event],
+    interrupted: bool,
+) -> Vec<(String, Option<bool>)> {
     let mut out = Vec::new();
     let failed = samples.iter().filter(|s| s.failure.is_some()).count() as u64;
     let ok = samples.len() as u64 - failed;
     if let Some(max) = scenario.expect.failed {
         out.push((
             format!("failed requests: {failed} (at most {max})"),
-            failed <= max,
+            Some(failed <= max),
         ));
     }
     if let Some(min) = scenario.expect.ok_min {
         out.push((
             format!("answered requests: {ok} (at least {min})"),
-            ok >= min,
+            (ok >= min || !interrupted).then_some(ok >= min),
         ));
     }
     let first_fault = scenario
@@ -634,6 +665,7 @@ fn judge(scenario: &Scenario, samples: &[load::Sample], events: &[Event]) -> Vec
             "DOWN",
             "marked down",
             within,
+            interrupted,
         ));
     }
     let heal = scenario
@@ -641,7 +673,14 @@ fn judge(scenario: &Scenario, samples: &[load::Sample], events: &[Event]) -> Vec
         .iter()
         .find(|f| matches!(f.kind, FaultKind::Heal | FaultKind::Restart) && f.server.is_some());
     if let (Some(within), Some(f)) = (scenario.expect.recovered_within, heal) {
-        out.push(state_change_within(events, f, " UP", "back up", within));
+        out.push(state_change_within(
+            events,
+            f,
+            " UP",
+            "back up",
+            within,
+            interrupted,
+        ));
     }
     out
 }
@@ -654,7 +693,8 @@ fn state_change_within(
     marker: &str,
     what: &str,
     within: Duration,
-) -> (String, bool) {
+    interrupted: bool,
+) -> (String, Option<bool>) {
     let name = f.server.clone().unwrap_or_default();
     let fault_t = events
         .iter()
@@ -676,14 +716,19 @@ fn state_change_within(
                 b - a,
                 f.text
             ),
-            b - a <= within.as_secs_f64(),
+            Some(b - a <= within.as_secs_f64()),
+        ),
+        // The fault never fired: the run stopped first.
+        (None, _) if interrupted => (
+            format!("{name} {what} after \"{}\" (within {within:?})", f.text),
+            None,
         ),
         _ => (
             format!(
                 "{name} {what} after \"{}\" (within {within:?}): never",
                 f.text
             ),
-            false,
+            Some(false),
         ),
     }
 }

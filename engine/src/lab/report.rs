@@ -20,7 +20,7 @@ use super::stats::{self, Bucket};
 pub struct Event {
     /// Seconds since the lab's clock started.
     pub t: f64,
-    /// "fault", "health", "reload", "watchdog".
+    /// "fault", "health", "reload", "watchdog", or [`BROKEN`].
     pub kind: &'static str,
     pub text: String,
 }
@@ -33,17 +33,31 @@ pub struct Run<'a> {
     pub file: &'a Path,
     /// Which fault layer ran.
     pub mode: &'a str,
-    /// The load's length in seconds.
+    /// How long the load ran, in seconds: the scenario's duration, or
+    /// less when the run was interrupted.
     pub end: f64,
+    /// The scenario's duration in seconds.
+    pub planned: f64,
+    /// Stopped by SIGINT/SIGTERM/SIGHUP before its end.
+    pub interrupted: bool,
     pub clients: usize,
     pub samples: &'a [Sample],
     pub retries: &'a [Retry],
     pub events: &'a [Event],
-    pub verdicts: &'a [(String, bool)],
+    /// Each expectation: Some(met), or None when the run was interrupted
+    /// before it could be judged.
+    pub verdicts: &'a [(String, Option<bool>)],
     /// (address, scenario name) of every origin, to name servers in
     /// Pocket's reasons.
     pub names: &'a [(String, String)],
 }
+
+/// The kind of event for Pocket's log line about an answer it could not
+/// complete (`server B broke off its response: ...`, `... closing the
+/// client connection`): why a client's connection closed with no status.
+/// Not a marker on the chart nor listed among the events (one per broken
+/// answer); it names the cause of those failures.
+pub const BROKEN: &str = "broken answer";
 
 /// The chart's time buckets: fine enough to see a detection of tens of
 /// milliseconds.
@@ -128,9 +142,16 @@ pub fn events_jsonl(run: &Run) -> String {
 /// how many, and the cause with servers named.
 pub fn failure_lines(run: &Run) -> Vec<String> {
     let mut groups: BTreeMap<String, usize> = BTreeMap::new();
-    for s in run.samples {
+    let why_closed = closed_causes(run);
+    for (i, s) in run.samples.iter().enumerate() {
         let Some(f) = &s.failure else { continue };
-        let detail = name_addrs(&f.detail, run.names);
+        let mut detail = name_addrs(&f.detail, run.names);
+        if let Some(why) = why_closed.get(&i) {
+            detail = match s.status {
+                None => format!("{detail}, with no status: {why}"),
+                Some(_) => format!("{detail}: {why}"),
+            };
+        }
         let head = match s.status {
             Some(st) if f.kind.starts_with(|c: char| c.is_ascii_digit()) => st.to_string(),
             Some(st) => format!("{} (after a {st} head)", f.kind),
@@ -146,6 +167,58 @@ pub fn failure_lines(run: &Run) -> Vec<String> {
             format!("{head} ×{n}: {detail}")
         })
         .collect()
+}
+
+/// Why Pocket closed a client's connection (before or after the status),
+/// by sample index: for each such failure, Pocket's own log line about it when one
+/// came within half a second (the client cannot know Pocket's request id:
+/// no head reached it), else what Pocket does and why.
+fn closed_causes(run: &Run) -> BTreeMap<usize, String> {
+    let mut logs: Vec<(f64, &str)> = run
+        .events
+        .iter()
+        .filter(|e| e.kind == BROKEN)
+        .map(|e| (e.t, e.text.as_str()))
+        .collect();
+    let mut used = vec![false; logs.len()];
+    logs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out = BTreeMap::new();
+    let mut closed: Vec<(usize, &Sample)> = run
+        .samples
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| {
+            s.failure
+                .as_ref()
+                .is_some_and(|f| f.kind == "connection closed" || f.kind == "connection reset")
+        })
+        .collect();
+    closed.sort_by(|a, b| a.1.done.total_cmp(&b.1.done));
+    for (i, s) in closed {
+        let near = logs
+            .iter()
+            .enumerate()
+            .filter(|(j, (t, _))| !used[*j] && (t - s.done).abs() <= 0.5)
+            .min_by(|a, b| (a.1 .0 - s.done).abs().total_cmp(&(b.1 .0 - s.done).abs()));
+        let why = match near {
+            Some((j, (_, text))) => {
+                used[j] = true;
+                format!(
+                    "Pocket closed it because the answer could not be completed (Pocket's log: {})",
+                    text.trim_end_matches("; closing the client connection")
+                )
+            }
+            None if s.status.is_none() => "Pocket's log names no cause. Pocket closes a \
+                     client's connection instead of answering when the server broke off \
+                     after sending its head: the answer had begun and could not be completed"
+                .to_string(),
+            None => "Pocket's log names no cause. Pocket closes a client's connection \
+                     mid-answer when the server broke off: the answer could not be completed"
+                .to_string(),
+        };
+        out.insert(i, why);
+    }
+    out
 }
 
 /// Retries grouped by server and reason.
@@ -183,12 +256,20 @@ pub fn summary_md(run: &Run) -> String {
         .iter()
         .map(|(addr, name)| format!("{name} at {addr}"))
         .collect();
+    let how_long = if run.interrupted {
+        format!(
+            "**interrupted after {:.1} s (of {} s)** of load",
+            run.end, run.planned
+        )
+    } else {
+        format!("{:.1} s of load", run.end)
+    };
     let mut out = format!(
-        "# {}\n\nscenario: `{}` · fault layer: {} · {:.1} s of load from {}\n\nservers (as Pocket reaches them): {}\n\n## Outcome\n\n",
+        "# {}\n\nscenario: `{}` · fault layer: {} · {} from {}\n\nservers (as Pocket reaches them): {}\n\n## Outcome\n\n",
         run.title,
         run.file.display(),
         run.mode,
-        run.end,
+        how_long,
         words::count(run.clients as u64, "client"),
         at.join(", "),
     );
@@ -226,21 +307,30 @@ pub fn summary_md(run: &Run) -> String {
         out.push_str("(none)\n");
     }
     for (v, ok) in run.verdicts {
-        let _ = writeln!(out, "- {} {v}", if *ok { "met:" } else { "NOT MET:" });
+        let head = match ok {
+            Some(true) => "met:",
+            Some(false) => "NOT MET:",
+            None => "not reached (interrupted):",
+        };
+        let _ = writeln!(out, "- {head} {v}");
     }
     out.push_str("\n## Events\n\n");
-    for e in run.events {
+    for e in run.events.iter().filter(|e| e.kind != BROKEN) {
         let _ = writeln!(out, "- {:.3}s {}: {}", e.t, e.kind, e.text);
     }
     out.push_str("\n## Per second\n\n| second | answered | by server | failed | by cause | retried | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|---|\n");
     let fmt_ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
-    for b in stats::buckets(run.samples, run.retries, 1.0, run.end) {
+    for b in whole_buckets(run, 1.0) {
         let servers: Vec<String> = b.servers.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let causes: Vec<String> = b.failed.iter().map(|(k, v)| format!("{k} {v}")).collect();
         let _ = writeln!(
             out,
-            "| {:.0} | {} | {} | {} | {} | {} | {} | {} |",
-            b.from,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            if b.span() < 1.0 - 1e-6 {
+                format!("{:.0} (first {:.1} s)", b.from, b.span())
+            } else {
+                format!("{:.0}", b.from)
+            },
             b.ok(),
             servers.join(", "),
             b.failed_total(),
@@ -264,7 +354,20 @@ pub fn write_all(dir: &Path, run: &Run) -> std::io::Result<()> {
 
 /// The buckets the chart draws.
 pub fn chart_buckets(run: &Run) -> Vec<Bucket> {
-    stats::buckets(run.samples, run.retries, CHART_BUCKET, run.end)
+    whole_buckets(run, CHART_BUCKET)
+}
+
+/// Buckets of `width` seconds up to the run's end. A last bucket cut
+/// short by the end (an interrupted run stops anywhere) is scaled by the
+/// part it covers; one covering less than a quarter of its width holds too
+/// few requests to say anything, so it is dropped rather than drawn as a
+/// sudden drop or spike.
+fn whole_buckets(run: &Run, width: f64) -> Vec<Bucket> {
+    let mut b = stats::buckets(run.samples, run.retries, width, run.end);
+    if b.len() > 1 && b.last().is_some_and(|l| l.span() < width / 4.0) {
+        b.pop();
+    }
+    b
 }
 
 #[cfg(test)]
@@ -307,6 +410,8 @@ mod tests {
             file: Path::new("t.lua"),
             mode: "userspace",
             end: 2.0,
+            planned: 2.0,
+            interrupted: false,
             clients: 1,
             samples: &samples,
             retries: &[],
@@ -326,5 +431,62 @@ mod tests {
             "{summary}"
         );
         assert!(summary.contains(&format!("- {}", lines[0])), "{summary}");
+    }
+
+    /// A connection Pocket closed with no status is explained: by Pocket's
+    /// log line about it when one came near that moment, else by what
+    /// Pocket does when a server breaks off after its head.
+    #[test]
+    fn a_connection_closed_with_no_status_is_explained() {
+        let mut samples = vec![
+            failed(
+                None,
+                "connection closed",
+                "the connection to Pocket closed before an answer head",
+            ),
+            failed(
+                None,
+                "connection closed",
+                "the connection to Pocket closed before an answer head",
+            ),
+        ];
+        samples[1].done = 4.0;
+        let mut mid = failed(
+            Some(200),
+            "connection closed",
+            "the connection to Pocket closed mid-body",
+        );
+        mid.done = 3.0;
+        samples.push(mid);
+        let events = vec![Event {
+            t: 1.01,
+            kind: BROKEN,
+            text: "server B broke off its response: error reading a body from connection".into(),
+        }];
+        let run = Run {
+            title: "t",
+            file: Path::new("t.lua"),
+            mode: "userspace",
+            end: 5.0,
+            planned: 5.0,
+            interrupted: false,
+            clients: 1,
+            samples: &samples,
+            retries: &[],
+            events: &events,
+            verdicts: &[],
+            names: &[],
+        };
+        let lines = failure_lines(&run);
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(lines.contains(&"connection closed (after a 200 head) ×1: the connection to Pocket closed mid-body: Pocket's log names no cause. Pocket closes a client's connection mid-answer when the server broke off: the answer could not be completed".to_string()), "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains(
+            "with no status: Pocket closed it because the answer could not be completed (Pocket's log: server B broke off its response: error reading a body from connection)"
+        )), "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains(
+            "with no status: Pocket's log names no cause. Pocket closes a client's connection instead of answering when the server broke off after sending its head"
+        )), "{lines:?}");
+        let summary = summary_md(&run);
+        assert!(!summary.contains("broken answer"), "{summary}");
     }
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use mlua::{Table, Value};
 
-use crate::config::{line_of, near_miss, parse_duration, Places};
+use crate::config::{line_of, near_miss, parse_duration, shown, Places};
 use crate::script::{describe_lua_error, Limits, Vm};
 
 #[derive(Debug, Clone)]
@@ -220,6 +220,67 @@ fn duration_of(v: &Value) -> Result<Duration, String> {
     }
 }
 
+/// A time value, checked: `Err` names the key and echoes the value with
+/// its type (`expect.detected_within must be a time like "1s", not a
+/// string ("1")`).
+fn time_in(v: &Value, what: &str, lo: Duration, hi: Duration) -> Result<Option<Duration>, String> {
+    if v.is_nil() {
+        return Ok(None);
+    }
+    // A bare number in a string ("1") is refused: say the unit.
+    let unitless =
+        matches!(v, Value::String(s) if s.to_string_lossy().trim().parse::<f64>().is_ok());
+    match duration_of(v) {
+        Ok(d) if d >= lo && d <= hi && !unitless => Ok(Some(d)),
+        _ => Err(format!(
+            "{what} must be a time{}, like \"2s\", not {}",
+            if hi == Duration::MAX {
+                String::new()
+            } else if lo.is_zero() {
+                format!(" up to {hi:?}")
+            } else {
+                format!(" from {lo:?} to {hi:?}")
+            },
+            shown(v)
+        )),
+    }
+}
+
+/// A whole number from `lo` to `hi`, checked the same way.
+fn int_in(v: &Value, what: &str, lo: i64, hi: i64) -> Result<Option<i64>, String> {
+    let n = match v {
+        Value::Nil => return Ok(None),
+        Value::Integer(n) => Some(*n),
+        Value::Number(f) if f.fract() == 0.0 && f.abs() < 9e15 => Some(*f as i64),
+        _ => None,
+    };
+    match n {
+        Some(n) if (lo..=hi).contains(&n) => Ok(Some(n)),
+        _ if hi == i64::MAX => Err(format!(
+            "{what} must be a whole number, {lo} or more, not {}",
+            shown(v)
+        )),
+        _ => Err(format!(
+            "{what} must be a whole number from {lo} to {hi}, not {}",
+            shown(v)
+        )),
+    }
+}
+
+/// A string, checked the same way.
+fn string_of(v: &Value, what: &str, like: &str) -> Result<Option<String>, String> {
+    match v {
+        Value::Nil => Ok(None),
+        Value::String(s) => Ok(Some(s.to_string_lossy())),
+        _ => Err(format!("{what} must be {like}, not {}", shown(v))),
+    }
+}
+
+/// The value at `key` of `t` (nil when absent or unreadable).
+fn field(t: &Table, key: &str) -> Value {
+    t.get::<Value>(key).unwrap_or(Value::Nil)
+}
+
 /// Loads and checks a scenario; Err holds every problem, each `path:line: ...`.
 pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
     let source = std::fs::read_to_string(path)
@@ -227,10 +288,11 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
     let vm = Vm::new(path, Limits::default()).map_err(|e| vec![describe_lua_error(&e)])?;
     let root = match vm.run_main_chunk(path, &source) {
         Ok(Value::Table(t)) => t,
-        Ok(_) => {
+        Ok(v) => {
             return Err(vec![format!(
-                "{}: a scenario must return a table",
-                path.display()
+                "{}: a scenario must return a table, not {}",
+                path.display(),
+                shown(&v)
             )])
         }
         Err(e) => return Err(vec![describe_lua_error(&e)]),
@@ -242,71 +304,183 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         list: Vec::new(),
     };
     let misspelt = errs.unknown(&root, KEYS, "scenario", &[]);
-    let name = root
-        .get::<Option<String>>("name")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| {
-            path.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
+    let stem = || {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let name = match string_of(&field(&root, "name"), "name", "a string") {
+        Ok(Some(n)) => n,
+        Ok(None) => stem(),
+        Err(e) => {
+            errs.at(&["name"], e);
+            stem()
+        }
+    };
     // None: not known (wrong or misspelt, and said so): no fault is
     // then said to be past it.
-    let duration = match root.get::<Value>("duration") {
-        Ok(Value::Nil) if misspelt.iter().any(|k| k == "duration") => None,
-        v => match v.map(|v| duration_of(&v)) {
-            Ok(Ok(d)) if !d.is_zero() && d <= MAX_DURATION => Some(d),
+    let duration = match field(&root, "duration") {
+        Value::Nil if misspelt.iter().any(|k| k == "duration") => None,
+        v => match duration_of(&v) {
+            Ok(d) if !d.is_zero() && d <= MAX_DURATION => Some(d),
             _ => {
+                let was = if v.is_nil() {
+                    "it is missing".to_string()
+                } else {
+                    format!("not {}", shown(&v))
+                };
                 errs.at(
                     &["duration"],
-                    "duration must be a time from 1s to 600s, like \"10s\"".into(),
+                    format!("duration must be a time from 1s to 600s, like \"10s\", {was}"),
                 );
                 None
             }
         },
     };
     let mut real = false;
-    if let Ok(Value::String(mode)) = root.get::<Value>("mode") {
-        let mode = mode.to_string_lossy();
-        real = mode == "real";
-        if mode != "userspace" && mode != "real" {
-            errs.at(
-                &["mode"],
-                format!("mode must be \"userspace\" or \"real\", not \"{mode}\""),
-            );
+    match string_of(&field(&root, "mode"), "mode", "\"userspace\" or \"real\"") {
+        Ok(None) => {}
+        Ok(Some(mode)) => {
+            real = mode == "real";
+            if mode != "userspace" && mode != "real" {
+                errs.at(
+                    &["mode"],
+                    format!("mode must be \"userspace\" or \"real\", not \"{mode}\""),
+                );
+            }
         }
+        Err(e) => errs.at(&["mode"], e),
     }
-    let origins: Vec<String> = match root.get::<Value>("origins") {
-        Ok(Value::Table(t)) => t.sequence_values::<String>().flatten().collect(),
-        _ => {
+    // Only the valid, distinct names: what other messages list.
+    let mut origins: Vec<String> = Vec::new();
+    // Names already said to be wrong (`7`, or every name when `origins`
+    // itself is): a fault or placeholder naming one brings no second error.
+    let mut refused: Vec<String> = Vec::new();
+    let mut origins_read = true;
+    match field(&root, "origins") {
+        Value::Table(t) => {
+            let n = t.raw_len();
+            for (k, v) in t.pairs::<Value, Value>().flatten() {
+                if !matches!(k, Value::Integer(i) if i >= 1 && (i as usize) <= n) {
+                    errs.at(
+                        &["origins"],
+                        format!(
+                            "origins must be a list of names, like {{ \"A\", \"B\" }}; it has the key {}",
+                            shown(&k)
+                        ),
+                    );
+                    let _ = v;
+                }
+            }
+            for i in 1..=n {
+                let at = format!("[{i}]");
+                match t.raw_get::<Value>(i) {
+                    Ok(Value::String(s)) => {
+                        let s = s.to_string_lossy();
+                        let ok = !s.is_empty()
+                            && s.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                        if !ok {
+                            refused.push(s.clone());
+                            errs.at(&["origins", &at], format!("origins[{i}] must be a name of letters, digits, _ or -, not \"{s}\""));
+                        } else if origins.contains(&s) {
+                            errs.at(
+                                &["origins", &at],
+                                format!("origins[{i}]: \"{s}\" is declared twice"),
+                            );
+                        } else {
+                            origins.push(s);
+                        }
+                    }
+                    Ok(v) => {
+                        if let Value::Integer(n) = v {
+                            refused.push(n.to_string());
+                        } else if let Value::Number(n) = v {
+                            refused.push(n.to_string());
+                        }
+                        errs.at(
+                            &["origins", &at],
+                            format!("origins[{i}] must be a name (a string), not {}", shown(&v)),
+                        )
+                    }
+                    Err(_) => {}
+                }
+            }
+            if n == 0 && t.pairs::<Value, Value>().next().is_none() {
+                errs.at(
+                    &["origins"],
+                    "origins must name at least one origin, like { \"A\" }".into(),
+                );
+            }
+        }
+        v => {
+            origins_read = false;
+            let was = if v.is_nil() {
+                "it is missing".to_string()
+            } else {
+                format!("not {}", shown(&v))
+            };
             errs.at(
                 &["origins"],
-                "origins must list origin names, like { \"A\", \"B\" }".into(),
+                format!("origins must list origin names, like {{ \"A\", \"B\" }}, {was}"),
             );
-            Vec::new()
         }
-    };
+    }
     let mut policy = String::new();
-    match root.get::<Value>("policy") {
-        Ok(Value::String(s)) => policy = s.to_string_lossy(),
-        _ => errs.at(
-            &["policy"],
-            "policy must be the policy's text (placeholders {{listen}} and {{NAME}})".into(),
-        ),
+    match field(&root, "policy") {
+        Value::String(s) => policy = s.to_string_lossy(),
+        v => {
+            let was = if v.is_nil() {
+                "it is missing".to_string()
+            } else {
+                format!("not {}", shown(&v))
+            };
+            errs.at(
+                &["policy"],
+                format!("policy must be the policy's text (placeholders {{{{listen}}}} and {{{{NAME}}}}), {was}"),
+            );
+        }
     }
     let mut policies = HashMap::new();
-    if let Ok(Value::Table(t)) = root.get::<Value>("policies") {
-        for (k, v) in t.pairs::<String, String>().flatten() {
-            policies.insert(k, v);
+    match field(&root, "policies") {
+        Value::Nil => {}
+        Value::Table(t) => {
+            let mut pairs: Vec<(Value, Value)> = t.pairs::<Value, Value>().flatten().collect();
+            pairs.sort_by_key(|(k, _)| k.to_string().unwrap_or_default());
+            for (k, v) in pairs {
+                match (&k, &v) {
+                    (Value::String(k), Value::String(v)) => {
+                        policies.insert(k.to_string_lossy(), v.to_string_lossy());
+                    }
+                    (Value::String(k), v) => {
+                        let k = k.to_string_lossy();
+                        errs.at(
+                            &["policies", &k],
+                            format!("policies.{k} must be a policy's text (a string), not {}", shown(v)),
+                        );
+                    }
+                    (k, _) => errs.at(
+                        &["policies"],
+                        format!("policies must be named policy texts, like {{ other = [[ ... ]] }}; it has the key {}", shown(k)),
+                    ),
+                }
+            }
         }
+        v => errs.at(
+            &["policies"],
+            format!(
+                "policies must be named policy texts, like {{ other = [[ ... ]] }}, not {}",
+                shown(&v)
+            ),
+        ),
     }
+    let said = |name: &str| !origins_read || refused.iter().any(|r| r == name);
     for text in std::iter::once(&policy).chain(policies.values()) {
         for part in text.split("{{").skip(1) {
             let Some((name, _)) = part.split_once("}}") else {
                 continue;
             };
-            if name != "listen" && !origins.iter().any(|o| o == name) {
+            if name != "listen" && !origins.iter().any(|o| o == name) && !said(name) {
                 errs.add(
                     &[&format!("{{{{{name}}}}}")],
                     format!(
@@ -326,202 +500,194 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         method: "GET".into(),
         body_bytes: 0,
     };
-    if let Ok(Value::Table(t)) = root.get::<Value>("load") {
-        let _ = errs.unknown(&t, LOAD_KEYS, "load", &["load"]);
-        match t.get::<Value>("concurrency") {
-            Ok(Value::Nil) => {}
-            Ok(Value::Integer(n)) if (1..=256).contains(&n) => load.concurrency = n as usize,
-            _ => errs.at(
-                &["load", "concurrency"],
-                "load.concurrency must be from 1 to 256".into(),
-            ),
-        }
-        match t.get::<Value>("rate") {
-            Ok(Value::Nil) => {}
-            Ok(Value::Integer(n)) if (1..=100_000).contains(&n) => load.rate = Some(n as u32),
-            _ => errs.at(
-                &["load", "rate"],
-                "load.rate must be requests per second from 1 to 100000".into(),
-            ),
-        }
-        if let Ok(Value::Table(p)) = t.get::<Value>("paths") {
-            load.paths = p.sequence_values::<String>().flatten().collect();
-        }
-        if let Ok(Value::String(m)) = t.get::<Value>("method") {
-            load.method = m.to_string_lossy().to_ascii_uppercase();
-        }
-        match t.get::<Value>("body_bytes") {
-            Ok(Value::Nil) => {}
-            Ok(Value::Integer(n)) if (0..=1 << 30).contains(&n) => load.body_bytes = n as usize,
-            _ => errs.at(
-                &["load", "body_bytes"],
-                "load.body_bytes must be from 0 to 1 GiB".into(),
-            ),
-        }
-        if let Ok(Value::Boolean(b)) = t.get::<Value>("keepalive") {
-            load.keepalive = b;
-        }
-        if let Ok(v) = t.get::<Value>("timeout") {
-            if !v.is_nil() {
-                match duration_of(&v) {
-                    Ok(d) => load.timeout = d,
-                    Err(e) => errs.at(&["load", "timeout"], format!("load.timeout: {e}")),
+    match field(&root, "load") {
+        Value::Nil => {}
+        Value::Table(t) => {
+            let _ = errs.unknown(&t, LOAD_KEYS, "load", &["load"]);
+            match int_in(&field(&t, "concurrency"), "load.concurrency", 1, 256) {
+                Ok(n) => load.concurrency = n.map_or(load.concurrency, |n| n as usize),
+                Err(e) => errs.at(&["load", "concurrency"], e),
+            }
+            match int_in(
+                &field(&t, "rate"),
+                "load.rate (requests per second)",
+                1,
+                100_000,
+            ) {
+                Ok(n) => load.rate = n.map(|n| n as u32),
+                Err(e) => errs.at(&["load", "rate"], e),
+            }
+            match field(&t, "paths") {
+                Value::Nil => {}
+                Value::Table(p) => {
+                    let mut paths = Vec::new();
+                    let n = p.raw_len();
+                    let extra = p.pairs::<Value, Value>().flatten().count() > n;
+                    for i in 1..=n {
+                        match p.raw_get::<Value>(i) {
+                            Ok(Value::String(s)) if s.to_string_lossy().starts_with('/') => {
+                                paths.push(s.to_string_lossy())
+                            }
+                            Ok(v) => errs.at(
+                                &["load", "paths", &format!("[{i}]")],
+                                format!(
+                                    "load.paths[{i}] must be a path starting with \"/\", not {}",
+                                    shown(&v)
+                                ),
+                            ),
+                            Err(_) => {}
+                        }
+                    }
+                    if n == 0 || extra {
+                        errs.at(
+                            &["load", "paths"],
+                            "load.paths must be a list of paths, like { \"/\", \"/big\" }".into(),
+                        );
+                    }
+                    load.paths = paths;
                 }
+                v => errs.at(
+                    &["load", "paths"],
+                    format!(
+                        "load.paths must be a list of paths, like {{ \"/\" }}, not {}",
+                        shown(&v)
+                    ),
+                ),
+            }
+            match field(&t, "keepalive") {
+                Value::Nil => {}
+                Value::Boolean(b) => load.keepalive = b,
+                v => errs.at(
+                    &["load", "keepalive"],
+                    format!("load.keepalive must be true or false, not {}", shown(&v)),
+                ),
+            }
+            match string_of(
+                &field(&t, "method"),
+                "load.method",
+                "an HTTP method like \"GET\"",
+            ) {
+                Ok(None) => {}
+                Ok(Some(m)) if !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                    load.method = m.to_ascii_uppercase()
+                }
+                Ok(Some(m)) => errs.at(
+                    &["load", "method"],
+                    format!("load.method must be an HTTP method like \"GET\", not \"{m}\""),
+                ),
+                Err(e) => errs.at(&["load", "method"], e),
+            }
+            match int_in(&field(&t, "body_bytes"), "load.body_bytes", 0, 1 << 30) {
+                Ok(n) => load.body_bytes = n.map_or(0, |n| n as usize),
+                Err(e) => errs.at(&["load", "body_bytes"], e),
+            }
+            match time_in(
+                &field(&t, "timeout"),
+                "load.timeout",
+                Duration::from_millis(1),
+                MAX_DURATION,
+            ) {
+                Ok(d) => load.timeout = d.unwrap_or(load.timeout),
+                Err(e) => errs.at(&["load", "timeout"], e),
             }
         }
+        v => errs.at(
+            &["load"],
+            format!(
+                "load must be a table like {{ concurrency = 4 }}, not {}",
+                shown(&v)
+            ),
+        ),
     }
 
     let mut faults = Vec::new();
-    if let Ok(Value::Table(list)) = root.get::<Value>("faults") {
-        for (i, f) in list.sequence_values::<Table>().enumerate() {
-            let ns = format!("[{}]", i + 1);
-            let Ok(f) = f else {
+    match field(&root, "faults") {
+        Value::Nil => {}
+        Value::Table(list) => {
+            let n = list.raw_len();
+            if list.pairs::<Value, Value>().flatten().count() > n {
                 errs.at(
-                    &["faults", &ns],
-                    format!("faults[{}] must be a table", i + 1),
+                    &["faults"],
+                    "faults must be a list, like { { at = \"2s\", server = \"B\", fault = \"kill\" } }".into(),
                 );
-                continue;
-            };
-            let _ = errs.unknown(
-                &f,
-                FAULT_KEYS,
-                &format!("faults[{}]", i + 1),
-                &["faults", &ns],
-            );
-            let kind_name: String = f.get("fault").unwrap_or_default();
-            let after_bytes = f.get::<Option<u64>>("after_bytes").ok().flatten();
-            // Every independent mistake of one fault is said, each at its
-            // own line; the fault is then dropped.
-            let before = errs.list.len();
-            let at = match f.get::<Value>("at").map(|v| duration_of(&v)) {
-                Ok(Ok(d)) if duration.is_none_or(|whole| d < whole) => d,
-                Ok(Ok(d)) => {
-                    let whole = duration.unwrap_or_default();
-                    errs.at(&["faults", &ns, "at"], format!("fault \"{kind_name}\" at {d:?} is past the scenario's duration ({whole:?})"));
-                    d
-                }
-                _ if after_bytes.is_some() => Duration::MAX,
-                _ => {
-                    errs.at(
-                        &["faults", &ns],
-                        format!("fault \"{kind_name}\" needs at = \"2s\" or after_bytes = N"),
-                    );
-                    Duration::ZERO
-                }
-            };
-            let server: Option<String> = f.get("server").ok();
-            let balancer =
-                matches!(f.get::<Option<String>>("target"), Ok(Some(t)) if t == "balancer");
-            match &server {
-                Some(s) if !origins.contains(s) => {
-                    errs.at(&["faults", &ns, "server"], format!("fault \"{kind_name}\" names server \"{s}\", which the scenario does not declare (origins: {})", origins.join(", ")));
-                }
-                None if !balancer => {
-                    errs.at(&["faults", &ns], format!("fault \"{kind_name}\" needs server = \"NAME\" or target = \"balancer\""));
-                }
-                _ => {}
             }
-            let here_at = ["faults", ns.as_str(), "fault"];
-            let dur = |k: &str, default: Duration| -> Result<Duration, String> {
-                match f.get::<Value>(k) {
-                    Ok(Value::Nil) => Ok(default),
-                    Ok(v) => duration_of(&v),
-                    Err(e) => Err(e.to_string()),
-                }
-            };
-            let kind = match (kind_name.as_str(), balancer) {
-                ("kill", false) => FaultKind::Kill,
-                ("restart", false) => FaultKind::Restart,
-                ("restart", true) => FaultKind::RestartBalancer,
-                ("refuse", false) => FaultKind::Refuse,
-                ("blackhole", false) => FaultKind::Blackhole,
-                ("cut", false) => FaultKind::Cut(f.get::<u64>("bytes").unwrap_or(1000)),
-                ("reset_after_headers", false) => FaultKind::ResetAfterHeaders,
-                ("slow", false) => match dur("latency", Duration::ZERO) {
-                    Ok(latency) => FaultKind::Slow {
-                        latency,
-                        bandwidth: f.get::<Option<u64>>("bandwidth").ok().flatten(),
-                    },
-                    Err(e) => {
-                        errs.at(&here_at, format!("fault \"slow\": latency: {e}"));
-                        continue;
-                    }
-                },
-                ("flap", false) => match dur("period", Duration::from_secs(1)) {
-                    Ok(period) if period >= Duration::from_millis(50) => FaultKind::Flap { period },
-                    _ => {
+            for i in 1..=n {
+                let ns = format!("[{i}]");
+                let f = match list.raw_get::<Value>(i) {
+                    Ok(Value::Table(f)) => f,
+                    Ok(v) => {
                         errs.at(
-                            &here_at,
-                            "fault \"flap\": period must be at least 50ms".into(),
+                            &["faults", &ns],
+                            format!("faults[{i}] must be a table, not {}", shown(&v)),
                         );
                         continue;
                     }
-                },
-                ("lie", false) => FaultKind::Lie(f.get::<u16>("status").unwrap_or(500)),
-                ("heal", false) => FaultKind::Heal,
-                ("hang_worker", true) => FaultKind::HangWorker,
-                ("reload", true) => {
-                    let name: String = f.get("policy").unwrap_or_default();
-                    if !policies.contains_key(&name) {
-                        errs.at(&here_at, format!("fault \"reload\" needs policy = a name from the scenario's policies, not \"{name}\""));
-                        continue;
-                    }
-                    FaultKind::Reload(name)
-                }
-                (other, _) => {
-                    errs.at(
-                        &here_at,
-                        format!(
-                            "unknown fault \"{other}\" for {} (faults for a server: kill, restart, refuse, blackhole, cut, reset_after_headers, slow, flap, lie, heal; for the balancer: reload, restart, hang_worker)",
-                            if balancer { "the balancer" } else { "a server" }
-                        ),
-                    );
-                    continue;
-                }
-            };
-            if errs.list.len() > before {
-                continue;
+                    Err(_) => continue,
+                };
+                fault(
+                    &mut errs,
+                    &f,
+                    i,
+                    &ns,
+                    duration,
+                    &origins,
+                    &said,
+                    &policies,
+                    &mut faults,
+                );
             }
-            let text = match &server {
-                Some(s) => format!("{kind_name} {s}"),
-                None => format!("{kind_name} balancer"),
-            };
-            faults.push(Fault {
-                at,
-                after_bytes,
-                server,
-                kind,
-                text,
-            });
         }
+        v => errs.at(
+            &["faults"],
+            format!("faults must be a list of faults, not {}", shown(&v)),
+        ),
     }
     faults.sort_by_key(|f| f.at);
 
     let mut expect = Expect::default();
-    if let Ok(Value::Table(t)) = root.get::<Value>("expect") {
-        let _ = errs.unknown(&t, EXPECT_KEYS, "expect", &["expect"]);
-        expect.failed = t.get::<Option<u64>>("failed").ok().flatten();
-        expect.ok_min = t.get::<Option<u64>>("ok_min").ok().flatten();
-        for (k, slot) in [
-            ("detected_within", &mut expect.detected_within),
-            ("recovered_within", &mut expect.recovered_within),
-        ] {
-            if let Ok(v) = t.get::<Value>(k) {
-                if !v.is_nil() {
-                    match duration_of(&v) {
-                        Ok(d) => *slot = Some(d),
-                        Err(e) => errs.at(&["expect", k], format!("expect.{k}: {e}")),
-                    }
+    match field(&root, "expect") {
+        Value::Nil => {}
+        Value::Table(t) => {
+            let _ = errs.unknown(&t, EXPECT_KEYS, "expect", &["expect"]);
+            for (k, slot) in [
+                ("failed", &mut expect.failed),
+                ("ok_min", &mut expect.ok_min),
+            ] {
+                match int_in(&field(&t, k), &format!("expect.{k}"), 0, i64::MAX) {
+                    Ok(n) => *slot = n.map(|n| n as u64),
+                    Err(e) => errs.at(&["expect", k], e),
+                }
+            }
+            for (k, slot) in [
+                ("detected_within", &mut expect.detected_within),
+                ("recovered_within", &mut expect.recovered_within),
+            ] {
+                match time_in(
+                    &field(&t, k),
+                    &format!("expect.{k}"),
+                    Duration::ZERO,
+                    MAX_DURATION,
+                ) {
+                    Ok(d) => *slot = d,
+                    Err(e) => errs.at(&["expect", k], e),
                 }
             }
         }
+        v => errs.at(
+            &["expect"],
+            format!(
+                "expect must be a table like {{ failed = 0 }}, not {}",
+                shown(&v)
+            ),
+        ),
     }
-    let workers = root
-        .get::<Option<usize>>("workers")
-        .ok()
-        .flatten()
-        .unwrap_or(1)
-        .clamp(1, 16);
+    let workers = match int_in(&field(&root, "workers"), "workers", 1, 16) {
+        Ok(n) => n.unwrap_or(1) as usize,
+        Err(e) => {
+            errs.at(&["workers"], e);
+            1
+        }
+    };
     if !errs.list.is_empty() {
         return Err(errs.lines());
     }
@@ -539,4 +705,215 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         workers,
         real,
     })
+}
+
+/// Checks one entry of `faults` (`i` from 1, `ns` = `[i]`); pushes it to
+/// `out` when every key of it is right. Each mistake is said once, at its
+/// own line; a value already said to be wrong brings no second error.
+#[allow(clippy::too_many_arguments)]
+fn fault(
+    errs: &mut Errors,
+    f: &Table,
+    i: usize,
+    ns: &str,
+    duration: Option<Duration>,
+    origins: &[String],
+    said: &dyn Fn(&str) -> bool,
+    policies: &HashMap<String, String>,
+    out: &mut Vec<Fault>,
+) {
+    let what = format!("faults[{i}]");
+    let _ = errs.unknown(f, FAULT_KEYS, &what, &["faults", ns]);
+    let before = errs.list.len();
+    let here = |k: &'static str| -> [String; 3] { ["faults".into(), ns.into(), k.into()] };
+    let at_of = |errs: &mut Errors, k: &'static str, msg: String| {
+        let p = here(k);
+        let p: Vec<&str> = p.iter().map(String::as_str).collect();
+        errs.at(&p, msg);
+    };
+    let kind_name = match string_of(
+        &field(f, "fault"),
+        &format!("{what}.fault"),
+        "a fault's name like \"kill\"",
+    ) {
+        Ok(Some(k)) => k,
+        Ok(None) => {
+            errs.at(
+                &["faults", ns],
+                format!("{what} needs fault = \"NAME\" (kill, restart, ...)"),
+            );
+            String::new()
+        }
+        Err(e) => {
+            at_of(errs, "fault", e);
+            String::new()
+        }
+    };
+    let label = if kind_name.is_empty() {
+        what.clone()
+    } else {
+        format!("fault \"{kind_name}\"")
+    };
+    let after_v = field(f, "after_bytes");
+    let after_bytes = match int_in(&after_v, &format!("{label}: after_bytes"), 0, i64::MAX) {
+        Ok(n) => n.map(|n| n as u64),
+        Err(e) => {
+            at_of(errs, "after_bytes", e);
+            None
+        }
+    };
+    let at_v = field(f, "at");
+    let at = match time_in(
+        &at_v,
+        &format!("{label}: at"),
+        Duration::ZERO,
+        Duration::MAX,
+    ) {
+        Ok(Some(d)) => {
+            if let Some(whole) = duration.filter(|w| d >= *w) {
+                at_of(
+                    errs,
+                    "at",
+                    format!("{label} at {d:?} is past the scenario's duration ({whole:?})"),
+                );
+            }
+            d
+        }
+        Ok(None) if after_bytes.is_some() => Duration::MAX,
+        Ok(None) => {
+            if after_v.is_nil() {
+                errs.at(
+                    &["faults", ns],
+                    format!("{label} needs at = \"2s\" or after_bytes = N"),
+                );
+            }
+            Duration::ZERO
+        }
+        Err(e) => {
+            at_of(errs, "at", e);
+            Duration::ZERO
+        }
+    };
+    let server = match string_of(
+        &field(f, "server"),
+        &format!("{label}: server"),
+        "an origin's name",
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            at_of(errs, "server", e);
+            Some(String::new())
+        }
+    };
+    let balancer = match field(f, "target") {
+        Value::Nil => false,
+        Value::String(s) if s.to_string_lossy() == "balancer" => true,
+        v => {
+            at_of(
+                errs,
+                "target",
+                format!("{label}: target must be \"balancer\", not {}", shown(&v)),
+            );
+            true
+        }
+    };
+    match &server {
+        Some(s) if s.is_empty() => {}
+        Some(_) if balancer => errs.at(
+            &["faults", ns],
+            format!("{label}: give server = \"NAME\" or target = \"balancer\", not both"),
+        ),
+        Some(s) if !origins.contains(s) && !said(s) => {
+            at_of(errs, "server", format!("{label} names server \"{s}\", which the scenario does not declare (origins: {})", origins.join(", ")));
+        }
+        None if !balancer => {
+            errs.at(
+                &["faults", ns],
+                format!("{label} needs server = \"NAME\" or target = \"balancer\""),
+            );
+        }
+        _ => {}
+    }
+    let time = |errs: &mut Errors, k: &'static str, default: Duration, lo: Duration| -> Duration {
+        match time_in(&field(f, k), &format!("{label}: {k}"), lo, MAX_DURATION) {
+            Ok(d) => d.unwrap_or(default),
+            Err(e) => {
+                at_of(errs, k, e);
+                default
+            }
+        }
+    };
+    let int = |errs: &mut Errors, k: &'static str, lo: i64, hi: i64| -> Option<i64> {
+        match int_in(&field(f, k), &format!("{label}: {k}"), lo, hi) {
+            Ok(n) => n,
+            Err(e) => {
+                at_of(errs, k, e);
+                None
+            }
+        }
+    };
+    let kind = match (kind_name.as_str(), balancer) {
+        ("", _) => return,
+        ("kill", false) => FaultKind::Kill,
+        ("restart", false) => FaultKind::Restart,
+        ("restart", true) => FaultKind::RestartBalancer,
+        ("refuse", false) => FaultKind::Refuse,
+        ("blackhole", false) => FaultKind::Blackhole,
+        ("cut", false) => FaultKind::Cut(int(errs, "bytes", 0, i64::MAX).unwrap_or(1000) as u64),
+        ("reset_after_headers", false) => FaultKind::ResetAfterHeaders,
+        ("slow", false) => FaultKind::Slow {
+            latency: time(errs, "latency", Duration::ZERO, Duration::ZERO),
+            bandwidth: int(errs, "bandwidth", 1, i64::MAX).map(|n| n as u64),
+        },
+        ("flap", false) => FaultKind::Flap {
+            period: time(
+                errs,
+                "period",
+                Duration::from_secs(1),
+                Duration::from_millis(50),
+            ),
+        },
+        ("lie", false) => FaultKind::Lie(int(errs, "status", 100, 599).unwrap_or(500) as u16),
+        ("heal", false) => FaultKind::Heal,
+        ("hang_worker", true) => FaultKind::HangWorker,
+        ("reload", true) => match field(f, "policy") {
+            Value::String(s) if policies.contains_key(&*s.to_string_lossy()) => {
+                FaultKind::Reload(s.to_string_lossy())
+            }
+            v => {
+                let names: Vec<&str> = {
+                    let mut n: Vec<&str> = policies.keys().map(String::as_str).collect();
+                    n.sort();
+                    n
+                };
+                at_of(errs, if v.is_nil() { "fault" } else { "policy" }, format!(
+                    "fault \"reload\" needs policy = a name from the scenario's policies ({}), not {}",
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") },
+                    shown(&v)
+                ));
+                return;
+            }
+        },
+        (other, _) => {
+            at_of(errs, "fault", format!(
+                "unknown fault \"{other}\" for {} (faults for a server: kill, restart, refuse, blackhole, cut, reset_after_headers, slow, flap, lie, heal; for the balancer: reload, restart, hang_worker)",
+                if balancer { "the balancer" } else { "a server" }
+            ));
+            return;
+        }
+    };
+    if errs.list.len() > before {
+        return;
+    }
+    let text = match &server {
+        Some(s) => format!("{kind_name} {s}"),
+        None => format!("{kind_name} balancer"),
+    };
+    out.push(Fault {
+        at,
+        after_bytes,
+        server,
+        kind,
+        text,
+    });
 }
