@@ -808,33 +808,6 @@ fn a_server_address_without_its_key_is_one_error() {
     );
 }
 
-/// Runs `pocket check policy` with `deadline` as a hang guard only:
-/// (exit code, stderr); a run past it is killed and fails the test.
-fn check_within(policy: &std::path::Path, deadline: std::time::Duration) -> (i32, String) {
-    use std::io::Read;
-    let mut child = std::process::Command::new(pocket_bin())
-        .args(["check", policy.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run pocket");
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for pocket") {
-            break status;
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pocket check did not finish within {deadline:?}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-    (status.code().unwrap_or(-1), err)
-}
-
 /// Tables that name each other many times (`app.k0 = b` ... `b.k39 =
 /// app`): finding the line of an error follows each name once, so
 /// `pocket check` ends and the error is at its own line.

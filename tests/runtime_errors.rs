@@ -300,35 +300,15 @@ fn stdlib_line(file: &str, text: &str) -> usize {
 
 /// `pocket check` on `policy.lua` in `dir` with `deadline` as a hang guard
 /// only: (exit code, the policy's path, stderr lines).
-fn check_within(
+fn check_src_within(
     dir: &std::path::Path,
     src: &str,
     deadline: std::time::Duration,
 ) -> (i32, String, Vec<String>) {
-    use std::io::Read;
     let path = write_policy(dir, "policy.lua", src);
-    let mut child = std::process::Command::new(pocket_bin())
-        .args(["check", path.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run pocket");
-    let start = std::time::Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for pocket") {
-            break status;
-        }
-        if start.elapsed() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("pocket check did not finish within {deadline:?}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    let (code, err) = common::check_within(&path, deadline);
     (
-        status.code().unwrap_or(-1),
+        code,
         path.display().to_string(),
         err.lines().map(str::to_string).collect(),
     )
@@ -354,7 +334,7 @@ fn chunk_names_never_make_check_read_a_file() {
         fifo.display()
     );
     let deadline = std::time::Duration::from_secs(60);
-    let (code, _, lines) = check_within(dir.path(), &src, deadline);
+    let (code, _, lines) = check_src_within(dir.path(), &src, deadline);
     assert_eq!(code, 1, "{lines:?}");
     assert_eq!(
         lines,
@@ -368,7 +348,7 @@ fn chunk_names_never_make_check_read_a_file() {
     );
     // An error message that names a file: its line is the message's own.
     let src = "error(\"/dev/zero.lua:3: unknown key \\\"x\\\"\", 0)\nreturn {}\n";
-    let (code, _, lines) = check_within(dir.path(), src, deadline);
+    let (code, _, lines) = check_src_within(dir.path(), src, deadline);
     assert_eq!(code, 1, "{lines:?}");
     assert_eq!(lines, ["/dev/zero.lua:3: unknown key \"x\""]);
 }

@@ -408,3 +408,30 @@ pub fn require_root(test: &str) {
         );
     }
 }
+
+/// Runs `pocket check POLICY` with `deadline` as a hang guard only:
+/// (exit code, stderr). A run past it is killed and fails the test.
+pub fn check_within(policy: &Path, deadline: Duration) -> (i32, String) {
+    use std::io::Read;
+    let mut child = Command::new(pocket_bin())
+        .args(["check", policy.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pocket");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for pocket") {
+            break status;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("pocket check did not finish within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+    (status.code().unwrap_or(-1), err)
+}
