@@ -8,10 +8,11 @@
 mod common;
 use common::*;
 
-/// `pocket check` on `policy.lua` in `dir`: (exit code, stderr lines).
+/// `pocket check` on `policy.lua` in `dir`, with the tests' deadline as a
+/// hang guard only: (exit code, the policy's path, stderr lines).
 fn check_in(dir: &std::path::Path, src: &str) -> (i32, String, Vec<String>) {
     let path = write_policy(dir, "policy.lua", src);
-    let (code, _, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
+    let (code, err) = check_within(&path, DEADLINE);
     (
         code,
         path.display().to_string(),
@@ -298,22 +299,6 @@ fn stdlib_line(file: &str, text: &str) -> usize {
         .unwrap_or_else(|| panic!("{text:?} not in {}", path.display()))
 }
 
-/// `pocket check` on `policy.lua` in `dir` with `deadline` as a hang guard
-/// only: (exit code, the policy's path, stderr lines).
-fn check_src_within(
-    dir: &std::path::Path,
-    src: &str,
-    deadline: std::time::Duration,
-) -> (i32, String, Vec<String>) {
-    let path = write_policy(dir, "policy.lua", src);
-    let (code, err) = common::check_within(&path, deadline);
-    (
-        code,
-        path.display().to_string(),
-        err.lines().map(str::to_string).collect(),
-    )
-}
-
 /// A chunk name is the script's to choose: an unknown pool named in a
 /// chunk called `@/dev/zero` or after a FIFO, or an error message naming
 /// such a file, never makes `pocket check` open it (reading /dev/zero
@@ -333,8 +318,7 @@ fn chunk_names_never_make_check_read_a_file() {
         "load(\"pocket.uses_pool('nope')\", \"@/dev/zero\")()\nload(\"pocket.uses_pool('nope2')\", \"@{}\")()\n{pools}",
         fifo.display()
     );
-    let deadline = std::time::Duration::from_secs(60);
-    let (code, _, lines) = check_src_within(dir.path(), &src, deadline);
+    let (code, _, lines) = check_in(dir.path(), &src);
     assert_eq!(code, 1, "{lines:?}");
     assert_eq!(
         lines,
@@ -348,7 +332,7 @@ fn chunk_names_never_make_check_read_a_file() {
     );
     // An error message that names a file: its line is the message's own.
     let src = "error(\"/dev/zero.lua:3: unknown key \\\"x\\\"\", 0)\nreturn {}\n";
-    let (code, _, lines) = check_src_within(dir.path(), src, deadline);
+    let (code, _, lines) = check_in(dir.path(), src);
     assert_eq!(code, 1, "{lines:?}");
     assert_eq!(lines, ["/dev/zero.lua:3: unknown key \"x\""]);
 }

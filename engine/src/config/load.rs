@@ -1081,27 +1081,13 @@ impl Checker<'_> {
                         1
                     }
                 };
-                let backup = match t.get::<Value>("backup") {
-                    Ok(Value::Nil) => false,
-                    Ok(Value::Boolean(b)) => b,
-                    Ok(other) => {
-                        self.error(
-                            &["pools", pool, "servers", &ns, "backup"],
-                            format!(
-                                "pool \"{pool}\" server {addr}: backup must be true or false, not {}",
-                                shown(&other)
-                            ),
-                        );
-                        false
-                    }
-                    Err(e) => {
-                        self.error(
-                            &["pools", pool, "servers", &ns, "backup"],
-                            describe_lua_error(&e),
-                        );
-                        false
-                    }
-                };
+                let backup = self
+                    .flag(
+                        &t,
+                        &["pools", pool, "servers", &ns, "backup"],
+                        &format!("pool \"{pool}\" server {addr}"),
+                    )
+                    .unwrap_or(false);
                 (addr, weight, backup)
             }
             other => {

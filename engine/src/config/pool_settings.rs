@@ -113,6 +113,28 @@ pub fn lua_float(n: f64) -> String {
 }
 
 impl Checker<'_> {
+    /// The boolean at `at` (its last step is the key in `t`): `None` when
+    /// absent; a value of another kind is an error that says
+    /// `WHAT: KEY must be true or false, not VALUE` and gives `None`.
+    pub(super) fn flag(&mut self, t: &mlua::Table, at: &[&str], what: &str) -> Option<bool> {
+        let key = at.last().copied().unwrap_or_default();
+        match t.get::<Value>(key) {
+            Ok(Value::Nil) => None,
+            Ok(Value::Boolean(b)) => Some(b),
+            Ok(other) => {
+                self.error(
+                    at,
+                    format!("{what}: {key} must be true or false, not {}", shown(&other)),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(at, e.to_string());
+                None
+            }
+        }
+    }
+
     pub(super) fn pool_settings(&mut self, name: &str, t: &Table) -> PoolSettings {
         let mut s = PoolSettings::default();
 
@@ -163,29 +185,12 @@ impl Checker<'_> {
             ),
             Err(e) => self.error(&["pools", name, "fallback"], e.to_string()),
         }
-        match t.get::<Value>("own_health") {
-            Ok(Value::Nil) => {}
-            Ok(Value::Boolean(b)) => s.own_health = b,
-            Ok(other) => self.error(
-                &["pools", name, "own_health"],
-                format!(
-                    "pool \"{name}\": own_health must be true or false, not {}",
-                    shown(&other)
-                ),
-            ),
-            Err(e) => self.error(&["pools", name, "own_health"], e.to_string()),
+        let what = format!("pool \"{name}\"");
+        if let Some(b) = self.flag(t, &["pools", name, "own_health"], &what) {
+            s.own_health = b;
         }
-        match t.get::<Value>("rehash") {
-            Ok(Value::Nil) => {}
-            Ok(Value::Boolean(b)) => s.rehash = b,
-            Ok(other) => self.error(
-                &["pools", name, "rehash"],
-                format!(
-                    "pool \"{name}\": rehash must be true or false, not {}",
-                    shown(&other)
-                ),
-            ),
-            Err(e) => self.error(&["pools", name, "rehash"], e.to_string()),
+        if let Some(b) = self.flag(t, &["pools", name, "rehash"], &what) {
+            s.rehash = b;
         }
         match t.get::<Value>("bypass") {
             Ok(Value::Nil) => {}
@@ -681,17 +686,9 @@ impl Checker<'_> {
             ),
             Err(e) => self.error(&["pools", pool, "passive", "after"], e.to_string()),
         }
-        match pt.get::<Value>("on_5xx") {
-            Ok(Value::Nil) => {}
-            Ok(Value::Boolean(b)) => p.on_5xx = b,
-            Ok(other) => self.error(
-                &["pools", pool, "passive", "on_5xx"],
-                format!(
-                    "pool \"{pool}\" passive: on_5xx must be true or false, not {}",
-                    shown(&other)
-                ),
-            ),
-            Err(e) => self.error(&["pools", pool, "passive", "on_5xx"], e.to_string()),
+        let what = format!("pool \"{pool}\" passive");
+        if let Some(b) = self.flag(pt, &["pools", pool, "passive", "on_5xx"], &what) {
+            p.on_5xx = b;
         }
         match pt.get::<Value>("cooldown") {
             Ok(Value::Nil) => {}
