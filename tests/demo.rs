@@ -326,8 +326,10 @@ fn the_demo_refuses_bad_or_busy_ports_before_it_says_it_runs() {
     let other = Ports::free();
     let demo = Demo::start(dir.path(), other);
     demo.out.wait_for(&[&format!(
-        "Note: you asked for port {}, but pocket-demo/demo.lua (kept as it is) listens on 127.0.0.1:{}",
-        other.web, ports.web
+        "Note: pocket-demo/demo.lua (kept as it is) listens on 127.0.0.1:{}, not on port {} (--port",
+        ports.web, other.web
     )]);
-    demo.out.wait_for(&["Note: origins A and B are on"]);
+    demo.out
+        .wait_for(&["Note: origins A and B run on", "(--origin-ports"]);
+    demo.out.wait_for(&["so its requests"]);
 }

@@ -206,10 +206,11 @@ pub fn welcome(file: &DemoFile, policy: &Policy, ports: DemoPorts) -> String {
         let listens: Vec<SocketAddr> = policy.listeners.iter().map(|l| l.bind).collect();
         if !listens.contains(&asked_web) {
             note.push_str(&format!(
-                "  Note: you asked for port {}, but {} (kept as it is) listens on {web};\n  \
-                 delete it to get a file with the ports asked for.\n\n",
+                "  Note: {} (kept as it is) listens on {web}, not on port {} (--port, 8080\n  \
+                 unless you give it); open {web}, or delete the file to get one on port {}.\n\n",
+                p.display(),
                 ports.web,
-                p.display()
+                ports.web
             ));
         }
         let origins = [ports.a, ports.b].map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
@@ -220,8 +221,10 @@ pub fn welcome(file: &DemoFile, policy: &Policy, ports: DemoPorts) -> String {
             .collect();
         if origins.iter().any(|o| !sends_to.contains(o)) {
             note.push_str(&format!(
-                "  Note: origins A and B are on {} and {}, but {} (kept as it is) \
-                 sends elsewhere;\n  delete it to get a file with these ports.\n\n",
+                "  Note: origins A and B run on {} and {} (--origin-ports, 9001,9002 unless\n  \
+                 you give it), but {} (kept as it is) sends elsewhere, so its requests\n  \
+                 fail with 502: start the demo with the ports the file was written for,\n  \
+                 or delete the file to get one with these ports.\n\n",
                 origins[0],
                 origins[1],
                 p.display()
