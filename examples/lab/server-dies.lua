@@ -1,7 +1,8 @@
 -- What if a server dies? B is killed while traffic flows, then restarted.
--- Watch: the check marks B down within fall x interval; requests that
--- were refused by B are retried on A (nothing fails); B comes back after
--- rise checks pass.
+-- Watch: live traffic takes B down at once (three refused connects in a
+-- row, the passive check), before the active check's fall x interval;
+-- requests refused by B are retried on A (nothing fails); B comes back
+-- after rise checks pass.
 return {
   name = "server dies",
   duration = "6s",
