@@ -16,6 +16,7 @@ pub mod lab;
 pub mod lb;
 pub mod origin;
 pub mod policy_tests;
+pub mod observe;
 pub mod proxy;
 pub mod reload;
 pub mod script;
