@@ -9,14 +9,15 @@
 //! - [`lb`]: pools, servers and how one is picked.
 //! - [`origin`]: the small built-in origin server used by the demo and labs.
 
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod health;
 pub mod lab;
 pub mod lb;
+pub mod observe;
 pub mod origin;
 pub mod policy_tests;
-pub mod observe;
 pub mod proxy;
 pub mod reload;
 pub mod script;

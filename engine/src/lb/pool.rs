@@ -332,6 +332,42 @@ impl Pool {
             .collect()
     }
 
+    /// The same pool with each server's weight as its state now says
+    /// ([`super::ServerState::weight_or`]): the admin API's weight action
+    /// makes a new generation of the live policy from these. The
+    /// fallback is resolved again by the caller.
+    pub fn reweighted(&self) -> Pool {
+        let servers = self
+            .servers
+            .iter()
+            .map(|s| Server {
+                addr: s.addr,
+                addr_text: s.addr_text.clone(),
+                weight: s.state.weight_or(s.weight),
+                backup: s.backup,
+                state: s.state.clone(),
+            })
+            .collect();
+        let settings = PoolSettings {
+            retries: self.retries,
+            timeouts: self.timeouts,
+            algorithm: self.algorithm.clone(),
+            hash_key: self.hash_key.clone(),
+            balance_factor: self.balance_factor,
+            check: self.check.as_deref().cloned(),
+            passive: self.passive,
+            slow_start: self.slow_start,
+            fallback: self.fallback.clone(),
+            rehash: self.rehash,
+            own_health: self.own_health,
+        };
+        let pool = Pool::new(&self.name, servers, settings);
+        if let Some(i) = self.fallback_pool() {
+            pool.resolve_fallback(i);
+        }
+        pool
+    }
+
     /// The pool requests go to when this one cannot take them.
     #[inline]
     pub fn fallback_pool(&self) -> Option<usize> {

@@ -110,6 +110,8 @@ pub struct Health {
     /// load still applies its check's `start = "down"`.
     live: AtomicBool,
     events: Option<UnboundedSender<HealthEvent>>,
+    /// The last active checks, for the stats page and the API.
+    pub checks: crate::health::CheckLog,
 }
 
 impl Health {
@@ -130,6 +132,7 @@ impl Health {
             up_at_ms: AtomicU64::new(0),
             live: AtomicBool::new(false),
             events,
+            checks: crate::health::CheckLog::default(),
         }
     }
 
@@ -271,6 +274,9 @@ pub struct ServerState {
     pub failures: AtomicU64,
     /// [`AdminState`] as a number.
     admin: AtomicU8,
+    /// A weight the admin API set, kept across reloads like `admin`;
+    /// 0: the policy's own.
+    weight_set: AtomicU32,
 }
 
 impl ServerState {
@@ -283,6 +289,7 @@ impl ServerState {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             admin: AtomicU8::new(0),
+            weight_set: AtomicU32::new(0),
         }
     }
 
@@ -312,6 +319,20 @@ impl ServerState {
             state.name()
         );
         true
+    }
+
+    /// Sets the weight every policy from now on gives this server in this
+    /// pool, over the one it writes (the admin API's weight action).
+    pub fn set_weight(&self, weight: u32) {
+        self.weight_set.store(weight, Ordering::Relaxed);
+    }
+
+    /// The weight set by [`ServerState::set_weight`], else `written`.
+    pub fn weight_or(&self, written: u32) -> u32 {
+        match self.weight_set.load(Ordering::Relaxed) {
+            0 => written,
+            set => set,
+        }
     }
 
     /// Healthy and ready: may get a new request.
