@@ -11,12 +11,13 @@
 
 pub mod config;
 pub mod demo;
+pub mod explain;
 pub mod health;
 pub mod lab;
 pub mod lb;
+pub mod observe;
 pub mod origin;
 pub mod policy_tests;
-pub mod observe;
 pub mod proxy;
 pub mod reload;
 pub mod script;

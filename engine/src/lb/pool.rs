@@ -9,6 +9,7 @@ use http::HeaderName;
 
 use super::balance::{Algorithm, Tier};
 use super::ServerState;
+use crate::explain::{NoTrace, Tracer};
 
 /// How long each phase of talking to a server may take. Each watches one
 /// phase and, but for `connect` and `total`, measures the server's
@@ -253,6 +254,34 @@ impl Pool {
     /// it qualifies.
     #[inline]
     pub fn pick(
+        &self,
+        tried: &[usize],
+        key: Option<u64>,
+        preferred: Option<usize>,
+    ) -> Option<usize> {
+        self.pick_traced(tried, key, preferred, &mut NoTrace)
+    }
+
+    /// [`Pool::pick`], telling `t` every server and why it was or was not
+    /// the one (`pocket explain`); with [`NoTrace`] it is `pick` itself.
+    #[inline]
+    pub fn pick_traced<T: Tracer>(
+        &self,
+        tried: &[usize],
+        key: Option<u64>,
+        preferred: Option<usize>,
+        t: &mut T,
+    ) -> Option<usize> {
+        let chosen = self.pick_untraced(tried, key, preferred);
+        if T::ON {
+            let candidates = crate::explain::candidates(self, tried, key, chosen);
+            t.pick(&self.name, candidates, chosen);
+        }
+        chosen
+    }
+
+    #[inline]
+    fn pick_untraced(
         &self,
         tried: &[usize],
         key: Option<u64>,
