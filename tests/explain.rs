@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn policy(src: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -16,7 +16,7 @@ fn policy(src: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// `pocket explain` with these arguments after the policy: (exit code,
 /// stdout, stderr).
-fn explain(path: &PathBuf, args: &[&str]) -> (i32, String, String) {
+fn explain(path: &Path, args: &[&str]) -> (i32, String, String) {
     let p = path.to_str().unwrap();
     let all: Vec<&str> = ["explain", p].iter().chain(args).copied().collect();
     pocket_cmd(&all)
