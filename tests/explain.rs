@@ -177,7 +177,35 @@ fn a_hash_pool_shows_its_key_and_the_bounded_load() {
         "{out}"
     );
     assert!(!out.contains(&format!("chosen: {owner}")), "{out}");
+    assert!(
+        server_line(&out, &owner).contains("(key's server)"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("owner={owner}")), "{out}");
     assert!(out.contains(&format!("{owner}:load5>=3")), "{out}");
+    // A loaded server the ring walk never reached was not skipped for it.
+    let chosen = out
+        .lines()
+        .find_map(|l| l.strip_prefix("chosen: "))
+        .unwrap()
+        .to_string();
+    let third = ["127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103"]
+        .into_iter()
+        .find(|a| *a != owner && *a != chosen)
+        .unwrap();
+    let third_load = format!("{third}=5");
+    let (_, out, _) = explain(
+        &path,
+        &[
+            "GET http://example.com/api/x",
+            "-H",
+            "Cookie: sid=42",
+            "--in-flight",
+            &third_load,
+        ],
+    );
+    assert!(out.contains(&format!("chosen: {owner}")), "{out}");
+    assert!(!out.contains("over the bounded load"), "{out}");
 
     // A key the request does not carry: said, and round robin decides.
     let (_, out, _) = explain(&path, &["GET http://example.com/usr/1"]);
@@ -382,4 +410,97 @@ fn a_policy_that_does_not_load_is_refused_with_its_place_as_check_does() {
     assert!(err.contains(&format!("{}:3:", path.display())), "{err}");
     assert!(err.contains("balanse"), "{err}");
     assert_eq!(err.trim(), check_err.trim());
+}
+
+/// Splits a shell command line as the docs write it: words, and
+/// "double-quoted" words.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut word));
+                    any = false;
+                }
+            }
+            c => {
+                word.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(word);
+    }
+    out
+}
+
+/// Hook times change from run to run: `0.350ms` becomes `Nms`.
+fn without_times(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("ms") {
+        let head = &rest[..at];
+        let digits = head
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '.')
+            .len();
+        if digits < head.len() {
+            out.push_str(&head[..digits]);
+            out.push('N');
+        } else {
+            out.push_str(head);
+        }
+        out.push_str("ms");
+        rest = &rest[at + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn the_examples_in_the_docs_are_what_pocket_explain_prints() {
+    let page = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/observability.md"),
+    )
+    .unwrap();
+    let section = &page[page.find("## `pocket explain`").unwrap()..];
+    let lua_start = section.find("```lua\n").unwrap() + "```lua\n".len();
+    let lua_len = section[lua_start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(
+        dir.path(),
+        "shop.lua",
+        &section[lua_start..lua_start + lua_len],
+    );
+    let mut examples = 0;
+    for block in section.split("```text\n").skip(1) {
+        let block = &block[..block.find("```").unwrap()];
+        let Some(command) = block
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("$ pocket "))
+        else {
+            continue;
+        };
+        let expected: String = block.lines().skip(1).map(|l| format!("{l}\n")).collect();
+        let args = shell_words(command);
+        let out = std::process::Command::new(pocket_bin())
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let got = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{command}");
+        assert_eq!(without_times(&got), without_times(&expected), "{command}");
+        examples += 1;
+    }
+    assert_eq!(examples, 3);
 }

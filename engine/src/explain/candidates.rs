@@ -63,6 +63,9 @@ pub struct Candidate {
     pub addr: String,
     pub weight: u32,
     pub backup: bool,
+    /// A hash pool's server for this request's key on the ring (the pick
+    /// starts there; bounded load or its state may move the request on).
+    pub key_owner: bool,
     /// None: this is the chosen server.
     pub skip: Option<Skip>,
 }
@@ -88,6 +91,20 @@ pub fn of(pool: &Pool, tried: &[usize], key: Option<u64>, chosen: Option<usize>)
         }
         _ => None,
     };
+    // A hash pick walks the ring from the key: only the servers met
+    // before the chosen one were passed over for their load.
+    let ring = match (pool.algorithm == Algorithm::Hash, key) {
+        (true, Some(k)) => pool.ring_order(k, !primary_open),
+        _ => Vec::new(),
+    };
+    let owner = ring.first().copied();
+    let passed_over = |i: usize| {
+        let at = |j: usize| ring.iter().position(|&r| r == j);
+        match (at(i), chosen.and_then(at)) {
+            (Some(a), Some(c)) => a < c,
+            _ => true,
+        }
+    };
     pool.servers
         .iter()
         .enumerate()
@@ -108,7 +125,7 @@ pub fn of(pool: &Pool, tried: &[usize], key: Option<u64>, chosen: Option<usize>)
                 Some(Skip::Backup)
             } else {
                 match bound {
-                    Some(b) if in_flight >= b => Some(Skip::OverLoad {
+                    Some(b) if in_flight >= b && passed_over(i) => Some(Skip::OverLoad {
                         in_flight,
                         bound: b,
                     }),
@@ -119,6 +136,7 @@ pub fn of(pool: &Pool, tried: &[usize], key: Option<u64>, chosen: Option<usize>)
                 addr: s.addr_text.to_string(),
                 weight: s.weight,
                 backup: s.backup,
+                key_owner: owner == Some(i),
                 skip,
             }
         })

@@ -156,6 +156,9 @@ impl Trace {
                         .iter()
                         .filter_map(|c| Some(format!("{}:{}", c.addr, c.skip.as_ref()?.word())))
                         .collect();
+                    if let Some(o) = candidates.iter().find(|c| c.key_owner) {
+                        let _ = write!(out, "owner={} ", o.addr);
+                    }
                     let _ = write!(out, "skip[{}]", skipped.join(","));
                     let _ = match chosen {
                         Some(c) => write!(out, " chose={}", candidates[*c].addr),
@@ -224,9 +227,12 @@ impl fmt::Display for Trace {
                         if c.backup {
                             what.push_str(" (backup)");
                         }
+                        if c.key_owner {
+                            what.push_str(" (key's server)");
+                        }
                         match &c.skip {
-                            None => writeln!(f, "  {what:<28} chosen")?,
-                            Some(s) => writeln!(f, "  {what:<28} {}", s.sentence())?,
+                            None => writeln!(f, "  {what:<31} chosen")?,
+                            Some(s) => writeln!(f, "  {what:<31} {}", s.sentence())?,
                         }
                     }
                     match chosen {

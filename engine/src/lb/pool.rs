@@ -348,6 +348,23 @@ impl Pool {
         super::balance::random_below(ramp_ms as usize) < share as usize
     }
 
+    /// The server that owns `key` on the hash ring of the primaries (or of
+    /// the backups), up or not: what `pocket explain` calls the key's
+    /// server. None for a pool that is not `hash`.
+    pub fn key_owner(&self, key: u64, backups: bool) -> Option<usize> {
+        self.ring_order(key, backups).first().copied()
+    }
+
+    /// The servers of the primaries' (or backups') hash ring in the order
+    /// a pick for `key` walks them. Empty for a pool that is not `hash`.
+    pub fn ring_order(&self, key: u64, backups: bool) -> Vec<usize> {
+        if backups {
+            self.backups.ring_order(key)
+        } else {
+            self.primaries.ring_order(key)
+        }
+    }
+
     /// Indices of the servers a script may choose from now.
     pub fn candidates(&self) -> Vec<usize> {
         let primaries: Vec<usize> = (0..self.servers.len())
