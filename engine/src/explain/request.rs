@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue, Method, Request, Uri};
+use http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 use crate::proxy::RequestId;
 use crate::script::api::request::RequestView;
@@ -20,9 +20,11 @@ pub fn build(
     listener: &str,
 ) -> Result<RequestView, String> {
     let parts: Vec<&str> = line.split_whitespace().collect();
-    let (method, target) = match parts.as_slice() {
-        [m, t] => (*m, *t),
-        [m, t, v] if ["HTTP/1.0", "HTTP/1.1", "HTTP/2"].contains(v) => (*m, *t),
+    let (method, target, version) = match parts.as_slice() {
+        [m, t] => (*m, *t, Version::HTTP_11),
+        [m, t, "HTTP/1.0"] => (*m, *t, Version::HTTP_10),
+        [m, t, "HTTP/1.1"] => (*m, *t, Version::HTTP_11),
+        [m, t, "HTTP/2"] => (*m, *t, Version::HTTP_2),
         [_, _, v] => {
             return Err(format!(
                 "malformed request line {line:?}: unknown version {v:?} (HTTP/1.0, HTTP/1.1 or HTTP/2)"
@@ -54,7 +56,7 @@ pub fn build(
         _ => None,
     };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut builder = Request::builder().method(method).uri(path);
+    let mut builder = Request::builder().method(method).uri(path).version(version);
     let map = builder
         .headers_mut()
         .ok_or_else(|| format!("malformed request line {line:?}"))?;
