@@ -145,7 +145,7 @@ fn call_line(lua: &Lua) -> Option<(String, usize)> {
         })?;
         let (name, line) = found;
         if let (Some(path), Some(line)) = (name.strip_prefix('@'), line) {
-            if !path.starts_with("stdlib/") {
+            if !path.starts_with("stdlib/pocket/") {
                 return Some((path.to_string(), line));
             }
         }
