@@ -9,6 +9,7 @@ use http::HeaderName;
 
 use super::balance::{Algorithm, Tier};
 use super::ServerState;
+use crate::explain::{NoTrace, Tracer};
 
 /// How long each phase of talking to a server may take. Each watches one
 /// phase and, but for `connect` and `total`, measures the server's
@@ -258,6 +259,34 @@ impl Pool {
         key: Option<u64>,
         preferred: Option<usize>,
     ) -> Option<usize> {
+        self.pick_traced(tried, key, preferred, &mut NoTrace)
+    }
+
+    /// [`Pool::pick`], telling `t` every server and why it was or was not
+    /// the one (`pocket explain`); with [`NoTrace`] it is `pick` itself.
+    #[inline]
+    pub fn pick_traced<T: Tracer>(
+        &self,
+        tried: &[usize],
+        key: Option<u64>,
+        preferred: Option<usize>,
+        t: &mut T,
+    ) -> Option<usize> {
+        let chosen = self.pick_untraced(tried, key, preferred);
+        if T::ON {
+            let candidates = crate::explain::candidates(self, tried, key, chosen);
+            t.pick(&self.name, candidates, chosen);
+        }
+        chosen
+    }
+
+    #[inline]
+    fn pick_untraced(
+        &self,
+        tried: &[usize],
+        key: Option<u64>,
+        preferred: Option<usize>,
+    ) -> Option<usize> {
         let usable = |i: usize| {
             let s = &self.servers[i].state;
             s.takes_traffic() && !tried.contains(&i) && self.ramped_up(s)
@@ -317,6 +346,23 @@ impl Pool {
         }
         let share = elapsed.max(ramp_ms / 10);
         super::balance::random_below(ramp_ms as usize) < share as usize
+    }
+
+    /// The server that owns `key` on the hash ring of the primaries (or of
+    /// the backups), up or not: what `pocket explain` calls the key's
+    /// server. None for a pool that is not `hash`.
+    pub fn key_owner(&self, key: u64, backups: bool) -> Option<usize> {
+        self.ring_order(key, backups).first().copied()
+    }
+
+    /// The servers of the primaries' (or backups') hash ring in the order
+    /// a pick for `key` walks them. Empty for a pool that is not `hash`.
+    pub fn ring_order(&self, key: u64, backups: bool) -> Vec<usize> {
+        if backups {
+            self.backups.ring_order(key)
+        } else {
+            self.primaries.ring_order(key)
+        }
     }
 
     /// Indices of the servers a script may choose from now.
