@@ -311,7 +311,7 @@ async fn reload(shared: &Shared) -> Answer {
 
 /// `up`, `down`, `drain` or `maint`: what a server is to new requests.
 /// Maintenance shows over down (HAProxy's MAINT), down over drain.
-fn state_of(s: &Server) -> &'static str {
+pub fn state_of(s: &Server) -> &'static str {
     match (s.state.admin(), s.state.is_up()) {
         (AdminState::Maint, _) => "maint",
         (_, false) => "down",
