@@ -395,3 +395,25 @@ async fn an_admin_bind_anyone_can_reach_needs_a_token_and_one_that_cannot_be_bou
     );
     drop(taken);
 }
+
+/// Loopback without a token: anyone on this machine may, but only by an
+/// address or `localhost` (a web page that rebinds a name of its own to
+/// 127.0.0.1 sends that name and gets a 403).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loopback_admin_without_a_token_answers_local_names_only() {
+    let (a, b) = (origin("A"), origin("B"));
+    let admin = dead_addr();
+    let pocket =
+        start(&policy(admin, a.addr, b.addr, "").replace(&format!(", token = \"{TOKEN}\""), ""));
+    pocket
+        .log
+        .wait_for(&[&format!("admin listening on {admin}")]);
+    for (host, want) in [
+        (admin.to_string(), 200),
+        (format!("localhost:{}", admin.port()), 200),
+        ("evil.example".to_string(), 403),
+    ] {
+        let r = send(admin, request("GET", "/api/status", &[("host", &host)], "")).await;
+        assert_eq!(r.status, want, "Host {host}: {}", r.text());
+    }
+}

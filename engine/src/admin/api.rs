@@ -52,6 +52,12 @@ pub async fn answer(
         );
         return a;
     }
+    if spec.token.is_none() && !auth::host_is_local(req.headers()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "without admin.token the admin listener answers requests for localhost or an IP address only (a web page cannot reach it through a name of its own)",
+        );
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let segments: Vec<String> = path
@@ -165,7 +171,7 @@ pub fn percent_decode(text: &str) -> String {
                 continue;
             }
         }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        out.push(b[i]);
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
