@@ -115,6 +115,15 @@ fn ok(content_type: &'static str, body: String) -> Answer {
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
+    a.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    // The page has buttons: no other site may frame it (clickjacking).
+    a.headers_mut().insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
     a
 }
 
@@ -133,7 +142,7 @@ fn page() -> Answer {
     a.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         header::HeaderValue::from_static(
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; frame-ancestors 'none'",
         ),
     );
     a
