@@ -19,7 +19,6 @@ use crate::script::api::pool_refs::PoolRef;
 use crate::script::{describe_lua_error, Limits, Vm};
 
 const TOP_LEVEL_KEYS: &[&str] = &[
-    "admin",
     "on_health",
     "on_check",
     "listeners",
@@ -28,6 +27,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "on_request",
     "on_response",
     "tests",
+    "admin",
 ];
 const POOL_KEYS: &[&str] = &[
     "servers",

@@ -113,6 +113,17 @@ impl Policy {
             }
         }
         out.push_str(&format!("hooks: {}\n", self.hooks));
+        if let Some(admin) = &self.admin {
+            out.push_str(&format!(
+                "admin: http://{}/ ({})\n",
+                admin.bind,
+                if admin.token.is_some() {
+                    "token required"
+                } else {
+                    "no token: local only"
+                }
+            ));
+        }
         out
     }
 }

@@ -257,7 +257,29 @@ impl Supervisor {
             caps.process.max().unwrap_or(usize::MAX),
             caps.process.reached(),
         );
-        let changed = before != now || listeners != self.status.listeners;
+        let (pools, servers) = pool_lines(self.running.policy());
+        let admin = self.admin.addr().map(|a| {
+            let with = if self
+                .running
+                .policy()
+                .admin
+                .as_ref()
+                .is_some_and(|s| s.token.is_some())
+            {
+                "token required"
+            } else {
+                "no token"
+            };
+            format!("http://{a}/ ({with})")
+        });
+        let changed = before != now
+            || listeners != self.status.listeners
+            || pools != self.status.pools
+            || servers != self.status.servers
+            || admin != self.status.admin;
+        self.status.pools = pools;
+        self.status.servers = servers;
+        self.status.admin = admin;
         (
             self.status.connections,
             self.status.max_connections,
@@ -429,6 +451,7 @@ impl Supervisor {
                 );
                 self.status.generation = generation;
                 self.show_live();
+                self.refresh_counts();
                 self.files.write(&self.status);
                 self.policy_changed();
                 Ok(generation)
@@ -543,6 +566,34 @@ impl Supervisor {
         self.files.write(&self.status);
         result
     }
+}
+
+/// What `pocket status` lists of the live policy's pools and servers:
+/// `app: round_robin, 1/2 servers up` and `app 127.0.0.1:9001: drain,
+/// weight 1` (a state as the admin API names it).
+fn pool_lines(policy: &crate::config::Policy) -> (Vec<String>, Vec<String>) {
+    let mut pools = Vec::new();
+    let mut servers = Vec::new();
+    for pool in &policy.pools {
+        pools.push(format!(
+            "{}: {}, {}/{} servers up",
+            pool.name,
+            pool.balance_name(),
+            pool.servers_up(),
+            pool.servers.len()
+        ));
+        for s in &pool.servers {
+            let state = crate::admin::state_of(s);
+            servers.push(format!(
+                "{} {}: {state}, weight {}{}",
+                pool.name,
+                s.addr_text,
+                s.weight,
+                if s.backup { ", backup" } else { "" }
+            ));
+        }
+    }
+    (pools, servers)
 }
 
 /// Other Pockets already serving this policy, said at start: one still
