@@ -27,6 +27,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "on_request",
     "on_response",
     "tests",
+    "log",
 ];
 const POOL_KEYS: &[&str] = &[
     "servers",
@@ -493,6 +494,7 @@ impl Checker<'_> {
         let (pools, pool_index) = self.pools(root, registry);
         self.check_fallbacks(&pools, &pool_index);
         let listeners = self.listeners(root, &pool_index);
+        let log = self.access_log(root);
         Some(Policy {
             path: self.path.to_path_buf(),
             source: Arc::from(self.source),
@@ -500,6 +502,7 @@ impl Checker<'_> {
             pools,
             pool_index,
             hooks,
+            log,
         })
     }
 

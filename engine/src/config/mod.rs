@@ -5,6 +5,7 @@
 mod duration;
 mod load;
 mod locate;
+mod log_key;
 mod pool_settings;
 
 use std::collections::HashMap;
@@ -38,6 +39,9 @@ pub struct Policy {
     pub pools: Vec<Arc<Pool>>,
     pub pool_index: HashMap<String, usize>,
     pub hooks: HookSet,
+    /// The access log (`log = { access = ..., format = ... }`), its file
+    /// opened at load; None: no access log.
+    pub log: Option<Arc<crate::observe::access_log::Sink>>,
 }
 
 impl Policy {

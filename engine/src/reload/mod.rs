@@ -130,6 +130,8 @@ impl Supervisor {
     ) -> anyhow::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = signal(SignalKind::hangup())?;
+        // logrotate's convention (nginx's too): reopen the access logs.
+        let mut usr1 = signal(SignalKind::user_defined1())?;
         let mut stuck = self
             .running
             .stuck_workers()
@@ -182,6 +184,7 @@ impl Supervisor {
                     self.reload("file changed");
                 }
                 _ = hup.recv() => self.reload("SIGHUP"),
+                _ = usr1.recv() => crate::observe::access_log::reopen(),
                 Some(event) = events.recv() => self.health_changed(event),
                 _ = cooldowns.tick() => self.end_cooldowns(),
                 Some(index) = stuck.recv() => self.replace_stuck(index),

@@ -36,6 +36,9 @@ pub struct HookError {
 pub struct WorkerScript {
     pub vm: Vm,
     pub policy: Arc<Policy>,
+    /// The policy generation this script runs (the access log's
+    /// `generation`); 0 outside a running Pocket (`pocket test`).
+    pub generation: u64,
     on_connect: Option<Function>,
     on_request: Option<Function>,
     on_response: Option<Function>,
@@ -130,6 +133,7 @@ impl WorkerScript {
             .collect::<mlua::Result<_>>()
             .map_err(|e| describe_lua_error(&e))?;
         Ok(WorkerScript {
+            generation: 0,
             on_connect: hook(&root, "on_connect"),
             on_request: hook(&root, "on_request"),
             on_response: hook(&root, "on_response"),
