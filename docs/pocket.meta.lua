@@ -29,6 +29,12 @@
 ---@field on_health? fun(server: pocket.HealthServer, up: boolean, why: string) A server went down or came back up (check, passive check or cool-down). Runs on the control thread; the return value is ignored.
 ---@field on_check? pocket.CheckFunction The scripted check of pools with check = { script = true }.
 ---@field tests? pocket.TestCase[] Cases that `pocket test POLICY` runs without a network; serving ignores them (docs/testing-policies.md).
+---@field log? pocket.LogSettings The access log: one line per request (docs/observability.md).
+
+---The access log (`log = { access = "-", format = "text" }`).
+---@class pocket.LogSettings
+---@field access string "-" for standard error, or a file path (relative: to the policy's folder); opened at load, reopened on SIGUSR1.
+---@field format? "text"|"json" One readable line, or one JSON object per line. Default "text".
 
 ---A `pocket test` case: a request, server states for it, and what it should get.
 ---@class pocket.TestCase
@@ -243,6 +249,12 @@ function Request:set_query(query) end
 ---Replaces the method, e.g. "POST". CONNECT, and HEAD for a request that was not one, are errors.
 ---@param method string
 function Request:set_method(method) end
+
+---Adds a field to this request's access log line (JSON: under "fields"; text: name="value" at the end). Again with the same name: replaces the value.
+---Name: 1 to 64 letters, digits, "_", "-" or "."; value: a string, number or boolean, at most 512 bytes; at most 16 fields per request.
+---@param name string
+---@param value string|number|boolean
+function Request:log_field(name, value) end
 
 ---A server's response (on_response).
 ---@class pocket.ServerResponse: pocket.Headers

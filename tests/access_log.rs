@@ -138,7 +138,10 @@ async fn a_proxied_request_in_json() {
     assert_eq!(f["retries"], "list:0");
     assert_eq!(f["fields.user"], "alice");
     assert!(f["client"].starts_with("127.0.0.1:"), "{line}");
-    assert!(!f["id"].is_empty() && id.is_none_or(|i| i == f["id"]), "{line}");
+    assert!(
+        !f["id"].is_empty() && id.is_none_or(|i| i == f["id"]),
+        "{line}"
+    );
     // RFC 3339, UTC, milliseconds: 2026-11-30T01:45:15.123Z
     let t = &f["time"];
     assert!(
@@ -186,7 +189,10 @@ async fn local_answers_and_refusals_in_text() {
     let r = get(addr, "/ping").await;
     assert_eq!(r.text(), "pong\n");
     let line = wait_line(&file, &[" /ping "]);
-    assert!(line.contains("\"GET test /ping HTTP/1.1\" 200 LR "), "{line}");
+    assert!(
+        line.contains("\"GET test /ping HTTP/1.1\" 200 LR "),
+        "{line}"
+    );
     assert!(line.contains(" out=5 "), "{line}");
     assert!(line.contains(" pool=- server=- "), "{line}");
     assert!(line.contains(" user=\"nobody\""), "{line}");
@@ -196,7 +202,10 @@ async fn local_answers_and_refusals_in_text() {
     assert_eq!(r.status, 200);
     let line = wait_line(&file, &[" /plain "]);
     assert!(line.contains("\" 200 -- "), "{line}");
-    assert!(line.contains(&format!(" pool=app server={} ", a.addr)), "{line}");
+    assert!(
+        line.contains(&format!(" pool=app server={} ", a.addr)),
+        "{line}"
+    );
     assert!(line.contains(" g1 "), "{line}");
 
     // Refused before any server: Pocket's (P) in the request phase (R).
@@ -377,7 +386,10 @@ async fn sigusr1_reopens_the_file_for_logrotate() {
     assert_eq!(get(addr, "/after").await.status, 200);
     wait_line(&file, &[" /after "]);
     let old = std::fs::read_to_string(&rotated).unwrap();
-    assert!(old.contains(" /before ") && !old.contains(" /after "), "{old}");
+    assert!(
+        old.contains(" /before ") && !old.contains(" /after "),
+        "{old}"
+    );
     assert!(
         !std::fs::read_to_string(&file)
             .unwrap()
@@ -395,10 +407,20 @@ async fn a_reload_can_change_the_format_and_bad_values_are_refused() {
     let path = write_policy(
         dir.path(),
         "policy.lua",
-        &policy(&format!(r#"{{ access = "{}" }}"#, file.display()), &pool, ""),
+        &policy(
+            &format!(r#"{{ access = "{}" }}"#, file.display()),
+            &pool,
+            "",
+        ),
     );
     let mut child = std::process::Command::new(pocket_bin())
-        .args(["run", path.to_str().unwrap(), "--workers", "1", "--no-watch"])
+        .args([
+            "run",
+            path.to_str().unwrap(),
+            "--workers",
+            "1",
+            "--no-watch",
+        ])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -414,19 +436,31 @@ async fn a_reload_can_change_the_format_and_bad_values_are_refused() {
     let _child = Kill(child);
     log.wait_for(&["pocket ready"]);
     let line = log.wait_for(&["listener web listening on "]);
-    let addr: std::net::SocketAddr = line.rsplit("listening on ").next().unwrap().trim().parse().unwrap();
+    let addr: std::net::SocketAddr = line
+        .rsplit("listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
 
     assert_eq!(get(addr, "/as-text").await.status, 200);
     wait_line(&file, &[" /as-text "]);
 
     // Bad values: refused with path:line; the running policy keeps serving.
     for (bad, says) in [
-        (r#"{ access = "-", format = "xml" }"#.to_string(), "log.format must be \"text\" or \"json\", not \"xml\""),
+        (
+            r#"{ access = "-", format = "xml" }"#.to_string(),
+            "log.format must be \"text\" or \"json\", not \"xml\"",
+        ),
         (
             r#"{ access = "/nonexistent-dir/a.log" }"#.to_string(),
             "log.access: cannot open /nonexistent-dir/a.log",
         ),
-        (r#"{ access = "-", colour = true }"#.to_string(), "unknown key \"colour\""),
+        (
+            r#"{ access = "-", colour = true }"#.to_string(),
+            "unknown key \"colour\"",
+        ),
     ] {
         std::fs::write(&path, policy(&bad, &pool, "")).unwrap();
         let (code, _, err) = pocket_cmd(&["reload", path.to_str().unwrap()]);

@@ -177,7 +177,9 @@ impl Body for RequestBody {
                     }
                     Poll::Ready(Some(Ok(frame))) => {
                         if let Some(d) = frame.data_ref() {
-                            progress.received.set(progress.received.get() + d.len() as u64);
+                            progress
+                                .received
+                                .set(progress.received.get() + d.len() as u64);
                         }
                         let now = Instant::now();
                         progress.waiting_on_client.set(false);
@@ -373,7 +375,6 @@ impl ResponseBody {
         }
         self.open = Some(open);
     }
-
 }
 
 /// A frame of `n` bytes went out; `end`: the body is over, ended so.

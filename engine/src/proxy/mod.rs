@@ -45,8 +45,8 @@ use tokio::time::Instant;
 use upstream::Lease;
 
 use crate::config::ClientTimeouts;
-use crate::observe::exchange::{Exchange, Open, Retry, Termination};
 use crate::lb::{Pool, Server};
+use crate::observe::exchange::{Exchange, Open, Retry, Termination};
 use crate::script::api::request::RequestView;
 use crate::script::api::response::ResponseView;
 use crate::script::WorkerScript;

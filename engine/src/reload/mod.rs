@@ -120,6 +120,7 @@ impl Supervisor {
         tracing::info!("draining: no new connections; open ones get up to {grace:?} to finish");
         self.running.shutdown(grace);
         self.files.remove();
+        crate::observe::access_log::flush();
         tracing::info!("stopped");
         Ok(())
     }

@@ -116,7 +116,11 @@ fn json_str(buf: &mut Vec<u8>, s: &[u8]) {
         }
     };
     match text {
-        Ok(t) if !t.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f) => {
+        Ok(t)
+            if !t
+                .bytes()
+                .any(|b| b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f) =>
+        {
             buf.extend_from_slice(t.as_bytes())
         }
         Ok(t) => t.chars().for_each(|c| push_char(buf, c)),

@@ -77,3 +77,9 @@ pub fn write(ex: &Exchange) {
 pub fn reopen() {
     writer::reopen_all();
 }
+
+/// Writes out the lines still waiting, for up to a second: when Pocket
+/// stops, after the workers have.
+pub fn flush() {
+    writer::flush_all(std::time::Duration::from_secs(1));
+}

@@ -48,6 +48,8 @@ struct Shared {
     slots: Mutex<Vec<Arc<Slot>>>,
     /// The last policy using this file is gone: drain once more and stop.
     closed: AtomicBool,
+    /// Drain rounds done (for [`flush_all`] to wait on).
+    rounds: AtomicU64,
 }
 
 /// A file's writer: the handle policies hold ([`super::Sink`]).
@@ -79,11 +81,31 @@ fn open(path: &str) -> std::io::Result<Out> {
 }
 
 impl Out {
-    fn write_all(&mut self, batch: &[u8]) -> std::io::Result<()> {
-        match self {
-            Out::Stderr => std::io::stderr().lock().write_all(batch),
-            Out::File(f) => f.write_all(batch),
+    /// Writes `batch`; on an error, also says whether a part of a line
+    /// went out (the next batch then starts on a line of its own).
+    fn write_all(&mut self, batch: &[u8]) -> Result<(), (std::io::Error, bool)> {
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let n = match self {
+                Out::Stderr => std::io::stderr().lock().write(rest),
+                Out::File(f) => f.write(rest),
+            };
+            match n {
+                Ok(0) => {
+                    let cut =
+                        rest.len() != batch.len() && batch[batch.len() - rest.len() - 1] != b'\n';
+                    return Err((std::io::ErrorKind::WriteZero.into(), cut));
+                }
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let cut =
+                        rest.len() != batch.len() && batch[batch.len() - rest.len() - 1] != b'\n';
+                    return Err((e, cut));
+                }
+            }
         }
+        Ok(())
     }
 }
 
@@ -104,6 +126,7 @@ pub fn for_path(path: &str) -> Result<Arc<Writer>, String> {
         path: path.to_string(),
         slots: Mutex::new(Vec::new()),
         closed: AtomicBool::new(false),
+        rounds: AtomicU64::new(0),
     });
     let run = shared.clone();
     let thread = std::thread::Builder::new()
@@ -126,6 +149,27 @@ pub fn reopen_all() {
     let writers = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
     for w in writers.iter().filter_map(Weak::upgrade) {
         w.thread.unpark();
+    }
+}
+
+/// Writes out what the workers' buffers hold now, waiting up to `within`
+/// (when Pocket stops: the last lines are not lost).
+pub fn flush_all(within: Duration) {
+    let writers: Vec<Arc<Writer>> = WRITERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    let deadline = Instant::now() + within;
+    for w in writers {
+        // A round that began before this call may have missed lines: wait
+        // for the one after it to end.
+        let goal = w.shared.rounds.load(Ordering::Acquire) + 2;
+        while w.shared.rounds.load(Ordering::Acquire) < goal && Instant::now() < deadline {
+            w.thread.unpark();
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 }
 
@@ -180,6 +224,8 @@ fn drain_loop(shared: Arc<Shared>, mut out: Out) {
     let mut spare: Vec<u8> = Vec::with_capacity(64 << 10);
     let mut slots: Vec<Arc<Slot>> = Vec::new();
     let mut failing = false;
+    // A failed write left part of a line in the file.
+    let mut cut = false;
     loop {
         let closing = shared.closed.load(Ordering::Acquire);
         let wanted = REOPEN.load(Ordering::Relaxed);
@@ -213,6 +259,9 @@ fn drain_loop(shared: Arc<Shared>, mut out: Out) {
                 }
                 std::mem::swap(&mut *buf, &mut spare);
             }
+            if cut && out.write_all(b"\n").is_ok() {
+                cut = false;
+            }
             match out.write_all(&spare) {
                 Ok(()) => {
                     if failing {
@@ -220,7 +269,8 @@ fn drain_loop(shared: Arc<Shared>, mut out: Out) {
                         tracing::info!("access log {}: writing again", shared.path);
                     }
                 }
-                Err(e) => {
+                Err((e, partial)) => {
+                    cut |= partial;
                     let lines = memchr::memchr_iter(b'\n', &spare).count() as u64;
                     DROPPED.fetch_add(lines, Ordering::Relaxed);
                     if !failing {
@@ -235,6 +285,7 @@ fn drain_loop(shared: Arc<Shared>, mut out: Out) {
             }
         }
         report_drops();
+        shared.rounds.fetch_add(1, Ordering::Release);
         if closing {
             return;
         }
