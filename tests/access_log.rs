@@ -220,7 +220,7 @@ async fn local_answers_and_refusals_in_text() {
 }
 
 #[tokio::test]
-async fn a_retry_after_a_refused_connect_and_no_server_left() {
+async fn a_retry_after_a_refused_connect_a_server_timeout_and_no_server_left() {
     let a = origin("A");
     let dead = dead_addr();
     let dir = tempfile::tempdir().unwrap();
@@ -230,13 +230,16 @@ async fn a_retry_after_a_refused_connect_and_no_server_left() {
             r#"return {{
   log = {{ access = "{}", format = "json" }},
   listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }},
-                {{ name = "gone", bind = "127.0.0.1:0", pool = "dead" }} }},
+                {{ name = "gone", bind = "127.0.0.1:0", pool = "dead" }},
+                {{ name = "slow", bind = "127.0.0.1:0", pool = "slow" }} }},
   pools = {{
     app = {{ servers = {{ "{dead}", "{}" }}, retries = 1 }},
     dead = {{ servers = {{ "{dead}" }}, retries = 0 }},
+    slow = {{ servers = {{ "{}" }}, timeouts = {{ response = "300ms" }} }},
   }},
 }}"#,
             file.display(),
+            a.addr,
             a.addr
         ),
         1,
@@ -262,6 +265,15 @@ async fn a_retry_after_a_refused_connect_and_no_server_left() {
     assert_eq!(f["server"], a.addr.to_string());
     assert_eq!(f["status"], "200");
     assert_eq!(f["termination"], "--");
+
+    // A server too slow to answer: 504, a server timeout (s) waiting for
+    // the head (H).
+    let r = get(pocket.addr("slow"), "/delay/20000").await;
+    assert_eq!(r.status, 504);
+    let f = parsed(&wait_line(&file, &["/delay/20000"]));
+    assert_eq!(f["status"], "504");
+    assert_eq!(f["termination"], "sH");
+    assert_eq!(f["server"], a.addr.to_string());
 
     // A pool with no server to take it: 502, HAProxy's SC.
     let r = get(pocket.addr("gone"), "/nobody").await;

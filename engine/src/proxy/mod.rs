@@ -169,7 +169,7 @@ pub fn open_exchange(
         termination: Termination::of(b'C', b'R'),
         script_fields: Vec::new(),
         trace: None,
-        log: script.policy.log.clone(),
+        log: script.access_log.clone(),
     })
 }
 
@@ -451,6 +451,7 @@ async fn forward(
     tracing::warn!(request = %id, "{why}");
     // No server could take it: HAProxy's `SC` (503 or 502 alike).
     open.set(b'S', b'C');
+    open.ex.pool.get_or_insert_with(|| pool.name.clone());
     let status = if tried.is_empty() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

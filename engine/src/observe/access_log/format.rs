@@ -83,6 +83,49 @@ fn push_u64(buf: &mut Vec<u8>, mut v: u64) {
     buf.extend_from_slice(&digits[i..]);
 }
 
+fn push_hex(buf: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[(v & 15) as usize];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
+}
+
+/// The request id as `RequestId`'s Display writes it (`worker-seq`, seq
+/// in hex), without the formatting machinery.
+fn push_id(buf: &mut Vec<u8>, ex: &Exchange) {
+    push_u64(buf, ex.id.worker as u64);
+    buf.push(b'-');
+    push_hex(buf, ex.id.seq);
+}
+
+/// `ip:port` (IPv6: `[ip]:port`), as SocketAddr's Display writes it; IPv4
+/// by hand, the common case.
+fn push_addr(buf: &mut Vec<u8>, addr: &std::net::SocketAddr) {
+    match addr {
+        std::net::SocketAddr::V4(a) => {
+            let [a0, a1, a2, a3] = a.ip().octets();
+            for (i, o) in [a0, a1, a2, a3].into_iter().enumerate() {
+                if i > 0 {
+                    buf.push(b'.');
+                }
+                push_u64(buf, o as u64);
+            }
+            buf.push(b':');
+            push_u64(buf, a.port() as u64);
+        }
+        other => {
+            let _ = write!(buf, "{other}");
+        }
+    }
+}
+
 /// Milliseconds with three decimals (microseconds).
 fn push_ms(buf: &mut Vec<u8>, ms: f64) {
     let us = (ms.max(0.0) * 1000.0).round() as u64;
@@ -147,9 +190,9 @@ fn json(buf: &mut Vec<u8>, ex: &Exchange) {
     buf.extend_from_slice(b"{\"time\":\"");
     push_rfc3339(buf, ex.started_unix_ms);
     buf.extend_from_slice(b"\",\"id\":\"");
-    let _ = write!(buf, "{}", ex.id);
+    push_id(buf, ex);
     buf.extend_from_slice(b"\",\"client\":\"");
-    let _ = write!(buf, "{}", ex.client);
+    push_addr(buf, &ex.client);
     buf.extend_from_slice(b"\",\"listener\":");
     json_str(buf, ex.listener.as_bytes());
     buf.extend_from_slice(b",\"generation\":");
@@ -258,7 +301,11 @@ fn text_opt_ms(buf: &mut Vec<u8>, ms: Option<f64>) {
 
 fn text(buf: &mut Vec<u8>, ex: &Exchange) {
     push_rfc3339(buf, ex.started_unix_ms);
-    let _ = write!(buf, " {} {} ", ex.id, ex.client);
+    buf.push(b' ');
+    push_id(buf, ex);
+    buf.push(b' ');
+    push_addr(buf, &ex.client);
+    buf.push(b' ');
     text_token(buf, ex.listener.as_bytes());
     buf.extend_from_slice(b" g");
     push_u64(buf, ex.generation);
@@ -315,5 +362,36 @@ fn text(buf: &mut Vec<u8>, ex: &Exchange) {
     if let Some(trace) = &ex.trace {
         buf.extend_from_slice(b" trace=");
         text_quoted(buf, trace.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_addresses_read_as_their_display() {
+        let mut b = Vec::new();
+        push_hex(&mut b, 0x1a2b);
+        b.push(b' ');
+        for a in ["10.0.0.255:8080", "[::1]:443"] {
+            push_addr(&mut b, &a.parse().unwrap());
+            b.push(b' ');
+        }
+        push_ms(&mut b, 1.23456);
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            "1a2b 10.0.0.255:8080 [::1]:443 1.235"
+        );
+    }
+
+    #[test]
+    fn json_strings_stay_valid() {
+        let mut b = Vec::new();
+        json_str(&mut b, b"a\"b\\c\n\x01\xe9");
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            "\"a\\\"b\\\\c\\n\\u0001\u{e9}\""
+        );
     }
 }

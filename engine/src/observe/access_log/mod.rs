@@ -57,6 +57,14 @@ impl Sink {
         }))
     }
 
+    /// A copy for one worker (the same file and format).
+    pub fn for_worker(&self) -> Arc<Sink> {
+        Arc::new(Sink {
+            format: self.format,
+            writer: self.writer.clone(),
+        })
+    }
+
     /// The file's path as the policy gave it (`-` for standard error).
     pub fn path(&self) -> &str {
         self.writer.path()

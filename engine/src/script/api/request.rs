@@ -185,10 +185,12 @@ impl UserData for RequestView {
                 Value::Integer(i) => i.to_string(),
                 Value::Number(n) => n.to_string(),
                 Value::Boolean(b) => b.to_string(),
-                other => return Err(runtime(format!(
+                other => {
+                    return Err(runtime(format!(
                     "log_field: the value of {name:?} must be a string, number or boolean, not {}",
                     other.type_name()
-                ))),
+                )))
+                }
             };
             super::log_field::add(&name, value).map_err(runtime)
         });
