@@ -5,6 +5,8 @@
 
 use std::cell::RefCell;
 
+use crate::proxy::RequestId;
+
 /// The most fields one request can carry (a line stays a line).
 pub const MAX_FIELDS: usize = 16;
 /// The longest field name, bytes.
@@ -12,13 +14,18 @@ pub const MAX_NAME: usize = 64;
 /// The longest value, bytes.
 pub const MAX_VALUE: usize = 512;
 
+/// The request the waiting fields belong to (fields left by a request
+/// nobody took them for, as in `pocket test`, are not another's), and
+/// the fields.
+type Waiting = (Option<RequestId>, Vec<(String, String)>);
+
 thread_local! {
-    static FIELDS: RefCell<Vec<(String, String)>> = const { RefCell::new(Vec::new()) };
+    static FIELDS: RefCell<Waiting> = const { RefCell::new((None, Vec::new())) };
 }
 
 /// Adds (or replaces) a field; errors say which limit was hit, in the
 /// script's words.
-pub fn add(name: &str, value: String) -> Result<(), String> {
+pub fn add(id: RequestId, name: &str, value: String) -> Result<(), String> {
     if name.is_empty()
         || name.len() > MAX_NAME
         || !name
@@ -36,7 +43,11 @@ pub fn add(name: &str, value: String) -> Result<(), String> {
         ));
     }
     FIELDS.with(|f| {
-        let mut f = f.borrow_mut();
+        let (owner, f) = &mut *f.borrow_mut();
+        if *owner != Some(id) {
+            *owner = Some(id);
+            f.clear();
+        }
         if let Some(slot) = f.iter_mut().find(|(n, _)| n == name) {
             slot.1 = value;
             return Ok(());
@@ -56,7 +67,7 @@ pub fn add(name: &str, value: String) -> Result<(), String> {
 #[inline]
 pub fn take_into(into: &mut Vec<(String, String)>) {
     FIELDS.with(|f| {
-        let mut f = f.borrow_mut();
+        let (_, f) = &mut *f.borrow_mut();
         if f.is_empty() {
             return;
         }

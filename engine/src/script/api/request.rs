@@ -179,7 +179,7 @@ impl UserData for RequestView {
                 ("host", "req:set_header(\"host\", ...)"),
             ],
         );
-        methods.add_method("log_field", |_, _, (name, value): (String, Value)| {
+        methods.add_method("log_field", |_, r, (name, value): (String, Value)| {
             let value = match value {
                 Value::String(s) => s.to_string_lossy(),
                 Value::Integer(i) => i.to_string(),
@@ -192,7 +192,7 @@ impl UserData for RequestView {
                 )))
                 }
             };
-            super::log_field::add(&name, value).map_err(runtime)
+            super::log_field::add(r.id, &name, value).map_err(runtime)
         });
         methods.add_method_mut("set_path", |_, r, path: String| {
             r.set_path(&path).map_err(runtime)
