@@ -6,6 +6,7 @@
 //! The record is filled in as the request goes through its phases
 //! (`proxy/mod.rs`) and handed over once, in [`exchange_ended`].
 
+pub mod access_log;
 pub mod exchange;
 
 pub use exchange::{Exchange, Termination};
@@ -15,5 +16,5 @@ pub use exchange::{Exchange, Termination};
 /// access log if the policy turns it on. Runs on the worker's thread: it
 /// must not block.
 pub fn exchange_ended(ex: &Exchange) {
-    let _ = ex;
+    access_log::write(ex);
 }

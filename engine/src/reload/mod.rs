@@ -135,6 +135,7 @@ impl Supervisor {
         tracing::info!("draining: no new connections; open ones get up to {grace:?} to finish");
         self.running.shutdown(grace);
         self.files.remove();
+        crate::observe::access_log::flush();
         tracing::info!("stopped");
         Ok(())
     }
@@ -145,6 +146,8 @@ impl Supervisor {
     ) -> anyhow::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = signal(SignalKind::hangup())?;
+        // logrotate's convention (nginx's too): reopen the access logs.
+        let mut usr1 = signal(SignalKind::user_defined1())?;
         let mut stuck = self
             .running
             .stuck_workers()
@@ -210,6 +213,7 @@ impl Supervisor {
                 }
                 _ = hup.recv() => { let _ = self.reload("SIGHUP"); }
                 Some(command) = commands.recv() => self.command(command),
+                _ = usr1.recv() => crate::observe::access_log::reopen(),
                 Some(event) = events.recv() => self.health_changed(event),
                 _ = cooldowns.tick() => self.end_cooldowns(),
                 Some(index) = stuck.recv() => self.replace_stuck(index),
