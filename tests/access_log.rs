@@ -580,3 +580,67 @@ async fn a_full_disk_costs_lines_never_requests() {
     drop(pocket);
     drop(mounted);
 }
+
+#[tokio::test]
+async fn every_answer_gets_exactly_one_line_and_a_client_leaving_early_is_ch() {
+    let a = origin("A");
+    let dir = tempfile::tempdir().unwrap();
+    let file = log_path(&dir, "access.json");
+    let pocket = Pocket::start(
+        &policy(
+            &format!(r#"{{ access = "{}", format = "json" }}"#, file.display()),
+            &format!(r#"{{ servers = {{ "{}" }} }}"#, a.addr),
+            "",
+        ),
+        2,
+    );
+    let addr = pocket.addr("web");
+    // A mix of answers: proxied, local, refused, HEAD, h2 streams on one
+    // connection, keep-alive requests on another.
+    let mut sent = 0;
+    let mut h1 = H1::connect(addr).await;
+    for i in 0..10 {
+        assert_eq!(h1.get(&format!("/mix/{i}")).await.status, 200);
+        assert_eq!(h1.get("/ping").await.status, 200);
+        let r = h1
+            .send(request("HEAD", &format!("/mix-head/{i}"), &[], ""))
+            .await;
+        assert_eq!(r.unwrap().status, 200);
+        sent += 3;
+    }
+    for i in 0..5 {
+        assert_eq!(
+            h2_get(addr, "test", &format!("/mix-h2/{i}")).await.status,
+            200
+        );
+        sent += 1;
+    }
+    let out = raw(addr, b"CONNECT x:1 HTTP/1.1\r\nHost: x:1\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 405"), "{out}");
+    sent += 1;
+    // The client gives up while the server is still thinking: C(lient),
+    // while waiting for the response H(ead); no status was sent.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /delay/3000 HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    sent += 1;
+    let f = parsed(&wait_line(&file, &["/delay/3000"]));
+    assert_eq!(f["termination"], "CH");
+    assert_eq!(f["status"], "null");
+    // One more, last: once its line is there, every earlier one is too
+    // (both workers' buffers are drained on every tick).
+    assert_eq!(get(addr, "/last").await.status, 200);
+    sent += 1;
+    wait_line(&file, &["\"/last\""]);
+    std::thread::sleep(Duration::from_millis(500));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), sent, "{text}");
+    let f = parsed(text.lines().find(|l| l.contains("/mix-head/0")).unwrap());
+    assert_eq!(f["method"], "HEAD");
+    assert_eq!(f["termination"], "--");
+}

@@ -87,7 +87,16 @@ impl Out {
         let mut rest = batch;
         while !rest.is_empty() {
             let n = match self {
-                Out::Stderr => std::io::stderr().lock().write(rest),
+                // Pocket's own log shares standard error, often a pipe: a
+                // write of at most PIPE_BUF (4096) bytes, ending on a line's
+                // end, is never split by another writer's line.
+                Out::Stderr => {
+                    let piece = match rest.get(..4096) {
+                        None => rest,
+                        Some(head) => memchr::memrchr(b'\n', head).map_or(head, |i| &rest[..=i]),
+                    };
+                    std::io::stderr().lock().write(piece)
+                }
                 Out::File(f) => f.write(rest),
             };
             match n {
