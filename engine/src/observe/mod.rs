@@ -7,6 +7,7 @@
 //! (`proxy/mod.rs`) and handed over once, in [`exchange_ended`].
 
 pub mod exchange;
+pub mod metrics;
 
 pub use exchange::{Exchange, Termination};
 
@@ -15,5 +16,5 @@ pub use exchange::{Exchange, Termination};
 /// access log if the policy turns it on. Runs on the worker's thread: it
 /// must not block.
 pub fn exchange_ended(ex: &Exchange) {
-    let _ = ex;
+    metrics::exchange(ex);
 }

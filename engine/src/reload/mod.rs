@@ -67,6 +67,7 @@ impl Supervisor {
         watch: bool,
     ) -> Supervisor {
         registry.went_live(running.policy());
+        crate::observe::metrics::generation_live(1);
         let files = RunFiles::for_process(&path, std::process::id());
         let status = Status {
             pid: std::process::id(),
@@ -403,6 +404,8 @@ impl Supervisor {
                 self.refresh_counts();
                 self.status.generation = self.generation;
                 self.status.reloads_ok += 1;
+                crate::observe::metrics::generation_live(self.generation);
+                crate::observe::metrics::reload_ended(true);
                 // Checks, on_health and on_check follow the new policy.
                 self.policy_changed();
             }
@@ -414,6 +417,7 @@ impl Supervisor {
                     );
                 }
                 self.status.reloads_failed += 1;
+                crate::observe::metrics::reload_ended(false);
                 self.status.last_error = e.lines().collect::<Vec<_>>().join(" | ");
             }
         }
