@@ -249,7 +249,12 @@ impl Health {
             (&self.check_fail, &self.check_ok)
         };
         other.store(0, Ordering::Relaxed);
-        if ok { &self.checks_ok } else { &self.checks_failed }.fetch_add(1, Ordering::Relaxed);
+        if ok {
+            &self.checks_ok
+        } else {
+            &self.checks_failed
+        }
+        .fetch_add(1, Ordering::Relaxed);
         let streak = same.fetch_add(1, Ordering::Relaxed) + 1;
         let up = self.is_up();
         if ok && !up && streak >= rise {

@@ -31,8 +31,7 @@ pub const LATENCY_BOUNDS: [f64; BOUNDS] = [
 /// Hook durations, seconds: 10 µs to 100 ms (a hook's default budget is
 /// far above any good hook; most take microseconds).
 pub const HOOK_BOUNDS: [f64; BOUNDS] = [
-    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-    0.1,
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1,
 ];
 
 /// A fixed-bucket histogram of durations in microseconds: one bucket add

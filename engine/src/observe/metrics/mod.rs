@@ -161,7 +161,11 @@ pub fn render() -> String {
         Kind::Counter,
         "Access-log lines dropped because the writer could not keep up (slow or full disk).",
     );
-    t.sample("pocket_access_log_dropped_lines_total", &[], dropped_lines());
+    t.sample(
+        "pocket_access_log_dropped_lines_total",
+        &[],
+        dropped_lines(),
+    );
     t.finish()
 }
 
@@ -307,5 +311,112 @@ pub fn state_name(state: &crate::lb::ServerState) -> &'static str {
         AdminState::Drain => "drain",
         AdminState::Ready if state.is_up() => "up",
         AdminState::Ready => "down",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::lb::StateRegistry;
+    use crate::observe::exchange::{Exchange, Retry, Termination};
+    use crate::proxy::RequestId;
+
+    fn exchange(
+        pool: &Arc<str>,
+        server: &Arc<str>,
+        status: u16,
+        retried: Option<Arc<str>>,
+    ) -> Exchange {
+        Exchange {
+            id: RequestId { worker: 0, seq: 1 },
+            started_unix_ms: 0,
+            client: "127.0.0.1:5000".parse().unwrap(),
+            listener: Arc::from("metrics_test_web"),
+            generation: 1,
+            method: http::Method::GET,
+            host: None,
+            target: http::Uri::from_static("/"),
+            version: http::Version::HTTP_11,
+            status,
+            bytes_in: 0,
+            bytes_out: 120,
+            pool: Some(pool.clone()),
+            server: Some(server.clone()),
+            retries: retried
+                .map(|s| {
+                    vec![Retry {
+                        server: s,
+                        cause: "connect failed",
+                    }]
+                })
+                .unwrap_or_default(),
+            hooks_us: 0,
+            connect_ms: Some(0.2),
+            first_byte_ms: Some(1.0),
+            total_ms: 3.0,
+            termination: Termination::NORMAL,
+            script_fields: Vec::new(),
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn a_finished_exchange_moves_its_listener_and_server_series() {
+        let registry = StateRegistry::default();
+        let source = r#"return {
+  listeners = { { name = "metrics_test_web", bind = "127.0.0.1:0", pool = "metrics_test_app" } },
+  pools = { metrics_test_app = { servers = { "127.0.0.1:61001", "127.0.0.1:61002" } } },
+}"#;
+        let policy =
+            crate::config::load_policy_source(Path::new("t.lua"), Arc::from(source), &registry)
+                .expect("the test policy loads");
+        registry.went_live(&policy);
+        let pool = policy.pools[0].name.clone();
+        let a = policy.pools[0].servers[0].addr_text.clone();
+        let b = policy.pools[0].servers[1].addr_text.clone();
+        count::exchange(&exchange(&pool, &a, 200, None));
+        count::exchange(&exchange(&pool, &a, 503, Some(b.clone())));
+        // Names made anew (not the policy's allocations) are found too.
+        count::exchange(&exchange(&Arc::from(&*pool), &Arc::from(&*a), 204, None));
+        let text = render();
+        let has = |line: &str| assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        has(r#"pocket_requests_total{listener="metrics_test_web",class="2xx"} 2"#);
+        has(r#"pocket_requests_total{listener="metrics_test_web",class="5xx"} 1"#);
+        has(r#"pocket_response_bytes_total{listener="metrics_test_web"} 360"#);
+        has(
+            r#"pocket_server_requests_total{pool="metrics_test_app",server="127.0.0.1:61001",class="2xx"} 2"#,
+        );
+        has(
+            r#"pocket_server_requests_total{pool="metrics_test_app",server="127.0.0.1:61001",class="5xx"} 1"#,
+        );
+        has(
+            r#"pocket_server_retries_total{pool="metrics_test_app",server="127.0.0.1:61002",cause="connect failed"} 1"#,
+        );
+        has(
+            r#"pocket_server_request_duration_seconds_bucket{pool="metrics_test_app",server="127.0.0.1:61001",le="0.005"} 3"#,
+        );
+        has(
+            r#"pocket_server_request_duration_seconds_count{pool="metrics_test_app",server="127.0.0.1:61001"} 3"#,
+        );
+        has(
+            r#"pocket_server_state{pool="metrics_test_app",server="127.0.0.1:61001",state="up"} 1"#,
+        );
+        has(
+            r#"pocket_server_state{pool="metrics_test_app",server="127.0.0.1:61001",state="down"} 0"#,
+        );
+
+        let addr: SocketAddr = "127.0.0.1:61002".parse().unwrap();
+        let state = StateRegistry::default()
+            .get_or_create("x", addr, false, true)
+            .0;
+        state.set_admin(AdminState::Drain);
+        assert_eq!(state_name(&state), "drain");
+        state.set_admin(AdminState::Ready);
+        state.set_up(false, "test");
+        assert_eq!(state_name(&state), "down");
     }
 }

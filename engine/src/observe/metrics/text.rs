@@ -196,7 +196,10 @@ mod tests {
         t.family("pocket_a_total", Kind::Counter, "A.");
         t.family("pocket_b", Kind::Gauge, "B.");
         t.sample("pocket_b", &[], 1i64);
-        assert_eq!(t.finish(), "# HELP pocket_b B.\n# TYPE pocket_b gauge\npocket_b 1\n");
+        assert_eq!(
+            t.finish(),
+            "# HELP pocket_b B.\n# TYPE pocket_b gauge\npocket_b 1\n"
+        );
     }
 
     #[test]
@@ -215,7 +218,13 @@ mod tests {
     fn histograms_are_cumulative_and_end_in_inf() {
         let mut t = Text::new();
         t.family("pocket_h_seconds", Kind::Histogram, "H.");
-        t.histogram("pocket_h_seconds", &[("pool", "p")], &[0.1, 1.0], &[2, 3, 1], 2.25);
+        t.histogram(
+            "pocket_h_seconds",
+            &[("pool", "p")],
+            &[0.1, 1.0],
+            &[2, 3, 1],
+            2.25,
+        );
         assert_eq!(
             t.finish(),
             "# HELP pocket_h_seconds H.\n# TYPE pocket_h_seconds histogram\n\
