@@ -7,10 +7,11 @@
 //! under its lock.
 
 use std::cell::RefCell;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use super::counters::{cause_slot, class_of, ListenerMetrics};
+use super::counters::{
+    cause_slot, class_of, shard, ListenerMetrics, REQUESTS, REQUEST_BYTES, RESPONSE_BYTES, RETRIES,
+};
 use super::live;
 use crate::lb::ServerState;
 use crate::observe::Exchange;
@@ -30,44 +31,52 @@ thread_local! {
 }
 
 impl Cache {
+    /// The index of the entry for (pool, server); no reference count is
+    /// touched on a hit (an `Arc` clone here would be a shared cache line
+    /// every worker writes).
     #[inline]
-    fn server(&mut self, pool: &Arc<str>, server: &Arc<str>) -> Option<Arc<ServerState>> {
+    fn server(&mut self, pool: &Arc<str>, server: &Arc<str>) -> Option<usize> {
         // Same allocation: the usual case, a pointer compare per entry.
-        if let Some((_, _, s)) = self
+        if let Some(i) = self
             .servers
             .iter()
-            .find(|(p, n, _)| Arc::ptr_eq(p, pool) && Arc::ptr_eq(n, server))
+            .position(|(p, n, _)| Arc::ptr_eq(p, pool) && Arc::ptr_eq(n, server))
         {
-            return Some(s.clone());
+            return Some(i);
         }
-        let found = self
+        if let Some(i) = self
             .servers
             .iter()
-            .find(|(p, n, _)| **p == **pool && **n == **server)
-            .map(|(_, _, s)| s.clone())
-            .or_else(|| resolve_server(pool, server))?;
+            .position(|(p, n, _)| **p == **pool && **n == **server)
+        {
+            return Some(i);
+        }
+        let found = resolve_server(pool, server)?;
         if self.servers.len() >= CACHE_MAX {
             self.servers.clear();
         }
-        self.servers
-            .push((pool.clone(), server.clone(), found.clone()));
-        Some(found)
+        self.servers.push((pool.clone(), server.clone(), found));
+        Some(self.servers.len() - 1)
     }
 
     #[inline]
-    fn listener(&mut self, name: &Arc<str>) -> Arc<ListenerMetrics> {
-        if let Some((_, m)) = self.listeners.iter().find(|(n, _)| Arc::ptr_eq(n, name)) {
-            return m.clone();
+    fn listener(&mut self, name: &Arc<str>) -> usize {
+        if let Some(i) = self
+            .listeners
+            .iter()
+            .position(|(n, _)| Arc::ptr_eq(n, name))
+        {
+            return i;
         }
-        let m = match self.listeners.iter().find(|(n, _)| **n == **name) {
-            Some((_, m)) => m.clone(),
-            None => live::listener_metrics(name),
-        };
+        if let Some(i) = self.listeners.iter().position(|(n, _)| **n == **name) {
+            return i;
+        }
         if self.listeners.len() >= CACHE_MAX {
             self.listeners.clear();
         }
-        self.listeners.push((name.clone(), m.clone()));
-        m
+        self.listeners
+            .push((name.clone(), live::listener_metrics(name)));
+        self.listeners.len() - 1
     }
 }
 
@@ -92,29 +101,36 @@ fn resolve_server(pool: &str, server: &str) -> Option<Arc<ServerState>> {
 /// for each server that failed before.
 pub fn exchange(ex: &Exchange) {
     let class = class_of(ex.status);
+    let shard = shard();
     let _ = CACHE.try_with(|cache| {
         let mut cache = cache.borrow_mut();
         let l = cache.listener(&ex.listener);
-        l.requests[class].fetch_add(1, Relaxed);
+        let l = &cache.listeners[l].1;
+        l.counts.add(shard, REQUESTS + class, 1);
         if ex.bytes_in > 0 {
-            l.request_bytes.fetch_add(ex.bytes_in, Relaxed);
+            l.counts.add(shard, REQUEST_BYTES, ex.bytes_in);
         }
-        l.response_bytes.fetch_add(ex.bytes_out, Relaxed);
+        l.counts.add(shard, RESPONSE_BYTES, ex.bytes_out);
         let Some(pool) = &ex.pool else { return };
         if let Some(server) = &ex.server {
-            if let Some(s) = cache.server(pool, server) {
-                let m = &s.metrics;
-                m.requests[class].fetch_add(1, Relaxed);
+            if let Some(i) = cache.server(pool, server) {
+                let m = &cache.servers[i].2.metrics;
+                m.counts.add(shard, REQUESTS + class, 1);
                 if ex.bytes_in > 0 {
-                    m.request_bytes.fetch_add(ex.bytes_in, Relaxed);
+                    m.counts.add(shard, REQUEST_BYTES, ex.bytes_in);
                 }
-                m.response_bytes.fetch_add(ex.bytes_out, Relaxed);
-                m.duration.observe_us((ex.total_ms * 1000.0) as u64);
+                m.counts.add(shard, RESPONSE_BYTES, ex.bytes_out);
+                m.duration.observe_us(shard, (ex.total_ms * 1000.0) as u64);
             }
         }
         for retry in &ex.retries {
-            if let Some(s) = cache.server(pool, &retry.server) {
-                s.metrics.retries[cause_slot(retry.cause)].fetch_add(1, Relaxed);
+            if let Some(i) = cache.server(pool, &retry.server) {
+                let slot = cause_slot(retry.cause);
+                cache.servers[i]
+                    .2
+                    .metrics
+                    .counts
+                    .add(shard, RETRIES + slot, 1);
             }
         }
     });

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use super::counters::{Histogram, HOOK_BOUNDS};
+use super::counters::{shard, Histogram, HOOK_BOUNDS};
 
 /// The hooks that run on the request path, in label order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,5 +33,5 @@ pub(super) static HOOKS: std::sync::LazyLock<[Histogram; 6]> =
 /// A call of `hook` that began at `start` has returned.
 #[inline]
 pub fn hook_ran(hook: Hook, start: Instant) {
-    HOOKS[hook as usize].observe_us(start.elapsed().as_micros() as u64);
+    HOOKS[hook as usize].observe_us(shard(), start.elapsed().as_micros() as u64);
 }

@@ -5,7 +5,8 @@
 //! - per request: `count::exchange`, called from
 //!   `observe::exchange_ended`, adds to per-server counters kept in
 //!   `lb::state::ServerState` (they survive reloads like health does) and
-//!   per-listener counters kept by name: relaxed atomics only;
+//!   per-listener counters kept by name: relaxed atomic adds, each worker
+//!   thread in its own shard (`counters::Sharded`), summed at scrape;
 //! - server state, requests in flight, checks and ejections: read from the
 //!   same `ServerState` and its health at scrape time;
 //! - reloads, generation, parked and pooled connections, Lua memory:
@@ -33,7 +34,10 @@ pub use hooks::{hook_ran, Hook};
 pub use live::went_live;
 pub use process::{generation_live, lua_memory, reload_ended, upstream_idle, Parked};
 
-use counters::{cause_names, CLASSES, HOOK_BOUNDS, LATENCY_BOUNDS};
+use counters::{
+    cause_names, CLASSES, HOOK_BOUNDS, LATENCY_BOUNDS, REQUESTS, REQUEST_BYTES, RESPONSE_BYTES,
+    RETRIES,
+};
 use text::{Kind, Text};
 
 use crate::lb::AdminState;
@@ -59,7 +63,7 @@ pub fn render() -> String {
     );
     for l in &live.listeners {
         for (i, class) in CLASSES.iter().enumerate() {
-            let n = l.metrics.requests[i].load(Relaxed);
+            let n = l.metrics.counts.get(REQUESTS + i);
             t.sample(
                 "pocket_requests_total",
                 &[("listener", &l.name), ("class", class)],
@@ -73,7 +77,7 @@ pub fn render() -> String {
         "Request body bytes read from clients, by listener.",
     );
     for l in &live.listeners {
-        let n = l.metrics.request_bytes.load(Relaxed);
+        let n = l.metrics.counts.get(REQUEST_BYTES);
         t.sample("pocket_request_bytes_total", &[("listener", &l.name)], n);
     }
     t.family(
@@ -82,7 +86,7 @@ pub fn render() -> String {
         "Response body bytes sent to clients, by listener.",
     );
     for l in &live.listeners {
-        let n = l.metrics.response_bytes.load(Relaxed);
+        let n = l.metrics.counts.get(RESPONSE_BYTES);
         t.sample("pocket_response_bytes_total", &[("listener", &l.name)], n);
     }
     t.family(
@@ -188,7 +192,7 @@ fn server_counters(t: &mut Text, live: &live::Live) {
     );
     for s in &live.servers {
         for (i, class) in CLASSES.iter().enumerate() {
-            let n = s.state.metrics.requests[i].load(Relaxed);
+            let n = s.state.metrics.counts.get(REQUESTS + i);
             t.sample(
                 "pocket_server_requests_total",
                 &[("pool", &s.pool), ("server", &s.name), ("class", class)],
@@ -200,13 +204,13 @@ fn server_counters(t: &mut Text, live: &live::Live) {
         "pocket_server_request_bytes_total",
         Kind::Counter,
         "Request body bytes sent on to a server, by pool and server.",
-        |s| s.state.metrics.request_bytes.load(Relaxed)
+        |s| s.state.metrics.counts.get(REQUEST_BYTES)
     );
     each!(
         "pocket_server_response_bytes_total",
         Kind::Counter,
         "Response body bytes a server sent that reached the client, by pool and server.",
-        |s| s.state.metrics.response_bytes.load(Relaxed)
+        |s| s.state.metrics.counts.get(RESPONSE_BYTES)
     );
     each!(
         "pocket_server_connect_failures_total",
@@ -228,7 +232,7 @@ fn server_counters(t: &mut Text, live: &live::Live) {
     let causes = cause_names();
     for s in &live.servers {
         for (i, cause) in causes.iter().enumerate() {
-            let n = s.state.metrics.retries[i].load(Relaxed);
+            let n = s.state.metrics.counts.get(RETRIES + i);
             if n > 0 {
                 t.sample(
                     "pocket_server_retries_total",
