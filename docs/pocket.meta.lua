@@ -29,6 +29,13 @@
 ---@field on_health? fun(server: pocket.HealthServer, up: boolean, why: string) A server went down or came back up (check, passive check or cool-down). Runs on the control thread; the return value is ignored.
 ---@field on_check? pocket.CheckFunction The scripted check of pools with check = { script = true }.
 ---@field tests? pocket.TestCase[] Cases that `pocket test POLICY` runs without a network; serving ignores them (docs/testing-policies.md).
+---@field admin? pocket.Admin The admin listener: stats page, JSON API and /metrics (docs/observability.md).
+
+---The admin listener (docs/observability.md, "The admin listener, stats page and API").
+---@class pocket.Admin
+---@field bind string "ip:port" it listens on, like "127.0.0.1:8404"; an address that is not loopback needs a token.
+---@field token? string Every request must carry it: `Authorization: Bearer TOKEN`, or (a browser) open /?token=TOKEN once.
+---@field explain_from? string[] Client IP addresses whose `X-Pocket-Explain: 1` requests get the decision trace back.
 
 ---A `pocket test` case: a request, server states for it, and what it should get.
 ---@class pocket.TestCase

@@ -232,6 +232,7 @@ return {{
 fn policy_keys() -> Names {
     let policy = r#"return {
   zzz = 1,
+  admin = { bind = "127.0.0.1:1", zzz = 1 },
   listeners = { { bind = "127.0.0.1:1", pool = "app", zzz = 1, timeouts = { zzz = "1s" } } },
   pools = { app = { servers = { "127.0.0.1:2", { addr = "127.0.0.1:3", zzz = 1 } }, zzz = 1,
     timeouts = { zzz = "1s" }, check = { tcp = true, zzz = 1 }, passive = { zzz = 1 } } },
@@ -249,6 +250,7 @@ fn policy_keys() -> Names {
         let level = head.rsplit(": ").next().unwrap_or("");
         let class = match level {
             "policy" => "pocket.Policy",
+            "admin" => "pocket.Admin",
             l if l.starts_with("listener") && l.ends_with("timeouts") => "pocket.ClientTimeouts",
             l if l.starts_with("listener") => "pocket.Listener",
             l if l.contains(" server ") => "pocket.Server",
@@ -263,7 +265,7 @@ fn policy_keys() -> Names {
             names.insert((class.to_string(), key.to_string()));
         }
     }
-    assert_eq!(levels, 8, "every level's keys, from:\n{out}{err}");
+    assert_eq!(levels, 9, "every level's keys, from:\n{out}{err}");
     // A `pocket test` case and its request, as `pocket test` lists them.
     let cases = r#"return {
   listeners = { { bind = "127.0.0.1:1", pool = "app" } },

@@ -9,8 +9,10 @@
 //! - [`lb`]: pools, servers and how one is picked.
 //! - [`origin`]: the small built-in origin server used by the demo and labs.
 
+pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod explain;
 pub mod health;
 pub mod lab;
 pub mod lb;

@@ -81,6 +81,44 @@ enum Command {
     Status { policy: PathBuf },
     /// Load and validate a policy, print what would run; exit 1 on errors.
     Check { policy: PathBuf },
+    /// Run one request through the policy with no network and print why
+    /// it goes where it goes: hooks, the pocket.match route, the pool, the
+    /// hash key, every server and why it was skipped. Exit 2 on a
+    /// malformed request, 1 when the policy does not load.
+    #[command(
+        override_usage = "pocket explain POLICY \"GET http://host/path\" [-H \"Name: value\"]... [--peer IP] [--down SERVER]..."
+    )]
+    Explain {
+        /// The policy script.
+        policy: PathBuf,
+        /// The request: "METHOD URL" (or "METHOD /path" with -H "Host: ...").
+        request: String,
+        /// A request header, "Name: value" (repeatable).
+        #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// The client's address.
+        #[arg(long, default_value = "127.0.0.1")]
+        peer: std::net::IpAddr,
+        /// The listener it arrives on (default: the policy's first).
+        #[arg(long)]
+        listener: Option<String>,
+        /// Mark a server down, by address as `pocket test` names it
+        /// (127.0.0.1:9001), in every pool that has it (repeatable).
+        #[arg(long, value_name = "SERVER")]
+        down: Vec<String>,
+        /// Set a server to drain (repeatable).
+        #[arg(long, value_name = "SERVER")]
+        drain: Vec<String>,
+        /// Set a server to maint (repeatable).
+        #[arg(long, value_name = "SERVER")]
+        maint: Vec<String>,
+        /// Requests in flight on a server, SERVER=N (bounded-load hashing).
+        #[arg(long, value_name = "SERVER=N")]
+        in_flight: Vec<String>,
+        /// A server this request already tried, as a retry sees it (repeatable).
+        #[arg(long, value_name = "SERVER")]
+        tried: Vec<String>,
+    },
     /// Two built-in origins (A on 9001, B on 9002) behind Pocket on 8080,
     /// serving pocket-demo/demo.lua (written on first run).
     #[command(override_usage = "pocket demo [OPTIONS]")]
@@ -182,6 +220,31 @@ fn main() -> ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Check { policy } => return check(&policy),
+        Command::Explain {
+            policy,
+            request,
+            headers,
+            peer,
+            listener,
+            down,
+            drain,
+            maint,
+            in_flight,
+            tried,
+        } => {
+            return explain(&pocket::explain::cli::Args {
+                policy,
+                request,
+                headers,
+                peer,
+                listener,
+                down,
+                drain,
+                maint,
+                in_flight,
+                tried,
+            })
+        }
         Command::Run {
             policy,
             workers,
@@ -246,6 +309,24 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn explain(args: &pocket::explain::cli::Args) -> ExitCode {
+    use pocket::explain::cli::Failure;
+    match pocket::explain::cli::run(args) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Input(why)) => {
+            eprintln!("pocket explain: {why}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Policy(errors)) => {
             eprintln!("{errors}");
             ExitCode::FAILURE
         }

@@ -17,6 +17,9 @@
 -- path conditions (prefix, path, regex) go into one Rust RegexSet, matched
 -- once per request; hosts, methods, headers and cookies are plain lookups.
 local util = require "pocket.util"
+-- Set only under `pocket explain` (which route matched, at which line);
+-- nil in the proxy, where it costs one test per lookup.
+local explain = pocket.explain_route
 
 local match = {}
 local Routes = {}
@@ -123,7 +126,9 @@ function match.routes(rules)
     if not ok then error(s, 2) end
     set = s
   end
-  return setmetatable({ rules = compiled, set = set, default = rules.default }, Routes)
+  local places = explain and explain("places", #rules) or nil
+  return setmetatable({ rules = compiled, set = set, default = rules.default, places = places },
+    Routes)
 end
 
 local function holds(r, req, hits)
@@ -156,8 +161,18 @@ function Routes:route(req)
   if self.set then
     for _, i in ipairs(self.set:matches(req.path)) do hits[i] = true end
   end
-  for _, r in ipairs(self.rules) do
-    if holds(r, req, hits) then return r.answer or r.pool end
+  for i, r in ipairs(self.rules) do
+    if holds(r, req, hits) then
+      if explain then
+        explain("matched", i, self.places)
+        explain("gave", r.answer or r.pool)
+      end
+      return r.answer or r.pool
+    end
+  end
+  if explain then
+    explain("matched", nil, self.places)
+    explain("gave", self.default)
   end
   return self.default
 end

@@ -19,6 +19,7 @@ use crate::script::api::pool_refs::PoolRef;
 use crate::script::{describe_lua_error, Limits, Vm};
 
 const TOP_LEVEL_KEYS: &[&str] = &[
+    "admin",
     "on_health",
     "on_check",
     "listeners",
@@ -236,6 +237,11 @@ impl Checker<'_> {
             .read_to_string(&mut text)
             .ok()?;
         (text.len() as u64 <= MAX_MODULE_TEXT).then_some(text)
+    }
+
+    /// The line the value at `at` is written on (its table's when absent).
+    pub(super) fn places_line(&self, at: &[&str]) -> Option<usize> {
+        self.places.line(at)
     }
 
     /// An error placed on the first line that mentions one of `needles`.
@@ -493,6 +499,7 @@ impl Checker<'_> {
         let (pools, pool_index) = self.pools(root, registry);
         self.check_fallbacks(&pools, &pool_index);
         let listeners = self.listeners(root, &pool_index);
+        let admin = self.admin(root);
         Some(Policy {
             path: self.path.to_path_buf(),
             source: Arc::from(self.source),
@@ -500,6 +507,7 @@ impl Checker<'_> {
             pools,
             pool_index,
             hooks,
+            admin,
         })
     }
 
@@ -1107,6 +1115,8 @@ impl Checker<'_> {
                 if new && !own_health {
                     self.fresh_health.insert(addr);
                 }
+                // A weight set through the admin API outlives reloads.
+                let weight = state.weight_or(weight);
                 Some(Server {
                     addr,
                     addr_text: Arc::from(addr.to_string()),

@@ -2,6 +2,7 @@
 //! [`Policy`] that has been checked from top to bottom. Workers and the
 //! request path only ever see a policy that passed.
 
+mod admin;
 mod duration;
 mod load;
 mod locate;
@@ -13,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use admin::AdminSpec;
 pub use duration::{parse_duration, seconds_to_duration};
 pub use load::{load_policy, load_policy_source, near_miss, parse_addr};
 pub use locate::{line_of, Places};
@@ -38,6 +40,8 @@ pub struct Policy {
     pub pools: Vec<Arc<Pool>>,
     pub pool_index: HashMap<String, usize>,
     pub hooks: HookSet,
+    /// The admin listener (stats page, API, metrics), if the policy has one.
+    pub admin: Option<AdminSpec>,
 }
 
 impl Policy {
@@ -55,6 +59,24 @@ impl Policy {
             return self.pools.iter().position(|p| &*p.name == name);
         }
         self.pool_index.get(name).copied()
+    }
+
+    /// The same policy with every server's weight as its state now says
+    /// (weights set through the admin API); see [`Pool::reweighted`].
+    pub fn reweighted(&self) -> Policy {
+        Policy {
+            path: self.path.clone(),
+            source: self.source.clone(),
+            listeners: self.listeners.clone(),
+            pools: self
+                .pools
+                .iter()
+                .map(|p| Arc::new(p.reweighted()))
+                .collect(),
+            pool_index: self.pool_index.clone(),
+            hooks: self.hooks,
+            admin: self.admin.clone(),
+        }
     }
 
     /// A short human summary, as `pocket check` prints it.

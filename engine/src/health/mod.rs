@@ -6,6 +6,7 @@
 //! `fall` failures in a row; the state is an atomic every worker reads. A
 //! reload keeps the tasks of checks that did not change.
 
+mod history;
 mod probe;
 
 use std::collections::{HashMap, HashSet};
@@ -19,6 +20,7 @@ use crate::config::Policy;
 use crate::lb::{CheckKind, CheckSpec, HealthKey, ServerState};
 use crate::script::WorkerScript;
 
+pub use history::{CheckLog, LastCheck, WINDOW};
 pub use probe::{exchange, exchange_until, http, probe, HttpAnswer};
 
 /// The running check tasks, by health, owning pool and check.
@@ -110,6 +112,7 @@ async fn check_loop(
             if ok { "passed" } else { "failed" },
             started.elapsed()
         );
+        state.health.checks.record(ok, &reason);
         state.observe_check(ok, spec.rise, spec.fall, &reason);
     }
 }

@@ -189,6 +189,23 @@ impl Tier {
         None
     }
 
+    /// Each server once, in the order a walk of the ring from `key` meets
+    /// them (`pocket explain`: who was passed over before the one chosen).
+    pub(super) fn ring_order(&self, key: u64) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        let start = self.ring.partition_point(|(p, _)| *p < key);
+        for k in 0..self.ring.len() {
+            let (_, i) = self.ring[(start + k) % self.ring.len()];
+            if !out.contains(&i) {
+                out.push(i);
+                if out.len() == self.members.len() {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
     /// The server that owns `key` on the ring, up or not.
     fn owner(&self, key: u64) -> Option<usize> {
         if self.ring.is_empty() {

@@ -9,6 +9,7 @@ use http::HeaderName;
 
 use super::balance::{Algorithm, Tier};
 use super::ServerState;
+use crate::explain::{NoTrace, Tracer};
 
 /// How long each phase of talking to a server may take. Each watches one
 /// phase and, but for `connect` and `total`, measures the server's
@@ -258,6 +259,34 @@ impl Pool {
         key: Option<u64>,
         preferred: Option<usize>,
     ) -> Option<usize> {
+        self.pick_traced(tried, key, preferred, &mut NoTrace)
+    }
+
+    /// [`Pool::pick`], telling `t` every server and why it was or was not
+    /// the one (`pocket explain`); with [`NoTrace`] it is `pick` itself.
+    #[inline]
+    pub fn pick_traced<T: Tracer>(
+        &self,
+        tried: &[usize],
+        key: Option<u64>,
+        preferred: Option<usize>,
+        t: &mut T,
+    ) -> Option<usize> {
+        let chosen = self.pick_untraced(tried, key, preferred);
+        if T::ON {
+            let candidates = crate::explain::candidates(self, tried, key, chosen);
+            t.pick(&self.name, candidates, chosen);
+        }
+        chosen
+    }
+
+    #[inline]
+    fn pick_untraced(
+        &self,
+        tried: &[usize],
+        key: Option<u64>,
+        preferred: Option<usize>,
+    ) -> Option<usize> {
         let usable = |i: usize| {
             let s = &self.servers[i].state;
             s.takes_traffic() && !tried.contains(&i) && self.ramped_up(s)
@@ -319,6 +348,23 @@ impl Pool {
         super::balance::random_below(ramp_ms as usize) < share as usize
     }
 
+    /// The server that owns `key` on the hash ring of the primaries (or of
+    /// the backups), up or not: what `pocket explain` calls the key's
+    /// server. None for a pool that is not `hash`.
+    pub fn key_owner(&self, key: u64, backups: bool) -> Option<usize> {
+        self.ring_order(key, backups).first().copied()
+    }
+
+    /// The servers of the primaries' (or backups') hash ring in the order
+    /// a pick for `key` walks them. Empty for a pool that is not `hash`.
+    pub fn ring_order(&self, key: u64, backups: bool) -> Vec<usize> {
+        if backups {
+            self.backups.ring_order(key)
+        } else {
+            self.primaries.ring_order(key)
+        }
+    }
+
     /// Indices of the servers a script may choose from now.
     pub fn candidates(&self) -> Vec<usize> {
         let primaries: Vec<usize> = (0..self.servers.len())
@@ -330,6 +376,42 @@ impl Pool {
         (0..self.servers.len())
             .filter(|&i| self.servers[i].backup && self.servers[i].state.takes_traffic())
             .collect()
+    }
+
+    /// The same pool with each server's weight as its state now says
+    /// ([`super::ServerState::weight_or`]): the admin API's weight action
+    /// makes a new generation of the live policy from these. The
+    /// fallback is resolved again by the caller.
+    pub fn reweighted(&self) -> Pool {
+        let servers = self
+            .servers
+            .iter()
+            .map(|s| Server {
+                addr: s.addr,
+                addr_text: s.addr_text.clone(),
+                weight: s.state.weight_or(s.weight),
+                backup: s.backup,
+                state: s.state.clone(),
+            })
+            .collect();
+        let settings = PoolSettings {
+            retries: self.retries,
+            timeouts: self.timeouts,
+            algorithm: self.algorithm.clone(),
+            hash_key: self.hash_key.clone(),
+            balance_factor: self.balance_factor,
+            check: self.check.as_deref().cloned(),
+            passive: self.passive,
+            slow_start: self.slow_start,
+            fallback: self.fallback.clone(),
+            rehash: self.rehash,
+            own_health: self.own_health,
+        };
+        let pool = Pool::new(&self.name, servers, settings);
+        if let Some(i) = self.fallback_pool() {
+            pool.resolve_fallback(i);
+        }
+        pool
     }
 
     /// The pool requests go to when this one cannot take them.

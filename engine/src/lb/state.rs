@@ -113,6 +113,8 @@ pub struct Health {
     /// Active check results ever, passed and failed (for `/metrics`).
     checks_ok: AtomicU64,
     checks_failed: AtomicU64,
+    /// The last active checks, for the stats page and the API.
+    pub checks: crate::health::CheckLog,
 }
 
 impl Health {
@@ -135,6 +137,7 @@ impl Health {
             events,
             checks_ok: AtomicU64::new(0),
             checks_failed: AtomicU64::new(0),
+            checks: crate::health::CheckLog::default(),
         }
     }
 
@@ -296,6 +299,9 @@ pub struct ServerState {
     admin: AtomicU8,
     /// What `/metrics` shows of it (status classes, bytes, durations...).
     pub metrics: crate::observe::metrics::ServerMetrics,
+    /// A weight the admin API set, kept across reloads like `admin`;
+    /// 0: the policy's own.
+    weight_set: AtomicU32,
 }
 
 impl ServerState {
@@ -309,6 +315,7 @@ impl ServerState {
             failures: AtomicU64::new(0),
             admin: AtomicU8::new(0),
             metrics: Default::default(),
+            weight_set: AtomicU32::new(0),
         }
     }
 
@@ -338,6 +345,20 @@ impl ServerState {
             state.name()
         );
         true
+    }
+
+    /// Sets the weight every policy from now on gives this server in this
+    /// pool, over the one it writes (the admin API's weight action).
+    pub fn set_weight(&self, weight: u32) {
+        self.weight_set.store(weight, Ordering::Relaxed);
+    }
+
+    /// The weight set by [`ServerState::set_weight`], else `written`.
+    pub fn weight_or(&self, written: u32) -> u32 {
+        match self.weight_set.load(Ordering::Relaxed) {
+            0 => written,
+            set => set,
+        }
     }
 
     /// Healthy and ready: may get a new request.

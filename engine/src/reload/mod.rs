@@ -20,6 +20,7 @@ pub use procstate::{is_stopped, with_process_state, STOPPED};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::admin::{Admin, Command, LastReload, View};
 use crate::config::load_policy;
 use crate::health::Checker;
 use crate::lb::{CheckKind, HealthEvent, StateRegistry};
@@ -54,6 +55,9 @@ pub struct Supervisor {
     /// `pocket run --lab-faults`: SIGUSR2 arms the lab's `hang_worker`.
     lab_faults: bool,
     grace: Duration,
+    /// The admin listener (stats page, API, metrics), as the live
+    /// policy's `admin` key says.
+    admin: Admin,
 }
 
 impl Supervisor {
@@ -68,6 +72,16 @@ impl Supervisor {
     ) -> Supervisor {
         registry.went_live(running.policy());
         crate::observe::metrics::generation_live(1);
+        let admin = Admin::new(View {
+            policy: running.policy().clone(),
+            generation: 1,
+            listeners: Vec::new(),
+            last_reload: LastReload {
+                ok: true,
+                at_unix_ms: crate::admin::unix_ms(),
+                error: None,
+            },
+        });
         let files = RunFiles::for_process(&path, std::process::id());
         let status = Status {
             pid: std::process::id(),
@@ -89,6 +103,7 @@ impl Supervisor {
             watch,
             lab_faults: false,
             grace: Duration::from_secs(30),
+            admin,
         }
     }
 
@@ -147,6 +162,18 @@ impl Supervisor {
             .take()
             .ok_or_else(|| anyhow::anyhow!("supervisor started twice"))?;
         self.policy_changed();
+        // A start whose admin address cannot be bound is refused.
+        let spec = self.running.policy().admin.clone();
+        let prepared = self
+            .admin
+            .prepare(spec.as_ref())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.admin.commit(spec.as_ref(), prepared)?;
+        self.show_live();
+        let mut commands = self
+            .admin
+            .take_commands()
+            .ok_or_else(|| anyhow::anyhow!("supervisor started twice"))?;
         let mut cooldowns = tokio::time::interval(COOLDOWN_TICK);
         self.refresh_counts();
         // Also clears files that Pockets killed outright left behind.
@@ -180,9 +207,10 @@ impl Supervisor {
                 }
                 _ = async { match due { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                     first_change = None;
-                    self.reload("file changed");
+                    let _ = self.reload("file changed");
                 }
-                _ = hup.recv() => self.reload("SIGHUP"),
+                _ = hup.recv() => { let _ = self.reload("SIGHUP"); }
+                Some(command) = commands.recv() => self.command(command),
                 Some(event) = events.recv() => self.health_changed(event),
                 _ = cooldowns.tick() => self.end_cooldowns(),
                 Some(index) = stuck.recv() => self.replace_stuck(index),
@@ -360,9 +388,79 @@ impl Supervisor {
         }
     }
 
+    /// An action of the admin API.
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Reload(reply) => {
+                let _ = reply.send(self.reload("admin API"));
+            }
+            Command::Weight {
+                pool,
+                server,
+                weight,
+                reply,
+            } => {
+                let _ = reply.send(self.set_weight(&pool, &server, weight));
+            }
+        }
+    }
+
+    /// Gives `server` of `pool` the weight `weight`, in a new generation
+    /// of the live policy (the balancers' tables are built at load); the
+    /// weight stays with the server's state, so later reloads keep it.
+    fn set_weight(&mut self, pool: &str, server: &str, weight: u32) -> Result<u64, String> {
+        let live = self.running.policy().clone();
+        let state = live
+            .pools
+            .iter()
+            .find(|p| &*p.name == pool)
+            .and_then(|p| p.servers.iter().find(|s| &*s.addr_text == server))
+            .map(|s| s.state.clone())
+            .ok_or_else(|| format!("no server {server} in pool \"{pool}\""))?;
+        let before = state.weight_or(0);
+        state.set_weight(weight);
+        let policy = Arc::new(live.reweighted());
+        let generation = self.generation + 1;
+        match self.running.switch_to(generation, policy.clone()) {
+            Ok(()) => {
+                self.registry.went_live(&policy);
+                self.generation = generation;
+                tracing::info!(
+                    "admin API: server {server} of pool {pool} has weight {weight}; generation {generation} is live"
+                );
+                self.status.generation = generation;
+                self.show_live();
+                self.files.write(&self.status);
+                self.policy_changed();
+                Ok(generation)
+            }
+            Err(e) => {
+                state.set_weight(before);
+                Err(format!("weight not changed: {e}"))
+            }
+        }
+    }
+
+    /// What the admin listener shows follows the live policy.
+    fn show_live(&mut self) {
+        let policy = self.running.policy().clone();
+        let listeners = policy
+            .listeners
+            .iter()
+            .filter_map(|l| Some((l.name.clone(), self.running.addr_of(&l.name)?)))
+            .collect();
+        let generation = self.generation;
+        self.admin.update(|v| {
+            v.policy = policy;
+            v.generation = generation;
+            v.listeners = listeners;
+        });
+    }
+
     /// Loads, validates and switches to the policy file's current content,
-    /// or keeps the running policy and says why not.
-    pub fn reload(&mut self, why: &str) {
+    /// or keeps the running policy and says why not. Returns the new
+    /// generation, or why it was refused (each line `path:line: ...`).
+    pub fn reload(&mut self, why: &str) -> Result<u64, String> {
         let candidate = load_policy(&self.path, &self.registry);
         let outcome = match candidate {
             Err(errors) => Err(errors.to_string()),
@@ -370,6 +468,8 @@ impl Supervisor {
                 let policy = Arc::new(policy);
                 let generation = self.generation + 1;
                 let changes = describe_changes(self.running.policy(), &policy);
+                // An admin address that cannot be bound refuses the policy.
+                let admin = self.admin.prepare(policy.admin.as_ref());
                 let before: Vec<_> = self
                     .running
                     .policy()
@@ -377,8 +477,18 @@ impl Supervisor {
                     .iter()
                     .map(|l| l.name.clone())
                     .collect();
-                match self.running.switch_to(generation, policy.clone()) {
-                    Ok(()) => {
+                let switched = match admin {
+                    Ok(prepared) => self
+                        .running
+                        .switch_to(generation, policy.clone())
+                        .map(|()| prepared),
+                    Err(e) => Err(e),
+                };
+                match switched {
+                    Ok(prepared) => {
+                        if let Err(e) = self.admin.commit(policy.admin.as_ref(), prepared) {
+                            tracing::error!("admin listener: {e:#}");
+                        }
                         self.registry.went_live(&policy);
                         self.generation = generation;
                         for l in policy
@@ -399,6 +509,18 @@ impl Supervisor {
                 }
             }
         };
+        let result = match &outcome {
+            Ok(()) => Ok(self.generation),
+            Err(e) => Err(e.clone()),
+        };
+        let at_unix_ms = crate::admin::unix_ms();
+        self.admin.update(|v| {
+            v.last_reload = LastReload {
+                ok: result.is_ok(),
+                at_unix_ms,
+                error: result.as_ref().err().cloned(),
+            }
+        });
         match outcome {
             Ok(()) => {
                 self.refresh_counts();
@@ -406,6 +528,7 @@ impl Supervisor {
                 self.status.reloads_ok += 1;
                 crate::observe::metrics::generation_live(self.generation);
                 crate::observe::metrics::reload_ended(true);
+                self.show_live();
                 // Checks, on_health and on_check follow the new policy.
                 self.policy_changed();
             }
@@ -422,6 +545,7 @@ impl Supervisor {
             }
         }
         self.files.write(&self.status);
+        result
     }
 }
 

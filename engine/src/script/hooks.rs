@@ -261,6 +261,20 @@ impl WorkerScript {
         .map_err(|e| self.failed("on_connect", f, &e))
     }
 
+    /// Whether the policy has this hook (`on_request`), or this pool has
+    /// this function (`bypass`, `hash_key`, `balance`): `pocket explain`
+    /// lists the hooks that ran. Not for the request path.
+    pub fn runs(&self, hook: &str, pool: usize) -> bool {
+        let of = |fns: &[Option<Function>]| fns.get(pool).is_some_and(Option::is_some);
+        match hook {
+            "on_request" => self.on_request.is_some(),
+            "bypass" => of(&self.bypasses),
+            "hash_key" => of(&self.hash_keys),
+            "balance" => of(&self.balancers),
+            _ => false,
+        }
+    }
+
     pub fn on_request(&self, req: &mut RequestView) -> Result<Decision, HookError> {
         let Some(f) = &self.on_request else {
             return Ok(Decision::Default);

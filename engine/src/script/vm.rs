@@ -373,6 +373,7 @@ impl Vm {
         budget_hook::install(&lua, &budget, HOOK_EVERY)?;
 
         api::register(&lua)?;
+        crate::explain::routes::install(&lua)?;
         sandbox::install(&lua, &budget)?;
         super::patterns::install(&lua, budget.clone())?;
         stdlib::install_require(&lua, script_path)?;

@@ -251,7 +251,7 @@ fn server_counters(t: &mut Text, live: &live::Live) {
     t.family(
         "pocket_server_state",
         Kind::Gauge,
-        "1 for the state a server is in, 0 for the others: up, down (health), drain, maint (admin).",
+        "1 for the state a server is in, 0 for the others: up, down, drain or maint (maint shows over down, down over drain).",
     );
     for s in &live.servers {
         let now = state_name(&s.state);
@@ -266,8 +266,8 @@ fn server_counters(t: &mut Text, live: &live::Live) {
     each!(
         "pocket_server_weight",
         Kind::Gauge,
-        "A server's weight in its pool, as the policy sets it.",
-        |s| u64::from(s.weight)
+        "A server's weight in its pool: the policy's, or the one the admin API set.",
+        |s| u64::from(s.state.weight_or(s.weight))
     );
     t.family(
         "pocket_server_checks_total",
@@ -307,14 +307,15 @@ fn server_counters(t: &mut Text, live: &live::Live) {
     }
 }
 
-/// The one state the API and `pocket_server_state` show: the admin state
-/// when it is not ready, else the health.
+/// The one state `pocket_server_state` shows, as `/api/status` and the
+/// stats page do: maintenance over down (HAProxy's MAINT), down over
+/// drain, else up.
 pub fn state_name(state: &crate::lb::ServerState) -> &'static str {
-    match state.admin() {
-        AdminState::Maint => "maint",
-        AdminState::Drain => "drain",
-        AdminState::Ready if state.is_up() => "up",
-        AdminState::Ready => "down",
+    match (state.admin(), state.is_up()) {
+        (AdminState::Maint, _) => "maint",
+        (_, false) => "down",
+        (AdminState::Drain, true) => "drain",
+        (AdminState::Ready, true) => "up",
     }
 }
 
@@ -419,8 +420,9 @@ mod tests {
             .0;
         state.set_admin(AdminState::Drain);
         assert_eq!(state_name(&state), "drain");
-        state.set_admin(AdminState::Ready);
         state.set_up(false, "test");
-        assert_eq!(state_name(&state), "down");
+        assert_eq!(state_name(&state), "down", "down shows over drain");
+        state.set_admin(AdminState::Maint);
+        assert_eq!(state_name(&state), "maint", "maint shows over down");
     }
 }

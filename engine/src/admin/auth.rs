@@ -1,0 +1,98 @@
+//! Who may use the admin listener. With `admin.token` set, every request
+//! carries it: `Authorization: Bearer TOKEN` (curl, scripts, Prometheus's
+//! `authorization` setting), or the `pocket_admin` cookie a browser gets
+//! by opening the page once as `/?token=TOKEN`. Without a token (allowed
+//! on a loopback address only, see `config::admin`) everyone who reaches
+//! the address may.
+
+use http::header::{AUTHORIZATION, COOKIE};
+use http::HeaderMap;
+
+/// The cookie that carries the token for the stats page.
+pub const COOKIE_NAME: &str = "pocket_admin";
+
+/// The outcome of [`check`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// Allowed by `?token=`: answer with this `Set-Cookie` so the page's
+    /// own requests carry it from now on.
+    AllowedSetCookie(String),
+    Denied,
+}
+
+/// Whether a request with `headers` and `query` may proceed.
+pub fn check(token: Option<&str>, headers: &HeaderMap, query: Option<&str>) -> Verdict {
+    let Some(token) = token else {
+        return Verdict::Allowed;
+    };
+    let bearer = headers
+        .get_all(AUTHORIZATION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .any(|t| same(t.trim(), token));
+    if bearer {
+        return Verdict::Allowed;
+    }
+    let cookie = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .any(|(name, value)| name == COOKIE_NAME && same(value, token));
+    if cookie {
+        return Verdict::Allowed;
+    }
+    let in_query = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|p| p.split_once('='))
+        .any(|(name, value)| name == "token" && same(&super::api::percent_decode(value), token));
+    if in_query {
+        return Verdict::AllowedSetCookie(format!(
+            "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Strict"
+        ));
+    }
+    Verdict::Denied
+}
+
+/// Compares in time that does not depend on where they differ.
+fn same(given: &str, token: &str) -> bool {
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    let mut diff = (a.len() != b.len()) as u8;
+    for (i, t) in b.iter().enumerate() {
+        diff |= a.get(i).copied().unwrap_or(0) ^ t;
+    }
+    diff == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_cookie_and_query() {
+        let mut h = HeaderMap::new();
+        assert_eq!(check(None, &h, None), Verdict::Allowed);
+        assert_eq!(check(Some("s3"), &h, None), Verdict::Denied);
+        h.insert(AUTHORIZATION, "Bearer s3".parse().unwrap());
+        assert_eq!(check(Some("s3"), &h, None), Verdict::Allowed);
+        assert_eq!(check(Some("s4"), &h, None), Verdict::Denied);
+        let mut c = HeaderMap::new();
+        c.insert(COOKIE, "a=b; pocket_admin=s3".parse().unwrap());
+        assert_eq!(check(Some("s3"), &c, None), Verdict::Allowed);
+        assert!(matches!(
+            check(Some("s3"), &HeaderMap::new(), Some("x=1&token=s3")),
+            Verdict::AllowedSetCookie(_)
+        ));
+        assert_eq!(
+            check(Some("s3"), &HeaderMap::new(), Some("token=s")),
+            Verdict::Denied
+        );
+    }
+}

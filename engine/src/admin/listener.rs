@@ -1,0 +1,131 @@
+//! The admin listener's thread: one tokio current-thread runtime, an
+//! accept loop, HTTP/1.1 by hyper. Stopped by dropping its [`Running`]
+//! (a reload that moves or removes it): the loop ends, and the runtime,
+//! dropped with it, cancels the connections still open.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::sync::oneshot;
+
+use super::Shared;
+use crate::config::AdminSpec;
+
+/// How many admin connections may be open at once; more wait in the
+/// kernel's accept queue (the page polls once a second: a handful is a
+/// crowd).
+const MAX_CONNECTIONS: usize = 64;
+
+/// A started listener. Dropping it stops it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub spec: AdminSpec,
+    /// The spec the connections read (a reload changes the token).
+    live_spec: Arc<RwLock<AdminSpec>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Running {
+    pub fn set_spec(&mut self, spec: AdminSpec) {
+        *self.live_spec.write().unwrap_or_else(|e| e.into_inner()) = spec.clone();
+        self.spec = spec;
+    }
+}
+
+/// Binds `addr` (SO_REUSEADDR, so a restart finds it free at once).
+pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Serves on `socket` from a thread of its own.
+pub fn start(
+    socket: std::net::TcpListener,
+    spec: AdminSpec,
+    shared: Arc<Shared>,
+) -> anyhow::Result<Running> {
+    let addr = socket.local_addr()?;
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let live_spec = Arc::new(RwLock::new(spec.clone()));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let specs = live_spec.clone();
+    std::thread::Builder::new()
+        .name("pocket-admin".into())
+        .spawn(move || {
+            rt.block_on(accept_loop(socket, specs, shared, stop_rx));
+        })?;
+    Ok(Running {
+        addr,
+        spec,
+        live_spec,
+        _stop: stop_tx,
+    })
+}
+
+async fn accept_loop(
+    socket: std::net::TcpListener,
+    spec: Arc<RwLock<AdminSpec>>,
+    shared: Arc<Shared>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(socket) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("admin listener: {e}");
+            return;
+        }
+    };
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p,
+            _ = &mut stop => return,
+        };
+        let Ok(permit) = permit else { return };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!("admin listener: accept: {e}");
+                    // EMFILE and the like: do not spin.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => return,
+        };
+        let spec = spec.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let spec = spec.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let shared = shared.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        super::api::answer(req, &spec, &shared, peer).await,
+                    )
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!("admin connection from {peer}: {e}");
+            }
+            drop(permit);
+        });
+    }
+}

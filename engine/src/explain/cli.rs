@@ -1,0 +1,184 @@
+//! `pocket explain POLICY.lua "GET http://host/path" [-H "Name: value"]...
+//! [--peer IP] [--down SERVER]...`: one request through the proxy's own
+//! decision code ([`crate::proxy::decide::decide_traced`] and
+//! [`crate::lb::Pool::pick_traced`]), with no network, and the trace
+//! printed. Servers are named by address (`127.0.0.1:9001`), as
+//! `pocket test`'s `health` names them.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::config::load_policy;
+use crate::lb::{AdminState, StateRegistry};
+use crate::proxy::decide::{decide_traced, Route};
+use crate::script::{Limits, WorkerScript};
+
+use super::{Trace, Tracer};
+
+/// What the command line asked.
+pub struct Args {
+    pub policy: PathBuf,
+    pub request: String,
+    pub headers: Vec<String>,
+    pub peer: IpAddr,
+    pub listener: Option<String>,
+    pub down: Vec<String>,
+    pub drain: Vec<String>,
+    pub maint: Vec<String>,
+    /// `ADDR=N`: requests in flight on a server (bounded-load hashing).
+    pub in_flight: Vec<String>,
+    /// Servers this request already tried (what a retry sees).
+    pub tried: Vec<String>,
+}
+
+/// How `pocket explain` ended.
+pub enum Failure {
+    /// The input is wrong (exit 2): what and what is accepted.
+    Input(String),
+    /// The policy does not load (exit 1, as `pocket check`): its errors.
+    Policy(String),
+}
+
+/// Runs the request and returns the printed trace.
+pub fn run(args: &Args) -> Result<String, Failure> {
+    // Parsed before the policy loads: bad input is said even when the
+    // policy is broken too.
+    let probe = super::request::build(&args.request, &args.headers, args.peer, "")
+        .map_err(Failure::Input)?;
+    drop(probe);
+
+    super::routes::enable();
+    let registry = Arc::new(StateRegistry::default());
+    let (tx, _) = tokio::sync::mpsc::unbounded_channel();
+    registry.set_events(tx);
+    StateRegistry::install_global(registry.clone());
+    let policy =
+        Arc::new(load_policy(&args.policy, &registry).map_err(|e| Failure::Policy(e.to_string()))?);
+    let script = WorkerScript::new(policy.clone(), Limits::default()).map_err(Failure::Policy)?;
+    // Routes noted while the policy loaded are not this request's.
+    super::routes::take();
+
+    let listener = match &args.listener {
+        Some(l) => {
+            if policy.listener(l).is_none() {
+                let names: Vec<&str> = policy.listeners.iter().map(|l| &*l.name).collect();
+                return Err(Failure::Input(format!(
+                    "--listener {l:?} is not a listener of the policy (listeners: {})",
+                    names.join(", ")
+                )));
+            }
+            l.clone()
+        }
+        None => policy
+            .listeners
+            .first()
+            .map(|l| l.name.to_string())
+            .unwrap_or_default(),
+    };
+
+    // Server states, as `pocket test`'s `health` sets them.
+    let servers = |addr: &str, flag: &str| {
+        let found: Vec<_> = policy
+            .pools
+            .iter()
+            .flat_map(|p| p.servers.iter())
+            .filter(|s| *s.addr_text == *addr)
+            .collect();
+        if found.is_empty() {
+            let mut all: Vec<&str> = policy
+                .pools
+                .iter()
+                .flat_map(|p| p.servers.iter().map(|s| &*s.addr_text))
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            return Err(Failure::Input(format!(
+                "{flag} {addr}: no pool has this server (servers: {})",
+                all.join(", ")
+            )));
+        }
+        Ok(found)
+    };
+    for addr in &args.down {
+        for s in servers(addr, "--down")? {
+            s.state.set_up(false, "pocket explain --down");
+        }
+    }
+    for (list, state, flag) in [
+        (&args.drain, AdminState::Drain, "--drain"),
+        (&args.maint, AdminState::Maint, "--maint"),
+    ] {
+        for addr in list {
+            for s in servers(addr, flag)? {
+                s.state.set_admin(state);
+            }
+        }
+    }
+    for spec in &args.in_flight {
+        let bad = || {
+            Failure::Input(format!(
+                "--in-flight {spec:?}: expected ADDR=N, as 127.0.0.1:9001=5"
+            ))
+        };
+        let (addr, n) = spec.rsplit_once('=').ok_or_else(bad)?;
+        let n: usize = n.trim().parse().map_err(|_| bad())?;
+        for s in servers(addr, "--in-flight")? {
+            s.state.active.store(n, Ordering::Relaxed);
+        }
+    }
+    for addr in &args.tried {
+        servers(addr, "--tried")?;
+    }
+
+    let mut view = super::request::build(&args.request, &args.headers, args.peer, &listener)
+        .map_err(Failure::Input)?;
+    let mut out = format!(
+        "request: {} http://{}{} from {} on listener \"{listener}\"\n",
+        view.head.method,
+        view.host().unwrap_or(""),
+        view.head.uri,
+        args.peer
+    );
+    let mut trace = Trace::default();
+    let route = decide_traced(&script, &mut view, &mut trace);
+    if let Route::Pool {
+        pool,
+        key,
+        preferred,
+    } = route
+    {
+        // As the proxy's forward loop: a pool that cannot serve hands the
+        // request to its fallback (without the key or the script's pick).
+        let (mut p, mut key, mut preferred) = (&policy.pools[pool], key, preferred);
+        let mut seen = vec![pool];
+        loop {
+            let tried: Vec<usize> = (0..p.servers.len())
+                .filter(|&i| args.tried.iter().any(|a| *a == *p.servers[i].addr_text))
+                .collect();
+            if p.pick_traced(&tried, key, preferred, &mut trace).is_some() {
+                break;
+            }
+            match p.fallback_pool() {
+                Some(next) if !seen.contains(&next) => {
+                    seen.push(next);
+                    let why = format!(
+                        "fallback of pool \"{}\", which has no server to take it",
+                        p.name
+                    );
+                    p = &policy.pools[next];
+                    trace.pool(&p.name, p.balance_name(), &why);
+                    (key, preferred) = (None, None);
+                }
+                _ => {
+                    trace.answered(503, false, "no server can take the request");
+                    break;
+                }
+            }
+        }
+    }
+    out.push_str(&trace.to_string());
+    out.push_str(&format!("compact: {}\n", trace.compact()));
+    Ok(out)
+}

@@ -1,0 +1,506 @@
+//! `pocket explain`: one request through the policy's decision, printed
+//! (hooks, the pocket.match route and its line, the pool, the hash key,
+//! every server with why it was skipped, the one chosen). Runs the real
+//! binary; no network.
+
+mod common;
+use common::*;
+
+use std::path::{Path, PathBuf};
+
+fn policy(src: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(dir.path(), "policy.lua", src);
+    (dir, path)
+}
+
+/// `pocket explain` with these arguments after the policy: (exit code,
+/// stdout, stderr).
+fn explain(path: &Path, args: &[&str]) -> (i32, String, String) {
+    let p = path.to_str().unwrap();
+    let all: Vec<&str> = ["explain", p].iter().chain(args).copied().collect();
+    pocket_cmd(&all)
+}
+
+/// The printed line about server `addr`.
+fn server_line<'a>(out: &'a str, addr: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.trim_start().starts_with(addr))
+        .unwrap_or_else(|| panic!("no line for {addr} in:\n{out}"))
+}
+
+/// 1-based line of the first line of `src` containing `needle`.
+fn line_of(src: &str, needle: &str) -> usize {
+    src.lines().position(|l| l.contains(needle)).unwrap() + 1
+}
+
+const POOLS: &str = r#"
+return {
+  listeners = { { name = "web", bind = "127.0.0.1:8080" } },
+  pools = {
+    app = { servers = { "127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003",
+                        "127.0.0.1:9004", "127.0.0.1:9005",
+                        { addr = "127.0.0.1:9009", backup = true } } },
+    api = { balance = "hash", hash_key = "cookie:sid", hash_balance_factor = 125,
+            servers = { "127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103" } },
+    by_header = { balance = "hash", hash_key = "header:x-user",
+                  servers = { "127.0.0.1:9201", "127.0.0.1:9202" } },
+  },
+  on_request = function(req)
+    if req.path == "/forbidden" then return pocket.respond(403, "not here\n") end
+    if req.path:sub(1, 5) == "/api/" then return "api" end
+    if req.path:sub(1, 5) == "/usr/" then return "by_header" end
+    return "app"
+  end,
+}
+"#;
+
+#[test]
+fn each_skip_reason_is_named_next_to_its_server() {
+    let (_d, path) = policy(POOLS);
+    let (code, out, err) = explain(
+        &path,
+        &[
+            "GET http://example.com/page",
+            "--down",
+            "127.0.0.1:9001",
+            "--drain",
+            "127.0.0.1:9002",
+            "--maint",
+            "127.0.0.1:9003",
+            "--tried",
+            "127.0.0.1:9004",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("hook on_request: returned pool \"app\""),
+        "{out}"
+    );
+    assert!(out.contains("pool \"app\""), "{out}");
+    assert!(
+        server_line(&out, "127.0.0.1:9001").contains("skipped: down"),
+        "{out}"
+    );
+    assert!(
+        server_line(&out, "127.0.0.1:9002").contains("skipped: drain"),
+        "{out}"
+    );
+    assert!(
+        server_line(&out, "127.0.0.1:9003").contains("skipped: maint"),
+        "{out}"
+    );
+    assert!(
+        server_line(&out, "127.0.0.1:9004").contains("skipped: already tried"),
+        "{out}"
+    );
+    assert!(
+        server_line(&out, "127.0.0.1:9009").contains("skipped: backup"),
+        "{out}"
+    );
+    // The only primary left is the one chosen.
+    assert!(
+        server_line(&out, "127.0.0.1:9005").ends_with("chosen"),
+        "{out}"
+    );
+    assert!(out.contains("chosen: 127.0.0.1:9005"), "{out}");
+    let compact = out.lines().find(|l| l.starts_with("compact: ")).unwrap();
+    for part in [
+        "on_request=pool:app(",
+        "pool=app",
+        "balance=round_robin",
+        "127.0.0.1:9001:down",
+        "127.0.0.1:9002:drain",
+        "127.0.0.1:9003:maint",
+        "127.0.0.1:9004:tried",
+        "127.0.0.1:9009:backup",
+        "chose=127.0.0.1:9005",
+    ] {
+        assert!(compact.contains(part), "{part} missing from {compact}");
+    }
+}
+
+#[test]
+fn with_every_primary_out_the_backup_is_chosen() {
+    let (_d, path) = policy(POOLS);
+    let mut args = vec!["GET http://example.com/"];
+    for a in [
+        "127.0.0.1:9001",
+        "127.0.0.1:9002",
+        "127.0.0.1:9003",
+        "127.0.0.1:9004",
+        "127.0.0.1:9005",
+    ] {
+        args.extend(["--down", a]);
+    }
+    let (code, out, err) = explain(&path, &args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("chosen: 127.0.0.1:9009"), "{out}");
+    // And with the backup down too: nobody, a 503.
+    args.extend(["--down", "127.0.0.1:9009"]);
+    let (_, out, _) = explain(&path, &args);
+    assert!(out.contains("chosen: none"), "{out}");
+    assert!(out.contains("503"), "{out}");
+}
+
+#[test]
+fn a_hash_pool_shows_its_key_and_the_bounded_load() {
+    let (_d, path) = policy(POOLS);
+    // Which server owns sid=42: the one chosen with no load anywhere.
+    let (code, out, err) = explain(
+        &path,
+        &["GET http://example.com/api/x", "-H", "Cookie: a=1; sid=42"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("balance hash"), "{out}");
+    assert!(out.contains("hash key: cookie sid = \"42\""), "{out}");
+    let owner = out
+        .lines()
+        .find_map(|l| l.strip_prefix("chosen: "))
+        .unwrap()
+        .to_string();
+    // Loaded past the bound (factor 125% of the average), it is skipped.
+    let load = format!("{owner}=5");
+    let (code, out, err) = explain(
+        &path,
+        &[
+            "GET http://example.com/api/x",
+            "-H",
+            "Cookie: sid=42",
+            "--in-flight",
+            &load,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        server_line(&out, &owner).contains("skipped: over the bounded load (5 in flight, bound 3)"),
+        "{out}"
+    );
+    assert!(!out.contains(&format!("chosen: {owner}")), "{out}");
+    assert!(
+        server_line(&out, &owner).contains("(key's server)"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("owner={owner}")), "{out}");
+    assert!(out.contains(&format!("{owner}:load5>=3")), "{out}");
+    // A loaded server the ring walk never reached was not skipped for it.
+    let chosen = out
+        .lines()
+        .find_map(|l| l.strip_prefix("chosen: "))
+        .unwrap()
+        .to_string();
+    let third = ["127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103"]
+        .into_iter()
+        .find(|a| *a != owner && *a != chosen)
+        .unwrap();
+    let third_load = format!("{third}=5");
+    let (_, out, _) = explain(
+        &path,
+        &[
+            "GET http://example.com/api/x",
+            "-H",
+            "Cookie: sid=42",
+            "--in-flight",
+            &third_load,
+        ],
+    );
+    assert!(out.contains(&format!("chosen: {owner}")), "{out}");
+    assert!(!out.contains("over the bounded load"), "{out}");
+
+    // A key the request does not carry: said, and round robin decides.
+    let (_, out, _) = explain(&path, &["GET http://example.com/usr/1"]);
+    assert!(
+        out.contains("hash key: header x-user, which this request does not have"),
+        "{out}"
+    );
+    let (_, out, _) = explain(
+        &path,
+        &["GET http://example.com/usr/1", "-H", "X-User: bob"],
+    );
+    assert!(out.contains("hash key: header x-user = \"bob\""), "{out}");
+}
+
+#[test]
+fn the_matched_route_is_named_with_its_line_in_the_policy() {
+    let src = r#"-- routes, with braces in strings and comments before them
+local match = require "pocket.match"
+local odd = { "{", "}" } -- { not a rule }
+
+local routes = match.routes {
+  -- { a comment that looks like a rule }
+  { prefix = "/static/{v}/", pool = "static" },
+  { regex = [[^/api/v\d{1,3}/]], pool = "api" },
+
+  { path = "/ping",
+    respond = { 200, "pong\n" } },
+  { header = { "x-debug", "1" }, pool = "static" },
+  default = "app",
+}
+
+return {
+  listeners = { { name = "web", bind = "127.0.0.1:8080" } },
+  pools = {
+    app = { servers = { "127.0.0.1:9001" } },
+    static = { servers = { "127.0.0.1:9002" } },
+    api = { servers = { "127.0.0.1:9003" } },
+  },
+  on_request = function(req) return routes:route(req) end,
+}
+"#;
+    let (_d, path) = policy(src);
+    let p = path.display().to_string();
+    for (url, headers, rule, needle, gave) in [
+        ("/api/v2/items", None, 2, "^/api/v", "pool \"api\""),
+        (
+            "/static/{v}/a.css",
+            None,
+            1,
+            "prefix = \"/static/",
+            "pool \"static\"",
+        ),
+        (
+            "/ping",
+            None,
+            3,
+            "path = \"/ping\"",
+            "a response made by the route",
+        ),
+        ("/x", Some("X-Debug: 1"), 4, "x-debug", "pool \"static\""),
+    ] {
+        let target = format!("GET http://example.com{url}");
+        let mut args = vec![target.as_str()];
+        if let Some(h) = headers {
+            args.extend(["-H", h]);
+        }
+        let (code, out, err) = explain(&path, &args);
+        assert_eq!(code, 0, "{url}: {out}{err}");
+        let want = format!(
+            "pocket.match: route {rule} at {p}:{} matched: {gave}",
+            line_of(src, needle)
+        );
+        assert!(out.contains(&want), "{url}: want {want:?} in:\n{out}");
+        assert!(
+            out.contains(&format!("route={p}:{}", line_of(src, needle))),
+            "{url}: compact form lacks the route:\n{out}"
+        );
+    }
+    // Nothing matches: said, at the line of the match.routes call.
+    let (_, out, _) = explain(&path, &["GET http://example.com/other"]);
+    let want = format!(
+        "pocket.match: no route matched at {p}:{}: pool \"app\"",
+        line_of(src, "match.routes {")
+    );
+    assert!(out.contains(&want), "want {want:?} in:\n{out}");
+    assert!(out.contains("route=default"), "{out}");
+}
+
+#[test]
+fn a_response_made_by_the_script_is_shown_as_such() {
+    let (_d, path) = policy(POOLS);
+    let (code, out, err) = explain(&path, &["GET http://example.com/forbidden"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("hook on_request: returned a 403 response"),
+        "{out}"
+    );
+    assert!(out.contains("answered by the script: 403"), "{out}");
+    assert!(!out.contains("servers of pool"), "{out}");
+    assert!(out.contains("answer=403/script"), "{out}");
+}
+
+#[test]
+fn pool_functions_are_listed_with_what_they_returned() {
+    let (_d, path) = policy(
+        r#"
+return {
+  listeners = { { name = "web", bind = "127.0.0.1:8080", pool = "app" } },
+  pools = {
+    app = { fallback = "spare",
+            bypass = function(req) return req:header("x-bypass") == "1" end,
+            balance = "hash", hash_key = function(req) return req:header("x-tenant") end,
+            servers = { "127.0.0.1:9001", "127.0.0.1:9002" } },
+    spare = { balance = function(servers, req) return #servers end,
+              servers = { "127.0.0.1:9003", "127.0.0.1:9004" } },
+  },
+}
+"#,
+    );
+    let (code, out, err) = explain(&path, &["GET http://example.com/", "-H", "X-Tenant: acme"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("pool \"app\" (the listener's default pool)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("hook bypass (pool \"app\"): returned false"),
+        "{out}"
+    );
+    assert!(
+        out.contains("hook hash_key (pool \"app\"): returned \"acme\""),
+        "{out}"
+    );
+    let (code, out, err) = explain(&path, &["GET http://example.com/", "-H", "X-Bypass: 1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("hook bypass (pool \"app\"): returned true: go to fallback pool \"spare\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("hook balance (pool \"spare\"): returned server 127.0.0.1:9004"),
+        "{out}"
+    );
+    assert!(out.contains("chosen: 127.0.0.1:9004"), "{out}");
+}
+
+#[test]
+fn malformed_input_exits_2_with_what_is_wrong() {
+    let (_d, path) = policy(POOLS);
+    for (args, says) in [
+        (
+            vec!["GET"],
+            "malformed request line \"GET\": expected METHOD URL",
+        ),
+        (
+            vec!["GET http://example.com/ HTTP/9"],
+            "unknown version \"HTTP/9\"",
+        ),
+        (vec!["G(T http://example.com/"], "is not a method"),
+        (vec!["GET ftp://example.com/"], "scheme \"ftp\""),
+        (vec!["GET /path"], "no host"),
+        (
+            vec!["GET /", "-H", "Host example.com"],
+            "malformed header \"Host example.com\": expected \"Name: value\"",
+        ),
+        (
+            vec!["GET http://e.com/", "-H", "Bad Name: 1"],
+            "is not a header name",
+        ),
+        (
+            vec!["GET http://e.com/", "--down", "10.0.0.1:1"],
+            "no pool has this server",
+        ),
+        (
+            vec!["GET http://e.com/", "--in-flight", "127.0.0.1:9001"],
+            "expected ADDR=N",
+        ),
+        (
+            vec!["GET http://e.com/", "--peer", "not-an-ip"],
+            "invalid value 'not-an-ip'",
+        ),
+    ] {
+        let (code, out, err) = explain(&path, &args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains(says), "{args:?}: want {says:?} in {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+    }
+    // A request with a Host header and an origin-form target is fine.
+    let (code, out, err) = explain(&path, &["GET /", "-H", "Host: example.com"]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn a_policy_that_does_not_load_is_refused_with_its_place_as_check_does() {
+    let (_d, path) = policy(
+        "return {\n  listeners = { { name = \"web\", bind = \"127.0.0.1:8080\" } },\n  pools = { app = { servers = { \"127.0.0.1:9001\" }, balanse = \"x\" } },\n}\n",
+    );
+    let (code, out, err) = explain(&path, &["GET http://example.com/"]);
+    let (check_code, _, check_err) = pocket_cmd(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, check_code, "{out}{err}");
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("{}:3:", path.display())), "{err}");
+    assert!(err.contains("balanse"), "{err}");
+    assert_eq!(err.trim(), check_err.trim());
+}
+
+/// Splits a shell command line as the docs write it: words, and
+/// "double-quoted" words.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in line.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut word));
+                    any = false;
+                }
+            }
+            c => {
+                word.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(word);
+    }
+    out
+}
+
+/// Hook times change from run to run: `0.350ms` becomes `Nms`.
+fn without_times(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("ms") {
+        let head = &rest[..at];
+        let digits = head
+            .trim_end_matches(|c: char| c.is_ascii_digit() || c == '.')
+            .len();
+        if digits < head.len() {
+            out.push_str(&head[..digits]);
+            out.push('N');
+        } else {
+            out.push_str(head);
+        }
+        out.push_str("ms");
+        rest = &rest[at + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn the_examples_in_the_docs_are_what_pocket_explain_prints() {
+    let page = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/observability.md"),
+    )
+    .unwrap();
+    let section = &page[page.find("## `pocket explain`").unwrap()..];
+    let lua_start = section.find("```lua\n").unwrap() + "```lua\n".len();
+    let lua_len = section[lua_start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(
+        dir.path(),
+        "shop.lua",
+        &section[lua_start..lua_start + lua_len],
+    );
+    let mut examples = 0;
+    for block in section.split("```text\n").skip(1) {
+        let block = &block[..block.find("```").unwrap()];
+        let Some(command) = block
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("$ pocket "))
+        else {
+            continue;
+        };
+        let expected: String = block.lines().skip(1).map(|l| format!("{l}\n")).collect();
+        let args = shell_words(command);
+        let out = std::process::Command::new(pocket_bin())
+            .args(&args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let got = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{command}");
+        assert_eq!(without_times(&got), without_times(&expected), "{command}");
+        examples += 1;
+    }
+    assert_eq!(examples, 3);
+}
