@@ -130,6 +130,19 @@ async fn metrics_move_with_traffic_and_server_state_and_promtool_finds_nothing()
         by_server(&text, a.addr) + by_server(&text, b_addr),
         requests(&text)
     );
+    let hooks = value(
+        &text,
+        r#"pocket_hook_duration_seconds_count{hook="on_request"}"#,
+    );
+    assert!(hooks >= Some(10.0), "on_request ran 10 times:\n{text}");
+    assert!(
+        value(&text, r#"pocket_lua_memory_bytes{worker="0"}"#) > Some(0.0),
+        "{text}"
+    );
+    assert!(
+        value(&text, r#"pocket_client_connections{listener="web"}"#).is_some(),
+        "{text}"
+    );
     assert_eq!(
         value(&text, "pocket_policy_generation"),
         Some(1.0),
@@ -339,4 +352,52 @@ async fn a_real_prometheus_scrapes_pocket_and_sees_a_killed_server_go_down() {
     drop(b);
     let down = format!(r#"pocket_server_state{{pool="app",server="{b_addr}",state="down"}} == 1"#);
     seen("the killed server down", down).await;
+}
+
+#[tokio::test]
+async fn a_refused_connect_counts_as_a_connect_failure_and_a_retry() {
+    let a = origin("A");
+    let dead = dead_addr();
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  admin = {{ bind = "127.0.0.1:0" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{dead}", "{}" }}, balance = "round_robin", passive = false }} }},
+}}"#,
+            a.addr
+        ),
+        1,
+    );
+    let web = pocket.addr("web");
+    let admin = admin_addr(&pocket);
+    for _ in 0..4 {
+        assert_eq!(get(web, "/").await.status, 200);
+    }
+    let text = scrape(admin).await;
+    let at = |name: &str, extra: &str| {
+        value(
+            &text,
+            &format!(r#"{name}{{pool="app",server="{dead}"{extra}}}"#),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        at("pocket_server_connect_failures_total", "") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        at("pocket_server_retries_total", r#",cause="connect failed""#) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"pocket_requests_total{listener="web",class="2xx"}"#
+        ),
+        Some(4.0),
+        "{text}"
+    );
+    let (clean, said) = promtool(&text);
+    assert!(clean && said.trim().is_empty(), "promtool: {said}");
 }
