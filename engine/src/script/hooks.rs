@@ -72,7 +72,7 @@ struct Watched {
 
 /// Clears the stamp when the call returns (or unwinds), and counts the
 /// call's time in `pocket_hook_duration_seconds`.
-struct Busy<'a>(Option<&'a Pulse>, Hook, std::time::Instant);
+struct Busy<'a>(Option<&'a Pulse>, Option<Hook>, std::time::Instant);
 
 impl Drop for Busy<'_> {
     #[inline]
@@ -80,20 +80,24 @@ impl Drop for Busy<'_> {
         if let Some(p) = self.0 {
             p.leave();
         }
-        crate::observe::metrics::hook_ran(self.1, self.2);
+        if let Some(hook) = self.1 {
+            crate::observe::metrics::hook_ran(hook, self.2);
+        }
     }
 }
 
-/// The metrics' name for what the watchdog stamps.
-fn hook_of(doing: Doing) -> Hook {
-    match doing {
+/// The metrics' name for what the watchdog stamps (loading a policy is
+/// no request-path hook: not timed here).
+fn hook_of(doing: Doing) -> Option<Hook> {
+    Some(match doing {
         Doing::OnConnect => Hook::OnConnect,
         Doing::OnRequest => Hook::OnRequest,
         Doing::OnResponse => Hook::OnResponse,
         Doing::HashKey => Hook::HashKey,
         Doing::Balance => Hook::Balance,
-        Doing::Bypass | Doing::Loading => Hook::Bypass,
-    }
+        Doing::Bypass => Hook::Bypass,
+        Doing::Loading => return None,
+    })
 }
 
 impl WorkerScript {

@@ -187,6 +187,20 @@ pub struct ServerMetrics {
     pub duration: Histogram,
 }
 
+impl ServerMetrics {
+    /// Requests it answered, every class (for the stats page and API).
+    pub fn requests(&self) -> u64 {
+        (0..CLASSES.len())
+            .map(|c| self.counts.get(REQUESTS + c))
+            .sum()
+    }
+
+    /// Requests it answered with a 5xx.
+    pub fn errors(&self) -> u64 {
+        self.counts.get(REQUESTS + 5)
+    }
+}
+
 impl Default for ServerMetrics {
     fn default() -> Self {
         ServerMetrics {

@@ -387,6 +387,8 @@ mod tests {
         count::exchange(&exchange(&pool, &a, 503, Some(b.clone())));
         // Names made anew (not the policy's allocations) are found too.
         count::exchange(&exchange(&Arc::from(&*pool), &Arc::from(&*a), 204, None));
+        let counted = &policy.pools[0].servers[0].state.metrics;
+        assert_eq!((counted.requests(), counted.errors()), (3, 1));
         let text = render();
         let has = |line: &str| assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         has(r#"pocket_requests_total{listener="metrics_test_web",class="2xx"} 2"#);
