@@ -30,12 +30,18 @@
 ---@field on_check? pocket.CheckFunction The scripted check of pools with check = { script = true }.
 ---@field tests? pocket.TestCase[] Cases that `pocket test POLICY` runs without a network; serving ignores them (docs/testing-policies.md).
 ---@field admin? pocket.Admin The admin listener: stats page, JSON API and /metrics (docs/observability.md).
+---@field log? pocket.LogSettings The access log: one line per request (docs/observability.md).
 
 ---The admin listener (docs/observability.md, "The admin listener, stats page and API").
 ---@class pocket.Admin
 ---@field bind string "ip:port" it listens on, like "127.0.0.1:8404"; an address that is not loopback needs a token.
 ---@field token? string Every request must carry it: `Authorization: Bearer TOKEN`, or (a browser) open /?token=TOKEN once.
 ---@field explain_from? string[] Client IP addresses whose `X-Pocket-Explain: 1` requests get the decision trace back.
+
+---The access log (`log = { access = "-", format = "text" }`).
+---@class pocket.LogSettings
+---@field access string "-" for standard error, or a file path (relative: to the policy's folder); opened at load, reopened on SIGUSR1.
+---@field format? "text"|"json" One readable line, or one JSON object per line. Default "text".
 
 ---A `pocket test` case: a request, server states for it, and what it should get.
 ---@class pocket.TestCase
@@ -250,6 +256,12 @@ function Request:set_query(query) end
 ---Replaces the method, e.g. "POST". CONNECT, and HEAD for a request that was not one, are errors.
 ---@param method string
 function Request:set_method(method) end
+
+---Adds a field to this request's access log line (JSON: under "fields"; text: name="value" at the end). Again with the same name: replaces the value.
+---Name: 1 to 64 letters, digits, "_", "-" or "."; value: a string, number or boolean, at most 512 bytes; at most 16 fields per request.
+---@param name string
+---@param value string|number|boolean
+function Request:log_field(name, value) end
 
 ---A server's response (on_response).
 ---@class pocket.ServerResponse: pocket.Headers

@@ -29,8 +29,12 @@ fn admin_addr(pocket: &Pocket) -> SocketAddr {
         .unwrap_or_else(|_| panic!("bad address in {line:?}"))
 }
 
+/// `GET /metrics`, with the admin address as the Host (without a token
+/// the admin listener answers only Hosts that are IP addresses or
+/// localhost), as Prometheus sends it.
 async fn scrape(admin: SocketAddr) -> String {
-    let r = get(admin, "/metrics").await;
+    let host = admin.to_string();
+    let r = send(admin, request("GET", "/metrics", &[("host", &host)], "")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     r.text()
 }

@@ -33,6 +33,12 @@ return {
     res:set_header("x-served-by", res.server)
   end,
 
+  -- One line per request on standard error, after Pocket's own log: who
+  -- asked, which server answered, how long it took, who ended it (`--`:
+  -- normal). access = "access.log" writes a file instead (reopened on
+  -- SIGUSR1), format = "json" one JSON object per line.
+  log = { access = "-", format = "text" },
+
   -- `pocket test pocket-demo/demo.lua` runs these without any network.
   tests = {
     { req = { path = "/ping" }, status = 200, body = "pong" },

@@ -8,6 +8,7 @@
 //! - [`proxy`]: the request path, phase by phase.
 //! - [`lb`]: pools, servers and how one is picked.
 //! - [`origin`]: the small built-in origin server used by the demo and labs.
+//! - [`admin`]: the admin listener: stats page, JSON API, `/metrics`.
 
 pub mod admin;
 pub mod config;

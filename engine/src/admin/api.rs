@@ -52,6 +52,12 @@ pub async fn answer(
         );
         return a;
     }
+    if spec.token.is_none() && !auth::host_is_local(req.headers()) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "without admin.token the admin listener answers requests for localhost or an IP address only (a web page cannot reach it through a name of its own)",
+        );
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let segments: Vec<String> = path
@@ -109,6 +115,15 @@ fn ok(content_type: &'static str, body: String) -> Answer {
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-store"),
     );
+    a.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    // The page has buttons: no other site may frame it (clickjacking).
+    a.headers_mut().insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
     a
 }
 
@@ -127,7 +142,7 @@ fn page() -> Answer {
     a.headers_mut().insert(
         header::CONTENT_SECURITY_POLICY,
         header::HeaderValue::from_static(
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; frame-ancestors 'none'",
         ),
     );
     a
@@ -165,7 +180,7 @@ pub fn percent_decode(text: &str) -> String {
                 continue;
             }
         }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        out.push(b[i]);
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -311,7 +326,7 @@ async fn reload(shared: &Shared) -> Answer {
 
 /// `up`, `down`, `drain` or `maint`: what a server is to new requests.
 /// Maintenance shows over down (HAProxy's MAINT), down over drain.
-fn state_of(s: &Server) -> &'static str {
+pub fn state_of(s: &Server) -> &'static str {
     match (s.state.admin(), s.state.is_up()) {
         (AdminState::Maint, _) => "maint",
         (_, false) => "down",

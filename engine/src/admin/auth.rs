@@ -61,6 +61,24 @@ pub fn check(token: Option<&str>, headers: &HeaderMap, query: Option<&str>) -> V
     Verdict::Denied
 }
 
+/// The `Host` names this machine by address or as `localhost`. Without a
+/// token this is what keeps a web page from reaching the API through DNS
+/// rebinding (a name of the page's that resolves to 127.0.0.1): the
+/// browser sends the page's name. No `Host` (HTTP/1.0 tools) is local.
+pub fn host_is_local(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(http::header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// Compares in time that does not depend on where they differ.
 fn same(given: &str, token: &str) -> bool {
     let (a, b) = (given.as_bytes(), token.as_bytes());
@@ -94,5 +112,18 @@ mod tests {
             check(Some("s3"), &HeaderMap::new(), Some("token=s")),
             Verdict::Denied
         );
+    }
+
+    #[test]
+    fn local_hosts() {
+        let host = |h: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(http::header::HOST, h.parse().unwrap());
+            host_is_local(&m)
+        };
+        assert!(host("127.0.0.1:8404") && host("localhost:8404") && host("[::1]:8404"));
+        assert!(host("10.0.0.1") && host("LOCALHOST"));
+        assert!(!host("evil.example:8404") && !host("example.com"));
+        assert!(host_is_local(&HeaderMap::new()));
     }
 }

@@ -88,10 +88,28 @@ async fn accept_loop(
         }
     };
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    serve(&listener, &spec, &shared, &slots, &mut stop).await;
+    // Stopped: the address is let go at once, and the answers under way
+    // (the reload that moved this listener) are given before the
+    // runtime goes, for up to FINISH.
+    drop(listener);
+    let _ = tokio::time::timeout(FINISH, slots.acquire_many(MAX_CONNECTIONS as u32)).await;
+}
+
+/// How long a stopped listener's open connections get to finish.
+const FINISH: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn serve(
+    listener: &tokio::net::TcpListener,
+    spec: &Arc<RwLock<AdminSpec>>,
+    shared: &Arc<Shared>,
+    slots: &Arc<tokio::sync::Semaphore>,
+    stop: &mut oneshot::Receiver<()>,
+) {
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p,
-            _ = &mut stop => return,
+            _ = &mut *stop => return,
         };
         let Ok(permit) = permit else { return };
         let (stream, peer) = tokio::select! {
@@ -104,7 +122,7 @@ async fn accept_loop(
                     continue;
                 }
             },
-            _ = &mut stop => return,
+            _ = &mut *stop => return,
         };
         let spec = spec.clone();
         let shared = shared.clone();

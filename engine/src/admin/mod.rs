@@ -29,6 +29,7 @@ use tokio::sync::oneshot;
 
 use crate::config::{AdminSpec, Policy};
 
+pub use api::state_of;
 pub use json::rfc3339;
 
 /// What the admin listener reads: the live policy and what the control

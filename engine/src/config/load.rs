@@ -19,7 +19,6 @@ use crate::script::api::pool_refs::PoolRef;
 use crate::script::{describe_lua_error, Limits, Vm};
 
 const TOP_LEVEL_KEYS: &[&str] = &[
-    "admin",
     "on_health",
     "on_check",
     "listeners",
@@ -28,6 +27,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "on_request",
     "on_response",
     "tests",
+    "admin",
+    "log",
 ];
 const POOL_KEYS: &[&str] = &[
     "servers",
@@ -500,6 +501,7 @@ impl Checker<'_> {
         self.check_fallbacks(&pools, &pool_index);
         let listeners = self.listeners(root, &pool_index);
         let admin = self.admin(root);
+        let log = self.access_log(root);
         Some(Policy {
             path: self.path.to_path_buf(),
             source: Arc::from(self.source),
@@ -508,6 +510,7 @@ impl Checker<'_> {
             pool_index,
             hooks,
             admin,
+            log,
         })
     }
 

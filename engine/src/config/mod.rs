@@ -6,6 +6,7 @@ mod admin;
 mod duration;
 mod load;
 mod locate;
+mod log_key;
 mod pool_settings;
 
 use std::collections::HashMap;
@@ -42,6 +43,9 @@ pub struct Policy {
     pub hooks: HookSet,
     /// The admin listener (stats page, API, metrics), if the policy has one.
     pub admin: Option<AdminSpec>,
+    /// The access log (`log = { access = ..., format = ... }`), its file
+    /// opened at load; None: no access log.
+    pub log: Option<Arc<crate::observe::access_log::Sink>>,
 }
 
 impl Policy {
@@ -76,6 +80,7 @@ impl Policy {
             pool_index: self.pool_index.clone(),
             hooks: self.hooks,
             admin: self.admin.clone(),
+            log: self.log.clone(),
         }
     }
 
@@ -113,6 +118,17 @@ impl Policy {
             }
         }
         out.push_str(&format!("hooks: {}\n", self.hooks));
+        if let Some(admin) = &self.admin {
+            out.push_str(&format!(
+                "admin: http://{}/ ({})\n",
+                admin.bind,
+                if admin.token.is_some() {
+                    "token required"
+                } else {
+                    "no token: local only"
+                }
+            ));
+        }
         out
     }
 }

@@ -1,15 +1,26 @@
 //! One request's record: what came in, where it went, what it cost, and who
 //! ended it. Filled in phase by phase; read by the access log and the
 //! metrics when the exchange ends.
+//!
+//! The record travels in an [`Open`]: created when the request head is in
+//! (`proxy::handle`), handed from phase to phase, then moved into the
+//! response body. Dropping the `Open`, wherever that happens (the body's
+//! end, the client going away, the request's task being dropped), ends the
+//! exchange: [`crate::observe::exchange_ended`] runs exactly once.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
+use crate::observe::access_log::Sink;
+use crate::proxy::body::Progress;
 use crate::proxy::RequestId;
 
 /// Who ended the exchange, and in which phase: HAProxy's two-letter
-/// termination state (its log format's `%ts`), first letter the cause, second
-/// the phase. `--` is a normal end.
+/// termination state (its log format's `%ts`, "session state at
+/// disconnection"), first letter the cause, second the phase. `--` is a
+/// normal end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Termination {
     /// `-` normal, `C` client aborted, `S` server aborted or errored,
@@ -24,13 +35,26 @@ pub struct Termination {
 }
 
 impl Termination {
-    pub const NORMAL: Termination = Termination {
-        cause: b'-',
-        phase: b'-',
-    };
+    pub const NORMAL: Termination = Termination::of(b'-', b'-');
+
+    pub const fn of(cause: u8, phase: u8) -> Termination {
+        Termination { cause, phase }
+    }
+
+    /// The two letters, as the logs show them.
+    #[inline]
+    pub fn letters(&self) -> [u8; 2] {
+        [self.cause, self.phase]
+    }
 }
 
-/// One retry: the server that failed and why (`connect refused`,
+impl std::fmt::Display for Termination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.cause as char, self.phase as char)
+    }
+}
+
+/// One retry: the server that failed and why (`connect failed`,
 /// `no response`, ...).
 #[derive(Debug, Clone)]
 pub struct Retry {
@@ -51,6 +75,8 @@ pub struct Exchange {
     /// The policy generation the request ran on.
     pub generation: u64,
     pub method: http::Method,
+    /// The `Host` header as received (HTTP/2: None, the target's
+    /// authority says it).
     pub host: Option<http::HeaderValue>,
     /// Path and query as received.
     pub target: http::Uri,
@@ -67,7 +93,10 @@ pub struct Exchange {
     pub retries: Vec<Retry>,
     /// Time spent in Lua hooks for this request, in microseconds.
     pub hooks_us: u64,
+    /// From the start until a connection to the server was in hand (a
+    /// pooled one: about 0).
     pub connect_ms: Option<f64>,
+    /// From the start until the server's response head was in.
     pub first_byte_ms: Option<f64>,
     pub total_ms: f64,
     pub termination: Termination,
@@ -75,4 +104,56 @@ pub struct Exchange {
     pub script_fields: Vec<(String, String)>,
     /// A compact decision trace (`pocket explain`'s), when asked for.
     pub trace: Option<String>,
+    /// Where the line goes: the policy's access log (None: off).
+    pub log: Option<Arc<Sink>>,
+}
+
+/// An exchange still going. `termination` holds what is logged if it is
+/// dropped now (e.g. `CH` while waiting for the server's head: the only
+/// way to be dropped then is the client going away); each phase moves it
+/// on, and a normal end sets `--`.
+pub struct Open {
+    pub ex: Exchange,
+    start: Instant,
+    /// The request body's progress, which counts the bytes read.
+    pub progress: Option<Rc<Progress>>,
+}
+
+impl Open {
+    pub fn new(ex: Exchange) -> Box<Open> {
+        Box::new(Open {
+            ex,
+            start: Instant::now(),
+            progress: None,
+        })
+    }
+
+    /// Milliseconds since the exchange began.
+    #[inline]
+    pub fn elapsed_ms(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() * 1000.0
+    }
+
+    #[inline]
+    pub fn set(&mut self, cause: u8, phase: u8) {
+        self.ex.termination = Termination::of(cause, phase);
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.ex.total_ms = self.elapsed_ms();
+        if let Some(p) = &self.progress {
+            self.ex.bytes_in = p.received();
+        }
+        crate::observe::exchange_ended(&self.ex);
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+#[inline]
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

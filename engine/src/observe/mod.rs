@@ -6,6 +6,7 @@
 //! The record is filled in as the request goes through its phases
 //! (`proxy/mod.rs`) and handed over once, in [`exchange_ended`].
 
+pub mod access_log;
 pub mod exchange;
 pub mod metrics;
 
@@ -17,4 +18,5 @@ pub use exchange::{Exchange, Termination};
 /// must not block.
 pub fn exchange_ended(ex: &Exchange) {
     metrics::exchange(ex);
+    access_log::write(ex);
 }

@@ -20,6 +20,7 @@ use hyper::body::Incoming;
 use super::upstream::Lease;
 use super::upstream_io::HeadWatch;
 use crate::lb::ServerState;
+use crate::observe::exchange::{Open, Termination};
 
 /// The body sent to a server.
 pub enum RequestBody {
@@ -57,6 +58,9 @@ pub struct Progress {
     /// Wakes the request's task when the turn changes hands, so that it
     /// sets its timer to the new phase's deadline.
     watcher: Cell<Option<std::task::Waker>>,
+    /// Body bytes read from the client so far (the access log's
+    /// `bytes_in`).
+    received: Cell<u64>,
 }
 
 /// Whose turn it is in an exchange whose request body is streaming.
@@ -78,7 +82,13 @@ impl Progress {
             aborted: Cell::new(false),
             waker: Cell::new(None),
             watcher: Cell::new(None),
+            received: Cell::new(0),
         })
+    }
+
+    /// Body bytes read from the client so far.
+    pub fn received(&self) -> u64 {
+        self.received.get()
     }
 
     pub fn turn(&self) -> Turn {
@@ -165,7 +175,12 @@ impl Body for RequestBody {
                         progress.waiting_on_client.set(true);
                         progress.waker.set(Some(cx.waker().clone()));
                     }
-                    Poll::Ready(Some(Ok(_))) => {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(d) = frame.data_ref() {
+                            progress
+                                .received
+                                .set(progress.received.get() + d.len() as u64);
+                        }
                         let now = Instant::now();
                         progress.waiting_on_client.set(false);
                         progress.last_piece.set(now);
@@ -281,8 +296,15 @@ impl std::fmt::Display for Stalled {
 
 impl std::error::Error for Stalled {}
 
-/// The body sent to the client.
-pub enum ResponseBody {
+/// The body sent to the client, with the exchange's record (if the
+/// request went through the proxy): the record ends when this body ends or
+/// is dropped, with the bytes sent and who ended it.
+pub struct ResponseBody {
+    inner: Inner,
+    open: Option<Box<Open>>,
+}
+
+enum Inner {
     /// Streamed from a server; the connection goes back to the pool when
     /// the body has been read to its end. A server silent for longer than
     /// `idle` ends the body with an error, which closes the client's
@@ -313,21 +335,56 @@ impl ResponseBody {
         server: Arc<str>,
         passive_after: u32,
     ) -> ResponseBody {
-        ResponseBody::Upstream {
-            body,
-            lease: Some(lease),
-            in_flight: Some(in_flight),
-            idle,
-            deadline,
-            timer: Box::pin(tokio::time::sleep_until(next_wake(idle, deadline))),
-            server,
-            passive_after,
+        ResponseBody {
+            inner: Inner::Upstream {
+                body,
+                lease: Some(lease),
+                in_flight: Some(in_flight),
+                idle,
+                deadline,
+                timer: Box::pin(tokio::time::sleep_until(next_wake(idle, deadline))),
+                server,
+                passive_after,
+            },
+            open: None,
         }
     }
 
     pub fn full(bytes: impl Into<Bytes>) -> ResponseBody {
         let b = bytes.into();
-        ResponseBody::Full(if b.is_empty() { None } else { Some(b) })
+        ResponseBody {
+            inner: Inner::Full(if b.is_empty() { None } else { Some(b) }),
+            open: None,
+        }
+    }
+
+    /// Gives the body the exchange's record, which ends with it. `status`:
+    /// the status the client gets; `head_only`: the answer has no body
+    /// whatever this one holds (a HEAD request), so it is not polled.
+    /// A server's body still to come ends `CD` if dropped unfinished (the
+    /// client went away); a body made here keeps the termination the
+    /// request path set.
+    pub fn attach(&mut self, mut open: Box<Open>, status: u16, head_only: bool) {
+        open.ex.status = status;
+        if head_only || self.is_end_stream() {
+            if matches!(self.inner, Inner::Upstream { .. }) {
+                open.ex.termination = Termination::NORMAL;
+            }
+        } else if matches!(self.inner, Inner::Upstream { .. }) {
+            open.set(b'C', b'D');
+        }
+        self.open = Some(open);
+    }
+}
+
+/// A frame of `n` bytes went out; `end`: the body is over, ended so.
+#[inline]
+fn sent(open: &mut Option<Box<Open>>, n: usize, end: Option<Termination>) {
+    if let Some(open) = open {
+        open.ex.bytes_out += n as u64;
+        if let Some(t) = end {
+            open.ex.termination = t;
+        }
     }
 }
 
@@ -340,8 +397,9 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            ResponseBody::Upstream {
+        let this = self.get_mut();
+        match &mut this.inner {
+            Inner::Upstream {
                 body,
                 lease,
                 in_flight,
@@ -363,10 +421,12 @@ impl Body for ResponseBody {
                         }
                         let err = Stalled(server.clone(), *idle, past_total);
                         tracing::warn!("{err}; closing the client connection");
+                        sent(&mut this.open, 0, Some(Termination::of(b's', b'D')));
                         return Poll::Ready(Some(Err(Box::new(err))));
                     }
                     return Poll::Pending;
                 }
+                let mut broke = false;
                 let finished = match &polled {
                     Poll::Ready(None) => true,
                     Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
@@ -378,17 +438,19 @@ impl Body for ResponseBody {
                         if let Some(f) = in_flight.take() {
                             f.0.traffic_failed(*passive_after, "response broke off");
                         }
+                        broke = true;
                         false
                     }
                     Poll::Pending => false,
                 };
                 if !finished {
-                    if deadline.is_some_and(|d| d <= Instant::now()) {
+                    if !broke && deadline.is_some_and(|d| d <= Instant::now()) {
                         // A body that never pauses still ends at `total`.
                         lease.take();
                         in_flight.take();
                         let err = Stalled(server.clone(), *idle, true);
                         tracing::warn!("{err}; closing the client connection");
+                        sent(&mut this.open, 0, Some(Termination::of(b's', b'D')));
                         return Poll::Ready(Some(Err(Box::new(err))));
                     }
                     // Progress: the server's silence is counted from now.
@@ -403,23 +465,42 @@ impl Body for ResponseBody {
                         f.finished_well();
                     }
                 }
+                let n = match &polled {
+                    Poll::Ready(Some(Ok(f))) => f.data_ref().map_or(0, |d| d.len()),
+                    _ => 0,
+                };
+                let end = if broke {
+                    Some(Termination::of(b'S', b'D'))
+                } else if finished {
+                    Some(Termination::NORMAL)
+                } else {
+                    None
+                };
+                sent(&mut this.open, n, end);
                 polled.map_err(|e| Box::new(e) as BoxError)
             }
-            ResponseBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Full(bytes) => {
+                let b = bytes.take();
+                if let Some(b) = &b {
+                    let n = b.len();
+                    sent(&mut this.open, n, None);
+                }
+                Poll::Ready(b.map(|b| Ok(Frame::data(b))))
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            ResponseBody::Upstream { body, .. } => body.is_end_stream(),
-            ResponseBody::Full(b) => b.is_none(),
+        match &self.inner {
+            Inner::Upstream { body, .. } => body.is_end_stream(),
+            Inner::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self {
-            ResponseBody::Upstream { body, .. } => body.size_hint(),
-            ResponseBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        match &self.inner {
+            Inner::Upstream { body, .. } => body.size_hint(),
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }

@@ -46,6 +46,7 @@ use upstream::Lease;
 
 use crate::config::ClientTimeouts;
 use crate::lb::{Pool, Server};
+use crate::observe::exchange::{Exchange, Open, Retry, Termination};
 use crate::script::api::request::RequestView;
 use crate::script::api::response::ResponseView;
 use crate::script::WorkerScript;
@@ -102,6 +103,8 @@ pub async fn handle(
     let script = cx.worker.script();
     let id = cx.worker.next_request_id();
     let (head, body) = req.into_parts();
+    let mut open = open_exchange(&cx, &script, id, &head);
+    let head_only = head.method == Method::HEAD;
     let mut view = RequestView {
         head,
         raw_target: None,
@@ -110,15 +113,75 @@ pub async fn handle(
         id,
         growth: 0,
     };
-    match decide::decide(&script, &mut view) {
-        Route::Local(r) => Ok(local::from_script(r)),
-        Route::Refuse(status, why) => Ok(local::refusal(status, &why, &id.to_string())),
+    let hooks = std::time::Instant::now();
+    let route = decide::decide(&script, &mut view);
+    open.ex.hooks_us += hooks.elapsed().as_micros() as u64;
+    crate::script::api::log_field::take_into(&mut open.ex.script_fields);
+    let resp = match route {
+        Route::Local(r) => {
+            open.set(b'L', b'R');
+            local::from_script(r)
+        }
+        Route::Refuse(status, why) => {
+            open.set(b'P', b'R');
+            local::refusal(status, &why, &id.to_string())
+        }
         Route::Pool {
             pool,
             key,
             preferred,
-        } => Ok(forward(&cx, &script, pool, view, body, key, preferred).await),
-    }
+        } => forward(&cx, &script, pool, view, body, key, preferred, &mut open).await,
+    };
+    Ok(with_record(resp, open, head_only))
+}
+
+/// The exchange's record for a request whose head is in: what the
+/// client sent, as it sent it. Cheap (reference-counted copies, no text
+/// made): it is made for every request, log or no log. Its termination
+/// starts as `CR`: until a phase moves it on, only the client going away
+/// can end it.
+pub fn open_exchange(
+    cx: &ConnCtx,
+    script: &WorkerScript,
+    id: RequestId,
+    head: &http::request::Parts,
+) -> Box<Open> {
+    Open::new(Exchange {
+        id,
+        started_unix_ms: crate::observe::exchange::unix_ms(),
+        client: cx.peer,
+        listener: cx.listener.clone(),
+        generation: script.generation,
+        method: head.method.clone(),
+        host: head.headers.get(http::header::HOST).cloned(),
+        target: head.uri.clone(),
+        version: head.version,
+        status: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        pool: None,
+        server: None,
+        retries: Vec::new(),
+        hooks_us: 0,
+        connect_ms: None,
+        first_byte_ms: None,
+        total_ms: 0.0,
+        termination: Termination::of(b'C', b'R'),
+        script_fields: Vec::new(),
+        trace: None,
+        log: script.access_log.clone(),
+    })
+}
+
+/// Hands the record to the response body, which ends it.
+pub fn with_record(
+    mut resp: Response<ResponseBody>,
+    open: Box<Open>,
+    head_only: bool,
+) -> Response<ResponseBody> {
+    let status = resp.status().as_u16();
+    resp.body_mut().attach(open, status, head_only);
+    resp
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -139,6 +202,7 @@ fn clone_head(head: &http::request::Parts) -> http::request::Parts {
 }
 
 /// Phases 3 to 6.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     cx: &ConnCtx,
     script: &Rc<WorkerScript>,
@@ -147,6 +211,7 @@ async fn forward(
     body: Incoming,
     key: Option<u64>,
     preferred: Option<usize>,
+    open: &mut Open,
 ) -> Response<ResponseBody> {
     let mut pool = &script.policy.pools[pool_index];
     let (mut key, mut preferred) = (key, preferred);
@@ -166,6 +231,7 @@ async fn forward(
     // The whole exchange's limit, if the pool sets one.
     let deadline = pool.timeouts.total.map(|t| Instant::now() + t);
     let progress = (!body.is_end_stream()).then(Progress::new);
+    open.progress = progress.clone();
     let mut body = Some(match &progress {
         None => RequestBody::Empty,
         Some(progress) => RequestBody::Client {
@@ -201,6 +267,9 @@ async fn forward(
             }
         };
         let server = &pool.servers[si];
+        open.ex.pool = Some(pool.name.clone());
+        open.ex.server = Some(server.addr_text.clone());
+        open.set(b'C', b'C');
         let mut conn = match cx
             .worker
             .upstreams
@@ -215,10 +284,16 @@ async fn forward(
                 let next = next_try::after_failure(&script.policy, pool, &tried, si);
                 tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{e}{next}");
                 last_error = format!("{}: {e}", server.addr);
+                open.ex.retries.push(Retry {
+                    server: server.addr_text.clone(),
+                    cause: "connect failed",
+                });
                 tried.push(si);
                 continue;
             }
         };
+        open.ex.connect_ms = Some(open.elapsed_ms());
+        open.set(b'C', b'H');
         let Some(h) = head.take() else { break };
         // A copy to send again if the server drops the request unanswered:
         // on a kept-alive connection (the server may have closed it just as
@@ -241,7 +316,10 @@ async fn forward(
         )
         .await;
         let resp = match sent {
-            Ok(Ok(resp)) => resp,
+            Ok(Ok(resp)) => {
+                open.ex.first_byte_ms = Some(open.elapsed_ms());
+                resp
+            }
             Ok(Err(mut e)) => {
                 if let Some(req) = e.take_message() {
                     // The connection was not ready: nothing left; resend.
@@ -273,6 +351,10 @@ async fn forward(
                     let next = next_try::after_failure(&script.policy, pool, &tried, si);
                     tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{}{next}", e.error());
                     last_error = format!("{}: {}", server.addr, e.error());
+                    open.ex.retries.push(Retry {
+                        server: server.addr_text.clone(),
+                        cause: "no response",
+                    });
                     tried.push(si);
                     head = Some(h);
                     body = Some(RequestBody::Empty);
@@ -283,6 +365,7 @@ async fn forward(
                     // client went away): not the server's fault.
                     let why = format!("the request body could not be read: {}", e.error());
                     tracing::info!(request = %id, "{why}");
+                    open.set(b'C', b'D');
                     return local::error(StatusCode::BAD_REQUEST, &why, &id.to_string());
                 }
                 if timeouts::kernel_timed_out(e.error()) {
@@ -293,9 +376,11 @@ async fn forward(
                         p.abort();
                     }
                     let late = timeouts::Late::ServerReading(pool.timeouts.idle);
+                    late_termination(open, &late);
                     return timeouts::answer_late(late, pool, server, id);
                 }
                 if answer.bare_lf() {
+                    open.set(b'P', b'H');
                     return cannot_relay(
                         pool,
                         server,
@@ -313,6 +398,7 @@ async fn forward(
                     e.error()
                 );
                 tracing::warn!(request = %id, "{why}");
+                open.set(b'S', b'H');
                 return local::error(StatusCode::BAD_GATEWAY, &why, &id.to_string());
             }
             Err(late) => {
@@ -320,6 +406,7 @@ async fn forward(
                     // Half a request must not stay on the server connection.
                     p.abort();
                 }
+                late_termination(open, &late);
                 return timeouts::answer_late(late, pool, server, id);
             }
         };
@@ -343,6 +430,7 @@ async fn forward(
             }),
             conn.sender,
             conn.watch,
+            open,
         );
     }
 
@@ -361,12 +449,25 @@ async fn forward(
         )
     };
     tracing::warn!(request = %id, "{why}");
+    // No server could take it: HAProxy's `SC` (503 or 502 alike).
+    open.set(b'S', b'C');
+    open.ex.pool.get_or_insert_with(|| pool.name.clone());
     let status = if tried.is_empty() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::BAD_GATEWAY
     };
     local::error(status, &why, &id.to_string())
+}
+
+/// Who ended an exchange that ran out of time (HAProxy: `c` the client's
+/// timeout, `s` the server's; `D` a body, `H` the response head).
+fn late_termination(open: &mut Open, late: &timeouts::Late) {
+    match late {
+        timeouts::Late::Client(_) => open.set(b'c', b'D'),
+        timeouts::Late::ServerReading(_) => open.set(b's', b'D'),
+        timeouts::Late::ServerAnswering(_) | timeouts::Late::Total(_) => open.set(b's', b'H'),
+    }
 }
 
 /// A 502 for a response that cannot be relayed faithfully (`why`); a
@@ -399,6 +500,7 @@ fn deliver(
     client_view: Option<RequestView>,
     sender: hyper::client::conn::http1::SendRequest<RequestBody>,
     watch: upstream_io::HeadWatch,
+    open: &mut Open,
 ) -> Response<ResponseBody> {
     server
         .state
@@ -416,6 +518,7 @@ fn deliver(
     let (mut rhead, rbody) = resp.into_parts();
     if let Err(why) = forward::prepare_response(&mut rhead) {
         // The connection is dropped with the body: never reused.
+        open.set(b'P', b'H');
         return cannot_relay(pool, server, id, why);
     }
     if let Some(mut req_view) = client_view {
@@ -425,7 +528,12 @@ fn deliver(
             server: server.addr_text.clone(),
             growth: 0,
         };
-        if let Err(e) = script.on_response(&mut req_view, &mut res_view) {
+        let hooks = std::time::Instant::now();
+        let answered = script.on_response(&mut req_view, &mut res_view);
+        open.ex.hooks_us += hooks.elapsed().as_micros() as u64;
+        crate::script::api::log_field::take_into(&mut open.ex.script_fields);
+        if let Err(e) = answered {
+            open.set(b'P', b'H');
             tracing::error!(request = %id, hook = e.hook, "{}", e.message);
             return local::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -441,6 +549,7 @@ fn deliver(
         rhead.headers.remove(http::header::CONTENT_LENGTH);
         if !rbody.is_end_stream() {
             // The body is dropped unread, and with it the connection.
+            open.ex.termination = Termination::NORMAL;
             in_flight.finished_well();
             return Response::from_parts(rhead, ResponseBody::full(bytes::Bytes::new()));
         }

@@ -33,6 +33,12 @@ pub struct Status {
     pub max_connections_reached: u64,
     /// Per listener: `NAME: open N, max_connections M|none, reached K`.
     pub listeners: Vec<String>,
+    /// Per pool: `NAME: BALANCE, U/N servers up`, then its servers:
+    /// `POOL ADDR: up|down|drain|maint, weight W[, backup]`.
+    pub pools: Vec<String>,
+    pub servers: Vec<String>,
+    /// Where the admin listener listens, if the policy has one.
+    pub admin: Option<String>,
 }
 
 impl Status {
@@ -48,6 +54,15 @@ impl Status {
         ));
         for l in &self.listeners {
             text.push_str(&format!("listener {l}\n"));
+        }
+        if let Some(admin) = &self.admin {
+            text.push_str(&format!("admin: {admin}\n"));
+        }
+        for p in &self.pools {
+            text.push_str(&format!("pool {p}\n"));
+        }
+        for s in &self.servers {
+            text.push_str(&format!("server {s}\n"));
         }
         text
     }

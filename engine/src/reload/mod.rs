@@ -136,6 +136,7 @@ impl Supervisor {
         tracing::info!("draining: no new connections; open ones get up to {grace:?} to finish");
         self.running.shutdown(grace);
         self.files.remove();
+        crate::observe::access_log::flush();
         tracing::info!("stopped");
         Ok(())
     }
@@ -146,6 +147,8 @@ impl Supervisor {
     ) -> anyhow::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hup = signal(SignalKind::hangup())?;
+        // logrotate's convention (nginx's too): reopen the access logs.
+        let mut usr1 = signal(SignalKind::user_defined1())?;
         let mut stuck = self
             .running
             .stuck_workers()
@@ -211,6 +214,7 @@ impl Supervisor {
                 }
                 _ = hup.recv() => { let _ = self.reload("SIGHUP"); }
                 Some(command) = commands.recv() => self.command(command),
+                _ = usr1.recv() => crate::observe::access_log::reopen(),
                 Some(event) = events.recv() => self.health_changed(event),
                 _ = cooldowns.tick() => self.end_cooldowns(),
                 Some(index) = stuck.recv() => self.replace_stuck(index),
@@ -258,7 +262,29 @@ impl Supervisor {
             caps.process.max().unwrap_or(usize::MAX),
             caps.process.reached(),
         );
-        let changed = before != now || listeners != self.status.listeners;
+        let (pools, servers) = pool_lines(self.running.policy());
+        let admin = self.admin.addr().map(|a| {
+            let with = if self
+                .running
+                .policy()
+                .admin
+                .as_ref()
+                .is_some_and(|s| s.token.is_some())
+            {
+                "token required"
+            } else {
+                "no token"
+            };
+            format!("http://{a}/ ({with})")
+        });
+        let changed = before != now
+            || listeners != self.status.listeners
+            || pools != self.status.pools
+            || servers != self.status.servers
+            || admin != self.status.admin;
+        self.status.pools = pools;
+        self.status.servers = servers;
+        self.status.admin = admin;
         (
             self.status.connections,
             self.status.max_connections,
@@ -430,6 +456,7 @@ impl Supervisor {
                 );
                 self.status.generation = generation;
                 self.show_live();
+                self.refresh_counts();
                 self.files.write(&self.status);
                 self.policy_changed();
                 Ok(generation)
@@ -547,6 +574,34 @@ impl Supervisor {
         self.files.write(&self.status);
         result
     }
+}
+
+/// What `pocket status` lists of the live policy's pools and servers:
+/// `app: round_robin, 1/2 servers up` and `app 127.0.0.1:9001: drain,
+/// weight 1` (a state as the admin API names it).
+fn pool_lines(policy: &crate::config::Policy) -> (Vec<String>, Vec<String>) {
+    let mut pools = Vec::new();
+    let mut servers = Vec::new();
+    for pool in &policy.pools {
+        pools.push(format!(
+            "{}: {}, {}/{} servers up",
+            pool.name,
+            pool.balance_name(),
+            pool.servers_up(),
+            pool.servers.len()
+        ));
+        for s in &pool.servers {
+            let state = crate::admin::state_of(s);
+            servers.push(format!(
+                "{} {}: {state}, weight {}{}",
+                pool.name,
+                s.addr_text,
+                s.weight,
+                if s.backup { ", backup" } else { "" }
+            ));
+        }
+    }
+    (pools, servers)
 }
 
 /// Other Pockets already serving this policy, said at start: one still

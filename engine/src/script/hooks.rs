@@ -37,6 +37,13 @@ pub struct HookError {
 pub struct WorkerScript {
     pub vm: Vm,
     pub policy: Arc<Policy>,
+    /// The policy generation this script runs (the access log's
+    /// `generation`); 0 outside a running Pocket (`pocket test`).
+    pub generation: u64,
+    /// This worker's handle on the policy's access log: its own `Arc`, so
+    /// that each request's clone does not bounce one counter between the
+    /// workers' cores.
+    pub access_log: Option<Arc<crate::observe::access_log::Sink>>,
     on_connect: Option<Function>,
     on_request: Option<Function>,
     on_response: Option<Function>,
@@ -149,6 +156,8 @@ impl WorkerScript {
             .collect::<mlua::Result<_>>()
             .map_err(|e| describe_lua_error(&e))?;
         Ok(WorkerScript {
+            generation: 0,
+            access_log: policy.log.as_ref().map(|s| s.for_worker()),
             on_connect: hook(&root, "on_connect"),
             on_request: hook(&root, "on_request"),
             on_response: hook(&root, "on_response"),

@@ -509,8 +509,13 @@ fn service(
             // A head read ahead (pipelined) had a bare LF: refused here,
             // before the proxy, and the connection closes after the answer.
             tracing::debug!(peer = %cx.peer, "request head with a bare LF; 400");
-            let resp =
-                bad_head_response().map(|body| Tracked::new(body, Busy::new(activity.clone())));
+            // Its access log line: refused by Pocket, in the request phase.
+            let (head, _) = req.into_parts();
+            let script = cx.worker.script();
+            let mut open = proxy::open_exchange(&cx, &script, cx.worker.next_request_id(), &head);
+            open.set(b'P', b'R');
+            let resp = proxy::with_record(bad_head_response(), open, false)
+                .map(|body| Tracked::new(body, Busy::new(activity.clone())));
             return Box::pin(std::future::ready(Ok(resp))) as ServiceFuture;
         }
         Box::pin(Serving {

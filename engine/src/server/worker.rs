@@ -102,6 +102,7 @@ fn load(
     let script = WorkerScript::new(policy, limits);
     pulse.leave();
     let mut script = script?;
+    script.generation = generation;
     script.watch_with(pulse.clone());
     Ok(script)
 }

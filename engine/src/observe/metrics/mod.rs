@@ -42,13 +42,6 @@ use text::{Kind, Text};
 
 use crate::lb::AdminState;
 
-/// Access-log lines dropped (slow or full disk).
-// TODO(issue 14): read crate::observe::access_log::dropped_lines() once the
-// access log is merged; 0 until then.
-fn dropped_lines() -> u64 {
-    0
-}
-
 /// Every metric, in the Prometheus text format (version 0.0.4; serve with
 /// `Content-Type: text/plain; version=0.0.4; charset=utf-8`).
 pub fn render() -> String {
@@ -165,11 +158,8 @@ pub fn render() -> String {
         Kind::Counter,
         "Access-log lines dropped because the writer could not keep up (slow or full disk).",
     );
-    t.sample(
-        "pocket_access_log_dropped_lines_total",
-        &[],
-        dropped_lines(),
-    );
+    let dropped = crate::observe::access_log::dropped_lines();
+    t.sample("pocket_access_log_dropped_lines_total", &[], dropped);
     t.finish()
 }
 
@@ -366,6 +356,7 @@ mod tests {
             termination: Termination::NORMAL,
             script_fields: Vec::new(),
             trace: None,
+            log: None,
         }
     }
 

@@ -5,6 +5,7 @@ pub mod conn;
 mod headers;
 pub mod local;
 mod log;
+pub mod log_field;
 pub mod names;
 pub mod pool_refs;
 mod regex;

@@ -179,6 +179,21 @@ impl UserData for RequestView {
                 ("host", "req:set_header(\"host\", ...)"),
             ],
         );
+        methods.add_method("log_field", |_, r, (name, value): (String, Value)| {
+            let value = match value {
+                Value::String(s) => s.to_string_lossy(),
+                Value::Integer(i) => i.to_string(),
+                Value::Number(n) => n.to_string(),
+                Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(runtime(format!(
+                    "log_field: the value of {name:?} must be a string, number or boolean, not {}",
+                    other.type_name()
+                )))
+                }
+            };
+            super::log_field::add(r.id, &name, value).map_err(runtime)
+        });
         methods.add_method_mut("set_path", |_, r, path: String| {
             r.set_path(&path).map_err(runtime)
         });

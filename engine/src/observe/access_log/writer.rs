@@ -1,0 +1,320 @@
+//! A file's writer thread and the workers' buffers it drains.
+//!
+//! Each worker thread appends lines to its own buffer (a mutex only the
+//! writer ever contends for, a tenth of a second at a time); the writer
+//! swaps each full buffer for an empty one and writes the batch. A buffer
+//! at its cap takes no more lines: they are dropped and counted, so a slow
+//! or full disk costs lines, never a request's time.
+
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use super::DROPPED;
+
+/// A worker's buffer takes at most this many bytes between two drains
+/// (about 6000 JSON lines; the writer drains every [`TICK`]).
+const CAP: usize = 2 << 20;
+/// A buffer this full wakes the writer before its tick.
+const WAKE_AT: usize = 256 << 10;
+/// How often the writer drains the buffers, reopens if asked, and may
+/// report drops.
+const TICK: Duration = Duration::from_millis(100);
+/// Drops are reported at most this often.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Bumped by SIGUSR1: each writer reopens its file when it sees a new
+/// value.
+static REOPEN: AtomicU64 = AtomicU64::new(0);
+/// Every live writer (to wake them for a reopen), and the way two
+/// policies naming one file share its writer.
+static WRITERS: Mutex<Vec<Weak<Writer>>> = Mutex::new(Vec::new());
+/// Drops already reported, and when (ms since [`epoch`]).
+static REPORTED: AtomicU64 = AtomicU64::new(0);
+static REPORTED_AT: Mutex<Option<Instant>> = Mutex::new(None);
+/// Gives each writer an identity for the workers' caches.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One worker's lines waiting for the writer.
+struct Slot(Mutex<Vec<u8>>);
+
+/// What a writer's thread shares with the workers.
+struct Shared {
+    path: String,
+    slots: Mutex<Vec<Arc<Slot>>>,
+    /// The last policy using this file is gone: drain once more and stop.
+    closed: AtomicBool,
+    /// Drain rounds done (for [`flush_all`] to wait on).
+    rounds: AtomicU64,
+}
+
+/// A file's writer: the handle policies hold ([`super::Sink`]).
+pub struct Writer {
+    id: u64,
+    shared: Arc<Shared>,
+    thread: Thread,
+}
+
+thread_local! {
+    /// This thread's slot with the writer it last wrote to.
+    static LOCAL: RefCell<Option<(u64, Arc<Slot>)>> = const { RefCell::new(None) };
+}
+
+enum Out {
+    Stderr,
+    File(File),
+}
+
+fn open(path: &str) -> std::io::Result<Out> {
+    if path == "-" {
+        return Ok(Out::Stderr);
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map(Out::File)
+}
+
+impl Out {
+    /// Writes `batch`; on an error, also says whether a part of a line
+    /// went out (the next batch then starts on a line of its own).
+    fn write_all(&mut self, batch: &[u8]) -> Result<(), (std::io::Error, bool)> {
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let n = match self {
+                Out::Stderr => std::io::stderr().lock().write(rest),
+                Out::File(f) => f.write(rest),
+            };
+            match n {
+                Ok(0) => {
+                    let cut =
+                        rest.len() != batch.len() && batch[batch.len() - rest.len() - 1] != b'\n';
+                    return Err((std::io::ErrorKind::WriteZero.into(), cut));
+                }
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let cut =
+                        rest.len() != batch.len() && batch[batch.len() - rest.len() - 1] != b'\n';
+                    return Err((e, cut));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The writer for `path`: the running one if a policy already uses that
+/// path, else a new one (the file opened now; errors: the OS's reason).
+pub fn for_path(path: &str) -> Result<Arc<Writer>, String> {
+    let mut writers = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    writers.retain(|w| w.strong_count() > 0);
+    if let Some(w) = writers
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find(|w| w.shared.path == path)
+    {
+        return Ok(w);
+    }
+    let out = open(path).map_err(|e| e.to_string())?;
+    let shared = Arc::new(Shared {
+        path: path.to_string(),
+        slots: Mutex::new(Vec::new()),
+        closed: AtomicBool::new(false),
+        rounds: AtomicU64::new(0),
+    });
+    let run = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name("access-log".into())
+        .spawn(move || drain_loop(run, out))
+        .map_err(|e| format!("cannot start its writer thread: {e}"))?
+        .thread()
+        .clone();
+    let writer = Arc::new(Writer {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        shared,
+        thread,
+    });
+    writers.push(Arc::downgrade(&writer));
+    Ok(writer)
+}
+
+pub fn reopen_all() {
+    REOPEN.fetch_add(1, Ordering::Relaxed);
+    let writers = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
+    for w in writers.iter().filter_map(Weak::upgrade) {
+        w.thread.unpark();
+    }
+}
+
+/// Writes out what the workers' buffers hold now, waiting up to `within`
+/// (when Pocket stops: the last lines are not lost).
+pub fn flush_all(within: Duration) {
+    let writers: Vec<Arc<Writer>> = WRITERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect();
+    let deadline = Instant::now() + within;
+    for w in writers {
+        // A round that began before this call may have missed lines: wait
+        // for the one after it to end.
+        let goal = w.shared.rounds.load(Ordering::Acquire) + 2;
+        while w.shared.rounds.load(Ordering::Acquire) < goal && Instant::now() < deadline {
+            w.thread.unpark();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Writer {
+    pub fn path(&self) -> &str {
+        &self.shared.path
+    }
+
+    /// Appends one line (`format` writes it) to this thread's buffer, or
+    /// counts it dropped if the buffer is full.
+    #[inline]
+    pub fn push(&self, format: impl FnOnce(&mut Vec<u8>)) {
+        LOCAL.with(|local| {
+            let mut local = local.borrow_mut();
+            let slot = match &*local {
+                Some((id, slot)) if *id == self.id => slot,
+                _ => {
+                    let slot = Arc::new(Slot(Mutex::new(Vec::with_capacity(64 << 10))));
+                    self.shared
+                        .slots
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(slot.clone());
+                    &local.insert((self.id, slot)).1
+                }
+            };
+            let mut buf = slot.0.lock().unwrap_or_else(|e| e.into_inner());
+            let before = buf.len();
+            if before >= CAP {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            format(&mut buf);
+            if before < WAKE_AT && buf.len() >= WAKE_AT {
+                self.thread.unpark();
+            }
+        });
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.thread.unpark();
+    }
+}
+
+/// The writer thread: every tick (or when woken), each worker's batch
+/// goes to the file; a batch the file refuses is dropped and counted.
+fn drain_loop(shared: Arc<Shared>, mut out: Out) {
+    let mut seen_reopen = REOPEN.load(Ordering::Relaxed);
+    let mut spare: Vec<u8> = Vec::with_capacity(64 << 10);
+    let mut slots: Vec<Arc<Slot>> = Vec::new();
+    let mut failing = false;
+    // A failed write left part of a line in the file.
+    let mut cut = false;
+    loop {
+        let closing = shared.closed.load(Ordering::Acquire);
+        let wanted = REOPEN.load(Ordering::Relaxed);
+        if wanted != seen_reopen {
+            seen_reopen = wanted;
+            match open(&shared.path) {
+                Ok(o) => {
+                    out = o;
+                    tracing::info!("access log {}: reopened", shared.path);
+                }
+                Err(e) => tracing::warn!(
+                    "access log {}: cannot reopen ({e}); still writing to the file it had open",
+                    shared.path
+                ),
+            }
+        }
+        slots.clear();
+        slots.extend(
+            shared
+                .slots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+        for slot in &slots {
+            {
+                let mut buf = slot.0.lock().unwrap_or_else(|e| e.into_inner());
+                if buf.is_empty() {
+                    continue;
+                }
+                std::mem::swap(&mut *buf, &mut spare);
+            }
+            if cut && out.write_all(b"\n").is_ok() {
+                cut = false;
+            }
+            match out.write_all(&spare) {
+                Ok(()) => {
+                    if failing {
+                        failing = false;
+                        tracing::info!("access log {}: writing again", shared.path);
+                    }
+                }
+                Err((e, partial)) => {
+                    cut |= partial;
+                    let lines = memchr::memchr_iter(b'\n', &spare).count() as u64;
+                    DROPPED.fetch_add(lines, Ordering::Relaxed);
+                    if !failing {
+                        failing = true;
+                        tracing::warn!("access log {}: cannot write ({e})", shared.path);
+                    }
+                }
+            }
+            spare.clear();
+            if spare.capacity() > CAP + (CAP >> 1) {
+                spare.shrink_to(64 << 10);
+            }
+        }
+        report_drops();
+        shared.rounds.fetch_add(1, Ordering::Release);
+        if closing {
+            return;
+        }
+        std::thread::park_timeout(TICK);
+    }
+}
+
+/// Says in Pocket's log how many lines were dropped since the last time
+/// it said so, at most once per [`REPORT_EVERY`] (all files together).
+fn report_drops() {
+    let total = DROPPED.load(Ordering::Relaxed);
+    let said = REPORTED.load(Ordering::Relaxed);
+    if total == said {
+        return;
+    }
+    let mut at = REPORTED_AT.lock().unwrap_or_else(|e| e.into_inner());
+    if at.is_some_and(|t| t.elapsed() < REPORT_EVERY) {
+        return;
+    }
+    if REPORTED
+        .compare_exchange(said, total, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    *at = Some(Instant::now());
+    tracing::warn!(
+        "access log: {} dropped ({} since start): the disk is full or too slow",
+        crate::words::count(total - said, "line"),
+        total
+    );
+}

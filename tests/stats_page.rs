@@ -1,0 +1,117 @@
+//! The stats page in a real browser (Debian's headless chromium, driven
+//! by chromedriver from tests/browser/stats_page.py with selenium): it
+//! shows every server; killing an origin turns its row to down without a
+//! page reload; clicking drain on a server moves new requests away from
+//! it. Leaves a screenshot (POCKET_SCREENSHOT=docs/stats-page.png puts it
+//! there, as in the docs).
+
+mod common;
+use common::*;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+
+const TOKEN: &str = "page-t0ken";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_dead_server_down_and_drain_moves_requests_away() {
+    require_command("chromium", "chromium");
+    let python = "python3";
+    let ok = Command::new(python)
+        .args(["-c", "import selenium"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "python3 cannot import selenium: run the suite with tests/run, which installs tests/setup/requirements.txt into a venv"
+    );
+    let (a, b) = (origin("A"), origin("B"));
+    let mut c = Some(origin("C"));
+    let c_addr = c.as_ref().unwrap().addr;
+    let admin = dead_addr();
+    let pocket = Pocket::start_with(
+        &format!(
+            r#"return {{
+  admin = {{ bind = "{admin}", token = "{TOKEN}" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{
+    app = {{ servers = {{ "{}", "{}", "{c_addr}" }}, check = {{ tcp = true, interval = "1s", fall = 2 }} }},
+  }},
+}}
+"#,
+            a.addr, b.addr
+        ),
+        1,
+        &["--no-watch"],
+    );
+    let web = pocket.addr("web");
+    for _ in 0..9 {
+        assert_eq!(get(web, "/").await.status, 200);
+    }
+    let shot = std::env::var("POCKET_SCREENSHOT")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| pocket.dir.path().join("stats-page.png"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/stats_page.py");
+    let mut driver = Command::new(python)
+        .args([
+            script,
+            &format!("http://{admin}"),
+            TOKEN,
+            shot.to_str().unwrap(),
+            &a.addr.to_string(),
+            &c_addr.to_string(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run python3");
+    let mut to = driver.stdin.take().unwrap();
+    let mut from = BufReader::new(driver.stdout.take().unwrap()).lines();
+    let mut expect = |what: &str| {
+        let line = from.next().and_then(Result::ok).unwrap_or_default();
+        assert_eq!(
+            line,
+            what,
+            "the browser said {line:?}; Pocket's log:\n{}",
+            pocket.log.text()
+        );
+    };
+
+    expect("READY");
+    // Kill C: its row turns down, the page not reloaded.
+    drop(c.take());
+    writeln!(to, "killed").unwrap();
+    expect("DOWN");
+    // Drain was clicked on A's row: new requests go to B only.
+    expect("DRAINED");
+    let (before_a, before_b) = (a.request_count(), b.request_count());
+    for _ in 0..20 {
+        let r = get(web, "/").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-origin").as_deref(), Some("B"));
+    }
+    assert_eq!(
+        a.request_count(),
+        before_a,
+        "a drained server gets no new request"
+    );
+    assert_eq!(b.request_count() - before_b, 20);
+    // Some traffic while the screenshot is taken (its req/s column).
+    let traffic = tokio::spawn(async move {
+        for _ in 0..200 {
+            let _ = get(web, "/").await;
+            tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        }
+    });
+    writeln!(to, "counted").unwrap();
+    expect("DONE");
+    traffic.abort();
+    assert!(driver.wait().unwrap().success());
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.starts_with(b"\x89PNG"),
+        "a PNG screenshot at {}",
+        shot.display()
+    );
+}
