@@ -1,8 +1,6 @@
-//! What `/metrics` serves: Prometheus text. The values come from
-//! `crate::observe::metrics` (its own owner); until that is wired in,
-//! this serves an empty exposition, which Prometheus accepts.
+//! What `/metrics` serves: Prometheus text, from `crate::observe::metrics`.
 
 /// The Prometheus text exposition of the process's metrics.
 pub fn text() -> String {
-    String::new()
+    crate::observe::metrics::render()
 }

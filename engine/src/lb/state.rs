@@ -110,6 +110,9 @@ pub struct Health {
     /// load still applies its check's `start = "down"`.
     live: AtomicBool,
     events: Option<UnboundedSender<HealthEvent>>,
+    /// Active check results ever, passed and failed (for `/metrics`).
+    checks_ok: AtomicU64,
+    checks_failed: AtomicU64,
     /// The last active checks, for the stats page and the API.
     pub checks: crate::health::CheckLog,
 }
@@ -132,8 +135,18 @@ impl Health {
             up_at_ms: AtomicU64::new(0),
             live: AtomicBool::new(false),
             events,
+            checks_ok: AtomicU64::new(0),
+            checks_failed: AtomicU64::new(0),
             checks: crate::health::CheckLog::default(),
         }
+    }
+
+    /// Active check results so far: (passed, failed).
+    pub fn checks(&self) -> (u64, u64) {
+        (
+            self.checks_ok.load(Ordering::Relaxed),
+            self.checks_failed.load(Ordering::Relaxed),
+        )
     }
 
     /// No live policy has had this health yet.
@@ -239,6 +252,12 @@ impl Health {
             (&self.check_fail, &self.check_ok)
         };
         other.store(0, Ordering::Relaxed);
+        if ok {
+            &self.checks_ok
+        } else {
+            &self.checks_failed
+        }
+        .fetch_add(1, Ordering::Relaxed);
         let streak = same.fetch_add(1, Ordering::Relaxed) + 1;
         let up = self.is_up();
         if ok && !up && streak >= rise {
@@ -259,6 +278,10 @@ impl Health {
     }
 }
 
+/// What the request path tells [`ServerState::traffic_failed`] when a
+/// connect failed (`pocket_server_connect_failures_total` counts these).
+pub const CONNECT_FAILED: &str = "connect failed";
+
 /// A server as one pool sees it: the health it shares (or owns), and the
 /// pool's own counters and admin state.
 #[derive(Debug)]
@@ -274,6 +297,8 @@ pub struct ServerState {
     pub failures: AtomicU64,
     /// [`AdminState`] as a number.
     admin: AtomicU8,
+    /// What `/metrics` shows of it (status classes, bytes, durations...).
+    pub metrics: crate::observe::metrics::ServerMetrics,
     /// A weight the admin API set, kept across reloads like `admin`;
     /// 0: the policy's own.
     weight_set: AtomicU32,
@@ -289,6 +314,7 @@ impl ServerState {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             admin: AtomicU8::new(0),
+            metrics: Default::default(),
             weight_set: AtomicU32::new(0),
         }
     }
@@ -369,10 +395,19 @@ impl ServerState {
     /// every pool that shares its health.
     pub fn traffic_failed(&self, limit: u32, what: &str) {
         self.failures.fetch_add(1, Ordering::Relaxed);
+        if what == CONNECT_FAILED {
+            self.metrics
+                .connect_failures
+                .fetch_add(1, Ordering::Relaxed);
+        }
         // `passive = false`: this pool's failures count for nothing, not
         // even toward a streak another pool's `after` would end.
         if limit > 0 {
+            let was_up = self.health.is_up();
             self.health.traffic_failed(limit, what);
+            if was_up && !self.health.is_up() {
+                self.metrics.ejections.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -434,6 +469,7 @@ impl StateRegistry {
     /// `policy` is live on the workers: its healths are no longer fresh,
     /// and `pocket.server` sees its states.
     pub fn went_live(&self, policy: &crate::config::Policy) {
+        crate::observe::metrics::went_live(policy);
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         live.clear();
         for pool in &policy.pools {

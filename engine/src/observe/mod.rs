@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod exchange;
+pub mod metrics;
 
 pub use exchange::{Exchange, Termination};
 
@@ -16,5 +17,6 @@ pub use exchange::{Exchange, Termination};
 /// access log if the policy turns it on. Runs on the worker's thread: it
 /// must not block.
 pub fn exchange_ended(ex: &Exchange) {
+    metrics::exchange(ex);
     access_log::write(ex);
 }

@@ -132,6 +132,7 @@ impl Lease {
         let mut idle = self.upstreams.idle.borrow_mut();
         let list = idle.entry(self.addr).or_default();
         if list.len() < MAX_IDLE_PER_SERVER {
+            crate::observe::metrics::upstream_idle(1);
             list.push(Idle {
                 sender: self.sender,
                 watch: self.watch,
@@ -141,10 +142,24 @@ impl Lease {
     }
 }
 
+impl Drop for Upstreams {
+    /// A worker that ends takes its idle connections with it.
+    fn drop(&mut self) {
+        let kept: usize = self.idle.get_mut().values().map(Vec::len).sum();
+        crate::observe::metrics::upstream_idle(-(kept as i64));
+    }
+}
+
 impl Upstreams {
     /// Drops idle connections to servers that are in no pool any more.
     pub fn forget_except(&self, live: &[SocketAddr]) {
-        self.idle.borrow_mut().retain(|addr, _| live.contains(addr));
+        self.idle.borrow_mut().retain(|addr, list| {
+            let keep = live.contains(addr);
+            if !keep {
+                crate::observe::metrics::upstream_idle(-(list.len() as i64));
+            }
+            keep
+        });
     }
 
     /// A reusable connection to `addr` if one is idle (and `reuse`), else
@@ -162,6 +177,7 @@ impl Upstreams {
                     idle.get_mut(&addr).and_then(|list| list.pop())
                 };
                 let Some(mut idle) = candidate else { break };
+                crate::observe::metrics::upstream_idle(-1);
                 let idle_for = idle.since.elapsed();
                 if idle_for > timeouts.keepalive || idle.sender.is_closed() {
                     continue;

@@ -71,6 +71,7 @@ impl Supervisor {
         watch: bool,
     ) -> Supervisor {
         registry.went_live(running.policy());
+        crate::observe::metrics::generation_live(1);
         let admin = Admin::new(View {
             policy: running.policy().clone(),
             generation: 1,
@@ -552,6 +553,8 @@ impl Supervisor {
                 self.refresh_counts();
                 self.status.generation = self.generation;
                 self.status.reloads_ok += 1;
+                crate::observe::metrics::generation_live(self.generation);
+                crate::observe::metrics::reload_ended(true);
                 self.show_live();
                 // Checks, on_health and on_check follow the new policy.
                 self.policy_changed();
@@ -564,6 +567,7 @@ impl Supervisor {
                     );
                 }
                 self.status.reloads_failed += 1;
+                crate::observe::metrics::reload_ended(false);
                 self.status.last_error = e.lines().collect::<Vec<_>>().join(" | ");
             }
         }

@@ -1,6 +1,7 @@
 //! A worker's copy of the policy: its own VM, with the hook functions looked
 //! up once at load and called directly per request.
 
+use crate::observe::metrics::Hook;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,8 +77,9 @@ struct Watched {
     bypasses: Vec<u32>,
 }
 
-/// Clears the stamp when the call returns (or unwinds).
-struct Busy<'a>(Option<&'a Pulse>);
+/// Clears the stamp when the call returns (or unwinds), and counts the
+/// call's time in `pocket_hook_duration_seconds`.
+struct Busy<'a>(Option<&'a Pulse>, Option<Hook>, std::time::Instant);
 
 impl Drop for Busy<'_> {
     #[inline]
@@ -85,7 +87,24 @@ impl Drop for Busy<'_> {
         if let Some(p) = self.0 {
             p.leave();
         }
+        if let Some(hook) = self.1 {
+            crate::observe::metrics::hook_ran(hook, self.2);
+        }
     }
+}
+
+/// The metrics' name for what the watchdog stamps (loading a policy is
+/// no request-path hook: not timed here).
+fn hook_of(doing: Doing) -> Option<Hook> {
+    Some(match doing {
+        Doing::OnConnect => Hook::OnConnect,
+        Doing::OnRequest => Hook::OnRequest,
+        Doing::OnResponse => Hook::OnResponse,
+        Doing::HashKey => Hook::HashKey,
+        Doing::Balance => Hook::Balance,
+        Doing::Bypass => Hook::Bypass,
+        Doing::Loading => return None,
+    })
 }
 
 impl WorkerScript {
@@ -187,9 +206,9 @@ impl WorkerScript {
         match &self.watch {
             Some(w) => {
                 w.pulse.enter(doing, place(w), seq);
-                Busy(Some(&w.pulse))
+                Busy(Some(&w.pulse), hook_of(doing), std::time::Instant::now())
             }
-            None => Busy(None),
+            None => Busy(None, hook_of(doing), std::time::Instant::now()),
         }
     }
 

@@ -244,6 +244,7 @@ pub async fn serve(
             continue; // the next request has already begun
         }
         let wait = keepalive.saturating_sub(PARK_AFTER);
+        let _parked = crate::observe::metrics::Parked::enter();
         let woke = tokio::select! {
             biased;
             _ = drain.started() => return,

@@ -281,6 +281,12 @@ impl Caps {
             .clone()
     }
 
+    /// The gate of the listener `spec` describes (its open connections,
+    /// for `/metrics`).
+    pub fn listener_gate(&self, spec: &crate::config::ListenerSpec) -> Arc<Gate> {
+        self.listener(&ListenerKey::of(spec))
+    }
+
     /// Sets each listener's cap from `policy` (at start and at each reload).
     pub fn configure(&self, policy: &Policy) {
         for l in &policy.listeners {

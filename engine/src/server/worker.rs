@@ -158,11 +158,16 @@ pub fn run(start: Start, mut control: UnboundedReceiver<Control>, pulse: Arc<Pul
     let watched = pulse.clone();
     local.block_on(&runtime, async move {
         let beating = pulse.clone();
+        let sampled = worker.clone();
         tokio::task::spawn_local(async move {
             let mut every = tokio::time::interval(BEAT);
             loop {
                 every.tick().await;
                 beating.beat();
+                // The Lua heap for /metrics: a read of mlua's count, off
+                // the request path.
+                let bytes = sampled.script().vm.lua.used_memory();
+                crate::observe::metrics::lua_memory(sampled.index, bytes);
             }
         });
         let http = Rc::new(Http::new());

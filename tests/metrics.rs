@@ -1,0 +1,407 @@
+//! `/metrics` seen from outside: a real Pocket with real origins, scraped
+//! over its admin listener; `promtool check metrics` on what it serves;
+//! and a real Prometheus scraping it that sees a killed server go down.
+
+mod common;
+use common::*;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn policy(a: SocketAddr, b: SocketAddr) -> String {
+    format!(
+        r#"return {{
+  admin = {{ bind = "127.0.0.1:0" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{a}", "{b}" }},
+    check = {{ http = "GET /health", expect = 200, interval = "200ms", timeout = "2s", rise = 1, fall = 1 }} }} }},
+  on_request = function(req) return nil end,
+}}"#
+    )
+}
+
+/// The admin listener's address, as its log line says.
+fn admin_addr(pocket: &Pocket) -> SocketAddr {
+    let line = pocket.log.wait_for(&["admin listening on "]);
+    let text = line.rsplit("admin listening on ").next().unwrap().trim();
+    text.parse()
+        .unwrap_or_else(|_| panic!("bad address in {line:?}"))
+}
+
+/// `GET /metrics`, with the admin address as the Host (without a token
+/// the admin listener answers only Hosts that are IP addresses or
+/// localhost), as Prometheus sends it.
+async fn scrape(admin: SocketAddr) -> String {
+    let host = admin.to_string();
+    let r = send(admin, request("GET", "/metrics", &[("host", &host)], "")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+}
+
+/// The value of the sample whose line starts with `series` (name and
+/// labels exactly as written), if there is one.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `promtool check metrics` on `text`: what it says (empty when clean).
+fn promtool(text: &str) -> (bool, String) {
+    use std::io::Write;
+    require_command("promtool", "prometheus");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(start.elapsed() < DEADLINE, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_move_with_traffic_and_server_state_and_promtool_finds_nothing() {
+    let a = origin("A");
+    let b = origin("B");
+    let b_addr = b.addr;
+    let pocket = Pocket::start(&policy(a.addr, b.addr), 2);
+    let web = pocket.addr("web");
+    let admin = admin_addr(&pocket);
+
+    for _ in 0..10 {
+        assert_eq!(get(web, "/").await.status, 200);
+    }
+    let text = scrape(admin).await;
+    let (clean, said) = promtool(&text);
+    assert!(clean && said.trim().is_empty(), "promtool: {said}\n{text}");
+    for family in [
+        "pocket_requests_total",
+        "pocket_response_bytes_total",
+        "pocket_client_connections",
+        "pocket_server_requests_total",
+        "pocket_server_state",
+        "pocket_server_checks_total",
+        "pocket_server_request_duration_seconds",
+        "pocket_hook_duration_seconds",
+        "pocket_reloads_total",
+        "pocket_policy_generation",
+        "pocket_lua_memory_bytes",
+        "pocket_upstream_connections_idle",
+        "pocket_access_log_dropped_lines_total",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "no {family} in\n{text}"
+        );
+    }
+    let requests = |text: &str| {
+        value(text, r#"pocket_requests_total{listener="web",class="2xx"}"#).unwrap_or(0.0)
+    };
+    assert!(requests(&text) >= 10.0, "10 requests sent:\n{text}");
+    let by_server = |text: &str, s: SocketAddr| {
+        value(
+            text,
+            &format!(r#"pocket_server_requests_total{{pool="app",server="{s}",class="2xx"}}"#),
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(
+        by_server(&text, a.addr) + by_server(&text, b_addr),
+        requests(&text)
+    );
+    let hooks = value(
+        &text,
+        r#"pocket_hook_duration_seconds_count{hook="on_request"}"#,
+    );
+    assert!(hooks >= Some(10.0), "on_request ran 10 times:\n{text}");
+    assert!(
+        value(&text, r#"pocket_lua_memory_bytes{worker="0"}"#) > Some(0.0),
+        "{text}"
+    );
+    assert!(
+        value(&text, r#"pocket_client_connections{listener="web"}"#).is_some(),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "pocket_policy_generation"),
+        Some(1.0),
+        "{text}"
+    );
+    let up = format!(r#"pocket_server_state{{pool="app",server="{b_addr}",state="up"}}"#);
+    let down = format!(r#"pocket_server_state{{pool="app",server="{b_addr}",state="down"}}"#);
+    assert_eq!(value(&text, &up), Some(1.0), "{text}");
+    assert_eq!(value(&text, &down), Some(0.0), "{text}");
+
+    // More traffic counts up.
+    for _ in 0..5 {
+        assert_eq!(get(web, "/").await.status, 200);
+    }
+    let before = requests(&text);
+    until("requests to count up", async || {
+        let t = scrape(admin).await;
+        (requests(&t) >= before + 5.0).then_some(())
+    })
+    .await;
+
+    // A killed server flips to down.
+    drop(b);
+    let text = until("the killed server to show down", async || {
+        let t = scrape(admin).await;
+        (value(&t, &down) == Some(1.0)).then_some(t)
+    })
+    .await;
+    assert_eq!(value(&text, &up), Some(0.0), "{text}");
+    let failed =
+        format!(r#"pocket_server_checks_total{{pool="app",server="{b_addr}",result="failed"}}"#);
+    assert!(value(&text, &failed).unwrap_or(0.0) >= 1.0, "{text}");
+    let (clean, said) = promtool(&text);
+    assert!(clean && said.trim().is_empty(), "promtool: {said}");
+
+    // A reload that goes live and one that is refused.
+    let good = std::fs::read_to_string(&pocket.policy).unwrap();
+    std::fs::write(
+        &pocket.policy,
+        good.replace("return nil end", "return nil end --"),
+    )
+    .unwrap();
+    pocket_cmd(&["reload", pocket.policy.to_str().unwrap()]);
+    until("a reload that went live", async || {
+        let t = scrape(admin).await;
+        // The file watcher may reload too: at least one, generation 2 on.
+        (value(&t, r#"pocket_reloads_total{result="ok"}"#) >= Some(1.0)
+            && value(&t, "pocket_policy_generation") >= Some(2.0))
+        .then_some(())
+    })
+    .await;
+    std::fs::write(&pocket.policy, "return {").unwrap();
+    pocket_cmd(&["reload", pocket.policy.to_str().unwrap()]);
+    until("a refused reload", async || {
+        let t = scrape(admin).await;
+        (value(&t, r#"pocket_reloads_total{result="refused"}"#) >= Some(1.0)).then_some(())
+    })
+    .await;
+}
+
+/// A free loopback port (bound, then given back).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Prometheus scraping `target` every second; killed on drop.
+struct Prometheus {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start(target: SocketAddr) -> Prometheus {
+        require_command("prometheus", "prometheus");
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: pocket\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let data = dir.path().join("data");
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        Prometheus {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// `/api/v1/query` for `query`: the JSON answer, or None while
+    /// Prometheus is not answering yet.
+    async fn query(&self, query: &str) -> Option<String> {
+        let path = format!("/api/v1/query?query={}", percent_encode(query));
+        let r = tokio::time::timeout(Duration::from_secs(10), try_get(self.addr, &path))
+            .await
+            .ok()??;
+        (r.0 == 200).then_some(r.1)
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A GET that gives up (None) when nothing listens yet.
+async fn try_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use http_body_util::{BodyExt, Empty};
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header("host", addr.to_string())
+        .body(Empty::<bytes::Bytes>::new())
+        .ok()?;
+    let res = sender.send_request(req).await.ok()?;
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await.ok()?.to_bytes();
+    Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Whether a query answer has at least one series.
+fn has_series(answer: &str) -> bool {
+    answer.contains("\"status\":\"success\"") && !answer.contains("\"result\":[]")
+}
+
+#[tokio::test]
+async fn a_real_prometheus_scrapes_pocket_and_sees_a_killed_server_go_down() {
+    let a = origin("A");
+    let b = origin("B");
+    let b_addr = b.addr;
+    let pocket = Pocket::start(&policy(a.addr, b.addr), 2);
+    let web = pocket.addr("web");
+    let admin = admin_addr(&pocket);
+    let prometheus = Prometheus::start(admin);
+    for _ in 0..10 {
+        assert_eq!(get(web, "/").await.status, 200);
+    }
+
+    let up = format!(r#"pocket_server_state{{pool="app",server="{b_addr}",state="up"}} == 1"#);
+    let start = Instant::now();
+    let seen = |what: &'static str, query: String| {
+        let prometheus = &prometheus;
+        async move {
+            loop {
+                if let Some(answer) = prometheus.query(&query).await {
+                    if has_series(&answer) {
+                        return;
+                    }
+                }
+                assert!(
+                    start.elapsed() < DEADLINE * 2,
+                    "Prometheus never saw {what} ({query}); its log:\n{}",
+                    prometheus.log()
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    seen("the server up", up).await;
+    seen(
+        "the requests",
+        r#"sum(pocket_requests_total{listener="web",class="2xx"}) >= 10"#.to_string(),
+    )
+    .await;
+    // The scrape itself is healthy: Prometheus's own `up` for the job.
+    seen("a healthy scrape", r#"up{job="pocket"} == 1"#.to_string()).await;
+
+    drop(b);
+    let down = format!(r#"pocket_server_state{{pool="app",server="{b_addr}",state="down"}} == 1"#);
+    seen("the killed server down", down).await;
+}
+
+#[tokio::test]
+async fn a_refused_connect_counts_as_a_connect_failure_and_a_retry() {
+    let a = origin("A");
+    let dead = dead_addr();
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  admin = {{ bind = "127.0.0.1:0" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{dead}", "{}" }}, balance = "round_robin", passive = false }} }},
+}}"#,
+            a.addr
+        ),
+        1,
+    );
+    let web = pocket.addr("web");
+    let admin = admin_addr(&pocket);
+    for _ in 0..4 {
+        assert_eq!(get(web, "/").await.status, 200);
+    }
+    let text = scrape(admin).await;
+    let at = |name: &str, extra: &str| {
+        value(
+            &text,
+            &format!(r#"{name}{{pool="app",server="{dead}"{extra}}}"#),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        at("pocket_server_connect_failures_total", "") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        at("pocket_server_retries_total", r#",cause="connect failed""#) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"pocket_requests_total{listener="web",class="2xx"}"#
+        ),
+        Some(4.0),
+        "{text}"
+    );
+    let (clean, said) = promtool(&text);
+    assert!(clean && said.trim().is_empty(), "promtool: {said}");
+}
