@@ -9,6 +9,7 @@
 
 mod candidates;
 pub mod cli;
+pub mod live;
 mod request;
 pub mod routes;
 mod trace;
@@ -44,6 +45,11 @@ pub trait Tracer {
     /// One pick: every server of the pool with why it was or was not
     /// chosen.
     fn pick(&mut self, _pool: &str, _candidates: Vec<Candidate>, _chosen: Option<usize>) {}
+
+    /// The server picked failed before answering (`connect failed`, `no
+    /// response`) and the request goes on to the next pick (the proxy
+    /// only: `pocket explain` has no network).
+    fn failed(&mut self, _server: &str, _cause: &str) {}
 }
 
 /// The proxy's tracer: records nothing, costs nothing.
