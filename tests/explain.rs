@@ -670,3 +670,53 @@ async fn a_client_not_listed_or_a_policy_without_explain_from_gets_no_trace() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_live_trace_names_the_matched_route_and_its_line() {
+    let a = origin("A");
+    let b = origin("B");
+    let src = format!(
+        r#"local match = require "pocket.match"
+local routes = match.routes {{
+  {{ prefix = "/api/", pool = "api" }},
+  {{ path = "/ping", respond = {{ 200, "pong\n" }} }},
+  default = "app",
+}}
+return {{
+  admin = {{ bind = "127.0.0.1:0", explain_from = {{ "127.0.0.1" }} }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0" }} }},
+  pools = {{ app = {{ servers = {{ "{}" }} }}, api = {{ servers = {{ "{}" }} }} }},
+  on_request = function(req) return routes:route(req) end,
+}}"#,
+        a.addr, b.addr
+    );
+    let pocket = Pocket::start(&src, 1);
+    let addr = pocket.addr("web");
+    let policy = pocket.policy.display().to_string();
+    // Unexplained lookups first: they must not show up in a later trace.
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/api/x").await.status, 200);
+    }
+    let r = send(addr, explained("/api/users")).await;
+    let trace = r.header("x-pocket-explain").unwrap();
+    let want = format!("route={policy}:{}", line_of(&src, "prefix = \"/api/\""));
+    assert!(trace.contains(&want), "want {want:?} in {trace}");
+    assert_eq!(trace.matches("route=").count(), 1, "{trace}");
+    assert!(trace.contains(&format!("chose={}", b.addr)), "{trace}");
+
+    let r = send(addr, explained("/ping")).await;
+    assert_eq!(r.text(), "pong\n");
+    let trace = r.header("x-pocket-explain").unwrap();
+    let want = format!("route={policy}:{}", line_of(&src, "path = \"/ping\""));
+    assert!(
+        trace.contains(&want) && trace.contains("answer=200/script"),
+        "{trace}"
+    );
+
+    let r = send(addr, explained("/other")).await;
+    let trace = r.header("x-pocket-explain").unwrap();
+    assert!(
+        trace.contains("route=default") && trace.contains("pool=app"),
+        "{trace}"
+    );
+}

@@ -10,8 +10,12 @@ use std::net::IpAddr;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
+use super::Trace;
 use crate::config::Policy;
+use crate::proxy::decide::{decide_traced, Route};
 use crate::proxy::forward::canonical_ip;
+use crate::script::api::request::RequestView;
+use crate::script::WorkerScript;
 
 /// The request header that asks, and the response header that answers.
 pub const HEADER: HeaderName = HeaderName::from_static("x-pocket-explain");
@@ -48,6 +52,18 @@ fn asked_by(from: &[IpAddr], peer: IpAddr, headers: &mut HeaderMap) -> bool {
     };
     let peer = canonical_ip(peer);
     value.as_bytes().trim_ascii() == b"1" && from.iter().any(|ip| canonical_ip(*ip) == peer)
+}
+
+/// [`crate::proxy::decide::decide_traced`] for an explained request, with
+/// `pocket.match`'s route reporting open for just this request.
+pub fn decide(script: &WorkerScript, view: &mut RequestView, t: &mut Trace) -> Route {
+    let lua = &script.vm.lua;
+    super::routes::gate(lua, true);
+    // Nothing noted before this request is its own.
+    drop(super::routes::take());
+    let route = decide_traced(script, view, t);
+    super::routes::gate(lua, false);
+    route
 }
 
 /// The compact trace as a header value: visible ASCII only (anything else,

@@ -121,7 +121,7 @@ pub async fn handle(
     // others the untraced one, compiled without a trace of tracing.
     let mut trace = explained.then(Trace::default);
     let route = match &mut trace {
-        Some(t) => decide::decide_traced(&script, &mut view, t),
+        Some(t) => crate::explain::live::decide(&script, &mut view, t),
         None => decide::decide(&script, &mut view),
     };
     open.ex.hooks_us += hooks.elapsed().as_micros() as u64;
