@@ -5,7 +5,9 @@
 //! every `if T::ON { ... }` at a branch point is removed by the compiler,
 //! so a request that is not explained costs what it cost before. `pocket
 //! explain` passes a [`Trace`], which records each step; the same record
-//! has a one-line form ([`Trace::compact`]) for logs and headers.
+//! has a one-line form ([`Trace::compact`]) for logs and headers. The proxy
+//! passes a `Trace` too for a request that asks with `X-Pocket-Explain`
+//! from an `admin.explain_from` address ([`live`]).
 
 mod candidates;
 pub mod cli;
