@@ -504,3 +504,219 @@ fn the_examples_in_the_docs_are_what_pocket_explain_prints() {
     }
     assert_eq!(examples, 3);
 }
+
+// The live forms: a real Pocket in front of real origins.
+
+/// A policy with a JSON access log to `log`, pool `app` of `servers`
+/// checked every 200 ms, and the admin key `admin` (may be empty).
+fn live_policy(log: &Path, servers: &[std::net::SocketAddr], admin: &str) -> String {
+    let list: Vec<String> = servers.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        r#"return {{
+  log = {{ access = "{}", format = "json" }},
+  {admin}
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ {} }},
+    check = {{ http = "GET /health", expect = 200, interval = "200ms", timeout = "2s", rise = 2, fall = 2 }} }} }},
+}}"#,
+        log.display(),
+        list.join(", ")
+    )
+}
+
+/// The first line of the log file at `path` containing `needle`.
+fn log_line(path: &Path, needle: &str) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains(needle)) {
+            return l.to_string();
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no line with {needle:?} in {path:?}:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The value of the JSON line's field `name`, read by Python's json module
+/// (as a log shipper would); "None" when it is absent.
+fn json_field(line: &str, name: &str) -> String {
+    require_command("python3", "python3");
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2]))",
+            line,
+            name,
+        ])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "not a JSON line: {line}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn explained(path: &str) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    request("GET", path, &[("x-pocket-explain", "1")], "")
+}
+
+#[tokio::test]
+async fn a_listed_client_gets_the_trace_in_a_header_and_the_log_line() {
+    let a = origin("A");
+    let b = origin("B");
+    let b_addr = b.addr;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.json");
+    let admin = r#"admin = { bind = "127.0.0.1:0", explain_from = { "127.0.0.1" } },"#;
+    let pocket = Pocket::start(&live_policy(&log, &[a.addr, b.addr], admin), 1);
+    let addr = pocket.addr("web");
+
+    let r = send(addr, explained("/first")).await;
+    assert_eq!(r.status, 200);
+    let trace = r
+        .header("x-pocket-explain")
+        .expect("an X-Pocket-Explain header");
+    let server = r.header("x-origin").unwrap();
+    let chosen = if server == "A" { a.addr } else { b_addr };
+    assert!(trace.contains("pool=app balance=round_robin"), "{trace}");
+    assert!(trace.contains(&format!("chose={chosen}")), "{trace}");
+    // The log line of that request carries the same trace.
+    let line = log_line(&log, "/first");
+    assert_eq!(json_field(&line, "trace"), trace, "{line}");
+    // The header is Pocket's: the server never sees it.
+    let r = send(addr, explained("/headers")).await;
+    assert!(
+        !r.text().to_ascii_lowercase().contains("x-pocket-explain"),
+        "{}",
+        r.text()
+    );
+    // Not asked: no header, no trace in the log.
+    let r = get(addr, "/plain").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-pocket-explain"), None);
+    assert_eq!(json_field(&log_line(&log, "/plain"), "trace"), "None");
+
+    drop(b);
+    pocket
+        .log
+        .wait_for(&[&format!("server {b_addr} of pool app is DOWN")]);
+    let r = send(addr, explained("/after")).await;
+    assert_eq!(r.status, 200);
+    let trace = r.header("x-pocket-explain").unwrap();
+    assert!(trace.contains(&format!("{b_addr}:down")), "{trace}");
+    assert!(trace.contains(&format!("chose={}", a.addr)), "{trace}");
+}
+
+#[tokio::test]
+async fn a_retry_after_a_refused_connect_shows_each_pick() {
+    let a = origin("A");
+    let dead = dead_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.json");
+    let admin = r#"admin = { bind = "127.0.0.1:0", explain_from = { "::1", "127.0.0.1" } },"#;
+    // No check: the dead server stays up until traffic says otherwise.
+    let policy = live_policy(&log, &[dead, a.addr], admin).replace(
+        r#",
+    check = { http = "GET /health", expect = 200, interval = "200ms", timeout = "2s", rise = 2, fall = 2 }"#,
+        "",
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let addr = pocket.addr("web");
+    let mut seen = None;
+    for _ in 0..4 {
+        let r = send(addr, explained("/retry")).await;
+        assert_eq!(r.status, 200);
+        let trace = r.header("x-pocket-explain").unwrap();
+        if trace.contains("failed=") {
+            seen = Some(trace);
+            break;
+        }
+    }
+    let trace = seen.expect("one of 4 round-robin requests went to the dead server first");
+    assert!(
+        trace.contains(&format!("chose={dead} failed={dead}:connect_failed")),
+        "{trace}"
+    );
+    assert!(
+        trace.contains(&format!("{dead}:tried")) && trace.ends_with(&format!("chose={}", a.addr)),
+        "{trace}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_not_listed_or_a_policy_without_explain_from_gets_no_trace() {
+    let a = origin("A");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.json");
+    for admin in [
+        r#"admin = { bind = "127.0.0.1:0", explain_from = { "192.0.2.7" } },"#,
+        r#"admin = { bind = "127.0.0.1:0" },"#,
+        "",
+    ] {
+        let pocket = Pocket::start(&live_policy(&log, &[a.addr], admin), 1);
+        let addr = pocket.addr("web");
+        let r = send(addr, explained("/headers")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-pocket-explain"), None, "{admin}");
+        let forwarded = r.text().to_ascii_lowercase().contains("x-pocket-explain");
+        // With explain_from the header is Pocket's, asked by anyone:
+        // removed. Without, it means nothing to Pocket: forwarded as is.
+        assert_eq!(
+            forwarded,
+            !admin.contains("explain_from"),
+            "{admin}: {}",
+            r.text()
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_live_trace_names_the_matched_route_and_its_line() {
+    let a = origin("A");
+    let b = origin("B");
+    let src = format!(
+        r#"local match = require "pocket.match"
+local routes = match.routes {{
+  {{ prefix = "/api/", pool = "api" }},
+  {{ path = "/ping", respond = {{ 200, "pong\n" }} }},
+  default = "app",
+}}
+return {{
+  admin = {{ bind = "127.0.0.1:0", explain_from = {{ "127.0.0.1" }} }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0" }} }},
+  pools = {{ app = {{ servers = {{ "{}" }} }}, api = {{ servers = {{ "{}" }} }} }},
+  on_request = function(req) return routes:route(req) end,
+}}"#,
+        a.addr, b.addr
+    );
+    let pocket = Pocket::start(&src, 1);
+    let addr = pocket.addr("web");
+    let policy = pocket.policy.display().to_string();
+    // Unexplained lookups first: they must not show up in a later trace.
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/api/x").await.status, 200);
+    }
+    let r = send(addr, explained("/api/users")).await;
+    let trace = r.header("x-pocket-explain").unwrap();
+    let want = format!("route={policy}:{}", line_of(&src, "prefix = \"/api/\""));
+    assert!(trace.contains(&want), "want {want:?} in {trace}");
+    assert_eq!(trace.matches("route=").count(), 1, "{trace}");
+    assert!(trace.contains(&format!("chose={}", b.addr)), "{trace}");
+
+    let r = send(addr, explained("/ping")).await;
+    assert_eq!(r.text(), "pong\n");
+    let trace = r.header("x-pocket-explain").unwrap();
+    let want = format!("route={policy}:{}", line_of(&src, "path = \"/ping\""));
+    assert!(
+        trace.contains(&want) && trace.contains("answer=200/script"),
+        "{trace}"
+    );
+
+    let r = send(addr, explained("/other")).await;
+    let trace = r.header("x-pocket-explain").unwrap();
+    assert!(
+        trace.contains("route=default") && trace.contains("pool=app"),
+        "{trace}"
+    );
+}

@@ -17,9 +17,12 @@
 -- path conditions (prefix, path, regex) go into one Rust RegexSet, matched
 -- once per request; hosts, methods, headers and cookies are plain lookups.
 local util = require "pocket.util"
--- Set only under `pocket explain` (which route matched, at which line);
--- nil in the proxy, where it costs one test per lookup.
+-- Set only under `pocket explain` (which route matched, at which line),
+-- and in the proxy for a policy with admin.explain_from, where the gate
+-- is open only while an explained request is decided; nil otherwise, where
+-- it costs one test per lookup.
 local explain = pocket.explain_route
+local gate = pocket.explain_gate
 
 local match = {}
 local Routes = {}
@@ -163,14 +166,14 @@ function Routes:route(req)
   end
   for i, r in ipairs(self.rules) do
     if holds(r, req, hits) then
-      if explain then
+      if explain and gate.on then
         explain("matched", i, self.places)
         explain("gave", r.answer or r.pool)
       end
       return r.answer or r.pool
     end
   end
-  if explain then
+  if explain and gate.on then
     explain("matched", nil, self.places)
     explain("gave", self.default)
   end

@@ -5,10 +5,13 @@
 //! every `if T::ON { ... }` at a branch point is removed by the compiler,
 //! so a request that is not explained costs what it cost before. `pocket
 //! explain` passes a [`Trace`], which records each step; the same record
-//! has a one-line form ([`Trace::compact`]) for logs and headers.
+//! has a one-line form ([`Trace::compact`]) for logs and headers. The proxy
+//! passes a `Trace` too for a request that asks with `X-Pocket-Explain`
+//! from an `admin.explain_from` address ([`live`]).
 
 mod candidates;
 pub mod cli;
+pub mod live;
 mod request;
 pub mod routes;
 mod trace;
@@ -44,6 +47,11 @@ pub trait Tracer {
     /// One pick: every server of the pool with why it was or was not
     /// chosen.
     fn pick(&mut self, _pool: &str, _candidates: Vec<Candidate>, _chosen: Option<usize>) {}
+
+    /// The server picked failed before answering (`connect failed`, `no
+    /// response`) and the request goes on to the next pick (the proxy
+    /// only: `pocket explain` has no network).
+    fn failed(&mut self, _server: &str, _cause: &str) {}
 }
 
 /// The proxy's tracer: records nothing, costs nothing.

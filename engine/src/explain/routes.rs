@@ -6,6 +6,12 @@
 //! test of a local for it. When it exists, `match.routes` asks it for the
 //! line of each rule (found in the source text from the call's line) and
 //! `routes:route` tells it which rule matched.
+//!
+//! Live (`X-Pocket-Explain`): a worker VM of a policy with
+//! `admin.explain_from` has the function too, behind a gate
+//! (`pocket.explain_gate.on`) that is open only while an explained request
+//! is decided ([`gate`]). Its other requests pay one read of a Lua table
+//! field per route lookup; a policy without `explain_from` pays nothing.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -14,6 +20,12 @@ use mlua::{Lua, Table, Value};
 
 thread_local! {
     static ENABLED: Cell<bool> = const { Cell::new(false) };
+    /// Set while a worker builds the VM of a policy with `explain_from`.
+    static LIVE: Cell<bool> = const { Cell::new(false) };
+    /// Whether route lookups are noted now: always under `pocket explain`,
+    /// only inside [`gate`] in the proxy (a script that opens the Lua-side
+    /// gate itself notes nothing).
+    static RECORDING: Cell<bool> = const { Cell::new(false) };
     static HITS: RefCell<Vec<RouteHit>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -58,6 +70,28 @@ impl fmt::Display for RouteHit {
 /// VMs built on this thread from now on can report routes.
 pub fn enable() {
     ENABLED.with(|e| e.set(true));
+    RECORDING.with(|r| r.set(true));
+}
+
+/// Runs `build` (a worker's VM build) with route reporting installed
+/// behind a closed gate when `live` (the policy has `explain_from`).
+pub fn building_live<R>(live: bool, build: impl FnOnce() -> R) -> R {
+    let before = LIVE.with(|l| l.replace(live));
+    let out = build();
+    LIVE.with(|l| l.set(before));
+    out
+}
+
+/// Where the gate table is kept, to open it from Rust.
+const GATE: &str = "pocket.explain_gate";
+
+/// Opens (`true`) or closes the gate of `lua`'s route reporting, for one
+/// explained request. Does nothing in a VM without it.
+pub fn gate(lua: &Lua, open: bool) {
+    if let Ok(t) = lua.named_registry_value::<Table>(GATE) {
+        let _ = t.raw_set("on", open);
+        RECORDING.with(|r| r.set(open));
+    }
 }
 
 /// The route lookups since the last call.
@@ -67,7 +101,8 @@ pub fn take() -> Vec<RouteHit> {
 
 /// Adds `pocket.explain_route` when [`enable`] was called on this thread.
 pub fn install(lua: &Lua) -> mlua::Result<()> {
-    if !ENABLED.with(|e| e.get()) {
+    let always = ENABLED.with(|e| e.get());
+    if !always && !LIVE.with(|l| l.get()) {
         return Ok(());
     }
     let f = lua.create_function(|lua, (what, a, b): (String, Value, Value)| {
@@ -91,7 +126,7 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
                 Ok(Value::Table(t))
             }
             // routes:route: rule `a` matched (nil: none), places `b`.
-            "matched" => {
+            "matched" if RECORDING.with(|r| r.get()) => {
                 let places = match b {
                     Value::Table(t) => Some(t),
                     _ => None,
@@ -114,7 +149,7 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
                 Ok(Value::Nil)
             }
             // routes:route: what the lookup gives (described by Lua).
-            "gave" => {
+            "gave" if RECORDING.with(|r| r.get()) => {
                 let text = match a {
                     Value::String(s) => format!("pool \"{}\"", s.to_string_lossy()),
                     Value::Nil => "nothing (the listener's default pool)".into(),
@@ -131,7 +166,11 @@ pub fn install(lua: &Lua) -> mlua::Result<()> {
             _ => Ok(Value::Nil),
         }
     })?;
+    let gate = lua.create_table()?;
+    gate.raw_set("on", always)?;
+    lua.set_named_registry_value(GATE, &gate)?;
     let pocket: Table = lua.globals().get("pocket")?;
+    pocket.raw_set("explain_gate", gate)?;
     pocket.raw_set("explain_route", f)
 }
 

@@ -42,6 +42,11 @@ pub enum Step {
         candidates: Vec<Candidate>,
         chosen: Option<usize>,
     },
+    /// The chosen server failed; the request was retried.
+    Failed {
+        server: String,
+        cause: String,
+    },
 }
 
 /// Everything recorded for one request.
@@ -88,6 +93,13 @@ impl Tracer for Trace {
             pool: pool.into(),
             candidates,
             chosen,
+        });
+    }
+
+    fn failed(&mut self, server: &str, cause: &str) {
+        self.steps.push(Step::Failed {
+            server: server.into(),
+            cause: cause.into(),
         });
     }
 }
@@ -165,6 +177,9 @@ impl Trace {
                         None => write!(out, " chose=none"),
                     };
                 }
+                Step::Failed { server, cause } => {
+                    let _ = write!(out, "failed={server}:{}", token(cause));
+                }
             }
         }
         out
@@ -241,6 +256,9 @@ impl fmt::Display for Trace {
                             writeln!(f, "chosen: none (no server of pool \"{pool}\" can take it)")?
                         }
                     }
+                }
+                Step::Failed { server, cause } => {
+                    writeln!(f, "server {server} failed ({cause}): the next pick retries")?
                 }
             }
         }

@@ -45,6 +45,7 @@ use tokio::time::Instant;
 use upstream::Lease;
 
 use crate::config::ClientTimeouts;
+use crate::explain::{Trace, Tracer};
 use crate::lb::{Pool, Server};
 use crate::observe::exchange::{Exchange, Open, Retry, Termination};
 use crate::script::api::request::RequestView;
@@ -102,7 +103,9 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let script = cx.worker.script();
     let id = cx.worker.next_request_id();
-    let (head, body) = req.into_parts();
+    let (mut head, body) = req.into_parts();
+    // One test on load-time data unless the policy has `explain_from`.
+    let explained = crate::explain::live::asked(&script.policy, cx.peer.ip(), &mut head.headers);
     let mut open = open_exchange(&cx, &script, id, &head);
     let head_only = head.method == Method::HEAD;
     let mut view = RequestView {
@@ -114,7 +117,13 @@ pub async fn handle(
         growth: 0,
     };
     let hooks = std::time::Instant::now();
-    let route = decide::decide(&script, &mut view);
+    // Explained requests run the same code with a recording tracer; the
+    // others the untraced one, compiled without a trace of tracing.
+    let mut trace = explained.then(Trace::default);
+    let route = match &mut trace {
+        Some(t) => crate::explain::live::decide(&script, &mut view, t),
+        None => decide::decide(&script, &mut view),
+    };
     open.ex.hooks_us += hooks.elapsed().as_micros() as u64;
     crate::script::api::log_field::take_into(&mut open.ex.script_fields);
     let resp = match route {
@@ -130,8 +139,20 @@ pub async fn handle(
             pool,
             key,
             preferred,
-        } => forward(&cx, &script, pool, view, body, key, preferred, &mut open).await,
+        } => {
+            let t = trace.as_mut();
+            forward(&cx, &script, pool, view, body, key, preferred, &mut open, t).await
+        }
     };
+    let mut resp = resp;
+    if let Some(t) = trace {
+        let compact = t.compact();
+        resp.headers_mut().insert(
+            crate::explain::live::HEADER,
+            crate::explain::live::header_value(&compact),
+        );
+        open.ex.trace = Some(compact);
+    }
     Ok(with_record(resp, open, head_only))
 }
 
@@ -212,6 +233,7 @@ async fn forward(
     key: Option<u64>,
     preferred: Option<usize>,
     open: &mut Open,
+    mut trace: Option<&mut Trace>,
 ) -> Response<ResponseBody> {
     let mut pool = &script.policy.pools[pool_index];
     let (mut key, mut preferred) = (key, preferred);
@@ -253,12 +275,22 @@ async fn forward(
 
     while tried.len() <= pool.retries as usize && attempts < max_attempts {
         attempts += 1;
-        let Some(si) = pool.pick(&tried, key, preferred) else {
+        let picked = match &mut trace {
+            Some(t) => pool.pick_traced(&tried, key, preferred, *t),
+            None => pool.pick(&tried, key, preferred),
+        };
+        let Some(si) = picked else {
             // Nobody here can take it: the pool's fallback can.
             match pool.fallback_pool() {
                 Some(next) => {
                     tracing::debug!(request = %id, "pool {} cannot serve; falling back to {}", pool.name, script.policy.pools[next].name);
+                    let from = &pool.name;
                     pool = &script.policy.pools[next];
+                    if let Some(t) = &mut trace {
+                        let why =
+                            format!("fallback of pool \"{from}\", which has no server to take it");
+                        t.pool(&pool.name, pool.balance_name(), &why);
+                    }
                     tried.clear();
                     (key, preferred) = (None, None);
                     continue;
@@ -288,6 +320,9 @@ async fn forward(
                     server: server.addr_text.clone(),
                     cause: "connect failed",
                 });
+                if let Some(t) = &mut trace {
+                    t.failed(&server.addr_text, "connect failed");
+                }
                 tried.push(si);
                 continue;
             }
@@ -355,6 +390,9 @@ async fn forward(
                         server: server.addr_text.clone(),
                         cause: "no response",
                     });
+                    if let Some(t) = &mut trace {
+                        t.failed(&server.addr_text, "no response");
+                    }
                     tried.push(si);
                     head = Some(h);
                     body = Some(RequestBody::Empty);
@@ -457,6 +495,9 @@ async fn forward(
     } else {
         StatusCode::BAD_GATEWAY
     };
+    if let Some(t) = trace {
+        t.answered(status.as_u16(), false, &why);
+    }
     local::error(status, &why, &id.to_string())
 }
 

@@ -112,8 +112,20 @@ impl WorkerScript {
     /// worker's and caches its hooks.
     pub fn new(policy: Arc<Policy>, limits: Limits) -> Result<WorkerScript, String> {
         let path = policy.path.clone();
-        let vm = Vm::new(&path, limits).map_err(|e| describe_lua_error(&e))?;
-        let root = match vm.run_main_chunk(&path, &policy.source) {
+        // A policy with `admin.explain_from` gets `pocket.match`'s route
+        // reporting behind a closed gate (crate::explain::routes).
+        let live = policy
+            .admin
+            .as_ref()
+            .is_some_and(|a| !a.explain_from.is_empty());
+        let vm = crate::explain::routes::building_live(live, || {
+            let vm = Vm::new(&path, limits)?;
+            let root = vm.run_main_chunk(&path, &policy.source);
+            Ok::<_, mlua::Error>((vm, root))
+        })
+        .map_err(|e| describe_lua_error(&e))?;
+        let (vm, root) = vm;
+        let root = match root {
             Ok(Value::Table(t)) => t,
             Ok(other) => return Err(format!("the script returned a {}", other.type_name())),
             Err(e) => return Err(describe_lua_error(&e)),
