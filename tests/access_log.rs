@@ -372,7 +372,7 @@ async fn a_server_dying_and_a_client_leaving_mid_body() {
 }
 
 #[tokio::test]
-async fn sigusr1_reopens_the_file_for_logrotate() {
+async fn pocket_reopen_reopens_the_file_for_logrotate_and_spares_other_pockets() {
     let a = origin("A");
     let dir = tempfile::tempdir().unwrap();
     let file = log_path(&dir, "access.log");
@@ -388,12 +388,44 @@ async fn sigusr1_reopens_the_file_for_logrotate() {
     assert_eq!(get(addr, "/before").await.status, 200);
     wait_line(&file, &[" /before "]);
 
-    // logrotate: move the file, then signal.
+    // logrotate: move the file, then `pocket reopen` (SIGUSR1 to the
+    // Pockets serving this policy, and to no other process).
+    let mut bystander = std::process::Command::new(pocket_bin())
+        .args(["origin", "--name", "Z", "--port", "0"])
+        .env("POCKET_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its signal handlers are set once it says it listens.
+    let mut said = std::io::BufReader::new(bystander.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut said, &mut line).unwrap() > 0,
+            "pocket origin stopped before it listened"
+        );
+    }
     let rotated = dir.path().join("access.log.1");
     std::fs::rename(&file, &rotated).unwrap();
     let from = pocket.log.lines().len();
-    unsafe { libc::kill(pocket.pid() as i32, libc::SIGUSR1) };
+    let (code, out, err) = pocket_cmd(&["reopen", pocket.policy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("pid {}: reopening its access log", pocket.pid())),
+        "{out}"
+    );
     pocket.log.wait_for_after(from, &["access log", "reopened"]);
+    // A stray SIGUSR1 (a blanket `kill -USR1 $(pgrep pocket)`) does not
+    // stop `pocket origin`.
+    unsafe { libc::kill(bystander.id() as i32, libc::SIGUSR1) };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "pocket origin died of SIGUSR1"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
 
     assert_eq!(get(addr, "/after").await.status, 200);
     wait_line(&file, &[" /after "]);
