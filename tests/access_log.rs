@@ -217,6 +217,8 @@ async fn local_answers_and_refusals_in_text() {
     assert!(out.starts_with("HTTP/1.1 405"), "{out}");
     let line = wait_line(&file, &["\"CONNECT "]);
     assert!(line.contains(" 405 PR "), "{line}");
+    // No hook ran for it: its hook time is nothing.
+    assert!(line.contains(" ms=0.000/"), "{line}");
 }
 
 #[tokio::test]

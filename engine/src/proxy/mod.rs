@@ -116,7 +116,6 @@ pub async fn handle(
         id,
         growth: 0,
     };
-    let hooks = std::time::Instant::now();
     // Explained requests run the same code with a recording tracer; the
     // others the untraced one, compiled without a trace of tracing.
     let mut trace = explained.then(Trace::default);
@@ -124,7 +123,7 @@ pub async fn handle(
         Some(t) => crate::explain::live::decide(&script, &mut view, t),
         None => decide::decide(&script, &mut view),
     };
-    open.ex.hooks_us += hooks.elapsed().as_micros() as u64;
+    open.ex.hooks_us += crate::observe::metrics::take_request_hook_ns() / 1000;
     crate::script::api::log_field::take_into(&mut open.ex.script_fields);
     let resp = match route {
         Route::Local(r) => {
@@ -569,9 +568,8 @@ fn deliver(
             server: server.addr_text.clone(),
             growth: 0,
         };
-        let hooks = std::time::Instant::now();
         let answered = script.on_response(&mut req_view, &mut res_view);
-        open.ex.hooks_us += hooks.elapsed().as_micros() as u64;
+        open.ex.hooks_us += crate::observe::metrics::take_request_hook_ns() / 1000;
         crate::script::api::log_field::take_into(&mut open.ex.script_fields);
         if let Err(e) = answered {
             open.set(b'P', b'H');

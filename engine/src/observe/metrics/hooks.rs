@@ -30,8 +30,27 @@ pub(super) const HOOK_NAMES: [&str; 6] = [
 pub(super) static HOOKS: std::sync::LazyLock<[Histogram; 6]> =
     std::sync::LazyLock::new(|| std::array::from_fn(|_| Histogram::new(&HOOK_BOUNDS)));
 
+thread_local! {
+    /// Nanoseconds the request-path hooks of the request being decided
+    /// on this thread have taken so far; [`take_request_hook_ns`] reads and
+    /// clears it (hooks are synchronous calls, so no other request's time
+    /// lands in between).
+    static REQUEST_HOOK_NS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// A call of `hook` that began at `start` has returned.
 #[inline]
 pub fn hook_ran(hook: Hook, start: Instant) {
-    HOOKS[hook as usize].observe_us(shard(), start.elapsed().as_micros() as u64);
+    let ns = start.elapsed().as_nanos() as u64;
+    HOOKS[hook as usize].observe_us(shard(), ns / 1000);
+    if hook != Hook::OnConnect {
+        let _ = REQUEST_HOOK_NS.try_with(|t| t.set(t.get() + ns));
+    }
+}
+
+/// The time the hooks of the request being decided took, in nanoseconds,
+/// since the last call (the access log's `hooks_ms`).
+#[inline]
+pub fn take_request_hook_ns() -> u64 {
+    REQUEST_HOOK_NS.try_with(|t| t.replace(0)).unwrap_or(0)
 }
