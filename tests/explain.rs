@@ -78,6 +78,24 @@ fn each_skip_reason_is_named_next_to_its_server() {
         "{out}"
     );
     assert!(out.contains("pool \"app\""), "{out}");
+    // Nothing on stderr that reads as if a running Pocket had been told
+    // to drain a server (the proxy's own log is at "error" for explain).
+    let quiet = std::process::Command::new(pocket_bin())
+        .args([
+            "explain",
+            path.to_str().unwrap(),
+            "GET http://example.com/page",
+        ])
+        .args(["--drain", "127.0.0.1:9002"])
+        .env_remove("POCKET_LOG")
+        .output()
+        .unwrap();
+    assert!(quiet.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&quiet.stderr),
+        "",
+        "explain's stderr"
+    );
     assert!(
         server_line(&out, "127.0.0.1:9001").contains("skipped: down"),
         "{out}"

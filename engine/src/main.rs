@@ -182,10 +182,11 @@ fn parse_max_connections(text: &str) -> Result<u64, String> {
 /// `POCKET_LOG` names them itself.
 const PER_EVENT_TARGETS: &[&str] = &["notify", "inotify"];
 
-fn init_logging() {
+/// Pocket's own log on stderr, at `POCKET_LOG`'s level or `default`.
+fn init_logging(default: &str) {
     let wanted = std::env::var("POCKET_LOG").unwrap_or_default();
     let mut filter = tracing_subscriber::EnvFilter::try_from_env("POCKET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     for target in PER_EVENT_TARGETS {
         if !wanted.contains(target) {
             if let Ok(directive) = format!("{target}=info").parse() {
@@ -220,7 +221,14 @@ pub static MALLOC_CONF: MallocConf =
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // `pocket explain` prints the trace: the proxy's own log lines for the
+    // same steps ("server ... set to drain", "refused: ...") would read as
+    // if something had happened to a running Pocket. Errors still show.
+    init_logging(if matches!(cli.command, Command::Explain { .. }) {
+        "error"
+    } else {
+        "info"
+    });
     let result = match cli.command {
         Command::Check { policy } => return check(&policy),
         Command::Explain {
