@@ -678,3 +678,60 @@ async fn every_answer_gets_exactly_one_line_and_a_client_leaving_early_is_ch() {
     assert_eq!(f["method"], "HEAD");
     assert_eq!(f["termination"], "--");
 }
+
+/// A request head Pocket cannot read gets its answer (400, 414, 431) from
+/// hyper or the head check before any request exists; it still gets one
+/// line, `"<BADREQ>"` refused by Pocket (PR), as HAProxy logs it.
+#[tokio::test]
+async fn a_head_that_cannot_be_read_gets_a_badreq_line() {
+    let a = origin("A");
+    let dir = tempfile::tempdir().unwrap();
+    let file = log_path(&dir, "access.log");
+    let pocket = Pocket::start(
+        &policy(
+            &format!(r#"{{ access = "{}", format = "json" }}"#, file.display()),
+            &format!(r#"{{ servers = {{ "{}" }} }}"#, a.addr),
+            "",
+        ),
+        1,
+    );
+    let addr = pocket.addr("web");
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    let cases: Vec<(&[u8], &str)> = vec![
+        // An unknown transfer coding (hyper: 400).
+        (
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nx",
+            "HTTP/1.1 400",
+        ),
+        // Not a request line.
+        (b"HELLO\r\n\r\n", "HTTP/1.1 400"),
+        // A bare LF (the head check: 400).
+        (b"GET / HTTP/1.1\nHost: x\n\n", "HTTP/1.1 400"),
+        // A request line over the head size (414).
+        (long_uri.as_bytes(), "HTTP/1.1 414"),
+    ];
+    let mut statuses = Vec::new();
+    for (bytes, want) in &cases {
+        let out = raw(addr, bytes).await;
+        assert!(out.starts_with(want), "{want}: {out}");
+        statuses.push(want[9..12].to_string());
+    }
+    // One line each, in any order, then a normal request to know all came.
+    assert_eq!(get(addr, "/after").await.status, 200);
+    wait_line(&file, &["\"/after\""]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let bad: Vec<HashMap<String, String>> = text
+        .lines()
+        .filter(|l| l.contains("<BADREQ>"))
+        .map(parsed)
+        .collect();
+    assert_eq!(bad.len(), cases.len(), "{text}");
+    let mut got: Vec<String> = bad.iter().map(|l| l["status"].clone()).collect();
+    got.sort();
+    statuses.sort();
+    assert_eq!(got, statuses, "{text}");
+    for l in &bad {
+        assert_eq!(l["termination"], "PR");
+        assert_eq!(l["path"], "null");
+    }
+}

@@ -75,6 +75,11 @@ pub struct Exchange {
     /// The policy generation the request ran on.
     pub generation: u64,
     pub method: http::Method,
+    /// The request head could not be read (malformed, or over the size
+    /// limit) and was answered 400/414/431 before any request existed: no
+    /// method, host or path to log; the line says `<BADREQ>`, HAProxy's
+    /// word for it.
+    pub bad_request: bool,
     /// The `Host` header as received (HTTP/2: None, the target's
     /// authority says it).
     pub host: Option<http::HeaderValue>,

@@ -173,6 +173,7 @@ pub fn open_exchange(
         listener: cx.listener.clone(),
         generation: script.generation,
         method: head.method.clone(),
+        bad_request: false,
         host: head.headers.get(http::header::HOST).cloned(),
         target: head.uri.clone(),
         version: head.version,
@@ -191,6 +192,20 @@ pub fn open_exchange(
         trace: None,
         log: script.access_log.clone(),
     })
+}
+
+/// The line of a request head that could not be read: answered `status`
+/// (400, 414 or 431) by hyper or the head check before any request
+/// existed; refused by Pocket in the request phase (`PR`), as HAProxy logs
+/// its `<BADREQ>`.
+pub fn bad_request_line(cx: &ConnCtx, status: u16) {
+    let script = cx.worker.script();
+    let (head, ()) = Request::new(()).into_parts();
+    let mut open = open_exchange(cx, &script, cx.worker.next_request_id(), &head);
+    open.ex.bad_request = true;
+    open.ex.status = status;
+    open.set(b'P', b'R');
+    // Dropped: the record ends here.
 }
 
 /// Hands the record to the response body, which ends it.

@@ -360,6 +360,15 @@ async fn serve_h1(
         }
     })
     .await;
+    // hyper takes the head check's read error on an idle connection for
+    // an end of stream (Ok): what the check answered is asked either way.
+    let refused = match &done {
+        Ok(()) => Some(activity.refused.get()).filter(|&s| s != 0),
+        Err(e) => refused_status(e, activity.refused.get()),
+    };
+    if let Some(status) = refused {
+        proxy::bad_request_line(cx, status);
+    }
     if let Err(e) = done {
         tracing::debug!(peer = %cx.peer, "client connection ended: {e}");
         return None;
@@ -460,6 +469,29 @@ async fn serve_h2(
     if let Err(e) = result {
         tracing::debug!(peer = %cx.peer, "client connection ended: {e}");
     }
+}
+
+/// The status a client was answered with when its connection ended on
+/// `e` before a request existed: the head check's own (`checked`, 0 if
+/// none), or hyper's automatic answer to a head it cannot parse (400;
+/// 414 for a URI too long, 431 for a head too large: hyper's `on_error`).
+/// `None`: nothing was answered (the client left, a timeout, ...).
+fn refused_status(e: &hyper::Error, checked: u16) -> Option<u16> {
+    if checked != 0 {
+        return Some(checked);
+    }
+    if !e.is_parse() || e.is_parse_version_h2() {
+        return None;
+    }
+    if e.is_parse_too_large() {
+        // hyper says "URI too long" for its 414.
+        return Some(if e.to_string().contains("URI") {
+            414
+        } else {
+            431
+        });
+    }
+    Some(400)
 }
 
 /// The 400 for a pipelined head with a bare LF, as hyper sends it; the
@@ -578,6 +610,9 @@ struct Activity {
     h2_open: std::cell::Cell<usize>,
     /// h2: the response bodies being sent, for the stall check.
     streams: RefCell<Vec<Rc<StreamWatch>>>,
+    /// The status the head check answered a bad or oversized head with
+    /// (0: none), for its access-log line.
+    refused: std::cell::Cell<u16>,
 }
 
 impl Activity {
@@ -587,6 +622,7 @@ impl Activity {
             quiet_since: std::cell::Cell::new(Instant::now()),
             write_blocked: Default::default(),
             write_waiters: Default::default(),
+            refused: Default::default(),
             heads: std::cell::Cell::new(HeadCheck::new()),
             served: Default::default(),
             h2_open: Default::default(),
@@ -933,6 +969,7 @@ impl AsyncRead for ClientIo {
         // (best effort: the answer is small and the socket idle). A bad
         // head further on waits for its turn (see `service`).
         if checked.is_err() {
+            this.activity.refused.set(400);
             let _ = this.stream.try_write(&head_check::bad_request());
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -941,6 +978,10 @@ impl AsyncRead for ClientIo {
         }
         if let Some(what) = heads.oversized() {
             tracing::info!(peer = %this.peer, "request head over {} bytes ({what:?}); refused", this.head_size);
+            this.activity.refused.set(match what {
+                head_check::Oversized::RequestLine => 414,
+                head_check::Oversized::Head => 431,
+            });
             let _ = this
                 .stream
                 .try_write(&head_check::too_large(what, this.head_size));

@@ -197,15 +197,22 @@ fn json(buf: &mut Vec<u8>, ex: &Exchange) {
     json_str(buf, ex.listener.as_bytes());
     buf.extend_from_slice(b",\"generation\":");
     push_u64(buf, ex.generation);
-    buf.extend_from_slice(b",\"method\":");
-    json_str(buf, ex.method.as_str().as_bytes());
-    buf.extend_from_slice(b",\"host\":");
-    json_opt_str(buf, host(ex));
-    buf.extend_from_slice(b",\"path\":");
-    json_str(buf, path(ex).as_bytes());
-    buf.extend_from_slice(b",\"proto\":\"");
-    buf.extend_from_slice(proto(ex.version).as_bytes());
-    buf.extend_from_slice(b"\",\"status\":");
+    if ex.bad_request {
+        // No request was read: nothing to say of it.
+        buf.extend_from_slice(
+            b",\"method\":\"<BADREQ>\",\"host\":null,\"path\":null,\"proto\":null,\"status\":",
+        );
+    } else {
+        buf.extend_from_slice(b",\"method\":");
+        json_str(buf, ex.method.as_str().as_bytes());
+        buf.extend_from_slice(b",\"host\":");
+        json_opt_str(buf, host(ex));
+        buf.extend_from_slice(b",\"path\":");
+        json_str(buf, path(ex).as_bytes());
+        buf.extend_from_slice(b",\"proto\":\"");
+        buf.extend_from_slice(proto(ex.version).as_bytes());
+        buf.extend_from_slice(b"\",\"status\":");
+    }
     if ex.status == 0 {
         buf.extend_from_slice(b"null");
     } else {
@@ -309,15 +316,19 @@ fn text(buf: &mut Vec<u8>, ex: &Exchange) {
     text_token(buf, ex.listener.as_bytes());
     buf.extend_from_slice(b" g");
     push_u64(buf, ex.generation);
-    buf.extend_from_slice(b" \"");
-    buf.extend_from_slice(ex.method.as_str().as_bytes());
-    buf.push(b' ');
-    text_token(buf, host(ex).unwrap_or(b""));
-    buf.push(b' ');
-    text_token(buf, path(ex).as_bytes());
-    buf.push(b' ');
-    buf.extend_from_slice(proto(ex.version).as_bytes());
-    buf.extend_from_slice(b"\" ");
+    if ex.bad_request {
+        buf.extend_from_slice(b" \"<BADREQ>\" ");
+    } else {
+        buf.extend_from_slice(b" \"");
+        buf.extend_from_slice(ex.method.as_str().as_bytes());
+        buf.push(b' ');
+        text_token(buf, host(ex).unwrap_or(b""));
+        buf.push(b' ');
+        text_token(buf, path(ex).as_bytes());
+        buf.push(b' ');
+        buf.extend_from_slice(proto(ex.version).as_bytes());
+        buf.extend_from_slice(b"\" ");
+    }
     if ex.status == 0 {
         buf.push(b'-');
     } else {

@@ -333,6 +333,7 @@ mod tests {
             listener: Arc::from("metrics_test_web"),
             generation: 1,
             method: http::Method::GET,
+            bad_request: false,
             host: None,
             target: http::Uri::from_static("/"),
             version: http::Version::HTTP_11,
