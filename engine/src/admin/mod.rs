@@ -10,12 +10,14 @@
 //!
 //! - `listener`: the thread, its runtime, the accept loop.
 //! - `auth`: the token (`Authorization: Bearer`, or the page's cookie).
+//! - `csrf`: what keeps other web pages from acting (POSTs only).
 //! - `api`: routing and the JSON API.
 //! - `page`: the stats page (`page.html`, built into the binary).
 //! - `metrics`: what `/metrics` serves.
 
 mod api;
 mod auth;
+mod csrf;
 mod json;
 mod listener;
 mod metrics;
