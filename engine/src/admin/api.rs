@@ -371,12 +371,13 @@ pub fn state_of(s: &Server) -> &'static str {
 pub fn status_json(view: &View) -> String {
     let p = &view.policy;
     let mut out = format!(
-        "{{\"generation\":{},\"policy\":{},\"last_reload\":{{\"ok\":{},\"at\":{},\"error\":{}}},\"listeners\":[",
+        "{{\"generation\":{},\"policy\":{},\"last_reload\":{{\"ok\":{},\"at\":{},\"error\":{},\"what\":\"{}\"}},\"listeners\":[",
         view.generation,
         json::string(&p.path.display().to_string()),
         view.last_reload.ok,
         json::string(&json::rfc3339(view.last_reload.at_unix_ms)),
         view.last_reload.error.as_deref().map_or("null".into(), json::string),
+        if view.last_reload.reloaded { "reload" } else { "start" },
     );
     for (i, l) in p.listeners.iter().enumerate() {
         let bind = view
@@ -424,8 +425,10 @@ pub fn status_json(view: &View) -> String {
                 s.backup,
                 s.weight,
                 s.state.active.load(Ordering::Relaxed),
-                s.state.requests.load(Ordering::Relaxed),
-                s.state.failures.load(Ordering::Relaxed),
+                // The figures of `pocket_server_requests_total`: every
+                // class, and the 5xx class (see docs/observability.md).
+                s.state.metrics.requests(),
+                s.state.metrics.errors(),
                 json::string(&history),
             ));
         }

@@ -48,6 +48,8 @@ pub struct View {
 /// The outcome of the last reload (at start: the start itself).
 #[derive(Debug, Clone)]
 pub struct LastReload {
+    /// False until a reload was tried: `at` is then when Pocket started.
+    pub reloaded: bool,
     pub ok: bool,
     /// Milliseconds since the Unix epoch.
     pub at_unix_ms: u64,

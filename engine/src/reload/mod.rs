@@ -77,6 +77,7 @@ impl Supervisor {
             generation: 1,
             listeners: Vec::new(),
             last_reload: LastReload {
+                reloaded: false,
                 ok: true,
                 at_unix_ms: crate::admin::unix_ms(),
                 error: None,
@@ -455,6 +456,9 @@ impl Supervisor {
                     "admin API: server {server} of pool {pool} has weight {weight}; generation {generation} is live"
                 );
                 self.status.generation = generation;
+                // The gauge follows every generation; `pocket_reloads_total`
+                // counts reloads of the file only.
+                crate::observe::metrics::generation_live(generation);
                 self.show_live();
                 self.refresh_counts();
                 self.files.write(&self.status);
@@ -543,6 +547,7 @@ impl Supervisor {
         let at_unix_ms = crate::admin::unix_ms();
         self.admin.update(|v| {
             v.last_reload = LastReload {
+                reloaded: true,
                 ok: result.is_ok(),
                 at_unix_ms,
                 error: result.as_ref().err().cloned(),
