@@ -509,10 +509,14 @@ impl Supervisor {
                     .map(|l| l.name.clone())
                     .collect();
                 let switched = match admin {
-                    Ok(prepared) => self
-                        .running
-                        .switch_to(generation, policy.clone())
-                        .map(|()| prepared),
+                    Ok(prepared) => match self.running.switch_to(generation, policy.clone()) {
+                        Ok(()) => Ok(prepared),
+                        Err(e) => {
+                            // The admin listener stays where it was.
+                            self.admin.cancel(prepared);
+                            Err(e)
+                        }
+                    },
                     Err(e) => Err(e),
                 };
                 match switched {
