@@ -19,18 +19,20 @@ struct Demo {
     out: Log,
 }
 
-/// Free ports for the demo's listener and origins A and B.
+/// Free ports for the demo's listener, origins A and B and the admin
+/// listener.
 #[derive(Clone, Copy)]
 struct Ports {
     web: u16,
     a: u16,
     b: u16,
+    admin: u16,
 }
 
 impl Ports {
     fn free() -> Ports {
         // Held together while picked, so the three differ.
-        let held: Vec<std::net::TcpListener> = (0..3)
+        let held: Vec<std::net::TcpListener> = (0..4)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
         let port = |i: usize| held[i].local_addr().unwrap().port();
@@ -38,6 +40,7 @@ impl Ports {
             web: port(0),
             a: port(1),
             b: port(2),
+            admin: port(3),
         }
     }
 
@@ -47,6 +50,8 @@ impl Ports {
             self.web.to_string(),
             "--origin-ports".into(),
             format!("{},{}", self.a, self.b),
+            "--admin-port".into(),
+            self.admin.to_string(),
         ]
     }
 
@@ -60,6 +65,7 @@ impl Ports {
             .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", self.web))
             .replace("127.0.0.1:9001", &format!("127.0.0.1:{}", self.a))
             .replace("127.0.0.1:9002", &format!("127.0.0.1:{}", self.b))
+            .replace("127.0.0.1:8404", &format!("127.0.0.1:{}", self.admin))
     }
 }
 
@@ -124,6 +130,24 @@ async fn the_demo_serves_an_editable_file_in_the_current_folder() {
         "Open http://127.0.0.1:{}/ in a browser",
         ports.web
     )]);
+    // The stats page is there, where the welcome says, showing A and B.
+    let admin: SocketAddr = ([127, 0, 0, 1], ports.admin).into();
+    demo.out
+        .wait_for(&[&format!("http://{admin}/ is the stats page")]);
+    let host = admin.to_string();
+    let status = send(
+        admin,
+        request("GET", "/api/status", &[("host", host.as_str())], ""),
+    )
+    .await;
+    assert_eq!(status.status, 200, "{}", status.text());
+    for origin in [ports.a, ports.b] {
+        assert!(
+            status.text().contains(&format!("\"127.0.0.1:{origin}\"")),
+            "{}",
+            status.text()
+        );
+    }
     let line = demo.policy_line();
     assert!(
         line.contains(&format!(

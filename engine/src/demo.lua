@@ -1,6 +1,7 @@
 -- The demo policy: one listener, two origins, round robin.
 -- `pocket demo` starts origins A (127.0.0.1:9001) and B (127.0.0.1:9002)
 -- and serves this on http://127.0.0.1:8080/. Reload the page: A, B, A, B.
+-- The stats page on http://127.0.0.1:8404/ shows it happen.
 -- `pocket demo` wrote this file as pocket-demo/demo.lua in the folder it
 -- was started in, and keeps your edits: save a change and the next
 -- request follows it. Delete the file to get the original back.
@@ -38,6 +39,11 @@ return {
   -- normal). access = "access.log" writes a file instead (reopened on
   -- SIGUSR1), format = "json" one JSON object per line.
   log = { access = "-", format = "text" },
+
+  -- The stats page, the admin API and /metrics: open
+  -- http://127.0.0.1:8404/ and watch the requests go to A and B, one
+  -- server after the other. On a loopback address it needs no token.
+  admin = { bind = "127.0.0.1:8404" },
 
   -- `pocket test pocket-demo/demo.lua` runs these without any network.
   tests = {

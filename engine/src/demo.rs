@@ -23,13 +23,15 @@ pub const DEMO_SCRIPT: &str = include_str!("demo.lua");
 /// folder and everything under it.
 pub const DEMO_FILE: &str = "pocket-demo/demo.lua";
 
-/// The demo's ports: Pocket's listener and origins A and B, all on
-/// 127.0.0.1 (`pocket demo --port`, `--origin-ports`).
+/// The demo's ports: Pocket's listener, origins A and B and the admin
+/// listener (stats page), all on 127.0.0.1 (`pocket demo --port`,
+/// `--origin-ports`, `--admin-port`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DemoPorts {
     pub web: u16,
     pub a: u16,
     pub b: u16,
+    pub admin: u16,
 }
 
 impl Default for DemoPorts {
@@ -39,6 +41,7 @@ impl Default for DemoPorts {
             web: 8080,
             a: 9001,
             b: 9002,
+            admin: 8404,
         }
     }
 }
@@ -52,6 +55,7 @@ impl DemoPorts {
             ("--port", self.web),
             ("origin A (--origin-ports)", self.a),
             ("origin B (--origin-ports)", self.b),
+            ("--admin-port", self.admin),
         ];
         for (what, port) in named {
             if port == 0 {
@@ -62,7 +66,7 @@ impl DemoPorts {
             for (other, port2) in &named[i + 1..] {
                 if port == port2 {
                     anyhow::bail!(
-                        "{what} and {other} are both {port}: the demo needs three different ports"
+                        "{what} and {other} are both {port}: the demo needs four different ports"
                     );
                 }
             }
@@ -70,13 +74,16 @@ impl DemoPorts {
         Ok(())
     }
 
-    /// Fails when `127.0.0.1:web` is taken, so a busy port is told before
-    /// the demo writes its file or says it is running.
+    /// Fails when `127.0.0.1:web` or the admin port is taken, so a busy
+    /// port is told before the demo writes its file or says it is running.
     pub fn check_web_free(self) -> anyhow::Result<()> {
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.web));
-        std::net::TcpListener::bind(addr)
-            .map(drop)
-            .with_context(|| format!("cannot listen on {addr} (choose another with --port)"))
+        for (port, flag) in [(self.web, "--port"), (self.admin, "--admin-port")] {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            std::net::TcpListener::bind(addr)
+                .map(drop)
+                .with_context(|| format!("cannot listen on {addr} (choose another with {flag})"))?;
+        }
+        Ok(())
     }
 }
 
@@ -87,10 +94,14 @@ pub fn demo_source(ports: DemoPorts) -> String {
     // Through placeholders, so a port given as another's default (say
     // `--port 9001`) is not replaced twice.
     let mut text = DEMO_SCRIPT.to_string();
-    for (i, port) in [default.web, default.a, default.b].into_iter().enumerate() {
+    let defaults = [default.web, default.a, default.b, default.admin];
+    for (i, port) in defaults.into_iter().enumerate() {
         text = text.replace(&format!("127.0.0.1:{port}"), &format!("\u{0}{i}\u{0}"));
     }
-    for (i, port) in [ports.web, ports.a, ports.b].into_iter().enumerate() {
+    for (i, port) in [ports.web, ports.a, ports.b, ports.admin]
+        .into_iter()
+        .enumerate()
+    {
         text = text.replace(&format!("\u{0}{i}\u{0}"), &format!("127.0.0.1:{port}"));
     }
     text
@@ -200,6 +211,15 @@ pub fn welcome(file: &DemoFile, policy: &Policy, ports: DemoPorts) -> String {
         .first()
         .map(|l| l.bind.to_string())
         .unwrap_or_else(|| format!("127.0.0.1:{}", ports.web));
+    // A kept file from before the demo had an admin key has no page.
+    let stats = match &policy.admin {
+        Some(a) => format!(
+            "\n  Watch it happen: http://{}/ is the stats page (servers, states,\n  \
+             requests per second; drain a server with its button).\n",
+            a.bind
+        ),
+        None => String::new(),
+    };
     let mut note = String::new();
     if let DemoFile::Kept(p) = file {
         let asked_web = SocketAddr::from(([127, 0, 0, 1], ports.web));
@@ -258,7 +278,7 @@ Pocket demo is running.
   Open http://{web}/ in a browser and reload: A and B alternate.
   Or: for i in 1 2 3 4; do curl -s http://{web}/; done
       curl -i http://{web}/ping        (answered by the script itself)
-
+{stats}
 {note}{policy}
   Press Ctrl-C to stop.
 "
@@ -277,7 +297,9 @@ mod tests {
             web: 9001,
             a: 8080,
             b: 9002,
+            admin: 8405,
         });
+        assert!(swapped.contains(r#"bind = "127.0.0.1:8405""#), "{swapped}");
         assert!(swapped.contains(r#"bind = "127.0.0.1:9001""#), "{swapped}");
         assert!(
             swapped.contains(r#"servers = { "127.0.0.1:8080", "127.0.0.1:9002" }"#),

@@ -138,6 +138,10 @@ enum Command {
         /// pocket-demo/demo.lua.
         #[arg(long, value_name = "A,B", default_value = "9001,9002", value_parser = parse_origin_ports)]
         origin_ports: (u16, u16),
+        /// The admin listener's port (stats page, API, /metrics), on
+        /// 127.0.0.1, written into a new pocket-demo/demo.lua.
+        #[arg(long, default_value_t = 8404)]
+        admin_port: u16,
     },
     /// Run one built-in origin server (for labs and tests).
     Origin {
@@ -296,7 +300,16 @@ fn main() -> ExitCode {
             workers,
             port,
             origin_ports: (a, b),
-        } => demo(workers, pocket::demo::DemoPorts { web: port, a, b }),
+            admin_port,
+        } => demo(
+            workers,
+            pocket::demo::DemoPorts {
+                web: port,
+                a,
+                b,
+                admin: admin_port,
+            },
+        ),
         Command::Origin {
             name,
             port,

@@ -3,9 +3,11 @@
     python3 stats_page.py ADMIN_URL TOKEN SCREENSHOT_PATH
 
 Talks to the Rust test by lines: it prints READY when the page shows every
-server up, then waits for a line on stdin (the test has killed origin C),
+server up (the header saying "started ... ago", the columns' titles what
+they count), then waits for a line on stdin (the test has killed origin C),
 prints DOWN once C's row says down (the page was not reloaded: a marker set
-in the page before is still there), clicks drain on A's row, prints DRAINED
+in the page before is still there) with its failed check in a tooltip and
+every row's buttons on one line, clicks drain on A's row, prints DRAINED
 once the row says drain, waits for a line (the test counted responses),
 takes the screenshot and prints DONE. Every wait has a generous deadline;
 a failure prints FAIL and why.
@@ -65,12 +67,31 @@ def main():
             "return r ? r.dataset.state : null;", server)
         wait("three rows up", lambda: len(driver.find_elements(
             By.CSS_SELECTOR, "table[data-pool=app] tr[data-state=up]")) == 3)
+        # No reload happened yet: the header says since when it runs.
+        wait("'started ... ago'", lambda: driver.execute_script(
+            "return document.getElementById('reload').textContent").startswith("started "))
+        # The counted columns say what they count.
+        titles = driver.execute_script(
+            "return [...document.querySelectorAll('table[data-pool=app] th')].map(t => t.title).join(' | ')")
+        if "pocket_server_requests_total" not in titles or "5xx" not in titles:
+            raise SystemExit(f"FAIL: column titles do not say what they count: {titles}")
         driver.execute_script("window.pocketMarker = 'not reloaded';")
         say("READY")
         sys.stdin.readline()
         wait(f"row {c} down", lambda: state(c) == "down")
         if driver.execute_script("return window.pocketMarker") != "not reloaded":
             raise SystemExit("FAIL: the page was reloaded")
+        # A failed check's reason, however long, leaves the buttons on one
+        # line; the cell's tooltip has it whole.
+        wait(f"a failed check on row {c}", lambda: "failed" in driver.execute_script(
+            "const r = [...document.querySelectorAll('tr[data-server]')]"
+            ".find(r => r.dataset.server === arguments[0]);"
+            "return r ? r.querySelector('td.check').title : '';", c))
+        tops = driver.execute_script(
+            "return [...document.querySelectorAll('tr[data-server]')].map(r =>"
+            " new Set([...r.querySelectorAll('button')].map(b => b.getBoundingClientRect().top)).size)")
+        if any(n != 1 for n in tops):
+            raise SystemExit(f"FAIL: a row's buttons wrap: {tops}")
         say("DOWN")
 
         def click_drain():

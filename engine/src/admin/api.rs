@@ -9,6 +9,9 @@
 //! - `POST /api/pools/{pool}/servers/{server}/weight` `{"weight":N}`.
 //! - `POST /api/reload`: `{"generation":N}` or `{"error":"path:line: ..."}`.
 //!
+//! A POST must come from no web page but the listener's own (see
+//! `csrf`) and say `Content-Type: application/json`.
+//!
 //! Errors are `{"error": "..."}`: 401 without the token, 404 for an
 //! unknown pool or server (naming the ones that exist), 400 for a body
 //! that is not what the action takes (saying what it takes).
@@ -22,7 +25,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
 use super::auth::{self, Verdict};
-use super::json;
+use super::{csrf, json};
 use super::{Command, Shared, View};
 use crate::config::AdminSpec;
 use crate::lb::{AdminState, Pool, Server};
@@ -41,11 +44,13 @@ pub async fn answer(
     _peer: SocketAddr,
 ) -> Answer {
     let verdict = auth::check(spec.token.as_deref(), req.headers(), req.uri().query());
-    if verdict == Verdict::Denied {
-        let mut a = error(
-            StatusCode::UNAUTHORIZED,
-            "the admin listener wants its token: send Authorization: Bearer TOKEN (a browser: open /?token=TOKEN once)",
-        );
+    if matches!(verdict, Verdict::Missing | Verdict::Mismatch) {
+        let why = if verdict == Verdict::Mismatch {
+            "the token does not match admin.token: send Authorization: Bearer TOKEN with the policy's token"
+        } else {
+            "the admin listener wants its token: send Authorization: Bearer TOKEN (a browser: open /?token=TOKEN once)"
+        };
+        let mut a = error(StatusCode::UNAUTHORIZED, why);
         a.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Bearer realm=\"pocket admin\""),
@@ -57,6 +62,11 @@ pub async fn answer(
             StatusCode::FORBIDDEN,
             "without admin.token the admin listener answers requests for localhost or an IP address only (a web page cannot reach it through a name of its own)",
         );
+    }
+    if req.method() == Method::POST {
+        if let Err(a) = csrf::check(req.headers()) {
+            return a;
+        }
     }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -127,7 +137,7 @@ fn ok(content_type: &'static str, body: String) -> Answer {
     a
 }
 
-fn error(status: StatusCode, message: &str) -> Answer {
+pub(super) fn error(status: StatusCode, message: &str) -> Answer {
     let mut a = ok(
         "application/json",
         format!("{{\"error\":{}}}\n", json::string(message)),
@@ -148,17 +158,39 @@ fn page() -> Answer {
     a
 }
 
+/// How long an action's body may take to arrive: a client that sends
+/// it slowly holds one of the listener's few connection slots, and
+/// enough of them would leave none for `/metrics` and the page.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[allow(clippy::result_large_err)]
 async fn read_body(req: hyper::Request<Incoming>) -> Result<String, Answer> {
-    let collected = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|_| {
-            error(
-                StatusCode::BAD_REQUEST,
-                &format!("the body could not be read whole (at most {MAX_BODY} bytes)"),
-            )
-        })?;
+    let collected = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    .map_err(|_| {
+        let mut a = error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "the body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        );
+        // The rest of the body may still come: not on this connection.
+        a.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        a
+    })?
+    .map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("the body could not be read whole (at most {MAX_BODY} bytes)"),
+        )
+    })?;
     String::from_utf8(collected.to_bytes().to_vec())
         .map_err(|_| error(StatusCode::BAD_REQUEST, "the body is not UTF-8 JSON"))
 }
@@ -339,12 +371,13 @@ pub fn state_of(s: &Server) -> &'static str {
 pub fn status_json(view: &View) -> String {
     let p = &view.policy;
     let mut out = format!(
-        "{{\"generation\":{},\"policy\":{},\"last_reload\":{{\"ok\":{},\"at\":{},\"error\":{}}},\"listeners\":[",
+        "{{\"generation\":{},\"policy\":{},\"last_reload\":{{\"ok\":{},\"at\":{},\"error\":{},\"what\":\"{}\"}},\"listeners\":[",
         view.generation,
         json::string(&p.path.display().to_string()),
         view.last_reload.ok,
         json::string(&json::rfc3339(view.last_reload.at_unix_ms)),
         view.last_reload.error.as_deref().map_or("null".into(), json::string),
+        if view.last_reload.reloaded { "reload" } else { "start" },
     );
     for (i, l) in p.listeners.iter().enumerate() {
         let bind = view
@@ -392,8 +425,10 @@ pub fn status_json(view: &View) -> String {
                 s.backup,
                 s.weight,
                 s.state.active.load(Ordering::Relaxed),
-                s.state.requests.load(Ordering::Relaxed),
-                s.state.failures.load(Ordering::Relaxed),
+                // The figures of `pocket_server_requests_total`: every
+                // class, and the 5xx class (see docs/observability.md).
+                s.state.metrics.requests(),
+                s.state.metrics.errors(),
                 json::string(&history),
             ));
         }

@@ -18,7 +18,10 @@ pub enum Verdict {
     /// Allowed by `?token=`: answer with this `Set-Cookie` so the page's
     /// own requests carry it from now on.
     AllowedSetCookie(String),
-    Denied,
+    /// No token came.
+    Missing,
+    /// A token came (header, cookie or `?token=`) and is not the one.
+    Mismatch,
 }
 
 /// Whether a request with `headers` and `query` may proceed.
@@ -26,10 +29,12 @@ pub fn check(token: Option<&str>, headers: &HeaderMap, query: Option<&str>) -> V
     let Some(token) = token else {
         return Verdict::Allowed;
     };
+    let mut sent = false;
     let bearer = headers
         .get_all(AUTHORIZATION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.to_str().unwrap_or(""))
+        .inspect(|_| sent = true)
         .filter_map(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
@@ -44,7 +49,9 @@ pub fn check(token: Option<&str>, headers: &HeaderMap, query: Option<&str>) -> V
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .any(|(name, value)| name == COOKIE_NAME && same(value, token));
+        .filter(|(name, _)| *name == COOKIE_NAME)
+        .inspect(|_| sent = true)
+        .any(|(_, value)| same(value, token));
     if cookie {
         return Verdict::Allowed;
     }
@@ -52,13 +59,21 @@ pub fn check(token: Option<&str>, headers: &HeaderMap, query: Option<&str>) -> V
         .into_iter()
         .flat_map(|q| q.split('&'))
         .filter_map(|p| p.split_once('='))
-        .any(|(name, value)| name == "token" && same(&super::api::percent_decode(value), token));
+        .filter(|(name, _)| *name == "token")
+        .inspect(|_| sent = true)
+        .any(|(_, value)| same(&super::api::percent_decode(value), token));
     if in_query {
+        // The loader let only cookie-safe characters into a token
+        // (`config::admin`), so it goes into the cookie as it is.
         return Verdict::AllowedSetCookie(format!(
             "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Strict"
         ));
     }
-    Verdict::Denied
+    if sent {
+        Verdict::Mismatch
+    } else {
+        Verdict::Missing
+    }
 }
 
 /// The `Host` names this machine by address or as `localhost`. Without a
@@ -97,10 +112,10 @@ mod tests {
     fn bearer_cookie_and_query() {
         let mut h = HeaderMap::new();
         assert_eq!(check(None, &h, None), Verdict::Allowed);
-        assert_eq!(check(Some("s3"), &h, None), Verdict::Denied);
+        assert_eq!(check(Some("s3"), &h, None), Verdict::Missing);
         h.insert(AUTHORIZATION, "Bearer s3".parse().unwrap());
         assert_eq!(check(Some("s3"), &h, None), Verdict::Allowed);
-        assert_eq!(check(Some("s4"), &h, None), Verdict::Denied);
+        assert_eq!(check(Some("s4"), &h, None), Verdict::Mismatch);
         let mut c = HeaderMap::new();
         c.insert(COOKIE, "a=b; pocket_admin=s3".parse().unwrap());
         assert_eq!(check(Some("s3"), &c, None), Verdict::Allowed);
@@ -110,8 +125,11 @@ mod tests {
         ));
         assert_eq!(
             check(Some("s3"), &HeaderMap::new(), Some("token=s")),
-            Verdict::Denied
+            Verdict::Mismatch
         );
+        let mut other = HeaderMap::new();
+        other.insert(COOKIE, "a=b".parse().unwrap());
+        assert_eq!(check(Some("s3"), &other, None), Verdict::Missing);
     }
 
     #[test]

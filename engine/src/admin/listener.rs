@@ -25,9 +25,20 @@ pub struct Running {
     /// The spec the connections read (a reload changes the token).
     live_spec: Arc<RwLock<AdminSpec>>,
     _stop: oneshot::Sender<()>,
+    /// Ends (a message, or its sender dropped) once the socket is closed.
+    closed: std::sync::mpsc::Receiver<()>,
 }
 
 impl Running {
+    /// Stops the listener and returns once its address is free (up to
+    /// `wait`), so that another socket can bind the same port. The
+    /// connections under way still finish, as when dropped.
+    pub fn stop_and_wait(self, wait: std::time::Duration) {
+        let Running { _stop, closed, .. } = self;
+        drop(_stop);
+        let _ = closed.recv_timeout(wait);
+    }
+
     pub fn set_spec(&mut self, spec: AdminSpec) {
         *self.live_spec.write().unwrap_or_else(|e| e.into_inner()) = spec.clone();
         self.spec = spec;
@@ -56,6 +67,7 @@ pub fn start(
 ) -> anyhow::Result<Running> {
     let addr = socket.local_addr()?;
     let (stop_tx, stop_rx) = oneshot::channel();
+    let (closed_tx, closed) = std::sync::mpsc::channel();
     let live_spec = Arc::new(RwLock::new(spec.clone()));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -64,13 +76,14 @@ pub fn start(
     std::thread::Builder::new()
         .name("pocket-admin".into())
         .spawn(move || {
-            rt.block_on(accept_loop(socket, specs, shared, stop_rx));
+            rt.block_on(accept_loop(socket, specs, shared, stop_rx, closed_tx));
         })?;
     Ok(Running {
         addr,
         spec,
         live_spec,
         _stop: stop_tx,
+        closed,
     })
 }
 
@@ -79,6 +92,7 @@ async fn accept_loop(
     spec: Arc<RwLock<AdminSpec>>,
     shared: Arc<Shared>,
     mut stop: oneshot::Receiver<()>,
+    closed: std::sync::mpsc::Sender<()>,
 ) {
     let listener = match tokio::net::TcpListener::from_std(socket) {
         Ok(l) => l,
@@ -93,6 +107,7 @@ async fn accept_loop(
     // (the reload that moved this listener) are given before the
     // runtime goes, for up to FINISH.
     drop(listener);
+    let _ = closed.send(());
     let _ = tokio::time::timeout(FINISH, slots.acquire_many(MAX_CONNECTIONS as u32)).await;
 }
 

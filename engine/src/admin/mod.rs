@@ -10,12 +10,14 @@
 //!
 //! - `listener`: the thread, its runtime, the accept loop.
 //! - `auth`: the token (`Authorization: Bearer`, or the page's cookie).
+//! - `csrf`: what keeps other web pages from acting (POSTs only).
 //! - `api`: routing and the JSON API.
 //! - `page`: the stats page (`page.html`, built into the binary).
 //! - `metrics`: what `/metrics` serves.
 
 mod api;
 mod auth;
+mod csrf;
 mod json;
 mod listener;
 mod metrics;
@@ -46,6 +48,8 @@ pub struct View {
 /// The outcome of the last reload (at start: the start itself).
 #[derive(Debug, Clone)]
 pub struct LastReload {
+    /// False until a reload was tried: `at` is then when Pocket started.
+    pub reloaded: bool,
     pub ok: bool,
     /// Milliseconds since the Unix epoch.
     pub at_unix_ms: u64,
@@ -89,6 +93,9 @@ pub struct Admin {
     shared: Arc<Shared>,
     commands: Option<UnboundedReceiver<Command>>,
     running: Option<listener::Running>,
+    /// The spec of a listener [`Admin::prepare`] stopped to free its port
+    /// for the next policy's address; [`Admin::cancel`] restarts it.
+    stopped: Option<AdminSpec>,
 }
 
 /// What [`Admin::prepare`] readied for a policy about to go live.
@@ -97,7 +104,14 @@ pub enum Prepared {
     Nothing,
     /// A new address, bound.
     Bound(std::net::TcpListener),
+    /// A new address on the listener's own port (`127.0.0.1:8404` to
+    /// `0.0.0.0:8404`), bound after the running listener was stopped to
+    /// let go of the port: commit it, or [`Admin::cancel`] it.
+    Replaced(std::net::TcpListener),
 }
+
+/// How long a stopped listener may take to let its port go.
+const PORT_FREED: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Milliseconds since the Unix epoch, now.
 pub fn unix_ms() -> u64 {
@@ -117,6 +131,7 @@ impl Admin {
             }),
             commands: Some(rx),
             running: None,
+            stopped: None,
         }
     }
 
@@ -133,8 +148,11 @@ impl Admin {
 
     /// Binds `spec`'s address if it is not the one the listener has:
     /// an address that cannot be bound refuses the policy (`path:line`
-    /// of `admin.bind`), and the running listener keeps serving.
-    pub fn prepare(&self, spec: Option<&AdminSpec>) -> Result<Prepared, String> {
+    /// of `admin.bind`), and the running listener keeps serving. An
+    /// address on the running listener's port that its socket keeps
+    /// from binding (another IP, or the wildcard) is bound after it
+    /// stops; when even then it cannot be, the listener starts again.
+    pub fn prepare(&mut self, spec: Option<&AdminSpec>) -> Result<Prepared, String> {
         let Some(spec) = spec else {
             return Ok(Prepared::Nothing);
         };
@@ -145,12 +163,57 @@ impl Admin {
         {
             return Ok(Prepared::Nothing);
         }
-        listener::bind(spec.bind).map(Prepared::Bound).map_err(|e| {
+        let refused = |e: std::io::Error| {
             format!(
                 "{}: admin.bind {}: cannot listen: {e}",
                 spec.place, spec.bind
             )
-        })
+        };
+        match listener::bind(spec.bind) {
+            Ok(socket) => Ok(Prepared::Bound(socket)),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && self
+                        .running
+                        .as_ref()
+                        .is_some_and(|r| r.addr.port() == spec.bind.port()) =>
+            {
+                let Some(old) = self.running.take() else {
+                    return Err(refused(e));
+                };
+                let mut old_spec = old.spec.clone();
+                old_spec.bind = old.addr;
+                old.stop_and_wait(PORT_FREED);
+                self.stopped = Some(old_spec);
+                match listener::bind(spec.bind) {
+                    Ok(socket) => Ok(Prepared::Replaced(socket)),
+                    Err(e) => {
+                        self.cancel(Prepared::Nothing);
+                        Err(refused(e))
+                    }
+                }
+            }
+            Err(e) => Err(refused(e)),
+        }
+    }
+
+    /// The policy [`Admin::prepare`] readied for did not go live: a
+    /// listener it stopped starts again on its address.
+    pub fn cancel(&mut self, prepared: Prepared) {
+        drop(prepared);
+        let Some(spec) = self.stopped.take() else {
+            return;
+        };
+        let restarted = listener::bind(spec.bind)
+            .map_err(anyhow::Error::from)
+            .and_then(|socket| listener::start(socket, spec.clone(), self.shared.clone()));
+        match restarted {
+            Ok(r) => self.running = Some(r),
+            Err(e) => tracing::error!(
+                "admin listener on {} could not start again: {e:#}",
+                spec.bind
+            ),
+        }
     }
 
     /// The policy with `spec` is live: the listener starts, moves (with
@@ -163,12 +226,13 @@ impl Admin {
             return Ok(());
         };
         match prepared {
-            Prepared::Bound(socket) => {
-                let old = self.running.take();
+            Prepared::Bound(socket) | Prepared::Replaced(socket) => {
+                let old = self.running.take().map(|r| r.addr);
+                let old = old.or(self.stopped.take().map(|s| s.bind));
                 let new = listener::start(socket, spec.clone(), self.shared.clone())?;
                 match old {
                     Some(old) => {
-                        tracing::info!("admin listener moved from {} to {}", old.addr, new.addr)
+                        tracing::info!("admin listener moved from {old} to {}", new.addr)
                     }
                     None => tracing::info!("admin listening on {}", new.addr),
                 }

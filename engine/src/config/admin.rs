@@ -9,6 +9,7 @@ use mlua::{Table, Value};
 
 use super::load::{parse_addr, Checker};
 use super::pool_settings::shown;
+use super::ListenerSpec;
 use crate::script::describe_lua_error;
 
 const ADMIN_KEYS: &[&str] = &["bind", "token", "explain_from"];
@@ -31,7 +32,7 @@ pub struct AdminSpec {
 
 impl Checker<'_> {
     /// The `admin` table, or None (absent, or wrong: then an error).
-    pub(super) fn admin(&mut self, root: &Table) -> Option<AdminSpec> {
+    pub(super) fn admin(&mut self, root: &Table, listeners: &[ListenerSpec]) -> Option<AdminSpec> {
         let t = match root.get::<Value>("admin") {
             Ok(Value::Nil) => return None,
             Ok(Value::Table(t)) => t,
@@ -85,27 +86,36 @@ impl Checker<'_> {
         let mut token_ok = true;
         let token = match t.get::<Value>("token") {
             Ok(Value::Nil) => None,
-            Ok(Value::String(s)) if !s.as_bytes().is_empty() => {
+            Ok(Value::String(s)) if s.as_bytes().is_empty() => {
+                token_ok = false;
+                self.error(
+                    &["admin", "token"],
+                    "admin.token is empty: set a secret string or remove token".into(),
+                );
+                None
+            }
+            Ok(Value::String(s)) => {
                 let text = s.to_string_lossy();
-                if text.bytes().any(|b| !(0x21..=0x7e).contains(&b)) {
-                    token_ok = false;
-                    self.error(
-                        &["admin", "token"],
-                        "admin.token must be printable ASCII without spaces (it travels in an Authorization header)".into(),
-                    );
-                    None
-                } else {
-                    Some(Arc::from(text.as_str()))
+                match text.chars().find(|&c| !cookie_safe(c)) {
+                    Some(c) => {
+                        token_ok = false;
+                        self.error(
+                            &["admin", "token"],
+                            format!(
+                                "admin.token has {}: a token is letters, digits and printable ASCII punctuation except \" , ; and \\ (it travels in an Authorization header and a cookie)",
+                                shown_char(c)
+                            ),
+                        );
+                        None
+                    }
+                    None => Some(Arc::from(text.as_str())),
                 }
             }
             Ok(other) => {
                 token_ok = false;
                 self.error(
                     &["admin", "token"],
-                    format!(
-                        "admin.token must be a non-empty string, not {}",
-                        shown(&other)
-                    ),
+                    format!("admin.token must be a string, not {}", shown(&other)),
                 );
                 None
             }
@@ -122,6 +132,29 @@ impl Checker<'_> {
                 &["admin", "bind"],
                 format!(
                     "admin.bind {bind} is not a loopback address: set admin.token too (the admin API changes server states and reloads the policy), or bind to 127.0.0.1"
+                ),
+            );
+            return None;
+        }
+        // Two sockets on one port: the listener binds first and the
+        // admin listener would find its address in use at run.
+        let clash = listeners.iter().enumerate().find(|(_, l)| {
+            l.bind.port() == bind.port()
+                && bind.port() != 0
+                && (l.bind.ip() == bind.ip()
+                    || l.bind.ip().is_unspecified()
+                    || bind.ip().is_unspecified())
+        });
+        if let Some((i, l)) = clash {
+            let at = match self.places_line(&["listeners", &format!("[{}]", i + 1), "bind"]) {
+                Some(n) => format!(", {}:{n}", self.path.display()),
+                None => String::new(),
+            };
+            self.error(
+                &["admin", "bind"],
+                format!(
+                    "admin.bind {bind} is the port of listener \"{}\" ({}{at}): give the admin listener a port of its own",
+                    l.name, l.bind
                 ),
             );
             return None;
@@ -180,5 +213,20 @@ impl Checker<'_> {
             }
         }
         out
+    }
+}
+
+/// A character RFC 6265 allows in a cookie value (`cookie-octet`):
+/// printable ASCII but space, `"`, `,`, `;` and `\`.
+fn cookie_safe(c: char) -> bool {
+    matches!(c, '!'..='~') && !matches!(c, '"' | ',' | ';' | '\\')
+}
+
+/// `c` as a user reads it in an error.
+fn shown_char(c: char) -> String {
+    match c {
+        ' ' => "a space".into(),
+        c if c.is_control() || !c.is_ascii() => format!("the character U+{:04X}", c as u32),
+        c => format!("'{c}'"),
     }
 }

@@ -1,7 +1,8 @@
 //! What a reload changed, in one log line: pools, servers, listeners and
-//! hooks added (+) and removed (-).
+//! hooks added (+) and removed (-), and the `admin` and `log` keys.
 
-use crate::config::Policy;
+use crate::config::{AdminSpec, Policy};
+use crate::observe::access_log::{Format, Sink};
 
 pub fn describe_changes(old: &Policy, new: &Policy) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -91,6 +92,8 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> String {
     if !hook_changes.is_empty() {
         parts.push(format!("hooks {}", hook_changes.join(" ")));
     }
+    parts.extend(admin_change(old.admin.as_ref(), new.admin.as_ref()));
+    parts.extend(log_change(old.log.as_deref(), new.log.as_deref()));
     if parts.is_empty() {
         if old.source == new.source {
             "no change".into()
@@ -100,4 +103,58 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> String {
     } else {
         parts.join("; ")
     }
+}
+
+/// `admin +127.0.0.1:8404`, `admin -...`, `admin A -> B`, `admin token
+/// set` / `changed` / `removed`, `admin explain_from changed` (the token
+/// itself is never printed).
+fn admin_change(old: Option<&AdminSpec>, new: Option<&AdminSpec>) -> Option<String> {
+    let (o, n) = match (old, new) {
+        (None, None) => return None,
+        (None, Some(n)) => return Some(format!("admin +{}", n.bind)),
+        (Some(o), None) => return Some(format!("admin -{}", o.bind)),
+        (Some(o), Some(n)) => (o, n),
+    };
+    let mut what = Vec::new();
+    if o.bind != n.bind {
+        what.push(format!("{} -> {}", o.bind, n.bind));
+    }
+    match (&o.token, &n.token) {
+        (None, Some(_)) => what.push("token set".into()),
+        (Some(_), None) => what.push("token removed".into()),
+        (Some(a), Some(b)) if a != b => what.push("token changed".into()),
+        _ => {}
+    }
+    if o.explain_from != n.explain_from {
+        what.push("explain_from changed".into());
+    }
+    (!what.is_empty()).then(|| format!("admin {}", what.join(", ")))
+}
+
+/// `log +access.log (json)`, `log -stderr`, `log a.log -> b.log`,
+/// `log text -> json`.
+fn log_change(old: Option<&Sink>, new: Option<&Sink>) -> Option<String> {
+    let name = |f: Format| match f {
+        Format::Text => "text",
+        Format::Json => "json",
+    };
+    // `-` is standard error: said so.
+    let path = |s: &Sink| match s.path() {
+        "-" => "stderr".to_string(),
+        p => p.to_string(),
+    };
+    let (o, n) = match (old, new) {
+        (None, None) => return None,
+        (None, Some(n)) => return Some(format!("log +{} ({})", path(n), name(n.format))),
+        (Some(o), None) => return Some(format!("log -{}", path(o))),
+        (Some(o), Some(n)) => (o, n),
+    };
+    let mut what = Vec::new();
+    if o.path() != n.path() {
+        what.push(format!("{} -> {}", path(o), path(n)));
+    }
+    if o.format != n.format {
+        what.push(format!("{} -> {}", name(o.format), name(n.format)));
+    }
+    (!what.is_empty()).then(|| format!("log {}", what.join(", ")))
 }

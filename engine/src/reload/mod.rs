@@ -77,6 +77,7 @@ impl Supervisor {
             generation: 1,
             listeners: Vec::new(),
             last_reload: LastReload {
+                reloaded: false,
                 ok: true,
                 at_unix_ms: crate::admin::unix_ms(),
                 error: None,
@@ -455,6 +456,9 @@ impl Supervisor {
                     "admin API: server {server} of pool {pool} has weight {weight}; generation {generation} is live"
                 );
                 self.status.generation = generation;
+                // The gauge follows every generation; `pocket_reloads_total`
+                // counts reloads of the file only.
+                crate::observe::metrics::generation_live(generation);
                 self.show_live();
                 self.refresh_counts();
                 self.files.write(&self.status);
@@ -505,10 +509,14 @@ impl Supervisor {
                     .map(|l| l.name.clone())
                     .collect();
                 let switched = match admin {
-                    Ok(prepared) => self
-                        .running
-                        .switch_to(generation, policy.clone())
-                        .map(|()| prepared),
+                    Ok(prepared) => match self.running.switch_to(generation, policy.clone()) {
+                        Ok(()) => Ok(prepared),
+                        Err(e) => {
+                            // The admin listener stays where it was.
+                            self.admin.cancel(prepared);
+                            Err(e)
+                        }
+                    },
                     Err(e) => Err(e),
                 };
                 match switched {
@@ -543,6 +551,7 @@ impl Supervisor {
         let at_unix_ms = crate::admin::unix_ms();
         self.admin.update(|v| {
             v.last_reload = LastReload {
+                reloaded: true,
                 ok: result.is_ok(),
                 at_unix_ms,
                 error: result.as_ref().err().cloned(),
