@@ -58,6 +58,9 @@ pub async fn answer(
             "without admin.token the admin listener answers requests for localhost or an IP address only (a web page cannot reach it through a name of its own)",
         );
     }
+    if let Err(why) = same_origin(&req) {
+        return error(StatusCode::FORBIDDEN, &why);
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let segments: Vec<String> = path
@@ -148,17 +151,70 @@ fn page() -> Answer {
     a
 }
 
+/// An action (any method but GET and HEAD) sent by a web page of another
+/// site is refused: a browser lets any page POST to 127.0.0.1 (a "simple"
+/// request needs no CORS preflight), and without `admin.token` nothing
+/// else would stop it. Browsers name the page's site in `Origin` (RFC 6454
+/// section 7, Fetch's `Sec-Fetch-Site`); curl and scripts send neither.
+/// The stats page's own buttons send its own origin, which matches `Host`.
+fn same_origin<B>(req: &hyper::Request<B>) -> Result<(), String> {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Ok(());
+    }
+    let headers = req.headers();
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+    };
+    if text("sec-fetch-site") == Some("cross-site") {
+        return Err("a web page of another site may not act on the admin listener".into());
+    }
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let host = text(header::HOST.as_str()).unwrap_or("");
+    let origin = origin.to_str().unwrap_or("");
+    let own = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|o| !host.is_empty() && o.eq_ignore_ascii_case(host));
+    if own {
+        Ok(())
+    } else {
+        Err(format!(
+            "a web page of another site ({origin}) may not act on the admin listener (Host {host})"
+        ))
+    }
+}
+
+/// How long an action's body may take to arrive, whole: past it the
+/// connection's slot goes back (there are 64), so a client that sends a
+/// body a byte at a time cannot hold the admin listener.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[allow(clippy::result_large_err)]
 async fn read_body(req: hyper::Request<Incoming>) -> Result<String, Answer> {
-    let collected = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|_| {
-            error(
-                StatusCode::BAD_REQUEST,
-                &format!("the body could not be read whole (at most {MAX_BODY} bytes)"),
-            )
-        })?;
+    let collected = tokio::time::timeout(
+        BODY_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    .map_err(|_| {
+        error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "the body did not arrive within {} s",
+                BODY_TIMEOUT.as_secs()
+            ),
+        )
+    })?
+    .map_err(|_| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("the body could not be read whole (at most {MAX_BODY} bytes)"),
+        )
+    })?;
     String::from_utf8(collected.to_bytes().to_vec())
         .map_err(|_| error(StatusCode::BAD_REQUEST, "the body is not UTF-8 JSON"))
 }
@@ -242,6 +298,27 @@ async fn server_action(
             );
         }
     };
+    // A key the action does not take (`{"state":"drain","weight":5}`), or
+    // one given twice, would be ignored without a word: refused instead.
+    let takes = if action == "weight" {
+        "weight"
+    } else {
+        "state"
+    };
+    for (i, (k, _)) in fields.iter().enumerate() {
+        if fields[..i].iter().any(|(seen, _)| seen == k) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("\"{k}\" is given twice: send it once"),
+            );
+        }
+        if (action == "state" || action == "weight") && k != takes {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("{action} takes only \"{takes}\", not \"{k}\""),
+            );
+        }
+    }
     let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
     match action {
         "state" => {
