@@ -231,3 +231,35 @@ fn an_access_log_fifo_nobody_reads_is_refused_not_waited_on() {
     }
     panic!("pocket check never accepted the FIFO with a reader: {last}");
 }
+
+/// An admin bind equal to a proxy listener's: `pocket check` said ok and
+/// only `pocket run` failed (address in use). Refused at load, at the
+/// admin bind's line, naming the listener; a wildcard listener on the
+/// same port counts too.
+#[test]
+fn an_admin_bind_that_is_a_listeners_bind_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = dead_addr().port();
+    for (listener, admin) in [
+        (format!("127.0.0.1:{port}"), format!("127.0.0.1:{port}")),
+        (format!("0.0.0.0:{port}"), format!("127.0.0.1:{port}")),
+        (format!("127.0.0.1:{port}"), format!("localhost:{port}")),
+    ] {
+        let text = format!(
+            "return {{\n  listeners = {{ {{ name = \"web\", bind = \"{listener}\", pool = \"app\" }} }},\n  admin = {{ bind = \"{admin}\" }},\n  pools = {{ app = {{ servers = {{ \"127.0.0.1:9\" }} }} }},\n}}\n"
+        );
+        let policy = write_policy(dir.path(), "same.lua", &text);
+        let (code, err) = check_within(&policy, Duration::from_secs(30));
+        assert_eq!(code, 1, "{listener} / {admin}: {err}");
+        assert!(
+            err.contains("same.lua:3: admin.bind 127.0.0.1:")
+                && err.contains("is also listener \"web\"'s bind"),
+            "{err}"
+        );
+    }
+    // Port 0 twice is two ports.
+    let text = "return {\n  listeners = { { name = \"web\", bind = \"127.0.0.1:0\", pool = \"app\" } },\n  admin = { bind = \"127.0.0.1:0\" },\n  pools = { app = { servers = { \"127.0.0.1:9\" } } },\n}\n";
+    let policy = write_policy(dir.path(), "zero.lua", text);
+    let (code, err) = check_within(&policy, Duration::from_secs(30));
+    assert_eq!(code, 0, "{err}");
+}

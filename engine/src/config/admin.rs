@@ -9,6 +9,7 @@ use mlua::{Table, Value};
 
 use super::load::{parse_addr, Checker};
 use super::pool_settings::shown;
+use super::ListenerSpec;
 use crate::script::describe_lua_error;
 
 const ADMIN_KEYS: &[&str] = &["bind", "token", "explain_from"];
@@ -31,7 +32,7 @@ pub struct AdminSpec {
 
 impl Checker<'_> {
     /// The `admin` table, or None (absent, or wrong: then an error).
-    pub(super) fn admin(&mut self, root: &Table) -> Option<AdminSpec> {
+    pub(super) fn admin(&mut self, root: &Table, listeners: &[ListenerSpec]) -> Option<AdminSpec> {
         let t = match root.get::<Value>("admin") {
             Ok(Value::Nil) => return None,
             Ok(Value::Table(t)) => t,
@@ -126,6 +127,19 @@ impl Checker<'_> {
             );
             return None;
         }
+        // The same address as a proxy listener would fail only when the
+        // policy goes live (`pocket check` said ok); the admin listener
+        // never serves proxied traffic, so say so here.
+        if let Some(l) = listeners.iter().find(|l| same_socket(l.bind, bind)) {
+            self.error(
+                &["admin", "bind"],
+                format!(
+                    "admin.bind {bind} is also listener \"{}\"'s bind ({}): the admin listener serves no proxied traffic; give it a port of its own",
+                    l.name, l.bind
+                ),
+            );
+            return None;
+        }
         let line = self.places_line(&["admin", "bind"]);
         let place = match line {
             Some(n) => format!("{}:{n}", self.path.display()),
@@ -181,4 +195,13 @@ impl Checker<'_> {
         }
         out
     }
+}
+
+/// Whether two binds would take the same socket: one port (not 0, which
+/// the OS picks anew for each) on the same address, or on any address when
+/// either is the wildcard (`0.0.0.0`, `[::]`).
+fn same_socket(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }

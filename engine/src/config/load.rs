@@ -500,7 +500,7 @@ impl Checker<'_> {
         let (pools, pool_index) = self.pools(root, registry);
         self.check_fallbacks(&pools, &pool_index);
         let listeners = self.listeners(root, &pool_index);
-        let admin = self.admin(root);
+        let admin = self.admin(root, &listeners);
         let log = self.access_log(root);
         Some(Policy {
             path: self.path.to_path_buf(),
