@@ -263,3 +263,84 @@ fn an_admin_bind_that_is_a_listeners_bind_is_refused_at_load() {
     let (code, err) = check_within(&policy, Duration::from_secs(30));
     assert_eq!(code, 0, "{err}");
 }
+
+/// `GET http://abs.example/p` with `Host: other`: Pocket and the script
+/// take the URL's host (RFC 9112 section 3.2.2), the access log used to
+/// say `other`. The line names the host the request was routed for;
+/// hostile bytes in the request and in a script's field still leave one
+/// valid JSON object per line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_logged_host_is_the_one_pocket_used_and_every_line_is_json() {
+    let a = origin("A");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.json");
+    let text = format!(
+        r#"return {{
+  log = {{ access = "{}", format = "json" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{}" }} }} }},
+  on_request = function(req)
+    req:log_field("seen", tostring(req.host))
+    local v = req:header("x-f")
+    if v then req:log_field("f", v) end
+  end,
+}}
+"#,
+        log.display(),
+        a.addr
+    );
+    let pocket = Pocket::start(&text, 1);
+    let web = pocket.addr("web");
+    let r = raw(
+        web,
+        b"GET http://abs.example/p HTTP/1.1\r\nHost: other\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = raw(
+        web,
+        b"GET /q%22?a=%5C' HTTP/1.1\r\nHost: h\r\nx-f: \xff\xc3(\t\"\\\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = h2_get(web, "h2.example", "/h2?x=%22").await;
+    assert_eq!(r.status, 200);
+
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let lines = loop {
+        let text = std::fs::read(&log).unwrap_or_default();
+        let lines: Vec<Vec<u8>> = text
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        if lines.len() >= 3 || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let shown: Vec<String> = lines
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    assert_eq!(lines.len(), 3, "{shown:#?}");
+    for l in &lines {
+        let text = String::from_utf8(l.clone()).expect("a JSON line is UTF-8");
+        assert!(
+            text.starts_with('{') && text.ends_with('}'),
+            "not one object: {text}"
+        );
+        let check = std::process::Command::new("python3")
+            .args(["-c", "import json,sys; json.loads(sys.argv[1])", &text])
+            .status()
+            .expect("run python3");
+        assert!(check.success(), "not valid JSON: {text}");
+    }
+    let first = String::from_utf8_lossy(&lines[0]);
+    assert!(
+        first.contains(r#""host":"abs.example""#) && first.contains(r#""seen":"abs.example""#),
+        "{first}"
+    );
+    let h2 = String::from_utf8_lossy(&lines[2]);
+    assert!(h2.contains(r#""host":"h2.example""#), "{h2}");
+}
