@@ -344,3 +344,59 @@ async fn the_logged_host_is_the_one_pocket_used_and_every_line_is_json() {
     let h2 = String::from_utf8_lossy(&lines[2]);
     assert!(h2.contains(r#""host":"h2.example""#), "{h2}");
 }
+
+/// `admin.token` may be any printable ASCII; a token with `;` (or `,`,
+/// `"`, `\`) set a cookie the browser cut at the `;`, so after opening
+/// `/?token=...` every request of the stats page got a 401. The cookie
+/// carries such a token encoded, and it works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_with_semicolons_still_logs_the_browser_in() {
+    let a = origin("A");
+    let admin = dead_addr();
+    let token = r#"s3;cr,t"x\y"#;
+    let text = format!(
+        r#"return {{
+  admin = {{ bind = "{admin}", token = [[{token}]] }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{}" }} }} }},
+}}
+"#,
+        a.addr
+    );
+    let pocket = Pocket::start_with(&text, 1, &["--no-watch"]);
+    pocket
+        .log
+        .wait_for(&[&format!("admin listening on {admin}")]);
+    let host = admin.to_string();
+    let r = send(
+        admin,
+        request("GET", "/?token=s3%3Bcr%2Ct%22x%5Cy", &[("host", &host)], ""),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let set = r.header("set-cookie").expect("the page sets its cookie");
+    // A browser keeps the value up to the first `;` and sends it back.
+    let cookie = set.split(';').next().unwrap().to_string();
+    let r = send(
+        admin,
+        request(
+            "GET",
+            "/api/status",
+            &[("host", &host), ("cookie", &cookie)],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{cookie}: {}", r.text());
+    let r = send(
+        admin,
+        request(
+            "GET",
+            "/api/status",
+            &[("host", &host), ("cookie", "pocket_admin=s3")],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+}
