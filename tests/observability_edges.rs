@@ -400,3 +400,39 @@ async fn a_token_with_semicolons_still_logs_the_browser_in() {
     .await;
     assert_eq!(r.status, 401, "{}", r.text());
 }
+
+/// `req:log_field("\255", v)` (any string argument with bytes that are
+/// not UTF-8, `req:set_path` too) said `expected invalid utf-8 sequence of
+/// 1 bytes from index 0, got a string`. It says what is wrong in the
+/// script's words, at its line; a value that is not UTF-8 is logged as
+/// is (lossy), not refused.
+#[test]
+fn a_string_argument_that_is_not_utf8_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    for (call, says) in [
+        (
+            r#"req:log_field("\255", "v")"#,
+            "p.lua:4: bad argument #1 to 'req:log_field': expected a UTF-8 string, got a string with bytes that are not UTF-8",
+        ),
+        (
+            r#"req:set_path("/\255")"#,
+            "p.lua:4: bad argument #1 to 'req:set_path': expected a UTF-8 string, got a string with bytes that are not UTF-8",
+        ),
+        (
+            r#"req:log_field("a", {})"#,
+            r#"log_field: the value of "a" must be a string, number or boolean, not a table"#,
+        ),
+        (r#"req:log_field("a", "\255")"#, "returned nil"),
+    ] {
+        let text = format!(
+            "return {{\n  listeners = {{ {{ name = \"web\", bind = \"127.0.0.1:0\", pool = \"app\" }} }},\n  pools = {{ app = {{ servers = {{ \"127.0.0.1:9\" }} }} }},\n  on_request = function(req) {call} end,\n}}\n"
+        );
+        let policy = write_policy(dir.path(), "p.lua", &text);
+        let (_, out, err) = pocket_cmd(&["explain", policy.to_str().unwrap(), "GET http://h/"]);
+        assert!(
+            out.contains(says),
+            "{call}: wanted {says:?} in\n{out}\n{err}"
+        );
+        assert!(!out.contains("invalid utf-8 sequence"), "{out}");
+    }
+}
