@@ -202,7 +202,8 @@ pub fn percent_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
+        // Two hex digits, no sign (`u8::from_str_radix` takes "+1").
+        if b[i] == b'%' && i + 2 < b.len() && b[i + 1..i + 3].iter().all(u8::is_ascii_hexdigit) {
             if let Some(n) = std::str::from_utf8(&b[i + 1..i + 3])
                 .ok()
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
@@ -274,6 +275,27 @@ async fn server_action(
             );
         }
     };
+    // A key the action does not take (`{"state":"drain","weight":5}`), or
+    // one given twice, would be ignored without a word: refused instead.
+    let takes = if action == "weight" {
+        "weight"
+    } else {
+        "state"
+    };
+    for (i, (k, _)) in fields.iter().enumerate() {
+        if fields[..i].iter().any(|(seen, _)| seen == k) {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("\"{k}\" is given twice: send it once"),
+            );
+        }
+        if (action == "state" || action == "weight") && k != takes {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("{action} takes only \"{takes}\", not \"{k}\""),
+            );
+        }
+    }
     let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v);
     match action {
         "state" => {
@@ -436,4 +458,13 @@ pub fn status_json(view: &View) -> String {
     }
     out.push_str("]}\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_decoding_takes_two_hex_digits_only() {
+        assert_eq!(super::percent_decode("127.0.0.1%3A9001"), "127.0.0.1:9001");
+        assert_eq!(super::percent_decode("a%2Fb%+1%-1%4"), "a/b%+1%-1%4");
+    }
 }

@@ -66,7 +66,8 @@ pub fn check(token: Option<&str>, headers: &HeaderMap, query: Option<&str>) -> V
         // The loader let only cookie-safe characters into a token
         // (`config::admin`), so it goes into the cookie as it is.
         return Verdict::AllowedSetCookie(format!(
-            "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Strict"
+            "{COOKIE_NAME}={}; Path=/; HttpOnly; SameSite=Strict",
+            cookie_value(token)
         ));
     }
     if sent {
@@ -92,6 +93,23 @@ pub fn host_is_local(headers: &HeaderMap) -> bool {
         None => host.rsplit_once(':').map_or(host, |(n, _)| n),
     };
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
+/// The token as a cookie value: a token may hold `;`, `,`, `"` or `\`
+/// (admin.token takes any printable ASCII), which a cookie value cannot
+/// (RFC 6265 section 4.1.1, cookie-octet): the browser would keep only
+/// what comes before a `;` and every later request would get a 401.
+/// Those and `%` are sent as `%XX`, and read back decoded.
+fn cookie_value(token: &str) -> String {
+    let mut out = String::with_capacity(token.len());
+    for b in token.bytes() {
+        if matches!(b, b'"' | b',' | b';' | b'\\' | b'%') || !(0x21..0x7f).contains(&b) {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    out
 }
 
 /// Compares in time that does not depend on where they differ.
@@ -130,6 +148,23 @@ mod tests {
         let mut other = HeaderMap::new();
         other.insert(COOKIE, "a=b".parse().unwrap());
         assert_eq!(check(Some("s3"), &other, None), Verdict::Missing);
+    }
+
+    #[test]
+    fn a_token_with_cookie_separators_survives_the_cookie() {
+        let token = "a;b,c\"d\\e%41=f";
+        let Verdict::AllowedSetCookie(set) = check(
+            Some(token),
+            &HeaderMap::new(),
+            Some("token=a%3Bb%2Cc%22d%5Ce%2541%3Df"),
+        ) else {
+            panic!("the query's token is the token");
+        };
+        // What a browser sends back: the value up to the first `;`.
+        let value = set.split(';').next().unwrap();
+        let mut c = HeaderMap::new();
+        c.insert(COOKIE, value.parse().unwrap());
+        assert_eq!(check(Some(token), &c, None), Verdict::Allowed);
     }
 
     #[test]

@@ -72,6 +72,9 @@ fn describe_called(err: &mlua::Error, called: Option<&str>) -> String {
                 Some((_, noun, _)) => format!("a {noun}"),
                 None => expected_words(expected, to),
             };
+            if is_not_utf8(&expected) {
+                return NOT_UTF8.into();
+            }
             format!("expected {expected}, got {}", type_words(from))
         }
         other => first_line(&other.to_string()),
@@ -94,6 +97,11 @@ pub fn arg<T: mlua::FromLua>(
         Err(mlua::Error::FromLuaConversionError { to, message, .. }) => {
             let expected = message.unwrap_or_else(|| to.to_lowercase());
             let expected = expected.strip_prefix("expected ").unwrap_or(&expected);
+            if is_not_utf8(expected) {
+                return Err(mlua::Error::RuntimeError(format!(
+                    "bad argument #{n} to '{func}': {NOT_UTF8}"
+                )));
+            }
             Err(mlua::Error::RuntimeError(format!(
                 "bad argument #{n} to '{func}': expected {}, got {}",
                 expected_words(expected, &to),
@@ -102,6 +110,15 @@ pub fn arg<T: mlua::FromLua>(
         }
         Err(other) => Err(other),
     }
+}
+
+/// A string argument with bytes that are not UTF-8 (`"\255"`), where a
+/// Rust `String` is taken: mlua says `invalid utf-8 sequence of 1 bytes
+/// from index 0`, which would read as "expected invalid utf-8 ...".
+const NOT_UTF8: &str = "expected a UTF-8 string, got a string with bytes that are not UTF-8";
+
+fn is_not_utf8(expected: &str) -> bool {
+    expected.contains("utf-8")
 }
 
 /// What mlua says a conversion expected, in the docs' words: `a number`,

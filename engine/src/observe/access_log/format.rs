@@ -56,12 +56,14 @@ fn proto(v: http::Version) -> &'static str {
     }
 }
 
-/// The host as the client named it: `Host`, else the target's authority
-/// (HTTP/2), else nothing.
+/// The host the request was for, as Pocket and the script took it: the
+/// target's authority when it has one (an absolute-form target, whose
+/// authority a server uses over `Host`, RFC 9112 section 3.2.2; HTTP/2's
+/// `:authority`, RFC 9113 section 8.3.1), else `Host`, else nothing.
 fn host(ex: &Exchange) -> Option<&[u8]> {
-    match &ex.host {
-        Some(h) => Some(h.as_bytes()),
-        None => ex.target.authority().map(|a| a.as_str().as_bytes()),
+    match ex.target.authority() {
+        Some(a) => Some(a.as_str().as_bytes()),
+        None => ex.host.as_ref().map(|h| h.as_bytes()),
     }
 }
 

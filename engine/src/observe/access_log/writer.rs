@@ -69,15 +69,36 @@ enum Out {
     File(File),
 }
 
+/// Opens `path` for appending without ever waiting: a FIFO (a log
+/// shipper's pipe) with no reader yet would block `open(2)` for good, and
+/// with it the policy load or the reopen. It is opened non-blocking
+/// (refused with ENXIO when nobody reads it, POSIX `open`), then put back
+/// to blocking writes, which the writer thread may wait on.
 fn open(path: &str) -> std::io::Result<Out> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
     if path == "-" {
         return Ok(Out::Stderr);
     }
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)
-        .map(Out::File)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ENXIO) => std::io::Error::other("a FIFO that nobody reads yet"),
+            _ => e,
+        })?;
+    // SAFETY: fcntl on a descriptor this function owns; F_GETFL/F_SETFL
+    // only read and set its status flags.
+    unsafe {
+        let fd = file.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(Out::File(file))
 }
 
 impl Out {

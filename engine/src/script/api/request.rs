@@ -188,7 +188,7 @@ impl UserData for RequestView {
                 other => {
                     return Err(runtime(format!(
                     "log_field: the value of {name:?} must be a string, number or boolean, not {}",
-                    other.type_name()
+                    crate::script::hooks::returned(&other)
                 )))
                 }
             };
