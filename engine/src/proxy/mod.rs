@@ -267,6 +267,9 @@ async fn forward(
             }
         };
         let server = &pool.servers[si];
+        if let Some(failed) = open.ex.retries.last_mut() {
+            failed.retried = true;
+        }
         open.ex.pool = Some(pool.name.clone());
         open.ex.server = Some(server.addr_text.clone());
         open.set(b'C', b'C');
@@ -285,8 +288,10 @@ async fn forward(
                 tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{e}{next}");
                 last_error = format!("{}: {e}", server.addr);
                 open.ex.retries.push(Retry {
+                    pool: pool.name.clone(),
                     server: server.addr_text.clone(),
                     cause: "connect failed",
+                    retried: false,
                 });
                 tried.push(si);
                 continue;
@@ -352,8 +357,10 @@ async fn forward(
                     tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{}{next}", e.error());
                     last_error = format!("{}: {}", server.addr, e.error());
                     open.ex.retries.push(Retry {
+                        pool: pool.name.clone(),
                         server: server.addr_text.clone(),
                         cause: "no response",
+                        retried: false,
                     });
                     tried.push(si);
                     head = Some(h);
@@ -449,8 +456,13 @@ async fn forward(
         )
     };
     tracing::warn!(request = %id, "{why}");
-    // No server could take it: HAProxy's `SC` (503 or 502 alike).
-    open.set(b'S', b'C');
+    // No server could take it: HAProxy's `SC` (503 or 502 alike); `SH`
+    // if the last one took the connection and closed it before a head.
+    let phase = match open.ex.retries.last() {
+        Some(r) if r.cause == "no response" => b'H',
+        _ => b'C',
+    };
+    open.set(b'S', phase);
     open.ex.pool.get_or_insert_with(|| pool.name.clone());
     let status = if tried.is_empty() {
         StatusCode::SERVICE_UNAVAILABLE
