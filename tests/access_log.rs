@@ -644,3 +644,40 @@ async fn every_answer_gets_exactly_one_line_and_a_client_leaving_early_is_ch() {
     assert_eq!(f["method"], "HEAD");
     assert_eq!(f["termination"], "--");
 }
+
+/// A policy whose log goes to a folder this machine does not have (a CI
+/// run of a server's policy): `pocket test` and `pocket explain` run
+/// without touching it, `pocket check` says at `path:line` that it cannot
+/// be opened and creates nothing, and `pocket run` refuses to start with
+/// the same words.
+#[test]
+fn only_serving_opens_the_log_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("var-log-pocket");
+    let log = missing.join("access.log");
+    let path = dir.path().join("policy.lua");
+    std::fs::write(
+        &path,
+        policy(
+            &format!(r#"{{ access = "{}" }}"#, log.display()),
+            r#"{ servers = { "127.0.0.1:9" } }"#,
+            r#"tests = { { req = { path = "/ping" }, status = 200, body = "pong\n" } },"#,
+        ),
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+
+    let (code, out, err) = pocket_cmd(&["test", p]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = pocket_cmd(&["explain", p, "GET http://x/ping"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let says = format!("policy.lua:2: log.access: cannot open {}", log.display());
+    let (code, out, err) = pocket_cmd(&["check", p]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&says), "{err}");
+    let (code, out, err) = pocket_cmd(&["run", p]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&says), "{err}");
+    assert!(!missing.exists(), "nothing was created");
+}

@@ -157,7 +157,11 @@ impl WorkerScript {
             .map_err(|e| describe_lua_error(&e))?;
         Ok(WorkerScript {
             generation: 0,
-            access_log: policy.log.as_ref().map(|s| s.for_worker()),
+            access_log: policy
+                .log
+                .as_ref()
+                .and_then(|l| l.sink())
+                .map(|s| s.for_worker()),
             on_connect: hook(&root, "on_connect"),
             on_request: hook(&root, "on_request"),
             on_response: hook(&root, "on_response"),
