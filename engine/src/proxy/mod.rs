@@ -126,6 +126,10 @@ pub async fn handle(
             open.set(b'P', b'R');
             local::refusal(status, &why, &id.to_string())
         }
+        Route::OverLimit(status, why) => {
+            open.set(b'R', b'R');
+            local::refusal(status, &why, &id.to_string())
+        }
         Route::Pool {
             pool,
             key,
@@ -545,7 +549,8 @@ fn deliver(
         open.ex.hooks_us += hooks.elapsed().as_micros() as u64;
         crate::script::api::log_field::take_into(&mut open.ex.script_fields);
         if let Err(e) = answered {
-            open.set(b'P', b'H');
+            // RH: the script met its time budget or memory limit.
+            open.set(if e.limit { b'R' } else { b'P' }, b'H');
             tracing::error!(request = %id, hook = e.hook, "{}", e.message);
             return local::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
