@@ -735,7 +735,10 @@ async fn server_closing_script_over_budget_and_client_send_timeout_codes() {
     let r = get(pocket.addr("mute"), "/silence").await;
     assert_eq!(r.status, 502);
     let line = pocket.log.wait_for(&["/silence HTTP/1.1\" 502 "]);
-    assert!(line.contains(" 502 SH ") && line.contains("retries=2"), "{line}");
+    assert!(
+        line.contains(" 502 SH ") && line.contains("retries=2"),
+        "{line}"
+    );
     assert!(line.contains("no response"), "{line}");
 
     let web = pocket.addr("web");
@@ -755,7 +758,9 @@ async fn server_closing_script_over_budget_and_client_send_timeout_codes() {
     )
     .await
     .unwrap();
-    let line = pocket.log.wait_for(&[&format!("/bytes/{BIG} HTTP/1.1\" 200 ")]);
+    let line = pocket
+        .log
+        .wait_for(&[&format!("/bytes/{BIG} HTTP/1.1\" 200 ")]);
     assert!(line.contains(" 200 cD "), "{line}");
     drop(s);
 }

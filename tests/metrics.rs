@@ -449,23 +449,41 @@ async fn retries_count_where_they_happened_and_only_when_one_was_made() {
     let cause = r#",cause="connect failed""#;
     assert_eq!(at("solo", solo_dead, retries, cause), 0.0, "{text}");
     assert_eq!(
-        at("solo", solo_dead, "pocket_server_requests_total", r#",class="5xx""#),
+        at(
+            "solo",
+            solo_dead,
+            "pocket_server_requests_total",
+            r#",class="5xx""#
+        ),
         0.0,
         "the server answered nothing: {text}"
     );
     assert_eq!(
-        at("solo", solo_dead, "pocket_server_connect_failures_total", ""),
+        at(
+            "solo",
+            solo_dead,
+            "pocket_server_connect_failures_total",
+            ""
+        ),
         3.0,
         "{text}"
     );
     assert_eq!(at("first", first_dead, retries, cause), 3.0, "{text}");
     assert_eq!(
-        at("app", a.addr, "pocket_server_requests_total", r#",class="2xx""#),
+        at(
+            "app",
+            a.addr,
+            "pocket_server_requests_total",
+            r#",class="2xx""#
+        ),
         3.0,
         "{text}"
     );
     assert_eq!(
-        value(&text, r#"pocket_requests_total{listener="solo",class="5xx"}"#),
+        value(
+            &text,
+            r#"pocket_requests_total{listener="solo",class="5xx"}"#
+        ),
         Some(3.0),
         "{text}"
     );

@@ -295,7 +295,8 @@ fn drain_loop(shared: Arc<Shared>, mut out: Out) {
             // A slot no thread holds any more (its thread exited, or
             // pruned it) takes no new lines: drop it once drained.
             all.retain(|s| {
-                Arc::strong_count(s) > 1 || !s.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+                Arc::strong_count(s) > 1
+                    || !s.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
             });
             slots.extend(all.iter().cloned());
         }
