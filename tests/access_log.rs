@@ -735,3 +735,123 @@ async fn a_head_that_cannot_be_read_gets_a_badreq_line() {
         assert_eq!(l["path"], "null");
     }
 }
+
+/// A policy whose log goes to a folder this machine does not have (a CI
+/// run of a server's policy): `pocket test` and `pocket explain` run
+/// without touching it, `pocket check` says at `path:line` that it cannot
+/// be opened and creates nothing, and `pocket run` refuses to start with
+/// the same words.
+#[test]
+fn only_serving_opens_the_log_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("var-log-pocket");
+    let log = missing.join("access.log");
+    let path = dir.path().join("policy.lua");
+    std::fs::write(
+        &path,
+        policy(
+            &format!(r#"{{ access = "{}" }}"#, log.display()),
+            r#"{ servers = { "127.0.0.1:9" } }"#,
+            r#"tests = { { req = { path = "/ping" }, status = 200, body = "pong\n" } },"#,
+        ),
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+
+    let (code, out, err) = pocket_cmd(&["test", p]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = pocket_cmd(&["explain", p, "GET http://x/ping"]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    let says = format!("policy.lua:2: log.access: cannot open {}", log.display());
+    let (code, out, err) = pocket_cmd(&["check", p]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&says), "{err}");
+    let (code, out, err) = pocket_cmd(&["run", p]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains(&says), "{err}");
+    assert!(!missing.exists(), "nothing was created");
+}
+
+/// A server that takes the connection, reads the request head, and closes
+/// without a byte of an answer.
+fn mute_origin() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut head = Vec::new();
+            let mut b = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&b[..n]),
+                }
+            }
+        }
+    });
+    addr
+}
+
+/// The termination codes of the ends HAProxy tells apart: every server
+/// taking the request and closing before a head is `SH` (not `SC`, which
+/// says none could be connected to); a hook stopped by its time budget is
+/// a resource limit, `RR` (an error of the script's own stays `PR`); a
+/// client that stops reading is its timeout, `cD` (not `CD`, the client
+/// going away).
+#[tokio::test]
+async fn server_closing_script_over_budget_and_client_send_timeout_codes() {
+    let a = origin("A");
+    let (m1, m2) = (mute_origin(), mute_origin());
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  log = {{ access = "-" }},
+  listeners = {{ {{ name = "mute", bind = "127.0.0.1:0", pool = "mute" }},
+                {{ name = "web", bind = "127.0.0.1:0", pool = "app", timeouts = {{ send = "1s" }} }} }},
+  pools = {{
+    mute = {{ servers = {{ "{m1}", "{m2}" }}, retries = 2, passive = false }},
+    app = {{ servers = {{ "{}" }} }},
+  }},
+  on_request = function(req)
+    if req.path == "/spin" then while true do end end
+    if req.path == "/oops" then error("oops") end
+  end,
+}}"#,
+            a.addr
+        ),
+        1,
+    );
+    let r = get(pocket.addr("mute"), "/silence").await;
+    assert_eq!(r.status, 502);
+    let line = pocket.log.wait_for(&["/silence HTTP/1.1\" 502 "]);
+    assert!(
+        line.contains(" 502 SH ") && line.contains("retries=2"),
+        "{line}"
+    );
+    assert!(line.contains("no response"), "{line}");
+
+    let web = pocket.addr("web");
+    assert_eq!(get(web, "/spin").await.status, 500);
+    let line = pocket.log.wait_for(&["/spin HTTP/1.1\" 500 "]);
+    assert!(line.contains(" 500 RR "), "{line}");
+    assert_eq!(get(web, "/oops").await.status, 500);
+    let line = pocket.log.wait_for(&["/oops HTTP/1.1\" 500 "]);
+    assert!(line.contains(" 500 PR "), "{line}");
+
+    // A client that reads nothing of a large body.
+    const BIG: u64 = 1 << 30;
+    let mut s = tokio::net::TcpStream::connect(web).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut s,
+        format!("GET /bytes/{BIG} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let line = pocket
+        .log
+        .wait_for(&[&format!("/bytes/{BIG} HTTP/1.1\" 200 ")]);
+    assert!(line.contains(" 200 cD "), "{line}");
+    drop(s);
+}

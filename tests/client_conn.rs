@@ -499,8 +499,8 @@ async fn counting_origin(
 
 /// The tester's input scaled down: an h2 client that gives no window
 /// (SETTINGS_INITIAL_WINDOW_SIZE 0) to 20 streams of large responses has
-/// them reset after the send timeout, and Pocket lets go of the 20 origin
-/// connections they held.
+/// them reset after the send timeout, logged `cD`, and Pocket lets go of
+/// the 20 origin connections they held.
 #[tokio::test]
 async fn h2_streams_stalled_on_the_clients_window_are_reset_after_the_send_timeout() {
     use std::sync::atomic::Ordering;
@@ -509,6 +509,7 @@ async fn h2_streams_stalled_on_the_clients_window_are_reset_after_the_send_timeo
     let pocket = Pocket::start(
         &format!(
             r#"return {{
+  log = {{ access = "-" }},
   listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app", timeouts = {{ send = "1s" }} }} }},
   pools = {{ app = {{ servers = {{ "{origin_addr}" }} }} }},
 }}"#
@@ -547,6 +548,12 @@ async fn h2_streams_stalled_on_the_clients_window_are_reset_after_the_send_timeo
     }
     let line = pocket.log.wait_for(&["send timeout", "gave no window"]);
     assert!(line.contains("127.0.0.1"), "logged with the peer: {line}");
+    // The access log says the client's timeout ended them (cD), not the
+    // client going away (CD).
+    for i in 0..STREAMS {
+        let line = pocket.log.wait_for(&[&format!(" /big{i} HTTP/2\" 200 ")]);
+        assert!(line.contains(" 200 cD "), "{line}");
+    }
     let t0 = Instant::now();
     while closed.load(Ordering::SeqCst) < STREAMS {
         assert!(

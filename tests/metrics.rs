@@ -405,3 +405,86 @@ async fn a_refused_connect_counts_as_a_connect_failure_and_a_retry() {
     let (clean, said) = promtool(&text);
     assert!(clean && said.trim().is_empty(), "promtool: {said}");
 }
+
+/// What a user reads off the retry and per-server series when servers are
+/// down: a one-server pool whose server is down answers 502 with no retry
+/// made and nothing the server answered; a request whose pool's server is
+/// down and that its fallback pool serves counts its retry under the pool
+/// it was tried in (the first), not the fallback that answered.
+#[tokio::test]
+async fn retries_count_where_they_happened_and_only_when_one_was_made() {
+    let a = origin("A");
+    let solo_dead = dead_addr();
+    let first_dead = dead_addr();
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  admin = {{ bind = "127.0.0.1:0" }},
+  listeners = {{ {{ name = "solo", bind = "127.0.0.1:0", pool = "solo" }},
+                {{ name = "web", bind = "127.0.0.1:0", pool = "first" }} }},
+  pools = {{
+    solo = {{ servers = {{ "{solo_dead}" }}, passive = false }},
+    first = {{ servers = {{ "{first_dead}" }}, passive = false, fallback = "app" }},
+    app = {{ servers = {{ "{}" }}, passive = false }},
+  }},
+}}"#,
+            a.addr
+        ),
+        1,
+    );
+    let admin = admin_addr(&pocket);
+    for _ in 0..3 {
+        assert_eq!(get(pocket.addr("solo"), "/").await.status, 502);
+        assert_eq!(get(pocket.addr("web"), "/").await.status, 200);
+    }
+    let text = scrape(admin).await;
+    let at = |pool: &str, server: SocketAddr, name: &str, extra: &str| {
+        value(
+            &text,
+            &format!(r#"{name}{{pool="{pool}",server="{server}"{extra}}}"#),
+        )
+        .unwrap_or(0.0)
+    };
+    let retries = "pocket_server_retries_total";
+    let cause = r#",cause="connect failed""#;
+    assert_eq!(at("solo", solo_dead, retries, cause), 0.0, "{text}");
+    assert_eq!(
+        at(
+            "solo",
+            solo_dead,
+            "pocket_server_requests_total",
+            r#",class="5xx""#
+        ),
+        0.0,
+        "the server answered nothing: {text}"
+    );
+    assert_eq!(
+        at(
+            "solo",
+            solo_dead,
+            "pocket_server_connect_failures_total",
+            ""
+        ),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(at("first", first_dead, retries, cause), 3.0, "{text}");
+    assert_eq!(
+        at(
+            "app",
+            a.addr,
+            "pocket_server_requests_total",
+            r#",class="2xx""#
+        ),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"pocket_requests_total{listener="solo",class="5xx"}"#
+        ),
+        Some(3.0),
+        "{text}"
+    );
+}

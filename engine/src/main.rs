@@ -329,6 +329,11 @@ fn main() -> ExitCode {
 fn check(path: &Path) -> ExitCode {
     match load_policy(path, &StateRegistry::default()) {
         Ok(policy) => {
+            // What serving would open: said, not created.
+            if let Some(Err(e)) = policy.log.as_ref().map(|l| l.check()) {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
             print!("{}", policy.summary());
             println!("ok");
             ExitCode::SUCCESS
@@ -421,6 +426,9 @@ fn serve(
     flags: &RunFlags,
 ) -> anyhow::Result<()> {
     let path = policy.path.clone();
+    policy
+        .open_log()
+        .map_err(|e| anyhow::anyhow!("refusing to start:\n{e}"))?;
     let running = server::start(Arc::new(policy), opts)?;
     Supervisor::new(path, registry, events, running, flags.watch)
         .with_lab_faults(flags.lab_faults)

@@ -351,7 +351,9 @@ fn judge(script: &WorkerScript, case: &Table, view: &mut RequestView) -> Result<
                 None,
             )
         }
-        Route::Refuse(status, why) => (status.as_u16(), http::HeaderMap::new(), why, None, None),
+        Route::Refuse(status, why) | Route::OverLimit(status, why) => {
+            (status.as_u16(), http::HeaderMap::new(), why, None, None)
+        }
         Route::Pool {
             pool,
             key,

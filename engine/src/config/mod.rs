@@ -7,6 +7,7 @@ mod duration;
 mod load;
 mod locate;
 mod log_key;
+pub use log_key::AccessLog;
 mod pool_settings;
 
 use std::collections::HashMap;
@@ -43,12 +44,19 @@ pub struct Policy {
     pub hooks: HookSet,
     /// The admin listener (stats page, API, metrics), if the policy has one.
     pub admin: Option<AdminSpec>,
-    /// The access log (`log = { access = ..., format = ... }`), its file
-    /// opened at load; None: no access log.
-    pub log: Option<Arc<crate::observe::access_log::Sink>>,
+    /// The access log (`log = { access = ..., format = ... }`); its file
+    /// is opened by what serves ([`Policy::open_log`]); None: no access
+    /// log.
+    pub log: Option<AccessLog>,
 }
 
 impl Policy {
+    /// Opens the access log's file, if the policy has one: before serving
+    /// (`pocket run`, `pocket demo`, a reload). Errors: `path:line: ...`.
+    pub fn open_log(&self) -> Result<(), String> {
+        self.log.as_ref().map_or(Ok(()), AccessLog::open)
+    }
+
     /// A listener by name (what a connection knows of where it came in).
     #[inline]
     pub fn listener(&self, name: &str) -> Option<&ListenerSpec> {

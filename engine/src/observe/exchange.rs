@@ -54,12 +54,19 @@ impl std::fmt::Display for Termination {
     }
 }
 
-/// One retry: the server that failed and why (`connect failed`,
-/// `no response`, ...).
+/// One failed attempt: the pool and server that failed and why
+/// (`connect failed`, `no response`, ...), and whether another attempt
+/// followed it (a retry; the last failure of a request that got no answer
+/// was not retried).
 #[derive(Debug, Clone)]
 pub struct Retry {
+    /// The pool the attempt was in (a fallback moves a request to another
+    /// pool: the exchange's `pool` is the last one).
+    pub pool: Arc<str>,
     pub server: Arc<str>,
     pub cause: &'static str,
+    /// Another attempt began after this one (set when it begins).
+    pub retried: bool,
 }
 
 /// One request's record. Times are milliseconds since the exchange began

@@ -377,6 +377,19 @@ impl ResponseBody {
     }
 }
 
+impl ResponseBody {
+    /// The client's send timeout ended the connection or stream while
+    /// this body was still going: what would be logged as the client
+    /// going away (`C`) is its timeout (`c`).
+    pub fn client_timed_out(&mut self) {
+        if let Some(open) = &mut self.open {
+            if open.ex.termination.cause == b'C' {
+                open.set(b'c', b'D');
+            }
+        }
+    }
+}
+
 /// A frame of `n` bytes went out; `end`: the body is over, ended so.
 #[inline]
 fn sent(open: &mut Option<Box<Open>>, n: usize, end: Option<Termination>) {

@@ -20,6 +20,9 @@ pub enum Route {
     Local(LocalResponse),
     /// Answer with an error (already logged).
     Refuse(StatusCode, String),
+    /// Answer with an error (already logged): the script met its time
+    /// budget or memory limit.
+    OverLimit(StatusCode, String),
     /// Forward to a pool.
     Pool {
         pool: usize,
@@ -30,10 +33,11 @@ pub enum Route {
 
 fn script_failed(view: &RequestView, e: HookError) -> Route {
     tracing::error!(request = %view.id, hook = e.hook, "{}", e.message);
-    Route::Refuse(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "the policy script failed on this request (see the log for this request id)".into(),
-    )
+    let why = "the policy script failed on this request (see the log for this request id)";
+    if e.limit {
+        return Route::OverLimit(StatusCode::INTERNAL_SERVER_ERROR, why.into());
+    }
+    Route::Refuse(StatusCode::INTERNAL_SERVER_ERROR, why.into())
 }
 
 pub fn decide(script: &WorkerScript, view: &mut RequestView) -> Route {
@@ -97,7 +101,7 @@ pub fn decide_traced<T: Tracer>(script: &WorkerScript, view: &mut RequestView, t
         Err(e) => {
             let route = script_failed(view, e);
             if T::ON {
-                if let Route::Refuse(status, why) = &route {
+                if let Route::Refuse(status, why) | Route::OverLimit(status, why) = &route {
                     t.answered(status.as_u16(), false, why);
                 }
             }
@@ -124,7 +128,7 @@ pub fn decide_traced<T: Tracer>(script: &WorkerScript, view: &mut RequestView, t
         Err(e) => {
             let route = script_failed(view, e);
             if T::ON {
-                if let Route::Refuse(status, why) = &route {
+                if let Route::Refuse(status, why) | Route::OverLimit(status, why) = &route {
                     t.answered(status.as_u16(), false, why);
                 }
             }

@@ -134,6 +134,10 @@ pub async fn handle(
             open.set(b'P', b'R');
             local::refusal(status, &why, &id.to_string())
         }
+        Route::OverLimit(status, why) => {
+            open.set(b'R', b'R');
+            local::refusal(status, &why, &id.to_string())
+        }
         Route::Pool {
             pool,
             key,
@@ -313,6 +317,9 @@ async fn forward(
             }
         };
         let server = &pool.servers[si];
+        if let Some(failed) = open.ex.retries.last_mut() {
+            failed.retried = true;
+        }
         open.ex.pool = Some(pool.name.clone());
         open.ex.server = Some(server.addr_text.clone());
         open.set(b'C', b'C');
@@ -331,8 +338,10 @@ async fn forward(
                 tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{e}{next}");
                 last_error = format!("{}: {e}", server.addr);
                 open.ex.retries.push(Retry {
+                    pool: pool.name.clone(),
                     server: server.addr_text.clone(),
                     cause: "connect failed",
+                    retried: false,
                 });
                 if let Some(t) = &mut trace {
                     t.failed(&server.addr_text, "connect failed");
@@ -401,8 +410,10 @@ async fn forward(
                     tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{}{next}", e.error());
                     last_error = format!("{}: {}", server.addr, e.error());
                     open.ex.retries.push(Retry {
+                        pool: pool.name.clone(),
                         server: server.addr_text.clone(),
                         cause: "no response",
+                        retried: false,
                     });
                     if let Some(t) = &mut trace {
                         t.failed(&server.addr_text, "no response");
@@ -501,8 +512,13 @@ async fn forward(
         )
     };
     tracing::warn!(request = %id, "{why}");
-    // No server could take it: HAProxy's `SC` (503 or 502 alike).
-    open.set(b'S', b'C');
+    // No server could take it: HAProxy's `SC` (503 or 502 alike); `SH`
+    // if the last one took the connection and closed it before a head.
+    let phase = match open.ex.retries.last() {
+        Some(r) if r.cause == "no response" => b'H',
+        _ => b'C',
+    };
+    open.set(b'S', phase);
     open.ex.pool.get_or_insert_with(|| pool.name.clone());
     let status = if tried.is_empty() {
         StatusCode::SERVICE_UNAVAILABLE
@@ -587,7 +603,8 @@ fn deliver(
         open.ex.hooks_us += crate::observe::metrics::take_request_hook_ns() / 1000;
         crate::script::api::log_field::take_into(&mut open.ex.script_fields);
         if let Err(e) = answered {
-            open.set(b'P', b'H');
+            // RH: the script met its time budget or memory limit.
+            open.set(if e.limit { b'R' } else { b'P' }, b'H');
             tracing::error!(request = %id, hook = e.hook, "{}", e.message);
             return local::error(
                 StatusCode::INTERNAL_SERVER_ERROR,

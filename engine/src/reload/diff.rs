@@ -1,8 +1,9 @@
 //! What a reload changed, in one log line: pools, servers, listeners and
 //! hooks added (+) and removed (-), and the `admin` and `log` keys.
 
+use crate::config::AccessLog;
 use crate::config::{AdminSpec, Policy};
-use crate::observe::access_log::{Format, Sink};
+use crate::observe::access_log::Format;
 
 pub fn describe_changes(old: &Policy, new: &Policy) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -93,7 +94,7 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> String {
         parts.push(format!("hooks {}", hook_changes.join(" ")));
     }
     parts.extend(admin_change(old.admin.as_ref(), new.admin.as_ref()));
-    parts.extend(log_change(old.log.as_deref(), new.log.as_deref()));
+    parts.extend(log_change(old.log.as_ref(), new.log.as_ref()));
     if parts.is_empty() {
         if old.source == new.source {
             "no change".into()
@@ -133,13 +134,13 @@ fn admin_change(old: Option<&AdminSpec>, new: Option<&AdminSpec>) -> Option<Stri
 
 /// `log +access.log (json)`, `log -stderr`, `log a.log -> b.log`,
 /// `log text -> json`.
-fn log_change(old: Option<&Sink>, new: Option<&Sink>) -> Option<String> {
+fn log_change(old: Option<&AccessLog>, new: Option<&AccessLog>) -> Option<String> {
     let name = |f: Format| match f {
         Format::Text => "text",
         Format::Json => "json",
     };
     // `-` is standard error: said so.
-    let path = |s: &Sink| match s.path() {
+    let path = |s: &AccessLog| match s.path.as_str() {
         "-" => "stderr".to_string(),
         p => p.to_string(),
     };
@@ -150,7 +151,7 @@ fn log_change(old: Option<&Sink>, new: Option<&Sink>) -> Option<String> {
         (Some(o), Some(n)) => (o, n),
     };
     let mut what = Vec::new();
-    if o.path() != n.path() {
+    if o.path != n.path {
         what.push(format!("{} -> {}", path(o), path(n)));
     }
     if o.format != n.format {

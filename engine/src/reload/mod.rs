@@ -492,9 +492,12 @@ impl Supervisor {
     /// or keeps the running policy and says why not. Returns the new
     /// generation, or why it was refused (each line `path:line: ...`).
     pub fn reload(&mut self, why: &str) -> Result<u64, String> {
-        let candidate = load_policy(&self.path, &self.registry);
+        // Its access log opens here (a file that cannot be opened refuses it).
+        let candidate = load_policy(&self.path, &self.registry)
+            .map_err(|e| e.to_string())
+            .and_then(|p| p.open_log().map(|()| p));
         let outcome = match candidate {
-            Err(errors) => Err(errors.to_string()),
+            Err(errors) => Err(errors),
             Ok(policy) => {
                 let policy = Arc::new(policy);
                 let generation = self.generation + 1;

@@ -32,6 +32,21 @@ pub enum Decision {
 pub struct HookError {
     pub hook: &'static str,
     pub message: String,
+    /// The script met a resource limit (its time budget or its memory
+    /// limit), not an error of its own: the access log's `RR`.
+    pub limit: bool,
+}
+
+/// `err` is the time budget or the memory limit stopping the script.
+fn met_a_limit(err: &mlua::Error) -> bool {
+    match err {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::RuntimeError(m) => m.contains(crate::script::vm::BUDGET_MESSAGE),
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+            met_a_limit(cause)
+        }
+        _ => false,
+    }
 }
 
 pub struct WorkerScript {
@@ -169,7 +184,11 @@ impl WorkerScript {
             .map_err(|e| describe_lua_error(&e))?;
         Ok(WorkerScript {
             generation: 0,
-            access_log: policy.log.as_ref().map(|s| s.for_worker()),
+            access_log: policy
+                .log
+                .as_ref()
+                .and_then(|l| l.sink())
+                .map(|s| s.for_worker()),
             on_connect: hook(&root, "on_connect"),
             on_request: hook(&root, "on_request"),
             on_response: hook(&root, "on_response"),
@@ -247,7 +266,11 @@ impl WorkerScript {
         } else {
             format!("{}: {hook}: {message}", place_of(f))
         };
-        HookError { hook, message }
+        HookError {
+            hook,
+            message,
+            limit: met_a_limit(err),
+        }
     }
 
     /// `hook` returned `got`, which is not one of `expected`.
@@ -260,6 +283,7 @@ impl WorkerScript {
     ) -> HookError {
         HookError {
             hook,
+            limit: false,
             message: format!(
                 "{}: {hook} returned {}; expected {expected}",
                 place_of(f),
@@ -342,6 +366,7 @@ impl WorkerScript {
         let known: Vec<&str> = self.policy.pools.iter().map(|p| &*p.name).collect();
         HookError {
             hook: "on_request",
+            limit: false,
             message: format!(
                 "{}: on_request returned pool \"{name}\", which is not defined (pools: {})",
                 place_of(f),

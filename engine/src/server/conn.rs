@@ -613,6 +613,9 @@ struct Activity {
     /// The status the head check answered a bad or oversized head with
     /// (0: none), for its access-log line.
     refused: std::cell::Cell<u16>,
+    /// A write was blocked past the `send` timeout: the connection ends,
+    /// and the bodies still being sent end as a client timeout (`cD`).
+    send_timed_out: std::cell::Cell<bool>,
 }
 
 impl Activity {
@@ -626,6 +629,7 @@ impl Activity {
             heads: std::cell::Cell::new(HeadCheck::new()),
             served: Default::default(),
             h2_open: Default::default(),
+            send_timed_out: Default::default(),
             streams: Default::default(),
         }
     }
@@ -713,7 +717,7 @@ impl Drop for Busy {
 /// costs what was queued when it stopped, at most a few of the server's
 /// read pieces ([`crate::proxy::upstream::READ_PIECE`]) on HTTP/1 and per
 /// h2 connection, not the whole response.
-pub struct Tracked<B> {
+pub struct Tracked<B: SendTimeout> {
     body: B,
     _busy: Busy,
     watch: Option<Rc<StreamWatch>>,
@@ -732,7 +736,28 @@ pub struct Tracked<B> {
 /// `send`. The cost: DATA frames of 4 KiB (9 bytes of frame head each).
 const H2_PIECE: usize = 4 * 1024;
 
-impl<B> Tracked<B> {
+/// A response body told that the client's send timeout ended it (the
+/// access log's `cD`, HAProxy's client-side timeout in the data phase).
+pub trait SendTimeout {
+    fn send_timed_out(&mut self);
+}
+
+impl SendTimeout for ResponseBody {
+    fn send_timed_out(&mut self) {
+        self.client_timed_out();
+    }
+}
+
+impl<B: SendTimeout> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        let stalled = self.watch.as_ref().is_some_and(|w| w.expired.get());
+        if stalled || self._busy.0.send_timed_out.get() {
+            self.body.send_timed_out();
+        }
+    }
+}
+
+impl<B: SendTimeout> Tracked<B> {
     fn new(body: B, busy: Busy) -> Tracked<B> {
         let watch = STREAM.with(|s| s.borrow().clone());
         if let Some(w) = &watch {
@@ -754,7 +779,7 @@ impl<B> Tracked<B> {
     }
 }
 
-impl<B: Body<Data = Bytes> + Unpin> Body for Tracked<B> {
+impl<B: Body<Data = Bytes> + Unpin + SendTimeout> Body for Tracked<B> {
     type Data = Bytes;
     type Error = B::Error;
 
@@ -872,6 +897,7 @@ impl ClientIo {
                 .insert(Box::pin(tokio::time::sleep(self.send))),
         };
         if timer.as_mut().poll(cx).is_ready() {
+            self.activity.send_timed_out.set(true);
             tracing::info!(peer = %self.peer, "send timeout ({:?}): the client stopped reading; closing", self.send);
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,

@@ -13,11 +13,18 @@ thread_local! {
 #[inline]
 pub fn push_rfc3339(buf: &mut Vec<u8>, unix_ms: u64) {
     let secs = unix_ms / 1000;
-    let (cached, mut text) = CACHE.get();
-    if cached != secs {
-        text = seconds_text(secs);
-        CACHE.set((secs, text));
-    }
+    // While the thread exits (an exchange ended by a thread-local's
+    // destructor) the cache may be gone: format without it.
+    let text = CACHE
+        .try_with(|cache| {
+            let (cached, mut text) = cache.get();
+            if cached != secs {
+                text = seconds_text(secs);
+                cache.set((secs, text));
+            }
+            text
+        })
+        .unwrap_or_else(|_| seconds_text(secs));
     buf.extend_from_slice(&text);
     let ms = (unix_ms % 1000) as u32;
     buf.extend_from_slice(&[

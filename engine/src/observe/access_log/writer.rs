@@ -60,8 +60,20 @@ pub struct Writer {
 }
 
 thread_local! {
-    /// This thread's slot with the writer it last wrote to.
-    static LOCAL: RefCell<Option<(u64, Arc<Slot>)>> = const { RefCell::new(None) };
+    /// This thread's slot with each writer it writes to (usually one; two
+    /// or more while a reload that changed `log.access` lets the old
+    /// generation's exchanges end). Entries of closed writers are pruned
+    /// when a new writer is first seen, so the list stays as long as the
+    /// number of files in use.
+    static LOCAL: RefCell<Vec<Local>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One entry of [`LOCAL`]: a writer's id, whether it closed, and this
+/// thread's slot with it.
+struct Local {
+    id: u64,
+    shared: Weak<Shared>,
+    slot: Arc<Slot>,
 }
 
 enum Out {
@@ -209,24 +221,37 @@ impl Writer {
     }
 
     /// Appends one line (`format` writes it) to this thread's buffer, or
-    /// counts it dropped if the buffer is full.
+    /// counts it dropped if the buffer is full (or the thread is exiting
+    /// and its buffers are gone).
     #[inline]
     pub fn push(&self, format: impl FnOnce(&mut Vec<u8>)) {
-        LOCAL.with(|local| {
+        let pushed = LOCAL.try_with(|local| {
             let mut local = local.borrow_mut();
-            let slot = match &*local {
-                Some((id, slot)) if *id == self.id => slot,
-                _ => {
+            let i = match local.iter().position(|l| l.id == self.id) {
+                Some(i) => i,
+                None => {
+                    // A writer this thread has not written to: forget the
+                    // closed ones (their threads drained them already).
+                    local.retain(|l| {
+                        l.shared
+                            .upgrade()
+                            .is_some_and(|s| !s.closed.load(Ordering::Acquire))
+                    });
                     let slot = Arc::new(Slot(Mutex::new(Vec::with_capacity(64 << 10))));
                     self.shared
                         .slots
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push(slot.clone());
-                    &local.insert((self.id, slot)).1
+                    local.push(Local {
+                        id: self.id,
+                        shared: Arc::downgrade(&self.shared),
+                        slot,
+                    });
+                    local.len() - 1
                 }
             };
-            let mut buf = slot.0.lock().unwrap_or_else(|e| e.into_inner());
+            let mut buf = local[i].slot.0.lock().unwrap_or_else(|e| e.into_inner());
             let before = buf.len();
             if before >= CAP {
                 DROPPED.fetch_add(1, Ordering::Relaxed);
@@ -237,6 +262,19 @@ impl Writer {
                 self.thread.unpark();
             }
         });
+        if pushed.is_err() {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many workers' buffers this writer drains (for tests).
+    #[cfg(test)]
+    fn slots(&self) -> usize {
+        self.shared
+            .slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 }
 
@@ -273,14 +311,16 @@ fn drain_loop(shared: Arc<Shared>, mut out: Out) {
             }
         }
         slots.clear();
-        slots.extend(
-            shared
-                .slots
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .cloned(),
-        );
+        {
+            let mut all = shared.slots.lock().unwrap_or_else(|e| e.into_inner());
+            // A slot no thread holds any more (its thread exited, or
+            // pruned it) takes no new lines: drop it once drained.
+            all.retain(|s| {
+                Arc::strong_count(s) > 1
+                    || !s.0.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+            });
+            slots.extend(all.iter().cloned());
+        }
         for slot in &slots {
             {
                 let mut buf = slot.0.lock().unwrap_or_else(|e| e.into_inner());
@@ -347,4 +387,37 @@ fn report_drops() {
         crate::words::count(total - said, "line"),
         total
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reload that changes `log.access` while old exchanges still end:
+    /// a worker alternates between two files. Each file's writer keeps one
+    /// buffer for it, not one more per switch.
+    #[test]
+    fn alternating_files_reuse_one_buffer_each() {
+        let dir = std::env::temp_dir().join(format!("pocket-writer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = for_path(&dir.join("a.log").display().to_string()).unwrap();
+        let b = for_path(&dir.join("b.log").display().to_string()).unwrap();
+        for _ in 0..1000 {
+            a.push(|buf| buf.extend_from_slice(b"a\n"));
+            b.push(|buf| buf.extend_from_slice(b"b\n"));
+        }
+        assert_eq!((a.slots(), b.slots()), (1, 1));
+        // A closed writer's entry goes when the thread meets a new one.
+        let closed_id = a.id;
+        drop(a);
+        let c = for_path(&dir.join("c.log").display().to_string()).unwrap();
+        c.push(|buf| buf.extend_from_slice(b"c\n"));
+        let held = LOCAL.with(|l| l.borrow().iter().map(|l| l.id).collect::<Vec<_>>());
+        assert!(!held.contains(&closed_id), "{held:?}");
+        assert_eq!(held.len(), 2);
+        flush_all(Duration::from_secs(5));
+        let lines = std::fs::read_to_string(dir.join("b.log")).unwrap();
+        assert_eq!(lines.lines().count(), 1000);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -4,9 +4,12 @@
 //! policy's own pool name and server address text, so a pointer compare
 //! finds them) to the counters; only a worker's first request for a name,
 //! or the first after a reload made new names, looks in the live snapshot
-//! under its lock.
+//! under its lock. A name found nowhere (a server of a generation already
+//! gone) is remembered as such until another policy goes live, so it costs
+//! no lock per request either.
 
 use std::cell::RefCell;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::counters::{
@@ -20,9 +23,13 @@ use crate::observe::Exchange;
 /// names pile up across reloads otherwise).
 const CACHE_MAX: usize = 256;
 
+/// A (pool, server) name pair and its state; None: not found when
+/// [`live::VERSION`] was the number kept.
+type ServerEntry = (Arc<str>, Arc<str>, Option<Arc<ServerState>>, u64);
+
 #[derive(Default)]
 struct Cache {
-    servers: Vec<(Arc<str>, Arc<str>, Arc<ServerState>)>,
+    servers: Vec<ServerEntry>,
     listeners: Vec<(Arc<str>, Arc<ListenerMetrics>)>,
 }
 
@@ -31,32 +38,46 @@ thread_local! {
 }
 
 impl Cache {
-    /// The index of the entry for (pool, server); no reference count is
-    /// touched on a hit (an `Arc` clone here would be a shared cache line
-    /// every worker writes).
+    /// The state for (pool, server), if any is known; no reference count
+    /// is touched on a hit (an `Arc` clone here would be a shared cache
+    /// line every worker writes).
     #[inline]
-    fn server(&mut self, pool: &Arc<str>, server: &Arc<str>) -> Option<usize> {
+    fn server(&mut self, pool: &Arc<str>, server: &Arc<str>) -> Option<&ServerState> {
         // Same allocation: the usual case, a pointer compare per entry.
-        if let Some(i) = self
+        let i = match self
             .servers
             .iter()
-            .position(|(p, n, _)| Arc::ptr_eq(p, pool) && Arc::ptr_eq(n, server))
+            .position(|(p, n, _, _)| Arc::ptr_eq(p, pool) && Arc::ptr_eq(n, server))
         {
-            return Some(i);
+            Some(i) => i,
+            None => match self
+                .servers
+                .iter()
+                .position(|(p, n, _, _)| **p == **pool && **n == **server)
+            {
+                Some(i) => i,
+                None => {
+                    if self.servers.len() >= CACHE_MAX {
+                        self.servers.clear();
+                    }
+                    let version = live::VERSION.load(Ordering::Acquire);
+                    let found = resolve_server(pool, server);
+                    self.servers
+                        .push((pool.clone(), server.clone(), found, version));
+                    self.servers.len() - 1
+                }
+            },
+        };
+        let entry = &mut self.servers[i];
+        if entry.2.is_none() {
+            // Not found before: look again only if a policy went live since.
+            let version = live::VERSION.load(Ordering::Acquire);
+            if entry.3 != version {
+                entry.2 = resolve_server(pool, server);
+                entry.3 = version;
+            }
         }
-        if let Some(i) = self
-            .servers
-            .iter()
-            .position(|(p, n, _)| **p == **pool && **n == **server)
-        {
-            return Some(i);
-        }
-        let found = resolve_server(pool, server)?;
-        if self.servers.len() >= CACHE_MAX {
-            self.servers.clear();
-        }
-        self.servers.push((pool.clone(), server.clone(), found));
-        Some(self.servers.len() - 1)
+        entry.2.as_deref()
     }
 
     #[inline]
@@ -96,9 +117,12 @@ fn resolve_server(pool: &str, server: &str) -> Option<Arc<ServerState>> {
     crate::lb::StateRegistry::lookup_global(pool, addr)
 }
 
-/// Counts one finished exchange: its listener's and its server's
-/// requests by status class and bytes, the server's duration, and a retry
-/// for each server that failed before.
+/// Counts one finished exchange: its listener's requests by status class
+/// and bytes; its server's, if the server answered (a 502/503/504 Pocket
+/// made, or a client gone while connecting, is the listener's only, as
+/// HAProxy's per-server response counters count the server's responses);
+/// and a retry for each failed attempt another attempt followed, under the
+/// pool that attempt was in.
 pub fn exchange(ex: &Exchange) {
     let class = class_of(ex.status);
     let shard = shard();
@@ -111,10 +135,9 @@ pub fn exchange(ex: &Exchange) {
             l.counts.add(shard, REQUEST_BYTES, ex.bytes_in);
         }
         l.counts.add(shard, RESPONSE_BYTES, ex.bytes_out);
-        let Some(pool) = &ex.pool else { return };
-        if let Some(server) = &ex.server {
-            if let Some(i) = cache.server(pool, server) {
-                let m = &cache.servers[i].2.metrics;
+        if let (Some(pool), Some(server), Some(_)) = (&ex.pool, &ex.server, ex.first_byte_ms) {
+            if let Some(state) = cache.server(pool, server) {
+                let m = &state.metrics;
                 m.counts.add(shard, REQUESTS + class, 1);
                 if ex.bytes_in > 0 {
                     m.counts.add(shard, REQUEST_BYTES, ex.bytes_in);
@@ -123,14 +146,10 @@ pub fn exchange(ex: &Exchange) {
                 m.duration.observe_us(shard, (ex.total_ms * 1000.0) as u64);
             }
         }
-        for retry in &ex.retries {
-            if let Some(i) = cache.server(pool, &retry.server) {
+        for retry in ex.retries.iter().filter(|r| r.retried) {
+            if let Some(state) = cache.server(&retry.pool, &retry.server) {
                 let slot = cause_slot(retry.cause);
-                cache.servers[i]
-                    .2
-                    .metrics
-                    .counts
-                    .add(shard, RETRIES + slot, 1);
+                state.metrics.counts.add(shard, RETRIES + slot, 1);
             }
         }
     });

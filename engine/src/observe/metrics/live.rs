@@ -3,6 +3,7 @@
 //! path reaches it only on a worker's first request for a server or a
 //! listener (see `count.rs`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::counters::ListenerMetrics;
@@ -31,6 +32,10 @@ pub(super) struct Live {
 }
 
 pub(super) static LIVE: Mutex<Option<Arc<Live>>> = Mutex::new(None);
+
+/// Bumped each time a policy goes live: a name a worker could not find
+/// is looked for again only after this moved (`count.rs`).
+pub(super) static VERSION: AtomicU64 = AtomicU64::new(0);
 
 /// Listener counters by name, kept across reloads (a listener that a
 /// reload keeps keeps counting on).
@@ -74,6 +79,7 @@ pub fn went_live(policy: &Policy) {
             .collect(),
     };
     *LIVE.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(live));
+    VERSION.fetch_add(1, Ordering::Release);
 }
 
 pub(super) fn current() -> Arc<Live> {

@@ -178,7 +178,7 @@ fn server_counters(t: &mut Text, live: &live::Live) {
     t.family(
         "pocket_server_requests_total",
         Kind::Counter,
-        "Requests a server answered, by pool, server and status class.",
+        "Requests a server answered (sent a response head), by pool, server and status class.",
     );
     for s in &live.servers {
         for (i, class) in CLASSES.iter().enumerate() {
@@ -217,7 +217,7 @@ fn server_counters(t: &mut Text, live: &live::Live) {
     t.family(
         "pocket_server_retries_total",
         Kind::Counter,
-        "Attempts on a server that failed and were retried on another, by cause.",
+        "Failed attempts on a server after which the request was tried again (another server or a fallback pool), by cause.",
     );
     let causes = cause_names();
     for s in &live.servers {
@@ -345,8 +345,10 @@ mod tests {
             retries: retried
                 .map(|s| {
                     vec![Retry {
+                        pool: pool.clone(),
                         server: s,
                         cause: "connect failed",
+                        retried: true,
                     }]
                 })
                 .unwrap_or_default(),
@@ -379,13 +381,19 @@ mod tests {
         count::exchange(&exchange(&pool, &a, 503, Some(b.clone())));
         // Names made anew (not the policy's allocations) are found too.
         count::exchange(&exchange(&Arc::from(&*pool), &Arc::from(&*a), 204, None));
+        // A 502 Pocket made after the only try failed: the listener's, not
+        // a's; the failure that nothing followed is no retry.
+        let mut made = exchange(&pool, &a, 502, Some(b.clone()));
+        made.first_byte_ms = None;
+        made.retries[0].retried = false;
+        count::exchange(&made);
         let counted = &policy.pools[0].servers[0].state.metrics;
         assert_eq!((counted.requests(), counted.errors()), (3, 1));
         let text = render();
         let has = |line: &str| assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         has(r#"pocket_requests_total{listener="metrics_test_web",class="2xx"} 2"#);
-        has(r#"pocket_requests_total{listener="metrics_test_web",class="5xx"} 1"#);
-        has(r#"pocket_response_bytes_total{listener="metrics_test_web"} 360"#);
+        has(r#"pocket_requests_total{listener="metrics_test_web",class="5xx"} 2"#);
+        has(r#"pocket_response_bytes_total{listener="metrics_test_web"} 480"#);
         has(
             r#"pocket_server_requests_total{pool="metrics_test_app",server="127.0.0.1:61001",class="2xx"} 2"#,
         );
