@@ -855,3 +855,22 @@ async fn server_closing_script_over_budget_and_client_send_timeout_codes() {
     assert!(line.contains(" 200 cD "), "{line}");
     drop(s);
 }
+
+/// `pocket check` says where the access log goes, as it says where the
+/// admin listener is.
+#[test]
+fn pocket_check_names_the_access_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(
+        dir.path(),
+        "policy.lua",
+        &policy(
+            r#"{ access = "-", format = "json" }"#,
+            r#"{ servers = { "127.0.0.1:9" } }"#,
+            "",
+        ),
+    );
+    let (code, out, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("access log: stderr (json)"), "{out}");
+}

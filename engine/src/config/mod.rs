@@ -137,6 +137,14 @@ impl Policy {
                 }
             ));
         }
+        if let Some(log) = &self.log {
+            let format = match log.format {
+                crate::observe::access_log::Format::Text => "text",
+                crate::observe::access_log::Format::Json => "json",
+            };
+            let path = if log.path == "-" { "stderr" } else { &log.path };
+            out.push_str(&format!("access log: {path} ({format})\n"));
+        }
         out
     }
 }
