@@ -854,6 +854,25 @@ async fn explain_says_what_the_live_listener_does_with_the_same_request() {
             "IDN in Host",
             Some("punycode"),
         ),
+        // Refused by the proxy or hyper before the script, as live.
+        (
+            "CONNECT h:443".into(),
+            vec![],
+            "CONNECT",
+            Some("request: CONNECT h:443 "),
+        ),
+        (
+            "GET /p".into(),
+            vec!["Host: h".into(), "Host: i".into()],
+            "two Host lines",
+            None,
+        ),
+        (
+            "GET /p".into(),
+            vec!["Host: h".into(), "Transfer-Encoding: gzip".into()],
+            "a transfer coding hyper refuses",
+            None,
+        ),
         // req.peer_ip is the connection's address, never X-Forwarded-For.
         (
             "GET http://h/p".into(),
@@ -867,13 +886,10 @@ async fn explain_says_what_the_live_listener_does_with_the_same_request() {
         let (method, target) = line.split_once(' ').unwrap();
         let mut wire = format!("{method} {target} HTTP/1.1\r\n");
         if !headers.iter().any(|h| h.starts_with("Host:")) {
-            let host = target
-                .split("://")
-                .nth(1)
-                .unwrap()
-                .split('/')
-                .next()
-                .unwrap();
+            let host = match target.split_once("://") {
+                Some((_, rest)) => rest.split('/').next().unwrap(),
+                None => target,
+            };
             wire.push_str(&format!("Host: {host}\r\n"));
         }
         for h in headers {

@@ -188,7 +188,9 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         .filter(|h| !h.is_empty());
     let pq = view.head.uri.path_and_query().map_or("/", |p| p.as_str());
     let shown = match &host {
-        Some(h) => format!("http://{h}{pq}"),
+        _ if view.head.method == http::Method::CONNECT => format!("{}", view.head.uri),
+        Some(h) if pq.starts_with('/') => format!("http://{h}{pq}"),
+        Some(h) => format!("{pq} (host {h})"),
         None => format!("{pq} (no host)"),
     };
     let mut out = format!(

@@ -79,6 +79,9 @@ pub fn build(
             Some(&rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())])
         }
         _ if target.starts_with('/') || target == "*" => None,
+        // Authority form is CONNECT's (RFC 9112 §3.2.3); the proxy
+        // refuses CONNECT, as the listener does.
+        _ if method == "CONNECT" => Some(target),
         _ => {
             return Err(format!(
                 "malformed request line {line:?}: {target:?} is neither a URL (http://host/path) nor a path (/path)"
@@ -112,9 +115,11 @@ pub fn build(
         (true, _) => None,
         (false, Some(a)) => Some(a),
         (false, None) if version == "HTTP/1.0" => None,
-        (false, None) => return Err(format!(
+        (false, None) => {
+            return Err(format!(
             "no host: give a URL (\"GET http://example.com{target}\") or -H \"Host: example.com\""
-        )),
+        ))
+        }
     };
 
     let head = if version == "HTTP/2" {
