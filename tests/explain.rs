@@ -946,6 +946,20 @@ async fn explain_says_what_the_live_listener_does_with_the_same_request() {
         }
     }
 
+    // HTTP/2: the URL's host is the :authority, as a real h2 client sends it.
+    let r = h2_get(live_addr, "abs.example", "/p").await;
+    assert_eq!(r.header("x-origin").as_deref(), Some("A"), "{}", r.text());
+    let (code, out, err) = explain(&path, &["GET http://abs.example/p HTTP/2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("pool \"abs\""), "{out}");
+    let big = format!("X-Big: {}", "a".repeat(40 * 1024));
+    let (code, out, err) = explain(&path, &["GET http://abs.example/p HTTP/2", "-H", &big]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("refused by Pocket: 431") && out.contains("head_size"),
+        "{out}"
+    );
+
     // --peer is the address the script reads; X-Forwarded-For is not.
     let (code, out, err) = explain(
         &path,

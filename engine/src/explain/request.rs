@@ -21,10 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderName, Method, Request, Response, Version};
+use http::{HeaderName, Method, Request, Response};
 use http_body_util::Empty;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::proxy::RequestId;
@@ -122,8 +122,8 @@ pub fn build(
         }
     };
 
-    let head = if version == "HTTP/2" {
-        h2_head(method, target, &fields)?
+    let heard = if version == "HTTP/2" {
+        hear_h2(method, target, authority, &fields, head_size)?
     } else {
         let mut wire = format!("{method} {target} {version}\r\n").into_bytes();
         if let Some(host) = default_host {
@@ -136,14 +136,15 @@ pub fn build(
             wire.extend_from_slice(b"\r\n");
         }
         wire.extend_from_slice(b"\r\n");
-        match hear_h1(&wire, head_size)? {
-            Ok(head) => head,
-            Err((status, why)) => {
-                return Ok(Heard::Refused {
-                    status,
-                    why: why_refused(why, target, &fields),
-                })
-            }
+        hear_h1(&wire, head_size)?
+    };
+    let head = match heard {
+        Ok(head) => head,
+        Err((status, why)) => {
+            return Ok(Heard::Refused {
+                status,
+                why: why_refused(why, target, &fields),
+            })
         }
     };
     Ok(Heard::Request(Box::new(RequestView {
@@ -178,25 +179,114 @@ fn why_refused(why: String, target: &str, fields: &[(HeaderName, &[u8])]) -> Str
     }
 }
 
-/// An HTTP/2 request as hyper's h2 server hands it: the URL's scheme and
-/// authority are the pseudo-headers (`:authority`), a Host line given is
-/// a header beside it (the proxy then refuses a mismatch, RFC 9113 §8.3.1).
-fn h2_head(
+/// Headers an HTTP/2 message cannot carry (RFC 9113 §8.2.2); hyper's
+/// client refuses to send them.
+const CONNECTION_SPECIFIC: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The request through hyper's HTTP/2 client and, over an in-memory pipe,
+/// hyper's HTTP/2 server set as the listener sets it (its header list at
+/// most `head_size` bytes): the head the server hands on, or the status
+/// it answered with. As curl does, a path with a Host line is sent with
+/// the Host as `:authority`; a URL's host is the `:authority`, and a Host
+/// line given beside it stays a header (the proxy then compares them,
+/// RFC 9113 §8.3.1).
+fn hear_h2(
     method: &str,
     target: &str,
+    authority: Option<&str>,
     fields: &[(HeaderName, &[u8])],
-) -> Result<http::request::Parts, String> {
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(target)
-        .version(Version::HTTP_2);
-    for (name, value) in fields {
+    head_size: u32,
+) -> Result<Result<http::request::Parts, (u16, String)>, String> {
+    let mut fields: Vec<(HeaderName, &[u8])> = fields.to_vec();
+    let uri = match authority {
+        Some(_) => target.to_string(),
+        None => {
+            let i = fields
+                .iter()
+                .position(|(n, _)| n == http::header::HOST)
+                .ok_or_else(|| {
+                    format!("no host: give a URL (\"{method} http://example.com{target} HTTP/2\")")
+                })?;
+            let host = String::from_utf8_lossy(fields.remove(i).1).into_owned();
+            format!("http://{host}{target}")
+        }
+    };
+    let mut builder = Request::builder().method(method).uri(uri.as_str());
+    for (name, value) in &fields {
+        if CONNECTION_SPECIFIC.contains(&name.as_str()) {
+            return Err(format!(
+                "malformed header {name}: HTTP/2 has no connection-specific headers (RFC 9113 §8.2.2)"
+            ));
+        }
         let value = http::HeaderValue::from_bytes(value)
             .map_err(|_| format!("malformed header {name}: the value cannot be sent"))?;
         builder = builder.header(name, value);
     }
-    builder.body(()).map(|r| r.into_parts().0).map_err(|_| {
-        format!("malformed request: {target:?} is not a URL an HTTP/2 client can send")
+    let req = builder.body(Empty::<Bytes>::new()).map_err(|_| {
+        format!("malformed request: {uri:?} is not a URL an HTTP/2 client can send")
+    })?;
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the parser's runtime: {e}"))?;
+    rt.block_on(async {
+        let got: Arc<std::sync::Mutex<Option<http::request::Parts>>> = Arc::default();
+        let into = got.clone();
+        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            if let Ok(mut g) = into.lock() {
+                *g = Some(req.into_parts().0);
+            }
+            async { Ok::<_, Infallible>(Response::new(Empty::<Bytes>::new())) }
+        });
+        let (client, server) = tokio::io::duplex(1024 * 1024);
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new()).max_header_list_size(head_size);
+        let served = h2.serve_connection(TokioIo::new(server), service);
+        let shake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .handshake::<_, Empty<Bytes>>(TokioIo::new(client));
+        tokio::pin!(served, shake);
+        let talk = async {
+            let (mut sender, conn) = (&mut shake)
+                .await
+                .map_err(|e| format!("HTTP/2 handshake failed ({e})"))?;
+            tokio::pin!(conn);
+            let send = sender.send_request(req);
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    r = &mut send => return Ok::<_, String>(r),
+                    _ = &mut conn => {}
+                }
+            }
+        };
+        tokio::pin!(talk);
+        let answer = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                tokio::select! {
+                    r = &mut talk => return r,
+                    _ = &mut served => {}
+                }
+            }
+        })
+        .await
+        .map_err(|_| "the HTTP/2 request was not read whole".to_string())??;
+        if let Some(head) = got.lock().ok().and_then(|mut g| g.take()) {
+            return Ok(Ok(head));
+        }
+        Ok(Err(match answer {
+            Ok(resp) => (
+                resp.status().as_u16(),
+                format!("hyper's HTTP/2 server refused the head (its header list is at most the listener's head_size, {head_size} bytes)"),
+            ),
+            Err(e) => (400, format!("hyper's HTTP/2 server refused the stream ({e})")),
+        }))
     })
 }
 
