@@ -383,8 +383,12 @@ fn malformed_input_exits_2_with_what_is_wrong() {
             "unknown version \"HTTP/9\"",
         ),
         (vec!["G(T http://example.com/"], "is not a method"),
-        (vec!["GET ftp://example.com/"], "scheme \"ftp\""),
         (vec!["GET /path"], "no host"),
+        (vec!["GET example.com/path"], "neither a URL"),
+        (
+            vec!["GET http://e.com/", "-H", "X-A: 1\r\nX-B: 2"],
+            "cannot carry CR, LF or NUL",
+        ),
         (
             vec!["GET /", "-H", "Host example.com"],
             "malformed header \"Host example.com\": expected \"Name: value\"",
@@ -737,4 +741,258 @@ return {{
         trace.contains("route=default") && trace.contains("pool=app"),
         "{trace}"
     );
+}
+
+// What the live listener does with the same bytes: each input a breaker
+// found where `pocket explain` and a real Pocket disagreed, and its kind.
+
+/// Routes by what the script reads, so that the pool named by `pocket
+/// explain` and the origin that answers a real request say the same
+/// thing: `lower` for a lower-case method, `peer` for the address
+/// 10.1.2.3, `abs`/`other` by host, else `rest`.
+fn routing_policy(a: &str, b: &str, c: &str, d: &str, e: &str) -> String {
+    format!(
+        r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0" }} }},
+  pools = {{
+    abs = {{ servers = {{ "{a}" }} }},
+    other = {{ servers = {{ "{b}" }} }},
+    lower = {{ servers = {{ "{c}" }} }},
+    peer = {{ servers = {{ "{d}" }} }},
+    rest = {{ servers = {{ "{e}" }} }},
+  }},
+  on_request = function(req)
+    if req.method == "get" then return "lower" end
+    if req.peer_ip == "10.1.2.3" then return "peer" end
+    if req.host == "abs.example" then return "abs" end
+    if req.host == "other" then return "other" end
+    return "rest"
+  end,
+}}"#
+    )
+}
+
+/// What a user sees: the pool that served it, or the status of a refusal.
+#[derive(Debug, PartialEq)]
+enum Seen {
+    Pool(String),
+    Status(u16),
+}
+
+#[tokio::test]
+async fn explain_says_what_the_live_listener_does_with_the_same_request() {
+    let names = ["A", "B", "C", "D", "E"];
+    let pools = ["abs", "other", "lower", "peer", "rest"];
+    let origins: Vec<_> = names.iter().map(|n| origin(n)).collect();
+    let addr = |i: usize| origins[i].addr.to_string();
+    let src = routing_policy(&addr(0), &addr(1), &addr(2), &addr(3), &addr(4));
+    let pocket = Pocket::start(&src, 1);
+    let live_addr = pocket.addr("web");
+    let (_d, path) = policy(&src);
+
+    let big = "a".repeat(100 * 1024);
+    let long = format!("/{}", "a".repeat(40 * 1024));
+    // (request line, headers, what it is about, extra text explain must say)
+    let cases: Vec<(String, Vec<String>, &str, Option<&str>)> = vec![
+        // RFC 9112 §3.2.2: the absolute form's authority wins over Host.
+        (
+            "GET http://abs.example/p".into(),
+            vec!["Host: other".into()],
+            "absolute form and Host",
+            Some("request: GET http://abs.example/p "),
+        ),
+        // The listener's head_size: 431 for the head, 414 for the line.
+        (
+            "GET /p".into(),
+            vec!["Host: h".into(), format!("X-Big: {big}")],
+            "a 100 KB header",
+            Some("head_size"),
+        ),
+        (
+            format!("GET {long}"),
+            vec!["Host: h".into()],
+            "a 40 KB request line",
+            Some("head_size"),
+        ),
+        // A port out of range is kept as the proxy keeps it.
+        (
+            "GET http://h:99999/p".into(),
+            vec![],
+            "port 99999",
+            Some("request: GET http://h:99999/p "),
+        ),
+        // hyper passes a lower-case method on as an extension method.
+        (
+            "get http://h/p".into(),
+            vec![],
+            "lower-case get",
+            Some("request: get "),
+        ),
+        // No TLS listener: the scheme is not part of the decision.
+        (
+            "GET https://h/p".into(),
+            vec![],
+            "https",
+            Some("plain HTTP"),
+        ),
+        (
+            "GET ftp://h/p".into(),
+            vec![],
+            "ftp",
+            Some("scheme is not http"),
+        ),
+        // Non-ASCII hosts: refused, and why.
+        (
+            "GET http://bücher.example/p".into(),
+            vec![],
+            "IDN in the URL",
+            Some("punycode"),
+        ),
+        (
+            "GET /p".into(),
+            vec!["Host: bücher.example".into()],
+            "IDN in Host",
+            Some("punycode"),
+        ),
+        // Refused by the proxy or hyper before the script, as live.
+        (
+            "CONNECT h:443".into(),
+            vec![],
+            "CONNECT",
+            Some("request: CONNECT h:443 "),
+        ),
+        (
+            "GET /p".into(),
+            vec!["Host: h".into(), "Host: i".into()],
+            "two Host lines",
+            None,
+        ),
+        (
+            "GET /p".into(),
+            vec!["Host: h".into(), "Transfer-Encoding: gzip".into()],
+            "a transfer coding hyper refuses",
+            None,
+        ),
+        // req.peer_ip is the connection's address, never X-Forwarded-For.
+        (
+            "GET http://h/p".into(),
+            vec!["X-Forwarded-For: 10.1.2.3".into()],
+            "X-Forwarded-For",
+            None,
+        ),
+    ];
+    for (line, headers, what, says) in &cases {
+        // The live listener, with the bytes a client sends.
+        let (method, target) = line.split_once(' ').unwrap();
+        let mut wire = format!("{method} {target} HTTP/1.1\r\n");
+        if !headers.iter().any(|h| h.starts_with("Host:")) {
+            let host = match target.split_once("://") {
+                Some((_, rest)) => rest.split('/').next().unwrap(),
+                None => target,
+            };
+            wire.push_str(&format!("Host: {host}\r\n"));
+        }
+        for h in headers {
+            wire.push_str(&format!("{h}\r\n"));
+        }
+        wire.push_str("Connection: close\r\n\r\n");
+        let answer = raw(live_addr, wire.as_bytes()).await;
+        let status: u16 = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: no answer: {answer:?}"));
+        let live = match answer.lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-origin: ")
+                .map(str::to_string)
+        }) {
+            Some(o) if status == 200 => {
+                let i = names
+                    .iter()
+                    .position(|n| n.eq_ignore_ascii_case(o.trim()))
+                    .unwrap();
+                Seen::Pool(pools[i].to_string())
+            }
+            _ => Seen::Status(status),
+        };
+
+        // pocket explain, with the same request.
+        let mut args: Vec<&str> = vec![line];
+        for h in headers {
+            args.extend(["-H", h]);
+        }
+        let (code, out, err) = explain(&path, &args);
+        assert_eq!(code, 0, "{what}: {out}{err}");
+        let explained = match out
+            .lines()
+            .find_map(|l| l.strip_prefix("refused by Pocket: "))
+        {
+            Some(r) => Seen::Status(r[..3].parse().unwrap()),
+            None => {
+                let l = out
+                    .lines()
+                    .find(|l| l.starts_with("pool \""))
+                    .unwrap_or_else(|| panic!("{what}: no pool in:\n{out}"));
+                Seen::Pool(l.split('"').nth(1).unwrap().to_string())
+            }
+        };
+        assert_eq!(
+            explained, live,
+            "{what}: explain says\n{out}\nthe live listener answered:\n{answer}"
+        );
+        if let Some(says) = says {
+            assert!(out.contains(says), "{what}: want {says:?} in\n{out}");
+        }
+    }
+
+    // HTTP/2: the URL's host is the :authority, as a real h2 client sends it.
+    let r = h2_get(live_addr, "abs.example", "/p").await;
+    assert_eq!(r.header("x-origin").as_deref(), Some("A"), "{}", r.text());
+    let (code, out, err) = explain(&path, &["GET http://abs.example/p HTTP/2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("pool \"abs\""), "{out}");
+    let big = format!("X-Big: {}", "a".repeat(40 * 1024));
+    let (code, out, err) = explain(&path, &["GET http://abs.example/p HTTP/2", "-H", &big]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("refused by Pocket: 431") && out.contains("head_size"),
+        "{out}"
+    );
+
+    // --peer is the address the script reads; X-Forwarded-For is not.
+    let (code, out, err) = explain(
+        &path,
+        &[
+            "GET http://h/p",
+            "-H",
+            "X-Forwarded-For: 9.9.9.9",
+            "--peer",
+            "10.1.2.3",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("pool \"peer\""), "{out}");
+}
+
+#[test]
+fn a_server_that_was_usable_is_not_listed_as_skipped() {
+    let (_d, path) = policy(
+        r#"return {
+  listeners = { { name = "web", bind = "127.0.0.1:8080", pool = "app" } },
+  pools = { app = { servers = { "127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003" } } },
+}"#,
+    );
+    let (code, out, err) = explain(&path, &["GET http://e.com/", "--down", "127.0.0.1:9003"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        server_line(&out, "127.0.0.1:9002").ends_with("usable, balance chose another"),
+        "{out}"
+    );
+    let compact = out.lines().find(|l| l.starts_with("compact: ")).unwrap();
+    assert!(
+        compact.contains("skip[127.0.0.1:9003:down] others[127.0.0.1:9002] chose=127.0.0.1:9001"),
+        "{compact}"
+    );
+    assert!(!compact.contains("passed"), "{compact}");
 }

@@ -22,8 +22,10 @@ pub enum Skip {
     /// Bounded-load hashing (`balance_factor`): it has `in_flight`
     /// requests, at or over the bound of `bound`.
     OverLoad { in_flight: usize, bound: usize },
-    /// Could have taken it; the algorithm chose another (its turn had not
-    /// come, it was busier, it is not the key's server).
+    /// Not skipped at all: it could have taken the request and the
+    /// algorithm chose another (its turn had not come, it was busier, it
+    /// is not the key's server). Listed apart from the skips (`others[...]`
+    /// in the compact form), since nothing is wrong with it.
     NotPicked,
 }
 
@@ -37,7 +39,7 @@ impl Skip {
             Skip::Tried => "tried".into(),
             Skip::Backup => "backup".into(),
             Skip::OverLoad { in_flight, bound } => format!("load{in_flight}>={bound}"),
-            Skip::NotPicked => "passed".into(),
+            Skip::NotPicked => "usable".into(),
         }
     }
 
@@ -52,7 +54,7 @@ impl Skip {
             Skip::OverLoad { in_flight, bound } => {
                 format!("skipped: over the bounded load ({in_flight} in flight, bound {bound})")
             }
-            Skip::NotPicked => "usable, not picked this time".into(),
+            Skip::NotPicked => "usable, balance chose another".into(),
         }
     }
 }

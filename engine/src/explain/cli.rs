@@ -15,6 +15,7 @@ use crate::lb::{AdminState, StateRegistry};
 use crate::proxy::decide::{decide_traced, Route};
 use crate::script::{Limits, WorkerScript};
 
+use super::request::Heard;
 use super::{Trace, Tracer};
 
 /// What the command line asked.
@@ -45,8 +46,14 @@ pub enum Failure {
 pub fn run(args: &Args) -> Result<String, Failure> {
     // Parsed before the policy loads: bad input is said even when the
     // policy is broken too.
-    let probe = super::request::build(&args.request, &args.headers, args.peer, "")
-        .map_err(Failure::Input)?;
+    let probe = super::request::build(
+        &args.request,
+        &args.headers,
+        args.peer,
+        "",
+        crate::config::DEFAULT_HEAD_SIZE,
+    )
+    .map_err(Failure::Input)?;
     drop(probe);
 
     super::routes::enable();
@@ -132,17 +139,74 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         servers(addr, "--tried")?;
     }
 
-    let mut view = super::request::build(&args.request, &args.headers, args.peer, &listener)
-        .map_err(Failure::Input)?;
-    let mut out = format!(
-        "request: {} http://{}{} from {} on listener \"{listener}\"\n",
-        view.head.method,
-        view.host().unwrap_or(""),
-        view.head.uri,
-        args.peer
-    );
+    let head_size = policy
+        .listener(&listener)
+        .map_or(crate::config::DEFAULT_HEAD_SIZE, |l| l.head_size);
+    let heard = super::request::build(
+        &args.request,
+        &args.headers,
+        args.peer,
+        &listener,
+        head_size,
+    )
+    .map_err(Failure::Input)?;
+    let mut view = match heard {
+        Heard::Request(view) => view,
+        Heard::Refused { status, why } => {
+            // As the listener: answered before a request exists, so no
+            // hook runs and nothing is routed.
+            let mut trace = Trace::default();
+            trace.answered(
+                status,
+                false,
+                &format!("at listener \"{listener}\", before any hook runs: {why}"),
+            );
+            let line = args.request.trim();
+            let shown = match line.char_indices().nth(100) {
+                Some((cut, _)) => format!("{}... ({} bytes)", &line[..cut], line.len()),
+                None => line.to_string(),
+            };
+            return Ok(format!(
+                "request: {shown} from {} on listener \"{listener}\" (head_size {head_size} bytes)\n{trace}compact: {}\n",
+                args.peer,
+                trace.compact()
+            ));
+        }
+    };
+    let scheme = view.head.uri.scheme_str().map(str::to_ascii_lowercase);
     let mut trace = Trace::default();
     let route = decide_traced(&script, &mut view, &mut trace);
+    // Said after the proxy settled the host (an absolute-form target's
+    // authority wins over a Host line, RFC 9112 §3.2.2) and the path:
+    // what the script and the balancer read.
+    let host = view
+        .head
+        .headers
+        .get(http::header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        .or_else(|| view.head.uri.authority().map(|a| a.to_string()))
+        .filter(|h| !h.is_empty());
+    let pq = view.head.uri.path_and_query().map_or("/", |p| p.as_str());
+    let shown = match &host {
+        _ if view.head.method == http::Method::CONNECT => format!("{}", view.head.uri),
+        Some(h) if pq.starts_with('/') => format!("http://{h}{pq}"),
+        Some(h) => format!("{pq} (host {h})"),
+        None => format!("{pq} (no host)"),
+    };
+    let mut out = format!(
+        "request: {} {shown} from {} on listener \"{listener}\"\n",
+        view.head.method, args.peer
+    );
+    if let Some(h) = host.filter(|h| !h.is_ascii()) {
+        out.push_str(&format!(
+            "note: the host {h:?} is not ASCII: a client sends an internationalised name in punycode (xn--...), so Pocket refuses it\n"
+        ));
+    }
+    if let Some(s) = scheme.filter(|s| s == "https") {
+        out.push_str(&format!(
+            "note: listener \"{listener}\" is plain HTTP; the target's scheme {s:?} is not part of the decision (req.scheme is \"http\")\n"
+        ));
+    }
     if let Route::Pool {
         pool,
         key,

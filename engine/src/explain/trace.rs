@@ -5,7 +5,7 @@ use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use super::routes::RouteHit;
-use super::{Candidate, Tracer};
+use super::{Candidate, Skip, Tracer};
 
 /// One hook call.
 #[derive(Debug, Clone)]
@@ -164,14 +164,23 @@ impl Trace {
                 Step::Pick {
                     candidates, chosen, ..
                 } => {
-                    let skipped: Vec<String> = candidates
-                        .iter()
-                        .filter_map(|c| Some(format!("{}:{}", c.addr, c.skip.as_ref()?.word())))
-                        .collect();
+                    // Skipped servers with their reason; servers that could
+                    // have taken it but were not chosen apart, in `others`.
+                    let (mut skipped, mut others) = (Vec::new(), Vec::new());
+                    for c in candidates {
+                        match &c.skip {
+                            Some(Skip::NotPicked) => others.push(c.addr.as_str()),
+                            Some(s) => skipped.push(format!("{}:{}", c.addr, s.word())),
+                            None => {}
+                        }
+                    }
                     if let Some(o) = candidates.iter().find(|c| c.key_owner) {
                         let _ = write!(out, "owner={} ", o.addr);
                     }
                     let _ = write!(out, "skip[{}]", skipped.join(","));
+                    if !others.is_empty() {
+                        let _ = write!(out, " others[{}]", others.join(","));
+                    }
                     let _ = match chosen {
                         Some(c) => write!(out, " chose={}", candidates[*c].addr),
                         None => write!(out, " chose=none"),

@@ -10,7 +10,9 @@
 mod conn;
 mod drain;
 mod h2_flood;
-mod head_check;
+/// Also read by `pocket explain`, to refuse an oversized head as the
+/// listener does.
+pub(crate) mod head_check;
 mod listener;
 pub mod maxconn;
 pub mod watchdog;
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
+pub(crate) use conn::H1_BUF;
 pub use listener::{bind_all, Bound, ListenerKey};
 pub use worker::{Control, Worker};
 
