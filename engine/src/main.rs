@@ -91,37 +91,7 @@ enum Command {
     #[command(
         override_usage = "pocket explain POLICY \"GET http://host/path\" [-H \"Name: value\"]... [--peer IP] [--down SERVER]..."
     )]
-    Explain {
-        /// The policy script.
-        policy: PathBuf,
-        /// The request: "METHOD URL" (or "METHOD /path" with -H "Host: ...").
-        request: String,
-        /// A request header, "Name: value" (repeatable).
-        #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
-        headers: Vec<String>,
-        /// The client's address.
-        #[arg(long, default_value = "127.0.0.1")]
-        peer: std::net::IpAddr,
-        /// The listener it arrives on (default: the policy's first).
-        #[arg(long)]
-        listener: Option<String>,
-        /// Mark a server down, by address as `pocket test` names it
-        /// (127.0.0.1:9001), in every pool that has it (repeatable).
-        #[arg(long, value_name = "SERVER")]
-        down: Vec<String>,
-        /// Set a server to drain (repeatable).
-        #[arg(long, value_name = "SERVER")]
-        drain: Vec<String>,
-        /// Set a server to maint (repeatable).
-        #[arg(long, value_name = "SERVER")]
-        maint: Vec<String>,
-        /// Requests in flight on a server, SERVER=N (bounded-load hashing).
-        #[arg(long, value_name = "SERVER=N")]
-        in_flight: Vec<String>,
-        /// A server this request already tried, as a retry sees it (repeatable).
-        #[arg(long, value_name = "SERVER")]
-        tried: Vec<String>,
-    },
+    Explain(pocket::explain::cli::Args),
     /// Two built-in origins (A on 9001, B on 9002) behind Pocket on 8080,
     /// serving pocket-demo/demo.lua (written on first run).
     #[command(override_usage = "pocket demo [OPTIONS]")]
@@ -228,38 +198,14 @@ fn main() -> ExitCode {
     // `pocket explain` prints the trace: the proxy's own log lines for the
     // same steps ("server ... set to drain", "refused: ...") would read as
     // if something had happened to a running Pocket. Errors still show.
-    init_logging(if matches!(cli.command, Command::Explain { .. }) {
+    init_logging(if matches!(cli.command, Command::Explain(_)) {
         "error"
     } else {
         "info"
     });
     let result = match cli.command {
         Command::Check { policy } => return check(&policy),
-        Command::Explain {
-            policy,
-            request,
-            headers,
-            peer,
-            listener,
-            down,
-            drain,
-            maint,
-            in_flight,
-            tried,
-        } => {
-            return explain(&pocket::explain::cli::Args {
-                policy,
-                request,
-                headers,
-                peer,
-                listener,
-                down,
-                drain,
-                maint,
-                in_flight,
-                tried,
-            })
-        }
+        Command::Explain(args) => return explain(&args),
         Command::Run {
             policy,
             workers,

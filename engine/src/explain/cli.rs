@@ -18,19 +18,37 @@ use crate::script::{Limits, WorkerScript};
 use super::request::Heard;
 use super::{Trace, Tracer};
 
-/// What the command line asked.
+/// What the command line asked (`pocket explain`'s arguments).
+#[derive(clap::Args)]
 pub struct Args {
+    /// The policy script.
     pub policy: PathBuf,
+    /// The request: "METHOD URL" (or "METHOD /path" with -H "Host: ...").
     pub request: String,
+    /// A request header, "Name: value" (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     pub headers: Vec<String>,
+    /// The client's address.
+    #[arg(long, default_value = "127.0.0.1")]
     pub peer: IpAddr,
+    /// The listener it arrives on (default: the policy's first).
+    #[arg(long)]
     pub listener: Option<String>,
+    /// Mark a server down, by address as `pocket test` names it
+    /// (127.0.0.1:9001), in every pool that has it (repeatable).
+    #[arg(long, value_name = "SERVER")]
     pub down: Vec<String>,
+    /// Set a server to drain (repeatable).
+    #[arg(long, value_name = "SERVER")]
     pub drain: Vec<String>,
+    /// Set a server to maint (repeatable).
+    #[arg(long, value_name = "SERVER")]
     pub maint: Vec<String>,
-    /// `ADDR=N`: requests in flight on a server (bounded-load hashing).
+    /// Requests in flight on a server, SERVER=N (bounded-load hashing).
+    #[arg(long, value_name = "SERVER=N")]
     pub in_flight: Vec<String>,
-    /// Servers this request already tried (what a retry sees).
+    /// A server this request already tried, as a retry sees it (repeatable).
+    #[arg(long, value_name = "SERVER")]
     pub tried: Vec<String>,
 }
 
