@@ -157,6 +157,9 @@ async fn the_demo_serves_an_editable_file_in_the_current_folder() {
         "{line}"
     );
     assert_eq!(get(web, "/ping").await.text(), "pong\n");
+    // The demo's access log is on from the first request (stderr, text):
+    // the script's own answer, `LR`.
+    demo.log.wait_for(&["\"GET ", " /ping HTTP/1.1\" 200 LR "]);
     let served: Vec<String> = [
         get(web, "/").await.header("x-served-by"),
         get(web, "/").await.header("x-served-by"),

@@ -372,9 +372,6 @@ fn serve(
     flags: &RunFlags,
 ) -> anyhow::Result<()> {
     let path = policy.path.clone();
-    policy
-        .open_log()
-        .map_err(|e| anyhow::anyhow!("refusing to start:\n{e}"))?;
     let running = server::start(Arc::new(policy), opts)?;
     Supervisor::new(path, registry, events, running, flags.watch)
         .with_lab_faults(flags.lab_faults)

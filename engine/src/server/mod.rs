@@ -323,6 +323,11 @@ fn spawn_worker(start: worker::Start, watchdog: &Watchdog) -> std::io::Result<Sl
 /// the first error. Nothing starts half-configured: a port that cannot be
 /// bound fails before any worker starts.
 pub fn start(policy: Arc<Policy>, opts: &RunOptions) -> anyhow::Result<Running> {
+    // Whatever serves opens the policy's access log (`pocket run`, the
+    // demo, the lab): only serving does (`pocket check` creates nothing).
+    policy
+        .open_log()
+        .map_err(|e| anyhow::anyhow!("refusing to start:\n{e}"))?;
     let workers = opts.workers.max(1);
     let caps = maxconn::caps();
     caps.process.set_max(Some(opts.max_connections));
