@@ -283,3 +283,51 @@ async fn the_admin_listener_moves_to_another_ip_on_its_port_and_the_reload_says_
         "{line}"
     );
 }
+
+/// What a user compares on the page: a server that cannot be reached
+/// answers nothing (`requests` 0) and fails (`failures` goes up), while
+/// the server that answered counts its responses; as the metrics say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_counts_answers_and_failures_per_server() {
+    let a = origin("A");
+    let dead = dead_addr();
+    let admin = dead_addr();
+    let pocket = start(&format!(
+        r#"return {{
+  admin = {{ bind = "{admin}" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{dead}", "{a}" }}, passive = {{ after = 100 }} }} }},
+}}
+"#,
+        a = a.addr
+    ));
+    pocket
+        .log
+        .wait_for(&[&format!("admin listening on {admin}")]);
+    let web = pocket.addr("web");
+    for _ in 0..6 {
+        assert_eq!(get(web, "/").await.status, 200);
+    }
+    let r = send(
+        admin,
+        request("GET", "/api/status", &[("host", "127.0.0.1")], ""),
+    )
+    .await;
+    let text = r.text();
+    let server = |addr: SocketAddr| {
+        let at = text
+            .find(&format!("\"name\":\"{addr}\""))
+            .unwrap_or_else(|| panic!("{addr} in {text}"));
+        text[at..].split('}').next().unwrap().to_string()
+    };
+    let (d, live) = (server(dead), server(a.addr));
+    assert!(d.contains("\"requests\":0,"), "{d}");
+    assert!(!d.contains("\"failures\":0,"), "{d}");
+    assert!(live.contains("\"requests\":6,"), "{live}");
+    assert!(live.contains("\"errors\":0,\"failures\":0,"), "{live}");
+    // The listener counts every answer, whoever made it.
+    assert!(
+        text.contains("\"pool\":\"app\",\"requests\":6,\"errors\":0}"),
+        "{text}"
+    );
+}

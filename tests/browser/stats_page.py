@@ -73,7 +73,7 @@ def main():
         # The counted columns say what they count.
         titles = driver.execute_script(
             "return [...document.querySelectorAll('table[data-pool=app] th')].map(t => t.title).join(' | ')")
-        if "pocket_server_requests_total" not in titles or "5xx" not in titles:
+        if any(w not in titles for w in ("pocket_server_requests_total", "5xx", "pocket_server_failures_total")):
             raise SystemExit(f"FAIL: column titles do not say what they count: {titles}")
         driver.execute_script("window.pocketMarker = 'not reloaded';")
         say("READY")

@@ -411,8 +411,10 @@ pub fn status_json(view: &View) -> String {
             .default_pool
             .and_then(|i| p.pools.get(i))
             .map_or("null".into(), |p| json::string(&p.name));
+        // `pocket_requests_total`'s figures: every answer, and the 5xx.
+        let (requests, errors) = crate::observe::metrics::listener_counts(&l.name);
         out.push_str(&format!(
-            "{}{{\"name\":{},\"bind\":{},\"pool\":{pool}}}",
+            "{}{{\"name\":{},\"bind\":{},\"pool\":{pool},\"requests\":{requests},\"errors\":{errors}}}",
             if i > 0 { "," } else { "" },
             json::string(&l.name),
             json::string(&bind.to_string()),
@@ -437,7 +439,7 @@ pub fn status_json(view: &View) -> String {
                 )
             });
             out.push_str(&format!(
-                "{}{{\"name\":{},\"addr\":{},\"state\":\"{}\",\"health\":\"{}\",\"admin\":\"{}\",\"backup\":{},\"weight\":{},\"in_flight\":{},\"requests\":{},\"errors\":{},\"last_check\":{last},\"history\":{}}}",
+                "{}{{\"name\":{},\"addr\":{},\"state\":\"{}\",\"health\":\"{}\",\"admin\":\"{}\",\"backup\":{},\"weight\":{},\"in_flight\":{},\"requests\":{},\"errors\":{},\"failures\":{},\"last_check\":{last},\"history\":{}}}",
                 if j > 0 { "," } else { "" },
                 json::string(&s.addr_text),
                 json::string(&s.addr.to_string()),
@@ -447,10 +449,13 @@ pub fn status_json(view: &View) -> String {
                 s.backup,
                 s.weight,
                 s.state.active.load(Ordering::Relaxed),
-                // The figures of `pocket_server_requests_total`: every
-                // class, and the 5xx class (see docs/observability.md).
+                // The figures of `pocket_server_requests_total` (every
+                // class, and the 5xx class: what the server answered) and
+                // of `pocket_server_failures_total` (what it failed to
+                // answer); see docs/observability.md.
                 s.state.metrics.requests(),
                 s.state.metrics.errors(),
+                s.state.failures.load(Ordering::Relaxed),
                 json::string(&history),
             ));
         }

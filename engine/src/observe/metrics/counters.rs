@@ -220,6 +220,20 @@ pub struct ListenerMetrics {
     pub counts: Sharded<{ RESPONSE_BYTES + 1 }>,
 }
 
+impl ListenerMetrics {
+    /// Every request it answered, whoever answered it.
+    pub fn requests(&self) -> u64 {
+        (0..CLASSES.len())
+            .map(|c| self.counts.get(REQUESTS + c))
+            .sum()
+    }
+
+    /// Those answered with a 5xx (a server's, or Pocket's own).
+    pub fn errors(&self) -> u64 {
+        self.counts.get(REQUESTS + 5)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

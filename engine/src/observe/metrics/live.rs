@@ -41,6 +41,15 @@ pub(super) static VERSION: AtomicU64 = AtomicU64::new(0);
 /// reload keeps keeps counting on).
 static LISTENERS: Mutex<Vec<(Arc<str>, Arc<ListenerMetrics>)>> = Mutex::new(Vec::new());
 
+/// Listener `name`'s requests and 5xx answers so far (0, 0 before its
+/// first request), for the stats page and `/api/status`.
+pub fn listener_counts(name: &str) -> (u64, u64) {
+    let all = LISTENERS.lock().unwrap_or_else(|e| e.into_inner());
+    all.iter()
+        .find(|(n, _)| &**n == name)
+        .map_or((0, 0), |(_, m)| (m.requests(), m.errors()))
+}
+
 /// The counters of listener `name`, made on first sight.
 pub(super) fn listener_metrics(name: &str) -> Arc<ListenerMetrics> {
     let mut all = LISTENERS.lock().unwrap_or_else(|e| e.into_inner());
