@@ -44,11 +44,14 @@ pub async fn answer(
     _peer: SocketAddr,
 ) -> Answer {
     let verdict = auth::check(spec.token.as_deref(), req.headers(), req.uri().query());
-    if matches!(verdict, Verdict::Missing | Verdict::Mismatch) {
-        let why = if verdict == Verdict::Mismatch {
-            "the token does not match admin.token: send Authorization: Bearer TOKEN with the policy's token"
-        } else {
-            "the admin listener wants its token: send Authorization: Bearer TOKEN (a browser: open /?token=TOKEN once)"
+    if matches!(
+        verdict,
+        Verdict::Missing | Verdict::Mismatch | Verdict::NotBearer
+    ) {
+        let why = match verdict {
+            Verdict::Mismatch => "the token does not match admin.token: send Authorization: Bearer TOKEN with the policy's token",
+            Verdict::NotBearer => "the Authorization header must be \"Bearer TOKEN\" (the word Bearer, a space, then admin.token)",
+            _ => "the admin listener wants its token: send Authorization: Bearer TOKEN (a browser: open /?token=TOKEN once)",
         };
         let mut a = error(StatusCode::UNAUTHORIZED, why);
         a.headers_mut().insert(

@@ -22,6 +22,8 @@ pub enum Verdict {
     Missing,
     /// A token came (header, cookie or `?token=`) and is not the one.
     Mismatch,
+    /// An `Authorization` header that is not `Bearer TOKEN`.
+    NotBearer,
 }
 
 /// Whether a request with `headers` and `query` may proceed.
@@ -30,14 +32,20 @@ pub fn check(token: Option<&str>, headers: &HeaderMap, query: Option<&str>) -> V
         return Verdict::Allowed;
     };
     let mut sent = false;
+    // An Authorization header without the Bearer scheme (the token alone,
+    // or Basic): said as such, not as a wrong token.
+    let mut other_scheme = false;
     let bearer = headers
         .get_all(AUTHORIZATION)
         .iter()
         .map(|v| v.to_str().unwrap_or(""))
         .inspect(|_| sent = true)
         .filter_map(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
+            let t = v
+                .strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "));
+            other_scheme |= t.is_none();
+            t
         })
         .any(|t| same(t.trim(), token));
     if bearer {
@@ -70,7 +78,9 @@ pub fn check(token: Option<&str>, headers: &HeaderMap, query: Option<&str>) -> V
             cookie_value(token)
         ));
     }
-    if sent {
+    if other_scheme {
+        Verdict::NotBearer
+    } else if sent {
         Verdict::Mismatch
     } else {
         Verdict::Missing
@@ -134,6 +144,9 @@ mod tests {
         h.insert(AUTHORIZATION, "Bearer s3".parse().unwrap());
         assert_eq!(check(Some("s3"), &h, None), Verdict::Allowed);
         assert_eq!(check(Some("s4"), &h, None), Verdict::Mismatch);
+        let mut bare = HeaderMap::new();
+        bare.insert(AUTHORIZATION, "s3".parse().unwrap());
+        assert_eq!(check(Some("s3"), &bare, None), Verdict::NotBearer);
         let mut c = HeaderMap::new();
         c.insert(COOKIE, "a=b; pocket_admin=s3".parse().unwrap());
         assert_eq!(check(Some("s3"), &c, None), Verdict::Allowed);
