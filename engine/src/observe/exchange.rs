@@ -127,15 +127,26 @@ pub struct Exchange {
 pub struct Open {
     pub ex: Exchange,
     start: Instant,
+    /// The policy writes an access log: the phases' times are read from
+    /// the clock. Without one only the start and the end are (the latency
+    /// histogram's), and a phase reached is marked `Some(0.0)`.
+    logged: bool,
     /// The request body's progress, which counts the bytes read.
     pub progress: Option<Rc<Progress>>,
 }
 
 impl Open {
-    pub fn new(ex: Exchange) -> Box<Open> {
+    /// Starts the clock; a logged exchange gets its wall-clock time too.
+    pub fn new(mut ex: Exchange) -> Box<Open> {
+        let start = Instant::now();
+        let logged = ex.log.is_some();
+        if logged {
+            ex.started_unix_ms = unix_ms_at(start);
+        }
         Box::new(Open {
+            logged,
             ex,
-            start: Instant::now(),
+            start,
             progress: None,
         })
     }
@@ -146,6 +157,14 @@ impl Open {
         self.start.elapsed().as_secs_f64() * 1000.0
     }
 
+    /// A phase was reached (connected, the server's head in): the time
+    /// since the start if a log will show it, else `0.0` without a clock
+    /// read (the metrics only ask whether the phase was reached).
+    #[inline]
+    pub fn reached(&self) -> Option<f64> {
+        Some(if self.logged { self.elapsed_ms() } else { 0.0 })
+    }
+
     #[inline]
     pub fn set(&mut self, cause: u8, phase: u8) {
         self.ex.termination = Termination::of(cause, phase);
@@ -154,12 +173,42 @@ impl Open {
 
 impl Drop for Open {
     fn drop(&mut self) {
-        self.ex.total_ms = self.elapsed_ms();
+        // Only the log and the server latency histogram (a server that
+        // answered) read the total.
+        if self.logged || self.ex.first_byte_ms.is_some() {
+            self.ex.total_ms = self.elapsed_ms();
+        }
         if let Some(p) = &self.progress {
             self.ex.bytes_in = p.received();
         }
         crate::observe::exchange_ended(&self.ex);
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch, for the log's `time`:
+/// a wall-clock reading taken at most once a second per thread, moved on
+/// by the monotonic clock the caller has just read (`now`), so a request
+/// costs no second clock read. A step of the system clock shows within a
+/// second.
+#[inline]
+pub fn unix_ms_at(now: Instant) -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static BASE: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
+    }
+    BASE.try_with(|b| {
+        if let Some((at, ms)) = b.get() {
+            if let Some(d) = now.checked_duration_since(at) {
+                if d.as_secs() < 1 {
+                    return ms + d.as_millis() as u64;
+                }
+            }
+        }
+        let ms = unix_ms();
+        b.set(Some((now, ms)));
+        ms
+    })
+    .unwrap_or_else(|_| unix_ms())
 }
 
 /// Wall-clock milliseconds since the Unix epoch.

@@ -161,25 +161,37 @@ pub async fn handle(
 
 /// The exchange's record for a request whose head is in: what the
 /// client sent, as it sent it. Cheap (reference-counted copies, no text
-/// made): it is made for every request, log or no log. Its termination
-/// starts as `CR`: until a phase moves it on, only the client going away
-/// can end it.
+/// made): it is made for every request, log or no log; what only the log
+/// shows (method, host, target, wall-clock time) is copied only if the
+/// policy has one. Its termination starts as `CR`: until a phase moves it
+/// on, only the client going away can end it.
 pub fn open_exchange(
     cx: &ConnCtx,
     script: &WorkerScript,
     id: RequestId,
     head: &http::request::Parts,
 ) -> Box<Open> {
+    let logged = script.access_log.is_some();
     Open::new(Exchange {
         id,
-        started_unix_ms: crate::observe::exchange::unix_ms(),
+        started_unix_ms: 0,
         client: cx.peer,
         listener: cx.listener.clone(),
         generation: script.generation,
-        method: head.method.clone(),
+        method: if logged {
+            head.method.clone()
+        } else {
+            Method::GET
+        },
         bad_request: false,
-        host: head.headers.get(http::header::HOST).cloned(),
-        target: head.uri.clone(),
+        host: logged
+            .then(|| head.headers.get(http::header::HOST).cloned())
+            .flatten(),
+        target: if logged {
+            head.uri.clone()
+        } else {
+            http::Uri::default()
+        },
         version: head.version,
         status: 0,
         bytes_in: 0,
@@ -350,7 +362,7 @@ async fn forward(
                 continue;
             }
         };
-        open.ex.connect_ms = Some(open.elapsed_ms());
+        open.ex.connect_ms = open.reached();
         open.set(b'C', b'H');
         let Some(h) = head.take() else { break };
         // A copy to send again if the server drops the request unanswered:
@@ -375,7 +387,7 @@ async fn forward(
         .await;
         let resp = match sent {
             Ok(Ok(resp)) => {
-                open.ex.first_byte_ms = Some(open.elapsed_ms());
+                open.ex.first_byte_ms = open.reached();
                 resp
             }
             Ok(Err(mut e)) => {

@@ -145,6 +145,15 @@ fn push_ms(buf: &mut Vec<u8>, ms: f64) {
 /// values may carry them), so every line is valid JSON.
 fn json_str(buf: &mut Vec<u8>, s: &[u8]) {
     buf.push(b'"');
+    // The usual case, printable ASCII with nothing to escape: one pass,
+    // copied as is.
+    if s.iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+    {
+        buf.extend_from_slice(s);
+        buf.push(b'"');
+        return;
+    }
     let text = std::str::from_utf8(s);
     let push_char = |buf: &mut Vec<u8>, c: char| match c {
         '"' => buf.extend_from_slice(b"\\\""),

@@ -96,7 +96,7 @@ pub fn render() -> String {
         Kind::Gauge,
         "HTTP/1 client connections parked: idle between keep-alive requests.",
     );
-    let parked = process::PARKED.load(Relaxed).max(0);
+    let parked = process::gauge(&process::PARKED);
     t.sample("pocket_client_connections_parked", &[], parked);
 
     // Servers.
@@ -107,7 +107,7 @@ pub fn render() -> String {
         Kind::Gauge,
         "Upstream connections kept open for reuse (all workers, all servers).",
     );
-    let idle = process::UPSTREAM_IDLE.load(Relaxed).max(0);
+    let idle = process::gauge(&process::UPSTREAM_IDLE);
     t.sample("pocket_upstream_connections_idle", &[], idle);
 
     t.family(

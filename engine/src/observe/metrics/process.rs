@@ -1,15 +1,27 @@
 //! Numbers of the whole process that no policy object keeps: reload
 //! results and the live generation (set by the supervisor), client
 //! connections parked, upstream connections pooled, Lua memory per worker.
-//! Each is one atomic, written where the number changes, read at scrape.
+//! Each is an atomic (or one per thread), written where the number
+//! changes, read at scrape.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::LazyLock;
+
+use super::counters::{shard, Sharded};
 
 pub(super) static RELOADS_OK: AtomicU64 = AtomicU64::new(0);
 pub(super) static RELOADS_REFUSED: AtomicU64 = AtomicU64::new(0);
 pub(super) static GENERATION: AtomicU64 = AtomicU64::new(0);
-pub(super) static PARKED: AtomicI64 = AtomicI64::new(0);
-pub(super) static UPSTREAM_IDLE: AtomicI64 = AtomicI64::new(0);
+/// Gauges moved on every keep-alive park and every upstream checkout and
+/// return: each thread on its own line (see [`Sharded`]), as two's
+/// complement sums (read them with [`gauge`]).
+pub(super) static PARKED: LazyLock<Sharded<1>> = LazyLock::new(Sharded::default);
+pub(super) static UPSTREAM_IDLE: LazyLock<Sharded<1>> = LazyLock::new(Sharded::default);
+
+/// A gauge's value (never below 0).
+pub(super) fn gauge(g: &Sharded<1>) -> i64 {
+    (g.get(0) as i64).max(0)
+}
 
 /// Most workers whose Lua memory is shown (more share nothing: they are
 /// simply not shown; `workers` is capped far below this in practice).
@@ -48,7 +60,7 @@ pub struct Parked(());
 impl Parked {
     #[inline]
     pub fn enter() -> Parked {
-        PARKED.fetch_add(1, Ordering::Relaxed);
+        PARKED.add(shard(), 0, 1);
         Parked(())
     }
 }
@@ -56,7 +68,7 @@ impl Parked {
 impl Drop for Parked {
     #[inline]
     fn drop(&mut self) {
-        PARKED.fetch_sub(1, Ordering::Relaxed);
+        PARKED.add(shard(), 0, u64::MAX);
     }
 }
 
@@ -64,5 +76,5 @@ impl Drop for Parked {
 /// idle pools of the workers.
 #[inline]
 pub fn upstream_idle(n: i64) {
-    UPSTREAM_IDLE.fetch_add(n, Ordering::Relaxed);
+    UPSTREAM_IDLE.add(shard(), 0, n as u64);
 }
