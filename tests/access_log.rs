@@ -459,36 +459,8 @@ async fn a_reload_can_change_the_format_and_bad_values_are_refused() {
             "",
         ),
     );
-    let mut child = std::process::Command::new(pocket_bin())
-        .args([
-            "run",
-            path.to_str().unwrap(),
-            "--workers",
-            "1",
-            "--no-watch",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let log = Log::default();
-    log.follow(child.stderr.take().unwrap());
-    let _child = Kill(child);
-    log.wait_for(&["pocket ready"]);
-    let line = log.wait_for(&["listener web listening on "]);
-    let addr: std::net::SocketAddr = line
-        .rsplit("listening on ")
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pocket = Pocket::start_file_with(dir, path.clone(), 1, &["--no-watch"]);
+    let addr = pocket.addr("web");
 
     assert_eq!(get(addr, "/as-text").await.status, 200);
     wait_line(&file, &[" /as-text "]);

@@ -136,6 +136,16 @@ impl Pocket {
         Self::spawn(dir, policy, workers, "info", &[])
     }
 
+    /// Like [`Pocket::start_file`], with more `pocket run` arguments.
+    pub fn start_file_with(
+        dir: tempfile::TempDir,
+        policy: PathBuf,
+        workers: usize,
+        extra: &[&str],
+    ) -> Pocket {
+        Self::spawn(dir, policy, workers, "info", extra)
+    }
+
     /// Like [`Pocket::start`], with more `pocket run` arguments.
     pub fn start_with(policy: &str, workers: usize, extra: &[&str]) -> Pocket {
         let dir = tempfile::tempdir().unwrap();
