@@ -44,6 +44,7 @@ const POOL_KEYS: &[&str] = &[
     "rehash",
     "bypass",
     "own_health",
+    "send_proxy",
 ];
 const LISTENER_KEYS: &[&str] = &[
     "name",
@@ -54,6 +55,7 @@ const LISTENER_KEYS: &[&str] = &[
     "timeouts",
     "max_connections",
     "head_size",
+    "accept_proxy",
 ];
 const LISTENER_TIMEOUT_KEYS: &[&str] = &["head", "body", "send"];
 const SERVER_KEYS: &[&str] = &["addr", "weight", "backup"];
@@ -804,6 +806,7 @@ impl Checker<'_> {
             }
             let max_connections = self.max_connections(&t, &top, &["listeners", &ns]);
             let head_size = self.head_size(&t, &top, &["listeners", &ns]);
+            let accept_proxy = self.accept_proxy(&t, &label, &ns);
             if let Some(bind) = bind {
                 if let Some(other) = out.iter().find(|l| l.bind == bind && bind.port() != 0) {
                     self.error(
@@ -821,6 +824,7 @@ impl Checker<'_> {
                     timeouts,
                     max_connections,
                     head_size,
+                    accept_proxy,
                 });
             }
         }

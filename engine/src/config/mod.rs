@@ -9,6 +9,7 @@ mod locate;
 mod log_key;
 pub use log_key::AccessLog;
 mod pool_settings;
+mod proxy_protocol;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -170,6 +171,10 @@ pub struct ListenerSpec {
     /// client may grow to (HAProxy's `tune.bufsize`, nginx's
     /// `large_client_header_buffers`).
     pub head_size: u32,
+    /// `accept_proxy = true`: every connection starts with a PROXY
+    /// protocol header (v1 or v2) naming the real client (HAProxy's
+    /// `accept-proxy`; server/proxy_protocol.rs).
+    pub accept_proxy: bool,
 }
 
 /// A listener's `head_size` when the policy gives none: nginx's

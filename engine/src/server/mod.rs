@@ -15,6 +15,7 @@ mod h2_flood;
 pub(crate) mod head_check;
 mod listener;
 pub mod maxconn;
+mod proxy_protocol;
 pub mod watchdog;
 mod worker;
 

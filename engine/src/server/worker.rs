@@ -396,32 +396,32 @@ async fn accept_loop(
             return;
         }
         // on_connect runs here, before the connection has a task: a
-        // refused connection costs nothing more.
+        // refused connection costs nothing more. On an accept_proxy
+        // listener it runs in the task, once the PROXY header has named
+        // the client it is to judge.
         let script = worker.script();
-        if script.has_on_connect() {
-            let local = canonical_addr(stream.local_addr().unwrap_or(peer));
-            let mut view = ConnView {
-                peer,
-                local,
-                listener: name.clone(),
-            };
-            match script.on_connect(&mut view) {
-                Ok(None) => {}
-                Ok(Some(reason)) => {
-                    tracing::info!(listener = %name, peer = %peer, "connection rejected: {reason}");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(listener = %name, peer = %peer, hook = e.hook, "{}; connection closed", e.message);
-                    continue;
-                }
-            }
+        let listener = script.policy.listener(&name);
+        let proxied = listener.is_some_and(|l| l.accept_proxy);
+        if !proxied && !admitted(&script, &stream, peer, None, &name) {
+            continue;
         }
-        let timeouts = script
-            .policy
-            .listener(&name)
-            .map_or_else(ClientTimeouts::default, |l| l.timeouts);
+        let timeouts = listener.map_or_else(ClientTimeouts::default, |l| l.timeouts);
         drop(script);
+        if proxied {
+            let (worker, http) = (worker.clone(), http.clone());
+            let name = name.clone();
+            tokio::task::spawn_local(async move {
+                let mut stream = stream;
+                let Some(peer) = proxied_peer(&worker, &mut stream, peer, &name, timeouts).await
+                else {
+                    return drop(slot);
+                };
+                let cx = Rc::new(ConnCtx::new(worker.clone(), peer, name, timeouts));
+                conn::serve(stream, cx, http, worker.drain.clone(), timeouts).await;
+                drop(slot);
+            });
+            continue;
+        }
         let cx = Rc::new(ConnCtx::new(worker.clone(), peer, name.clone(), timeouts));
         let serve = conn::serve(stream, cx, http.clone(), worker.drain.clone(), timeouts);
         tokio::task::spawn_local(async move {
@@ -429,4 +429,71 @@ async fn accept_loop(
             drop(slot);
         });
     }
+}
+
+/// Whether the policy's `on_connect` lets this connection in (true when it
+/// has none). `local`: where the client connected, when a PROXY header
+/// said (else the socket's own address).
+fn admitted(
+    script: &WorkerScript,
+    stream: &TcpStream,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    name: &Arc<str>,
+) -> bool {
+    if !script.has_on_connect() {
+        return true;
+    }
+    let local = local.unwrap_or_else(|| canonical_addr(stream.local_addr().unwrap_or(peer)));
+    let mut view = ConnView {
+        peer,
+        local,
+        listener: name.clone(),
+    };
+    match script.on_connect(&mut view) {
+        Ok(None) => true,
+        Ok(Some(reason)) => {
+            tracing::info!(listener = %name, peer = %peer, "connection rejected: {reason}");
+            false
+        }
+        Err(e) => {
+            tracing::error!(listener = %name, peer = %peer, hook = e.hook, "{}; connection closed", e.message);
+            false
+        }
+    }
+}
+
+/// On an `accept_proxy` listener: reads the PROXY header (within the
+/// `head` timeout) and runs `on_connect` on the client it names; that
+/// client, or None when the connection is to be closed (no header, a bad
+/// or cut one: no answer is sent). A v2 LOCAL or v1 UNKNOWN header keeps
+/// the socket's peer (the balancer's own connection, as HAProxy does).
+async fn proxied_peer(
+    worker: &Worker,
+    stream: &mut TcpStream,
+    socket_peer: SocketAddr,
+    name: &Arc<str>,
+    timeouts: ClientTimeouts,
+) -> Option<SocketAddr> {
+    use super::proxy_protocol::{read_header, Header, Refused};
+    let (peer, local) = match read_header(stream, timeouts.head).await {
+        Ok(Header::Proxied {
+            source,
+            destination,
+        }) => (canonical_addr(source), Some(canonical_addr(destination))),
+        Ok(Header::Local) => (socket_peer, None),
+        Err(e @ Refused::Closed) => {
+            tracing::debug!(listener = %name, peer = %socket_peer, "{e}");
+            return None;
+        }
+        Err(e @ Refused::Timeout(_)) => {
+            tracing::debug!(listener = %name, peer = %socket_peer, "{e}; connection closed");
+            return None;
+        }
+        Err(e) => {
+            tracing::info!(listener = %name, peer = %socket_peer, "{e}; connection closed");
+            return None;
+        }
+    };
+    admitted(&worker.script(), stream, peer, local, name).then_some(peer)
 }
