@@ -294,6 +294,7 @@ impl Checker<'_> {
                     fall: 3,
                     start_up: true,
                     pool_function: true,
+                    send_proxy: None,
                 })
             }
             Ok(other) => self.error(
@@ -313,6 +314,7 @@ impl Checker<'_> {
             ),
             Err(e) => self.error(&["pools", name, "passive"], e.to_string()),
         }
+        self.send_proxy(name, t, &mut s);
         s
     }
 
@@ -663,6 +665,7 @@ impl Checker<'_> {
             fall,
             start_up,
             pool_function: matches!(ct.get::<Value>("run"), Ok(Value::Function(_))),
+            send_proxy: None,
         })
     }
 

@@ -94,7 +94,7 @@ async fn check_loop(
         let run = async {
             match &script {
                 Some(s) => s.run_check(pool, state.addr, spec.timeout).await,
-                None => probe(state.addr, &spec.kind).await,
+                None => probe(state.addr, &spec.kind, spec.send_proxy).await,
             }
         };
         let verdict = match tokio::time::timeout(spec.timeout, run).await {

@@ -7,6 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::lb::CheckKind;
+use crate::proxy::proxy_header::SendProxy;
 
 /// Most of a check response that is read.
 const MAX_READ: usize = 64 * 1024;
@@ -30,9 +31,28 @@ pub async fn exchange_until(
     request: &[u8],
     first_only: bool,
 ) -> Result<Vec<u8>, String> {
+    exchange_via(addr, None, request, first_only).await
+}
+
+/// A check's connection: a PROXY header first when its pool sends them
+/// (`send_proxy`; none from scripted checks' `http` functions).
+async fn connect(addr: SocketAddr, proxy: Option<SendProxy>) -> Result<TcpStream, String> {
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    crate::proxy::proxy_header::send_for_check(&mut stream, proxy)
+        .await
+        .map_err(|e| format!("send PROXY header: {e}"))?;
+    Ok(stream)
+}
+
+async fn exchange_via(
+    addr: SocketAddr,
+    proxy: Option<SendProxy>,
+    request: &[u8],
+    first_only: bool,
+) -> Result<Vec<u8>, String> {
+    let mut stream = connect(addr, proxy).await?;
     if !request.is_empty() {
         stream
             .write_all(request)
@@ -64,11 +84,21 @@ pub async fn http(
     path: &str,
     host: Option<&str>,
 ) -> Result<HttpAnswer, String> {
+    http_via(addr, None, method, path, host).await
+}
+
+async fn http_via(
+    addr: SocketAddr,
+    proxy: Option<SendProxy>,
+    method: &str,
+    path: &str,
+    host: Option<&str>,
+) -> Result<HttpAnswer, String> {
     let host = host.map(str::to_string).unwrap_or_else(|| addr.to_string());
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: pocket-check\r\nConnection: close\r\n\r\n"
     );
-    let raw = exchange(addr, request.as_bytes()).await?;
+    let raw = exchange_via(addr, proxy, request.as_bytes(), false).await?;
     let text = String::from_utf8_lossy(&raw);
     let status: u16 = text
         .strip_prefix("HTTP/1.")
@@ -91,7 +121,12 @@ pub async fn http(
 
 /// `Ok(what passed)` or `Err(what failed)`. The caller bounds the time.
 /// Scripted checks are run by the control VM, not here.
-pub async fn probe(addr: SocketAddr, kind: &CheckKind) -> Result<String, String> {
+/// `proxy`: the pool's `send_proxy`, a header naming no client first.
+pub async fn probe(
+    addr: SocketAddr,
+    kind: &CheckKind,
+    proxy: Option<SendProxy>,
+) -> Result<String, String> {
     let CheckKind::Http {
         method,
         path,
@@ -101,12 +136,10 @@ pub async fn probe(addr: SocketAddr, kind: &CheckKind) -> Result<String, String>
         pattern,
     } = kind
     else {
-        TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
+        connect(addr, proxy).await?;
         return Ok("connected".into());
     };
-    let answer = http(addr, method, path, host.as_deref()).await?;
+    let answer = http_via(addr, proxy, method, path, host.as_deref()).await?;
     let status = answer.status;
     if status < expect.0 || status > expect.1 {
         return Err(format!("{method} {path} answered {status}"));

@@ -62,6 +62,9 @@ pub struct CheckSpec {
     /// another pool's check is never the same as this one, even with the
     /// same code (`script = true`, the policy's `on_check`, can be).
     pub pool_function: bool,
+    /// The pool's `send_proxy`: each check starts with a PROXY header that
+    /// names no client (HAProxy's `check-send-proxy`).
+    pub send_proxy: Option<crate::proxy::proxy_header::SendProxy>,
 }
 
 impl CheckSpec {
@@ -175,6 +178,9 @@ pub struct Pool {
     /// `own_health = true`: this pool's servers have a health of their
     /// own, not the one their address shares with other pools.
     pub own_health: bool,
+    /// `send_proxy`: new connections to the servers start with a PROXY
+    /// header naming the client (proxy/proxy_header.rs).
+    pub send_proxy: Option<crate::proxy::proxy_header::SendProxy>,
     primaries: Tier,
     backups: Tier,
 }
@@ -193,6 +199,7 @@ pub struct PoolSettings {
     pub fallback: Option<Arc<str>>,
     pub rehash: bool,
     pub own_health: bool,
+    pub send_proxy: Option<crate::proxy::proxy_header::SendProxy>,
 }
 
 impl Default for PoolSettings {
@@ -209,6 +216,7 @@ impl Default for PoolSettings {
             fallback: None,
             rehash: true,
             own_health: false,
+            send_proxy: None,
         }
     }
 }
@@ -240,6 +248,7 @@ impl Pool {
             fallback_index: std::sync::OnceLock::new(),
             rehash: settings.rehash,
             own_health: settings.own_health,
+            send_proxy: settings.send_proxy,
             primaries,
             backups,
         }
@@ -406,6 +415,7 @@ impl Pool {
             fallback: self.fallback.clone(),
             rehash: self.rehash,
             own_health: self.own_health,
+            send_proxy: self.send_proxy,
         };
         let pool = Pool::new(&self.name, servers, settings);
         if let Some(i) = self.fallback_pool() {

@@ -25,6 +25,7 @@ pub mod fields;
 pub mod forward;
 pub mod local;
 mod next_try;
+pub mod proxy_header;
 pub mod target;
 pub mod timeouts;
 pub mod upstream;
@@ -338,7 +339,7 @@ async fn forward(
         let mut conn = match cx
             .worker
             .upstreams
-            .checkout(server.addr, &pool.timeouts, !fresh_only)
+            .checkout(server.addr, &pool.timeouts, !fresh_only, proxy_to(pool, cx))
             .await
         {
             Ok(c) => c,
@@ -637,7 +638,8 @@ fn deliver(
             return Response::from_parts(rhead, ResponseBody::full(bytes::Bytes::new()));
         }
     }
-    let lease = Lease::new(cx.worker.upstreams.clone(), server.addr, sender, watch);
+    let key = (server.addr, proxy_to(pool, cx).and_then(|p| p.client));
+    let lease = Lease::new(cx.worker.upstreams.clone(), key, sender, watch);
     Response::from_parts(
         rhead,
         ResponseBody::upstream(
@@ -650,4 +652,13 @@ fn deliver(
             pool.passive.after,
         ),
     )
+}
+
+/// The PROXY header a pool with `send_proxy` starts its connections with:
+/// this connection's client (proxy_header.rs).
+fn proxy_to(pool: &Pool, cx: &ConnCtx) -> Option<proxy_header::ProxyTo> {
+    pool.send_proxy.map(|version| proxy_header::ProxyTo {
+        version,
+        client: Some(cx.peer),
+    })
 }

@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::body::RequestBody;
+use super::proxy_header::{self, ProxyTo};
 use super::upstream_io::{HeadWatch, UpstreamIo};
 use crate::lb::Timeouts;
 
@@ -45,9 +46,14 @@ struct Idle {
     since: Instant,
 }
 
+/// Idle connections are kept by server and, for a pool with `send_proxy`,
+/// by the client their PROXY header named (proxy_header.rs): such a
+/// connection is only ever reused for that client address.
+pub type IdleKey = (SocketAddr, Option<SocketAddr>);
+
 #[derive(Default)]
 pub struct Upstreams {
-    idle: RefCell<HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
+    idle: RefCell<HashMap<IdleKey, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
 }
 
 /// FNV-1a: the keys are a worker's own server addresses, not attacker
@@ -105,7 +111,7 @@ impl std::fmt::Display for ConnectError {
 /// has been read to the end.
 pub struct Lease {
     upstreams: Rc<Upstreams>,
-    addr: SocketAddr,
+    addr: IdleKey,
     sender: SendRequest<RequestBody>,
     watch: HeadWatch,
 }
@@ -113,7 +119,7 @@ pub struct Lease {
 impl Lease {
     pub fn new(
         upstreams: Rc<Upstreams>,
-        addr: SocketAddr,
+        addr: IdleKey,
         sender: SendRequest<RequestBody>,
         watch: HeadWatch,
     ) -> Lease {
@@ -154,7 +160,7 @@ impl Upstreams {
     /// Drops idle connections to servers that are in no pool any more.
     pub fn forget_except(&self, live: &[SocketAddr]) {
         self.idle.borrow_mut().retain(|addr, list| {
-            let keep = live.contains(addr);
+            let keep = live.contains(&addr.0);
             if !keep {
                 crate::observe::metrics::upstream_idle(-(list.len() as i64));
             }
@@ -163,18 +169,20 @@ impl Upstreams {
     }
 
     /// A reusable connection to `addr` if one is idle (and `reuse`), else
-    /// a new one.
+    /// a new one; `proxy`: the pool's `send_proxy` header and the client.
     pub async fn checkout(
         &self,
         addr: SocketAddr,
         timeouts: &Timeouts,
         reuse: bool,
+        proxy: Option<ProxyTo>,
     ) -> Result<Conn, ConnectError> {
         if reuse {
             loop {
                 let candidate = {
                     let mut idle = self.idle.borrow_mut();
-                    idle.get_mut(&addr).and_then(|list| list.pop())
+                    idle.get_mut(&(addr, proxy.and_then(|p| p.client)))
+                        .and_then(|list| list.pop())
                 };
                 let Some(mut idle) = candidate else { break };
                 crate::observe::metrics::upstream_idle(-1);
@@ -199,7 +207,7 @@ impl Upstreams {
         }
         // Boxed: connecting is rare on a warm pool, and its future is
         // large; inline, every request's future would carry its size.
-        Box::pin(self.connect(addr, timeouts.connect, timeouts.idle)).await
+        Box::pin(self.connect(addr, timeouts.connect, timeouts.idle, proxy)).await
     }
 
     async fn connect(
@@ -207,8 +215,9 @@ impl Upstreams {
         addr: SocketAddr,
         timeout: Duration,
         user_timeout: Duration,
+        proxy: Option<ProxyTo>,
     ) -> Result<Conn, ConnectError> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(ConnectError::Refused(e)),
             Err(_) => return Err(ConnectError::Timeout(timeout)),
@@ -223,6 +232,9 @@ impl Upstreams {
                 .with_time(Duration::from_secs(30))
                 .with_interval(Duration::from_secs(10)),
         );
+        proxy_header::send(&mut stream, proxy)
+            .await
+            .map_err(ConnectError::Refused)?;
         let (io, watch) = UpstreamIo::new(stream);
         let (sender, conn) = http1::Builder::new()
             .max_header_size(MAX_RESPONSE_HEAD)
