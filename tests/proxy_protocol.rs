@@ -1,0 +1,399 @@
+//! The PROXY protocol, both ways, against a real HAProxy (Debian's
+//! `haproxy`): HAProxy in front of Pocket sending v1/v2 headers to an
+//! `accept_proxy` listener, and Pocket in front of an HAProxy
+//! `accept-proxy` frontend with a pool's `send_proxy` (its connections and
+//! its health checks). Clients connect from 127.0.0.2 (and 127.0.0.4), so
+//! that the address that arrives is the client's, not the balancer's
+//! 127.0.0.1 or the 127.0.0.3 HAProxy is made to connect from.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A connection from `source` (a loopback address other than 127.0.0.1).
+fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from((source, 0)).into())
+        .expect("bind a loopback source address");
+    s.connect(&to.into()).expect("connect");
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s
+}
+
+/// What the other side sent back before it closed (a reset counts as a
+/// close); panics if it neither answered nor closed within `DEADLINE`.
+fn answer(mut s: TcpStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!(
+                    "no close within {DEADLINE:?}; got {:?}",
+                    String::from_utf8_lossy(&out)
+                )
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn send(mut s: TcpStream, bytes: &[u8]) -> String {
+    s.write_all(bytes).unwrap();
+    answer(s)
+}
+
+fn get_from(source: [u8; 4], to: SocketAddr, path: &str) -> String {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    send(connect_from(source, to), req.as_bytes())
+}
+
+/// A real HAProxy in the foreground (`haproxy -db`), killed on drop.
+struct HaProxy {
+    child: Child,
+    log: Log,
+    _dir: tempfile::TempDir,
+}
+
+impl HaProxy {
+    /// Starts HAProxy on `config` and waits until it accepts on `port`.
+    fn start(config: &str, port: u16) -> HaProxy {
+        require_command("haproxy", "haproxy");
+        let dir = tempfile::tempdir().unwrap();
+        let path: PathBuf = dir.path().join("haproxy.cfg");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new("haproxy")
+            .args(["-db", "-f", path.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run haproxy");
+        let log = Log::default();
+        log.follow(child.stderr.take().unwrap());
+        log.follow(child.stdout.take().unwrap());
+        let h = HaProxy {
+            child,
+            log,
+            _dir: dir,
+        };
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if start.elapsed() > DEADLINE || h.log.text().contains("<process ended>") {
+                panic!(
+                    "haproxy did not listen on {port}; its log:\n{}",
+                    h.log.text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        h
+    }
+}
+
+impl Drop for HaProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const HAPROXY_DEFAULTS: &str = "global
+  maxconn 200
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+";
+
+/// A free loopback port (bound, then released).
+fn free_port() -> u16 {
+    dead_addr().port()
+}
+
+// ---------------------------------------------------------------------------
+// HAProxy in front of Pocket (accept_proxy)
+// ---------------------------------------------------------------------------
+
+fn haproxy_in_front(send_proxy: &str) {
+    let origin = origin("A");
+    let p = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "edge", bind = "127.0.0.1:0", pool = "app", accept_proxy = true }} }},
+  pools = {{ app = {{ servers = {{ "{}" }} }} }},
+  -- on_connect judges the client the header names, not HAProxy.
+  on_connect = function(conn)
+    if conn.peer_ip ~= "127.0.0.2" then return pocket.reject("not the client: " .. conn.peer_ip) end
+  end,
+  on_request = function(req) req:set_header("x-peer-ip", req.peer_ip) end,
+}}"#,
+            origin.addr
+        ),
+        1,
+    );
+    let pocket = p.addr("edge");
+    let port = free_port();
+    let _h = HaProxy::start(
+        &format!(
+            "{HAPROXY_DEFAULTS}frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+backend be
+  server pocket {pocket} {send_proxy} source 127.0.0.3
+"
+        ),
+        port,
+    );
+    let front = SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..3 {
+        let r = get_from([127, 0, 0, 2], front, "/headers");
+        assert!(r.starts_with("HTTP/1.1 200"), "{send_proxy}: {r}");
+        assert!(
+            r.contains("x-forwarded-for: 127.0.0.2\n"),
+            "{send_proxy}: the origin did not see the client: {r}"
+        );
+        assert!(
+            r.contains("x-peer-ip: 127.0.0.2\n"),
+            "{send_proxy}: req.peer_ip is not the client: {r}"
+        );
+        assert!(
+            !r.contains("127.0.0.3"),
+            "{send_proxy}: HAProxy's address leaked: {r}"
+        );
+    }
+    assert!(
+        !p.log.text().contains("connection rejected"),
+        "on_connect saw another address:\n{}",
+        p.log.text()
+    );
+}
+
+#[test]
+fn haproxy_in_front_with_send_proxy_v2_gives_pocket_the_real_client() {
+    haproxy_in_front("send-proxy-v2");
+}
+
+#[test]
+fn haproxy_in_front_with_send_proxy_v1_gives_pocket_the_real_client() {
+    haproxy_in_front("send-proxy");
+}
+
+// ---------------------------------------------------------------------------
+// Pocket in front of HAProxy (send_proxy), connections and checks
+// ---------------------------------------------------------------------------
+
+fn pocket_in_front(version: &str) {
+    let port = free_port();
+    // An accept-proxy frontend that answers every request with the client
+    // its PROXY header named (and refuses connections without one).
+    let _h = HaProxy::start(
+        &format!(
+            "{HAPROXY_DEFAULTS}frontend fe
+  bind 127.0.0.1:{port} accept-proxy
+  http-request return status 200 content-type text/plain lf-string \"client %[src] dst %[dst]\"
+"
+        ),
+        port,
+    );
+    let server = format!("127.0.0.1:{port}");
+    let p = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{
+    {{ name = "web", bind = "127.0.0.1:0", pool = "px" }},
+    {{ name = "bare", bind = "127.0.0.1:0", pool = "bare" }},
+  }},
+  pools = {{
+    -- Down until a check passes: it passes only with a PROXY header.
+    px = {{ servers = {{ "{server}" }}, send_proxy = "{version}",
+            check = {{ http = "GET /health", interval = "200ms", rise = 1, start = "down" }} }},
+    -- The same server checked without a header: HAProxy refuses it.
+    bare = {{ servers = {{ "{server}" }}, own_health = true,
+              check = {{ http = "GET /health", interval = "200ms", fall = 1 }} }},
+  }},
+}}"#
+        ),
+        1,
+    );
+    p.log
+        .wait_for(&[&format!("server {server} of pool px is UP")]);
+    p.log
+        .wait_for(&[&format!("server {server} of pool bare is DOWN")]);
+    let web = p.addr("web");
+    // Two clients one after the other: the second must not be sent on the
+    // first one's kept-alive connection (which says 127.0.0.2).
+    for (source, text) in [
+        ([127, 0, 0, 2], "client 127.0.0.2 "),
+        ([127, 0, 0, 4], "client 127.0.0.4 "),
+        ([127, 0, 0, 2], "client 127.0.0.2 "),
+    ] {
+        let r = get_from(source, web, "/who");
+        assert!(r.starts_with("HTTP/1.1 200"), "{version}: {r}");
+        assert!(
+            r.contains(text),
+            "{version}: HAProxy saw another client: {r}"
+        );
+        assert!(r.contains("dst 127.0.0.1"), "{version}: {r}");
+    }
+    assert!(
+        !p.log
+            .text()
+            .contains(&format!("server {server} of pool px is DOWN")),
+        "{version}: the checked server went down:\n{}",
+        p.log.text()
+    );
+}
+
+#[test]
+fn send_proxy_v2_reaches_an_haproxy_accept_proxy_frontend_and_its_checks_pass() {
+    pocket_in_front("v2");
+}
+
+#[test]
+fn send_proxy_v1_reaches_an_haproxy_accept_proxy_frontend_and_its_checks_pass() {
+    pocket_in_front("v1");
+}
+
+// ---------------------------------------------------------------------------
+// What an accept_proxy listener does with connections without a header
+// ---------------------------------------------------------------------------
+
+#[test]
+fn an_accept_proxy_listener_closes_connections_without_a_good_header() {
+    let origin = origin("A");
+    let p = Pocket::start_logging(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "edge", bind = "127.0.0.1:0", pool = "app", accept_proxy = true,
+                    timeouts = {{ head = "2s" }} }} }},
+  pools = {{ app = {{ servers = {{ "{}" }} }} }},
+  on_request = function(req) req:set_header("x-peer-ip", req.peer_ip) end,
+}}"#,
+            origin.addr
+        ),
+        1,
+        "info,pocket=debug",
+    );
+    let edge = p.addr("edge");
+    let request = b"GET /headers HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n";
+
+    // A header cut short: held until the head timeout, then closed.
+    let mut stalled = TcpStream::connect(edge).unwrap();
+    stalled.set_read_timeout(Some(DEADLINE)).unwrap();
+    stalled.write_all(b"PROXY TCP4 192.0.2.9 ").unwrap();
+
+    // Meanwhile, clients with good headers are served, v1 and v2.
+    let v1 = [&b"PROXY TCP4 192.0.2.7 127.0.0.1 5555 80\r\n"[..], request].concat();
+    let r = send(TcpStream::connect(edge).unwrap(), &v1);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("x-forwarded-for: 192.0.2.7\n"), "{r}");
+    assert!(r.contains("x-peer-ip: 192.0.2.7\n"), "{r}");
+
+    let v2 = ppp::v2::Builder::with_addresses(
+        ppp::v2::Version::Two | ppp::v2::Command::Proxy,
+        ppp::v2::Protocol::Stream,
+        (
+            "[2001:db8::8]:4000".parse::<SocketAddr>().unwrap(),
+            "[::1]:80".parse::<SocketAddr>().unwrap(),
+        ),
+    )
+    .build()
+    .unwrap();
+    let r = send(
+        TcpStream::connect(edge).unwrap(),
+        &[&v2[..], request].concat(),
+    );
+    assert!(r.contains("x-peer-ip: 2001:db8::8\n"), "{r}");
+
+    // v2 LOCAL (a balancer's own check) and v1 UNKNOWN: the socket's peer.
+    let local = ppp::v2::Builder::new(
+        ppp::v2::Version::Two | ppp::v2::Command::Local,
+        ppp::v2::AddressFamily::Unspecified | ppp::v2::Protocol::Unspecified,
+    )
+    .build()
+    .unwrap();
+    for header in [&local[..], b"PROXY UNKNOWN\r\n"] {
+        let r = send(
+            TcpStream::connect(edge).unwrap(),
+            &[header, request].concat(),
+        );
+        assert!(r.contains("x-peer-ip: 127.0.0.1\n"), "{r}");
+    }
+
+    // No header, or a bad one: closed, no HTTP answer.
+    for bad in [
+        &request[..],
+        b"PROXY TCP4 nonsense here\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"PROXY TCP4 300.1.1.1 127.0.0.1 1 2\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\r\n\r\n\0\r\nQUIT\n\x99\x11\x00\x0c",
+        &[b'P'; 200],
+    ] {
+        let r = send(TcpStream::connect(edge).unwrap(), bad);
+        assert_eq!(r, "", "answered {:?}", String::from_utf8_lossy(bad));
+    }
+
+    assert_eq!(answer(stalled), "", "the cut header got an answer");
+    p.log.wait_for(&["no whole PROXY header within 2s"]);
+    p.log.wait_for(&["bad PROXY header", "peer=127.0.0.1:"]);
+    assert_eq!(
+        origin.request_count(),
+        4,
+        "only the good headers' requests reached the origin"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Bad input at load
+// ---------------------------------------------------------------------------
+
+#[test]
+fn accept_proxy_and_send_proxy_of_the_wrong_kind_are_refused_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(
+        dir.path(),
+        "policy.lua",
+        r#"return {
+  listeners = {
+    { name = "edge", bind = "127.0.0.1:0", pool = "app",
+      accept_proxy = "yes" },
+  },
+  pools = {
+    app = { servers = { "127.0.0.1:9" },
+      send_proxy = "v3" },
+  },
+}
+"#,
+    );
+    let (code, err) = check_within(&path, DEADLINE);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("policy.lua:4:")
+            && err.contains(
+                "listener \"edge\": accept_proxy must be true or false, not a string (\"yes\")"
+            ),
+        "{err}"
+    );
+    assert!(
+        err.contains("policy.lua:8:")
+            && err.contains(
+                "pool \"app\": send_proxy must be \"v1\" or \"v2\" (the PROXY protocol version), not a string (\"v3\")"
+            ),
+        "{err}"
+    );
+}
