@@ -72,6 +72,7 @@
 ---@field timeouts? pocket.ClientTimeouts The client side's timeouts.
 ---@field max_connections? integer At most this many client connections open at once on this listener, over all workers (at least 1); at the cap new connections wait in the kernel's accept queue.
 ---@field head_size? integer The most bytes a request head may take (request line through the empty line), 1024..1048576, default 32768; over it a 414 (request line) or 431. On HTTP/2, the header list.
+---@field accept_proxy? boolean Default false: every connection starts with a PROXY protocol header (v1 or v2) naming the real client (HAProxy's accept-proxy); a connection without one is closed.
 
 ---@class pocket.ClientTimeouts
 ---@field head? pocket.Duration A request head must arrive whole within this (a new connection: from the accept; HTTP/2: its first stream) (default "30s").
@@ -92,6 +93,7 @@
 ---@field rehash? boolean Hash pools, default true: a key whose server cannot take it moves along the ring; false: to the backups, then to fallback.
 ---@field bypass? fun(req: pocket.Request): any A true result sends the request to fallback (required) instead of this pool.
 ---@field own_health? boolean Default false: a server address listed in several pools has one health, checked once; true gives this pool its own checks and verdicts for its servers.
+---@field send_proxy? "v1"|"v2" Each new connection to the servers starts with a PROXY protocol header naming the client (HAProxy's send-proxy / send-proxy-v2); checks send one naming no client.
 
 ---@alias pocket.Balance
 ---| "round_robin" # Smooth weighted round robin (default; also "roundrobin").
@@ -239,7 +241,7 @@ function Headers:remove_header(name) end
 ---@field host string|nil Host (or HTTP/2 :authority), lowercase, without the port; nil for HTTP/1.0 without Host.
 ---@field version "HTTP/1.0"|"HTTP/1.1"|"HTTP/2"|string
 ---@field scheme "http" Always "http" in this version.
----@field peer_ip string The client's IP address.
+---@field peer_ip string The client's IP address (on an accept_proxy listener, the one the PROXY header names).
 ---@field peer_port integer The client's port.
 ---@field listener string The listener's name.
 ---@field id string Request id "<worker>-<hex seq>", as in error responses and the log.
