@@ -137,11 +137,18 @@ fn haproxy_in_front(send_proxy: &str) {
             r#"return {{
   listeners = {{ {{ name = "edge", bind = "127.0.0.1:0", pool = "app", accept_proxy = true }} }},
   pools = {{ app = {{ servers = {{ "{}" }} }} }},
-  -- on_connect judges the client the header names, not HAProxy.
+  -- on_connect sees the client the header names, not HAProxy (127.0.0.3),
+  -- but for HAProxy's own checks (a LOCAL header).
   on_connect = function(conn)
-    if conn.peer_ip ~= "127.0.0.2" then return pocket.reject("not the client: " .. conn.peer_ip) end
+    pocket.log.info("on_connect from " .. conn.peer_ip)
+    if conn.peer_ip ~= "127.0.0.2" and conn.peer_ip ~= "127.0.0.3" then
+      return pocket.reject("not the client: " .. conn.peer_ip)
+    end
   end,
-  on_request = function(req) req:set_header("x-peer-ip", req.peer_ip) end,
+  on_request = function(req)
+    if req.path == "/health" then pocket.log.info("checked by " .. req.peer_ip) end
+    req:set_header("x-peer-ip", req.peer_ip)
+  end,
 }}"#,
             origin.addr
         ),
@@ -155,11 +162,15 @@ fn haproxy_in_front(send_proxy: &str) {
   bind 127.0.0.1:{port}
   default_backend be
 backend be
-  server pocket {pocket} {send_proxy} source 127.0.0.3
+  option httpchk GET /health
+  server pocket {pocket} {send_proxy} source 127.0.0.3 check check-send-proxy inter 300ms
 "
         ),
         port,
     );
+    // HAProxy's checks reach Pocket with a header that names no client
+    // (check-send-proxy): served, as from HAProxy's own address.
+    p.log.wait_for(&["checked by 127.0.0.3"]);
     let front = SocketAddr::from(([127, 0, 0, 1], port));
     for _ in 0..3 {
         let r = get_from([127, 0, 0, 2], front, "/headers");
@@ -177,6 +188,7 @@ backend be
             "{send_proxy}: HAProxy's address leaked: {r}"
         );
     }
+    p.log.wait_for(&["on_connect from 127.0.0.2"]);
     assert!(
         !p.log.text().contains("connection rejected"),
         "on_connect saw another address:\n{}",
