@@ -78,6 +78,9 @@ pub struct ConnCtx {
     /// The listener's client timeouts, as they were when the connection
     /// was accepted.
     pub timeouts: ClientTimeouts,
+    /// Server connections of `send_proxy` pools, which carry this client's
+    /// address: kept for this connection only (made at first use).
+    pub private_upstreams: std::cell::OnceCell<Rc<upstream::Upstreams>>,
 }
 
 impl ConnCtx {
@@ -93,6 +96,7 @@ impl ConnCtx {
             listener,
             peer_value: forward::peer_value(peer.ip()),
             timeouts,
+            private_upstreams: std::cell::OnceCell::new(),
         }
     }
 }
@@ -336,9 +340,7 @@ async fn forward(
         open.ex.pool = Some(pool.name.clone());
         open.ex.server = Some(server.addr_text.clone());
         open.set(b'C', b'C');
-        let mut conn = match cx
-            .worker
-            .upstreams
+        let mut conn = match upstreams_for(pool, cx)
             .checkout(server.addr, &pool.timeouts, !fresh_only, proxy_to(pool, cx))
             .await
         {
@@ -638,8 +640,8 @@ fn deliver(
             return Response::from_parts(rhead, ResponseBody::full(bytes::Bytes::new()));
         }
     }
-    let key = (server.addr, proxy_to(pool, cx).and_then(|p| p.client));
-    let lease = Lease::new(cx.worker.upstreams.clone(), key, sender, watch);
+    let upstreams = upstreams_for(pool, cx).clone();
+    let lease = Lease::new(upstreams, server.addr, sender, watch);
     Response::from_parts(
         rhead,
         ResponseBody::upstream(
@@ -652,6 +654,19 @@ fn deliver(
             pool.passive.after,
         ),
     )
+}
+
+/// Where a request's server connection comes from and goes back to: the
+/// worker's idle connections, or, for a pool with `send_proxy`, the client
+/// connection's own. Those carry this client's address in their PROXY
+/// header, so they are never lent to another client, and they close when
+/// the client connection has closed and its last response is done (as
+/// HAProxy makes them private to the client connection).
+fn upstreams_for<'a>(pool: &Pool, cx: &'a ConnCtx) -> &'a Rc<upstream::Upstreams> {
+    match pool.send_proxy {
+        None => &cx.worker.upstreams,
+        Some(_) => cx.private_upstreams.get_or_init(Default::default),
+    }
 }
 
 /// The PROXY header a pool with `send_proxy` starts its connections with:

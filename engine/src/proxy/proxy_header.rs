@@ -9,9 +9,9 @@
 //! the bytes are made by the `ppp` crate.
 //!
 //! A connection that carries one client's address must never carry
-//! another's request: the idle connections of such a pool are kept per
-//! client address (`upstream.rs`), as HAProxy makes them private to the
-//! client connection.
+//! another's request: the idle connections of such a pool are kept with
+//! the client connection (`ConnCtx::private_upstreams`) and close with it,
+//! as HAProxy makes them private to the client connection.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};

@@ -46,14 +46,9 @@ struct Idle {
     since: Instant,
 }
 
-/// Idle connections are kept by server and, for a pool with `send_proxy`,
-/// by the client their PROXY header named (proxy_header.rs): such a
-/// connection is only ever reused for that client address.
-pub type IdleKey = (SocketAddr, Option<SocketAddr>);
-
 #[derive(Default)]
 pub struct Upstreams {
-    idle: RefCell<HashMap<IdleKey, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
+    idle: RefCell<HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
 }
 
 /// FNV-1a: the keys are a worker's own server addresses, not attacker
@@ -111,7 +106,7 @@ impl std::fmt::Display for ConnectError {
 /// has been read to the end.
 pub struct Lease {
     upstreams: Rc<Upstreams>,
-    addr: IdleKey,
+    addr: SocketAddr,
     sender: SendRequest<RequestBody>,
     watch: HeadWatch,
 }
@@ -119,7 +114,7 @@ pub struct Lease {
 impl Lease {
     pub fn new(
         upstreams: Rc<Upstreams>,
-        addr: IdleKey,
+        addr: SocketAddr,
         sender: SendRequest<RequestBody>,
         watch: HeadWatch,
     ) -> Lease {
@@ -160,7 +155,7 @@ impl Upstreams {
     /// Drops idle connections to servers that are in no pool any more.
     pub fn forget_except(&self, live: &[SocketAddr]) {
         self.idle.borrow_mut().retain(|addr, list| {
-            let keep = live.contains(&addr.0);
+            let keep = live.contains(addr);
             if !keep {
                 crate::observe::metrics::upstream_idle(-(list.len() as i64));
             }
@@ -169,7 +164,8 @@ impl Upstreams {
     }
 
     /// A reusable connection to `addr` if one is idle (and `reuse`), else
-    /// a new one; `proxy`: the pool's `send_proxy` header and the client.
+    /// a new one; `proxy`: the PROXY header a new one starts with (a pool's
+    /// `send_proxy`, proxy_header.rs).
     pub async fn checkout(
         &self,
         addr: SocketAddr,
@@ -181,8 +177,7 @@ impl Upstreams {
             loop {
                 let candidate = {
                     let mut idle = self.idle.borrow_mut();
-                    idle.get_mut(&(addr, proxy.and_then(|p| p.client)))
-                        .and_then(|list| list.pop())
+                    idle.get_mut(&addr).and_then(|list| list.pop())
                 };
                 let Some(mut idle) = candidate else { break };
                 crate::observe::metrics::upstream_idle(-1);
