@@ -409,3 +409,109 @@ fn accept_proxy_and_send_proxy_of_the_wrong_kind_are_refused_with_their_line() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// send_proxy connections belong to one client connection
+// ---------------------------------------------------------------------------
+
+/// What the server behind saw: each connection's first line (its PROXY
+/// header), its request count, and that it was closed by Pocket.
+enum Seen {
+    Opened(String),
+    Request,
+    Closed,
+}
+
+/// A server that answers `ok` to each request head and reports what it
+/// sees on `tx`.
+fn recording_server(tx: std::sync::mpsc::Sender<Seen>) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut first = true;
+                loop {
+                    let n = match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = buf.drain(..end + 4).collect();
+                        if first {
+                            let line = String::from_utf8_lossy(&head);
+                            let line = line.lines().next().unwrap_or("").to_string();
+                            let _ = tx.send(Seen::Opened(line));
+                            first = false;
+                        }
+                        let _ = tx.send(Seen::Request);
+                        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    }
+                }
+                let _ = tx.send(Seen::Closed);
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_send_proxy_connection_serves_one_client_connection_and_closes_with_it() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = recording_server(tx);
+    let p = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "px" }} }},
+  pools = {{ px = {{ servers = {{ "{server}" }}, send_proxy = "v1",
+                    timeouts = {{ keepalive = "10m" }} }} }},
+}}"#
+        ),
+        1,
+    );
+    let web = p.addr("web");
+    let mut client = connect_from([127, 0, 0, 2], web);
+    let port = client.local_addr().unwrap().port();
+    for _ in 0..3 {
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !got.ends_with(b"ok") {
+            let n = client.read(&mut chunk).expect("an answer");
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+    }
+    let next = || {
+        rx.recv_timeout(DEADLINE)
+            .expect("the server saw nothing more")
+    };
+    match next() {
+        Seen::Opened(line) => assert!(
+            line.starts_with(&format!("PROXY TCP4 127.0.0.2 127.0.0.1 {port} ")),
+            "{line}"
+        ),
+        _ => panic!("no PROXY header first"),
+    }
+    // The three requests of the client connection on one server connection.
+    for _ in 0..3 {
+        assert!(
+            matches!(next(), Seen::Request),
+            "a second server connection"
+        );
+    }
+    // The client goes: its server connection goes with it (the pool's
+    // keep-alive is 10 minutes).
+    drop(client);
+    assert!(
+        matches!(next(), Seen::Closed),
+        "another connection was made"
+    );
+}
