@@ -412,9 +412,10 @@ async fn accept_loop(
             let name = name.clone();
             tokio::task::spawn_local(async move {
                 let mut stream = stream;
+                // None: closed (the slot goes with the task).
                 let Some(peer) = proxied_peer(&worker, &mut stream, peer, &name, timeouts).await
                 else {
-                    return drop(slot);
+                    return;
                 };
                 let cx = Rc::new(ConnCtx::new(worker.clone(), peer, name, timeouts));
                 conn::serve(stream, cx, http, worker.drain.clone(), timeouts).await;
