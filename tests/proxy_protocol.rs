@@ -515,3 +515,51 @@ fn a_send_proxy_connection_serves_one_client_connection_and_closes_with_it() {
         "another connection was made"
     );
 }
+
+#[test]
+fn http2_with_prior_knowledge_follows_a_header_sent_in_pieces() {
+    let origin = origin("A");
+    let p = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "edge", bind = "127.0.0.1:0", pool = "app", accept_proxy = true }} }},
+  pools = {{ app = {{ servers = {{ "{}" }} }} }},
+  on_request = function(req) req:set_header("x-peer-ip", req.peer_ip) end,
+}}"#,
+            origin.addr
+        ),
+        1,
+    );
+    let edge = p.addr("edge");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let body = rt.block_on(async {
+        use http_body_util::BodyExt;
+        use tokio::io::AsyncWriteExt;
+        let mut stream = tokio::net::TcpStream::connect(edge).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        // The header in three writes: Pocket reads it as it comes, and
+        // takes nothing of the HTTP/2 preface that follows.
+        for piece in [&b"PROX"[..], b"Y TCP6 2001:db8::5 ::1 4", b"000 80\r\n"] {
+            stream.write_all(piece).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("h2c handshake");
+        tokio::spawn(conn);
+        let req = http::Request::builder()
+            .uri("http://test/headers")
+            .version(http::Version::HTTP_2)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let resp = sender.send_request(req).await.expect("h2 request");
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    });
+    assert!(body.contains("x-peer-ip: 2001:db8::5\n"), "{body}");
+    assert!(body.contains("x-forwarded-for: 2001:db8::5\n"), "{body}");
+}
