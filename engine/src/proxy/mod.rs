@@ -27,6 +27,7 @@ pub mod local;
 mod next_try;
 pub mod target;
 pub mod timeouts;
+pub mod tunnel;
 pub mod upstream;
 pub mod upstream_io;
 
@@ -77,6 +78,8 @@ pub struct ConnCtx {
     /// The listener's client timeouts, as they were when the connection
     /// was accepted.
     pub timeouts: ClientTimeouts,
+    /// An agreed upgrade waiting for its 101 to be written (tunnel.rs).
+    pub tunnel: tunnel::Slot,
 }
 
 impl ConnCtx {
@@ -92,6 +95,7 @@ impl ConnCtx {
             listener,
             peer_value: forward::peer_value(peer.ip()),
             timeouts,
+            tunnel: Default::default(),
         }
     }
 }
@@ -156,7 +160,8 @@ pub async fn handle(
         );
         open.ex.trace = Some(compact);
     }
-    Ok(with_record(resp, open, head_only))
+    // tunnel.rs: a 101's record goes with its tunnel.
+    Ok(tunnel::with_record(&cx, resp, open, head_only))
 }
 
 /// The exchange's record for a request whose head is in: what the
@@ -278,7 +283,12 @@ async fn forward(
     // on_response sees the request as the client sent it (after on_request).
     let client_head = script.has_on_response().then(|| clone_head(&head));
     let mut head = head;
+    // tunnel.rs: an upgrade keeps its Upgrade header, on a new connection.
+    let upgrade = tunnel::asked(&head);
     forward::prepare_request(&mut head, &cx.peer_value);
+    if let Some(u) = &upgrade {
+        u.restore(&mut head.headers);
+    }
     let replayable = is_idempotent(&head.method) && body.is_end_stream();
     // The whole exchange's limit, if the pool sets one.
     let deadline = pool.timeouts.total.map(|t| Instant::now() + t);
@@ -335,12 +345,25 @@ async fn forward(
         open.ex.pool = Some(pool.name.clone());
         open.ex.server = Some(server.addr_text.clone());
         open.set(b'C', b'C');
-        let mut conn = match cx
-            .worker
-            .upstreams
-            .checkout(server.addr, &pool.timeouts, !fresh_only)
-            .await
-        {
+        let mut handover = None;
+        let connected = match &upgrade {
+            None => {
+                cx.worker
+                    .upstreams
+                    .checkout(server.addr, &pool.timeouts, !fresh_only)
+                    .await
+            }
+            Some(_) => cx
+                .worker
+                .upstreams
+                .connect_for_upgrade(server.addr, &pool.timeouts)
+                .await
+                .map(|(c, h)| {
+                    handover = Some(h);
+                    c
+                }),
+        };
+        let mut conn = match connected {
             Ok(c) => c,
             Err(e) => {
                 server
@@ -486,6 +509,13 @@ async fn forward(
             }
         };
 
+        if let (Some(handover), true) = (handover, resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+        {
+            // tunnel.rs: the upgrade was agreed.
+            // Boxed: rare, and every request's future would carry its size.
+            let switch = tunnel::switch(cx, pool, server, resp, in_flight, handover, id, open);
+            return Box::pin(switch).await;
+        }
         return deliver(
             cx,
             script,
