@@ -2,10 +2,10 @@
 """A WebSocket origin for tests/websocket.rs, made with Python's
 `websockets` (PyPI, tests/setup/requirements.txt).
 
-    ws_server.py NAME
+    ws_server.py NAME [PORT]
 
-Prints `listening PORT` once it listens on 127.0.0.1 (a free port), then
-serves until killed:
+Prints `listening PORT` once it listens on 127.0.0.1 (PORT, or a free
+port), then serves until killed (examples/websocket/run.sh uses it too):
 
 - a WebSocket on any path echoes every message; `whoami` is answered with
   NAME, `burst N` with N messages `burst 0` ... (server to client);
@@ -21,6 +21,7 @@ import sys
 from websockets.asyncio.server import serve
 
 NAME = sys.argv[1]
+PORT = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 PUSH_LIMIT = 256 << 20
 
 
@@ -55,7 +56,7 @@ async def handler(ws):
 async def main():
     # No keep-alive pings: the tests count silence (timeouts.tunnel).
     async with serve(
-        handler, "127.0.0.1", 0, process_request=plain, ping_interval=None, max_size=None
+        handler, "127.0.0.1", PORT, process_request=plain, ping_interval=None, max_size=None
     ) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         print(f"listening {port}", flush=True)
