@@ -394,3 +394,93 @@ fn a_client_that_stops_reading_pauses_the_server_and_memory_stays_flat() {
         drop(s);
     });
 }
+
+/// A raw upgrade origin: takes one connection, keeps the request head it
+/// got, answers 101 with `early` in the same write, then echoes what comes
+/// until the client's EOF, after which it sends `bye` and closes.
+async fn raw_upgrade_origin(
+    early: &'static [u8],
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<String>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let head = read_head(&mut s).await;
+        let mut answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-test\r\n\
+                           Connection: Upgrade\r\nX-Server: raw\r\n\r\n"
+            .to_vec();
+        answer.extend_from_slice(early);
+        s.write_all(&answer).await.unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).await.unwrap();
+        }
+        // The client's half is closed; this half still goes through.
+        s.write_all(b"bye").await.unwrap();
+        s.shutdown().await.unwrap();
+        head
+    });
+    (addr, task)
+}
+
+#[test]
+fn early_bytes_pass_both_ways_and_each_side_closes_on_its_own() {
+    tokio_run(async {
+        let (origin_addr, origin) = raw_upgrade_origin(b"server-first").await;
+        let pocket = Pocket::start(
+            &format!(
+                r#"return {{
+  log = {{ access = "-" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{origin_addr}" }} }} }},
+}}
+"#
+            ),
+            1,
+        );
+        let web = pocket.addr("web");
+        let mut s = tokio::net::TcpStream::connect(web).await.unwrap();
+        // The request and the first bytes of the new protocol in one write,
+        // as a client that does not wait for the 101 sends them.
+        s.write_all(
+            b"GET /raw HTTP/1.1\r\nHost: t\r\nConnection: keep-alive, Upgrade\r\nUpgrade: x-test\r\n\
+              Keep-Alive: timeout=5\r\nSec-WebSocket-Key: k\r\n\r\nclient-first",
+        )
+        .await
+        .unwrap();
+        let head = read_head(&mut s).await;
+        assert!(
+            head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"),
+            "{head}"
+        );
+        let lower = head.to_ascii_lowercase();
+        for h in ["upgrade: x-test", "connection: upgrade", "x-server: raw"] {
+            assert!(lower.contains(h), "{h} in {head}");
+        }
+        s.write_all(b"+more").await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest))
+            .await
+            .expect("the tunnel ends")
+            .unwrap();
+        // The server's early bytes, the echo of all the client sent, then
+        // what the server sent after the client had closed its half.
+        assert_eq!(
+            String::from_utf8_lossy(&rest),
+            "server-firstclient-first+morebye"
+        );
+        let got = origin.await.unwrap().to_ascii_lowercase();
+        assert!(got.contains("upgrade: x-test\r\n"), "{got}");
+        assert!(got.contains("connection: upgrade\r\n"), "{got}");
+        assert!(got.contains("sec-websocket-key: k\r\n"), "{got}");
+        assert!(!got.contains("keep-alive"), "{got}");
+        pocket
+            .log
+            .wait_for(&["/raw HTTP/1.1\" 101 -- in=17 out=32 "]);
+    });
+}
