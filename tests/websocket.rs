@@ -6,7 +6,10 @@
 //! is waited for on SIGTERM until the grace period ends, counts for
 //! least_conn, is closed when idle for `timeouts.tunnel`; a server that
 //! answers the upgrade with a 200 is relayed; a client that stops reading
-//! pauses the server and Pocket's memory stays flat.
+//! pauses the server and Pocket's memory stays flat. Raw sockets on both
+//! sides check what a library hides: bytes sent before the 101, each
+//! side's close passed on alone (half-close), the headers the server
+//! gets, and a server's reset logged `SD`.
 
 mod common;
 use common::*;
@@ -289,6 +292,21 @@ fn an_upgrade_the_server_answers_with_200_is_relayed_as_a_200() {
     ));
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
     assert!(answer.ends_with("\r\n\r\nA\n"), "{answer}");
+    // Not upgraded, the connection stays HTTP: the next request on it
+    // is answered.
+    tokio_run(async {
+        let mut c = H1::connect(web).await;
+        let ws = [
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        let r = c.send(request("GET", "/refuse", &ws, "")).await.unwrap();
+        assert_eq!((r.status, r.text()), (200, "A\n".to_string()));
+        let r = c.get("/after").await;
+        assert_eq!((r.status, r.text()), (200, "A\n".to_string()));
+    });
 }
 
 #[test]
@@ -482,5 +500,59 @@ fn early_bytes_pass_both_ways_and_each_side_closes_on_its_own() {
         pocket
             .log
             .wait_for(&["/raw HTTP/1.1\" 101 -- in=17 out=32 "]);
+    });
+}
+
+#[test]
+fn a_server_that_resets_the_tunnel_is_logged_sd_and_the_client_is_closed() {
+    tokio_run(async {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin_addr = l.local_addr().unwrap();
+        let origin = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            read_head(&mut s).await;
+            s.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            )
+            .await
+            .unwrap();
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).await.unwrap();
+            // A reset, not a close: the server breaks the tunnel.
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(s);
+        });
+        let pocket = Pocket::start(
+            &format!(
+                r#"return {{
+  log = {{ access = "-" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{origin_addr}" }} }} }},
+}}
+"#
+            ),
+            1,
+        );
+        let mut s = tokio::net::TcpStream::connect(pocket.addr("web"))
+            .await
+            .unwrap();
+        s.write_all(
+            b"GET /reset HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        s.write_all(b"hello").await.unwrap();
+        origin.await.unwrap();
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest))
+            .await
+            .expect("pocket closes the client's side");
+        pocket
+            .log
+            .wait_for(&["/reset HTTP/1.1\" 101 SD in=5 out=0 "]);
     });
 }
