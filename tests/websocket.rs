@@ -166,7 +166,12 @@ fn one_pool(server: &WsServer, extra: &str) -> String {
 #[test]
 fn messages_go_both_ways_through_pocket_and_the_line_says_101() {
     let a = WsServer::start("A");
-    let pocket = Pocket::start(&one_pool(&a, ""), 1);
+    let policy = one_pool(&a, "").replacen(
+        "return {",
+        "return {\n  admin = { bind = \"127.0.0.1:0\" },",
+        1,
+    );
+    let pocket = Pocket::start(&policy, 1);
     let web = pocket.addr("web");
     let mut c = WsClient::open(&format!("ws://{web}/chat"));
     assert_eq!(c.whoami(), "A");
@@ -188,6 +193,26 @@ fn messages_go_both_ways_through_pocket_and_the_line_says_101() {
     // A plain request to the same origin still works (no tunnel).
     let r = tokio_run(get(web, "/plain"));
     assert_eq!((r.status, r.text()), (200, "A\n".to_string()));
+    // The metrics count the tunnel as a request, with a 1xx status.
+    let line = pocket.log.wait_for(&["admin listening on "]);
+    let admin: std::net::SocketAddr = line
+        .rsplit("admin listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let host = admin.to_string();
+    let text = tokio_run(send(
+        admin,
+        request("GET", "/metrics", &[("host", &host)], ""),
+    ))
+    .text();
+    let class_1xx = format!(
+        "pocket_server_requests_total{{pool=\"app\",server=\"{}\",class=\"1xx\"}} 1",
+        a.addr()
+    );
+    assert!(text.contains(&class_1xx), "no {class_1xx} in:\n{text}");
 }
 
 fn tokio_run<F: std::future::Future>(f: F) -> F::Output {

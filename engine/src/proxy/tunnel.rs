@@ -124,6 +124,9 @@ pub async fn switch(
         .state
         .requests
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Read off the clock even with no access log: the metrics take a
+    // tunnel's time to its 101 as its duration (observe/metrics/count.rs).
+    open.ex.first_byte_ms = Some(open.elapsed_ms());
     let parts = match tokio::time::timeout(HANDOVER_WAIT, handover).await {
         Ok(Ok(parts)) => parts,
         _ => {
