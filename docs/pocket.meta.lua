@@ -190,6 +190,7 @@ function CheckHttp.tcp(send) end
 ---@field idle? pocket.Duration Longest server silence mid response body (the client connection is then closed), or while it takes no request body (504); also TCP_USER_TIMEOUT (default "60s").
 ---@field keepalive? pocket.Duration How long an idle server connection is kept for reuse (default "30s").
 ---@field total? pocket.Duration Optional limit on the whole exchange, routing to the response's last byte (default: none).
+---@field tunnel? pocket.Duration Longest silence both ways of a WebSocket / Upgrade tunnel before it is closed (default "1h").
 
 ------------------------------------------------------------------------
 -- Objects the hooks receive

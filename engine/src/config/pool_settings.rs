@@ -11,7 +11,14 @@ use super::{parse_duration, seconds_to_duration};
 use crate::lb::{Algorithm, CheckKind, CheckSpec, HashKey, Passive, PoolSettings, Timeouts};
 
 const MAX_RETRIES: i64 = 10;
-const TIMEOUT_KEYS: &[&str] = &["connect", "response", "idle", "keepalive", "total"];
+const TIMEOUT_KEYS: &[&str] = &[
+    "connect",
+    "response",
+    "idle",
+    "keepalive",
+    "total",
+    "tunnel",
+];
 const CHECK_KEYS: &[&str] = &[
     "tcp", "http", "run", "script", "host", "expect", "body", "pattern", "interval", "timeout",
     "rise", "fall", "start",
@@ -383,6 +390,7 @@ impl Checker<'_> {
         self.positive_duration(tt, "response", &here, &at, &mut timeouts.response);
         self.positive_duration(tt, "idle", &here, &at, &mut timeouts.idle);
         self.positive_duration(tt, "keepalive", &here, &at, &mut timeouts.keepalive);
+        self.positive_duration(tt, "tunnel", &here, &at, &mut timeouts.tunnel);
         let mut total = Duration::ZERO;
         self.positive_duration(tt, "total", &here, &at, &mut total);
         timeouts.total = Some(total).filter(|t| !t.is_zero());

@@ -111,7 +111,7 @@ impl Record {
             .push(r);
     }
 
-    fn add(&self, s: Sample) {
+    pub(super) fn add(&self, s: Sample) {
         self.bytes.fetch_add(s.bytes, Ordering::Relaxed);
         self.samples
             .lock()
@@ -120,7 +120,7 @@ impl Record {
     }
 }
 
-fn wire(kind: &str, detail: impl Into<String>) -> Failure {
+pub(super) fn wire(kind: &str, detail: impl Into<String>) -> Failure {
     Failure {
         kind: kind.into(),
         detail: detail.into(),
@@ -189,7 +189,7 @@ struct Answer {
 
 /// The failure an answer head with `status` means, if any. Pocket's own
 /// answers (no `x-origin`) carry the reason on their second body line.
-fn failure_of(status: u16, server: &Option<String>, body: &[u8]) -> Option<Failure> {
+pub(super) fn failure_of(status: u16, server: &Option<String>, body: &[u8]) -> Option<Failure> {
     if status < 400 {
         return None;
     }
@@ -229,6 +229,13 @@ pub async fn run(
         .map(|r| Duration::from_secs_f64(load.concurrency as f64 / r as f64));
     for c in 0..load.concurrency {
         let (load, stop, timeline) = (load.clone(), stop.clone(), timeline.clone());
+        if load.websocket {
+            let gap = per_client;
+            tasks.push(tokio::spawn(async move {
+                super::tunnel_load::client(addr, c, load, gap, start, until, stop, timeline).await
+            }));
+            continue;
+        }
         tasks.push(tokio::spawn(async move {
             let mut sender: Option<SendRequest<Full<Bytes>>> = None;
             let body = Bytes::from(vec![b'u'; load.body_bytes]);

@@ -11,6 +11,7 @@ mod real;
 mod report;
 mod scenario;
 mod stats;
+mod tunnel_load;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

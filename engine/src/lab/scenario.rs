@@ -80,6 +80,9 @@ pub struct Load {
     pub method: String,
     /// Size of the request body each request uploads.
     pub body_bytes: usize,
+    /// Each client opens an upgrade tunnel (the origins' `/echo`) on its
+    /// path and sends a message a request, checking its echo.
+    pub websocket: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -131,6 +134,7 @@ const LOAD_KEYS: &[&str] = &[
     "timeout",
     "method",
     "body_bytes",
+    "websocket",
 ];
 const EXPECT_KEYS: &[&str] = &["failed", "ok_min", "detected_within", "recovered_within"];
 /// The longest scenario the lab runs: every load is bounded.
@@ -499,6 +503,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         timeout: Duration::from_secs(5),
         method: "GET".into(),
         body_bytes: 0,
+        websocket: false,
     };
     match field(&root, "load") {
         Value::Nil => {}
@@ -560,6 +565,14 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                 v => errs.at(
                     &["load", "keepalive"],
                     format!("load.keepalive must be true or false, not {}", shown(&v)),
+                ),
+            }
+            match field(&t, "websocket") {
+                Value::Nil => {}
+                Value::Boolean(b) => load.websocket = b,
+                v => errs.at(
+                    &["load", "websocket"],
+                    format!("load.websocket must be true or false, not {}", shown(&v)),
                 ),
             }
             match string_of(

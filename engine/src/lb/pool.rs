@@ -33,7 +33,17 @@ pub struct Timeouts {
     /// to the response's last byte (Envoy's route `timeout`): a 504 before
     /// the response head, the connection cut after it. None: no limit.
     pub total: Option<Duration>,
+    /// Longest silence, both ways, of an upgraded connection (a WebSocket
+    /// tunnel, proxy/tunnel.rs) before it is closed: HAProxy's `timeout
+    /// tunnel`, which replaces the other timeouts once a tunnel is up.
+    pub tunnel: Duration,
 }
+
+/// A tunnel's idle limit when the pool sets none: an hour, the value
+/// HAProxy's documentation suggests for `timeout tunnel` with WebSockets
+/// (HAProxy has no default; nginx's `proxy_read_timeout`, 60 s, would cut
+/// a quiet WebSocket that pings less often than that).
+pub const DEFAULT_TUNNEL_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl Default for Timeouts {
     fn default() -> Self {
@@ -43,6 +53,7 @@ impl Default for Timeouts {
             idle: Duration::from_secs(60),
             keepalive: Duration::from_secs(30),
             total: None,
+            tunnel: DEFAULT_TUNNEL_TIMEOUT,
         }
     }
 }

@@ -11,6 +11,9 @@
 //! - with `fail_status` set (a "lying" server), everything but `/health`
 //!   answers that status
 //! - `POST`/`PUT` anything: reads the body and says how many bytes came
+//! - `GET /echo` with `Connection: upgrade` and `Upgrade: P`: `101`, then
+//!   every byte that comes is sent back (a tunnel for the lab's
+//!   `websocket` load; not WebSocket framing, any protocol name)
 //!
 //! Every response carries `x-origin: NAME` and `x-origin-request: N`.
 
@@ -210,7 +213,7 @@ async fn serve_with(
                 answer(name.clone(), requests.clone(), fail_status.clone(), req)
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         });
     }
@@ -234,6 +237,18 @@ async fn answer(
 ) -> Result<Response<OriginBody>, Infallible> {
     let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
     let path = req.uri().path().to_string();
+    if path == "/echo" {
+        if let Some(mut resp) = echo_upgrade(req) {
+            if let Ok(v) = http::HeaderValue::from_str(&name) {
+                resp.headers_mut().insert("x-origin", v);
+            }
+            return Ok(resp);
+        }
+        return Ok(text(
+            StatusCode::BAD_REQUEST,
+            "/echo needs an upgrade\n".into(),
+        ));
+    }
     let failing =
         Some(fail_status.load(Ordering::Relaxed)).filter(|&s| s != 0 && path != "/health");
     let mut resp = if let Some(code) = failing {
@@ -313,4 +328,26 @@ async fn answer(
     }
     headers.insert("x-origin-request", http::HeaderValue::from(n));
     Ok(resp)
+}
+
+/// `/echo`: agrees to any upgrade, then sends back every byte that comes
+/// until the peer closes. None: the request asked for no upgrade.
+fn echo_upgrade(mut req: Request<Incoming>) -> Option<Response<OriginBody>> {
+    let proto = req.headers().get(http::header::UPGRADE)?.clone();
+    let on = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on.await else { return };
+        let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+        let _ = tokio::io::copy(&mut r, &mut w).await;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+    });
+    let mut resp = Response::new(OriginBody::Full(None));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(http::header::UPGRADE, proto);
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
+    Some(resp)
 }

@@ -28,6 +28,7 @@ mod next_try;
 pub mod proxy_header;
 pub mod target;
 pub mod timeouts;
+pub mod tunnel;
 pub mod upstream;
 pub mod upstream_io;
 
@@ -81,6 +82,8 @@ pub struct ConnCtx {
     /// Server connections of `send_proxy` pools, which carry this client's
     /// address: kept for this connection only (made at first use).
     pub private_upstreams: std::cell::OnceCell<Rc<upstream::Upstreams>>,
+    /// An agreed upgrade waiting for its 101 to be written (tunnel.rs).
+    pub tunnel: tunnel::Slot,
 }
 
 impl ConnCtx {
@@ -97,6 +100,7 @@ impl ConnCtx {
             peer_value: forward::peer_value(peer.ip()),
             timeouts,
             private_upstreams: std::cell::OnceCell::new(),
+            tunnel: Default::default(),
         }
     }
 }
@@ -161,7 +165,8 @@ pub async fn handle(
         );
         open.ex.trace = Some(compact);
     }
-    Ok(with_record(resp, open, head_only))
+    // tunnel.rs: a 101's record goes with its tunnel.
+    Ok(tunnel::with_record(&cx, resp, open, head_only))
 }
 
 /// The exchange's record for a request whose head is in: what the
@@ -283,7 +288,12 @@ async fn forward(
     // on_response sees the request as the client sent it (after on_request).
     let client_head = script.has_on_response().then(|| clone_head(&head));
     let mut head = head;
+    // tunnel.rs: an upgrade keeps its Upgrade header, on a new connection.
+    let upgrade = tunnel::asked(&head);
     forward::prepare_request(&mut head, &cx.peer_value);
+    if let Some(u) = &upgrade {
+        u.restore(&mut head.headers);
+    }
     let replayable = is_idempotent(&head.method) && body.is_end_stream();
     // The whole exchange's limit, if the pool sets one.
     let deadline = pool.timeouts.total.map(|t| Instant::now() + t);
@@ -340,10 +350,23 @@ async fn forward(
         open.ex.pool = Some(pool.name.clone());
         open.ex.server = Some(server.addr_text.clone());
         open.set(b'C', b'C');
-        let mut conn = match upstreams_for(pool, cx)
-            .checkout(server.addr, &pool.timeouts, !fresh_only, proxy_to(pool, cx))
-            .await
-        {
+        let mut handover = None;
+        let upstreams = upstreams_for(pool, cx);
+        let connected = match &upgrade {
+            None => {
+                upstreams
+                    .checkout(server.addr, &pool.timeouts, !fresh_only, proxy_to(pool, cx))
+                    .await
+            }
+            Some(_) => upstreams
+                .connect_for_upgrade(server.addr, &pool.timeouts, proxy_to(pool, cx))
+                .await
+                .map(|(c, h)| {
+                    handover = Some(h);
+                    c
+                }),
+        };
+        let mut conn = match connected {
             Ok(c) => c,
             Err(e) => {
                 server
@@ -489,6 +512,13 @@ async fn forward(
             }
         };
 
+        if let (Some(handover), true) = (handover, resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+        {
+            // tunnel.rs: the upgrade was agreed.
+            // Boxed: rare, and every request's future would carry its size.
+            let switch = tunnel::switch(cx, pool, server, resp, in_flight, handover, id, open);
+            return Box::pin(switch).await;
+        }
         return deliver(
             cx,
             script,

@@ -202,7 +202,30 @@ impl Upstreams {
         }
         // Boxed: connecting is rare on a warm pool, and its future is
         // large; inline, every request's future would carry its size.
-        Box::pin(self.connect(addr, timeouts.connect, timeouts.idle, proxy)).await
+        Box::pin(self.connect(addr, timeouts.connect, timeouts.idle, proxy, None)).await
+    }
+
+    /// A new connection for a request that asks to switch protocols
+    /// (proxy/tunnel.rs): never a pooled one, whose socket could not be
+    /// had back. Once the server's 101 is in, the connection's task hands
+    /// its socket over through the [`super::tunnel::Handover`] instead of
+    /// closing it.
+    pub async fn connect_for_upgrade(
+        &self,
+        addr: SocketAddr,
+        timeouts: &Timeouts,
+        proxy: Option<ProxyTo>,
+    ) -> Result<(Conn, super::tunnel::Handover), ConnectError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let conn = Box::pin(self.connect(
+            addr,
+            timeouts.connect,
+            timeouts.idle,
+            proxy,
+            Some(tx),
+        ))
+        .await?;
+        Ok((conn, rx))
     }
 
     async fn connect(
@@ -211,6 +234,7 @@ impl Upstreams {
         timeout: Duration,
         user_timeout: Duration,
         proxy: Option<ProxyTo>,
+        upgrade: Option<super::tunnel::HandoverTx>,
     ) -> Result<Conn, ConnectError> {
         let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
@@ -240,8 +264,16 @@ impl Upstreams {
             .await
             .map_err(ConnectError::Handshake)?;
         tokio::task::spawn_local(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(server = %addr, "upstream connection ended: {e}");
+            let Some(upgrade) = upgrade else {
+                if let Err(e) = conn.await {
+                    tracing::debug!(server = %addr, "upstream connection ended: {e}");
+                }
+                return;
+            };
+            // tunnel.rs: the socket, and what hyper read past the 101.
+            match conn.without_shutdown().await {
+                Ok(parts) => drop(upgrade.send(parts)),
+                Err(e) => tracing::debug!(server = %addr, "upstream connection ended: {e}"),
             }
         });
         Ok(Conn {

@@ -375,6 +375,15 @@ async fn serve_h1(
     }
     let parts = conn.into_parts();
     let mut io = parts.io.into_inner();
+    let tunnel = cx.tunnel.borrow_mut().take();
+    if let Some(tunnel) = tunnel {
+        // The 101 is out: the socket is the tunnel's (proxy/tunnel.rs),
+        // with what hyper read past the request, then any prefix left.
+        let mut early = parts.read_buf.to_vec();
+        early.extend_from_slice(&io.prefix);
+        Box::pin(proxy::tunnel::run(tunnel, io.stream, Bytes::from(early))).await;
+        return None;
+    }
     if ending == Some(Ending::Park) {
         // A copy: hyper's read-ahead is a view into its 8 KiB buffer,
         // which would stay alive with it.

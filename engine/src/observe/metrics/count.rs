@@ -143,7 +143,13 @@ pub fn exchange(ex: &Exchange) {
                     m.counts.add(shard, REQUEST_BYTES, ex.bytes_in);
                 }
                 m.counts.add(shard, RESPONSE_BYTES, ex.bytes_out);
-                m.duration.observe_us(shard, (ex.total_ms * 1000.0) as u64);
+                // A tunnel (proxy/tunnel.rs) may stay open for hours:
+                // its time is that of its 101, not of the tunnel.
+                let ms = match (ex.status, ex.first_byte_ms) {
+                    (101, Some(head)) => head,
+                    _ => ex.total_ms,
+                };
+                m.duration.observe_us(shard, (ms * 1000.0) as u64);
             }
         }
         for retry in ex.retries.iter().filter(|r| r.retried) {
