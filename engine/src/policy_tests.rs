@@ -228,6 +228,7 @@ fn build_checked(req: &Table, n: usize) -> Result<RequestView, String> {
             seq: n as u64,
         },
         growth: 0,
+        tls: None,
     })
 }
 

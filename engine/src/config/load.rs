@@ -54,6 +54,7 @@ const LISTENER_KEYS: &[&str] = &[
     "timeouts",
     "max_connections",
     "head_size",
+    "tls",
 ];
 const LISTENER_TIMEOUT_KEYS: &[&str] = &["head", "body", "send"];
 const SERVER_KEYS: &[&str] = &["addr", "weight", "backup"];
@@ -804,6 +805,7 @@ impl Checker<'_> {
             }
             let max_connections = self.max_connections(&t, &top, &["listeners", &ns]);
             let head_size = self.head_size(&t, &top, &["listeners", &ns]);
+            let tls = self.listener_tls(&t, &label, &["listeners", &ns]);
             if let Some(bind) = bind {
                 if let Some(other) = out.iter().find(|l| l.bind == bind && bind.port() != 0) {
                     self.error(
@@ -821,6 +823,7 @@ impl Checker<'_> {
                     timeouts,
                     max_connections,
                     head_size,
+                    tls,
                 });
             }
         }

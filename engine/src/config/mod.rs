@@ -9,6 +9,7 @@ mod locate;
 mod log_key;
 pub use log_key::AccessLog;
 mod pool_settings;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -102,8 +103,16 @@ impl Policy {
                 .default_pool
                 .map(|p| &*self.pools[p].name)
                 .unwrap_or("(none)");
+            let tls = match &l.tls {
+                Some(t) => format!(
+                    ", https: {}{}",
+                    crate::words::count(t.names.len() as u64, "certificate"),
+                    if t.strict_sni { ", strict SNI" } else { "" }
+                ),
+                None => String::new(),
+            };
             out.push_str(&format!(
-                "  {} on {} (default pool: {})\n",
+                "  {} on {} (default pool: {}{tls})\n",
                 l.name, l.bind, pool
             ));
         }
@@ -170,6 +179,9 @@ pub struct ListenerSpec {
     /// client may grow to (HAProxy's `tune.bufsize`, nginx's
     /// `large_client_header_buffers`).
     pub head_size: u32,
+    /// TLS on this listener (`tls = { ... }`): its certificates, built
+    /// into rustls' configuration at load. None: plain HTTP.
+    pub tls: Option<Arc<tls::ListenerTls>>,
 }
 
 /// A listener's `head_size` when the policy gives none: nginx's

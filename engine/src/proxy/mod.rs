@@ -68,6 +68,7 @@ impl fmt::Display for RequestId {
 }
 
 /// What every request on one client connection shares.
+#[derive(Clone)]
 pub struct ConnCtx {
     pub worker: Rc<Worker>,
     pub peer: SocketAddr,
@@ -77,6 +78,9 @@ pub struct ConnCtx {
     /// The listener's client timeouts, as they were when the connection
     /// was accepted.
     pub timeouts: ClientTimeouts,
+    /// The connection's TLS, on a TLS listener once its handshake is done
+    /// (an `Arc`: each request's script view shares it). None: plain.
+    pub tls: Option<Arc<crate::server::tls::TlsInfo>>,
 }
 
 impl ConnCtx {
@@ -92,6 +96,7 @@ impl ConnCtx {
             listener,
             peer_value: forward::peer_value(peer.ip()),
             timeouts,
+            tls: None,
         }
     }
 }
@@ -115,6 +120,7 @@ pub async fn handle(
         listener: cx.listener.clone(),
         id,
         growth: 0,
+        tls: cx.tls.clone(),
     };
     // Explained requests run the same code with a recording tracer; the
     // others the untraced one, compiled without a trace of tracing.
@@ -273,12 +279,13 @@ async fn forward(
         listener,
         id,
         raw_target,
+        tls,
         ..
     } = view;
     // on_response sees the request as the client sent it (after on_request).
     let client_head = script.has_on_response().then(|| clone_head(&head));
     let mut head = head;
-    forward::prepare_request(&mut head, &cx.peer_value);
+    forward::prepare_request(&mut head, &cx.peer_value, tls.is_some());
     let replayable = is_idempotent(&head.method) && body.is_end_stream();
     // The whole exchange's limit, if the pool sets one.
     let deadline = pool.timeouts.total.map(|t| Instant::now() + t);
@@ -502,6 +509,7 @@ async fn forward(
                 listener,
                 id,
                 growth: 0,
+                tls,
             }),
             conn.sender,
             conn.watch,

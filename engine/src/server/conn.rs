@@ -23,6 +23,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -40,10 +41,10 @@ use tokio::time::{Instant, Sleep};
 use super::drain::Drain;
 use super::h2_flood::FloodWatch;
 use super::head_check::{self, HeadCheck};
+use super::transport::Transport;
 use crate::config::{ClientTimeouts, DEFAULT_HEAD_SIZE};
 use crate::proxy::body::ResponseBody;
 use crate::proxy::upstream::READ_PIECE;
-use crate::proxy::upstream_io::read_piece;
 use crate::proxy::{self, ConnCtx};
 
 /// How long a connection with nothing in flight keeps hyper's buffers
@@ -192,7 +193,7 @@ impl<F: Future> Future for Watched<F> {
 /// listener's client `timeouts`.
 pub async fn serve(
     stream: TcpStream,
-    cx: Rc<ConnCtx>,
+    mut cx: Rc<ConnCtx>,
     http: Rc<Http>,
     drain: Rc<Drain>,
     timeouts: ClientTimeouts,
@@ -201,12 +202,33 @@ pub async fn serve(
     let head = timeouts.head;
     let Some(_open) = drain.enter() else { return };
     // Per connection, as the timeouts are (once per accept, not per request).
-    let head_size = cx
+    let (head_size, tls) = cx
         .worker
         .script()
         .policy
         .listener(&cx.listener)
-        .map_or(DEFAULT_HEAD_SIZE, |l| l.head_size);
+        .map_or((DEFAULT_HEAD_SIZE, None), |l| (l.head_size, l.tls.clone()));
+    // TLS listeners: the handshake first, under the `head` timeout; the
+    // protocol comes from ALPN, not from sniffing.
+    let (stream, alpn_h2) = match tls {
+        None => (Transport::Plain(stream), None),
+        Some(tls) => {
+            let shaken = tokio::select! {
+                biased;
+                _ = drain.started() => return,
+                r = tokio::time::timeout(head, super::tls::handshake(stream, &tls, &cx)) => r,
+            };
+            let Ok(Some((stream, info))) = shaken else {
+                if shaken.is_err() {
+                    super::tls::timed_out(&cx, head);
+                }
+                return;
+            };
+            let h2 = info.alpn.as_deref() == Some("h2");
+            Rc::make_mut(&mut cx).tls = Some(Arc::new(info));
+            (Transport::Tls(Box::new(stream)), Some(h2))
+        }
+    };
     let io = ClientIo {
         head_size,
         stream,
@@ -221,7 +243,7 @@ pub async fn serve(
     let first = tokio::select! {
         biased;
         _ = drain.started() => return,
-        r = tokio::time::timeout(head, sniff(io)) => r,
+        r = tokio::time::timeout(head, sniff(io, alpn_h2)) => r,
     };
     let mut io = match first {
         Ok(Ok(Some((io, false)))) => io,
@@ -240,7 +262,7 @@ pub async fn serve(
             Some(parked) => parked,
             None => return,
         };
-        if !io.prefix.is_empty() {
+        if !io.prefix.is_empty() || io.stream.has_buffered() {
             continue; // the next request has already begun
         }
         let wait = keepalive.saturating_sub(PARK_AFTER);
@@ -260,9 +282,16 @@ pub async fn serve(
 /// Reads far enough to tell HTTP/2's preface from HTTP/1. Peeks, so
 /// nothing is consumed in the usual case; a preface arriving in pieces is
 /// read and kept as the connection's prefix. `None`: closed before a byte.
-async fn sniff(mut io: ClientIo) -> io::Result<Option<(ClientIo, bool)>> {
+/// On TLS, ALPN has said (`alpn_h2`): nothing is read.
+async fn sniff(mut io: ClientIo, alpn_h2: Option<bool>) -> io::Result<Option<(ClientIo, bool)>> {
+    if let Some(h2) = alpn_h2 {
+        return Ok(Some((io, h2)));
+    }
+    let Transport::Plain(tcp) = &io.stream else {
+        return Ok(Some((io, false)));
+    };
     let mut buf = [0u8; 24];
-    let n = io.stream.peek(&mut buf).await?;
+    let n = tcp.peek(&mut buf).await?;
     if n == 0 {
         return Ok(None);
     }
@@ -850,7 +879,7 @@ impl<B: Body<Data = Bytes> + Unpin + SendTimeout> Body for Tracked<B> {
 /// blocked longer than the `send` timeout ends). On h2, frames are
 /// counted for the flood rule.
 struct ClientIo {
-    stream: TcpStream,
+    stream: Transport,
     /// The listener's `head_size`, in bytes.
     head_size: u32,
     prefix: Bytes,
@@ -957,7 +986,7 @@ impl AsyncRead for ClientIo {
                 // at a time as a server's is (proxy/upstream.rs), so that
                 // an upload to a server that does not take it holds a few
                 // small pieces, not hyper's 64 KiB buffers.
-                read_piece(&mut this.stream, cx, buf).map_ok(|_| ())
+                this.stream.read_piece(cx, buf).map_ok(|_| ())
             } else {
                 Pin::new(&mut this.stream).poll_read(cx, buf)
             }

@@ -15,6 +15,9 @@ mod h2_flood;
 pub(crate) mod head_check;
 mod listener;
 pub mod maxconn;
+/// TLS on client connections: the handshake, what scripts see of it.
+pub mod tls;
+mod transport;
 pub mod watchdog;
 mod worker;
 

@@ -400,10 +400,15 @@ async fn accept_loop(
         let script = worker.script();
         if script.has_on_connect() {
             let local = canonical_addr(stream.local_addr().unwrap_or(peer));
+            let tls = script
+                .policy
+                .listener(&name)
+                .is_some_and(|l| l.tls.is_some());
             let mut view = ConnView {
                 peer,
                 local,
                 listener: name.clone(),
+                tls,
             };
             match script.on_connect(&mut view) {
                 Ok(None) => {}
