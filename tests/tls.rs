@@ -464,3 +464,41 @@ impl SpawnForTls for Pocket {
         p
     }
 }
+
+/// examples/https_redirect.lua, with certificates made here: its own tests
+/// pass, plain HTTP gets its 301, https is served.
+#[test]
+fn the_https_redirect_example_works() {
+    let (dir, ca) = pki();
+    ca.issue("site", &["a.test"], "one");
+    let o = origin("A");
+    let folder = dir.path().to_path_buf();
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/https_redirect.lua"),
+    )
+    .unwrap();
+    let path = write_policy(&folder, "policy.lua", &example);
+    let (code, out, err) = pocket_cmd(&["test", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 passed, 0 failed"), "{out}");
+    let text = example
+        .replace("127.0.0.1:8443", "127.0.0.1:0")
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace("127.0.0.1:9001", &o.addr.to_string());
+    let path = write_policy(&folder, "policy.lua", &text);
+    let p = Pocket::start_file(dir, path, 1);
+    let plain = p.addr("http");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"])
+        .args(["-H", "Host: a.test"])
+        .arg(format!("http://{plain}/x?y=1"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "301 https://a.test:8443/x?y=1"
+    );
+    let (code, out) = curl(&folder, p.addr("https"), "a.test", "/headers", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("x-forwarded-proto: https"), "{out}");
+}
