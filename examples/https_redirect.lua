@@ -32,11 +32,11 @@ return {
     app = { servers = { "127.0.0.1:9001" } },
   },
   on_request = function(req)
-    if req.listener == "http" then
+    if req.scheme == "http" then
       -- req.host is lowercase and has no port; req.uri is path and query.
       return pocket.redirect(301, "https://" .. (req.host or "localhost") .. HTTPS_PORT .. req.uri)
     end
-    -- On the https listener: the listener's pool, "app".
+    -- Over TLS (req.scheme == "https"): the listener's pool, "app".
   end,
   tests = {
     { name = "plain http is redirected", req = { listener = "http", host = "example.com", path = "/a", query = "b=1" },

@@ -489,7 +489,15 @@ fn the_https_redirect_example_works() {
     let p = Pocket::start_file(dir, path, 1);
     let plain = p.addr("http");
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "30", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}"])
+        .args([
+            "-sS",
+            "--max-time",
+            "30",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+        ])
         .args(["-H", "Host: a.test"])
         .arg(format!("http://{plain}/x?y=1"))
         .output()
@@ -501,4 +509,37 @@ fn the_https_redirect_example_works() {
     let (code, out) = curl(&folder, p.addr("https"), "a.test", "/headers", &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("x-forwarded-proto: https"), "{out}");
+}
+
+/// An idle keep-alive connection over TLS parks (gives hyper's buffers
+/// back) and is served again when its client sends the next request.
+#[test]
+fn an_idle_tls_connection_parks_and_serves_again() {
+    require_command("openssl", "openssl");
+    let (dir, _ca) = pki();
+    let o = origin("A");
+    let folder = dir.path().to_path_buf();
+    let path = write_policy(&folder, "policy.lua", &policy(o.addr, TWO_CERTS, ""));
+    let p = Pocket::spawn_for_tls(dir, path, "info,pocket::server::conn=debug");
+    let addr = p.addr("web");
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", &addr.to_string()])
+        .args(["-servername", "a.test", "-alpn", "http/1.1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let answers = common::Log::default();
+    answers.follow(child.stdout.take().unwrap());
+    let request = b"GET /headers HTTP/1.1\r\nHost: a.test\r\n\r\n";
+    stdin.write_all(request).unwrap();
+    answers.wait_for(&["x-forwarded-proto: https"]);
+    p.log.wait_for(&["client connection parked (idle)"]);
+    let before = answers.lines().len();
+    stdin.write_all(request).unwrap();
+    answers.wait_for_after(before, &["x-forwarded-proto: https"]);
+    let _ = child.kill();
+    let _ = child.wait();
 }
