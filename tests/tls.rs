@@ -161,7 +161,12 @@ fn sni_chooses_the_certificate_and_alpn_h2_works() {
     let (dir, _ca) = pki();
     let o = origin("A");
     let folder = dir.path().to_path_buf();
-    let p = start(dir, &policy(o.addr, TWO_CERTS, ""));
+    let log = folder.join("access.json");
+    let extra = format!(
+        r#"  log = {{ access = "{}", format = "json" }},"#,
+        log.display()
+    );
+    let p = start(dir, &policy(o.addr, TWO_CERTS, &extra));
     let addr = p.addr("web");
 
     assert!(subject(&s_client(addr, "a.test")).contains("CN=a.test"));
@@ -190,6 +195,18 @@ fn sni_chooses_the_certificate_and_alpn_h2_works() {
         let (code, out) = curl(&folder, addr, "a.test", "/headers", &[v, &url, &url]);
         assert_eq!(code, 0, "{out}");
         assert_eq!(out.matches("x-forwarded-proto: https").count(), 3, "{out}");
+    }
+    // The JSON access log says which TLS and which name.
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(r#""proto":"HTTP/2""#)
+            && text.contains(r#""termination":"--","tls_version":"TLSv1.3","sni":"b.test"}"#)
+        {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "no TLS fields in:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 
@@ -303,7 +320,8 @@ fn bad_handshakes_close_and_others_are_served() {
     let (dir, _ca) = pki();
     let o = origin("A");
     let folder = dir.path().to_path_buf();
-    let path = write_policy(&folder, "policy.lua", &policy(o.addr, TWO_CERTS, ""));
+    let admin = r#"  admin = { bind = "127.0.0.1:0" },"#;
+    let path = write_policy(&folder, "policy.lua", &policy(o.addr, TWO_CERTS, admin));
     let p = Pocket::spawn_for_tls(dir, path, "info,pocket::server::tls=debug");
     let addr = p.addr("web");
     // A handshake record whose content is garbage.
@@ -327,6 +345,21 @@ fn bad_handshakes_close_and_others_are_served() {
     p.log.wait_for(&["TLS handshake failed", "timeout"]);
     let (code, out) = curl(&folder, addr, "b.test", "/", &[]);
     assert_eq!(code, 0, "{out}");
+    // Counted, by listener and reason.
+    let line = p.log.wait_for(&["admin listening on "]);
+    let admin = line.rsplit("admin listening on ").next().unwrap().trim();
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30"])
+        .arg(format!("http://{admin}/metrics"))
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    for reason in ["bad_hello", "timeout"] {
+        let want = format!(
+            "pocket_tls_handshake_failures_total{{listener=\"web\",reason=\"{reason}\"}} 1"
+        );
+        assert!(metrics.contains(&want), "no {want} in:\n{metrics}");
+    }
 }
 
 #[test]

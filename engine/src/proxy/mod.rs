@@ -213,6 +213,7 @@ pub fn open_exchange(
         script_fields: Vec::new(),
         trace: None,
         log: script.access_log.clone(),
+        tls: if logged { cx.tls.clone() } else { None },
     })
 }
 

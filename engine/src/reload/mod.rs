@@ -221,7 +221,11 @@ impl Supervisor {
                         if let Some(w) = &mut watcher { w.follow(self.running.policy()); }
                     }
                 }
-                Some(command) = commands.recv() => self.command(command),
+                Some(command) = commands.recv() => {
+                    self.command(command);
+                    // A reload from the admin API may name other certificates.
+                    if let Some(w) = &mut watcher { w.follow(self.running.policy()); }
+                }
                 _ = usr1.recv() => crate::observe::access_log::reopen(),
                 Some(event) = events.recv() => self.health_changed(event),
                 _ = cooldowns.tick() => self.end_cooldowns(),

@@ -374,6 +374,7 @@ mod tests {
             script_fields: Vec::new(),
             trace: None,
             log: None,
+            tls: None,
         }
     }
 
