@@ -576,3 +576,19 @@ fn an_idle_tls_connection_parks_and_serves_again() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `pocket explain` treats a request on a TLS listener as one over TLS.
+#[test]
+fn explain_sees_a_tls_listener_as_https() {
+    let (dir, _ca) = pki();
+    let extra = r#"  on_request = function(req)
+    if req.scheme == "https" and req.sni == "a.test" then return "app" end
+    return pocket.respond(403, "plain\n")
+  end,"#;
+    let text = policy("127.0.0.1:9".parse().unwrap(), TWO_CERTS, extra);
+    let path = write_policy(dir.path(), "policy.lua", &text);
+    let (code, out, err) = pocket_cmd(&["explain", path.to_str().unwrap(), "GET http://a.test/x"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("GET https://a.test/x"), "{out}");
+    assert!(out.contains("returned pool \"app\""), "{out}");
+}
