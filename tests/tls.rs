@@ -592,3 +592,55 @@ fn explain_sees_a_tls_listener_as_https() {
     assert!(out.contains("GET https://a.test/x"), "{out}");
     assert!(out.contains("returned pool \"app\""), "{out}");
 }
+
+/// Sends `bytes` over TLS (SNI a.test, http/1.1) and reads until Pocket
+/// closes: what came back.
+fn tls_raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    require_command("openssl", "openssl");
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-ign_eof",
+            "-connect",
+            &addr.to_string(),
+        ])
+        .args(["-servername", "a.test", "-alpn", "http/1.1"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let answers = common::Log::default();
+    answers.follow(child.stdout.take().unwrap());
+    answers.wait_for(&["<process ended>"]);
+    let _ = child.wait();
+    answers.text()
+}
+
+/// The head check's answers (bare LF, a head over head_size) go out
+/// through TLS, and the connection closes.
+#[test]
+fn bad_heads_over_tls_get_their_answers() {
+    let (dir, _ca) = pki();
+    let o = origin("A");
+    let p = start(dir, &policy(o.addr, TWO_CERTS, ""));
+    let addr = p.addr("web");
+    let out = tls_raw(addr, b"GET / HTTP/1.1\nHost: a.test\n\n");
+    assert!(out.contains("HTTP/1.1 400"), "{out}");
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a.test\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(40_000)
+    );
+    let out = tls_raw(addr, big.as_bytes());
+    assert!(out.contains("HTTP/1.1 431"), "{out}");
+    let out = tls_raw(
+        addr,
+        b"GET /headers HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        out.contains("HTTP/1.1 200") && out.contains("x-forwarded-proto: https"),
+        "{out}"
+    );
+}
