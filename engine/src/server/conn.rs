@@ -10,6 +10,10 @@
 //! which gets the same head and keep-alive timeouts (a GOAWAY ends an idle
 //! connection) and a watch for frame floods the h2 crate lets through.
 //!
+//! On a TLS listener the handshake comes first (under the `head`
+//! timeout, see [`super::tls`]), ALPN says h2 or HTTP/1.1, and all of the
+//! above works the same over [`Transport`]'s TLS stream.
+//!
 //! Writes to the client that stay blocked longer than the listener's
 //! `send` timeout end the connection, whatever the protocol. On h2, a
 //! stream whose response has data ready that the client gives no window
@@ -216,7 +220,9 @@ pub async fn serve(
             let shaken = tokio::select! {
                 biased;
                 _ = drain.started() => return,
-                r = tokio::time::timeout(head, super::tls::handshake(stream, &tls, &cx)) => r,
+                // Boxed: rustls' state is large; plain connections' tasks
+                // should not be sized for it.
+                r = tokio::time::timeout(head, Box::pin(super::tls::handshake(stream, &tls, &cx))) => r,
             };
             let Ok(Some((stream, info))) = shaken else {
                 if shaken.is_err() {
@@ -262,6 +268,9 @@ pub async fn serve(
             Some(parked) => parked,
             None => return,
         };
+        // TLS parks too (hyper's buffers go; rustls' state stays), but
+        // not while rustls holds decrypted bytes no one has read: the
+        // socket may stay quiet though the next request is here.
         if !io.prefix.is_empty() || io.stream.has_buffered() {
             continue; // the next request has already begun
         }
