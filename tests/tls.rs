@@ -644,3 +644,21 @@ fn bad_heads_over_tls_get_their_answers() {
         "{out}"
     );
 }
+
+/// Certificates in a folder of their own, outside the policy's: the
+/// watcher follows that folder too.
+#[test]
+fn certificates_outside_the_policy_folder_are_watched() {
+    let (certs, ca) = pki();
+    let o = origin("A");
+    let dir = tempfile::tempdir().unwrap();
+    let c = certs.path().display();
+    let tls = format!(r#"{{ cert = "{c}/b.pem", key = "{c}/b.key" }}"#);
+    let p = start(dir, &policy(o.addr, &tls, ""));
+    let addr = p.addr("web");
+    assert!(subject(&s_client(addr, "b.test")).contains("O=one"));
+    ca.issue("b", &["b.test"], "two");
+    p.log
+        .wait_for(&["reload (file changed): generation 2 is live"]);
+    assert!(subject(&s_client(addr, "b.test")).contains("O=two"));
+}
