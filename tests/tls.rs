@@ -196,6 +196,21 @@ fn sni_chooses_the_certificate_and_alpn_h2_works() {
         assert_eq!(code, 0, "{out}");
         assert_eq!(out.matches("x-forwarded-proto: https").count(), 3, "{out}");
     }
+    // A request body over TLS (HTTP/1 reads it in pieces), both protocols.
+    let body = folder.join("body.bin");
+    std::fs::write(&body, vec![b'x'; 1_000_000]).unwrap();
+    for v in ["--http1.1", "--http2"] {
+        let data = format!("@{}", body.display());
+        let (code, out) = curl(
+            &folder,
+            addr,
+            "a.test",
+            "/upload",
+            &[v, "--data-binary", &data],
+        );
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("A received 1000000 bytes"), "{out}");
+    }
     // The JSON access log says which TLS and which name.
     let start = Instant::now();
     loop {
