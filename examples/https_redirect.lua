@@ -18,6 +18,8 @@
 -- Replacing site.pem and site.key (certbot, acme.sh) reloads the policy
 -- by itself: Pocket watches them. In production, bind :443 and :80 and
 -- set HTTPS_PORT to "".
+-- A `pocket test` case on the "https" listener runs as over TLS
+-- (req.scheme "https").
 
 local HTTPS_PORT = ":8443"
 
@@ -38,9 +40,7 @@ return {
     end
     -- Over TLS (req.scheme == "https"): the listener's pool, "app".
   end,
-  tests = {
-    { name = "plain http is redirected", req = { listener = "http", host = "example.com", path = "/a", query = "b=1" },
-      status = 301, header = { location = "https://example.com:8443/a?b=1" } },
-    { name = "https is served", req = { listener = "https", path = "/a" }, pool = "app" },
-  },
+  -- No `tests` here: `pocket test` loads the policy, which needs the
+  -- certificate files; tests/tls.rs runs this file with certificates it
+  -- makes, and its cases.
 }

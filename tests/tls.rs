@@ -525,7 +525,16 @@ fn the_https_redirect_example_works() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/https_redirect.lua"),
     )
     .unwrap();
-    let path = write_policy(&folder, "policy.lua", &example);
+    // Its cases (not in the file: `pocket test` needs the certificates).
+    let cases = r#"  tests = {
+    { name = "plain http is redirected", req = { listener = "http", host = "example.com", path = "/a", query = "b=1" },
+      status = 301, header = { location = "https://example.com:8443/a?b=1" } },
+    { name = "https is served", req = { listener = "https", path = "/a" }, pool = "app" },
+  },
+  on_request = function(req)"#;
+    let with_tests = example.replacen("  on_request = function(req)", cases, 1);
+    assert_ne!(with_tests, example);
+    let path = write_policy(&folder, "policy.lua", &with_tests);
     let (code, out, err) = pocket_cmd(&["test", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("2 passed, 0 failed"), "{out}");
