@@ -73,6 +73,17 @@
 ---@field max_connections? integer At most this many client connections open at once on this listener, over all workers (at least 1); at the cap new connections wait in the kernel's accept queue.
 ---@field head_size? integer The most bytes a request head may take (request line through the empty line), 1024..1048576, default 32768; over it a 414 (request line) or 431. On HTTP/2, the header list.
 ---@field accept_proxy? boolean Default false: every connection starts with a PROXY protocol header (v1 or v2) naming the real client (HAProxy's accept-proxy); a connection without one is closed.
+---@field tls? pocket.ListenerTls TLS on this listener (docs/tls.md).
+
+---@class pocket.ListenerTls
+---@field cert? string Certificate chain file (PEM), relative to the policy's folder; with key.
+---@field key? string Private key file (PEM) of cert.
+---@field certs? pocket.CertPair[] Several certificates, chosen by the client's SNI; the first is the default.
+---@field strict_sni? boolean Default false: refuse a handshake whose SNI no certificate names (or that has none) instead of serving the first.
+
+---@class pocket.CertPair
+---@field cert string Certificate chain file (PEM).
+---@field key string Its private key file (PEM).
 
 ---@class pocket.ClientTimeouts
 ---@field head? pocket.Duration A request head must arrive whole within this (a new connection: from the accept; HTTP/2: its first stream) (default "30s").
@@ -241,7 +252,11 @@ function Headers:remove_header(name) end
 ---@field target string Path and query exactly as the client sent them, before normalising.
 ---@field host string|nil Host (or HTTP/2 :authority), lowercase, without the port; nil for HTTP/1.0 without Host.
 ---@field version "HTTP/1.0"|"HTTP/1.1"|"HTTP/2"|string
----@field scheme "http" Always "http" in this version.
+---@field scheme "http"|"https" "https" on a TLS listener.
+---@field tls boolean The request came over TLS.
+---@field sni string|nil The TLS SNI the client sent, lowercase; nil on plain HTTP or without one.
+---@field alpn string|nil "h2" or "http/1.1" as agreed by ALPN; nil on plain HTTP or without ALPN.
+---@field tls_version "TLSv1.3"|"TLSv1.2"|nil nil on plain HTTP.
 ---@field peer_ip string The client's IP address (on an accept_proxy listener, the one the PROXY header names).
 ---@field peer_port integer The client's port.
 ---@field listener string The listener's name.
@@ -284,6 +299,10 @@ function ServerResponse:set_status(code) end
 ---@field local_ip string
 ---@field local_port integer
 ---@field listener string The listener's name.
+---@field tls boolean The listener is a TLS one (on_connect runs before the handshake).
+---@field sni nil Always nil in on_connect (before the handshake); see req.sni.
+---@field alpn nil Always nil in on_connect; see req.alpn.
+---@field tls_version nil Always nil in on_connect; see req.tls_version.
 
 ---A response made by the script (pocket.respond / pocket.redirect); return it from on_request.
 ---@class pocket.Response

@@ -36,6 +36,7 @@ fn the_heap_stays_flat_over_many_hook_calls() {
             listener: Arc::from("web"),
             id: RequestId { worker: 0, seq: i },
             growth: 0,
+            tls: None,
         };
         assert!(script.on_request(&mut view).is_ok());
         peak = peak.max(script.vm.lua.used_memory());

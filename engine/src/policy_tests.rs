@@ -228,6 +228,7 @@ fn build_checked(req: &Table, n: usize) -> Result<RequestView, String> {
             seq: n as u64,
         },
         growth: 0,
+        tls: None,
     })
 }
 
@@ -273,6 +274,19 @@ fn run_case(script: &WorkerScript, case: &Table, n: usize) -> Result<(), String>
             return Err(wrong.join("; "));
         }
     };
+    // A case on a TLS listener: the request came over TLS, with the
+    // case's host as its SNI (req.scheme "https", as when served).
+    if script
+        .policy
+        .listener(&view.listener)
+        .is_some_and(|l| l.tls.is_some())
+    {
+        view.tls = Some(Arc::new(crate::server::tls::TlsInfo {
+            sni: view.host().map(Arc::from),
+            alpn: Some(Arc::from("http/1.1")),
+            version: "TLSv1.3",
+        }));
+    }
 
     // Server states for this case; every server is put back after it.
     let mut touched = Vec::new();

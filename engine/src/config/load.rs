@@ -56,6 +56,7 @@ const LISTENER_KEYS: &[&str] = &[
     "max_connections",
     "head_size",
     "accept_proxy",
+    "tls",
 ];
 const LISTENER_TIMEOUT_KEYS: &[&str] = &["head", "body", "send"];
 const SERVER_KEYS: &[&str] = &["addr", "weight", "backup"];
@@ -807,6 +808,7 @@ impl Checker<'_> {
             let max_connections = self.max_connections(&t, &top, &["listeners", &ns]);
             let head_size = self.head_size(&t, &top, &["listeners", &ns]);
             let accept_proxy = self.accept_proxy(&t, &label, &ns);
+            let tls = self.listener_tls(&t, &label, &["listeners", &ns]);
             if let Some(bind) = bind {
                 if let Some(other) = out.iter().find(|l| l.bind == bind && bind.port() != 0) {
                     self.error(
@@ -825,6 +827,7 @@ impl Checker<'_> {
                     max_connections,
                     head_size,
                     accept_proxy,
+                    tls,
                 });
             }
         }

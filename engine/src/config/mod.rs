@@ -10,6 +10,7 @@ mod log_key;
 pub use log_key::AccessLog;
 mod pool_settings;
 mod proxy_protocol;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -103,8 +104,16 @@ impl Policy {
                 .default_pool
                 .map(|p| &*self.pools[p].name)
                 .unwrap_or("(none)");
+            let tls = match &l.tls {
+                Some(t) => format!(
+                    ", https: {}{}",
+                    crate::words::count(t.names.len() as u64, "certificate"),
+                    if t.strict_sni { ", strict SNI" } else { "" }
+                ),
+                None => String::new(),
+            };
             out.push_str(&format!(
-                "  {} on {} (default pool: {})\n",
+                "  {} on {} (default pool: {}{tls})\n",
                 l.name, l.bind, pool
             ));
         }
@@ -175,6 +184,9 @@ pub struct ListenerSpec {
     /// protocol header (v1 or v2) naming the real client (HAProxy's
     /// `accept-proxy`; server/proxy_protocol.rs).
     pub accept_proxy: bool,
+    /// TLS on this listener (`tls = { ... }`): its certificates, built
+    /// into rustls' configuration at load. None: plain HTTP.
+    pub tls: Option<Arc<tls::ListenerTls>>,
 }
 
 /// A listener's `head_size` when the policy gives none: nginx's

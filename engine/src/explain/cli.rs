@@ -192,6 +192,16 @@ pub fn run(args: &Args) -> Result<String, Failure> {
         }
     };
     let scheme = view.head.uri.scheme_str().map(str::to_ascii_lowercase);
+    // A TLS listener: the request is explained as one that came over TLS
+    // (req.scheme "https", its host as the SNI).
+    let tls = policy.listener(&listener).is_some_and(|l| l.tls.is_some());
+    if tls {
+        view.tls = Some(std::sync::Arc::new(crate::server::tls::TlsInfo {
+            sni: view.host().map(std::sync::Arc::from),
+            alpn: Some(std::sync::Arc::from("http/1.1")),
+            version: "TLSv1.3",
+        }));
+    }
     let mut trace = Trace::default();
     let route = decide_traced(&script, &mut view, &mut trace);
     // Said after the proxy settled the host (an absolute-form target's
@@ -207,7 +217,9 @@ pub fn run(args: &Args) -> Result<String, Failure> {
     let pq = view.head.uri.path_and_query().map_or("/", |p| p.as_str());
     let shown = match &host {
         _ if view.head.method == http::Method::CONNECT => format!("{}", view.head.uri),
-        Some(h) if pq.starts_with('/') => format!("http://{h}{pq}"),
+        Some(h) if pq.starts_with('/') => {
+            format!("{}://{h}{pq}", if tls { "https" } else { "http" })
+        }
         Some(h) => format!("{pq} (host {h})"),
         None => format!("{pq} (no host)"),
     };
@@ -220,7 +232,7 @@ pub fn run(args: &Args) -> Result<String, Failure> {
             "note: the host {h:?} is not ASCII: a client sends an internationalised name in punycode (xn--...), so Pocket refuses it\n"
         ));
     }
-    if let Some(s) = scheme.filter(|s| s == "https") {
+    if let Some(s) = scheme.filter(|s| s == "https" && !tls) {
         out.push_str(&format!(
             "note: listener \"{listener}\" is plain HTTP; the target's scheme {s:?} is not part of the decision (req.scheme is \"http\")\n"
         ));

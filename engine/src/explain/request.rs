@@ -154,6 +154,7 @@ pub fn build(
         listener: Arc::from(listener),
         id: RequestId { worker: 0, seq: 1 },
         growth: 0,
+        tls: None,
     })))
 }
 

@@ -118,6 +118,9 @@ pub struct Exchange {
     pub trace: Option<String>,
     /// Where the line goes: the policy's access log (None: off).
     pub log: Option<Arc<Sink>>,
+    /// The connection's TLS, when logged (the JSON line's `tls_version`
+    /// and `sni`); None on plain HTTP or with no access log.
+    pub tls: Option<Arc<crate::server::tls::TlsInfo>>,
 }
 
 /// An exchange still going. `termination` holds what is logged if it is

@@ -121,8 +121,8 @@ pub fn refuse(head: &http::request::Parts) -> Option<(http::StatusCode, &'static
 
 /// Turns a client's request head into the one sent to a server.
 /// `peer_ip`: the client's address as text ([`peer_value`], made once per
-/// connection).
-pub fn prepare_request(head: &mut http::request::Parts, peer_ip: &HeaderValue) {
+/// connection); `https`: the client came in over TLS (X-Forwarded-Proto).
+pub fn prepare_request(head: &mut http::request::Parts, peer_ip: &HeaderValue, https: bool) {
     strip_hop_by_hop(&mut head.headers);
     if head.headers.contains_key(header::EXPECT) {
         head.headers.remove(header::EXPECT);
@@ -149,8 +149,9 @@ pub fn prepare_request(head: &mut http::request::Parts, peer_ip: &HeaderValue) {
     head.version = Version::HTTP_11;
 
     add_forwarded_for(&mut head.headers, peer_ip);
+    let proto = if https { "https" } else { "http" };
     head.headers
-        .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
 }
 
 /// Appends the client to X-Forwarded-For, as HAProxy's `option forwardfor`
@@ -269,7 +270,7 @@ mod tests {
             .body(())
             .unwrap();
         let (mut head, _) = req.into_parts();
-        prepare_request(&mut head, &peer_value("127.0.0.1".parse().unwrap()));
+        prepare_request(&mut head, &peer_value("127.0.0.1".parse().unwrap()), false);
         assert_eq!(head.uri.to_string(), "/a?b=1");
         assert_eq!(head.headers[header::HOST], "example.com:8080");
         assert_eq!(head.version, Version::HTTP_11);

@@ -84,6 +84,9 @@ pub struct ConnCtx {
     pub private_upstreams: std::cell::OnceCell<Rc<upstream::Upstreams>>,
     /// An agreed upgrade waiting for its 101 to be written (tunnel.rs).
     pub tunnel: tunnel::Slot,
+    /// The connection's TLS, on a TLS listener once its handshake is done
+    /// (an `Arc`: each request's script view shares it). None: plain.
+    pub tls: Option<Arc<crate::server::tls::TlsInfo>>,
 }
 
 impl ConnCtx {
@@ -101,6 +104,7 @@ impl ConnCtx {
             timeouts,
             private_upstreams: std::cell::OnceCell::new(),
             tunnel: Default::default(),
+            tls: None,
         }
     }
 }
@@ -124,6 +128,7 @@ pub async fn handle(
         listener: cx.listener.clone(),
         id,
         growth: 0,
+        tls: cx.tls.clone(),
     };
     // Explained requests run the same code with a recording tracer; the
     // others the untraced one, compiled without a trace of tracing.
@@ -217,6 +222,7 @@ pub fn open_exchange(
         script_fields: Vec::new(),
         trace: None,
         log: script.access_log.clone(),
+        tls: if logged { cx.tls.clone() } else { None },
     })
 }
 
@@ -283,6 +289,7 @@ async fn forward(
         listener,
         id,
         raw_target,
+        tls,
         ..
     } = view;
     // on_response sees the request as the client sent it (after on_request).
@@ -290,7 +297,7 @@ async fn forward(
     let mut head = head;
     // tunnel.rs: an upgrade keeps its Upgrade header, on a new connection.
     let upgrade = tunnel::asked(&head);
-    forward::prepare_request(&mut head, &cx.peer_value);
+    forward::prepare_request(&mut head, &cx.peer_value, tls.is_some());
     if let Some(u) = &upgrade {
         u.restore(&mut head.headers);
     }
@@ -535,6 +542,7 @@ async fn forward(
                 listener,
                 id,
                 growth: 0,
+                tls,
             }),
             conn.sender,
             conn.watch,

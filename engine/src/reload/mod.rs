@@ -155,8 +155,9 @@ impl Supervisor {
             .stuck_workers()
             .ok_or_else(|| anyhow::anyhow!("supervisor started twice"))?;
         let mut status_tick = tokio::time::interval(STATUS_TICK);
-        let (_watcher, mut changes) = if self.watch {
-            let (w, rx) = watch::watch_folder_of(&self.path)?;
+        let (mut watcher, mut changes) = if self.watch {
+            let (mut w, rx) = watch::watch_folder_of(&self.path)?;
+            w.follow(self.running.policy());
             (Some(w), Some(rx))
         } else {
             (None, None)
@@ -211,10 +212,20 @@ impl Supervisor {
                 }
                 _ = async { match due { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
                     first_change = None;
-                    let _ = self.reload("file changed");
+                    if self.reload("file changed").is_ok() {
+                        if let Some(w) = &mut watcher { w.follow(self.running.policy()); }
+                    }
                 }
-                _ = hup.recv() => { let _ = self.reload("SIGHUP"); }
-                Some(command) = commands.recv() => self.command(command),
+                _ = hup.recv() => {
+                    if self.reload("SIGHUP").is_ok() {
+                        if let Some(w) = &mut watcher { w.follow(self.running.policy()); }
+                    }
+                }
+                Some(command) = commands.recv() => {
+                    self.command(command);
+                    // A reload from the admin API may name other certificates.
+                    if let Some(w) = &mut watcher { w.follow(self.running.policy()); }
+                }
                 _ = usr1.recv() => crate::observe::access_log::reopen(),
                 Some(event) = events.recv() => self.health_changed(event),
                 _ = cooldowns.tick() => self.end_cooldowns(),

@@ -10,6 +10,10 @@
 //! which gets the same head and keep-alive timeouts (a GOAWAY ends an idle
 //! connection) and a watch for frame floods the h2 crate lets through.
 //!
+//! On a TLS listener the handshake comes first (under the `head`
+//! timeout, see [`super::tls`]), ALPN says h2 or HTTP/1.1, and all of the
+//! above works the same over [`Transport`]'s TLS stream.
+//!
 //! Writes to the client that stay blocked longer than the listener's
 //! `send` timeout end the connection, whatever the protocol. On h2, a
 //! stream whose response has data ready that the client gives no window
@@ -23,6 +27,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -40,10 +45,10 @@ use tokio::time::{Instant, Sleep};
 use super::drain::Drain;
 use super::h2_flood::FloodWatch;
 use super::head_check::{self, HeadCheck};
+use super::transport::Transport;
 use crate::config::{ClientTimeouts, DEFAULT_HEAD_SIZE};
 use crate::proxy::body::ResponseBody;
 use crate::proxy::upstream::READ_PIECE;
-use crate::proxy::upstream_io::read_piece;
 use crate::proxy::{self, ConnCtx};
 
 /// How long a connection with nothing in flight keeps hyper's buffers
@@ -192,7 +197,7 @@ impl<F: Future> Future for Watched<F> {
 /// listener's client `timeouts`.
 pub async fn serve(
     stream: TcpStream,
-    cx: Rc<ConnCtx>,
+    mut cx: Rc<ConnCtx>,
     http: Rc<Http>,
     drain: Rc<Drain>,
     timeouts: ClientTimeouts,
@@ -201,12 +206,39 @@ pub async fn serve(
     let head = timeouts.head;
     let Some(_open) = drain.enter() else { return };
     // Per connection, as the timeouts are (once per accept, not per request).
-    let head_size = cx
+    let (head_size, tls) = cx
         .worker
         .script()
         .policy
         .listener(&cx.listener)
-        .map_or(DEFAULT_HEAD_SIZE, |l| l.head_size);
+        .map_or((DEFAULT_HEAD_SIZE, None), |l| (l.head_size, l.tls.clone()));
+    // TLS listeners: the handshake first, under the `head` timeout; the
+    // protocol comes from ALPN, not from sniffing.
+    let (stream, alpn_h2) = match tls {
+        None => (Transport::Plain(stream), None),
+        Some(tls) => {
+            let shaken = tokio::select! {
+                biased;
+                _ = drain.started() => return,
+                // Boxed: rustls' state is large; plain connections' tasks
+                // should not be sized for it.
+                r = tokio::time::timeout(head, Box::pin(super::tls::handshake(stream, &tls, &cx))) => r,
+            };
+            let Ok(Some((stream, info))) = shaken else {
+                if shaken.is_err() {
+                    super::tls::timed_out(&cx, head);
+                }
+                return;
+            };
+            let h2 = info.alpn.as_deref() == Some("h2");
+            // The context is this connection's own until it serves.
+            match Rc::get_mut(&mut cx) {
+                Some(c) => c.tls = Some(Arc::new(info)),
+                None => tracing::error!(peer = %cx.peer, "connection context shared before its TLS was set"),
+            }
+            (Transport::Tls(Box::new(stream)), Some(h2))
+        }
+    };
     let io = ClientIo {
         head_size,
         stream,
@@ -221,7 +253,7 @@ pub async fn serve(
     let first = tokio::select! {
         biased;
         _ = drain.started() => return,
-        r = tokio::time::timeout(head, sniff(io)) => r,
+        r = tokio::time::timeout(head, sniff(io, alpn_h2)) => r,
     };
     let mut io = match first {
         Ok(Ok(Some((io, false)))) => io,
@@ -240,7 +272,10 @@ pub async fn serve(
             Some(parked) => parked,
             None => return,
         };
-        if !io.prefix.is_empty() {
+        // TLS parks too (hyper's buffers go; rustls' state stays), but
+        // not while rustls holds decrypted bytes no one has read: the
+        // socket may stay quiet though the next request is here.
+        if !io.prefix.is_empty() || io.stream.has_buffered() {
             continue; // the next request has already begun
         }
         let wait = keepalive.saturating_sub(PARK_AFTER);
@@ -260,9 +295,16 @@ pub async fn serve(
 /// Reads far enough to tell HTTP/2's preface from HTTP/1. Peeks, so
 /// nothing is consumed in the usual case; a preface arriving in pieces is
 /// read and kept as the connection's prefix. `None`: closed before a byte.
-async fn sniff(mut io: ClientIo) -> io::Result<Option<(ClientIo, bool)>> {
+/// On TLS, ALPN has said (`alpn_h2`): nothing is read.
+async fn sniff(mut io: ClientIo, alpn_h2: Option<bool>) -> io::Result<Option<(ClientIo, bool)>> {
+    if let Some(h2) = alpn_h2 {
+        return Ok(Some((io, h2)));
+    }
+    let Transport::Plain(tcp) = &io.stream else {
+        return Ok(Some((io, false)));
+    };
     let mut buf = [0u8; 24];
-    let n = io.stream.peek(&mut buf).await?;
+    let n = tcp.peek(&mut buf).await?;
     if n == 0 {
         return Ok(None);
     }
@@ -859,7 +901,7 @@ impl<B: Body<Data = Bytes> + Unpin + SendTimeout> Body for Tracked<B> {
 /// blocked longer than the `send` timeout ends). On h2, frames are
 /// counted for the flood rule.
 struct ClientIo {
-    stream: TcpStream,
+    stream: Transport,
     /// The listener's `head_size`, in bytes.
     head_size: u32,
     prefix: Bytes,
@@ -966,7 +1008,7 @@ impl AsyncRead for ClientIo {
                 // at a time as a server's is (proxy/upstream.rs), so that
                 // an upload to a server that does not take it holds a few
                 // small pieces, not hyper's 64 KiB buffers.
-                read_piece(&mut this.stream, cx, buf).map_ok(|_| ())
+                this.stream.read_piece(cx, buf).map_ok(|_| ())
             } else {
                 Pin::new(&mut this.stream).poll_read(cx, buf)
             }

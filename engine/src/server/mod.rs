@@ -16,6 +16,9 @@ pub(crate) mod head_check;
 mod listener;
 pub mod maxconn;
 mod proxy_protocol;
+/// TLS on client connections: the handshake, what scripts see of it.
+pub mod tls;
+mod transport;
 pub mod watchdog;
 mod worker;
 

@@ -446,10 +446,15 @@ fn admitted(
         return true;
     }
     let local = local.unwrap_or_else(|| canonical_addr(stream.local_addr().unwrap_or(peer)));
+    let tls = script
+        .policy
+        .listener(name)
+        .is_some_and(|l| l.tls.is_some());
     let mut view = ConnView {
         peer,
         local,
         listener: name.clone(),
+        tls,
     };
     match script.on_connect(&mut view) {
         Ok(None) => true,

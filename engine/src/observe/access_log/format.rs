@@ -259,6 +259,13 @@ fn json(buf: &mut Vec<u8>, ex: &Exchange) {
     buf.extend_from_slice(b"},\"termination\":\"");
     buf.extend_from_slice(&ex.termination.letters());
     buf.push(b'"');
+    if let Some(tls) = &ex.tls {
+        // Only on TLS listeners: plain lines stay as they were.
+        buf.extend_from_slice(b",\"tls_version\":\"");
+        buf.extend_from_slice(tls.version.as_bytes());
+        buf.extend_from_slice(b"\",\"sni\":");
+        json_opt_str(buf, tls.sni.as_deref().map(str::as_bytes));
+    }
     if !ex.script_fields.is_empty() {
         buf.extend_from_slice(b",\"fields\":{");
         for (i, (name, value)) in ex.script_fields.iter().enumerate() {

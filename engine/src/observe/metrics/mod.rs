@@ -25,6 +25,7 @@ mod hooks;
 mod live;
 mod process;
 mod text;
+mod tls;
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -33,6 +34,7 @@ pub use counters::{ListenerMetrics, ServerMetrics};
 pub use hooks::{hook_ran, take_request_hook_ns, Hook};
 pub use live::{listener_counts, went_live};
 pub use process::{generation_live, lua_memory, reload_ended, upstream_idle, Parked};
+pub use tls::tls_handshake_failed;
 
 use counters::{
     cause_names, CLASSES, HOOK_BOUNDS, LATENCY_BOUNDS, REQUESTS, REQUEST_BYTES, RESPONSE_BYTES,
@@ -98,6 +100,18 @@ pub fn render() -> String {
     );
     let parked = process::gauge(&process::PARKED);
     t.sample("pocket_client_connections_parked", &[], parked);
+    t.family(
+        "pocket_tls_handshake_failures_total",
+        Kind::Counter,
+        "TLS handshakes that failed, by listener and reason (bad_hello, timeout, plain_http, no_certificate, closed, client_alert, other).",
+    );
+    for (listener, reason, n) in tls::failures() {
+        t.sample(
+            "pocket_tls_handshake_failures_total",
+            &[("listener", &listener), ("reason", reason)],
+            n,
+        );
+    }
 
     // Servers.
     server_counters(&mut t, &live);
@@ -360,6 +374,7 @@ mod tests {
             script_fields: Vec::new(),
             trace: None,
             log: None,
+            tls: None,
         }
     }
 

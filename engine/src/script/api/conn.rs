@@ -9,6 +9,9 @@ pub struct ConnView {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub listener: Arc<str>,
+    /// The listener is a TLS one. on_connect runs before the handshake:
+    /// `conn.sni` and `conn.alpn` are nil there.
+    pub tls: bool,
 }
 
 impl UserData for ConnView {
@@ -26,5 +29,10 @@ impl UserData for ConnView {
         fields.add_field_method_get("local_ip", |_, c| Ok(c.local.ip().to_string()));
         fields.add_field_method_get("local_port", |_, c| Ok(c.local.port()));
         fields.add_field_method_get("listener", |_, c| Ok(c.listener.to_string()));
+        fields.add_field_method_get("tls", |_, c| Ok(c.tls));
+        // Known only after the handshake, which on_connect precedes.
+        fields.add_field_method_get("sni", |_, _| Ok(mlua::Value::Nil));
+        fields.add_field_method_get("alpn", |_, _| Ok(mlua::Value::Nil));
+        fields.add_field_method_get("tls_version", |_, _| Ok(mlua::Value::Nil));
     }
 }

@@ -28,6 +28,9 @@ pub struct RequestView {
     /// Net bytes the script's header edits added to `head` (headers.rs
     /// bounds it); 0 for a new view.
     pub growth: isize,
+    /// The connection's TLS (`req.tls`, `req.sni`, `req.alpn`,
+    /// `req.scheme`); None on a plain listener.
+    pub tls: Option<Arc<crate::server::tls::TlsInfo>>,
 }
 
 impl HasHeaders for RequestView {
@@ -157,7 +160,21 @@ impl UserData for RequestView {
         });
         fields.add_field_method_get("target", |lua, r| lua.create_string(r.target()));
         fields.add_field_method_get("version", |_, r| Ok(version_name(r.head.version)));
-        fields.add_field_method_get("scheme", |_, _| Ok("http"));
+        fields.add_field_method_get("scheme", |_, r| {
+            Ok(if r.tls.is_some() { "https" } else { "http" })
+        });
+        fields.add_field_method_get("tls", |_, r| Ok(r.tls.is_some()));
+        fields.add_field_method_get("sni", |_, r| {
+            Ok(r.tls
+                .as_ref()
+                .and_then(|t| t.sni.as_deref().map(str::to_string)))
+        });
+        fields.add_field_method_get("alpn", |_, r| {
+            Ok(r.tls
+                .as_ref()
+                .and_then(|t| t.alpn.as_deref().map(str::to_string)))
+        });
+        fields.add_field_method_get("tls_version", |_, r| Ok(r.tls.as_ref().map(|t| t.version)));
         fields.add_field_method_get("peer_ip", |_, r| Ok(r.peer.ip().to_string()));
         fields.add_field_method_get("peer_port", |_, r| Ok(r.peer.port()));
         fields.add_field_method_get("listener", |_, r| Ok(r.listener.to_string()));
