@@ -119,8 +119,12 @@ pub async fn handle(
     // Explained requests run the same code with a recording tracer; the
     // others the untraced one, compiled without a trace of tracing.
     let mut trace = explained.then(Trace::default);
+    // A policy whose on_request may wait on sub-requests runs it as a
+    // coroutine (decided at load); an explained request runs it as
+    // `pocket explain` does, its sub-requests not run.
     let route = match &mut trace {
         Some(t) => crate::explain::live::decide(&script, &mut view, t),
+        None if script.waits() => decide::decide_waiting(&script, &mut view).await,
         None => decide::decide(&script, &mut view),
     };
     open.ex.hooks_us += crate::observe::metrics::take_request_hook_ns() / 1000;
