@@ -364,7 +364,11 @@ return {{
     assert_eq!(pool.text(), "200 alice auth says 200 OK\n");
 
     let tcp = get(web, "/tcp").await;
-    assert!(tcp.text().starts_with("HTTP/1.1 200 OK\r\n"), "{}", tcp.text());
+    assert!(
+        tcp.text().starts_with("HTTP/1.1 200 OK\r\n"),
+        "{}",
+        tcp.text()
+    );
 
     let nopool = get(web, "/nopool").await;
     assert_eq!(nopool.text(), "no pool named \"nope\" (pools: app, auth)");
@@ -396,8 +400,8 @@ return {{
 /// `nil, "not run: ..."`, and a policy without one runs as before.
 #[test]
 fn pocket_test_does_not_run_sub_requests() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/auth-request/policy.lua");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/auth-request/policy.lua");
     let (code, out, err) = pocket_cmd(&["test", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("2 passed, 0 failed"), "{out}");

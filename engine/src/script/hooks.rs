@@ -208,7 +208,8 @@ impl WorkerScript {
             }
             _ => None,
         };
-        vm.lua.set_app_data(crate::script::subrequest::PoolsOf(policy.clone()));
+        vm.lua
+            .set_app_data(crate::script::subrequest::PoolsOf(policy.clone()));
         let can_wait = vm
             .lua
             .app_data_ref::<crate::script::subrequest::CanWait>()
@@ -444,25 +445,25 @@ impl WorkerScript {
 
     /// What `on_request`'s returned value decides.
     fn decision_of(&self, f: &Function, out: Value) -> Result<Decision, HookError> {
-            match out {
-                Value::Nil => Ok(Decision::Default),
-                Value::String(s) => {
-                    // Looked up in place: no copy of the name per request.
-                    let name = s.as_bytes();
-                    match std::str::from_utf8(&name)
-                        .ok()
-                        .and_then(|n| self.policy.pool_by_name(n))
-                    {
-                        Some(idx) => Ok(Decision::Pool(idx)),
-                        None => Err(self.unknown_pool(f, &s.to_string_lossy())),
-                    }
+        match out {
+            Value::Nil => Ok(Decision::Default),
+            Value::String(s) => {
+                // Looked up in place: no copy of the name per request.
+                let name = s.as_bytes();
+                match std::str::from_utf8(&name)
+                    .ok()
+                    .and_then(|n| self.policy.pool_by_name(n))
+                {
+                    Some(idx) => Ok(Decision::Pool(idx)),
+                    None => Err(self.unknown_pool(f, &s.to_string_lossy())),
                 }
-                Value::UserData(ref ud) => match ud.borrow::<ScriptResponse>() {
-                    Ok(r) => Ok(Decision::Respond(r.response.clone())),
-                    Err(_) => Err(self.bad_return("on_request", f, &out, ON_REQUEST_RETURNS)),
-                },
-                ref other => Err(self.bad_return("on_request", f, other, ON_REQUEST_RETURNS)),
             }
+            Value::UserData(ref ud) => match ud.borrow::<ScriptResponse>() {
+                Ok(r) => Ok(Decision::Respond(r.response.clone())),
+                Err(_) => Err(self.bad_return("on_request", f, &out, ON_REQUEST_RETURNS)),
+            },
+            ref other => Err(self.bad_return("on_request", f, other, ON_REQUEST_RETURNS)),
+        }
     }
 
     /// `on_request` returned a name no pool has: placed, as every bad

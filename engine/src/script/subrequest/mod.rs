@@ -182,9 +182,7 @@ async fn exchange(call: Call, policy: Option<Arc<Policy>>) -> Result<Reply, Stri
         } => client::http(&target, method, &path, headers, body)
             .await
             .map(Reply::Http),
-        Exchange::Tcp { bytes, all } => client::tcp(target.addr, &bytes, all)
-            .await
-            .map(Reply::Tcp),
+        Exchange::Tcp { bytes, all } => client::tcp(target.addr, &bytes, all).await.map(Reply::Tcp),
     }
 }
 
@@ -260,7 +258,10 @@ fn timeout_of(func: &str, n: u8, t: &Option<Table>) -> mlua::Result<Duration> {
             return Err(bad(
                 func,
                 n,
-                format!("timeout: expected a number of seconds, got {}", returned(other)),
+                format!(
+                    "timeout: expected a number of seconds, got {}",
+                    returned(other)
+                ),
             ))
         }
     };
@@ -362,7 +363,13 @@ fn request_call(spec: &Value) -> mlua::Result<Call> {
         }
     };
     let url = match opts.raw_get::<Value>("url")? {
-        Value::Nil => return Err(bad(F, 1, "url: missing (an http:// URL, or a path with pool)".into())),
+        Value::Nil => {
+            return Err(bad(
+                F,
+                1,
+                "url: missing (an http:// URL, or a path with pool)".into(),
+            ))
+        }
         v => text_of(F, 1, "url: a string", &v)?,
     };
     let body = match opts.raw_get::<Value>("body")? {
@@ -396,9 +403,7 @@ fn tcp_call(addr: &Value, bytes: &Value, opts: &Value) -> mlua::Result<Call> {
                 "expected an address \"host:port\" (or nil with opts.pool), got nil".into(),
             ))
         }
-        (_, Some(_)) => {
-            return Err(bad(F, 1, "give an address or opts.pool, not both".into()))
-        }
+        (_, Some(_)) => return Err(bad(F, 1, "give an address or opts.pool, not both".into())),
         (v, None) => {
             let text = text_of(F, 1, "an address \"host:port\"", v)?;
             let (host, port) = client::split_host_port(&text, 0)
@@ -456,7 +461,9 @@ mod tests {
             parse_url("http://[::1]:81?q").unwrap(),
             ("::1".into(), 81, "/?q".into())
         );
-        assert!(parse_url("https://x/").unwrap_err().contains("https is not supported"));
+        assert!(parse_url("https://x/")
+            .unwrap_err()
+            .contains("https is not supported"));
         assert!(parse_url("/auth").is_err());
         assert!(parse_url("http://x:0/").is_err());
         assert!(parse_url("http:///p").is_err());
