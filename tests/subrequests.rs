@@ -173,6 +173,9 @@ return {{
     end
     return "app"
   end,
+  -- A synchronous hook of other requests, run while some wait: the
+  -- waiting ones' budget is armed anew when they resume.
+  on_response = function(req, res) res:set_header("x-seen", "yes") end,
 }}
 "#
     )
@@ -199,6 +202,7 @@ async fn a_slow_auth_service_does_not_hold_up_requests_that_need_no_auth() {
         let plain = get(web, "/plain").await;
         assert_eq!(plain.status, 200);
         assert!(plain.text().contains("hello from app"));
+        assert_eq!(plain.header("x-seen").as_deref(), Some("yes"));
     }
     assert!(
         !waiting.is_finished() && !second.is_finished(),
@@ -405,4 +409,12 @@ fn pocket_test_does_not_run_sub_requests() {
     let (code, out, err) = pocket_cmd(&["test", path.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("2 passed, 0 failed"), "{out}");
+
+    // pocket explain runs on_request the same way: the sub-request is not
+    // run, and the trace shows the script's answer for that.
+    let (code, out, err) = pocket_cmd(&["explain", path.to_str().unwrap(), "GET http://x/account"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("answered by the script: 503"), "{out}");
+    let (_, out, _) = pocket_cmd(&["explain", path.to_str().unwrap(), "GET http://x/public/a"]);
+    assert!(out.contains("pool \"app\" (on_request chose it)"), "{out}");
 }
