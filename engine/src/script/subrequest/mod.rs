@@ -126,7 +126,7 @@ fn run(
             Ok(out) => out,
             Err(_) => Err(format!(
                 "timed out after {}s",
-                crate::config::lua_float(timeout.as_secs_f64())
+                seconds(timeout.as_secs_f64())
             )),
         };
         match out {
@@ -183,6 +183,15 @@ async fn exchange(call: Call, policy: Option<Arc<Policy>>) -> Result<Reply, Stri
             .await
             .map(Reply::Http),
         Exchange::Tcp { bytes, all } => client::tcp(target.addr, &bytes, all).await.map(Reply::Tcp),
+    }
+}
+
+/// Seconds as a user wrote them: `1`, `0.5` (not Lua's `1.0`).
+fn seconds(secs: f64) -> String {
+    let text = crate::config::lua_float(secs);
+    match text.strip_suffix(".0") {
+        Some(whole) => whole.to_string(),
+        None => text,
     }
 }
 
@@ -272,7 +281,7 @@ fn timeout_of(func: &str, n: u8, t: &Option<Table>) -> mlua::Result<Duration> {
             format!(
                 "timeout: expected seconds above 0 and at most {}, got {}",
                 MAX_TIMEOUT_SECS,
-                crate::config::lua_float(secs)
+                seconds(secs)
             ),
         ));
     }
@@ -446,6 +455,13 @@ fn tcp_call(addr: &Value, bytes: &Value, opts: &Value) -> mlua::Result<Call> {
 #[cfg(test)]
 mod tests {
     use super::client::parse_url;
+
+    #[test]
+    fn seconds_read_as_written() {
+        assert_eq!(super::seconds(1.0), "1");
+        assert_eq!(super::seconds(0.3), "0.3");
+        assert_eq!(super::seconds(60.0), "60");
+    }
 
     #[test]
     fn urls() {
