@@ -6,7 +6,9 @@
 //! 2. [`decide`]: refuse what must not be forwarded (a 4xx/501 that ends
 //!    the connection), settle the host and normalise the path
 //!    ([`target`]), then `on_request` (Lua): a pool, a local response, or
-//!    nothing (the listener's default pool).
+//!    nothing (the listener's default pool). A policy that makes
+//!    sub-requests (`http.get` ...) has `on_request` run as a coroutine
+//!    that may wait ([`decide::decide_waiting`]); the others call it.
 //! 3. [`forward`]: pick a server (Rust, lock-free), get a pooled or new
 //!    connection; a server that cannot be reached is skipped and the next
 //!    one tried, since the request provably never left.
