@@ -209,6 +209,15 @@ async fn a_slow_auth_service_does_not_hold_up_requests_that_need_no_auth() {
         "the auth requests were answered before the auth service was"
     );
 
+    // Waiting is not running: past the watchdog's 1 s (and far past the
+    // 25 ms hook budget) the worker is not found stuck, and the waiting
+    // hooks go on when their answers come.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(
+        !pocket.log.text().contains("is stuck"),
+        "{}",
+        pocket.log.text()
+    );
     auth.release.add_permits(2);
     for task in [waiting, second] {
         let resp = tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
