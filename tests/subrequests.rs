@@ -358,6 +358,9 @@ return {{
       http.get("https://example.com/")
     elseif req.path == "/typo" then
       http.get("http://{auth}/", {{ timout = 1 }})
+    elseif req.path == "/co" then
+      local co = coroutine.wrap(function() return select(2, http.get("http://{auth}/")) end)
+      return pocket.respond(200, co())
     end
     return "app"
   end,
@@ -398,6 +401,11 @@ return {{
         "policy.lua:21: bad argument #2 to 'http.get'",
         "unknown option \"timout\" (options: timeout, headers, pool)",
     ]);
+
+    // Nor does a coroutine the script made: not run, and on_request goes on.
+    let co = get(web, "/co").await;
+    assert_eq!(co.status, 200);
+    assert!(co.text().starts_with("not run:"), "{}", co.text());
 
     // on_response does not wait: its sub-requests are not run.
     let plain = get(web, "/plain").await;

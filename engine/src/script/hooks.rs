@@ -203,9 +203,11 @@ impl WorkerScript {
                     .iter()
                     .any(|(_, file)| std::fs::read_to_string(file).is_ok_and(|t| may_wait(&t))));
         let waiting_on_request = match (&on_request, waits) {
-            (Some(f), true) => {
-                Some(sandbox::guard(&vm.lua, f).map_err(|e| describe_lua_error(&e))?)
-            }
+            (Some(f), true) => Some(
+                crate::script::subrequest::marked(&vm.lua, f)
+                    .and_then(|m| sandbox::guard(&vm.lua, &m))
+                    .map_err(|e| describe_lua_error(&e))?,
+            ),
             _ => None,
         };
         vm.lua

@@ -11,6 +11,7 @@ pub mod client;
 mod waiting;
 
 use std::cell::Cell;
+use std::ffi::c_void;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,11 +31,54 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 /// not hang on a lookup for longer than a client would wait.
 pub const MAX_TIMEOUT_SECS: f64 = 60.0;
 
-/// True while the `on_request` coroutine of a running Pocket is being
-/// resumed: only then may a sub-request wait. Any other caller (another
-/// hook, `pocket test`, `pocket explain`) gets `nil, "not run: ..."`.
+/// Which Lua thread may wait: the `on_request` coroutine being resumed
+/// (none when no such hook runs). Only a call made by that thread itself
+/// may wait; any other caller (another hook, `pocket test`, `pocket
+/// explain`, a coroutine the script made) gets `nil, "not run: ..."`.
 #[derive(Clone, Default)]
-pub struct CanWait(pub Rc<Cell<bool>>);
+pub struct CanWait(pub Rc<WaitingThread>);
+
+pub struct WaitingThread {
+    /// The coroutine's thread (a pointer only compared, never followed);
+    /// null between resumes.
+    pub(crate) thread: Cell<*const c_void>,
+    /// The first resume of a coroutine whose thread is not known yet: the
+    /// hook's first step (`mark`, see [`marked`]) notes it.
+    pub(crate) marking: Cell<bool>,
+}
+
+impl Default for WaitingThread {
+    fn default() -> Self {
+        WaitingThread {
+            thread: Cell::new(std::ptr::null()),
+            marking: Cell::new(false),
+        }
+    }
+}
+
+impl CanWait {
+    /// The running Lua thread may wait (one pointer comparison, and a
+    /// reference to the running thread made only while a hook may wait).
+    fn here(&self, lua: &Lua) -> bool {
+        let waiting = self.0.thread.get();
+        !waiting.is_null() && lua.current_thread().to_pointer() == waiting
+    }
+}
+
+/// Where `register` keeps `mark`.
+const MARK_KEY: &str = "pocket.subrequest.mark";
+
+/// `f` with a first step that tells Pocket which Lua thread runs it: mlua
+/// runs `call_async` in a thread of its own choosing (and recycles it,
+/// which also drops a waiting sub-request at once when the call is given
+/// up), so the thread is learnt at the first resume.
+pub fn marked(lua: &Lua, f: &mlua::Function) -> mlua::Result<mlua::Function> {
+    let mark: mlua::Function = lua.named_registry_value(MARK_KEY)?;
+    lua.load("local mark, f = ... return function(...) mark() return f(...) end")
+        .set_name("=pocket-subrequest")
+        .set_mode(mlua::chunk::ChunkMode::Text)
+        .call((mark, f))
+}
 
 /// The policy whose pools `opts.pool` names (set once the policy is
 /// loaded in this VM).
@@ -42,7 +86,7 @@ pub struct PoolsOf(pub Arc<Policy>);
 
 /// What a sub-request outside a waiting `on_request` gets.
 const NOT_RUN: &str = "not run: sub-requests are made only by on_request in a running Pocket \
-(not by other hooks, nor by pocket test or pocket explain)";
+(not by other hooks or a coroutine of the script's, nor by pocket test or pocket explain)";
 
 /// Where a call goes, as the script named it.
 enum To {
@@ -75,6 +119,15 @@ struct Call {
 /// Installs the global `http` (also `require("pocket.http")`).
 pub fn register(lua: &Lua) -> mlua::Result<()> {
     lua.set_app_data(CanWait::default());
+    let mark = lua.create_function(|lua, ()| {
+        if let Some(c) = lua.app_data_ref::<CanWait>() {
+            if c.0.marking.replace(false) {
+                c.0.thread.set(lua.current_thread().to_pointer());
+            }
+        }
+        Ok(())
+    })?;
+    lua.set_named_registry_value(MARK_KEY, mark)?;
     let http = lua.create_table()?;
     http.set(
         "get",
@@ -113,7 +166,7 @@ fn run(
     lua: Lua,
     call: mlua::Result<Call>,
 ) -> impl std::future::Future<Output = mlua::Result<(Value, Value)>> {
-    let can_wait = lua.app_data_ref::<CanWait>().is_some_and(|c| c.0.get());
+    let can_wait = lua.app_data_ref::<CanWait>().is_some_and(|c| c.here(&lua));
     let policy = lua.app_data_ref::<PoolsOf>().map(|p| p.0.clone());
     async move {
         let call = call?;

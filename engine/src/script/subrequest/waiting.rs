@@ -21,6 +21,9 @@ pub struct Metered<'a, F> {
     can_wait: &'a CanWait,
     /// The worker's pulse, the hook's place and the request's sequence.
     pulse: Option<(&'a Pulse, u32, u64)>,
+    /// The coroutine's Lua thread (see `CanWait`), once its first resume
+    /// has noted it.
+    thread: Option<*const std::ffi::c_void>,
     left: Duration,
     pub ran: Duration,
 }
@@ -34,6 +37,7 @@ impl<'a, F> Metered<'a, F> {
         inner: F,
     ) -> Self {
         Metered {
+            thread: None,
             inner: Box::pin(inner),
             vm,
             can_wait,
@@ -49,7 +53,8 @@ struct Resumed<'a>(&'a Vm, &'a CanWait, Option<&'a Pulse>);
 
 impl Drop for Resumed<'_> {
     fn drop(&mut self) {
-        self.1 .0.set(false);
+        self.1 .0.thread.set(std::ptr::null());
+        self.1 .0.marking.set(false);
         self.0.pause_budget();
         if let Some(p) = self.2 {
             p.leave();
@@ -63,7 +68,10 @@ impl<F: Future> Future for Metered<'_, F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
         this.vm.resume_budget(this.left);
-        this.can_wait.0.set(true);
+        match this.thread {
+            Some(thread) => this.can_wait.0.thread.set(thread),
+            None => this.can_wait.0.marking.set(true),
+        }
         if let Some((p, place, seq)) = this.pulse {
             p.enter(Doing::OnRequest, place, seq);
         }
@@ -71,6 +79,10 @@ impl<F: Future> Future for Metered<'_, F> {
         let start = Instant::now();
         let out = this.inner.as_mut().poll(cx);
         let spent = start.elapsed();
+        if this.thread.is_none() {
+            let noted = this.can_wait.0.thread.get();
+            this.thread = (!noted.is_null()).then_some(noted);
+        }
         drop(resumed);
         this.ran += spent;
         this.left = this.left.saturating_sub(spent);
