@@ -416,6 +416,57 @@ function RegexSet:first(text) end
 function RegexSet:len() end
 
 ------------------------------------------------------------------------
+-- Sub-requests: the http global (docs/lua-api.md "Sub-requests")
+------------------------------------------------------------------------
+
+---Sub-requests from on_request: each call waits without holding the worker.
+---Elsewhere (other hooks, pocket test, pocket explain) they return nil, "not run: ...".
+---Also `require("pocket.http")`.
+---@class http
+http = {}
+
+---@class pocket.HttpOptions
+---@field timeout? number Seconds for the whole exchange (default 1, at most 60).
+---@field headers? table<string, string|number> Added to the request; Host defaults to the URL's host.
+---@field pool? string Ask a server of this pool (its balancing and health apply); the url is then a path.
+
+---@class pocket.HttpRequest: pocket.HttpOptions
+---@field method? string Default "GET".
+---@field url string "http://host:port/path", or a path with pool.
+---@field body? string
+
+---@class pocket.TcpOptions
+---@field timeout? number Seconds (default 1, at most 60).
+---@field pool? string Connect to a server of this pool (addr nil).
+---@field all? boolean Read until the peer closes (default: the first bytes that arrive).
+
+---@class pocket.HttpAnswer
+---@field status integer
+---@field headers table<string, string> Lowercase names; repeated values joined with ", ".
+---@field body string At most 1 MiB, chunked framing removed.
+
+---One GET. On failure (connect, timeout, resolve, body over 1 MiB): nil and why.
+---@param url string "http://host[:port]/path" (https is not supported yet), or a path with opts.pool
+---@param opts? pocket.HttpOptions
+---@return pocket.HttpAnswer|nil res
+---@return string|nil err
+function http.get(url, opts) end
+
+---Any method, with a body. Failures as http.get.
+---@param request pocket.HttpRequest
+---@return pocket.HttpAnswer|nil res
+---@return string|nil err
+function http.request(request) end
+
+---Sends bytes, returns what the peer answers (the first bytes, or all until it closes with opts.all; at most 1 MiB).
+---@param addr string|nil "host:port", or nil with opts.pool
+---@param bytes? string
+---@param opts? pocket.TcpOptions
+---@return string|nil data
+---@return string|nil err
+function http.tcp(addr, bytes, opts) end
+
+------------------------------------------------------------------------
 -- The pocket global
 ------------------------------------------------------------------------
 

@@ -169,6 +169,7 @@ local function methods(class, object)
 end
 say("pocket", pocket)
 say("pocket.log", pocket.log)
+say("http", http)
 for _, m in ipairs {{ {modules} }} do say("pocket." .. m, require("pocket." .. m)) end
 methods("pocket.match.Routes", require("pocket.match").routes {{ default = "app" }})
 methods("pocket.ratelimit.Limiter", require("pocket.ratelimit").new {{ rate = 1 }})
@@ -182,7 +183,11 @@ return {{
       balance = function(servers, req) say("pocket.BalanceServer", servers[1]) return 1 end,
     }},
   }},
-  on_request = function(req) say("pocket.ServerState", handle:state()) end,
+  on_request = function(req)
+    say("pocket.ServerState", handle:state())
+    local res = http.get("http://{a}/health")
+    if res then say("pocket.HttpAnswer", res) end
+  end,
   on_check = function(server, http)
     say("pocket.HealthServer", server)
     say("pocket.CheckHttp", http)
@@ -212,6 +217,7 @@ return {{
     assert_eq!(r.status, 200);
     pocket.log.wait_for(&["API pocket.BalanceServer "]);
     pocket.log.wait_for(&["API pocket.ServerState "]);
+    pocket.log.wait_for(&["API pocket.HttpAnswer "]);
     let mut names = Names::new();
     for line in pocket.log.lines() {
         let Some(at) = line.find("API ") else {

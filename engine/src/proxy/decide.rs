@@ -48,12 +48,36 @@ pub fn decide(script: &WorkerScript, view: &mut RequestView) -> Route {
 /// every `if T::ON` block is compiled out: this is `decide` itself.
 #[inline]
 pub fn decide_traced<T: Tracer>(script: &WorkerScript, view: &mut RequestView, t: &mut T) -> Route {
+    if let Some(route) = screen(view, t) {
+        return route;
+    }
+    let started = (T::ON && script.runs("on_request", 0)).then(Instant::now);
+    let decision = script.on_request(view);
+    after_on_request(script, view, decision, started, t)
+}
+
+/// [`decide`] for a policy whose `on_request` may wait on sub-requests
+/// (`WorkerScript::waits`): the hook runs as a coroutine and the worker
+/// serves other requests while it waits. Everything else is the same.
+pub async fn decide_waiting(script: &WorkerScript, view: &mut RequestView) -> Route {
+    let t = &mut NoTrace;
+    if let Some(route) = screen(view, t) {
+        return route;
+    }
+    let decision = script.on_request_waiting(view).await;
+    after_on_request(script, view, decision, None, t)
+}
+
+/// What is refused before the script sees the request, and the settled
+/// host and path.
+#[inline]
+fn screen<T: Tracer>(view: &mut RequestView, t: &mut T) -> Option<Route> {
     if let Some((status, why)) = forward::refuse(&view.head) {
         tracing::info!(request = %view.id, peer = %view.peer, "refused: {why}");
         if T::ON {
             t.answered(status.as_u16(), false, why);
         }
-        return Route::Refuse(status, why.into());
+        return Some(Route::Refuse(status, why.into()));
     }
     match target::settle(&mut view.head) {
         Ok(raw) => view.raw_target = raw,
@@ -62,11 +86,22 @@ pub fn decide_traced<T: Tracer>(script: &WorkerScript, view: &mut RequestView, t
             if T::ON {
                 t.answered(400, false, why);
             }
-            return Route::Refuse(StatusCode::BAD_REQUEST, why.into());
+            return Some(Route::Refuse(StatusCode::BAD_REQUEST, why.into()));
         }
     }
-    let started = (T::ON && script.runs("on_request", 0)).then(Instant::now);
-    let decision = script.on_request(view);
+    None
+}
+
+/// The rest of the decision, from what `on_request` decided (`started`:
+/// when it began, for the trace).
+#[inline]
+fn after_on_request<T: Tracer>(
+    script: &WorkerScript,
+    view: &mut RequestView,
+    decision: Result<Decision, HookError>,
+    started: Option<Instant>,
+    t: &mut T,
+) -> Route {
     if let Some(started) = started {
         let returned = match &decision {
             Ok(Decision::Pool(i)) => format!("pool \"{}\"", script.policy.pools[*i].name),

@@ -6,7 +6,9 @@
 //! 2. [`decide`]: refuse what must not be forwarded (a 4xx/501 that ends
 //!    the connection), settle the host and normalise the path
 //!    ([`target`]), then `on_request` (Lua): a pool, a local response, or
-//!    nothing (the listener's default pool).
+//!    nothing (the listener's default pool). A policy that makes
+//!    sub-requests (`http.get` ...) has `on_request` run as a coroutine
+//!    that may wait ([`decide::decide_waiting`]); the others call it.
 //! 3. [`forward`]: pick a server (Rust, lock-free), get a pooled or new
 //!    connection; a server that cannot be reached is skipped and the next
 //!    one tried, since the request provably never left.
@@ -133,8 +135,12 @@ pub async fn handle(
     // Explained requests run the same code with a recording tracer; the
     // others the untraced one, compiled without a trace of tracing.
     let mut trace = explained.then(Trace::default);
+    // A policy whose on_request may wait on sub-requests runs it as a
+    // coroutine (decided at load); an explained request runs it as
+    // `pocket explain` does, its sub-requests not run.
     let route = match &mut trace {
         Some(t) => crate::explain::live::decide(&script, &mut view, t),
+        None if script.waits() => decide::decide_waiting(&script, &mut view).await,
         None => decide::decide(&script, &mut view),
     };
     open.ex.hooks_us += crate::observe::metrics::take_request_hook_ns() / 1000;

@@ -78,6 +78,20 @@ pub struct WorkerScript {
     /// On a worker: its pulse, stamped around each hook call so the
     /// watchdog can say which call a stuck worker is in.
     watch: Option<Watched>,
+    /// `on_request` guarded for running as a coroutine, when the policy
+    /// (or a module it required) mentions `http.`: decided at load, so a
+    /// policy without sub-requests keeps the plain synchronous call.
+    waiting_on_request: Option<Function>,
+    /// Set while that coroutine runs (see `subrequest::CanWait`).
+    can_wait: crate::script::subrequest::CanWait,
+}
+
+/// Whether a policy's Lua text may make sub-requests: it mentions the
+/// global `http` table or requires `pocket.http`. A false positive (the
+/// word in a comment) only costs the coroutine; a sub-request in a
+/// policy found not to use them gets `nil, "not run: ..."`.
+fn may_wait(text: &str) -> bool {
+    text.contains("http.") || text.contains("http[") || text.contains("pocket.http")
 }
 
 /// A worker's pulse and where each hook function is defined (indices into
@@ -182,7 +196,30 @@ impl WorkerScript {
             })
             .collect::<mlua::Result<_>>()
             .map_err(|e| describe_lua_error(&e))?;
+        let on_request = hook(&root, "on_request");
+        let waits = on_request.is_some()
+            && (may_wait(&policy.source)
+                || crate::script::stdlib::module_files(&vm.lua)
+                    .iter()
+                    .any(|(_, file)| std::fs::read_to_string(file).is_ok_and(|t| may_wait(&t))));
+        let waiting_on_request = match (&on_request, waits) {
+            (Some(f), true) => Some(
+                crate::script::subrequest::marked(&vm.lua, f)
+                    .and_then(|m| sandbox::guard(&vm.lua, &m))
+                    .map_err(|e| describe_lua_error(&e))?,
+            ),
+            _ => None,
+        };
+        vm.lua
+            .set_app_data(crate::script::subrequest::PoolsOf(policy.clone()));
+        let can_wait = vm
+            .lua
+            .app_data_ref::<crate::script::subrequest::CanWait>()
+            .map(|c| c.clone())
+            .unwrap_or_default();
         Ok(WorkerScript {
+            waiting_on_request,
+            can_wait,
             generation: 0,
             access_log: policy
                 .log
@@ -190,7 +227,7 @@ impl WorkerScript {
                 .and_then(|l| l.sink())
                 .map(|s| s.for_worker()),
             on_connect: hook(&root, "on_connect"),
-            on_request: hook(&root, "on_request"),
+            on_request,
             on_response: hook(&root, "on_response"),
             on_health: hook(&root, "on_health"),
             hash_keys,
@@ -333,29 +370,101 @@ impl WorkerScript {
         let out = lua.scope(|scope| {
             let ud = scope.create_userdata_ref_mut(req)?;
             let out: Value = self.vm.call(f, ud)?;
-            Ok(match out {
-                Value::Nil => Ok(Decision::Default),
-                Value::String(s) => {
-                    // Looked up in place: no copy of the name per request.
-                    let name = s.as_bytes();
-                    match std::str::from_utf8(&name)
-                        .ok()
-                        .and_then(|n| self.policy.pool_by_name(n))
-                    {
-                        Some(idx) => Ok(Decision::Pool(idx)),
-                        None => Err(self.unknown_pool(f, &s.to_string_lossy())),
-                    }
-                }
-                Value::UserData(ref ud) => match ud.borrow::<ScriptResponse>() {
-                    Ok(r) => Ok(Decision::Respond(r.response.clone())),
-                    Err(_) => Err(self.bad_return("on_request", f, &out, ON_REQUEST_RETURNS)),
-                },
-                ref other => Err(self.bad_return("on_request", f, other, ON_REQUEST_RETURNS)),
-            })
+            Ok(self.decision_of(f, out))
         });
         match out {
             Ok(decision) => decision,
             Err(e) => Err(self.failed("on_request", f, &e)),
+        }
+    }
+
+    /// `on_request` may wait on sub-requests (decided at load, see
+    /// [`may_wait`]): then [`WorkerScript::on_request_waiting`] runs it.
+    #[inline]
+    pub fn waits(&self) -> bool {
+        self.waiting_on_request.is_some()
+    }
+
+    /// `on_request` as a coroutine that may wait on sub-requests while the
+    /// worker serves other requests. The request is lent to the script as
+    /// an owned object for the call and taken back after (a coroutine
+    /// outlives any borrow). Its time budget, the watchdog's stamp and the
+    /// hook's timing count only the time it runs (see
+    /// `subrequest::Metered`). Dropping the future (the client went away)
+    /// drops its sub-requests.
+    pub async fn on_request_waiting(&self, req: &mut RequestView) -> Result<Decision, HookError> {
+        let (Some(f), Some(guarded)) = (&self.on_request, &self.waiting_on_request) else {
+            return self.on_request(req);
+        };
+        let lua = &self.vm.lua;
+        let blank = RequestView {
+            head: http::Request::new(()).into_parts().0,
+            raw_target: None,
+            peer: req.peer,
+            listener: req.listener.clone(),
+            id: req.id,
+            growth: 0,
+        };
+        // Made first and swapped in: if Lua cannot make it, the request
+        // is still the caller's.
+        let ud = lua
+            .create_userdata(blank)
+            .map_err(|e| self.failed("on_request", f, &e))?;
+        match ud.borrow_mut::<RequestView>() {
+            Ok(mut lent) => std::mem::swap(&mut *lent, req),
+            Err(e) => return Err(self.failed("on_request", f, &e)),
+        }
+        let pulse = self
+            .watch
+            .as_ref()
+            .map(|w| (&*w.pulse, w.on_request, req.id.seq));
+        let mut call = crate::script::subrequest::Metered::new(
+            &self.vm,
+            &self.can_wait,
+            pulse,
+            self.vm.limits.hook_budget,
+            guarded.call_async::<Value>(ud.clone()),
+        );
+        let out = (&mut call).await;
+        crate::observe::metrics::hook_ran_for(Hook::OnRequest, call.ran.as_nanos() as u64);
+        drop(call);
+        let out = self.vm.settle(out);
+        self.vm.tally();
+        // Taken back; a script that kept `req` finds it empty later.
+        match ud.take::<RequestView>() {
+            Ok(view) => *req = view,
+            Err(_) => {
+                if let Ok(mut lent) = ud.borrow_mut::<RequestView>() {
+                    std::mem::swap(&mut *lent, req);
+                }
+            }
+        }
+        match out {
+            Ok(out) => self.decision_of(f, out),
+            Err(e) => Err(self.failed("on_request", f, &e)),
+        }
+    }
+
+    /// What `on_request`'s returned value decides.
+    fn decision_of(&self, f: &Function, out: Value) -> Result<Decision, HookError> {
+        match out {
+            Value::Nil => Ok(Decision::Default),
+            Value::String(s) => {
+                // Looked up in place: no copy of the name per request.
+                let name = s.as_bytes();
+                match std::str::from_utf8(&name)
+                    .ok()
+                    .and_then(|n| self.policy.pool_by_name(n))
+                {
+                    Some(idx) => Ok(Decision::Pool(idx)),
+                    None => Err(self.unknown_pool(f, &s.to_string_lossy())),
+                }
+            }
+            Value::UserData(ref ud) => match ud.borrow::<ScriptResponse>() {
+                Ok(r) => Ok(Decision::Respond(r.response.clone())),
+                Err(_) => Err(self.bad_return("on_request", f, &out, ON_REQUEST_RETURNS)),
+            },
+            ref other => Err(self.bad_return("on_request", f, other, ON_REQUEST_RETURNS)),
         }
     }
 

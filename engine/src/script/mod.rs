@@ -9,6 +9,7 @@ pub mod hooks;
 pub mod memory;
 pub(crate) mod sandbox;
 pub mod stdlib;
+pub mod subrequest;
 pub mod vm;
 
 // Natives that keep to the time budget (installed by vm.rs).

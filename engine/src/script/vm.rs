@@ -373,6 +373,7 @@ impl Vm {
         budget_hook::install(&lua, &budget, HOOK_EVERY)?;
 
         api::register(&lua)?;
+        super::subrequest::register(&lua)?;
         crate::explain::routes::install(&lua)?;
         sandbox::install(&lua, &budget)?;
         super::patterns::install(&lua, budget.clone())?;
@@ -445,6 +446,26 @@ impl Vm {
         let armed = Armed(&self.budget);
         let result = over_budget(&self.budget, &self.script, body());
         drop(armed);
+        self.tally();
+        result
+    }
+
+    /// Re-arms the budget for a resume of a coroutine hook that may still
+    /// run for `left` (its budget minus what it ran before): each resume
+    /// arms anew, since another request's hook may have armed the shared
+    /// budget while this one waited.
+    pub(crate) fn resume_budget(&self, left: Duration) {
+        self.budget.start(left);
+    }
+
+    /// Disarms the budget between resumes (a waiting hook runs no Lua).
+    pub(crate) fn pause_budget(&self) {
+        self.budget.armed.set(false);
+    }
+
+    /// After a hook call: counts it towards the next full collection, and
+    /// collects now after a runaway.
+    pub(crate) fn tally(&self) {
         let calls = self.calls.get() + 1;
         if calls >= COLLECT_EVERY {
             self.calls.set(0);
@@ -458,7 +479,6 @@ impl Vm {
             self.budget.spent.set(false);
             let _ = self.lua.gc_collect();
         }
-        result
     }
 }
 

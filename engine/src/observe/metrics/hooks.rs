@@ -41,7 +41,15 @@ thread_local! {
 /// A call of `hook` that began at `start` has returned.
 #[inline]
 pub fn hook_ran(hook: Hook, start: Instant) {
-    let ns = start.elapsed().as_nanos() as u64;
+    hook_ran_for(hook, start.elapsed().as_nanos() as u64);
+}
+
+/// A call of `hook` ran for `ns` nanoseconds in all: a hook that waited
+/// on sub-requests counts only the time it ran, summed over its resumes
+/// (the last one is in the same poll as the rest of the request's
+/// decision, so its request's `hooks_ms` gets it).
+#[inline]
+pub fn hook_ran_for(hook: Hook, ns: u64) {
     HOOKS[hook as usize].observe_us(shard(), ns / 1000);
     if hook != Hook::OnConnect {
         let _ = REQUEST_HOOK_NS.try_with(|t| t.set(t.get() + ns));

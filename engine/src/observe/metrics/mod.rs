@@ -31,7 +31,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 pub use count::exchange;
 pub use counters::{ListenerMetrics, ServerMetrics};
-pub use hooks::{hook_ran, take_request_hook_ns, Hook};
+pub use hooks::{hook_ran, hook_ran_for, take_request_hook_ns, Hook};
 pub use live::{listener_counts, went_live};
 pub use process::{generation_live, lua_memory, reload_ended, upstream_idle, Parked};
 pub use tls::tls_handshake_failed;
