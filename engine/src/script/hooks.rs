@@ -404,6 +404,7 @@ impl WorkerScript {
             listener: req.listener.clone(),
             id: req.id,
             growth: 0,
+            tls: None,
         };
         // Made first and swapped in: if Lua cannot make it, the request
         // is still the caller's.
