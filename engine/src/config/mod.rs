@@ -9,6 +9,7 @@ mod locate;
 mod log_key;
 pub use log_key::AccessLog;
 mod pool_settings;
+pub mod upstream_tls;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -313,6 +313,7 @@ impl Checker<'_> {
             ),
             Err(e) => self.error(&["pools", name, "passive"], e.to_string()),
         }
+        self.upstream_transport(name, t, &mut s);
         s
     }
 

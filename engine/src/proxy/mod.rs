@@ -44,6 +44,7 @@ use body::{InFlight, Progress, RequestBody, ResponseBody};
 use tokio::time::Instant;
 use upstream::Lease;
 
+use crate::config::upstream_tls::Protocol;
 use crate::config::ClientTimeouts;
 use crate::explain::{Trace, Tracer};
 use crate::lb::{Pool, Server};
@@ -278,6 +279,7 @@ async fn forward(
     // on_response sees the request as the client sent it (after on_request).
     let client_head = script.has_on_response().then(|| clone_head(&head));
     let mut head = head;
+    let trailers = pool.protocol == Protocol::H2 && forward::wants_trailers(&head.headers);
     forward::prepare_request(&mut head, &cx.peer_value);
     let replayable = is_idempotent(&head.method) && body.is_end_stream();
     // The whole exchange's limit, if the pool sets one.
@@ -338,25 +340,23 @@ async fn forward(
         let mut conn = match cx
             .worker
             .upstreams
-            .checkout(server.addr, &pool.timeouts, !fresh_only)
+            .checkout(pool, server, !fresh_only)
             .await
         {
             Ok(c) => c,
             Err(e) => {
-                server
-                    .state
-                    .traffic_failed(pool.passive.after, "connect failed");
+                server.state.traffic_failed(pool.passive.after, e.cause());
                 let next = next_try::after_failure(&script.policy, pool, &tried, si);
                 tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{e}{next}");
                 last_error = format!("{}: {e}", server.addr);
                 open.ex.retries.push(Retry {
                     pool: pool.name.clone(),
                     server: server.addr_text.clone(),
-                    cause: "connect failed",
+                    cause: e.cause(),
                     retried: false,
                 });
                 if let Some(t) = &mut trace {
-                    t.failed(&server.addr_text, "connect failed");
+                    t.failed(&server.addr_text, e.cause());
                 }
                 tried.push(si);
                 continue;
@@ -364,7 +364,9 @@ async fn forward(
         };
         open.ex.connect_ms = open.reached();
         open.set(b'C', b'H');
-        let Some(h) = head.take() else { break };
+        let Some(mut h) = head.take() else { break };
+        let h2 = pool.protocol == Protocol::H2;
+        forward::for_protocol(&mut h, h2, pool.tls.is_some(), trailers);
         // A copy to send again if the server drops the request unanswered:
         // on a kept-alive connection (the server may have closed it just as
         // it was reused: that must never cost the client an error), or when
@@ -503,8 +505,7 @@ async fn forward(
                 id,
                 growth: 0,
             }),
-            conn.sender,
-            conn.watch,
+            conn,
             open,
         );
     }
@@ -581,8 +582,7 @@ fn deliver(
     id: RequestId,
     deadline: Option<Instant>,
     client_view: Option<RequestView>,
-    sender: hyper::client::conn::http1::SendRequest<RequestBody>,
-    watch: upstream_io::HeadWatch,
+    conn: upstream::Conn,
     open: &mut Open,
 ) -> Response<ResponseBody> {
     server
@@ -637,7 +637,7 @@ fn deliver(
             return Response::from_parts(rhead, ResponseBody::full(bytes::Bytes::new()));
         }
     }
-    let lease = Lease::new(cx.worker.upstreams.clone(), server.addr, sender, watch);
+    let lease = Lease::new(cx.worker.upstreams.clone(), conn);
     Response::from_parts(
         rhead,
         ResponseBody::upstream(
