@@ -63,10 +63,13 @@ async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
     loop {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            // A TLS server that closes without close_notify (many do
+            // after `Connection: close`): the answer so far is whole.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => 0,
+            Err(e) => return Err(format!("read: {e}")),
+        };
         if n == 0 || buf.len() >= MAX_READ {
             break;
         }
