@@ -177,24 +177,29 @@ async fn h2c_origin() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
             };
             counted.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    let (head, body) = req.into_parts();
-                    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    let text = format!(
-                        "h2 origin: {} {} {:?} authority={} body={}\n",
-                        head.method,
-                        head.uri.path(),
-                        head.version,
-                        head.uri.authority().map_or("-", |a| a.as_str()),
-                        String::from_utf8_lossy(&body),
-                    );
-                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(text))))
-                });
-                let _ = hyper::server::conn::http2::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
+                let service = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let (head, body) = req.into_parts();
+                        let body = body
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        let text = format!(
+                            "h2 origin: {} {} {:?} authority={} body={}\n",
+                            head.method,
+                            head.uri.path(),
+                            head.version,
+                            head.uri.authority().map_or("-", |a| a.as_str()),
+                            String::from_utf8_lossy(&body),
+                        );
+                        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(text))))
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
             });
         }
     });
@@ -226,7 +231,10 @@ async fn an_h2c_origin_serves_http1_clients_on_one_shared_connection() {
     let got = tokio::task::spawn_blocking(move || curl(&["-H", "Host: site.test", &url]))
         .await
         .unwrap();
-    assert_eq!(got, "h2 origin: GET /page HTTP/2.0 authority=site.test body=\n");
+    assert_eq!(
+        got,
+        "h2 origin: GET /page HTTP/2.0 authority=site.test body=\n"
+    );
     let url = format!("http://{web}/form");
     let got = tokio::task::spawn_blocking(move || curl(&["-d", "name=value", &url]))
         .await
@@ -246,7 +254,11 @@ async fn an_h2c_origin_serves_http1_clients_on_one_shared_connection() {
     for t in tasks {
         let r = t.await.unwrap();
         assert_eq!(r.status, 200, "{}", r.text());
-        assert!(r.text().starts_with("h2 origin: GET /many/"), "{}", r.text());
+        assert!(
+            r.text().starts_with("h2 origin: GET /many/"),
+            "{}",
+            r.text()
+        );
     }
     let opened = conns.load(Ordering::SeqCst);
     assert!(

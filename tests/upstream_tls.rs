@@ -153,7 +153,11 @@ async fn a_certificate_that_does_not_verify_is_a_502_that_says_why_and_verify_fa
         .log
         .wait_for(&["TLS: certificate verify failed", "UnknownIssuer"]);
     assert!(line.contains(&port.to_string()), "{line}");
-    assert!(r.text().contains("certificate verify failed"), "{}", r.text());
+    assert!(
+        r.text().contains("certificate verify failed"),
+        "{}",
+        r.text()
+    );
     // The access log's retry cause says it too.
     let log_path = pocket.dir.path().join("access.log");
     let deadline = std::time::Instant::now() + DEADLINE;
@@ -209,7 +213,10 @@ async fn checks_over_tls_mark_a_plain_server_down() {
         assert!(r.text().starts_with("tls origin: /x"), "{}", r.text());
     }
     assert!(
-        !pocket.log.text().contains(&format!("server 127.0.0.1:{port} is DOWN"))
+        !pocket
+            .log
+            .text()
+            .contains(&format!("server 127.0.0.1:{port} is DOWN"))
             && !pocket
                 .log
                 .text()

@@ -177,10 +177,7 @@ async fn handshake(
     let name = tls.server_name(transport.name.as_deref(), addr.ip());
     let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
     connector.connect(name, stream).await.map_err(|e| {
-        match e
-            .get_ref()
-            .and_then(|i| i.downcast_ref::<rustls::Error>())
-        {
+        match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
             Some(rustls::Error::InvalidCertificate(c)) => {
                 format!("TLS: certificate verify failed: {c}")
             }

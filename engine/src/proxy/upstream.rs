@@ -161,7 +161,9 @@ pub struct H2Stream {
 
 impl Drop for H2Stream {
     fn drop(&mut self) {
-        self.conn.streams.set(self.conn.streams.get().saturating_sub(1));
+        self.conn
+            .streams
+            .set(self.conn.streams.get().saturating_sub(1));
         self.conn.last_used.set(Instant::now());
     }
 }
@@ -274,10 +276,7 @@ impl ConnectError {
                 format!("TLS handshake failed: {other}"),
                 "TLS handshake failed",
             ),
-            None => ConnectError::Tls(
-                format!("TLS handshake failed: {e}"),
-                "TLS handshake failed",
-            ),
+            None => ConnectError::Tls(format!("TLS handshake failed: {e}"), "TLS handshake failed"),
         }
     }
 }
