@@ -206,6 +206,29 @@ async fn h2c_origin() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     (addr, conns)
 }
 
+/// An HTTP/1.1-only origin (hyper's HTTP/1 server: an HTTP/2 preface is
+/// a bad request to it).
+async fn h1_only_origin() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("h1 origin\n"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 fn curl(args: &[&str]) -> String {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "20", "--http1.1"])
@@ -264,5 +287,43 @@ async fn an_h2c_origin_serves_http1_clients_on_one_shared_connection() {
     assert!(
         opened <= 2,
         "{opened} connections to the h2 origin for 22 requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_of_an_h2_pool_speak_h2_and_mark_an_http1_only_server_down() {
+    let (h2, _) = h2c_origin().await;
+    let h1_addr = h1_only_origin().await;
+    let policy = format!(
+        r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{
+    app = {{
+      servers = {{ "{h2}", "{h1_addr}" }},
+      protocol = "h2",
+      check = {{ http = "GET /health", interval = "300ms", fall = 1, rise = 1 }},
+    }},
+  }},
+}}
+"#
+    );
+    let pocket = Pocket::start(&policy, 1);
+    pocket.log.wait_for(&[&format!("server {h1_addr}"), "DOWN"]);
+    for i in 0..6 {
+        let r = get(pocket.addr("web"), &format!("/after/{i}")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            r.text().starts_with("h2 origin: GET /after/"),
+            "{}",
+            r.text()
+        );
+    }
+    assert!(
+        !pocket
+            .log
+            .text()
+            .contains(&format!("server {h2} of pool app is DOWN")),
+        "{}",
+        pocket.log.text()
     );
 }
