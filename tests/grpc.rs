@@ -163,6 +163,9 @@ fn grpc_over_tls_negotiates_h2_by_alpn() {
     assert_calls(pocket.addr("web"));
 }
 
+/// The size of the h2c origin's `/big` answer.
+const BIG: usize = 4 * 1024 * 1024 + 7;
+
 /// An h2c-only origin (hyper's HTTP/2 server, prior knowledge): answers
 /// what it saw. Counts the connections it accepted.
 async fn h2c_origin() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
@@ -185,6 +188,15 @@ async fn h2c_origin() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
                             .await
                             .map(|b| b.to_bytes())
                             .unwrap_or_default();
+                        if head.uri.path() == "/big" {
+                            let big = Bytes::from(vec![b'x'; BIG]);
+                            return Ok(http::Response::new(Full::new(big)));
+                        }
+                        let body = if body.len() > 64 {
+                            Bytes::from(format!("{} bytes", body.len()))
+                        } else {
+                            body
+                        };
                         let text = format!(
                             "h2 origin: {} {} {:?} authority={} body={}\n",
                             head.method,
@@ -266,6 +278,20 @@ async fn an_h2c_origin_serves_http1_clients_on_one_shared_connection() {
         got.starts_with("h2 origin: POST /form HTTP/2.0") && got.ends_with("body=name=value\n"),
         "{got}"
     );
+    // Bodies stream both ways, whole.
+    let url = format!("http://{web}/big");
+    let got = tokio::task::spawn_blocking(move || curl(&[&url]))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), BIG);
+    assert!(got.bytes().all(|b| b == b'x'));
+    let upload = pocket.dir.path().join("upload.bin");
+    std::fs::write(&upload, vec![b'u'; 3 * 1024 * 1024]).unwrap();
+    let (url, file) = (format!("http://{web}/up"), format!("@{}", upload.display()));
+    let got = tokio::task::spawn_blocking(move || curl(&["--data-binary", &file, &url]))
+        .await
+        .unwrap();
+    assert!(got.ends_with("body=3145728 bytes\n"), "{got}");
     // Many requests at once, from many client connections: streams on the
     // connection already open (one worker).
     let mut tasks = Vec::new();
@@ -286,7 +312,7 @@ async fn an_h2c_origin_serves_http1_clients_on_one_shared_connection() {
     let opened = conns.load(Ordering::SeqCst);
     assert!(
         opened <= 2,
-        "{opened} connections to the h2 origin for 22 requests"
+        "{opened} connections to the h2 origin for 24 requests"
     );
 }
 

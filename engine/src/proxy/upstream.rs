@@ -61,6 +61,19 @@ const MAX_IDLE_PER_SERVER: usize = 128;
 /// that allows fewer has the excess streams queued on its connection.
 pub const H2_STREAMS_PER_CONN: u32 = 100;
 
+/// The windows Pocket gives an HTTP/2 server for response bodies: what it
+/// may send ahead of what the client has taken, per stream and in all on
+/// one connection (hyper's defaults are 2 MiB and 5 MiB). A slow client
+/// holds at most a stream window of its server's answer in Pocket; the
+/// connection window is shared by the streams, so it is large enough for
+/// 64 stalled streams before it holds the others back.
+const H2_STREAM_WINDOW: u32 = 128 * 1024;
+const H2_CONN_WINDOW: u32 = 8 * 1024 * 1024;
+
+/// Request body bytes hyper queues per stream beyond the server's window
+/// (hyper's default is 1 MiB): as for HTTP/2 clients (server/conn.rs).
+const H2_SEND_BUF: usize = 16 * 1024;
+
 /// Connections to one server are kept apart by how they reach it: the
 /// address and the pool's transport ([`Pool::transport`]: TLS settings
 /// and protocol, and for TLS the server's name).
@@ -506,6 +519,9 @@ impl Upstreams {
         if protocol == Protocol::H2 {
             let (sender, conn) = http2::Builder::new(LocalExec)
                 .max_header_list_size(MAX_RESPONSE_HEAD as u32)
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONN_WINDOW)
+                .max_send_buf_size(H2_SEND_BUF)
                 .handshake(TokioIo::new(stream))
                 .await
                 .map_err(ConnectError::Handshake)?;
