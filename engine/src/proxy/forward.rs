@@ -1,7 +1,8 @@
 //! What changes when a request or response crosses the proxy: hop-by-hop
 //! headers go, Host stays (or is made from an HTTP/2 `:authority`),
 //! X-Forwarded-For and X-Forwarded-Proto are added, and the request is
-//! spoken to the server in HTTP/1.1 whatever the client spoke.
+//! spoken to the server in the pool's protocol (HTTP/1.1 unless the pool
+//! says `h2`) whatever the client spoke.
 
 use std::net::IpAddr;
 
@@ -305,6 +306,32 @@ pub fn prepare_response(head: &mut http::response::Parts) -> Result<(), &'static
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_fits_the_protocol_of_its_pool_both_ways() {
+        let mut req = http::Request::builder()
+            .uri("/p?q=1")
+            .header("host", "site.test:8080")
+            .header("te", "gzip, trailers")
+            .body(())
+            .unwrap();
+        assert!(wants_trailers(req.headers()));
+        let (mut head, ()) = {
+            let (mut h, b) = std::mem::replace(&mut req, http::Request::new(())).into_parts();
+            prepare_request(&mut h, &HeaderValue::from_static("10.0.0.1"));
+            (h, b)
+        };
+        assert!(!head.headers.contains_key(header::TE));
+        for_protocol(&mut head, true, true, true);
+        assert_eq!(head.uri, "https://site.test:8080/p?q=1");
+        assert_eq!(head.version, Version::HTTP_2);
+        assert_eq!(head.headers[header::TE], "trailers");
+        // A fallback to an HTTP/1.1 pool: origin form, no TE.
+        for_protocol(&mut head, false, false, true);
+        assert_eq!(head.uri, "/p?q=1");
+        assert_eq!(head.version, Version::HTTP_11);
+        assert!(!head.headers.contains_key(header::TE));
+    }
 
     #[test]
     fn strips_hop_by_hop_and_named_headers() {

@@ -8,8 +8,9 @@
 //!    ([`target`]), then `on_request` (Lua): a pool, a local response, or
 //!    nothing (the listener's default pool).
 //! 3. [`forward`]: pick a server (Rust, lock-free), get a pooled or new
-//!    connection; a server that cannot be reached is skipped and the next
-//!    one tried, since the request provably never left.
+//!    connection (TLS and HTTP/2 as the pool says, [`upstream`]); a server
+//!    that cannot be reached (or fails the TLS handshake) is skipped and
+//!    the next one tried, since the request provably never left.
 //! 4. Send, and wait for the response head on the clock of whichever
 //!    phase has the turn ([`timeouts`]); the server socket checks the head
 //!    for bare LF ([`upstream_io`]). A safe request the server dropped
