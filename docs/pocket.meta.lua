@@ -105,6 +105,13 @@
 ---@field bypass? fun(req: pocket.Request): any A true result sends the request to fallback (required) instead of this pool.
 ---@field own_health? boolean Default false: a server address listed in several pools has one health, checked once; true gives this pool its own checks and verdicts for its servers.
 ---@field send_proxy? "v1"|"v2" Each new connection to the servers starts with a PROXY protocol header naming the client (HAProxy's send-proxy / send-proxy-v2); checks send one naming no client.
+---@field tls? boolean|pocket.UpstreamTls TLS to the servers (and their checks); true: verified against the system's CA store, SNI the server's host name.
+---@field protocol? "http1"|"h2" Default "http1". "h2": HTTP/2 to the servers (h2c with prior knowledge, or ALPN h2 with tls), streams multiplexed on shared connections.
+
+---@class pocket.UpstreamTls
+---@field sni? string The name sent as SNI and verified; default the server's host name (none for an IP: the IP is verified).
+---@field ca? string PEM file of the CAs to trust instead of the system store; relative to the policy's folder.
+---@field verify? boolean Default true; false takes any certificate (no ca needed).
 
 ---@alias pocket.Balance
 ---| "round_robin" # Smooth weighted round robin (default; also "roundrobin").

@@ -45,6 +45,8 @@ const POOL_KEYS: &[&str] = &[
     "bypass",
     "own_health",
     "send_proxy",
+    "tls",
+    "protocol",
 ];
 const LISTENER_KEYS: &[&str] = &[
     "name",
@@ -1133,6 +1135,7 @@ impl Checker<'_> {
                     weight,
                     backup,
                     state,
+                    name: host_name(&addr_text),
                 })
             }
             Err(msg) => {
@@ -1162,6 +1165,16 @@ fn written_at(text: &str, from: usize, name: &str) -> Option<usize> {
             quoted.iter().any(|q| code.contains(q.as_str()))
         })
         .map(|(i, _)| i + 1)
+}
+
+/// The host name of a server address written with one (`app.internal:443`),
+/// for TLS's SNI; None for an IP address.
+fn host_name(text: &str) -> Option<Arc<str>> {
+    if text.parse::<SocketAddr>().is_ok() {
+        return None;
+    }
+    let (host, _) = text.rsplit_once(':')?;
+    (!host.is_empty() && host != "*").then(|| Arc::from(host))
 }
 
 /// `ip:port`, `[v6]:port`, `localhost:port` or `*:port` / `:port` (all

@@ -11,6 +11,7 @@ pub use log_key::AccessLog;
 mod pool_settings;
 mod proxy_protocol;
 pub mod tls;
+pub mod upstream_tls;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -119,8 +120,19 @@ impl Policy {
         }
         out.push_str(&format!("pools: {}\n", self.pools.len()));
         for p in &self.pools {
+            // How the servers are spoken to, when it is not plain HTTP/1.1.
+            let tls = match &p.tls {
+                Some(t) if t.verify => ", tls",
+                Some(_) => ", tls (not verified)",
+                None => "",
+            };
+            let h2 = if p.protocol == upstream_tls::Protocol::H2 {
+                ", h2"
+            } else {
+                ""
+            };
             out.push_str(&format!(
-                "  {} ({}, {}, retries {})\n",
+                "  {} ({}, {}, retries {}{tls}{h2})\n",
                 p.name,
                 p.balance_name(),
                 crate::words::count(p.servers.len() as u64, "server"),

@@ -322,6 +322,7 @@ impl Checker<'_> {
             Err(e) => self.error(&["pools", name, "passive"], e.to_string()),
         }
         self.send_proxy(name, t, &mut s);
+        self.upstream_transport(name, t, &mut s);
         s
     }
 

@@ -21,7 +21,7 @@ use crate::lb::{CheckKind, CheckSpec, HealthKey, ServerState};
 use crate::script::WorkerScript;
 
 pub use history::{CheckLog, LastCheck, WINDOW};
-pub use probe::{exchange, exchange_until, http, probe, HttpAnswer};
+pub use probe::{exchange, exchange_until, http, probe, HttpAnswer, Transport};
 
 /// The running check tasks, by health, owning pool and check.
 #[derive(Default)]
@@ -49,15 +49,29 @@ impl Checker {
                 Some(c) => format!("{}#{:p}", spec.fingerprint(), Rc::as_ptr(c)),
                 None => spec.fingerprint(),
             };
+            // Checks go as the pool's requests do (TLS, HTTP/2).
+            let fingerprint = format!("{fingerprint}|{:?}|{}", pool.tls, pool.protocol.name());
             for server in &pool.servers {
                 // Pools come in name order: the first one checks.
                 let health = server.state.health.key();
                 if !owned.insert(health.clone()) {
                     continue;
                 }
+                let transport = Transport {
+                    tls: pool.tls.clone(),
+                    protocol: pool.protocol,
+                    name: server.name.clone(),
+                    send_proxy: spec.send_proxy,
+                };
                 wanted.insert(
                     (health, pool.name.clone(), fingerprint.clone()),
-                    (server.state.clone(), spec.clone(), script.clone(), index),
+                    (
+                        server.state.clone(),
+                        spec.clone(),
+                        script.clone(),
+                        index,
+                        transport,
+                    ),
                 );
             }
         }
@@ -68,9 +82,9 @@ impl Checker {
             }
             keep
         });
-        for (key, (state, spec, script, index)) in wanted {
+        for (key, (state, spec, script, index, transport)) in wanted {
             self.tasks.entry(key).or_insert_with(|| {
-                tokio::task::spawn_local(check_loop(state, spec, script, index))
+                tokio::task::spawn_local(check_loop(state, spec, script, index, transport))
             });
         }
     }
@@ -85,6 +99,7 @@ async fn check_loop(
     spec: Arc<CheckSpec>,
     script: Option<Rc<WorkerScript>>,
     pool: usize,
+    transport: Transport,
 ) {
     let mut tick = tokio::time::interval(spec.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -94,7 +109,7 @@ async fn check_loop(
         let run = async {
             match &script {
                 Some(s) => s.run_check(pool, state.addr, spec.timeout).await,
-                None => probe(state.addr, &spec.kind, spec.send_proxy).await,
+                None => probe(state.addr, &spec.kind, &transport).await,
             }
         };
         let verdict = match tokio::time::timeout(spec.timeout, run).await {

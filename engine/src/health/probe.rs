@@ -2,12 +2,27 @@
 //! and body are judged. Also the exchanges scripted checks make.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::config::upstream_tls::{Protocol, UpstreamTls};
 use crate::lb::CheckKind;
 use crate::proxy::proxy_header::SendProxy;
+
+/// How a pool's checks reach a server: as its requests do (`tls`,
+/// `protocol`), so a server that stopped speaking TLS fails its checks.
+#[derive(Clone, Default)]
+pub struct Transport {
+    pub tls: Option<Arc<UpstreamTls>>,
+    pub protocol: Protocol,
+    /// The server's host name, for SNI (None: written as an IP).
+    pub name: Option<Arc<str>>,
+    /// The pool's `send_proxy`: each check's connection starts with a
+    /// PROXY header naming no client (HAProxy's `check-send-proxy`).
+    pub send_proxy: Option<SendProxy>,
+}
 
 /// Most of a check response that is read.
 const MAX_READ: usize = 64 * 1024;
@@ -31,7 +46,8 @@ pub async fn exchange_until(
     request: &[u8],
     first_only: bool,
 ) -> Result<Vec<u8>, String> {
-    exchange_via(addr, None, request, first_only).await
+    let stream = connect(addr, None).await?;
+    exchange_on(stream, request, first_only).await
 }
 
 /// A check's connection: a PROXY header first when its pool sends them
@@ -46,13 +62,12 @@ async fn connect(addr: SocketAddr, proxy: Option<SendProxy>) -> Result<TcpStream
     Ok(stream)
 }
 
-async fn exchange_via(
-    addr: SocketAddr,
-    proxy: Option<SendProxy>,
+/// [`exchange_until`] on a connected stream (TCP or TLS).
+async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
     request: &[u8],
     first_only: bool,
 ) -> Result<Vec<u8>, String> {
-    let mut stream = connect(addr, proxy).await?;
     if !request.is_empty() {
         stream
             .write_all(request)
@@ -62,10 +77,13 @@ async fn exchange_via(
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
     loop {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            // A TLS server that closes without close_notify (many do
+            // after `Connection: close`): the answer so far is whole.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => 0,
+            Err(e) => return Err(format!("read: {e}")),
+        };
         if n == 0 || buf.len() >= MAX_READ {
             break;
         }
@@ -98,8 +116,13 @@ async fn http_via(
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: pocket-check\r\nConnection: close\r\n\r\n"
     );
-    let raw = exchange_via(addr, proxy, request.as_bytes(), false).await?;
-    let text = String::from_utf8_lossy(&raw);
+    let stream = connect(addr, proxy).await?;
+    let raw = exchange_on(stream, request.as_bytes(), false).await?;
+    parse_answer(&raw)
+}
+
+fn parse_answer(raw: &[u8]) -> Result<HttpAnswer, String> {
+    let text = String::from_utf8_lossy(raw);
     let status: u16 = text
         .strip_prefix("HTTP/1.")
         .and_then(|rest| rest.get(2..5))
@@ -121,11 +144,12 @@ async fn http_via(
 
 /// `Ok(what passed)` or `Err(what failed)`. The caller bounds the time.
 /// Scripted checks are run by the control VM, not here.
-/// `proxy`: the pool's `send_proxy`, a header naming no client first.
+/// `transport.send_proxy`: the pool's `send_proxy`, a header naming no
+/// client first.
 pub async fn probe(
     addr: SocketAddr,
     kind: &CheckKind,
-    proxy: Option<SendProxy>,
+    transport: &Transport,
 ) -> Result<String, String> {
     let CheckKind::Http {
         method,
@@ -136,10 +160,18 @@ pub async fn probe(
         pattern,
     } = kind
     else {
-        connect(addr, proxy).await?;
+        let stream = connect(addr, transport.send_proxy).await?;
+        if let Some(tls) = &transport.tls {
+            handshake(stream, tls, transport, addr).await?;
+            return Ok("connected (TLS)".into());
+        }
         return Ok("connected".into());
     };
-    let answer = http_via(addr, proxy, method, path, host.as_deref()).await?;
+    let answer = if transport.tls.is_none() && transport.protocol == Protocol::Http1 {
+        http_via(addr, transport.send_proxy, method, path, host.as_deref()).await?
+    } else {
+        http_over(addr, method, path, host.as_deref(), transport).await?
+    };
     let status = answer.status;
     if status < expect.0 || status > expect.1 {
         return Err(format!("{method} {path} answered {status}"));
@@ -158,4 +190,117 @@ pub async fn probe(
         }
     }
     Ok(format!("{method} {path} answered {status}"))
+}
+
+/// A TLS handshake as the pool's requests make it.
+async fn handshake(
+    stream: TcpStream,
+    tls: &UpstreamTls,
+    transport: &Transport,
+    addr: SocketAddr,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let name = tls.server_name(transport.name.as_deref(), addr.ip());
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    connector.connect(name, stream).await.map_err(|e| {
+        match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(rustls::Error::InvalidCertificate(c)) => {
+                format!("TLS: certificate verify failed: {c}")
+            }
+            Some(other) => format!("TLS handshake failed: {other}"),
+            None => format!("TLS handshake failed: {e}"),
+        }
+    })
+}
+
+/// One check request over TLS and/or HTTP/2, as the pool's requests go.
+async fn http_over(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    host: Option<&str>,
+    transport: &Transport,
+) -> Result<HttpAnswer, String> {
+    let host = host.map(str::to_string).unwrap_or_else(|| addr.to_string());
+    let stream = connect(addr, transport.send_proxy).await?;
+    match (&transport.tls, transport.protocol) {
+        (Some(tls), Protocol::Http1) => {
+            let stream = handshake(stream, tls, transport, addr).await?;
+            let request = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: pocket-check\r\nConnection: close\r\n\r\n"
+            );
+            parse_answer(&exchange_on(stream, request.as_bytes(), false).await?)
+        }
+        (Some(tls), Protocol::H2) => {
+            let stream = handshake(stream, tls, transport, addr).await?;
+            h2_request(stream, method, path, &host, "https").await
+        }
+        (None, _) => h2_request(stream, method, path, &host, "http").await,
+    }
+}
+
+/// One HTTP/2 request on its own connection, its body read up to
+/// `MAX_READ`.
+async fn h2_request<S: AsyncRead + AsyncWrite + Unpin + 'static>(
+    stream: S,
+    method: &str,
+    path: &str,
+    host: &str,
+    scheme: &str,
+) -> Result<HttpAnswer, String> {
+    use http_body_util::{BodyExt, Empty};
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(LocalExec)
+        .handshake::<_, Empty<bytes::Bytes>>(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP/2 setup: {e}"))?;
+    let task = tokio::task::spawn_local(conn);
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("{scheme}://{host}{path}"))
+        .header("user-agent", "pocket-check")
+        .body(Empty::new())
+        .map_err(|e| format!("check request: {e}"))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("HTTP/2: {e}"))?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+        .collect();
+    let mut body = resp.into_body();
+    let mut buf = Vec::new();
+    while buf.len() < MAX_READ {
+        match body.frame().await {
+            Some(Ok(f)) => {
+                if let Some(d) = f.data_ref() {
+                    buf.extend_from_slice(d);
+                }
+            }
+            Some(Err(e)) => return Err(format!("HTTP/2 body: {e}")),
+            None => break,
+        }
+    }
+    drop(sender);
+    task.abort();
+    Ok(HttpAnswer {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&buf).into_owned(),
+    })
+}
+
+/// Runs the check's HTTP/2 connection task on the control thread.
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: std::future::Future + 'static,
+    F::Output: 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
 }

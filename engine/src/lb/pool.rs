@@ -9,6 +9,7 @@ use http::HeaderName;
 
 use super::balance::{Algorithm, Tier};
 use super::ServerState;
+use crate::config::upstream_tls::{Protocol, UpstreamTls};
 use crate::explain::{NoTrace, Tracer};
 
 /// How long each phase of talking to a server may take. Each watches one
@@ -160,6 +161,9 @@ pub struct Server {
     pub weight: u32,
     pub backup: bool,
     pub state: Arc<ServerState>,
+    /// The host name the server was written with (None: an IP address):
+    /// the SNI and the name verified by TLS to it.
+    pub name: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -192,6 +196,15 @@ pub struct Pool {
     /// `send_proxy`: new connections to the servers start with a PROXY
     /// header naming the client (proxy/proxy_header.rs).
     pub send_proxy: Option<crate::proxy::proxy_header::SendProxy>,
+    /// `tls`: how connections to the servers are secured (None: plain TCP).
+    pub tls: Option<Arc<UpstreamTls>>,
+    /// `protocol`: HTTP/1.1 or HTTP/2 to the servers.
+    pub protocol: Protocol,
+    /// `tls` and `protocol` as a number (0: plain HTTP/1.1): idle
+    /// connections are kept per server and transport, so two pools that
+    /// reach one address differently never share one. Stable across
+    /// reloads that keep the settings.
+    pub transport: u64,
     primaries: Tier,
     backups: Tier,
 }
@@ -211,6 +224,8 @@ pub struct PoolSettings {
     pub rehash: bool,
     pub own_health: bool,
     pub send_proxy: Option<crate::proxy::proxy_header::SendProxy>,
+    pub tls: Option<Arc<UpstreamTls>>,
+    pub protocol: Protocol,
 }
 
 impl Default for PoolSettings {
@@ -228,8 +243,23 @@ impl Default for PoolSettings {
             rehash: true,
             own_health: false,
             send_proxy: None,
+            tls: None,
+            protocol: Protocol::Http1,
         }
     }
+}
+
+/// FNV-1a of how a pool reaches its servers; 0 for plain HTTP/1.1.
+fn transport_id(tls: Option<&UpstreamTls>, protocol: Protocol) -> u64 {
+    if tls.is_none() && protocol == Protocol::Http1 {
+        return 0;
+    }
+    let text = format!("{tls:?}|{}", protocol.name());
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h | 1
 }
 
 impl Pool {
@@ -260,6 +290,9 @@ impl Pool {
             rehash: settings.rehash,
             own_health: settings.own_health,
             send_proxy: settings.send_proxy,
+            transport: transport_id(settings.tls.as_deref(), settings.protocol),
+            tls: settings.tls,
+            protocol: settings.protocol,
             primaries,
             backups,
         }
@@ -412,6 +445,7 @@ impl Pool {
                 weight: s.state.weight_or(s.weight),
                 backup: s.backup,
                 state: s.state.clone(),
+                name: s.name.clone(),
             })
             .collect();
         let settings = PoolSettings {
@@ -427,6 +461,8 @@ impl Pool {
             rehash: self.rehash,
             own_health: self.own_health,
             send_proxy: self.send_proxy,
+            tls: self.tls.clone(),
+            protocol: self.protocol,
         };
         let pool = Pool::new(&self.name, servers, settings);
         if let Some(i) = self.fallback_pool() {
@@ -472,6 +508,7 @@ mod tests {
                     weight: 1,
                     backup: false,
                     state: registry.get_or_create("p", addr, false, true).0,
+                    name: None,
                 }
             })
             .collect();

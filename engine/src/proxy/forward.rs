@@ -1,7 +1,8 @@
 //! What changes when a request or response crosses the proxy: hop-by-hop
 //! headers go, Host stays (or is made from an HTTP/2 `:authority`),
 //! X-Forwarded-For and X-Forwarded-Proto are added, and the request is
-//! spoken to the server in HTTP/1.1 whatever the client spoke.
+//! spoken to the server in the pool's protocol (HTTP/1.1 unless the pool
+//! says `h2`) whatever the client spoke.
 
 use std::net::IpAddr;
 
@@ -154,6 +155,70 @@ pub fn prepare_request(head: &mut http::request::Parts, peer_ip: &HeaderValue, h
         .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
 }
 
+/// The client asked for trailers (`TE: trailers`, RFC 9110 §10.1.4), as
+/// gRPC clients must: an HTTP/2 server is told so too (hop-by-hop, the
+/// header is dropped with the others, then written again).
+pub fn wants_trailers(headers: &HeaderMap) -> bool {
+    headers.get_all(header::TE).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+    })
+}
+
+/// Fits a prepared request head to the protocol of the pool it is about to
+/// be sent to (a fallback can move it between pools): HTTP/1.1 takes the
+/// origin form and Host; HTTP/2 takes the absolute form, from which
+/// hyper writes `:scheme` and `:authority` (RFC 9113 §8.3.1; Host stays,
+/// the same value), and `TE: trailers` if the client asked for them.
+/// Cheap for HTTP/1.1: one test.
+#[inline]
+pub fn for_protocol(head: &mut http::request::Parts, h2: bool, tls: bool, trailers: bool) {
+    if !h2 {
+        if head.version != Version::HTTP_11 || head.uri.authority().is_some() {
+            head.version = Version::HTTP_11;
+            head.headers.remove(header::TE);
+            let pq = head.uri.path_and_query().cloned();
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query =
+                Some(pq.unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")));
+            if let Ok(uri) = Uri::from_parts(parts) {
+                head.uri = uri;
+            }
+        }
+        return;
+    }
+    head.version = Version::HTTP_2;
+    if trailers {
+        head.headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if head.uri.authority().is_some() {
+        return;
+    }
+    let authority = head
+        .headers
+        .get(header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(if tls {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
+    parts.authority =
+        Some(authority.unwrap_or_else(|| http::uri::Authority::from_static("localhost")));
+    parts.path_and_query = Some(
+        head.uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    if let Ok(uri) = Uri::from_parts(parts) {
+        head.uri = uri;
+    }
+}
+
 /// Appends the client to X-Forwarded-For, as HAProxy's `option forwardfor`
 /// and nginx's `$proxy_add_x_forwarded_for` do.
 fn add_forwarded_for(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
@@ -242,6 +307,32 @@ pub fn prepare_response(head: &mut http::response::Parts) -> Result<(), &'static
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_fits_the_protocol_of_its_pool_both_ways() {
+        let mut req = http::Request::builder()
+            .uri("/p?q=1")
+            .header("host", "site.test:8080")
+            .header("te", "gzip, trailers")
+            .body(())
+            .unwrap();
+        assert!(wants_trailers(req.headers()));
+        let (mut head, ()) = {
+            let (mut h, b) = std::mem::replace(&mut req, http::Request::new(())).into_parts();
+            prepare_request(&mut h, &HeaderValue::from_static("10.0.0.1"), false);
+            (h, b)
+        };
+        assert!(!head.headers.contains_key(header::TE));
+        for_protocol(&mut head, true, true, true);
+        assert_eq!(head.uri, "https://site.test:8080/p?q=1");
+        assert_eq!(head.version, Version::HTTP_2);
+        assert_eq!(head.headers[header::TE], "trailers");
+        // A fallback to an HTTP/1.1 pool: origin form, no TE.
+        for_protocol(&mut head, false, false, true);
+        assert_eq!(head.uri, "/p?q=1");
+        assert_eq!(head.version, Version::HTTP_11);
+        assert!(!head.headers.contains_key(header::TE));
+    }
 
     #[test]
     fn strips_hop_by_hop_and_named_headers() {

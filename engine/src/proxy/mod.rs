@@ -10,8 +10,9 @@
 //!    sub-requests (`http.get` ...) has `on_request` run as a coroutine
 //!    that may wait ([`decide::decide_waiting`]); the others call it.
 //! 3. [`forward`]: pick a server (Rust, lock-free), get a pooled or new
-//!    connection; a server that cannot be reached is skipped and the next
-//!    one tried, since the request provably never left.
+//!    connection (TLS and HTTP/2 as the pool says, [`upstream`]); a server
+//!    that cannot be reached (or fails the TLS handshake) is skipped and
+//!    the next one tried, since the request provably never left.
 //! 4. Send, and wait for the response head on the clock of whichever
 //!    phase has the turn ([`timeouts`]); the server socket checks the head
 //!    for bare LF ([`upstream_io`]). A safe request the server dropped
@@ -48,6 +49,7 @@ use body::{InFlight, Progress, RequestBody, ResponseBody};
 use tokio::time::Instant;
 use upstream::Lease;
 
+use crate::config::upstream_tls::Protocol;
 use crate::config::ClientTimeouts;
 use crate::explain::{Trace, Tracer};
 use crate::lb::{Pool, Server};
@@ -301,6 +303,7 @@ async fn forward(
     // on_response sees the request as the client sent it (after on_request).
     let client_head = script.has_on_response().then(|| clone_head(&head));
     let mut head = head;
+    let trailers = pool.protocol == Protocol::H2 && forward::wants_trailers(&head.headers);
     // tunnel.rs: an upgrade keeps its Upgrade header, on a new connection.
     let upgrade = tunnel::asked(&head);
     forward::prepare_request(&mut head, &cx.peer_value, tls.is_some());
@@ -368,11 +371,11 @@ async fn forward(
         let connected = match &upgrade {
             None => {
                 upstreams
-                    .checkout(server.addr, &pool.timeouts, !fresh_only, proxy_to(pool, cx))
+                    .checkout(pool, server, !fresh_only, proxy_to(pool, cx))
                     .await
             }
             Some(_) => upstreams
-                .connect_for_upgrade(server.addr, &pool.timeouts, proxy_to(pool, cx))
+                .connect_for_upgrade(pool, server, proxy_to(pool, cx))
                 .await
                 .map(|(c, h)| {
                     handover = Some(h);
@@ -382,20 +385,18 @@ async fn forward(
         let mut conn = match connected {
             Ok(c) => c,
             Err(e) => {
-                server
-                    .state
-                    .traffic_failed(pool.passive.after, "connect failed");
+                server.state.traffic_failed(pool.passive.after, e.cause());
                 let next = next_try::after_failure(&script.policy, pool, &tried, si);
                 tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{e}{next}");
                 last_error = format!("{}: {e}", server.addr);
                 open.ex.retries.push(Retry {
                     pool: pool.name.clone(),
                     server: server.addr_text.clone(),
-                    cause: "connect failed",
+                    cause: e.cause(),
                     retried: false,
                 });
                 if let Some(t) = &mut trace {
-                    t.failed(&server.addr_text, "connect failed");
+                    t.failed(&server.addr_text, e.cause());
                 }
                 tried.push(si);
                 continue;
@@ -403,7 +404,9 @@ async fn forward(
         };
         open.ex.connect_ms = open.reached();
         open.set(b'C', b'H');
-        let Some(h) = head.take() else { break };
+        let Some(mut h) = head.take() else { break };
+        let h2 = pool.protocol == Protocol::H2;
+        forward::for_protocol(&mut h, h2, pool.tls.is_some(), trailers);
         // A copy to send again if the server drops the request unanswered:
         // on a kept-alive connection (the server may have closed it just as
         // it was reused: that must never cost the client an error), or when
@@ -550,8 +553,7 @@ async fn forward(
                 growth: 0,
                 tls,
             }),
-            conn.sender,
-            conn.watch,
+            conn,
             open,
         );
     }
@@ -628,8 +630,7 @@ fn deliver(
     id: RequestId,
     deadline: Option<Instant>,
     client_view: Option<RequestView>,
-    sender: hyper::client::conn::http1::SendRequest<RequestBody>,
-    watch: upstream_io::HeadWatch,
+    conn: upstream::Conn,
     open: &mut Open,
 ) -> Response<ResponseBody> {
     server
@@ -684,8 +685,7 @@ fn deliver(
             return Response::from_parts(rhead, ResponseBody::full(bytes::Bytes::new()));
         }
     }
-    let upstreams = upstreams_for(pool, cx).clone();
-    let lease = Lease::new(upstreams, server.addr, sender, watch);
+    let lease = Lease::new(upstreams_for(pool, cx).clone(), conn);
     Response::from_parts(
         rhead,
         ResponseBody::upstream(

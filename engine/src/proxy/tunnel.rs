@@ -29,21 +29,26 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode, Version};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::Parts;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
 use super::body::{InFlight, ResponseBody};
-use super::upstream_io::UpstreamIo;
 use super::{local, ConnCtx, RequestId};
 use crate::lb::{Pool, Server};
 use crate::observe::exchange::{Open, Termination};
 
+/// The server side of a tunnel: its connection's socket, plain or TLS.
+pub trait ServerStream: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> ServerStream for T {}
+
 /// The server connection's socket and what hyper read past the 101, sent
 /// by the connection's task (proxy/upstream.rs) once the 101 is in.
-pub type Handover = tokio::sync::oneshot::Receiver<Parts<TokioIo<UpstreamIo>>>;
-pub type HandoverTx = tokio::sync::oneshot::Sender<Parts<TokioIo<UpstreamIo>>>;
+pub struct Upgraded {
+    pub io: Box<dyn ServerStream>,
+    pub read_buf: Bytes,
+}
+pub type Handover = tokio::sync::oneshot::Receiver<Upgraded>;
+pub type HandoverTx = tokio::sync::oneshot::Sender<Upgraded>;
 
 /// Bytes buffered per direction: a side that does not take what is sent
 /// to it holds at most this much here (and its socket buffers in the
@@ -91,7 +96,7 @@ impl Asked {
 /// free yet: hyper still has to write the 101 to the client. Kept in the
 /// client connection's [`Slot`] until then.
 pub struct Pending {
-    server_io: UpstreamIo,
+    server_io: Box<dyn ServerStream>,
     /// What the server sent past its 101 (the first frames, already).
     server_early: Bytes,
     in_flight: InFlight,
@@ -151,7 +156,7 @@ pub async fn switch(
     head.version = Version::HTTP_11;
     tracing::debug!(request = %id, server = %server.addr, "switching protocols: tunnel open");
     *cx.tunnel.borrow_mut() = Some(Box::new(Pending {
-        server_io: parts.io.into_inner(),
+        server_io: parts.io,
         server_early: parts.read_buf,
         in_flight,
         idle: pool.timeouts.tunnel,

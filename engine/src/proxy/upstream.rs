@@ -1,6 +1,11 @@
 //! Each worker's connections to servers: opened with a connect timeout,
 //! kept alive and reused (most recently used first), dropped when stale.
 //! Per worker, so no locks: a worker never shares a connection.
+//!
+//! A pool with `tls` wraps each new connection in TLS after the TCP
+//! connect; a pool with `protocol = "h2"` shares a few HTTP/2 connections
+//! per server among all its requests (streams), where HTTP/1.1 lends a
+//! connection to one request at a time.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -10,14 +15,24 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::{http2, TrySendError};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::body::RequestBody;
 use super::proxy_header::{self, ProxyTo};
 use super::upstream_io::{HeadWatch, UpstreamIo};
-use crate::lb::Timeouts;
+use crate::config::upstream_tls::Protocol;
+use crate::lb::{Pool, Server};
 
 /// The most a server's response head (or its trailers) may take, in
 /// bytes: a larger one is a 502, as nginx's `proxy_buffer_size` and
@@ -40,15 +55,85 @@ pub const READ_PIECE: usize = 12 * 1024;
 /// Most idle connections kept per server per worker.
 const MAX_IDLE_PER_SERVER: usize = 128;
 
+/// Streams one HTTP/2 connection to a server carries before another is
+/// opened: RFC 9113 §6.5.2 asks servers to allow at least 100 (nginx
+/// allows 128, Go 250). hyper does not say what the server announced, so
+/// Pocket keeps below the floor every server is asked to allow; a server
+/// that allows fewer has the excess streams queued on its connection.
+pub const H2_STREAMS_PER_CONN: u32 = 100;
+
+/// The windows Pocket gives an HTTP/2 server for response bodies: what it
+/// may send ahead of what the client has taken, per stream and in all on
+/// one connection (hyper's defaults are 2 MiB and 5 MiB). A slow client
+/// holds at most a stream window of its server's answer in Pocket; the
+/// connection window is shared by the streams, so it is large enough for
+/// 64 stalled streams before it holds the others back.
+const H2_STREAM_WINDOW: u32 = 128 * 1024;
+const H2_CONN_WINDOW: u32 = 8 * 1024 * 1024;
+
+/// Request body bytes hyper queues per stream beyond the server's window
+/// (hyper's default is 1 MiB): as for HTTP/2 clients (server/conn.rs).
+const H2_SEND_BUF: usize = 16 * 1024;
+
+/// Connections to one server are kept apart by how they reach it: the
+/// address and the pool's transport ([`Pool::transport`]: TLS settings
+/// and protocol, and for TLS the server's name).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct ConnKey {
+    pub addr: SocketAddr,
+    pub transport: u64,
+}
+
+impl ConnKey {
+    #[inline]
+    pub fn of(pool: &Pool, server: &Server) -> ConnKey {
+        let mut transport = pool.transport;
+        if transport != 0 && pool.tls.is_some() {
+            if let Some(name) = &server.name {
+                // Each name its own SNI: its own connections.
+                for b in name.bytes() {
+                    transport = (transport ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+        }
+        ConnKey {
+            addr: server.addr,
+            transport,
+        }
+    }
+}
+
+/// The keys of every server of `pools`: what a worker keeps idle
+/// connections to after a reload.
+pub fn live_keys(pools: &[std::sync::Arc<Pool>]) -> Vec<ConnKey> {
+    pools
+        .iter()
+        .flat_map(|p| p.servers.iter().map(move |s| ConnKey::of(p, s)))
+        .collect()
+}
+
 struct Idle {
     sender: SendRequest<RequestBody>,
     watch: HeadWatch,
     since: Instant,
 }
 
+/// One shared HTTP/2 connection to a server.
+struct H2Conn {
+    sender: http2::SendRequest<RequestBody>,
+    /// Requests on it now (streams open or about to be).
+    streams: Cell<u32>,
+    /// When the last stream ended (for `timeouts.keepalive`).
+    last_used: Cell<Instant>,
+    /// Never armed or blocked (HTTP/2 has its own flow control): the
+    /// request path's checks read "no answer byte yet" from it.
+    watch: HeadWatch,
+}
+
 #[derive(Default)]
 pub struct Upstreams {
-    idle: RefCell<HashMap<SocketAddr, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
+    idle: RefCell<HashMap<ConnKey, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
+    h2: RefCell<HashMap<ConnKey, Vec<Rc<H2Conn>>, BuildHasherDefault<AddrHasher>>>,
 }
 
 /// FNV-1a: the keys are a worker's own server addresses, not attacker
@@ -74,14 +159,80 @@ impl Hasher for AddrHasher {
     }
 }
 
+/// One request's way to a server: an HTTP/1.1 connection of its own, or
+/// a stream on a shared HTTP/2 connection.
+pub enum Sender {
+    H1(SendRequest<RequestBody>),
+    H2(H2Stream),
+}
+
+/// A stream's claim on a shared HTTP/2 connection; its end (drop) frees
+/// the place for another request.
+pub struct H2Stream {
+    sender: http2::SendRequest<RequestBody>,
+    conn: Rc<H2Conn>,
+}
+
+impl Drop for H2Stream {
+    fn drop(&mut self) {
+        self.conn
+            .streams
+            .set(self.conn.streams.get().saturating_sub(1));
+        self.conn.last_used.set(Instant::now());
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer to a request sent on either kind of connection.
+    #[project = SendProj]
+    pub enum SendFuture<A, B> {
+        H1 { #[pin] f: A },
+        H2 { #[pin] f: B },
+    }
+}
+
+type Sent = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>;
+
+impl<A: Future<Output = Sent>, B: Future<Output = Sent>> Future for SendFuture<A, B> {
+    type Output = Sent;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Sent> {
+        match self.project() {
+            SendProj::H1 { f } => f.poll(cx),
+            SendProj::H2 { f } => f.poll(cx),
+        }
+    }
+}
+
+impl Sender {
+    /// Sends `req`; a request that provably never left comes back in the
+    /// error (`TrySendError::take_message`).
+    #[inline]
+    pub fn try_send_request(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> SendFuture<impl Future<Output = Sent>, impl Future<Output = Sent>> {
+        match self {
+            Sender::H1(s) => SendFuture::H1 {
+                f: s.try_send_request(req),
+            },
+            Sender::H2(s) => SendFuture::H2 {
+                f: s.sender.try_send_request(req),
+            },
+        }
+    }
+}
+
 /// A connection ready for one request.
 pub struct Conn {
-    pub sender: SendRequest<RequestBody>,
+    pub sender: Sender,
     /// Arms the response head check as each request is sent.
     pub watch: HeadWatch,
     /// How long it sat idle before this request (None: opened for it). A
     /// long-idle connection may have been closed by the server meanwhile.
     pub idle_for: Option<Duration>,
+    pub key: ConnKey,
 }
 
 /// Why no connection could be had.
@@ -90,6 +241,9 @@ pub enum ConnectError {
     Refused(io::Error),
     Timeout(Duration),
     Handshake(hyper::Error),
+    /// The TLS handshake failed: what went wrong, and a short cause for
+    /// the access log (a fixed text).
+    Tls(String, &'static str),
 }
 
 impl std::fmt::Display for ConnectError {
@@ -98,44 +252,83 @@ impl std::fmt::Display for ConnectError {
             ConnectError::Refused(e) => write!(f, "connect failed: {e}"),
             ConnectError::Timeout(d) => write!(f, "connect timed out after {d:?}"),
             ConnectError::Handshake(e) => write!(f, "connection setup failed: {e}"),
+            ConnectError::Tls(why, _) => f.write_str(why),
+        }
+    }
+}
+
+impl ConnectError {
+    /// The access log's retry cause.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            ConnectError::Tls(_, cause) => cause,
+            _ => "connect failed",
+        }
+    }
+
+    /// A failed TLS handshake, said readably: a certificate that did not
+    /// verify names rustls's reason (`UnknownIssuer`, `NotValidForName`,
+    /// `Expired`).
+    fn tls(e: io::Error) -> ConnectError {
+        use rustls::CertificateError as C;
+        let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+        match inner {
+            Some(rustls::Error::InvalidCertificate(c)) => {
+                let cause = match c {
+                    C::UnknownIssuer => "TLS: certificate verify failed: UnknownIssuer",
+                    C::NotValidForName | C::NotValidForNameContext { .. } => {
+                        "TLS: certificate verify failed: NotValidForName"
+                    }
+                    C::Expired | C::ExpiredContext { .. } => {
+                        "TLS: certificate verify failed: Expired"
+                    }
+                    _ => "TLS: certificate verify failed",
+                };
+                ConnectError::Tls(format!("TLS: certificate verify failed: {c}"), cause)
+            }
+            Some(other) => ConnectError::Tls(
+                format!("TLS handshake failed: {other}"),
+                "TLS handshake failed",
+            ),
+            None => ConnectError::Tls(format!("TLS handshake failed: {e}"), "TLS handshake failed"),
         }
     }
 }
 
 /// A connection lent to one request; given back when its response body
-/// has been read to the end.
+/// has been read to the end (HTTP/1.1), or its stream's place freed
+/// (HTTP/2).
 pub struct Lease {
     upstreams: Rc<Upstreams>,
-    addr: SocketAddr,
-    sender: SendRequest<RequestBody>,
+    key: ConnKey,
+    sender: Sender,
     watch: HeadWatch,
 }
 
 impl Lease {
-    pub fn new(
-        upstreams: Rc<Upstreams>,
-        addr: SocketAddr,
-        sender: SendRequest<RequestBody>,
-        watch: HeadWatch,
-    ) -> Lease {
+    pub fn new(upstreams: Rc<Upstreams>, conn: Conn) -> Lease {
         Lease {
             upstreams,
-            addr,
-            sender,
-            watch,
+            key: conn.key,
+            sender: conn.sender,
+            watch: conn.watch,
         }
     }
 
     pub fn release(self) {
-        if self.sender.is_closed() {
+        let Sender::H1(sender) = self.sender else {
+            // HTTP/2: the stream is over; dropping it frees its place.
+            return;
+        };
+        if sender.is_closed() {
             return;
         }
         let mut idle = self.upstreams.idle.borrow_mut();
-        let list = idle.entry(self.addr).or_default();
+        let list = idle.entry(self.key).or_default();
         if list.len() < MAX_IDLE_PER_SERVER {
             crate::observe::metrics::upstream_idle(1);
             list.push(Idle {
-                sender: self.sender,
+                sender,
                 watch: self.watch,
                 since: Instant::now(),
             });
@@ -151,92 +344,153 @@ impl Drop for Upstreams {
     }
 }
 
+/// Runs upstream HTTP/2 connection tasks on the worker's thread (its
+/// LocalSet): the request bodies they read hold the worker's state.
+#[derive(Clone, Copy)]
+struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: Future + 'static,
+    F::Output: 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
 impl Upstreams {
-    /// Drops idle connections to servers that are in no pool any more.
-    pub fn forget_except(&self, live: &[SocketAddr]) {
-        self.idle.borrow_mut().retain(|addr, list| {
-            let keep = live.contains(addr);
+    /// Drops idle connections to servers that are in no pool any more
+    /// (or that a pool now reaches another way).
+    pub fn forget_except(&self, live: &[ConnKey]) {
+        self.idle.borrow_mut().retain(|key, list| {
+            let keep = live.contains(key);
             if !keep {
                 crate::observe::metrics::upstream_idle(-(list.len() as i64));
             }
             keep
         });
+        // Shared HTTP/2 connections: streams in flight finish, then the
+        // connection closes with its last sender.
+        self.h2.borrow_mut().retain(|key, _| live.contains(key));
     }
 
-    /// A reusable connection to `addr` if one is idle (and `reuse`), else
-    /// a new one; `proxy`: the PROXY header a new one starts with (a pool's
+    /// A connection for one request to `server` of `pool`: a reusable
+    /// one if there is one (and `reuse`), else a new one.
+    ///
+    /// `proxy`: the PROXY header a new one starts with (a pool's
     /// `send_proxy`, proxy_header.rs).
     pub async fn checkout(
         &self,
-        addr: SocketAddr,
-        timeouts: &Timeouts,
+        pool: &Pool,
+        server: &Server,
         reuse: bool,
         proxy: Option<ProxyTo>,
     ) -> Result<Conn, ConnectError> {
+        let key = ConnKey::of(pool, server);
+        if pool.protocol == Protocol::H2 {
+            if let Some(conn) = self.shared_h2(key, pool.timeouts.keepalive, reuse) {
+                return Ok(conn);
+            }
+            return Box::pin(self.connect(key, pool, server, proxy, None)).await;
+        }
         if reuse {
             loop {
                 let candidate = {
                     let mut idle = self.idle.borrow_mut();
-                    idle.get_mut(&addr).and_then(|list| list.pop())
+                    idle.get_mut(&key).and_then(|list| list.pop())
                 };
                 let Some(mut idle) = candidate else { break };
                 crate::observe::metrics::upstream_idle(-1);
                 let idle_for = idle.since.elapsed();
-                if idle_for > timeouts.keepalive || idle.sender.is_closed() {
+                if idle_for > pool.timeouts.keepalive || idle.sender.is_closed() {
                     continue;
                 }
                 if !idle.sender.is_ready() {
                     // Just released: the connection task may not have caught
                     // up yet. It becomes ready or fails at once.
-                    match tokio::time::timeout(timeouts.connect, idle.sender.ready()).await {
+                    match tokio::time::timeout(pool.timeouts.connect, idle.sender.ready()).await {
                         Ok(Ok(())) => {}
                         _ => continue,
                     }
                 }
                 return Ok(Conn {
-                    sender: idle.sender,
+                    sender: Sender::H1(idle.sender),
                     watch: idle.watch,
                     idle_for: Some(idle_for),
+                    key,
                 });
             }
         }
         // Boxed: connecting is rare on a warm pool, and its future is
         // large; inline, every request's future would carry its size.
-        Box::pin(self.connect(addr, timeouts.connect, timeouts.idle, proxy, None)).await
+        Box::pin(self.connect(key, pool, server, proxy, None)).await
     }
 
-    /// A new connection for a request that asks to switch protocols
-    /// (proxy/tunnel.rs): never a pooled one, whose socket could not be
-    /// had back. Once the server's 101 is in, the connection's task hands
-    /// its socket over through the [`super::tunnel::Handover`] instead of
-    /// closing it.
+    /// A new HTTP/1.1 connection for a request that asks to switch
+    /// protocols (proxy/tunnel.rs), whatever the pool's `protocol`: never a
+    /// pooled one, whose socket could not be had back. Once the server's
+    /// 101 is in, the connection's task hands its socket over through the
+    /// [`super::tunnel::Handover`] instead of closing it.
     pub async fn connect_for_upgrade(
         &self,
-        addr: SocketAddr,
-        timeouts: &Timeouts,
+        pool: &Pool,
+        server: &Server,
         proxy: Option<ProxyTo>,
     ) -> Result<(Conn, super::tunnel::Handover), ConnectError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let conn = Box::pin(self.connect(
-            addr,
-            timeouts.connect,
-            timeouts.idle,
-            proxy,
-            Some(tx),
-        ))
-        .await?;
+        let key = ConnKey::of(pool, server);
+        let conn = Box::pin(self.connect(key, pool, server, proxy, Some(tx))).await?;
         Ok((conn, rx))
+    }
+
+    /// A stream on an HTTP/2 connection already open to `key` that has
+    /// room for one more; closed connections and ones unused for longer
+    /// than `keepalive` are dropped on the way.
+    fn shared_h2(&self, key: ConnKey, keepalive: Duration, reuse: bool) -> Option<Conn> {
+        let mut all = self.h2.borrow_mut();
+        let list = all.get_mut(&key)?;
+        list.retain(|c| {
+            !c.sender.is_closed()
+                && (c.streams.get() > 0 || c.last_used.get().elapsed() <= keepalive)
+        });
+        if !reuse {
+            return None;
+        }
+        let conn = list
+            .iter()
+            .find(|c| c.streams.get() < H2_STREAMS_PER_CONN)?
+            .clone();
+        Some(Self::stream_on(conn, key, true))
+    }
+
+    fn stream_on(conn: Rc<H2Conn>, key: ConnKey, reused: bool) -> Conn {
+        conn.streams.set(conn.streams.get() + 1);
+        let idle_for = reused.then(|| conn.last_used.get().elapsed());
+        Conn {
+            sender: Sender::H2(H2Stream {
+                sender: conn.sender.clone(),
+                conn: conn.clone(),
+            }),
+            watch: conn.watch.clone(),
+            idle_for,
+            key,
+        }
     }
 
     async fn connect(
         &self,
-        addr: SocketAddr,
-        timeout: Duration,
-        user_timeout: Duration,
+        key: ConnKey,
+        pool: &Pool,
+        server: &Server,
         proxy: Option<ProxyTo>,
         upgrade: Option<super::tunnel::HandoverTx>,
     ) -> Result<Conn, ConnectError> {
-        let mut stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        let addr = server.addr;
+        let timeout = pool.timeouts.connect;
+        // The TCP connect and the TLS handshake share the connect timeout.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(ConnectError::Refused(e)),
             Err(_) => return Err(ConnectError::Timeout(timeout)),
@@ -245,15 +499,81 @@ impl Upstreams {
         let sock = socket2::SockRef::from(&stream);
         // A pulled cable sends no RST: unacknowledged data for longer than
         // this, and the kernel gives up on the connection.
-        let _ = sock.set_tcp_user_timeout(Some(user_timeout));
+        let _ = sock.set_tcp_user_timeout(Some(pool.timeouts.idle));
         let _ = sock.set_tcp_keepalive(
             &socket2::TcpKeepalive::new()
                 .with_time(Duration::from_secs(30))
                 .with_interval(Duration::from_secs(10)),
         );
+        // The PROXY header, if the pool sends one: on the bare TCP stream,
+        // before TLS and HTTP.
         proxy_header::send(&mut stream, proxy)
             .await
             .map_err(ConnectError::Refused)?;
+        // An upgrade (a tunnel) always goes over HTTP/1.1.
+        let protocol = match upgrade {
+            Some(_) => Protocol::Http1,
+            None => pool.protocol,
+        };
+        let Some(tls) = &pool.tls else {
+            return self.start(stream, key, protocol, addr, upgrade).await;
+        };
+        let name = tls.server_name(server.name.as_deref(), addr.ip());
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let stream = match tokio::time::timeout_at(deadline, connector.connect(name, stream)).await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(ConnectError::tls(e)),
+            Err(_) => return Err(ConnectError::Timeout(timeout)),
+        };
+        if protocol == Protocol::H2 && stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(ConnectError::Tls(
+                "TLS: the server did not agree to HTTP/2 (ALPN h2)".into(),
+                "TLS: no ALPN h2",
+            ));
+        }
+        self.start(stream, key, protocol, addr, upgrade).await
+    }
+
+    /// HTTP over a connected (and maybe TLS) stream.
+    async fn start<S>(
+        &self,
+        stream: S,
+        key: ConnKey,
+        protocol: Protocol,
+        addr: SocketAddr,
+        upgrade: Option<super::tunnel::HandoverTx>,
+    ) -> Result<Conn, ConnectError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        if protocol == Protocol::H2 {
+            let (sender, conn) = http2::Builder::new(LocalExec)
+                .max_header_list_size(MAX_RESPONSE_HEAD as u32)
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONN_WINDOW)
+                .max_send_buf_size(H2_SEND_BUF)
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(ConnectError::Handshake)?;
+            tokio::task::spawn_local(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(server = %addr, "upstream HTTP/2 connection ended: {e}");
+                }
+            });
+            let shared = Rc::new(H2Conn {
+                sender,
+                streams: Cell::new(0),
+                last_used: Cell::new(Instant::now()),
+                watch: HeadWatch::default(),
+            });
+            self.h2
+                .borrow_mut()
+                .entry(key)
+                .or_default()
+                .push(shared.clone());
+            return Ok(Self::stream_on(shared, key, false));
+        }
         let (io, watch) = UpstreamIo::new(stream);
         let (sender, conn) = http1::Builder::new()
             .max_header_size(MAX_RESPONSE_HEAD)
@@ -272,14 +592,18 @@ impl Upstreams {
             };
             // tunnel.rs: the socket, and what hyper read past the 101.
             match conn.without_shutdown().await {
-                Ok(parts) => drop(upgrade.send(parts)),
+                Ok(parts) => drop(upgrade.send(super::tunnel::Upgraded {
+                    io: Box::new(parts.io.into_inner()),
+                    read_buf: parts.read_buf,
+                })),
                 Err(e) => tracing::debug!(server = %addr, "upstream connection ended: {e}"),
             }
         });
         Ok(Conn {
-            sender,
+            sender: Sender::H1(sender),
             watch,
             idle_for: None,
+            key,
         })
     }
 }

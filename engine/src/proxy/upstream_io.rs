@@ -152,13 +152,15 @@ impl HeadScan {
     }
 }
 
-pub struct UpstreamIo {
-    stream: TcpStream,
+/// The server's socket, plain TCP or TLS (`S`), as hyper's HTTP/1 client
+/// reads it. (HTTP/2 is binary: no head to scan.)
+pub struct UpstreamIo<S = TcpStream> {
+    stream: S,
     watch: HeadWatch,
 }
 
-impl UpstreamIo {
-    pub fn new(stream: TcpStream) -> (UpstreamIo, HeadWatch) {
+impl<S> UpstreamIo<S> {
+    pub fn new(stream: S) -> (UpstreamIo<S>, HeadWatch) {
         let watch: HeadWatch = Rc::new(Watch::default());
         (
             UpstreamIo {
@@ -174,8 +176,8 @@ impl UpstreamIo {
 /// Shared with the client side (server/conn.rs), which reads HTTP/1
 /// request bodies the same way.
 #[inline]
-pub fn read_piece(
-    stream: &mut TcpStream,
+pub fn read_piece<S: AsyncRead + Unpin>(
+    stream: &mut S,
     cx: &mut Context<'_>,
     buf: &mut ReadBuf<'_>,
 ) -> Poll<io::Result<usize>> {
@@ -186,7 +188,7 @@ pub fn read_piece(
     debug_assert_eq!(piece.filled().as_ptr(), filled);
     let n = piece.filled().len();
     // SAFETY: `piece` is the start of `buf`'s unfilled part (ReadBuf::take),
-    // and the stream initialized and filled its first `n` bytes. (The safe
+    // and the stream (TCP, or rustls over TCP) initialized and filled its first `n` bytes. (The safe
     // way, initialize_unfilled_to, would memset every piece first: as much
     // memory traffic again as the read's own copy.)
     unsafe { buf.assume_init(n) };
@@ -194,7 +196,7 @@ pub fn read_piece(
     Poll::Ready(Ok(n))
 }
 
-impl AsyncRead for UpstreamIo {
+impl<S: AsyncRead + Unpin> AsyncRead for UpstreamIo<S> {
     #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
@@ -229,7 +231,7 @@ impl AsyncRead for UpstreamIo {
     }
 }
 
-impl AsyncWrite for UpstreamIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for UpstreamIo<S> {
     #[inline]
     fn poll_write(
         self: Pin<&mut Self>,

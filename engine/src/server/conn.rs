@@ -234,7 +234,9 @@ pub async fn serve(
             // The context is this connection's own until it serves.
             match Rc::get_mut(&mut cx) {
                 Some(c) => c.tls = Some(Arc::new(info)),
-                None => tracing::error!(peer = %cx.peer, "connection context shared before its TLS was set"),
+                None => {
+                    tracing::error!(peer = %cx.peer, "connection context shared before its TLS was set")
+                }
             }
             (Transport::Tls(Box::new(stream)), Some(h2))
         }

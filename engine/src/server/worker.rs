@@ -231,12 +231,7 @@ async fn commit(
         .iter()
         .map(ListenerKey::of)
         .collect();
-    let live: Vec<SocketAddr> = script
-        .policy
-        .pools
-        .iter()
-        .flat_map(|p| p.servers.iter().map(|s| s.addr))
-        .collect();
+    let live = crate::proxy::upstream::live_keys(&script.policy.pools);
     *worker.script.borrow_mut() = script;
     let removed: Vec<ListenerKey> = loops
         .keys()
