@@ -563,3 +563,198 @@ fn http2_with_prior_knowledge_follows_a_header_sent_in_pieces() {
     assert!(body.contains("x-peer-ip: 2001:db8::5\n"), "{body}");
     assert!(body.contains("x-forwarded-for: 2001:db8::5\n"), "{body}");
 }
+
+// ---------------------------------------------------------------------------
+// How many server connections one HTTP/2 client connection keeps open
+// ---------------------------------------------------------------------------
+
+/// Server connections open now, and opened in all.
+#[derive(Default)]
+struct Open {
+    now: std::sync::atomic::AtomicUsize,
+    all: std::sync::atomic::AtomicUsize,
+}
+
+impl Open {
+    fn now(&self) -> usize {
+        self.now.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn all(&self) -> usize {
+        self.all.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Counts a connection while it is alive.
+struct Counted(std::sync::Arc<Open>);
+
+impl Counted {
+    fn new(open: &std::sync::Arc<Open>) -> Counted {
+        open.now.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        open.all.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Counted(open.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// How long the test servers take over each answer: long enough that 50
+/// requests sent at once are all in flight together.
+const SLOW: Duration = Duration::from_millis(300);
+
+/// Reads a v1 PROXY line (a byte at a time: nothing after it is taken).
+async fn proxy_line(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut line = Vec::new();
+    while !line.ends_with(b"\n") && line.len() < 108 {
+        line.push(stream.read_u8().await.ok()?);
+    }
+    Some(String::from_utf8_lossy(&line).into_owned())
+}
+
+/// A server behind a `send_proxy = "v1"` pool that answers each request
+/// `ok` after [`SLOW`], over HTTP/1.1 or (`h2`) HTTP/2 with prior
+/// knowledge, and counts its open connections. Runs on `rt`.
+fn slow_server(rt: &tokio::runtime::Runtime, h2: bool) -> (SocketAddr, std::sync::Arc<Open>) {
+    let open = std::sync::Arc::new(Open::default());
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = open.clone();
+    rt.spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counted = Counted::new(&counts);
+            tokio::spawn(async move {
+                let _counted = counted;
+                let Some(line) = proxy_line(&mut stream).await else {
+                    return;
+                };
+                assert!(line.starts_with("PROXY TCP4 127.0.0.2 "), "{line}");
+                let service = hyper::service::service_fn(|_req| async {
+                    tokio::time::sleep(SLOW).await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                    ))
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(io, service)
+                    .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                }
+            });
+        }
+    });
+    (addr, open)
+}
+
+/// One HTTP/2 client connection (h2c, prior knowledge) from 127.0.0.2
+/// sends 50 requests at once to a `send_proxy` pool whose server answers
+/// slowly. Pocket opens what it needs while they are in flight; once they
+/// are answered, at most 5 server connections stay open for the client
+/// connection (HAProxy's max-session-srv-conns), not one per request for
+/// as long as the client stays connected. When the client goes, they all
+/// go.
+fn an_http2_client_keeps_few_server_connections(protocol: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (server, open) = slow_server(&rt, protocol == "h2");
+    let p = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "px" }} }},
+  pools = {{ px = {{ servers = {{ "{server}" }}, send_proxy = "v1", protocol = "{protocol}",
+                    timeouts = {{ keepalive = "10m" }} }} }},
+}}"#
+        ),
+        1,
+    );
+    let web = p.addr("web");
+    rt.block_on(async {
+        use http_body_util::BodyExt;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from(([127, 0, 0, 2], 0))).unwrap();
+        let stream = socket.connect(web).await.unwrap();
+        let (sender, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("h2c handshake");
+        let conn = tokio::spawn(conn);
+        let mut requests = Vec::new();
+        for i in 0..50 {
+            let mut sender = sender.clone();
+            requests.push(tokio::spawn(async move {
+                let req = http::Request::builder()
+                    .uri(format!("http://test/{i}"))
+                    .version(http::Version::HTTP_2)
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap();
+                let resp = sender.send_request(req).await.expect("h2 request");
+                let status = resp.status();
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                (status, body)
+            }));
+        }
+        for r in requests {
+            let (status, body) = tokio::time::timeout(DEADLINE, r)
+                .await
+                .expect("an answer within the deadline")
+                .unwrap();
+            assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+            assert_eq!(&body[..], b"ok");
+        }
+        let opened = open.all();
+        eprintln!("{protocol}: {opened} server connections opened");
+        assert!(
+            opened > 5,
+            "{protocol}: the requests were not in flight together ({opened} server connections)"
+        );
+        // The client connection stays open: its extra server connections
+        // close anyway.
+        let start = Instant::now();
+        while open.now() > 5 {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{protocol}: {} of {opened} server connections still open for one idle client connection",
+                open.now()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!conn.is_finished(), "the client connection closed");
+        drop(sender);
+        conn.abort();
+        let start = Instant::now();
+        while open.now() > 0 {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{protocol}: {} server connections outlived their client connection",
+                open.now()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
+#[test]
+fn an_http2_client_with_50_requests_at_once_keeps_at_most_5_server_connections() {
+    an_http2_client_keeps_few_server_connections("http1");
+}
+
+#[test]
+fn an_http2_client_keeps_at_most_5_http2_server_connections_of_a_send_proxy_pool() {
+    an_http2_client_keeps_few_server_connections("h2");
+}

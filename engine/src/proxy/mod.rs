@@ -705,11 +705,18 @@ fn deliver(
 /// connection's own. Those carry this client's address in their PROXY
 /// header, so they are never lent to another client, and they close when
 /// the client connection has closed and its last response is done (as
-/// HAProxy makes them private to the client connection).
+/// HAProxy makes them private to the client connection). At most
+/// [`upstream::MAX_PRIVATE_IDLE_PER_SERVER`] of them stay idle per server
+/// (HAProxy's `max-session-srv-conns`); HTTP/2 ones (`protocol = "h2"`)
+/// are in the same private set, so they too serve this client only.
 fn upstreams_for<'a>(pool: &Pool, cx: &'a ConnCtx) -> &'a Rc<upstream::Upstreams> {
     match pool.send_proxy {
         None => &cx.worker.upstreams,
-        Some(_) => cx.private_upstreams.get_or_init(Default::default),
+        Some(_) => cx.private_upstreams.get_or_init(|| {
+            Rc::new(upstream::Upstreams::with_max_idle(
+                upstream::MAX_PRIVATE_IDLE_PER_SERVER,
+            ))
+        }),
     }
 }
 

@@ -55,6 +55,14 @@ pub const READ_PIECE: usize = 12 * 1024;
 /// Most idle connections kept per server per worker.
 const MAX_IDLE_PER_SERVER: usize = 128;
 
+/// Most idle connections kept per server for one client connection, in a
+/// `send_proxy` pool's private set (`ConnCtx::private_upstreams`): HAProxy's
+/// `max-session-srv-conns` (default 5). An HTTP/2 client with many streams
+/// at once opens a server connection per stream; past this many, the
+/// extra ones are closed as their requests end instead of staying open,
+/// unusable by anyone else, for as long as the client stays connected.
+pub const MAX_PRIVATE_IDLE_PER_SERVER: usize = 5;
+
 /// Streams one HTTP/2 connection to a server carries before another is
 /// opened: RFC 9113 §6.5.2 asks servers to allow at least 100 (nginx
 /// allows 128, Go 250). hyper does not say what the server announced, so
@@ -130,10 +138,20 @@ struct H2Conn {
     watch: HeadWatch,
 }
 
-#[derive(Default)]
 pub struct Upstreams {
     idle: RefCell<HashMap<ConnKey, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
     h2: RefCell<HashMap<ConnKey, Vec<Rc<H2Conn>>, BuildHasherDefault<AddrHasher>>>,
+    /// Most idle connections kept per server: HTTP/1.1 ones waiting for a
+    /// request, HTTP/2 ones with no stream open. Past it, a connection
+    /// whose request ends is closed.
+    max_idle: usize,
+}
+
+impl Default for Upstreams {
+    /// A worker's shared set: [`MAX_IDLE_PER_SERVER`] per server.
+    fn default() -> Upstreams {
+        Upstreams::with_max_idle(MAX_IDLE_PER_SERVER)
+    }
 }
 
 /// FNV-1a: the keys are a worker's own server addresses, not attacker
@@ -316,20 +334,32 @@ impl Lease {
     }
 
     pub fn release(self) {
-        let Sender::H1(sender) = self.sender else {
-            // HTTP/2: the stream is over; dropping it frees its place.
-            return;
+        let Lease {
+            upstreams,
+            key,
+            sender,
+            watch,
+        } = self;
+        let sender = match sender {
+            Sender::H1(sender) => sender,
+            Sender::H2(stream) => {
+                // The stream is over; dropping it frees its place. Its
+                // connection may now be one idle too many.
+                drop(stream);
+                upstreams.trim_h2(key);
+                return;
+            }
         };
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.upstreams.idle.borrow_mut();
-        let list = idle.entry(self.key).or_default();
-        if list.len() < MAX_IDLE_PER_SERVER {
+        let mut idle = upstreams.idle.borrow_mut();
+        let list = idle.entry(key).or_default();
+        if list.len() < upstreams.max_idle {
             crate::observe::metrics::upstream_idle(1);
             list.push(Idle {
                 sender,
-                watch: self.watch,
+                watch,
                 since: Instant::now(),
             });
         }
@@ -342,6 +372,19 @@ impl Drop for Upstreams {
         let kept: usize = self.idle.get_mut().values().map(Vec::len).sum();
         crate::observe::metrics::upstream_idle(-(kept as i64));
     }
+}
+
+/// Keeps at most `max_idle` of the connections in `list` that have no
+/// stream open (those with streams are all kept).
+fn trim_idle_h2(list: &mut Vec<Rc<H2Conn>>, max_idle: usize) {
+    let mut idle = 0;
+    list.retain(|c| {
+        if c.streams.get() > 0 {
+            return true;
+        }
+        idle += 1;
+        idle <= max_idle
+    });
 }
 
 /// Runs upstream HTTP/2 connection tasks on the worker's thread (its
@@ -360,6 +403,26 @@ where
 }
 
 impl Upstreams {
+    /// A set that keeps at most `max_idle` idle connections per server
+    /// (for a `send_proxy` pool's private set, [`MAX_PRIVATE_IDLE_PER_SERVER`]).
+    pub fn with_max_idle(max_idle: usize) -> Upstreams {
+        Upstreams {
+            idle: RefCell::default(),
+            h2: RefCell::default(),
+            max_idle,
+        }
+    }
+
+    /// Closes the HTTP/2 connections to `key` that have no stream open,
+    /// beyond `max_idle` of them (the oldest are kept: they are tried
+    /// first). A connection closes once its last sender is gone.
+    fn trim_h2(&self, key: ConnKey) {
+        let mut all = self.h2.borrow_mut();
+        if let Some(list) = all.get_mut(&key) {
+            trim_idle_h2(list, self.max_idle);
+        }
+    }
+
     /// Drops idle connections to servers that are in no pool any more
     /// (or that a pool now reaches another way).
     pub fn forget_except(&self, live: &[ConnKey]) {
@@ -454,6 +517,7 @@ impl Upstreams {
             !c.sender.is_closed()
                 && (c.streams.get() > 0 || c.last_used.get().elapsed() <= keepalive)
         });
+        trim_idle_h2(list, self.max_idle);
         if !reuse {
             return None;
         }
