@@ -213,12 +213,13 @@ fn haproxy_in_front_with_send_proxy_v1_gives_pocket_the_real_client() {
 fn pocket_in_front(version: &str) {
     let port = free_port();
     // An accept-proxy frontend that answers every request with the client
-    // its PROXY header named (and refuses connections without one).
+    // its PROXY header named and the address that client connected to (and
+    // refuses connections without one).
     let _h = HaProxy::start(
         &format!(
             "{HAPROXY_DEFAULTS}frontend fe
   bind 127.0.0.1:{port} accept-proxy
-  http-request return status 200 content-type text/plain lf-string \"client %[src] dst %[dst]\"
+  http-request return status 200 content-type text/plain lf-string \"client %[src] dst %[dst]:%[dst_port]\"
 "
         ),
         port,
@@ -261,7 +262,13 @@ fn pocket_in_front(version: &str) {
             r.contains(text),
             "{version}: HAProxy saw another client: {r}"
         );
-        assert!(r.contains("dst 127.0.0.1"), "{version}: {r}");
+        // The destination is where the client connected (Pocket's
+        // listener), as HAProxy's send-proxy says it, not the ephemeral
+        // port Pocket reached HAProxy from.
+        assert!(
+            r.contains(&format!("dst {web}")),
+            "{version}: not the listener's address {web}: {r}"
+        );
     }
     assert!(
         !p.log
@@ -494,9 +501,9 @@ fn a_send_proxy_connection_serves_one_client_connection_and_closes_with_it() {
             .expect("the server saw nothing more")
     };
     match next() {
-        Seen::Opened(line) => assert!(
-            line.starts_with(&format!("PROXY TCP4 127.0.0.2 127.0.0.1 {port} ")),
-            "{line}"
+        Seen::Opened(line) => assert_eq!(
+            line,
+            format!("PROXY TCP4 127.0.0.2 127.0.0.1 {port} {}", web.port())
         ),
         _ => panic!("no PROXY header first"),
     }
@@ -562,6 +569,30 @@ fn http2_with_prior_knowledge_follows_a_header_sent_in_pieces() {
     });
     assert!(body.contains("x-peer-ip: 2001:db8::5\n"), "{body}");
     assert!(body.contains("x-forwarded-for: 2001:db8::5\n"), "{body}");
+}
+
+#[test]
+fn send_proxy_passes_on_the_destination_an_accept_proxy_header_named() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = recording_server(tx);
+    let p = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "edge", bind = "127.0.0.1:0", pool = "px", accept_proxy = true }} }},
+  pools = {{ px = {{ servers = {{ "{server}" }}, send_proxy = "v1" }} }},
+}}"#
+        ),
+        1,
+    );
+    let r = send(
+        connect_from([127, 0, 0, 2], p.addr("edge")),
+        b"PROXY TCP4 192.0.2.7 192.0.2.1 40000 443\r\nGET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    match rx.recv_timeout(DEADLINE).expect("the server saw nothing") {
+        Seen::Opened(line) => assert_eq!(line, "PROXY TCP4 192.0.2.7 192.0.2.1 40000 443"),
+        _ => panic!("no PROXY header first"),
+    }
 }
 
 // ---------------------------------------------------------------------------

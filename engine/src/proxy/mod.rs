@@ -77,6 +77,11 @@ impl fmt::Display for RequestId {
 pub struct ConnCtx {
     pub worker: Rc<Worker>,
     pub peer: SocketAddr,
+    /// The address the client connected to: the listening socket's own
+    /// (for a wildcard bind, the connection's), or on an `accept_proxy`
+    /// listener the destination the PROXY header named. A `send_proxy`
+    /// pool passes it on as its header's destination.
+    pub local: SocketAddr,
     pub listener: Arc<str>,
     /// The peer as an X-Forwarded-For entry, made once.
     pub peer_value: http::HeaderValue,
@@ -97,12 +102,14 @@ impl ConnCtx {
     pub fn new(
         worker: Rc<Worker>,
         peer: SocketAddr,
+        local: SocketAddr,
         listener: Arc<str>,
         timeouts: ClientTimeouts,
     ) -> ConnCtx {
         ConnCtx {
             worker,
             peer,
+            local,
             listener,
             peer_value: forward::peer_value(peer.ip()),
             timeouts,
@@ -721,10 +728,11 @@ fn upstreams_for<'a>(pool: &Pool, cx: &'a ConnCtx) -> &'a Rc<upstream::Upstreams
 }
 
 /// The PROXY header a pool with `send_proxy` starts its connections with:
-/// this connection's client (proxy_header.rs).
+/// this connection's client and the address it connected to
+/// (proxy_header.rs).
 fn proxy_to(pool: &Pool, cx: &ConnCtx) -> Option<proxy_header::ProxyTo> {
     pool.send_proxy.map(|version| proxy_header::ProxyTo {
         version,
-        client: Some(cx.peer),
+        addresses: Some((cx.peer, cx.local)),
     })
 }

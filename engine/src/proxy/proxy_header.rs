@@ -40,21 +40,22 @@ impl SendProxy {
 }
 
 /// What a new connection to a server starts with: which header, and the
-/// client it speaks for (`None`: a health check, which speaks for nobody).
+/// client connection it speaks for: the client's address and the address
+/// it connected to (`None`: a health check, which speaks for nobody).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProxyTo {
     pub version: SendProxy,
-    pub client: Option<SocketAddr>,
+    pub addresses: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// Writes the header on a fresh connection, before any other byte. `None`:
-/// nothing to do. The destination is Pocket's own end of the connection
-/// (what HAProxy sends: the address the client connected to is not
-/// carried across, but `dst` is the address the server was reached from).
+/// nothing to do. As HAProxy's `send-proxy`, the header describes the
+/// client's connection: source the client, destination the address the
+/// client connected to (Pocket's listener, or the destination a PROXY
+/// header in front named), not this connection to the server.
 pub async fn send(stream: &mut TcpStream, to: Option<ProxyTo>) -> io::Result<()> {
     let Some(to) = to else { return Ok(()) };
-    let local = stream.local_addr()?;
-    let bytes = header(to.version, to.client, local)?;
+    let bytes = header(to.version, to.addresses)?;
     stream.write_all(&bytes).await
 }
 
@@ -62,19 +63,19 @@ pub async fn send(stream: &mut TcpStream, to: Option<ProxyTo>) -> io::Result<()>
 pub async fn send_for_check(stream: &mut TcpStream, version: Option<SendProxy>) -> io::Result<()> {
     let to = version.map(|version| ProxyTo {
         version,
-        client: None,
+        addresses: None,
     });
     send(stream, to).await
 }
 
-/// The header's bytes: `client` to `local`, or, without a client, v1
-/// `PROXY UNKNOWN` / a v2 `LOCAL` header with no addresses.
+/// The header's bytes: from a client to the address it connected to, or,
+/// without them, v1 `PROXY UNKNOWN` / a v2 `LOCAL` header with no
+/// addresses.
 pub fn header(
     version: SendProxy,
-    client: Option<SocketAddr>,
-    local: SocketAddr,
+    addresses: Option<(SocketAddr, SocketAddr)>,
 ) -> io::Result<Vec<u8>> {
-    let pair = client.map(|c| same_family(c, local));
+    let pair = addresses.map(|(client, local)| same_family(client, local));
     match version {
         SendProxy::V1 => {
             let addresses = match pair {
@@ -127,8 +128,7 @@ mod tests {
     fn v1_carries_the_client() {
         let h = header(
             SendProxy::V1,
-            Some(addr("127.0.0.2:40000")),
-            addr("127.0.0.1:5555"),
+            Some((addr("127.0.0.2:40000"), addr("127.0.0.1:5555"))),
         )
         .unwrap();
         assert_eq!(h, b"PROXY TCP4 127.0.0.2 127.0.0.1 40000 5555\r\n");
@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn v1_without_a_client_is_unknown() {
-        let h = header(SendProxy::V1, None, addr("127.0.0.1:5555")).unwrap();
+        let h = header(SendProxy::V1, None).unwrap();
         assert_eq!(h, b"PROXY UNKNOWN\r\n");
     }
 
@@ -144,8 +144,7 @@ mod tests {
     fn mixed_families_are_written_as_ipv6() {
         let h = header(
             SendProxy::V1,
-            Some(addr("10.0.0.1:40000")),
-            addr("[::1]:5555"),
+            Some((addr("10.0.0.1:40000"), addr("[::1]:5555"))),
         )
         .unwrap();
         assert_eq!(h, b"PROXY TCP6 ::ffff:10.0.0.1 ::1 40000 5555\r\n");
@@ -155,8 +154,7 @@ mod tests {
     fn v2_round_trips() {
         let h = header(
             SendProxy::V2,
-            Some(addr("127.0.0.2:40000")),
-            addr("127.0.0.1:5555"),
+            Some((addr("127.0.0.2:40000"), addr("127.0.0.1:5555"))),
         )
         .unwrap();
         let parsed = ppp::v2::Header::try_from(&h[..]).unwrap();
@@ -165,7 +163,7 @@ mod tests {
             parsed.addresses,
             ppp::v2::Addresses::from((addr("127.0.0.2:40000"), addr("127.0.0.1:5555")))
         );
-        let local = header(SendProxy::V2, None, addr("127.0.0.1:5555")).unwrap();
+        let local = header(SendProxy::V2, None).unwrap();
         let parsed = ppp::v2::Header::try_from(&local[..]).unwrap();
         assert_eq!(parsed.command, ppp::v2::Command::Local);
         assert_eq!(local.len(), 16);

@@ -75,6 +75,19 @@ impl fmt::Display for Refused {
     }
 }
 
+impl Refused {
+    /// The `reason` label of `pocket_proxy_header_refused_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refused::Closed => "closed",
+            Refused::Timeout(_) => "timeout",
+            Refused::Malformed(_) => "malformed",
+            Refused::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "reset",
+            Refused::Io(_) => "other",
+        }
+    }
+}
+
 /// Reads the PROXY header at the start of `stream`, within `head`.
 pub async fn read_header(stream: &mut TcpStream, head: Duration) -> Result<Header, Refused> {
     match tokio::time::timeout(head, read_bytes(stream)).await {
@@ -257,8 +270,10 @@ mod tests {
     fn v2_reads_its_length() {
         let header = crate::proxy::proxy_header::header(
             crate::proxy::proxy_header::SendProxy::V2,
-            Some("[2001:db8::1]:4000".parse().unwrap()),
-            "[::1]:80".parse().unwrap(),
+            Some((
+                "[2001:db8::1]:4000".parse().unwrap(),
+                "[::1]:80".parse().unwrap(),
+            )),
         )
         .unwrap();
         let mut input = header.clone();
@@ -278,12 +293,9 @@ mod tests {
                 destination: "[::1]:80".parse().unwrap()
             }
         );
-        let local = crate::proxy::proxy_header::header(
-            crate::proxy::proxy_header::SendProxy::V2,
-            None,
-            "127.0.0.1:80".parse().unwrap(),
-        )
-        .unwrap();
+        let local =
+            crate::proxy::proxy_header::header(crate::proxy::proxy_header::SendProxy::V2, None)
+                .unwrap();
         assert_eq!(whole(&local).unwrap(), Header::Local);
     }
 }

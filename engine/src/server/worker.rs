@@ -342,6 +342,15 @@ async fn accept_loop(
     let ledger = registered.pulse.ledger.clone();
     let _registered = registered;
     let process = caps().process.clone();
+    // Where clients connect to, when the bind says it: then no connection
+    // needs to ask its socket (a wildcard bind does, per connection).
+    let bound = listener
+        .get_ref()
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .filter(|a| !a.ip().is_unspecified())
+        .map(canonical_addr);
     loop {
         // A connection is waiting; take its slot before accepting it: at
         // a cap, stop calling accept so new connections wait in the
@@ -397,7 +406,8 @@ async fn accept_loop(
         let script = worker.script();
         let listener = script.policy.listener(&name);
         let proxied = listener.is_some_and(|l| l.accept_proxy);
-        if !proxied && !admitted(&script, &stream, peer, None, &name) {
+        let local = bound.unwrap_or_else(|| local_of(&stream, peer));
+        if !proxied && !admitted(&script, peer, local, &name) {
             continue;
         }
         let timeouts = listener.map_or_else(ClientTimeouts::default, |l| l.timeouts);
@@ -408,17 +418,24 @@ async fn accept_loop(
             tokio::task::spawn_local(async move {
                 let mut stream = stream;
                 // None: closed (the slot goes with the task).
-                let Some(peer) = proxied_peer(&worker, &mut stream, peer, &name, timeouts).await
+                let Some((peer, local)) =
+                    proxied_peer(&worker, &mut stream, (peer, local), &name, timeouts).await
                 else {
                     return;
                 };
-                let cx = Rc::new(ConnCtx::new(worker.clone(), peer, name, timeouts));
+                let cx = Rc::new(ConnCtx::new(worker.clone(), peer, local, name, timeouts));
                 conn::serve(stream, cx, http, worker.drain.clone(), timeouts).await;
                 drop(slot);
             });
             continue;
         }
-        let cx = Rc::new(ConnCtx::new(worker.clone(), peer, name.clone(), timeouts));
+        let cx = Rc::new(ConnCtx::new(
+            worker.clone(),
+            peer,
+            local,
+            name.clone(),
+            timeouts,
+        ));
         let serve = conn::serve(stream, cx, http.clone(), worker.drain.clone(), timeouts);
         tokio::task::spawn_local(async move {
             serve.await;
@@ -427,20 +444,19 @@ async fn accept_loop(
     }
 }
 
+/// The address a client connected to, from its socket (the peer's if the
+/// socket cannot say, which only a socket already gone does).
+fn local_of(stream: &TcpStream, peer: SocketAddr) -> SocketAddr {
+    canonical_addr(stream.local_addr().unwrap_or(peer))
+}
+
 /// Whether the policy's `on_connect` lets this connection in (true when it
-/// has none). `local`: where the client connected, when a PROXY header
-/// said (else the socket's own address).
-fn admitted(
-    script: &WorkerScript,
-    stream: &TcpStream,
-    peer: SocketAddr,
-    local: Option<SocketAddr>,
-    name: &Arc<str>,
-) -> bool {
+/// has none). `local`: where the client connected (the socket's own
+/// address, or the destination a PROXY header named).
+fn admitted(script: &WorkerScript, peer: SocketAddr, local: SocketAddr, name: &Arc<str>) -> bool {
     if !script.has_on_connect() {
         return true;
     }
-    let local = local.unwrap_or_else(|| canonical_addr(stream.local_addr().unwrap_or(peer)));
     let tls = script
         .policy
         .listener(name)
@@ -466,35 +482,45 @@ fn admitted(
 
 /// On an `accept_proxy` listener: reads the PROXY header (within the
 /// `head` timeout) and runs `on_connect` on the client it names; that
-/// client, or None when the connection is to be closed (no header, a bad
-/// or cut one: no answer is sent). A v2 LOCAL or v1 UNKNOWN header keeps
-/// the socket's peer (the balancer's own connection, as HAProxy does).
+/// client and the address it connected to, or None when the connection is
+/// to be closed (no header, a bad or cut one: no answer is sent). A v2
+/// LOCAL or v1 UNKNOWN header keeps the socket's addresses (`socket`: its
+/// peer and local address; the balancer's own connection, as HAProxy
+/// does).
 async fn proxied_peer(
     worker: &Worker,
     stream: &mut TcpStream,
-    socket_peer: SocketAddr,
+    socket: (SocketAddr, SocketAddr),
     name: &Arc<str>,
     timeouts: ClientTimeouts,
-) -> Option<SocketAddr> {
+) -> Option<(SocketAddr, SocketAddr)> {
     use super::proxy_protocol::{read_header, Header, Refused};
+    let socket_peer = socket.0;
     let (peer, local) = match read_header(stream, timeouts.head).await {
         Ok(Header::Proxied {
             source,
             destination,
-        }) => (canonical_addr(source), Some(canonical_addr(destination))),
-        Ok(Header::Local) => (socket_peer, None),
-        Err(e @ Refused::Closed) => {
-            tracing::debug!(listener = %name, peer = %socket_peer, "{e}");
-            return None;
-        }
-        Err(e @ Refused::Timeout(_)) => {
-            tracing::debug!(listener = %name, peer = %socket_peer, "{e}; connection closed");
-            return None;
-        }
+        }) => (canonical_addr(source), canonical_addr(destination)),
+        Ok(Header::Local) => socket,
         Err(e) => {
-            tracing::info!(listener = %name, peer = %socket_peer, "{e}; connection closed");
+            crate::observe::metrics::proxy_header_refused(name, e.reason());
+            match &e {
+                // A balancer's TCP check connects and closes or resets
+                // (HAProxy closes its checks with a RST), every few
+                // seconds: not worth an info line each.
+                Refused::Closed => tracing::debug!(listener = %name, peer = %socket_peer, "{e}"),
+                Refused::Timeout(_) => {
+                    tracing::debug!(listener = %name, peer = %socket_peer, "{e}; connection closed")
+                }
+                Refused::Io(io) if io.kind() == std::io::ErrorKind::ConnectionReset => {
+                    tracing::debug!(listener = %name, peer = %socket_peer, "{e}; connection closed")
+                }
+                Refused::Malformed(_) | Refused::Io(_) => {
+                    tracing::info!(listener = %name, peer = %socket_peer, "{e}; connection closed")
+                }
+            }
             return None;
         }
     };
-    admitted(&worker.script(), stream, peer, local, name).then_some(peer)
+    admitted(&worker.script(), peer, local, name).then_some((peer, local))
 }

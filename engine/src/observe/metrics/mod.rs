@@ -24,6 +24,7 @@ mod counters;
 mod hooks;
 mod live;
 mod process;
+mod proxy_header;
 mod text;
 mod tls;
 
@@ -34,6 +35,7 @@ pub use counters::{ListenerMetrics, ServerMetrics};
 pub use hooks::{hook_ran, hook_ran_for, take_request_hook_ns, Hook};
 pub use live::{listener_counts, went_live};
 pub use process::{generation_live, lua_memory, reload_ended, upstream_idle, Parked};
+pub use proxy_header::proxy_header_refused;
 pub use tls::tls_handshake_failed;
 
 use counters::{
@@ -108,6 +110,19 @@ pub fn render() -> String {
     for (listener, reason, n) in tls::failures() {
         t.sample(
             "pocket_tls_handshake_failures_total",
+            &[("listener", &listener), ("reason", reason)],
+            n,
+        );
+    }
+
+    t.family(
+        "pocket_proxy_header_refused_total",
+        Kind::Counter,
+        "Connections to accept_proxy listeners closed for their PROXY header, by listener and reason (malformed, timeout, closed, reset, other).",
+    );
+    for (listener, reason, n) in proxy_header::refused() {
+        t.sample(
+            "pocket_proxy_header_refused_total",
             &[("listener", &listener), ("reason", reason)],
             n,
         );
