@@ -188,6 +188,14 @@ fn parse(bytes: &[u8]) -> Result<Header, Refused> {
         if h.command == ppp::v2::Command::Local {
             return Ok(Header::Local);
         }
+        if h.protocol == ppp::v2::Protocol::Datagram {
+            // A UDP flow's addresses: a TCP listener cannot be relaying
+            // one (HAProxy sends only STREAM for its TCP connections), so
+            // the header is wrong, not a client to trust.
+            return Err(Refused::Malformed(
+                "a v2 header for a datagram (UDP) flow on a TCP connection".into(),
+            ));
+        }
         return Ok(match h.addresses {
             ppp::v2::Addresses::IPv4(a) => Header::Proxied {
                 source: (a.source_address, a.source_port).into(),
@@ -297,5 +305,34 @@ mod tests {
             crate::proxy::proxy_header::header(crate::proxy::proxy_header::SendProxy::V2, None)
                 .unwrap();
         assert_eq!(whole(&local).unwrap(), Header::Local);
+    }
+
+    #[test]
+    fn v2_for_a_datagram_flow_is_refused() {
+        use ppp::v2::{Builder, Command, Protocol, Version};
+        let addresses: (SocketAddr, SocketAddr) = (
+            "192.0.2.7:4000".parse().unwrap(),
+            "192.0.2.1:443".parse().unwrap(),
+        );
+        let bytes =
+            Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Datagram, addresses)
+                .build()
+                .unwrap();
+        match whole(&bytes) {
+            Err(Refused::Malformed(why)) => assert!(why.contains("datagram"), "{why}"),
+            other => panic!("accepted: {other:?}"),
+        }
+        // The same addresses over STREAM are a client.
+        let bytes =
+            Builder::with_addresses(Version::Two | Command::Proxy, Protocol::Stream, addresses)
+                .build()
+                .unwrap();
+        assert_eq!(
+            whole(&bytes).unwrap(),
+            Header::Proxied {
+                source: addresses.0,
+                destination: addresses.1
+            }
+        );
     }
 }
