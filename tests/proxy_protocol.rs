@@ -302,6 +302,7 @@ fn an_accept_proxy_listener_closes_connections_without_a_good_header() {
   listeners = {{ {{ name = "edge", bind = "127.0.0.1:0", pool = "app", accept_proxy = true,
                     timeouts = {{ head = "2s" }} }} }},
   pools = {{ app = {{ servers = {{ "{}" }} }} }},
+  admin = {{ bind = "127.0.0.1:0" }},
   on_request = function(req) req:set_header("x-peer-ip", req.peer_ip) end,
 }}"#,
             origin.addr
@@ -370,6 +371,32 @@ fn an_accept_proxy_listener_closes_connections_without_a_good_header() {
     assert_eq!(answer(stalled), "", "the cut header got an answer");
     p.log.wait_for(&["no whole PROXY header within 2s"]);
     p.log.wait_for(&["bad PROXY header", "peer=127.0.0.1:"]);
+
+    // A balancer's plain TCP check: connect, then reset (HAProxy closes its
+    // checks with a RST). Closed, and logged at debug, not info: it comes
+    // every few seconds.
+    let check = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    check.connect(&edge.into()).unwrap();
+    check.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(check);
+    let line = p.log.wait_for(&["reading the PROXY header failed"]);
+    assert!(line.contains("DEBUG"), "not at debug: {line}");
+
+    // Each refusal counted, by reason.
+    let line = p.log.wait_for(&["admin listening on "]);
+    let admin = line.rsplit("admin listening on ").next().unwrap().trim();
+    // HTTP/1.0: the body arrives whole, not in chunks.
+    let admin: SocketAddr = admin.parse().unwrap();
+    let metrics = send(
+        TcpStream::connect(admin).unwrap(),
+        format!("GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n").as_bytes(),
+    );
+    for (reason, n) in [("malformed", 5), ("timeout", 1), ("reset", 1)] {
+        let want = format!(
+            "pocket_proxy_header_refused_total{{listener=\"edge\",reason=\"{reason}\"}} {n}"
+        );
+        assert!(metrics.contains(&want), "no {want} in:\n{metrics}");
+    }
     assert_eq!(
         origin.request_count(),
         4,
