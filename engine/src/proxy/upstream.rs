@@ -27,6 +27,7 @@ use hyper::client::conn::{http2, TrySendError};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
 use super::body::RequestBody;
 use super::proxy_header::{self, ProxyTo};
@@ -141,6 +142,11 @@ struct H2Conn {
 pub struct Upstreams {
     idle: RefCell<HashMap<ConnKey, Vec<Idle>, BuildHasherDefault<AddrHasher>>>,
     h2: RefCell<HashMap<ConnKey, Vec<Rc<H2Conn>>, BuildHasherDefault<AddrHasher>>>,
+    /// HTTP/2 connections being opened, by server: a request that finds
+    /// no shared connection with room waits for the one under way instead
+    /// of opening its own (else a burst of N requests to a cold server
+    /// opens N connections, each carrying one stream).
+    h2_opening: RefCell<HashMap<ConnKey, Rc<Notify>, BuildHasherDefault<AddrHasher>>>,
     /// Most idle connections kept per server: HTTP/1.1 ones waiting for a
     /// request, HTTP/2 ones with no stream open. Past it, a connection
     /// whose request ends is closed.
@@ -374,6 +380,27 @@ impl Drop for Upstreams {
     }
 }
 
+/// An HTTP/2 connection being opened; when that ends (up, failed, or the
+/// request gone), the requests waiting for it are woken.
+struct Opening<'a> {
+    upstreams: &'a Upstreams,
+    key: ConnKey,
+    notify: Rc<Notify>,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        let mut opening = self.upstreams.h2_opening.borrow_mut();
+        if opening
+            .get(&self.key)
+            .is_some_and(|n| Rc::ptr_eq(n, &self.notify))
+        {
+            opening.remove(&self.key);
+        }
+        self.notify.notify_waiters();
+    }
+}
+
 /// Keeps at most `max_idle` of the connections in `list` that have no
 /// stream open (those with streams are all kept).
 fn trim_idle_h2(list: &mut Vec<Rc<H2Conn>>, max_idle: usize) {
@@ -409,6 +436,7 @@ impl Upstreams {
         Upstreams {
             idle: RefCell::default(),
             h2: RefCell::default(),
+            h2_opening: RefCell::default(),
             max_idle,
         }
     }
@@ -455,7 +483,7 @@ impl Upstreams {
             if let Some(conn) = self.shared_h2(key, pool.timeouts.keepalive, reuse) {
                 return Ok(conn);
             }
-            return Box::pin(self.connect(key, pool, server, proxy, None)).await;
+            return Box::pin(self.open_h2(key, pool, server, reuse, proxy)).await;
         }
         if reuse {
             loop {
@@ -526,6 +554,38 @@ impl Upstreams {
             .find(|c| c.streams.get() < H2_STREAMS_PER_CONN)?
             .clone();
         Some(Self::stream_on(conn, key, true))
+    }
+
+    /// A stream on a new HTTP/2 connection to `key`, or (`reuse`) on the
+    /// one another request is opening, once it is up (waiting at most the
+    /// pool's connect timeout).
+    async fn open_h2(
+        &self,
+        key: ConnKey,
+        pool: &Pool,
+        server: &Server,
+        reuse: bool,
+        proxy: Option<ProxyTo>,
+    ) -> Result<Conn, ConnectError> {
+        if reuse {
+            let opening = self.h2_opening.borrow().get(&key).cloned();
+            if let Some(opening) = opening {
+                // Registered at once: a wake-up before the first poll counts.
+                let up = opening.notified();
+                let _ = tokio::time::timeout(pool.timeouts.connect, up).await;
+                if let Some(conn) = self.shared_h2(key, pool.timeouts.keepalive, true) {
+                    return Ok(conn);
+                }
+            }
+        }
+        let notify = Rc::new(Notify::new());
+        self.h2_opening.borrow_mut().insert(key, notify.clone());
+        let _opening = Opening {
+            upstreams: self,
+            key,
+            notify,
+        };
+        self.connect(key, pool, server, proxy, None).await
     }
 
     fn stream_on(conn: Rc<H2Conn>, key: ConnKey, reused: bool) -> Conn {
