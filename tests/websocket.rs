@@ -581,3 +581,98 @@ fn a_server_that_resets_the_tunnel_is_logged_sd_and_the_client_is_closed() {
             .wait_for(&["/reset HTTP/1.1\" 101 SD in=5 out=0 "]);
     });
 }
+
+/// One pool of the built-in origin, whose `/echo` agrees to any upgrade
+/// (h2c included) and answers 400 to a request that asks for none; the
+/// script refuses `/admin`.
+fn echo_origin_policy(origin: &OriginHandle) -> String {
+    format!(
+        r#"return {{
+  log = {{ access = "-" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{}" }} }} }},
+  on_request = function(req)
+    if req.path == "/admin" then return pocket.respond(403, "no\n") end
+  end,
+}}
+"#,
+        origin.addr
+    )
+}
+
+/// The statuses of the responses in `answer`, in order.
+fn statuses(answer: &str) -> Vec<&str> {
+    answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &answer[i + 9..i + 12])
+        .collect()
+}
+
+#[test]
+fn an_h2c_upgrade_is_not_tunneled_so_every_request_still_meets_on_request() {
+    // h2c smuggling: were the switch to HTTP/2 tunneled, the requests after
+    // it would reach the server unseen by on_request.
+    let origin = origin("A");
+    let pocket = Pocket::start(&echo_origin_policy(&origin), 1);
+    let h2c = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+               HTTP2-Settings: AAMAAABkAAQAAP__\r\n";
+    let answer = tokio_run(raw(
+        pocket.addr("web"),
+        format!(
+            "GET /echo HTTP/1.1\r\nHost: t\r\n{h2c}\r\n\
+             GET /headers HTTP/1.1\r\nHost: t\r\n{h2c}\r\n\
+             GET /admin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    ));
+    // /echo would have switched: the origin got no Upgrade, so it said 400.
+    assert_eq!(statuses(&answer), ["400", "200", "403"], "{answer}");
+    assert!(!answer.contains(" 101 "), "{answer}");
+    assert!(answer.contains("/echo needs an upgrade"), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    for h in ["upgrade:", "http2-settings:"] {
+        assert!(
+            !lower.contains(&format!("\n{h}")),
+            "{h} reached the origin: {answer}"
+        );
+    }
+    assert!(answer.ends_with("no\n"), "{answer}");
+    // The same with other spellings of the token.
+    for up in ["H2C", "websocket, h2c"] {
+        let answer = tokio_run(raw(
+            pocket.addr("web"),
+            format!(
+                "GET /echo HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, close\r\nUpgrade: {up}\r\n\r\n"
+            )
+            .as_bytes(),
+        ));
+        assert_eq!(statuses(&answer), ["400"], "{up}: {answer}");
+    }
+}
+
+#[test]
+fn an_upgrade_request_with_a_body_goes_as_a_plain_request() {
+    let origin = origin("A");
+    let pocket = Pocket::start(&echo_origin_policy(&origin), 1);
+    let ws = "Connection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let answer = tokio_run(raw(
+        pocket.addr("web"),
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\n{ws}Content-Length: 5\r\n\r\nhello\
+             POST /echo HTTP/1.1\r\nHost: t\r\n{ws}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+             POST /upload HTTP/1.1\r\nHost: t\r\n{ws}Content-Length: 5\r\n\r\nhello\
+             GET /after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    ));
+    // The origin saw no Upgrade on either /echo, and got each body whole.
+    assert_eq!(statuses(&answer), ["400", "400", "200", "200"], "{answer}");
+    assert_eq!(
+        answer.matches("/echo needs an upgrade").count(),
+        2,
+        "{answer}"
+    );
+    assert!(answer.contains("A received 5 bytes"), "{answer}");
+    assert!(answer.ends_with("path /after\n"), "{answer}");
+}
