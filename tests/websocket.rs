@@ -676,3 +676,80 @@ fn an_upgrade_request_with_a_body_goes_as_a_plain_request() {
     assert!(answer.contains("A received 5 bytes"), "{answer}");
     assert!(answer.ends_with("path /after\n"), "{answer}");
 }
+
+#[test]
+fn a_server_that_stops_reading_for_longer_than_idle_keeps_its_tunnel() {
+    // The pool's `idle` (1 s) is the TCP_USER_TIMEOUT of its connections;
+    // a tunnel is bounded by `timeouts.tunnel` (30 s) instead. A server
+    // that takes nothing for 6 s, then reads again, gets all that was sent.
+    tokio_run(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        // A small window: the client's bytes fill it soon.
+        socket.set_recv_buffer_size(32 * 1024).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let origin_addr = socket.local_addr().unwrap();
+        let l = socket.listen(1).unwrap();
+        let (resume, resumed) = tokio::sync::oneshot::channel::<()>();
+        let origin = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            read_head(&mut s).await;
+            s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-test\r\nConnection: Upgrade\r\n\r\n")
+                .await
+                .unwrap();
+            let _ = resumed.await;
+            let mut got = Vec::new();
+            let read = tokio::time::timeout(DEADLINE, s.read_to_end(&mut got)).await;
+            let _ = s.shutdown().await;
+            (got.len(), format!("{read:?}"))
+        });
+        let pocket = Pocket::start(
+            &format!(
+                r#"return {{
+  log = {{ access = "-" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{origin_addr}" }}, timeouts = {{ idle = "1s", tunnel = "30s" }} }} }},
+}}
+"#
+            ),
+            1,
+        );
+        let mut s = tokio::net::TcpStream::connect(pocket.addr("web"))
+            .await
+            .unwrap();
+        s.write_all(
+            b"GET /slow HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: x-test\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        // Send until nothing more is taken for a second (at most 64 MiB).
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0usize;
+        while sent < 64 << 20 {
+            match tokio::time::timeout(Duration::from_secs(1), s.write(&chunk)).await {
+                Ok(Ok(n)) => sent += n,
+                Ok(Err(e)) => panic!("the tunnel broke after {sent} bytes: {e}"),
+                Err(_) => break,
+            }
+        }
+        assert!(
+            sent < 64 << 20,
+            "the server took everything without reading"
+        );
+        // The server's window has been closed for a second; five more.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        resume.send(()).unwrap();
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest))
+            .await
+            .expect("the tunnel ends")
+            .unwrap();
+        let (got, how) = origin.await.unwrap();
+        assert_eq!(got, sent, "the server got {got} of {sent} bytes ({how})");
+        pocket
+            .log
+            .wait_for(&[&format!("/slow HTTP/1.1\" 101 -- in={sent} out=0 ")]);
+    });
+}

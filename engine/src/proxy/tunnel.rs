@@ -32,6 +32,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::{InFlight, ResponseBody};
@@ -40,8 +41,23 @@ use crate::lb::{Pool, Server};
 use crate::observe::exchange::{Open, Termination};
 
 /// The server side of a tunnel: its connection's socket, plain or TLS.
-pub trait ServerStream: AsyncRead + AsyncWrite + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Unpin> ServerStream for T {}
+pub trait ServerStream: AsyncRead + AsyncWrite + Unpin {
+    /// The TCP socket (under TLS, the one TLS runs on): its options are
+    /// set for the tunnel when it opens.
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl ServerStream for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl ServerStream for tokio_rustls::client::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
 
 /// The server connection's socket and what hyper read past the 101, sent
 /// by the connection's task (proxy/upstream.rs) once the 101 is in.
@@ -181,6 +197,13 @@ pub async fn switch(
     head.headers
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     head.version = Version::HTTP_11;
+    // The connection was opened with TCP_USER_TIMEOUT = the pool's `idle`
+    // (upstream.rs `connect`): left so, a server that takes nothing for
+    // `idle` would be cut by the kernel, not after `timeouts.tunnel`.
+    let sock = socket2::SockRef::from(parts.io.tcp());
+    if let Err(e) = sock.set_tcp_user_timeout(Some(pool.timeouts.tunnel)) {
+        tracing::debug!(request = %id, server = %server.addr, "TCP_USER_TIMEOUT not raised to timeouts.tunnel: {e}");
+    }
     tracing::debug!(request = %id, server = %server.addr, "switching protocols: tunnel open");
     *cx.tunnel.borrow_mut() = Some(Box::new(Pending {
         server_io: parts.io,

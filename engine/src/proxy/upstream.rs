@@ -25,7 +25,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::client::conn::{http2, TrySendError};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::body::RequestBody;
@@ -545,7 +544,7 @@ impl Upstreams {
         upgrade: Option<super::tunnel::HandoverTx>,
     ) -> Result<Conn, ConnectError>
     where
-        S: AsyncRead + AsyncWrite + Unpin + 'static,
+        S: super::tunnel::ServerStream + 'static,
     {
         if protocol == Protocol::H2 {
             let (sender, conn) = http2::Builder::new(LocalExec)
