@@ -45,9 +45,23 @@ struct WsServer {
 
 impl WsServer {
     fn start(name: &str) -> WsServer {
+        Self::start_with(name, &[])
+    }
+
+    /// Over TLS, with the server.pem and server.key of [`make_certs`] in
+    /// `dir`.
+    fn start_tls(name: &str, dir: &std::path::Path) -> WsServer {
+        let cert = dir.join("server.pem");
+        let key = dir.join("server.key");
+        Self::start_with(name, &["0", cert.to_str().unwrap(), key.to_str().unwrap()])
+    }
+
+    fn start_with(name: &str, more: &[&str]) -> WsServer {
         require_websockets();
         let mut child = Command::new("python3")
-            .args([&script("ws_server.py"), name])
+            .arg(script("ws_server.py"))
+            .arg(name)
+            .args(more)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -752,4 +766,57 @@ fn a_server_that_stops_reading_for_longer_than_idle_keeps_its_tunnel() {
             .log
             .wait_for(&[&format!("/slow HTTP/1.1\" 101 -- in={sent} out=0 ")]);
     });
+}
+
+/// Writes ca.pem, server.pem and server.key into `dir`: a test CA (rcgen),
+/// and a server certificate it signed for 127.0.0.1 (as
+/// tests/upstream_tls.rs does).
+fn make_certs(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Pocket test CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf.subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &ca).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
+
+#[test]
+fn an_upgrade_to_a_tls_pool_goes_over_tls_as_http_1_1_even_in_an_h2_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let a = WsServer::start_tls("A", dir.path());
+    let ca = dir.path().join("ca.pem");
+    for protocol in ["http1", "h2"] {
+        let pocket = Pocket::start(
+            &format!(
+                r#"return {{
+  log = {{ access = "-" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{}" }}, protocol = "{protocol}", tls = {{ ca = "{}" }} }} }},
+}}
+"#,
+                a.addr(),
+                ca.display()
+            ),
+            1,
+        );
+        let web = pocket.addr("web");
+        let mut c = WsClient::open(&format!("ws://{web}/secure"));
+        assert_eq!(c.whoami(), "A");
+        // The server offers h2 too: Pocket, about to speak HTTP/1.1 on
+        // this connection, offered only http/1.1.
+        assert_eq!(c.ask("alpn"), "alpn http/1.1", "protocol = {protocol}");
+        c.echo(20);
+        c.burst(20);
+        assert_eq!(c.ask("close"), "closed");
+        pocket.log.wait_for(&["/secure HTTP/1.1\" 101 -- "]);
+    }
 }

@@ -232,6 +232,10 @@ pub struct Conn {
     /// long-idle connection may have been closed by the server meanwhile.
     pub idle_for: Option<Duration>,
     pub key: ConnKey,
+    /// Given back to the idle list after its exchange. Not so for the
+    /// HTTP/1.1 connection of a refused upgrade in an h2 pool, which no
+    /// request of that pool would take again.
+    pub keep: bool,
 }
 
 /// Why no connection could be had.
@@ -302,6 +306,7 @@ pub struct Lease {
     key: ConnKey,
     sender: Sender,
     watch: HeadWatch,
+    keep: bool,
 }
 
 impl Lease {
@@ -311,6 +316,7 @@ impl Lease {
             key: conn.key,
             sender: conn.sender,
             watch: conn.watch,
+            keep: conn.keep,
         }
     }
 
@@ -319,7 +325,7 @@ impl Lease {
             // HTTP/2: the stream is over; dropping it frees its place.
             return;
         };
-        if sender.is_closed() {
+        if sender.is_closed() || !self.keep {
             return;
         }
         let mut idle = self.upstreams.idle.borrow_mut();
@@ -418,6 +424,7 @@ impl Upstreams {
                     watch: idle.watch,
                     idle_for: Some(idle_for),
                     key,
+                    keep: true,
                 });
             }
         }
@@ -439,7 +446,8 @@ impl Upstreams {
     ) -> Result<(Conn, super::tunnel::Handover), ConnectError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let key = ConnKey::of(pool, server);
-        let conn = Box::pin(self.connect(key, pool, server, proxy, Some(tx))).await?;
+        let mut conn = Box::pin(self.connect(key, pool, server, proxy, Some(tx))).await?;
+        conn.keep = pool.protocol == Protocol::Http1;
         Ok((conn, rx))
     }
 
@@ -474,6 +482,7 @@ impl Upstreams {
             watch: conn.watch.clone(),
             idle_for,
             key,
+            keep: true,
         }
     }
 
@@ -518,7 +527,11 @@ impl Upstreams {
             return self.start(stream, key, protocol, addr, upgrade).await;
         };
         let name = tls.server_name(server.name.as_deref(), addr.ip());
-        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let config = match protocol {
+            Protocol::H2 => &tls.config,
+            Protocol::Http1 => &tls.http1,
+        };
+        let connector = tokio_rustls::TlsConnector::from(config.clone());
         let stream = match tokio::time::timeout_at(deadline, connector.connect(name, stream)).await
         {
             Ok(Ok(s)) => s,
@@ -603,6 +616,7 @@ impl Upstreams {
             watch,
             idle_for: None,
             key,
+            keep: true,
         })
     }
 }
