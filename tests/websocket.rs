@@ -45,9 +45,23 @@ struct WsServer {
 
 impl WsServer {
     fn start(name: &str) -> WsServer {
+        Self::start_with(name, &[])
+    }
+
+    /// Over TLS, with the server.pem and server.key of [`make_certs`] in
+    /// `dir`.
+    fn start_tls(name: &str, dir: &std::path::Path) -> WsServer {
+        let cert = dir.join("server.pem");
+        let key = dir.join("server.key");
+        Self::start_with(name, &["0", cert.to_str().unwrap(), key.to_str().unwrap()])
+    }
+
+    fn start_with(name: &str, more: &[&str]) -> WsServer {
         require_websockets();
         let mut child = Command::new("python3")
-            .args([&script("ws_server.py"), name])
+            .arg(script("ws_server.py"))
+            .arg(name)
+            .args(more)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -580,4 +594,229 @@ fn a_server_that_resets_the_tunnel_is_logged_sd_and_the_client_is_closed() {
             .log
             .wait_for(&["/reset HTTP/1.1\" 101 SD in=5 out=0 "]);
     });
+}
+
+/// One pool of the built-in origin, whose `/echo` agrees to any upgrade
+/// (h2c included) and answers 400 to a request that asks for none; the
+/// script refuses `/admin`.
+fn echo_origin_policy(origin: &OriginHandle) -> String {
+    format!(
+        r#"return {{
+  log = {{ access = "-" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{}" }} }} }},
+  on_request = function(req)
+    if req.path == "/admin" then return pocket.respond(403, "no\n") end
+  end,
+}}
+"#,
+        origin.addr
+    )
+}
+
+/// The statuses of the responses in `answer`, in order.
+fn statuses(answer: &str) -> Vec<&str> {
+    answer
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &answer[i + 9..i + 12])
+        .collect()
+}
+
+#[test]
+fn an_h2c_upgrade_is_not_tunneled_so_every_request_still_meets_on_request() {
+    // h2c smuggling: were the switch to HTTP/2 tunneled, the requests after
+    // it would reach the server unseen by on_request.
+    let origin = origin("A");
+    let pocket = Pocket::start(&echo_origin_policy(&origin), 1);
+    let h2c = "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\
+               HTTP2-Settings: AAMAAABkAAQAAP__\r\n";
+    let answer = tokio_run(raw(
+        pocket.addr("web"),
+        format!(
+            "GET /echo HTTP/1.1\r\nHost: t\r\n{h2c}\r\n\
+             GET /headers HTTP/1.1\r\nHost: t\r\n{h2c}\r\n\
+             GET /admin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    ));
+    // /echo would have switched: the origin got no Upgrade, so it said 400.
+    assert_eq!(statuses(&answer), ["400", "200", "403"], "{answer}");
+    assert!(!answer.contains(" 101 "), "{answer}");
+    assert!(answer.contains("/echo needs an upgrade"), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    for h in ["upgrade:", "http2-settings:"] {
+        assert!(
+            !lower.contains(&format!("\n{h}")),
+            "{h} reached the origin: {answer}"
+        );
+    }
+    assert!(answer.ends_with("no\n"), "{answer}");
+    // The same with other spellings of the token.
+    for up in ["H2C", "websocket, h2c"] {
+        let answer = tokio_run(raw(
+            pocket.addr("web"),
+            format!(
+                "GET /echo HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, close\r\nUpgrade: {up}\r\n\r\n"
+            )
+            .as_bytes(),
+        ));
+        assert_eq!(statuses(&answer), ["400"], "{up}: {answer}");
+    }
+}
+
+#[test]
+fn an_upgrade_request_with_a_body_goes_as_a_plain_request() {
+    let origin = origin("A");
+    let pocket = Pocket::start(&echo_origin_policy(&origin), 1);
+    let ws = "Connection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let answer = tokio_run(raw(
+        pocket.addr("web"),
+        format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\n{ws}Content-Length: 5\r\n\r\nhello\
+             POST /echo HTTP/1.1\r\nHost: t\r\n{ws}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+             POST /upload HTTP/1.1\r\nHost: t\r\n{ws}Content-Length: 5\r\n\r\nhello\
+             GET /after HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    ));
+    // The origin saw no Upgrade on either /echo, and got each body whole.
+    assert_eq!(statuses(&answer), ["400", "400", "200", "200"], "{answer}");
+    assert_eq!(
+        answer.matches("/echo needs an upgrade").count(),
+        2,
+        "{answer}"
+    );
+    assert!(answer.contains("A received 5 bytes"), "{answer}");
+    assert!(answer.ends_with("path /after\n"), "{answer}");
+}
+
+#[test]
+fn a_server_that_stops_reading_for_longer_than_idle_keeps_its_tunnel() {
+    // The pool's `idle` (1 s) is the TCP_USER_TIMEOUT of its connections;
+    // a tunnel is bounded by `timeouts.tunnel` (30 s) instead. A server
+    // that takes nothing for 6 s, then reads again, gets all that was sent.
+    tokio_run(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        // A small window: the client's bytes fill it soon.
+        socket.set_recv_buffer_size(32 * 1024).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let origin_addr = socket.local_addr().unwrap();
+        let l = socket.listen(1).unwrap();
+        let (resume, resumed) = tokio::sync::oneshot::channel::<()>();
+        let origin = tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            read_head(&mut s).await;
+            s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-test\r\nConnection: Upgrade\r\n\r\n")
+                .await
+                .unwrap();
+            let _ = resumed.await;
+            let mut got = Vec::new();
+            let read = tokio::time::timeout(DEADLINE, s.read_to_end(&mut got)).await;
+            let _ = s.shutdown().await;
+            (got.len(), format!("{read:?}"))
+        });
+        let pocket = Pocket::start(
+            &format!(
+                r#"return {{
+  log = {{ access = "-" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{origin_addr}" }}, timeouts = {{ idle = "1s", tunnel = "30s" }} }} }},
+}}
+"#
+            ),
+            1,
+        );
+        let mut s = tokio::net::TcpStream::connect(pocket.addr("web"))
+            .await
+            .unwrap();
+        s.write_all(
+            b"GET /slow HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: x-test\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+        // Send until nothing more is taken for a second (at most 64 MiB).
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0usize;
+        while sent < 64 << 20 {
+            match tokio::time::timeout(Duration::from_secs(1), s.write(&chunk)).await {
+                Ok(Ok(n)) => sent += n,
+                Ok(Err(e)) => panic!("the tunnel broke after {sent} bytes: {e}"),
+                Err(_) => break,
+            }
+        }
+        assert!(
+            sent < 64 << 20,
+            "the server took everything without reading"
+        );
+        // The server's window has been closed for a second; five more.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        resume.send(()).unwrap();
+        s.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest))
+            .await
+            .expect("the tunnel ends")
+            .unwrap();
+        let (got, how) = origin.await.unwrap();
+        assert_eq!(got, sent, "the server got {got} of {sent} bytes ({how})");
+        pocket
+            .log
+            .wait_for(&[&format!("/slow HTTP/1.1\" 101 -- in={sent} out=0 ")]);
+    });
+}
+
+/// Writes ca.pem, server.pem and server.key into `dir`: a test CA (rcgen),
+/// and a server certificate it signed for 127.0.0.1 (as
+/// tests/upstream_tls.rs does).
+fn make_certs(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Pocket test CA");
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf.subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &ca).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
+
+#[test]
+fn an_upgrade_to_a_tls_pool_goes_over_tls_as_http_1_1_even_in_an_h2_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let a = WsServer::start_tls("A", dir.path());
+    let ca = dir.path().join("ca.pem");
+    for protocol in ["http1", "h2"] {
+        let pocket = Pocket::start(
+            &format!(
+                r#"return {{
+  log = {{ access = "-" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{}" }}, protocol = "{protocol}", tls = {{ ca = "{}" }} }} }},
+}}
+"#,
+                a.addr(),
+                ca.display()
+            ),
+            1,
+        );
+        let web = pocket.addr("web");
+        let mut c = WsClient::open(&format!("ws://{web}/secure"));
+        assert_eq!(c.whoami(), "A");
+        // The server offers h2 too: Pocket, about to speak HTTP/1.1 on
+        // this connection, offered only http/1.1.
+        assert_eq!(c.ask("alpn"), "alpn http/1.1", "protocol = {protocol}");
+        c.echo(20);
+        c.burst(20);
+        assert_eq!(c.ask("close"), "closed");
+        pocket.log.wait_for(&["/secure HTTP/1.1\" 101 -- "]);
+    }
 }

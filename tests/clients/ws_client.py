@@ -9,6 +9,7 @@ the upgrade with something else than a 101, then exits), then follows
 commands read from standard input, one a line, printing one line each:
 
     whoami      -> `server NAME`
+    alpn        -> `alpn PROTOCOL`: what the server agreed by TLS ALPN (`none`)
     echo N      -> sends N messages of growing size, checks each echo: `echoed N`
     burst N     -> asks the server for N messages, checks them: `burst N`
     wait_close  -> waits until the connection closes: `closed`
@@ -32,6 +33,9 @@ async def command(ws, words):
     if what == "whoami":
         await ws.send("whoami")
         say(f"server {await ws.recv()}")
+    elif what == "alpn":
+        await ws.send("alpn")
+        say(f"alpn {await ws.recv()}")
     elif what == "echo":
         n = int(words[1])
         for i in range(n):

@@ -43,6 +43,11 @@ impl Protocol {
 /// send as SNI.
 pub struct UpstreamTls {
     pub config: Arc<ClientConfig>,
+    /// For a connection that must speak HTTP/1.1 whatever the pool's
+    /// `protocol` (an upgrade, proxy/tunnel.rs): ALPN `http/1.1` only, so
+    /// an h2 server does not pick `h2`. The same as `config` in an
+    /// HTTP/1.1 pool.
+    pub http1: Arc<ClientConfig>,
     /// `sni = "..."`: sent to every server of the pool. None: each
     /// server's own host name, or no SNI for a server given by IP.
     pub sni: Option<ServerName<'static>>,
@@ -312,8 +317,18 @@ impl Checker<'_> {
         };
         match client_config(roots, s.protocol) {
             Ok(config) => {
+                let config = Arc::new(config);
+                let http1 = match s.protocol {
+                    Protocol::Http1 => config.clone(),
+                    Protocol::H2 => {
+                        let mut c = ClientConfig::clone(&config);
+                        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+                        Arc::new(c)
+                    }
+                };
                 s.tls = Some(Arc::new(UpstreamTls {
-                    config: Arc::new(config),
+                    config,
+                    http1,
                     sni,
                     verify,
                     ca,

@@ -312,7 +312,7 @@ async fn forward(
     let mut head = head;
     let trailers = pool.protocol == Protocol::H2 && forward::wants_trailers(&head.headers);
     // tunnel.rs: an upgrade keeps its Upgrade header, on a new connection.
-    let upgrade = tunnel::asked(&head);
+    let upgrade = tunnel::asked(&head, !body.is_end_stream());
     forward::prepare_request(&mut head, &cx.peer_value, tls.is_some());
     if let Some(u) = &upgrade {
         u.restore(&mut head.headers);

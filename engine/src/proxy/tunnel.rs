@@ -6,7 +6,9 @@
 //! the server's headers and both connections stop being HTTP: bytes are
 //! copied both ways ([`run`]) until both sides have closed, one side
 //! breaks, or nothing moves either way for the pool's `timeouts.tunnel`.
-//! Any other answer is relayed as usual and nothing is upgraded.
+//! Any other answer is relayed as usual and nothing is upgraded. An
+//! upgrade to `h2c`, or one whose request has a body, is not tunneled
+//! ([`asked`]): it goes to the server as a plain request.
 //!
 //! Where it hooks in: [`asked`] and [`Asked::restore`] in the request
 //! path (proxy/mod.rs `forward`), the server connection from
@@ -30,6 +32,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::body::{InFlight, ResponseBody};
@@ -38,8 +41,23 @@ use crate::lb::{Pool, Server};
 use crate::observe::exchange::{Open, Termination};
 
 /// The server side of a tunnel: its connection's socket, plain or TLS.
-pub trait ServerStream: AsyncRead + AsyncWrite + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Unpin> ServerStream for T {}
+pub trait ServerStream: AsyncRead + AsyncWrite + Unpin {
+    /// The TCP socket (under TLS, the one TLS runs on): its options are
+    /// set for the tunnel when it opens.
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl ServerStream for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl ServerStream for tokio_rustls::client::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
 
 /// The server connection's socket and what hyper read past the 101, sent
 /// by the connection's task (proxy/upstream.rs) once the 101 is in.
@@ -65,9 +83,20 @@ pub struct Asked(HeaderValue);
 
 /// Whether `head` asks to switch protocols: HTTP/1.1, an `Upgrade`
 /// header, and `Connection` listing `upgrade` (RFC 9110 §7.8: an Upgrade
-/// not named by Connection is not one).
-pub fn asked(head: &http::request::Parts) -> Option<Asked> {
-    if head.version != Version::HTTP_11 {
+/// not named by Connection is not one). Two kinds are never tunneled;
+/// their `Upgrade` is then removed as any hop-by-hop header is, and the
+/// request goes to the server as a plain one:
+///
+/// - an `Upgrade` that names `h2c`: behind a switch to HTTP/2 every later
+///   request on the connection would be inside the tunnel, past
+///   `on_request` ("h2c smuggling"). RFC 9113 §3.1 deprecates this
+///   upgrade; HAProxy and Envoy do not pass it either.
+/// - a request with a body (`body_follows`: a Content-Length above 0, or
+///   chunked): a server that switches before the body is all sent would
+///   leave the rest of it on a connection that is no longer HTTP.
+///   WebSocket handshakes are GETs without a body (RFC 6455 §4.1).
+pub fn asked(head: &http::request::Parts, body_follows: bool) -> Option<Asked> {
+    if head.version != Version::HTTP_11 || body_follows {
         return None;
     }
     let named = head.headers.get_all(header::CONNECTION).iter().any(|v| {
@@ -79,8 +108,22 @@ pub fn asked(head: &http::request::Parts) -> Option<Asked> {
         return None;
     }
     let value = super::fields::combined(&head.headers, &header::UPGRADE)?;
+    if names_h2c(&value) {
+        return None;
+    }
     let value = HeaderValue::from_bytes(&value).ok()?;
     Some(Asked(value))
+}
+
+/// Whether an `Upgrade` value lists `h2c` (`h2c` or `h2c/VERSION`, any
+/// case) among its protocols (RFC 9110 §7.8: `protocol-name["/"
+/// protocol-version]`, comma-separated).
+fn names_h2c(value: &[u8]) -> bool {
+    value.split(|b| *b == b',').any(|p| {
+        let p = p.trim_ascii();
+        let name = p.split(|b| *b == b'/').next().unwrap_or(p);
+        name.trim_ascii().eq_ignore_ascii_case(b"h2c")
+    })
 }
 
 impl Asked {
@@ -154,6 +197,13 @@ pub async fn switch(
     head.headers
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     head.version = Version::HTTP_11;
+    // The connection was opened with TCP_USER_TIMEOUT = the pool's `idle`
+    // (upstream.rs `connect`): left so, a server that takes nothing for
+    // `idle` would be cut by the kernel, not after `timeouts.tunnel`.
+    let sock = socket2::SockRef::from(parts.io.tcp());
+    if let Err(e) = sock.set_tcp_user_timeout(Some(pool.timeouts.tunnel)) {
+        tracing::debug!(request = %id, server = %server.addr, "TCP_USER_TIMEOUT not raised to timeouts.tunnel: {e}");
+    }
     tracing::debug!(request = %id, server = %server.addr, "switching protocols: tunnel open");
     *cx.tunnel.borrow_mut() = Some(Box::new(Pending {
         server_io: parts.io,
@@ -453,19 +503,35 @@ mod tests {
             ("connection", "keep-alive, Upgrade"),
             ("upgrade", "websocket"),
         ];
-        let a = asked(&head(Version::HTTP_11, &ws)).expect("asked");
+        let a = asked(&head(Version::HTTP_11, &ws), false).expect("asked");
         assert_eq!(a.0, "websocket");
-        assert!(asked(&head(Version::HTTP_10, &ws)).is_none());
-        assert!(asked(&head(Version::HTTP_2, &ws)).is_none());
-        assert!(asked(&head(Version::HTTP_11, &[("upgrade", "websocket")])).is_none());
-        assert!(asked(&head(Version::HTTP_11, &[("connection", "upgrade")])).is_none());
+        assert!(asked(&head(Version::HTTP_10, &ws), false).is_none());
+        assert!(asked(&head(Version::HTTP_2, &ws), false).is_none());
+        let alone = [("upgrade", "websocket")];
+        assert!(asked(&head(Version::HTTP_11, &alone), false).is_none());
+        let alone = [("connection", "upgrade")];
+        assert!(asked(&head(Version::HTTP_11, &alone), false).is_none());
+    }
+
+    #[test]
+    fn h2c_and_upgrades_with_a_body_are_not_tunneled() {
+        for up in ["h2c", "H2C", "websocket, h2c", "h2c/1", " h2c ,foo"] {
+            let h = [("connection", "Upgrade, HTTP2-Settings"), ("upgrade", up)];
+            assert!(asked(&head(Version::HTTP_11, &h), false).is_none(), "{up}");
+        }
+        for up in ["h2", "h2cx", "websocket"] {
+            let h = [("connection", "upgrade"), ("upgrade", up)];
+            assert!(asked(&head(Version::HTTP_11, &h), false).is_some(), "{up}");
+        }
+        let ws = [("connection", "upgrade"), ("upgrade", "websocket")];
+        assert!(asked(&head(Version::HTTP_11, &ws), true).is_none());
     }
 
     #[test]
     fn restore_puts_back_only_upgrade_and_connection() {
         let ws = [("connection", "upgrade"), ("upgrade", "websocket")];
         let mut h = head(Version::HTTP_11, &ws);
-        let a = asked(&h).unwrap();
+        let a = asked(&h, false).unwrap();
         h.headers
             .insert("keep-alive", HeaderValue::from_static("timeout=5"));
         super::super::forward::strip_hop_by_hop(&mut h.headers);

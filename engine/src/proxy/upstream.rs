@@ -25,7 +25,6 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::client::conn::{http2, TrySendError};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -257,6 +256,10 @@ pub struct Conn {
     /// long-idle connection may have been closed by the server meanwhile.
     pub idle_for: Option<Duration>,
     pub key: ConnKey,
+    /// Given back to the idle list after its exchange. Not so for the
+    /// HTTP/1.1 connection of a refused upgrade in an h2 pool, which no
+    /// request of that pool would take again.
+    pub keep: bool,
 }
 
 /// Why no connection could be had.
@@ -327,6 +330,7 @@ pub struct Lease {
     key: ConnKey,
     sender: Sender,
     watch: HeadWatch,
+    keep: bool,
 }
 
 impl Lease {
@@ -336,6 +340,7 @@ impl Lease {
             key: conn.key,
             sender: conn.sender,
             watch: conn.watch,
+            keep: conn.keep,
         }
     }
 
@@ -356,7 +361,7 @@ impl Lease {
                 return;
             }
         };
-        if sender.is_closed() {
+        if sender.is_closed() || !self.keep {
             return;
         }
         let mut idle = upstreams.idle.borrow_mut();
@@ -510,6 +515,7 @@ impl Upstreams {
                     watch: idle.watch,
                     idle_for: Some(idle_for),
                     key,
+                    keep: true,
                 });
             }
         }
@@ -531,7 +537,8 @@ impl Upstreams {
     ) -> Result<(Conn, super::tunnel::Handover), ConnectError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let key = ConnKey::of(pool, server);
-        let conn = Box::pin(self.connect(key, pool, server, proxy, Some(tx))).await?;
+        let mut conn = Box::pin(self.connect(key, pool, server, proxy, Some(tx))).await?;
+        conn.keep = pool.protocol == Protocol::Http1;
         Ok((conn, rx))
     }
 
@@ -599,6 +606,7 @@ impl Upstreams {
             watch: conn.watch.clone(),
             idle_for,
             key,
+            keep: true,
         }
     }
 
@@ -643,7 +651,11 @@ impl Upstreams {
             return self.start(stream, key, protocol, addr, upgrade).await;
         };
         let name = tls.server_name(server.name.as_deref(), addr.ip());
-        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let config = match protocol {
+            Protocol::H2 => &tls.config,
+            Protocol::Http1 => &tls.http1,
+        };
+        let connector = tokio_rustls::TlsConnector::from(config.clone());
         let stream = match tokio::time::timeout_at(deadline, connector.connect(name, stream)).await
         {
             Ok(Ok(s)) => s,
@@ -669,7 +681,7 @@ impl Upstreams {
         upgrade: Option<super::tunnel::HandoverTx>,
     ) -> Result<Conn, ConnectError>
     where
-        S: AsyncRead + AsyncWrite + Unpin + 'static,
+        S: super::tunnel::ServerStream + 'static,
     {
         if protocol == Protocol::H2 {
             let (sender, conn) = http2::Builder::new(LocalExec)
@@ -728,6 +740,7 @@ impl Upstreams {
             watch,
             idle_for: None,
             key,
+            keep: true,
         })
     }
 }

@@ -172,6 +172,14 @@ impl<S> UpstreamIo<S> {
     }
 }
 
+/// A tunnel (tunnel.rs) keeps the wrapper: it sets options on the socket
+/// beneath.
+impl<S: super::tunnel::ServerStream> super::tunnel::ServerStream for UpstreamIo<S> {
+    fn tcp(&self) -> &TcpStream {
+        self.stream.tcp()
+    }
+}
+
 /// Reads at most [`READ_PIECE`] bytes from `stream` into `buf`: how many.
 /// Shared with the client side (server/conn.rs), which reads HTTP/1
 /// request bodies the same way.
