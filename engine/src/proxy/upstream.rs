@@ -350,6 +350,7 @@ impl Lease {
             key,
             sender,
             watch,
+            keep,
         } = self;
         let sender = match sender {
             Sender::H1(sender) => sender,
@@ -361,7 +362,7 @@ impl Lease {
                 return;
             }
         };
-        if sender.is_closed() || !self.keep {
+        if sender.is_closed() || !keep {
             return;
         }
         let mut idle = upstreams.idle.borrow_mut();
