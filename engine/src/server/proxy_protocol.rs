@@ -182,7 +182,9 @@ async fn read_bytes(stream: &mut TcpStream) -> Result<Vec<u8>, Refused> {
 
 /// The header's meaning; `bytes` is exactly one whole header.
 fn parse(bytes: &[u8]) -> Result<Header, Refused> {
-    let bad = |e: &dyn fmt::Display| Refused::Malformed(e.to_string());
+    // The crate's messages may hold a line break ("must end in '\r\n'"):
+    // escaped, so a log entry stays one line.
+    let bad = |e: &dyn fmt::Display| Refused::Malformed(e.to_string().escape_debug().to_string());
     if bytes.first() == Some(&b'\r') {
         let h = ppp::v2::Header::try_from(bytes).map_err(|e| bad(&e))?;
         if h.command == ppp::v2::Command::Local {
