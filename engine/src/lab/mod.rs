@@ -11,6 +11,7 @@ mod real;
 mod report;
 mod scenario;
 mod stats;
+mod tls;
 mod tunnel_load;
 
 use std::io::{BufRead, BufReader};
@@ -295,6 +296,12 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     );
     let dir = std::env::temp_dir().join(format!("pocket-lab-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // Written before Pocket starts: the policy names them.
+    let connector = if scenario.tls {
+        Some(tls::make_cert(&dir)?)
+    } else {
+        None
+    };
     let events: Events = Arc::default();
     let timeline: load::Timeline = Arc::default();
     // One clock for the load, the faults and Pocket's log lines.
@@ -311,16 +318,17 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
 
     if !opts.quiet {
         println!(
-            "lab: {} ({:?}, {layer} faults, {})",
+            "lab: {} ({:?}, {layer} faults, {}{})",
             scenario.name,
             scenario.duration,
+            if scenario.tls { "TLS, " } else { "" },
             crate::words::count(scenario.load.concurrency as u64, "client")
         );
     }
     let until = start + scenario.duration;
     let stop = Arc::new(AtomicBool::new(false));
     let load_task = runtime.spawn(load::run(
-        listen,
+        tls::Dial::new(listen, connector),
         scenario.load.clone(),
         start,
         until,
@@ -410,6 +418,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         planned,
         interrupted: was_interrupted,
         clients: scenario.load.concurrency,
+        tls: scenario.tls,
         samples: &samples,
         retries: &retries,
         events: &events,
