@@ -93,9 +93,8 @@ impl Dial {
         let Some(tls) = &self.tls else {
             return Ok(Box::new(tcp));
         };
-        let name = ServerName::try_from(SNI).map_err(|e| {
-            DialError::Tls(wire("TLS handshake failed", format!("SNI {SNI}: {e}")))
-        })?;
+        let name = ServerName::try_from(SNI)
+            .map_err(|e| DialError::Tls(wire("TLS handshake failed", format!("SNI {SNI}: {e}"))))?;
         match tls.connect(name, tcp).await {
             Ok(s) => Ok(Box::new(s)),
             Err(e) => Err(DialError::Tls(handshake_failure(&e))),

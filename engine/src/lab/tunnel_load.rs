@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::load::{failure_of, wire, Failure, Sample, Timeline};
 use super::scenario::Load;
 use super::tls::{Dial, DialError, Stream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The most of a 101 (or refusal) head the client reads.
 const MAX_HEAD: usize = 16 * 1024;
