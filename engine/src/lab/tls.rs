@@ -1,8 +1,8 @@
 //! The lab over TLS (a scenario's `tls = true`): a throwaway certificate
 //! made for the run and written next to the policy, and the load's way to
-//! reach Pocket, plain or TLS. The certificate is ECDSA P-256, self-signed
-//! for `localhost` and 127.0.0.1 (what the benchmark's TLS runs use); the
-//! load's clients trust exactly it, send SNI `localhost` and offer ALPN
+//! reach Pocket, plain or TLS. The certificate is ECDSA P-256 (the
+//! issue's choice for TLS measurements), self-signed for `localhost` and
+//! 127.0.0.1; the load's clients trust exactly it, send SNI `localhost` and offer ALPN
 //! `http/1.1` (the load speaks HTTP/1.1, and the tunnels need it).
 
 use std::io::Write;
