@@ -830,3 +830,107 @@ fn a_connection_closed_with_no_status_names_the_server_and_cause() {
     // One log line per broken answer: not listed among the events.
     assert!(!summary.contains("broken answer:"), "{summary}");
 }
+
+const TLS_POLICY: &str = r#"policy = [[
+    return { listeners = { { name = "web", bind = "{{listen}}", pool = "app",
+                             tls = { cert = "site.pem", key = "site.key" } } },
+             pools = { app = { servers = { "{{A}}" } } } }
+  ]],"#;
+
+/// A scenario's `tls = true`: the lab makes the run's certificate and its
+/// clients speak TLS to Pocket, WebSocket tunnels too (the HTTP load is
+/// `tls-server-dies.lua`, run with every shipped scenario). `tls` is
+/// checked like every key; a handshake that fails is a failure whose
+/// reason says what is wrong; a policy that names the lab's certificate
+/// in a scenario without `tls = true` is refused saying so, and leaves no
+/// folder behind.
+#[test]
+fn a_tls_scenario_speaks_tls_and_says_why_a_handshake_failed() {
+    let (_d, path) = write_scenario(&format!(
+        r#"return {{
+  duration = "1s",
+  tls = "yes",
+  origins = {{ "A" }},
+  {TLS_POLICY}
+}}"#
+    ));
+    let (code, stdout, err) = pocket_cmd(&["lab", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stdout}{err}");
+    assert!(
+        err.contains("scenario.lua:3: tls must be true or false, not a string (\"yes\")"),
+        "{err}"
+    );
+
+    // Tunnels through a TLS listener: every message echoed.
+    let (_d, path) = write_scenario(&format!(
+        r#"return {{
+  duration = "2s",
+  tls = true,
+  origins = {{ "A" }},
+  {TLS_POLICY}
+  load = {{ concurrency = 2, rate = 20, paths = {{ "/echo" }}, websocket = true, timeout = "5s" }},
+  expect = {{ failed = 0, ok_min = 1 }},
+}}"#
+    ));
+    let out = tempfile::tempdir().unwrap();
+    let (code, stdout, err) = pocket_cmd(&[
+        "lab",
+        path.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}{err}");
+    assert!(stdout.contains(" 0 failed"), "{stdout}");
+    let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    assert!(summary.contains("from 2 clients over TLS"), "{summary}");
+
+    // TLS clients, a plain listener: the reason names what is missing.
+    let (_d, path) = write_scenario(&format!(
+        r#"return {{
+  duration = "1s",
+  tls = true,
+  origins = {{ "A" }},
+  {POLICY}
+  load = {{ concurrency = 1, rate = 5 }},
+  expect = {{ failed = 0 }},
+}}"#
+    ));
+    let out = tempfile::tempdir().unwrap();
+    let (code, stdout, err) = pocket_cmd(&[
+        "lab",
+        path.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stdout}{err}");
+    assert!(stdout.contains(" 0 answered"), "{stdout}");
+    let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    assert!(
+        summary.contains("TLS handshake failed ×")
+            && summary.contains("its answer is not TLS")
+            && summary.contains("tls = { cert = \"site.pem\", key = \"site.key\" }"),
+        "{summary}"
+    );
+
+    // The policy names site.pem, the scenario does not say tls = true.
+    let (_d, path) = write_scenario(&format!(
+        r#"return {{
+  duration = "1s",
+  origins = {{ "A" }},
+  {TLS_POLICY}
+}}"#
+    ));
+    let out = tempfile::tempdir().unwrap();
+    let lab = spawn_lab(&path, &[], out.path());
+    let lab_pid = lab.id();
+    let done = lab.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cert \"site.pem\"") && err.contains("tls = true"),
+        "Pocket's reason, whole, and what the scenario lacks: {err}"
+    );
+    assert!(!lab_dir(lab_pid).exists(), "the run's folder is removed");
+}

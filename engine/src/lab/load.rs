@@ -5,7 +5,6 @@
 //! it failed in the words of whoever failed it (Pocket's error bodies give
 //! the reason; a broken connection gives its kind).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,6 +15,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 use super::scenario::Load;
+use super::tls::{Dial, DialError};
 
 /// Why a request failed, as the client saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,10 +158,11 @@ fn broken(e: &hyper::Error, during: &str) -> Failure {
     }
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, Failure> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| match e.kind() {
+async fn connect(dial: &Dial) -> Result<SendRequest<Full<Bytes>>, Failure> {
+    let addr = dial.addr;
+    let stream = dial.connect().await.map_err(|e| match e {
+        DialError::Tls(f) => f,
+        DialError::Connect(e) => match e.kind() {
             std::io::ErrorKind::ConnectionRefused => wire(
                 "refused by Pocket",
                 format!("connection to Pocket ({addr}) refused: nothing listening"),
@@ -170,8 +171,8 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, Failure> 
                 "connection reset",
                 format!("connect to Pocket ({addr}) failed: {e}"),
             ),
-        })?;
-    let _ = stream.set_nodelay(true);
+        },
+    })?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| broken(&e, "at the HTTP handshake"))?;
@@ -213,10 +214,10 @@ pub(super) fn failure_of(status: u16, server: &Option<String>, body: &[u8]) -> O
     })
 }
 
-/// Runs `load` against `addr` until `stop` or `until`; every request lands
-/// in `timeline`, timed from `start`.
+/// Runs `load` against Pocket (`dial`: its listener, plain or TLS) until
+/// `stop` or `until`; every request lands in `timeline`, timed from `start`.
 pub async fn run(
-    addr: SocketAddr,
+    dial: Dial,
     load: Load,
     start: Instant,
     until: Instant,
@@ -229,10 +230,11 @@ pub async fn run(
         .map(|r| Duration::from_secs_f64(load.concurrency as f64 / r as f64));
     for c in 0..load.concurrency {
         let (load, stop, timeline) = (load.clone(), stop.clone(), timeline.clone());
+        let dial = dial.clone();
         if load.websocket {
             let gap = per_client;
             tasks.push(tokio::spawn(async move {
-                super::tunnel_load::client(addr, c, load, gap, start, until, stop, timeline).await
+                super::tunnel_load::client(dial, c, load, gap, start, until, stop, timeline).await
             }));
             continue;
         }
@@ -260,7 +262,7 @@ pub async fn run(
                 let attempt = async {
                     let s = match sender.as_mut() {
                         Some(s) if !s.is_closed() => s,
-                        _ => sender.insert(connect(addr).await?),
+                        _ => sender.insert(connect(&dial).await?),
                     };
                     if s.ready().await.is_err() {
                         sender = None;

@@ -11,6 +11,7 @@ mod real;
 mod report;
 mod scenario;
 mod stats;
+mod tls;
 mod tunnel_load;
 
 use std::io::{BufRead, BufReader};
@@ -68,6 +69,15 @@ impl Drop for Balancer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         crate::reload::RunFiles::for_process(&self.policy, self.child.id()).remove();
+    }
+}
+
+/// The run's folder (policy, TLS certificate and key): removed on drop.
+struct RunDir(PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -145,7 +155,15 @@ fn start_balancer(
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut ready = Some(ready_tx);
+        // Pocket's refusal and the lines after it (`pocket: refusing to
+        // start:` then each `path:line: ...`), sent whole when it exits.
+        let mut refusal: Option<String> = None;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(r) = refusal.as_mut() {
+                r.push('\n');
+                r.push_str(line.trim_end());
+                continue;
+            }
             let mut text = line.clone();
             for (addr, name) in names.iter() {
                 text = text.replace(addr.as_str(), name);
@@ -173,14 +191,14 @@ fn start_balancer(
                 if let Some(r) = ready.take() {
                     let _ = r.send(Ok(()));
                 }
-            } else if line.contains("refusing to start") || line.contains("pocket: ") {
-                if let Some(r) = ready.take() {
-                    let _ = r.send(Err(line.clone()));
-                }
+            } else if (line.contains("refusing to start") || line.contains("pocket: "))
+                && ready.is_some()
+            {
+                refusal = Some(line.trim_end().to_string());
             }
         }
         if let Some(r) = ready.take() {
-            let _ = r.send(Err("pocket exited".into()));
+            let _ = r.send(Err(refusal.unwrap_or_else(|| "pocket exited".into())));
         }
     });
     let balancer = Balancer {
@@ -295,32 +313,56 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     );
     let dir = std::env::temp_dir().join(format!("pocket-lab-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // Removed however the run ends (a Pocket that would not start, too):
+    // it holds the run's TLS key. Declared before the balancer, so it is
+    // dropped after it.
+    let run_dir = RunDir(dir.clone());
+    // Written before Pocket starts: the policy names them.
+    let connector = if scenario.tls {
+        Some(tls::make_cert(&dir)?)
+    } else {
+        None
+    };
     let events: Events = Arc::default();
     let timeline: load::Timeline = Arc::default();
     // One clock for the load, the faults and Pocket's log lines.
     let start = Instant::now();
-    let mut balancer = Some(start_balancer(
-        &dir,
-        &fill(&scenario.policy),
-        scenario.workers,
-        names.clone(),
-        events.clone(),
-        start,
-        timeline.clone(),
-    )?);
+    let mut balancer = Some(
+        start_balancer(
+            &dir,
+            &fill(&scenario.policy),
+            scenario.workers,
+            names.clone(),
+            events.clone(),
+            start,
+            timeline.clone(),
+        )
+        .map_err(|e| {
+            if !scenario.tls && e.contains(tls::CERT_FILE) {
+                format!(
+                    "{e}\n(the lab writes {} and {} for a scenario with tls = true)",
+                    tls::CERT_FILE,
+                    tls::KEY_FILE
+                )
+            } else {
+                e
+            }
+        })?,
+    );
 
     if !opts.quiet {
         println!(
-            "lab: {} ({:?}, {layer} faults, {})",
+            "lab: {} ({:?}, {layer} faults, {}{})",
             scenario.name,
             scenario.duration,
+            if scenario.tls { "TLS, " } else { "" },
             crate::words::count(scenario.load.concurrency as u64, "client")
         );
     }
     let until = start + scenario.duration;
     let stop = Arc::new(AtomicBool::new(false));
     let load_task = runtime.spawn(load::run(
-        listen,
+        tls::Dial::new(listen, connector),
         scenario.load.clone(),
         start,
         until,
@@ -380,7 +422,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     }
     drop(balancer.take());
     drop(net.take());
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(run_dir);
 
     let planned = scenario.duration.as_secs_f64();
     let end = if was_interrupted {
@@ -410,6 +452,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         planned,
         interrupted: was_interrupted,
         clients: scenario.load.concurrency,
+        tls: scenario.tls,
         samples: &samples,
         retries: &retries,
         events: &events,

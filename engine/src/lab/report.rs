@@ -41,6 +41,8 @@ pub struct Run<'a> {
     /// Stopped by SIGINT/SIGTERM/SIGHUP before its end.
     pub interrupted: bool,
     pub clients: usize,
+    /// The clients spoke TLS to Pocket (the scenario's `tls = true`).
+    pub tls: bool,
     pub samples: &'a [Sample],
     pub retries: &'a [Retry],
     pub events: &'a [Event],
@@ -265,12 +267,13 @@ pub fn summary_md(run: &Run) -> String {
         format!("{:.1} s of load", run.end)
     };
     let mut out = format!(
-        "# {}\n\nscenario: `{}` · fault layer: {} · {} from {}\n\nservers (as Pocket reaches them): {}\n\n## Outcome\n\n",
+        "# {}\n\nscenario: `{}` · fault layer: {} · {} from {}{}\n\nservers (as Pocket reaches them): {}\n\n## Outcome\n\n",
         run.title,
         run.file.display(),
         run.mode,
         how_long,
         words::count(run.clients as u64, "client"),
+        if run.tls { " over TLS" } else { "" },
         at.join(", "),
     );
     let _ = writeln!(
@@ -409,6 +412,7 @@ mod tests {
             title: "t",
             file: Path::new("t.lua"),
             mode: "userspace",
+            tls: false,
             end: 2.0,
             planned: 2.0,
             interrupted: false,
@@ -467,6 +471,7 @@ mod tests {
             title: "t",
             file: Path::new("t.lua"),
             mode: "userspace",
+            tls: false,
             end: 5.0,
             planned: 5.0,
             interrupted: false,

@@ -107,11 +107,15 @@ pub struct Scenario {
     pub workers: usize,
     /// `mode = "real"` asks for the kernel fault layer (see `real.rs`).
     pub real: bool,
+    /// `tls = true`: the lab makes a certificate for the run (`site.pem`,
+    /// `site.key` next to the policy) and the load speaks TLS to Pocket
+    /// (see `tls.rs`).
+    pub tls: bool,
 }
 
 const KEYS: &[&str] = &[
     "name", "duration", "origins", "policy", "policies", "load", "faults", "expect", "workers",
-    "mode",
+    "mode", "tls",
 ];
 const FAULT_KEYS: &[&str] = &[
     "after_bytes",
@@ -701,6 +705,17 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
             1
         }
     };
+    let tls = match field(&root, "tls") {
+        Value::Nil => false,
+        Value::Boolean(b) => b,
+        v => {
+            errs.at(
+                &["tls"],
+                format!("tls must be true or false, not {}", shown(&v)),
+            );
+            false
+        }
+    };
     if !errs.list.is_empty() {
         return Err(errs.lines());
     }
@@ -717,6 +732,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         expect,
         workers,
         real,
+        tls,
     })
 }
 

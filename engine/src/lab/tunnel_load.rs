@@ -5,23 +5,22 @@
 //! broken or gone silent under a fault shows in the timeline as failed
 //! samples on its server; the client then opens a new tunnel.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use super::load::{failure_of, wire, Failure, Sample, Timeline};
 use super::scenario::Load;
+use super::tls::{Dial, DialError, Stream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The most of a 101 (or refusal) head the client reads.
 const MAX_HEAD: usize = 16 * 1024;
 
 /// An open tunnel and the origin that took it.
 struct Tunnel {
-    stream: TcpStream,
+    /// Plain or TLS, as the scenario says.
+    stream: Stream,
     server: Option<String>,
 }
 
@@ -42,14 +41,11 @@ fn io_failure(e: &std::io::Error, during: &str) -> Failure {
 }
 
 /// Opens a tunnel on `path`: the upgrade request, then its answer head.
-async fn open(
-    addr: SocketAddr,
-    path: &str,
-) -> Result<Tunnel, (Option<u16>, Option<String>, Failure)> {
-    let mut stream = TcpStream::connect(addr)
-        .await
-        .map_err(|e| (None, None, io_failure(&e, "at connect")))?;
-    let _ = stream.set_nodelay(true);
+async fn open(dial: &Dial, path: &str) -> Result<Tunnel, (Option<u16>, Option<String>, Failure)> {
+    let mut stream = dial.connect().await.map_err(|e| match e {
+        DialError::Connect(e) => (None, None, io_failure(&e, "at connect")),
+        DialError::Tls(f) => (None, None, f),
+    })?;
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: Upgrade\r\nUpgrade: lab-echo\r\n\r\n"
     );
@@ -138,7 +134,7 @@ async fn round_trip(t: &mut Tunnel, n: u64) -> Result<u64, Failure> {
 /// Client `c` of the load, until `stop` or `until`.
 #[allow(clippy::too_many_arguments)]
 pub async fn client(
-    addr: SocketAddr,
+    dial: Dial,
     c: usize,
     load: Load,
     gap: Option<Duration>,
@@ -165,7 +161,7 @@ pub async fn client(
         let mut server = tunnel.as_ref().and_then(|t| t.server.clone());
         let attempt = async {
             if tunnel.is_none() {
-                match open(addr, &path).await {
+                match open(&dial, &path).await {
                     Ok(t) => {
                         server = t.server.clone();
                         tunnel = Some(t);
