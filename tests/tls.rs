@@ -686,3 +686,113 @@ fn certificates_outside_the_policy_folder_are_watched() {
         .wait_for(&["reload (file changed): generation 2 is live"]);
     assert!(subject(&s_client(addr, "b.test")).contains("O=two"));
 }
+
+/// A rustls client for `a.test` trusting the test CA, offering `alpn`
+/// (none if empty).
+fn tls_client(dir: &Path, alpn: &[&str]) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    std::sync::Arc::new(config)
+}
+
+type TlsConn = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Connects over TLS with a small receive buffer (4 KiB asked: the
+/// kernel's least), sends `request` and returns without reading a byte.
+fn send_unread(
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    request: &[u8],
+) -> TlsConn {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("a.test").unwrap();
+    let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, TcpStream::from(socket));
+    s.write_all(request).unwrap();
+    s.flush().unwrap();
+    s
+}
+
+/// A gauge or counter from the admin listener's /metrics (0 if absent).
+fn metric(p: &Pocket, sample: &str) -> u64 {
+    let line = p.log.wait_for(&["admin listening on "]);
+    let admin = line.rsplit("admin listening on ").next().unwrap().trim();
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30"])
+        .arg(format!("http://{admin}/metrics"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A TLS client that asks for a large body with `Connection: close` and
+/// never reads: whatever the body's size, the connection ends within the
+/// send timeout, also when the body fitted in the socket buffers and only
+/// the close (TLS close_notify) found no room. The sizes are swept across
+/// what the buffers hold (measured first), so that some connections end
+/// exactly there (before the fix, about half the runs here left one open
+/// for good: the window is a few bytes wide).
+#[test]
+fn a_tls_client_that_never_reads_is_closed_after_the_send_timeout() {
+    let (dir, _ca) = pki();
+    let o = origin("A");
+    let folder = dir.path().to_path_buf();
+    let admin = r#"  admin = { bind = "127.0.0.1:0" },"#;
+    let text = policy(o.addr, TWO_CERTS, admin).replace(
+        r#"timeouts = { head = "2s" }"#,
+        r#"timeouts = { head = "2s", send = "1s" }"#,
+    );
+    let p = start(dir, &text);
+    let addr = p.addr("web");
+    let config = tls_client(&folder, &["http/1.1"]);
+    let ask =
+        |n: u64| format!("GET /bytes/{n} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
+    // How much of an unread response the buffers hold: what a client
+    // gets after the send timeout has cut a body too large to fit.
+    let mut probe = send_unread(&config, addr, ask(64 << 20).as_bytes());
+    p.log.wait_for(&["send timeout", "client stopped reading"]);
+    probe.sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut held = 0u64;
+    let mut buf = [0u8; 16384];
+    while let Ok(n) = probe.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        held += n as u64;
+    }
+    drop(probe);
+    assert!(held > 0, "nothing arrived before the send timeout");
+    let started = Instant::now();
+    let conns: Vec<TlsConn> = (0..160u64)
+        .map(|i| held.saturating_sub(1000) + i * 127)
+        .map(|n| send_unread(&config, addr, ask(n).as_bytes()))
+        .collect();
+    let gauge = r#"pocket_client_connections{listener="web"}"#;
+    let mut open = metric(&p, gauge);
+    while open > 0 && started.elapsed() < DEADLINE {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        open = metric(&p, gauge);
+    }
+    assert_eq!(
+        open,
+        0,
+        "connections still open {:?} after the 1 s send timeout",
+        started.elapsed()
+    );
+    drop(conns);
+}

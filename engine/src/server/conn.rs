@@ -436,8 +436,12 @@ async fn serve_h1(
         return Some(io);
     }
     // hyper is done with it (the client closed, `Connection: close`, or
-    // draining): end our side as hyper would have.
-    let _ = io.stream.shutdown().await;
+    // draining): end our side as hyper would have. Through ClientIo, so the
+    // send timeout bounds it: on TLS this writes close_notify, which waits
+    // for room a client that stopped reading never makes. The timer
+    // starts afresh: hyper's last flush went out whole.
+    io.activity.write_blocked.set(false);
+    let _ = io.shutdown().await;
     None
 }
 
@@ -1125,7 +1129,12 @@ impl AsyncWrite for ClientIo {
         r
     }
 
+    /// Under the send timeout like a write: on TLS, shutting down writes
+    /// close_notify (and any TLS bytes still buffered), which a client that
+    /// stopped reading would hold up forever.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_shutdown(cx);
+        this.wrote(cx, r)
     }
 }
