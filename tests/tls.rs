@@ -796,3 +796,36 @@ fn a_tls_client_that_never_reads_is_closed_after_the_send_timeout() {
     );
     drop(conns);
 }
+
+/// Clients that ask for HTTP/1.0 by ALPN (`curl --http1.0` offers only
+/// `http/1.0`), and clients that offer no ALPN and speak HTTP/2 with
+/// prior knowledge, are served.
+#[test]
+fn http1_0_by_alpn_and_h2_without_alpn_are_served() {
+    let (dir, _ca) = pki();
+    let o = origin("A");
+    let folder = dir.path().to_path_buf();
+    let p = start(dir, &policy(o.addr, TWO_CERTS, ""));
+    let addr = p.addr("web");
+    let (code, out) = curl(&folder, addr, "a.test", "/headers", &["--http1.0"]);
+    assert_eq!(code, 0, "{out}");
+    // curl writes HTTP/1.0 as "1".
+    assert!(out.ends_with("200 1") || out.ends_with("200 1.0"), "{out}");
+    assert!(out.contains("x-forwarded-proto: https"), "{out}");
+    let h2 = ["--no-alpn", "--http2-prior-knowledge"];
+    let (code, out) = curl(&folder, addr, "a.test", "/headers", &h2);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("200 2"), "{out}");
+    assert!(out.contains("x-forwarded-proto: https"), "{out}");
+    // And HTTP/1.1 with no ALPN, as before.
+    let (code, out) = curl(
+        &folder,
+        addr,
+        "a.test",
+        "/headers",
+        &["--no-alpn", "--http1.1"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("200 1.1"), "{out}");
+}
+

@@ -13,7 +13,7 @@
 //! when it has none; `*.example.com` covers one label), the first one
 //! being the default for a name none has, or for a client that sends no
 //! SNI. `strict_sni = true` refuses those handshakes instead (HAProxy's
-//! `strict-sni`). TLS 1.2 and 1.3; ALPN `h2` then `http/1.1`.
+//! `strict-sni`). TLS 1.2 and 1.3; ALPN `h2`, `http/1.1`, `http/1.0`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -511,7 +511,9 @@ fn server_config(certs: Vec<Loaded>, strict: bool) -> Result<Arc<rustls::ServerC
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // http/1.0 too (as nginx): a client that offers only it (`curl
+    // --http1.0`) would otherwise fail the handshake (no_application_protocol).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     // Resumption: TLS 1.3 tickets and a TLS 1.2 session cache, so a
     // returning client skips the full handshake (the ticket key lives as
     // long as this load).
