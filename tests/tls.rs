@@ -829,3 +829,63 @@ fn http1_0_by_alpn_and_h2_without_alpn_are_served() {
     assert!(out.ends_with("200 1.1"), "{out}");
 }
 
+/// One request by `openssl s_client`, saving its session to `sess_out`
+/// or resuming the one in `sess_in`: its whole output.
+fn s_client_session(addr: SocketAddr, sess: (&str, &Path)) -> String {
+    require_command("openssl", "openssl");
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-ign_eof", "-connect", &addr.to_string()])
+        .args(["-servername", "a.test", "-alpn", "http/1.1", sess.0])
+        .arg(sess.1)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let answers = common::Log::default();
+    answers.follow(child.stdout.take().unwrap());
+    answers.wait_for(&["<process ended>"]);
+    let _ = child.wait();
+    answers.text()
+}
+
+/// A client's TLS session resumes after a reload (the ticket keys and
+/// session cache are kept), and after a renewed certificate.
+#[test]
+fn tls_sessions_resume_across_reloads() {
+    let (dir, ca) = pki();
+    let o = origin("A");
+    let folder = dir.path().to_path_buf();
+    let p = start(dir, &policy(o.addr, TWO_CERTS, ""));
+    let addr = p.addr("web");
+    let sess = folder.join("session.pem");
+    let out = s_client_session(addr, ("-sess_out", &sess));
+    assert!(out.contains("New, TLSv1.3"), "{out}");
+    let out = s_client_session(addr, ("-sess_in", &sess));
+    assert!(
+        out.contains("Reused, TLSv1.3"),
+        "not resumed before a reload:\n{out}"
+    );
+    let (code, out, err) = pocket_cmd(&["reload", p.policy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let out = s_client_session(addr, ("-sess_in", &sess));
+    assert!(
+        out.contains("Reused, TLSv1.3"),
+        "not resumed after a reload:\n{out}"
+    );
+    // A renewed certificate: the watcher reloads; sessions still resume.
+    ca.issue("a", &["a.test"], "two");
+    p.log
+        .wait_for(&["reload (file changed): generation 3 is live"]);
+    let out = s_client_session(addr, ("-sess_in", &sess));
+    assert!(
+        out.contains("Reused, TLSv1.3"),
+        "not resumed after a renewal:\n{out}"
+    );
+}
