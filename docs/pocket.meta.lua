@@ -262,7 +262,7 @@ function Headers:remove_header(name) end
 ---@field scheme "http"|"https" "https" on a TLS listener.
 ---@field tls boolean The request came over TLS.
 ---@field sni string|nil The TLS SNI the client sent, lowercase; nil on plain HTTP or without one.
----@field alpn string|nil "h2" or "http/1.1" as agreed by ALPN; nil on plain HTTP or without ALPN.
+---@field alpn string|nil "h2", "http/1.1" or "http/1.0" as agreed by ALPN; nil on plain HTTP or without ALPN.
 ---@field tls_version "TLSv1.3"|"TLSv1.2"|nil nil on plain HTTP.
 ---@field peer_ip string The client's IP address (on an accept_proxy listener, the one the PROXY header names).
 ---@field peer_port integer The client's port.

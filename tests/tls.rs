@@ -686,3 +686,206 @@ fn certificates_outside_the_policy_folder_are_watched() {
         .wait_for(&["reload (file changed): generation 2 is live"]);
     assert!(subject(&s_client(addr, "b.test")).contains("O=two"));
 }
+
+/// A rustls client for `a.test` trusting the test CA, offering `alpn`
+/// (none if empty).
+fn tls_client(dir: &Path, alpn: &[&str]) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    std::sync::Arc::new(config)
+}
+
+type TlsConn = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Connects over TLS with a small receive buffer (4 KiB asked: the
+/// kernel's least), sends `request` and returns without reading a byte.
+fn send_unread(
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    request: &[u8],
+) -> TlsConn {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("a.test").unwrap();
+    let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, TcpStream::from(socket));
+    s.write_all(request).unwrap();
+    s.flush().unwrap();
+    s
+}
+
+/// A gauge or counter from the admin listener's /metrics (0 if absent).
+fn metric(p: &Pocket, sample: &str) -> u64 {
+    let line = p.log.wait_for(&["admin listening on "]);
+    let admin = line.rsplit("admin listening on ").next().unwrap().trim();
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30"])
+        .arg(format!("http://{admin}/metrics"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A TLS client that asks for a large body with `Connection: close` and
+/// never reads: whatever the body's size, the connection ends within the
+/// send timeout, also when the body fitted in the socket buffers and only
+/// the close (TLS close_notify) found no room. The sizes are swept across
+/// what the buffers hold (measured first), so that some connections end
+/// exactly there (before the fix, about half the runs here left one open
+/// for good: the window is a few bytes wide).
+#[test]
+fn a_tls_client_that_never_reads_is_closed_after_the_send_timeout() {
+    let (dir, _ca) = pki();
+    let o = origin("A");
+    let folder = dir.path().to_path_buf();
+    let admin = r#"  admin = { bind = "127.0.0.1:0" },"#;
+    let text = policy(o.addr, TWO_CERTS, admin).replace(
+        r#"timeouts = { head = "2s" }"#,
+        r#"timeouts = { head = "2s", send = "1s" }"#,
+    );
+    let p = start(dir, &text);
+    let addr = p.addr("web");
+    let config = tls_client(&folder, &["http/1.1"]);
+    let ask =
+        |n: u64| format!("GET /bytes/{n} HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n");
+    // How much of an unread response the buffers hold: what a client
+    // gets after the send timeout has cut a body too large to fit.
+    let mut probe = send_unread(&config, addr, ask(64 << 20).as_bytes());
+    p.log.wait_for(&["send timeout", "client stopped reading"]);
+    probe.sock.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut held = 0u64;
+    let mut buf = [0u8; 16384];
+    while let Ok(n) = probe.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        held += n as u64;
+    }
+    drop(probe);
+    assert!(held > 0, "nothing arrived before the send timeout");
+    let started = Instant::now();
+    let conns: Vec<TlsConn> = (0..160u64)
+        .map(|i| held.saturating_sub(1000) + i * 127)
+        .map(|n| send_unread(&config, addr, ask(n).as_bytes()))
+        .collect();
+    let gauge = r#"pocket_client_connections{listener="web"}"#;
+    let mut open = metric(&p, gauge);
+    while open > 0 && started.elapsed() < DEADLINE {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        open = metric(&p, gauge);
+    }
+    assert_eq!(
+        open,
+        0,
+        "connections still open {:?} after the 1 s send timeout",
+        started.elapsed()
+    );
+    drop(conns);
+}
+
+/// Clients that ask for HTTP/1.0 by ALPN (`curl --http1.0` offers only
+/// `http/1.0`), and clients that offer no ALPN and speak HTTP/2 with
+/// prior knowledge, are served.
+#[test]
+fn http1_0_by_alpn_and_h2_without_alpn_are_served() {
+    let (dir, _ca) = pki();
+    let o = origin("A");
+    let folder = dir.path().to_path_buf();
+    let p = start(dir, &policy(o.addr, TWO_CERTS, ""));
+    let addr = p.addr("web");
+    let (code, out) = curl(&folder, addr, "a.test", "/headers", &["--http1.0"]);
+    assert_eq!(code, 0, "{out}");
+    // curl writes HTTP/1.0 as "1".
+    assert!(out.ends_with("200 1") || out.ends_with("200 1.0"), "{out}");
+    assert!(out.contains("x-forwarded-proto: https"), "{out}");
+    let h2 = ["--no-alpn", "--http2-prior-knowledge"];
+    let (code, out) = curl(&folder, addr, "a.test", "/headers", &h2);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("200 2"), "{out}");
+    assert!(out.contains("x-forwarded-proto: https"), "{out}");
+    // And HTTP/1.1 with no ALPN, as before.
+    let (code, out) = curl(
+        &folder,
+        addr,
+        "a.test",
+        "/headers",
+        &["--no-alpn", "--http1.1"],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.ends_with("200 1.1"), "{out}");
+}
+
+/// One request by `openssl s_client`, saving its session to `sess_out`
+/// or resuming the one in `sess_in`: its whole output.
+fn s_client_session(addr: SocketAddr, sess: (&str, &Path)) -> String {
+    require_command("openssl", "openssl");
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-ign_eof", "-connect", &addr.to_string()])
+        .args(["-servername", "a.test", "-alpn", "http/1.1", sess.0])
+        .arg(sess.1)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let answers = common::Log::default();
+    answers.follow(child.stdout.take().unwrap());
+    answers.wait_for(&["<process ended>"]);
+    let _ = child.wait();
+    answers.text()
+}
+
+/// A client's TLS session resumes after a reload (the ticket keys and
+/// session cache are kept), and after a renewed certificate.
+#[test]
+fn tls_sessions_resume_across_reloads() {
+    let (dir, ca) = pki();
+    let o = origin("A");
+    let folder = dir.path().to_path_buf();
+    let p = start(dir, &policy(o.addr, TWO_CERTS, ""));
+    let addr = p.addr("web");
+    let sess = folder.join("session.pem");
+    let out = s_client_session(addr, ("-sess_out", &sess));
+    assert!(out.contains("New, TLSv1.3"), "{out}");
+    let out = s_client_session(addr, ("-sess_in", &sess));
+    assert!(
+        out.contains("Reused, TLSv1.3"),
+        "not resumed before a reload:\n{out}"
+    );
+    let (code, out, err) = pocket_cmd(&["reload", p.policy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let out = s_client_session(addr, ("-sess_in", &sess));
+    assert!(
+        out.contains("Reused, TLSv1.3"),
+        "not resumed after a reload:\n{out}"
+    );
+    // A renewed certificate: the watcher reloads; sessions still resume.
+    ca.issue("a", &["a.test"], "two");
+    p.log
+        .wait_for(&["reload (file changed): generation 3 is live"]);
+    let out = s_client_session(addr, ("-sess_in", &sess));
+    assert!(
+        out.contains("Reused, TLSv1.3"),
+        "not resumed after a renewal:\n{out}"
+    );
+}

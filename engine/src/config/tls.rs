@@ -13,7 +13,7 @@
 //! when it has none; `*.example.com` covers one label), the first one
 //! being the default for a name none has, or for a client that sends no
 //! SNI. `strict_sni = true` refuses those handshakes instead (HAProxy's
-//! `strict-sni`). TLS 1.2 and 1.3; ALPN `h2` then `http/1.1`.
+//! `strict-sni`). TLS 1.2 and 1.3; ALPN `h2`, `http/1.1`, `http/1.0`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -220,7 +220,7 @@ impl Checker<'_> {
             return None;
         }
         let names = loaded.iter().map(|l| l.names.clone()).collect();
-        match server_config(loaded, strict_sni) {
+        match server_config(loaded, strict_sni, label) {
             Ok(config) => Some(Arc::new(ListenerTls {
                 config,
                 files,
@@ -480,8 +480,13 @@ fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, Option<String>), S
     Ok((names, problem))
 }
 
-/// The server configuration for `certs` (the first the default).
-fn server_config(certs: Vec<Loaded>, strict: bool) -> Result<Arc<rustls::ServerConfig>, String> {
+/// The server configuration for `certs` (the first the default), with
+/// the resumption state `label`'s listener had in the previous load.
+fn server_config(
+    certs: Vec<Loaded>,
+    strict: bool,
+    label: &str,
+) -> Result<Arc<rustls::ServerConfig>, String> {
     let mut exact = HashMap::new();
     let mut wildcard = HashMap::new();
     for l in &certs {
@@ -511,20 +516,51 @@ fn server_config(certs: Vec<Loaded>, strict: bool) -> Result<Arc<rustls::ServerC
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // http/1.0 too (as nginx): a client that offers only it (`curl
+    // --http1.0`) would otherwise fail the handshake (no_application_protocol).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     // Resumption: TLS 1.3 tickets and a TLS 1.2 session cache, so a
-    // returning client skips the full handshake (the ticket key lives as
-    // long as this load).
-    if let Ok(ticketer) = rustls::crypto::ring::Ticketer::new() {
-        config.ticketer = ticketer;
-    }
-    config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+    // returning client skips the full handshake.
+    let kept = resumption(label)?;
+    config.ticketer = kept.ticketer;
+    config.session_storage = kept.sessions;
     Ok(Arc::new(config))
 }
 
 /// TLS 1.2 sessions kept for resumption per listener (rustls' default
 /// is 256).
 const SESSION_CACHE: usize = 4096;
+
+/// A listener's ticket keys and TLS 1.2 session cache.
+#[derive(Clone)]
+struct Resumption {
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
+    sessions: Arc<dyn rustls::server::StoresServerSessions>,
+}
+
+/// Resumption state by listener (its label, `listener "web"`), kept for
+/// the life of the process: a reload (a policy saved, a certificate
+/// renewed) does not make every returning client do a full handshake.
+/// HAProxy keeps its ticket keys across reloads likewise; nginx keeps its
+/// shared session cache. The ticket keys still rotate (rustls: every 6
+/// hours, the previous key accepted for as long again). A few listeners:
+/// a list, searched at load only.
+static RESUMPTION: std::sync::Mutex<Vec<(String, Resumption)>> = std::sync::Mutex::new(Vec::new());
+
+/// The resumption state of `label`'s listener: the one it had, or a new one.
+fn resumption(label: &str) -> Result<Resumption, String> {
+    let mut kept = RESUMPTION.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, r)) = kept.iter().find(|(l, _)| l == label) {
+        return Ok(r.clone());
+    }
+    let r = Resumption {
+        ticketer: rustls::crypto::ring::Ticketer::new()
+            .map_err(|e| format!("cannot make TLS session ticket keys: {e}"))?,
+        sessions: rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE),
+    };
+    kept.push((label.to_string(), r.clone()));
+    Ok(r)
+}
 
 #[cfg(test)]
 mod tests {

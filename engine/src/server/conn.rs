@@ -230,7 +230,9 @@ pub async fn serve(
                 }
                 return;
             };
-            let h2 = info.alpn.as_deref() == Some("h2");
+            // No ALPN (a client with prior knowledge of h2 may send its
+            // preface straight away): sniffed as on plain connections.
+            let h2 = info.alpn.as_deref().map(|p| p == "h2");
             // The context is this connection's own until it serves.
             match Rc::get_mut(&mut cx) {
                 Some(c) => c.tls = Some(Arc::new(info)),
@@ -238,7 +240,7 @@ pub async fn serve(
                     tracing::error!(peer = %cx.peer, "connection context shared before its TLS was set")
                 }
             }
-            (Transport::Tls(Box::new(stream)), Some(h2))
+            (Transport::Tls(Box::new(stream)), h2)
         }
     };
     let io = ClientIo {
@@ -294,29 +296,31 @@ pub async fn serve(
     }
 }
 
-/// Reads far enough to tell HTTP/2's preface from HTTP/1. Peeks, so
-/// nothing is consumed in the usual case; a preface arriving in pieces is
-/// read and kept as the connection's prefix. `None`: closed before a byte.
-/// On TLS, ALPN has said (`alpn_h2`): nothing is read.
+/// Reads far enough to tell HTTP/2's preface from HTTP/1. On plain TCP it
+/// peeks, so nothing is consumed in the usual case; a preface arriving in
+/// pieces is read and kept as the connection's prefix. `None`: closed
+/// before a byte. On TLS, ALPN has said (`alpn_h2`) and nothing is read,
+/// unless the client offered no ALPN: then up to 24 bytes are read (TLS
+/// cannot peek) and kept as the prefix.
 async fn sniff(mut io: ClientIo, alpn_h2: Option<bool>) -> io::Result<Option<(ClientIo, bool)>> {
     if let Some(h2) = alpn_h2 {
         return Ok(Some((io, h2)));
     }
-    let Transport::Plain(tcp) = &io.stream else {
-        return Ok(Some((io, false)));
-    };
     let mut buf = [0u8; 24];
-    let n = tcp.peek(&mut buf).await?;
-    if n == 0 {
-        return Ok(None);
+    if let Transport::Plain(tcp) = &io.stream {
+        let n = tcp.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if buf[..n] != H2_PREFACE[..n] {
+            return Ok(Some((io, false)));
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(Some((io, true)));
+        }
     }
-    if buf[..n] != H2_PREFACE[..n] {
-        return Ok(Some((io, false)));
-    }
-    if n == H2_PREFACE.len() {
-        return Ok(Some((io, true)));
-    }
-    // A prefix of the preface so far: read it out and wait for the rest.
+    // A prefix of the preface so far (or TLS): read it out and wait for
+    // the rest.
     let mut got = Vec::with_capacity(H2_PREFACE.len());
     while got.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&got) {
         let want = H2_PREFACE.len() - got.len();
@@ -436,8 +440,12 @@ async fn serve_h1(
         return Some(io);
     }
     // hyper is done with it (the client closed, `Connection: close`, or
-    // draining): end our side as hyper would have.
-    let _ = io.stream.shutdown().await;
+    // draining): end our side as hyper would have. Through ClientIo, so the
+    // send timeout bounds it: on TLS this writes close_notify, which waits
+    // for room a client that stopped reading never makes. The timer
+    // starts afresh: hyper's last flush went out whole.
+    io.activity.write_blocked.set(false);
+    let _ = io.shutdown().await;
     None
 }
 
@@ -1125,7 +1133,12 @@ impl AsyncWrite for ClientIo {
         r
     }
 
+    /// Under the send timeout like a write: on TLS, shutting down writes
+    /// close_notify (and any TLS bytes still buffered), which a client that
+    /// stopped reading would hold up forever.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_shutdown(cx);
+        this.wrote(cx, r)
     }
 }

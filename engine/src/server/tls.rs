@@ -144,11 +144,15 @@ async fn plain_http(mut stream: TcpStream, cx: &ConnCtx) {
     let mut got = 0;
     let _ = tokio::time::timeout(LINGER, async {
         while got < buf.len() {
-            match stream.read(&mut buf[got..]).await {
+            let n = match stream.read(&mut buf[got..]).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => got += n,
-            }
-            if buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                Ok(n) => n,
+            };
+            // Only the new bytes, and the 3 before them an end could
+            // straddle: a request sent a byte at a time costs O(n), not O(n²).
+            let from = got.saturating_sub(3);
+            got += n;
+            if buf[from..got].windows(4).any(|w| w == b"\r\n\r\n") {
                 break;
             }
         }
