@@ -386,8 +386,11 @@ fn a_replaced_certificate_is_served_after_the_watcher_reloads() {
     let addr = p.addr("web");
     assert!(subject(&s_client(addr, "b.test")).contains("O=one"));
     ca.issue("b", &["b.test"], "two");
-    p.log
+    // The reload says what changed: the policy's text did not.
+    let line = p
+        .log
         .wait_for(&["reload (file changed): generation 2 is live"]);
+    assert!(line.contains("listener web certificates changed"), "{line}");
     assert!(subject(&s_client(addr, "b.test")).contains("O=two"));
     let (code, out) = curl(&folder, addr, "b.test", "/", &[]);
     assert_eq!(code, 0, "{out}");

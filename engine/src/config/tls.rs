@@ -47,6 +47,9 @@ pub struct ListenerTls {
     /// Each certificate's DNS names, in the policy's order (for
     /// `pocket check`).
     pub names: Vec<Vec<String>>,
+    /// A hash of the certificate chains served: a reload's summary says
+    /// when they changed (a renewal keeps the policy's text as it was).
+    pub fingerprint: u64,
 }
 
 impl std::fmt::Debug for ListenerTls {
@@ -220,12 +223,23 @@ impl Checker<'_> {
             return None;
         }
         let names = loaded.iter().map(|l| l.names.clone()).collect();
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for l in &loaded {
+                for c in &l.key.cert {
+                    c.as_ref().hash(&mut h);
+                }
+            }
+            h.finish()
+        };
         match server_config(loaded, strict_sni, label) {
             Ok(config) => Some(Arc::new(ListenerTls {
                 config,
                 files,
                 strict_sni,
                 names,
+                fingerprint,
             })),
             Err(e) => {
                 self.error(&at_tls, format!("{what}: {e}"));

@@ -75,6 +75,23 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> String {
     if !listeners.is_empty() {
         parts.push(format!("listeners {}", listeners.join(" ")));
     }
+    for l in &new.listeners {
+        let Some(o) = old
+            .listeners
+            .iter()
+            .find(|o| o.name == l.name && o.bind == l.bind)
+        else {
+            continue;
+        };
+        match (&o.tls, &l.tls) {
+            (None, Some(_)) => parts.push(format!("listener {} +tls", l.name)),
+            (Some(_), None) => parts.push(format!("listener {} -tls", l.name)),
+            (Some(a), Some(b)) if a.fingerprint != b.fingerprint => {
+                parts.push(format!("listener {} certificates changed", l.name))
+            }
+            _ => {}
+        }
+    }
     let hooks = |h: crate::config::HookSet| {
         [
             (h.on_connect, "on_connect"),
