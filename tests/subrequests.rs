@@ -435,3 +435,304 @@ fn pocket_test_does_not_run_sub_requests() {
     let (_, out, _) = pocket_cmd(&["explain", path.to_str().unwrap(), "GET http://x/public/a"]);
     assert!(out.contains("pool \"app\" (on_request chose it)"), "{out}");
 }
+
+/// A server that answers every request with `100 Continue` heads, one
+/// after another, for up to 20 s (or until the peer goes), never a final
+/// response (breaker 15's hostile.py `/cont20`).
+async fn continue_flood() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let heads = b"HTTP/1.1 100 Continue\r\n\r\n".repeat(64);
+                let until = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+                while tokio::time::Instant::now() < until {
+                    if s.write_all(&heads).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Breaker 15 F1b: a server that streams `100 Continue` heads. A
+/// sub-request to it gets an error value and a proxied request a 502,
+/// both after at most 16 interim heads; the one worker serves other
+/// requests meanwhile and is never found stuck.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_streams_100_continue_does_not_hold_the_worker() {
+    let app = origin("app");
+    let flood = continue_flood().await;
+    let policy = format!(
+        r#"
+return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0" }} }},
+  pools = {{
+    app = {{ servers = {{ "{app}" }} }},
+    hostile = {{ servers = {{ "{flood}" }}, timeouts = {{ response = "15s" }} }},
+  }},
+  on_request = function(req)
+    if req.path == "/sub" then
+      local res, err = http.get("http://{flood}/cont20", {{ timeout = 15 }})
+      return pocket.respond(502, "sub: " .. tostring(res and res.status) .. " " .. tostring(err) .. "\n")
+    elseif req.path == "/proxied" then
+      return "hostile"
+    end
+    return "app"
+  end,
+}}
+"#,
+        app = app.addr
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let web = pocket.addr("web");
+    let sub = tokio::spawn(async move { get(web, "/sub").await });
+    let proxied = tokio::spawn(async move { get(web, "/proxied").await });
+    for _ in 0..5 {
+        let plain = get(web, "/plain").await;
+        assert_eq!(plain.status, 200);
+    }
+    let sub = tokio::time::timeout(DEADLINE, sub).await.unwrap().unwrap();
+    assert_eq!(sub.status, 502, "{}", sub.text());
+    assert!(
+        sub.text()
+            .starts_with("sub: nil too many interim responses (more than 16 1xx heads) from "),
+        "{}",
+        sub.text()
+    );
+    let proxied = tokio::time::timeout(DEADLINE, proxied)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(proxied.status, 502, "{}", proxied.text());
+    assert!(
+        proxied
+            .text()
+            .contains("sent too many interim (1xx) responses"),
+        "{}",
+        proxied.text()
+    );
+    assert_eq!(get(web, "/plain").await.status, 200);
+    assert!(
+        !pocket.log.text().contains("is stuck"),
+        "{}",
+        pocket.log.text()
+    );
+}
+
+/// Breaker 15 F1: a sub-request to Pocket's own listener. Each level
+/// carries its depth; the 10th nested request's sub-request is refused
+/// with an error value, so one client request costs 10 nested
+/// connections, not thousands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sub_request_to_pocket_itself_stops_at_depth_10() {
+    let me = dead_addr();
+    let policy = format!(
+        r#"
+return {{
+  listeners = {{ {{ name = "web", bind = "{me}" }} }},
+  pools = {{ app = {{ servers = {{ "{me}" }} }} }},
+  on_request = function(req)
+    local res, err = http.get("http://{me}/self", {{ timeout = 20 }})
+    if not res then
+      return pocket.respond(508, err .. " at " .. tostring(req:header("pocket-subrequest-depth")) .. "\n")
+    end
+    return pocket.respond(res.status, res.body)
+  end,
+}}
+"#
+    );
+    let pocket = Pocket::start(&policy, 2);
+    let resp = get(pocket.addr("web"), "/self").await;
+    assert_eq!(resp.status, 508, "{}", resp.text());
+    assert_eq!(
+        resp.text(),
+        "sub-request loop: depth 10 reached (a sub-request to Pocket itself?) at 10\n"
+    );
+    pocket
+        .log
+        .wait_for(&["policy.lua:6: sub-request loop: depth 10 reached"]);
+    // Logged once, not per request.
+    let again = get(pocket.addr("web"), "/self").await;
+    assert_eq!(again.status, 508);
+    let logged = pocket
+        .log
+        .lines()
+        .iter()
+        .filter(|l| l.contains("sub-request loop"))
+        .count();
+    assert!(
+        logged <= 2,
+        "logged {logged} times (once per worker at most)"
+    );
+}
+
+/// A server that answers each connection with the first line it got (a
+/// PROXY header, or the request line).
+async fn first_line_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let end = got.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
+                let line = String::from_utf8_lossy(&got[..end]).into_owned();
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{line}",
+                    line.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Breaker 15 F2: a sub-request through a `send_proxy` pool starts its
+/// connection with the PROXY header naming the request's client, as the
+/// pool's own requests do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sub_request_through_a_send_proxy_pool_sends_the_header() {
+    let echo = first_line_echo().await;
+    let policy = format!(
+        r#"
+return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0" }} }},
+  pools = {{
+    spv1 = {{ servers = {{ "{echo}" }}, send_proxy = "v1" }},
+    plain = {{ servers = {{ "{echo}" }} }},
+  }},
+  on_request = function(req)
+    if req.path == "/proxied" then return "spv1" end
+    local res, err = http.get("/viapool", {{ pool = req.path == "/plain" and "plain" or "spv1" }})
+    return pocket.respond(200, tostring(res and res.body or err))
+  end,
+}}
+"#
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let web = pocket.addr("web");
+    let sub = get(web, "/sub").await;
+    assert!(
+        sub.text().starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 "),
+        "{}",
+        sub.text()
+    );
+    let proxied = get(web, "/proxied").await;
+    assert!(
+        proxied
+            .text()
+            .starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 "),
+        "{}",
+        proxied.text()
+    );
+    let plain = get(web, "/plain").await;
+    assert_eq!(plain.text(), "GET /viapool HTTP/1.1");
+}
+
+/// Breaker 15 F3: `local web = http` (an alias) still makes sub-requests:
+/// the load-time detection reads Lua names, not the text `http.`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alias_of_http_still_makes_sub_requests() {
+    let auth = auth_service().await;
+    let policy = format!(
+        r#"
+local web = http
+return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0" }} }},
+  pools = {{ app = {{ servers = {{ "{auth}" }} }} }},
+  on_request = function(req)
+    local r, e = web.get("http://{auth}/x", {{ timeout = 5 }})
+    return pocket.respond(200, "got: " .. tostring(r and r.status) .. " " .. tostring(e) .. "\n")
+  end,
+}}
+"#,
+        auth = auth.addr
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let resp = get(pocket.addr("web"), "/").await;
+    assert_eq!(resp.text(), "got: 200 nil\n");
+}
+
+/// Breaker 15 minors: what the script wrote wrong raises at its line, on
+/// one line (control characters escaped), naming the part that is wrong;
+/// a #fragment is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_urls_and_headers_raise_at_the_scripts_line() {
+    let auth = auth_service().await;
+    let policy = format!(
+        r#"
+return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0" }} }},
+  pools = {{ app = {{ servers = {{ "{auth}" }} }} }},
+  on_request = function(req)
+    if req.path == "/space" then
+      http.get("http://{auth}/a b")
+    elseif req.path == "/crlf" then
+      http.get("http://{auth}/", {{ headers = {{ ["x a\r\nX-Inj"] = "1" }} }})
+    elseif req.path == "/value" then
+      http.get("http://{auth}/", {{ headers = {{ ["x-a"] = "1\r\nX-Inj: 2" }} }})
+    elseif req.path == "/userinfo" then
+      http.get("http://user:pw@{auth}/x")
+    elseif req.path == "/fragment" then
+      local r, e = http.get("http://{auth}#frag")
+      return pocket.respond(200, tostring(r and r.status) .. " " .. tostring(e))
+    end
+    return "app"
+  end,
+}}
+"#,
+        auth = auth.addr
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let web = pocket.addr("web");
+    assert_eq!(get(web, "/space").await.status, 500);
+    pocket.log.wait_for(&[
+        "policy.lua:7: bad argument #1 to 'http.get': the path \"/a b\" has a character",
+    ]);
+    assert_eq!(get(web, "/crlf").await.status, 500);
+    pocket.log.wait_for(&[
+        "policy.lua:9: bad argument #2 to 'http.get': headers: bad header name \"x a\\r\\nX-Inj\"",
+    ]);
+    assert_eq!(get(web, "/value").await.status, 500);
+    pocket.log.wait_for(&[
+        "policy.lua:11: bad argument #2 to 'http.get': headers: bad value for header \"x-a\" (\"1\\r\\nX-Inj: 2\"",
+    ]);
+    assert_eq!(get(web, "/userinfo").await.status, 500);
+    pocket.log.wait_for(&[
+        "policy.lua:13: bad argument #1 to 'http.get': user:password@ in a URL is not supported",
+    ]);
+    let fragment = get(web, "/fragment").await;
+    assert_eq!(fragment.text(), "200 nil");
+    // Every event is one line: no raw CR or LF split a message.
+    assert!(
+        !pocket.log.lines().iter().any(|l| l.starts_with("X-Inj")),
+        "{}",
+        pocket.log.text()
+    );
+}

@@ -123,6 +123,42 @@ async fn verified_with_the_pools_ca_and_the_origin_sees_the_sni() {
     );
 }
 
+/// A sub-request through a pool with `tls` goes over TLS as the pool's
+/// requests do (its CA, its SNI), and one whose certificate does not
+/// verify gets an error value saying why (breaker 15 F2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_requests_through_a_tls_pool_use_its_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let origin = tls_origin(dir.path());
+    let port = origin.port;
+    let pocket = start(
+        dir,
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0" }} }},
+  pools = {{
+    sni = {{ servers = {{ "127.0.0.1:{port}" }}, tls = {{ ca = "ca.pem", sni = "origin.test" }} }},
+    system = {{ servers = {{ "127.0.0.1:{port}" }}, tls = true }},
+  }},
+  on_request = function(req)
+    local res, err = http.get("/sub", {{ pool = req.path == "/bad" and "system" or "sni", timeout = 5 }})
+    return pocket.respond(200, res and res.body or ("err: " .. err .. "\n"))
+  end,
+}}
+"#
+        ),
+    );
+    let r = get(pocket.addr("web"), "/").await;
+    assert_eq!(r.text(), "tls origin: /sub sni=origin.test\n");
+    let r = get(pocket.addr("web"), "/bad").await;
+    assert!(
+        r.text().starts_with("err: ") && r.text().contains("certificate"),
+        "{}",
+        r.text()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_that_does_not_verify_is_a_502_that_says_why_and_verify_false_takes_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -288,6 +288,34 @@ impl Places {
     }
 }
 
+/// Whether Lua `src` may reach the global `http` table (sub-requests):
+/// the name `http` as a Lua name (`http.get`, `local web = http`,
+/// `f(http)`; not a field such as `x.http`, but `_G.http` is),
+/// `require("http")`, `_G["http"]`, the string `"pocket.http"`
+/// (`require("pocket.http")`), or `pocket.http`. Strings such as `"http://x"` and
+/// comments do not count. A false positive (a table key `http = ...`)
+/// only costs running `on_request` as a coroutine.
+pub fn names_http(src: &str) -> bool {
+    let toks = tokens(src);
+    let is = |i: usize, t: &str| matches!(toks.get(i), Some((Tok::Other(o), _)) if o == t);
+    let name = |i: usize, n: &str| matches!(toks.get(i), Some((Tok::Name(m), _)) if m == n);
+    toks.iter().enumerate().any(|(i, (tok, _))| match tok {
+        Tok::Name(n) if n == "http" => {
+            let field = i > 0 && (is(i - 1, ".") || is(i - 1, ":"));
+            !field || (i > 1 && is(i - 1, ".") && (name(i - 2, "_G") || name(i - 2, "pocket")))
+        }
+        // "http" only where it names the module or the global: a
+        // scheme comparison (`req.scheme == "http"`) does not count.
+        Tok::Str(s) if s == "http" => {
+            (i > 0 && name(i - 1, "require"))
+                || (i > 1 && is(i - 1, "(") && name(i - 2, "require"))
+                || (i > 1 && is(i - 1, "[") && name(i - 2, "_G"))
+        }
+        Tok::Str(s) => s == "pocket.http",
+        _ => false,
+    })
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
     Name(String),
@@ -672,6 +700,34 @@ fn fields(toks: &[(Tok, usize)]) -> Scan {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn names_http_finds_the_global_however_it_is_spelt() {
+        use super::names_http;
+        for yes in [
+            "http.get(x)",
+            "local web = http\nweb.get(x)",
+            "local h = require(\"pocket.http\")",
+            "local h = require 'http'",
+            "f(_G.http)",
+            "local t = _G[\"http\"]",
+            "local g = pocket.http",
+            "return { on_request = function() return http['get'](u) end }",
+        ] {
+            assert!(names_http(yes), "{yes}");
+        }
+        for no in [
+            "local u = \"http://127.0.0.1/x\"",
+            "-- http.get is not used here",
+            "--[[ http.get ]] local x = 1",
+            "local s = req.http",
+            "local https = 1",
+            "local u = [[http.get]]",
+            "if req.scheme == \"http\" then end",
+        ] {
+            assert!(!names_http(no), "{no}");
+        }
+    }
+
     use super::*;
 
     #[test]

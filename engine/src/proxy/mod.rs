@@ -512,6 +512,14 @@ async fn forward(
                         "a line of its head ends in LF, not CRLF",
                     );
                 }
+                if answer.too_many_interim() {
+                    open.set(b'P', b'H');
+                    let why = format!(
+                        "it sent too many interim (1xx) responses (more than {})",
+                        upstream_io::MAX_INTERIM
+                    );
+                    return cannot_relay(pool, server, id, &why);
+                }
                 server
                     .state
                     .traffic_failed(pool.passive.after, "no response");

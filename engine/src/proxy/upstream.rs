@@ -296,7 +296,7 @@ impl ConnectError {
     /// A failed TLS handshake, said readably: a certificate that did not
     /// verify names rustls's reason (`UnknownIssuer`, `NotValidForName`,
     /// `Expired`).
-    fn tls(e: io::Error) -> ConnectError {
+    pub(crate) fn tls(e: io::Error) -> ConnectError {
         use rustls::CertificateError as C;
         let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
         match inner {

@@ -7,6 +7,12 @@
 //! The request path arms the check as it sends each request (a response
 //! head can only follow a request); the check follows the head to its
 //! empty line, again after a 1xx interim head, and never looks at a body.
+//!
+//! It also counts the interim heads: a server that answers with an endless
+//! run of `100 Continue` would otherwise keep hyper parsing and dropping
+//! them for as long as bytes come (never waiting, so never yielding the
+//! worker). Past [`MAX_INTERIM`] the read fails and the request is a 502,
+//! as HAProxy and nginx treat such a flood as a bad response.
 
 use std::cell::Cell;
 use std::io;
@@ -18,6 +24,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::upstream::READ_PIECE;
+
+/// The most interim (1xx other than 101) responses accepted before a
+/// final one: 16. RFC 9110 §15.2 sets no limit; real servers send one
+/// `100 Continue` or a `103 Early Hints` or two.
+pub const MAX_INTERIM: u8 = 16;
 
 /// Where the connection is in reading a response head.
 #[derive(Clone, Copy, Default)]
@@ -37,6 +48,11 @@ pub struct HeadScan {
     answered: bool,
     /// The answer's head had a bare LF (the error the read returned).
     bare_lf: bool,
+    /// Interim heads of this answer so far.
+    interim: u8,
+    /// The answer had more than [`MAX_INTERIM`] interim heads (the error
+    /// the read returned).
+    too_many_interim: bool,
 }
 
 /// Shared by the socket wrapper and the request path that arms it.
@@ -83,9 +99,24 @@ impl Watch {
     }
 }
 
-/// A line of a response head ends in LF without CR.
+/// What is wrong with a response head.
 #[derive(Debug)]
-pub struct BareLf;
+pub enum BadHead {
+    /// A line ends in LF without CR.
+    BareLf,
+    /// More than [`MAX_INTERIM`] interim (1xx) heads.
+    TooManyInterim,
+}
+
+impl BadHead {
+    /// The read error's text (the request path words its own 502).
+    pub fn message(&self) -> &'static str {
+        match self {
+            BadHead::BareLf => "a line of the response head ends in LF, not CRLF",
+            BadHead::TooManyInterim => "the server sent too many interim (1xx) responses",
+        }
+    }
+}
 
 impl HeadScan {
     /// A request has been sent: its response head comes next.
@@ -106,9 +137,14 @@ impl HeadScan {
         self.bare_lf
     }
 
+    /// The answer was refused for more than [`MAX_INTERIM`] interim heads.
+    pub fn too_many_interim(&self) -> bool {
+        self.too_many_interim
+    }
+
     /// Follows the head through `bytes`, jumping from LF to LF (memchr):
     /// a 300-byte head is a dozen steps.
-    fn feed(&mut self, bytes: &[u8]) -> Result<(), BareLf> {
+    fn feed(&mut self, bytes: &[u8]) -> Result<(), BadHead> {
         let mut rest = bytes;
         self.answered |= !bytes.is_empty();
         while self.armed && !rest.is_empty() {
@@ -129,7 +165,7 @@ impl HeadScan {
             let prev = if lf == 0 { self.prev } else { rest[lf - 1] };
             if prev != b'\r' {
                 self.bare_lf = true;
-                return Err(BareLf);
+                return Err(BadHead::BareLf);
             }
             let line = self.line + lf + 1;
             self.pos += lf + 1;
@@ -138,11 +174,18 @@ impl HeadScan {
                 // The empty line: the head ends. A 1xx other than 101 is
                 // followed by another head.
                 let interim = self.status[0] == b'1' && self.status != *b"101";
+                let count = self.interim + u8::from(interim);
                 *self = HeadScan {
                     armed: interim,
                     answered: true,
+                    interim: count,
                     ..HeadScan::default()
                 };
+                if count > MAX_INTERIM {
+                    self.armed = false;
+                    self.too_many_interim = true;
+                    return Err(BadHead::TooManyInterim);
+                }
                 continue;
             }
             self.line = 0;
@@ -228,10 +271,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for UpstreamIo<S> {
         if (scan.armed || !scan.answered) && buf.filled().len() > before {
             let checked = scan.feed(&buf.filled()[before..]);
             this.watch.set(scan);
-            if checked.is_err() {
+            if let Err(bad) = checked {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "a line of the response head ends in LF, not CRLF",
+                    bad.message(),
                 )));
             }
         }
@@ -281,7 +324,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for UpstreamIo<S> {
 mod tests {
     use super::*;
 
-    fn scan(parts: &[&[u8]]) -> Result<HeadScan, BareLf> {
+    fn scan(parts: &[&[u8]]) -> Result<HeadScan, BadHead> {
         let mut s = HeadScan::expect_head();
         for p in parts {
             s.feed(p)?;
@@ -314,5 +357,31 @@ mod tests {
         }
         // 101 ends the HTTP part: what follows is another protocol.
         assert!(scan(&[b"HTTP/1.1 101 Switching\r\n\r\n\n\n"]).is_ok());
+    }
+
+    #[test]
+    fn interim_heads_are_counted_up_to_the_bound() {
+        let one = b"HTTP/1.1 100 Continue\r\n\r\n";
+        let run = |n: usize| one.repeat(n);
+        let ok = [
+            run(usize::from(MAX_INTERIM)),
+            b"HTTP/1.1 200 OK\r\n\r\n".to_vec(),
+        ]
+        .concat();
+        assert!(scan(&[&ok]).is_ok_and(|s| !s.armed && !s.too_many_interim()));
+        let flood = run(usize::from(MAX_INTERIM) + 1);
+        assert!(matches!(scan(&[&flood]), Err(BadHead::TooManyInterim)));
+        // Cut anywhere, byte by byte: the same.
+        let mut s = HeadScan::expect_head();
+        let mut failed = false;
+        for b in flood.iter() {
+            if s.feed(std::slice::from_ref(b)).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed && s.too_many_interim());
+        // A new request's head starts counting again.
+        assert_eq!(HeadScan::expect_head().interim, 0);
     }
 }

@@ -79,19 +79,20 @@ pub struct WorkerScript {
     /// watchdog can say which call a stuck worker is in.
     watch: Option<Watched>,
     /// `on_request` guarded for running as a coroutine, when the policy
-    /// (or a module it required) mentions `http.`: decided at load, so a
+    /// (or a module it required) names `http`: decided at load, so a
     /// policy without sub-requests keeps the plain synchronous call.
     waiting_on_request: Option<Function>,
     /// Set while that coroutine runs (see `subrequest::CanWait`).
     can_wait: crate::script::subrequest::CanWait,
 }
 
-/// Whether a policy's Lua text may make sub-requests: it mentions the
-/// global `http` table or requires `pocket.http`. A false positive (the
-/// word in a comment) only costs the coroutine; a sub-request in a
-/// policy found not to use them gets `nil, "not run: ..."`.
+/// Whether a policy's Lua text may make sub-requests: it names the
+/// global `http` (as a Lua name, so an alias `local web = http` counts)
+/// or requires `pocket.http` ([`crate::config::names_http`]). A false
+/// positive only costs the coroutine; a sub-request in a policy found not
+/// to use them gets `nil, "not run: ..."`.
 fn may_wait(text: &str) -> bool {
-    text.contains("http.") || text.contains("http[") || text.contains("pocket.http")
+    crate::config::names_http(text)
 }
 
 /// A worker's pulse and where each hook function is defined (indices into
@@ -397,6 +398,11 @@ impl WorkerScript {
             return self.on_request(req);
         };
         let lua = &self.vm.lua;
+        let origin = crate::script::subrequest::Origin {
+            client: Some(req.peer),
+            depth: crate::script::subrequest::depth_of(&req.head.headers),
+            request: Some(req.id),
+        };
         let blank = RequestView {
             head: http::Request::new(()).into_parts().0,
             raw_target: None,
@@ -424,6 +430,7 @@ impl WorkerScript {
             &self.can_wait,
             pulse,
             self.vm.limits.hook_budget,
+            origin,
             guarded.call_async::<Value>(ud.clone()),
         );
         let out = (&mut call).await;

@@ -1,17 +1,27 @@
 //! The network side of a sub-request: where it goes (an `http://` URL or
 //! a server of a pool), one HTTP/1.1 exchange on a fresh connection, or
 //! one TCP exchange. Every error is text the script gets as its `err`
-//! value; the caller bounds the time (see [`super::MAX_TIMEOUT`]).
+//! value; the caller bounds the time of the whole exchange, connect
+//! included (`tokio::time::timeout` in `super::run`).
+//!
+//! Through a pool, a connection starts as the pool's own do: with its
+//! PROXY header naming the request's client (`send_proxy`), then TLS
+//! (`tls`). A pool with `protocol = "h2"` is refused (sub-requests speak
+//! HTTP/1.1).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::config::upstream_tls::UpstreamTls;
 use crate::config::Policy;
+use crate::proxy::proxy_header::{self, ProxyTo};
+use crate::proxy::upstream_io::{HeadScan, UpstreamIo, MAX_INTERIM};
 
 /// The most bytes of a sub-request's answer (an HTTP body, or what
 /// `http.tcp` reads) a script gets: 1 MiB. Past it, the call fails with
@@ -23,6 +33,10 @@ pub const MAX_BODY: usize = 1024 * 1024;
 pub struct Target {
     pub addr: SocketAddr,
     pub host: String,
+    /// A `send_proxy` pool's header, naming the request's client.
+    pub proxy: Option<ProxyTo>,
+    /// A `tls` pool's settings and the name its server is verified as.
+    pub tls: Option<(Arc<UpstreamTls>, ServerName<'static>)>,
 }
 
 /// An HTTP answer as a script sees it.
@@ -33,31 +47,42 @@ pub struct Answer {
     pub body: Bytes,
 }
 
-/// Splits `http://host[:port]/path?query` into (host, port, path and
-/// query). `https://` is refused: Pocket has no TLS client for scripts yet.
+/// Splits `http://host[:port]/path?query[#fragment]` into (host, port,
+/// path and query). A `#fragment` is dropped (it is never sent, RFC 9110
+/// §4.2.4); `user:password@` is refused (Pocket does not turn it into an
+/// Authorization header); `https://` is refused: no TLS client for URLs
+/// (a pool with `tls` is).
 pub fn parse_url(url: &str) -> Result<(String, u16, String), String> {
-    if url.len() >= 8 && url[..8].eq_ignore_ascii_case("https://") {
+    let quoted = super::shown(url);
+    if url.len() >= 8 && url.is_char_boundary(8) && url[..8].eq_ignore_ascii_case("https://") {
         return Err(format!(
-            "https is not supported yet for sub-requests (\"{url}\"); use http:// or a pool"
+            "https is not supported yet for sub-requests (\"{quoted}\"); use http:// or a pool with tls"
         ));
     }
     let rest = match url.get(..7) {
         Some(s) if s.eq_ignore_ascii_case("http://") => &url[7..],
         _ => {
             return Err(format!(
-                "expected an absolute http:// URL (or a path with opts.pool), got \"{url}\""
+                "expected an absolute http:// URL (or a path with opts.pool), got \"{quoted}\""
             ))
         }
     };
+    let rest = rest.split('#').next().unwrap_or(rest);
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_string()),
         Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
         None => (rest, "/".to_string()),
     };
-    if authority.is_empty() || authority.contains('@') {
-        return Err(format!("no host in URL \"{url}\""));
+    if authority.contains('@') {
+        return Err(format!(
+            "user:password@ in a URL is not supported (\"{quoted}\"); send an authorization header in opts.headers"
+        ));
     }
-    let (host, port) = split_host_port(authority, 80).map_err(|e| format!("{e} in \"{url}\""))?;
+    if authority.is_empty() {
+        return Err(format!("no host in URL \"{quoted}\""));
+    }
+    let (host, port) =
+        split_host_port(authority, 80).map_err(|e| format!("{e} in \"{quoted}\""))?;
     Ok((host, port, path))
 }
 
@@ -68,9 +93,9 @@ pub fn split_host_port(text: &str, default: u16) -> Result<(String, u16), String
             Some((h, "")) => (h, None),
             Some((h, p)) => match p.strip_prefix(':') {
                 Some(p) => (h, Some(p)),
-                None => return Err(format!("bad address \"{text}\"")),
+                None => return Err(format!("bad address \"{}\"", super::shown(text))),
             },
-            None => return Err(format!("bad address \"{text}\"")),
+            None => return Err(format!("bad address \"{}\"", super::shown(text))),
         }
     } else {
         match text.rsplit_once(':') {
@@ -84,10 +109,14 @@ pub fn split_host_port(text: &str, default: u16) -> Result<(String, u16), String
             .parse::<u16>()
             .ok()
             .filter(|&p| p != 0)
-            .ok_or_else(|| format!("bad port \"{p}\""))?,
+            .ok_or_else(|| format!("bad port \"{}\"", super::shown(p)))?,
     };
     if host.is_empty() {
-        return Err(format!("no host in \"{text}\""));
+        return Err(format!("no host in \"{}\"", super::shown(text)));
+    }
+    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '%');
+    if !host.chars().all(name_char) {
+        return Err(format!("bad host \"{}\"", super::shown(host)));
     }
     Ok((host.to_string(), port))
 }
@@ -107,8 +136,14 @@ pub async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 }
 
 /// A server of pool `name`, chosen by the pool's own balancing among the
-/// servers that take traffic (health checks, drain and backups apply).
-pub fn pool_server(policy: &Option<Arc<Policy>>, name: &str) -> Result<SocketAddr, String> {
+/// servers that take traffic (health checks, drain and backups apply),
+/// reached as the pool's requests are: `client` is the request's client,
+/// named in the PROXY header of a `send_proxy` pool.
+pub fn pool_server(
+    policy: &Option<Arc<Policy>>,
+    name: &str,
+    client: Option<SocketAddr>,
+) -> Result<Target, String> {
     let Some(policy) = policy else {
         return Err(format!("no pool named \"{name}\""));
     };
@@ -120,27 +155,65 @@ pub fn pool_server(policy: &Option<Arc<Policy>>, name: &str) -> Result<SocketAdd
         ));
     };
     let pool = &policy.pools[i];
-    match pool.pick(&[], None, None) {
-        Some(s) => Ok(pool.servers[s].addr),
-        None => Err(format!("pool \"{name}\" has no server up")),
+    if pool.protocol == crate::config::upstream_tls::Protocol::H2 {
+        return Err(format!(
+            "pool \"{name}\" speaks HTTP/2 (protocol = \"h2\"), and sub-requests speak HTTP/1.1 only"
+        ));
     }
+    let Some(s) = pool.pick(&[], None, None) else {
+        return Err(format!("pool \"{name}\" has no server up"));
+    };
+    let server = &pool.servers[s];
+    let proxy = pool.send_proxy.map(|version| ProxyTo { version, client });
+    let tls = pool.tls.as_ref().map(|tls| {
+        let sni = tls.server_name(server.name.as_deref(), server.addr.ip());
+        (tls.clone(), sni)
+    });
+    Ok(Target {
+        addr: server.addr,
+        host: server.addr_text.to_string(),
+        proxy,
+        tls,
+    })
 }
 
-async fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
-    let stream = TcpStream::connect(addr)
+/// A connection to a sub-request's server, plain or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Stream for T {}
+
+/// Connects to `to`: TCP, the pool's PROXY header, then the pool's TLS.
+async fn connect(to: &Target) -> Result<Box<dyn Stream>, String> {
+    let addr = to.addr;
+    let mut stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect failed: {e} (to {addr})"))?;
     let _ = stream.set_nodelay(true);
-    Ok(stream)
+    proxy_header::send(&mut stream, to.proxy)
+        .await
+        .map_err(|e| format!("sending the PROXY header failed: {e} (to {addr})"))?;
+    let Some((tls, name)) = &to.tls else {
+        return Ok(Box::new(stream));
+    };
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    match connector.connect(name.clone(), stream).await {
+        Ok(s) => Ok(Box::new(s)),
+        Err(e) => Err(format!(
+            "{} (to {addr})",
+            crate::proxy::upstream::ConnectError::tls(e)
+        )),
+    }
 }
 
 /// One HTTP/1.1 request on a new connection, its whole answer read (at
-/// most [`MAX_BODY`] bytes of body).
+/// most [`MAX_BODY`] bytes of body, and at most [`MAX_INTERIM`] interim
+/// 1xx heads before the final one: past that, an error, as a proxied
+/// request gets a 502). `headers` were checked by the caller (a bad name
+/// or value raised in the script).
 pub async fn http(
     to: &Target,
     method: http::Method,
     path: &str,
-    headers: Vec<(String, Vec<u8>)>,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
     body: Vec<u8>,
 ) -> Result<Answer, String> {
     let mut req = http::Request::builder()
@@ -151,15 +224,11 @@ pub async fn http(
     {
         let h = req.headers_mut();
         for (name, value) in headers {
-            let name = http::header::HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("bad header name \"{name}\""))?;
-            let value = http::HeaderValue::from_bytes(&value)
-                .map_err(|_| format!("bad value for header \"{name}\""))?;
             h.append(name, value);
         }
         if !h.contains_key(http::header::HOST) {
             let host = http::HeaderValue::from_str(&to.host)
-                .map_err(|_| format!("bad host \"{}\"", to.host))?;
+                .map_err(|_| format!("bad host \"{}\"", super::shown(&to.host)))?;
             h.insert(http::header::HOST, host);
         }
         h.insert(
@@ -167,16 +236,34 @@ pub async fn http(
             http::HeaderValue::from_static("close"),
         );
     }
-    let stream = connect(to.addr).await?;
-    let io = hyper_util::rt::TokioIo::new(stream);
+    let stream = connect(to).await?;
+    // The same watch on response heads as the pools' connections: bare
+    // LFs refused, interim heads counted (proxy/upstream_io.rs).
+    let (io, watch) = UpstreamIo::new(stream);
+    let io = hyper_util::rt::TokioIo::new(io);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| format!("connection failed: {e} (to {})", to.addr))?;
+    // A head that broke the watch's rules, worded for the script.
+    let bad_head = |e: &dyn std::fmt::Display| {
+        let scan = watch.get();
+        if scan.too_many_interim() {
+            format!(
+                "too many interim responses (more than {MAX_INTERIM} 1xx heads) from {}",
+                to.addr
+            )
+        } else if scan.bare_lf() {
+            format!(
+                "bad response: a line of its head ends in LF, not CRLF (from {})",
+                to.addr
+            )
+        } else {
+            format!("request failed: {e} (to {})", to.addr)
+        }
+    };
+    watch.set(HeadScan::expect_head());
     let exchange = async {
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("request failed: {e} (to {})", to.addr))?;
+        let resp = sender.send_request(req).await.map_err(|e| bad_head(&e))?;
         let (parts, body) = resp.into_parts();
         let body = Limited::new(body, MAX_BODY)
             .collect()
@@ -206,7 +293,8 @@ pub async fn http(
         })
     };
     // The connection is driven here, next to the exchange: no task to
-    // spawn, and dropping this future (the client went away) closes it.
+    // spawn, and dropping this future (the client went away, or the
+    // deadline passed) closes it.
     let mut conn = std::pin::pin!(conn);
     let mut exchange = std::pin::pin!(exchange);
     let mut conn_done = false;
@@ -217,18 +305,19 @@ pub async fn http(
             done = &mut conn, if !conn_done => {
                 conn_done = true;
                 if let Err(e) = done {
-                    return Err(format!("connection failed: {e} (to {})", to.addr));
+                    return Err(bad_head(&e));
                 }
             }
         }
     }
 }
 
-/// Sends `bytes` to `addr` and reads the answer: the first bytes that
+/// Sends `bytes` to `to` and reads the answer: the first bytes that
 /// arrive, or (with `all`) everything until the peer closes, at most
 /// [`MAX_BODY`].
-pub async fn tcp(addr: SocketAddr, bytes: &[u8], all: bool) -> Result<Vec<u8>, String> {
-    let mut stream = connect(addr).await?;
+pub async fn tcp(to: &Target, bytes: &[u8], all: bool) -> Result<Vec<u8>, String> {
+    let addr = to.addr;
+    let mut stream = connect(to).await?;
     if !bytes.is_empty() {
         stream
             .write_all(bytes)

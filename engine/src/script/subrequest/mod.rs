@@ -6,12 +6,18 @@
 //! and the worker serves other requests meanwhile. A failure or a missed
 //! deadline is a value the script acts on (`nil, "timed out after 1s"`);
 //! only bad arguments raise. docs/lua-api.md "Sub-requests".
+//!
+//! Each HTTP sub-request carries `Pocket-Subrequest-Depth: N` (its
+//! request's N + 1): a sub-request to Pocket itself, which would recurse
+//! without end, is refused past [`MAX_DEPTH`] levels (nginx stops
+//! subrequests at 50 levels: "subrequests cycle").
 
 pub mod client;
 mod waiting;
 
 use std::cell::Cell;
 use std::ffi::c_void;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +32,37 @@ pub use waiting::Metered;
 
 /// A sub-request's deadline when the script gives none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How deep sub-requests may nest: a request whose
+/// `Pocket-Subrequest-Depth` is 10 (the 10th nested sub-request) makes
+/// no further one. nginx allows 50 levels; Pocket's sub-requests are for
+/// auth and lookups, a level or two deep, and each level holds a
+/// connection and a waiting request.
+pub const MAX_DEPTH: u32 = 10;
+
+/// The header that carries a sub-request's depth (1 for a sub-request of
+/// a client's request).
+pub const DEPTH_HEADER: &str = "pocket-subrequest-depth";
+
+/// A request's depth: its `Pocket-Subrequest-Depth` (0 when absent or not
+/// a number; at most [`MAX_DEPTH`]).
+pub fn depth_of(headers: &http::HeaderMap) -> u32 {
+    headers
+        .get(DEPTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .map_or(0, |d| d.min(MAX_DEPTH))
+}
+
+/// The request a waiting `on_request` runs for, as its sub-requests need
+/// it: its client (named in a `send_proxy` pool's PROXY header), its
+/// depth, and its id (for the log).
+#[derive(Clone, Copy, Default)]
+pub struct Origin {
+    pub client: Option<SocketAddr>,
+    pub depth: u32,
+    pub request: Option<crate::proxy::RequestId>,
+}
 
 /// The longest deadline a script may give, in seconds: a request should
 /// not hang on a lookup for longer than a client would wait.
@@ -45,6 +82,10 @@ pub struct WaitingThread {
     /// The first resume of a coroutine whose thread is not known yet: the
     /// hook's first step (`mark`, see [`marked`]) notes it.
     pub(crate) marking: Cell<bool>,
+    /// The request the running coroutine serves (set at each resume).
+    pub(crate) origin: Cell<Origin>,
+    /// The depth limit was met and logged (once per VM).
+    loop_logged: Cell<bool>,
 }
 
 impl Default for WaitingThread {
@@ -52,6 +93,8 @@ impl Default for WaitingThread {
         WaitingThread {
             thread: Cell::new(std::ptr::null()),
             marking: Cell::new(false),
+            origin: Cell::new(Origin::default()),
+            loop_logged: Cell::new(false),
         }
     }
 }
@@ -85,8 +128,9 @@ pub fn marked(lua: &Lua, f: &mlua::Function) -> mlua::Result<mlua::Function> {
 pub struct PoolsOf(pub Arc<Policy>);
 
 /// What a sub-request outside a waiting `on_request` gets.
-const NOT_RUN: &str = "not run: sub-requests are made only by on_request in a running Pocket \
-(not by other hooks or a coroutine of the script's, nor by pocket test or pocket explain)";
+const NOT_RUN: &str = "not run: sub-requests are made only by on_request in a running Pocket, \
+in a policy that names `http` (not by other hooks or a coroutine of the script's, \
+nor by pocket test or pocket explain)";
 
 /// Where a call goes, as the script named it.
 enum To {
@@ -101,7 +145,7 @@ enum Exchange {
     Http {
         method: http::Method,
         path: String,
-        headers: Vec<(String, Vec<u8>)>,
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
         body: Vec<u8>,
     },
     Tcp {
@@ -166,15 +210,30 @@ fn run(
     lua: Lua,
     call: mlua::Result<Call>,
 ) -> impl std::future::Future<Output = mlua::Result<(Value, Value)>> {
-    let can_wait = lua.app_data_ref::<CanWait>().is_some_and(|c| c.here(&lua));
+    let (can_wait, origin) = lua
+        .app_data_ref::<CanWait>()
+        .map(|c| (c.here(&lua), c.0.origin.get()))
+        .unwrap_or_default();
     let policy = lua.app_data_ref::<PoolsOf>().map(|p| p.0.clone());
+    let too_deep = can_wait && origin.depth >= MAX_DEPTH;
+    if too_deep && call.is_ok() {
+        log_loop(&lua, origin);
+    }
     async move {
         let call = call?;
         if !can_wait {
             return Ok((Value::Nil, Value::String(lua.create_string(NOT_RUN)?)));
         }
+        if too_deep {
+            let why = format!(
+                "sub-request loop: depth {MAX_DEPTH} reached (a sub-request to Pocket itself?)"
+            );
+            return Ok((Value::Nil, Value::String(lua.create_string(why)?)));
+        }
         let timeout = call.timeout;
-        let out = tokio::time::timeout(timeout, exchange(call, policy)).await;
+        // The whole exchange (resolve, connect, PROXY header, TLS, the
+        // answer) under one deadline.
+        let out = tokio::time::timeout(timeout, exchange(call, policy, origin)).await;
         let out = match out {
             Ok(out) => out,
             Err(_) => Err(format!(
@@ -200,12 +259,48 @@ fn run(
     }
 }
 
+/// The first time in this VM a sub-request meets the depth limit: a
+/// warning naming the script's line that made it.
+fn log_loop(lua: &Lua, origin: Origin) {
+    let Some(c) = lua.app_data_ref::<CanWait>() else {
+        return;
+    };
+    if c.0.loop_logged.replace(true) {
+        return;
+    }
+    let at = caller(lua).unwrap_or_else(|| "on_request".into());
+    let request = origin.request.map(|r| r.to_string()).unwrap_or_default();
+    tracing::warn!(
+        request = %request,
+        "{at}: sub-request loop: depth {MAX_DEPTH} reached (each sub-request carries {DEPTH_HEADER}; \
+    a sub-request to Pocket itself?); such sub-requests get an error value (logged once)"
+    );
+}
+
+/// The script's `path:line` that called the running function.
+fn caller(lua: &Lua) -> Option<String> {
+    for level in 0..16 {
+        let found = lua.inspect_stack(level, |d| {
+            let src = d.source().source.as_deref().unwrap_or("").to_string();
+            (src, d.current_line())
+        })?;
+        if let (Some(path), Some(line)) = (found.0.strip_prefix('@'), found.1) {
+            return Some(format!("{path}:{line}"));
+        }
+    }
+    None
+}
+
 enum Reply {
     Http(client::Answer),
     Tcp(Vec<u8>),
 }
 
-async fn exchange(call: Call, policy: Option<Arc<Policy>>) -> Result<Reply, String> {
+async fn exchange(
+    call: Call,
+    policy: Option<Arc<Policy>>,
+    origin: Origin,
+) -> Result<Reply, String> {
     let target = match call.to {
         To::Url { host, port } => {
             let addr = client::resolve(&host, port).await?;
@@ -216,26 +311,31 @@ async fn exchange(call: Call, policy: Option<Arc<Policy>>) -> Result<Reply, Stri
             } else {
                 format!("{host}:{port}")
             };
-            Target { addr, host }
-        }
-        To::Pool(name) => {
-            let addr = client::pool_server(&policy, &name)?;
             Target {
                 addr,
-                host: addr.to_string(),
+                host,
+                proxy: None,
+                tls: None,
             }
         }
+        To::Pool(name) => client::pool_server(&policy, &name, origin.client)?,
     };
     match call.exchange {
         Exchange::Http {
             method,
             path,
-            headers,
+            mut headers,
             body,
-        } => client::http(&target, method, &path, headers, body)
-            .await
-            .map(Reply::Http),
-        Exchange::Tcp { bytes, all } => client::tcp(target.addr, &bytes, all).await.map(Reply::Tcp),
+        } => {
+            // Pocket's own count, never the script's.
+            let name = http::HeaderName::from_static(DEPTH_HEADER);
+            headers.retain(|(n, _)| *n != name);
+            headers.push((name, http::HeaderValue::from(origin.depth + 1)));
+            client::http(&target, method, &path, headers, body)
+                .await
+                .map(Reply::Http)
+        }
+        Exchange::Tcp { bytes, all } => client::tcp(&target, &bytes, all).await.map(Reply::Tcp),
     }
 }
 
@@ -341,7 +441,29 @@ fn timeout_of(func: &str, n: u8, t: &Option<Table>) -> mlua::Result<Duration> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn headers_of(func: &str, n: u8, t: &Option<Table>) -> mlua::Result<Vec<(String, Vec<u8>)>> {
+/// Text for a message on one line: control characters escaped (`\r`,
+/// `\n`, `\x00`), the rest as it is.
+pub(crate) fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `opts.headers`, each name and value checked here: a bad one is the
+/// script's mistake, raised at its line.
+fn headers_of(
+    func: &str,
+    n: u8,
+    t: &Option<Table>,
+) -> mlua::Result<Vec<(http::HeaderName, http::HeaderValue)>> {
     let Some(t) = t else { return Ok(Vec::new()) };
     let v: Value = t.raw_get("headers")?;
     let h = match v {
@@ -360,6 +482,26 @@ fn headers_of(func: &str, n: u8, t: &Option<Table>) -> mlua::Result<Vec<(String,
         let (k, v) = pair?;
         let name = text_of(func, n, "a header name (a string)", &k)?;
         let value = bytes_of(func, n, "a header value (a string)", &v)?;
+        let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            bad(
+                func,
+                n,
+                format!(
+                    "headers: bad header name \"{}\" (letters, digits and !#$%&'*+-.^_`|~ only)",
+                    shown(&name)
+                ),
+            )
+        })?;
+        let value = http::HeaderValue::from_bytes(&value).map_err(|_| {
+            bad(
+                func,
+                n,
+                format!(
+                    "headers: bad value for header \"{name}\" (\"{}\": no CR, LF or other control characters)",
+                    shown(&String::from_utf8_lossy(&value))
+                ),
+            )
+        })?;
         out.push((name, value));
     }
     Ok(out)
@@ -367,18 +509,40 @@ fn headers_of(func: &str, n: u8, t: &Option<Table>) -> mlua::Result<Vec<(String,
 
 /// A URL, or with `opts.pool` a path.
 fn to_of(func: &str, n: u8, url: &str, pool: Option<String>) -> mlua::Result<(To, String)> {
-    if let Some(pool) = pool {
-        if !url.starts_with('/') {
-            return Err(bad(
-                func,
-                n,
-                format!("with a pool, expected a path starting with \"/\", got \"{url}\""),
-            ));
+    let (to, path) = match pool {
+        Some(pool) => {
+            if !url.starts_with('/') {
+                return Err(bad(
+                    func,
+                    n,
+                    format!(
+                        "with a pool, expected a path starting with \"/\", got \"{}\"",
+                        shown(url)
+                    ),
+                ));
+            }
+            // As for a URL, a #fragment is not sent.
+            let path = url.split('#').next().unwrap_or(url);
+            (To::Pool(pool), path.to_string())
         }
-        return Ok((To::Pool(pool), url.to_string()));
+        None => {
+            let (host, port, path) = client::parse_url(url).map_err(|e| bad(func, n, e))?;
+            (To::Url { host, port }, path)
+        }
+    };
+    // What a request line may carry (RFC 9112 §3.2): a space or a
+    // control character is the script's mistake, not the network's.
+    if path.parse::<http::uri::PathAndQuery>().is_err() || path.contains(' ') {
+        return Err(bad(
+            func,
+            n,
+            format!(
+                "the path \"{}\" has a character a URL cannot carry (a space or a control character: percent-encode it)",
+                shown(&path)
+            ),
+        ));
     }
-    let (host, port, path) = client::parse_url(url).map_err(|e| bad(func, n, e))?;
-    Ok((To::Url { host, port }, path))
+    Ok((to, path))
 }
 
 fn pool_of(func: &str, n: u8, t: &Option<Table>) -> mlua::Result<Option<String>> {
@@ -536,5 +700,18 @@ mod tests {
         assert!(parse_url("/auth").is_err());
         assert!(parse_url("http://x:0/").is_err());
         assert!(parse_url("http:///p").is_err());
+        // A fragment is never sent; userinfo is named as what is refused.
+        assert_eq!(
+            parse_url("http://127.0.0.1:19001#frag").unwrap(),
+            ("127.0.0.1".into(), 19001, "/".into())
+        );
+        assert_eq!(parse_url("http://h/p?q#f").unwrap().2, "/p?q");
+        assert!(parse_url("http://user:pw@127.0.0.1:19001/x")
+            .unwrap_err()
+            .starts_with("user:password@ in a URL is not supported"));
+        // Control characters are escaped: a message stays one line.
+        assert!(parse_url("http://a\r\nb/")
+            .unwrap_err()
+            .contains("bad host \"a\\r\\nb\""));
     }
 }

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::CanWait;
+use super::{CanWait, Origin};
 use crate::script::Vm;
 use crate::server::watchdog::{Doing, Pulse};
 
@@ -26,6 +26,8 @@ pub struct Metered<'a, F> {
     thread: Option<*const std::ffi::c_void>,
     left: Duration,
     pub ran: Duration,
+    /// The request the hook runs for, as its sub-requests see it.
+    origin: Origin,
 }
 
 impl<'a, F> Metered<'a, F> {
@@ -34,9 +36,11 @@ impl<'a, F> Metered<'a, F> {
         can_wait: &'a CanWait,
         pulse: Option<(&'a Pulse, u32, u64)>,
         budget: Duration,
+        origin: Origin,
         inner: F,
     ) -> Self {
         Metered {
+            origin,
             thread: None,
             inner: Box::pin(inner),
             vm,
@@ -72,6 +76,7 @@ impl<F: Future> Future for Metered<'_, F> {
             Some(thread) => this.can_wait.0.thread.set(thread),
             None => this.can_wait.0.marking.set(true),
         }
+        this.can_wait.0.origin.set(this.origin);
         if let Some((p, place, seq)) = this.pulse {
             p.enter(Doing::OnRequest, place, seq);
         }
