@@ -59,12 +59,18 @@ pub fn decide_traced<T: Tracer>(script: &WorkerScript, view: &mut RequestView, t
 /// [`decide`] for a policy whose `on_request` may wait on sub-requests
 /// (`WorkerScript::waits`): the hook runs as a coroutine and the worker
 /// serves other requests while it waits. Everything else is the same.
-pub async fn decide_waiting(script: &WorkerScript, view: &mut RequestView) -> Route {
+/// `local`: the address the client connected to, for the PROXY header of
+/// a sub-request through a `send_proxy` pool.
+pub async fn decide_waiting(
+    script: &WorkerScript,
+    view: &mut RequestView,
+    local: std::net::SocketAddr,
+) -> Route {
     let t = &mut NoTrace;
     if let Some(route) = screen(view, t) {
         return route;
     }
-    let decision = script.on_request_waiting(view).await;
+    let decision = script.on_request_waiting(view, local).await;
     after_on_request(script, view, decision, None, t)
 }
 

@@ -149,7 +149,7 @@ pub async fn handle(
     // `pocket explain` does, its sub-requests not run.
     let route = match &mut trace {
         Some(t) => crate::explain::live::decide(&script, &mut view, t),
-        None if script.waits() => decide::decide_waiting(&script, &mut view).await,
+        None if script.waits() => decide::decide_waiting(&script, &mut view, cx.local).await,
         None => decide::decide(&script, &mut view),
     };
     open.ex.hooks_us += crate::observe::metrics::take_request_hook_ns() / 1000;

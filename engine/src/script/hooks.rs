@@ -393,13 +393,17 @@ impl WorkerScript {
     /// hook's timing count only the time it runs (see
     /// `subrequest::Metered`). Dropping the future (the client went away)
     /// drops its sub-requests.
-    pub async fn on_request_waiting(&self, req: &mut RequestView) -> Result<Decision, HookError> {
+    pub async fn on_request_waiting(
+        &self,
+        req: &mut RequestView,
+        local: SocketAddr,
+    ) -> Result<Decision, HookError> {
         let (Some(f), Some(guarded)) = (&self.on_request, &self.waiting_on_request) else {
             return self.on_request(req);
         };
         let lua = &self.vm.lua;
         let origin = crate::script::subrequest::Origin {
-            client: Some(req.peer),
+            client: Some((req.peer, local)),
             depth: crate::script::subrequest::depth_of(&req.head.headers),
             request: Some(req.id),
         };

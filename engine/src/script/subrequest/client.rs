@@ -142,7 +142,7 @@ pub async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
 pub fn pool_server(
     policy: &Option<Arc<Policy>>,
     name: &str,
-    client: Option<SocketAddr>,
+    client: Option<(SocketAddr, SocketAddr)>,
 ) -> Result<Target, String> {
     let Some(policy) = policy else {
         return Err(format!("no pool named \"{name}\""));
@@ -164,7 +164,10 @@ pub fn pool_server(
         return Err(format!("pool \"{name}\" has no server up"));
     };
     let server = &pool.servers[s];
-    let proxy = pool.send_proxy.map(|version| ProxyTo { version, client });
+    let proxy = pool.send_proxy.map(|version| ProxyTo {
+        version,
+        addresses: client,
+    });
     let tls = pool.tls.as_ref().map(|tls| {
         let sni = tls.server_name(server.name.as_deref(), server.addr.ip());
         (tls.clone(), sni)

@@ -55,11 +55,12 @@ pub fn depth_of(headers: &http::HeaderMap) -> u32 {
 }
 
 /// The request a waiting `on_request` runs for, as its sub-requests need
-/// it: its client (named in a `send_proxy` pool's PROXY header), its
+/// it: its client and the address that client connected to (named in a
+/// `send_proxy` pool's PROXY header, as HAProxy's `send-proxy` does), its
 /// depth, and its id (for the log).
 #[derive(Clone, Copy, Default)]
 pub struct Origin {
-    pub client: Option<SocketAddr>,
+    pub client: Option<(SocketAddr, SocketAddr)>,
     pub depth: u32,
     pub request: Option<crate::proxy::RequestId>,
 }
