@@ -625,7 +625,7 @@ return {{
   listeners = {{ {{ name = "web", bind = "127.0.0.1:0" }} }},
   pools = {{
     spv1 = {{ servers = {{ "{echo}" }}, send_proxy = "v1" }},
-    plain = {{ servers = {{ "{echo}" }} }},
+    plain = {{ servers = {{ "{echo}" }}, own_health = true }},
   }},
   on_request = function(req)
     if req.path == "/proxied" then return "spv1" end

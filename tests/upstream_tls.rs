@@ -21,7 +21,9 @@ fn make_certs(dir: &Path) {
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.distinguished_name
         .push(rcgen::DnType::CommonName, "Pocket test CA");
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    std::fs::write(dir.join("ca.key"), ca_key.serialize_pem()).unwrap();
+    let ca = CertifiedIssuer::self_signed(ca, ca_key).unwrap();
     let mut leaf =
         CertificateParams::new(vec!["localhost".to_string(), "origin.test".to_string()]).unwrap();
     leaf.subject_alt_names
@@ -48,11 +50,15 @@ impl Drop for TlsOrigin {
 }
 
 fn tls_origin(dir: &Path) -> TlsOrigin {
+    tls_origin_with(dir, "server.pem", "server.key")
+}
+
+fn tls_origin_with(dir: &Path, cert: &str, key: &str) -> TlsOrigin {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/tls_origin.py");
     let mut child = Command::new("python3")
         .arg(script)
-        .arg(dir.join("server.pem"))
-        .arg(dir.join("server.key"))
+        .arg(dir.join(cert))
+        .arg(dir.join(key))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -88,8 +94,8 @@ async fn verified_with_the_pools_ca_and_the_origin_sees_the_sni() {
   }},
   pools = {{
     byname = {{ servers = {{ "localhost:{port}" }}, tls = {{ ca = "ca.pem" }} }},
-    sni = {{ servers = {{ "127.0.0.1:{port}" }}, tls = {{ ca = "ca.pem", sni = "origin.test" }} }},
-    byip = {{ servers = {{ "127.0.0.1:{port}" }}, tls = {{ ca = "ca.pem", verify = true }} }},
+    sni = {{ servers = {{ "127.0.0.1:{port}" }}, tls = {{ ca = "ca.pem", sni = "origin.test" }}, own_health = true }},
+    byip = {{ servers = {{ "127.0.0.1:{port}" }}, tls = {{ ca = "ca.pem", verify = true }}, own_health = true }},
   }},
 }}
 "#
@@ -139,7 +145,7 @@ async fn sub_requests_through_a_tls_pool_use_its_tls() {
   listeners = {{ {{ name = "web", bind = "127.0.0.1:0" }} }},
   pools = {{
     sni = {{ servers = {{ "127.0.0.1:{port}" }}, tls = {{ ca = "ca.pem", sni = "origin.test" }} }},
-    system = {{ servers = {{ "127.0.0.1:{port}" }}, tls = true }},
+    system = {{ servers = {{ "127.0.0.1:{port}" }}, tls = true, own_health = true }},
   }},
   on_request = function(req)
     local res, err = http.get("/sub", {{ pool = req.path == "/bad" and "system" or "sni", timeout = 5 }})
@@ -165,6 +171,10 @@ async fn a_certificate_that_does_not_verify_is_a_502_that_says_why_and_verify_fa
     make_certs(dir.path());
     let origin = tls_origin(dir.path());
     let port = origin.port;
+    // A server whose own certificate is the CA (what `openssl req -x509`
+    // makes): rustls refuses it as a server certificate.
+    let ca_origin = tls_origin_with(dir.path(), "ca.pem", "ca.key");
+    let ca_port = ca_origin.port;
     let pocket = start(
         dir,
         &format!(
@@ -172,11 +182,13 @@ async fn a_certificate_that_does_not_verify_is_a_502_that_says_why_and_verify_fa
   listeners = {{
     {{ name = "strict", bind = "127.0.0.1:0", pool = "strict" }},
     {{ name = "lax", bind = "127.0.0.1:0", pool = "lax" }},
+    {{ name = "selfca", bind = "127.0.0.1:0", pool = "selfca" }},
   }},
   log = {{ access = "access.log", format = "json" }},
   pools = {{
-    strict = {{ servers = {{ "localhost:{port}" }}, tls = true, retries = 0 }},
+    strict = {{ servers = {{ "localhost:{port}" }}, tls = true, retries = 0, own_health = true }},
     lax = {{ servers = {{ "localhost:{port}" }}, tls = {{ verify = false }} }},
+    selfca = {{ servers = {{ "localhost:{ca_port}" }}, tls = {{ ca = "ca.pem" }}, retries = 0 }},
   }},
 }}
 "#
@@ -185,12 +197,13 @@ async fn a_certificate_that_does_not_verify_is_a_502_that_says_why_and_verify_fa
     // The test CA is in no system store.
     let r = get(pocket.addr("strict"), "/").await;
     assert_eq!(r.status, 502, "{}", r.text());
-    let line = pocket
-        .log
-        .wait_for(&["TLS: certificate verify failed", "UnknownIssuer"]);
+    let line = pocket.log.wait_for(&[
+        "TLS: certificate verify failed",
+        "not signed by a trusted CA (set the pool's tls.ca)",
+    ]);
     assert!(line.contains(&port.to_string()), "{line}");
     assert!(
-        r.text().contains("certificate verify failed"),
+        r.text().contains("not signed by a trusted CA"),
         "{}",
         r.text()
     );
@@ -208,10 +221,27 @@ async fn a_certificate_that_does_not_verify_is_a_502_that_says_why_and_verify_fa
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    // verify = false: the same server is taken.
+    // verify = false: the same server is taken, even after the strict
+    // pool's failures (it keeps its own health: a wrong `tls` in one pool
+    // does not take the server down for another).
+    for _ in 0..4 {
+        // 502 until the streak takes the server down, then 503.
+        let status = get(pocket.addr("strict"), "/").await.status;
+        assert!(status == 502 || status == 503, "{status}");
+    }
+    pocket.log.wait_for(&["of pool strict", "DOWN"]);
     let r = get(pocket.addr("lax"), "/lax").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.text(), "tls origin: /lax sni=localhost\n");
+    // The CA's own certificate served as the server's: said in words.
+    let r = get(pocket.addr("selfca"), "/").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("the server's certificate is a CA certificate, not a server certificate"),
+        "{}",
+        r.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,6 +347,27 @@ fn bad_tls_and_protocol_values_are_refused_at_load_with_their_line() {
         assert!(text.contains(want), "{pool}: {text}");
         assert!(text.contains("policy.lua:5"), "{pool}: no line 5 in {text}");
     }
+    // Two pools that share an address's health but reach it differently
+    // (the seen case: `tls = true` next to a pool with the right `ca`):
+    // refused, with the pool's `tls` line, unless one keeps its own health.
+    let two = |own: &str| {
+        format!(
+            "return {{\n  listeners = {{ {{ bind = \"127.0.0.1:0\", pool = \"api\" }} }},\n  pools = {{\n    api = {{ servers = {{ \"127.0.0.1:9\" }}, tls = true{own} }},\n    trusted = {{ servers = {{ \"127.0.0.1:9\" }}, tls = {{ ca = \"ca.pem\" }} }},\n  }},\n}}\n"
+        )
+    };
+    let certs = tempfile::tempdir().unwrap();
+    make_certs(certs.path());
+    let ca = std::fs::read(certs.path().join("ca.pem")).unwrap();
+    let (code, text) = check_policy(&two(""), &ca);
+    assert_ne!(code, 0, "{text}");
+    assert!(text.contains("policy.lua:5"), "{text}");
+    assert!(
+        text.contains("pool \"trusted\": server 127.0.0.1:9 is also in pool \"api\", which reaches it differently")
+            && text.contains("own_health = true"),
+        "{text}"
+    );
+    let (code, text) = check_policy(&two(", own_health = true"), &ca);
+    assert_eq!(code, 0, "{text}");
     // verify = false needs no ca; a good ca loads.
     let (code, text) = check_policy(&policy("tls = { verify = false }, protocol = \"h2\""), b"");
     assert_eq!(code, 0, "{text}");

@@ -902,6 +902,7 @@ impl Checker<'_> {
             }
         }
         self.one_health_per_address(&pools);
+        self.one_transport_per_shared_health(&pools);
         (pools, index)
     }
 
@@ -931,6 +932,43 @@ impl Checker<'_> {
                         &["pools", name, "check"],
                         format!(
                             "pool \"{name}\": server {} is also in pool \"{first}\", which checks it differently; an address has one health, so one check: give both pools the same check (script = true to share a scripted one), drop this one, or say own_health = true in the pool that wants its own verdict",
+                            server.addr
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Two pools that share an address's health must reach it the same
+    /// way (`tls` with its `ca`, `sni` and `verify`, `protocol`,
+    /// `send_proxy`): a failure that comes from one pool's settings (a
+    /// certificate its `ca` does not trust, an `h2` the server does not
+    /// speak) would otherwise mark the server down for the pool that
+    /// reaches it correctly. The same rule as one check per address: one
+    /// of them says `own_health = true`. See docs/health.md, docs/tls.md.
+    fn one_transport_per_shared_health(&mut self, pools: &[Arc<Pool>]) {
+        let mut owner: HashMap<SocketAddr, (&str, String)> = HashMap::new();
+        for pool in pools.iter().filter(|p| !p.own_health) {
+            for server in &pool.servers {
+                let how = transport_text(pool, server);
+                let Some((first, theirs)) = owner.get(&server.addr) else {
+                    owner.insert(server.addr, (&pool.name, how));
+                    continue;
+                };
+                if *theirs != how {
+                    let name = &pool.name;
+                    let at: &[&str] = if pool.tls.is_some() {
+                        &["pools", name, "tls"]
+                    } else if pool.send_proxy.is_some() {
+                        &["pools", name, "send_proxy"]
+                    } else {
+                        &["pools", name, "protocol"]
+                    };
+                    self.error(
+                        at,
+                        format!(
+                            "pool \"{name}\": server {} is also in pool \"{first}\", which reaches it differently ({theirs}; here {how}); an address has one health, so a failure caused by one pool's settings would mark it down for both: reach it the same way in both pools, or say own_health = true in one of them",
                             server.addr
                         ),
                     );
@@ -1306,4 +1344,35 @@ fn key_written_at(text: &str, from: usize, key: &str) -> Option<usize> {
             })
         })
         .map(|(i, _)| i + 1)
+}
+
+/// How a pool reaches one of its servers, in the policy's words: what
+/// decides whether a connection works (the name a TLS pool verifies is the
+/// server's own unless the pool sets `sni`).
+fn transport_text(pool: &Pool, server: &crate::lb::Server) -> String {
+    let mut parts = Vec::new();
+    match &pool.tls {
+        None => parts.push("plain TCP".to_string()),
+        Some(tls) => {
+            let name = tls.server_name(server.name.as_deref(), server.addr.ip());
+            let name = match &name {
+                rustls::pki_types::ServerName::DnsName(d) => d.as_ref().to_string(),
+                rustls::pki_types::ServerName::IpAddress(_) => server.addr.ip().to_string(),
+                _ => "?".to_string(),
+            };
+            let trust = match (&tls.ca, tls.verify) {
+                (_, false) => "not verified".to_string(),
+                (Some(ca), true) => format!("verified with ca {:?}", ca.display().to_string()),
+                (None, true) => "verified with the system's CAs".to_string(),
+            };
+            parts.push(format!("tls for {name:?}, {trust}"));
+        }
+    }
+    parts.push(format!("protocol {}", pool.protocol.name()));
+    match pool.send_proxy {
+        Some(crate::proxy::proxy_header::SendProxy::V1) => parts.push("send_proxy v1".into()),
+        Some(crate::proxy::proxy_header::SendProxy::V2) => parts.push("send_proxy v2".into()),
+        None => {}
+    }
+    parts.join(", ")
 }

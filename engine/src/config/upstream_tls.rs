@@ -338,3 +338,65 @@ impl Checker<'_> {
         }
     }
 }
+
+/// Why a server's certificate did not verify, in plain words for the log
+/// line and the 502 (rustls's own text is its type names, e.g.
+/// `Other(OtherError(CaUsedAsEndEntity))`). See docs/tls.md, "TLS to
+/// servers".
+pub fn certificate_problem(c: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    match c {
+        C::UnknownIssuer => "not signed by a trusted CA (set the pool's tls.ca)".into(),
+        C::NotValidForName => "the certificate is not for the name Pocket asked for (the server's name, or the pool's tls.sni)".into(),
+        C::NotValidForNameContext { expected, presented } => {
+            let expected = match expected {
+                ServerName::DnsName(d) => d.as_ref().to_string(),
+                ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+                _ => "this server".to_string(),
+            };
+            let names: Vec<String> = presented
+                .iter()
+                .map(|p| {
+                    // rustls writes `DnsName("x")` / `IpAddress(..)`.
+                    p.trim_start_matches("DnsName(")
+                        .trim_start_matches("IpAddress(")
+                        .trim_end_matches(')')
+                        .trim_matches('"')
+                        .to_string()
+                })
+                .collect();
+            if names.is_empty() {
+                format!("the certificate is not for {expected} (it names no host)")
+            } else {
+                format!("the certificate is not for {expected} (it is for {})", names.join(", "))
+            }
+        }
+        C::Expired | C::ExpiredContext { .. } => "the server's certificate has expired".into(),
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            "the server's certificate is not valid yet (check the clocks)".into()
+        }
+        C::Revoked => "the server's certificate is revoked".into(),
+        C::BadSignature => "the certificate's signature does not match its issuer".into(),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+            "the certificate is not for a TLS server (its extended key usage)".into()
+        }
+        C::UnsupportedSignatureAlgorithmContext { .. }
+        | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "the certificate is signed with an algorithm Pocket does not accept".into()
+        }
+        C::BadEncoding => "the server sent a certificate that is not valid DER".into(),
+        other => {
+            // webpki's reasons arrive as `Other(..)`: name the common ones.
+            let text = format!("{other:?}");
+            if text.contains("CaUsedAsEndEntity") {
+                "the server's certificate is a CA certificate, not a server certificate (a `openssl req -x509` certificate is one: make a CA and a server certificate signed by it, docs/tls.md)".into()
+            } else if text.contains("UnsupportedCertVersion") {
+                "the server's certificate is an X.509 v1 certificate: make a v3 one with subjectAltName".into()
+            } else if text.contains("UnknownIssuer") {
+                "not signed by a trusted CA (set the pool's tls.ca)".into()
+            } else {
+                text
+            }
+        }
+    }
+}

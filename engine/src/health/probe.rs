@@ -204,7 +204,10 @@ async fn handshake(
     connector.connect(name, stream).await.map_err(|e| {
         match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
             Some(rustls::Error::InvalidCertificate(c)) => {
-                format!("TLS: certificate verify failed: {c}")
+                format!(
+                    "TLS: certificate verify failed: {}",
+                    crate::config::upstream_tls::certificate_problem(c)
+                )
             }
             Some(other) => format!("TLS handshake failed: {other}"),
             None => format!("TLS handshake failed: {e}"),

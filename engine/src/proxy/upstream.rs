@@ -294,8 +294,9 @@ impl ConnectError {
     }
 
     /// A failed TLS handshake, said readably: a certificate that did not
-    /// verify names rustls's reason (`UnknownIssuer`, `NotValidForName`,
-    /// `Expired`).
+    /// verify says why in plain words (config/upstream_tls.rs), and the
+    /// access log's cause names rustls's reason (`UnknownIssuer`,
+    /// `NotValidForName`, `Expired`).
     pub(crate) fn tls(e: io::Error) -> ConnectError {
         use rustls::CertificateError as C;
         let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
@@ -311,7 +312,8 @@ impl ConnectError {
                     }
                     _ => "TLS: certificate verify failed",
                 };
-                ConnectError::Tls(format!("TLS: certificate verify failed: {c}"), cause)
+                let why = crate::config::upstream_tls::certificate_problem(c);
+                ConnectError::Tls(format!("TLS: certificate verify failed: {why}"), cause)
             }
             Some(other) => ConnectError::Tls(
                 format!("TLS handshake failed: {other}"),
