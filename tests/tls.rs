@@ -459,6 +459,55 @@ fn bad_certificates_are_refused_at_load_with_their_line() {
     let (code, err) = check(folder, r#"{ cert = "junk.pem", key = "a.key" }"#);
     assert_ne!(code, 0);
     assert!(err.contains(at) && err.contains("junk.pem"), "{err}");
+    // Made with openssl as users make them (newcomer 15): a passphrase-
+    // protected key, a PEM file cut short, an X.509 v1 certificate (`x509
+    // -req -signkey` without extensions). Each said in words, the fault
+    // put on the right file.
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(folder)
+            .output()
+            .expect("openssl runs");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    openssl(&[
+        "pkey",
+        "-in",
+        "a.key",
+        "-aes256",
+        "-passout",
+        "pass:secret",
+        "-out",
+        "enc.key",
+    ]);
+    openssl(&[
+        "req", "-new", "-key", "a.key", "-subj", "/CN=old", "-out", "old.csr",
+    ]);
+    openssl(&[
+        "x509", "-req", "-in", "old.csr", "-signkey", "a.key", "-days", "30", "-out", "old.pem",
+    ]);
+    let whole = std::fs::read(folder.join("a.pem")).unwrap();
+    std::fs::write(folder.join("trunc.pem"), &whole[..300]).unwrap();
+    let made: &[(&str, &str)] = &[
+        (
+            r#"{ cert = "a.pem", key = "enc.key" }"#,
+            "key \"enc.key\" is encrypted (a passphrase-protected key); Pocket needs it unencrypted (openssl pkey",
+        ),
+        (
+            r#"{ cert = "trunc.pem", key = "a.key" }"#,
+            "cert \"trunc.pem\" is not valid PEM: the PEM file is cut short (no -----END CERTIFICATE----- line)",
+        ),
+        (
+            r#"{ cert = "old.pem", key = "a.key" }"#,
+            "cert \"old.pem\" cannot be used: an X.509 v1 certificate: make a v3 one with subjectAltName",
+        ),
+    ];
+    for (tls, want) in made {
+        let (code, err) = check(folder, tls);
+        assert_ne!(code, 0, "{tls} was accepted");
+        assert!(err.contains(at) && err.contains(want), "{tls}: {err}");
+    }
     // And a good one passes, the summary saying it is https.
     let text = policy("127.0.0.1:9".parse().unwrap(), TWO_CERTS, "");
     let path = write_policy(folder, "policy.lua", &text);

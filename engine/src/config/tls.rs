@@ -293,11 +293,25 @@ impl Checker<'_> {
             Err(e) => {
                 self.error(
                     &at_cert,
-                    format!("{what}: cert \"{}\" is not valid PEM: {e}", cert.0),
+                    format!(
+                        "{what}: cert \"{}\" is not valid PEM: {}",
+                        cert.0,
+                        pem_words(&e)
+                    ),
                 );
                 return None;
             }
         };
+        if is_encrypted_key(&key_pem) {
+            self.error(
+                &at_key,
+                format!(
+                    "{what}: key \"{}\" is encrypted (a passphrase-protected key); Pocket needs it unencrypted (openssl pkey -in {} -out {}.plain)",
+                    key.0, key.0, key.0
+                ),
+            );
+            return None;
+        }
         let private = match PrivateKeyDer::from_pem_slice(&key_pem) {
             Ok(k) => k,
             Err(rustls_pki_types::pem::Error::NoItemsFound) => {
@@ -313,7 +327,11 @@ impl Checker<'_> {
             Err(e) => {
                 self.error(
                     &at_key,
-                    format!("{what}: key \"{}\" is not valid PEM: {e}", key.0),
+                    format!(
+                        "{what}: key \"{}\" is not valid PEM: {}",
+                        key.0,
+                        pem_words(&e)
+                    ),
                 );
                 return None;
             }
@@ -337,6 +355,29 @@ impl Checker<'_> {
                     format!(
                         "{what}: key \"{}\" does not match cert \"{}\" (their public keys differ)",
                         key.0, cert.0
+                    ),
+                );
+                return None;
+            }
+            // The certificate is parsed here too (to match the keys): its
+            // faults are the certificate's, not the key's.
+            Err(rustls::Error::InvalidCertificate(c)) => {
+                self.error(
+                    &at_cert,
+                    format!(
+                        "{what}: cert \"{}\" cannot be used: {}",
+                        cert.0,
+                        own_certificate_problem(&c)
+                    ),
+                );
+                return None;
+            }
+            Err(rustls::Error::General(m)) if m.contains("failed to parse private key") => {
+                self.error(
+                    &at_key,
+                    format!(
+                        "{what}: key \"{}\" cannot be used: not an RSA key of 2048 bits or more, an ECDSA P-256/P-384 key or an Ed25519 key",
+                        key.0
                     ),
                 );
                 return None;
@@ -609,5 +650,43 @@ mod tests {
         assert!(Arc::ptr_eq(r.find("b.example.com").unwrap(), &b));
         assert!(r.find("x.b.example.com").is_none());
         assert!(r.find("example.com").is_none());
+    }
+}
+
+/// A PEM parse error in words: rustls-pki-types prints the missing end
+/// marker as a byte array (`[67, 69, 82, ...]`).
+pub(crate) fn pem_words(e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error as E;
+    match e {
+        E::MissingSectionEnd { end_marker } => format!(
+            "the PEM file is cut short (no -----END {}----- line)",
+            String::from_utf8_lossy(end_marker)
+        ),
+        E::IllegalSectionStart { line } => format!(
+            "a -----BEGIN line is malformed: {:?}",
+            String::from_utf8_lossy(line)
+        ),
+        E::Base64Decode(m) => format!("a line inside a PEM block is not base64 ({m})"),
+        other => other.to_string(),
+    }
+}
+
+/// A passphrase-protected key: PKCS#8 `ENCRYPTED PRIVATE KEY`, or the
+/// traditional OpenSSL form (`Proc-Type: 4,ENCRYPTED`). rustls reads
+/// neither, and would call it "no PEM key block".
+fn is_encrypted_key(pem: &[u8]) -> bool {
+    let has = |needle: &[u8]| pem.windows(needle.len()).any(|w| w == needle);
+    has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED")
+}
+
+/// Why a listener's own certificate cannot be served, in words.
+fn own_certificate_problem(c: &rustls::CertificateError) -> String {
+    let text = format!("{c:?}");
+    if text.contains("UnsupportedCertVersion") {
+        "an X.509 v1 certificate: make a v3 one with subjectAltName (openssl x509 -req ... -extfile with subjectAltName=DNS:your.name)".into()
+    } else if text.contains("BadDer") || matches!(c, rustls::CertificateError::BadEncoding) {
+        "its DER inside the PEM block is not a valid certificate".into()
+    } else {
+        text
     }
 }

@@ -159,7 +159,13 @@ fn read_ca(path: &Path) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     let mut n = 0;
     for cert in CertificateDer::pem_slice_iter(&text) {
-        let cert = cert.map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
+        let cert = cert.map_err(|e| {
+            format!(
+                "{}: not a PEM certificate: {}",
+                path.display(),
+                super::tls::pem_words(&e)
+            )
+        })?;
         roots
             .add(cert)
             .map_err(|e| format!("{}: certificate {}: {e}", path.display(), n + 1))?;
