@@ -372,3 +372,47 @@ fn bad_tls_and_protocol_values_are_refused_at_load_with_their_line() {
     let (code, text) = check_policy(&policy("tls = { verify = false }, protocol = \"h2\""), b"");
     assert_eq!(code, 0, "{text}");
 }
+
+/// A pool's `ca` file is watched as a listener's certificates are:
+/// replacing it reloads. It starts as another CA's (which did not sign
+/// the server's certificate: a 502, and no connection kept), then the
+/// right CA is put in its place and the pool trusts the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_ca_file_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let origin = tls_origin(dir.path());
+    let port = origin.port;
+    let other = tempfile::tempdir().unwrap();
+    make_certs(other.path());
+    let folder = dir.path().to_path_buf();
+    std::fs::copy(other.path().join("ca.pem"), folder.join("trust.pem")).unwrap();
+    let pocket = start(
+        dir,
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "localhost:{port}" }}, tls = {{ ca = "trust.pem" }}, retries = 0 }} }},
+}}
+"#
+        ),
+    );
+    let r = get(pocket.addr("web"), "/before").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    // (The two test CAs have one name: the signature is what differs.)
+    assert!(
+        r.text().contains("certificate verify failed"),
+        "{}",
+        r.text()
+    );
+    // Replaced as tools do: a new file renamed over the old one.
+    let tmp = folder.join(".trust.pem.tmp");
+    std::fs::copy(folder.join("ca.pem"), &tmp).unwrap();
+    std::fs::rename(&tmp, folder.join("trust.pem")).unwrap();
+    pocket
+        .log
+        .wait_for(&["reload (file changed): generation 2 is live"]);
+    let r = get(pocket.addr("web"), "/after").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().starts_with("tls origin: /after"), "{}", r.text());
+}

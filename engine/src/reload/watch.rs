@@ -1,9 +1,9 @@
 //! Watching the policy's folder, and the folders of the files it reads
-//! (a TLS listener's certificates and keys). Editors save by writing a new
+//! (a TLS listener's certificates and keys, a pool's `tls.ca`). Editors save by writing a new
 //! file and renaming it over the old one, and certificate tools replace
 //! files the same way, so folders are watched, not files; any `.lua` file
 //! in the policy's folder (the policy or a module it requires) counts, and
-//! so does a change to a certificate or key file the live policy names.
+//! so does a change to a certificate, key or CA file the live policy names.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -65,16 +65,23 @@ pub fn watch_folder_of(policy: &Path) -> anyhow::Result<(Watch, UnboundedReceive
 
 impl Watch {
     /// Follows the files `policy` reads besides its scripts (its
-    /// listeners' certificates and keys), from now on: their folders are
-    /// watched too when outside the policy's. Called with each policy
-    /// that goes live.
+    /// listeners' certificates and keys, its pools' `tls.ca` files), from
+    /// now on: their folders are watched too when outside the policy's.
+    /// Called with each policy that goes live.
     pub fn follow(&mut self, policy: &Policy) {
-        let wanted: HashSet<PathBuf> = policy
+        let certificates = policy
             .listeners
             .iter()
             .filter_map(|l| l.tls.as_ref())
-            .flat_map(|t| t.files.iter().cloned())
-            .collect();
+            .flat_map(|t| t.files.iter().cloned());
+        // A replaced CA (a rotated internal CA) must reach the pools that
+        // trust it as a replaced listener certificate does.
+        let cas = policy
+            .pools
+            .iter()
+            .filter_map(|p| p.tls.as_ref()?.ca.clone())
+            .map(|ca| std::path::absolute(&ca).unwrap_or(ca));
+        let wanted: HashSet<PathBuf> = certificates.chain(cas).collect();
         for file in &wanted {
             let Some(dir) = file.parent() else { continue };
             if dir.starts_with(&self.root) || self.folders.contains(dir) {
