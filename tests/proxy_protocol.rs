@@ -444,6 +444,30 @@ fn accept_proxy_and_send_proxy_of_the_wrong_kind_are_refused_with_their_line() {
     );
 }
 
+/// `pocket check`'s summary shows both: each changes what goes on the
+/// wire, and a listener that closes every client without a PROXY header
+/// must not look like a plain one (newcomer 15).
+#[test]
+fn pocket_check_shows_accept_proxy_and_send_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(
+        dir.path(),
+        "policy.lua",
+        r#"return {
+  listeners = { { name = "edge", bind = "127.0.0.1:0", pool = "app", accept_proxy = true } },
+  pools = { app = { servers = { "127.0.0.1:9" }, send_proxy = "v2" } },
+}
+"#,
+    );
+    let (code, out, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("edge on 127.0.0.1:0 (default pool: app, accept_proxy)"),
+        "{out}"
+    );
+    assert!(out.contains("retries 3, send_proxy v2)"), "{out}");
+}
+
 // ---------------------------------------------------------------------------
 // send_proxy connections belong to one client connection
 // ---------------------------------------------------------------------------

@@ -119,9 +119,9 @@ fn example_policy(app: SocketAddr, auth: SocketAddr) -> String {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/auth-request/policy.lua"),
     )
     .unwrap();
-    text.replace("127.0.0.1:8086", "127.0.0.1:0")
-        .replace("127.0.0.1:9601", &app.to_string())
-        .replace("127.0.0.1:9602", &auth.to_string())
+    text.replace("127.0.0.1:8087", "127.0.0.1:0")
+        .replace("127.0.0.1:9701", &app.to_string())
+        .replace("127.0.0.1:9702", &auth.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,8 +4,8 @@
 -- through to the app, 401/403 is passed on to the client, and an auth
 -- service that cannot answer in time gets a 503 that says why.
 --
---   client -> Pocket :8086 -> app:  app  :9601
---                  (sub-request) -> auth: auth :9602  GET /auth
+--   client -> Pocket :8087 -> app:  app  :9701
+--                  (sub-request) -> auth: auth :9702  GET /auth
 --
 -- The worker serves other requests while one waits for the auth service
 -- (on_request runs as a coroutine because this policy uses `http.`).
@@ -45,12 +45,12 @@ end
 
 return {
   listeners = {
-    { name = "web", bind = "127.0.0.1:8086" },
+    { name = "web", bind = "127.0.0.1:8087" },
   },
 
   pools = {
-    app = { servers = { "127.0.0.1:9601" } },
-    auth = { servers = { "127.0.0.1:9602" } },
+    app = { servers = { "127.0.0.1:9701" } },
+    auth = { servers = { "127.0.0.1:9702" } },
   },
 
   on_request = function(req)

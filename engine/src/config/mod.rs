@@ -113,8 +113,11 @@ impl Policy {
                 ),
                 None => String::new(),
             };
+            // It changes what the listener accepts on the wire (a client
+            // without a PROXY header is closed): never hidden.
+            let proxy = if l.accept_proxy { ", accept_proxy" } else { "" };
             out.push_str(&format!(
-                "  {} on {} (default pool: {}{tls})\n",
+                "  {} on {} (default pool: {}{tls}{proxy})\n",
                 l.name, l.bind, pool
             ));
         }
@@ -131,8 +134,13 @@ impl Policy {
             } else {
                 ""
             };
+            let proxy = match p.send_proxy {
+                Some(crate::proxy::proxy_header::SendProxy::V1) => ", send_proxy v1",
+                Some(crate::proxy::proxy_header::SendProxy::V2) => ", send_proxy v2",
+                None => "",
+            };
             out.push_str(&format!(
-                "  {} ({}, {}, retries {}{tls}{h2})\n",
+                "  {} ({}, {}, retries {}{tls}{h2}{proxy})\n",
                 p.name,
                 p.balance_name(),
                 crate::words::count(p.servers.len() as u64, "server"),
