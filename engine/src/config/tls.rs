@@ -617,42 +617,6 @@ fn resumption(label: &str) -> Result<Resumption, String> {
     Ok(r)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wildcards_cover_one_label() {
-        let key = |_: u8| {
-            let k = rcgen::KeyPair::generate().unwrap();
-            let c = rcgen::CertificateParams::new(vec!["x.test".into()])
-                .unwrap()
-                .self_signed(&k)
-                .unwrap();
-            let provider = rustls::crypto::ring::default_provider();
-            Arc::new(
-                CertifiedKey::from_der(
-                    vec![c.der().clone()],
-                    PrivateKeyDer::try_from(k.serialize_der()).unwrap(),
-                    &provider,
-                )
-                .unwrap(),
-            )
-        };
-        let (a, b) = (key(0), key(1));
-        let r = BySni {
-            default: a.clone(),
-            exact: HashMap::from([("a.example.com".to_string(), a.clone())]),
-            wildcard: HashMap::from([("example.com".to_string(), b.clone())]),
-            strict: true,
-        };
-        assert!(Arc::ptr_eq(r.find("A.Example.com").unwrap(), &a));
-        assert!(Arc::ptr_eq(r.find("b.example.com").unwrap(), &b));
-        assert!(r.find("x.b.example.com").is_none());
-        assert!(r.find("example.com").is_none());
-    }
-}
-
 /// A PEM parse error in words: rustls-pki-types prints the missing end
 /// marker as a byte array (`[67, 69, 82, ...]`).
 pub(crate) fn pem_words(e: &rustls_pki_types::pem::Error) -> String {
@@ -688,5 +652,41 @@ fn own_certificate_problem(c: &rustls::CertificateError) -> String {
         "its DER inside the PEM block is not a valid certificate".into()
     } else {
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_cover_one_label() {
+        let key = |_: u8| {
+            let k = rcgen::KeyPair::generate().unwrap();
+            let c = rcgen::CertificateParams::new(vec!["x.test".into()])
+                .unwrap()
+                .self_signed(&k)
+                .unwrap();
+            let provider = rustls::crypto::ring::default_provider();
+            Arc::new(
+                CertifiedKey::from_der(
+                    vec![c.der().clone()],
+                    PrivateKeyDer::try_from(k.serialize_der()).unwrap(),
+                    &provider,
+                )
+                .unwrap(),
+            )
+        };
+        let (a, b) = (key(0), key(1));
+        let r = BySni {
+            default: a.clone(),
+            exact: HashMap::from([("a.example.com".to_string(), a.clone())]),
+            wildcard: HashMap::from([("example.com".to_string(), b.clone())]),
+            strict: true,
+        };
+        assert!(Arc::ptr_eq(r.find("A.Example.com").unwrap(), &a));
+        assert!(Arc::ptr_eq(r.find("b.example.com").unwrap(), &b));
+        assert!(r.find("x.b.example.com").is_none());
+        assert!(r.find("example.com").is_none());
     }
 }
