@@ -83,23 +83,6 @@ fn grpc_call(target: std::net::SocketAddr, kind: &str, payload: &str) -> Vec<Str
         .collect()
 }
 
-/// ca.pem, server.pem, server.key: a test CA and a certificate it signed
-/// for localhost and 127.0.0.1.
-fn make_certs(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf.subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let key = KeyPair::generate().unwrap();
-    let cert = leaf.signed_by(&key, &ca).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-}
-
 fn pocket_for(dir: tempfile::TempDir, server: &str, tls: &str) -> Pocket {
     let policy = format!(
         r#"return {{
@@ -156,7 +139,7 @@ fn grpc_calls_go_through_an_h2_pool_with_their_status() {
 #[test]
 fn grpc_over_tls_negotiates_h2_by_alpn() {
     let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path());
+    common::make_test_certs(dir.path());
     let origin = grpc_origin(Some(dir.path()));
     let server = format!("localhost:{}", origin.port);
     let pocket = pocket_for(dir, &server, ", tls = { ca = \"ca.pem\" }");

@@ -12,29 +12,6 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-/// Writes ca.pem, server.pem and server.key into `dir`: a test CA, and a
-/// server certificate it signed for `localhost`, `origin.test` and
-/// 127.0.0.1.
-fn make_certs(dir: &Path) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "Pocket test CA");
-    let ca_key = KeyPair::generate().unwrap();
-    std::fs::write(dir.join("ca.key"), ca_key.serialize_pem()).unwrap();
-    let ca = CertifiedIssuer::self_signed(ca, ca_key).unwrap();
-    let mut leaf =
-        CertificateParams::new(vec!["localhost".to_string(), "origin.test".to_string()]).unwrap();
-    leaf.subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let key = KeyPair::generate().unwrap();
-    let cert = leaf.signed_by(&key, &ca).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-}
-
 /// The HTTPS origin: its process (ended on drop), port and output.
 struct TlsOrigin {
     child: Child,
@@ -80,7 +57,7 @@ fn start(dir: tempfile::TempDir, policy: &str) -> Pocket {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verified_with_the_pools_ca_and_the_origin_sees_the_sni() {
     let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path());
+    common::make_test_certs(dir.path());
     let origin = tls_origin(dir.path());
     let port = origin.port;
     let pocket = start(
@@ -135,7 +112,7 @@ async fn verified_with_the_pools_ca_and_the_origin_sees_the_sni() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sub_requests_through_a_tls_pool_use_its_tls() {
     let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path());
+    common::make_test_certs(dir.path());
     let origin = tls_origin(dir.path());
     let port = origin.port;
     let pocket = start(
@@ -168,7 +145,7 @@ async fn sub_requests_through_a_tls_pool_use_its_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_that_does_not_verify_is_a_502_that_says_why_and_verify_false_takes_it() {
     let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path());
+    common::make_test_certs(dir.path());
     let origin = tls_origin(dir.path());
     let port = origin.port;
     // A server whose own certificate is the CA (what `openssl req -x509`
@@ -247,7 +224,7 @@ async fn a_certificate_that_does_not_verify_is_a_502_that_says_why_and_verify_fa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_over_tls_mark_a_plain_server_down() {
     let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path());
+    common::make_test_certs(dir.path());
     let origin = tls_origin(dir.path());
     let port = origin.port;
     let plain = common::origin("P");
@@ -356,7 +333,7 @@ fn bad_tls_and_protocol_values_are_refused_at_load_with_their_line() {
         )
     };
     let certs = tempfile::tempdir().unwrap();
-    make_certs(certs.path());
+    common::make_test_certs(certs.path());
     let ca = std::fs::read(certs.path().join("ca.pem")).unwrap();
     let (code, text) = check_policy(&two(""), &ca);
     assert_ne!(code, 0, "{text}");
@@ -380,11 +357,11 @@ fn bad_tls_and_protocol_values_are_refused_at_load_with_their_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_ca_file_reloads() {
     let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path());
+    common::make_test_certs(dir.path());
     let origin = tls_origin(dir.path());
     let port = origin.port;
     let other = tempfile::tempdir().unwrap();
-    make_certs(other.path());
+    common::make_test_certs(other.path());
     let folder = dir.path().to_path_buf();
     std::fs::copy(other.path().join("ca.pem"), folder.join("trust.pem")).unwrap();
     let pocket = start(

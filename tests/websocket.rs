@@ -768,30 +768,10 @@ fn a_server_that_stops_reading_for_longer_than_idle_keeps_its_tunnel() {
     });
 }
 
-/// Writes ca.pem, server.pem and server.key into `dir`: a test CA (rcgen),
-/// and a server certificate it signed for 127.0.0.1 (as
-/// tests/upstream_tls.rs does).
-fn make_certs(dir: &std::path::Path) {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "Pocket test CA");
-    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf.subject_alt_names
-        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let key = KeyPair::generate().unwrap();
-    let cert = leaf.signed_by(&key, &ca).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-}
-
 #[test]
 fn an_upgrade_to_a_tls_pool_goes_over_tls_as_http_1_1_even_in_an_h2_pool() {
     let dir = tempfile::tempdir().unwrap();
-    make_certs(dir.path());
+    common::make_test_certs(dir.path());
     let a = WsServer::start_tls("A", dir.path());
     let ca = dir.path().join("ca.pem");
     for protocol in ["http1", "h2"] {

@@ -445,3 +445,26 @@ pub fn check_within(policy: &Path, deadline: Duration) -> (i32, String) {
     let _ = child.stderr.take().unwrap().read_to_string(&mut err);
     (status.code().unwrap_or(-1), err)
 }
+
+/// Writes ca.pem, server.pem and server.key into `dir`: a test CA, and a
+/// server certificate it signed for `localhost`, `origin.test` and
+/// 127.0.0.1 (ca.key beside them, for tests that sign more).
+pub fn make_test_certs(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "Pocket test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    std::fs::write(dir.join("ca.key"), ca_key.serialize_pem()).unwrap();
+    let ca = CertifiedIssuer::self_signed(ca, ca_key).unwrap();
+    let mut leaf =
+        CertificateParams::new(vec!["localhost".to_string(), "origin.test".to_string()]).unwrap();
+    leaf.subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &ca).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
+}
