@@ -11,7 +11,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use crate::proxy::upstream::READ_PIECE;
 use crate::proxy::upstream_io::read_piece;
 
 pub enum Transport {
@@ -78,29 +77,11 @@ impl Transport {
     ) -> Poll<io::Result<usize>> {
         match self {
             Transport::Plain(s) => read_piece(s, cx, buf),
-            Transport::Tls(s) => read_piece_tls(s, cx, buf),
+            // rustls' reader fills the buffer it is given in place
+            // (tokio-rustls' `poll_read`), as read_piece needs.
+            Transport::Tls(s) => read_piece(&mut **s, cx, buf),
         }
     }
-}
-
-/// [`read_piece`] for TLS: the same, over rustls' reader, which fills the
-/// buffer it is given in place (tokio-rustls' `poll_read`).
-fn read_piece_tls(
-    s: &mut TlsStream<TcpStream>,
-    cx: &mut Context<'_>,
-    buf: &mut ReadBuf<'_>,
-) -> Poll<io::Result<usize>> {
-    let mut piece = buf.take(READ_PIECE);
-    let filled = piece.filled().as_ptr();
-    std::task::ready!(Pin::new(s).poll_read(cx, &mut piece))?;
-    // The stream must fill the buffer it was given, not swap it.
-    debug_assert_eq!(piece.filled().as_ptr(), filled);
-    let n = piece.filled().len();
-    // SAFETY: `piece` is the start of `buf`'s unfilled part (ReadBuf::take),
-    // and the stream initialized and filled its first `n` bytes.
-    unsafe { buf.assume_init(n) };
-    buf.advance(n);
-    Poll::Ready(Ok(n))
 }
 
 /// A socket as `std::io::Write` that never waits (WouldBlock instead).
