@@ -217,13 +217,17 @@ pub async fn serve(
     let (stream, alpn_h2) = match tls {
         None => (Transport::Plain(stream), None),
         Some(tls) => {
-            let shaken = tokio::select! {
-                biased;
-                _ = drain.started() => return,
-                // Boxed: rustls' state is large; plain connections' tasks
-                // should not be sized for it.
-                r = tokio::time::timeout(head, Box::pin(super::tls::handshake(stream, &tls, &cx))) => r,
-            };
+            // Boxed, with its timer: rustls' state is large; plain
+            // connections' tasks should not be sized for it.
+            let shaken = Box::pin(async {
+                tokio::select! {
+                    biased;
+                    _ = drain.started() => None,
+                    r = tokio::time::timeout(head, super::tls::handshake(stream, &tls, &cx)) => Some(r),
+                }
+            })
+            .await;
+            let Some(shaken) = shaken else { return };
             let Ok(Some((stream, info))) = shaken else {
                 if shaken.is_err() {
                     super::tls::timed_out(&cx, head);
@@ -254,11 +258,17 @@ pub async fn serve(
         flood: None,
         ended: false,
     };
-    let first = tokio::select! {
-        biased;
-        _ = drain.started() => return,
-        r = tokio::time::timeout(head, sniff(io, alpn_h2)) => r,
-    };
+    // Boxed, once per connection: the sniff and its timer are not kept
+    // in the task's state for all its life (parked included).
+    let first = Box::pin(async {
+        tokio::select! {
+            biased;
+            _ = drain.started() => None,
+            r = tokio::time::timeout(head, sniff(io, alpn_h2)) => Some(r),
+        }
+    })
+    .await;
+    let Some(first) = first else { return };
     let mut io = match first {
         Ok(Ok(Some((io, false)))) => io,
         // Boxed: an h2 connection is large and rare; h1 tasks stay small.
@@ -272,7 +282,10 @@ pub async fn serve(
         }
     };
     loop {
-        io = match serve_h1(io, &cx, &http, &drain, head).await {
+        // Boxed for as long as it runs: hyper's futures and timers are
+        // large, and a parked connection's task should not be sized for
+        // them (one allocation per wake, beside hyper's own).
+        io = match Box::pin(serve_h1(io, &cx, &http, &drain, head)).await {
             Some(parked) => parked,
             None => return,
         };

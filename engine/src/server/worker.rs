@@ -437,10 +437,39 @@ async fn accept_loop(
             timeouts,
         ));
         let serve = conn::serve(stream, cx, http.clone(), worker.drain.clone(), timeouts);
-        tokio::task::spawn_local(async move {
-            serve.await;
-            drop(slot);
+        tokio::task::spawn_local(Holding {
+            fut: serve,
+            slot: Some(slot),
         });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A connection's future with its connection slot, given back the
+    /// moment the future is done. Not `async move { fut.await; drop(slot) }`:
+    /// rustc keeps a captured future twice in such a block's state (the
+    /// capture and the awaited copy, rust-lang/rust#62958), which doubled
+    /// every connection's task, parked ones included.
+    struct Holding<F, S> {
+        #[pin]
+        fut: F,
+        slot: Option<S>,
+    }
+}
+
+impl<F: std::future::Future<Output = ()>, S> std::future::Future for Holding<F, S> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = self.project();
+        let done = this.fut.poll(cx);
+        if done.is_ready() {
+            this.slot.take();
+        }
+        done
     }
 }
 
