@@ -1174,6 +1174,7 @@ impl Checker<'_> {
                     backup,
                     state,
                     name: host_name(&addr_text),
+                    transport: 0,
                 })
             }
             Err(msg) => {

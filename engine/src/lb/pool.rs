@@ -164,6 +164,13 @@ pub struct Server {
     /// The host name the server was written with (None: an IP address):
     /// the SNI and the name verified by TLS to it.
     pub name: Option<Arc<str>>,
+    /// How connections reach it, as a number (0: plain HTTP/1.1): its
+    /// pool's `tls` and `protocol`, and for TLS its `name` (its own SNI).
+    /// Idle connections are kept per address and this (proxy/upstream.rs
+    /// ConnKey), so two pools that reach one address differently never
+    /// share one; stable across reloads that keep the settings. Set by
+    /// [`Pool::new`], so no request computes it.
+    pub transport: u64,
 }
 
 #[derive(Debug)]
@@ -200,11 +207,6 @@ pub struct Pool {
     pub tls: Option<Arc<UpstreamTls>>,
     /// `protocol`: HTTP/1.1 or HTTP/2 to the servers.
     pub protocol: Protocol,
-    /// `tls` and `protocol` as a number (0: plain HTTP/1.1): idle
-    /// connections are kept per server and transport, so two pools that
-    /// reach one address differently never share one. Stable across
-    /// reloads that keep the settings.
-    pub transport: u64,
     primaries: Tier,
     backups: Tier,
 }
@@ -254,16 +256,34 @@ fn transport_id(tls: Option<&UpstreamTls>, protocol: Protocol) -> u64 {
     if tls.is_none() && protocol == Protocol::Http1 {
         return 0;
     }
-    let text = format!("{tls:?}|{}", protocol.name());
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
+    fnv(
+        0xcbf2_9ce4_8422_2325,
+        format!("{tls:?}|{}", protocol.name()).as_bytes(),
+    ) | 1
+}
+
+/// A server's transport: its pool's, and with TLS its name too (each name
+/// its own SNI: its own connections).
+fn server_transport(pool: u64, tls: bool, name: Option<&str>) -> u64 {
+    match name {
+        Some(name) if pool != 0 && tls => fnv(pool, name.as_bytes()),
+        _ => pool,
+    }
+}
+
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    h | 1
+    h
 }
 
 impl Pool {
-    pub fn new(name: &str, servers: Vec<Server>, settings: PoolSettings) -> Pool {
+    pub fn new(name: &str, mut servers: Vec<Server>, settings: PoolSettings) -> Pool {
+        let transport = transport_id(settings.tls.as_deref(), settings.protocol);
+        for s in &mut servers {
+            s.transport = server_transport(transport, settings.tls.is_some(), s.name.as_deref());
+        }
         let tier = |backup: bool| -> Vec<usize> {
             servers
                 .iter()
@@ -290,7 +310,6 @@ impl Pool {
             rehash: settings.rehash,
             own_health: settings.own_health,
             send_proxy: settings.send_proxy,
-            transport: transport_id(settings.tls.as_deref(), settings.protocol),
             tls: settings.tls,
             protocol: settings.protocol,
             primaries,
@@ -446,6 +465,7 @@ impl Pool {
                 backup: s.backup,
                 state: s.state.clone(),
                 name: s.name.clone(),
+                transport: 0,
             })
             .collect();
         let settings = PoolSettings {
@@ -509,6 +529,7 @@ mod tests {
                     backup: false,
                     state: registry.get_or_create("p", addr, false, true).0,
                     name: None,
+                    transport: 0,
                 }
             })
             .collect();

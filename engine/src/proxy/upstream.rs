@@ -84,8 +84,9 @@ const H2_CONN_WINDOW: u32 = 8 * 1024 * 1024;
 const H2_SEND_BUF: usize = 16 * 1024;
 
 /// Connections to one server are kept apart by how they reach it: the
-/// address and the pool's transport ([`Pool::transport`]: TLS settings
-/// and protocol, and for TLS the server's name).
+/// address and the server's transport ([`Server::transport`], made at
+/// load: the pool's TLS settings and protocol, and for TLS the server's
+/// name).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct ConnKey {
     pub addr: SocketAddr,
@@ -94,19 +95,10 @@ pub struct ConnKey {
 
 impl ConnKey {
     #[inline]
-    pub fn of(pool: &Pool, server: &Server) -> ConnKey {
-        let mut transport = pool.transport;
-        if transport != 0 && pool.tls.is_some() {
-            if let Some(name) = &server.name {
-                // Each name its own SNI: its own connections.
-                for b in name.bytes() {
-                    transport = (transport ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-                }
-            }
-        }
+    pub fn of(server: &Server) -> ConnKey {
         ConnKey {
             addr: server.addr,
-            transport,
+            transport: server.transport,
         }
     }
 }
@@ -116,7 +108,7 @@ impl ConnKey {
 pub fn live_keys(pools: &[std::sync::Arc<Pool>]) -> Vec<ConnKey> {
     pools
         .iter()
-        .flat_map(|p| p.servers.iter().map(move |s| ConnKey::of(p, s)))
+        .flat_map(|p| p.servers.iter().map(ConnKey::of))
         .collect()
 }
 
@@ -486,7 +478,7 @@ impl Upstreams {
         reuse: bool,
         proxy: Option<ProxyTo>,
     ) -> Result<Conn, ConnectError> {
-        let key = ConnKey::of(pool, server);
+        let key = ConnKey::of(server);
         if pool.protocol == Protocol::H2 {
             if let Some(conn) = self.shared_h2(key, pool.timeouts.keepalive, reuse) {
                 return Ok(conn);
@@ -539,7 +531,7 @@ impl Upstreams {
         proxy: Option<ProxyTo>,
     ) -> Result<(Conn, super::tunnel::Handover), ConnectError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let key = ConnKey::of(pool, server);
+        let key = ConnKey::of(server);
         let mut conn = Box::pin(self.connect(key, pool, server, proxy, Some(tx))).await?;
         conn.keep = pool.protocol == Protocol::Http1;
         Ok((conn, rx))
