@@ -110,6 +110,22 @@ impl Auth {
         .await
         .expect("the sub-request reached the auth service");
     }
+
+    /// Waits until one connection to the service has ended (`what` is
+    /// what that proves, for the failure message).
+    async fn wait_for_a_close(&self, what: &str) {
+        tokio::time::timeout(DEADLINE, async {
+            loop {
+                let gone = self.gone.notified();
+                if self.closed.load(Ordering::SeqCst) >= 1 {
+                    return;
+                }
+                gone.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}"));
+    }
 }
 
 /// examples/auth-request/policy.lua with its addresses swapped for the
@@ -264,17 +280,8 @@ async fn a_sub_request_past_its_deadline_gives_timed_out() {
     assert_eq!(resp.text(), "auth: timed out after 0.3s\n");
     // The sub-request was dropped at its deadline: the auth service sees
     // its connection go.
-    tokio::time::timeout(DEADLINE, async {
-        loop {
-            let gone = auth.gone.notified();
-            if auth.closed.load(Ordering::SeqCst) >= 1 {
-                return;
-            }
-            gone.await;
-        }
-    })
-    .await
-    .expect("the timed-out sub-request's connection was closed");
+    auth.wait_for_a_close("the timed-out sub-request's connection was closed")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,17 +293,8 @@ async fn a_client_that_goes_away_drops_its_sub_request() {
     let client = tokio::spawn(async move { send(web, needs_auth("/x")).await });
     auth.wait_for_waiting(1).await;
     client.abort();
-    tokio::time::timeout(DEADLINE, async {
-        loop {
-            let gone = auth.gone.notified();
-            if auth.closed.load(Ordering::SeqCst) >= 1 {
-                return;
-            }
-            gone.await;
-        }
-    })
-    .await
-    .expect("the sub-request of a client that left was dropped");
+    auth.wait_for_a_close("the sub-request of a client that left was dropped")
+        .await;
     // The worker goes on serving.
     assert_eq!(get(web, "/plain").await.status, 200);
 }
