@@ -672,16 +672,17 @@ fn explain_sees_a_tls_listener_as_https() {
 /// Sends `bytes` over TLS (SNI a.test, http/1.1) and reads until Pocket
 /// closes: what came back.
 fn tls_raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    s_client_exchange(addr, &["-quiet"], bytes)
+}
+
+/// Runs `openssl s_client` to `addr` (SNI a.test, ALPN http/1.1, with
+/// `args`), sends `bytes` and reads until the connection ends: its output.
+fn s_client_exchange(addr: SocketAddr, args: &[&str], bytes: &[u8]) -> String {
     require_command("openssl", "openssl");
     let mut child = Command::new("openssl")
-        .args([
-            "s_client",
-            "-quiet",
-            "-ign_eof",
-            "-connect",
-            &addr.to_string(),
-        ])
+        .args(["s_client", "-ign_eof", "-connect", &addr.to_string()])
         .args(["-servername", "a.test", "-alpn", "http/1.1"])
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -884,27 +885,12 @@ fn http1_0_by_alpn_and_h2_without_alpn_are_served() {
 /// One request by `openssl s_client`, saving its session to `sess_out`
 /// or resuming the one in `sess_in`: its whole output.
 fn s_client_session(addr: SocketAddr, sess: (&str, &Path)) -> String {
-    require_command("openssl", "openssl");
-    let mut child = Command::new("openssl")
-        .args(["s_client", "-ign_eof", "-connect", &addr.to_string()])
-        .args(["-servername", "a.test", "-alpn", "http/1.1", sess.0])
-        .arg(sess.1)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let answers = common::Log::default();
-    answers.follow(child.stdout.take().unwrap());
-    answers.wait_for(&["<process ended>"]);
-    let _ = child.wait();
-    answers.text()
+    let path = sess.1.to_string_lossy();
+    s_client_exchange(
+        addr,
+        &[sess.0, &path],
+        b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
 }
 
 /// A client's TLS session resumes after a reload (the ticket keys and
