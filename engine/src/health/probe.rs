@@ -113,12 +113,17 @@ async fn http_via(
     host: Option<&str>,
 ) -> Result<HttpAnswer, String> {
     let host = host.map(str::to_string).unwrap_or_else(|| addr.to_string());
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: pocket-check\r\nConnection: close\r\n\r\n"
-    );
+    let request = h1_request(method, path, &host);
     let stream = connect(addr, proxy).await?;
     let raw = exchange_on(stream, request.as_bytes(), false).await?;
     parse_answer(&raw)
+}
+
+/// A check's HTTP/1.1 request, plain or over TLS: one per connection.
+fn h1_request(method: &str, path: &str, host: &str) -> String {
+    format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: pocket-check\r\nConnection: close\r\n\r\n"
+    )
 }
 
 fn parse_answer(raw: &[u8]) -> Result<HttpAnswer, String> {
@@ -228,9 +233,7 @@ async fn http_over(
     match (&transport.tls, transport.protocol) {
         (Some(tls), Protocol::Http1) => {
             let stream = handshake(stream, tls, transport, addr).await?;
-            let request = format!(
-                "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: pocket-check\r\nConnection: close\r\n\r\n"
-            );
+            let request = h1_request(method, path, &host);
             parse_answer(&exchange_on(stream, request.as_bytes(), false).await?)
         }
         (Some(tls), Protocol::H2) => {
