@@ -24,4 +24,5 @@ pub mod proxy;
 pub mod reload;
 pub mod script;
 pub mod server;
+pub mod tcp;
 pub mod words;

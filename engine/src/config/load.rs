@@ -830,6 +830,7 @@ impl Checker<'_> {
                     head_size,
                     accept_proxy,
                     tls,
+                    mode: crate::config::Mode::Http,
                 });
             }
         }

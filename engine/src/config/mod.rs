@@ -207,6 +207,30 @@ pub struct ListenerSpec {
     /// TLS on this listener (`tls = { ... }`): its certificates, built
     /// into rustls' configuration at load. None: plain HTTP.
     pub tls: Option<Arc<tls::ListenerTls>>,
+    /// `mode`: what the listener speaks. `http` (the default) parses
+    /// requests; `tcp` hands each connection whole to one server, chosen
+    /// by `on_connect` (engine/src/tcp/, HAProxy's `mode tcp`).
+    pub mode: Mode,
+}
+
+/// What a listener or a pool carries: HTTP requests, or whole TCP
+/// connections (HAProxy's `mode http` / `mode tcp`). A pool serves
+/// listeners of its own mode only: checked at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Http,
+    Tcp,
+}
+
+impl Mode {
+    /// The word the policy writes (`mode = "tcp"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Http => "http",
+            Mode::Tcp => "tcp",
+        }
+    }
 }
 
 /// A listener's `head_size` when the policy gives none: nginx's
@@ -235,6 +259,12 @@ pub struct ClientTimeouts {
     pub send: std::time::Duration,
     /// How long an idle keep-alive connection (HTTP/1 or h2) stays open.
     pub keepalive: std::time::Duration,
+    /// A `tcp` listener whose `on_connect` reads `conn.sni` or `conn.alpn`
+    /// waits at most this for the client's TLS ClientHello (nginx's
+    /// `ssl_preread` with `preread_timeout`, HAProxy's `tcp-request
+    /// inspect-delay`); a client that sends nothing by then is closed
+    /// with no server connection opened.
+    pub client_hello: std::time::Duration,
 }
 
 impl Default for ClientTimeouts {
@@ -244,9 +274,14 @@ impl Default for ClientTimeouts {
             body: std::time::Duration::from_secs(60),
             send: std::time::Duration::from_secs(60),
             keepalive: DEFAULT_CLIENT_KEEPALIVE,
+            client_hello: DEFAULT_CLIENT_HELLO,
         }
     }
 }
+
+/// A `tcp` listener's `timeouts.client_hello` when the policy gives none:
+/// HAProxy's usual `tcp-request inspect-delay 5s`.
+pub const DEFAULT_CLIENT_HELLO: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A listener's keep-alive timeout when the policy gives none (nginx's
 /// `keepalive_timeout` default).

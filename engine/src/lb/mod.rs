@@ -7,6 +7,8 @@ mod round_robin;
 mod state;
 
 pub use balance::{hash_bytes, Algorithm};
-pub use pool::{CheckKind, CheckSpec, HashKey, Passive, Pool, PoolSettings, Server, Timeouts};
+pub use pool::{
+    CheckKind, CheckSpec, Expect, HashKey, Passive, Pool, PoolSettings, Server, Timeouts,
+};
 pub use round_robin::RoundRobin;
 pub use state::{now_ms, AdminState, Health, HealthEvent, HealthKey, ServerState, StateRegistry};

@@ -93,6 +93,13 @@ pub enum CheckKind {
     /// `check = function(server, http)`, `check = { run = function ... }`
     /// or the policy's `on_check` with `check = { script = true }`.
     Script,
+    /// `check = { send = "PING\r\n", expect = "+PONG" }` in a `tcp` pool
+    /// (HAProxy's `tcp-check send` / `tcp-check expect`): connect, send
+    /// `send` if given, and read until the first line `expect` names.
+    Expect {
+        send: Option<Vec<u8>>,
+        expect: Expect,
+    },
     Http {
         method: String,
         path: String,
@@ -104,6 +111,15 @@ pub enum CheckKind {
         /// A pattern the body must match.
         pattern: Option<regex::Regex>,
     },
+}
+
+/// What a `send`/`expect` check waits for in the server's first line.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// `expect = "220"`: the line contains this text.
+    Text(String),
+    /// `expect = { pattern = "^220 " }`: the line matches this regex.
+    Pattern(regex::Regex),
 }
 
 /// Passive checking on live traffic.
@@ -207,6 +223,9 @@ pub struct Pool {
     pub tls: Option<Arc<UpstreamTls>>,
     /// `protocol`: HTTP/1.1 or HTTP/2 to the servers.
     pub protocol: Protocol,
+    /// `mode`: HTTP requests or whole TCP connections; served only by
+    /// listeners of the same mode.
+    pub mode: crate::config::Mode,
     primaries: Tier,
     backups: Tier,
 }
@@ -228,6 +247,7 @@ pub struct PoolSettings {
     pub send_proxy: Option<crate::proxy::proxy_header::SendProxy>,
     pub tls: Option<Arc<UpstreamTls>>,
     pub protocol: Protocol,
+    pub mode: crate::config::Mode,
 }
 
 impl Default for PoolSettings {
@@ -247,6 +267,7 @@ impl Default for PoolSettings {
             send_proxy: None,
             tls: None,
             protocol: Protocol::Http1,
+            mode: crate::config::Mode::Http,
         }
     }
 }
@@ -312,6 +333,7 @@ impl Pool {
             send_proxy: settings.send_proxy,
             tls: settings.tls,
             protocol: settings.protocol,
+            mode: settings.mode,
             primaries,
             backups,
         }
@@ -483,6 +505,7 @@ impl Pool {
             send_proxy: self.send_proxy,
             tls: self.tls.clone(),
             protocol: self.protocol,
+            mode: self.mode,
         };
         let pool = Pool::new(&self.name, servers, settings);
         if let Some(i) = self.fallback_pool() {

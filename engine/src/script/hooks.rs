@@ -28,6 +28,21 @@ pub enum Decision {
 }
 
 /// A hook failed: the request gets a 500, the log gets this.
+/// What `on_connect` decided for a connection on a `tcp` listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectVerdict {
+    /// nil: the listener's pool.
+    Default,
+    /// A `tcp` pool, by index into the policy's pools.
+    Pool(usize),
+    /// `pocket.reject(reason)`: close the connection.
+    Reject(String),
+}
+
+/// What `on_connect` on a `tcp` listener may return, as errors say it.
+const ON_CONNECT_TCP_RETURNS: &str =
+    "a pool name, pocket.reject(reason) or nil (the listener's pool)";
+
 #[derive(Debug)]
 pub struct HookError {
     pub hook: &'static str,
@@ -346,6 +361,68 @@ impl WorkerScript {
             })
         })
         .map_err(|e| self.failed("on_connect", f, &e))
+    }
+
+    /// `on_connect` for a connection on a `tcp` listener: where it goes.
+    /// Returns a pool name (looked up here: an unknown one, or one whose
+    /// mode is not `tcp`, is an error placed at the hook), `pocket.reject`
+    /// or nil (the listener's pool).
+    ///
+    /// SKELETON (issue 16): a plain call; `conn.sni`/`conn.alpn` waiting
+    /// for the ClientHello is added by the SNI work.
+    pub async fn on_connect_tcp(
+        &self,
+        conn: &mut ConnView,
+        _stream: &tokio::net::TcpStream,
+    ) -> Result<ConnectVerdict, HookError> {
+        let Some(f) = &self.on_connect else {
+            return Ok(ConnectVerdict::Default);
+        };
+        let _busy = self.busy(Doing::OnConnect, |w| w.on_connect, 0);
+        let lua = &self.vm.lua;
+        let out = lua
+            .scope(|scope| {
+                let ud = scope.create_userdata_ref_mut(conn)?;
+                self.vm.call::<_, Value>(f, ud)
+            })
+            .map_err(|e| self.failed("on_connect", f, &e))?;
+        match out {
+            Value::Nil => Ok(ConnectVerdict::Default),
+            Value::String(s) => {
+                let name = s.to_string_lossy();
+                match self.policy.pool_by_name(&name) {
+                    Some(idx) if self.policy.pools[idx].mode == crate::config::Mode::Tcp => {
+                        Ok(ConnectVerdict::Pool(idx))
+                    }
+                    Some(_) => Err(HookError {
+                        hook: "on_connect",
+                        limit: false,
+                        message: format!(
+                            "{}: on_connect returned pool \"{name}\", an http pool; a tcp listener needs a pool with mode = \"tcp\"",
+                            place_of(f)
+                        ),
+                    }),
+                    None => {
+                        let known: Vec<&str> =
+                            self.policy.pools.iter().map(|p| &*p.name).collect();
+                        Err(HookError {
+                            hook: "on_connect",
+                            limit: false,
+                            message: format!(
+                                "{}: on_connect returned pool \"{name}\", which is not defined (pools: {})",
+                                place_of(f),
+                                known.join(", ")
+                            ),
+                        })
+                    }
+                }
+            }
+            Value::UserData(ref ud) => match ud.borrow::<Reject>() {
+                Ok(r) => Ok(ConnectVerdict::Reject(r.0.clone())),
+                Err(_) => Err(self.bad_return("on_connect", f, &out, ON_CONNECT_TCP_RETURNS)),
+            },
+            ref other => Err(self.bad_return("on_connect", f, other, ON_CONNECT_TCP_RETURNS)),
+        }
     }
 
     /// Whether the policy has this hook (`on_request`), or this pool has

@@ -18,5 +18,5 @@ mod patterns;
 mod rep;
 
 pub use errors::describe_lua_error;
-pub use hooks::WorkerScript;
+pub use hooks::{ConnectVerdict, WorkerScript};
 pub use vm::{Limits, Vm};
