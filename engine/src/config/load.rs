@@ -11,8 +11,8 @@ use mlua::{Table, Value};
 
 use super::pool_settings::{duration, shown};
 use super::{
-    ClientTimeouts, ConfigError, ConfigErrors, HookSet, ListenerSpec, Policy, DEFAULT_HEAD_SIZE,
-    HEAD_SIZE_RANGE,
+    ClientTimeouts, ConfigError, ConfigErrors, HookSet, ListenerSpec, Mode, Policy,
+    DEFAULT_HEAD_SIZE, HEAD_SIZE_RANGE,
 };
 use crate::lb::{CheckSpec, Pool, Server, StateRegistry};
 use crate::script::api::pool_refs::PoolRef;
@@ -47,6 +47,7 @@ const POOL_KEYS: &[&str] = &[
     "send_proxy",
     "tls",
     "protocol",
+    "mode",
 ];
 const LISTENER_KEYS: &[&str] = &[
     "name",
@@ -60,7 +61,7 @@ const LISTENER_KEYS: &[&str] = &[
     "accept_proxy",
     "tls",
 ];
-const LISTENER_TIMEOUT_KEYS: &[&str] = &["head", "body", "send"];
+const LISTENER_TIMEOUT_KEYS: &[&str] = &["head", "body", "send", "client_hello"];
 const SERVER_KEYS: &[&str] = &["addr", "weight", "backup"];
 /// How pools are written, for errors about their shape.
 const POOLS_SHAPE: &str =
@@ -729,22 +730,25 @@ impl Checker<'_> {
                     None
                 }
             };
-            match t.get::<Value>("mode") {
-                Ok(Value::Nil) => {}
-                Ok(Value::String(s)) if s.to_string_lossy() == "http" => {}
-                Ok(Value::String(s)) => {
-                    let mode = s.to_string_lossy();
+            let mode = match t.get::<Value>("mode") {
+                Ok(Value::Nil) => Mode::Http,
+                Ok(Value::String(s)) if s.to_string_lossy() == "http" => Mode::Http,
+                Ok(Value::String(s)) if s.to_string_lossy() == "tcp" => Mode::Tcp,
+                Ok(other) => {
                     self.error(
                         &["listeners", &ns, "mode"],
-                        format!("{label}: mode \"{mode}\" is not supported (this version serves \"http\")"),
+                        format!(
+                            "{label}: mode must be \"http\" or \"tcp\", not {}",
+                            shown(&other)
+                        ),
                     );
+                    Mode::Http
                 }
-                Ok(other) => self.error(
-                    &["listeners", &ns, "mode"],
-                    format!("{label}: mode must be \"http\", not {}", shown(&other)),
-                ),
-                Err(e) => self.error(&["listeners", &ns, "mode"], describe_lua_error(&e)),
-            }
+                Err(e) => {
+                    self.error(&["listeners", &ns, "mode"], describe_lua_error(&e));
+                    Mode::Http
+                }
+            };
             let default_pool = match t.get::<Value>("pool") {
                 Ok(Value::Nil) => None,
                 Ok(Value::String(s)) => {
@@ -797,6 +801,13 @@ impl Checker<'_> {
                     self.positive_duration(&tt, "head", &here, at, &mut timeouts.head);
                     self.positive_duration(&tt, "body", &here, at, &mut timeouts.body);
                     self.positive_duration(&tt, "send", &here, at, &mut timeouts.send);
+                    self.positive_duration(
+                        &tt,
+                        "client_hello",
+                        &here,
+                        at,
+                        &mut timeouts.client_hello,
+                    );
                 }
                 Ok(other) => self.error(
                     &["listeners", &ns, "timeouts"],
@@ -830,7 +841,7 @@ impl Checker<'_> {
                     head_size,
                     accept_proxy,
                     tls,
-                    mode: crate::config::Mode::Http,
+                    mode,
                 });
             }
         }

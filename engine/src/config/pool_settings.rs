@@ -176,6 +176,20 @@ impl Checker<'_> {
             Err(e) => self.error(&["pools", name, "balance"], e.to_string()),
         }
 
+        match t.get::<Value>("mode") {
+            Ok(Value::Nil) => {}
+            Ok(Value::String(m)) if m.to_string_lossy() == "http" => {}
+            Ok(Value::String(m)) if m.to_string_lossy() == "tcp" => s.mode = super::Mode::Tcp,
+            Ok(other) => self.error(
+                &["pools", name, "mode"],
+                format!(
+                    "pool \"{name}\": mode must be \"http\" or \"tcp\", not {}",
+                    shown(&other)
+                ),
+            ),
+            Err(e) => self.error(&["pools", name, "mode"], e.to_string()),
+        }
+
         let balance_wrong = self.errors.len() > errors_before;
         let fallback_given = !matches!(t.get::<Value>("fallback"), Ok(Value::Nil));
         match t.get::<Value>("fallback") {
