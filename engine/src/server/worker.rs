@@ -490,12 +490,7 @@ fn admitted(script: &WorkerScript, peer: SocketAddr, local: SocketAddr, name: &A
         .policy
         .listener(name)
         .is_some_and(|l| l.tls.is_some());
-    let mut view = ConnView {
-        peer,
-        local,
-        listener: name.clone(),
-        tls,
-    };
+    let mut view = ConnView::new(peer, local, name.clone(), tls);
     match script.on_connect(&mut view) {
         Ok(None) => true,
         Ok(Some(reason)) => {

@@ -14,6 +14,18 @@ pub struct ConnView {
     pub tls: bool,
 }
 
+impl ConnView {
+    /// A connection as `on_connect` sees it, before a byte is read.
+    pub fn new(peer: SocketAddr, local: SocketAddr, listener: Arc<str>, tls: bool) -> ConnView {
+        ConnView {
+            peer,
+            local,
+            listener,
+            tls,
+        }
+    }
+}
+
 impl UserData for ConnView {
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         super::names::read_only(methods, "conn", &[]);
