@@ -505,7 +505,8 @@ impl Checker<'_> {
 
         let (pools, pool_index) = self.pools(root, registry);
         self.check_fallbacks(&pools, &pool_index);
-        let listeners = self.listeners(root, &pool_index);
+        let modes: Vec<Mode> = pools.iter().map(|p| p.mode).collect();
+        let listeners = self.listeners(root, &pool_index, &modes);
         let admin = self.admin(root, &listeners);
         let log = self.access_log(root);
         Some(Policy {
@@ -561,11 +562,28 @@ impl Checker<'_> {
         }
     }
 
-    /// Every fallback names a pool, and no chain of fallbacks loops.
+    /// Every fallback names a pool of its own pool's mode (a fallback
+    /// carries the same traffic), and no chain of fallbacks loops.
     fn check_fallbacks(&mut self, pools: &[Arc<Pool>], index: &HashMap<String, usize>) {
         for pool in pools {
             if let Some(&i) = pool.fallback.as_deref().and_then(|f| index.get(f)) {
                 pool.resolve_fallback(i);
+                if pools[i].mode != pool.mode {
+                    let (name, theirs) = (&pool.name, &pools[i].name);
+                    let article = |m: Mode| if m == Mode::Http { "an" } else { "a" };
+                    self.error(
+                        &["pools", name, "fallback"],
+                        format!(
+                            "pool \"{name}\" is {} {} pool and its fallback \"{theirs}\" is {} {} pool: a fallback takes the same traffic, so it must be {} {} pool too",
+                            article(pool.mode),
+                            pool.mode.name(),
+                            article(pools[i].mode),
+                            pools[i].mode.name(),
+                            article(pool.mode),
+                            pool.mode.name(),
+                        ),
+                    );
+                }
             }
             let mut seen = vec![pool.name.clone()];
             let mut next = pool.fallback.clone();
@@ -609,7 +627,14 @@ impl Checker<'_> {
         }
     }
 
-    fn listeners(&mut self, root: &Table, pools: &HashMap<String, usize>) -> Vec<ListenerSpec> {
+    /// The listeners; `modes[i]`: the mode of pool `i` (a listener's
+    /// `pool` must be of its own mode).
+    fn listeners(
+        &mut self,
+        root: &Table,
+        pools: &HashMap<String, usize>,
+        modes: &[Mode],
+    ) -> Vec<ListenerSpec> {
         let list = match root.get::<Value>("listeners") {
             Ok(Value::Table(t)) => t,
             Ok(Value::Nil) => {
@@ -749,11 +774,29 @@ impl Checker<'_> {
                     Mode::Http
                 }
             };
+            let tls_refused = match mode {
+                Mode::Tcp => self.http_only_on_tcp_listener(&t, &label, &ns),
+                Mode::Http => {
+                    self.tcp_only_on_http_listener(&t, &label, &ns);
+                    false
+                }
+            };
             let default_pool = match t.get::<Value>("pool") {
                 Ok(Value::Nil) => None,
                 Ok(Value::String(s)) => {
                     let pool = s.to_string_lossy();
                     match pools.get(&pool) {
+                        Some(&idx) if modes.get(idx).is_some_and(|m| *m != mode) => {
+                            let theirs = modes.get(idx).copied().unwrap_or_default();
+                            self.error(
+                                &["listeners", &ns, "pool"],
+                                match mode {
+                                    Mode::Tcp => format!("{label} is a tcp listener and its pool \"{pool}\" is an {} pool: name a pool with mode = \"tcp\", or add mode = \"tcp\" to pool \"{pool}\"", theirs.name()),
+                                    Mode::Http => format!("{label} is an http listener and its pool \"{pool}\" is a {} pool: name an http pool, or add mode = \"tcp\" to the listener", theirs.name()),
+                                },
+                            );
+                            None
+                        }
                         Some(&idx) => Some(idx),
                         None if self.defined_pools.contains(&pool) || self.pools_unreadable => None,
                         None => {
@@ -780,13 +823,15 @@ impl Checker<'_> {
             let mut timeouts = ClientTimeouts::default();
             let here = label.clone();
             let top = format!("{here}: ");
-            self.positive_duration(
-                &t,
-                "keepalive",
-                &top,
-                &["listeners", &ns],
-                &mut timeouts.keepalive,
-            );
+            if mode == Mode::Http {
+                self.positive_duration(
+                    &t,
+                    "keepalive",
+                    &top,
+                    &["listeners", &ns],
+                    &mut timeouts.keepalive,
+                );
+            }
             match t.get::<Value>("timeouts") {
                 Ok(Value::Nil) => {}
                 Ok(Value::Table(tt)) => {
@@ -819,9 +864,17 @@ impl Checker<'_> {
                 Err(e) => self.error(&["listeners", &ns, "timeouts"], describe_lua_error(&e)),
             }
             let max_connections = self.max_connections(&t, &top, &["listeners", &ns]);
-            let head_size = self.head_size(&t, &top, &["listeners", &ns]);
+            // Said refused above on a tcp listener: not judged again.
+            let head_size = match mode {
+                Mode::Tcp => DEFAULT_HEAD_SIZE,
+                Mode::Http => self.head_size(&t, &top, &["listeners", &ns]),
+            };
             let accept_proxy = self.accept_proxy(&t, &label, &ns);
-            let tls = self.listener_tls(&t, &label, &["listeners", &ns]);
+            let tls = if tls_refused {
+                None
+            } else {
+                self.listener_tls(&t, &label, &["listeners", &ns])
+            };
             if let Some(bind) = bind {
                 if let Some(other) = out.iter().find(|l| l.bind == bind && bind.port() != 0) {
                     self.error(

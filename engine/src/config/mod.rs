@@ -10,6 +10,7 @@ mod log_key;
 pub use log_key::AccessLog;
 mod pool_settings;
 mod proxy_protocol;
+mod tcp_rules;
 pub mod tls;
 pub mod upstream_tls;
 

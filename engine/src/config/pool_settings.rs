@@ -20,10 +20,17 @@ const TIMEOUT_KEYS: &[&str] = &[
     "tunnel",
 ];
 const CHECK_KEYS: &[&str] = &[
-    "tcp", "http", "run", "script", "host", "expect", "body", "pattern", "interval", "timeout",
-    "rise", "fall", "start",
+    "tcp", "http", "run", "script", "host", "expect", "body", "pattern", "send", "interval",
+    "timeout", "rise", "fall", "start",
 ];
+/// `timeouts.idle` of a tcp pool that does not write it: nginx stream's
+/// `proxy_timeout` (10 min). An http pool's stays [`Timeouts::default`]'s.
+pub const TCP_IDLE_DEFAULT: Duration = Duration::from_secs(600);
 const PASSIVE_KEYS: &[&str] = &["after", "on_5xx", "cooldown"];
+
+fn is_written(t: &Table, key: &str) -> bool {
+    !matches!(t.get::<Value>(key), Ok(Value::Nil))
+}
 
 /// A duration value: `"2s"`, `"250ms"` or a number of seconds. A string
 /// that is a bare number (`"1"`) is refused: its unit is a guess, and a
@@ -145,6 +152,27 @@ impl Checker<'_> {
     pub(super) fn pool_settings(&mut self, name: &str, t: &Table) -> PoolSettings {
         let mut s = PoolSettings::default();
 
+        // The mode first: what else the pool may say depends on it.
+        match t.get::<Value>("mode") {
+            Ok(Value::Nil) => {}
+            Ok(Value::String(m)) if m.to_string_lossy() == "http" => {}
+            Ok(Value::String(m)) if m.to_string_lossy() == "tcp" => s.mode = super::Mode::Tcp,
+            Ok(other) => self.error(
+                &["pools", name, "mode"],
+                format!(
+                    "pool \"{name}\": mode must be \"http\" or \"tcp\", not {}",
+                    shown(&other)
+                ),
+            ),
+            Err(e) => self.error(&["pools", name, "mode"], e.to_string()),
+        }
+
+        let refused = if s.mode == super::Mode::Tcp {
+            self.http_only_in_tcp_pool(name, t)
+        } else {
+            Vec::new()
+        };
+
         // A value already reported wrong must not bring a second, false
         // error about what depends on it (hash_key when the algorithm was
         // mistyped, bypass when the fallback was).
@@ -176,20 +204,6 @@ impl Checker<'_> {
             Err(e) => self.error(&["pools", name, "balance"], e.to_string()),
         }
 
-        match t.get::<Value>("mode") {
-            Ok(Value::Nil) => {}
-            Ok(Value::String(m)) if m.to_string_lossy() == "http" => {}
-            Ok(Value::String(m)) if m.to_string_lossy() == "tcp" => s.mode = super::Mode::Tcp,
-            Ok(other) => self.error(
-                &["pools", name, "mode"],
-                format!(
-                    "pool \"{name}\": mode must be \"http\" or \"tcp\", not {}",
-                    shown(&other)
-                ),
-            ),
-            Err(e) => self.error(&["pools", name, "mode"], e.to_string()),
-        }
-
         let balance_wrong = self.errors.len() > errors_before;
         let fallback_given = !matches!(t.get::<Value>("fallback"), Ok(Value::Nil));
         match t.get::<Value>("fallback") {
@@ -215,6 +229,7 @@ impl Checker<'_> {
         }
         match t.get::<Value>("bypass") {
             Ok(Value::Nil) => {}
+            Ok(_) if refused.contains(&"bypass") => {}
             Ok(Value::Function(_)) if s.fallback.is_some() || fallback_given => {}
             Ok(Value::Function(_)) => self.error(
                 &["pools", name, "bypass"],
@@ -246,6 +261,7 @@ impl Checker<'_> {
         match (t.get::<Value>("hash_key"), &s.algorithm) {
             (Ok(Value::Nil), Algorithm::Hash) => s.hash_key = Some(HashKey::Source),
             (Ok(Value::Nil), _) => {}
+            (Ok(_), _) if refused.contains(&"hash_key") => {}
             (Ok(v), Algorithm::Hash) => s.hash_key = self.hash_key(name, &v),
             (Ok(_), _) if balance_wrong => {}
             (Ok(_), _) => self.error(
@@ -302,10 +318,18 @@ impl Checker<'_> {
             ),
             Err(e) => self.error(&["pools", name, "timeouts"], e.to_string()),
         }
+        // A tcp connection may rightly be quiet for minutes (an SMTP
+        // session, a database client between queries): nginx stream's
+        // `proxy_timeout` default, 10 min, unless the policy says.
+        let idle_written =
+            matches!(t.get::<Value>("timeouts"), Ok(Value::Table(tt)) if is_written(&tt, "idle"));
+        if s.mode == super::Mode::Tcp && !idle_written {
+            s.timeouts.idle = TCP_IDLE_DEFAULT;
+        }
 
         match t.get::<Value>("check") {
             Ok(Value::Nil) => {}
-            Ok(Value::Table(ct)) => s.check = self.check(name, &ct),
+            Ok(Value::Table(ct)) => s.check = self.check(name, &ct, s.mode),
             Ok(Value::Function(_)) => {
                 s.check = Some(CheckSpec {
                     kind: CheckKind::Script,
@@ -433,7 +457,7 @@ impl Checker<'_> {
         }
     }
 
-    fn check(&mut self, pool: &str, ct: &Table) -> Option<CheckSpec> {
+    fn check(&mut self, pool: &str, ct: &Table, mode: super::Mode) -> Option<CheckSpec> {
         let misspelt = self.unknown_keys(
             ct,
             CHECK_KEYS,
@@ -495,8 +519,38 @@ impl Checker<'_> {
                 format!("{what}: script = true needs an on_check function in the policy"),
             );
         }
+        // A check on the line a tcp server sends (HAProxy's `tcp-check`):
+        // `send`, `expect` or `pattern` without `http`.
+        let line_check = !scripted
+            && !is_written(ct, "http")
+            && ["send", "expect", "pattern"]
+                .iter()
+                .any(|k| is_written(ct, k));
+        if is_written(ct, "send") && is_written(ct, "http") {
+            self.error(
+                &["pools", pool, "check", "send"],
+                format!("{what}: send goes with expect or pattern (a check on the line a tcp server answers); an http check writes its own request: leave send out"),
+            );
+        }
+        if line_check && mode != super::Mode::Tcp {
+            let key = ["send", "expect", "pattern"]
+                .into_iter()
+                .find(|k| is_written(ct, k))
+                .unwrap_or("send");
+            self.error(
+                &["pools", pool, "check", key],
+                format!("{what}: {key} without http checks the line a tcp server answers, and pool \"{pool}\" is an http pool: check it with http = \"GET /path\", or add mode = \"tcp\" to the pool"),
+            );
+            meant_script = true;
+        }
         let kind = match (ct.get::<Value>("tcp"), ct.get::<Value>("http")) {
             _ if scripted => CheckKind::Script,
+            (Ok(Value::Nil) | Ok(Value::Boolean(true)), Ok(Value::Nil))
+                if line_check && mode == super::Mode::Tcp =>
+            {
+                let misspelt_answer = misspelt.iter().any(|k| k == "expect" || k == "pattern");
+                self.line_check(pool, ct, &what, misspelt_answer)
+            }
             (Ok(Value::Boolean(true)), Ok(Value::Nil)) => CheckKind::Tcp,
             (Ok(Value::Nil), Ok(Value::String(line))) => {
                 let line = line.to_string_lossy();
@@ -690,6 +744,128 @@ impl Checker<'_> {
             pool_function: matches!(ct.get::<Value>("run"), Ok(Value::Function(_))),
             send_proxy: None,
         })
+    }
+
+    /// A tcp pool's check on the first line a server answers
+    /// (`check = { send = "PING\r\n", expect = "+PONG" }`, a banner
+    /// with no `send`, or `pattern = "^220[ -]"`): HAProxy's `tcp-check
+    /// send` / `tcp-check expect string|rstring`. `send` alone is refused:
+    /// any answer would pass.
+    /// `misspelt_answer`: `expect` or `pattern` was written misspelt (and
+    /// said so already).
+    fn line_check(
+        &mut self,
+        pool: &str,
+        ct: &Table,
+        what: &str,
+        misspelt_answer: bool,
+    ) -> CheckKind {
+        for key in ["body", "host"] {
+            if is_written(ct, key) {
+                self.error(
+                    &["pools", pool, "check", key],
+                    format!("{what}: {key} is for http checks; a check with send/expect reads one line: leave {key} out"),
+                );
+            }
+        }
+        let send = match ct.get::<Value>("send") {
+            Ok(Value::Nil) => None,
+            Ok(Value::String(b)) if !b.as_bytes().is_empty() => Some(b.as_bytes().to_vec()),
+            Ok(other) => {
+                self.error(
+                    &["pools", pool, "check", "send"],
+                    format!(
+                        "{what}: send must be the bytes to write, like send = \"PING\\r\\n\", not {}",
+                        shown(&other)
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(&["pools", pool, "check", "send"], e.to_string());
+                None
+            }
+        };
+        let text = match ct.get::<Value>("expect") {
+            Ok(Value::Nil) => None,
+            Ok(Value::String(t)) if !t.as_bytes().is_empty() => Some(t.to_string_lossy()),
+            Ok(other) => {
+                self.error(
+                    &["pools", pool, "check", "expect"],
+                    format!(
+                        "{what}: expect must be the text the server's first line contains, like expect = \"220\", not {}",
+                        shown(&other)
+                    ),
+                );
+                Some(String::new())
+            }
+            Err(e) => {
+                self.error(&["pools", pool, "check", "expect"], e.to_string());
+                Some(String::new())
+            }
+        };
+        let pattern = match ct.get::<Value>("pattern") {
+            Ok(Value::Nil) => None,
+            Ok(Value::String(p)) => {
+                let p = p.to_string_lossy();
+                match regex::Regex::new(&p) {
+                    Ok(re) => Some(re),
+                    Err(e) => {
+                        let reason = e
+                            .to_string()
+                            .lines()
+                            .last()
+                            .unwrap_or("")
+                            .trim()
+                            .to_string();
+                        self.error(
+                            &["pools", pool, "check", "pattern"],
+                            format!("{what}: bad pattern {p:?}: {reason}"),
+                        );
+                        None
+                    }
+                }
+            }
+            Ok(other) => {
+                self.error(
+                    &["pools", pool, "check", "pattern"],
+                    format!(
+                        "{what}: pattern must be a regex the first line matches, like pattern = \"^220[ -]\", not {}",
+                        shown(&other)
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(&["pools", pool, "check", "pattern"], e.to_string());
+                None
+            }
+        };
+        let written = |k| is_written(ct, k);
+        let expect = match (text, pattern) {
+            (Some(_), _) if written("pattern") => {
+                self.error(
+                    &["pools", pool, "check", "pattern"],
+                    format!("{what}: say expect (text the line contains) or pattern (a regex it matches), not both"),
+                );
+                None
+            }
+            (Some(t), None) => Some(crate::lb::Expect::Text(t)),
+            (None, Some(re)) => Some(crate::lb::Expect::Pattern(re)),
+            _ => None,
+        };
+        match expect {
+            Some(expect) => CheckKind::Expect { send, expect },
+            None => {
+                if !written("expect") && !written("pattern") && !misspelt_answer {
+                    self.error(
+                        &["pools", pool, "check", "send"],
+                        format!("{what}: send needs expect = \"...\" (text the answer's first line contains) or pattern = \"...\" (a regex it matches); without one any answer would pass"),
+                    );
+                }
+                CheckKind::Tcp
+            }
+        }
     }
 
     fn passive(&mut self, pool: &str, pt: &Table) -> Passive {

@@ -1,4 +1,5 @@
-//! One check of one server: a TCP connect, or an HTTP request whose status
+//! One check of one server: a TCP connect, the first line a tcp server
+//! answers (banner or reply to `send`), or an HTTP request whose status
 //! and body are judged. Also the exchanges scripted checks make.
 
 use std::net::SocketAddr;
@@ -8,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::upstream_tls::{Protocol, UpstreamTls};
-use crate::lb::CheckKind;
+use crate::lb::{CheckKind, Expect};
 use crate::proxy::proxy_header::SendProxy;
 
 /// How a pool's checks reach a server: as its requests do (`tls`,
@@ -165,6 +166,9 @@ pub async fn probe(
         pattern,
     } = kind
     else {
+        if let CheckKind::Expect { send, expect } = kind {
+            return line_check(addr, send.as_deref(), expect, transport).await;
+        }
         let stream = connect(addr, transport.send_proxy).await?;
         if let Some(tls) = &transport.tls {
             handshake(stream, tls, transport, addr).await?;
@@ -195,6 +199,106 @@ pub async fn probe(
         }
     }
     Ok(format!("{method} {path} answered {status}"))
+}
+
+/// Most of a server's first line a line check reads, in bytes: a banner
+/// or a reply is a line of tens of bytes; a server that sends more with
+/// no newline is judged on what came.
+const MAX_LINE: usize = 4 * 1024;
+
+/// Most of a line a check's message quotes, in characters.
+const MAX_SHOWN: usize = 120;
+
+/// A tcp pool's `send`/`expect` check (HAProxy's `tcp-check`): connect
+/// as the pool's connections do (PROXY header, TLS), write `send` if any,
+/// read the first line (up to `\n`, [`MAX_LINE`] bytes or the server's
+/// close; the caller bounds the time) and match it. The verdict quotes
+/// the line, so `pocket` logs and the stats page show what came back.
+async fn line_check(
+    addr: SocketAddr,
+    send: Option<&[u8]>,
+    expect: &Expect,
+    transport: &Transport,
+) -> Result<String, String> {
+    let stream = connect(addr, transport.send_proxy).await?;
+    let line = match &transport.tls {
+        Some(tls) => first_line(handshake(stream, tls, transport, addr).await?, send).await?,
+        None => first_line(stream, send).await?,
+    };
+    judge(&line, expect)
+}
+
+/// Writes `send`, then reads until the first `\n` (or [`MAX_LINE`]
+/// bytes, or the server's close): the line without its `\r\n`.
+async fn first_line<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    send: Option<&[u8]>,
+) -> Result<Vec<u8>, String> {
+    if let Some(bytes) = send {
+        stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+    }
+    let mut buf = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => 0,
+            Err(e) => return Err(format!("read: {e}")),
+        };
+        if n == 0 {
+            if buf.is_empty() {
+                return Err(match send {
+                    Some(_) => "the server closed the connection without an answer".into(),
+                    None => "the server closed the connection without a word".into(),
+                });
+            }
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            buf.truncate(end);
+            break;
+        }
+        if buf.len() >= MAX_LINE {
+            buf.truncate(MAX_LINE);
+            break;
+        }
+    }
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(buf)
+}
+
+/// The verdict on a first line: `Ok("answered \"+PONG\"")` or
+/// `Err("expected \"+PONG\", got \"-NOAUTH ...\"")`.
+fn judge(line: &[u8], expect: &Expect) -> Result<String, String> {
+    let text = String::from_utf8_lossy(line);
+    let got = quoted(&text);
+    match expect {
+        Expect::Text(want) if text.contains(want.as_str()) => Ok(format!("answered {got}")),
+        Expect::Text(want) => Err(format!("expected {want:?}, got {got}")),
+        Expect::Pattern(re) if re.is_match(&text) => Ok(format!("answered {got}")),
+        Expect::Pattern(re) => Err(format!(
+            "expected a line matching {:?}, got {got}",
+            re.as_str()
+        )),
+    }
+}
+
+/// A line as a message quotes it: escaped, cut at [`MAX_SHOWN`]
+/// characters; an empty line is said so.
+fn quoted(text: &str) -> String {
+    if text.is_empty() {
+        return "an empty line".into();
+    }
+    match text.char_indices().nth(MAX_SHOWN) {
+        Some((at, _)) => format!("{:?}", format!("{}...", &text[..at])),
+        None => format!("{text:?}"),
+    }
 }
 
 /// A TLS handshake as the pool's requests make it.
@@ -308,5 +412,30 @@ where
 {
     fn execute(&self, fut: F) {
         tokio::task::spawn_local(fut);
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[test]
+    fn a_line_is_judged_and_quoted() {
+        let pong = Expect::Text("+PONG".into());
+        assert_eq!(judge(b"+PONG", &pong).unwrap(), "answered \"+PONG\"");
+        assert_eq!(
+            judge(b"-NOAUTH Authentication required.", &pong).unwrap_err(),
+            "expected \"+PONG\", got \"-NOAUTH Authentication required.\""
+        );
+        let banner = Expect::Pattern(regex::Regex::new("^220[ -]").unwrap());
+        assert!(judge(b"220-mail.example ESMTP", &banner).is_ok());
+        assert_eq!(
+            judge(b"", &banner).unwrap_err(),
+            "expected a line matching \"^220[ -]\", got an empty line"
+        );
+        let long = "x".repeat(500);
+        assert!(judge(long.as_bytes(), &pong)
+            .unwrap_err()
+            .ends_with("...\""));
     }
 }
