@@ -1,0 +1,312 @@
+//! Health checks of tcp pools against real servers: two SMTP servers
+//! (Python's `aiosmtpd`, tests/clients/smtp_server.py) checked on their
+//! `220` banner, one stopped (down) and started again on its port (up);
+//! Debian's `redis-server` checked with `send = "PING\r\n", expect =
+//! "+PONG"`, and one with a password whose `-NOAUTH` answer is the reason
+//! the log and the admin API show; a Lua check's `http.tcp` in a tcp pool.
+
+mod common;
+use common::*;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "t0ken";
+
+fn script(name: &str) -> String {
+    format!("{}/tests/clients/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A port nothing listens on now (the test's servers take it next).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Fails, saying how to get it, when python3 has no `aiosmtpd`.
+fn require_aiosmtpd() {
+    let ok = Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "python3 cannot import aiosmtpd: run the suite with tests/run, which installs tests/setup/requirements.txt into a venv"
+    );
+}
+
+/// An SMTP server (smtp_server.py) named `name` on `port`; killed on drop.
+pub struct Smtp {
+    child: Child,
+    pub out: Log,
+    pub addr: SocketAddr,
+}
+
+impl Smtp {
+    pub fn start(name: &str, port: u16) -> Smtp {
+        require_aiosmtpd();
+        let mut child = Command::new("python3")
+            .args([&script("smtp_server.py"), name, &port.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run python3");
+        let out = Log::default();
+        out.follow(child.stdout.take().unwrap());
+        let line = out.wait_for_any(&[&["listening "], &["<process ended>"]]);
+        assert!(
+            line.starts_with("listening "),
+            "smtp_server.py {name} did not start: {}",
+            out.text()
+        );
+        Smtp {
+            child,
+            out,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `redis-server` on `port`, with `requirepass` when `password` is
+/// given, saving nothing; killed on drop.
+pub struct Redis {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Redis {
+    pub fn start(port: u16, password: Option<&str>) -> Redis {
+        require_command("redis-server", "redis-server");
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--dir", dir.path().to_str().unwrap()]);
+        if let Some(p) = password {
+            cmd.args(["--requirepass", p]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run redis-server");
+        // Kept until the server is gone: it is its working directory.
+        std::mem::forget(dir);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let r = Redis { child, addr };
+        wait_listening(addr);
+        r
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until `addr` accepts connections (at most 20 s).
+fn wait_listening(addr: SocketAddr) {
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{addr} does not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The admin API's `/api/status`.
+async fn status(admin: SocketAddr) -> String {
+    let r = send(
+        admin,
+        request(
+            "GET",
+            "/api/status",
+            &[("authorization", &format!("Bearer {TOKEN}"))],
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+}
+
+/// Polls `/api/status` until it contains every one of `parts` (at most
+/// 20 s); the last answer.
+async fn status_until(admin: SocketAddr, parts: &[&str]) -> String {
+    let start = Instant::now();
+    loop {
+        let s = status(admin).await;
+        if parts.iter().all(|p| s.contains(p)) {
+            return s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the admin API never showed {parts:?}; last:\n{s}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn smtp_servers_checked_on_their_banner_go_down_when_stopped_and_up_when_started() {
+    let (pa, pb) = (free_port(), free_port());
+    let a = Smtp::start("A", pa);
+    let b = Smtp::start("B", pb);
+    let policy = format!(
+        r#"return {{
+  listeners = {{ {{ name = "smtp", bind = "127.0.0.1:0", mode = "tcp", pool = "mail" }} }},
+  pools = {{
+    mail = {{ mode = "tcp", servers = {{ "{a}", "{b}" }},
+              check = {{ expect = "220", interval = "200ms", timeout = "1s", rise = 2, fall = 2 }} }},
+  }},
+}}
+"#,
+        a = a.addr,
+        b = b.addr
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let b_addr = b.addr;
+    drop(b);
+    let down = pocket
+        .log
+        .wait_for(&[&format!("server {b_addr} of pool mail is DOWN")]);
+    assert!(down.contains("2 checks failed: connect:"), "{down}");
+    let _b = Smtp::start("B", pb);
+    let up = pocket
+        .log
+        .wait_for(&[&format!("server {b_addr} of pool mail is UP")]);
+    assert!(
+        up.contains("2 checks passed: answered \"220 B ESMTP pocket-test\""),
+        "{up}"
+    );
+    // A never went down.
+    assert!(
+        !pocket
+            .log
+            .text()
+            .contains(&format!("{} of pool mail is DOWN", a.addr)),
+        "{}",
+        pocket.log.text()
+    );
+}
+
+#[test]
+fn a_banner_pattern_passes_a_matching_line_and_says_what_another_server_sent() {
+    let smtp = Smtp::start("A", free_port());
+    let redis = Redis::start(free_port(), None);
+    // Two pools, one address each: the same pattern judges an SMTP
+    // banner (passes) and redis's reply to `send` (fails, quoting it).
+    let policy = format!(
+        r#"return {{
+  listeners = {{ {{ name = "smtp", bind = "127.0.0.1:0", mode = "tcp", pool = "mail" }} }},
+  pools = {{
+    mail = {{ mode = "tcp", servers = {{ "{smtp}" }},
+              check = {{ pattern = "^220[ -]", interval = "200ms", rise = 1, fall = 2, start = "down" }} }},
+    wrong = {{ mode = "tcp", servers = {{ "{redis}" }},
+               check = {{ send = "PING\r\n", pattern = "^220[ -]", interval = "200ms", fall = 2 }} }},
+  }},
+}}
+"#,
+        smtp = smtp.addr,
+        redis = redis.addr
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let up = pocket
+        .log
+        .wait_for(&[&format!("server {} of pool mail is UP", smtp.addr)]);
+    assert!(up.contains("answered \"220 A ESMTP pocket-test\""), "{up}");
+    let down = pocket
+        .log
+        .wait_for(&[&format!("server {} of pool wrong is DOWN", redis.addr)]);
+    assert!(
+        down.contains("expected a line matching \"^220[ -]\", got \"+PONG\""),
+        "{down}"
+    );
+}
+
+#[test]
+fn redis_passes_a_ping_check_and_a_locked_one_fails_saying_noauth() {
+    let open = Redis::start(free_port(), None);
+    let locked = Redis::start(free_port(), Some("s3cret"));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let policy = format!(
+        r#"return {{
+  admin = {{ bind = "{admin}", token = "{TOKEN}" }},
+  listeners = {{ {{ name = "redis", bind = "127.0.0.1:0", mode = "tcp", pool = "redis" }} }},
+  pools = {{
+    redis = {{ mode = "tcp", servers = {{ "{open}" }},
+               check = {{ send = "PING\r\n", expect = "+PONG", interval = "200ms", rise = 1, start = "down" }} }},
+    locked = {{ mode = "tcp", servers = {{ "{locked}" }},
+                check = {{ send = "PING\r\n", expect = "+PONG", interval = "200ms", fall = 2 }} }},
+  }},
+}}
+"#,
+        open = open.addr,
+        locked = locked.addr
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let up = pocket
+        .log
+        .wait_for(&[&format!("server {} of pool redis is UP", open.addr)]);
+    assert!(up.contains("answered \"+PONG\""), "{up}");
+    let down = pocket
+        .log
+        .wait_for(&[&format!("server {} of pool locked is DOWN", locked.addr)]);
+    assert!(
+        down.contains(
+            "2 checks failed: expected \"+PONG\", got \"-NOAUTH Authentication required.\""
+        ),
+        "{down}"
+    );
+    // The stats page's API shows the same reason.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(status_until(
+        admin,
+        &[
+            r#"\"-NOAUTH Authentication required.\""#,
+            r#"answered \"+PONG\""#,
+        ],
+    ));
+}
+
+#[test]
+fn a_lua_check_in_a_tcp_pool_talks_to_redis_with_http_tcp() {
+    let redis = Redis::start(free_port(), None);
+    let policy = format!(
+        r#"return {{
+  listeners = {{ {{ name = "redis", bind = "127.0.0.1:0", mode = "tcp", pool = "redis" }} }},
+  pools = {{
+    redis = {{ mode = "tcp", servers = {{ "{redis}" }},
+      check = {{
+        interval = "200ms", rise = 1, start = "down",
+        run = function(server, http)
+          local got = http.tcp("SET pocket-check ok\r\n")
+          return got == "+OK\r\n", "SET answered " .. got:gsub("%s+$", "")
+        end,
+      }},
+    }},
+  }},
+}}
+"#,
+        redis = redis.addr
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let up = pocket
+        .log
+        .wait_for(&[&format!("server {} of pool redis is UP", redis.addr)]);
+    assert!(up.contains("SET answered +OK"), "{up}");
+}
