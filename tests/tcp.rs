@@ -65,17 +65,98 @@ fn banner_then_listen(mut s: TcpStream, name: &str, tx: &mpsc::Sender<String>) {
     let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
 }
 
-fn policy(servers: &[SocketAddr], extra_pool: &str, extra: &str) -> String {
+/// Writes back each piece as it comes, until the client's end; then ends
+/// its own side.
+fn echo_live(mut s: TcpStream, _name: &str, tx: &mpsc::Sender<String>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = s.shutdown(Shutdown::Write);
+    let _ = tx.send("closed".into());
+}
+
+/// Counts what the client sends to its end, reports the count and
+/// answers it.
+fn count_bytes(mut s: TcpStream, _name: &str, tx: &mpsc::Sender<String>) {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total: u64 = 0;
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    let _ = tx.send(total.to_string());
+    let _ = s.write_all(format!("counted {total}").as_bytes());
+    let _ = s.shutdown(Shutdown::Write);
+}
+
+/// A policy with one tcp listener `t` on pool `p` of `servers`;
+/// `pool_extra` goes in the pool's table, `extra` in the policy's.
+fn policy(servers: &[SocketAddr], pool_extra: &str, extra: &str) -> String {
     let list: Vec<String> = servers.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
         r#"return {{
   listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p" }} }},
-  pools = {{ p = {{ mode = "tcp", servers = {{ {} }}{extra_pool} }} }},
-{extra}
+  pools = {{ p = {{ mode = "tcp", servers = {{ {} }}, {pool_extra} }} }},
+  {extra}
 }}
 "#,
         list.join(", ")
     )
+}
+
+/// One exchange: sends `what`, shuts the write side, reads to the end.
+fn ask(addr: SocketAddr, what: &[u8]) -> Vec<u8> {
+    let mut c = connect(addr);
+    c.write_all(what).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    read_all(&mut c)
+}
+
+/// Sends `what` and finds the connection closed by Pocket without a byte
+/// (EOF, or a reset since Pocket closed with our bytes unread).
+fn refused(addr: SocketAddr, what: &[u8]) {
+    let mut c = connect(addr);
+    let _ = c.write_all(what);
+    let _ = c.shutdown(Shutdown::Write);
+    let mut buf = [0u8; 16];
+    assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)), "closed");
+}
+
+/// Sends a line on an open connection and reads its echo back.
+fn round_trip(c: &mut TcpStream, line: &str) {
+    c.write_all(line.as_bytes()).unwrap();
+    let mut got = vec![0u8; line.len()];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), line);
+}
+
+/// The lines of an access log file once it has `n` of them (polled,
+/// within the deadline).
+fn access_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{} of {n} access log lines after {DEADLINE:?}: {text}",
+            lines.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -115,4 +196,184 @@ fn echo_with_half_close_both_ways() {
         heard.recv_timeout(DEADLINE).unwrap(),
         "QUIT after your close\r\n"
     );
+}
+
+#[test]
+fn round_robin_over_two_servers() {
+    let (a, _) = server("A", echo_after_eof);
+    let (b, _) = server("B", echo_after_eof);
+    let pocket = Pocket::start(&policy(&[a, b], "", ""), 1);
+    let addr = pocket.addr("t");
+    let answers: Vec<String> = (0..4)
+        .map(|_| String::from_utf8(ask(addr, b"x")).unwrap())
+        .collect();
+    let on = |name: &str| answers.iter().filter(|a| *a == &format!("{name}:x")).count();
+    assert_eq!((on("A"), on("B")), (2, 2), "{answers:?}");
+}
+
+#[test]
+fn a_refused_server_is_skipped_for_the_next() {
+    let dead = dead_addr();
+    let (a, _) = server("A", echo_after_eof);
+    let pocket = Pocket::start(&policy(&[dead, a], "retries = 2", ""), 1);
+    let addr = pocket.addr("t");
+    for _ in 0..3 {
+        assert_eq!(ask(addr, b"hi"), b"A:hi");
+    }
+    pocket
+        .log
+        .wait_for(&["connect failed", &dead.to_string(), "pool=p"]);
+}
+
+#[test]
+fn no_server_left_closes_the_connection_saying_so() {
+    let dead = dead_addr();
+    let pocket = Pocket::start(&policy(&[dead], "retries = 0", ""), 1);
+    refused(pocket.addr("t"), b"hi");
+    pocket.log.wait_for(&[
+        "no server of pool \"p\" could be connected to",
+        "listener=t",
+        "peer=127.0.0.1:",
+    ]);
+}
+
+#[test]
+fn pocket_reject_closes_the_connection() {
+    let (a, _) = server("A", echo_after_eof);
+    let pocket = Pocket::start(
+        &policy(
+            &[a],
+            "",
+            r#"on_connect = function(conn)
+    if conn.listener == "t" then return pocket.reject("not today") end
+  end,"#,
+        ),
+        1,
+    );
+    let mut c = connect(pocket.addr("t"));
+    // Closed without a byte: EOF, or a reset if our bytes arrive after.
+    let mut buf = [0u8; 16];
+    assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)));
+    pocket
+        .log
+        .wait_for(&["connection rejected: not today", "listener=t"]);
+}
+
+#[test]
+fn an_on_connect_error_closes_only_that_connection() {
+    let (a, _) = server("A", echo_after_eof);
+    let pocket = Pocket::start(
+        &format!(
+            r#"local seen = 0
+return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p" }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "{a}" }} }} }},
+  on_connect = function(conn)
+    seen = seen + 1
+    if seen == 1 then error("the first one fails") end
+    return nil
+  end,
+}}
+"#
+        ),
+        1,
+    );
+    let addr = pocket.addr("t");
+    refused(addr, b"one");
+    let line = pocket
+        .log
+        .wait_for(&["the first one fails", "connection closed"]);
+    assert!(line.contains("policy.lua:7:"), "{line}");
+    assert!(line.contains("listener=t") && line.contains("peer=127.0.0.1:"), "{line}");
+    assert_eq!(ask(addr, b"two"), b"A:two");
+}
+
+#[test]
+fn on_connect_picks_the_pool_and_a_balance_function_the_server() {
+    let (a, _) = server("A", echo_after_eof);
+    let (b, _) = server("B", echo_after_eof);
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp" }} }},
+  pools = {{
+    hashed = {{ mode = "tcp", servers = {{ "{a}", "{b}" }}, balance = "hash", hash_key = "source" }},
+    scripted = {{ mode = "tcp", servers = {{ "{a}", "{b}" }},
+                 balance = function(servers, conn)
+                   for i, s in ipairs(servers) do
+                     if s.addr == "{b}" and conn.peer_ip == "127.0.0.1" then return i end
+                   end
+                 end }},
+  }},
+  on_connect = function(conn)
+    if conn.local_port % 2 == 0 then return "hashed" end
+    return "scripted"
+  end,
+}}
+"#
+        ),
+        1,
+    );
+    let addr = pocket.addr("t");
+    let answers: Vec<Vec<u8>> = (0..3).map(|_| ask(addr, b"k")).collect();
+    if addr.port() % 2 == 0 {
+        // One client address: always the same server.
+        assert!(answers.iter().all(|x| x == &answers[0]), "{answers:?}");
+    } else {
+        assert!(answers.iter().all(|x| x == b"B:k"), "{answers:?}");
+    }
+}
+
+#[test]
+fn the_access_log_has_a_line_per_connection_in_both_formats() {
+    for format in ["json", "text"] {
+        let (a, _) = server("A", echo_after_eof);
+        let dead = dead_addr();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("access.log");
+        let pocket = Pocket::start(
+            &format!(
+                r#"return {{
+  log = {{ access = "{}", format = "{format}" }},
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p" }},
+                {{ name = "no", bind = "127.0.0.1:0", mode = "tcp", pool = "p" }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "{dead}", "{a}" }}, retries = 1 }} }},
+  on_connect = function(conn)
+    if conn.listener == "no" then return pocket.reject("closed listener") end
+  end,
+}}
+"#,
+                file.display()
+            ),
+            1,
+        );
+        // The first connection goes to the dead server first, then A.
+        assert_eq!(ask(pocket.addr("t"), b"hello"), b"A:hello");
+        let lines = access_lines(&file, 1);
+        let line = &lines[0];
+        if format == "json" {
+            for part in [
+                "\"listener\":\"t\"".to_string(),
+                "\"method\":null,\"host\":null,\"path\":null,\"proto\":\"TCP\",\"status\":null".into(),
+                format!("\"bytes_in\":5,\"bytes_out\":7,\"pool\":\"p\",\"server\":\"{a}\""),
+                format!("\"retries\":[{{\"server\":\"{dead}\",\"cause\":\"connect failed\"}}]"),
+                "\"termination\":\"--\"".into(),
+            ] {
+                assert!(line.contains(&part), "{part:?} not in {line}");
+            }
+            assert!(!line.contains("\"connect_ms\":null"), "{line}");
+        } else {
+            for part in [
+                " t g1 \"TCP\" - -- in=5 out=7 pool=p",
+                &format!("server={a} retries=1"),
+            ] {
+                assert!(line.contains(part), "{part:?} not in {line}");
+            }
+        }
+        let mut c = connect(pocket.addr("no"));
+        let mut buf = [0u8; 4];
+        assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)));
+        let lines = access_lines(&file, 2);
+        assert!(lines[1].contains("PR"), "{}", lines[1]);
+    }
 }
