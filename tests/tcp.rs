@@ -65,9 +65,10 @@ fn banner_then_listen(mut s: TcpStream, name: &str, tx: &mpsc::Sender<String>) {
     let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
 }
 
-/// Writes back each piece as it comes, until the client's end; then ends
-/// its own side.
-fn echo_live(mut s: TcpStream, _name: &str, tx: &mpsc::Sender<String>) {
+/// Says its name on a line, then writes back each piece as it comes,
+/// until the client's end; then ends its own side.
+fn echo_live(mut s: TcpStream, name: &str, tx: &mpsc::Sender<String>) {
+    let _ = s.write_all(format!("{name}\n").as_bytes());
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match s.read(&mut buf) {
@@ -130,6 +131,17 @@ fn refused(addr: SocketAddr, what: &[u8]) {
     let _ = c.shutdown(Shutdown::Write);
     let mut buf = [0u8; 16];
     assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)), "closed");
+}
+
+/// Opens a connection to an [`echo_live`] server and reads its name.
+fn open_live(addr: SocketAddr) -> (TcpStream, String) {
+    let mut c = connect(addr);
+    let mut name = Vec::new();
+    let mut byte = [0u8; 1];
+    while c.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+        name.push(byte[0]);
+    }
+    (c, String::from_utf8_lossy(&name).into_owned())
 }
 
 /// Sends a line on an open connection and reads its echo back.
@@ -376,4 +388,131 @@ fn the_access_log_has_a_line_per_connection_in_both_formats() {
         let lines = access_lines(&file, 2);
         assert!(lines[1].contains("PR"), "{}", lines[1]);
     }
+}
+
+#[test]
+fn a_reload_leaves_an_open_connection_on_its_generation() {
+    let (a, _) = server("A", echo_live);
+    let (b, _) = server("B", echo_live);
+    let pocket = Pocket::start(&policy(&[a], "", ""), 1);
+    let addr = pocket.addr("t");
+    let (mut old, name) = open_live(addr);
+    assert_eq!(name, "A");
+    round_trip(&mut old, "before the reload\n");
+
+    std::fs::write(&pocket.policy, policy(&[b], "", "")).unwrap();
+    let (code, out, err) = pocket_cmd(&["reload", pocket.policy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("generation 2"), "{out}");
+
+    // New connections go to the new pool's server...
+    let (mut new, name) = open_live(addr);
+    assert_eq!(name, "B");
+    round_trip(&mut new, "new\n");
+    // ...and the one opened before keeps working, on its server.
+    round_trip(&mut old, "after the reload\n");
+    old.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&mut old), b"");
+}
+
+#[test]
+fn sigterm_closes_an_open_connection_after_the_grace_period() {
+    let (a, closed) = server("A", echo_live);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.json");
+    let text = policy(
+        &[a],
+        "",
+        &format!(r#"log = {{ access = "{}", format = "json" }},"#, file.display()),
+    );
+    let path = write_policy(dir.path(), "policy.lua", &text);
+    let mut pocket = Pocket::start_file_with(dir, path, 1, &["--grace", "1s"]);
+    let (mut c, _) = open_live(pocket.addr("t"));
+    round_trip(&mut c, "still here\n");
+    unsafe { libc::kill(pocket.pid() as i32, libc::SIGTERM) };
+    // The connection stays usable while the grace period runs, then is
+    // closed: the client sees its end, the server its client gone.
+    let mut buf = [0u8; 16];
+    assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)));
+    assert_eq!(closed.recv_timeout(DEADLINE).unwrap(), "closed");
+    pocket.log.wait_for(&["grace period of"]);
+    let status = pocket.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let lines = access_lines(&file, 1);
+    assert!(lines[0].contains("\"termination\":\"KD\""), "{}", lines[0]);
+    assert!(lines[0].contains("\"bytes_in\":11"), "{}", lines[0]);
+}
+
+#[test]
+fn a_gib_stream_passes_with_flat_memory() {
+    const GIB: u64 = 1 << 30;
+    const CHUNK: usize = 256 * 1024;
+    let (a, counted) = server("A", count_bytes);
+    let pocket = Pocket::start(&policy(&[a], "", ""), 1);
+    let addr = pocket.addr("t");
+    // Warm: the first connection's allocations are not growth.
+    assert_eq!(ask(addr, b"warm"), b"counted 4");
+    assert_eq!(counted.recv_timeout(DEADLINE).unwrap(), "4");
+    let (before, _) = pocket.rss_kib();
+
+    let started = std::time::Instant::now();
+    let mut c = connect(addr);
+    let chunk = vec![7u8; CHUNK];
+    let mut sent: u64 = 0;
+    let mut highest = before;
+    while sent < GIB {
+        c.write_all(&chunk).unwrap();
+        sent += CHUNK as u64;
+        if sent % (64 << 20) == 0 {
+            highest = highest.max(pocket.rss_kib().0);
+            assert!(
+                started.elapsed() < Duration::from_secs(600),
+                "1 GiB not through in 10 minutes ({sent} bytes sent)"
+            );
+        }
+    }
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&mut c), format!("counted {GIB}").as_bytes());
+    assert_eq!(counted.recv_timeout(DEADLINE).unwrap(), GIB.to_string());
+    let grew = highest.saturating_sub(before);
+    eprintln!(
+        "1 GiB in {:?}; RSS {before} KiB before, highest {highest} KiB",
+        started.elapsed()
+    );
+    assert!(grew < 32 * 1024, "RSS grew by {grew} KiB over a 1 GiB stream");
+}
+
+#[test]
+fn tls_to_the_servers_of_a_tcp_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    make_test_certs(dir.path());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/tls_origin.py");
+    let mut origin = std::process::Command::new("python3")
+        .arg(script)
+        .arg(dir.path().join("server.pem"))
+        .arg(dir.path().join("server.key"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs tests/clients/tls_origin.py");
+    let out = Log::default();
+    out.follow(origin.stdout.take().unwrap());
+    let line = out.wait_for_any(&[&["listening "], &["<process ended>"]]);
+    assert!(line.contains("listening "), "the TLS origin did not start");
+    let port: u16 = line.rsplit(' ').next().unwrap().trim().parse().unwrap();
+    let text = format!(
+        r#"return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p" }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "localhost:{port}" }}, tls = {{ ca = "ca.pem" }} }} }},
+}}
+"#
+    );
+    let path = write_policy(dir.path(), "policy.lua", &text);
+    let pocket = Pocket::start_file(dir, path, 1);
+    // Plain bytes in, TLS to the server: an HTTP/1.0 request by hand.
+    let got = ask(pocket.addr("t"), b"GET /tcp HTTP/1.0\r\n\r\n");
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.contains("tls origin: /tcp sni=localhost"), "{got}");
+    let _ = origin.kill();
+    let _ = origin.wait();
 }
