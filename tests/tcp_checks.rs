@@ -310,3 +310,141 @@ fn a_lua_check_in_a_tcp_pool_talks_to_redis_with_http_tcp() {
         .wait_for(&[&format!("server {} of pool redis is UP", redis.addr)]);
     assert!(up.contains("SET answered +OK"), "{up}");
 }
+
+/// Sends one mail through `addr` with smtplib (smtp_send.py): what it
+/// printed (`banner 220 ...`, `sent 250 delivered to A`).
+fn send_mail(addr: SocketAddr, subject: &str) -> String {
+    let out = Command::new("python3")
+        .args([
+            &script("smtp_send.py"),
+            &addr.ip().to_string(),
+            &addr.port().to_string(),
+            subject,
+        ])
+        .output()
+        .expect("run python3");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "smtp_send.py: {text}");
+    text
+}
+
+#[test]
+fn mail_sent_through_pocket_arrives_and_a_stopped_server_gets_none() {
+    let (pa, pb) = (free_port(), free_port());
+    let a = Smtp::start("A", pa);
+    let b = Smtp::start("B", pb);
+    let policy = format!(
+        r#"return {{
+  listeners = {{ {{ name = "smtp", bind = "127.0.0.1:0", mode = "tcp", pool = "mail" }} }},
+  pools = {{
+    mail = {{ mode = "tcp", servers = {{ "{a}", "{b}" }}, retries = 0,
+              check = {{ expect = "220", interval = "200ms", timeout = "1s", rise = 2, fall = 2 }} }},
+  }},
+}}
+"#,
+        a = a.addr,
+        b = b.addr
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let smtp = pocket.addr("smtp");
+    let mut to = Vec::new();
+    for i in 0..4 {
+        let said = send_mail(smtp, &format!("round {i}"));
+        assert!(said.contains("banner 220 "), "{said}");
+        let name = said
+            .split("sent 250 delivered to ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{said}"))
+            .trim()
+            .to_string();
+        to.push(name);
+    }
+    // Round robin: both servers got mail, and each has it.
+    to.sort();
+    assert_eq!(to, ["A", "A", "B", "B"]);
+    a.out.wait_for(&[
+        "mail A from=alice@client.test to=bob@example.test",
+        "subject=round",
+    ]);
+    b.out
+        .wait_for(&["mail B from=alice@client.test", "subject=round"]);
+
+    // B stops; once its banner check says so, every mail goes to A, with
+    // no retry to hide a refused connection (retries = 0).
+    let b_addr = b.addr;
+    drop(b);
+    pocket
+        .log
+        .wait_for(&[&format!("server {b_addr} of pool mail is DOWN")]);
+    for i in 0..4 {
+        let said = send_mail(smtp, &format!("after {i}"));
+        assert!(said.contains("sent 250 delivered to A"), "{said}");
+    }
+    a.out.wait_for(&["mail A", "subject=after 3"]);
+}
+
+/// Runs `redis-cli -h 127.0.0.1 -p PORT ARGS...`: its output, trimmed.
+fn redis_cli(addr: SocketAddr, args: &[&str]) -> String {
+    require_command("redis-cli", "redis-tools");
+    let out = Command::new("redis-cli")
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn redis_cli_sets_and_gets_through_pocket() {
+    let redis = Redis::start(free_port(), None);
+    let policy = format!(
+        r#"return {{
+  listeners = {{ {{ name = "redis", bind = "127.0.0.1:0", mode = "tcp", pool = "redis" }} }},
+  pools = {{
+    redis = {{ mode = "tcp", servers = {{ "{redis}" }},
+               check = {{ send = "PING\r\n", expect = "+PONG", interval = "200ms" }} }},
+  }},
+}}
+"#,
+        redis = redis.addr
+    );
+    let pocket = Pocket::start(&policy, 2);
+    let via = pocket.addr("redis");
+    assert_eq!(
+        redis_cli(via, &["SET", "greeting", "hello from pocket"]),
+        "OK"
+    );
+    assert_eq!(redis_cli(via, &["GET", "greeting"]), "hello from pocket");
+    // The server itself has it: the bytes went through, not around.
+    assert_eq!(
+        redis_cli(redis.addr, &["GET", "greeting"]),
+        "hello from pocket"
+    );
+    // A pipeline of many commands on one connection (backpressure both
+    // ways): every answer comes back, in order.
+    let mut pipe = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &via.port().to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run redis-cli");
+    {
+        use std::io::Write;
+        let mut stdin = pipe.stdin.take().unwrap();
+        for i in 0..2000 {
+            writeln!(stdin, "INCR counter").unwrap();
+            if i == 1999 {
+                writeln!(stdin, "GET counter").unwrap();
+            }
+        }
+    }
+    let out = pipe.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().last(),
+        Some("2000"),
+        "{}",
+        text.lines().count()
+    );
+}
