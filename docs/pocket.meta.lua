@@ -141,14 +141,15 @@
 ---@field active integer Requests in flight on it, all workers.
 ---@field requests integer Responses it has given.
 
----An active health check: exactly one of tcp, http, run or script.
+---An active health check: exactly one of tcp, http, run or script; in a tcp pool also a line check (send, expect or pattern, no http).
 ---@class pocket.Check
 ---@field tcp? true Passes when a TCP connection opens.
 ---@field http? string "GET /health", "HEAD /ping" or "/health" (GET).
 ---@field host? string Host header of an http check (default: the server's "ip:port").
----@field expect? integer|string|integer[] Good statuses of an http check: 200, "2xx", or { 200, 399 } (default).
+---@field expect? integer|string|integer[] Good statuses of an http check: 200, "2xx", or { 200, 399 } (default). In a tcp pool's line check: text the server's first line contains ("220", "+PONG").
 ---@field body? string The response body must contain this text.
----@field pattern? string The response body must match this Rust regex.
+---@field pattern? string The response body must match this Rust regex. In a tcp pool's line check: a regex the server's first line matches.
+---@field send? string Tcp pools: bytes written before the first line is read ("PING\r\n"); needs expect or pattern.
 ---@field run? pocket.CheckFunction A scripted check.
 ---@field script? true Use the policy's on_check.
 ---@field interval? pocket.Duration Between the starts of two checks; at least 10ms; default "2s".
@@ -187,7 +188,7 @@ function CheckHttp.get(path, host) end
 ---@return pocket.CheckAnswer
 function CheckHttp.request(method, path, host) end
 
----Connects, writes `send` (if any), and returns what the server sent once it closes the connection (at most 64 KiB). Waits for the close: a server that keeps the connection open makes the check time out.
+---Connects, writes `send` (if any), and returns the first bytes the server sends (one read, at most 8 KiB: a banner or a reply; "" if it closes without a word). A server that sends nothing makes the check time out.
 ---@param send? string
 ---@return string
 function CheckHttp.tcp(send) end
