@@ -47,9 +47,22 @@ pub struct Smtp {
 
 impl Smtp {
     pub fn start(name: &str, port: u16) -> Smtp {
+        Self::start_with(name, port, &[])
+    }
+
+    /// Over TLS from the first byte, with the server.pem and server.key
+    /// of [`make_test_certs`] in `dir`.
+    pub fn start_tls(name: &str, port: u16, dir: &std::path::Path) -> Smtp {
+        let cert = dir.join("server.pem");
+        let key = dir.join("server.key");
+        Self::start_with(name, port, &[cert.to_str().unwrap(), key.to_str().unwrap()])
+    }
+
+    fn start_with(name: &str, port: u16, more: &[&str]) -> Smtp {
         require_aiosmtpd();
         let mut child = Command::new("python3")
             .args([&script("smtp_server.py"), name, &port.to_string()])
+            .args(more)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -236,6 +249,39 @@ fn a_banner_pattern_passes_a_matching_line_and_says_what_another_server_sent() {
         down.contains("expected a line matching \"^220[ -]\", got \"+PONG\""),
         "{down}"
     );
+}
+
+#[test]
+fn a_banner_check_of_a_tls_pool_reads_the_banner_after_the_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    make_test_certs(dir.path());
+    let smtps = Smtp::start_tls("S", free_port(), dir.path());
+    let port = smtps.addr.port();
+    // The same server checked by a pool with tls (the banner comes after
+    // the handshake) and by one without (a TLS server says nothing
+    // first: the check's timeout).
+    let text = format!(
+        r#"return {{
+  listeners = {{ {{ name = "smtps", bind = "127.0.0.1:0", mode = "tcp", pool = "smtps" }} }},
+  pools = {{
+    smtps = {{ mode = "tcp", servers = {{ "localhost:{port}" }}, tls = {{ ca = "ca.pem" }},
+               check = {{ expect = "220", interval = "200ms", rise = 1, start = "down" }} }},
+    plain = {{ mode = "tcp", servers = {{ "127.0.0.1:{port}" }}, own_health = true,
+               check = {{ expect = "220", interval = "200ms", timeout = "300ms", fall = 2 }} }},
+  }},
+}}
+"#
+    );
+    let path = write_policy(dir.path(), "policy.lua", &text);
+    let pocket = Pocket::start_file(dir, path, 1);
+    let up = pocket
+        .log
+        .wait_for(&[&format!("server {} of pool smtps is UP", smtps.addr)]);
+    assert!(up.contains("answered \"220 S ESMTP pocket-test\""), "{up}");
+    let down = pocket
+        .log
+        .wait_for(&[&format!("server {} of pool plain is DOWN", smtps.addr)]);
+    assert!(down.contains("no answer within 300ms"), "{down}");
 }
 
 #[test]

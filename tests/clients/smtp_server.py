@@ -2,22 +2,28 @@
 """An SMTP server for tests/tcp_checks.rs, made with Python's `aiosmtpd`
 (PyPI, tests/setup/requirements.txt).
 
-    smtp_server.py NAME [PORT]
+    smtp_server.py NAME [PORT [CERT KEY]]
 
 Prints `listening PORT` once it listens on 127.0.0.1 (PORT, or a free
-port when 0 or absent), then serves until killed. Its banner is
+port when 0 or absent), then serves until killed. With CERT and KEY (PEM
+files) it speaks TLS from the first byte (SMTPS, as on port 465). Its banner is
 `220 NAME ESMTP pocket-test`. Each mail it accepts is printed as one line,
 `mail NAME from=SENDER to=RCPT,... bytes=N subject=SUBJECT`, and answered
 `250 delivered to NAME`.
 """
 import asyncio
 import email
+import ssl
 import sys
 
 from aiosmtpd.smtp import SMTP
 
 NAME = sys.argv[1]
 PORT = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+TLS = None
+if len(sys.argv) > 4:
+    TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    TLS.load_cert_chain(sys.argv[3], sys.argv[4])
 
 
 class Handler:
@@ -38,6 +44,7 @@ async def main():
         "127.0.0.1",
         PORT,
         reuse_address=True,
+        ssl=TLS,
     )
     print(f"listening {server.sockets[0].getsockname()[1]}", flush=True)
     await server.serve_forever()
