@@ -222,13 +222,15 @@ fn a_banner_pattern_passes_a_matching_line_and_says_what_another_server_sent() {
     let smtp = Smtp::start("A", free_port());
     let redis = Redis::start(free_port(), None);
     // Two pools, one address each: the same pattern judges an SMTP
-    // banner (passes) and redis's reply to `send` (fails, quoting it).
+    // banner (passes: a server that speaks first is judged on its first
+    // line even when `send` is given) and redis's reply to `send` (fails,
+    // quoting it).
     let policy = format!(
         r#"return {{
   listeners = {{ {{ name = "smtp", bind = "127.0.0.1:0", mode = "tcp", pool = "mail" }} }},
   pools = {{
     mail = {{ mode = "tcp", servers = {{ "{smtp}" }},
-              check = {{ pattern = "^220[ -]", interval = "200ms", rise = 1, fall = 2, start = "down" }} }},
+              check = {{ send = "QUIT\r\n", pattern = "^220[ -]", interval = "200ms", rise = 1, fall = 2, start = "down" }} }},
     wrong = {{ mode = "tcp", servers = {{ "{redis}" }},
                check = {{ send = "PING\r\n", pattern = "^220[ -]", interval = "200ms", fall = 2 }} }},
   }},
