@@ -219,12 +219,7 @@ fn round_robin_over_two_servers() {
     let answers: Vec<String> = (0..4)
         .map(|_| String::from_utf8(ask(addr, b"x")).unwrap())
         .collect();
-    let on = |name: &str| {
-        answers
-            .iter()
-            .filter(|a| *a == &format!("{name}:x"))
-            .count()
-    };
+    let on = |name: &str| answers.iter().filter(|a| *a == &format!("{name}:x")).count();
     assert_eq!((on("A"), on("B")), (2, 2), "{answers:?}");
 }
 
@@ -301,10 +296,7 @@ return {{
         .log
         .wait_for(&["the first one fails", "connection closed"]);
     assert!(line.contains("policy.lua:7:"), "{line}");
-    assert!(
-        line.contains("listener=t") && line.contains("peer=127.0.0.1:"),
-        "{line}"
-    );
+    assert!(line.contains("listener=t") && line.contains("peer=127.0.0.1:"), "{line}");
     assert_eq!(ask(addr, b"two"), b"A:two");
 }
 
@@ -374,8 +366,7 @@ fn the_access_log_has_a_line_per_connection_in_both_formats() {
         if format == "json" {
             for part in [
                 "\"listener\":\"t\"".to_string(),
-                "\"method\":null,\"host\":null,\"path\":null,\"proto\":\"TCP\",\"status\":null"
-                    .into(),
+                "\"method\":null,\"host\":null,\"path\":null,\"proto\":\"TCP\",\"status\":null".into(),
                 format!("\"bytes_in\":5,\"bytes_out\":7,\"pool\":\"p\",\"server\":\"{a}\""),
                 format!("\"retries\":[{{\"server\":\"{dead}\",\"cause\":\"connect failed\"}}]"),
                 "\"termination\":\"--\"".into(),
@@ -432,10 +423,7 @@ fn sigterm_closes_an_open_connection_after_the_grace_period() {
     let text = policy(
         &[a],
         "",
-        &format!(
-            r#"log = {{ access = "{}", format = "json" }},"#,
-            file.display()
-        ),
+        &format!(r#"log = {{ access = "{}", format = "json" }},"#, file.display()),
     );
     let path = write_policy(dir.path(), "policy.lua", &text);
     let mut pocket = Pocket::start_file_with(dir, path, 1, &["--grace", "1s"]);
@@ -491,10 +479,7 @@ fn a_gib_stream_passes_with_flat_memory() {
         "1 GiB in {:?}; RSS {before} KiB before, highest {highest} KiB",
         started.elapsed()
     );
-    assert!(
-        grew < 32 * 1024,
-        "RSS grew by {grew} KiB over a 1 GiB stream"
-    );
+    assert!(grew < 32 * 1024, "RSS grew by {grew} KiB over a 1 GiB stream");
 }
 
 #[test]
