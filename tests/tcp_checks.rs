@@ -496,3 +496,35 @@ fn redis_cli_sets_and_gets_through_pocket() {
         text.lines().count()
     );
 }
+
+#[test]
+fn a_line_check_of_a_send_proxy_pool_starts_with_the_proxy_header() {
+    use std::io::{BufRead, BufReader, Write};
+    // A server behind a PROXY-speaking pool: it reads the header line
+    // first, then greets, saying what it read.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(50) {
+            let Ok(mut conn) = conn else { continue };
+            let mut first = String::new();
+            let _ = BufReader::new(&conn).read_line(&mut first);
+            let _ = write!(conn, "220 saw {}\r\n", first.trim_end());
+        }
+    });
+    let policy = format!(
+        r#"return {{
+  listeners = {{ {{ name = "smtp", bind = "127.0.0.1:0", mode = "tcp", pool = "mail" }} }},
+  pools = {{
+    mail = {{ mode = "tcp", servers = {{ "{addr}" }}, send_proxy = "v1",
+              check = {{ expect = "220 saw PROXY UNKNOWN", interval = "200ms", rise = 1, start = "down" }} }},
+  }},
+}}
+"#
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let up = pocket
+        .log
+        .wait_for(&[&format!("server {addr} of pool mail is UP")]);
+    assert!(up.contains("answered \"220 saw PROXY UNKNOWN\""), "{up}");
+}
