@@ -629,3 +629,38 @@ fn a_silent_connection_is_closed_after_timeouts_idle() {
     assert!(lines[0].contains("\"termination\":\"cD\""), "{}", lines[0]);
     pocket.log.wait_for(&["timeouts.idle", "listener=t"]);
 }
+
+#[test]
+fn check_shows_the_mode_and_a_reload_says_when_it_changes() {
+    let (a, _) = server("A", echo_after_eof);
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", pool = "p" }} }},
+  pools = {{ p = {{ servers = {{ "{a}" }} }} }},
+}}
+"#
+        ),
+        1,
+    );
+    let addr = pocket.addr("t");
+    std::fs::write(&pocket.policy, policy(&[a], "", "")).unwrap();
+    let path = pocket.policy.to_str().unwrap();
+    let (code, out, err) = pocket_cmd(&["check", path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("t on 127.0.0.1:0 (default pool: p, mode tcp)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("p (round_robin, 1 server, retries 3, mode tcp)"),
+        "{out}"
+    );
+    let (code, out, err) = pocket_cmd(&["reload", path]);
+    assert_eq!(code, 0, "{out}{err}");
+    pocket
+        .log
+        .wait_for(&["pool p mode http -> tcp", "listener t mode http -> tcp"]);
+    // The same socket now serves whole TCP connections.
+    assert_eq!(ask(addr, b"raw bytes"), b"A:raw bytes");
+}
