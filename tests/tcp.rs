@@ -336,7 +336,7 @@ fn on_connect_picks_the_pool_and_a_balance_function_the_server() {
     );
     let addr = pocket.addr("t");
     let answers: Vec<Vec<u8>> = (0..3).map(|_| ask(addr, b"k")).collect();
-    if addr.port() % 2 == 0 {
+    if addr.port().is_multiple_of(2) {
         // One client address: always the same server.
         assert!(answers.iter().all(|x| x == &answers[0]), "{answers:?}");
     } else {
@@ -475,7 +475,7 @@ fn a_gib_stream_passes_with_flat_memory() {
     while sent < GIB {
         c.write_all(&chunk).unwrap();
         sent += CHUNK as u64;
-        if sent % (64 << 20) == 0 {
+        if sent.is_multiple_of(64 << 20) {
             highest = highest.max(pocket.rss_kib().0);
             assert!(
                 started.elapsed() < Duration::from_secs(600),
