@@ -664,3 +664,87 @@ fn check_shows_the_mode_and_a_reload_says_when_it_changes() {
     // The same socket now serves whole TCP connections.
     assert_eq!(ask(addr, b"raw bytes"), b"A:raw bytes");
 }
+
+/// Reports the first line it reads (a PROXY header), then echoes the rest
+/// after the client's end.
+fn first_line(mut s: TcpStream, name: &str, tx: &mpsc::Sender<String>) {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while s.read_exact(&mut byte).is_ok() {
+        line.push(byte[0]);
+        if byte[0] == b'\n' {
+            break;
+        }
+    }
+    let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+    echo_after_eof(s, name, tx);
+}
+
+#[test]
+fn send_proxy_names_the_client_and_a_fallback_pool_takes_over() {
+    let (a, lines) = server("A", first_line);
+    let (b, _) = server("B", echo_after_eof);
+    let dead = dead_addr();
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "proxied" }},
+                {{ name = "f", bind = "127.0.0.1:0", mode = "tcp", pool = "gone" }} }},
+  pools = {{
+    proxied = {{ mode = "tcp", servers = {{ "{a}" }}, send_proxy = "v1" }},
+    gone = {{ mode = "tcp", servers = {{ "{dead}" }}, retries = 1, fallback = "spare" }},
+    spare = {{ mode = "tcp", servers = {{ "{b}" }} }},
+  }},
+}}
+"#
+        ),
+        1,
+    );
+    let t = pocket.addr("t");
+    let mut c = connect(t);
+    let me = c.local_addr().unwrap();
+    c.write_all(b"data").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&mut c), b"A:data");
+    let header = lines.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(
+        header,
+        format!(
+            "PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\n",
+            me.port(),
+            t.port()
+        )
+    );
+    // The dead server is tried, then the pool has none left: its fallback.
+    assert_eq!(ask(pocket.addr("f"), b"x"), b"B:x");
+}
+
+#[test]
+fn an_accept_proxy_listener_judges_the_client_its_header_names() {
+    let (a, lines) = server("A", first_line);
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p", accept_proxy = true }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "{a}" }}, send_proxy = "v1" }} }},
+  on_connect = function(conn)
+    if conn.peer_ip ~= "10.1.2.3" then return pocket.reject("not from 10.1.2.3") end
+  end,
+}}
+"#
+        ),
+        1,
+    );
+    let t = pocket.addr("t");
+    let got = ask(t, b"PROXY TCP4 10.1.2.3 192.0.2.1 5555 25\r\nmail");
+    assert_eq!(got, b"A:mail");
+    assert_eq!(
+        lines.recv_timeout(DEADLINE).unwrap(),
+        "PROXY TCP4 10.1.2.3 192.0.2.1 5555 25\r\n"
+    );
+    refused(t, b"PROXY TCP4 10.9.9.9 192.0.2.1 5555 25\r\nmail");
+    pocket.log.wait_for(&[
+        "connection rejected: not from 10.1.2.3",
+        "peer=10.9.9.9:5555",
+    ]);
+}
