@@ -60,7 +60,7 @@ pub async fn connect(
     let policy = &script.policy;
     let mut index = pool;
     let mut pool: &Pool = &policy.pools[index];
-    let (mut key, mut preferred) = choose(script, index, &mut client);
+    let (mut key, mut preferred) = choose_timed(script, index, &mut client, open);
     let mut tried: Vec<usize> = Vec::new();
     let mut timed_out = false;
     // A fallback chain is checked at load to end; this only bounds a bug.
@@ -74,7 +74,7 @@ pub async fn connect(
                     index = next;
                     pool = &policy.pools[index];
                     tried.clear();
-                    (key, preferred) = choose(script, index, &mut client);
+                    (key, preferred) = choose_timed(script, index, &mut client, open);
                     continue;
                 }
                 _ => break,
@@ -109,13 +109,15 @@ pub async fn connect(
             Err(e) => {
                 timed_out = matches!(e, ConnectError::Timeout(_));
                 server.state.traffic_failed(pool.passive.after, e.cause());
+                // What happens next, in the words of the HTTP path.
+                let next = crate::proxy::next_try::after_failure(policy, pool, &tried, si);
                 tracing::warn!(
                     connection = %client.id,
                     listener = %client.view.listener,
                     peer = %client.peer,
                     pool = %pool.name,
                     server = %server.addr,
-                    "{e}; trying the next server"
+                    "{e}{next}"
                 );
                 open.ex.retries.push(Retry {
                     pool: pool.name.clone(),
@@ -128,6 +130,22 @@ pub async fn connect(
         }
     }
     Err(NoServer { timed_out })
+}
+
+/// [`choose`], its hooks' time added to the record's `hooks_us`. The
+/// per-thread hook clock is read right around the call: between two
+/// awaits no other task's hooks can run.
+fn choose_timed(
+    script: &WorkerScript,
+    index: usize,
+    client: &mut Client<'_>,
+    open: &mut Open,
+) -> (Option<u64>, Option<usize>) {
+    use crate::observe::metrics::take_request_hook_ns;
+    let _ = take_request_hook_ns();
+    let chosen = choose(script, index, client);
+    open.ex.hooks_us += take_request_hook_ns() / 1000;
+    chosen
 }
 
 /// The hash key and the scripted choice for a connection in pool

@@ -81,8 +81,9 @@ pub async fn serve(
         local,
         view: &mut view,
     };
+    // Named in the line even if no server of it can be had.
+    open.ex.pool = Some(script.policy.pools[pool].name.clone());
     let connected = connect::connect(&script, pool, client, &mut open).await;
-    open.ex.hooks_us += crate::observe::metrics::take_request_hook_ns() / 1000;
     let connected = match connected {
         Ok(c) => c,
         Err(NoServer { timed_out }) => {
