@@ -219,7 +219,12 @@ fn round_robin_over_two_servers() {
     let answers: Vec<String> = (0..4)
         .map(|_| String::from_utf8(ask(addr, b"x")).unwrap())
         .collect();
-    let on = |name: &str| answers.iter().filter(|a| *a == &format!("{name}:x")).count();
+    let on = |name: &str| {
+        answers
+            .iter()
+            .filter(|a| *a == &format!("{name}:x"))
+            .count()
+    };
     assert_eq!((on("A"), on("B")), (2, 2), "{answers:?}");
 }
 
@@ -296,7 +301,10 @@ return {{
         .log
         .wait_for(&["the first one fails", "connection closed"]);
     assert!(line.contains("policy.lua:7:"), "{line}");
-    assert!(line.contains("listener=t") && line.contains("peer=127.0.0.1:"), "{line}");
+    assert!(
+        line.contains("listener=t") && line.contains("peer=127.0.0.1:"),
+        "{line}"
+    );
     assert_eq!(ask(addr, b"two"), b"A:two");
 }
 
@@ -328,7 +336,7 @@ fn on_connect_picks_the_pool_and_a_balance_function_the_server() {
     );
     let addr = pocket.addr("t");
     let answers: Vec<Vec<u8>> = (0..3).map(|_| ask(addr, b"k")).collect();
-    if addr.port() % 2 == 0 {
+    if addr.port().is_multiple_of(2) {
         // One client address: always the same server.
         assert!(answers.iter().all(|x| x == &answers[0]), "{answers:?}");
     } else {
@@ -366,7 +374,8 @@ fn the_access_log_has_a_line_per_connection_in_both_formats() {
         if format == "json" {
             for part in [
                 "\"listener\":\"t\"".to_string(),
-                "\"method\":null,\"host\":null,\"path\":null,\"proto\":\"TCP\",\"status\":null".into(),
+                "\"method\":null,\"host\":null,\"path\":null,\"proto\":\"TCP\",\"status\":null"
+                    .into(),
                 format!("\"bytes_in\":5,\"bytes_out\":7,\"pool\":\"p\",\"server\":\"{a}\""),
                 format!("\"retries\":[{{\"server\":\"{dead}\",\"cause\":\"connect failed\"}}]"),
                 "\"termination\":\"--\"".into(),
@@ -423,7 +432,10 @@ fn sigterm_closes_an_open_connection_after_the_grace_period() {
     let text = policy(
         &[a],
         "",
-        &format!(r#"log = {{ access = "{}", format = "json" }},"#, file.display()),
+        &format!(
+            r#"log = {{ access = "{}", format = "json" }},"#,
+            file.display()
+        ),
     );
     let path = write_policy(dir.path(), "policy.lua", &text);
     let mut pocket = Pocket::start_file_with(dir, path, 1, &["--grace", "1s"]);
@@ -463,7 +475,7 @@ fn a_gib_stream_passes_with_flat_memory() {
     while sent < GIB {
         c.write_all(&chunk).unwrap();
         sent += CHUNK as u64;
-        if sent % (64 << 20) == 0 {
+        if sent.is_multiple_of(64 << 20) {
             highest = highest.max(pocket.rss_kib().0);
             assert!(
                 started.elapsed() < Duration::from_secs(600),
@@ -479,7 +491,10 @@ fn a_gib_stream_passes_with_flat_memory() {
         "1 GiB in {:?}; RSS {before} KiB before, highest {highest} KiB",
         started.elapsed()
     );
-    assert!(grew < 32 * 1024, "RSS grew by {grew} KiB over a 1 GiB stream");
+    assert!(
+        grew < 32 * 1024,
+        "RSS grew by {grew} KiB over a 1 GiB stream"
+    );
 }
 
 #[test]
@@ -515,4 +530,221 @@ fn tls_to_the_servers_of_a_tcp_pool() {
     assert!(got.contains("tls origin: /tcp sni=localhost"), "{got}");
     let _ = origin.kill();
     let _ = origin.wait();
+}
+
+/// `GET /metrics` from the admin listener, by hand.
+fn scrape(pocket: &Pocket) -> String {
+    let line = pocket.log.wait_for(&["admin listening on "]);
+    let admin: SocketAddr = line
+        .rsplit("admin listening on ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut c = connect(admin);
+    c.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n").as_bytes())
+        .unwrap();
+    String::from_utf8_lossy(&read_all(&mut c)).into_owned()
+}
+
+#[test]
+fn least_conn_counts_open_connections_and_metrics_count_them() {
+    let (a, _) = server("A", echo_live);
+    let (b, _) = server("B", echo_live);
+    let pocket = Pocket::start(
+        &policy(
+            &[a, b],
+            r#"balance = "least_conn""#,
+            r#"admin = { bind = "127.0.0.1:0" },"#,
+        ),
+        1,
+    );
+    let addr = pocket.addr("t");
+    // One connection held open on the first server...
+    let (mut held, first) = open_live(addr);
+    round_trip(&mut held, "held\n");
+    // ...so every new one goes to the other while it stays open.
+    for _ in 0..3 {
+        let (mut c, name) = open_live(addr);
+        assert_ne!(
+            name, first,
+            "least_conn sent a connection to the busy server"
+        );
+        round_trip(&mut c, "x\n");
+        c.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_all(&mut c), b"");
+    }
+    let held_addr = if first == "A" { a } else { b };
+    let metrics = scrape(&pocket);
+    let in_flight =
+        format!("pocket_server_requests_in_flight{{pool=\"p\",server=\"{held_addr}\"}} 1");
+    assert!(
+        metrics.contains(&in_flight),
+        "{in_flight} not in\n{metrics}"
+    );
+    held.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&mut held), b"");
+    // Counted when they end: three on one server, one on the other.
+    let other = if first == "A" { b } else { a };
+    let start = std::time::Instant::now();
+    let want = [
+        "pocket_tcp_connections_total{listener=\"t\"} 4".to_string(),
+        format!("pocket_server_tcp_connections_total{{pool=\"p\",server=\"{other}\"}} 3"),
+        format!("pocket_server_tcp_connections_total{{pool=\"p\",server=\"{held_addr}\"}} 1"),
+        // Bytes client to server: "held\n" and three "x\n".
+        "pocket_request_bytes_total{listener=\"t\"} 11".to_string(),
+    ];
+    loop {
+        let metrics = scrape(&pocket);
+        if want.iter().all(|w| metrics.contains(w.as_str())) {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "{want:?} not all in\n{metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_silent_connection_is_closed_after_timeouts_idle() {
+    let (a, closed) = server("A", echo_live);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.json");
+    let text = policy(
+        &[a],
+        r#"timeouts = { idle = "300ms" }"#,
+        &format!(
+            r#"log = {{ access = "{}", format = "json" }},"#,
+            file.display()
+        ),
+    );
+    let path = write_policy(dir.path(), "policy.lua", &text);
+    let pocket = Pocket::start_file(dir, path, 1);
+    let (mut c, _) = open_live(pocket.addr("t"));
+    // Nothing more is sent: Pocket closes both sides.
+    assert_eq!(read_all(&mut c), b"");
+    assert_eq!(closed.recv_timeout(DEADLINE).unwrap(), "closed");
+    let lines = access_lines(&file, 1);
+    // The server spoke last (its name): the client is the quiet side.
+    assert!(lines[0].contains("\"termination\":\"cD\""), "{}", lines[0]);
+    pocket.log.wait_for(&["timeouts.idle", "listener=t"]);
+}
+
+#[test]
+fn check_shows_the_mode_and_a_reload_says_when_it_changes() {
+    let (a, _) = server("A", echo_after_eof);
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", pool = "p" }} }},
+  pools = {{ p = {{ servers = {{ "{a}" }} }} }},
+}}
+"#
+        ),
+        1,
+    );
+    let addr = pocket.addr("t");
+    std::fs::write(&pocket.policy, policy(&[a], "", "")).unwrap();
+    let path = pocket.policy.to_str().unwrap();
+    let (code, out, err) = pocket_cmd(&["check", path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("t on 127.0.0.1:0 (default pool: p, mode tcp)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("p (round_robin, 1 server, retries 3, mode tcp)"),
+        "{out}"
+    );
+    let (code, out, err) = pocket_cmd(&["reload", path]);
+    assert_eq!(code, 0, "{out}{err}");
+    pocket
+        .log
+        .wait_for(&["pool p mode http -> tcp", "listener t mode http -> tcp"]);
+    // The same socket now serves whole TCP connections.
+    assert_eq!(ask(addr, b"raw bytes"), b"A:raw bytes");
+}
+
+/// Reports the first line it reads (a PROXY header), then echoes the rest
+/// after the client's end.
+fn first_line(mut s: TcpStream, name: &str, tx: &mpsc::Sender<String>) {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while s.read_exact(&mut byte).is_ok() {
+        line.push(byte[0]);
+        if byte[0] == b'\n' {
+            break;
+        }
+    }
+    let _ = tx.send(String::from_utf8_lossy(&line).into_owned());
+    echo_after_eof(s, name, tx);
+}
+
+#[test]
+fn send_proxy_names_the_client_and_a_fallback_pool_takes_over() {
+    let (a, lines) = server("A", first_line);
+    let (b, _) = server("B", echo_after_eof);
+    let dead = dead_addr();
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "proxied" }},
+                {{ name = "f", bind = "127.0.0.1:0", mode = "tcp", pool = "gone" }} }},
+  pools = {{
+    proxied = {{ mode = "tcp", servers = {{ "{a}" }}, send_proxy = "v1" }},
+    gone = {{ mode = "tcp", servers = {{ "{dead}" }}, retries = 1, fallback = "spare" }},
+    spare = {{ mode = "tcp", servers = {{ "{b}" }} }},
+  }},
+}}
+"#
+        ),
+        1,
+    );
+    let t = pocket.addr("t");
+    let mut c = connect(t);
+    let me = c.local_addr().unwrap();
+    c.write_all(b"data").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&mut c), b"A:data");
+    let header = lines.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(
+        header,
+        format!(
+            "PROXY TCP4 127.0.0.1 127.0.0.1 {} {}\r\n",
+            me.port(),
+            t.port()
+        )
+    );
+    // The dead server is tried, then the pool has none left: its fallback.
+    assert_eq!(ask(pocket.addr("f"), b"x"), b"B:x");
+}
+
+#[test]
+fn an_accept_proxy_listener_judges_the_client_its_header_names() {
+    let (a, lines) = server("A", first_line);
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p", accept_proxy = true }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "{a}" }}, send_proxy = "v1" }} }},
+  on_connect = function(conn)
+    if conn.peer_ip ~= "10.1.2.3" then return pocket.reject("not from 10.1.2.3") end
+  end,
+}}
+"#
+        ),
+        1,
+    );
+    let t = pocket.addr("t");
+    let got = ask(t, b"PROXY TCP4 10.1.2.3 192.0.2.1 5555 25\r\nmail");
+    assert_eq!(got, b"A:mail");
+    assert_eq!(
+        lines.recv_timeout(DEADLINE).unwrap(),
+        "PROXY TCP4 10.1.2.3 192.0.2.1 5555 25\r\n"
+    );
+    refused(t, b"PROXY TCP4 10.9.9.9 192.0.2.1 5555 25\r\nmail");
+    pocket.log.wait_for(&[
+        "connection rejected: not from 10.1.2.3",
+        "peer=10.9.9.9:5555",
+    ]);
 }
