@@ -157,6 +157,10 @@ fn tcp_checks_without_an_answer_to_wait_for_or_with_wrong_keys_are_refused() {
           check = { http = "GET /", expect = "+PONG" } },
     h = { mode = "tcp", servers = { "127.0.0.1:7008" },
           check = { http = "GET /", send = "x" } },
+    i = { mode = "tcp", servers = { "127.0.0.1:7009" },
+          check = { interval = "1s" } },
+    j = { mode = "tcp", servers = { "127.0.0.1:7010" },
+          check = { expcet = "220" } },
   },
 }"#,
     );
@@ -192,4 +196,11 @@ fn tcp_checks_without_an_answer_to_wait_for_or_with_wrong_keys_are_refused() {
         19,
         "pool \"h\" check: send goes with expect or pattern",
     );
+    says(&err, 21, "pool \"i\" check: say tcp = true, expect = \"...\" (text the server's first line contains, after send = \"...\" if it waits to be spoken to) or http = \"GET /path\"");
+    says(
+        &err,
+        23,
+        "pool \"j\" check: unknown key \"expcet\" (did you mean \"expect\"?)",
+    );
+    assert!(!err.contains("pool \"j\" check: say"), "{err}");
 }

@@ -679,13 +679,18 @@ impl Checker<'_> {
                         ),
                     );
                 } else if !meant_script
-                    && !misspelt
-                        .iter()
-                        .any(|k| ["tcp", "http", "run", "script"].contains(&k.as_str()))
+                    && !misspelt.iter().any(|k| {
+                        ["tcp", "http", "run", "script"].contains(&k.as_str())
+                            || (mode == super::Mode::Tcp
+                                && ["send", "expect", "pattern"].contains(&k.as_str()))
+                    })
                 {
                     self.error(
                         &["pools", pool, "check"],
-                        format!("{what}: say either tcp = true or http = \"GET /path\""),
+                        match mode {
+                            super::Mode::Tcp => format!("{what}: say tcp = true, expect = \"...\" (text the server's first line contains, after send = \"...\" if it waits to be spoken to) or http = \"GET /path\""),
+                            super::Mode::Http => format!("{what}: say either tcp = true or http = \"GET /path\""),
+                        },
                     );
                 }
                 CheckKind::Tcp
