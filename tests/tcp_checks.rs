@@ -95,6 +95,8 @@ impl Drop for Smtp {
 pub struct Redis {
     child: Child,
     pub addr: SocketAddr,
+    /// Its working directory, removed after it is gone.
+    _dir: tempfile::TempDir,
 }
 
 impl Redis {
@@ -113,10 +115,12 @@ impl Redis {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("run redis-server");
-        // Kept until the server is gone: it is its working directory.
-        std::mem::forget(dir);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let r = Redis { child, addr };
+        let r = Redis {
+            child,
+            addr,
+            _dir: dir,
+        };
         wait_listening(addr);
         r
     }
