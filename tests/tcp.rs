@@ -748,3 +748,30 @@ fn an_accept_proxy_listener_judges_the_client_its_header_names() {
         "peer=10.9.9.9:5555",
     ]);
 }
+
+#[test]
+fn open_connections_cost_their_buffers_and_little_more() {
+    const N: usize = 200;
+    let (a, _) = server("A", echo_live);
+    let pocket = Pocket::start(&policy(&[a], "", ""), 1);
+    let addr = pocket.addr("t");
+    let (mut warm, _) = open_live(addr);
+    round_trip(&mut warm, "warm\n");
+    let (before, _) = pocket.rss_kib();
+    let mut open = Vec::with_capacity(N);
+    for i in 0..N {
+        let (mut c, _) = open_live(addr);
+        // Each has moved bytes both ways: both of its buffers are touched.
+        round_trip(&mut c, &format!("{i}\n"));
+        open.push(c);
+    }
+    let (after, _) = pocket.rss_kib();
+    let per = after.saturating_sub(before) as f64 / N as f64;
+    eprintln!("{N} open tcp connections: RSS {before} -> {after} KiB, {per:.1} KiB each");
+    // Two 16 KiB buffers each, and the task: far under 100 KiB.
+    assert!(per < 100.0, "{per:.1} KiB per open connection");
+    for mut c in open {
+        c.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_all(&mut c), b"");
+    }
+}
