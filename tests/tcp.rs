@@ -775,3 +775,38 @@ fn open_connections_cost_their_buffers_and_little_more() {
         assert_eq!(read_all(&mut c), b"");
     }
 }
+
+#[test]
+fn on_connect_naming_an_unknown_pool_closes_that_connection_saying_where() {
+    let (a, _) = server("A", echo_after_eof);
+    let pocket = Pocket::start(
+        &format!(
+            r#"local n = 0
+return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p" }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "{a}" }} }} }},
+  on_connect = function(conn)
+    n = n + 1
+    if n == 1 then return "nowhere" end
+    return "p"
+  end,
+}}
+"#
+        ),
+        1,
+    );
+    let addr = pocket.addr("t");
+    refused(addr, b"q");
+    let line = pocket.log.wait_for(&[
+        "on_connect returned pool \"nowhere\", which is not defined",
+        "connection closed",
+    ]);
+    // Placed at the hook's function, as every bad hook result is.
+    assert!(line.contains("policy.lua:5:"), "{line}");
+    assert!(
+        line.contains("listener=t") && line.contains("peer=127.0.0.1:"),
+        "{line}"
+    );
+    // The next connection is served.
+    assert_eq!(ask(addr, b"q"), b"A:q");
+}
