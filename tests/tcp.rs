@@ -315,9 +315,13 @@ fn on_connect_picks_the_pool_and_a_balance_function_the_server() {
     let pocket = Pocket::start(
         &format!(
             r#"return {{
-  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp" }} }},
+  listeners = {{ {{ name = "h", bind = "127.0.0.1:0", mode = "tcp" }},
+                {{ name = "k", bind = "127.0.0.1:0", mode = "tcp" }},
+                {{ name = "s", bind = "127.0.0.1:0", mode = "tcp" }} }},
   pools = {{
     hashed = {{ mode = "tcp", servers = {{ "{a}", "{b}" }}, balance = "hash", hash_key = "source" }},
+    keyed = {{ mode = "tcp", servers = {{ "{a}", "{b}" }}, balance = "hash",
+              hash_key = function(conn) return conn.listener end }},
     scripted = {{ mode = "tcp", servers = {{ "{a}", "{b}" }},
                  balance = function(servers, conn)
                    for i, s in ipairs(servers) do
@@ -326,7 +330,8 @@ fn on_connect_picks_the_pool_and_a_balance_function_the_server() {
                  end }},
   }},
   on_connect = function(conn)
-    if conn.local_port % 2 == 0 then return "hashed" end
+    if conn.listener == "h" then return "hashed" end
+    if conn.listener == "k" then return "keyed" end
     return "scripted"
   end,
 }}
@@ -334,13 +339,18 @@ fn on_connect_picks_the_pool_and_a_balance_function_the_server() {
         ),
         1,
     );
-    let addr = pocket.addr("t");
-    let answers: Vec<Vec<u8>> = (0..3).map(|_| ask(addr, b"k")).collect();
-    if addr.port().is_multiple_of(2) {
-        // One client address: always the same server.
-        assert!(answers.iter().all(|x| x == &answers[0]), "{answers:?}");
-    } else {
-        assert!(answers.iter().all(|x| x == b"B:k"), "{answers:?}");
+    for listener in ["h", "k"] {
+        // One client address, one key: always the same server.
+        let addr = pocket.addr(listener);
+        let answers: Vec<Vec<u8>> = (0..4).map(|_| ask(addr, b"k")).collect();
+        assert!(
+            answers.iter().all(|x| x == &answers[0]),
+            "{listener}: {answers:?}"
+        );
+    }
+    let addr = pocket.addr("s");
+    for _ in 0..3 {
+        assert_eq!(ask(addr, b"k"), b"B:k");
     }
 }
 
