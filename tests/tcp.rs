@@ -527,17 +527,23 @@ fn tls_to_the_servers_of_a_tcp_pool() {
     let port: u16 = line.rsplit(' ').next().unwrap().trim().parse().unwrap();
     let text = format!(
         r#"return {{
+  log = {{ access = "access.json", format = "json" }},
   listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p" }} }},
   pools = {{ p = {{ mode = "tcp", servers = {{ "localhost:{port}" }}, tls = {{ ca = "ca.pem" }} }} }},
 }}
 "#
     );
+    let file = dir.path().join("access.json");
     let path = write_policy(dir.path(), "policy.lua", &text);
     let pocket = Pocket::start_file(dir, path, 1);
     // Plain bytes in, TLS to the server: an HTTP/1.0 request by hand.
     let got = ask(pocket.addr("t"), b"GET /tcp HTTP/1.0\r\n\r\n");
     let got = String::from_utf8_lossy(&got);
     assert!(got.contains("tls origin: /tcp sni=localhost"), "{got}");
+    // Python closes its TLS connections without a close_notify: still the
+    // server's normal end, not a break.
+    let lines = access_lines(&file, 1);
+    assert!(lines[0].contains("\"termination\":\"--\""), "{}", lines[0]);
     let _ = origin.kill();
     let _ = origin.wait();
 }
