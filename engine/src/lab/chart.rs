@@ -54,6 +54,15 @@ fn err<E: std::fmt::Debug>(e: E) -> String {
     format!("drawing the chart: {e:?}")
 }
 
+/// What the chart counts: "requests", or "connections" for a TCP load.
+fn unit(run: &Run) -> &'static str {
+    if run.tcp.is_some() {
+        "connections"
+    } else {
+        "requests"
+    }
+}
+
 fn event_colour(kind: &str) -> RGBColor {
     match kind {
         "fault" => FAULT,
@@ -215,8 +224,9 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
         let (band, plot_area) = main.split_vertically(band_h as u32);
         band.draw(&Text::new(
             format!(
-                "{}: requests per second in {} ms buckets, by server and outcome",
+                "{}: {} per second in {} ms buckets, by server and outcome",
                 run.title,
+                unit(run),
                 (CHART_BUCKET * 1000.0) as u32
             ),
             (MARGIN as i32, 8),
@@ -243,7 +253,7 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
             .light_line_style(WHITE)
             .bold_line_style(RGBColor(228, 228, 228))
             .x_desc("seconds since the lab started")
-            .y_desc("requests per second")
+            .y_desc(format!("{} per second", unit(run)))
             .label_style((FONT, 13).into_font().color(&INK))
             .axis_desc_style((FONT, 14).into_font().color(&INK))
             .x_labels(16)
@@ -254,7 +264,11 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
             .map_err(err)?;
         chart
             .configure_secondary_axes()
-            .y_desc("latency of answered requests, ms (log)")
+            .y_desc(if run.tcp.is_some() {
+                "duration of completed connections, ms (log)"
+            } else {
+                "latency of answered requests, ms (log)"
+            })
             .label_style((FONT, 13).into_font().color(&INK))
             .axis_desc_style((FONT, 14).into_font().color(&INK))
             .y_label_formatter(&|v| {
@@ -449,7 +463,15 @@ fn draw_legend(
             *y += 20;
             Ok(())
         };
-    heading(area, "answered by", &mut y)?;
+    heading(
+        area,
+        if run.tcp.is_some() {
+            "completed by"
+        } else {
+            "answered by"
+        },
+        &mut y,
+    )?;
     for s in servers {
         let n = total(&|r| r.failure.is_none() && r.server.as_deref().unwrap_or("Pocket") == s);
         area.draw(&Rectangle::new(
@@ -544,10 +566,20 @@ fn draw_legend(
     y += 10;
     for line in [
         format!(
-            "{} ms buckets; a request counts",
-            (CHART_BUCKET * 1000.0) as u32
+            "{} ms buckets; a {} counts",
+            (CHART_BUCKET * 1000.0) as u32,
+            if run.tcp.is_some() {
+                "connection"
+            } else {
+                "request"
+            }
         ),
-        "when it was sent. Details: summary.md".to_string(),
+        if run.tcp.is_some() {
+            "when it was opened. Bytes: summary.md"
+        } else {
+            "when it was sent. Details: summary.md"
+        }
+        .to_string(),
     ] {
         area.draw(&text(&line, x, y, 12, false)).map_err(err)?;
         y += 16;
