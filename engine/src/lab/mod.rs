@@ -93,7 +93,9 @@ fn push(events: &Events, start: Instant, kind: &'static str, text: String) {
 }
 
 /// A retry from Pocket's log line `WARN request=.. pool=.. server=ADDR
-/// REASON; trying another server` (fields before or after the message).
+/// REASON; trying another server` (fields before or after the message),
+/// or a TCP connection's `WARN connection=.. listener=.. peer=.. pool=..
+/// server=ADDR REASON; trying the next server`.
 fn retry_of(line: &str, names: &[(String, String)], start: Instant) -> load::Retry {
     let body = line.split_once(" WARN ").map_or(line, |(_, b)| b);
     let (mut server, mut addr) = (String::from("?"), String::new());
@@ -109,12 +111,18 @@ fn retry_of(line: &str, names: &[(String, String)], start: Instant) -> load::Ret
                 .find(|(a, _)| *a == v)
                 .map_or(v.clone(), |(_, name)| name.clone());
             addr = v;
-        } else if field("request=").is_none() && field("pool=").is_none() {
+        } else if !["request=", "pool=", "connection=", "listener=", "peer="]
+            .iter()
+            .any(|k| field(k).is_some())
+        {
             words.push(w);
         }
     }
     let why = words.join(" ");
-    let why = why.trim_end_matches("; trying another server").to_string();
+    let why = why
+        .trim_end_matches("; trying another server")
+        .trim_end_matches("; trying the next server")
+        .to_string();
     load::Retry {
         t: start.elapsed().as_secs_f64(),
         server,
@@ -175,7 +183,8 @@ fn start_balancer(
                 .or_else(|| text.split_once(" ERROR "))
                 .map(|(_, b)| b.trim().to_string())
                 .unwrap_or(text.clone());
-            if line.contains("trying another server") {
+            // HTTP: "trying another server"; TCP: "trying the next server".
+            if line.contains("trying another server") || line.contains("trying the next server") {
                 timeline.add_retry(retry_of(&line, &names, start));
             } else if line.contains(" is DOWN") || line.contains(" is UP") {
                 push(&events, start, "health", body);
@@ -460,6 +469,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     let retries = timeline.retries();
     let conns = timeline.tcp.conns();
     let tcp_bytes = timeline.tcp.bytes();
+    let tcp_opened = timeline.tcp.opened();
     let mut verdicts = judge(&scenario, &samples, &events, was_interrupted);
     if tcp {
         verdicts.extend(judge_tcp(
@@ -490,6 +500,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
             .collect::<Vec<_>>(),
         tcp: tcp.then_some(report::TcpView {
             conns: &conns,
+            opened: &tcp_opened,
             bytes: &tcp_bytes,
         }),
     };
@@ -512,7 +523,11 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         ),
     }
     for line in failure_lines(&run) {
-        println!("  failed: {line}");
+        // A TCP line starts with its outcome: `cut: connection reset ×2: ...`.
+        match run.tcp {
+            Some(_) => println!("  {line}"),
+            None => println!("  failed: {line}"),
+        }
     }
     for (v, met) in &verdicts {
         let head = match met {
@@ -569,8 +584,9 @@ impl Live {
         if self.tcp {
             // Short runs, few connections: counted afresh each second.
             let conns = timeline.tcp.conns();
+            let opened = timeline.tcp.opened();
             let bytes = timeline.tcp.bytes();
-            let seconds = report::tcp_seconds(&conns, &bytes, self.end);
+            let seconds = report::tcp_seconds(&conns, &opened, &bytes, self.end);
             let s = seconds.get(i).cloned().unwrap_or_default();
             print_tcp_line(i, &s, events);
             return;
@@ -602,13 +618,19 @@ fn happened(i: usize, events: &Events) -> String {
 /// way, bytes echoed by each server.
 fn print_tcp_line(i: usize, s: &report::TcpSecond, events: &Events) {
     let opened: u64 = s.opened.values().sum();
+    let by: Vec<String> = s.opened.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let opened = if by.is_empty() {
+        opened.to_string()
+    } else {
+        format!("{opened} ({})", by.join(", "))
+    };
     let bytes: Vec<String> = s
         .bytes
         .iter()
         .map(|(k, v)| format!("{k}:{}", report::human_bytes(*v)))
         .collect();
     println!(
-        "{:>4}s  opened {:>4}  completed {:>4}  failed {:>3}  cut {:>3}  bytes {}  {}",
+        "{:>4}s  opened {:<18}  completed {:>4}  failed {:>3}  cut {:>3}  bytes {}  {}",
         i,
         opened,
         s.completed,
@@ -785,9 +807,7 @@ fn judge_tcp(
     let (_, failed, cut) = report::tcp_counts(conns);
     if let Some(max) = e.failed_connections {
         out.push((
-            format!(
-                "failed connections: {failed} (at most {max})"
-            ),
+            format!("failed connections: {failed} (at most {max})"),
             Some(failed as u64 <= max),
         ));
     }
@@ -808,10 +828,7 @@ fn judge_tcp(
         ));
     }
     if let Some(min) = e.bytes_after_fault {
-        let fault_t = events
-            .iter()
-            .find(|e| e.kind == "fault")
-            .map(|e| e.t);
+        let fault_t = events.iter().find(|e| e.kind == "fault").map(|e| e.t);
         match fault_t {
             Some(t) => {
                 let after: u64 = bytes
@@ -834,7 +851,11 @@ fn judge_tcp(
                     format!(
                         "bytes echoed after the first fault: {} ({}; at least {})",
                         report::human_bytes(after),
-                        if by.is_empty() { "none".into() } else { by.join(", ") },
+                        if by.is_empty() {
+                            "none".into()
+                        } else {
+                            by.join(", ")
+                        },
                         report::human_bytes(min)
                     ),
                     (after >= min || !interrupted).then_some(after >= min),
@@ -868,7 +889,10 @@ fn connections_to_down(
         let who = format!("server {name} ");
         let mut down_since: Option<f64> = None;
         let mut spans = Vec::new();
-        for e in events.iter().filter(|e| e.kind == "health" && e.text.contains(&who)) {
+        for e in events
+            .iter()
+            .filter(|e| e.kind == "health" && e.text.contains(&who))
+        {
             if e.text.contains(" is DOWN") {
                 down_since.get_or_insert(e.t);
             } else if let Some(from) = down_since.take() {

@@ -19,6 +19,8 @@ use super::tcp_load::{Conn, Outcome, BYTE_BUCKET};
 /// A TCP load's record, for the report.
 pub struct TcpView<'a> {
     pub conns: &'a [Conn],
+    /// (when, server) of every connection a server answered.
+    pub opened: &'a [(f64, String)],
     /// Echoed bytes by ([`BYTE_BUCKET`] index, server).
     pub bytes: &'a BTreeMap<(u32, String), u64>,
 }
@@ -349,14 +351,19 @@ pub struct TcpSecond {
 }
 
 /// [`TcpSecond`]s from 0 to `end` seconds.
-pub fn tcp_seconds(conns: &[Conn], bytes: &BTreeMap<(u32, String), u64>, end: f64) -> Vec<TcpSecond> {
+pub fn tcp_seconds(
+    conns: &[Conn],
+    opened: &[(f64, String)],
+    bytes: &BTreeMap<(u32, String), u64>,
+    end: f64,
+) -> Vec<TcpSecond> {
     let n = (end.ceil() as usize).max(1);
     let mut out = vec![TcpSecond::default(); n];
     let at = |t: f64| (t.max(0.0) as usize).min(n - 1);
+    for (t, s) in opened {
+        *out[at(*t)].opened.entry(s.clone()).or_default() += 1;
+    }
     for c in conns {
-        if let Some(s) = &c.server {
-            *out[at(c.start)].opened.entry(s.clone()).or_default() += 1;
-        }
         let b = &mut out[at(c.end)];
         match c.outcome {
             Outcome::Completed => b.completed += 1,
@@ -476,7 +483,7 @@ pub fn summary_md(run: &Run) -> String {
                 v.join(", ")
             }
         };
-        for (i, s) in tcp_seconds(tcp.conns, tcp.bytes, run.end)
+        for (i, s) in tcp_seconds(tcp.conns, tcp.opened, tcp.bytes, run.end)
             .iter()
             .enumerate()
         {

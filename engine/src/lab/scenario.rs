@@ -751,7 +751,10 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
             let (wrong, what) = if load.tcp.is_some() {
                 (HTTP_EXPECT_KEYS, "requests; a TCP load counts connections (failed_connections, cut_connections, connections_to_down, bytes_after_fault)")
             } else {
-                (TCP_EXPECT_KEYS, "a TCP load (load.streams or load.connections)")
+                (
+                    TCP_EXPECT_KEYS,
+                    "a TCP load (load.streams or load.connections)",
+                )
             };
             for k in wrong {
                 if !field(&t, k).is_nil() {

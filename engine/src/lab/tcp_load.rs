@@ -77,35 +77,55 @@ pub struct Conn {
 #[derive(Debug, Default)]
 pub struct TcpRecord {
     pub conns: Mutex<Vec<Conn>>,
+    /// (when the client connected, the server whose banner came) for
+    /// every connection a server answered, as soon as it answers: the live
+    /// timeline counts a stream when it opens, not when it ends.
+    pub opened: Mutex<Vec<(f64, String)>>,
     /// Echoed bytes by (bucket index of [`BYTE_BUCKET`], server).
     pub bytes: Mutex<BTreeMap<(u32, String), u64>>,
 }
 
 impl TcpRecord {
     pub fn conns(&self) -> Vec<Conn> {
-        self.conns
+        self.conns.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn opened(&self) -> Vec<(f64, String)> {
+        self.opened
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    pub fn bytes(&self) -> BTreeMap<(u32, String), u64> {
-        self.bytes
+    fn open(&self, t: f64, server: &str) {
+        self.opened
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .push((t, server.to_string()));
+    }
+
+    pub fn bytes(&self) -> BTreeMap<(u32, String), u64> {
+        self.bytes.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
 /// The sample a connection is on the chart: one per connection, by the
-/// server that answered, failed or cut ones by cause.
+/// server that answered, failed or cut ones by cause (`cut: connection
+/// reset`, `failed: client timeout`).
 fn sample_of(c: &Conn) -> Sample {
     Sample {
         sent: c.start,
         done: c.end,
         server: c.server.clone(),
         status: None,
-        failure: c.why.clone().filter(|_| c.outcome != Outcome::Completed),
+        failure: c
+            .why
+            .as_ref()
+            .filter(|_| c.outcome != Outcome::Completed)
+            .map(|f| Failure {
+                kind: format!("{}: {}", c.outcome.word(), f.kind),
+                detail: f.detail.clone(),
+            }),
         bytes: c.bytes,
     }
 }
@@ -138,9 +158,10 @@ fn io_failure(e: &std::io::Error, during: &str) -> Failure {
             "refused by Pocket",
             format!("connection to Pocket refused {during}"),
         ),
-        std::io::ErrorKind::ConnectionReset => {
-            wire("connection reset", format!("the connection was reset {during}"))
-        }
+        std::io::ErrorKind::ConnectionReset => wire(
+            "connection reset",
+            format!("the connection was reset {during}"),
+        ),
         _ => wire(
             "connection closed",
             format!("the connection closed {during}: {e}"),
@@ -179,7 +200,10 @@ async fn open(addr: SocketAddr) -> Result<(TcpStream, String), Failure> {
     let text = String::from_utf8_lossy(&line);
     match text.trim_end().strip_prefix("origin ") {
         Some(name) => Ok((s, name.to_string())),
-        None => Err(wire("bad banner", format!("not an echo origin's banner: {text:?}"))),
+        None => Err(wire(
+            "bad banner",
+            format!("not an echo origin's banner: {text:?}"),
+        )),
     }
 }
 
@@ -222,12 +246,14 @@ async fn close(s: &mut TcpStream, timeout: Duration, who: &str) -> Result<(), Fa
             }
         }
     };
-    tokio::time::timeout(timeout, done).await.unwrap_or_else(|_| {
-        Err(wire(
-            "client timeout",
-            format!("{who} did not close within {timeout:?} of the client's half-close"),
-        ))
-    })
+    tokio::time::timeout(timeout, done)
+        .await
+        .unwrap_or_else(|_| {
+            Err(wire(
+                "client timeout",
+                format!("{who} did not close within {timeout:?} of the client's half-close"),
+            ))
+        })
 }
 
 fn timed_out(timeout: Duration, what: &str) -> Failure {
@@ -288,14 +314,19 @@ async fn stream(
     timeline: Timeline,
 ) {
     // Distinct bytes per stream, so a crossed stream would show.
-    let chunk: Vec<u8> = (0..tcp.chunk).map(|i| b'a' + ((i + c) % 26) as u8).collect();
+    let chunk: Vec<u8> = (0..tcp.chunk)
+        .map(|i| b'a' + ((i + c) % 26) as u8)
+        .collect();
     while running(&stop, until) {
         let t0 = start.elapsed().as_secs_f64();
         let opened = tokio::time::timeout(timeout, open(addr))
             .await
             .unwrap_or_else(|_| Err(timed_out(timeout, "no server's banner")));
         let (mut s, who) = match opened {
-            Ok(pair) => pair,
+            Ok(pair) => {
+                timeline.tcp.open(t0, &pair.1);
+                pair
+            }
             Err(f) => {
                 record(
                     &timeline,
@@ -385,6 +416,7 @@ async fn short(
         let exchange = async {
             let (mut s, who) = open(addr).await.map_err(|f| (Outcome::Failed, f))?;
             server = Some(who.clone());
+            timeline.tcp.open(t0, &who);
             let n = round_trip(&mut s, &out, &who)
                 .await
                 .map_err(|f| (Outcome::Cut, f))?;

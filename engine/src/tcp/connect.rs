@@ -79,7 +79,8 @@ pub async fn connect(
                     index = next;
                     pool = &policy.pools[index];
                     tried.clear();
-                    (key, preferred) = choose(script, index, &mut client).map_err(Failed::Script)?;
+                    (key, preferred) =
+                        choose(script, index, &mut client).map_err(Failed::Script)?;
                     continue;
                 }
                 _ => break,
@@ -182,12 +183,12 @@ async fn dial(
 ) -> Result<Box<dyn ServerStream>, ConnectError> {
     let timeout = pool.timeouts.connect;
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut stream =
-        match tokio::time::timeout_at(deadline, TcpStream::connect(server.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(ConnectError::Refused(e)),
-            Err(_) => return Err(ConnectError::Timeout(timeout)),
-        };
+    let mut stream = match tokio::time::timeout_at(deadline, TcpStream::connect(server.addr)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(ConnectError::Refused(e)),
+        Err(_) => return Err(ConnectError::Timeout(timeout)),
+    };
     let _ = stream.set_nodelay(true);
     let sock = socket2::SockRef::from(&stream);
     // A pulled cable sends no RST: data unacknowledged for `idle`, and

@@ -37,8 +37,7 @@ pub async fn serve(
         return;
     };
     let (peer, local) = if proxied {
-        match crate::server::worker::read_proxied(&mut stream, socket, &listener, timeouts).await
-        {
+        match crate::server::worker::read_proxied(&mut stream, socket, &listener, timeouts).await {
             Some(addrs) => addrs,
             None => return,
         }

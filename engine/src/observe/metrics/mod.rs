@@ -390,7 +390,7 @@ mod tests {
             trace: None,
             log: None,
             tls: None,
-tcp: false,
+            tcp: false,
         }
     }
 
