@@ -258,3 +258,67 @@ async fn relay(client: TcpStream, target: SocketAddr, mut rx: watch::Receiver<Mo
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn connect(addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+    }
+
+    /// `drop`: a connect gets no answer at all (it times out: no RST, no
+    /// SYN-ACK), while an open connection stays open and silent; back to
+    /// `Pass`, connects and bytes go through again.
+    #[test]
+    fn drop_lets_connects_time_out_and_open_connections_go_silent() {
+        let echo = crate::origin::echo::spawn_echo("A", "127.0.0.1:0".parse().unwrap()).unwrap();
+        let proxy = FaultProxy::start(echo.addr).unwrap();
+        let mut open = connect(proxy.addr).unwrap();
+        open.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut banner = [0u8; 10];
+        open.read_exact(&mut banner).unwrap();
+        assert_eq!(&banner, b"origin A\r\n");
+
+        proxy.set(Mode::Drop);
+        // The proxy's task switches sockets when it sees the change.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let err = loop {
+            match connect(proxy.addr) {
+                Err(e) => break e,
+                Ok(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Ok(_) => panic!("connects still go through after drop"),
+            }
+        };
+        assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ),
+            "a dropped connect times out, it is not refused: {err}"
+        );
+        open.write_all(b"ping").unwrap();
+        open.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 4];
+        assert!(open.read(&mut buf).is_err(), "no echo through a drop");
+
+        proxy.set(Mode::Pass);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut again = loop {
+            match connect(proxy.addr) {
+                Ok(s) => break s,
+                Err(e) if std::time::Instant::now() > deadline => panic!("never back: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        again
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        again.read_exact(&mut banner).unwrap();
+        assert_eq!(&banner, b"origin A\r\n");
+    }
+}

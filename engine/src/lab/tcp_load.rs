@@ -457,3 +457,99 @@ async fn short(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::faults::{FaultProxy, Mode};
+    use super::*;
+
+    /// Without Pocket: the load straight at an echo origin behind the fault
+    /// proxy. The stream and the short connections count bytes by the
+    /// banner's server; when the port closes under them (`Refuse`: the
+    /// open connection reset), the stream is counted cut and the connects
+    /// that follow failed.
+    #[test]
+    fn connections_and_bytes_are_counted_by_server_and_a_reset_stream_is_cut() {
+        let echo = crate::origin::echo::spawn_echo("A", "127.0.0.1:0".parse().unwrap()).unwrap();
+        let proxy = FaultProxy::start(echo.addr).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let load = Load {
+            concurrency: 2,
+            rate: Some(50),
+            paths: vec!["/".into()],
+            keepalive: true,
+            timeout: Duration::from_secs(2),
+            method: "GET".into(),
+            body_bytes: 0,
+            websocket: false,
+            tcp: None,
+        };
+        let tcp = TcpLoad {
+            streams: 1,
+            connections: 1,
+            bytes: 100,
+            chunk: 1000,
+        };
+        let timeline: Timeline = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let start = Instant::now();
+        let task = runtime.spawn(run(
+            proxy.addr,
+            load,
+            tcp,
+            start,
+            start + Duration::from_secs(30),
+            stop.clone(),
+            timeline.clone(),
+        ));
+        // Bytes flow, then the port closes under them.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while timeline.tcp.conns().iter().filter(|c| c.kind == "short").count() < 3 {
+            assert!(Instant::now() < deadline, "no short connection completed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        proxy.set(Mode::Refuse);
+        while !timeline
+            .tcp
+            .conns()
+            .iter()
+            .any(|c| c.kind == "stream" && c.outcome == Outcome::Cut)
+            || !timeline
+                .tcp
+                .conns()
+                .iter()
+                .any(|c| c.outcome == Outcome::Failed)
+        {
+            assert!(Instant::now() < deadline, "{:?}", timeline.tcp.conns());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, Ordering::Relaxed);
+        let _ = runtime.block_on(task);
+
+        let conns = timeline.tcp.conns();
+        let cut = conns
+            .iter()
+            .find(|c| c.kind == "stream" && c.outcome == Outcome::Cut)
+            .unwrap();
+        assert_eq!(cut.server.as_deref(), Some("A"));
+        assert!(cut.bytes > 0, "{cut:?}");
+        assert!(conns
+            .iter()
+            .any(|c| c.kind == "short" && c.outcome == Outcome::Completed && c.bytes == 100));
+        let failed = conns
+            .iter()
+            .find(|c| c.outcome == Outcome::Failed)
+            .unwrap();
+        assert_eq!(failed.server, None);
+        let bytes = timeline.tcp.bytes();
+        assert!(bytes.keys().all(|(_, s)| s == "A"));
+        assert!(bytes.values().sum::<u64>() >= cut.bytes);
+        // Every connection a server answered was counted open.
+        let answered = conns.iter().filter(|c| c.server.is_some()).count();
+        assert!(timeline.tcp.opened().len() >= answered);
+    }
+}
