@@ -200,7 +200,11 @@ fn a_tcp_load_with_http_keys_is_refused_before_anything_starts() {
     for want in expected {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
-    assert_eq!(err.lines().count(), expected.len(), "one error each:\n{err}");
+    assert_eq!(
+        err.lines().count(),
+        expected.len(),
+        "one error each:\n{err}"
+    );
 
     let (_d, path) = write_scenario(
         r#"return {

@@ -276,7 +276,8 @@ mod tests {
         let echo = crate::origin::echo::spawn_echo("A", "127.0.0.1:0".parse().unwrap()).unwrap();
         let proxy = FaultProxy::start(echo.addr).unwrap();
         let mut open = connect(proxy.addr).unwrap();
-        open.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        open.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let mut banner = [0u8; 10];
         open.read_exact(&mut banner).unwrap();
         assert_eq!(&banner, b"origin A\r\n");

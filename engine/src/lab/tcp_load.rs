@@ -508,7 +508,14 @@ mod tests {
         ));
         // Bytes flow, then the port closes under them.
         let deadline = Instant::now() + Duration::from_secs(20);
-        while timeline.tcp.conns().iter().filter(|c| c.kind == "short").count() < 3 {
+        while timeline
+            .tcp
+            .conns()
+            .iter()
+            .filter(|c| c.kind == "short")
+            .count()
+            < 3
+        {
             assert!(Instant::now() < deadline, "no short connection completed");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -540,10 +547,7 @@ mod tests {
         assert!(conns
             .iter()
             .any(|c| c.kind == "short" && c.outcome == Outcome::Completed && c.bytes == 100));
-        let failed = conns
-            .iter()
-            .find(|c| c.outcome == Outcome::Failed)
-            .unwrap();
+        let failed = conns.iter().find(|c| c.outcome == Outcome::Failed).unwrap();
         assert_eq!(failed.server, None);
         let bytes = timeline.tcp.bytes();
         assert!(bytes.keys().all(|(_, s)| s == "A"));
