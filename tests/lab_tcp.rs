@@ -224,3 +224,37 @@ fn a_tcp_load_with_http_keys_is_refused_before_anything_starts() {
         "{err}"
     );
 }
+
+/// A TCP load against a policy whose listener forgot `mode = "tcp"`: the
+/// HTTP listener waits for a request that never comes; the failure says
+/// what to look at.
+#[test]
+fn a_tcp_load_on_an_http_listener_says_to_check_the_listeners_mode() {
+    let (_d, path) = write_scenario(
+        r#"return {
+  duration = "2s",
+  origins = { "A" },
+  policy = [[
+    return { listeners = { { name = "web", bind = "{{listen}}", pool = "p" } },
+             pools = { p = { servers = { "{{A}}" } } } }
+  ]],
+  load = { connections = 1, rate = 5, timeout = "1s" },
+  expect = { failed_connections = 0 },
+}"#,
+    );
+    let out = tempfile::tempdir().unwrap();
+    let (code, stdout, err) = pocket_cmd(&[
+        "lab",
+        path.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{stdout}{err}");
+    assert!(
+        stdout.contains("failed: client timeout ×")
+            && stdout.contains("is the policy's listener mode = \"tcp\"?"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("NOT MET: failed connections: "), "{stdout}");
+}

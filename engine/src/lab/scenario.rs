@@ -19,6 +19,12 @@
 //!   expect = { failed = 0, detected_within = "1s" },
 //! }
 //! ```
+//!
+//! A `load` with `streams` or `connections` is a TCP load (see
+//! `tcp_load.rs`): the origins are echo servers, the policy's listener is
+//! `mode = "tcp"`, and `expect` counts connections and bytes
+//! (`failed_connections`, `cut_connections`, `connections_to_down`,
+//! `bytes_after_fault`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -200,6 +200,14 @@ async fn open(addr: SocketAddr) -> Result<(TcpStream, String), Failure> {
     let text = String::from_utf8_lossy(&line);
     match text.trim_end().strip_prefix("origin ") {
         Some(name) => Ok((s, name.to_string())),
+        // An HTTP listener answers the stream's bytes with an error.
+        None if text.starts_with("HTTP/") => Err(wire(
+            "bad banner",
+            format!(
+                "Pocket answered HTTP ({:?}): is the policy's listener mode = \"tcp\"?",
+                text.trim_end()
+            ),
+        )),
         None => Err(wire(
             "bad banner",
             format!("not an echo origin's banner: {text:?}"),
@@ -254,6 +262,15 @@ async fn close(s: &mut TcpStream, timeout: Duration, who: &str) -> Result<(), Fa
                 format!("{who} did not close within {timeout:?} of the client's half-close"),
             ))
         })
+}
+
+/// A connection no server answered in time. Pocket's TCP path closes a
+/// connection it cannot place; an HTTP listener waits for a request.
+fn no_banner(timeout: Duration) -> Failure {
+    wire(
+        "client timeout",
+        format!("no server's banner within the load's timeout ({timeout:?}); an HTTP listener would wait for a request: is the policy's listener mode = \"tcp\"?"),
+    )
 }
 
 fn timed_out(timeout: Duration, what: &str) -> Failure {
@@ -321,7 +338,7 @@ async fn stream(
         let t0 = start.elapsed().as_secs_f64();
         let opened = tokio::time::timeout(timeout, open(addr))
             .await
-            .unwrap_or_else(|_| Err(timed_out(timeout, "no server's banner")));
+            .unwrap_or_else(|_| Err(no_banner(timeout)));
         let (mut s, who) = match opened {
             Ok(pair) => {
                 timeline.tcp.open(t0, &pair.1);
@@ -430,10 +447,7 @@ async fn short(
         let (outcome, why) = match result {
             Ok(Ok(())) => (Outcome::Completed, None),
             Ok(Err((o, f))) => (o, Some(f)),
-            Err(_) if server.is_none() => (
-                Outcome::Failed,
-                Some(timed_out(timeout, "no server's banner")),
-            ),
+            Err(_) if server.is_none() => (Outcome::Failed, Some(no_banner(timeout))),
             Err(_) => (
                 Outcome::Cut,
                 Some(timed_out(timeout, "no whole echo and close")),
