@@ -117,6 +117,10 @@ fn a_server_dying_under_tcp_streams_is_counted_in_connections_and_bytes() {
 
     let svg = std::fs::read_to_string(report.join("timeline.svg")).unwrap();
     assert!(svg.contains("connections per second"), "the chart's unit");
+    assert!(
+        svg.contains("bytes echoed per second, by server"),
+        "the chart's right axis"
+    );
 }
 
 /// Where the machine allows network namespaces (root, `ip`): the cable

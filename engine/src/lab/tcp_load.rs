@@ -111,10 +111,16 @@ impl TcpRecord {
 
 /// The sample a connection is on the chart: one per connection, by the
 /// server that answered, failed or cut ones by cause (`cut: connection
-/// reset`, `failed: client timeout`).
+/// reset`, `failed: client timeout`). A completed connection counts when
+/// it opened; a cut or failed one when it ended, so a stream cut by a
+/// fault shows at the fault, not where it began.
 fn sample_of(c: &Conn) -> Sample {
+    let sent = match c.outcome {
+        Outcome::Completed => c.start,
+        Outcome::Failed | Outcome::Cut => c.end,
+    };
     Sample {
-        sent: c.start,
+        sent,
         done: c.end,
         server: c.server.clone(),
         status: None,
