@@ -124,6 +124,10 @@ enum Command {
         /// Answer everything but /health with this status (a lying server).
         #[arg(long)]
         fail_status: Option<u16>,
+        /// A TCP echo server instead of HTTP: sends `origin NAME\r\n`,
+        /// then every byte back (the lab's TCP scenarios).
+        #[arg(long, conflicts_with = "fail_status")]
+        echo: bool,
     },
 }
 
@@ -261,7 +265,13 @@ fn main() -> ExitCode {
             port,
             bind,
             fail_status,
-        } => origin(&name, std::net::SocketAddr::new(bind, port), fail_status),
+            echo,
+        } => origin(
+            &name,
+            std::net::SocketAddr::new(bind, port),
+            fail_status,
+            echo,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -611,7 +621,12 @@ fn reload(policy: &Path) -> ExitCode {
     }
 }
 
-fn origin(name: &str, addr: std::net::SocketAddr, fail_status: Option<u16>) -> anyhow::Result<()> {
+fn origin(
+    name: &str,
+    addr: std::net::SocketAddr,
+    fail_status: Option<u16>,
+    echo: bool,
+) -> anyhow::Result<()> {
     // A logrotate script that signals every process named pocket (SIGUSR1,
     // or SIGHUP) must not stop an origin: both are ignored from the start.
     // SAFETY: setting a signal's disposition to SIG_IGN touches no memory.
@@ -619,7 +634,11 @@ fn origin(name: &str, addr: std::net::SocketAddr, fail_status: Option<u16>) -> a
         libc::signal(libc::SIGUSR1, libc::SIG_IGN);
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
-    let handle = pocket::origin::spawn_with(name, addr, pocket::origin::Behaviour { fail_status })?;
+    let handle = if echo {
+        pocket::origin::echo::spawn_echo(name, addr)?
+    } else {
+        pocket::origin::spawn_with(name, addr, pocket::origin::Behaviour { fail_status })?
+    };
     tracing::info!("origin {} listening on {}", name, handle.addr);
     wait_for_signal()
 }

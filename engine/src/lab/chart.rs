@@ -2,7 +2,9 @@
 //! (text stays `<text>`: no font files needed). Left axis: requests per
 //! second in 100 ms buckets, answered ones stacked by the server that
 //! answered, failed ones above them by cause. Right axis: p50 and p99
-//! latency of the answered requests (log scale). Above the plot, one
+//! latency of the answered requests (log scale); for a TCP run,
+//! connections instead of requests, and on the right the bytes each
+//! server echoed per second. Above the plot, one
 //! labelled marker per fault and health change, placed in rows so that no
 //! two labels overlap and none runs off the edge; a legend on the right.
 
@@ -15,6 +17,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::report::{chart_buckets, Event, Run, CHART_BUCKET};
+use super::tcp_load::BYTE_BUCKET;
 
 const W: u32 = 1280;
 const H: u32 = 720;
@@ -52,6 +55,15 @@ const INK: RGBColor = RGBColor(30, 30, 30);
 
 fn err<E: std::fmt::Debug>(e: E) -> String {
     format!("drawing the chart: {e:?}")
+}
+
+/// What the chart counts: "requests", or "connections" for a TCP load.
+fn unit(run: &Run) -> &'static str {
+    if run.tcp.is_some() {
+        "connections"
+    } else {
+        "requests"
+    }
 }
 
 fn event_colour(kind: &str) -> RGBColor {
@@ -148,12 +160,38 @@ fn place(labels: &[(i32, String)], lo: i32, hi: i32, size: i32) -> Vec<Placed> {
     out
 }
 
+/// Bytes echoed per second by each server of a TCP run, a point per
+/// chart bucket (0 where it echoed nothing) up to `end` seconds.
+fn byte_lines(tcp: &super::report::TcpView, end: f64) -> Vec<(String, Vec<(f64, f64)>)> {
+    let n = ((end / CHART_BUCKET).ceil() as u32).max(1);
+    let servers: BTreeSet<&String> = tcp.bytes.keys().map(|(_, s)| s).collect();
+    servers
+        .into_iter()
+        .map(|s| {
+            let points = (0..n)
+                .map(|i| {
+                    // The byte buckets are the chart's (both 100 ms).
+                    let t = i as f64 * CHART_BUCKET;
+                    let b = tcp.bytes.get(&(i, s.clone())).copied().unwrap_or(0);
+                    (t + CHART_BUCKET / 2.0, b as f64 / BYTE_BUCKET)
+                })
+                .collect();
+            (s.clone(), points)
+        })
+        .collect()
+}
+
 /// The chart as an SVG document.
 pub fn timeline_svg(run: &Run) -> Result<String, String> {
     let buckets = chart_buckets(run);
+    let end = run.end.max(CHART_BUCKET);
+    // A TCP run: the right axis carries the bytes each server echoed per
+    // second, in place of latency.
+    let byte_lines = run.tcp.as_ref().map(|t| byte_lines(t, end));
     let servers: BTreeSet<String> = buckets
         .iter()
         .flat_map(|b| b.servers.keys().cloned())
+        .chain(byte_lines.iter().flatten().map(|(s, _)| s.clone()))
         .collect();
     let causes: BTreeSet<String> = buckets
         .iter()
@@ -169,24 +207,44 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
         let i = causes.iter().position(|s| s == name).unwrap_or(0);
         FAILURE_COLOURS[i % FAILURE_COLOURS.len()]
     };
-    let end = run.end.max(CHART_BUCKET);
     let top_rate = buckets
         .iter()
         .map(|b| b.rate(b.ok() + b.failed_total()))
         .fold(0.0f64, f64::max);
     let y_max = (top_rate * 1.12).max(10.0);
-    let latencies: Vec<f64> = buckets
-        .iter()
-        .flat_map(|b| [b.quantile_ms(0.5), b.quantile_ms(0.99)])
-        .flatten()
-        .collect();
-    let lat_hi = latencies.iter().copied().fold(1.0f64, f64::max) * 2.0;
-    let lat_lo = latencies
-        .iter()
-        .copied()
-        .fold(f64::MAX, f64::min)
-        .clamp(0.01, 1.0)
-        / 2.0;
+    let (lat_lo, lat_hi) = match &byte_lines {
+        Some(lines) => {
+            let rates: Vec<f64> = lines
+                .iter()
+                .flat_map(|(_, p)| p.iter().map(|(_, v)| *v))
+                .filter(|v| *v > 0.0)
+                .collect();
+            let hi = rates.iter().copied().fold(1000.0f64, f64::max) * 2.0;
+            let lo = rates
+                .iter()
+                .copied()
+                .fold(f64::MAX, f64::min)
+                .min(hi / 10.0)
+                / 2.0;
+            (lo.max(hi / 1e6), hi)
+        }
+        None => {
+            let latencies: Vec<f64> = buckets
+                .iter()
+                .flat_map(|b| [b.quantile_ms(0.5), b.quantile_ms(0.99)])
+                .flatten()
+                .collect();
+            let hi = latencies.iter().copied().fold(1.0f64, f64::max) * 2.0;
+            let lo = latencies
+                .iter()
+                .copied()
+                .fold(f64::MAX, f64::min)
+                .clamp(0.01, 1.0)
+                / 2.0;
+            (lo, hi)
+        }
+    };
+    let tcp = run.tcp.is_some();
 
     // Marker labels: their rows decide how tall the band above the plot is.
     let plot_lo = MARGIN as i32 + Y_AREA as i32;
@@ -215,9 +273,15 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
         let (band, plot_area) = main.split_vertically(band_h as u32);
         band.draw(&Text::new(
             format!(
-                "{}: requests per second in {} ms buckets, by server and outcome",
+                "{}: {} per second in {} ms buckets, by server and outcome{}",
                 run.title,
-                (CHART_BUCKET * 1000.0) as u32
+                unit(run),
+                (CHART_BUCKET * 1000.0) as u32,
+                if run.tcp.is_some() {
+                    "; bytes per server"
+                } else {
+                    ""
+                }
             ),
             (MARGIN as i32, 8),
             (FONT, 18).into_font().color(&INK),
@@ -243,7 +307,7 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
             .light_line_style(WHITE)
             .bold_line_style(RGBColor(228, 228, 228))
             .x_desc("seconds since the lab started")
-            .y_desc("requests per second")
+            .y_desc(format!("{} per second", unit(run)))
             .label_style((FONT, 13).into_font().color(&INK))
             .axis_desc_style((FONT, 14).into_font().color(&INK))
             .x_labels(16)
@@ -254,11 +318,17 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
             .map_err(err)?;
         chart
             .configure_secondary_axes()
-            .y_desc("latency of answered requests, ms (log)")
+            .y_desc(if tcp {
+                "bytes echoed per second, by server (log)"
+            } else {
+                "latency of answered requests, ms (log)"
+            })
             .label_style((FONT, 13).into_font().color(&INK))
             .axis_desc_style((FONT, 14).into_font().color(&INK))
             .y_label_formatter(&|v| {
-                if *v >= 1.0 {
+                if tcp {
+                    super::report::human_bytes(*v as u64)
+                } else if *v >= 1.0 {
                     format!("{v:.0}")
                 } else {
                     let t = format!("{v:.2}");
@@ -301,9 +371,26 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
         }
         chart.draw_series(bars).map_err(err)?;
 
+        // A TCP run: a line per server of the bytes it echoed per second;
+        // a bucket with none sits on the axis's floor, so a server that
+        // stops shows as its line falling.
+        for (server, points) in byte_lines.iter().flatten() {
+            let points: Vec<(f64, f64)> = points.iter().map(|(t, v)| (*t, v.max(lat_lo))).collect();
+            chart
+                .draw_secondary_series(LineSeries::new(
+                    points,
+                    server_colour(server).stroke_width(2),
+                ))
+                .map_err(err)?;
+        }
         // Latency lines through every bucket that had answers (a dot on
         // each: with sparse loads the gaps are buckets without answers).
-        for (q, dashed) in [(0.5, false), (0.99, true)] {
+        let quantiles: &[(f64, bool)] = if tcp {
+            &[]
+        } else {
+            &[(0.5, false), (0.99, true)]
+        };
+        for &(q, dashed) in quantiles {
             let points: Vec<(f64, f64)> = buckets
                 .iter()
                 .filter_map(|b| {
@@ -449,7 +536,15 @@ fn draw_legend(
             *y += 20;
             Ok(())
         };
-    heading(area, "answered by", &mut y)?;
+    heading(
+        area,
+        if run.tcp.is_some() {
+            "completed by"
+        } else {
+            "answered by"
+        },
+        &mut y,
+    )?;
     for s in servers {
         let n = total(&|r| r.failure.is_none() && r.server.as_deref().unwrap_or("Pocket") == s);
         area.draw(&Rectangle::new(
@@ -466,7 +561,15 @@ fn draw_legend(
             .map_err(err)?;
         y += 20;
     }
-    heading(area, "failed", &mut y)?;
+    heading(
+        area,
+        if run.tcp.is_some() {
+            "failed or cut"
+        } else {
+            "failed"
+        },
+        &mut y,
+    )?;
     for c in causes {
         let n = total(&|r| r.failure.as_ref().is_some_and(|f| &f.kind == c));
         area.draw(&Rectangle::new(
@@ -494,23 +597,45 @@ fn draw_legend(
     ))
     .map_err(err)?;
     y += 20;
-    heading(area, "latency (right axis)", &mut y)?;
-    area.draw(&PathElement::new(
-        vec![(x, y), (x + 16, y)],
-        INK.stroke_width(2),
-    ))
-    .map_err(err)?;
-    area.draw(&text("p50", x + 22, y, 13, false)).map_err(err)?;
-    y += 20;
-    area.draw(&DashedPathElement::new(
-        vec![(x, y), (x + 16, y)],
-        5,
-        3,
-        INK.stroke_width(2),
-    ))
-    .map_err(err)?;
-    area.draw(&text("p99", x + 22, y, 13, false)).map_err(err)?;
-    y += 20;
+    if let Some(tcp) = &run.tcp {
+        heading(area, "bytes per second (right axis)", &mut y)?;
+        let all = super::report::tcp_bytes_by_server(tcp.bytes);
+        for s in servers {
+            area.draw(&PathElement::new(
+                vec![(x, y), (x + 16, y)],
+                server_colour(s).stroke_width(3),
+            ))
+            .map_err(err)?;
+            let n = all.get(s).copied().unwrap_or(0);
+            area.draw(&text(
+                &format!("{s} ({} in all)", super::report::human_bytes(n)),
+                x + 22,
+                y,
+                13,
+                false,
+            ))
+            .map_err(err)?;
+            y += 20;
+        }
+    } else {
+        heading(area, "latency (right axis)", &mut y)?;
+        area.draw(&PathElement::new(
+            vec![(x, y), (x + 16, y)],
+            INK.stroke_width(2),
+        ))
+        .map_err(err)?;
+        area.draw(&text("p50", x + 22, y, 13, false)).map_err(err)?;
+        y += 20;
+        area.draw(&DashedPathElement::new(
+            vec![(x, y), (x + 16, y)],
+            5,
+            3,
+            INK.stroke_width(2),
+        ))
+        .map_err(err)?;
+        area.draw(&text("p99", x + 22, y, 13, false)).map_err(err)?;
+        y += 20;
+    }
     // Only the markers that occurred: a legend entry promises a line.
     let had = |kind: &str| run.events.iter().any(|e| e.kind == kind);
     let others: Vec<&str> = ["reload", "watchdog"]
@@ -544,10 +669,20 @@ fn draw_legend(
     y += 10;
     for line in [
         format!(
-            "{} ms buckets; a request counts",
-            (CHART_BUCKET * 1000.0) as u32
+            "{} ms buckets; a {} counts",
+            (CHART_BUCKET * 1000.0) as u32,
+            if run.tcp.is_some() {
+                "connection"
+            } else {
+                "request"
+            }
         ),
-        "when it was sent. Details: summary.md".to_string(),
+        if run.tcp.is_some() {
+            "when it opened; cut or failed, when it ended"
+        } else {
+            "when it was sent. Details: summary.md"
+        }
+        .to_string(),
     ] {
         area.draw(&text(&line, x, y, 12, false)).map_err(err)?;
         y += 16;

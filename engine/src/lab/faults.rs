@@ -20,6 +20,10 @@ pub enum Mode {
     Refuse,
     /// Accept, then silence in both directions, no RST: the pulled cable.
     Blackhole,
+    /// A firewall dropping packets: open connections go silent as with
+    /// `Blackhole`, and new connects time out (the port's accept queue is
+    /// kept full, so the kernel drops their SYNs: no SYN-ACK, no RST).
+    Drop,
     /// Close a connection after this many response bytes.
     Cut(u64),
     /// Send the response head, then reset.
@@ -81,11 +85,19 @@ async fn supervise(
     mut rx: watch::Receiver<Mode>,
 ) {
     let mut listener = TcpListener::from_std(first).ok();
+    let mut clog: Option<Clog> = None;
     loop {
-        let refusing = *rx.borrow() == Mode::Refuse;
-        if refusing {
+        let mode = rx.borrow().clone();
+        if mode == Mode::Refuse {
             listener = None; // closed: the kernel refuses connects
+            clog = None;
+        } else if mode == Mode::Drop {
+            listener = None;
+            if clog.is_none() {
+                clog = Clog::new(addr).ok();
+            }
         } else if listener.is_none() {
+            clog = None;
             // Back on the same port (std sets SO_REUSEADDR).
             listener = std::net::TcpListener::bind(addr)
                 .and_then(|l| {
@@ -111,6 +123,38 @@ async fn supervise(
                 }
             }
         }
+    }
+}
+
+/// A listening socket on the port that never accepts, its accept queue
+/// filled by a connection of its own: Linux then drops every further SYN
+/// (`listen` backlog 0 holds one connection; a full queue drops), so a
+/// connect to the port times out as through a dropping firewall.
+struct Clog {
+    _listener: socket2::Socket,
+    _fillers: Vec<socket2::Socket>,
+}
+
+impl Clog {
+    fn new(addr: SocketAddr) -> std::io::Result<Clog> {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        listener.set_reuse_address(true)?;
+        listener.bind(&addr.into())?;
+        listener.listen(0)?;
+        let mut fillers = Vec::new();
+        // Non-blocking connects: the first completes into the queue and
+        // fills it, the second (a spare, should one be lost) waits in SYN_SENT.
+        for _ in 0..2 {
+            let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+            s.set_nonblocking(true)?;
+            let _ = s.connect(&addr.into());
+            fillers.push(s);
+        }
+        Ok(Clog {
+            _listener: listener,
+            _fillers: fillers,
+        })
     }
 }
 
@@ -145,7 +189,7 @@ async fn relay(client: TcpStream, target: SocketAddr, mut rx: watch::Receiver<Mo
                 }
                 return;
             }
-            Mode::Blackhole => {
+            Mode::Blackhole | Mode::Drop => {
                 // Hold both sockets, move nothing, until the cable is back.
                 if rx.changed().await.is_err() {
                     return;
@@ -212,5 +256,70 @@ async fn relay(client: TcpStream, target: SocketAddr, mut rx: watch::Receiver<Mo
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn connect(addr: SocketAddr) -> std::io::Result<std::net::TcpStream> {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+    }
+
+    /// `drop`: a connect gets no answer at all (it times out: no RST, no
+    /// SYN-ACK), while an open connection stays open and silent; back to
+    /// `Pass`, connects and bytes go through again.
+    #[test]
+    fn drop_lets_connects_time_out_and_open_connections_go_silent() {
+        let echo = crate::origin::echo::spawn_echo("A", "127.0.0.1:0".parse().unwrap()).unwrap();
+        let proxy = FaultProxy::start(echo.addr).unwrap();
+        let mut open = connect(proxy.addr).unwrap();
+        open.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut banner = [0u8; 10];
+        open.read_exact(&mut banner).unwrap();
+        assert_eq!(&banner, b"origin A\r\n");
+
+        proxy.set(Mode::Drop);
+        // The proxy's task switches sockets when it sees the change.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let err = loop {
+            match connect(proxy.addr) {
+                Err(e) => break e,
+                Ok(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Ok(_) => panic!("connects still go through after drop"),
+            }
+        };
+        assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+            ),
+            "a dropped connect times out, it is not refused: {err}"
+        );
+        open.write_all(b"ping").unwrap();
+        open.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 4];
+        assert!(open.read(&mut buf).is_err(), "no echo through a drop");
+
+        proxy.set(Mode::Pass);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut again = loop {
+            match connect(proxy.addr) {
+                Ok(s) => break s,
+                Err(e) if std::time::Instant::now() > deadline => panic!("never back: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        again
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        again.read_exact(&mut banner).unwrap();
+        assert_eq!(&banner, b"origin A\r\n");
     }
 }

@@ -70,8 +70,11 @@ pub struct Retry {
 pub struct Record {
     pub samples: Mutex<Vec<Sample>>,
     pub retries: Mutex<Vec<Retry>>,
-    /// Body bytes received so far (for faults `after_bytes`).
+    /// Body bytes received so far (for faults `after_bytes`); for a TCP
+    /// load, echoed bytes.
     pub bytes: AtomicU64,
+    /// A TCP load's connections and bytes per server.
+    pub tcp: super::tcp_load::TcpRecord,
 }
 
 pub type Timeline = Arc<Record>;

@@ -11,6 +11,7 @@ mod real;
 mod report;
 mod scenario;
 mod stats;
+mod tcp_load;
 mod tls;
 mod tunnel_load;
 
@@ -92,7 +93,9 @@ fn push(events: &Events, start: Instant, kind: &'static str, text: String) {
 }
 
 /// A retry from Pocket's log line `WARN request=.. pool=.. server=ADDR
-/// REASON; trying another server` (fields before or after the message).
+/// REASON; trying another server` (fields before or after the message),
+/// or a TCP connection's `WARN connection=.. listener=.. peer=.. pool=..
+/// server=ADDR REASON; trying the next server`.
 fn retry_of(line: &str, names: &[(String, String)], start: Instant) -> load::Retry {
     let body = line.split_once(" WARN ").map_or(line, |(_, b)| b);
     let (mut server, mut addr) = (String::from("?"), String::new());
@@ -108,12 +111,18 @@ fn retry_of(line: &str, names: &[(String, String)], start: Instant) -> load::Ret
                 .find(|(a, _)| *a == v)
                 .map_or(v.clone(), |(_, name)| name.clone());
             addr = v;
-        } else if field("request=").is_none() && field("pool=").is_none() {
+        } else if !["request=", "pool=", "connection=", "listener=", "peer="]
+            .iter()
+            .any(|k| field(k).is_some())
+        {
             words.push(w);
         }
     }
     let why = words.join(" ");
-    let why = why.trim_end_matches("; trying another server").to_string();
+    let why = why
+        .trim_end_matches("; trying another server")
+        .trim_end_matches("; trying the next server")
+        .to_string();
     load::Retry {
         t: start.elapsed().as_secs_f64(),
         server,
@@ -174,7 +183,8 @@ fn start_balancer(
                 .or_else(|| text.split_once(" ERROR "))
                 .map(|(_, b)| b.trim().to_string())
                 .unwrap_or(text.clone());
-            if line.contains("trying another server") {
+            // HTTP: "trying another server"; TCP: "trying the next server".
+            if line.contains("trying another server") || line.contains("trying the next server") {
                 timeline.add_retry(retry_of(&line, &names, start));
             } else if line.contains(" is DOWN") || line.contains(" is UP") {
                 push(&events, start, "health", body);
@@ -214,6 +224,8 @@ fn start_balancer(
 
 struct Origin {
     name: String,
+    /// An echo origin (a TCP load), else the built-in HTTP origin.
+    tcp: bool,
     addr: SocketAddr,
     handle: Option<OriginHandle>,
     proxy: FaultProxy,
@@ -261,21 +273,23 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         });
     }
 
+    let tcp = scenario.load.tcp.is_some();
     let mut net: Option<real::RealNet> = None;
     let mut origins: Vec<Origin> = Vec::new();
     let mut addrs: Vec<(String, SocketAddr)> = Vec::new();
     if want_real {
-        let built = real::RealNet::build(&scenario.origins)?;
+        let built = real::RealNet::build(&scenario.origins, tcp)?;
         addrs = built.addrs();
         net = Some(built);
     }
     for name in scenario.origins.iter().filter(|_| !want_real) {
-        let handle = origin::spawn(name, "127.0.0.1:0".parse().map_err(|_| "addr")?)
+        let handle = spawn_origin(name, "127.0.0.1:0".parse().map_err(|_| "addr")?, tcp)
             .map_err(|e| format!("origin {name}: {e}"))?;
         let proxy =
             FaultProxy::start(handle.addr).map_err(|e| format!("fault proxy for {name}: {e}"))?;
         origins.push(Origin {
             name: name.clone(),
+            tcp,
             addr: handle.addr,
             handle: Some(handle),
             proxy,
@@ -361,19 +375,30 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     }
     let until = start + scenario.duration;
     let stop = Arc::new(AtomicBool::new(false));
-    let load_task = runtime.spawn(load::run(
-        tls::Dial::new(listen, connector),
-        scenario.load.clone(),
-        start,
-        until,
-        stop.clone(),
-        timeline.clone(),
-    ));
+    let load_task = match scenario.load.tcp.clone() {
+        Some(t) => runtime.spawn(tcp_load::run(
+            listen,
+            scenario.load.clone(),
+            t,
+            start,
+            until,
+            stop.clone(),
+            timeline.clone(),
+        )),
+        None => runtime.spawn(load::run(
+            tls::Dial::new(listen, connector),
+            scenario.load.clone(),
+            start,
+            until,
+            stop.clone(),
+            timeline.clone(),
+        )),
+    };
 
     let mut pending: Vec<Option<scenario::Fault>> =
         scenario.faults.iter().cloned().map(Some).collect();
     let mut printed = 0usize;
-    let mut live = Live::new(scenario.duration.as_secs_f64());
+    let mut live = Live::new(scenario.duration.as_secs_f64(), tcp);
     while Instant::now() < until && !interrupted.load(Ordering::Relaxed) {
         let received = timeline.bytes.load(Ordering::Relaxed);
         let now = start.elapsed();
@@ -442,7 +467,19 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     let events = events.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let samples = timeline.samples();
     let retries = timeline.retries();
-    let verdicts = judge(&scenario, &samples, &events, was_interrupted);
+    let conns = timeline.tcp.conns();
+    let tcp_bytes = timeline.tcp.bytes();
+    let tcp_opened = timeline.tcp.opened();
+    let mut verdicts = judge(&scenario, &samples, &events, was_interrupted);
+    if tcp {
+        verdicts.extend(judge_tcp(
+            &scenario,
+            &conns,
+            &tcp_bytes,
+            &events,
+            was_interrupted,
+        ));
+    }
     let out = opts.out.clone().unwrap_or_else(|| report_dir(path));
     let run = report::Run {
         title: &scenario.name,
@@ -461,19 +498,36 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
             .iter()
             .map(|(name, addr)| (addr.to_string(), name.clone()))
             .collect::<Vec<_>>(),
+        tcp: tcp.then_some(report::TcpView {
+            conns: &conns,
+            opened: &tcp_opened,
+            bytes: &tcp_bytes,
+        }),
     };
     report::write_all(&out, &run)
         .map_err(|e| format!("cannot write the report to {}: {e}", out.display()))?;
     let failed = samples.iter().filter(|s| s.failure.is_some()).count();
-    println!(
-        "lab: {} answered, {} failed, {} retried by Pocket; report in {}",
-        samples.len() - failed,
-        failed,
-        retries.len(),
-        out.display()
-    );
+    match &run.tcp {
+        Some(t) => println!(
+            "lab: {}; {} retried by Pocket; report in {}",
+            report::tcp_outcome_line(t),
+            retries.len(),
+            out.display()
+        ),
+        None => println!(
+            "lab: {} answered, {} failed, {} retried by Pocket; report in {}",
+            samples.len() - failed,
+            failed,
+            retries.len(),
+            out.display()
+        ),
+    }
     for line in failure_lines(&run) {
-        println!("  failed: {line}");
+        // A TCP line starts with its outcome: `cut: connection reset ×2: ...`.
+        match run.tcp {
+            Some(_) => println!("  {line}"),
+            None => println!("  failed: {line}"),
+        }
     }
     for (v, met) in &verdicts {
         let head = match met {
@@ -509,21 +563,34 @@ struct Live {
     samples: usize,
     retries: usize,
     end: f64,
+    /// A TCP load: each line counts connections and bytes.
+    tcp: bool,
 }
 
 impl Live {
     /// For a run `end` seconds long.
-    fn new(end: f64) -> Live {
+    fn new(end: f64, tcp: bool) -> Live {
         Live {
             buckets: stats::empty(1.0, end),
             samples: 0,
             retries: 0,
             end,
+            tcp,
         }
     }
 
     /// One line of the live timeline: second `i`.
     fn print_second(&mut self, i: usize, timeline: &load::Timeline, events: &Events) {
+        if self.tcp {
+            // Short runs, few connections: counted afresh each second.
+            let conns = timeline.tcp.conns();
+            let opened = timeline.tcp.opened();
+            let bytes = timeline.tcp.bytes();
+            let seconds = report::tcp_seconds(&conns, &opened, &bytes, self.end);
+            let s = seconds.get(i).cloned().unwrap_or_default();
+            print_tcp_line(i, &s, events);
+            return;
+        }
         let samples = timeline.samples_from(self.samples);
         let retries = timeline.retries_from(self.retries);
         self.samples += samples.len();
@@ -533,6 +600,49 @@ impl Live {
         s.sort();
         print_line(i, &s, events);
     }
+}
+
+/// What happened in second `i`, as [`print_line`] says it.
+fn happened(i: usize, events: &Events) -> String {
+    events
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|e| e.t as usize == i && e.kind != report::BROKEN)
+        .map(|e| format!("[{}] {}", e.kind, e.text))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// One line of a TCP run's live timeline: connections opened, ended each
+/// way, bytes echoed by each server.
+fn print_tcp_line(i: usize, s: &report::TcpSecond, events: &Events) {
+    let opened: u64 = s.opened.values().sum();
+    let by: Vec<String> = s.opened.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let opened = if by.is_empty() {
+        opened.to_string()
+    } else {
+        format!("{opened} ({})", by.join(", "))
+    };
+    let bytes: Vec<String> = s
+        .bytes
+        .iter()
+        .map(|(k, v)| format!("{k}:{}", report::human_bytes(*v)))
+        .collect();
+    println!(
+        "{:>4}s  opened {:<18}  completed {:>4}  failed {:>3}  cut {:>3}  bytes {}  {}",
+        i,
+        opened,
+        s.completed,
+        s.failed,
+        s.cut,
+        if bytes.is_empty() {
+            "-".into()
+        } else {
+            bytes.join(" ")
+        },
+        happened(i, events)
+    );
 }
 
 fn print_line(i: usize, s: &stats::Bucket, events: &Events) {
@@ -629,12 +739,13 @@ fn apply(
         }
         FaultKind::Restart => {
             if o.handle.is_none() {
-                o.handle = Some(origin::spawn(&o.name, o.addr).map_err(|e| e.to_string())?);
+                o.handle = Some(spawn_origin(&o.name, o.addr, o.tcp).map_err(|e| e.to_string())?);
             }
             o.proxy.set(Mode::Pass);
         }
         FaultKind::Refuse => o.proxy.set(Mode::Refuse),
         FaultKind::Blackhole => o.proxy.set(Mode::Blackhole),
+        FaultKind::Drop => o.proxy.set(Mode::Drop),
         FaultKind::Cut(n) => o.proxy.set(Mode::Cut(*n)),
         FaultKind::ResetAfterHeaders => o.proxy.set(Mode::ResetAfterHeaders),
         FaultKind::Slow { latency, bandwidth } => o.proxy.set(Mode::Slow {
@@ -671,6 +782,134 @@ fn apply(
         }
     }
     Ok(())
+}
+
+/// The built-in origin for a scenario: an echo server for a TCP load.
+fn spawn_origin(name: &str, addr: SocketAddr, tcp: bool) -> std::io::Result<OriginHandle> {
+    if tcp {
+        origin::echo::spawn_echo(name, addr)
+    } else {
+        origin::spawn(name, addr)
+    }
+}
+
+/// Checks the expectations of a TCP load (`expect.failed_connections`,
+/// `cut_connections`, `connections_to_down`, `bytes_after_fault`).
+fn judge_tcp(
+    scenario: &Scenario,
+    conns: &[tcp_load::Conn],
+    bytes: &std::collections::BTreeMap<(u32, String), u64>,
+    events: &[Event],
+    interrupted: bool,
+) -> Vec<(String, Option<bool>)> {
+    let mut out = Vec::new();
+    let e = &scenario.expect;
+    let (_, failed, cut) = report::tcp_counts(conns);
+    if let Some(max) = e.failed_connections {
+        out.push((
+            format!("failed connections: {failed} (at most {max})"),
+            Some(failed as u64 <= max),
+        ));
+    }
+    if let Some(max) = e.cut_connections {
+        out.push((
+            format!("cut connections: {cut} (at most {max})"),
+            Some(cut as u64 <= max),
+        ));
+    }
+    if let Some(max) = e.connections_to_down {
+        let (n, downs) = connections_to_down(conns, events, &scenario.origins);
+        out.push((
+            format!(
+                "connections to a server while it was marked down: {n} (at most {max}; {} seen)",
+                crate::words::count(downs as u64, "down period")
+            ),
+            Some(n <= max),
+        ));
+    }
+    if let Some(min) = e.bytes_after_fault {
+        let fault_t = events.iter().find(|e| e.kind == "fault").map(|e| e.t);
+        match fault_t {
+            Some(t) => {
+                let after: u64 = bytes
+                    .iter()
+                    .filter(|((i, _), _)| *i as f64 * tcp_load::BYTE_BUCKET >= t)
+                    .map(|(_, n)| n)
+                    .sum();
+                let by = report::tcp_bytes_by_server(
+                    &bytes
+                        .iter()
+                        .filter(|((i, _), _)| *i as f64 * tcp_load::BYTE_BUCKET >= t)
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect(),
+                );
+                let by: Vec<String> = by
+                    .iter()
+                    .map(|(k, v)| format!("{k} {}", report::human_bytes(*v)))
+                    .collect();
+                out.push((
+                    format!(
+                        "bytes echoed after the first fault: {} ({}; at least {})",
+                        report::human_bytes(after),
+                        if by.is_empty() {
+                            "none".into()
+                        } else {
+                            by.join(", ")
+                        },
+                        report::human_bytes(min)
+                    ),
+                    (after >= min || !interrupted).then_some(after >= min),
+                ));
+            }
+            None => out.push((
+                format!(
+                    "bytes echoed after the first fault (at least {}): no fault fired",
+                    report::human_bytes(min)
+                ),
+                if interrupted { None } else { Some(false) },
+            )),
+        }
+    }
+    out
+}
+
+/// Connections that the client opened while their server was marked down
+/// by Pocket (from its DOWN health line to its next UP line), and how many
+/// down periods there were. A connection opened after the DOWN line came
+/// was placed after Pocket knew: the lab reads the line after Pocket
+/// marked the server.
+fn connections_to_down(
+    conns: &[tcp_load::Conn],
+    events: &[Event],
+    origins: &[String],
+) -> (u64, usize) {
+    let mut n = 0;
+    let mut periods = 0;
+    for name in origins {
+        let who = format!("server {name} ");
+        let mut down_since: Option<f64> = None;
+        let mut spans = Vec::new();
+        for e in events
+            .iter()
+            .filter(|e| e.kind == "health" && e.text.contains(&who))
+        {
+            if e.text.contains(" is DOWN") {
+                down_since.get_or_insert(e.t);
+            } else if let Some(from) = down_since.take() {
+                spans.push((from, e.t));
+            }
+        }
+        if let Some(from) = down_since {
+            spans.push((from, f64::INFINITY));
+        }
+        periods += spans.len();
+        n += conns
+            .iter()
+            .filter(|c| c.server.as_deref() == Some(name.as_str()))
+            .filter(|c| spans.iter().any(|(a, b)| c.start > *a && c.start < *b))
+            .count() as u64;
+    }
+    (n, periods)
 }
 
 /// Checks the scenario's expectations against what happened.

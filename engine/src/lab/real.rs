@@ -195,13 +195,15 @@ struct Link {
 pub struct RealNet {
     ns: Option<String>,
     exe: PathBuf,
+    /// The origins are echo servers (`pocket origin --echo`): a TCP load.
+    echo: bool,
     links: Vec<Link>,
 }
 
 impl RealNet {
     /// Makes the namespace and one link and origin per name; on any error
     /// what was made so far is removed before returning.
-    pub fn build(names: &[String]) -> Result<RealNet, String> {
+    pub fn build(names: &[String], echo: bool) -> Result<RealNet, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let pid = std::process::id();
         let ns = format!("{NS_PREFIX}{pid}");
@@ -211,6 +213,7 @@ impl RealNet {
         let mut net = RealNet {
             ns: Some(ns.clone()),
             exe,
+            echo,
             links: Vec::new(),
         };
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
@@ -276,6 +279,7 @@ impl RealNet {
             .args(["origin", "--name", &l.name, "--bind"])
             .arg(l.addr.ip().to_string())
             .args(["--port", &PORT.to_string()])
+            .args(self.echo.then_some("--echo"))
             .env("POCKET_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -381,7 +385,9 @@ impl RealNet {
                 self.stop(i);
                 self.links[i].refused = true;
             }
-            FaultKind::Blackhole => self.set_link(i, false)?,
+            // The link down: in this layer a connect then fails at once
+            // (the safety route), it does not time out.
+            FaultKind::Blackhole | FaultKind::Drop => self.set_link(i, false)?,
             FaultKind::Slow {
                 bandwidth: Some(bps),
                 ..

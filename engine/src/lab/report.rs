@@ -14,6 +14,16 @@ use crate::words;
 
 use super::load::{Retry, Sample};
 use super::stats::{self, Bucket};
+use super::tcp_load::{Conn, Outcome, BYTE_BUCKET};
+
+/// A TCP load's record, for the report.
+pub struct TcpView<'a> {
+    pub conns: &'a [Conn],
+    /// (when, server) of every connection a server answered.
+    pub opened: &'a [(f64, String)],
+    /// Echoed bytes by ([`BYTE_BUCKET`] index, server).
+    pub bytes: &'a BTreeMap<(u32, String), u64>,
+}
 
 /// Something that happened: a fault, a health change, a reload.
 #[derive(Debug, Clone)]
@@ -52,6 +62,8 @@ pub struct Run<'a> {
     /// (address, scenario name) of every origin, to name servers in
     /// Pocket's reasons.
     pub names: &'a [(String, String)],
+    /// A TCP load: the report counts connections and bytes.
+    pub tcp: Option<TcpView<'a>>,
 }
 
 /// The kind of event for Pocket's log line about an answer it could not
@@ -108,7 +120,36 @@ pub fn events_jsonl(run: &Run) -> String {
             json_str(&e.text)
         );
     }
-    for s in run.samples {
+    if let Some(tcp) = &run.tcp {
+        for c in tcp.conns {
+            let _ = writeln!(
+                out,
+                "{{\"t\":{:.4},\"kind\":\"connection\",\"type\":{},\"start\":{:.4},\"server\":{},\"outcome\":{},\"failure\":{},\"cause\":{},\"bytes\":{}}}",
+                c.end,
+                json_str(c.kind),
+                c.start,
+                json_opt(c.server.as_deref()),
+                json_str(c.outcome.word()),
+                json_opt(c.why.as_ref().map(|f| f.kind.as_str())),
+                json_opt(
+                    c.why
+                        .as_ref()
+                        .map(|f| name_addrs(&f.detail, run.names))
+                        .as_deref()
+                ),
+                c.bytes
+            );
+        }
+        for ((i, server), n) in tcp.bytes {
+            let _ = writeln!(
+                out,
+                "{{\"t\":{:.1},\"kind\":\"bytes\",\"server\":{},\"bytes\":{n}}}",
+                *i as f64 * BYTE_BUCKET,
+                json_str(server)
+            );
+        }
+    }
+    for s in run.samples.iter().filter(|_| run.tcp.is_none()) {
         let _ = writeln!(
             out,
             "{{\"t\":{:.4},\"kind\":\"request\",\"sent\":{:.4},\"latency_ms\":{:.3},\"server\":{},\"status\":{},\"failure\":{},\"cause\":{},\"bytes\":{}}}",
@@ -144,7 +185,13 @@ pub fn events_jsonl(run: &Run) -> String {
 /// how many, and the cause with servers named.
 pub fn failure_lines(run: &Run) -> Vec<String> {
     let mut groups: BTreeMap<String, usize> = BTreeMap::new();
-    let why_closed = closed_causes(run);
+    // The explanations are about HTTP answers Pocket could not complete;
+    // a TCP connection's close is passed on as it came.
+    let why_closed = if run.tcp.is_some() {
+        BTreeMap::new()
+    } else {
+        closed_causes(run)
+    };
     for (i, s) in run.samples.iter().enumerate() {
         let Some(f) = &s.failure else { continue };
         let mut detail = name_addrs(&f.detail, run.names);
@@ -241,6 +288,98 @@ fn retry_lines(run: &Run) -> Vec<String> {
         .collect()
 }
 
+/// Bytes in a few characters: "512 B", "1.5 KB", "12.3 MB" (powers of 1000).
+pub fn human_bytes(n: u64) -> String {
+    let f = n as f64;
+    if f >= 1e9 {
+        format!("{:.2} GB", f / 1e9)
+    } else if f >= 1e6 {
+        format!("{:.1} MB", f / 1e6)
+    } else if f >= 1e3 {
+        format!("{:.1} KB", f / 1e3)
+    } else {
+        format!("{n} B")
+    }
+}
+
+/// A TCP run's counts: (completed, failed, cut).
+pub fn tcp_counts(conns: &[Conn]) -> (usize, usize, usize) {
+    let n = |o: Outcome| conns.iter().filter(|c| c.outcome == o).count();
+    (n(Outcome::Completed), n(Outcome::Failed), n(Outcome::Cut))
+}
+
+/// Echoed bytes per server over the whole run.
+pub fn tcp_bytes_by_server(bytes: &BTreeMap<(u32, String), u64>) -> BTreeMap<String, u64> {
+    let mut out: BTreeMap<String, u64> = BTreeMap::new();
+    for ((_, server), n) in bytes {
+        *out.entry(server.clone()).or_default() += n;
+    }
+    out
+}
+
+/// The outcome line of a TCP run: `14 connections: 12 completed, 0
+/// failed, 2 cut; 9.6 MB echoed (A 6.1 MB, B 3.5 MB)`.
+pub fn tcp_outcome_line(tcp: &TcpView) -> String {
+    let (done, failed, cut) = tcp_counts(tcp.conns);
+    let by: Vec<String> = tcp_bytes_by_server(tcp.bytes)
+        .iter()
+        .map(|(k, v)| format!("{k} {}", human_bytes(*v)))
+        .collect();
+    let total: u64 = tcp.bytes.values().sum();
+    format!(
+        "{}: {done} completed, {failed} failed, {cut} cut; {} echoed ({})",
+        words::count(tcp.conns.len() as u64, "connection"),
+        human_bytes(total),
+        if by.is_empty() {
+            "none".into()
+        } else {
+            by.join(", ")
+        }
+    )
+}
+
+/// One second of a TCP run: connections opened (by the server that
+/// answered, counted when the client connected), how many ended each way
+/// (counted when they ended), and the bytes echoed by each server.
+#[derive(Debug, Default, Clone)]
+pub struct TcpSecond {
+    pub opened: BTreeMap<String, u64>,
+    pub completed: u64,
+    pub failed: u64,
+    pub cut: u64,
+    pub bytes: BTreeMap<String, u64>,
+}
+
+/// [`TcpSecond`]s from 0 to `end` seconds.
+pub fn tcp_seconds(
+    conns: &[Conn],
+    opened: &[(f64, String)],
+    bytes: &BTreeMap<(u32, String), u64>,
+    end: f64,
+) -> Vec<TcpSecond> {
+    let n = (end.ceil() as usize).max(1);
+    let mut out = vec![TcpSecond::default(); n];
+    let at = |t: f64| (t.max(0.0) as usize).min(n - 1);
+    for (t, s) in opened {
+        *out[at(*t)].opened.entry(s.clone()).or_default() += 1;
+    }
+    for c in conns {
+        let b = &mut out[at(c.end)];
+        match c.outcome {
+            Outcome::Completed => b.completed += 1,
+            Outcome::Failed => b.failed += 1,
+            Outcome::Cut => b.cut += 1,
+        }
+    }
+    for ((i, server), v) in bytes {
+        *out[at(*i as f64 * BYTE_BUCKET)]
+            .bytes
+            .entry(server.clone())
+            .or_default() += v;
+    }
+    out
+}
+
 /// The summary in Markdown: outcome first (what failed and why), then the
 /// expectations, the events and a table per second.
 pub fn summary_md(run: &Run) -> String {
@@ -276,22 +415,35 @@ pub fn summary_md(run: &Run) -> String {
         if run.tls { " over TLS" } else { "" },
         at.join(", "),
     );
-    let _ = writeln!(
-        out,
-        "{}: {} answered ({}), {} failed; {} retried by Pocket on another server.\n",
-        words::count(run.samples.len() as u64, "request"),
-        answered.len(),
-        if servers.is_empty() {
-            "none".into()
-        } else {
-            servers.join(", ")
-        },
-        failed,
-        run.retries.len(),
-    );
+    if let Some(tcp) = &run.tcp {
+        let _ = writeln!(
+            out,
+            "{}; {} retried by Pocket on another server.\n",
+            tcp_outcome_line(tcp),
+            run.retries.len()
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "{}: {} answered ({}), {} failed; {} retried by Pocket on another server.\n",
+            words::count(run.samples.len() as u64, "request"),
+            answered.len(),
+            if servers.is_empty() {
+                "none".into()
+            } else {
+                servers.join(", ")
+            },
+            failed,
+            run.retries.len(),
+        );
+    }
     let failures = failure_lines(run);
     if !failures.is_empty() {
-        out.push_str("Failures (status ×count: cause):\n\n");
+        out.push_str(if run.tcp.is_some() {
+            "Failed and cut connections (what the client saw ×count: cause):\n\n"
+        } else {
+            "Failures (status ×count: cause):\n\n"
+        });
         for l in &failures {
             let _ = writeln!(out, "- {l}");
         }
@@ -320,6 +472,32 @@ pub fn summary_md(run: &Run) -> String {
     out.push_str("\n## Events\n\n");
     for e in run.events.iter().filter(|e| e.kind != BROKEN) {
         let _ = writeln!(out, "- {:.3}s {}: {}", e.t, e.kind, e.text);
+    }
+    if let Some(tcp) = &run.tcp {
+        out.push_str("\n## Per second\n\nConnections opened (by the server that answered, counted when the client connected); completed, failed and cut (counted when they ended); bytes echoed by each server.\n\n| second | opened | completed | failed | cut | bytes |\n|---|---|---|---|---|---|\n");
+        let list = |m: &BTreeMap<String, u64>, f: &dyn Fn(u64) -> String| {
+            let v: Vec<String> = m.iter().map(|(k, n)| format!("{k} {}", f(*n))).collect();
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        for (i, s) in tcp_seconds(tcp.conns, tcp.opened, tcp.bytes, run.end)
+            .iter()
+            .enumerate()
+        {
+            let _ = writeln!(
+                out,
+                "| {i} | {} | {} | {} | {} | {} |",
+                list(&s.opened, &|n| n.to_string()),
+                s.completed,
+                s.failed,
+                s.cut,
+                list(&s.bytes, &human_bytes),
+            );
+        }
+        return out;
     }
     out.push_str("\n## Per second\n\n| second | answered | by server | failed | by cause | retried | p50 ms | p99 ms |\n|---|---|---|---|---|---|---|---|\n");
     let fmt_ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
@@ -422,6 +600,7 @@ mod tests {
             events: &[],
             verdicts: &[],
             names: &names,
+            tcp: None,
         };
         let lines = failure_lines(&run);
         assert_eq!(lines[0], "502 ×3: no server of pool \"app\" could be reached (tried 1; last: B (127.0.0.1:9002): connect failed: Connection refused (os error 111))");
@@ -481,6 +660,7 @@ mod tests {
             events: &events,
             verdicts: &[],
             names: &[],
+            tcp: None,
         };
         let lines = failure_lines(&run);
         assert_eq!(lines.len(), 3, "{lines:?}");

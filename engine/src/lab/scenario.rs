@@ -19,6 +19,12 @@
 //!   expect = { failed = 0, detected_within = "1s" },
 //! }
 //! ```
+//!
+//! A `load` with `streams` or `connections` is a TCP load (see
+//! `tcp_load.rs`): the origins are echo servers, the policy's listener is
+//! `mode = "tcp"`, and `expect` counts connections and bytes
+//! (`failed_connections`, `cut_connections`, `connections_to_down`,
+//! `bytes_after_fault`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +41,9 @@ pub enum FaultKind {
     Restart,
     Refuse,
     Blackhole,
+    /// A firewall that drops packets: new connects time out (no SYN-ACK),
+    /// open connections go silent as with `Blackhole`.
+    Drop,
     Cut(u64),
     ResetAfterHeaders,
     Slow {
@@ -83,12 +92,43 @@ pub struct Load {
     /// Each client opens an upgrade tunnel (the origins' `/echo`) on its
     /// path and sends a message a request, checking its echo.
     pub websocket: bool,
+    /// A TCP load (`streams` or `connections` given): the origins are
+    /// echo servers and the policy's listener is `mode = "tcp"`.
+    pub tcp: Option<TcpLoad>,
+}
+
+/// A TCP load: long streams and/or short connections to Pocket's
+/// listener, each through to an echo origin (see `tcp_load.rs`).
+#[derive(Debug, Clone)]
+pub struct TcpLoad {
+    /// Long streams: each sends `chunk` bytes and reads their echo, again
+    /// and again, for the whole run; a stream cut is opened again.
+    pub streams: usize,
+    /// Clients of short connections: each connects, sends `bytes`, reads
+    /// their echo, closes, and again (`load.rate`: connections per second
+    /// over all of them).
+    pub connections: usize,
+    /// Bytes each way per short connection.
+    pub bytes: usize,
+    /// Bytes per round trip of a long stream.
+    pub chunk: usize,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Expect {
     pub failed: Option<u64>,
     pub ok_min: Option<u64>,
+    /// TCP: at most this many connections failed (no echo banner came:
+    /// refused, reset or timed out before the server answered).
+    pub failed_connections: Option<u64>,
+    /// TCP: at most this many connections were cut after the server
+    /// answered (reset, closed or silent mid-stream).
+    pub cut_connections: Option<u64>,
+    /// TCP: at most this many connections reached a server while Pocket
+    /// had it marked down (usually 0).
+    pub connections_to_down: Option<u64>,
+    /// TCP: at least this many bytes echoed after the first fault.
+    pub bytes_after_fault: Option<u64>,
     pub detected_within: Option<Duration>,
     pub recovered_within: Option<Duration>,
 }
@@ -139,8 +179,38 @@ const LOAD_KEYS: &[&str] = &[
     "method",
     "body_bytes",
     "websocket",
+    "streams",
+    "connections",
+    "bytes",
+    "chunk",
 ];
-const EXPECT_KEYS: &[&str] = &["failed", "ok_min", "detected_within", "recovered_within"];
+/// Keys of an HTTP load, refused in a TCP one.
+const HTTP_LOAD_KEYS: &[&str] = &[
+    "concurrency",
+    "paths",
+    "keepalive",
+    "method",
+    "body_bytes",
+    "websocket",
+];
+const EXPECT_KEYS: &[&str] = &[
+    "failed",
+    "ok_min",
+    "detected_within",
+    "recovered_within",
+    "failed_connections",
+    "cut_connections",
+    "connections_to_down",
+    "bytes_after_fault",
+];
+/// Expectations about requests, refused for a TCP load, and the reverse.
+const HTTP_EXPECT_KEYS: &[&str] = &["failed", "ok_min"];
+const TCP_EXPECT_KEYS: &[&str] = &[
+    "failed_connections",
+    "cut_connections",
+    "connections_to_down",
+    "bytes_after_fault",
+];
 /// The longest scenario the lab runs: every load is bounded.
 const MAX_DURATION: Duration = Duration::from_secs(600);
 
@@ -508,6 +578,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         method: "GET".into(),
         body_bytes: 0,
         websocket: false,
+        tcp: None,
     };
     match field(&root, "load") {
         Value::Nil => {}
@@ -607,6 +678,10 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                 Ok(d) => load.timeout = d.unwrap_or(load.timeout),
                 Err(e) => errs.at(&["load", "timeout"], e),
             }
+            load.tcp = tcp_load(&mut errs, &t);
+            if let Some(tcp) = &load.tcp {
+                load.concurrency = tcp.streams + tcp.connections;
+            }
         }
         v => errs.at(
             &["load"],
@@ -669,10 +744,27 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
             for (k, slot) in [
                 ("failed", &mut expect.failed),
                 ("ok_min", &mut expect.ok_min),
+                ("failed_connections", &mut expect.failed_connections),
+                ("cut_connections", &mut expect.cut_connections),
+                ("connections_to_down", &mut expect.connections_to_down),
+                ("bytes_after_fault", &mut expect.bytes_after_fault),
             ] {
                 match int_in(&field(&t, k), &format!("expect.{k}"), 0, i64::MAX) {
                     Ok(n) => *slot = n.map(|n| n as u64),
                     Err(e) => errs.at(&["expect", k], e),
+                }
+            }
+            let (wrong, what) = if load.tcp.is_some() {
+                (HTTP_EXPECT_KEYS, "requests; a TCP load counts connections (failed_connections, cut_connections, connections_to_down, bytes_after_fault)")
+            } else {
+                (
+                    TCP_EXPECT_KEYS,
+                    "a TCP load (load.streams or load.connections)",
+                )
+            };
+            for k in wrong {
+                if !field(&t, k).is_nil() {
+                    errs.at(&["expect", *k], format!("expect.{k} is about {what}"));
                 }
             }
             for (k, slot) in [
@@ -716,6 +808,12 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
             false
         }
     };
+    if tls && load.tcp.is_some() {
+        errs.at(
+            &["tls"],
+            "tls = true is for an HTTP load: a TCP listener passes bytes through, and the echo origins do not speak TLS".into(),
+        );
+    }
     if !errs.list.is_empty() {
         return Err(errs.lines());
     }
@@ -888,6 +986,7 @@ fn fault(
         ("restart", true) => FaultKind::RestartBalancer,
         ("refuse", false) => FaultKind::Refuse,
         ("blackhole", false) => FaultKind::Blackhole,
+        ("drop", false) => FaultKind::Drop,
         ("cut", false) => FaultKind::Cut(int(errs, "bytes", 0, i64::MAX).unwrap_or(1000) as u64),
         ("reset_after_headers", false) => FaultKind::ResetAfterHeaders,
         ("slow", false) => FaultKind::Slow {
@@ -925,7 +1024,7 @@ fn fault(
         },
         (other, _) => {
             at_of(errs, "fault", format!(
-                "unknown fault \"{other}\" for {} (faults for a server: kill, restart, refuse, blackhole, cut, reset_after_headers, slow, flap, lie, heal; for the balancer: reload, restart, hang_worker)",
+                "unknown fault \"{other}\" for {} (faults for a server: kill, restart, refuse, blackhole, drop, cut, reset_after_headers, slow, flap, lie, heal; for the balancer: reload, restart, hang_worker)",
                 if balancer { "the balancer" } else { "a server" }
             ));
             return;
@@ -945,4 +1044,43 @@ fn fault(
         kind,
         text,
     });
+}
+
+/// The TCP part of `load` (`t`): Some when `streams` or `connections` is
+/// given; an HTTP load key next to them is refused.
+fn tcp_load(errs: &mut Errors, t: &Table) -> Option<TcpLoad> {
+    let tcp_keys = ["streams", "connections", "bytes", "chunk"];
+    if tcp_keys.iter().all(|k| field(t, k).is_nil()) {
+        return None;
+    }
+    for k in HTTP_LOAD_KEYS {
+        if !field(t, k).is_nil() {
+            errs.at(
+                &["load", *k],
+                format!("load.{k} is for an HTTP load; a TCP load (streams, connections) sends bytes to echo servers"),
+            );
+        }
+    }
+    let mut n = |k: &str, lo: i64, hi: i64, default: usize| -> usize {
+        match int_in(&field(t, k), &format!("load.{k}"), lo, hi) {
+            Ok(v) => v.map_or(default, |v| v as usize),
+            Err(e) => {
+                errs.at(&["load", k], e);
+                default
+            }
+        }
+    };
+    let tcp = TcpLoad {
+        streams: n("streams", 0, 256, 0),
+        connections: n("connections", 0, 256, 0),
+        bytes: n("bytes", 1, 1 << 20, 100),
+        chunk: n("chunk", 1, 1 << 20, 16 * 1024),
+    };
+    if tcp.streams + tcp.connections == 0 {
+        errs.at(
+            &["load"],
+            "a TCP load needs load.streams or load.connections above 0".into(),
+        );
+    }
+    Some(tcp)
 }

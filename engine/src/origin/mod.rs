@@ -36,6 +36,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub mod echo;
+
 const CHUNK: usize = 64 * 1024;
 static FILLER: [u8; CHUNK] = [b'x'; CHUNK];
 
