@@ -580,13 +580,36 @@ impl WorkerScript {
         pool: usize,
         req: &mut RequestView,
     ) -> Result<Option<Vec<u8>>, HookError> {
+        let seq = req.id.seq;
+        self.hash_key_of(pool, req, seq)
+    }
+
+    /// The key a tcp `hash` pool with `hash_key = function(conn)` hashes
+    /// for this connection (`seq`: the connection's number, for the
+    /// watchdog); None when the function returns nil.
+    pub fn hash_key_conn(
+        &self,
+        pool: usize,
+        conn: &mut ConnView,
+        seq: u64,
+    ) -> Result<Option<Vec<u8>>, HookError> {
+        self.hash_key_of(pool, conn, seq)
+    }
+
+    /// `hash_key(view)`: a request's or a connection's.
+    fn hash_key_of<T: mlua::UserData + 'static>(
+        &self,
+        pool: usize,
+        view: &mut T,
+        seq: u64,
+    ) -> Result<Option<Vec<u8>>, HookError> {
         let Some(Some(f)) = self.hash_keys.get(pool) else {
             return Ok(None);
         };
         let at = |w: &Watched| w.hash_keys.get(pool).copied().unwrap_or(0);
-        let _busy = self.busy(Doing::HashKey, at, req.id.seq);
+        let _busy = self.busy(Doing::HashKey, at, seq);
         let out = self.vm.lua.scope(|scope| {
-            let ud = scope.create_userdata_ref_mut(req)?;
+            let ud = scope.create_userdata_ref_mut(view)?;
             let out: Value = self.vm.call(f, ud)?;
             Ok(match out {
                 Value::Nil => Ok(None),
@@ -634,6 +657,28 @@ impl WorkerScript {
         pool_index: usize,
         req: &mut RequestView,
     ) -> Result<Option<usize>, HookError> {
+        let seq = req.id.seq;
+        self.choose_server_of(pool_index, req, seq)
+    }
+
+    /// The server a tcp pool's `balance = function(servers, conn)`
+    /// chooses for this connection (`seq`: its number, for the watchdog).
+    pub fn choose_server_conn(
+        &self,
+        pool_index: usize,
+        conn: &mut ConnView,
+        seq: u64,
+    ) -> Result<Option<usize>, HookError> {
+        self.choose_server_of(pool_index, conn, seq)
+    }
+
+    /// `balance(servers, view)`: for a request or a connection.
+    fn choose_server_of<T: mlua::UserData + 'static>(
+        &self,
+        pool_index: usize,
+        req: &mut T,
+        seq: u64,
+    ) -> Result<Option<usize>, HookError> {
         let Some(Some(f)) = self.balancers.get(pool_index) else {
             return Ok(None);
         };
@@ -643,7 +688,7 @@ impl WorkerScript {
             return Ok(None);
         }
         let at = |w: &Watched| w.balancers.get(pool_index).copied().unwrap_or(0);
-        let _busy = self.busy(Doing::Balance, at, req.id.seq);
+        let _busy = self.busy(Doing::Balance, at, seq);
         let lua = &self.vm.lua;
         lua.scope(|scope| {
             let list = lua.create_table_with_capacity(candidates.len(), 0)?;

@@ -390,6 +390,7 @@ mod tests {
             trace: None,
             log: None,
             tls: None,
+tcp: false,
         }
     }
 
