@@ -27,7 +27,7 @@ pub mod decide;
 pub mod fields;
 pub mod forward;
 pub mod local;
-mod next_try;
+pub(crate) mod next_try;
 pub mod proxy_header;
 pub mod target;
 pub mod timeouts;

@@ -8,7 +8,7 @@ use crate::lb::Pool;
 /// The end of the warning for a failed try of server `failed` (`tried`
 /// does not hold it yet): `; trying another server` only when the retry
 /// loop will find one (the lab counts those lines as retries).
-pub(super) fn after_failure(
+pub(crate) fn after_failure(
     policy: &Policy,
     pool: &Pool,
     tried: &[usize],

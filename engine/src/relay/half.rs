@@ -124,6 +124,13 @@ impl Half {
                     }
                     return Poll::Pending;
                 }
+                // A TLS peer that closed its TCP connection without a
+                // close_notify (many servers do): its end, not a break.
+                // The bytes are passed on as they came; framing them is
+                // the application's business. Plain TCP never says this.
+                Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    self.eof = true;
+                }
                 Poll::Ready(Err(_)) => return Poll::Ready(Err(Fault::Read)),
                 Poll::Ready(Ok(())) => {
                     let n = rb.filled().len();

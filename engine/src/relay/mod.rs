@@ -133,3 +133,79 @@ where
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn each_end_is_passed_on_and_the_other_way_goes_on() {
+        runtime().block_on(async {
+            let (mut client, mut client_side) = tokio::io::duplex(64);
+            let (mut server_side, mut server) = tokio::io::duplex(64);
+            let copy = tokio::spawn(async move {
+                both_ways(
+                    &mut client_side,
+                    &mut server_side,
+                    Bytes::from_static(b">"),
+                    Bytes::new(),
+                    Duration::from_secs(60),
+                    |_| {},
+                )
+                .await
+            });
+            // The client sends and shuts its write side...
+            client.write_all(b"ask").await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b">ask", "early bytes first, then the EOF");
+            // ...and still reads the server's answer.
+            server.write_all(b"answer").await.unwrap();
+            server.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).await.unwrap();
+            assert_eq!(got, b"answer");
+            let (end, moved) = copy.await.unwrap();
+            assert_eq!(end, End::Closed);
+            assert_eq!(moved, Moved { up: 4, down: 6 });
+            assert_eq!(end.termination(), Termination::NORMAL);
+        });
+    }
+
+    #[test]
+    fn silence_ends_it_blaming_the_quiet_side() {
+        runtime().block_on(async {
+            let (mut client, mut client_side) = tokio::io::duplex(64);
+            let (mut server_side, mut server) = tokio::io::duplex(64);
+            let copy = tokio::spawn(async move {
+                both_ways(
+                    &mut client_side,
+                    &mut server_side,
+                    Bytes::new(),
+                    Bytes::new(),
+                    Duration::from_millis(200),
+                    |_| {},
+                )
+                .await
+            });
+            client.write_all(b"hi").await.unwrap();
+            let mut got = [0u8; 2];
+            server.read_exact(&mut got).await.unwrap();
+            // The server answers last; then nothing moves.
+            server.write_all(b"yo").await.unwrap();
+            client.read_exact(&mut got).await.unwrap();
+            let (end, _) = copy.await.unwrap();
+            assert_eq!(end, End::Idle(true));
+            assert_eq!(end.termination().to_string(), "cD");
+        });
+    }
+}

@@ -19,7 +19,6 @@ use crate::proxy::tunnel::ServerStream;
 use crate::proxy::upstream::ConnectError;
 use crate::proxy::RequestId;
 use crate::script::api::conn::ConnView;
-use crate::script::hooks::HookError;
 use crate::script::WorkerScript;
 
 /// A server connection ready for bytes.
@@ -34,14 +33,10 @@ pub struct Connected {
     pub in_flight: InFlight,
 }
 
-/// Why no server connection was made.
-pub enum Failed {
-    /// A pool's `hash_key` or `balance` function failed (placed at its
-    /// `path:line`).
-    Script(HookError),
-    /// Every server tried failed or none was up; true: the last try timed
-    /// out (`sC`, else `SC`).
-    NoServer(bool),
+/// No server connection could be made: every server tried failed or
+/// none was up. `timed_out`: the last try timed out (`sC`, else `SC`).
+pub struct NoServer {
+    pub timed_out: bool,
 }
 
 /// The client connection a server connection is made for.
@@ -61,11 +56,11 @@ pub async fn connect(
     pool: usize,
     mut client: Client<'_>,
     open: &mut Open,
-) -> Result<Connected, Failed> {
+) -> Result<Connected, NoServer> {
     let policy = &script.policy;
     let mut index = pool;
     let mut pool: &Pool = &policy.pools[index];
-    let (mut key, mut preferred) = choose(script, index, &mut client).map_err(Failed::Script)?;
+    let (mut key, mut preferred) = choose_timed(script, index, &mut client, open);
     let mut tried: Vec<usize> = Vec::new();
     let mut timed_out = false;
     // A fallback chain is checked at load to end; this only bounds a bug.
@@ -79,7 +74,7 @@ pub async fn connect(
                     index = next;
                     pool = &policy.pools[index];
                     tried.clear();
-                    (key, preferred) = choose(script, index, &mut client).map_err(Failed::Script)?;
+                    (key, preferred) = choose_timed(script, index, &mut client, open);
                     continue;
                 }
                 _ => break,
@@ -114,13 +109,15 @@ pub async fn connect(
             Err(e) => {
                 timed_out = matches!(e, ConnectError::Timeout(_));
                 server.state.traffic_failed(pool.passive.after, e.cause());
+                // What happens next, in the words of the HTTP path.
+                let next = crate::proxy::next_try::after_failure(policy, pool, &tried, si);
                 tracing::warn!(
                     connection = %client.id,
                     listener = %client.view.listener,
                     peer = %client.peer,
                     pool = %pool.name,
                     server = %server.addr,
-                    "{e}; trying the next server"
+                    "{e}{next}"
                 );
                 open.ex.retries.push(Retry {
                     pool: pool.name.clone(),
@@ -132,31 +129,60 @@ pub async fn connect(
             }
         }
     }
-    Err(Failed::NoServer(timed_out))
+    Err(NoServer { timed_out })
+}
+
+/// [`choose`], its hooks' time added to the record's `hooks_us`. The
+/// per-thread hook clock is read right around the call: between two
+/// awaits no other task's hooks can run.
+fn choose_timed(
+    script: &WorkerScript,
+    index: usize,
+    client: &mut Client<'_>,
+    open: &mut Open,
+) -> (Option<u64>, Option<usize>) {
+    use crate::observe::metrics::take_request_hook_ns;
+    let _ = take_request_hook_ns();
+    let chosen = choose(script, index, client);
+    open.ex.hooks_us += take_request_hook_ns() / 1000;
+    chosen
 }
 
 /// The hash key and the scripted choice for a connection in pool
 /// `index`: the pool's `hash_key` (`"source"`: the client's address, as
 /// for HTTP, so a client keeps its server across modes; a function:
-/// `hash_key(conn)`), and its `balance = function(servers, conn)`.
+/// `hash_key(conn)`), and its `balance = function(servers, conn)`. As
+/// for requests (proxy/decide.rs), a failing function costs the
+/// connection its stickiness or its scripted choice, not its server: a
+/// warning, then round robin.
 fn choose(
     script: &WorkerScript,
     index: usize,
     client: &mut Client<'_>,
-) -> Result<(Option<u64>, Option<usize>), HookError> {
+) -> (Option<u64>, Option<usize>) {
     let pool = &script.policy.pools[index];
     let seq = client.id.seq;
     let key = match &pool.hash_key {
         None => None,
         Some(HashKey::Source) => Some(source_key(client.peer)),
-        Some(HashKey::Script) => script
-            .hash_key_conn(index, client.view, seq)?
-            .map(|k| crate::lb::hash_bytes(&k)),
+        Some(HashKey::Script) => match script.hash_key_conn(index, client.view, seq) {
+            Ok(key) => key.map(|k| crate::lb::hash_bytes(&k)),
+            Err(e) => {
+                tracing::warn!(connection = %client.id, listener = %client.view.listener, peer = %client.peer, hook = e.hook, "{}; balancing without a key", e.message);
+                None
+            }
+        },
         // HTTP keys are refused on a tcp pool at load.
         Some(_) => None,
     };
-    let preferred = script.choose_server_conn(index, client.view, seq)?;
-    Ok((key, preferred))
+    let preferred = match script.choose_server_conn(index, client.view, seq) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(connection = %client.id, listener = %client.view.listener, peer = %client.peer, hook = e.hook, "{}; round robin decides", e.message);
+            None
+        }
+    };
+    (key, preferred)
 }
 
 /// The hash of the client's address as text, as the HTTP path hashes
@@ -182,12 +208,12 @@ async fn dial(
 ) -> Result<Box<dyn ServerStream>, ConnectError> {
     let timeout = pool.timeouts.connect;
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut stream =
-        match tokio::time::timeout_at(deadline, TcpStream::connect(server.addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(ConnectError::Refused(e)),
-            Err(_) => return Err(ConnectError::Timeout(timeout)),
-        };
+    let mut stream = match tokio::time::timeout_at(deadline, TcpStream::connect(server.addr)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(ConnectError::Refused(e)),
+        Err(_) => return Err(ConnectError::Timeout(timeout)),
+    };
     let _ = stream.set_nodelay(true);
     let sock = socket2::SockRef::from(&stream);
     // A pulled cable sends no RST: data unacknowledged for `idle`, and

@@ -9,8 +9,8 @@
 //! timed out; `CD`/`SD` a side broke (reset) while data moved; `cD`/`sD`
 //! nothing moved for `timeouts.idle` (the client's or the server's
 //! silence); `KD` killed while data moved (the end of a drain's grace
-//! period); `CR` the client went away before a server was chosen (an
-//! `accept_proxy` header never came whole).
+//! period); `KC` killed while connecting (likewise); `CR` ended before
+//! `on_connect` decided (the phase that may wait for the client).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::net::TcpStream;
 
-use super::connect::{self, Client, Failed};
+use super::connect::{self, Client, NoServer};
 use super::record;
 use crate::config::ClientTimeouts;
 use crate::relay::End;
@@ -37,8 +37,7 @@ pub async fn serve(
         return;
     };
     let (peer, local) = if proxied {
-        match crate::server::worker::read_proxied(&mut stream, socket, &listener, timeouts).await
-        {
+        match crate::server::worker::read_proxied(&mut stream, socket, &listener, timeouts).await {
             Some(addrs) => addrs,
             None => return,
         }
@@ -82,16 +81,12 @@ pub async fn serve(
         local,
         view: &mut view,
     };
+    // Named in the line even if no server of it can be had.
+    open.ex.pool = Some(script.policy.pools[pool].name.clone());
     let connected = connect::connect(&script, pool, client, &mut open).await;
-    open.ex.hooks_us += crate::observe::metrics::take_request_hook_ns() / 1000;
     let connected = match connected {
         Ok(c) => c,
-        Err(Failed::Script(e)) => {
-            tracing::error!(connection = %id, listener = %listener, peer = %peer, hook = e.hook, "{}; connection closed", e.message);
-            open.set(b'P', b'R');
-            return;
-        }
-        Err(Failed::NoServer(timed_out)) => {
+        Err(NoServer { timed_out }) => {
             let name = &script.policy.pools[pool].name;
             tracing::warn!(connection = %id, listener = %listener, peer = %peer, pool = %name, "no server of pool \"{name}\" could be connected to; connection closed");
             open.set(if timed_out { b's' } else { b'S' }, b'C');
