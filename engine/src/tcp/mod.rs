@@ -15,3 +15,5 @@
 //!    The access log line is written when the connection ends.
 //!
 //! SKELETON (issue 16): filled in by the TCP path work.
+
+pub mod client_hello;
