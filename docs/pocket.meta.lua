@@ -67,7 +67,7 @@
 ---@field bind string "ip:port", "[v6]:port", "localhost:port", "*:port" or ":port".
 ---@field name? string Unique name (default "listener<N>"), seen as conn.listener / req.listener.
 ---@field pool? string Pool for requests on_request leaves undecided; without it they get a 503.
----@field mode? "http" Only "http" in this version.
+---@field mode? "http"|"tcp" Default "http". "tcp": each connection goes whole to one server of a tcp pool, chosen by on_connect or pool (docs/tcp.md).
 ---@field keepalive? string|number How long an idle keep-alive client connection stays open, HTTP/1 or HTTP/2 (default "75s").
 ---@field timeouts? pocket.ClientTimeouts The client side's timeouts.
 ---@field max_connections? integer At most this many client connections open at once on this listener, over all workers (at least 1); at the cap new connections wait in the kernel's accept queue.
@@ -89,11 +89,12 @@
 ---@field head? pocket.Duration A request head must arrive whole within this (a new connection: from the accept; HTTP/2: its first stream) (default "30s").
 ---@field body? pocket.Duration Longest client silence mid request body; then 408 (default "60s").
 ---@field send? pocket.Duration Longest a write to a client that does not read may stay blocked; then the connection closes (default "60s").
+---@field client_hello? pocket.Duration tcp listeners: longest wait for the TLS ClientHello when on_connect reads conn.sni or conn.alpn; then the connection closes (default "5s").
 
 ---@class pocket.Pool
 ---@field servers (string|pocket.Server)[] "ip:port" strings or server tables; at least one non-backup.
 ---@field balance? pocket.Balance|pocket.BalanceFunction Default "round_robin".
----@field hash_key? pocket.HashKey|fun(req: pocket.Request): string|number|nil Only with balance = "hash" (default "source"). nil from the function: no key, round robin.
+---@field hash_key? pocket.HashKey|fun(req: pocket.Request): string|number|nil Only with balance = "hash" (default "source"). nil from the function: no key, round robin. In a tcp pool: "source" or a function of the connection (pocket.Conn).
 ---@field hash_balance_factor? integer 101..1000, only with balance = "hash": no server takes a key while it carries factor% of the average load or more.
 ---@field retries? integer 0..10, default 3: extra servers to try when one cannot be reached.
 ---@field timeouts? pocket.Timeouts
@@ -107,6 +108,7 @@
 ---@field send_proxy? "v1"|"v2" Each new connection to the servers starts with a PROXY protocol header naming the client (HAProxy's send-proxy / send-proxy-v2); checks send one naming no client.
 ---@field tls? boolean|pocket.UpstreamTls TLS to the servers (and their checks); true: verified against the system's CA store, SNI the server's host name.
 ---@field protocol? "http1"|"h2" Default "http1". "h2": HTTP/2 to the servers (h2c with prior knowledge, or ALPN h2 with tls), streams multiplexed on shared connections.
+---@field mode? "http"|"tcp" Default "http". "tcp": the pool takes whole TCP connections from tcp listeners (docs/tcp.md).
 
 ---@class pocket.UpstreamTls
 ---@field sni? string The name sent as SNI and verified; default the server's host name (none for an IP: the IP is verified).

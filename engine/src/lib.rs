@@ -21,6 +21,7 @@ pub mod observe;
 pub mod origin;
 pub mod policy_tests;
 pub mod proxy;
+pub mod relay;
 pub mod reload;
 pub mod script;
 pub mod server;

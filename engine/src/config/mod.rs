@@ -116,8 +116,14 @@ impl Policy {
             // It changes what the listener accepts on the wire (a client
             // without a PROXY header is closed): never hidden.
             let proxy = if l.accept_proxy { ", accept_proxy" } else { "" };
+            // Whole TCP connections, not HTTP: said on every tcp listener.
+            let mode = if l.mode == Mode::Tcp {
+                ", mode tcp"
+            } else {
+                ""
+            };
             out.push_str(&format!(
-                "  {} on {} (default pool: {}{tls}{proxy})\n",
+                "  {} on {} (default pool: {}{tls}{proxy}{mode})\n",
                 l.name, l.bind, pool
             ));
         }
@@ -139,8 +145,13 @@ impl Policy {
                 Some(crate::proxy::proxy_header::SendProxy::V2) => ", send_proxy v2",
                 None => "",
             };
+            let mode = if p.mode == Mode::Tcp {
+                ", mode tcp"
+            } else {
+                ""
+            };
             out.push_str(&format!(
-                "  {} ({}, {}, retries {}{tls}{h2}{proxy})\n",
+                "  {} ({}, {}, retries {}{tls}{h2}{proxy}{mode})\n",
                 p.name,
                 p.balance_name(),
                 crate::words::count(p.servers.len() as u64, "server"),

@@ -322,7 +322,13 @@ impl Checker<'_> {
             (None, true) => Some(system_roots()),
         };
         match client_config(roots, s.protocol) {
-            Ok(config) => {
+            Ok(mut config) => {
+                if s.mode == super::Mode::Tcp {
+                    // A tcp pool's TLS carries whatever the client speaks
+                    // (HAProxy's `server ... ssl` in `mode tcp`): no ALPN
+                    // is offered for it.
+                    config.alpn_protocols.clear();
+                }
                 let config = Arc::new(config);
                 let http1 = match s.protocol {
                     Protocol::Http1 => config.clone(),

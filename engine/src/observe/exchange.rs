@@ -121,6 +121,10 @@ pub struct Exchange {
     /// The connection's TLS, when logged (the JSON line's `tls_version`
     /// and `sni`); None on plain HTTP or with no access log.
     pub tls: Option<Arc<crate::server::tls::TlsInfo>>,
+    /// A whole TCP-mode connection (tcp/), not an HTTP request: no
+    /// method, host, path or status; `bytes_in`/`bytes_out` are the bytes
+    /// client to server and server to client.
+    pub tcp: bool,
 }
 
 /// An exchange still going. `termination` holds what is logged if it is

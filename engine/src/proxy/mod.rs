@@ -238,6 +238,7 @@ pub fn open_exchange(
         trace: None,
         log: script.access_log.clone(),
         tls: if logged { cx.tls.clone() } else { None },
+        tcp: false,
     })
 }
 

@@ -21,24 +21,21 @@
 //! HTTP/1.0 has none either: neither is ever tunneled.
 
 use std::cell::RefCell;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode, Version};
 use hyper::body::Incoming;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 use super::body::{InFlight, ResponseBody};
 use super::{local, ConnCtx, RequestId};
 use crate::lb::{Pool, Server};
 use crate::observe::exchange::{Open, Termination};
+use crate::relay::End;
 
 /// The server side of a tunnel: its connection's socket, plain or TLS.
 pub trait ServerStream: AsyncRead + AsyncWrite + Unpin {
@@ -67,12 +64,6 @@ pub struct Upgraded {
 }
 pub type Handover = tokio::sync::oneshot::Receiver<Upgraded>;
 pub type HandoverTx = tokio::sync::oneshot::Sender<Upgraded>;
-
-/// Bytes buffered per direction: a side that does not take what is sent
-/// to it holds at most this much here (and its socket buffers in the
-/// kernel), and the other side is not read meanwhile. HAProxy's
-/// `tune.bufsize`.
-const TUNNEL_BUF: usize = 16 * 1024;
 
 /// The longest wait for the server connection's socket once its 101 is
 /// in (it is handed over at once; this only bounds a bug).
@@ -240,12 +231,12 @@ pub fn with_record(
 }
 
 /// Copies bytes both ways between the `client` (whose `client_early`
-/// bytes, read past its request, go first) and the server, until both
-/// have closed (each side's end is passed on as a shutdown of the other's
-/// write: a half-close), either breaks, or nothing moves for the pool's
-/// `timeouts.tunnel`. Ends the exchange's record then. A task dropped
-/// meanwhile (the worker stops at the end of a drain's grace period)
-/// closes both sockets and logs `KD`.
+/// bytes, read past its request, go first) and the server with the shared
+/// copier ([`crate::relay::both_ways`]: half-closes passed on, bounded
+/// buffers), until both have closed, either breaks, or nothing moves for
+/// the pool's `timeouts.tunnel`. Ends the exchange's record then. A task
+/// dropped meanwhile (the worker stops at the end of a drain's grace
+/// period) closes both sockets and logs `KD`.
 pub async fn run<C: AsyncRead + AsyncWrite + Unpin>(
     pending: Box<Pending>,
     mut client: C,
@@ -266,51 +257,22 @@ pub async fn run<C: AsyncRead + AsyncWrite + Unpin>(
         // Bytes of the tunnel are counted here, not by a body's progress.
         o.progress = None;
     }
-    let mut up = Half::new(client_early);
-    let mut down = Half::new(server_early);
-    let mut timer = Box::pin(tokio::time::sleep(idle));
-    let end = std::future::poll_fn(|cx| {
-        let u = up.poll(cx, &mut client, &mut server_io);
-        let d = down.poll(cx, &mut server_io, &mut client);
-        if let Some(o) = &mut open {
-            // Kept current: a tunnel dropped with its worker logs them too.
-            o.ex.bytes_in = up.bytes;
-            o.ex.bytes_out = down.bytes;
-        }
-        match (u, d) {
-            (Poll::Ready(Err(e)), _) => return Poll::Ready(End::Broke(e.blame(b'C', b'S'))),
-            (_, Poll::Ready(Err(e))) => return Poll::Ready(End::Broke(e.blame(b'S', b'C'))),
-            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => return Poll::Ready(End::Closed),
-            _ => {}
-        }
-        loop {
-            if timer.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
+    let (end, moved) = crate::relay::both_ways(
+        &mut client,
+        &mut server_io,
+        client_early,
+        server_early,
+        idle,
+        |moved| {
+            if let Some(o) = &mut open {
+                // Kept current: a tunnel dropped with its worker logs them too.
+                o.ex.bytes_in = moved.up;
+                o.ex.bytes_out = moved.down;
             }
-            let last = up.last.max(down.last);
-            if last + idle > Instant::now() {
-                timer.as_mut().reset(last + idle);
-                continue;
-            }
-            // Whose silence it is: a side that takes nothing sent to it,
-            // else the side that has sent nothing for longer.
-            let client_quiet = if down.write_blocked {
-                true
-            } else if up.write_blocked {
-                false
-            } else {
-                up.last <= down.last
-            };
-            return Poll::Ready(End::Idle(client_quiet));
-        }
-    })
+        },
+    )
     .await;
-    let termination = match end {
-        End::Closed => Termination::NORMAL,
-        End::Broke(who) => Termination::of(who, b'D'),
-        End::Idle(true) => Termination::of(b'c', b'D'),
-        End::Idle(false) => Termination::of(b's', b'D'),
-    };
+    let termination = end.termination();
     match end {
         End::Idle(_) => {
             tracing::info!(request = %id, server = %server, "tunnel idle for {idle:?} (timeouts.tunnel); closed")
@@ -321,167 +283,9 @@ pub async fn run<C: AsyncRead + AsyncWrite + Unpin>(
         in_flight.finished_well();
     }
     if let Some(o) = &mut open {
+        o.ex.bytes_in = moved.up;
+        o.ex.bytes_out = moved.down;
         o.ex.termination = termination;
-    }
-}
-
-/// How a tunnel ended.
-enum End {
-    /// Both sides closed, each passed on to the other.
-    Closed,
-    /// A side broke (a reset, or a write that failed): `C` or `S`.
-    Broke(u8),
-    /// Nothing moved for `timeouts.tunnel`; true: the client's silence.
-    Idle(bool),
-}
-
-/// A failure in one direction: reading its source or writing its
-/// destination.
-enum Fault {
-    Read,
-    Write,
-}
-
-impl Fault {
-    /// Who broke: `source` if reading failed, else `dest`.
-    fn blame(&self, source: u8, dest: u8) -> u8 {
-        match self {
-            Fault::Read => source,
-            Fault::Write => dest,
-        }
-    }
-}
-
-/// One direction of a tunnel: a bounded buffer read from one side and
-/// written to the other. While the buffer is not empty nothing more is
-/// read, so a side that stops reading pauses the other (backpressure).
-struct Half {
-    /// Bytes read ahead before the tunnel began, written first.
-    early: Bytes,
-    buf: Box<[u8]>,
-    start: usize,
-    end: usize,
-    /// The source has closed its side (EOF).
-    eof: bool,
-    /// The EOF has been passed on (the destination's write shut down).
-    done: bool,
-    /// Written to the destination and not flushed yet.
-    unflushed: bool,
-    /// The last write could not complete: the destination takes nothing.
-    write_blocked: bool,
-    /// When bytes last moved this way (read or written).
-    last: Instant,
-    /// Bytes copied this way.
-    bytes: u64,
-}
-
-impl Half {
-    fn new(early: Bytes) -> Half {
-        Half {
-            early,
-            buf: vec![0; TUNNEL_BUF].into_boxed_slice(),
-            start: 0,
-            end: 0,
-            eof: false,
-            done: false,
-            unflushed: false,
-            write_blocked: false,
-            last: Instant::now(),
-            bytes: 0,
-        }
-    }
-
-    /// Moves what it can from `src` to `dst`. Ready(Ok): this direction
-    /// is over (EOF passed on). Pending: waits for either side.
-    fn poll<R, W>(
-        &mut self,
-        cx: &mut Context<'_>,
-        src: &mut R,
-        dst: &mut W,
-    ) -> Poll<Result<(), Fault>>
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
-        if self.done {
-            return Poll::Ready(Ok(()));
-        }
-        loop {
-            // Write out what is held: the early bytes, then the buffer.
-            while !self.early.is_empty() || self.start < self.end {
-                let chunk = if self.early.is_empty() {
-                    &self.buf[self.start..self.end]
-                } else {
-                    &self.early[..]
-                };
-                match Pin::new(&mut *dst).poll_write(cx, chunk) {
-                    Poll::Pending => {
-                        self.write_blocked = true;
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                        return Poll::Ready(Err(Fault::Write))
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        self.write_blocked = false;
-                        self.unflushed = true;
-                        self.bytes += n as u64;
-                        self.last = Instant::now();
-                        if self.early.is_empty() {
-                            self.start += n;
-                        } else {
-                            let _ = self.early.split_to(n);
-                        }
-                    }
-                }
-            }
-            if self.eof {
-                return self.finish(cx, dst);
-            }
-            let mut rb = ReadBuf::new(&mut self.buf);
-            match Pin::new(&mut *src).poll_read(cx, &mut rb) {
-                Poll::Pending => {
-                    if self.unflushed {
-                        // A TLS stream holds what it was given until
-                        // flushed; plain TCP has nothing to flush.
-                        match Pin::new(&mut *dst).poll_flush(cx) {
-                            Poll::Ready(Ok(())) => self.unflushed = false,
-                            Poll::Ready(Err(_)) => return Poll::Ready(Err(Fault::Write)),
-                            Poll::Pending => {}
-                        }
-                    }
-                    return Poll::Pending;
-                }
-                Poll::Ready(Err(_)) => return Poll::Ready(Err(Fault::Read)),
-                Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    if n == 0 {
-                        self.eof = true;
-                    } else {
-                        self.start = 0;
-                        self.end = n;
-                        self.last = Instant::now();
-                    }
-                }
-            }
-        }
-    }
-
-    /// The source closed and all it sent is written: flush, then shut the
-    /// destination's write (it reads EOF; its own way may go on).
-    fn finish<W: AsyncWrite + Unpin>(
-        &mut self,
-        cx: &mut Context<'_>,
-        dst: &mut W,
-    ) -> Poll<Result<(), Fault>> {
-        match Pin::new(&mut *dst).poll_shutdown(cx) {
-            Poll::Pending => Poll::Pending,
-            // The destination may be gone already: its own way says so.
-            Poll::Ready(_) => {
-                self.done = true;
-                Poll::Ready(Ok(()))
-            }
-        }
     }
 }
 

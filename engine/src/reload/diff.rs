@@ -52,6 +52,14 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> String {
         if !servers.is_empty() {
             parts.push(format!("pool {} servers {}", pool.name, servers.join(" ")));
         }
+        if before.mode != pool.mode {
+            parts.push(format!(
+                "pool {} mode {} -> {}",
+                pool.name,
+                before.mode.name(),
+                pool.mode.name()
+            ));
+        }
     }
     let mut listeners = Vec::new();
     for l in &new.listeners {
@@ -83,6 +91,16 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> String {
         else {
             continue;
         };
+        // New connections are served in the new mode; open ones finish
+        // in the mode they began in (their generation's).
+        if o.mode != l.mode {
+            parts.push(format!(
+                "listener {} mode {} -> {}",
+                l.name,
+                o.mode.name(),
+                l.mode.name()
+            ));
+        }
         match (&o.tls, &l.tls) {
             (None, Some(_)) => parts.push(format!("listener {} +tls", l.name)),
             (Some(_), None) => parts.push(format!("listener {} -tls", l.name)),

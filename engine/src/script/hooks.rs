@@ -38,11 +38,11 @@ pub enum ConnectVerdict {
     /// `pocket.reject(reason)`: close the connection.
     Reject(String),
     /// `on_connect` read `conn.sni` or `conn.alpn` and the client sent no
-    /// whole ClientHello within the listener's `timeouts.client_hello`,
-    /// or closed first: close it, open no server connection. Already
-    /// logged (info, with the listener and the peer); the reason is for
-    /// the access log.
-    Closed(String),
+    /// whole ClientHello within the listener's `timeouts.client_hello`
+    /// (`timed_out`), or closed first: close it, open no server
+    /// connection (nginx's `ssl_preread` and HAProxy's `inspect-delay` do
+    /// the same). `reason` is for the log.
+    Closed { reason: String, timed_out: bool },
 }
 
 /// What `on_connect` on a `tcp` listener may return, as errors say it.
@@ -508,13 +508,8 @@ impl WorkerScript {
             if let Some(out) = step {
                 break out;
             }
-            let wait = self
-                .policy
-                .listeners
-                .iter()
-                .find(|l| l.name == conn.listener)
-                .map_or(crate::config::DEFAULT_CLIENT_HELLO, |l| l.timeouts.client_hello);
-            let why = match client_hello::peek(stream, wait).await {
+            let wait = self.policy.listener(&conn.listener).map_or(crate::config::DEFAULT_CLIENT_HELLO, |l| l.timeouts.client_hello);
+            let (why, timed_out) = match client_hello::peek(stream, wait).await {
                 Peeked::Hello(h) => {
                     slot.set(Some(h));
                     continue;
@@ -523,26 +518,30 @@ impl WorkerScript {
                     slot.set(None);
                     continue;
                 }
-                Peeked::TimedOut { got } => format!(
-                    "no TLS ClientHello within timeouts.client_hello ({}s; {got} {} received)",
-                    wait.as_secs_f64(),
-                    if got == 1 { "byte" } else { "bytes" }
+                Peeked::TimedOut { got } => (
+                    format!(
+                        "no TLS ClientHello within timeouts.client_hello ({}s; {got} {} received)",
+                        wait.as_secs_f64(),
+                        if got == 1 { "byte" } else { "bytes" }
+                    ),
+                    true,
                 ),
-                Peeked::Closed { got } => format!(
-                    "the client closed before its TLS ClientHello was whole ({got} {} received)",
-                    if got == 1 { "byte" } else { "bytes" }
+                Peeked::Closed { got } => (
+                    format!(
+                        "the client closed before its TLS ClientHello was whole ({got} {} received)",
+                        if got == 1 { "byte" } else { "bytes" }
+                    ),
+                    false,
                 ),
             };
             crate::observe::metrics::hook_ran_for(Hook::OnConnect, call.ran.as_nanos() as u64);
             // Dropping the call ends the coroutine where it waits.
             drop(call);
             let _ = ud.take::<ConnView>();
-            tracing::info!(
-                listener = %conn.listener,
-                peer = %conn.peer,
-                "connection closed: {why}; no server connection opened"
-            );
-            return Ok(Err(ConnectVerdict::Closed(why)));
+            return Ok(Err(ConnectVerdict::Closed {
+                reason: why,
+                timed_out,
+            }));
         };
         crate::observe::metrics::hook_ran_for(Hook::OnConnect, call.ran.as_nanos() as u64);
         drop(call);
@@ -708,13 +707,36 @@ impl WorkerScript {
         pool: usize,
         req: &mut RequestView,
     ) -> Result<Option<Vec<u8>>, HookError> {
+        let seq = req.id.seq;
+        self.hash_key_of(pool, req, seq)
+    }
+
+    /// The key a tcp `hash` pool with `hash_key = function(conn)` hashes
+    /// for this connection (`seq`: the connection's number, for the
+    /// watchdog); None when the function returns nil.
+    pub fn hash_key_conn(
+        &self,
+        pool: usize,
+        conn: &mut ConnView,
+        seq: u64,
+    ) -> Result<Option<Vec<u8>>, HookError> {
+        self.hash_key_of(pool, conn, seq)
+    }
+
+    /// `hash_key(view)`: a request's or a connection's.
+    fn hash_key_of<T: mlua::UserData + 'static>(
+        &self,
+        pool: usize,
+        view: &mut T,
+        seq: u64,
+    ) -> Result<Option<Vec<u8>>, HookError> {
         let Some(Some(f)) = self.hash_keys.get(pool) else {
             return Ok(None);
         };
         let at = |w: &Watched| w.hash_keys.get(pool).copied().unwrap_or(0);
-        let _busy = self.busy(Doing::HashKey, at, req.id.seq);
+        let _busy = self.busy(Doing::HashKey, at, seq);
         let out = self.vm.lua.scope(|scope| {
-            let ud = scope.create_userdata_ref_mut(req)?;
+            let ud = scope.create_userdata_ref_mut(view)?;
             let out: Value = self.vm.call(f, ud)?;
             Ok(match out {
                 Value::Nil => Ok(None),
@@ -762,6 +784,28 @@ impl WorkerScript {
         pool_index: usize,
         req: &mut RequestView,
     ) -> Result<Option<usize>, HookError> {
+        let seq = req.id.seq;
+        self.choose_server_of(pool_index, req, seq)
+    }
+
+    /// The server a tcp pool's `balance = function(servers, conn)`
+    /// chooses for this connection (`seq`: its number, for the watchdog).
+    pub fn choose_server_conn(
+        &self,
+        pool_index: usize,
+        conn: &mut ConnView,
+        seq: u64,
+    ) -> Result<Option<usize>, HookError> {
+        self.choose_server_of(pool_index, conn, seq)
+    }
+
+    /// `balance(servers, view)`: for a request or a connection.
+    fn choose_server_of<T: mlua::UserData + 'static>(
+        &self,
+        pool_index: usize,
+        req: &mut T,
+        seq: u64,
+    ) -> Result<Option<usize>, HookError> {
         let Some(Some(f)) = self.balancers.get(pool_index) else {
             return Ok(None);
         };
@@ -771,7 +815,7 @@ impl WorkerScript {
             return Ok(None);
         }
         let at = |w: &Watched| w.balancers.get(pool_index).copied().unwrap_or(0);
-        let _busy = self.busy(Doing::Balance, at, req.id.seq);
+        let _busy = self.busy(Doing::Balance, at, seq);
         let lua = &self.vm.lua;
         lua.scope(|scope| {
             let list = lua.create_table_with_capacity(candidates.len(), 0)?;

@@ -20,7 +20,7 @@ mod proxy_protocol;
 pub mod tls;
 mod transport;
 pub mod watchdog;
-mod worker;
+pub(crate) mod worker;
 
 use std::net::SocketAddr;
 use std::sync::mpsc;

@@ -20,7 +20,7 @@ use super::drain::Drain;
 use super::listener::{Bound, ListenerKey};
 use super::maxconn::{caps, take_slot, Gate};
 use super::watchdog::{Doing, Pulse, BEAT};
-use crate::config::{ClientTimeouts, Policy};
+use crate::config::{ClientTimeouts, Mode, Policy};
 use crate::proxy::upstream::Upstreams;
 use crate::proxy::{ConnCtx, RequestId};
 use crate::script::api::conn::ConnView;
@@ -54,7 +54,9 @@ pub struct Worker {
     script: RefCell<Rc<WorkerScript>>,
     pub upstreams: Rc<Upstreams>,
     seq: Cell<u64>,
-    drain: Rc<Drain>,
+    /// Counts open client connections, so a drain knows when the last
+    /// has gone.
+    pub(crate) drain: Rc<Drain>,
 }
 
 impl Worker {
@@ -399,14 +401,33 @@ async fn accept_loop(
         if worker.drain.is_draining() {
             return;
         }
-        // on_connect runs here, before the connection has a task: a
-        // refused connection costs nothing more. On an accept_proxy
-        // listener it runs in the task, once the PROXY header has named
-        // the client it is to judge.
         let script = worker.script();
         let listener = script.policy.listener(&name);
         let proxied = listener.is_some_and(|l| l.accept_proxy);
         let local = bound.unwrap_or_else(|| local_of(&stream, peer));
+        if let Some(l) = listener.filter(|l| l.mode == Mode::Tcp) {
+            // TCP mode (tcp/): on_connect runs in the connection's task,
+            // which may wait for the client's ClientHello or PROXY header.
+            let timeouts = l.timeouts;
+            drop(script);
+            let serve = crate::tcp::serve(
+                worker.clone(),
+                stream,
+                (peer, local),
+                name.clone(),
+                timeouts,
+                proxied,
+            );
+            tokio::task::spawn_local(Holding {
+                fut: serve,
+                slot: Some(slot),
+            });
+            continue;
+        }
+        // on_connect runs here, before the connection has a task: a
+        // refused connection costs nothing more. On an accept_proxy
+        // listener it runs in the task, once the PROXY header has named
+        // the client it is to judge.
         if !proxied && !admitted(&script, peer, local, &name) {
             continue;
         }
@@ -518,6 +539,20 @@ async fn proxied_peer(
     name: &Arc<str>,
     timeouts: ClientTimeouts,
 ) -> Option<(SocketAddr, SocketAddr)> {
+    let (peer, local) = read_proxied(stream, socket, name, timeouts).await?;
+    admitted(&worker.script(), peer, local, name).then_some((peer, local))
+}
+
+/// Reads an `accept_proxy` connection's PROXY header (within the `head`
+/// timeout): the client it names and the address that client connected
+/// to, or None when the connection is to be closed (said in the log).
+/// Used by HTTP listeners ([`proxied_peer`]) and tcp ones (tcp/serve.rs).
+pub(crate) async fn read_proxied(
+    stream: &mut TcpStream,
+    socket: (SocketAddr, SocketAddr),
+    name: &Arc<str>,
+    timeouts: ClientTimeouts,
+) -> Option<(SocketAddr, SocketAddr)> {
     use super::proxy_protocol::{read_header, Header, Refused};
     let socket_peer = socket.0;
     let (peer, local) = match read_header(stream, timeouts.head).await {
@@ -546,5 +581,5 @@ async fn proxied_peer(
             return None;
         }
     };
-    admitted(&worker.script(), peer, local, name).then_some((peer, local))
+    Some((peer, local))
 }

@@ -1,19 +1,33 @@
 //! TCP mode (`mode = "tcp"` listeners and pools, HAProxy's `mode tcp`):
-//! each client connection goes whole to one server. Its phases, in order:
+//! each client connection goes whole to one server. Its phases, in order,
+//! each in its own file:
 //!
-//! 1. Accept (server/worker.rs), and on an `accept_proxy` listener read
-//!    the PROXY header that names the client.
+//! 1. Accept (server/worker.rs `accept_loop`, which hands a tcp
+//!    listener's connection, with its connection slot, to [`serve`]); on
+//!    an `accept_proxy` listener read the PROXY header that names the
+//!    client ([`serve`], server/proxy_protocol.rs).
 //! 2. On a listener whose `on_connect` reads `conn.sni` or `conn.alpn`,
 //!    peek the client's TLS ClientHello (never decrypted), waiting at most
-//!    `timeouts.client_hello`.
+//!    `timeouts.client_hello` (script `on_connect_tcp`).
 //! 3. `on_connect` (Lua): a `tcp` pool, `pocket.reject(reason)`, or nil
-//!    (the listener's pool).
+//!    (the listener's pool) ([`serve`]).
 //! 4. Pick a server with the pool's balance and connect within
-//!    `timeouts.connect`; a server that refuses is skipped for the next.
+//!    `timeouts.connect`; a server that refuses is marked (passive
+//!    health) and skipped for the next, up to `retries`, then the pool's
+//!    fallback ([`connect`]).
 //! 5. Copy bytes both ways with backpressure until both sides are done,
-//!    passing a half-close on; `timeouts.idle` ends a silent connection.
-//!    The access log line is written when the connection ends.
+//!    passing a half-close on; `timeouts.idle` ends a silent connection
+//!    (the shared copier, crate::relay).
+//! 6. The access log line and the metrics, when the connection ends, with
+//!    HAProxy's termination state ([`record`]).
 //!
-//! SKELETON (issue 16): filled in by the TCP path work.
+//! A reload leaves an established connection on its generation (it
+//! holds that generation's pools); SIGTERM's drain lets it run until the
+//! grace period ends, then closes it (`KD`).
 
 pub mod client_hello;
+pub mod connect;
+pub mod record;
+pub mod serve;
+
+pub use serve::serve;

@@ -12,6 +12,12 @@
 //! in=N out=N pool=P server=S retries=N ms=HOOKS/CONNECT/FIRST/TOTAL
 //! [retried="S: cause, ..."] [name=value ...] [trace="..."]`; `-` for
 //! what did not happen.
+//!
+//! A TCP-mode connection (tcp/) has the same fields: `"TCP"` in place of
+//! the request (JSON: `proto` `"TCP"`, `method`, `host`, `path` and
+//! `status` null), `in`/`out` the bytes client to server and server to
+//! client, no first-byte time, and the connection's whole duration as
+//! its total.
 
 use std::io::Write;
 
@@ -208,7 +214,12 @@ fn json(buf: &mut Vec<u8>, ex: &Exchange) {
     json_str(buf, ex.listener.as_bytes());
     buf.extend_from_slice(b",\"generation\":");
     push_u64(buf, ex.generation);
-    if ex.bad_request {
+    if ex.tcp {
+        // A whole TCP connection: no request to say anything of.
+        buf.extend_from_slice(
+            b",\"method\":null,\"host\":null,\"path\":null,\"proto\":\"TCP\",\"status\":",
+        );
+    } else if ex.bad_request {
         // No request was read: nothing to say of it.
         buf.extend_from_slice(
             b",\"method\":\"<BADREQ>\",\"host\":null,\"path\":null,\"proto\":null,\"status\":",
@@ -334,7 +345,9 @@ fn text(buf: &mut Vec<u8>, ex: &Exchange) {
     text_token(buf, ex.listener.as_bytes());
     buf.extend_from_slice(b" g");
     push_u64(buf, ex.generation);
-    if ex.bad_request {
+    if ex.tcp {
+        buf.extend_from_slice(b" \"TCP\" ");
+    } else if ex.bad_request {
         buf.extend_from_slice(b" \"<BADREQ>\" ");
     } else {
         buf.extend_from_slice(b" \"");

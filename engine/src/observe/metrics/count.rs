@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::counters::{
     cause_slot, class_of, shard, ListenerMetrics, REQUESTS, REQUEST_BYTES, RESPONSE_BYTES, RETRIES,
+    TCP_CONNECTIONS,
 };
 use super::live;
 use crate::lb::ServerState;
@@ -124,6 +125,9 @@ fn resolve_server(pool: &str, server: &str) -> Option<Arc<ServerState>> {
 /// and a retry for each failed attempt another attempt followed, under the
 /// pool that attempt was in.
 pub fn exchange(ex: &Exchange) {
+    if ex.tcp {
+        return connection(ex);
+    }
     let class = class_of(ex.status);
     let shard = shard();
     let _ = CACHE.try_with(|cache| {
@@ -150,6 +154,36 @@ pub fn exchange(ex: &Exchange) {
                     _ => ex.total_ms,
                 };
                 m.duration.observe_us(shard, (ms * 1000.0) as u64);
+            }
+        }
+        for retry in ex.retries.iter().filter(|r| r.retried) {
+            if let Some(state) = cache.server(&retry.pool, &retry.server) {
+                let slot = cause_slot(retry.cause);
+                state.metrics.counts.add(shard, RETRIES + slot, 1);
+            }
+        }
+    });
+}
+
+/// Counts one finished TCP-mode connection (tcp/): its listener's
+/// connections and bytes both ways; its server's, if one was connected to
+/// (no duration: a connection may last hours, and the latency histogram
+/// is of answers); and a retry for each failed connect another followed.
+fn connection(ex: &Exchange) {
+    let shard = shard();
+    let _ = CACHE.try_with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let l = cache.listener(&ex.listener);
+        let l = &cache.listeners[l].1;
+        l.counts.add(shard, TCP_CONNECTIONS, 1);
+        l.counts.add(shard, REQUEST_BYTES, ex.bytes_in);
+        l.counts.add(shard, RESPONSE_BYTES, ex.bytes_out);
+        if let (Some(pool), Some(server), Some(_)) = (&ex.pool, &ex.server, ex.connect_ms) {
+            if let Some(state) = cache.server(pool, server) {
+                let m = &state.metrics;
+                m.counts.add(shard, TCP_CONNECTIONS, 1);
+                m.counts.add(shard, REQUEST_BYTES, ex.bytes_in);
+                m.counts.add(shard, RESPONSE_BYTES, ex.bytes_out);
             }
         }
         for retry in ex.retries.iter().filter(|r| r.retried) {

@@ -176,12 +176,14 @@ pub fn cause_names() -> Vec<&'static str> {
 }
 
 /// Where each count sits in a [`ServerMetrics`]' or a
-/// [`ListenerMetrics`]' shards: requests by class, then bytes, then (a
-/// server's) retries by cause slot.
+/// [`ListenerMetrics`]' shards: requests by class, then bytes (a TCP-mode
+/// connection's: client to server, server to client), then TCP-mode
+/// connections, then (a server's) retries by cause slot.
 pub const REQUESTS: usize = 0;
 pub const REQUEST_BYTES: usize = 6;
 pub const RESPONSE_BYTES: usize = 7;
-pub const RETRIES: usize = 8;
+pub const TCP_CONNECTIONS: usize = 8;
+pub const RETRIES: usize = 9;
 
 /// A server's counters in one pool (kept in its `ServerState`, so they
 /// survive reloads as its health does).
@@ -200,11 +202,14 @@ pub struct ServerMetrics {
 }
 
 impl ServerMetrics {
-    /// Requests it answered, every class (for the stats page and API).
+    /// Requests it answered, every class, and TCP-mode connections it
+    /// took (for the stats page and API: a tcp pool's server is not shown
+    /// idle).
     pub fn requests(&self) -> u64 {
         (0..CLASSES.len())
             .map(|c| self.counts.get(REQUESTS + c))
-            .sum()
+            .sum::<u64>()
+            + self.counts.get(TCP_CONNECTIONS)
     }
 
     /// Requests it answered with a 5xx.
@@ -226,18 +231,20 @@ impl Default for ServerMetrics {
 
 /// A listener's counters, kept by name across reloads: requests by
 /// [`CLASSES`] index (local answers and refusals too), body bytes in and
-/// out.
+/// out, TCP-mode connections.
 #[derive(Debug, Default)]
 pub struct ListenerMetrics {
-    pub counts: Sharded<{ RESPONSE_BYTES + 1 }>,
+    pub counts: Sharded<{ TCP_CONNECTIONS + 1 }>,
 }
 
 impl ListenerMetrics {
-    /// Every request it answered, whoever answered it.
+    /// Every request it answered, whoever answered it, and every TCP-mode
+    /// connection it accepted (the stats page's and API's figure).
     pub fn requests(&self) -> u64 {
         (0..CLASSES.len())
             .map(|c| self.counts.get(REQUESTS + c))
-            .sum()
+            .sum::<u64>()
+            + self.counts.get(TCP_CONNECTIONS)
     }
 
     /// Those answered with a 5xx (a server's, or Pocket's own).

@@ -40,7 +40,7 @@ pub use tls::tls_handshake_failed;
 
 use counters::{
     cause_names, CLASSES, HOOK_BOUNDS, LATENCY_BOUNDS, REQUESTS, REQUEST_BYTES, RESPONSE_BYTES,
-    RETRIES,
+    RETRIES, TCP_CONNECTIONS,
 };
 use text::{Kind, Text};
 
@@ -69,9 +69,18 @@ pub fn render() -> String {
         }
     }
     t.family(
+        "pocket_tcp_connections_total",
+        Kind::Counter,
+        "TCP-mode connections ended, by listener (mode = \"tcp\"; rejected ones included).",
+    );
+    for l in &live.listeners {
+        let n = l.metrics.counts.get(TCP_CONNECTIONS);
+        t.sample("pocket_tcp_connections_total", &[("listener", &l.name)], n);
+    }
+    t.family(
         "pocket_request_bytes_total",
         Kind::Counter,
-        "Request body bytes read from clients, by listener.",
+        "Request body bytes read from clients, by listener (tcp mode: every byte client to server).",
     );
     for l in &live.listeners {
         let n = l.metrics.counts.get(REQUEST_BYTES);
@@ -80,7 +89,7 @@ pub fn render() -> String {
     t.family(
         "pocket_response_bytes_total",
         Kind::Counter,
-        "Response body bytes sent to clients, by listener.",
+        "Response body bytes sent to clients, by listener (tcp mode: every byte server to client).",
     );
     for l in &live.listeners {
         let n = l.metrics.counts.get(RESPONSE_BYTES);
@@ -220,15 +229,21 @@ fn server_counters(t: &mut Text, live: &live::Live) {
         }
     }
     each!(
+        "pocket_server_tcp_connections_total",
+        Kind::Counter,
+        "TCP-mode connections a server took, ended, by pool and server.",
+        |s| s.state.metrics.counts.get(TCP_CONNECTIONS)
+    );
+    each!(
         "pocket_server_request_bytes_total",
         Kind::Counter,
-        "Request body bytes sent on to a server, by pool and server.",
+        "Request body bytes sent on to a server, by pool and server (tcp mode: every byte client to server).",
         |s| s.state.metrics.counts.get(REQUEST_BYTES)
     );
     each!(
         "pocket_server_response_bytes_total",
         Kind::Counter,
-        "Response body bytes a server sent that reached the client, by pool and server.",
+        "Response body bytes a server sent that reached the client, by pool and server (tcp mode: every byte server to client).",
         |s| s.state.metrics.counts.get(RESPONSE_BYTES)
     );
     each!(
@@ -390,6 +405,7 @@ mod tests {
             trace: None,
             log: None,
             tls: None,
+            tcp: false,
         }
     }
 

@@ -1,0 +1,158 @@
+//! One direction of a two-way copy: a bounded buffer read from one side
+//! and written to the other.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// A failure in one direction: reading its source or writing its
+/// destination.
+pub(super) enum Fault {
+    Read,
+    Write,
+}
+
+impl Fault {
+    /// Who broke: `source` if reading failed, else `dest`.
+    pub(super) fn blame(&self, source: u8, dest: u8) -> u8 {
+        match self {
+            Fault::Read => source,
+            Fault::Write => dest,
+        }
+    }
+}
+
+/// While the buffer is not empty nothing more is read, so a side that
+/// stops reading pauses the other (backpressure).
+pub(super) struct Half {
+    /// Bytes read ahead before the copy began, written first.
+    early: Bytes,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    /// The source has closed its side (EOF).
+    eof: bool,
+    /// The EOF has been passed on (the destination's write shut down).
+    done: bool,
+    /// Written to the destination and not flushed yet.
+    unflushed: bool,
+    /// The last write could not complete: the destination takes nothing.
+    pub(super) write_blocked: bool,
+    /// When bytes last moved this way (read or written).
+    pub(super) last: Instant,
+    /// Bytes copied this way.
+    pub(super) bytes: u64,
+}
+
+impl Half {
+    pub(super) fn new(early: Bytes) -> Half {
+        Half {
+            early,
+            buf: vec![0; super::BUF].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            eof: false,
+            done: false,
+            unflushed: false,
+            write_blocked: false,
+            last: Instant::now(),
+            bytes: 0,
+        }
+    }
+
+    /// Moves what it can from `src` to `dst`. Ready(Ok): this direction
+    /// is over (EOF passed on). Pending: waits for either side.
+    pub(super) fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &mut R,
+        dst: &mut W,
+    ) -> Poll<Result<(), Fault>>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if self.done {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            // Write out what is held: the early bytes, then the buffer.
+            while !self.early.is_empty() || self.start < self.end {
+                let chunk = if self.early.is_empty() {
+                    &self.buf[self.start..self.end]
+                } else {
+                    &self.early[..]
+                };
+                match Pin::new(&mut *dst).poll_write(cx, chunk) {
+                    Poll::Pending => {
+                        self.write_blocked = true;
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(Err(Fault::Write))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.write_blocked = false;
+                        self.unflushed = true;
+                        self.bytes += n as u64;
+                        self.last = Instant::now();
+                        if self.early.is_empty() {
+                            self.start += n;
+                        } else {
+                            let _ = self.early.split_to(n);
+                        }
+                    }
+                }
+            }
+            if self.eof {
+                return self.finish(cx, dst);
+            }
+            let mut rb = ReadBuf::new(&mut self.buf);
+            match Pin::new(&mut *src).poll_read(cx, &mut rb) {
+                Poll::Pending => {
+                    if self.unflushed {
+                        // A TLS stream holds what it was given until
+                        // flushed; plain TCP has nothing to flush.
+                        match Pin::new(&mut *dst).poll_flush(cx) {
+                            Poll::Ready(Ok(())) => self.unflushed = false,
+                            Poll::Ready(Err(_)) => return Poll::Ready(Err(Fault::Write)),
+                            Poll::Pending => {}
+                        }
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(Fault::Read)),
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 {
+                        self.eof = true;
+                    } else {
+                        self.start = 0;
+                        self.end = n;
+                        self.last = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The source closed and all it sent is written: flush, then shut the
+    /// destination's write (it reads EOF; its own way may go on).
+    fn finish<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        dst: &mut W,
+    ) -> Poll<Result<(), Fault>> {
+        match Pin::new(&mut *dst).poll_shutdown(cx) {
+            Poll::Pending => Poll::Pending,
+            // The destination may be gone already: its own way says so.
+            Poll::Ready(_) => {
+                self.done = true;
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+}

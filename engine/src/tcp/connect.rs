@@ -1,0 +1,224 @@
+//! Phase 4: pick a server of the connection's pool with the pool's
+//! balance and connect to it within `timeouts.connect`. A server that
+//! refuses, times out or fails its TLS handshake is marked (passive
+//! health, `passive.after` in a row take it down) and the next one is
+//! tried, `retries` times in all; when the pool has no server left, its
+//! `fallback` pool takes over (HAProxy's `retries` and `option redispatch`
+//! in `mode tcp`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::lb::{HashKey, Pool};
+use crate::observe::exchange::{Open, Retry};
+use crate::proxy::body::InFlight;
+use crate::proxy::proxy_header::{self, ProxyTo};
+use crate::proxy::tunnel::ServerStream;
+use crate::proxy::upstream::ConnectError;
+use crate::proxy::RequestId;
+use crate::script::api::conn::ConnView;
+use crate::script::WorkerScript;
+
+/// A server connection ready for bytes.
+pub struct Connected {
+    /// The pool that served (after any fallback), as an index into the
+    /// policy's pools.
+    pub pool: usize,
+    /// The server's socket, plain or TLS.
+    pub stream: Box<dyn ServerStream>,
+    /// Counts the connection in flight on its server (`least_conn`) until
+    /// dropped.
+    pub in_flight: InFlight,
+}
+
+/// No server connection could be made: every server tried failed or
+/// none was up. `timed_out`: the last try timed out (`sC`, else `SC`).
+pub struct NoServer {
+    pub timed_out: bool,
+}
+
+/// The client connection a server connection is made for.
+pub struct Client<'a> {
+    pub id: RequestId,
+    pub peer: SocketAddr,
+    /// Where the client connected (the listener's address, or the
+    /// destination its PROXY header named): `send_proxy`'s destination.
+    pub local: SocketAddr,
+    pub view: &'a mut ConnView,
+}
+
+/// Connects the client to a server of pool `pool` (or of its fallbacks),
+/// writing the pool, server, retries and connect time into `open`.
+pub async fn connect(
+    script: &WorkerScript,
+    pool: usize,
+    mut client: Client<'_>,
+    open: &mut Open,
+) -> Result<Connected, NoServer> {
+    let policy = &script.policy;
+    let mut index = pool;
+    let mut pool: &Pool = &policy.pools[index];
+    let (mut key, mut preferred) = choose(script, index, &mut client);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut timed_out = false;
+    // A fallback chain is checked at load to end; this only bounds a bug.
+    let mut hops = policy.pools.len();
+    while tried.len() <= pool.retries as usize {
+        let Some(si) = pool.pick(&tried, key, preferred) else {
+            match pool.fallback_pool() {
+                Some(next) if hops > 0 => {
+                    hops -= 1;
+                    tracing::debug!(connection = %client.id, "pool {} has no server to take the connection; falling back to {}", pool.name, policy.pools[next].name);
+                    index = next;
+                    pool = &policy.pools[index];
+                    tried.clear();
+                    (key, preferred) = choose(script, index, &mut client);
+                    continue;
+                }
+                _ => break,
+            }
+        };
+        let server = &pool.servers[si];
+        if let Some(failed) = open.ex.retries.last_mut() {
+            failed.retried = true;
+        }
+        open.ex.pool = Some(pool.name.clone());
+        open.ex.server = Some(server.addr_text.clone());
+        let proxy = pool.send_proxy.map(|version| ProxyTo {
+            version,
+            addresses: Some((client.peer, client.local)),
+        });
+        match dial(pool, server, proxy).await {
+            Ok(stream) => {
+                if pool.passive.counts() {
+                    server.state.traffic_ok();
+                }
+                server
+                    .state
+                    .requests
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let in_flight = InFlight::new(&server.state, pool.passive.counts());
+                return Ok(Connected {
+                    pool: index,
+                    stream,
+                    in_flight,
+                });
+            }
+            Err(e) => {
+                timed_out = matches!(e, ConnectError::Timeout(_));
+                server.state.traffic_failed(pool.passive.after, e.cause());
+                tracing::warn!(
+                    connection = %client.id,
+                    listener = %client.view.listener,
+                    peer = %client.peer,
+                    pool = %pool.name,
+                    server = %server.addr,
+                    "{e}; trying the next server"
+                );
+                open.ex.retries.push(Retry {
+                    pool: pool.name.clone(),
+                    server: server.addr_text.clone(),
+                    cause: e.cause(),
+                    retried: false,
+                });
+                tried.push(si);
+            }
+        }
+    }
+    Err(NoServer { timed_out })
+}
+
+/// The hash key and the scripted choice for a connection in pool
+/// `index`: the pool's `hash_key` (`"source"`: the client's address, as
+/// for HTTP, so a client keeps its server across modes; a function:
+/// `hash_key(conn)`), and its `balance = function(servers, conn)`. As
+/// for requests (proxy/decide.rs), a failing function costs the
+/// connection its stickiness or its scripted choice, not its server: a
+/// warning, then round robin.
+fn choose(
+    script: &WorkerScript,
+    index: usize,
+    client: &mut Client<'_>,
+) -> (Option<u64>, Option<usize>) {
+    let pool = &script.policy.pools[index];
+    let seq = client.id.seq;
+    let key = match &pool.hash_key {
+        None => None,
+        Some(HashKey::Source) => Some(source_key(client.peer)),
+        Some(HashKey::Script) => match script.hash_key_conn(index, client.view, seq) {
+            Ok(key) => key.map(|k| crate::lb::hash_bytes(&k)),
+            Err(e) => {
+                tracing::warn!(connection = %client.id, listener = %client.view.listener, peer = %client.peer, hook = e.hook, "{}; balancing without a key", e.message);
+                None
+            }
+        },
+        // HTTP keys are refused on a tcp pool at load.
+        Some(_) => None,
+    };
+    let preferred = match script.choose_server_conn(index, client.view, seq) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(connection = %client.id, listener = %client.view.listener, peer = %client.peer, hook = e.hook, "{}; round robin decides", e.message);
+            None
+        }
+    };
+    (key, preferred)
+}
+
+/// The hash of the client's address as text, as the HTTP path hashes
+/// `hash_key = "source"` (proxy/decide.rs), written on the stack.
+fn source_key(peer: SocketAddr) -> u64 {
+    let mut text = [0u8; 64];
+    let mut rest = &mut text[..];
+    let _ = std::io::Write::write_fmt(
+        &mut rest,
+        format_args!("{}", crate::proxy::forward::canonical_ip(peer.ip())),
+    );
+    let n = 64 - rest.len();
+    crate::lb::hash_bytes(&text[..n])
+}
+
+/// One connection to `server`: TCP within the pool's connect timeout
+/// (shared with the TLS handshake), the PROXY header if the pool sends
+/// one, then TLS if the pool has `tls`.
+async fn dial(
+    pool: &Pool,
+    server: &crate::lb::Server,
+    proxy: Option<ProxyTo>,
+) -> Result<Box<dyn ServerStream>, ConnectError> {
+    let timeout = pool.timeouts.connect;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut stream = match tokio::time::timeout_at(deadline, TcpStream::connect(server.addr)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(ConnectError::Refused(e)),
+        Err(_) => return Err(ConnectError::Timeout(timeout)),
+    };
+    let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(&stream);
+    // A pulled cable sends no RST: data unacknowledged for `idle`, and
+    // the kernel gives up on the connection (the copy sees an error: SD).
+    let _ = sock.set_tcp_user_timeout(Some(pool.timeouts.idle));
+    let _ = sock.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(30))
+            .with_interval(Duration::from_secs(10)),
+    );
+    match tokio::time::timeout_at(deadline, proxy_header::send(&mut stream, proxy)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(ConnectError::Refused(e)),
+        Err(_) => return Err(ConnectError::Timeout(timeout)),
+    }
+    let Some(tls) = &pool.tls else {
+        return Ok(Box::new(stream));
+    };
+    let name = tls.server_name(server.name.as_deref(), server.addr.ip());
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    match tokio::time::timeout_at(deadline, connector.connect(name, stream)).await {
+        Ok(Ok(s)) => Ok(Box::new(s)),
+        Ok(Err(e)) => Err(ConnectError::tls(e)),
+        Err(_) => Err(ConnectError::Timeout(timeout)),
+    }
+}
