@@ -162,7 +162,7 @@ fn a_silent_or_leaving_client_is_closed() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (_c, s) = pair(&l).await;
         match script.on_connect_tcp(&mut view(&s, "tls"), &s).await.unwrap() {
-            ConnectVerdict::Closed(why) => {
+            ConnectVerdict::Closed { reason: why, timed_out: true } => {
                 assert!(why.contains("client_hello (0.3s; 0 bytes received)"), "{why}")
             }
             other => panic!("{other:?}"),
@@ -171,7 +171,9 @@ fn a_silent_or_leaving_client_is_closed() {
         c.write_all(&hello("a.example", &[])[..10]).await.unwrap();
         drop(c);
         match script.on_connect_tcp(&mut view(&s, "tls"), &s).await.unwrap() {
-            ConnectVerdict::Closed(why) => assert!(why.contains("10 bytes"), "{why}"),
+            ConnectVerdict::Closed { reason: why, timed_out: false } => {
+                assert!(why.contains("10 bytes"), "{why}")
+            }
             other => panic!("{other:?}"),
         }
         // The VM goes on serving the next connection.
