@@ -25,9 +25,19 @@ impl TlsOrigin {
     /// Starts an origin named `name` with a self-signed certificate for
     /// `host`, made here with openssl.
     fn start(dir: &Path, name: &str, host: &str) -> TlsOrigin {
-        let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
         let made = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
             .args(["-nodes", "-days", "1", "-subj", &format!("/CN={host}")])
             .args(["-addext", &format!("subjectAltName=DNS:{host}")])
             .arg("-keyout")
@@ -36,7 +46,11 @@ impl TlsOrigin {
             .arg(&cert)
             .output()
             .expect("openssl req");
-        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/sni_origin.py");
         let mut child = Command::new("python3")
             .arg(script)
@@ -65,7 +79,12 @@ impl TlsOrigin {
 
     /// TCP connections it accepted so far.
     fn accepted(&self) -> usize {
-        self.lines.lock().unwrap().iter().filter(|l| l.starts_with("accepted")).count()
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("accepted"))
+            .count()
     }
 }
 
@@ -81,13 +100,20 @@ impl Drop for TlsOrigin {
 fn s_client(addr: SocketAddr, name: &str) -> (bool, String) {
     let out = Command::new("timeout")
         .arg("20")
-        .args(["openssl", "s_client", "-connect", &addr.to_string(), "-servername", name])
+        .args([
+            "openssl",
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            name,
+        ])
         .args(["-alpn", "h2,http/1.1", "-ign_eof"])
         .stdin(Stdio::null())
         .output()
         .expect("openssl s_client");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -176,7 +202,8 @@ fn two_tls_origins_switched_by_sni_keep_their_certificates() {
             "{name} reaches origin {origin} with the ClientHello unchanged:\n{text}"
         );
         assert!(
-            text.lines().any(|l| l.starts_with("subject=") && l.contains(&lower)),
+            text.lines()
+                .any(|l| l.starts_with("subject=") && l.contains(&lower)),
             "origin {origin}'s own certificate comes back:\n{text}"
         );
     }
@@ -210,7 +237,10 @@ fn a_silent_client_is_closed_after_client_hello_with_no_server_connection() {
         "connection closed: no TLS ClientHello within timeouts.client_hello (1s; 0 bytes received)",
         "no server connection opened",
     ]);
-    assert!(line.contains(&format!("peer={}", s.local_addr().unwrap())), "{line}");
+    assert!(
+        line.contains(&format!("peer={}", s.local_addr().unwrap())),
+        "{line}"
+    );
     assert!(line.contains("listener=tls"), "{line}");
     // Half a ClientHello, then silence: the same.
     let mut s = TcpStream::connect(addr).unwrap();

@@ -240,9 +240,12 @@ impl WorkerScript {
         let on_connect = hook(&root, "on_connect");
         let reads_hello = on_connect.is_some()
             && (crate::config::names_client_hello(&policy.source)
-                || crate::script::stdlib::module_files(&vm.lua).iter().any(|(_, file)| {
-                    std::fs::read_to_string(file).is_ok_and(|t| crate::config::names_client_hello(&t))
-                }));
+                || crate::script::stdlib::module_files(&vm.lua)
+                    .iter()
+                    .any(|(_, file)| {
+                        std::fs::read_to_string(file)
+                            .is_ok_and(|t| crate::config::names_client_hello(&t))
+                    }));
         let waiting_on_connect = match (&on_connect, reads_hello) {
             (Some(f), true) => {
                 Some(sandbox::guard(&vm.lua, f).map_err(|e| describe_lua_error(&e))?)
@@ -497,18 +500,21 @@ impl WorkerScript {
         let out = loop {
             // Runs the script until it returns, or until it waits for the
             // ClientHello; then peeks it and lets the script go on.
-            let step = std::future::poll_fn(|cx| {
-                match std::pin::Pin::new(&mut call).poll(cx) {
-                    std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
-                    std::task::Poll::Pending if slot.wanted() => std::task::Poll::Ready(None),
-                    std::task::Poll::Pending => std::task::Poll::Pending,
-                }
+            let step = std::future::poll_fn(|cx| match std::pin::Pin::new(&mut call).poll(cx) {
+                std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
+                std::task::Poll::Pending if slot.wanted() => std::task::Poll::Ready(None),
+                std::task::Poll::Pending => std::task::Poll::Pending,
             })
             .await;
             if let Some(out) = step {
                 break out;
             }
-            let wait = self.policy.listener(&conn.listener).map_or(crate::config::DEFAULT_CLIENT_HELLO, |l| l.timeouts.client_hello);
+            let wait = self
+                .policy
+                .listener(&conn.listener)
+                .map_or(crate::config::DEFAULT_CLIENT_HELLO, |l| {
+                    l.timeouts.client_hello
+                });
             let (why, timed_out) = match client_hello::peek(stream, wait).await {
                 Peeked::Hello(h) => {
                     slot.set(Some(h));

@@ -12,31 +12,31 @@ use crate::script::api::conn::ConnView;
 use crate::script::Limits;
 
 const POLICY: &str = r#"
-listeners = {
-  { name = "smtp", bind = "127.0.0.1:1", mode = "tcp", pool = "mail" },
-  { name = "tls", bind = "127.0.0.1:2", mode = "tcp", pool = "site_a",
-    timeouts = { client_hello = "300ms" } },
+return {
+  listeners = {
+    { name = "smtp", bind = "127.0.0.1:1", mode = "tcp", pool = "mail" },
+    { name = "tls", bind = "127.0.0.1:2", mode = "tcp", pool = "site_a",
+      timeouts = { client_hello = "300ms" } },
+  },
+  pools = {
+    mail = { mode = "tcp", servers = { "127.0.0.1:3" } },
+    site_a = { mode = "tcp", servers = { "127.0.0.1:4" } },
+    site_b = { mode = "tcp", servers = { "127.0.0.1:5" } },
+    web = { servers = { "127.0.0.1:6" } },
+  },
+  on_connect = function(conn)
+    if conn.listener ~= "tls" then return nil end
+    local name = conn.sni
+    local alpn = conn.alpn and table.concat(conn.alpn, ",") or "none"
+    if name == "a.example" and alpn == "h2,http/1.1" then return "site_a" end
+    if name == "b.example" and conn.sni == "b.example" then return "site_b" end
+    if name == "web.example" then return "web" end
+    if name == "boom.example" then error("no such site") end
+    if name == "loop.example" then while true do end end
+    if name == nil then return nil end
+    return pocket.reject("unknown name " .. name .. " alpn " .. alpn)
+  end,
 }
-pools = {
-  mail = { mode = "tcp", servers = { "127.0.0.1:3" } },
-  site_a = { mode = "tcp", servers = { "127.0.0.1:4" } },
-  site_b = { mode = "tcp", servers = { "127.0.0.1:5" } },
-  web = { servers = { "127.0.0.1:6" } },
-}
-seen = {}
-function on_connect(conn)
-  if conn.listener ~= "tls" then return nil end
-  local name = conn.sni
-  seen.alpn = conn.alpn and table.concat(conn.alpn, ",") or "nil"
-  seen.name = tostring(name)
-  if name == "a.example" then return "site_a" end
-  if name == "b.example" then return "site_b" end
-  if name == "web.example" then return "web" end
-  if name == "boom.example" then error("no such site") end
-  if name == "loop.example" then while true do end end
-  if name == nil then return nil end
-  return pocket.reject("unknown name " .. name)
-end
 "#;
 
 fn script(source: &str) -> WorkerScript {
@@ -95,11 +95,6 @@ fn run<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-fn seen(script: &WorkerScript, key: &str) -> String {
-    let seen: mlua::Table = script.vm.lua.globals().get("seen").unwrap();
-    seen.get(key).unwrap()
-}
-
 #[test]
 fn sni_picks_the_pool_and_alpn_is_a_list() {
     let script = script(POLICY);
@@ -107,19 +102,25 @@ fn sni_picks_the_pool_and_alpn_is_a_list() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         for (name, pool) in [("a.example", "site_a"), ("B.Example", "site_b")] {
             let (mut c, s) = pair(&l).await;
-            c.write_all(&hello(name, &[b"h2", b"http/1.1"])).await.unwrap();
+            c.write_all(&hello(name, &[b"h2", b"http/1.1"]))
+                .await
+                .unwrap();
             let mut conn = view(&s, "tls");
             let verdict = script.on_connect_tcp(&mut conn, &s).await.unwrap();
             let want = script.policy.pool_by_name(pool).unwrap();
             assert_eq!(verdict, ConnectVerdict::Pool(want), "{name}");
-            assert_eq!(seen(&script, "alpn"), "h2,http/1.1");
             assert_eq!(conn.sni().as_deref(), Some(&*name.to_ascii_lowercase()));
         }
         let (mut c, s) = pair(&l).await;
         c.write_all(&hello("c.example", &[])).await.unwrap();
-        let verdict = script.on_connect_tcp(&mut view(&s, "tls"), &s).await.unwrap();
-        assert_eq!(verdict, ConnectVerdict::Reject("unknown name c.example".into()));
-        assert_eq!(seen(&script, "alpn"), "nil");
+        let verdict = script
+            .on_connect_tcp(&mut view(&s, "tls"), &s)
+            .await
+            .unwrap();
+        assert_eq!(
+            verdict,
+            ConnectVerdict::Reject("unknown name c.example alpn none".into())
+        );
     });
 }
 
@@ -149,9 +150,11 @@ fn plain_text_gets_nil_at_once() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (mut c, s) = pair(&l).await;
         c.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-        let verdict = script.on_connect_tcp(&mut view(&s, "tls"), &s).await.unwrap();
+        let verdict = script
+            .on_connect_tcp(&mut view(&s, "tls"), &s)
+            .await
+            .unwrap();
         assert_eq!(verdict, ConnectVerdict::Default);
-        assert_eq!(seen(&script, "name"), "nil");
     });
 }
 
@@ -161,25 +164,47 @@ fn a_silent_or_leaving_client_is_closed() {
     run(async {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (_c, s) = pair(&l).await;
-        match script.on_connect_tcp(&mut view(&s, "tls"), &s).await.unwrap() {
-            ConnectVerdict::Closed { reason: why, timed_out: true } => {
-                assert!(why.contains("client_hello (0.3s; 0 bytes received)"), "{why}")
+        match script
+            .on_connect_tcp(&mut view(&s, "tls"), &s)
+            .await
+            .unwrap()
+        {
+            ConnectVerdict::Closed {
+                reason: why,
+                timed_out: true,
+            } => {
+                assert!(
+                    why.contains("client_hello (0.3s; 0 bytes received)"),
+                    "{why}"
+                )
             }
             other => panic!("{other:?}"),
         }
         let (mut c, s) = pair(&l).await;
         c.write_all(&hello("a.example", &[])[..10]).await.unwrap();
         drop(c);
-        match script.on_connect_tcp(&mut view(&s, "tls"), &s).await.unwrap() {
-            ConnectVerdict::Closed { reason: why, timed_out: false } => {
+        match script
+            .on_connect_tcp(&mut view(&s, "tls"), &s)
+            .await
+            .unwrap()
+        {
+            ConnectVerdict::Closed {
+                reason: why,
+                timed_out: false,
+            } => {
                 assert!(why.contains("10 bytes"), "{why}")
             }
             other => panic!("{other:?}"),
         }
         // The VM goes on serving the next connection.
         let (mut c, s) = pair(&l).await;
-        c.write_all(&hello("a.example", &[])).await.unwrap();
-        let verdict = script.on_connect_tcp(&mut view(&s, "tls"), &s).await.unwrap();
+        c.write_all(&hello("a.example", &[b"h2", b"http/1.1"]))
+            .await
+            .unwrap();
+        let verdict = script
+            .on_connect_tcp(&mut view(&s, "tls"), &s)
+            .await
+            .unwrap();
         assert!(matches!(verdict, ConnectVerdict::Pool(_)));
     });
 }
@@ -191,28 +216,47 @@ fn errors_after_the_wait_name_the_line_and_the_budget_still_holds() {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (mut c, s) = pair(&l).await;
         c.write_all(&hello("boom.example", &[])).await.unwrap();
-        let e = script.on_connect_tcp(&mut view(&s, "tls"), &s).await.unwrap_err();
-        assert!(e.message.contains("sni.lua:") && e.message.contains("no such site"), "{}", e.message);
+        let e = script
+            .on_connect_tcp(&mut view(&s, "tls"), &s)
+            .await
+            .unwrap_err();
+        assert!(
+            e.message.contains("sni.lua:") && e.message.contains("no such site"),
+            "{}",
+            e.message
+        );
         assert!(!e.limit);
 
         let (mut c, s) = pair(&l).await;
         c.write_all(&hello("loop.example", &[])).await.unwrap();
-        let e = script.on_connect_tcp(&mut view(&s, "tls"), &s).await.unwrap_err();
+        let e = script
+            .on_connect_tcp(&mut view(&s, "tls"), &s)
+            .await
+            .unwrap_err();
         assert!(e.limit, "{}", e.message);
 
         let (mut c, s) = pair(&l).await;
         c.write_all(&hello("web.example", &[])).await.unwrap();
-        let e = script.on_connect_tcp(&mut view(&s, "tls"), &s).await.unwrap_err();
+        let e = script
+            .on_connect_tcp(&mut view(&s, "tls"), &s)
+            .await
+            .unwrap_err();
         assert!(e.message.contains("an http pool"), "{}", e.message);
     });
 }
 
 #[test]
 fn a_policy_that_never_names_sni_keeps_the_plain_call() {
-    let plain = POLICY
-        .replace("local name = conn.sni", "local name = nil")
-        .replace("seen.alpn = conn.alpn and table.concat(conn.alpn, \",\") or \"nil\"", "");
-    let script = script(&plain);
+    let plain = r#"
+return {
+  listeners = { { name = "smtp", bind = "127.0.0.1:1", mode = "tcp", pool = "mail" } },
+  pools = { mail = { mode = "tcp", servers = { "127.0.0.1:3" } } },
+  on_connect = function(conn)
+    if conn.peer_ip == "10.0.0.66" then return pocket.reject("blocked") end
+  end,
+}
+"#;
+    let script = script(plain);
     assert!(script.waiting_on_connect.is_none());
     assert!(self::script(POLICY).waiting_on_connect.is_some());
 }
@@ -221,12 +265,14 @@ fn a_policy_that_never_names_sni_keeps_the_plain_call() {
 fn sni_and_alpn_are_nil_on_http_listeners_and_unknown_fields_are_errors() {
     let script = script(
         r#"
-listeners = { { name = "web", bind = "127.0.0.1:1", pool = "web" } }
-pools = { web = { servers = { "127.0.0.1:6" } } }
-function on_connect(conn)
-  assert(conn.sni == nil and conn.alpn == nil)
-  if conn.peer_port == 1 then return conn.nope end
-end
+return {
+  listeners = { { name = "web", bind = "127.0.0.1:1", pool = "web" } },
+  pools = { web = { servers = { "127.0.0.1:6" } } },
+  on_connect = function(conn)
+    assert(conn.sni == nil and conn.alpn == nil)
+    if conn.peer_port == 1 then return conn.nope end
+  end,
+}
 "#,
     );
     let peer = "127.0.0.1:2".parse().unwrap();
@@ -235,5 +281,9 @@ end
     let peer = "127.0.0.1:1".parse().unwrap();
     let mut conn = ConnView::new(peer, peer, Arc::from("web"), true);
     let e = script.on_connect(&mut conn).unwrap_err();
-    assert!(e.message.contains("connection has no field \"nope\""), "{}", e.message);
+    assert!(
+        e.message.contains("connection has no field \"nope\""),
+        "{}",
+        e.message
+    );
 }

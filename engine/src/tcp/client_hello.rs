@@ -276,9 +276,10 @@ async fn peek_whole(stream: &TcpStream, got: &mut usize) -> Peeked {
     // Most ClientHellos fit in 2 KiB; grown to MAX_PEEK only when needed.
     let mut buf = vec![0u8; 2048];
     loop {
-        if stream.readable().await.is_err() {
-            return Peeked::Closed { got: *got };
-        }
+        let ready = match stream.ready(Interest::READABLE).await {
+            Ok(r) => r,
+            Err(_) => return Peeked::Closed { got: *got },
+        };
         let seen = *got;
         // Through try_io: when the peek finds nothing new, the readiness
         // is cleared, and the next readable() waits for the next segment
@@ -292,6 +293,11 @@ async fn peek_whole(stream: &TcpStream, got: &mut usize) -> Peeked {
         });
         let n = match peeked {
             Ok(n) => n,
+            // Nothing new after the client's FIN: peeked bytes never read
+            // as EOF (they are still there), the closed readiness says it.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && ready.is_read_closed() => {
+                return Peeked::Closed { got: *got }
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(_) => return Peeked::Closed { got: *got },
         };

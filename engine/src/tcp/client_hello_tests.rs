@@ -72,7 +72,11 @@ fn a_hello_split_over_records_of_any_size() {
         assert_eq!(h.sni.as_deref(), Some("b.example"), "records of {size}");
         // And every prefix of the split form waits for more.
         for cut in (0..split.len()).step_by(7) {
-            assert_eq!(parse(&split[..cut]), Parsed::NeedMore, "size {size} cut {cut}");
+            assert_eq!(
+                parse(&split[..cut]),
+                Parsed::NeedMore,
+                "size {size} cut {cut}"
+            );
         }
     }
 }
@@ -94,7 +98,7 @@ fn other_protocols_are_not_tls_from_their_first_byte() {
         b"\x80\x2e\x01\x03\x01", // SSLv2-compatible hello
         b"\x16\x02",             // not version 3
         b"\x17\x03\x03\x00\x05hello",
-        b"\x16\x03\x01\x00\x00", // empty handshake record
+        b"\x16\x03\x01\x00\x00",                 // empty handshake record
         b"\x16\x03\x01\x00\x04\x02\x00\x00\x00", // a ServerHello
     ] {
         assert_eq!(parse(text), Parsed::NotTls, "{text:?}");
@@ -216,7 +220,11 @@ fn never_panics_on_garbage_or_mutated_hellos() {
     let base = rustls_hello("fuzz.example", &[b"h2", b"http/1.1"]);
     let split = refragment(&base, 50);
     for round in 0..20_000 {
-        let mut bytes = if round % 2 == 0 { base.clone() } else { split.clone() };
+        let mut bytes = if round % 2 == 0 {
+            base.clone()
+        } else {
+            split.clone()
+        };
         for _ in 0..(1 + r.next() % 8) {
             let at = (r.next() as usize) % bytes.len();
             bytes[at] = r.next() as u8;
@@ -267,7 +275,10 @@ async fn peek_waits_for_segments_and_leaves_the_bytes() {
     let (s, _) = listener.accept().await.unwrap();
     c.write_all(b"EHLO x\r\n").await.unwrap();
     let started = std::time::Instant::now();
-    assert!(matches!(peek(&s, Duration::from_secs(30)).await, Peeked::NotTls));
+    assert!(matches!(
+        peek(&s, Duration::from_secs(30)).await,
+        Peeked::NotTls
+    ));
     assert!(started.elapsed() < Duration::from_secs(20));
 
     // Silent, then half a hello: timed out; closed early: Closed.

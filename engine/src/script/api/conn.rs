@@ -135,9 +135,13 @@ impl UserData for ConnView {
                             None => Ok(Value::Nil),
                         },
                         FromHello::Alpn => match &hello.alpn {
-                            Some(list) => Ok(Value::Table(lua.create_sequence_from(
-                                list.iter().map(|p| lua.create_string(p)).collect::<mlua::Result<Vec<_>>>()?,
-                            )?)),
+                            Some(list) => Ok(Value::Table(
+                                lua.create_sequence_from(
+                                    list.iter()
+                                        .map(|p| lua.create_string(p))
+                                        .collect::<mlua::Result<Vec<_>>>()?,
+                                )?,
+                            )),
                             None => Ok(Value::Nil),
                         },
                     }
