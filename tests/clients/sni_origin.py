@@ -33,7 +33,11 @@ def serve(conn):
         sni = seen.pop(id(tls), None) or seen.pop(id(conn), "-")
         line = f"origin {name} sni={sni} alpn={tls.selected_alpn_protocol()}\n"
         tls.sendall(line.encode())
-        tls.close()
+        try:
+            tls.unwrap()  # close_notify, so the client sees a clean end
+        except (OSError, ssl.SSLError):
+            pass
+        conn.close()
     except Exception as e:  # a client that gave up: nothing to answer
         print(f"error {e}", flush=True)
 
