@@ -95,6 +95,24 @@ impl Drop for TlsOrigin {
     }
 }
 
+/// The access log's lines once there are `n`.
+fn access_lines(path: &Path, n: usize) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{} of {n} access log lines: {text}",
+            lines.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// `openssl s_client -servername NAME`: what it printed (the server's
 /// certificate subject and what the origin wrote) and its exit status.
 fn s_client(addr: SocketAddr, name: &str) -> (bool, String) {
@@ -139,10 +157,11 @@ fn plain_server(name: &'static str, greets: bool) -> SocketAddr {
     addr
 }
 
-fn policy(a: u16, b: u16, plain: SocketAddr, smtp: SocketAddr) -> String {
+fn policy(a: u16, b: u16, plain: SocketAddr, smtp: SocketAddr, log: &Path) -> String {
     format!(
         r#"
 return {{
+  log = {{ access = "{log}", format = "json" }},
   listeners = {{
     {{ name = "tls", bind = "127.0.0.1:0", mode = "tcp", pool = "plain",
        timeouts = {{ client_hello = "1s" }} }},
@@ -163,11 +182,13 @@ return {{
     return pocket.reject("unknown name " .. name)
   end,
 }}
-"#
+"#,
+        log = log.display()
     )
 }
 
 struct Lab {
+    log: std::path::PathBuf,
     a: TlsOrigin,
     b: TlsOrigin,
     pocket: Pocket,
@@ -182,8 +203,10 @@ fn lab() -> Lab {
     let b = TlsOrigin::start(certs.path(), "B", "b.example");
     let plain = plain_server("plain", false);
     let smtp = plain_server("mail", true);
-    let pocket = Pocket::start(&policy(a.port, b.port, plain, smtp), 1);
+    let log = certs.path().join("access.log");
+    let pocket = Pocket::start(&policy(a.port, b.port, plain, smtp, &log), 1);
     Lab {
+        log,
         a,
         b,
         pocket,
@@ -251,7 +274,28 @@ fn a_silent_client_is_closed_after_client_hello_with_no_server_connection() {
     s.write_all(&[22, 3, 1, 0, 200, 1, 0]).unwrap();
     let _ = s.read_to_end(&mut got);
     lab.pocket.log.wait_for(&["(1s; 7 bytes received)"]);
+    // And one that leaves halfway.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&[22, 3, 1, 0, 200, 1]).unwrap();
+    drop(s);
+    lab.pocket
+        .log
+        .wait_for(&["the client closed before its TLS ClientHello was whole (6 bytes received)"]);
     assert_eq!((lab.a.accepted(), lab.b.accepted()), (0, 0));
+    // The access log: HAProxy's cR (the client's timeout while its
+    // request was awaited) twice, CR once; no server in any.
+    let lines = access_lines(&lab.log, 3);
+    let ends: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            assert!(l.contains("\"server\":null"), "{l}");
+            l.split("\"termination\":\"")
+                .nth(1)
+                .and_then(|t| t.get(..2))
+                .unwrap_or("?")
+        })
+        .collect();
+    assert_eq!(ends, ["cR", "cR", "CR"]);
 }
 
 #[test]
