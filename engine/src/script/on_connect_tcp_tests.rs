@@ -287,3 +287,63 @@ return {
         e.message
     );
 }
+
+/// Not a check: prints what `on_connect` costs per connection with and
+/// without the ClientHello wait (`cargo test --lib -- --ignored
+/// on_connect_cost --nocapture`).
+#[test]
+#[ignore]
+fn on_connect_cost() {
+    let waiting = script(POLICY);
+    let bytes = hello("a.example", &[b"h2", b"http/1.1"]);
+    run(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let n = 2000;
+        for (label, listener) in [
+            ("smtp (no wait, coroutine policy)", "smtp"),
+            ("tls (peek + parse + coroutine)", "tls"),
+        ] {
+            let mut spent = Duration::ZERO;
+            for _ in 0..n {
+                let (mut c, s) = pair(&l).await;
+                c.write_all(&bytes).await.unwrap();
+                let mut conn = view(&s, listener);
+                let t = Instant::now();
+                let v = waiting.on_connect_tcp(&mut conn, &s).await.unwrap();
+                spent += t.elapsed();
+                assert!(!matches!(v, ConnectVerdict::Closed { .. }));
+            }
+            println!(
+                "{label}: {:.1} µs per connection",
+                spent.as_secs_f64() * 1e6 / n as f64
+            );
+        }
+    });
+    let plain = script(
+        r#"
+return {
+  listeners = { { name = "smtp", bind = "127.0.0.1:1", mode = "tcp", pool = "mail" } },
+  pools = { mail = { mode = "tcp", servers = { "127.0.0.1:3" } } },
+  on_connect = function(conn)
+    if conn.listener ~= "tls" then return nil end
+  end,
+}
+"#,
+    );
+    run(async {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let n = 2000;
+        let mut spent = Duration::ZERO;
+        for _ in 0..n {
+            let (_c, s) = pair(&l).await;
+            let mut conn = view(&s, "smtp");
+            let t = Instant::now();
+            plain.on_connect_tcp(&mut conn, &s).await.unwrap();
+            spent += t.elapsed();
+        }
+        println!(
+            "plain call (policy never names sni): {:.1} µs per connection",
+            spent.as_secs_f64() * 1e6 / n as f64
+        );
+    });
+}
