@@ -310,8 +310,8 @@ function ServerResponse:set_status(code) end
 ---@field local_port integer
 ---@field listener string The listener's name.
 ---@field tls boolean The listener is a TLS one (on_connect runs before the handshake).
----@field sni nil Always nil in on_connect (before the handshake); see req.sni.
----@field alpn nil Always nil in on_connect; see req.alpn.
+---@field sni string|nil On a tcp listener: the server name of the client's TLS ClientHello (lower case; the first read waits for it, at most timeouts.client_hello); nil when not TLS or no SNI. Always nil on http listeners (see req.sni).
+---@field alpn string[]|nil On a tcp listener: the ClientHello's ALPN protocols, in the client's order (waits as sni does). Always nil on http listeners (see req.alpn).
 ---@field tls_version nil Always nil in on_connect; see req.tls_version.
 
 ---A response made by the script (pocket.respond / pocket.redirect); return it from on_request.

@@ -132,6 +132,13 @@ fn userdata_names() -> Result<Names, String> {
                     }
                 }
             }
+            // Fields an async `__index` answers (`conn.sni`, which may
+            // wait): matched there as `s.as_bytes() == b"name"`.
+            for (i, _) in body.match_indices("as_bytes() == b\"") {
+                let rest = &body[i + "as_bytes() == b\"".len()..];
+                let n = rest.split('"').next().unwrap_or("");
+                names.insert((class.to_string(), n.to_string()));
+            }
         }
     }
     Ok(names)

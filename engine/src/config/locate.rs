@@ -316,6 +316,18 @@ pub fn names_http(src: &str) -> bool {
     })
 }
 
+/// Whether Lua text reads `conn.sni` or `conn.alpn`: it has `sni` or
+/// `alpn` as a name (`conn.sni`, `local sni = ...`) or a string
+/// (`conn["sni"]`). Comments do not count. A false positive only costs
+/// running `on_connect` as a coroutine on `tcp` listeners; a name built at
+/// run time (`conn["s" .. "ni"]`) is missed and reads nil.
+pub fn names_client_hello(src: &str) -> bool {
+    tokens(src).iter().any(|(tok, _)| match tok {
+        Tok::Name(n) | Tok::Str(n) => n == "sni" || n == "alpn",
+        _ => false,
+    })
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
     Name(String),

@@ -23,7 +23,7 @@ use std::sync::Arc;
 pub use admin::AdminSpec;
 pub use duration::{parse_duration, seconds_to_duration};
 pub use load::{load_policy, load_policy_source, near_miss, parse_addr};
-pub use locate::{line_of, names_http, Places};
+pub use locate::{line_of, names_client_hello, names_http, Places};
 pub use pool_settings::lua_float;
 
 /// A value as messages echo it: its type and, for a plain value, the value

@@ -37,6 +37,12 @@ pub enum ConnectVerdict {
     Pool(usize),
     /// `pocket.reject(reason)`: close the connection.
     Reject(String),
+    /// `on_connect` read `conn.sni` or `conn.alpn` and the client sent no
+    /// whole ClientHello within the listener's `timeouts.client_hello`
+    /// (`timed_out`), or closed first: close it, open no server
+    /// connection (nginx's `ssl_preread` and HAProxy's `inspect-delay` do
+    /// the same). `reason` is for the log.
+    Closed { reason: String, timed_out: bool },
 }
 
 /// What `on_connect` on a `tcp` listener may return, as errors say it.
@@ -99,6 +105,11 @@ pub struct WorkerScript {
     waiting_on_request: Option<Function>,
     /// Set while that coroutine runs (see `subrequest::CanWait`).
     can_wait: crate::script::subrequest::CanWait,
+    /// `on_connect` guarded for running as a coroutine on `tcp`
+    /// listeners, when the policy (or a module it required) names `sni`
+    /// or `alpn`: reading them may wait for the ClientHello. Decided at
+    /// load: other policies keep the plain synchronous call.
+    waiting_on_connect: Option<Function>,
 }
 
 /// Whether a policy's Lua text may make sub-requests: it names the
@@ -226,6 +237,21 @@ impl WorkerScript {
             ),
             _ => None,
         };
+        let on_connect = hook(&root, "on_connect");
+        let reads_hello = on_connect.is_some()
+            && (crate::config::names_client_hello(&policy.source)
+                || crate::script::stdlib::module_files(&vm.lua)
+                    .iter()
+                    .any(|(_, file)| {
+                        std::fs::read_to_string(file)
+                            .is_ok_and(|t| crate::config::names_client_hello(&t))
+                    }));
+        let waiting_on_connect = match (&on_connect, reads_hello) {
+            (Some(f), true) => {
+                Some(sandbox::guard(&vm.lua, f).map_err(|e| describe_lua_error(&e))?)
+            }
+            _ => None,
+        };
         vm.lua
             .set_app_data(crate::script::subrequest::PoolsOf(policy.clone()));
         let can_wait = vm
@@ -242,7 +268,8 @@ impl WorkerScript {
                 .as_ref()
                 .and_then(|l| l.sink())
                 .map(|s| s.for_worker()),
-            on_connect: hook(&root, "on_connect"),
+            on_connect,
+            waiting_on_connect,
             on_request,
             on_response: hook(&root, "on_response"),
             on_health: hook(&root, "on_health"),
@@ -368,24 +395,38 @@ impl WorkerScript {
     /// mode is not `tcp`, is an error placed at the hook), `pocket.reject`
     /// or nil (the listener's pool).
     ///
-    /// SKELETON (issue 16): a plain call; `conn.sni`/`conn.alpn` waiting
-    /// for the ClientHello is added by the SNI work.
+    /// In a policy that names `conn.sni`/`conn.alpn` (decided at load),
+    /// `on_connect` runs as a coroutine, and its first read of either
+    /// waits, at most the listener's `timeouts.client_hello`, for the
+    /// ClientHello peeked from `stream` (left in the socket for the
+    /// server). Its time budget, the watchdog's stamp and its timing count
+    /// only the time its Lua runs. A client that sends nothing whole in
+    /// time, or closes, gets [`ConnectVerdict::Closed`]. Other policies
+    /// get the plain call, which never waits for client bytes.
     pub async fn on_connect_tcp(
         &self,
         conn: &mut ConnView,
-        _stream: &tokio::net::TcpStream,
+        stream: &tokio::net::TcpStream,
     ) -> Result<ConnectVerdict, HookError> {
         let Some(f) = &self.on_connect else {
             return Ok(ConnectVerdict::Default);
         };
-        let _busy = self.busy(Doing::OnConnect, |w| w.on_connect, 0);
-        let lua = &self.vm.lua;
-        let out = lua
-            .scope(|scope| {
-                let ud = scope.create_userdata_ref_mut(conn)?;
-                self.vm.call::<_, Value>(f, ud)
-            })
-            .map_err(|e| self.failed("on_connect", f, &e))?;
+        let out = match &self.waiting_on_connect {
+            Some(guarded) => match self.on_connect_waiting(f, guarded, conn, stream).await? {
+                Ok(out) => out,
+                Err(closed) => return Ok(closed),
+            },
+            None => {
+                let _busy = self.busy(Doing::OnConnect, |w| w.on_connect, 0);
+                self.vm
+                    .lua
+                    .scope(|scope| {
+                        let ud = scope.create_userdata_ref_mut(conn)?;
+                        self.vm.call::<_, Value>(f, ud)
+                    })
+                    .map_err(|e| self.failed("on_connect", f, &e))?
+            }
+        };
         match out {
             Value::Nil => Ok(ConnectVerdict::Default),
             Value::String(s) => {
@@ -423,6 +464,98 @@ impl WorkerScript {
             },
             ref other => Err(self.bad_return("on_connect", f, other, ON_CONNECT_TCP_RETURNS)),
         }
+    }
+
+    /// `on_connect` as a coroutine whose reads of `conn.sni`/`conn.alpn`
+    /// wait for the ClientHello (see [`WorkerScript::on_connect_tcp`]).
+    /// `Ok(Err(verdict))`: the client sent no ClientHello in time.
+    async fn on_connect_waiting(
+        &self,
+        f: &Function,
+        guarded: &Function,
+        conn: &mut ConnView,
+        stream: &tokio::net::TcpStream,
+    ) -> Result<Result<Value, ConnectVerdict>, HookError> {
+        use crate::tcp::client_hello::{self, Peeked};
+        use std::future::Future as _;
+        let slot = std::rc::Rc::new(crate::script::api::conn::HelloSlot::default());
+        conn.hello = Some(slot.clone());
+        // An owned copy for the coroutine (it outlives any borrow); the
+        // slot is shared, so the caller's `conn` knows the ClientHello too.
+        let ud = self
+            .vm
+            .lua
+            .create_userdata(conn.clone())
+            .map_err(|e| self.failed("on_connect", f, &e))?;
+        let pulse = self.watch.as_ref().map(|w| (&*w.pulse, w.on_connect, 0));
+        let mut call = crate::script::subrequest::Metered::new(
+            &self.vm,
+            &self.can_wait,
+            pulse,
+            self.vm.limits.hook_budget,
+            crate::script::subrequest::Origin::default(),
+            guarded.call_async::<Value>(ud.clone()),
+        )
+        .doing(Doing::OnConnect);
+        let out = loop {
+            // Runs the script until it returns, or until it waits for the
+            // ClientHello; then peeks it and lets the script go on.
+            let step = std::future::poll_fn(|cx| match std::pin::Pin::new(&mut call).poll(cx) {
+                std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
+                std::task::Poll::Pending if slot.wanted() => std::task::Poll::Ready(None),
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            })
+            .await;
+            if let Some(out) = step {
+                break out;
+            }
+            let wait = self
+                .policy
+                .listener(&conn.listener)
+                .map_or(crate::config::DEFAULT_CLIENT_HELLO, |l| {
+                    l.timeouts.client_hello
+                });
+            let (why, timed_out) = match client_hello::peek(stream, wait).await {
+                Peeked::Hello(h) => {
+                    slot.set(Some(h));
+                    continue;
+                }
+                Peeked::NotTls => {
+                    slot.set(None);
+                    continue;
+                }
+                Peeked::TimedOut { got } => (
+                    format!(
+                        "no TLS ClientHello within timeouts.client_hello ({}s; {got} {} received)",
+                        wait.as_secs_f64(),
+                        if got == 1 { "byte" } else { "bytes" }
+                    ),
+                    true,
+                ),
+                Peeked::Closed { got } => (
+                    format!(
+                        "the client closed before its TLS ClientHello was whole ({got} {} received)",
+                        if got == 1 { "byte" } else { "bytes" }
+                    ),
+                    false,
+                ),
+            };
+            crate::observe::metrics::hook_ran_for(Hook::OnConnect, call.ran.as_nanos() as u64);
+            // Dropping the call ends the coroutine where it waits.
+            drop(call);
+            let _ = ud.take::<ConnView>();
+            return Ok(Err(ConnectVerdict::Closed {
+                reason: why,
+                timed_out,
+            }));
+        };
+        crate::observe::metrics::hook_ran_for(Hook::OnConnect, call.ran.as_nanos() as u64);
+        drop(call);
+        let out = self.vm.settle(out);
+        self.vm.tally();
+        // Taken back: a script that kept `conn` finds it empty later.
+        let _ = ud.take::<ConnView>();
+        out.map(Ok).map_err(|e| self.failed("on_connect", f, &e))
     }
 
     /// Whether the policy has this hook (`on_request`), or this pool has
@@ -952,3 +1085,7 @@ pub(crate) fn returned(v: &Value) -> String {
         other => format!("a {}", other.type_name()),
     }
 }
+
+#[cfg(test)]
+#[path = "on_connect_tcp_tests.rs"]
+mod on_connect_tcp_tests;

@@ -25,6 +25,7 @@
 //! holds that generation's pools); SIGTERM's drain lets it run until the
 //! grace period ends, then closes it (`KD`).
 
+pub mod client_hello;
 pub mod connect;
 pub mod record;
 pub mod serve;

@@ -10,7 +10,9 @@
 //! nothing moved for `timeouts.idle` (the client's or the server's
 //! silence); `KD` killed while data moved (the end of a drain's grace
 //! period); `KC` killed while connecting (likewise); `CR` ended before
-//! `on_connect` decided (the phase that may wait for the client).
+//! `on_connect` decided (the phase that may wait for the client); `cR`
+//! no whole TLS ClientHello within `timeouts.client_hello` (an
+//! `on_connect` that reads `conn.sni`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -64,6 +64,13 @@ pub async fn serve(
             tracing::info!(connection = %id, listener = %listener, peer = %peer, "connection rejected: {reason}");
             None
         }
+        Ok(ConnectVerdict::Closed { reason, timed_out }) => {
+            tracing::info!(connection = %id, listener = %listener, peer = %peer, "connection closed: {reason}; no server connection opened");
+            // HAProxy's cR / CR: the client timed out / went away while
+            // its request (here the ClientHello) was awaited.
+            open.set(if timed_out { b'c' } else { b'C' }, b'R');
+            return;
+        }
         Err(e) => {
             tracing::error!(connection = %id, listener = %listener, peer = %peer, hook = e.hook, "{}; connection closed", e.message);
             None

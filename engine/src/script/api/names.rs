@@ -70,14 +70,17 @@ pub fn described<T: 'static, M: UserDataMethods<T>>(
     methods.add_meta_method(MetaMethod::ToString, move |_, this, ()| Ok(text(this)));
     methods.add_meta_method(
         MetaMethod::Index,
-        move |_, _, key: Value| -> mlua::Result<Value> {
-            let key = match &key {
-                Value::String(s) => format!("{:?}", s.to_string_lossy()),
-                other => crate::script::hooks::returned(other),
-            };
-            Err(mlua::Error::RuntimeError(format!(
-                "{noun} has no field {key} (see docs/lua-api.md for its fields and methods)"
-            )))
-        },
+        move |_, _, key: Value| -> mlua::Result<Value> { Err(no_field(noun, &key)) },
     );
+}
+
+/// Reading `key`, which a `noun` (the docs' name) does not have.
+pub fn no_field(noun: &str, key: &Value) -> mlua::Error {
+    let key = match key {
+        Value::String(s) => format!("{:?}", s.to_string_lossy()),
+        other => crate::script::hooks::returned(other),
+    };
+    mlua::Error::RuntimeError(format!(
+        "{noun} has no field {key} (see docs/lua-api.md for its fields and methods)"
+    ))
 }

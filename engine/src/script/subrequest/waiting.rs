@@ -28,6 +28,8 @@ pub struct Metered<'a, F> {
     pub ran: Duration,
     /// The request the hook runs for, as its sub-requests see it.
     origin: Origin,
+    /// What the watchdog's stamp says runs (`on_request` unless told).
+    doing: Doing,
 }
 
 impl<'a, F> Metered<'a, F> {
@@ -40,6 +42,7 @@ impl<'a, F> Metered<'a, F> {
         inner: F,
     ) -> Self {
         Metered {
+            doing: Doing::OnRequest,
             origin,
             thread: None,
             inner: Box::pin(inner),
@@ -49,6 +52,13 @@ impl<'a, F> Metered<'a, F> {
             left: budget,
             ran: Duration::ZERO,
         }
+    }
+
+    /// The hook the watchdog's stamp names (`on_connect` on a `tcp`
+    /// listener waiting for a ClientHello).
+    pub fn doing(mut self, doing: Doing) -> Self {
+        self.doing = doing;
+        self
     }
 }
 
@@ -78,7 +88,7 @@ impl<F: Future> Future for Metered<'_, F> {
         }
         this.can_wait.0.origin.set(this.origin);
         if let Some((p, place, seq)) = this.pulse {
-            p.enter(Doing::OnRequest, place, seq);
+            p.enter(this.doing, place, seq);
         }
         let resumed = Resumed(this.vm, this.can_wait, this.pulse.map(|p| p.0));
         let start = Instant::now();

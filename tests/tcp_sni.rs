@@ -1,0 +1,333 @@
+//! TLS passthrough switched by SNI (`conn.sni` in `on_connect` on a
+//! `mode = "tcp"` listener), end to end: a real Pocket, two real TLS
+//! origins (tests/clients/sni_origin.py, each with its own certificate,
+//! which Pocket never holds), real clients (`openssl s_client
+//! -servername`, plain sockets).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use common::*;
+
+/// A TLS origin process: its port and the lines it printed.
+struct TlsOrigin {
+    child: Child,
+    port: u16,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl TlsOrigin {
+    /// Starts an origin named `name` with a self-signed certificate for
+    /// `host`, made here with openssl.
+    fn start(dir: &Path, name: &str, host: &str) -> TlsOrigin {
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        let made = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "1", "-subj", &format!("/CN={host}")])
+            .args(["-addext", &format!("subjectAltName=DNS:{host}")])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl req");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/sni_origin.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(name)
+            .arg(&cert)
+            .arg(&key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let kept = lines.clone();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if let Some(port) = line.strip_prefix("listening ") {
+                    let _ = tx.send(port.parse::<u16>().unwrap());
+                }
+                kept.lock().unwrap().push(line);
+            }
+        });
+        let port = rx.recv_timeout(DEADLINE).expect("the origin starts");
+        TlsOrigin { child, port, lines }
+    }
+
+    /// TCP connections it accepted so far.
+    fn accepted(&self) -> usize {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("accepted"))
+            .count()
+    }
+}
+
+impl Drop for TlsOrigin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The access log's lines once there are `n`.
+fn access_lines(path: &Path, n: usize) -> Vec<String> {
+    let start = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{} of {n} access log lines: {text}",
+            lines.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `openssl s_client -servername NAME`: what it printed (the server's
+/// certificate subject and what the origin wrote) and its exit status.
+fn s_client(addr: SocketAddr, name: &str) -> (bool, String) {
+    let out = Command::new("timeout")
+        .arg("20")
+        .args([
+            "openssl",
+            "s_client",
+            "-connect",
+            &addr.to_string(),
+            "-servername",
+            name,
+        ])
+        .args(["-alpn", "h2,http/1.1", "-ign_eof"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// A plain TCP server: greets first (`greets`, like an SMTP server's
+/// banner), or answers the first line it reads with `NAME got LINE`.
+fn plain_server(name: &'static str, greets: bool) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(DEADLINE));
+                if greets {
+                    let _ = s.write_all(format!("220 {name} ready\r\n").as_bytes());
+                }
+                let mut line = String::new();
+                let _ = BufReader::new(s.try_clone().unwrap()).read_line(&mut line);
+                let _ = s.write_all(format!("{name} got {line}").as_bytes());
+            });
+        }
+    });
+    addr
+}
+
+fn policy(a: u16, b: u16, plain: SocketAddr, smtp: SocketAddr, log: &Path) -> String {
+    format!(
+        r#"
+return {{
+  log = {{ access = "{log}", format = "json" }},
+  listeners = {{
+    {{ name = "tls", bind = "127.0.0.1:0", mode = "tcp", pool = "plain",
+       timeouts = {{ client_hello = "1s" }} }},
+    {{ name = "smtp", bind = "127.0.0.1:0", mode = "tcp", pool = "mail" }},
+  }},
+  pools = {{
+    site_a = {{ mode = "tcp", servers = {{ "127.0.0.1:{a}" }} }},
+    site_b = {{ mode = "tcp", servers = {{ "127.0.0.1:{b}" }} }},
+    plain = {{ mode = "tcp", servers = {{ "{plain}" }} }},
+    mail = {{ mode = "tcp", servers = {{ "{smtp}" }} }},
+  }},
+  on_connect = function(conn)
+    if conn.listener ~= "tls" then return nil end
+    local name = conn.sni
+    if name == nil then return nil end
+    if name == "a.example" then return "site_a" end
+    if name == "b.example" then return "site_b" end
+    return pocket.reject("unknown name " .. name)
+  end,
+}}
+"#,
+        log = log.display()
+    )
+}
+
+struct Lab {
+    log: std::path::PathBuf,
+    a: TlsOrigin,
+    b: TlsOrigin,
+    pocket: Pocket,
+    _certs: tempfile::TempDir,
+}
+
+fn lab() -> Lab {
+    require_command("openssl", "openssl");
+    require_command("python3", "python3");
+    let certs = tempfile::tempdir().unwrap();
+    let a = TlsOrigin::start(certs.path(), "A", "a.example");
+    let b = TlsOrigin::start(certs.path(), "B", "b.example");
+    let plain = plain_server("plain", false);
+    let smtp = plain_server("mail", true);
+    let log = certs.path().join("access.log");
+    let pocket = Pocket::start(&policy(a.port, b.port, plain, smtp, &log), 1);
+    Lab {
+        log,
+        a,
+        b,
+        pocket,
+        _certs: certs,
+    }
+}
+
+#[test]
+fn two_tls_origins_switched_by_sni_keep_their_certificates() {
+    let lab = lab();
+    let addr = lab.pocket.addr("tls");
+    for (name, origin) in [("a.example", "A"), ("b.example", "B"), ("A.EXAMPLE", "A")] {
+        // Its exit status is left aside: it reports how the origin ended
+        // the session, not what Pocket did.
+        let (_, text) = s_client(addr, name);
+        let lower = name.to_ascii_lowercase();
+        assert!(
+            text.contains(&format!("origin {origin} sni={name} alpn=h2")),
+            "{name} reaches origin {origin} with the ClientHello unchanged:\n{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("subject=") && l.contains(&lower)),
+            "origin {origin}'s own certificate comes back:\n{text}"
+        );
+    }
+    assert_eq!((lab.a.accepted(), lab.b.accepted()), (2, 1));
+}
+
+#[test]
+fn an_unknown_name_is_rejected_and_reaches_no_origin() {
+    let lab = lab();
+    let addr = lab.pocket.addr("tls");
+    let (ok, text) = s_client(addr, "c.example");
+    assert!(!ok, "the handshake must fail:\n{text}");
+    assert!(!text.contains("origin "), "{text}");
+    lab.pocket
+        .log
+        .wait_for(&["connection rejected: unknown name c.example"]);
+    assert_eq!((lab.a.accepted(), lab.b.accepted()), (0, 0));
+}
+
+#[test]
+fn a_silent_client_is_closed_after_client_hello_with_no_server_connection() {
+    let lab = lab();
+    let addr = lab.pocket.addr("tls");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut got = Vec::new();
+    // Pocket closes it: the read ends (EOF or reset), well before DEADLINE.
+    let _ = s.read_to_end(&mut got);
+    assert!(got.is_empty());
+    let line = lab.pocket.log.wait_for(&[
+        "connection closed: no TLS ClientHello within timeouts.client_hello (1s; 0 bytes received)",
+        "no server connection opened",
+    ]);
+    assert!(
+        line.contains(&format!("peer={}", s.local_addr().unwrap())),
+        "{line}"
+    );
+    assert!(line.contains("listener=tls"), "{line}");
+    // Half a ClientHello, then silence: the same.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    s.write_all(&[22, 3, 1, 0, 200, 1, 0]).unwrap();
+    let _ = s.read_to_end(&mut got);
+    lab.pocket.log.wait_for(&["(1s; 7 bytes received)"]);
+    // And one that leaves halfway.
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&[22, 3, 1, 0, 200, 1]).unwrap();
+    drop(s);
+    lab.pocket
+        .log
+        .wait_for(&["the client closed before its TLS ClientHello was whole (6 bytes received)"]);
+    assert_eq!((lab.a.accepted(), lab.b.accepted()), (0, 0));
+    // The access log: HAProxy's cR (the client's timeout while its
+    // request was awaited) twice, CR once; no server in any.
+    let lines = access_lines(&lab.log, 3);
+    let ends: Vec<&str> = lines
+        .iter()
+        .map(|l| {
+            assert!(l.contains("\"server\":null"), "{l}");
+            l.split("\"termination\":\"")
+                .nth(1)
+                .and_then(|t| t.get(..2))
+                .unwrap_or("?")
+        })
+        .collect();
+    assert_eq!(ends, ["cR", "cR", "CR"]);
+}
+
+#[test]
+fn a_client_that_is_not_speaking_tls_gets_nil_and_the_listeners_pool() {
+    let lab = lab();
+    let addr = lab.pocket.addr("tls");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    // One line with no ClientHello in it: had Pocket waited for one, the
+    // connection would be closed after timeouts.client_hello, unanswered.
+    s.write_all(b"HELLO plain\n").unwrap();
+    let mut got = String::new();
+    BufReader::new(&s).read_line(&mut got).unwrap();
+    assert_eq!(got, "plain got HELLO plain\n");
+    assert_eq!((lab.a.accepted(), lab.b.accepted()), (0, 0));
+}
+
+#[test]
+fn a_server_speaks_first_listener_in_the_same_policy_never_waits() {
+    let lab = lab();
+    let addr = lab.pocket.addr("smtp");
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    // The client sends nothing until the banner: had on_connect waited
+    // for a ClientHello, the connection would be closed after 5 s
+    // (the default client_hello) with no banner.
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut banner = String::new();
+    r.read_line(&mut banner).unwrap();
+    assert_eq!(banner, "220 mail ready\r\n");
+    s.write_all(b"EHLO client\r\n").unwrap();
+    let mut answer = String::new();
+    r.read_line(&mut answer).unwrap();
+    assert_eq!(answer, "mail got EHLO client\r\n");
+}
