@@ -6,144 +6,14 @@
 //! the log and the admin API show; a Lua check's `http.tcp` in a tcp pool.
 
 mod common;
+use common::tcp_servers::*;
 use common::*;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "t0ken";
-
-fn script(name: &str) -> String {
-    format!("{}/tests/clients/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A port nothing listens on now (the test's servers take it next).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// Fails, saying how to get it, when python3 has no `aiosmtpd`.
-fn require_aiosmtpd() {
-    let ok = Command::new("python3")
-        .args(["-c", "import aiosmtpd"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "python3 cannot import aiosmtpd: run the suite with tests/run, which installs tests/setup/requirements.txt into a venv"
-    );
-}
-
-/// An SMTP server (smtp_server.py) named `name` on `port`; killed on drop.
-pub struct Smtp {
-    child: Child,
-    pub out: Log,
-    pub addr: SocketAddr,
-}
-
-impl Smtp {
-    pub fn start(name: &str, port: u16) -> Smtp {
-        Self::start_with(name, port, &[])
-    }
-
-    /// Over TLS from the first byte, with the server.pem and server.key
-    /// of [`make_test_certs`] in `dir`.
-    pub fn start_tls(name: &str, port: u16, dir: &std::path::Path) -> Smtp {
-        let cert = dir.join("server.pem");
-        let key = dir.join("server.key");
-        Self::start_with(name, port, &[cert.to_str().unwrap(), key.to_str().unwrap()])
-    }
-
-    fn start_with(name: &str, port: u16, more: &[&str]) -> Smtp {
-        require_aiosmtpd();
-        let mut child = Command::new("python3")
-            .args([&script("smtp_server.py"), name, &port.to_string()])
-            .args(more)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run python3");
-        let out = Log::default();
-        out.follow(child.stdout.take().unwrap());
-        let line = out.wait_for_any(&[&["listening "], &["<process ended>"]]);
-        assert!(
-            line.starts_with("listening "),
-            "smtp_server.py {name} did not start: {}",
-            out.text()
-        );
-        Smtp {
-            child,
-            out,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
-    }
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A `redis-server` on `port`, with `requirepass` when `password` is
-/// given, saving nothing; killed on drop.
-pub struct Redis {
-    child: Child,
-    pub addr: SocketAddr,
-    /// Its working directory, removed after it is gone.
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    pub fn start(port: u16, password: Option<&str>) -> Redis {
-        require_command("redis-server", "redis-server");
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .args(["--dir", dir.path().to_str().unwrap()]);
-        if let Some(p) = password {
-            cmd.args(["--requirepass", p]);
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run redis-server");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let r = Redis {
-            child,
-            addr,
-            _dir: dir,
-        };
-        wait_listening(addr);
-        r
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Waits until `addr` accepts connections (at most 20 s).
-fn wait_listening(addr: SocketAddr) {
-    let start = Instant::now();
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{addr} does not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// The admin API's `/api/status`.
 async fn status(admin: SocketAddr) -> String {
@@ -363,23 +233,6 @@ fn a_lua_check_in_a_tcp_pool_talks_to_redis_with_http_tcp() {
     assert!(up.contains("SET answered +OK"), "{up}");
 }
 
-/// Sends one mail through `addr` with smtplib (smtp_send.py): what it
-/// printed (`banner 220 ...`, `sent 250 delivered to A`).
-fn send_mail(addr: SocketAddr, subject: &str) -> String {
-    let out = Command::new("python3")
-        .args([
-            &script("smtp_send.py"),
-            &addr.ip().to_string(),
-            &addr.port().to_string(),
-            subject,
-        ])
-        .output()
-        .expect("run python3");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "smtp_send.py: {text}");
-    text
-}
-
 #[test]
 fn mail_sent_through_pocket_arrives_and_a_stopped_server_gets_none() {
     let (pa, pb) = (free_port(), free_port());
@@ -403,13 +256,7 @@ fn mail_sent_through_pocket_arrives_and_a_stopped_server_gets_none() {
     for i in 0..4 {
         let said = send_mail(smtp, &format!("round {i}"));
         assert!(said.contains("banner 220 "), "{said}");
-        let name = said
-            .split("sent 250 delivered to ")
-            .nth(1)
-            .unwrap_or_else(|| panic!("{said}"))
-            .trim()
-            .to_string();
-        to.push(name);
+        to.push(delivered_to(&said));
     }
     // Round robin: both servers got mail, and each has it.
     to.sort();
@@ -433,18 +280,6 @@ fn mail_sent_through_pocket_arrives_and_a_stopped_server_gets_none() {
         assert!(said.contains("sent 250 delivered to A"), "{said}");
     }
     a.out.wait_for(&["mail A", "subject=after 3"]);
-}
-
-/// Runs `redis-cli -h 127.0.0.1 -p PORT ARGS...`: its output, trimmed.
-fn redis_cli(addr: SocketAddr, args: &[&str]) -> String {
-    require_command("redis-cli", "redis-tools");
-    let out = Command::new("redis-cli")
-        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
-        .args(args)
-        .output()
-        .expect("run redis-cli");
-    assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]

@@ -9,91 +9,9 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 
+use common::tcp_servers::*;
 use common::*;
-
-/// A TLS origin process: its port and the lines it printed.
-struct TlsOrigin {
-    child: Child,
-    port: u16,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl TlsOrigin {
-    /// Starts an origin named `name` with a self-signed certificate for
-    /// `host`, made here with openssl.
-    fn start(dir: &Path, name: &str, host: &str) -> TlsOrigin {
-        let (cert, key) = (
-            dir.join(format!("{name}.pem")),
-            dir.join(format!("{name}.key")),
-        );
-        let made = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-days", "1", "-subj", &format!("/CN={host}")])
-            .args(["-addext", &format!("subjectAltName=DNS:{host}")])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("openssl req");
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/sni_origin.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(name)
-            .arg(&cert)
-            .arg(&key)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let out = BufReader::new(child.stdout.take().unwrap());
-        let kept = lines.clone();
-        std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                if let Some(port) = line.strip_prefix("listening ") {
-                    let _ = tx.send(port.parse::<u16>().unwrap());
-                }
-                kept.lock().unwrap().push(line);
-            }
-        });
-        let port = rx.recv_timeout(DEADLINE).expect("the origin starts");
-        TlsOrigin { child, port, lines }
-    }
-
-    /// TCP connections it accepted so far.
-    fn accepted(&self) -> usize {
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.starts_with("accepted"))
-            .count()
-    }
-}
-
-impl Drop for TlsOrigin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The access log's lines once there are `n`.
 fn access_lines(path: &Path, n: usize) -> Vec<String> {
@@ -111,28 +29,6 @@ fn access_lines(path: &Path, n: usize) -> Vec<String> {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-}
-
-/// `openssl s_client -servername NAME`: what it printed (the server's
-/// certificate subject and what the origin wrote) and its exit status.
-fn s_client(addr: SocketAddr, name: &str) -> (bool, String) {
-    let out = Command::new("timeout")
-        .arg("20")
-        .args([
-            "openssl",
-            "s_client",
-            "-connect",
-            &addr.to_string(),
-            "-servername",
-            name,
-        ])
-        .args(["-alpn", "h2,http/1.1", "-ign_eof"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl s_client");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
 }
 
 /// A plain TCP server: greets first (`greets`, like an SMTP server's
@@ -221,7 +117,7 @@ fn two_tls_origins_switched_by_sni_keep_their_certificates() {
     for (name, origin) in [("a.example", "A"), ("b.example", "B"), ("A.EXAMPLE", "A")] {
         // Its exit status is left aside: it reports how the origin ended
         // the session, not what Pocket did.
-        let (_, text) = s_client(addr, name);
+        let (_, text) = s_client(addr, Some(name));
         let lower = name.to_ascii_lowercase();
         assert!(
             text.contains(&format!("origin {origin} sni={name} alpn=h2")),
@@ -240,7 +136,7 @@ fn two_tls_origins_switched_by_sni_keep_their_certificates() {
 fn an_unknown_name_is_rejected_and_reaches_no_origin() {
     let lab = lab();
     let addr = lab.pocket.addr("tls");
-    let (ok, text) = s_client(addr, "c.example");
+    let (ok, text) = s_client(addr, Some("c.example"));
     assert!(!ok, "the handshake must fail:\n{text}");
     assert!(!text.contains("origin "), "{text}");
     lab.pocket

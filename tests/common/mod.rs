@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod corpus;
+pub mod tcp_servers;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
