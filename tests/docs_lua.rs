@@ -31,8 +31,11 @@
 //! `pocket check` and `pocket test`, has tests, and every rule that names a
 //! pool is covered: the pool swapped for another pool of the policy makes
 //! `pocket test` fail. A README's `PATH: N passed, 0 failed` line must be
-//! what `pocket test PATH` prints. Every relative link of those pages
-//! leads to a file, and to a heading of it when it names one.
+//! what `pocket test PATH` prints. The TCP-mode examples
+//! (examples/tcp/*.lua, no `tests`: `pocket test` runs HTTP requests) go
+//! through `pocket check`, and tests/tcp_examples.rs must run each. Every
+//! relative link of those pages leads to a file, and to a heading of it
+//! when it names one.
 
 mod common;
 use common::*;
@@ -352,6 +355,39 @@ fn every_example_passes_check_and_its_tests_and_its_readme_says_so() {
                     l.trim()
                 ));
             }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The TCP-mode examples (examples/tcp/*.lua) are single files with no
+/// `tests` (`pocket test` runs HTTP requests, not connections): each
+/// passes `pocket check`, and tests/tcp_examples.rs runs it as shipped
+/// with the real servers it is written for, so a new one is not left
+/// untried.
+#[test]
+fn every_tcp_example_passes_check_and_is_run_with_real_servers() {
+    let runs = std::fs::read_to_string(root().join("tests/tcp_examples.rs")).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(root().join("examples/tcp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "lua"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    let mut failures = Vec::new();
+    for file in files {
+        let (code, out, err) = pocket_cmd(&["check", file.to_str().unwrap()]);
+        if code != 0 || !out.contains("mode tcp") || !out.ends_with("ok\n") {
+            failures.push(format!("pocket check {}: {out}{err}", shown(&file)));
+        }
+        let name = file.file_name().unwrap().to_str().unwrap();
+        if !runs.contains(&format!("\"{name}\"")) {
+            failures.push(format!(
+                "{} is not run by tests/tcp_examples.rs",
+                shown(&file)
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
