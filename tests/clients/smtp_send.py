@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Sends one mail with Python's smtplib, for tests/tcp_checks.rs.
+"""Sends one mail with Python's smtplib, for tests/tcp_checks.rs,
+tests/tcp_examples.rs and trying examples/tcp/mail.lua.
 
     smtp_send.py HOST PORT SUBJECT
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""An SMTP server for tests/tcp_checks.rs, made with Python's `aiosmtpd`
+"""An SMTP server for tests/tcp_checks.rs, tests/tcp_examples.rs and trying
+examples/tcp/mail.lua, made with Python's `aiosmtpd`
 (PyPI, tests/setup/requirements.txt).
 
     smtp_server.py NAME [PORT [CERT KEY]]
