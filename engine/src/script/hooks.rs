@@ -27,7 +27,6 @@ pub enum Decision {
     Respond(LocalResponse),
 }
 
-/// A hook failed: the request gets a 500, the log gets this.
 /// What `on_connect` decided for a connection on a `tcp` listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectVerdict {
@@ -49,6 +48,8 @@ pub enum ConnectVerdict {
 const ON_CONNECT_TCP_RETURNS: &str =
     "a pool name, pocket.reject(reason) or nil (the listener's pool)";
 
+/// A hook failed: the request gets a 500 (a tcp connection is closed),
+/// the log gets this.
 #[derive(Debug)]
 pub struct HookError {
     pub hook: &'static str,
