@@ -837,3 +837,65 @@ return {{
     // The next connection is served.
     assert_eq!(ask(addr, b"q"), b"A:q");
 }
+
+/// A plain HTTP/1.1 GET with `Connection: close`: the status of the answer.
+fn http_status(addr: SocketAddr, path: &str) -> u16 {
+    let mut c = connect(addr);
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let text = String::from_utf8_lossy(&read_all(&mut c)).into_owned();
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+/// on_request returning a tcp pool would send `GET / HTTP/1.1` to a
+/// Redis or SMTP server (and count its puzzled answers against it): a
+/// 500, the log at the hook's line, and the server never connected to.
+/// A name no pool has lists only the pools the hook may return, for
+/// on_request and on_connect alike.
+#[test]
+fn on_request_naming_a_tcp_pool_gets_a_500_and_the_server_no_connection() {
+    let (r, seen) = server("R", first_line);
+    let web = origin("W");
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "web" }},
+                {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "redis" }} }},
+  pools = {{ web = {{ servers = {{ "{w}" }} }}, redis = {{ mode = "tcp", servers = {{ "{r}" }} }} }},
+  on_request = function(req)
+    if req.path == "/redis" then return "redis" end
+    if req.path == "/typo" then return "rediss" end
+  end,
+  on_connect = function(conn)
+    if conn.listener == "t" then return "webb" end
+  end,
+}}
+"#,
+            w = web.addr
+        ),
+        1,
+    );
+    let addr = pocket.addr("web");
+    assert_eq!(http_status(addr, "/redis"), 500);
+    pocket.log.wait_for(&[
+        "policy.lua:5: on_request returned pool \"redis\", a tcp pool; an http listener needs an http pool",
+        "request=",
+    ]);
+    assert_eq!(http_status(addr, "/typo"), 500);
+    pocket.log.wait_for(&[
+        "policy.lua:5: on_request returned pool \"rediss\", which is not defined (pools: web)",
+    ]);
+    assert_eq!(http_status(addr, "/fine"), 200);
+    refused(pocket.addr("t"), b"PING\r\n");
+    pocket.log.wait_for(&[
+        "policy.lua:9: on_connect returned pool \"webb\", which is not defined (pools: redis)",
+        "listener=t",
+    ]);
+    assert!(
+        seen.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the tcp server was connected to"
+    );
+}

@@ -691,20 +691,63 @@ impl WorkerScript {
         }
     }
 
-    /// `on_request` returned a name no pool has: placed, as every bad
-    /// hook result is, at the hook's own function (never a search of the
-    /// text for the name, which finds the wrong line or none).
-    fn unknown_pool(&self, f: &Function, name: &str) -> HookError {
-        let known: Vec<&str> = self.policy.pools.iter().map(|p| &*p.name).collect();
-        HookError {
-            hook: "on_request",
-            limit: false,
-            message: format!(
-                "{}: on_request returned pool \"{name}\", which is not defined (pools: {})",
-                place_of(f),
-                known.join(", ")
-            ),
+    /// The pool a hook returned by name: `on_request` (for an http
+    /// listener: `mode` Http) or `on_connect` on a tcp listener (`mode`
+    /// Tcp). Looked up in place: no copy of the name per request or
+    /// connection. A name no pool has, or a pool of the other mode (an
+    /// http request sent to a Redis server, say), is an error placed, as
+    /// every bad hook result is, at the hook's own function (never a
+    /// search of the text for the name, which finds the wrong line or
+    /// none); the pools it lists are the ones this hook may return.
+    fn returned_pool(
+        &self,
+        hook: &'static str,
+        f: &Function,
+        s: &mlua::LuaString,
+        mode: crate::config::Mode,
+    ) -> Result<usize, HookError> {
+        use crate::config::Mode;
+        let bytes = s.as_bytes();
+        let found = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|n| self.policy.pool_by_name(n));
+        if let Some(idx) = found.filter(|&i| self.policy.pools[i].mode == mode) {
+            return Ok(idx);
         }
+        let name = String::from_utf8_lossy(&bytes);
+        let message = match (found, mode) {
+            (Some(_), Mode::Tcp) => format!(
+                "{}: {hook} returned pool \"{name}\", an http pool; a tcp listener needs a pool with mode = \"tcp\"",
+                place_of(f)
+            ),
+            (Some(_), Mode::Http) => format!(
+                "{}: {hook} returned pool \"{name}\", a tcp pool; an http listener needs an http pool (one without mode = \"tcp\")",
+                place_of(f)
+            ),
+            (None, _) => {
+                let known: Vec<&str> = self
+                    .policy
+                    .pools
+                    .iter()
+                    .filter(|p| p.mode == mode)
+                    .map(|p| &*p.name)
+                    .collect();
+                let known = if known.is_empty() {
+                    format!("the policy has no {} pool", mode.name())
+                } else {
+                    format!("pools: {}", known.join(", "))
+                };
+                format!(
+                    "{}: {hook} returned pool \"{name}\", which is not defined ({known})",
+                    place_of(f)
+                )
+            }
+        };
+        Err(HookError {
+            hook,
+            limit: false,
+            message,
+        })
     }
 
     /// The key a `hash` pool with a script key hashes for this request;
@@ -715,7 +758,7 @@ impl WorkerScript {
         req: &mut RequestView,
     ) -> Result<Option<Vec<u8>>, HookError> {
         let seq = req.id.seq;
-        self.hash_key_of(pool, req, seq)
+        self.hash_key_of(pool, req, (Doing::HashKey, seq))
     }
 
     /// The key a tcp `hash` pool with `hash_key = function(conn)` hashes
@@ -727,10 +770,11 @@ impl WorkerScript {
         conn: &mut ConnView,
         seq: u64,
     ) -> Result<Option<Vec<u8>>, HookError> {
-        self.hash_key_of(pool, conn, seq)
+        self.hash_key_of(pool, conn, (Doing::ConnHashKey, seq))
     }
 
-    /// `hash_key(view)`: a request's or a connection's.
+    /// `hash_key(view)`: a request's or a connection's (`doing`: which,
+    /// and its number, for the watchdog).
     fn hash_key_of<T: mlua::UserData + 'static>(
         &self,
         pool: usize,
