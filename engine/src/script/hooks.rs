@@ -157,8 +157,8 @@ fn hook_of(doing: Doing) -> Option<Hook> {
         Doing::OnConnect => Hook::OnConnect,
         Doing::OnRequest => Hook::OnRequest,
         Doing::OnResponse => Hook::OnResponse,
-        Doing::HashKey => Hook::HashKey,
-        Doing::Balance => Hook::Balance,
+        Doing::HashKey | Doing::ConnHashKey => Hook::HashKey,
+        Doing::Balance | Doing::ConnBalance => Hook::Balance,
         Doing::Bypass => Hook::Bypass,
         Doing::Loading => return None,
     })
@@ -430,35 +430,9 @@ impl WorkerScript {
         };
         match out {
             Value::Nil => Ok(ConnectVerdict::Default),
-            Value::String(s) => {
-                let name = s.to_string_lossy();
-                match self.policy.pool_by_name(&name) {
-                    Some(idx) if self.policy.pools[idx].mode == crate::config::Mode::Tcp => {
-                        Ok(ConnectVerdict::Pool(idx))
-                    }
-                    Some(_) => Err(HookError {
-                        hook: "on_connect",
-                        limit: false,
-                        message: format!(
-                            "{}: on_connect returned pool \"{name}\", an http pool; a tcp listener needs a pool with mode = \"tcp\"",
-                            place_of(f)
-                        ),
-                    }),
-                    None => {
-                        let known: Vec<&str> =
-                            self.policy.pools.iter().map(|p| &*p.name).collect();
-                        Err(HookError {
-                            hook: "on_connect",
-                            limit: false,
-                            message: format!(
-                                "{}: on_connect returned pool \"{name}\", which is not defined (pools: {})",
-                                place_of(f),
-                                known.join(", ")
-                            ),
-                        })
-                    }
-                }
-            }
+            Value::String(s) => self
+                .returned_pool("on_connect", f, &s, crate::config::Mode::Tcp)
+                .map(ConnectVerdict::Pool),
             Value::UserData(ref ud) => match ud.borrow::<Reject>() {
                 Ok(r) => Ok(ConnectVerdict::Reject(r.0.clone())),
                 Err(_) => Err(self.bad_return("on_connect", f, &out, ON_CONNECT_TCP_RETURNS)),
@@ -672,17 +646,9 @@ impl WorkerScript {
     fn decision_of(&self, f: &Function, out: Value) -> Result<Decision, HookError> {
         match out {
             Value::Nil => Ok(Decision::Default),
-            Value::String(s) => {
-                // Looked up in place: no copy of the name per request.
-                let name = s.as_bytes();
-                match std::str::from_utf8(&name)
-                    .ok()
-                    .and_then(|n| self.policy.pool_by_name(n))
-                {
-                    Some(idx) => Ok(Decision::Pool(idx)),
-                    None => Err(self.unknown_pool(f, &s.to_string_lossy())),
-                }
-            }
+            Value::String(s) => self
+                .returned_pool("on_request", f, &s, crate::config::Mode::Http)
+                .map(Decision::Pool),
             Value::UserData(ref ud) => match ud.borrow::<ScriptResponse>() {
                 Ok(r) => Ok(Decision::Respond(r.response.clone())),
                 Err(_) => Err(self.bad_return("on_request", f, &out, ON_REQUEST_RETURNS)),
@@ -779,13 +745,13 @@ impl WorkerScript {
         &self,
         pool: usize,
         view: &mut T,
-        seq: u64,
+        (doing, seq): (Doing, u64),
     ) -> Result<Option<Vec<u8>>, HookError> {
         let Some(Some(f)) = self.hash_keys.get(pool) else {
             return Ok(None);
         };
         let at = |w: &Watched| w.hash_keys.get(pool).copied().unwrap_or(0);
-        let _busy = self.busy(Doing::HashKey, at, seq);
+        let _busy = self.busy(doing, at, seq);
         let out = self.vm.lua.scope(|scope| {
             let ud = scope.create_userdata_ref_mut(view)?;
             let out: Value = self.vm.call(f, ud)?;
@@ -836,7 +802,7 @@ impl WorkerScript {
         req: &mut RequestView,
     ) -> Result<Option<usize>, HookError> {
         let seq = req.id.seq;
-        self.choose_server_of(pool_index, req, seq)
+        self.choose_server_of(pool_index, req, (Doing::Balance, seq))
     }
 
     /// The server a tcp pool's `balance = function(servers, conn)`
@@ -847,15 +813,16 @@ impl WorkerScript {
         conn: &mut ConnView,
         seq: u64,
     ) -> Result<Option<usize>, HookError> {
-        self.choose_server_of(pool_index, conn, seq)
+        self.choose_server_of(pool_index, conn, (Doing::ConnBalance, seq))
     }
 
-    /// `balance(servers, view)`: for a request or a connection.
+    /// `balance(servers, view)`: for a request or a connection (`doing`:
+    /// which, and its number, for the watchdog).
     fn choose_server_of<T: mlua::UserData + 'static>(
         &self,
         pool_index: usize,
         req: &mut T,
-        seq: u64,
+        (doing, seq): (Doing, u64),
     ) -> Result<Option<usize>, HookError> {
         let Some(Some(f)) = self.balancers.get(pool_index) else {
             return Ok(None);
@@ -866,7 +833,7 @@ impl WorkerScript {
             return Ok(None);
         }
         let at = |w: &Watched| w.balancers.get(pool_index).copied().unwrap_or(0);
-        let _busy = self.busy(Doing::Balance, at, seq);
+        let _busy = self.busy(doing, at, seq);
         let lua = &self.vm.lua;
         lua.scope(|scope| {
             let list = lua.create_table_with_capacity(candidates.len(), 0)?;
