@@ -408,16 +408,15 @@ async fn accept_loop(
         if let Some(l) = listener.filter(|l| l.mode == Mode::Tcp) {
             // TCP mode (tcp/): on_connect runs in the connection's task,
             // which may wait for the client's ClientHello or PROXY header.
-            let timeouts = l.timeouts;
-            drop(script);
-            let serve = crate::tcp::serve(
-                worker.clone(),
-                stream,
-                (peer, local),
-                name.clone(),
+            let (timeouts, default_pool) = (l.timeouts, l.default_pool);
+            let accepted = crate::tcp::serve::Accepted {
+                script,
+                listener: name.clone(),
                 timeouts,
                 proxied,
-            );
+                default_pool,
+            };
+            let serve = crate::tcp::serve(worker.clone(), stream, (peer, local), accepted);
             tokio::task::spawn_local(Holding {
                 fut: serve,
                 slot: Some(slot),

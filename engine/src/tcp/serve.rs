@@ -14,23 +14,41 @@ use super::record;
 use crate::config::ClientTimeouts;
 use crate::relay::End;
 use crate::script::api::conn::ConnView;
-use crate::script::ConnectVerdict;
+use crate::script::{ConnectVerdict, WorkerScript};
 use crate::server::worker::Worker;
 
-/// Serves one connection accepted on tcp listener `listener`: reads the
-/// PROXY header first when `proxied` (an `accept_proxy` listener), asks
-/// `on_connect` where it goes, connects to a server of that pool and
-/// copies bytes both ways until both sides are done. The access log line
-/// is written when this ends, or when its task is dropped (a worker
-/// stopping at the end of its grace period: `KD`).
+/// What the accept loop knew of a tcp listener when it accepted a
+/// connection, all of one generation (`script`'s): a reload in between
+/// cannot pair one generation's pool index with another's pools.
+pub struct Accepted {
+    pub script: Rc<WorkerScript>,
+    pub listener: Arc<str>,
+    pub timeouts: ClientTimeouts,
+    /// An `accept_proxy` listener.
+    pub proxied: bool,
+    /// The listener's `pool`.
+    pub default_pool: Option<usize>,
+}
+
+/// Serves one connection accepted on a tcp listener: reads the PROXY
+/// header first on an `accept_proxy` listener, asks `on_connect` where it
+/// goes, connects to a server of that pool and copies bytes both ways
+/// until both sides are done. The access log line is written when this
+/// ends, or when its task is dropped (a worker stopping at the end of its
+/// grace period: `KD`).
 pub async fn serve(
     worker: Rc<Worker>,
     mut stream: TcpStream,
     socket: (SocketAddr, SocketAddr),
-    listener: Arc<str>,
-    timeouts: ClientTimeouts,
-    proxied: bool,
+    accepted: Accepted,
 ) {
+    let Accepted {
+        script,
+        listener,
+        timeouts,
+        proxied,
+        default_pool,
+    } = accepted;
     // Counted open, so a drain waits for it (for its grace period: a TCP
     // connection has no request boundary at which to stop early).
     let Some(_open_conn) = worker.drain.enter() else {
@@ -44,7 +62,6 @@ pub async fn serve(
     } else {
         socket
     };
-    let script = worker.script();
     let id = worker.next_request_id();
     let mut open = record::open(&script, id, peer, listener.clone());
     let mut view = ConnView::new(peer, local, listener.clone(), false);
