@@ -899,3 +899,30 @@ fn on_request_naming_a_tcp_pool_gets_a_500_and_the_server_no_connection() {
         "the tcp server was connected to"
     );
 }
+
+/// A tcp listener has no `timeouts.head`: its PROXY header is awaited
+/// for `timeouts.client_hello` (the wait for the client's first bytes),
+/// not the 30 s an http listener's head gets.
+#[test]
+fn a_silent_client_of_an_accept_proxy_tcp_listener_is_closed_after_client_hello() {
+    let (a, seen) = server("A", first_line);
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p", accept_proxy = true,
+                   timeouts = {{ client_hello = "1s" }} }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "{a}" }} }} }},
+}}
+"#
+        ),
+        1,
+    );
+    let mut c = connect(pocket.addr("t"));
+    // Well under the 30 s a `timeouts.head` would have been.
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    closed_by_pocket(&mut c);
+    assert!(
+        seen.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a server was connected to"
+    );
+}

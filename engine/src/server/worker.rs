@@ -538,23 +538,24 @@ async fn proxied_peer(
     name: &Arc<str>,
     timeouts: ClientTimeouts,
 ) -> Option<(SocketAddr, SocketAddr)> {
-    let (peer, local) = read_proxied(stream, socket, name, timeouts).await?;
+    let (peer, local) = read_proxied(stream, socket, name, timeouts.head).await?;
     admitted(&worker.script(), peer, local, name).then_some((peer, local))
 }
 
-/// Reads an `accept_proxy` connection's PROXY header (within the `head`
-/// timeout): the client it names and the address that client connected
+/// Reads an `accept_proxy` connection's PROXY header within `wait` (an
+/// http listener's `timeouts.head`, a tcp listener's
+/// `timeouts.client_hello`: the first bytes from the client): the client it names and the address that client connected
 /// to, or None when the connection is to be closed (said in the log).
 /// Used by HTTP listeners ([`proxied_peer`]) and tcp ones (tcp/serve.rs).
 pub(crate) async fn read_proxied(
     stream: &mut TcpStream,
     socket: (SocketAddr, SocketAddr),
     name: &Arc<str>,
-    timeouts: ClientTimeouts,
+    wait: Duration,
 ) -> Option<(SocketAddr, SocketAddr)> {
     use super::proxy_protocol::{read_header, Header, Refused};
     let socket_peer = socket.0;
-    let (peer, local) = match read_header(stream, timeouts.head).await {
+    let (peer, local) = match read_header(stream, wait).await {
         Ok(Header::Proxied {
             source,
             destination,

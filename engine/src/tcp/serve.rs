@@ -55,7 +55,10 @@ pub async fn serve(
         return;
     };
     let (peer, local) = if proxied {
-        match crate::server::worker::read_proxied(&mut stream, socket, &listener, timeouts).await {
+        // Within `timeouts.client_hello`, a tcp listener's wait for the
+        // client's first bytes (`timeouts.head` is an http key).
+        let wait = timeouts.client_hello;
+        match crate::server::worker::read_proxied(&mut stream, socket, &listener, wait).await {
             Some(addrs) => addrs,
             None => return,
         }
