@@ -926,3 +926,28 @@ fn a_silent_client_of_an_accept_proxy_tcp_listener_is_closed_after_client_hello(
         "a server was connected to"
     );
 }
+
+/// on_connect returning nil on a listener without a pool: the warning
+/// says what happened in the policy's words.
+#[test]
+fn on_connect_returning_nil_on_a_listener_without_a_pool_says_so() {
+    let (a, _) = server("A", echo_after_eof);
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp" }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "{a}" }} }} }},
+  on_connect = function(conn)
+    if conn.peer_ip == "10.0.0.1" then return "p" end
+  end,
+}}
+"#
+        ),
+        1,
+    );
+    refused(pocket.addr("t"), b"hi");
+    pocket.log.wait_for(&[
+        "on_connect returned nil and listener \"t\" has no pool; connection closed",
+        "peer=127.0.0.1:",
+    ]);
+}

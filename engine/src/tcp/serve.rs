@@ -71,14 +71,15 @@ pub async fn serve(
     let pool = match script.on_connect_tcp(&mut view, &stream).await {
         Ok(ConnectVerdict::Pool(i)) => Some(i),
         Ok(ConnectVerdict::Default) => {
-            let default = script
-                .policy
-                .listener(&listener)
-                .and_then(|l| l.default_pool);
-            if default.is_none() {
-                tracing::warn!(connection = %id, listener = %listener, peer = %peer, "on_connect chose no pool and the listener has no pool; connection closed");
+            if default_pool.is_none() {
+                // Refused at load without an on_connect; said by case.
+                if script.has_on_connect() {
+                    tracing::warn!(connection = %id, listener = %listener, peer = %peer, "on_connect returned nil and listener \"{listener}\" has no pool; connection closed");
+                } else {
+                    tracing::warn!(connection = %id, listener = %listener, peer = %peer, "listener \"{listener}\" has no pool and the policy has no on_connect; connection closed");
+                }
             }
-            default
+            default_pool
         }
         Ok(ConnectVerdict::Reject(reason)) => {
             tracing::info!(connection = %id, listener = %listener, peer = %peer, "connection rejected: {reason}");
