@@ -951,3 +951,48 @@ fn on_connect_returning_nil_on_a_listener_without_a_pool_says_so() {
         "peer=127.0.0.1:",
     ]);
 }
+
+/// A client that leaves while Pocket is still connecting for it: the
+/// connect is abandoned and the line says `CC` (not `sC` once the
+/// connect times out). The server here never completes a handshake: its
+/// accept queue is full.
+#[test]
+fn a_client_that_leaves_during_the_connect_is_logged_cc() {
+    // listen(0): the queue holds one connection; the next SYNs are dropped.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    sock.listen(0).unwrap();
+    let full = sock.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..3 {
+        if let Ok(s) = TcpStream::connect_timeout(&full, Duration::from_millis(300)) {
+            fillers.push(s);
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.log");
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  log = {{ access = "{}" }},
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p" }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "{full}" }}, timeouts = {{ connect = "20s" }} }} }},
+}}
+"#,
+            file.display()
+        ),
+        1,
+    );
+    // Gone at once, having sent nothing: whether Pocket has started its
+    // connect when the FIN comes or sees it first, it opens nothing.
+    drop(connect(pocket.addr("t")));
+    let line = pocket.log.wait_for(&[
+        "the client left while a server was being connected to",
+        "listener=t",
+    ]);
+    assert!(line.contains("pool=p"), "{line}");
+    let lines = access_lines(&file, 1);
+    assert!(lines[0].contains(" CC "), "{}", lines[0]);
+    drop(fillers);
+}

@@ -14,7 +14,8 @@
 //! 4. Pick a server with the pool's balance and connect within
 //!    `timeouts.connect`; a server that refuses is marked (passive
 //!    health) and skipped for the next, up to `retries`, then the pool's
-//!    fallback ([`connect`]).
+//!    fallback ([`connect`]). A client that leaves meanwhile ends it
+//!    ([`client_left`]).
 //! 5. Copy bytes both ways with backpressure until both sides are done,
 //!    passing a half-close on; `timeouts.idle` ends a silent connection
 //!    (the shared copier, crate::relay).
@@ -26,6 +27,7 @@
 //! grace period ends, then closes it (`KD`).
 
 pub mod client_hello;
+pub mod client_left;
 pub mod connect;
 pub mod record;
 pub mod serve;

@@ -111,10 +111,22 @@ pub async fn serve(
     };
     // Named in the line even if no server of it can be had.
     open.ex.pool = Some(script.policy.pools[pool].name.clone());
-    let connected = connect::connect(&script, pool, client, &mut open).await;
+    let connected = {
+        let connecting = connect::connect(&script, pool, client, &mut open);
+        tokio::select! {
+            c = connecting => Some(c),
+            () = super::client_left::left(&stream) => None,
+        }
+    };
     let connected = match connected {
-        Ok(c) => c,
-        Err(NoServer { timed_out }) => {
+        Some(Ok(c)) => c,
+        None => {
+            let name = &script.policy.pools[pool].name;
+            tracing::info!(connection = %id, listener = %listener, peer = %peer, pool = %name, "the client left while a server was being connected to; connection closed (CC)");
+            open.set(b'C', b'C');
+            return;
+        }
+        Some(Err(NoServer { timed_out })) => {
             let name = &script.policy.pools[pool].name;
             tracing::warn!(connection = %id, listener = %listener, peer = %peer, pool = %name, "no server of pool \"{name}\" could be connected to; connection closed");
             open.set(if timed_out { b's' } else { b'S' }, b'C');
