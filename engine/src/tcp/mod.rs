@@ -22,9 +22,11 @@
 //! 6. The access log line and the metrics, when the connection ends, with
 //!    HAProxy's termination state ([`record`]).
 //!
-//! A reload leaves an established connection on its generation (it
-//! holds that generation's pools); SIGTERM's drain lets it run until the
-//! grace period ends, then closes it (`KD`).
+//! A reload leaves an established connection on its generation: it keeps
+//! its server, its `timeouts.idle` and its in-flight count, not the
+//! generation's script or pools, which it lets go once connected.
+//! SIGTERM's drain lets it run until the grace period ends, then closes
+//! it (`KD`).
 
 pub mod client_hello;
 pub mod client_left;
