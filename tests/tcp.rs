@@ -952,6 +952,84 @@ fn on_connect_returning_nil_on_a_listener_without_a_pool_says_so() {
     ]);
 }
 
+#[test]
+fn on_connect_past_its_budget_closes_that_connection_and_the_next_is_served() {
+    let (a, _) = server("A", echo_after_eof);
+    let pocket = Pocket::start(
+        &format!(
+            r#"local n = 0
+return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p" }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "{a}" }} }} }},
+  on_connect = function(conn)
+    n = n + 1
+    if n == 1 then
+      while true do end
+    end
+  end,
+}}
+"#
+        ),
+        1,
+    );
+    let addr = pocket.addr("t");
+    refused(addr, b"one");
+    let line = pocket.log.wait_for(&[
+        "policy.lua:8:",
+        "ran past its time budget",
+        "connection closed",
+    ]);
+    assert!(
+        line.contains("listener=t") && line.contains("peer=127.0.0.1:"),
+        "{line}"
+    );
+    assert_eq!(ask(addr, b"two"), b"A:two");
+}
+
+/// Passive health in a tcp pool with no check at all: failed connects
+/// alone take the server DOWN (`passive.after` in a row), and then its
+/// connections go to the other server without trying it first.
+#[test]
+fn failed_connects_alone_take_a_tcp_server_down_and_its_traffic_moves() {
+    let (a, _) = server("A", echo_after_eof);
+    let dead = dead_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.log");
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  log = {{ access = "{}" }},
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p" }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "{dead}", "{a}" }}, retries = 1,
+                   passive = {{ after = 2, cooldown = "10m" }} }} }},
+}}
+"#,
+            file.display()
+        ),
+        1,
+    );
+    let addr = pocket.addr("t");
+    let down = format!("server {dead} of pool p is DOWN");
+    let mut asked = 0;
+    while asked < 20 && !pocket.log.lines().iter().any(|l| l.contains(&down)) {
+        assert_eq!(ask(addr, b"hi"), b"A:hi");
+        asked += 1;
+    }
+    pocket
+        .log
+        .wait_for(&[&down, "2 failures in a row on live traffic"]);
+    for _ in 0..6 {
+        assert_eq!(ask(addr, b"hi"), b"A:hi");
+    }
+    let lines = access_lines(&file, asked + 6);
+    for line in &lines[asked..] {
+        assert!(
+            line.contains(&format!("server={a} retries=0")),
+            "a connection after the DOWN still tried {dead}: {line}"
+        );
+    }
+}
+
 /// A client that leaves while Pocket is still connecting for it: the
 /// connect is abandoned and the line says `CC` (not `sC` once the
 /// connect times out). The server here never completes a handshake: its
