@@ -450,6 +450,23 @@ impl Watchdog {
 mod tests {
     use super::*;
 
+    /// A tcp pool's functions run for a connection, and the log says so.
+    #[test]
+    fn a_stamp_names_a_request_or_a_connection() {
+        let places = Arc::new(Places::default());
+        let at = places.index("policy.lua:7".into());
+        let pulse = Pulse::new(0, places);
+        pulse.enter(Doing::Balance, at, 5);
+        let said = pulse.describe(pulse.what.load(Ordering::Relaxed));
+        assert_eq!(said, "balance (policy.lua:7) for request 0-5");
+        pulse.enter(Doing::ConnBalance, at, 5);
+        let said = pulse.describe(pulse.what.load(Ordering::Relaxed));
+        assert_eq!(said, "balance (policy.lua:7) for connection 0-5");
+        pulse.enter(Doing::ConnHashKey, at, 6);
+        let said = pulse.describe(pulse.what.load(Ordering::Relaxed));
+        assert_eq!(said, "hash_key (policy.lua:7) for connection 0-6");
+    }
+
     /// A worker thread that ends on its own (a panic) is replaced; one
     /// that never served (it failed to start) is not.
     #[test]
