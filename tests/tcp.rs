@@ -1036,18 +1036,7 @@ fn failed_connects_alone_take_a_tcp_server_down_and_its_traffic_moves() {
 /// accept queue is full.
 #[test]
 fn a_client_that_leaves_during_the_connect_is_logged_cc() {
-    // listen(0): the queue holds one connection; the next SYNs are dropped.
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    sock.listen(0).unwrap();
-    let full = sock.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..3 {
-        if let Ok(s) = TcpStream::connect_timeout(&full, Duration::from_millis(300)) {
-            fillers.push(s);
-        }
-    }
+    let (full, _held) = unanswering_server();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("access.log");
     let pocket = Pocket::start(
@@ -1072,5 +1061,69 @@ fn a_client_that_leaves_during_the_connect_is_logged_cc() {
     assert!(line.contains("pool=p"), "{line}");
     let lines = access_lines(&file, 1);
     assert!(lines[0].contains(" CC "), "{}", lines[0]);
-    drop(fillers);
+}
+
+/// A server whose connects never complete: its accept queue is full
+/// (listen(0) holds one connection, never accepted; the next SYNs are
+/// dropped). Keep the second value alive as long as the server is needed.
+fn unanswering_server() -> (SocketAddr, (socket2::Socket, Vec<TcpStream>)) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    sock.listen(0).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..3 {
+        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            fillers.push(s);
+        }
+    }
+    (addr, (sock, fillers))
+}
+
+/// `least_conn` counts a connection on its server from the pick, while
+/// it is still connecting (HAProxy does the same): a server that is slow
+/// to accept does not get every new connection meanwhile. Seen in the
+/// in-flight gauge, and in the split: two each.
+#[test]
+fn least_conn_counts_a_connection_while_it_connects() {
+    let (slow, _held) = unanswering_server();
+    let (a, _) = server("A", echo_live);
+    let pocket = Pocket::start(
+        &policy(
+            &[slow, a],
+            r#"balance = "least_conn", retries = 0, timeouts = { connect = "50s" }"#,
+            r#"admin = { bind = "127.0.0.1:0" },"#,
+        ),
+        1,
+    );
+    let addr = pocket.addr("t");
+    let in_flight = |metrics: &str, server: SocketAddr| -> u64 {
+        let name = format!("pocket_server_requests_in_flight{{pool=\"p\",server=\"{server}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let mut clients = Vec::new();
+    let mut metrics = String::new();
+    for i in 1..=4u64 {
+        clients.push(connect(addr));
+        // Each picked before the next comes.
+        let start = std::time::Instant::now();
+        loop {
+            metrics = scrape(&pocket);
+            if in_flight(&metrics, slow) + in_flight(&metrics, a) == i {
+                break;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "connection {i} not counted in flight:\n{metrics}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert_eq!(in_flight(&metrics, slow), 2, "{metrics}");
+    assert_eq!(in_flight(&metrics, a), 2, "{metrics}");
 }
