@@ -129,8 +129,22 @@ fn refused(addr: SocketAddr, what: &[u8]) {
     let mut c = connect(addr);
     let _ = c.write_all(what);
     let _ = c.shutdown(Shutdown::Write);
+    closed_by_pocket(&mut c);
+}
+
+/// Pocket closed `c` (before [`DEADLINE`]): its end (EOF), or a reset /
+/// abort / broken pipe when it closed with our bytes unread. A read that
+/// times out is Pocket keeping the connection open: a failure, never a
+/// pass.
+fn closed_by_pocket(c: &mut TcpStream) {
+    use std::io::ErrorKind::*;
     let mut buf = [0u8; 16];
-    assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)), "closed");
+    match c.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("Pocket sent {n} bytes instead of closing"),
+        Err(e) if matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) => {}
+        Err(e) => panic!("Pocket did not close the connection within {DEADLINE:?}: {e}"),
+    }
 }
 
 /// Opens a connection to an [`echo_live`] server and reads its name.
@@ -269,8 +283,7 @@ fn pocket_reject_closes_the_connection() {
     );
     let mut c = connect(pocket.addr("t"));
     // Closed without a byte: EOF, or a reset if our bytes arrive after.
-    let mut buf = [0u8; 16];
-    assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)));
+    closed_by_pocket(&mut c);
     pocket
         .log
         .wait_for(&["connection rejected: not today", "listener=t"]);
@@ -402,8 +415,7 @@ fn the_access_log_has_a_line_per_connection_in_both_formats() {
             }
         }
         let mut c = connect(pocket.addr("no"));
-        let mut buf = [0u8; 4];
-        assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)));
+        closed_by_pocket(&mut c);
         let lines = access_lines(&file, 2);
         assert!(lines[1].contains("PR"), "{}", lines[1]);
     }
@@ -454,8 +466,7 @@ fn sigterm_closes_an_open_connection_after_the_grace_period() {
     unsafe { libc::kill(pocket.pid() as i32, libc::SIGTERM) };
     // The connection stays usable while the grace period runs, then is
     // closed: the client sees its end, the server its client gone.
-    let mut buf = [0u8; 16];
-    assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)));
+    closed_by_pocket(&mut c);
     assert_eq!(closed.recv_timeout(DEADLINE).unwrap(), "closed");
     pocket.log.wait_for(&["grace period of"]);
     let status = pocket.child.wait().unwrap();
@@ -825,4 +836,294 @@ return {{
     );
     // The next connection is served.
     assert_eq!(ask(addr, b"q"), b"A:q");
+}
+
+/// A plain HTTP/1.1 GET with `Connection: close`: the status of the answer.
+fn http_status(addr: SocketAddr, path: &str) -> u16 {
+    let mut c = connect(addr);
+    c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let text = String::from_utf8_lossy(&read_all(&mut c)).into_owned();
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
+/// on_request returning a tcp pool would send `GET / HTTP/1.1` to a
+/// Redis or SMTP server (and count its puzzled answers against it): a
+/// 500, the log at the hook's line, and the server never connected to.
+/// A name no pool has lists only the pools the hook may return, for
+/// on_request and on_connect alike.
+#[test]
+fn on_request_naming_a_tcp_pool_gets_a_500_and_the_server_no_connection() {
+    let (r, seen) = server("R", first_line);
+    let web = origin("W");
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "web" }},
+                {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "redis" }} }},
+  pools = {{ web = {{ servers = {{ "{w}" }} }}, redis = {{ mode = "tcp", servers = {{ "{r}" }} }} }},
+  on_request = function(req)
+    if req.path == "/redis" then return "redis" end
+    if req.path == "/typo" then return "rediss" end
+  end,
+  on_connect = function(conn)
+    if conn.listener == "t" then return "webb" end
+  end,
+}}
+"#,
+            w = web.addr
+        ),
+        1,
+    );
+    let addr = pocket.addr("web");
+    assert_eq!(http_status(addr, "/redis"), 500);
+    pocket.log.wait_for(&[
+        "policy.lua:5: on_request returned pool \"redis\", a tcp pool; an http listener needs an http pool",
+        "request=",
+    ]);
+    assert_eq!(http_status(addr, "/typo"), 500);
+    pocket.log.wait_for(&[
+        "policy.lua:5: on_request returned pool \"rediss\", which is not defined (pools: web)",
+    ]);
+    assert_eq!(http_status(addr, "/fine"), 200);
+    refused(pocket.addr("t"), b"PING\r\n");
+    pocket.log.wait_for(&[
+        "policy.lua:9: on_connect returned pool \"webb\", which is not defined (pools: redis)",
+        "listener=t",
+    ]);
+    assert!(
+        seen.recv_timeout(Duration::from_millis(500)).is_err(),
+        "the tcp server was connected to"
+    );
+}
+
+/// A tcp listener has no `timeouts.head`: its PROXY header is awaited
+/// for `timeouts.client_hello` (the wait for the client's first bytes),
+/// not the 30 s an http listener's head gets.
+#[test]
+fn a_silent_client_of_an_accept_proxy_tcp_listener_is_closed_after_client_hello() {
+    let (a, seen) = server("A", first_line);
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p", accept_proxy = true,
+                   timeouts = {{ client_hello = "1s" }} }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "{a}" }} }} }},
+}}
+"#
+        ),
+        1,
+    );
+    let mut c = connect(pocket.addr("t"));
+    // Well under the 30 s a `timeouts.head` would have been.
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    closed_by_pocket(&mut c);
+    assert!(
+        seen.recv_timeout(Duration::from_millis(500)).is_err(),
+        "a server was connected to"
+    );
+}
+
+/// on_connect returning nil on a listener without a pool: the warning
+/// says what happened in the policy's words.
+#[test]
+fn on_connect_returning_nil_on_a_listener_without_a_pool_says_so() {
+    let (a, _) = server("A", echo_after_eof);
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp" }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "{a}" }} }} }},
+  on_connect = function(conn)
+    if conn.peer_ip == "10.0.0.1" then return "p" end
+  end,
+}}
+"#
+        ),
+        1,
+    );
+    refused(pocket.addr("t"), b"hi");
+    pocket.log.wait_for(&[
+        "on_connect returned nil and listener \"t\" has no pool; connection closed",
+        "peer=127.0.0.1:",
+    ]);
+}
+
+#[test]
+fn on_connect_past_its_budget_closes_that_connection_and_the_next_is_served() {
+    let (a, _) = server("A", echo_after_eof);
+    let pocket = Pocket::start(
+        &format!(
+            r#"local n = 0
+return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p" }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "{a}" }} }} }},
+  on_connect = function(conn)
+    n = n + 1
+    if n == 1 then
+      while true do end
+    end
+  end,
+}}
+"#
+        ),
+        1,
+    );
+    let addr = pocket.addr("t");
+    refused(addr, b"one");
+    let line = pocket.log.wait_for(&[
+        "policy.lua:8:",
+        "ran past its time budget",
+        "connection closed",
+    ]);
+    assert!(
+        line.contains("listener=t") && line.contains("peer=127.0.0.1:"),
+        "{line}"
+    );
+    assert_eq!(ask(addr, b"two"), b"A:two");
+}
+
+/// Passive health in a tcp pool with no check at all: failed connects
+/// alone take the server DOWN (`passive.after` in a row), and then its
+/// connections go to the other server without trying it first.
+#[test]
+fn failed_connects_alone_take_a_tcp_server_down_and_its_traffic_moves() {
+    let (a, _) = server("A", echo_after_eof);
+    let dead = dead_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.log");
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  log = {{ access = "{}" }},
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p" }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "{dead}", "{a}" }}, retries = 1,
+                   passive = {{ after = 2, cooldown = "10m" }} }} }},
+}}
+"#,
+            file.display()
+        ),
+        1,
+    );
+    let addr = pocket.addr("t");
+    let down = format!("server {dead} of pool p is DOWN");
+    let mut asked = 0;
+    while asked < 20 && !pocket.log.lines().iter().any(|l| l.contains(&down)) {
+        assert_eq!(ask(addr, b"hi"), b"A:hi");
+        asked += 1;
+    }
+    pocket
+        .log
+        .wait_for(&[&down, "2 failures in a row on live traffic"]);
+    for _ in 0..6 {
+        assert_eq!(ask(addr, b"hi"), b"A:hi");
+    }
+    let lines = access_lines(&file, asked + 6);
+    for line in &lines[asked..] {
+        assert!(
+            line.contains(&format!("server={a} retries=0")),
+            "a connection after the DOWN still tried {dead}: {line}"
+        );
+    }
+}
+
+/// A client that leaves while Pocket is still connecting for it: the
+/// connect is abandoned and the line says `CC` (not `sC` once the
+/// connect times out). The server here never completes a handshake: its
+/// accept queue is full.
+#[test]
+fn a_client_that_leaves_during_the_connect_is_logged_cc() {
+    let (full, _held) = unanswering_server();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.log");
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  log = {{ access = "{}" }},
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p" }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "{full}" }}, timeouts = {{ connect = "20s" }} }} }},
+}}
+"#,
+            file.display()
+        ),
+        1,
+    );
+    // Gone at once, having sent nothing: whether Pocket has started its
+    // connect when the FIN comes or sees it first, it opens nothing.
+    drop(connect(pocket.addr("t")));
+    let line = pocket.log.wait_for(&[
+        "the client left while a server was being connected to",
+        "listener=t",
+    ]);
+    assert!(line.contains("pool=p"), "{line}");
+    let lines = access_lines(&file, 1);
+    assert!(lines[0].contains(" CC "), "{}", lines[0]);
+}
+
+/// A server whose connects never complete: its accept queue is full
+/// (listen(0) holds one connection, never accepted; the next SYNs are
+/// dropped). Keep the second value alive as long as the server is needed.
+fn unanswering_server() -> (SocketAddr, (socket2::Socket, Vec<TcpStream>)) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    sock.listen(0).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..3 {
+        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            fillers.push(s);
+        }
+    }
+    (addr, (sock, fillers))
+}
+
+/// `least_conn` counts a connection on its server from the pick, while
+/// it is still connecting (HAProxy does the same): a server that is slow
+/// to accept does not get every new connection meanwhile. Seen in the
+/// in-flight gauge, and in the split: two each.
+#[test]
+fn least_conn_counts_a_connection_while_it_connects() {
+    let (slow, _held) = unanswering_server();
+    let (a, _) = server("A", echo_live);
+    let pocket = Pocket::start(
+        &policy(
+            &[slow, a],
+            r#"balance = "least_conn", retries = 0, timeouts = { connect = "50s" }"#,
+            r#"admin = { bind = "127.0.0.1:0" },"#,
+        ),
+        1,
+    );
+    let addr = pocket.addr("t");
+    let in_flight = |metrics: &str, server: SocketAddr| -> u64 {
+        let name = format!("pocket_server_requests_in_flight{{pool=\"p\",server=\"{server}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let mut clients = Vec::new();
+    let mut metrics = String::new();
+    for i in 1..=4u64 {
+        clients.push(connect(addr));
+        // Each picked before the next comes.
+        let start = std::time::Instant::now();
+        loop {
+            metrics = scrape(&pocket);
+            if in_flight(&metrics, slow) + in_flight(&metrics, a) == i {
+                break;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "connection {i} not counted in flight:\n{metrics}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    assert_eq!(in_flight(&metrics, slow), 2, "{metrics}");
+    assert_eq!(in_flight(&metrics, a), 2, "{metrics}");
 }

@@ -204,3 +204,41 @@ fn tcp_checks_without_an_answer_to_wait_for_or_with_wrong_keys_are_refused() {
     );
     assert!(!err.contains("pool \"j\" check: say"), "{err}");
 }
+
+/// A tcp listener has no on_request: without a `pool` and without an
+/// `on_connect` to choose one, every connection would be closed. Said at
+/// load, at the listener; with an on_connect it loads (it may choose).
+/// A bad listener `mode` is said once, not again as a pool of the wrong mode.
+#[test]
+fn a_tcp_listener_with_no_pool_and_no_on_connect_is_refused_at_its_line() {
+    let (code, _, err) = check_policy(
+        r#"return {
+  listeners = {
+    { name = "smtp", bind = "127.0.0.1:2525", mode = "tcp" },
+    { name = "odd", bind = "127.0.0.1:2526", mode = "tpc", pool = "mail" },
+  },
+  pools = { mail = { mode = "tcp", servers = { "127.0.0.1:2601" } } },
+}"#,
+    );
+    assert_eq!(code, 1, "{err}");
+    says(
+        &err,
+        3,
+        "listener \"smtp\" is a tcp listener with no pool, and the policy has no on_connect to choose one: every connection would be closed; add pool = \"NAME\"",
+    );
+    says(
+        &err,
+        4,
+        "listener \"odd\": mode must be \"http\" or \"tcp\"",
+    );
+    assert!(!err.contains("is an http listener"), "{err}");
+
+    let (code, _, err) = check_policy(
+        r#"return {
+  listeners = { { name = "smtp", bind = "127.0.0.1:2525", mode = "tcp" } },
+  pools = { mail = { mode = "tcp", servers = { "127.0.0.1:2601" } } },
+  on_connect = function(conn) return "mail" end,
+}"#,
+    );
+    assert_eq!(code, 0, "{err}");
+}

@@ -50,7 +50,7 @@ fn arrives(server: &Smtp, name: &str, subject: &str) {
 
 #[test]
 fn the_mail_example_delivers_through_pocket_and_a_stopped_server_goes_down() {
-    let (p1, p2) = (free_port(), free_port());
+    let [p1, p2] = free_ports::<2>();
     let mail1 = Smtp::start("mail1", p1);
     let mail2 = Smtp::start("mail2", p2);
     let (dir, path) = example(

@@ -27,6 +27,27 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// `N` distinct ports nothing listens on now, for servers that cannot
+/// bind port 0 and say which port they got (`redis-server`: `--port 0`
+/// turns TCP off). All are held until all are known, so no two are the
+/// same; another process may still take one before the server does.
+/// The SMTP servers bind port 0 and print theirs.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("its port").port())
+}
+
+/// The admin listener's address, bound on port 0, from Pocket's log.
+pub fn admin_addr(pocket: &super::Pocket) -> SocketAddr {
+    let line = pocket.log.wait_for(&["admin listening on "]);
+    line.rsplit("admin listening on ")
+        .next()
+        .and_then(|a| a.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
 /// Waits until `addr` accepts connections (at most 20 s).
 pub fn wait_listening(addr: SocketAddr) {
     let start = Instant::now();
@@ -85,11 +106,11 @@ impl Smtp {
         let out = Log::default();
         out.follow(child.stdout.take().unwrap());
         let line = out.wait_for_any(&[&["listening "], &["<process ended>"]]);
-        assert!(
-            line.starts_with("listening "),
-            "smtp_server.py {name} did not start: {}",
-            out.text()
-        );
+        // Port 0: the one it got.
+        let port: u16 = line
+            .strip_prefix("listening ")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("smtp_server.py {name} did not start: {}", out.text()));
         Smtp {
             child,
             out,

@@ -506,7 +506,10 @@ impl Checker<'_> {
         let (pools, pool_index) = self.pools(root, registry);
         self.check_fallbacks(&pools, &pool_index);
         let modes: Vec<Mode> = pools.iter().map(|p| p.mode).collect();
-        let listeners = self.listeners(root, &pool_index, &modes);
+        // Named at all: an on_connect that is not a function has its own
+        // error above, and no second one about listeners without a pool.
+        let names_on_connect = !matches!(root.get::<Value>("on_connect"), Ok(Value::Nil));
+        let listeners = self.listeners(root, &pool_index, &modes, names_on_connect);
         let admin = self.admin(root, &listeners);
         let log = self.access_log(root);
         Some(Policy {
@@ -634,6 +637,7 @@ impl Checker<'_> {
         root: &Table,
         pools: &HashMap<String, usize>,
         modes: &[Mode],
+        names_on_connect: bool,
     ) -> Vec<ListenerSpec> {
         let list = match root.get::<Value>("listeners") {
             Ok(Value::Table(t)) => t,
@@ -755,10 +759,13 @@ impl Checker<'_> {
                     None
                 }
             };
-            let mode = match t.get::<Value>("mode") {
-                Ok(Value::Nil) => Mode::Http,
-                Ok(Value::String(s)) if s.to_string_lossy() == "http" => Mode::Http,
-                Ok(Value::String(s)) if s.to_string_lossy() == "tcp" => Mode::Tcp,
+            // None: a bad mode, said once; the checks that depend on the
+            // mode are skipped rather than guessed at (no second error
+            // caused by the first).
+            let read_mode = match t.get::<Value>("mode") {
+                Ok(Value::Nil) => Some(Mode::Http),
+                Ok(Value::String(s)) if s.to_string_lossy() == "http" => Some(Mode::Http),
+                Ok(Value::String(s)) if s.to_string_lossy() == "tcp" => Some(Mode::Tcp),
                 Ok(other) => {
                     self.error(
                         &["listeners", &ns, "mode"],
@@ -767,26 +774,41 @@ impl Checker<'_> {
                             shown(&other)
                         ),
                     );
-                    Mode::Http
+                    None
                 }
                 Err(e) => {
                     self.error(&["listeners", &ns, "mode"], describe_lua_error(&e));
-                    Mode::Http
+                    None
                 }
             };
-            let tls_refused = match mode {
-                Mode::Tcp => self.http_only_on_tcp_listener(&t, &label, &ns),
-                Mode::Http => {
+            let mode = read_mode.unwrap_or_default();
+            let tls_refused = match read_mode {
+                Some(Mode::Tcp) => self.http_only_on_tcp_listener(&t, &label, &ns),
+                Some(Mode::Http) => {
                     self.tcp_only_on_http_listener(&t, &label, &ns);
                     false
                 }
+                None => false,
             };
             let default_pool = match t.get::<Value>("pool") {
-                Ok(Value::Nil) => None,
+                Ok(Value::Nil) => {
+                    // A tcp listener has no other way to choose a pool
+                    // (an http one has on_request).
+                    if read_mode == Some(Mode::Tcp) && !names_on_connect {
+                        self.error(
+                            &["listeners", &ns],
+                            format!("{label} is a tcp listener with no pool, and the policy has no on_connect to choose one: every connection would be closed; add pool = \"NAME\" (a pool with mode = \"tcp\")"),
+                        );
+                    }
+                    None
+                }
                 Ok(Value::String(s)) => {
                     let pool = s.to_string_lossy();
                     match pools.get(&pool) {
-                        Some(&idx) if modes.get(idx).is_some_and(|m| *m != mode) => {
+                        Some(&idx)
+                            if read_mode.is_some()
+                                && modes.get(idx).is_some_and(|m| *m != mode) =>
+                        {
                             let theirs = modes.get(idx).copied().unwrap_or_default();
                             self.error(
                                 &["listeners", &ns, "pool"],

@@ -164,7 +164,10 @@ impl Checker<'_> {
                     shown(&other)
                 ),
             ),
-            Err(e) => self.error(&["pools", name, "mode"], e.to_string()),
+            Err(e) => self.error(
+                &["pools", name, "mode"],
+                crate::script::describe_lua_error(&e),
+            ),
         }
 
         let refused = if s.mode == super::Mode::Tcp {

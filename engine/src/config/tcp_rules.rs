@@ -5,7 +5,7 @@
 //! refused at load with the line and what to write instead. The other
 //! way round, `timeouts.client_hello` (the wait for a TLS ClientHello
 //! when `on_connect` reads `conn.sni`) means nothing on an http listener.
-//! The agreed list is in docs/tcp.md ("What a tcp pool takes").
+//! The list users read is in docs/tcp.md ("Listeners and pools").
 
 use mlua::{Table, Value};
 

@@ -181,9 +181,13 @@ mod tests {
         });
     }
 
+    /// On paused time (tokio's `test-util`): the clock moves only by
+    /// `advance` or when every task waits, so the outcome depends on the
+    /// order of events, not on how busy the machine is.
     #[test]
     fn silence_ends_it_blaming_the_quiet_side() {
         runtime().block_on(async {
+            tokio::time::pause();
             let (mut client, mut client_side) = tokio::io::duplex(64);
             let (mut server_side, mut server) = tokio::io::duplex(64);
             let copy = tokio::spawn(async move {
@@ -200,7 +204,9 @@ mod tests {
             client.write_all(b"hi").await.unwrap();
             let mut got = [0u8; 2];
             server.read_exact(&mut got).await.unwrap();
-            // The server answers last; then nothing moves.
+            // The server answers last (50 ms later, under the 200 ms
+            // idle); then nothing moves.
+            tokio::time::advance(Duration::from_millis(50)).await;
             server.write_all(b"yo").await.unwrap();
             client.read_exact(&mut got).await.unwrap();
             let (end, _) = copy.await.unwrap();

@@ -27,7 +27,6 @@ pub enum Decision {
     Respond(LocalResponse),
 }
 
-/// A hook failed: the request gets a 500, the log gets this.
 /// What `on_connect` decided for a connection on a `tcp` listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConnectVerdict {
@@ -49,6 +48,8 @@ pub enum ConnectVerdict {
 const ON_CONNECT_TCP_RETURNS: &str =
     "a pool name, pocket.reject(reason) or nil (the listener's pool)";
 
+/// A hook failed: the request gets a 500 (a tcp connection is closed),
+/// the log gets this.
 #[derive(Debug)]
 pub struct HookError {
     pub hook: &'static str,
@@ -156,8 +157,8 @@ fn hook_of(doing: Doing) -> Option<Hook> {
         Doing::OnConnect => Hook::OnConnect,
         Doing::OnRequest => Hook::OnRequest,
         Doing::OnResponse => Hook::OnResponse,
-        Doing::HashKey => Hook::HashKey,
-        Doing::Balance => Hook::Balance,
+        Doing::HashKey | Doing::ConnHashKey => Hook::HashKey,
+        Doing::Balance | Doing::ConnBalance => Hook::Balance,
         Doing::Bypass => Hook::Bypass,
         Doing::Loading => return None,
     })
@@ -429,35 +430,9 @@ impl WorkerScript {
         };
         match out {
             Value::Nil => Ok(ConnectVerdict::Default),
-            Value::String(s) => {
-                let name = s.to_string_lossy();
-                match self.policy.pool_by_name(&name) {
-                    Some(idx) if self.policy.pools[idx].mode == crate::config::Mode::Tcp => {
-                        Ok(ConnectVerdict::Pool(idx))
-                    }
-                    Some(_) => Err(HookError {
-                        hook: "on_connect",
-                        limit: false,
-                        message: format!(
-                            "{}: on_connect returned pool \"{name}\", an http pool; a tcp listener needs a pool with mode = \"tcp\"",
-                            place_of(f)
-                        ),
-                    }),
-                    None => {
-                        let known: Vec<&str> =
-                            self.policy.pools.iter().map(|p| &*p.name).collect();
-                        Err(HookError {
-                            hook: "on_connect",
-                            limit: false,
-                            message: format!(
-                                "{}: on_connect returned pool \"{name}\", which is not defined (pools: {})",
-                                place_of(f),
-                                known.join(", ")
-                            ),
-                        })
-                    }
-                }
-            }
+            Value::String(s) => self
+                .returned_pool("on_connect", f, &s, crate::config::Mode::Tcp)
+                .map(ConnectVerdict::Pool),
             Value::UserData(ref ud) => match ud.borrow::<Reject>() {
                 Ok(r) => Ok(ConnectVerdict::Reject(r.0.clone())),
                 Err(_) => Err(self.bad_return("on_connect", f, &out, ON_CONNECT_TCP_RETURNS)),
@@ -671,17 +646,9 @@ impl WorkerScript {
     fn decision_of(&self, f: &Function, out: Value) -> Result<Decision, HookError> {
         match out {
             Value::Nil => Ok(Decision::Default),
-            Value::String(s) => {
-                // Looked up in place: no copy of the name per request.
-                let name = s.as_bytes();
-                match std::str::from_utf8(&name)
-                    .ok()
-                    .and_then(|n| self.policy.pool_by_name(n))
-                {
-                    Some(idx) => Ok(Decision::Pool(idx)),
-                    None => Err(self.unknown_pool(f, &s.to_string_lossy())),
-                }
-            }
+            Value::String(s) => self
+                .returned_pool("on_request", f, &s, crate::config::Mode::Http)
+                .map(Decision::Pool),
             Value::UserData(ref ud) => match ud.borrow::<ScriptResponse>() {
                 Ok(r) => Ok(Decision::Respond(r.response.clone())),
                 Err(_) => Err(self.bad_return("on_request", f, &out, ON_REQUEST_RETURNS)),
@@ -690,20 +657,63 @@ impl WorkerScript {
         }
     }
 
-    /// `on_request` returned a name no pool has: placed, as every bad
-    /// hook result is, at the hook's own function (never a search of the
-    /// text for the name, which finds the wrong line or none).
-    fn unknown_pool(&self, f: &Function, name: &str) -> HookError {
-        let known: Vec<&str> = self.policy.pools.iter().map(|p| &*p.name).collect();
-        HookError {
-            hook: "on_request",
-            limit: false,
-            message: format!(
-                "{}: on_request returned pool \"{name}\", which is not defined (pools: {})",
-                place_of(f),
-                known.join(", ")
-            ),
+    /// The pool a hook returned by name: `on_request` (for an http
+    /// listener: `mode` Http) or `on_connect` on a tcp listener (`mode`
+    /// Tcp). Looked up in place: no copy of the name per request or
+    /// connection. A name no pool has, or a pool of the other mode (an
+    /// http request sent to a Redis server, say), is an error placed, as
+    /// every bad hook result is, at the hook's own function (never a
+    /// search of the text for the name, which finds the wrong line or
+    /// none); the pools it lists are the ones this hook may return.
+    fn returned_pool(
+        &self,
+        hook: &'static str,
+        f: &Function,
+        s: &mlua::LuaString,
+        mode: crate::config::Mode,
+    ) -> Result<usize, HookError> {
+        use crate::config::Mode;
+        let bytes = s.as_bytes();
+        let found = std::str::from_utf8(&bytes)
+            .ok()
+            .and_then(|n| self.policy.pool_by_name(n));
+        if let Some(idx) = found.filter(|&i| self.policy.pools[i].mode == mode) {
+            return Ok(idx);
         }
+        let name = String::from_utf8_lossy(&bytes);
+        let message = match (found, mode) {
+            (Some(_), Mode::Tcp) => format!(
+                "{}: {hook} returned pool \"{name}\", an http pool; a tcp listener needs a pool with mode = \"tcp\"",
+                place_of(f)
+            ),
+            (Some(_), Mode::Http) => format!(
+                "{}: {hook} returned pool \"{name}\", a tcp pool; an http listener needs an http pool (one without mode = \"tcp\")",
+                place_of(f)
+            ),
+            (None, _) => {
+                let known: Vec<&str> = self
+                    .policy
+                    .pools
+                    .iter()
+                    .filter(|p| p.mode == mode)
+                    .map(|p| &*p.name)
+                    .collect();
+                let known = if known.is_empty() {
+                    format!("the policy has no {} pool", mode.name())
+                } else {
+                    format!("pools: {}", known.join(", "))
+                };
+                format!(
+                    "{}: {hook} returned pool \"{name}\", which is not defined ({known})",
+                    place_of(f)
+                )
+            }
+        };
+        Err(HookError {
+            hook,
+            limit: false,
+            message,
+        })
     }
 
     /// The key a `hash` pool with a script key hashes for this request;
@@ -714,7 +724,7 @@ impl WorkerScript {
         req: &mut RequestView,
     ) -> Result<Option<Vec<u8>>, HookError> {
         let seq = req.id.seq;
-        self.hash_key_of(pool, req, seq)
+        self.hash_key_of(pool, req, (Doing::HashKey, seq))
     }
 
     /// The key a tcp `hash` pool with `hash_key = function(conn)` hashes
@@ -726,21 +736,22 @@ impl WorkerScript {
         conn: &mut ConnView,
         seq: u64,
     ) -> Result<Option<Vec<u8>>, HookError> {
-        self.hash_key_of(pool, conn, seq)
+        self.hash_key_of(pool, conn, (Doing::ConnHashKey, seq))
     }
 
-    /// `hash_key(view)`: a request's or a connection's.
+    /// `hash_key(view)`: a request's or a connection's (`doing`: which,
+    /// and its number, for the watchdog).
     fn hash_key_of<T: mlua::UserData + 'static>(
         &self,
         pool: usize,
         view: &mut T,
-        seq: u64,
+        (doing, seq): (Doing, u64),
     ) -> Result<Option<Vec<u8>>, HookError> {
         let Some(Some(f)) = self.hash_keys.get(pool) else {
             return Ok(None);
         };
         let at = |w: &Watched| w.hash_keys.get(pool).copied().unwrap_or(0);
-        let _busy = self.busy(Doing::HashKey, at, seq);
+        let _busy = self.busy(doing, at, seq);
         let out = self.vm.lua.scope(|scope| {
             let ud = scope.create_userdata_ref_mut(view)?;
             let out: Value = self.vm.call(f, ud)?;
@@ -791,7 +802,7 @@ impl WorkerScript {
         req: &mut RequestView,
     ) -> Result<Option<usize>, HookError> {
         let seq = req.id.seq;
-        self.choose_server_of(pool_index, req, seq)
+        self.choose_server_of(pool_index, req, (Doing::Balance, seq))
     }
 
     /// The server a tcp pool's `balance = function(servers, conn)`
@@ -802,15 +813,16 @@ impl WorkerScript {
         conn: &mut ConnView,
         seq: u64,
     ) -> Result<Option<usize>, HookError> {
-        self.choose_server_of(pool_index, conn, seq)
+        self.choose_server_of(pool_index, conn, (Doing::ConnBalance, seq))
     }
 
-    /// `balance(servers, view)`: for a request or a connection.
+    /// `balance(servers, view)`: for a request or a connection (`doing`:
+    /// which, and its number, for the watchdog).
     fn choose_server_of<T: mlua::UserData + 'static>(
         &self,
         pool_index: usize,
         req: &mut T,
-        seq: u64,
+        (doing, seq): (Doing, u64),
     ) -> Result<Option<usize>, HookError> {
         let Some(Some(f)) = self.balancers.get(pool_index) else {
             return Ok(None);
@@ -821,7 +833,7 @@ impl WorkerScript {
             return Ok(None);
         }
         let at = |w: &Watched| w.balancers.get(pool_index).copied().unwrap_or(0);
-        let _busy = self.busy(Doing::Balance, at, seq);
+        let _busy = self.busy(doing, at, seq);
         let lua = &self.vm.lua;
         lua.scope(|scope| {
             let list = lua.create_table_with_capacity(candidates.len(), 0)?;

@@ -44,6 +44,10 @@ pub enum Doing {
     /// Running a policy's main chunk (start or reload); "seq" is the
     /// generation.
     Loading = 7,
+    /// A tcp pool's `hash_key(conn)` / `balance(servers, conn)`: "seq"
+    /// is a connection's, said so in the log.
+    ConnHashKey = 8,
+    ConnBalance = 9,
 }
 
 impl Doing {
@@ -56,6 +60,8 @@ impl Doing {
             5 => Doing::Balance,
             6 => Doing::Bypass,
             7 => Doing::Loading,
+            8 => Doing::ConnHashKey,
+            9 => Doing::ConnBalance,
             _ => return None,
         })
     }
@@ -65,8 +71,8 @@ impl Doing {
             Doing::OnConnect => "on_connect",
             Doing::OnRequest => "on_request",
             Doing::OnResponse => "on_response",
-            Doing::HashKey => "hash_key",
-            Doing::Balance => "balance",
+            Doing::HashKey | Doing::ConnHashKey => "hash_key",
+            Doing::Balance | Doing::ConnBalance => "balance",
             Doing::Bypass => "bypass",
             Doing::Loading => "the main chunk",
         }
@@ -263,8 +269,12 @@ impl Pulse {
             Doing::Loading => format!("the main chunk of generation {seq} ({place})"),
             Doing::OnConnect => format!("{} ({place}) for a new connection", doing.name()),
             _ => format!(
-                "{} ({place}) for request {}",
+                "{} ({place}) for {} {}",
                 doing.name(),
+                match doing {
+                    Doing::ConnHashKey | Doing::ConnBalance => "connection",
+                    _ => "request",
+                },
                 crate::proxy::RequestId {
                     worker: self.index as u32,
                     seq,
@@ -439,6 +449,23 @@ impl Watchdog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tcp pool's functions run for a connection, and the log says so.
+    #[test]
+    fn a_stamp_names_a_request_or_a_connection() {
+        let places = Arc::new(Places::default());
+        let at = places.index("policy.lua:7".into());
+        let pulse = Pulse::new(0, places);
+        pulse.enter(Doing::Balance, at, 5);
+        let said = pulse.describe(pulse.what.load(Ordering::Relaxed));
+        assert_eq!(said, "balance (policy.lua:7) for request 0-5");
+        pulse.enter(Doing::ConnBalance, at, 5);
+        let said = pulse.describe(pulse.what.load(Ordering::Relaxed));
+        assert_eq!(said, "balance (policy.lua:7) for connection 0-5");
+        pulse.enter(Doing::ConnHashKey, at, 6);
+        let said = pulse.describe(pulse.what.load(Ordering::Relaxed));
+        assert_eq!(said, "hash_key (policy.lua:7) for connection 0-6");
+    }
 
     /// A worker thread that ends on its own (a panic) is replaced; one
     /// that never served (it failed to start) is not.

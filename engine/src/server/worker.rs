@@ -408,16 +408,15 @@ async fn accept_loop(
         if let Some(l) = listener.filter(|l| l.mode == Mode::Tcp) {
             // TCP mode (tcp/): on_connect runs in the connection's task,
             // which may wait for the client's ClientHello or PROXY header.
-            let timeouts = l.timeouts;
-            drop(script);
-            let serve = crate::tcp::serve(
-                worker.clone(),
-                stream,
-                (peer, local),
-                name.clone(),
+            let (timeouts, default_pool) = (l.timeouts, l.default_pool);
+            let accepted = crate::tcp::serve::Accepted {
+                script,
+                listener: name.clone(),
                 timeouts,
                 proxied,
-            );
+                default_pool,
+            };
+            let serve = crate::tcp::serve(worker.clone(), stream, (peer, local), accepted);
             tokio::task::spawn_local(Holding {
                 fut: serve,
                 slot: Some(slot),
@@ -539,23 +538,24 @@ async fn proxied_peer(
     name: &Arc<str>,
     timeouts: ClientTimeouts,
 ) -> Option<(SocketAddr, SocketAddr)> {
-    let (peer, local) = read_proxied(stream, socket, name, timeouts).await?;
+    let (peer, local) = read_proxied(stream, socket, name, timeouts.head).await?;
     admitted(&worker.script(), peer, local, name).then_some((peer, local))
 }
 
-/// Reads an `accept_proxy` connection's PROXY header (within the `head`
-/// timeout): the client it names and the address that client connected
+/// Reads an `accept_proxy` connection's PROXY header within `wait` (an
+/// http listener's `timeouts.head`, a tcp listener's
+/// `timeouts.client_hello`: the first bytes from the client): the client it names and the address that client connected
 /// to, or None when the connection is to be closed (said in the log).
 /// Used by HTTP listeners ([`proxied_peer`]) and tcp ones (tcp/serve.rs).
 pub(crate) async fn read_proxied(
     stream: &mut TcpStream,
     socket: (SocketAddr, SocketAddr),
     name: &Arc<str>,
-    timeouts: ClientTimeouts,
+    wait: Duration,
 ) -> Option<(SocketAddr, SocketAddr)> {
     use super::proxy_protocol::{read_header, Header, Refused};
     let socket_peer = socket.0;
-    let (peer, local) = match read_header(stream, timeouts.head).await {
+    let (peer, local) = match read_header(stream, wait).await {
         Ok(Header::Proxied {
             source,
             destination,

@@ -318,7 +318,7 @@ async fn peek_whole(stream: &TcpStream, got: &mut usize) -> Peeked {
 }
 
 /// One non-blocking `recv(MSG_PEEK)`: the bytes waiting, left in place.
-fn peek_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+pub(super) fn peek_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     use std::os::fd::AsRawFd;
     // SAFETY: `buf` is valid for `buf.len()` writable bytes and the fd is
     // the stream's own, open for as long as `stream` is borrowed.

@@ -90,6 +90,10 @@ pub async fn connect(
             version,
             addresses: Some((client.peer, client.local)),
         });
+        // Counted from the pick, as HAProxy does: picks made while this
+        // connect is under way see it (`least_conn`). Dropped if it
+        // fails, which counts no passive failure by itself.
+        let in_flight = InFlight::new(&server.state, pool.passive.counts());
         match dial(pool, server, proxy).await {
             Ok(stream) => {
                 if pool.passive.counts() {
@@ -99,7 +103,6 @@ pub async fn connect(
                     .state
                     .requests
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let in_flight = InFlight::new(&server.state, pool.passive.counts());
                 return Ok(Connected {
                     pool: index,
                     stream,
@@ -107,6 +110,7 @@ pub async fn connect(
                 });
             }
             Err(e) => {
+                drop(in_flight);
                 timed_out = matches!(e, ConnectError::Timeout(_));
                 server.state.traffic_failed(pool.passive.after, e.cause());
                 // What happens next, in the words of the HTTP path.

@@ -14,18 +14,22 @@
 //! 4. Pick a server with the pool's balance and connect within
 //!    `timeouts.connect`; a server that refuses is marked (passive
 //!    health) and skipped for the next, up to `retries`, then the pool's
-//!    fallback ([`connect`]).
+//!    fallback ([`connect`]). A client that leaves meanwhile ends it
+//!    ([`client_left`]).
 //! 5. Copy bytes both ways with backpressure until both sides are done,
 //!    passing a half-close on; `timeouts.idle` ends a silent connection
 //!    (the shared copier, crate::relay).
 //! 6. The access log line and the metrics, when the connection ends, with
 //!    HAProxy's termination state ([`record`]).
 //!
-//! A reload leaves an established connection on its generation (it
-//! holds that generation's pools); SIGTERM's drain lets it run until the
-//! grace period ends, then closes it (`KD`).
+//! A reload leaves an established connection on its generation: it keeps
+//! its server, its `timeouts.idle` and its in-flight count, not the
+//! generation's script or pools, which it lets go once connected.
+//! SIGTERM's drain lets it run until the grace period ends, then closes
+//! it (`KD`).
 
 pub mod client_hello;
+pub mod client_left;
 pub mod connect;
 pub mod record;
 pub mod serve;

@@ -14,51 +14,72 @@ use super::record;
 use crate::config::ClientTimeouts;
 use crate::relay::End;
 use crate::script::api::conn::ConnView;
-use crate::script::ConnectVerdict;
+use crate::script::{ConnectVerdict, WorkerScript};
 use crate::server::worker::Worker;
 
-/// Serves one connection accepted on tcp listener `listener`: reads the
-/// PROXY header first when `proxied` (an `accept_proxy` listener), asks
-/// `on_connect` where it goes, connects to a server of that pool and
-/// copies bytes both ways until both sides are done. The access log line
-/// is written when this ends, or when its task is dropped (a worker
-/// stopping at the end of its grace period: `KD`).
+/// What the accept loop knew of a tcp listener when it accepted a
+/// connection, all of one generation (`script`'s): a reload in between
+/// cannot pair one generation's pool index with another's pools.
+pub struct Accepted {
+    pub script: Rc<WorkerScript>,
+    pub listener: Arc<str>,
+    pub timeouts: ClientTimeouts,
+    /// An `accept_proxy` listener.
+    pub proxied: bool,
+    /// The listener's `pool`.
+    pub default_pool: Option<usize>,
+}
+
+/// Serves one connection accepted on a tcp listener: reads the PROXY
+/// header first on an `accept_proxy` listener, asks `on_connect` where it
+/// goes, connects to a server of that pool and copies bytes both ways
+/// until both sides are done. The access log line is written when this
+/// ends, or when its task is dropped (a worker stopping at the end of its
+/// grace period: `KD`).
 pub async fn serve(
     worker: Rc<Worker>,
     mut stream: TcpStream,
     socket: (SocketAddr, SocketAddr),
-    listener: Arc<str>,
-    timeouts: ClientTimeouts,
-    proxied: bool,
+    accepted: Accepted,
 ) {
+    let Accepted {
+        script,
+        listener,
+        timeouts,
+        proxied,
+        default_pool,
+    } = accepted;
     // Counted open, so a drain waits for it (for its grace period: a TCP
     // connection has no request boundary at which to stop early).
     let Some(_open_conn) = worker.drain.enter() else {
         return;
     };
     let (peer, local) = if proxied {
-        match crate::server::worker::read_proxied(&mut stream, socket, &listener, timeouts).await {
+        // Within `timeouts.client_hello`, a tcp listener's wait for the
+        // client's first bytes (`timeouts.head` is an http key).
+        let wait = timeouts.client_hello;
+        match crate::server::worker::read_proxied(&mut stream, socket, &listener, wait).await {
             Some(addrs) => addrs,
             None => return,
         }
     } else {
         socket
     };
-    let script = worker.script();
     let id = worker.next_request_id();
     let mut open = record::open(&script, id, peer, listener.clone());
     let mut view = ConnView::new(peer, local, listener.clone(), false);
     let pool = match script.on_connect_tcp(&mut view, &stream).await {
         Ok(ConnectVerdict::Pool(i)) => Some(i),
         Ok(ConnectVerdict::Default) => {
-            let default = script
-                .policy
-                .listener(&listener)
-                .and_then(|l| l.default_pool);
-            if default.is_none() {
-                tracing::warn!(connection = %id, listener = %listener, peer = %peer, "on_connect chose no pool and the listener has no pool; connection closed");
+            if default_pool.is_none() {
+                // Refused at load without an on_connect; said by case.
+                if script.has_on_connect() {
+                    tracing::warn!(connection = %id, listener = %listener, peer = %peer, "on_connect returned nil and listener \"{listener}\" has no pool; connection closed");
+                } else {
+                    tracing::warn!(connection = %id, listener = %listener, peer = %peer, "listener \"{listener}\" has no pool and the policy has no on_connect; connection closed");
+                }
             }
-            default
+            default_pool
         }
         Ok(ConnectVerdict::Reject(reason)) => {
             tracing::info!(connection = %id, listener = %listener, peer = %peer, "connection rejected: {reason}");
@@ -90,10 +111,22 @@ pub async fn serve(
     };
     // Named in the line even if no server of it can be had.
     open.ex.pool = Some(script.policy.pools[pool].name.clone());
-    let connected = connect::connect(&script, pool, client, &mut open).await;
+    let connected = {
+        let connecting = connect::connect(&script, pool, client, &mut open);
+        tokio::select! {
+            c = connecting => Some(c),
+            () = super::client_left::left(&stream) => None,
+        }
+    };
     let connected = match connected {
-        Ok(c) => c,
-        Err(NoServer { timed_out }) => {
+        Some(Ok(c)) => c,
+        None => {
+            let name = &script.policy.pools[pool].name;
+            tracing::info!(connection = %id, listener = %listener, peer = %peer, pool = %name, "the client left while a server was being connected to; connection closed (CC)");
+            open.set(b'C', b'C');
+            return;
+        }
+        Some(Err(NoServer { timed_out })) => {
             let name = &script.policy.pools[pool].name;
             tracing::warn!(connection = %id, listener = %listener, peer = %peer, pool = %name, "no server of pool \"{name}\" could be connected to; connection closed");
             open.set(if timed_out { b's' } else { b'S' }, b'C');
