@@ -457,7 +457,9 @@ fn sigterm_closes_an_open_connection_after_the_grace_period() {
     let mut buf = [0u8; 16];
     assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)));
     assert_eq!(closed.recv_timeout(DEADLINE).unwrap(), "closed");
-    pocket.log.wait_for(&["grace period of"]);
+    pocket
+        .log
+        .wait_for(&["grace period of 1s over; closing 1 connection still open"]);
     let status = pocket.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     let lines = access_lines(&file, 1);
