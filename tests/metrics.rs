@@ -552,7 +552,7 @@ async fn tcp_connections_are_counted_by_termination_and_promtool_finds_nothing()
         let mut banner = String::new();
         r.read_line(&mut banner).unwrap();
         assert_eq!(banner, "A\r\n");
-        write!(c, "{line}\n").unwrap();
+        writeln!(c, "{line}").unwrap();
         if line == "ping" {
             let mut back = String::new();
             r.read_line(&mut back).unwrap();
