@@ -85,6 +85,13 @@ fn a_server_dying_under_tcp_streams_is_counted_in_connections_and_bytes() {
         assert!(stdout.contains(met), "missing {met:?}:\n{stdout}");
     }
     assert!(stdout.contains("cut: connection "), "{stdout}");
+    // The cut's cause is Pocket's: B broke the connections (SD), not an
+    // idle timeout of Pocket's (sD).
+    assert!(
+        stdout.contains(": B broke the connection (Pocket's log: SD)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("(Pocket's log: sD)"), "{stdout}");
 
     let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
     assert!(
@@ -164,6 +171,12 @@ fn a_cable_pulled_mid_stream_in_network_namespaces() {
     let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
     assert!(summary.contains("real (network namespaces)"), "{summary}");
     assert!(summary.contains("mid-stream with B"), "{summary}");
+    // A silent B: Pocket's idle timeout closed them (sD), B broke nothing.
+    assert!(
+        summary.contains("nothing came from B for the pool's timeouts.idle (Pocket's log: sD)"),
+        "{summary}"
+    );
+    assert!(!summary.contains("(Pocket's log: SD)"), "{summary}");
 }
 
 fn write_scenario(body: &str) -> (tempfile::TempDir, PathBuf) {

@@ -488,3 +488,153 @@ async fn retries_count_where_they_happened_and_only_when_one_was_made() {
         "{text}"
     );
 }
+
+/// A server that answers `NAME\r\n`, then echoes each line, and resets
+/// the connection (SO_LINGER 0) when a line says `reset`.
+fn line_server(name: &'static str) -> SocketAddr {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(DEADLINE));
+                let _ = write!(s, "{name}\r\n");
+                let mut lines = BufReader::new(s.try_clone().unwrap()).lines();
+                while let Some(Ok(line)) = lines.next() {
+                    if line == "reset" {
+                        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                        return;
+                    }
+                    let _ = write!(s, "{line}\r\n");
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A tcp listener's connections are counted by how they ended, as the
+/// access log says (HAProxy's frontend and server sessions, denied and
+/// errors), with their bytes both ways; promtool finds nothing wrong; a
+/// tcp listener has no request series.
+#[tokio::test]
+async fn tcp_connections_are_counted_by_termination_and_promtool_finds_nothing() {
+    use std::io::{BufRead, BufReader, Write};
+    let a = line_server("A");
+    let gone = dead_addr();
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  admin = {{ bind = "127.0.0.1:0" }},
+  listeners = {{
+    {{ name = "db", bind = "127.0.0.1:0", mode = "tcp", pool = "db" }},
+    {{ name = "off", bind = "127.0.0.1:0", mode = "tcp", pool = "gone" }},
+    {{ name = "web", bind = "127.0.0.1:0", pool = "app" }},
+  }},
+  pools = {{
+    db = {{ mode = "tcp", servers = {{ "{a}" }} }},
+    gone = {{ mode = "tcp", servers = {{ "{gone}" }} }},
+    app = {{ servers = {{ "{gone}" }} }},
+  }},
+}}"#
+        ),
+        1,
+    );
+    let admin = admin_addr(&pocket);
+    // Two normal connections (4 bytes up, 3 + 4 down each) and one the
+    // server resets.
+    for line in ["ping", "ping", "reset"] {
+        let mut c = std::net::TcpStream::connect(pocket.addr("db")).unwrap();
+        c.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        let mut banner = String::new();
+        r.read_line(&mut banner).unwrap();
+        assert_eq!(banner, "A\r\n");
+        writeln!(c, "{line}").unwrap();
+        if line == "ping" {
+            let mut back = String::new();
+            r.read_line(&mut back).unwrap();
+            assert_eq!(back, "ping\r\n");
+            c.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut r, &mut rest);
+    }
+    // Two that no server takes.
+    for _ in 0..2 {
+        let mut c = std::net::TcpStream::connect(pocket.addr("off")).unwrap();
+        c.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut c, &mut rest);
+    }
+    let server = |t: &str| {
+        format!(
+            "pocket_server_tcp_connections_total{{pool=\"db\",server=\"{a}\",termination=\"{t}\"}}"
+        )
+    };
+    let text = until("the 5 connections counted", async || {
+        let text = scrape(admin).await;
+        let done = value(
+            &text,
+            r#"pocket_tcp_connections_total{listener="db",termination="SD"}"#,
+        ) == Some(1.0)
+            && value(
+                &text,
+                r#"pocket_tcp_connections_total{listener="off",termination="SC"}"#,
+            ) == Some(2.0);
+        done.then_some(text)
+    })
+    .await;
+    let (clean, said) = promtool(&text);
+    assert!(clean && said.trim().is_empty(), "promtool: {said}\n{text}");
+    for (series, want) in [
+        (
+            r#"pocket_tcp_connections_total{listener="db",termination="--"}"#.to_string(),
+            2.0,
+        ),
+        (
+            r#"pocket_tcp_connections_total{listener="db",termination="PR"}"#.into(),
+            0.0,
+        ),
+        (
+            r#"pocket_tcp_connections_total{listener="off",termination="--"}"#.into(),
+            0.0,
+        ),
+        (server("--"), 2.0),
+        (server("SD"), 1.0),
+        // "ping\n" twice and "reset\n": client to server.
+        (r#"pocket_request_bytes_total{listener="db"}"#.into(), 16.0),
+        (
+            format!("pocket_server_request_bytes_total{{pool=\"db\",server=\"{a}\"}}"),
+            16.0,
+        ),
+        // "A\r\n" three times, "ping\r\n" twice: server to client.
+        (r#"pocket_response_bytes_total{listener="db"}"#.into(), 21.0),
+        (
+            format!("pocket_server_response_bytes_total{{pool=\"db\",server=\"{a}\"}}"),
+            21.0,
+        ),
+        (
+            format!("pocket_server_connect_failures_total{{pool=\"gone\",server=\"{gone}\"}}"),
+            2.0,
+        ),
+    ] {
+        assert_eq!(value(&text, &series), Some(want), "{series} in\n{text}");
+    }
+    for absent in [
+        r#"pocket_requests_total{listener="db""#.to_string(),
+        r#"pocket_tcp_connections_total{listener="web""#.into(),
+        r#"pocket_server_requests_total{pool="db""#.into(),
+        format!(
+            "pocket_server_tcp_connections_total{{pool=\"db\",server=\"{a}\",termination=\"PR\""
+        ),
+    ] {
+        assert!(!text.contains(&absent), "{absent} in\n{text}");
+    }
+    assert!(text.contains(r#"pocket_requests_total{listener="web",class="2xx"} 0"#));
+    pocket
+        .log
+        .wait_for(&["the server broke the connection; connection closed (SD)"]);
+}

@@ -115,3 +115,103 @@ async fn the_page_shows_a_dead_server_down_and_drain_moves_requests_away() {
         shot.display()
     );
 }
+
+/// A tcp listener's row counts connections, not requests: those Pocket
+/// refused (`pocket.reject`, PR) and those no server took (a refused
+/// connect, SC) show as rejected and failed, with a "tcp" mark; the tcp
+/// pool's table counts connections too. `/api/status` has the same
+/// figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_listener_row_counts_connections_rejected_and_failed() {
+    require_command("chromium", "chromium");
+    let python = "python3";
+    let ok = Command::new(python)
+        .args(["-c", "import selenium"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "python3 cannot import selenium: run the suite with tests/run"
+    );
+    let admin = dead_addr();
+    let gone = dead_addr();
+    let pocket = Pocket::start_with(
+        &format!(
+            r#"return {{
+  admin = {{ bind = "{admin}" }},
+  listeners = {{
+    {{ name = "db", bind = "127.0.0.1:0", mode = "tcp", pool = "db" }},
+    {{ name = "gate", bind = "127.0.0.1:0", mode = "tcp", pool = "db" }},
+  }},
+  pools = {{ db = {{ mode = "tcp", servers = {{ "{gone}" }} }} }},
+  on_connect = function(conn)
+    if conn.listener == "gate" then return pocket.reject("closed to all") end
+  end,
+}}
+"#
+        ),
+        1,
+        &["--no-watch"],
+    );
+    // Each client sees its connection closed: 3 with no server, 2 refused.
+    for (listener, n) in [("db", 3), ("gate", 2)] {
+        for _ in 0..n {
+            let mut c = std::net::TcpStream::connect(pocket.addr(listener)).unwrap();
+            c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+                .unwrap();
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut c, &mut sink);
+            assert!(sink.is_empty(), "{listener}: no server answered");
+        }
+    }
+    let start = std::time::Instant::now();
+    let status = loop {
+        let status = api_status(admin);
+        if status.contains(r#""connections":2,"rejected":2,"failed":0"#)
+            && status.contains(r#""connections":3,"rejected":0,"failed":3"#)
+        {
+            break status;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "/api/status never counted the 5 connections:\n{status}\n{}",
+            pocket.log.text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(status.contains(r#""name":"db","mode":"tcp""#), "{status}");
+    assert!(!status.contains(r#""requests""#), "{status}");
+
+    let shot = pocket.dir.path().join("stats-page-tcp.png");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/browser/stats_page_tcp.py"
+    );
+    let out = Command::new(python)
+        .args([script, &format!("http://{admin}"), shot.to_str().unwrap()])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run python3");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.trim() == "OK",
+        "the browser said {said:?}; Pocket's log:\n{}",
+        pocket.log.text()
+    );
+}
+
+/// `GET /api/status` from the admin listener at `admin` (no token), by
+/// its IP address as a browser would name it.
+fn api_status(admin: std::net::SocketAddr) -> String {
+    use std::io::Read;
+    let Ok(mut c) = std::net::TcpStream::connect(admin) else {
+        return String::new();
+    };
+    let _ = write!(
+        c,
+        "GET /api/status HTTP/1.0\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = c.read_to_string(&mut text);
+    text
+}

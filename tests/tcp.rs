@@ -468,7 +468,9 @@ fn sigterm_closes_an_open_connection_after_the_grace_period() {
     // closed: the client sees its end, the server its client gone.
     closed_by_pocket(&mut c);
     assert_eq!(closed.recv_timeout(DEADLINE).unwrap(), "closed");
-    pocket.log.wait_for(&["grace period of"]);
+    pocket
+        .log
+        .wait_for(&["grace period of 1s over; closing 1 connection still open"]);
     let status = pocket.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
     let lines = access_lines(&file, 1);
@@ -616,9 +618,10 @@ fn least_conn_counts_open_connections_and_metrics_count_them() {
     let other = if first == "A" { b } else { a };
     let start = std::time::Instant::now();
     let want = [
-        "pocket_tcp_connections_total{listener=\"t\"} 4".to_string(),
-        format!("pocket_server_tcp_connections_total{{pool=\"p\",server=\"{other}\"}} 3"),
-        format!("pocket_server_tcp_connections_total{{pool=\"p\",server=\"{held_addr}\"}} 1"),
+        // All ended normally: termination "--".
+        "pocket_tcp_connections_total{listener=\"t\",termination=\"--\"} 4".to_string(),
+        format!("pocket_server_tcp_connections_total{{pool=\"p\",server=\"{other}\",termination=\"--\"}} 3"),
+        format!("pocket_server_tcp_connections_total{{pool=\"p\",server=\"{held_addr}\",termination=\"--\"}} 1"),
         // Bytes client to server: "held\n" and three "x\n".
         "pocket_request_bytes_total{listener=\"t\"} 11".to_string(),
     ];
@@ -1126,4 +1129,43 @@ fn least_conn_counts_a_connection_while_it_connects() {
     }
     assert_eq!(in_flight(&metrics, slow), 2, "{metrics}");
     assert_eq!(in_flight(&metrics, a), 2, "{metrics}");
+}
+
+/// A tcp line's `hooks_ms` counts the time `on_connect` ran (here a loop
+/// of some 50 000 steps): the connection's decision is its hooks' time,
+/// as on_request's is a request's.
+#[test]
+fn on_connect_s_run_time_is_in_a_tcp_line_s_hooks_ms() {
+    let (a, _) = server("A", echo_after_eof);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.log");
+    let pocket = Pocket::start(
+        &policy(
+            &[a],
+            "",
+            &format!(
+                r#"log = {{ access = "{}", format = "json" }},
+  on_connect = function(conn)
+    local x = 0
+    for i = 1, 50000 do x = x + i end
+    return nil
+  end,"#,
+                file.display()
+            ),
+        ),
+        1,
+    );
+    assert_eq!(ask(pocket.addr("t"), b"hi"), b"A:hi");
+    let lines = access_lines(&file, 1);
+    let hooks_ms: f64 = lines[0]
+        .split("\"hooks_ms\":")
+        .nth(1)
+        .and_then(|v| v.split([',', '}']).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no hooks_ms in {}", lines[0]));
+    assert!(
+        hooks_ms > 0.0,
+        "on_connect's time not counted: {}",
+        lines[0]
+    );
 }

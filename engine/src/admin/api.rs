@@ -27,7 +27,7 @@ use hyper::body::Incoming;
 use super::auth::{self, Verdict};
 use super::{csrf, json};
 use super::{Command, Shared, View};
-use crate::config::AdminSpec;
+use crate::config::{AdminSpec, Mode};
 use crate::lb::{AdminState, Pool, Server};
 
 /// The largest action body read, bytes.
@@ -414,21 +414,34 @@ pub fn status_json(view: &View) -> String {
             .default_pool
             .and_then(|i| p.pools.get(i))
             .map_or("null".into(), |p| json::string(&p.name));
-        // `pocket_requests_total`'s figures: every answer, and the 5xx.
-        let (requests, errors) = crate::observe::metrics::listener_counts(&l.name);
+        // An http listener: `pocket_requests_total`'s figures (every
+        // answer, and the 5xx). A tcp one: `pocket_tcp_connections_total`'s
+        // (every connection, those Pocket refused, those no server took).
+        let figures = if l.mode == Mode::Tcp {
+            let c = crate::observe::metrics::listener_tcp_counts(&l.name);
+            format!(
+                "\"connections\":{},\"rejected\":{},\"failed\":{}",
+                c.connections, c.rejected, c.failed
+            )
+        } else {
+            let (requests, errors) = crate::observe::metrics::listener_counts(&l.name);
+            format!("\"requests\":{requests},\"errors\":{errors}")
+        };
         out.push_str(&format!(
-            "{}{{\"name\":{},\"bind\":{},\"pool\":{pool},\"requests\":{requests},\"errors\":{errors}}}",
+            "{}{{\"name\":{},\"mode\":\"{}\",\"bind\":{},\"pool\":{pool},{figures}}}",
             if i > 0 { "," } else { "" },
             json::string(&l.name),
+            l.mode.name(),
             json::string(&bind.to_string()),
         ));
     }
     out.push_str("],\"pools\":[");
     for (i, pool) in p.pools.iter().enumerate() {
         out.push_str(&format!(
-            "{}{{\"name\":{},\"balance\":{},\"servers\":[",
+            "{}{{\"name\":{},\"mode\":\"{}\",\"balance\":{},\"servers\":[",
             if i > 0 { "," } else { "" },
             json::string(&pool.name),
+            pool.mode.name(),
             json::string(pool.balance_name()),
         ));
         for (j, s) in pool.servers.iter().enumerate() {
@@ -441,8 +454,25 @@ pub fn status_json(view: &View) -> String {
                     json::string(&c.reason)
                 )
             });
+            // An http pool's server: the figures of
+            // `pocket_server_requests_total` (every class, and the 5xx
+            // class: what the server answered). A tcp pool's: of
+            // `pocket_server_tcp_connections_total` (every connection it
+            // took, and those it broke, SD). Both: of
+            // `pocket_server_failures_total` (what it failed to serve);
+            // see docs/observability.md.
+            let figures = if pool.mode == Mode::Tcp {
+                let c = s.state.metrics.tcp();
+                format!("\"connections\":{},\"broken\":{}", c.connections, c.broken)
+            } else {
+                format!(
+                    "\"requests\":{},\"errors\":{}",
+                    s.state.metrics.requests(),
+                    s.state.metrics.errors()
+                )
+            };
             out.push_str(&format!(
-                "{}{{\"name\":{},\"addr\":{},\"state\":\"{}\",\"health\":\"{}\",\"admin\":\"{}\",\"backup\":{},\"weight\":{},\"in_flight\":{},\"requests\":{},\"errors\":{},\"failures\":{},\"last_check\":{last},\"history\":{}}}",
+                "{}{{\"name\":{},\"addr\":{},\"state\":\"{}\",\"health\":\"{}\",\"admin\":\"{}\",\"backup\":{},\"weight\":{},\"in_flight\":{},{figures},\"failures\":{},\"last_check\":{last},\"history\":{}}}",
                 if j > 0 { "," } else { "" },
                 json::string(&s.addr_text),
                 json::string(&s.addr.to_string()),
@@ -452,12 +482,6 @@ pub fn status_json(view: &View) -> String {
                 s.backup,
                 s.weight,
                 s.state.active.load(Ordering::Relaxed),
-                // The figures of `pocket_server_requests_total` (every
-                // class, and the 5xx class: what the server answered) and
-                // of `pocket_server_failures_total` (what it failed to
-                // answer); see docs/observability.md.
-                s.state.metrics.requests(),
-                s.state.metrics.errors(),
                 s.state.failures.load(Ordering::Relaxed),
                 json::string(&history),
             ));

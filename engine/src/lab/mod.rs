@@ -186,6 +186,10 @@ fn start_balancer(
             // HTTP: "trying another server"; TCP: "trying the next server".
             if line.contains("trying another server") || line.contains("trying the next server") {
                 timeline.add_retry(retry_of(&line, &names, start));
+            } else if let Some((port, cause)) = tcp_load::pocket_end_of(&text) {
+                // Why Pocket ended a TCP connection: the cut's cause.
+                let t = start.elapsed().as_secs_f64();
+                timeline.tcp.pocket_ended(port, t, cause);
             } else if line.contains(" is DOWN") || line.contains(" is UP") {
                 push(&events, start, "health", body);
             } else if line.contains("is live") || line.contains("refused, generation") {
@@ -465,9 +469,14 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         }
     }
     let events = events.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let samples = timeline.samples();
+    // A TCP run's cut connections say what Pocket's log said of them.
+    let conns = timeline.tcp.conns_with_causes();
+    let samples = if tcp {
+        conns.iter().map(tcp_load::sample_of).collect()
+    } else {
+        timeline.samples()
+    };
     let retries = timeline.retries();
-    let conns = timeline.tcp.conns();
     let tcp_bytes = timeline.tcp.bytes();
     let tcp_opened = timeline.tcp.opened();
     let mut verdicts = judge(&scenario, &samples, &events, was_interrupted);

@@ -13,7 +13,7 @@
 //!   its write and reads the server's close: completed. `load.rate` paces
 //!   them (connections per second over all clients).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,6 +71,9 @@ pub struct Conn {
     pub why: Option<Failure>,
     /// Echoed bytes received (the banner not counted).
     pub bytes: u64,
+    /// The client's local port once connected: Pocket's log names the
+    /// connection by it (`peer=`), see [`TcpRecord::pocket_ended`].
+    pub port: Option<u16>,
 }
 
 /// What the TCP load saw, shared while the lab runs.
@@ -83,6 +86,10 @@ pub struct TcpRecord {
     pub opened: Mutex<Vec<(f64, String)>>,
     /// Echoed bytes by (bucket index of [`BYTE_BUCKET`], server).
     pub bytes: Mutex<BTreeMap<(u32, String), u64>>,
+    /// Why Pocket ended connections it logged (a server that broke one,
+    /// `SD`; its idle timeout, `sD`/`cD`), by the client's port: (lab
+    /// clock seconds, the cause in words).
+    pub ends: Mutex<HashMap<u16, Vec<(f64, String)>>>,
 }
 
 impl TcpRecord {
@@ -107,6 +114,65 @@ impl TcpRecord {
     pub fn bytes(&self) -> BTreeMap<(u32, String), u64> {
         self.bytes.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Pocket logged, at `t`, that it ended the connection of the client
+    /// on `port` for `cause`.
+    pub fn pocket_ended(&self, port: u16, t: f64, cause: String) {
+        self.ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(port)
+            .or_default()
+            .push((t, cause));
+    }
+
+    /// The connections, each cut one's cause told with Pocket's word on
+    /// it when Pocket logged one within 2 s of the client seeing the end
+    /// (a port is used again over a long run: the nearest in time wins).
+    /// The client alone cannot tell a server that broke its connection
+    /// from Pocket's idle timeout: both reach it as a close.
+    pub fn conns_with_causes(&self) -> Vec<Conn> {
+        let ends = self.ends.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conns = self.conns();
+        for c in conns.iter_mut().filter(|c| c.outcome == Outcome::Cut) {
+            let (Some(port), Some(why)) = (c.port, c.why.as_mut()) else {
+                continue;
+            };
+            let nearest = ends.get(&port).and_then(|list| {
+                list.iter()
+                    .filter(|(t, _)| (t - c.end).abs() < 2.0)
+                    .min_by(|a, b| (a.0 - c.end).abs().total_cmp(&(b.0 - c.end).abs()))
+            });
+            if let Some((_, cause)) = nearest {
+                why.detail = format!("{}: {cause}", why.detail);
+            }
+        }
+        conns
+    }
+}
+
+/// What Pocket's log line about a TCP connection it ended says, in the
+/// lab's words: `Some((client port, cause))` for a server that broke the
+/// connection (`SD`) or an idle timeout (`sD`, `cD`); the server named
+/// as the line does (the lab has put origin names in it).
+pub fn pocket_end_of(line: &str) -> Option<(u16, String)> {
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .map(|v| v.trim_matches(|c| c == '"' || c == ':').to_string())
+    };
+    let server = field("server=").unwrap_or_else(|| "the server".into());
+    let cause = if line.contains("(SD)") {
+        format!("{server} broke the connection (Pocket's log: SD)")
+    } else if line.contains("(sD)") {
+        format!("nothing came from {server} for the pool's timeouts.idle (Pocket's log: sD)")
+    } else if line.contains("(cD)") {
+        "nothing came from the client for the pool's timeouts.idle (Pocket's log: cD)".to_string()
+    } else {
+        return None;
+    };
+    let port = field("peer=")?.rsplit_once(':')?.1.parse().ok()?;
+    Some((port, cause))
 }
 
 /// The sample a connection is on the chart: one per connection, by the
@@ -114,7 +180,7 @@ impl TcpRecord {
 /// reset`, `failed: client timeout`). A completed connection counts when
 /// it opened; a cut or failed one when it ended, so a stream cut by a
 /// fault shows at the fault, not where it began.
-fn sample_of(c: &Conn) -> Sample {
+pub fn sample_of(c: &Conn) -> Sample {
     let sent = match c.outcome {
         Outcome::Completed => c.start,
         Outcome::Failed | Outcome::Cut => c.end,
@@ -361,6 +427,7 @@ async fn stream(
                         outcome: Outcome::Failed,
                         why: Some(f),
                         bytes: 0,
+                        port: None,
                     },
                 );
                 // Not a busy loop against a listener that refuses.
@@ -368,6 +435,7 @@ async fn stream(
                 continue;
             }
         };
+        let port = s.local_addr().ok().map(|a| a.port());
         let mut bytes = 0u64;
         let mut why = None;
         let mut next = Instant::now();
@@ -406,6 +474,7 @@ async fn stream(
                 },
                 why,
                 bytes,
+                port,
             },
         );
     }
@@ -436,9 +505,11 @@ async fn short(
         let t0 = start.elapsed().as_secs_f64();
         let mut server = None;
         let mut bytes = 0;
+        let mut port = None;
         let exchange = async {
             let (mut s, who) = open(addr).await.map_err(|f| (Outcome::Failed, f))?;
             server = Some(who.clone());
+            port = s.local_addr().ok().map(|a| a.port());
             timeline.tcp.open(t0, &who);
             let n = round_trip(&mut s, &out, &who)
                 .await
@@ -469,6 +540,7 @@ async fn short(
                 outcome,
                 why,
                 bytes,
+                port,
             },
         );
         if outcome == Outcome::Failed {
@@ -575,5 +647,58 @@ mod tests {
         // Every connection a server answered was counted open.
         let answered = conns.iter().filter(|c| c.server.is_some()).count();
         assert!(timeline.tcp.opened().len() >= answered);
+    }
+
+    /// The cut cause tells a server that broke the connection from
+    /// Pocket's idle timeout, from Pocket's log lines (tcp/serve.rs).
+    #[test]
+    fn pocket_s_log_tells_a_broken_server_from_an_idle_timeout() {
+        let broke = "2026-11-30T08:00:11.464Z  INFO connection=0-5 listener=t peer=127.0.0.1:40100 server=B the server broke the connection; connection closed (SD)";
+        let (port, cause) = pocket_end_of(broke).expect("an SD line");
+        assert_eq!(port, 40100);
+        assert_eq!(cause, "B broke the connection (Pocket's log: SD)");
+        let idle = "2026-11-30T08:00:11.464Z  INFO connection=0-6 listener=t peer=127.0.0.1:40101 server=A nothing moved for 3s (timeouts.idle); connection closed (sD)";
+        let (port, cause) = pocket_end_of(idle).expect("an sD line");
+        assert_eq!(port, 40101);
+        assert!(
+            cause.contains("timeouts.idle") && cause.contains("sD"),
+            "{cause}"
+        );
+        assert_eq!(pocket_end_of("INFO pocket ready"), None);
+
+        let record = TcpRecord::default();
+        let cut = |port, end| Conn {
+            kind: "stream",
+            start: 0.0,
+            end,
+            server: Some("B".into()),
+            outcome: Outcome::Cut,
+            why: Some(wire(
+                "connection closed",
+                "Pocket closed the connection mid-stream with B",
+            )),
+            bytes: 1,
+            port: Some(port),
+        };
+        record
+            .conns
+            .lock()
+            .unwrap()
+            .extend([cut(40100, 5.0), cut(40102, 5.0)]);
+        record.pocket_ended(40100, 4.9, cause_of(broke));
+        let conns = record.conns_with_causes();
+        assert_eq!(
+            conns[0].why.as_ref().unwrap().detail,
+            "Pocket closed the connection mid-stream with B: B broke the connection (Pocket's log: SD)"
+        );
+        assert_eq!(
+            conns[1].why.as_ref().unwrap().detail,
+            "Pocket closed the connection mid-stream with B",
+            "no line for its port: as the client saw it"
+        );
+    }
+
+    fn cause_of(line: &str) -> String {
+        pocket_end_of(line).unwrap().1
     }
 }

@@ -41,6 +41,12 @@ impl Drain {
         Some(Open(self.clone()))
     }
 
+    /// Connections open now (the shutdown's "closing N connections still
+    /// open" line).
+    pub fn open(&self) -> usize {
+        self.open.get()
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.get()
     }

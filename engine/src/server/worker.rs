@@ -302,7 +302,8 @@ async fn drain(worker: &Rc<Worker>, pulse: &Pulse, loops: &mut AcceptLoops, grac
     match tokio::time::timeout(grace, open).await {
         Err(_) => tracing::warn!(
             worker = worker.index,
-            "grace period of {grace:?} over; closing connections still open"
+            "grace period of {grace:?} over; closing {} still open",
+            crate::words::count(worker.drain.open() as u64, "connection")
         ),
         Ok(open) if open > 0 => {
             tracing::debug!(

@@ -68,7 +68,12 @@ pub async fn serve(
     let id = worker.next_request_id();
     let mut open = record::open(&script, id, peer, listener.clone());
     let mut view = ConnView::new(peer, local, listener.clone(), false);
-    let pool = match script.on_connect_tcp(&mut view, &stream).await {
+    // on_connect's run time (not its wait for a ClientHello) is the
+    // line's hooks_ms, with the pool functions' added by connect.
+    let _ = crate::observe::metrics::take_connect_hook_ns();
+    let decided = script.on_connect_tcp(&mut view, &stream).await;
+    open.ex.hooks_us += crate::observe::metrics::take_connect_hook_ns() / 1000;
+    let pool = match decided {
         Ok(ConnectVerdict::Pool(i)) => Some(i),
         Ok(ConnectVerdict::Default) => {
             if default_pool.is_none() {
@@ -163,6 +168,11 @@ pub async fn serve(
     match end {
         End::Idle(_) => {
             tracing::info!(connection = %id, listener = %listener, peer = %peer, server = %server, "nothing moved for {idle:?} (timeouts.idle); connection closed ({termination})")
+        }
+        // A server that breaks its connections is the operator's news
+        // (and the lab's cut cause); a client that does is not.
+        End::Broke(b'S') => {
+            tracing::info!(connection = %id, listener = %listener, peer = %peer, server = %server, "the server broke the connection; connection closed ({termination})")
         }
         End::Broke(_) => {
             tracing::debug!(connection = %id, listener = %listener, peer = %peer, server = %server, "connection broke ({termination})")

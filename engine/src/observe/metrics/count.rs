@@ -13,8 +13,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::counters::{
-    cause_slot, class_of, shard, ListenerMetrics, REQUESTS, REQUEST_BYTES, RESPONSE_BYTES, RETRIES,
-    TCP_CONNECTIONS,
+    cause_slot, class_of, shard, termination_slot, ListenerMetrics, REQUESTS, REQUEST_BYTES,
+    RESPONSE_BYTES, RETRIES, TCP_CONNECTIONS,
 };
 use super::live;
 use crate::lb::ServerState;
@@ -166,22 +166,24 @@ pub fn exchange(ex: &Exchange) {
 }
 
 /// Counts one finished TCP-mode connection (tcp/): its listener's
-/// connections and bytes both ways; its server's, if one was connected to
+/// connections by termination state and bytes both ways; its server's
+/// (likewise), if one was connected to
 /// (no duration: a connection may last hours, and the latency histogram
 /// is of answers); and a retry for each failed connect another followed.
 fn connection(ex: &Exchange) {
     let shard = shard();
+    let ended = TCP_CONNECTIONS + termination_slot(ex.termination.letters());
     let _ = CACHE.try_with(|cache| {
         let mut cache = cache.borrow_mut();
         let l = cache.listener(&ex.listener);
         let l = &cache.listeners[l].1;
-        l.counts.add(shard, TCP_CONNECTIONS, 1);
+        l.counts.add(shard, ended, 1);
         l.counts.add(shard, REQUEST_BYTES, ex.bytes_in);
         l.counts.add(shard, RESPONSE_BYTES, ex.bytes_out);
         if let (Some(pool), Some(server), Some(_)) = (&ex.pool, &ex.server, ex.connect_ms) {
             if let Some(state) = cache.server(pool, server) {
                 let m = &state.metrics;
-                m.counts.add(shard, TCP_CONNECTIONS, 1);
+                m.counts.add(shard, ended, 1);
                 m.counts.add(shard, REQUEST_BYTES, ex.bytes_in);
                 m.counts.add(shard, RESPONSE_BYTES, ex.bytes_out);
             }

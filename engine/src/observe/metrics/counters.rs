@@ -175,15 +175,77 @@ pub fn cause_names() -> Vec<&'static str> {
     names
 }
 
+/// A TCP-mode connection's end, as the access log writes it (HAProxy's
+/// `%ts` in `mode tcp`, see tcp/record.rs): the label values of
+/// `pocket_tcp_connections_total{termination}`. The last, `other`, takes
+/// any state not listed (none is made today).
+pub const TERMINATIONS: [&str; 13] = [
+    "--", "PR", "SC", "sC", "CD", "SD", "cD", "sD", "KD", "KC", "CR", "cR", "other",
+];
+
+/// The ends a connection that reached a server can have: the server
+/// families show these only (the others end before any server).
+pub const SERVER_TERMINATIONS: [&str; 6] = ["--", "CD", "SD", "cD", "sD", "KD"];
+
+/// The index in [`TERMINATIONS`] of a termination's two letters.
+pub fn termination_slot(letters: [u8; 2]) -> usize {
+    TERMINATIONS
+        .iter()
+        .position(|t| t.as_bytes() == letters)
+        .unwrap_or(TERMINATIONS.len() - 1)
+}
+
+/// The slot of a termination state named in [`TERMINATIONS`].
+pub fn slot_of(name: &str) -> usize {
+    TERMINATIONS
+        .iter()
+        .position(|t| *t == name)
+        .unwrap_or(TERMINATIONS.len() - 1)
+}
+
 /// Where each count sits in a [`ServerMetrics`]' or a
 /// [`ListenerMetrics`]' shards: requests by class, then bytes (a TCP-mode
 /// connection's: client to server, server to client), then TCP-mode
-/// connections, then (a server's) retries by cause slot.
+/// connections by [`TERMINATIONS`] index, then (a server's) retries by
+/// cause slot.
 pub const REQUESTS: usize = 0;
 pub const REQUEST_BYTES: usize = 6;
 pub const RESPONSE_BYTES: usize = 7;
 pub const TCP_CONNECTIONS: usize = 8;
-pub const RETRIES: usize = 9;
+pub const RETRIES: usize = TCP_CONNECTIONS + TERMINATIONS.len();
+
+/// TCP-mode connections by end, summed over `slots` (names in
+/// [`TERMINATIONS`]).
+fn tcp_sum(counts: &Sharded<{ RETRIES + CAUSE_SLOTS }>, slots: &[&str]) -> u64 {
+    slots
+        .iter()
+        .map(|t| counts.get(TCP_CONNECTIONS + slot_of(t)))
+        .sum()
+}
+
+/// What the stats page and `/api/status` show of a tcp listener or
+/// server (docs/observability.md, "The stats page"): connections ended,
+/// those Pocket refused (`PR`: `pocket.reject`, an `on_connect` error, no
+/// pool; HAProxy's "denied"), those no server could be had for (`SC`,
+/// `sC`; HAProxy's connection errors), and those a server broke (`SD`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpCounts {
+    pub connections: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    pub broken: u64,
+}
+
+impl TcpCounts {
+    fn of(counts: &Sharded<{ RETRIES + CAUSE_SLOTS }>) -> TcpCounts {
+        TcpCounts {
+            connections: tcp_sum(counts, &TERMINATIONS),
+            rejected: tcp_sum(counts, &["PR"]),
+            failed: tcp_sum(counts, &["SC", "sC"]),
+            broken: tcp_sum(counts, &["SD"]),
+        }
+    }
+}
 
 /// A server's counters in one pool (kept in its `ServerState`, so they
 /// survive reloads as its health does).
@@ -202,14 +264,17 @@ pub struct ServerMetrics {
 }
 
 impl ServerMetrics {
-    /// Requests it answered, every class, and TCP-mode connections it
-    /// took (for the stats page and API: a tcp pool's server is not shown
-    /// idle).
+    /// Requests it answered, every class (a tcp pool's server: 0, see
+    /// [`ServerMetrics::tcp`]).
     pub fn requests(&self) -> u64 {
         (0..CLASSES.len())
             .map(|c| self.counts.get(REQUESTS + c))
             .sum::<u64>()
-            + self.counts.get(TCP_CONNECTIONS)
+    }
+
+    /// TCP-mode connections it took that ended, and how.
+    pub fn tcp(&self) -> TcpCounts {
+        TcpCounts::of(&self.counts)
     }
 
     /// Requests it answered with a 5xx.
@@ -231,20 +296,25 @@ impl Default for ServerMetrics {
 
 /// A listener's counters, kept by name across reloads: requests by
 /// [`CLASSES`] index (local answers and refusals too), body bytes in and
-/// out, TCP-mode connections.
+/// out, TCP-mode connections by end (the same layout as a server's, so
+/// [`TcpCounts`] reads both; the retry slots stay unused).
 #[derive(Debug, Default)]
 pub struct ListenerMetrics {
-    pub counts: Sharded<{ TCP_CONNECTIONS + 1 }>,
+    pub counts: Sharded<{ RETRIES + CAUSE_SLOTS }>,
 }
 
 impl ListenerMetrics {
-    /// Every request it answered, whoever answered it, and every TCP-mode
-    /// connection it accepted (the stats page's and API's figure).
+    /// Every request it answered, whoever answered it (the stats page's
+    /// and API's figure for an http listener).
     pub fn requests(&self) -> u64 {
         (0..CLASSES.len())
             .map(|c| self.counts.get(REQUESTS + c))
             .sum::<u64>()
-            + self.counts.get(TCP_CONNECTIONS)
+    }
+
+    /// TCP-mode connections it accepted that ended, and how.
+    pub fn tcp(&self) -> TcpCounts {
+        TcpCounts::of(&self.counts)
     }
 
     /// Those answered with a 5xx (a server's, or Pocket's own).
@@ -264,6 +334,18 @@ mod tests {
         assert_eq!(CLASSES[class_of(503)], "5xx");
         assert_eq!(CLASSES[class_of(0)], "none");
         assert_eq!(CLASSES[class_of(999)], "none");
+    }
+
+    #[test]
+    fn every_termination_has_its_slot_and_unknown_ones_share_other() {
+        for (i, t) in TERMINATIONS.iter().enumerate().take(TERMINATIONS.len() - 1) {
+            let b = t.as_bytes();
+            assert_eq!(termination_slot([b[0], b[1]]), i);
+        }
+        assert_eq!(TERMINATIONS[termination_slot(*b"PH")], "other");
+        for t in SERVER_TERMINATIONS {
+            assert_ne!(TERMINATIONS[slot_of(t)], "other", "{t}");
+        }
     }
 
     #[test]

@@ -36,6 +36,12 @@ thread_local! {
     /// clears it (hooks are synchronous calls, so no other request's time
     /// lands in between).
     static REQUEST_HOOK_NS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    /// Nanoseconds the last `on_connect` call on this thread ran (its
+    /// waits for a ClientHello left out): set, not added, when the call
+    /// ends, so a TCP connection reads its own right after its
+    /// `on_connect` returned ([`take_connect_hook_ns`]), whatever other
+    /// connections' calls ran while it waited.
+    static CONNECT_HOOK_NS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
 /// A call of `hook` that began at `start` has returned.
@@ -53,7 +59,19 @@ pub fn hook_ran_for(hook: Hook, ns: u64) {
     HOOKS[hook as usize].observe_us(shard(), ns / 1000);
     if hook != Hook::OnConnect {
         let _ = REQUEST_HOOK_NS.try_with(|t| t.set(t.get() + ns));
+    } else {
+        let _ = CONNECT_HOOK_NS.try_with(|t| t.set(ns));
     }
+}
+
+/// The run time of the `on_connect` call that ended last on this thread,
+/// in nanoseconds, and clears it: a TCP connection's access log line
+/// counts it in `hooks_ms` (an HTTP request's does not: its connection's
+/// `on_connect` is not the request's). Called once before `on_connect`
+/// (0 then: a policy without one) and once right after it returned.
+#[inline]
+pub fn take_connect_hook_ns() -> u64 {
+    CONNECT_HOOK_NS.try_with(|t| t.replace(0)).unwrap_or(0)
 }
 
 /// The time the hooks of the request being decided took, in nanoseconds,

@@ -6,8 +6,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::counters::ListenerMetrics;
-use crate::config::Policy;
+use super::counters::{ListenerMetrics, TcpCounts};
+use crate::config::{Mode, Policy};
 use crate::lb::ServerState;
 use crate::server::maxconn::{caps, Gate};
 
@@ -15,6 +15,8 @@ pub(super) struct LiveListener {
     pub name: Arc<str>,
     pub metrics: Arc<ListenerMetrics>,
     pub gate: Arc<Gate>,
+    /// `mode = "tcp"`: its series are connections, not requests.
+    pub tcp: bool,
 }
 
 pub(super) struct LiveServer {
@@ -23,6 +25,8 @@ pub(super) struct LiveServer {
     pub name: Arc<str>,
     pub weight: u32,
     pub state: Arc<ServerState>,
+    /// In a `mode = "tcp"` pool.
+    pub tcp: bool,
 }
 
 #[derive(Default)]
@@ -50,6 +54,16 @@ pub fn listener_counts(name: &str) -> (u64, u64) {
         .map_or((0, 0), |(_, m)| (m.requests(), m.errors()))
 }
 
+/// Tcp listener `name`'s connections so far, and how many Pocket refused
+/// or found no server for (all 0 before its first), for the stats page
+/// and `/api/status`.
+pub fn listener_tcp_counts(name: &str) -> TcpCounts {
+    let all = LISTENERS.lock().unwrap_or_else(|e| e.into_inner());
+    all.iter()
+        .find(|(n, _)| &**n == name)
+        .map_or(TcpCounts::default(), |(_, m)| m.tcp())
+}
+
 /// The counters of listener `name`, made on first sight.
 pub(super) fn listener_metrics(name: &str) -> Arc<ListenerMetrics> {
     let mut all = LISTENERS.lock().unwrap_or_else(|e| e.into_inner());
@@ -72,6 +86,7 @@ pub fn went_live(policy: &Policy) {
                 name: l.name.clone(),
                 metrics: listener_metrics(&l.name),
                 gate: caps().listener_gate(l),
+                tcp: l.mode == Mode::Tcp,
             })
             .collect(),
         servers: policy
@@ -83,6 +98,7 @@ pub fn went_live(policy: &Policy) {
                     name: s.addr_text.clone(),
                     weight: s.weight,
                     state: s.state.clone(),
+                    tcp: p.mode == Mode::Tcp,
                 })
             })
             .collect(),

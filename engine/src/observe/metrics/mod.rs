@@ -31,16 +31,16 @@ mod tls;
 use std::sync::atomic::Ordering::Relaxed;
 
 pub use count::exchange;
-pub use counters::{ListenerMetrics, ServerMetrics};
-pub use hooks::{hook_ran, hook_ran_for, take_request_hook_ns, Hook};
-pub use live::{listener_counts, went_live};
+pub use counters::{ListenerMetrics, ServerMetrics, TcpCounts};
+pub use hooks::{hook_ran, hook_ran_for, take_connect_hook_ns, take_request_hook_ns, Hook};
+pub use live::{listener_counts, listener_tcp_counts, went_live};
 pub use process::{generation_live, lua_memory, reload_ended, upstream_idle, Parked};
 pub use proxy_header::proxy_header_refused;
 pub use tls::tls_handshake_failed;
 
 use counters::{
-    cause_names, CLASSES, HOOK_BOUNDS, LATENCY_BOUNDS, REQUESTS, REQUEST_BYTES, RESPONSE_BYTES,
-    RETRIES, TCP_CONNECTIONS,
+    cause_names, slot_of, CLASSES, HOOK_BOUNDS, LATENCY_BOUNDS, REQUESTS, REQUEST_BYTES,
+    RESPONSE_BYTES, RETRIES, SERVER_TERMINATIONS, TCP_CONNECTIONS, TERMINATIONS,
 };
 use text::{Kind, Text};
 
@@ -56,9 +56,9 @@ pub fn render() -> String {
     t.family(
         "pocket_requests_total",
         Kind::Counter,
-        "Requests answered, by listener and status class (none: the client left before a status was sent).",
+        "Requests answered, by listener and status class (none: the client left before a status was sent); http listeners only.",
     );
-    for l in &live.listeners {
+    for l in live.listeners.iter().filter(|l| !l.tcp) {
         for (i, class) in CLASSES.iter().enumerate() {
             let n = l.metrics.counts.get(REQUESTS + i);
             t.sample(
@@ -71,11 +71,17 @@ pub fn render() -> String {
     t.family(
         "pocket_tcp_connections_total",
         Kind::Counter,
-        "TCP-mode connections ended, by listener (mode = \"tcp\"; rejected ones included).",
+        "TCP-mode connections ended, by listener and termination state (the access log's: -- normal, PR refused by Pocket, SC/sC no server could be connected to, CD/SD client/server broke, cD/sD idle timeout, KD/KC killed at shutdown, CR/cR client left/silent before on_connect decided).",
     );
-    for l in &live.listeners {
-        let n = l.metrics.counts.get(TCP_CONNECTIONS);
-        t.sample("pocket_tcp_connections_total", &[("listener", &l.name)], n);
+    for l in live.listeners.iter().filter(|l| l.tcp) {
+        for (i, termination) in TERMINATIONS.iter().enumerate() {
+            let n = l.metrics.counts.get(TCP_CONNECTIONS + i);
+            t.sample(
+                "pocket_tcp_connections_total",
+                &[("listener", &l.name), ("termination", termination)],
+                n,
+            );
+        }
     }
     t.family(
         "pocket_request_bytes_total",
@@ -216,9 +222,9 @@ fn server_counters(t: &mut Text, live: &live::Live) {
     t.family(
         "pocket_server_requests_total",
         Kind::Counter,
-        "Requests a server answered (sent a response head), by pool, server and status class.",
+        "Requests a server answered (sent a response head), by pool, server and status class; http pools only.",
     );
-    for s in &live.servers {
+    for s in live.servers.iter().filter(|s| !s.tcp) {
         for (i, class) in CLASSES.iter().enumerate() {
             let n = s.state.metrics.counts.get(REQUESTS + i);
             t.sample(
@@ -228,12 +234,29 @@ fn server_counters(t: &mut Text, live: &live::Live) {
             );
         }
     }
-    each!(
+    t.family(
         "pocket_server_tcp_connections_total",
         Kind::Counter,
-        "TCP-mode connections a server took, ended, by pool and server.",
-        |s| s.state.metrics.counts.get(TCP_CONNECTIONS)
+        "TCP-mode connections a server took that ended, by pool, server and termination state (-- normal, CD/SD client/server broke, cD/sD idle timeout, KD killed at shutdown); failed connects are in pocket_server_connect_failures_total.",
     );
+    for s in live.servers.iter().filter(|s| s.tcp) {
+        for termination in SERVER_TERMINATIONS {
+            let n = s
+                .state
+                .metrics
+                .counts
+                .get(TCP_CONNECTIONS + slot_of(termination));
+            t.sample(
+                "pocket_server_tcp_connections_total",
+                &[
+                    ("pool", &s.pool),
+                    ("server", &s.name),
+                    ("termination", termination),
+                ],
+                n,
+            );
+        }
+    }
     each!(
         "pocket_server_request_bytes_total",
         Kind::Counter,
@@ -279,7 +302,7 @@ fn server_counters(t: &mut Text, live: &live::Live) {
     each!(
         "pocket_server_requests_in_flight",
         Kind::Gauge,
-        "Requests a server is answering now (from this pool, all workers).",
+        "Requests a server is answering now (from this pool, all workers; a tcp pool: connections open to it).",
         |s| s.state.active.load(Relaxed) as u64
     );
     t.family(
@@ -327,9 +350,9 @@ fn server_counters(t: &mut Text, live: &live::Live) {
     t.family(
         "pocket_server_request_duration_seconds",
         Kind::Histogram,
-        "Whole exchange time of requests a server answered, from request head to response end.",
+        "Whole exchange time of requests a server answered, from request head to response end; http pools only.",
     );
-    for s in &live.servers {
+    for s in live.servers.iter().filter(|s| !s.tcp) {
         let (counts, sum) = s.state.metrics.duration.snapshot();
         t.histogram(
             "pocket_server_request_duration_seconds",
@@ -460,6 +483,79 @@ mod tests {
         );
         has(
             r#"pocket_server_state{pool="metrics_test_app",server="127.0.0.1:61001",state="down"} 0"#,
+        );
+
+        // A tcp listener's series are connections by end, not requests.
+        let tcp = r#"return {
+  listeners = {
+    { name = "metrics_test_web", bind = "127.0.0.1:0", pool = "metrics_test_app" },
+    { name = "metrics_test_tcp", bind = "127.0.0.1:0", mode = "tcp", pool = "metrics_test_db" },
+  },
+  pools = {
+    metrics_test_app = { servers = { "127.0.0.1:61001", "127.0.0.1:61002" } },
+    metrics_test_db = { mode = "tcp", servers = { "127.0.0.1:61003" } },
+  },
+}"#;
+        let policy =
+            crate::config::load_policy_source(Path::new("t.lua"), Arc::from(tcp), &registry)
+                .expect("the tcp test policy loads");
+        registry.went_live(&policy);
+        let db = policy.pools[1].name.clone();
+        let c = policy.pools[1].servers[0].addr_text.clone();
+        let mut conn = exchange(&db, &c, 0, None);
+        conn.listener = Arc::from("metrics_test_tcp");
+        conn.tcp = true;
+        conn.bytes_in = 10;
+        conn.bytes_out = 20;
+        count::exchange(&conn);
+        conn.termination = Termination::of(b'S', b'D');
+        count::exchange(&conn);
+        let mut refused = exchange(&db, &c, 0, None);
+        refused.listener = Arc::from("metrics_test_tcp");
+        refused.tcp = true;
+        refused.server = None;
+        refused.connect_ms = None;
+        refused.bytes_out = 0;
+        for t in [*b"PR", *b"SC", *b"SC"] {
+            refused.termination = Termination::of(t[0], t[1]);
+            count::exchange(&refused);
+        }
+        let text = render();
+        let has = |line: &str| assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        has(r#"pocket_tcp_connections_total{listener="metrics_test_tcp",termination="--"} 1"#);
+        has(r#"pocket_tcp_connections_total{listener="metrics_test_tcp",termination="SD"} 1"#);
+        has(r#"pocket_tcp_connections_total{listener="metrics_test_tcp",termination="PR"} 1"#);
+        has(r#"pocket_tcp_connections_total{listener="metrics_test_tcp",termination="SC"} 2"#);
+        has(r#"pocket_tcp_connections_total{listener="metrics_test_tcp",termination="KD"} 0"#);
+        has(
+            r#"pocket_server_tcp_connections_total{pool="metrics_test_db",server="127.0.0.1:61003",termination="SD"} 1"#,
+        );
+        has(r#"pocket_request_bytes_total{listener="metrics_test_tcp"} 20"#);
+        has(
+            r#"pocket_server_response_bytes_total{pool="metrics_test_db",server="127.0.0.1:61003"} 40"#,
+        );
+        let no = |start: &str| {
+            assert!(
+                !text.lines().any(|l| l.starts_with(start)),
+                "{start} in\n{text}"
+            )
+        };
+        no(r#"pocket_requests_total{listener="metrics_test_tcp""#);
+        no(r#"pocket_tcp_connections_total{listener="metrics_test_web""#);
+        no(r#"pocket_server_requests_total{pool="metrics_test_db""#);
+        let counted = crate::observe::metrics::listener_tcp_counts("metrics_test_tcp");
+        assert_eq!(
+            counted,
+            TcpCounts {
+                connections: 5,
+                rejected: 1,
+                failed: 2,
+                broken: 1
+            }
+        );
+        assert_eq!(
+            policy.pools[1].servers[0].state.metrics.tcp().connections,
+            2
         );
 
         let addr: SocketAddr = "127.0.0.1:61002".parse().unwrap();
