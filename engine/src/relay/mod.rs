@@ -12,6 +12,7 @@
 //! the end of a drain's grace period) closes both sockets; its record,
 //! kept current through `progress`, then says `KD`.
 
+mod buffers;
 mod half;
 
 use std::future::Future;
