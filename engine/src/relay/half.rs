@@ -70,11 +70,15 @@ impl Half {
 
     /// Moves what it can from `src` to `dst`. Ready(Ok): this direction
     /// is over (EOF passed on). Pending: waits for either side.
+    /// `close_passes_eof`: `dst` is a plain socket closed as soon as this
+    /// direction is over (the other one is), so its close(2) passes the
+    /// EOF on and no shutdown(2) is needed.
     pub(super) fn poll<R, W>(
         &mut self,
         cx: &mut Context<'_>,
         src: &mut R,
         dst: &mut W,
+        close_passes_eof: bool,
     ) -> Poll<Result<(), Fault>>
     where
         R: AsyncRead + Unpin,
@@ -113,6 +117,10 @@ impl Half {
             }
             if self.eof {
                 self.release();
+                if close_passes_eof {
+                    self.done = true;
+                    return Poll::Ready(Ok(()));
+                }
                 return self.finish(cx, dst);
             }
             let buf = self.buf.get_or_insert_with(buffers::take);
@@ -153,6 +161,11 @@ impl Half {
                 }
             }
         }
+    }
+
+    /// This direction is over: its EOF has been passed on.
+    pub(super) fn done(&self) -> bool {
+        self.done
     }
 
     /// Gives the (empty) buffer back to the worker.

@@ -58,6 +58,19 @@ impl End {
     }
 }
 
+/// Which sides are plain TCP sockets that the caller closes as soon as
+/// [`both_ways`] returns. When the last way to end is towards such a
+/// side, its EOF is passed on by that close (the same FIN) rather than by
+/// a shutdown(2) first: one syscall less per connection, as HAProxy does.
+/// Safe because that side has already sent its own EOF, so nothing can
+/// be left unread in its socket (which would turn the close into a
+/// reset). A TLS side needs its close_notify, so it is never plain.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plain {
+    pub client: bool,
+    pub server: bool,
+}
+
 /// Bytes copied so far: `up` client to server, `down` server to client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Moved {
@@ -68,7 +81,8 @@ pub struct Moved {
 /// Copies bytes both ways between `client` (whose `client_early` bytes,
 /// read before the copy began, go to the server first) and `server`
 /// (likewise `server_early`), until both have closed, either breaks, or
-/// nothing moves for `idle`. `progress` is told the bytes moved after
+/// nothing moves for `idle`. The sides `plain` names are to be closed by
+/// the caller right after. `progress` is told the bytes moved after
 /// each wake-up in which any moved, so a record kept by a caller that is
 /// dropped meanwhile is current.
 pub async fn both_ways<C, S>(
@@ -77,6 +91,7 @@ pub async fn both_ways<C, S>(
     client_early: Bytes,
     server_early: Bytes,
     idle: Duration,
+    plain: Plain,
     mut progress: impl FnMut(Moved),
 ) -> (End, Moved)
 where
@@ -88,8 +103,8 @@ where
     let mut timer = Box::pin(tokio::time::sleep(idle));
     let mut told = Moved::default();
     let end = std::future::poll_fn(|cx| {
-        let u = up.poll(cx, client, server);
-        let d = down.poll(cx, server, client);
+        let u = up.poll(cx, client, server, plain.server && down.done());
+        let d = down.poll(cx, server, client, plain.client && up.done());
         let moved = Moved {
             up: up.bytes,
             down: down.bytes,
@@ -159,6 +174,7 @@ mod tests {
                     Bytes::from_static(b">"),
                     Bytes::new(),
                     Duration::from_secs(60),
+                    Plain::default(),
                     |_| {},
                 )
                 .await
@@ -194,6 +210,7 @@ mod tests {
                     Bytes::new(),
                     Bytes::new(),
                     Duration::from_millis(200),
+                    Plain::default(),
                     |_| {},
                 )
                 .await
