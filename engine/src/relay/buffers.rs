@@ -24,16 +24,26 @@ thread_local! {
     static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Buffers taken and not given back on this thread (tests only).
+    pub(super) static OUT: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
+}
+
 /// A buffer of [`BUF`] bytes: a free one of this thread's, else a new one
 /// (zeroed once, when it is first made; a reused one holds old bytes,
 /// which are only ever read after being overwritten).
 pub(super) fn take() -> Box<[u8]> {
+    #[cfg(test)]
+    OUT.with(|n| n.set(n.get() + 1));
     FREE.with(|free| free.borrow_mut().pop())
         .unwrap_or_else(|| vec![0; BUF].into_boxed_slice())
 }
 
 /// Gives `buf` back for the next connection of this thread.
 pub(super) fn give(buf: Box<[u8]>) {
+    #[cfg(test)]
+    OUT.with(|n| n.set(n.get() - 1));
     // During thread teardown the pool may be gone: then it is just freed.
     let _ = FREE.try_with(|free| {
         let mut free = free.borrow_mut();
@@ -41,4 +51,20 @@ pub(super) fn give(buf: Box<[u8]>) {
             free.push(buf);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_given_back_is_the_next_one_taken() {
+        let buf = take();
+        assert_eq!(buf.len(), BUF);
+        let at = buf.as_ptr();
+        give(buf);
+        let again = take();
+        assert_eq!(again.as_ptr(), at, "reused, not allocated anew");
+        give(again);
+    }
 }

@@ -199,6 +199,39 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_waiting_for_bytes_holds_no_buffer() {
+        runtime().block_on(async {
+            let (mut client, mut client_side) = tokio::io::duplex(64);
+            let (mut server_side, mut server) = tokio::io::duplex(64);
+            let copy = tokio::spawn(async move {
+                both_ways(
+                    &mut client_side,
+                    &mut server_side,
+                    Bytes::new(),
+                    Bytes::new(),
+                    Duration::from_secs(60),
+                    Plain::default(),
+                    |_| {},
+                )
+                .await
+            });
+            client.write_all(b"ping").await.unwrap();
+            let mut got = [0u8; 4];
+            server.read_exact(&mut got).await.unwrap();
+            server.write_all(b"pong").await.unwrap();
+            client.read_exact(&mut got).await.unwrap();
+            // Both ways moved bytes and now wait (the copy runs on this
+            // thread): their buffers are back with the worker.
+            tokio::task::yield_now().await;
+            assert_eq!(buffers::OUT.with(|n| n.get()), 0);
+            drop((client, server));
+            let (end, _) = copy.await.unwrap();
+            assert_eq!(end, End::Closed);
+            assert_eq!(buffers::OUT.with(|n| n.get()), 0);
+        });
+    }
+
+    #[test]
     fn silence_ends_it_blaming_the_quiet_side() {
         runtime().block_on(async {
             let (mut client, mut client_side) = tokio::io::duplex(64);
