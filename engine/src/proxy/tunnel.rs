@@ -263,6 +263,9 @@ pub async fn run<C: AsyncRead + AsyncWrite + Unpin>(
         client_early,
         server_early,
         idle,
+        // Each side's end is passed on by a shutdown (a TLS side's with
+        // its close_notify).
+        crate::relay::Plain::default(),
         |moved| {
             if let Some(o) = &mut open {
                 // Kept current: a tunnel dropped with its worker logs them too.

@@ -5,6 +5,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+
+use super::buffers;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -26,11 +28,14 @@ impl Fault {
 }
 
 /// While the buffer is not empty nothing more is read, so a side that
-/// stops reading pauses the other (backpressure).
+/// stops reading pauses the other (backpressure). The buffer is the
+/// worker's (super::buffers), held only while a read is under way or
+/// bytes wait in it.
 pub(super) struct Half {
     /// Bytes read ahead before the copy began, written first.
     early: Bytes,
-    buf: Box<[u8]>,
+    /// Holds `buf[start..end]` not yet written; None while empty.
+    buf: Option<Box<[u8]>>,
     start: usize,
     end: usize,
     /// The source has closed its side (EOF).
@@ -51,7 +56,7 @@ impl Half {
     pub(super) fn new(early: Bytes) -> Half {
         Half {
             early,
-            buf: vec![0; super::BUF].into_boxed_slice(),
+            buf: None,
             start: 0,
             end: 0,
             eof: false,
@@ -65,11 +70,15 @@ impl Half {
 
     /// Moves what it can from `src` to `dst`. Ready(Ok): this direction
     /// is over (EOF passed on). Pending: waits for either side.
+    /// `close_passes_eof`: `dst` is a plain socket closed as soon as this
+    /// direction is over (the other one is), so its close(2) passes the
+    /// EOF on and no shutdown(2) is needed.
     pub(super) fn poll<R, W>(
         &mut self,
         cx: &mut Context<'_>,
         src: &mut R,
         dst: &mut W,
+        close_passes_eof: bool,
     ) -> Poll<Result<(), Fault>>
     where
         R: AsyncRead + Unpin,
@@ -81,10 +90,9 @@ impl Half {
         loop {
             // Write out what is held: the early bytes, then the buffer.
             while !self.early.is_empty() || self.start < self.end {
-                let chunk = if self.early.is_empty() {
-                    &self.buf[self.start..self.end]
-                } else {
-                    &self.early[..]
+                let chunk = match &self.buf {
+                    Some(buf) if self.early.is_empty() => &buf[self.start..self.end],
+                    _ => &self.early[..],
                 };
                 match Pin::new(&mut *dst).poll_write(cx, chunk) {
                     Poll::Pending => {
@@ -108,11 +116,20 @@ impl Half {
                 }
             }
             if self.eof {
+                self.release();
+                if close_passes_eof {
+                    self.done = true;
+                    return Poll::Ready(Ok(()));
+                }
                 return self.finish(cx, dst);
             }
-            let mut rb = ReadBuf::new(&mut self.buf);
+            let buf = self.buf.get_or_insert_with(buffers::take);
+            let mut rb = ReadBuf::new(buf);
             match Pin::new(&mut *src).poll_read(cx, &mut rb) {
                 Poll::Pending => {
+                    // Nothing waits in it: back to the worker until the
+                    // source has bytes again.
+                    self.release();
                     if self.unflushed {
                         // A TLS stream holds what it was given until
                         // flushed; plain TCP has nothing to flush.
@@ -146,6 +163,18 @@ impl Half {
         }
     }
 
+    /// This direction is over: its EOF has been passed on.
+    pub(super) fn done(&self) -> bool {
+        self.done
+    }
+
+    /// Gives the (empty) buffer back to the worker.
+    fn release(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            buffers::give(buf);
+        }
+    }
+
     /// The source closed and all it sent is written: flush, then shut the
     /// destination's write (it reads EOF; its own way may go on).
     fn finish<W: AsyncWrite + Unpin>(
@@ -161,5 +190,13 @@ impl Half {
                 Poll::Ready(Ok(()))
             }
         }
+    }
+}
+
+impl Drop for Half {
+    /// A copy that ends (or is dropped) with bytes unwritten: the buffer
+    /// still goes back; its contents are never read again.
+    fn drop(&mut self) {
+        self.release();
     }
 }

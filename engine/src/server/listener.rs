@@ -42,6 +42,11 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
         socket.set_only_v6(false)?;
     }
     socket.set_nonblocking(true)?;
+    // Accepted connections inherit TCP_NODELAY from the listening socket
+    // (Linux copies it into each one): one setsockopt here instead of one
+    // per connection. Replies go out as written; Nagle would hold a
+    // small one back for up to an ACK's delay.
+    socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
     Ok(socket.into())

@@ -398,7 +398,7 @@ async fn accept_loop(
         // to the kernel; everything from here on (on_connect, req.peer_ip,
         // X-Forwarded-For, source hashing) sees it as the `a.b.c.d` it is.
         let peer = canonical_addr(peer);
-        let _ = stream.set_nodelay(true);
+        // TCP_NODELAY: inherited from the listening socket (listener.rs).
         if worker.drain.is_draining() {
             return;
         }

@@ -7,7 +7,6 @@
 //! in `mode tcp`).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::net::TcpStream;
 
@@ -218,16 +217,16 @@ async fn dial(
         Ok(Err(e)) => return Err(ConnectError::Refused(e)),
         Err(_) => return Err(ConnectError::Timeout(timeout)),
     };
+    // Two setsockopt per server connection, as HAProxy's `mode tcp`.
     let _ = stream.set_nodelay(true);
     let sock = socket2::SockRef::from(&stream);
     // A pulled cable sends no RST: data unacknowledged for `idle`, and
     // the kernel gives up on the connection (the copy sees an error: SD).
+    // No TCP keepalive (HAProxy's `option srvtcpka` is off by default):
+    // a connection on which nothing moves ends at `timeouts.idle` anyway,
+    // which is also when a keepalive probe left unanswered would give up
+    // under this user timeout.
     let _ = sock.set_tcp_user_timeout(Some(pool.timeouts.idle));
-    let _ = sock.set_tcp_keepalive(
-        &socket2::TcpKeepalive::new()
-            .with_time(Duration::from_secs(30))
-            .with_interval(Duration::from_secs(10)),
-    );
     match tokio::time::timeout_at(deadline, proxy_header::send(&mut stream, proxy)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(ConnectError::Refused(e)),

@@ -140,6 +140,10 @@ pub async fn serve(
     };
     open.ex.connect_ms = open.reached();
     let idle = script.policy.pools[connected.pool].timeouts.idle;
+    let plain = crate::relay::Plain {
+        client: true,
+        server: script.policy.pools[connected.pool].tls.is_none(),
+    };
     // The connection no longer needs the script: an old generation's VM
     // is not kept alive by a connection that lasts hours.
     drop(view);
@@ -157,12 +161,16 @@ pub async fn serve(
         Bytes::new(),
         Bytes::new(),
         idle,
+        plain,
         |moved| {
             open.ex.bytes_in = moved.up;
             open.ex.bytes_out = moved.down;
         },
     )
     .await;
+    // Closed now: for a plain side this close is what passes its EOF on.
+    drop(stream);
+    drop(server_stream);
     let termination = end.termination();
     let server = open.ex.server.clone().unwrap_or_default();
     match end {
