@@ -1124,3 +1124,50 @@ fn an_http_request_aimed_at_a_tcp_listener_says_how_to_explain_a_connection() {
         "{err}"
     );
 }
+
+#[test]
+fn the_connection_examples_in_tcp_md_are_what_pocket_explain_prints() {
+    let page = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/tcp.md"),
+    )
+    .unwrap();
+    let start = page.find("## Why did it go there?").unwrap();
+    let end = start + page[start..].find("\n## ").unwrap_or(page.len() - start);
+    let section = &page[start..end];
+    let lua_start = section.find("```lua\n").unwrap() + "```lua\n".len();
+    let lua_len = section[lua_start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(
+        dir.path(),
+        "sites.lua",
+        &section[lua_start..lua_start + lua_len],
+    );
+    let mut examples = 0;
+    for block in section.split("```text\n").skip(1) {
+        let block = &block[..block.find("```").unwrap()];
+        // One block may hold several commands, each with its output.
+        let block = format!("\n{block}");
+        for run in block.split("\n$ ").skip(1) {
+            let Some(command) = run.lines().next().and_then(|l| l.strip_prefix("pocket ")) else {
+                continue;
+            };
+            let expected: String = run
+                .lines()
+                .skip(1)
+                .filter(|l| !l.is_empty())
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let out = std::process::Command::new(pocket_bin())
+                .args(shell_words(command))
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            let got = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(0), "{command}");
+            assert_eq!(without_times(&got), without_times(&expected), "{command}");
+            examples += 1;
+        }
+    }
+    // The two explained connections and the `pocket test` run.
+    assert_eq!(examples, 3);
+}
