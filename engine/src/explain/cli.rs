@@ -232,7 +232,7 @@ pub fn run(args: &Args) -> Result<String, Failure> {
                 .nth(1)
                 .and_then(|t| t.split_once("://"))
                 .map(|(_, rest)| rest.split(['/', ':', '?']).next().unwrap_or(""))
-                .filter(|h| !h.is_empty())
+                .filter(|h| !h.is_empty() && crate::config::names_client_hello(&policy.source))
                 .map(|h| format!(" --sni {h}"))
                 .unwrap_or_default();
             return Err(Failure::Input(format!(
