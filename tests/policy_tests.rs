@@ -230,6 +230,7 @@ fn connection_cases_run_on_connect_and_say_what_the_connection_got() {
     { name = "b down", conn = { sni = "b.example" }, health = { ["127.0.0.1:9444"] = "down" }, rejected = true },
     { name = "bad", conn = { listener = "web", snii = "a" }, status = 200 },
     { name = "request on tcp", req = { listener = "tls" }, pool = "site_a" },
+    { name = "no listener named", req = { path = "/" }, pool = "web" },
   },
 }"#,
     );
@@ -240,8 +241,9 @@ fn connection_cases_run_on_connect_and_say_what_the_connection_got() {
         "policy.lua:21: test 5 (b down): expected the connection rejected, got pool \"site_b\" with no server up (the connection is closed)",
         "policy.lua:22: test 6 (bad): status is for a request case; a connection case (conn) expects pool, server or rejected; unknown key \"snii\" in conn (known: listener, sni, alpn, peer_ip, peer_port); conn.listener \"web\" is an http listener",
         "policy.lua:23: test 7 (request on tcp): listener \"tls\" is a tcp listener: it reads no HTTP request; on_connect decides there: test a connection with conn = { listener = \"tls\", sni = ... }",
+        "policy.lua:24: test 8 (no listener named): the policy's first listener \"tls\" is a tcp listener: name this request's http listener (req = { listener = \"...\" }), or test a connection with conn = { listener = \"tls\", ... }",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
-    assert!(out.contains("3 passed, 4 failed"), "{out}");
+    assert!(out.contains("3 passed, 5 failed"), "{out}");
 }

@@ -290,6 +290,20 @@ fn run_case(script: &WorkerScript, case: &Table, n: usize) -> Result<(), String>
             return Err(wrong.join("; "));
         }
     };
+    // `listener = ""` takes the first listener's pool: not a tcp one's.
+    if view.listener.is_empty() {
+        if let Some(first) = script
+            .policy
+            .listeners
+            .first()
+            .filter(|l| l.mode == crate::config::Mode::Tcp)
+        {
+            return Err(format!(
+                "the policy's first listener \"{}\" is a tcp listener: name this request's http listener (req = {{ listener = \"...\" }}), or test a connection with conn = {{ listener = \"{}\", ... }}",
+                first.name, first.name
+            ));
+        }
+    }
     if let Some(l) = script
         .policy
         .listener(&view.listener)
