@@ -47,12 +47,14 @@
 ---@class pocket.TestCase
 ---@field name? string Shown in failures; also finds the case's line.
 ---@field req? pocket.TestRequest Default: GET / on example.com from 127.0.0.1.
+---@field conn? pocket.TestConn A connection on a tcp listener instead of a request: on_connect runs (docs/testing-policies.md).
 ---@field health? table<string, "up"|"down"|"drain"|"maint"|"ready"> Server states ("ip:port" as in the pool) for this case.
 ---@field pool? string The pool that would serve it (after bypass and fallback).
 ---@field server? string The "ip:port" that would get it.
 ---@field status? integer The answer's status (200 when a server is picked, 503 when none is up).
 ---@field header? table<string, string|boolean> A value, true (present) or false (absent): the answer's headers, or the request's as on_request left them.
 ---@field body? string The answer's body contains this text.
+---@field rejected? boolean|string A connection case: on_connect rejected it (true), did not (false), or with a reason containing this text.
 
 ---@class pocket.TestRequest
 ---@field method? string Default "GET".
@@ -62,6 +64,14 @@
 ---@field headers? table<string, string>
 ---@field peer_ip? string Default "127.0.0.1".
 ---@field listener? string Default "": the first listener's pool.
+
+---A `pocket test` connection case's connection, as on_connect reads it.
+---@class pocket.TestConn
+---@field listener? string A tcp listener; default: the policy's first tcp listener.
+---@field sni? string The TLS ClientHello's server name; without sni and alpn, no ClientHello (conn.sni nil).
+---@field alpn? string[] The ClientHello's ALPN protocols, { "h2", "http/1.1" }.
+---@field peer_ip? string Default "127.0.0.1".
+---@field peer_port? integer Default 40000.
 
 ---@class pocket.Listener
 ---@field bind string "ip:port", "[v6]:port", "localhost:port", "*:port" or ":port".

@@ -279,11 +279,11 @@ fn policy_keys() -> Names {
         }
     }
     assert_eq!(levels, 9, "every level's keys, from:\n{out}{err}");
-    // A `pocket test` case and its request, as `pocket test` lists them.
+    // A `pocket test` case, its request and its connection, as `pocket test` lists them.
     let cases = r#"return {
   listeners = { { bind = "127.0.0.1:1", pool = "app" } },
   pools = { app = { servers = { "127.0.0.1:2" } } },
-  tests = { { zzz = 1 }, { req = { zzz = 1 } } },
+  tests = { { zzz = 1 }, { req = { zzz = 1 } }, { conn = { zzz = 1 } } },
 }
 "#;
     let path = write_policy(dir.path(), "cases.lua", cases);
@@ -291,13 +291,16 @@ fn policy_keys() -> Names {
     for (what, class) in [
         ("the case", "pocket.TestCase"),
         ("req", "pocket.TestRequest"),
+        ("conn", "pocket.TestConn"),
     ] {
         let marker = format!("unknown key \"zzz\" in {what} (known: ");
         let known = out
             .lines()
             .find_map(|l| l.split_once(marker.as_str()).map(|(_, k)| k))
             .unwrap_or_else(|| panic!("no {marker:?} in:\n{out}{err}"));
-        for key in known.trim_end_matches(')').split(", ") {
+        // The list ends at its `)`; other errors of the case may follow.
+        let known = known.split(')').next().unwrap_or(known);
+        for key in known.split(", ") {
             names.insert((class.to_string(), key.to_string()));
         }
     }

@@ -996,3 +996,178 @@ fn a_server_that_was_usable_is_not_listed_as_skipped() {
     );
     assert!(!compact.contains("passed"), "{compact}");
 }
+
+// A connection on a tcp listener: on_connect decides, not on_request.
+
+const SNI: &str = r#"
+return {
+  listeners = {
+    { name = "tls", bind = "127.0.0.1:8443", mode = "tcp" },
+    { name = "web", bind = "127.0.0.1:8080", pool = "web" },
+  },
+  pools = {
+    site_a = { mode = "tcp", servers = { "127.0.0.1:9443", "127.0.0.1:9445" } },
+    site_b = { mode = "tcp", servers = { "127.0.0.1:9444" }, balance = "hash", hash_key = "source" },
+    web = { servers = { "127.0.0.1:9001" } },
+  },
+  on_connect = function(conn)
+    if conn.listener ~= "tls" then return nil end
+    if conn.sni == "a.example" then return "site_a" end
+    if conn.sni == "b.example" then return "site_b" end
+    return pocket.reject("unknown name " .. tostring(conn.sni))
+  end,
+}
+"#;
+
+#[test]
+fn a_connection_on_a_tcp_listener_is_explained_by_its_sni() {
+    let (_d, path) = policy(SNI);
+    let (code, out, err) = explain(&path, &["tcp://tls", "--sni", "A.Example", "--alpn", "h2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("connection: from 127.0.0.1:40000 to 127.0.0.1:8443 on tcp listener \"tls\", TLS ClientHello with sni \"a.example\", alpn h2\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("hook on_connect: returned pool \"site_a\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("pool \"site_a\" (on_connect chose it), balance round_robin"),
+        "{out}"
+    );
+    assert!(out.contains("chosen: 127.0.0.1:9443"), "{out}");
+    assert!(
+        out.contains("a live connection waits up to timeouts.client_hello (5s)"),
+        "{out}"
+    );
+    assert!(!out.contains("503") && !out.contains("on_request"), "{out}");
+
+    // Hashed on the client's address; its only server down: closed (SC).
+    let (code, out, _) = explain(
+        &path,
+        &[
+            "tcp://tls",
+            "--sni",
+            "b.example",
+            "--peer",
+            "10.0.0.7:5555",
+            "--down",
+            "127.0.0.1:9444",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("from 10.0.0.7:5555"), "{out}");
+    assert!(
+        out.contains("hash key: the client's address (source) = 10.0.0.7"),
+        "{out}"
+    );
+    assert!(
+        server_line(&out, "127.0.0.1:9444").ends_with("skipped: down"),
+        "{out}"
+    );
+    assert!(
+        out.contains("closed by Pocket: no server of pool \"site_b\" can take the connection: it is closed (access log SC)"),
+        "{out}"
+    );
+
+    // No ClientHello: conn.sni is nil, and the script rejects.
+    let (code, out, _) = explain(&path, &["tcp://tls"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("no TLS ClientHello"), "{out}");
+    assert!(
+        out.contains("closed by the script: pocket.reject(\"unknown name nil\"): the connection is closed, no server connection is opened (access log PR)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("compact: on_connect=pocket.reject(unknown_name_nil)("),
+        "{out}"
+    );
+    assert!(out.contains("closed=script"), "{out}");
+}
+
+#[test]
+fn an_http_request_aimed_at_a_tcp_listener_says_how_to_explain_a_connection() {
+    let (_d, path) = policy(SNI);
+    let p = path.to_str().unwrap();
+    let (code, out, err) = explain(&path, &["GET https://a.example/", "--listener", "tls"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        err.contains(&format!("listener \"tls\" is a tcp listener (mode = \"tcp\"): it reads no HTTP request; on_connect decides where its connections go (see docs/tcp.md). Explain a connection instead: pocket explain {p} tcp://tls --sni a.example")),
+        "{err}"
+    );
+    // Without --listener: the first http listener, and a note on the tcp one.
+    let (code, out, _) = explain(&path, &["GET https://a.example/"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("on listener \"web\""), "{out}");
+    assert!(
+        out.contains("note: listener \"tls\", the policy's first, is a tcp listener"),
+        "{out}"
+    );
+    // Connection flags with a request, a connection on an http listener.
+    let (code, _, err) = explain(&path, &["GET http://a.example/", "--sni", "a.example"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--sni and --alpn describe a connection on a tcp listener"),
+        "{err}"
+    );
+    let (code, _, err) = explain(&path, &["tcp://web"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("listener \"web\" is an http listener"),
+        "{err}"
+    );
+    let (code, _, err) = explain(&path, &["tcp://nope"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("tcp://nope: \"nope\" is not a listener of the policy (listeners: tls, web)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_connection_examples_in_tcp_md_are_what_pocket_explain_prints() {
+    let page = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/tcp.md"),
+    )
+    .unwrap();
+    let start = page.find("## Why did it go there?").unwrap();
+    let end = start + page[start..].find("\n## ").unwrap_or(page.len() - start);
+    let section = &page[start..end];
+    let lua_start = section.find("```lua\n").unwrap() + "```lua\n".len();
+    let lua_len = section[lua_start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_policy(
+        dir.path(),
+        "sites.lua",
+        &section[lua_start..lua_start + lua_len],
+    );
+    let mut examples = 0;
+    for block in section.split("```text\n").skip(1) {
+        let block = &block[..block.find("```").unwrap()];
+        // One block may hold several commands, each with its output.
+        let block = format!("\n{block}");
+        for run in block.split("\n$ ").skip(1) {
+            let Some(command) = run.lines().next().and_then(|l| l.strip_prefix("pocket ")) else {
+                continue;
+            };
+            let expected: String = run
+                .lines()
+                .skip(1)
+                .filter(|l| !l.is_empty())
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let out = std::process::Command::new(pocket_bin())
+                .args(shell_words(command))
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            let got = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(out.status.code(), Some(0), "{command}");
+            assert_eq!(without_times(&got), without_times(&expected), "{command}");
+            examples += 1;
+        }
+    }
+    // The two explained connections and the `pocket test` run.
+    assert_eq!(examples, 3);
+}

@@ -203,3 +203,47 @@ fn a_wrong_case_is_reported_whole_at_its_own_line() {
     );
     assert!(out.contains("1 passed, 3 failed"), "{out}");
 }
+
+#[test]
+fn connection_cases_run_on_connect_and_say_what_the_connection_got() {
+    let (_d, path) = write(
+        r#"return {
+  listeners = {
+    { name = "tls", bind = "127.0.0.1:8443", mode = "tcp" },
+    { name = "web", bind = "127.0.0.1:8080", pool = "web" },
+  },
+  pools = {
+    site_a = { mode = "tcp", servers = { "127.0.0.1:9443" } },
+    site_b = { mode = "tcp", servers = { "127.0.0.1:9444" } },
+    web = { servers = { "127.0.0.1:9001" } },
+  },
+  on_connect = function(conn)
+    if conn.sni == "a.example" then return "site_a" end
+    if conn.sni == "b.example" then return "site_b" end
+    return pocket.reject("unknown name " .. tostring(conn.sni))
+  end,
+  tests = {
+    { name = "a by name", conn = { listener = "tls", sni = "a.example" }, pool = "site_a" },
+    { name = "b by name", conn = { sni = "B.Example" }, server = "127.0.0.1:9444" },
+    { name = "unknown name", conn = { listener = "tls", sni = "x.example" }, rejected = "unknown name" },
+    { name = "wrong", conn = { listener = "tls", sni = "a.example" }, pool = "site_b" },
+    { name = "b down", conn = { sni = "b.example" }, health = { ["127.0.0.1:9444"] = "down" }, rejected = true },
+    { name = "bad", conn = { listener = "web", snii = "a" }, status = 200 },
+    { name = "request on tcp", req = { listener = "tls" }, pool = "site_a" },
+    { name = "no listener named", req = { path = "/" }, pool = "web" },
+  },
+}"#,
+    );
+    let (code, out, _) = pocket_cmd(&["test", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    for expected in [
+        "policy.lua:20: test 4 (wrong): expected pool \"site_b\", got pool \"site_a\" server 127.0.0.1:9443",
+        "policy.lua:21: test 5 (b down): expected the connection rejected, got pool \"site_b\" with no server up (the connection is closed)",
+        "policy.lua:22: test 6 (bad): status is for a request case; a connection case (conn) expects pool, server or rejected; unknown key \"snii\" in conn (known: listener, sni, alpn, peer_ip, peer_port); conn.listener \"web\" is an http listener",
+        "policy.lua:23: test 7 (request on tcp): listener \"tls\" is a tcp listener: it reads no HTTP request; on_connect decides there: test a connection with conn = { listener = \"tls\", sni = ... }",
+        "policy.lua:24: test 8 (no listener named): the policy's first listener \"tls\" is a tcp listener: name this request's http listener (req = { listener = \"...\" }), or test a connection with conn = { listener = \"tls\", ... }",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(out.contains("3 passed, 5 failed"), "{out}");
+}

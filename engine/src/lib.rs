@@ -20,6 +20,7 @@ pub mod lb;
 pub mod observe;
 pub mod origin;
 pub mod policy_tests;
+mod policy_tests_conn;
 pub mod proxy;
 pub mod relay;
 pub mod reload;

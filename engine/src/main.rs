@@ -89,9 +89,9 @@ enum Command {
     /// hash key, every server and why it was skipped. Exit 2 on a
     /// malformed request, 1 when the policy does not load.
     #[command(
-        override_usage = "pocket explain POLICY \"GET http://host/path\" [-H \"Name: value\"]... [--peer IP] [--down SERVER]..."
+        override_usage = "pocket explain POLICY \"GET http://host/path\" [-H \"Name: value\"]... [--peer IP] [--down SERVER]...\n       pocket explain POLICY tcp://LISTENER [--sni NAME] [--alpn P1,P2] [--peer IP[:PORT]] [--down SERVER]..."
     )]
-    Explain(pocket::explain::cli::Args),
+    Explain(Box<pocket::explain::cli::Args>),
     /// Two built-in origins (A on 9001, B on 9002) behind Pocket on 8080,
     /// serving pocket-demo/demo.lua (written on first run).
     #[command(override_usage = "pocket demo [OPTIONS]")]

@@ -9,6 +9,9 @@
 //!   { req = { host = "x", headers = { cookie = "sid=1" } },
 //!     health = { ["127.0.0.1:9001"] = "down" }, server = "127.0.0.1:9002" },
 //!   { req = { path = "/old" }, status = 301, header = { location = "/new" } },
+//!   -- a connection on a tcp listener: on_connect decides
+//!   { conn = { listener = "tls", sni = "a.example" }, pool = "site_a" },
+//!   { conn = { listener = "tls", sni = "x.example" }, rejected = true },
 //! }
 //! ```
 
@@ -27,8 +30,10 @@ use crate::script::api::request::RequestView;
 use crate::script::{Limits, WorkerScript};
 
 const CASE_KEYS: &[&str] = &[
-    "name", "req", "health", "pool", "server", "status", "header", "body",
+    "name", "req", "conn", "health", "pool", "server", "status", "header", "body", "rejected",
 ];
+/// A connection case's `conn`: the fields `on_connect` reads.
+pub(crate) const CONN_KEYS: &[&str] = &["listener", "sni", "alpn", "peer_ip", "peer_port"];
 const REQ_KEYS: &[&str] = &[
     "method", "path", "query", "host", "headers", "peer_ip", "listener",
 ];
@@ -95,9 +100,12 @@ pub fn run(path: &Path) -> Result<Outcome, String> {
         };
         let req: Option<Table> = case.get("req").ok();
         let req_path: Option<String> = req.as_ref().and_then(|r| r.get("path").ok());
+        let conn: Option<Table> = case.get("conn").ok();
+        let conn_sni: Option<String> = conn.as_ref().and_then(|c| c.get("sni").ok());
         let needles: Vec<String> = [
             name.clone().map(|s| format!("\"{s}\"")),
             req_path.map(|p| format!("\"{p}\"")),
+            conn_sni.map(|p| format!("\"{p}\"")),
         ]
         .into_iter()
         .flatten()
@@ -121,7 +129,7 @@ pub fn run(path: &Path) -> Result<Outcome, String> {
     Ok(out)
 }
 
-fn unknown_keys(t: &Table, known: &[&str], what: &str) -> Result<(), String> {
+pub(crate) fn unknown_keys(t: &Table, known: &[&str], what: &str) -> Result<(), String> {
     for (k, _) in t.pairs::<Value, Value>().flatten() {
         if let Value::String(s) = k {
             let k = s.to_string_lossy();
@@ -239,6 +247,14 @@ fn run_case(script: &WorkerScript, case: &Table, n: usize) -> Result<(), String>
     if let Err(e) = unknown_keys(case, CASE_KEYS, "the case") {
         wrong.push(e);
     }
+    if !matches!(case.get::<Value>("conn"), Ok(Value::Nil)) {
+        return crate::policy_tests_conn::run_case(script, case, n, wrong);
+    }
+    if !matches!(case.get::<Value>("rejected"), Ok(Value::Nil)) {
+        wrong.push(
+            "rejected is for a connection case (conn = { listener = ..., sni = ... }); a request gets a status".into(),
+        );
+    }
     let req: Table = match case.get::<Value>("req") {
         Ok(Value::Table(t)) => t,
         Ok(Value::Nil) => script.vm.lua.create_table().map_err(|e| e.to_string())?,
@@ -274,6 +290,30 @@ fn run_case(script: &WorkerScript, case: &Table, n: usize) -> Result<(), String>
             return Err(wrong.join("; "));
         }
     };
+    // `listener = ""` takes the first listener's pool: not a tcp one's.
+    if view.listener.is_empty() {
+        if let Some(first) = script
+            .policy
+            .listeners
+            .first()
+            .filter(|l| l.mode == crate::config::Mode::Tcp)
+        {
+            return Err(format!(
+                "the policy's first listener \"{}\" is a tcp listener: name this request's http listener (req = {{ listener = \"...\" }}), or test a connection with conn = {{ listener = \"{}\", ... }}",
+                first.name, first.name
+            ));
+        }
+    }
+    if let Some(l) = script
+        .policy
+        .listener(&view.listener)
+        .filter(|l| l.mode == crate::config::Mode::Tcp)
+    {
+        return Err(format!(
+            "listener \"{}\" is a tcp listener: it reads no HTTP request; on_connect decides there: test a connection with conn = {{ listener = \"{}\", sni = ... }}",
+            l.name, l.name
+        ));
+    }
     // A case on a TLS listener: the request came over TLS, with the
     // case's host as its SNI (req.scheme "https", as when served).
     if script
@@ -299,7 +339,7 @@ fn run_case(script: &WorkerScript, case: &Table, n: usize) -> Result<(), String>
     result
 }
 
-fn set_health(
+pub(crate) fn set_health(
     script: &WorkerScript,
     case: &Table,
     touched: &mut Vec<Arc<crate::lb::ServerState>>,

@@ -11,6 +11,7 @@
 
 mod candidates;
 pub mod cli;
+pub mod connection;
 pub mod live;
 mod request;
 pub mod routes;
@@ -35,6 +36,11 @@ pub trait Tracer {
     /// The request was answered without a pool: a refusal by Pocket or a
     /// response made by the script.
     fn answered(&mut self, _status: u16, _by_script: bool, _why: &str) {}
+
+    /// A connection on a `tcp` listener was closed before any server
+    /// connection: by the script (`pocket.reject`) or by Pocket (no pool,
+    /// `on_connect` failed, no server can take it).
+    fn closed(&mut self, _by_script: bool, _why: &str) {}
 
     /// The pool that serves the request and why it was chosen
     /// (`on_request`, the listener's default, a bypass, a fallback).

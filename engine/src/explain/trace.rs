@@ -28,6 +28,11 @@ pub enum Step {
         by_script: bool,
         why: String,
     },
+    /// A connection closed with no server connection.
+    Closed {
+        by_script: bool,
+        why: String,
+    },
     Pool {
         name: String,
         algorithm: &'static str,
@@ -71,6 +76,13 @@ impl Tracer for Trace {
     fn answered(&mut self, status: u16, by_script: bool, why: &str) {
         self.steps.push(Step::Answered {
             status,
+            by_script,
+            why: why.into(),
+        });
+    }
+
+    fn closed(&mut self, by_script: bool, why: &str) {
+        self.steps.push(Step::Closed {
             by_script,
             why: why.into(),
         });
@@ -150,6 +162,10 @@ impl Trace {
                     let who = if *by_script { "script" } else { "pocket" };
                     let _ = write!(out, "answer={status}/{who}");
                 }
+                Step::Closed { by_script, .. } => {
+                    let who = if *by_script { "script" } else { "pocket" };
+                    let _ = write!(out, "closed={who}");
+                }
                 Step::Pool {
                     name, algorithm, ..
                 } => {
@@ -226,6 +242,13 @@ impl fmt::Display for Trace {
                         writeln!(f, "answered by the script: {status} {why}")?;
                     } else {
                         writeln!(f, "refused by Pocket: {status} {why}")?;
+                    }
+                }
+                Step::Closed { by_script, why } => {
+                    if *by_script {
+                        writeln!(f, "closed by the script: {why}")?;
+                    } else {
+                        writeln!(f, "closed by Pocket: {why}")?;
                     }
                 }
                 Step::Pool {

@@ -428,6 +428,43 @@ impl WorkerScript {
                     .map_err(|e| self.failed("on_connect", f, &e))?
             }
         };
+        self.connect_verdict(f, out)
+    }
+
+    /// `on_connect` for a connection on a `tcp` listener whose ClientHello
+    /// is given rather than read from a socket (`pocket explain
+    /// tcp://LISTENER --sni ...`, `pocket test`'s `conn` cases): a plain
+    /// call that never waits. `hello` None is a client that sent no TLS
+    /// ClientHello: `conn.sni` and `conn.alpn` are nil, as for plain text
+    /// on a live listener. The verdict is read as for a live connection
+    /// ([`WorkerScript::on_connect_tcp`]); `conn.hello` tells afterwards
+    /// whether the script read the ClientHello.
+    pub fn on_connect_given(
+        &self,
+        conn: &mut ConnView,
+        hello: Option<crate::tcp::client_hello::ClientHello>,
+    ) -> Result<ConnectVerdict, HookError> {
+        let Some(f) = &self.on_connect else {
+            return Ok(ConnectVerdict::Default);
+        };
+        let slot = std::rc::Rc::new(crate::script::api::conn::HelloSlot::default());
+        slot.set(hello);
+        conn.hello = Some(slot);
+        let _busy = self.busy(Doing::OnConnect, |w| w.on_connect, 0);
+        let out = self
+            .vm
+            .lua
+            .scope(|scope| {
+                let ud = scope.create_userdata_ref_mut(conn)?;
+                self.vm.call::<_, Value>(f, ud)
+            })
+            .map_err(|e| self.failed("on_connect", f, &e))?;
+        self.connect_verdict(f, out)
+    }
+
+    /// What `on_connect` (function `f`) returning `out` means for a
+    /// connection on a `tcp` listener.
+    fn connect_verdict(&self, f: &Function, out: Value) -> Result<ConnectVerdict, HookError> {
         match out {
             Value::Nil => Ok(ConnectVerdict::Default),
             Value::String(s) => self

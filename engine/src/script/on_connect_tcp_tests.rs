@@ -347,3 +347,40 @@ return {
         );
     });
 }
+
+/// `on_connect_given` (pocket explain tcp://, pocket test's conn cases):
+/// the ClientHello as given, no socket, the verdict read as live, and
+/// whether the script read it.
+#[test]
+fn a_given_client_hello_decides_without_a_socket() {
+    use crate::tcp::client_hello::ClientHello;
+    let script = script(POLICY);
+    let peer = "127.0.0.1:2".parse().unwrap();
+    let given = |listener: &str, sni: Option<&str>, alpn: Option<&[&str]>| {
+        let mut conn = ConnView::new(peer, peer, Arc::from(listener), false);
+        let hello = (sni.is_some() || alpn.is_some()).then(|| ClientHello {
+            sni: sni.map(str::to_string),
+            alpn: alpn.map(|a| a.iter().map(|p| p.as_bytes().to_vec()).collect()),
+        });
+        let verdict = script.on_connect_given(&mut conn, hello);
+        let read = conn.hello.as_ref().is_some_and(|s| s.was_read());
+        (verdict, read)
+    };
+    let site_a = script.policy.pool_by_name("site_a").unwrap();
+    let (v, read) = given("tls", Some("a.example"), Some(&["h2", "http/1.1"]));
+    assert_eq!(v.unwrap(), ConnectVerdict::Pool(site_a));
+    assert!(read);
+    let (v, _) = given("tls", None, None);
+    assert_eq!(v.unwrap(), ConnectVerdict::Default);
+    let (v, _) = given("tls", Some("c.example"), None);
+    assert_eq!(
+        v.unwrap(),
+        ConnectVerdict::Reject("unknown name c.example alpn none".into())
+    );
+    let (v, _) = given("tls", Some("web.example"), None);
+    assert!(v.unwrap_err().message.contains("an http pool"));
+    // The smtp listener returns before reading: nothing read.
+    let (v, read) = given("smtp", Some("a.example"), None);
+    assert_eq!(v.unwrap(), ConnectVerdict::Default);
+    assert!(!read);
+}

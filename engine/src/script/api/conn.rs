@@ -56,7 +56,7 @@ impl ConnView {
 /// reads `conn.sni` and the Rust side that peeks the socket
 /// (`WorkerScript::on_connect_tcp`).
 #[derive(Default)]
-pub struct HelloSlot(RefCell<HelloState>);
+pub struct HelloSlot(RefCell<HelloState>, std::cell::Cell<bool>);
 
 #[derive(Default)]
 enum HelloState {
@@ -80,8 +80,15 @@ impl HelloSlot {
         *self.0.borrow_mut() = HelloState::Known(hello.map(Rc::new));
     }
 
+    /// The script read `conn.sni` or `conn.alpn` (`pocket explain` says
+    /// whether a live connection would wait for the ClientHello).
+    pub fn was_read(&self) -> bool {
+        self.1.get()
+    }
+
     /// The ClientHello when known, asking for it otherwise.
     fn poll(&self) -> std::task::Poll<Option<Rc<ClientHello>>> {
+        self.1.set(true);
         let mut state = self.0.borrow_mut();
         match &*state {
             HelloState::Known(h) => std::task::Poll::Ready(h.clone()),
