@@ -284,10 +284,19 @@ fn pool_functions_read_sni_a_hash_pins_each_name_and_balance_switches() {
     // hash_key = conn.sni: each name keeps its server, connection after
     // connection.
     let hashed = pocket.addr("hashed");
-    for name in ["one.example", "two.example", "three.example", "four.example"] {
+    for name in [
+        "one.example",
+        "two.example",
+        "three.example",
+        "four.example",
+    ] {
         let first = reached(&s_client(hashed, Some(name)).1, name);
         for _ in 0..2 {
-            assert_eq!(reached(&s_client(hashed, Some(name)).1, name), first, "{name}");
+            assert_eq!(
+                reached(&s_client(hashed, Some(name)).1, name),
+                first,
+                "{name}"
+            );
         }
     }
     assert_eq!(a.accepted() + b.accepted(), 12);

@@ -147,7 +147,8 @@ fn a_first_read_off_the_hooks_coroutine_is_an_error_with_the_line() {
                 .unwrap_err();
             assert!(
                 e.message.contains(&format!("sni.lua:{line}:"))
-                    && e.message.contains("conn.sni must be read in the hook itself")
+                    && e.message
+                        .contains("conn.sni must be read in the hook itself")
                     && e.message.contains("read it into a local at the top"),
                 "{how}: {}",
                 e.message
@@ -164,7 +165,10 @@ fn pcall_works_and_a_known_name_is_read_anywhere() {
     run(async {
         let (_l, _c, s) = conn_for(3).await;
         let v = script.on_connect_tcp(&mut view(&s, "t"), &s).await;
-        assert_eq!(v.unwrap(), ConnectVerdict::Reject("pcall true a.example".into()));
+        assert_eq!(
+            v.unwrap(),
+            ConnectVerdict::Reject("pcall true a.example".into())
+        );
         let (_l, _c, s) = conn_for(4).await;
         match script.on_connect_tcp(&mut view(&s, "t"), &s).await.unwrap() {
             ConnectVerdict::Reject(r) => assert!(
@@ -184,7 +188,9 @@ fn pcall_works_and_a_known_name_is_read_anywhere() {
 
 #[test]
 fn a_conn_kept_past_its_call_says_so() {
-    let plain = NESTED.replace("conn.sni", "conn.listener").replace("conn.alpn", "conn.listener");
+    let plain = NESTED
+        .replace("conn.sni", "conn.listener")
+        .replace("conn.alpn", "conn.listener");
     for source in [NESTED, &plain] {
         let script = script(source);
         run(async {
@@ -198,7 +204,8 @@ fn a_conn_kept_past_its_call_says_so() {
                 .unwrap_err();
             assert!(
                 e.message.contains("sni.lua:29:")
-                    && e.message.contains("valid only during the call it was given to"),
+                    && e.message
+                        .contains("valid only during the call it was given to"),
                 "{}",
                 e.message
             );

@@ -247,7 +247,10 @@ impl WorkerScript {
             _ => None,
         };
         let on_connect = hook(&root, "on_connect");
-        let reads_hello = policy.listeners.iter().any(|l| l.mode == crate::config::Mode::Tcp)
+        let reads_hello = policy
+            .listeners
+            .iter()
+            .any(|l| l.mode == crate::config::Mode::Tcp)
             && (crate::config::names_client_hello(&policy.source)
                 || crate::script::stdlib::module_files(&vm.lua)
                     .iter()
@@ -452,7 +455,10 @@ impl WorkerScript {
             Some(guarded) => {
                 let pulse = self.watch.as_ref().map(|w| (&*w.pulse, w.on_connect, 0));
                 let run = (Doing::OnConnect, pulse);
-                match self.conn_waiting("on_connect", f, guarded, None, conn, stream, run).await? {
+                match self
+                    .conn_waiting("on_connect", f, guarded, None, conn, stream, run)
+                    .await?
+                {
                     Ok(out) => out,
                     Err(closed) => return Ok(closed),
                 }
@@ -801,14 +807,19 @@ impl WorkerScript {
         let (Some(Some(f)), Some(Some(guarded))) =
             (self.hash_keys.get(pool), self.waiting_hash_keys.get(pool))
         else {
-            return self.hash_key_of(pool, conn, (Doing::ConnHashKey, seq)).map(Ok);
+            return self
+                .hash_key_of(pool, conn, (Doing::ConnHashKey, seq))
+                .map(Ok);
         };
         let pulse = self.watch.as_ref().map(|w| {
             let at = w.hash_keys.get(pool).copied().unwrap_or(0);
             (&*w.pulse, at, seq)
         });
         let run = (Doing::ConnHashKey, pulse);
-        match self.conn_waiting("hash_key", f, guarded, None, conn, stream, run).await? {
+        match self
+            .conn_waiting("hash_key", f, guarded, None, conn, stream, run)
+            .await?
+        {
             Ok(out) => self.key_of(f, out).map(Ok),
             Err(closed) => Ok(Err(closed)),
         }
@@ -915,7 +926,10 @@ impl WorkerScript {
             (&*w.pulse, at, seq)
         });
         let run = (Doing::ConnBalance, pulse);
-        match self.conn_waiting("balance", f, guarded, Some(list), conn, stream, run).await? {
+        match self
+            .conn_waiting("balance", f, guarded, Some(list), conn, stream, run)
+            .await?
+        {
             Ok(out) => Ok(Ok(chosen(pool, &candidates, out))),
             Err(closed) => Ok(Err(closed)),
         }
@@ -1218,8 +1232,8 @@ pub(crate) fn returned(v: &Value) -> String {
 }
 
 #[cfg(test)]
-#[path = "on_connect_tcp_tests.rs"]
-mod on_connect_tcp_tests;
-#[cfg(test)]
 #[path = "conn_hello_tests.rs"]
 mod conn_hello_tests;
+#[cfg(test)]
+#[path = "on_connect_tcp_tests.rs"]
+mod on_connect_tcp_tests;
