@@ -70,6 +70,11 @@ enum HelloState {
 }
 
 impl HelloSlot {
+    /// The peek has answered (a ClientHello, or not TLS).
+    pub fn known(&self) -> bool {
+        matches!(*self.0.borrow(), HelloState::Known(_))
+    }
+
     /// The script is waiting for the ClientHello.
     pub fn wanted(&self) -> bool {
         matches!(*self.0.borrow(), HelloState::Wanted)
@@ -78,11 +83,6 @@ impl HelloSlot {
     /// What the peek found (None: not TLS); wakes the waiting read.
     pub fn set(&self, hello: Option<ClientHello>) {
         *self.0.borrow_mut() = HelloState::Known(hello.map(Rc::new));
-    }
-
-    /// The peek has answered (a ClientHello, or not TLS).
-    pub fn known(&self) -> bool {
-        matches!(*self.0.borrow(), HelloState::Known(_))
     }
 
     /// The ClientHello when known, asking for it otherwise.
