@@ -50,20 +50,34 @@ fn hash_key_and_balance_read_sni_without_on_connect() {
                 script.on_connect_tcp(&mut conn, &s).await.unwrap(),
                 ConnectVerdict::Default
             );
-            let key = script.hash_key_conn(hashed, &mut conn, &s, 1).await;
+            let key = script.hash_key_conn_waiting(hashed, &mut conn, &s, 1).await;
             assert_eq!(key.unwrap().unwrap().as_deref(), Some(name.as_bytes()));
             // The slot is shared: balance reads the name without a wait.
-            let chosen = script.choose_server_conn(balanced, &mut conn, &s, 1).await;
+            let chosen = script
+                .choose_server_conn_waiting(balanced, &mut conn, &s, 1)
+                .await;
             let want = if name == "b.example" { 1 } else { 0 };
             assert_eq!(chosen.unwrap().unwrap(), Some(want), "{name}");
             assert_eq!(conn.sni().as_deref(), Some(name));
         }
+        // A plain call (as `pocket explain` makes) cannot wait: Pocket's
+        // words, not mlua's "attempt to yield from outside a coroutine".
+        let (_c, s) = pair(&l).await;
+        let mut conn = view(&s, "hk");
+        script.on_connect_tcp(&mut conn, &s).await.unwrap();
+        let e = script.hash_key_conn(hashed, &mut conn, 1).unwrap_err();
+        assert!(
+            e.message
+                .contains("sni.lua:10: conn.sni must be read in the hook itself"),
+            "{}",
+            e.message
+        );
         // A client that is not speaking TLS: nil, at once.
         let (mut c, s) = pair(&l).await;
         c.write_all(b"EHLO me\r\n").await.unwrap();
         let mut conn = view(&s, "hk");
         script.on_connect_tcp(&mut conn, &s).await.unwrap();
-        let key = script.hash_key_conn(hashed, &mut conn, &s, 1).await;
+        let key = script.hash_key_conn_waiting(hashed, &mut conn, &s, 1).await;
         assert_eq!(key.unwrap().unwrap(), None);
         // A silent client: closed after client_hello, as on_connect's wait.
         let (_c, s) = pair(&l).await;
@@ -71,7 +85,7 @@ fn hash_key_and_balance_read_sni_without_on_connect() {
         script.on_connect_tcp(&mut conn, &s).await.unwrap();
         let key = tokio::time::timeout(
             Duration::from_secs(10),
-            script.hash_key_conn(hashed, &mut conn, &s, 1),
+            script.hash_key_conn_waiting(hashed, &mut conn, &s, 1),
         )
         .await
         .expect("the wait ends at client_hello");

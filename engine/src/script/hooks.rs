@@ -793,11 +793,24 @@ impl WorkerScript {
 
     /// The key a tcp `hash` pool with `hash_key = function(conn)` hashes
     /// for this connection (`seq`: the connection's number, for the
-    /// watchdog); None when the function returns nil. In a policy that
-    /// names `sni`/`alpn` it runs as `on_connect` does, a coroutine that
-    /// may wait for the ClientHello on `stream`: `Ok(Err(verdict))` when
-    /// none came in time (the connection is closed).
-    pub async fn hash_key_conn(
+    /// watchdog); None when the function returns nil. A plain call: a
+    /// first read of `conn.sni` there is an error unless the ClientHello
+    /// is known (`pocket explain`); a live connection uses
+    /// [`WorkerScript::hash_key_conn_waiting`].
+    pub fn hash_key_conn(
+        &self,
+        pool: usize,
+        conn: &mut ConnView,
+        seq: u64,
+    ) -> Result<Option<Vec<u8>>, HookError> {
+        self.hash_key_of(pool, conn, (Doing::ConnHashKey, seq))
+    }
+
+    /// [`WorkerScript::hash_key_conn`] for a live connection: in a policy
+    /// that names `sni`/`alpn` it runs as `on_connect` does, a coroutine
+    /// that may wait for the ClientHello on `stream`: `Ok(Err(verdict))`
+    /// when none came in time (the connection is closed).
+    pub async fn hash_key_conn_waiting(
         &self,
         pool: usize,
         conn: &mut ConnView,
@@ -807,9 +820,7 @@ impl WorkerScript {
         let (Some(Some(f)), Some(Some(guarded))) =
             (self.hash_keys.get(pool), self.waiting_hash_keys.get(pool))
         else {
-            return self
-                .hash_key_of(pool, conn, (Doing::ConnHashKey, seq))
-                .map(Ok);
+            return self.hash_key_conn(pool, conn, seq).map(Ok);
         };
         let pulse = self.watch.as_ref().map(|w| {
             let at = w.hash_keys.get(pool).copied().unwrap_or(0);
@@ -895,10 +906,21 @@ impl WorkerScript {
     }
 
     /// The server a tcp pool's `balance = function(servers, conn)`
-    /// chooses for this connection (`seq`: its number, for the watchdog).
-    /// In a policy that names `sni`/`alpn` it runs as `on_connect` does
-    /// (see [`WorkerScript::hash_key_conn`]).
-    pub async fn choose_server_conn(
+    /// chooses for this connection (`seq`: its number, for the watchdog),
+    /// as a plain call (see [`WorkerScript::hash_key_conn`]).
+    pub fn choose_server_conn(
+        &self,
+        pool_index: usize,
+        conn: &mut ConnView,
+        seq: u64,
+    ) -> Result<Option<usize>, HookError> {
+        self.choose_server_of(pool_index, conn, (Doing::ConnBalance, seq))
+    }
+
+    /// [`WorkerScript::choose_server_conn`] for a live connection: in a
+    /// policy that names `sni`/`alpn` it runs as `on_connect` does (see
+    /// [`WorkerScript::hash_key_conn_waiting`]).
+    pub async fn choose_server_conn_waiting(
         &self,
         pool_index: usize,
         conn: &mut ConnView,
@@ -909,9 +931,7 @@ impl WorkerScript {
             self.balancers.get(pool_index),
             self.waiting_balancers.get(pool_index),
         ) else {
-            return self
-                .choose_server_of(pool_index, conn, (Doing::ConnBalance, seq))
-                .map(Ok);
+            return self.choose_server_conn(pool_index, conn, seq).map(Ok);
         };
         let pool = &self.policy.pools[pool_index];
         let candidates = pool.candidates();

@@ -190,7 +190,7 @@ async fn choose(
         None => None,
         Some(HashKey::Source) => Some(source_key(client.peer)),
         Some(HashKey::Script) => match script
-            .hash_key_conn(index, client.view, client.stream, seq)
+            .hash_key_conn_waiting(index, client.view, client.stream, seq)
             .await
         {
             Ok(Ok(key)) => key.map(|k| crate::lb::hash_bytes(&k)),
@@ -204,7 +204,7 @@ async fn choose(
         Some(_) => None,
     };
     let preferred = match script
-        .choose_server_conn(index, client.view, client.stream, seq)
+        .choose_server_conn_waiting(index, client.view, client.stream, seq)
         .await
     {
         Ok(Ok(p)) => p,
