@@ -227,3 +227,111 @@ fn a_server_speaks_first_listener_in_the_same_policy_never_waits() {
     r.read_line(&mut answer).unwrap();
     assert_eq!(answer, "mail got EHLO client\r\n");
 }
+
+/// No `on_connect` reads the name first: the pools' own functions do
+/// (breaker16 F2), and a first read inside a coroutine of the script's is
+/// refused in Pocket's words (breaker16 F3).
+fn pool_policy(a: u16, b: u16) -> String {
+    format!(
+        r#"
+return {{
+  listeners = {{
+    {{ name = "hashed", bind = "127.0.0.1:0", mode = "tcp", pool = "hashed",
+       timeouts = {{ client_hello = "1s" }} }},
+    {{ name = "balanced", bind = "127.0.0.1:0", mode = "tcp", pool = "balanced" }},
+    {{ name = "coro", bind = "127.0.0.1:0", mode = "tcp", pool = "balanced" }},
+  }},
+  pools = {{
+    hashed = {{ mode = "tcp", balance = "hash",
+               hash_key = function(conn) return conn.sni end,
+               servers = {{ "127.0.0.1:{a}", "127.0.0.1:{b}" }} }},
+    balanced = {{ mode = "tcp",
+                 balance = function(servers, conn)
+                   if conn.sni == "b.example" then return "127.0.0.1:{b}" end
+                   return "127.0.0.1:{a}"
+                 end,
+                 servers = {{ "127.0.0.1:{a}", "127.0.0.1:{b}" }} }},
+  }},
+  on_connect = function(conn)
+    if conn.listener ~= "coro" then return nil end
+    local read = coroutine.wrap(function() return conn.sni end)
+    return pocket.reject("read " .. tostring(read()))
+  end,
+}}
+"#
+    )
+}
+
+/// The origin (`A` or `B`) a session reached, from what it wrote back.
+fn reached(text: &str, name: &str) -> char {
+    let said = format!(" sni={name} ");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("origin ") && l.contains(&said))
+        .unwrap_or_else(|| panic!("{name} reaches an origin:\n{text}"));
+    line.chars().nth(7).unwrap_or('?')
+}
+
+#[test]
+fn pool_functions_read_sni_a_hash_pins_each_name_and_balance_switches() {
+    require_command("openssl", "openssl");
+    require_command("python3", "python3");
+    let certs = tempfile::tempdir().unwrap();
+    let a = TlsOrigin::start(certs.path(), "A", "a.example");
+    let b = TlsOrigin::start(certs.path(), "B", "b.example");
+    let pocket = Pocket::start(&pool_policy(a.port, b.port), 1);
+
+    // hash_key = conn.sni: each name keeps its server, connection after
+    // connection.
+    let hashed = pocket.addr("hashed");
+    for name in [
+        "one.example",
+        "two.example",
+        "three.example",
+        "four.example",
+    ] {
+        let first = reached(&s_client(hashed, Some(name)).1, name);
+        for _ in 0..2 {
+            assert_eq!(
+                reached(&s_client(hashed, Some(name)).1, name),
+                first,
+                "{name}"
+            );
+        }
+    }
+    assert_eq!(a.accepted() + b.accepted(), 12);
+    // A silent client: hash_key's wait ends at client_hello, as
+    // on_connect's does, and no server connection is opened.
+    let mut s = TcpStream::connect(hashed).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    let _ = s.read_to_end(&mut Vec::new());
+    pocket.log.wait_for(&[
+        "connection closed: no TLS ClientHello within timeouts.client_hello (1s; 0 bytes received)",
+        "no server connection opened",
+    ]);
+    assert_eq!(a.accepted() + b.accepted(), 12);
+
+    // balance reads conn.sni: b.example to B, the rest to A.
+    let balanced = pocket.addr("balanced");
+    for (name, origin) in [("b.example", 'B'), ("a.example", 'A'), ("b.example", 'B')] {
+        assert_eq!(reached(&s_client(balanced, Some(name)).1, name), origin);
+    }
+    assert!(
+        !pocket.log.text().contains("yield"),
+        "no Lua internals in the log:\n{}",
+        pocket.log.text()
+    );
+
+    // A first read inside coroutine.wrap: the connection is closed, the
+    // log says why and where, and no origin is reached.
+    let before = a.accepted() + b.accepted();
+    let (ok, text) = s_client(pocket.addr("coro"), Some("a.example"));
+    assert!(!ok, "{text}");
+    let line = pocket.log.wait_for(&[
+        "conn.sni must be read in the hook itself",
+        "read it into a local at the top",
+    ]);
+    assert!(line.contains(".lua:22:"), "the policy's line: {line}");
+    assert!(!line.contains("userdata"), "{line}");
+    assert_eq!(a.accepted() + b.accepted(), before);
+}

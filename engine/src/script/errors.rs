@@ -77,9 +77,16 @@ fn describe_called(err: &mlua::Error, called: Option<&str>) -> String {
             }
             format!("expected {expected}, got {}", type_words(from))
         }
+        // A `conn`, `req` or `res` kept (in a global, an upvalue) and
+        // used after the hook it was given to returned.
+        mlua::Error::UserDataDestructed | mlua::Error::CallbackDestructed => KEPT.into(),
         other => first_line(&other.to_string()),
     }
 }
+
+/// What a script that kept a hook's object past its call is told.
+const KEPT: &str = "a conn, req or res is valid only during the call it was given to; \
+keep the values you need (conn.peer_ip, req.path, ...), not the object";
 
 /// Argument `n` of the Pocket function `func` (`pocket.respond`)
 /// converted to `T`; when it does not convert, the error names the

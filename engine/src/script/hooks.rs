@@ -111,6 +111,14 @@ pub struct WorkerScript {
     /// or `alpn`: reading them may wait for the ClientHello. Decided at
     /// load: other policies keep the plain synchronous call.
     waiting_on_connect: Option<Function>,
+    /// The policy (or a module it required) names `sni` or `alpn`: a
+    /// `tcp` connection gets a ClientHello slot its hooks may wait on.
+    reads_hello: bool,
+    /// `hash_key = function(conn)` and `balance = function(servers,
+    /// conn)` of each `tcp` pool, guarded for running as coroutines as
+    /// `waiting_on_connect` is, in a policy that names `sni`/`alpn`.
+    waiting_hash_keys: Vec<Option<Function>>,
+    waiting_balancers: Vec<Option<Function>>,
 }
 
 /// Whether a policy's Lua text may make sub-requests: it names the
@@ -239,7 +247,10 @@ impl WorkerScript {
             _ => None,
         };
         let on_connect = hook(&root, "on_connect");
-        let reads_hello = on_connect.is_some()
+        let reads_hello = policy
+            .listeners
+            .iter()
+            .any(|l| l.mode == crate::config::Mode::Tcp)
             && (crate::config::names_client_hello(&policy.source)
                 || crate::script::stdlib::module_files(&vm.lua)
                     .iter()
@@ -247,12 +258,30 @@ impl WorkerScript {
                         std::fs::read_to_string(file)
                             .is_ok_and(|t| crate::config::names_client_hello(&t))
                     }));
+        // Marked (the coroutine's thread is noted at its first resume:
+        // only that thread may wait, see `api::conn`) and guarded.
+        let waiting = |f: &Function| {
+            crate::script::subrequest::marked(&vm.lua, f)
+                .and_then(|m| sandbox::guard(&vm.lua, &m))
+                .map_err(|e| describe_lua_error(&e))
+        };
         let waiting_on_connect = match (&on_connect, reads_hello) {
-            (Some(f), true) => {
-                Some(sandbox::guard(&vm.lua, f).map_err(|e| describe_lua_error(&e))?)
-            }
+            (Some(f), true) => Some(waiting(f)?),
             _ => None,
         };
+        let waiting_pool_fns = |fns: &[Option<Function>]| -> Result<Vec<Option<Function>>, String> {
+            fns.iter()
+                .zip(policy.pools.iter())
+                .map(|(f, p)| match f {
+                    Some(f) if reads_hello && p.mode == crate::config::Mode::Tcp => {
+                        waiting(f).map(Some)
+                    }
+                    _ => Ok(None),
+                })
+                .collect()
+        };
+        let waiting_hash_keys = waiting_pool_fns(&hash_keys)?;
+        let waiting_balancers = waiting_pool_fns(&balancers)?;
         vm.lua
             .set_app_data(crate::script::subrequest::PoolsOf(policy.clone()));
         let can_wait = vm
@@ -271,6 +300,9 @@ impl WorkerScript {
                 .map(|s| s.for_worker()),
             on_connect,
             waiting_on_connect,
+            reads_hello,
+            waiting_hash_keys,
+            waiting_balancers,
             on_request,
             on_response: hook(&root, "on_response"),
             on_health: hook(&root, "on_health"),
@@ -409,14 +441,28 @@ impl WorkerScript {
         conn: &mut ConnView,
         stream: &tokio::net::TcpStream,
     ) -> Result<ConnectVerdict, HookError> {
+        if self.reads_hello {
+            // Shared by every hook of this connection (on_connect, then its
+            // pool's hash_key and balance): the first to read waits.
+            conn.hello = Some(std::rc::Rc::new(
+                crate::script::api::conn::HelloSlot::default(),
+            ));
+        }
         let Some(f) = &self.on_connect else {
             return Ok(ConnectVerdict::Default);
         };
         let out = match &self.waiting_on_connect {
-            Some(guarded) => match self.on_connect_waiting(f, guarded, conn, stream).await? {
-                Ok(out) => out,
-                Err(closed) => return Ok(closed),
-            },
+            Some(guarded) => {
+                let pulse = self.watch.as_ref().map(|w| (&*w.pulse, w.on_connect, 0));
+                let run = (Doing::OnConnect, pulse);
+                match self
+                    .conn_waiting("on_connect", f, guarded, None, conn, stream, run)
+                    .await?
+                {
+                    Ok(out) => out,
+                    Err(closed) => return Ok(closed),
+                }
+            }
             None => {
                 let _busy = self.busy(Doing::OnConnect, |w| w.on_connect, 0);
                 self.vm
@@ -478,37 +524,51 @@ impl WorkerScript {
         }
     }
 
-    /// `on_connect` as a coroutine whose reads of `conn.sni`/`conn.alpn`
-    /// wait for the ClientHello (see [`WorkerScript::on_connect_tcp`]).
+    /// A hook of a `tcp` connection (`on_connect`, a pool's `hash_key` or
+    /// `balance`: `guarded`, the script's `f` for messages) as a
+    /// coroutine whose first read of `conn.sni`/`conn.alpn` waits, at
+    /// most the listener's `timeouts.client_hello`, for the ClientHello
+    /// peeked from `stream` (see [`WorkerScript::on_connect_tcp`]); `list`:
+    /// `balance`'s servers, passed before `conn`. Its time budget, the
+    /// watchdog's stamp and its timing count only the time its Lua runs.
     /// `Ok(Err(verdict))`: the client sent no ClientHello in time.
-    async fn on_connect_waiting(
+    #[allow(clippy::too_many_arguments)]
+    async fn conn_waiting(
         &self,
+        hook: &'static str,
         f: &Function,
         guarded: &Function,
+        list: Option<Table>,
         conn: &mut ConnView,
         stream: &tokio::net::TcpStream,
+        (doing, pulse): (Doing, Option<(&Pulse, u32, u64)>),
     ) -> Result<Result<Value, ConnectVerdict>, HookError> {
         use crate::tcp::client_hello::{self, Peeked};
         use std::future::Future as _;
-        let slot = std::rc::Rc::new(crate::script::api::conn::HelloSlot::default());
-        conn.hello = Some(slot.clone());
+        let Some(slot) = conn.hello.clone() else {
+            return Err(self.failed(hook, f, &mlua::Error::runtime("no ClientHello slot")));
+        };
         // An owned copy for the coroutine (it outlives any borrow); the
         // slot is shared, so the caller's `conn` knows the ClientHello too.
         let ud = self
             .vm
             .lua
             .create_userdata(conn.clone())
-            .map_err(|e| self.failed("on_connect", f, &e))?;
-        let pulse = self.watch.as_ref().map(|w| (&*w.pulse, w.on_connect, 0));
+            .map_err(|e| self.failed(hook, f, &e))?;
+        let metric = hook_of(doing);
+        let call = match list {
+            Some(list) => guarded.call_async::<Value>((list, ud.clone())),
+            None => guarded.call_async::<Value>(ud.clone()),
+        };
         let mut call = crate::script::subrequest::Metered::new(
             &self.vm,
             &self.can_wait,
             pulse,
             self.vm.limits.hook_budget,
             crate::script::subrequest::Origin::default(),
-            guarded.call_async::<Value>(ud.clone()),
+            call,
         )
-        .doing(Doing::OnConnect);
+        .doing(doing);
         let out = loop {
             // Runs the script until it returns, or until it waits for the
             // ClientHello; then peeks it and lets the script go on.
@@ -552,7 +612,9 @@ impl WorkerScript {
                     false,
                 ),
             };
-            crate::observe::metrics::hook_ran_for(Hook::OnConnect, call.ran.as_nanos() as u64);
+            if let Some(m) = metric {
+                crate::observe::metrics::hook_ran_for(m, call.ran.as_nanos() as u64);
+            }
             // Dropping the call ends the coroutine where it waits.
             drop(call);
             let _ = ud.take::<ConnView>();
@@ -561,13 +623,15 @@ impl WorkerScript {
                 timed_out,
             }));
         };
-        crate::observe::metrics::hook_ran_for(Hook::OnConnect, call.ran.as_nanos() as u64);
+        if let Some(m) = metric {
+            crate::observe::metrics::hook_ran_for(m, call.ran.as_nanos() as u64);
+        }
         drop(call);
         let out = self.vm.settle(out);
         self.vm.tally();
         // Taken back: a script that kept `conn` finds it empty later.
         let _ = ud.take::<ConnView>();
-        out.map(Ok).map_err(|e| self.failed("on_connect", f, &e))
+        out.map(Ok).map_err(|e| self.failed(hook, f, &e))
     }
 
     /// Whether the policy has this hook (`on_request`), or this pool has
@@ -766,7 +830,10 @@ impl WorkerScript {
 
     /// The key a tcp `hash` pool with `hash_key = function(conn)` hashes
     /// for this connection (`seq`: the connection's number, for the
-    /// watchdog); None when the function returns nil.
+    /// watchdog); None when the function returns nil. A plain call: a
+    /// first read of `conn.sni` there is an error unless the ClientHello
+    /// is known (`pocket explain`); a live connection uses
+    /// [`WorkerScript::hash_key_conn_waiting`].
     pub fn hash_key_conn(
         &self,
         pool: usize,
@@ -774,6 +841,47 @@ impl WorkerScript {
         seq: u64,
     ) -> Result<Option<Vec<u8>>, HookError> {
         self.hash_key_of(pool, conn, (Doing::ConnHashKey, seq))
+    }
+
+    /// [`WorkerScript::hash_key_conn`] for a live connection: in a policy
+    /// that names `sni`/`alpn` it runs as `on_connect` does, a coroutine
+    /// that may wait for the ClientHello on `stream`: `Ok(Err(verdict))`
+    /// when none came in time (the connection is closed).
+    pub async fn hash_key_conn_waiting(
+        &self,
+        pool: usize,
+        conn: &mut ConnView,
+        stream: &tokio::net::TcpStream,
+        seq: u64,
+    ) -> Result<Result<Option<Vec<u8>>, ConnectVerdict>, HookError> {
+        let (Some(Some(f)), Some(Some(guarded))) =
+            (self.hash_keys.get(pool), self.waiting_hash_keys.get(pool))
+        else {
+            return self.hash_key_conn(pool, conn, seq).map(Ok);
+        };
+        let pulse = self.watch.as_ref().map(|w| {
+            let at = w.hash_keys.get(pool).copied().unwrap_or(0);
+            (&*w.pulse, at, seq)
+        });
+        let run = (Doing::ConnHashKey, pulse);
+        match self
+            .conn_waiting("hash_key", f, guarded, None, conn, stream, run)
+            .await?
+        {
+            Ok(out) => self.key_of(f, out).map(Ok),
+            Err(closed) => Ok(Err(closed)),
+        }
+    }
+
+    /// What a `hash_key` function returned, as the bytes hashed.
+    fn key_of(&self, f: &Function, out: Value) -> Result<Option<Vec<u8>>, HookError> {
+        match out {
+            Value::Nil => Ok(None),
+            Value::String(s) => Ok(Some(s.as_bytes().to_vec())),
+            Value::Integer(n) => Ok(Some(n.to_string().into_bytes())),
+            Value::Number(n) => Ok(Some(n.to_string().into_bytes())),
+            ref other => Err(self.bad_return("hash_key", f, other, "a string, a number or nil")),
+        }
     }
 
     /// `hash_key(view)`: a request's or a connection's (`doing`: which,
@@ -792,15 +900,7 @@ impl WorkerScript {
         let out = self.vm.lua.scope(|scope| {
             let ud = scope.create_userdata_ref_mut(view)?;
             let out: Value = self.vm.call(f, ud)?;
-            Ok(match out {
-                Value::Nil => Ok(None),
-                Value::String(s) => Ok(Some(s.as_bytes().to_vec())),
-                Value::Integer(n) => Ok(Some(n.to_string().into_bytes())),
-                Value::Number(n) => Ok(Some(n.to_string().into_bytes())),
-                ref other => {
-                    Err(self.bad_return("hash_key", f, other, "a string, a number or nil"))
-                }
-            })
+            Ok(self.key_of(f, out))
         });
         match out {
             Ok(key) => key,
@@ -843,7 +943,8 @@ impl WorkerScript {
     }
 
     /// The server a tcp pool's `balance = function(servers, conn)`
-    /// chooses for this connection (`seq`: its number, for the watchdog).
+    /// chooses for this connection (`seq`: its number, for the watchdog),
+    /// as a plain call (see [`WorkerScript::hash_key_conn`]).
     pub fn choose_server_conn(
         &self,
         pool_index: usize,
@@ -851,6 +952,67 @@ impl WorkerScript {
         seq: u64,
     ) -> Result<Option<usize>, HookError> {
         self.choose_server_of(pool_index, conn, (Doing::ConnBalance, seq))
+    }
+
+    /// [`WorkerScript::choose_server_conn`] for a live connection: in a
+    /// policy that names `sni`/`alpn` it runs as `on_connect` does (see
+    /// [`WorkerScript::hash_key_conn_waiting`]).
+    pub async fn choose_server_conn_waiting(
+        &self,
+        pool_index: usize,
+        conn: &mut ConnView,
+        stream: &tokio::net::TcpStream,
+        seq: u64,
+    ) -> Result<Result<Option<usize>, ConnectVerdict>, HookError> {
+        let (Some(Some(f)), Some(Some(guarded))) = (
+            self.balancers.get(pool_index),
+            self.waiting_balancers.get(pool_index),
+        ) else {
+            return self.choose_server_conn(pool_index, conn, seq).map(Ok);
+        };
+        let pool = &self.policy.pools[pool_index];
+        let candidates = pool.candidates();
+        if candidates.is_empty() {
+            return Ok(Ok(None));
+        }
+        let list = self
+            .servers_table(pool, &candidates)
+            .map_err(|e| self.failed("balance", f, &e))?;
+        let pulse = self.watch.as_ref().map(|w| {
+            let at = w.balancers.get(pool_index).copied().unwrap_or(0);
+            (&*w.pulse, at, seq)
+        });
+        let run = (Doing::ConnBalance, pulse);
+        match self
+            .conn_waiting("balance", f, guarded, Some(list), conn, stream, run)
+            .await?
+        {
+            Ok(out) => Ok(Ok(chosen(pool, &candidates, out))),
+            Err(closed) => Ok(Err(closed)),
+        }
+    }
+
+    /// The `servers` a `balance` function gets: one table per candidate.
+    fn servers_table(&self, pool: &crate::lb::Pool, candidates: &[usize]) -> mlua::Result<Table> {
+        let lua = &self.vm.lua;
+        let list = lua.create_table_with_capacity(candidates.len(), 0)?;
+        for &i in candidates {
+            let s = &pool.servers[i];
+            let t = lua.create_table_with_capacity(0, 5)?;
+            t.set("addr", &*s.addr_text)?;
+            t.set("weight", s.weight)?;
+            t.set("backup", s.backup)?;
+            t.set(
+                "active",
+                s.state.active.load(std::sync::atomic::Ordering::Relaxed),
+            )?;
+            t.set(
+                "requests",
+                s.state.requests.load(std::sync::atomic::Ordering::Relaxed),
+            )?;
+            list.raw_push(t)?;
+        }
+        Ok(list)
     }
 
     /// `balance(servers, view)`: for a request or a connection (`doing`:
@@ -873,39 +1035,10 @@ impl WorkerScript {
         let _busy = self.busy(doing, at, seq);
         let lua = &self.vm.lua;
         lua.scope(|scope| {
-            let list = lua.create_table_with_capacity(candidates.len(), 0)?;
-            for &i in &candidates {
-                let s = &pool.servers[i];
-                let t = lua.create_table_with_capacity(0, 5)?;
-                t.set("addr", &*s.addr_text)?;
-                t.set("weight", s.weight)?;
-                t.set("backup", s.backup)?;
-                t.set(
-                    "active",
-                    s.state.active.load(std::sync::atomic::Ordering::Relaxed),
-                )?;
-                t.set(
-                    "requests",
-                    s.state.requests.load(std::sync::atomic::Ordering::Relaxed),
-                )?;
-                list.raw_push(t)?;
-            }
+            let list = self.servers_table(pool, &candidates)?;
             let ud = scope.create_userdata_ref_mut(req)?;
             let out: Value = self.vm.call(f, (list, ud))?;
-            Ok(match out {
-                Value::Nil => None,
-                Value::Integer(n) if n >= 1 && (n as usize) <= candidates.len() => {
-                    Some(candidates[n as usize - 1])
-                }
-                Value::String(a) => {
-                    let a = a.to_string_lossy();
-                    candidates
-                        .iter()
-                        .copied()
-                        .find(|&i| *pool.servers[i].addr_text == *a)
-                }
-                _ => None,
-            })
+            Ok(chosen(pool, &candidates, out))
         })
         .map_err(|e| self.failed("balance", f, &e))
     }
@@ -1065,6 +1198,26 @@ const ON_REQUEST_RETURNS: &str = "a pool name (a string), pocket.respond(...) or
 
 /// Argument `n` of a check's `func` (`http.get`), which must be a string
 /// (`what` it is); else the error names the function as the docs do.
+/// The server a `balance` function's answer names: an index into
+/// `candidates` (1-based) or a server's address; None (round robin
+/// decides) for anything else.
+fn chosen(pool: &crate::lb::Pool, candidates: &[usize], out: Value) -> Option<usize> {
+    match out {
+        Value::Nil => None,
+        Value::Integer(n) if n >= 1 && (n as usize) <= candidates.len() => {
+            Some(candidates[n as usize - 1])
+        }
+        Value::String(a) => {
+            let a = a.to_string_lossy();
+            candidates
+                .iter()
+                .copied()
+                .find(|&i| *pool.servers[i].addr_text == *a)
+        }
+        _ => None,
+    }
+}
+
 fn check_arg(func: &str, n: u8, what: &str, v: Value) -> mlua::Result<String> {
     match check_opt(func, n, what, v)? {
         Some(text) => Ok(text),
@@ -1135,6 +1288,9 @@ pub(crate) fn returned(v: &Value) -> String {
     }
 }
 
+#[cfg(test)]
+#[path = "conn_hello_tests.rs"]
+mod conn_hello_tests;
 #[cfg(test)]
 #[path = "on_connect_tcp_tests.rs"]
 mod on_connect_tcp_tests;

@@ -39,7 +39,7 @@ return {
 }
 "#;
 
-fn script(source: &str) -> WorkerScript {
+pub(super) fn script(source: &str) -> WorkerScript {
     let registry = crate::lb::StateRegistry::default();
     let policy = crate::config::load_policy_source(
         std::path::Path::new("sni.lua"),
@@ -55,13 +55,13 @@ fn script(source: &str) -> WorkerScript {
 }
 
 /// A connected pair: the client's end and the accepted end.
-async fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
+pub(super) async fn pair(l: &TcpListener) -> (TcpStream, TcpStream) {
     let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
     let (s, _) = l.accept().await.unwrap();
     (c, s)
 }
 
-fn hello(name: &str, alpn: &[&[u8]]) -> Vec<u8> {
+pub(super) fn hello(name: &str, alpn: &[&[u8]]) -> Vec<u8> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -78,7 +78,7 @@ fn hello(name: &str, alpn: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-fn view(s: &TcpStream, listener: &str) -> ConnView {
+pub(super) fn view(s: &TcpStream, listener: &str) -> ConnView {
     ConnView::new(
         s.peer_addr().unwrap(),
         s.local_addr().unwrap(),
@@ -87,7 +87,7 @@ fn view(s: &TcpStream, listener: &str) -> ConnView {
     )
 }
 
-fn run<F: std::future::Future>(f: F) -> F::Output {
+pub(super) fn run<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

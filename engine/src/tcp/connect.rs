@@ -36,6 +36,10 @@ pub struct Connected {
 /// none was up. `timed_out`: the last try timed out (`sC`, else `SC`).
 pub struct NoServer {
     pub timed_out: bool,
+    /// A pool's `hash_key` or `balance` read `conn.sni`/`conn.alpn` and
+    /// the client sent no ClientHello in time (`true`) or closed: why,
+    /// for the log. No server connection was opened.
+    pub no_hello: Option<(String, bool)>,
 }
 
 /// The client connection a server connection is made for.
@@ -46,6 +50,9 @@ pub struct Client<'a> {
     /// destination its PROXY header named): `send_proxy`'s destination.
     pub local: SocketAddr,
     pub view: &'a mut ConnView,
+    /// The client's socket, where a pool function's read of `conn.sni`
+    /// peeks the ClientHello.
+    pub stream: &'a TcpStream,
 }
 
 /// Connects the client to a server of pool `pool` (or of its fallbacks),
@@ -59,7 +66,7 @@ pub async fn connect(
     let policy = &script.policy;
     let mut index = pool;
     let mut pool: &Pool = &policy.pools[index];
-    let (mut key, mut preferred) = choose_timed(script, index, &mut client, open);
+    let (mut key, mut preferred) = choose_timed(script, index, &mut client, open).await?;
     let mut tried: Vec<usize> = Vec::new();
     let mut timed_out = false;
     // A fallback chain is checked at load to end; this only bounds a bug.
@@ -73,7 +80,7 @@ pub async fn connect(
                     index = next;
                     pool = &policy.pools[index];
                     tried.clear();
-                    (key, preferred) = choose_timed(script, index, &mut client, open);
+                    (key, preferred) = choose_timed(script, index, &mut client, open).await?;
                     continue;
                 }
                 _ => break,
@@ -132,23 +139,30 @@ pub async fn connect(
             }
         }
     }
-    Err(NoServer { timed_out })
+    Err(NoServer {
+        timed_out,
+        no_hello: None,
+    })
 }
 
 /// [`choose`], its hooks' time added to the record's `hooks_us`. The
 /// per-thread hook clock is read right around the call: between two
-/// awaits no other task's hooks can run.
-fn choose_timed(
+/// awaits no other task's hooks can run (a pool function that waits for
+/// the ClientHello adds its Lua time when it resumes).
+async fn choose_timed(
     script: &WorkerScript,
     index: usize,
     client: &mut Client<'_>,
     open: &mut Open,
-) -> (Option<u64>, Option<usize>) {
+) -> Result<(Option<u64>, Option<usize>), NoServer> {
     use crate::observe::metrics::take_request_hook_ns;
     let _ = take_request_hook_ns();
-    let chosen = choose(script, index, client);
+    let chosen = choose(script, index, client).await;
     open.ex.hooks_us += take_request_hook_ns() / 1000;
-    chosen
+    chosen.map_err(|(why, timed_out)| NoServer {
+        timed_out: false,
+        no_hello: Some((why, timed_out)),
+    })
 }
 
 /// The hash key and the scripted choice for a connection in pool
@@ -157,19 +171,29 @@ fn choose_timed(
 /// `hash_key(conn)`), and its `balance = function(servers, conn)`. As
 /// for requests (proxy/decide.rs), a failing function costs the
 /// connection its stickiness or its scripted choice, not its server: a
-/// warning, then round robin.
-fn choose(
+/// warning, then round robin. Err: a function read `conn.sni` and the
+/// client sent no ClientHello in time (why, timed out).
+async fn choose(
     script: &WorkerScript,
     index: usize,
     client: &mut Client<'_>,
-) -> (Option<u64>, Option<usize>) {
+) -> Result<(Option<u64>, Option<usize>), (String, bool)> {
+    use crate::script::ConnectVerdict;
+    let no_hello = |v: ConnectVerdict| match v {
+        ConnectVerdict::Closed { reason, timed_out } => (reason, timed_out),
+        _ => ("no ClientHello".to_string(), false),
+    };
     let pool = &script.policy.pools[index];
     let seq = client.id.seq;
     let key = match &pool.hash_key {
         None => None,
         Some(HashKey::Source) => Some(source_key(client.peer)),
-        Some(HashKey::Script) => match script.hash_key_conn(index, client.view, seq) {
-            Ok(key) => key.map(|k| crate::lb::hash_bytes(&k)),
+        Some(HashKey::Script) => match script
+            .hash_key_conn_waiting(index, client.view, client.stream, seq)
+            .await
+        {
+            Ok(Ok(key)) => key.map(|k| crate::lb::hash_bytes(&k)),
+            Ok(Err(closed)) => return Err(no_hello(closed)),
             Err(e) => {
                 tracing::warn!(connection = %client.id, listener = %client.view.listener, peer = %client.peer, hook = e.hook, "{}; balancing without a key", e.message);
                 None
@@ -178,14 +202,18 @@ fn choose(
         // HTTP keys are refused on a tcp pool at load.
         Some(_) => None,
     };
-    let preferred = match script.choose_server_conn(index, client.view, seq) {
-        Ok(p) => p,
+    let preferred = match script
+        .choose_server_conn_waiting(index, client.view, client.stream, seq)
+        .await
+    {
+        Ok(Ok(p)) => p,
+        Ok(Err(closed)) => return Err(no_hello(closed)),
         Err(e) => {
             tracing::warn!(connection = %client.id, listener = %client.view.listener, peer = %client.peer, hook = e.hook, "{}; round robin decides", e.message);
             None
         }
     };
-    (key, preferred)
+    Ok((key, preferred))
 }
 
 /// The hash of the client's address as text, as the HTTP path hashes

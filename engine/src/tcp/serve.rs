@@ -113,6 +113,7 @@ pub async fn serve(
         peer,
         local,
         view: &mut view,
+        stream: &stream,
     };
     // Named in the line even if no server of it can be had.
     open.ex.pool = Some(script.policy.pools[pool].name.clone());
@@ -131,7 +132,16 @@ pub async fn serve(
             open.set(b'C', b'C');
             return;
         }
-        Some(Err(NoServer { timed_out })) => {
+        Some(Err(NoServer {
+            no_hello: Some((reason, timed_out)),
+            ..
+        })) => {
+            // As on_connect's own wait (cR / CR): a pool function waited.
+            tracing::info!(connection = %id, listener = %listener, peer = %peer, "connection closed: {reason}; no server connection opened");
+            open.set(if timed_out { b'c' } else { b'C' }, b'R');
+            return;
+        }
+        Some(Err(NoServer { timed_out, .. })) => {
             let name = &script.policy.pools[pool].name;
             tracing::warn!(connection = %id, listener = %listener, peer = %peer, pool = %name, "no server of pool \"{name}\" could be connected to; connection closed");
             open.set(if timed_out { b's' } else { b'S' }, b'C');

@@ -70,6 +70,11 @@ enum HelloState {
 }
 
 impl HelloSlot {
+    /// The peek has answered (a ClientHello, or not TLS).
+    pub fn known(&self) -> bool {
+        matches!(*self.0.borrow(), HelloState::Known(_))
+    }
+
     /// The script is waiting for the ClientHello.
     pub fn wanted(&self) -> bool {
         matches!(*self.0.borrow(), HelloState::Wanted)
@@ -100,6 +105,35 @@ impl HelloSlot {
     }
 }
 
+/// Whether the running Lua code may wait for the ClientHello: it is the
+/// hook's own coroutine (`subrequest::CanWait`, noted at its first
+/// resume) at a point where Lua can yield (not inside a C function's
+/// callback such as `string.gsub`'s or `table.sort`'s; `pcall` is fine).
+fn can_wait_here(lua: &mlua::Lua) -> bool {
+    let on_hook = lua
+        .app_data_ref::<crate::script::subrequest::CanWait>()
+        .is_some_and(|c| c.here(lua));
+    // The running thread as mlua's callback sees it (not `exec_raw`,
+    // whose protected call is itself a point that cannot yield).
+    // SAFETY: `lua_isyieldable` only reads the running thread's state.
+    on_hook && lua.exec_raw_lua(|raw| unsafe { mlua::ffi::lua_isyieldable(raw.state()) != 0 })
+}
+
+/// The error for a first read of `conn.sni`/`conn.alpn` where it cannot
+/// wait for the ClientHello; the script's line is added by
+/// `describe_lua_error` from the traceback.
+fn not_here(field: FromHello) -> mlua::Error {
+    let name = match field {
+        FromHello::Sni => "conn.sni",
+        FromHello::Alpn => "conn.alpn",
+    };
+    mlua::Error::RuntimeError(format!(
+        "{name} must be read in the hook itself (on_connect, or a pool's hash_key or balance), \
+not inside a coroutine or a callback (string.gsub, table.sort), the first time: it may wait for \
+the client's TLS ClientHello; read it into a local at the top"
+    ))
+}
+
 /// A field of `conn` read from the ClientHello.
 #[derive(Clone, Copy)]
 enum FromHello {
@@ -127,8 +161,21 @@ impl UserData for ConnView {
                     _ => Err(super::names::no_field("connection", &key)),
                 };
                 let slot = ud.borrow_scoped::<ConnView, _>(|c| c.hello.clone());
+                // Waiting yields the hook's own coroutine; from anywhere
+                // else (a coroutine of the script's, a gsub or sort
+                // callback, a plain call) mlua would hand its pending
+                // marker to the script or fail in its own words.
+                let stuck = match (&field, &slot) {
+                    (Ok(f), Ok(Some(s))) if !s.known() && !can_wait_here(&lua) => {
+                        Some(not_here(*f))
+                    }
+                    _ => None,
+                };
                 async move {
                     let field = field?;
+                    if let Some(e) = stuck {
+                        return Err(e);
+                    }
                     let Some(slot) = slot? else {
                         return Ok(Value::Nil);
                     };

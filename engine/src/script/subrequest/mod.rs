@@ -85,6 +85,10 @@ pub struct WaitingThread {
     pub(crate) marking: Cell<bool>,
     /// The request the running coroutine serves (set at each resume).
     pub(crate) origin: Cell<Origin>,
+    /// The running coroutine is `on_request`'s, which may make
+    /// sub-requests; a `tcp` connection's hooks run as coroutines only to
+    /// wait for the ClientHello (set at each resume).
+    pub(crate) requests: Cell<bool>,
     /// The depth limit was met and logged (once per VM).
     loop_logged: Cell<bool>,
 }
@@ -95,6 +99,7 @@ impl Default for WaitingThread {
             thread: Cell::new(std::ptr::null()),
             marking: Cell::new(false),
             origin: Cell::new(Origin::default()),
+            requests: Cell::new(false),
             loop_logged: Cell::new(false),
         }
     }
@@ -103,7 +108,7 @@ impl Default for WaitingThread {
 impl CanWait {
     /// The running Lua thread may wait (one pointer comparison, and a
     /// reference to the running thread made only while a hook may wait).
-    fn here(&self, lua: &Lua) -> bool {
+    pub(crate) fn here(&self, lua: &Lua) -> bool {
         let waiting = self.0.thread.get();
         !waiting.is_null() && lua.current_thread().to_pointer() == waiting
     }
@@ -213,7 +218,7 @@ fn run(
 ) -> impl std::future::Future<Output = mlua::Result<(Value, Value)>> {
     let (can_wait, origin) = lua
         .app_data_ref::<CanWait>()
-        .map(|c| (c.here(&lua), c.0.origin.get()))
+        .map(|c| (c.0.requests.get() && c.here(&lua), c.0.origin.get()))
         .unwrap_or_default();
     let policy = lua.app_data_ref::<PoolsOf>().map(|p| p.0.clone());
     let too_deep = can_wait && origin.depth >= MAX_DEPTH;

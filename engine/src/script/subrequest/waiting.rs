@@ -87,6 +87,10 @@ impl<F: Future> Future for Metered<'_, F> {
             None => this.can_wait.0.marking.set(true),
         }
         this.can_wait.0.origin.set(this.origin);
+        this.can_wait
+            .0
+            .requests
+            .set(matches!(this.doing, Doing::OnRequest));
         if let Some((p, place, seq)) = this.pulse {
             p.enter(this.doing, place, seq);
         }
