@@ -37,6 +37,12 @@ pub struct Connected {
 /// none was up. `timed_out`: the last try timed out (`sC`, else `SC`).
 pub struct NoServer {
     pub timed_out: bool,
+    /// The pool given up on (the last of a fallback chain).
+    pub pool: usize,
+    /// Connects tried, in every pool of the chain; 0: no server was up.
+    pub tried: usize,
+    /// The last connect's error, as its warning line said it.
+    pub last_error: Option<String>,
 }
 
 /// The client connection a server connection is made for.
@@ -63,6 +69,8 @@ pub async fn connect(
     let (mut key, mut preferred) = choose_timed(script, index, &mut client, open);
     let mut tried: Vec<usize> = Vec::new();
     let mut timed_out = false;
+    let mut attempts = 0;
+    let mut last_error = None;
     // A fallback chain is checked at load to end; this only bounds a bug.
     let mut hops = policy.pools.len();
     while tried.len() <= pool.retries as usize {
@@ -130,10 +138,17 @@ pub async fn connect(
                     retried: false,
                 });
                 tried.push(si);
+                attempts += 1;
+                last_error = Some(e.to_string());
             }
         }
     }
-    Err(NoServer { timed_out })
+    Err(NoServer {
+        timed_out,
+        pool: index,
+        tried: attempts,
+        last_error,
+    })
 }
 
 /// [`choose`], its hooks' time added to the record's `hooks_us`. The
