@@ -246,9 +246,12 @@ fn policy_keys() -> Names {
     let policy = r#"return {
   zzz = 1,
   admin = { bind = "127.0.0.1:1", zzz = 1 },
-  listeners = { { bind = "127.0.0.1:1", pool = "app", zzz = 1, timeouts = { zzz = "1s" } } },
+  listeners = { { bind = "127.0.0.1:1", pool = "app", zzz = 1, timeouts = { zzz = "1s" } },
+    -- A listener's timeouts list this mode's keys only: both modes.
+    { bind = "127.0.0.1:4", mode = "tcp", pool = "t", timeouts = { zzz = "1s" } } },
   pools = { app = { servers = { "127.0.0.1:2", { addr = "127.0.0.1:3", zzz = 1 } }, zzz = 1,
-    timeouts = { zzz = "1s" }, check = { tcp = true, zzz = 1 }, passive = { zzz = 1 } } },
+    timeouts = { zzz = "1s" }, check = { tcp = true, zzz = 1 }, passive = { zzz = 1 } },
+    t = { mode = "tcp", servers = { "127.0.0.1:5" } } },
 }
 "#;
     let dir = tempfile::tempdir().unwrap();
@@ -278,7 +281,7 @@ fn policy_keys() -> Names {
             names.insert((class.to_string(), key.to_string()));
         }
     }
-    assert_eq!(levels, 9, "every level's keys, from:\n{out}{err}");
+    assert_eq!(levels, 10, "every level's keys, from:\n{out}{err}");
     // A `pocket test` case, its request and its connection, as `pocket test` lists them.
     let cases = r#"return {
   listeners = { { bind = "127.0.0.1:1", pool = "app" } },

@@ -242,6 +242,39 @@ fn a_tcp_load_with_http_keys_is_refused_before_anything_starts() {
     );
 }
 
+/// `load.streams` out of range is one error, not a second "needs streams
+/// above 0" about the value already refused; `load.rate` in a TCP load is
+/// new connections per second (breaker16 F5).
+#[test]
+fn a_tcp_load_count_out_of_range_is_one_error_and_rate_counts_connections() {
+    let (_d, path) = write_scenario(
+        r#"return {
+  duration = "3s",
+  origins = { "A" },
+  policy = [[
+    return { listeners = { { name = "t", bind = "{{listen}}", mode = "tcp", pool = "p" } },
+             pools = { p = { mode = "tcp", servers = { "{{A}}" } } } }
+  ]],
+  load = { streams = 100000, rate = 0 },
+}"#,
+    );
+    let (code, stdout, err) = pocket_cmd(&["lab", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stdout}{err}");
+    let expected = [
+        "scenario.lua:8: load.rate (new connections per second) must be a whole number from 1 to 100000, not a number (0)",
+        "scenario.lua:8: load.streams must be a whole number from 0 to 256, not a number (100000)",
+    ];
+    for want in expected {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    assert!(!err.contains("above 0"), "{err}");
+    assert_eq!(
+        err.lines().count(),
+        expected.len(),
+        "one error each:\n{err}"
+    );
+}
+
 /// A TCP load against a policy whose listener forgot `mode = "tcp"`: the
 /// HTTP listener waits for a request that never comes; the failure says
 /// what to look at.

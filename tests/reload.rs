@@ -486,3 +486,30 @@ async fn health_checks_on_health_and_on_check_follow_a_reload() {
         "no v1 scripted check ran:\n{log}"
     );
 }
+
+/// A reload that changes only a pool's `tls` says so, not "script
+/// changed" (newcomer16 #12).
+#[test]
+fn a_pool_tls_change_is_named_in_the_reload_line() {
+    let text = |tls: &str| {
+        format!(
+            r#"return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "p" }} }},
+  pools = {{ p = {{ mode = "tcp", servers = {{ "127.0.0.1:9" }}{tls} }} }},
+}}
+"#
+        )
+    };
+    let pocket = Pocket::start(&text(""), 1);
+    save_by_rename(&pocket.policy, &text(", tls = { verify = false }"));
+    pocket
+        .log
+        .wait_for(&["generation 2 is live", "pool p +tls"]);
+    save_by_rename(
+        &pocket.policy,
+        &text(", tls = { verify = false, sni = \"a.example\" }"),
+    );
+    pocket
+        .log
+        .wait_for(&["generation 3 is live", "pool p tls changed"]);
+}

@@ -262,10 +262,32 @@ fn no_server_left_closes_the_connection_saying_so() {
     let pocket = Pocket::start(&policy(&[dead], "retries = 0", ""), 1);
     refused(pocket.addr("t"), b"hi");
     pocket.log.wait_for(&[
-        "no server of pool \"p\" could be connected to",
+        "no server of pool \"p\" could be reached (tried 1; last: ",
+        "; connection closed",
         "listener=t",
         "peer=127.0.0.1:",
     ]);
+}
+
+/// Every server marked down: nothing was tried, and the line says so in
+/// the HTTP path's words (newcomer16 #7), not "could be connected to".
+#[test]
+fn no_server_up_says_none_is_up() {
+    let dead = dead_addr();
+    let pocket = Pocket::start(
+        &policy(
+            &[dead],
+            r#"check = { tcp = true, start = "down", interval = "1s" }"#,
+            "",
+        ),
+        1,
+    );
+    refused(pocket.addr("t"), b"hi");
+    let line = pocket.log.wait_for(&[
+        "no server of pool \"p\" is up (1 server, all down); connection closed",
+        "listener=t",
+    ]);
+    assert!(!line.contains("could be"), "{line}");
 }
 
 #[test]

@@ -371,3 +371,35 @@ fn a_line_check_of_a_send_proxy_pool_starts_with_the_proxy_header() {
         .wait_for(&[&format!("server {addr} of pool mail is UP")]);
     assert!(up.contains("answered \"220 saw PROXY UNKNOWN\""), "{up}");
 }
+
+/// A line check whose `send` has no line end (`"PING"`, not
+/// `"PING\r\n"`): a server waiting for the end of the command says
+/// nothing, and the reason names the likely cause (newcomer16 #12). The
+/// server is a bound socket never accepted from: the kernel completes
+/// the connect and takes the bytes, and nothing answers.
+#[test]
+fn a_send_with_no_line_end_is_named_when_the_check_gets_no_answer() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "r", bind = "127.0.0.1:0", mode = "tcp", pool = "redis" }} }},
+  pools = {{
+    redis = {{ mode = "tcp", servers = {{ "{addr}" }},
+               check = {{ send = "PING", expect = "+PONG", interval = "200ms", timeout = "300ms", fall = 1 }} }},
+  }},
+}}
+"#
+        ),
+        1,
+    );
+    let down = pocket
+        .log
+        .wait_for(&[&format!("server {addr} of pool redis is DOWN")]);
+    assert!(
+        down.contains("no answer within 300ms (sent 4 bytes with no line end)"),
+        "{down}"
+    );
+    drop(silent);
+}

@@ -242,3 +242,205 @@ fn a_tcp_listener_with_no_pool_and_no_on_connect_is_refused_at_its_line() {
     );
     assert_eq!(code, 0, "{err}");
 }
+
+/// A hook written as a global (`function on_connect(conn)` above the
+/// `return`, as an old tcp.md example had it) is never called: refused
+/// at the global's line, saying where hooks are read (newcomer16 #1). A
+/// hook the table has, beside a global of the same name, loads.
+#[test]
+fn a_hook_written_as_a_global_function_is_refused_at_its_line() {
+    let (code, _, err) = check_policy(
+        r#"
+function on_connect(conn)
+  if conn.sni == "b.example" then return "b" end
+end
+return {
+  listeners = { { name = "tls", bind = "127.0.0.1:8443", mode = "tcp", pool = "a" } },
+  pools = {
+    a = { mode = "tcp", servers = { "127.0.0.1:9443" } },
+    b = { mode = "tcp", servers = { "127.0.0.1:9444" } },
+  },
+}"#,
+    );
+    assert_eq!(code, 1, "{err}");
+    says(
+        &err,
+        2,
+        "on_connect is a global function, but hooks are read from the table the policy returns: write on_connect = function(conn) ... end inside it",
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let (code, out, err) = check_policy(
+        r#"function on_request(req) return nil end
+return {
+  listeners = { { name = "web", bind = "127.0.0.1:8080", pool = "app" } },
+  pools = { app = { servers = { "127.0.0.1:9001" } } },
+  on_request = on_request,
+}"#,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ok"), "{out}");
+}
+
+/// `mode = "tpc"`, `"TCP"`, `"udp"`: one error each, naming the string
+/// as written (never "not a string"), with a "did you mean" or the case
+/// slip, and no follow-on error about the listener's or pool's mode
+/// (newcomer16 #6, breaker16 F5).
+#[test]
+fn a_misspelt_mode_is_one_error_naming_what_was_written() {
+    let (code, _, err) = check_policy(
+        r#"return {
+  listeners = {
+    { name = "redis", bind = "127.0.0.1:6379", mode = "tpc", pool = "redis" },
+    { name = "mail", bind = "127.0.0.1:2525", mode = "tcp", pool = "mail" },
+    { name = "dns", bind = "127.0.0.1:5353", mode = "udp", pool = "dns" },
+  },
+  pools = {
+    redis = { mode = "tcp", servers = { "127.0.0.1:6390" } },
+    mail = { mode = "TCP", servers = { "127.0.0.1:2601" }, check = { expect = "220" } },
+    dns = { mode = "udp", servers = { "127.0.0.1:53" } },
+  },
+}"#,
+    );
+    assert_eq!(code, 1, "{err}");
+    says(
+        &err,
+        3,
+        "listener \"redis\": mode must be \"http\" or \"tcp\", not \"tpc\" (did you mean \"tcp\"?)",
+    );
+    says(
+        &err,
+        5,
+        "listener \"dns\": mode must be \"http\" or \"tcp\", not \"udp\"",
+    );
+    says(
+        &err,
+        9,
+        "pool \"mail\": mode is written in lower case: \"tcp\", not \"TCP\"",
+    );
+    says(
+        &err,
+        10,
+        "pool \"dns\": mode must be \"http\" or \"tcp\", not \"udp\"",
+    );
+    assert!(!err.contains("a string"), "{err}");
+    assert_eq!(err.lines().count(), 4, "{err}");
+}
+
+/// HAProxy habits and empty values, each one error that says what to do
+/// (newcomer16 #3, #12, breaker16 F5): `tcp = true` beside `expect`,
+/// `send = ""`, `passive.on_5xx` of any value in a tcp pool, `balance =
+/// "source"`.
+#[test]
+fn haproxy_habits_in_a_tcp_pool_get_one_error_each() {
+    let (code, _, err) = check_policy(
+        r#"return {
+  listeners = { { name = "r", bind = "127.0.0.1:6379", mode = "tcp", pool = "redis" } },
+  pools = {
+    redis = { mode = "tcp", servers = { "127.0.0.1:6390" },
+              check = { tcp = true, expect = "+PONG" } },
+    empty = { mode = "tcp", servers = { "127.0.0.1:6391" },
+              check = { send = "", expect = "+PONG" } },
+    p = { mode = "tcp", servers = { "127.0.0.1:6392" },
+          passive = { on_5xx = 3 } },
+    s = { mode = "tcp", servers = { "127.0.0.1:6393" }, balance = "source" },
+  },
+}"#,
+    );
+    assert_eq!(code, 1, "{err}");
+    says(
+        &err,
+        5,
+        "pool \"redis\" check: tcp = true only connects; expect makes a line check: leave tcp = true out",
+    );
+    says(&err, 7, "pool \"empty\" check: send must not be empty");
+    says(&err, 9, "passive.on_5xx counts HTTP 5xx answers");
+    says(&err, 10, "balance = \"hash\", hash_key = \"source\"");
+    assert!(!err.contains("a string"), "{err}");
+    assert_eq!(err.lines().count(), 4, "{err}");
+}
+
+/// An unknown `timeouts` key lists only the keys of that mode, and a key
+/// looked for in the wrong place says where it lives (newcomer16 #8,
+/// breaker16 F5).
+#[test]
+fn unknown_timeout_keys_list_this_modes_keys_and_say_where_others_live() {
+    let (code, _, err) = check_policy(
+        r#"return {
+  listeners = {
+    { name = "r", bind = "127.0.0.1:6379", mode = "tcp", pool = "redis", timeouts = { idle = "5s" } },
+    { name = "web", bind = "127.0.0.1:8080", pool = "app", timeouts = { wait = "5s" } },
+  },
+  pools = {
+    redis = { mode = "tcp", servers = { "127.0.0.1:6390" },
+              timeouts = { client_hello = "2s", wait = "1s" } },
+    app = { servers = { "127.0.0.1:9001" } },
+  },
+}"#,
+    );
+    assert_eq!(code, 1, "{err}");
+    says(
+        &err,
+        3,
+        "listener \"r\" timeouts: unknown key \"idle\": the idle timeout of a tcp connection is its pool's timeouts.idle",
+    );
+    says(&err, 4, "unknown key \"wait\" (known: head, body, send)");
+    says(
+        &err,
+        8,
+        "pool \"redis\" timeouts: unknown key \"client_hello\": timeouts.client_hello is a listener key",
+    );
+    says(
+        &err,
+        8,
+        "pool \"redis\" timeouts: unknown key \"wait\" (known: connect, idle)",
+    );
+    assert_eq!(err.lines().count(), 4, "{err}");
+    // The last line ends: what follows in a terminal starts on its own.
+    assert!(err.ends_with('\n'), "{err:?}");
+}
+
+/// `pocket check` shows each pool's check and which tcp listeners may
+/// wait for a ClientHello; an on_connect that reads conn.sni with no tcp
+/// listener gets a warning, at the hook's line (newcomer16 #4, #10, #12).
+#[test]
+fn pocket_check_shows_checks_client_hello_waits_and_warns_of_sni_on_http() {
+    let (code, out, err) = check_policy(
+        r#"return {
+  listeners = { { name = "tls", bind = "127.0.0.1:8443", mode = "tcp", pool = "redis" } },
+  pools = {
+    redis = { mode = "tcp", servers = { "127.0.0.1:6390" },
+              check = { send = "PING\r\n", expect = "+PONG", interval = "2s" } },
+  },
+  on_connect = function(conn)
+    if conn.sni == "x" then return "redis" end
+  end,
+}"#,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("check: line send \"PING\\r\\n\" expect \"+PONG\", every 2s"),
+        "{out}"
+    );
+    assert!(
+        out.contains("tls on 127.0.0.1:8443 (default pool: redis, mode tcp, on_connect reads conn.sni/alpn: may wait 5s for a TLS ClientHello)"),
+        "{out}"
+    );
+    assert!(!out.contains("warning"), "{out}");
+
+    let (code, out, err) = check_policy(
+        r#"return {
+  listeners = { { name = "web", bind = "127.0.0.1:8080", pool = "a" } },
+  pools = { a = { servers = { "127.0.0.1:9001" } }, b = { servers = { "127.0.0.1:9002" } } },
+  on_connect = function(conn)
+    if conn.sni == "b.example" then return "b" end
+  end,
+}"#,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("warning: ") && out.contains("policy.lua:4: on_connect reads conn.sni or conn.alpn, but no listener has mode = \"tcp\": they are always nil on http listeners"),
+        "{out}"
+    );
+    assert!(out.contains("read req.sni in on_request"), "{out}");
+}

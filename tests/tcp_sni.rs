@@ -164,6 +164,12 @@ fn a_silent_client_is_closed_after_client_hello_with_no_server_connection() {
         "{line}"
     );
     assert!(line.contains("listener=tls"), "{line}");
+    // A silent client may be one waiting for a server that speaks first
+    // (newcomer16 #10): the line says what to change.
+    assert!(
+        line.contains("return before reading them on listeners whose server speaks first"),
+        "{line}"
+    );
     // Half a ClientHello, then silence: the same.
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(DEADLINE)).unwrap();

@@ -291,6 +291,9 @@ fn check(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
             print!("{}", policy.summary());
+            for w in &policy.warnings {
+                println!("warning: {w}");
+            }
             println!("ok");
             ExitCode::SUCCESS
         }
@@ -403,6 +406,9 @@ fn run(path: &Path, flags: RunFlags) -> anyhow::Result<()> {
     let registry = registry();
     let policy =
         load_policy(path, &registry.0).map_err(|e| anyhow::anyhow!("refusing to start:\n{e}"))?;
+    for w in &policy.warnings {
+        tracing::warn!("{w}");
+    }
     let opts = options(flags.workers, flags.max_connections, &policy)
         .map_err(|e| anyhow::anyhow!("refusing to start: {e}"))?;
     serve(policy, registry, &opts, &flags)

@@ -95,6 +95,7 @@ pub fn load_policy_source(
         pools_unreadable: false,
         errors: Vec::new(),
         has_on_check: false,
+        bad_mode_pools: HashSet::new(),
         fresh_health: HashSet::new(),
         modules: Vec::new(),
     };
@@ -128,7 +129,12 @@ pub fn load_policy_source(
         );
         return Err(ConfigErrors(cx.errors));
     };
-    let policy = cx.policy(&root, registry);
+    let mut policy = cx.policy(&root, registry);
+    if let Some(policy) = &mut policy {
+        client_hello_reads(policy, &root, &cx.modules);
+    }
+    cx.errors
+        .extend(super::global_hooks::global_hooks(&vm.lua, &root, path));
     if let Some(policy) = &policy {
         let known = policy.pools.iter().map(|p| p.name.to_string()).collect();
         cx.pool_refs(crate::script::api::pool_refs::take(&vm.lua), known);
@@ -139,6 +145,35 @@ pub fn load_policy_source(
         Some(policy) if cx.errors.is_empty() => Ok(policy),
         _ => Err(ConfigErrors(cx.errors)),
     }
+}
+
+/// Whether `on_connect` names `conn.sni`/`conn.alpn` (its text or a
+/// module's, as the worker VM decides it), and the warning for a policy
+/// that reads them with no tcp listener, where they are always nil.
+fn client_hello_reads(
+    policy: &mut Policy,
+    root: &Table,
+    modules: &[(std::path::PathBuf, std::path::PathBuf)],
+) {
+    policy.reads_client_hello = policy.hooks.on_connect
+        && (super::names_client_hello(&policy.source)
+            || modules.iter().any(|(_, file)| {
+                std::fs::read_to_string(file).is_ok_and(|t| super::names_client_hello(&t))
+            }));
+    if !policy.reads_client_hello || policy.listeners.iter().any(|l| l.mode == Mode::Tcp) {
+        return;
+    }
+    let line = match root.get::<Value>("on_connect") {
+        Ok(Value::Function(f)) => f.info().line_defined,
+        _ => None,
+    };
+    let place = match line {
+        Some(n) => format!("{}:{n}", policy.path.display()),
+        None => policy.path.display().to_string(),
+    };
+    policy.warnings.push(format!(
+        "{place}: on_connect reads conn.sni or conn.alpn, but no listener has mode = \"tcp\": they are always nil on http listeners (on_connect runs before Pocket's TLS handshake); read req.sni in on_request"
+    ));
 }
 
 pub(super) struct Checker<'a> {
@@ -155,6 +190,9 @@ pub(super) struct Checker<'a> {
     pub(super) errors: Vec<ConfigError>,
     /// The policy defines `on_check` (for `check = { script = true }`).
     pub(super) has_on_check: bool,
+    /// Pools whose `mode` was wrong (said once): no listener gets a
+    /// second error about its mode not matching theirs.
+    pub(super) bad_mode_pools: HashSet<String>,
     /// Addresses whose shared health this load created (no running
     /// policy has seen them yet): a checking pool's `start` applies.
     fresh_health: HashSet<SocketAddr>,
@@ -404,6 +442,24 @@ impl Checker<'_> {
         what: &str,
         at: &[&str],
     ) -> Vec<String> {
+        self.unknown_keys_in(table, known, known, what, at, |_| None)
+    }
+
+    /// As [`Checker::unknown_keys`], for a table whose valid keys depend
+    /// on the mode: `accepted` keys are not flagged here (another check
+    /// refuses those of the other mode), `shown` are the ones listed and
+    /// suggested (this mode's), and `advice` may say where a key the user
+    /// looked for here lives instead (`idle` on a tcp listener).
+    pub(super) fn unknown_keys_in(
+        &mut self,
+        table: &Table,
+        accepted: &[&str],
+        shown_keys: &[&str],
+        what: &str,
+        at: &[&str],
+        advice: impl Fn(&str) -> Option<String>,
+    ) -> Vec<String> {
+        let known = shown_keys;
         let mut misspelt = Vec::new();
         let mut keyless = false;
         let mut pairs: Vec<(Value, Value)> = table.pairs::<Value, Value>().flatten().collect();
@@ -417,10 +473,14 @@ impl Checker<'_> {
             match &key {
                 Value::String(s) => {
                     let k = s.to_string_lossy();
-                    if known.contains(&k.as_str()) {
+                    if accepted.contains(&k.as_str()) {
                         continue;
                     }
                     let at_key = [at, &[k.as_str()]].concat();
+                    if let Some(advice) = advice(&k) {
+                        self.error(&at_key, format!("{what}: unknown key \"{k}\": {advice}"));
+                        continue;
+                    }
                     let near = known.iter().find(|w| {
                         near_miss(&k, w) && matches!(table.get::<Value>(**w), Ok(Value::Nil))
                     });
@@ -521,6 +581,8 @@ impl Checker<'_> {
             hooks,
             admin,
             log,
+            reads_client_hello: false,
+            warnings: Vec::new(),
         })
     }
 
@@ -763,19 +825,13 @@ impl Checker<'_> {
             // mode are skipped rather than guessed at (no second error
             // caused by the first).
             let read_mode = match t.get::<Value>("mode") {
-                Ok(Value::Nil) => Some(Mode::Http),
-                Ok(Value::String(s)) if s.to_string_lossy() == "http" => Some(Mode::Http),
-                Ok(Value::String(s)) if s.to_string_lossy() == "tcp" => Some(Mode::Tcp),
-                Ok(other) => {
-                    self.error(
-                        &["listeners", &ns, "mode"],
-                        format!(
-                            "{label}: mode must be \"http\" or \"tcp\", not {}",
-                            shown(&other)
-                        ),
-                    );
-                    None
-                }
+                Ok(v) => match super::mode_value::read_mode(&v) {
+                    Ok(m) => Some(m),
+                    Err(why) => {
+                        self.error(&["listeners", &ns, "mode"], format!("{label}: {why}"));
+                        None
+                    }
+                },
                 Err(e) => {
                     self.error(&["listeners", &ns, "mode"], describe_lua_error(&e));
                     None
@@ -807,6 +863,7 @@ impl Checker<'_> {
                     match pools.get(&pool) {
                         Some(&idx)
                             if read_mode.is_some()
+                                && !self.bad_mode_pools.contains(pool.as_str())
                                 && modes.get(idx).is_some_and(|m| *m != mode) =>
                         {
                             let theirs = modes.get(idx).copied().unwrap_or_default();
@@ -858,11 +915,18 @@ impl Checker<'_> {
                 Ok(Value::Nil) => {}
                 Ok(Value::Table(tt)) => {
                     let at = &["listeners", &ns, "timeouts"];
-                    let _ = self.unknown_keys(
+                    let shown_keys: &[&str] = match read_mode {
+                        Some(Mode::Tcp) => &["client_hello"],
+                        Some(Mode::Http) => &["head", "body", "send"],
+                        None => LISTENER_TIMEOUT_KEYS,
+                    };
+                    let _ = self.unknown_keys_in(
                         &tt,
                         LISTENER_TIMEOUT_KEYS,
+                        shown_keys,
                         &format!("{here} timeouts"),
                         at,
+                        |k| super::tcp_rules::listener_timeout_advice(k, read_mode),
                     );
                     let here = format!("{here}: timeouts.");
                     self.positive_duration(&tt, "head", &here, at, &mut timeouts.head);

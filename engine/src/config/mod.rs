@@ -4,9 +4,11 @@
 
 mod admin;
 mod duration;
+mod global_hooks;
 mod load;
 mod locate;
 mod log_key;
+mod mode_value;
 pub use log_key::AccessLog;
 mod pool_settings;
 mod proxy_protocol;
@@ -52,6 +54,14 @@ pub struct Policy {
     /// is opened by what serves ([`Policy::open_log`]); None: no access
     /// log.
     pub log: Option<AccessLog>,
+    /// `on_connect` names `conn.sni` or `conn.alpn` (in the policy's text
+    /// or a module's, decided at load): a tcp listener's connections may
+    /// wait for a TLS ClientHello.
+    pub reads_client_hello: bool,
+    /// What loads but is almost surely a mistake, each `path:line:
+    /// message`: logged at WARN by `pocket run` and a reload, printed by
+    /// `pocket check`.
+    pub warnings: Vec<String>,
 }
 
 impl Policy {
@@ -93,6 +103,8 @@ impl Policy {
             hooks: self.hooks,
             admin: self.admin.clone(),
             log: self.log.clone(),
+            reads_client_hello: self.reads_client_hello,
+            warnings: self.warnings.clone(),
         }
     }
 
@@ -117,11 +129,16 @@ impl Policy {
             // It changes what the listener accepts on the wire (a client
             // without a PROXY header is closed): never hidden.
             let proxy = if l.accept_proxy { ", accept_proxy" } else { "" };
-            // Whole TCP connections, not HTTP: said on every tcp listener.
-            let mode = if l.mode == Mode::Tcp {
-                ", mode tcp"
-            } else {
-                ""
+            // Whole TCP connections, not HTTP: said on every tcp listener,
+            // with whether on_connect may hold its connections for a
+            // ClientHello (a server-speaks-first protocol would hang).
+            let mode = match l.mode {
+                Mode::Tcp if self.reads_client_hello => format!(
+                    ", mode tcp, on_connect reads conn.sni/alpn: may wait {}s for a TLS ClientHello",
+                    l.timeouts.client_hello.as_secs_f64()
+                ),
+                Mode::Tcp => ", mode tcp".to_string(),
+                Mode::Http => String::new(),
             };
             out.push_str(&format!(
                 "  {} on {} (default pool: {}{tls}{proxy}{mode})\n",
@@ -158,6 +175,9 @@ impl Policy {
                 crate::words::count(p.servers.len() as u64, "server"),
                 p.retries
             ));
+            if let Some(check) = &p.check {
+                out.push_str(&format!("    check: {}\n", check_summary(check)));
+            }
             for s in p.servers.iter() {
                 out.push_str(&format!(
                     "    {} weight {}{}\n",
@@ -243,6 +263,42 @@ impl Mode {
             Mode::Tcp => "tcp",
         }
     }
+}
+
+/// A pool's check as `pocket check` shows it: its kind and what it sends
+/// and waits for, then how often (`line send "PING\r\n" expect "+PONG",
+/// every 1s, timeout 1s, rise 2, fall 3`).
+fn check_summary(c: &crate::lb::CheckSpec) -> String {
+    use crate::lb::{CheckKind, Expect};
+    let quoted = |b: &[u8]| format!("{:?}", String::from_utf8_lossy(b));
+    let kind = match &c.kind {
+        CheckKind::Tcp => "tcp connect".to_string(),
+        CheckKind::Script => "scripted".to_string(),
+        CheckKind::Expect { send, expect } => {
+            let send = send
+                .as_ref()
+                .map(|b| format!(" send {}", quoted(b)))
+                .unwrap_or_default();
+            let expect = match expect {
+                Expect::Text(t) => format!(" expect {}", quoted(t.as_bytes())),
+                Expect::Pattern(r) => format!(" pattern {}", quoted(r.as_str().as_bytes())),
+            };
+            format!("line{send}{expect}")
+        }
+        CheckKind::Http {
+            method,
+            path,
+            expect,
+            ..
+        } => format!("http {method} {path} expect {}-{}", expect.0, expect.1),
+    };
+    format!(
+        "{kind}, every {}s, timeout {}s, rise {}, fall {}",
+        c.interval.as_secs_f64(),
+        c.timeout.as_secs_f64(),
+        c.rise,
+        c.fall
+    )
 }
 
 /// A listener's `head_size` when the policy gives none: nginx's

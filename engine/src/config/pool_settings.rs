@@ -154,16 +154,16 @@ impl Checker<'_> {
 
         // The mode first: what else the pool may say depends on it.
         match t.get::<Value>("mode") {
-            Ok(Value::Nil) => {}
-            Ok(Value::String(m)) if m.to_string_lossy() == "http" => {}
-            Ok(Value::String(m)) if m.to_string_lossy() == "tcp" => s.mode = super::Mode::Tcp,
-            Ok(other) => self.error(
-                &["pools", name, "mode"],
-                format!(
-                    "pool \"{name}\": mode must be \"http\" or \"tcp\", not {}",
-                    shown(&other)
-                ),
-            ),
+            Ok(v) => match super::mode_value::read_mode_guess(&v) {
+                Ok(m) => s.mode = m,
+                Err((why, meant)) => {
+                    s.mode = meant.unwrap_or_default();
+                    // Its listeners get no second error about a mode
+                    // mismatch caused by this one.
+                    self.bad_mode_pools.insert(name.to_string());
+                    self.error(&["pools", name, "mode"], format!("pool \"{name}\": {why}"));
+                }
+            },
             Err(e) => self.error(
                 &["pools", name, "mode"],
                 crate::script::describe_lua_error(&e),
@@ -186,6 +186,10 @@ impl Checker<'_> {
                 let b = b.to_string_lossy();
                 match Algorithm::parse(&b) {
                     Some(a) => s.algorithm = a,
+                    None if b == "source" => self.error(
+                        &["pools", name, "balance"],
+                        format!("pool \"{name}\": unknown balance algorithm \"source\": HAProxy's balance source is balance = \"hash\", hash_key = \"source\" here"),
+                    ),
                     None => self.error(
                         &["pools", name, "balance"],
                         format!(
@@ -311,7 +315,7 @@ impl Checker<'_> {
 
         match t.get::<Value>("timeouts") {
             Ok(Value::Nil) => {}
-            Ok(Value::Table(tt)) => s.timeouts = self.timeouts(name, &tt),
+            Ok(Value::Table(tt)) => s.timeouts = self.timeouts(name, &tt, s.mode),
             Ok(other) => self.error(
                 &["pools", name, "timeouts"],
                 format!(
@@ -355,7 +359,7 @@ impl Checker<'_> {
         match t.get::<Value>("passive") {
             Ok(Value::Nil) => {}
             Ok(Value::Boolean(false)) => s.passive.after = 0,
-            Ok(Value::Table(pt)) => s.passive = self.passive(name, &pt),
+            Ok(Value::Table(pt)) => s.passive = self.passive(name, &pt, s.mode),
             Ok(other) => self.error(
                 &["pools", name, "passive"],
                 format!("pool \"{name}\": passive must be false or a table like {{ after = 3 }}, not {}", shown(&other)),
@@ -423,10 +427,23 @@ impl Checker<'_> {
         Some(key)
     }
 
-    fn timeouts(&mut self, pool: &str, tt: &Table) -> Timeouts {
+    fn timeouts(&mut self, pool: &str, tt: &Table, mode: super::Mode) -> Timeouts {
         let mut timeouts = Timeouts::default();
         let at = ["pools", pool, "timeouts"];
-        self.unknown_keys(tt, TIMEOUT_KEYS, &format!("pool \"{pool}\" timeouts"), &at);
+        // A tcp pool's http keys are refused by tcp_rules: listed here
+        // are only the keys that work in this mode.
+        let shown_keys: &[&str] = match mode {
+            super::Mode::Tcp => &["connect", "idle"],
+            super::Mode::Http => TIMEOUT_KEYS,
+        };
+        self.unknown_keys_in(
+            tt,
+            TIMEOUT_KEYS,
+            shown_keys,
+            &format!("pool \"{pool}\" timeouts"),
+            &at,
+            super::tcp_rules::pool_timeout_advice,
+        );
         let here = format!("pool \"{pool}\": timeouts.");
         self.positive_duration(tt, "connect", &here, &at, &mut timeouts.connect);
         self.positive_duration(tt, "response", &here, &at, &mut timeouts.response);
@@ -545,6 +562,18 @@ impl Checker<'_> {
                 format!("{what}: {key} without http checks the line a tcp server answers, and pool \"{pool}\" is an http pool: check it with http = \"GET /path\", or add mode = \"tcp\" to the pool"),
             );
             meant_script = true;
+        }
+        // HAProxy's `option tcp-check` + `tcp-check expect` read as
+        // tcp = true + expect: the check would silently wait for a banner.
+        if line_check && mode == super::Mode::Tcp && is_written(ct, "tcp") {
+            let keys: Vec<&str> = ["send", "expect", "pattern"]
+                .into_iter()
+                .filter(|k| is_written(ct, k))
+                .collect();
+            self.error(
+                &["pools", pool, "check", "tcp"],
+                format!("{what}: tcp = true only connects; {} make{} a line check: leave tcp = true out", keys.join(" and "), if keys.len() == 1 { "s" } else { "" }),
+            );
         }
         let kind = match (ct.get::<Value>("tcp"), ct.get::<Value>("http")) {
             _ if scripted => CheckKind::Script,
@@ -779,6 +808,13 @@ impl Checker<'_> {
         let send = match ct.get::<Value>("send") {
             Ok(Value::Nil) => None,
             Ok(Value::String(b)) if !b.as_bytes().is_empty() => Some(b.as_bytes().to_vec()),
+            Ok(Value::String(_)) => {
+                self.error(
+                    &["pools", pool, "check", "send"],
+                    format!("{what}: send must not be empty: the bytes to write, like send = \"PING\\r\\n\" (leave send out for a server that speaks first)"),
+                );
+                None
+            }
             Ok(other) => {
                 self.error(
                     &["pools", pool, "check", "send"],
@@ -876,7 +912,7 @@ impl Checker<'_> {
         }
     }
 
-    fn passive(&mut self, pool: &str, pt: &Table) -> Passive {
+    fn passive(&mut self, pool: &str, pt: &Table, mode: super::Mode) -> Passive {
         self.unknown_keys(
             pt,
             PASSIVE_KEYS,
@@ -897,8 +933,11 @@ impl Checker<'_> {
             Err(e) => self.error(&["pools", pool, "passive", "after"], e.to_string()),
         }
         let what = format!("pool \"{pool}\" passive");
-        if let Some(b) = self.flag(pt, &["pools", pool, "passive", "on_5xx"], &what) {
-            p.on_5xx = b;
+        // A tcp pool's on_5xx is refused by tcp_rules, whatever its value.
+        if mode == super::Mode::Http {
+            if let Some(b) = self.flag(pt, &["pools", pool, "passive", "on_5xx"], &what) {
+                p.on_5xx = b;
+            }
         }
         match pt.get::<Value>("cooldown") {
             Ok(Value::Nil) => {}

@@ -10,6 +10,7 @@
 use mlua::{Table, Value};
 
 use super::load::Checker;
+use super::Mode;
 
 /// Pool timeouts that bound an HTTP exchange, and what to say instead.
 const HTTP_POOL_TIMEOUTS: &[(&str, &str)] = &[
@@ -142,6 +143,29 @@ impl Checker<'_> {
                 );
             }
         }
+    }
+}
+
+/// Where a key looked for in a listener's `timeouts` lives instead, for
+/// the unknown-key message: a tcp connection's idle time is its pool's
+/// (HAProxy's `timeout client` and `timeout server` are one here).
+pub(super) fn listener_timeout_advice(key: &str, mode: Option<Mode>) -> Option<String> {
+    match (key, mode) {
+        ("idle" | "client" | "server", Some(Mode::Tcp)) => Some(
+            "the idle timeout of a tcp connection is its pool's timeouts.idle (HAProxy's timeout client/server); a tcp listener has timeouts.client_hello".into(),
+        ),
+        ("connect", _) => Some("timeouts.connect is a pool key: put it in the pool's timeouts".into()),
+        _ => None,
+    }
+}
+
+/// Where a key looked for in a pool's `timeouts` lives instead.
+pub(super) fn pool_timeout_advice(key: &str) -> Option<String> {
+    match key {
+        "client_hello" => Some(
+            "timeouts.client_hello is a listener key (the wait for a TLS ClientHello on a tcp listener): put it in the listener's timeouts".into(),
+        ),
+        _ => None,
     }
 }
 

@@ -114,7 +114,11 @@ async fn check_loop(
         };
         let verdict = match tokio::time::timeout(spec.timeout, run).await {
             Ok(v) => v,
-            Err(_) => Err(format!("no answer within {:?}", spec.timeout)),
+            Err(_) => Err(format!(
+                "no answer within {:?}{}",
+                spec.timeout,
+                unended_send(&spec.kind)
+            )),
         };
         let (ok, reason) = match verdict {
             Ok(what) => (true, what),
@@ -129,5 +133,20 @@ async fn check_loop(
         );
         state.health.checks.record(ok, &reason);
         state.observe_check(ok, spec.rise, spec.fall, &reason);
+    }
+}
+
+/// A line check's `send` with no line end (`"PING"` for `"PING\r\n"`)
+/// is the likely reason a server said nothing: most line protocols wait
+/// for the end of the command. Said beside the timeout.
+fn unended_send(kind: &crate::lb::CheckKind) -> String {
+    match kind {
+        crate::lb::CheckKind::Expect {
+            send: Some(bytes), ..
+        } if !bytes.ends_with(b"\n") => format!(
+            " (sent {} with no line end)",
+            crate::words::count(bytes.len() as u64, "byte")
+        ),
+        _ => String::new(),
     }
 }

@@ -133,6 +133,17 @@ fn retry_of(line: &str, names: &[(String, String)], start: Instant) -> load::Ret
 
 /// Starts Pocket on `policy`, waits until it is ready, and turns its log's
 /// health and reload lines into events.
+/// Whether the policy Pocket runs (written at `path`) has a `mode = "tcp"`
+/// listener on `listen`, the address the load connects to. Loaded as
+/// `pocket check` loads it; a policy that does not load says false.
+fn listens_tcp(path: &Path, listen: std::net::SocketAddr) -> bool {
+    crate::config::load_policy(path, &crate::lb::StateRegistry::default()).is_ok_and(|p| {
+        p.listeners
+            .iter()
+            .any(|l| l.bind == listen && l.mode == crate::config::Mode::Tcp)
+    })
+}
+
 fn start_balancer(
     dir: &Path,
     policy: &str,
@@ -380,15 +391,18 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     let until = start + scenario.duration;
     let stop = Arc::new(AtomicBool::new(false));
     let load_task = match scenario.load.tcp.clone() {
-        Some(t) => runtime.spawn(tcp_load::run(
-            listen,
-            scenario.load.clone(),
-            t,
-            start,
-            until,
-            stop.clone(),
-            timeline.clone(),
-        )),
+        Some(mut t) => {
+            t.listener_tcp = listens_tcp(&dir.join("policy.lua"), listen);
+            runtime.spawn(tcp_load::run(
+                listen,
+                scenario.load.clone(),
+                t,
+                start,
+                until,
+                stop.clone(),
+                timeline.clone(),
+            ))
+        }
         None => runtime.spawn(load::run(
             tls::Dial::new(listen, connector),
             scenario.load.clone(),

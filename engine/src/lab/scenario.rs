@@ -112,6 +112,10 @@ pub struct TcpLoad {
     pub bytes: usize,
     /// Bytes per round trip of a long stream.
     pub chunk: usize,
+    /// The scenario's listener is known to have `mode = "tcp"` (set by
+    /// the lab from the loaded policy): a client timeout then gets no
+    /// "is the listener mode = tcp?" hint.
+    pub listener_tcp: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -588,12 +592,13 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                 Ok(n) => load.concurrency = n.map_or(load.concurrency, |n| n as usize),
                 Err(e) => errs.at(&["load", "concurrency"], e),
             }
-            match int_in(
-                &field(&t, "rate"),
-                "load.rate (requests per second)",
-                1,
-                100_000,
-            ) {
+            let tcp = !field(&t, "streams").is_nil() || !field(&t, "connections").is_nil();
+            let rate = if tcp {
+                "load.rate (new connections per second)"
+            } else {
+                "load.rate (requests per second)"
+            };
+            match int_in(&field(&t, "rate"), rate, 1, 100_000) {
                 Ok(n) => load.rate = n.map(|n| n as u32),
                 Err(e) => errs.at(&["load", "rate"], e),
             }
@@ -1061,6 +1066,7 @@ fn tcp_load(errs: &mut Errors, t: &Table) -> Option<TcpLoad> {
             );
         }
     }
+    let before = errs.list.len();
     let mut n = |k: &str, lo: i64, hi: i64, default: usize| -> usize {
         match int_in(&field(t, k), &format!("load.{k}"), lo, hi) {
             Ok(v) => v.map_or(default, |v| v as usize),
@@ -1075,8 +1081,10 @@ fn tcp_load(errs: &mut Errors, t: &Table) -> Option<TcpLoad> {
         connections: n("connections", 0, 256, 0),
         bytes: n("bytes", 1, 1 << 20, 100),
         chunk: n("chunk", 1, 1 << 20, 16 * 1024),
+        listener_tcp: false,
     };
-    if tcp.streams + tcp.connections == 0 {
+    // A count already refused (out of range) is not said again as 0.
+    if tcp.streams + tcp.connections == 0 && errs.list.len() == before {
         errs.at(
             &["load"],
             "a TCP load needs load.streams or load.connections above 0".into(),

@@ -337,11 +337,17 @@ async fn close(s: &mut TcpStream, timeout: Duration, who: &str) -> Result<(), Fa
 }
 
 /// A connection no server answered in time. Pocket's TCP path closes a
-/// connection it cannot place; an HTTP listener waits for a request.
-fn no_banner(timeout: Duration) -> Failure {
+/// connection it cannot place; an HTTP listener waits for a request: the
+/// hint is given only when the listener is not known to be a tcp one.
+fn no_banner(timeout: Duration, listener_tcp: bool) -> Failure {
+    let hint = if listener_tcp {
+        ""
+    } else {
+        "; an HTTP listener would wait for a request: is the policy's listener mode = \"tcp\"?"
+    };
     wire(
         "client timeout",
-        format!("no server's banner within the load's timeout ({timeout:?}); an HTTP listener would wait for a request: is the policy's listener mode = \"tcp\"?"),
+        format!("no server's banner within the load's timeout ({timeout:?}){hint}"),
     )
 }
 
@@ -410,7 +416,7 @@ async fn stream(
         let t0 = start.elapsed().as_secs_f64();
         let opened = tokio::time::timeout(timeout, open(addr))
             .await
-            .unwrap_or_else(|_| Err(no_banner(timeout)));
+            .unwrap_or_else(|_| Err(no_banner(timeout, tcp.listener_tcp)));
         let (mut s, who) = match opened {
             Ok(pair) => {
                 timeline.tcp.open(t0, &pair.1);
@@ -524,7 +530,9 @@ async fn short(
         let (outcome, why) = match result {
             Ok(Ok(())) => (Outcome::Completed, None),
             Ok(Err((o, f))) => (o, Some(f)),
-            Err(_) if server.is_none() => (Outcome::Failed, Some(no_banner(timeout))),
+            Err(_) if server.is_none() => {
+                (Outcome::Failed, Some(no_banner(timeout, tcp.listener_tcp)))
+            }
             Err(_) => (
                 Outcome::Cut,
                 Some(timed_out(timeout, "no whole echo and close")),
@@ -554,6 +562,17 @@ async fn short(
 mod tests {
     use super::super::faults::{FaultProxy, Mode};
     use super::*;
+
+    /// The "is the listener mode = tcp?" hint only when it is not known
+    /// to be (breaker16 F6: a tiny load.timeout on a tcp listener).
+    #[test]
+    fn the_mode_hint_is_given_only_for_a_listener_not_known_to_be_tcp() {
+        let ms = Duration::from_millis(1);
+        assert!(!no_banner(ms, true).detail.contains("mode"));
+        assert!(no_banner(ms, false)
+            .detail
+            .ends_with("is the policy's listener mode = \"tcp\"?"));
+    }
 
     /// Without Pocket: the load straight at an echo origin behind the fault
     /// proxy. The stream and the short connections count bytes by the
@@ -585,6 +604,7 @@ mod tests {
             connections: 1,
             bytes: 100,
             chunk: 1000,
+            listener_tcp: true,
         };
         let timeline: Timeline = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));

@@ -52,6 +52,16 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> String {
         if !servers.is_empty() {
             parts.push(format!("pool {} servers {}", pool.name, servers.join(" ")));
         }
+        // The Debug form is what changes a server connection (ca, sni,
+        // verify): the check fingerprints use it too.
+        match (&before.tls, &pool.tls) {
+            (None, Some(_)) => parts.push(format!("pool {} +tls", pool.name)),
+            (Some(_), None) => parts.push(format!("pool {} -tls", pool.name)),
+            (Some(a), Some(b)) if format!("{a:?}") != format!("{b:?}") => {
+                parts.push(format!("pool {} tls changed", pool.name))
+            }
+            _ => {}
+        }
         if before.mode != pool.mode {
             parts.push(format!(
                 "pool {} mode {} -> {}",

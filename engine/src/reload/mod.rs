@@ -510,6 +510,9 @@ impl Supervisor {
         let outcome = match candidate {
             Err(errors) => Err(errors),
             Ok(policy) => {
+                for w in &policy.warnings {
+                    tracing::warn!("{w}");
+                }
                 let policy = Arc::new(policy);
                 let generation = self.generation + 1;
                 let changes = describe_changes(self.running.policy(), &policy);

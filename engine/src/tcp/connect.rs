@@ -40,6 +40,12 @@ pub struct NoServer {
     /// the client sent no ClientHello in time (`true`) or closed: why,
     /// for the log. No server connection was opened.
     pub no_hello: Option<(String, bool)>,
+    /// The pool given up on (the last of a fallback chain).
+    pub pool: usize,
+    /// Connects tried, in every pool of the chain; 0: no server was up.
+    pub tried: usize,
+    /// The last connect's error, as its warning line said it.
+    pub last_error: Option<String>,
 }
 
 /// The client connection a server connection is made for.
@@ -69,6 +75,8 @@ pub async fn connect(
     let (mut key, mut preferred) = choose_timed(script, index, &mut client, open).await?;
     let mut tried: Vec<usize> = Vec::new();
     let mut timed_out = false;
+    let mut attempts = 0;
+    let mut last_error = None;
     // A fallback chain is checked at load to end; this only bounds a bug.
     let mut hops = policy.pools.len();
     while tried.len() <= pool.retries as usize {
@@ -136,12 +144,17 @@ pub async fn connect(
                     retried: false,
                 });
                 tried.push(si);
+                attempts += 1;
+                last_error = Some(e.to_string());
             }
         }
     }
     Err(NoServer {
         timed_out,
         no_hello: None,
+        pool: index,
+        tried: attempts,
+        last_error,
     })
 }
 
@@ -162,6 +175,9 @@ async fn choose_timed(
     chosen.map_err(|(why, timed_out)| NoServer {
         timed_out: false,
         no_hello: Some((why, timed_out)),
+        pool: index,
+        tried: 0,
+        last_error: None,
     })
 }
 

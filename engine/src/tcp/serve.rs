@@ -91,7 +91,15 @@ pub async fn serve(
             None
         }
         Ok(ConnectVerdict::Closed { reason, timed_out }) => {
-            tracing::info!(connection = %id, listener = %listener, peer = %peer, "connection closed: {reason}; no server connection opened");
+            // Only on_connect reading conn.sni/alpn waits: on a listener
+            // whose server speaks first (SMTP), a client waits too, and
+            // nothing comes until the timeout.
+            let hint = if timed_out {
+                "; on_connect read conn.sni or conn.alpn here: return before reading them on listeners whose server speaks first (SMTP, FTP)"
+            } else {
+                ""
+            };
+            tracing::info!(connection = %id, listener = %listener, peer = %peer, "connection closed: {reason}; no server connection opened{hint}");
             // HAProxy's cR / CR: the client timed out / went away while
             // its request (here the ClientHello) was awaited.
             open.set(if timed_out { b'c' } else { b'C' }, b'R');
@@ -141,9 +149,11 @@ pub async fn serve(
             open.set(if timed_out { b'c' } else { b'C' }, b'R');
             return;
         }
-        Some(Err(NoServer { timed_out, .. })) => {
+        Some(Err(no_server)) => {
+            let timed_out = no_server.timed_out;
             let name = &script.policy.pools[pool].name;
-            tracing::warn!(connection = %id, listener = %listener, peer = %peer, pool = %name, "no server of pool \"{name}\" could be connected to; connection closed");
+            let why = no_server_words(&script.policy.pools[no_server.pool], &no_server);
+            tracing::warn!(connection = %id, listener = %listener, peer = %peer, pool = %name, "{why}; connection closed");
             open.set(if timed_out { b's' } else { b'S' }, b'C');
             return;
         }
@@ -203,4 +213,21 @@ pub async fn serve(
     open.ex.bytes_in = moved.up;
     open.ex.bytes_out = moved.down;
     open.ex.termination = termination;
+}
+
+/// Why no server connection was made, in the HTTP path's words
+/// (proxy/mod.rs): none up, or how many connects failed and the last
+/// error.
+fn no_server_words(pool: &crate::lb::Pool, failed: &NoServer) -> String {
+    match (&failed.last_error, failed.tried) {
+        (Some(last), tried) if tried > 0 => format!(
+            "no server of pool \"{}\" could be reached (tried {tried}; last: {last})",
+            pool.name,
+        ),
+        _ => format!(
+            "no server of pool \"{}\" is up ({}, all down)",
+            pool.name,
+            crate::words::count(pool.servers.len() as u64, "server"),
+        ),
+    }
 }
