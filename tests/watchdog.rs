@@ -262,3 +262,140 @@ fn a_stuck_workers_connections_give_their_slots_back() {
     assert_ended_in_time(took);
     drop(hung);
 }
+
+/// A `pocket origin --echo` process, ended when dropped (also when a test
+/// fails).
+struct Echo(std::process::Child);
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A `pocket origin --echo` (it greets `origin E`, then echoes), and where
+/// it listens.
+fn echo_origin() -> (Echo, SocketAddr) {
+    let mut child = std::process::Command::new(pocket_bin())
+        .args(["origin", "--echo", "--name", "E", "--port", "0"])
+        .env("POCKET_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = std::io::BufReader::new(child.stderr.take().unwrap());
+    let child = Echo(child);
+    let mut line = String::new();
+    while !line.contains("listening on ") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut said, &mut line).unwrap() > 0,
+            "pocket origin stopped before it listened"
+        );
+    }
+    let addr = line.rsplit(' ').next().unwrap().trim().parse().unwrap();
+    // Keep its stderr drained.
+    std::thread::spawn(move || std::io::copy(&mut said, &mut std::io::sink()));
+    (child, addr)
+}
+
+/// One round of the burst: `n` non-blocking connects, 64 KiB sent on each,
+/// then every one reset (SO_LINGER 0), as breaker16 F1 did.
+fn burst_round(to: SocketAddr, n: usize) -> usize {
+    use socket2::{Domain, Socket, Type};
+    let data = vec![b'z'; 64 * 1024];
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        let Ok(s) = Socket::new(Domain::IPV4, Type::STREAM, None) else {
+            break;
+        };
+        let _ = s.set_nonblocking(true);
+        let _ = s.connect(&to.into());
+        open.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    for s in &open {
+        let _ = s.send(&data);
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    for s in &open {
+        let _ = s.set_linger(Some(Duration::ZERO));
+    }
+    let sent = open.len();
+    drop(open);
+    sent
+}
+
+/// breaker16 F1: thousands of runnable connections keep a worker busy for
+/// longer than the watchdog's bound between two heartbeats; a worker that
+/// polls its connections is making progress and is not stuck (only one
+/// that makes none at all is, as HAProxy's watchdog judges). Each
+/// connection's `on_connect` spends some Lua time (well under its budget),
+/// so a round of 2000 keeps a worker busy for longer than the bound on an
+/// idle machine too, not only on a loaded one. Before the fix, workers
+/// were called stuck here, their sockets shut and their connections no
+/// longer counted against the caps. Bounded: 2 clients, at most 12 rounds
+/// of 2000 connections each, and at most 20 s.
+#[test]
+fn a_busy_worker_is_not_stuck() {
+    let (echo, echo_addr) = echo_origin();
+    let mut p = Pocket::start(
+        &format!(
+            r#"return {{
+  listeners = {{ {{ name = "t", bind = "127.0.0.1:0", mode = "tcp", pool = "echo" }} }},
+  pools = {{ echo = {{ mode = "tcp", servers = {{ "{echo_addr}" }} }} }},
+  on_connect = function(conn)
+    local x = 0
+    for i = 1, 20000 do x = x + i end
+  end,
+}}"#
+        ),
+        2,
+    );
+    let addr = p.addr("t");
+    let until = Instant::now() + Duration::from_secs(20);
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut sent = 0;
+                for _ in 0..12 {
+                    if Instant::now() > until {
+                        break;
+                    }
+                    sent += burst_round(addr, 2000);
+                }
+                sent
+            })
+        })
+        .collect();
+    let sent: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    eprintln!("burst: {sent} connections");
+    assert!(sent > 0);
+    let stuck: Vec<String> = p
+        .log
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("is stuck"))
+        .collect();
+    eprintln!("workers called stuck: {}", stuck.len());
+    assert_eq!(
+        stuck.len(),
+        0,
+        "busy workers called stuck:\n{}",
+        stuck.join("\n")
+    );
+    // The workers still serve: a connection gets the origin's greeting.
+    let mut c = None;
+    let deadline = Instant::now() + DEADLINE;
+    while c.is_none() && Instant::now() < deadline {
+        c = TcpStream::connect(addr).ok().and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            let mut got = [0u8; 10];
+            s.read_exact(&mut got).ok()?;
+            Some(got)
+        });
+    }
+    assert_eq!(c.as_ref().map(|g| &g[..]), Some(&b"origin E\r\n"[..]));
+    stop(&mut p);
+    drop(echo);
+}

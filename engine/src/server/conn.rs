@@ -178,6 +178,8 @@ impl<F: Future> Future for Watched<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // An h2 stream's poll is the worker's progress too (watchdog).
+        super::watchdog::progress();
         let this = self.project();
         if this.watch.expired.get() {
             return Poll::Ready(());

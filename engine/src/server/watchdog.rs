@@ -4,13 +4,19 @@
 //! SO_REUSEPORT groups so the kernel stops handing it connections, and
 //! asks the control thread for a worker in its place.
 //!
-//! Each worker has a [`Pulse`]: a heartbeat its runtime bumps every
-//! [`BEAT`], and a stamp of the hook call in progress (two relaxed atomic
-//! stores around each call, no clock read). The watchdog thread looks at
-//! every pulse each [`TICK`]; a heartbeat that has not moved for
+//! Each worker has a [`Pulse`]: a progress count its thread bumps every
+//! time it makes progress (a heartbeat task every [`BEAT`], and every
+//! poll of a connection's task and every turn of an accept loop, through
+//! [`progress`]), and a stamp of the hook call in progress (two relaxed
+//! atomic stores around each call, no clock read). The watchdog thread
+//! looks at every pulse each [`TICK`]; a count that has not moved for
 //! [`STUCK_AFTER`] (while loading a policy's main chunk: its 2 s load
-//! budget plus that) means the worker is stuck.
+//! budget plus that) means the worker is stuck: it has made no progress
+//! at all, as HAProxy's watchdog judges a thread. A worker busy with
+//! thousands of runnable connections, whose heartbeat task waits its turn
+//! longer than that, is not stuck: each connection it polls counts.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -23,7 +29,7 @@ use tokio::sync::mpsc::UnboundedSender;
 pub const BEAT: Duration = Duration::from_millis(100);
 /// How often the watchdog looks.
 const TICK: Duration = Duration::from_millis(100);
-/// A worker whose heartbeat has not moved for this long is stuck.
+/// A worker whose progress count has not moved for this long is stuck.
 pub const STUCK_AFTER: Duration = Duration::from_secs(1);
 /// A watchdog tick this late means the watchdog was not running either
 /// (suspend, CPU starvation): what it saw before proves nothing.
@@ -130,6 +136,38 @@ pub struct Pulse {
     pub ledger: Arc<super::maxconn::Ledger>,
 }
 
+thread_local! {
+    /// The pulse of the worker running on this thread (null on other
+    /// threads): set by [`Pulse::watch_this_thread`], whose guard keeps
+    /// the pulse alive while it is set.
+    static PROGRESS: Cell<*const Pulse> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The worker on this thread made progress (a connection's task was
+/// polled, an accept loop turned): one thread-local read and a relaxed
+/// load and store. Nothing on threads that are no worker's.
+#[inline]
+pub fn progress() {
+    PROGRESS.with(|p| {
+        let pulse = p.get();
+        if !pulse.is_null() {
+            // SAFETY: set only by `watch_this_thread`, whose guard holds
+            // the `Arc` and clears the pointer on drop, on this thread.
+            unsafe { (*pulse).beat() }
+        }
+    });
+}
+
+/// Holds the pulse [`progress`] bumps on a worker's thread; clears it on
+/// drop.
+pub struct ThisThread(#[allow(dead_code)] Arc<Pulse>);
+
+impl Drop for ThisThread {
+    fn drop(&mut self) {
+        PROGRESS.with(|p| p.set(std::ptr::null()));
+    }
+}
+
 /// Workers found stuck since the process started (for `pocket status`
 /// and, later, metrics).
 static STUCK_TOTAL: AtomicU64 = AtomicU64::new(0);
@@ -184,10 +222,21 @@ impl Pulse {
         &self.places
     }
 
-    /// The worker is alive (its runtime polled the heartbeat task).
+    /// The worker is alive (its runtime polled the heartbeat task, or a
+    /// connection's task). Only the worker's own thread writes the count,
+    /// so a relaxed load and store (no locked instruction) do.
     #[inline]
     pub fn beat(&self) {
-        self.beat.fetch_add(1, Ordering::Relaxed);
+        let n = self.beat.load(Ordering::Relaxed);
+        self.beat.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Makes this pulse the one [`progress`] bumps on the calling thread
+    /// (a worker's), until the returned guard drops.
+    pub fn watch_this_thread(self: &Arc<Pulse>) -> ThisThread {
+        let pulse = self.clone();
+        PROGRESS.with(|p| p.set(Arc::as_ptr(&pulse)));
+        ThisThread(pulse)
     }
 
     /// A hook call (or a load) starts: one relaxed store.
@@ -283,6 +332,18 @@ impl Pulse {
         }
     }
 
+    /// What the worker is stuck in, for the log: the script call that has
+    /// not returned, or, outside any, that it has made no progress.
+    fn stuck_in(&self, what: u64, silent: Duration) -> String {
+        let secs = silent.as_secs_f64();
+        if Doing::from_bits(what >> (SEQ_BITS + PLACE_BITS)).is_none() {
+            return format!(
+                "it has made no progress for {secs:.1}s, outside any script call (in Pocket itself or waiting on the system)"
+            );
+        }
+        format!("{} has not returned for {secs:.1}s", self.describe(what))
+    }
+
     /// Takes every listening socket of this worker out of its reuseport
     /// group: `shutdown(2)` on a listening TCP socket stops it listening
     /// (the descriptor stays the worker's). Connections already waiting
@@ -296,6 +357,28 @@ impl Pulse {
             unsafe { libc::shutdown(fd, libc::SHUT_RD) };
         }
         sockets.len()
+    }
+}
+
+/// The watchdog's view of one worker: the progress count it last saw,
+/// and when it first saw it.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    beat: u64,
+    since: Instant,
+}
+
+impl Watch {
+    /// The rule: a worker is stuck when its progress count (heartbeats,
+    /// connection polls, accept-loop turns) has not moved for `bound`.
+    /// Returns how long it has not moved, when that is stuck.
+    fn look(&mut self, beat: u64, now: Instant, bound: Duration) -> Option<Duration> {
+        if beat != self.beat {
+            *self = Watch { beat, since: now };
+            return None;
+        }
+        let silent = now.saturating_duration_since(self.since);
+        (silent >= bound).then_some(silent)
     }
 }
 
@@ -348,8 +431,8 @@ impl Watchdog {
     }
 
     fn run(&self) {
-        // Per worker: the last heartbeat seen and since when.
-        let mut seen: HashMap<usize, (u64, Instant)> = HashMap::new();
+        // Per worker: the last progress count seen and since when.
+        let mut seen: HashMap<usize, Watch> = HashMap::new();
         let mut last_tick = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             std::thread::sleep(TICK);
@@ -384,11 +467,6 @@ impl Watchdog {
                     continue;
                 }
                 let beat = p.beat.load(Ordering::Relaxed);
-                let entry = seen.entry(p.index).or_insert((beat, now));
-                if entry.0 != beat {
-                    *entry = (beat, now);
-                    continue;
-                }
                 let what = p.what.load(Ordering::Relaxed);
                 let loading =
                     Doing::from_bits(what >> (SEQ_BITS + PLACE_BITS)) == Some(Doing::Loading);
@@ -397,8 +475,8 @@ impl Watchdog {
                 } else {
                     STUCK_AFTER
                 };
-                let silent = now - entry.1;
-                if silent >= bound {
+                let watch = seen.entry(p.index).or_insert(Watch { beat, since: now });
+                if let Some(silent) = watch.look(beat, now, bound) {
                     self.abandon(p, silent, what);
                 }
             }
@@ -432,10 +510,9 @@ impl Watchdog {
         let forgiven = p.ledger.forgive();
         tracing::error!(
             worker = p.index,
-            "worker {} is stuck: {} has not returned for {:.1}s; its listening sockets leave the rotation ({closed} shut), {} against max_connections, and a new worker takes its place",
+            "worker {} is stuck: {}; its listening sockets leave the rotation ({closed} shut), {} against max_connections, and a new worker takes its place",
             p.index,
-            p.describe(what),
-            silent.as_secs_f64(),
+            p.stuck_in(what, silent),
             format!(
                 "the {} it holds no longer {}",
                 crate::words::count(forgiven as u64, "connection"),
@@ -465,6 +542,67 @@ mod tests {
         pulse.enter(Doing::ConnHashKey, at, 6);
         let said = pulse.describe(pulse.what.load(Ordering::Relaxed));
         assert_eq!(said, "hash_key (policy.lua:7) for connection 0-6");
+    }
+
+    /// The rule (breaker16 F1): only a count that stops moving is stuck;
+    /// any progress starts the wait again, however long the heartbeat
+    /// task itself has waited its turn. Instants made up, no clock waits.
+    #[test]
+    fn stuck_means_no_progress_for_the_bound() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut w = Watch { beat: 5, since: t0 };
+        assert_eq!(w.look(5, at(900), STUCK_AFTER), None);
+        // One connection polled at 950 ms: not stuck at 1.2 s.
+        assert_eq!(w.look(6, at(950), STUCK_AFTER), None);
+        assert_eq!(w.look(6, at(1200), STUCK_AFTER), None);
+        // Then nothing for a whole bound: stuck, for that long.
+        assert_eq!(
+            w.look(6, at(1950), STUCK_AFTER),
+            Some(Duration::from_millis(1000))
+        );
+        // Loading gets its longer bound.
+        let mut w = Watch { beat: 1, since: t0 };
+        assert_eq!(w.look(1, at(2500), Duration::from_secs(3)), None);
+    }
+
+    /// Each poll of a connection's task counts on the worker's own pulse,
+    /// on its own thread only, and only while the guard is held.
+    #[test]
+    fn progress_counts_on_the_workers_pulse() {
+        let pulse = Arc::new(Pulse::new(0, Arc::new(Places::default())));
+        progress(); // no worker on this thread yet: nothing happens
+        assert_eq!(pulse.beat.load(Ordering::Relaxed), 0);
+        let guard = pulse.watch_this_thread();
+        for _ in 0..1000 {
+            progress();
+        }
+        assert_eq!(pulse.beat.load(Ordering::Relaxed), 1000);
+        // Another thread is no worker's: its progress is not this one's.
+        std::thread::spawn(progress).join().unwrap();
+        assert_eq!(pulse.beat.load(Ordering::Relaxed), 1000);
+        drop(guard);
+        progress();
+        assert_eq!(pulse.beat.load(Ordering::Relaxed), 1000);
+    }
+
+    /// Outside any script call the line says the worker made no progress
+    /// (not "no script call has not returned"); inside one, which call.
+    #[test]
+    fn the_stuck_line_reads_right_in_a_call_or_not() {
+        let places = Arc::new(Places::default());
+        let at = places.index("policy.lua:4".into());
+        let pulse = Pulse::new(1, places);
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            pulse.stuck_in(0, second),
+            "it has made no progress for 1.0s, outside any script call (in Pocket itself or waiting on the system)"
+        );
+        pulse.enter(Doing::OnRequest, at, 0x2a);
+        assert_eq!(
+            pulse.stuck_in(pulse.what.load(Ordering::Relaxed), second),
+            "on_request (policy.lua:4) for request 1-2a has not returned for 1.0s"
+        );
     }
 
     /// A worker thread that ends on its own (a panic) is replaced; one

@@ -19,7 +19,7 @@ use super::conn::{self, Http};
 use super::drain::Drain;
 use super::listener::{Bound, ListenerKey};
 use super::maxconn::{caps, take_slot, Gate};
-use super::watchdog::{Doing, Pulse, BEAT};
+use super::watchdog::{progress, Doing, Pulse, BEAT};
 use crate::config::{ClientTimeouts, Mode, Policy};
 use crate::proxy::upstream::Upstreams;
 use crate::proxy::{ConnCtx, RequestId};
@@ -132,6 +132,10 @@ pub fn run(start: Start, mut control: UnboundedReceiver<Control>, pulse: Arc<Pul
         ready,
     } = start;
     let _ended = Ended(pulse.clone());
+    // Every connection poll and accept-loop turn on this thread counts as
+    // progress for the watchdog (not only the heartbeat task, which waits
+    // its turn behind a burst of runnable connections).
+    let _progress = pulse.watch_this_thread();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -367,6 +371,7 @@ async fn accept_loop(
             }
         };
         let slot = take_slot(&gate, &process, &ledger).await;
+        progress();
         // accept4 with SOCK_NONBLOCK, as tokio's own accept: no extra
         // syscall to make the socket non-blocking.
         let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
@@ -436,7 +441,7 @@ async fn accept_loop(
         if proxied {
             let (worker, http) = (worker.clone(), http.clone());
             let name = name.clone();
-            tokio::task::spawn_local(async move {
+            let serve = async move {
                 let mut stream = stream;
                 // None: closed (the slot goes with the task).
                 let Some((peer, local)) =
@@ -446,7 +451,10 @@ async fn accept_loop(
                 };
                 let cx = Rc::new(ConnCtx::new(worker.clone(), peer, local, name, timeouts));
                 conn::serve(stream, cx, http, worker.drain.clone(), timeouts).await;
-                drop(slot);
+            };
+            tokio::task::spawn_local(Holding {
+                fut: serve,
+                slot: Some(slot),
             });
             continue;
         }
@@ -471,6 +479,10 @@ pin_project_lite::pin_project! {
     /// rustc keeps a captured future twice in such a block's state (the
     /// capture and the awaited copy, rust-lang/rust#62958), which doubled
     /// every connection's task, parked ones included.
+    ///
+    /// Each poll counts as the worker's progress for the watchdog
+    /// ([`progress`]): a worker busy with thousands of connections is not
+    /// stuck, one stuck inside a poll stops counting.
     struct Holding<F, S> {
         #[pin]
         fut: F,
@@ -485,6 +497,7 @@ impl<F: std::future::Future<Output = ()>, S> std::future::Future for Holding<F, 
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<()> {
+        progress();
         let this = self.project();
         let done = this.fut.poll(cx);
         if done.is_ready() {
