@@ -40,15 +40,22 @@ pub enum Outcome {
     Closed(String),
 }
 
-/// Runs the connection: `trace` gets every step. Also returns whether
-/// `on_connect` read `conn.sni`/`conn.alpn`.
-pub fn decide(script: &WorkerScript, asked: &Asked<'_>, trace: &mut Trace) -> (Outcome, bool) {
+/// Runs the connection: `trace` gets every step. Also returns which hook
+/// first read `conn.sni`/`conn.alpn` (`on_connect`, else the pool's
+/// `hash_key` or `balance`), if one did: a live connection waits for the
+/// ClientHello there.
+pub fn decide(
+    script: &WorkerScript,
+    asked: &Asked<'_>,
+    trace: &mut Trace,
+) -> (Outcome, Option<&'static str>) {
     let policy = &script.policy;
     let name: Arc<str> = Arc::from(&*asked.listener.name);
     let mut view = ConnView::new(asked.peer, asked.listener.bind, name.clone(), false);
     let started = Instant::now();
     let verdict = script.on_connect_given(&mut view, asked.hello.clone());
-    let read = view.hello.as_ref().is_some_and(|s| s.was_read());
+    let was_read = |v: &ConnView| v.hello.as_ref().is_some_and(|s| s.was_read());
+    let read = was_read(&view).then_some("on_connect");
     if script.has_on_connect() {
         let returned = match &verdict {
             Ok(ConnectVerdict::Pool(i)) => format!("pool \"{}\"", policy.pools[*i].name),
@@ -100,6 +107,7 @@ pub fn decide(script: &WorkerScript, asked: &Asked<'_>, trace: &mut Trace) -> (O
     let mut seen = vec![index];
     loop {
         let (key, preferred) = choose(script, index, &mut view, trace);
+        let read = read.or(was_read(&view).then_some("the pool's hash_key or balance"));
         let tried: Vec<usize> = (0..p.servers.len())
             .filter(|&i| asked.tried.iter().any(|a| *a == *p.servers[i].addr_text))
             .collect();
@@ -227,19 +235,19 @@ pub fn story(script: &WorkerScript, asked: &Asked<'_>) -> String {
     out.push_str(&trace.to_string());
     let wait = l.timeouts.client_hello.as_secs_f64();
     match (read, &asked.hello) {
-        (true, Some(_)) => out.push_str(&format!(
-            "note: on_connect read conn.sni or conn.alpn: a live connection waits up to timeouts.client_hello ({wait}s) for the client's ClientHello; a client that sends none in time is closed with no server connection (access log cR)\n"
+        (Some(who), Some(_)) => out.push_str(&format!(
+            "note: {who} read conn.sni or conn.alpn: a live connection waits up to timeouts.client_hello ({wait}s) for the client's ClientHello; a client that sends none in time is closed with no server connection (access log cR)\n"
         )),
-        (true, None) => out.push_str(&format!(
-            "note: on_connect read conn.sni or conn.alpn, and no --sni or --alpn was given: both were nil, as for a client that is not speaking TLS; a live connection waits up to timeouts.client_hello ({wait}s) for a ClientHello first\n"
+        (Some(who), None) => out.push_str(&format!(
+            "note: {who} read conn.sni or conn.alpn, and no --sni or --alpn was given: both were nil, as for a client that is not speaking TLS; a live connection waits up to timeouts.client_hello ({wait}s) for a ClientHello first\n"
         )),
-        (false, Some(_)) if !script.has_on_connect() => out.push_str(
+        (None, Some(_)) if !script.has_on_connect() => out.push_str(
             "note: the policy has no on_connect: the ClientHello played no part, and a live connection does not wait for it\n",
         ),
-        (false, Some(_)) => out.push_str(
+        (None, Some(_)) => out.push_str(
             "note: on_connect did not read conn.sni or conn.alpn: the ClientHello played no part, and a live connection does not wait for it\n",
         ),
-        (false, None) => {}
+        (None, None) => {}
     }
     out.push_str(&format!("compact: {}\n", trace.compact()));
     out
