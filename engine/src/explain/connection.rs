@@ -5,12 +5,12 @@
 //! `pick`, its fallbacks as engine/src/tcp/connect.rs follows them), with
 //! no network: the ClientHello is the one the flags describe.
 
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::ListenerSpec;
-use crate::lb::HashKey;
 use crate::script::api::conn::ConnView;
 use crate::script::{ConnectVerdict, WorkerScript};
 use crate::tcp::client_hello::ClientHello;
@@ -149,57 +149,90 @@ pub fn decide(
 }
 
 /// The hash key and the scripted choice for the connection in pool
-/// `index`, as engine/src/tcp/connect.rs makes them (`hash_key =
-/// "source"`: the client's address as text; a function: `hash_key(conn)`;
-/// `balance = function(servers, conn)`), each step traced. A failing
-/// function costs the connection its key or its choice: round robin.
+/// `index`, decided as a live connection's are
+/// ([`crate::tcp::pool_choice::choose`]; `hash_key = "source"`: the
+/// client's address as text; a function: `hash_key(conn)`; `balance =
+/// function(servers, conn)`), each step traced. A failing function costs
+/// the connection its key or its choice: round robin.
 fn choose(
     script: &WorkerScript,
     index: usize,
     view: &mut ConnView,
-    t: &mut Trace,
+    trace: &mut Trace,
 ) -> (Option<u64>, Option<usize>) {
     let pool = &script.policy.pools[index];
-    let key = match &pool.hash_key {
-        Some(HashKey::Source) => {
-            let ip = crate::proxy::forward::canonical_ip(view.peer.ip()).to_string();
-            t.hash_key("the client's address (source)".into(), Some(ip.clone()));
-            Some(crate::lb::hash_bytes(ip.as_bytes()))
-        }
-        Some(HashKey::Script) => {
-            let started = Instant::now();
-            let key = script.hash_key_conn(index, view, 1);
-            let returned = match &key {
-                Ok(Some(k)) => format!("{:?}", String::from_utf8_lossy(k)),
-                Ok(None) => "nil".into(),
-                Err(e) => format!("an error: {}; balancing without a key", e.message),
-            };
-            t.hook("hash_key", Some(&pool.name), started.elapsed(), returned);
-            let key = key.ok().flatten();
-            t.hash_key(
-                "the pool's hash_key function".into(),
-                key.as_ref()
-                    .map(|k| format!("{:?}", String::from_utf8_lossy(k))),
-            );
-            key.map(|k| crate::lb::hash_bytes(&k))
-        }
-        // HTTP keys are refused on a tcp pool at load.
-        _ => None,
+    let peer = view.peer;
+    let mut calls = Given {
+        script,
+        view,
+        trace,
     };
-    let preferred = if script.runs("balance", index) {
+    let chosen = crate::tcp::pool_choice::choose(pool, index, peer, &mut calls);
+    // The ClientHello is given: nothing here waits, the first poll ends it.
+    let mut chosen = std::pin::pin!(chosen);
+    match chosen
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(Ok(choice)) => choice,
+        std::task::Poll::Ready(Err(never)) => match never {},
+        std::task::Poll::Pending => (None, None),
+    }
+}
+
+/// The pool functions of a connection whose ClientHello is given (plain
+/// calls that never wait), each traced.
+struct Given<'a> {
+    script: &'a WorkerScript,
+    view: &'a mut ConnView,
+    trace: &'a mut Trace,
+}
+
+impl crate::tcp::pool_choice::PoolCalls for Given<'_> {
+    type Stop = std::convert::Infallible;
+
+    fn source(&mut self, peer: SocketAddr) {
+        let ip = crate::proxy::forward::canonical_ip(peer.ip()).to_string();
+        self.trace
+            .hash_key("the client's address (source)".into(), Some(ip));
+    }
+
+    async fn hash_key(&mut self, index: usize) -> Result<Option<Vec<u8>>, Self::Stop> {
+        let pool = &self.script.policy.pools[index];
         let started = Instant::now();
-        let chosen = script.choose_server_conn(index, view, 1);
+        let key = self.script.hash_key_conn(index, self.view, 1);
+        let returned = match &key {
+            Ok(Some(k)) => format!("{:?}", String::from_utf8_lossy(k)),
+            Ok(None) => "nil".into(),
+            Err(e) => format!("an error: {}; balancing without a key", e.message),
+        };
+        self.trace
+            .hook("hash_key", Some(&pool.name), started.elapsed(), returned);
+        let key = key.ok().flatten();
+        self.trace.hash_key(
+            "the pool's hash_key function".into(),
+            key.as_ref()
+                .map(|k| format!("{:?}", String::from_utf8_lossy(k))),
+        );
+        Ok(key)
+    }
+
+    async fn balance(&mut self, index: usize) -> Result<Option<usize>, Self::Stop> {
+        if !self.script.runs("balance", index) {
+            return Ok(None);
+        }
+        let pool = &self.script.policy.pools[index];
+        let started = Instant::now();
+        let chosen = self.script.choose_server_conn(index, self.view, 1);
         let returned = match &chosen {
             Ok(Some(i)) => format!("server {}", pool.servers[*i].addr_text),
             Ok(None) => "nil (round robin decides)".into(),
             Err(e) => format!("an error: {}; round robin decides", e.message),
         };
-        t.hook("balance", Some(&pool.name), started.elapsed(), returned);
-        chosen.ok().flatten()
-    } else {
-        None
-    };
-    (key, preferred)
+        self.trace
+            .hook("balance", Some(&pool.name), started.elapsed(), returned);
+        Ok(chosen.ok().flatten())
+    }
 }
 
 /// The whole printed story of one connection.
