@@ -1086,6 +1086,66 @@ fn a_connection_on_a_tcp_listener_is_explained_by_its_sni() {
     assert!(out.contains("closed=script"), "{out}");
 }
 
+// No on_connect: the listener's pool's functions read the ClientHello.
+const SNI_IN_POOLS: &str = r#"
+return {
+  listeners = {
+    { name = "keyed", bind = "127.0.0.1:8443", mode = "tcp", pool = "keyed" },
+    { name = "chosen", bind = "127.0.0.1:8444", mode = "tcp", pool = "chosen" },
+  },
+  pools = {
+    keyed = { mode = "tcp", servers = { "127.0.0.1:9443", "127.0.0.1:9445" },
+              balance = "hash", hash_key = function(conn) return conn.sni end },
+    chosen = { mode = "tcp", servers = { "127.0.0.1:9446", "127.0.0.1:9447" },
+               balance = function(servers, conn)
+                 if conn.sni == "b.example" then return 2 end
+                 return 1
+               end },
+  },
+}
+"#;
+
+/// `--sni` reaches a pool's `hash_key(conn)` and `balance(servers, conn)`
+/// in a policy with no on_connect (they saw conn.sni = nil: the given
+/// ClientHello was set only when on_connect ran), and the note says a
+/// live connection waits for the ClientHello there.
+#[test]
+fn the_given_sni_reaches_the_pool_functions_without_on_connect() {
+    let (_d, path) = policy(SNI_IN_POOLS);
+    let (code, out, err) = explain(&path, &["tcp://keyed", "--sni", "a.example"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("hook hash_key (pool \"keyed\"): returned \"a.example\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("hash key: the pool's hash_key function = \"a.example\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("note: the pool's hash_key or balance read conn.sni or conn.alpn: a live connection waits up to timeouts.client_hello (5s)"),
+        "{out}"
+    );
+    assert!(!out.contains("played no part"), "{out}");
+
+    let (code, out, err) = explain(&path, &["tcp://chosen", "--sni", "b.example"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("hook balance (pool \"chosen\"): returned server 127.0.0.1:9447"),
+        "{out}"
+    );
+    assert!(out.contains("chosen: 127.0.0.1:9447"), "{out}");
+
+    // No --sni: nil, as for a client that does not speak TLS.
+    let (code, out, _) = explain(&path, &["tcp://chosen"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("chosen: 127.0.0.1:9446"), "{out}");
+    assert!(
+        out.contains("note: the pool's hash_key or balance read conn.sni or conn.alpn, and no --sni or --alpn was given"),
+        "{out}"
+    );
+}
+
 #[test]
 fn an_http_request_aimed_at_a_tcp_listener_says_how_to_explain_a_connection() {
     let (_d, path) = policy(SNI);

@@ -5,12 +5,12 @@
 //! `pick`, its fallbacks as engine/src/tcp/connect.rs follows them), with
 //! no network: the ClientHello is the one the flags describe.
 
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::ListenerSpec;
-use crate::lb::HashKey;
 use crate::script::api::conn::ConnView;
 use crate::script::{ConnectVerdict, WorkerScript};
 use crate::tcp::client_hello::ClientHello;
@@ -40,15 +40,22 @@ pub enum Outcome {
     Closed(String),
 }
 
-/// Runs the connection: `trace` gets every step. Also returns whether
-/// `on_connect` read `conn.sni`/`conn.alpn`.
-pub fn decide(script: &WorkerScript, asked: &Asked<'_>, trace: &mut Trace) -> (Outcome, bool) {
+/// Runs the connection: `trace` gets every step. Also returns which hook
+/// first read `conn.sni`/`conn.alpn` (`on_connect`, else the pool's
+/// `hash_key` or `balance`), if one did: a live connection waits for the
+/// ClientHello there.
+pub fn decide(
+    script: &WorkerScript,
+    asked: &Asked<'_>,
+    trace: &mut Trace,
+) -> (Outcome, Option<&'static str>) {
     let policy = &script.policy;
     let name: Arc<str> = Arc::from(&*asked.listener.name);
     let mut view = ConnView::new(asked.peer, asked.listener.bind, name.clone(), false);
     let started = Instant::now();
     let verdict = script.on_connect_given(&mut view, asked.hello.clone());
-    let read = view.hello.as_ref().is_some_and(|s| s.was_read());
+    let was_read = |v: &ConnView| v.hello.as_ref().is_some_and(|s| s.was_read());
+    let read = was_read(&view).then_some("on_connect");
     if script.has_on_connect() {
         let returned = match &verdict {
             Ok(ConnectVerdict::Pool(i)) => format!("pool \"{}\"", policy.pools[*i].name),
@@ -100,6 +107,7 @@ pub fn decide(script: &WorkerScript, asked: &Asked<'_>, trace: &mut Trace) -> (O
     let mut seen = vec![index];
     loop {
         let (key, preferred) = choose(script, index, &mut view, trace);
+        let read = read.or(was_read(&view).then_some("the pool's hash_key or balance"));
         let tried: Vec<usize> = (0..p.servers.len())
             .filter(|&i| asked.tried.iter().any(|a| *a == *p.servers[i].addr_text))
             .collect();
@@ -141,57 +149,90 @@ pub fn decide(script: &WorkerScript, asked: &Asked<'_>, trace: &mut Trace) -> (O
 }
 
 /// The hash key and the scripted choice for the connection in pool
-/// `index`, as engine/src/tcp/connect.rs makes them (`hash_key =
-/// "source"`: the client's address as text; a function: `hash_key(conn)`;
-/// `balance = function(servers, conn)`), each step traced. A failing
-/// function costs the connection its key or its choice: round robin.
+/// `index`, decided as a live connection's are
+/// ([`crate::tcp::pool_choice::choose`]; `hash_key = "source"`: the
+/// client's address as text; a function: `hash_key(conn)`; `balance =
+/// function(servers, conn)`), each step traced. A failing function costs
+/// the connection its key or its choice: round robin.
 fn choose(
     script: &WorkerScript,
     index: usize,
     view: &mut ConnView,
-    t: &mut Trace,
+    trace: &mut Trace,
 ) -> (Option<u64>, Option<usize>) {
     let pool = &script.policy.pools[index];
-    let key = match &pool.hash_key {
-        Some(HashKey::Source) => {
-            let ip = crate::proxy::forward::canonical_ip(view.peer.ip()).to_string();
-            t.hash_key("the client's address (source)".into(), Some(ip.clone()));
-            Some(crate::lb::hash_bytes(ip.as_bytes()))
-        }
-        Some(HashKey::Script) => {
-            let started = Instant::now();
-            let key = script.hash_key_conn(index, view, 1);
-            let returned = match &key {
-                Ok(Some(k)) => format!("{:?}", String::from_utf8_lossy(k)),
-                Ok(None) => "nil".into(),
-                Err(e) => format!("an error: {}; balancing without a key", e.message),
-            };
-            t.hook("hash_key", Some(&pool.name), started.elapsed(), returned);
-            let key = key.ok().flatten();
-            t.hash_key(
-                "the pool's hash_key function".into(),
-                key.as_ref()
-                    .map(|k| format!("{:?}", String::from_utf8_lossy(k))),
-            );
-            key.map(|k| crate::lb::hash_bytes(&k))
-        }
-        // HTTP keys are refused on a tcp pool at load.
-        _ => None,
+    let peer = view.peer;
+    let mut calls = Given {
+        script,
+        view,
+        trace,
     };
-    let preferred = if script.runs("balance", index) {
+    let chosen = crate::tcp::pool_choice::choose(pool, index, peer, &mut calls);
+    // The ClientHello is given: nothing here waits, the first poll ends it.
+    let mut chosen = std::pin::pin!(chosen);
+    match chosen
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(Ok(choice)) => choice,
+        std::task::Poll::Ready(Err(never)) => match never {},
+        std::task::Poll::Pending => (None, None),
+    }
+}
+
+/// The pool functions of a connection whose ClientHello is given (plain
+/// calls that never wait), each traced.
+struct Given<'a> {
+    script: &'a WorkerScript,
+    view: &'a mut ConnView,
+    trace: &'a mut Trace,
+}
+
+impl crate::tcp::pool_choice::PoolCalls for Given<'_> {
+    type Stop = std::convert::Infallible;
+
+    fn source(&mut self, peer: SocketAddr) {
+        let ip = crate::proxy::forward::canonical_ip(peer.ip()).to_string();
+        self.trace
+            .hash_key("the client's address (source)".into(), Some(ip));
+    }
+
+    async fn hash_key(&mut self, index: usize) -> Result<Option<Vec<u8>>, Self::Stop> {
+        let pool = &self.script.policy.pools[index];
         let started = Instant::now();
-        let chosen = script.choose_server_conn(index, view, 1);
+        let key = self.script.hash_key_conn(index, self.view, 1);
+        let returned = match &key {
+            Ok(Some(k)) => format!("{:?}", String::from_utf8_lossy(k)),
+            Ok(None) => "nil".into(),
+            Err(e) => format!("an error: {}; balancing without a key", e.message),
+        };
+        self.trace
+            .hook("hash_key", Some(&pool.name), started.elapsed(), returned);
+        let key = key.ok().flatten();
+        self.trace.hash_key(
+            "the pool's hash_key function".into(),
+            key.as_ref()
+                .map(|k| format!("{:?}", String::from_utf8_lossy(k))),
+        );
+        Ok(key)
+    }
+
+    async fn balance(&mut self, index: usize) -> Result<Option<usize>, Self::Stop> {
+        if !self.script.runs("balance", index) {
+            return Ok(None);
+        }
+        let pool = &self.script.policy.pools[index];
+        let started = Instant::now();
+        let chosen = self.script.choose_server_conn(index, self.view, 1);
         let returned = match &chosen {
             Ok(Some(i)) => format!("server {}", pool.servers[*i].addr_text),
             Ok(None) => "nil (round robin decides)".into(),
             Err(e) => format!("an error: {}; round robin decides", e.message),
         };
-        t.hook("balance", Some(&pool.name), started.elapsed(), returned);
-        chosen.ok().flatten()
-    } else {
-        None
-    };
-    (key, preferred)
+        self.trace
+            .hook("balance", Some(&pool.name), started.elapsed(), returned);
+        Ok(chosen.ok().flatten())
+    }
 }
 
 /// The whole printed story of one connection.
@@ -227,19 +268,19 @@ pub fn story(script: &WorkerScript, asked: &Asked<'_>) -> String {
     out.push_str(&trace.to_string());
     let wait = l.timeouts.client_hello.as_secs_f64();
     match (read, &asked.hello) {
-        (true, Some(_)) => out.push_str(&format!(
-            "note: on_connect read conn.sni or conn.alpn: a live connection waits up to timeouts.client_hello ({wait}s) for the client's ClientHello; a client that sends none in time is closed with no server connection (access log cR)\n"
+        (Some(who), Some(_)) => out.push_str(&format!(
+            "note: {who} read conn.sni or conn.alpn: a live connection waits up to timeouts.client_hello ({wait}s) for the client's ClientHello; a client that sends none in time is closed with no server connection (access log cR)\n"
         )),
-        (true, None) => out.push_str(&format!(
-            "note: on_connect read conn.sni or conn.alpn, and no --sni or --alpn was given: both were nil, as for a client that is not speaking TLS; a live connection waits up to timeouts.client_hello ({wait}s) for a ClientHello first\n"
+        (Some(who), None) => out.push_str(&format!(
+            "note: {who} read conn.sni or conn.alpn, and no --sni or --alpn was given: both were nil, as for a client that is not speaking TLS; a live connection waits up to timeouts.client_hello ({wait}s) for a ClientHello first\n"
         )),
-        (false, Some(_)) if !script.has_on_connect() => out.push_str(
+        (None, Some(_)) if !script.has_on_connect() => out.push_str(
             "note: the policy has no on_connect: the ClientHello played no part, and a live connection does not wait for it\n",
         ),
-        (false, Some(_)) => out.push_str(
+        (None, Some(_)) => out.push_str(
             "note: on_connect did not read conn.sni or conn.alpn: the ClientHello played no part, and a live connection does not wait for it\n",
         ),
-        (false, None) => {}
+        (None, None) => {}
     }
     out.push_str(&format!("compact: {}\n", trace.compact()));
     out

@@ -86,10 +86,58 @@ type Events = Arc<Mutex<Vec<Event>>>;
 
 fn push(events: &Events, start: Instant, kind: &'static str, text: String) {
     let t = start.elapsed().as_secs_f64();
+    push_at(events, t, kind, text);
+}
+
+fn push_at(events: &Events, t: f64, kind: &'static str, text: String) {
     events
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(Event { t, kind, text });
+}
+
+/// When Pocket wrote its log `line`, on the lab's clock (seconds since
+/// `start`): the line's own timestamp (tracing's default format starts
+/// each line with RFC 3339 UTC, `2026-11-30T08:48:00.123456Z`) taken back
+/// from the moment the lab reads it. Under load the lab reads a line
+/// well after Pocket wrote it; the lag is measured on the wall clock
+/// alone, so a clock step between runs does not matter. A line without a
+/// timestamp: when it was read.
+fn logged_at(line: &str, start: Instant) -> f64 {
+    let read = start.elapsed().as_secs_f64();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    match line.split_whitespace().next().and_then(unix_seconds) {
+        Some(written) => read - (now - written).clamp(0.0, read),
+        None => read,
+    }
+}
+
+/// Seconds since the Unix epoch of an RFC 3339 UTC timestamp
+/// (`YYYY-MM-DDTHH:MM:SS[.fraction]Z`), as Pocket's log writes them.
+fn unix_seconds(text: &str) -> Option<f64> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|v| v.parse::<i64>().ok());
+    let (y, m, d) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':');
+    let (hh, mm) = (
+        t.next()?.parse::<f64>().ok()?,
+        t.next()?.parse::<f64>().ok()?,
+    );
+    let ss = t.next()?.parse::<f64>().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil (proleptic Gregorian).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days as f64 * 86_400.0 + hh * 3600.0 + mm * 60.0 + ss)
 }
 
 /// A retry from Pocket's log line `WARN request=.. pool=.. server=ADDR
@@ -202,7 +250,9 @@ fn start_balancer(
                 let t = start.elapsed().as_secs_f64();
                 timeline.tcp.pocket_ended(port, t, cause);
             } else if line.contains(" is DOWN") || line.contains(" is UP") {
-                push(&events, start, "health", body);
+                // Timed as Pocket wrote it: connections_to_down compares
+                // it with when each connection's banner came.
+                push_at(&events, logged_at(&line, start), "health", body);
             } else if line.contains("is live") || line.contains("refused, generation") {
                 push(&events, start, "reload", body);
             } else if line.contains("broke off its response")
@@ -482,7 +532,10 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
             printed += 1;
         }
     }
-    let events = events.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut events = events.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    // In order of time: a health event is timed by Pocket's log line,
+    // before the lab read it.
+    events.sort_by(|a, b| a.t.total_cmp(&b.t));
     // A TCP run's cut connections say what Pocket's log said of them.
     let conns = timeline.tcp.conns_with_causes();
     let samples = if tcp {
@@ -588,6 +641,10 @@ struct Live {
     end: f64,
     /// A TCP load: each line counts connections and bytes.
     tcp: bool,
+    /// Which events (by index) a line has shown: a health event is timed
+    /// by Pocket's log, so it may come in after its second was printed;
+    /// the next line shows it.
+    shown: Vec<bool>,
 }
 
 impl Live {
@@ -599,7 +656,23 @@ impl Live {
             retries: 0,
             end,
             tcp,
+            shown: Vec::new(),
         }
+    }
+
+    /// What happened by second `i` and was not shown yet, as a line says
+    /// it.
+    fn happened(&mut self, i: usize, events: &Events) -> String {
+        let events = events.lock().unwrap_or_else(|e| e.into_inner());
+        self.shown.resize(events.len(), false);
+        let mut out = Vec::new();
+        for (e, shown) in events.iter().zip(self.shown.iter_mut()) {
+            if !*shown && e.t as usize <= i && e.kind != report::BROKEN {
+                *shown = true;
+                out.push(format!("[{}] {}", e.kind, e.text));
+            }
+        }
+        out.join("; ")
     }
 
     /// One line of the live timeline: second `i`.
@@ -611,7 +684,8 @@ impl Live {
             let bytes = timeline.tcp.bytes();
             let seconds = report::tcp_seconds(&conns, &opened, &bytes, self.end);
             let s = seconds.get(i).cloned().unwrap_or_default();
-            print_tcp_line(i, &s, events);
+            let happened = self.happened(i, events);
+            print_tcp_line(i, &s, &happened);
             return;
         }
         let samples = timeline.samples_from(self.samples);
@@ -621,25 +695,14 @@ impl Live {
         stats::add(&mut self.buckets, &samples, &retries, 1.0, self.end);
         let mut s = self.buckets.get(i).cloned().unwrap_or_default();
         s.sort();
-        print_line(i, &s, events);
+        let happened = self.happened(i, events);
+        print_line(i, &s, &happened);
     }
-}
-
-/// What happened in second `i`, as [`print_line`] says it.
-fn happened(i: usize, events: &Events) -> String {
-    events
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter(|e| e.t as usize == i && e.kind != report::BROKEN)
-        .map(|e| format!("[{}] {}", e.kind, e.text))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// One line of a TCP run's live timeline: connections opened, ended each
 /// way, bytes echoed by each server.
-fn print_tcp_line(i: usize, s: &report::TcpSecond, events: &Events) {
+fn print_tcp_line(i: usize, s: &report::TcpSecond, happened: &str) {
     let opened: u64 = s.opened.values().sum();
     let by: Vec<String> = s.opened.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let opened = if by.is_empty() {
@@ -664,20 +727,13 @@ fn print_tcp_line(i: usize, s: &report::TcpSecond, events: &Events) {
         } else {
             bytes.join(" ")
         },
-        happened(i, events)
+        happened
     );
 }
 
-fn print_line(i: usize, s: &stats::Bucket, events: &Events) {
+fn print_line(i: usize, s: &stats::Bucket, happened: &str) {
     let causes: Vec<String> = s.failed.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let servers: Vec<String> = s.servers.iter().map(|(k, v)| format!("{k}:{v}")).collect();
-    let happened: Vec<String> = events
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .filter(|e| e.t as usize == i && e.kind != report::BROKEN)
-        .map(|e| format!("[{}] {}", e.kind, e.text))
-        .collect();
     println!(
         "{:>4}s  ok {:>6}  retried {:>3}  failed {:>4}{}  p50 {:>6.2}ms  p99 {:>7.2}ms  {}  {}",
         i,
@@ -692,7 +748,7 @@ fn print_line(i: usize, s: &stats::Bucket, events: &Events) {
         s.quantile_ms(0.5).unwrap_or(0.0),
         s.quantile_ms(0.99).unwrap_or(0.0),
         servers.join(" "),
-        happened.join("; ")
+        happened
     );
 }
 
@@ -896,11 +952,13 @@ fn judge_tcp(
     out
 }
 
-/// Connections that the client opened while their server was marked down
-/// by Pocket (from its DOWN health line to its next UP line), and how many
-/// down periods there were. A connection opened after the DOWN line came
-/// was placed after Pocket knew: the lab reads the line after Pocket
-/// marked the server.
+/// Connections whose server's banner came while Pocket had that server
+/// marked down (from its DOWN health line to its next UP line, timed by
+/// the lines' own timestamps, see [`logged_at`]), and how many down
+/// periods there were. A connection is timed by its banner, the first
+/// moment the lab knows which server took it, not by when the client
+/// began to connect: under load Pocket may pick the server well after
+/// that, on the other side of a health change.
 fn connections_to_down(
     conns: &[tcp_load::Conn],
     events: &[Event],
@@ -929,7 +987,8 @@ fn connections_to_down(
         n += conns
             .iter()
             .filter(|c| c.server.as_deref() == Some(name.as_str()))
-            .filter(|c| spans.iter().any(|(a, b)| c.start > *a && c.start < *b))
+            .filter_map(|c| c.banner)
+            .filter(|t| spans.iter().any(|(a, b)| t > a && t < b))
             .count() as u64;
     }
     (n, periods)

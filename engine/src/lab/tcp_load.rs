@@ -64,6 +64,10 @@ pub struct Conn {
     pub start: f64,
     /// When it ended.
     pub end: f64,
+    /// When the server's banner came: the first moment the lab knows
+    /// which server Pocket gave the connection to (`start` is before
+    /// Pocket picked one). None: no banner came.
+    pub banner: Option<f64>,
     /// The server whose banner came.
     pub server: Option<String>,
     pub outcome: Outcome,
@@ -417,6 +421,7 @@ async fn stream(
         let opened = tokio::time::timeout(timeout, open(addr))
             .await
             .unwrap_or_else(|_| Err(no_banner(timeout, tcp.listener_tcp)));
+        let banner = start.elapsed().as_secs_f64();
         let (mut s, who) = match opened {
             Ok(pair) => {
                 timeline.tcp.open(t0, &pair.1);
@@ -429,6 +434,7 @@ async fn stream(
                         kind: "stream",
                         start: t0,
                         end: start.elapsed().as_secs_f64(),
+                        banner: None,
                         server: None,
                         outcome: Outcome::Failed,
                         why: Some(f),
@@ -472,6 +478,7 @@ async fn stream(
                 kind: "stream",
                 start: t0,
                 end: start.elapsed().as_secs_f64(),
+                banner: Some(banner),
                 server: Some(who),
                 outcome: if why.is_some() {
                     Outcome::Cut
@@ -510,10 +517,12 @@ async fn short(
         }
         let t0 = start.elapsed().as_secs_f64();
         let mut server = None;
+        let mut banner = None;
         let mut bytes = 0;
         let mut port = None;
         let exchange = async {
             let (mut s, who) = open(addr).await.map_err(|f| (Outcome::Failed, f))?;
+            banner = Some(start.elapsed().as_secs_f64());
             server = Some(who.clone());
             port = s.local_addr().ok().map(|a| a.port());
             timeline.tcp.open(t0, &who);
@@ -544,6 +553,7 @@ async fn short(
                 kind: "short",
                 start: t0,
                 end: start.elapsed().as_secs_f64(),
+                banner,
                 server,
                 outcome,
                 why,
@@ -572,6 +582,75 @@ mod tests {
         assert!(no_banner(ms, false)
             .detail
             .ends_with("is the policy's listener mode = \"tcp\"?"));
+    }
+
+    /// `expect.connections_to_down` times a connection by its banner, not
+    /// by when its client began to connect: a stream begun while B was
+    /// down whose banner came after B's UP was placed after Pocket knew B
+    /// was up (seen under load: counted against B, the expectation
+    /// failed); one whose banner came inside the window is counted.
+    #[test]
+    fn a_connection_counts_against_a_down_server_by_when_its_banner_came() {
+        use super::super::report::Event;
+        let conn = |start: f64, banner: f64, server: &str| Conn {
+            kind: "stream",
+            start,
+            end: banner + 1.0,
+            banner: Some(banner),
+            server: Some(server.into()),
+            outcome: Outcome::Completed,
+            why: None,
+            bytes: 0,
+            port: None,
+        };
+        let health = |t: f64, text: &str| Event {
+            t,
+            kind: "health",
+            text: text.into(),
+        };
+        let events = [
+            health(2.0, "server B of pool app is DOWN: 3 failures in a row"),
+            health(5.0, "server B of pool app is UP: 2 checks passed"),
+        ];
+        let origins = ["A".to_string(), "B".to_string()];
+        let count = |conns: &[Conn]| super::super::connections_to_down(conns, &events, &origins);
+        // Begun before the UP, its banner after: not counted.
+        assert_eq!(count(&[conn(4.9, 5.3, "B")]), (0, 1));
+        // Begun before the DOWN, its banner inside the window: counted.
+        assert_eq!(count(&[conn(1.9, 2.4, "B")]), (1, 1));
+        let mut failed_to_connect = conn(4.5, 0.0, "B");
+        failed_to_connect.banner = None;
+        failed_to_connect.server = None;
+        let conns = [
+            conn(4.9, 5.3, "B"),
+            conn(1.9, 2.4, "B"),
+            // Begun and answered inside the window: counted.
+            conn(3.0, 3.1, "B"),
+            // Answered before the DOWN: not counted.
+            conn(1.0, 1.5, "B"),
+            // Another server, inside the window: not counted.
+            conn(3.0, 3.1, "A"),
+            failed_to_connect,
+        ];
+        assert_eq!(count(&conns), (2, 1));
+    }
+
+    /// Pocket's log lines carry tracing's RFC 3339 timestamp: the health
+    /// events are timed by it.
+    #[test]
+    fn a_log_timestamp_reads_as_seconds_since_the_epoch() {
+        let t = super::super::unix_seconds("2026-11-30T01:45:15.123456Z").unwrap();
+        assert!((t - 1_796_003_115.123456).abs() < 1e-5, "{t}");
+        assert_eq!(
+            super::super::unix_seconds("2000-02-29T00:00:00Z"),
+            Some(951_782_400.0)
+        );
+        assert_eq!(
+            super::super::unix_seconds("1970-01-01T00:00:00.000Z"),
+            Some(0.0)
+        );
+        assert_eq!(super::super::unix_seconds("INFO"), None);
+        assert_eq!(super::super::unix_seconds("2026-13-01T00:00:00Z"), None);
     }
 
     /// Without Pocket: the load straight at an echo origin behind the fault
@@ -691,6 +770,7 @@ mod tests {
             kind: "stream",
             start: 0.0,
             end,
+            banner: Some(0.0),
             server: Some("B".into()),
             outcome: Outcome::Cut,
             why: Some(wire(

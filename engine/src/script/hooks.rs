@@ -484,18 +484,20 @@ impl WorkerScript {
     /// ClientHello: `conn.sni` and `conn.alpn` are nil, as for plain text
     /// on a live listener. The verdict is read as for a live connection
     /// ([`WorkerScript::on_connect_tcp`]); `conn.hello` tells afterwards
-    /// whether the script read the ClientHello.
+    /// whether the script read the ClientHello. The ClientHello is set on
+    /// `conn` with or without `on_connect`: the pool's `hash_key` and
+    /// `balance` read it from there.
     pub fn on_connect_given(
         &self,
         conn: &mut ConnView,
         hello: Option<crate::tcp::client_hello::ClientHello>,
     ) -> Result<ConnectVerdict, HookError> {
-        let Some(f) = &self.on_connect else {
-            return Ok(ConnectVerdict::Default);
-        };
         let slot = std::rc::Rc::new(crate::script::api::conn::HelloSlot::default());
         slot.set(hello);
         conn.hello = Some(slot);
+        let Some(f) = &self.on_connect else {
+            return Ok(ConnectVerdict::Default);
+        };
         let _busy = self.busy(Doing::OnConnect, |w| w.on_connect, 0);
         let out = self
             .vm

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
-use crate::lb::{HashKey, Pool};
+use crate::lb::Pool;
 use crate::observe::exchange::{Open, Retry};
 use crate::proxy::body::InFlight;
 use crate::proxy::proxy_header::{self, ProxyTo};
@@ -182,67 +182,68 @@ async fn choose_timed(
 }
 
 /// The hash key and the scripted choice for a connection in pool
-/// `index`: the pool's `hash_key` (`"source"`: the client's address, as
-/// for HTTP, so a client keeps its server across modes; a function:
-/// `hash_key(conn)`), and its `balance = function(servers, conn)`. As
-/// for requests (proxy/decide.rs), a failing function costs the
-/// connection its stickiness or its scripted choice, not its server: a
-/// warning, then round robin. Err: a function read `conn.sni` and the
-/// client sent no ClientHello in time (why, timed out).
+/// `index`, decided as [`super::pool_choice::choose`] decides it, the
+/// pool's functions run as coroutines that may wait for the ClientHello
+/// on the client's socket; a failing one is a warning, then round robin.
+/// Err: a function read `conn.sni` and the client sent no ClientHello in
+/// time (why, timed out).
 async fn choose(
     script: &WorkerScript,
     index: usize,
     client: &mut Client<'_>,
 ) -> Result<(Option<u64>, Option<usize>), (String, bool)> {
-    use crate::script::ConnectVerdict;
-    let no_hello = |v: ConnectVerdict| match v {
-        ConnectVerdict::Closed { reason, timed_out } => (reason, timed_out),
-        _ => ("no ClientHello".to_string(), false),
-    };
+    let peer = client.peer;
     let pool = &script.policy.pools[index];
-    let seq = client.id.seq;
-    let key = match &pool.hash_key {
-        None => None,
-        Some(HashKey::Source) => Some(source_key(client.peer)),
-        Some(HashKey::Script) => match script
-            .hash_key_conn_waiting(index, client.view, client.stream, seq)
-            .await
-        {
-            Ok(Ok(key)) => key.map(|k| crate::lb::hash_bytes(&k)),
-            Ok(Err(closed)) => return Err(no_hello(closed)),
-            Err(e) => {
-                tracing::warn!(connection = %client.id, listener = %client.view.listener, peer = %client.peer, hook = e.hook, "{}; balancing without a key", e.message);
-                None
-            }
-        },
-        // HTTP keys are refused on a tcp pool at load.
-        Some(_) => None,
-    };
-    let preferred = match script
-        .choose_server_conn_waiting(index, client.view, client.stream, seq)
-        .await
-    {
-        Ok(Ok(p)) => p,
-        Ok(Err(closed)) => return Err(no_hello(closed)),
-        Err(e) => {
-            tracing::warn!(connection = %client.id, listener = %client.view.listener, peer = %client.peer, hook = e.hook, "{}; round robin decides", e.message);
-            None
-        }
-    };
-    Ok((key, preferred))
+    super::pool_choice::choose(pool, index, peer, &mut Live { script, client }).await
 }
 
-/// The hash of the client's address as text, as the HTTP path hashes
-/// `hash_key = "source"` (proxy/decide.rs), written on the stack.
-fn source_key(peer: SocketAddr) -> u64 {
-    let mut text = [0u8; 64];
-    let mut rest = &mut text[..];
-    let _ = std::io::Write::write_fmt(
-        &mut rest,
-        format_args!("{}", crate::proxy::forward::canonical_ip(peer.ip())),
-    );
-    let n = 64 - rest.len();
-    crate::lb::hash_bytes(&text[..n])
+/// A live connection's pool functions (see [`choose`]).
+struct Live<'a, 'b> {
+    script: &'a WorkerScript,
+    client: &'a mut Client<'b>,
+}
+
+/// What a pool function's live call means: its answer; the connection
+/// closed (it read `conn.sni` and no ClientHello came: why, timed out);
+/// or, when it failed, a warning (`instead`: what happens without it) and
+/// no answer.
+fn answer<T>(
+    c: &Client<'_>,
+    out: Result<Result<Option<T>, crate::script::ConnectVerdict>, crate::script::hooks::HookError>,
+    instead: &str,
+) -> Result<Option<T>, (String, bool)> {
+    use crate::script::ConnectVerdict;
+    match out {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(ConnectVerdict::Closed { reason, timed_out })) => Err((reason, timed_out)),
+        Ok(Err(_)) => Err(("no ClientHello".to_string(), false)),
+        Err(e) => {
+            tracing::warn!(connection = %c.id, listener = %c.view.listener, peer = %c.peer, hook = e.hook, "{}; {instead}", e.message);
+            Ok(None)
+        }
+    }
+}
+
+impl super::pool_choice::PoolCalls for Live<'_, '_> {
+    type Stop = (String, bool);
+
+    async fn hash_key(&mut self, index: usize) -> Result<Option<Vec<u8>>, Self::Stop> {
+        let c = &mut *self.client;
+        let out = self
+            .script
+            .hash_key_conn_waiting(index, c.view, c.stream, c.id.seq)
+            .await;
+        answer(c, out, "balancing without a key")
+    }
+
+    async fn balance(&mut self, index: usize) -> Result<Option<usize>, Self::Stop> {
+        let c = &mut *self.client;
+        let out = self
+            .script
+            .choose_server_conn_waiting(index, c.view, c.stream, c.id.seq)
+            .await;
+        answer(c, out, "round robin decides")
+    }
 }
 
 /// One connection to `server`: TCP within the pool's connect timeout

@@ -14,7 +14,8 @@
 //! 4. Pick a server with the pool's balance and connect within
 //!    `timeouts.connect`; a server that refuses is marked (passive
 //!    health) and skipped for the next, up to `retries`, then the pool's
-//!    fallback ([`connect`]). A client that leaves meanwhile ends it
+//!    fallback ([`connect`]; the hash key and the pool's `balance`
+//!    function's choice, shared with `pocket explain`: [`pool_choice`]). A client that leaves meanwhile ends it
 //!    ([`client_left`]).
 //! 5. Copy bytes both ways with backpressure until both sides are done,
 //!    passing a half-close on; `timeouts.idle` ends a silent connection
@@ -31,6 +32,7 @@
 pub mod client_hello;
 pub mod client_left;
 pub mod connect;
+pub mod pool_choice;
 pub mod record;
 pub mod serve;
 
