@@ -664,26 +664,7 @@ impl Checker<'_> {
                     Err(_) => None,
                 };
                 let pattern = match ct.get::<Value>("pattern") {
-                    Ok(Value::String(p)) => {
-                        let p = p.to_string_lossy();
-                        match regex::Regex::new(&p) {
-                            Ok(re) => Some(re),
-                            Err(e) => {
-                                let reason = e
-                                    .to_string()
-                                    .lines()
-                                    .last()
-                                    .unwrap_or("")
-                                    .trim()
-                                    .to_string();
-                                self.error(
-                                    &["pools", pool, "check", "pattern"],
-                                    format!("{what}: bad pattern {p:?}: {reason}"),
-                                );
-                                None
-                            }
-                        }
-                    }
+                    Ok(Value::String(p)) => self.check_pattern(pool, &what, &p.to_string_lossy()),
                     _ => None,
                 };
                 CheckKind::Http {
@@ -850,26 +831,7 @@ impl Checker<'_> {
         };
         let pattern = match ct.get::<Value>("pattern") {
             Ok(Value::Nil) => None,
-            Ok(Value::String(p)) => {
-                let p = p.to_string_lossy();
-                match regex::Regex::new(&p) {
-                    Ok(re) => Some(re),
-                    Err(e) => {
-                        let reason = e
-                            .to_string()
-                            .lines()
-                            .last()
-                            .unwrap_or("")
-                            .trim()
-                            .to_string();
-                        self.error(
-                            &["pools", pool, "check", "pattern"],
-                            format!("{what}: bad pattern {p:?}: {reason}"),
-                        );
-                        None
-                    }
-                }
-            }
+            Ok(Value::String(p)) => self.check_pattern(pool, what, &p.to_string_lossy()),
             Ok(other) => {
                 self.error(
                     &["pools", pool, "check", "pattern"],
@@ -908,6 +870,24 @@ impl Checker<'_> {
                     );
                 }
                 CheckKind::Tcp
+            }
+        }
+    }
+
+    /// A check's `pattern` (an HTTP body's or a line check's first
+    /// line's), compiled once at load; a bad one is an error at its line
+    /// with the regex crate's reason.
+    fn check_pattern(&mut self, pool: &str, what: &str, p: &str) -> Option<regex::Regex> {
+        match regex::Regex::new(p) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                let text = e.to_string();
+                let reason = text.lines().last().unwrap_or("").trim();
+                self.error(
+                    &["pools", pool, "check", "pattern"],
+                    format!("{what}: bad pattern {p:?}: {reason}"),
+                );
+                None
             }
         }
     }
