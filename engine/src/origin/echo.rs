@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
 
 use super::OriginHandle;
 
@@ -27,42 +26,14 @@ pub fn banner(name: &str) -> String {
 /// handle is dropped, closing every open connection (the thread's runtime
 /// goes with it): a server dying under open connections.
 pub fn spawn_echo(name: &str, addr: SocketAddr) -> io::Result<OriginHandle> {
-    let std_listener = std::net::TcpListener::bind(addr)?;
-    std_listener.set_nonblocking(true)?;
-    let addr = std_listener.local_addr()?;
-    let connections = Arc::new(AtomicU64::new(0));
-    let (stop_tx, stop_rx) = oneshot::channel();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let counter = connections.clone();
     let banner: Arc<[u8]> = Arc::from(banner(name).into_bytes());
-    let label = name.to_string();
-    let thread = std::thread::Builder::new()
-        .name(format!("echo-{name}"))
-        .spawn(move || {
-            runtime.block_on(async move {
-                let listener = match TcpListener::from_std(std_listener) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!("echo origin {label}: {e}");
-                        return;
-                    }
-                };
-                tokio::select! {
-                    _ = serve_echo(listener, banner, counter) => {}
-                    _ = stop_rx => {}
-                }
-            });
-        })?;
-    Ok(OriginHandle {
-        name: name.to_string(),
+    super::on_own_thread(
+        name,
+        format!("echo-{name}"),
         addr,
-        requests: connections,
-        fail_status: Arc::new(AtomicU16::new(0)),
-        stop: Some(stop_tx),
-        thread: Some(thread),
-    })
+        Arc::new(AtomicU16::new(0)),
+        move |listener, connections| serve_echo(listener, banner, connections),
+    )
 }
 
 /// Serves echo forever on `listener`.

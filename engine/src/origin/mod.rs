@@ -148,6 +148,34 @@ pub fn spawn(name: &str, addr: SocketAddr) -> io::Result<OriginHandle> {
 
 /// Like [`spawn`], misbehaving as told.
 pub fn spawn_with(name: &str, addr: SocketAddr, behaviour: Behaviour) -> io::Result<OriginHandle> {
+    let fail_status = Arc::new(AtomicU16::new(behaviour.fail_status.unwrap_or(0)));
+    let failing = fail_status.clone();
+    let origin_name: Arc<str> = Arc::from(name);
+    on_own_thread(
+        name,
+        format!("origin-{name}"),
+        addr,
+        fail_status,
+        move |listener, requests| serve_with(listener, origin_name, requests, failing),
+    )
+}
+
+/// Binds `addr` (port 0 picks one) and runs `serve` on it, on a thread
+/// named `thread` with a runtime of its own, until the handle is dropped
+/// (which ends the runtime and every connection with it). `serve` gets
+/// the handle's counter to count what it serves. Shared by the HTTP and
+/// the echo origins.
+pub(crate) fn on_own_thread<F, Fut>(
+    name: &str,
+    thread: String,
+    addr: SocketAddr,
+    fail_status: Arc<AtomicU16>,
+    serve: F,
+) -> io::Result<OriginHandle>
+where
+    F: FnOnce(TcpListener, Arc<AtomicU64>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     let std_listener = std::net::TcpListener::bind(addr)?;
     std_listener.set_nonblocking(true)?;
     let addr = std_listener.local_addr()?;
@@ -157,26 +185,22 @@ pub fn spawn_with(name: &str, addr: SocketAddr, behaviour: Behaviour) -> io::Res
         .enable_all()
         .build()?;
     let counter = requests.clone();
-    let origin_name: Arc<str> = Arc::from(name);
-    let fail_status = Arc::new(AtomicU16::new(behaviour.fail_status.unwrap_or(0)));
-    let failing = fail_status.clone();
-    let thread = std::thread::Builder::new()
-        .name(format!("origin-{name}"))
-        .spawn(move || {
-            runtime.block_on(async move {
-                let listener = match TcpListener::from_std(std_listener) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        tracing::error!("origin {origin_name}: {e}");
-                        return;
-                    }
-                };
-                tokio::select! {
-                    _ = serve_with(listener, origin_name, counter, failing) => {}
-                    _ = stop_rx => {}
+    let label = thread.clone();
+    let thread = std::thread::Builder::new().name(thread).spawn(move || {
+        runtime.block_on(async move {
+            let listener = match TcpListener::from_std(std_listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!("{label}: {e}");
+                    return;
                 }
-            });
-        })?;
+            };
+            tokio::select! {
+                _ = serve(listener, counter) => {}
+                _ = stop_rx => {}
+            }
+        });
+    })?;
     Ok(OriginHandle {
         name: name.to_string(),
         addr,

@@ -153,7 +153,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -162,23 +162,33 @@ mod tests {
             .unwrap()
     }
 
+    type Copy = tokio::task::JoinHandle<(End, Moved)>;
+
+    /// A copy between two in-memory pipes, on a task: the client's end,
+    /// the server's end and the copy. `early`: bytes the client sent
+    /// before the copy began; `idle`: `timeouts.idle`.
+    fn copy_between(early: &'static [u8], idle: Duration) -> (DuplexStream, DuplexStream, Copy) {
+        let (client, mut client_side) = tokio::io::duplex(64);
+        let (mut server_side, server) = tokio::io::duplex(64);
+        let copy = tokio::spawn(async move {
+            both_ways(
+                &mut client_side,
+                &mut server_side,
+                Bytes::from_static(early),
+                Bytes::new(),
+                idle,
+                Plain::default(),
+                |_| {},
+            )
+            .await
+        });
+        (client, server, copy)
+    }
+
     #[test]
     fn each_end_is_passed_on_and_the_other_way_goes_on() {
         runtime().block_on(async {
-            let (mut client, mut client_side) = tokio::io::duplex(64);
-            let (mut server_side, mut server) = tokio::io::duplex(64);
-            let copy = tokio::spawn(async move {
-                both_ways(
-                    &mut client_side,
-                    &mut server_side,
-                    Bytes::from_static(b">"),
-                    Bytes::new(),
-                    Duration::from_secs(60),
-                    Plain::default(),
-                    |_| {},
-                )
-                .await
-            });
+            let (mut client, mut server, copy) = copy_between(b">", Duration::from_secs(60));
             // The client sends and shuts its write side...
             client.write_all(b"ask").await.unwrap();
             client.shutdown().await.unwrap();
@@ -198,26 +208,10 @@ mod tests {
         });
     }
 
-    /// On paused time (tokio's `test-util`): the clock moves only by
-    /// `advance` or when every task waits, so the outcome depends on the
-    /// order of events, not on how busy the machine is.
     #[test]
     fn a_copy_waiting_for_bytes_holds_no_buffer() {
         runtime().block_on(async {
-            let (mut client, mut client_side) = tokio::io::duplex(64);
-            let (mut server_side, mut server) = tokio::io::duplex(64);
-            let copy = tokio::spawn(async move {
-                both_ways(
-                    &mut client_side,
-                    &mut server_side,
-                    Bytes::new(),
-                    Bytes::new(),
-                    Duration::from_secs(60),
-                    Plain::default(),
-                    |_| {},
-                )
-                .await
-            });
+            let (mut client, mut server, copy) = copy_between(b"", Duration::from_secs(60));
             client.write_all(b"ping").await.unwrap();
             let mut got = [0u8; 4];
             server.read_exact(&mut got).await.unwrap();
@@ -234,24 +228,14 @@ mod tests {
         });
     }
 
+    /// On paused time (tokio's `test-util`): the clock moves only by
+    /// `advance` or when every task waits, so the outcome depends on the
+    /// order of events, not on how busy the machine is.
     #[test]
     fn silence_ends_it_blaming_the_quiet_side() {
         runtime().block_on(async {
             tokio::time::pause();
-            let (mut client, mut client_side) = tokio::io::duplex(64);
-            let (mut server_side, mut server) = tokio::io::duplex(64);
-            let copy = tokio::spawn(async move {
-                both_ways(
-                    &mut client_side,
-                    &mut server_side,
-                    Bytes::new(),
-                    Bytes::new(),
-                    Duration::from_millis(200),
-                    Plain::default(),
-                    |_| {},
-                )
-                .await
-            });
+            let (mut client, mut server, copy) = copy_between(b"", Duration::from_millis(200));
             client.write_all(b"hi").await.unwrap();
             let mut got = [0u8; 2];
             server.read_exact(&mut got).await.unwrap();
