@@ -33,8 +33,10 @@
 -- the Postfix smtpd that Pocket connects to (HAProxy's `send-proxy`).
 -- See docs/tcp.md.
 --
--- No `tests` here: `pocket test` runs HTTP requests, and this policy has
--- none; tests/tcp_examples.rs runs this file with two real SMTP servers.
+-- No `tests` here: with one pool and no on_connect there is nothing to
+-- decide (`pocket test` takes `conn` cases where there is: see
+-- sni-passthrough.lua); tests/tcp_examples.rs runs this file with two real
+-- SMTP servers.
 
 return {
   listeners = {

@@ -37,8 +37,10 @@
 --
 -- Or check only that the server accepts connections: check = { tcp = true }.
 --
--- No `tests` here: `pocket test` runs HTTP requests, and this policy has
--- none; tests/tcp_examples.rs runs this file with a real redis-server.
+-- No `tests` here: with one pool and no on_connect there is nothing to
+-- decide (`pocket test` takes `conn` cases where there is: see
+-- sni-passthrough.lua); tests/tcp_examples.rs runs this file with a real
+-- redis-server.
 
 return {
   listeners = {

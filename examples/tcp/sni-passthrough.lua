@@ -33,8 +33,9 @@
 -- "v2" to their pools and accept the PROXY protocol there (nginx:
 -- listen 443 ssl proxy_protocol). See docs/tcp.md.
 --
--- No `tests` here: `pocket test` runs HTTP requests, not connections;
--- tests/tcp_examples.rs runs this file with two real TLS origins.
+-- `pocket test examples/tcp/sni-passthrough.lua` runs the `tests` below
+-- offline (on_connect with the SNI each case gives); tests/tcp_examples.rs
+-- runs this file with two real TLS origins.
 
 -- Which pool serves each name. Names in lower case: conn.sni always is.
 local sites = {
@@ -70,4 +71,11 @@ return {
     -- logged as "connection rejected: unknown name c.example".
     return pocket.reject("unknown name " .. (name or "(none)"))
   end,
+  tests = {
+    { name = "a.example to its origin", conn = { listener = "tls", sni = "a.example" }, pool = "site_a" },
+    { name = "b.example to its origin", conn = { listener = "tls", sni = "b.example" }, pool = "site_b" },
+    { name = "an unknown name is refused", conn = { listener = "tls", sni = "c.example" },
+      rejected = "unknown name c.example" },
+    { name = "no name is refused", conn = { listener = "tls" }, rejected = true },
+  },
 }
