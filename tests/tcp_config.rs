@@ -444,3 +444,24 @@ fn pocket_check_shows_checks_client_hello_waits_and_warns_of_sni_on_http() {
     );
     assert!(out.contains("read req.sni in on_request"), "{out}");
 }
+
+/// `send = "PING"` (HAProxy's `tcp-check send PING` habit) loads, but a
+/// line protocol waits for the line end: `pocket check` warns at its
+/// line, before three checks time out.
+#[test]
+fn a_send_with_no_line_end_gets_a_warning_at_its_line() {
+    let (code, out, err) = check_policy(
+        r#"return {
+  listeners = { { name = "r", bind = "127.0.0.1:6380", mode = "tcp", pool = "redis" } },
+  pools = {
+    redis = { mode = "tcp", servers = { "127.0.0.1:6390" },
+              check = { send = "PING", expect = "+PONG" } },
+  },
+}"#,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("warning: ") && out.contains("policy.lua:5: pool \"redis\" check: send has no line end (4 bytes)"),
+        "{out}"
+    );
+}

@@ -98,6 +98,7 @@ pub fn load_policy_source(
         bad_mode_pools: HashSet::new(),
         fresh_health: HashSet::new(),
         modules: Vec::new(),
+        warnings: Vec::new(),
     };
     let vm = Vm::new(path, Limits::default()).map_err(|e| cx.fatal(&e))?;
     let ran = vm.run_main_chunk(path, &source);
@@ -200,6 +201,9 @@ pub(super) struct Checker<'a> {
     /// chunks name, the real file). The only files besides the policy
     /// that errors are placed by reading.
     modules: Vec<(std::path::PathBuf, std::path::PathBuf)>,
+    /// What loads but is likely a slip (`path:line: ...`): shown by
+    /// `pocket check` and logged at start and reload.
+    pub(super) warnings: Vec<String>,
 }
 
 /// The most of a module file read again to place an error, in bytes.
@@ -582,7 +586,7 @@ impl Checker<'_> {
             admin,
             log,
             reads_client_hello: false,
-            warnings: Vec::new(),
+            warnings: std::mem::take(&mut self.warnings),
         })
     }
 

@@ -788,7 +788,24 @@ impl Checker<'_> {
         }
         let send = match ct.get::<Value>("send") {
             Ok(Value::Nil) => None,
-            Ok(Value::String(b)) if !b.as_bytes().is_empty() => Some(b.as_bytes().to_vec()),
+            Ok(Value::String(b)) if !b.as_bytes().is_empty() => {
+                let bytes = b.as_bytes().to_vec();
+                if !bytes.ends_with(b"\n") {
+                    // HAProxy's `tcp-check send PING` habit: a line
+                    // protocol waits for the line end and the check
+                    // times out, three times, before anything says so.
+                    let line = self.places_line(&["pools", pool, "check", "send"]);
+                    let place = match line {
+                        Some(n) => format!("{}:{n}", self.path.display()),
+                        None => self.path.display().to_string(),
+                    };
+                    self.warnings.push(format!(
+                        "{place}: {what}: send has no line end ({} bytes): a line protocol waits for it; write \"...\\r\\n\"",
+                        bytes.len()
+                    ));
+                }
+                Some(bytes)
+            }
             Ok(Value::String(_)) => {
                 self.error(
                     &["pools", pool, "check", "send"],
