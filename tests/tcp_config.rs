@@ -461,7 +461,8 @@ fn a_send_with_no_line_end_gets_a_warning_at_its_line() {
     );
     assert_eq!(code, 0, "{err}");
     assert!(
-        out.contains("warning: ") && out.contains("policy.lua:5: pool \"redis\" check: send has no line end (4 bytes)"),
+        out.contains("warning: ")
+            && out.contains("policy.lua:5: pool \"redis\" check: send has no line end (4 bytes)"),
         "{out}"
     );
 }
