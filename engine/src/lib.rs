@@ -27,4 +27,5 @@ pub mod reload;
 pub mod script;
 pub mod server;
 pub mod tcp;
+pub mod wire;
 pub mod words;

@@ -26,6 +26,7 @@ pub mod body;
 pub mod decide;
 pub mod fields;
 pub mod forward;
+pub mod h1;
 pub mod local;
 pub(crate) mod next_try;
 pub mod proxy_header;
