@@ -9,7 +9,8 @@
 //! - [`response`]: a server's response head, checked strictly; anything
 //!   whose framing cannot be proven is refused (the client gets a 502).
 //! - [`chunked`]: a chunked body, validated as it passes through.
-//! - [`write`]: the heads Pocket writes, to a server and to a client.
+//! - [`write`]: the response heads Pocket writes to a client
+//!   ([`request::write`] writes a request head for a server).
 
 pub mod chunked;
 pub mod request;

@@ -43,3 +43,13 @@ pub fn parse(buf: &[u8], head_size: usize) -> Parsed {
     let _ = (buf, head_size);
     todo!("wire::request::parse")
 }
+
+/// The request head for an HTTP/1.1 server: request line (origin form),
+/// the fields of `parts` in order, then `Content-Length` if `framing` is
+/// a length. `parts` has been through `proxy::forward::prepare_request`
+/// (hop-by-hop gone, X-Forwarded-* added). Appends to `out`.
+pub fn write(out: &mut Vec<u8>, parts: &http::request::Parts, framing: Framing) {
+    let _ = (out, parts, framing);
+    todo!("wire::request::write")
+}
+

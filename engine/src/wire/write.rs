@@ -1,17 +1,9 @@
-//! The heads Pocket writes on its own path: one buffer per head, written
-//! with one call.
+//! The response heads Pocket writes to clients on its own path: one
+//! buffer per head, written with one call (the request head for a server
+//! is `wire::request::write`).
 
 use super::response::ResponseHead;
 use super::Framing;
-
-/// The request head for an HTTP/1.1 server: request line (origin form),
-/// the fields of `parts` in order, then `Content-Length` if `framing` is
-/// a length. `parts` has been through `proxy::forward::prepare_request`
-/// (hop-by-hop gone, X-Forwarded-* added). Appends to `out`.
-pub fn request_head(out: &mut Vec<u8>, parts: &http::request::Parts, framing: Framing) {
-    let _ = (out, parts, framing);
-    todo!("wire::write::request_head")
-}
 
 /// The head for the client of a relayed response: `HTTP/1.1`, the status
 /// and reason as the server sent them, its relayed fields as they came
