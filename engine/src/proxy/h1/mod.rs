@@ -23,6 +23,9 @@
 //! `wire::request::parse` (no body, no upgrade ...). The others go to
 //! hyper, as all requests did before.
 
+pub mod local;
+pub mod servers;
+
 use std::rc::Rc;
 
 use tokio::io::AsyncWrite;
