@@ -23,14 +23,23 @@
 //! `wire::request::parse` (no body, no upgrade ...). The others go to
 //! hyper, as all requests did before.
 
+pub mod buf;
+mod forward;
 pub mod local;
+mod relay;
 pub mod servers;
 
 use std::rc::Rc;
+use std::task::{Context, Poll};
 
+use http::{header, Method, Response};
 use tokio::io::AsyncWrite;
 
-use super::ConnCtx;
+use super::body::ResponseBody;
+use super::decide::{self, Route};
+use super::{open_exchange, ConnCtx};
+use crate::observe::exchange::Open;
+use crate::script::api::request::RequestView;
 use crate::wire::request::RequestHead;
 
 /// How the client connection goes on after an exchange.
@@ -44,11 +53,22 @@ pub enum Done {
     Close,
 }
 
+/// The client connection as the request phases use it: written to (each
+/// write bounded by the listener's `send` timeout: a write blocked longer
+/// fails with `TimedOut`), and watched for the client going away while
+/// the server is awaited.
+pub trait ClientConn: AsyncWrite + Unpin {
+    /// Ready once the client has closed its side or its socket failed: the
+    /// exchange is given up and the connection closed, no answer written
+    /// (as hyper does). While pending, bytes the client sends ahead (its
+    /// next request) are kept for later; once some are, it stops reading
+    /// (as hyper's server does), so it never buffers more than one read.
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
 /// The client's side of one exchange.
 pub struct Client<'a, W> {
-    /// Where the response goes: the client connection, whose writes are
-    /// bounded by the listener's `send` timeout (a write blocked longer
-    /// fails).
+    /// Where the response goes.
     pub io: &'a mut W,
     /// The connection ends after this response whatever happens (the
     /// client asked for it, or Pocket is draining): the response says
@@ -57,13 +77,115 @@ pub struct Client<'a, W> {
 }
 
 /// Phases 1 to 6 for one request that has no body.
-pub async fn serve<W: AsyncWrite + Unpin>(
-    cx: &Rc<ConnCtx>,
-    head: RequestHead,
+pub async fn serve<W: ClientConn>(cx: &Rc<ConnCtx>, head: RequestHead, client: Client<'_, W>) -> Done {
+    // Phase 1: one generation of the policy for the whole request.
+    let script = cx.worker.script();
+    let id = cx.worker.next_request_id();
+    let mut open = open_exchange(cx, &script, id, &head.parts);
+    let head_only = head.parts.method == Method::HEAD;
+    let framing = head.framing;
+    let mut view = RequestView {
+        head: head.parts,
+        raw_target: None,
+        peer: cx.peer,
+        listener: cx.listener.clone(),
+        id,
+        growth: 0,
+        tls: cx.tls.clone(),
+    };
+    // Phase 2, as the hyper path decides (explained requests go to hyper).
+    let route = if script.waits() {
+        // Raced with the client going away, as hyper drops a request whose
+        // client left.
+        let deciding = decide::decide_waiting(&script, &mut view, cx.local);
+        let Some(route) = until_gone(client.io, deciding).await else {
+            return Done::Close;
+        };
+        route
+    } else {
+        decide::decide(&script, &mut view)
+    };
+    open.ex.hooks_us += crate::observe::metrics::take_request_hook_ns() / 1000;
+    crate::script::api::log_field::take_into(&mut open.ex.script_fields);
+    let (resp, letters) = match route {
+        Route::Local(r) => (super::local::from_script(r), (b'L', b'R')),
+        Route::Refuse(status, why) => (
+            super::local::refusal(status, &why, &id.to_string()),
+            (b'P', b'R'),
+        ),
+        Route::OverLimit(status, why) => (
+            super::local::refusal(status, &why, &id.to_string()),
+            (b'R', b'R'),
+        ),
+        Route::Pool {
+            pool,
+            key,
+            preferred,
+        } => {
+            // Phases 3 to 6.
+            let to = forward::To {
+                pool,
+                key,
+                preferred,
+                framing,
+                head_only,
+            };
+            return forward::forward(cx, &script, view, to, open, client).await;
+        }
+    };
+    open.set(letters.0, letters.1);
+    answer(client, resp, open, head_only).await
+}
+
+/// Writes one of Pocket's own answers (the script's, a refusal, an error)
+/// and ends its record: the status, the body bytes written; the
+/// termination the phase set stays (a local answer cut by the client is
+/// still the phase's, as on the hyper path).
+pub(super) async fn answer<W: ClientConn>(
     client: Client<'_, W>,
+    mut resp: Response<ResponseBody>,
+    mut open: Box<Open>,
+    head_only: bool,
 ) -> Done {
-    let _ = (cx, head, client);
-    todo!("proxy::h1::serve")
+    // A refusal closes the connection (proxy::local::refusal says so in
+    // its head); the writer says it once, from the flag.
+    let close = client.closing
+        || resp
+            .headers_mut()
+            .remove(header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    open.ex.status = resp.status().as_u16();
+    match local::write(client.io, resp, head_only, close).await {
+        Ok(n) => {
+            open.ex.bytes_out += n;
+            if close {
+                Done::Close
+            } else {
+                Done::KeepAlive
+            }
+        }
+        Err(_) => Done::Close,
+    }
+}
+
+/// Runs `fut` unless the client goes away first (then None: the future,
+/// and the request's record with the termination its phase set, are
+/// dropped, as hyper drops a request whose client left).
+pub(super) async fn until_gone<W: ClientConn, F: std::future::Future>(
+    io: &mut W,
+    fut: F,
+) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|task| {
+        if let Poll::Ready(r) = fut.as_mut().poll(task) {
+            return Poll::Ready(Some(r));
+        }
+        if io.poll_gone(task).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Whether a policy's requests may take this path: every pool speaks

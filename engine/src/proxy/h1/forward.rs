@@ -1,0 +1,569 @@
+//! Phases 3 to 5 of the direct path, rule by rule those of the hyper
+//! path (`proxy::forward` and `proxy::deliver`): pick a server, check out
+//! a connection, write the head in one write, read the response head on
+//! the pool's clock, retry what may be retried, count the answer, let
+//! `on_response` edit it; then [`super::relay`] writes it to the client.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use http::{header, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::servers::{ServerConn, Servers};
+use super::{answer, buf, relay, until_gone, Client, ClientConn, Done};
+use crate::lb::{Pool, Server};
+use crate::observe::exchange::{Open, Retry, Termination};
+use crate::proxy::body::InFlight;
+use crate::proxy::timeouts::{self, Late};
+use crate::proxy::upstream_io::MAX_INTERIM;
+use crate::proxy::{
+    cannot_relay, clone_head, forward, is_idempotent, late_termination, local, next_try, ConnCtx,
+    RequestId,
+};
+use crate::script::api::request::RequestView;
+use crate::script::api::response::ResponseView;
+use crate::script::WorkerScript;
+use crate::wire::response::{self, ResponseHead};
+use crate::wire::{self, Framing};
+
+/// The most a server's response head may take, in bytes: a larger one is
+/// a 502 (as the hyper path's `MAX_RESPONSE_HEAD`, nginx's
+/// `proxy_buffer_size`).
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Where phase 2 sent the request, and what of it the later phases need.
+pub(super) struct To {
+    pub pool: usize,
+    pub key: Option<u64>,
+    pub preferred: Option<usize>,
+    /// The request's framing (no body, or `Content-Length: 0`).
+    pub framing: Framing,
+    /// A HEAD request: no response body, whatever its head says.
+    pub head_only: bool,
+}
+
+/// The worker's plain connections to servers.
+#[inline]
+fn servers(cx: &ConnCtx) -> &Servers {
+    &cx.worker.servers
+}
+
+/// Phases 3 to 6 for a request routed to a pool.
+pub(super) async fn forward<W: ClientConn>(
+    cx: &Rc<ConnCtx>,
+    script: &Rc<WorkerScript>,
+    view: RequestView,
+    to: To,
+    mut open: Box<Open>,
+    client: Client<'_, W>,
+) -> Done {
+    let RequestView {
+        head,
+        peer,
+        listener,
+        id,
+        raw_target,
+        tls,
+        ..
+    } = view;
+    // on_response sees the request as the client sent it (after on_request).
+    let client_head = script.has_on_response().then(|| clone_head(&head));
+    let mut head = head;
+    forward::prepare_request(&mut head, &cx.peer_value, tls.is_some());
+    let replayable = is_idempotent(&head.method);
+    // Every pool of a policy on this path speaks HTTP/1.1 in plain: the
+    // head is written once, whichever server takes it.
+    let mut out = buf::take();
+    wire::request::write(&mut out, &head, to.framing);
+    drop(head);
+    // The whole exchange's limit, if the first pool sets one.
+    let deadline = script.policy.pools[to.pool]
+        .timeouts
+        .total
+        .map(|t| Instant::now() + t);
+    let tried = until_gone(
+        client.io,
+        tries(cx, script, &to, id, &out, replayable, deadline, &mut open),
+    )
+    .await;
+    let Some(tried) = tried else {
+        // The client went away: its record says where (`CC`, `CH`).
+        buf::give(out);
+        return Done::Close;
+    };
+    let (pool, server, conn, rhead, rbuf, in_flight) = match tried {
+        Tried::Answered {
+            pool,
+            server,
+            conn,
+            head,
+            rbuf,
+            in_flight,
+        } => (pool, server, conn, head, rbuf, in_flight),
+        Tried::Local(resp) => {
+            buf::give(out);
+            return answer(client, resp, open, to.head_only).await;
+        }
+    };
+    let client_view = client_head.map(|head| RequestView {
+        head,
+        raw_target,
+        peer,
+        listener,
+        id,
+        growth: 0,
+        tls,
+    });
+    let answered = Answered {
+        pool,
+        server,
+        conn,
+        head: rhead,
+        rbuf,
+        in_flight,
+    };
+    deliver(cx, script, answered, client_view, deadline, id, out, open, client, to.head_only).await
+}
+
+/// A server's answer, its head in.
+struct Answered<'p> {
+    pool: &'p Pool,
+    server: &'p Server,
+    conn: ServerConn,
+    head: ResponseHead,
+    /// The head and whatever followed it in the same reads.
+    rbuf: Vec<u8>,
+    in_flight: InFlight,
+}
+
+/// How the tries ended.
+enum Tried<'p> {
+    Answered {
+        pool: &'p Pool,
+        server: &'p Server,
+        conn: ServerConn,
+        head: ResponseHead,
+        rbuf: Vec<u8>,
+        in_flight: InFlight,
+    },
+    /// Pocket's answer instead (logged, its termination set).
+    Local(http::Response<crate::proxy::body::ResponseBody>),
+}
+
+/// Why a try got no response head.
+enum Failure {
+    /// The server's answer cannot be relayed (wire::response's words).
+    Bad(&'static str),
+    TooManyInterim,
+    /// The connection closed or failed; `answered`: after a byte of an
+    /// answer (never replayed then).
+    Io {
+        why: String,
+        timed_out: bool,
+        answered: bool,
+    },
+}
+
+/// Phases 3 and 4: servers tried in turn until one answers with a head,
+/// with the retry rules of the hyper path (`proxy::forward`).
+#[allow(clippy::too_many_arguments)]
+async fn tries<'p>(
+    cx: &ConnCtx,
+    script: &'p WorkerScript,
+    to: &To,
+    id: RequestId,
+    out: &[u8],
+    replayable: bool,
+    deadline: Option<Instant>,
+    open: &mut Open,
+) -> Tried<'p> {
+    let mut pool = &script.policy.pools[to.pool];
+    let (mut key, mut preferred) = (to.key, to.preferred);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_error = String::new();
+    // Each unreachable server costs one retry; a connection found dead
+    // before the request was answered costs an attempt but no retry.
+    let mut attempts = 0;
+    // After a reused connection failed, the next try opens a new one.
+    let mut fresh_only = false;
+    let max_attempts = pool.retries as usize + 4;
+    let mut rbuf = buf::take();
+
+    while tried.len() <= pool.retries as usize && attempts < max_attempts {
+        attempts += 1;
+        let Some(si) = pool.pick(&tried, key, preferred) else {
+            // Nobody here can take it: the pool's fallback can.
+            match pool.fallback_pool() {
+                Some(next) => {
+                    tracing::debug!(request = %id, "pool {} cannot serve; falling back to {}", pool.name, script.policy.pools[next].name);
+                    pool = &script.policy.pools[next];
+                    tried.clear();
+                    (key, preferred) = (None, None);
+                    continue;
+                }
+                None => break,
+            }
+        };
+        let server = &pool.servers[si];
+        if let Some(failed) = open.ex.retries.last_mut() {
+            failed.retried = true;
+        }
+        open.ex.pool = Some(pool.name.clone());
+        open.ex.server = Some(server.addr_text.clone());
+        open.set(b'C', b'C');
+        let mut conn = match servers(cx).checkout(pool, server, !fresh_only).await {
+            Ok(c) => c,
+            Err(e) => {
+                server.state.traffic_failed(pool.passive.after, e.cause());
+                let next = next_try::after_failure(&script.policy, pool, &tried, si);
+                tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{e}{next}");
+                last_error = format!("{}: {e}", server.addr);
+                open.ex.retries.push(Retry {
+                    pool: pool.name.clone(),
+                    server: server.addr_text.clone(),
+                    cause: e.cause(),
+                    retried: false,
+                });
+                tried.push(si);
+                continue;
+            }
+        };
+        open.ex.connect_ms = open.reached();
+        open.set(b'C', b'H');
+        // Sent again if the server drops it unanswered: on a kept-alive
+        // connection (the server may have closed it just as it was
+        // reused), or when another server may still take it. Only
+        // requests safe to repeat.
+        let reused = conn.idle_for.is_some();
+        let another = tried.len() < pool.retries as usize && pool.servers.len() > 1;
+        let spare = replayable && (reused || another);
+        let in_flight = InFlight::new(&server.state, pool.passive.counts());
+        // One clock for the phase: the pool's `response`, or what is left
+        // of its `total` if that comes first.
+        let (at, late) = {
+            let at = Instant::now() + pool.timeouts.response;
+            match (deadline, pool.timeouts.total) {
+                (Some(d), Some(total)) if d < at => (d, Late::Total(total)),
+                _ => (at, Late::ServerAnswering(pool.timeouts.response)),
+            }
+        };
+        let asked = tokio::time::timeout_at(
+            at,
+            ask(&mut conn.stream, out, &mut rbuf, to.head_only),
+        )
+        .await;
+        let failure = match asked {
+            Ok(Ok(head)) => {
+                open.ex.first_byte_ms = open.reached();
+                return Tried::Answered {
+                    pool,
+                    server,
+                    conn,
+                    head,
+                    rbuf,
+                    in_flight,
+                };
+            }
+            Ok(Err(f)) => f,
+            Err(_) => {
+                buf::give(rbuf);
+                late_termination(open, &late);
+                return Tried::Local(timeouts::answer_late(late, pool, server, id));
+            }
+        };
+        let (why, answered) = match failure {
+            Failure::Bad(why) => {
+                buf::give(rbuf);
+                open.set(b'P', b'H');
+                return Tried::Local(cannot_relay(pool, server, id, why));
+            }
+            Failure::TooManyInterim => {
+                buf::give(rbuf);
+                open.set(b'P', b'H');
+                let why = format!(
+                    "it sent too many interim (1xx) responses (more than {MAX_INTERIM})"
+                );
+                return Tried::Local(cannot_relay(pool, server, id, &why));
+            }
+            Failure::Io {
+                timed_out: true, ..
+            } => {
+                // TCP_USER_TIMEOUT (= timeouts.idle): the server took none
+                // of what was sent for that long.
+                buf::give(rbuf);
+                let late = Late::ServerReading(pool.timeouts.idle);
+                late_termination(open, &late);
+                return Tried::Local(timeouts::answer_late(late, pool, server, id));
+            }
+            Failure::Io { why, answered, .. } => (why, answered),
+        };
+        drop(conn);
+        if spare && reused && !answered {
+            // A reused connection the server had just closed.
+            tracing::debug!(request = %id, server = %server.addr, "reused connection closed ({why}); resending on a new one");
+            fresh_only = true;
+            continue;
+        }
+        if spare && !answered {
+            // Dropped before any response byte: safe to repeat elsewhere.
+            server
+                .state
+                .traffic_failed(pool.passive.after, "no response");
+            let next = next_try::after_failure(&script.policy, pool, &tried, si);
+            tracing::warn!(request = %id, pool = %pool.name, server = %server.addr, "{why}{next}");
+            last_error = format!("{}: {why}", server.addr);
+            open.ex.retries.push(Retry {
+                pool: pool.name.clone(),
+                server: server.addr_text.clone(),
+                cause: "no response",
+                retried: false,
+            });
+            tried.push(si);
+            continue;
+        }
+        buf::give(rbuf);
+        server
+            .state
+            .traffic_failed(pool.passive.after, "no response");
+        let why = format!(
+            "server {} of pool \"{}\" failed: {why}",
+            server.addr, pool.name
+        );
+        tracing::warn!(request = %id, "{why}");
+        open.set(b'S', b'H');
+        return Tried::Local(local::error(StatusCode::BAD_GATEWAY, &why, &id.to_string()));
+    }
+    buf::give(rbuf);
+
+    let why = if tried.is_empty() && last_error.is_empty() {
+        format!(
+            "no server of pool \"{}\" is up ({}, all down)",
+            pool.name,
+            crate::words::count(pool.servers.len() as u64, "server"),
+        )
+    } else {
+        format!(
+            "no server of pool \"{}\" could be reached (tried {}; last: {})",
+            pool.name,
+            tried.len(),
+            last_error
+        )
+    };
+    tracing::warn!(request = %id, "{why}");
+    // No server could take it: HAProxy's `SC` (503 or 502 alike); `SH`
+    // if the last one took the connection and closed it before a head.
+    let phase = match open.ex.retries.last() {
+        Some(r) if r.cause == "no response" => b'H',
+        _ => b'C',
+    };
+    open.set(b'S', phase);
+    open.ex.pool.get_or_insert_with(|| pool.name.clone());
+    let status = if tried.is_empty() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    Tried::Local(local::error(status, &why, &id.to_string()))
+}
+
+/// Writes the request head (one write) and reads the response head,
+/// interim ones skipped (at most [`MAX_INTERIM`], as the hyper path).
+/// `rbuf` ends holding the head and what followed it.
+async fn ask(
+    stream: &mut TcpStream,
+    out: &[u8],
+    rbuf: &mut Vec<u8>,
+    head_only: bool,
+) -> Result<ResponseHead, Failure> {
+    rbuf.clear();
+    let io = |e: std::io::Error, answered: bool| Failure::Io {
+        timed_out: e.kind() == std::io::ErrorKind::TimedOut,
+        why: format!("connection error: {e}"),
+        answered,
+    };
+    if let Err(e) = stream.write_all(out).await {
+        return Err(io(e, false));
+    }
+    let mut interim = 0u8;
+    let mut answered = false;
+    loop {
+        if !rbuf.is_empty() {
+            match response::parse(rbuf, head_only, MAX_HEAD) {
+                response::Parsed::Complete(head) => return Ok(head),
+                response::Parsed::Interim(n) => {
+                    interim += 1;
+                    if interim > MAX_INTERIM {
+                        return Err(Failure::TooManyInterim);
+                    }
+                    rbuf.drain(..n.min(rbuf.len()));
+                    continue;
+                }
+                response::Parsed::Partial => {}
+                response::Parsed::Bad(why) => return Err(Failure::Bad(why)),
+            }
+        }
+        if rbuf.capacity() - rbuf.len() < 512 {
+            rbuf.reserve(buf::SIZE);
+        }
+        match stream.read_buf(rbuf).await {
+            Ok(0) => {
+                return Err(Failure::Io {
+                    why: "connection closed before message completed".into(),
+                    timed_out: false,
+                    answered,
+                })
+            }
+            Ok(_) => answered = true,
+            Err(e) => return Err(io(e, answered)),
+        }
+    }
+}
+
+/// Phases 5 and 6, once the server has answered: count it, let
+/// `on_response` edit the head, write it to the client and relay the body.
+#[allow(clippy::too_many_arguments)]
+async fn deliver<W: ClientConn>(
+    cx: &ConnCtx,
+    script: &WorkerScript,
+    a: Answered<'_>,
+    client_view: Option<RequestView>,
+    deadline: Option<Instant>,
+    id: RequestId,
+    mut out: Vec<u8>,
+    mut open: Box<Open>,
+    client: Client<'_, W>,
+    head_only: bool,
+) -> Done {
+    let Answered {
+        pool,
+        server,
+        mut conn,
+        head: mut rhead,
+        rbuf,
+        mut in_flight,
+    } = a;
+    server.state.requests.fetch_add(1, Ordering::Relaxed);
+    if rhead.status >= 500 {
+        if pool.passive.on_5xx {
+            server
+                .state
+                .traffic_failed(pool.passive.after, "5xx answer");
+        }
+        // Counted or not, a 5xx is no success: it ends no streak.
+        in_flight.not_a_success();
+    }
+    // The head as `http` parts only for a script that reads it.
+    let mut edited = None;
+    if let Some(mut req_view) = client_view {
+        let mut res_view = ResponseView {
+            head: rhead.to_parts(&rbuf),
+            pool: pool.name.clone(),
+            server: server.addr_text.clone(),
+            growth: 0,
+        };
+        let answered = script.on_response(&mut req_view, &mut res_view);
+        open.ex.hooks_us += crate::observe::metrics::take_request_hook_ns() / 1000;
+        crate::script::api::log_field::take_into(&mut open.ex.script_fields);
+        if let Err(e) = answered {
+            // RH: the script met its time budget or memory limit. The
+            // server connection goes, its body unread.
+            open.set(if e.limit { b'R' } else { b'P' }, b'H');
+            tracing::error!(request = %id, hook = e.hook, "{}", e.message);
+            buf::give(out);
+            buf::give(rbuf);
+            let resp = local::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the policy script failed on this response (see the log for this request id)",
+                &id.to_string(),
+            );
+            return answer(client, resp, open, head_only).await;
+        }
+        edited = Some(res_view.head);
+    }
+    let status = edited.as_ref().map_or(rhead.status, |p| p.status.as_u16());
+    let mut dropped_body = false;
+    if matches!(status, 204 | 205) {
+        // No content (RFC 9110 §15.3.5, §15.3.6), whether the server sent
+        // some anyway or a script set the status: no length, no body.
+        if let Some(p) = &mut edited {
+            p.headers.remove(header::CONTENT_LENGTH);
+        }
+        dropped_body = !matches!(rhead.framing, Framing::Empty | Framing::Length(0));
+        rhead.framing = Framing::Empty;
+    }
+    // A body that ends at the server's close ends the client's
+    // connection too (it is how the client learns the end).
+    let close = client.closing || rhead.framing == Framing::UntilClose;
+    out.clear();
+    match &edited {
+        None => wire::write::relayed_response_head(&mut out, &rhead, &rbuf, close),
+        Some(parts) => wire::write::response_head(&mut out, parts, rhead.framing, close),
+    }
+    open.ex.status = status;
+    // Until the body is whole, the client going away is what ends it.
+    if rhead.framing != Framing::Empty {
+        open.set(b'C', b'D');
+    }
+    let body = relay::Body {
+        framing: rhead.framing,
+        at: rhead.len,
+        idle: pool.timeouts.idle,
+        deadline,
+    };
+    let ended = relay::relay(client.io, &mut conn.stream, &out, rbuf, body, &mut open.ex.bytes_out).await;
+    buf::give(out);
+    let done = match ended {
+        relay::Ended::Whole { rest } => {
+            open.ex.termination = Termination::NORMAL;
+            // A whole answer: the server's failure streak ends.
+            in_flight.finished_well();
+            let reuse = rhead.keep_alive
+                && !dropped_body
+                && !rest
+                && rhead.framing != Framing::UntilClose;
+            if reuse {
+                servers(cx).checkin(conn);
+            }
+            if close {
+                Done::Close
+            } else {
+                Done::KeepAlive
+            }
+        }
+        relay::Ended::Broke(why) => {
+            tracing::warn!("server {} broke off its response: {why}", server.addr_text);
+            server
+                .state
+                .traffic_failed(pool.passive.after, "response broke off");
+            open.set(b'S', b'D');
+            Done::Close
+        }
+        relay::Ended::Stalled { past_total } => {
+            if past_total {
+                tracing::warn!(
+                    "the response of server {} ran past the pool's total timeout; closing the client connection",
+                    server.addr_text
+                );
+            } else {
+                server
+                    .state
+                    .traffic_failed(pool.passive.after, "stalled mid-response");
+                tracing::warn!(
+                    "server {} sent nothing for {:?} mid-response; closing the client connection",
+                    server.addr_text,
+                    pool.timeouts.idle
+                );
+            }
+            open.set(b's', b'D');
+            Done::Close
+        }
+        relay::Ended::Client { timed_out } => {
+            open.set(if timed_out { b'c' } else { b'C' }, b'D');
+            Done::Close
+        }
+    };
+    done
+}

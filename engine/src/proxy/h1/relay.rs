@@ -1,0 +1,226 @@
+//! Phase 6 of the direct path: the response head written to the client
+//! together with the first body bytes read with it (one write), then the
+//! body relayed by its framing, as it came: a `Content-Length` counted,
+//! a chunked body checked as it passes (`wire::chunked`), a body that ends
+//! at the server's close read to that close. Nothing is buffered beyond
+//! one read: while the client does not take a piece, the server is not
+//! read (its TCP holds it back), as on the hyper path.
+//!
+//! The server's silence is bounded by the pool's `idle` (one timer for
+//! the whole body, moved on only when it fires: a read costs a clock
+//! read, not a timer update) and the exchange by its `total`.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::{buf, ClientConn};
+use crate::wire::chunked::{Chunked, Step};
+use crate::wire::Framing;
+
+/// The body to relay.
+pub(super) struct Body {
+    pub framing: Framing,
+    /// Where the body's first bytes begin in the read buffer (the head's
+    /// length).
+    pub at: usize,
+    /// The pool's `timeouts.idle`.
+    pub idle: Duration,
+    /// The pool's `timeouts.total`, as an instant.
+    pub deadline: Option<Instant>,
+}
+
+/// How a relay ended.
+pub(super) enum Ended {
+    /// The body went out whole. `rest`: the server sent bytes past its
+    /// end (its connection is not reused).
+    Whole { rest: bool },
+    /// The server closed or broke the framing before the end (why).
+    Broke(String),
+    /// The server sent nothing for `idle`, or the exchange ran past its
+    /// `total`.
+    Stalled { past_total: bool },
+    /// The client went away or a write to it failed (`timed_out`: its
+    /// `send` timeout).
+    Client { timed_out: bool },
+}
+
+/// Where the body stands.
+enum Left {
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+}
+
+/// Writes `head` and relays the body whose first bytes are in
+/// `rbuf[body.at..]`, counting body bytes into `bytes_out`. Gives `rbuf`
+/// back to the pool.
+pub(super) async fn relay<W: ClientConn>(
+    client: &mut W,
+    server: &mut TcpStream,
+    head: &[u8],
+    mut rbuf: Vec<u8>,
+    body: Body,
+    bytes_out: &mut u64,
+) -> Ended {
+    let ended = relay_in(client, server, head, &mut rbuf, body, bytes_out).await;
+    buf::give(rbuf);
+    ended
+}
+
+async fn relay_in<W: ClientConn>(
+    client: &mut W,
+    server: &mut TcpStream,
+    head: &[u8],
+    rbuf: &mut Vec<u8>,
+    body: Body,
+    bytes_out: &mut u64,
+) -> Ended {
+    let mut left = match body.framing {
+        Framing::Empty | Framing::Length(0) => {
+            let rest = rbuf.len() > body.at;
+            if let Err(e) = write_two(client, head, &[]).await {
+                return client_failed(&e);
+            }
+            return Ended::Whole { rest };
+        }
+        Framing::Length(n) => Left::Length(n),
+        Framing::Chunked => Left::Chunked(Chunked::new()),
+        Framing::UntilClose => Left::UntilClose,
+    };
+    let mut head = head;
+    let mut from = body.at.min(rbuf.len());
+    let mut last_read = Instant::now();
+    let sleep = tokio::time::sleep_until(next_wake(last_read, body.idle, body.deadline));
+    tokio::pin!(sleep);
+    loop {
+        // What of the buffer is body, and whether it ends there.
+        let piece = &rbuf[from..];
+        let (n, end, rest) = match &mut left {
+            Left::Length(l) => {
+                let n = (*l).min(piece.len() as u64) as usize;
+                *l -= n as u64;
+                (n, *l == 0, piece.len() > n)
+            }
+            Left::Chunked(c) => match c.feed(piece) {
+                Step::More => (piece.len(), false, false),
+                Step::Done(k) => (k, true, piece.len() > k),
+                Step::Bad(why) => {
+                    // What came before is out; the client's body is cut.
+                    return Ended::Broke(format!("a malformed chunked body: {why}"));
+                }
+            },
+            Left::UntilClose => (piece.len(), false, false),
+        };
+        if !head.is_empty() || n > 0 {
+            if let Err(e) = write_two(client, head, &piece[..n]).await {
+                return client_failed(&e);
+            }
+            head = &[];
+            *bytes_out += n as u64;
+        }
+        if end {
+            return Ended::Whole { rest };
+        }
+        // The next piece from the server, within its `idle` and the
+        // exchange's `total`; the client watched meanwhile.
+        rbuf.clear();
+        from = 0;
+        let read = std::future::poll_fn(|task| {
+            let mut rb = ReadBuf::uninit(rbuf.spare_capacity_mut());
+            if let Poll::Ready(r) = Pin::new(&mut *server).poll_read(task, &mut rb) {
+                return Poll::Ready(Read::Got(r.map(|()| rb.filled().len())));
+            }
+            if client.poll_gone(task).is_ready() {
+                return Poll::Ready(Read::Gone);
+            }
+            loop {
+                if sleep.as_mut().poll(task).is_pending() {
+                    return Poll::Pending;
+                }
+                let now = Instant::now();
+                let due = next_wake(last_read, body.idle, body.deadline);
+                if due <= now {
+                    let past_total = body.deadline.is_some_and(|d| d <= now);
+                    return Poll::Ready(Read::Late { past_total });
+                }
+                sleep.as_mut().reset(due);
+            }
+        })
+        .await;
+        match read {
+            Read::Got(Ok(0)) => {
+                return match left {
+                    Left::UntilClose => Ended::Whole { rest: false },
+                    _ => Ended::Broke("the connection closed before the body's end".into()),
+                };
+            }
+            Read::Got(Ok(n)) => {
+                // SAFETY: `poll_read` initialised the first `n` bytes of
+                // the spare capacity it was given (ReadBuf's contract).
+                unsafe { rbuf.set_len(n) };
+                last_read = Instant::now();
+                if body.deadline.is_some_and(|d| d <= last_read) {
+                    // A body that never pauses still ends at `total`.
+                    return Ended::Stalled { past_total: true };
+                }
+            }
+            Read::Got(Err(e)) => return Ended::Broke(e.to_string()),
+            Read::Gone => return Ended::Client { timed_out: false },
+            Read::Late { past_total } => return Ended::Stalled { past_total },
+        }
+    }
+}
+
+enum Read {
+    Got(io::Result<usize>),
+    Gone,
+    Late { past_total: bool },
+}
+
+/// When the server must have sent more: `idle` after its last piece, or
+/// the exchange's deadline if that comes first.
+#[inline]
+fn next_wake(last: Instant, idle: Duration, deadline: Option<Instant>) -> Instant {
+    let at = last + idle;
+    match deadline {
+        Some(d) if d < at => d,
+        _ => at,
+    }
+}
+
+fn client_failed(e: &io::Error) -> Ended {
+    Ended::Client {
+        timed_out: e.kind() == io::ErrorKind::TimedOut,
+    }
+}
+
+/// Writes `a` then `b` to `w`, vectored (one call when the socket takes
+/// both), then flushes (TLS).
+pub(super) async fn write_two<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut a: &[u8],
+    mut b: &[u8],
+) -> io::Result<()> {
+    while !a.is_empty() || !b.is_empty() {
+        let n = std::future::poll_fn(|cx| {
+            Pin::new(&mut *w).poll_write_vectored(cx, &[IoSlice::new(a), IoSlice::new(b)])
+        })
+        .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        if n >= a.len() {
+            b = &b[n - a.len()..];
+            a = &[];
+        } else {
+            a = &a[n..];
+        }
+    }
+    std::future::poll_fn(|cx| Pin::new(&mut *w).poll_flush(cx)).await
+}
