@@ -21,7 +21,12 @@ pub fn relayed_response_head(out: &mut Vec<u8>, head: &ResponseHead, buf: &[u8],
 /// `on_response` edited, or Pocket's own: local answers, errors). `framing`:
 /// how its body goes. Adds a `Date` if it has none (as hyper does). Appends
 /// to `out`.
-pub fn response_head(out: &mut Vec<u8>, parts: &http::response::Parts, framing: Framing, close: bool) {
+pub fn response_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    framing: Framing,
+    close: bool,
+) {
     let _ = (out, parts, framing, close);
     todo!("wire::write::response_head")
 }
