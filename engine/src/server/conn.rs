@@ -284,6 +284,14 @@ pub async fn serve(
         }
     };
     loop {
+        // Pocket's own path while the policy takes it (h1.rs); a request
+        // it does not take comes back with the bytes read, for hyper.
+        if super::h1::takes(&cx.worker.script()) {
+            io = match super::h1::serve(io, &cx, &drain, timeouts).await {
+                super::h1::Left::Hyper(io) => io,
+                super::h1::Left::Closed => return,
+            };
+        }
         // Boxed for as long as it runs: hyper's futures and timers are
         // large, and a parked connection's task should not be sized for
         // them (one allocation per wake, beside hyper's own).
@@ -664,14 +672,14 @@ where
 }
 
 /// What a connection has been doing, for the decision to park it.
-struct Activity {
+pub(super) struct Activity {
     /// Requests whose responses are not finished.
     busy: std::cell::Cell<u32>,
     /// When the last response finished (or serving began).
     quiet_since: std::cell::Cell<Instant>,
     /// The last write to the client could not complete: hyper still has
     /// bytes to flush.
-    write_blocked: std::cell::Cell<bool>,
+    pub(super) write_blocked: std::cell::Cell<bool>,
     /// Response bodies that wait for the client to read what is queued
     /// (see [`Tracked`]): woken when a write goes out again.
     write_waiters: RefCell<Vec<Waker>>,
@@ -925,22 +933,22 @@ impl<B: Body<Data = Bytes> + Unpin + SendTimeout> Body for Tracked<B> {
 /// writes are watched (a connection with unflushed bytes is not idle; one
 /// blocked longer than the `send` timeout ends). On h2, frames are
 /// counted for the flood rule.
-struct ClientIo {
-    stream: Transport,
+pub(super) struct ClientIo {
+    pub(super) stream: Transport,
     /// The listener's `head_size`, in bytes.
-    head_size: u32,
-    prefix: Bytes,
-    activity: Rc<Activity>,
-    peer: SocketAddr,
+    pub(super) head_size: u32,
+    pub(super) prefix: Bytes,
+    pub(super) activity: Rc<Activity>,
+    pub(super) peer: SocketAddr,
     /// The listener's send timeout.
-    send: Duration,
+    pub(super) send: Duration,
     /// Made the first time a write blocks, then reused: a connection
     /// whose writes never block has no timer.
-    send_timer: Option<Pin<Box<Sleep>>>,
+    pub(super) send_timer: Option<Pin<Box<Sleep>>>,
     /// h2 only: the frame counts of the flood rule.
-    flood: Option<Box<FloodWatch>>,
+    pub(super) flood: Option<Box<FloodWatch>>,
     /// Ended for a flood: nothing more is written.
-    ended: bool,
+    pub(super) ended: bool,
 }
 
 impl ClientIo {

@@ -9,6 +9,7 @@
 
 mod conn;
 mod drain;
+mod h1;
 mod h2_flood;
 /// Also read by `pocket explain`, to refuse an oversized head as the
 /// listener does.

@@ -20,8 +20,8 @@ use crate::proxy::body::InFlight;
 use crate::proxy::timeouts::{self, Late};
 use crate::proxy::upstream_io::MAX_INTERIM;
 use crate::proxy::{
-    cannot_relay, clone_head, forward, is_idempotent, late_termination, local, next_try, ConnCtx,
-    RequestId,
+    cannot_relay, clone_head, forward as prepare, is_idempotent, late_termination, local, next_try,
+    ConnCtx, RequestId,
 };
 use crate::script::api::request::RequestView;
 use crate::script::api::response::ResponseView;
@@ -72,7 +72,7 @@ pub(super) async fn forward<W: ClientConn>(
     // on_response sees the request as the client sent it (after on_request).
     let client_head = script.has_on_response().then(|| clone_head(&head));
     let mut head = head;
-    forward::prepare_request(&mut head, &cx.peer_value, tls.is_some());
+    prepare::prepare_request(&mut head, &cx.peer_value, tls.is_some());
     let replayable = is_idempotent(&head.method);
     // Every pool of a policy on this path speaks HTTP/1.1 in plain: the
     // head is written once, whichever server takes it.
@@ -125,7 +125,19 @@ pub(super) async fn forward<W: ClientConn>(
         rbuf,
         in_flight,
     };
-    deliver(cx, script, answered, client_view, deadline, id, out, open, client, to.head_only).await
+    deliver(
+        cx,
+        script,
+        answered,
+        client_view,
+        deadline,
+        id,
+        out,
+        open,
+        client,
+        to.head_only,
+    )
+    .await
 }
 
 /// A server's answer, its head in.
@@ -250,11 +262,8 @@ async fn tries<'p>(
                 _ => (at, Late::ServerAnswering(pool.timeouts.response)),
             }
         };
-        let asked = tokio::time::timeout_at(
-            at,
-            ask(&mut conn.stream, out, &mut rbuf, to.head_only),
-        )
-        .await;
+        let asked =
+            tokio::time::timeout_at(at, ask(&mut conn.stream, out, &mut rbuf, to.head_only)).await;
         let failure = match asked {
             Ok(Ok(head)) => {
                 open.ex.first_byte_ms = open.reached();
@@ -283,9 +292,8 @@ async fn tries<'p>(
             Failure::TooManyInterim => {
                 buf::give(rbuf);
                 open.set(b'P', b'H');
-                let why = format!(
-                    "it sent too many interim (1xx) responses (more than {MAX_INTERIM})"
-                );
+                let why =
+                    format!("it sent too many interim (1xx) responses (more than {MAX_INTERIM})");
                 return Tried::Local(cannot_relay(pool, server, id, &why));
             }
             Failure::Io {
@@ -513,17 +521,23 @@ async fn deliver<W: ClientConn>(
         idle: pool.timeouts.idle,
         deadline,
     };
-    let ended = relay::relay(client.io, &mut conn.stream, &out, rbuf, body, &mut open.ex.bytes_out).await;
+    let ended = relay::relay(
+        client.io,
+        &mut conn.stream,
+        &out,
+        rbuf,
+        body,
+        &mut open.ex.bytes_out,
+    )
+    .await;
     buf::give(out);
     let done = match ended {
         relay::Ended::Whole { rest } => {
             open.ex.termination = Termination::NORMAL;
             // A whole answer: the server's failure streak ends.
             in_flight.finished_well();
-            let reuse = rhead.keep_alive
-                && !dropped_body
-                && !rest
-                && rhead.framing != Framing::UntilClose;
+            let reuse =
+                rhead.keep_alive && !dropped_body && !rest && rhead.framing != Framing::UntilClose;
             if reuse {
                 servers(cx).checkin(conn);
             }

@@ -77,7 +77,11 @@ pub struct Client<'a, W> {
 }
 
 /// Phases 1 to 6 for one request that has no body.
-pub async fn serve<W: ClientConn>(cx: &Rc<ConnCtx>, head: RequestHead, client: Client<'_, W>) -> Done {
+pub async fn serve<W: ClientConn>(
+    cx: &Rc<ConnCtx>,
+    head: RequestHead,
+    client: Client<'_, W>,
+) -> Done {
     // Phase 1: one generation of the policy for the whole request.
     let script = cx.worker.script();
     let id = cx.worker.next_request_id();

@@ -10,6 +10,7 @@
 //! the whole body, moved on only when it fires: a read costs a clock
 //! read, not a timer update) and the exchange by its `total`.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::Poll;

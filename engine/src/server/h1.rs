@@ -1,0 +1,448 @@
+//! The client side of Pocket's own HTTP/1 path: one loop per connection
+//! reads each request head into a buffer of the connection's own, has
+//! `wire::request` parse it, and runs the request phases for it
+//! (`proxy::h1::serve`), for as long as the requests are the path's to
+//! take. The first that is not (a body, an upgrade, anything unusual,
+//! an explained request, a policy reloaded onto pools the path does not
+//! speak to) goes to hyper with every byte read so far; once hyper parks
+//! the connection, the next request tries this path again.
+//!
+//! Between requests, with nothing read ahead, the buffer goes back to the
+//! worker's pool and the connection waits holding only its socket (it is
+//! "parked", as on the hyper path), until the client sends again, the
+//! listener's `keepalive` ends it, or a drain closes it. A head begun must
+//! be whole within the listener's `head` timeout from its first byte (the
+//! first head of a connection: from the accept). Pipelined requests are
+//! served in turn from the bytes read ahead.
+//!
+//! The bytes read here never pass through the head check of
+//! `server/head_check.rs`: a head this path serves was parsed strictly by
+//! `wire::request` (CRLF only, framing proven), and a head it does not
+//! take reaches hyper, and so the check, as the connection's prefix, seen
+//! once.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use super::conn::ClientIo;
+use super::drain::Drain;
+use super::transport::Transport;
+use crate::config::ClientTimeouts;
+use crate::proxy::h1::{self as direct, buf, Client, ClientConn, Done};
+use crate::proxy::ConnCtx;
+use crate::script::WorkerScript;
+use crate::wire::request::{self, Parsed, RequestHead};
+use crate::wire::Framing;
+
+/// How the direct path left the connection.
+pub(super) enum Left {
+    /// Closed (or to be dropped): nothing more on it.
+    Closed,
+    /// For hyper, with the bytes read so far as its prefix.
+    Hyper(ClientIo),
+}
+
+/// Whether the policy `script` runs on sends its requests this way
+/// (decided at load, `proxy::h1::takes_policy`).
+#[inline]
+pub(super) fn takes(script: &WorkerScript) -> bool {
+    direct::takes_policy(&script.policy)
+}
+
+/// Bytes read from the client and not yet served: `buf[start..]`. No
+/// buffer while there are none.
+#[derive(Default)]
+struct Pending {
+    buf: Option<Vec<u8>>,
+    start: usize,
+}
+
+impl Pending {
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        match &self.buf {
+            Some(b) => &b[self.start..],
+            None => &[],
+        }
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.bytes().is_empty()
+    }
+
+    /// The first `n` bytes are served.
+    #[inline]
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if let Some(b) = &mut self.buf {
+            if self.start >= b.len() {
+                b.clear();
+                self.start = 0;
+            }
+        }
+    }
+
+    /// Nothing left: the buffer goes back to the worker's pool.
+    fn release(&mut self) {
+        if self.is_empty() {
+            if let Some(b) = self.buf.take() {
+                buf::give(b);
+            }
+            self.start = 0;
+        }
+    }
+
+    /// The buffer to read into, with room at its end (what was served is
+    /// moved out of the way). None: it is full.
+    fn room(&mut self) -> Option<&mut Vec<u8>> {
+        let b = self.buf.get_or_insert_with(buf::take);
+        if self.start > 0 && b.len() == b.capacity() {
+            b.drain(..self.start);
+            self.start = 0;
+        }
+        (b.len() < b.capacity()).then_some(b)
+    }
+
+    /// What is left, for hyper's prefix; the buffer goes back.
+    fn into_prefix(mut self) -> Bytes {
+        let rest = Bytes::copy_from_slice(self.bytes());
+        self.start = 0;
+        if let Some(mut b) = self.buf.take() {
+            b.clear();
+            buf::give(b);
+        }
+        rest
+    }
+}
+
+/// Reads what the socket has into the spare room of `b`.
+fn poll_read_into(
+    stream: &mut Transport,
+    b: &mut Vec<u8>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    let mut rb = ReadBuf::uninit(b.spare_capacity_mut());
+    match Pin::new(stream).poll_read(cx, &mut rb) {
+        Poll::Ready(Ok(())) => {
+            let n = rb.filled().len();
+            let len = b.len() + n;
+            // SAFETY: `poll_read` initialised the first `n` bytes of the
+            // spare capacity it was given (ReadBuf's contract).
+            unsafe { b.set_len(len) };
+            Poll::Ready(Ok(n))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// The connection's one timer: armed at most once per deadline; a later
+/// deadline is taken when the earlier one fires (no timer update per
+/// request).
+struct Clock<'a> {
+    sleep: Pin<&'a mut Sleep>,
+    armed: Instant,
+    due: Instant,
+}
+
+impl Clock<'_> {
+    fn set(&mut self, due: Instant) {
+        self.due = due;
+        if due < self.armed {
+            self.sleep.as_mut().reset(due);
+            self.armed = due;
+        }
+    }
+
+    /// The deadline has passed.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.sleep.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if Instant::now() >= self.due {
+                return true;
+            }
+            self.sleep.as_mut().reset(self.due);
+            self.armed = self.due;
+        }
+    }
+}
+
+/// What waiting for a head gave.
+enum Next {
+    Head(RequestHead),
+    /// Not this path's (why).
+    Hyper(&'static str),
+    Closed,
+}
+
+/// Serves requests on the direct path until the connection closes or a
+/// request is hyper's.
+pub(super) async fn serve(
+    mut io: ClientIo,
+    cx: &Rc<ConnCtx>,
+    drain: &Drain,
+    timeouts: ClientTimeouts,
+) -> Left {
+    let mut pending = Pending::default();
+    if !io.prefix.is_empty() {
+        let mut b = buf::take();
+        b.extend_from_slice(&io.prefix);
+        io.prefix = Bytes::new();
+        pending.buf = Some(b);
+    }
+    // A head is expected from now (as hyper's header timer starts).
+    let now = Instant::now();
+    let sleep = tokio::time::sleep_until(now + timeouts.head);
+    tokio::pin!(sleep);
+    let mut clock = Clock {
+        sleep,
+        armed: now + timeouts.head,
+        due: now + timeouts.head,
+    };
+    let mut head_begun = true;
+    loop {
+        let next = next_head(
+            &mut io,
+            &mut pending,
+            cx,
+            drain,
+            &timeouts,
+            &mut clock,
+            head_begun,
+        )
+        .await;
+        let head = match next {
+            Next::Head(head) => head,
+            Next::Hyper(why) => {
+                tracing::trace!(peer = %cx.peer, "to hyper: {why}");
+                io.prefix = pending.into_prefix();
+                return Left::Hyper(io);
+            }
+            Next::Closed => {
+                if let Some(b) = pending.buf.take() {
+                    buf::give(b);
+                }
+                return Left::Closed;
+            }
+        };
+        pending.consume(head.len);
+        let closing = !head.keep_alive || drain.is_draining();
+        let done = {
+            let mut side = Side {
+                io: &mut io,
+                pending: &mut pending,
+            };
+            // Boxed: the request's future (a few KiB with the script's
+            // and the server's) is not kept in the connection's task while
+            // it waits between requests.
+            Box::pin(direct::serve(
+                cx,
+                head,
+                Client {
+                    io: &mut side,
+                    closing,
+                },
+            ))
+            .await
+        };
+        if done == Done::Close {
+            if let Some(b) = pending.buf.take() {
+                buf::give(b);
+            }
+            // As hyper ends a connection it is done with; under the send
+            // timeout (a fresh blockage).
+            io.activity.write_blocked.set(false);
+            let _ = io.shutdown().await;
+            return Left::Closed;
+        }
+        // The next head: read ahead already, or the keep-alive wait.
+        head_begun = false;
+        clock.set(Instant::now() + timeouts.keepalive);
+    }
+}
+
+/// Reads until a whole head is buffered (or the connection is not this
+/// path's, or ends). `begun`: a head is expected now (its timeout runs);
+/// else the connection is idle and the keep-alive runs until a byte comes.
+#[allow(clippy::too_many_arguments)]
+async fn next_head(
+    io: &mut ClientIo,
+    pending: &mut Pending,
+    cx: &ConnCtx,
+    drain: &Drain,
+    timeouts: &ClientTimeouts,
+    clock: &mut Clock<'_>,
+    mut begun: bool,
+) -> Next {
+    loop {
+        if !pending.is_empty() {
+            if !begun {
+                begun = true;
+                clock.set(Instant::now() + timeouts.head);
+            }
+            match request::parse(pending.bytes(), io.head_size as usize) {
+                Parsed::Complete(head) => {
+                    if let Some(why) = not_here(cx, &head) {
+                        return Next::Hyper(why);
+                    }
+                    return Next::Head(head);
+                }
+                Parsed::Hyper(why) => return Next::Hyper(why),
+                Parsed::Partial => {}
+            }
+        } else if !begun {
+            // Idle: nothing held but the socket.
+            pending.release();
+            if drain.is_draining() {
+                return Next::Closed;
+            }
+            if !io.stream.has_buffered() {
+                tracing::debug!(peer = %cx.peer, "client connection parked (idle)");
+                let _parked = crate::observe::metrics::Parked::enter();
+                let woke = {
+                    let draining = drain.started();
+                    tokio::pin!(draining);
+                    let stream = &io.stream;
+                    std::future::poll_fn(|task| {
+                        if draining.as_mut().poll(task).is_ready() {
+                            return Poll::Ready(false);
+                        }
+                        if stream.tcp().poll_read_ready(task).is_ready() {
+                            return Poll::Ready(true);
+                        }
+                        if clock.poll_expired(task) {
+                            tracing::debug!(peer = %cx.peer, "keep-alive timeout ({:?}); closing", timeouts.keepalive);
+                            return Poll::Ready(false);
+                        }
+                        Poll::Pending
+                    })
+                    .await
+                };
+                if !woke {
+                    return Next::Closed;
+                }
+            }
+        }
+        let Some(b) = pending.room() else {
+            // A head larger than the buffer: hyper reads it (or answers 431).
+            return Next::Hyper("a head larger than the direct path's buffer");
+        };
+        let stream = &mut io.stream;
+        let read = std::future::poll_fn(|task| {
+            if let Poll::Ready(r) = poll_read_into(stream, b, task) {
+                return Poll::Ready(Some(r));
+            }
+            if clock.poll_expired(task) {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        match read {
+            Some(Ok(0)) | Some(Err(_)) => return Next::Closed,
+            Some(Ok(_)) => {}
+            None => {
+                tracing::debug!(peer = %cx.peer, "no whole request head within {:?}; closed", timeouts.head);
+                return Next::Closed;
+            }
+        }
+    }
+}
+
+/// Why a whole head is hyper's after all: what this path does not do yet
+/// (a body; HTTP/1.0, whose responses hyper writes in its own way), a
+/// request `pocket explain` asked to trace, or a policy (maybe reloaded
+/// since the last request) whose pools this path does not speak to.
+fn not_here(cx: &ConnCtx, head: &RequestHead) -> Option<&'static str> {
+    if !matches!(head.framing, Framing::Empty | Framing::Length(0)) {
+        return Some("a request body");
+    }
+    if head.parts.version != http::Version::HTTP_11 {
+        return Some("not HTTP/1.1");
+    }
+    let script = cx.worker.script();
+    if !takes(&script) {
+        return Some("the policy's pools are not all plain HTTP/1.1");
+    }
+    let explained = script
+        .policy
+        .admin
+        .as_ref()
+        .is_some_and(|a| !a.explain_from.is_empty())
+        && head
+            .parts
+            .headers
+            .contains_key(crate::explain::live::HEADER);
+    if explained {
+        return Some("an explained request");
+    }
+    None
+}
+
+/// The client connection during one exchange: writes go through
+/// [`ClientIo`] (its `send` timeout), and while the server is awaited a
+/// read watches for the client leaving, keeping what it sends ahead.
+struct Side<'a> {
+    io: &'a mut ClientIo,
+    pending: &'a mut Pending,
+}
+
+impl ClientConn for Side<'_> {
+    fn poll_gone(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // As hyper's server: a request read ahead stops the watch (its
+        // bytes wait for their turn).
+        if !self.pending.is_empty() {
+            return Poll::Pending;
+        }
+        let Some(b) = self.pending.room() else {
+            return Poll::Pending;
+        };
+        match poll_read_into(&mut self.io.stream, b, cx) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(()),
+            _ => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for Side<'_> {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().io).poll_write(cx, buf)
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().io).poll_shutdown(cx)
+    }
+}
