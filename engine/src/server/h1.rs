@@ -53,7 +53,7 @@ pub(super) enum Left {
 /// (decided at load, `proxy::h1::takes_policy`).
 #[inline]
 pub(super) fn takes(script: &WorkerScript) -> bool {
-    direct::takes_policy(&script.policy)
+    script.direct_h1
 }
 
 /// Bytes read from the client and not yet served: `buf[start..]`. No
