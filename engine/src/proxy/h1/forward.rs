@@ -502,14 +502,19 @@ async fn deliver<W: ClientConn>(
         dropped_body = !matches!(rhead.framing, Framing::Empty | Framing::Length(0));
         rhead.framing = Framing::Empty;
     }
-    // A body that ends at the server's close ends the client's
-    // connection too (it is how the client learns the end).
-    let close = client.closing || rhead.framing == Framing::UntilClose;
+    let close = client.closing;
+    // A body that ends at the server's close goes to the client chunked
+    // (relay.rs), as hyper's server sends a body of unknown length.
+    let framing = rhead.framing;
+    if framing == Framing::UntilClose {
+        rhead.framing = Framing::Chunked;
+    }
     out.clear();
     match &edited {
         None => wire::write::relayed_response_head(&mut out, &rhead, &rbuf, close),
         Some(parts) => wire::write::response_head(&mut out, parts, rhead.framing, close),
     }
+    rhead.framing = framing;
     open.ex.status = status;
     // Until the body is whole, the client going away is what ends it.
     if rhead.framing != Framing::Empty {

@@ -2,7 +2,9 @@
 //! together with the first body bytes read with it (one write), then the
 //! body relayed by its framing, as it came: a `Content-Length` counted,
 //! a chunked body checked as it passes (`wire::chunked`), a body that ends
-//! at the server's close read to that close. Nothing is buffered beyond
+//! at the server's close read to that close and chunked for the client
+//! (as hyper's server frames a body of unknown length), so the client's
+//! connection stays open. Nothing is buffered beyond
 //! one read: while the client does not take a piece, the server is not
 //! read (its TCP holds it back), as on the hyper path.
 //!
@@ -55,8 +57,12 @@ pub(super) enum Ended {
 enum Left {
     Length(u64),
     Chunked(Chunked),
+    /// Read to the server's close, each piece sent as a chunk.
     UntilClose,
 }
+
+/// The last chunk of a body Pocket chunks itself.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Writes `head` and relays the body whose first bytes are in
 /// `rbuf[body.at..]`, counting body bytes into `bytes_out`. Gives `rbuf`
@@ -118,7 +124,15 @@ async fn relay_in<W: ClientConn>(
             },
             Left::UntilClose => (piece.len(), false, false),
         };
-        if !head.is_empty() || n > 0 {
+        if matches!(left, Left::UntilClose) {
+            if n > 0 || !head.is_empty() {
+                if let Err(e) = write_chunk(client, head, &piece[..n]).await {
+                    return client_failed(&e);
+                }
+                head = &[];
+                *bytes_out += n as u64;
+            }
+        } else if !head.is_empty() || n > 0 {
             if let Err(e) = write_two(client, head, &piece[..n]).await {
                 return client_failed(&e);
             }
@@ -157,7 +171,10 @@ async fn relay_in<W: ClientConn>(
         match read {
             Read::Got(Ok(0)) => {
                 return match left {
-                    Left::UntilClose => Ended::Whole { rest: false },
+                    Left::UntilClose => match write_two(client, LAST_CHUNK, &[]).await {
+                        Ok(()) => Ended::Whole { rest: false },
+                        Err(e) => client_failed(&e),
+                    },
                     _ => Ended::Broke("the connection closed before the body's end".into()),
                 };
             }
@@ -199,6 +216,18 @@ fn client_failed(e: &io::Error) -> Ended {
     Ended::Client {
         timed_out: e.kind() == io::ErrorKind::TimedOut,
     }
+}
+
+/// Writes `head` (if any) and `data` as one chunk (none if it is empty).
+async fn write_chunk<W: AsyncWrite + Unpin>(w: &mut W, head: &[u8], data: &[u8]) -> io::Result<()> {
+    if data.is_empty() {
+        return write_two(w, head, &[]).await;
+    }
+    let mut line = Vec::with_capacity(head.len() + 20);
+    line.extend_from_slice(head);
+    line.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    write_two(w, &line, data).await?;
+    write_two(w, b"\r\n", &[]).await
 }
 
 /// Writes `a` then `b` to `w`, vectored (one call when the socket takes
