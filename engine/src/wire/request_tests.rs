@@ -84,6 +84,20 @@ fn lengths_methods_and_connection_tokens() {
 }
 
 #[test]
+fn pipelined_heads_are_read_one_after_the_other() {
+    let bytes = b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nPOST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhiGET /3 HTTP/1.1\nHost: a\r\n\r\n";
+    let first = complete(bytes);
+    assert_eq!(first.parts.uri, "/1");
+    let rest = &bytes[first.len..];
+    let second = complete(rest);
+    assert_eq!(second.parts.uri, "/2");
+    assert_eq!(second.framing, Framing::Length(2));
+    // The third (after the body) has a bare LF: hyper's, though the two
+    // before were taken.
+    hyper_why(&rest[second.len + 2..]);
+}
+
+#[test]
 fn what_the_request_phases_refuse_later_is_still_complete() {
     // An empty or odd Host, dot segments: proxy/target.rs answers 400.
     for bytes in [
@@ -465,25 +479,44 @@ async fn hyper_reads(bytes: &[u8], head_size: usize) -> Vec<Seen> {
     seen.take()
 }
 
-/// For generated heads: whenever `parse` takes one, hyper's server takes
-/// the same request (method, target, version, fields in order, body
-/// length). Cases: POCKET_WIRE_ITER (default 400).
-#[test]
-fn complete_heads_are_read_as_hyper_reads_them() {
-    let iterations: usize = std::env::var("POCKET_WIRE_ITER")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(500);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    let mut rng = Rng(0x5eed_0f90_c4e7);
-    let (mut taken, mut to_hyper, mut hyper_took_too) = (0, 0, 0);
-    let mut reasons = std::collections::BTreeMap::<&str, usize>::new();
-    for case in 0..iterations {
-        let mut bytes = generate(&mut rng);
-        let head_size = if rng.below(10) == 0 { 256 } else { SIZE };
+/// Runs heads through `parse` and hyper's server and checks that every
+/// head `parse` takes, hyper takes the same way (see [`Compare::one`]).
+struct Compare {
+    rt: tokio::runtime::Runtime,
+    runs: usize,
+    taken: usize,
+    to_hyper: usize,
+    partial: usize,
+    hyper_took_too: usize,
+    reasons: std::collections::BTreeMap<&'static str, usize>,
+    show: Option<String>,
+}
+
+impl Compare {
+    fn new() -> Compare {
+        Compare {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime"),
+            runs: 0,
+            taken: 0,
+            to_hyper: 0,
+            partial: 0,
+            hyper_took_too: 0,
+            reasons: Default::default(),
+            show: std::env::var("POCKET_WIRE_SHOW").ok(),
+        }
+    }
+
+    /// One head: when `parse` takes it, hyper's server takes the same
+    /// request (method, target, version, fields in order, body length),
+    /// the head check in front of hyper passes it, a cut of it (at
+    /// `cut % len`) is partial, and written and parsed again it is the
+    /// same request.
+    fn one(&mut self, case: &str, head_bytes: &[u8], head_size: usize, cut: usize) {
+        self.runs += 1;
+        let mut bytes = head_bytes.to_vec();
         let parsed = parse(&bytes, head_size);
         if let Parsed::Complete(head) = &parsed {
             // A body of the declared length, so hyper reads the whole message.
@@ -491,13 +524,13 @@ fn complete_heads_are_read_as_hyper_reads_them() {
                 bytes.extend(std::iter::repeat_n(b'b', n.min(64) as usize));
             }
         }
-        let seen = rt.block_on(hyper_reads(&bytes, head_size));
+        let seen = self.rt.block_on(hyper_reads(&bytes, head_size));
         let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(400)]).into_owned();
         match parsed {
             Parsed::Complete(head) => {
-                taken += 1;
+                self.taken += 1;
                 let Some(first) = seen.first() else {
-                    panic!("case {case}: complete here, hyper refused: {shown:?}");
+                    panic!("{case}: complete here, hyper refused: {shown:?}");
                 };
                 let want = Seen {
                     method: head.parts.method.clone(),
@@ -509,55 +542,123 @@ fn complete_heads_are_read_as_hyper_reads_them() {
                         _ => 0,
                     }),
                 };
-                // A length over what was sent: hyper's hint is the length.
-                assert_eq!(first, &want, "case {case}: {shown:?}");
+                assert_eq!(first, &want, "{case}: {shown:?}");
                 // The head check in front of hyper passes it too (it
                 // refuses a bare LF and a head over the size).
                 let mut check = crate::server::head_check::HeadCheck::with_limit(head_size as u32);
-                assert!(
-                    check.feed(&bytes[..head.len]).is_ok(),
-                    "case {case}: {shown:?}"
-                );
-                assert_eq!(check.oversized(), None, "case {case}: {shown:?}");
-                // Every cut of a taken head is partial.
-                let cut = rng.below(head.len);
+                assert!(check.feed(&bytes[..head.len]).is_ok(), "{case}: {shown:?}");
+                assert_eq!(check.oversized(), None, "{case}: {shown:?}");
+                // A cut of a taken head is partial.
+                let cut = cut % head.len;
                 assert!(
                     matches!(parse(&bytes[..cut], head_size), Parsed::Partial),
-                    "case {case}, cut at {cut}: {shown:?}"
+                    "{case}, cut at {cut}: {shown:?}"
                 );
                 // Written and parsed again: the same request.
                 let mut out = Vec::new();
                 write(&mut out, &head.parts, head.framing);
                 let again = complete(&out);
-                assert_eq!(again.parts.uri, head.parts.uri, "case {case}");
+                assert_eq!(again.parts.uri, head.parts.uri, "{case}");
                 // The length moves to the end: the writer's.
                 let unframed = |parts: &http::request::Parts| {
                     let mut fields = fields(parts);
                     fields.retain(|(n, _)| n != "content-length");
                     fields
                 };
-                assert_eq!(unframed(&again.parts), unframed(&head.parts), "case {case}");
-                assert_eq!(again.framing, head.framing, "case {case}");
+                assert_eq!(unframed(&again.parts), unframed(&head.parts), "{case}");
+                assert_eq!(again.framing, head.framing, "{case}");
             }
             Parsed::Hyper(why) => {
-                if std::env::var("POCKET_WIRE_SHOW").is_ok_and(|w| w == why) {
+                if self.show.as_deref() == Some(why) {
                     eprintln!("{why}: {shown:?}");
                 }
-                to_hyper += 1;
-                *reasons.entry(why).or_default() += 1;
+                self.to_hyper += 1;
+                *self.reasons.entry(why).or_default() += 1;
                 if !seen.is_empty() {
-                    hyper_took_too += 1;
+                    self.hyper_took_too += 1;
                 }
             }
-            Parsed::Partial => {
-                // Generated heads end with a line end: partial only when
-                // that end is not one httparse reads as the blank line.
-            }
+            // Heads end with a line end: partial only when that end is
+            // not one httparse reads as the blank line.
+            Parsed::Partial => self.partial += 1,
         }
     }
-    eprintln!(
-        "{iterations} heads: {taken} taken (hyper read each the same), {to_hyper} to hyper \
-         ({hyper_took_too} of which hyper took), reasons {reasons:?}"
+
+    fn report(&self, what: &str) {
+        eprintln!(
+            "{what}: {} heads: {} taken (hyper read each the same), {} partial, {} to hyper \
+             ({} of which hyper took), reasons {:?}",
+            self.runs, self.taken, self.partial, self.to_hyper, self.hyper_took_too, self.reasons
+        );
+    }
+}
+
+/// For generated heads: whenever `parse` takes one, hyper's server takes
+/// the same request (method, target, version, fields in order, body
+/// length), and the head check in front of it passes it. Cases:
+/// POCKET_WIRE_ITER (default 500); POCKET_WIRE_SHOW=<reason> prints the
+/// heads sent to hyper for that reason.
+#[test]
+fn complete_heads_are_read_as_hyper_reads_them() {
+    let iterations: usize = std::env::var("POCKET_WIRE_ITER")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(500);
+    let mut compare = Compare::new();
+    let mut rng = Rng(0x5eed_0f90_c4e7);
+    for case in 0..iterations {
+        let bytes = generate(&mut rng);
+        let head_size = if rng.below(10) == 0 { 256 } else { SIZE };
+        let cut = rng.below(usize::MAX);
+        compare.one(&format!("case {case}"), &bytes, head_size, cut);
+    }
+    compare.report("generated");
+    assert!(
+        compare.taken > iterations / 10,
+        "too few heads taken: {}",
+        compare.taken
     );
-    assert!(taken > iterations / 10, "too few heads taken: {taken}");
+}
+
+/// Every byte of a few common heads replaced by each of the bytes that
+/// matter to a parser, deleted, or doubled: hyper agrees on each head
+/// `parse` takes.
+#[test]
+fn heads_changed_by_one_byte_are_read_as_hyper_reads_them() {
+    let bases: [&[u8]; 3] = [
+        b"GET /a/b?c=d HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\nConnection: close\r\n\r\n",
+        b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nX-Y: v\r\n\r\n",
+        b"PUT / HTTP/1.1\r\nhost:h\r\ncontent-length:0\r\n\r\n",
+    ];
+    let interesting = [
+        0u8, b'\t', b'\n', b'\r', b' ', b'"', b',', b':', b'/', b'?', b'#', b'<', b'%', b'*', b'@',
+        b'0', b'9', b'A', b'z', b'-', b'_', 0x7f, 0x80, 0xff,
+    ];
+    let mut compare = Compare::new();
+    for (b, base) in bases.iter().enumerate() {
+        for at in 0..base.len() {
+            for &byte in &interesting {
+                let mut bytes = base.to_vec();
+                bytes[at] = byte;
+                compare.one(
+                    &format!("base {b}, byte {at} = {byte:#x}"),
+                    &bytes,
+                    SIZE,
+                    at,
+                );
+            }
+            let mut bytes = base.to_vec();
+            bytes.remove(at);
+            compare.one(&format!("base {b}, byte {at} deleted"), &bytes, SIZE, at);
+            let mut bytes = base.to_vec();
+            bytes.insert(at, base[at]);
+            compare.one(&format!("base {b}, byte {at} doubled"), &bytes, SIZE, at);
+        }
+    }
+    compare.report("changed by one byte");
+    assert!(
+        compare.taken > 100,
+        "too few heads taken: {}",
+        compare.taken
+    );
 }
