@@ -596,7 +596,8 @@ impl Compare {
 /// For generated heads: whenever `parse` takes one, hyper's server takes
 /// the same request (method, target, version, fields in order, body
 /// length), and the head check in front of it passes it. Cases:
-/// POCKET_WIRE_ITER (default 500); POCKET_WIRE_SHOW=<reason> prints the
+/// POCKET_WIRE_ITER (default 500), from POCKET_WIRE_SEED (a u64, default
+/// fixed); POCKET_WIRE_SHOW=<reason> prints the
 /// heads sent to hyper for that reason.
 #[test]
 fn complete_heads_are_read_as_hyper_reads_them() {
@@ -605,14 +606,19 @@ fn complete_heads_are_read_as_hyper_reads_them() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(500);
     let mut compare = Compare::new();
-    let mut rng = Rng(0x5eed_0f90_c4e7);
+    let seed = std::env::var("POCKET_WIRE_SEED")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0x5eed_0f90_c4e7_u64);
+    // xorshift never leaves 0.
+    let mut rng = Rng(seed.max(1));
     for case in 0..iterations {
         let bytes = generate(&mut rng);
         let head_size = if rng.below(10) == 0 { 256 } else { SIZE };
         let cut = rng.below(usize::MAX);
         compare.one(&format!("case {case}"), &bytes, head_size, cut);
     }
-    compare.report("generated");
+    compare.report(&format!("generated (seed {seed})"));
     assert!(
         compare.taken > iterations / 10,
         "too few heads taken: {}",
