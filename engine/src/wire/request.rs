@@ -1,32 +1,55 @@
 //! A client's request head, read for Pocket's own path.
 //!
-//! The path takes the common case only: HTTP/1.1 (or 1.0), a method that
-//! is not CONNECT, no Transfer-Encoding, at most one plain Content-Length,
-//! no Upgrade, no Expect, CRLF line ends, no obs-fold, within the
-//! listener's head size. Anything else is [`Parsed::Hyper`]: the
-//! connection is handed to hyper (with the bytes read so far), which
-//! answers it exactly as it did before this path existed, 4xx included.
-//! So this parser never refuses a request itself.
+//! The path takes the common case only: HTTP/1.1, a method that is not
+//! CONNECT, an origin-form target, exactly one Host, no
+//! Transfer-Encoding, at most one plain Content-Length, no Upgrade, no
+//! Expect, CRLF line ends (so no obs-fold), within the listener's head
+//! size. Anything else is [`Parsed::Hyper`]: the connection is handed to
+//! hyper (with the bytes read so far), which answers it exactly as it did
+//! before this path existed, 4xx included (the head check's 400 for a
+//! bare LF, its 414/431 for a head over the size). So this parser never
+//! refuses a request itself. HTTP/1.0 goes to hyper too for now.
+//!
+//! What hyper's server would make of a head this parser takes is made
+//! here the same way (httparse, `Method::from_bytes`,
+//! `Uri::from_maybe_shared`, `HeaderName::from_bytes`): the tests compare
+//! the two on generated heads (`request_tests.rs`).
 
-use super::Framing;
+use std::mem::MaybeUninit;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::{Framing, MAX_HEADERS};
+
+/// The longest target hyper takes (its `MAX_URI_LEN`; longer is its 414).
+const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
+
+/// The largest Content-Length hyper takes (its `DecodedLength::MAX_LEN`;
+/// larger is its 400).
+const MAX_LENGTH: u64 = u64::MAX - 2;
 
 /// A request head that is this path's to serve.
 pub struct RequestHead {
-    /// Method, target (origin form, or absolute form as sent), version
-    /// and header fields in the order sent.
+    /// Method, target (origin form), version (HTTP/1.1) and header fields
+    /// in the order sent, names lowercased: as hyper's server makes them.
     pub parts: http::request::Parts,
-    /// [`Framing::Empty`] or [`Framing::Length`]: chunked requests go to
+    /// [`Framing::Empty`] (no Content-Length) or [`Framing::Length`] (also
+    /// `Length(0)` for a `Content-Length: 0` sent): chunked requests go to
     /// hyper.
     pub framing: Framing,
     /// The client lets the connection stay open after this exchange:
-    /// HTTP/1.1 without `Connection: close`, HTTP/1.0 with
-    /// `Connection: keep-alive`.
+    /// HTTP/1.1 without a `close` token in any Connection line (RFC 9112
+    /// §9.3; hyper's reading).
     pub keep_alive: bool,
     /// Bytes of the head, up to and including the blank line.
     pub len: usize,
 }
 
 /// What a look at the bytes read so far found.
+// Returned once per head and moved into the request: a Box would be one
+// more allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Parsed {
     Complete(RequestHead),
     /// A head has begun and is not whole yet: read more.
@@ -37,18 +60,213 @@ pub enum Parsed {
 }
 
 /// Reads a request head from the start of `buf`. `head_size`: the
-/// listener's limit in bytes (a head still partial past it goes to hyper,
-/// which answers 431).
+/// listener's limit in bytes (a whole head may be that long; one still
+/// partial at or past it goes to hyper, which answers 414 or 431, as the
+/// head check in server/head_check.rs decides).
 pub fn parse(buf: &[u8], head_size: usize) -> Parsed {
-    let _ = (buf, head_size);
-    todo!("wire::request::parse")
+    // Empty lines before the request line (httparse skips them): rare,
+    // and counted differently by the head check; hyper's.
+    if let Some(b'\r' | b'\n') = buf.first() {
+        return Parsed::Hyper("empty lines before the request line");
+    }
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        buf,
+        &mut fields,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < head_size => return Parsed::Partial,
+        Ok(httparse::Status::Partial) => return Parsed::Hyper("the head is over head_size"),
+        Err(_) => return Parsed::Hyper("httparse refuses the head"),
+    };
+    if len > head_size {
+        return Parsed::Hyper("the head is over head_size");
+    }
+    let head = &buf[..len];
+    // httparse takes a bare LF as a line end; the head check answers 400
+    // (request smuggling). Every LF must follow a CR (buf[0] is not one).
+    if memchr::memchr_iter(b'\n', head).any(|i| head[i - 1] != b'\r') {
+        return Parsed::Hyper("a line ends in a bare LF");
+    }
+    if req.version != Some(1) {
+        return Parsed::Hyper("not HTTP/1.1");
+    }
+    let (Some(method), Some(target)) = (req.method, req.path) else {
+        return Parsed::Hyper("httparse gave no method or target");
+    };
+    if method == "CONNECT" {
+        return Parsed::Hyper("CONNECT");
+    }
+    if !target.starts_with('/') {
+        return Parsed::Hyper("the target is not in origin form");
+    }
+    if target.len() > MAX_URI_LEN {
+        return Parsed::Hyper("the target is too long");
+    }
+    let Ok(method) = http::Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Hyper("a method http refuses");
+    };
+
+    // One copy of the head: the target and the values are slices of it,
+    // as hyper makes them (no allocation per value).
+    let shared = Bytes::copy_from_slice(head);
+    let Some(target) = within(&shared, head, target.as_bytes()) else {
+        return Parsed::Hyper("httparse gave a target outside the head");
+    };
+    let Ok(uri) = http::Uri::from_maybe_shared(target) else {
+        return Parsed::Hyper("a target http refuses");
+    };
+
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut hosts = 0u32;
+    let mut length = None;
+    let mut close = false;
+    for field in req.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
+            return Parsed::Hyper("a field name http refuses");
+        };
+        let raw = field.value;
+        if name == header::HOST {
+            hosts += 1;
+        } else if name == header::CONTENT_LENGTH {
+            if length.is_some() {
+                return Parsed::Hyper("more than one Content-Length");
+            }
+            match digits(raw) {
+                Some(n) if n <= MAX_LENGTH => length = Some(n),
+                _ => return Parsed::Hyper("a Content-Length that is not plain digits"),
+            }
+        } else if name == header::CONNECTION {
+            // hyper reads the tokens of a value that is visible ASCII only.
+            if !raw
+                .iter()
+                .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+            {
+                return Parsed::Hyper("a Connection value that is not ASCII");
+            }
+            for token in raw.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::Hyper("Connection: upgrade");
+                }
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            return Parsed::Hyper("Transfer-Encoding");
+        } else if name == header::UPGRADE {
+            return Parsed::Hyper("Upgrade");
+        } else if name == header::EXPECT {
+            return Parsed::Hyper("Expect");
+        }
+        let Some(raw) = within(&shared, head, raw) else {
+            return Parsed::Hyper("httparse gave a value outside the head");
+        };
+        let Ok(value) = HeaderValue::from_maybe_shared(raw) else {
+            return Parsed::Hyper("a field value http refuses");
+        };
+        headers.append(name, value);
+    }
+    if hosts != 1 {
+        return Parsed::Hyper("no Host, or more than one");
+    }
+
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    parts.headers = headers;
+    Parsed::Complete(RequestHead {
+        parts,
+        framing: length.map_or(Framing::Empty, Framing::Length),
+        keep_alive: !close,
+        len,
+    })
+}
+
+/// The bytes of `copy` where `part` (a slice of `head`) is in `head`.
+fn within(copy: &Bytes, head: &[u8], part: &[u8]) -> Option<Bytes> {
+    if part.is_empty() {
+        return Some(Bytes::new());
+    }
+    let at = (part.as_ptr() as usize).checked_sub(head.as_ptr() as usize)?;
+    let end = at.checked_add(part.len())?;
+    (end <= copy.len()).then(|| copy.slice(at..end))
+}
+
+/// A Content-Length as hyper reads it (its `from_digits`): ASCII digits
+/// only (no sign, no spaces, no list), no overflow.
+fn digits(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
 }
 
 /// The request head for an HTTP/1.1 server: request line (origin form),
 /// the fields of `parts` in order, then `Content-Length` if `framing` is
 /// a length. `parts` has been through `proxy::forward::prepare_request`
 /// (hop-by-hop gone, X-Forwarded-* added). Appends to `out`.
+///
+/// Framing is the writer's: Content-Length and Transfer-Encoding in
+/// `parts` are left out, and `framing` says what is written. As hyper's
+/// client does: `Length(n)` writes `content-length: n`, `Length(0)` too
+/// (a client's `Content-Length: 0` is kept), `Empty` writes nothing;
+/// `Chunked` writes `transfer-encoding: chunked`; `UntilClose` (no
+/// request is framed so) writes nothing.
 pub fn write(out: &mut Vec<u8>, parts: &http::request::Parts, framing: Framing) {
-    let _ = (out, parts, framing);
-    todo!("wire::request::write")
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    // `path()` is "/" for an absolute form without one.
+    out.extend_from_slice(parts.uri.path().as_bytes());
+    if let Some(query) = parts.uri.query() {
+        out.push(b'?');
+        out.extend_from_slice(query.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            write_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Empty | Framing::UntilClose => {}
+    }
+    out.extend_from_slice(b"\r\n");
 }
+
+/// `n` in decimal, without a String.
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+#[cfg(test)]
+#[path = "request_tests.rs"]
+mod tests;
