@@ -61,7 +61,7 @@ pub async fn write<W: AsyncWrite + Unpin>(
         // be kept: `close` appended to the field, or the field added.
         match parts.headers.entry(header::CONNECTION) {
             header::Entry::Occupied(mut e) => {
-                if !e.iter().any(|v| closes_value(v)) {
+                if !e.iter().any(closes_value) {
                     e.append(HeaderValue::from_static("close"));
                 }
             }

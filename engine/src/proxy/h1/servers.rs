@@ -69,8 +69,12 @@ enum Unusable {
 /// idle connection's read events (`ngx_http_upstream_keepalive_close_handler`):
 /// nothing to read is the only good answer.
 fn closed_by_server(stream: &TcpStream) -> bool {
+    closed_while_idle(stream)
+}
+
+fn closed_while_idle(socket: impl std::os::fd::AsFd) -> bool {
     let mut byte = [MaybeUninit::<u8>::uninit(); 1];
-    let sock = socket2::SockRef::from(stream);
+    let sock = socket2::SockRef::from(&socket);
     match sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
@@ -207,6 +211,7 @@ mod tests {
     use super::*;
     use crate::lb::{PoolSettings, Timeouts};
     use std::net::SocketAddr;
+    use std::os::fd::AsRawFd;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -257,9 +262,12 @@ mod tests {
 
     /// Waits until the peer of `conn`'s server side sees it (the server
     /// closed it): the peek says so once the FIN is in.
-    async fn until_closed(stream: &TcpStream) {
+    async fn until_closed(fd: std::os::fd::RawFd) {
+        // SAFETY: the connection owning `fd` stays idle in the set (open)
+        // for the whole wait.
+        let stream = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         for _ in 0..2000 {
-            if closed_by_server(stream) {
+            if closed_while_idle(stream) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -322,11 +330,15 @@ mod tests {
             // A stray answer on an idle connection: it would be read as
             // the next request's.
             chatty_side.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
-            {
+            // Their peers' view, by fd (the idle list is not borrowed
+            // across the waits).
+            let fds: Vec<_> = {
                 let all = servers.idle.borrow();
                 let list = &all[&ConnKey::of(s)];
-                until_closed(&list[1].stream).await;
-                until_closed(&list[2].stream).await;
+                [1, 2].map(|i| list[i].stream.as_raw_fd()).into()
+            };
+            for fd in fds {
+                until_closed(fd).await;
             }
             let got = servers.checkout(&p, s, true).await.expect("reused");
             assert_eq!(got.stream.local_addr().unwrap().port(), kept_port);
