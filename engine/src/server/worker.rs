@@ -179,7 +179,7 @@ pub fn run(start: Start, mut control: UnboundedReceiver<Control>, pulse: Arc<Pul
                 // About once a second: idle server connections of the
                 // direct path that went stale or that the server closed.
                 beats = beats.wrapping_add(1);
-                if beats % 10 == 0 {
+                if beats.is_multiple_of(10) {
                     sampled.servers.sweep();
                 }
                 // The Lua heap for /metrics: a read of mlua's count, off
