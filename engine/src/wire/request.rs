@@ -52,4 +52,3 @@ pub fn write(out: &mut Vec<u8>, parts: &http::request::Parts, framing: Framing) 
     let _ = (out, parts, framing);
     todo!("wire::request::write")
 }
-
