@@ -172,9 +172,16 @@ pub fn run(start: Start, mut control: UnboundedReceiver<Control>, pulse: Arc<Pul
         let sampled = worker.clone();
         tokio::task::spawn_local(async move {
             let mut every = tokio::time::interval(BEAT);
+            let mut beats = 0u32;
             loop {
                 every.tick().await;
                 beating.beat();
+                // About once a second: idle server connections of the
+                // direct path that went stale or that the server closed.
+                beats = beats.wrapping_add(1);
+                if beats.is_multiple_of(10) {
+                    sampled.servers.sweep();
+                }
                 // The Lua heap for /metrics: a read of mlua's count, off
                 // the request path.
                 let bytes = sampled.script().vm.lua.used_memory();

@@ -34,6 +34,8 @@ pub struct ServerConn {
 struct Idle {
     stream: TcpStream,
     since: Instant,
+    /// The pool's `timeouts.keepalive` when it went idle.
+    keepalive: Duration,
 }
 
 /// A worker's idle connections, by server.
@@ -69,8 +71,12 @@ enum Unusable {
 /// idle connection's read events (`ngx_http_upstream_keepalive_close_handler`):
 /// nothing to read is the only good answer.
 fn closed_by_server(stream: &TcpStream) -> bool {
+    closed_while_idle(stream)
+}
+
+fn closed_while_idle(socket: impl std::os::fd::AsFd) -> bool {
     let mut byte = [MaybeUninit::<u8>::uninit(); 1];
-    let sock = socket2::SockRef::from(stream);
+    let sock = socket2::SockRef::from(&socket);
     match sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
@@ -168,7 +174,7 @@ impl Servers {
         // are closed here rather than held until a checkout meets them.
         let stale = list
             .iter()
-            .take_while(|i| now.saturating_duration_since(i.since) > conn.keepalive)
+            .take_while(|i| now.saturating_duration_since(i.since) > i.keepalive)
             .count();
         if stale > 0 {
             list.drain(..stale);
@@ -181,6 +187,7 @@ impl Servers {
         list.push(Idle {
             stream: conn.stream,
             since: now,
+            keepalive: conn.keepalive,
         });
     }
 
@@ -196,6 +203,33 @@ impl Servers {
         });
     }
 
+    /// Closes the idle connections past their keep-alive timeout and
+    /// those the server has closed, as hyper's connection tasks close
+    /// theirs and nginx's keepalive module watches its idle ones (a
+    /// server with a shorter keep-alive than the pool's would otherwise
+    /// leave them half-closed until a request tries them). Cheap enough
+    /// for every second: a peek only for a connection the runtime saw
+    /// readable (bytes or an end came while it sat idle).
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut closed = 0usize;
+        self.idle.borrow_mut().retain(|_, list| {
+            list.retain(|i| {
+                let keep = now.saturating_duration_since(i.since) <= i.keepalive
+                    && !(i.stream.poll_read_ready(&mut cx).is_ready()
+                        && closed_by_server(&i.stream));
+                closed += usize::from(!keep);
+                keep
+            });
+            !list.is_empty()
+        });
+        if closed > 0 {
+            upstream_idle(-(closed as i64));
+        }
+    }
+
     /// Idle connections kept to `key` now (for tests and stats).
     pub fn idle_count(&self, key: ConnKey) -> usize {
         self.idle.borrow().get(&key).map_or(0, Vec::len)
@@ -207,6 +241,7 @@ mod tests {
     use super::*;
     use crate::lb::{PoolSettings, Timeouts};
     use std::net::SocketAddr;
+    use std::os::fd::AsRawFd;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -257,9 +292,12 @@ mod tests {
 
     /// Waits until the peer of `conn`'s server side sees it (the server
     /// closed it): the peek says so once the FIN is in.
-    async fn until_closed(stream: &TcpStream) {
+    async fn until_closed(fd: std::os::fd::RawFd) {
+        // SAFETY: the connection owning `fd` stays idle in the set (open)
+        // for the whole wait.
+        let stream = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         for _ in 0..2000 {
-            if closed_by_server(stream) {
+            if closed_while_idle(stream) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -322,11 +360,15 @@ mod tests {
             // A stray answer on an idle connection: it would be read as
             // the next request's.
             chatty_side.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
-            {
+            // Their peers' view, by fd (the idle list is not borrowed
+            // across the waits).
+            let fds: Vec<_> = {
                 let all = servers.idle.borrow();
                 let list = &all[&ConnKey::of(s)];
-                until_closed(&list[1].stream).await;
-                until_closed(&list[2].stream).await;
+                [1, 2].map(|i| list[i].stream.as_raw_fd()).into()
+            };
+            for fd in fds {
+                until_closed(fd).await;
             }
             let got = servers.checkout(&p, s, true).await.expect("reused");
             assert_eq!(got.stream.local_addr().unwrap().port(), kept_port);
@@ -371,6 +413,45 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(120)).await;
             servers.checkin(second);
             assert_eq!(servers.idle_count(ConnKey::of(s)), 1);
+        });
+    }
+
+    #[test]
+    fn the_sweep_closes_connections_the_server_closed_or_gone_stale() {
+        run(async {
+            let (addr, mut accepted) = server().await;
+            let p = pool(addr, Duration::from_secs(30));
+            let s = &p.servers[0];
+            let key = ConnKey::of(s);
+            let servers = Servers::new();
+            let kept = servers.checkout(&p, s, true).await.expect("kept");
+            let _kept_side = accepted.recv().await.expect("accepted");
+            let closed = servers.checkout(&p, s, true).await.expect("closed");
+            let closed_side = accepted.recv().await.expect("accepted");
+            servers.checkin(kept);
+            servers.checkin(closed);
+            servers.sweep();
+            assert_eq!(servers.idle_count(key), 2, "open ones are kept");
+            drop(closed_side);
+            // The runtime sees the end at its next turn; bounded wait.
+            for _ in 0..2000 {
+                servers.sweep();
+                if servers.idle_count(key) < 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(servers.idle_count(key), 1, "the closed one is gone");
+            // Stale: a pool whose keep-alive is over.
+            let short = pool(addr, Duration::from_millis(20));
+            let c = servers
+                .checkout(&short, &short.servers[0], false)
+                .await
+                .unwrap();
+            servers.checkin(c);
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            servers.sweep();
+            assert_eq!(servers.idle_count(key), 1, "the stale one is gone");
         });
     }
 
