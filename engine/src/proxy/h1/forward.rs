@@ -284,11 +284,14 @@ async fn tries<'p>(
             }
         };
         let (why, answered) = match failure {
-            Failure::Bad(why) => {
+            Failure::Bad(why) if relayable_but_refused(why) => {
                 buf::give(rbuf);
                 open.set(b'P', b'H');
                 return Tried::Local(cannot_relay(pool, server, id, why));
             }
+            // What hyper's client could not parse: its error, as the hyper
+            // path words it (an answer, never replayed).
+            Failure::Bad(why) => (why.to_string(), true),
             Failure::TooManyInterim => {
                 buf::give(rbuf);
                 open.set(b'P', b'H');
@@ -375,6 +378,15 @@ async fn tries<'p>(
         StatusCode::BAD_GATEWAY
     };
     Tried::Local(local::error(status, &why, &id.to_string()))
+}
+
+/// A head hyper's client would have read, that Pocket refuses to relay
+/// (`proxy::forward::prepare_response`, the bare-LF check): a 502 of
+/// Pocket's (`PH`); the other refusals are hyper's parse errors, a
+/// failed server (`SH`), as on the hyper path.
+fn relayable_but_refused(why: &str) -> bool {
+    use crate::wire::response::why;
+    [why::BARE_LF, why::SWITCHING, why::TRANSFER_CODING].contains(&why)
 }
 
 /// Writes the request head (one write) and reads the response head,
