@@ -177,7 +177,9 @@ impl Clock<'_> {
     }
 }
 
-/// What waiting for a head gave.
+/// What waiting for a head gave. (Moved once per head: boxing the head
+/// would cost an allocation per request.)
+#[allow(clippy::large_enum_variant)]
 enum Next {
     Head(RequestHead),
     /// Not this path's (why).
