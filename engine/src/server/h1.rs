@@ -29,13 +29,13 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::conn::ClientIo;
 use super::drain::Drain;
 use super::transport::Transport;
 use crate::config::ClientTimeouts;
-use crate::proxy::h1::{self as direct, buf, Client, ClientConn, Done};
+use crate::proxy::h1::{self as direct, buf, Client, ClientConn, Clock, Done};
 use crate::proxy::ConnCtx;
 use crate::script::WorkerScript;
 use crate::wire::request::{self, Parsed, RequestHead};
@@ -144,39 +144,6 @@ fn poll_read_into(
     }
 }
 
-/// The connection's one timer: armed at most once per deadline; a later
-/// deadline is taken when the earlier one fires (no timer update per
-/// request).
-struct Clock<'a> {
-    sleep: Pin<&'a mut Sleep>,
-    armed: Instant,
-    due: Instant,
-}
-
-impl Clock<'_> {
-    fn set(&mut self, due: Instant) {
-        self.due = due;
-        if due < self.armed {
-            self.sleep.as_mut().reset(due);
-            self.armed = due;
-        }
-    }
-
-    /// The deadline has passed.
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        loop {
-            if self.sleep.as_mut().poll(cx).is_pending() {
-                return false;
-            }
-            if Instant::now() >= self.due {
-                return true;
-            }
-            self.sleep.as_mut().reset(self.due);
-            self.armed = self.due;
-        }
-    }
-}
-
 /// What waiting for a head gave. (Moved once per head: boxing the head
 /// would cost an allocation per request.)
 #[allow(clippy::large_enum_variant)]
@@ -203,14 +170,7 @@ pub(super) async fn serve(
         pending.buf = Some(b);
     }
     // A head is expected from now (as hyper's header timer starts).
-    let now = Instant::now();
-    let sleep = tokio::time::sleep_until(now + timeouts.head);
-    tokio::pin!(sleep);
-    let mut clock = Clock {
-        sleep,
-        armed: now + timeouts.head,
-        due: now + timeouts.head,
-    };
+    let mut clock = Clock::new(Instant::now() + timeouts.head);
     let mut head_begun = true;
     loop {
         let next = next_head(
@@ -252,6 +212,7 @@ pub(super) async fn serve(
                 head,
                 Client {
                     io: &mut side,
+                    clock: &mut clock,
                     closing,
                 },
             ))
@@ -283,7 +244,7 @@ async fn next_head(
     cx: &ConnCtx,
     drain: &Drain,
     timeouts: &ClientTimeouts,
-    clock: &mut Clock<'_>,
+    clock: &mut Clock,
     mut begun: bool,
 ) -> Next {
     loop {

@@ -13,7 +13,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::servers::{ServerConn, Servers};
-use super::{answer, buf, relay, until_gone, Client, ClientConn, Done};
+use std::future::Future;
+
+use super::{answer, buf, relay, until_gone, Client, ClientConn, Clock, Done};
 use crate::lb::{Pool, Server};
 use crate::observe::exchange::{Open, Retry, Termination};
 use crate::proxy::body::InFlight;
@@ -86,7 +88,17 @@ pub(super) async fn forward<W: ClientConn>(
         .map(|t| Instant::now() + t);
     let tried = until_gone(
         client.io,
-        tries(cx, script, &to, id, &out, replayable, deadline, &mut open),
+        tries(
+            cx,
+            script,
+            &to,
+            id,
+            &out,
+            replayable,
+            deadline,
+            &mut open,
+            client.clock,
+        ),
     )
     .await;
     let Some(tried) = tried else {
@@ -191,6 +203,7 @@ async fn tries<'p>(
     replayable: bool,
     deadline: Option<Instant>,
     open: &mut Open,
+    clock: &mut Clock,
 ) -> Tried<'p> {
     let mut pool = &script.policy.pools[to.pool];
     let (mut key, mut preferred) = (to.key, to.preferred);
@@ -262,8 +275,20 @@ async fn tries<'p>(
                 _ => (at, Late::ServerAnswering(pool.timeouts.response)),
             }
         };
-        let asked =
-            tokio::time::timeout_at(at, ask(&mut conn.stream, out, &mut rbuf, to.head_only)).await;
+        clock.set(at);
+        let asked = {
+            let mut ask = std::pin::pin!(ask(&mut conn.stream, out, &mut rbuf, to.head_only));
+            std::future::poll_fn(|task| {
+                if let std::task::Poll::Ready(r) = ask.as_mut().poll(task) {
+                    return std::task::Poll::Ready(Ok(r));
+                }
+                if clock.poll_expired(task) {
+                    return std::task::Poll::Ready(Err(()));
+                }
+                std::task::Poll::Pending
+            })
+            .await
+        };
         let failure = match asked {
             Ok(Ok(head)) => {
                 open.ex.first_byte_ms = open.reached();
@@ -540,6 +565,7 @@ async fn deliver<W: ClientConn>(
     };
     let ended = relay::relay(
         client.io,
+        client.clock,
         &mut conn.stream,
         &out,
         rbuf,

@@ -24,6 +24,7 @@
 //! hyper, as all requests did before.
 
 pub mod buf;
+mod clock;
 mod forward;
 pub mod local;
 mod relay;
@@ -41,6 +42,7 @@ use super::{open_exchange, ConnCtx};
 use crate::observe::exchange::Open;
 use crate::script::api::request::RequestView;
 use crate::wire::request::RequestHead;
+pub use clock::Clock;
 
 /// How the client connection goes on after an exchange.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +72,8 @@ pub trait ClientConn: AsyncWrite + Unpin {
 pub struct Client<'a, W> {
     /// Where the response goes.
     pub io: &'a mut W,
+    /// The connection's timer, for the server's clocks.
+    pub clock: &'a mut Clock,
     /// The connection ends after this response whatever happens (the
     /// client asked for it, or Pocket is draining): the response says
     /// `Connection: close`.

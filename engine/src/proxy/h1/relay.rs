@@ -8,11 +8,10 @@
 //! one read: while the client does not take a piece, the server is not
 //! read (its TCP holds it back), as on the hyper path.
 //!
-//! The server's silence is bounded by the pool's `idle` (one timer for
-//! the whole body, moved on only when it fires: a read costs a clock
-//! read, not a timer update) and the exchange by its `total`.
+//! The server's silence is bounded by the pool's `idle` and the exchange
+//! by its `total`, on the connection's [`Clock`] (a read costs a clock
+//! read, not a timer update).
 
-use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::Poll;
@@ -22,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{buf, ClientConn};
+use super::{buf, ClientConn, Clock};
 use crate::wire::chunked::{Chunked, Step};
 use crate::wire::Framing;
 
@@ -69,19 +68,21 @@ const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 /// back to the pool.
 pub(super) async fn relay<W: ClientConn>(
     client: &mut W,
+    clock: &mut Clock,
     server: &mut TcpStream,
     head: &[u8],
     mut rbuf: Vec<u8>,
     body: Body,
     bytes_out: &mut u64,
 ) -> Ended {
-    let ended = relay_in(client, server, head, &mut rbuf, body, bytes_out).await;
+    let ended = relay_in(client, clock, server, head, &mut rbuf, body, bytes_out).await;
     buf::give(rbuf);
     ended
 }
 
 async fn relay_in<W: ClientConn>(
     client: &mut W,
+    clock: &mut Clock,
     server: &mut TcpStream,
     head: &[u8],
     rbuf: &mut Vec<u8>,
@@ -102,9 +103,7 @@ async fn relay_in<W: ClientConn>(
     };
     let mut head = head;
     let mut from = body.at.min(rbuf.len());
-    let mut last_read = Instant::now();
-    let sleep = tokio::time::sleep_until(next_wake(last_read, body.idle, body.deadline));
-    tokio::pin!(sleep);
+    clock.set(next_wake(Instant::now(), body.idle, body.deadline));
     loop {
         // What of the buffer is body, and whether it ends there.
         let piece = &rbuf[from..];
@@ -154,18 +153,11 @@ async fn relay_in<W: ClientConn>(
             if client.poll_gone(task).is_ready() {
                 return Poll::Ready(Read::Gone);
             }
-            loop {
-                if sleep.as_mut().poll(task).is_pending() {
-                    return Poll::Pending;
-                }
-                let now = Instant::now();
-                let due = next_wake(last_read, body.idle, body.deadline);
-                if due <= now {
-                    let past_total = body.deadline.is_some_and(|d| d <= now);
-                    return Poll::Ready(Read::Late { past_total });
-                }
-                sleep.as_mut().reset(due);
+            if clock.poll_expired(task) {
+                let past_total = body.deadline.is_some_and(|d| d <= Instant::now());
+                return Poll::Ready(Read::Late { past_total });
             }
+            Poll::Pending
         })
         .await;
         match read {
@@ -182,8 +174,9 @@ async fn relay_in<W: ClientConn>(
                 // SAFETY: `poll_read` initialised the first `n` bytes of
                 // the spare capacity it was given (ReadBuf's contract).
                 unsafe { rbuf.set_len(n) };
-                last_read = Instant::now();
-                if body.deadline.is_some_and(|d| d <= last_read) {
+                let now = Instant::now();
+                clock.set(next_wake(now, body.idle, body.deadline));
+                if body.deadline.is_some_and(|d| d <= now) {
                     // A body that never pauses still ends at `total`.
                     return Ended::Stalled { past_total: true };
                 }
