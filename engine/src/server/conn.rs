@@ -319,6 +319,37 @@ pub async fn serve(
     }
 }
 
+/// A connection of the direct path (h1.rs) with nothing in flight and
+/// nothing read ahead: it waits holding only its socket (parked, as a
+/// hyper connection parks) until the client sends again (true), or the
+/// `clock` (the keep-alive) runs out or the worker drains (false: close).
+pub(super) async fn parked(
+    stream: &Transport,
+    cx: &ConnCtx,
+    drain: &Drain,
+    clock: &mut crate::proxy::h1::Clock,
+    keepalive: Duration,
+) -> bool {
+    tracing::debug!(peer = %cx.peer, "client connection parked (idle)");
+    let _parked = crate::observe::metrics::Parked::enter();
+    let draining = drain.started();
+    tokio::pin!(draining);
+    std::future::poll_fn(|task| {
+        if draining.as_mut().poll(task).is_ready() {
+            return Poll::Ready(false);
+        }
+        if stream.tcp().poll_read_ready(task).is_ready() {
+            return Poll::Ready(true);
+        }
+        if clock.poll_expired(task) {
+            tracing::debug!(peer = %cx.peer, "keep-alive timeout ({keepalive:?}); closing");
+            return Poll::Ready(false);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// Reads far enough to tell HTTP/2's preface from HTTP/1. On plain TCP it
 /// peeks, so nothing is consumed in the usual case; a preface arriving in
 /// pieces is read and kept as the connection's prefix. `None`: closed

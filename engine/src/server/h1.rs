@@ -21,7 +21,6 @@
 //! take reaches hyper, and so the check, as the connection's prefix, seen
 //! once.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -269,31 +268,10 @@ async fn next_head(
             if drain.is_draining() {
                 return Next::Closed;
             }
-            if !io.stream.has_buffered() {
-                tracing::debug!(peer = %cx.peer, "client connection parked (idle)");
-                let _parked = crate::observe::metrics::Parked::enter();
-                let woke = {
-                    let draining = drain.started();
-                    tokio::pin!(draining);
-                    let stream = &io.stream;
-                    std::future::poll_fn(|task| {
-                        if draining.as_mut().poll(task).is_ready() {
-                            return Poll::Ready(false);
-                        }
-                        if stream.tcp().poll_read_ready(task).is_ready() {
-                            return Poll::Ready(true);
-                        }
-                        if clock.poll_expired(task) {
-                            tracing::debug!(peer = %cx.peer, "keep-alive timeout ({:?}); closing", timeouts.keepalive);
-                            return Poll::Ready(false);
-                        }
-                        Poll::Pending
-                    })
-                    .await
-                };
-                if !woke {
-                    return Next::Closed;
-                }
+            if !io.stream.has_buffered()
+                && !super::conn::parked(&io.stream, cx, drain, clock, timeouts.keepalive).await
+            {
+                return Next::Closed;
             }
         }
         let Some(b) = pending.room() else {
