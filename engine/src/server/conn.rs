@@ -322,18 +322,17 @@ pub async fn serve(
 /// A connection of the direct path (h1.rs) with nothing in flight and
 /// nothing read ahead: it waits holding only its socket (parked, as a
 /// hyper connection parks) until the client sends again (true), or the
-/// `clock` (the keep-alive) runs out or the worker drains (false: close).
+/// `clock` (the keep-alive) runs out or the worker drains (`draining`,
+/// the worker's [`Drain::started`]: false, close).
 pub(super) async fn parked(
     stream: &Transport,
     cx: &ConnCtx,
-    drain: &Drain,
+    mut draining: Pin<&mut (dyn Future<Output = ()> + '_)>,
     clock: &mut crate::proxy::h1::Clock,
     keepalive: Duration,
 ) -> bool {
     tracing::debug!(peer = %cx.peer, "client connection parked (idle)");
     let _parked = crate::observe::metrics::Parked::enter();
-    let draining = drain.started();
-    tokio::pin!(draining);
     std::future::poll_fn(|task| {
         if draining.as_mut().poll(task).is_ready() {
             return Poll::Ready(false);

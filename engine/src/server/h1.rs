@@ -21,6 +21,7 @@
 //! take reaches hyper, and so the check, as the connection's prefix, seen
 //! once.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -170,6 +171,9 @@ pub(super) async fn serve(
     }
     // A head is expected from now (as hyper's header timer starts).
     let mut clock = Clock::new(Instant::now() + timeouts.head);
+    // Registered once for the whole run, not per wait between requests.
+    let draining = drain.started();
+    tokio::pin!(draining);
     let mut head_begun = true;
     loop {
         let next = next_head(
@@ -177,6 +181,7 @@ pub(super) async fn serve(
             &mut pending,
             cx,
             drain,
+            draining.as_mut(),
             &timeouts,
             &mut clock,
             head_begun,
@@ -242,6 +247,7 @@ async fn next_head(
     pending: &mut Pending,
     cx: &ConnCtx,
     drain: &Drain,
+    mut draining: Pin<&mut (dyn Future<Output = ()> + '_)>,
     timeouts: &ClientTimeouts,
     clock: &mut Clock,
     mut begun: bool,
@@ -269,7 +275,14 @@ async fn next_head(
                 return Next::Closed;
             }
             if !io.stream.has_buffered()
-                && !super::conn::parked(&io.stream, cx, drain, clock, timeouts.keepalive).await
+                && !super::conn::parked(
+                    &io.stream,
+                    cx,
+                    draining.as_mut(),
+                    clock,
+                    timeouts.keepalive,
+                )
+                .await
             {
                 return Next::Closed;
             }
