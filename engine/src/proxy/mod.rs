@@ -16,7 +16,8 @@
 //! 4. Send, and wait for the response head on the clock of whichever
 //!    phase has the turn ([`timeouts`]); the server socket checks the head
 //!    for bare LF ([`upstream_io`]). A safe request the server dropped
-//!    unanswered is sent again.
+//!    unanswered is sent again, and so is any request none of which was
+//!    written (a reused connection the server had closed).
 //! 5. Check the response's framing ([`forward::prepare_response`]), then
 //!    `on_response` (Lua): header edits.
 //! 6. Stream the body to the client; the connection returns to the pool
