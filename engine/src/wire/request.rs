@@ -52,3 +52,4 @@ pub fn write(out: &mut Vec<u8>, parts: &http::request::Parts, framing: Framing) 
     let _ = (out, parts, framing);
     todo!("wire::request::write")
 }
+
