@@ -70,13 +70,6 @@ pub async fn write<W: AsyncWrite + Unpin>(
             }
         }
     }
-    if parts.status.canonical_reason().is_none() {
-        // A status without a reason (a script's 299): hyper's server
-        // writes `<none>`, "as many parsers will expect" one.
-        parts
-            .extensions
-            .insert(hyper::ext::ReasonPhrase::from_static(b"<none>"));
-    }
     let len = body.full_len().unwrap_or(0);
     let framing = framing(parts.status, len, head_only);
     let mut head = Vec::with_capacity(128 + parts.headers.len() * 32);
