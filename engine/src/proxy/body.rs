@@ -469,6 +469,29 @@ impl ResponseBody {
 }
 
 impl ResponseBody {
+    /// The whole body of one made here (`proxy::local`: a script's
+    /// answer, a refusal, an error), taken out as it is (no copy), for a
+    /// writer that sends it in one piece (`proxy::h1::local::write`);
+    /// the body is left empty. An attached record counts the bytes as
+    /// sent, as handing them to hyper does. None: a server's body, which
+    /// is streamed.
+    pub fn take_full(&mut self) -> Option<Bytes> {
+        let Inner::Full(bytes) = &mut self.inner else {
+            return None;
+        };
+        let b = bytes.take().unwrap_or_default();
+        sent(&mut self.open, b.len(), None);
+        Some(b)
+    }
+
+    /// The length of a body made here (0 if empty); None for a server's.
+    pub fn full_len(&self) -> Option<u64> {
+        match &self.inner {
+            Inner::Full(b) => Some(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Upstream { .. } => None,
+        }
+    }
+
     /// The client's send timeout ended the connection or stream while
     /// this body was still going: what would be logged as the client
     /// going away (`C`) is its timeout (`c`).

@@ -55,7 +55,7 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 pub const READ_PIECE: usize = 12 * 1024;
 
 /// Most idle connections kept per server per worker.
-const MAX_IDLE_PER_SERVER: usize = 128;
+pub(crate) const MAX_IDLE_PER_SERVER: usize = 128;
 
 /// Most idle connections kept per server for one client connection, in a
 /// `send_proxy` pool's private set (`ConnCtx::private_upstreams`): HAProxy's
@@ -147,6 +147,37 @@ struct Idle {
     since: Instant,
 }
 
+/// A TCP connection to a server at `addr`, with the socket options every
+/// server connection has (`TCP_NODELAY`; `TCP_USER_TIMEOUT` at the pool's
+/// `idle` timeout, so a pulled cable is noticed; TCP keepalive probes
+/// after 30 s of silence, every 10 s). Errors: refused (or any connect
+/// error), or not connected by `deadline` (reported as the pool's
+/// `connect` timeout). Shared by the hyper path (which may go on with
+/// TLS within the same deadline) and the direct HTTP/1 path
+/// (proxy/h1/servers.rs).
+pub(crate) async fn connect_tcp(
+    pool: &Pool,
+    addr: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Result<TcpStream, ConnectError> {
+    let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(ConnectError::Refused(e)),
+        Err(_) => return Err(ConnectError::Timeout(pool.timeouts.connect)),
+    };
+    let _ = stream.set_nodelay(true);
+    let sock = socket2::SockRef::from(&stream);
+    // A pulled cable sends no RST: unacknowledged data for longer than
+    // this, and the kernel gives up on the connection.
+    let _ = sock.set_tcp_user_timeout(Some(pool.timeouts.idle));
+    let _ = sock.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(30))
+            .with_interval(Duration::from_secs(10)),
+    );
+    Ok(stream)
+}
+
 /// One shared HTTP/2 connection to a server.
 struct H2Conn {
     sender: http2::SendRequest<RequestBody>,
@@ -183,7 +214,7 @@ impl Default for Upstreams {
 /// FNV-1a: the keys are a worker's own server addresses, not attacker
 /// input, and SipHash cost more than the rest of a checkout.
 #[derive(Default)]
-struct AddrHasher(u64);
+pub(crate) struct AddrHasher(u64);
 
 impl Hasher for AddrHasher {
     fn finish(&self) -> u64 {
@@ -651,21 +682,7 @@ impl Upstreams {
         let timeout = pool.timeouts.connect;
         // The TCP connect and the TLS handshake share the connect timeout.
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(ConnectError::Refused(e)),
-            Err(_) => return Err(ConnectError::Timeout(timeout)),
-        };
-        let _ = stream.set_nodelay(true);
-        let sock = socket2::SockRef::from(&stream);
-        // A pulled cable sends no RST: unacknowledged data for longer than
-        // this, and the kernel gives up on the connection.
-        let _ = sock.set_tcp_user_timeout(Some(pool.timeouts.idle));
-        let _ = sock.set_tcp_keepalive(
-            &socket2::TcpKeepalive::new()
-                .with_time(Duration::from_secs(30))
-                .with_interval(Duration::from_secs(10)),
-        );
+        let mut stream = connect_tcp(pool, addr, deadline).await?;
         // The PROXY header, if the pool sends one: on the bare TCP stream,
         // before TLS and HTTP.
         proxy_header::send(&mut stream, proxy)

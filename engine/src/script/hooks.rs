@@ -81,6 +81,10 @@ pub struct WorkerScript {
     /// that each request's clone does not bounce one counter between the
     /// workers' cores.
     pub access_log: Option<Arc<crate::observe::access_log::Sink>>,
+    /// Requests may take Pocket's own HTTP/1 path (`proxy::h1`): every
+    /// pool is plain HTTP/1.1 (`proxy::h1::takes_policy`), decided at
+    /// load so a connection reads a bool.
+    pub direct_h1: bool,
     on_connect: Option<Function>,
     on_request: Option<Function>,
     on_response: Option<Function>,
@@ -293,6 +297,7 @@ impl WorkerScript {
             waiting_on_request,
             can_wait,
             generation: 0,
+            direct_h1: crate::proxy::h1::takes_policy(&policy),
             access_log: policy
                 .log
                 .as_ref()

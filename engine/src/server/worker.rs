@@ -21,6 +21,7 @@ use super::listener::{Bound, ListenerKey};
 use super::maxconn::{caps, take_slot, Gate};
 use super::watchdog::{progress, Doing, Pulse, BEAT};
 use crate::config::{ClientTimeouts, Mode, Policy};
+use crate::proxy::h1::servers::Servers;
 use crate::proxy::upstream::Upstreams;
 use crate::proxy::{ConnCtx, RequestId};
 use crate::script::api::conn::ConnView;
@@ -53,6 +54,9 @@ pub struct Worker {
     pub index: usize,
     script: RefCell<Rc<WorkerScript>>,
     pub upstreams: Rc<Upstreams>,
+    /// The plain HTTP/1.1 server connections of the direct path
+    /// (proxy/h1/servers.rs), apart from hyper's.
+    pub servers: Servers,
     seq: Cell<u64>,
     /// Counts open client connections, so a drain knows when the last
     /// has gone.
@@ -157,6 +161,7 @@ pub fn run(start: Start, mut control: UnboundedReceiver<Control>, pulse: Arc<Pul
         index,
         script: RefCell::new(Rc::new(script)),
         upstreams: Rc::new(Upstreams::default()),
+        servers: Servers::new(),
         seq: Cell::new(0),
         drain: Rc::new(Drain::default()),
     });
@@ -167,9 +172,16 @@ pub fn run(start: Start, mut control: UnboundedReceiver<Control>, pulse: Arc<Pul
         let sampled = worker.clone();
         tokio::task::spawn_local(async move {
             let mut every = tokio::time::interval(BEAT);
+            let mut beats = 0u32;
             loop {
                 every.tick().await;
                 beating.beat();
+                // About once a second: idle server connections of the
+                // direct path that went stale or that the server closed.
+                beats = beats.wrapping_add(1);
+                if beats.is_multiple_of(10) {
+                    sampled.servers.sweep();
+                }
                 // The Lua heap for /metrics: a read of mlua's count, off
                 // the request path.
                 let bytes = sampled.script().vm.lua.used_memory();
@@ -257,6 +269,7 @@ async fn commit(
         tracing::error!(worker = worker.index, "{e}");
     }
     worker.upstreams.forget_except(&live);
+    worker.servers.forget_except(&live);
 }
 
 fn start_listeners(

@@ -66,10 +66,73 @@ pub async fn serve<W: AsyncWrite + Unpin>(
     todo!("proxy::h1::serve")
 }
 
-/// Whether a policy's requests may take this path: every pool speaks
-/// plain HTTP/1.1 to its servers (no `tls`, no `protocol = "h2"`, no
-/// `send_proxy`). Decided at load.
+/// Whether a policy's requests may take this path: every pool an HTTP
+/// request can reach speaks plain HTTP/1.1 to its servers (no `tls`, no
+/// `protocol = "h2"`, no `send_proxy`: those connections are hyper's,
+/// `proxy/upstream.rs`). Pools with `mode = "tcp"` do not count: an HTTP
+/// listener's requests never go to them (`returned_pool` refuses it).
+/// Decided once per load (`WorkerScript::direct_h1`), never per request.
 pub fn takes_policy(policy: &crate::config::Policy) -> bool {
-    let _ = policy;
-    false
+    policy
+        .pools
+        .iter()
+        .filter(|p| p.mode == crate::config::Mode::Http)
+        .all(|p| takes_pool(p))
+}
+
+/// A pool the direct path can send requests to.
+fn takes_pool(pool: &crate::lb::Pool) -> bool {
+    pool.protocol == crate::config::upstream_tls::Protocol::Http1
+        && pool.tls.is_none()
+        && pool.send_proxy.is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::takes_policy;
+    use std::sync::Arc;
+
+    fn policy(pools: &str) -> crate::config::Policy {
+        let source = format!(
+            "return {{ listeners = {{ {{ name = \"web\", bind = \"127.0.0.1:0\", pool = \"a\" }} }},\n\
+             pools = {{ {pools} }} }}"
+        );
+        crate::config::load_policy_source(
+            std::path::Path::new("gate.lua"),
+            Arc::from(source),
+            &crate::lb::StateRegistry::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn plain_http1_pools_take_the_direct_path() {
+        assert!(takes_policy(&policy(
+            "a = { servers = { \"127.0.0.1:9\" } }, b = { servers = { \"127.0.0.1:10\" }, retries = 1 }"
+        )));
+    }
+
+    #[test]
+    fn one_pool_hyper_must_serve_keeps_the_whole_policy_on_hyper() {
+        let plain = "a = { servers = { \"127.0.0.1:9\" } }";
+        for other in [
+            "b = { servers = { \"127.0.0.1:10\" }, protocol = \"h2\" }",
+            "b = { servers = { \"localhost:10\" }, tls = true }",
+            "b = { servers = { \"127.0.0.1:10\" }, send_proxy = \"v2\" }",
+        ] {
+            assert!(
+                !takes_policy(&policy(&format!("{plain}, {other}"))),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn tcp_pools_do_not_count() {
+        let p = policy(
+            "a = { servers = { \"127.0.0.1:9\" } }, \
+             t = { servers = { \"127.0.0.1:10\" }, mode = \"tcp\", send_proxy = \"v1\" }",
+        );
+        assert!(takes_policy(&p));
+    }
 }
