@@ -18,6 +18,13 @@
  *       Keeps CONCURRENCY connections in flight, each: connect, send 100
  *       bytes, read the 100 echoed, close. Stops at SECONDS (or after MAX
  *       completed). Prints "conns=N errors=E seconds=S".
+ *   tcpload http PORT SECONDS CONCURRENCY [MAX]
+ *       The HTTP short-connection run: the same loop, each connection sending
+ *       "GET / HTTP/1.1" with "Connection: close" and reading the response
+ *       to the server's close (HTTP/1.1's end of a response with that header,
+ *       RFC 9112 section 9.6). A connection counts as done when the answer
+ *       starts "HTTP/1.1 200 " and ends with the origin's 100-byte body;
+ *       anything else is an error. Same output as short.
  *
  * Every wait is bounded: blocking calls carry SO_SNDTIMEO/SO_RCVTIMEO, a
  * short connection in flight longer than 5 s counts as an error and is
@@ -206,7 +213,23 @@ struct sconn {
     int fd, state; /* 1 connecting/sending, 2 reading */
     size_t off;
     double t0;
+    char in[1024]; /* http: the response, up to its close */
 };
+
+/* What one short connection sends; for http, what its answer must hold. */
+static const char *s_msg;
+static size_t s_len;
+static int s_http;
+
+/* The http run's check of a whole response (read up to the server's close):
+ * a 200 whose last 100 bytes are the origin's body (99 'x' and a newline). */
+static int http_ok(const struct sconn *c) {
+    if (c->off < 13 + SHORT_LEN || memcmp(c->in, "HTTP/1.1 200 ", 13)) return 0;
+    const char *body = c->in + c->off - SHORT_LEN;
+    for (int i = 0; i < SHORT_LEN - 1; i++)
+        if (body[i] != 'x') return 0;
+    return body[SHORT_LEN - 1] == '\n';
+}
 
 static int sstart(int ep, struct sconn *c, struct sockaddr_in *a) {
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
@@ -231,8 +254,6 @@ static void sclose(int ep, struct sconn *c) {
 }
 
 static int shortconns(int port, double seconds, int conc, unsigned long long max) {
-    static char msg[SHORT_LEN], in[SHORT_LEN];
-    memset(msg, 'x', sizeof msg);
     struct sockaddr_in a = addr(port);
     int ep = epoll_create1(0);
     struct sconn *cs = calloc(conc, sizeof *cs);
@@ -255,18 +276,22 @@ static int shortconns(int port, double seconds, int conc, unsigned long long max
             if (evs[i].events & (EPOLLERR | EPOLLHUP) && c->state == 1) {
                 fail = 1;
             } else if (c->state == 1) {
-                ssize_t w = write(c->fd, msg, sizeof msg);
-                if (w != sizeof msg) fail = 1;
+                ssize_t w = write(c->fd, s_msg, s_len);
+                if (w != (ssize_t)s_len) fail = 1;
                 else {
                     c->state = 2;
                     struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
                     epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &e);
                 }
             } else {
-                ssize_t r = read(c->fd, in + c->off, sizeof in - c->off);
+                size_t want = s_http ? sizeof c->in : SHORT_LEN;
+                ssize_t r = read(c->fd, c->in + c->off, want - c->off);
                 if (r > 0) {
                     c->off += r;
-                    if (c->off == sizeof in) ok = 1;
+                    if (!s_http && c->off == want) ok = 1;
+                    else if (s_http && c->off == want) fail = 1; /* longer than any answer expected */
+                } else if (r == 0 && s_http) {
+                    ok = http_ok(c), fail = !ok; /* the server's close ends the response */
                 } else if (r == 0 || errno != EAGAIN) {
                     fail = 1;
                 }
@@ -305,8 +330,16 @@ static int shortconns(int port, double seconds, int conc, unsigned long long max
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "origin")) origin(atoi(argv[2]), atoi(argv[3]));
     if (argc == 4 && !strcmp(argv[1], "stream")) return stream(atoi(argv[2]), atof(argv[3]));
+    static char echo_msg[SHORT_LEN];
+    memset(echo_msg, 'x', sizeof echo_msg);
+    s_msg = echo_msg, s_len = SHORT_LEN;
+    if ((argc == 5 || argc == 6) && !strcmp(argv[1], "http")) {
+        s_msg = "GET / HTTP/1.1\r\nHost: bench.local\r\nConnection: close\r\n\r\n";
+        s_len = strlen(s_msg), s_http = 1;
+        argv[1] = "short";
+    }
     if ((argc == 5 || argc == 6) && !strcmp(argv[1], "short"))
         return shortconns(atoi(argv[2]), atof(argv[3]), atoi(argv[4]), argc == 6 ? strtoull(argv[5], NULL, 10) : 0);
-    fprintf(stderr, "usage: tcpload origin SINK ECHO | stream PORT SECONDS | short PORT SECONDS CONC [MAX]\n");
+    fprintf(stderr, "usage: tcpload origin SINK ECHO | stream PORT SECONDS | short|http PORT SECONDS CONC [MAX]\n");
     return 2;
 }

@@ -4,6 +4,7 @@
 //! queued for it holds the other back.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -27,12 +28,17 @@ pub enum RequestBody {
     /// The client's body, streamed as it arrives; `progress` tells the
     /// request path whose turn it is, for the timeouts.
     Client {
-        body: Incoming,
+        /// None only once given back (Drop).
+        body: Option<Incoming>,
         progress: Rc<Progress>,
         /// The server connection it is being sent on: while the server
         /// does not take what is queued, no more is read from the client,
         /// whose TCP (HTTP/1) or flow-control window (h2) then holds it.
         upstream: Option<HeadWatch>,
+        /// Frames read from the client for a connection that was found
+        /// closed before any byte of the request was written: handed out
+        /// first, again (upstream_io.rs `Watch::unwritten`).
+        again: VecDeque<Frame<Bytes>>,
     },
     Empty,
 }
@@ -132,12 +138,68 @@ impl std::fmt::Display for Abandoned {
 impl std::error::Error for Abandoned {}
 
 impl RequestBody {
+    /// The client's body, streamed.
+    pub fn client(body: Incoming, progress: Rc<Progress>) -> RequestBody {
+        RequestBody::Client {
+            body: Some(body),
+            progress,
+            upstream: None,
+            again: VecDeque::new(),
+        }
+    }
+
     /// The body is about to be sent on the server connection `upstream`.
     pub fn send_on(&mut self, watch: &HeadWatch) {
         if let RequestBody::Client { upstream, .. } = self {
             *upstream = Some(watch.clone());
         }
     }
+
+    /// The body of a request none of which was written on `watch`'s
+    /// connection, whole again: what had been read of it, then the rest.
+    /// None if it cannot be had whole (a byte was written, or hyper still
+    /// holds it); a request without a client body (`progress` None) has
+    /// an empty one.
+    pub fn unwritten(watch: &HeadWatch, progress: Option<&Rc<Progress>>) -> Option<RequestBody> {
+        let Some(progress) = progress else {
+            return Some(RequestBody::Empty);
+        };
+        let (read, rest) = watch.take_unwritten()?;
+        Some(RequestBody::Client {
+            body: Some(rest),
+            progress: progress.clone(),
+            upstream: None,
+            again: read.into(),
+        })
+    }
+}
+
+impl Drop for RequestBody {
+    /// hyper drops the body with a connection that failed: if none of the
+    /// request was written, the client's body goes back to the request
+    /// path through the connection's watch, to be sent again.
+    fn drop(&mut self) {
+        if let RequestBody::Client {
+            body,
+            upstream: Some(watch),
+            again,
+            ..
+        } = self
+        {
+            if let Some(body) = body.take().filter(|_| watch.unwritten()) {
+                watch.give_back(body, std::mem::take(again));
+            }
+        }
+    }
+}
+
+/// The number of data bytes in `frames`.
+fn data_len(frames: &VecDeque<Frame<Bytes>>) -> u64 {
+    frames
+        .iter()
+        .filter_map(|f| f.data_ref())
+        .map(|d| d.len() as u64)
+        .sum()
 }
 
 impl Body for RequestBody {
@@ -154,10 +216,21 @@ impl Body for RequestBody {
                 body,
                 progress,
                 upstream,
+                again,
             } => {
                 if progress.aborted.get() {
                     return Poll::Ready(Some(Err(Box::new(Abandoned))));
                 }
+                if let Some(frame) = again.pop_front() {
+                    // Read from the client already (and counted).
+                    if let Some(u) = upstream {
+                        u.keep_frame(&frame);
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                let Some(body) = body else {
+                    return Poll::Ready(None);
+                };
                 if upstream
                     .as_ref()
                     .is_some_and(|u| u.write_blocked(cx.waker()))
@@ -176,6 +249,9 @@ impl Body for RequestBody {
                         progress.waker.set(Some(cx.waker().clone()));
                     }
                     Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(u) = upstream {
+                            u.keep_frame(frame);
+                        }
                         if let Some(d) = frame.data_ref() {
                             progress
                                 .received
@@ -207,14 +283,29 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Client { body, .. } => body.is_end_stream(),
+            RequestBody::Client { body, again, .. } => {
+                again.is_empty() && body.as_ref().is_none_or(|b| b.is_end_stream())
+            }
             RequestBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Client { body, .. } => body.size_hint(),
+            RequestBody::Client { body, again, .. } => {
+                // The frames to hand out again count: a resent body keeps
+                // the framing (length) it was first sent with.
+                let rest = body
+                    .as_ref()
+                    .map_or(SizeHint::with_exact(0), |b| b.size_hint());
+                let more = data_len(again);
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + more);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + more);
+                }
+                hint
+            }
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }

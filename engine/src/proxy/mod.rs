@@ -16,7 +16,8 @@
 //! 4. Send, and wait for the response head on the clock of whichever
 //!    phase has the turn ([`timeouts`]); the server socket checks the head
 //!    for bare LF ([`upstream_io`]). A safe request the server dropped
-//!    unanswered is sent again.
+//!    unanswered is sent again, and so is any request none of which was
+//!    written (a reused connection the server had closed).
 //! 5. Check the response's framing ([`forward::prepare_response`]), then
 //!    `on_response` (Lua): header edits.
 //! 6. Stream the body to the client; the connection returns to the pool
@@ -326,11 +327,7 @@ async fn forward(
     open.progress = progress.clone();
     let mut body = Some(match &progress {
         None => RequestBody::Empty,
-        Some(progress) => RequestBody::Client {
-            body,
-            progress: progress.clone(),
-            upstream: None,
-        },
+        Some(progress) => RequestBody::client(body, progress.clone()),
     });
     let mut head = Some(head);
     let mut tried: Vec<usize> = Vec::new();
@@ -420,13 +417,19 @@ async fn forward(
         // on a kept-alive connection (the server may have closed it just as
         // it was reused: that must never cost the client an error), or when
         // another server may still take it. Only requests safe to repeat.
+        // And, whatever the method, on a kept-alive connection found closed
+        // before any byte of the request was written (plain HTTP/1: the
+        // socket's writes tell, upstream_io.rs `Watch::unwritten`).
         let reused = conn.idle_for.is_some();
         let another = tried.len() < pool.retries as usize && pool.servers.len() > 1;
         let spare = (replayable && (reused || another)).then(|| clone_head(&h));
+        let unwritten_again = reused && conn.watch.counts_writes();
+        let unwritten_head = (unwritten_again && spare.is_none()).then(|| clone_head(&h));
         let mut b = body.take().unwrap_or(RequestBody::Empty);
         b.send_on(&conn.watch);
         let req = Request::from_parts(h, b);
         let in_flight = InFlight::new(&server.state, pool.passive.counts());
+        conn.watch.start_request();
         conn.watch.set(upstream_io::HeadScan::expect_head());
         let sent = timeouts::wait_answer(
             conn.sender.try_send_request(req),
@@ -448,6 +451,22 @@ async fn forward(
                     head = Some(h);
                     body = Some(b);
                     continue;
+                }
+                if unwritten_again && conn.watch.unwritten() && !e.error().is_user() {
+                    // The server closed the connection before any byte of
+                    // the request was written: it never saw it. Sent
+                    // again, whatever its method, on a new connection (as
+                    // nginx resends one whose connection failed before
+                    // `request_sent`; HAProxy's `retry-on conn-failure`).
+                    let again = RequestBody::unwritten(&conn.watch, progress.as_ref());
+                    if let (Some(h), Some(b)) = (spare.as_ref().or(unwritten_head.as_ref()), again)
+                    {
+                        tracing::debug!(request = %id, server = %server.addr, "reused connection closed before the request was written ({}); sending it on a new one", e.error());
+                        head = Some(clone_head(h));
+                        body = Some(b);
+                        fresh_only = true;
+                        continue;
+                    }
                 }
                 // Any byte of an answer, even a malformed or cut one, is an
                 // answer: never replayed (as nginx's default

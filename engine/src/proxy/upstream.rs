@@ -11,7 +11,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -82,6 +84,33 @@ const H2_CONN_WINDOW: u32 = 8 * 1024 * 1024;
 /// Request body bytes hyper queues per stream beyond the server's window
 /// (hyper's default is 1 MiB): as for HTTP/2 clients (server/conn.rs).
 const H2_SEND_BUF: usize = 16 * 1024;
+
+/// True if an idle connection to a server must not carry a request: the
+/// server closed it (EOF), reset it (an error such as ECONNRESET), or
+/// sent something unasked (an HTTP/1 server says nothing between
+/// answers; what it sends is a `408` or a TLS close_notify before it
+/// closes). False only when the socket has nothing to read
+/// (`EWOULDBLOCK`): one non-blocking `recv(MSG_PEEK)` of 1 byte, as
+/// nginx's keepalive module checks its cached connections
+/// (`ngx_http_upstream_keepalive_close_handler`).
+///
+/// For use right before a reuse: a connection found so was closed by the
+/// server before any byte of the next request was written, so that
+/// request goes on another connection whatever its method. The peek
+/// costs one system call per reuse; it closes the gap between the
+/// server's close reaching the socket and the connection's task seeing
+/// it (hyper's `is_closed`), which a request that comes first can fall in.
+pub fn closed_while_idle(socket: impl AsFd) -> bool {
+    let sock = socket2::SockRef::from(&socket);
+    let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+    match sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
+        Err(e) => !matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
+        Ok(_) => true,
+    }
+}
 
 /// Connections to one server are kept apart by how they reach it: the
 /// address and the server's transport ([`Server::transport`], made at
@@ -525,7 +554,12 @@ impl Upstreams {
                 let Some(mut idle) = candidate else { break };
                 crate::observe::metrics::upstream_idle(-1);
                 let idle_for = idle.since.elapsed();
-                if idle_for > pool.timeouts.keepalive || idle.sender.is_closed() {
+                if idle_for > pool.timeouts.keepalive
+                    || idle.sender.is_closed()
+                    || idle.watch.closed_while_idle()
+                {
+                    // Dropped: the request goes on another (no byte of it
+                    // was written here).
                     continue;
                 }
                 if !idle.sender.is_ready() {
@@ -660,7 +694,7 @@ impl Upstreams {
             None => pool.protocol,
         };
         let Some(tls) = &pool.tls else {
-            return self.start(stream, key, protocol, addr, upgrade).await;
+            return self.start(stream, true, key, protocol, addr, upgrade).await;
         };
         let name = tls.server_name(server.name.as_deref(), addr.ip());
         let config = match protocol {
@@ -680,13 +714,15 @@ impl Upstreams {
                 "TLS: no ALPN h2",
             ));
         }
-        self.start(stream, key, protocol, addr, upgrade).await
+        self.start(stream, false, key, protocol, addr, upgrade)
+            .await
     }
 
-    /// HTTP over a connected (and maybe TLS) stream.
+    /// HTTP over a connected (and maybe TLS) stream; `plain`: no TLS.
     async fn start<S>(
         &self,
         stream: S,
+        plain: bool,
         key: ConnKey,
         protocol: Protocol,
         addr: SocketAddr,
@@ -722,7 +758,7 @@ impl Upstreams {
                 .push(shared.clone());
             return Ok(Self::stream_on(shared, key, false));
         }
-        let (io, watch) = UpstreamIo::new(stream);
+        let (io, watch) = UpstreamIo::pooled(stream, plain);
         let (sender, conn) = http1::Builder::new()
             .max_header_size(MAX_RESPONSE_HEAD)
             // A head must fit hyper's read buffer, which a body never

@@ -13,13 +13,22 @@
 //! them for as long as bytes come (never waiting, so never yielding the
 //! worker). Past [`MAX_INTERIM`] the read fails and the request is a 502,
 //! as HAProxy and nginx treat such a flood as a bad response.
+//!
+//! And it tells whether any byte of the request being sent has been
+//! written: until one is, the server cannot have read any of it, so the
+//! request may go again on another connection whatever its method (see
+//! [`Watch::unwritten`]).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use bytes::Bytes;
+use http_body::Frame;
+use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -68,6 +77,21 @@ pub struct Watch {
     /// The request body that waits for the server to take what is queued
     /// (one request at a time on a connection).
     waiter: Cell<Option<Waker>>,
+    /// The TCP socket's descriptor while the connection's socket lives
+    /// (cleared as it is dropped): for [`Watch::closed_while_idle`].
+    fd: Cell<Option<RawFd>>,
+    /// Plain TCP: every byte hyper writes goes to the socket as it is, so
+    /// a write that fails wrote nothing. (Under TLS a failed write may
+    /// have sent records of it: never counted as unwritten.)
+    plain: bool,
+    /// No byte of the request being sent has been written yet
+    /// ([`Watch::start_request`] sets it on a plain connection).
+    unwritten: Cell<bool>,
+    /// While `unwritten`: the request body's frames handed to hyper so
+    /// far, and the client's body itself once hyper drops it, to be sent
+    /// again on another connection.
+    kept: RefCell<Vec<Frame<Bytes>>>,
+    rest: RefCell<Option<Incoming>>,
 }
 
 impl Watch {
@@ -87,6 +111,86 @@ impl Watch {
         }
         self.waiter.set(Some(task.clone()));
         true
+    }
+
+    /// A request is about to be sent on this connection: none of it is
+    /// written yet.
+    pub fn start_request(&self) {
+        self.unwritten.set(self.counts_writes());
+        self.kept.borrow_mut().clear();
+        self.rest.borrow_mut().take();
+    }
+
+    /// Writes on this connection prove whether a request left: a plain
+    /// HTTP/1 connection to a server whose socket is still open.
+    pub fn counts_writes(&self) -> bool {
+        self.plain && self.fd.get().is_some()
+    }
+
+    /// No byte of the request being sent has reached the socket: the
+    /// server cannot have read any of it (as Go's `nothingWrittenError`,
+    /// and as nginx retries a request whose connection failed before
+    /// `request_sent`).
+    pub fn unwritten(&self) -> bool {
+        self.unwritten.get()
+    }
+
+    /// Keeps a copy of a body frame handed to hyper while none of the
+    /// request is written (a refcount, not a copy of the bytes).
+    pub fn keep_frame(&self, frame: &Frame<Bytes>) {
+        if !self.unwritten.get() {
+            return;
+        }
+        let copy = match (frame.data_ref(), frame.trailers_ref()) {
+            (Some(d), _) => Frame::data(d.clone()),
+            (None, Some(t)) => Frame::trailers(t.clone()),
+            (None, None) => return,
+        };
+        self.kept.borrow_mut().push(copy);
+    }
+
+    /// The client's body as hyper drops it, with the frames of it hyper
+    /// had taken but not yet handed out (`pending`), if none of the
+    /// request is written; else both are dropped.
+    pub fn give_back(&self, body: Incoming, pending: impl IntoIterator<Item = Frame<Bytes>>) {
+        if self.unwritten.get() {
+            self.kept.borrow_mut().extend(pending);
+            *self.rest.borrow_mut() = Some(body);
+        }
+    }
+
+    /// What of an unwritten request's body was read from the client (its
+    /// frames in order) and the rest of it, to send again; None if hyper
+    /// still holds the body or a byte was written.
+    pub fn take_unwritten(&self) -> Option<(Vec<Frame<Bytes>>, Incoming)> {
+        if !self.unwritten.get() {
+            return None;
+        }
+        let rest = self.rest.borrow_mut().take()?;
+        Some((std::mem::take(&mut *self.kept.borrow_mut()), rest))
+    }
+
+    /// The server closed this idle connection, reset it, or sent
+    /// something unasked (see [`super::upstream::closed_while_idle`]).
+    /// False once its socket is gone (then hyper says it is closed).
+    pub fn closed_while_idle(&self) -> bool {
+        match self.fd.get() {
+            // SAFETY: `fd` is set only while the UpstreamIo that owns the
+            // socket lives (its Drop clears it before the socket closes),
+            // and both live on this worker's thread.
+            Some(fd) => super::upstream::closed_while_idle(unsafe { BorrowedFd::borrow_raw(fd) }),
+            None => false,
+        }
+    }
+
+    /// A byte of the request was written: from now on it may have been
+    /// read, and what was kept to send it again is dropped.
+    #[inline]
+    fn wrote_bytes(&self) {
+        if self.unwritten.replace(false) {
+            self.kept.borrow_mut().clear();
+            self.rest.borrow_mut().take();
+        }
     }
 
     /// Notes how a write went; progress after a blockage wakes the body.
@@ -215,6 +319,33 @@ impl<S> UpstreamIo<S> {
     }
 }
 
+impl<S: super::tunnel::ServerStream> UpstreamIo<S> {
+    /// A pool's connection: its watch can look at the idle socket
+    /// ([`Watch::closed_while_idle`]) and, if `plain` (no TLS), tell a
+    /// request none of which was written ([`Watch::unwritten`]).
+    pub fn pooled(stream: S, plain: bool) -> (UpstreamIo<S>, HeadWatch) {
+        let watch: HeadWatch = Rc::new(Watch {
+            fd: Cell::new(Some(stream.tcp().as_raw_fd())),
+            plain,
+            ..Watch::default()
+        });
+        (
+            UpstreamIo {
+                stream,
+                watch: watch.clone(),
+            },
+            watch,
+        )
+    }
+}
+
+impl<S> Drop for UpstreamIo<S> {
+    /// The socket closes after this: the watch no longer names it.
+    fn drop(&mut self) {
+        self.watch.fd.set(None);
+    }
+}
+
 /// A tunnel (tunnel.rs) keeps the wrapper: it sets options on the socket
 /// beneath.
 impl<S: super::tunnel::ServerStream> super::tunnel::ServerStream for UpstreamIo<S> {
@@ -291,6 +422,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for UpstreamIo<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.stream).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.watch.wrote_bytes();
+        }
         this.watch.wrote(r.is_pending());
         r
     }
@@ -303,6 +437,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for UpstreamIo<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            this.watch.wrote_bytes();
+        }
         this.watch.wrote(r.is_pending());
         r
     }
@@ -323,6 +460,85 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for UpstreamIo<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connected pair of loopback sockets: (Pocket's side, the server's).
+    fn pair() -> (std::net::TcpStream, std::net::TcpStream) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let ours = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (theirs, _) = l.accept().unwrap();
+        (ours, theirs)
+    }
+
+    /// Waits (at most 10 s) for the server's doing to reach our socket.
+    fn becomes_closed(s: &std::net::TcpStream) -> bool {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < end {
+            if crate::proxy::upstream::closed_while_idle(s) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn an_idle_socket_is_closed_once_the_server_closes_resets_or_speaks() {
+        use std::io::Write;
+        let (ours, _theirs) = pair();
+        assert!(!crate::proxy::upstream::closed_while_idle(&ours));
+        // The peek takes nothing: still nothing to read.
+        assert!(!crate::proxy::upstream::closed_while_idle(&ours));
+        let (ours, theirs) = pair();
+        drop(theirs); // FIN
+        assert!(becomes_closed(&ours));
+        let (ours, theirs) = pair();
+        socket2::SockRef::from(&theirs)
+            .set_linger(Some(std::time::Duration::ZERO))
+            .unwrap();
+        drop(theirs); // RST
+        assert!(becomes_closed(&ours));
+        let (ours, mut theirs) = pair();
+        theirs
+            .write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+            .unwrap();
+        assert!(becomes_closed(&ours));
+    }
+
+    #[test]
+    fn a_request_is_unwritten_until_a_byte_of_it_is_written() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use tokio::io::AsyncWriteExt;
+            let (ours, theirs) = pair();
+            ours.set_nonblocking(true).unwrap();
+            let (mut io, watch) = UpstreamIo::pooled(TcpStream::from_std(ours).unwrap(), true);
+            assert!(watch.counts_writes() && !watch.unwritten());
+            watch.start_request();
+            assert!(watch.unwritten());
+            io.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+            assert!(!watch.unwritten());
+            // The server resets the connection: the next request's first
+            // write fails, and none of it was written.
+            socket2::SockRef::from(&theirs)
+                .set_linger(Some(std::time::Duration::ZERO))
+                .unwrap();
+            drop(theirs);
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !watch.closed_while_idle() && std::time::Instant::now() < end {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            assert!(watch.closed_while_idle());
+            watch.start_request();
+            assert!(io.write_all(b"POST / HTTP/1.1\r\n").await.is_err());
+            assert!(watch.unwritten());
+            drop(io);
+            // The socket is gone: the watch no longer names it.
+            assert!(!watch.counts_writes() && !watch.closed_while_idle());
+        });
+    }
 
     fn scan(parts: &[&[u8]]) -> Result<HeadScan, BadHead> {
         let mut s = HeadScan::expect_head();

@@ -484,7 +484,7 @@ fn llhttp_verdict(meta: &str, name: &str, log: &[&str]) -> Option<(u16, Vec<u8>,
                 match v {
                     "lf" => body.push(b'\n'),
                     "cr" => body.push(b'\r'),
-                    v => body.extend_from_slice(v[1..v.len() - 1].as_bytes()),
+                    v => body.extend_from_slice(&v.as_bytes()[1..v.len() - 1]),
                 }
             }
         }

@@ -44,7 +44,8 @@ pub fn relayed_response_head(out: &mut Vec<u8>, head: &ResponseHead, buf: &[u8],
 /// `on_response` edited, or Pocket's own: local answers, errors). `framing`:
 /// how its body goes ([`Framing::Empty`] writes no framing field: a
 /// response to HEAD, 204, 304; an empty 200 is `Length(0)`). The reason
-/// is the status's canonical one, or hyper's `ReasonPhrase` extension if
+/// is the status's canonical one (`<none>` if it has none, as hyper
+/// writes), or hyper's `ReasonPhrase` extension if
 /// the parts carry one (a server's own reason, [`ResponseHead::to_parts`]).
 /// Framing fields in `parts` are not written (Pocket's are), except a
 /// `Content-Length` with `Framing::Empty` (a response to HEAD tells the
@@ -60,7 +61,12 @@ pub fn response_head(
     let status = parts.status.as_u16();
     let reason = match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
         Some(r) => r.as_bytes(),
-        None => parts.status.canonical_reason().unwrap_or("").as_bytes(),
+        // hyper's words for a status with no reason of its own.
+        None => parts
+            .status
+            .canonical_reason()
+            .unwrap_or("<none>")
+            .as_bytes(),
     };
     status_line(out, status, reason);
     let keep_length = framing == Framing::Empty && !matches!(status, 204 | 205);
@@ -101,8 +107,13 @@ fn status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Framing, Date, Connection and the blank line.
+/// Connection, framing, Date and the blank line, in the order hyper's
+/// server writes them (its `connection: close` with the fields, then the
+/// length it adds, then the date).
 fn finish(out: &mut Vec<u8>, framing: Framing, has_date: bool, close: bool) {
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
     match framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
@@ -116,9 +127,6 @@ fn finish(out: &mut Vec<u8>, framing: Framing, has_date: bool, close: bool) {
         out.extend_from_slice(b"date: ");
         date(out);
         out.extend_from_slice(b"\r\n");
-    }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }

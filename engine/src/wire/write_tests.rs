@@ -54,7 +54,7 @@ fn framing_date_and_close_as_the_client_needs_them() {
     relayed_response_head(&mut out, &h, buf, true);
     assert_eq!(
         text(&out),
-        "HTTP/1.1 404 Not Found\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        "HTTP/1.1 404 Not Found\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nconnection: close\r\ntransfer-encoding: chunked\r\n\r\n"
     );
     // No reason, a body until the close, a HEAD's length.
     let buf = b"HTTP/1.1 299\r\nX: y\r\n\r\n";
@@ -89,7 +89,7 @@ fn a_head_from_parts_has_the_canonical_reason_or_the_servers() {
     let (head, date) = without_date(&out);
     assert_eq!(
         head,
-        "HTTP/1.1 503 Service Unavailable\r\nx-request-id: 1-a\r\ncontent-length: 7\r\nconnection: close\r\n\r\n"
+        "HTTP/1.1 503 Service Unavailable\r\nx-request-id: 1-a\r\nconnection: close\r\ncontent-length: 7\r\n\r\n"
     );
     assert!(date.is_some());
     // A refusal already says close; a date of its own is kept.
@@ -120,6 +120,13 @@ fn a_head_from_parts_has_the_canonical_reason_or_the_servers() {
     let mut out = Vec::new();
     response_head(&mut out, &parts, Framing::Empty, false);
     assert_eq!(without_date(&out).0, "HTTP/1.1 204 No Content\r\n\r\n");
+    parts.status = http::StatusCode::from_u16(299).unwrap();
+    let mut out = Vec::new();
+    response_head(&mut out, &parts, Framing::Length(0), false);
+    assert_eq!(
+        without_date(&out).0,
+        "HTTP/1.1 299 <none>\r\ncontent-length: 0\r\n\r\n"
+    );
 }
 
 #[test]

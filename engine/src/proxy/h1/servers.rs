@@ -9,7 +9,6 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
@@ -66,31 +65,12 @@ enum Unusable {
     Closed,
 }
 
-/// Whether the server closed `stream` while it was idle: one
-/// non-blocking `recv(MSG_PEEK)`, as nginx's keepalive module reads an
-/// idle connection's read events (`ngx_http_upstream_keepalive_close_handler`):
-/// nothing to read is the only good answer.
-fn closed_by_server(stream: &TcpStream) -> bool {
-    closed_while_idle(stream)
-}
-
-fn closed_while_idle(socket: impl std::os::fd::AsFd) -> bool {
-    let mut byte = [MaybeUninit::<u8>::uninit(); 1];
-    let sock = socket2::SockRef::from(&socket);
-    match sock.recv_with_flags(&mut byte, libc::MSG_PEEK | libc::MSG_DONTWAIT) {
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => false,
-        // EOF, unexpected bytes, or an error (a reset).
-        _ => true,
-    }
-}
-
 fn check(idle: &Idle, now: Instant, keepalive: Duration) -> Result<Duration, Unusable> {
     let idle_for = now.saturating_duration_since(idle.since);
     if idle_for > keepalive {
         return Err(Unusable::Stale);
     }
-    if closed_by_server(&idle.stream) {
+    if crate::proxy::upstream::closed_while_idle(&idle.stream) {
         return Err(Unusable::Closed);
     }
     Ok(idle_for)
@@ -219,7 +199,7 @@ impl Servers {
             list.retain(|i| {
                 let keep = now.saturating_duration_since(i.since) <= i.keepalive
                     && !(i.stream.poll_read_ready(&mut cx).is_ready()
-                        && closed_by_server(&i.stream));
+                        && crate::proxy::upstream::closed_while_idle(&i.stream));
                 closed += usize::from(!keep);
                 keep
             });
@@ -297,7 +277,7 @@ mod tests {
         // for the whole wait.
         let stream = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         for _ in 0..2000 {
-            if closed_while_idle(stream) {
+            if crate::proxy::upstream::closed_while_idle(stream) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
