@@ -539,13 +539,22 @@ async fn deliver<W: ClientConn>(
         dropped_body = !matches!(rhead.framing, Framing::Empty | Framing::Length(0));
         rhead.framing = Framing::Empty;
     }
+    // What the client's head says of the body: as hyper's server frames
+    // an empty body, `content-length: 0` on a 205 (not to HEAD), nothing
+    // on a 204.
+    let for_client = if status == 205 && !head_only {
+        Framing::Length(0)
+    } else {
+        rhead.framing
+    };
     let close = client.closing;
     // A body that ends at the server's close goes to the client chunked
     // (relay.rs), as hyper's server sends a body of unknown length.
     let framing = rhead.framing;
-    if framing == Framing::UntilClose {
-        rhead.framing = Framing::Chunked;
-    }
+    rhead.framing = match for_client {
+        Framing::UntilClose => Framing::Chunked,
+        f => f,
+    };
     out.clear();
     match &edited {
         None => wire::write::relayed_response_head(&mut out, &rhead, &rbuf, close),
