@@ -97,6 +97,8 @@ pub struct WorkerScript {
     bypasses: Vec<Option<Function>>,
     /// The table the script returned (for `pocket test`'s cases).
     root: Table,
+    /// Lends `on_request` its `req` (see `api::lent`).
+    lender: crate::script::api::lent::Lender,
     /// On a worker: its pulse, stamped around each hook call so the
     /// watchdog can say which call a stuck worker is in.
     watch: Option<Watched>,
@@ -284,6 +286,8 @@ impl WorkerScript {
         let waiting_balancers = waiting_pool_fns(&balancers)?;
         vm.lua
             .set_app_data(crate::script::subrequest::PoolsOf(policy.clone()));
+        let lender =
+            crate::script::api::lent::Lender::new(&vm.lua).map_err(|e| describe_lua_error(&e))?;
         let can_wait = vm
             .lua
             .app_data_ref::<crate::script::subrequest::CanWait>()
@@ -311,6 +315,7 @@ impl WorkerScript {
             checks,
             bypasses,
             root,
+            lender,
             vm,
             policy,
             watch: None,
@@ -655,9 +660,7 @@ impl WorkerScript {
             return Ok(Decision::Default);
         };
         let _busy = self.busy(Doing::OnRequest, |w| w.on_request, req.id.seq);
-        let lua = &self.vm.lua;
-        let out = lua.scope(|scope| {
-            let ud = scope.create_userdata_ref_mut(req)?;
+        let out = self.lender.lend(&self.vm.lua, req, |ud| {
             let out: Value = self.vm.call(f, ud)?;
             Ok(self.decision_of(f, out))
         });
