@@ -244,7 +244,7 @@ where
 /// gets mlua's "bad self", which errors.rs says as "called with a dot".
 fn bad_self(to: &str, this: &Value) -> mlua::Error {
     let kept = matches!(this, Value::UserData(ud)
-        if ud.type_name().is_ok_and(|n| n.as_bytes() == &b"request"[..]));
+        if metatable_name(ud).as_deref() == Some("request"));
     if kept {
         return mlua::Error::UserDataDestructed;
     }
@@ -253,6 +253,30 @@ fn bad_self(to: &str, this: &Value) -> mlua::Error {
         pos: 1,
         name: Some("self".into()),
         cause: Arc::new(mlua::Error::UserDataTypeMismatch),
+    }
+}
+
+/// The `__name` of a userdata's metatable, mlua's or not (mlua's
+/// `type_name` knows only its own userdata, not a lent `req`).
+pub fn metatable_name(ud: &AnyUserData) -> Option<String> {
+    if let Ok(name) = ud.type_name() {
+        return Some(name.to_string_lossy());
+    }
+    let lua = ud.weak_lua().upgrade();
+    // SAFETY: reads one field of the metatable of the one argument and
+    // leaves that field (or nil) as the one result.
+    let name: Value = unsafe {
+        lua.exec_raw(ud, |state| {
+            if ffi::luaL_getmetafield(state, -1, c"__name".as_ptr()) == ffi::LUA_TNIL {
+                ffi::lua_pushnil(state);
+            }
+            ffi::lua_remove(state, -2);
+        })
+    }
+    .ok()?;
+    match name {
+        Value::String(s) => Some(s.to_string_lossy()),
+        _ => None,
     }
 }
 

@@ -147,3 +147,17 @@ fn a_kept_req_is_refused_after_its_call() {
         }
     }
 }
+
+/// Messages that name a value call a lent `req` what they call mlua's.
+#[test]
+fn a_lent_req_is_named_as_a_request() {
+    let lua = Lua::new();
+    let lender = Lender::new(&lua).expect("lender");
+    let ud = lender
+        .lend(&lua, &mut view("/", "h"), |ud| Ok(ud.clone()))
+        .expect("lent");
+    assert_eq!(
+        crate::script::hooks::returned(&Value::UserData(ud)),
+        "a request (req)"
+    );
+}

@@ -47,7 +47,7 @@ pub fn read_only_error(var: &str, setters: &[(&str, &str)], key: &Value) -> mlua
 /// A userdata as a message names it (`a request (req)`), from its
 /// `__name`; None for one without a name of ours.
 pub fn userdata_name(ud: &mlua::AnyUserData) -> Option<String> {
-    let name = ud.type_name().ok()?.to_string_lossy();
+    let name = super::lent::metatable_name(ud)?;
     let shown = match name.as_str() {
         "request" => "a request (req)",
         "response" => "a response (res)",
