@@ -248,11 +248,15 @@ fn bad_self(to: &str, this: &Value) -> mlua::Error {
     if kept {
         return mlua::Error::UserDataDestructed;
     }
+    // mlua's own error type holds its cause in an `Arc`; the VM is one
+    // thread's.
+    #[allow(clippy::arc_with_non_send_sync)]
+    let cause = Arc::new(mlua::Error::UserDataTypeMismatch);
     mlua::Error::BadArgument {
         to: Some(to.to_string()),
         pos: 1,
         name: Some("self".into()),
-        cause: Arc::new(mlua::Error::UserDataTypeMismatch),
+        cause,
     }
 }
 

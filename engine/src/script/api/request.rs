@@ -244,10 +244,10 @@ impl UserData for RequestView {
         super::names::described(methods, "request", describe);
         add_header_methods(methods);
         super::names::read_only(methods, "req", SETTERS);
-        methods.add_method("log_field", |lua, r, a| log_field(lua, r, a));
-        methods.add_method_mut("set_path", |lua, r, a| set_path(lua, r, a));
-        methods.add_method_mut("set_query", |lua, r, a| set_query(lua, r, a));
-        methods.add_method_mut("set_method", |lua, r, a| set_method(lua, r, a));
+        methods.add_method("log_field", log_field);
+        methods.add_method_mut("set_path", set_path);
+        methods.add_method_mut("set_query", set_query);
+        methods.add_method_mut("set_method", set_method);
     }
 }
 
