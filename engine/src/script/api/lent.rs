@@ -209,6 +209,62 @@ impl Lender {
         self.current.obj.set(obj.to_pointer());
         body(&obj)
     }
+
+    /// `f` (a hook taking `req`) as a function of no arguments that
+    /// makes the fresh `req` itself and calls `f` with it, for
+    /// [`Lender::call`]: the object is made inside the hook's own
+    /// protected call, not in one of its own. Load time.
+    pub fn wrap(&self, lua: &Lua, f: &Function) -> mlua::Result<Function> {
+        // SAFETY: `call_lent` reads its 3 upvalues as pushed here;
+        // `Current` lives as long as the methods (see `Lender::new`), and
+        // this `Lender` keeps one more `Rc`, held with the VM.
+        unsafe {
+            lua.exec_raw(
+                (
+                    f,
+                    &self.metatable,
+                    LightUserData(Rc::as_ptr(&self.current) as *mut c_void),
+                ),
+                |state| ffi::lua_pushcclosure(state, call_lent, 3),
+            )
+        }
+    }
+
+    /// Runs `body` (which calls a function made by [`Lender::wrap`]) with
+    /// `req` lent to it; the `req` the wrapped hook gets is valid until
+    /// `body` returns.
+    pub fn call<R>(
+        &self,
+        req: &mut RequestView,
+        body: impl FnOnce() -> mlua::Result<R>,
+    ) -> mlua::Result<R> {
+        let _lent = Lent {
+            current: &self.current,
+            before: (self.current.req.get(), self.current.obj.get()),
+        };
+        // As in `lend`: borrowed for this whole function; `call_lent`
+        // names the object.
+        self.current.req.set(req as *mut RequestView);
+        self.current.obj.set(std::ptr::null());
+        body()
+    }
+}
+
+/// What [`Lender::wrap`] makes. Upvalues: 1 the hook, 2 the metatable, 3
+/// `Current`. Makes the `req` (a memory error raised here is the hook's
+/// call's), keeps a copy on this frame's stack so it lives until the hook
+/// returns (no other object can take its address meanwhile), names it in
+/// `Current` and calls the hook with it: its first result is returned.
+unsafe extern "C-unwind" fn call_lent(state: *mut ffi::lua_State) -> c_int {
+    let current = ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)) as *const Current;
+    ffi::lua_newuserdatauv(state, 0, 0);
+    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
+    ffi::lua_setmetatable(state, -2);
+    (*current).obj.set(ffi::lua_topointer(state, -1));
+    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
+    ffi::lua_pushvalue(state, -2);
+    ffi::lua_call(state, 1, 1);
+    1
 }
 
 /// Method `name` of `req` as a function of (req, args...): the object

@@ -54,7 +54,17 @@ fn mlua_reads(lua: &Lua, r: &mut RequestView, code: &str) -> mlua::Result<String
 
 fn lent_reads(lua: &Lua, lender: &Lender, r: &mut RequestView, code: &str) -> mlua::Result<String> {
     let f = lua.load(code).set_name("@policy.lua").into_function()?;
-    lender.lend(lua, r, |ud| f.call(ud))
+    let one = lender.lend(lua, r, |ud| f.call::<String>(ud));
+    // The same through the wrapped call on_request uses.
+    let wrapped = lender.wrap(lua, &f)?;
+    let two = lender.call(r, || wrapped.call::<String>(()));
+    let shown = |r: &mlua::Result<String>| {
+        r.as_ref()
+            .map(String::clone)
+            .map_err(crate::script::describe_lua_error)
+    };
+    assert_eq!(shown(&one), shown(&two), "{code}");
+    one
 }
 
 #[test]
