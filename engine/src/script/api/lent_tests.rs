@@ -58,11 +58,8 @@ fn lent_reads(lua: &Lua, lender: &Lender, r: &mut RequestView, code: &str) -> ml
     // The same through the wrapped call on_request uses.
     let wrapped = lender.wrap(lua, &f)?;
     let two = lender.call(r, || wrapped.call::<String>(()));
-    let shown = |r: &mlua::Result<String>| {
-        r.as_ref()
-            .map(String::clone)
-            .map_err(crate::script::describe_lua_error)
-    };
+    let shown =
+        |r: &mlua::Result<String>| r.clone().map_err(|e| crate::script::describe_lua_error(&e));
     assert_eq!(shown(&one), shown(&two), "{code}");
     one
 }
