@@ -183,11 +183,13 @@ enum Failure {
     Bad(&'static str),
     TooManyInterim,
     /// The connection closed or failed; `answered`: after a byte of an
-    /// answer (never replayed then).
+    /// answer (never replayed then); `unwritten`: before any byte of the
+    /// request was written (it provably never left: any method goes again).
     Io {
         why: String,
         timed_out: bool,
         answered: bool,
+        unwritten: bool,
     },
 }
 
@@ -334,6 +336,20 @@ async fn tries<'p>(
                 late_termination(open, &late);
                 return Tried::Local(timeouts::answer_late(late, pool, server, id));
             }
+            Failure::Io {
+                why,
+                answered,
+                unwritten: true,
+                ..
+            } if reused && !answered => {
+                // Nothing of it was written to a reused connection the
+                // server had closed: it never left, whatever its method
+                // (as the hyper path, proxy/upstream_io.rs `unwritten`).
+                drop(conn);
+                tracing::debug!(request = %id, server = %server.addr, "reused connection closed before the request was written ({why}); sending it on a new one");
+                fresh_only = true;
+                continue;
+            }
             Failure::Io { why, answered, .. } => (why, answered),
         };
         drop(conn);
@@ -424,13 +440,24 @@ async fn ask(
     head_only: bool,
 ) -> Result<ResponseHead, Failure> {
     rbuf.clear();
-    let io = |e: std::io::Error, answered: bool| Failure::Io {
+    let io = |e: std::io::Error, answered: bool, unwritten: bool| Failure::Io {
         timed_out: e.kind() == std::io::ErrorKind::TimedOut,
         why: format!("connection error: {e}"),
         answered,
+        unwritten,
     };
-    if let Err(e) = stream.write_all(out).await {
-        return Err(io(e, false));
+    // One write for the whole head, as a rule; a socket that takes part
+    // of it gets the rest.
+    let mut written = 0;
+    while written < out.len() {
+        match stream.write(&out[written..]).await {
+            Ok(0) => {
+                let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                return Err(io(e, false, written == 0));
+            }
+            Ok(n) => written += n,
+            Err(e) => return Err(io(e, false, written == 0)),
+        }
     }
     let mut interim = 0u8;
     let mut answered = false;
@@ -459,10 +486,11 @@ async fn ask(
                     why: "connection closed before message completed".into(),
                     timed_out: false,
                     answered,
+                    unwritten: false,
                 })
             }
             Ok(_) => answered = true,
-            Err(e) => return Err(io(e, answered)),
+            Err(e) => return Err(io(e, answered, false)),
         }
     }
 }
