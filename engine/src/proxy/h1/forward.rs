@@ -78,7 +78,7 @@ pub(super) async fn forward<W: ClientConn>(
     let replayable = is_idempotent(&head.method);
     // Every pool of a policy on this path speaks HTTP/1.1 in plain: the
     // head is written once, whichever server takes it.
-    let mut out = buf::take();
+    let mut out = buf::take_head();
     wire::request::write(&mut out, &head, to.framing);
     drop(head);
     // The whole exchange's limit, if the first pool sets one.
@@ -103,7 +103,7 @@ pub(super) async fn forward<W: ClientConn>(
     .await;
     let Some(tried) = tried else {
         // The client went away: its record says where (`CC`, `CH`).
-        buf::give(out);
+        buf::give_head(out);
         return Done::Close;
     };
     let (pool, server, conn, rhead, rbuf, in_flight) = match tried {
@@ -116,7 +116,7 @@ pub(super) async fn forward<W: ClientConn>(
             in_flight,
         } => (pool, server, conn, head, rbuf, in_flight),
         Tried::Local(resp) => {
-            buf::give(out);
+            buf::give_head(out);
             return answer(client, resp, open, to.head_only).await;
         }
     };
@@ -545,7 +545,7 @@ async fn deliver<W: ClientConn>(
             // server connection goes, its body unread.
             open.set(if e.limit { b'R' } else { b'P' }, b'H');
             tracing::error!(request = %id, hook = e.hook, "{}", e.message);
-            buf::give(out);
+            buf::give_head(out);
             buf::give(rbuf);
             let resp = local::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -610,7 +610,7 @@ async fn deliver<W: ClientConn>(
         &mut open.ex.bytes_out,
     )
     .await;
-    buf::give(out);
+    buf::give_head(out);
     let done = match ended {
         relay::Ended::Whole { rest } => {
             open.ex.termination = Termination::NORMAL;
