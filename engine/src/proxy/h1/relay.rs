@@ -103,7 +103,9 @@ async fn relay_in<W: ClientConn>(
     };
     let mut head = head;
     let mut from = body.at.min(rbuf.len());
-    clock.set(next_wake(Instant::now(), body.idle, body.deadline));
+    // Set before the first read from the server (a body whole in the
+    // head's buffer needs no clock), then after each read.
+    let mut armed = false;
     loop {
         // What of the buffer is body, and whether it ends there.
         let piece = &rbuf[from..];
@@ -143,6 +145,10 @@ async fn relay_in<W: ClientConn>(
         }
         // The next piece from the server, within its `idle` and the
         // exchange's `total`; the client watched meanwhile.
+        if !armed {
+            armed = true;
+            clock.set(next_wake(Instant::now(), body.idle, body.deadline));
+        }
         rbuf.clear();
         from = 0;
         let read = std::future::poll_fn(|task| {
