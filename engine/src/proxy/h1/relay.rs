@@ -109,6 +109,12 @@ async fn relay_in<W: ClientConn>(
     loop {
         // What of the buffer is body, and whether it ends there.
         let piece = &rbuf[from..];
+        // Body bytes as the client's decoder counts them (chunk payload
+        // only), for the access log's `bytes_out`, as on the hyper path.
+        let data_before = match &left {
+            Left::Chunked(c) => c.data_bytes(),
+            _ => 0,
+        };
         let (n, end, rest) = match &mut left {
             Left::Length(l) => {
                 let n = (*l).min(piece.len() as u64) as usize;
@@ -138,7 +144,10 @@ async fn relay_in<W: ClientConn>(
                 return client_failed(&e);
             }
             head = &[];
-            *bytes_out += n as u64;
+            *bytes_out += match &left {
+                Left::Chunked(c) => c.data_bytes() - data_before,
+                _ => n as u64,
+            };
         }
         if end {
             return Ended::Whole { rest };
