@@ -132,6 +132,19 @@ fn userdata_names() -> Result<Names, String> {
                     }
                 }
             }
+            // Fields registered from a table of names (`for &(name, f) in
+            // FIELDS`: req's, which its lent form reads too): the table's
+            // `("name", Field::X)` entries, in the same file.
+            if body.contains("in FIELDS") {
+                if let Some(at) = src.find("pub const FIELDS") {
+                    let table = &src[at..];
+                    let table = &table[..table.find("];").unwrap_or(table.len())];
+                    for (i, _) in table.match_indices("(\"") {
+                        let n = table[i + 2..].split('"').next().unwrap_or("");
+                        names.insert((class.to_string(), n.to_string()));
+                    }
+                }
+            }
             // Fields an async `__index` answers (`conn.sni`, which may
             // wait): matched there as `s.as_bytes() == b"name"`.
             for (i, _) in body.match_indices("as_bytes() == b\"") {
