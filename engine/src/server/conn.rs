@@ -371,20 +371,21 @@ async fn run(
 
 /// An idle connection waits holding only its socket (parked) until the
 /// client sends again (true), or the keep-alive ends at `due` or the
-/// worker drains (false: close). Counted in the parked metric.
+/// worker drains (false: close). Counted in the parked metric. Its
+/// keep-alive is the worker's sweep's ([`super::idle`]), no timer of its
+/// own.
 async fn parked(stream: &Transport, drain: &Drain, due: Instant) -> bool {
     let _parked = crate::observe::metrics::Parked::enter();
-    let draining = drain.started();
-    let keepalive = tokio::time::sleep_until(due);
-    tokio::pin!(draining, keepalive);
+    let ticket = super::idle::Ticket::new(due);
     std::future::poll_fn(|task| {
-        if draining.as_mut().poll(task).is_ready() {
+        // A drain wakes every parked connection (Drain::drain).
+        if drain.is_draining() {
             return Poll::Ready(false);
         }
         if stream.tcp().poll_read_ready(task).is_ready() {
             return Poll::Ready(true);
         }
-        if keepalive.as_mut().poll(task).is_ready() {
+        if ticket.poll_expired(task) {
             return Poll::Ready(false);
         }
         Poll::Pending
