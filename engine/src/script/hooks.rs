@@ -101,6 +101,10 @@ pub struct WorkerScript {
     bypasses: Vec<Option<Function>>,
     /// The table the script returned (for `pocket test`'s cases).
     root: Table,
+    /// Lends `on_request` its `req` (see `api::lent`).
+    lender: crate::script::api::lent::Lender,
+    /// `on_request` wrapped by `lender` (it makes the `req` itself).
+    lent_on_request: Option<Function>,
     /// On a worker: its pulse, stamped around each hook call so the
     /// watchdog can say which call a stuck worker is in.
     watch: Option<Watched>,
@@ -288,6 +292,13 @@ impl WorkerScript {
         let waiting_balancers = waiting_pool_fns(&balancers)?;
         vm.lua
             .set_app_data(crate::script::subrequest::PoolsOf(policy.clone()));
+        let lender =
+            crate::script::api::lent::Lender::new(&vm.lua).map_err(|e| describe_lua_error(&e))?;
+        let lent_on_request = on_request
+            .as_ref()
+            .map(|f| lender.wrap(&vm.lua, f))
+            .transpose()
+            .map_err(|e| describe_lua_error(&e))?;
         let can_wait = vm
             .lua
             .app_data_ref::<crate::script::subrequest::CanWait>()
@@ -316,6 +327,8 @@ impl WorkerScript {
             checks,
             bypasses,
             root,
+            lender,
+            lent_on_request,
             vm,
             policy,
             watch: None,
@@ -656,14 +669,12 @@ impl WorkerScript {
     }
 
     pub fn on_request(&self, req: &mut RequestView) -> Result<Decision, HookError> {
-        let Some(f) = &self.on_request else {
+        let (Some(f), Some(lent)) = (&self.on_request, &self.lent_on_request) else {
             return Ok(Decision::Default);
         };
         let _busy = self.busy(Doing::OnRequest, |w| w.on_request, req.id.seq);
-        let lua = &self.vm.lua;
-        let out = lua.scope(|scope| {
-            let ud = scope.create_userdata_ref_mut(req)?;
-            let out: Value = self.vm.call(f, ud)?;
+        let out = self.lender.call(req, || {
+            let out: Value = self.vm.call(lent, ())?;
             Ok(self.decision_of(f, out))
         });
         match out {

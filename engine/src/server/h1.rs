@@ -269,10 +269,6 @@ async fn next_head(
 ) -> Next {
     loop {
         if !pending.is_empty() {
-            if !begun {
-                begun = true;
-                clock.set(Instant::now() + timeouts.head);
-            }
             match request::parse(pending.bytes(), io.head_size as usize) {
                 Parsed::Complete(head) => {
                     if let Some(why) = not_here(cx, &head) {
@@ -282,6 +278,12 @@ async fn next_head(
                 }
                 Parsed::Hyper(why) => return Next::Hyper(why),
                 Parsed::Partial => {}
+            }
+            // A head begun, not whole: its timeout runs from now (its
+            // first bytes were just read). A whole one needs no clock.
+            if !begun {
+                begun = true;
+                clock.set(Instant::now() + timeouts.head);
             }
         } else if !begun {
             // Idle: nothing held but the socket.

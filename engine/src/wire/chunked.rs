@@ -100,6 +100,8 @@ pub struct Chunked {
     trailer_bytes: u16,
     /// Trailer lines so far.
     trailer_lines: u8,
+    /// Data bytes (chunk payload, not framing) seen so far.
+    data: u64,
 }
 
 /// RFC 9110 §5.6.2 tchar.
@@ -144,6 +146,13 @@ impl Chunked {
         self.state == State::Done
     }
 
+    /// Data bytes of the body seen so far (chunk payload, no framing): what
+    /// a client receives of it once decoded (the access log's `bytes_out`,
+    /// as hyper's decoder counts it).
+    pub fn data_bytes(&self) -> u64 {
+        self.data
+    }
+
     /// Data bytes of the current chunk still to come (0 outside data):
     /// a relay may pass that many bytes on without looking at them.
     pub fn data_left(&self) -> u64 {
@@ -181,6 +190,7 @@ impl Chunked {
                     (input.len() - i).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
                 i += n;
                 self.remaining -= n as u64;
+                self.data += n as u64;
                 if self.remaining == 0 {
                     self.state = DataCr;
                 }

@@ -203,3 +203,18 @@ fn data_is_skipped_in_bulk_and_the_scanner_says_how_much_is_left() {
     assert!(c.is_done());
     assert_eq!(c.feed(b"more"), Step::Done(0));
 }
+
+#[test]
+fn data_bytes_count_the_payload_not_the_framing() {
+    let body = b"5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nT: v\r\n\r\n";
+    let mut c = Chunked::new();
+    // Fed a byte at a time, then in one piece: the same count.
+    for b in body.iter() {
+        let _ = c.feed(std::slice::from_ref(b));
+    }
+    assert!(c.is_done());
+    assert_eq!(c.data_bytes(), 11);
+    let mut c = Chunked::new();
+    assert_eq!(c.feed(body), Step::Done(body.len()));
+    assert_eq!(c.data_bytes(), 11);
+}

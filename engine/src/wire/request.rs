@@ -119,7 +119,10 @@ pub fn parse(buf: &[u8], head_size: usize) -> Parsed {
         return Parsed::Hyper("a target http refuses");
     };
 
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    // Room for the two fields every forwarded request gets
+    // (`proxy::forward::prepare_request`: X-Forwarded-For and -Proto): a
+    // map made to the exact size grows (rehashes, reallocates) there.
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + 2);
     let mut hosts = 0u32;
     let mut length = None;
     let mut close = false;

@@ -16,8 +16,39 @@ pub const SIZE: usize = 16 * 1024;
 /// freed, so a burst leaves no lasting memory behind.
 const KEEP: usize = 64;
 
+/// What a head buffer starts with, in bytes: the request head written
+/// for a server, then the response head written for the client (larger
+/// ones grow it once; a grown one is not kept).
+pub const HEAD: usize = 2 * 1024;
+
 thread_local! {
     static FREE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    static FREE_HEADS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer with room for a [`HEAD`] at least.
+#[inline]
+pub fn take_head() -> Vec<u8> {
+    FREE_HEADS
+        .try_with(|f| f.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(HEAD))
+}
+
+/// Gives a head buffer back.
+#[inline]
+pub fn give_head(mut buf: Vec<u8>) {
+    if buf.capacity() != HEAD {
+        return;
+    }
+    buf.clear();
+    let _ = FREE_HEADS.try_with(|free| {
+        let mut free = free.borrow_mut();
+        if free.len() < KEEP {
+            free.push(buf);
+        }
+    });
 }
 
 /// An empty buffer with room for [`SIZE`] bytes at least.

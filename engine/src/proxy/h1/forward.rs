@@ -78,7 +78,7 @@ pub(super) async fn forward<W: ClientConn>(
     let replayable = is_idempotent(&head.method);
     // Every pool of a policy on this path speaks HTTP/1.1 in plain: the
     // head is written once, whichever server takes it.
-    let mut out = buf::take();
+    let mut out = buf::take_head();
     wire::request::write(&mut out, &head, to.framing);
     drop(head);
     // The whole exchange's limit, if the first pool sets one.
@@ -103,7 +103,7 @@ pub(super) async fn forward<W: ClientConn>(
     .await;
     let Some(tried) = tried else {
         // The client went away: its record says where (`CC`, `CH`).
-        buf::give(out);
+        buf::give_head(out);
         return Done::Close;
     };
     let (pool, server, conn, rhead, rbuf, in_flight) = match tried {
@@ -116,7 +116,7 @@ pub(super) async fn forward<W: ClientConn>(
             in_flight,
         } => (pool, server, conn, head, rbuf, in_flight),
         Tried::Local(resp) => {
-            buf::give(out);
+            buf::give_head(out);
             return answer(client, resp, open, to.head_only).await;
         }
     };
@@ -183,11 +183,13 @@ enum Failure {
     Bad(&'static str),
     TooManyInterim,
     /// The connection closed or failed; `answered`: after a byte of an
-    /// answer (never replayed then).
+    /// answer (never replayed then); `unwritten`: before any byte of the
+    /// request was written (it provably never left: any method goes again).
     Io {
         why: String,
         timed_out: bool,
         answered: bool,
+        unwritten: bool,
     },
 }
 
@@ -334,6 +336,20 @@ async fn tries<'p>(
                 late_termination(open, &late);
                 return Tried::Local(timeouts::answer_late(late, pool, server, id));
             }
+            Failure::Io {
+                why,
+                answered,
+                unwritten: true,
+                ..
+            } if reused && !answered => {
+                // Nothing of it was written to a reused connection the
+                // server had closed: it never left, whatever its method
+                // (as the hyper path, proxy/upstream_io.rs `unwritten`).
+                drop(conn);
+                tracing::debug!(request = %id, server = %server.addr, "reused connection closed before the request was written ({why}); sending it on a new one");
+                fresh_only = true;
+                continue;
+            }
             Failure::Io { why, answered, .. } => (why, answered),
         };
         drop(conn);
@@ -424,13 +440,24 @@ async fn ask(
     head_only: bool,
 ) -> Result<ResponseHead, Failure> {
     rbuf.clear();
-    let io = |e: std::io::Error, answered: bool| Failure::Io {
+    let io = |e: std::io::Error, answered: bool, unwritten: bool| Failure::Io {
         timed_out: e.kind() == std::io::ErrorKind::TimedOut,
         why: format!("connection error: {e}"),
         answered,
+        unwritten,
     };
-    if let Err(e) = stream.write_all(out).await {
-        return Err(io(e, false));
+    // One write for the whole head, as a rule; a socket that takes part
+    // of it gets the rest.
+    let mut written = 0;
+    while written < out.len() {
+        match stream.write(&out[written..]).await {
+            Ok(0) => {
+                let e = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                return Err(io(e, false, written == 0));
+            }
+            Ok(n) => written += n,
+            Err(e) => return Err(io(e, false, written == 0)),
+        }
     }
     let mut interim = 0u8;
     let mut answered = false;
@@ -459,10 +486,11 @@ async fn ask(
                     why: "connection closed before message completed".into(),
                     timed_out: false,
                     answered,
+                    unwritten: false,
                 })
             }
             Ok(_) => answered = true,
-            Err(e) => return Err(io(e, answered)),
+            Err(e) => return Err(io(e, answered, false)),
         }
     }
 }
@@ -517,7 +545,7 @@ async fn deliver<W: ClientConn>(
             // server connection goes, its body unread.
             open.set(if e.limit { b'R' } else { b'P' }, b'H');
             tracing::error!(request = %id, hook = e.hook, "{}", e.message);
-            buf::give(out);
+            buf::give_head(out);
             buf::give(rbuf);
             let resp = local::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -582,7 +610,7 @@ async fn deliver<W: ClientConn>(
         &mut open.ex.bytes_out,
     )
     .await;
-    buf::give(out);
+    buf::give_head(out);
     let done = match ended {
         relay::Ended::Whole { rest } => {
             open.ex.termination = Termination::NORMAL;

@@ -163,7 +163,10 @@ pub(super) async fn answer<W: ClientConn>(
             .remove(header::CONNECTION)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
     open.ex.status = resp.status().as_u16();
-    match local::write(client.io, resp, head_only, close).await {
+    // Boxed: the writer's future is large and only local answers need
+    // it; every request's future would carry its size.
+    let w = Box::pin(local::write(client.io, resp, head_only, close));
+    match w.await {
         Ok(n) => {
             open.ex.bytes_out += n;
             if close {

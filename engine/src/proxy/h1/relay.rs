@@ -103,10 +103,18 @@ async fn relay_in<W: ClientConn>(
     };
     let mut head = head;
     let mut from = body.at.min(rbuf.len());
-    clock.set(next_wake(Instant::now(), body.idle, body.deadline));
+    // Set before the first read from the server (a body whole in the
+    // head's buffer needs no clock), then after each read.
+    let mut armed = false;
     loop {
         // What of the buffer is body, and whether it ends there.
         let piece = &rbuf[from..];
+        // Body bytes as the client's decoder counts them (chunk payload
+        // only), for the access log's `bytes_out`, as on the hyper path.
+        let data_before = match &left {
+            Left::Chunked(c) => c.data_bytes(),
+            _ => 0,
+        };
         let (n, end, rest) = match &mut left {
             Left::Length(l) => {
                 let n = (*l).min(piece.len() as u64) as usize;
@@ -136,13 +144,20 @@ async fn relay_in<W: ClientConn>(
                 return client_failed(&e);
             }
             head = &[];
-            *bytes_out += n as u64;
+            *bytes_out += match &left {
+                Left::Chunked(c) => c.data_bytes() - data_before,
+                _ => n as u64,
+            };
         }
         if end {
             return Ended::Whole { rest };
         }
         // The next piece from the server, within its `idle` and the
         // exchange's `total`; the client watched meanwhile.
+        if !armed {
+            armed = true;
+            clock.set(next_wake(Instant::now(), body.idle, body.deadline));
+        }
         rbuf.clear();
         from = 0;
         let read = std::future::poll_fn(|task| {

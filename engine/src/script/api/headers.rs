@@ -109,80 +109,113 @@ fn to_lua(lua: &Lua, v: &HeaderValue) -> mlua::Result<Value> {
 }
 
 pub fn add_header_methods<T: HasHeaders + 'static, M: UserDataMethods<T>>(methods: &mut M) {
-    // A header's value, or nil. Names are case-insensitive. Sent on
-    // several lines, it is one list: the lines joined with ", " ("; " for
-    // Cookie); Set-Cookie gives its first line (use header_all).
-    methods.add_method("header", |lua, this, n: mlua::LuaString| {
-        let Ok(name) = HeaderName::from_bytes(&n.as_bytes()) else {
-            return Ok(Value::Nil);
-        };
-        match crate::proxy::fields::combined(this.headers(), &name) {
-            Some(v) => Ok(Value::String(lua.create_string(&*v)?)),
-            None => Ok(Value::Nil),
+    methods.add_method("header", |lua, this, n| header(lua, this, n));
+    methods.add_method("header_all", |lua, this, n| header_all(lua, this, n));
+    methods.add_method("headers", |lua, this, ()| headers(lua, this, ()));
+    methods.add_method_mut("set_header", |lua, this, a| set_header(lua, this, a));
+    methods.add_method_mut("add_header", |lua, this, a| add_header(lua, this, a));
+    methods.add_method_mut("remove_header", |lua, this, n| remove_header(lua, this, n));
+}
+
+/// `obj:header(name)`: a header's value, or nil. Names are
+/// case-insensitive. Sent on several lines, it is one list: the lines
+/// joined with ", " ("; " for Cookie); Set-Cookie gives its first line
+/// (use header_all).
+pub fn header<T: HasHeaders>(lua: &Lua, this: &T, n: mlua::LuaString) -> mlua::Result<Value> {
+    let Ok(name) = HeaderName::from_bytes(&n.as_bytes()) else {
+        return Ok(Value::Nil);
+    };
+    match crate::proxy::fields::combined(this.headers(), &name) {
+        Some(v) => Ok(Value::String(lua.create_string(&*v)?)),
+        None => Ok(Value::Nil),
+    }
+}
+
+/// `obj:header_all(name)`: every value of a header, as a list (empty when
+/// absent).
+pub fn header_all<T: HasHeaders>(
+    lua: &Lua,
+    this: &T,
+    n: mlua::LuaString,
+) -> mlua::Result<mlua::Table> {
+    let t = lua.create_table()?;
+    if let Ok(s) = n.to_str() {
+        for v in this.headers().get_all(s.as_ref() as &str) {
+            t.raw_push(to_lua(lua, v)?)?;
         }
-    });
-    // Every value of a header, as a list (empty when absent).
-    methods.add_method("header_all", |lua, this, n: mlua::LuaString| {
-        let t = lua.create_table()?;
-        if let Ok(s) = n.to_str() {
-            for v in this.headers().get_all(s.as_ref() as &str) {
-                t.raw_push(to_lua(lua, v)?)?;
-            }
+    }
+    Ok(t)
+}
+
+/// `for name, value in obj:headers() do ... end`. The lines are copied
+/// into Lua strings up front: Lua's heap (and its limit) holds them, not a
+/// Rust vector behind a small closure.
+pub fn headers<T: HasHeaders>(lua: &Lua, this: &T, _: ()) -> mlua::Result<mlua::Function> {
+    let lines = lua.create_table_with_capacity(this.headers().len() * 2, 0)?;
+    for (k, v) in this.headers() {
+        lines.raw_push(lua.create_string(k.as_str())?)?;
+        lines.raw_push(lua.create_string(v.as_bytes())?)?;
+    }
+    let mut next = 0usize;
+    lua.create_function_mut(move |_, ()| {
+        if next >= lines.raw_len() {
+            return Ok((Value::Nil, Value::Nil));
         }
-        Ok(t)
-    });
-    // for name, value in req:headers() do ... end
-    // The lines are copied into Lua strings up front: Lua's heap (and its
-    // limit) holds them, not a Rust vector behind a small closure.
-    methods.add_method("headers", |lua, this, ()| {
-        let lines = lua.create_table_with_capacity(this.headers().len() * 2, 0)?;
-        for (k, v) in this.headers() {
-            lines.raw_push(lua.create_string(k.as_str())?)?;
-            lines.raw_push(lua.create_string(v.as_bytes())?)?;
-        }
-        let mut next = 0usize;
-        lua.create_function_mut(move |_, ()| {
-            if next >= lines.raw_len() {
-                return Ok((Value::Nil, Value::Nil));
-            }
-            next += 2;
-            Ok((lines.raw_get(next - 1)?, lines.raw_get(next)?))
-        })
-    });
-    methods.add_method_mut("set_header", |_, this, (n, v): (mlua::LuaString, Value)| {
-        let n = writable_name(&n)?;
-        let before = present_bytes(this, &n);
-        if v.is_nil() {
-            this.headers_mut().remove(&n);
-            return grow(this, -before);
-        }
-        let v = value(&n, v)?;
-        check_host(&n, &v)?;
-        grow(this, line_bytes(&n, &v) - before)?;
-        this.headers_mut()
-            .try_insert(n.clone(), v)
-            .map_err(|_| too_many(&n))?;
-        Ok(())
-    });
-    methods.add_method_mut("add_header", |_, this, (n, v): (mlua::LuaString, Value)| {
-        let n = writable_name(&n)?;
-        if n == http::header::HOST {
-            return Err(mlua::Error::RuntimeError(
-                "Host has one value: use set_header(\"host\", ...)".into(),
-            ));
-        }
-        let v = value(&n, v)?;
-        grow(this, line_bytes(&n, &v))?;
-        this.headers_mut()
-            .try_append(n.clone(), v)
-            .map_err(|_| too_many(&n))?;
-        Ok(())
-    });
-    methods.add_method_mut("remove_header", |_, this, n: mlua::LuaString| {
-        let n = writable_name(&n)?;
-        let before = present_bytes(this, &n);
-        let removed = this.headers_mut().remove(&n).is_some();
-        grow(this, -before)?;
-        Ok(removed)
-    });
+        next += 2;
+        Ok((lines.raw_get(next - 1)?, lines.raw_get(next)?))
+    })
+}
+
+/// `obj:set_header(name, value)`; a nil value removes the header.
+pub fn set_header<T: HasHeaders>(
+    _: &Lua,
+    this: &mut T,
+    (n, v): (mlua::LuaString, Value),
+) -> mlua::Result<()> {
+    let n = writable_name(&n)?;
+    let before = present_bytes(this, &n);
+    if v.is_nil() {
+        this.headers_mut().remove(&n);
+        return grow(this, -before);
+    }
+    let v = value(&n, v)?;
+    check_host(&n, &v)?;
+    grow(this, line_bytes(&n, &v) - before)?;
+    this.headers_mut()
+        .try_insert(n.clone(), v)
+        .map_err(|_| too_many(&n))?;
+    Ok(())
+}
+
+/// `obj:add_header(name, value)`: one more line.
+pub fn add_header<T: HasHeaders>(
+    _: &Lua,
+    this: &mut T,
+    (n, v): (mlua::LuaString, Value),
+) -> mlua::Result<()> {
+    let n = writable_name(&n)?;
+    if n == http::header::HOST {
+        return Err(mlua::Error::RuntimeError(
+            "Host has one value: use set_header(\"host\", ...)".into(),
+        ));
+    }
+    let v = value(&n, v)?;
+    grow(this, line_bytes(&n, &v))?;
+    this.headers_mut()
+        .try_append(n.clone(), v)
+        .map_err(|_| too_many(&n))?;
+    Ok(())
+}
+
+/// `obj:remove_header(name)`: whether there was one.
+pub fn remove_header<T: HasHeaders>(
+    _: &Lua,
+    this: &mut T,
+    n: mlua::LuaString,
+) -> mlua::Result<bool> {
+    let n = writable_name(&n)?;
+    let before = present_bytes(this, &n);
+    let removed = this.headers_mut().remove(&n).is_some();
+    grow(this, -before)?;
+    Ok(removed)
 }

@@ -3,6 +3,7 @@
 
 pub mod conn;
 mod headers;
+pub mod lent;
 pub mod local;
 mod log;
 pub mod log_field;

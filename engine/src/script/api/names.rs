@@ -23,25 +23,31 @@ pub fn read_only<T, M: UserDataMethods<T>>(
     methods.add_meta_method(
         MetaMethod::NewIndex,
         move |_, _, (key, _value): (Value, Value)| -> mlua::Result<()> {
-            let key = match &key {
-                Value::String(s) => s.to_string_lossy(),
-                other => format!("[{}]", other.to_string().unwrap_or_default()),
-            };
-            let message = match setters.iter().find(|(field, _)| *field == key) {
-                Some((_, setter)) => format!("{var}.{key} is read-only; use {setter}"),
-                None => format!(
-                    "{var}.{key} cannot be set: the fields of {var} are read-only (keep your own values in a local table)"
-                ),
-            };
-            Err(mlua::Error::RuntimeError(message))
+            Err(read_only_error(var, setters, &key))
         },
     );
+}
+
+/// The error of `var.key = value` on an object whose fields are
+/// read-only (see [`read_only`]).
+pub fn read_only_error(var: &str, setters: &[(&str, &str)], key: &Value) -> mlua::Error {
+    let key = match key {
+        Value::String(s) => s.to_string_lossy(),
+        other => format!("[{}]", other.to_string().unwrap_or_default()),
+    };
+    let message = match setters.iter().find(|(field, _)| *field == key) {
+        Some((_, setter)) => format!("{var}.{key} is read-only; use {setter}"),
+        None => format!(
+            "{var}.{key} cannot be set: the fields of {var} are read-only (keep your own values in a local table)"
+        ),
+    };
+    mlua::Error::RuntimeError(message)
 }
 
 /// A userdata as a message names it (`a request (req)`), from its
 /// `__name`; None for one without a name of ours.
 pub fn userdata_name(ud: &mlua::AnyUserData) -> Option<String> {
-    let name = ud.type_name().ok()?.to_string_lossy();
+    let name = super::lent::metatable_name(ud)?;
     let shown = match name.as_str() {
         "request" => "a request (req)",
         "response" => "a response (res)",

@@ -133,114 +133,178 @@ fn runtime(msg: String) -> mlua::Error {
     mlua::Error::RuntimeError(msg)
 }
 
-impl UserData for RequestView {
-    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
-        super::names::named(fields, "request");
-        fields.add_field_method_get("method", |_, r| Ok(r.head.method.as_str().to_string()));
-        fields.add_field_method_get("path", |lua, r| lua.create_string(r.head.uri.path()));
-        fields.add_field_method_get("query", |lua, r| match r.head.uri.query() {
-            Some(q) => Ok(Value::String(lua.create_string(q)?)),
-            None => Ok(Value::Nil),
-        });
-        fields.add_field_method_get("uri", |lua, r| {
-            let pq = r
-                .head
+/// The fields of `req`, each read through [`field`]: by mlua's userdata
+/// (other hooks) and by `lent` (on_request), which numbers them by their
+/// place in [`FIELDS`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Field {
+    Method,
+    Path,
+    Query,
+    Uri,
+    Host,
+    Target,
+    Version,
+    Scheme,
+    Tls,
+    Sni,
+    Alpn,
+    TlsVersion,
+    PeerIp,
+    PeerPort,
+    Listener,
+    Id,
+}
+
+/// Each field's name as scripts write it (docs/lua-api.md).
+pub const FIELDS: &[(&str, Field)] = &[
+    ("method", Field::Method),
+    ("path", Field::Path),
+    ("query", Field::Query),
+    ("uri", Field::Uri),
+    ("host", Field::Host),
+    ("target", Field::Target),
+    ("version", Field::Version),
+    ("scheme", Field::Scheme),
+    ("tls", Field::Tls),
+    ("sni", Field::Sni),
+    ("alpn", Field::Alpn),
+    ("tls_version", Field::TlsVersion),
+    ("peer_ip", Field::PeerIp),
+    ("peer_port", Field::PeerPort),
+    ("listener", Field::Listener),
+    ("id", Field::Id),
+];
+
+/// The fields of `req` a script cannot assign, with the call that changes
+/// each (`req.path is read-only; use req:set_path(...)`).
+pub const SETTERS: &[(&str, &str)] = &[
+    ("path", "req:set_path(...)"),
+    ("query", "req:set_query(...)"),
+    ("method", "req:set_method(...)"),
+    ("host", "req:set_header(\"host\", ...)"),
+];
+
+/// The value of field `f` of `r`, as a script reads it.
+pub fn field(lua: &mlua::Lua, r: &RequestView, f: Field) -> mlua::Result<Value> {
+    use mlua::IntoLua;
+    let text = |s: &str| lua.create_string(s).map(Value::String);
+    match f {
+        Field::Method => text(r.head.method.as_str()),
+        Field::Path => text(r.head.uri.path()),
+        Field::Query => r.head.uri.query().map_or(Ok(Value::Nil), text),
+        Field::Uri => text(
+            r.head
                 .uri
                 .path_and_query()
                 .map(|p| p.as_str())
-                .unwrap_or("/");
-            lua.create_string(pq)
-        });
-        fields.add_field_method_get("host", |lua, r| match r.host() {
-            Some(h) if h.bytes().any(|b| b.is_ascii_uppercase()) => {
-                Ok(Value::String(lua.create_string(h.to_ascii_lowercase())?))
-            }
-            Some(h) => Ok(Value::String(lua.create_string(h)?)),
+                .unwrap_or("/"),
+        ),
+        Field::Host => match r.host() {
+            Some(h) if h.bytes().any(|b| b.is_ascii_uppercase()) => text(&h.to_ascii_lowercase()),
+            Some(h) => text(h),
             None => Ok(Value::Nil),
-        });
-        fields.add_field_method_get("target", |lua, r| lua.create_string(r.target()));
-        fields.add_field_method_get("version", |_, r| Ok(version_name(r.head.version)));
-        fields.add_field_method_get("scheme", |_, r| {
-            Ok(if r.tls.is_some() { "https" } else { "http" })
-        });
-        fields.add_field_method_get("tls", |_, r| Ok(r.tls.is_some()));
-        fields.add_field_method_get("sni", |_, r| {
-            Ok(r.tls
-                .as_ref()
-                .and_then(|t| t.sni.as_deref().map(str::to_string)))
-        });
-        fields.add_field_method_get("alpn", |_, r| {
-            Ok(r.tls
-                .as_ref()
-                .and_then(|t| t.alpn.as_deref().map(str::to_string)))
-        });
-        fields.add_field_method_get("tls_version", |_, r| Ok(r.tls.as_ref().map(|t| t.version)));
-        fields.add_field_method_get("peer_ip", |_, r| Ok(r.peer.ip().to_string()));
-        fields.add_field_method_get("peer_port", |_, r| Ok(r.peer.port()));
-        fields.add_field_method_get("listener", |_, r| Ok(r.listener.to_string()));
-        fields.add_field_method_get("id", |_, r| Ok(r.id.to_string()));
+        },
+        Field::Target => text(r.target()),
+        Field::Version => text(version_name(r.head.version)),
+        Field::Scheme => text(if r.tls.is_some() { "https" } else { "http" }),
+        Field::Tls => Ok(Value::Boolean(r.tls.is_some())),
+        Field::Sni => r
+            .tls
+            .as_ref()
+            .and_then(|t| t.sni.as_deref())
+            .map_or(Ok(Value::Nil), text),
+        Field::Alpn => r
+            .tls
+            .as_ref()
+            .and_then(|t| t.alpn.as_deref())
+            .map_or(Ok(Value::Nil), text),
+        Field::TlsVersion => r.tls.as_ref().map(|t| t.version).into_lua(lua),
+        Field::PeerIp => text(&r.peer.ip().to_string()),
+        Field::PeerPort => r.peer.port().into_lua(lua),
+        Field::Listener => text(&r.listener),
+        Field::Id => text(&r.id.to_string()),
+    }
+}
+
+/// What `tostring(req)` shows.
+pub fn describe(r: &RequestView) -> String {
+    format!("request {} {}", r.head.method, r.head.uri.path())
+}
+
+impl UserData for RequestView {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        super::names::named(fields, "request");
+        for &(name, f) in FIELDS {
+            fields.add_field_method_get(name, move |lua, r| field(lua, r, f));
+        }
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        super::names::described(methods, "request", |r| {
-            format!("request {} {}", r.head.method, r.head.uri.path())
-        });
+        super::names::described(methods, "request", describe);
         add_header_methods(methods);
-        super::names::read_only(
-            methods,
-            "req",
-            &[
-                ("path", "req:set_path(...)"),
-                ("query", "req:set_query(...)"),
-                ("method", "req:set_method(...)"),
-                ("host", "req:set_header(\"host\", ...)"),
-            ],
-        );
-        methods.add_method("log_field", |_, r, (name, value): (String, Value)| {
-            let value = match value {
-                Value::String(s) => s.to_string_lossy(),
-                Value::Integer(i) => i.to_string(),
-                Value::Number(n) => n.to_string(),
-                Value::Boolean(b) => b.to_string(),
-                other => {
-                    return Err(runtime(format!(
-                    "log_field: the value of {name:?} must be a string, number or boolean, not {}",
-                    crate::script::hooks::returned(&other)
-                )))
-                }
-            };
-            super::log_field::add(r.id, &name, value).map_err(runtime)
-        });
-        methods.add_method_mut("set_path", |_, r, path: String| {
-            r.set_path(&path).map_err(runtime)
-        });
-        methods.add_method_mut("set_query", |_, r, q: Option<String>| {
-            r.set_query(q.as_deref()).map_err(runtime)
-        });
-        methods.add_method_mut("set_method", |_, r, m: String| {
-            if m.len() > MAX_METHOD {
-                return Err(runtime(format!(
-                    "set_method: a method of {} bytes (at most {MAX_METHOD})",
-                    m.len()
-                )));
-            }
-            let method = http::Method::from_bytes(m.as_bytes())
-                .map_err(|_| runtime(format!("invalid method {m:?}")))?;
-            if method == http::Method::CONNECT {
-                return Err(runtime("set_method: CONNECT is not forwarded".into()));
-            }
-            if method == http::Method::HEAD && r.head.method != http::Method::HEAD {
-                // The answer to a HEAD has no body; the client, which asked
-                // for one, would wait for it.
-                return Err(runtime(format!(
-                    "set_method: a {} cannot become a HEAD (its answer would have no body)",
-                    r.head.method
-                )));
-            }
-            r.head.method = method;
-            Ok(())
-        });
+        super::names::read_only(methods, "req", SETTERS);
+        methods.add_method("log_field", log_field);
+        methods.add_method_mut("set_path", set_path);
+        methods.add_method_mut("set_query", set_query);
+        methods.add_method_mut("set_method", set_method);
     }
+}
+
+/// `req:log_field(name, value)`.
+pub fn log_field(
+    _: &mlua::Lua,
+    r: &RequestView,
+    (name, value): (String, Value),
+) -> mlua::Result<()> {
+    let value = match value {
+        Value::String(s) => s.to_string_lossy(),
+        Value::Integer(i) => i.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Boolean(b) => b.to_string(),
+        other => {
+            return Err(runtime(format!(
+                "log_field: the value of {name:?} must be a string, number or boolean, not {}",
+                crate::script::hooks::returned(&other)
+            )))
+        }
+    };
+    super::log_field::add(r.id, &name, value).map_err(runtime)
+}
+
+/// `req:set_path(path)`.
+pub fn set_path(_: &mlua::Lua, r: &mut RequestView, path: String) -> mlua::Result<()> {
+    r.set_path(&path).map_err(runtime)
+}
+
+/// `req:set_query(query)`; nil or "" removes it.
+pub fn set_query(_: &mlua::Lua, r: &mut RequestView, q: Option<String>) -> mlua::Result<()> {
+    r.set_query(q.as_deref()).map_err(runtime)
+}
+
+/// `req:set_method(method)`.
+pub fn set_method(_: &mlua::Lua, r: &mut RequestView, m: String) -> mlua::Result<()> {
+    if m.len() > MAX_METHOD {
+        return Err(runtime(format!(
+            "set_method: a method of {} bytes (at most {MAX_METHOD})",
+            m.len()
+        )));
+    }
+    let method = http::Method::from_bytes(m.as_bytes())
+        .map_err(|_| runtime(format!("invalid method {m:?}")))?;
+    if method == http::Method::CONNECT {
+        return Err(runtime("set_method: CONNECT is not forwarded".into()));
+    }
+    if method == http::Method::HEAD && r.head.method != http::Method::HEAD {
+        // The answer to a HEAD has no body; the client, which asked for
+        // one, would wait for it.
+        return Err(runtime(format!(
+            "set_method: a {} cannot become a HEAD (its answer would have no body)",
+            r.head.method
+        )));
+    }
+    r.head.method = method;
+    Ok(())
 }
 
 #[cfg(test)]

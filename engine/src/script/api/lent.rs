@@ -1,0 +1,422 @@
+//! The `req` that `on_request` gets, lent for the call at a small cost
+//! (issue 18: "request fields reach Lua without a protected call per
+//! field").
+//!
+//! mlua's own path (`Lua::scope` + `create_userdata_ref_mut`, fields by
+//! mlua's `__index`) cost about 3,700 instructions a call for the scope
+//! and 2,900 a field read: a Lua `__index` closure, a table of getters,
+//! then a protected Rust callback that type-checks and borrows the
+//! userdata. Here, made once per VM at load:
+//! - one metatable whose `__index` is a C function: one raw lookup of the
+//!   key in a table (name -> field number, or the method function), then
+//!   the common fields (`host`, `path`, `method`, `query`, `uri`,
+//!   `target`, `version`, `scheme`, `tls`) are pushed straight from the
+//!   request's bytes: no protected call, no Rust callback, no copy but
+//!   Lua's own. Other fields, and every error, go to a Rust function.
+//! - the methods, as Rust functions that find the request through
+//!   [`Current`].
+//!
+//! Per call: one empty userdata with that metatable, the request's
+//! address set in [`Current`] for the call and cleared after (also on
+//! unwinding). An object kept past its call (in a global, an upvalue) no
+//! longer matches `Current`: using it is the documented error ("a conn,
+//! req or res is valid only during the call it was given to"), as mlua's
+//! scope gave, never a read of a request that is gone.
+
+use std::cell::Cell;
+use std::ffi::{c_char, c_int, c_void};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use mlua::{
+    ffi, AnyUserData, FromLuaMulti, Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Table,
+    Value,
+};
+
+use super::request::{self, Field, RequestView, FIELDS};
+
+/// The request lent for the call now running, and the object (its
+/// `lua_topointer`) it was lent as; both null between calls.
+struct Current {
+    req: Cell<*mut RequestView>,
+    obj: Cell<*const c_void>,
+}
+
+impl Current {
+    /// The request `this` stands for: Some only for the object of the
+    /// call now running.
+    fn of(&self, this: &Value) -> Option<*mut RequestView> {
+        let req = self.req.get();
+        (!req.is_null() && this.to_pointer() == self.obj.get()).then_some(req)
+    }
+}
+
+/// A worker VM's maker of lent `req` objects (see the module's doc).
+pub struct Lender {
+    current: Rc<Current>,
+    metatable: Table,
+}
+
+/// Clears [`Current`] when the call returns or unwinds (restoring what
+/// was lent before, should lending ever nest).
+struct Lent<'a> {
+    current: &'a Current,
+    before: (*mut RequestView, *const c_void),
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        self.current.req.set(self.before.0);
+        self.current.obj.set(self.before.1);
+    }
+}
+
+impl Lender {
+    /// Builds the metatable and the methods in `lua` (load time).
+    pub fn new(lua: &Lua) -> mlua::Result<Lender> {
+        let current = Rc::new(Current {
+            req: Cell::new(std::ptr::null_mut()),
+            obj: Cell::new(std::ptr::null()),
+        });
+        let names = lua.create_table()?;
+        for (i, &(name, _)) in FIELDS.iter().enumerate() {
+            names.raw_set(name, i as i64)?;
+        }
+        let c = &current;
+        names.raw_set(
+            "header",
+            method(lua, c, "header", |l, r, a| super::headers::header(l, r, a))?,
+        )?;
+        names.raw_set(
+            "header_all",
+            method(lua, c, "header_all", |l, r, a| {
+                super::headers::header_all(l, r, a)
+            })?,
+        )?;
+        names.raw_set(
+            "headers",
+            method(lua, c, "headers", |l, r, a| {
+                super::headers::headers(l, r, a)
+            })?,
+        )?;
+        names.raw_set(
+            "set_header",
+            method(lua, c, "set_header", super::headers::set_header)?,
+        )?;
+        names.raw_set(
+            "add_header",
+            method(lua, c, "add_header", super::headers::add_header)?,
+        )?;
+        names.raw_set(
+            "remove_header",
+            method(lua, c, "remove_header", super::headers::remove_header)?,
+        )?;
+        names.raw_set(
+            "log_field",
+            method(lua, c, "log_field", |l, r, a| request::log_field(l, r, a))?,
+        )?;
+        names.raw_set("set_path", method(lua, c, "set_path", request::set_path)?)?;
+        names.raw_set(
+            "set_query",
+            method(lua, c, "set_query", request::set_query)?,
+        )?;
+        names.raw_set(
+            "set_method",
+            method(lua, c, "set_method", request::set_method)?,
+        )?;
+
+        // Fields the C function leaves to Rust, and every error.
+        let cur = current.clone();
+        let slow = lua.create_function(move |lua, (this, key): (Value, Value)| {
+            let Some(req) = cur.of(&this) else {
+                return Err(mlua::Error::UserDataDestructed);
+            };
+            let found = match &key {
+                Value::String(s) => {
+                    let s = s.as_bytes();
+                    FIELDS.iter().find(|(name, _)| name.as_bytes() == &*s)
+                }
+                _ => None,
+            };
+            match found {
+                // SAFETY: see `Lender::lend`; nothing else borrows it now.
+                Some(&(_, f)) => request::field(lua, unsafe { &*req }, f),
+                None => Err(super::names::no_field("request", &key)),
+            }
+        })?;
+        let cur = current.clone();
+        let newindex = lua.create_function(move |_, (this, key, _): (Value, Value, Value)| {
+            if cur.of(&this).is_none() {
+                return Err::<(), _>(mlua::Error::UserDataDestructed);
+            }
+            Err(super::names::read_only_error("req", request::SETTERS, &key))
+        })?;
+        let cur = current.clone();
+        let tostring = lua.create_function(move |_, this: Value| match cur.of(&this) {
+            // SAFETY: see `Lender::lend`.
+            Some(req) => Ok(request::describe(unsafe { &*req })),
+            None => Err(mlua::Error::UserDataDestructed),
+        })?;
+        // SAFETY: `index` reads its 3 upvalues as pushed here; `Current`
+        // lives in an `Rc` the slow path and the methods (its upvalues,
+        // so alive as long as it is) hold.
+        let index: Function = unsafe {
+            lua.exec_raw(
+                (
+                    names,
+                    slow,
+                    LightUserData(Rc::as_ptr(&current) as *mut c_void),
+                ),
+                |state| ffi::lua_pushcclosure(state, index, 3),
+            )
+        }?;
+        let metatable = lua.create_table()?;
+        metatable.raw_set("__index", index)?;
+        metatable.raw_set("__newindex", newindex)?;
+        metatable.raw_set("__tostring", tostring)?;
+        // Lua's own messages ("attempt to call a request value") and
+        // `names::userdata_name` read it.
+        metatable.raw_set("__name", "request")?;
+        metatable.raw_set("__metatable", false)?;
+        Ok(Lender { current, metatable })
+    }
+
+    /// Runs `body` with `req` lent as a fresh `req` object, valid until
+    /// `body` returns.
+    pub fn lend<R>(
+        &self,
+        lua: &Lua,
+        req: &mut RequestView,
+        body: impl FnOnce(&AnyUserData) -> mlua::Result<R>,
+    ) -> mlua::Result<R> {
+        // SAFETY: pushes one userdata and sets the metatable given as the
+        // one argument on it; Lua's errors (memory) are caught by exec_raw.
+        let obj: AnyUserData = unsafe {
+            lua.exec_raw(&self.metatable, |state| {
+                ffi::lua_newuserdatauv(state, 0, 0);
+                ffi::lua_rotate(state, -2, 1);
+                ffi::lua_setmetatable(state, -2);
+            })
+        }?;
+        let _lent = Lent {
+            current: &self.current,
+            before: (self.current.req.get(), self.current.obj.get()),
+        };
+        // The request is borrowed mutably for this whole function and the
+        // caller does not touch it until `body` returns; `obj` is held
+        // here, so no other object can take its address meanwhile.
+        self.current.req.set(req as *mut RequestView);
+        self.current.obj.set(obj.to_pointer());
+        body(&obj)
+    }
+
+    /// `f` (a hook taking `req`) as a function of no arguments that
+    /// makes the fresh `req` itself and calls `f` with it, for
+    /// [`Lender::call`]: the object is made inside the hook's own
+    /// protected call, not in one of its own. Load time.
+    pub fn wrap(&self, lua: &Lua, f: &Function) -> mlua::Result<Function> {
+        // SAFETY: `call_lent` reads its 3 upvalues as pushed here;
+        // `Current` lives as long as the methods (see `Lender::new`), and
+        // this `Lender` keeps one more `Rc`, held with the VM.
+        unsafe {
+            lua.exec_raw(
+                (
+                    f,
+                    &self.metatable,
+                    LightUserData(Rc::as_ptr(&self.current) as *mut c_void),
+                ),
+                |state| ffi::lua_pushcclosure(state, call_lent, 3),
+            )
+        }
+    }
+
+    /// Runs `body` (which calls a function made by [`Lender::wrap`]) with
+    /// `req` lent to it; the `req` the wrapped hook gets is valid until
+    /// `body` returns.
+    pub fn call<R>(
+        &self,
+        req: &mut RequestView,
+        body: impl FnOnce() -> mlua::Result<R>,
+    ) -> mlua::Result<R> {
+        let _lent = Lent {
+            current: &self.current,
+            before: (self.current.req.get(), self.current.obj.get()),
+        };
+        // As in `lend`: borrowed for this whole function; `call_lent`
+        // names the object.
+        self.current.req.set(req as *mut RequestView);
+        self.current.obj.set(std::ptr::null());
+        body()
+    }
+}
+
+/// What [`Lender::wrap`] makes. Upvalues: 1 the hook, 2 the metatable, 3
+/// `Current`. Makes the `req` (a memory error raised here is the hook's
+/// call's), keeps a copy on this frame's stack so it lives until the hook
+/// returns (no other object can take its address meanwhile), names it in
+/// `Current` and calls the hook with it: its first result is returned.
+unsafe extern "C-unwind" fn call_lent(state: *mut ffi::lua_State) -> c_int {
+    let current = ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)) as *const Current;
+    ffi::lua_newuserdatauv(state, 0, 0);
+    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
+    ffi::lua_setmetatable(state, -2);
+    (*current).obj.set(ffi::lua_topointer(state, -1));
+    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
+    ffi::lua_pushvalue(state, -2);
+    ffi::lua_call(state, 1, 1);
+    1
+}
+
+/// Method `name` of `req` as a function of (req, args...): the object
+/// checked as mlua checks a method's `self`, arguments converted and
+/// errors named as mlua names them (`RequestView.name`, which
+/// `errors.rs` turns into the docs' `req:name`).
+fn method<A, R>(
+    lua: &Lua,
+    current: &Rc<Current>,
+    name: &'static str,
+    f: impl Fn(&Lua, &mut RequestView, A) -> mlua::Result<R> + 'static,
+) -> mlua::Result<Function>
+where
+    A: FromLuaMulti,
+    R: IntoLuaMulti,
+{
+    let current = current.clone();
+    let to = format!("RequestView.{name}");
+    lua.create_function(move |lua, mut args: MultiValue| {
+        let this = args.pop_front().unwrap_or(Value::Nil);
+        let Some(req) = current.of(&this) else {
+            return Err(bad_self(&to, &this));
+        };
+        let args = A::from_lua_args(args, 2, Some(&to), lua)?;
+        // SAFETY: see `Lender::lend`; a method calls no script code, so
+        // nothing else reads the request while this borrow lives.
+        f(lua, unsafe { &mut *req }, args)
+    })
+}
+
+/// A method called on something other than the `req` of the call now
+/// running: a kept `req` is told so; anything else (`req.header(name)`)
+/// gets mlua's "bad self", which errors.rs says as "called with a dot".
+fn bad_self(to: &str, this: &Value) -> mlua::Error {
+    let kept = matches!(this, Value::UserData(ud)
+        if metatable_name(ud).as_deref() == Some("request"));
+    if kept {
+        return mlua::Error::UserDataDestructed;
+    }
+    // mlua's own error type holds its cause in an `Arc`; the VM is one
+    // thread's.
+    #[allow(clippy::arc_with_non_send_sync)]
+    let cause = Arc::new(mlua::Error::UserDataTypeMismatch);
+    mlua::Error::BadArgument {
+        to: Some(to.to_string()),
+        pos: 1,
+        name: Some("self".into()),
+        cause,
+    }
+}
+
+/// The `__name` of a userdata's metatable, mlua's or not (mlua's
+/// `type_name` knows only its own userdata, not a lent `req`).
+pub fn metatable_name(ud: &AnyUserData) -> Option<String> {
+    if let Ok(name) = ud.type_name() {
+        return Some(name.to_string_lossy());
+    }
+    let lua = ud.weak_lua().upgrade();
+    // SAFETY: reads one field of the metatable of the one argument and
+    // leaves that field (or nil) as the one result.
+    let name: Value = unsafe {
+        lua.exec_raw(ud, |state| {
+            if ffi::luaL_getmetafield(state, -1, c"__name".as_ptr()) == ffi::LUA_TNIL {
+                ffi::lua_pushnil(state);
+            }
+            ffi::lua_remove(state, -2);
+        })
+    }
+    .ok()?;
+    match name {
+        Value::String(s) => Some(s.to_string_lossy()),
+        _ => None,
+    }
+}
+
+/// `req[key]`. Upvalues: 1 the names table, 2 the slow path, 3 `Current`.
+/// Returns the field or method, or whatever the slow path returns (or
+/// raises).
+unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
+    let current = ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)) as *const Current;
+    let req = (*current).req.get();
+    if !req.is_null() && ffi::lua_topointer(state, 1) == (*current).obj.get() {
+        ffi::lua_pushvalue(state, 2);
+        match ffi::lua_rawget(state, ffi::lua_upvalueindex(1)) {
+            ffi::LUA_TNUMBER => {
+                let n = ffi::lua_tointegerx(state, -1, std::ptr::null_mut());
+                ffi::lua_pop(state, 1);
+                if let Some(&(_, f)) = usize::try_from(n).ok().and_then(|n| FIELDS.get(n)) {
+                    if push_field(state, &*req, f) {
+                        return 1;
+                    }
+                }
+            }
+            ffi::LUA_TNIL => ffi::lua_pop(state, 1),
+            // A method.
+            _ => return 1,
+        }
+    }
+    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
+    ffi::lua_pushvalue(state, 1);
+    ffi::lua_pushvalue(state, 2);
+    ffi::lua_call(state, 2, 1);
+    1
+}
+
+/// The longest host lowercased on the stack here; a longer one (rare)
+/// takes the slow path.
+const HOST_BUF: usize = 256;
+
+/// Pushes field `f` of `r` if it is one of the common ones (false: the
+/// slow path reads it). Nothing here owns memory: a Lua memory error
+/// (longjmp) from `lua_pushlstring` leaves nothing behind. The values are
+/// those of [`request::field`].
+unsafe fn push_field(state: *mut ffi::lua_State, r: &RequestView, f: Field) -> bool {
+    let text = |s: &str| {
+        ffi::lua_pushlstring(state, s.as_ptr() as *const c_char, s.len());
+    };
+    match f {
+        Field::Path => text(r.head.uri.path()),
+        Field::Method => text(r.head.method.as_str()),
+        Field::Host => match r.host() {
+            None => ffi::lua_pushnil(state),
+            Some(h) if !h.bytes().any(|b| b.is_ascii_uppercase()) => text(h),
+            Some(h) if h.len() <= HOST_BUF => {
+                let mut buf = [0u8; HOST_BUF];
+                let low = &mut buf[..h.len()];
+                low.copy_from_slice(h.as_bytes());
+                low.make_ascii_lowercase();
+                ffi::lua_pushlstring(state, low.as_ptr() as *const c_char, low.len());
+            }
+            Some(_) => return false,
+        },
+        Field::Query => match r.head.uri.query() {
+            Some(q) => text(q),
+            None => ffi::lua_pushnil(state),
+        },
+        Field::Uri => text(
+            r.head
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/"),
+        ),
+        Field::Target => text(r.target()),
+        Field::Version => text(request::version_name(r.head.version)),
+        Field::Scheme => text(if r.tls.is_some() { "https" } else { "http" }),
+        Field::Tls => ffi::lua_pushboolean(state, r.tls.is_some() as c_int),
+        _ => return false,
+    }
+    true
+}
+
+#[cfg(test)]
+#[path = "lent_tests.rs"]
+mod tests;
