@@ -206,13 +206,17 @@ impl<F: Future> Future for Watched<F> {
 /// connection and its timer entry while it is idle).
 pub async fn serve(stream: TcpStream, mut cx: Rc<ConnCtx>, http: Rc<Http>, drain: Rc<Drain>) {
     let Some(_open) = drain.enter() else { return };
-    let mut next = Box::pin(start(stream, &mut cx, &http, &drain)).await;
-    while let Some(idle) = next {
+    // One `Idle` in the task's state, reassigned at each wake (a second
+    // binding for the next one would widen every task).
+    let Some(mut idle) = Box::pin(start(stream, &mut cx, &http, &drain)).await else {
+        return;
+    };
+    loop {
         if idle.direct {
             // (hyper's own parking logs it as hyper lets go: serve_h1)
             tracing::debug!(peer = %cx.peer, "client connection parked (idle)");
         }
-        if !parked(&idle.stream, &drain, idle.due).await {
+        if !parked(&idle, &drain).await {
             if !drain.is_draining() {
                 tracing::debug!(peer = %cx.peer, "keep-alive timeout ({:?}); closing", cx.timeouts.keepalive);
             }
@@ -220,7 +224,10 @@ pub async fn serve(stream: TcpStream, mut cx: Rc<ConnCtx>, http: Rc<Http>, drain
         }
         let resume = idle.direct.then_some(idle.due);
         let io = ClientIo::new(idle.stream, idle.head_size, &cx);
-        next = Box::pin(run(io, &cx, &http, &drain, resume)).await;
+        idle = match Box::pin(run(io, &cx, &http, &drain, resume)).await {
+            Some(next) => next,
+            None => return,
+        };
     }
 }
 
@@ -370,13 +377,14 @@ async fn run(
 }
 
 /// An idle connection waits holding only its socket (parked) until the
-/// client sends again (true), or the keep-alive ends at `due` or the
+/// client sends again (true), or the keep-alive ends (`idle.due`) or the
 /// worker drains (false: close). Counted in the parked metric. Its
 /// keep-alive is the worker's sweep's ([`super::idle`]), no timer of its
 /// own.
-async fn parked(stream: &Transport, drain: &Drain, due: Instant) -> bool {
+async fn parked(idle: &Idle, drain: &Drain) -> bool {
     let _parked = crate::observe::metrics::Parked::enter();
-    let ticket = super::idle::Ticket::new(due);
+    let ticket = super::idle::Ticket::new(idle.due);
+    let stream = &idle.stream;
     std::future::poll_fn(|task| {
         // A drain wakes every parked connection (Drain::drain).
         if drain.is_draining() {
