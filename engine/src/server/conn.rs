@@ -196,17 +196,79 @@ impl<F: Future> Future for Watched<F> {
 }
 
 /// Serves one accepted client connection until it closes, within the
-/// listener's client `timeouts`.
-pub async fn serve(
-    stream: TcpStream,
-    mut cx: Rc<ConnCtx>,
-    http: Rc<Http>,
-    drain: Rc<Drain>,
-    timeouts: ClientTimeouts,
-) {
-    let keepalive = timeouts.keepalive;
-    let head = timeouts.head;
+/// listener's client timeouts (`cx.timeouts`).
+///
+/// This is the connection's task, and all it holds for an idle
+/// keep-alive connection is what [`Idle`] and [`parked`] hold: the
+/// handshake, the first request and each run of requests between two
+/// idle waits run in a boxed future made for the run and dropped after it
+/// (one allocation per wake; HAProxy and nginx likewise keep only the
+/// connection and its timer entry while it is idle).
+pub async fn serve(stream: TcpStream, mut cx: Rc<ConnCtx>, http: Rc<Http>, drain: Rc<Drain>) {
     let Some(_open) = drain.enter() else { return };
+    // One `Idle` in the task's state, reassigned at each wake (a second
+    // binding for the next one would widen every task).
+    let Some(mut idle) = Box::pin(start(stream, &mut cx, &http, &drain)).await else {
+        return;
+    };
+    loop {
+        if idle.direct {
+            // (hyper's own parking logs it as hyper lets go: serve_h1)
+            tracing::debug!(peer = %cx.peer, "client connection parked (idle)");
+        }
+        if !parked(&idle, &drain).await {
+            if !drain.is_draining() {
+                tracing::debug!(peer = %cx.peer, "keep-alive timeout ({:?}); closing", cx.timeouts.keepalive);
+            }
+            return;
+        }
+        let resume = idle.direct.then_some(idle.due);
+        let io = ClientIo::new(idle.stream, idle.head_size, &cx);
+        idle = match Box::pin(run(io, &cx, &http, &drain, resume)).await {
+            Some(next) => next,
+            None => return,
+        };
+    }
+}
+
+/// A connection between two runs of requests: nothing in flight, nothing
+/// read ahead, no buffer (the direct path's went back to the worker's
+/// pool, hyper's were dropped as it parked), and no [`ClientIo`] either:
+/// what it watches ([`Activity`], a send timer) is about a run, and is
+/// made anew at the wake.
+struct Idle {
+    stream: Transport,
+    /// The listener's `head_size`, in bytes.
+    head_size: u32,
+    /// The keep-alive's end.
+    due: Instant,
+    /// The direct path parked it (else hyper did).
+    direct: bool,
+}
+
+impl Idle {
+    /// `io` has nothing in flight and nothing read ahead.
+    fn of(io: ClientIo, due: Instant, direct: bool) -> Idle {
+        Idle {
+            stream: io.stream,
+            head_size: io.head_size,
+            due,
+            direct,
+        }
+    }
+}
+
+/// From the accept to the first idle wait (None: closed): the TLS
+/// handshake, the protocol sniff, h2 (which never parks here), and the
+/// first run of requests.
+async fn start(
+    stream: TcpStream,
+    cx: &mut Rc<ConnCtx>,
+    http: &Http,
+    drain: &Drain,
+) -> Option<Idle> {
+    let timeouts = cx.timeouts;
+    let head = timeouts.head;
     // Per connection, as the timeouts are (once per accept, not per request).
     let (head_size, tls) = cx
         .worker
@@ -225,22 +287,22 @@ pub async fn serve(
                 tokio::select! {
                     biased;
                     _ = drain.started() => None,
-                    r = tokio::time::timeout(head, super::tls::handshake(stream, &tls, &cx)) => Some(r),
+                    r = tokio::time::timeout(head, super::tls::handshake(stream, &tls, &*cx)) => Some(r),
                 }
             })
             .await;
-            let Some(shaken) = shaken else { return };
+            let Some(shaken) = shaken else { return None };
             let Ok(Some((stream, info))) = shaken else {
                 if shaken.is_err() {
                     super::tls::timed_out(&cx, head);
                 }
-                return;
+                return None;
             };
             // No ALPN (a client with prior knowledge of h2 may send its
             // preface straight away): sniffed as on plain connections.
             let h2 = info.alpn.as_deref().map(|p| p == "h2");
             // The context is this connection's own until it serves.
-            match Rc::get_mut(&mut cx) {
+            match Rc::get_mut(cx) {
                 Some(c) => c.tls = Some(Arc::new(info)),
                 None => {
                     tracing::error!(peer = %cx.peer, "connection context shared before its TLS was set")
@@ -249,17 +311,7 @@ pub async fn serve(
             (Transport::Tls(Box::new(stream)), h2)
         }
     };
-    let io = ClientIo {
-        head_size,
-        stream,
-        prefix: Bytes::new(),
-        activity: Rc::new(Activity::new()),
-        peer: cx.peer,
-        send: timeouts.send,
-        send_timer: None,
-        flood: None,
-        ended: false,
-    };
+    let io = ClientIo::new(stream, head_size, cx);
     // Boxed, once per connection: the sniff and its timer are not kept
     // in the task's state for all its life (parked included).
     let first = Box::pin(async {
@@ -270,78 +322,78 @@ pub async fn serve(
         }
     })
     .await;
-    let Some(first) = first else { return };
-    let mut io = match first {
+    let Some(first) = first else { return None };
+    let io = match first {
         Ok(Ok(Some((io, false)))) => io,
         // Boxed: an h2 connection is large and rare; h1 tasks stay small.
         Ok(Ok(Some((io, true)))) => {
-            return Box::pin(serve_h2(io, &cx, &http, &drain, timeouts)).await
+            Box::pin(serve_h2(io, cx, http, drain, timeouts)).await;
+            return None;
         }
-        Ok(Ok(None)) | Ok(Err(_)) => return,
+        Ok(Ok(None)) | Ok(Err(_)) => return None,
         Err(_) => {
             tracing::debug!(peer = %cx.peer, "no request within {head:?}; closed");
-            return;
+            return None;
         }
     };
+    run(io, cx, http, drain, None).await
+}
+
+/// One run of requests, from a wake to the next idle wait (None: the
+/// connection closed). `resume`: the direct path parked it, and its
+/// keep-alive ends then unless a head begins (the wake may be a spurious
+/// one, or the client's close).
+async fn run(
+    mut io: ClientIo,
+    cx: &Rc<ConnCtx>,
+    http: &Http,
+    drain: &Drain,
+    mut resume: Option<Instant>,
+) -> Option<Idle> {
+    let timeouts = cx.timeouts;
     loop {
         // Pocket's own path while the policy takes it (h1.rs); a request
         // it does not take comes back with the bytes read, for hyper.
         if super::h1::takes(&cx.worker.script()) {
-            io = match super::h1::serve(io, &cx, &drain, timeouts).await {
+            io = match super::h1::serve(io, cx, drain, timeouts, resume.take()).await {
                 super::h1::Left::Hyper(io) => io,
-                super::h1::Left::Closed => return,
+                super::h1::Left::Idle(io, due) => return Some(Idle::of(io, due, true)),
+                super::h1::Left::Closed => return None,
             };
         }
         // Boxed for as long as it runs: hyper's futures and timers are
-        // large, and a parked connection's task should not be sized for
-        // them (one allocation per wake, beside hyper's own).
-        io = match Box::pin(serve_h1(io, &cx, &http, &drain, head)).await {
-            Some(parked) => parked,
-            None => return,
-        };
+        // large, and the direct path's runs should not be sized for them.
+        io = Box::pin(serve_h1(io, cx, http, drain, timeouts.head)).await?;
         // TLS parks too (hyper's buffers go; rustls' state stays), but
         // not while rustls holds decrypted bytes no one has read: the
         // socket may stay quiet though the next request is here.
         if !io.prefix.is_empty() || io.stream.has_buffered() {
             continue; // the next request has already begun
         }
-        let wait = keepalive.saturating_sub(PARK_AFTER);
-        let _parked = crate::observe::metrics::Parked::enter();
-        let woke = tokio::select! {
-            biased;
-            _ = drain.started() => return,
-            r = tokio::time::timeout(wait, io.stream.readable()) => r,
-        };
-        if !matches!(woke, Ok(Ok(()))) {
-            tracing::debug!(peer = %cx.peer, "keep-alive timeout ({keepalive:?}); closing");
-            return;
-        }
+        // hyper kept it PARK_AFTER already.
+        let due = Instant::now() + timeouts.keepalive.saturating_sub(PARK_AFTER);
+        return Some(Idle::of(io, due, false));
     }
 }
 
-/// A connection of the direct path (h1.rs) with nothing in flight and
-/// nothing read ahead: it waits holding only its socket (parked, as a
-/// hyper connection parks) until the client sends again (true), or the
-/// `clock` (the keep-alive) runs out or the worker drains (`draining`,
-/// the worker's [`Drain::started`]: false, close).
-pub(super) async fn parked(
-    stream: &Transport,
-    cx: &ConnCtx,
-    mut draining: Pin<&mut (dyn Future<Output = ()> + '_)>,
-    clock: &mut crate::proxy::h1::Clock,
-    keepalive: Duration,
-) -> bool {
-    tracing::debug!(peer = %cx.peer, "client connection parked (idle)");
+/// An idle connection waits holding only its socket (parked) until the
+/// client sends again (true), or the keep-alive ends (`idle.due`) or the
+/// worker drains (false: close). Counted in the parked metric. Its
+/// keep-alive is the worker's sweep's ([`super::idle`]), no timer of its
+/// own.
+async fn parked(idle: &Idle, drain: &Drain) -> bool {
     let _parked = crate::observe::metrics::Parked::enter();
+    let ticket = super::idle::Ticket::new(idle.due);
+    let stream = &idle.stream;
     std::future::poll_fn(|task| {
-        if draining.as_mut().poll(task).is_ready() {
+        // A drain wakes every parked connection (Drain::drain).
+        if drain.is_draining() {
             return Poll::Ready(false);
         }
         if stream.tcp().poll_read_ready(task).is_ready() {
             return Poll::Ready(true);
         }
-        if clock.poll_expired(task) {
-            tracing::debug!(peer = %cx.peer, "keep-alive timeout ({keepalive:?}); closing");
+        if ticket.poll_expired(task) {
             return Poll::Ready(false);
         }
         Poll::Pending
@@ -982,6 +1034,21 @@ pub(super) struct ClientIo {
 }
 
 impl ClientIo {
+    /// The connection's socket at the start of a run of requests.
+    fn new(stream: Transport, head_size: u32, cx: &ConnCtx) -> ClientIo {
+        ClientIo {
+            head_size,
+            stream,
+            prefix: Bytes::new(),
+            activity: Rc::new(Activity::new()),
+            peer: cx.peer,
+            send: cx.timeouts.send,
+            send_timer: None,
+            flood: None,
+            ended: false,
+        }
+    }
+
     /// Notes how a write went: progress clears the send timer; a blocked
     /// write arms it (once per blockage), and one blocked for longer than
     /// `send` fails, which makes hyper drop the connection.

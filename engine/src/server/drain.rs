@@ -69,6 +69,8 @@ impl Drain {
     pub async fn drain(&self) -> usize {
         self.draining.set(true);
         self.start.notify_waiters();
+        // Parked connections wait on the sweep, not on `start`.
+        super::idle::wake_all();
         let open = self.open.get();
         while self.open.get() > 0 {
             self.last_closed.notified().await;

@@ -21,7 +21,6 @@
 //! take reaches hyper, and so the check, as the connection's prefix, seen
 //! once.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -47,6 +46,10 @@ pub(super) enum Left {
     Closed,
     /// For hyper, with the bytes read so far as its prefix.
     Hyper(ClientIo),
+    /// Idle: nothing in flight, nothing read ahead, no buffer. The caller
+    /// parks it (conn.rs) until the client sends again or the keep-alive
+    /// ends at the `Instant`; then [`serve`] is called anew with it.
+    Idle(ClientIo, Instant),
 }
 
 /// Whether the policy `script` runs on sends its requests this way
@@ -152,15 +155,20 @@ enum Next {
     /// Not this path's (why).
     Hyper(&'static str),
     Closed,
+    /// Nothing read ahead, the buffer given back: the caller parks it.
+    Idle,
 }
 
-/// Serves requests on the direct path until the connection closes or a
-/// request is hyper's.
+/// Serves requests on the direct path until the connection closes, is
+/// idle, or a request is hyper's. `resume`: the connection was idle
+/// ([`Left::Idle`]) and its keep-alive ends then unless a head begins;
+/// None: a head is expected now (a new connection, or one hyper served).
 pub(super) async fn serve(
     mut io: ClientIo,
     cx: &Rc<ConnCtx>,
     drain: &Drain,
     timeouts: ClientTimeouts,
+    resume: Option<Instant>,
 ) -> Left {
     let mut pending = Pending::default();
     if !io.prefix.is_empty() {
@@ -169,22 +177,24 @@ pub(super) async fn serve(
         io.prefix = Bytes::new();
         pending.buf = Some(b);
     }
-    // A head is expected from now (as hyper's header timer starts).
-    let mut clock = Clock::new(Instant::now() + timeouts.head);
-    // Registered once for the whole run, not per wait between requests.
-    let draining = drain.started();
-    tokio::pin!(draining);
-    let mut head_begun = true;
+    // A head is expected from now (as hyper's header timer starts), or
+    // the keep-alive runs on.
+    let (mut idle_due, mut head_begun) = match resume {
+        Some(due) => (due, false),
+        None => (Instant::now() + timeouts.head, true),
+    };
+    let mut clock = Clock::new(idle_due);
+    let mut woke = resume.is_some();
     loop {
         let next = next_head(
             &mut io,
             &mut pending,
             cx,
             drain,
-            draining.as_mut(),
             &timeouts,
             &mut clock,
             head_begun,
+            std::mem::take(&mut woke),
         )
         .await;
         let head = match next {
@@ -200,6 +210,7 @@ pub(super) async fn serve(
                 }
                 return Left::Closed;
             }
+            Next::Idle => return Left::Idle(io, idle_due),
         };
         pending.consume(head.len);
         let closing = !head.keep_alive || drain.is_draining();
@@ -234,23 +245,27 @@ pub(super) async fn serve(
         }
         // The next head: read ahead already, or the keep-alive wait.
         head_begun = false;
-        clock.set(Instant::now() + timeouts.keepalive);
+        idle_due = Instant::now() + timeouts.keepalive;
+        clock.set(idle_due);
     }
 }
 
 /// Reads until a whole head is buffered (or the connection is not this
 /// path's, or ends). `begun`: a head is expected now (its timeout runs);
-/// else the connection is idle and the keep-alive runs until a byte comes.
+/// else the connection is idle and the keep-alive runs until a byte comes,
+/// which it waits for parked ([`Next::Idle`]) unless it just `woke` from
+/// that (then it reads first: the wake may have been spurious, or the
+/// client's close).
 #[allow(clippy::too_many_arguments)]
 async fn next_head(
     io: &mut ClientIo,
     pending: &mut Pending,
     cx: &ConnCtx,
     drain: &Drain,
-    mut draining: Pin<&mut (dyn Future<Output = ()> + '_)>,
     timeouts: &ClientTimeouts,
     clock: &mut Clock,
     mut begun: bool,
+    mut woke: bool,
 ) -> Next {
     loop {
         if !pending.is_empty() {
@@ -276,18 +291,10 @@ async fn next_head(
             if drain.is_draining() {
                 return Next::Closed;
             }
-            if !io.stream.has_buffered()
-                && !super::conn::parked(
-                    &io.stream,
-                    cx,
-                    draining.as_mut(),
-                    clock,
-                    timeouts.keepalive,
-                )
-                .await
-            {
-                return Next::Closed;
+            if !io.stream.has_buffered() && !woke {
+                return Next::Idle;
             }
+            woke = false;
         }
         let Some(b) = pending.room() else {
             // A head larger than the buffer: hyper reads it (or answers 431).

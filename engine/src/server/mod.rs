@@ -14,6 +14,7 @@ mod h2_flood;
 /// Also read by `pocket explain`, to refuse an oversized head as the
 /// listener does.
 pub(crate) mod head_check;
+mod idle;
 mod listener;
 pub mod maxconn;
 mod proxy_protocol;

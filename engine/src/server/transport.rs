@@ -30,12 +30,6 @@ impl Transport {
         }
     }
 
-    /// Waits until the socket has bytes (or an end) to read: for a parked
-    /// connection. See [`Transport::has_buffered`] first on TLS.
-    pub async fn readable(&self) -> io::Result<()> {
-        self.tcp().readable().await
-    }
-
     /// TLS only: rustls holds request bytes already decrypted that nobody
     /// has read (a client that sent its next request in the same records
     /// as the last). Such a connection must not wait on its socket, which

@@ -463,7 +463,7 @@ async fn accept_loop(
                     return;
                 };
                 let cx = Rc::new(ConnCtx::new(worker.clone(), peer, local, name, timeouts));
-                conn::serve(stream, cx, http, worker.drain.clone(), timeouts).await;
+                conn::serve(stream, cx, http, worker.drain.clone()).await;
             };
             tokio::task::spawn_local(Holding {
                 fut: serve,
@@ -478,7 +478,7 @@ async fn accept_loop(
             name.clone(),
             timeouts,
         ));
-        let serve = conn::serve(stream, cx, http.clone(), worker.drain.clone(), timeouts);
+        let serve = conn::serve(stream, cx, http.clone(), worker.drain.clone());
         tokio::task::spawn_local(Holding {
             fut: serve,
             slot: Some(slot),
