@@ -291,10 +291,10 @@ async fn start(
                 }
             })
             .await;
-            let Some(shaken) = shaken else { return None };
+            let shaken = shaken?;
             let Ok(Some((stream, info))) = shaken else {
                 if shaken.is_err() {
-                    super::tls::timed_out(&cx, head);
+                    super::tls::timed_out(cx, head);
                 }
                 return None;
             };
@@ -322,7 +322,7 @@ async fn start(
         }
     })
     .await;
-    let Some(first) = first else { return None };
+    let first = first?;
     let io = match first {
         Ok(Ok(Some((io, false)))) => io,
         // Boxed: an h2 connection is large and rare; h1 tasks stay small.
