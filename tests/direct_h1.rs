@@ -282,3 +282,54 @@ async fn a_status_set_by_on_response_frames_the_body_the_client_reads() {
         assert!(body.is_empty());
     }
 }
+
+/// A drain that begins while a request waits for its server: the response
+/// says `connection: close` and the connection ends after it, as hyper's
+/// graceful shutdown does (else a client may send its next request on a
+/// connection about to close).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_begun_during_a_request_closes_its_connection_and_says_so() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = l.local_addr().unwrap();
+    let (asked_tx, asked) = std::sync::mpsc::channel::<()>();
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Ok((mut c, _)) = l.accept() else { return };
+        let mut head = Vec::new();
+        let mut b = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match c.read(&mut b) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&b[..n]),
+            }
+        }
+        let _ = asked_tx.send(());
+        let _ = go_rx.recv_timeout(DEADLINE);
+        let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let mut pocket = Pocket::start_logging(&policy(server), 1, "info,pocket=debug");
+    let mut s = tokio::net::TcpStream::connect(pocket.addr("web"))
+        .await
+        .unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::task::block_in_place(|| asked.recv_timeout(DEADLINE))
+        .expect("the request reached the server");
+    unsafe { libc::kill(pocket.pid() as i32, libc::SIGTERM) };
+    pocket.log.wait_for(&["worker draining"]);
+    go.send(()).unwrap();
+    let mut buf = Vec::new();
+    let (head, body) = response(&mut s, &mut buf).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(body, b"ok");
+    let mut rest = [0u8; 16];
+    let n = tokio::time::timeout(DEADLINE, s.read(&mut rest))
+        .await
+        .expect("closed within the deadline")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the connection ends after the response");
+    assert_eq!(pocket.child.wait().unwrap().code(), Some(0));
+}

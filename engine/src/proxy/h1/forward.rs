@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::servers::{ServerConn, Servers};
 use std::future::Future;
 
-use super::{answer, buf, relay, until_gone, Client, ClientConn, Clock, Done};
+use super::{answer, buf, closing_if_draining, relay, until_gone, Client, ClientConn, Clock, Done};
 use crate::lb::{Pool, Server};
 use crate::observe::exchange::{Open, Retry, Termination};
 use crate::proxy::body::InFlight;
@@ -115,8 +115,9 @@ pub(super) async fn forward<W: ClientConn>(
             rbuf,
             in_flight,
         } => (pool, server, conn, head, rbuf, in_flight),
-        Tried::Local(resp) => {
+        Tried::Local(mut resp) => {
             buf::give_head(out);
+            closing_if_draining(cx, &mut resp);
             return answer(client, resp, open, to.head_only).await;
         }
     };
@@ -547,11 +548,12 @@ async fn deliver<W: ClientConn>(
             tracing::error!(request = %id, hook = e.hook, "{}", e.message);
             buf::give_head(out);
             buf::give(rbuf);
-            let resp = local::error(
+            let mut resp = local::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the policy script failed on this response (see the log for this request id)",
                 &id.to_string(),
             );
+            closing_if_draining(cx, &mut resp);
             return answer(client, resp, open, head_only).await;
         }
         edited = Some(res_view.head);
@@ -580,7 +582,10 @@ async fn deliver<W: ClientConn>(
         Framing::Empty if !head_only && !matches!(status, 204 | 304) => Framing::Length(0),
         f => f,
     };
-    let close = client.closing;
+    // A drain begun while the request was on its way closes the
+    // connection after it, and the response says so (as hyper's
+    // graceful shutdown does), so the client sends nothing more on it.
+    let close = client.closing || cx.worker.drain.is_draining();
     // A body that ends at the server's close goes to the client chunked
     // (relay.rs), as hyper's server sends a body of unknown length.
     let framing = rhead.framing;
