@@ -316,6 +316,11 @@ async fn drain(worker: &Rc<Worker>, pulse: &Pulse, loops: &mut AcceptLoops, grac
         handle.abort();
     }
     let open = worker.drain.drain();
+    tracing::debug!(
+        worker = worker.index,
+        "worker draining: {} open",
+        crate::words::count(worker.drain.open() as u64, "connection")
+    );
     match tokio::time::timeout(grace, open).await {
         Err(_) => tracing::warn!(
             worker = worker.index,

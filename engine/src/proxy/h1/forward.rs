@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use super::servers::{ServerConn, Servers};
 use std::future::Future;
 
-use super::{answer, buf, relay, until_gone, Client, ClientConn, Clock, Done};
+use super::{answer, buf, closing_if_draining, relay, until_gone, Client, ClientConn, Clock, Done};
 use crate::lb::{Pool, Server};
 use crate::observe::exchange::{Open, Retry, Termination};
 use crate::proxy::body::InFlight;
@@ -115,8 +115,9 @@ pub(super) async fn forward<W: ClientConn>(
             rbuf,
             in_flight,
         } => (pool, server, conn, head, rbuf, in_flight),
-        Tried::Local(resp) => {
+        Tried::Local(mut resp) => {
             buf::give_head(out);
+            closing_if_draining(cx, &mut resp);
             return answer(client, resp, open, to.head_only).await;
         }
     };
@@ -547,35 +548,44 @@ async fn deliver<W: ClientConn>(
             tracing::error!(request = %id, hook = e.hook, "{}", e.message);
             buf::give_head(out);
             buf::give(rbuf);
-            let resp = local::error(
+            let mut resp = local::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the policy script failed on this response (see the log for this request id)",
                 &id.to_string(),
             );
+            closing_if_draining(cx, &mut resp);
             return answer(client, resp, open, head_only).await;
         }
         edited = Some(res_view.head);
     }
     let status = edited.as_ref().map_or(rhead.status, |p| p.status.as_u16());
     let mut dropped_body = false;
-    if matches!(status, 204 | 205) {
+    if matches!(status, 204 | 205 | 304) {
         // No content (RFC 9110 §15.3.5, §15.3.6), whether the server sent
-        // some anyway or a script set the status: no length, no body.
-        if let Some(p) = &mut edited {
-            p.headers.remove(header::CONTENT_LENGTH);
+        // some anyway or a script set the status: no length, no body. A
+        // 304 has no body either (RFC 9112 §6.3), but may keep the length
+        // a 200 would have had (RFC 9110 §8.6), as hyper's server does.
+        if status != 304 {
+            if let Some(p) = &mut edited {
+                p.headers.remove(header::CONTENT_LENGTH);
+            }
         }
         dropped_body = !matches!(rhead.framing, Framing::Empty | Framing::Length(0));
         rhead.framing = Framing::Empty;
     }
     // What the client's head says of the body: as hyper's server frames
-    // an empty body, `content-length: 0` on a 205 (not to HEAD), nothing
-    // on a 204.
-    let for_client = if status == 205 && !head_only {
-        Framing::Length(0)
-    } else {
-        rhead.framing
+    // an empty body, `content-length: 0` where a body may follow (a 205,
+    // or a 204/304 a script turned into a 200: without it the client
+    // would read to the close, RFC 9112 §6.3), nothing on a 204 or 304
+    // or to HEAD.
+    let for_client = match rhead.framing {
+        Framing::Empty if !head_only && !matches!(status, 204 | 304) => Framing::Length(0),
+        f => f,
     };
-    let close = client.closing;
+    // A drain begun while the request was on its way closes the
+    // connection after it, and the response says so (as hyper's
+    // graceful shutdown does), so the client sends nothing more on it.
+    let close = client.closing || cx.worker.drain.is_draining();
     // A body that ends at the server's close goes to the client chunked
     // (relay.rs), as hyper's server sends a body of unknown length.
     let framing = rhead.framing;

@@ -142,7 +142,19 @@ pub async fn serve<W: ClientConn>(
         }
     };
     open.set(letters.0, letters.1);
+    let mut resp = resp;
+    closing_if_draining(cx, &mut resp);
     answer(client, resp, open, head_only).await
+}
+
+/// A drain begun while the request was on its way: the local answer says
+/// `Connection: close` and the connection ends after it, as hyper's
+/// graceful shutdown ends a connection with a request in flight.
+pub(super) fn closing_if_draining(cx: &ConnCtx, resp: &mut Response<ResponseBody>) {
+    if cx.worker.drain.is_draining() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
 }
 
 /// Writes one of Pocket's own answers (the script's, a refusal, an error)
