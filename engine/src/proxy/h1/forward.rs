@@ -43,7 +43,8 @@ pub(super) struct To {
     pub preferred: Option<usize>,
     /// The request's framing (no body, or `Content-Length: 0`).
     pub framing: Framing,
-    /// A HEAD request: no response body, whatever its head says.
+    /// The client asked with HEAD: its answer has no body, whatever its
+    /// head says.
     pub head_only: bool,
 }
 
@@ -76,6 +77,9 @@ pub(super) async fn forward<W: ClientConn>(
     let mut head = head;
     prepare::prepare_request(&mut head, &cx.peer_value, tls.is_some());
     let replayable = is_idempotent(&head.method);
+    // The server's answer is read by the method sent (on_request may have
+    // made a client's HEAD a GET), never by the client's.
+    let sent_head = head.method == http::Method::HEAD;
     // Every pool of a policy on this path speaks HTTP/1.1 in plain: the
     // head is written once, whichever server takes it.
     let mut out = buf::take_head();
@@ -98,6 +102,7 @@ pub(super) async fn forward<W: ClientConn>(
             deadline,
             &mut open,
             client.clock,
+            sent_head,
         ),
     )
     .await;
@@ -148,6 +153,7 @@ pub(super) async fn forward<W: ClientConn>(
         open,
         client,
         to.head_only,
+        sent_head,
     )
     .await
 }
@@ -206,6 +212,7 @@ async fn tries<'p>(
     deadline: Option<Instant>,
     open: &mut Open,
     clock: &mut Clock,
+    sent_head: bool,
 ) -> Tried<'p> {
     let mut pool = &script.policy.pools[to.pool];
     let (mut key, mut preferred) = (to.key, to.preferred);
@@ -279,7 +286,7 @@ async fn tries<'p>(
         };
         clock.set(at);
         let asked = {
-            let mut ask = std::pin::pin!(ask(&mut conn.stream, out, &mut rbuf, to.head_only));
+            let mut ask = std::pin::pin!(ask(&mut conn.stream, out, &mut rbuf, sent_head));
             std::future::poll_fn(|task| {
                 if let std::task::Poll::Ready(r) = ask.as_mut().poll(task) {
                     return std::task::Poll::Ready(Ok(r));
@@ -509,6 +516,7 @@ async fn deliver<W: ClientConn>(
     mut open: Box<Open>,
     client: Client<'_, W>,
     head_only: bool,
+    sent_head: bool,
 ) -> Done {
     let Answered {
         pool,
@@ -518,6 +526,22 @@ async fn deliver<W: ClientConn>(
         rbuf,
         mut in_flight,
     } = a;
+    // The body the server sends after its head (read by the method sent).
+    // When the client gets none of it, the connection goes: never back
+    // to the idle ones with bytes unread.
+    let server_framing = rhead.framing;
+    let sent_body = !matches!(server_framing, Framing::Empty | Framing::Length(0));
+    let mut dropped_body = false;
+    if head_only && !sent_head {
+        // A HEAD that on_request made a GET: the client (and on_response)
+        // get the answer a HEAD gets (the same head read as a HEAD's
+        // answer: its length kept), no body, as on the hyper path.
+        if let response::Parsed::Complete(h) = response::parse(&rbuf, true, MAX_HEAD) {
+            rhead = h;
+        }
+        rhead.framing = Framing::Empty;
+        dropped_body = sent_body;
+    }
     server.state.requests.fetch_add(1, Ordering::Relaxed);
     if rhead.status >= 500 {
         if pool.passive.on_5xx {
@@ -557,24 +581,36 @@ async fn deliver<W: ClientConn>(
         edited = Some(res_view.head);
     }
     let status = edited.as_ref().map_or(rhead.status, |p| p.status.as_u16());
-    let mut dropped_body = false;
-    if matches!(status, 204 | 205) {
-        // No content (RFC 9110 §15.3.5, §15.3.6), whether the server sent
-        // some anyway or a script set the status: no length, no body.
+    if matches!(status, 204 | 205 | 304) {
+        // No content (RFC 9110 §15.3.5, §15.3.6), not modified (§15.4.5;
+        // RFC 9112 §6.3), whether the server sent some anyway or a script
+        // set the status: no body, as hyper's server forces (role.rs
+        // can_have_body). A 304's own Content-Length stays, as hyper
+        // writes it; a 204's or 205's goes (proxy::deliver).
         if let Some(p) = &mut edited {
-            p.headers.remove(header::CONTENT_LENGTH);
+            if status != 304 {
+                p.headers.remove(header::CONTENT_LENGTH);
+            } else if let (Framing::Length(n @ 1..), false) = (server_framing, head_only) {
+                // hyper's client keeps the server's length (not a 0) in
+                // the map, and its server writes it on a 304.
+                p.headers
+                    .entry(header::CONTENT_LENGTH)
+                    .or_insert(http::HeaderValue::from(n));
+            }
         }
-        dropped_body = !matches!(rhead.framing, Framing::Empty | Framing::Length(0));
+        dropped_body = sent_body;
         rhead.framing = Framing::Empty;
     }
-    // What the client's head says of the body: as hyper's server frames
-    // an empty body, `content-length: 0` on a 205 (not to HEAD), nothing
-    // on a 204.
-    let for_client = if status == 205 && !head_only {
-        Framing::Length(0)
-    } else {
-        rhead.framing
-    };
+    // What the client's head says of the body: an empty body is
+    // `content-length: 0` except on a response to HEAD, a 204 or a 304
+    // (hyper's server, role.rs can_have_implicit_zero_content_length),
+    // whatever status the server or the script set.
+    let for_client =
+        if rhead.framing == Framing::Empty && !head_only && !matches!(status, 204 | 304) {
+            Framing::Length(0)
+        } else {
+            rhead.framing
+        };
     let close = client.closing;
     // A body that ends at the server's close goes to the client chunked
     // (relay.rs), as hyper's server sends a body of unknown length.
