@@ -196,10 +196,13 @@ return {{
     ]
 }
 
+/// What a server writes for one request: pieces, each after its pause.
+type Pieces = Vec<(Duration, Vec<u8>)>;
+
 /// A server that answers each request (one connection may carry many)
 /// with what `answer(method, path)` gives: pieces written one after the
 /// other, each after its pause.
-fn raw_origin(answer: fn(&str, &str) -> Vec<(Duration, Vec<u8>)>) -> SocketAddr {
+fn raw_origin(answer: fn(&str, &str) -> Pieces) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -264,7 +267,7 @@ async fn exchange(pocket: &Pocket, request: &[u8]) -> String {
 /// For a method-changing origin: a GET's body comes a moment after its
 /// head, and is itself an HTTP response (what a next client would read
 /// if the connection were lent with it unread).
-fn late_body_origin(method: &str, path: &str) -> Vec<(Duration, Vec<u8>)> {
+fn late_body_origin(method: &str, path: &str) -> Pieces {
     let forged = b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged".to_vec();
     match (method, path) {
         (_, "/end") => vec![(
@@ -333,7 +336,7 @@ local on_response = nil"#;
 }
 
 /// For status edits: each path's last part says what the server sends.
-fn status_origin(method: &str, path: &str) -> Vec<(Duration, Vec<u8>)> {
+fn status_origin(method: &str, path: &str) -> Pieces {
     let head_only = method == "HEAD";
     let answer = |head: &str, body: &str| {
         let body = if head_only { "" } else { body };
@@ -379,4 +382,98 @@ end"#;
             }
         }
     }
+}
+
+fn slow_origin(_: &str, path: &str) -> Pieces {
+    let pause = if path == "/slow" {
+        Duration::from_millis(1500)
+    } else {
+        Duration::ZERO
+    };
+    vec![(
+        pause,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+    )]
+}
+
+/// Review 18 F2: a drain that starts while a request is served puts
+/// `connection: close` on its response (as hyper's graceful shutdown),
+/// the same bytes as on the hyper path.
+#[tokio::test]
+async fn a_drain_that_starts_mid_request_closes_after_its_response_saying_so() {
+    let origin = raw_origin(slow_origin);
+    let [direct, hyper] = policies(origin, "local on_request, on_response = nil, nil");
+    let mut got = Vec::new();
+    for policy in [direct, hyper] {
+        let pocket = Pocket::start(&policy, 1);
+        let mut s = tokio::net::TcpStream::connect(pocket.addr("web"))
+            .await
+            .unwrap();
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        // While the server takes its time (before or after Pocket read the
+        // head, the answer must say close).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        unsafe { libc::kill(pocket.pid() as i32, libc::SIGTERM) };
+        let mut all = Vec::new();
+        tokio::time::timeout(DEADLINE, s.read_to_end(&mut all))
+            .await
+            .expect("closed within the deadline")
+            .unwrap();
+        let all = String::from_utf8_lossy(&all).to_lowercase();
+        assert!(all.starts_with("http/1.1 200"), "{all}");
+        assert!(all.contains("\r\nconnection: close\r\n"), "{all}");
+        assert!(all.ends_with("\r\n\r\nok"), "{all}");
+        // The same lines (their order differs: the direct path writes
+        // `connection: close` before the relayed length, hyper after).
+        let mut lines: Vec<String> = all
+            .split("\r\n")
+            .filter(|l| !l.starts_with("date: "))
+            .map(String::from)
+            .collect();
+        lines.sort();
+        got.push(lines);
+        pocket.log.wait_for(&["stopped"]);
+    }
+    assert_eq!(got[0], got[1]);
+}
+
+/// Review 18 F2: a kept-alive connection whose next head is begun but
+/// not whole closes once the drain starts (as hyper closes a kept-alive
+/// connection not mid-request), rather than hold the drain until its
+/// head timeout or the grace period.
+#[tokio::test]
+async fn a_partial_head_on_a_kept_connection_does_not_hold_the_drain() {
+    let origin = raw_origin(slow_origin);
+    let policy = format!(
+        r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app",
+                  timeouts = {{ head = "120s" }} }} }},
+  pools = {{ app = {{ servers = {{ "{origin}" }} }} }},
+}}"#
+    );
+    let pocket = Pocket::start(&policy, 1);
+    let mut s = tokio::net::TcpStream::connect(pocket.addr("web"))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = response(&mut s, &mut buf).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, b"ok");
+    s.write_all(b"GET /next HTTP/1.1\r\nHo").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    unsafe { libc::kill(pocket.pid() as i32, libc::SIGTERM) };
+    let mut rest = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut rest))
+        .await
+        .expect("closed within the deadline")
+        .ok();
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    pocket.log.wait_for(&["stopped"]);
+    let log = pocket.log.text();
+    assert!(!log.contains("grace period"), "{log}");
 }

@@ -175,6 +175,9 @@ pub(super) async fn serve(
     let draining = drain.started();
     tokio::pin!(draining);
     let mut head_begun = true;
+    // A response went out on this run and the connection was kept: a
+    // drain then ends it even mid-head (next_head).
+    let mut kept = false;
     loop {
         let next = next_head(
             &mut io,
@@ -185,6 +188,7 @@ pub(super) async fn serve(
             &timeouts,
             &mut clock,
             head_begun,
+            kept,
         )
         .await;
         let head = match next {
@@ -218,6 +222,7 @@ pub(super) async fn serve(
                     io: &mut side,
                     clock: &mut clock,
                     closing,
+                    drain,
                 },
             ))
             .await
@@ -234,6 +239,7 @@ pub(super) async fn serve(
         }
         // The next head: read ahead already, or the keep-alive wait.
         head_begun = false;
+        kept = true;
         clock.set(Instant::now() + timeouts.keepalive);
     }
 }
@@ -241,6 +247,11 @@ pub(super) async fn serve(
 /// Reads until a whole head is buffered (or the connection is not this
 /// path's, or ends). `begun`: a head is expected now (its timeout runs);
 /// else the connection is idle and the keep-alive runs until a byte comes.
+/// `kept`: a response went out before on this run; once the worker
+/// drains, the connection then closes, a head begun or not (hyper's
+/// graceful shutdown closes a kept-alive connection whose next request
+/// is not under way, hyper conn.rs `disable_keep_alive`); the first
+/// head is read to its end (its answer says `Connection: close`).
 #[allow(clippy::too_many_arguments)]
 async fn next_head(
     io: &mut ClientIo,
@@ -251,8 +262,12 @@ async fn next_head(
     timeouts: &ClientTimeouts,
     clock: &mut Clock,
     mut begun: bool,
+    kept: bool,
 ) -> Next {
     loop {
+        if kept && drain.is_draining() {
+            return Next::Closed;
+        }
         if !pending.is_empty() {
             match request::parse(pending.bytes(), io.head_size as usize) {
                 Parsed::Complete(head) => {
@@ -300,6 +315,11 @@ async fn next_head(
             }
             if clock.poll_expired(task) {
                 return Poll::Ready(None);
+            }
+            // Polled only until it is ready once (then is_draining holds
+            // and the check above returns before this poll).
+            if kept && draining.as_mut().poll(task).is_ready() {
+                return Poll::Ready(Some(Err(io::ErrorKind::Interrupted.into())));
             }
             Poll::Pending
         })

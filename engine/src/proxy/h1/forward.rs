@@ -611,7 +611,7 @@ async fn deliver<W: ClientConn>(
         } else {
             rhead.framing
         };
-    let close = client.closing;
+    let close = client.closes();
     // A body that ends at the server's close goes to the client chunked
     // (relay.rs), as hyper's server sends a body of unknown length.
     let framing = rhead.framing;

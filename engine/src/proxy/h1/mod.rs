@@ -41,6 +41,7 @@ use super::decide::{self, Route};
 use super::{open_exchange, ConnCtx};
 use crate::observe::exchange::Open;
 use crate::script::api::request::RequestView;
+use crate::server::drain::Drain;
 use crate::wire::request::RequestHead;
 pub use clock::Clock;
 
@@ -75,9 +76,21 @@ pub struct Client<'a, W> {
     /// The connection's timer, for the server's clocks.
     pub clock: &'a mut Clock,
     /// The connection ends after this response whatever happens (the
-    /// client asked for it, or Pocket is draining): the response says
-    /// `Connection: close`.
+    /// client asked for it, or Pocket was draining when it came): the
+    /// response says `Connection: close`.
     pub closing: bool,
+    /// The worker's drain: one that starts while the request is served
+    /// closes the connection after it too, its response saying so (as
+    /// hyper's graceful shutdown disables keep-alive mid-request).
+    pub drain: &'a Drain,
+}
+
+impl<W> Client<'_, W> {
+    /// Whether the response about to be written is the connection's
+    /// last: read when its head is written, not when the request came.
+    pub fn closes(&self) -> bool {
+        self.closing || self.drain.is_draining()
+    }
 }
 
 /// Phases 1 to 6 for one request that has no body.
@@ -157,7 +170,7 @@ pub(super) async fn answer<W: ClientConn>(
 ) -> Done {
     // A refusal closes the connection (proxy::local::refusal says so in
     // its head); the writer says it once, from the flag.
-    let close = client.closing
+    let close = client.closes()
         || resp
             .headers_mut()
             .remove(header::CONNECTION)
