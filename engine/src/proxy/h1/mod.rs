@@ -33,7 +33,7 @@ pub mod servers;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use http::{header, Method, Response};
+use http::{Method, Response};
 use tokio::io::AsyncWrite;
 
 use super::body::ResponseBody;
@@ -164,17 +164,15 @@ pub async fn serve<W: ClientConn>(
 /// still the phase's, as on the hyper path).
 pub(super) async fn answer<W: ClientConn>(
     client: Client<'_, W>,
-    mut resp: Response<ResponseBody>,
+    resp: Response<ResponseBody>,
     mut open: Box<Open>,
     head_only: bool,
 ) -> Done {
     // A refusal closes the connection (proxy::local::refusal says so in
-    // its head); the writer says it once, from the flag.
-    let close = client.closes()
-        || resp
-            .headers_mut()
-            .remove(header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    // its head), as does a script's answer whose `Connection` says
+    // `close` among its tokens: the field is written as it is (hyper's
+    // server reads it the same way).
+    let close = client.closes() || local::closes(resp.headers());
     open.ex.status = resp.status().as_u16();
     // Boxed: the writer's future is large and only local answers need
     // it; every request's future would carry its size.
