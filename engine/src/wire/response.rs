@@ -245,10 +245,8 @@ pub fn parse_into(
     // "ought to be handled as an error": the connection is not reused,
     // whatever a box between framed it by.
     let both = te_seen && length.is_some() && !no_body;
-    let keep_alive = framing != Framing::UntilClose
-        && !close
-        && !both
-        && (version == 1 || keep_alive_token);
+    let keep_alive =
+        framing != Framing::UntilClose && !close && !both && (version == 1 || keep_alive_token);
 
     // Second pass: the relayed fields. A response to HEAD keeps its
     // Content-Length (one line, one number), as hyper's server passes it
