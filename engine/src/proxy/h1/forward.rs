@@ -4,6 +4,7 @@
 //! the pool's clock, retry what may be retried, count the answer, let
 //! `on_response` edit it; then [`super::relay`] writes it to the client.
 
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
@@ -12,9 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::servers::{ServerConn, Servers};
-use std::future::Future;
-
+use super::servers::ServerConn;
 use super::{answer, buf, relay, until_gone, Client, ClientConn, Clock, Done};
 use crate::lb::{Pool, Server};
 use crate::observe::exchange::{Open, Retry, Termination};
@@ -46,12 +45,6 @@ pub(super) struct To {
     /// The client asked with HEAD: its answer has no body, whatever its
     /// head says.
     pub head_only: bool,
-}
-
-/// The worker's plain connections to servers.
-#[inline]
-fn servers(cx: &ConnCtx) -> &Servers {
-    &cx.worker.servers
 }
 
 /// Phases 3 to 6 for a request routed to a pool.
@@ -248,7 +241,7 @@ async fn tries<'p>(
         open.ex.pool = Some(pool.name.clone());
         open.ex.server = Some(server.addr_text.clone());
         open.set(b'C', b'C');
-        let mut conn = match servers(cx).checkout(pool, server, !fresh_only).await {
+        let mut conn = match cx.worker.servers.checkout(pool, server, !fresh_only).await {
             Ok(c) => c,
             Err(e) => {
                 server.state.traffic_failed(pool.passive.after, e.cause());
@@ -655,7 +648,7 @@ async fn deliver<W: ClientConn>(
             let reuse =
                 rhead.keep_alive && !dropped_body && !rest && rhead.framing != Framing::UntilClose;
             if reuse {
-                servers(cx).checkin(conn);
+                cx.worker.servers.checkin(conn);
             }
             if close {
                 Done::Close
