@@ -12,7 +12,8 @@
 //! "parked", as on the hyper path), until the client sends again, the
 //! listener's `keepalive` ends it, or a drain closes it. A head begun must
 //! be whole within the listener's `head` timeout from its first byte (the
-//! first head of a connection: from the accept). Pipelined requests are
+//! first head of a run of this path: from the run's start, i.e. after the
+//! sniff and any TLS handshake, or after hyper gave the connection back). Pipelined requests are
 //! served in turn from the bytes read ahead.
 //!
 //! The bytes read here never pass through the head check of
