@@ -12,7 +12,8 @@
 //! "parked", as on the hyper path), until the client sends again, the
 //! listener's `keepalive` ends it, or a drain closes it. A head begun must
 //! be whole within the listener's `head` timeout from its first byte (the
-//! first head of a connection: from the accept). Pipelined requests are
+//! first head of a run of this path: from the run's start, i.e. after the
+//! sniff and any TLS handshake, or after hyper gave the connection back). Pipelined requests are
 //! served in turn from the bytes read ahead.
 //!
 //! The bytes read here never pass through the head check of
@@ -185,6 +186,9 @@ pub(super) async fn serve(
     };
     let mut clock = Clock::new(idle_due);
     let mut woke = resume.is_some();
+    // A response went out and the connection was kept (on this run, or
+    // before it went idle): a drain then ends it even mid-head (next_head).
+    let mut kept = resume.is_some();
     loop {
         let next = next_head(
             &mut io,
@@ -195,6 +199,7 @@ pub(super) async fn serve(
             &mut clock,
             head_begun,
             std::mem::take(&mut woke),
+            kept,
         )
         .await;
         let head = match next {
@@ -229,6 +234,7 @@ pub(super) async fn serve(
                     io: &mut side,
                     clock: &mut clock,
                     closing,
+                    drain,
                 },
             ))
             .await
@@ -245,6 +251,7 @@ pub(super) async fn serve(
         }
         // The next head: read ahead already, or the keep-alive wait.
         head_begun = false;
+        kept = true;
         idle_due = Instant::now() + timeouts.keepalive;
         clock.set(idle_due);
     }
@@ -255,7 +262,12 @@ pub(super) async fn serve(
 /// else the connection is idle and the keep-alive runs until a byte comes,
 /// which it waits for parked ([`Next::Idle`]) unless it just `woke` from
 /// that (then it reads first: the wake may have been spurious, or the
-/// client's close).
+/// client's close). `kept`: a response went out before on this
+/// connection; once the worker drains, the connection then closes, a head
+/// begun or not (hyper's graceful shutdown closes a kept-alive connection
+/// whose next request is not under way, hyper conn.rs
+/// `disable_keep_alive`); the first head is read to its end (its answer
+/// says `Connection: close`).
 #[allow(clippy::too_many_arguments)]
 async fn next_head(
     io: &mut ClientIo,
@@ -266,8 +278,12 @@ async fn next_head(
     clock: &mut Clock,
     mut begun: bool,
     mut woke: bool,
+    kept: bool,
 ) -> Next {
     loop {
+        if kept && drain.is_draining() {
+            return Next::Closed;
+        }
         if !pending.is_empty() {
             match request::parse(pending.bytes(), io.head_size as usize) {
                 Parsed::Complete(head) => {
@@ -296,6 +312,11 @@ async fn next_head(
             }
             woke = false;
         }
+        // A kept connection waiting for the rest of a head that came in
+        // pieces is the one read a drain must cut short (an idle one is
+        // woken by the sweep, a whole head needs no wait): only it waits
+        // on the drain too.
+        let mut draining = (kept && !pending.is_empty()).then(|| Box::pin(drain.started()));
         let Some(b) = pending.room() else {
             // A head larger than the buffer: hyper reads it (or answers 431).
             return Next::Hyper("a head larger than the direct path's buffer");
@@ -307,6 +328,12 @@ async fn next_head(
             }
             if clock.poll_expired(task) {
                 return Poll::Ready(None);
+            }
+            if draining
+                .as_mut()
+                .is_some_and(|d| std::future::Future::poll(d.as_mut(), task).is_ready())
+            {
+                return Poll::Ready(Some(Err(io::ErrorKind::Interrupted.into())));
             }
             Poll::Pending
         })

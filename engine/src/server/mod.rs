@@ -8,7 +8,7 @@
 //! (commit). So the fleet is never split across generations.
 
 mod conn;
-mod drain;
+pub(crate) mod drain;
 mod h1;
 mod h2_flood;
 /// Also read by `pocket explain`, to refuse an oversized head as the

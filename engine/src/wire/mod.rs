@@ -17,6 +17,15 @@ pub mod request;
 pub mod response;
 pub mod write;
 
+/// Whether a `Connection` field's value names `close` among its tokens
+/// (RFC 9110 §7.6.1: a comma-separated list, case-insensitive), as hyper
+/// reads it.
+pub fn says_close(value: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+}
+
 /// How a message's body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {

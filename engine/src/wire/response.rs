@@ -240,7 +240,13 @@ pub fn parse_into(
     } else {
         Framing::UntilClose
     };
-    let keep_alive = framing != Framing::UntilClose && !close && (version == 1 || keep_alive_token);
+    // Chunked with a Content-Length too: read by its chunks (RFC 9112
+    // §6.3 point 3), but a likely smuggling or splitting attempt there,
+    // "ought to be handled as an error": the connection is not reused,
+    // whatever a box between framed it by.
+    let both = te_seen && length.is_some() && !no_body;
+    let keep_alive =
+        framing != Framing::UntilClose && !close && !both && (version == 1 || keep_alive_token);
 
     // Second pass: the relayed fields. A response to HEAD keeps its
     // Content-Length (one line, one number), as hyper's server passes it

@@ -174,6 +174,8 @@ fn transfer_encoding_must_be_exactly_chunked_and_wins_over_content_length() {
         let h = head(buf);
         assert_eq!(h.framing, Framing::Chunked);
         assert_eq!(fields(&h, buf), ["X: y"]);
+        // Both framings: the connection is not reused (review 18 F3).
+        assert!(!h.keep_alive);
     }
 }
 

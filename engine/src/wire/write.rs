@@ -80,10 +80,7 @@ pub fn response_head(
         if *name == http::header::DATE {
             has_date = true;
         } else if *name == http::header::CONNECTION {
-            has_close |= value
-                .as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            has_close |= super::says_close(value.as_bytes());
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");

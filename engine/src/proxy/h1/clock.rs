@@ -13,6 +13,8 @@ use std::task::Context;
 
 use tokio::time::{Instant, Sleep};
 
+/// A client connection's one timer: due when the current phase must be
+/// over ([`Clock::set`]), checked with [`Clock::poll_expired`].
 pub struct Clock {
     sleep: Pin<Box<Sleep>>,
     /// When the timer fires.

@@ -4,6 +4,7 @@
 //! the pool's clock, retry what may be retried, count the answer, let
 //! `on_response` edit it; then [`super::relay`] writes it to the client.
 
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
@@ -12,10 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::servers::{ServerConn, Servers};
-use std::future::Future;
-
-use super::{answer, buf, closing_if_draining, relay, until_gone, Client, ClientConn, Clock, Done};
+use super::servers::ServerConn;
+use super::{answer, buf, relay, until_gone, Client, ClientConn, Clock, Done};
 use crate::lb::{Pool, Server};
 use crate::observe::exchange::{Open, Retry, Termination};
 use crate::proxy::body::InFlight;
@@ -43,14 +42,9 @@ pub(super) struct To {
     pub preferred: Option<usize>,
     /// The request's framing (no body, or `Content-Length: 0`).
     pub framing: Framing,
-    /// A HEAD request: no response body, whatever its head says.
+    /// The client asked with HEAD: its answer has no body, whatever its
+    /// head says.
     pub head_only: bool,
-}
-
-/// The worker's plain connections to servers.
-#[inline]
-fn servers(cx: &ConnCtx) -> &Servers {
-    &cx.worker.servers
 }
 
 /// Phases 3 to 6 for a request routed to a pool.
@@ -76,6 +70,9 @@ pub(super) async fn forward<W: ClientConn>(
     let mut head = head;
     prepare::prepare_request(&mut head, &cx.peer_value, tls.is_some());
     let replayable = is_idempotent(&head.method);
+    // The server's answer is read by the method sent (on_request may have
+    // made a client's HEAD a GET), never by the client's.
+    let sent_head = head.method == http::Method::HEAD;
     // Every pool of a policy on this path speaks HTTP/1.1 in plain: the
     // head is written once, whichever server takes it.
     let mut out = buf::take_head();
@@ -98,6 +95,7 @@ pub(super) async fn forward<W: ClientConn>(
             deadline,
             &mut open,
             client.clock,
+            sent_head,
         ),
     )
     .await;
@@ -115,9 +113,8 @@ pub(super) async fn forward<W: ClientConn>(
             rbuf,
             in_flight,
         } => (pool, server, conn, head, rbuf, in_flight),
-        Tried::Local(mut resp) => {
+        Tried::Local(resp) => {
             buf::give_head(out);
-            closing_if_draining(cx, &mut resp);
             return answer(client, resp, open, to.head_only).await;
         }
     };
@@ -149,6 +146,7 @@ pub(super) async fn forward<W: ClientConn>(
         open,
         client,
         to.head_only,
+        sent_head,
     )
     .await
 }
@@ -207,6 +205,7 @@ async fn tries<'p>(
     deadline: Option<Instant>,
     open: &mut Open,
     clock: &mut Clock,
+    sent_head: bool,
 ) -> Tried<'p> {
     let mut pool = &script.policy.pools[to.pool];
     let (mut key, mut preferred) = (to.key, to.preferred);
@@ -242,7 +241,7 @@ async fn tries<'p>(
         open.ex.pool = Some(pool.name.clone());
         open.ex.server = Some(server.addr_text.clone());
         open.set(b'C', b'C');
-        let mut conn = match servers(cx).checkout(pool, server, !fresh_only).await {
+        let mut conn = match cx.worker.servers.checkout(pool, server, !fresh_only).await {
             Ok(c) => c,
             Err(e) => {
                 server.state.traffic_failed(pool.passive.after, e.cause());
@@ -280,7 +279,7 @@ async fn tries<'p>(
         };
         clock.set(at);
         let asked = {
-            let mut ask = std::pin::pin!(ask(&mut conn.stream, out, &mut rbuf, to.head_only));
+            let mut ask = std::pin::pin!(ask(&mut conn.stream, out, &mut rbuf, sent_head));
             std::future::poll_fn(|task| {
                 if let std::task::Poll::Ready(r) = ask.as_mut().poll(task) {
                     return std::task::Poll::Ready(Ok(r));
@@ -510,6 +509,7 @@ async fn deliver<W: ClientConn>(
     mut open: Box<Open>,
     client: Client<'_, W>,
     head_only: bool,
+    sent_head: bool,
 ) -> Done {
     let Answered {
         pool,
@@ -519,6 +519,22 @@ async fn deliver<W: ClientConn>(
         rbuf,
         mut in_flight,
     } = a;
+    // The body the server sends after its head (read by the method sent).
+    // When the client gets none of it, the connection goes: never back
+    // to the idle ones with bytes unread.
+    let server_framing = rhead.framing;
+    let sent_body = !matches!(server_framing, Framing::Empty | Framing::Length(0));
+    let mut dropped_body = false;
+    if head_only && !sent_head {
+        // A HEAD that on_request made a GET: the client (and on_response)
+        // get the answer a HEAD gets (the same head read as a HEAD's
+        // answer: its length kept), no body, as on the hyper path.
+        if let response::Parsed::Complete(h) = response::parse(&rbuf, true, MAX_HEAD) {
+            rhead = h;
+        }
+        rhead.framing = Framing::Empty;
+        dropped_body = sent_body;
+    }
     server.state.requests.fetch_add(1, Ordering::Relaxed);
     if rhead.status >= 500 {
         if pool.passive.on_5xx {
@@ -548,44 +564,47 @@ async fn deliver<W: ClientConn>(
             tracing::error!(request = %id, hook = e.hook, "{}", e.message);
             buf::give_head(out);
             buf::give(rbuf);
-            let mut resp = local::error(
+            let resp = local::error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the policy script failed on this response (see the log for this request id)",
                 &id.to_string(),
             );
-            closing_if_draining(cx, &mut resp);
             return answer(client, resp, open, head_only).await;
         }
         edited = Some(res_view.head);
     }
     let status = edited.as_ref().map_or(rhead.status, |p| p.status.as_u16());
-    let mut dropped_body = false;
     if matches!(status, 204 | 205 | 304) {
-        // No content (RFC 9110 §15.3.5, §15.3.6), whether the server sent
-        // some anyway or a script set the status: no length, no body. A
-        // 304 has no body either (RFC 9112 §6.3), but may keep the length
-        // a 200 would have had (RFC 9110 §8.6), as hyper's server does.
-        if status != 304 {
-            if let Some(p) = &mut edited {
+        // No content (RFC 9110 §15.3.5, §15.3.6), not modified (§15.4.5;
+        // RFC 9112 §6.3), whether the server sent some anyway or a script
+        // set the status: no body, as hyper's server forces (role.rs
+        // can_have_body). A 304's own Content-Length stays, as hyper
+        // writes it; a 204's or 205's goes (proxy::deliver).
+        if let Some(p) = &mut edited {
+            if status != 304 {
                 p.headers.remove(header::CONTENT_LENGTH);
+            } else if let (Framing::Length(n @ 1..), false) = (server_framing, head_only) {
+                // hyper's client keeps the server's length (not a 0) in
+                // the map, and its server writes it on a 304.
+                p.headers
+                    .entry(header::CONTENT_LENGTH)
+                    .or_insert(http::HeaderValue::from(n));
             }
         }
-        dropped_body = !matches!(rhead.framing, Framing::Empty | Framing::Length(0));
+        dropped_body = sent_body;
         rhead.framing = Framing::Empty;
     }
-    // What the client's head says of the body: as hyper's server frames
-    // an empty body, `content-length: 0` where a body may follow (a 205,
-    // or a 204/304 a script turned into a 200: without it the client
-    // would read to the close, RFC 9112 §6.3), nothing on a 204 or 304
-    // or to HEAD.
-    let for_client = match rhead.framing {
-        Framing::Empty if !head_only && !matches!(status, 204 | 304) => Framing::Length(0),
-        f => f,
-    };
-    // A drain begun while the request was on its way closes the
-    // connection after it, and the response says so (as hyper's
-    // graceful shutdown does), so the client sends nothing more on it.
-    let close = client.closing || cx.worker.drain.is_draining();
+    // What the client's head says of the body: an empty body is
+    // `content-length: 0` except on a response to HEAD, a 204 or a 304
+    // (hyper's server, role.rs can_have_implicit_zero_content_length),
+    // whatever status the server or the script set.
+    let for_client =
+        if rhead.framing == Framing::Empty && !head_only && !matches!(status, 204 | 304) {
+            Framing::Length(0)
+        } else {
+            rhead.framing
+        };
+    let close = client.closes();
     // A body that ends at the server's close goes to the client chunked
     // (relay.rs), as hyper's server sends a body of unknown length.
     let framing = rhead.framing;
@@ -629,7 +648,7 @@ async fn deliver<W: ClientConn>(
             let reuse =
                 rhead.keep_alive && !dropped_body && !rest && rhead.framing != Framing::UntilClose;
             if reuse {
-                servers(cx).checkin(conn);
+                cx.worker.servers.checkin(conn);
             }
             if close {
                 Done::Close

@@ -16,11 +16,7 @@ use crate::wire::Framing;
 /// connection ends after it, as hyper ends it (its server reads the
 /// field as it writes the head).
 pub fn closes(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
+    headers.get_all(header::CONNECTION).iter().any(closes_value)
 }
 
 /// How hyper's server frames a body of `len` bytes known in advance
@@ -84,9 +80,7 @@ pub async fn write<W: AsyncWrite + Unpin>(
 }
 
 fn closes_value(v: &HeaderValue) -> bool {
-    v.as_bytes()
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    crate::wire::says_close(v.as_bytes())
 }
 
 /// `head` then `body`, with as few writes as the socket takes (one,

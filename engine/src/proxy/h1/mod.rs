@@ -33,7 +33,7 @@ pub mod servers;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use http::{header, Method, Response};
+use http::{Method, Response};
 use tokio::io::AsyncWrite;
 
 use super::body::ResponseBody;
@@ -41,6 +41,7 @@ use super::decide::{self, Route};
 use super::{open_exchange, ConnCtx};
 use crate::observe::exchange::Open;
 use crate::script::api::request::RequestView;
+use crate::server::drain::Drain;
 use crate::wire::request::RequestHead;
 pub use clock::Clock;
 
@@ -75,9 +76,21 @@ pub struct Client<'a, W> {
     /// The connection's timer, for the server's clocks.
     pub clock: &'a mut Clock,
     /// The connection ends after this response whatever happens (the
-    /// client asked for it, or Pocket is draining): the response says
-    /// `Connection: close`.
+    /// client asked for it, or Pocket was draining when it came): the
+    /// response says `Connection: close`.
     pub closing: bool,
+    /// The worker's drain: one that starts while the request is served
+    /// closes the connection after it too, its response saying so (as
+    /// hyper's graceful shutdown disables keep-alive mid-request).
+    pub drain: &'a Drain,
+}
+
+impl<W> Client<'_, W> {
+    /// Whether the response about to be written is the connection's
+    /// last: read when its head is written, not when the request came.
+    pub fn closes(&self) -> bool {
+        self.closing || self.drain.is_draining()
+    }
 }
 
 /// Phases 1 to 6 for one request that has no body.
@@ -142,19 +155,7 @@ pub async fn serve<W: ClientConn>(
         }
     };
     open.set(letters.0, letters.1);
-    let mut resp = resp;
-    closing_if_draining(cx, &mut resp);
     answer(client, resp, open, head_only).await
-}
-
-/// A drain begun while the request was on its way: the local answer says
-/// `Connection: close` and the connection ends after it, as hyper's
-/// graceful shutdown ends a connection with a request in flight.
-pub(super) fn closing_if_draining(cx: &ConnCtx, resp: &mut Response<ResponseBody>) {
-    if cx.worker.drain.is_draining() {
-        resp.headers_mut()
-            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
-    }
 }
 
 /// Writes one of Pocket's own answers (the script's, a refusal, an error)
@@ -163,17 +164,15 @@ pub(super) fn closing_if_draining(cx: &ConnCtx, resp: &mut Response<ResponseBody
 /// still the phase's, as on the hyper path).
 pub(super) async fn answer<W: ClientConn>(
     client: Client<'_, W>,
-    mut resp: Response<ResponseBody>,
+    resp: Response<ResponseBody>,
     mut open: Box<Open>,
     head_only: bool,
 ) -> Done {
     // A refusal closes the connection (proxy::local::refusal says so in
-    // its head); the writer says it once, from the flag.
-    let close = client.closing
-        || resp
-            .headers_mut()
-            .remove(header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    // its head), as does a script's answer whose `Connection` says
+    // `close` among its tokens: the field is written as it is (hyper's
+    // server reads it the same way).
+    let close = client.closes() || local::closes(resp.headers());
     open.ex.status = resp.status().as_u16();
     // Boxed: the writer's future is large and only local answers need
     // it; every request's future would carry its size.
