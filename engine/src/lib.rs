@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod context;
 pub mod demo;
 pub mod explain;
 pub mod health;

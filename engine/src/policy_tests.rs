@@ -23,9 +23,9 @@ use http::{HeaderName, HeaderValue, Request};
 use mlua::{Table, Value};
 
 use crate::config::{line_of, load_policy, Places};
+use crate::context::RequestId;
 use crate::lb::{AdminState, StateRegistry};
 use crate::proxy::decide::{decide, Route};
-use crate::proxy::RequestId;
 use crate::script::api::request::RequestView;
 use crate::script::{Limits, WorkerScript};
 

@@ -13,9 +13,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::context::RequestId;
 use crate::observe::access_log::Sink;
 use crate::proxy::body::Progress;
-use crate::proxy::RequestId;
 
 /// Who ended the exchange, and in which phase: HAProxy's two-letter
 /// termination state (its log format's `%ts`, "session state at

@@ -38,7 +38,6 @@ pub mod upstream;
 pub mod upstream_io;
 
 use std::convert::Infallible;
-use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -53,6 +52,7 @@ use upstream::Lease;
 
 use crate::config::upstream_tls::Protocol;
 use crate::config::ClientTimeouts;
+use crate::context::RequestId;
 use crate::explain::{Trace, Tracer};
 use crate::lb::{Pool, Server};
 use crate::observe::exchange::{Exchange, Open, Retry, Termination};
@@ -61,19 +61,6 @@ use crate::script::api::response::ResponseView;
 use crate::script::WorkerScript;
 use crate::server::Worker;
 use decide::Route;
-
-/// Names a request in the log and in error bodies: worker and sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestId {
-    pub worker: u32,
-    pub seq: u64,
-}
-
-impl fmt::Display for RequestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{:x}", self.worker, self.seq)
-    }
-}
 
 /// What every request on one client connection shares.
 pub struct ConnCtx {

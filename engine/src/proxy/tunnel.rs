@@ -32,7 +32,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::body::{InFlight, ResponseBody};
-use super::{local, ConnCtx, RequestId};
+use super::{local, ConnCtx};
+use crate::context::RequestId;
 use crate::lb::{Pool, Server};
 use crate::observe::exchange::{Open, Termination};
 use crate::relay::End;

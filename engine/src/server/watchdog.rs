@@ -324,7 +324,7 @@ impl Pulse {
                     Doing::ConnHashKey | Doing::ConnBalance => "connection",
                     _ => "request",
                 },
-                crate::proxy::RequestId {
+                crate::context::RequestId {
                     worker: self.index as u32,
                     seq,
                 }

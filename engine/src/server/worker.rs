@@ -21,9 +21,10 @@ use super::listener::{Bound, ListenerKey};
 use super::maxconn::{caps, take_slot, Gate};
 use super::watchdog::{progress, Doing, Pulse, BEAT};
 use crate::config::{ClientTimeouts, Mode, Policy};
+use crate::context::RequestId;
 use crate::proxy::h1::servers::Servers;
 use crate::proxy::upstream::Upstreams;
-use crate::proxy::{ConnCtx, RequestId};
+use crate::proxy::ConnCtx;
 use crate::script::api::conn::ConnView;
 use crate::script::{Limits, WorkerScript};
 

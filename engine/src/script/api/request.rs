@@ -15,7 +15,7 @@ use super::headers::{add_header_methods, HasHeaders, MAX_HEAD_GROWTH};
 /// The longest method a script may set, bytes (methods are short tokens;
 /// a long one would be copied into every request it is set on).
 const MAX_METHOD: usize = 64;
-use crate::proxy::RequestId;
+use crate::context::RequestId;
 
 pub struct RequestView {
     pub head: Parts,
