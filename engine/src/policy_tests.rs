@@ -321,7 +321,7 @@ fn run_case(script: &WorkerScript, case: &Table, n: usize) -> Result<(), String>
         .listener(&view.listener)
         .is_some_and(|l| l.tls.is_some())
     {
-        view.tls = Some(Arc::new(crate::server::tls::TlsInfo {
+        view.tls = Some(Arc::new(crate::context::TlsInfo {
             sni: view.host().map(Arc::from),
             alpn: Some(Arc::from("http/1.1")),
             version: "TLSv1.3",

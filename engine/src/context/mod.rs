@@ -11,5 +11,7 @@
 //! no layer has to reach up to name them.
 
 mod request_id;
+mod tls_info;
 
 pub use request_id::RequestId;
+pub use tls_info::TlsInfo;

@@ -120,7 +120,7 @@ pub struct Exchange {
     pub log: Option<Arc<Sink>>,
     /// The connection's TLS, when logged (the JSON line's `tls_version`
     /// and `sni`); None on plain HTTP or with no access log.
-    pub tls: Option<Arc<crate::server::tls::TlsInfo>>,
+    pub tls: Option<Arc<crate::context::TlsInfo>>,
     /// A whole TCP-mode connection (tcp/), not an HTTP request: no
     /// method, host, path or status; `bytes_in`/`bytes_out` are the bytes
     /// client to server and server to client.

@@ -25,7 +25,6 @@
 
 pub mod body;
 pub mod decide;
-pub mod fields;
 pub mod forward;
 pub mod h1;
 pub mod local;
@@ -84,7 +83,7 @@ pub struct ConnCtx {
     pub tunnel: tunnel::Slot,
     /// The connection's TLS, on a TLS listener once its handshake is done
     /// (an `Arc`: each request's script view shares it). None: plain.
-    pub tls: Option<Arc<crate::server::tls::TlsInfo>>,
+    pub tls: Option<Arc<crate::context::TlsInfo>>,
 }
 
 impl ConnCtx {

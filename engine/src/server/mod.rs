@@ -17,7 +17,8 @@ pub(crate) mod head_check;
 mod listener;
 pub mod maxconn;
 mod proxy_protocol;
-/// TLS on client connections: the handshake, what scripts see of it.
+/// TLS on client connections: the handshake (what it agreed, which
+/// scripts see, is `context::TlsInfo`).
 pub mod tls;
 mod transport;
 pub mod watchdog;

@@ -13,6 +13,9 @@
 //!   ([`request::write`] writes a request head for a server).
 
 pub mod chunked;
+pub mod fields;
+pub mod hop_by_hop;
+pub mod host;
 pub mod request;
 pub mod response;
 pub mod write;

@@ -30,7 +30,7 @@ pub struct RequestView {
     pub growth: isize,
     /// The connection's TLS (`req.tls`, `req.sni`, `req.alpn`,
     /// `req.scheme`); None on a plain listener.
-    pub tls: Option<Arc<crate::server::tls::TlsInfo>>,
+    pub tls: Option<Arc<crate::context::TlsInfo>>,
 }
 
 impl HasHeaders for RequestView {
