@@ -10,8 +10,10 @@
 //! `server/`, read by `req.tls`), so they live here, below them all, and
 //! no layer has to reach up to name them.
 
+mod drain;
 mod request_id;
 mod tls_info;
 
+pub use drain::{Drain, Open};
 pub use request_id::RequestId;
 pub use tls_info::TlsInfo;

@@ -35,6 +35,7 @@ pub mod timeouts;
 pub mod tunnel;
 pub mod upstream;
 pub mod upstream_io;
+mod worker;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -58,8 +59,8 @@ use crate::observe::exchange::{Exchange, Open, Retry, Termination};
 use crate::script::api::request::RequestView;
 use crate::script::api::response::ResponseView;
 use crate::script::WorkerScript;
-use crate::server::Worker;
 use decide::Route;
+pub use worker::Worker;
 
 /// What every request on one client connection shares.
 pub struct ConnCtx {

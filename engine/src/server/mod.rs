@@ -8,7 +8,6 @@
 //! (commit). So the fleet is never split across generations.
 
 mod conn;
-mod drain;
 mod h1;
 mod h2_flood;
 /// Also read by `pocket explain`, to refuse an oversized head as the
@@ -33,7 +32,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 pub(crate) use conn::H1_BUF;
 pub use listener::{bind_all, Bound, ListenerKey};
-pub use worker::{Control, Worker};
+pub use worker::Control;
 
 use crate::config::Policy;
 use crate::script::Limits;
