@@ -15,6 +15,10 @@ use super::api::response::ResponseView;
 use super::errors::has_location;
 use super::{describe_lua_error, sandbox, Limits, Vm};
 use crate::config::Policy;
+// The one edge up from script/ left: the stamp a hook call writes is a
+// field of the watchdog's `Pulse`, which also holds what only the watchdog
+// touches (the worker's listening sockets, its maxconn ledger); moving the
+// stamp to context/ means splitting Pulse, not a move (a next step).
 use crate::server::watchdog::{Doing, Pulse};
 
 /// What `on_request` decided.
@@ -83,7 +87,8 @@ pub struct WorkerScript {
     pub access_log: Option<Arc<crate::observe::access_log::Sink>>,
     /// Requests may take Pocket's own HTTP/1 path (`proxy::h1`): every
     /// pool is plain HTTP/1.1 (`proxy::h1::takes_policy`), decided at
-    /// load so a connection reads a bool.
+    /// load (by the worker, server/worker.rs) so a connection reads a
+    /// bool; false until then.
     pub direct_h1: bool,
     on_connect: Option<Function>,
     on_request: Option<Function>,
@@ -308,7 +313,9 @@ impl WorkerScript {
             waiting_on_request,
             can_wait,
             generation: 0,
-            direct_h1: crate::proxy::h1::takes_policy(&policy),
+            // Set by the worker that loads it (server/worker.rs), from
+            // `proxy::h1::takes_policy`: the hooks do not know the paths.
+            direct_h1: false,
             access_log: policy
                 .log
                 .as_ref()

@@ -74,6 +74,7 @@ fn load(
     pulse.leave();
     let mut script = script?;
     script.generation = generation;
+    script.direct_h1 = crate::proxy::h1::takes_policy(&script.policy);
     script.watch_with(pulse.clone());
     Ok(script)
 }

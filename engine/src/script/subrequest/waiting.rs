@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::{CanWait, Origin};
 use crate::script::Vm;
+// Up into server/: see the note in script/hooks.rs.
 use crate::server::watchdog::{Doing, Pulse};
 
 /// The coroutine's future, metered. `ran` is the Lua time so far.
