@@ -1,14 +1,19 @@
-//! What a request, a connection and a worker are, as facts every layer
-//! reads: a request's id, a connection's TLS, a worker's stamp of the hook
-//! it is in. Plain data, no behaviour of its own.
+//! What a request, a connection and a worker are, as facts more than one
+//! layer reads: a request's id ([`RequestId`]), what a connection's TLS
+//! handshake agreed ([`TlsInfo`]), a worker's count of open connections
+//! for drain ([`Drain`]). Plain data, no I/O, no policy.
 //!
 //! The layers, top to bottom: `server/` accepts connections and hands them
 //! to `proxy/`, which runs a request's phases and calls the hooks in
 //! `script/`. Each imports only from below. These facts are made in one
-//! layer and read in another (the request id is made by a worker, read by
-//! the script API and the log; the TLS facts are made by the handshake in
-//! `server/`, read by `req.tls`), so they live here, below them all, and
-//! no layer has to reach up to name them.
+//! layer and read in another (a request id is made by the worker's state
+//! in `proxy/`, read by the script API and the log; the TLS facts are
+//! made by the handshake in `server/`, read by `req.tls`), so they live
+//! here, below them all, and no layer reaches up to name them.
+//!
+//! Not here yet: the stamp a hook call writes for the watchdog
+//! (`server::watchdog::Pulse`), which shares its struct with what only
+//! the watchdog touches; see the note in script/hooks.rs.
 
 mod drain;
 mod request_id;
