@@ -1,7 +1,8 @@
 //! What a request, a connection and a worker are, as facts more than one
 //! layer reads: a request's id ([`RequestId`]), what a connection's TLS
 //! handshake agreed ([`TlsInfo`]), a worker's count of open connections
-//! for drain ([`Drain`]). Plain data, no I/O, no policy.
+//! for drain ([`Drain`]), the stamp of the hook call a worker is in, which
+//! the watchdog reads ([`stamp`]). Plain data, no I/O, no policy.
 //!
 //! The layers, top to bottom: `server/` accepts connections and hands them
 //! to `proxy/`, which runs a request's phases and calls the hooks in
@@ -10,13 +11,10 @@
 //! in `proxy/`, read by the script API and the log; the TLS facts are
 //! made by the handshake in `server/`, read by `req.tls`), so they live
 //! here, below them all, and no layer reaches up to name them.
-//!
-//! Not here yet: the stamp a hook call writes for the watchdog
-//! (`server::watchdog::Pulse`), which shares its struct with what only
-//! the watchdog touches; see the note in script/hooks.rs.
 
 mod drain;
 mod request_id;
+pub mod stamp;
 mod tls_info;
 
 pub use drain::{Drain, Open};

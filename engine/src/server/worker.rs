@@ -75,7 +75,7 @@ fn load(
     let mut script = script?;
     script.generation = generation;
     script.direct_h1 = crate::proxy::h1::takes_policy(&script.policy);
-    script.watch_with(pulse.clone());
+    script.watch_with(pulse.stamp.clone());
     Ok(script)
 }
 
