@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use pocket::config::load_policy_source;
+use pocket::context::RequestId;
 use pocket::lb::StateRegistry;
-use pocket::proxy::RequestId;
 use pocket::script::api::request::RequestView;
 use pocket::script::{Limits, WorkerScript};
 

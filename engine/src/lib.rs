@@ -6,12 +6,17 @@
 //! - [`script`]: the Lua side: sandboxed VMs, limits, the `pocket` API.
 //! - [`server`]: worker threads, listeners, the accept loop.
 //! - [`proxy`]: the request path, phase by phase.
+//! - [`context`]: what a request, a connection and a worker are, below
+//!   `server`, `proxy` and `script` (which import downwards; the one
+//!   edge still up is named in docs/architecture.md, "Map").
+//! - [`wire`]: HTTP/1 over bytes, and the header rules every layer applies.
 //! - [`lb`]: pools, servers and how one is picked.
 //! - [`origin`]: the small built-in origin server used by the demo and labs.
 //! - [`admin`]: the admin listener: stats page, JSON API, `/metrics`.
 
 pub mod admin;
 pub mod config;
+pub mod context;
 pub mod demo;
 pub mod explain;
 pub mod health;

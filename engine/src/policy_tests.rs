@@ -23,9 +23,9 @@ use http::{HeaderName, HeaderValue, Request};
 use mlua::{Table, Value};
 
 use crate::config::{line_of, load_policy, Places};
+use crate::context::RequestId;
 use crate::lb::{AdminState, StateRegistry};
 use crate::proxy::decide::{decide, Route};
-use crate::proxy::RequestId;
 use crate::script::api::request::RequestView;
 use crate::script::{Limits, WorkerScript};
 
@@ -321,7 +321,7 @@ fn run_case(script: &WorkerScript, case: &Table, n: usize) -> Result<(), String>
         .listener(&view.listener)
         .is_some_and(|l| l.tls.is_some())
     {
-        view.tls = Some(Arc::new(crate::server::tls::TlsInfo {
+        view.tls = Some(Arc::new(crate::context::TlsInfo {
             sni: view.host().map(Arc::from),
             alpn: Some(Arc::from("http/1.1")),
             version: "TLSv1.3",

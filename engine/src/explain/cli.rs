@@ -343,7 +343,7 @@ pub fn run(args: &Args) -> Result<String, Failure> {
     // (req.scheme "https", its host as the SNI).
     let tls = policy.listener(&listener).is_some_and(|l| l.tls.is_some());
     if tls {
-        view.tls = Some(std::sync::Arc::new(crate::server::tls::TlsInfo {
+        view.tls = Some(std::sync::Arc::new(crate::context::TlsInfo {
             sni: view.host().map(std::sync::Arc::from),
             alpn: Some(std::sync::Arc::from("http/1.1")),
             version: "TLSv1.3",

@@ -27,7 +27,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::proxy::RequestId;
+use crate::context::RequestId;
 use crate::script::api::request::RequestView;
 use crate::server::head_check::HeadCheck;
 

@@ -13,9 +13,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::context::RequestId;
 use crate::observe::access_log::Sink;
 use crate::proxy::body::Progress;
-use crate::proxy::RequestId;
 
 /// Who ended the exchange, and in which phase: HAProxy's two-letter
 /// termination state (its log format's `%ts`, "session state at
@@ -120,7 +120,7 @@ pub struct Exchange {
     pub log: Option<Arc<Sink>>,
     /// The connection's TLS, when logged (the JSON line's `tls_version`
     /// and `sni`); None on plain HTTP or with no access log.
-    pub tls: Option<Arc<crate::server::tls::TlsInfo>>,
+    pub tls: Option<Arc<crate::context::TlsInfo>>,
     /// A whole TCP-mode connection (tcp/), not an HTTP request: no
     /// method, host, path or status; `bytes_in`/`bytes_out` are the bytes
     /// client to server and server to client.

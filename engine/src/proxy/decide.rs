@@ -5,7 +5,8 @@
 
 use http::StatusCode;
 
-use super::{fields, forward, target};
+use super::{forward, target};
+use crate::wire::fields;
 use std::time::Instant;
 
 use crate::explain::{NoTrace, Tracer};

@@ -25,7 +25,6 @@
 
 pub mod body;
 pub mod decide;
-pub mod fields;
 pub mod forward;
 pub mod h1;
 pub mod local;
@@ -36,9 +35,9 @@ pub mod timeouts;
 pub mod tunnel;
 pub mod upstream;
 pub mod upstream_io;
+mod worker;
 
 use std::convert::Infallible;
-use std::fmt;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -53,27 +52,15 @@ use upstream::Lease;
 
 use crate::config::upstream_tls::Protocol;
 use crate::config::ClientTimeouts;
+use crate::context::RequestId;
 use crate::explain::{Trace, Tracer};
 use crate::lb::{Pool, Server};
 use crate::observe::exchange::{Exchange, Open, Retry, Termination};
 use crate::script::api::request::RequestView;
 use crate::script::api::response::ResponseView;
 use crate::script::WorkerScript;
-use crate::server::Worker;
 use decide::Route;
-
-/// Names a request in the log and in error bodies: worker and sequence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestId {
-    pub worker: u32,
-    pub seq: u64,
-}
-
-impl fmt::Display for RequestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{:x}", self.worker, self.seq)
-    }
-}
+pub use worker::Worker;
 
 /// What every request on one client connection shares.
 pub struct ConnCtx {
@@ -97,7 +84,7 @@ pub struct ConnCtx {
     pub tunnel: tunnel::Slot,
     /// The connection's TLS, on a TLS listener once its handshake is done
     /// (an `Arc`: each request's script view shares it). None: plain.
-    pub tls: Option<Arc<crate::server::tls::TlsInfo>>,
+    pub tls: Option<Arc<crate::context::TlsInfo>>,
 }
 
 impl ConnCtx {

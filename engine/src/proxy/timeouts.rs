@@ -21,7 +21,8 @@ use http::{Response, StatusCode};
 use tokio::time::Instant;
 
 use super::body::{Progress, ResponseBody, Turn};
-use super::{local, RequestId};
+use super::local;
+use crate::context::RequestId;
 use crate::lb::{Pool, Server, Timeouts};
 
 /// Which timeout ran out.

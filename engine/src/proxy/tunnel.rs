@@ -32,7 +32,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::body::{InFlight, ResponseBody};
-use super::{local, ConnCtx, RequestId};
+use super::{local, ConnCtx};
+use crate::context::RequestId;
 use crate::lb::{Pool, Server};
 use crate::observe::exchange::{Open, Termination};
 use crate::relay::End;
@@ -98,7 +99,7 @@ pub fn asked(head: &http::request::Parts, body_follows: bool) -> Option<Asked> {
     if !named {
         return None;
     }
-    let value = super::fields::combined(&head.headers, &header::UPGRADE)?;
+    let value = crate::wire::fields::combined(&head.headers, &header::UPGRADE)?;
     if names_h2c(&value) {
         return None;
     }
@@ -180,7 +181,7 @@ pub async fn switch(
     };
     let (mut head, _) = resp.into_parts();
     let upgrade = head.headers.get(header::UPGRADE).cloned();
-    super::forward::strip_hop_by_hop(&mut head.headers);
+    crate::wire::hop_by_hop::strip_hop_by_hop(&mut head.headers);
     head.headers.remove(header::CONTENT_LENGTH);
     if let Some(u) = upgrade {
         head.headers.insert(header::UPGRADE, u);
@@ -341,7 +342,7 @@ mod tests {
         let a = asked(&h, false).unwrap();
         h.headers
             .insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        super::super::forward::strip_hop_by_hop(&mut h.headers);
+        crate::wire::hop_by_hop::strip_hop_by_hop(&mut h.headers);
         a.restore(&mut h.headers);
         assert_eq!(h.headers["upgrade"], "websocket");
         assert_eq!(h.headers["connection"], "upgrade");

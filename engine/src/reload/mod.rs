@@ -701,7 +701,7 @@ fn stop_signals(
                         _ = term.recv() => break,
                         _ = int.recv() => break,
                         Some(()) = async { match usr2.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
-                            let did = crate::server::watchdog::lab_hang_signal();
+                            let did = crate::context::stamp::lab_hang_signal();
                             tracing::warn!("lab fault hang_worker {did}");
                         }
                     }

@@ -15,7 +15,7 @@ use super::api::response::ResponseView;
 use super::errors::has_location;
 use super::{describe_lua_error, sandbox, Limits, Vm};
 use crate::config::Policy;
-use crate::server::watchdog::{Doing, Pulse};
+use crate::context::stamp::{Doing, Stamp};
 
 /// What `on_request` decided.
 pub enum Decision {
@@ -83,7 +83,8 @@ pub struct WorkerScript {
     pub access_log: Option<Arc<crate::observe::access_log::Sink>>,
     /// Requests may take Pocket's own HTTP/1 path (`proxy::h1`): every
     /// pool is plain HTTP/1.1 (`proxy::h1::takes_policy`), decided at
-    /// load so a connection reads a bool.
+    /// load (by the worker, server/worker.rs) so a connection reads a
+    /// bool; false until then.
     pub direct_h1: bool,
     on_connect: Option<Function>,
     on_request: Option<Function>,
@@ -141,7 +142,7 @@ fn may_wait(text: &str) -> bool {
 /// A worker's pulse and where each hook function is defined (indices into
 /// the watchdog's places, found once at load).
 struct Watched {
-    pulse: Arc<Pulse>,
+    pulse: Arc<Stamp>,
     on_connect: u32,
     on_request: u32,
     on_response: u32,
@@ -152,7 +153,7 @@ struct Watched {
 
 /// Clears the stamp when the call returns (or unwinds), and counts the
 /// call's time in `pocket_hook_duration_seconds`.
-struct Busy<'a>(Option<&'a Pulse>, Option<Hook>, std::time::Instant);
+struct Busy<'a>(Option<&'a Stamp>, Option<Hook>, std::time::Instant);
 
 impl Drop for Busy<'_> {
     #[inline]
@@ -308,7 +309,9 @@ impl WorkerScript {
             waiting_on_request,
             can_wait,
             generation: 0,
-            direct_h1: crate::proxy::h1::takes_policy(&policy),
+            // Set by the worker that loads it (server/worker.rs), from
+            // `proxy::h1::takes_policy`: the hooks do not know the paths.
+            direct_h1: false,
             access_log: policy
                 .log
                 .as_ref()
@@ -339,7 +342,7 @@ impl WorkerScript {
     /// Looks up where each hook function is defined (`path:line`, from
     /// Lua's debug info): load-time work, so the call itself stores only
     /// a number.
-    pub fn watch_with(&mut self, pulse: Arc<Pulse>) {
+    pub fn watch_with(&mut self, pulse: Arc<Stamp>) {
         let places = pulse.places();
         let place = |f: &Option<Function>| -> u32 {
             let Some(f) = f else { return 0 };
@@ -561,7 +564,7 @@ impl WorkerScript {
         list: Option<Table>,
         conn: &mut ConnView,
         stream: &tokio::net::TcpStream,
-        (doing, pulse): (Doing, Option<(&Pulse, u32, u64)>),
+        (doing, pulse): (Doing, Option<(&Stamp, u32, u64)>),
     ) -> Result<Result<Value, ConnectVerdict>, HookError> {
         use crate::tcp::client_hello::{self, Peeked};
         use std::future::Future as _;

@@ -42,11 +42,11 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::drain::Drain;
 use super::h2_flood::FloodWatch;
 use super::head_check::{self, HeadCheck};
 use super::transport::Transport;
 use crate::config::{ClientTimeouts, DEFAULT_HEAD_SIZE};
+use crate::context::Drain;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::upstream::READ_PIECE;
 use crate::proxy::{self, ConnCtx};

@@ -32,9 +32,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
 use super::conn::ClientIo;
-use super::drain::Drain;
 use super::transport::Transport;
 use crate::config::ClientTimeouts;
+use crate::context::Drain;
 use crate::proxy::h1::{self as direct, buf, Client, ClientConn, Clock, Done};
 use crate::proxy::ConnCtx;
 use crate::script::WorkerScript;

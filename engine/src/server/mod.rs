@@ -8,7 +8,6 @@
 //! (commit). So the fleet is never split across generations.
 
 mod conn;
-pub(crate) mod drain;
 mod h1;
 mod h2_flood;
 /// Also read by `pocket explain`, to refuse an oversized head as the
@@ -18,7 +17,8 @@ mod idle;
 mod listener;
 pub mod maxconn;
 mod proxy_protocol;
-/// TLS on client connections: the handshake, what scripts see of it.
+/// TLS on client connections: the handshake (what it agreed, which
+/// scripts see, is `context::TlsInfo`).
 pub mod tls;
 mod transport;
 pub mod watchdog;
@@ -33,7 +33,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 pub(crate) use conn::H1_BUF;
 pub use listener::{bind_all, Bound, ListenerKey};
-pub use worker::{Control, Worker};
+pub use worker::Control;
 
 use crate::config::Policy;
 use crate::script::Limits;

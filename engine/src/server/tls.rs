@@ -16,19 +16,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::tls::{ListenerTls, NO_CERTIFICATE};
+use crate::context::TlsInfo;
 use crate::proxy::ConnCtx;
-
-/// What a script and the log know of a connection's TLS.
-#[derive(Debug)]
-pub struct TlsInfo {
-    /// The name the client asked for (SNI), lowercase; None if it sent none.
-    pub sni: Option<Arc<str>>,
-    /// The protocol agreed by ALPN (`h2`, `http/1.1`); None if the client
-    /// offered none.
-    pub alpn: Option<Arc<str>>,
-    /// `TLSv1.3` or `TLSv1.2`.
-    pub version: &'static str,
-}
 
 /// The first byte of a TLS record carrying a handshake (RFC 8446 §5.1).
 const HANDSHAKE_RECORD: u8 = 0x16;

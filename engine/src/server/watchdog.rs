@@ -7,7 +7,8 @@
 //! Each worker has a [`Pulse`]: a progress count its thread bumps every
 //! time it makes progress (a heartbeat task every [`BEAT`], and every
 //! poll of a connection's task and every turn of an accept loop, through
-//! [`progress`]), and a stamp of the hook call in progress (two relaxed
+//! [`progress`]), and a stamp of the hook call in progress (`context::stamp`,
+//! written by the hooks; two relaxed
 //! atomic stores around each call, no clock read). The watchdog thread
 //! looks at every pulse each [`TICK`]; a count that has not moved for
 //! [`STUCK_AFTER`] (while loading a policy's main chunk: its 2 s load
@@ -19,11 +20,14 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedSender;
+
+use crate::context::stamp::Stamp;
+pub use crate::context::stamp::{Doing, Places};
 
 /// How often a worker's runtime shows it is alive.
 pub const BEAT: Duration = Duration::from_millis(100);
@@ -35,92 +39,13 @@ pub const STUCK_AFTER: Duration = Duration::from_secs(1);
 /// (suspend, CPU starvation): what it saw before proves nothing.
 const MISSED: Duration = Duration::from_millis(500);
 
-/// What a worker is doing, packed into one `u64` so the hot path writes
-/// it with a single store: 4 bits of [`Doing`], 20 bits of place (an index
-/// into [`Places`]), 40 bits of request sequence (or generation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Doing {
-    OnConnect = 1,
-    OnRequest = 2,
-    OnResponse = 3,
-    HashKey = 4,
-    Balance = 5,
-    Bypass = 6,
-    /// Running a policy's main chunk (start or reload); "seq" is the
-    /// generation.
-    Loading = 7,
-    /// A tcp pool's `hash_key(conn)` / `balance(servers, conn)`: "seq"
-    /// is a connection's, said so in the log.
-    ConnHashKey = 8,
-    ConnBalance = 9,
-}
-
-impl Doing {
-    fn from_bits(bits: u64) -> Option<Doing> {
-        Some(match bits {
-            1 => Doing::OnConnect,
-            2 => Doing::OnRequest,
-            3 => Doing::OnResponse,
-            4 => Doing::HashKey,
-            5 => Doing::Balance,
-            6 => Doing::Bypass,
-            7 => Doing::Loading,
-            8 => Doing::ConnHashKey,
-            9 => Doing::ConnBalance,
-            _ => return None,
-        })
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Doing::OnConnect => "on_connect",
-            Doing::OnRequest => "on_request",
-            Doing::OnResponse => "on_response",
-            Doing::HashKey | Doing::ConnHashKey => "hash_key",
-            Doing::Balance | Doing::ConnBalance => "balance",
-            Doing::Bypass => "bypass",
-            Doing::Loading => "the main chunk",
-        }
-    }
-}
-
-const SEQ_BITS: u32 = 40;
-const PLACE_BITS: u32 = 20;
-
-/// The places (`path:line` where a hook function is defined) the stamps
-/// name, shared by every worker; a place keeps its index across reloads.
-#[derive(Default)]
-pub struct Places {
-    names: Mutex<(Vec<String>, HashMap<String, u32>)>,
-}
-
-impl Places {
-    /// The index of `place` (made at load time, never on the hot path).
-    pub fn index(&self, place: String) -> u32 {
-        let mut guard = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        let (list, map) = &mut *guard;
-        if let Some(&i) = map.get(&place) {
-            return i;
-        }
-        let i = (list.len() as u32).min((1 << PLACE_BITS) - 1);
-        list.push(place.clone());
-        map.insert(place, i);
-        i
-    }
-
-    fn name(&self, index: u32) -> String {
-        let guard = self.names.lock().unwrap_or_else(|e| e.into_inner());
-        guard.0.get(index as usize).cloned().unwrap_or_default()
-    }
-}
-
 /// One worker's signs of life, shared with the watchdog thread.
 pub struct Pulse {
     /// The worker's index (and the first part of its request ids).
     pub index: usize,
     beat: AtomicU64,
-    what: AtomicU64,
+    /// The hook call in progress, written by the worker's hooks.
+    pub stamp: Arc<Stamp>,
     /// Set by the watchdog: the worker is out of rotation; if it ever
     /// comes back it finishes its connections and ends.
     abandoned: AtomicBool,
@@ -131,7 +56,6 @@ pub struct Pulse {
     /// before closing it, under this lock, so the watchdog never touches a
     /// reused descriptor.
     sockets: Mutex<Vec<RawFd>>,
-    places: Arc<Places>,
     /// The connection slots this worker's connections hold (maxconn).
     pub ledger: Arc<super::maxconn::Ledger>,
 }
@@ -177,49 +101,37 @@ pub fn stuck_total() -> u64 {
     STUCK_TOTAL.load(Ordering::Relaxed)
 }
 
-/// Failure lab fault `hang_worker`: the next hook call on any worker
-/// hangs until released or the process ends. Driven only by SIGUSR2
-/// under `pocket run --lab-faults`.
-static LAB_HANG: AtomicU8 = AtomicU8::new(LAB_IDLE);
-const LAB_IDLE: u8 = 0;
-const LAB_ARMED: u8 = 1;
-const LAB_HANGING: u8 = 2;
-/// The thread hanging in the fault, to wake when it is released.
-static LAB_HUNG: Mutex<Option<std::thread::Thread>> = Mutex::new(None);
-
-/// SIGUSR2 under `pocket run --lab-faults`: releases the worker hanging in
-/// the `hang_worker` fault if there is one (it comes back), else arms
-/// the fault for the next hook call. Returns what it did.
-pub fn lab_hang_signal() -> &'static str {
-    if LAB_HANG
-        .compare_exchange(LAB_HANGING, LAB_IDLE, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok()
-    {
-        if let Some(t) = LAB_HUNG.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            t.unpark();
-        }
-        return "released: the hanging worker comes back";
-    }
-    LAB_HANG.store(LAB_ARMED, Ordering::Release);
-    "armed: the next hook call hangs its worker"
-}
-
 impl Pulse {
     pub fn new(index: usize, places: Arc<Places>) -> Pulse {
         Pulse {
             index,
             beat: AtomicU64::new(0),
-            what: AtomicU64::new(0),
+            stamp: Arc::new(Stamp::new(index, places)),
             abandoned: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             sockets: Mutex::new(Vec::new()),
-            places,
             ledger: Default::default(),
         }
     }
 
     pub fn places(&self) -> &Places {
-        &self.places
+        self.stamp.places()
+    }
+
+    /// A load starts (the worker's own call; hooks stamp [`Stamp`]).
+    #[inline]
+    pub fn enter(&self, doing: Doing, place: u32, seq: u64) {
+        self.stamp.enter(doing, place, seq);
+    }
+
+    /// The load has returned.
+    #[inline]
+    pub fn leave(&self) {
+        self.stamp.leave();
+    }
+
+    fn describe(&self, what: u64) -> String {
+        self.stamp.describe(what)
     }
 
     /// The worker is alive (its runtime polled the heartbeat task, or a
@@ -237,49 +149,6 @@ impl Pulse {
         let pulse = self.clone();
         PROGRESS.with(|p| p.set(Arc::as_ptr(&pulse)));
         ThisThread(pulse)
-    }
-
-    /// A hook call (or a load) starts: one relaxed store.
-    #[inline]
-    pub fn enter(&self, doing: Doing, place: u32, seq: u64) {
-        let packed = ((doing as u64) << (SEQ_BITS + PLACE_BITS))
-            | ((place as u64 & ((1 << PLACE_BITS) - 1)) << SEQ_BITS)
-            | (seq & ((1 << SEQ_BITS) - 1));
-        self.what.store(packed, Ordering::Relaxed);
-        if LAB_HANG.load(Ordering::Relaxed) == LAB_ARMED {
-            self.lab_hang();
-        }
-    }
-
-    /// The call has returned.
-    #[inline]
-    pub fn leave(&self) {
-        self.what.store(0, Ordering::Relaxed);
-    }
-
-    #[cold]
-    fn lab_hang(&self) {
-        if LAB_HANG
-            .compare_exchange(LAB_ARMED, LAB_HANGING, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            return; // another worker took it
-        }
-        let what = self.describe(self.what.load(Ordering::Relaxed));
-        tracing::warn!(
-            "lab fault hang_worker: worker {} hangs in {what}",
-            self.index
-        );
-        // Known before the state is looked at, so a release in between
-        // is not missed.
-        *LAB_HUNG.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::thread::current());
-        while LAB_HANG.load(Ordering::Acquire) == LAB_HANGING {
-            std::thread::park();
-        }
-        tracing::warn!(
-            "lab fault hang_worker: worker {} released from {what}",
-            self.index
-        );
     }
 
     pub fn is_abandoned(&self) -> bool {
@@ -305,38 +174,11 @@ impl Pulse {
             .retain(|&s| s != fd);
     }
 
-    /// What the stamp says, for the log.
-    fn describe(&self, what: u64) -> String {
-        let Some(doing) = Doing::from_bits(what >> (SEQ_BITS + PLACE_BITS)) else {
-            return "no script call (in Pocket itself or waiting on the system)".into();
-        };
-        let place = self
-            .places
-            .name(((what >> SEQ_BITS) & ((1 << PLACE_BITS) - 1)) as u32);
-        let seq = what & ((1 << SEQ_BITS) - 1);
-        match doing {
-            Doing::Loading => format!("the main chunk of generation {seq} ({place})"),
-            Doing::OnConnect => format!("{} ({place}) for a new connection", doing.name()),
-            _ => format!(
-                "{} ({place}) for {} {}",
-                doing.name(),
-                match doing {
-                    Doing::ConnHashKey | Doing::ConnBalance => "connection",
-                    _ => "request",
-                },
-                crate::proxy::RequestId {
-                    worker: self.index as u32,
-                    seq,
-                }
-            ),
-        }
-    }
-
     /// What the worker is stuck in, for the log: the script call that has
     /// not returned, or, outside any, that it has made no progress.
     fn stuck_in(&self, what: u64, silent: Duration) -> String {
         let secs = silent.as_secs_f64();
-        if Doing::from_bits(what >> (SEQ_BITS + PLACE_BITS)).is_none() {
+        if !Stamp::in_call(what) {
             return format!(
                 "it has made no progress for {secs:.1}s, outside any script call (in Pocket itself or waiting on the system)"
             );
@@ -467,9 +309,8 @@ impl Watchdog {
                     continue;
                 }
                 let beat = p.beat.load(Ordering::Relaxed);
-                let what = p.what.load(Ordering::Relaxed);
-                let loading =
-                    Doing::from_bits(what >> (SEQ_BITS + PLACE_BITS)) == Some(Doing::Loading);
+                let what = p.stamp.now();
+                let loading = Stamp::doing(what) == Some(Doing::Loading);
                 let bound = if loading {
                     self.load_bound
                 } else {
@@ -496,7 +337,7 @@ impl Watchdog {
             worker = p.index,
             "worker {} ended unexpectedly (last: {}); a new worker takes its place",
             p.index,
-            p.describe(p.what.load(Ordering::Relaxed)),
+            p.describe(p.stamp.now()),
         );
         let _ = self.stuck.send(p.index);
     }
@@ -534,13 +375,13 @@ mod tests {
         let at = places.index("policy.lua:7".into());
         let pulse = Pulse::new(0, places);
         pulse.enter(Doing::Balance, at, 5);
-        let said = pulse.describe(pulse.what.load(Ordering::Relaxed));
+        let said = pulse.describe(pulse.stamp.now());
         assert_eq!(said, "balance (policy.lua:7) for request 0-5");
         pulse.enter(Doing::ConnBalance, at, 5);
-        let said = pulse.describe(pulse.what.load(Ordering::Relaxed));
+        let said = pulse.describe(pulse.stamp.now());
         assert_eq!(said, "balance (policy.lua:7) for connection 0-5");
         pulse.enter(Doing::ConnHashKey, at, 6);
-        let said = pulse.describe(pulse.what.load(Ordering::Relaxed));
+        let said = pulse.describe(pulse.stamp.now());
         assert_eq!(said, "hash_key (policy.lua:7) for connection 0-6");
     }
 
@@ -600,7 +441,7 @@ mod tests {
         );
         pulse.enter(Doing::OnRequest, at, 0x2a);
         assert_eq!(
-            pulse.stuck_in(pulse.what.load(Ordering::Relaxed), second),
+            pulse.stuck_in(pulse.stamp.now(), second),
             "on_request (policy.lua:4) for request 1-2a has not returned for 1.0s"
         );
     }

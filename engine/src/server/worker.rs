@@ -1,7 +1,6 @@
 //! One worker: a current-thread runtime, its Lua VM, its accept loops, and
 //! the control messages that swap its policy or drain it.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -16,14 +15,12 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 
 use super::conn::{self, Http};
-use super::drain::Drain;
 use super::listener::{Bound, ListenerKey};
 use super::maxconn::{caps, take_slot, Gate};
 use super::watchdog::{progress, Doing, Pulse, BEAT};
 use crate::config::{ClientTimeouts, Mode, Policy};
-use crate::proxy::h1::servers::Servers;
-use crate::proxy::upstream::Upstreams;
-use crate::proxy::{ConnCtx, RequestId};
+use crate::context::Drain;
+use crate::proxy::{ConnCtx, Worker};
 use crate::script::api::conn::ConnView;
 use crate::script::{Limits, WorkerScript};
 
@@ -48,38 +45,6 @@ pub enum Control {
     Abort { generation: u64 },
     /// Stop accepting, let connections finish within `grace`, then stop.
     Shutdown { grace: Duration },
-}
-
-pub struct Worker {
-    pub index: usize,
-    script: RefCell<Rc<WorkerScript>>,
-    pub upstreams: Rc<Upstreams>,
-    /// The plain HTTP/1.1 server connections of the direct path
-    /// (proxy/h1/servers.rs), apart from hyper's.
-    pub servers: Servers,
-    seq: Cell<u64>,
-    /// Counts open client connections, so a drain knows when the last
-    /// has gone.
-    pub(crate) drain: Rc<Drain>,
-}
-
-impl Worker {
-    /// The policy a new request runs on. Requests hold their own `Rc`, so a
-    /// swap never disturbs one in flight.
-    #[inline]
-    pub fn script(&self) -> Rc<WorkerScript> {
-        self.script.borrow().clone()
-    }
-
-    #[inline]
-    pub fn next_request_id(&self) -> RequestId {
-        let seq = self.seq.get() + 1;
-        self.seq.set(seq);
-        RequestId {
-            worker: self.index as u32,
-            seq,
-        }
-    }
 }
 
 /// The accept loops running on this worker, by listener, with their
@@ -109,7 +74,8 @@ fn load(
     pulse.leave();
     let mut script = script?;
     script.generation = generation;
-    script.watch_with(pulse.clone());
+    script.direct_h1 = crate::proxy::h1::takes_policy(&script.policy);
+    script.watch_with(pulse.stamp.clone());
     Ok(script)
 }
 
@@ -157,14 +123,7 @@ pub fn run(start: Start, mut control: UnboundedReceiver<Control>, pulse: Arc<Pul
             return;
         }
     };
-    let worker = Rc::new(Worker {
-        index,
-        script: RefCell::new(Rc::new(script)),
-        upstreams: Rc::new(Upstreams::default()),
-        servers: Servers::new(),
-        seq: Cell::new(0),
-        drain: Rc::new(Drain::default()),
-    });
+    let worker = Rc::new(Worker::new(index, script, Rc::new(Drain::default())));
     let local = tokio::task::LocalSet::new();
     let watched = pulse.clone();
     local.block_on(&runtime, async move {
@@ -250,7 +209,7 @@ async fn commit(
         .map(ListenerKey::of)
         .collect();
     let live = crate::proxy::upstream::live_keys(&script.policy.pools);
-    *worker.script.borrow_mut() = script;
+    worker.set_script(script);
     let removed: Vec<ListenerKey> = loops
         .keys()
         .filter(|k| !wanted.contains(k))
@@ -315,19 +274,21 @@ async fn drain(worker: &Rc<Worker>, pulse: &Pulse, loops: &mut AcceptLoops, grac
         pulse.remove_socket(fd);
         handle.abort();
     }
-    let open = worker.drain.drain();
+    let open = worker.drain.begin();
+    // Parked connections wait on the keep-alive sweep, not on the drain.
+    super::idle::wake_all();
     tracing::debug!(
         worker = worker.index,
         "worker draining: {} open",
         crate::words::count(worker.drain.open() as u64, "connection")
     );
-    match tokio::time::timeout(grace, open).await {
+    match tokio::time::timeout(grace, worker.drain.closed()).await {
         Err(_) => tracing::warn!(
             worker = worker.index,
             "grace period of {grace:?} over; closing {} still open",
             crate::words::count(worker.drain.open() as u64, "connection")
         ),
-        Ok(open) if open > 0 => {
+        Ok(()) if open > 0 => {
             tracing::debug!(
                 worker = worker.index,
                 "{} finished",

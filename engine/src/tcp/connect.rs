@@ -10,13 +10,13 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 
+use crate::context::RequestId;
 use crate::lb::Pool;
 use crate::observe::exchange::{Open, Retry};
 use crate::proxy::body::InFlight;
 use crate::proxy::proxy_header::{self, ProxyTo};
 use crate::proxy::tunnel::ServerStream;
 use crate::proxy::upstream::ConnectError;
-use crate::proxy::RequestId;
 use crate::script::api::conn::ConnView;
 use crate::script::WorkerScript;
 

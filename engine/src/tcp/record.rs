@@ -17,9 +17,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::context::RequestId;
 use crate::observe::exchange::Open;
 use crate::observe::{Exchange, Termination};
-use crate::proxy::RequestId;
 use crate::script::WorkerScript;
 
 /// Opens the record of a connection accepted on `listener` from `peer`:

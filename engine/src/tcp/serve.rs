@@ -12,10 +12,10 @@ use tokio::net::TcpStream;
 use super::connect::{self, Client, NoServer};
 use super::record;
 use crate::config::ClientTimeouts;
+use crate::proxy::Worker;
 use crate::relay::End;
 use crate::script::api::conn::ConnView;
 use crate::script::{ConnectVerdict, WorkerScript};
-use crate::server::worker::Worker;
 
 /// What the accept loop knew of a tcp listener when it accepted a
 /// connection, all of one generation (`script`'s): a reload in between

@@ -11,8 +11,14 @@
 //! - [`chunked`]: a chunked body, validated as it passes through.
 //! - [`write`]: the response heads Pocket writes to a client
 //!   ([`request::write`] writes a request head for a server).
+//! - [`fields`], [`hop_by_hop`], [`host`]: header rules of HTTP itself
+//!   that both the request path (`proxy/`) and the script API apply, here
+//!   so the script API need not reach up into the proxy for them.
 
 pub mod chunked;
+pub mod fields;
+pub mod hop_by_hop;
+pub mod host;
 pub mod request;
 pub mod response;
 pub mod write;

@@ -383,9 +383,9 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::context::RequestId;
     use crate::lb::StateRegistry;
     use crate::observe::exchange::{Exchange, Retry, Termination};
-    use crate::proxy::RequestId;
 
     fn exchange(
         pool: &Arc<str>,

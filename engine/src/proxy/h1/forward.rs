@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::servers::ServerConn;
 use super::{answer, buf, relay, until_gone, Client, ClientConn, Clock, Done};
+use crate::context::RequestId;
 use crate::lb::{Pool, Server};
 use crate::observe::exchange::{Open, Retry, Termination};
 use crate::proxy::body::InFlight;
@@ -22,7 +23,7 @@ use crate::proxy::timeouts::{self, Late};
 use crate::proxy::upstream_io::MAX_INTERIM;
 use crate::proxy::{
     cannot_relay, clone_head, forward as prepare, is_idempotent, late_termination, local, next_try,
-    ConnCtx, RequestId,
+    ConnCtx,
 };
 use crate::script::api::request::RequestView;
 use crate::script::api::response::ResponseView;

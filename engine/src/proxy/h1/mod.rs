@@ -39,9 +39,9 @@ use tokio::io::AsyncWrite;
 use super::body::ResponseBody;
 use super::decide::{self, Route};
 use super::{open_exchange, ConnCtx};
+use crate::context::Drain;
 use crate::observe::exchange::Open;
 use crate::script::api::request::RequestView;
-use crate::server::drain::Drain;
 use crate::wire::request::RequestHead;
 pub use clock::Clock;
 

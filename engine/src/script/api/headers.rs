@@ -65,7 +65,7 @@ fn name(text: &mlua::LuaString) -> mlua::Result<HeaderName> {
 /// A Host a script sets must be one valid `host[:port]`: the server would
 /// otherwise get two hosts, or one it cannot parse.
 fn check_host(name: &HeaderName, value: &HeaderValue) -> mlua::Result<()> {
-    if *name == http::header::HOST && !crate::proxy::target::valid_host_value(value.as_bytes()) {
+    if *name == http::header::HOST && !crate::wire::host::valid_host_value(value.as_bytes()) {
         return Err(mlua::Error::RuntimeError(format!(
             "invalid Host {:?}: must be host[:port]",
             String::from_utf8_lossy(value.as_bytes())
@@ -77,7 +77,7 @@ fn check_host(name: &HeaderName, value: &HeaderValue) -> mlua::Result<()> {
 /// A header name a script may write: not a framing or hop-by-hop one.
 pub fn writable_name(text: &mlua::LuaString) -> mlua::Result<HeaderName> {
     let n = name(text)?;
-    if crate::proxy::forward::is_framing(&n) {
+    if crate::wire::hop_by_hop::is_framing(&n) {
         return Err(mlua::Error::RuntimeError(format!(
             "header \"{n}\" cannot be set by a script: framing and connection headers (content-length, transfer-encoding, connection, keep-alive, proxy-connection, te, trailer, upgrade) are Pocket's to write"
         )));
@@ -125,7 +125,7 @@ pub fn header<T: HasHeaders>(lua: &Lua, this: &T, n: mlua::LuaString) -> mlua::R
     let Ok(name) = HeaderName::from_bytes(&n.as_bytes()) else {
         return Ok(Value::Nil);
     };
-    match crate::proxy::fields::combined(this.headers(), &name) {
+    match crate::wire::fields::combined(this.headers(), &name) {
         Some(v) => Ok(Value::String(lua.create_string(&*v)?)),
         None => Ok(Value::Nil),
     }

@@ -2,7 +2,7 @@
 //! values, the same messages), and a kept one is refused after its call.
 
 use super::*;
-use crate::proxy::RequestId;
+use crate::context::RequestId;
 
 fn view(uri: &str, host: &str) -> RequestView {
     let head = http::Request::builder()

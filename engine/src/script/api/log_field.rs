@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use crate::proxy::RequestId;
+use crate::context::RequestId;
 
 /// The most fields one request can carry (a line stays a line).
 pub const MAX_FIELDS: usize = 16;

@@ -15,7 +15,7 @@ use super::headers::{add_header_methods, HasHeaders, MAX_HEAD_GROWTH};
 /// The longest method a script may set, bytes (methods are short tokens;
 /// a long one would be copied into every request it is set on).
 const MAX_METHOD: usize = 64;
-use crate::proxy::RequestId;
+use crate::context::RequestId;
 
 pub struct RequestView {
     pub head: Parts,
@@ -30,7 +30,7 @@ pub struct RequestView {
     pub growth: isize,
     /// The connection's TLS (`req.tls`, `req.sni`, `req.alpn`,
     /// `req.scheme`); None on a plain listener.
-    pub tls: Option<Arc<crate::server::tls::TlsInfo>>,
+    pub tls: Option<Arc<crate::context::TlsInfo>>,
 }
 
 impl HasHeaders for RequestView {

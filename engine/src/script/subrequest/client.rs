@@ -20,6 +20,11 @@ use tokio::net::TcpStream;
 
 use crate::config::upstream_tls::UpstreamTls;
 use crate::config::Policy;
+// Up from script/ into proxy/, kept on purpose: a sub-request through a pool
+// opens its connection as the pool's own connections start (PROXY header,
+// TLS, the same head scan and interim-response limit), so it uses the
+// proxy's upstream connection code, not a copy. It does not use the
+// proxy's pooled connections: each sub-request has a fresh one.
 use crate::proxy::proxy_header::{self, ProxyTo};
 use crate::proxy::upstream_io::{HeadScan, UpstreamIo, MAX_INTERIM};
 

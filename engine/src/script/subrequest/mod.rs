@@ -62,7 +62,7 @@ pub fn depth_of(headers: &http::HeaderMap) -> u32 {
 pub struct Origin {
     pub client: Option<(SocketAddr, SocketAddr)>,
     pub depth: u32,
-    pub request: Option<crate::proxy::RequestId>,
+    pub request: Option<crate::context::RequestId>,
 }
 
 /// The longest deadline a script may give, in seconds: a request should

@@ -11,8 +11,8 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use super::{CanWait, Origin};
+use crate::context::stamp::{Doing, Stamp};
 use crate::script::Vm;
-use crate::server::watchdog::{Doing, Pulse};
 
 /// The coroutine's future, metered. `ran` is the Lua time so far.
 pub struct Metered<'a, F> {
@@ -20,7 +20,7 @@ pub struct Metered<'a, F> {
     vm: &'a Vm,
     can_wait: &'a CanWait,
     /// The worker's pulse, the hook's place and the request's sequence.
-    pulse: Option<(&'a Pulse, u32, u64)>,
+    pulse: Option<(&'a Stamp, u32, u64)>,
     /// The coroutine's Lua thread (see `CanWait`), once its first resume
     /// has noted it.
     thread: Option<*const std::ffi::c_void>,
@@ -36,7 +36,7 @@ impl<'a, F> Metered<'a, F> {
     pub fn new(
         vm: &'a Vm,
         can_wait: &'a CanWait,
-        pulse: Option<(&'a Pulse, u32, u64)>,
+        pulse: Option<(&'a Stamp, u32, u64)>,
         budget: Duration,
         origin: Origin,
         inner: F,
@@ -63,7 +63,7 @@ impl<'a, F> Metered<'a, F> {
 }
 
 /// Ends a resume however it ends (mlua re-raises a callback's panic).
-struct Resumed<'a>(&'a Vm, &'a CanWait, Option<&'a Pulse>);
+struct Resumed<'a>(&'a Vm, &'a CanWait, Option<&'a Stamp>);
 
 impl Drop for Resumed<'_> {
     fn drop(&mut self) {

@@ -64,17 +64,20 @@ impl Drain {
         }
     }
 
-    /// Starts draining and waits until every connection has closed.
-    /// Returns how many were open when it started.
-    pub async fn drain(&self) -> usize {
+    /// Starts draining: no new connection is counted, and the waiting ones
+    /// are woken ([`Drain::started`]). Returns how many were open. (The
+    /// server wakes its parked connections too: they wait on its
+    /// keep-alive sweep, not here.)
+    pub fn begin(&self) -> usize {
         self.draining.set(true);
         self.start.notify_waiters();
-        // Parked connections wait on the sweep, not on `start`.
-        super::idle::wake_all();
-        let open = self.open.get();
+        self.open.get()
+    }
+
+    /// Waits until every connection has closed.
+    pub async fn closed(&self) {
         while self.open.get() > 0 {
             self.last_closed.notified().await;
         }
-        open
     }
 }
