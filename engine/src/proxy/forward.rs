@@ -183,13 +183,34 @@ fn add_forwarded_for(headers: &mut HeaderMap, peer_ip: &HeaderValue) {
     headers.insert(X_FORWARDED_FOR.clone(), value);
 }
 
-/// The client's address as an X-Forwarded-For entry.
+/// The client's address as an X-Forwarded-For entry. Made once per
+/// connection; the worker keeps the last one made, so a run of
+/// connections from one client (a balancer in front, a load generator)
+/// shares its text instead of formatting it per accept.
 pub fn peer_value(peer: IpAddr) -> HeaderValue {
-    // Copied at its exact length: a `Bytes` made from the formatted
-    // `String` (capacity 16 for "127.0.0.1") would add a shared header
-    // allocation, kept for the connection's life.
-    HeaderValue::from_str(&canonical_ip(peer).to_string())
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let made = || {
+        // Copied at its exact length: a `Bytes` made from the formatted
+        // `String` (capacity 16 for "127.0.0.1") would add a shared
+        // header allocation, kept for the connection's life.
+        HeaderValue::from_str(&canonical_ip(peer).to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    };
+    LAST.try_with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((ip, v)) if *ip == peer => v.clone(),
+            _ => {
+                let v = made();
+                *last = Some((peer, v.clone()));
+                v
+            }
+        }
+    })
+    .unwrap_or_else(|_| made())
 }
 
 /// An IPv4 client seen through a dual-stack socket is reported as IPv4.

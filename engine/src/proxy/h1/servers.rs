@@ -70,7 +70,15 @@ fn check(idle: &Idle, now: Instant, keepalive: Duration) -> Result<Duration, Unu
     if idle_for > keepalive {
         return Err(Unusable::Stale);
     }
-    if crate::proxy::upstream::closed_while_idle(&idle.stream) {
+    // A peek only for a connection the runtime saw readable while it sat
+    // idle (an end, a reset or stray bytes come as a read event), as the
+    // sweep does and as nginx's keepalive module watches its idle
+    // connections by their read events: no system call per reuse.
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    if idle.stream.poll_read_ready(&mut cx).is_ready()
+        && crate::proxy::upstream::closed_while_idle(&idle.stream)
+    {
         return Err(Unusable::Closed);
     }
     Ok(idle_for)
@@ -271,13 +279,16 @@ mod tests {
     }
 
     /// Waits until the peer of `conn`'s server side sees it (the server
-    /// closed it): the peek says so once the FIN is in.
+    /// closed it): the peek says so once the FIN is in, and the runtime's
+    /// next wait for events takes it in.
     async fn until_closed(fd: std::os::fd::RawFd) {
         // SAFETY: the connection owning `fd` stays idle in the set (open)
         // for the whole wait.
         let stream = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         for _ in 0..2000 {
             if crate::proxy::upstream::closed_while_idle(stream) {
+                // And the runtime has seen it (checkout peeks only then).
+                tokio::time::sleep(Duration::from_millis(5)).await;
                 return;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
