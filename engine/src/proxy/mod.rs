@@ -581,34 +581,7 @@ async fn forward(
         );
     }
 
-    let why = if tried.is_empty() && last_error.is_empty() {
-        format!(
-            "no server of pool \"{}\" is up ({}, all down)",
-            pool.name,
-            crate::words::count(pool.servers.len() as u64, "server"),
-        )
-    } else {
-        format!(
-            "no server of pool \"{}\" could be reached (tried {}; last: {})",
-            pool.name,
-            tried.len(),
-            last_error
-        )
-    };
-    tracing::warn!(request = %id, "{why}");
-    // No server could take it: HAProxy's `SC` (503 or 502 alike); `SH`
-    // if the last one took the connection and closed it before a head.
-    let phase = match open.ex.retries.last() {
-        Some(r) if r.cause == "no response" => b'H',
-        _ => b'C',
-    };
-    open.set(b'S', phase);
-    open.ex.pool.get_or_insert_with(|| pool.name.clone());
-    let status = if tried.is_empty() {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::BAD_GATEWAY
-    };
+    let (status, why) = next_try::no_server_left(pool, tried.len(), &last_error, id, open);
     if let Some(t) = trace {
         t.answered(status.as_u16(), false, &why);
     }

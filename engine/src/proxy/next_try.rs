@@ -38,3 +38,42 @@ pub(crate) fn after_failure(
         None => format!("; no other server of pool \"{}\" is left to try", pool.name),
     }
 }
+
+/// The answer when no server of `pool` took the request: 503 if none was
+/// tried (all down), else 502 with the last failure (`last_error`), and
+/// the record's termination: HAProxy's `SC`, or `SH` if the last server
+/// took the connection and closed it before a head. Both paths (hyper's,
+/// `proxy/mod.rs`, and the direct one, `proxy/h1/forward.rs`) end so.
+pub(crate) fn no_server_left(
+    pool: &Pool,
+    tried: usize,
+    last_error: &str,
+    id: crate::context::RequestId,
+    open: &mut crate::observe::exchange::Open,
+) -> (http::StatusCode, String) {
+    let why = if tried == 0 && last_error.is_empty() {
+        format!(
+            "no server of pool \"{}\" is up ({}, all down)",
+            pool.name,
+            crate::words::count(pool.servers.len() as u64, "server"),
+        )
+    } else {
+        format!(
+            "no server of pool \"{}\" could be reached (tried {tried}; last: {last_error})",
+            pool.name,
+        )
+    };
+    tracing::warn!(request = %id, "{why}");
+    let phase = match open.ex.retries.last() {
+        Some(r) if r.cause == "no response" => b'H',
+        _ => b'C',
+    };
+    open.set(b'S', phase);
+    open.ex.pool.get_or_insert_with(|| pool.name.clone());
+    let status = if tried == 0 {
+        http::StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        http::StatusCode::BAD_GATEWAY
+    };
+    (status, why)
+}
