@@ -172,6 +172,18 @@ impl Open {
         Some(if self.logged { self.elapsed_ms() } else { 0.0 })
     }
 
+    /// A server was picked for the next try of `pool`: the try before (if
+    /// any) is marked retried, the record names this pool and server, and
+    /// the phase is the connect (`CC`). Both request paths call it.
+    pub fn trying(&mut self, pool: &Arc<str>, server: &Arc<str>) {
+        if let Some(failed) = self.ex.retries.last_mut() {
+            failed.retried = true;
+        }
+        self.ex.pool = Some(pool.clone());
+        self.ex.server = Some(server.clone());
+        self.set(b'C', b'C');
+    }
+
     #[inline]
     pub fn set(&mut self, cause: u8, phase: u8) {
         self.ex.termination = Termination::of(cause, phase);

@@ -353,12 +353,7 @@ async fn forward(
             }
         };
         let server = &pool.servers[si];
-        if let Some(failed) = open.ex.retries.last_mut() {
-            failed.retried = true;
-        }
-        open.ex.pool = Some(pool.name.clone());
-        open.ex.server = Some(server.addr_text.clone());
-        open.set(b'C', b'C');
+        open.trying(&pool.name, &server.addr_text);
         let mut handover = None;
         let upstreams = upstreams_for(pool, cx);
         let connected = match &upgrade {

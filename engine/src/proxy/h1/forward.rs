@@ -236,12 +236,7 @@ async fn tries<'p>(
             }
         };
         let server = &pool.servers[si];
-        if let Some(failed) = open.ex.retries.last_mut() {
-            failed.retried = true;
-        }
-        open.ex.pool = Some(pool.name.clone());
-        open.ex.server = Some(server.addr_text.clone());
-        open.set(b'C', b'C');
+        open.trying(&pool.name, &server.addr_text);
         let mut conn = match cx.worker.servers.checkout(pool, server, !fresh_only).await {
             Ok(c) => c,
             Err(e) => {
