@@ -640,3 +640,46 @@ async fn a_steady_h2_reader_with_a_small_window_is_served_whole() {
     let log = pocket.log.text();
     assert!(!log.contains("gave no window"), "{log}");
 }
+
+/// A new connection's first bytes are told from HTTP/2's preface by
+/// reading them (no peek): a preface that comes in pieces is still h2 and
+/// gets h2's SETTINGS, and a request whose first bytes look like the
+/// preface's start, in pieces too, is still HTTP/1.1, whole.
+#[tokio::test]
+async fn the_preface_and_a_request_like_it_are_told_apart_in_any_pieces() {
+    let a = origin("A");
+    let pocket = Pocket::start(&policy(&a, ""), 1);
+    let addr = pocket.addr("web");
+
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&PREFACE[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(&PREFACE[5..16]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(&[&PREFACE[16..], &frame(0x4, 0, 0, &[])[..]].concat())
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while frames(&got).is_empty() {
+        let n = tokio::time::timeout(DEADLINE, s.read(&mut chunk))
+            .await
+            .expect("an answer to the preface within the deadline")
+            .unwrap();
+        assert!(n > 0, "closed before answering the preface: {got:?}");
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(frames(&got)[0].0, 0x4, "h2's SETTINGS first: {got:?}");
+
+    // "P", then "PRI"'s rival: a PUT, on the direct path's first read.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"UT /put HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let got = read_until_closed(&mut s).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(a.request_count(), 1);
+}

@@ -151,6 +151,28 @@ async fn draining_closes_parked_connections_at_once() {
     c.expect_close().await;
 }
 
+/// A new connection that has sent nothing yet is closed by a drain too
+/// (it has no request to finish), not held until the grace ends.
+#[tokio::test]
+async fn draining_closes_a_new_connection_that_sent_nothing() {
+    let a = origin("A");
+    let mut pocket = Pocket::start_logging(&policy(&a, ""), 1, "info,pocket=debug");
+    let mut silent = Raw::connect(pocket.addr("web")).await;
+    // A request on another connection: the first one has been accepted
+    // by then (one worker, accepted in order).
+    let mut c = Raw::connect(pocket.addr("web")).await;
+    c.send(GET).await;
+    c.expect_200().await;
+    let t0 = Instant::now();
+    unsafe { libc::kill(pocket.pid() as i32, libc::SIGTERM) };
+    pocket.log.wait_for(&["stopped"]);
+    // The default grace is 30 s.
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    assert_eq!(pocket.child.wait().unwrap().code(), Some(0));
+    silent.expect_close().await;
+    c.expect_close().await;
+}
+
 /// Clients that pause around the parking delay park and wake again and
 /// again, including as a request arrives just when Pocket decides to park:
 /// every request is answered, on the connection it was sent on.

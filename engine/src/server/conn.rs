@@ -47,6 +47,7 @@ use super::head_check::{self, HeadCheck};
 use super::transport::Transport;
 use crate::config::{ClientTimeouts, DEFAULT_HEAD_SIZE};
 use crate::context::Drain;
+use crate::context::Open;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::upstream::READ_PIECE;
 use crate::proxy::{self, ConnCtx};
@@ -62,7 +63,7 @@ pub const PARK_AFTER: Duration = Duration::from_millis(500);
 /// answers would otherwise hold it open).
 const GOAWAY_GRACE: Duration = Duration::from_secs(5);
 
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(super) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The HTTP settings every connection of a worker shares (the header
 /// timeout, which is per listener, is set on a copy per connection).
@@ -196,38 +197,129 @@ impl<F: Future> Future for Watched<F> {
 }
 
 /// Serves one accepted client connection until it closes, within the
-/// listener's client timeouts (`cx.timeouts`).
+/// listener's client timeouts (`cx.timeouts`): the connection's task.
 ///
-/// This is the connection's task, and all it holds for an idle
-/// keep-alive connection is what [`Idle`] and [`parked`] hold: the
-/// handshake, the first request and each run of requests between two
-/// idle waits run in a boxed future made for the run and dropped after it
-/// (one allocation per wake; HAProxy and nginx likewise keep only the
-/// connection and its timer entry while it is idle).
-pub async fn serve(stream: TcpStream, mut cx: Rc<ConnCtx>, http: Rc<Http>, drain: Rc<Drain>) {
-    let Some(_open) = drain.enter() else { return };
-    // One `Idle` in the task's state, reassigned at each wake (a second
-    // binding for the next one would widen every task).
-    let Some(mut idle) = Box::pin(start(stream, &mut cx, &http, &drain)).await else {
-        return;
-    };
-    loop {
-        if idle.direct {
-            // (hyper's own parking logs it as hyper lets go: serve_h1)
-            tracing::debug!(peer = %cx.peer, "client connection parked (idle)");
-        }
-        if !parked(&idle, &drain).await {
-            if !drain.is_draining() {
-                tracing::debug!(peer = %cx.peer, "keep-alive timeout ({:?}); closing", cx.timeouts.keepalive);
+/// What it holds for an idle keep-alive connection is [`Conn`] in its
+/// [`State::Parked`]: the socket, its place in the keep-alive sweep, and
+/// the context, about 100 bytes (a task of tokio's 256-byte class). The
+/// handshake, the first request and each run of requests between two idle
+/// waits run in a boxed future made for the run and dropped after it (one
+/// allocation per wake; HAProxy and nginx likewise keep only the
+/// connection and its timer entry while it is idle). A connection that
+/// just answered waits for its next request inside its run until the
+/// sweep's next tick ([`super::h1`]): a busy keep-alive client never pays
+/// for the wake.
+pub fn serve(stream: TcpStream, cx: Rc<ConnCtx>, http: Rc<Http>) -> Conn {
+    Conn {
+        cx,
+        http,
+        _open: None,
+        state: State::New(stream),
+    }
+}
+
+/// A client connection's task (see [`serve`]). A state machine of its
+/// own rather than an async fn: rustc keeps an async fn's arguments and
+/// every local live across an await in its state, which made each idle
+/// connection's task 336 bytes (tokio's 512-byte class).
+pub struct Conn {
+    cx: Rc<ConnCtx>,
+    http: Rc<Http>,
+    /// Counted open in the worker's drain, from the first poll.
+    _open: Option<Open>,
+    state: State,
+}
+
+enum State {
+    /// Accepted, not polled yet.
+    New(TcpStream),
+    /// The start (handshake, sniff, first requests) or a run of requests.
+    Run(Pin<Box<dyn Future<Output = Option<Idle>>>>),
+    /// Idle: waits for the client, the keep-alive's end or a drain.
+    Parked(Parked),
+    Done,
+}
+
+/// A parked connection: its [`Idle`], its place in the keep-alive sweep,
+/// and its count in the parked metric.
+struct Parked {
+    idle: Idle,
+    ticket: super::idle::Ticket,
+    _metric: crate::observe::metrics::Parked,
+}
+
+impl Future for Conn {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, task: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                State::New(_) => {
+                    let State::New(stream) = std::mem::replace(&mut this.state, State::Done) else {
+                        unreachable!("matched above")
+                    };
+                    let Some(open) = this.cx.worker.drain.enter() else {
+                        return Poll::Ready(());
+                    };
+                    this._open = Some(open);
+                    this.state = State::Run(begin(stream, &this.cx, &this.http));
+                }
+                State::Run(run) => {
+                    let Poll::Ready(next) = run.as_mut().poll(task) else {
+                        return Poll::Pending;
+                    };
+                    let Some(idle) = next else {
+                        this.state = State::Done;
+                        return Poll::Ready(());
+                    };
+                    if idle.due <= Instant::now() {
+                        // The keep-alive ended while the run waited for the
+                        // sweep's tick (a keep-alive shorter than it).
+                        this.state = State::Done;
+                        tracing::debug!(peer = %this.cx.peer, "keep-alive timeout ({:?}); closing", this.cx.timeouts.keepalive);
+                        return Poll::Ready(());
+                    }
+                    if idle.direct {
+                        // (hyper's own parking logs it as hyper lets go: serve_h1)
+                        tracing::debug!(peer = %this.cx.peer, "client connection parked (idle)");
+                    }
+                    this.state = State::Parked(Parked {
+                        ticket: super::idle::Ticket::new(idle.due),
+                        idle,
+                        _metric: crate::observe::metrics::Parked::enter(),
+                    });
+                }
+                State::Parked(p) => {
+                    let drain = &this.cx.worker.drain;
+                    // A drain wakes every parked connection (Drain::drain).
+                    let woke = if drain.is_draining() {
+                        false
+                    } else if p.idle.stream.tcp().poll_read_ready(task).is_ready() {
+                        true
+                    } else if p.ticket.poll_expired(task) {
+                        false
+                    } else {
+                        return Poll::Pending;
+                    };
+                    let State::Parked(p) = std::mem::replace(&mut this.state, State::Done) else {
+                        unreachable!("matched above")
+                    };
+                    if !woke {
+                        if !drain.is_draining() {
+                            tracing::debug!(peer = %this.cx.peer, "keep-alive timeout ({:?}); closing", this.cx.timeouts.keepalive);
+                        }
+                        return Poll::Ready(());
+                    }
+                    let Parked { idle, .. } = p;
+                    let resume = idle.direct.then_some(idle.due);
+                    let io = ClientIo::new(idle.stream, idle.head_size, &this.cx);
+                    let (cx, http) = (this.cx.clone(), this.http.clone());
+                    this.state = State::Run(Box::pin(run(io, cx, http, Begin::Resume(resume))));
+                }
+                State::Done => return Poll::Ready(()),
             }
-            return;
         }
-        let resume = idle.direct.then_some(idle.due);
-        let io = ClientIo::new(idle.stream, idle.head_size, &cx);
-        idle = match Box::pin(run(io, &cx, &http, &drain, resume)).await {
-            Some(next) => next,
-            None => return,
-        };
     }
 }
 
@@ -258,17 +350,28 @@ impl Idle {
     }
 }
 
-/// From the accept to the first idle wait (None: closed): the TLS
-/// handshake, the protocol sniff, h2 (which never parks here), and the
-/// first run of requests.
-async fn start(
+/// How a run of requests begins.
+#[derive(Clone, Copy)]
+enum Begin {
+    /// A new connection whose first bytes may be HTTP/2's preface (plain
+    /// TCP, or TLS whose client offered no ALPN): read, not peeked, and
+    /// told apart from HTTP/1 before anything else.
+    Sniff,
+    /// A head is expected now (a TLS connection ALPN said is HTTP/1.1).
+    Head,
+    /// Woken from parked: `Some`, the direct path parked it and its
+    /// keep-alive ends then unless a head begins (the wake may be a
+    /// spurious one, or the client's close).
+    Resume(Option<Instant>),
+}
+
+/// The first poll: a plain connection goes straight to its first run
+/// (its sniff is the run's first read); TLS shakes hands first.
+fn begin(
     stream: TcpStream,
-    cx: &mut Rc<ConnCtx>,
-    http: &Http,
-    drain: &Drain,
-) -> Option<Idle> {
-    let timeouts = cx.timeouts;
-    let head = timeouts.head;
+    cx: &Rc<ConnCtx>,
+    http: &Rc<Http>,
+) -> Pin<Box<dyn Future<Output = Option<Idle>>>> {
     // Per connection, as the timeouts are (once per accept, not per request).
     let (head_size, tls) = cx
         .worker
@@ -276,94 +379,120 @@ async fn start(
         .policy
         .listener(&cx.listener)
         .map_or((DEFAULT_HEAD_SIZE, None), |l| (l.head_size, l.tls.clone()));
-    // TLS listeners: the handshake first, under the `head` timeout; the
-    // protocol comes from ALPN, not from sniffing.
-    let (stream, alpn_h2) = match tls {
-        None => (Transport::Plain(stream), None),
-        Some(tls) => {
-            // Boxed, with its timer: rustls' state is large; plain
-            // connections' tasks should not be sized for it.
-            let shaken = Box::pin(async {
-                tokio::select! {
-                    biased;
-                    _ = drain.started() => None,
-                    r = tokio::time::timeout(head, super::tls::handshake(stream, &tls, &*cx)) => Some(r),
-                }
-            })
-            .await;
-            let shaken = shaken?;
-            let Ok(Some((stream, info))) = shaken else {
-                if shaken.is_err() {
-                    super::tls::timed_out(cx, head);
-                }
-                return None;
-            };
-            // No ALPN (a client with prior knowledge of h2 may send its
-            // preface straight away): sniffed as on plain connections.
-            let h2 = info.alpn.as_deref().map(|p| p == "h2");
-            // The context is this connection's own until it serves.
-            match Rc::get_mut(cx) {
-                Some(c) => c.tls = Some(Arc::new(info)),
-                None => {
-                    tracing::error!(peer = %cx.peer, "connection context shared before its TLS was set")
-                }
-            }
-            (Transport::Tls(Box::new(stream)), h2)
+    let (cx, http) = (cx.clone(), http.clone());
+    match tls {
+        None => {
+            let io = ClientIo::new(Transport::Plain(stream), head_size, &cx);
+            Box::pin(run(io, cx, http, Begin::Sniff))
         }
-    };
-    let io = ClientIo::new(stream, head_size, cx);
-    // Boxed, once per connection: the sniff and its timer are not kept
-    // in the task's state for all its life (parked included).
-    let first = Box::pin(async {
+        Some(tls) => Box::pin(start_tls(stream, tls, head_size, cx, http)),
+    }
+}
+
+/// A TLS connection from the accept to its first idle wait (None:
+/// closed): the handshake, under the `head` timeout; the protocol comes
+/// from ALPN, not from sniffing, unless the client offered none.
+async fn start_tls(
+    stream: TcpStream,
+    tls: Arc<crate::config::tls::ListenerTls>,
+    head_size: u32,
+    cx: Rc<ConnCtx>,
+    http: Rc<Http>,
+) -> Option<Idle> {
+    let head = cx.timeouts.head;
+    let drain = &cx.worker.drain;
+    // Boxed, with its timer: rustls' state is large; the runs that follow
+    // should not be sized for it.
+    let shaken = Box::pin(async {
         tokio::select! {
             biased;
             _ = drain.started() => None,
-            r = tokio::time::timeout(head, sniff(io, alpn_h2)) => Some(r),
+            r = tokio::time::timeout(head, super::tls::handshake(stream, &tls, &cx)) => Some(r),
         }
     })
     .await;
-    let first = first?;
-    let io = match first {
-        Ok(Ok(Some((io, false)))) => io,
-        // Boxed: an h2 connection is large and rare; h1 tasks stay small.
-        Ok(Ok(Some((io, true)))) => {
-            Box::pin(serve_h2(io, cx, http, drain, timeouts)).await;
-            return None;
+    let shaken = shaken?;
+    let Ok(Some((stream, info))) = shaken else {
+        if shaken.is_err() {
+            super::tls::timed_out(&cx, head);
         }
-        Ok(Ok(None)) | Ok(Err(_)) => return None,
-        Err(_) => {
-            tracing::debug!(peer = %cx.peer, "no request within {head:?}; closed");
-            return None;
-        }
+        return None;
     };
-    run(io, cx, http, drain, None).await
+    // No ALPN (a client with prior knowledge of h2 may send its preface
+    // straight away): sniffed as on plain connections.
+    let h2 = info.alpn.as_deref().map(|p| p == "h2");
+    if cx.tls.set(Arc::new(info)).is_err() {
+        tracing::error!(peer = %cx.peer, "connection context's TLS set twice");
+    }
+    let io = ClientIo::new(Transport::Tls(Box::new(stream)), head_size, &cx);
+    match h2 {
+        // Boxed: an h2 connection is large and rare; h1 runs stay small.
+        Some(true) => {
+            let timeouts = *cx.timeouts;
+            Box::pin(serve_h2(io, &cx, &http, drain, timeouts)).await;
+            None
+        }
+        Some(false) => run(io, cx, http, Begin::Head).await,
+        None => run(io, cx, http, Begin::Sniff).await,
+    }
 }
 
-/// One run of requests, from a wake to the next idle wait (None: the
-/// connection closed). `resume`: the direct path parked it, and its
-/// keep-alive ends then unless a head begins (the wake may be a spurious
-/// one, or the client's close).
-async fn run(
-    mut io: ClientIo,
-    cx: &Rc<ConnCtx>,
-    http: &Http,
-    drain: &Drain,
-    mut resume: Option<Instant>,
-) -> Option<Idle> {
-    let timeouts = cx.timeouts;
+/// One run of requests, from a wake (or the start) to the next idle wait
+/// (None: the connection closed).
+async fn run(mut io: ClientIo, cx: Rc<ConnCtx>, http: Rc<Http>, begin: Begin) -> Option<Idle> {
+    let timeouts = *cx.timeouts;
+    let drain = &*cx.worker.drain;
+    let (mut resume, mut sniff) = match begin {
+        Begin::Sniff => (None, true),
+        Begin::Head => (None, false),
+        Begin::Resume(at) => (at, false),
+    };
     loop {
         // Pocket's own path while the policy takes it (h1.rs); a request
         // it does not take comes back with the bytes read, for hyper.
         if super::h1::takes(&cx.worker.script()) {
-            io = match super::h1::serve(io, cx, drain, timeouts, resume.take()).await {
+            let first = super::h1::First {
+                resume: resume.take(),
+                sniff: std::mem::take(&mut sniff),
+            };
+            io = match super::h1::serve(io, &cx, drain, timeouts, first).await {
                 super::h1::Left::Hyper(io) => io,
+                super::h1::Left::H2(io) => {
+                    Box::pin(serve_h2(io, &cx, &http, drain, timeouts)).await;
+                    return None;
+                }
                 super::h1::Left::Idle(io, due) => return Some(Idle::of(io, due, true)),
                 super::h1::Left::Closed => return None,
+            };
+        } else if std::mem::take(&mut sniff) {
+            // Boxed, once per connection: the sniff and its timer are not
+            // kept in the run's state.
+            let head = timeouts.head;
+            let sniffed = Box::pin(async {
+                tokio::select! {
+                    biased;
+                    _ = drain.started() => None,
+                    r = tokio::time::timeout(head, sniff_hyper(io)) => Some(r),
+                }
+            })
+            .await;
+            io = match sniffed? {
+                Ok(Ok(Some((io, false)))) => io,
+                // Boxed: an h2 connection is large and rare.
+                Ok(Ok(Some((io, true)))) => {
+                    Box::pin(serve_h2(io, &cx, &http, drain, timeouts)).await;
+                    return None;
+                }
+                Ok(Ok(None)) | Ok(Err(_)) => return None,
+                Err(_) => {
+                    tracing::debug!(peer = %cx.peer, "no request within {head:?}; closed");
+                    return None;
+                }
             };
         }
         // Boxed for as long as it runs: hyper's futures and timers are
         // large, and the direct path's runs should not be sized for them.
-        io = Box::pin(serve_h1(io, cx, http, drain, timeouts.head)).await?;
+        io = Box::pin(serve_h1(io, &cx, &http, drain, timeouts.head)).await?;
         // TLS parks too (hyper's buffers go; rustls' state stays), but
         // not while rustls holds decrypted bytes no one has read: the
         // socket may stay quiet though the next request is here.
@@ -376,68 +505,35 @@ async fn run(
     }
 }
 
-/// An idle connection waits holding only its socket (parked) until the
-/// client sends again (true), or the keep-alive ends (`idle.due`) or the
-/// worker drains (false: close). Counted in the parked metric. Its
-/// keep-alive is the worker's sweep's ([`super::idle`]), no timer of its
-/// own.
-async fn parked(idle: &Idle, drain: &Drain) -> bool {
-    let _parked = crate::observe::metrics::Parked::enter();
-    let ticket = super::idle::Ticket::new(idle.due);
-    let stream = &idle.stream;
-    std::future::poll_fn(|task| {
-        // A drain wakes every parked connection (Drain::drain).
-        if drain.is_draining() {
-            return Poll::Ready(false);
+/// Tells HTTP/2's preface from HTTP/1 on a new connection hyper is to
+/// serve (the direct path tells them apart in its own first read,
+/// [`super::h1`]). The first bytes are read, not peeked (one syscall, not
+/// two), and kept as the connection's prefix; a preface arriving in
+/// pieces is read until it is whole or is not one. `None`: closed before
+/// a byte.
+async fn sniff_hyper(mut io: ClientIo) -> io::Result<Option<(ClientIo, bool)>> {
+    let mut got = crate::proxy::h1::buf::take();
+    let decided = loop {
+        let n =
+            std::future::poll_fn(|task| super::h1::poll_read_into(&mut io.stream, &mut got, task))
+                .await;
+        match n {
+            Ok(0) => break Ok(None),
+            Ok(_) => {}
+            Err(e) => break Err(e),
         }
-        if stream.tcp().poll_read_ready(task).is_ready() {
-            return Poll::Ready(true);
-        }
-        if ticket.poll_expired(task) {
-            return Poll::Ready(false);
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// Reads far enough to tell HTTP/2's preface from HTTP/1. On plain TCP it
-/// peeks, so nothing is consumed in the usual case; a preface arriving in
-/// pieces is read and kept as the connection's prefix. `None`: closed
-/// before a byte. On TLS, ALPN has said (`alpn_h2`) and nothing is read,
-/// unless the client offered no ALPN: then up to 24 bytes are read (TLS
-/// cannot peek) and kept as the prefix.
-async fn sniff(mut io: ClientIo, alpn_h2: Option<bool>) -> io::Result<Option<(ClientIo, bool)>> {
-    if let Some(h2) = alpn_h2 {
-        return Ok(Some((io, h2)));
-    }
-    let mut buf = [0u8; 24];
-    if let Transport::Plain(tcp) = &io.stream {
-        let n = tcp.peek(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        if buf[..n] != H2_PREFACE[..n] {
-            return Ok(Some((io, false)));
+        let n = got.len().min(H2_PREFACE.len());
+        if got[..n] != H2_PREFACE[..n] {
+            break Ok(Some(false));
         }
         if n == H2_PREFACE.len() {
-            return Ok(Some((io, true)));
+            break Ok(Some(true));
         }
-    }
-    // A prefix of the preface so far (or TLS): read it out and wait for
-    // the rest.
-    let mut got = Vec::with_capacity(H2_PREFACE.len());
-    while got.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&got) {
-        let want = H2_PREFACE.len() - got.len();
-        let n = tokio::io::AsyncReadExt::read(&mut io.stream, &mut buf[..want]).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
-    let h2 = got == H2_PREFACE;
-    io.prefix = Bytes::from(got);
-    Ok(Some((io, h2)))
+    };
+    io.prefix = Bytes::copy_from_slice(&got);
+    got.clear();
+    crate::proxy::h1::buf::give(got);
+    Ok(decided?.map(|h2| (io, h2)))
 }
 
 /// Why hyper was asked to let go of the connection.
@@ -1260,5 +1356,25 @@ impl AsyncWrite for ClientIo {
         let this = self.get_mut();
         let r = Pin::new(&mut this.stream).poll_shutdown(cx);
         this.wrote(cx, r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::size_of;
+
+    use super::*;
+
+    /// What an idle connection holds (see [`serve`]): its task (tokio's
+    /// header and trailer, about 100 bytes, around [`Conn`] and the
+    /// connection slot) stays in jemalloc's 256-byte class, and its
+    /// context, with the `Rc`'s two counts, in the 192-byte one. These
+    /// are what keep 10,000 idle connections under 20 MiB.
+    #[test]
+    fn an_idle_connection_is_small() {
+        let task = size_of::<Conn>() + size_of::<Option<super::super::maxconn::Slot>>();
+        assert!(task <= 128, "the connection's task future is {task} bytes");
+        let cx = size_of::<ConnCtx>() + 16;
+        assert!(cx <= 192, "the connection's context is {cx} bytes");
     }
 }

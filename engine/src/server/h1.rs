@@ -31,7 +31,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
-use super::conn::ClientIo;
+use super::conn::{ClientIo, H2_PREFACE};
 use super::transport::Transport;
 use crate::config::ClientTimeouts;
 use crate::context::Drain;
@@ -51,6 +51,20 @@ pub(super) enum Left {
     /// parks it (conn.rs) until the client sends again or the keep-alive
     /// ends at the `Instant`; then [`serve`] is called anew with it.
     Idle(ClientIo, Instant),
+    /// A new connection that began with HTTP/2's preface, read as its
+    /// prefix: for hyper's h2.
+    H2(ClientIo),
+}
+
+/// How a run of this path begins.
+pub(super) struct First {
+    /// The connection was idle ([`Left::Idle`]) and its keep-alive ends
+    /// then unless a head begins; None: a head is expected now (a new
+    /// connection, or one hyper served).
+    pub resume: Option<Instant>,
+    /// A new connection whose first bytes may be HTTP/2's preface
+    /// (`conn.rs` sniffed it before, with a peek: one syscall more).
+    pub sniff: bool,
 }
 
 /// Whether the policy `script` runs on sends its requests this way
@@ -128,7 +142,7 @@ impl Pending {
 }
 
 /// Reads what the socket has into the spare room of `b`.
-fn poll_read_into(
+pub(super) fn poll_read_into(
     stream: &mut Transport,
     b: &mut Vec<u8>,
     cx: &mut Context<'_>,
@@ -158,19 +172,20 @@ enum Next {
     Closed,
     /// Nothing read ahead, the buffer given back: the caller parks it.
     Idle,
+    /// HTTP/2's preface, read whole (a new connection only).
+    H2,
 }
 
 /// Serves requests on the direct path until the connection closes, is
-/// idle, or a request is hyper's. `resume`: the connection was idle
-/// ([`Left::Idle`]) and its keep-alive ends then unless a head begins;
-/// None: a head is expected now (a new connection, or one hyper served).
+/// idle, or a request is hyper's (see [`First`]).
 pub(super) async fn serve(
     mut io: ClientIo,
     cx: &Rc<ConnCtx>,
     drain: &Drain,
     timeouts: ClientTimeouts,
-    resume: Option<Instant>,
+    first: First,
 ) -> Left {
+    let First { resume, mut sniff } = first;
     let mut pending = Pending::default();
     if !io.prefix.is_empty() {
         let mut b = buf::take();
@@ -200,6 +215,8 @@ pub(super) async fn serve(
             head_begun,
             std::mem::take(&mut woke),
             kept,
+            &mut sniff,
+            idle_due,
         )
         .await;
         let head = match next {
@@ -216,6 +233,10 @@ pub(super) async fn serve(
                 return Left::Closed;
             }
             Next::Idle => return Left::Idle(io, idle_due),
+            Next::H2 => {
+                io.prefix = pending.into_prefix();
+                return Left::H2(io);
+            }
         };
         pending.consume(head.len);
         let closing = !head.keep_alive || drain.is_draining();
@@ -259,15 +280,21 @@ pub(super) async fn serve(
 
 /// Reads until a whole head is buffered (or the connection is not this
 /// path's, or ends). `begun`: a head is expected now (its timeout runs);
-/// else the connection is idle and the keep-alive runs until a byte comes,
-/// which it waits for parked ([`Next::Idle`]) unless it just `woke` from
-/// that (then it reads first: the wake may have been spurious, or the
-/// client's close). `kept`: a response went out before on this
-/// connection; once the worker drains, the connection then closes, a head
-/// begun or not (hyper's graceful shutdown closes a kept-alive connection
-/// whose next request is not under way, hyper conn.rs
-/// `disable_keep_alive`); the first head is read to its end (its answer
-/// says `Connection: close`).
+/// else the connection is idle and the keep-alive (`idle_due`) runs until
+/// a byte comes. An idle connection first waits here, holding its run
+/// and no buffer, until the keep-alive sweep's next tick ([`hot_wait`]):
+/// a client that sends its next request by then is served without
+/// parking; else it is parked ([`Next::Idle`]). Just `woke` from that, it
+/// reads first (the wake may have been spurious, or the client's close:
+/// with nothing to read it waits idle again). `kept`: a response went out
+/// before on this connection; once the worker drains, the connection then
+/// closes, a head begun or not (hyper's graceful shutdown closes a
+/// kept-alive connection whose next request is not under way, hyper
+/// conn.rs `disable_keep_alive`); the first head is read to its end (its
+/// answer says `Connection: close`). `sniff`: a new connection whose
+/// first bytes are told apart from HTTP/2's preface here, under the
+/// `head` timeout and the drain (as conn.rs's sniff before it was); once
+/// they are not a preface, the head timeout starts again from then.
 #[allow(clippy::too_many_arguments)]
 async fn next_head(
     io: &mut ClientIo,
@@ -279,44 +306,70 @@ async fn next_head(
     mut begun: bool,
     mut woke: bool,
     kept: bool,
+    sniff: &mut bool,
+    idle_due: Instant,
 ) -> Next {
+    let mut restart_head = *sniff;
     loop {
         if kept && drain.is_draining() {
             return Next::Closed;
         }
         if !pending.is_empty() {
-            match request::parse(pending.bytes(), io.head_size as usize) {
-                Parsed::Complete(head) => {
-                    if let Some(why) = not_here(cx, &head) {
-                        return Next::Hyper(why);
-                    }
-                    return Next::Head(head);
+            let bytes = pending.bytes();
+            let preface = *sniff && {
+                let n = bytes.len().min(H2_PREFACE.len());
+                if bytes[..n] != H2_PREFACE[..n] {
+                    *sniff = false;
+                    false
+                } else if n == H2_PREFACE.len() {
+                    return Next::H2;
+                } else {
+                    true // a part of the preface: more to read
                 }
-                Parsed::Hyper(why) => return Next::Hyper(why),
-                Parsed::Partial => {}
+            };
+            if !preface {
+                match request::parse(bytes, io.head_size as usize) {
+                    Parsed::Complete(head) => {
+                        if let Some(why) = not_here(cx, &head) {
+                            return Next::Hyper(why);
+                        }
+                        return Next::Head(head);
+                    }
+                    Parsed::Hyper(why) => return Next::Hyper(why),
+                    Parsed::Partial => {}
+                }
             }
             // A head begun, not whole: its timeout runs from now (its
-            // first bytes were just read). A whole one needs no clock.
-            if !begun {
+            // first bytes were just read; on a new connection, from when
+            // they were told from h2's preface). A whole one needs no clock.
+            if !begun || (!*sniff && std::mem::take(&mut restart_head)) {
                 begun = true;
                 clock.set(Instant::now() + timeouts.head);
             }
         } else if !begun {
-            // Idle: nothing held but the socket.
+            // Idle: nothing held but the socket (and the run).
             pending.release();
             if drain.is_draining() {
                 return Next::Closed;
             }
-            if !io.stream.has_buffered() && !woke {
-                return Next::Idle;
+            if !woke && !io.stream.has_buffered() {
+                // Since the answer went out: due already.
+                let since = idle_due
+                    .checked_sub(timeouts.keepalive)
+                    .unwrap_or_else(Instant::now);
+                if !hot_wait(&io.stream, drain, since).await {
+                    return Next::Idle;
+                }
             }
             woke = false;
         }
         // A kept connection waiting for the rest of a head that came in
         // pieces is the one read a drain must cut short (an idle one is
-        // woken by the sweep, a whole head needs no wait): only it waits
-        // on the drain too.
-        let mut draining = (kept && !pending.is_empty()).then(|| Box::pin(drain.started()));
+        // woken by the sweep, a whole head needs no wait), and so is a new
+        // one not yet told from h2: only they wait on the drain too.
+        let watch_drain = (kept && !pending.is_empty()) || *sniff;
+        let idle = !begun && pending.is_empty();
+        let mut draining = None;
         let Some(b) = pending.room() else {
             // A head larger than the buffer: hyper reads it (or answers 431).
             return Next::Hyper("a head larger than the direct path's buffer");
@@ -326,27 +379,61 @@ async fn next_head(
             if let Poll::Ready(r) = poll_read_into(stream, b, task) {
                 return Poll::Ready(Some(r));
             }
+            if idle {
+                // Woken with nothing to read: back to the idle wait.
+                return Poll::Ready(Some(Err(io::ErrorKind::WouldBlock.into())));
+            }
             if clock.poll_expired(task) {
                 return Poll::Ready(None);
             }
-            if draining
-                .as_mut()
-                .is_some_and(|d| std::future::Future::poll(d.as_mut(), task).is_ready())
-            {
-                return Poll::Ready(Some(Err(io::ErrorKind::Interrupted.into())));
+            if watch_drain {
+                let d = draining.get_or_insert_with(|| Box::pin(drain.started()));
+                if std::future::Future::poll(d.as_mut(), task).is_ready() {
+                    return Poll::Ready(Some(Err(io::ErrorKind::Interrupted.into())));
+                }
             }
             Poll::Pending
         })
         .await;
         match read {
+            Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock && idle => {}
             Some(Ok(0)) | Some(Err(_)) => return Next::Closed,
             Some(Ok(_)) => {}
+            None if *sniff => {
+                tracing::debug!(peer = %cx.peer, "no request within {:?}; closed", timeouts.head);
+                return Next::Closed;
+            }
             None => {
                 tracing::debug!(peer = %cx.peer, "no whole request head within {:?}; closed", timeouts.head);
                 return Next::Closed;
             }
         }
     }
+}
+
+/// An idle connection that just answered waits here for its next request
+/// until the keep-alive sweep's next tick (0 to [`super::idle::TICK`]):
+/// true, the client sent (or closed); false, the tick came or the worker
+/// drains. `since`: when it went idle (past). What it costs is a place
+/// in the sweep, where parking would drop the run and box a new one at the
+/// wake (HAProxy and nginx likewise keep a connection's state for a while
+/// before they release its buffers: `tune.idle-pool`, `lingering`).
+async fn hot_wait(stream: &Transport, drain: &Drain, since: Instant) -> bool {
+    // Due already: the sweep's next tick ends the wait.
+    let ticket = super::idle::Ticket::new(since);
+    std::future::poll_fn(|task| {
+        if drain.is_draining() {
+            return Poll::Ready(false);
+        }
+        if stream.tcp().poll_read_ready(task).is_ready() {
+            return Poll::Ready(true);
+        }
+        if ticket.poll_expired(task) {
+            return Poll::Ready(false);
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Why a whole head is hyper's after all: what this path does not do yet

@@ -337,6 +337,7 @@ async fn accept_loop(
         .and_then(|a| a.as_socket())
         .filter(|a| !a.ip().is_unspecified())
         .map(canonical_addr);
+    let mut shared = SharedTimeouts::default();
     loop {
         // A connection is waiting; take its slot before accepting it: at
         // a cap, stop calling accept so new connections wait in the
@@ -415,7 +416,7 @@ async fn accept_loop(
         if !proxied && !admitted(&script, peer, local, &name) {
             continue;
         }
-        let timeouts = listener.map_or_else(ClientTimeouts::default, |l| l.timeouts);
+        let timeouts = shared.get(listener.map_or_else(ClientTimeouts::default, |l| l.timeouts));
         drop(script);
         if proxied {
             let (worker, http) = (worker.clone(), http.clone());
@@ -424,12 +425,12 @@ async fn accept_loop(
                 let mut stream = stream;
                 // None: closed (the slot goes with the task).
                 let Some((peer, local)) =
-                    proxied_peer(&worker, &mut stream, (peer, local), &name, timeouts).await
+                    proxied_peer(&worker, &mut stream, (peer, local), &name, *timeouts).await
                 else {
                     return;
                 };
                 let cx = Rc::new(ConnCtx::new(worker.clone(), peer, local, name, timeouts));
-                conn::serve(stream, cx, http, worker.drain.clone()).await;
+                conn::serve(stream, cx, http).await;
             };
             tokio::task::spawn_local(Holding {
                 fut: serve,
@@ -444,11 +445,27 @@ async fn accept_loop(
             name.clone(),
             timeouts,
         ));
-        let serve = conn::serve(stream, cx, http.clone(), worker.drain.clone());
+        let serve = conn::serve(stream, cx, http.clone());
         tokio::task::spawn_local(Holding {
             fut: serve,
             slot: Some(slot),
         });
+    }
+}
+
+/// The client timeouts an accept loop's connections share: the same
+/// `Rc` while its listener's timeouts stay as they are (a reload that
+/// changes them starts a new one; connections keep the ones they were
+/// accepted with).
+#[derive(Default)]
+struct SharedTimeouts(Option<Rc<ClientTimeouts>>);
+
+impl SharedTimeouts {
+    fn get(&mut self, now: ClientTimeouts) -> Rc<ClientTimeouts> {
+        match &self.0 {
+            Some(t) if **t == now => t.clone(),
+            _ => self.0.insert(Rc::new(now)).clone(),
+        }
     }
 }
 
