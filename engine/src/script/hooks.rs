@@ -106,6 +106,9 @@ pub struct WorkerScript {
     lender: crate::script::api::lent::Lender,
     /// `on_request` wrapped by `lender` (it makes the `req` itself).
     lent_on_request: Option<Function>,
+    /// The http pools' names, told apart by address when `on_request`
+    /// returns one (see `api::lent_call`).
+    pool_names: crate::script::api::lent_call::PoolNames,
     /// On a worker: its pulse, stamped around each hook call so the
     /// watchdog can say which call a stuck worker is in.
     watch: Option<Watched>,
@@ -300,6 +303,16 @@ impl WorkerScript {
             .map(|f| lender.wrap(&vm.lua, f))
             .transpose()
             .map_err(|e| describe_lua_error(&e))?;
+        let pool_names = crate::script::api::lent_call::PoolNames::new(
+            &vm.lua,
+            policy
+                .pools
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.mode == crate::config::Mode::Http)
+                .map(|(i, p)| (i, &*p.name)),
+        )
+        .map_err(|e| describe_lua_error(&e))?;
         let can_wait = vm
             .lua
             .app_data_ref::<crate::script::subrequest::CanWait>()
@@ -332,6 +345,7 @@ impl WorkerScript {
             root,
             lender,
             lent_on_request,
+            pool_names,
             vm,
             policy,
             watch: None,
@@ -675,13 +689,17 @@ impl WorkerScript {
         let (Some(f), Some(lent)) = (&self.on_request, &self.lent_on_request) else {
             return Ok(Decision::Default);
         };
-        let _busy = self.busy(Doing::OnRequest, |w| w.on_request, req.id.seq);
-        let out = self.lender.call(req, || {
-            let out: Value = self.vm.call(lent, ())?;
-            Ok(self.decision_of(f, out))
+        let busy = self.busy(Doing::OnRequest, |w| w.on_request, req.id.seq);
+        // The budget starts when the stamp's clock does: one clock read.
+        let out = self.vm.with_lent_budget(busy.2, || {
+            self.lender
+                .call_hook(&self.vm.lua, lent, req, &self.pool_names)
         });
+        use crate::script::api::lent_call::Returned;
         match out {
-            Ok(decision) => decision,
+            Ok(Returned::Nil) => Ok(Decision::Default),
+            Ok(Returned::Pool(i)) => Ok(Decision::Pool(i)),
+            Ok(Returned::Other(out)) => self.decision_of(f, out),
             Err(e) => Err(self.failed("on_request", f, &e)),
         }
     }

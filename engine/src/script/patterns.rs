@@ -821,6 +821,23 @@ unsafe fn find_aux(state: *mut lua_State, find: bool) -> Result<c_int, Failure> 
     } else {
         let anchor = p.first() == Some(&b'^');
         let pat = if anchor { &p[1..] } else { p };
+        if anchor && no_specials(pat) {
+            // `^/static/`: a prefix, compared in place (what the matcher
+            // would find, without building it).
+            if !s[init..].starts_with(pat) {
+                ffi::lua_pushnil(state);
+                return Ok(1);
+            }
+            let end = init + pat.len();
+            if find {
+                ffi::lua_pushinteger(state, (init + 1) as ffi::lua_Integer);
+                ffi::lua_pushinteger(state, end as ffi::lua_Integer);
+                return Ok(2);
+            }
+            let whole = &s[init..end];
+            ffi::lua_pushlstring(state, whole.as_ptr() as *const c_char, whole.len());
+            return Ok(1);
+        }
         let mut m = Matcher::new(s, pat, BudgetRef::Upvalue(state, 1));
         if let Some((start, end)) = m.search(init, anchor, usize::MAX)? {
             if find {

@@ -217,7 +217,13 @@ impl Budget {
 
     /// Arms the budget for a call of `budget` from now.
     pub(crate) fn start(&self, budget: Duration) {
-        self.deadline.set(Instant::now() + budget);
+        self.start_at(Instant::now(), budget);
+    }
+
+    /// Arms the budget for a call of `budget` from `now` (a clock read
+    /// just before).
+    pub(crate) fn start_at(&self, now: Instant, budget: Duration) {
+        self.deadline.set(now + budget);
         self.window.set(budget);
         self.grace.set(None);
         self.spent.set(false);
@@ -450,6 +456,25 @@ impl Vm {
         result
     }
 
+    /// `on_request` through its lent `req` (see `api::lent_call`), the
+    /// hook budget armed from `now` (the caller's clock read). The call is
+    /// not counted towards [`COLLECT_EVERY`]: it leaves no object with a
+    /// finalizer behind (the lent `req` has none), so Lua's incremental
+    /// collector keeps up with what it leaves.
+    #[inline]
+    pub fn with_lent_budget<R>(
+        &self,
+        now: Instant,
+        body: impl FnOnce() -> mlua::Result<R>,
+    ) -> mlua::Result<R> {
+        self.budget.start_at(now, self.limits.hook_budget);
+        let armed = Armed(&self.budget);
+        let result = over_budget(&self.budget, &self.script, body());
+        drop(armed);
+        self.after_runaway();
+        result
+    }
+
     /// Re-arms the budget for a resume of a coroutine hook that may still
     /// run for `left` (its budget minus what it ran before): each resume
     /// arms anew, since another request's hook may have armed the shared
@@ -473,6 +498,12 @@ impl Vm {
         } else {
             self.calls.set(calls);
         }
+        self.after_runaway();
+    }
+
+    /// After a runaway (the budget was spent): a full collection now.
+    #[inline]
+    fn after_runaway(&self) {
         if self.budget.spent.get() {
             // A script that ran away left garbage behind; reclaim it now
             // rather than on a later request.

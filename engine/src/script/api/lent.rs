@@ -37,9 +37,14 @@ use super::request::{self, Field, RequestView, FIELDS};
 
 /// The request lent for the call now running, and the object (its
 /// `lua_topointer`) it was lent as; both null between calls.
-struct Current {
-    req: Cell<*mut RequestView>,
-    obj: Cell<*const c_void>,
+pub(super) struct Current {
+    pub(super) req: Cell<*mut RequestView>,
+    pub(super) obj: Cell<*const c_void>,
+    /// The address of each field's name (by its place in [`FIELDS`]) as
+    /// Lua keeps it: a short string is kept once, and the names table
+    /// (an upvalue of `index`) keeps these alive, so a script's `req.host`
+    /// indexes with this very string.
+    keys: Vec<*const u8>,
 }
 
 impl Current {
@@ -53,15 +58,22 @@ impl Current {
 
 /// A worker VM's maker of lent `req` objects (see the module's doc).
 pub struct Lender {
-    current: Rc<Current>,
+    pub(super) current: Rc<Current>,
     metatable: Table,
+    /// The message handler of [`Lender::call_hook`]'s protected call
+    /// (see `lent_call`).
+    pub(super) handler: Function,
+    /// The metatable (its `lua_topointer`) of mlua's wrapped Rust errors
+    /// in this VM: such an error is left as it is by the handler and
+    /// taken back as the `mlua::Error` it carries.
+    pub(super) failure: *const c_void,
 }
 
 /// Clears [`Current`] when the call returns or unwinds (restoring what
 /// was lent before, should lending ever nest).
-struct Lent<'a> {
-    current: &'a Current,
-    before: (*mut RequestView, *const c_void),
+pub(super) struct Lent<'a> {
+    pub(super) current: &'a Current,
+    pub(super) before: (*mut RequestView, *const c_void),
 }
 
 impl Drop for Lent<'_> {
@@ -74,14 +86,18 @@ impl Drop for Lent<'_> {
 impl Lender {
     /// Builds the metatable and the methods in `lua` (load time).
     pub fn new(lua: &Lua) -> mlua::Result<Lender> {
+        let names = lua.create_table()?;
+        let mut keys = Vec::with_capacity(FIELDS.len());
+        for (i, &(name, _)) in FIELDS.iter().enumerate() {
+            let key = lua.create_string(name)?;
+            keys.push(key.as_bytes().as_ptr());
+            names.raw_set(key, i as i64)?;
+        }
         let current = Rc::new(Current {
             req: Cell::new(std::ptr::null_mut()),
             obj: Cell::new(std::ptr::null()),
+            keys,
         });
-        let names = lua.create_table()?;
-        for (i, &(name, _)) in FIELDS.iter().enumerate() {
-            names.raw_set(name, i as i64)?;
-        }
         let c = &current;
         names.raw_set(
             "header",
@@ -157,9 +173,10 @@ impl Lender {
             Some(req) => Ok(request::describe(unsafe { &*req })),
             None => Err(mlua::Error::UserDataDestructed),
         })?;
-        // SAFETY: `index` reads its 3 upvalues as pushed here; `Current`
-        // lives in an `Rc` the slow path and the methods (its upvalues,
-        // so alive as long as it is) hold.
+        // SAFETY: `index` reads its upvalues as pushed here (the last
+        // [`CACHED`] start as empty strings); `Current` lives in an `Rc`
+        // the slow path and the methods (its upvalues, so alive as long
+        // as it is) hold.
         let index: Function = unsafe {
             lua.exec_raw(
                 (
@@ -167,7 +184,12 @@ impl Lender {
                     slow,
                     LightUserData(Rc::as_ptr(&current) as *mut c_void),
                 ),
-                |state| ffi::lua_pushcclosure(state, index, 3),
+                |state| {
+                    for _ in 0..CACHED {
+                        ffi::lua_pushlstring(state, c"".as_ptr(), 0);
+                    }
+                    ffi::lua_pushcclosure(state, index, 3 + CACHED)
+                },
             )
         }?;
         let metatable = lua.create_table()?;
@@ -178,7 +200,13 @@ impl Lender {
         // `names::userdata_name` read it.
         metatable.raw_set("__name", "request")?;
         metatable.raw_set("__metatable", false)?;
-        Ok(Lender { current, metatable })
+        let (handler, failure) = super::lent_call::handler(lua)?;
+        Ok(Lender {
+            current,
+            metatable,
+            handler,
+            failure,
+        })
     }
 
     /// Runs `body` with `req` lent as a fresh `req` object, valid until
@@ -340,13 +368,22 @@ pub fn metatable_name(ud: &AnyUserData) -> Option<String> {
     }
 }
 
-/// `req[key]`. Upvalues: 1 the names table, 2 the slow path, 3 `Current`.
+/// `req[key]`. Upvalues: 1 the names table, 2 the slow path, 3 `Current`,
+/// then the [`CACHED`] fields' last values.
 /// Returns the field or method, or whatever the slow path returns (or
 /// raises).
 unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
     let current = ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)) as *const Current;
     let req = (*current).req.get();
     if !req.is_null() && ffi::lua_topointer(state, 1) == (*current).obj.get() {
+        if ffi::lua_type(state, 2) == ffi::LUA_TSTRING {
+            let at = ffi::lua_tolstring(state, 2, std::ptr::null_mut()) as *const u8;
+            if let Some(n) = (*current).keys.iter().position(|&k| k == at) {
+                if push_field(state, &*req, FIELDS[n].1) {
+                    return 1;
+                }
+            }
+        }
         ffi::lua_pushvalue(state, 2);
         match ffi::lua_rawget(state, ffi::lua_upvalueindex(1)) {
             ffi::LUA_TNUMBER => {
@@ -374,29 +411,61 @@ unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
 /// takes the slow path.
 const HOST_BUF: usize = 256;
 
+/// Fields whose last value `index` keeps (in its upvalues 4 on, in this
+/// order: path, host, method, uri, target; then the bytes the host was
+/// made from, see `host_as_before`): the same host or path read
+/// request after request is pushed as the string already made, not
+/// hashed and looked up in Lua's string table again.
+const CACHED: i32 = 6;
+
+/// The upvalue of `index` that keeps field `f`'s last value, if it has one.
+fn cache_of(f: Field) -> Option<c_int> {
+    let n = match f {
+        Field::Path => 0,
+        Field::Host => 1,
+        Field::Method => 2,
+        Field::Uri => 3,
+        Field::Target => 4,
+        _ => return None,
+    };
+    Some(ffi::lua_upvalueindex(4 + n))
+}
+
+/// Pushes `bytes` as a string: the one in upvalue `kept` when it holds
+/// the same bytes, else a new one, which `kept` then keeps. Strings are
+/// values: the script cannot tell the two apart.
+unsafe fn push_kept(state: *mut ffi::lua_State, kept: c_int, bytes: &[u8]) {
+    let mut len = 0;
+    let was = ffi::lua_tolstring(state, kept, &mut len);
+    if !was.is_null() && len == bytes.len() {
+        let was = std::slice::from_raw_parts(was as *const u8, len);
+        if was == bytes {
+            ffi::lua_pushvalue(state, kept);
+            return;
+        }
+    }
+    ffi::lua_pushlstring(state, bytes.as_ptr() as *const c_char, bytes.len());
+    ffi::lua_pushvalue(state, -1);
+    ffi::lua_replace(state, kept);
+}
+
 /// Pushes field `f` of `r` if it is one of the common ones (false: the
 /// slow path reads it). Nothing here owns memory: a Lua memory error
 /// (longjmp) from `lua_pushlstring` leaves nothing behind. The values are
 /// those of [`request::field`].
 unsafe fn push_field(state: *mut ffi::lua_State, r: &RequestView, f: Field) -> bool {
-    let text = |s: &str| {
-        ffi::lua_pushlstring(state, s.as_ptr() as *const c_char, s.len());
+    let kept = cache_of(f);
+    let bytes = |s: &[u8]| match kept {
+        Some(kept) => push_kept(state, kept, s),
+        None => {
+            ffi::lua_pushlstring(state, s.as_ptr() as *const c_char, s.len());
+        }
     };
+    let text = |s: &str| bytes(s.as_bytes());
     match f {
         Field::Path => text(r.head.uri.path()),
         Field::Method => text(r.head.method.as_str()),
-        Field::Host => match r.host() {
-            None => ffi::lua_pushnil(state),
-            Some(h) if !h.bytes().any(|b| b.is_ascii_uppercase()) => text(h),
-            Some(h) if h.len() <= HOST_BUF => {
-                let mut buf = [0u8; HOST_BUF];
-                let low = &mut buf[..h.len()];
-                low.copy_from_slice(h.as_bytes());
-                low.make_ascii_lowercase();
-                ffi::lua_pushlstring(state, low.as_ptr() as *const c_char, low.len());
-            }
-            Some(_) => return false,
-        },
+        Field::Host => return push_host(state, r),
         Field::Query => match r.head.uri.query() {
             Some(q) => text(q),
             None => ffi::lua_pushnil(state),
@@ -414,6 +483,71 @@ unsafe fn push_field(state: *mut ffi::lua_State, r: &RequestView, f: Field) -> b
         Field::Tls => ffi::lua_pushboolean(state, r.tls.is_some() as c_int),
         _ => return false,
     }
+    true
+}
+
+/// Pushes `req.host` (see [`push_field`]): the kept one when it comes
+/// from the same bytes, else made and kept with those bytes.
+unsafe fn push_host(state: *mut ffi::lua_State, r: &RequestView) -> bool {
+    if host_as_before(state, r) {
+        return true;
+    }
+    let kept = ffi::lua_upvalueindex(5);
+    // Forgotten first: a memory error below must not leave the bytes of
+    // one host kept with another.
+    ffi::lua_pushnil(state);
+    ffi::lua_replace(state, HOST_RAW);
+    match r.host() {
+        None => {
+            ffi::lua_pushnil(state);
+            return true;
+        }
+        Some(h) if !h.bytes().any(|b| b.is_ascii_uppercase()) => {
+            push_kept(state, kept, h.as_bytes())
+        }
+        Some(h) if h.len() <= HOST_BUF => {
+            let mut buf = [0u8; HOST_BUF];
+            let low = &mut buf[..h.len()];
+            low.copy_from_slice(h.as_bytes());
+            low.make_ascii_lowercase();
+            push_kept(state, kept, low);
+        }
+        Some(_) => return false,
+    }
+    // Kept with the bytes it came from, for `host_as_before`.
+    let raw = host_raw(r).unwrap_or_default();
+    ffi::lua_pushlstring(state, raw.as_ptr() as *const c_char, raw.len());
+    ffi::lua_replace(state, HOST_RAW);
+    true
+}
+
+/// The upvalue of `index` that keeps the bytes (`Host`, or the
+/// authority) the kept host was made from.
+const HOST_RAW: c_int = ffi::lua_upvalueindex(4 + CACHED - 1);
+
+/// The bytes [`RequestView::host`] reads the host from.
+fn host_raw(r: &RequestView) -> Option<&[u8]> {
+    match r.head.headers.get(http::header::HOST) {
+        Some(h) => Some(h.as_bytes()),
+        None => r.head.uri.authority().map(|a| a.as_str().as_bytes()),
+    }
+}
+
+/// Pushes the kept host if this request's host comes from the same
+/// bytes as the kept one (the host is a function of them alone).
+unsafe fn host_as_before(state: *mut ffi::lua_State, r: &RequestView) -> bool {
+    let Some(raw) = host_raw(r) else {
+        return false;
+    };
+    let mut len = 0;
+    let was = ffi::lua_tolstring(state, HOST_RAW, &mut len);
+    if was.is_null() || len != raw.len() || len == 0 {
+        return false;
+    }
+    if std::slice::from_raw_parts(was as *const u8, len) != raw {
+        return false;
+    }
+    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(5));
     true
 }
 

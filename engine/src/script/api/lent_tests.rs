@@ -3,6 +3,8 @@
 
 use super::*;
 use crate::context::RequestId;
+use crate::script::api::lent_call::{PoolNames, Returned};
+use mlua::FromLua;
 
 fn view(uri: &str, host: &str) -> RequestView {
     let head = http::Request::builder()
@@ -58,10 +60,90 @@ fn lent_reads(lua: &Lua, lender: &Lender, r: &mut RequestView, code: &str) -> ml
     // The same through the wrapped call on_request uses.
     let wrapped = lender.wrap(lua, &f)?;
     let two = lender.call(r, || wrapped.call::<String>(()));
+    // And through the raw call on_request uses (`lent_call`).
+    let pools = PoolNames::new(lua, std::iter::empty()).expect("names");
+    let three = lender
+        .call_hook(lua, &wrapped, r, &pools)
+        .and_then(|out| match out {
+            Returned::Other(v) => String::from_lua(v, lua),
+            Returned::Nil => String::from_lua(Value::Nil, lua),
+            Returned::Pool(i) => Ok(format!("pool {i}")),
+        });
     let shown =
         |r: &mlua::Result<String>| r.clone().map_err(|e| crate::script::describe_lua_error(&e));
     assert_eq!(shown(&one), shown(&two), "{code}");
+    assert_eq!(shown(&one), shown(&three), "{code}");
     one
+}
+
+/// A returned pool name is told by its address (a short string is kept
+/// once by Lua, however the script made it); a long one, or one that
+/// names no pool, is handed back as it is, as is anything else.
+#[test]
+fn a_returned_pool_name_is_found_by_its_address() {
+    let lua = Lua::new();
+    let lender = Lender::new(&lua).expect("lender");
+    let long = "a-pool-whose-name-is-longer-than-forty-bytes-so-not-kept-once";
+    let pools =
+        PoolNames::new(&lua, [(0, "app"), (3, "static"), (5, long)].into_iter()).expect("names");
+    let run = |code: &str| {
+        let f = lua
+            .load(code)
+            .set_name("@policy.lua")
+            .into_function()
+            .expect("f");
+        let wrapped = lender.wrap(&lua, &f).expect("wrap");
+        lender.call_hook(&lua, &wrapped, &mut view("/", "h"), &pools)
+    };
+    let pool = |code: &str| match run(code).expect(code) {
+        Returned::Pool(i) => Some(i),
+        _ => None,
+    };
+    assert_eq!(pool("return 'static'"), Some(3));
+    assert_eq!(pool("local req = ... ; return ('st' .. 'atic')"), Some(3));
+    assert_eq!(pool("return 'app', 'static'"), Some(0));
+    assert_eq!(pool("return 'nope'"), None);
+    assert_eq!(pool(&format!("return '{long}'")), None);
+    assert!(matches!(run("return nil").expect("nil"), Returned::Nil));
+    assert!(matches!(run("return").expect("nothing"), Returned::Nil));
+    match run(&format!("return '{long}'")).expect("long") {
+        Returned::Other(Value::String(s)) => assert_eq!(s.to_str().expect("utf-8"), long),
+        _ => panic!("a long name comes back as a string"),
+    }
+    match run("return 7").expect("number") {
+        Returned::Other(Value::Integer(7)) => {}
+        _ => panic!("a number comes back as it is"),
+    }
+    // Errors as mlua's call gives them: the place, the traceback, and a
+    // Rust function's error as the error it raised.
+    let err = run("local x = nil\nreturn x.y").err().expect("an error");
+    let mlua::Error::RuntimeError(text) = &err else {
+        panic!("a runtime error: {err:?}")
+    };
+    assert!(
+        text.starts_with("policy.lua:2: attempt to index a nil value"),
+        "{text}"
+    );
+    assert!(text.contains("stack traceback:"), "{text}");
+    let err = run("local req = ... ; return req:set_path(5)")
+        .err()
+        .expect("an error");
+    assert!(
+        matches!(err, mlua::Error::CallbackError { .. }),
+        "a Rust function's error: {err:?}"
+    );
+    // The stack is left as it was found.
+    let before = lua.exec_raw_lua(|raw| unsafe { mlua::ffi::lua_gettop(raw.state()) });
+    for code in [
+        "return 'static'",
+        "return 'nope'",
+        "error('x')",
+        "return {}",
+    ] {
+        let _ = run(code);
+    }
+    let after = lua.exec_raw_lua(|raw| unsafe { mlua::ffi::lua_gettop(raw.state()) });
+    assert_eq!(before, after);
 }
 
 #[test]
@@ -72,6 +154,12 @@ fn fields_and_methods_read_as_mlua_userdata_does() {
         ("/a/b?x=1", "Example.COM:8080"),
         ("/", "plain.example"),
         ("/p", ""),
+        // Again, and near: the kept strings (`push_kept`, the host's
+        // bytes) must give each request its own values.
+        ("/a/b?x=1", "Example.COM:8080"),
+        ("/a/b?x=1", "example.com:8080"),
+        ("/a/b?x=2", "example.com"),
+        ("/", "plain.example"),
     ] {
         let want = mlua_reads(&lua, &mut view(uri, host), READ_ALL).expect("mlua");
         let got = lent_reads(&lua, &lender, &mut view(uri, host), READ_ALL).expect("lent");

@@ -4,6 +4,7 @@
 pub mod conn;
 mod headers;
 pub mod lent;
+pub mod lent_call;
 pub mod local;
 mod log;
 pub mod log_field;
