@@ -225,15 +225,7 @@ fn digits(v: &[u8]) -> Option<u64> {
 /// `Chunked` writes `transfer-encoding: chunked`; `UntilClose` (no
 /// request is framed so) writes nothing.
 pub fn write(out: &mut Vec<u8>, parts: &http::request::Parts, framing: Framing) {
-    out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
-    // `path()` is "/" for an absolute form without one.
-    out.extend_from_slice(parts.uri.path().as_bytes());
-    if let Some(query) = parts.uri.query() {
-        out.push(b'?');
-        out.extend_from_slice(query.as_bytes());
-    }
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    request_line(out, parts);
     for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
@@ -243,6 +235,29 @@ pub fn write(out: &mut Vec<u8>, parts: &http::request::Parts, framing: Framing) 
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    finish(out, framing);
+}
+
+/// The request line of [`write`]: method, the target in origin form,
+/// `HTTP/1.1`.
+pub(crate) fn request_line(out: &mut Vec<u8>, parts: &http::request::Parts) {
+    let method = parts.method.as_str().as_bytes();
+    // `path()` is "/" for an absolute form without one.
+    let path = parts.uri.path().as_bytes();
+    let query = parts.uri.query().map(str::as_bytes);
+    out.reserve(method.len() + path.len() + query.map_or(0, |q| q.len() + 1) + 12);
+    out.extend_from_slice(method);
+    out.push(b' ');
+    out.extend_from_slice(path);
+    if let Some(query) = query {
+        out.push(b'?');
+        out.extend_from_slice(query);
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+}
+
+/// The framing field of [`write`] and the blank line.
+pub(crate) fn finish(out: &mut Vec<u8>, framing: Framing) {
     match framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");

@@ -69,15 +69,21 @@ pub(super) async fn forward<W: ClientConn>(
     // on_response sees the request as the client sent it (after on_request).
     let client_head = script.has_on_response().then(|| clone_head(&head));
     let mut head = head;
-    prepare::prepare_request(&mut head, &cx.peer_value, tls.is_some());
     let replayable = is_idempotent(&head.method);
     // The server's answer is read by the method sent (on_request may have
     // made a client's HEAD a GET), never by the client's.
     let sent_head = head.method == http::Method::HEAD;
     // Every pool of a policy on this path speaks HTTP/1.1 in plain: the
-    // head is written once, whichever server takes it.
+    // head is written once, whichever server takes it, with the
+    // forwarding rules applied as it is written.
     let mut out = buf::take_head();
-    wire::request::write(&mut out, &head, to.framing);
+    prepare::write_prepared(
+        &mut out,
+        &mut head,
+        to.framing,
+        &cx.peer_value,
+        tls.is_some(),
+    );
     drop(head);
     // The whole exchange's limit, if the first pool sets one.
     let deadline = script.policy.pools[to.pool]
