@@ -28,16 +28,14 @@ pub fn relayed_response_head(out: &mut Vec<u8>, head: &ResponseHead, buf: &[u8],
     let fields_len: usize = head.fields.iter().map(|(a, b)| (b - a) as usize + 2).sum();
     out.reserve(16 + reason.len() + fields_len + 100);
     status_line(out, head.status, reason);
-    let mut has_date = false;
     for &(from, to) in &head.fields {
         let Some(line) = buf.get(from as usize..to as usize) else {
             continue;
         };
-        has_date |= line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"date:");
         out.extend_from_slice(line);
         out.extend_from_slice(b"\r\n");
     }
-    finish(out, head.framing, has_date, close);
+    finish(out, head.framing, head.has_date, close);
 }
 
 /// The head for the client of a response made of `http` parts (one
