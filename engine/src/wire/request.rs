@@ -225,7 +225,7 @@ fn crlf_lines(head: &[u8], fields: &[httparse::Header<'_>]) -> bool {
 /// (which lowercases into a buffer, then looks the name up): the same
 /// standard names it gives, for any case. None: ask it.
 fn common_name(name: &[u8]) -> Option<HeaderName> {
-    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    let is = |n: &'static [u8]| super::name_is(name, n);
     Some(match name.len() {
         4 if is(b"host") => header::HOST,
         6 if is(b"accept") => header::ACCEPT,

@@ -406,7 +406,7 @@ enum Kind {
 /// The field's kind, by its length first (most names fall through with
 /// one comparison of a length).
 fn kind(name: &[u8]) -> Kind {
-    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    let is = |n: &'static [u8]| super::name_is(name, n);
     match name.len() {
         2 if is(b"te") => Kind::HopByHop,
         4 if is(b"date") => Kind::Date,
