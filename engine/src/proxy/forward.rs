@@ -10,7 +10,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Uri, Version};
 
 use crate::wire::fields;
-use crate::wire::hop_by_hop::strip_hop_by_hop;
+use crate::wire::hop_by_hop::{is_hop_by_hop, strip_hop_by_hop};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -97,6 +97,128 @@ pub fn prepare_request(head: &mut http::request::Parts, peer_ip: &HeaderValue, h
     let proto = if https { "https" } else { "http" };
     head.headers
         .insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+}
+
+/// [`prepare_request`] and `wire::request::write` in one pass, for an
+/// HTTP/1.1 server: the head goes to `out` as the server gets it, and
+/// `head` is left as it is (no field is removed, inserted or re-hashed).
+/// The same rules (docs/lua-api.md, "What Pocket changes"): hop-by-hop
+/// fields and those `Connection` names are skipped, so is `Expect`;
+/// X-Forwarded-For gets the client appended (every line of it, one line
+/// on, where its first line was), X-Forwarded-Proto is set (where the
+/// client's was), each added at the end if absent, For before Proto.
+/// Framing as `wire::request::write`: `framing` says what is written.
+///
+/// One difference in order, none in content: the fields keep the
+/// client's order, where `prepare_request`'s removals move the map's last
+/// field into a removed one's place (`HeaderMap::remove` swaps). A head
+/// not in origin form or not HTTP/1.1 (a script's edit) goes through
+/// [`prepare_request`] as before.
+pub fn write_prepared(
+    out: &mut Vec<u8>,
+    head: &mut http::request::Parts,
+    framing: crate::wire::Framing,
+    peer_ip: &HeaderValue,
+    https: bool,
+) {
+    if head.version != Version::HTTP_11
+        || head.uri.scheme().is_some()
+        || head.uri.authority().is_some()
+    {
+        prepare_request(head, peer_ip, https);
+        crate::wire::request::write(out, head, framing);
+        return;
+    }
+    let headers = &head.headers;
+    // Which of the fields that change are there: one look at the names
+    // (no hashing).
+    let (mut connection, mut forwarded_for, mut forwarded_proto) = (false, false, false);
+    for name in headers.keys() {
+        if *name == header::CONNECTION {
+            connection = true;
+        } else if *name == X_FORWARDED_FOR {
+            forwarded_for = true;
+        } else if *name == X_FORWARDED_PROTO {
+            forwarded_proto = true;
+        }
+    }
+    // Names the Connection lines list go too (RFC 9110 §7.6.1), as
+    // `strip_hop_by_hop` reads them.
+    let listed = if connection {
+        crate::wire::hop_by_hop::listed_in_connection(headers)
+    } else {
+        Vec::new()
+    };
+    let forwarded_for = forwarded_for && !listed.contains(&X_FORWARDED_FOR);
+    let forwarded_proto = forwarded_proto && !listed.contains(&X_FORWARDED_PROTO);
+    let proto: &[u8] = if https { b"https" } else { b"http" };
+
+    crate::wire::request::request_line(out, head);
+    // The field whose lines are being written, when it joins them.
+    let mut in_forwarded_for = false;
+    let mut proto_written = false;
+    for (name, value) in headers {
+        let is_xff = *name == X_FORWARDED_FOR;
+        if in_forwarded_for && !is_xff {
+            finish_forwarded_for(out, peer_ip);
+            in_forwarded_for = false;
+        }
+        if is_xff {
+            if !forwarded_for {
+                continue;
+            }
+            // Its lines are one list (fields.rs): joined on one line.
+            out.extend_from_slice(if in_forwarded_for {
+                b", "
+            } else {
+                b"x-forwarded-for: "
+            });
+            out.extend_from_slice(value.as_bytes());
+            in_forwarded_for = true;
+            continue;
+        }
+        if *name == X_FORWARDED_PROTO {
+            if forwarded_proto && !proto_written {
+                // One line, where the client's first was.
+                proto_written = true;
+                field_line(out, b"x-forwarded-proto", proto);
+            }
+            continue;
+        }
+        if *name == header::CONTENT_LENGTH
+            || *name == header::EXPECT
+            || is_hop_by_hop(name)
+            || (!listed.is_empty() && listed.contains(name))
+        {
+            continue;
+        }
+        field_line(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if in_forwarded_for {
+        finish_forwarded_for(out, peer_ip);
+    } else if !forwarded_for {
+        field_line(out, b"x-forwarded-for", peer_ip.as_bytes());
+    }
+    if !proto_written {
+        field_line(out, b"x-forwarded-proto", proto);
+    }
+    crate::wire::request::finish(out, framing);
+}
+
+/// Ends an X-Forwarded-For line with the client.
+fn finish_forwarded_for(out: &mut Vec<u8>, peer_ip: &HeaderValue) {
+    out.extend_from_slice(b", ");
+    out.extend_from_slice(peer_ip.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `name: value` CRLF.
+fn field_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.reserve(name.len() + value.len() + 4);
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The client asked for trailers (`TE: trailers`, RFC 9110 §10.1.4), as
@@ -344,6 +466,105 @@ mod tests {
         add_forwarded_for(&mut h, &peer_value("127.0.0.1".parse().unwrap()));
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-for"], "192.0.2.1, 198.51.100.2, 127.0.0.1");
+    }
+
+    /// The one-pass writer against `prepare_request` + `write`, on heads
+    /// made of the fields whose rules differ: the same request line, the
+    /// same lines (byte for byte, the same order when nothing was
+    /// removed, which is when `HeaderMap::remove` reorders).
+    #[test]
+    fn write_prepared_writes_what_prepare_request_and_write_write() {
+        let pool: [(&str, &str); 16] = [
+            ("host", "a.example"),
+            ("connection", "keep-alive"),
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-forwarded-for", "198.51.100.2, 203.0.113.3"),
+            ("x-forwarded-proto", "https"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("expect", "100-continue"),
+            ("content-length", "0"),
+            ("user-agent", "t/1"),
+            ("cookie", "a=1"),
+            ("connection", "x-forwarded-for"),
+            ("connection", "X-Forwarded-Proto, upgrade"),
+            ("upgrade", "h2c"),
+        ];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let peer = peer_value("127.0.0.1".parse().unwrap());
+        let mut same_order = 0;
+        for case in 0..3000 {
+            let mut h = HeaderMap::new();
+            for _ in 0..next(8) {
+                let (n, v) = pool[next(pool.len())];
+                h.append(HeaderName::from_static(n), HeaderValue::from_static(v));
+            }
+            let (mut parts, ()) = http::Request::new(()).into_parts();
+            parts.uri = "/p?q=1".parse().unwrap();
+            parts.headers = h;
+            let https = case % 2 == 0;
+            let framing = match case % 3 {
+                0 => crate::wire::Framing::Empty,
+                1 => crate::wire::Framing::Length(0),
+                _ => crate::wire::Framing::Length(7),
+            };
+            let mut old = parts.clone();
+            prepare_request(&mut old, &peer, https);
+            let mut want = Vec::new();
+            crate::wire::request::write(&mut want, &old, framing);
+            let mut got = Vec::new();
+            let mut new = parts.clone();
+            write_prepared(&mut got, &mut new, framing, &peer, https);
+            assert_eq!(new.headers, parts.headers, "the head is left as it was");
+            let lines = |b: &[u8]| {
+                let mut l: Vec<Vec<u8>> = b.split(|c| *c == b'\n').map(<[u8]>::to_vec).collect();
+                l.sort();
+                l
+            };
+            let removed = parts
+                .headers
+                .keys()
+                .any(|n| is_hop_by_hop(n) || *n == header::EXPECT || n.as_str() == "x-secret");
+            if removed {
+                assert_eq!(
+                    lines(&got),
+                    lines(&want),
+                    "{}\n---\n{}",
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&want)
+                );
+            } else {
+                same_order += 1;
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&want)
+                );
+            }
+        }
+        assert!(same_order > 100, "{same_order}");
+        // A script's absolute-form target: the old way, origin form.
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.uri = "http://b.example/x".parse().unwrap();
+        let mut got = Vec::new();
+        write_prepared(
+            &mut got,
+            &mut parts,
+            crate::wire::Framing::Empty,
+            &peer,
+            false,
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            "GET /x HTTP/1.1\r\nhost: b.example\r\nx-forwarded-for: 127.0.0.1\r\nx-forwarded-proto: http\r\n\r\n"
+        );
     }
 
     #[test]

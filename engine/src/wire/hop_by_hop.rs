@@ -17,7 +17,14 @@ const HOP_BY_HOP: [&str; 7] = [
 ];
 
 pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name.as_str())
+    // The standard names compare as an enum, without their text; the
+    // other two by text (the list above, in another form).
+    *name == header::CONNECTION
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::UPGRADE
+        || matches!(name.as_str(), "keep-alive" | "proxy-connection")
 }
 
 /// Headers that say how a message is framed or how a connection is used.
@@ -36,7 +43,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut found: [Option<HeaderName>; HOP_BY_HOP.len()] = Default::default();
     let mut n = 0;
     for name in headers.keys() {
-        if is_hop_by_hop(name) && n < found.len() {
+        if n < found.len() && is_hop_by_hop(name) {
             found[n] = Some(name.clone());
             n += 1;
         }
@@ -44,8 +51,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if n == 0 {
         return;
     }
-    // Names the Connection header lists go too (RFC 9110 7.6.1); the usual
-    // values, keep-alive and close, name nothing else.
+    // Names the Connection header lists go too (RFC 9110 7.6.1).
+    let listed = listed_in_connection(headers);
+    for name in listed.into_iter().chain(found.into_iter().flatten()) {
+        headers.remove(name);
+    }
+    debug_assert!(!headers.keys().any(is_hop_by_hop));
+}
+
+/// The names the Connection lines list (RFC 9110 §7.6.1), which are
+/// hop-by-hop too; the usual values, keep-alive and close, name nothing
+/// else. A token that is no header name is passed over.
+pub(crate) fn listed_in_connection(headers: &HeaderMap) -> Vec<HeaderName> {
     let mut listed: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         for token in value.as_bytes().split(|b| *b == b',') {
@@ -58,8 +75,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for name in listed.into_iter().chain(found.into_iter().flatten()) {
-        headers.remove(name);
+    listed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_and_the_test_agree() {
+        for name in HOP_BY_HOP {
+            assert!(is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["host", "keep-alives", "x-te", "connections", "expect"] {
+            assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
     }
-    debug_assert!(!headers.keys().any(is_hop_by_hop));
 }

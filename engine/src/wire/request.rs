@@ -86,8 +86,12 @@ pub fn parse(buf: &[u8], head_size: usize) -> Parsed {
     }
     let head = &buf[..len];
     // httparse takes a bare LF as a line end; the head check answers 400
-    // (request smuggling). Every LF must follow a CR (buf[0] is not one).
-    if memchr::memchr_iter(b'\n', head).any(|i| head[i - 1] != b'\r') {
+    // (request smuggling). Every LF must follow a CR (buf[0] is not one):
+    // checked where httparse says the lines end, then, if that is not
+    // plainly so, byte by byte.
+    if !crlf_lines(head, req.headers)
+        && memchr::memchr_iter(b'\n', head).any(|i| head[i - 1] != b'\r')
+    {
         return Parsed::Hyper("a line ends in a bare LF");
     }
     if req.version != Some(1) {
@@ -119,16 +123,19 @@ pub fn parse(buf: &[u8], head_size: usize) -> Parsed {
         return Parsed::Hyper("a target http refuses");
     };
 
-    // Room for the two fields every forwarded request gets
-    // (`proxy::forward::prepare_request`: X-Forwarded-For and -Proto): a
-    // map made to the exact size grows (rehashes, reallocates) there.
-    let mut headers = HeaderMap::with_capacity(req.headers.len() + 2);
+    // The fields Pocket adds (X-Forwarded-*) are written with the head
+    // (`proxy::forward::write_prepared`), never put in this map.
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
     let mut hosts = 0u32;
     let mut length = None;
     let mut close = false;
     for field in req.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
-            return Parsed::Hyper("a field name http refuses");
+        let name = match common_name(field.name.as_bytes()) {
+            Some(name) => name,
+            None => match HeaderName::from_bytes(field.name.as_bytes()) {
+                Ok(name) => name,
+                Err(_) => return Parsed::Hyper("a field name http refuses"),
+            },
         };
         let raw = field.value;
         if name == header::HOST {
@@ -167,9 +174,12 @@ pub fn parse(buf: &[u8], head_size: usize) -> Parsed {
         let Some(raw) = within(&shared, head, raw) else {
             return Parsed::Hyper("httparse gave a value outside the head");
         };
-        let Ok(value) = HeaderValue::from_maybe_shared(raw) else {
-            return Parsed::Hyper("a field value http refuses");
-        };
+        // SAFETY (not memory safety: the `http` crate's promise that a
+        // value holds only its bytes): httparse took the value, so it is
+        // HTAB, SP, VCHAR or obs-text only (RFC 9110 §5.5), all of which
+        // `HeaderValue` allows (it refuses only other controls and DEL);
+        // a debug build checks it again.
+        let value = unsafe { HeaderValue::from_maybe_shared_unchecked(raw) };
         headers.append(name, value);
     }
     if hosts != 1 {
@@ -186,6 +196,51 @@ pub fn parse(buf: &[u8], head_size: usize) -> Parsed {
         framing: length.map_or(Framing::Empty, Framing::Length),
         keep_alive: !close,
         len,
+    })
+}
+
+/// Every line of the whole head `head` that httparse read ends in CRLF,
+/// as far as a look at the ends of its lines shows (false: look at every
+/// byte). httparse ends a line at its LF (CR LF or a bare LF) and takes a
+/// CR nowhere else, and past the request line each field's name and the
+/// blank line start right after an LF: a CR before each of those LFs makes every LF a CRLF's.
+fn crlf_lines(head: &[u8], fields: &[httparse::Header<'_>]) -> bool {
+    let base = head.as_ptr() as usize;
+    let after_crlf = |line_start: usize| {
+        line_start >= 2 && head[line_start - 1] == b'\n' && head[line_start - 2] == b'\r'
+    };
+    let len = head.len();
+    // Empty lines before the request line, which httparse skips, are not
+    // looked at below.
+    len >= 2
+        && !matches!(head[0], b'\r' | b'\n')
+        && head[len - 2] == b'\r'
+        && after_crlf(len - 2)
+        && fields
+            .iter()
+            .all(|f| after_crlf((f.name.as_ptr() as usize).wrapping_sub(base)))
+}
+
+/// The names most requests carry, matched without `HeaderName::from_bytes`
+/// (which lowercases into a buffer, then looks the name up): the same
+/// standard names it gives, for any case. None: ask it.
+fn common_name(name: &[u8]) -> Option<HeaderName> {
+    let is = |n: &'static [u8]| super::name_is(name, n);
+    Some(match name.len() {
+        4 if is(b"host") => header::HOST,
+        6 if is(b"accept") => header::ACCEPT,
+        6 if is(b"cookie") => header::COOKIE,
+        6 if is(b"origin") => header::ORIGIN,
+        7 if is(b"referer") => header::REFERER,
+        10 if is(b"user-agent") => header::USER_AGENT,
+        10 if is(b"connection") => header::CONNECTION,
+        12 if is(b"content-type") => header::CONTENT_TYPE,
+        13 if is(b"cache-control") => header::CACHE_CONTROL,
+        13 if is(b"authorization") => header::AUTHORIZATION,
+        14 if is(b"content-length") => header::CONTENT_LENGTH,
+        15 if is(b"accept-encoding") => header::ACCEPT_ENCODING,
+        15 if is(b"accept-language") => header::ACCEPT_LANGUAGE,
+        _ => return None,
     })
 }
 
@@ -225,15 +280,7 @@ fn digits(v: &[u8]) -> Option<u64> {
 /// `Chunked` writes `transfer-encoding: chunked`; `UntilClose` (no
 /// request is framed so) writes nothing.
 pub fn write(out: &mut Vec<u8>, parts: &http::request::Parts, framing: Framing) {
-    out.extend_from_slice(parts.method.as_str().as_bytes());
-    out.push(b' ');
-    // `path()` is "/" for an absolute form without one.
-    out.extend_from_slice(parts.uri.path().as_bytes());
-    if let Some(query) = parts.uri.query() {
-        out.push(b'?');
-        out.extend_from_slice(query.as_bytes());
-    }
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    request_line(out, parts);
     for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
@@ -243,6 +290,29 @@ pub fn write(out: &mut Vec<u8>, parts: &http::request::Parts, framing: Framing) 
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    finish(out, framing);
+}
+
+/// The request line of [`write`]: method, the target in origin form,
+/// `HTTP/1.1`.
+pub(crate) fn request_line(out: &mut Vec<u8>, parts: &http::request::Parts) {
+    let method = parts.method.as_str().as_bytes();
+    // `path()` is "/" for an absolute form without one.
+    let path = parts.uri.path().as_bytes();
+    let query = parts.uri.query().map(str::as_bytes);
+    out.reserve(method.len() + path.len() + query.map_or(0, |q| q.len() + 1) + 12);
+    out.extend_from_slice(method);
+    out.push(b' ');
+    out.extend_from_slice(path);
+    if let Some(query) = query {
+        out.push(b'?');
+        out.extend_from_slice(query);
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+}
+
+/// The framing field of [`write`] and the blank line.
+pub(crate) fn finish(out: &mut Vec<u8>, framing: Framing) {
     match framing {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");

@@ -668,3 +668,77 @@ fn heads_changed_by_one_byte_are_read_as_hyper_reads_them() {
         compare.taken
     );
 }
+
+/// The quick names are the ones `HeaderName::from_bytes` gives, in any
+/// case, and nothing else is taken for them.
+#[test]
+fn common_names_are_http_s_own() {
+    for name in [
+        "host",
+        "accept",
+        "cookie",
+        "origin",
+        "referer",
+        "user-agent",
+        "connection",
+        "content-type",
+        "cache-control",
+        "authorization",
+        "content-length",
+        "accept-encoding",
+        "accept-language",
+    ] {
+        for spelled in [name.to_string(), name.to_ascii_uppercase(), {
+            let mut c = name.as_bytes().to_vec();
+            c[0] = c[0].to_ascii_uppercase();
+            String::from_utf8(c).unwrap()
+        }] {
+            let quick = super::common_name(spelled.as_bytes()).expect(&spelled);
+            assert_eq!(quick, HeaderName::from_bytes(spelled.as_bytes()).unwrap());
+            assert_eq!(quick.as_str(), name);
+        }
+    }
+    for other in ["hosts", "hos", "x-host", "accept-charset", "Cookie2", ""] {
+        assert!(super::common_name(other.as_bytes()).is_none(), "{other}");
+    }
+}
+
+/// Where the look at the lines' ends says "all CRLF", there is no bare LF
+/// in the head: on common heads with every byte changed to a byte that
+/// matters to line ends, or an LF put in anywhere.
+#[test]
+fn the_look_at_line_ends_never_misses_a_bare_lf() {
+    let heads: [&[u8]; 3] = [
+        b"GET / HTTP/1.1\r\nHost: bench.example\r\nAccept-Encoding: identity\r\n\r\n",
+        b"GET /a?b HTTP/1.1\r\nhost: a\r\nx:\r\ny: \t1 \r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+    ];
+    let mut looked = 0;
+    for base in heads {
+        let mut cases = Vec::new();
+        for at in 0..base.len() {
+            for b in [b'\r', b'\n', b' ', b'\t', b':', b'a'] {
+                let mut c = base.to_vec();
+                c[at] = b;
+                cases.push(c);
+            }
+            let mut c = base.to_vec();
+            c.insert(at, b'\n');
+            cases.push(c);
+        }
+        for c in cases {
+            let mut fields = [httparse::EMPTY_HEADER; 8];
+            let mut req = httparse::Request::new(&mut fields);
+            let Ok(httparse::Status::Complete(len)) = req.parse(&c) else {
+                continue;
+            };
+            let head = &c[..len];
+            let bare = memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r');
+            if super::crlf_lines(head, req.headers) {
+                looked += 1;
+                assert!(!bare, "{:?}", String::from_utf8_lossy(head));
+            }
+        }
+    }
+    assert!(looked > 50, "{looked}");
+}

@@ -44,6 +44,8 @@ pub struct ResponseHead {
     /// Each relayed field line (name and value, without the CRLF), as a
     /// range of the buffer.
     pub fields: Vec<(u32, u32)>,
+    /// One of them is `Date` (so the client gets it, not Pocket's).
+    pub has_date: bool,
 }
 
 /// What a look at the bytes read so far found.
@@ -90,20 +92,67 @@ pub fn parse(buf: &[u8], head_request: bool, max: usize) -> Parsed {
 /// [`parse`], with a `fields` vector to fill (cleared first), so that a
 /// connection can reuse one allocation from head to head (take it back
 /// from [`ResponseHead::fields`] when done).
-pub fn parse_into(
-    buf: &[u8],
-    head_request: bool,
-    max: usize,
-    mut fields: Vec<(u32, u32)>,
-) -> Parsed {
-    // Lines first: a bare LF anywhere in the head is refused before
-    // anything else is said about it (as upstream_io checks the bytes
-    // before hyper parses them). Leading empty lines are skipped, as
-    // httparse does.
+pub fn parse_into(buf: &[u8], head_request: bool, max: usize, fields: Vec<(u32, u32)>) -> Parsed {
+    // The common case first: a whole head whose lines all end in CRLF,
+    // httparse run once over it and the lines' ends checked where
+    // httparse says they are (no scan of every byte for a bare LF).
+    // Anything else (a partial head, an error, a bare LF anywhere) is
+    // read by [`parse_checked`], which gives every verdict as before.
+    let start = skip_empty_lines(buf);
+    // httparse skips bare-LF lines before the status line itself: only a
+    // status line right there is for this path.
+    if buf.get(start) == Some(&b'H') {
+        let mut headers =
+            [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; super::MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        if let Ok(httparse::Status::Complete(len)) = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, buf, &mut headers)
+        {
+            if crlf_lines(buf, &res, len) {
+                return finish(buf, &res, start, len, head_request, max, fields);
+            }
+        }
+    }
+    parse_checked(buf, head_request, max, fields)
+}
+
+/// Every line of the whole head `buf[..len]` that httparse read ends in
+/// CRLF. httparse ends a line at its LF (CR LF or a bare LF) and takes a
+/// CR nowhere else, and every line but the status line starts right
+/// after an LF (a field's name, the blank line; obs-fold is refused): so
+/// the byte before each of those starts is the LF, and a CR before it
+/// makes every LF of the head part of a CRLF.
+fn crlf_lines(buf: &[u8], res: &httparse::Response<'_, '_>, len: usize) -> bool {
+    let base = buf.as_ptr() as usize;
+    let ends_in_crlf = |line_start: usize| {
+        line_start >= 2 && buf[line_start - 1] == b'\n' && buf[line_start - 2] == b'\r'
+    };
+    len <= buf.len()
+        && len >= 2
+        && ends_in_crlf(len - 2)
+        && buf[len - 2] == b'\r'
+        && res
+            .headers
+            .iter()
+            .all(|h| ends_in_crlf(h.name.as_ptr() as usize - base))
+}
+
+/// Where the status line starts: past leading empty lines (CRLF only; a
+/// bare LF there is for [`parse_checked`]).
+fn skip_empty_lines(buf: &[u8]) -> usize {
     let mut start = 0;
     while buf.len() >= start + 2 && buf[start] == b'\r' && buf[start + 1] == b'\n' {
         start += 2;
     }
+    start
+}
+
+/// [`parse_into`] for any bytes: lines first, so a bare LF anywhere in
+/// the head is refused before anything else is said about it (as
+/// upstream_io checks the bytes before hyper parses them). Leading empty
+/// lines are skipped, as httparse does.
+fn parse_checked(buf: &[u8], head_request: bool, max: usize, fields: Vec<(u32, u32)>) -> Parsed {
+    let start = skip_empty_lines(buf);
     let mut end = None;
     let mut line_start = start;
     for lf in memchr::memchr_iter(b'\n', &buf[start..]) {
@@ -117,8 +166,6 @@ pub fn parse_into(
         }
         line_start = lf + 1;
     }
-    // Ranges are u32: no head that long is taken anyway.
-    let max = max.min(u32::MAX as usize);
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; super::MAX_HEADERS];
     let mut res = httparse::Response::new(&mut []);
     let scanned = match end {
@@ -138,7 +185,7 @@ pub fn parse_into(
                 // be, short of a bug; refuse rather than wait.
                 return Parsed::Bad(why::HEADER);
             }
-            if buf.len() >= max {
+            if buf.len() >= max.min(u32::MAX as usize) {
                 return Parsed::Bad(why::TOO_LARGE);
             }
             return Parsed::Partial;
@@ -148,7 +195,22 @@ pub fn parse_into(
         Err(httparse::Error::TooManyHeaders) => return Parsed::Bad(why::TOO_LARGE),
         Err(_) => return Parsed::Bad(why::HEADER),
     };
-    if len > max {
+    finish(buf, &res, start, len, head_request, max, fields)
+}
+
+/// The rules past httparse, for a whole head of `len` bytes whose status
+/// line starts at `start`.
+fn finish(
+    buf: &[u8],
+    res: &httparse::Response<'_, '_>,
+    start: usize,
+    len: usize,
+    head_request: bool,
+    max: usize,
+    mut fields: Vec<(u32, u32)>,
+) -> Parsed {
+    // Ranges are u32: no head that long is taken anyway.
+    if len > max.min(u32::MAX as usize) {
         return Parsed::Bad(why::TOO_LARGE);
     }
     let (Some(version), Some(status)) = (res.version, res.code) else {
@@ -179,24 +241,28 @@ pub fn parse_into(
         }
     };
 
-    // First pass: framing and connection fields.
+    // One pass: framing and connection fields read, the others kept as
+    // relayed (hop-by-hop and framing fields left out).
     let mut te_lines = 0;
     let mut te_chunked = false;
     let mut length: Option<u64> = None;
     let mut close = false;
     let mut keep_alive_token = false;
     let mut conn_lists_names = false;
+    let mut has_date = false;
+    fields.clear();
+    fields.reserve(res.headers.len());
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
-        match name.len() {
-            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+        match kind(name) {
+            Kind::TransferEncoding => {
                 // Exactly one coding in all, `chunked` (forward.rs refuses
                 // the others; hyper reads `chunked,` or `gzip` as a body
                 // until the close, which Pocket would have to re-frame).
                 te_lines += 1;
                 te_chunked = h.value.trim_ascii().eq_ignore_ascii_case(b"chunked");
             }
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
+            Kind::ContentLength => {
                 for n in h.value.split(|b| *b == b',') {
                     let Some(n) = digits(n.trim_ascii()) else {
                         return Parsed::Bad(why::CONTENT_LENGTH);
@@ -207,7 +273,7 @@ pub fn parse_into(
                     length = Some(n);
                 }
             }
-            10 if name.eq_ignore_ascii_case(b"connection") => {
+            Kind::Connection => {
                 for token in list(h.value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         close = true;
@@ -218,7 +284,14 @@ pub fn parse_into(
                     }
                 }
             }
-            _ => {}
+            Kind::HopByHop => {}
+            kind => {
+                has_date |= kind == Kind::Date;
+                let from = offset(name.as_ptr());
+                let value_end =
+                    (offset(h.value.as_ptr()) + h.value.len()).max(from + name.len() + 1);
+                fields.push((from as u32, value_end as u32));
+            }
         }
     }
     let te_seen = te_lines > 0;
@@ -248,17 +321,43 @@ pub fn parse_into(
     let keep_alive =
         framing != Framing::UntilClose && !close && !both && (version == 1 || keep_alive_token);
 
-    // Second pass: the relayed fields. A response to HEAD keeps its
-    // Content-Length (one line, one number), as hyper's server passes it
-    // on; 204 and 205 never carry one (proxy/mod.rs deliver), and a 304's
-    // is dropped (hyper's server drops it for a body-less answer). Seen
-    // on today's path with a raw origin: GET 304 + `Content-Length: 5` ->
-    // none; HEAD 304 -> `content-length: 5`; HEAD `5, 5` -> `5`; HEAD 204
-    // or 205 -> none; HEAD chunked -> none.
+    // A response to HEAD keeps its Content-Length (one line, one number),
+    // as hyper's server passes it on; 204 and 205 never carry one
+    // (proxy/mod.rs deliver), and a 304's is dropped (hyper's server
+    // drops it for a body-less answer). Seen on today's path with a raw
+    // origin: GET 304 + `Content-Length: 5` -> none; HEAD 304 ->
+    // `content-length: 5`; HEAD `5, 5` -> `5`; HEAD 204 or 205 -> none;
+    // HEAD chunked -> none.
     let keep_length = head_request && !te_seen && status != 204 && status != 205;
+    if conn_lists_names || (keep_length && length.is_some()) {
+        // Rare: the fields again, with those rules.
+        has_date = relayed_again(res, base, keep_length, conn_lists_names, &mut fields);
+    }
+    Parsed::Complete(ResponseHead {
+        status,
+        framing,
+        keep_alive,
+        len,
+        reason,
+        fields,
+        has_date,
+    })
+}
+
+/// The relayed fields when a kept Content-Length or the names a
+/// Connection line lists change them: a field at a time, in order.
+/// Whether `Date` is among them.
+fn relayed_again(
+    res: &httparse::Response<'_, '_>,
+    base: usize,
+    keep_length: bool,
+    conn_lists_names: bool,
+    fields: &mut Vec<(u32, u32)>,
+) -> bool {
+    let offset = |p: *const u8| p as usize - base;
     let mut kept_length = false;
+    let mut has_date = false;
     fields.clear();
-    fields.reserve(res.headers.len());
     for h in res.headers.iter() {
         let name = h.name.as_bytes();
         let from = offset(name.as_ptr());
@@ -286,16 +385,39 @@ pub fn parse_into(
         if conn_lists_names && listed_in_connection(res.headers, name) {
             continue;
         }
+        has_date |= kind(name) == Kind::Date;
         fields.push((from as u32, value_end as u32));
     }
-    Parsed::Complete(ResponseHead {
-        status,
-        framing,
-        keep_alive,
-        len,
-        reason,
-        fields,
-    })
+    has_date
+}
+
+/// What a field's name says to this parser.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    TransferEncoding,
+    ContentLength,
+    Connection,
+    /// Hop-by-hop, and not one of the above.
+    HopByHop,
+    Date,
+    Other,
+}
+
+/// The field's kind, by its length first (most names fall through with
+/// one comparison of a length).
+fn kind(name: &[u8]) -> Kind {
+    let is = |n: &'static [u8]| super::name_is(name, n);
+    match name.len() {
+        2 if is(b"te") => Kind::HopByHop,
+        4 if is(b"date") => Kind::Date,
+        7 if is(b"trailer") || is(b"upgrade") => Kind::HopByHop,
+        10 if is(b"connection") => Kind::Connection,
+        10 if is(b"keep-alive") => Kind::HopByHop,
+        14 if is(b"content-length") => Kind::ContentLength,
+        16 if is(b"proxy-connection") => Kind::HopByHop,
+        17 if is(b"transfer-encoding") => Kind::TransferEncoding,
+        _ => Kind::Other,
+    }
 }
 
 /// The non-empty elements of a comma-separated list (RFC 9110 §5.6.1),

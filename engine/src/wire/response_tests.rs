@@ -598,3 +598,79 @@ fn llhttp_response_cases_are_never_accepted_where_llhttp_errs() {
         "valid cases refused: {unexpected:#?}"
     );
 }
+
+/// A verdict as text, for comparing two readings of the same bytes.
+fn verdict(p: Parsed, buf: &[u8]) -> String {
+    match p {
+        Parsed::Complete(h)
+            if h.has_date
+                != fields(&h, buf)
+                    .iter()
+                    .any(|f| f.to_ascii_lowercase().starts_with("date:")) =>
+        {
+            panic!("has_date {} for {:?}", h.has_date, fields(&h, buf))
+        }
+        Parsed::Complete(h) => format!(
+            "complete {} {:?} keep={} len={} reason={:?} date={} fields={:?}",
+            h.status,
+            h.framing,
+            h.keep_alive,
+            h.len,
+            h.reason,
+            h.has_date,
+            fields(&h, buf)
+        ),
+        Parsed::Interim(n) => format!("interim {n}"),
+        Parsed::Partial => "partial".into(),
+        Parsed::Bad(why) => format!("bad {why}"),
+    }
+}
+
+/// The quick reading of a whole CRLF head (`parse_into`'s first try)
+/// gives every verdict the checked reading gives: on heads of each
+/// shape, every one-byte change to a byte that matters to HTTP/1
+/// framing, and every cut, for GET and HEAD.
+#[test]
+fn the_quick_reading_agrees_with_the_checked_one() {
+    let heads: [&[u8]; 10] = [
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-origin: A\r\ncontent-length: 32\r\ndate: Mon, 30 Nov 2026 13:26:55 GMT\r\n\r\nbody",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+        b"\r\n\r\nHTTP/1.0 204 No Content\r\nConnection: keep-alive, x-a\r\nX-A: 1\r\nDate: x\r\n\r\n",
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5, 5\r\nKeep-Alive: 5\r\nTE: x\r\n\r\n",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+        b"HTTP/1.1 200\r\nConnection: close, date\r\nDate: y\r\nUpgrade: z\r\nProxy-Connection: q\r\nTrailer: t\r\n\r\n",
+        b"HTTP/1.1 205 Reset\r\nContent-Length: 3\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+        b"HTTP/1.1 999 X\r\nA:\r\nB: \t\r\n\r\n",
+        b"HTTP/1.1 101 Switching\r\nUpgrade: ws\r\n\r\n",
+    ];
+    let swaps = [
+        b'\r', b'\n', b' ', b'\t', b':', b',', b'0', b'a', 0x7f, 0x80, 0,
+    ];
+    let mut compared = 0;
+    for base in heads {
+        let mut cases = vec![base.to_vec()];
+        for at in 0..base.len() {
+            cases.push(base[..at].to_vec());
+            for b in swaps {
+                let mut c = base.to_vec();
+                c[at] = b;
+                cases.push(c);
+            }
+            let mut c = base.to_vec();
+            c.insert(at, b'\n');
+            cases.push(c);
+        }
+        for c in cases {
+            for head_request in [false, true] {
+                for max in [MAX, 40] {
+                    let quick = verdict(parse_into(&c, head_request, max, Vec::new()), &c);
+                    let checked = verdict(parse_checked(&c, head_request, max, Vec::new()), &c);
+                    assert_eq!(quick, checked, "{:?}", String::from_utf8_lossy(&c));
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert!(compared > 10_000, "{compared}");
+}

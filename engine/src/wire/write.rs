@@ -28,16 +28,31 @@ pub fn relayed_response_head(out: &mut Vec<u8>, head: &ResponseHead, buf: &[u8],
     let fields_len: usize = head.fields.iter().map(|(a, b)| (b - a) as usize + 2).sum();
     out.reserve(16 + reason.len() + fields_len + 100);
     status_line(out, head.status, reason);
-    let mut has_date = false;
+    // A field line that ends in CRLF right after its value is copied with
+    // its CRLF, and lines that follow each other in `buf` go as one copy
+    // (most heads relay every field: one copy for them all).
+    let mut run = 0..0;
     for &(from, to) in &head.fields {
-        let Some(line) = buf.get(from as usize..to as usize) else {
+        let (from, to) = (from as usize, to as usize);
+        let Some(line) = buf.get(from..to) else {
             continue;
         };
-        has_date |= line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"date:");
+        if buf.get(to..to + 2) == Some(b"\r\n") {
+            if run.end == from && !run.is_empty() {
+                run.end = to + 2;
+            } else {
+                out.extend_from_slice(&buf[run]);
+                run = from..to + 2;
+            }
+            continue;
+        }
+        out.extend_from_slice(&buf[run]);
+        run = 0..0;
         out.extend_from_slice(line);
         out.extend_from_slice(b"\r\n");
     }
-    finish(out, head.framing, has_date, close);
+    out.extend_from_slice(&buf[run]);
+    finish(out, head.framing, head.has_date, close);
 }
 
 /// The head for the client of a response made of `http` parts (one
@@ -92,9 +107,17 @@ pub fn response_head(
 
 /// `HTTP/1.1 <status> <reason>` CRLF.
 fn status_line(out: &mut Vec<u8>, status: u16, reason: &[u8]) {
-    out.extend_from_slice(b"HTTP/1.1 ");
     let s = status.min(999);
     out.extend_from_slice(&[
+        b'H',
+        b'T',
+        b'T',
+        b'P',
+        b'/',
+        b'1',
+        b'.',
+        b'1',
+        b' ',
         b'0' + (s / 100) as u8,
         b'0' + (s / 10 % 10) as u8,
         b'0' + (s % 10) as u8,

@@ -69,15 +69,21 @@ pub(super) async fn forward<W: ClientConn>(
     // on_response sees the request as the client sent it (after on_request).
     let client_head = script.has_on_response().then(|| clone_head(&head));
     let mut head = head;
-    prepare::prepare_request(&mut head, &cx.peer_value, tls.is_some());
     let replayable = is_idempotent(&head.method);
     // The server's answer is read by the method sent (on_request may have
     // made a client's HEAD a GET), never by the client's.
     let sent_head = head.method == http::Method::HEAD;
     // Every pool of a policy on this path speaks HTTP/1.1 in plain: the
-    // head is written once, whichever server takes it.
+    // head is written once, whichever server takes it, with the
+    // forwarding rules applied as it is written.
     let mut out = buf::take_head();
-    wire::request::write(&mut out, &head, to.framing);
+    prepare::write_prepared(
+        &mut out,
+        &mut head,
+        to.framing,
+        &cx.peer_value,
+        tls.is_some(),
+    );
     drop(head);
     // The whole exchange's limit, if the first pool sets one.
     let deadline = script.policy.pools[to.pool]
@@ -432,7 +438,7 @@ async fn ask(
     let mut answered = false;
     loop {
         if !rbuf.is_empty() {
-            match response::parse(rbuf, head_only, MAX_HEAD) {
+            match response::parse_into(rbuf, head_only, MAX_HEAD, spare_fields::take()) {
                 response::Parsed::Complete(head) => return Ok(head),
                 response::Parsed::Interim(n) => {
                     interim += 1;
@@ -586,6 +592,7 @@ async fn deliver<W: ClientConn>(
         None => wire::write::relayed_response_head(&mut out, &rhead, &rbuf, close),
         Some(parts) => wire::write::response_head(&mut out, parts, rhead.framing, close),
     }
+    spare_fields::give(std::mem::take(&mut rhead.fields));
     rhead.framing = framing;
     open.ex.status = status;
     // Until the body is whole, the client going away is what ends it.
@@ -658,4 +665,28 @@ async fn deliver<W: ClientConn>(
         }
     };
     done
+}
+
+/// One vector of relayed-field ranges per worker thread, lent to each
+/// response head read (`wire::response::parse_into`) and given back once
+/// the head is written: no allocation per response.
+mod spare_fields {
+    use std::cell::Cell;
+
+    thread_local! {
+        static SPARE: Cell<Vec<(u32, u32)>> = const { Cell::new(Vec::new()) };
+    }
+
+    /// The spare vector (empty, and without room the first time).
+    pub(super) fn take() -> Vec<(u32, u32)> {
+        SPARE.try_with(Cell::take).unwrap_or_default()
+    }
+
+    /// Keeps `fields` for the next head, unless it grew past what a
+    /// common head needs (a head of 100 fields keeps no 800 B for good).
+    pub(super) fn give(fields: Vec<(u32, u32)>) {
+        if fields.capacity() <= 32 {
+            let _ = SPARE.try_with(|s| s.set(fields));
+        }
+    }
 }
