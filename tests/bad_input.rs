@@ -278,3 +278,32 @@ async fn a_bare_lf_in_a_request_head_gets_400_but_not_in_a_body() {
     );
     assert_eq!(api.request_count(), 2);
 }
+
+/// An HTTP/1 head has at most 100 header fields (hyper's count, which the
+/// listener keeps): the 101st gets a 431 however small the head, before
+/// any hook runs (docs/operations.md "Limits"). The 100 here are Host,
+/// Connection and 98 others, about 1 KB.
+#[tokio::test]
+async fn a_head_with_a_101st_header_field_gets_431() {
+    let pocket = Pocket::start(
+        r#"return {
+  listeners = { { name = "web", bind = "127.0.0.1:0", pool = "app" } },
+  pools = { app = { servers = { "127.0.0.1:1" } } },
+  on_request = function(req) return pocket.respond(200, "fields ok\n") end,
+}"#,
+        1,
+    );
+    let addr = pocket.addr("web");
+    let head = |fields: usize| {
+        let mut h = String::from("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        for i in 0..fields - 2 {
+            h.push_str(&format!("X-H{i}: v\r\n"));
+        }
+        h + "\r\n"
+    };
+    let answer = raw(addr, head(100).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.ends_with("fields ok\n"), "{answer:?}");
+    let answer = raw(addr, head(101).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+}
