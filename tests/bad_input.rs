@@ -307,3 +307,42 @@ async fn a_head_with_a_101st_header_field_gets_431() {
     let answer = raw(addr, head(101).as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
 }
+
+/// A request body that breaks on its way to a server gets a 400 that
+/// says how it broke (it said hyper's "error from user's Body stream"
+/// for both): a malformed chunk size, or a body shorter than its
+/// Content-Length (the client closed its sending side after 5 of 10
+/// bytes, then waits for the answer).
+#[tokio::test]
+async fn a_broken_request_body_gets_400_saying_how_it_broke() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = origin("api");
+    let pocket = Pocket::start(&failing_hooks_policy(&api), 1);
+    let addr = pocket.addr("web");
+    let send_then_close = |bytes: &'static [u8]| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let answer = send_then_close(
+        b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    assert!(
+        answer.contains("the request body could not be read: its chunked encoding is malformed (invalid chunk size line"),
+        "{answer:?}"
+    );
+    let answer =
+        send_then_close(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    assert!(
+        answer.contains("the request body could not be read: the client closed its connection before the body ended (5 of 10 bytes)"),
+        "{answer:?}"
+    );
+    assert!(!answer.contains("user's Body stream"), "{answer:?}");
+    pocket.log.wait_for(&["the client closed its connection before the body ended (5 of 10 bytes)", "request="]);
+}
