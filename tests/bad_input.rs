@@ -118,6 +118,22 @@ fn a_port_already_taken_is_refused_naming_the_address() {
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
 }
 
+/// `pocket origin` on a taken port names it, as `pocket run` does (it
+/// said only "Address already in use (os error 98)").
+#[test]
+fn an_origin_on_a_taken_port_names_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (code, _, err) = pocket_cmd(&["origin", "--name", "A", "--port", &port]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "pocket: cannot start origin A on 127.0.0.1:{port} (--port, --bind): Address already in use"
+        )),
+        "{err}"
+    );
+}
+
 fn failing_hooks_policy(api: &OriginHandle) -> String {
     format!(
         r#"return {{
