@@ -422,6 +422,11 @@ fn the_demo_refuses_bad_or_busy_ports_before_it_says_it_runs() {
         "Note: pocket-demo/demo.lua (kept as it is) listens on 127.0.0.1:{}, not on port {} (--port",
         ports.web, other.web
     )]);
+    demo.out.wait_for(&[&format!(
+        "Note: pocket-demo/demo.lua (kept as it is) has its stats page on 127.0.0.1:{}, not on port {}",
+        ports.admin, other.admin
+    )]);
+    demo.out.wait_for(&["(--admin-port, 8404 unless you give it)"]);
     demo.out
         .wait_for(&["Note: origins A and B run on", "(--origin-ports"]);
     demo.out.wait_for(&["so its requests"]);
