@@ -36,6 +36,41 @@ fn check_prints_a_summary_of_a_good_policy() {
     assert!(out.contains("hooks: on_request"), "{out}");
 }
 
+/// `pocket check` lists a pool's `passive` settings when they are not
+/// the defaults, as it lists `check:`; the cool-down only where it applies
+/// (a pool without a check).
+#[test]
+fn check_lists_passive_settings_that_are_not_the_defaults() {
+    let (code, out, err) = check_policy(
+        r#"return {
+  listeners = { { name = "web", bind = "127.0.0.1:8080", pool = "app" } },
+  pools = {
+    app = { servers = { "127.0.0.1:9001" }, passive = { after = 5, on_5xx = true, cooldown = "30s" } },
+    checked = { servers = { "127.0.0.1:9002" }, check = { tcp = true }, passive = { after = 1, cooldown = "30s" } },
+    plain = { servers = { "127.0.0.1:9003" } },
+    quiet = { servers = { "127.0.0.1:9004" }, passive = false },
+  },
+}"#,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("  app (round_robin, 1 server, retries 3)\n    passive: down after 5 failures in a row (a 5xx counts), cooldown 30s\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("    check: tcp connect, every 2s, timeout 1s, rise 2, fall 3\n    passive: down after 1 failure in a row\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  plain (round_robin, 1 server, retries 3)\n    127.0.0.1:9003"),
+        "{out}"
+    );
+    assert!(
+        out.contains("    passive: off (live traffic never takes a server down)\n"),
+        "{out}"
+    );
+}
+
 #[test]
 fn syntax_errors_are_refused_with_path_and_line() {
     let src = "return {\n  listeners = {},\n  pools = { app = { servers = { \"127.0.0.1:1\" } }\n  on_request = function() end,\n}\n";
