@@ -395,5 +395,8 @@ async fn a_broken_request_body_gets_400_saying_how_it_broke() {
         "{answer:?}"
     );
     assert!(!answer.contains("user's Body stream"), "{answer:?}");
-    pocket.log.wait_for(&["the client closed its connection before the body ended (5 of 10 bytes)", "request="]);
+    pocket.log.wait_for(&[
+        "the client closed its connection before the body ended (5 of 10 bytes)",
+        "request=",
+    ]);
 }

@@ -245,7 +245,11 @@ fn a_browser_reloading_the_demo_page_sees_a_and_b_alternate() {
     let loads = 6;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/demo_page.py");
     let out = Command::new("python3")
-        .args([script, &format!("http://{}/", ports.web()), &loads.to_string()])
+        .args([
+            script,
+            &format!("http://{}/", ports.web()),
+            &loads.to_string(),
+        ])
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
@@ -269,7 +273,8 @@ fn a_browser_reloading_the_demo_page_sees_a_and_b_alternate() {
         .collect();
     for pair in servers.windows(2) {
         assert_ne!(
-            pair[0], pair[1],
+            pair[0],
+            pair[1],
             "each reload reaches the other server: {servers:?}\nPocket's log:\n{}",
             demo.log.text()
         );
@@ -426,7 +431,8 @@ fn the_demo_refuses_bad_or_busy_ports_before_it_says_it_runs() {
         "Note: pocket-demo/demo.lua (kept as it is) has its stats page on 127.0.0.1:{}, not on port {}",
         ports.admin, other.admin
     )]);
-    demo.out.wait_for(&["(--admin-port, 8404 unless you give it)"]);
+    demo.out
+        .wait_for(&["(--admin-port, 8404 unless you give it)"]);
     demo.out
         .wait_for(&["Note: origins A and B run on", "(--origin-ports"]);
     demo.out.wait_for(&["so its requests"]);
