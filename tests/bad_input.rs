@@ -36,6 +36,41 @@ fn check_prints_a_summary_of_a_good_policy() {
     assert!(out.contains("hooks: on_request"), "{out}");
 }
 
+/// `pocket check` lists a pool's `passive` settings when they are not
+/// the defaults, as it lists `check:`; the cool-down only where it applies
+/// (a pool without a check).
+#[test]
+fn check_lists_passive_settings_that_are_not_the_defaults() {
+    let (code, out, err) = check_policy(
+        r#"return {
+  listeners = { { name = "web", bind = "127.0.0.1:8080", pool = "app" } },
+  pools = {
+    app = { servers = { "127.0.0.1:9001" }, passive = { after = 5, on_5xx = true, cooldown = "30s" } },
+    checked = { servers = { "127.0.0.1:9002" }, check = { tcp = true }, passive = { after = 1, cooldown = "30s" } },
+    plain = { servers = { "127.0.0.1:9003" } },
+    quiet = { servers = { "127.0.0.1:9004" }, passive = false },
+  },
+}"#,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("  app (round_robin, 1 server, retries 3)\n    passive: down after 5 failures in a row (a 5xx counts), cooldown 30s\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("    check: tcp connect, every 2s, timeout 1s, rise 2, fall 3\n    passive: down after 1 failure in a row\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  plain (round_robin, 1 server, retries 3)\n    127.0.0.1:9003"),
+        "{out}"
+    );
+    assert!(
+        out.contains("    passive: off (live traffic never takes a server down)\n"),
+        "{out}"
+    );
+}
+
 #[test]
 fn syntax_errors_are_refused_with_path_and_line() {
     let src = "return {\n  listeners = {},\n  pools = { app = { servers = { \"127.0.0.1:1\" } }\n  on_request = function() end,\n}\n";
@@ -116,6 +151,22 @@ fn a_port_already_taken_is_refused_naming_the_address() {
     ));
     assert_eq!(code, 1);
     assert!(err.contains(&format!("cannot listen on {addr}")), "{err}");
+}
+
+/// `pocket origin` on a taken port names it, as `pocket run` does (it
+/// said only "Address already in use (os error 98)").
+#[test]
+fn an_origin_on_a_taken_port_names_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let (code, _, err) = pocket_cmd(&["origin", "--name", "A", "--port", &port]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "pocket: cannot start origin A on 127.0.0.1:{port} (--port, --bind): Address already in use"
+        )),
+        "{err}"
+    );
 }
 
 fn failing_hooks_policy(api: &OriginHandle) -> String {
@@ -277,4 +328,75 @@ async fn a_bare_lf_in_a_request_head_gets_400_but_not_in_a_body() {
         "both answered: {answer:?}"
     );
     assert_eq!(api.request_count(), 2);
+}
+
+/// An HTTP/1 head has at most 100 header fields (hyper's count, which the
+/// listener keeps): the 101st gets a 431 however small the head, before
+/// any hook runs (docs/operations.md "Limits"). The 100 here are Host,
+/// Connection and 98 others, about 1 KB.
+#[tokio::test]
+async fn a_head_with_a_101st_header_field_gets_431() {
+    let pocket = Pocket::start(
+        r#"return {
+  listeners = { { name = "web", bind = "127.0.0.1:0", pool = "app" } },
+  pools = { app = { servers = { "127.0.0.1:1" } } },
+  on_request = function(req) return pocket.respond(200, "fields ok\n") end,
+}"#,
+        1,
+    );
+    let addr = pocket.addr("web");
+    let head = |fields: usize| {
+        let mut h = String::from("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+        for i in 0..fields - 2 {
+            h.push_str(&format!("X-H{i}: v\r\n"));
+        }
+        h + "\r\n"
+    };
+    let answer = raw(addr, head(100).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(answer.ends_with("fields ok\n"), "{answer:?}");
+    let answer = raw(addr, head(101).as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+}
+
+/// A request body that breaks on its way to a server gets a 400 that
+/// says how it broke (it said hyper's "error from user's Body stream"
+/// for both): a malformed chunk size, or a body shorter than its
+/// Content-Length (the client closed its sending side after 5 of 10
+/// bytes, then waits for the answer).
+#[tokio::test]
+async fn a_broken_request_body_gets_400_saying_how_it_broke() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let api = origin("api");
+    let pocket = Pocket::start(&failing_hooks_policy(&api), 1);
+    let addr = pocket.addr("web");
+    let send_then_close = |bytes: &'static [u8]| async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let answer = send_then_close(
+        b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    assert!(
+        answer.contains("the request body could not be read: its chunked encoding is malformed (invalid chunk size line"),
+        "{answer:?}"
+    );
+    let answer =
+        send_then_close(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello").await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    assert!(
+        answer.contains("the request body could not be read: the client closed its connection before the body ended (5 of 10 bytes)"),
+        "{answer:?}"
+    );
+    assert!(!answer.contains("user's Body stream"), "{answer:?}");
+    pocket.log.wait_for(&[
+        "the client closed its connection before the body ended (5 of 10 bytes)",
+        "request=",
+    ]);
 }

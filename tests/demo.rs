@@ -222,6 +222,77 @@ async fn the_demo_serves_an_editable_file_in_the_current_folder() {
     );
 }
 
+/// The welcome text's promise, in a real browser (Debian's headless
+/// chromium, driven by tests/browser/demo_page.py with selenium): "Open
+/// http://.../ in a browser and reload: A and B alternate". A browser asks
+/// for /favicon.ico after each page; the demo's policy answers it itself,
+/// so only page loads take turns (sent to the pool, the icon took every
+/// other turn and every reload showed B).
+#[test]
+fn a_browser_reloading_the_demo_page_sees_a_and_b_alternate() {
+    require_command("chromium", "chromium");
+    let ok = Command::new("python3")
+        .args(["-c", "import selenium"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "python3 cannot import selenium: run the suite with tests/run, which installs tests/setup/requirements.txt into a venv"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::free();
+    let demo = Demo::start(dir.path(), ports);
+    let loads = 6;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/demo_page.py");
+    let out = Command::new("python3")
+        .args([
+            script,
+            &format!("http://{}/", ports.web()),
+            &loads.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run python3");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && said.ends_with("DONE\n"),
+        "the browser said:\n{said}\nPocket's log:\n{}",
+        demo.log.text()
+    );
+    let pages: Vec<&str> = said.lines().filter(|l| *l != "DONE").collect();
+    assert_eq!(pages.len(), loads, "{said}");
+    let servers: Vec<&str> = pages
+        .iter()
+        .map(|page| {
+            ["A", "B"]
+                .into_iter()
+                .find(|s| page.starts_with(&format!("hello from {s} ")))
+                .unwrap_or_else(|| panic!("a page from origin A or B, not {page:?}"))
+        })
+        .collect();
+    for pair in servers.windows(2) {
+        assert_ne!(
+            pair[0],
+            pair[1],
+            "each reload reaches the other server: {servers:?}\nPocket's log:\n{}",
+            demo.log.text()
+        );
+    }
+    // The browser did ask for the icon, and the policy answered it.
+    demo.log
+        .wait_for(&["\"GET ", " /favicon.ico HTTP/1.1\" 204 LR "]);
+    assert!(
+        !demo
+            .log
+            .text()
+            .lines()
+            .any(|l| l.contains("/favicon.ico") && l.contains("server=127.0.0.1:")),
+        "no icon request reached an origin:\n{}",
+        demo.log.text()
+    );
+}
+
 /// `pocket demo` takes only options: a wrong one is answered with a usage
 /// line that shows them as optional, not as if `--workers` were required.
 #[test]
@@ -356,6 +427,12 @@ fn the_demo_refuses_bad_or_busy_ports_before_it_says_it_runs() {
         "Note: pocket-demo/demo.lua (kept as it is) listens on 127.0.0.1:{}, not on port {} (--port",
         ports.web, other.web
     )]);
+    demo.out.wait_for(&[&format!(
+        "Note: pocket-demo/demo.lua (kept as it is) has its stats page on 127.0.0.1:{}, not on port {}",
+        ports.admin, other.admin
+    )]);
+    demo.out
+        .wait_for(&["(--admin-port, 8404 unless you give it)"]);
     demo.out
         .wait_for(&["Note: origins A and B run on", "(--origin-ports"]);
     demo.out.wait_for(&["so its requests"]);

@@ -814,6 +814,16 @@ async fn explain_says_what_the_live_listener_does_with_the_same_request() {
             "a 40 KB request line",
             Some("head_size"),
         ),
+        // At most 100 header fields on HTTP/1 (hyper's count): 431 at the
+        // 101st, however small the head.
+        (
+            "GET /p".into(),
+            std::iter::once("Host: h".to_string())
+                .chain((1..=100).map(|i| format!("X-H{i}: v")))
+                .collect(),
+            "101 header fields",
+            Some("431 at listener \"web\", before any hook runs: too many header fields (more than 100)"),
+        ),
         // A port out of range is kept as the proxy keeps it.
         (
             "GET http://h:99999/p".into(),
@@ -945,6 +955,14 @@ async fn explain_says_what_the_live_listener_does_with_the_same_request() {
             assert!(out.contains(says), "{what}: want {says:?} in\n{out}");
         }
     }
+
+    // 100 header fields pass (the URL's host is the 100th).
+    let hundred: Vec<String> = (1..=99).map(|i| format!("X-H{i}: v")).collect();
+    let mut args = vec!["GET http://h/p"];
+    hundred.iter().for_each(|h| args.extend(["-H", h.as_str()]));
+    let (code, out, err) = explain(&path, &args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("refused by Pocket"), "{out}");
 
     // HTTP/2: the URL's host is the :authority, as a real h2 client sends it.
     let r = h2_get(live_addr, "abs.example", "/p").await;

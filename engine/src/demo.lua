@@ -27,6 +27,13 @@ return {
     if req.path == "/old" then
       return pocket.redirect(301, "/")
     end
+    -- A browser asks for /favicon.ico after each page it loads. Answered
+    -- here (204: no icon), so only page loads take turns on A and B; sent
+    -- to the pool, the icon would take every other turn and each reload
+    -- would show the same server.
+    if req.path == "/favicon.ico" then
+      return pocket.respond(204)
+    end
   end,
 
   -- Every response from a server passes here: say who answered.
@@ -49,6 +56,7 @@ return {
   tests = {
     { req = { path = "/ping" }, status = 200, body = "pong" },
     { req = { path = "/old" }, status = 301, header = { location = "/" } },
+    { req = { path = "/favicon.ico" }, status = 204 },
     { req = { path = "/" }, pool = "demo" },
     { name = "A is down: B serves", req = { path = "/" },
       health = { ["127.0.0.1:9001"] = "down" }, server = "127.0.0.1:9002" },

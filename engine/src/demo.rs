@@ -233,6 +233,26 @@ pub fn welcome(file: &DemoFile, policy: &Policy, ports: DemoPorts) -> String {
                 ports.web
             ));
         }
+        let asked_admin = SocketAddr::from(([127, 0, 0, 1], ports.admin));
+        match &policy.admin {
+            Some(a) if a.bind != asked_admin => note.push_str(&format!(
+                "  Note: {} (kept as it is) has its stats page on {}, not on port {}\n  \
+                 (--admin-port, 8404 unless you give it); open {}, or delete the file to get\n  \
+                 one on port {}.\n\n",
+                p.display(),
+                a.bind,
+                ports.admin,
+                a.bind,
+                ports.admin
+            )),
+            Some(_) => {}
+            None => note.push_str(&format!(
+                "  Note: {} (kept as it is) has no admin key, so no stats page (--admin-port\n  \
+                 is not used); delete the file to get one on port {}.\n\n",
+                p.display(),
+                ports.admin
+            )),
+        }
         let origins = [ports.a, ports.b].map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
         let sends_to: Vec<SocketAddr> = policy
             .pools

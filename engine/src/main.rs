@@ -641,10 +641,13 @@ fn origin(
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
     let handle = if echo {
-        pocket::origin::echo::spawn_echo(name, addr)?
+        pocket::origin::echo::spawn_echo(name, addr)
     } else {
-        pocket::origin::spawn_with(name, addr, pocket::origin::Behaviour { fail_status })?
-    };
+        pocket::origin::spawn_with(name, addr, pocket::origin::Behaviour { fail_status })
+    }
+    // The address, as `pocket run` names a listener's: "Address already in
+    // use" alone does not say which of several origins failed.
+    .map_err(|e| anyhow::anyhow!("cannot start origin {name} on {addr} (--port, --bind): {e}"))?;
     tracing::info!("origin {} listening on {}", name, handle.addr);
     wait_for_signal()
 }

@@ -178,6 +178,9 @@ impl Policy {
             if let Some(check) = &p.check {
                 out.push_str(&format!("    check: {}\n", check_summary(check)));
             }
+            if let Some(passive) = passive_summary(&p.passive, p.check.is_some()) {
+                out.push_str(&format!("    passive: {passive}\n"));
+            }
             for s in p.servers.iter() {
                 out.push_str(&format!(
                     "    {} weight {}{}\n",
@@ -299,6 +302,32 @@ fn check_summary(c: &crate::lb::CheckSpec) -> String {
         c.rise,
         c.fall
     )
+}
+
+/// A pool's `passive` settings for `pocket check`, when they are not the
+/// defaults (3 failures, 5xx not counted, 10 s cool-down: lua-api.md
+/// "passive"). The cool-down is shown only for a pool without a `check`,
+/// the only one it applies to.
+fn passive_summary(p: &crate::lb::Passive, checked: bool) -> Option<String> {
+    let default = crate::lb::Passive::default();
+    let cooldown_matters = !checked && p.cooldown != default.cooldown;
+    if p.after == default.after && p.on_5xx == default.on_5xx && !cooldown_matters {
+        return None;
+    }
+    if p.after == 0 {
+        return Some("off (live traffic never takes a server down)".into());
+    }
+    let mut text = format!(
+        "down after {} in a row",
+        crate::words::count(p.after, "failure")
+    );
+    if p.on_5xx {
+        text.push_str(" (a 5xx counts)");
+    }
+    if !checked {
+        text.push_str(&format!(", cooldown {}s", p.cooldown.as_secs_f64()));
+    }
+    Some(text)
 }
 
 /// A listener's `head_size` when the policy gives none: nginx's

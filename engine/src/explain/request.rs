@@ -341,11 +341,32 @@ fn hear_h1(
             return Ok(Ok(head));
         }
         let why = match served {
+            // hyper calls it "message head is too large" however small the
+            // head: the head check above let its bytes through, so it is
+            // the count.
+            Err(e) if e.is_parse_too_large() && header_fields(wire) > MAX_HEADER_FIELDS => {
+                format!("too many header fields (more than {MAX_HEADER_FIELDS})")
+            }
             Err(e) => format!("hyper cannot parse the head ({e})"),
             Ok(()) => "hyper did not hand the request on".into(),
         };
         Ok(Err(answered(&answer, &why)))
     })
+}
+
+/// The most header fields an HTTP/1 request head may have: hyper's
+/// HTTP/1 server refuses the 101st with a 431 (its default, which the
+/// listener keeps), and Pocket's own parser hands such a head to hyper
+/// ([`crate::wire::MAX_HEADERS`]). HTTP/2 has no count, only `head_size`.
+const MAX_HEADER_FIELDS: usize = crate::wire::MAX_HEADERS;
+
+/// The header fields of a head written by [`build`]: its lines less the
+/// request line and the empty line that ends it.
+fn header_fields(wire: &[u8]) -> usize {
+    wire.windows(2)
+        .filter(|w| w == b"\r\n")
+        .count()
+        .saturating_sub(2)
 }
 
 /// The status of a response written by the listener, and its body (or

@@ -24,6 +24,7 @@
 //!    when the body ends.
 
 pub mod body;
+mod body_error;
 pub mod decide;
 pub mod forward;
 pub mod h1;
@@ -314,6 +315,8 @@ async fn forward(
     // The whole exchange's limit, if the pool sets one.
     let deadline = pool.timeouts.total.map(|t| Instant::now() + t);
     let progress = (!body.is_end_stream()).then(Progress::new);
+    // The body's Content-Length, to say how much of it came if it breaks.
+    let body_length = body.size_hint().exact();
     open.progress = progress.clone();
     let mut body = Some(match &progress {
         None => RequestBody::Empty,
@@ -493,7 +496,8 @@ async fn forward(
                 if e.error().is_user() {
                     // The client's own body broke (malformed chunks, or the
                     // client went away): not the server's fault.
-                    let why = format!("the request body could not be read: {}", e.error());
+                    let received = progress.as_ref().map_or(0, |p| p.received());
+                    let why = body_error::why_unreadable(e.error(), received, body_length);
                     tracing::info!(request = %id, "{why}");
                     open.set(b'C', b'D');
                     return local::error(StatusCode::BAD_REQUEST, &why, &id.to_string());
