@@ -26,6 +26,16 @@ fn transfer_codings(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
         .filter(|t| !t.is_empty())
 }
 
+/// Whether `headers` has `name`: the names of a common head looked at in
+/// turn (a few comparisons of an enum), a long head's hashed.
+fn has(headers: &HeaderMap, name: &HeaderName) -> bool {
+    if headers.keys_len() <= 12 {
+        headers.keys().any(|k| k == name)
+    } else {
+        headers.contains_key(name)
+    }
+}
+
 /// Request heads that parse but must not be forwarded, and why: framing a
 /// server could read differently (request smuggling), or a CONNECT tunnel
 /// a reverse proxy does not offer.
@@ -36,7 +46,7 @@ pub fn refuse(head: &http::request::Parts) -> Option<(http::StatusCode, &'static
             "CONNECT is not supported by a reverse proxy",
         ));
     }
-    if !head.headers.contains_key(header::TRANSFER_ENCODING) {
+    if !has(&head.headers, &header::TRANSFER_ENCODING) {
         return None;
     }
     let (mut chunked, mut other) = (0, 0);

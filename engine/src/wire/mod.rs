@@ -45,19 +45,17 @@ pub(crate) fn name_is(name: &[u8], lower: &'static [u8]) -> bool {
     if name.len() != n {
         return false;
     }
+    // One load a word (both slices are `n` long: the words are within).
     let word8 = |b: &[u8], at: usize| {
-        u64::from_le_bytes([
-            b[at],
-            b[at + 1],
-            b[at + 2],
-            b[at + 3],
-            b[at + 4],
-            b[at + 5],
-            b[at + 6],
-            b[at + 7],
-        ])
+        b.get(at..at + 8)
+            .and_then(|w| <[u8; 8]>::try_from(w).ok())
+            .map_or(0, u64::from_le_bytes)
     };
-    let word4 = |b: &[u8], at: usize| u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let word4 = |b: &[u8], at: usize| {
+        b.get(at..at + 4)
+            .and_then(|w| <[u8; 4]>::try_from(w).ok())
+            .map_or(0, u32::from_le_bytes)
+    };
     const LOW8: u64 = 0x2020_2020_2020_2020;
     const LOW4: u32 = 0x2020_2020;
     if n >= 8 {
