@@ -25,6 +25,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -240,12 +241,107 @@ enum State {
     Done,
 }
 
-/// A parked connection: its [`Idle`], its place in the keep-alive sweep,
-/// and its count in the parked metric.
+/// A parked connection: its place in the keep-alive sweep (first: it
+/// stops watching the socket before the socket closes), its socket, and
+/// its count in the parked metric.
 struct Parked {
-    idle: Idle,
     ticket: super::idle::Ticket,
+    socket: Socket,
+    /// The listener's `head_size`, in bytes.
+    head_size: u32,
+    /// The keep-alive's end.
+    due: Instant,
+    /// The direct path parked it (else hyper did).
+    direct: bool,
     _metric: crate::observe::metrics::Parked,
+}
+
+/// A parked connection's socket.
+enum Socket {
+    /// Registered with tokio, which wakes the task (TLS).
+    Tokio(Transport),
+    /// Plain TCP out of tokio's registry, watched by the keep-alive
+    /// sweep's epoll (no `ScheduledIo`, 256 bytes, while parked).
+    Swept(std::net::TcpStream),
+}
+
+impl Parked {
+    /// Parks `idle`; None: its socket failed on the way (closed).
+    fn new(idle: Idle, cx: &ConnCtx) -> Option<Parked> {
+        let (socket, ticket) = match idle.stream {
+            Transport::Plain(tcp) => {
+                let std = match tcp.into_std() {
+                    Ok(std) => std,
+                    Err(e) => {
+                        tracing::debug!(peer = %cx.peer, "client connection ended: {e}");
+                        return None;
+                    }
+                };
+                match super::idle::Ticket::watch(idle.due, std.as_raw_fd()) {
+                    Some(ticket) => (Socket::Swept(std), ticket),
+                    None => match TcpStream::from_std(std) {
+                        Ok(tcp) => (
+                            Socket::Tokio(Transport::Plain(tcp)),
+                            super::idle::Ticket::new(idle.due),
+                        ),
+                        Err(e) => {
+                            tracing::debug!(peer = %cx.peer, "client connection ended: {e}");
+                            return None;
+                        }
+                    },
+                }
+            }
+            tls => (Socket::Tokio(tls), super::idle::Ticket::new(idle.due)),
+        };
+        Some(Parked {
+            ticket,
+            socket,
+            head_size: idle.head_size,
+            due: idle.due,
+            direct: idle.direct,
+            _metric: crate::observe::metrics::Parked::enter(),
+        })
+    }
+
+    /// The client sent (or closed): Ready(true); the keep-alive ended:
+    /// Ready(false).
+    fn poll_woken(&self, task: &mut Context<'_>) -> Poll<bool> {
+        match &self.socket {
+            Socket::Tokio(stream) => {
+                if stream.tcp().poll_read_ready(task).is_ready() {
+                    return Poll::Ready(true);
+                }
+                if self.ticket.poll_expired(task) {
+                    return Poll::Ready(false);
+                }
+            }
+            // The ticket fires for both; the clock tells which.
+            Socket::Swept(_) => {
+                if self.ticket.poll_expired(task) {
+                    return Poll::Ready(Instant::now() < self.due);
+                }
+            }
+        }
+        Poll::Pending
+    }
+
+    /// The socket, back with tokio.
+    fn into_stream(self) -> io::Result<(Transport, u32, Option<Instant>)> {
+        let Parked {
+            ticket,
+            socket,
+            head_size,
+            due,
+            direct,
+            ..
+        } = self;
+        drop(ticket);
+        let stream = match socket {
+            Socket::Tokio(stream) => stream,
+            Socket::Swept(std) => Transport::Plain(TcpStream::from_std(std)?),
+        };
+        Ok((stream, head_size, direct.then_some(due)))
+    }
 }
 
 impl Future for Conn {
@@ -284,23 +380,22 @@ impl Future for Conn {
                         // (hyper's own parking logs it as hyper lets go: serve_h1)
                         tracing::debug!(peer = %this.cx.peer, "client connection parked (idle)");
                     }
-                    this.state = State::Parked(Parked {
-                        ticket: super::idle::Ticket::new(idle.due),
-                        idle,
-                        _metric: crate::observe::metrics::Parked::enter(),
-                    });
+                    let Some(parked) = Parked::new(idle, &this.cx) else {
+                        this.state = State::Done;
+                        return Poll::Ready(());
+                    };
+                    this.state = State::Parked(parked);
                 }
                 State::Parked(p) => {
                     let drain = &this.cx.worker.drain;
                     // A drain wakes every parked connection (Drain::drain).
                     let woke = if drain.is_draining() {
                         false
-                    } else if p.idle.stream.tcp().poll_read_ready(task).is_ready() {
-                        true
-                    } else if p.ticket.poll_expired(task) {
-                        false
                     } else {
-                        return Poll::Pending;
+                        match p.poll_woken(task) {
+                            Poll::Ready(woke) => woke,
+                            Poll::Pending => return Poll::Pending,
+                        }
                     };
                     let State::Parked(p) = std::mem::replace(&mut this.state, State::Done) else {
                         unreachable!("matched above")
@@ -311,9 +406,14 @@ impl Future for Conn {
                         }
                         return Poll::Ready(());
                     }
-                    let Parked { idle, .. } = p;
-                    let resume = idle.direct.then_some(idle.due);
-                    let io = ClientIo::new(idle.stream, idle.head_size, &this.cx);
+                    let (stream, head_size, resume) = match p.into_stream() {
+                        Ok(back) => back,
+                        Err(e) => {
+                            tracing::debug!(peer = %this.cx.peer, "client connection ended: {e}");
+                            return Poll::Ready(());
+                        }
+                    };
+                    let io = ClientIo::new(stream, head_size, &this.cx);
                     let (cx, http) = (this.cx.clone(), this.http.clone());
                     this.state = State::Run(Box::pin(run(io, cx, http, Begin::Resume(resume))));
                 }

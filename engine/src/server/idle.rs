@@ -6,11 +6,22 @@
 //! 32 bytes, where a tokio `Sleep` and the drain's `Notified` took
 //! some 220 bytes of the connection's task. A keep-alive ends at most
 //! [`TICK`] after its due time.
+//!
+//! A parked plain TCP connection is also watched here rather than by
+//! tokio ([`Ticket::watch`]): its socket leaves tokio's registry (a
+//! 256-byte `ScheduledIo` each) for an epoll instance of the sweep's, one
+//! tokio registration for all of them, which wakes the connection when
+//! its client sends (or closes). That costs four `epoll_ctl` calls per
+//! park and wake, paid only by connections idle for a sweep tick or more
+//! (a kept-alive client sending at once never parks, see `h1.rs`).
 
 use std::cell::RefCell;
-use std::task::{Context, Waker};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
 /// How often the sweep looks, while any connection is parked: how late a
@@ -32,52 +43,122 @@ struct Sweep {
     live: usize,
     /// The sweeping task is alive (it ends once nothing is parked).
     sweeping: bool,
+    /// The watched sockets' epoll instance, made at the first watch while
+    /// the sweep runs.
+    epoll: Option<Rc<AsyncFd<OwnedFd>>>,
+    /// It could not be made: sockets stay with tokio.
+    no_epoll: bool,
+    /// The sweeping task, woken when the instance is made.
+    sweeper: Option<Waker>,
 }
 
 thread_local! {
     static SWEEP: RefCell<Sweep> = RefCell::default();
 }
 
-/// A parked connection's place in the sweep; dropping it leaves.
-pub struct Ticket(u32);
+/// A parked connection's place in the sweep; dropping it leaves (and
+/// stops watching its socket, if it did).
+pub struct Ticket {
+    at: u32,
+    /// The socket watched for the connection ([`Ticket::watch`]); -1: none.
+    watched: RawFd,
+}
 
 impl Ticket {
     /// Enters a connection whose keep-alive ends at `due`. Must run on a
     /// worker thread (inside its `LocalSet`: the sweep is a local task).
     pub fn new(due: Instant) -> Ticket {
-        let (at, start) = SWEEP.with(|s| {
-            let mut s = s.borrow_mut();
-            let entry = Some(Entry {
-                due: Some(due),
-                waker: None,
-            });
-            let at = match s.free.pop() {
-                Some(at) => {
-                    s.entries[at as usize] = entry;
-                    at
-                }
-                None => {
-                    s.entries.push(entry);
-                    (s.entries.len() - 1) as u32
-                }
-            };
-            s.live += 1;
-            let start = !s.sweeping;
-            s.sweeping = true;
-            (at, start)
-        });
-        if start {
-            tokio::task::spawn_local(sweep());
+        Ticket {
+            at: enter(due),
+            watched: -1,
         }
-        Ticket(at)
     }
 
+    /// Enters a connection whose keep-alive ends at `due` and watches its
+    /// socket `fd` (not registered with tokio) for the client's next
+    /// bytes or its close: the ticket then fires as it does when the
+    /// keep-alive ends (the caller tells which by the clock). None: the
+    /// sweep cannot watch sockets (the caller keeps the socket with tokio).
+    pub fn watch(due: Instant, fd: RawFd) -> Option<Ticket> {
+        let at = enter(due);
+        // Dropped (leaving the sweep) if the socket cannot be watched.
+        let mut ticket = Ticket { at, watched: -1 };
+        let epoll = SWEEP.with(|s| {
+            let mut s = s.borrow_mut();
+            if s.epoll.is_none() && !s.no_epoll {
+                s.epoll = new_epoll().map(Rc::new);
+                s.no_epoll = s.epoll.is_none();
+                if let Some(w) = s.sweeper.take() {
+                    w.wake();
+                }
+            }
+            s.epoll.as_ref().map(|e| e.as_raw_fd())
+        })?;
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32,
+            u64: u64::from(at),
+        };
+        // SAFETY: plain syscall on descriptors this thread owns; `event`
+        // lives across the call.
+        if unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &mut event) } != 0 {
+            return None;
+        }
+        ticket.watched = fd;
+        Some(ticket)
+    }
+}
+
+/// Takes a place in the sweep (starting it if it is not running).
+fn enter(due: Instant) -> u32 {
+    let (at, start) = SWEEP.with(|s| {
+        let mut s = s.borrow_mut();
+        let entry = Some(Entry {
+            due: Some(due),
+            waker: None,
+        });
+        let at = match s.free.pop() {
+            Some(at) => {
+                s.entries[at as usize] = entry;
+                at
+            }
+            None => {
+                s.entries.push(entry);
+                (s.entries.len() - 1) as u32
+            }
+        };
+        s.live += 1;
+        let start = !s.sweeping;
+        s.sweeping = true;
+        (at, start)
+    });
+    if start {
+        tokio::task::spawn_local(sweep());
+    }
+    at
+}
+
+/// An epoll instance registered with this thread's tokio runtime.
+fn new_epoll() -> Option<AsyncFd<OwnedFd>> {
+    // SAFETY: a plain syscall; the descriptor is owned from here on.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just made and is owned by nothing else; the
+    // AsyncFd owns it from here on, so it stays open and the same.
+    unsafe {
+        let fd = OwnedFd::from_raw_fd(fd);
+        AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE).ok()
+    }
+}
+
+impl Ticket {
     /// The keep-alive has ended (else `cx`'s task is woken when it has,
     /// or when [`wake_all`] is called).
     pub fn poll_expired(&self, cx: &mut Context<'_>) -> bool {
         SWEEP.with(|s| {
             let mut s = s.borrow_mut();
-            let Some(Some(e)) = s.entries.get_mut(self.0 as usize) else {
+            let Some(Some(e)) = s.entries.get_mut(self.at as usize) else {
                 return true;
             };
             if e.due.is_none() {
@@ -96,10 +177,24 @@ impl Drop for Ticket {
         // During thread teardown the sweep may be gone: nothing to leave.
         let _ = SWEEP.try_with(|s| {
             let mut s = s.borrow_mut();
-            if let Some(slot) = s.entries.get_mut(self.0 as usize) {
+            if self.watched >= 0 {
+                if let Some(epoll) = &s.epoll {
+                    // SAFETY: a plain syscall; a socket closed already
+                    // has left the instance (ENOENT/EBADF, ignored).
+                    unsafe {
+                        libc::epoll_ctl(
+                            epoll.as_raw_fd(),
+                            libc::EPOLL_CTL_DEL,
+                            self.watched,
+                            std::ptr::null_mut(),
+                        )
+                    };
+                }
+            }
+            if let Some(slot) = s.entries.get_mut(self.at as usize) {
                 if slot.take().is_some() {
                     s.live -= 1;
-                    s.free.push(self.0);
+                    s.free.push(self.at);
                 }
             }
         });
@@ -120,21 +215,83 @@ pub fn wake_all() {
     wakers.into_iter().for_each(Waker::wake);
 }
 
-/// Every [`TICK`], wakes the connections whose keep-alive has ended; ends
-/// when none is parked (the next one parked starts it again).
+/// Every [`TICK`], wakes the connections whose keep-alive has ended, and
+/// at once those whose watched socket has bytes (or a close) for them;
+/// ends when none is parked (the next one parked starts it again).
 async fn sweep() {
     /// A sweep dropped with its runtime lets the next one start.
     struct Stopped;
     impl Drop for Stopped {
         fn drop(&mut self) {
-            let _ = SWEEP.try_with(|s| s.borrow_mut().sweeping = false);
+            let _ = SWEEP.try_with(|s| {
+                let mut s = s.borrow_mut();
+                s.sweeping = false;
+                s.epoll = None;
+                s.no_epoll = false;
+                s.sweeper = None;
+            });
         }
     }
     let _stopped = Stopped;
+    let mut epoll: Option<Rc<AsyncFd<OwnedFd>>> = None;
     let mut woken = Vec::new();
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 64];
+    let tick = tokio::time::sleep(TICK);
+    tokio::pin!(tick);
     loop {
-        tokio::time::sleep(TICK).await;
+        // true: sockets to wake; false: the tick.
+        let ready = std::future::poll_fn(|cx| {
+            if epoll.is_none() {
+                SWEEP.with(|s| {
+                    let mut s = s.borrow_mut();
+                    epoll = s.epoll.clone();
+                    if epoll.is_none() {
+                        s.sweeper = Some(cx.waker().clone());
+                    }
+                });
+            }
+            if let Some(epoll) = &epoll {
+                if let Poll::Ready(Ok(mut guard)) = epoll.poll_read_ready(cx) {
+                    loop {
+                        // SAFETY: `events` holds 64 entries; timeout 0.
+                        let n = unsafe {
+                            libc::epoll_wait(
+                                epoll.as_raw_fd(),
+                                events.as_mut_ptr(),
+                                events.len() as i32,
+                                0,
+                            )
+                        };
+                        let n = usize::try_from(n).unwrap_or(0);
+                        SWEEP.with(|s| {
+                            let mut s = s.borrow_mut();
+                            for ev in &events[..n] {
+                                if let Some(Some(e)) = s.entries.get_mut(ev.u64 as usize) {
+                                    e.due = None;
+                                    woken.extend(e.waker.take());
+                                }
+                            }
+                        });
+                        if n < events.len() {
+                            guard.clear_ready();
+                            return Poll::Ready(true);
+                        }
+                    }
+                }
+            }
+            if std::future::Future::poll(tick.as_mut(), cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            Poll::Pending
+        })
+        .await;
+        if ready {
+            // Woken outside the borrow.
+            woken.drain(..).for_each(Waker::wake);
+            continue;
+        }
         let now = Instant::now();
+        tick.as_mut().reset(now + TICK);
         let done = SWEEP.with(|s| {
             let mut s = s.borrow_mut();
             if s.live == 0 {
@@ -212,6 +369,44 @@ mod tests {
                 false => Poll::Pending,
             })
             .await;
+        });
+    }
+
+    /// A watched socket keeps its place until dropped, fires only when
+    /// its client sends, and leaves the sweep's epoll when dropped.
+    #[test]
+    fn a_watched_socket_fires_when_its_client_sends() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            use std::io::Write;
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
+            let mut client =
+                std::net::TcpStream::connect(listener.local_addr().expect("its address"))
+                    .expect("a connection");
+            let (server, _) = listener.accept().expect("accepted");
+            let due = Instant::now() + Duration::from_secs(3600);
+            let ticket = Ticket::watch(due, server.as_raw_fd()).expect("watched");
+            assert_eq!(live(), 1);
+            // Two ticks with nothing sent: not fired.
+            tokio::time::sleep(TICK * 2).await;
+            let fired = poll_fn(|cx| Poll::Ready(ticket.poll_expired(cx))).await;
+            assert!(!fired, "fired with nothing sent");
+            client.write_all(b"GET").expect("sent");
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                poll_fn(|cx| match ticket.poll_expired(cx) {
+                    true => Poll::Ready(()),
+                    false => Poll::Pending,
+                }),
+            )
+            .await
+            .expect("fired once the client sent");
+            drop(ticket);
+            assert_eq!(live(), 0);
         });
     }
 

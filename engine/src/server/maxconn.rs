@@ -310,7 +310,8 @@ impl Caps {
 }
 
 /// File descriptors kept back from the process cap's share: listening
-/// sockets, epoll and event fds, the log, the folder watch, health checks.
+/// sockets, epoll and event fds (a worker's runtime, its keep-alive
+/// sweep's, `server/idle.rs`), the log, the folder watch, health checks.
 pub fn reserved_fds(workers: usize, listeners: usize) -> u64 {
     64 + (workers * (listeners + 4)) as u64
 }
