@@ -16,9 +16,9 @@
 //! - the methods, as Rust functions that find the request through
 //!   [`Current`].
 //!
-//! Per call: one empty userdata with that metatable, the request's
-//! address set in [`Current`] for the call and cleared after (also on
-//! unwinding). An object kept past its call (in a global, an upvalue) no
+//! Per call: one empty userdata with that metatable (made ahead, a few
+//! at a time, see `lent_call`), the request's address set in [`Current`]
+//! for the call and cleared after (also on unwinding). An object kept past its call (in a global, an upvalue) no
 //! longer matches `Current`: using it is the documented error ("a conn,
 //! req or res is valid only during the call it was given to"), as mlua's
 //! scope gave, never a read of a request that is gone.
@@ -59,6 +59,9 @@ impl Current {
 /// A worker VM's maker of lent `req` objects (see the module's doc).
 pub struct Lender {
     pub(super) current: Rc<Current>,
+    /// The `req` objects' metatable, for [`Lender::lend`] (the stock's
+    /// refill keeps its own reference).
+    #[cfg(test)]
     metatable: Table,
     /// The message handler of [`Lender::call_hook`]'s protected call
     /// (see `lent_call`).
@@ -67,6 +70,13 @@ pub struct Lender {
     /// in this VM: such an error is left as it is by the handler and
     /// taken back as the `mlua::Error` it carries.
     pub(super) failure: *const c_void,
+    /// Fresh `req` objects made ahead, a few at a time, in a protected
+    /// call (see `lent_call::stock`): each call takes one.
+    pub(super) stock: Table,
+    /// Fills `stock` (a C function, called protected).
+    pub(super) refill: Function,
+    /// How many `stock` holds (the last ones: `1..=left`).
+    pub(super) left: Cell<i64>,
 }
 
 /// Clears [`Current`] when the call returns or unwinds (restoring what
@@ -201,16 +211,23 @@ impl Lender {
         metatable.raw_set("__name", "request")?;
         metatable.raw_set("__metatable", false)?;
         let (handler, failure) = super::lent_call::handler(lua)?;
+        let (stock, refill) = super::lent_call::stock(lua, &metatable)?;
         Ok(Lender {
             current,
+            #[cfg(test)]
             metatable,
             handler,
             failure,
+            stock,
+            refill,
+            left: Cell::new(0),
         })
     }
 
     /// Runs `body` with `req` lent as a fresh `req` object, valid until
-    /// `body` returns.
+    /// `body` returns (the tests' way in; `on_request` goes through
+    /// [`Lender::call_hook`]).
+    #[cfg(test)]
     pub fn lend<R>(
         &self,
         lua: &Lua,
@@ -237,62 +254,6 @@ impl Lender {
         self.current.obj.set(obj.to_pointer());
         body(&obj)
     }
-
-    /// `f` (a hook taking `req`) as a function of no arguments that
-    /// makes the fresh `req` itself and calls `f` with it, for
-    /// [`Lender::call`]: the object is made inside the hook's own
-    /// protected call, not in one of its own. Load time.
-    pub fn wrap(&self, lua: &Lua, f: &Function) -> mlua::Result<Function> {
-        // SAFETY: `call_lent` reads its 3 upvalues as pushed here;
-        // `Current` lives as long as the methods (see `Lender::new`), and
-        // this `Lender` keeps one more `Rc`, held with the VM.
-        unsafe {
-            lua.exec_raw(
-                (
-                    f,
-                    &self.metatable,
-                    LightUserData(Rc::as_ptr(&self.current) as *mut c_void),
-                ),
-                |state| ffi::lua_pushcclosure(state, call_lent, 3),
-            )
-        }
-    }
-
-    /// Runs `body` (which calls a function made by [`Lender::wrap`]) with
-    /// `req` lent to it; the `req` the wrapped hook gets is valid until
-    /// `body` returns.
-    pub fn call<R>(
-        &self,
-        req: &mut RequestView,
-        body: impl FnOnce() -> mlua::Result<R>,
-    ) -> mlua::Result<R> {
-        let _lent = Lent {
-            current: &self.current,
-            before: (self.current.req.get(), self.current.obj.get()),
-        };
-        // As in `lend`: borrowed for this whole function; `call_lent`
-        // names the object.
-        self.current.req.set(req as *mut RequestView);
-        self.current.obj.set(std::ptr::null());
-        body()
-    }
-}
-
-/// What [`Lender::wrap`] makes. Upvalues: 1 the hook, 2 the metatable, 3
-/// `Current`. Makes the `req` (a memory error raised here is the hook's
-/// call's), keeps a copy on this frame's stack so it lives until the hook
-/// returns (no other object can take its address meanwhile), names it in
-/// `Current` and calls the hook with it: its first result is returned.
-unsafe extern "C-unwind" fn call_lent(state: *mut ffi::lua_State) -> c_int {
-    let current = ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)) as *const Current;
-    ffi::lua_newuserdatauv(state, 0, 0);
-    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
-    ffi::lua_setmetatable(state, -2);
-    (*current).obj.set(ffi::lua_topointer(state, -1));
-    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
-    ffi::lua_pushvalue(state, -2);
-    ffi::lua_call(state, 1, 1);
-    1
 }
 
 /// Method `name` of `req` as a function of (req, args...): the object
