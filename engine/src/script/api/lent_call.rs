@@ -38,8 +38,8 @@ pub enum Returned {
 pub struct PoolNames {
     /// The strings, kept alive (so their addresses stay theirs).
     _kept: Vec<LuaString>,
-    /// Address and length of each name, with its pool's index.
-    names: Vec<(*const u8, usize, usize)>,
+    /// The address (`lua_topointer`) of each name, with its pool's index.
+    names: Vec<(*const c_void, usize)>,
 }
 
 impl PoolNames {
@@ -52,19 +52,32 @@ impl PoolNames {
         let mut names = Vec::new();
         for (i, name) in pools {
             let s = lua.create_string(name)?;
-            let at = s.as_bytes().as_ptr();
-            names.push((at, name.len(), i));
+            names.push((address(lua, &s)?, i));
             kept.push(s);
         }
         Ok(PoolNames { _kept: kept, names })
     }
 
-    fn find(&self, at: *const u8, len: usize) -> Option<usize> {
-        self.names
-            .iter()
-            .find(|&&(a, l, _)| a == at && l == len)
-            .map(|&(_, _, i)| i)
+    fn find(&self, at: *const c_void) -> Option<usize> {
+        self.names.iter().find(|&&(a, _)| a == at).map(|&(_, i)| i)
     }
+}
+
+/// What `lua_topointer` says of `s` (its object, where mlua's
+/// `LuaString::to_pointer` gives its bytes).
+pub(super) fn address(lua: &Lua, s: &LuaString) -> mlua::Result<*const c_void> {
+    // SAFETY: pushes the string and reads its address; mlua restores the
+    // stack.
+    lua.exec_raw_lua(|raw| unsafe {
+        let state = raw.state();
+        if ffi::lua_checkstack(state, 1) == 0 {
+            return Err(mlua::Error::StackError);
+        }
+        raw.push(s)?;
+        let at = ffi::lua_topointer(state, -1);
+        ffi::lua_pop(state, 1);
+        Ok(at)
+    })
 }
 
 /// Makes the message handler (load time): a C function with the wrapped
@@ -228,12 +241,9 @@ impl Lender {
                 if ffi::lua_type(state, -1) == ffi::LUA_TNIL {
                     return Ok(Returned::Nil);
                 }
-                if ffi::lua_type(state, -1) == ffi::LUA_TSTRING {
-                    let mut len = 0;
-                    let at = ffi::lua_tolstring(state, -1, &mut len) as *const u8;
-                    if let Some(i) = pools.find(at, len) {
-                        return Ok(Returned::Pool(i));
-                    }
+                // Any other value is another object than the names.
+                if let Some(i) = pools.find(ffi::lua_topointer(state, -1)) {
+                    return Ok(Returned::Pool(i));
                 }
                 Ok(Returned::Other(raw.pop_value()))
             }
