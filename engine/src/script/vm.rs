@@ -345,7 +345,8 @@ impl Drop for Vm {
     }
 }
 
-/// Every this many hook calls, a full garbage collection. Each call leaves
+/// Every this many hook calls (but `on_request`'s lent ones, see
+/// [`Vm::with_lent_budget`]), a full garbage collection. Each call leaves
 /// a request object with a finalizer behind; Lua's incremental collector
 /// runs only a few finalizers per step and falls behind at tens of
 /// thousands of requests a second (the heap grew to the memory limit in a
