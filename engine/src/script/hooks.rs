@@ -104,8 +104,6 @@ pub struct WorkerScript {
     root: Table,
     /// Lends `on_request` its `req` (see `api::lent`).
     lender: crate::script::api::lent::Lender,
-    /// `on_request` wrapped by `lender` (it makes the `req` itself).
-    lent_on_request: Option<Function>,
     /// The http pools' names, told apart by address when `on_request`
     /// returns one (see `api::lent_call`).
     pool_names: crate::script::api::lent_call::PoolNames,
@@ -298,11 +296,6 @@ impl WorkerScript {
             .set_app_data(crate::script::subrequest::PoolsOf(policy.clone()));
         let lender =
             crate::script::api::lent::Lender::new(&vm.lua).map_err(|e| describe_lua_error(&e))?;
-        let lent_on_request = on_request
-            .as_ref()
-            .map(|f| lender.wrap(&vm.lua, f))
-            .transpose()
-            .map_err(|e| describe_lua_error(&e))?;
         let pool_names = crate::script::api::lent_call::PoolNames::new(
             &vm.lua,
             policy
@@ -318,6 +311,7 @@ impl WorkerScript {
             .app_data_ref::<crate::script::subrequest::CanWait>()
             .map(|c| c.clone())
             .unwrap_or_default();
+        vm.loaded();
         Ok(WorkerScript {
             waiting_on_request,
             can_wait,
@@ -344,7 +338,6 @@ impl WorkerScript {
             bypasses,
             root,
             lender,
-            lent_on_request,
             pool_names,
             vm,
             policy,
@@ -686,14 +679,14 @@ impl WorkerScript {
     }
 
     pub fn on_request(&self, req: &mut RequestView) -> Result<Decision, HookError> {
-        let (Some(f), Some(lent)) = (&self.on_request, &self.lent_on_request) else {
+        let Some(f) = &self.on_request else {
             return Ok(Decision::Default);
         };
         let busy = self.busy(Doing::OnRequest, |w| w.on_request, req.id.seq);
         // The budget starts when the stamp's clock does: one clock read.
         let out = self.vm.with_lent_budget(busy.2, || {
             self.lender
-                .call_hook(&self.vm.lua, lent, req, &self.pool_names)
+                .call_hook(&self.vm.lua, f, req, &self.pool_names)
         });
         use crate::script::api::lent_call::Returned;
         match out {

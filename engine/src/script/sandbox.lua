@@ -136,8 +136,9 @@ end
 getmetatable("").__metatable = false
 
 -- A full collection takes time in proportion to the heap and runs natively;
--- Pocket collects on its own schedule (every 1024 calls, and after a
--- runaway call). "count" is kept; "collect" and "step" do nothing.
+-- Pocket collects on its own schedule (the generational collector, a full
+-- collection every 1024 calls of the hooks other than on_request, and after
+-- a runaway call). "count" is kept; "collect" and "step" do nothing.
 collectgarbage = function(opt, ...)
   if opt == "count" then return rawcollect("count") end
   if opt == nil or opt == "collect" then return 0 end

@@ -345,7 +345,8 @@ impl Drop for Vm {
     }
 }
 
-/// Every this many hook calls, a full garbage collection. Each call leaves
+/// Every this many hook calls (but `on_request`'s lent ones, see
+/// [`Vm::with_lent_budget`]), a full garbage collection. Each call leaves
 /// a request object with a finalizer behind; Lua's incremental collector
 /// runs only a few finalizers per step and falls behind at tens of
 /// thousands of requests a second (the heap grew to the memory limit in a
@@ -419,6 +420,18 @@ impl Vm {
         args: A,
     ) -> mlua::Result<R> {
         self.with_budget(self.limits.hook_budget, || f.call(args))
+    }
+
+    /// The policy is loaded: from here on Lua's collector is generational.
+    /// The heap is then mostly what the load built, and each hook call
+    /// leaves a little short-lived garbage (its `req`, strings); an
+    /// incremental cycle walked the whole heap for it (about 250
+    /// instructions a request of the benchmark's policy), a minor
+    /// collection walks only what is young.
+    pub fn loaded(&self) {
+        self.lua.gc_set_mode(mlua::state::GcMode::Generational(
+            mlua::state::GcGenParams::default(),
+        ));
     }
 
     /// Arms the budget for an async call (a scripted check): it must not

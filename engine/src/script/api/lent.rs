@@ -16,9 +16,9 @@
 //! - the methods, as Rust functions that find the request through
 //!   [`Current`].
 //!
-//! Per call: one empty userdata with that metatable, the request's
-//! address set in [`Current`] for the call and cleared after (also on
-//! unwinding). An object kept past its call (in a global, an upvalue) no
+//! Per call: one empty userdata with that metatable (made ahead, a few
+//! at a time, see `lent_call`), the request's address set in [`Current`]
+//! for the call and cleared after (also on unwinding). An object kept past its call (in a global, an upvalue) no
 //! longer matches `Current`: using it is the documented error ("a conn,
 //! req or res is valid only during the call it was given to"), as mlua's
 //! scope gave, never a read of a request that is gone.
@@ -40,11 +40,47 @@ use super::request::{self, Field, RequestView, FIELDS};
 pub(super) struct Current {
     pub(super) req: Cell<*mut RequestView>,
     pub(super) obj: Cell<*const c_void>,
-    /// The address of each field's name (by its place in [`FIELDS`]) as
-    /// Lua keeps it: a short string is kept once, and the names table
-    /// (an upvalue of `index`) keeps these alive, so a script's `req.host`
-    /// indexes with this very string.
-    keys: Vec<*const u8>,
+    /// The address (`lua_topointer`) of each field's name, by its place
+    /// in [`FIELDS`]: Lua keeps one copy of a short string, and the names
+    /// table (an upvalue of `index`) keeps these alive, so a script's
+    /// `req.host` indexes with this very string.
+    keys: Vec<*const c_void>,
+    /// What `index` pushed last for each [`CACHED`] field, and the bytes
+    /// the host was made from (see [`Kept`]).
+    kept: [Kept; CACHED as usize + 1],
+}
+
+/// The bytes of a string `index` keeps (in its upvalue, for the
+/// [`CACHED`] fields), so that a hit is a comparison of Rust bytes and
+/// one push. `valid` is false while the two may disagree (a memory error
+/// while a new string is made leaves it false).
+#[derive(Default)]
+pub(super) struct Kept {
+    bytes: std::cell::UnsafeCell<Vec<u8>>,
+    valid: Cell<bool>,
+}
+
+impl Kept {
+    /// The kept bytes are `bytes`.
+    fn holds(&self, bytes: &[u8]) -> bool {
+        // SAFETY: only `index` (one thread, not re-entered while this
+        // borrow lives: no Lua code runs here) touches the bytes.
+        self.valid.get() && unsafe { (*self.bytes.get()).as_slice() } == bytes
+    }
+
+    /// Forgets the bytes, before a new string is made.
+    fn forget(&self) {
+        self.valid.set(false);
+    }
+
+    /// Keeps `bytes` (the string was made and kept).
+    fn keep(&self, bytes: &[u8]) {
+        // SAFETY: as in `holds`.
+        let kept = unsafe { &mut *self.bytes.get() };
+        kept.clear();
+        kept.extend_from_slice(bytes);
+        self.valid.set(true);
+    }
 }
 
 impl Current {
@@ -59,6 +95,9 @@ impl Current {
 /// A worker VM's maker of lent `req` objects (see the module's doc).
 pub struct Lender {
     pub(super) current: Rc<Current>,
+    /// The `req` objects' metatable, for [`Lender::lend`] (the stock's
+    /// refill keeps its own reference).
+    #[cfg(test)]
     metatable: Table,
     /// The message handler of [`Lender::call_hook`]'s protected call
     /// (see `lent_call`).
@@ -67,6 +106,13 @@ pub struct Lender {
     /// in this VM: such an error is left as it is by the handler and
     /// taken back as the `mlua::Error` it carries.
     pub(super) failure: *const c_void,
+    /// Fresh `req` objects made ahead, a few at a time, in a protected
+    /// call (see `lent_call::stock`): each call takes one.
+    pub(super) stock: Table,
+    /// Fills `stock` (a C function, called protected).
+    pub(super) refill: Function,
+    /// How many `stock` holds (the last ones: `1..=left`).
+    pub(super) left: Cell<i64>,
 }
 
 /// Clears [`Current`] when the call returns or unwinds (restoring what
@@ -90,13 +136,14 @@ impl Lender {
         let mut keys = Vec::with_capacity(FIELDS.len());
         for (i, &(name, _)) in FIELDS.iter().enumerate() {
             let key = lua.create_string(name)?;
-            keys.push(key.as_bytes().as_ptr());
+            keys.push(super::lent_call::address(lua, &key)?);
             names.raw_set(key, i as i64)?;
         }
         let current = Rc::new(Current {
             req: Cell::new(std::ptr::null_mut()),
             obj: Cell::new(std::ptr::null()),
             keys,
+            kept: Default::default(),
         });
         let c = &current;
         names.raw_set(
@@ -201,16 +248,23 @@ impl Lender {
         metatable.raw_set("__name", "request")?;
         metatable.raw_set("__metatable", false)?;
         let (handler, failure) = super::lent_call::handler(lua)?;
+        let (stock, refill) = super::lent_call::stock(lua, &metatable)?;
         Ok(Lender {
             current,
+            #[cfg(test)]
             metatable,
             handler,
             failure,
+            stock,
+            refill,
+            left: Cell::new(0),
         })
     }
 
     /// Runs `body` with `req` lent as a fresh `req` object, valid until
-    /// `body` returns.
+    /// `body` returns (the tests' way in; `on_request` goes through
+    /// [`Lender::call_hook`]).
+    #[cfg(test)]
     pub fn lend<R>(
         &self,
         lua: &Lua,
@@ -237,62 +291,6 @@ impl Lender {
         self.current.obj.set(obj.to_pointer());
         body(&obj)
     }
-
-    /// `f` (a hook taking `req`) as a function of no arguments that
-    /// makes the fresh `req` itself and calls `f` with it, for
-    /// [`Lender::call`]: the object is made inside the hook's own
-    /// protected call, not in one of its own. Load time.
-    pub fn wrap(&self, lua: &Lua, f: &Function) -> mlua::Result<Function> {
-        // SAFETY: `call_lent` reads its 3 upvalues as pushed here;
-        // `Current` lives as long as the methods (see `Lender::new`), and
-        // this `Lender` keeps one more `Rc`, held with the VM.
-        unsafe {
-            lua.exec_raw(
-                (
-                    f,
-                    &self.metatable,
-                    LightUserData(Rc::as_ptr(&self.current) as *mut c_void),
-                ),
-                |state| ffi::lua_pushcclosure(state, call_lent, 3),
-            )
-        }
-    }
-
-    /// Runs `body` (which calls a function made by [`Lender::wrap`]) with
-    /// `req` lent to it; the `req` the wrapped hook gets is valid until
-    /// `body` returns.
-    pub fn call<R>(
-        &self,
-        req: &mut RequestView,
-        body: impl FnOnce() -> mlua::Result<R>,
-    ) -> mlua::Result<R> {
-        let _lent = Lent {
-            current: &self.current,
-            before: (self.current.req.get(), self.current.obj.get()),
-        };
-        // As in `lend`: borrowed for this whole function; `call_lent`
-        // names the object.
-        self.current.req.set(req as *mut RequestView);
-        self.current.obj.set(std::ptr::null());
-        body()
-    }
-}
-
-/// What [`Lender::wrap`] makes. Upvalues: 1 the hook, 2 the metatable, 3
-/// `Current`. Makes the `req` (a memory error raised here is the hook's
-/// call's), keeps a copy on this frame's stack so it lives until the hook
-/// returns (no other object can take its address meanwhile), names it in
-/// `Current` and calls the hook with it: its first result is returned.
-unsafe extern "C-unwind" fn call_lent(state: *mut ffi::lua_State) -> c_int {
-    let current = ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)) as *const Current;
-    ffi::lua_newuserdatauv(state, 0, 0);
-    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(2));
-    ffi::lua_setmetatable(state, -2);
-    (*current).obj.set(ffi::lua_topointer(state, -1));
-    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
-    ffi::lua_pushvalue(state, -2);
-    ffi::lua_call(state, 1, 1);
-    1
 }
 
 /// Method `name` of `req` as a function of (req, args...): the object
@@ -376,12 +374,11 @@ unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
     let current = ffi::lua_touserdata(state, ffi::lua_upvalueindex(3)) as *const Current;
     let req = (*current).req.get();
     if !req.is_null() && ffi::lua_topointer(state, 1) == (*current).obj.get() {
-        if ffi::lua_type(state, 2) == ffi::LUA_TSTRING {
-            let at = ffi::lua_tolstring(state, 2, std::ptr::null_mut()) as *const u8;
-            if let Some(n) = (*current).keys.iter().position(|&k| k == at) {
-                if push_field(state, &*req, FIELDS[n].1) {
-                    return 1;
-                }
+        // Any other value (a number, a table) is another object.
+        let key = ffi::lua_topointer(state, 2);
+        if let Some(n) = (*current).keys.iter().position(|&k| k == key) {
+            if push_field(state, &*current, &*req, FIELDS[n].1) {
+                return 1;
             }
         }
         ffi::lua_pushvalue(state, 2);
@@ -390,7 +387,7 @@ unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
                 let n = ffi::lua_tointegerx(state, -1, std::ptr::null_mut());
                 ffi::lua_pop(state, 1);
                 if let Some(&(_, f)) = usize::try_from(n).ok().and_then(|n| FIELDS.get(n)) {
-                    if push_field(state, &*req, f) {
+                    if push_field(state, &*current, &*req, f) {
                         return 1;
                     }
                 }
@@ -412,51 +409,58 @@ unsafe extern "C-unwind" fn index(state: *mut ffi::lua_State) -> c_int {
 const HOST_BUF: usize = 256;
 
 /// Fields whose last value `index` keeps (in its upvalues 4 on, in this
-/// order: path, host, method, uri, target; then the bytes the host was
-/// made from, see `host_as_before`): the same host or path read
-/// request after request is pushed as the string already made, not
-/// hashed and looked up in Lua's string table again.
-const CACHED: i32 = 6;
+/// order: path, host, method, uri, target; their bytes in
+/// [`Current::kept`], then the bytes the host was made from): the same
+/// host or path read request after request is pushed as the string
+/// already made, not hashed and looked up in Lua's string table again.
+const CACHED: i32 = 5;
 
-/// The upvalue of `index` that keeps field `f`'s last value, if it has one.
-fn cache_of(f: Field) -> Option<c_int> {
-    let n = match f {
+/// The place in [`Current::kept`] of the bytes the kept host was made
+/// from.
+const HOST_RAW: usize = CACHED as usize;
+
+/// The place of field `f` among the [`CACHED`] ones, if it is one.
+fn cache_of(f: Field) -> Option<usize> {
+    Some(match f {
         Field::Path => 0,
         Field::Host => 1,
         Field::Method => 2,
         Field::Uri => 3,
         Field::Target => 4,
         _ => return None,
-    };
-    Some(ffi::lua_upvalueindex(4 + n))
+    })
 }
 
-/// Pushes `bytes` as a string: the one in upvalue `kept` when it holds
-/// the same bytes, else a new one, which `kept` then keeps. Strings are
-/// values: the script cannot tell the two apart.
-unsafe fn push_kept(state: *mut ffi::lua_State, kept: c_int, bytes: &[u8]) {
-    let mut len = 0;
-    let was = ffi::lua_tolstring(state, kept, &mut len);
-    if !was.is_null() && len == bytes.len() {
-        let was = std::slice::from_raw_parts(was as *const u8, len);
-        if was == bytes {
-            ffi::lua_pushvalue(state, kept);
-            return;
-        }
+/// Pushes `bytes` as a string: the one kept in slot `n` (upvalue and
+/// bytes) when it holds the same bytes, else a new one, which slot `n`
+/// then keeps. Strings are values: the script cannot tell the two apart.
+unsafe fn push_kept(state: *mut ffi::lua_State, current: &Current, n: usize, bytes: &[u8]) {
+    let upvalue = ffi::lua_upvalueindex(4 + n as c_int);
+    let kept = &current.kept[n];
+    if kept.holds(bytes) {
+        ffi::lua_pushvalue(state, upvalue);
+        return;
     }
+    kept.forget();
     ffi::lua_pushlstring(state, bytes.as_ptr() as *const c_char, bytes.len());
     ffi::lua_pushvalue(state, -1);
-    ffi::lua_replace(state, kept);
+    ffi::lua_replace(state, upvalue);
+    kept.keep(bytes);
 }
 
 /// Pushes field `f` of `r` if it is one of the common ones (false: the
 /// slow path reads it). Nothing here owns memory: a Lua memory error
 /// (longjmp) from `lua_pushlstring` leaves nothing behind. The values are
 /// those of [`request::field`].
-unsafe fn push_field(state: *mut ffi::lua_State, r: &RequestView, f: Field) -> bool {
+unsafe fn push_field(
+    state: *mut ffi::lua_State,
+    current: &Current,
+    r: &RequestView,
+    f: Field,
+) -> bool {
     let kept = cache_of(f);
     let bytes = |s: &[u8]| match kept {
-        Some(kept) => push_kept(state, kept, s),
+        Some(n) => push_kept(state, current, n, s),
         None => {
             ffi::lua_pushlstring(state, s.as_ptr() as *const c_char, s.len());
         }
@@ -465,7 +469,7 @@ unsafe fn push_field(state: *mut ffi::lua_State, r: &RequestView, f: Field) -> b
     match f {
         Field::Path => text(r.head.uri.path()),
         Field::Method => text(r.head.method.as_str()),
-        Field::Host => return push_host(state, r),
+        Field::Host => return push_host(state, current, r),
         Field::Query => match r.head.uri.query() {
             Some(q) => text(q),
             None => ffi::lua_pushnil(state),
@@ -487,43 +491,41 @@ unsafe fn push_field(state: *mut ffi::lua_State, r: &RequestView, f: Field) -> b
 }
 
 /// Pushes `req.host` (see [`push_field`]): the kept one when it comes
-/// from the same bytes, else made and kept with those bytes.
-unsafe fn push_host(state: *mut ffi::lua_State, r: &RequestView) -> bool {
-    if host_as_before(state, r) {
-        return true;
+/// from the same bytes (the host is a function of them alone), else made
+/// and kept with those bytes.
+unsafe fn push_host(state: *mut ffi::lua_State, current: &Current, r: &RequestView) -> bool {
+    let host = cache_of(Field::Host).unwrap_or(1);
+    let raw = host_raw(r);
+    let from = &current.kept[HOST_RAW];
+    if let Some(raw) = raw {
+        if from.holds(raw) && current.kept[host].valid.get() {
+            ffi::lua_pushvalue(state, ffi::lua_upvalueindex(4 + host as c_int));
+            return true;
+        }
     }
-    let kept = ffi::lua_upvalueindex(5);
-    // Forgotten first: a memory error below must not leave the bytes of
-    // one host kept with another.
-    ffi::lua_pushnil(state);
-    ffi::lua_replace(state, HOST_RAW);
+    from.forget();
     match r.host() {
         None => {
             ffi::lua_pushnil(state);
             return true;
         }
         Some(h) if !h.bytes().any(|b| b.is_ascii_uppercase()) => {
-            push_kept(state, kept, h.as_bytes())
+            push_kept(state, current, host, h.as_bytes())
         }
         Some(h) if h.len() <= HOST_BUF => {
             let mut buf = [0u8; HOST_BUF];
             let low = &mut buf[..h.len()];
             low.copy_from_slice(h.as_bytes());
             low.make_ascii_lowercase();
-            push_kept(state, kept, low);
+            push_kept(state, current, host, low);
         }
         Some(_) => return false,
     }
-    // Kept with the bytes it came from, for `host_as_before`.
-    let raw = host_raw(r).unwrap_or_default();
-    ffi::lua_pushlstring(state, raw.as_ptr() as *const c_char, raw.len());
-    ffi::lua_replace(state, HOST_RAW);
+    if let Some(raw) = raw {
+        from.keep(raw);
+    }
     true
 }
-
-/// The upvalue of `index` that keeps the bytes (`Host`, or the
-/// authority) the kept host was made from.
-const HOST_RAW: c_int = ffi::lua_upvalueindex(4 + CACHED - 1);
 
 /// The bytes [`RequestView::host`] reads the host from.
 fn host_raw(r: &RequestView) -> Option<&[u8]> {
@@ -531,24 +533,6 @@ fn host_raw(r: &RequestView) -> Option<&[u8]> {
         Some(h) => Some(h.as_bytes()),
         None => r.head.uri.authority().map(|a| a.as_str().as_bytes()),
     }
-}
-
-/// Pushes the kept host if this request's host comes from the same
-/// bytes as the kept one (the host is a function of them alone).
-unsafe fn host_as_before(state: *mut ffi::lua_State, r: &RequestView) -> bool {
-    let Some(raw) = host_raw(r) else {
-        return false;
-    };
-    let mut len = 0;
-    let was = ffi::lua_tolstring(state, HOST_RAW, &mut len);
-    if was.is_null() || len != raw.len() || len == 0 {
-        return false;
-    }
-    if std::slice::from_raw_parts(was as *const u8, len) != raw {
-        return false;
-    }
-    ffi::lua_pushvalue(state, ffi::lua_upvalueindex(5));
-    true
 }
 
 #[cfg(test)]

@@ -38,8 +38,8 @@ pub enum Returned {
 pub struct PoolNames {
     /// The strings, kept alive (so their addresses stay theirs).
     _kept: Vec<LuaString>,
-    /// Address and length of each name, with its pool's index.
-    names: Vec<(*const u8, usize, usize)>,
+    /// The address (`lua_topointer`) of each name, with its pool's index.
+    names: Vec<(*const c_void, usize)>,
 }
 
 impl PoolNames {
@@ -52,19 +52,32 @@ impl PoolNames {
         let mut names = Vec::new();
         for (i, name) in pools {
             let s = lua.create_string(name)?;
-            let at = s.as_bytes().as_ptr();
-            names.push((at, name.len(), i));
+            names.push((address(lua, &s)?, i));
             kept.push(s);
         }
         Ok(PoolNames { _kept: kept, names })
     }
 
-    fn find(&self, at: *const u8, len: usize) -> Option<usize> {
-        self.names
-            .iter()
-            .find(|&&(a, l, _)| a == at && l == len)
-            .map(|&(_, _, i)| i)
+    fn find(&self, at: *const c_void) -> Option<usize> {
+        self.names.iter().find(|&&(a, _)| a == at).map(|&(_, i)| i)
     }
+}
+
+/// What `lua_topointer` says of `s` (its object, where mlua's
+/// `LuaString::to_pointer` gives its bytes).
+pub(super) fn address(lua: &Lua, s: &LuaString) -> mlua::Result<*const c_void> {
+    // SAFETY: pushes the string and reads its address; mlua restores the
+    // stack.
+    lua.exec_raw_lua(|raw| unsafe {
+        let state = raw.state();
+        if ffi::lua_checkstack(state, 1) == 0 {
+            return Err(mlua::Error::StackError);
+        }
+        raw.push(s)?;
+        let at = ffi::lua_topointer(state, -1);
+        ffi::lua_pop(state, 1);
+        Ok(at)
+    })
 }
 
 /// Makes the message handler (load time): a C function with the wrapped
@@ -126,6 +139,40 @@ unsafe extern "C-unwind" fn traceback(state: *mut ffi::lua_State) -> c_int {
     1
 }
 
+/// How many fresh `req` objects one refill of the stock makes.
+const STOCK: i64 = 32;
+
+/// Makes the stock of fresh `req` objects (a table, its array part sized
+/// once) and the C function that fills it (load time). Making the
+/// object of each call inside that call's own protected call needed a C
+/// function between `lua_pcall` and the hook; made ahead, a few at a
+/// time, each call only takes one out (no allocation, so nothing can
+/// fail outside a protected call). Each object is still used once: a
+/// kept `req` is never lent again.
+pub(super) fn stock(lua: &Lua, metatable: &mlua::Table) -> mlua::Result<(mlua::Table, Function)> {
+    let table = lua.create_table_with_capacity(STOCK as usize, 0)?;
+    // SAFETY: `refill` reads its 2 upvalues as pushed here.
+    let refill = unsafe {
+        lua.exec_raw((metatable, &table), |state| {
+            ffi::lua_pushcclosure(state, refill, 2)
+        })
+    }?;
+    Ok((table, refill))
+}
+
+/// Fills slots `1..=STOCK` of the stock with fresh `req` objects.
+/// Upvalues: 1 the metatable, 2 the stock. A memory error part way
+/// leaves the stock to be filled again on the next call.
+unsafe extern "C-unwind" fn refill(state: *mut ffi::lua_State) -> c_int {
+    for i in 1..=STOCK {
+        ffi::lua_newuserdatauv(state, 0, 0);
+        ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
+        ffi::lua_setmetatable(state, -2);
+        ffi::lua_rawseti(state, ffi::lua_upvalueindex(2), i);
+    }
+    0
+}
+
 /// Puts the stack back as it was (also when a panic is resumed).
 struct Top(*mut ffi::lua_State, c_int);
 
@@ -137,13 +184,13 @@ impl Drop for Top {
 }
 
 impl Lender {
-    /// Calls `wrapped` (a hook wrapped by [`Lender::wrap`]) with `req`
-    /// lent, in a protected call of its own, and reads its first result:
-    /// one of `pools`' names is told by its address.
+    /// Calls `hook` with `req` lent as a fresh `req` object, in a
+    /// protected call of its own, and reads its first result: one of
+    /// `pools`' names is told by its address.
     pub fn call_hook(
         &self,
         lua: &Lua,
-        wrapped: &Function,
+        hook: &Function,
         req: &mut RequestView,
         pools: &PoolNames,
     ) -> mlua::Result<Returned> {
@@ -151,23 +198,42 @@ impl Lender {
             let state = raw.state();
             // SAFETY: plain stack work on mlua's state, under its lock;
             // `Top` restores the stack however this ends. The request is
-            // borrowed mutably for this whole function (see
-            // `Lender::lend`), named in `Current` until the call returns.
+            // borrowed mutably for this whole function and the caller
+            // does not touch it until it returns; it is named in
+            // `Current` until the call returns.
             unsafe {
                 let top = ffi::lua_gettop(state);
                 let _top = Top(state, top);
-                if ffi::lua_checkstack(state, 3) == 0 {
+                if ffi::lua_checkstack(state, 6) == 0 {
                     return Err(mlua::Error::StackError);
                 }
                 raw.push(&self.handler)?;
-                raw.push(wrapped)?;
+                raw.push(&self.stock)?;
+                if self.left.get() <= 0 {
+                    raw.push(&self.refill)?;
+                    let rc = ffi::lua_pcall(state, 0, 0, top + 1);
+                    if rc != ffi::LUA_OK {
+                        return Err(self.error(raw, rc));
+                    }
+                    self.left.set(STOCK);
+                }
+                // Taken out of the stock (a table slot set to nil: no
+                // allocation) and kept at `top + 3` until the call
+                // returns, so that no other object takes its address.
+                let n = self.left.get();
+                ffi::lua_rawgeti(state, top + 2, n);
+                ffi::lua_pushnil(state);
+                ffi::lua_rawseti(state, top + 2, n);
+                self.left.set(n - 1);
+                raw.push(hook)?;
+                ffi::lua_pushvalue(state, top + 3);
                 let lent = Lent {
                     current: &self.current,
                     before: (self.current.req.get(), self.current.obj.get()),
                 };
                 self.current.req.set(req as *mut RequestView);
-                self.current.obj.set(std::ptr::null());
-                let rc = ffi::lua_pcall(state, 0, 1, top + 1);
+                self.current.obj.set(ffi::lua_topointer(state, top + 3));
+                let rc = ffi::lua_pcall(state, 1, 1, top + 1);
                 drop(lent);
                 if rc != ffi::LUA_OK {
                     return Err(self.error(raw, rc));
@@ -175,12 +241,9 @@ impl Lender {
                 if ffi::lua_type(state, -1) == ffi::LUA_TNIL {
                     return Ok(Returned::Nil);
                 }
-                if ffi::lua_type(state, -1) == ffi::LUA_TSTRING {
-                    let mut len = 0;
-                    let at = ffi::lua_tolstring(state, -1, &mut len) as *const u8;
-                    if let Some(i) = pools.find(at, len) {
-                        return Ok(Returned::Pool(i));
-                    }
+                // Any other value is another object than the names.
+                if let Some(i) = pools.find(ffi::lua_topointer(state, -1)) {
+                    return Ok(Returned::Pool(i));
                 }
                 Ok(Returned::Other(raw.pop_value()))
             }
