@@ -23,10 +23,12 @@ pub fn why_unreadable(e: &hyper::Error, received: u64, length: Option<u64>) -> S
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             match io.kind() {
                 ErrorKind::UnexpectedEof => return ended_early(received, length),
-                ErrorKind::InvalidInput | ErrorKind::InvalidData => return format!(
+                ErrorKind::InvalidInput | ErrorKind::InvalidData => {
+                    return format!(
                     "the request body could not be read: its chunked encoding is malformed ({})",
                     lower_first(&io.to_string())
-                ),
+                )
+                }
                 _ => {}
             }
         }
