@@ -369,7 +369,11 @@ async fn next_head(
         // one not yet told from h2: only they wait on the drain too.
         let watch_drain = (kept && !pending.is_empty()) || *sniff;
         let idle = !begun && pending.is_empty();
-        let mut draining = None;
+        // The drain wakes the sweep's tickets (server/idle.rs wake_all):
+        // a place there is the cheapest watch (no Notify future, no box).
+        // Due past any deadline of this read's clock: it never fires.
+        let mut draining: Option<super::idle::Ticket> = None;
+        let never = idle_due.checked_add(timeouts.head).unwrap_or(idle_due);
         let Some(b) = pending.room() else {
             // A head larger than the buffer: hyper reads it (or answers 431).
             return Next::Hyper("a head larger than the direct path's buffer");
@@ -387,10 +391,12 @@ async fn next_head(
                 return Poll::Ready(None);
             }
             if watch_drain {
-                let d = draining.get_or_insert_with(|| Box::pin(drain.started()));
-                if std::future::Future::poll(d.as_mut(), task).is_ready() {
+                if drain.is_draining() {
                     return Poll::Ready(Some(Err(io::ErrorKind::Interrupted.into())));
                 }
+                let ticket = draining.get_or_insert_with(|| super::idle::Ticket::new(never));
+                // Registers the task's waker with the sweep.
+                let _ = ticket.poll_expired(task);
             }
             Poll::Pending
         })
