@@ -21,6 +21,7 @@ use crate::config::Policy;
 use crate::lb::{CheckKind, CheckSpec, HealthKey, ServerState};
 use crate::script::WorkerScript;
 
+pub use held::Holding;
 pub use history::{CheckLog, LastCheck, WINDOW};
 pub use probe::{exchange, exchange_until, http, probe, HttpAnswer, Transport};
 
