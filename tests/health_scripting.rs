@@ -60,6 +60,67 @@ async fn a_scripted_check_judges_servers_and_a_runaway_check_only_fails() {
         .contains(&format!("server {} of pool app is DOWN", a.addr)));
 }
 
+/// A runaway check holds the control thread for its whole timeout (3 s
+/// here) each time it runs, and every check runs on that thread. The
+/// other checks must not pay for it: the time it held the thread is not
+/// charged to their timeouts (a check of A with a 2 s timeout, failing at
+/// the first miss, `fall = 1`, waited through 3 s stretches), and the
+/// runaway waits as long as it held the thread before it runs again.
+/// Before, A went DOWN in pool app with `no answer within 2s` on any
+/// machine, and the liar's reason was lost the same way.
+#[tokio::test]
+async fn a_runaway_check_does_not_fail_the_checks_waiting_meanwhile() {
+    let a = origin("A");
+    let liar = pocket::origin::spawn_with(
+        "liar",
+        "127.0.0.1:0".parse().unwrap(),
+        pocket::origin::Behaviour {
+            fail_status: Some(500),
+        },
+    )
+    .unwrap();
+    let policy = format!(
+        r#"return {{
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{
+    app = {{ servers = {{ "{a}", "{liar}" }},
+      check = {{ interval = "100ms", timeout = "2s", fall = 1, rise = 2,
+        run = function(server, http)
+          local health = http.get("/health")
+          local page = http.get("/")
+          return health.status == 200 and page.status < 500, "home page answered " .. page.status
+        end }} }},
+    spin = {{ servers = {{ "{a}" }}, own_health = true,
+      check = {{ script = true, interval = "100ms", timeout = "3s", fall = 1 }} }},
+  }},
+  on_check = function(server, http) while true do end end,
+}}"#,
+        a = a.addr,
+        liar = liar.addr
+    );
+    let pocket = Pocket::start(&policy, 1);
+    pocket.log.wait_for(&[
+        &format!("server {} of pool app is DOWN", liar.addr),
+        "home page answered 500",
+    ]);
+    let spin_down = format!("server {} of pool spin is DOWN", a.addr);
+    pocket
+        .log
+        .wait_for(&[&spin_down, "ran past its time budget"]);
+    // Through two more stretches of the runaway (3 s each, 3 s apart),
+    // while A's check runs every 100 ms.
+    tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    let log = pocket.log.text();
+    assert!(
+        !log.contains(&format!("server {} of pool app is DOWN", a.addr)),
+        "{log}"
+    );
+    for _ in 0..6 {
+        let r = get(pocket.addr("web"), "/").await;
+        assert_eq!((r.status, origin_of(&r)), (200, "A".to_string()));
+    }
+}
+
 #[tokio::test]
 async fn a_balance_function_picks_the_server() {
     let (a, b) = (origin("A"), origin("B"));

@@ -120,7 +120,8 @@ fn binary_chunks_are_refused_wherever_code_is_loaded() {
 }
 
 /// Each of these ran past its budget before (or hung the process for good);
-/// each must now stop with `policy.lua:LINE: ... time budget` at load.
+/// each must now stop with `policy.lua:LINE: ... time budget` at load
+/// (the ones in [`KEEPS_WHAT_IT_MAKES`] may meet the memory limit first).
 const RUNAWAYS: &[(&str, &str)] = &[
     ("plain loop", "while true do end"),
     // Finalizers run with hooks off: refused outright.
@@ -263,6 +264,14 @@ const RUNAWAYS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Runaways that keep what they make (`table.concat` grows one buffer):
+/// on a busy machine, where the budget stretches up to 20 times (see
+/// docs/lua-api.md "Limits"), they can meet the 32 MiB memory limit before
+/// the time budget, and either limit stopping them at their line is what
+/// a user needs. One that makes nothing it keeps can only be stopped by
+/// the time budget.
+const KEEPS_WHAT_IT_MAKES: &[&str] = &["table.concat over a huge range"];
+
 #[test]
 fn no_lua_code_runs_past_the_load_budget() {
     for (what, head) in RUNAWAYS {
@@ -274,8 +283,12 @@ fn no_lua_code_runs_past_the_load_budget() {
         let line = head.lines().count();
         let located = (1..=line).any(|n| out.contains(&format!("policy.lua:{n}:")));
         assert!(located, "{what}: no policy.lua:LINE in {out}");
+        let memory = KEEPS_WHAT_IT_MAKES.contains(what)
+            && out.contains("script stopped: it used more memory than its limit");
         assert!(
-            out.contains("time budget") || out.contains("__gc is not allowed"),
+            out.contains("script stopped: it ran past its time budget")
+                || out.contains("__gc is not allowed")
+                || memory,
             "{what}: {out}"
         );
     }

@@ -6,6 +6,7 @@
 //! `fall` failures in a row; the state is an atomic every worker reads. A
 //! reload keeps the tasks of checks that did not change.
 
+mod held;
 mod history;
 mod probe;
 
@@ -20,6 +21,7 @@ use crate::config::Policy;
 use crate::lb::{CheckKind, CheckSpec, HealthKey, ServerState};
 use crate::script::WorkerScript;
 
+pub use held::Holding;
 pub use history::{CheckLog, LastCheck, WINDOW};
 pub use probe::{exchange, exchange_until, http, probe, HttpAnswer, Transport};
 
@@ -112,9 +114,11 @@ async fn check_loop(
                 None => probe(state.addr, &spec.kind, &transport).await,
             }
         };
-        let verdict = match tokio::time::timeout(spec.timeout, run).await {
-            Ok(v) => v,
-            Err(_) => Err(format!(
+        // The timeout does not count time other checks held this thread.
+        let (verdict, held) = held::within(spec.timeout, run).await;
+        let verdict = match verdict {
+            Some(v) => v,
+            None => Err(format!(
                 "no answer within {:?}{}",
                 spec.timeout,
                 unended_send(&spec.kind)
@@ -133,6 +137,14 @@ async fn check_loop(
         );
         state.health.checks.record(ok, &reason);
         state.observe_check(ok, spec.rise, spec.fall, &reason);
+        // A check whose Lua held the control thread for longer than its
+        // interval (a runaway, stopped at its timeout) waits as long
+        // before it runs again: the other checks get the thread at least
+        // half of the time.
+        if held > spec.interval {
+            tokio::time::sleep(held).await;
+            tick.reset();
+        }
     }
 }
 

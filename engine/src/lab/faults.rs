@@ -198,7 +198,13 @@ async fn relay(client: TcpStream, target: SocketAddr, mut rx: watch::Receiver<Mo
             }
             _ => {}
         }
+        // The mode first: a kill sets `Refuse` and then stops the origin,
+        // whose close (a FIN) can wake this task together with the change.
+        // Read first, that FIN would be passed on as a clean close and the
+        // kill would look like a server ending its stream, not like a dead
+        // server's reset (which timing decided on a busy machine).
         tokio::select! {
+            biased;
             changed = rx.changed() => if changed.is_err() { return },
             n = cr.read(&mut up) => {
                 let Ok(n) = n else { return };
@@ -321,5 +327,35 @@ mod tests {
             .unwrap();
         again.read_exact(&mut banner).unwrap();
         assert_eq!(&banner, b"origin A\r\n");
+    }
+
+    /// A kill sets `Refuse` and then stops the origin: an open connection
+    /// is reset, every time, even when the origin's own close (a FIN)
+    /// reaches the proxy together with the change. Passed on as a clean
+    /// close, it read as a server ending its stream, and Pocket logged no
+    /// `SD` for the cut (seen on a busy machine in tests/lab_tcp.rs).
+    #[test]
+    fn a_kill_resets_open_connections_even_when_the_origin_closes_at_once() {
+        let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut clean = 0;
+        for _ in 0..50 {
+            let proxy = FaultProxy::start(origin.local_addr().unwrap()).unwrap();
+            let mut client = connect(proxy.addr).unwrap();
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let (mut server, _) = origin.accept().unwrap();
+            server.write_all(b"x").unwrap();
+            let mut one = [0u8; 1];
+            client.read_exact(&mut one).unwrap();
+            proxy.set(Mode::Refuse);
+            drop(server);
+            match client.read(&mut one) {
+                Ok(0) => clean += 1,
+                Ok(_) => panic!("bytes after the kill"),
+                Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+            }
+        }
+        assert_eq!(clean, 0, "connections closed cleanly by a kill, of 50");
     }
 }

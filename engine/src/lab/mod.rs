@@ -246,8 +246,9 @@ fn start_balancer(
             if line.contains("trying another server") || line.contains("trying the next server") {
                 timeline.add_retry(retry_of(&line, &names, start));
             } else if let Some((port, cause)) = tcp_load::pocket_end_of(&text) {
-                // Why Pocket ended a TCP connection: the cut's cause.
-                let t = start.elapsed().as_secs_f64();
+                // Why Pocket ended a TCP connection: the cut's cause, timed
+                // as Pocket wrote it (this thread may read it late).
+                let t = logged_at(&line, start);
                 timeline.tcp.pocket_ended(port, t, cause);
             } else if line.contains(" is DOWN") || line.contains(" is UP") {
                 // Timed as Pocket wrote it: connections_to_down compares

@@ -503,6 +503,8 @@ impl Supervisor {
     /// or keeps the running policy and says why not. Returns the new
     /// generation, or why it was refused (each line `path:line: ...`).
     pub fn reload(&mut self, why: &str) -> Result<u64, String> {
+        // Checks wait on this thread meanwhile: not charged to their timeouts.
+        let _held = crate::health::Holding::start();
         // Its access log opens here (a file that cannot be opened refuses it).
         let candidate = load_policy(&self.path, &self.registry)
             .map_err(|e| e.to_string())

@@ -1149,11 +1149,22 @@ impl WorkerScript {
             Ok((server, http))
         };
         let (server, http) = build().map_err(|e| describe_lua_error(&e))?;
-        self.vm.arm(budget);
-        // Disarmed however the check ends, also when its future is dropped
-        // at the check's timeout.
-        let _armed = self.vm.armed();
-        let out: mlua::Result<(Value, Value)> = self.vm.settle(f.call_async((server, http)).await);
+        // Each stretch of Lua (a poll) is armed with what is left of the
+        // check's Lua time: the budget is the VM's, and other checks arm it
+        // while this one waits on the network. Disarmed after each poll,
+        // also when the future is dropped at the check's timeout.
+        let mut call = std::pin::pin!(f.call_async::<(Value, Value)>((server, http)));
+        let mut left = budget;
+        let out = std::future::poll_fn(|cx| {
+            self.vm.arm_check(left);
+            let _armed = self.vm.armed();
+            let start = std::time::Instant::now();
+            let out = std::future::Future::poll(call.as_mut(), cx);
+            left = left.saturating_sub(start.elapsed());
+            out
+        })
+        .await;
+        let out: mlua::Result<(Value, Value)> = self.vm.settle(out);
         let (ok, why) = match out {
             Ok(pair) => pair,
             Err(e) => {

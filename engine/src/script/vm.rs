@@ -57,6 +57,9 @@ pub(crate) struct Budget {
     /// Past the deadline on a busy machine: when, and this thread's CPU
     /// time then (see [`Budget::starved`]).
     grace: Cell<Option<Grace>>,
+    /// The running call may have the busy-machine allowance (grace
+    /// windows); a scripted check may not (see [`Vm::arm_check`]).
+    allowance: Cell<bool>,
     /// The heap is past a quarter of the VM's limit (set by the
     /// allocator): the instruction hook then notes the running line in
     /// `seen`, for a memory error the allocator could not place (a table
@@ -223,6 +226,7 @@ impl Budget {
     /// Arms the budget for a call of `budget` from `now` (a clock read
     /// just before).
     pub(crate) fn start_at(&self, now: Instant, budget: Duration) {
+        self.allowance.set(true);
         self.deadline.set(now + budget);
         self.window.set(budget);
         self.grace.set(None);
@@ -242,6 +246,9 @@ impl Budget {
     /// late; any call ends within [`GRACE_BUDGETS`] budgets.
     #[cold]
     fn starved(&self, now: Instant) -> bool {
+        if !self.allowance.get() {
+            return false;
+        }
         let Some(cpu) = thread_cpu() else {
             return false;
         };
@@ -309,6 +316,7 @@ impl Budget {
             place: Cell::new(None),
             window: Cell::new(deadline.saturating_duration_since(Instant::now())),
             grace: Cell::new(None),
+            allowance: Cell::new(true),
             near_limit: Cell::new(false),
             seen: Seen::default(),
         }
@@ -373,6 +381,7 @@ impl Vm {
             place: Cell::new(None),
             window: Cell::new(limits.load_budget),
             grace: Cell::new(None),
+            allowance: Cell::new(true),
             near_limit: Cell::new(false),
             seen: Seen::default(),
         });
@@ -434,10 +443,16 @@ impl Vm {
         ));
     }
 
-    /// Arms the budget for an async call (a scripted check): it must not
-    /// run for longer than `budget` of Lua time at a stretch.
-    pub fn arm(&self, budget: Duration) {
-        self.budget.start(budget);
+    /// Arms the budget for one stretch of a scripted check (a poll of its
+    /// async call; re-armed at each, since another check may have armed
+    /// the shared budget while this one waited on the network) with what
+    /// is `left` of its Lua time. No busy-machine allowance: every check
+    /// runs on the control thread, and a runaway check granted up to 20
+    /// budgets would hold that thread, and so every other check, for that
+    /// long (a check's budget is its `timeout`, far above a preemption).
+    pub fn arm_check(&self, left: Duration) {
+        self.budget.start(left);
+        self.budget.allowance.set(false);
     }
 
     /// The result of an async call started with `arm`, with a large
