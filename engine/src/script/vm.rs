@@ -422,18 +422,6 @@ impl Vm {
         self.with_budget(self.limits.hook_budget, || f.call(args))
     }
 
-    /// The policy is loaded: from here on Lua's collector is generational.
-    /// The heap is then mostly what the load built, and each hook call
-    /// leaves a little short-lived garbage (its `req`, strings); an
-    /// incremental cycle walked the whole heap for it (about 250
-    /// instructions a request of the benchmark's policy), a minor
-    /// collection walks only what is young.
-    pub fn loaded(&self) {
-        self.lua.gc_set_mode(mlua::state::GcMode::Generational(
-            mlua::state::GcGenParams::default(),
-        ));
-    }
-
     /// Arms the budget for an async call (a scripted check): it must not
     /// run for longer than `budget` of Lua time at a stretch.
     pub fn arm(&self, budget: Duration) {
