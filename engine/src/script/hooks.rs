@@ -311,7 +311,6 @@ impl WorkerScript {
             .app_data_ref::<crate::script::subrequest::CanWait>()
             .map(|c| c.clone())
             .unwrap_or_default();
-        vm.loaded();
         Ok(WorkerScript {
             waiting_on_request,
             can_wait,

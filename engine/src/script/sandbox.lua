@@ -136,7 +136,7 @@ end
 getmetatable("").__metatable = false
 
 -- A full collection takes time in proportion to the heap and runs natively;
--- Pocket collects on its own schedule (the generational collector, a full
+-- Pocket collects on its own schedule (the incremental collector, a full
 -- collection every 1024 calls of the hooks other than on_request, and after
 -- a runaway call). "count" is kept; "collect" and "step" do nothing.
 collectgarbage = function(opt, ...)

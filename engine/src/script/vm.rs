@@ -431,18 +431,6 @@ impl Vm {
         self.with_budget(self.limits.hook_budget, || f.call(args))
     }
 
-    /// The policy is loaded: from here on Lua's collector is generational.
-    /// The heap is then mostly what the load built, and each hook call
-    /// leaves a little short-lived garbage (its `req`, strings); an
-    /// incremental cycle walked the whole heap for it (about 250
-    /// instructions a request of the benchmark's policy), a minor
-    /// collection walks only what is young.
-    pub fn loaded(&self) {
-        self.lua.gc_set_mode(mlua::state::GcMode::Generational(
-            mlua::state::GcGenParams::default(),
-        ));
-    }
-
     /// Arms the budget for one stretch of a scripted check (a poll of its
     /// async call; re-armed at each, since another check may have armed
     /// the shared budget while this one waited on the network) with what
@@ -455,7 +443,7 @@ impl Vm {
         self.budget.allowance.set(false);
     }
 
-    /// The result of an async call started with `arm`, with a large
+    /// The result of an async call started with `arm_check`, with a large
     /// allocation refused by the budget reported as the budget's error.
     pub fn settle<R>(&self, result: mlua::Result<R>) -> mlua::Result<R> {
         over_budget(&self.budget, &self.script, result)
