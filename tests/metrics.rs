@@ -73,6 +73,20 @@ fn promtool(text: &str) -> (bool, String) {
     (out.status.success(), said)
 }
 
+/// Scrapes until every `(series, at_least)` is reached: a request is
+/// counted when its record closes, just after the response's last byte,
+/// so a scrape right after the responses may come first.
+async fn scrape_counted(admin: SocketAddr, wanted: &[(&str, f64)]) -> String {
+    until("the requests counted", async || {
+        let t = scrape(admin).await;
+        wanted
+            .iter()
+            .all(|(series, at_least)| value(&t, series) >= Some(*at_least))
+            .then_some(t)
+    })
+    .await
+}
+
 async fn until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
     let start = Instant::now();
     loop {
@@ -96,7 +110,25 @@ async fn metrics_move_with_traffic_and_server_state_and_promtool_finds_nothing()
     for _ in 0..10 {
         assert_eq!(get(web, "/").await.status, 200);
     }
-    let text = scrape(admin).await;
+    // A request is counted when its record closes, just after the
+    // response's last byte: a scrape may come first, so wait for all ten.
+    let text = until("the 10 requests counted", async || {
+        let t = scrape(admin).await;
+        let counted = value(&t, r#"pocket_requests_total{listener="web",class="2xx"}"#);
+        let by_servers: f64 = [a.addr, b_addr]
+            .iter()
+            .filter_map(|s| {
+                value(
+                    &t,
+                    &format!(
+                        r#"pocket_server_requests_total{{pool="app",server="{s}",class="2xx"}}"#
+                    ),
+                )
+            })
+            .sum();
+        (counted >= Some(10.0) && Some(by_servers) == counted).then_some(t)
+    })
+    .await;
     let (clean, said) = promtool(&text);
     assert!(clean && said.trim().is_empty(), "promtool: {said}\n{text}");
     for family in [
@@ -378,7 +410,17 @@ async fn a_refused_connect_counts_as_a_connect_failure_and_a_retry() {
     for _ in 0..4 {
         assert_eq!(get(web, "/").await.status, 200);
     }
-    let text = scrape(admin).await;
+    let retried = format!(
+        r#"pocket_server_retries_total{{pool="app",server="{dead}",cause="connect failed"}}"#
+    );
+    let text = scrape_counted(
+        admin,
+        &[
+            (r#"pocket_requests_total{listener="web",class="2xx"}"#, 4.0),
+            (&retried, 1.0),
+        ],
+    )
+    .await;
     let at = |name: &str, extra: &str| {
         value(
             &text,
@@ -437,7 +479,18 @@ async fn retries_count_where_they_happened_and_only_when_one_was_made() {
         assert_eq!(get(pocket.addr("solo"), "/").await.status, 502);
         assert_eq!(get(pocket.addr("web"), "/").await.status, 200);
     }
-    let text = scrape(admin).await;
+    let first_retries = format!(
+        r#"pocket_server_retries_total{{pool="first",server="{first_dead}",cause="connect failed"}}"#
+    );
+    let text = scrape_counted(
+        admin,
+        &[
+            (r#"pocket_requests_total{listener="solo",class="5xx"}"#, 3.0),
+            (r#"pocket_requests_total{listener="web",class="2xx"}"#, 3.0),
+            (&first_retries, 3.0),
+        ],
+    )
+    .await;
     let at = |pool: &str, server: SocketAddr, name: &str, extra: &str| {
         value(
             &text,
