@@ -48,27 +48,29 @@ pub(super) struct To {
     pub head_only: bool,
 }
 
-/// Phases 3 to 6 for a request routed to a pool.
+/// Phases 3 to 6 for a request routed to a pool. `view` stays the
+/// caller's (no move of its head into this future); what the later
+/// phases need of it is cloned or taken.
 pub(super) async fn forward<W: ClientConn>(
     cx: &Rc<ConnCtx>,
     script: &Rc<WorkerScript>,
-    view: RequestView,
+    view: &mut RequestView,
     to: To,
     mut open: Box<Open>,
     client: Client<'_, W>,
 ) -> Done {
-    let RequestView {
-        head,
-        peer,
-        listener,
-        id,
-        raw_target,
-        tls,
-        ..
-    } = view;
+    let id = view.id;
     // on_response sees the request as the client sent it (after on_request).
-    let client_head = script.has_on_response().then(|| clone_head(&head));
-    let mut head = head;
+    let mut client_view = script.has_on_response().then(|| RequestView {
+        head: clone_head(&view.head),
+        raw_target: view.raw_target.take(),
+        peer: view.peer,
+        listener: view.listener.clone(),
+        id,
+        growth: 0,
+        tls: view.tls.clone(),
+    });
+    let head = &mut view.head;
     let replayable = is_idempotent(&head.method);
     // The server's answer is read by the method sent (on_request may have
     // made a client's HEAD a GET), never by the client's.
@@ -79,20 +81,20 @@ pub(super) async fn forward<W: ClientConn>(
     let mut out = buf::take_head();
     prepare::write_prepared(
         &mut out,
-        &mut head,
+        head,
         to.framing,
         &cx.peer_value,
-        tls.is_some(),
+        view.tls.is_some(),
     );
-    drop(head);
+    // The head's fields are not needed past this point.
+    drop(std::mem::take(&mut head.headers));
     // The whole exchange's limit, if the first pool sets one.
     let deadline = script.policy.pools[to.pool]
         .timeouts
         .total
         .map(|t| Instant::now() + t);
-    let tried = until_gone(
-        client.io,
-        tries(
+    let tried = {
+        let trying = std::pin::pin!(tries(
             cx,
             script,
             &to,
@@ -103,50 +105,26 @@ pub(super) async fn forward<W: ClientConn>(
             &mut open,
             client.clock,
             sent_head,
-        ),
-    )
-    .await;
-    let Some(tried) = tried else {
-        // The client went away: its record says where (`CC`, `CH`).
-        buf::give_head(out);
-        return Done::Close;
+        ));
+        until_gone(client.io, trying).await
     };
-    let (pool, server, conn, rhead, rbuf, in_flight) = match tried {
-        Tried::Answered {
-            pool,
-            server,
-            conn,
-            head,
-            rbuf,
-            in_flight,
-        } => (pool, server, conn, head, rbuf, in_flight),
-        Tried::Local(resp) => {
+    let answered = match tried {
+        Some(Tried::Answered(a)) => a,
+        Some(Tried::Local(resp)) => {
             buf::give_head(out);
             return answer(client, resp, open, to.head_only).await;
         }
-    };
-    let client_view = client_head.map(|head| RequestView {
-        head,
-        raw_target,
-        peer,
-        listener,
-        id,
-        growth: 0,
-        tls,
-    });
-    let answered = Answered {
-        pool,
-        server,
-        conn,
-        head: rhead,
-        rbuf,
-        in_flight,
+        None => {
+            // The client went away: its record says where (`CC`, `CH`).
+            buf::give_head(out);
+            return Done::Close;
+        }
     };
     deliver(
         cx,
         script,
         answered,
-        client_view,
+        client_view.as_mut(),
         deadline,
         id,
         out,
@@ -171,14 +149,7 @@ struct Answered<'p> {
 
 /// How the tries ended.
 enum Tried<'p> {
-    Answered {
-        pool: &'p Pool,
-        server: &'p Server,
-        conn: ServerConn,
-        head: ResponseHead,
-        rbuf: Vec<u8>,
-        in_flight: InFlight,
-    },
+    Answered(Answered<'p>),
     /// Pocket's answer instead (logged, its termination set).
     Local(http::Response<crate::proxy::body::ResponseBody>),
 }
@@ -273,7 +244,7 @@ async fn tries<'p>(
         // One clock for the phase: the pool's `response`, or what is left
         // of its `total` if that comes first.
         let (at, late) = {
-            let at = Instant::now() + pool.timeouts.response;
+            let at = sent_at(script, open, reused && attempts == 1) + pool.timeouts.response;
             match (deadline, pool.timeouts.total) {
                 (Some(d), Some(total)) if d < at => (d, Late::Total(total)),
                 _ => (at, Late::ServerAnswering(pool.timeouts.response)),
@@ -296,14 +267,14 @@ async fn tries<'p>(
         let failure = match asked {
             Ok(Ok(head)) => {
                 open.ex.first_byte_ms = open.reached();
-                return Tried::Answered {
+                return Tried::Answered(Answered {
                     pool,
                     server,
                     conn,
                     head,
                     rbuf,
                     in_flight,
-                };
+                });
             }
             Ok(Err(f)) => f,
             Err(_) => {
@@ -396,6 +367,19 @@ async fn tries<'p>(
     Tried::Local(local::error(status, &why, &id.to_string()))
 }
 
+/// When the request was sent, for its `timeouts.response` clock. The
+/// first try on a reused connection was sent with no wait since the
+/// request's head came in (no connect, no sub-request): its time is the
+/// exchange's start and the hooks' run time, without a clock read of its
+/// own (microseconds off: the Rust steps in between).
+fn sent_at(script: &WorkerScript, open: &Open, no_wait: bool) -> Instant {
+    if no_wait && !script.waits() {
+        Instant::from_std(open.started()) + std::time::Duration::from_micros(open.ex.hooks_us)
+    } else {
+        Instant::now()
+    }
+}
+
 /// A head hyper's client would have read, that Pocket refuses to relay
 /// (`proxy::forward::prepare_response`, the bare-LF check): a 502 of
 /// Pocket's (`PH`); the other refusals are hyper's parse errors, a
@@ -477,7 +461,7 @@ async fn deliver<W: ClientConn>(
     cx: &ConnCtx,
     script: &WorkerScript,
     a: Answered<'_>,
-    client_view: Option<RequestView>,
+    client_view: Option<&mut RequestView>,
     deadline: Option<Instant>,
     id: RequestId,
     mut out: Vec<u8>,
@@ -522,14 +506,14 @@ async fn deliver<W: ClientConn>(
     }
     // The head as `http` parts only for a script that reads it.
     let mut edited = None;
-    if let Some(mut req_view) = client_view {
+    if let Some(req_view) = client_view {
         let mut res_view = ResponseView {
             head: rhead.to_parts(&rbuf),
             pool: pool.name.clone(),
             server: server.addr_text.clone(),
             growth: 0,
         };
-        let answered = script.on_response(&mut req_view, &mut res_view);
+        let answered = script.on_response(req_view, &mut res_view);
         open.ex.hooks_us += crate::observe::metrics::take_request_hook_ns() / 1000;
         crate::script::api::log_field::take_into(&mut open.ex.script_fields);
         if let Err(e) = answered {
