@@ -93,6 +93,9 @@ pub(super) async fn forward<W: ClientConn>(
         .timeouts
         .total
         .map(|t| Instant::now() + t);
+    // The answer is put here, not returned: it is not moved through the
+    // futures' outputs on its way to `deliver`.
+    let mut answered = None;
     let tried = {
         let trying = std::pin::pin!(tries(
             cx,
@@ -105,16 +108,17 @@ pub(super) async fn forward<W: ClientConn>(
             &mut open,
             client.clock,
             sent_head,
+            &mut answered,
         ));
         until_gone(client.io, trying).await
     };
-    let answered = match tried {
-        Some(Tried::Answered(a)) => a,
-        Some(Tried::Local(resp)) => {
+    let answered = match (tried, answered) {
+        (Some(Tried::Answered), Some(a)) => a,
+        (Some(Tried::Local(resp)), _) => {
             buf::give_head(out);
-            return answer(client, resp, open, to.head_only).await;
+            return answer(client, *resp, open, to.head_only).await;
         }
-        None => {
+        _ => {
             // The client went away: its record says where (`CC`, `CH`).
             buf::give_head(out);
             return Done::Close;
@@ -148,10 +152,12 @@ struct Answered<'p> {
 }
 
 /// How the tries ended.
-enum Tried<'p> {
-    Answered(Answered<'p>),
-    /// Pocket's answer instead (logged, its termination set).
-    Local(http::Response<crate::proxy::body::ResponseBody>),
+enum Tried {
+    /// A server answered: its answer is in the slot `tries` was given.
+    Answered,
+    /// Pocket's answer instead (logged, its termination set); boxed, as
+    /// it is rare and this is moved through futures' outputs.
+    Local(Box<http::Response<crate::proxy::body::ResponseBody>>),
 }
 
 /// Why a try got no response head.
@@ -184,7 +190,8 @@ async fn tries<'p>(
     open: &mut Open,
     clock: &mut Clock,
     sent_head: bool,
-) -> Tried<'p> {
+    answer: &mut Option<Answered<'p>>,
+) -> Tried {
     let mut pool = &script.policy.pools[to.pool];
     let (mut key, mut preferred) = (to.key, to.preferred);
     let mut tried: Vec<usize> = Vec::new();
@@ -267,7 +274,7 @@ async fn tries<'p>(
         let failure = match asked {
             Ok(Ok(head)) => {
                 open.ex.first_byte_ms = open.reached();
-                return Tried::Answered(Answered {
+                *answer = Some(Answered {
                     pool,
                     server,
                     conn,
@@ -275,19 +282,20 @@ async fn tries<'p>(
                     rbuf,
                     in_flight,
                 });
+                return Tried::Answered;
             }
             Ok(Err(f)) => f,
             Err(_) => {
                 buf::give(rbuf);
                 late_termination(open, &late);
-                return Tried::Local(timeouts::answer_late(late, pool, server, id));
+                return Tried::Local(Box::new(timeouts::answer_late(late, pool, server, id)));
             }
         };
         let (why, answered) = match failure {
             Failure::Bad(why) if relayable_but_refused(why) => {
                 buf::give(rbuf);
                 open.set(b'P', b'H');
-                return Tried::Local(cannot_relay(pool, server, id, why));
+                return Tried::Local(Box::new(cannot_relay(pool, server, id, why)));
             }
             // What hyper's client could not parse: its error, as the hyper
             // path words it (an answer, never replayed).
@@ -297,7 +305,7 @@ async fn tries<'p>(
                 open.set(b'P', b'H');
                 let why =
                     format!("it sent too many interim (1xx) responses (more than {MAX_INTERIM})");
-                return Tried::Local(cannot_relay(pool, server, id, &why));
+                return Tried::Local(Box::new(cannot_relay(pool, server, id, &why)));
             }
             Failure::Io {
                 timed_out: true, ..
@@ -307,7 +315,7 @@ async fn tries<'p>(
                 buf::give(rbuf);
                 let late = Late::ServerReading(pool.timeouts.idle);
                 late_termination(open, &late);
-                return Tried::Local(timeouts::answer_late(late, pool, server, id));
+                return Tried::Local(Box::new(timeouts::answer_late(late, pool, server, id)));
             }
             Failure::Io {
                 why,
@@ -359,12 +367,16 @@ async fn tries<'p>(
         );
         tracing::warn!(request = %id, "{why}");
         open.set(b'S', b'H');
-        return Tried::Local(local::error(StatusCode::BAD_GATEWAY, &why, &id.to_string()));
+        return Tried::Local(Box::new(local::error(
+            StatusCode::BAD_GATEWAY,
+            &why,
+            &id.to_string(),
+        )));
     }
     buf::give(rbuf);
 
     let (status, why) = next_try::no_server_left(pool, tried.len(), &last_error, id, open);
-    Tried::Local(local::error(status, &why, &id.to_string()))
+    Tried::Local(Box::new(local::error(status, &why, &id.to_string())))
 }
 
 /// When the request was sent, for its `timeouts.response` clock. The
