@@ -144,18 +144,36 @@ pub struct Open {
 
 impl Open {
     /// Starts the clock; a logged exchange gets its wall-clock time too.
-    pub fn new(mut ex: Exchange) -> Box<Open> {
+    pub fn new(ex: Exchange) -> Box<Open> {
+        Open::build(|| ex)
+    }
+
+    /// [`Open::new`] of the record `make` builds, built in its box: the
+    /// box is allocated first, so the record (a few hundred bytes) need
+    /// not be built on the stack and copied in.
+    #[inline(always)]
+    pub fn build(make: impl FnOnce() -> Exchange) -> Box<Open> {
         let start = Instant::now();
-        let logged = ex.log.is_some();
-        if logged {
-            ex.started_unix_ms = unix_ms_at(start);
+        let mut open = Box::write(
+            Box::new_uninit(),
+            Open {
+                ex: make(),
+                start,
+                logged: false,
+                progress: None,
+            },
+        );
+        if open.ex.log.is_some() {
+            open.logged = true;
+            open.ex.started_unix_ms = unix_ms_at(start);
         }
-        Box::new(Open {
-            logged,
-            ex,
-            start,
-            progress: None,
-        })
+        open
+    }
+
+    /// When the exchange began (the request's head was in).
+    #[inline]
+    pub fn started(&self) -> Instant {
+        self.start
     }
 
     /// Milliseconds since the exchange began.

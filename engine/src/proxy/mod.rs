@@ -195,7 +195,7 @@ pub fn open_exchange(
     head: &http::request::Parts,
 ) -> Box<Open> {
     let logged = script.access_log.is_some();
-    Open::new(Exchange {
+    Open::build(|| Exchange {
         id,
         started_unix_ms: 0,
         client: cx.peer,

@@ -48,27 +48,29 @@ pub(super) struct To {
     pub head_only: bool,
 }
 
-/// Phases 3 to 6 for a request routed to a pool.
+/// Phases 3 to 6 for a request routed to a pool. `view` stays the
+/// caller's (no move of its head into this future); what the later
+/// phases need of it is cloned or taken.
 pub(super) async fn forward<W: ClientConn>(
     cx: &Rc<ConnCtx>,
     script: &Rc<WorkerScript>,
-    view: RequestView,
+    view: &mut RequestView,
     to: To,
     mut open: Box<Open>,
     client: Client<'_, W>,
 ) -> Done {
-    let RequestView {
-        head,
-        peer,
-        listener,
-        id,
-        raw_target,
-        tls,
-        ..
-    } = view;
+    let id = view.id;
     // on_response sees the request as the client sent it (after on_request).
-    let client_head = script.has_on_response().then(|| clone_head(&head));
-    let mut head = head;
+    let mut client_view = script.has_on_response().then(|| RequestView {
+        head: clone_head(&view.head),
+        raw_target: view.raw_target.take(),
+        peer: view.peer,
+        listener: view.listener.clone(),
+        id,
+        growth: 0,
+        tls: view.tls.clone(),
+    });
+    let head = &mut view.head;
     let replayable = is_idempotent(&head.method);
     // The server's answer is read by the method sent (on_request may have
     // made a client's HEAD a GET), never by the client's.
@@ -79,20 +81,23 @@ pub(super) async fn forward<W: ClientConn>(
     let mut out = buf::take_head();
     prepare::write_prepared(
         &mut out,
-        &mut head,
+        head,
         to.framing,
         &cx.peer_value,
-        tls.is_some(),
+        view.tls.is_some(),
     );
-    drop(head);
+    // The head's fields are not needed past this point.
+    drop(std::mem::take(&mut head.headers));
     // The whole exchange's limit, if the first pool sets one.
     let deadline = script.policy.pools[to.pool]
         .timeouts
         .total
         .map(|t| Instant::now() + t);
-    let tried = until_gone(
-        client.io,
-        tries(
+    // The answer is put here, not returned: it is not moved through the
+    // futures' outputs on its way to `deliver`.
+    let mut answered = None;
+    let tried = {
+        let trying = std::pin::pin!(tries(
             cx,
             script,
             &to,
@@ -103,50 +108,27 @@ pub(super) async fn forward<W: ClientConn>(
             &mut open,
             client.clock,
             sent_head,
-        ),
-    )
-    .await;
-    let Some(tried) = tried else {
-        // The client went away: its record says where (`CC`, `CH`).
-        buf::give_head(out);
-        return Done::Close;
+            &mut answered,
+        ));
+        until_gone(client.io, trying).await
     };
-    let (pool, server, conn, rhead, rbuf, in_flight) = match tried {
-        Tried::Answered {
-            pool,
-            server,
-            conn,
-            head,
-            rbuf,
-            in_flight,
-        } => (pool, server, conn, head, rbuf, in_flight),
-        Tried::Local(resp) => {
+    let answered = match (tried, answered) {
+        (Some(Tried::Answered), Some(a)) => a,
+        (Some(Tried::Local(resp)), _) => {
             buf::give_head(out);
-            return answer(client, resp, open, to.head_only).await;
+            return answer(client, *resp, open, to.head_only).await;
         }
-    };
-    let client_view = client_head.map(|head| RequestView {
-        head,
-        raw_target,
-        peer,
-        listener,
-        id,
-        growth: 0,
-        tls,
-    });
-    let answered = Answered {
-        pool,
-        server,
-        conn,
-        head: rhead,
-        rbuf,
-        in_flight,
+        _ => {
+            // The client went away: its record says where (`CC`, `CH`).
+            buf::give_head(out);
+            return Done::Close;
+        }
     };
     deliver(
         cx,
         script,
         answered,
-        client_view,
+        client_view.as_mut(),
         deadline,
         id,
         out,
@@ -170,17 +152,12 @@ struct Answered<'p> {
 }
 
 /// How the tries ended.
-enum Tried<'p> {
-    Answered {
-        pool: &'p Pool,
-        server: &'p Server,
-        conn: ServerConn,
-        head: ResponseHead,
-        rbuf: Vec<u8>,
-        in_flight: InFlight,
-    },
-    /// Pocket's answer instead (logged, its termination set).
-    Local(http::Response<crate::proxy::body::ResponseBody>),
+enum Tried {
+    /// A server answered: its answer is in the slot `tries` was given.
+    Answered,
+    /// Pocket's answer instead (logged, its termination set); boxed, as
+    /// it is rare and this is moved through futures' outputs.
+    Local(Box<http::Response<crate::proxy::body::ResponseBody>>),
 }
 
 /// Why a try got no response head.
@@ -213,7 +190,8 @@ async fn tries<'p>(
     open: &mut Open,
     clock: &mut Clock,
     sent_head: bool,
-) -> Tried<'p> {
+    answer: &mut Option<Answered<'p>>,
+) -> Tried {
     let mut pool = &script.policy.pools[to.pool];
     let (mut key, mut preferred) = (to.key, to.preferred);
     let mut tried: Vec<usize> = Vec::new();
@@ -273,7 +251,7 @@ async fn tries<'p>(
         // One clock for the phase: the pool's `response`, or what is left
         // of its `total` if that comes first.
         let (at, late) = {
-            let at = Instant::now() + pool.timeouts.response;
+            let at = sent_at(script, open, reused && attempts == 1) + pool.timeouts.response;
             match (deadline, pool.timeouts.total) {
                 (Some(d), Some(total)) if d < at => (d, Late::Total(total)),
                 _ => (at, Late::ServerAnswering(pool.timeouts.response)),
@@ -296,27 +274,28 @@ async fn tries<'p>(
         let failure = match asked {
             Ok(Ok(head)) => {
                 open.ex.first_byte_ms = open.reached();
-                return Tried::Answered {
+                *answer = Some(Answered {
                     pool,
                     server,
                     conn,
                     head,
                     rbuf,
                     in_flight,
-                };
+                });
+                return Tried::Answered;
             }
             Ok(Err(f)) => f,
             Err(_) => {
                 buf::give(rbuf);
                 late_termination(open, &late);
-                return Tried::Local(timeouts::answer_late(late, pool, server, id));
+                return Tried::Local(Box::new(timeouts::answer_late(late, pool, server, id)));
             }
         };
         let (why, answered) = match failure {
             Failure::Bad(why) if relayable_but_refused(why) => {
                 buf::give(rbuf);
                 open.set(b'P', b'H');
-                return Tried::Local(cannot_relay(pool, server, id, why));
+                return Tried::Local(Box::new(cannot_relay(pool, server, id, why)));
             }
             // What hyper's client could not parse: its error, as the hyper
             // path words it (an answer, never replayed).
@@ -326,7 +305,7 @@ async fn tries<'p>(
                 open.set(b'P', b'H');
                 let why =
                     format!("it sent too many interim (1xx) responses (more than {MAX_INTERIM})");
-                return Tried::Local(cannot_relay(pool, server, id, &why));
+                return Tried::Local(Box::new(cannot_relay(pool, server, id, &why)));
             }
             Failure::Io {
                 timed_out: true, ..
@@ -336,7 +315,7 @@ async fn tries<'p>(
                 buf::give(rbuf);
                 let late = Late::ServerReading(pool.timeouts.idle);
                 late_termination(open, &late);
-                return Tried::Local(timeouts::answer_late(late, pool, server, id));
+                return Tried::Local(Box::new(timeouts::answer_late(late, pool, server, id)));
             }
             Failure::Io {
                 why,
@@ -388,12 +367,29 @@ async fn tries<'p>(
         );
         tracing::warn!(request = %id, "{why}");
         open.set(b'S', b'H');
-        return Tried::Local(local::error(StatusCode::BAD_GATEWAY, &why, &id.to_string()));
+        return Tried::Local(Box::new(local::error(
+            StatusCode::BAD_GATEWAY,
+            &why,
+            &id.to_string(),
+        )));
     }
     buf::give(rbuf);
 
     let (status, why) = next_try::no_server_left(pool, tried.len(), &last_error, id, open);
-    Tried::Local(local::error(status, &why, &id.to_string()))
+    Tried::Local(Box::new(local::error(status, &why, &id.to_string())))
+}
+
+/// When the request was sent, for its `timeouts.response` clock. The
+/// first try on a reused connection was sent with no wait since the
+/// request's head came in (no connect, no sub-request): its time is the
+/// exchange's start and the hooks' run time, without a clock read of its
+/// own (microseconds off: the Rust steps in between).
+fn sent_at(script: &WorkerScript, open: &Open, no_wait: bool) -> Instant {
+    if no_wait && !script.waits() {
+        Instant::from_std(open.started()) + std::time::Duration::from_micros(open.ex.hooks_us)
+    } else {
+        Instant::now()
+    }
 }
 
 /// A head hyper's client would have read, that Pocket refuses to relay
@@ -477,7 +473,7 @@ async fn deliver<W: ClientConn>(
     cx: &ConnCtx,
     script: &WorkerScript,
     a: Answered<'_>,
-    client_view: Option<RequestView>,
+    client_view: Option<&mut RequestView>,
     deadline: Option<Instant>,
     id: RequestId,
     mut out: Vec<u8>,
@@ -522,14 +518,14 @@ async fn deliver<W: ClientConn>(
     }
     // The head as `http` parts only for a script that reads it.
     let mut edited = None;
-    if let Some(mut req_view) = client_view {
+    if let Some(req_view) = client_view {
         let mut res_view = ResponseView {
             head: rhead.to_parts(&rbuf),
             pool: pool.name.clone(),
             server: server.addr_text.clone(),
             growth: 0,
         };
-        let answered = script.on_response(&mut req_view, &mut res_view);
+        let answered = script.on_response(req_view, &mut res_view);
         open.ex.hooks_us += crate::observe::metrics::take_request_hook_ns() / 1000;
         crate::script::api::log_field::take_into(&mut open.ex.script_fields);
         if let Err(e) = answered {

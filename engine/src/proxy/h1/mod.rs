@@ -118,7 +118,7 @@ pub async fn serve<W: ClientConn>(
     let route = if script.waits() {
         // Raced with the client going away, as hyper drops a request whose
         // client left.
-        let deciding = decide::decide_waiting(&script, &mut view, cx.local);
+        let deciding = std::pin::pin!(decide::decide_waiting(&script, &mut view, cx.local));
         let Some(route) = until_gone(client.io, deciding).await else {
             return Done::Close;
         };
@@ -151,7 +151,9 @@ pub async fn serve<W: ClientConn>(
                 framing,
                 head_only,
             };
-            return forward::forward(cx, &script, view, to, open, client).await;
+            // The view by reference: its head stays in this future rather
+            // than being moved into the next one.
+            return forward::forward(cx, &script, &mut view, to, open, client).await;
         }
     };
     open.set(letters.0, letters.1);
@@ -192,12 +194,13 @@ pub(super) async fn answer<W: ClientConn>(
 
 /// Runs `fut` unless the client goes away first (then None: the future,
 /// and the request's record with the termination its phase set, are
-/// dropped, as hyper drops a request whose client left).
+/// dropped by the caller, as hyper drops a request whose client left).
+/// Pinned by the caller where it is made: a large future (the tries') is
+/// not moved into this one's state.
 pub(super) async fn until_gone<W: ClientConn, F: std::future::Future>(
     io: &mut W,
-    fut: F,
+    mut fut: std::pin::Pin<&mut F>,
 ) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|task| {
         if let Poll::Ready(r) = fut.as_mut().poll(task) {
             return Poll::Ready(Some(r));
