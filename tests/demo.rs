@@ -230,15 +230,7 @@ async fn the_demo_serves_an_editable_file_in_the_current_folder() {
 /// other turn and every reload showed B).
 #[test]
 fn a_browser_reloading_the_demo_page_sees_a_and_b_alternate() {
-    require_command("chromium", "chromium");
-    let ok = Command::new("python3")
-        .args(["-c", "import selenium"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "python3 cannot import selenium: run the suite with tests/run, which installs tests/setup/requirements.txt into a venv"
-    );
+    require_browser();
     let dir = tempfile::tempdir().unwrap();
     let ports = Ports::free();
     let demo = Demo::start(dir.path(), ports);

@@ -4,6 +4,18 @@
 mod common;
 use common::*;
 
+/// An origin whose `/health` says ok but whose pages answer 500.
+fn liar() -> pocket::origin::OriginHandle {
+    pocket::origin::spawn_with(
+        "liar",
+        "127.0.0.1:0".parse().unwrap(),
+        pocket::origin::Behaviour {
+            fail_status: Some(500),
+        },
+    )
+    .unwrap()
+}
+
 fn origin_of(r: &Resp) -> String {
     r.header("x-origin").unwrap_or_default()
 }
@@ -11,14 +23,7 @@ fn origin_of(r: &Resp) -> String {
 #[tokio::test]
 async fn a_scripted_check_judges_servers_and_a_runaway_check_only_fails() {
     let a = origin("A");
-    let liar = pocket::origin::spawn_with(
-        "liar",
-        "127.0.0.1:0".parse().unwrap(),
-        pocket::origin::Behaviour {
-            fail_status: Some(500),
-        },
-    )
-    .unwrap();
+    let liar = liar();
     let policy = format!(
         r#"return {{
   listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
@@ -71,14 +76,7 @@ async fn a_scripted_check_judges_servers_and_a_runaway_check_only_fails() {
 #[tokio::test]
 async fn a_runaway_check_does_not_fail_the_checks_waiting_meanwhile() {
     let a = origin("A");
-    let liar = pocket::origin::spawn_with(
-        "liar",
-        "127.0.0.1:0".parse().unwrap(),
-        pocket::origin::Behaviour {
-            fail_status: Some(500),
-        },
-    )
-    .unwrap();
+    let liar = liar();
     let policy = format!(
         r#"return {{
   listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},

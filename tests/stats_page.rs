@@ -15,16 +15,8 @@ const TOKEN: &str = "page-t0ken";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_a_dead_server_down_and_drain_moves_requests_away() {
-    require_command("chromium", "chromium");
+    require_browser();
     let python = "python3";
-    let ok = Command::new(python)
-        .args(["-c", "import selenium"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "python3 cannot import selenium: run the suite with tests/run, which installs tests/setup/requirements.txt into a venv"
-    );
     let (a, b) = (origin("A"), origin("B"));
     let mut c = Some(origin("C"));
     let c_addr = c.as_ref().unwrap().addr;
@@ -123,16 +115,8 @@ async fn the_page_shows_a_dead_server_down_and_drain_moves_requests_away() {
 /// figures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tcp_listener_row_counts_connections_rejected_and_failed() {
-    require_command("chromium", "chromium");
+    require_browser();
     let python = "python3";
-    let ok = Command::new(python)
-        .args(["-c", "import selenium"])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "python3 cannot import selenium: run the suite with tests/run"
-    );
     let admin = dead_addr();
     let gone = dead_addr();
     let pocket = Pocket::start_with(

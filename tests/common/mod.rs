@@ -404,6 +404,20 @@ pub fn require_command(command: &str, debian_package: &str) {
     }
 }
 
+/// Fails a test that drives a real browser unless Chromium runs and
+/// python3 can import Selenium (tests/run installs both).
+pub fn require_browser() {
+    require_command("chromium", "chromium");
+    let ok = Command::new("python3")
+        .args(["-c", "import selenium"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "python3 cannot import selenium: run the suite with tests/run, which installs tests/setup/requirements.txt into a venv"
+    );
+}
+
 /// Fails a test that makes Linux network namespaces unless it runs as
 /// root: skipping would hide that it never ran.
 pub fn require_root(test: &str) {
