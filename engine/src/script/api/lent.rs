@@ -465,25 +465,15 @@ unsafe fn push_field(
             ffi::lua_pushlstring(state, s.as_ptr() as *const c_char, s.len());
         }
     };
-    let text = |s: &str| bytes(s.as_bytes());
-    match f {
-        Field::Path => text(r.head.uri.path()),
-        Field::Method => text(r.head.method.as_str()),
-        Field::Host => return push_host(state, current, r),
-        Field::Query => match r.head.uri.query() {
-            Some(q) => text(q),
+    if let Some(plain) = request::plain_text(r, f) {
+        match plain {
+            Some(s) => bytes(s.as_bytes()),
             None => ffi::lua_pushnil(state),
-        },
-        Field::Uri => text(
-            r.head
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/"),
-        ),
-        Field::Target => text(r.target()),
-        Field::Version => text(request::version_name(r.head.version)),
-        Field::Scheme => text(if r.tls.is_some() { "https" } else { "http" }),
+        }
+        return true;
+    }
+    match f {
+        Field::Host => return push_host(state, current, r),
         Field::Tls => ffi::lua_pushboolean(state, r.tls.is_some() as c_int),
         _ => return false,
     }
