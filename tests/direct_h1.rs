@@ -139,13 +139,8 @@ fn closing_origin() -> SocketAddr {
         for c in l.incoming() {
             let Ok(mut c) = c else { continue };
             std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut b = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match c.read(&mut b) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&b[..n]),
-                    }
+                if read_request_head(&mut c).is_none() {
+                    return;
                 }
                 let _ = c.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
                 let _ = c.write_all(b"until ");

@@ -404,6 +404,21 @@ pub fn require_command(command: &str, debian_package: &str) {
     }
 }
 
+/// Reads a request head (up to its blank line) from a raw test origin's
+/// connection; None if the client closed or the read failed first.
+pub fn read_request_head(c: &mut std::net::TcpStream) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut b = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match c.read(&mut b) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&b[..n]),
+        }
+    }
+    Some(head)
+}
+
 /// Fails a test that drives a real browser unless Chromium runs and
 /// python3 can import Selenium (tests/run installs both).
 pub fn require_browser() {
