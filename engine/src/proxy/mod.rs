@@ -114,16 +114,37 @@ impl ConnCtx {
 }
 
 /// Phase 1 and 2: pin the policy, ask the script.
-pub async fn handle(
+///
+/// Not an `async fn`: the request's record is opened here, when hyper
+/// hands the request over (calls the service), not when the future is
+/// first polled. hyper may drop the future unpolled (an HTTP/1 client
+/// whose end of stream it reads right after the request: it gives the
+/// connection up at once), and the request must still end with its one
+/// access-log line and its count (`CC`: the client went away before any
+/// answer).
+pub fn handle(
     cx: Rc<ConnCtx>,
     req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> impl std::future::Future<Output = Result<Response<ResponseBody>, Infallible>> {
     let script = cx.worker.script();
     let id = cx.worker.next_request_id();
     let (mut head, body) = req.into_parts();
     // One test on load-time data unless the policy has `explain_from`.
     let explained = crate::explain::live::asked(&script.policy, cx.peer.ip(), &mut head.headers);
-    let mut open = open_exchange(&cx, &script, id, &head);
+    let open = open_exchange(&cx, &script, id, &head);
+    handle_opened(cx, script, id, head, body, explained, open)
+}
+
+/// [`handle`]'s phases once the record is open.
+async fn handle_opened(
+    cx: Rc<ConnCtx>,
+    script: Rc<WorkerScript>,
+    id: RequestId,
+    head: http::request::Parts,
+    body: Incoming,
+    explained: bool,
+    mut open: Box<Open>,
+) -> Result<Response<ResponseBody>, Infallible> {
     let head_only = head.method == Method::HEAD;
     let mut view = RequestView {
         head,
@@ -186,8 +207,12 @@ pub async fn handle(
 /// client sent, as it sent it. Cheap (reference-counted copies, no text
 /// made): it is made for every request, log or no log; what only the log
 /// shows (method, host, target, wall-clock time) is copied only if the
-/// policy has one. Its termination starts as `CR`: until a phase moves it
-/// on, only the client going away can end it.
+/// policy has one. Its termination starts as `CC`: until a phase moves it
+/// on, only the client going away can end it, and its request is in
+/// (HAProxy's `R` is a request not yet read whole), so it is the client
+/// leaving before any server had it: before Pocket began on it (hyper
+/// dropped it unpolled), while `on_request` waited on a sub-request, or
+/// while a server was connected to (the phase the first try sets).
 pub fn open_exchange(
     cx: &ConnCtx,
     script: &WorkerScript,
@@ -226,7 +251,7 @@ pub fn open_exchange(
         connect_ms: None,
         first_byte_ms: None,
         total_ms: 0.0,
-        termination: Termination::of(b'C', b'R'),
+        termination: Termination::of(b'C', b'C'),
         script_fields: Vec::new(),
         trace: None,
         log: script.access_log.clone(),

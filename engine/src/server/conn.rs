@@ -884,6 +884,10 @@ type ServiceFuture =
 /// The request path (proxy::handle), with each request counted busy until
 /// its response body is done. Boxed: hyper wants an `Unpin` future to give
 /// the socket back, and a parked connection should not keep its space.
+/// Each request's record is opened in this call, before hyper polls the
+/// future (it may drop it unpolled: an HTTP/1 client's end of stream read
+/// right after its request ends the connection at once), so every request
+/// hyper hands over has its access-log line and its count.
 fn service(
     cx: Rc<ConnCtx>,
     activity: Rc<Activity>,
