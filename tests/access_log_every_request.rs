@@ -303,3 +303,110 @@ async fn every_request_a_client_leaves_gets_one_line_and_one_count() {
         unanswered
     );
 }
+
+/// A client that leaves while `on_request` waits on a sub-request: the
+/// request was read whole and no server had it yet, so `CC`, one line,
+/// on Pocket's own path (HTTP/1.1) and on hyper's (HTTP/1.0) alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_while_on_request_waits_gets_one_cc_line() {
+    let a = origin("A");
+    let (held, mut seen) = held_origin();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.log");
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  log = {{ access = "{}", format = "text" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{}" }} }} }},
+  on_request = function(req)
+    if req.path == "/wait" then
+      http.get("http://{held}/sub" .. req.target, {{ timeout = 60 }})
+    end
+  end,
+}}"#,
+            file.display(),
+            a.addr
+        ),
+        1,
+    );
+    let addr = pocket.addr("web");
+    for (tag, version) in [("wait-11", "HTTP/1.1"), ("wait-10", "HTTP/1.0")] {
+        {
+            let mut s = TcpStream::connect(addr).unwrap();
+            write!(s, "GET /wait?{tag} {version}\r\nHost: x\r\n\r\n").unwrap();
+            held_request(&mut seen, tag).await;
+        }
+        let line = wait_line(&file, tag);
+        assert_eq!(
+            status_and_termination(&line),
+            ("-".to_string(), "CC".to_string()),
+            "{line}"
+        );
+        assert!(line.contains("pool=- server=-"), "{line}");
+    }
+    assert_eq!(get(addr, "/last").await.status, 200);
+    wait_line(&file, "/last");
+    for tag in ["wait-11", "wait-10"] {
+        let lines = lines_with(&file, tag);
+        assert_eq!(lines.len(), 1, "{tag}: {lines:#?}");
+    }
+}
+
+/// An HTTP/2 header list over the listener's `head_size` is answered 431
+/// by the h2 library itself (RFC 9113 §6.5.2), before hyper or Pocket see
+/// a request: it has no line (operations.md, Limits: "Request heads").
+/// The stream's 431 and the connection staying usable are what a client
+/// sees; the next request on it is logged as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_header_list_over_head_size_gets_h2s_431_and_no_line() {
+    let a = origin("A");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.log");
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  log = {{ access = "{}", format = "text" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{}" }} }} }},
+}}"#,
+            file.display(),
+            a.addr
+        ),
+        1,
+    );
+    let tcp = tokio::net::TcpStream::connect(pocket.addr("web"))
+        .await
+        .unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.expect("h2 ready");
+    let big = "x".repeat(40_000);
+    let req = http::Request::builder()
+        .uri("http://x/h2-big")
+        .header("x-big", big.as_str())
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).expect("h2 send");
+    let resp = tokio::time::timeout(DEADLINE, resp)
+        .await
+        .expect("an answer")
+        .expect("h2 response");
+    assert_eq!(resp.status(), 431);
+    let mut client = client.ready().await.expect("h2 ready");
+    let req = http::Request::builder()
+        .uri("http://x/h2-after")
+        .body(())
+        .unwrap();
+    let (resp, _) = client.send_request(req, true).expect("h2 send");
+    let resp = tokio::time::timeout(DEADLINE, resp)
+        .await
+        .expect("an answer")
+        .expect("h2 response");
+    assert_eq!(resp.status(), 200);
+    wait_line(&file, "h2-after");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    drop(client);
+    conn.abort();
+}
