@@ -1,14 +1,15 @@
 //! Every request Pocket reads leaves exactly one access-log line and one
 //! count in `pocket_requests_total`, however its client ends it: half-closed
 //! right after the request (`shutdown(SHUT_WR)`, `printf | nc -N`), gone
-//! while the server thinks, gone in the middle of its body, an HTTP/2
-//! stream reset. The seen failure: a half-closed HTTP/1.0 GET or a POST
-//! with its body (requests hyper serves, not Pocket's own HTTP/1 path) got
-//! no line at all, because hyper dropped the request's future before its
-//! first poll, where the record was opened. A client gone before the
-//! answer is `CC` (before Pocket had the server's head in hand: connecting,
-//! or not yet begun) or `CH` (waiting for the server's head), as HAProxy
-//! logs it; no status was sent.
+//! while the server thinks, gone in the middle of its request body or of
+//! the response body, gone while `on_request` waits on a sub-request, an
+//! HTTP/2 stream reset. The seen failure: a half-closed HTTP/1.0 GET or a
+//! POST with its body (requests hyper serves, not Pocket's own HTTP/1
+//! path) got no line at all, because hyper dropped the request's future
+//! before its first poll, where the record was opened. A client gone
+//! before the answer is `CC` (before a server had the request: connecting,
+//! on_request waiting, or not yet begun) or `CH` (waiting for the server's
+//! head), as HAProxy logs it, with no status; `CD` once the body moves.
 //!
 //! One worker, so a line written after another is in the file after it.
 
@@ -257,6 +258,27 @@ async fn every_request_a_client_leaves_gets_one_line_and_one_count() {
     }
     let line = wait_line(&file, "gone-body");
     assert_eq!(status_and_termination(&line).1, "CD", "{line}");
+
+    // Gone in the middle of the response body, on hyper's path: `CD`,
+    // with the status sent and some bytes out.
+    {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /bytes/200000000?gone-stream HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let (mut got, mut b) = (0, vec![0u8; 65536]);
+        while got < 100_000 {
+            let n = s.read(&mut b).expect("bytes from pocket");
+            assert!(n > 0, "pocket closed early");
+            got += n;
+        }
+    }
+    let line = wait_line(&file, "gone-stream");
+    assert_eq!(
+        status_and_termination(&line),
+        ("200".to_string(), "CD".to_string()),
+        "{line}"
+    );
 
     // An HTTP/2 stream the client resets (RST_STREAM, CANCEL) while the
     // server thinks, the connection staying: `CH`, the stream's own line.
