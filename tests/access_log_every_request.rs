@@ -182,21 +182,26 @@ async fn every_request_a_client_leaves_gets_one_line_and_one_count() {
         ),
         ("hc-get11-slow", "GET /delay/300?hc-get11-slow HTTP/1.1\r\nHost: x\r\n\r\n".into()),
     ];
+    let mut unanswered = 0;
     for (tag, bytes) in &cases {
         let out = half_closed(addr, bytes.as_bytes());
-        assert!(
-            out.is_empty(),
-            "{tag}: answered: {}",
-            String::from_utf8_lossy(&out)
-        );
-        // Where Pocket was when it saw the end depends on when the FIN
-        // came: mostly before it began (`CC`), at times further on.
         let line = wait_line(&file, tag);
         let (status, termination) = status_and_termination(&line);
-        assert_eq!(status, "-", "{tag}: {line}");
-        assert!(termination == "CC" || termination == "CH", "{tag}: {line}");
+        if out.is_empty() {
+            // Where Pocket was when it saw the end depends on when the FIN
+            // came: mostly before it began (`CC`), at times further on.
+            assert_eq!(status, "-", "{tag}: {line}");
+            assert!(termination == "CC" || termination == "CH", "{tag}: {line}");
+            unanswered += 1;
+        } else {
+            // A client held up between its write and its shutdown (a busy
+            // machine) may get a fast answer first: the line says so. Never
+            // a slow one: the FIN comes long before it.
+            assert!(!tag.ends_with("slow"), "{tag}: answered: {out:?}");
+            let sent = String::from_utf8_lossy(out.get(9..12).unwrap_or(b"?")).into_owned();
+            assert_eq!(status, sent, "{tag}: {line}");
+        }
     }
-    let mut unanswered = cases.len() as u64;
 
     // An answer Pocket has at once (the script's) still goes back on its
     // own path, which runs on_request before it looks at the client.
@@ -304,6 +309,29 @@ async fn every_request_a_client_leaves_gets_one_line_and_one_count() {
     assert!(!conn.is_finished(), "the connection stays open");
     drop(client);
     conn.abort();
+
+    // An HTTP/2 connection the client closes while a stream waits: `CH`.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.expect("h2 ready");
+    let req = http::Request::builder()
+        .uri("http://x/held?h2-closed")
+        .body(())
+        .unwrap();
+    let (resp, stream) = client.send_request(req, true).expect("h2 send");
+    held_request(&mut seen, "h2-closed").await;
+    // Aborting the connection's task drops the socket: a close.
+    conn.abort();
+    let _ = conn.await;
+    drop((resp, stream, client));
+    let line = wait_line(&file, "h2-closed");
+    assert_eq!(
+        status_and_termination(&line),
+        ("-".to_string(), "CH".to_string()),
+        "{line}"
+    );
+    unanswered += 1;
 
     // A last request: once its line is in, every line before it is.
     assert_eq!(get(addr, "/last").await.status, 200);
