@@ -275,3 +275,45 @@ fn plain_words_are_exactly_sp_to_tilde() {
         }
     }
 }
+
+#[test]
+fn the_first_byte_a_word_flags_is_the_first_that_is_not_plain() {
+    let odd = [0u8, 0x09, 0x0a, 0x0d, 0x1f, 0x7f, 0x80, 0xff];
+    let plain = [0x20u8, 0x41, 0x7e];
+    for first in 0..8 {
+        for &b in &odd {
+            for &after in odd.iter().chain(&plain) {
+                let mut w = [b'a'; 8];
+                w[first] = b;
+                for x in w.iter_mut().skip(first + 1) {
+                    *x = after;
+                }
+                let flagged = not_plain(u64::from_le_bytes(w));
+                assert_eq!(flagged.trailing_zeros() / 8, first as u32, "{w:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_value_ends_at_its_crlf_and_nowhere_else() {
+    let cases: [(&[u8], Option<usize>); 9] = [
+        (b"abc\r\n", Some(3)),
+        (b"0123456789abcdef\r\nx", Some(16)),
+        (b"a\tb\xc3\xa9 0123456789\r\n", Some(16)),
+        (b"0123456789\nabc\r\n", None),
+        (b"0123456789\rabc\r\n", None),
+        (b"0123456789\x7fabc\r\n", None),
+        (b"0123456789\x00\r\n", None),
+        (b"0123456789abcdef", None),
+        (b"abc\r", None),
+    ];
+    for (line, end) in cases {
+        assert_eq!(
+            value_end(line, 0),
+            end,
+            "{:?}",
+            String::from_utf8_lossy(line)
+        );
+    }
+}
