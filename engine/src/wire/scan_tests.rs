@@ -155,10 +155,10 @@ fn random_head(rng: &mut Rng, start: &[u8]) -> Vec<u8> {
         h.extend_from_slice(rng.pick(&VALUES));
         h.extend_from_slice(rng.pick(&ENDS));
     }
-    if rng.next() % 4 != 0 {
+    if !rng.next().is_multiple_of(4) {
         h.extend_from_slice(b"\r\n");
     }
-    if rng.next() % 2 == 0 {
+    if rng.next().is_multiple_of(2) {
         h.extend_from_slice(b"body\r\n\r\n");
     }
     h
