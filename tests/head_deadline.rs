@@ -19,12 +19,18 @@ const HEAD: Duration = Duration::from_secs(2);
 const BOUND: Duration = Duration::from_millis(3500);
 
 fn start() -> (Pocket, OriginHandle) {
+    start_with_pools("")
+}
+
+/// `pools`: more pools; one the direct path cannot send to (`protocol =
+/// "h2"`) puts every request on hyper's path, after conn.rs's sniff.
+fn start_with_pools(pools: &str) -> (Pocket, OriginHandle) {
     let a = origin("A");
     let p = Pocket::start(
         &format!(
             r#"return {{
   listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app", timeouts = {{ head = "2s" }} }} }},
-  pools = {{ app = {{ servers = {{ "{}" }} }} }},
+  pools = {{ app = {{ servers = {{ "{}" }} }}{pools} }},
 }}"#,
             a.addr
         ),
@@ -84,6 +90,20 @@ fn bytes_one_by_one(head: Vec<u8>) -> impl Iterator<Item = Vec<u8>> {
 #[test]
 fn a_late_first_byte_does_not_restart_the_head_clock() {
     let (pocket, _a) = start();
+    late_first_byte(&pocket);
+}
+
+/// The same on hyper's path (a policy the direct path does not take):
+/// hyper's header timer starts at the first byte, the sniff's at the
+/// accept; the accept's deadline holds.
+#[test]
+fn a_late_first_byte_does_not_restart_the_head_clock_on_hypers_path() {
+    let (pocket, _a) =
+        start_with_pools(r#", other = { servers = { "127.0.0.1:1" }, protocol = "h2" }"#);
+    late_first_byte(&pocket);
+}
+
+fn late_first_byte(pocket: &Pocket) {
     let addr: SocketAddr = pocket.addr("web");
     let s = TcpStream::connect(addr).unwrap();
     let accepted = Instant::now();
