@@ -400,3 +400,73 @@ async fn a_broken_request_body_gets_400_saying_how_it_broke() {
         "request=",
     ]);
 }
+
+/// Sends `bytes` and reads until Pocket closes: the answer, or None if
+/// the connection was still open after 20 s.
+async fn until_closed(addr: std::net::SocketAddr, bytes: &[u8]) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    match tokio::time::timeout(std::time::Duration::from_secs(20), s.read_to_end(&mut out)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&out).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// A target in authority form (`host:port`) is CONNECT's alone (RFC 9112
+/// §3.2.3), as `*` is OPTIONS' (§3.2.4): any other method with one gets a
+/// 400 and the connection closes, as nginx and HAProxy answer, on the
+/// direct path (HTTP/1.1, no body) and on hyper's (a body, HTTP/1.0);
+/// no server sees it (it was sent on as `GET /` with `Host: b:80`).
+/// `pocket explain` refuses it in the same words.
+#[tokio::test]
+async fn a_host_port_target_is_only_for_connect_and_gets_400() {
+    let api = origin("api");
+    let pocket = Pocket::start(&failing_hooks_policy(&api), 1);
+    let addr = pocket.addr("web");
+    for req in [
+        &b"GET b:80 HTTP/1.1\r\nHost: c\r\n\r\n"[..],
+        b"GET b:80 HTTP/1.1\r\nHost: b\r\n\r\nGET / HTTP/1.1\r\nHost: b\r\n\r\n",
+        b"GET b HTTP/1.1\r\nHost: b\r\n\r\n",
+        b"GET b:80 HTTP/1.0\r\n\r\n",
+        b"POST b:80 HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\n\r\nhi",
+        b"GET * HTTP/1.1\r\nHost: b\r\n\r\n",
+    ] {
+        let shown = String::from_utf8_lossy(req);
+        let answer = until_closed(addr, req)
+            .await
+            .unwrap_or_else(|| panic!("{shown:?}: connection left open"));
+        assert!(
+            answer.starts_with("HTTP/1.1 400") || answer.starts_with("HTTP/1.0 400"),
+            "{shown:?}: {answer:?}"
+        );
+        assert_eq!(
+            answer.matches("HTTP/1.").count(),
+            1,
+            "{shown:?}: {answer:?}"
+        );
+        assert!(answer.contains("RFC 9112 §3.2."), "{shown:?}: {answer:?}");
+    }
+    pocket
+        .log
+        .wait_for(&["refused: a host:port request target (authority form) is only for CONNECT"]);
+    assert_eq!(api.request_count(), 0);
+    // A URL (absolute form) names the host the same way, and is fine.
+    let answer = until_closed(
+        addr,
+        b"GET http://b:80/x HTTP/1.1\r\nHost: c\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_policy(dir.path(), "policy.lua", &failing_hooks_policy(&api));
+    let (code, _, err) = pocket_cmd(&["explain", path.to_str().unwrap(), "GET b:80"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("a host:port request target (authority form) is only for CONNECT"),
+        "{err}"
+    );
+}

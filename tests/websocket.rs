@@ -414,7 +414,14 @@ fn a_client_that_stops_reading_pauses_the_server_and_memory_stays_flat() {
     let (rss_before, _) = pocket.rss_kib();
     tokio_run(async {
         // A raw client: the handshake, then it reads nothing at all.
-        let mut s = tokio::net::TcpStream::connect(web).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(web)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "connect to {web}: {e}; pocket's log:\n{}",
+                    pocket.log.text()
+                )
+            });
         s.write_all(
             b"GET /push HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
               Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",

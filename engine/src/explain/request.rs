@@ -83,9 +83,19 @@ pub fn build(
         // refuses CONNECT, as the listener does.
         _ if method == "CONNECT" => Some(target),
         _ => {
+            // `b:80` is a target the listener parses and refuses (400):
+            // say so in the listener's words.
+            let listener = if target.contains('/') {
+                String::new()
+            } else {
+                format!(
+                    "; the listener answers 400: {}",
+                    crate::proxy::target::AUTHORITY_FORM
+                )
+            };
             return Err(format!(
-                "malformed request line {line:?}: {target:?} is neither a URL (http://host/path) nor a path (/path)"
-            ))
+                "malformed request line {line:?}: {target:?} is neither a URL (http://host/path) nor a path (/path){listener}"
+            ));
         }
     };
 

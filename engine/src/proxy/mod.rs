@@ -620,6 +620,13 @@ async fn forward(
                     );
                     return cannot_relay(pool, server, id, &why);
                 }
+                if e.error().is_parse() {
+                    // A head hyper's client refuses (a NUL or CTL in a value,
+                    // two Content-Lengths, a status line not `HTTP/1.x ddd`):
+                    // the server answered, wrongly: `PH`, not `SH`.
+                    open.set(b'P', b'H');
+                    return cannot_relay(pool, server, id, &e.error().to_string());
+                }
                 server
                     .state
                     .traffic_failed(pool.passive.after, "no response");

@@ -25,6 +25,12 @@ use crate::wire::host::valid_host;
 /// Why a request's host or path cannot be served: the client gets a 400.
 pub type Refusal = &'static str;
 
+/// The refusal of an authority-form target (`host:port`) in a request
+/// other than CONNECT (RFC 9112 §3.2.3); `pocket explain` gives the same
+/// words.
+pub const AUTHORITY_FORM: Refusal =
+    "a host:port request target (authority form) is only for CONNECT (RFC 9112 §3.2.3)";
+
 /// Settles the host and the path of `head` in place. Returns the path and
 /// query as the client sent them when normalising changed them.
 pub fn settle(head: &mut http::request::Parts) -> Result<Option<PathAndQuery>, Refusal> {
@@ -87,6 +93,12 @@ fn settle_host(head: &mut http::request::Parts) -> Result<(), Refusal> {
             }
             // Kept as it is unless it ends in a dot (below).
             host.filter(|h| ends_in_dot(h.as_bytes())).cloned()
+        }
+        Some(_) if head.uri.scheme().is_none() && head.method != http::Method::CONNECT => {
+            // `GET b:80 HTTP/1.1`: a target that is neither a path nor a
+            // URL. nginx and HAProxy answer 400; forwarding it as `GET /`
+            // would hand the server a path the client never sent.
+            return Err(AUTHORITY_FORM);
         }
         Some(authority) => {
             if authority.as_str().contains('@') {

@@ -548,6 +548,9 @@ async fn run(mut io: ClientIo, cx: Rc<ConnCtx>, http: Rc<Http>, begin: Begin) ->
         Begin::Resume(at) => (at, false),
     };
     loop {
+        // A head begun elsewhere (the direct path, the sniff) must be whole
+        // by then: hyper's own header timer would start afresh.
+        let mut head_due = None;
         // Pocket's own path while the policy takes it (h1.rs); a request
         // it does not take comes back with the bytes read, for hyper.
         if super::h1::takes(&cx.worker.script()) {
@@ -556,7 +559,10 @@ async fn run(mut io: ClientIo, cx: Rc<ConnCtx>, http: Rc<Http>, begin: Begin) ->
                 sniff: std::mem::take(&mut sniff),
             };
             io = match super::h1::serve(io, &cx, drain, timeouts, first).await {
-                super::h1::Left::Hyper(io) => io,
+                super::h1::Left::Hyper(io, due) => {
+                    head_due = due;
+                    io
+                }
                 super::h1::Left::H2(io) => {
                     Box::pin(serve_h2(io, &cx, &http, drain, timeouts)).await;
                     return None;
@@ -568,6 +574,7 @@ async fn run(mut io: ClientIo, cx: Rc<ConnCtx>, http: Rc<Http>, begin: Begin) ->
             // Boxed, once per connection: the sniff and its timer are not
             // kept in the run's state.
             let head = timeouts.head;
+            head_due = Some(Instant::now() + head);
             let sniffed = Box::pin(async {
                 tokio::select! {
                     biased;
@@ -592,7 +599,7 @@ async fn run(mut io: ClientIo, cx: Rc<ConnCtx>, http: Rc<Http>, begin: Begin) ->
         }
         // Boxed for as long as it runs: hyper's futures and timers are
         // large, and the direct path's runs should not be sized for them.
-        io = Box::pin(serve_h1(io, &cx, &http, drain, timeouts.head)).await?;
+        io = Box::pin(serve_h1(io, &cx, &http, drain, timeouts.head, head_due)).await?;
         // TLS parks too (hyper's buffers go; rustls' state stays), but
         // not while rustls holds decrypted bytes no one has read: the
         // socket may stay quiet though the next request is here.
@@ -652,9 +659,16 @@ async fn serve_h1(
     http: &Http,
     drain: &Drain,
     head: Duration,
+    mut head_due: Option<Instant>,
 ) -> Option<ClientIo> {
     let activity = io.activity.get().clone();
     activity.quiet_since.set(Instant::now());
+    if head_due.is_some() {
+        // Set again by the first request hyper hands on (Busy::new): until
+        // then the begun head is bound by `head_due`. (`served` says
+        // nothing else on an HTTP/1 connection.)
+        activity.served.set(false);
+    }
     activity.heads.set(HeadCheck::with_limit(io.head_size));
     // The listener's header timeout and head size on a copy of the
     // worker's settings: a few words and a reference count, once per wake,
@@ -670,7 +684,8 @@ async fn serve_h1(
         Box::new(h1.serve_connection(TokioIo::new(io), service(cx.clone(), activity.clone())));
     let draining = drain.started();
     tokio::pin!(draining);
-    let tick = tokio::time::sleep(PARK_AFTER);
+    let first_tick = Instant::now() + PARK_AFTER;
+    let tick = tokio::time::sleep_until(head_due.map_or(first_tick, |d| d.min(first_tick)));
     tokio::pin!(tick);
     let mut ending = None;
     let mut listening = false;
@@ -697,11 +712,23 @@ async fn serve_h1(
                 if tick.as_mut().poll(task).is_pending() {
                     return Poll::Pending;
                 }
-                match activity.quiet_until() {
-                    Some(at) if at <= Instant::now() => break,
-                    Some(at) => tick.as_mut().reset(at),
-                    None => tick.as_mut().reset(Instant::now() + PARK_AFTER),
+                let now = Instant::now();
+                if let Some(due) = head_due {
+                    if activity.served.get() {
+                        head_due = None;
+                    } else if due <= now {
+                        // The head begun before hyper had it is still not
+                        // whole: closed, as the direct path closes it.
+                        tracing::debug!(peer = %cx.peer, "no whole request head within {head:?}; closed");
+                        return Poll::Ready(Ok(()));
+                    }
                 }
+                let at = match activity.quiet_until() {
+                    Some(at) if at <= now => break,
+                    Some(at) => at,
+                    None => now + PARK_AFTER,
+                };
+                tick.as_mut().reset(head_due.map_or(at, |d| d.min(at)));
             }
             // Idle hyper closes at once and gives the socket back.
             Pin::new(&mut *conn).graceful_shutdown();
@@ -1317,7 +1344,7 @@ impl ClientIo {
         };
         if timer.as_mut().poll(cx).is_ready() {
             self.activity.get().send_timed_out.set(true);
-            tracing::info!(peer = %self.peer, "send timeout ({:?}): the client stopped reading; closing", self.send);
+            tracing::info!(peer = %self.peer, "send timeout ({:?}): the client stopped reading, or reads too slowly for the kernel to take more; closing", self.send);
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "send timeout: the client stopped reading",

@@ -45,8 +45,10 @@ use crate::wire::Framing;
 pub(super) enum Left {
     /// Closed (or to be dropped): nothing more on it.
     Closed,
-    /// For hyper, with the bytes read so far as its prefix.
-    Hyper(ClientIo),
+    /// For hyper, with the bytes read so far as its prefix, and when the
+    /// head begun here must be whole (`timeouts.head` from its start: one
+    /// deadline across the hand-over, not a fresh one in hyper).
+    Hyper(ClientIo, Option<Instant>),
     /// Idle: nothing in flight, nothing read ahead, no buffer. The caller
     /// parks it (conn.rs) until the client sends again or the keep-alive
     /// ends at the `Instant`; then [`serve`] is called anew with it.
@@ -167,8 +169,8 @@ pub(super) fn poll_read_into(
 #[allow(clippy::large_enum_variant)]
 enum Next {
     Head(RequestHead),
-    /// Not this path's (why).
-    Hyper(&'static str),
+    /// Not this path's (why), and the begun head's deadline.
+    Hyper(&'static str, Option<Instant>),
     Closed,
     /// Nothing read ahead, the buffer given back: the caller parks it.
     Idle,
@@ -221,10 +223,10 @@ pub(super) async fn serve(
         .await;
         let head = match next {
             Next::Head(head) => head,
-            Next::Hyper(why) => {
+            Next::Hyper(why, due) => {
                 tracing::trace!(peer = %cx.peer, "to hyper: {why}");
                 io.prefix = pending.into_prefix();
-                return Left::Hyper(io);
+                return Left::Hyper(io, due);
             }
             Next::Closed => {
                 if let Some(b) = pending.buf.take() {
@@ -298,8 +300,9 @@ pub(super) async fn serve(
 /// conn.rs `disable_keep_alive`); the first head is read to its end (its
 /// answer says `Connection: close`). `sniff`: a new connection whose
 /// first bytes are told apart from HTTP/2's preface here, under the
-/// `head` timeout and the drain (as conn.rs's sniff before it was); once
-/// they are not a preface, the head timeout starts again from then.
+/// `head` timeout and the drain (as conn.rs's sniff before it was); the
+/// head's timeout runs on from the accept (one deadline for the preface
+/// check and the head, as nginx's `client_header_timeout`).
 #[allow(clippy::too_many_arguments)]
 async fn next_head(
     io: &mut ClientIo,
@@ -314,7 +317,6 @@ async fn next_head(
     sniff: &mut bool,
     idle_due: Instant,
 ) -> Next {
-    let mut restart_head = *sniff;
     loop {
         if kept && drain.is_draining() {
             return Next::Closed;
@@ -336,18 +338,19 @@ async fn next_head(
                 match request::parse(bytes, io.head_size as usize) {
                     Parsed::Complete(head) => {
                         if let Some(why) = not_here(cx, &head) {
-                            return Next::Hyper(why);
+                            return Next::Hyper(why, begun.then(|| clock.due()));
                         }
                         return Next::Head(head);
                     }
-                    Parsed::Hyper(why) => return Next::Hyper(why),
+                    Parsed::Hyper(why) => return Next::Hyper(why, begun.then(|| clock.due())),
                     Parsed::Partial => {}
                 }
             }
             // A head begun, not whole: its timeout runs from now (its
-            // first bytes were just read; on a new connection, from when
-            // they were told from h2's preface). A whole one needs no clock.
-            if !begun || (!*sniff && std::mem::take(&mut restart_head)) {
+            // first bytes were just read; on a new connection it runs
+            // from the accept already, as nginx's client_header_timeout).
+            // A whole one needs no clock.
+            if !begun {
                 begun = true;
                 clock.set(Instant::now() + timeouts.head);
             }
@@ -381,7 +384,10 @@ async fn next_head(
         let never = idle_due.checked_add(timeouts.head).unwrap_or(idle_due);
         let Some(b) = pending.room() else {
             // A head larger than the buffer: hyper reads it (or answers 431).
-            return Next::Hyper("a head larger than the direct path's buffer");
+            return Next::Hyper(
+                "a head larger than the direct path's buffer",
+                begun.then(|| clock.due()),
+            );
         };
         let stream = &mut io.stream;
         let read = std::future::poll_fn(|task| {

@@ -43,6 +43,12 @@ impl Clock {
         }
     }
 
+    /// When the current phase must be over.
+    #[inline]
+    pub fn due(&self) -> Instant {
+        self.due
+    }
+
     /// The current phase's deadline has passed (else the task is woken
     /// when it may have).
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {

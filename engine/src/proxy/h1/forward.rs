@@ -304,14 +304,14 @@ async fn tries<'p>(
             }
         };
         let (why, answered) = match failure {
-            Failure::Bad(why) if relayable_but_refused(why) => {
+            // A head Pocket refuses (what hyper's client could not parse,
+            // in its words, or what Pocket will not relay): Pocket's 502,
+            // `PH` (an answer, never replayed), as on the hyper path.
+            Failure::Bad(why) => {
                 buf::give(rbuf);
                 open.set(b'P', b'H');
                 return Tried::Local(Box::new(cannot_relay(pool, server, id, why)));
             }
-            // What hyper's client could not parse: its error, as the hyper
-            // path words it (an answer, never replayed).
-            Failure::Bad(why) => (why.to_string(), true),
             Failure::TooManyInterim => {
                 buf::give(rbuf);
                 open.set(b'P', b'H');
@@ -402,15 +402,6 @@ fn sent_at(script: &WorkerScript, open: &Open, no_wait: bool) -> Instant {
     } else {
         Instant::now()
     }
-}
-
-/// A head hyper's client would have read, that Pocket refuses to relay
-/// (`proxy::forward::prepare_response`, the bare-LF check): a 502 of
-/// Pocket's (`PH`); the other refusals are hyper's parse errors, a
-/// failed server (`SH`), as on the hyper path.
-fn relayable_but_refused(why: &str) -> bool {
-    use crate::wire::response::why;
-    [why::BARE_LF, why::SWITCHING, why::TRANSFER_CODING].contains(&why)
 }
 
 /// Writes the request head (one write) and reads the response head,
@@ -643,6 +634,14 @@ async fn deliver<W: ClientConn>(
             } else {
                 Done::KeepAlive
             }
+        }
+        relay::Ended::Refused(why) => {
+            // No byte of the answer went out: a 502 of Pocket's instead
+            // (HAProxy's `PH`), the client's connection kept; the server's
+            // goes (dropped with `conn`).
+            open.set(b'P', b'H');
+            let resp = cannot_relay(pool, server, id, &why);
+            return answer(client, resp, open, head_only).await;
         }
         relay::Ended::Broke(why) => {
             tracing::warn!("server {} broke off its response: {why}", server.addr_text);

@@ -44,6 +44,9 @@ pub(super) enum Ended {
     Whole { rest: bool },
     /// The server closed or broke the framing before the end (why).
     Broke(String),
+    /// The body's framing is broken in the bytes read with the head (why):
+    /// nothing was written to the client, which can still get a 502.
+    Refused(String),
     /// The server sent nothing for `idle`, or the exchange ran past its
     /// `total`.
     Stalled { past_total: bool },
@@ -144,8 +147,14 @@ async fn relay_in<W: ClientConn>(
                 Step::More => (piece.len(), false, false),
                 Step::Done(k) => (k, true, piece.len() > k),
                 Step::Bad(why) => {
+                    let why = format!("a malformed chunked body: {why}");
+                    if !head.is_empty() {
+                        // Read with the head (the first chunk line, say):
+                        // nothing is out yet, so Pocket can still answer.
+                        return Ended::Refused(why);
+                    }
                     // What came before is out; the client's body is cut.
-                    return Ended::Broke(format!("a malformed chunked body: {why}"));
+                    return Ended::Broke(why);
                 }
             },
             Left::UntilClose => (piece.len(), false, false),
