@@ -13,7 +13,7 @@
 -- The common paths are one extra Lua call; only table.sort with a
 -- comparator, xpcall and coroutine.create/wrap allocate a closure.
 
-local spent, over, limits, describe, name_of = ...
+local spent, over, limits, describe, name_of, hooked = ...
 
 local error, select, type, rawget, tostring = error, select, type, rawget, tostring
 local tointeger, maxinteger = math.tointeger, math.maxinteger
@@ -74,13 +74,16 @@ end
 local function guard(f)
   return function(...) return rethrow(rawpcall(f, ...)) end
 end
+-- A coroutine also gets the budget's count hook (`hooked`): a thread takes
+-- its hooks from the one that makes it, and on_request runs with the hook
+-- off until it runs long (budget_timer.rs).
 coroutine.create = function(f)
   if type(f) ~= "function" then return co_create(f) end
-  return co_create(guard(f))
+  return hooked(co_create(guard(f)))
 end
 coroutine.wrap = function(f)
   if type(f) ~= "function" then return co_wrap(f) end
-  return co_wrap(guard(f))
+  return hooked(co_wrap(guard(f)))
 end
 
 -- Text only (a binary chunk can crash the VM), at most LOAD_MAX bytes (the

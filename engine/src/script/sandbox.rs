@@ -51,11 +51,14 @@ pub fn install(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<()> {
     limits.raw_set("budget_message", BUDGET_MESSAGE)?;
     limits.raw_set("load_max", LOAD_MAX_BYTES)?;
     limits.raw_set("step", NATIVE_STEP)?;
+    // SAFETY: `hooked` is a C function of Lua's calling convention that
+    // reads its one argument (see budget_hook.rs).
+    let hooked = unsafe { lua.create_c_function(super::budget_hook::hooked) }?;
     let guard: Function = lua
         .load(include_str!("sandbox.lua"))
         .set_name("=pocket-sandbox")
         .set_mode(mlua::chunk::ChunkMode::Text)
-        .call((spent, over, limits, describe, name_of))?;
+        .call((spent, over, limits, describe, name_of, hooked))?;
     lua.set_named_registry_value(GUARD_KEY, guard)
 }
 

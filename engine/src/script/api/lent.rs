@@ -113,6 +113,9 @@ pub struct Lender {
     pub(super) refill: Function,
     /// How many `stock` holds (the last ones: `1..=left`).
     pub(super) left: Cell<i64>,
+    /// This VM's thread, for the timer that arms the count hook of a
+    /// call that runs long (made at the first call, on the VM's thread).
+    pub(super) watched: std::cell::OnceCell<Arc<crate::script::budget_timer::Watched>>,
 }
 
 /// Clears [`Current`] when the call returns or unwinds (restoring what
@@ -258,6 +261,7 @@ impl Lender {
             stock,
             refill,
             left: Cell::new(0),
+            watched: std::cell::OnceCell::new(),
         })
     }
 

@@ -183,17 +183,37 @@ impl Drop for Top {
     }
 }
 
+/// Turns the count hook back on when the call is over (also when a panic
+/// is resumed).
+struct Rearm(*mut ffi::lua_State);
+
+impl Drop for Rearm {
+    fn drop(&mut self) {
+        // SAFETY: the state lives, on this thread (see `call_hook`).
+        unsafe { crate::script::budget_hook::arm(self.0) }
+    }
+}
+
 impl Lender {
     /// Calls `hook` with `req` lent as a fresh `req` object, in a
     /// protected call of its own, and reads its first result: one of
     /// `pools`' names is told by its address.
+    ///
+    /// The call starts with the budget's count hook off, unless
+    /// `lines_noted` (the heap is past a quarter of its limit and the hook
+    /// notes the running line for a memory error); `budget_timer` arms
+    /// it once the call runs long, and it is on again after the call.
     pub fn call_hook(
         &self,
         lua: &Lua,
         hook: &Function,
         req: &mut RequestView,
         pools: &PoolNames,
+        lines_noted: bool,
     ) -> mlua::Result<Returned> {
+        let watched = self
+            .watched
+            .get_or_init(crate::script::budget_timer::Watched::this_thread);
         lua.exec_raw_lua(|raw| {
             let state = raw.state();
             // SAFETY: plain stack work on mlua's state, under its lock;
@@ -233,7 +253,16 @@ impl Lender {
                 };
                 self.current.req.set(req as *mut RequestView);
                 self.current.obj.set(ffi::lua_topointer(state, top + 3));
+                // Dropped in this order: the timer's arming ends, then
+                // the hook is on again.
+                let rearm = Rearm(state);
+                if !lines_noted {
+                    crate::script::budget_hook::disarm(state);
+                }
+                let running = watched.start(state);
                 let rc = ffi::lua_pcall(state, 1, 1, top + 1);
+                drop(running);
+                drop(rearm);
                 drop(lent);
                 if rc != ffi::LUA_OK {
                     return Err(self.error(raw, rc));

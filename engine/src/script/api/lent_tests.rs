@@ -60,7 +60,7 @@ fn lent_reads(lua: &Lua, lender: &Lender, r: &mut RequestView, code: &str) -> ml
     // And through the raw call on_request uses (`lent_call`).
     let pools = PoolNames::new(lua, std::iter::empty()).expect("names");
     let two = lender
-        .call_hook(lua, &f, r, &pools)
+        .call_hook(lua, &f, r, &pools, false)
         .and_then(|out| match out {
             Returned::Other(v) => String::from_lua(v, lua),
             Returned::Nil => String::from_lua(Value::Nil, lua),
@@ -88,7 +88,7 @@ fn a_returned_pool_name_is_found_by_its_address() {
             .set_name("@policy.lua")
             .into_function()
             .expect("f");
-        lender.call_hook(&lua, &f, &mut view("/", "h"), &pools)
+        lender.call_hook(&lua, &f, &mut view("/", "h"), &pools, false)
     };
     let pool = |code: &str| match run(code).expect(code) {
         Returned::Pool(i) => Some(i),
@@ -269,7 +269,7 @@ fn each_call_gets_a_fresh_req() {
         .expect("f");
     for i in 0..100 {
         let path = format!("/{i}");
-        match lender.call_hook(&lua, &f, &mut view(&path, "h"), &pools) {
+        match lender.call_hook(&lua, &f, &mut view(&path, "h"), &pools, false) {
             Ok(Returned::Other(Value::String(s))) => assert_eq!(s.to_str().expect("utf-8"), path),
             _ => panic!("call {i}"),
         }
@@ -281,3 +281,93 @@ fn each_call_gets_a_fresh_req() {
         .expect_err("kept");
     assert!(crate::script::describe_lua_error(&err).contains("valid only during the call"));
 }
+
+/// `on_request` starts with the count hook off and the timer thread arms
+/// it once the call runs long (`budget_timer`): a runaway is still
+/// stopped at the budget with its `path:line`, whether it loops from its
+/// first line, after a long stretch of ordinary work, or inside a
+/// coroutine it made while the hook was off; and the next call runs.
+#[test]
+fn a_runaway_on_request_is_stopped_at_its_line() {
+    use crate::script::vm::{Limits, Vm};
+    use std::time::{Duration, Instant};
+    let limits = Limits {
+        hook_budget: Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let vm = Vm::new(std::path::Path::new("policy.lua"), limits).expect("vm");
+    let lua = &vm.lua;
+    let lender = Lender::new(lua).expect("lender");
+    let pools = PoolNames::new(lua, [(0, "app")].into_iter()).expect("names");
+    let call = |code: &str| {
+        let f = lua
+            .load(code)
+            .set_name("@policy.lua")
+            .into_function()
+            .expect("f");
+        let started = Instant::now();
+        let out = vm.with_lent_budget(Instant::now(), || {
+            lender.call_hook(lua, &f, &mut view("/", "h"), &pools, vm.notes_lines())
+        });
+        (
+            out.map_err(|e| crate::script::describe_lua_error(&e)),
+            started.elapsed(),
+        )
+    };
+    let stopped = |out: Result<Returned, String>, lines: &[u32]| match out {
+        Err(e) => assert!(
+            lines.iter().any(|l| e.starts_with(&format!(
+                "policy.lua:{l}: script stopped: it ran past its time budget"
+            ))),
+            "{e}"
+        ),
+        Ok(_) => panic!("the runaway returned"),
+    };
+    let (out, took) = call("local req = ...\nwhile true do end");
+    stopped(out, &[2]);
+    // Bounded by the budget and the busy-machine allowance, not the
+    // watchdog's second: stopped by the budget's hook.
+    assert!(took < Duration::from_millis(50) * 21, "{took:?}");
+    // Ordinary work first (far more than the timer's first look), then
+    // a loop.
+    let (out, _) = call(
+        "local req = ...\nlocal x = 0\nfor i = 1, 2e5 do x = x + #req.path end\nwhile x > 0 do x = x + 1 end",
+    );
+    stopped(out, &[3, 4]);
+    let (out, _) = call(
+        "local req = ...\nlocal co = coroutine.create(function()\n  while true do end\nend)\nreturn coroutine.resume(co)",
+    );
+    stopped(out, &[3]);
+    let (out, _) = call("local req = ...\nreturn 'app'");
+    assert!(matches!(out, Ok(Returned::Pool(0))));
+
+    // The hook is off in a short call, on once a call has run past the
+    // timer's looks, and on again after the call (for the other hooks).
+    unsafe extern "C-unwind" fn mask(state: *mut ffi::lua_State) -> std::ffi::c_int {
+        ffi::lua_pushinteger(state, ffi::lua_gethookmask(state) as ffi::lua_Integer);
+        1
+    }
+    // SAFETY: `mask` pushes one integer.
+    let mask = unsafe { lua.create_c_function(mask) }.expect("mask");
+    lua.globals().set("mask", mask).expect("global");
+    let mask_in = |code: &str| match call(code).0 {
+        Ok(Returned::Other(Value::Integer(m))) => m,
+        _ => panic!("{code}"),
+    };
+    let count = ffi::LUA_MASKCOUNT as i64;
+    assert_eq!(mask_in("return mask()"), 0);
+    let long = format!(
+        "local t = os_clock() + {}\nwhile os_clock() < t do end\nreturn mask()",
+        (crate::script::budget_timer::TICK * 6).as_secs_f64()
+    );
+    let clock = lua
+        .create_function(|_, ()| Ok(START.elapsed().as_secs_f64()))
+        .expect("clock");
+    lua.globals().set("os_clock", clock).expect("global");
+    assert_eq!(mask_in(&long), count);
+    let after: i64 = lua.load("return mask()").eval().expect("after");
+    assert_eq!(after, count);
+}
+
+static START: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
