@@ -1331,6 +1331,9 @@ pub(crate) fn returned(v: &Value) -> String {
             Some(name) => name.to_string(),
             None => "a Pocket object".into(),
         },
+        // The only light userdata a script has: `on_request`'s `req`
+        // (see `api::lent_call::light_metatable`).
+        Value::LightUserData(_) => "a request (req)".into(),
         other => format!("a {}", other.type_name()),
     }
 }

@@ -16,6 +16,7 @@
 local spent, over, limits, describe, name_of, hooked = ...
 
 local error, select, type, rawget, tostring = error, select, type, rawget, tostring
+local find = string.find
 local tointeger, maxinteger = math.tointeger, math.maxinteger
 local rawpcall, rawxpcall, rawload = pcall, xpcall, load
 local rawsetmetatable, rawcollect = setmetatable, collectgarbage
@@ -29,6 +30,13 @@ local BUDGET, LOAD_MAX, STEP = limits.budget_message, limits.load_max, limits.st
 -- Raises the budget error at the caller of the wrapper that calls it.
 local function stop() error(BUDGET, 3) end
 
+-- An error value `describe` words anew: Pocket's error objects, and Lua's
+-- messages that name `req` (a light userdata Lua calls "userdata").
+local function named(e)
+  local t = type(e)
+  return t == "userdata" or (t == "string" and find(e, "userdata", 1, true) ~= nil)
+end
+
 -- After a protected call: once the budget is spent, its error goes on up.
 -- An error raised by one of Pocket's functions reaches the script as
 -- `path:line: message`, like Lua's own, not as mlua's error object with
@@ -36,7 +44,7 @@ local function stop() error(BUDGET, 3) end
 local function pass(ok, ...)
   if not ok then
     if spent() then error((...), 0) end
-    if type((...)) == "userdata" then return ok, describe((...)), select(2, ...) end
+    if named(...) then return ok, describe((...)), select(2, ...) end
   end
   return ok, ...
 end
@@ -53,7 +61,7 @@ xpcall = function(f, h, ...)
   if type(h) ~= "function" then return pass(rawxpcall(f, h, ...)) end
   return pass(rawxpcall(f, function(e)
     if spent() then return e end
-    if type(e) == "userdata" then e = describe(e) end
+    if named(e) then e = describe(e) end
     return h(e)
   end, ...))
 end
