@@ -127,10 +127,13 @@ unsafe extern "C" fn budget_alloc(
     if !out.is_null() || nsize == 0 {
         let now = (heap + nsize).saturating_sub(old);
         wrapped.memory.heap.set(now);
-        wrapped
-            .budget
-            .near_limit
-            .set(now + outside > wrapped.memory.limit / 4);
+        let near = now + outside > wrapped.memory.limit / 4;
+        if near && !wrapped.budget.near_limit.get() {
+            // An `on_request` call running with the count hook off (see
+            // `budget_timer`) gets it now, so the hook notes its lines.
+            super::budget_timer::arm_running();
+        }
+        wrapped.budget.near_limit.set(near);
     } else {
         note_memory_place(wrapped, ptr);
     }

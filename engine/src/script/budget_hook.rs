@@ -16,7 +16,7 @@ use std::rc::Rc;
 use mlua::ffi;
 use mlua::Lua;
 
-use super::vm::Budget;
+use super::vm::{Budget, HOOK_EVERY};
 
 /// Registry key (its address) of the VM's `Budget`, as a light userdata.
 static BUDGET_KEY: u8 = 0;
@@ -36,6 +36,52 @@ pub fn install(lua: &Lua, budget: &Rc<Budget>, every: u32) -> mlua::Result<()> {
             ffi::lua_sethook(state, Some(budget_hook), ffi::LUA_MASKCOUNT, count);
         })
     }
+}
+
+/// Turns the count hook on for `state`, every [`HOOK_EVERY`] instructions
+/// (what `install` set). Safe in a signal handler on the thread running
+/// `state` (see `budget_timer`).
+///
+/// # Safety
+/// `state` is a live Lua state of a VM `install` set up, used on this
+/// thread.
+pub unsafe fn arm(state: *mut ffi::lua_State) {
+    ffi::lua_sethook(
+        state,
+        Some(budget_hook),
+        ffi::LUA_MASKCOUNT,
+        HOOK_EVERY as c_int,
+    );
+}
+
+/// Turns the count hook off for `state` (an `on_request` call starts;
+/// `budget_timer` arms it again if the call runs long).
+///
+/// # Safety
+/// As for [`arm`].
+pub unsafe fn disarm(state: *mut ffi::lua_State) {
+    ffi::lua_sethook(state, None, 0, 0);
+}
+
+/// `hooked(co)`: gives the coroutine `co` (a thread, or the function
+/// `coroutine.wrap` made, whose first upvalue is its thread) the count
+/// hook, and returns it. A thread takes its hook from the one that makes
+/// it, and one made during an `on_request` call whose hook is off (see
+/// `budget_timer`) would run unchecked. Anything else is returned as it
+/// is.
+pub unsafe extern "C-unwind" fn hooked(state: *mut ffi::lua_State) -> c_int {
+    ffi::lua_settop(state, 1);
+    match ffi::lua_type(state, 1) {
+        ffi::LUA_TTHREAD => arm(ffi::lua_tothread(state, 1)),
+        ffi::LUA_TFUNCTION if !ffi::lua_getupvalue(state, 1, 1).is_null() => {
+            if ffi::lua_type(state, -1) == ffi::LUA_TTHREAD {
+                arm(ffi::lua_tothread(state, -1));
+            }
+            ffi::lua_pop(state, 1);
+        }
+        _ => {}
+    }
+    1
 }
 
 fn key() -> *const c_void {

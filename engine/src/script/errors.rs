@@ -84,6 +84,29 @@ fn describe_called(err: &mlua::Error, called: Option<&str>) -> String {
     }
 }
 
+/// Lua's own messages about `on_request`'s `req` as they read when it was
+/// a full userdata: `attempt to call a request value (local 'req')`. The
+/// lent `req` is a light userdata (no allocation per call), and Lua takes
+/// a type's `__name` for its messages only from tables and full userdata,
+/// so it says `userdata`; no other value a script holds is named so (every
+/// Pocket object has a `__name`, and no other light userdata reaches a
+/// script). Only Lua's phrases are changed (`attempt to ... a userdata
+/// value`, `attempt to compare ... userdata ...`).
+pub fn light_as_request(text: String) -> String {
+    if !text.contains("userdata") || !text.contains("attempt to ") {
+        return text;
+    }
+    let mut out = text
+        .replace("a userdata value", "a request value")
+        .replace("two userdata values", "two request values");
+    if out.contains("attempt to compare ") {
+        out = out
+            .replace("compare userdata with", "compare request with")
+            .replace(" with userdata", " with request");
+    }
+    out
+}
+
 /// What a script that kept a hook's object past its call is told.
 const KEPT: &str = "a conn, req or res is valid only during the call it was given to; \
 keep the values you need (conn.peer_ip, req.path, ...), not the object";
@@ -153,7 +176,7 @@ fn expected_words(expected: &str, to: &str) -> String {
 fn type_words(from: &str) -> String {
     match from {
         "integer" | "number" => "a number".into(),
-        "userdata" => "a Pocket object".into(),
+        "userdata" | "lightuserdata" => "a Pocket object".into(),
         "nil" => "nil".into(),
         other => format!("a {other}"),
     }

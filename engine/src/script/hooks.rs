@@ -684,8 +684,13 @@ impl WorkerScript {
         let busy = self.busy(Doing::OnRequest, |w| w.on_request, req.id.seq);
         // The budget starts when the stamp's clock does: one clock read.
         let out = self.vm.with_lent_budget(busy.2, || {
-            self.lender
-                .call_hook(&self.vm.lua, f, req, &self.pool_names)
+            self.lender.call_hook(
+                &self.vm.lua,
+                f,
+                req,
+                &self.pool_names,
+                self.vm.notes_lines(),
+            )
         });
         use crate::script::api::lent_call::Returned;
         match out {
@@ -1326,6 +1331,9 @@ pub(crate) fn returned(v: &Value) -> String {
             Some(name) => name.to_string(),
             None => "a Pocket object".into(),
         },
+        // The only light userdata a script has: `on_request`'s `req`
+        // (see `api::lent_call::light_metatable`).
+        Value::LightUserData(_) => "a request (req)".into(),
         other => format!("a {}", other.type_name()),
     }
 }

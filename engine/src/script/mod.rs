@@ -4,6 +4,7 @@
 pub mod api;
 mod budget_alloc;
 mod budget_hook;
+mod budget_timer;
 pub mod errors;
 pub mod hooks;
 pub mod memory;

@@ -13,9 +13,10 @@
 -- The common paths are one extra Lua call; only table.sort with a
 -- comparator, xpcall and coroutine.create/wrap allocate a closure.
 
-local spent, over, limits, describe, name_of = ...
+local spent, over, limits, describe, name_of, hooked = ...
 
 local error, select, type, rawget, tostring = error, select, type, rawget, tostring
+local find = string.find
 local tointeger, maxinteger = math.tointeger, math.maxinteger
 local rawpcall, rawxpcall, rawload = pcall, xpcall, load
 local rawsetmetatable, rawcollect = setmetatable, collectgarbage
@@ -29,6 +30,13 @@ local BUDGET, LOAD_MAX, STEP = limits.budget_message, limits.load_max, limits.st
 -- Raises the budget error at the caller of the wrapper that calls it.
 local function stop() error(BUDGET, 3) end
 
+-- An error value `describe` words anew: Pocket's error objects, and Lua's
+-- messages that name `req` (a light userdata Lua calls "userdata").
+local function named(e)
+  local t = type(e)
+  return t == "userdata" or (t == "string" and find(e, "userdata", 1, true) ~= nil)
+end
+
 -- After a protected call: once the budget is spent, its error goes on up.
 -- An error raised by one of Pocket's functions reaches the script as
 -- `path:line: message`, like Lua's own, not as mlua's error object with
@@ -36,7 +44,7 @@ local function stop() error(BUDGET, 3) end
 local function pass(ok, ...)
   if not ok then
     if spent() then error((...), 0) end
-    if type((...)) == "userdata" then return ok, describe((...)), select(2, ...) end
+    if named(...) then return ok, describe((...)), select(2, ...) end
   end
   return ok, ...
 end
@@ -53,7 +61,7 @@ xpcall = function(f, h, ...)
   if type(h) ~= "function" then return pass(rawxpcall(f, h, ...)) end
   return pass(rawxpcall(f, function(e)
     if spent() then return e end
-    if type(e) == "userdata" then e = describe(e) end
+    if named(e) then e = describe(e) end
     return h(e)
   end, ...))
 end
@@ -74,13 +82,16 @@ end
 local function guard(f)
   return function(...) return rethrow(rawpcall(f, ...)) end
 end
+-- A coroutine also gets the budget's count hook (`hooked`): a thread takes
+-- its hooks from the one that makes it, and on_request runs with the hook
+-- off until it runs long (budget_timer.rs).
 coroutine.create = function(f)
   if type(f) ~= "function" then return co_create(f) end
-  return co_create(guard(f))
+  return hooked(co_create(guard(f)))
 end
 coroutine.wrap = function(f)
   if type(f) ~= "function" then return co_wrap(f) end
-  return co_wrap(guard(f))
+  return hooked(co_wrap(guard(f)))
 end
 
 -- Text only (a binary chunk can crash the VM), at most LOAD_MAX bytes (the

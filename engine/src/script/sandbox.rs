@@ -36,11 +36,21 @@ pub fn install(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<()> {
     let over_budget = budget.clone();
     let over = lua.create_function(move |_, ()| Ok(over_budget.over()))?;
     // An mlua error object (a Pocket function's error caught by pcall) as
-    // `path:line: message`; any other value as it is.
+    // `path:line: message`; Lua's message about a `req` as it names it
+    // (`errors::light_as_request`); any other value as it is.
     let describe = lua.create_function(|lua, e: Value| {
         Ok(match e {
             Value::Error(e) => {
                 Value::String(lua.create_string(super::errors::describe_caught(&e))?)
+            }
+            Value::String(s) => {
+                let text = s.to_string_lossy();
+                let named = super::errors::light_as_request(text.clone());
+                if named == text {
+                    Value::String(s)
+                } else {
+                    Value::String(lua.create_string(named)?)
+                }
             }
             other => other,
         })
@@ -51,11 +61,14 @@ pub fn install(lua: &Lua, budget: &Rc<Budget>) -> mlua::Result<()> {
     limits.raw_set("budget_message", BUDGET_MESSAGE)?;
     limits.raw_set("load_max", LOAD_MAX_BYTES)?;
     limits.raw_set("step", NATIVE_STEP)?;
+    // SAFETY: `hooked` is a C function of Lua's calling convention that
+    // reads its one argument (see budget_hook.rs).
+    let hooked = unsafe { lua.create_c_function(super::budget_hook::hooked) }?;
     let guard: Function = lua
         .load(include_str!("sandbox.lua"))
         .set_name("=pocket-sandbox")
         .set_mode(mlua::chunk::ChunkMode::Text)
-        .call((spent, over, limits, describe, name_of))?;
+        .call((spent, over, limits, describe, name_of, hooked))?;
     lua.set_named_registry_value(GUARD_KEY, guard)
 }
 

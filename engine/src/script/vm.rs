@@ -37,7 +37,7 @@ impl Default for Limits {
 /// How often (in VM instructions) the budget hook looks at the clock. At
 /// ~1 ns an instruction this is a few microseconds: far below the budget,
 /// and cheap enough not to show in a profile.
-const HOOK_EVERY: u32 = 4096;
+pub(crate) const HOOK_EVERY: u32 = 4096;
 
 /// The running call's deadline; shared by the instruction hook and the code
 /// that starts a hook call.
@@ -489,6 +489,14 @@ impl Vm {
         drop(armed);
         self.after_runaway();
         result
+    }
+
+    /// The heap is past a quarter of its limit: the count hook notes the
+    /// running line for a memory error, so an `on_request` call keeps it
+    /// on from its start (see `api::lent_call`).
+    #[inline]
+    pub(crate) fn notes_lines(&self) -> bool {
+        self.budget.near_limit.get()
     }
 
     /// Re-arms the budget for a resume of a coroutine hook that may still

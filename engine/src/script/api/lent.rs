@@ -16,12 +16,16 @@
 //! - the methods, as Rust functions that find the request through
 //!   [`Current`].
 //!
-//! Per call: one empty userdata with that metatable (made ahead, a few
-//! at a time, see `lent_call`), the request's address set in [`Current`]
-//! for the call and cleared after (also on unwinding). An object kept past its call (in a global, an upvalue) no
-//! longer matches `Current`: using it is the documented error ("a conn,
-//! req or res is valid only during the call it was given to"), as mlua's
-//! scope gave, never a read of a request that is gone.
+//! Per call: a light userdata whose value is the call's number (light
+//! userdata share one metatable, this one: see `lent_call`), so no
+//! allocation; the request's address set in [`Current`] for the call and
+//! cleared after (also on unwinding). An object kept past its call (in a
+//! global, an upvalue) no longer matches `Current`: using it is the
+//! documented error ("a conn, req or res is valid only during the call it
+//! was given to"), as mlua's scope gave, never a read of a request that
+//! is gone. Lua names a light userdata's type "userdata" in its own
+//! messages (it reads `__name` only for tables and full userdata), so
+//! `errors::light_as_request` says "request" there as before.
 
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, c_void};
@@ -29,8 +33,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use mlua::{
-    ffi, AnyUserData, FromLuaMulti, Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Table,
-    Value,
+    ffi, AnyUserData, FromLuaMulti, Function, IntoLuaMulti, LightUserData, Lua, MultiValue, Value,
 };
 
 use super::request::{self, Field, RequestView, FIELDS};
@@ -98,7 +101,7 @@ pub struct Lender {
     /// The `req` objects' metatable, for [`Lender::lend`] (the stock's
     /// refill keeps its own reference).
     #[cfg(test)]
-    metatable: Table,
+    metatable: mlua::Table,
     /// The message handler of [`Lender::call_hook`]'s protected call
     /// (see `lent_call`).
     pub(super) handler: Function,
@@ -106,13 +109,12 @@ pub struct Lender {
     /// in this VM: such an error is left as it is by the handler and
     /// taken back as the `mlua::Error` it carries.
     pub(super) failure: *const c_void,
-    /// Fresh `req` objects made ahead, a few at a time, in a protected
-    /// call (see `lent_call::stock`): each call takes one.
-    pub(super) stock: Table,
-    /// Fills `stock` (a C function, called protected).
-    pub(super) refill: Function,
-    /// How many `stock` holds (the last ones: `1..=left`).
-    pub(super) left: Cell<i64>,
+    /// Calls lent so far: the last call's `req` (a light userdata, see
+    /// `lent_call::light_metatable`) is this number.
+    pub(super) calls: Cell<usize>,
+    /// This VM's thread, for the timer that arms the count hook of a
+    /// call that runs long (made at the first call, on the VM's thread).
+    pub(super) watched: std::cell::OnceCell<Arc<crate::script::budget_timer::Watched>>,
 }
 
 /// Clears [`Current`] when the call returns or unwinds (restoring what
@@ -248,16 +250,15 @@ impl Lender {
         metatable.raw_set("__name", "request")?;
         metatable.raw_set("__metatable", false)?;
         let (handler, failure) = super::lent_call::handler(lua)?;
-        let (stock, refill) = super::lent_call::stock(lua, &metatable)?;
+        super::lent_call::light_metatable(lua, &metatable)?;
         Ok(Lender {
             current,
             #[cfg(test)]
             metatable,
             handler,
             failure,
-            stock,
-            refill,
-            left: Cell::new(0),
+            calls: Cell::new(0),
+            watched: std::cell::OnceCell::new(),
         })
     }
 
@@ -325,7 +326,9 @@ where
 /// running: a kept `req` is told so; anything else (`req.header(name)`)
 /// gets mlua's "bad self", which errors.rs says as "called with a dot".
 fn bad_self(to: &str, this: &Value) -> mlua::Error {
-    let kept = matches!(this, Value::UserData(ud)
+    // A light userdata is a lent `req` (see `lent_call::light_metatable`).
+    let kept = matches!(this, Value::LightUserData(_))
+        || matches!(this, Value::UserData(ud)
         if metatable_name(ud).as_deref() == Some("request"));
     if kept {
         return mlua::Error::UserDataDestructed;

@@ -139,38 +139,25 @@ unsafe extern "C-unwind" fn traceback(state: *mut ffi::lua_State) -> c_int {
     1
 }
 
-/// How many fresh `req` objects one refill of the stock makes.
-const STOCK: i64 = 32;
-
-/// Makes the stock of fresh `req` objects (a table, its array part sized
-/// once) and the C function that fills it (load time). Making the
-/// object of each call inside that call's own protected call needed a C
-/// function between `lua_pcall` and the hook; made ahead, a few at a
-/// time, each call only takes one out (no allocation, so nothing can
-/// fail outside a protected call). Each object is still used once: a
-/// kept `req` is never lent again.
-pub(super) fn stock(lua: &Lua, metatable: &mlua::Table) -> mlua::Result<(mlua::Table, Function)> {
-    let table = lua.create_table_with_capacity(STOCK as usize, 0)?;
-    // SAFETY: `refill` reads its 2 upvalues as pushed here.
-    let refill = unsafe {
-        lua.exec_raw((metatable, &table), |state| {
-            ffi::lua_pushcclosure(state, refill, 2)
+/// Makes every light userdata of the VM a `req`: gives the light
+/// userdata type the `req` objects' metatable (load time). Each call's
+/// `req` is a light userdata whose value is the call's number (see
+/// [`Lender::call_hook`]): no allocation and nothing for the collector,
+/// where a full userdata per call cost about 600 instructions (made,
+/// swept, freed). No other light userdata reaches a script (Pocket makes
+/// none for scripts; mlua's own stay inside its code).
+pub(super) fn light_metatable(lua: &Lua, metatable: &mlua::Table) -> mlua::Result<()> {
+    // SAFETY: pushes a light userdata, sets the one argument (the
+    // metatable) as its type's metatable, and leaves the stack as mlua
+    // handed it.
+    unsafe {
+        lua.exec_raw::<()>(metatable, |state| {
+            ffi::lua_pushlightuserdata(state, std::ptr::null_mut());
+            ffi::lua_rotate(state, -2, 1);
+            ffi::lua_setmetatable(state, -2);
+            ffi::lua_pop(state, 1);
         })
-    }?;
-    Ok((table, refill))
-}
-
-/// Fills slots `1..=STOCK` of the stock with fresh `req` objects.
-/// Upvalues: 1 the metatable, 2 the stock. A memory error part way
-/// leaves the stock to be filled again on the next call.
-unsafe extern "C-unwind" fn refill(state: *mut ffi::lua_State) -> c_int {
-    for i in 1..=STOCK {
-        ffi::lua_newuserdatauv(state, 0, 0);
-        ffi::lua_pushvalue(state, ffi::lua_upvalueindex(1));
-        ffi::lua_setmetatable(state, -2);
-        ffi::lua_rawseti(state, ffi::lua_upvalueindex(2), i);
     }
-    0
 }
 
 /// Puts the stack back as it was (also when a panic is resumed).
@@ -183,17 +170,37 @@ impl Drop for Top {
     }
 }
 
+/// Turns the count hook back on when the call is over (also when a panic
+/// is resumed).
+struct Rearm(*mut ffi::lua_State);
+
+impl Drop for Rearm {
+    fn drop(&mut self) {
+        // SAFETY: the state lives, on this thread (see `call_hook`).
+        unsafe { crate::script::budget_hook::arm(self.0) }
+    }
+}
+
 impl Lender {
     /// Calls `hook` with `req` lent as a fresh `req` object, in a
     /// protected call of its own, and reads its first result: one of
     /// `pools`' names is told by its address.
+    ///
+    /// The call starts with the budget's count hook off, unless
+    /// `lines_noted` (the heap is past a quarter of its limit and the hook
+    /// notes the running line for a memory error); `budget_timer` arms
+    /// it once the call runs long, and it is on again after the call.
     pub fn call_hook(
         &self,
         lua: &Lua,
         hook: &Function,
         req: &mut RequestView,
         pools: &PoolNames,
+        lines_noted: bool,
     ) -> mlua::Result<Returned> {
+        let watched = self
+            .watched
+            .get_or_init(crate::script::budget_timer::Watched::this_thread);
         lua.exec_raw_lua(|raw| {
             let state = raw.state();
             // SAFETY: plain stack work on mlua's state, under its lock;
@@ -208,32 +215,30 @@ impl Lender {
                     return Err(mlua::Error::StackError);
                 }
                 raw.push(&self.handler)?;
-                raw.push(&self.stock)?;
-                if self.left.get() <= 0 {
-                    raw.push(&self.refill)?;
-                    let rc = ffi::lua_pcall(state, 0, 0, top + 1);
-                    if rc != ffi::LUA_OK {
-                        return Err(self.error(raw, rc));
-                    }
-                    self.left.set(STOCK);
-                }
-                // Taken out of the stock (a table slot set to nil: no
-                // allocation) and kept at `top + 3` until the call
-                // returns, so that no other object takes its address.
-                let n = self.left.get();
-                ffi::lua_rawgeti(state, top + 2, n);
-                ffi::lua_pushnil(state);
-                ffi::lua_rawseti(state, top + 2, n);
-                self.left.set(n - 1);
+                // This call's `req`: a value no earlier call had, so a
+                // kept one is told apart from it (never null: the first
+                // call is 1).
+                let number = self.calls.get().wrapping_add(1).max(1);
+                self.calls.set(number);
+                let obj = number as *mut c_void;
                 raw.push(hook)?;
-                ffi::lua_pushvalue(state, top + 3);
+                ffi::lua_pushlightuserdata(state, obj);
                 let lent = Lent {
                     current: &self.current,
                     before: (self.current.req.get(), self.current.obj.get()),
                 };
                 self.current.req.set(req as *mut RequestView);
-                self.current.obj.set(ffi::lua_topointer(state, top + 3));
+                self.current.obj.set(obj);
+                // Dropped in this order: the timer's arming ends, then
+                // the hook is on again.
+                let rearm = Rearm(state);
+                if !lines_noted {
+                    crate::script::budget_hook::disarm(state);
+                }
+                let running = watched.start(state);
                 let rc = ffi::lua_pcall(state, 1, 1, top + 1);
+                drop(running);
+                drop(rearm);
                 drop(lent);
                 if rc != ffi::LUA_OK {
                     return Err(self.error(raw, rc));
@@ -270,7 +275,7 @@ impl Lender {
         ffi::lua_pop(state, 1);
         match rc {
             ffi::LUA_ERRMEM => mlua::Error::MemoryError(text),
-            _ => mlua::Error::RuntimeError(text),
+            _ => mlua::Error::RuntimeError(crate::script::errors::light_as_request(text)),
         }
     }
 }

@@ -60,7 +60,7 @@ fn lent_reads(lua: &Lua, lender: &Lender, r: &mut RequestView, code: &str) -> ml
     // And through the raw call on_request uses (`lent_call`).
     let pools = PoolNames::new(lua, std::iter::empty()).expect("names");
     let two = lender
-        .call_hook(lua, &f, r, &pools)
+        .call_hook(lua, &f, r, &pools, false)
         .and_then(|out| match out {
             Returned::Other(v) => String::from_lua(v, lua),
             Returned::Nil => String::from_lua(Value::Nil, lua),
@@ -88,7 +88,7 @@ fn a_returned_pool_name_is_found_by_its_address() {
             .set_name("@policy.lua")
             .into_function()
             .expect("f");
-        lender.call_hook(&lua, &f, &mut view("/", "h"), &pools)
+        lender.call_hook(&lua, &f, &mut view("/", "h"), &pools, false)
     };
     let pool = |code: &str| match run(code).expect(code) {
         Returned::Pool(i) => Some(i),
@@ -269,7 +269,7 @@ fn each_call_gets_a_fresh_req() {
         .expect("f");
     for i in 0..100 {
         let path = format!("/{i}");
-        match lender.call_hook(&lua, &f, &mut view(&path, "h"), &pools) {
+        match lender.call_hook(&lua, &f, &mut view(&path, "h"), &pools, false) {
             Ok(Returned::Other(Value::String(s))) => assert_eq!(s.to_str().expect("utf-8"), path),
             _ => panic!("call {i}"),
         }
@@ -280,4 +280,176 @@ fn each_call_gets_a_fresh_req() {
         .eval::<String>()
         .expect_err("kept");
     assert!(crate::script::describe_lua_error(&err).contains("valid only during the call"));
+}
+
+/// `on_request` starts with the count hook off and the timer thread arms
+/// it once the call runs long (`budget_timer`): a runaway is still
+/// stopped at the budget with its `path:line`, whether it loops from its
+/// first line, after a long stretch of ordinary work, or inside a
+/// coroutine it made while the hook was off; and the next call runs.
+#[test]
+fn a_runaway_on_request_is_stopped_at_its_line() {
+    use crate::script::vm::{Limits, Vm};
+    use std::time::{Duration, Instant};
+    let limits = Limits {
+        hook_budget: Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let vm = Vm::new(std::path::Path::new("policy.lua"), limits).expect("vm");
+    let lua = &vm.lua;
+    let lender = Lender::new(lua).expect("lender");
+    let pools = PoolNames::new(lua, [(0, "app")].into_iter()).expect("names");
+    let call = |code: &str| {
+        let f = lua
+            .load(code)
+            .set_name("@policy.lua")
+            .into_function()
+            .expect("f");
+        let started = Instant::now();
+        let out = vm.with_lent_budget(Instant::now(), || {
+            lender.call_hook(lua, &f, &mut view("/", "h"), &pools, vm.notes_lines())
+        });
+        (
+            out.map_err(|e| crate::script::describe_lua_error(&e)),
+            started.elapsed(),
+        )
+    };
+    let stopped = |out: Result<Returned, String>, lines: &[u32]| match out {
+        Err(e) => assert!(
+            lines.iter().any(|l| e.starts_with(&format!(
+                "policy.lua:{l}: script stopped: it ran past its time budget"
+            ))),
+            "{e}"
+        ),
+        Ok(_) => panic!("the runaway returned"),
+    };
+    let (out, _) = call("local req = ...\nwhile true do end");
+    stopped(out, &[2]);
+    // Ordinary work first (far more than the timer's first look), then
+    // a loop.
+    let (out, _) = call(
+        "local req = ...\nlocal x = 0\nfor i = 1, 2e5 do x = x + #req.path end\nwhile x > 0 do x = x + 1 end",
+    );
+    stopped(out, &[3, 4]);
+    let (out, _) = call(
+        "local req = ...\nlocal co = coroutine.create(function()\n  while true do end\nend)\nreturn coroutine.resume(co)",
+    );
+    stopped(out, &[3]);
+    let (out, _) = call("local req = ...\nreturn 'app'");
+    assert!(matches!(out, Ok(Returned::Pool(0))));
+}
+
+/// The count hook is off in a short `on_request` call, on once the call
+/// has run past the timer's looks (a generous budget here: the timer
+/// thread may wait for a CPU on a busy machine), and on again after the
+/// call, for the other hooks.
+#[test]
+fn the_count_hook_is_armed_only_in_a_long_call() {
+    use crate::script::vm::{Limits, Vm};
+    use std::time::Duration;
+    let limits = Limits {
+        hook_budget: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    let vm = Vm::new(std::path::Path::new("policy.lua"), limits).expect("vm");
+    let lua = &vm.lua;
+    let lender = Lender::new(lua).expect("lender");
+    let pools = PoolNames::new(lua, std::iter::empty()).expect("names");
+    unsafe extern "C-unwind" fn mask(state: *mut ffi::lua_State) -> std::ffi::c_int {
+        ffi::lua_pushinteger(state, ffi::lua_gethookmask(state) as ffi::lua_Integer);
+        1
+    }
+    // SAFETY: `mask` pushes one integer.
+    let mask = unsafe { lua.create_c_function(mask) }.expect("mask");
+    lua.globals().set("mask", mask).expect("global");
+    let clock = lua
+        .create_function(|_, ()| Ok(START.elapsed().as_secs_f64()))
+        .expect("clock");
+    lua.globals().set("clock", clock).expect("global");
+    let mask_in = |code: &str| {
+        let f = lua
+            .load(code)
+            .set_name("@policy.lua")
+            .into_function()
+            .expect("f");
+        let out = vm.with_lent_budget(std::time::Instant::now(), || {
+            lender.call_hook(lua, &f, &mut view("/", "h"), &pools, vm.notes_lines())
+        });
+        match out {
+            Ok(Returned::Other(Value::Integer(m))) => m,
+            _ => panic!("{code}"),
+        }
+    };
+    let count = ffi::LUA_MASKCOUNT as i64;
+    assert_eq!(mask_in("return mask()"), 0);
+    // Until the timer arms it, or 10 s.
+    assert_eq!(
+        mask_in("local t = clock() + 10\nwhile mask() == 0 and clock() < t do end\nreturn mask()"),
+        count
+    );
+    let after: i64 = lua.load("return mask()").eval().expect("after");
+    assert_eq!(after, count);
+    assert_eq!(mask_in("return mask()"), 0);
+}
+
+static START: std::sync::LazyLock<std::time::Instant> =
+    std::sync::LazyLock::new(std::time::Instant::now);
+
+/// The lent `req` is a light userdata (no allocation per call), which Lua
+/// names "userdata" in its own messages; they still say "request", as
+/// they did when it was a full userdata, also when a `pcall` catches
+/// them; and Pocket's messages name it `a request (req)`.
+#[test]
+fn lua_messages_still_call_the_lent_req_a_request() {
+    use crate::script::vm::{Limits, Vm};
+    let vm = Vm::new(std::path::Path::new("policy.lua"), Limits::default()).expect("vm");
+    let lua = &vm.lua;
+    let lender = Lender::new(lua).expect("lender");
+    let pools = PoolNames::new(lua, std::iter::empty()).expect("names");
+    let call = |code: &str| {
+        let f = lua
+            .load(code)
+            .set_name("@policy.lua")
+            .into_function()
+            .expect("f");
+        let out = vm.with_lent_budget(std::time::Instant::now(), || {
+            lender.call_hook(lua, &f, &mut view("/", "h"), &pools, vm.notes_lines())
+        });
+        match out {
+            Ok(Returned::Other(Value::String(s))) => s.to_string_lossy(),
+            Ok(_) => "a value".into(),
+            Err(e) => crate::script::describe_lua_error(&e),
+        }
+    };
+    let has = |code: &str, want: &str| {
+        let got = call(code);
+        assert!(got.contains(want), "{code}: {got}");
+    };
+    has(
+        "local req = ...\nreturn req()",
+        "policy.lua:2: attempt to call a request value (local 'req')",
+    );
+    has(
+        "local req = ...\nreturn req < 1",
+        "policy.lua:2: attempt to compare request with number",
+    );
+    has(
+        "local req = ...\nreturn 1 < req",
+        "policy.lua:2: attempt to compare number with request",
+    );
+    has(
+        "local req = ...\nreturn #req",
+        "attempt to get length of a request value (local 'req')",
+    );
+    has(
+        "local req = ...\nlocal ok, e = pcall(function() return req .. 'x' end)\nreturn e",
+        "policy.lua:2: attempt to concatenate a request value (upvalue 'req')",
+    );
+    has("local req = ...\nreturn type(req)", "userdata");
+    assert_eq!(
+        crate::script::hooks::returned(&Value::LightUserData(mlua::LightUserData(
+            std::ptr::null_mut()
+        ))),
+        "a request (req)"
+    );
 }
