@@ -210,12 +210,38 @@ impl<F: Future> Future for Watched<F> {
 /// just answered waits for its next request inside its run until the
 /// sweep's next tick ([`super::h1`]): a busy keep-alive client never pays
 /// for the wake.
-pub fn serve(stream: TcpStream, cx: Rc<ConnCtx>, http: Rc<Http>) -> Conn {
+pub fn serve(stream: TcpStream, cx: Rc<ConnCtx>, http: Rc<Http>, listener: Listener) -> Conn {
     Conn {
         cx,
         http,
         _open: None,
-        state: State::New(stream),
+        state: State::New(stream, listener),
+    }
+}
+
+/// What a new connection takes from its listener's settings, read by the
+/// accept loop as it accepts (once, not again at the first poll).
+pub struct Listener {
+    /// The listener's `head_size`, in bytes.
+    pub head_size: u32,
+    /// Its TLS; None: plain.
+    pub tls: Option<Arc<crate::config::tls::ListenerTls>>,
+}
+
+impl Listener {
+    /// The settings of `spec` (None: the listener left the policy: the
+    /// defaults, plain).
+    pub fn of(spec: Option<&crate::config::ListenerSpec>) -> Listener {
+        spec.map_or(
+            Listener {
+                head_size: DEFAULT_HEAD_SIZE,
+                tls: None,
+            },
+            |l| Listener {
+                head_size: l.head_size,
+                tls: l.tls.clone(),
+            },
+        )
     }
 }
 
@@ -233,7 +259,7 @@ pub struct Conn {
 
 enum State {
     /// Accepted, not polled yet.
-    New(TcpStream),
+    New(TcpStream, Listener),
     /// The start (handshake, sniff, first requests) or a run of requests.
     Run(Pin<Box<dyn Future<Output = Option<Idle>>>>),
     /// Idle: waits for the client, the keep-alive's end or a drain.
@@ -351,15 +377,17 @@ impl Future for Conn {
         let this = self.get_mut();
         loop {
             match &mut this.state {
-                State::New(_) => {
-                    let State::New(stream) = std::mem::replace(&mut this.state, State::Done) else {
+                State::New(..) => {
+                    let State::New(stream, listener) =
+                        std::mem::replace(&mut this.state, State::Done)
+                    else {
                         unreachable!("matched above")
                     };
                     let Some(open) = this.cx.worker.drain.enter() else {
                         return Poll::Ready(());
                     };
                     this._open = Some(open);
-                    this.state = State::Run(begin(stream, &this.cx, &this.http));
+                    this.state = State::Run(begin(stream, listener, &this.cx, &this.http));
                 }
                 State::Run(run) => {
                     let Poll::Ready(next) = run.as_mut().poll(task) else {
@@ -469,16 +497,12 @@ enum Begin {
 /// (its sniff is the run's first read); TLS shakes hands first.
 fn begin(
     stream: TcpStream,
+    listener: Listener,
     cx: &Rc<ConnCtx>,
     http: &Rc<Http>,
 ) -> Pin<Box<dyn Future<Output = Option<Idle>>>> {
     // Per connection, as the timeouts are (once per accept, not per request).
-    let (head_size, tls) = cx
-        .worker
-        .script()
-        .policy
-        .listener(&cx.listener)
-        .map_or((DEFAULT_HEAD_SIZE, None), |l| (l.head_size, l.tls.clone()));
+    let Listener { head_size, tls } = listener;
     let (cx, http) = (cx.clone(), http.clone());
     match tls {
         None => {

@@ -11,6 +11,7 @@
 //! later, a metrics endpoint can read them.
 
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -131,20 +132,27 @@ impl Gate {
     }
 }
 
+/// What an accept loop's connections take their slots from: the
+/// listener's cap, the process's, and the worker's ledger. Shared by its
+/// slots through one `Rc` (a count without atomics per connection, not
+/// three `Arc` clones and drops).
+pub struct Gates {
+    pub listener: Arc<Gate>,
+    pub process: Arc<Gate>,
+    pub ledger: Arc<Ledger>,
+}
+
 /// A connection's place under its listener's cap and the process's;
 /// dropping it (the connection closed) gives both back, unless its
 /// worker's ledger was forgiven meanwhile.
-pub struct Slot {
-    listener: Arc<Gate>,
-    process: Arc<Gate>,
-    ledger: Arc<Ledger>,
-}
+pub struct Slot(Rc<Gates>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if self.ledger.release(&self.listener) {
-            self.process.give_back();
-            self.listener.give_back();
+        let g = &*self.0;
+        if g.ledger.release(&g.listener) {
+            g.process.give_back();
+            g.listener.give_back();
         }
     }
 }
@@ -234,7 +242,12 @@ impl Ledger {
 /// Waits for a slot under both caps, for a connection of the worker whose
 /// ledger is `ledger`. Called before accept: while it waits, the accept
 /// loop does not accept.
-pub async fn take_slot(listener: &Arc<Gate>, process: &Arc<Gate>, ledger: &Arc<Ledger>) -> Slot {
+pub async fn take_slot(gates: &Rc<Gates>) -> Slot {
+    let Gates {
+        listener,
+        process,
+        ledger,
+    } = &**gates;
     loop {
         if !listener.try_take() {
             listener.wait_for_room().await;
@@ -245,11 +258,7 @@ pub async fn take_slot(listener: &Arc<Gate>, process: &Arc<Gate>, ledger: &Arc<L
                 process.give_back();
                 listener.give_back();
             }
-            return Slot {
-                listener: listener.clone(),
-                process: process.clone(),
-                ledger: ledger.clone(),
-            };
+            return Slot(gates.clone());
         }
         listener.give_back();
         process.wait_for_room().await;

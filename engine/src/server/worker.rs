@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::conn::{self, Http};
 use super::listener::{Bound, ListenerKey};
-use super::maxconn::{caps, take_slot, Gate};
+use super::maxconn::{caps, take_slot, Gate, Gates};
 use super::watchdog::{progress, Doing, Pulse, BEAT};
 use crate::config::{ClientTimeouts, Mode, Policy};
 use crate::context::Drain;
@@ -325,9 +325,12 @@ async fn accept_loop(
     gate: Arc<Gate>,
     registered: Registered,
 ) {
-    let ledger = registered.pulse.ledger.clone();
+    let gates = Rc::new(Gates {
+        listener: gate,
+        process: caps().process.clone(),
+        ledger: registered.pulse.ledger.clone(),
+    });
     let _registered = registered;
-    let process = caps().process.clone();
     // Where clients connect to, when the bind says it: then no connection
     // needs to ask its socket (a wildcard bind does, per connection).
     let bound = listener
@@ -350,7 +353,7 @@ async fn accept_loop(
                 return;
             }
         };
-        let slot = take_slot(&gate, &process, &ledger).await;
+        let slot = take_slot(&gates).await;
         progress();
         // accept4 with SOCK_NONBLOCK, as tokio's own accept: no extra
         // syscall to make the socket non-blocking.
@@ -417,6 +420,7 @@ async fn accept_loop(
             continue;
         }
         let timeouts = shared.get(listener.map_or_else(ClientTimeouts::default, |l| l.timeouts));
+        let settings = conn::Listener::of(listener);
         drop(script);
         if proxied {
             let (worker, http) = (worker.clone(), http.clone());
@@ -430,7 +434,7 @@ async fn accept_loop(
                     return;
                 };
                 let cx = Rc::new(ConnCtx::new(worker.clone(), peer, local, name, timeouts));
-                conn::serve(stream, cx, http).await;
+                conn::serve(stream, cx, http, settings).await;
             };
             tokio::task::spawn_local(Holding {
                 fut: serve,
@@ -445,7 +449,7 @@ async fn accept_loop(
             name.clone(),
             timeouts,
         ));
-        let serve = conn::serve(stream, cx, http.clone());
+        let serve = conn::serve(stream, cx, http.clone(), settings);
         tokio::task::spawn_local(Holding {
             fut: serve,
             slot: Some(slot),
