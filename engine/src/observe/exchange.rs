@@ -140,6 +140,9 @@ pub struct Open {
     logged: bool,
     /// The request body's progress, which counts the bytes read.
     pub progress: Option<Rc<Progress>>,
+    /// When the exchange ended, if the phase that ended it read the
+    /// clock already ([`Open::end_at`]): the drop reads it otherwise.
+    end: Option<Instant>,
 }
 
 impl Open {
@@ -161,6 +164,7 @@ impl Open {
                 start,
                 logged: false,
                 progress: None,
+                end: None,
             },
         );
         if open.ex.log.is_some() {
@@ -202,6 +206,14 @@ impl Open {
         self.set(b'C', b'C');
     }
 
+    /// The exchange's last byte went out at `now` (a time the caller has
+    /// just read for its own use): its total is counted to then, without
+    /// another clock read when the record is dropped.
+    #[inline]
+    pub fn end_at(&mut self, now: Instant) {
+        self.end = Some(now);
+    }
+
     #[inline]
     pub fn set(&mut self, cause: u8, phase: u8) {
         self.ex.termination = Termination::of(cause, phase);
@@ -213,7 +225,10 @@ impl Drop for Open {
         // Only the log and the server latency histogram (a server that
         // answered) read the total.
         if self.logged || self.ex.first_byte_ms.is_some() {
-            self.ex.total_ms = self.elapsed_ms();
+            self.ex.total_ms = match self.end {
+                Some(end) => end.saturating_duration_since(self.start).as_secs_f64() * 1000.0,
+                None => self.elapsed_ms(),
+            };
         }
         if let Some(p) = &self.progress {
             self.ex.bytes_in = p.received();

@@ -73,22 +73,32 @@ pub struct ConnCtx {
     /// pool passes it on as its header's destination.
     pub local: SocketAddr,
     pub listener: Arc<str>,
-    /// The peer as an X-Forwarded-For entry, made once.
-    pub peer_value: http::HeaderValue,
+    /// The peer as an X-Forwarded-For entry, made once and shared by the
+    /// worker's connections from the same address ([`peer_value`]).
+    pub peer_value: Rc<http::HeaderValue>,
     /// The listener's client timeouts, as they were when the connection
     /// was accepted: shared by the connections a listener accepted under
-    /// one policy (8 bytes here, not 80: an idle connection's context then
-    /// fits jemalloc's 192-byte class).
+    /// one policy (8 bytes here, not 80).
     pub timeouts: Rc<ClientTimeouts>,
+    /// What only some connections use (TLS, `send_proxy` pools, an
+    /// upgrade), made at its first use: 8 bytes here, so that an idle
+    /// connection's context fits jemalloc's 128-byte class (112 bytes
+    /// and the `Rc`'s counts).
+    rare: std::cell::OnceCell<Box<Rare>>,
+}
+
+/// The parts of a [`ConnCtx`] few connections use.
+#[derive(Default)]
+struct Rare {
     /// Server connections of `send_proxy` pools, which carry this client's
     /// address: kept for this connection only (made at first use).
-    pub private_upstreams: std::cell::OnceCell<Rc<upstream::Upstreams>>,
+    private_upstreams: std::cell::OnceCell<Rc<upstream::Upstreams>>,
     /// An agreed upgrade waiting for its 101 to be written (tunnel.rs).
-    pub tunnel: tunnel::Slot,
+    tunnel: tunnel::Slot,
     /// The connection's TLS, on a TLS listener once its handshake is done
-    /// (an `Arc`: each request's script view shares it). Empty: plain. Set
-    /// once, by the connection's task, before it serves a request.
-    pub tls: std::cell::OnceCell<Arc<crate::context::TlsInfo>>,
+    /// (an `Arc`: each request's script view shares it). Set once, by the
+    /// connection's task, before it serves a request.
+    tls: std::cell::OnceCell<Arc<crate::context::TlsInfo>>,
 }
 
 impl ConnCtx {
@@ -104,26 +114,102 @@ impl ConnCtx {
             peer,
             local,
             listener,
-            peer_value: forward::peer_value(peer.ip()),
+            peer_value: peer_value(peer.ip()),
             timeouts,
-            private_upstreams: std::cell::OnceCell::new(),
-            tunnel: Default::default(),
-            tls: std::cell::OnceCell::new(),
+            rare: std::cell::OnceCell::new(),
         }
+    }
+
+    fn rare(&self) -> &Rare {
+        self.rare.get_or_init(Box::default)
+    }
+
+    /// The connection's TLS; None: plain (or its handshake is not done).
+    #[inline]
+    pub fn tls(&self) -> Option<&Arc<crate::context::TlsInfo>> {
+        self.rare.get().and_then(|r| r.tls.get())
+    }
+
+    /// Sets the connection's TLS once its handshake is done; false: it
+    /// was set already.
+    pub fn set_tls(&self, info: Arc<crate::context::TlsInfo>) -> bool {
+        self.rare().tls.set(info).is_ok()
+    }
+
+    /// The server connections of this client's `send_proxy` pools (empty
+    /// until one is made).
+    pub fn private_upstreams(&self) -> &std::cell::OnceCell<Rc<upstream::Upstreams>> {
+        &self.rare().private_upstreams
+    }
+
+    /// The slot of an agreed upgrade (tunnel.rs).
+    pub fn tunnel(&self) -> &tunnel::Slot {
+        &self.rare().tunnel
+    }
+
+    /// The upgrade waiting in the slot, taken (None, and nothing made,
+    /// when there is none).
+    pub fn take_tunnel(&self) -> Option<Box<tunnel::Pending>> {
+        self.rare.get().and_then(|r| r.tunnel.borrow_mut().take())
     }
 }
 
+/// The client's address as an X-Forwarded-For entry
+/// ([`forward::peer_value`]): the worker keeps the last one made, so a run
+/// of connections from one client (a balancer in front, a load
+/// generator) shares one, counted without atomics, instead of each
+/// cloning and dropping the text's shared bytes.
+fn peer_value(peer: std::net::IpAddr) -> Rc<http::HeaderValue> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(std::net::IpAddr, Rc<http::HeaderValue>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.try_with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((ip, v)) if *ip == peer => v.clone(),
+            _ => {
+                let v = Rc::new(forward::peer_value(peer));
+                *last = Some((peer, v.clone()));
+                v
+            }
+        }
+    })
+    .unwrap_or_else(|_| Rc::new(forward::peer_value(peer)))
+}
+
 /// Phase 1 and 2: pin the policy, ask the script.
-pub async fn handle(
+///
+/// Not an `async fn`: the request's record is opened here, when hyper
+/// hands the request over (calls the service), not when the future is
+/// first polled. hyper may drop the future unpolled (an HTTP/1 client
+/// whose end of stream it reads right after the request: it gives the
+/// connection up at once), and the request must still end with its one
+/// access-log line and its count (`CC`: the client went away before any
+/// answer).
+pub fn handle(
     cx: Rc<ConnCtx>,
     req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> impl std::future::Future<Output = Result<Response<ResponseBody>, Infallible>> {
     let script = cx.worker.script();
     let id = cx.worker.next_request_id();
     let (mut head, body) = req.into_parts();
     // One test on load-time data unless the policy has `explain_from`.
     let explained = crate::explain::live::asked(&script.policy, cx.peer.ip(), &mut head.headers);
-    let mut open = open_exchange(&cx, &script, id, &head);
+    let open = open_exchange(&cx, &script, id, &head);
+    handle_opened(cx, script, id, head, body, explained, open)
+}
+
+/// [`handle`]'s phases once the record is open.
+async fn handle_opened(
+    cx: Rc<ConnCtx>,
+    script: Rc<WorkerScript>,
+    id: RequestId,
+    head: http::request::Parts,
+    body: Incoming,
+    explained: bool,
+    mut open: Box<Open>,
+) -> Result<Response<ResponseBody>, Infallible> {
     let head_only = head.method == Method::HEAD;
     let mut view = RequestView {
         head,
@@ -132,7 +218,7 @@ pub async fn handle(
         listener: cx.listener.clone(),
         id,
         growth: 0,
-        tls: cx.tls.get().cloned(),
+        tls: cx.tls().cloned(),
     };
     // Explained requests run the same code with a recording tracer; the
     // others the untraced one, compiled without a trace of tracing.
@@ -186,8 +272,12 @@ pub async fn handle(
 /// client sent, as it sent it. Cheap (reference-counted copies, no text
 /// made): it is made for every request, log or no log; what only the log
 /// shows (method, host, target, wall-clock time) is copied only if the
-/// policy has one. Its termination starts as `CR`: until a phase moves it
-/// on, only the client going away can end it.
+/// policy has one. Its termination starts as `CC`: until a phase moves it
+/// on, only the client going away can end it, and its request is in
+/// (HAProxy's `R` is a request not yet read whole), so it is the client
+/// leaving before any server had it: before Pocket began on it (hyper
+/// dropped it unpolled), while `on_request` waited on a sub-request, or
+/// while a server was connected to (the phase the first try sets).
 pub fn open_exchange(
     cx: &ConnCtx,
     script: &WorkerScript,
@@ -226,11 +316,11 @@ pub fn open_exchange(
         connect_ms: None,
         first_byte_ms: None,
         total_ms: 0.0,
-        termination: Termination::of(b'C', b'R'),
+        termination: Termination::of(b'C', b'C'),
         script_fields: Vec::new(),
         trace: None,
         log: script.access_log.clone(),
-        tls: if logged { cx.tls.get().cloned() } else { None },
+        tls: if logged { cx.tls().cloned() } else { None },
         tcp: false,
     })
 }
@@ -710,7 +800,7 @@ fn deliver(
 fn upstreams_for<'a>(pool: &Pool, cx: &'a ConnCtx) -> &'a Rc<upstream::Upstreams> {
     match pool.send_proxy {
         None => &cx.worker.upstreams,
-        Some(_) => cx.private_upstreams.get_or_init(|| {
+        Some(_) => cx.private_upstreams().get_or_init(|| {
             Rc::new(upstream::Upstreams::with_max_idle(
                 upstream::MAX_PRIVATE_IDLE_PER_SERVER,
             ))

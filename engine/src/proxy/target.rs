@@ -86,8 +86,7 @@ fn settle_host(head: &mut http::request::Parts) -> Result<(), Refusal> {
                 return Err("no Host header (RFC 9112 §3.2)");
             }
             // Kept as it is unless it ends in a dot (below).
-            host.filter(|h| without_trailing_dot(h.as_bytes()).is_some())
-                .cloned()
+            host.filter(|h| ends_in_dot(h.as_bytes())).cloned()
         }
         Some(authority) => {
             if authority.as_str().contains('@') {
@@ -149,6 +148,16 @@ fn same_host(a: &[u8], b: &[u8]) -> bool {
         h
     }
     a.eq_ignore_ascii_case(b) || canonical(a) == canonical(b)
+}
+
+/// Whether [`without_trailing_dot`] would change `host`, without making
+/// the changed copy (every request's Host is asked).
+fn ends_in_dot(host: &[u8]) -> bool {
+    if host.first() == Some(&b'[') {
+        return false;
+    }
+    let colon = memchr::memchr(b':', host).unwrap_or(host.len());
+    colon >= 2 && host[colon - 1] == b'.'
 }
 
 /// `a.example.:80` -> `a.example:80`; None when there is no trailing dot.
@@ -325,5 +334,25 @@ mod tests {
         );
         assert_eq!(without_trailing_dot(b"a.example"), None);
         assert_eq!(without_trailing_dot(b"[::1]:80"), None);
+        for h in [
+            &b"a.example."[..],
+            b"a.example.:80",
+            b"a.example",
+            b"[::1]:80",
+            b".",
+            b".:80",
+            b"",
+            b":",
+            b"a..",
+            b"a:.",
+            b"[a.]",
+        ] {
+            assert_eq!(
+                ends_in_dot(h),
+                without_trailing_dot(h).is_some(),
+                "{:?}",
+                String::from_utf8_lossy(h)
+            );
+        }
     }
 }

@@ -197,7 +197,7 @@ pub async fn switch(
         tracing::debug!(request = %id, server = %server.addr, "TCP_USER_TIMEOUT not raised to timeouts.tunnel: {e}");
     }
     tracing::debug!(request = %id, server = %server.addr, "switching protocols: tunnel open");
-    *cx.tunnel.borrow_mut() = Some(Box::new(Pending {
+    *cx.tunnel().borrow_mut() = Some(Box::new(Pending {
         server_io: parts.io,
         server_early: parts.read_buf,
         in_flight,
@@ -220,7 +220,7 @@ pub fn with_record(
     head_only: bool,
 ) -> Response<ResponseBody> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(pending) = cx.tunnel.borrow_mut().as_mut() {
+        if let Some(pending) = cx.tunnel().borrow_mut().as_mut() {
             open.ex.status = 101;
             // Dropped before the 101 is out: the client went away.
             open.set(b'C', b'D');

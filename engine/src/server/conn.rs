@@ -521,7 +521,7 @@ async fn start_tls(
     // No ALPN (a client with prior knowledge of h2 may send its preface
     // straight away): sniffed as on plain connections.
     let h2 = info.alpn.as_deref().map(|p| p == "h2");
-    if cx.tls.set(Arc::new(info)).is_err() {
+    if !cx.set_tls(Arc::new(info)) {
         tracing::error!(peer = %cx.peer, "connection context's TLS set twice");
     }
     let io = ClientIo::new(Transport::Tls(Box::new(stream)), head_size, &cx);
@@ -647,13 +647,13 @@ enum Ending {
 /// quiet long enough to park (the socket back, with any bytes hyper had
 /// read ahead as its prefix).
 async fn serve_h1(
-    io: ClientIo,
+    mut io: ClientIo,
     cx: &Rc<ConnCtx>,
     http: &Http,
     drain: &Drain,
     head: Duration,
 ) -> Option<ClientIo> {
-    let activity = io.activity.clone();
+    let activity = io.activity.get().clone();
     activity.quiet_since.set(Instant::now());
     activity.heads.set(HeadCheck::with_limit(io.head_size));
     // The listener's header timeout and head size on a copy of the
@@ -724,7 +724,7 @@ async fn serve_h1(
     }
     let parts = conn.into_parts();
     let mut io = parts.io.into_inner();
-    let tunnel = cx.tunnel.borrow_mut().take();
+    let tunnel = cx.take_tunnel();
     if let Some(tunnel) = tunnel {
         // The 101 is out: the socket is the tunnel's (proxy/tunnel.rs),
         // with what hyper read past the request, then any prefix left.
@@ -745,7 +745,7 @@ async fn serve_h1(
     // send timeout bounds it: on TLS this writes close_notify, which waits
     // for room a client that stopped reading never makes. The timer
     // starts afresh: hyper's last flush went out whole.
-    io.activity.write_blocked.set(false);
+    io.activity.unblocked();
     let _ = io.shutdown().await;
     None
 }
@@ -761,7 +761,7 @@ async fn serve_h2(
     drain: &Drain,
     timeouts: ClientTimeouts,
 ) {
-    let activity = io.activity.clone();
+    let activity = io.activity.get().clone();
     activity.heads.set(HeadCheck::off());
     io.flood = Some(Box::new(FloodWatch::new()));
     let mut h2 = http.h2.clone();
@@ -773,8 +773,9 @@ async fn serve_h2(
     let mut drained = false;
     // The timer never sleeps past a deadline: a request may come at any
     // time and move it to `keepalive` after its end, so it wakes at least
-    // once per `keepalive` until the first request (from the accept: the
-    // connection's quiet_since); and at least every `send / 2`, so that a
+    // once per `keepalive` until the first request (from when h2 began,
+    // its preface read within the `head` timeout: the activity's
+    // quiet_since, made then); and at least every `send / 2`, so that a
     // stream stalled on the client's window is seen within two looks past
     // `send` however it began.
     let look = timeouts.head.min(timeouts.keepalive).min(timeouts.send / 2);
@@ -884,6 +885,10 @@ type ServiceFuture =
 /// The request path (proxy::handle), with each request counted busy until
 /// its response body is done. Boxed: hyper wants an `Unpin` future to give
 /// the socket back, and a parked connection should not keep its space.
+/// Each request's record is opened in this call, before hyper polls the
+/// future (it may drop it unpolled: an HTTP/1 client's end of stream read
+/// right after its request ends the connection at once), so every request
+/// hyper hands over has its access-log line and its count.
 fn service(
     cx: Rc<ConnCtx>,
     activity: Rc<Activity>,
@@ -1050,6 +1055,36 @@ impl Activity {
 }
 
 /// One request in flight on the connection.
+/// A run's [`Activity`], made at its first use: hyper's paths make it
+/// as they begin; the direct path needs one only when a write to the
+/// client blocks (its send timeout), so most of its runs make none (an
+/// allocation and a clock read less per connection).
+#[derive(Default)]
+pub(super) struct Lazy(Option<Rc<Activity>>);
+
+impl Lazy {
+    /// The activity, made now if it was not yet.
+    #[inline]
+    pub(super) fn get(&mut self) -> &Rc<Activity> {
+        self.0.get_or_insert_with(|| Rc::new(Activity::new()))
+    }
+
+    /// The activity if it was made.
+    #[inline]
+    fn made(&self) -> Option<&Rc<Activity>> {
+        self.0.as_ref()
+    }
+
+    /// A blockage is over (or was given up on): the next blocked write
+    /// starts the send timer afresh. Nothing to do when none was made.
+    #[inline]
+    pub(super) fn unblocked(&self) {
+        if let Some(a) = &self.0 {
+            a.write_blocked.set(false);
+        }
+    }
+}
+
 struct Busy(Rc<Activity>);
 
 impl Busy {
@@ -1216,7 +1251,8 @@ pub(super) struct ClientIo {
     /// The listener's `head_size`, in bytes.
     pub(super) head_size: u32,
     pub(super) prefix: Bytes,
-    pub(super) activity: Rc<Activity>,
+    /// Made at its first use ([`Lazy`]).
+    pub(super) activity: Lazy,
     pub(super) peer: SocketAddr,
     /// The listener's send timeout.
     pub(super) send: Duration,
@@ -1236,7 +1272,7 @@ impl ClientIo {
             head_size,
             stream,
             prefix: Bytes::new(),
-            activity: Rc::new(Activity::new()),
+            activity: Lazy::default(),
             peer: cx.peer,
             send: cx.timeouts.send,
             send_timer: None,
@@ -1252,11 +1288,17 @@ impl ClientIo {
     fn wrote<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         // Blocked already: the timer runs for this blockage (the
         // connection's write_blocked is that state, kept once).
-        let was_blocked = self.activity.write_blocked.replace(r.is_pending());
+        let was_blocked = match self.activity.made() {
+            Some(a) => a.write_blocked.replace(r.is_pending()),
+            // No activity yet: nothing was blocked, and a write that
+            // goes out whole needs none.
+            None if !r.is_pending() => false,
+            None => self.activity.get().write_blocked.replace(true),
+        };
         if !r.is_pending() {
             if was_blocked {
                 // The client reads again: the paused bodies go on.
-                for w in self.activity.write_waiters.borrow_mut().drain(..) {
+                for w in self.activity.get().write_waiters.borrow_mut().drain(..) {
                     w.wake();
                 }
             }
@@ -1274,7 +1316,7 @@ impl ClientIo {
                 .insert(Box::pin(tokio::time::sleep(self.send))),
         };
         if timer.as_mut().poll(cx).is_ready() {
-            self.activity.send_timed_out.set(true);
+            self.activity.get().send_timed_out.set(true);
             tracing::info!(peer = %self.peer, "send timeout ({:?}): the client stopped reading; closing", self.send);
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -1297,11 +1339,12 @@ impl ClientIo {
             n -= take;
         }
         let open = flood.open_streams();
-        if open == 0 && self.activity.h2_open.get() > 0 {
+        let activity = self.activity.get();
+        if open == 0 && activity.h2_open.get() > 0 {
             // The last stream's end went out: the keep-alive counts from now.
-            self.activity.quiet_since.set(Instant::now());
+            activity.quiet_since.set(Instant::now());
         }
-        self.activity.h2_open.set(open);
+        activity.h2_open.set(open);
     }
 
     /// An h2 client went over the flood rule: a GOAWAY
@@ -1328,7 +1371,9 @@ impl AsyncRead for ClientIo {
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = if this.prefix.is_empty() {
-            if this.flood.is_none() && this.activity.busy.get() > 0 && buf.remaining() > READ_PIECE
+            if this.flood.is_none()
+                && this.activity.get().busy.get() > 0
+                && buf.remaining() > READ_PIECE
             {
                 // HTTP/1 with a request in flight: its body, read a piece
                 // at a time as a server's is (proxy/upstream.rs), so that
@@ -1351,11 +1396,11 @@ impl AsyncRead for ClientIo {
             if let Err(what) = flood.read(&buf.filled()[before..]) {
                 return Poll::Ready(Err(this.flooded(what)));
             }
-            this.activity.h2_open.set(flood.open_streams());
+            this.activity.get().h2_open.set(flood.open_streams());
             return r;
         }
-        let mut heads = this.activity.heads.get();
-        let idle = this.activity.busy.get() == 0;
+        let mut heads = this.activity.get().heads.get();
+        let idle = this.activity.get().busy.get() == 0;
         // While a request is in flight, bytes are looked at only while the
         // check follows the stream's framing: otherwise they may be body,
         // which must not count as a head begun once the request is done.
@@ -1363,8 +1408,8 @@ impl AsyncRead for ClientIo {
             return r;
         }
         let checked = heads.feed(&buf.filled()[before..]);
-        this.activity.heads.set(heads);
-        if !idle || this.activity.write_blocked.get() {
+        this.activity.get().heads.set(heads);
+        if !idle || this.activity.get().write_blocked.get() {
             return r;
         }
         // The next head, read while nothing is in flight, is bad or too
@@ -1372,7 +1417,7 @@ impl AsyncRead for ClientIo {
         // (best effort: the answer is small and the socket idle). A bad
         // head further on waits for its turn (see `service`).
         if checked.is_err() {
-            this.activity.refused.set(400);
+            this.activity.get().refused.set(400);
             let _ = this.stream.try_write(&head_check::bad_request());
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -1381,7 +1426,7 @@ impl AsyncRead for ClientIo {
         }
         if let Some(what) = heads.oversized() {
             tracing::info!(peer = %this.peer, "request head over {} bytes ({what:?}); refused", this.head_size);
-            this.activity.refused.set(match what {
+            this.activity.get().refused.set(match what {
                 head_check::Oversized::RequestLine => 414,
                 head_check::Oversized::Head => 431,
             });
@@ -1468,13 +1513,13 @@ mod tests {
     /// What an idle connection holds (see [`serve`]): its task (tokio's
     /// header and trailer, about 100 bytes, around [`Conn`] and the
     /// connection slot) stays in jemalloc's 256-byte class, and its
-    /// context, with the `Rc`'s two counts, in the 192-byte one. These
+    /// context, with the `Rc`'s two counts, in the 128-byte one. These
     /// are what keep 10,000 idle connections under 20 MiB.
     #[test]
     fn an_idle_connection_is_small() {
         let task = size_of::<Conn>() + size_of::<Option<super::super::maxconn::Slot>>();
         assert!(task <= 128, "the connection's task future is {task} bytes");
         let cx = size_of::<ConnCtx>() + 16;
-        assert!(cx <= 192, "the connection's context is {cx} bytes");
+        assert!(cx <= 128, "the connection's context is {cx} bytes");
     }
 }

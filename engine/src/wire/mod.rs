@@ -21,6 +21,7 @@ pub mod hop_by_hop;
 pub mod host;
 pub mod request;
 pub mod response;
+mod scan;
 pub mod write;
 
 /// Whether a `Connection` field's value names `close` among its tokens

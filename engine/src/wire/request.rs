@@ -71,29 +71,53 @@ pub fn parse(buf: &[u8], head_size: usize) -> Parsed {
     }
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
-        &mut req,
-        buf,
-        &mut fields,
-    ) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() < head_size => return Parsed::Partial,
-        Ok(httparse::Status::Partial) => return Parsed::Hyper("the head is over head_size"),
-        Err(_) => return Parsed::Hyper("httparse refuses the head"),
+    // The plain head, read by `scan` as httparse reads it: every line of
+    // it ends in CRLF (no look at the line ends needed). Anything else
+    // is httparse's to read.
+    let scanned = super::scan::request_line(buf).and_then(|(method, path, version, at)| {
+        let (len, n) = super::scan::fields(buf, at, &mut fields)?;
+        Some((method, path, version, len, n))
+    });
+    let len = if let Some((method, path, version, len, n)) = scanned {
+        req.method = Some(method);
+        req.path = Some(path);
+        req.version = Some(version);
+        // SAFETY: `scan::fields` wrote the first `n` slots.
+        req.headers = unsafe {
+            &mut *(&mut fields[..n] as *mut [MaybeUninit<httparse::Header<'_>>]
+                as *mut [httparse::Header<'_>])
+        };
+        if len > head_size {
+            return Parsed::Hyper("the head is over head_size");
+        }
+        len
+    } else {
+        let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+            &mut req,
+            buf,
+            &mut fields,
+        ) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() < head_size => return Parsed::Partial,
+            Ok(httparse::Status::Partial) => return Parsed::Hyper("the head is over head_size"),
+            Err(_) => return Parsed::Hyper("httparse refuses the head"),
+        };
+        if len > head_size {
+            return Parsed::Hyper("the head is over head_size");
+        }
+        let head = &buf[..len];
+        // httparse takes a bare LF as a line end; the head check answers
+        // 400 (request smuggling). Every LF must follow a CR (buf[0] is
+        // not one): checked where httparse says the lines end, then, if
+        // that is not plainly so, byte by byte.
+        if !crlf_lines(head, req.headers)
+            && memchr::memchr_iter(b'\n', head).any(|i| head[i - 1] != b'\r')
+        {
+            return Parsed::Hyper("a line ends in a bare LF");
+        }
+        len
     };
-    if len > head_size {
-        return Parsed::Hyper("the head is over head_size");
-    }
     let head = &buf[..len];
-    // httparse takes a bare LF as a line end; the head check answers 400
-    // (request smuggling). Every LF must follow a CR (buf[0] is not one):
-    // checked where httparse says the lines end, then, if that is not
-    // plainly so, byte by byte.
-    if !crlf_lines(head, req.headers)
-        && memchr::memchr_iter(b'\n', head).any(|i| head[i - 1] != b'\r')
-    {
-        return Parsed::Hyper("a line ends in a bare LF");
-    }
     if req.version != Some(1) {
         return Parsed::Hyper("not HTTP/1.1");
     }

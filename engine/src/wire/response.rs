@@ -104,6 +104,24 @@ pub fn parse_into(buf: &[u8], head_request: bool, max: usize, fields: Vec<(u32, 
     if buf.get(start) == Some(&b'H') {
         let mut headers =
             [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; super::MAX_HEADERS];
+        // The plain head, read by `scan` as httparse reads it (every line
+        // a CRLF's, so no look at the line ends either).
+        if let Some((version, code, at)) = super::scan::status_line(buf, start) {
+            if let Some((len, n)) = super::scan::fields(buf, at, &mut headers) {
+                // SAFETY: `scan::fields` wrote the first `n` slots.
+                let read = unsafe {
+                    &mut *(&mut headers[..n] as *mut [MaybeUninit<httparse::Header<'_>>]
+                        as *mut [httparse::Header<'_>])
+                };
+                let res = httparse::Response {
+                    version: Some(version),
+                    code: Some(code),
+                    reason: None,
+                    headers: read,
+                };
+                return finish(buf, &res, start, len, head_request, max, fields);
+            }
+        }
         let mut res = httparse::Response::new(&mut []);
         if let Ok(httparse::Status::Complete(len)) = httparse::ParserConfig::default()
             .parse_response_with_uninit_headers(&mut res, buf, &mut headers)

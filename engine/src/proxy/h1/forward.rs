@@ -221,7 +221,19 @@ async fn tries<'p>(
         };
         let server = &pool.servers[si];
         open.trying(&pool.name, &server.addr_text);
-        let mut conn = match cx.worker.servers.checkout(pool, server, !fresh_only).await {
+        // The first try of a request that has not waited since its start
+        // judges idle connections by the start's clock read.
+        let now = if attempts == 1 && !script.waits() {
+            open.started()
+        } else {
+            std::time::Instant::now()
+        };
+        let mut conn = match cx
+            .worker
+            .servers
+            .checkout_at(pool, server, !fresh_only, now)
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 server.state.traffic_failed(pool.passive.after, e.cause());
@@ -619,8 +631,12 @@ async fn deliver<W: ClientConn>(
             in_flight.finished_well();
             let reuse =
                 rhead.keep_alive && !dropped_body && !rest && rhead.framing != Framing::UntilClose;
+            // One clock read for the record's end and the connection's
+            // idle start.
+            let now = std::time::Instant::now();
+            open.end_at(now);
             if reuse {
-                cx.worker.servers.checkin(conn);
+                cx.worker.servers.checkin_at(conn, now);
             }
             if close {
                 Done::Close

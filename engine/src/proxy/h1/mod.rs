@@ -112,7 +112,7 @@ pub async fn serve<W: ClientConn>(
         listener: cx.listener.clone(),
         id,
         growth: 0,
-        tls: cx.tls.get().cloned(),
+        tls: cx.tls().cloned(),
     };
     // Phase 2, as the hyper path decides (explained requests go to hyper).
     let route = if script.waits() {

@@ -103,10 +103,22 @@ impl Servers {
         server: &Server,
         reuse: bool,
     ) -> Result<ServerConn, ConnectError> {
+        self.checkout_at(pool, server, reuse, Instant::now()).await
+    }
+
+    /// [`Servers::checkout`], judging idle connections at `now` (a time
+    /// the caller read in this same wake: no clock read of its own).
+    pub async fn checkout_at(
+        &self,
+        pool: &Pool,
+        server: &Server,
+        reuse: bool,
+        now: Instant,
+    ) -> Result<ServerConn, ConnectError> {
         let key = ConnKey::of(server);
         let keepalive = pool.timeouts.keepalive;
         if reuse {
-            if let Some(conn) = self.reuse(key, keepalive) {
+            if let Some(conn) = self.reuse(key, keepalive, now) {
                 return Ok(conn);
             }
         }
@@ -124,10 +136,9 @@ impl Servers {
 
     /// The most recently used idle connection to `key` that can take a
     /// request; the unusable ones met on the way are closed.
-    fn reuse(&self, key: ConnKey, keepalive: Duration) -> Option<ServerConn> {
+    fn reuse(&self, key: ConnKey, keepalive: Duration, now: Instant) -> Option<ServerConn> {
         let mut all = self.idle.borrow_mut();
         let list = all.get_mut(&key)?;
-        let now = Instant::now();
         while let Some(idle) = list.pop() {
             upstream_idle(-1);
             match check(&idle, now, keepalive) {
@@ -155,7 +166,11 @@ impl Servers {
     /// connection the server keeps open. Past [`MAX_IDLE_PER_SERVER`] idle
     /// connections to its server (as the hyper path keeps), it is closed.
     pub fn checkin(&self, conn: ServerConn) {
-        let now = Instant::now();
+        self.checkin_at(conn, Instant::now());
+    }
+
+    /// [`Servers::checkin`] at `now`, a time the caller has just read.
+    pub fn checkin_at(&self, conn: ServerConn, now: Instant) {
         let mut all = self.idle.borrow_mut();
         let list = all.entry(conn.key).or_default();
         // Idle connections not taken again within the keep-alive timeout
