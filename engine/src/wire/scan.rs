@@ -55,53 +55,6 @@ fn plain_word(w: u64) -> bool {
     not_plain(w) == 0
 }
 
-/// The bytes of the little-endian word `w` that are not a letter, a
-/// digit or `-` (the bytes of nearly every field name), as their high
-/// bits; 0: all eight are. `w` has no byte of 0x80 or more (the caller
-/// reads such a word a byte at a time), so no sum or difference below
-/// crosses a byte: every byte's bit is exact.
-#[inline(always)]
-fn not_name_plain(w: u64) -> u64 {
-    debug_assert_eq!(w & HIGHS, 0);
-    let at_least = |lo: u8| ((w | HIGHS) - ONES * u64::from(lo)) & HIGHS;
-    // Case folded: `A`-`Z` to `a`-`z`; `-` and digits keep their bytes
-    // (the controls that fold onto them are out by `at_least(0x21)`).
-    let x = w | (ONES * 0x20);
-    let in_range = |lo: u8, hi: u8| {
-        let from = ((x | HIGHS) - ONES * u64::from(lo)) & HIGHS;
-        let to = ((HIGHS | (ONES * u64::from(hi))) - x) & HIGHS;
-        from & to
-    };
-    let dash = !((x ^ (ONES * u64::from(b'-'))) + ONES * 0x7f) & HIGHS;
-    let plain = (in_range(b'a', b'z') | in_range(b'0', b'9') | dash) & at_least(0x21);
-    !plain & HIGHS
-}
-
-/// Where the first byte of `line` that is not a token byte is (a name
-/// ends there). A word at a time over letters, digits and `-`, then a
-/// byte at a time by httparse's table.
-#[inline]
-fn name_end(line: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(word) = line.get(i..i + 8) {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(word);
-        let w = u64::from_le_bytes(w);
-        if w & HIGHS != 0 {
-            break;
-        }
-        let odd = not_name_plain(w);
-        if odd == 0 {
-            i += 8;
-            continue;
-        }
-        i += (odd.trailing_zeros() / 8) as usize;
-        break;
-    }
-    let rest = line.get(i..)?;
-    Some(i + rest.iter().position(|&b| !TOKEN[b as usize])?)
-}
-
 /// Where the CRLF that ends the value starting at `line[from]` is (the
 /// index of its CR), when every byte before it is a field value's
 /// (HTAB, SP, VCHAR, obs-text); None for anything else (a bare LF, a
@@ -151,7 +104,7 @@ pub(super) fn fields<'b>(
             return (*line.get(1)? == b'\n').then_some((at + 2, n));
         }
         // The name: token bytes up to the colon (no space before it).
-        let colon = name_end(line)?;
+        let colon = line.iter().position(|&b| !TOKEN[b as usize])?;
         if colon == 0 || line[colon] != b':' {
             return None;
         }
