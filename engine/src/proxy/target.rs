@@ -75,9 +75,8 @@ pub fn settle(head: &mut http::request::Parts) -> Result<Option<PathAndQuery>, R
 }
 
 fn settle_host(head: &mut http::request::Parts) -> Result<(), Refusal> {
-    let mut lines = head.headers.get_all(header::HOST).iter();
-    let host = lines.next();
-    if lines.next().is_some() {
+    let (host, more) = host_lines(&head.headers);
+    if more {
         return Err("more than one Host header (RFC 9112 §3.2)");
     }
     if let Some(h) = host {
@@ -143,6 +142,27 @@ fn settle_host(head: &mut http::request::Parts) -> Result<(), Refusal> {
         head.headers.insert(header::HOST, value);
     }
     Ok(())
+}
+
+/// The first Host line's value, and whether there is another. A look
+/// at each name of a common head (a few names: cheaper than hashing
+/// one), the map's own lookup for a large one.
+fn host_lines(headers: &http::HeaderMap) -> (Option<&HeaderValue>, bool) {
+    if headers.keys_len() > 12 {
+        let mut lines = headers.get_all(header::HOST).iter();
+        let first = lines.next();
+        return (first, lines.next().is_some());
+    }
+    let mut first = None;
+    for (name, value) in headers {
+        if name == header::HOST {
+            if first.is_some() {
+                return (first, true);
+            }
+            first = Some(value);
+        }
+    }
+    (first, false)
 }
 
 /// Two `host[:port]` that name the same server (RFC 3986 §6.2.3): case,
@@ -332,6 +352,29 @@ mod tests {
         assert!(!same_host(b"example.com:8080", b"example.com"));
         assert!(!same_host(b"a.example", b"b.example"));
         assert!(same_host(b"[::1]:80", b"[::1]"));
+    }
+
+    #[test]
+    fn host_lines_are_found_by_a_look_or_by_the_map_alike() {
+        for extra in [0, 20] {
+            for hosts in 0..3 {
+                let mut map = http::HeaderMap::new();
+                for i in 0..extra {
+                    map.append(
+                        http::HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap(),
+                        HeaderValue::from_static("v"),
+                    );
+                }
+                for h in 0..hosts {
+                    map.append(header::HOST, HeaderValue::from(h));
+                }
+                map.append(header::ACCEPT, HeaderValue::from_static("*/*"));
+                let (first, more) = host_lines(&map);
+                let mut lines = map.get_all(header::HOST).iter();
+                assert_eq!(first, lines.next(), "{extra} {hosts}");
+                assert_eq!(more, lines.next().is_some(), "{extra} {hosts}");
+            }
+        }
     }
 
     #[test]
