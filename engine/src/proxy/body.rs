@@ -395,6 +395,9 @@ pub struct ResponseBody {
     open: Option<Box<Open>>,
 }
 
+// Upstream is the common variant (Full: local answers); boxing it would
+// cost an allocation per proxied response.
+#[allow(clippy::large_enum_variant)]
 enum Inner {
     /// Streamed from a server; the connection goes back to the pool when
     /// the body has been read to its end. A server silent for longer than
@@ -402,6 +405,12 @@ enum Inner {
     /// connection at once rather than leaving it hanging.
     Upstream {
         body: Incoming,
+        /// What was taken before the head went to the client (to see that
+        /// the body did not break in what came with the head,
+        /// `proxy::deliver`): sent first. Data, or (an empty body) its
+        /// trailers, boxed as they are rare and large.
+        first: Option<Bytes>,
+        first_trailers: Option<Box<http::HeaderMap>>,
         lease: Option<Lease>,
         in_flight: Option<InFlight>,
         idle: Duration,
@@ -417,8 +426,10 @@ enum Inner {
 }
 
 impl ResponseBody {
+    #[allow(clippy::too_many_arguments)]
     pub fn upstream(
         body: Incoming,
+        first: Option<Frame<Bytes>>,
         lease: Lease,
         in_flight: InFlight,
         idle: Duration,
@@ -426,9 +437,16 @@ impl ResponseBody {
         server: Arc<str>,
         passive_after: u32,
     ) -> ResponseBody {
+        let (first_data, first_trailers) = match first.map(Frame::into_data) {
+            None => (None, None),
+            Some(Ok(data)) => (Some(data), None),
+            Some(Err(frame)) => (None, frame.into_trailers().ok().map(Box::new)),
+        };
         ResponseBody {
             inner: Inner::Upstream {
                 body,
+                first: first_data,
+                first_trailers,
                 lease: Some(lease),
                 in_flight: Some(in_flight),
                 idle,
@@ -528,6 +546,8 @@ impl Body for ResponseBody {
         match &mut this.inner {
             Inner::Upstream {
                 body,
+                first,
+                first_trailers,
                 lease,
                 in_flight,
                 idle,
@@ -536,7 +556,11 @@ impl Body for ResponseBody {
                 server,
                 passive_after,
             } => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
+                let polled = match (first.take(), first_trailers.take()) {
+                    (Some(data), _) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                    (None, Some(t)) => Poll::Ready(Some(Ok(Frame::trailers(*t)))),
+                    (None, None) => Pin::new(&mut *body).poll_frame(cx),
+                };
                 if polled.is_pending() {
                     if timer.as_mut().poll(cx).is_ready() {
                         lease.take();
@@ -619,14 +643,29 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.inner {
-            Inner::Upstream { body, .. } => body.is_end_stream(),
+            Inner::Upstream {
+                body,
+                first,
+                first_trailers,
+                ..
+            } => first.is_none() && first_trailers.is_none() && body.is_end_stream(),
             Inner::Full(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
-            Inner::Upstream { body, .. } => body.size_hint(),
+            Inner::Upstream { body, first, .. } => {
+                // Incoming counts down what it has handed out.
+                let n = first.as_ref().map_or(0, |d| d.len() as u64);
+                let hint = body.size_hint();
+                let mut sum = SizeHint::new();
+                sum.set_lower(hint.lower() + n);
+                if let Some(upper) = hint.upper() {
+                    sum.set_upper(upper + n);
+                }
+                sum
+            }
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

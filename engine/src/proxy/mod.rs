@@ -780,11 +780,30 @@ fn deliver(
             return Response::from_parts(rhead, ResponseBody::full(bytes::Bytes::new()));
         }
     }
+    // A body broken in what came with the head (a malformed first chunk
+    // line): hyper's client has already read it, and nothing has gone to
+    // the client, which gets a 502 (`PH`) rather than a closed connection
+    // with no answer (hyper's server would find the error before writing
+    // the head). One look, never a wait: a body still to come is streamed.
+    let mut rbody = rbody;
+    let mut first = None;
+    if !rbody.is_end_stream() {
+        let mut look = std::task::Context::from_waker(std::task::Waker::noop());
+        match std::pin::Pin::new(&mut rbody).poll_frame(&mut look) {
+            std::task::Poll::Ready(Some(Err(e))) => {
+                open.set(b'P', b'H');
+                return cannot_relay(pool, server, id, &format!("a malformed body: {e}"));
+            }
+            std::task::Poll::Ready(Some(Ok(frame))) => first = Some(frame),
+            std::task::Poll::Ready(None) | std::task::Poll::Pending => {}
+        }
+    }
     let lease = Lease::new(upstreams_for(pool, cx).clone(), conn);
     Response::from_parts(
         rhead,
         ResponseBody::upstream(
             rbody,
+            first,
             lease,
             in_flight,
             pool.timeouts.idle,

@@ -571,13 +571,18 @@ async fn run(mut io: ClientIo, cx: Rc<ConnCtx>, http: Rc<Http>, begin: Begin) ->
         Begin::Head => (None, false),
         Begin::Resume(at) => (at, false),
     };
+    // A new connection told HTTP/1 by ALPN: its first head is due `head`
+    // after now (the direct path keeps that clock itself; hyper's would
+    // start at the first byte).
+    let mut fresh_due = matches!(begin, Begin::Head).then(|| Instant::now() + timeouts.head);
     loop {
         // A head begun elsewhere (the direct path, the sniff) must be whole
         // by then: hyper's own header timer would start afresh.
-        let mut head_due = None;
+        let head_due;
         // Pocket's own path while the policy takes it (h1.rs); a request
         // it does not take comes back with the bytes read, for hyper.
         if super::h1::takes(&cx.worker.script()) {
+            fresh_due = None;
             let first = super::h1::First {
                 resume: resume.take(),
                 sniff: std::mem::take(&mut sniff),
@@ -620,6 +625,8 @@ async fn run(mut io: ClientIo, cx: Rc<ConnCtx>, http: Rc<Http>, begin: Begin) ->
                     return None;
                 }
             };
+        } else {
+            head_due = fresh_due.take();
         }
         // Boxed for as long as it runs: hyper's futures and timers are
         // large, and the direct path's runs should not be sized for them.
