@@ -104,6 +104,18 @@ fn variants(base: &[u8]) -> Vec<Vec<u8>> {
     cases
 }
 
+/// How many random heads each comparison makes and from which seed:
+/// `POCKET_WIRE_ITER` (default 20,000) and `POCKET_WIRE_SEED` (a u64 XORed
+/// into each test's own seed; default 0), as the other wire comparisons
+/// take them, for a longer run than CI's.
+fn random_run() -> (u64, u64) {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    (
+        var("POCKET_WIRE_ITER").unwrap_or(20_000),
+        var("POCKET_WIRE_SEED").unwrap_or(0),
+    )
+}
+
 /// A small xorshift: the same random heads on every run.
 struct Rng(u64);
 impl Rng {
@@ -193,19 +205,27 @@ fn a_response_head_the_scan_takes_is_httparses_reading() {
             check(&c);
         }
     }
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (iterations, seed) = random_run();
+    let mut rng = Rng((0x9e37_79b9_7f4a_7c15 ^ seed).max(1));
     let starts: [&[u8]; 4] = [
         b"HTTP/1.1 200 OK\r\n",
         b"HTTP/1.0 404 Not Found\r\n",
         b"HTTP/1.1 200\r\n",
         b"HTTP/1.1 20 OK\r\n",
     ];
-    for _ in 0..20_000 {
+    for _ in 0..iterations {
         let start = rng.pick(&starts);
         check(&random_head(&mut rng, start));
     }
-    // Not a vacuous pass: the scan takes a good share of them.
-    assert!(compared > 25_000 && taken > 4_000, "{taken} of {compared}");
+    // Not a vacuous pass: the scan takes a share of them (a fifth with
+    // the default seed, a tenth with some others).
+    println!(
+        "scan vs httparse, responses: {taken} of {compared} taken and read alike (seed {seed:#x})"
+    );
+    assert!(
+        compared > iterations + 5_000 && taken > iterations / 20,
+        "{taken} of {compared}"
+    );
 }
 
 #[test]
@@ -235,7 +255,8 @@ fn a_request_head_the_scan_takes_is_httparses_reading() {
             check(&c);
         }
     }
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let (iterations, seed) = random_run();
+    let mut rng = Rng((0x2545_f491_4f6c_dd1d ^ seed).max(1));
     let starts: [&[u8]; 5] = [
         b"GET / HTTP/1.1\r\n",
         b"GET /a/b?c HTTP/1.0\r\n",
@@ -243,11 +264,17 @@ fn a_request_head_the_scan_takes_is_httparses_reading() {
         b"GET  / HTTP/1.1\r\n",
         b"GET /\xc3\xa9 HTTP/1.1\r\n",
     ];
-    for _ in 0..20_000 {
+    for _ in 0..iterations {
         let start = rng.pick(&starts);
         check(&random_head(&mut rng, start));
     }
-    assert!(compared > 20_000 && taken > 3_000, "{taken} of {compared}");
+    println!(
+        "scan vs httparse, requests: {taken} of {compared} taken and read alike (seed {seed:#x})"
+    );
+    assert!(
+        compared > iterations && taken > iterations / 20,
+        "{taken} of {compared}"
+    );
 }
 
 #[test]
