@@ -213,4 +213,13 @@ async fn a_malformed_first_chunk_line_read_with_the_head_is_a_502_logged_ph() {
         .filter(|l| l.contains("/late-chunk HTTP/1.1\" "))
         .collect();
     assert!(late.iter().all(|l| l.contains(" 200 SD ")), "{late:?}");
+    // The warning of each break names its request, so that it can be
+    // matched with its access-log line (both paths).
+    pocket.log.wait_for(&["broke off its response", "request="]);
+    let text = pocket.log.text();
+    let broke: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("broke off its response"))
+        .collect();
+    assert!(broke.iter().all(|l| l.contains("request=")), "{broke:?}");
 }

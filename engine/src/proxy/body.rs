@@ -571,7 +571,12 @@ impl Body for ResponseBody {
                             }
                         }
                         let err = Stalled(server.clone(), *idle, past_total);
-                        tracing::warn!("{err}; closing the client connection");
+                        match this.open.as_ref() {
+                            Some(o) => {
+                                tracing::warn!(request = %o.ex.id, "{err}; closing the client connection")
+                            }
+                            None => tracing::warn!("{err}; closing the client connection"),
+                        }
                         sent(&mut this.open, 0, Some(Termination::of(b's', b'D')));
                         return Poll::Ready(Some(Err(Box::new(err))));
                     }
@@ -584,7 +589,12 @@ impl Body for ResponseBody {
                     Poll::Ready(Some(Err(e))) => {
                         // A broken upstream body: never reuse that
                         // connection; the client's is closed by hyper.
-                        tracing::warn!("server {server} broke off its response: {e}");
+                        match this.open.as_ref() {
+                            Some(o) => {
+                                tracing::warn!(request = %o.ex.id, "server {server} broke off its response: {e}")
+                            }
+                            None => tracing::warn!("server {server} broke off its response: {e}"),
+                        }
                         lease.take();
                         if let Some(f) = in_flight.take() {
                             f.0.traffic_failed(*passive_after, "response broke off");
@@ -600,7 +610,12 @@ impl Body for ResponseBody {
                         lease.take();
                         in_flight.take();
                         let err = Stalled(server.clone(), *idle, true);
-                        tracing::warn!("{err}; closing the client connection");
+                        match this.open.as_ref() {
+                            Some(o) => {
+                                tracing::warn!(request = %o.ex.id, "{err}; closing the client connection")
+                            }
+                            None => tracing::warn!("{err}; closing the client connection"),
+                        }
                         sent(&mut this.open, 0, Some(Termination::of(b's', b'D')));
                         return Poll::Ready(Some(Err(Box::new(err))));
                     }

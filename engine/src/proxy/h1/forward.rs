@@ -644,7 +644,7 @@ async fn deliver<W: ClientConn>(
             return answer(client, resp, open, head_only).await;
         }
         relay::Ended::Broke(why) => {
-            tracing::warn!("server {} broke off its response: {why}", server.addr_text);
+            tracing::warn!(request = %id, pool = %pool.name, "server {} broke off its response: {why}", server.addr_text);
             server
                 .state
                 .traffic_failed(pool.passive.after, "response broke off");
@@ -654,6 +654,8 @@ async fn deliver<W: ClientConn>(
         relay::Ended::Stalled { past_total } => {
             if past_total {
                 tracing::warn!(
+                    request = %id,
+                    pool = %pool.name,
                     "the response of server {} ran past the pool's total timeout; closing the client connection",
                     server.addr_text
                 );
@@ -662,6 +664,8 @@ async fn deliver<W: ClientConn>(
                     .state
                     .traffic_failed(pool.passive.after, "stalled mid-response");
                 tracing::warn!(
+                    request = %id,
+                    pool = %pool.name,
                     "server {} sent nothing for {:?} mid-response; closing the client connection",
                     server.addr_text,
                     pool.timeouts.idle
