@@ -19,6 +19,8 @@ pub mod chunked;
 pub mod fields;
 pub mod hop_by_hop;
 pub mod host;
+#[cfg(test)]
+mod mutations;
 pub mod request;
 pub mod response;
 mod scan;

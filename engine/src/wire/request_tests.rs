@@ -715,18 +715,7 @@ fn the_look_at_line_ends_never_misses_a_bare_lf() {
     ];
     let mut looked = 0;
     for base in heads {
-        let mut cases = Vec::new();
-        for at in 0..base.len() {
-            for b in [b'\r', b'\n', b' ', b'\t', b':', b'a'] {
-                let mut c = base.to_vec();
-                c[at] = b;
-                cases.push(c);
-            }
-            let mut c = base.to_vec();
-            c.insert(at, b'\n');
-            cases.push(c);
-        }
-        for c in cases {
+        for c in crate::wire::mutations::variants(base, b"\r\n \t:a") {
             let mut fields = [httparse::EMPTY_HEADER; 8];
             let mut req = httparse::Request::new(&mut fields);
             let Ok(httparse::Status::Complete(len)) = req.parse(&c) else {

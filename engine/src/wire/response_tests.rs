@@ -649,19 +649,7 @@ fn the_quick_reading_agrees_with_the_checked_one() {
     ];
     let mut compared = 0;
     for base in heads {
-        let mut cases = vec![base.to_vec()];
-        for at in 0..base.len() {
-            cases.push(base[..at].to_vec());
-            for b in swaps {
-                let mut c = base.to_vec();
-                c[at] = b;
-                cases.push(c);
-            }
-            let mut c = base.to_vec();
-            c.insert(at, b'\n');
-            cases.push(c);
-        }
-        for c in cases {
+        for c in crate::wire::mutations::variants(base, &swaps) {
             for head_request in [false, true] {
                 for max in [MAX, 40] {
                     let quick = verdict(parse_into(&c, head_request, max, Vec::new()), &c);

@@ -83,26 +83,10 @@ fn httparse_request(buf: &[u8]) -> Option<RequestReading<'_>> {
     }
 }
 
-/// Every case made from `base`: itself, each cut, each byte swapped for
-/// each of `SWAPS`, an LF inserted anywhere.
-fn variants(base: &[u8]) -> Vec<Vec<u8>> {
-    const SWAPS: [u8; 15] = [
-        b'\r', b'\n', b' ', b'\t', b':', b',', b'0', b'a', b'A', b'/', b'.', 0x7f, 0x80, 0xff, 0,
-    ];
-    let mut cases = vec![base.to_vec()];
-    for at in 0..base.len() {
-        cases.push(base[..at].to_vec());
-        for b in SWAPS {
-            let mut c = base.to_vec();
-            c[at] = b;
-            cases.push(c);
-        }
-        let mut c = base.to_vec();
-        c.insert(at, b'\n');
-        cases.push(c);
-    }
-    cases
-}
+/// Every byte the variants put in place of another.
+const SWAPS: [u8; 15] = [
+    b'\r', b'\n', b' ', b'\t', b':', b',', b'0', b'a', b'A', b'/', b'.', 0x7f, 0x80, 0xff, 0,
+];
 
 /// How many random heads each comparison makes and from which seed:
 /// `POCKET_WIRE_ITER` (default 20,000) and `POCKET_WIRE_SEED` (a u64 XORed
@@ -193,7 +177,7 @@ fn compare_with_httparse(
         taken += u64::from(same(c));
     };
     for base in bases {
-        for c in variants(base) {
+        for c in crate::wire::mutations::variants(base, &SWAPS) {
             check(&c);
         }
     }
