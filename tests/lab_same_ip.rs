@@ -11,8 +11,53 @@ use common::*;
 
 use std::path::{Path, PathBuf};
 
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab/same-ip.lua")
+fn example(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/lab")
+        .join(file)
+}
+
+/// Runs shipped scenario `file` in real mode: (its output, summary.md,
+/// events.jsonl, the report folder). Every expectation must hold (exit
+/// 0), and nothing may be left behind.
+fn run_example(file: &str) -> (String, String, String, tempfile::TempDir) {
+    require_root("lab_same_ip");
+    require_command("arping", "iputils-arping");
+    let out = tempfile::tempdir().unwrap();
+    let lab = std::process::Command::new(pocket_bin())
+        .arg("lab")
+        .arg(example(file))
+        .args(["--quiet", "--out", out.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lab_pid = lab.id();
+    let done = lab.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr)
+    );
+    eprintln!("{file}:\n{text}");
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{file}: every expectation held: {text}"
+    );
+    let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    let events = std::fs::read_to_string(out.path().join("events.jsonl")).unwrap();
+    assert!(
+        summary.contains("fault layer: real (network namespaces)"),
+        "{summary}"
+    );
+    assert!(summary.contains("## Two servers, one address"), "{summary}");
+    // Nothing left: namespaces, links, routes, origins.
+    let xs = subnets(&summary);
+    assert!(!xs.is_empty(), "the summary names the address: {summary}");
+    let left = traces(lab_pid, &xs);
+    assert!(left.is_empty(), "{file}: left behind: {left:?}");
+    (text, summary, events, out)
 }
 
 fn write_scenario(body: &str) -> (tempfile::TempDir, PathBuf) {
@@ -97,40 +142,10 @@ fn number(line: &str, key: &str) -> f64 {
 
 #[test]
 fn two_origins_answer_under_one_address_and_the_lab_shows_who_held_it() {
-    require_root("lab_same_ip");
-    require_command("arping", "iputils-arping");
-    let out = tempfile::tempdir().unwrap();
-    let lab = std::process::Command::new(pocket_bin())
-        .arg("lab")
-        .arg(example())
-        .args(["--quiet", "--out", out.path().to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lab_pid = lab.id();
-    let done = lab.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&done.stdout),
-        String::from_utf8_lossy(&done.stderr)
-    );
-    eprintln!("{text}");
-    assert_eq!(
-        done.status.code(),
-        Some(0),
-        "every expectation held: {text}"
-    );
-    let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
-    let events = std::fs::read_to_string(out.path().join("events.jsonl")).unwrap();
+    let (text, summary, events, out) = run_example("same-ip.lua");
     eprintln!("{summary}");
 
     // Pocket saw one server; answers came from both origins.
-    assert!(
-        summary.contains("fault layer: real (network namespaces)"),
-        "{summary}"
-    );
-    assert!(summary.contains("## Two servers, one address"), "{summary}");
     assert!(
         text.contains("met: servers in Pocket's access log: 1 (")
             || summary.contains("met: servers in Pocket's access log: 1 ("),
@@ -222,12 +237,53 @@ fn two_origins_answer_under_one_address_and_the_lab_shows_who_held_it() {
     );
     let b_after = by_b.iter().filter(|t| **t >= t_b_holds).count();
     assert!(b_after > 0, "answers from B once it held the address");
+}
 
-    // Nothing left: namespaces, links, routes, origins.
-    let xs = subnets(&summary);
-    assert!(!xs.is_empty(), "the summary names the address: {summary}");
-    let left = traces(lab_pid, &xs);
-    assert!(left.is_empty(), "left behind: {left:?}");
+/// Under long TCP streams the switch is not hidden: the streams open
+/// with A are cut when B announces itself (B resets them), Pocket's log
+/// says the server broke them, and the streams opened again reach B.
+#[test]
+fn open_streams_are_cut_when_the_other_server_announces_itself() {
+    let (_, summary, events, _out) = run_example("tcp-same-ip.lua");
+    let announce = events
+        .lines()
+        .find(|l| field(l, "kind") == Some("fault") && field(l, "text") == Some("announce B"))
+        .map(|l| number(l, "t"))
+        .unwrap_or_else(|| panic!("no announce B: {events}"));
+    let conns: Vec<&str> = events
+        .lines()
+        .filter(|l| field(l, "kind") == Some("connection"))
+        .collect();
+    let cut_on_a: Vec<&&str> = conns
+        .iter()
+        .filter(|l| field(l, "server") == Some("A") && field(l, "outcome") == Some("cut"))
+        .collect();
+    assert!(!cut_on_a.is_empty(), "streams on A were cut: {events}");
+    for l in &cut_on_a {
+        assert!(
+            number(l, "t") >= announce,
+            "cut by the switch, not before: {l}"
+        );
+        let cause = field(l, "cause").unwrap_or_default();
+        assert!(
+            cause.contains("A|B broke the connection"),
+            "Pocket's word: {l}"
+        );
+    }
+    let on_b = conns
+        .iter()
+        .filter(|l| field(l, "server") == Some("B"))
+        .map(|l| number(l, "start"))
+        .collect::<Vec<_>>();
+    assert!(!on_b.is_empty(), "new streams reached B: {events}");
+    assert!(
+        on_b.iter().all(|t| *t >= announce),
+        "none reached B before: {events}"
+    );
+    assert!(
+        summary.contains("- Connections answered by origin (their banner): A "),
+        "{summary}"
+    );
 }
 
 #[test]

@@ -4,8 +4,10 @@
 -- tell them apart: which one a packet reaches is decided by the
 -- balancer's ARP entry, and the lab starts with A holding it.
 -- Watch: at 2s B announces itself (a gratuitous ARP, as a host does when
--- it boots): answers now say B, and Pocket's kept-alive connections to A
--- are reset by B, which knows nothing of them. At 3.5s B's service stops
+-- it boots): answers now say B. Pocket's idle connections to A reach B,
+-- which resets them; Pocket resends a request that meets such a reset on
+-- a new connection, so no client notices (tcp-same-ip.lua shows what the
+-- switch does to open streams). At 3.5s B's service stops
 -- while B still holds the address: the one server is marked DOWN and
 -- clients get 503s, though A is fine. At 5s A announces itself: UP again,
 -- answers from A. At 6.5s the balancer's ARP entry is flushed: both
