@@ -51,6 +51,8 @@ const FAILURE_COLOURS: [RGBColor; 6] = [
 const FAULT: RGBColor = RGBColor(214, 96, 0);
 const HEALTH: RGBColor = RGBColor(106, 61, 154);
 const OTHER: RGBColor = RGBColor(90, 90, 90);
+/// The balancer's ARP entry moved (same_ip): who holds the address.
+const ARP: RGBColor = RGBColor(0, 128, 128);
 const INK: RGBColor = RGBColor(30, 30, 30);
 
 fn err<E: std::fmt::Debug>(e: E) -> String {
@@ -70,6 +72,7 @@ fn event_colour(kind: &str) -> RGBColor {
     match kind {
         "fault" => FAULT,
         "health" => HEALTH,
+        super::same_ip::ARP => ARP,
         _ => OTHER,
     }
 }
@@ -90,6 +93,13 @@ pub fn short_label(e: &Event) -> String {
             "up"
         };
         return format!("{who} {state}");
+    }
+    if e.kind == super::same_ip::ARP {
+        // "B holds 10.213.7.2 (...)" or "no one answers ARP for ..."
+        return match e.text.split_once(" holds ") {
+            Some((who, _)) => format!("ARP: {who}"),
+            None => "ARP: no answer".into(),
+        };
     }
     if e.kind == "reload" {
         return if e.text.contains("refused") {
@@ -646,6 +656,7 @@ fn draw_legend(
     let markers: Vec<(RGBColor, &str)> = [
         (FAULT, "fault injected", had("fault")),
         (HEALTH, "health change (Pocket's log)", had("health")),
+        (ARP, "ARP: who holds the address", had(super::same_ip::ARP)),
         (OTHER, other_label.as_str(), !others.is_empty()),
     ]
     .into_iter()

@@ -9,6 +9,7 @@ mod faults;
 mod load;
 mod real;
 mod report;
+mod same_ip;
 mod scenario;
 mod stats;
 mod tcp_load;
@@ -303,6 +304,9 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     let scenario = load_scenario(path).map_err(|errs| errs.join("\n"))?;
     // `--userspace` wins over the scenario's `mode = "real"`.
     let want_real = opts.real || (scenario.real && !opts.userspace);
+    if !want_real && !scenario.same_ip.is_empty() {
+        return Err(format!("{}: {}", scenario.same_ip_at, same_ip::NEEDS_REAL));
+    }
     if want_real {
         // Refused before anything is made: no half-made namespace.
         if let Some(e) = real::unsupported(&scenario) {
@@ -344,8 +348,19 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     let mut origins: Vec<Origin> = Vec::new();
     let mut addrs: Vec<(String, SocketAddr)> = Vec::new();
     if want_real {
-        let built = real::RealNet::build(&scenario.origins, tcp)?;
+        let own: Vec<String> = (scenario.origins.iter())
+            .filter(|o| !scenario.same_ip.contains(o))
+            .cloned()
+            .collect();
+        let mut built = real::RealNet::build(&own, tcp)?;
         addrs = built.addrs();
+        if !scenario.same_ip.is_empty() {
+            let x = free_subnets(std::process::id()).into_iter().next();
+            let x = x.ok_or("real mode: no free 10.213.x.0/30 left for the same_ip segment")?;
+            let seg = same_ip::Segment::build(&scenario.same_ip, x, tcp)?;
+            addrs.extend(seg.addrs());
+            built.segment = Some(seg);
+        }
         net = Some(built);
     }
     for name in scenario.origins.iter().filter(|_| !want_real) {
@@ -385,12 +400,8 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         }
         t
     };
-    let names: Arc<Vec<(String, String)>> = Arc::new(
-        addrs
-            .iter()
-            .map(|(name, addr)| (addr.to_string(), name.clone()))
-            .collect(),
-    );
+    // An address two origins share (same_ip) is named by both: `A|B`.
+    let names: Arc<Vec<(String, String)>> = Arc::new(same_ip::address_names(&addrs));
     let dir = std::env::temp_dir().join(format!("pocket-lab-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     // Removed however the run ends (a Pocket that would not start, too):
@@ -407,6 +418,9 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     let timeline: load::Timeline = Arc::default();
     // One clock for the load, the faults and Pocket's log lines.
     let start = Instant::now();
+    if let Some(seg) = net.as_mut().and_then(|n| n.segment.as_mut()) {
+        seg.watch(events.clone(), start);
+    }
     let mut balancer = Some(
         start_balancer(
             &dir,
@@ -515,7 +529,14 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         o.flapping.store(false, Ordering::Relaxed);
     }
     drop(balancer.take());
+    let mut same_view = net
+        .as_ref()
+        .and_then(|n| n.segment.as_ref())
+        .map(|s| s.view());
     drop(net.take());
+    if let Some(v) = same_view.as_mut() {
+        v.read_access_log(&dir);
+    }
     drop(run_dir);
 
     let planned = scenario.duration.as_secs_f64();
@@ -557,6 +578,12 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
             was_interrupted,
         ));
     }
+    if let Some(v) = &same_view {
+        verdicts.extend(v.judge(
+            &scenario,
+            &same_ip::answered(&samples, tcp.then_some(&conns[..])),
+        ));
+    }
     let out = opts.out.clone().unwrap_or_else(|| report_dir(path));
     let run = report::Run {
         title: &scenario.name,
@@ -571,15 +598,13 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         retries: &retries,
         events: &events,
         verdicts: &verdicts,
-        names: &addrs
-            .iter()
-            .map(|(name, addr)| (addr.to_string(), name.clone()))
-            .collect::<Vec<_>>(),
+        names: &same_ip::address_names(&addrs),
         tcp: tcp.then_some(report::TcpView {
             conns: &conns,
             opened: &tcp_opened,
             bytes: &tcp_bytes,
         }),
+        same_ip: same_view.as_ref(),
     };
     report::write_all(&out, &run)
         .map_err(|e| format!("cannot write the report to {}: {e}", out.display()))?;
@@ -801,6 +826,10 @@ fn apply(
                 unsafe { libc::kill(b.child.id() as i32, libc::SIGUSR2) };
                 Ok(())
             }
+            FaultKind::FlushArp => net
+                .and_then(|n| n.segment.as_ref())
+                .ok_or("no same_ip segment")?
+                .flush_arp(),
             _ => Err("not a balancer fault".into()),
         };
     };
@@ -859,6 +888,9 @@ fn apply(
         }
         FaultKind::Reload(_) | FaultKind::RestartBalancer | FaultKind::HangWorker => {
             return Err("a balancer fault".into())
+        }
+        FaultKind::Announce | FaultKind::FlushArp => {
+            return Err("a same_ip fault needs the real layer".into())
         }
     }
     Ok(())

@@ -139,9 +139,15 @@ fn effective_uid() -> u32 {
 /// and `tc` when a fault needs it. Nothing is made here.
 pub fn check_host(scenario: &Scenario) -> Result<(), String> {
     if effective_uid() != 0 {
-        return Err(
-            "real mode (--real or mode = \"real\") needs root for network namespaces; run as root or with --userspace".into(),
-        );
+        // same_ip has no userspace form: two origins cannot share 127.0.0.1.
+        let instead = if scenario.same_ip.is_empty() {
+            " or with --userspace"
+        } else {
+            " (same_ip has no userspace form)"
+        };
+        return Err(format!(
+            "real mode (--real or mode = \"real\") needs root for network namespaces; run as root{instead}"
+        ));
     }
     ip(&["-V"]).map_err(|e| {
         format!("real mode (--real or mode = \"real\") needs `ip` (iproute2): {e}; install it or run with --userspace")
@@ -156,6 +162,9 @@ pub fn check_host(scenario: &Scenario) -> Result<(), String> {
                 "real mode (--real or mode = \"real\"): the slow fault needs `tc` (iproute2): {e}"
             )
         })?;
+    }
+    if !scenario.same_ip.is_empty() {
+        super::same_ip::check_host()?;
     }
     Ok(())
 }
@@ -198,6 +207,8 @@ pub struct RealNet {
     /// The origins are echo servers (`pocket origin --echo`): a TCP load.
     echo: bool,
     links: Vec<Link>,
+    /// The `same_ip` origins' segment, if the scenario has one.
+    pub(super) segment: Option<super::same_ip::Segment>,
 }
 
 impl RealNet {
@@ -215,6 +226,7 @@ impl RealNet {
             exe,
             echo,
             links: Vec::new(),
+            segment: None,
         };
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         let mut free = free_subnets(pid).into_iter();
@@ -368,6 +380,9 @@ impl RealNet {
 
     /// Makes a server fault for real.
     pub fn apply(&mut self, server: &str, kind: &FaultKind) -> Result<(), String> {
+        if let Some(seg) = self.segment.as_mut().filter(|s| s.has(server)) {
+            return seg.apply(server, kind);
+        }
         let i = self
             .links
             .iter()

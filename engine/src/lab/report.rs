@@ -64,6 +64,8 @@ pub struct Run<'a> {
     pub names: &'a [(String, String)],
     /// A TCP load: the report counts connections and bytes.
     pub tcp: Option<TcpView<'a>>,
+    /// Origins sharing one address (`same_ip`): their own section.
+    pub same_ip: Option<&'a super::same_ip::View>,
 }
 
 /// The kind of event for Pocket's log line about an answer it could not
@@ -457,6 +459,9 @@ pub fn summary_md(run: &Run) -> String {
         }
         out.push('\n');
     }
+    if let Some(v) = run.same_ip {
+        out.push_str(&v.section(run));
+    }
     out.push_str("## Expectations\n\n");
     if run.verdicts.is_empty() {
         out.push_str("(none)\n");
@@ -530,6 +535,9 @@ pub fn write_all(dir: &Path, run: &Run) -> std::io::Result<()> {
     std::fs::write(dir.join("events.jsonl"), events_jsonl(run))?;
     let svg = super::chart::timeline_svg(run).map_err(std::io::Error::other)?;
     std::fs::write(dir.join("timeline.svg"), svg)?;
+    if let Some(log) = run.same_ip.and_then(|v| v.access.as_ref()) {
+        std::fs::write(dir.join(super::same_ip::ACCESS_LOG), log)?;
+    }
     Ok(())
 }
 
@@ -601,6 +609,7 @@ mod tests {
             verdicts: &[],
             names: &names,
             tcp: None,
+            same_ip: None,
         };
         let lines = failure_lines(&run);
         assert_eq!(lines[0], "502 ×3: no server of pool \"app\" could be reached (tried 1; last: B (127.0.0.1:9002): connect failed: Connection refused (os error 111))");
@@ -661,6 +670,7 @@ mod tests {
             verdicts: &[],
             names: &[],
             tcp: None,
+            same_ip: None,
         };
         let lines = failure_lines(&run);
         assert_eq!(lines.len(), 3, "{lines:?}");

@@ -64,6 +64,11 @@ pub enum FaultKind {
     /// native call that escaped its time budget would do; the watchdog
     /// must notice and replace the worker.
     HangWorker,
+    /// A `same_ip` origin sends a gratuitous ARP for the shared address
+    /// (see `same_ip.rs`).
+    Announce,
+    /// Balancer: forget the segment's ARP entry (`ip neigh flush`).
+    FlushArp,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +140,10 @@ pub struct Expect {
     pub bytes_after_fault: Option<u64>,
     pub detected_within: Option<Duration>,
     pub recovered_within: Option<Duration>,
+    /// Each of these origins answered at least once (`same_ip.rs`).
+    pub answered_by: Vec<String>,
+    /// Pocket's access log names exactly this many servers (`same_ip.rs`).
+    pub access_log_servers: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,11 +164,15 @@ pub struct Scenario {
     /// `site.key` next to the policy) and the load speaks TLS to Pocket
     /// (see `tls.rs`).
     pub tls: bool,
+    /// Origins that share one address on one segment (`same_ip.rs`).
+    pub same_ip: Vec<String>,
+    /// `path:line` of `same_ip`, for refusing it outside real mode.
+    pub same_ip_at: String,
 }
 
 const KEYS: &[&str] = &[
     "name", "duration", "origins", "policy", "policies", "load", "faults", "expect", "workers",
-    "mode", "tls",
+    "mode", "tls", "same_ip",
 ];
 const FAULT_KEYS: &[&str] = &[
     "after_bytes",
@@ -206,6 +219,8 @@ const EXPECT_KEYS: &[&str] = &[
     "cut_connections",
     "connections_to_down",
     "bytes_after_fault",
+    "answered_by",
+    "access_log_servers",
 ];
 /// Expectations about requests, refused for a TCP load, and the reverse.
 const HTTP_EXPECT_KEYS: &[&str] = &["failed", "ok_min"];
@@ -753,6 +768,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                 ("cut_connections", &mut expect.cut_connections),
                 ("connections_to_down", &mut expect.connections_to_down),
                 ("bytes_after_fault", &mut expect.bytes_after_fault),
+                ("access_log_servers", &mut expect.access_log_servers),
             ] {
                 match int_in(&field(&t, k), &format!("expect.{k}"), 0, i64::MAX) {
                     Ok(n) => *slot = n.map(|n| n as u64),
@@ -786,6 +802,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                     Err(e) => errs.at(&["expect", k], e),
                 }
             }
+            expect.answered_by = names_list(&mut errs, &t, "answered_by", "expect", &origins);
         }
         v => errs.at(
             &["expect"],
@@ -819,6 +836,21 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
             "tls = true is for an HTTP load: a TCP listener passes bytes through, and the echo origins do not speak TLS".into(),
         );
     }
+    let same_ip = names_list(&mut errs, &root, "same_ip", "", &origins);
+    let same_ip_at = match errs.places.line(&["same_ip"]) {
+        Some(l) => format!("{}:{l}", path.display()),
+        None => path.display().to_string(),
+    };
+    if !field(&root, "same_ip").is_nil() && errs.list.is_empty() {
+        for e in super::same_ip::check_names(&same_ip, &origins) {
+            errs.at(&["same_ip"], e);
+        }
+    }
+    if errs.list.is_empty() {
+        for e in super::same_ip::misplaced(&faults, &same_ip) {
+            errs.at(&["faults"], e);
+        }
+    }
     if !errs.list.is_empty() {
         return Err(errs.lines());
     }
@@ -836,7 +868,67 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         workers,
         real,
         tls,
+        same_ip,
+        same_ip_at,
     })
+}
+
+/// A list of origin names at `key` of `t` (`same_ip`, `expect.answered_by`),
+/// each a declared origin; `within` is the table's own key ("" for the
+/// scenario). Wrong entries are refused at their line.
+fn names_list(
+    errs: &mut Errors,
+    t: &Table,
+    key: &str,
+    within: &str,
+    origins: &[String],
+) -> Vec<String> {
+    let what = if within.is_empty() {
+        key.to_string()
+    } else {
+        format!("{within}.{key}")
+    };
+    let at: Vec<&str> = [within, key]
+        .into_iter()
+        .filter(|k| !k.is_empty())
+        .collect();
+    let mut out = Vec::new();
+    match field(t, key) {
+        Value::Nil => {}
+        Value::Table(list) => {
+            let n = list.raw_len();
+            if n == 0 || list.pairs::<Value, Value>().flatten().count() > n {
+                errs.at(
+                    &at,
+                    format!("{what} must be a list of origin names, like {{ \"A\", \"B\" }}"),
+                );
+            }
+            for i in 1..=n {
+                match list.raw_get::<Value>(i) {
+                    Ok(Value::String(s)) if origins.contains(&s.to_string_lossy()) => {
+                        out.push(s.to_string_lossy())
+                    }
+                    Ok(v) => errs.at(
+                        &at,
+                        format!(
+                            "{what}[{i}] must be one of the origins ({}), not {}",
+                            origins.join(", "),
+                            shown(&v)
+                        ),
+                    ),
+                    Err(_) => {}
+                }
+            }
+        }
+        v => errs.at(
+            &at,
+            format!(
+                "{what} must be a list of origin names, like {{ \"A\", \"B\" }}, not {}",
+                shown(&v)
+            ),
+        ),
+    }
+    out
 }
 
 /// Checks one entry of `faults` (`i` from 1, `ns` = `[i]`); pushes it to
@@ -1009,6 +1101,8 @@ fn fault(
         ("lie", false) => FaultKind::Lie(int(errs, "status", 100, 599).unwrap_or(500) as u16),
         ("heal", false) => FaultKind::Heal,
         ("hang_worker", true) => FaultKind::HangWorker,
+        ("announce", false) => FaultKind::Announce,
+        ("flush_arp", true) => FaultKind::FlushArp,
         ("reload", true) => match field(f, "policy") {
             Value::String(s) if policies.contains_key(&*s.to_string_lossy()) => {
                 FaultKind::Reload(s.to_string_lossy())
@@ -1029,7 +1123,7 @@ fn fault(
         },
         (other, _) => {
             at_of(errs, "fault", format!(
-                "unknown fault \"{other}\" for {} (faults for a server: kill, restart, refuse, blackhole, drop, cut, reset_after_headers, slow, flap, lie, heal; for the balancer: reload, restart, hang_worker)",
+                "unknown fault \"{other}\" for {} (faults for a server: kill, restart, refuse, blackhole, drop, cut, reset_after_headers, slow, flap, lie, heal, announce; for the balancer: reload, restart, hang_worker, flush_arp)",
                 if balancer { "the balancer" } else { "a server" }
             ));
             return;
