@@ -64,6 +64,14 @@ pub enum FaultKind {
     /// native call that escaped its time budget would do; the watchdog
     /// must notice and replace the worker.
     HangWorker,
+    /// A named balancer (`balancer = "L1"`): its keepalived stops
+    /// (SIGTERM: it gives the address up as it goes).
+    StopKeepalived,
+    /// A named balancer: its keepalived starts again.
+    StartKeepalived,
+    /// A named balancer: a firewall rule in its namespace drops the VRRP
+    /// advertisements that come to it (IP protocol 112); `heal` removes it.
+    DropVrrp,
 }
 
 #[derive(Debug, Clone)]
@@ -74,6 +82,8 @@ pub struct Fault {
     pub after_bytes: Option<u64>,
     /// None: the balancer.
     pub server: Option<String>,
+    /// One of the scenario's `balancers`, by name (see `balancers.rs`).
+    pub balancer: Option<String>,
     pub kind: FaultKind,
     pub text: String,
 }
@@ -95,6 +105,9 @@ pub struct Load {
     /// A TCP load (`streams` or `connections` given): the origins are
     /// echo servers and the policy's listener is `mode = "tcp"`.
     pub tcp: Option<TcpLoad>,
+    /// (address, name) of each balancer, set by the lab: an answer whose
+    /// `x-origin-peer` is one of them is counted as `A via L1`.
+    pub via: Vec<(String, String)>,
 }
 
 /// A TCP load: long streams and/or short connections to Pocket's
@@ -135,6 +148,11 @@ pub struct Expect {
     pub bytes_after_fault: Option<u64>,
     pub detected_within: Option<Duration>,
     pub recovered_within: Option<Duration>,
+    /// Balancers: the first answer through another balancer came at
+    /// most this long after the first fault on a balancer.
+    pub failover_within: Option<Duration>,
+    /// Balancers: whether two of them held the virtual address at once.
+    pub two_masters: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,11 +173,27 @@ pub struct Scenario {
     /// `site.key` next to the policy) and the load speaks TLS to Pocket
     /// (see `tls.rs`).
     pub tls: bool,
+    /// `balancers = { "L1", "L2" }`: Pockets sharing a virtual address
+    /// by VRRP, each in its own namespace (see `balancers.rs`).
+    pub balancers: Vec<String>,
+    /// `vrrp = { ... }`: how keepalived runs for the balancers.
+    pub vrrp: super::balancers::Vrrp,
 }
 
 const KEYS: &[&str] = &[
-    "name", "duration", "origins", "policy", "policies", "load", "faults", "expect", "workers",
-    "mode", "tls",
+    "name",
+    "duration",
+    "origins",
+    "policy",
+    "policies",
+    "load",
+    "faults",
+    "expect",
+    "workers",
+    "mode",
+    "tls",
+    "balancers",
+    "vrrp",
 ];
 const FAULT_KEYS: &[&str] = &[
     "after_bytes",
@@ -173,6 +207,7 @@ const FAULT_KEYS: &[&str] = &[
     "period",
     "status",
     "policy",
+    "balancer",
 ];
 const LOAD_KEYS: &[&str] = &[
     "concurrency",
@@ -206,6 +241,8 @@ const EXPECT_KEYS: &[&str] = &[
     "cut_connections",
     "connections_to_down",
     "bytes_after_fault",
+    "failover_within",
+    "two_masters",
 ];
 /// Expectations about requests, refused for a TCP load, and the reverse.
 const HTTP_EXPECT_KEYS: &[&str] = &["failed", "ok_min"];
@@ -218,7 +255,7 @@ const TCP_EXPECT_KEYS: &[&str] = &[
 /// The longest scenario the lab runs: every load is bounded.
 const MAX_DURATION: Duration = Duration::from_secs(600);
 
-struct Errors<'a> {
+pub(super) struct Errors<'a> {
     path: &'a Path,
     source: &'a str,
     places: Places,
@@ -235,14 +272,20 @@ impl Errors<'_> {
 
     /// An error at the value at `at` (`["faults", "[2]", "server"]`), or
     /// its table's line when it is missing.
-    fn at(&mut self, at: &[&str], msg: String) {
+    pub(super) fn at(&mut self, at: &[&str], msg: String) {
         let line = self.places.line(at);
         self.list.push((line, msg));
     }
 
     /// Flags unknown keys, each at its own line; returns the known keys
     /// that were misspelt (`duraton`), whose absence is then not said.
-    fn unknown(&mut self, t: &Table, known: &[&str], what: &str, at: &[&str]) -> Vec<String> {
+    pub(super) fn unknown(
+        &mut self,
+        t: &Table,
+        known: &[&str],
+        what: &str,
+        at: &[&str],
+    ) -> Vec<String> {
         let mut misspelt = Vec::new();
         let mut keys: Vec<String> = t
             .pairs::<Value, Value>()
@@ -305,7 +348,12 @@ fn duration_of(v: &Value) -> Result<Duration, String> {
 /// A time value, checked: `Err` names the key and echoes the value with
 /// its type (`expect.detected_within must be a time like "1s", not a
 /// string ("1")`).
-fn time_in(v: &Value, what: &str, lo: Duration, hi: Duration) -> Result<Option<Duration>, String> {
+pub(super) fn time_in(
+    v: &Value,
+    what: &str,
+    lo: Duration,
+    hi: Duration,
+) -> Result<Option<Duration>, String> {
     if v.is_nil() {
         return Ok(None);
     }
@@ -329,7 +377,7 @@ fn time_in(v: &Value, what: &str, lo: Duration, hi: Duration) -> Result<Option<D
 }
 
 /// A whole number from `lo` to `hi`, checked the same way.
-fn int_in(v: &Value, what: &str, lo: i64, hi: i64) -> Result<Option<i64>, String> {
+pub(super) fn int_in(v: &Value, what: &str, lo: i64, hi: i64) -> Result<Option<i64>, String> {
     let n = match v {
         Value::Nil => return Ok(None),
         Value::Integer(n) => Some(*n),
@@ -350,7 +398,7 @@ fn int_in(v: &Value, what: &str, lo: i64, hi: i64) -> Result<Option<i64>, String
 }
 
 /// A string, checked the same way.
-fn string_of(v: &Value, what: &str, like: &str) -> Result<Option<String>, String> {
+pub(super) fn string_of(v: &Value, what: &str, like: &str) -> Result<Option<String>, String> {
     match v {
         Value::Nil => Ok(None),
         Value::String(s) => Ok(Some(s.to_string_lossy())),
@@ -359,7 +407,7 @@ fn string_of(v: &Value, what: &str, like: &str) -> Result<Option<String>, String
 }
 
 /// The value at `key` of `t` (nil when absent or unreadable).
-fn field(t: &Table, key: &str) -> Value {
+pub(super) fn field(t: &Table, key: &str) -> Value {
     t.get::<Value>(key).unwrap_or(Value::Nil)
 }
 
@@ -583,6 +631,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         body_bytes: 0,
         websocket: false,
         tcp: None,
+        via: Vec::new(),
     };
     match field(&root, "load") {
         Value::Nil => {}
@@ -697,6 +746,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         ),
     }
 
+    let (balancers, vrrp) = super::balancers::parse(&mut errs, &root, &origins);
     let mut faults = Vec::new();
     match field(&root, "faults") {
         Value::Nil => {}
@@ -730,6 +780,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                     &origins,
                     &said,
                     &policies,
+                    &balancers,
                     &mut faults,
                 );
             }
@@ -775,6 +826,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
             for (k, slot) in [
                 ("detected_within", &mut expect.detected_within),
                 ("recovered_within", &mut expect.recovered_within),
+                ("failover_within", &mut expect.failover_within),
             ] {
                 match time_in(
                     &field(&t, k),
@@ -794,6 +846,9 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                 shown(&v)
             ),
         ),
+    }
+    if let Value::Table(t) = field(&root, "expect") {
+        expect.two_masters = super::balancers::expect_keys(&mut errs, &t, &balancers);
     }
     let workers = match int_in(&field(&root, "workers"), "workers", 1, 16) {
         Ok(n) => n.unwrap_or(1) as usize,
@@ -836,6 +891,8 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         workers,
         real,
         tls,
+        balancers,
+        vrrp,
     })
 }
 
@@ -852,6 +909,7 @@ fn fault(
     origins: &[String],
     said: &dyn Fn(&str) -> bool,
     policies: &HashMap<String, String>,
+    balancers: &[String],
     out: &mut Vec<Fault>,
 ) {
     let what = format!("faults[{i}]");
@@ -949,6 +1007,13 @@ fn fault(
             true
         }
     };
+    let named = super::balancers::fault_target(errs, f, &label, ns, balancers);
+    if named.is_some() && (server.is_some() || balancer) {
+        errs.at(
+            &["faults", ns],
+            format!("{label}: give one of server, target or balancer, not two"),
+        );
+    }
     match &server {
         Some(s) if s.is_empty() => {}
         Some(_) if balancer => errs.at(
@@ -958,7 +1023,7 @@ fn fault(
         Some(s) if !origins.contains(s) && !said(s) => {
             at_of(errs, "server", format!("{label} names server \"{s}\", which the scenario does not declare (origins: {})", origins.join(", ")));
         }
-        None if !balancer => {
+        None if !balancer && named.is_none() => {
             errs.at(
                 &["faults", ns],
                 format!("{label} needs server = \"NAME\" or target = \"balancer\""),
@@ -986,6 +1051,13 @@ fn fault(
     };
     let kind = match (kind_name.as_str(), balancer) {
         ("", _) => return,
+        (k, _) if named.is_some() => match super::balancers::fault_kind(k) {
+            Ok(kind) => kind,
+            Err(e) => {
+                at_of(errs, "fault", e);
+                return;
+            }
+        },
         ("kill", false) => FaultKind::Kill,
         ("restart", false) => FaultKind::Restart,
         ("restart", true) => FaultKind::RestartBalancer,
@@ -1038,14 +1110,16 @@ fn fault(
     if errs.list.len() > before {
         return;
     }
-    let text = match &server {
-        Some(s) => format!("{kind_name} {s}"),
-        None => format!("{kind_name} balancer"),
+    let text = match (&server, &named) {
+        (Some(s), _) => format!("{kind_name} {s}"),
+        (None, Some(b)) => format!("{kind_name} {b}"),
+        (None, None) => format!("{kind_name} balancer"),
     };
     out.push(Fault {
         at,
         after_bytes,
         server,
+        balancer: named,
         kind,
         text,
     });
