@@ -293,6 +293,18 @@ pub async fn run(
                         .get("x-origin")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string);
+                    // Several balancers: which one passed it on.
+                    let peer = resp
+                        .headers()
+                        .get("x-origin-peer")
+                        .and_then(|v| v.to_str().ok());
+                    let server = match (server, peer) {
+                        (Some(s), Some(peer)) => match load.via.iter().find(|(a, _)| a == peer) {
+                            Some((_, b)) => Some(format!("{s} via {b}")),
+                            None => Some(s),
+                        },
+                        (s, _) => s,
+                    };
                     head_from = server.clone();
                     head_status = Some(status);
                     let body = match resp.into_body().collect().await {

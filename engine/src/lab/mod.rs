@@ -4,13 +4,17 @@
 //! bounded load; injects the faults at their times; prints a live timeline;
 //! checks the expectations; writes a report.
 
+mod balancers;
 mod chart;
+mod failover;
 mod faults;
+mod keepalived;
 mod load;
 mod real;
 mod report;
 mod same_ip;
 mod scenario;
+mod segment;
 mod stats;
 mod tcp_load;
 mod tls;
@@ -193,6 +197,7 @@ fn listens_tcp(path: &Path, listen: std::net::SocketAddr) -> bool {
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn start_balancer(
     dir: &Path,
     policy: &str,
@@ -201,11 +206,31 @@ fn start_balancer(
     events: Events,
     start: Instant,
     timeline: load::Timeline,
+    // One of several balancers: (its namespace, its name for the events).
+    place: Option<(&str, &str)>,
 ) -> Result<Balancer, String> {
     let path = dir.join("policy.lua");
     std::fs::write(&path, policy).map_err(|e| format!("cannot write the policy: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
+    let mut cmd = match place {
+        Some((ns, _)) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(exe);
+            // SAFETY: prctl(2) is async-signal-safe; `ip netns exec` execs
+            // Pocket in this same process, so it dies with the lab.
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                c.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            c
+        }
+        None => Command::new(exe),
+    };
+    let label = place.map(|(_, name)| format!("{name}: "));
+    let mut child = cmd
         .args([
             "run",
             &path.display().to_string(),
@@ -243,6 +268,7 @@ fn start_balancer(
                 .or_else(|| text.split_once(" ERROR "))
                 .map(|(_, b)| b.trim().to_string())
                 .unwrap_or(text.clone());
+            let body = format!("{}{body}", label.as_deref().unwrap_or(""));
             // HTTP: "trying another server"; TCP: "trying the next server".
             if line.contains("trying another server") || line.contains("trying the next server") {
                 timeline.add_retry(retry_of(&line, &names, start));
@@ -306,6 +332,17 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     let want_real = opts.real || (scenario.real && !opts.userspace);
     if !want_real && !scenario.same_ip.is_empty() {
         return Err(format!("{}: {}", scenario.same_ip_at, same_ip::NEEDS_REAL));
+    }
+    let lbs_wanted = !scenario.balancers.is_empty();
+    if lbs_wanted && !scenario.same_ip.is_empty() {
+        return Err(format!(
+            "{}: same_ip and balancers are two separate lab scenarios; one scenario cannot have both",
+            scenario.same_ip_at
+        ));
+    }
+    if lbs_wanted {
+        // Refused before anything is made, as below.
+        balancers::check_host(&scenario, want_real && !opts.userspace)?;
     }
     if want_real {
         // Refused before anything is made: no half-made namespace.
@@ -386,9 +423,15 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     } else {
         "userspace"
     };
-    let listen = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?;
+    // Balancers listen on all their namespace's addresses (the virtual
+    // one when they hold it).
+    let listen = if lbs_wanted {
+        SocketAddr::from(([0, 0, 0, 0], balancers::PORT))
+    } else {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+    };
     let placeholders: Vec<(String, String)> = addrs
         .iter()
         .map(|(name, addr)| (format!("{{{{{name}}}}}"), addr.to_string()))
@@ -421,28 +464,62 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     if let Some(seg) = net.as_mut().and_then(|n| n.segment.as_mut()) {
         seg.watch(events.clone(), start);
     }
-    let mut balancer = Some(
-        start_balancer(
+    let mut lbs: Option<balancers::Balancers> = None;
+    if let (true, Some(ns)) = (lbs_wanted, net.as_ref().and_then(|n| n.namespace())) {
+        lbs = Some(balancers::Balancers::build(
+            ns,
+            &scenario,
             &dir,
-            &fill(&scenario.policy),
-            scenario.workers,
+            fill(&scenario.policy),
             names.clone(),
             events.clone(),
             start,
             timeline.clone(),
+        )?);
+    }
+    // Several balancers: the load and the faults' times start once the
+    // first holds the virtual address.
+    let offset = if lbs.is_some() {
+        push(&events, start, "load", "the load starts".into());
+        start.elapsed()
+    } else {
+        Duration::ZERO
+    };
+    let mut balancer = if lbs_wanted {
+        None
+    } else {
+        Some(
+            start_balancer(
+                &dir,
+                &fill(&scenario.policy),
+                scenario.workers,
+                names.clone(),
+                events.clone(),
+                start,
+                timeline.clone(),
+                None,
+            )
+            .map_err(|e| {
+                if !scenario.tls && e.contains(tls::CERT_FILE) {
+                    format!(
+                        "{e}\n(the lab writes {} and {} for a scenario with tls = true)",
+                        tls::CERT_FILE,
+                        tls::KEY_FILE
+                    )
+                } else {
+                    e
+                }
+            })?,
         )
-        .map_err(|e| {
-            if !scenario.tls && e.contains(tls::CERT_FILE) {
-                format!(
-                    "{e}\n(the lab writes {} and {} for a scenario with tls = true)",
-                    tls::CERT_FILE,
-                    tls::KEY_FILE
-                )
-            } else {
-                e
-            }
-        })?,
-    );
+    };
+    let mut load_conf = scenario.load.clone();
+    let target = match &lbs {
+        Some(b) => {
+            load_conf.via = b.via();
+            b.vip()
+        }
+        None => listen,
+    };
 
     if !opts.quiet {
         println!(
@@ -453,7 +530,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
             crate::words::count(scenario.load.concurrency as u64, "client")
         );
     }
-    let until = start + scenario.duration;
+    let until = start + offset + scenario.duration;
     let stop = Arc::new(AtomicBool::new(false));
     let load_task = match scenario.load.tcp.clone() {
         Some(mut t) => {
@@ -469,8 +546,8 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
             ))
         }
         None => runtime.spawn(load::run(
-            tls::Dial::new(listen, connector),
-            scenario.load.clone(),
+            tls::Dial::new(target, connector),
+            load_conf,
             start,
             until,
             stop.clone(),
@@ -481,20 +558,28 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     let mut pending: Vec<Option<scenario::Fault>> =
         scenario.faults.iter().cloned().map(Some).collect();
     let mut printed = 0usize;
-    let mut live = Live::new(scenario.duration.as_secs_f64(), tcp);
+    let mut live = Live::new((offset + scenario.duration).as_secs_f64(), tcp);
     while Instant::now() < until && !interrupted.load(Ordering::Relaxed) {
         let received = timeline.bytes.load(Ordering::Relaxed);
         let now = start.elapsed();
         let due: Vec<scenario::Fault> = pending
             .iter_mut()
             .filter(|f| {
-                f.as_ref()
-                    .is_some_and(|f| now >= f.at || f.after_bytes.is_some_and(|b| received >= b))
+                f.as_ref().is_some_and(|f| {
+                    now >= f.at.saturating_add(offset)
+                        || f.after_bytes.is_some_and(|b| received >= b)
+                })
             })
             .filter_map(Option::take)
             .collect();
         for f in due {
             push(&events, start, "fault", f.text.clone());
+            if let (Some(b), Some(name)) = (lbs.as_mut(), &f.balancer) {
+                if let Err(e) = b.apply(name, &f.kind) {
+                    push(&events, start, "fault", format!("{} failed: {e}", f.text));
+                }
+                continue;
+            }
             if let Err(e) = apply(
                 &f,
                 &mut origins,
@@ -533,13 +618,15 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         .as_ref()
         .and_then(|n| n.segment.as_ref())
         .map(|s| s.view());
+    let layout = lbs.as_ref().map(balancers::Balancers::layout);
+    drop(lbs.take());
     drop(net.take());
     if let Some(v) = same_view.as_mut() {
         v.read_access_log(&dir);
     }
     drop(run_dir);
 
-    let planned = scenario.duration.as_secs_f64();
+    let planned = (offset + scenario.duration).as_secs_f64();
     let end = if was_interrupted {
         stopped_at.min(planned)
     } else {
@@ -584,6 +671,15 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
             &same_ip::answered(&samples, tcp.then_some(&conns[..])),
         ));
     }
+    if !scenario.balancers.is_empty() {
+        verdicts.extend(failover::judge(
+            &scenario,
+            &samples,
+            &events,
+            end,
+            was_interrupted,
+        ));
+    }
     let out = opts.out.clone().unwrap_or_else(|| report_dir(path));
     let run = report::Run {
         title: &scenario.name,
@@ -608,6 +704,11 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     };
     report::write_all(&out, &run)
         .map_err(|e| format!("cannot write the report to {}: {e}", out.display()))?;
+    let lb_lines = layout
+        .map(|l| failover::summary(&scenario, &l, &samples, &events, end))
+        .unwrap_or_default();
+    failover::add_to_summary(&out.join("summary.md"), &lb_lines)
+        .map_err(|e| format!("cannot write the report to {}: {e}", out.display()))?;
     let failed = samples.iter().filter(|s| s.failure.is_some()).count();
     match &run.tcp {
         Some(t) => println!(
@@ -623,6 +724,9 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
             retries.len(),
             out.display()
         ),
+    }
+    for line in lb_lines.iter().skip(1) {
+        println!("  {line}");
     }
     for line in failure_lines(&run) {
         // A TCP line starts with its outcome: `cut: connection reset ×2: ...`.
@@ -814,6 +918,7 @@ fn apply(
                     events.clone(),
                     start,
                     timeline.clone(),
+                    None,
                 )?);
                 Ok(())
             }
@@ -886,9 +991,12 @@ fn apply(
                 h.set_fail_status(None);
             }
         }
-        FaultKind::Reload(_) | FaultKind::RestartBalancer | FaultKind::HangWorker => {
-            return Err("a balancer fault".into())
-        }
+        FaultKind::Reload(_)
+        | FaultKind::RestartBalancer
+        | FaultKind::HangWorker
+        | FaultKind::StopKeepalived
+        | FaultKind::StartKeepalived
+        | FaultKind::DropVrrp => return Err("a balancer fault".into()),
         FaultKind::Announce | FaultKind::FlushArp => {
             return Err("a same_ip fault needs the real layer".into())
         }

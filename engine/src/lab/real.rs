@@ -268,6 +268,11 @@ impl RealNet {
         Ok(net)
     }
 
+    /// The namespace the origins run in.
+    pub fn namespace(&self) -> Option<&str> {
+        self.ns.as_deref()
+    }
+
     /// Where Pocket reaches each origin, by name.
     pub fn addrs(&self) -> Vec<(String, SocketAddr)> {
         self.links

@@ -246,6 +246,7 @@ fn closed_causes(run: &Run) -> BTreeMap<usize, String> {
         .collect();
     closed.sort_by(|a, b| a.1.done.total_cmp(&b.1.done));
     for (i, s) in closed {
+        let moved = super::failover::moved_cause(run.events, s.done);
         let near = logs
             .iter()
             .enumerate()
@@ -259,6 +260,7 @@ fn closed_causes(run: &Run) -> BTreeMap<usize, String> {
                     text.trim_end_matches("; closing the client connection")
                 )
             }
+            None if moved.is_some() => moved.unwrap_or_default(),
             None if s.status.is_none() => "Pocket's log names no cause. Pocket closes a \
                      client's connection instead of answering when the server broke off \
                      after sending its head: the answer had begun and could not be completed"

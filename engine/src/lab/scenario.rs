@@ -69,6 +69,14 @@ pub enum FaultKind {
     Announce,
     /// Balancer: forget the segment's ARP entry (`ip neigh flush`).
     FlushArp,
+    /// A named balancer (`balancer = "L1"`): its keepalived stops
+    /// (SIGTERM: it gives the address up as it goes).
+    StopKeepalived,
+    /// A named balancer: its keepalived starts again.
+    StartKeepalived,
+    /// A named balancer: a firewall rule in its namespace drops the VRRP
+    /// advertisements that come to it (IP protocol 112); `heal` removes it.
+    DropVrrp,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +87,8 @@ pub struct Fault {
     pub after_bytes: Option<u64>,
     /// None: the balancer.
     pub server: Option<String>,
+    /// One of the scenario's `balancers`, by name (see `balancers.rs`).
+    pub balancer: Option<String>,
     pub kind: FaultKind,
     pub text: String,
 }
@@ -100,6 +110,9 @@ pub struct Load {
     /// A TCP load (`streams` or `connections` given): the origins are
     /// echo servers and the policy's listener is `mode = "tcp"`.
     pub tcp: Option<TcpLoad>,
+    /// (address, name) of each balancer, set by the lab: an answer whose
+    /// `x-origin-peer` is one of them is counted as `A via L1`.
+    pub via: Vec<(String, String)>,
 }
 
 /// A TCP load: long streams and/or short connections to Pocket's
@@ -144,6 +157,11 @@ pub struct Expect {
     pub answered_by: Vec<String>,
     /// Pocket's access log names exactly this many servers (`same_ip.rs`).
     pub access_log_servers: Option<u64>,
+    /// Balancers: the first answer through another balancer came at
+    /// most this long after the first fault on a balancer.
+    pub failover_within: Option<Duration>,
+    /// Balancers: whether two of them held the virtual address at once.
+    pub two_masters: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,11 +186,28 @@ pub struct Scenario {
     pub same_ip: Vec<String>,
     /// `path:line` of `same_ip`, for refusing it outside real mode.
     pub same_ip_at: String,
+    /// `balancers = { "L1", "L2" }`: Pockets sharing a virtual address
+    /// by VRRP, each in its own namespace (see `balancers.rs`).
+    pub balancers: Vec<String>,
+    /// `vrrp = { ... }`: how keepalived runs for the balancers.
+    pub vrrp: super::balancers::Vrrp,
 }
 
 const KEYS: &[&str] = &[
-    "name", "duration", "origins", "policy", "policies", "load", "faults", "expect", "workers",
-    "mode", "tls", "same_ip",
+    "name",
+    "duration",
+    "origins",
+    "policy",
+    "policies",
+    "load",
+    "faults",
+    "expect",
+    "workers",
+    "mode",
+    "tls",
+    "same_ip",
+    "balancers",
+    "vrrp",
 ];
 const FAULT_KEYS: &[&str] = &[
     "after_bytes",
@@ -186,6 +221,7 @@ const FAULT_KEYS: &[&str] = &[
     "period",
     "status",
     "policy",
+    "balancer",
 ];
 const LOAD_KEYS: &[&str] = &[
     "concurrency",
@@ -221,6 +257,8 @@ const EXPECT_KEYS: &[&str] = &[
     "bytes_after_fault",
     "answered_by",
     "access_log_servers",
+    "failover_within",
+    "two_masters",
 ];
 /// Expectations about requests, refused for a TCP load, and the reverse.
 const HTTP_EXPECT_KEYS: &[&str] = &["failed", "ok_min"];
@@ -233,7 +271,7 @@ const TCP_EXPECT_KEYS: &[&str] = &[
 /// The longest scenario the lab runs: every load is bounded.
 const MAX_DURATION: Duration = Duration::from_secs(600);
 
-struct Errors<'a> {
+pub(super) struct Errors<'a> {
     path: &'a Path,
     source: &'a str,
     places: Places,
@@ -250,14 +288,20 @@ impl Errors<'_> {
 
     /// An error at the value at `at` (`["faults", "[2]", "server"]`), or
     /// its table's line when it is missing.
-    fn at(&mut self, at: &[&str], msg: String) {
+    pub(super) fn at(&mut self, at: &[&str], msg: String) {
         let line = self.places.line(at);
         self.list.push((line, msg));
     }
 
     /// Flags unknown keys, each at its own line; returns the known keys
     /// that were misspelt (`duraton`), whose absence is then not said.
-    fn unknown(&mut self, t: &Table, known: &[&str], what: &str, at: &[&str]) -> Vec<String> {
+    pub(super) fn unknown(
+        &mut self,
+        t: &Table,
+        known: &[&str],
+        what: &str,
+        at: &[&str],
+    ) -> Vec<String> {
         let mut misspelt = Vec::new();
         let mut keys: Vec<String> = t
             .pairs::<Value, Value>()
@@ -320,7 +364,12 @@ fn duration_of(v: &Value) -> Result<Duration, String> {
 /// A time value, checked: `Err` names the key and echoes the value with
 /// its type (`expect.detected_within must be a time like "1s", not a
 /// string ("1")`).
-fn time_in(v: &Value, what: &str, lo: Duration, hi: Duration) -> Result<Option<Duration>, String> {
+pub(super) fn time_in(
+    v: &Value,
+    what: &str,
+    lo: Duration,
+    hi: Duration,
+) -> Result<Option<Duration>, String> {
     if v.is_nil() {
         return Ok(None);
     }
@@ -344,7 +393,7 @@ fn time_in(v: &Value, what: &str, lo: Duration, hi: Duration) -> Result<Option<D
 }
 
 /// A whole number from `lo` to `hi`, checked the same way.
-fn int_in(v: &Value, what: &str, lo: i64, hi: i64) -> Result<Option<i64>, String> {
+pub(super) fn int_in(v: &Value, what: &str, lo: i64, hi: i64) -> Result<Option<i64>, String> {
     let n = match v {
         Value::Nil => return Ok(None),
         Value::Integer(n) => Some(*n),
@@ -365,7 +414,7 @@ fn int_in(v: &Value, what: &str, lo: i64, hi: i64) -> Result<Option<i64>, String
 }
 
 /// A string, checked the same way.
-fn string_of(v: &Value, what: &str, like: &str) -> Result<Option<String>, String> {
+pub(super) fn string_of(v: &Value, what: &str, like: &str) -> Result<Option<String>, String> {
     match v {
         Value::Nil => Ok(None),
         Value::String(s) => Ok(Some(s.to_string_lossy())),
@@ -374,7 +423,7 @@ fn string_of(v: &Value, what: &str, like: &str) -> Result<Option<String>, String
 }
 
 /// The value at `key` of `t` (nil when absent or unreadable).
-fn field(t: &Table, key: &str) -> Value {
+pub(super) fn field(t: &Table, key: &str) -> Value {
     t.get::<Value>(key).unwrap_or(Value::Nil)
 }
 
@@ -598,6 +647,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         body_bytes: 0,
         websocket: false,
         tcp: None,
+        via: Vec::new(),
     };
     match field(&root, "load") {
         Value::Nil => {}
@@ -712,6 +762,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         ),
     }
 
+    let (balancers, vrrp) = super::balancers::parse(&mut errs, &root, &origins);
     let mut faults = Vec::new();
     match field(&root, "faults") {
         Value::Nil => {}
@@ -745,6 +796,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                     &origins,
                     &said,
                     &policies,
+                    &balancers,
                     &mut faults,
                 );
             }
@@ -791,6 +843,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
             for (k, slot) in [
                 ("detected_within", &mut expect.detected_within),
                 ("recovered_within", &mut expect.recovered_within),
+                ("failover_within", &mut expect.failover_within),
             ] {
                 match time_in(
                     &field(&t, k),
@@ -811,6 +864,9 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                 shown(&v)
             ),
         ),
+    }
+    if let Value::Table(t) = field(&root, "expect") {
+        expect.two_masters = super::balancers::expect_keys(&mut errs, &t, &balancers);
     }
     let workers = match int_in(&field(&root, "workers"), "workers", 1, 16) {
         Ok(n) => n.unwrap_or(1) as usize,
@@ -870,6 +926,8 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         tls,
         same_ip,
         same_ip_at,
+        balancers,
+        vrrp,
     })
 }
 
@@ -944,6 +1002,7 @@ fn fault(
     origins: &[String],
     said: &dyn Fn(&str) -> bool,
     policies: &HashMap<String, String>,
+    balancers: &[String],
     out: &mut Vec<Fault>,
 ) {
     let what = format!("faults[{i}]");
@@ -1041,6 +1100,13 @@ fn fault(
             true
         }
     };
+    let named = super::balancers::fault_target(errs, f, &label, ns, balancers);
+    if named.is_some() && (server.is_some() || balancer) {
+        errs.at(
+            &["faults", ns],
+            format!("{label}: give one of server, target or balancer, not two"),
+        );
+    }
     match &server {
         Some(s) if s.is_empty() => {}
         Some(_) if balancer => errs.at(
@@ -1050,7 +1116,7 @@ fn fault(
         Some(s) if !origins.contains(s) && !said(s) => {
             at_of(errs, "server", format!("{label} names server \"{s}\", which the scenario does not declare (origins: {})", origins.join(", ")));
         }
-        None if !balancer => {
+        None if !balancer && named.is_none() => {
             errs.at(
                 &["faults", ns],
                 format!("{label} needs server = \"NAME\" or target = \"balancer\""),
@@ -1078,6 +1144,13 @@ fn fault(
     };
     let kind = match (kind_name.as_str(), balancer) {
         ("", _) => return,
+        (k, _) if named.is_some() => match super::balancers::fault_kind(k) {
+            Ok(kind) => kind,
+            Err(e) => {
+                at_of(errs, "fault", e);
+                return;
+            }
+        },
         ("kill", false) => FaultKind::Kill,
         ("restart", false) => FaultKind::Restart,
         ("restart", true) => FaultKind::RestartBalancer,
@@ -1132,14 +1205,16 @@ fn fault(
     if errs.list.len() > before {
         return;
     }
-    let text = match &server {
-        Some(s) => format!("{kind_name} {s}"),
-        None => format!("{kind_name} balancer"),
+    let text = match (&server, &named) {
+        (Some(s), _) => format!("{kind_name} {s}"),
+        (None, Some(b)) => format!("{kind_name} {b}"),
+        (None, None) => format!("{kind_name} balancer"),
     };
     out.push(Fault {
         at,
         after_bytes,
         server,
+        balancer: named,
         kind,
         text,
     });

@@ -677,6 +677,7 @@ mod tests {
             body_bytes: 0,
             websocket: false,
             tcp: None,
+            via: Vec::new(),
         };
         let tcp = TcpLoad {
             streams: 1,

@@ -15,7 +15,9 @@
 //!   every byte that comes is sent back (a tunnel for the lab's
 //!   `websocket` load; not WebSocket framing, any protocol name)
 //!
-//! Every response carries `x-origin: NAME` and `x-origin-request: N`.
+//! Every response carries `x-origin: NAME`, `x-origin-request: N` and
+//! `x-origin-peer: IP`, the address the request came from (the lab tells
+//! by it which of several balancers passed a request on).
 
 use std::convert::Infallible;
 use std::io;
@@ -223,7 +225,7 @@ async fn serve_with(
     fail_status: Arc<AtomicU16>,
 ) {
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(pair) => pair,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -236,7 +238,13 @@ async fn serve_with(
         let fail_status = fail_status.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                answer(name.clone(), requests.clone(), fail_status.clone(), req)
+                answer(
+                    name.clone(),
+                    requests.clone(),
+                    fail_status.clone(),
+                    peer.ip(),
+                    req,
+                )
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -259,6 +267,7 @@ async fn answer(
     name: Arc<str>,
     requests: Arc<AtomicU64>,
     fail_status: Arc<AtomicU16>,
+    peer: std::net::IpAddr,
     req: Request<Incoming>,
 ) -> Result<Response<OriginBody>, Infallible> {
     let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
@@ -353,6 +362,9 @@ async fn answer(
         headers.insert("x-origin", v);
     }
     headers.insert("x-origin-request", http::HeaderValue::from(n));
+    if let Ok(v) = http::HeaderValue::from_str(&peer.to_string()) {
+        headers.insert("x-origin-peer", v);
+    }
     Ok(resp)
 }
 
