@@ -268,6 +268,91 @@ fn a_failing_balancer_is_taken_over_by_the_other_and_the_report_says_when() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// (sent, server) of the answers sent in [from, to) through `balancer`.
+fn through(answers: &[(f64, String)], balancer: &str, from: f64, to: f64) -> usize {
+    let via = format!(" via {balancer}");
+    answers
+        .iter()
+        .filter(|(s, b)| *s >= from && *s < to && b.ends_with(&via))
+        .count()
+}
+
+/// VRRP cut on L2 (a firewall rule in its namespace drops protocol 112)
+/// while the clients still reach both: L2 takes the address too, the
+/// summary says two masters held it, the clients were answered through
+/// L2 while L1 held it as well (gratuitous ARP moved them), and after the
+/// heal L2 steps back and the clients are answered through L1 alone.
+#[test]
+fn vrrp_cut_between_the_balancers_makes_two_masters_until_healed() {
+    if skipped("two masters") {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let (code, text, pid) = run_lab(&scenario("two-masters.lua"), out.path());
+    assert!(matches!(code, 0 | 1), "{text}");
+    assert!(hard_misses(&text).is_empty(), "{text}");
+    let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    let events = std::fs::read_to_string(out.path().join("events.jsonl")).unwrap();
+    assert!(
+        summary.contains("- met: two masters: L1 and L2 held the virtual address at once"),
+        "{summary}"
+    );
+    let cut = event_t(&events, "fault", "drop_vrrp L2").expect("drop_vrrp fired");
+    let healed = event_t(&events, "fault", "heal L2").expect("heal fired");
+    let two = event_t(&events, "vip", "VIP held by L1, L2: two masters").expect("two masters");
+    assert!(two > cut && two < healed, "{events}");
+    let answers = answers(&events);
+    assert!(through(&answers, "L1", 0.0, cut) > 0, "{summary}");
+    assert!(
+        through(&answers, "L2", cut, healed) > 0,
+        "the clients were moved to L2 while L1 held the address too: {summary}"
+    );
+    // One master again: the last vip event says L1 alone, after the heal.
+    let last_vip = events
+        .lines()
+        .rfind(|l| l.contains("\"kind\":\"vip\""))
+        .unwrap();
+    assert!(last_vip.contains("VIP held by L1\""), "{events}");
+    assert!(summary.contains("one master again"), "{summary}");
+    let end: f64 = 1e9;
+    assert!(through(&answers, "L2", healed + 5.0, end) == 0, "{summary}");
+    let left = traces(pid, segment_of(&summary).as_deref());
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// A wrong check script on L2 (it asks L1 on a port where nothing
+/// listens, concludes the master is gone, and takes the address itself)
+/// makes two masters with no advertisement lost: L1 is keepalived's
+/// master, yet the clients are answered through L2.
+#[test]
+fn a_wrong_check_script_makes_two_masters_too() {
+    if skipped("two masters, wrong check") {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let (code, text, pid) = run_lab(&scenario("two-masters-wrong-check.lua"), out.path());
+    assert!(matches!(code, 0 | 1), "{text}");
+    assert!(hard_misses(&text).is_empty(), "{text}");
+    let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    let events = std::fs::read_to_string(out.path().join("events.jsonl")).unwrap();
+    assert!(
+        summary.contains("- met: two masters: L1 and L2 held the virtual address at once"),
+        "{summary}"
+    );
+    assert!(
+        event_t(&events, "vrrp", "L1 keepalived: MASTER").is_some(),
+        "{events}"
+    );
+    assert!(
+        event_t(&events, "vrrp", "L2 keepalived: MASTER").is_none(),
+        "L2's keepalived never became master: {events}"
+    );
+    let answers = answers(&events);
+    assert!(through(&answers, "L2", 0.0, 1e9) > 0, "{summary}");
+    let left = traces(pid, segment_of(&summary).as_deref());
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// A scenario with balancers where it cannot run is refused before
 /// anything starts, saying what it needs: in userspace mode, and without
 /// keepalived on the PATH.

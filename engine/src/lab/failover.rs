@@ -125,7 +125,7 @@ pub fn moved_cause(events: &[Event], t: f64) -> Option<String> {
         .filter(|e| matches!(e.kind, "vip" | "arp" | "fault" | "vrrp"))
         .any(|e| e.t <= t + 0.5 && e.t >= t - 3.0)
         .then(|| {
-            "the virtual address was moving between balancers (see Balancers): a connection cannot follow it; the balancer that now gets its packets does not know it and resets it, and a killed Pocket's connections close".to_string()
+            "the virtual address was moving between balancers (see Balancers): a connection cannot follow it, the balancer that gets its packets now does not know it and resets it (or the connection's own balancer had just gone)".to_string()
         })
 }
 
@@ -297,8 +297,16 @@ pub fn summary(
             })
             .collect();
         let (n, kinds) = failures_between(samples, from, to);
+        // What ended it: the last heal of a balancer before its end.
+        let healed = events
+            .iter()
+            .rfind(|e| e.kind == "fault" && e.text.starts_with("heal ") && e.t >= from && e.t <= to)
+            .filter(|_| to < end)
+            .map_or(String::new(), |e| {
+                format!("; one master again {:.2}s after \"{}\"", to - e.t, e.text)
+            });
         out.push(format!(
-            "Two masters from {from:.2}s to {to:.2}s ({:.2}s): {} held the address at once; answers to requests sent then: {}; failed: {n}{}.",
+            "Two masters from {from:.2}s to {to:.2}s ({:.2}s): {} held the address at once; answers to requests sent then: {}; failed: {n}{}{healed}.",
             to - from,
             held.join(" and "),
             answered.join(", "),
