@@ -212,7 +212,7 @@ struct Watch {
 
 /// The segment: a bridge, the balancer's veth into it, and one namespace
 /// and origin per `same_ip` name, all on 10.213.x.2. Removed when dropped.
-pub struct Segment {
+pub struct SameIp {
     exe: PathBuf,
     echo: bool,
     /// The segment namespace (the bridge).
@@ -225,10 +225,10 @@ pub struct Segment {
     watch: Watch,
 }
 
-impl Segment {
+impl SameIp {
     /// Makes the segment for `names` on 10.213.`x`.0/30; on any error
     /// what was made so far is removed before returning.
-    pub fn build(names: &[String], x: u32, echo: bool) -> Result<Segment, String> {
+    pub fn build(names: &[String], x: u32, echo: bool) -> Result<SameIp, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let pid = std::process::id();
         sweep_stale();
@@ -244,7 +244,7 @@ impl Segment {
             "metric",
             SAFETY_METRIC,
         ])?;
-        let mut seg = Segment {
+        let mut seg = SameIp {
             exe,
             echo,
             ns: None,
@@ -572,7 +572,7 @@ fn neighbour(dev: &str, addr: &SocketAddr) -> (Option<String>, String) {
     (mac, state)
 }
 
-impl Drop for Segment {
+impl Drop for SameIp {
     fn drop(&mut self) {
         self.watch.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.watch.thread.take() {
