@@ -368,3 +368,46 @@ fn same_ip_is_refused_before_anything_starts_where_it_cannot_run() {
         "{err}"
     );
 }
+
+/// Ctrl-C mid-run: the lab stops, says so, and removes the segment, the
+/// origins' namespaces and processes, its link and its safety route.
+#[test]
+fn an_interrupted_same_ip_lab_leaves_nothing_behind() {
+    require_root("lab_same_ip");
+    require_command("arping", "iputils-arping");
+    let out = tempfile::tempdir().unwrap();
+    let lab = std::process::Command::new(pocket_bin())
+        .arg("lab")
+        .arg(example("same-ip.lua"))
+        .args(["--quiet", "--out", out.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lab_pid = lab.id();
+    let segment = format!("pktlab{lab_pid}s");
+    let started = std::time::Instant::now();
+    // Until the segment's origins are up and the address was learnt: the
+    // balancer's side has its link and an ARP entry.
+    while !ip_out(&["neigh", "show", "dev", &format!("plh{lab_pid}s")]).contains("lladdr") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no segment made: {}",
+            ip_out(&["netns", "list"])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(ip_out(&["netns", "list"]).contains(&segment));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(lab_pid as i32, libc::SIGINT) };
+    let done = lab.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(2), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    let xs = subnets(&summary);
+    assert!(!xs.is_empty(), "the summary names the address: {summary}");
+    let left = traces(lab_pid, &xs);
+    assert!(left.is_empty(), "left behind after Ctrl-C: {left:?}");
+}
