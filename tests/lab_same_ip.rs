@@ -145,6 +145,16 @@ fn two_origins_answer_under_one_address_and_the_lab_shows_who_held_it() {
     let (text, summary, events, out) = run_example("same-ip.lua");
     eprintln!("{summary}");
 
+    // ARP from the balancer's side finds both machines behind the address.
+    let probe = summary
+        .lines()
+        .find(|l| l.contains("on the balancer's side, at the end:"))
+        .unwrap_or_else(|| panic!("no arping line: {summary}"));
+    assert!(
+        probe.contains("A (02:00:0a:d5:") && probe.contains("B (02:00:0a:d5:"),
+        "{probe}"
+    );
+
     // Pocket saw one server; answers came from both origins.
     assert!(
         text.contains("met: servers in Pocket's access log: 1 (")

@@ -615,8 +615,8 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     }
     drop(balancer.take());
     let mut same_view = net
-        .as_ref()
-        .and_then(|n| n.segment.as_ref())
+        .as_mut()
+        .and_then(|n| n.segment.as_mut())
         .map(|s| s.view());
     let layout = lbs.as_ref().map(balancers::Balancers::layout);
     drop(lbs.take());
