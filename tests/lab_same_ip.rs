@@ -79,15 +79,21 @@ fn ip_out(args: &[&str]) -> String {
 /// segment's too), host veth ends, the safety routes of subnets `xs`, and
 /// origins bound to their addresses.
 fn traces(lab_pid: u32, xs: &[String]) -> Vec<String> {
+    // `pktlabPID`, `pktlabPIDs`, `pktlabPIDsN`: not another lab's whose
+    // pid starts with the same digits.
+    let own = |rest: &str| rest.is_empty() || rest.starts_with(|c: char| !c.is_ascii_digit());
     let mut out: Vec<String> = ip_out(&["netns", "list"])
         .lines()
-        .filter(|l| l.starts_with(&format!("pktlab{lab_pid}")))
-        .map(|l| format!("namespace {l}"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.strip_prefix(&format!("pktlab{lab_pid}")).is_some_and(own))
+        .map(|n| format!("namespace {n}"))
         .collect();
     out.extend(
         ip_out(&["-o", "link", "show"])
             .lines()
-            .filter(|l| l.contains(&format!("plh{lab_pid}")))
+            .filter(|l| {
+                l.contains(&format!("plh{lab_pid}x")) || l.contains(&format!("plh{lab_pid}s"))
+            })
             .map(|l| format!("link {l}")),
     );
     out.extend(
@@ -311,16 +317,29 @@ fn same_ip_is_refused_before_anything_starts_where_it_cannot_run() {
   {policy}
 }}"#
     ));
-    let before = ip_out(&["netns", "list"]);
-    let (code, stdout, err) = pocket_cmd(&["lab", path.to_str().unwrap()]);
-    assert_eq!(code, 2, "{stdout}{err}");
+    let lab = std::process::Command::new(pocket_bin())
+        .arg("lab")
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lab_pid = lab.id();
+    let done = lab.wait_with_output().unwrap();
+    let (stdout, err) = (
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr),
+    );
+    assert_eq!(done.status.code(), Some(2), "{stdout}{err}");
     assert!(!stdout.contains("lab:"), "nothing started: {stdout}");
     assert!(
         err.contains("scenario.lua:4: same_ip needs the real fault layer")
             && err.contains("mode = \"real\""),
         "{err}"
     );
-    assert_eq!(ip_out(&["netns", "list"]), before, "no namespace was made");
+    // Only this lab's names: other tests and labs make their own meanwhile.
+    let left = traces(lab_pid, &[]);
+    assert!(left.is_empty(), "nothing was made: {left:?}");
 
     // Mistakes, each at its line.
     let (_d, path) = write_scenario(&format!(
