@@ -79,15 +79,21 @@ fn ip_out(args: &[&str]) -> String {
 /// segment's too), host veth ends, the safety routes of subnets `xs`, and
 /// origins bound to their addresses.
 fn traces(lab_pid: u32, xs: &[String]) -> Vec<String> {
+    // `pktlabPID`, `pktlabPIDs`, `pktlabPIDsN`: not another lab's whose
+    // pid starts with the same digits.
+    let own = |rest: &str| rest.is_empty() || rest.starts_with(|c: char| !c.is_ascii_digit());
     let mut out: Vec<String> = ip_out(&["netns", "list"])
         .lines()
-        .filter(|l| l.starts_with(&format!("pktlab{lab_pid}")))
-        .map(|l| format!("namespace {l}"))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.strip_prefix(&format!("pktlab{lab_pid}")).is_some_and(own))
+        .map(|n| format!("namespace {n}"))
         .collect();
     out.extend(
         ip_out(&["-o", "link", "show"])
             .lines()
-            .filter(|l| l.contains(&format!("plh{lab_pid}")))
+            .filter(|l| {
+                l.contains(&format!("plh{lab_pid}x")) || l.contains(&format!("plh{lab_pid}s"))
+            })
             .map(|l| format!("link {l}")),
     );
     out.extend(
@@ -144,6 +150,16 @@ fn number(line: &str, key: &str) -> f64 {
 fn two_origins_answer_under_one_address_and_the_lab_shows_who_held_it() {
     let (text, summary, events, out) = run_example("same-ip.lua");
     eprintln!("{summary}");
+
+    // ARP from the balancer's side finds both machines behind the address.
+    let probe = summary
+        .lines()
+        .find(|l| l.contains("on the balancer's side, at the end:"))
+        .unwrap_or_else(|| panic!("no arping line: {summary}"));
+    assert!(
+        probe.contains("A (02:00:0a:d5:") && probe.contains("B (02:00:0a:d5:"),
+        "{probe}"
+    );
 
     // Pocket saw one server; answers came from both origins.
     assert!(
@@ -301,16 +317,29 @@ fn same_ip_is_refused_before_anything_starts_where_it_cannot_run() {
   {policy}
 }}"#
     ));
-    let before = ip_out(&["netns", "list"]);
-    let (code, stdout, err) = pocket_cmd(&["lab", path.to_str().unwrap()]);
-    assert_eq!(code, 2, "{stdout}{err}");
+    let lab = std::process::Command::new(pocket_bin())
+        .arg("lab")
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lab_pid = lab.id();
+    let done = lab.wait_with_output().unwrap();
+    let (stdout, err) = (
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr),
+    );
+    assert_eq!(done.status.code(), Some(2), "{stdout}{err}");
     assert!(!stdout.contains("lab:"), "nothing started: {stdout}");
     assert!(
         err.contains("scenario.lua:4: same_ip needs the real fault layer")
             && err.contains("mode = \"real\""),
         "{err}"
     );
-    assert_eq!(ip_out(&["netns", "list"]), before, "no namespace was made");
+    // Only this lab's names: other tests and labs make their own meanwhile.
+    let left = traces(lab_pid, &[]);
+    assert!(left.is_empty(), "nothing was made: {left:?}");
 
     // Mistakes, each at its line.
     let (_d, path) = write_scenario(&format!(
@@ -367,4 +396,47 @@ fn same_ip_is_refused_before_anything_starts_where_it_cannot_run() {
             && err.contains("fault \"flap B\" at 1s: a same_ip origin takes kill, restart"),
         "{err}"
     );
+}
+
+/// Ctrl-C mid-run: the lab stops, says so, and removes the segment, the
+/// origins' namespaces and processes, its link and its safety route.
+#[test]
+fn an_interrupted_same_ip_lab_leaves_nothing_behind() {
+    require_root("lab_same_ip");
+    require_command("arping", "iputils-arping");
+    let out = tempfile::tempdir().unwrap();
+    let lab = std::process::Command::new(pocket_bin())
+        .arg("lab")
+        .arg(example("same-ip.lua"))
+        .args(["--quiet", "--out", out.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lab_pid = lab.id();
+    let segment = format!("pktlab{lab_pid}s");
+    let started = std::time::Instant::now();
+    // Until the segment's origins are up and the address was learnt: the
+    // balancer's side has its link and an ARP entry.
+    while !ip_out(&["neigh", "show", "dev", &format!("plh{lab_pid}s")]).contains("lladdr") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "no segment made: {}",
+            ip_out(&["netns", "list"])
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(ip_out(&["netns", "list"]).contains(&segment));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(lab_pid as i32, libc::SIGINT) };
+    let done = lab.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(2), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    let xs = subnets(&summary);
+    assert!(!xs.is_empty(), "the summary names the address: {summary}");
+    let left = traces(lab_pid, &xs);
+    assert!(left.is_empty(), "left behind after Ctrl-C: {left:?}");
 }

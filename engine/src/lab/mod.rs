@@ -394,7 +394,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         if !scenario.same_ip.is_empty() {
             let x = free_subnets(std::process::id()).into_iter().next();
             let x = x.ok_or("real mode: no free 10.213.x.0/30 left for the same_ip segment")?;
-            let seg = same_ip::Segment::build(&scenario.same_ip, x, tcp)?;
+            let seg = same_ip::SameIp::build(&scenario.same_ip, x, tcp)?;
             addrs.extend(seg.addrs());
             built.segment = Some(seg);
         }
@@ -615,8 +615,8 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
     }
     drop(balancer.take());
     let mut same_view = net
-        .as_ref()
-        .and_then(|n| n.segment.as_ref())
+        .as_mut()
+        .and_then(|n| n.segment.as_mut())
         .map(|s| s.view());
     let layout = lbs.as_ref().map(balancers::Balancers::layout);
     drop(lbs.take());

@@ -208,7 +208,7 @@ pub struct RealNet {
     echo: bool,
     links: Vec<Link>,
     /// The `same_ip` origins' segment, if the scenario has one.
-    pub(super) segment: Option<super::same_ip::Segment>,
+    pub(super) segment: Option<super::same_ip::SameIp>,
 }
 
 impl RealNet {

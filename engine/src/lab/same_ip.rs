@@ -212,7 +212,7 @@ struct Watch {
 
 /// The segment: a bridge, the balancer's veth into it, and one namespace
 /// and origin per `same_ip` name, all on 10.213.x.2. Removed when dropped.
-pub struct Segment {
+pub struct SameIp {
     exe: PathBuf,
     echo: bool,
     /// The segment namespace (the bridge).
@@ -225,10 +225,10 @@ pub struct Segment {
     watch: Watch,
 }
 
-impl Segment {
+impl SameIp {
     /// Makes the segment for `names` on 10.213.`x`.0/30; on any error
     /// what was made so far is removed before returning.
-    pub fn build(names: &[String], x: u32, echo: bool) -> Result<Segment, String> {
+    pub fn build(names: &[String], x: u32, echo: bool) -> Result<SameIp, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let pid = std::process::id();
         sweep_stale();
@@ -244,7 +244,7 @@ impl Segment {
             "metric",
             SAFETY_METRIC,
         ])?;
-        let mut seg = Segment {
+        let mut seg = SameIp {
             exe,
             echo,
             ns: None,
@@ -486,6 +486,13 @@ impl Segment {
         }
     }
 
+    fn stop_watching(&mut self) {
+        self.watch.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.watch.thread.take() {
+            let _ = t.join();
+        }
+    }
+
     /// Starts watching the balancer's ARP entry: each change becomes an
     /// [`ARP`] event, timed on the lab's clock from `start`.
     pub fn watch(&mut self, events: Arc<Mutex<Vec<Event>>>, start: Instant) {
@@ -543,8 +550,14 @@ impl Segment {
         };
     }
 
-    /// What the report needs once the segment is gone.
-    pub fn view(&self) -> View {
+    /// What the report needs once the segment is gone; stops watching
+    /// the ARP entry, then asks the segment who answers ARP for the address
+    /// (see [`View::probe`]: about 1 s; its replies may move the entry
+    /// themselves, so it is not watched).
+    pub fn view(&mut self) -> View {
+        self.stop_watching();
+        let a = self.addr.ip().to_string();
+        let args = ["-b", "-c", "2", "-I", self.host_if.as_str(), a.as_str()];
         View {
             addr: self.addr,
             members: self
@@ -553,8 +566,30 @@ impl Segment {
                 .map(|m| (m.name.clone(), m.mac.clone()))
                 .collect(),
             access: None,
+            probe: Command::new("arping")
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .ok()
+                .map(|o| (format!("arping {}", args.join(" ")), reply_macs(&o.stdout))),
         }
     }
+}
+
+/// The MACs in iputils arping's replies (`Unicast reply from 10.213.7.2
+/// [02:00:0A:D5:07:01]  0.6ms`), each once, lower case, in order.
+fn reply_macs(out: &[u8]) -> Vec<String> {
+    let mut macs: Vec<String> = Vec::new();
+    for line in String::from_utf8_lossy(out).lines() {
+        let mac = line
+            .split_once('[')
+            .and_then(|(_, r)| r.split_once(']'))
+            .map(|(m, _)| m.to_ascii_lowercase());
+        if let Some(m) = mac.filter(|m| !macs.contains(m)) {
+            macs.push(m);
+        }
+    }
+    macs
 }
 
 /// The balancer's ARP entry for `addr` on `dev`: (MAC, state), from
@@ -572,12 +607,9 @@ fn neighbour(dev: &str, addr: &SocketAddr) -> (Option<String>, String) {
     (mac, state)
 }
 
-impl Drop for Segment {
+impl Drop for SameIp {
     fn drop(&mut self) {
-        self.watch.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.watch.thread.take() {
-            let _ = t.join();
-        }
+        self.stop_watching();
         for i in 0..self.members.len() {
             self.stop(i);
         }
@@ -605,6 +637,9 @@ pub struct View {
     pub members: Vec<(String, String)>,
     /// Pocket's access log (text format), read at the run's end.
     pub access: Option<String>,
+    /// At the run's end, from the balancer's side: the `arping -b` run and
+    /// the MACs that answered for the address (more than one: a duplicate).
+    pub probe: Option<(String, Vec<String>)>,
 }
 
 /// One line of Pocket's text access log, the fields the report uses.
@@ -805,6 +840,30 @@ impl View {
                 holders.join(" · ")
             }
         );
+        if let Some((cmd, macs)) = &self.probe {
+            let named: Vec<String> = macs
+                .iter()
+                .map(|mac| match self.members.iter().find(|(_, m)| m == mac) {
+                    Some((n, _)) => format!("{n} ({mac})"),
+                    None => mac.clone(),
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "- `{cmd}` on the balancer's side, at the end: {} answered for {}{}",
+                if named.is_empty() {
+                    "no one".into()
+                } else {
+                    named.join(" and ")
+                },
+                self.addr.ip(),
+                if macs.len() > 1 {
+                    ". More than one MAC for one address is the proof of a duplicate; on a real network, run it from Pocket's machine."
+                } else {
+                    "."
+                }
+            );
+        }
         let health: Vec<String> = run
             .events
             .iter()
@@ -945,6 +1004,19 @@ mod tests {
     }
 
     #[test]
+    fn arping_replies_give_each_mac_once() {
+        let out = b"ARPING 10.213.7.2 from 10.213.7.1 plh1s\n\
+Unicast reply from 10.213.7.2 [02:00:0A:D5:07:01]  0.610ms\n\
+Unicast reply from 10.213.7.2 [02:00:0A:D5:07:02]  0.653ms\n\
+Unicast reply from 10.213.7.2 [02:00:0A:D5:07:01]  0.552ms\n\
+Sent 2 probes (2 broadcast(s))\nReceived 3 response(s)\n";
+        assert_eq!(
+            reply_macs(out),
+            vec!["02:00:0a:d5:07:01", "02:00:0a:d5:07:02"]
+        );
+    }
+
+    #[test]
     fn the_access_log_gives_the_server_and_the_origin_field() {
         let text = "2026-11-30T19:00:00.000Z 1 127.0.0.1:5 web g1 \"GET localhost / HTTP/1.1\" 200 -- in=0 out=9 pool=app server=10.213.7.2:8080 retries=0 ms=0/1/1/1 origin=\"B\"\n\
                     2026-11-30T19:00:00.100Z 2 127.0.0.1:5 web g1 \"GET localhost / HTTP/1.1\" 502 -- in=0 out=9 pool=app server=- retries=0 ms=0/1/1/1\n";
@@ -956,6 +1028,7 @@ mod tests {
             addr: addr("10.213.7.2:8080"),
             members: vec![],
             access: Some(text.into()),
+            probe: None,
         };
         assert_eq!(v.logged_servers().unwrap().len(), 1);
     }
