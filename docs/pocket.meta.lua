@@ -31,6 +31,13 @@
 ---@field tests? pocket.TestCase[] Cases that `pocket test POLICY` runs without a network; serving ignores them (docs/testing-policies.md).
 ---@field admin? pocket.Admin The admin listener: stats page, JSON API and /metrics (docs/observability.md).
 ---@field log? pocket.LogSettings The access log: one line per request (docs/observability.md).
+---@field stores? table<string, pocket.SharedStore> Stores kept in Redis, by name: pocket.store(name) of one is shared by every Pocket that names the same Redis (docs/several-pockets.md).
+
+---A store kept in Redis (`stores = { sessions = { redis = "127.0.0.1:6379" } }`).
+---@class pocket.SharedStore
+---@field redis string "host:port" of the Redis server; checked at load, reached later (a Redis that is away makes the store local until it answers).
+---@field prefix? string Put before every key in Redis. Default "pocket:NAME:".
+---@field timeout? string|number The longest a request waits on Redis for one call, 1ms to 5s; past it the store serves from local state. Default "50ms".
 
 ---The admin listener (docs/observability.md, "The admin listener, stats page and API").
 ---@class pocket.Admin
@@ -331,7 +338,8 @@ function ServerResponse:set_status(code) end
 ---@class pocket.Rejection
 
 ---A named key-value store (pocket.store), shared by every worker and kept
----across reloads (not across restarts).
+---across reloads (not across restarts); one declared in the policy's `stores`
+---is kept in Redis and shared by several Pockets.
 ---@class pocket.Store
 local Store = {}
 
@@ -360,6 +368,16 @@ function Store:incr(key, by, ttl_seconds) end
 ---@param key string|number
 ---@return boolean
 function Store:delete(key) end
+
+---A token bucket under `key` (`rate` tokens a second, at most `burst`):
+---takes one token if there is one and returns true; else false and the
+---seconds until a token is back. Atomic, also at Redis.
+---@param key string|number
+---@param rate number Above 0.
+---@param burst number At least 1.
+---@return boolean ok
+---@return number? wait_seconds
+function Store:take(key, rate, burst) end
 
 ---The store's name.
 ---@return string

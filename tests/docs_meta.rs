@@ -85,6 +85,7 @@ fn userdata_names() -> Result<Names, String> {
         ("ResponseView", "pocket.ServerResponse"),
         ("ConnView", "pocket.Conn"),
         ("StoreHandle", "pocket.Store"),
+        ("SharedStoreHandle", "pocket.Store"),
         ("ServerHandle", "pocket.ServerHandle"),
         ("LuaRegex", "pocket.Regex"),
         ("LuaRegexSet", "pocket.RegexSet"),
@@ -94,7 +95,11 @@ fn userdata_names() -> Result<Names, String> {
     ];
     let mut names = Names::new();
     let dir = root().join("engine/src/script/api");
+    // Files only: a folder beside them (store/) holds no userdata.
     for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        if !entry.path().is_file() {
+            continue;
+        }
         let src = std::fs::read_to_string(entry.path()).unwrap();
         // Each `impl UserData for T` (and the shared header methods) up
         // to the next item at column 0.
@@ -265,6 +270,7 @@ fn policy_keys() -> Names {
   pools = { app = { servers = { "127.0.0.1:2", { addr = "127.0.0.1:3", zzz = 1 } }, zzz = 1,
     timeouts = { zzz = "1s" }, check = { tcp = true, zzz = 1 }, passive = { zzz = 1 } },
     t = { mode = "tcp", servers = { "127.0.0.1:5" } } },
+  stores = { s = { redis = "127.0.0.1:6", zzz = 1 } },
 }
 "#;
     let dir = tempfile::tempdir().unwrap();
@@ -280,6 +286,7 @@ fn policy_keys() -> Names {
         let class = match level {
             "policy" => "pocket.Policy",
             "admin" => "pocket.Admin",
+            l if l.starts_with("store ") => "pocket.SharedStore",
             l if l.starts_with("listener") && l.ends_with("timeouts") => "pocket.ClientTimeouts",
             l if l.starts_with("listener") => "pocket.Listener",
             l if l.contains(" server ") => "pocket.Server",
@@ -294,7 +301,7 @@ fn policy_keys() -> Names {
             names.insert((class.to_string(), key.to_string()));
         }
     }
-    assert_eq!(levels, 10, "every level's keys, from:\n{out}{err}");
+    assert_eq!(levels, 11, "every level's keys, from:\n{out}{err}");
     // A `pocket test` case, its request and its connection, as `pocket test` lists them.
     let cases = r#"return {
   listeners = { { bind = "127.0.0.1:1", pool = "app" } },

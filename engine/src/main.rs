@@ -385,6 +385,9 @@ fn serve(
     flags: &RunFlags,
 ) -> anyhow::Result<()> {
     let path = policy.path.clone();
+    // Stores kept in Redis start connecting (off the request path); a
+    // Redis that is away only makes them local until it answers.
+    pocket::script::api::store::redis::apply(&policy.stores);
     let running = server::start(Arc::new(policy), opts)?;
     Supervisor::new(path, registry, events, running, flags.watch)
         .with_lab_faults(flags.lab_faults)

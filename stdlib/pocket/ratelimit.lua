@@ -9,8 +9,8 @@
 --   end
 --
 -- `key = function(req)` chooses what is limited (nil: not limited).
--- Workers update a bucket without a lock, so under a burst split over
--- workers a few extra requests may pass; the rate holds over time.
+-- Each check is one store:take, atomic: workers (and, with a store kept in
+-- Redis, several Pockets) never let more through than the bucket holds.
 local util = require "pocket.util"
 
 local ratelimit = {}
@@ -27,7 +27,6 @@ function ratelimit.new(opts)
     burst = burst,
     key = opts.key or function(req) return req.peer_ip end,
     store = pocket.store(opts.store or "ratelimit"),
-    ttl = math.max(1, math.ceil(burst / rate) + 1),
   }, Limiter)
 end
 
@@ -39,21 +38,9 @@ function Limiter:check(req)
   end
   local key = self.key(req)
   if key == nil then return nil end
-  local now = pocket.now()
-  local tokens, last = self.burst, now
-  local saved = self.store:get(key)
-  if saved then
-    local t, l = saved:match("^([%d%.%-e]+):([%d%.%-e]+)$")
-    tokens, last = tonumber(t) or self.burst, tonumber(l) or now
-  end
-  tokens = math.min(self.burst, tokens + (now - last) * self.rate)
-  if tokens < 1 then
-    local wait = math.ceil((1 - tokens) / self.rate)
-    self.store:set(key, tokens .. ":" .. now, self.ttl)
-    return pocket.respond(429, "Too Many Requests\n", { ["retry-after"] = tostring(wait) })
-  end
-  self.store:set(key, (tokens - 1) .. ":" .. now, self.ttl)
-  return nil
+  local ok, wait = self.store:take(key, self.rate, self.burst)
+  if ok then return nil end
+  return pocket.respond(429, "Too Many Requests\n", { ["retry-after"] = tostring(math.ceil(wait)) })
 end
 
 return ratelimit

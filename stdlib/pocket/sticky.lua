@@ -1,5 +1,7 @@
 -- pocket.sticky: a client with a session cookie keeps its server, even
--- across reloads and pool changes, remembered in pocket.store.
+-- across reloads and pool changes, remembered in pocket.store (and across
+-- several Pockets when the store is declared in the policy's `stores`:
+-- kept in Redis, looked up there by every Pocket).
 --
 --   local sticky = require "pocket.sticky"
 --   pools = { app = { servers = { ... },

@@ -29,6 +29,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "tests",
     "admin",
     "log",
+    "stores",
 ];
 const POOL_KEYS: &[&str] = &[
     "servers",
@@ -576,6 +577,7 @@ impl Checker<'_> {
         let listeners = self.listeners(root, &pool_index, &modes, names_on_connect);
         let admin = self.admin(root, &listeners);
         let log = self.access_log(root);
+        let stores = self.stores(root);
         Some(Policy {
             path: self.path.to_path_buf(),
             source: Arc::from(self.source),
@@ -587,6 +589,7 @@ impl Checker<'_> {
             log,
             reads_client_hello: false,
             warnings: std::mem::take(&mut self.warnings),
+            stores,
         })
     }
 

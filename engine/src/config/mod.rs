@@ -12,6 +12,8 @@ mod mode_value;
 pub use log_key::AccessLog;
 mod pool_settings;
 mod proxy_protocol;
+mod stores;
+pub use stores::{RedisSpec, StoreSpec, DEFAULT_REDIS_TIMEOUT};
 mod tcp_rules;
 pub mod tls;
 pub mod upstream_tls;
@@ -62,6 +64,8 @@ pub struct Policy {
     /// message`: logged at WARN by `pocket run` and a reload, printed by
     /// `pocket check`.
     pub warnings: Vec<String>,
+    /// The stores kept in Redis (`stores = { ... }`), by name.
+    pub stores: Vec<StoreSpec>,
 }
 
 impl Policy {
@@ -105,6 +109,7 @@ impl Policy {
             log: self.log.clone(),
             reads_client_hello: self.reads_client_hello,
             warnings: self.warnings.clone(),
+            stores: self.stores.clone(),
         }
     }
 

@@ -54,7 +54,7 @@ pub fn decide_traced<T: Tracer>(script: &WorkerScript, view: &mut RequestView, t
     }
     let started = (T::ON && script.runs("on_request", 0)).then(Instant::now);
     let decision = script.on_request(view);
-    after_on_request(script, view, decision, started, t)
+    after_on_request(script, view, decision, started, t, false)
 }
 
 /// [`decide`] for a policy whose `on_request` may wait on sub-requests
@@ -72,7 +72,30 @@ pub async fn decide_waiting(
         return route;
     }
     let decision = script.on_request_waiting(view, local).await;
-    after_on_request(script, view, decision, None, t)
+    let route = after_on_request(script, view, decision, None, t, true);
+    // A `balance` function that may wait on a Redis store runs here, as
+    // a coroutine (the rest of the decision is the same).
+    match route {
+        Route::Pool {
+            pool,
+            key,
+            preferred: None,
+        } if script.balance_waits(pool) => {
+            let preferred = match script.choose_server_waiting(pool, view).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(request = %view.id, hook = e.hook, "{}; round robin decides", e.message);
+                    None
+                }
+            };
+            Route::Pool {
+                pool,
+                key,
+                preferred,
+            }
+        }
+        route => route,
+    }
 }
 
 /// What is refused before the script sees the request, and the settled
@@ -108,6 +131,7 @@ fn after_on_request<T: Tracer>(
     decision: Result<Decision, HookError>,
     started: Option<Instant>,
     t: &mut T,
+    balance_later: bool,
 ) -> Route {
     if let Some(started) = started {
         let returned = match &decision {
@@ -191,7 +215,12 @@ fn after_on_request<T: Tracer>(
         }
     };
     let started = (T::ON && script.runs("balance", pool)).then(Instant::now);
-    let chosen = script.choose_server(pool, view);
+    // `balance_later`: the caller runs a waiting `balance` itself.
+    let chosen = if balance_later && script.balance_waits(pool) {
+        Ok(None)
+    } else {
+        script.choose_server(pool, view)
+    };
     if let Some(started) = started {
         let p = &script.policy.pools[pool];
         let returned = match &chosen {

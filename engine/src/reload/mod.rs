@@ -544,6 +544,7 @@ impl Supervisor {
                             tracing::error!("admin listener: {e:#}");
                         }
                         self.registry.went_live(&policy);
+                        crate::script::api::store::redis::apply(&policy.stores);
                         self.generation = generation;
                         for l in policy
                             .listeners

@@ -129,6 +129,12 @@ pub struct WorkerScript {
     /// `waiting_on_connect` is, in a policy that names `sni`/`alpn`.
     waiting_hash_keys: Vec<Option<Function>>,
     waiting_balancers: Vec<Option<Function>>,
+    /// `balance = function(servers, req)` of each http pool, guarded for
+    /// running as a coroutine, in a policy with Redis stores (a store
+    /// call there may wait on Redis).
+    waiting_http_balancers: Vec<Option<Function>>,
+    /// Some http pool's `balance` may wait (see `waits`).
+    waits_in_balance: bool,
 }
 
 /// Whether a policy's Lua text may make sub-requests: it names the
@@ -195,6 +201,10 @@ impl WorkerScript {
             .is_some_and(|a| !a.explain_from.is_empty());
         let vm = crate::explain::routes::building_live(live, || {
             let vm = Vm::new(&path, limits)?;
+            // `pocket.store(name)` of a store kept in Redis is shared.
+            vm.lua.set_app_data(crate::script::api::store::Declared(
+                policy.stores.iter().map(|s| s.name.clone()).collect(),
+            ));
             let root = vm.run_main_chunk(&path, &policy.source);
             Ok::<_, mlua::Error>((vm, root))
         })
@@ -243,8 +253,11 @@ impl WorkerScript {
             .collect::<mlua::Result<_>>()
             .map_err(|e| describe_lua_error(&e))?;
         let on_request = hook(&root, "on_request");
+        // A policy with Redis stores: its store calls may wait on Redis.
+        let shares = !policy.stores.is_empty();
         let waits = on_request.is_some()
-            && (may_wait(&policy.source)
+            && (shares
+                || may_wait(&policy.source)
                 || crate::script::stdlib::module_files(&vm.lua)
                     .iter()
                     .any(|(_, file)| std::fs::read_to_string(file).is_ok_and(|t| may_wait(&t))));
@@ -292,6 +305,16 @@ impl WorkerScript {
         };
         let waiting_hash_keys = waiting_pool_fns(&hash_keys)?;
         let waiting_balancers = waiting_pool_fns(&balancers)?;
+        // An http pool's `balance` function may wait on a Redis store
+        // (`pocket.sticky`'s lookup of a session made on another Pocket).
+        let waiting_http_balancers = balancers
+            .iter()
+            .zip(policy.pools.iter())
+            .map(|(f, p)| match f {
+                Some(f) if shares && p.mode == crate::config::Mode::Http => waiting(f).map(Some),
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         vm.lua
             .set_app_data(crate::script::subrequest::PoolsOf(policy.clone()));
         let lender =
@@ -328,6 +351,8 @@ impl WorkerScript {
             reads_hello,
             waiting_hash_keys,
             waiting_balancers,
+            waits_in_balance: waiting_http_balancers.iter().any(Option::is_some),
+            waiting_http_balancers,
             on_request,
             on_response: hook(&root, "on_response"),
             on_health: hook(&root, "on_health"),
@@ -701,11 +726,12 @@ impl WorkerScript {
         }
     }
 
-    /// `on_request` may wait on sub-requests (decided at load, see
-    /// [`may_wait`]): then [`WorkerScript::on_request_waiting`] runs it.
+    /// `on_request` may wait on sub-requests or a Redis store, or an http
+    /// pool's `balance` on a Redis store (decided at load, see
+    /// [`may_wait`]): then `proxy::decide::decide_waiting` runs them.
     #[inline]
     pub fn waits(&self) -> bool {
-        self.waiting_on_request.is_some()
+        self.waiting_on_request.is_some() || self.waits_in_balance
     }
 
     /// `on_request` as a coroutine that may wait on sub-requests while the
@@ -976,6 +1002,83 @@ impl WorkerScript {
     ) -> Result<Option<usize>, HookError> {
         let seq = req.id.seq;
         self.choose_server_of(pool_index, req, (Doing::Balance, seq))
+    }
+
+    /// This http pool's `balance` function runs as a coroutine (see
+    /// [`WorkerScript::choose_server_waiting`]).
+    #[inline]
+    pub fn balance_waits(&self, pool_index: usize) -> bool {
+        matches!(self.waiting_http_balancers.get(pool_index), Some(Some(_)))
+    }
+
+    /// [`WorkerScript::choose_server`] as a coroutine that may wait on a
+    /// Redis store within its timeout, while the worker serves other
+    /// requests. The request is lent as an owned object for the call and
+    /// taken back after, as `on_request_waiting` does.
+    pub async fn choose_server_waiting(
+        &self,
+        pool_index: usize,
+        req: &mut RequestView,
+    ) -> Result<Option<usize>, HookError> {
+        let (Some(Some(f)), Some(Some(guarded))) = (
+            self.balancers.get(pool_index),
+            self.waiting_http_balancers.get(pool_index),
+        ) else {
+            return self.choose_server(pool_index, req);
+        };
+        let pool = &self.policy.pools[pool_index];
+        let candidates = pool.candidates();
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let lua = &self.vm.lua;
+        let list = self
+            .servers_table(pool, &candidates)
+            .map_err(|e| self.failed("balance", f, &e))?;
+        let blank = RequestView {
+            head: http::Request::new(()).into_parts().0,
+            raw_target: None,
+            peer: req.peer,
+            listener: req.listener.clone(),
+            id: req.id,
+            growth: 0,
+            tls: None,
+        };
+        let ud = lua
+            .create_userdata(blank)
+            .map_err(|e| self.failed("balance", f, &e))?;
+        match ud.borrow_mut::<RequestView>() {
+            Ok(mut lent) => std::mem::swap(&mut *lent, req),
+            Err(e) => return Err(self.failed("balance", f, &e)),
+        }
+        let pulse = self.watch.as_ref().map(|w| {
+            let at = w.balancers.get(pool_index).copied().unwrap_or(0);
+            (&*w.pulse, at, req.id.seq)
+        });
+        let mut call = crate::script::subrequest::Metered::new(
+            &self.vm,
+            &self.can_wait,
+            pulse,
+            self.vm.limits.hook_budget,
+            crate::script::subrequest::Origin::default(),
+            guarded.call_async::<Value>((list, ud.clone())),
+        )
+        .doing(Doing::Balance);
+        let out = (&mut call).await;
+        crate::observe::metrics::hook_ran_for(Hook::Balance, call.ran.as_nanos() as u64);
+        drop(call);
+        let out = self.vm.settle(out);
+        self.vm.tally();
+        match ud.take::<RequestView>() {
+            Ok(view) => *req = view,
+            Err(_) => {
+                if let Ok(mut lent) = ud.borrow_mut::<RequestView>() {
+                    std::mem::swap(&mut *lent, req);
+                }
+            }
+        }
+        out.map(|v| chosen(pool, &candidates, v))
+            .map_err(|e| self.failed("balance", f, &e))
     }
 
     /// The server a tcp pool's `balance = function(servers, conn)`

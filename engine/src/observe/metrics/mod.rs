@@ -25,6 +25,7 @@ mod hooks;
 mod live;
 mod process;
 mod proxy_header;
+mod stores;
 mod text;
 mod tls;
 
@@ -36,6 +37,7 @@ pub use hooks::{hook_ran, hook_ran_for, take_connect_hook_ns, take_request_hook_
 pub use live::{listener_counts, listener_tcp_counts, went_live};
 pub use process::{generation_live, lua_memory, reload_ended, upstream_idle, Parked};
 pub use proxy_header::proxy_header_refused;
+pub use stores::{redis_store, RedisStore};
 pub use tls::tls_handshake_failed;
 
 use counters::{
@@ -204,7 +206,63 @@ pub fn render() -> String {
     );
     let dropped = crate::observe::access_log::dropped_lines();
     t.sample("pocket_access_log_dropped_lines_total", &[], dropped);
+    redis_stores(&mut t);
     t.finish()
+}
+
+/// The Redis-backed stores' families (none without `stores`).
+fn redis_stores(t: &mut Text) {
+    let all = stores::all();
+    macro_rules! each {
+        ($name:expr, $kind:expr, $help:expr, |$s:ident| $value:expr) => {
+            t.family($name, $kind, $help);
+            for $s in &all {
+                t.sample($name, &[("store", &$s.store)], $value);
+            }
+        };
+    }
+    each!(
+        "pocket_store_redis_up",
+        Kind::Gauge,
+        "1 while a Redis-backed store is on Redis, 0 while it serves from local state (Redis down, slow past the store's timeout, or not reached yet).",
+        |s| u64::from(s.up.load(Relaxed))
+    );
+    each!(
+        "pocket_store_redis_fallbacks_total",
+        Kind::Counter,
+        "Times a Redis-backed store fell back to local state (a call timed out, a connection was refused or broke).",
+        |s| s.fallbacks.load(Relaxed)
+    );
+    each!(
+        "pocket_store_redis_recoveries_total",
+        Kind::Counter,
+        "Times a Redis-backed store went back to Redis after Redis answered its probe (its writes made meanwhile replayed).",
+        |s| s.recoveries.load(Relaxed)
+    );
+    each!(
+        "pocket_store_redis_local_calls_total",
+        Kind::Counter,
+        "Calls a Redis-backed store served from local state while Redis was away.",
+        |s| s.local_calls.load(Relaxed)
+    );
+    each!(
+        "pocket_store_redis_pending_writes",
+        Kind::Gauge,
+        "Writes made locally while Redis was away, waiting to be replayed to Redis.",
+        |s| s.pending.load(Relaxed)
+    );
+    each!(
+        "pocket_store_redis_replayed_writes_total",
+        Kind::Counter,
+        "Writes made locally while Redis was away and replayed to Redis once it answered (increments as deltas).",
+        |s| s.replayed.load(Relaxed)
+    );
+    each!(
+        "pocket_store_redis_dropped_writes_total",
+        Kind::Counter,
+        "Writes made locally that a full replay journal dropped (oldest first) before Redis came back.",
+        |s| s.dropped.load(Relaxed)
+    );
 }
 
 /// The per pool and server families.

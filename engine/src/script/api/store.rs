@@ -14,11 +14,17 @@
 //! it, expired keys go first, then the least recently used ones (approx.:
 //! the oldest eighth of a shard at a time), so a script that writes keys
 //! without end cannot grow the process.
+//!
+//! A store the policy declares in `stores = { NAME = { redis = ... } }`
+//! is kept in Redis and shared by every Pocket that names it; this one
+//! stays its local copy and its fallback (`store/redis.rs`).
+
+pub mod redis;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use mlua::{Lua, Table, UserData, UserDataMethods, Value};
@@ -155,6 +161,8 @@ pub struct Store {
     size: AtomicUsize,
     /// Live keys dropped to make room, since the process started.
     evicted: AtomicU64,
+    /// Its link to Redis, when the live policy declares it in `stores`.
+    redis: RwLock<Option<Arc<redis::Link>>>,
 }
 
 impl Store {
@@ -165,6 +173,7 @@ impl Store {
             hasher: Default::default(),
             size: AtomicUsize::new(size),
             evicted: AtomicU64::new(0),
+            redis: RwLock::new(None),
         }
     }
 
@@ -288,6 +297,62 @@ impl Store {
     fn delete(&self, key: &str) -> bool {
         self.shard(key).remove(key).is_some()
     }
+
+    /// Sets an integer (what Redis counted), keeping the key's expiry when
+    /// it has one, else giving it `ttl`.
+    fn put_int(&self, key: String, n: i64, ttl: Option<Duration>) -> Result<(), String> {
+        let now = Instant::now();
+        let mut shard = self.shard(&key);
+        let tick = shard.tick();
+        if let Some(e) = shard.map.get_mut(&key).filter(|e| e.live(now)) {
+            if matches!(e.value, Stored::Int(_)) {
+                e.value = Stored::Int(n);
+                e.touched = tick;
+                return Ok(());
+            }
+        }
+        self.put(&mut shard, key, Stored::Int(n), ttl.map(|t| now + t))
+    }
+
+    /// A token bucket under `key`: `rate` tokens a second, at most
+    /// `burst`; takes one if there is one. Returns whether it did, and the
+    /// tokens left. Atomic (under the shard's lock), so workers racing on
+    /// one key never let more through than the bucket holds. The bucket
+    /// is kept as text `tokens:unix_seconds`, as at Redis.
+    fn take(&self, key: &str, rate: f64, burst: f64) -> Result<(bool, f64), String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut shard = self.shard(key);
+        let (mut tokens, last) = match shard.map.get(key).filter(|e| e.live(Instant::now())) {
+            Some(Entry {
+                value: Stored::Text(b),
+                ..
+            }) => bucket_of(b).unwrap_or((burst, now)),
+            _ => (burst, now),
+        };
+        tokens = burst.min(tokens + (now - last).max(0.0) * rate);
+        let allowed = tokens >= 1.0;
+        if allowed {
+            tokens -= 1.0;
+        }
+        let text = format!("{tokens:.6}:{now:.6}").into_bytes();
+        let ttl = redis::bucket_ttl(rate, burst);
+        self.put(
+            &mut shard,
+            key.to_string(),
+            Stored::Text(text),
+            Some(Instant::now() + ttl),
+        )?;
+        Ok((allowed, tokens))
+    }
+}
+
+/// `tokens:last` as a bucket keeps it.
+fn bucket_of(b: &[u8]) -> Option<(f64, f64)> {
+    let text = std::str::from_utf8(b).ok()?;
+    let (t, l) = text.split_once(':')?;
+    Some((t.parse().ok()?, l.parse().ok()?))
 }
 
 /// Every store of the process, by name: outlives every policy generation.
@@ -303,6 +368,12 @@ pub fn clear_all() {
             shard.bytes = 0;
         }
     }
+}
+
+/// Every store made so far.
+fn all_stores() -> Vec<Arc<Store>> {
+    let stores = STORES.lock().unwrap_or_else(|e| e.into_inner());
+    stores.values().cloned().collect()
 }
 
 /// The store called `name`, made on first use. `size` (bytes), when
@@ -429,6 +500,128 @@ fn to_lua(lua: &Lua, v: Option<Stored>) -> mlua::Result<Value> {
 
 use crate::script::errors::arg;
 
+/// `incr`'s `by`: a whole number (nil: 1).
+fn count(by: Value) -> mlua::Result<i64> {
+    match by {
+        Value::Nil => Ok(1),
+        Value::Integer(n) => Ok(n),
+        // 2.0 is 2; 1.5 or 1e300 is not a count.
+        Value::Number(f) if f.fract() == 0.0 && f >= -(2f64.powi(63)) && f < 2f64.powi(63) => {
+            Ok(f as i64)
+        }
+        other => Err(mlua::Error::RuntimeError(format!(
+            "bad argument #2 to 'incr': expected a whole number from math.mininteger to \
+             math.maxinteger (-2^63 to 2^63-1), got {}",
+            crate::script::hooks::returned(&other)
+        ))),
+    }
+}
+
+/// `take`'s rate and burst: numbers above 0 (burst at least 1).
+fn bucket(rate: Value, burst: Value) -> mlua::Result<(f64, f64)> {
+    let num = |v: &Value| match v {
+        Value::Integer(n) => Some(*n as f64),
+        Value::Number(f) if f.is_finite() => Some(*f),
+        _ => None,
+    };
+    let rate = num(&rate).filter(|r| *r > 0.0).ok_or_else(|| {
+        mlua::Error::RuntimeError(format!(
+            "bad argument #2 to 'take': expected a rate above 0 (tokens per second), got {}",
+            crate::script::hooks::returned(&rate)
+        ))
+    })?;
+    let burst = num(&burst).filter(|b| *b >= 1.0).ok_or_else(|| {
+        mlua::Error::RuntimeError(format!(
+            "bad argument #3 to 'take': expected a burst of at least 1, got {}",
+            crate::script::hooks::returned(&burst)
+        ))
+    })?;
+    Ok((rate, burst))
+}
+
+/// A call's arguments as an operation (bad ones raise, as Lua's own
+/// functions do). `set` with a nil value is a delete.
+fn op_of(
+    lua: &Lua,
+    store: &Store,
+    method: &str,
+    args: mlua::MultiValue,
+) -> mlua::Result<redis::Op> {
+    use redis::Op;
+    let mut args = args.into_iter();
+    let mut next = || args.next().unwrap_or(Value::Nil);
+    let (a, b, c) = (next(), next(), next());
+    let ttl_arg = |v: Value| -> mlua::Result<Option<Duration>> {
+        match v {
+            Value::Nil => ttl(None),
+            Value::Integer(n) => ttl(Some(n as f64)),
+            Value::Number(f) => ttl(Some(f)),
+            // Lua's own coercion: "60" is 60.
+            Value::String(ref t)
+                if t.to_str()
+                    .ok()
+                    .and_then(|t| t.trim().parse::<f64>().ok())
+                    .is_some() =>
+            {
+                ttl(t.to_str().ok().and_then(|t| t.trim().parse::<f64>().ok()))
+            }
+            other => Err(mlua::Error::RuntimeError(format!(
+                "bad argument #3 to '{method}': expected number, got {}",
+                crate::script::hooks::returned(&other)
+            ))),
+        }
+    };
+    let k: String = arg(lua, method, 1, a)?;
+    Ok(match method {
+        "get" => Op::Get(k),
+        "delete" => Op::Delete(k),
+        "set" if b.is_nil() => Op::Delete(k),
+        "set" => {
+            let k = key(&store.name, k)?;
+            let t = ttl_arg(c)?;
+            Op::Set(k, to_stored(&store.name, b)?, t)
+        }
+        "incr" => {
+            let k = key(&store.name, k)?;
+            let by = count(b)?;
+            Op::Incr(k, by, ttl_arg(c)?)
+        }
+        _ => {
+            let k = key(&store.name, k)?;
+            let (rate, burst) = bucket(b, c)?;
+            Op::Take(k, rate, burst)
+        }
+    })
+}
+
+/// What a call returns to Lua.
+fn returned(lua: &Lua, method: &str, reply: redis::Reply) -> mlua::Result<mlua::MultiValue> {
+    use redis::Reply;
+    let one = |v: Value| Ok(mlua::MultiValue::from_iter([v]));
+    match reply {
+        Reply::Value(v, _) => one(to_lua(lua, v)?),
+        Reply::Int(n) => one(Value::Integer(n)),
+        Reply::Done => Ok(mlua::MultiValue::new()),
+        Reply::Deleted(d) if method == "delete" => one(Value::Boolean(d)),
+        Reply::Deleted(_) => Ok(mlua::MultiValue::new()),
+        Reply::Taken(true, _) => one(Value::Boolean(true)),
+        Reply::Taken(false, tokens) => Ok(mlua::MultiValue::from_iter([
+            Value::Boolean(false),
+            Value::Number(0f64.max(1.0 - tokens)),
+        ])),
+    }
+}
+
+/// `take`'s second value when refused is the tokens missing; the seconds
+/// to wait need the rate: worked out here, not in every caller.
+fn wait_of(out: mlua::MultiValue, op_rate: Option<f64>) -> mlua::MultiValue {
+    let mut v: Vec<Value> = out.into_iter().collect();
+    if let (Some(rate), Some(Value::Number(missing))) = (op_rate, v.get(1).cloned()) {
+        v[1] = Value::Number(missing / rate);
+    }
+    mlua::MultiValue::from_iter(v)
+}
+
 impl UserData for StoreHandle {
     fn add_fields<F: mlua::UserDataFields<Self>>(fields: &mut F) {
         super::names::named(fields, "store");
@@ -436,57 +629,101 @@ impl UserData for StoreHandle {
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
         super::names::described(methods, "store", |s| format!("store {:?}", s.0.name));
-        methods.add_method("get", |lua, s, key: Value| {
-            let key: String = arg(lua, "get", 1, key)?;
-            to_lua(lua, s.0.get(&key))
-        });
-        methods.add_method(
-            "set",
-            |lua, s, (key, value, t): (Value, Value, Option<f64>)| {
-                let key: String = arg(lua, "set", 1, key)?;
-                if value.is_nil() {
-                    s.0.delete(&key);
-                    return Ok(());
-                }
-                let key = self::key(&s.0.name, key)?;
-                let v = to_stored(&s.0.name, value)?;
-                s.0.set(key, v, ttl(t)?).map_err(mlua::Error::RuntimeError)
-            },
-        );
-        methods.add_method(
-            "incr",
-            |lua, s, (key, by, t): (Value, Value, Option<f64>)| {
-                let key: String = arg(lua, "incr", 1, key)?;
-                let key = self::key(&s.0.name, key)?;
-                let by = match by {
-                    Value::Nil => 1,
-                    Value::Integer(n) => n,
-                    // 2.0 is 2; 1.5 or 1e300 is not a count.
-                    Value::Number(f) if f.fract() == 0.0 && f >= -(2f64.powi(63)) && f < 2f64.powi(63) => f as i64,
-                    other => {
-                        return Err(mlua::Error::RuntimeError(format!(
-                            "bad argument #2 to 'incr': expected a whole number from math.mininteger to \
-                             math.maxinteger (-2^63 to 2^63-1), got {}",
-                            crate::script::hooks::returned(&other)
-                        )))
-                    }
-                };
-                s.0.incr(key, by, ttl(t)?)
-                    .map_err(mlua::Error::RuntimeError)
-            },
-        );
-        methods.add_method("delete", |lua, s, key: Value| {
-            let key: String = arg(lua, "delete", 1, key)?;
-            Ok(s.0.delete(&key))
-        });
+        // Named one by one (tests/docs_meta.rs reads them here).
+        methods.add_method("get", |lua, s, a| local_call(lua, &s.0, "get", a));
+        methods.add_method("set", |lua, s, a| local_call(lua, &s.0, "set", a));
+        methods.add_method("incr", |lua, s, a| local_call(lua, &s.0, "incr", a));
+        methods.add_method("delete", |lua, s, a| local_call(lua, &s.0, "delete", a));
+        methods.add_method("take", |lua, s, a| local_call(lua, &s.0, "take", a));
         methods.add_method("name", |_, s, ()| Ok(s.0.name.clone()));
     }
 }
 
+/// A store the live policy declares in `stores` (kept in Redis): the same
+/// methods, which may wait on Redis within the store's timeout when the
+/// hook that calls them may wait (see `store/redis.rs`).
+pub struct SharedStoreHandle(Arc<Store>);
+
+impl UserData for SharedStoreHandle {
+    fn add_fields<F: mlua::UserDataFields<Self>>(fields: &mut F) {
+        super::names::named(fields, "store");
+    }
+
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        super::names::described(methods, "store", |s| format!("store {:?}", s.0.name));
+        // Named one by one (tests/docs_meta.rs reads them here).
+        methods.add_async_method("get", |lua, s, a| shared_call(lua, s.0.clone(), "get", a));
+        methods.add_async_method("set", |lua, s, a| shared_call(lua, s.0.clone(), "set", a));
+        methods.add_async_method("incr", |lua, s, a| shared_call(lua, s.0.clone(), "incr", a));
+        methods.add_async_method("delete", |lua, s, a| {
+            shared_call(lua, s.0.clone(), "delete", a)
+        });
+        methods.add_async_method("take", |lua, s, a| shared_call(lua, s.0.clone(), "take", a));
+        methods.add_method("name", |_, s, ()| Ok(s.0.name.clone()));
+    }
+}
+
+/// A call on a store only this process keeps.
+fn local_call(
+    lua: &Lua,
+    store: &Store,
+    method: &'static str,
+    args: mlua::MultiValue,
+) -> mlua::Result<mlua::MultiValue> {
+    let op = op_of(lua, store, method, args)?;
+    let rate = match &op {
+        redis::Op::Take(_, r, _) => Some(*r),
+        _ => None,
+    };
+    let reply = redis::run_local(store, &op).map_err(mlua::Error::RuntimeError)?;
+    Ok(wait_of(returned(lua, method, reply)?, rate))
+}
+
+/// A call on a store kept in Redis: its arguments checked now, whether it
+/// may wait decided now (the running Lua thread is the hook's coroutine
+/// and the store is on Redis), the rest when polled.
+fn shared_call(
+    lua: Lua,
+    store: Arc<Store>,
+    method: &'static str,
+    args: mlua::MultiValue,
+) -> impl std::future::Future<Output = mlua::Result<mlua::MultiValue>> {
+    let op = op_of(&lua, &store, method, args);
+    let link = store
+        .redis
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    // Waits only where the hook runs as a coroutine, and only
+    // while the breaker is closed.
+    let wait = link.as_ref().is_some_and(|l| l.up())
+        && lua
+            .app_data_ref::<crate::script::subrequest::CanWait>()
+            .is_some_and(|c| c.here(&lua));
+    async move {
+        let op = op?;
+        let rate = match &op {
+            redis::Op::Take(_, r, _) => Some(*r),
+            _ => None,
+        };
+        let reply = match link {
+            Some(l) if wait => redis::call(l, store, op).await,
+            Some(l) => redis::locally(&l, &store, op),
+            None => redis::run_local(&store, &op),
+        }
+        .map_err(mlua::Error::RuntimeError)?;
+        Ok(wait_of(returned(&lua, method, reply)?, rate))
+    }
+}
+
+/// The stores the policy a VM runs declares in `stores` (set before its
+/// main chunk runs): `pocket.store(name)` of one of them is shared.
+pub struct Declared(pub Vec<String>);
+
 pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
     pocket.set(
         "store",
-        lua.create_function(|_, (name, options): (String, Option<Table>)| {
+        lua.create_function(|lua, (name, options): (String, Option<Table>)| {
             if name.is_empty() || name.len() > MAX_NAME {
                 return Err(mlua::Error::RuntimeError(format!(
                     "a store needs a name of 1 to {MAX_NAME} bytes, not {}",
@@ -494,9 +731,15 @@ pub fn register(lua: &Lua, pocket: &Table) -> mlua::Result<()> {
                 )));
             }
             let size = size_option(options)?;
-            store(&name, size)
-                .map(StoreHandle)
-                .map_err(mlua::Error::RuntimeError)
+            let store = store(&name, size).map_err(mlua::Error::RuntimeError)?;
+            let shared = lua
+                .app_data_ref::<Declared>()
+                .is_some_and(|d| d.0.contains(&name));
+            if shared {
+                lua.create_userdata(SharedStoreHandle(store))
+            } else {
+                lua.create_userdata(StoreHandle(store))
+            }
         })?,
     )?;
     Ok(())

@@ -1,0 +1,425 @@
+//! State shared across Pockets on Redis (`stores = { NAME = { redis = ... } }`,
+//! docs/several-pockets.md "Shared state on Redis"): real `pocket` processes,
+//! a real `redis-server` (Debian's) started by each test on a free loopback
+//! port with a folder of its own, killed at the end.
+
+mod common;
+use common::*;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `redis-server` on 127.0.0.1:`port`, data in `dir`, no persistence;
+/// killed on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        require_command("redis-server", "redis-server");
+        require_command("redis-cli", "redis-tools");
+        let mut r = Redis {
+            child: None,
+            port: dead_addr().port(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        r.restart();
+        r
+    }
+
+    /// Starts it (again, on the same port, empty) and waits for PONG.
+    fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let start = Instant::now();
+        while self.cli(&["PING"]) != "PONG" {
+            assert!(start.elapsed() < DEADLINE, "redis-server did not answer");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: Redis goes away at once, as a crash would.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `redis-cli -p PORT ARGS...`, its output trimmed.
+    fn cli(&self, args: &[&str]) -> String {
+        Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A request's status and how long it took (a fresh connection each).
+async fn timed_get(addr: SocketAddr, path: &str, cookie: Option<&str>) -> (u16, Duration, Resp) {
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+    let started = Instant::now();
+    let resp = send(addr, request("GET", path, &headers, "")).await;
+    (resp.status, started.elapsed(), resp)
+}
+
+fn admin_addr(pocket: &Pocket) -> SocketAddr {
+    let line = pocket.log.wait_for(&["admin listening on "]);
+    let text = line.rsplit("admin listening on ").next().unwrap().trim();
+    text.parse().unwrap()
+}
+
+/// The value of a metric line `name{labels} value` in `/metrics`.
+async fn metric(admin: SocketAddr, series: &str) -> Option<f64> {
+    let host = admin.to_string();
+    let r = send(admin, request("GET", "/metrics", &[("host", &host)], "")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn limit_policy(redis: &str, origin: SocketAddr) -> String {
+    format!(
+        r#"local ratelimit = require "pocket.ratelimit"
+-- One bucket for everyone (the key), so two Pockets share one count.
+local burst_only = ratelimit.new {{ rate = 0.1, burst = 10, store = "limits", key = function(req) return "burst" end }}
+local per_second = ratelimit.new {{ rate = 10, burst = 5, store = "limits", key = function(req) return "rate" end }}
+return {{
+  stores = {{ limits = {{ redis = "{redis}", prefix = "t:", timeout = "1s" }} }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{origin}" }} }} }},
+  on_request = function(req)
+    local limiter = req.path == "/burst" and burst_only or per_second
+    local refused = limiter:check(req)
+    if refused then return refused end
+  end,
+}}"#
+    )
+}
+
+/// Two Pockets, one Redis: a limit holds for both together. A burst of 10
+/// (refilling at 0.1/s) lets 10 of 40 requests through, not 10 per Pocket
+/// (20, as before stores could be kept in Redis); a rate of 10/s with a
+/// burst of 5, offered about 40/s alternately through both for about 3 s,
+/// lets through burst + rate x time, within 10%.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_holds_across_two_pockets() {
+    let redis = Redis::start();
+    let a = origin("A");
+    let one = Pocket::start(&limit_policy(&redis.addr(), a.addr), 2);
+    let two = Pocket::start(&limit_policy(&redis.addr(), a.addr), 2);
+    for p in [&one, &two] {
+        p.log.wait_for(&["store \"limits\": on Redis at"]);
+    }
+    let pockets = [one.addr("web"), two.addr("web")];
+
+    // A known number of requests within one window of the bucket.
+    let started = Instant::now();
+    let mut allowed = 0;
+    for i in 0..40 {
+        let (status, _, _) = timed_get(pockets[i % 2], "/burst", None).await;
+        assert!(status == 200 || status == 429, "status {status}");
+        allowed += usize::from(status == 200);
+    }
+    // 10 at once, and 0.1 more per second the loop took.
+    let expected = 10.0 + 0.1 * started.elapsed().as_secs_f64();
+    eprintln!("burst: {allowed} of 40 allowed, {expected:.1} expected");
+    assert!(
+        (allowed as f64 - expected).abs() <= 0.1 * expected + 0.5,
+        "burst: {allowed} allowed through two Pockets, {expected:.1} expected"
+    );
+
+    // A rate over several windows: what passes is burst + rate x time.
+    let mut offered = 0;
+    let mut allowed = 0;
+    let first = Instant::now();
+    let mut last = first;
+    while first.elapsed() < Duration::from_secs(3) && offered < 400 {
+        let (status, _, _) = timed_get(pockets[offered % 2], "/rate", None).await;
+        assert!(status == 200 || status == 429, "status {status}");
+        last = Instant::now();
+        offered += 1;
+        allowed += usize::from(status == 200);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let span = last.duration_since(first).as_secs_f64();
+    let expected = (5.0 + 10.0 * span).min(offered as f64);
+    eprintln!("rate: {allowed} of {offered} allowed over {span:.2}s, {expected:.1} expected");
+    assert!(
+        (allowed as f64 - expected).abs() <= 0.1 * expected,
+        "rate: {allowed} of {offered} allowed over {span:.2} s through two Pockets, {expected:.1} expected"
+    );
+    // The count is Redis's: the bucket's key is there, with its prefix.
+    assert_ne!(redis.cli(&["GET", "t:rate"]), "");
+}
+
+fn sticky_policy(redis: &str, servers: [SocketAddr; 2]) -> String {
+    format!(
+        r#"local sticky = require "pocket.sticky"
+return {{
+  stores = {{ sessions = {{ redis = "{redis}", prefix = "s:", timeout = "1s" }} }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{}", "{}" }},
+                     balance = sticky.balance {{ cookie = "sid", store = "sessions" }} }} }},
+}}"#,
+        servers[0], servers[1]
+    )
+}
+
+/// A session made sticky on one Pocket goes to the same server through
+/// the other. The two Pockets list the servers in opposite orders, so a
+/// new session goes to B on the first and to A on the second: only the
+/// shared store sends the second's requests to B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_made_sticky_on_one_pocket_keeps_its_server_on_the_other() {
+    let redis = Redis::start();
+    let (a, b) = (origin("A"), origin("B"));
+    let one = Pocket::start(&sticky_policy(&redis.addr(), [b.addr, a.addr]), 2);
+    let two = Pocket::start(&sticky_policy(&redis.addr(), [a.addr, b.addr]), 2);
+    for p in [&one, &two] {
+        p.log.wait_for(&["store \"sessions\": on Redis at"]);
+    }
+    let (one, two) = (one.addr("web"), two.addr("web"));
+    for i in 0..10 {
+        let cookie = format!("sid=user{i}");
+        let (_, _, first) = timed_get(one, "/", Some(&cookie)).await;
+        assert_eq!(
+            first.header("x-origin").as_deref(),
+            Some("B"),
+            "made on the first"
+        );
+        for _ in 0..3 {
+            let (_, _, next) = timed_get(two, "/", Some(&cookie)).await;
+            assert_eq!(
+                next.header("x-origin").as_deref(),
+                Some("B"),
+                "session user{i} through the second Pocket"
+            );
+        }
+    }
+    // A session new to both, first seen by the second: A there, and A
+    // through the first too.
+    let (_, _, fresh) = timed_get(two, "/", Some("sid=other")).await;
+    assert_eq!(fresh.header("x-origin").as_deref(), Some("A"));
+    let (_, _, back) = timed_get(one, "/", Some("sid=other")).await;
+    assert_eq!(back.header("x-origin").as_deref(), Some("A"));
+    assert_eq!(redis.cli(&["GET", "s:other"]), a.addr.to_string());
+}
+
+fn outage_policy(redis: &str, origin: SocketAddr) -> String {
+    format!(
+        r#"local hits = pocket.store("hits")
+return {{
+  stores = {{ hits = {{ redis = "{redis}", prefix = "o:" }} }},  -- timeout: the default 50ms
+  admin = {{ bind = "127.0.0.1:0" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{origin}" }} }} }},
+  on_request = function(req)
+    hits:incr("n", 1)
+    hits:set("last", req.path)
+  end,
+}}"#
+    )
+}
+
+/// Redis killed under load, then started again (empty), then paused: no
+/// request fails, none waits past the bound (50 ms, with 1 s of slack for
+/// a busy machine), the log and `/metrics` show the fallback and the
+/// return, and the increments made while Redis was away are in Redis
+/// once it is back (replayed as deltas).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_costs_no_request_and_its_writes_reach_redis_after() {
+    let mut redis = Redis::start();
+    let a = origin("A");
+    let pocket = Pocket::start(&outage_policy(&redis.addr(), a.addr), 2);
+    pocket.log.wait_for(&["store \"hits\": on Redis at"]);
+    let web = pocket.addr("web");
+    let admin = admin_addr(&pocket);
+    let slack = Duration::from_secs(1);
+    let mut slowest = Duration::ZERO;
+    let load = |n: usize| {
+        let mut out = Vec::new();
+        for i in 0..n {
+            out.push(format!("/r{i}"));
+        }
+        out
+    };
+
+    for path in load(50) {
+        let (status, took, _) = timed_get(web, &path, None).await;
+        assert_eq!(status, 200);
+        slowest = slowest.max(took);
+    }
+    assert_eq!(redis.cli(&["GET", "o:n"]), "50");
+    assert_eq!(
+        metric(admin, "pocket_store_redis_up{store=\"hits\"}").await,
+        Some(1.0)
+    );
+
+    // Killed: requests go on, served from local state.
+    redis.kill();
+    let from = pocket.log.lines().len();
+    for path in load(100) {
+        let (status, took, _) = timed_get(web, &path, None).await;
+        assert_eq!(status, 200, "during the outage");
+        assert!(took < slack, "a request took {took:?} while Redis was down");
+        slowest = slowest.max(took);
+    }
+    pocket.log.wait_for_after(
+        from,
+        &["store \"hits\": Redis at", "serving from local state"],
+    );
+    assert_eq!(
+        metric(admin, "pocket_store_redis_up{store=\"hits\"}").await,
+        Some(0.0)
+    );
+    assert!(metric(admin, "pocket_store_redis_fallbacks_total{store=\"hits\"}").await >= Some(1.0));
+
+    // Back (empty: no persistence), the 100 increments are replayed.
+    let from = pocket.log.lines().len();
+    redis.restart();
+    let back = pocket
+        .log
+        .wait_for_after(from, &["store \"hits\": Redis at", "answers again"]);
+    assert!(back.contains("writes made meanwhile replayed"), "{back}");
+    let replayed: i64 = redis.cli(&["GET", "o:n"]).parse().unwrap_or(0);
+    assert!(
+        replayed >= 100,
+        "o:n is {replayed} after the outage's 100 increments were replayed"
+    );
+    assert_eq!(
+        metric(admin, "pocket_store_redis_up{store=\"hits\"}").await,
+        Some(1.0)
+    );
+    assert!(
+        metric(admin, "pocket_store_redis_recoveries_total{store=\"hits\"}").await >= Some(1.0)
+    );
+    for path in load(20) {
+        let (status, took, _) = timed_get(web, &path, None).await;
+        assert_eq!(status, 200);
+        slowest = slowest.max(took);
+    }
+    let now: i64 = redis.cli(&["GET", "o:n"]).parse().unwrap_or(0);
+    assert!(
+        now >= replayed + 20,
+        "o:n went from {replayed} to {now} after 20 more requests"
+    );
+
+    // Paused (slow, not gone): the store gives up after its timeout once
+    // and stays local until Redis answers again.
+    let from = pocket.log.lines().len();
+    assert_eq!(redis.cli(&["CLIENT", "PAUSE", "3000"]), "OK");
+    for path in load(40) {
+        let (status, took, _) = timed_get(web, &path, None).await;
+        assert_eq!(status, 200, "while Redis is paused");
+        assert!(
+            took < slack,
+            "a request took {took:?} while Redis was paused"
+        );
+        slowest = slowest.max(took);
+    }
+    pocket.log.wait_for_after(
+        from,
+        &["store \"hits\": Redis at", "did not answer within 50ms"],
+    );
+    pocket
+        .log
+        .wait_for_after(from, &["store \"hits\": Redis at", "answers again"]);
+    eprintln!("slowest request across the outage and the pause: {slowest:?}");
+    assert!(slowest < slack, "slowest request {slowest:?}");
+}
+
+/// A Redis that is not there at load: the policy loads, the log says so,
+/// requests are served from local state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_at_load_still_loads() {
+    let a = origin("A");
+    let dead = dead_addr();
+    let pocket = Pocket::start(&outage_policy(&dead.to_string(), a.addr), 1);
+    pocket.log.wait_for(&[
+        "store \"hits\": Redis at",
+        "unreachable",
+        "serving from local state",
+    ]);
+    let web = pocket.addr("web");
+    for i in 0..5 {
+        let (status, _, _) = timed_get(web, &format!("/x{i}"), None).await;
+        assert_eq!(status, 200);
+    }
+}
+
+fn check(dir: &Path, policy: &str) -> (i32, String) {
+    let path = write_policy(dir, "policy.lua", policy);
+    let (code, out, err) = pocket_cmd(&["check", path.to_str().unwrap()]);
+    (code, format!("{out}{err}"))
+}
+
+/// A malformed address, a misspelt key or a bad timeout is refused at
+/// load with `path:line`, like every other policy mistake.
+#[test]
+fn a_malformed_store_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = |store: &str| {
+        format!(
+            "return {{\n  listeners = {{ {{ name = \"web\", bind = \"127.0.0.1:0\", pool = \"app\" }} }},\n  pools = {{ app = {{ servers = {{ \"127.0.0.1:9\" }} }} }},\n  stores = {{\n    sessions = {store},\n  }},\n}}\n"
+        )
+    };
+    let cases = [
+        (
+            "{ redis = \"127.0.0.1\" }",
+            "policy.lua:5: store \"sessions\": redis: bad Redis address \"127.0.0.1\" (expected host:port, like \"127.0.0.1:6379\")",
+        ),
+        (
+            "{ redis = \"redis://127.0.0.1:6379\" }",
+            "policy.lua:5: store \"sessions\": redis: bad Redis address",
+        ),
+        (
+            "{ redis = \"127.0.0.1:6379\", tmeout = \"50ms\" }",
+            "policy.lua:5: store \"sessions\": unknown key \"tmeout\" (did you mean \"timeout\"?)",
+        ),
+        (
+            "{ redis = \"127.0.0.1:6379\", timeout = \"10s\" }",
+            "policy.lua:5: store \"sessions\": timeout must be from 1ms to 5s",
+        ),
+        ("{ prefix = \"x:\" }", "policy.lua:5: store \"sessions\" has no redis address"),
+    ];
+    for (store, expected) in cases {
+        let (code, out) = check(dir.path(), &base(store));
+        assert_eq!(code, 1, "{store}: {out}");
+        assert!(
+            out.contains(expected),
+            "{store}:\nexpected {expected}\ngot {out}"
+        );
+    }
+    let (code, out) = check(dir.path(), &base("{ redis = \"127.0.0.1:6379\" }"));
+    assert_eq!(code, 0, "{out}");
+}
