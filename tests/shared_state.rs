@@ -9,6 +9,8 @@ use common::*;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A `redis-server` on 127.0.0.1:`port`, data in `dir`, no persistence;
@@ -79,6 +81,54 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A TCP relay to Redis that can hold every answer back for a while: a
+/// slow Redis, as a congested network or a busy server makes it. Threads
+/// of its own; a connection's relay ends when either side closes.
+struct SlowLink {
+    addr: SocketAddr,
+    delay_ms: Arc<AtomicU64>,
+}
+
+fn slow_link(to: String) -> SlowLink {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let delay_ms = Arc::new(AtomicU64::new(0));
+    let delay = delay_ms.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(&to) else {
+                continue;
+            };
+            let pipe = |mut from: std::net::TcpStream,
+                        mut to: std::net::TcpStream,
+                        delay: Option<Arc<AtomicU64>>| {
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    loop {
+                        let n = match from.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if let Some(d) = &delay {
+                            std::thread::sleep(Duration::from_millis(d.load(Ordering::Relaxed)));
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                    let _ = from.shutdown(std::net::Shutdown::Both);
+                });
+            };
+            let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            pipe(client, server, None);
+            pipe(s2, c2, Some(delay.clone()));
+        }
+    });
+    SlowLink { addr, delay_ms }
 }
 
 /// A request's status and how long it took (a fresh connection each).
@@ -356,6 +406,97 @@ async fn a_redis_outage_costs_no_request_and_its_writes_reach_redis_after() {
         .wait_for_after(from, &["store \"hits\": Redis at", "answers again"]);
     eprintln!("slowest request across the outage and the pause: {slowest:?}");
     assert!(slowest < slack, "slowest request {slowest:?}");
+}
+
+/// Redis 100 ms slow (every answer held back): requests are not slowed
+/// past the store's timeout (50 ms), the store falls back once and serves
+/// locally, and goes back to Redis when it is fast again; the writes made
+/// meanwhile reach it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_slows_no_request_past_the_timeout() {
+    let redis = Redis::start();
+    let link = slow_link(redis.addr());
+    let a = origin("A");
+    let pocket = Pocket::start(&outage_policy(&link.addr.to_string(), a.addr), 2);
+    pocket.log.wait_for(&["store \"hits\": on Redis at"]);
+    let web = pocket.addr("web");
+    let admin = admin_addr(&pocket);
+    for i in 0..20 {
+        let (status, _, _) = timed_get(web, &format!("/f{i}"), None).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(redis.cli(&["GET", "o:n"]), "20");
+
+    let from = pocket.log.lines().len();
+    link.delay_ms.store(100, Ordering::Relaxed);
+    let mut slowest = Duration::ZERO;
+    for i in 0..40 {
+        let (status, took, _) = timed_get(web, &format!("/s{i}"), None).await;
+        assert_eq!(status, 200, "while Redis is slow");
+        slowest = slowest.max(took);
+    }
+    eprintln!("slowest request while Redis answered 100 ms late: {slowest:?}");
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a request took {slowest:?}"
+    );
+    pocket.log.wait_for_after(
+        from,
+        &["store \"hits\": Redis at", "did not answer within 50ms"],
+    );
+    assert_eq!(
+        metric(admin, "pocket_store_redis_up{store=\"hits\"}").await,
+        Some(0.0)
+    );
+    assert!(
+        metric(
+            admin,
+            "pocket_store_redis_local_calls_total{store=\"hits\"}"
+        )
+        .await
+            >= Some(39.0)
+    );
+
+    // Fast again: back on Redis, the 40 increments made meanwhile with it.
+    link.delay_ms.store(0, Ordering::Relaxed);
+    pocket
+        .log
+        .wait_for_after(from, &["store \"hits\": Redis at", "answers again"]);
+    let n: i64 = redis.cli(&["GET", "o:n"]).parse().unwrap_or(0);
+    assert!(n >= 60, "o:n is {n}: 20 before and 40 while Redis was slow");
+}
+
+/// A reload that leaves a store's settings alone keeps its connection
+/// (and its data); one that changes them connects again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_connection_of_an_unchanged_store() {
+    let redis = Redis::start();
+    let a = origin("A");
+    let policy = outage_policy(&redis.addr(), a.addr);
+    let pocket = Pocket::start(&policy, 2);
+    pocket.log.wait_for(&["store \"hits\": on Redis at"]);
+    let web = pocket.addr("web");
+    let clients = || redis.cli(&["CLIENT", "LIST"]).lines().count();
+    let before = clients();
+    std::fs::write(&pocket.policy, format!("-- edited\n{policy}")).unwrap();
+    pocket.log.wait_for(&["generation 2 is live"]);
+    let (status, _, _) = timed_get(web, "/after", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        clients(),
+        before,
+        "a reload with the same stores connected again"
+    );
+    let on_redis = |log: &str| log.matches("store \"hits\": on Redis at").count();
+    assert_eq!(on_redis(&pocket.log.text()), 1);
+    assert_eq!(redis.cli(&["GET", "o:n"]), "1");
+
+    let changed = policy.replace("prefix = \"o:\"", "prefix = \"o:\", timeout = \"80ms\"");
+    std::fs::write(&pocket.policy, changed).unwrap();
+    pocket.log.wait_for(&["generation 3 is live: stores ~hits"]);
+    pocket
+        .log
+        .wait_for(&["store \"hits\": on Redis at", "timeout 80ms"]);
 }
 
 /// A Redis that is not there at load: the policy loads, the log says so,

@@ -140,6 +140,7 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> String {
     }
     parts.extend(admin_change(old.admin.as_ref(), new.admin.as_ref()));
     parts.extend(log_change(old.log.as_ref(), new.log.as_ref()));
+    parts.extend(stores_change(&old.stores, &new.stores));
     if parts.is_empty() {
         if old.source == new.source {
             "no change".into()
@@ -175,6 +176,26 @@ fn admin_change(old: Option<&AdminSpec>, new: Option<&AdminSpec>) -> Option<Stri
         what.push("explain_from changed".into());
     }
     (!what.is_empty()).then(|| format!("admin {}", what.join(", ")))
+}
+
+/// `stores +sessions -limits ~hits` (`~`: its Redis, prefix or timeout
+/// changed: it connects again).
+fn stores_change(
+    old: &[crate::config::StoreSpec],
+    new: &[crate::config::StoreSpec],
+) -> Option<String> {
+    let mut what = Vec::new();
+    for n in new {
+        match old.iter().find(|o| o.name == n.name) {
+            None => what.push(format!("+{}", n.name)),
+            Some(o) if o.redis != n.redis => what.push(format!("~{}", n.name)),
+            Some(_) => {}
+        }
+    }
+    for o in old.iter().filter(|o| !new.iter().any(|n| n.name == o.name)) {
+        what.push(format!("-{}", o.name));
+    }
+    (!what.is_empty()).then(|| format!("stores {}", what.join(" ")))
 }
 
 /// `log +access.log (json)`, `log -stderr`, `log a.log -> b.log`,
