@@ -625,7 +625,7 @@ fn wrong_values_once_accepted_are_refused() {
 "#
         ),
         [
-            "3: policy: a string (\"stray\") has no key: every entry is key = value (known: on_health, on_check, listeners, pools, on_connect, on_request, on_response, tests, admin, log)",
+            "3: policy: a string (\"stray\") has no key: every entry is key = value (known: on_health, on_check, listeners, pools, on_connect, on_request, on_response, tests, admin, log, stores)",
             "5: pool \"a\" check: run must be a function(server), not a number (5)",
             "5: pool \"a\" check: say one of tcp = true, http = \"GET /path\", run = function or script = true, not several",
             "6: pool \"b\" check: script must be true or false, not a string (\"yes\")",

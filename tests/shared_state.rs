@@ -563,4 +563,10 @@ fn a_malformed_store_is_refused_with_its_line() {
     }
     let (code, out) = check(dir.path(), &base("{ redis = \"127.0.0.1:6379\" }"));
     assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(
+            "store sessions: Redis 127.0.0.1:6379 (prefix \"pocket:sessions:\", timeout 50ms"
+        ),
+        "{out}"
+    );
 }

@@ -196,6 +196,15 @@ impl Policy {
             }
         }
         out.push_str(&format!("hooks: {}\n", self.hooks));
+        for st in &self.stores {
+            out.push_str(&format!(
+                "store {}: Redis {} (prefix \"{}\", timeout {}ms; not contacted by check)\n",
+                st.name,
+                st.redis.addr(),
+                st.redis.prefix,
+                st.redis.timeout.as_millis()
+            ));
+        }
         if let Some(admin) = &self.admin {
             out.push_str(&format!(
                 "admin: http://{}/ ({})\n",
