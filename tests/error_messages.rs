@@ -752,7 +752,7 @@ fn a_lab_scenario_reports_each_real_mistake_at_its_line() {
         err.trim().strip_prefix("pocket lab: ").unwrap_or(err.trim()),
         format!(
             "{p}:3: scenario: unknown key \"duraton\" (did you mean \"duration\"?)\n\
-             {p}:7: unknown fault \"kil\" for a server (faults for a server: kill, restart, refuse, blackhole, drop, cut, reset_after_headers, slow, flap, lie, heal; for the balancer: reload, restart, hang_worker)\n\
+             {p}:7: unknown fault \"kil\" for a server (faults for a server: kill, restart, refuse, blackhole, drop, cut, reset_after_headers, slow, flap, lie, heal, announce; for the balancer: reload, restart, hang_worker, flush_arp)\n\
              {p}:8: fault \"restart\" names server \"C\", which the scenario does not declare (origins: A, B)"
         )
     );
