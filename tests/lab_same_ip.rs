@@ -100,8 +100,10 @@ fn traces(lab_pid: u32, xs: &[String]) -> Vec<String> {
         ip_out(&["-4", "route", "show"])
             .lines()
             .filter(|l| {
-                xs.iter()
-                    .any(|x| l.starts_with(&format!("unreachable 10.213.{x}.0/30 ")))
+                xs.iter().any(|x| {
+                    l.starts_with(&format!("unreachable 10.213.{x}.0/30 "))
+                        || l.starts_with(&format!("unreachable 10.213.{x}.0/24 "))
+                })
             })
             .map(|l| format!("safety route {l}")),
     );

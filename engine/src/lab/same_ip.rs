@@ -1,9 +1,9 @@
 //! Two servers with the same IP (`same_ip = { "A", "B" }`, real mode
 //! only): the named origins each run in a network namespace of their
-//! own, all configured with one address, 10.213.x.2, on one L2 segment (a
-//! bridge in the lab's segment namespace). Pocket, in the root namespace,
-//! reaches the segment through a veth (10.213.x.1/30) and so sees one
-//! server. Which origin its packets reach is decided by the ARP entry of
+//! own, all configured with one address, 10.213.x.2, on one L2 segment
+//! (`segment.rs`'s bridge, 10.213.x.1, in a namespace of its own).
+//! Pocket, in the root namespace, reaches the segment through a port of
+//! its own (10.213.x.10/24) and so sees one server. Which origin its packets reach is decided by the ARP entry of
 //! the balancer's side: whoever answered ARP first when the entry was
 //! made (within the kernel's `locktime`, a second answer does not
 //! replace the first), and afterwards whoever last announced itself with
@@ -41,12 +41,15 @@ use super::load::Sample;
 use super::real::{ip, NS_PREFIX};
 use super::report::{Event, Run};
 use super::scenario::{Fault, FaultKind, Scenario};
+use super::segment::Segment;
 use super::tcp_load::Conn;
 
 /// The port every origin listens on (as in `real.rs`).
 const PORT: u16 = 8080;
-/// The safety route's metric (as in `real.rs`).
-const SAFETY_METRIC: &str = "4000";
+/// The origins' shared address on the segment: 10.213.x.2.
+const SHARED_HOST: u8 = 2;
+/// The balancer's address on the segment: 10.213.x.10 (the bridge has .1).
+const BALANCER_HOST: u8 = 10;
 /// The kind of the timeline's events about the balancer's ARP entry.
 pub const ARP: &str = "arp";
 /// How often the balancer's ARP entry is read.
@@ -210,46 +213,43 @@ struct Watch {
     thread: Option<JoinHandle<()>>,
 }
 
-/// The segment: a bridge, the balancer's veth into it, and one namespace
-/// and origin per `same_ip` name, all on 10.213.x.2. Removed when dropped.
+/// The segment ([`Segment`]: a bridge in a namespace of its own), the
+/// balancer's port on it, and one namespace and origin per `same_ip`
+/// name, all on 10.213.x.2. Removed when dropped.
 pub struct SameIp {
     exe: PathBuf,
     echo: bool,
-    /// The segment namespace (the bridge).
+    /// The namespace that holds the bridge (deleting it deletes the
+    /// bridge and every port).
     ns: Option<String>,
-    /// The balancer's end of the link into the segment (root namespace).
+    /// The bridge; dropped after `ns` is deleted, it removes the safety
+    /// route.
+    segment: Option<Segment>,
+    /// The balancer's end of its port (root namespace).
     host_if: String,
-    net: Option<String>,
     addr: SocketAddr,
     members: Vec<Member>,
     watch: Watch,
 }
 
 impl SameIp {
-    /// Makes the segment for `names` on 10.213.`x`.0/30; on any error
+    /// Makes the segment for `names` on 10.213.`x`.0/24; on any error
     /// what was made so far is removed before returning.
     pub fn build(names: &[String], x: u32, echo: bool) -> Result<SameIp, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let pid = std::process::id();
         sweep_stale();
-        let cidr = format!("10.213.{x}.0/30");
         let ns = format!("{NS_PREFIX}{pid}s");
-        let addr: SocketAddr = format!("10.213.{x}.2:{PORT}").parse().map_err(|_| "addr")?;
-        // The safety route first: nothing for this /30 ever leaves.
-        ip(&[
-            "route",
-            "add",
-            "unreachable",
-            &cidr,
-            "metric",
-            SAFETY_METRIC,
-        ])?;
+        let addr = SocketAddr::new(
+            std::net::Ipv4Addr::new(10, 213, x as u8, SHARED_HOST).into(),
+            PORT,
+        );
         let mut seg = SameIp {
             exe,
             echo,
             ns: None,
+            segment: None,
             host_if: format!("plh{pid}s"),
-            net: Some(cidr),
             addr,
             members: Vec::new(),
             watch: Watch::default(),
@@ -258,45 +258,30 @@ impl SameIp {
             .map_err(|e| format!("real mode: cannot make a network namespace: {e}"))?;
         seg.ns = Some(ns.clone());
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        ip(&["-n", &ns, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &ns, "link", "set", "br0", "up"])?;
-        // The balancer's side: a veth from the root namespace to the bridge.
+        seg.segment = Some(Segment::build(&ns, "br0", x)?);
+        // The balancer's side: a port from the root namespace (the
+        // safety route comes first).
         let host_if = seg.host_if.clone();
-        ip(&[
-            "link", "add", &host_if, "type", "veth", "peer", "name", "up0", "netns", &ns,
-        ])?;
-        ip(&["-n", &ns, "link", "set", "up0", "master", "br0", "up"])?;
-        ip(&["addr", "add", &format!("10.213.{x}.1/30"), "dev", &host_if])?;
-        ip(&["link", "set", &host_if, "up"])?;
+        seg.lan()?.plug("up0", None, &host_if, BALANCER_HOST)?;
         for (i, name) in names.iter().enumerate() {
             let member_ns = format!("{NS_PREFIX}{pid}s{i}");
             ip(&["netns", "add", &member_ns])?;
             let mac = format!("02:00:0a:d5:{x:02x}:{:02x}", i + 1);
+            let port = format!("o{i}");
             seg.members.push(Member {
                 name: name.clone(),
                 ns: member_ns.clone(),
-                port: format!("o{i}"),
+                port: port.clone(),
                 mac: mac.clone(),
                 child: None,
                 refused: false,
             });
-            let port = format!("o{i}");
             ip(&["-n", &member_ns, "link", "set", "lo", "up"])?;
-            ip(&[
-                "-n", &ns, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
-                &member_ns,
-            ])?;
-            ip(&["-n", &ns, "link", "set", &port, "master", "br0", "up"])?;
+            seg.lan()?
+                .plug(&port, Some(&member_ns), "eth0", SHARED_HOST)?;
+            // A known MAC per origin, for the report (set while down).
+            ip(&["-n", &member_ns, "link", "set", "eth0", "down"])?;
             ip(&["-n", &member_ns, "link", "set", "eth0", "address", &mac])?;
-            ip(&[
-                "-n",
-                &member_ns,
-                "addr",
-                "add",
-                &format!("10.213.{x}.2/30"),
-                "dev",
-                "eth0",
-            ])?;
             ip(&["-n", &member_ns, "link", "set", "eth0", "up"])?;
         }
         for i in 0..seg.members.len() {
@@ -307,6 +292,18 @@ impl SameIp {
         }
         seg.settle()?;
         Ok(seg)
+    }
+
+    /// Origin `i`'s cable in or out (its bridge port up or down).
+    fn cable(&self, i: usize, up: bool) -> Result<(), String> {
+        let lan = self.segment.as_ref().ok_or("no segment")?;
+        lan.set_port(&self.members[i].port, up)
+    }
+
+    fn lan(&mut self) -> Result<&mut Segment, String> {
+        self.segment
+            .as_mut()
+            .ok_or_else(|| "no segment".to_string())
     }
 
     /// Where Pocket reaches each origin of the segment: one address.
@@ -445,9 +442,6 @@ impl SameIp {
             .iter()
             .position(|m| m.name == server)
             .ok_or("no such server")?;
-        let ns = self.ns.clone().ok_or("no segment")?;
-        let port = self.members[i].port.clone();
-        let link = |state: &str| ip(&["-n", &ns, "link", "set", &port, state]).map(|_| ());
         match kind {
             FaultKind::Announce => self.announce(i)?,
             FaultKind::Kill => self.stop(i),
@@ -456,13 +450,13 @@ impl SameIp {
                 self.members[i].refused = true;
             }
             FaultKind::Restart => {
-                link("up")?;
+                self.cable(i, true)?;
                 self.start(i)?;
                 self.wait_listening(i)?;
             }
-            FaultKind::Blackhole | FaultKind::Drop => link("down")?,
+            FaultKind::Blackhole | FaultKind::Drop => self.cable(i, false)?,
             FaultKind::Heal => {
-                link("up")?;
+                self.cable(i, true)?;
                 if self.members[i].refused {
                     self.start(i)?;
                     self.wait_listening(i)?;
@@ -613,18 +607,15 @@ impl Drop for SameIp {
         for i in 0..self.members.len() {
             self.stop(i);
         }
-        // The host end first (it lives in the root namespace); the rest
-        // goes with the namespaces.
-        let _ = ip(&["link", "del", &self.host_if]);
         for m in &self.members {
             let _ = ip(&["netns", "del", &m.ns]);
         }
         if let Some(ns) = self.ns.take() {
             let _ = ip(&["netns", "del", &ns]);
         }
-        if let Some(net) = self.net.take() {
-            let _ = ip(&["route", "del", "unreachable", &net, "metric", SAFETY_METRIC]);
-        }
+        // Its root-namespace port (gone with the namespace, if not) and
+        // the safety route.
+        drop(self.segment.take());
     }
 }
 
