@@ -419,6 +419,10 @@ async fn a_dns_server_that_stops_answering_keeps_the_last_addresses() {
     for _ in 0..10 {
         assert_eq!(who(&get(web, "/").await), "A");
     }
+    let admin = admin_addr(&pocket);
+    let failing = format!("pocket_dns_failing{{pool=\"app\",name=\"app.test:{port}\"}}");
+    let metrics = metrics_text(admin).await;
+    assert!(metrics.contains(&format!("{failing} 1\n")), "{metrics}");
     // A reload during the outage keeps the last answer too, with a warning.
     let from = pocket.log.lines().len();
     let (code, out, err) = pocket_cmd(&["reload", pocket.policy.to_str().unwrap()]);
@@ -443,6 +447,27 @@ async fn a_dns_server_that_stops_answering_keeps_the_last_addresses() {
         "said once, not each round:\n{}",
         pocket.log.text()
     );
+    let metrics = metrics_text(admin).await;
+    assert!(metrics.contains(&format!("{failing} 0\n")), "{metrics}");
+    let failed = format!(
+        "pocket_dns_lookups_total{{pool=\"app\",name=\"app.test:{port}\",result=\"failed\"}} "
+    );
+    let count: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&failed))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{failed} in {metrics}"));
+    assert!(count >= 2, "each failed round counts: {metrics}");
+}
+
+/// The admin listener's `/metrics`.
+async fn metrics_text(admin: SocketAddr) -> String {
+    send(
+        admin,
+        request("GET", "/metrics", &[("host", "127.0.0.1")], ""),
+    )
+    .await
+    .text()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -586,4 +611,48 @@ fn bad_dns_settings_are_refused_with_their_line() {
     ] {
         assert!(err.contains(expected), "{expected}\n{err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_address_is_checked_before_it_is_trusted() {
+    let dns = Dns::start(HOSTS_A, &[]);
+    let (port, mut origins) = origins_on_one_port(&["A", "C"]);
+    // Nothing answers on 127.0.0.3 yet: DNS has it before it is ready.
+    let c_addr: SocketAddr = format!("127.0.0.3:{port}").parse().unwrap();
+    drop(origins.remove(1));
+    let pocket = Pocket::start(
+        &policy(
+            &dns,
+            port,
+            r#", check = { http = "GET /health", interval = "200ms", rise = 2, fall = 1 }"#,
+        ),
+        2,
+    );
+    let web = pocket.addr("web");
+    dns.set_hosts(HOSTS_AB);
+    pocket.log.wait_for(&[&format!("added {c_addr}")]);
+    pocket
+        .log
+        .wait_for(&[&format!("server {c_addr} of pool app is DOWN")]);
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        seen.push(who(&get(web, "/").await));
+    }
+    assert!(
+        seen.iter().all(|w| w == "A"),
+        "no request fails on it: {seen:?}"
+    );
+    // It comes up: its check says so, and it takes traffic.
+    let _c = spawn_origin_at("C", c_addr).unwrap();
+    pocket
+        .log
+        .wait_for(&[&format!("server {c_addr} of pool app is UP")]);
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        seen.push(who(&get(web, "/").await));
+    }
+    assert!(
+        seen.iter().all(|w| w == "A" || w == "C") && seen.iter().any(|w| w == "C"),
+        "{seen:?}"
+    );
 }

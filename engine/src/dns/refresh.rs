@@ -73,6 +73,11 @@ impl Refresher {
                 })
             })
             .collect();
+        let names: Vec<(Arc<str>, Arc<str>)> = wanted
+            .iter()
+            .flat_map(|j| j.named.iter().map(|n| (j.pool.clone(), n.text.clone())))
+            .collect();
+        crate::observe::metrics::dns_names_live(&names);
         self.tasks.retain(|job, task| {
             let keep = wanted.contains(job);
             if !keep {
@@ -131,7 +136,9 @@ async fn refresh(job: Job, tx: UnboundedSender<Resolved>) {
     loop {
         tick.tick().await;
         for (i, n) in named.iter().enumerate() {
-            match resolver.find(&n.query).await {
+            let answer = resolver.find(&n.query).await;
+            crate::observe::metrics::dns_lookup(&pool, &n.text, answer.is_ok());
+            match answer {
                 Ok(found) => {
                     if failing[i] {
                         failing[i] = false;
