@@ -480,6 +480,8 @@ async fn srv_records_give_ports_weights_and_backups() {
             "--host-record=a.test,127.0.0.2".to_string(),
             "--host-record=b.test,127.0.0.3".into(),
             "--host-record=c.test,127.0.0.4".into(),
+            // A target with no address: left out.
+            "--srv-host=_http._tcp.app.test,gone.test,9,10,5".into(),
             format!(
                 "--srv-host=_http._tcp.app.test,a.test,{},10,3",
                 a.addr.port()
@@ -655,4 +657,36 @@ async fn a_new_address_is_checked_before_it_is_trusted() {
         seen.iter().all(|w| w == "A" || w == "C") && seen.iter().any(|w| w == "C"),
         "{seen:?}"
     );
+}
+
+#[test]
+fn pocket_check_lists_the_servers_names_give() {
+    let dns = Dns::start(HOSTS_AB, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write_policy(
+        dir.path(),
+        "policy.lua",
+        &format!(
+            r#"return {{
+  resolvers = "{dns}",
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{
+    app = {{ servers = {{ "127.0.0.2:80", {{ addr = "app.test:80", weight = 2 }} }}, resolve = "10s" }},
+  }},
+}}
+"#,
+            dns = dns.addr()
+        ),
+    );
+    let (code, out, err) = pocket_cmd(&["check", policy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    // 127.0.0.2:80 is written as an address too: one server, the written one.
+    for line in [
+        "    resolve: every 10s\n",
+        "    127.0.0.2:80 weight 1\n",
+        "    127.0.0.3:80 weight 2 (from app.test:80)\n",
+        "  app (round_robin, 2 servers, retries 3)\n",
+    ] {
+        assert!(out.contains(line), "{line:?} in:\n{out}");
+    }
 }

@@ -202,15 +202,21 @@ impl Policy {
             if let Some(check) = &p.check {
                 out.push_str(&format!("    check: {}\n", check_summary(check)));
             }
+            if let Some(every) = p.resolve {
+                out.push_str(&format!("    resolve: every {every:?}\n"));
+            }
             if let Some(passive) = passive_summary(&p.passive, p.check.is_some()) {
                 out.push_str(&format!("    passive: {passive}\n"));
             }
             for s in p.servers.iter() {
                 out.push_str(&format!(
-                    "    {} weight {}{}\n",
+                    "    {} weight {}{}{}\n",
                     s.addr,
                     s.weight,
-                    if s.backup { " backup" } else { "" }
+                    if s.backup { " backup" } else { "" },
+                    s.from
+                        .as_ref()
+                        .map_or(String::new(), |f| format!(" (from {f})"))
                 ));
             }
         }

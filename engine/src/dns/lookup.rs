@@ -83,6 +83,11 @@ impl Resolver {
                     .await
                     .map_err(|e| describe(&e))?;
                 let mut out = Vec::new();
+                // A target that has no address is left out (its server is
+                // gone); one whose lookup failed otherwise fails the
+                // whole answer: the DNS server is not answering, and a
+                // part of its answer would drop servers that are there.
+                let mut missing = None;
                 for record in lookup.answers() {
                     let RData::SRV(srv) = &record.data else {
                         continue;
@@ -94,10 +99,14 @@ impl Resolver {
                         continue;
                     }
                     let host: Arc<str> = Arc::from(target);
-                    let ips = self
-                        .addresses(&host)
-                        .await
-                        .map_err(|e| format!("its target {target}: {e}"))?;
+                    let ips = match self.inner.lookup_ip(&*host).await {
+                        Ok(ips) => ips.iter().collect::<Vec<_>>(),
+                        Err(e) if e.is_no_records_found() => Vec::new(),
+                        Err(e) => return Err(format!("its target {target}: {}", describe(&e))),
+                    };
+                    if ips.is_empty() {
+                        missing.get_or_insert_with(|| target.to_string());
+                    }
                     out.extend(ips.into_iter().map(|ip| Found {
                         addr: SocketAddr::new(ip, srv.port),
                         host: host.clone(),
@@ -105,7 +114,10 @@ impl Resolver {
                     }));
                 }
                 if out.is_empty() {
-                    return Err("no SRV record with a target".into());
+                    return Err(match missing {
+                        Some(target) => format!("its target {target} has no address"),
+                        None => "no SRV record with a target".into(),
+                    });
                 }
                 Ok(out)
             }
