@@ -690,3 +690,58 @@ fn pocket_check_lists_the_servers_names_give() {
         assert!(out.contains(line), "{line:?} in:\n{out}");
     }
 }
+
+/// The first line a TCP echo origin sends through Pocket (`origin A`).
+fn banner_of(stream: &mut std::net::TcpStream) -> String {
+    use std::io::BufRead;
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(stream.try_clone().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim().to_string()
+}
+
+#[test]
+fn a_tcp_pool_follows_its_name_and_an_open_connection_stays() {
+    use std::io::{Read, Write};
+    let dns = Dns::start(HOSTS_A, &[]);
+    // Echo origins A and B on one port of 127.0.0.2 and 127.0.0.3.
+    let (a, b) = loop {
+        let a = pocket::origin::echo::spawn_echo("A", "127.0.0.2:0".parse().unwrap()).unwrap();
+        let at: SocketAddr = format!("127.0.0.3:{}", a.addr.port()).parse().unwrap();
+        if let Ok(b) = pocket::origin::echo::spawn_echo("B", at) {
+            break (a, b);
+        }
+    };
+    let port = a.addr.port();
+    let pocket = Pocket::start(
+        &format!(
+            r#"return {{
+  resolvers = {{ "{dns}" }},
+  listeners = {{ {{ name = "redis", bind = "127.0.0.1:0", pool = "app", mode = "tcp" }} }},
+  pools = {{
+    app = {{ mode = "tcp", servers = {{ "app.test:{port}" }}, resolve = "1s" }},
+  }},
+}}
+"#,
+            dns = dns.addr()
+        ),
+        1,
+    );
+    let listener = pocket.addr("redis");
+    let mut open = std::net::TcpStream::connect(listener).unwrap();
+    assert_eq!(banner_of(&mut open), "origin A");
+    dns.set_hosts(HOSTS_B);
+    pocket
+        .log
+        .wait_for(&[&format!("removed 127.0.0.2:{port}, which drains")]);
+    let mut new = std::net::TcpStream::connect(listener).unwrap();
+    assert_eq!(banner_of(&mut new), "origin B", "new connections go to B");
+    // The connection open on A goes on: A echoes what it is sent.
+    open.write_all(b"still there\n").unwrap();
+    let mut echoed = [0u8; 12];
+    open.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"still there\n");
+    drop((a, b));
+}
