@@ -232,6 +232,26 @@ fn admin_addr(p: &Pocket) -> SocketAddr {
         .unwrap()
 }
 
+/// Waits until the API counts `n` requests answered by `addr` (a request
+/// is counted as it ends, a moment after its client has the answer);
+/// fails on more, or on a deadline.
+async fn requests_reach(admin: SocketAddr, addr: &str, n: u64) -> u64 {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let status = api_status(admin).await;
+        let got = requests_of(&status, addr).unwrap_or(0);
+        assert!(got <= n, "{addr} counts {got} requests, not {n}: {status}");
+        if got == n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} counts {got} requests, not {n}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `{"name":"ADDR",...,"requests":N` of the API's JSON.
 fn requests_of(status: &str, addr: &str) -> Option<u64> {
     let at = status.find(&format!("{{\"name\":\"{addr}\""))?;
@@ -330,8 +350,7 @@ async fn an_added_address_takes_traffic_and_the_others_keep_their_counters() {
         assert_eq!(who(&get(web, "/").await), "A");
     }
     let a = format!("127.0.0.2:{port}");
-    let before = requests_of(&api_status(admin).await, &a).expect("A in the API");
-    assert_eq!(before, 10);
+    let before = requests_reach(admin, &a, 10).await;
 
     dns.set_hosts(HOSTS_AB);
     let line = pocket
@@ -356,10 +375,9 @@ async fn an_added_address_takes_traffic_and_the_others_keep_their_counters() {
         "the new address takes its share: {answered:?}"
     );
     // The server that stayed is the same server: its counters go on.
-    let status = api_status(admin).await;
-    let after = requests_of(&status, &a).unwrap();
     let a_now = answered.iter().filter(|w| *w == "A").count() as u64;
-    assert_eq!(after, before + a_now, "{status}");
+    requests_reach(admin, &a, before + a_now).await;
+    let status = api_status(admin).await;
     let b = &status[status
         .find(&format!("\"addr\":\"127.0.0.3:{port}\""))
         .expect("B in the API")..];
