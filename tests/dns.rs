@@ -763,3 +763,26 @@ fn a_tcp_pool_follows_its_name_and_an_open_connection_stays() {
     assert_eq!(&echoed, b"still there\n");
     drop((a, b));
 }
+
+#[test]
+fn a_reload_says_what_it_changed_of_the_dns_settings() {
+    let dns = Dns::start(HOSTS_A, &[]);
+    let other = Dns::start(HOSTS_B, &[]);
+    let (port, _origins) = origins_on_one_port(&["A", "B"]);
+    let pocket = Pocket::start(&policy(&dns, port, ""), 1);
+    let text = std::fs::read_to_string(&pocket.policy)
+        .unwrap()
+        .replace("resolve = \"1s\"", "resolve = \"2s\"")
+        .replace(&dns.addr(), &other.addr());
+    std::fs::write(&pocket.policy, text).unwrap();
+    let (code, out, err) = pocket_cmd(&["reload", pocket.policy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let line = pocket.log.wait_for(&["generation 2 is live"]);
+    for part in [
+        &format!("pool app servers +127.0.0.3:{port} -127.0.0.2:{port}"),
+        "pool app resolve 1s -> 2s",
+        &format!("resolvers {} -> {}", dns.addr(), other.addr()),
+    ] {
+        assert!(line.contains(part), "{part:?} in {line}");
+    }
+}
