@@ -32,6 +32,7 @@
 ---@field admin? pocket.Admin The admin listener: stats page, JSON API and /metrics (docs/observability.md).
 ---@field log? pocket.LogSettings The access log: one line per request (docs/observability.md).
 ---@field stores? table<string, pocket.SharedStore> Stores kept in Redis, by name: pocket.store(name) of one is shared by every Pocket that names the same Redis (docs/several-pockets.md).
+---@field resolvers? string|string[] DNS servers that resolve server names ("127.0.0.1:5353", port 53 unless written; IP addresses only, up to 8); default the system's (/etc/resolv.conf).
 
 ---A store kept in Redis (`stores = { sessions = { redis = "127.0.0.1:6379" } }`).
 ---@class pocket.SharedStore
@@ -109,7 +110,7 @@
 ---@field client_hello? pocket.Duration tcp listeners: longest wait for the TLS ClientHello when on_connect reads conn.sni or conn.alpn; then the connection closes (default "5s").
 
 ---@class pocket.Pool
----@field servers (string|pocket.Server)[] "ip:port" strings or server tables; at least one non-backup.
+---@field servers (string|pocket.Server)[] "ip:port" (or "name:port") strings or server tables; at least one non-backup.
 ---@field balance? pocket.Balance|pocket.BalanceFunction Default "round_robin".
 ---@field hash_key? pocket.HashKey|fun(req: pocket.Request): string|number|nil Only with balance = "hash" (default "source"). nil from the function: no key, round robin. In a tcp pool: "source" or a function of the connection (pocket.Conn).
 ---@field hash_balance_factor? integer 101..1000, only with balance = "hash": no server takes a key while it carries factor% of the average load or more.
@@ -126,6 +127,7 @@
 ---@field tls? boolean|pocket.UpstreamTls TLS to the servers (and their checks); true: verified against the system's CA store, SNI the server's host name.
 ---@field protocol? "http1"|"h2" Default "http1". "h2": HTTP/2 to the servers (h2c with prior knowledge, or ALPN h2 with tls), streams multiplexed on shared connections.
 ---@field mode? "http"|"tcp" Default "http". "tcp": the pool takes whole TCP connections from tcp listeners (docs/tcp.md).
+---@field resolve? pocket.Duration At least "1s": the servers written as names (and SRV names) are resolved again this often, and a change is applied like a reload; absent: at load only.
 
 ---@class pocket.UpstreamTls
 ---@field sni? string The name sent as SNI and verified; default the server's host name (none for an IP: the IP is verified).
@@ -218,7 +220,8 @@ function CheckHttp.tcp(send) end
 ---@field body string As received (at most 64 KiB; chunked framing not removed).
 
 ---@class pocket.Server
----@field addr string "ip:port".
+---@field addr? string "ip:port", or "name:port" (every address the name resolves to); required unless srv is given.
+---@field srv? string An SRV name ("_http._tcp.app.internal") instead of addr: a server per record's target address, with the record's port and weight (lowest priority: primaries; others: backups).
 ---@field weight? integer 1..256, default 1.
 ---@field backup? boolean Default false: used only when no primary is left for the request.
 

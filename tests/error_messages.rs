@@ -625,7 +625,7 @@ fn wrong_values_once_accepted_are_refused() {
 "#
         ),
         [
-            "3: policy: a string (\"stray\") has no key: every entry is key = value (known: on_health, on_check, listeners, pools, on_connect, on_request, on_response, tests, admin, log, stores)",
+            "3: policy: a string (\"stray\") has no key: every entry is key = value (known: on_health, on_check, listeners, pools, on_connect, on_request, on_response, tests, admin, log, stores, resolvers)",
             "5: pool \"a\" check: run must be a function(server), not a number (5)",
             "5: pool \"a\" check: say one of tcp = true, http = \"GET /path\", run = function or script = true, not several",
             "6: pool \"b\" check: script must be true or false, not a string (\"yes\")",
@@ -804,7 +804,7 @@ fn a_server_address_without_its_key_is_one_error() {
 }
 "#
         ),
-        ["4: pool \"app\" server 1: a string (\"127.0.0.1:9001\") has no key: every entry is key = value (known: addr, weight, backup)"]
+        ["4: pool \"app\" server 1: a string (\"127.0.0.1:9001\") has no key: every entry is key = value (known: addr, srv, weight, backup)"]
     );
 }
 

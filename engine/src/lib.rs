@@ -11,6 +11,8 @@
 //!   edge still up is named in docs/architecture.md, "Map").
 //! - [`wire`]: HTTP/1 over bytes, and the header rules every layer applies.
 //! - [`lb`]: pools, servers and how one is picked.
+//! - [`dns`]: servers written as DNS names, resolved at load and, with a
+//!   pool's `resolve`, again while it runs.
 //! - [`origin`]: the small built-in origin server used by the demo and labs.
 //! - [`admin`]: the admin listener: stats page, JSON API, `/metrics`.
 
@@ -18,6 +20,7 @@ pub mod admin;
 pub mod config;
 pub mod context;
 pub mod demo;
+pub mod dns;
 pub mod explain;
 pub mod health;
 pub mod lab;

@@ -438,11 +438,13 @@ pub fn status_json(view: &View) -> String {
     out.push_str("],\"pools\":[");
     for (i, pool) in p.pools.iter().enumerate() {
         out.push_str(&format!(
-            "{}{{\"name\":{},\"mode\":\"{}\",\"balance\":{},\"servers\":[",
+            "{}{{\"name\":{},\"mode\":\"{}\",\"balance\":{},\"resolve_ms\":{},\"servers\":[",
             if i > 0 { "," } else { "" },
             json::string(&pool.name),
             pool.mode.name(),
             json::string(pool.balance_name()),
+            pool.resolve
+                .map_or("null".into(), |d| d.as_millis().to_string()),
         ));
         for (j, s) in pool.servers.iter().enumerate() {
             let (last, history) = s.state.health.checks.snapshot();
@@ -472,7 +474,7 @@ pub fn status_json(view: &View) -> String {
                 )
             };
             out.push_str(&format!(
-                "{}{{\"name\":{},\"addr\":{},\"state\":\"{}\",\"health\":\"{}\",\"admin\":\"{}\",\"backup\":{},\"weight\":{},\"in_flight\":{},{figures},\"failures\":{},\"last_check\":{last},\"history\":{}}}",
+                "{}{{\"name\":{},\"addr\":{},\"state\":\"{}\",\"health\":\"{}\",\"admin\":\"{}\",\"backup\":{},\"weight\":{},\"in_flight\":{},{figures},\"failures\":{},\"last_check\":{last},\"history\":{},\"from\":{}}}",
                 if j > 0 { "," } else { "" },
                 json::string(&s.addr_text),
                 json::string(&s.addr.to_string()),
@@ -484,6 +486,7 @@ pub fn status_json(view: &View) -> String {
                 s.state.active.load(Ordering::Relaxed),
                 s.state.failures.load(Ordering::Relaxed),
                 json::string(&history),
+                s.from.as_deref().map_or("null".into(), json::string),
             ));
         }
         out.push_str("]}");

@@ -30,6 +30,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "admin",
     "log",
     "stores",
+    "resolvers",
 ];
 const POOL_KEYS: &[&str] = &[
     "servers",
@@ -49,6 +50,7 @@ const POOL_KEYS: &[&str] = &[
     "tls",
     "protocol",
     "mode",
+    "resolve",
 ];
 const LISTENER_KEYS: &[&str] = &[
     "name",
@@ -63,11 +65,13 @@ const LISTENER_KEYS: &[&str] = &[
     "tls",
 ];
 const LISTENER_TIMEOUT_KEYS: &[&str] = &["head", "body", "send", "client_hello"];
-const SERVER_KEYS: &[&str] = &["addr", "weight", "backup"];
+const SERVER_KEYS: &[&str] = &["addr", "srv", "weight", "backup"];
 /// How pools are written, for errors about their shape.
 const POOLS_SHAPE: &str =
     "pools is a table of name = pool, like pools = { app = { servers = { \"127.0.0.1:9001\" } } }";
-const MAX_WEIGHT: i64 = 256;
+/// The largest `weight` a server may have (an SRV weight above it counts
+/// as it).
+pub const MAX_WEIGHT: i64 = 256;
 
 /// Reads and loads the policy at `path`.
 pub fn load_policy(path: &Path, registry: &StateRegistry) -> Result<Policy, ConfigErrors> {
@@ -100,6 +104,7 @@ pub fn load_policy_source(
         fresh_health: HashSet::new(),
         modules: Vec::new(),
         warnings: Vec::new(),
+        resolvers: Default::default(),
     };
     let vm = Vm::new(path, Limits::default()).map_err(|e| cx.fatal(&e))?;
     let ran = vm.run_main_chunk(path, &source);
@@ -205,6 +210,9 @@ pub(super) struct Checker<'a> {
     /// What loads but is likely a slip (`path:line: ...`): shown by
     /// `pocket check` and logged at start and reload.
     pub(super) warnings: Vec<String>,
+    /// The policy's `resolvers`, read before the pools: their names are
+    /// resolved with them.
+    pub(super) resolvers: crate::dns::Resolvers,
 }
 
 /// The most of a module file read again to place an error, in bytes.
@@ -568,6 +576,7 @@ impl Checker<'_> {
             }
         }
 
+        self.resolvers = self.resolvers_setting(root);
         let (pools, pool_index) = self.pools(root, registry);
         self.check_fallbacks(&pools, &pool_index);
         let modes: Vec<Mode> = pools.iter().map(|p| p.mode).collect();
@@ -590,6 +599,7 @@ impl Checker<'_> {
             reads_client_hello: false,
             warnings: std::mem::take(&mut self.warnings),
             stores,
+            resolvers: self.resolvers.clone(),
         })
     }
 
@@ -1164,10 +1174,12 @@ impl Checker<'_> {
         let errors_before = self.errors.len();
         let misspelt = self.unknown_keys(&t, POOL_KEYS, &format!("pool \"{name}\""), &here);
 
-        let settings = self.pool_settings(name, &t);
+        let mut settings = self.pool_settings(name, &t);
         let start_up = settings.check.as_ref().is_none_or(|c| c.start_up);
+        settings.resolve = self.resolve_setting(name, &t);
 
         let mut servers: Vec<Server> = Vec::new();
+        let mut named: Vec<crate::dns::Named> = Vec::new();
         match t.get::<Value>("servers") {
             // One server written without the list: `servers = { addr =
             // ... }`.
@@ -1178,16 +1190,42 @@ impl Checker<'_> {
                 );
             }
             Ok(Value::Table(list)) => {
+                // Servers written as addresses first, then those names
+                // give (an address a name gives that is already there is
+                // left out): the order a refresh builds too (crate::dns).
+                let mut from_names: Vec<Server> = Vec::new();
                 for (i, entry) in list.sequence_values::<Value>().enumerate() {
                     let Ok(entry) = entry else { continue };
                     let health = (settings.own_health, start_up);
-                    if let Some(server) = self.server(name, i + 1, entry, registry, health) {
-                        if servers.iter().any(|s| s.addr == server.addr) {
-                            self.error(
-                                &["pools", name, "servers", &format!("[{}]", i + 1)],
-                                format!("pool \"{name}\": server {} is listed twice", server.addr),
-                            );
+                    let at = ["pools", name, "servers", &format!("[{}]", i + 1)];
+                    match self.server(name, i + 1, entry, registry, health) {
+                        Some(Entry::Address(server)) => {
+                            if servers.iter().any(|s| s.addr == server.addr) {
+                                self.error(
+                                    &at,
+                                    format!(
+                                        "pool \"{name}\": server {} is listed twice",
+                                        server.addr
+                                    ),
+                                );
+                            }
+                            servers.push(server);
                         }
+                        Some(Entry::Named(n, got)) => {
+                            if named.iter().any(|m: &crate::dns::Named| m.query == n.query) {
+                                self.error(
+                                    &at,
+                                    format!("pool \"{name}\": \"{}\" is listed twice", n.text),
+                                );
+                            }
+                            named.push(n);
+                            from_names.extend(got);
+                        }
+                        None => {}
+                    }
+                }
+                for server in from_names {
+                    if !servers.iter().any(|s| s.addr == server.addr) {
                         servers.push(server);
                     }
                 }
@@ -1228,6 +1266,17 @@ impl Checker<'_> {
             );
         }
 
+        if settings.resolve.is_some() && named.is_empty() && self.errors.len() == errors_before {
+            let place = match self.places_line(&["pools", name, "resolve"]) {
+                Some(n) => format!("{}:{n}", self.path.display()),
+                None => self.path.display().to_string(),
+            };
+            self.warnings.push(format!(
+                "{place}: pool \"{name}\": resolve does nothing here: every server is written as an address (write a name, like \"app.internal:8080\", or {{ srv = \"_http._tcp.app.internal\" }})"
+            ));
+        }
+        settings.named = named;
+
         if self.errors.len() > errors_before {
             return None;
         }
@@ -1241,7 +1290,7 @@ impl Checker<'_> {
         entry: Value,
         registry: &StateRegistry,
         (own_health, start_up): (bool, bool),
-    ) -> Option<Server> {
+    ) -> Option<Entry> {
         let ns = format!("[{n}]");
         let (addr_text, weight, backup) = match entry {
             Value::String(s) => (s.to_string_lossy(), 1, false),
@@ -1252,6 +1301,9 @@ impl Checker<'_> {
                     &format!("pool \"{pool}\" server {n}"),
                     &["pools", pool, "servers", &ns],
                 );
+                if !matches!(t.get::<Value>("srv"), Ok(Value::Nil)) {
+                    return self.srv_entry(pool, n, &t, registry, (own_health, start_up));
+                }
                 let addr = match t.get::<Value>("addr") {
                     Ok(Value::String(s)) => s.to_string_lossy(),
                     // Misspelt, or written with no key (`{ "127.0.0.1:9001",
@@ -1317,6 +1369,14 @@ impl Checker<'_> {
                 return None;
             }
         };
+        if let Some(query) = super::dns::host_query(&addr_text) {
+            let named = super::dns::named(query, &addr_text, weight, backup);
+            let at = ["pools", pool, "servers", &ns, "addr"];
+            let found = self.resolve_named(pool, &named, &at)?;
+            let servers =
+                self.servers_named(pool, &named, &found, registry, (own_health, start_up));
+            return Some(Entry::Named(named, servers));
+        }
         match parse_addr(&addr_text) {
             Ok(addr) => {
                 let (state, new) = registry.get_or_create(pool, addr, own_health, start_up);
@@ -1325,15 +1385,16 @@ impl Checker<'_> {
                 }
                 // A weight set through the admin API outlives reloads.
                 let weight = state.weight_or(weight);
-                Some(Server {
+                Some(Entry::Address(Server {
                     addr,
                     addr_text: Arc::from(addr.to_string()),
                     weight,
                     backup,
                     state,
                     name: host_name(&addr_text),
+                    from: None,
                     transport: 0,
-                })
+                }))
             }
             Err(msg) => {
                 self.error(
@@ -1344,6 +1405,93 @@ impl Checker<'_> {
             }
         }
     }
+
+    /// `{ srv = "_http._tcp.app.test", backup = true }`: the servers its
+    /// SRV records give (ports and weights from the records).
+    fn srv_entry(
+        &mut self,
+        pool: &str,
+        n: usize,
+        t: &Table,
+        registry: &StateRegistry,
+        health: (bool, bool),
+    ) -> Option<Entry> {
+        let ns = format!("[{n}]");
+        let at = ["pools", pool, "servers", &ns, "srv"];
+        let name = match t.get::<Value>("srv") {
+            Ok(Value::String(s)) if super::dns::srv_name_ok(&s.to_string_lossy()) => {
+                s.to_string_lossy()
+            }
+            Ok(other) => {
+                self.error(
+                    &at,
+                    format!("pool \"{pool}\" server {n}: srv must be an SRV name like \"_http._tcp.app.internal\", not {}", shown(&other)),
+                );
+                return None;
+            }
+            Err(e) => {
+                self.error(&at, describe_lua_error(&e));
+                return None;
+            }
+        };
+        let what = format!("pool \"{pool}\" server {name}");
+        let mut ok = true;
+        if !matches!(t.get::<Value>("addr"), Ok(Value::Nil)) {
+            self.error(
+                &["pools", pool, "servers", &ns, "addr"],
+                format!("{what}: write addr or srv, not both (the SRV records give the addresses and ports)"),
+            );
+            ok = false;
+        }
+        if !matches!(t.get::<Value>("weight"), Ok(Value::Nil)) {
+            self.error(
+                &["pools", pool, "servers", &ns, "weight"],
+                format!("{what}: the SRV records give the weights: leave weight out"),
+            );
+            ok = false;
+        }
+        let backup = self
+            .flag(t, &["pools", pool, "servers", &ns, "backup"], &what)
+            .unwrap_or(false);
+        if !ok {
+            return None;
+        }
+        let named = super::dns::named(crate::dns::Query::Srv(name.clone()), &name, 1, backup);
+        let found = self.resolve_named(pool, &named, &at)?;
+        let servers = self.servers_named(pool, &named, &found, registry, health);
+        Some(Entry::Named(named, servers))
+    }
+
+    /// The servers a named entry gives, as DNS answered.
+    fn servers_named(
+        &mut self,
+        pool: &str,
+        named: &crate::dns::Named,
+        found: &[crate::dns::Found],
+        registry: &StateRegistry,
+        (own_health, start_up): (bool, bool),
+    ) -> Vec<Server> {
+        named
+            .targets(found, MAX_WEIGHT as u32)
+            .iter()
+            .map(|t| {
+                let (server, fresh) =
+                    crate::dns::server_for(pool, t, &named.text, registry, (own_health, start_up));
+                if fresh && !own_health {
+                    self.fresh_health.insert(t.addr);
+                }
+                server
+            })
+            .collect()
+    }
+}
+
+/// A server entry of a pool, read.
+enum Entry {
+    /// Written as an address: one server.
+    Address(Server),
+    /// Written with a name: the servers it resolved to now.
+    Named(crate::dns::Named, Vec<Server>),
 }
 
 /// The first line at or after `from` (1-based) that writes `name` as a

@@ -3,6 +3,7 @@
 //! request path only ever see a policy that passed.
 
 mod admin;
+mod dns;
 mod duration;
 mod global_hooks;
 mod load;
@@ -25,8 +26,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use admin::AdminSpec;
+pub use dns::MIN_RESOLVE;
 pub use duration::{parse_duration, seconds_to_duration};
-pub use load::{load_policy, load_policy_source, near_miss, parse_addr};
+pub use load::{load_policy, load_policy_source, near_miss, parse_addr, MAX_WEIGHT};
 pub use locate::{line_of, names_client_hello, names_http, Places};
 pub use pool_settings::lua_float;
 
@@ -66,6 +68,9 @@ pub struct Policy {
     pub warnings: Vec<String>,
     /// The stores kept in Redis (`stores = { ... }`), by name.
     pub stores: Vec<StoreSpec>,
+    /// `resolvers`: the DNS servers server names are asked of (empty: the
+    /// system's).
+    pub resolvers: crate::dns::Resolvers,
 }
 
 impl Policy {
@@ -94,15 +99,28 @@ impl Policy {
     /// The same policy with every server's weight as its state now says
     /// (weights set through the admin API); see [`Pool::reweighted`].
     pub fn reweighted(&self) -> Policy {
+        self.with_pools(
+            self.pools
+                .iter()
+                .map(|p| Arc::new(p.reweighted()))
+                .collect(),
+        )
+    }
+
+    /// The same policy with pool `index` replaced by `pool` (what its
+    /// names resolve to now: crate::dns).
+    pub fn with_pool(&self, index: usize, pool: Pool) -> Policy {
+        let mut pools = self.pools.clone();
+        pools[index] = Arc::new(pool);
+        self.with_pools(pools)
+    }
+
+    fn with_pools(&self, pools: Vec<Arc<Pool>>) -> Policy {
         Policy {
             path: self.path.clone(),
             source: self.source.clone(),
             listeners: self.listeners.clone(),
-            pools: self
-                .pools
-                .iter()
-                .map(|p| Arc::new(p.reweighted()))
-                .collect(),
+            pools,
             pool_index: self.pool_index.clone(),
             hooks: self.hooks,
             admin: self.admin.clone(),
@@ -110,6 +128,7 @@ impl Policy {
             reads_client_hello: self.reads_client_hello,
             warnings: self.warnings.clone(),
             stores: self.stores.clone(),
+            resolvers: self.resolvers.clone(),
         }
     }
 
@@ -183,15 +202,21 @@ impl Policy {
             if let Some(check) = &p.check {
                 out.push_str(&format!("    check: {}\n", check_summary(check)));
             }
+            if let Some(every) = p.resolve {
+                out.push_str(&format!("    resolve: every {every:?}\n"));
+            }
             if let Some(passive) = passive_summary(&p.passive, p.check.is_some()) {
                 out.push_str(&format!("    passive: {passive}\n"));
             }
             for s in p.servers.iter() {
                 out.push_str(&format!(
-                    "    {} weight {}{}\n",
+                    "    {} weight {}{}{}\n",
                     s.addr,
                     s.weight,
-                    if s.backup { " backup" } else { "" }
+                    if s.backup { " backup" } else { "" },
+                    s.from
+                        .as_ref()
+                        .map_or(String::new(), |f| format!(" (from {f})"))
                 ));
             }
         }

@@ -180,6 +180,11 @@ pub struct Server {
     /// The host name the server was written with (None: an IP address):
     /// the SNI and the name verified by TLS to it.
     pub name: Option<Arc<str>>,
+    /// The entry written with a name that gave this server
+    /// (`app.test:8080`, an SRV name), as written; None: written as an
+    /// address. Servers from a name come and go as it resolves
+    /// (crate::dns).
+    pub from: Option<Arc<str>>,
     /// How connections reach it, as a number (0: plain HTTP/1.1): its
     /// pool's `tls` and `protocol`, and for TLS its `name` (its own SNI).
     /// Idle connections are kept per address and this (proxy/upstream.rs
@@ -187,6 +192,23 @@ pub struct Server {
     /// share one; stable across reloads that keep the settings. Set by
     /// [`Pool::new`], so no request computes it.
     pub transport: u64,
+}
+
+impl Server {
+    /// The same server, for another generation of its pool ([`Pool::new`]
+    /// sets its transport again).
+    pub fn again(&self) -> Server {
+        Server {
+            addr: self.addr,
+            addr_text: self.addr_text.clone(),
+            weight: self.weight,
+            backup: self.backup,
+            state: self.state.clone(),
+            name: self.name.clone(),
+            from: self.from.clone(),
+            transport: 0,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -226,6 +248,12 @@ pub struct Pool {
     /// `mode`: HTTP requests or whole TCP connections; served only by
     /// listeners of the same mode.
     pub mode: crate::config::Mode,
+    /// `resolve`: how often the entries written with a name are resolved
+    /// again (None: at load only).
+    pub resolve: Option<Duration>,
+    /// The entries written with a name (host names, SRV names), in the
+    /// order written: what `resolve` asks again.
+    pub named: Vec<crate::dns::Named>,
     primaries: Tier,
     backups: Tier,
 }
@@ -248,6 +276,8 @@ pub struct PoolSettings {
     pub tls: Option<Arc<UpstreamTls>>,
     pub protocol: Protocol,
     pub mode: crate::config::Mode,
+    pub resolve: Option<Duration>,
+    pub named: Vec<crate::dns::Named>,
 }
 
 impl Default for PoolSettings {
@@ -268,6 +298,8 @@ impl Default for PoolSettings {
             tls: None,
             protocol: Protocol::Http1,
             mode: crate::config::Mode::Http,
+            resolve: None,
+            named: Vec::new(),
         }
     }
 }
@@ -334,6 +366,8 @@ impl Pool {
             tls: settings.tls,
             protocol: settings.protocol,
             mode: settings.mode,
+            resolve: settings.resolve,
+            named: settings.named,
             primaries,
             backups,
         }
@@ -474,22 +508,23 @@ impl Pool {
 
     /// The same pool with each server's weight as its state now says
     /// ([`super::ServerState::weight_or`]): the admin API's weight action
-    /// makes a new generation of the live policy from these. The
-    /// fallback is resolved again by the caller.
+    /// makes a new generation of the live policy from these.
     pub fn reweighted(&self) -> Pool {
         let servers = self
             .servers
             .iter()
             .map(|s| Server {
-                addr: s.addr,
-                addr_text: s.addr_text.clone(),
                 weight: s.state.weight_or(s.weight),
-                backup: s.backup,
-                state: s.state.clone(),
-                name: s.name.clone(),
-                transport: 0,
+                ..s.again()
             })
             .collect();
+        self.with_servers(servers)
+    }
+
+    /// The same pool with other servers (what a name resolves to now:
+    /// crate::dns), its fallback kept. A server in both keeps its state,
+    /// as in a reload, since states live in the registry.
+    pub fn with_servers(&self, servers: Vec<Server>) -> Pool {
         let settings = PoolSettings {
             retries: self.retries,
             timeouts: self.timeouts,
@@ -506,6 +541,8 @@ impl Pool {
             tls: self.tls.clone(),
             protocol: self.protocol,
             mode: self.mode,
+            resolve: self.resolve,
+            named: self.named.clone(),
         };
         let pool = Pool::new(&self.name, servers, settings);
         if let Some(i) = self.fallback_pool() {
@@ -552,6 +589,7 @@ mod tests {
                     backup: false,
                     state: registry.get_or_create("p", addr, false, true).0,
                     name: None,
+                    from: None,
                     transport: 0,
                 }
             })

@@ -1,5 +1,6 @@
 //! What a reload changed, in one log line: pools, servers, listeners and
-//! hooks added (+) and removed (-), and the `admin` and `log` keys.
+//! hooks added (+) and removed (-), and the `admin`, `log` and `resolvers`
+//! keys (and a pool's `resolve`).
 
 use crate::config::AccessLog;
 use crate::config::{AdminSpec, Policy};
@@ -61,6 +62,16 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> String {
                 parts.push(format!("pool {} tls changed", pool.name))
             }
             _ => {}
+        }
+        if before.resolve != pool.resolve {
+            let every =
+                |d: Option<std::time::Duration>| d.map_or("off".to_string(), |d| format!("{d:?}"));
+            parts.push(format!(
+                "pool {} resolve {} -> {}",
+                pool.name,
+                every(before.resolve),
+                every(pool.resolve)
+            ));
         }
         if before.mode != pool.mode {
             parts.push(format!(
@@ -137,6 +148,13 @@ pub fn describe_changes(old: &Policy, new: &Policy) -> String {
     }
     if !hook_changes.is_empty() {
         parts.push(format!("hooks {}", hook_changes.join(" ")));
+    }
+    if old.resolvers != new.resolvers {
+        parts.push(format!(
+            "resolvers {} -> {}",
+            old.resolvers.describe(),
+            new.resolvers.describe()
+        ));
     }
     parts.extend(admin_change(old.admin.as_ref(), new.admin.as_ref()));
     parts.extend(log_change(old.log.as_ref(), new.log.as_ref()));

@@ -6,6 +6,7 @@
 
 mod diff;
 mod files;
+mod moved;
 mod procstate;
 mod watch;
 
@@ -58,6 +59,10 @@ pub struct Supervisor {
     /// The admin listener (stats page, API, metrics), as the live
     /// policy's `admin` key says.
     admin: Admin,
+    /// Pools with `resolve`: their names asked again (crate::dns); the
+    /// answers come on `resolved`.
+    refresher: crate::dns::Refresher,
+    resolved: Option<UnboundedReceiver<crate::dns::Resolved>>,
 }
 
 impl Supervisor {
@@ -84,6 +89,7 @@ impl Supervisor {
             },
         });
         let files = RunFiles::for_process(&path, std::process::id());
+        let (refresher, resolved) = crate::dns::Refresher::new();
         let status = Status {
             pid: std::process::id(),
             policy: files::escape_path(&path),
@@ -105,6 +111,8 @@ impl Supervisor {
             lab_faults: false,
             grace: Duration::from_secs(30),
             admin,
+            refresher,
+            resolved: Some(resolved),
         }
     }
 
@@ -164,6 +172,10 @@ impl Supervisor {
         };
         let mut events = self
             .events
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("supervisor started twice"))?;
+        let mut resolved = self
+            .resolved
             .take()
             .ok_or_else(|| anyhow::anyhow!("supervisor started twice"))?;
         self.policy_changed();
@@ -228,6 +240,7 @@ impl Supervisor {
                 }
                 _ = usr1.recv() => crate::observe::access_log::reopen(),
                 Some(event) = events.recv() => self.health_changed(event),
+                Some(answer) = resolved.recv() => self.servers_moved(answer),
                 _ = cooldowns.tick() => self.end_cooldowns(),
                 Some(index) = stuck.recv() => self.replace_stuck(index),
                 _ = status_tick.tick() => {
@@ -326,6 +339,7 @@ impl Supervisor {
             None
         };
         self.checker.sync(&policy, self.control.as_ref());
+        self.refresher.sync(&policy);
         // A health whose last check went with this change.
         self.end_cooldowns();
     }
@@ -458,22 +472,11 @@ impl Supervisor {
         let before = state.weight_or(0);
         state.set_weight(weight);
         let policy = Arc::new(live.reweighted());
-        let generation = self.generation + 1;
-        match self.running.switch_to(generation, policy.clone()) {
-            Ok(()) => {
-                self.registry.went_live(&policy);
-                self.generation = generation;
+        match self.go_live(policy) {
+            Ok(generation) => {
                 tracing::info!(
                     "admin API: server {server} of pool {pool} has weight {weight}; generation {generation} is live"
                 );
-                self.status.generation = generation;
-                // The gauge follows every generation; `pocket_reloads_total`
-                // counts reloads of the file only.
-                crate::observe::metrics::generation_live(generation);
-                self.show_live();
-                self.refresh_counts();
-                self.files.write(&self.status);
-                self.policy_changed();
                 Ok(generation)
             }
             Err(e) => {
@@ -481,6 +484,26 @@ impl Supervisor {
                 Err(format!("weight not changed: {e}"))
             }
         }
+    }
+
+    /// Makes `policy`, the live one with some servers changed (a weight
+    /// set through the admin API, what a name resolves to now), live as
+    /// the next generation, as a reload does but without loading the
+    /// file. Returns the generation, or why the workers did not take it.
+    fn go_live(&mut self, policy: Arc<crate::config::Policy>) -> Result<u64, String> {
+        let generation = self.generation + 1;
+        self.running.switch_to(generation, policy.clone())?;
+        self.registry.went_live(&policy);
+        self.generation = generation;
+        self.status.generation = generation;
+        // The gauge follows every generation; `pocket_reloads_total`
+        // counts reloads of the file only.
+        crate::observe::metrics::generation_live(generation);
+        self.show_live();
+        self.refresh_counts();
+        self.files.write(&self.status);
+        self.policy_changed();
+        Ok(generation)
     }
 
     /// What the admin listener shows follows the live policy.
@@ -607,7 +630,8 @@ impl Supervisor {
 
 /// What `pocket status` lists of the live policy's pools and servers:
 /// `app: round_robin, 1/2 servers up` and `app 127.0.0.1:9001: drain,
-/// weight 1` (a state as the admin API names it).
+/// weight 1` (a state as the admin API names it; `, from app.test:8080`
+/// for a server a name gave).
 fn pool_lines(policy: &crate::config::Policy) -> (Vec<String>, Vec<String>) {
     let mut pools = Vec::new();
     let mut servers = Vec::new();
@@ -621,12 +645,16 @@ fn pool_lines(policy: &crate::config::Policy) -> (Vec<String>, Vec<String>) {
         ));
         for s in &pool.servers {
             let state = crate::admin::state_of(s);
+            // A server a name gave says which (`from app.internal:8080`).
             servers.push(format!(
-                "{} {}: {state}, weight {}{}",
+                "{} {}: {state}, weight {}{}{}",
                 pool.name,
                 s.addr_text,
                 s.weight,
-                if s.backup { ", backup" } else { "" }
+                if s.backup { ", backup" } else { "" },
+                s.from
+                    .as_ref()
+                    .map_or(String::new(), |f| format!(", from {f}"))
             ));
         }
     }

@@ -21,6 +21,7 @@
 
 mod count;
 mod counters;
+mod dns;
 mod hooks;
 mod live;
 mod process;
@@ -33,6 +34,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 pub use count::exchange;
 pub use counters::{ListenerMetrics, ServerMetrics, TcpCounts};
+pub use dns::{dns_lookup, dns_names_live};
 pub use hooks::{hook_ran, hook_ran_for, take_connect_hook_ns, take_request_hook_ns, Hook};
 pub use live::{listener_counts, listener_tcp_counts, went_live};
 pub use process::{generation_live, lua_memory, reload_ended, upstream_idle, Parked};
@@ -148,6 +150,34 @@ pub fn render() -> String {
     // Servers.
     server_counters(&mut t, &live);
 
+    let names = dns::names();
+    t.family(
+        "pocket_dns_lookups_total",
+        Kind::Counter,
+        "Lookups of the server names of pools with resolve, by pool, name (as the pool writes it) and result (ok, failed).",
+    );
+    for n in &names {
+        for (result, count) in [("ok", n.ok), ("failed", n.failed)] {
+            t.sample(
+                "pocket_dns_lookups_total",
+                &[("pool", &n.pool), ("name", &n.name), ("result", result)],
+                count,
+            );
+        }
+    }
+    t.family(
+        "pocket_dns_failing",
+        Kind::Gauge,
+        "1 while a server name's last lookup failed and it keeps its last addresses, by pool and name.",
+    );
+    for n in &names {
+        t.sample(
+            "pocket_dns_failing",
+            &[("pool", &n.pool), ("name", &n.name)],
+            u64::from(n.failing),
+        );
+    }
+
     t.family(
         "pocket_upstream_connections_idle",
         Kind::Gauge,
@@ -185,7 +215,7 @@ pub fn render() -> String {
     t.family(
         "pocket_policy_generation",
         Kind::Gauge,
-        "The live policy's generation (1 at start, one more per reload that went live).",
+        "The live policy's generation (1 at start, one more per reload that went live, per weight set through the admin API, and per change a DNS answer made to a pool).",
     );
     let generation = process::GENERATION.load(Relaxed);
     t.sample("pocket_policy_generation", &[], generation);

@@ -264,6 +264,7 @@ mod tests {
             backup: false,
             state: registry.get_or_create("p", addr, false, true).0,
             name: None,
+            from: None,
             transport: 0,
         };
         Pool::new("p", vec![server], settings)
