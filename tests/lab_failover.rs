@@ -476,3 +476,98 @@ fn an_interrupted_balancer_run_leaves_nothing_behind() {
     let left = traces(pid, segment_of(&summary).as_deref());
     assert!(left.is_empty(), "left behind after Ctrl-C: {left:?}");
 }
+
+/// A lab killed outright (SIGKILL: no cleanup of its own) leaves no
+/// keepalived nor Pocket running (they die with it), and the next real
+/// lab run deletes the namespaces it left, the balancers' included.
+#[test]
+fn a_killed_lab_leaves_no_process_and_the_next_run_sweeps_its_namespaces() {
+    if skipped("killed lab") {
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let lab = spawn_lab(&scenario("two-masters.lua"), &[], out.path());
+    let pid = lab.id();
+    let started = Instant::now();
+    let keepalived = |pid: u32| {
+        traces(pid, None)
+            .into_iter()
+            .filter(|t| t.starts_with("process "))
+            .collect::<Vec<_>>()
+    };
+    while keepalived(pid)
+        .iter()
+        .filter(|t| t.contains("keepalived"))
+        .count()
+        < 2
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no keepalived started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Its networks (the clients' 10.213.x.2/24, each origin's
+    // 10.213.y.1/30), to remove its safety routes at the end.
+    let nets: Vec<String> = run_out("ip", &["-o", "-4", "addr", "show"])
+        .lines()
+        .filter(|l| l.contains(&format!("plh{pid}")))
+        .filter_map(|l| {
+            let cidr = l.split_whitespace().skip_while(|w| *w != "inet").nth(1)?;
+            let (addr, len) = cidr.split_once('/')?;
+            let x = addr.split('.').nth(2)?;
+            Some(format!("10.213.{x}.0/{len}"))
+        })
+        .collect();
+    assert!(nets.len() >= 2, "{nets:?}");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = lab.wait_with_output();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !keepalived(pid).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "still running after the lab was killed: {:?}",
+            keepalived(pid)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The next real run sweeps the dead lab's namespaces.
+    let dir = tempfile::tempdir().unwrap();
+    let next = dir.path().join("next.lua");
+    std::fs::write(
+        &next,
+        r#"return {
+  mode = "real",
+  duration = "1s",
+  origins = { "A" },
+  policy = [[ return { listeners = { { name = "web", bind = "{{listen}}", pool = "app" } },
+                       pools = { app = { servers = { "{{A}}" } } } } ]],
+  load = { concurrency = 1, rate = 10 },
+}"#,
+    )
+    .unwrap();
+    let (code, _, err) = pocket_cmd(&[
+        "lab",
+        next.to_str().unwrap(),
+        "--quiet",
+        "--out",
+        dir.path().join("r").to_str().unwrap(),
+    ]);
+    assert!(matches!(code, 0 | 1), "{err}");
+    let left: Vec<String> = run_out("ip", &["netns", "list"])
+        .lines()
+        .filter(|l| l.starts_with(&format!("pktlab{pid}")))
+        .map(str::to_string)
+        .collect();
+    assert!(left.is_empty(), "not swept: {left:?}");
+    // What a killed lab cannot remove and no later run knows to be its
+    // own: its folder and its safety routes. Removed here by hand.
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("pocket-lab-{pid}")));
+    for net in &nets {
+        let _ = run_ok(
+            "ip",
+            &["route", "del", "unreachable", net, "metric", "4000"],
+        );
+    }
+}

@@ -14,6 +14,9 @@ return {
   origins = { "A" },
   balancers = { "L1", "L2" },
   vrrp = {
+    -- Each master repeats its gratuitous ARP every 2 s (keepalived's
+    -- garp_master_refresh), as many sites configure it.
+    garp_refresh = 2,
     checks = {
       -- Runs every second in L2's namespace, as root (keepalived's
       -- track_script); {{L1}}, {{vip}}, {{dev}} are filled in.

@@ -1,20 +1,22 @@
 -- What if the balancers stop hearing each other while clients still reach
--- both? A firewall rule on L2 drops the VRRP advertisements (IP protocol
--- 112) that come to it: L2 no longer hears L1, decides the master is gone
--- after three missed advertisements, and takes the virtual address too.
--- Two masters: both hold the address and both announce it by gratuitous
--- ARP, so the clients' ARP entry follows whichever spoke last (L1 still
--- hears L2's lower-priority advertisements and answers each with its own
--- announcement). Watch: answers through L1, then L2, then L1 again, and
+-- both? At 2s firewall rules in L2's namespace drop VRRP (IP protocol 112)
+-- in and out: L1 and L2 no longer hear each other. After three missed
+-- advertisements L2 decides the master is gone and takes the virtual
+-- address too: two masters. Both announce it by gratuitous ARP (every 2 s
+-- here), so the clients' ARP entry follows whichever spoke last. Watch:
+-- answers through L1, then L2, then L1 again, about every second, and
 -- connection resets at each switch (a connection cannot follow the
--- address; the other balancer does not know it). At 12s the rule goes:
--- L2 hears L1 again, steps back, and one master remains.
+-- address; the other balancer does not know it). At 12s the rules go: L2
+-- hears L1 (the higher priority), steps back, and one master remains.
 return {
   name = "two masters (VRRP cut)",
   mode = "real",
   duration = "18s",
   origins = { "A" },
   balancers = { "L1", "L2" },
+  -- Each master repeats its gratuitous ARP every 2 s (keepalived's
+  -- garp_master_refresh), as many sites configure it.
+  vrrp = { garp_refresh = 2 },
   policy = [[
     return {
       listeners = { { name = "web", bind = "{{listen}}", pool = "app" } },

@@ -18,14 +18,14 @@
 //! Faults on a balancer (`{ at = "3s", balancer = "L1", fault = "kill" }`):
 //! `kill` (its Pocket, SIGKILL: keepalived's check fails and it gives the
 //! address up), `blackhole` (its cable pulled: its port on the bridge
-//! down), `stop_keepalived` / `start_keepalived`, `drop_vrrp` (an nftables
-//! rule in its namespace drops the VRRP advertisements coming in: it no
-//! longer hears the master), `restart` (what is down comes back; a running
+//! down), `stop_keepalived` / `start_keepalived`, `drop_vrrp` (nftables
+//! rules in its namespace drop VRRP advertisements in and out: it neither
+//! hears the others nor is heard), `restart` (what is down comes back; a running
 //! Pocket is restarted) and `heal` (cable back, rule removed).
 //!
 //! A watcher asks every 200 ms which namespace holds the address, and
 //! which balancer the clients' ARP entry points at; changes are events
-//! (`vip`, `arp`), keepalived's state changes too (`vrrp`).
+//! (`vip`, `clients`), keepalived's state changes too (`vrrp`).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -66,6 +66,9 @@ const MAX_BALANCERS: usize = 8;
 pub struct Vrrp {
     /// `advert_int`: seconds between VRRP advertisements.
     pub advert_int: u32,
+    /// `garp_refresh`: seconds between a master's gratuitous ARPs (0, the
+    /// default: only when it becomes master).
+    pub garp_refresh: u32,
     /// `checks = { L2 = [[shell]] }`: a balancer's own check script in
     /// place of the lab's (whose only test is that the local Pocket
     /// accepts a connection). Placeholders: `{{vip}}`, `{{dev}}`, and each
@@ -77,12 +80,13 @@ impl Default for Vrrp {
     fn default() -> Vrrp {
         Vrrp {
             advert_int: 1,
+            garp_refresh: 0,
             checks: HashMap::new(),
         }
     }
 }
 
-const VRRP_KEYS: &[&str] = &["advert_int", "checks"];
+const VRRP_KEYS: &[&str] = &["advert_int", "garp_refresh", "checks"];
 
 /// Reads `balancers` and `vrrp` of scenario `root`; mistakes go to `errs`.
 pub(super) fn parse(errs: &mut Errors, root: &Table, origins: &[String]) -> (Vec<String>, Vrrp) {
@@ -159,6 +163,15 @@ pub(super) fn parse(errs: &mut Errors, root: &Table, origins: &[String]) -> (Vec
             ) {
                 Ok(n) => vrrp.advert_int = n.map_or(1, |n| n as u32),
                 Err(e) => errs.at(&["vrrp", "advert_int"], e),
+            }
+            match scenario::int_in(
+                &scenario::field(&t, "garp_refresh"),
+                "vrrp.garp_refresh (seconds, 0 for none)",
+                0,
+                60,
+            ) {
+                Ok(n) => vrrp.garp_refresh = n.map_or(0, |n| n as u32),
+                Err(e) => errs.at(&["vrrp", "garp_refresh"], e),
             }
             match scenario::field(&t, "checks") {
                 Value::Nil => {}
@@ -438,6 +451,12 @@ impl Balancers {
         };
         let client_if = b.client_if.clone();
         b.seg()?.plug("clients", None, &client_if, CLIENT_HOST)?;
+        // The clients take every announcement (gratuitous ARP) at once:
+        // Linux's default ignores a second one within a second of the
+        // first (`locktime`), which would hide, at random, what two
+        // masters' announcements do. This link is the lab's own.
+        let lock = format!("/proc/sys/net/ipv4/neigh/{client_if}/locktime");
+        std::fs::write(&lock, "0").map_err(|e| format!("cannot write {lock}: {e}"))?;
         // keepalived runs check scripts only from folders no one but root
         // can write.
         {
@@ -506,10 +525,17 @@ impl Balancers {
                 priority: 150 - 10 * i as u8,
                 master: i == 0,
                 advert_int: scenario.vrrp.advert_int,
+                garp_refresh: scenario.vrrp.garp_refresh,
                 check: &check,
             });
             write_mode(&l.dir.join("keepalived.conf"), &conf, 0o644)?;
             b.start_keepalived(i)?;
+            if i == 0 {
+                // The others start once the first is master, so that
+                // they hear it from their start (none of them takes the
+                // address in between).
+                b.wait_ready()?;
+            }
         }
         b.wait_ready()?;
         b.watch();
@@ -572,7 +598,7 @@ impl Balancers {
         let vip = self.vip();
         loop {
             let held = holders(&self.lbs_view(), self.vip);
-            if held.first().map(String::as_str) == Some(self.lbs[0].name.as_str())
+            if held.contains(&self.lbs[0].name)
                 && TcpStream::connect_timeout(&vip, Duration::from_millis(300)).is_ok()
             {
                 return Ok(());
@@ -624,7 +650,7 @@ impl Balancers {
                 }
                 let arp = arp_target(&lbs, vip, &client_if);
                 if let Some(a) = arp.filter(|a| last_arp.as_ref() != Some(a)) {
-                    super::push(&events, start, "arp", format!("clients send to {a}"));
+                    super::push(&events, start, "clients", format!("clients send to {a}"));
                     last_arp = Some(a);
                 }
                 let until = Instant::now() + Duration::from_millis(200);
@@ -716,7 +742,7 @@ impl Balancers {
             FaultKind::DropVrrp => {
                 let l = &self.lbs[i];
                 let rules = format!(
-                    "table inet {NFT_TABLE} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    ip protocol 112 drop\n  }}\n}}\n"
+                    "table inet {NFT_TABLE} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    ip protocol 112 drop\n  }}\n  chain output {{\n    type filter hook output priority 0; policy accept;\n    ip protocol 112 drop\n  }}\n}}\n"
                 );
                 let file = l.dir.join("drop-vrrp.nft");
                 write_mode(&file, &rules, 0o644)?;

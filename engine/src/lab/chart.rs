@@ -72,7 +72,7 @@ fn event_colour(kind: &str) -> RGBColor {
     match kind {
         "fault" => FAULT,
         "health" => HEALTH,
-        super::same_ip::ARP => ARP,
+        super::same_ip::ARP | "vip" => ARP,
         _ => OTHER,
     }
 }
@@ -93,6 +93,9 @@ pub fn short_label(e: &Event) -> String {
             "up"
         };
         return format!("{who} {state}");
+    }
+    if e.kind == "vip" {
+        return super::failover::short_label(&e.text);
     }
     if e.kind == super::same_ip::ARP {
         // "B holds 10.213.7.2 (...)" or "no one answers ARP for ..."
@@ -264,6 +267,9 @@ pub fn timeline_svg(run: &Run) -> Result<String, String> {
         .events
         .iter()
         .filter(|e| e.t <= end && e.kind != super::report::BROKEN)
+        // Balancers: the address's moves are drawn; keepalived's own
+        // states and the clients' ARP entry are in the summary.
+        .filter(|e| !matches!(e.kind, "vrrp" | "clients" | "load"))
         .collect();
     events.sort_by(|a, b| a.t.total_cmp(&b.t));
     let labels: Vec<(i32, String)> = events
@@ -657,6 +663,7 @@ fn draw_legend(
         (FAULT, "fault injected", had("fault")),
         (HEALTH, "health change (Pocket's log)", had("health")),
         (ARP, "ARP: who holds the address", had(super::same_ip::ARP)),
+        (ARP, "VRRP: who holds the address", had("vip")),
         (OTHER, other_label.as_str(), !others.is_empty()),
     ]
     .into_iter()

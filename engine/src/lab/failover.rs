@@ -20,6 +20,16 @@ pub fn vip_text(held: &[String]) -> String {
     }
 }
 
+/// A few words for a `vip` event's marker: "VIP: L2", "VIP: L1+L2".
+pub fn short_label(text: &str) -> String {
+    let held = held_of(text);
+    if held.is_empty() {
+        "VIP: none".into()
+    } else {
+        format!("VIP: {}", held.join("+"))
+    }
+}
+
 /// The balancers a `vip` event says hold the address.
 fn held_of(text: &str) -> Vec<String> {
     let rest = text.strip_prefix("VIP held by ").unwrap_or("");
@@ -120,11 +130,16 @@ pub fn moved_cause(events: &[Event], t: f64) -> Option<String> {
     if !events.iter().any(|e| e.kind == "vip") {
         return None;
     }
-    events
+    let near_a_move = events
         .iter()
-        .filter(|e| matches!(e.kind, "vip" | "arp" | "fault" | "vrrp"))
-        .any(|e| e.t <= t + 0.5 && e.t >= t - 3.0)
-        .then(|| {
+        .filter(|e| matches!(e.kind, "vip" | "clients" | "fault" | "vrrp"))
+        .any(|e| e.t <= t + 0.5 && e.t >= t - 3.0);
+    // With two masters the clients' ARP entry may move faster than the
+    // lab looks (every 200 ms).
+    let two_masters = two_master_spans(events, f64::INFINITY)
+        .iter()
+        .any(|(from, to, _)| t >= *from && t <= to + 0.5);
+    (near_a_move || two_masters).then(|| {
             "the virtual address was moving between balancers (see Balancers): a connection cannot follow it, the balancer that gets its packets now does not know it and resets it (or the connection's own balancer had just gone)".to_string()
         })
 }

@@ -32,6 +32,9 @@ pub struct Conf<'a> {
     pub master: bool,
     /// Seconds between advertisements.
     pub advert_int: u32,
+    /// Seconds between gratuitous ARPs while master (0: only on becoming
+    /// master, keepalived's default).
+    pub garp_refresh: u32,
     /// The check script's path: exit 0 while this balancer may hold the
     /// address.
     pub check: &'a Path,
@@ -64,7 +67,7 @@ vrrp_instance VIP {{
   interface {dev}
   virtual_router_id 51
   priority {priority}
-  advert_int {advert}
+  advert_int {advert}{refresh}
   virtual_ipaddress {{
     {vip} dev {dev}
   }}
@@ -79,6 +82,11 @@ vrrp_instance VIP {{
         dev = c.dev,
         priority = c.priority,
         advert = c.advert_int,
+        refresh = if c.garp_refresh > 0 {
+            format!("\n  garp_master_refresh {}", c.garp_refresh)
+        } else {
+            String::new()
+        },
         vip = c.vip,
     )
 }
@@ -254,12 +262,14 @@ mod tests {
             priority: 150,
             master: true,
             advert_int: 1,
+            garp_refresh: 2,
             check: &check,
         });
         assert!(text.contains("state MASTER"), "{text}");
         assert!(text.contains("10.213.9.100/24 dev seg"), "{text}");
         assert!(text.contains("script \"/tmp/x/L1/check\""), "{text}");
         assert!(text.contains("priority 150"), "{text}");
+        assert!(text.contains("garp_master_refresh 2"), "{text}");
     }
 
     #[test]

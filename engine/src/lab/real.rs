@@ -170,14 +170,18 @@ pub fn check_host(scenario: &Scenario) -> Result<(), String> {
 }
 
 /// Deletes namespaces left by a lab that was killed outright (SIGKILL, no
-/// Drop): `pktlabPID` whose PID no longer runs. Their veth pairs go with
-/// them; their origins died with the lab (PDEATHSIG).
+/// Drop): `pktlabPID` whose PID no longer runs, and those named after it
+/// (`pktlabPID-L1`, a balancer's). Their veth pairs go with them; their
+/// origins, Pockets and keepalived died with the lab (PDEATHSIG).
 fn sweep_stale() {
     let list = ip(&["netns", "list"]).unwrap_or_default();
     for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
-        let Some(pid) = name.strip_prefix(NS_PREFIX) else {
+        let Some(rest) = name.strip_prefix(NS_PREFIX) else {
             continue;
         };
+        // `pktlabPID`, and what a lab names after it (`pktlabPID-L1`, a
+        // balancer's; `pktlabPIDs0`, a same_ip origin's).
+        let pid: String = rest.chars().take_while(char::is_ascii_digit).collect();
         if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             let _ = ip(&["netns", "del", name]);
         }

@@ -74,8 +74,8 @@ pub enum FaultKind {
     StopKeepalived,
     /// A named balancer: its keepalived starts again.
     StartKeepalived,
-    /// A named balancer: a firewall rule in its namespace drops the VRRP
-    /// advertisements that come to it (IP protocol 112); `heal` removes it.
+    /// A named balancer: firewall rules in its namespace drop the VRRP
+    /// advertisements (IP protocol 112) in and out; `heal` removes them.
     DropVrrp,
 }
 
