@@ -393,7 +393,7 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         addrs = built.addrs();
         if !scenario.same_ip.is_empty() {
             let x = free_subnets(std::process::id()).into_iter().next();
-            let x = x.ok_or("real mode: no free 10.213.x.0/30 left for the same_ip segment")?;
+            let x = x.ok_or("real mode: no free 10.213.x.0/24 left for the same_ip segment")?;
             let seg = same_ip::SameIp::build(&scenario.same_ip, x, tcp)?;
             addrs.extend(seg.addrs());
             built.segment = Some(seg);
