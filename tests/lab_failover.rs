@@ -146,6 +146,10 @@ fn traces(pid: u32, segment: Option<&str>) -> Vec<String> {
     if std::env::temp_dir().join(&dir).exists() {
         out.push(format!("folder {dir}"));
     }
+    // drop_vrrp's rules live in a balancer's namespace: never here.
+    if run_out("nft", &["list", "tables"]).contains("pocketlab") {
+        out.push("nftables table pocketlab in the root namespace".into());
+    }
     out
 }
 
@@ -389,6 +393,24 @@ fn balancers_are_refused_where_they_cannot_run_before_anything_starts() {
     assert!(traces(pid, None).is_empty(), "{:?}", traces(pid, None));
     if skipped("balancers refused without keepalived") {
         return;
+    }
+    // As another user than root (nobody), where setpriv can switch.
+    let nobody = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(pocket_bin())
+        .arg("lab")
+        .arg(&s)
+        .output();
+    match nobody {
+        Ok(out) if out.status.code() != Some(127) && out.status.code() != Some(126) => {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{err}");
+            assert!(
+                err.contains("balancers needs root") && err.contains("run it as root"),
+                "{err}"
+            );
+        }
+        other => eprintln!("not run as nobody (setpriv: {other:?})"),
     }
     // A PATH with `ip` and `tc` but no keepalived.
     let bin = tempfile::tempdir().unwrap();

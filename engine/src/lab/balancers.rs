@@ -331,6 +331,13 @@ pub fn check_host(scenario: &Scenario, real_mode: bool) -> Result<(), String> {
             scenario.path.display()
         ));
     }
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(format!(
+            "{}: a scenario with balancers needs root (it makes network namespaces and runs keepalived in them): run it as root",
+            scenario.path.display()
+        ));
+    }
     real::check_host(scenario)?;
     keepalived::check_installed()?;
     let drops = scenario
