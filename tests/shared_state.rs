@@ -589,3 +589,66 @@ fn a_malformed_store_is_refused_with_its_line() {
         "{out}"
     );
 }
+
+impl Redis {
+    /// Waits until `GET key` gives `want` (writes sent without waiting
+    /// reach Redis a little later).
+    fn wait_for_value(&self, key: &str, want: &str) {
+        let start = Instant::now();
+        loop {
+            let got = self.cli(&["GET", key]);
+            if got == want {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{key} is {got:?} at Redis, {want:?} expected"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A store call inside a function Lua's C code calls (a `string.gsub`
+/// replacement, a `table.sort` comparator) cannot wait: it is served from
+/// the local copy, a write also sent to Redis without waiting, and the
+/// request is answered (it failed with "attempt to yield across a C-call
+/// boundary" before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_call_inside_gsub_or_sort_is_served_locally() {
+    let redis = Redis::start();
+    let a = origin("A");
+    let policy = format!(
+        r#"local kv = pocket.store("kv")
+return {{
+  stores = {{ kv = {{ redis = "{}", prefix = "g:", timeout = "1s" }} }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{}" }} }} }},
+  on_request = function(req)
+    kv:set("user", "ann")  -- waits on Redis; copied locally
+    local two = {{ 2, 1 }}
+    table.sort(two, function(x, y) kv:incr("compared") return x < y end)
+    local body = ("Hello {{user}}\n"):gsub("{{(%w+)}}", function(k) return kv:get(k) or "?" end)
+    return pocket.respond(200, body)
+  end,
+}}"#,
+        redis.addr(),
+        a.addr
+    );
+    let pocket = Pocket::start(&policy, 2);
+    pocket.log.wait_for(&["store \"kv\": on Redis at"]);
+    let web = pocket.addr("web");
+    for i in 0..10 {
+        let (status, _, resp) = timed_get(web, &format!("/g{i}"), None).await;
+        assert_eq!(status, 200, "{}", resp.text());
+        assert_eq!(resp.text(), "Hello ann\n");
+    }
+    // Sorting two values compares them once: one incr per request, each
+    // sent to Redis without waiting.
+    redis.wait_for_value("g:compared", "10");
+    assert!(
+        !pocket.log.text().contains("C-call boundary"),
+        "{}",
+        pocket.log.text()
+    );
+}

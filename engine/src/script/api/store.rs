@@ -699,7 +699,8 @@ fn shared_call(
     let wait = link.as_ref().is_some_and(|l| l.up())
         && lua
             .app_data_ref::<crate::script::subrequest::CanWait>()
-            .is_some_and(|c| c.here(&lua));
+            .is_some_and(|c| c.here(&lua))
+        && yieldable(&lua);
     async move {
         let op = op?;
         let rate = match &op {
@@ -714,6 +715,17 @@ fn shared_call(
         .map_err(mlua::Error::RuntimeError)?;
         Ok(wait_of(returned(&lua, method, reply)?, rate))
     }
+}
+
+/// Whether the running Lua code may yield: false inside a function Lua's
+/// C code calls (a `string.gsub` replacement, a `table.sort` comparator,
+/// a metamethod), where a wait would fail with "attempt to yield across
+/// a C-call boundary". Such a call is served as from a hook that cannot
+/// wait (local copy; a write also sent without waiting).
+fn yieldable(lua: &Lua) -> bool {
+    // SAFETY: `state()` is the running thread's, valid during this call;
+    // lua_isyieldable only reads it.
+    lua.exec_raw_lua(|raw| unsafe { mlua::ffi::lua_isyieldable(raw.state()) != 0 })
 }
 
 /// The stores the policy a VM runs declares in `stores` (set before its
