@@ -39,6 +39,8 @@
 ---@field redis string "host:port" of the Redis server; checked at load, reached later (a Redis that is away makes the store local until it answers).
 ---@field prefix? string Put before every key in Redis. Default "pocket:NAME:".
 ---@field timeout? string|number The longest a request waits on Redis for one call, 1ms to 5s; past it the store serves from local state. Default "50ms".
+---@field password_env? string The environment variable that holds Redis's password (read at load; refused when not set).
+---@field user? string A Redis 6 ACL user (AUTH user password); default "default".
 
 ---The admin listener (docs/observability.md, "The admin listener, stats page and API").
 ---@class pocket.Admin

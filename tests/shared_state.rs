@@ -19,16 +19,23 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// `--requirepass`, also given to redis-cli.
+    password: Option<String>,
 }
 
 impl Redis {
     fn start() -> Redis {
+        Redis::start_with_password(None)
+    }
+
+    fn start_with_password(password: Option<&str>) -> Redis {
         require_command("redis-server", "redis-server");
         require_command("redis-cli", "redis-tools");
         let mut r = Redis {
             child: None,
             port: dead_addr().port(),
             dir: tempfile::tempdir().unwrap(),
+            password: password.map(str::to_string),
         };
         r.restart();
         r
@@ -40,6 +47,11 @@ impl Redis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|p| ["--requirepass".to_string(), p.clone()]),
+            )
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -66,6 +78,11 @@ impl Redis {
     fn cli(&self, args: &[&str]) -> String {
         Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(
+                self.password
+                    .iter()
+                    .flat_map(|p| ["--no-auth-warning", "-a", p.as_str()]),
+            )
             .args(args)
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -651,4 +668,318 @@ return {{
         "{}",
         pocket.log.text()
     );
+}
+
+fn kv_policy(redis: &str, origin: SocketAddr, on_request: &str) -> String {
+    format!(
+        r#"local kv = pocket.store("kv")
+return {{
+  stores = {{ kv = {{ redis = "{redis}", prefix = "k:", timeout = "1s" }} }},
+  admin = {{ bind = "127.0.0.1:0" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "{origin}" }} }} }},
+  on_request = function(req)
+{on_request}
+  end,
+}}"#
+    )
+}
+
+/// Redis refusing a call for the script's own data (INCRBY on text, a
+/// key holding a list, an overflow) is that call's Lua error, naming the
+/// store and the key; Redis is not taken for down (no fallback, no WARN
+/// line, `pocket_store_redis_up` stays 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_error_about_the_data_is_the_calls_error_not_an_outage() {
+    let redis = Redis::start();
+    let a = origin("A");
+    let policy = kv_policy(
+        &redis.addr(),
+        a.addr,
+        r#"    local ok, err
+    if req.path == "/text" then
+      kv:set("hh", "hello")
+      ok, err = pcall(kv.incr, kv, "hh")
+    elseif req.path == "/list" then
+      ok, err = pcall(kv.get, kv, "lst")
+    else
+      kv:set("big", math.maxinteger)
+      ok, err = pcall(kv.incr, kv, "big")
+    end
+    return pocket.respond(200, tostring(ok) .. " " .. tostring(err))"#,
+    );
+    assert_eq!(redis.cli(&["RPUSH", "k:lst", "x"]), "1");
+    let pocket = Pocket::start(&policy, 2);
+    pocket.log.wait_for(&["store \"kv\": on Redis at"]);
+    let web = pocket.addr("web");
+    let admin = admin_addr(&pocket);
+    for (path, key) in [("/text", "hh"), ("/list", "lst"), ("/big", "big")] {
+        for _ in 0..10 {
+            let (status, _, resp) = timed_get(web, path, None).await;
+            assert_eq!(status, 200);
+            let text = resp.text();
+            assert!(text.starts_with("false "), "{path}: {text}");
+            assert!(
+                text.contains(&format!("store kv: key \"{key}\"")),
+                "{path}: {text}"
+            );
+        }
+    }
+    assert_eq!(
+        metric(admin, "pocket_store_redis_up{store=\"kv\"}").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(admin, "pocket_store_redis_fallbacks_total{store=\"kv\"}").await,
+        Some(0.0)
+    );
+    let log = pocket.log.text();
+    assert!(!log.contains("serving from local state"), "{log}");
+    assert!(!log.contains("answers again"), "{log}");
+}
+
+/// Redis closing an idle connection (its `timeout` setting) is no
+/// outage: the next call finds the connection broken, connects again and
+/// is sent once more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_closed_by_redis_is_made_again_without_a_fallback() {
+    let redis = Redis::start();
+    let a = origin("A");
+    let pocket = Pocket::start(&outage_policy(&redis.addr(), a.addr), 2);
+    pocket.log.wait_for(&["store \"hits\": on Redis at"]);
+    let web = pocket.addr("web");
+    let admin = admin_addr(&pocket);
+    assert_eq!(redis.cli(&["CONFIG", "SET", "timeout", "1"]), "OK");
+    let (status, _, _) = timed_get(web, "/first", None).await;
+    assert_eq!(status, 200);
+    // Redis drops clients idle for more than a second (checked in its
+    // cron): wait until Pocket's connection is gone.
+    let start = Instant::now();
+    while redis.cli(&["CLIENT", "LIST"]).lines().count() > 1 {
+        assert!(start.elapsed() < DEADLINE, "Redis kept the idle connection");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 0..5 {
+        let (status, _, _) = timed_get(web, &format!("/after{i}"), None).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(redis.cli(&["GET", "o:n"]), "6");
+    assert_eq!(
+        metric(admin, "pocket_store_redis_fallbacks_total{store=\"hits\"}").await,
+        Some(0.0)
+    );
+    let log = pocket.log.text();
+    assert!(!log.contains("serving from local state"), "{log}");
+}
+
+/// A reload that changes a store's settings while Redis is down keeps
+/// the writes waiting to be replayed: the new settings' store replays
+/// them when Redis answers (before its first answer is copied locally).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_while_redis_is_down_keeps_the_writes_to_replay() {
+    let mut redis = Redis::start();
+    let a = origin("A");
+    let policy = outage_policy(&redis.addr(), a.addr);
+    let pocket = Pocket::start(&policy, 2);
+    pocket.log.wait_for(&["store \"hits\": on Redis at"]);
+    let web = pocket.addr("web");
+    redis.kill();
+    for i in 0..10 {
+        let (status, _, _) = timed_get(web, &format!("/d{i}"), None).await;
+        assert_eq!(status, 200);
+    }
+    pocket
+        .log
+        .wait_for(&["store \"hits\": Redis at", "serving from local state"]);
+    let changed = policy.replace("prefix = \"o:\"", "prefix = \"o:\", timeout = \"80ms\"");
+    std::fs::write(&pocket.policy, changed).unwrap();
+    pocket.log.wait_for(&["generation 2 is live: stores ~hits"]);
+    redis.restart();
+    // 10 incr and 10 set, made before the reload.
+    let line = pocket
+        .log
+        .wait_for(&["store \"hits\": on Redis at", "timeout 80ms"]);
+    assert!(
+        line.contains("20 writes made before it answered replayed"),
+        "{line}"
+    );
+    assert_eq!(redis.cli(&["GET", "o:n"]), "10");
+    assert_eq!(redis.cli(&["GET", "o:last"]), "/d9");
+}
+
+/// A Redis with `requirepass`: without a password, or with a wrong one,
+/// the log says so (not "unreachable"); with `password_env` naming a
+/// variable that holds it, the store is on Redis. A variable that is not
+/// set is refused at load with its line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_with_a_password_is_used_with_password_env() {
+    let redis = Redis::start_with_password(Some("s3cret"));
+    let a = origin("A");
+    let base = outage_policy(&redis.addr(), a.addr);
+
+    let none = Pocket::start(&base, 1);
+    none.log.wait_for(&[
+        "store \"hits\": Redis at",
+        "it wants a password and the store gives none",
+    ]);
+    drop(none);
+
+    std::env::set_var("POCKET_TEST_REDIS_WRONG", "nope");
+    std::env::set_var("POCKET_TEST_REDIS_RIGHT", "s3cret");
+    let with = |var: &str| {
+        base.replace(
+            "prefix = \"o:\"",
+            &format!("prefix = \"o:\", password_env = \"{var}\""),
+        )
+    };
+    let wrong = Pocket::start(&with("POCKET_TEST_REDIS_WRONG"), 1);
+    wrong.log.wait_for(&[
+        "store \"hits\": Redis at",
+        "the user (default) or password is wrong",
+    ]);
+    drop(wrong);
+
+    let right = Pocket::start(&with("POCKET_TEST_REDIS_RIGHT"), 1);
+    right.log.wait_for(&["store \"hits\": on Redis at"]);
+    let web = right.addr("web");
+    for i in 0..3 {
+        let (status, _, _) = timed_get(web, &format!("/p{i}"), None).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(redis.cli(&["GET", "o:n"]), "3");
+    assert!(!right.log.text().contains("s3cret"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = check(dir.path(), &with("POCKET_TEST_REDIS_UNSET"));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("policy.lua:3: store \"hits\": password_env names the environment variable POCKET_TEST_REDIS_UNSET, which is not set"),
+        "{out}"
+    );
+}
+
+/// `incr` with a TTL works on Redis 6 as on 7 (no `PEXPIRE ... NX`): the
+/// count is Redis's and the key expires, also for increments replayed
+/// after an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incr_with_a_ttl_counts_and_expires_at_redis() {
+    let mut redis = Redis::start();
+    let a = origin("A");
+    let policy = kv_policy(
+        &redis.addr(),
+        a.addr,
+        r#"    return pocket.respond(200, tostring(kv:incr("w", 1, 60)))"#,
+    );
+    let pocket = Pocket::start(&policy, 2);
+    pocket.log.wait_for(&["store \"kv\": on Redis at"]);
+    let web = pocket.addr("web");
+    for i in 1..=5 {
+        let (status, _, resp) = timed_get(web, "/", None).await;
+        assert_eq!(status, 200);
+        assert_eq!(resp.text(), i.to_string());
+    }
+    let ttl: i64 = redis.cli(&["PTTL", "k:w"]).parse().unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "PTTL {ttl}");
+    redis.kill();
+    for _ in 0..3 {
+        let (status, _, _) = timed_get(web, "/", None).await;
+        assert_eq!(status, 200);
+    }
+    let from = pocket.log.lines().len();
+    redis.restart();
+    pocket
+        .log
+        .wait_for_after(from, &["store \"kv\": Redis at", "answers again"]);
+    assert_eq!(redis.cli(&["GET", "k:w"]), "3");
+    let ttl: i64 = redis.cli(&["PTTL", "k:w"]).parse().unwrap();
+    assert!(ttl > 0 && ttl <= 60_000, "PTTL {ttl} after the replay");
+}
+
+/// More stores than a Pocket keeps is refused at load with the line.
+#[test]
+fn more_than_64_stores_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let stores: String = (0..65)
+        .map(|i| format!("    s{i} = {{ redis = \"127.0.0.1:6379\" }},\n"))
+        .collect();
+    let policy = format!(
+        "return {{\n  listeners = {{ {{ name = \"web\", bind = \"127.0.0.1:0\", pool = \"app\" }} }},\n  pools = {{ app = {{ servers = {{ \"127.0.0.1:9\" }} }} }},\n  stores = {{\n{stores}  }},\n}}\n"
+    );
+    let (code, out) = check(dir.path(), &policy);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("policy.lua:4: stores declares 65 stores; a Pocket keeps at most 64"),
+        "{out}"
+    );
+}
+
+/// A reload that takes a store off Redis takes its `pocket_store_redis_*`
+/// series off `/metrics` (no false "Redis down").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_taken_off_redis_leaves_metrics() {
+    let redis = Redis::start();
+    let a = origin("A");
+    let policy = outage_policy(&redis.addr(), a.addr);
+    let pocket = Pocket::start(&policy, 1);
+    pocket.log.wait_for(&["store \"hits\": on Redis at"]);
+    let admin = admin_addr(&pocket);
+    assert_eq!(
+        metric(admin, "pocket_store_redis_up{store=\"hits\"}").await,
+        Some(1.0)
+    );
+    let local = policy.replace(
+        &format!("  stores = {{ hits = {{ redis = \"{}\", prefix = \"o:\" }} }},  -- timeout: the default 50ms\n", redis.addr()),
+        "",
+    );
+    assert_ne!(local, policy);
+    std::fs::write(&pocket.policy, local).unwrap();
+    pocket.log.wait_for(&["store \"hits\": no longer on Redis"]);
+    assert_eq!(
+        metric(admin, "pocket_store_redis_up{store=\"hits\"}").await,
+        None
+    );
+    assert_eq!(
+        metric(admin, "pocket_store_redis_fallbacks_total{store=\"hits\"}").await,
+        None
+    );
+}
+
+/// Values read back are the same from Redis and from the local copy: a
+/// whole number written as text is an integer (so `incr` works on it
+/// either way), a float is its text, and a boolean is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_read_back_alike_from_redis_and_the_local_copy() {
+    let redis = Redis::start();
+    let a = origin("A");
+    // gsub's callback cannot wait: those reads are the local copy's.
+    let policy = kv_policy(
+        &redis.addr(),
+        a.addr,
+        r#"    kv:set("t", "5")
+    kv:set("f", 1.5)
+    local seen = {}
+    for _, k in ipairs({ "t", "f" }) do
+      local v = kv:get(k)
+      local l = ("x"):gsub("x", function() return kv:get(k) end)
+      seen[#seen + 1] = k .. "=" .. tostring(math.type(v)) .. "/" .. type(v) .. "," .. type(kv:get(k)) .. ":" .. tostring(l)
+    end
+    seen[#seen + 1] = "incr=" .. kv:incr("t")
+    local ok, err = pcall(kv.set, kv, "maint", false)
+    seen[#seen + 1] = tostring(ok) .. " " .. tostring(err)
+    return pocket.respond(200, table.concat(seen, "\n"))"#,
+    );
+    let pocket = Pocket::start(&policy, 1);
+    pocket.log.wait_for(&["store \"kv\": on Redis at"]);
+    let (status, _, resp) = timed_get(pocket.addr("web"), "/", None).await;
+    assert_eq!(status, 200);
+    let text = resp.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "t=integer/number,number:5", "{text}");
+    assert!(lines[1].starts_with("f=nil/string,string:1.5"), "{text}");
+    assert_eq!(lines[2], "incr=6", "{text}");
+    assert!(
+        lines[3].starts_with("false ") && lines[3].contains("not booleans"),
+        "{text}"
+    );
+    assert_eq!(redis.cli(&["GET", "k:t"]), "6");
 }

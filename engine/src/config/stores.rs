@@ -1,5 +1,5 @@
 //! The policy's top-level `stores = { NAME = { redis = "host:port",
-//! prefix = "pocket:", timeout = "50ms" } }`: stores kept in Redis, shared
+//! prefix = "pocket:", timeout = "50ms", user = ..., password_env = ... } }`: stores kept in Redis, shared
 //! by every Pocket that names the same Redis (docs/several-pockets.md,
 //! "Shared state on Redis"). Checked here, at load, with `path:line`: a
 //! malformed address, an unknown key, a bad timeout. Whether Redis
@@ -21,7 +21,7 @@ pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(50);
 const TIMEOUTS: std::ops::RangeInclusive<Duration> =
     Duration::from_millis(1)..=Duration::from_secs(5);
 
-const STORE_KEYS: &[&str] = &["redis", "prefix", "timeout"];
+const STORE_KEYS: &[&str] = &["redis", "prefix", "timeout", "user", "password_env"];
 
 /// One store of `stores`, as the policy declares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +40,22 @@ pub struct RedisSpec {
     pub prefix: String,
     /// The longest a request waits on Redis for one call.
     pub timeout: Duration,
+    /// Redis 6's ACL user (`AUTH user password`); `None`: `default`.
+    pub user: Option<String>,
+    /// The password (`requirepass`, or the ACL user's), read at load from
+    /// the environment variable `password_env` names: never written in
+    /// the policy, which people commit.
+    pub password: Option<Secret>,
+}
+
+/// A password: compared, never shown (`{:?}` prints `***`).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 impl RedisSpec {
@@ -127,6 +143,16 @@ impl Checker<'_> {
             if let Some(spec) = self.store(&name, &v) {
                 out.push(spec);
             }
+        }
+        let max = crate::script::api::store::MAX_STORES;
+        if out.len() > max {
+            self.error(
+                &["stores"],
+                format!(
+                    "stores declares {} stores; a Pocket keeps at most {max} (local ones included)",
+                    out.len()
+                ),
+            );
         }
         out
     }
@@ -218,6 +244,58 @@ impl Checker<'_> {
                 None
             }
         };
+        let user = match t.get::<Value>("user") {
+            Ok(Value::Nil) => Some(None),
+            Ok(Value::String(s)) if !s.as_bytes().is_empty() && s.as_bytes().len() <= 256 => {
+                Some(Some(s.to_string_lossy().to_string()))
+            }
+            Ok(other) => {
+                self.error(
+                    &at_key("user"),
+                    format!(
+                        "{what}: user must be a Redis ACL user name (text), not {}",
+                        shown(&other)
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(&at_key("user"), describe_lua_error(&e));
+                None
+            }
+        };
+        let password = match t.get::<Value>("password_env") {
+            Ok(Value::Nil) => Some(None),
+            Ok(Value::String(s)) => {
+                let var = s.to_string_lossy().to_string();
+                match std::env::var(&var) {
+                    Ok(p) if !p.is_empty() => Some(Some(Secret(p))),
+                    _ => {
+                        self.error(
+                            &at_key("password_env"),
+                            format!(
+                                "{what}: password_env names the environment variable {var}, which is not set (or empty) for this Pocket: set it to Redis's password"
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            Ok(other) => {
+                self.error(
+                    &at_key("password_env"),
+                    format!(
+                        "{what}: password_env must name an environment variable, like \"REDIS_PASSWORD\", not {}",
+                        shown(&other)
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.error(&at_key("password_env"), describe_lua_error(&e));
+                None
+            }
+        };
         let ((host, port), prefix, timeout) = (addr?, prefix?, timeout?);
         Some(StoreSpec {
             name: name.to_string(),
@@ -226,6 +304,8 @@ impl Checker<'_> {
                 port,
                 prefix,
                 timeout,
+                user: user?,
+                password: password?,
             },
         })
     }

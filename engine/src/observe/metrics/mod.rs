@@ -242,7 +242,10 @@ pub fn render() -> String {
 
 /// The Redis-backed stores' families (none without `stores`).
 fn redis_stores(t: &mut Text) {
-    let all = stores::all();
+    let all: Vec<_> = stores::all()
+        .into_iter()
+        .filter(|s| s.declared.load(Relaxed))
+        .collect();
     macro_rules! each {
         ($name:expr, $kind:expr, $help:expr, |$s:ident| $value:expr) => {
             t.family($name, $kind, $help);

@@ -10,6 +10,9 @@ use std::sync::{Arc, Mutex};
 #[derive(Default)]
 pub struct RedisStore {
     pub store: String,
+    /// Declared in the live policy's `stores`: only such stores are
+    /// exported (one a reload removed is no longer "Redis down").
+    pub declared: AtomicBool,
     /// On Redis now (false: serving from local state).
     pub up: AtomicBool,
     /// Times the store went from Redis to local state (a timeout, a

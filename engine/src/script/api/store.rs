@@ -702,7 +702,7 @@ fn shared_call(
             .is_some_and(|c| c.here(&lua))
         && yieldable(&lua);
     async move {
-        let op = op?;
+        let op = shared_value(&store.name, op?)?;
         let rate = match &op {
             redis::Op::Take(_, r, _) => Some(*r),
             _ => None,
@@ -714,6 +714,21 @@ fn shared_call(
         }
         .map_err(mlua::Error::RuntimeError)?;
         Ok(wait_of(returned(&lua, method, reply)?, rate))
+    }
+}
+
+/// A value as a store kept in Redis keeps it, locally too, so a read
+/// gives the same whether Redis or the local copy answers: a whole
+/// number written as text (`"42"`) is the integer 42, a float is its text
+/// (`"1.5"`), and a boolean is refused (it would come back as the text
+/// "false", which is true in an `if`).
+fn shared_value(store: &str, op: redis::Op) -> mlua::Result<redis::Op> {
+    match op {
+        redis::Op::Set(k, Stored::Bool(b), _) => Err(mlua::Error::RuntimeError(format!(
+            "store {store}: key {k:?}: a store kept in Redis keeps text and numbers, not booleans              ({b} would read back as the text \"{b}\"); store 1 and 0, or \"yes\" and nil"
+        ))),
+        redis::Op::Set(k, v, ttl) => Ok(redis::Op::Set(k, redis::as_redis_keeps(v), ttl)),
+        op => Ok(op),
     }
 }
 
