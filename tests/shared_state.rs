@@ -668,6 +668,16 @@ return {{
         "{}",
         pocket.log.text()
     );
+
+    // `pocket test` runs the same policy (no hook waits there).
+    let dir = tempfile::tempdir().unwrap();
+    let tested = policy.replace(
+        "  on_request = function(req)",
+        "  tests = { { req = { path = \"/\" }, status = 200, body = \"Hello ann\\n\" } },\n  on_request = function(req)",
+    );
+    let path = write_policy(dir.path(), "policy.lua", &tested);
+    let (code, out, err) = pocket_cmd(&["test", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
 }
 
 fn kv_policy(redis: &str, origin: SocketAddr, on_request: &str) -> String {
