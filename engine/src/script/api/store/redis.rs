@@ -282,13 +282,14 @@ pub fn apply(specs: &[StoreSpec]) {
         }
         let mut slot = store.redis.write().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = slot.take() {
+            // Off /metrics before the log says so.
+            old.retire();
+            old.counters.declared.store(false, Ordering::Relaxed);
             tracing::info!(
                 "store \"{}\": no longer on Redis ({}): local to this Pocket from now on",
                 store.name,
                 old.spec.addr()
             );
-            old.retire();
-            old.counters.declared.store(false, Ordering::Relaxed);
             let lost =
                 std::mem::take(&mut old.journal.lock().unwrap_or_else(|e| e.into_inner()).ops);
             if !lost.is_empty() {
