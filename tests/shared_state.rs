@@ -860,6 +860,17 @@ async fn a_redis_with_a_password_is_used_with_password_env() {
     assert!(!right.log.text().contains("s3cret"));
 
     let dir = tempfile::tempdir().unwrap();
+    let (code, out) = check(
+        dir.path(),
+        &with("POCKET_TEST_REDIS_RIGHT")
+            .replace("prefix = \"o:\"", "prefix = \"o:\", user = \"app\""),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("timeout 50ms, user \"app\", with a password; not contacted by check"),
+        "{out}"
+    );
+    assert!(!out.contains("s3cret"), "{out}");
     let (code, out) = check(dir.path(), &with("POCKET_TEST_REDIS_UNSET"));
     assert_eq!(code, 1, "{out}");
     assert!(

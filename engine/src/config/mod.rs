@@ -223,11 +223,20 @@ impl Policy {
         out.push_str(&format!("hooks: {}\n", self.hooks));
         for st in &self.stores {
             out.push_str(&format!(
-                "store {}: Redis {} (prefix \"{}\", timeout {}ms; not contacted by check)\n",
+                "store {}: Redis {} (prefix \"{}\", timeout {}ms{}{}; not contacted by check)\n",
                 st.name,
                 st.redis.addr(),
                 st.redis.prefix,
-                st.redis.timeout.as_millis()
+                st.redis.timeout.as_millis(),
+                st.redis
+                    .user
+                    .as_ref()
+                    .map_or(String::new(), |u| format!(", user \"{u}\"")),
+                if st.redis.password.is_some() {
+                    ", with a password"
+                } else {
+                    ""
+                }
             ));
         }
         if let Some(admin) = &self.admin {
