@@ -858,6 +858,34 @@ async fn a_redis_with_a_password_is_used_with_password_env() {
     }
     assert_eq!(redis.cli(&["GET", "o:n"]), "3");
     assert!(!right.log.text().contains("s3cret"));
+    drop(right);
+
+    // A Redis 6 ACL user of its own.
+    assert_eq!(
+        redis.cli(&["ACL", "SETUSER", "app", "on", ">app-pass", "~o:*", "+@all"]),
+        "OK"
+    );
+    std::env::set_var("POCKET_TEST_REDIS_APP", "app-pass");
+    let user = Pocket::start(
+        &with("POCKET_TEST_REDIS_APP")
+            .replace("prefix = \"o:\"", "prefix = \"o:\", user = \"app\""),
+        1,
+    );
+    user.log.wait_for(&["store \"hits\": on Redis at"]);
+    let (status, _, _) = timed_get(user.addr("web"), "/acl", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(redis.cli(&["GET", "o:n"]), "4");
+    drop(user);
+    let wrong_user = Pocket::start(
+        &with("POCKET_TEST_REDIS_APP")
+            .replace("prefix = \"o:\"", "prefix = \"o:\", user = \"nobody\""),
+        1,
+    );
+    wrong_user.log.wait_for(&[
+        "store \"hits\": Redis at",
+        "the user \"nobody\" or password is wrong",
+    ]);
+    drop(wrong_user);
 
     let dir = tempfile::tempdir().unwrap();
     let (code, out) = check(
