@@ -441,6 +441,13 @@ async fn a_dns_server_that_stops_answering_keeps_the_last_addresses() {
     let failing = format!("pocket_dns_failing{{pool=\"app\",name=\"app.test:{port}\"}}");
     let metrics = metrics_text(admin).await;
     assert!(metrics.contains(&format!("{failing} 1\n")), "{metrics}");
+    let status = api_status(admin).await;
+    assert!(
+        status.contains(&format!(
+            "\"names\":[{{\"name\":\"app.test:{port}\",\"failing\":true}}]"
+        )),
+        "{status}"
+    );
     // A reload during the outage keeps the last answer too, with a warning.
     let from = pocket.log.lines().len();
     let (code, out, err) = pocket_cmd(&["reload", pocket.policy.to_str().unwrap()]);

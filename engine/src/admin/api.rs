@@ -438,13 +438,24 @@ pub fn status_json(view: &View) -> String {
     out.push_str("],\"pools\":[");
     for (i, pool) in p.pools.iter().enumerate() {
         out.push_str(&format!(
-            "{}{{\"name\":{},\"mode\":\"{}\",\"balance\":{},\"resolve_ms\":{},\"servers\":[",
+            "{}{{\"name\":{},\"mode\":\"{}\",\"balance\":{},\"resolve_ms\":{},\"names\":[{}],\"servers\":[",
             if i > 0 { "," } else { "" },
             json::string(&pool.name),
             pool.mode.name(),
             json::string(pool.balance_name()),
             pool.resolve
                 .map_or("null".into(), |d| d.as_millis().to_string()),
+            // The entries written with a name, and whether each keeps its
+            // last addresses because DNS fails it now.
+            pool.named
+                .iter()
+                .map(|n| format!(
+                    "{{\"name\":{},\"failing\":{}}}",
+                    json::string(&n.text),
+                    crate::observe::metrics::dns_failing(&pool.name, &n.text)
+                ))
+                .collect::<Vec<_>>()
+                .join(","),
         ));
         for (j, s) in pool.servers.iter().enumerate() {
             let (last, history) = s.state.health.checks.snapshot();

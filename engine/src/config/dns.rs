@@ -134,7 +134,11 @@ impl Checker<'_> {
         at: &[&str],
     ) -> Option<Vec<Found>> {
         let resolvers = self.resolvers.clone();
-        match crate::dns::find_blocking(&resolvers, &named.query) {
+        let answer = match self.prefetched.get(&named.query) {
+            Some(answer) => answer.clone(),
+            None => crate::dns::find_blocking(&resolvers, &named.query),
+        };
+        match answer {
             Ok(found) => {
                 crate::dns::remember(&resolvers, &named.query, &found);
                 Some(found)
@@ -169,6 +173,46 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+}
+
+impl Checker<'_> {
+    /// Asks DNS, all at once, for every name the pools write (as far as
+    /// their tables can be read: what cannot is checked, and said, by the
+    /// pools' own reading), so that the load waits for the slowest answer,
+    /// not for their sum.
+    pub(super) fn prefetch_names(&mut self, root: &Table) {
+        let mut queries: Vec<Query> = Vec::new();
+        let Ok(Value::Table(pools)) = root.get::<Value>("pools") else {
+            return;
+        };
+        for (_, pool) in pools.pairs::<Value, Value>().flatten() {
+            let Value::Table(pool) = pool else { continue };
+            let Ok(Value::Table(list)) = pool.get::<Value>("servers") else {
+                continue;
+            };
+            for entry in list.sequence_values::<Value>().flatten() {
+                let query = match &entry {
+                    Value::String(s) => host_query(&s.to_string_lossy()),
+                    Value::Table(t) => match (t.get::<Value>("srv"), t.get::<Value>("addr")) {
+                        (Ok(Value::String(s)), _) if srv_name_ok(&s.to_string_lossy()) => {
+                            Some(Query::Srv(s.to_string_lossy()))
+                        }
+                        (Ok(Value::Nil), Ok(Value::String(a))) => host_query(&a.to_string_lossy()),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                if let Some(q) = query.filter(|q| !queries.contains(q)) {
+                    queries.push(q);
+                }
+            }
+        }
+        if queries.is_empty() {
+            return;
+        }
+        let answers = crate::dns::find_all_blocking(&self.resolvers, &queries);
+        self.prefetched = queries.into_iter().zip(answers).collect();
     }
 }
 

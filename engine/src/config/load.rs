@@ -105,6 +105,7 @@ pub fn load_policy_source(
         modules: Vec::new(),
         warnings: Vec::new(),
         resolvers: Default::default(),
+        prefetched: HashMap::new(),
     };
     let vm = Vm::new(path, Limits::default()).map_err(|e| cx.fatal(&e))?;
     let ran = vm.run_main_chunk(path, &source);
@@ -213,6 +214,9 @@ pub(super) struct Checker<'a> {
     /// The policy's `resolvers`, read before the pools: their names are
     /// resolved with them.
     pub(super) resolvers: crate::dns::Resolvers,
+    /// The answers to every name the pools write, asked at once before
+    /// the pools are read (config/dns.rs).
+    pub(super) prefetched: HashMap<crate::dns::Query, Result<Vec<crate::dns::Found>, String>>,
 }
 
 /// The most of a module file read again to place an error, in bytes.
@@ -577,6 +581,7 @@ impl Checker<'_> {
         }
 
         self.resolvers = self.resolvers_setting(root);
+        self.prefetch_names(root);
         let (pools, pool_index) = self.pools(root, registry);
         self.check_fallbacks(&pools, &pool_index);
         let modes: Vec<Mode> = pools.iter().map(|p| p.mode).collect();

@@ -15,6 +15,7 @@ use super::{Found, Query, Resolvers, ATTEMPTS, QUERY_TIMEOUT};
 /// A DNS client for one set of [`Resolvers`]. It caches nothing: each
 /// question goes to the DNS server (the refresh interval is the pool's
 /// `resolve`, as nginx's `valid=` overrides the TTL).
+#[derive(Clone)]
 pub struct Resolver {
     inner: TokioResolver,
 }
@@ -151,15 +152,46 @@ fn describe(e: &NetError) -> String {
 /// a thread of its own: a load may run inside the control thread's
 /// runtime, which it must not block on.
 pub fn find_blocking(which: &Resolvers, query: &Query) -> Result<Vec<Found>, String> {
+    find_all_blocking(which, std::slice::from_ref(query))
+        .pop()
+        .unwrap_or_else(|| Err("the DNS client failed".into()))
+}
+
+/// Every query's answer, in their order, asked all at once: a load with
+/// many names waits about as long as for the slowest, not for their sum
+/// (a DNS server that does not answer costs its timeouts once).
+pub fn find_all_blocking(which: &Resolvers, queries: &[Query]) -> Vec<Result<Vec<Found>, String>> {
+    let failed = |why: String| queries.iter().map(|_| Err(why.clone())).collect();
     std::thread::scope(|s| {
         s.spawn(|| {
-            let rt = tokio::runtime::Builder::new_current_thread()
+            let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| format!("cannot start a DNS client: {e}"))?;
-            rt.block_on(async { Resolver::new(which)?.find(query).await })
+            {
+                Ok(rt) => rt,
+                Err(e) => return failed(format!("cannot start a DNS client: {e}")),
+            };
+            rt.block_on(async {
+                let resolver = match Resolver::new(which) {
+                    Ok(r) => r,
+                    Err(e) => return failed(e),
+                };
+                let mut asked = tokio::task::JoinSet::new();
+                for (i, q) in queries.iter().enumerate() {
+                    let (resolver, q) = (resolver.clone(), q.clone());
+                    asked.spawn(async move { (i, resolver.find(&q).await) });
+                }
+                let mut out: Vec<Result<Vec<Found>, String>> =
+                    failed("the DNS client failed".into());
+                while let Some(done) = asked.join_next().await {
+                    if let Ok((i, answer)) = done {
+                        out[i] = answer;
+                    }
+                }
+                out
+            })
         })
         .join()
-        .unwrap_or_else(|_| Err("the DNS client failed".into()))
+        .unwrap_or_else(|_| failed("the DNS client failed".into()))
     })
 }

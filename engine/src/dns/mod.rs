@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-pub use lookup::{find_blocking, Resolver};
+pub use lookup::{find_all_blocking, find_blocking, Resolver};
 pub use refresh::{Refresher, Resolved};
 
 /// The DNS port when `resolvers` names an address without one.

@@ -536,9 +536,58 @@ impl StateRegistry {
     }
 }
 
+impl StateRegistry {
+    /// Forgets the state of `addr` in `pool` (and its health, when no
+    /// other state kept here shares it): for a server a DNS name stopped
+    /// giving long ago (crate::dns), so that addresses that come and go
+    /// do not pile up. Requests still holding it finish with it; the
+    /// address, if it comes back, starts as a new server. Not for a
+    /// server of the live policy.
+    pub fn forget(&self, pool: &str, addr: SocketAddr, own_health: bool) {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(state) = states.remove(&(pool.to_string(), addr, own_health)) else {
+            return;
+        };
+        let shared = states
+            .values()
+            .any(|s| Arc::ptr_eq(&s.health, &state.health));
+        drop(states);
+        if !shared {
+            self.healths
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&state.health.key());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forgotten_server_comes_back_new_and_a_shared_health_stays() {
+        let r = StateRegistry::default();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let (a, _) = r.get_or_create("a", addr, false, true);
+        let (b, _) = r.get_or_create("b", addr, false, true);
+        a.requests.fetch_add(5, Ordering::Relaxed);
+        r.forget("a", addr, false);
+        let (again, _) = r.get_or_create("a", addr, false, true);
+        assert!(!Arc::ptr_eq(&a, &again), "a new state");
+        assert_eq!(again.requests.load(Ordering::Relaxed), 0);
+        assert!(
+            Arc::ptr_eq(&again.health, &b.health),
+            "pool b still has the address: one health"
+        );
+        r.forget("a", addr, false);
+        r.forget("b", addr, false);
+        let (fresh, new) = r.get_or_create("b", addr, false, true);
+        assert!(
+            new && !Arc::ptr_eq(&fresh.health, &b.health),
+            "a new health"
+        );
+    }
 
     #[test]
     fn rise_and_fall_need_streaks() {

@@ -63,6 +63,9 @@ pub struct Supervisor {
     /// answers come on `resolved`.
     refresher: crate::dns::Refresher,
     resolved: Option<UnboundedReceiver<crate::dns::Resolved>>,
+    /// Servers DNS answers removed, by pool, address and `own_health`, and
+    /// since when: their state is forgotten after a while (moved.rs).
+    gone: moved::Gone,
 }
 
 impl Supervisor {
@@ -113,6 +116,7 @@ impl Supervisor {
             admin,
             refresher,
             resolved: Some(resolved),
+            gone: Default::default(),
         }
     }
 

@@ -6,16 +6,29 @@
 //! one in both keeps its state (health, drain, counters), which lives in
 //! the registry, not in the policy.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::Supervisor;
 use crate::dns::{list, Named, Resolved};
 use crate::lb::{Pool, Server};
 
+/// How long the state of an address a name no longer gives is kept: back
+/// within this time (a DNS server that answers with a part of its records
+/// each time), it is the same server, with its health and counters; after
+/// it, forgotten, so that addresses that come and go (containers, pods) do
+/// not pile up in the registry.
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// Servers DNS answers removed: (pool, address, `own_health`) and when.
+pub type Gone = HashMap<(Arc<str>, SocketAddr, bool), Instant>;
+
 impl Supervisor {
     /// Applies one round of a pool's answers, if they change its servers.
     pub(super) fn servers_moved(&mut self, answer: Resolved) {
+        self.forget_gone();
         let live = self.running.policy().clone();
         let Some(index) = live.pool_by_name(&answer.pool) else {
             return;
@@ -41,10 +54,21 @@ impl Supervisor {
             .collect();
         let name = pool.name.clone();
         let policy = Arc::new(live.with_pool(index, pool.with_servers(servers)));
+        let removed: Vec<SocketAddr> = pool
+            .servers
+            .iter()
+            .filter(|s| !after.iter().any(|a| a.0 == s.addr))
+            .map(|s| s.addr)
+            .collect();
+        let own = pool.own_health;
         match self.go_live(policy) {
             Ok(generation) => {
                 for change in changes {
                     tracing::info!("pool {name}: {change}; generation {generation} is live");
+                }
+                let now = Instant::now();
+                for addr in removed {
+                    self.gone.insert((name.clone(), addr, own), now);
                 }
             }
             Err(e) => {
@@ -53,6 +77,34 @@ impl Supervisor {
                 }
             }
         }
+    }
+}
+
+impl Supervisor {
+    /// Forgets the states of the servers DNS removed more than
+    /// [`FORGET_AFTER`] ago and that no answer has brought back into their
+    /// pool.
+    fn forget_gone(&mut self) {
+        if self.gone.is_empty() {
+            return;
+        }
+        let live = self.running.policy().clone();
+        let listed = |pool: &str, addr: SocketAddr, own: bool| {
+            live.pools.iter().any(|p| {
+                &*p.name == pool && p.own_health == own && p.servers.iter().any(|s| s.addr == addr)
+            })
+        };
+        let registry = self.registry.clone();
+        self.gone.retain(|(pool, addr, own), since| {
+            if listed(pool, *addr, *own) {
+                return false;
+            }
+            if since.elapsed() < FORGET_AFTER {
+                return true;
+            }
+            registry.forget(pool, *addr, *own);
+            false
+        });
     }
 }
 

@@ -52,6 +52,16 @@ pub fn dns_names_live(live: &[(Arc<str>, Arc<str>)]) {
     all.retain(|n| live.iter().any(|(p, m)| *p == n.pool && *m == n.name));
 }
 
+/// Whether `name` of `pool` failed its last lookup (and keeps its last
+/// addresses): for the admin API and the stats page.
+pub fn dns_failing(pool: &str, name: &str) -> bool {
+    NAMES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|n| &*n.pool == pool && &*n.name == name && n.failing)
+}
+
 /// Every name's counts now.
 pub(super) fn names() -> Vec<Name> {
     NAMES.lock().unwrap_or_else(|e| e.into_inner()).clone()

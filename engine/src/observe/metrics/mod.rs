@@ -34,7 +34,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 pub use count::exchange;
 pub use counters::{ListenerMetrics, ServerMetrics, TcpCounts};
-pub use dns::{dns_lookup, dns_names_live};
+pub use dns::{dns_failing, dns_lookup, dns_names_live};
 pub use hooks::{hook_ran, hook_ran_for, take_connect_hook_ns, take_request_hook_ns, Hook};
 pub use live::{listener_counts, listener_tcp_counts, went_live};
 pub use process::{generation_live, lua_memory, reload_ended, upstream_idle, Parked};
