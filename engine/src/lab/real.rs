@@ -65,6 +65,40 @@ pub fn ip(args: &[&str]) -> Result<String, String> {
     run("ip", args)
 }
 
+/// Starts `pocket origin` named `name` on `ip`:[`PORT`] inside namespace
+/// `ns` (an echo origin when `echo`); it dies with the lab's thread
+/// (PDEATHSIG). Err: why it could not start.
+pub fn spawn_origin(
+    exe: &std::path::Path,
+    ns: &str,
+    name: &str,
+    ip: std::net::IpAddr,
+    echo: bool,
+) -> Result<Child, String> {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns])
+        .arg(exe)
+        .args(["origin", "--name", name, "--bind"])
+        .arg(ip.to_string())
+        .args(["--port", &PORT.to_string()])
+        .args(echo.then_some("--echo"))
+        .env("POCKET_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: prctl(2) is async-signal-safe; `ip netns exec` execs the
+    // origin in this same process, so it dies with the lab's thread.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .map_err(|e| format!("cannot start origin {name}: {e}"))
+}
+
 /// The x of every 10.213.x.0/30 that no address or route on this machine
 /// uses yet, starting from one derived from `seed` (a pid), so that two
 /// processes setting up at once rarely pick the same.
@@ -294,29 +328,7 @@ impl RealNet {
                 return Ok(());
             }
         }
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &ns])
-            .arg(&self.exe)
-            .args(["origin", "--name", &l.name, "--bind"])
-            .arg(l.addr.ip().to_string())
-            .args(["--port", &PORT.to_string()])
-            .args(self.echo.then_some("--echo"))
-            .env("POCKET_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: prctl(2) is async-signal-safe; `ip netns exec` execs the
-        // origin in this same process, so it dies with the lab's thread.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start origin {}: {e}", l.name))?;
+        let child = spawn_origin(&self.exe, &ns, &l.name, l.addr.ip(), self.echo)?;
         l.child = Some(child);
         l.refused = false;
         Ok(())

@@ -326,29 +326,8 @@ impl SameIp {
                 return Ok(());
             }
         }
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &m.ns])
-            .arg(&self.exe)
-            .args(["origin", "--name", &m.name, "--bind"])
-            .arg(self.addr.ip().to_string())
-            .args(["--port", &PORT.to_string()])
-            .args(self.echo.then_some("--echo"))
-            .env("POCKET_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: prctl(2) is async-signal-safe; `ip netns exec` execs the
-        // origin in this same process, so it dies with the lab's thread.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start origin {}: {e}", m.name))?;
+        let child =
+            super::real::spawn_origin(&self.exe, &m.ns, &m.name, self.addr.ip(), self.echo)?;
         m.child = Some(child);
         m.refused = false;
         Ok(())
