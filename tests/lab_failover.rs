@@ -261,6 +261,25 @@ fn a_failing_balancer_is_taken_over_by_the_other_and_the_report_says_when() {
             "{fault} at {t}: answers through L1 in the second before: {before}, through L2 in the 10 s after: {after}\n{summary}"
         );
     }
+    // The header counts the load's 32 s, not the balancers' setup.
+    assert!(summary.contains(" · 32.0 s of load from "), "{summary}");
+    // The chart marks each move of the address by who holds it, one
+    // marker per `vip` event, and no ARP marker (the clients' ARP entry
+    // is in the summary).
+    let svg = std::fs::read_to_string(out.path().join("timeline.svg")).unwrap();
+    for (held, marker) in [
+        ("L1", "VIP: L1 "),
+        ("L2", "VIP: L2 "),
+        ("none", "VIP: none "),
+    ] {
+        let moves = events
+            .lines()
+            .filter(|l| l.contains(&format!("\"text\":\"VIP held by {held}\"")))
+            .count();
+        assert!(moves > 0, "{held}: {events}");
+        assert_eq!(svg.matches(marker).count(), moves, "{marker}: {svg}");
+    }
+    assert!(!svg.contains("ARP:"), "{svg}");
     let times = takeovers(&summary);
     assert_eq!(times.len(), 3, "{summary}");
     for (fault, secs) in &times {
@@ -318,6 +337,31 @@ fn vrrp_cut_between_the_balancers_makes_two_masters_until_healed() {
         .unwrap();
     assert!(last_vip.contains("VIP held by L1\""), "{events}");
     assert!(summary.contains("one master again"), "{summary}");
+    // The two-masters time starts at L2's keepalived saying MASTER (the
+    // watcher looks only every 200 ms): every answer through L2 came in
+    // it, and no reset at its start is put down to a server.
+    let l2_master = event_t(&events, "vrrp", "L2 keepalived: MASTER").expect("L2 MASTER");
+    let two_line = summary
+        .lines()
+        .find(|l| l.starts_with("- Two masters from "))
+        .unwrap_or_else(|| panic!("{summary}"));
+    let from: f64 = two_line["- Two masters from ".len()..]
+        .split('s')
+        .next()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("{two_line}"));
+    assert!(
+        from <= (l2_master * 100.0).round() / 100.0,
+        "{l2_master}: {two_line}"
+    );
+    let in_window: usize = two_line
+        .split("through L2 ")
+        .nth(1)
+        .and_then(|x| x.split([';', ',']).next())
+        .and_then(|x| x.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{two_line}"));
+    assert_eq!(in_window, through(&answers, "L2", 0.0, 1e9), "{summary}");
+    assert!(!summary.contains("names no cause"), "{summary}");
     let end: f64 = 1e9;
     assert!(through(&answers, "L2", healed + 5.0, end) == 0, "{summary}");
     let left = traces(pid, segment_of(&summary).as_deref());
@@ -357,6 +401,64 @@ fn a_wrong_check_script_makes_two_masters_too() {
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
+/// Faults on the backup (L2) are no take-over: the summary says L2 did
+/// not hold the address, and the second stop (its keepalived already
+/// stopped) failed; each at its own time.
+#[test]
+fn a_fault_on_the_backup_is_said_to_be_no_take_over() {
+    if skipped("fault on the backup") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("backup.lua");
+    std::fs::write(
+        &path,
+        r#"return {
+  name = "backup stopped twice",
+  mode = "real",
+  duration = "4s",
+  origins = { "A" },
+  balancers = { "L1", "L2" },
+  policy = [[ return { listeners = { { name = "web", bind = "{{listen}}", pool = "app" } },
+                       pools = { app = { servers = { "{{A}}" } } } } ]],
+  load = { concurrency = 2, rate = 20, timeout = "2s" },
+  faults = {
+    { at = "1s", balancer = "L2", fault = "stop_keepalived" },
+    { at = "2s", balancer = "L2", fault = "stop_keepalived" },
+  },
+}"#,
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let (code, text, pid) = run_lab(&path, out.path());
+    assert!(matches!(code, 0 | 1), "{text}");
+    let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    assert!(!summary.contains("Take-over after"), "{summary}");
+    let lines: Vec<&str> = summary
+        .lines()
+        .filter(|l| l.starts_with("- \"stop_keepalived L2\" at "))
+        .collect();
+    assert_eq!(lines.len(), 2, "{summary}");
+    assert!(
+        lines[0].ends_with("is not a take-over: L2 did not hold the virtual address (held by L1)."),
+        "{summary}"
+    );
+    assert!(
+        lines[1].contains(" failed (")
+            && lines[1].ends_with("nothing changed, nothing to take over."),
+        "{summary}"
+    );
+    let at = |l: &str| {
+        l.split(" at ")
+            .nth(1)
+            .and_then(|x| x.split('s').next())
+            .map(str::to_string)
+    };
+    assert_ne!(at(lines[0]), at(lines[1]), "{summary}");
+    let left = traces(pid, segment_of(&summary).as_deref());
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 /// A scenario with balancers where it cannot run is refused before
 /// anything starts, saying what it needs: in userspace mode, and without
 /// keepalived on the PATH.
@@ -386,8 +488,19 @@ fn balancers_are_refused_where_they_cannot_run_before_anything_starts() {
     let (code, stdout, err, pid) = run(&["--userspace"], None);
     assert_eq!(code, Some(2), "{stdout}{err}");
     assert!(!stdout.contains("lab:"), "nothing started: {stdout}");
+    // Named at the scenario's `balancers` line, as same_ip's refusal is.
+    let line = std::fs::read_to_string(&s)
+        .unwrap()
+        .lines()
+        .position(|l| l.trim_start().starts_with("balancers ="))
+        .unwrap()
+        + 1;
     assert!(
-        err.contains("balancers") && err.contains("real mode") && err.contains("keepalived"),
+        err.contains(&format!(
+            "{}:{line}: a scenario with balancers",
+            s.display()
+        )) && err.contains("real mode")
+            && err.contains("keepalived"),
         "{err}"
     );
     assert!(traces(pid, None).is_empty(), "{:?}", traces(pid, None));
@@ -409,6 +522,7 @@ fn balancers_are_refused_where_they_cannot_run_before_anything_starts() {
                 err.contains("balancers needs root") && err.contains("run it as root"),
                 "{err}"
             );
+            assert!(!err.contains("--userspace"), "{err}");
         }
         other => eprintln!("not run as nobody (setpriv: {other:?})"),
     }
@@ -463,6 +577,45 @@ fn balancer_mistakes_in_a_scenario_are_refused_with_their_line() {
         err.contains(&format!("{p}:10: unknown fault \"lie\" for a balancer")),
         "{err}"
     );
+    // A time without its unit, and failover_within with no fault that
+    // takes a balancer out (it could only be not met, after the run).
+    std::fs::write(
+        &path,
+        r#"return {
+  mode = "real",
+  duration = "5s",
+  origins = { "A" },
+  balancers = { "L1", "L2" },
+  policy = [[ return { listeners = { { name = "web", bind = "{{listen}}", pool = "app" } },
+                       pools = { app = { servers = { "{{A}}" } } } } ]],
+  faults = { { at = "1s", balancer = "L2", fault = "drop_vrrp" } },
+  expect = {
+    failover_within = 3,
+  },
+}"#,
+    )
+    .unwrap();
+    let (code, _, err) = pocket_cmd(&["lab", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{p}:10: expect.failover_within must be a time up to 600s, like \"2s\", not"
+        )),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("failover_within = 3,", "failover_within = \"3s\",");
+    std::fs::write(&path, text).unwrap();
+    let (code, out, err) = pocket_cmd(&["lab", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(!out.contains("lab:"), "nothing started: {out}");
+    assert!(
+        err.contains(&format!(
+            "{p}:10: expect.failover_within needs a fault that takes a balancer out"
+        )),
+        "{err}"
+    );
 }
 
 /// Ctrl-C in the middle of a balancer run: the lab stops, says so, and
@@ -487,7 +640,8 @@ fn an_interrupted_balancer_run_leaves_nothing_behind() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::thread::sleep(Duration::from_millis(2000));
+    // At once: the first keepalived takes about 3 s to become master,
+    // and the load starts only then.
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let done = lab.wait_with_output().unwrap();
@@ -495,6 +649,15 @@ fn an_interrupted_balancer_run_leaves_nothing_behind() {
     assert_eq!(done.status.code(), Some(2), "{err}");
     assert!(err.contains("interrupted"), "{err}");
     let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap_or_default();
+    let events = std::fs::read_to_string(out.path().join("events.jsonl")).unwrap_or_default();
+    if !events.contains("\"kind\":\"request\"") {
+        assert!(
+            summary.contains("**interrupted before the load started**: no request sent"),
+            "{summary}"
+        );
+    } else {
+        assert!(summary.contains(" s (of 32 s)** of load"), "{summary}");
+    }
     let left = traces(pid, segment_of(&summary).as_deref());
     assert!(left.is_empty(), "left behind after Ctrl-C: {left:?}");
 }

@@ -321,7 +321,7 @@ pub fn check_host(scenario: &Scenario, real_mode: bool) -> Result<(), String> {
     if !real_mode {
         return Err(format!(
             "{}: a scenario with balancers ({}) runs in real mode only (root, network namespaces, keepalived): give it mode = \"real\" or run it with --real, not --userspace",
-            scenario.path.display(),
+            scenario.balancers_at,
             scenario.balancers.join(", ")
         ));
     }

@@ -55,7 +55,11 @@ pub fn via_of(s: &Sample) -> Option<&str> {
 }
 
 /// Spans of two or more holders: (from, to, holders); `to` is the next
-/// change or `end`.
+/// change or `end`. A span starts at the earliest of the watcher's event
+/// and keepalived's own "MASTER" of the balancer that became the second
+/// master (the watcher looks every 200 ms, keepalived says it at once),
+/// and ends likewise at the earliest of the watcher's next event and
+/// keepalived's leaving MASTER (BACKUP, FAULT, stopping) of a holder.
 fn two_master_spans(events: &[Event], end: f64) -> Vec<(f64, f64, Vec<String>)> {
     let vips: Vec<(f64, Vec<String>)> = events
         .iter()
@@ -65,32 +69,90 @@ fn two_master_spans(events: &[Event], end: f64) -> Vec<(f64, f64, Vec<String>)> 
     let mut out = Vec::new();
     for (i, (t, held)) in vips.iter().enumerate() {
         if held.len() >= 2 {
-            let to = vips.get(i + 1).map_or(end, |(t2, _)| *t2);
-            out.push((*t, to, held.clone()));
+            let next = vips.get(i + 1);
+            let to = next.map_or(end, |(t2, _)| *t2);
+            let to = next
+                .map(|(_, h)| held.iter().filter(|b| !h.contains(b)))
+                .into_iter()
+                .flatten()
+                .filter_map(|b| {
+                    events
+                        .iter()
+                        .filter(|e| e.kind == "vrrp" && e.t > *t && e.t <= to)
+                        .find(|e| {
+                            e.text.strip_prefix(b.as_str()).is_some_and(|r| {
+                                matches!(
+                                    r,
+                                    " keepalived: BACKUP"
+                                        | " keepalived: FAULT"
+                                        | " keepalived: stopping"
+                                )
+                            })
+                        })
+                        .map(|e| e.t)
+                })
+                .fold(to, f64::min);
+            let (before, had) = match i.checked_sub(1).map(|j| &vips[j]) {
+                Some((t0, h)) => (*t0, h.clone()),
+                None => (f64::NEG_INFINITY, Vec::new()),
+            };
+            let from = held
+                .iter()
+                .filter(|b| !had.contains(b))
+                .filter_map(|b| {
+                    let said = format!("{b} keepalived: MASTER");
+                    events
+                        .iter()
+                        .filter(|e| e.kind == "vrrp" && e.text == said)
+                        .filter(|e| e.t > before && e.t <= *t)
+                        .map(|e| e.t)
+                        .next_back()
+                })
+                .fold(*t, f64::min);
+            out.push((from, to, held.clone()));
         }
     }
     out
 }
 
 /// Each fault that takes a balancer out (kill, blackhole,
-/// stop_keepalived), with when it fired (None: it did not).
-fn outages<'a>(scenario: &'a Scenario, events: &[Event]) -> Vec<(&'a Fault, Option<f64>)> {
+/// stop_keepalived), with when it fired (None: it did not) and, if it
+/// failed, why. The same fault given twice is matched to its own event
+/// (the n-th of that text).
+fn outages<'a>(
+    scenario: &'a Scenario,
+    events: &[Event],
+) -> Vec<(&'a Fault, Option<f64>, Option<String>)> {
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     scenario
         .faults
         .iter()
-        .filter(|f| {
-            f.balancer.is_some()
+        .filter_map(|f| {
+            let nth = seen.entry(f.text.as_str()).or_default();
+            let n = *nth;
+            *nth += 1;
+            let takes_out = f.balancer.is_some()
                 && matches!(
                     f.kind,
                     FaultKind::Kill | FaultKind::Blackhole | FaultKind::StopKeepalived
-                )
+                );
+            takes_out.then_some((f, n))
         })
-        .map(|f| {
-            let t = events
+        .map(|(f, n)| {
+            let mut fired = events
                 .iter()
-                .find(|e| e.kind == "fault" && e.text == f.text)
-                .map(|e| e.t);
-            (f, t)
+                .enumerate()
+                .filter(|(_, e)| e.kind == "fault" && e.text == f.text);
+            let Some((k, e)) = fired.nth(n) else {
+                return (f, None, None);
+            };
+            let next = fired.next().map_or(events.len(), |(k2, _)| k2);
+            let failed_prefix = format!("{} failed: ", f.text);
+            let failed = events[k..next]
+                .iter()
+                .find_map(|e| e.text.strip_prefix(&failed_prefix))
+                .map(str::to_string);
+            (f, Some(e.t), failed)
         })
         .collect()
 }
@@ -162,8 +224,18 @@ pub fn judge(
                 Some(false),
             ));
         }
-        for (f, t) in list {
+        for (f, t, failed) in list {
             let name = f.balancer.clone().unwrap_or_default();
+            if let (Some(t), Some(why)) = (t, &failed) {
+                out.push((
+                    format!(
+                        "failover after \"{}\" at {t:.2}s: the fault failed ({why})",
+                        f.text
+                    ),
+                    Some(false),
+                ));
+                continue;
+            }
             let Some(t) = t else {
                 out.push((
                     format!(
@@ -269,9 +341,25 @@ pub fn summary(
             moves.join("; ")
         ));
     }
-    for (f, t) in outages(scenario, events) {
+    for (f, t, failed) in outages(scenario, events) {
         let Some(t) = t else { continue };
         let name = f.balancer.clone().unwrap_or_default();
+        if let Some(why) = failed {
+            out.push(format!(
+                "\"{}\" at {t:.2}s failed ({why}): nothing changed, nothing to take over.",
+                f.text
+            ));
+            continue;
+        }
+        let held = held_at(events, t);
+        if !held.contains(&name) {
+            out.push(format!(
+                "\"{}\" at {t:.2}s is not a take-over: {name} did not hold the virtual address (held by {}).",
+                f.text,
+                if held.is_empty() { "none".to_string() } else { held.join(" and ") }
+            ));
+            continue;
+        }
         let moved = events
             .iter()
             .find(|e| {
@@ -384,5 +472,21 @@ mod tests {
         assert_eq!(spans.len(), 1);
         assert_eq!((spans[0].0, spans[0].1), (4.0, 6.5));
         assert_eq!(held_at(&events, 5.0), vec!["L1", "L2"]);
+    }
+
+    /// keepalived says MASTER at once; the watcher sees the address up
+    /// to 200 ms later: the span starts at keepalived's word.
+    #[test]
+    fn two_masters_start_at_keepalived_s_own_master() {
+        let events = [
+            e(1.0, "vip", &vip_text(&["L1".into()])),
+            e(1.0, "vrrp", "L2 keepalived: MASTER"),
+            e(3.8, "vrrp", "L2 keepalived: MASTER"),
+            e(4.0, "vip", &vip_text(&["L1".into(), "L2".into()])),
+            e(6.3, "vrrp", "L2 keepalived: BACKUP"),
+            e(6.5, "vip", &vip_text(&["L1".into()])),
+        ];
+        let spans = two_master_spans(&events, 10.0);
+        assert_eq!((spans[0].0, spans[0].1), (3.8, 6.3));
     }
 }

@@ -686,7 +686,8 @@ pub fn run(path: &Path, opts: &LabOptions) -> Result<bool, String> {
         file: path,
         mode: layer,
         end,
-        planned,
+        planned: scenario.duration.as_secs_f64(),
+        offset: offset.as_secs_f64(),
         interrupted: was_interrupted,
         clients: scenario.load.concurrency,
         tls: scenario.tls,
@@ -1014,7 +1015,8 @@ fn spawn_origin(name: &str, addr: SocketAddr, tcp: bool) -> std::io::Result<Orig
 }
 
 /// Checks the expectations of a TCP load (`expect.failed_connections`,
-/// `cut_connections`, `connections_to_down`, `bytes_after_fault`).
+/// `cut_connections`, `cut_connections_min`, `connections_to_down`,
+/// `bytes_after_fault`).
 fn judge_tcp(
     scenario: &Scenario,
     conns: &[tcp_load::Conn],
@@ -1035,6 +1037,12 @@ fn judge_tcp(
         out.push((
             format!("cut connections: {cut} (at most {max})"),
             Some(cut as u64 <= max),
+        ));
+    }
+    if let Some(min) = e.cut_connections_min {
+        out.push((
+            format!("cut connections: {cut} (at least {min})"),
+            (cut as u64 >= min || !interrupted).then_some(cut as u64 >= min),
         ));
     }
     if let Some(max) = e.connections_to_down {

@@ -48,6 +48,10 @@ pub struct Run<'a> {
     pub end: f64,
     /// The scenario's duration in seconds.
     pub planned: f64,
+    /// When the load started on the lab's clock, in seconds: 0, or the
+    /// time several balancers took to elect a master (their setup is
+    /// not load).
+    pub offset: f64,
     /// Stopped by SIGINT/SIGTERM/SIGHUP before its end.
     pub interrupted: bool,
     pub clients: usize,
@@ -401,13 +405,18 @@ pub fn summary_md(run: &Run) -> String {
         .iter()
         .map(|(addr, name)| format!("{name} at {addr}"))
         .collect();
-    let how_long = if run.interrupted {
+    // Seconds of load, not of the lab's clock: a balancers' setup is
+    // not counted.
+    let loaded = (run.end - run.offset).max(0.0);
+    let how_long = if run.interrupted && loaded < 0.05 {
+        "**interrupted before the load started**: no request sent".to_string()
+    } else if run.interrupted {
         format!(
-            "**interrupted after {:.1} s (of {} s)** of load",
-            run.end, run.planned
+            "**interrupted after {loaded:.1} s (of {} s)** of load",
+            run.planned
         )
     } else {
-        format!("{:.1} s of load", run.end)
+        format!("{loaded:.1} s of load")
     };
     let mut out = format!(
         "# {}\n\nscenario: `{}` · fault layer: {} · {} from {}{}\n\nservers (as Pocket reaches them): {}\n\n## Outcome\n\n",
@@ -603,6 +612,7 @@ mod tests {
             tls: false,
             end: 2.0,
             planned: 2.0,
+            offset: 0.0,
             interrupted: false,
             clients: 1,
             samples: &samples,
@@ -664,6 +674,7 @@ mod tests {
             tls: false,
             end: 5.0,
             planned: 5.0,
+            offset: 0.0,
             interrupted: false,
             clients: 1,
             samples: &samples,
@@ -685,5 +696,41 @@ mod tests {
         )), "{lines:?}");
         let summary = summary_md(&run);
         assert!(!summary.contains("broken answer"), "{summary}");
+    }
+
+    /// An interrupted balancer run: seconds of load (its setup, the
+    /// offset, not counted), to a tenth, of the scenario's duration; and
+    /// a run stopped before its load started says so.
+    #[test]
+    fn an_interrupted_header_counts_seconds_of_load() {
+        let mut run = Run {
+            title: "t",
+            file: Path::new("t.lua"),
+            mode: "real",
+            tls: false,
+            end: 12.627073361,
+            planned: 32.0,
+            offset: 3.627073361,
+            interrupted: true,
+            clients: 1,
+            samples: &[],
+            retries: &[],
+            events: &[],
+            verdicts: &[],
+            names: &[],
+            tcp: None,
+            same_ip: None,
+        };
+        let s = summary_md(&run);
+        assert!(
+            s.contains("**interrupted after 9.0 s (of 32 s)** of load"),
+            "{s}"
+        );
+        run.end = 3.63;
+        let s = summary_md(&run);
+        assert!(
+            s.contains("**interrupted before the load started**: no request sent"),
+            "{s}"
+        );
     }
 }

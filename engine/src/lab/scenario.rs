@@ -23,7 +23,7 @@
 //! A `load` with `streams` or `connections` is a TCP load (see
 //! `tcp_load.rs`): the origins are echo servers, the policy's listener is
 //! `mode = "tcp"`, and `expect` counts connections and bytes
-//! (`failed_connections`, `cut_connections`, `connections_to_down`,
+//! (`failed_connections`, `cut_connections`, `cut_connections_min`, `connections_to_down`,
 //! `bytes_after_fault`).
 
 use std::collections::HashMap;
@@ -146,6 +146,9 @@ pub struct Expect {
     /// TCP: at most this many connections were cut after the server
     /// answered (reset, closed or silent mid-stream).
     pub cut_connections: Option<u64>,
+    /// TCP: at least this many connections were cut (a scenario whose
+    /// point is that they are).
+    pub cut_connections_min: Option<u64>,
     /// TCP: at most this many connections reached a server while Pocket
     /// had it marked down (usually 0).
     pub connections_to_down: Option<u64>,
@@ -189,6 +192,8 @@ pub struct Scenario {
     /// `balancers = { "L1", "L2" }`: Pockets sharing a virtual address
     /// by VRRP, each in its own namespace (see `balancers.rs`).
     pub balancers: Vec<String>,
+    /// `path:line` of `balancers`, for refusing them outside real mode.
+    pub balancers_at: String,
     /// `vrrp = { ... }`: how keepalived runs for the balancers.
     pub vrrp: super::balancers::Vrrp,
 }
@@ -253,6 +258,7 @@ const EXPECT_KEYS: &[&str] = &[
     "recovered_within",
     "failed_connections",
     "cut_connections",
+    "cut_connections_min",
     "connections_to_down",
     "bytes_after_fault",
     "answered_by",
@@ -265,6 +271,7 @@ const HTTP_EXPECT_KEYS: &[&str] = &["failed", "ok_min"];
 const TCP_EXPECT_KEYS: &[&str] = &[
     "failed_connections",
     "cut_connections",
+    "cut_connections_min",
     "connections_to_down",
     "bytes_after_fault",
 ];
@@ -353,10 +360,7 @@ impl Errors<'_> {
 fn duration_of(v: &Value) -> Result<Duration, String> {
     match v {
         Value::String(s) => parse_duration(&s.to_string_lossy()),
-        Value::Integer(n) => {
-            crate::config::seconds_to_duration(*n as f64).ok_or("out of range".into())
-        }
-        Value::Number(n) => crate::config::seconds_to_duration(*n).ok_or("out of range".into()),
+        // A bare number is refused: the README says a time carries its unit.
         _ => Err("must be a duration like \"2s\"".into()),
     }
 }
@@ -818,6 +822,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                 ("ok_min", &mut expect.ok_min),
                 ("failed_connections", &mut expect.failed_connections),
                 ("cut_connections", &mut expect.cut_connections),
+                ("cut_connections_min", &mut expect.cut_connections_min),
                 ("connections_to_down", &mut expect.connections_to_down),
                 ("bytes_after_fault", &mut expect.bytes_after_fault),
                 ("access_log_servers", &mut expect.access_log_servers),
@@ -828,7 +833,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
                 }
             }
             let (wrong, what) = if load.tcp.is_some() {
-                (HTTP_EXPECT_KEYS, "requests; a TCP load counts connections (failed_connections, cut_connections, connections_to_down, bytes_after_fault)")
+                (HTTP_EXPECT_KEYS, "requests; a TCP load counts connections (failed_connections, cut_connections, cut_connections_min, connections_to_down, bytes_after_fault)")
             } else {
                 (
                     TCP_EXPECT_KEYS,
@@ -868,6 +873,21 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
     if let Value::Table(t) = field(&root, "expect") {
         expect.two_masters = super::balancers::expect_keys(&mut errs, &t, &balancers);
     }
+    // failover_within is judged per fault that takes a balancer out:
+    // without one it could only be NOT MET, after the whole run.
+    let takes_out = |f: &Fault| {
+        f.balancer.is_some()
+            && matches!(
+                f.kind,
+                FaultKind::Kill | FaultKind::Blackhole | FaultKind::StopKeepalived
+            )
+    };
+    if expect.failover_within.is_some() && !balancers.is_empty() && !faults.iter().any(takes_out) {
+        errs.at(
+            &["expect", "failover_within"],
+            "expect.failover_within needs a fault that takes a balancer out (kill, blackhole or stop_keepalived with balancer = \"L1\"); the scenario has none".into(),
+        );
+    }
     let workers = match int_in(&field(&root, "workers"), "workers", 1, 16) {
         Ok(n) => n.unwrap_or(1) as usize,
         Err(e) => {
@@ -894,6 +914,10 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
     }
     let same_ip = names_list(&mut errs, &root, "same_ip", "", &origins);
     let same_ip_at = match errs.places.line(&["same_ip"]) {
+        Some(l) => format!("{}:{l}", path.display()),
+        None => path.display().to_string(),
+    };
+    let balancers_at = match errs.places.line(&["balancers"]) {
         Some(l) => format!("{}:{l}", path.display()),
         None => path.display().to_string(),
     };
@@ -927,6 +951,7 @@ pub fn load(path: &Path) -> Result<Scenario, Vec<String>> {
         same_ip,
         same_ip_at,
         balancers,
+        balancers_at,
         vrrp,
     })
 }
