@@ -808,6 +808,7 @@ fn an_address_a_name_gives_that_another_pool_checks_differently_is_a_warning() {
   pools = {{
     app = {{ servers = {{ "app.test:80" }}, resolve = "10s", check = {{ http = "GET /health" }} }},
     fixed = {{ servers = {{ "127.0.0.3:80" }}, check = {{ tcp = true }} }},
+    h2 = {{ servers = {{ "127.0.0.2:80" }}, protocol = "h2" }},
   }},
 }}
 "#,
@@ -821,6 +822,10 @@ fn an_address_a_name_gives_that_another_pool_checks_differently_is_a_warning() {
     let all = format!("{out}{err}");
     assert!(
         all.contains("policy.lua:6: pool \"fixed\": server 127.0.0.3:80 is also in pool \"app\" (a DNS name gives it to one of them), which checks it differently"),
+        "{all}"
+    );
+    assert!(
+        all.contains("pool \"h2\": server 127.0.0.2:80 is also in pool \"app\" (a DNS name gives it to one of them), which reaches it differently"),
         "{all}"
     );
 }
