@@ -793,3 +793,39 @@ fn a_reload_says_what_it_changed_of_the_dns_settings() {
         assert!(line.contains(part), "{part:?} in {line}");
     }
 }
+
+#[test]
+fn an_address_a_name_gives_that_another_pool_checks_differently_is_a_warning() {
+    let dns = Dns::start(HOSTS_AB, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write_policy(
+        dir.path(),
+        "policy.lua",
+        &format!(
+            r#"return {{
+  resolvers = {{ "{dns}" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{
+    app = {{ servers = {{ "app.test:80" }}, resolve = "10s", check = {{ http = "GET /health" }} }},
+    fixed = {{ servers = {{ "127.0.0.3:80" }}, check = {{ tcp = true }} }},
+    h2 = {{ servers = {{ "127.0.0.2:80" }}, protocol = "h2" }},
+  }},
+}}
+"#,
+            dns = dns.addr()
+        ),
+    );
+    // What DNS says today does not refuse the policy: the first pool by
+    // name checks the address, and the warning says so.
+    let (code, out, err) = pocket_cmd(&["check", policy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let all = format!("{out}{err}");
+    assert!(
+        all.contains("policy.lua:6: pool \"fixed\": server 127.0.0.3:80 is also in pool \"app\" (a DNS name gives it to one of them), which checks it differently"),
+        "{all}"
+    );
+    assert!(
+        all.contains("pool \"h2\": server 127.0.0.2:80 is also in pool \"app\" (a DNS name gives it to one of them), which reaches it differently"),
+        "{all}"
+    );
+}

@@ -1085,21 +1085,34 @@ impl Checker<'_> {
     /// (which check would decide?). A new shared health starts down if its
     /// check says `start = "down"`. See docs/health.md.
     fn one_health_per_address(&mut self, pools: &[Arc<Pool>]) {
-        let mut owner: HashMap<SocketAddr, (&str, &CheckSpec)> = HashMap::new();
+        let mut owner: HashMap<SocketAddr, (&str, &CheckSpec, bool)> = HashMap::new();
         for pool in pools.iter().filter(|p| !p.own_health) {
             let Some(check) = &pool.check else { continue };
             for server in &pool.servers {
                 if !check.start_up && self.fresh_health.contains(&server.addr) {
                     server.state.health.start_down();
                 }
-                let Some((first, theirs)) = owner.get(&server.addr) else {
-                    owner.insert(server.addr, (&pool.name, check));
+                let Some((first, theirs, first_named)) = owner.get(&server.addr) else {
+                    owner.insert(server.addr, (&pool.name, check, server.from.is_some()));
                     continue;
                 };
                 let same = !check.pool_function
                     && !theirs.pool_function
                     && check.fingerprint() == theirs.fingerprint();
-                if !same {
+                // An address a DNS name gave is what DNS says today: it
+                // does not refuse the policy (a refresh would not either);
+                // the first pool's check decides, and a warning says so.
+                if !same && (*first_named || server.from.is_some()) {
+                    let name = &pool.name;
+                    let place = match self.places_line(&["pools", name, "check"]) {
+                        Some(n) => format!("{}:{n}", self.path.display()),
+                        None => self.path.display().to_string(),
+                    };
+                    self.warnings.push(format!(
+                        "{place}: pool \"{name}\": server {} is also in pool \"{first}\" (a DNS name gives it to one of them), which checks it differently; an address has one health, so pool \"{first}\"'s check decides for both: say own_health = true in the pool that wants its own verdict",
+                        server.addr
+                    ));
+                } else if !same {
                     let name = &pool.name;
                     self.error(
                         &["pools", name, "check"],
@@ -1121,15 +1134,27 @@ impl Checker<'_> {
     /// reaches it correctly. The same rule as one check per address: one
     /// of them says `own_health = true`. See docs/health.md, docs/tls.md.
     fn one_transport_per_shared_health(&mut self, pools: &[Arc<Pool>]) {
-        let mut owner: HashMap<SocketAddr, (&str, String)> = HashMap::new();
+        let mut owner: HashMap<SocketAddr, (&str, String, bool)> = HashMap::new();
         for pool in pools.iter().filter(|p| !p.own_health) {
             for server in &pool.servers {
                 let how = transport_text(pool, server);
-                let Some((first, theirs)) = owner.get(&server.addr) else {
-                    owner.insert(server.addr, (&pool.name, how));
+                let Some((first, theirs, first_named)) = owner.get(&server.addr) else {
+                    owner.insert(server.addr, (&pool.name, how, server.from.is_some()));
                     continue;
                 };
-                if *theirs != how {
+                // As with checks: what DNS says today does not refuse the
+                // policy; a warning says what to do.
+                if *theirs != how && (*first_named || server.from.is_some()) {
+                    let name = &pool.name;
+                    let place = match self.places_line(&["pools", name]) {
+                        Some(n) => format!("{}:{n}", self.path.display()),
+                        None => self.path.display().to_string(),
+                    };
+                    self.warnings.push(format!(
+                        "{place}: pool \"{name}\": server {} is also in pool \"{first}\" (a DNS name gives it to one of them), which reaches it differently ({theirs}; here {how}); an address has one health, so a failure caused by one pool's settings marks it down for both: say own_health = true in one of them",
+                        server.addr
+                    ));
+                } else if *theirs != how {
                     let name = &pool.name;
                     let at: &[&str] = if pool.tls.is_some() {
                         &["pools", name, "tls"]
