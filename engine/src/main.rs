@@ -73,7 +73,7 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Run the policy's `tests` cases with no network; exit 1 if any fails.
+    /// Run the policy's `tests` cases with no network to servers (names in pools are still resolved by DNS); exit 1 if any fails.
     Test {
         /// Policy scripts (several may be given).
         #[arg(required = true)]
@@ -84,7 +84,8 @@ enum Command {
     Status { policy: PathBuf },
     /// Load and validate a policy, print what would run; exit 1 on errors.
     Check { policy: PathBuf },
-    /// Run one request through the policy with no network and print why
+    /// Run one request through the policy with no network to servers (names in
+    /// pools are still resolved by DNS) and print why
     /// it goes where it goes: hooks, the pocket.match route, the pool, the
     /// hash key, every server and why it was skipped. Exit 2 on a
     /// malformed request, 1 when the policy does not load.
@@ -114,6 +115,12 @@ enum Command {
         admin_port: u16,
     },
     /// Run one built-in origin server (for labs and tests).
+    ///
+    /// It answers `hello from NAME (request N) path P` and says who it is
+    /// in `x-origin`. Paths: `/health` (ok), `/headers` (what it received),
+    /// `/bytes/N` (N bytes), `/status/N` (that status), `/delay/MS` (answers
+    /// after MS ms), `/stall/N` (N bytes, then silence), `/echo` (an upgrade
+    /// that echoes bytes); POST/PUT say how many bytes came.
     Origin {
         #[arg(long, default_value = "A")]
         name: String,
