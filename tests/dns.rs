@@ -613,6 +613,64 @@ fn a_name_that_does_not_resolve_is_refused_at_load() {
     );
 }
 
+/// A bad `resolvers` resolves no name at all: not with the system's DNS
+/// servers (the policy meant others), nor with the good half of the list.
+/// Each list here also names the test's dnsmasq, on loopback, and the pool a
+/// name dnsmasq does not know: a name asked anyway would show as a second
+/// "does not resolve" error, and no query ever leaves loopback.
+#[test]
+fn a_bad_resolvers_list_resolves_no_name() {
+    let dns = Dns::start(HOSTS_A, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dns.addr();
+    for (list, expected) in [
+        (
+            format!(r#""1.2.3", "{d}""#),
+            "policy.lua:2: resolvers: bad DNS server address \"1.2.3\"",
+        ),
+        (
+            format!(r#""127.0.0.1:70000", "{d}""#),
+            "policy.lua:2: resolvers: bad DNS server address \"127.0.0.1:70000\"",
+        ),
+        (
+            format!(r#""127.0.0.1:0", "{d}""#),
+            "policy.lua:2: resolvers: bad DNS server address \"127.0.0.1:0\"",
+        ),
+        (
+            format!(r#""dns.internal:53", "{d}""#),
+            "policy.lua:2: resolvers: bad DNS server address \"dns.internal:53\"",
+        ),
+        (format!(r#""{d}", "{d}""#), "policy.lua:2: resolvers: "),
+    ] {
+        let policy = write_policy(
+            dir.path(),
+            "policy.lua",
+            &format!(
+                r#"return {{
+  resolvers = {{ {list} }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{
+    app = {{ servers = {{ "nope.test:80" }}, resolve = "10s" }},
+    svc = {{ servers = {{ {{ srv = "_http._tcp.nope.test" }} }} }},
+  }},
+}}
+"#
+            ),
+        );
+        let (code, _, err) = pocket_cmd(&["check", policy.to_str().unwrap()]);
+        assert_eq!(code, 1, "{list}\n{err}");
+        assert!(err.contains(expected), "{list}: {expected}\n{err}");
+        for unwanted in [
+            "does not resolve",
+            "NXDOMAIN",
+            "has no servers",
+            "no connections",
+        ] {
+            assert!(!err.contains(unwanted), "{list}: {unwanted}\n{err}");
+        }
+    }
+}
+
 #[test]
 fn bad_dns_settings_are_refused_with_their_line() {
     let dir = tempfile::tempdir().unwrap();
