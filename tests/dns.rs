@@ -397,6 +397,64 @@ async fn an_added_address_takes_traffic_and_the_others_keep_their_counters() {
     );
 }
 
+/// A drain set on an address is for that server: the address leaves the
+/// name's answer and comes back, and it is ready and takes traffic (not a
+/// pool left with no server up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_leaves_and_comes_back_is_ready_again() {
+    let dns = Dns::start(HOSTS_AB, &[]);
+    let (port, _origins) = origins_on_one_port(&["A", "B"]);
+    let pocket = Pocket::start(&policy(&dns, port, ""), 1);
+    let web = pocket.addr("web");
+    let admin = admin_addr(&pocket);
+    let b = format!("127.0.0.3:{port}");
+    let r = send(
+        admin,
+        request(
+            "POST",
+            &format!("/api/pools/app/servers/{b}/state"),
+            &[("host", "127.0.0.1"), ("content-type", "application/json")],
+            r#"{"state":"drain"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for _ in 0..6 {
+        assert_eq!(who(&get(web, "/").await), "A");
+    }
+
+    dns.set_hosts(HOSTS_A);
+    pocket
+        .log
+        .wait_for(&[&format!("removed {b}"), "generation"]);
+    dns.set_hosts(HOSTS_AB);
+    pocket.log.wait_for(&[&format!("added {b}"), "generation"]);
+    let status = api_status(admin).await;
+    let entry = &status[status
+        .find(&format!("\"addr\":\"{b}\""))
+        .expect("B in the API")..];
+    assert!(
+        entry
+            .split('}')
+            .next()
+            .unwrap()
+            .contains("\"admin\":\"ready\""),
+        "{status}"
+    );
+    let mut answered = Vec::new();
+    for _ in 0..20 {
+        answered.push(who(&get(web, "/").await));
+    }
+    assert!(
+        answered.iter().all(|w| w == "A" || w == "B"),
+        "{answered:?}"
+    );
+    assert!(
+        answered.iter().filter(|w| *w == "B").count() >= 5,
+        "B takes its share again: {answered:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_address_finishes_the_request_it_has() {
     let dns = Dns::start(HOSTS_A, &[]);
