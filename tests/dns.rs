@@ -729,6 +729,34 @@ fn a_bad_resolvers_list_resolves_no_name() {
     }
 }
 
+/// A DNS server where nothing listens: the load says how long it waited
+/// and how often it asked, as it did (two tries of 2 s, not three).
+#[test]
+fn a_resolver_that_does_not_answer_is_said_as_it_was_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let policy = write_policy(
+        dir.path(),
+        "policy.lua",
+        &format!(
+            r#"return {{
+  resolvers = {{ "127.0.0.1:{port}" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "app.test:80" }} }} }},
+}}
+"#
+        ),
+    );
+    let (code, _, err) = pocket_cmd(&["check", policy.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "policy.lua:4: pool \"app\": server \"app.test:80\" does not resolve: no answer within 4s (2 tries of 2s) (resolvers: 127.0.0.1:{port})"
+        )),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_dns_settings_are_refused_with_their_line() {
     let dir = tempfile::tempdir().unwrap();
