@@ -397,6 +397,64 @@ async fn an_added_address_takes_traffic_and_the_others_keep_their_counters() {
     );
 }
 
+/// A drain set on an address is for that server: the address leaves the
+/// name's answer and comes back, and it is ready and takes traffic (not a
+/// pool left with no server up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_that_leaves_and_comes_back_is_ready_again() {
+    let dns = Dns::start(HOSTS_AB, &[]);
+    let (port, _origins) = origins_on_one_port(&["A", "B"]);
+    let pocket = Pocket::start(&policy(&dns, port, ""), 1);
+    let web = pocket.addr("web");
+    let admin = admin_addr(&pocket);
+    let b = format!("127.0.0.3:{port}");
+    let r = send(
+        admin,
+        request(
+            "POST",
+            &format!("/api/pools/app/servers/{b}/state"),
+            &[("host", "127.0.0.1"), ("content-type", "application/json")],
+            r#"{"state":"drain"}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for _ in 0..6 {
+        assert_eq!(who(&get(web, "/").await), "A");
+    }
+
+    dns.set_hosts(HOSTS_A);
+    pocket
+        .log
+        .wait_for(&[&format!("removed {b}"), "generation"]);
+    dns.set_hosts(HOSTS_AB);
+    pocket.log.wait_for(&[&format!("added {b}"), "generation"]);
+    let status = api_status(admin).await;
+    let entry = &status[status
+        .find(&format!("\"addr\":\"{b}\""))
+        .expect("B in the API")..];
+    assert!(
+        entry
+            .split('}')
+            .next()
+            .unwrap()
+            .contains("\"admin\":\"ready\""),
+        "{status}"
+    );
+    let mut answered = Vec::new();
+    for _ in 0..20 {
+        answered.push(who(&get(web, "/").await));
+    }
+    assert!(
+        answered.iter().all(|w| w == "A" || w == "B"),
+        "{answered:?}"
+    );
+    assert!(
+        answered.iter().filter(|w| *w == "B").count() >= 5,
+        "B takes its share again: {answered:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_address_finishes_the_request_it_has() {
     let dns = Dns::start(HOSTS_A, &[]);
@@ -609,6 +667,92 @@ fn a_name_that_does_not_resolve_is_refused_at_load() {
         err.contains(
             "policy.lua:9: pool \"svc\": SRV name \"_http._tcp.nope.test\" does not resolve"
         ),
+        "{err}"
+    );
+}
+
+/// A bad `resolvers` resolves no name at all: not with the system's DNS
+/// servers (the policy meant others), nor with the good half of the list.
+/// Each list here also names the test's dnsmasq, on loopback, and the pool a
+/// name dnsmasq does not know: a name asked anyway would show as a second
+/// "does not resolve" error, and no query ever leaves loopback.
+#[test]
+fn a_bad_resolvers_list_resolves_no_name() {
+    let dns = Dns::start(HOSTS_A, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dns.addr();
+    for (list, expected) in [
+        (
+            format!(r#""1.2.3", "{d}""#),
+            "policy.lua:2: resolvers: bad DNS server address \"1.2.3\"",
+        ),
+        (
+            format!(r#""127.0.0.1:70000", "{d}""#),
+            "policy.lua:2: resolvers: bad DNS server address \"127.0.0.1:70000\"",
+        ),
+        (
+            format!(r#""127.0.0.1:0", "{d}""#),
+            "policy.lua:2: resolvers: bad DNS server address \"127.0.0.1:0\"",
+        ),
+        (
+            format!(r#""dns.internal:53", "{d}""#),
+            "policy.lua:2: resolvers: bad DNS server address \"dns.internal:53\"",
+        ),
+        (format!(r#""{d}", "{d}""#), "policy.lua:2: resolvers: "),
+    ] {
+        let policy = write_policy(
+            dir.path(),
+            "policy.lua",
+            &format!(
+                r#"return {{
+  resolvers = {{ {list} }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{
+    app = {{ servers = {{ "nope.test:80" }}, resolve = "10s" }},
+    svc = {{ servers = {{ {{ srv = "_http._tcp.nope.test" }} }} }},
+  }},
+}}
+"#
+            ),
+        );
+        let (code, _, err) = pocket_cmd(&["check", policy.to_str().unwrap()]);
+        assert_eq!(code, 1, "{list}\n{err}");
+        assert!(err.contains(expected), "{list}: {expected}\n{err}");
+        for unwanted in [
+            "does not resolve",
+            "NXDOMAIN",
+            "has no servers",
+            "no connections",
+        ] {
+            assert!(!err.contains(unwanted), "{list}: {unwanted}\n{err}");
+        }
+    }
+}
+
+/// A DNS server where nothing listens: the load says how long it waited
+/// and how often it asked, as it did (two tries of 2 s, not three).
+#[test]
+fn a_resolver_that_does_not_answer_is_said_as_it_was_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let policy = write_policy(
+        dir.path(),
+        "policy.lua",
+        &format!(
+            r#"return {{
+  resolvers = {{ "127.0.0.1:{port}" }},
+  listeners = {{ {{ name = "web", bind = "127.0.0.1:0", pool = "app" }} }},
+  pools = {{ app = {{ servers = {{ "app.test:80" }} }} }},
+}}
+"#
+        ),
+    );
+    let (code, _, err) = pocket_cmd(&["check", policy.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "policy.lua:4: pool \"app\": server \"app.test:80\" does not resolve: no answer within 4s (2 tries of 2s) (resolvers: 127.0.0.1:{port})"
+        )),
         "{err}"
     );
 }

@@ -24,7 +24,15 @@ const MAX_RESOLVERS: usize = 8;
 impl Checker<'_> {
     /// `resolvers = { "127.0.0.1:5353" }` (or one string): IP addresses,
     /// port 53 unless written; absent: the system's.
+    /// Any error here sets `resolvers_bad`: then no name is resolved.
     pub(super) fn resolvers_setting(&mut self, root: &Table) -> Resolvers {
+        let errors_before = self.errors.len();
+        let read = self.resolvers_read(root);
+        self.resolvers_bad = self.errors.len() > errors_before;
+        read
+    }
+
+    fn resolvers_read(&mut self, root: &Table) -> Resolvers {
         let at = ["resolvers"];
         let shape =
             "resolvers is a list of DNS server addresses, like resolvers = { \"127.0.0.1:53\" }";
@@ -90,7 +98,7 @@ impl Checker<'_> {
                 Some(a) => out.push(a),
                 None => self.error(
                     &at_item,
-                    format!("resolvers: bad DNS server address \"{text}\" (expected an IP address with an optional port, like \"127.0.0.1:5353\" or \"10.0.0.2\"; a name cannot be resolved without a DNS server)"),
+                    format!("resolvers: bad DNS server address \"{text}\" (expected an IP address with an optional port from 1 to 65535, like \"127.0.0.1:5353\" or \"10.0.0.2\"; a name cannot be resolved without a DNS server)"),
                 ),
             }
         }
@@ -133,6 +141,10 @@ impl Checker<'_> {
         named: &Named,
         at: &[&str],
     ) -> Option<Vec<Found>> {
+        if self.resolvers_bad {
+            self.names_skipped += 1;
+            return None;
+        }
         let resolvers = self.resolvers.clone();
         let answer = match self.prefetched.get(&named.query) {
             Some(answer) => answer.clone(),
@@ -182,6 +194,9 @@ impl Checker<'_> {
     /// pools' own reading), so that the load waits for the slowest answer,
     /// not for their sum.
     pub(super) fn prefetch_names(&mut self, root: &Table) {
+        if self.resolvers_bad {
+            return;
+        }
         let mut queries: Vec<Query> = Vec::new();
         let Ok(Value::Table(pools)) = root.get::<Value>("pools") else {
             return;
@@ -208,7 +223,7 @@ impl Checker<'_> {
                 }
             }
         }
-        if queries.is_empty() {
+        if queries.is_empty() || self.resolvers_bad {
             return;
         }
         let answers = crate::dns::find_all_blocking(&self.resolvers, &queries);
@@ -216,10 +231,11 @@ impl Checker<'_> {
     }
 }
 
-/// A DNS server's address: `IP`, `IP:PORT` or `[V6]:PORT`.
+/// A DNS server's address: `IP`, `IP:PORT` or `[V6]:PORT`; port 0 is
+/// none (nothing can be sent to it).
 fn resolver_addr(text: &str) -> Option<SocketAddr> {
     if let Ok(a) = text.parse::<SocketAddr>() {
-        return Some(a);
+        return (a.port() != 0).then_some(a);
     }
     text.parse::<IpAddr>()
         .ok()
@@ -297,5 +313,7 @@ mod tests {
             Some("127.0.0.1:5353".parse().unwrap())
         );
         assert_eq!(resolver_addr("dns.test:53"), None);
+        assert_eq!(resolver_addr("127.0.0.1:0"), None, "port 0 is none");
+        assert_eq!(resolver_addr("127.0.0.1:70000"), None);
     }
 }

@@ -105,6 +105,8 @@ pub fn load_policy_source(
         modules: Vec::new(),
         warnings: Vec::new(),
         resolvers: Default::default(),
+        resolvers_bad: false,
+        names_skipped: 0,
         prefetched: HashMap::new(),
     };
     let vm = Vm::new(path, Limits::default()).map_err(|e| cx.fatal(&e))?;
@@ -214,6 +216,13 @@ pub(super) struct Checker<'a> {
     /// The policy's `resolvers`, read before the pools: their names are
     /// resolved with them.
     pub(super) resolvers: crate::dns::Resolvers,
+    /// `resolvers` has an error: no name is resolved at all (not with the
+    /// system's resolvers either: the policy meant others, and a name sent
+    /// to the wrong DNS server tells it what the pools are).
+    pub(super) resolvers_bad: bool,
+    /// Named entries left unresolved because `resolvers` is bad: their pool
+    /// says no "has no servers" on top of the resolvers error.
+    pub(super) names_skipped: usize,
     /// The answers to every name the pools write, asked at once before
     /// the pools are read (config/dns.rs).
     pub(super) prefetched: HashMap<crate::dns::Query, Result<Vec<crate::dns::Found>, String>>,
@@ -1202,6 +1211,7 @@ impl Checker<'_> {
             }
         };
         let errors_before = self.errors.len();
+        let skipped_before = self.names_skipped;
         let misspelt = self.unknown_keys(&t, POOL_KEYS, &format!("pool \"{name}\""), &here);
 
         let mut settings = self.pool_settings(name, &t);
@@ -1259,7 +1269,10 @@ impl Checker<'_> {
                         servers.push(server);
                     }
                 }
-                if servers.is_empty() && self.errors.len() == errors_before {
+                if servers.is_empty()
+                    && self.errors.len() == errors_before
+                    && self.names_skipped == skipped_before
+                {
                     self.error(
                         &["pools", name, "servers"],
                         format!("pool \"{name}\" has no servers"),
@@ -1296,7 +1309,11 @@ impl Checker<'_> {
             );
         }
 
-        if settings.resolve.is_some() && named.is_empty() && self.errors.len() == errors_before {
+        if settings.resolve.is_some()
+            && named.is_empty()
+            && self.errors.len() == errors_before
+            && self.names_skipped == skipped_before
+        {
             let place = match self.places_line(&["pools", name, "resolve"]) {
                 Some(n) => format!("{}:{n}", self.path.display()),
                 None => self.path.display().to_string(),
@@ -1307,7 +1324,7 @@ impl Checker<'_> {
         }
         settings.named = named;
 
-        if self.errors.len() > errors_before {
+        if self.errors.len() > errors_before || self.names_skipped > skipped_before {
             return None;
         }
         Some(Pool::new(name, servers, settings))

@@ -52,7 +52,8 @@ impl Resolver {
         };
         let o = builder.options_mut();
         o.timeout = QUERY_TIMEOUT;
-        o.attempts = ATTEMPTS;
+        // hickory's `attempts` counts the tries after the first.
+        o.attempts = ATTEMPTS - 1;
         o.cache_size = 0;
         o.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
         let inner = builder
@@ -62,7 +63,7 @@ impl Resolver {
     }
 
     /// Every address `query` gives now. Errors say why in a few words
-    /// (`no such name (NXDOMAIN)`, `no answer within 2s`).
+    /// (`no such name (NXDOMAIN)`, `no answer within 4s (2 tries of 2s)`).
     pub async fn find(&self, query: &Query) -> Result<Vec<Found>, String> {
         match query {
             Query::Host { host, port } => {
@@ -142,7 +143,11 @@ fn describe(e: &NetError) -> String {
     } else if e.is_no_records_found() {
         "no records of that kind".into()
     } else if matches!(e, NetError::Timeout) {
-        format!("no answer within {:?} ({ATTEMPTS} tries)", QUERY_TIMEOUT)
+        format!(
+            "no answer within {:?} ({ATTEMPTS} tries of {:?})",
+            QUERY_TIMEOUT * ATTEMPTS as u32,
+            QUERY_TIMEOUT
+        )
     } else {
         e.to_string()
     }

@@ -37,6 +37,9 @@ pub const DNS_PORT: u16 = 53;
 /// resolver that stopped answering costs a load at most this twice per
 /// name, and a refresh as much (never a request: they do not wait on DNS).
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How many times a query is sent (the first and one more) before a name
+/// is said to give no answer. A DNS server that refuses (nothing listens
+/// on its port) is waited for like one that is silent: UDP says nothing.
 pub const ATTEMPTS: usize = 2;
 
 /// Which DNS servers names are asked of: the policy's `resolvers`, or,

@@ -328,7 +328,8 @@ impl ServerState {
     }
 
     /// Sets drain or maintenance in this pool; kept across reloads like
-    /// health.
+    /// health while the server stays in the pool (ready again once it
+    /// leaves).
     pub fn set_admin(&self, state: AdminState) -> bool {
         let n = match state {
             AdminState::Ready => 0,
@@ -359,6 +360,13 @@ impl ServerState {
             0 => written,
             set => set,
         }
+    }
+
+    /// Forgets what the admin API set (ready, the policy's weight): the
+    /// server left its pool's live policy (see [`StateRegistry::went_live`]).
+    fn left_pool(&self) {
+        self.admin.store(0, Ordering::Relaxed);
+        self.weight_set.store(0, Ordering::Relaxed);
     }
 
     /// Healthy and ready: may get a new request.
@@ -471,11 +479,20 @@ impl StateRegistry {
     pub fn went_live(&self, policy: &crate::config::Policy) {
         crate::observe::metrics::went_live(policy);
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        live.clear();
+        let before = std::mem::take(&mut *live);
         for pool in &policy.pools {
             for server in &pool.servers {
                 server.state.health.live.store(true, Ordering::Relaxed);
                 live.insert((pool.name.to_string(), server.addr), server.state.clone());
+            }
+        }
+        // A server that left its pool (a reload, a DNS answer) and comes
+        // back later is a new server (docs/operations.md, "Servers that
+        // move"): its drain, maint or weight set by the admin API does not
+        // wait for it. Its health history stays (one address, one health).
+        for (key, state) in before {
+            if !live.get(&key).is_some_and(|now| Arc::ptr_eq(now, &state)) {
+                state.left_pool();
             }
         }
     }
