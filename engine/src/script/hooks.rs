@@ -755,24 +755,7 @@ impl WorkerScript {
             depth: crate::script::subrequest::depth_of(&req.head.headers),
             request: Some(req.id),
         };
-        let blank = RequestView {
-            head: http::Request::new(()).into_parts().0,
-            raw_target: None,
-            peer: req.peer,
-            listener: req.listener.clone(),
-            id: req.id,
-            growth: 0,
-            tls: None,
-        };
-        // Made first and swapped in: if Lua cannot make it, the request
-        // is still the caller's.
-        let ud = lua
-            .create_userdata(blank)
-            .map_err(|e| self.failed("on_request", f, &e))?;
-        match ud.borrow_mut::<RequestView>() {
-            Ok(mut lent) => std::mem::swap(&mut *lent, req),
-            Err(e) => return Err(self.failed("on_request", f, &e)),
-        }
+        let ud = lend(lua, req).map_err(|e| self.failed("on_request", f, &e))?;
         let pulse = self
             .watch
             .as_ref()
@@ -790,15 +773,7 @@ impl WorkerScript {
         drop(call);
         let out = self.vm.settle(out);
         self.vm.tally();
-        // Taken back; a script that kept `req` finds it empty later.
-        match ud.take::<RequestView>() {
-            Ok(view) => *req = view,
-            Err(_) => {
-                if let Ok(mut lent) = ud.borrow_mut::<RequestView>() {
-                    std::mem::swap(&mut *lent, req);
-                }
-            }
-        }
+        take_back(&ud, req);
         match out {
             Ok(out) => self.decision_of(f, out),
             Err(e) => Err(self.failed("on_request", f, &e)),
@@ -1035,22 +1010,7 @@ impl WorkerScript {
         let list = self
             .servers_table(pool, &candidates)
             .map_err(|e| self.failed("balance", f, &e))?;
-        let blank = RequestView {
-            head: http::Request::new(()).into_parts().0,
-            raw_target: None,
-            peer: req.peer,
-            listener: req.listener.clone(),
-            id: req.id,
-            growth: 0,
-            tls: None,
-        };
-        let ud = lua
-            .create_userdata(blank)
-            .map_err(|e| self.failed("balance", f, &e))?;
-        match ud.borrow_mut::<RequestView>() {
-            Ok(mut lent) => std::mem::swap(&mut *lent, req),
-            Err(e) => return Err(self.failed("balance", f, &e)),
-        }
+        let ud = lend(lua, req).map_err(|e| self.failed("balance", f, &e))?;
         let pulse = self.watch.as_ref().map(|w| {
             let at = w.balancers.get(pool_index).copied().unwrap_or(0);
             (&*w.pulse, at, req.id.seq)
@@ -1069,14 +1029,7 @@ impl WorkerScript {
         drop(call);
         let out = self.vm.settle(out);
         self.vm.tally();
-        match ud.take::<RequestView>() {
-            Ok(view) => *req = view,
-            Err(_) => {
-                if let Ok(mut lent) = ud.borrow_mut::<RequestView>() {
-                    std::mem::swap(&mut *lent, req);
-                }
-            }
-        }
+        take_back(&ud, req);
         out.map(|v| chosen(pool, &candidates, v))
             .map_err(|e| self.failed("balance", f, &e))
     }
@@ -1447,3 +1400,34 @@ mod conn_hello_tests;
 #[cfg(test)]
 #[path = "on_connect_tcp_tests.rs"]
 mod on_connect_tcp_tests;
+
+/// Lends `req` to a hook run as a coroutine: an owned userdata (a
+/// coroutine outlives any borrow) made first and swapped in, so if Lua
+/// cannot make it the request is still the caller's. [`take_back`] ends
+/// the loan.
+fn lend(lua: &mlua::Lua, req: &mut RequestView) -> mlua::Result<mlua::AnyUserData> {
+    let blank = RequestView {
+        head: http::Request::new(()).into_parts().0,
+        raw_target: None,
+        peer: req.peer,
+        listener: req.listener.clone(),
+        id: req.id,
+        growth: 0,
+        tls: None,
+    };
+    let ud = lua.create_userdata(blank)?;
+    std::mem::swap(&mut *ud.borrow_mut::<RequestView>()?, req);
+    Ok(ud)
+}
+
+/// Takes a lent request back; a script that kept it finds it empty later.
+fn take_back(ud: &mlua::AnyUserData, req: &mut RequestView) {
+    match ud.take::<RequestView>() {
+        Ok(view) => *req = view,
+        Err(_) => {
+            if let Ok(mut lent) = ud.borrow_mut::<RequestView>() {
+                std::mem::swap(&mut *lent, req);
+            }
+        }
+    }
+}
